@@ -1,0 +1,18 @@
+/*
+ * The built-in CPU backend's entry point. The backend itself is written as a plugin (it sees
+ * only loom/backend.h); the host creates one instance per runtime through this function rather
+ * than through dlopen.
+ */
+#ifndef LOOM_CPU_BACKEND_H
+#define LOOM_CPU_BACKEND_H
+
+#include <loom/backend.h>
+
+/* Create a CPU backend whose pool uses THREADS threads (the caller of each parallel kernel
+ * included), pinned one per core; 0 means LOOM_CPU_THREADS from the environment, else every
+ * core. Sets OpenBLAS to one thread: the pool parallelises GEMMs itself, so OpenBLAS never
+ * oversubscribes the cores. Returns a table owned by the caller, released by its shutdown()
+ * slot; NULL on failure with a message in ERR. */
+const loom_backend *loom_cpu_backend_create(unsigned threads, char *err, size_t err_len);
+
+#endif /* LOOM_CPU_BACKEND_H */

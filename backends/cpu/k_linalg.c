@@ -1,0 +1,1122 @@
+/*
+ * CPU kernels of the linear-algebra family: MatMul, Gemm, Conv (1-D and 2-D), MaxPool,
+ * AveragePool and GlobalAveragePool, with ONNX opset-18 semantics.
+ *
+ * Threading. OpenBLAS is told to use one thread at start-up, so that the only parallelism is the
+ * backend's own pinned pool and the two never oversubscribe the cores. Every f32 GEMM here is
+ * therefore cut by us: the problems of a batch, and when there are too few of them for the pool,
+ * each problem's larger output dimension (M rows or N columns) in blocks of whole multiples of 16
+ * (the width of OpenBLAS's micro-kernels), one single-threaded cblas_sgemm per block on a
+ * sub-matrix of the caller's arrays: nothing is copied. The number of blocks per problem makes the
+ * task count a multiple of the pool's threads, so every thread gets the same work. GEMMs under
+ * about 64^3 multiply-adds run as one call on the calling thread, where a fork would cost more
+ * than it saves.
+ *
+ * Conv lowers to GEMM through im2col. Scratch holds S column buffers, S sized at prepare time
+ * from the shape alone (prepare sees no pool): as many (image, group) items as fit in a budget,
+ * at most 64. At run time, when there are at least as many small items as threads and S covers
+ * them, the items run in parallel, each with its own buffer (item i of a round uses buffer i);
+ * otherwise the items run one after another, each with its im2col split by rows and its GEMM
+ * split by blocks over the pool. 1x1, stride-1, unpadded convs read the input as the GEMM's B
+ * directly, and grouped convs with tiny groups (depthwise) use direct loops, where a GEMM with
+ * K <= 32 would be all overhead.
+ */
+#include "cpu_kernels.h"
+
+#include <cblas.h>
+
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Below this many multiply-adds a GEMM (or a batch of them) is not worth a fork. */
+#define LK_SMALL_MACS (64.0 * 64.0 * 64.0)
+/* The least work, in multiply-adds, worth handing to a thread as one chunk. */
+#define LK_CHUNK_MACS (32.0 * 1024.0)
+/* Block boundaries of a split GEMM fall on multiples of this many rows or columns. */
+#define LK_ALIGN 16
+/* im2col buffers for parallel (image, group) items: budget in bytes, and most buffers. */
+#define LK_COL_BUDGET ((size_t)16 << 20)
+#define LK_COL_MAX_BUFFERS 64
+/* Grouped convs whose groups reduce over at most this many taps use direct loops. */
+#define LK_DIRECT_MAX_TAPS 32
+
+/* ---- shared helpers -------------------------------------------------------------------------- */
+
+static int get_ints(const loom_node_desc *node, const char *name, size_t count, int64_t *out)
+{
+    const loom_attr *a = loom_node_attr(node, name);
+    if (!a || a->kind != LOOM_ATTR_INTS || a->count != count)
+        return 0;
+    for (size_t i = 0; i < count; i++)
+        out[i] = a->ints[i];
+    return 1;
+}
+
+static int input_present(const loom_node_desc *node, uint32_t i)
+{
+    return i < node->n_inputs && node->inputs[i].dtype != LOOM_DTYPE_UNDEFINED;
+}
+
+static int kernel_input_present(const cpu_kernel *k, uint32_t i)
+{
+    return i < k->n_in && k->in[i].dtype != LOOM_DTYPE_UNDEFINED;
+}
+
+static size_t gcd_size(size_t a, size_t b)
+{
+    while (b) {
+        size_t t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+/* Outputs o in [0, n_out) with 0 <= o*stride + off < n_in lie in [*lo, *hi). */
+static void valid_range(int64_t off, int64_t stride, int64_t n_in, int64_t n_out, int64_t *lo,
+                        int64_t *hi)
+{
+    int64_t l = off >= 0 ? 0 : (-off + stride - 1) / stride;
+    int64_t h = n_in - 1 - off < 0 ? 0 : (n_in - 1 - off) / stride + 1;
+    if (h > n_out)
+        h = n_out;
+    if (l > h)
+        l = h;
+    *lo = l;
+    *hi = h;
+}
+
+/* The canonical window attributes of Conv and pooling over S spatial dims, checked for sizes
+ * the loops can use (inference should have caught the rest). */
+static int window_attrs_ok(const loom_node_desc *node, size_t s, char *reason, size_t len)
+{
+    int64_t ks[LOOM_MAX_RANK], st[LOOM_MAX_RANK], dl[LOOM_MAX_RANK], pd[2 * LOOM_MAX_RANK];
+    if (!get_ints(node, "kernel_shape", s, ks) || !get_ints(node, "strides", s, st) ||
+        !get_ints(node, "dilations", s, dl) || !get_ints(node, "pads", 2 * s, pd)) {
+        cpu_reason(reason, len, "%s: canonical attributes missing (run shape inference)",
+                   node->op_name);
+        return 0;
+    }
+    for (size_t i = 0; i < s; i++)
+        if (ks[i] < 1 || st[i] < 1 || dl[i] < 1 || pd[i] < 0 || pd[s + i] < 0) {
+            cpu_reason(reason, len, "%s: kernel, strides and dilations must be >= 1, pads >= 0",
+                       node->op_name);
+            return 0;
+        }
+    return 1;
+}
+
+/* ---- GEMM on blocks ---------------------------------------------------------------------------- */
+
+/* One f32 GEMM C = alpha*op(A)*op(B) + beta*C, row-major, as cblas sees it. */
+typedef struct lk_gemm {
+    int trans_a, trans_b;
+    int64_t m, n, k;
+    int64_t lda, ldb, ldc;
+    float alpha;
+    size_t nb;   /* blocks this GEMM is cut into */
+    int split_n; /* blocks are column ranges of C (else row ranges) */
+} lk_gemm;
+
+/* Decide how to cut BATCH GEMMs of shape G over the pool: sets G->nb and G->split_n, and returns
+ * the grain (tasks per chunk) to give cpu_parallel_for over batch*nb tasks. */
+static size_t lk_gemm_plan(lk_gemm *g, size_t batch, unsigned threads)
+{
+    double macs = (double)g->m * (double)g->n * (double)g->k;
+    size_t tasks;
+    g->nb = 1;
+    g->split_n = g->n > g->m;
+    if (batch == 0 || macs * (double)batch < LK_SMALL_MACS || threads <= 1)
+        return batch ? batch : 1;
+    int64_t extent = g->split_n ? g->n : g->m;
+    /* Enough blocks per GEMM that the task count is a multiple of the threads. */
+    size_t nb = threads / gcd_size(batch, threads);
+    if (nb > 1 && extent / (int64_t)nb < LK_ALIGN)
+        nb = extent / LK_ALIGN > 1 ? (size_t)(extent / LK_ALIGN) : 1;
+    g->nb = nb;
+    tasks = batch * nb;
+    double per_task = macs / (double)nb;
+    size_t grain = per_task >= LK_CHUNK_MACS ? 1 : (size_t)(LK_CHUNK_MACS / per_task) + 1;
+    /* Never coarser than an even share per thread. */
+    size_t share = (tasks + threads - 1) / threads;
+    return grain < share ? grain : share;
+}
+
+/* Start of block B of NB over EXTENT, on a multiple of LK_ALIGN (except the ends). */
+static int64_t block_start(int64_t extent, size_t nb, size_t b)
+{
+    if (b == 0)
+        return 0;
+    if (b >= nb)
+        return extent;
+    int64_t p = (int64_t)(((double)extent * (double)b) / (double)nb + 0.5);
+    p = (p + LK_ALIGN / 2) / LK_ALIGN * LK_ALIGN;
+    return p > extent ? extent : p;
+}
+
+/* C = alpha*op(A)*op(B) + beta*C on rows or columns [lo, hi) of C, one single-threaded call.
+ * Vector shapes go to sgemv, which OpenBLAS (0.3.21) does not forward to on its own. */
+static void lk_gemm_block(const lk_gemm *g, const float *a, const float *b, float *c, int64_t lo,
+                          int64_t hi, float beta)
+{
+    int64_t m = g->m, n = g->n;
+    if (g->split_n) {
+        b += g->trans_b ? lo * g->ldb : lo;
+        c += lo;
+        n = hi - lo;
+    } else {
+        a += g->trans_a ? lo : lo * g->lda;
+        c += lo * g->ldc;
+        m = hi - lo;
+    }
+    if (m <= 0 || n <= 0)
+        return;
+    if (g->k == 0) {
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++)
+                c[i * g->ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * g->ldc + j];
+        return;
+    }
+    if (m == 1) {
+        /* c[j] = sum_kk a[kk] * opB[kk][j] */
+        int inc_a = g->trans_a ? (int)g->lda : 1;
+        if (g->trans_b)
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n, (int)g->k, g->alpha, b, (int)g->ldb,
+                        a, inc_a, beta, c, 1);
+        else
+            cblas_sgemv(CblasRowMajor, CblasTrans, (int)g->k, (int)n, g->alpha, b, (int)g->ldb, a,
+                        inc_a, beta, c, 1);
+        return;
+    }
+    if (n == 1) {
+        /* c[i] = sum_kk opA[i][kk] * b[kk] */
+        int inc_b = g->trans_b ? 1 : (int)g->ldb;
+        if (g->trans_a)
+            cblas_sgemv(CblasRowMajor, CblasTrans, (int)g->k, (int)m, g->alpha, a, (int)g->lda, b,
+                        inc_b, beta, c, (int)g->ldc);
+        else
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)m, (int)g->k, g->alpha, a, (int)g->lda,
+                        b, inc_b, beta, c, (int)g->ldc);
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, g->trans_a ? CblasTrans : CblasNoTrans,
+                g->trans_b ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)g->k, g->alpha, a,
+                (int)g->lda, b, (int)g->ldb, beta, c, (int)g->ldc);
+}
+
+static int fits_int(int64_t v)
+{
+    return v >= 0 && v <= INT_MAX;
+}
+
+/* ---- MatMul ------------------------------------------------------------------------------------ */
+
+typedef struct matmul_params {
+    loom_dtype dtype;
+    int64_t m, n, k; /* per product; m covers the folded batch when B is not batched */
+    int64_t batch;   /* products */
+    uint32_t brank;  /* batch dimensions of the output */
+    int64_t bdims[LOOM_MAX_RANK];
+    int64_t astr[LOOM_MAX_RANK], bstr[LOOM_MAX_RANK]; /* element strides; 0 where broadcast */
+} matmul_params;
+
+static int matmul_supports(const loom_node_desc *node, char *reason, size_t len)
+{
+    if (node->n_inputs != 2 || node->n_outputs != 1) {
+        cpu_reason(reason, len, "MatMul takes 2 inputs and 1 output");
+        return 0;
+    }
+    loom_dtype t = node->inputs[0].dtype;
+    if (t != LOOM_DTYPE_F32 && t != LOOM_DTYPE_I32 && t != LOOM_DTYPE_I64) {
+        cpu_reason(reason, len, "MatMul: dtype %d not supported (f32, i32, i64)", (int)t);
+        return 0;
+    }
+    if (node->inputs[1].dtype != t || node->outputs[0].dtype != t) {
+        cpu_reason(reason, len, "MatMul: inputs and output must share one dtype");
+        return 0;
+    }
+    const loom_tensor_desc *a = &node->inputs[0], *b = &node->inputs[1];
+    if (a->rank == 0 || b->rank == 0) {
+        cpu_reason(reason, len, "MatMul: scalar operands");
+        return 0;
+    }
+    int64_t m = a->rank >= 2 ? a->dims[a->rank - 2] : 1;
+    int64_t k = a->dims[a->rank - 1];
+    int64_t n = b->rank >= 2 ? b->dims[b->rank - 1] : 1;
+    int64_t batch = 1;
+    for (uint32_t d = 0; d + 2 < a->rank; d++)
+        batch *= a->dims[d];
+    if (t == LOOM_DTYPE_F32 && (!fits_int(m * batch) || !fits_int(n) || !fits_int(k))) {
+        cpu_reason(reason, len, "MatMul: a dimension exceeds the BLAS integer range");
+        return 0;
+    }
+    return 1;
+}
+
+static void matmul_locate(const matmul_params *p, int64_t prob, int64_t *aoff, int64_t *boff)
+{
+    int64_t ao = 0, bo = 0;
+    for (uint32_t d = p->brank; d-- > 0;) {
+        int64_t i = prob % p->bdims[d];
+        prob /= p->bdims[d];
+        ao += i * p->astr[d];
+        bo += i * p->bstr[d];
+    }
+    *aoff = ao;
+    *boff = bo;
+}
+
+typedef struct matmul_ctx {
+    const matmul_params *p;
+    lk_gemm g;
+    const void *a, *b;
+    void *c;
+} matmul_ctx;
+
+static void matmul_f32_task(void *arg, size_t t0, size_t t1)
+{
+    const matmul_ctx *x = arg;
+    const matmul_params *p = x->p;
+    for (size_t t = t0; t < t1; t++) {
+        size_t prob = t / x->g.nb, blk = t % x->g.nb;
+        int64_t ao, bo;
+        matmul_locate(p, (int64_t)prob, &ao, &bo);
+        int64_t extent = x->g.split_n ? p->n : p->m;
+        lk_gemm_block(&x->g, (const float *)x->a + ao, (const float *)x->b + bo,
+                      (float *)x->c + (int64_t)prob * p->m * p->n,
+                      block_start(extent, x->g.nb, blk), block_start(extent, x->g.nb, blk + 1),
+                      0.0f);
+    }
+}
+
+/* Integer products wrap like NumPy's: the arithmetic is done unsigned. */
+#define DEFINE_MATMUL_INT(NAME, T, UT)                                                            \
+    static void NAME(void *arg, size_t r0, size_t r1)                                             \
+    {                                                                                             \
+        const matmul_ctx *x = arg;                                                                \
+        const matmul_params *p = x->p;                                                            \
+        const T *a = x->a, *b = x->b;                                                             \
+        T *c = x->c;                                                                              \
+        for (size_t r = r0; r < r1; r++) {                                                        \
+            int64_t prob = (int64_t)r / p->m, i = (int64_t)r % p->m, ao, bo;                      \
+            matmul_locate(p, prob, &ao, &bo);                                                     \
+            const T *ar = a + ao + i * p->k, *bm = b + bo;                                        \
+            UT *cr = (UT *)(c + (int64_t)r * p->n);                                               \
+            for (int64_t j = 0; j < p->n; j++)                                                    \
+                cr[j] = 0;                                                                        \
+            for (int64_t kk = 0; kk < p->k; kk++) {                                               \
+                UT av = (UT)ar[kk];                                                               \
+                const T *br = bm + kk * p->n;                                                     \
+                for (int64_t j = 0; j < p->n; j++)                                                \
+                    cr[j] += av * (UT)br[j];                                                      \
+            }                                                                                     \
+        }                                                                                         \
+    }
+DEFINE_MATMUL_INT(matmul_i32_task, int32_t, uint32_t)
+DEFINE_MATMUL_INT(matmul_i64_task, int64_t, uint64_t)
+
+static loom_status matmul_run(const cpu_kernel *k, const loom_exec_args *args, cpu_pool *pool,
+                              char *err, size_t err_len)
+{
+    (void)err;
+    (void)err_len;
+    const matmul_params *p = k->params;
+    matmul_ctx x = {.p = p, .a = args->inputs[0], .b = args->inputs[1], .c = args->outputs[0]};
+    if (p->batch == 0 || p->m == 0 || p->n == 0)
+        return LOOM_OK;
+    if (p->dtype == LOOM_DTYPE_F32) {
+        x.g = (lk_gemm){.m = p->m, .n = p->n, .k = p->k, .lda = p->k > 0 ? p->k : 1,
+                        .ldb = p->n, .ldc = p->n, .alpha = 1.0f};
+        size_t grain = lk_gemm_plan(&x.g, (size_t)p->batch, cpu_pool_threads(pool));
+        cpu_parallel_for(pool, (size_t)p->batch * x.g.nb, grain, matmul_f32_task, &x);
+        return LOOM_OK;
+    }
+    size_t rows = (size_t)(p->batch * p->m);
+    double per_row = (double)p->n * (double)(p->k + 1);
+    size_t grain = per_row >= LK_CHUNK_MACS ? 1 : (size_t)(LK_CHUNK_MACS / per_row) + 1;
+    cpu_parallel_for(pool, rows, grain,
+                     p->dtype == LOOM_DTYPE_I32 ? matmul_i32_task : matmul_i64_task, &x);
+    return LOOM_OK;
+}
+
+static loom_status matmul_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
+                                  size_t err_len)
+{
+    const loom_tensor_desc *a = &k->in[0], *b = &k->in[1], *y = &k->out[0];
+    matmul_params *p = calloc(1, sizeof *p);
+    if (!p)
+        return cpu_fail(err, err_len, LOOM_ERR_OUT_OF_MEMORY, "MatMul: out of memory");
+    (void)node;
+    p->dtype = a->dtype;
+    p->m = a->rank >= 2 ? a->dims[a->rank - 2] : 1;
+    p->k = a->dims[a->rank - 1];
+    p->n = b->rank >= 2 ? b->dims[b->rank - 1] : 1;
+    uint32_t ra = a->rank >= 2 ? a->rank - 2 : 0, rb = b->rank >= 2 ? b->rank - 2 : 0;
+    p->brank = ra > rb ? ra : rb;
+    int64_t astep = p->m * p->k, bstep = p->k * p->n;
+    p->batch = 1;
+    /* The output's batch dims are the broadcast of both; walk them from the innermost out. */
+    int a_broadcast = 0, b_batched = 0;
+    for (uint32_t d = p->brank; d-- > 0;) {
+        uint32_t from_end = p->brank - 1 - d;
+        int64_t da = from_end < ra ? a->dims[ra - 1 - from_end] : 1;
+        int64_t db = from_end < rb ? b->dims[rb - 1 - from_end] : 1;
+        int64_t dy = da == 1 ? db : da;
+        p->bdims[d] = dy;
+        p->astr[d] = da == 1 ? 0 : astep;
+        p->bstr[d] = db == 1 ? 0 : bstep;
+        if (da != dy)
+            a_broadcast = 1;
+        if (db != 1)
+            b_batched = 1;
+        astep *= da;
+        bstep *= db;
+        p->batch *= dy;
+    }
+    /* B shared by every product and A dense over the batch: one tall GEMM does them all. */
+    if (p->brank > 0 && !b_batched && !a_broadcast) {
+        p->m *= p->batch;
+        p->batch = 1;
+        p->brank = 0;
+    }
+    (void)y;
+    k->params = p;
+    k->run = matmul_run;
+    k->scratch_bytes = 0;
+    return LOOM_OK;
+}
+
+/* ---- Gemm -------------------------------------------------------------------------------------- */
+
+typedef struct gemm_params {
+    int64_t m, n, k;
+    int trans_a, trans_b;
+    float alpha, beta;
+    int64_t c_rs, c_cs; /* element strides of C's rows and columns after broadcasting */
+} gemm_params;
+
+static int gemm_supports(const loom_node_desc *node, char *reason, size_t len)
+{
+    if (node->n_inputs < 2 || node->n_inputs > 3 || node->n_outputs != 1) {
+        cpu_reason(reason, len, "Gemm takes 2 or 3 inputs and 1 output");
+        return 0;
+    }
+    for (uint32_t i = 0; i < node->n_inputs; i++) {
+        if (!input_present(node, i))
+            continue;
+        if (node->inputs[i].dtype != LOOM_DTYPE_F32) {
+            cpu_reason(reason, len, "Gemm: only f32 is supported (input %u is dtype %d)", i,
+                       (int)node->inputs[i].dtype);
+            return 0;
+        }
+    }
+    if (node->outputs[0].dtype != LOOM_DTYPE_F32 || node->inputs[0].rank != 2 ||
+        node->inputs[1].rank != 2 || node->outputs[0].rank != 2) {
+        cpu_reason(reason, len, "Gemm: needs 2-D f32 operands");
+        return 0;
+    }
+    if (input_present(node, 2) && node->inputs[2].rank > 2) {
+        cpu_reason(reason, len, "Gemm: C has rank %u", node->inputs[2].rank);
+        return 0;
+    }
+    for (uint32_t i = 0; i < 2; i++)
+        for (uint32_t d = 0; d < 2; d++)
+            if (!fits_int(node->inputs[i].dims[d])) {
+                cpu_reason(reason, len, "Gemm: a dimension exceeds the BLAS integer range");
+                return 0;
+            }
+    return 1;
+}
+
+typedef struct gemm_ctx {
+    const gemm_params *p;
+    lk_gemm g;
+    const float *a, *b, *c;
+    float *y;
+} gemm_ctx;
+
+static void gemm_task(void *arg, size_t b0, size_t b1)
+{
+    const gemm_ctx *x = arg;
+    const gemm_params *p = x->p;
+    for (size_t blk = b0; blk < b1; blk++) {
+        int64_t extent = x->g.split_n ? p->n : p->m;
+        int64_t lo = block_start(extent, x->g.nb, blk), hi = block_start(extent, x->g.nb, blk + 1);
+        int64_t r0 = x->g.split_n ? 0 : lo, r1 = x->g.split_n ? p->m : hi;
+        int64_t c0 = x->g.split_n ? lo : 0, c1 = x->g.split_n ? hi : p->n;
+        if (x->c) {
+            /* Y starts as beta*C on this block, so that the GEMM adds to what is in cache. */
+            for (int64_t i = r0; i < r1; i++) {
+                const float *cr = x->c + i * p->c_rs;
+                float *yr = x->y + i * p->n;
+                for (int64_t j = c0; j < c1; j++)
+                    yr[j] = p->beta * cr[j * p->c_cs];
+            }
+        }
+        lk_gemm_block(&x->g, x->a, x->b, x->y, lo, hi, x->c ? 1.0f : 0.0f);
+    }
+}
+
+static loom_status gemm_run(const cpu_kernel *k, const loom_exec_args *args, cpu_pool *pool,
+                            char *err, size_t err_len)
+{
+    (void)err;
+    (void)err_len;
+    const gemm_params *p = k->params;
+    if (p->m == 0 || p->n == 0)
+        return LOOM_OK;
+    gemm_ctx x = {.p = p,
+                  .a = args->inputs[0],
+                  .b = args->inputs[1],
+                  .c = kernel_input_present(k, 2) ? args->inputs[2] : NULL,
+                  .y = args->outputs[0]};
+    x.g = (lk_gemm){.trans_a = p->trans_a, .trans_b = p->trans_b, .m = p->m, .n = p->n,
+                    .k = p->k, .alpha = p->alpha, .ldc = p->n};
+    x.g.lda = p->trans_a ? p->m : p->k;
+    x.g.ldb = p->trans_b ? p->k : p->n;
+    if (x.g.lda < 1)
+        x.g.lda = 1;
+    if (x.g.ldb < 1)
+        x.g.ldb = 1;
+    size_t grain = lk_gemm_plan(&x.g, 1, cpu_pool_threads(pool));
+    cpu_parallel_for(pool, x.g.nb, grain, gemm_task, &x);
+    return LOOM_OK;
+}
+
+static loom_status gemm_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
+                                size_t err_len)
+{
+    gemm_params *p = calloc(1, sizeof *p);
+    if (!p)
+        return cpu_fail(err, err_len, LOOM_ERR_OUT_OF_MEMORY, "Gemm: out of memory");
+    p->alpha = loom_node_attr_float(node, "alpha", 1.0f);
+    p->beta = loom_node_attr_float(node, "beta", 1.0f);
+    p->trans_a = loom_node_attr_int(node, "transA", 0) != 0;
+    p->trans_b = loom_node_attr_int(node, "transB", 0) != 0;
+    p->m = k->out[0].dims[0];
+    p->n = k->out[0].dims[1];
+    p->k = p->trans_a ? k->in[0].dims[0] : k->in[0].dims[1];
+    if (kernel_input_present(k, 2)) {
+        const loom_tensor_desc *c = &k->in[2];
+        int64_t cm = c->rank == 2 ? c->dims[0] : 1;
+        int64_t cn = c->rank >= 1 ? c->dims[c->rank - 1] : 1;
+        p->c_rs = cm == 1 ? 0 : cn;
+        p->c_cs = cn == 1 ? 0 : 1;
+    }
+    k->params = p;
+    k->run = gemm_run;
+    k->scratch_bytes = 0;
+    return LOOM_OK;
+}
+
+/* ---- Conv -------------------------------------------------------------------------------------- */
+
+typedef struct conv_params {
+    int64_t n, c, h, w;  /* input; a 1-D conv has h = 1 */
+    int64_t m, oh, ow;   /* output channels and spatial size */
+    int64_t kh, kw, sh, sw, dh, dw, pt, pl;
+    int64_t group, cg, mg;
+    int64_t kc;          /* GEMM K: cg*kh*kw */
+    int64_t p;           /* GEMM N: oh*ow */
+    int pointwise;       /* 1x1, stride 1, no padding: the input is the GEMM's B as it is */
+    int direct;          /* tiny groups: direct loops */
+    size_t n_buffers;    /* im2col buffers in scratch */
+    int has_bias;
+} conv_params;
+
+static int conv_supports(const loom_node_desc *node, char *reason, size_t len)
+{
+    if (node->n_inputs < 2 || node->n_inputs > 3 || node->n_outputs != 1) {
+        cpu_reason(reason, len, "Conv takes 2 or 3 inputs and 1 output");
+        return 0;
+    }
+    for (uint32_t i = 0; i < node->n_inputs; i++)
+        if (input_present(node, i) && node->inputs[i].dtype != LOOM_DTYPE_F32) {
+            cpu_reason(reason, len, "Conv: only f32 is supported (input %u is dtype %d)", i,
+                       (int)node->inputs[i].dtype);
+            return 0;
+        }
+    uint32_t rank = node->inputs[0].rank;
+    if (rank != 3 && rank != 4) {
+        cpu_reason(reason, len, "Conv: only 1-D and 2-D convolutions (input rank %u)", rank);
+        return 0;
+    }
+    if (node->inputs[1].rank != rank || node->outputs[0].rank != rank) {
+        cpu_reason(reason, len, "Conv: weight and output must have the input's rank");
+        return 0;
+    }
+    if (!window_attrs_ok(node, rank - 2, reason, len))
+        return 0;
+    int64_t g = loom_node_attr_int(node, "group", 1);
+    if (g < 1 || node->inputs[0].dims[1] % g || node->inputs[1].dims[0] % g) {
+        cpu_reason(reason, len, "Conv: group %lld does not divide the channels", (long long)g);
+        return 0;
+    }
+    int64_t kc = node->inputs[1].dims[1];
+    for (uint32_t d = 2; d < rank; d++)
+        kc *= node->inputs[1].dims[d];
+    int64_t p = 1;
+    for (uint32_t d = 2; d < rank; d++)
+        p *= node->outputs[0].dims[d];
+    if (!fits_int(kc) || !fits_int(p) || !fits_int(node->inputs[1].dims[0])) {
+        cpu_reason(reason, len, "Conv: a dimension exceeds the BLAS integer range");
+        return 0;
+    }
+    return 1;
+}
+
+static void conv_im2col(const conv_params *p, const float *x, float *col, int64_t r0, int64_t r1)
+{
+    int64_t taps = p->kh * p->kw;
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t c = r / taps, ki = r % taps / p->kw, kj = r % p->kw;
+        const float *xc = x + c * p->h * p->w;
+        float *dst = col + r * p->p;
+        int64_t lo, hi, oh_lo, oh_hi;
+        valid_range(kj * p->dw - p->pl, p->sw, p->w, p->ow, &lo, &hi);
+        valid_range(ki * p->dh - p->pt, p->sh, p->h, p->oh, &oh_lo, &oh_hi);
+        memset(dst, 0, (size_t)(oh_lo * p->ow) * sizeof *dst);
+        for (int64_t oh = oh_lo; oh < oh_hi; oh++) {
+            const float *src = xc + (oh * p->sh - p->pt + ki * p->dh) * p->w + kj * p->dw - p->pl;
+            float *d = dst + oh * p->ow;
+            for (int64_t o = 0; o < lo; o++)
+                d[o] = 0.0f;
+            if (p->sw == 1) {
+                memcpy(d + lo, src + lo, (size_t)(hi - lo) * sizeof *d);
+            } else {
+                for (int64_t o = lo; o < hi; o++)
+                    d[o] = src[o * p->sw];
+            }
+            for (int64_t o = hi; o < p->ow; o++)
+                d[o] = 0.0f;
+        }
+        memset(dst + oh_hi * p->ow, 0, (size_t)((p->oh - oh_hi) * p->ow) * sizeof *dst);
+    }
+}
+
+typedef struct conv_ctx {
+    const conv_params *p;
+    const float *x, *w, *bias;
+    float *y, *scratch;
+    /* the item being worked on, in the one-item-at-a-time scheme */
+    lk_gemm g;
+    const float *xi, *wi, *bi, *col;
+    float *yi;
+    size_t item0; /* first item of the round, in the item-parallel scheme */
+} conv_ctx;
+
+/* Add the bias of each output channel to rows [r0, r1), columns [c0, c1) of a group's output. */
+static void conv_add_bias(const conv_params *p, const float *bias, float *y, int64_t r0,
+                          int64_t r1, int64_t c0, int64_t c1)
+{
+    if (!bias)
+        return;
+    for (int64_t r = r0; r < r1; r++) {
+        float b = bias[r], *yr = y + r * p->p;
+        for (int64_t c = c0; c < c1; c++)
+            yr[c] += b;
+    }
+}
+
+static void conv_im2col_task(void *arg, size_t r0, size_t r1)
+{
+    conv_ctx *x = arg;
+    conv_im2col(x->p, x->xi, x->scratch, (int64_t)r0, (int64_t)r1);
+}
+
+static void conv_gemm_task(void *arg, size_t b0, size_t b1)
+{
+    const conv_ctx *x = arg;
+    const conv_params *p = x->p;
+    for (size_t blk = b0; blk < b1; blk++) {
+        int64_t extent = x->g.split_n ? p->p : p->mg;
+        int64_t lo = block_start(extent, x->g.nb, blk), hi = block_start(extent, x->g.nb, blk + 1);
+        lk_gemm_block(&x->g, x->wi, x->col, x->yi, lo, hi, 0.0f);
+        if (x->g.split_n)
+            conv_add_bias(p, x->bi, x->yi, 0, p->mg, lo, hi);
+        else
+            conv_add_bias(p, x->bi, x->yi, lo, hi, 0, p->p);
+    }
+}
+
+static lk_gemm conv_gemm_shape(const conv_params *p)
+{
+    return (lk_gemm){.m = p->mg, .n = p->p, .k = p->kc, .lda = p->kc > 0 ? p->kc : 1,
+                     .ldb = p->p, .ldc = p->p, .alpha = 1.0f, .nb = 1};
+}
+
+static void conv_item_task(void *arg, size_t i0, size_t i1)
+{
+    const conv_ctx *x = arg;
+    const conv_params *p = x->p;
+    lk_gemm g = conv_gemm_shape(p);
+    for (size_t r = i0; r < i1; r++) {
+        size_t item = x->item0 + r;
+        int64_t n = (int64_t)item / p->group, grp = (int64_t)item % p->group;
+        const float *xi = x->x + (n * p->c + grp * p->cg) * p->h * p->w;
+        float *yi = x->y + (n * p->m + grp * p->mg) * p->p;
+        const float *col = xi;
+        if (!p->pointwise) {
+            float *buf = x->scratch + r * (size_t)(p->kc * p->p);
+            conv_im2col(p, xi, buf, 0, p->kc);
+            col = buf;
+        }
+        lk_gemm_block(&g, x->w + grp * p->mg * p->kc, col, yi, 0, p->mg, 0.0f);
+        conv_add_bias(p, x->bias ? x->bias + grp * p->mg : NULL, yi, 0, p->mg, 0, p->p);
+    }
+}
+
+/* Direct convolution of whole output planes (image, output channel): for grouped convs whose
+ * groups are too small for a GEMM to pay. Tap-major, so the inner loop runs along a row. */
+static void conv_direct_task(void *arg, size_t q0, size_t q1)
+{
+    const conv_ctx *x = arg;
+    const conv_params *p = x->p;
+    for (size_t q = q0; q < q1; q++) {
+        int64_t n = (int64_t)q / p->m, oc = (int64_t)q % p->m, grp = oc / p->mg;
+        float *y = x->y + (int64_t)q * p->p;
+        float b = x->bias ? x->bias[oc] : 0.0f;
+        for (int64_t i = 0; i < p->p; i++)
+            y[i] = b;
+        for (int64_t c = 0; c < p->cg; c++) {
+            const float *xc = x->x + (n * p->c + grp * p->cg + c) * p->h * p->w;
+            const float *wc = x->w + (oc * p->cg + c) * p->kh * p->kw;
+            for (int64_t ki = 0; ki < p->kh; ki++) {
+                int64_t oh_lo, oh_hi;
+                valid_range(ki * p->dh - p->pt, p->sh, p->h, p->oh, &oh_lo, &oh_hi);
+                for (int64_t kj = 0; kj < p->kw; kj++) {
+                    float wv = wc[ki * p->kw + kj];
+                    int64_t lo, hi;
+                    valid_range(kj * p->dw - p->pl, p->sw, p->w, p->ow, &lo, &hi);
+                    for (int64_t oh = oh_lo; oh < oh_hi; oh++) {
+                        const float *src =
+                            xc + (oh * p->sh - p->pt + ki * p->dh) * p->w + kj * p->dw - p->pl;
+                        float *d = y + oh * p->ow;
+                        if (p->sw == 1)
+                            for (int64_t o = lo; o < hi; o++)
+                                d[o] += wv * src[o];
+                        else
+                            for (int64_t o = lo; o < hi; o++)
+                                d[o] += wv * src[o * p->sw];
+                    }
+                }
+            }
+        }
+    }
+}
+
+static loom_status conv_run(const cpu_kernel *k, const loom_exec_args *args, cpu_pool *pool,
+                            char *err, size_t err_len)
+{
+    (void)err;
+    (void)err_len;
+    const conv_params *p = k->params;
+    conv_ctx x = {.p = p,
+                  .x = args->inputs[0],
+                  .w = args->inputs[1],
+                  .bias = p->has_bias ? args->inputs[2] : NULL,
+                  .y = args->outputs[0],
+                  .scratch = args->scratch};
+    if (p->n == 0 || p->m == 0 || p->p == 0)
+        return LOOM_OK;
+    unsigned threads = cpu_pool_threads(pool);
+    double item_macs = (double)p->mg * (double)p->kc * (double)p->p;
+    if (p->direct) {
+        double plane = (double)p->cg * (double)p->kh * (double)p->kw * (double)p->p + 1.0;
+        size_t grain = plane >= LK_CHUNK_MACS ? 1 : (size_t)(LK_CHUNK_MACS / plane) + 1;
+        cpu_parallel_for(pool, (size_t)(p->n * p->m), grain, conv_direct_task, &x);
+        return LOOM_OK;
+    }
+    size_t items = (size_t)(p->n * p->group);
+    size_t per_round = p->pointwise ? items : p->n_buffers;
+    /* Many small items: one thread per item, each with its own column buffer. Big items split
+     * better inside, where their GEMM has blocks to cut. */
+    if (threads > 1 && items >= threads && per_round >= threads &&
+        item_macs < 16.0 * LK_SMALL_MACS) {
+        size_t grain = item_macs >= LK_CHUNK_MACS ? 1 : (size_t)(LK_CHUNK_MACS / item_macs) + 1;
+        for (size_t i0 = 0; i0 < items; i0 += per_round) {
+            size_t i1 = i0 + per_round < items ? i0 + per_round : items;
+            x.item0 = i0;
+            cpu_parallel_for(pool, i1 - i0, grain, conv_item_task, &x);
+        }
+        return LOOM_OK;
+    }
+    for (size_t item = 0; item < items; item++) {
+        int64_t n = (int64_t)item / p->group, grp = (int64_t)item % p->group;
+        x.xi = x.x + (n * p->c + grp * p->cg) * p->h * p->w;
+        x.yi = x.y + (n * p->m + grp * p->mg) * p->p;
+        x.wi = x.w + grp * p->mg * p->kc;
+        x.bi = x.bias ? x.bias + grp * p->mg : NULL;
+        if (p->pointwise) {
+            x.col = x.xi;
+        } else {
+            double row = (double)p->p;
+            size_t grain = row >= 16384.0 ? 1 : (size_t)(16384.0 / row) + 1;
+            cpu_parallel_for(pool, (size_t)p->kc, grain, conv_im2col_task, &x);
+            x.col = x.scratch;
+        }
+        x.g = conv_gemm_shape(p);
+        size_t grain = lk_gemm_plan(&x.g, 1, threads);
+        cpu_parallel_for(pool, x.g.nb, grain, conv_gemm_task, &x);
+    }
+    return LOOM_OK;
+}
+
+static loom_status conv_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
+                                size_t err_len)
+{
+    conv_params *p = calloc(1, sizeof *p);
+    if (!p)
+        return cpu_fail(err, err_len, LOOM_ERR_OUT_OF_MEMORY, "Conv: out of memory");
+    const loom_tensor_desc *x = &k->in[0], *w = &k->in[1], *y = &k->out[0];
+    size_t s = x->rank - 2;
+    int64_t ks[2], st[2], dl[2], pd[4];
+    get_ints(node, "kernel_shape", s, ks);
+    get_ints(node, "strides", s, st);
+    get_ints(node, "dilations", s, dl);
+    get_ints(node, "pads", 2 * s, pd);
+    p->n = x->dims[0];
+    p->c = x->dims[1];
+    p->m = y->dims[1];
+    p->group = loom_node_attr_int(node, "group", 1);
+    p->cg = p->c / p->group;
+    p->mg = p->m / p->group;
+    if (s == 2) {
+        p->h = x->dims[2];
+        p->w = x->dims[3];
+        p->oh = y->dims[2];
+        p->ow = y->dims[3];
+        p->kh = ks[0];
+        p->kw = ks[1];
+        p->sh = st[0];
+        p->sw = st[1];
+        p->dh = dl[0];
+        p->dw = dl[1];
+        p->pt = pd[0];
+        p->pl = pd[1];
+    } else {
+        p->h = p->oh = p->kh = p->sh = p->dh = 1;
+        p->pt = 0;
+        p->w = x->dims[2];
+        p->ow = y->dims[2];
+        p->kw = ks[0];
+        p->sw = st[0];
+        p->dw = dl[0];
+        p->pl = pd[0];
+    }
+    /* The weight's shape is the truth when kernel_shape disagrees. */
+    if (w->dims[1] != p->cg || (s == 2 && (w->dims[2] != p->kh || w->dims[3] != p->kw)) ||
+        (s == 1 && w->dims[2] != p->kw)) {
+        free(p);
+        return cpu_fail(err, err_len, LOOM_ERR_INVALID_ARGUMENT,
+                        "Conv: weight shape does not match channels/group and kernel_shape");
+    }
+    p->kc = p->cg * p->kh * p->kw;
+    p->p = p->oh * p->ow;
+    p->has_bias = kernel_input_present(k, 2);
+    int no_pad = 1;
+    for (size_t i = 0; i < 2 * s; i++)
+        no_pad &= pd[i] == 0;
+    p->pointwise = p->kh == 1 && p->kw == 1 && p->sh == 1 && p->sw == 1 && no_pad &&
+                   p->oh == p->h && p->ow == p->w;
+    p->direct = p->group > 1 && p->kc <= LK_DIRECT_MAX_TAPS && !p->pointwise;
+    size_t col_bytes = (size_t)(p->kc * p->p) * sizeof(float);
+    k->scratch_bytes = 0;
+    if (!p->pointwise && !p->direct && col_bytes > 0) {
+        size_t items = (size_t)(p->n * p->group);
+        size_t nbuf = LK_COL_BUDGET / col_bytes;
+        if (nbuf > LK_COL_MAX_BUFFERS)
+            nbuf = LK_COL_MAX_BUFFERS;
+        if (nbuf > items)
+            nbuf = items;
+        if (nbuf < 1)
+            nbuf = 1;
+        p->n_buffers = nbuf;
+        k->scratch_bytes = nbuf * col_bytes;
+    }
+    k->params = p;
+    k->run = conv_run;
+    return LOOM_OK;
+}
+
+/* ---- MaxPool, AveragePool ---------------------------------------------------------------------- */
+
+/* Pooling works on 3 spatial dims (D, H, W); fewer are padded in front with size-1 dims. For each
+ * dim and output index the tables hold the first and one-past-last tap that lands in the input,
+ * and for count_include_pad the number of taps inside the padded input. */
+typedef struct pool_params {
+    int is_max, include_pad, has_indices;
+    int64_t planes;
+    int64_t in[3], out[3], stride[3], dil[3], pad[3];
+    int64_t *lo[3], *hi[3], *cnt[3];
+    int64_t table[]; /* 3 * (out[0] + out[1] + out[2]) entries the pointers above use */
+} pool_params;
+
+static int pool_supports(const loom_node_desc *node, char *reason, size_t len)
+{
+    int is_max = node->op == LOOM_OP_MAX_POOL;
+    if (node->n_inputs != 1 || node->n_outputs < 1 || node->n_outputs > (is_max ? 2u : 1u)) {
+        cpu_reason(reason, len, "%s: wrong number of inputs or outputs", node->op_name);
+        return 0;
+    }
+    if (node->inputs[0].dtype != LOOM_DTYPE_F32 || node->outputs[0].dtype != LOOM_DTYPE_F32) {
+        cpu_reason(reason, len, "%s: only f32 is supported", node->op_name);
+        return 0;
+    }
+    if (node->n_outputs == 2 && node->outputs[1].dtype != LOOM_DTYPE_UNDEFINED &&
+        node->outputs[1].dtype != LOOM_DTYPE_I64) {
+        cpu_reason(reason, len, "MaxPool: Indices must be i64");
+        return 0;
+    }
+    uint32_t rank = node->inputs[0].rank;
+    if (rank < 3 || rank > 5) {
+        cpu_reason(reason, len, "%s: 1 to 3 spatial dims supported (input rank %u)",
+                   node->op_name, rank);
+        return 0;
+    }
+    return window_attrs_ok(node, rank - 2, reason, len);
+}
+
+typedef struct pool_ctx {
+    const pool_params *p;
+    const float *x;
+    float *y;
+    int64_t *idx;
+} pool_ctx;
+
+static void pool_task(void *arg, size_t q0, size_t q1)
+{
+    const pool_ctx *c = arg;
+    const pool_params *p = c->p;
+    int64_t in_plane = p->in[0] * p->in[1] * p->in[2];
+    int64_t out_plane = p->out[0] * p->out[1] * p->out[2];
+    for (size_t q = q0; q < q1; q++) {
+        const float *x = c->x + (int64_t)q * in_plane;
+        float *y = c->y + (int64_t)q * out_plane;
+        int64_t *yi = c->idx ? c->idx + (int64_t)q * out_plane : NULL;
+        for (int64_t od = 0; od < p->out[0]; od++) {
+            int64_t d0 = od * p->stride[0] - p->pad[0];
+            for (int64_t oh = 0; oh < p->out[1]; oh++) {
+                int64_t h0 = oh * p->stride[1] - p->pad[1];
+                for (int64_t ow = 0; ow < p->out[2]; ow++) {
+                    int64_t w0 = ow * p->stride[2] - p->pad[2];
+                    int64_t o = (od * p->out[1] + oh) * p->out[2] + ow;
+                    if (p->is_max) {
+                        float best = -INFINITY;
+                        int64_t at = -1;
+                        for (int64_t td = p->lo[0][od]; td < p->hi[0][od]; td++) {
+                            int64_t id = d0 + td * p->dil[0];
+                            for (int64_t th = p->lo[1][oh]; th < p->hi[1][oh]; th++) {
+                                int64_t row = (id * p->in[1] + h0 + th * p->dil[1]) * p->in[2];
+                                for (int64_t tw = p->lo[2][ow]; tw < p->hi[2][ow]; tw++) {
+                                    int64_t i = row + w0 + tw * p->dil[2];
+                                    if (at < 0 || x[i] > best) {
+                                        best = x[i];
+                                        at = i;
+                                    }
+                                }
+                            }
+                        }
+                        y[o] = best;
+                        if (yi)
+                            yi[o] = at < 0 ? -1 : (int64_t)q * in_plane + at;
+                    } else {
+                        float sum = 0.0f;
+                        for (int64_t td = p->lo[0][od]; td < p->hi[0][od]; td++) {
+                            int64_t id = d0 + td * p->dil[0];
+                            for (int64_t th = p->lo[1][oh]; th < p->hi[1][oh]; th++) {
+                                int64_t row = (id * p->in[1] + h0 + th * p->dil[1]) * p->in[2];
+                                for (int64_t tw = p->lo[2][ow]; tw < p->hi[2][ow]; tw++)
+                                    sum += x[row + w0 + tw * p->dil[2]];
+                            }
+                        }
+                        int64_t count;
+                        if (p->include_pad)
+                            count = p->cnt[0][od] * p->cnt[1][oh] * p->cnt[2][ow];
+                        else
+                            count = (p->hi[0][od] - p->lo[0][od]) * (p->hi[1][oh] - p->lo[1][oh]) *
+                                    (p->hi[2][ow] - p->lo[2][ow]);
+                        y[o] = sum / (float)count;
+                    }
+                }
+            }
+        }
+    }
+}
+
+static loom_status pool_run(const cpu_kernel *k, const loom_exec_args *args, cpu_pool *pool,
+                            char *err, size_t err_len)
+{
+    (void)err;
+    (void)err_len;
+    const pool_params *p = k->params;
+    pool_ctx c = {.p = p, .x = args->inputs[0], .y = args->outputs[0],
+                  .idx = p->has_indices ? args->outputs[1] : NULL};
+    int64_t out_plane = p->out[0] * p->out[1] * p->out[2];
+    if (p->planes == 0 || out_plane == 0)
+        return LOOM_OK;
+    /* Work per plane: outputs times the taps of an interior window. */
+    double taps = 1.0;
+    for (int d = 0; d < 3; d++)
+        taps *= (double)(p->hi[d][0] - p->lo[d][0] + 1);
+    double plane = (double)out_plane * taps;
+    size_t grain = plane >= LK_CHUNK_MACS ? 1 : (size_t)(LK_CHUNK_MACS / plane) + 1;
+    cpu_parallel_for(pool, (size_t)p->planes, grain, pool_task, &c);
+    return LOOM_OK;
+}
+
+static loom_status pool_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
+                                size_t err_len)
+{
+    const loom_tensor_desc *x = &k->in[0], *y = &k->out[0];
+    size_t s = x->rank - 2, off = 3 - s;
+    int64_t ks[3], st[3], dl[3], pd[6];
+    get_ints(node, "kernel_shape", s, ks);
+    get_ints(node, "strides", s, st);
+    get_ints(node, "dilations", s, dl);
+    get_ints(node, "pads", 2 * s, pd);
+    int64_t kern[3], pad_end[3];
+    int64_t in[3], out[3], stride[3], dil[3], pad[3];
+    for (size_t d = 0; d < 3; d++) {
+        int spatial = d >= off;
+        size_t sd = d - off;
+        in[d] = spatial ? x->dims[2 + sd] : 1;
+        out[d] = spatial ? y->dims[2 + sd] : 1;
+        kern[d] = spatial ? ks[sd] : 1;
+        stride[d] = spatial ? st[sd] : 1;
+        dil[d] = spatial ? dl[sd] : 1;
+        pad[d] = spatial ? pd[sd] : 0;
+        pad_end[d] = spatial ? pd[s + sd] : 0;
+    }
+    size_t entries = 3 * (size_t)(out[0] + out[1] + out[2]);
+    pool_params *p = calloc(1, sizeof *p + entries * sizeof(int64_t));
+    if (!p)
+        return cpu_fail(err, err_len, LOOM_ERR_OUT_OF_MEMORY, "%s: out of memory",
+                        node->op_name);
+    p->is_max = node->op == LOOM_OP_MAX_POOL;
+    p->include_pad = !p->is_max && loom_node_attr_int(node, "count_include_pad", 0) != 0;
+    p->has_indices = p->is_max && k->n_out == 2 && k->out[1].dtype == LOOM_DTYPE_I64;
+    p->planes = x->dims[0] * x->dims[1];
+    int64_t *t = p->table;
+    for (size_t d = 0; d < 3; d++) {
+        p->in[d] = in[d];
+        p->out[d] = out[d];
+        p->stride[d] = stride[d];
+        p->dil[d] = dil[d];
+        p->pad[d] = pad[d];
+        p->lo[d] = t;
+        p->hi[d] = t + out[d];
+        p->cnt[d] = t + 2 * out[d];
+        t += 3 * out[d];
+        for (int64_t o = 0; o < out[d]; o++) {
+            int64_t start = o * stride[d] - pad[d];
+            /* taps t with 0 <= start + t*dil < in */
+            valid_range(start, dil[d], in[d], kern[d], &p->lo[d][o], &p->hi[d][o]);
+            /* taps inside the padded input: start + t*dil < in + pad_end (start >= -pad) */
+            int64_t lim = in[d] + pad_end[d] - start;
+            int64_t c = lim <= 0 ? 0 : (lim - 1) / dil[d] + 1;
+            p->cnt[d][o] = c < kern[d] ? c : kern[d];
+        }
+    }
+    k->params = p;
+    k->run = pool_run;
+    k->scratch_bytes = 0;
+    return LOOM_OK;
+}
+
+/* ---- GlobalAveragePool ------------------------------------------------------------------------- */
+
+typedef struct gap_params {
+    int64_t planes, size;
+} gap_params;
+
+static int gap_supports(const loom_node_desc *node, char *reason, size_t len)
+{
+    if (node->n_inputs != 1 || node->n_outputs != 1) {
+        cpu_reason(reason, len, "GlobalAveragePool takes 1 input and 1 output");
+        return 0;
+    }
+    if (node->inputs[0].dtype != LOOM_DTYPE_F32 || node->outputs[0].dtype != LOOM_DTYPE_F32) {
+        cpu_reason(reason, len, "GlobalAveragePool: only f32 is supported");
+        return 0;
+    }
+    if (node->inputs[0].rank < 2) {
+        cpu_reason(reason, len, "GlobalAveragePool: input rank %u < 2", node->inputs[0].rank);
+        return 0;
+    }
+    return 1;
+}
+
+typedef struct gap_ctx {
+    const gap_params *p;
+    const float *x;
+    float *y;
+} gap_ctx;
+
+static void gap_task(void *arg, size_t q0, size_t q1)
+{
+    const gap_ctx *c = arg;
+    int64_t n = c->p->size;
+    for (size_t q = q0; q < q1; q++) {
+        const float *x = c->x + (int64_t)q * n;
+        /* Double accumulators keep big planes accurate; four of them keep the adds pipelined. */
+        double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        int64_t i = 0;
+        for (; i + 4 <= n; i += 4) {
+            s0 += x[i];
+            s1 += x[i + 1];
+            s2 += x[i + 2];
+            s3 += x[i + 3];
+        }
+        for (; i < n; i++)
+            s0 += x[i];
+        c->y[q] = (float)((s0 + s1 + s2 + s3) / (double)n);
+    }
+}
+
+static loom_status gap_run(const cpu_kernel *k, const loom_exec_args *args, cpu_pool *pool,
+                           char *err, size_t err_len)
+{
+    (void)err;
+    (void)err_len;
+    const gap_params *p = k->params;
+    gap_ctx c = {.p = p, .x = args->inputs[0], .y = args->outputs[0]};
+    if (p->planes == 0)
+        return LOOM_OK;
+    double plane = (double)p->size + 1.0;
+    size_t grain = plane >= LK_CHUNK_MACS ? 1 : (size_t)(LK_CHUNK_MACS / plane) + 1;
+    cpu_parallel_for(pool, (size_t)p->planes, grain, gap_task, &c);
+    return LOOM_OK;
+}
+
+static loom_status gap_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
+                               size_t err_len)
+{
+    gap_params *p = calloc(1, sizeof *p);
+    if (!p)
+        return cpu_fail(err, err_len, LOOM_ERR_OUT_OF_MEMORY, "%s: out of memory",
+                        node->op_name);
+    const loom_tensor_desc *x = &k->in[0];
+    p->planes = x->dims[0] * x->dims[1];
+    p->size = 1;
+    for (uint32_t d = 2; d < x->rank; d++)
+        p->size *= x->dims[d];
+    k->params = p;
+    k->run = gap_run;
+    k->scratch_bytes = 0;
+    return LOOM_OK;
+}
+
+/* ---- registration ------------------------------------------------------------------------------ */
+
+void cpu_register_linalg(cpu_op_entry *table)
+{
+    table[LOOM_OP_MATMUL] = (cpu_op_entry){matmul_supports, matmul_prepare};
+    table[LOOM_OP_GEMM] = (cpu_op_entry){gemm_supports, gemm_prepare};
+    table[LOOM_OP_CONV] = (cpu_op_entry){conv_supports, conv_prepare};
+    table[LOOM_OP_MAX_POOL] = (cpu_op_entry){pool_supports, pool_prepare};
+    table[LOOM_OP_AVERAGE_POOL] = (cpu_op_entry){pool_supports, pool_prepare};
+    table[LOOM_OP_GLOBAL_AVERAGE_POOL] = (cpu_op_entry){gap_supports, gap_prepare};
+}

@@ -1,0 +1,1025 @@
+/*
+ * The normalisation and reduction kernels of the CPU backend: Softmax, LayerNormalization,
+ * BatchNormalization (inference), ReduceMean, ReduceSum and ReduceMax.
+ *
+ * Reductions are planned at prepare time: the input's dimensions lose their size-1 members and
+ * adjacent dimensions that are both kept or both reduced merge, so every reduction becomes one
+ * of a few shapes: all of a contiguous tensor, contiguous runs into one output element each
+ * (innermost axis reduced), or whole rows folded into an output row (innermost axis kept).
+ */
+#include "cpu_kernels.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Loops are blocks of NM_BLK iterations with a fixed-count inner loop plus a scalar tail: GCC's
+ * cost model at -O2 ("very-cheap") vectorises only loops whose trip count is a known multiple of
+ * the vector width. Float sums keep NM_BLK partial sums for the same reason (GCC may not
+ * reassociate a single running sum), which is also more accurate than one running sum. */
+#define NM_BLK 16
+#define NM_LOOP(n, ...)                                                                           \
+    do {                                                                                          \
+        size_t i_ = 0;                                                                            \
+        for (; i_ + NM_BLK <= (n); i_ += NM_BLK)                                                  \
+            for (size_t k_ = 0; k_ < NM_BLK; k_++) {                                              \
+                const size_t i = i_ + k_;                                                         \
+                __VA_ARGS__                                                                       \
+            }                                                                                     \
+        for (; i_ < (n); i_++) {                                                                  \
+            const size_t i = i_;                                                                  \
+            __VA_ARGS__                                                                           \
+        }                                                                                         \
+    } while (0)
+
+/* Elements of work per parallel chunk: below this a tensor runs on the calling thread. */
+#define NM_GRAIN 16384
+#define NM_GRAIN_EXP 4096 /* Softmax: one libm call per element */
+
+/* Max that lets a NaN win, as NumPy's max does. */
+#define NM_MAXF(a, b) ((a) != (a) || (a) > (b) ? (a) : (b))
+
+static size_t grain_items(int64_t work_per_item, size_t grain)
+{
+    if (work_per_item <= 0)
+        return grain;
+    size_t g = grain / (size_t)work_per_item;
+    return g ? g : 1;
+}
+
+static const char *dt_name(loom_dtype t)
+{
+    switch (t) {
+    case LOOM_DTYPE_F32: return "float32";
+    case LOOM_DTYPE_F16: return "float16";
+    case LOOM_DTYPE_BF16: return "bfloat16";
+    case LOOM_DTYPE_I8: return "int8";
+    case LOOM_DTYPE_U8: return "uint8";
+    case LOOM_DTYPE_I32: return "int32";
+    case LOOM_DTYPE_I64: return "int64";
+    case LOOM_DTYPE_BOOL: return "bool";
+    case LOOM_DTYPE_UNDEFINED: return "undefined";
+    }
+    return "unknown";
+}
+
+static int no_dtype(const loom_node_desc *node, loom_dtype t, const char *only, char *reason,
+                    size_t len)
+{
+    cpu_reason(reason, len, "%s: dtype %s has no CPU kernel (only %s)", node->op_name,
+               dt_name(t), only);
+    return 0;
+}
+
+static int present(const loom_node_desc *node, uint32_t i)
+{
+    return i < node->n_inputs && node->inputs[i].dtype != LOOM_DTYPE_UNDEFINED;
+}
+
+static int64_t prod(const int64_t *dims, uint32_t from, uint32_t to)
+{
+    int64_t n = 1;
+    for (uint32_t d = from; d < to; d++)
+        n *= dims[d];
+    return n;
+}
+
+/* ---- float32 row primitives ----------------------------------------------------------------- */
+
+static float sum_f32(const float *restrict x, size_t n)
+{
+    float acc[NM_BLK] = {0};
+    size_t i = 0;
+    for (; i + NM_BLK <= n; i += NM_BLK)
+        for (size_t k = 0; k < NM_BLK; k++)
+            acc[k] += x[i + k];
+    float s = 0.0f;
+    for (; i < n; i++)
+        s += x[i];
+    for (size_t w = NM_BLK / 2; w > 0; w /= 2)
+        for (size_t k = 0; k < w; k++)
+            acc[k] += acc[k + w];
+    return acc[0] + s;
+}
+
+/* Sum of (x - m)^2: the two-pass variance, which does not cancel as E[x^2] - E[x]^2 can. */
+static float sumsq_dev_f32(const float *restrict x, size_t n, float m)
+{
+    float acc[NM_BLK] = {0};
+    size_t i = 0;
+    for (; i + NM_BLK <= n; i += NM_BLK)
+        for (size_t k = 0; k < NM_BLK; k++) {
+            const float d = x[i + k] - m;
+            acc[k] += d * d;
+        }
+    float s = 0.0f;
+    for (; i < n; i++) {
+        const float d = x[i] - m;
+        s += d * d;
+    }
+    for (size_t w = NM_BLK / 2; w > 0; w /= 2)
+        for (size_t k = 0; k < w; k++)
+            acc[k] += acc[k + w];
+    return acc[0] + s;
+}
+
+static float max_f32(const float *restrict x, size_t n)
+{
+    float acc[NM_BLK];
+    for (size_t k = 0; k < NM_BLK; k++)
+        acc[k] = -INFINITY;
+    size_t i = 0;
+    for (; i + NM_BLK <= n; i += NM_BLK)
+        for (size_t k = 0; k < NM_BLK; k++)
+            acc[k] = NM_MAXF(x[i + k], acc[k]);
+    float m = -INFINITY;
+    for (; i < n; i++)
+        m = NM_MAXF(x[i], m);
+    for (size_t k = 0; k < NM_BLK; k++)
+        m = NM_MAXF(acc[k], m);
+    return m;
+}
+
+/* ---- Softmax -------------------------------------------------------------------------------- */
+
+/* Columns a Softmax over a non-innermost axis handles at once: their running max and sum live
+ * on the stack, and each pass over the axis is a contiguous run of this many floats. */
+#define SM_TILE 256
+
+typedef struct sm_params {
+    int64_t outer, len, inner; /* X viewed as [outer, len, inner], softmax over len */
+    int64_t tiles;             /* column tiles per outer index when inner > 1 */
+} sm_params;
+
+typedef struct sm_job {
+    const sm_params *p;
+    const float *x;
+    float *y;
+} sm_job;
+
+/* Softmax over contiguous rows [BEGIN, END). */
+static void sm_rows(void *arg, size_t begin, size_t end)
+{
+    const sm_job *j = arg;
+    const size_t len = (size_t)j->p->len;
+    for (size_t r = begin; r < end; r++) {
+        const float *restrict x = j->x + r * len;
+        float *restrict y = j->y + r * len;
+        const float m = max_f32(x, len);
+        double s = 0.0; /* free: the loop is bound by expf */
+        for (size_t i = 0; i < len; i++) {
+            const float e = expf(x[i] - m);
+            y[i] = e;
+            s += e;
+        }
+        const float inv = (float)(1.0 / s);
+        NM_LOOP(len, y[i] *= inv;);
+    }
+}
+
+/* Softmax over a strided axis: work item = (outer index, tile of up to SM_TILE columns). */
+static void sm_tiles(void *arg, size_t begin, size_t end)
+{
+    const sm_job *j = arg;
+    const sm_params *p = j->p;
+    const size_t len = (size_t)p->len, inner = (size_t)p->inner;
+    float m[SM_TILE];
+    double s[SM_TILE];
+    float inv[SM_TILE];
+    for (size_t it = begin; it < end; it++) {
+        const size_t o = it / (size_t)p->tiles, c0 = (it % (size_t)p->tiles) * SM_TILE;
+        const size_t w = inner - c0 < SM_TILE ? inner - c0 : SM_TILE;
+        const float *x = j->x + o * len * inner + c0;
+        float *y = j->y + o * len * inner + c0;
+        memcpy(m, x, w * sizeof *m);
+        for (size_t l = 1; l < len; l++) {
+            const float *restrict xr = x + l * inner;
+            NM_LOOP(w, m[i] = xr[i] > m[i] ? xr[i] : m[i];);
+        }
+        for (size_t c = 0; c < w; c++)
+            s[c] = 0.0;
+        for (size_t l = 0; l < len; l++) {
+            const float *restrict xr = x + l * inner;
+            float *restrict yr = y + l * inner;
+            for (size_t c = 0; c < w; c++) {
+                const float e = expf(xr[c] - m[c]);
+                yr[c] = e;
+                s[c] += e;
+            }
+        }
+        for (size_t c = 0; c < w; c++)
+            inv[c] = (float)(1.0 / s[c]);
+        for (size_t l = 0; l < len; l++) {
+            float *restrict yr = y + l * inner;
+            NM_LOOP(w, yr[i] *= inv[i];);
+        }
+    }
+}
+
+static loom_status sm_run(const cpu_kernel *k, const loom_exec_args *args, cpu_pool *pool,
+                          char *err, size_t err_len)
+{
+    (void)err;
+    (void)err_len;
+    const sm_params *p = k->params;
+    if (p->outer == 0 || p->len == 0 || p->inner == 0)
+        return LOOM_OK;
+    sm_job job = {p, args->inputs[0], args->outputs[0]};
+    if (p->inner == 1)
+        cpu_parallel_for(pool, (size_t)p->outer, grain_items(p->len, NM_GRAIN_EXP), sm_rows,
+                         &job);
+    else
+        cpu_parallel_for(pool, (size_t)(p->outer * p->tiles),
+                         grain_items(p->len * (p->inner < SM_TILE ? p->inner : SM_TILE),
+                                     NM_GRAIN_EXP),
+                         sm_tiles, &job);
+    return LOOM_OK;
+}
+
+/* ---- LayerNormalization --------------------------------------------------------------------- */
+
+/* How Scale or B reaches the normalised elements: absent, already N contiguous floats, or
+ * broadcast over some normalised axes and expanded into scratch at run time. */
+enum { LN_ABSENT = 0, LN_DIRECT = 1, LN_EXPAND = 2 };
+
+typedef struct ln_params {
+    int64_t outer, n;  /* X viewed as [outer, n], normalised over n */
+    float eps;
+    int mode[2];       /* Scale, B */
+    uint32_t nrank;    /* the normalised axes, for expansion */
+    int64_t ndims[LOOM_MAX_RANK];
+    int64_t nstrides[2][LOOM_MAX_RANK]; /* element strides of Scale, B over them (0: repeat) */
+    int want_mean, want_inv;
+} ln_params;
+
+typedef struct ln_job {
+    const ln_params *p;
+    const float *x, *scale, *bias;
+    float *y, *mean, *inv;
+} ln_job;
+
+static void ln_rows(void *arg, size_t begin, size_t end)
+{
+    const ln_job *j = arg;
+    const size_t n = (size_t)j->p->n;
+    const float *restrict g = j->scale;
+    const float *restrict b = j->bias;
+    for (size_t r = begin; r < end; r++) {
+        const float *restrict x = j->x + r * n;
+        float *restrict y = j->y + r * n;
+        const float mean = sum_f32(x, n) / (float)n;
+        const float var = sumsq_dev_f32(x, n, mean) / (float)n;
+        const float inv = 1.0f / sqrtf(var + j->p->eps);
+        if (b)
+            NM_LOOP(n, y[i] = (x[i] - mean) * inv * g[i] + b[i];);
+        else
+            NM_LOOP(n, y[i] = (x[i] - mean) * inv * g[i];);
+        if (j->mean)
+            j->mean[r] = mean;
+        if (j->inv)
+            j->inv[r] = inv;
+    }
+}
+
+/* SRC broadcast over the normalised axes into N contiguous floats at DST. */
+static void ln_expand(const ln_params *p, const int64_t *strides, const float *src, float *dst)
+{
+    int64_t idx[LOOM_MAX_RANK] = {0};
+    int64_t off = 0;
+    const uint32_t r = p->nrank;
+    for (int64_t i = 0; i < p->n; i++) {
+        dst[i] = src[off];
+        for (uint32_t d = r; d-- > 0;) {
+            off += strides[d];
+            if (++idx[d] < p->ndims[d])
+                break;
+            off -= strides[d] * p->ndims[d];
+            idx[d] = 0;
+        }
+    }
+}
+
+static loom_status ln_run(const cpu_kernel *k, const loom_exec_args *args, cpu_pool *pool,
+                          char *err, size_t err_len)
+{
+    (void)err;
+    (void)err_len;
+    const ln_params *p = k->params;
+    if (p->outer == 0)
+        return LOOM_OK;
+    ln_job job = {p, args->inputs[0], args->inputs[1], NULL, args->outputs[0], NULL, NULL};
+    if (p->mode[1] != LN_ABSENT)
+        job.bias = args->inputs[2];
+    if (p->want_mean)
+        job.mean = args->outputs[1];
+    if (p->want_inv)
+        job.inv = args->outputs[2];
+    if (p->n == 0) { /* statistics of nothing */
+        for (int64_t r = 0; r < p->outer; r++) {
+            if (job.mean)
+                job.mean[r] = NAN;
+            if (job.inv)
+                job.inv[r] = NAN;
+        }
+        return LOOM_OK;
+    }
+    float *scratch = args->scratch;
+    if (p->mode[0] == LN_EXPAND) {
+        ln_expand(p, p->nstrides[0], job.scale, scratch);
+        job.scale = scratch;
+    }
+    if (p->mode[1] == LN_EXPAND) {
+        ln_expand(p, p->nstrides[1], job.bias, scratch + p->n);
+        job.bias = scratch + p->n;
+    }
+    cpu_parallel_for(pool, (size_t)p->outer, grain_items(p->n * 3, NM_GRAIN), ln_rows, &job);
+    return LOOM_OK;
+}
+
+/* How input I (Scale or B) of a LayerNormalization over axes [AXIS, rank) of X applies: LN_*,
+ * or -1 when it varies over an axis that is not normalised (or does not broadcast at all). */
+static int ln_mode(const loom_node_desc *node, uint32_t i, uint32_t axis, int64_t *strides)
+{
+    if (!present(node, i))
+        return LN_ABSENT;
+    const loom_tensor_desc *x = &node->inputs[0], *s = &node->inputs[i];
+    if (s->rank > x->rank)
+        return -1;
+    const uint32_t lead = x->rank - s->rank;
+    int64_t st = 1;
+    int full = 1;
+    for (uint32_t d = x->rank; d-- > 0;) {
+        const int64_t sd = d < lead ? 1 : s->dims[d - lead];
+        if (sd != 1 && sd != x->dims[d])
+            return -1;
+        if (d < axis) {
+            if (sd != 1)
+                return -1;
+            continue;
+        }
+        if (sd != x->dims[d])
+            full = 0;
+        if (strides)
+            strides[d - axis] = sd == 1 ? 0 : st;
+        st *= sd;
+    }
+    return full ? LN_DIRECT : LN_EXPAND;
+}
+
+static int ln_supports(const loom_node_desc *node, char *reason, size_t len)
+{
+    const char *op = node->op_name;
+    if (node->n_inputs < 2 || node->n_outputs < 1) {
+        cpu_reason(reason, len, "%s: expects X, Scale and an output", op);
+        return 0;
+    }
+    const loom_tensor_desc *x = &node->inputs[0];
+    if (x->dtype != LOOM_DTYPE_F32)
+        return no_dtype(node, x->dtype, "float32", reason, len);
+    const int64_t axis = loom_node_attr_int(node, "axis", -1);
+    if (axis < 0 || axis >= (int64_t)x->rank) {
+        cpu_reason(reason, len, "%s: axis %lld out of range for rank %u", op, (long long)axis,
+                   x->rank);
+        return 0;
+    }
+    for (uint32_t i = 1; i < 3 && i < node->n_inputs; i++) {
+        if (!present(node, i))
+            continue;
+        if (node->inputs[i].dtype != LOOM_DTYPE_F32)
+            return no_dtype(node, node->inputs[i].dtype, "float32", reason, len);
+        if (ln_mode(node, i, (uint32_t)axis, NULL) < 0) {
+            cpu_reason(reason, len, "%s: %s must broadcast over the normalised axes only", op,
+                       i == 1 ? "Scale" : "B");
+            return 0;
+        }
+    }
+    if (!present(node, 1)) {
+        cpu_reason(reason, len, "%s: Scale is required", op);
+        return 0;
+    }
+    const int64_t outer = prod(x->dims, 0, (uint32_t)axis);
+    for (uint32_t o = 1; o < node->n_outputs && o < 3; o++) {
+        const loom_tensor_desc *t = &node->outputs[o];
+        if (t->dtype == LOOM_DTYPE_UNDEFINED)
+            continue;
+        if (t->dtype != LOOM_DTYPE_F32 || loom_tensor_desc_numel(t) != outer) {
+            cpu_reason(reason, len, "%s: output %u must be float32 with one value per row", op,
+                       o);
+            return 0;
+        }
+    }
+    if (node->n_inputs > 3 || node->n_outputs > 3) {
+        cpu_reason(reason, len, "%s: unexpected number of inputs or outputs", op);
+        return 0;
+    }
+    return 1;
+}
+
+static loom_status ln_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
+                              size_t err_len)
+{
+    char why[256];
+    if (!ln_supports(node, why, sizeof why))
+        return cpu_fail(err, err_len, LOOM_ERR_UNSUPPORTED, "%s", why);
+    ln_params *p = calloc(1, sizeof *p);
+    if (!p)
+        return cpu_fail(err, err_len, LOOM_ERR_OUT_OF_MEMORY, "%s: out of memory",
+                        node->op_name);
+    const loom_tensor_desc *x = &node->inputs[0];
+    const uint32_t axis = (uint32_t)loom_node_attr_int(node, "axis", -1);
+    p->outer = prod(x->dims, 0, axis);
+    p->n = prod(x->dims, axis, x->rank);
+    p->eps = loom_node_attr_float(node, "epsilon", 1e-5f);
+    p->nrank = x->rank - axis;
+    memcpy(p->ndims, x->dims + axis, p->nrank * sizeof *p->ndims);
+    p->mode[0] = ln_mode(node, 1, axis, p->nstrides[0]);
+    p->mode[1] = ln_mode(node, 2, axis, p->nstrides[1]);
+    p->want_mean = node->n_outputs > 1 && node->outputs[1].dtype != LOOM_DTYPE_UNDEFINED;
+    p->want_inv = node->n_outputs > 2 && node->outputs[2].dtype != LOOM_DTYPE_UNDEFINED;
+    k->scratch_bytes = (size_t)(2 * p->n) * sizeof(float);
+    if (p->mode[0] != LN_EXPAND && p->mode[1] != LN_EXPAND)
+        k->scratch_bytes = 0;
+    k->params = p;
+    k->run = ln_run;
+    return LOOM_OK;
+}
+
+/* ---- BatchNormalization (inference) --------------------------------------------------------- */
+
+typedef struct bn_params {
+    int64_t n, c, plane; /* X viewed as [n, c, plane] */
+    float eps;
+} bn_params;
+
+typedef struct bn_job {
+    const bn_params *p;
+    const float *x, *scale, *bias, *mean, *var;
+    float *y;
+} bn_job;
+
+static void bn_planes(void *arg, size_t begin, size_t end)
+{
+    const bn_job *j = arg;
+    const size_t plane = (size_t)j->p->plane;
+    for (size_t q = begin; q < end; q++) {
+        const size_t c = q % (size_t)j->p->c;
+        const float a = j->scale[c] / sqrtf(j->var[c] + j->p->eps);
+        const float m = j->mean[c], b = j->bias[c];
+        const float *restrict x = j->x + q * plane;
+        float *restrict y = j->y + q * plane;
+        NM_LOOP(plane, y[i] = (x[i] - m) * a + b;);
+    }
+}
+
+static loom_status bn_run(const cpu_kernel *k, const loom_exec_args *args, cpu_pool *pool,
+                          char *err, size_t err_len)
+{
+    (void)err;
+    (void)err_len;
+    const bn_params *p = k->params;
+    if (p->n == 0 || p->c == 0 || p->plane == 0)
+        return LOOM_OK;
+    bn_job job = {p,
+                  args->inputs[0],
+                  args->inputs[1],
+                  args->inputs[2],
+                  args->inputs[3],
+                  args->inputs[4],
+                  args->outputs[0]};
+    cpu_parallel_for(pool, (size_t)(p->n * p->c), grain_items(p->plane, NM_GRAIN), bn_planes,
+                     &job);
+    return LOOM_OK;
+}
+
+static int bn_supports(const loom_node_desc *node, char *reason, size_t len)
+{
+    const char *op = node->op_name;
+    if (node->n_inputs != 5 || node->n_outputs < 1) {
+        cpu_reason(reason, len, "%s: expects X, scale, B, mean, var and an output", op);
+        return 0;
+    }
+    const loom_tensor_desc *x = &node->inputs[0];
+    if (x->dtype != LOOM_DTYPE_F32)
+        return no_dtype(node, x->dtype, "float32", reason, len);
+    if (x->rank < 2) {
+        cpu_reason(reason, len, "%s: X must have rank >= 2 (N, C, ...), not %u", op, x->rank);
+        return 0;
+    }
+    for (uint32_t i = 1; i < 5; i++) {
+        const loom_tensor_desc *t = &node->inputs[i];
+        if (t->dtype != LOOM_DTYPE_F32)
+            return no_dtype(node, t->dtype, "float32", reason, len);
+        if (loom_tensor_desc_numel(t) != x->dims[1]) {
+            cpu_reason(reason, len, "%s: input %u must hold one value per channel", op, i);
+            return 0;
+        }
+    }
+    for (uint32_t o = 1; o < node->n_outputs; o++)
+        if (node->outputs[o].dtype != LOOM_DTYPE_UNDEFINED) {
+            cpu_reason(reason, len, "%s: training mode (running mean/var outputs) has no CPU kernel",
+                       op);
+            return 0;
+        }
+    return 1;
+}
+
+static loom_status bn_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
+                              size_t err_len)
+{
+    char why[256];
+    if (!bn_supports(node, why, sizeof why))
+        return cpu_fail(err, err_len, LOOM_ERR_UNSUPPORTED, "%s", why);
+    bn_params *p = calloc(1, sizeof *p);
+    if (!p)
+        return cpu_fail(err, err_len, LOOM_ERR_OUT_OF_MEMORY, "%s: out of memory",
+                        node->op_name);
+    const loom_tensor_desc *x = &node->inputs[0];
+    p->n = x->dims[0];
+    p->c = x->dims[1];
+    p->plane = prod(x->dims, 2, x->rank);
+    p->eps = loom_node_attr_float(node, "epsilon", 1e-5f);
+    k->params = p;
+    k->run = bn_run;
+    return LOOM_OK;
+}
+
+/* ---- Softmax supports/prepare ----------------------------------------------------------------- */
+
+static int sm_supports(const loom_node_desc *node, char *reason, size_t len)
+{
+    const char *op = node->op_name;
+    if (node->n_inputs != 1 || node->n_outputs != 1) {
+        cpu_reason(reason, len, "%s: expects one input and one output", op);
+        return 0;
+    }
+    const loom_tensor_desc *x = &node->inputs[0];
+    if (x->dtype != LOOM_DTYPE_F32)
+        return no_dtype(node, x->dtype, "float32", reason, len);
+    const int64_t axis = loom_node_attr_int(node, "axis", -1);
+    if (x->rank == 0 ? axis != 0 : (axis < 0 || axis >= (int64_t)x->rank)) {
+        cpu_reason(reason, len, "%s: axis %lld out of range for rank %u", op, (long long)axis,
+                   x->rank);
+        return 0;
+    }
+    return 1;
+}
+
+static loom_status sm_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
+                              size_t err_len)
+{
+    char why[256];
+    if (!sm_supports(node, why, sizeof why))
+        return cpu_fail(err, err_len, LOOM_ERR_UNSUPPORTED, "%s", why);
+    sm_params *p = calloc(1, sizeof *p);
+    if (!p)
+        return cpu_fail(err, err_len, LOOM_ERR_OUT_OF_MEMORY, "%s: out of memory",
+                        node->op_name);
+    const loom_tensor_desc *x = &node->inputs[0];
+    const uint32_t axis = (uint32_t)loom_node_attr_int(node, "axis", -1);
+    if (x->rank == 0) { /* a scalar: softmax of one value */
+        p->outer = p->len = p->inner = 1;
+    } else {
+        p->outer = prod(x->dims, 0, axis);
+        p->len = x->dims[axis];
+        p->inner = prod(x->dims, axis + 1, x->rank);
+    }
+    p->tiles = (p->inner + SM_TILE - 1) / SM_TILE;
+    k->params = p;
+    k->run = sm_run;
+    return LOOM_OK;
+}
+
+/* ---- ReduceMean, ReduceSum, ReduceMax ------------------------------------------------------- */
+
+enum {
+    RED_NOOP,  /* empty output */
+    RED_FILL,  /* reduces over an empty axis: every output is the identity */
+    RED_COPY,  /* nothing left to reduce */
+    RED_ALL,   /* everything into one value */
+    RED_INNER, /* innermost axis reduced: contiguous runs into single outputs */
+    RED_OUTER, /* innermost axis kept: input rows fold into output rows */
+};
+
+/* Element operations of one (op, dtype), on void pointers so one plan walker serves all. */
+typedef struct red_vt {
+    void (*fill)(void *o, size_t n);                  /* the identity */
+    void (*run)(void *acc, const void *x, size_t n);  /* *acc = op(*acc, x[0..n)) */
+    void (*row)(void *o, const void *x, size_t n);    /* o[i] = op(o[i], x[i]) */
+} red_vt;
+
+/* Sums of integers wrap, through unsigned arithmetic. */
+#define RED_SUM_INT(T, U)                                                                         \
+    static void fill0_##T(void *o_, size_t n)                                                     \
+    {                                                                                             \
+        T *restrict o = o_;                                                                       \
+        NM_LOOP(n, o[i] = 0;);                                                                    \
+    }                                                                                             \
+    static void run_sum_##T(void *acc_, const void *x_, size_t n)                                 \
+    {                                                                                             \
+        const T *restrict x = x_;                                                                 \
+        U s = 0;                                                                                  \
+        for (size_t i = 0; i < n; i++)                                                            \
+            s += (U)x[i];                                                                         \
+        T *acc = acc_;                                                                            \
+        *acc = (T)((U)*acc + s);                                                                  \
+    }                                                                                             \
+    static void row_sum_##T(void *o_, const void *x_, size_t n)                                   \
+    {                                                                                             \
+        T *restrict o = o_;                                                                       \
+        const T *restrict x = x_;                                                                 \
+        NM_LOOP(n, o[i] = (T)((U)o[i] + (U)x[i]););                                               \
+    }
+#define RED_MAX_INT(T, TMIN)                                                                      \
+    static void fillmin_##T(void *o_, size_t n)                                                   \
+    {                                                                                             \
+        T *restrict o = o_;                                                                       \
+        NM_LOOP(n, o[i] = TMIN;);                                                                 \
+    }                                                                                             \
+    static void run_max_##T(void *acc_, const void *x_, size_t n)                                 \
+    {                                                                                             \
+        const T *restrict x = x_;                                                                 \
+        T *acc = acc_;                                                                            \
+        T m = *acc;                                                                               \
+        for (size_t i = 0; i < n; i++)                                                            \
+            m = x[i] > m ? x[i] : m;                                                              \
+        *acc = m;                                                                                 \
+    }                                                                                             \
+    static void row_max_##T(void *o_, const void *x_, size_t n)                                   \
+    {                                                                                             \
+        T *restrict o = o_;                                                                       \
+        const T *restrict x = x_;                                                                 \
+        NM_LOOP(n, o[i] = x[i] > o[i] ? x[i] : o[i];);                                            \
+    }
+RED_SUM_INT(int32_t, uint32_t)
+RED_SUM_INT(int64_t, uint64_t)
+RED_MAX_INT(int32_t, INT32_MIN)
+RED_MAX_INT(int64_t, INT64_MIN)
+
+static void fill0_f32(void *o_, size_t n)
+{
+    float *restrict o = o_;
+    NM_LOOP(n, o[i] = 0.0f;);
+}
+
+static void fillmin_f32(void *o_, size_t n)
+{
+    float *restrict o = o_;
+    NM_LOOP(n, o[i] = -INFINITY;);
+}
+
+static void run_sum_f32(void *acc, const void *x, size_t n)
+{
+    *(float *)acc += sum_f32(x, n);
+}
+
+static void run_max_f32(void *acc, const void *x, size_t n)
+{
+    const float m = max_f32(x, n), a = *(float *)acc;
+    *(float *)acc = NM_MAXF(m, a);
+}
+
+static void row_sum_f32(void *o_, const void *x_, size_t n)
+{
+    float *restrict o = o_;
+    const float *restrict x = x_;
+    NM_LOOP(n, o[i] += x[i];);
+}
+
+static void row_max_f32(void *o_, const void *x_, size_t n)
+{
+    float *restrict o = o_;
+    const float *restrict x = x_;
+    NM_LOOP(n, o[i] = NM_MAXF(x[i], o[i]););
+}
+
+static const red_vt red_sum_f32 = {fill0_f32, run_sum_f32, row_sum_f32};
+static const red_vt red_max_f32 = {fillmin_f32, run_max_f32, row_max_f32};
+static const red_vt red_sum_i32 = {fill0_int32_t, run_sum_int32_t, row_sum_int32_t};
+static const red_vt red_max_i32 = {fillmin_int32_t, run_max_int32_t, row_max_int32_t};
+static const red_vt red_sum_i64 = {fill0_int64_t, run_sum_int64_t, row_sum_int64_t};
+static const red_vt red_max_i64 = {fillmin_int64_t, run_max_int64_t, row_max_int64_t};
+
+/* Output columns per work item when the innermost axis is kept: long enough runs to vectorise,
+ * small enough that a few output rows still split over the pool. */
+#define RED_COLS 2048
+/* Most partial results RED_ALL keeps in scratch; fixed, so that a sum does not depend on the
+ * number of threads. */
+#define RED_MAX_PARTS 64
+
+typedef struct red_params {
+    int kind;
+    const red_vt *vt;
+    size_t esize;
+    int mean;                /* ReduceMean: scale sums by 1 / count */
+    int64_t count;           /* input elements per output element */
+    int64_t out_numel;
+    int64_t run;             /* length of the innermost (contiguous) run */
+    uint32_t n_keep;         /* kept axes other than an innermost kept one */
+    int64_t keep_dims[LOOM_MAX_RANK], keep_strides[LOOM_MAX_RANK]; /* strides in elements */
+    uint32_t n_red;          /* reduced axes other than an innermost reduced one */
+    int64_t red_dims[LOOM_MAX_RANK], red_strides[LOOM_MAX_RANK];
+    int64_t col_tiles;       /* RED_OUTER: column tiles per output row */
+    int64_t parts, part_len; /* RED_ALL */
+} red_params;
+
+typedef struct red_job {
+    const red_params *p;
+    const char *x;
+    char *y;
+    char *parts;
+} red_job;
+
+/* Advance the odometer IDX over DIMS, moving *OFF by STRIDES; 0 once it has wrapped around. */
+static int odo_next(uint32_t n, const int64_t *dims, const int64_t *strides, int64_t *idx,
+                    int64_t *off)
+{
+    for (uint32_t d = n; d-- > 0;) {
+        *off += strides[d];
+        if (++idx[d] < dims[d])
+            return 1;
+        *off -= strides[d] * dims[d];
+        idx[d] = 0;
+    }
+    return 0;
+}
+
+/* Input offset (elements) of kept-axes position POS, with its odometer state in IDX. */
+static int64_t keep_offset(const red_params *p, size_t pos, int64_t *idx)
+{
+    int64_t off = 0;
+    for (uint32_t d = p->n_keep; d-- > 0;) {
+        idx[d] = (int64_t)(pos % (size_t)p->keep_dims[d]);
+        pos /= (size_t)p->keep_dims[d];
+        off += idx[d] * p->keep_strides[d];
+    }
+    return off;
+}
+
+static void scale_f32(float *restrict y, size_t n, float s)
+{
+    NM_LOOP(n, y[i] *= s;);
+}
+
+/* Outputs [BEGIN, END), each the reduction of count elements in runs of p->run. */
+static void red_inner(void *arg, size_t begin, size_t end)
+{
+    const red_job *j = arg;
+    const red_params *p = j->p;
+    const size_t es = p->esize;
+    int64_t kidx[LOOM_MAX_RANK], ridx[LOOM_MAX_RANK] = {0};
+    int64_t base = keep_offset(p, begin, kidx);
+    for (size_t o = begin; o < end; o++) {
+        char *acc = j->y + o * es;
+        p->vt->fill(acc, 1);
+        int64_t roff = 0;
+        do
+            p->vt->run(acc, j->x + (size_t)(base + roff) * es, (size_t)p->run);
+        while (odo_next(p->n_red, p->red_dims, p->red_strides, ridx, &roff));
+        if (p->mean)
+            *(float *)acc /= (float)p->count;
+        odo_next(p->n_keep, p->keep_dims, p->keep_strides, kidx, &base);
+    }
+}
+
+/* Work items [BEGIN, END) = (output row, column tile): fold every reduced position's row in. */
+static void red_outer(void *arg, size_t begin, size_t end)
+{
+    const red_job *j = arg;
+    const red_params *p = j->p;
+    const size_t es = p->esize, run = (size_t)p->run;
+    int64_t kidx[LOOM_MAX_RANK], ridx[LOOM_MAX_RANK] = {0};
+    for (size_t it = begin; it < end; it++) {
+        const size_t row = it / (size_t)p->col_tiles;
+        const size_t c0 = (it % (size_t)p->col_tiles) * RED_COLS;
+        const size_t w = run - c0 < RED_COLS ? run - c0 : RED_COLS;
+        const int64_t base = keep_offset(p, row, kidx) * (int64_t)run + (int64_t)c0;
+        char *y = j->y + (row * run + c0) * es;
+        p->vt->fill(y, w);
+        int64_t roff = 0;
+        do
+            p->vt->row(y, j->x + (size_t)(base + roff) * es, w);
+        while (odo_next(p->n_red, p->red_dims, p->red_strides, ridx, &roff));
+        if (p->mean)
+            scale_f32((float *)y, w, 1.0f / (float)p->count);
+    }
+}
+
+/* Partial results of RED_ALL: part I covers a contiguous slice of the input. */
+static void red_parts(void *arg, size_t begin, size_t end)
+{
+    const red_job *j = arg;
+    const red_params *p = j->p;
+    const size_t es = p->esize;
+    for (size_t i = begin; i < end; i++) {
+        const int64_t from = (int64_t)i * p->part_len;
+        const int64_t n = p->count - from < p->part_len ? p->count - from : p->part_len;
+        p->vt->fill(j->parts + i * es, 1);
+        p->vt->run(j->parts + i * es, j->x + (size_t)from * es, (size_t)n);
+    }
+}
+
+static void red_fill_mean_nan(float *y, size_t n)
+{
+    NM_LOOP(n, y[i] = NAN;);
+}
+
+static loom_status red_run(const cpu_kernel *k, const loom_exec_args *args, cpu_pool *pool,
+                           char *err, size_t err_len)
+{
+    (void)err;
+    (void)err_len;
+    const red_params *p = k->params;
+    red_job job = {p, args->inputs[0], args->outputs[0], args->scratch};
+    switch (p->kind) {
+    case RED_NOOP:
+        break;
+    case RED_FILL: /* the mean of nothing is undefined: NaN, as NumPy gives */
+        if (p->mean)
+            red_fill_mean_nan(args->outputs[0], (size_t)p->out_numel);
+        else
+            p->vt->fill(args->outputs[0], (size_t)p->out_numel);
+        break;
+    case RED_COPY:
+        memcpy(args->outputs[0], args->inputs[0], (size_t)p->out_numel * p->esize);
+        break;
+    case RED_ALL:
+        cpu_parallel_for(pool, (size_t)p->parts, 1, red_parts, &job);
+        p->vt->fill(job.y, 1);
+        p->vt->run(job.y, job.parts, (size_t)p->parts);
+        if (p->mean)
+            *(float *)job.y /= (float)p->count;
+        break;
+    case RED_INNER:
+        cpu_parallel_for(pool, (size_t)p->out_numel, grain_items(p->count, NM_GRAIN), red_inner,
+                         &job);
+        break;
+    case RED_OUTER: {
+        const int64_t w = p->run < RED_COLS ? p->run : RED_COLS;
+        cpu_parallel_for(pool, (size_t)(p->out_numel / p->run * p->col_tiles),
+                         grain_items(p->count * w, NM_GRAIN), red_outer, &job);
+        break;
+    }
+    }
+    return LOOM_OK;
+}
+
+/* The reduced axes of NODE into RED[rank] (1: reduced). Returns 0 when the axes are malformed. */
+static int red_axes(const loom_node_desc *node, int *red)
+{
+    const loom_tensor_desc *x = &node->inputs[0];
+    const loom_attr *a = loom_node_attr(node, "axes");
+    for (uint32_t d = 0; d < x->rank; d++)
+        red[d] = a ? 0 : 1; /* no attribute at all: ONNX's default, every axis */
+    if (!a)
+        return 1;
+    if (a->kind != LOOM_ATTR_INTS || (a->count && !a->ints))
+        return 0;
+    for (size_t i = 0; i < a->count; i++) {
+        const int64_t ax = a->ints[i];
+        if (ax < 0 || ax >= (int64_t)x->rank || red[ax])
+            return 0;
+        red[ax] = 1;
+    }
+    return 1;
+}
+
+static int red_supports(const loom_node_desc *node, char *reason, size_t len)
+{
+    const char *op = node->op_name;
+    if (node->n_inputs < 1 || node->n_outputs != 1) {
+        cpu_reason(reason, len, "%s: expects one data input and one output", op);
+        return 0;
+    }
+    const loom_tensor_desc *x = &node->inputs[0], *y = &node->outputs[0];
+    if (node->op == LOOM_OP_REDUCE_MEAN) {
+        if (x->dtype != LOOM_DTYPE_F32)
+            return no_dtype(node, x->dtype, "float32", reason, len);
+    } else if (x->dtype != LOOM_DTYPE_F32 && x->dtype != LOOM_DTYPE_I32 &&
+               x->dtype != LOOM_DTYPE_I64) {
+        return no_dtype(node, x->dtype, "float32, int32, int64", reason, len);
+    }
+    if (y->dtype != x->dtype) {
+        cpu_reason(reason, len, "%s: output dtype differs from the input's", op);
+        return 0;
+    }
+    int red[LOOM_MAX_RANK];
+    if (x->rank > LOOM_MAX_RANK || !red_axes(node, red)) {
+        cpu_reason(reason, len, "%s: axes must be sorted, unique and within rank %u", op,
+                   x->rank);
+        return 0;
+    }
+    int64_t kept = 1;
+    for (uint32_t d = 0; d < x->rank; d++)
+        if (!red[d])
+            kept *= x->dims[d];
+    if (loom_tensor_desc_numel(y) != kept) {
+        cpu_reason(reason, len, "%s: output shape does not match the reduced axes", op);
+        return 0;
+    }
+    return 1;
+}
+
+static loom_status red_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
+                               size_t err_len)
+{
+    char why[256];
+    if (!red_supports(node, why, sizeof why))
+        return cpu_fail(err, err_len, LOOM_ERR_UNSUPPORTED, "%s", why);
+    red_params *p = calloc(1, sizeof *p);
+    if (!p)
+        return cpu_fail(err, err_len, LOOM_ERR_OUT_OF_MEMORY, "%s: out of memory",
+                        node->op_name);
+    const loom_tensor_desc *x = &node->inputs[0];
+    const loom_dtype t = x->dtype;
+    const int is_max = node->op == LOOM_OP_REDUCE_MAX;
+    p->vt = t == LOOM_DTYPE_F32   ? (is_max ? &red_max_f32 : &red_sum_f32)
+            : t == LOOM_DTYPE_I32 ? (is_max ? &red_max_i32 : &red_sum_i32)
+                                  : (is_max ? &red_max_i64 : &red_sum_i64);
+    p->esize = loom_dtype_size(t);
+    p->mean = node->op == LOOM_OP_REDUCE_MEAN;
+    p->out_numel = loom_tensor_desc_numel(&node->outputs[0]);
+    int red[LOOM_MAX_RANK];
+    red_axes(node, red);
+    const int64_t in_numel = loom_tensor_desc_numel(x);
+    p->count = p->out_numel ? in_numel / p->out_numel : 0;
+    k->params = p;
+    k->run = red_run;
+
+    /* Coalesce: drop size-1 axes, merge neighbours that are both kept or both reduced. */
+    int64_t dims[LOOM_MAX_RANK];
+    int flag[LOOM_MAX_RANK];
+    uint32_t r = 0;
+    int any_red = 0;
+    for (uint32_t d = 0; d < x->rank; d++) {
+        if (x->dims[d] == 1)
+            continue;
+        if (r > 0 && flag[r - 1] == red[d]) {
+            dims[r - 1] *= x->dims[d];
+        } else {
+            dims[r] = x->dims[d];
+            flag[r++] = red[d];
+        }
+        any_red |= red[d];
+    }
+    if (p->out_numel == 0) {
+        p->kind = RED_NOOP;
+        return LOOM_OK;
+    }
+    if (in_numel == 0) {
+        p->kind = RED_FILL;
+        return LOOM_OK;
+    }
+    if (!any_red) {
+        p->kind = RED_COPY;
+        return LOOM_OK;
+    }
+    if (r == 1) { /* one reduced axis left, nothing kept */
+        p->kind = RED_ALL;
+        p->parts = (p->count + NM_GRAIN - 1) / NM_GRAIN;
+        if (p->parts > RED_MAX_PARTS)
+            p->parts = RED_MAX_PARTS;
+        p->part_len = (p->count + p->parts - 1) / p->parts;
+        p->parts = (p->count + p->part_len - 1) / p->part_len;
+        k->scratch_bytes = (size_t)p->parts * p->esize;
+        return LOOM_OK;
+    }
+    int64_t strides[LOOM_MAX_RANK];
+    int64_t s = 1;
+    for (uint32_t d = r; d-- > 0;) {
+        strides[d] = s;
+        s *= dims[d];
+    }
+    const int inner_red = flag[r - 1];
+    p->run = dims[r - 1];
+    for (uint32_t d = 0; d + 1 < r; d++) {
+        if (flag[d]) {
+            p->red_dims[p->n_red] = dims[d];
+            p->red_strides[p->n_red++] = strides[d];
+        } else {
+            p->keep_dims[p->n_keep] = dims[d];
+            p->keep_strides[p->n_keep++] = strides[d];
+        }
+    }
+    if (inner_red) {
+        p->kind = RED_INNER;
+    } else {
+        p->kind = RED_OUTER;
+        p->col_tiles = (p->run + RED_COLS - 1) / RED_COLS;
+        /* keep_offset() gives positions in units of whole rows for RED_OUTER. */
+        for (uint32_t d = 0; d < p->n_keep; d++)
+            p->keep_strides[d] /= p->run;
+    }
+    return LOOM_OK;
+}
+
+/* ---- registration --------------------------------------------------------------------------- */
+
+void cpu_register_normalize(cpu_op_entry *table)
+{
+    table[LOOM_OP_SOFTMAX] = (cpu_op_entry){sm_supports, sm_prepare};
+    table[LOOM_OP_LAYER_NORMALIZATION] = (cpu_op_entry){ln_supports, ln_prepare};
+    table[LOOM_OP_BATCH_NORMALIZATION] = (cpu_op_entry){bn_supports, bn_prepare};
+    table[LOOM_OP_REDUCE_MEAN] = (cpu_op_entry){red_supports, red_prepare};
+    table[LOOM_OP_REDUCE_SUM] = (cpu_op_entry){red_supports, red_prepare};
+    table[LOOM_OP_REDUCE_MAX] = (cpu_op_entry){red_supports, red_prepare};
+}

@@ -1,0 +1,164 @@
+/*
+ * Graph construction of the example models (see models.h). Weights are drawn the way common
+ * frameworks initialise linear layers, uniform in +-1/sqrt(fan_in), so activations keep a sane
+ * scale through the layers and the softmax outputs are not saturated.
+ */
+#include "models.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+/* splitmix64: tiny, good enough for weights, and identical everywhere. */
+static uint64_t next_u64(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+void example_fill_uniform(float *data, size_t n, uint64_t seed, float lo, float hi)
+{
+    uint64_t state = seed;
+    for (size_t i = 0; i < n; i++) {
+        /* 24 random bits: exactly representable in a float, so the result stays below HI. */
+        float u = (float)(next_u64(&state) >> 40) * (1.0f / 16777216.0f);
+        data[i] = lo + (hi - lo) * u;
+    }
+}
+
+/* What building one model needs besides the graph: a seed that changes for every constant, and
+ * whether an allocation of ours failed (the graph's sticky error covers the library's). */
+typedef struct builder {
+    loom_graph *g;
+    uint64_t seed;
+    int out_of_memory;
+} builder;
+
+/* A constant NAME of shape DIMS[RANK] filled uniformly in [LO, HI). */
+static loom_value random_constant(builder *b, const char *name, uint32_t rank, const int64_t *dims,
+                                  float lo, float hi)
+{
+    size_t n = 1;
+    for (uint32_t k = 0; k < rank; k++)
+        n *= (size_t)dims[k];
+    float *data = malloc(n * sizeof *data);
+    if (!data) {
+        b->out_of_memory = 1;
+        return LOOM_NO_VALUE;
+    }
+    example_fill_uniform(data, n, b->seed++, lo, hi);
+    /* Copied into the graph, so our buffer can go at once. */
+    loom_value v = loom_constant(b->g, name, LOOM_DTYPE_F32, rank, dims, data);
+    free(data);
+    return v;
+}
+
+/* Weights of a linear layer FAN_IN -> FAN_OUT, laid out [FAN_IN, FAN_OUT] for X·W. */
+static loom_value linear_weight(builder *b, const char *name, int64_t fan_in, int64_t fan_out)
+{
+    const int64_t dims[2] = {fan_in, fan_out};
+    float bound = 1.0f / sqrtf((float)fan_in);
+    return random_constant(b, name, 2, dims, -bound, bound);
+}
+
+static loom_value linear_bias(builder *b, const char *name, int64_t fan_in, int64_t fan_out)
+{
+    const int64_t dims[1] = {fan_out};
+    float bound = 1.0f / sqrtf((float)fan_in);
+    return random_constant(b, name, 1, dims, -bound, bound);
+}
+
+/* Y = X·W + B as one Gemm node. */
+static loom_value dense(builder *b, loom_value x, const char *name, int64_t fan_in,
+                        int64_t fan_out)
+{
+    char wname[64], bname[64];
+    snprintf(wname, sizeof wname, "%s.weight", name);
+    snprintf(bname, sizeof bname, "%s.bias", name);
+    loom_value w = linear_weight(b, wname, fan_in, fan_out);
+    loom_value bias = linear_bias(b, bname, fan_in, fan_out);
+    loom_value y = loom_gemm(b->g, x, w, bias, 1.0f, 1.0f, 0, 0);
+    /* Naming and marking outputs fail only after an earlier builder error, which
+     * loom_graph_check reports; their statuses add nothing, so they are not kept. */
+    (void)loom_value_set_name(b->g, y, name);
+    return y;
+}
+
+/* Drop the graph when one of our own allocations failed; otherwise hand it over, errors and
+ * all, for loom_graph_check to report. */
+static loom_graph *finish(builder *b)
+{
+    if (b->out_of_memory) {
+        loom_graph_destroy(b->g);
+        return NULL;
+    }
+    return b->g;
+}
+
+loom_graph *example_mlp(void)
+{
+    builder b = {loom_graph_create("mlp"), 0x4D4C50ull, 0};
+    if (!b.g)
+        return NULL;
+
+    const int64_t in_dims[2] = {EXAMPLE_MLP_BATCH, EXAMPLE_MLP_IN};
+    loom_value x = loom_input(b.g, "x", LOOM_DTYPE_F32, 2, in_dims);
+    loom_value h = loom_relu(b.g, dense(&b, x, "fc1", EXAMPLE_MLP_IN, EXAMPLE_MLP_HIDDEN1));
+    h = loom_relu(b.g, dense(&b, h, "fc2", EXAMPLE_MLP_HIDDEN1, EXAMPLE_MLP_HIDDEN2));
+    loom_value logits = dense(&b, h, "fc3", EXAMPLE_MLP_HIDDEN2, EXAMPLE_MLP_OUT);
+    loom_value probs = loom_softmax(b.g, logits, 1);
+    (void)loom_output(b.g, probs, "probs");
+    return finish(&b);
+}
+
+/* [1, S, D] -> [1, H, S, D/H]: the heads become a batch dimension for MatMul. */
+static loom_value split_heads(loom_graph *g, loom_value x)
+{
+    const int64_t shape[4] = {1, EXAMPLE_ATTN_SEQ, EXAMPLE_ATTN_HEADS,
+                              EXAMPLE_ATTN_DMODEL / EXAMPLE_ATTN_HEADS};
+    const int64_t perm[4] = {0, 2, 1, 3};
+    return loom_transpose(g, loom_reshape(g, x, 4, shape), perm);
+}
+
+loom_graph *example_attention(void)
+{
+    builder b = {loom_graph_create("attention"), 0x415454ull, 0};
+    if (!b.g)
+        return NULL;
+    loom_graph *g = b.g;
+    const int64_t d = EXAMPLE_ATTN_DMODEL;
+    const int64_t d_head = EXAMPLE_ATTN_DMODEL / EXAMPLE_ATTN_HEADS;
+
+    const int64_t x_dims[3] = {1, EXAMPLE_ATTN_SEQ, EXAMPLE_ATTN_DMODEL};
+    loom_value x = loom_input(g, "x", LOOM_DTYPE_F32, 3, x_dims);
+
+    const int64_t vec_dims[1] = {d};
+    loom_value gamma = random_constant(&b, "ln.scale", 1, vec_dims, 0.9f, 1.1f);
+    loom_value beta = random_constant(&b, "ln.bias", 1, vec_dims, -0.1f, 0.1f);
+    loom_value h = loom_layer_norm(g, x, gamma, beta, 2, 1e-5f);
+    (void)loom_value_set_name(g, h, "ln");
+
+    loom_value q = split_heads(g, loom_matmul(g, h, linear_weight(&b, "wq", d, d)));
+    loom_value k = split_heads(g, loom_matmul(g, h, linear_weight(&b, "wk", d, d)));
+    loom_value v = split_heads(g, loom_matmul(g, h, linear_weight(&b, "wv", d, d)));
+
+    /* Kᵀ per head: [1, H, S, dh] -> [1, H, dh, S]. */
+    const int64_t kt_perm[4] = {0, 1, 3, 2};
+    loom_value kt = loom_transpose(g, k, kt_perm);
+    loom_value scores = loom_matmul(g, q, kt);
+    scores = loom_mul(g, scores, loom_constant_f32(g, 1.0f / sqrtf((float)d_head)));
+    loom_value attn = loom_softmax(g, scores, 3);
+    (void)loom_value_set_name(g, attn, "attn");
+    loom_value ctx = loom_matmul(g, attn, v); /* [1, H, S, dh] */
+
+    /* Merge the heads back: [1, H, S, dh] -> [1, S, H, dh] -> [1, S, D]. */
+    const int64_t merge_perm[4] = {0, 2, 1, 3};
+    ctx = loom_reshape(g, loom_transpose(g, ctx, merge_perm), 3, x_dims);
+
+    loom_value proj = loom_matmul(g, ctx, linear_weight(&b, "wo", d, d));
+    loom_value y = loom_add(g, x, proj);
+    (void)loom_output(g, y, "y");
+    return finish(&b);
+}

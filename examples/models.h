@@ -1,0 +1,51 @@
+/*
+ * The two small models the examples, the benchmarks and the `loom` tool's bundled default model
+ * are built from: a 3-layer MLP and one transformer attention block, both with seeded random
+ * weights held as constants of the graph, so every program that builds them gets the same graph.
+ */
+#ifndef LOOM_EXAMPLES_MODELS_H
+#define LOOM_EXAMPLES_MODELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <loom/loom.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Shapes of the MLP: input "x" [EXAMPLE_MLP_BATCH, 784], output "probs" [EXAMPLE_MLP_BATCH, 10]
+ * (a softmax over the 10 classes of each row). */
+#define EXAMPLE_MLP_BATCH 64
+#define EXAMPLE_MLP_IN 784
+#define EXAMPLE_MLP_HIDDEN1 512
+#define EXAMPLE_MLP_HIDDEN2 256
+#define EXAMPLE_MLP_OUT 10
+
+/* Shapes of the attention block: input "x" [1, EXAMPLE_ATTN_SEQ, EXAMPLE_ATTN_DMODEL], output "y"
+ * of the same shape. */
+#define EXAMPLE_ATTN_SEQ 128
+#define EXAMPLE_ATTN_DMODEL 256
+#define EXAMPLE_ATTN_HEADS 4
+
+/* Build the MLP: x -> Gemm(784x512) -> Relu -> Gemm(512x256) -> Relu -> Gemm(256x10) -> Softmax.
+ * The graph is built but NOT checked: call loom_graph_check(), which also reports any builder
+ * error. Returns NULL only when out of memory. The caller frees it with loom_graph_destroy. */
+loom_graph *example_mlp(void);
+
+/* Build one pre-norm attention block with 4 heads:
+ *   h = LayerNorm(x); Q, K, V = h·Wq, h·Wk, h·Wv, each split into heads;
+ *   A = Softmax(Q·Kᵀ / sqrt(d_head))·V; y = x + merge_heads(A)·Wo.
+ * The graph is built but NOT checked (see example_mlp). Returns NULL only when out of memory.
+ * The caller frees it with loom_graph_destroy. */
+loom_graph *example_attention(void);
+
+/* Fill DATA[N] with uniform numbers in [LO, HI) from a generator seeded with SEED: the same seed
+ * gives the same numbers on every machine. */
+void example_fill_uniform(float *data, size_t n, uint64_t seed, float lo, float hi);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LOOM_EXAMPLES_MODELS_H */

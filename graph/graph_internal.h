@@ -1,0 +1,69 @@
+/*
+ * The graph IR as the rest of Loom sees it (scheduler, importers): values, nodes, their
+ * canonical attributes. Not a public header.
+ */
+#ifndef LOOM_GRAPH_INTERNAL_H
+#define LOOM_GRAPH_INTERNAL_H
+
+#include <loom/graph.h>
+
+#include "ops.h"
+
+typedef enum lg_value_kind {
+    LG_VALUE_INPUT = 1,
+    LG_VALUE_CONSTANT = 2,
+    LG_VALUE_NODE = 3, /* produced by a node */
+} lg_value_kind;
+
+typedef struct lg_value {
+    char *name;
+    loom_tensor_desc desc;
+    lg_value_kind kind;
+    int32_t producer;       /* node index for LG_VALUE_NODE, else -1 */
+    uint32_t producer_slot; /* which output of the producer */
+    const void *data;       /* constants: their data */
+    int data_owned;         /* constants: 1 when the graph frees DATA */
+    int output_index;       /* position among graph outputs, -1 when not an output */
+    uint32_t n_consumers;   /* node inputs that read it */
+} lg_value;
+
+typedef struct lg_node {
+    const loom_op_def *def;
+    char *name;
+    uint32_t n_inputs, n_outputs;
+    loom_value *inputs;  /* LOOM_NO_VALUE for absent optional inputs */
+    loom_value *outputs;
+    loom_attr_list attrs; /* canonical */
+} lg_node;
+
+struct loom_graph {
+    char *name;
+    lg_value *values;
+    size_t n_values, cap_values;
+    lg_node *nodes;
+    size_t n_nodes, cap_nodes;
+    loom_value *inputs;
+    size_t n_inputs, cap_inputs;
+    loom_value *outputs;
+    size_t n_outputs, cap_outputs;
+    loom_status error;     /* sticky: first builder failure */
+    char error_msg[512];
+    int checked;
+    uint32_t name_counter; /* for made-up names */
+};
+
+/* Fill DESC for node I of G. IN_DESCS/IN_CONSTS must hold the node's n_inputs entries; both are
+ * owned by the caller. Everything else points into G. */
+void lg_node_desc(const loom_graph *g, size_t i, loom_node_desc *desc, loom_tensor_desc *in_descs,
+                  loom_tensor_desc *out_descs, const void **in_consts);
+
+/* A topological order of G's nodes into ORDER (n_nodes entries), stable for graphs built in
+ * order. Fails with LOOM_ERR_INVALID_ARGUMENT naming a node on a cycle. */
+loom_status lg_topo_order(const loom_graph *g, uint32_t *order);
+
+/* Record a failure as the thread's last error: set_error formats it. Returns STATUS. */
+loom_status loom_set_error(loom_status status, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void loom_clear_error(void);
+
+#endif /* LOOM_GRAPH_INTERNAL_H */

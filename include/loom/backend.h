@@ -1,0 +1,308 @@
+/*
+ * The backend ABI of Loom: the one table of functions through which the host talks to every
+ * device backend, built in (cpu) or loaded from a plugin. This header stands alone (it needs only
+ * <stdint.h> and <stddef.h>) so that a vendor can build a backend against it and nothing else.
+ *
+ * Rules that keep the ABI stable:
+ *  - every table and struct that crosses the boundary starts with abi_version and struct_size and
+ *    only ever grows at its end; a NULL function slot means "optional, use the host's default";
+ *  - operator identifiers (loom_op_id) and dtypes (loom_dtype) are append-only;
+ *  - memory and messages never cross the boundary to be freed on the other side: each side frees
+ *    what it allocated, and error texts are written into caller-provided buffers.
+ *
+ * This is version 0.1 of the ABI: the foundation's shape (synchronous execute on host-visible
+ * memory). The plugin loader, typed device buffers and asynchronous completion arrive as minor
+ * versions; a host accepts any plugin of its major version.
+ */
+#ifndef LOOM_BACKEND_H
+#define LOOM_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LOOM_ABI_VERSION_MAJOR 0u
+#define LOOM_ABI_VERSION_MINOR 1u
+/* Packed as (major << 16) | minor in every abi_version field. */
+#define LOOM_ABI_VERSION ((LOOM_ABI_VERSION_MAJOR << 16) | LOOM_ABI_VERSION_MINOR)
+
+/* Largest tensor rank Loom handles. */
+#define LOOM_MAX_RANK 8
+
+/* Every fallible call returns one of these; loom_last_error() (loom/graph.h) adds the details.
+ * Part of the ABI: append-only. */
+typedef enum loom_status {
+    LOOM_OK = 0,
+    LOOM_ERR_INVALID_ARGUMENT = 1, /* the caller passed something malformed */
+    LOOM_ERR_UNSUPPORTED = 2,      /* valid, but no device or kernel can do it */
+    LOOM_ERR_OUT_OF_MEMORY = 3,    /* host or device memory exhausted */
+    LOOM_ERR_DEVICE_LOST = 4,      /* a device or plugin failed while working */
+    LOOM_ERR_IO = 5,               /* a file could not be read or written */
+    LOOM_ERR_INTERNAL = 6,         /* a bug in Loom: please report it */
+} loom_status;
+
+/* Element types. The numbering is ONNX's TensorProto.DataType, so importers map them 1:1.
+ * Part of the ABI: append-only. */
+typedef enum loom_dtype {
+    LOOM_DTYPE_UNDEFINED = 0,
+    LOOM_DTYPE_F32 = 1,
+    LOOM_DTYPE_U8 = 2,
+    LOOM_DTYPE_I8 = 3,
+    LOOM_DTYPE_I32 = 6,
+    LOOM_DTYPE_I64 = 7,
+    LOOM_DTYPE_BOOL = 9, /* one byte per element, 0 or 1 */
+    LOOM_DTYPE_F16 = 10,
+    LOOM_DTYPE_BF16 = 16,
+} loom_dtype;
+
+/* Operator identifiers. Part of the ABI: append-only, never renumbered. The semantics are ONNX's
+ * (opset 18) unless the operator registry (graph/ops.h) says otherwise. */
+typedef enum loom_op_id {
+    LOOM_OP_INVALID = 0,
+    LOOM_OP_MATMUL = 1,
+    LOOM_OP_GEMM = 2,
+    LOOM_OP_CONV = 3,
+    LOOM_OP_RELU = 4,
+    LOOM_OP_LEAKY_RELU = 5,
+    LOOM_OP_SIGMOID = 6,
+    LOOM_OP_TANH = 7,
+    LOOM_OP_ERF = 8,
+    LOOM_OP_GELU = 9,
+    LOOM_OP_ADD = 10,
+    LOOM_OP_SUB = 11,
+    LOOM_OP_MUL = 12,
+    LOOM_OP_DIV = 13,
+    LOOM_OP_POW = 14,
+    LOOM_OP_SQRT = 15,
+    LOOM_OP_EXP = 16,
+    LOOM_OP_LOG = 17,
+    LOOM_OP_NEG = 18,
+    LOOM_OP_ABS = 19,
+    LOOM_OP_MIN = 20,
+    LOOM_OP_MAX = 21,
+    LOOM_OP_CLIP = 22,
+    LOOM_OP_SOFTMAX = 23,
+    LOOM_OP_LAYER_NORMALIZATION = 24,
+    LOOM_OP_BATCH_NORMALIZATION = 25,
+    LOOM_OP_MAX_POOL = 26,
+    LOOM_OP_AVERAGE_POOL = 27,
+    LOOM_OP_GLOBAL_AVERAGE_POOL = 28,
+    LOOM_OP_RESHAPE = 29,
+    LOOM_OP_TRANSPOSE = 30,
+    LOOM_OP_FLATTEN = 31,
+    LOOM_OP_CONCAT = 32,
+    LOOM_OP_SPLIT = 33,
+    LOOM_OP_SLICE = 34,
+    LOOM_OP_GATHER = 35,
+    LOOM_OP_SQUEEZE = 36,
+    LOOM_OP_UNSQUEEZE = 37,
+    LOOM_OP_REDUCE_MEAN = 38,
+    LOOM_OP_REDUCE_SUM = 39,
+    LOOM_OP_REDUCE_MAX = 40,
+    LOOM_OP_CAST = 41,
+    LOOM_OP_IDENTITY = 42,
+    LOOM_OP_WHERE = 43,
+    LOOM_OP_EXPAND = 44,
+    LOOM_OP_COUNT_V0_1 /* one past the last id of ABI 0.1; not itself an operator */
+} loom_op_id;
+
+/* Kinds of attribute values. */
+typedef enum loom_attr_kind {
+    LOOM_ATTR_INT = 1,
+    LOOM_ATTR_FLOAT = 2,
+    LOOM_ATTR_STRING = 3,
+    LOOM_ATTR_INTS = 4,
+    LOOM_ATTR_FLOATS = 5,
+} loom_attr_kind;
+
+/* One named attribute of a node. Which field holds the value depends on kind: i, f, s, or the
+ * ints/floats array with count elements. All pointers are borrowed from whoever built the
+ * attribute and stay valid for the duration of the call they are passed to (for nodes of a
+ * graph: for the life of the graph). */
+typedef struct loom_attr {
+    const char *name;
+    loom_attr_kind kind;
+    int64_t i;
+    float f;
+    const char *s;
+    const int64_t *ints;
+    const float *floats;
+    size_t count;
+} loom_attr;
+
+/* Type and shape of a tensor. Dimensions are all known (>= 0) by the time a backend sees them;
+ * a dimension of 0 makes an empty tensor. Scalars have rank 0. Layout is dense, C order. */
+typedef struct loom_tensor_desc {
+    loom_dtype dtype;
+    uint32_t rank;
+    int64_t dims[LOOM_MAX_RANK];
+} loom_tensor_desc;
+
+/* A node as a backend sees it: the operator, its checked and canonicalised attributes (defaults
+ * filled in and axes made non-negative by the operator registry, as graph/ops.h documents per
+ * op), and the type and shape of every input and output. Everything is borrowed from the host
+ * and valid only during the call that receives it; a backend copies what it keeps. */
+typedef struct loom_node_desc {
+    uint32_t abi_version;
+    uint32_t struct_size;
+    loom_op_id op;
+    const char *op_name;    /* "MatMul" */
+    const char *name;       /* the node's name in its graph, for messages */
+    uint32_t n_inputs;      /* absent optional inputs have dtype LOOM_DTYPE_UNDEFINED */
+    uint32_t n_outputs;
+    const loom_tensor_desc *inputs;
+    const loom_tensor_desc *outputs;
+    /* For each input, its data when it is a constant of the graph (weights), else NULL: lets a
+     * backend pre-pack weights at prepare time. */
+    const void *const *input_constants;
+    uint32_t n_attrs;
+    const loom_attr *attrs;
+} loom_node_desc;
+
+/* Device categories, as `loom devices` reports them. */
+typedef enum loom_device_kind {
+    LOOM_DEVICE_CPU = 1,
+    LOOM_DEVICE_GPU = 2,
+    LOOM_DEVICE_NPU = 3,
+    LOOM_DEVICE_OTHER = 4,
+} loom_device_kind;
+
+/* Facts about one device, with units. A backend fills what it knows and leaves the rest 0. */
+typedef struct loom_device_info {
+    uint32_t abi_version;
+    uint32_t struct_size;
+    char name[128];            /* human-readable, e.g. "AMD EPYC 7B13 (2 cores)" */
+    loom_device_kind kind;
+    uint32_t compute_units;    /* cores for a CPU, compute units or SMs for a GPU */
+    uint32_t threads;          /* hardware threads the backend will use */
+    uint64_t memory_bytes;     /* memory the device can allocate from */
+    int32_t numa_node;         /* NUMA node of its memory, -1 when unknown or not applicable */
+    uint32_t host_visible;     /* 1 when its buffers are ordinary host memory */
+    double peak_flops_f32;     /* operations per second, 0 when unknown */
+    double mem_bandwidth;      /* bytes per second, 0 when unknown */
+    double launch_latency_s;   /* seconds per kernel dispatch, 0 when unknown */
+} loom_device_info;
+
+/* What the host passes to execute(): the data of each input and output of one node, in the
+ * order of the node's descriptor, plus a scratch area of the size prepare() asked for. Inputs
+ * are read-only; outputs never alias inputs. */
+typedef struct loom_exec_args {
+    uint32_t struct_size;
+    const void *const *inputs;  /* n_inputs pointers; NULL for absent optional inputs */
+    void *const *outputs;       /* n_outputs pointers */
+    void *scratch;              /* scratch_bytes from prepare, 64-byte aligned, or NULL */
+} loom_exec_args;
+
+/* The table a backend exposes. The host calls functions of one device from one thread at a
+ * time except where noted; ctx is the backend's own state. */
+typedef struct loom_backend {
+    uint32_t abi_version; /* LOOM_ABI_VERSION the backend was built against */
+    uint32_t struct_size; /* sizeof(loom_backend) as the backend saw it */
+    const char *name;     /* short, lowercase: "cpu", "opencl"; prefixes device ids */
+    void *ctx;
+
+    /* Number of devices this backend drives. Required. */
+    uint32_t (*device_count)(void *ctx);
+
+    /* Fill INFO (whose abi_version and struct_size the host has set) for device DEV. Required. */
+    loom_status (*device_info)(void *ctx, uint32_t dev, loom_device_info *info);
+
+    /* Whether DEV can run NODE. Pure: same answer for the same node, no side effects. When it
+     * says no (returns 0) it writes a one-line reason into REASON (REASON_LEN bytes including
+     * the terminating NUL). Required. Thread-safe. */
+    int (*supports)(void *ctx, uint32_t dev, const loom_node_desc *node, char *reason,
+                    size_t reason_len);
+
+    /* Compile NODE for DEV: parse its attributes, pre-pack constants, pick a kernel. On success
+     * *KERNEL is the backend's handle (freed with release_kernel) and *SCRATCH_BYTES the scratch
+     * memory each execution needs. On failure writes a message into ERR. Required. */
+    loom_status (*prepare)(void *ctx, uint32_t dev, const loom_node_desc *node, void **kernel,
+                           size_t *scratch_bytes, char *err, size_t err_len);
+
+    /* Run a prepared kernel once, to completion. Must be safe to call concurrently for
+     * different ARGS (concurrent runs of one plan share kernels). On failure writes a message
+     * into ERR; the host decides what happens next. Required. */
+    loom_status (*execute)(void *ctx, uint32_t dev, void *kernel, const loom_exec_args *args,
+                           char *err, size_t err_len);
+
+    /* Release a handle from prepare. Required. */
+    void (*release_kernel)(void *ctx, void *kernel);
+
+    /* Allocate SIZE bytes of DEV's memory for intermediate tensors, ALIGN-aligned (a power of
+     * two, at most 4096). Optional: NULL means host memory from the host's allocator. Returns
+     * NULL on failure. */
+    void *(*alloc)(void *ctx, uint32_t dev, size_t size, size_t align);
+
+    /* Free memory from alloc; SIZE is the size asked for. Required when alloc is given. */
+    void (*free)(void *ctx, uint32_t dev, void *ptr, size_t size);
+
+    /* Join the backend's threads and free its state; ctx is dead afterwards. Optional. */
+    void (*shutdown)(void *ctx);
+} loom_backend;
+
+/* The one symbol a plugin exports. HOST_ABI_VERSION is the host's LOOM_ABI_VERSION; HOST is
+ * reserved for host callbacks (logging, errors) and is NULL in ABI 0.1. Returns the backend's
+ * table (owned by the plugin, valid until its shutdown) or NULL when it cannot run here. */
+typedef const loom_backend *(*loom_backend_query_fn)(uint32_t host_abi_version, const void *host);
+#define LOOM_BACKEND_QUERY_SYMBOL "loom_backend_query"
+
+/* Look up attribute NAME of NODE; NULL when absent. Written without <string.h> so this header
+ * stays standalone. */
+static inline const loom_attr *loom_node_attr(const loom_node_desc *node, const char *name)
+{
+    for (uint32_t k = 0; k < node->n_attrs; k++) {
+        const char *a = node->attrs[k].name, *b = name;
+        while (*a && *a == *b) {
+            a++;
+            b++;
+        }
+        if (*a == *b)
+            return &node->attrs[k];
+    }
+    return NULL;
+}
+
+/* Integer attribute NAME of NODE, or DEFAULT_VALUE when absent. */
+static inline int64_t loom_node_attr_int(const loom_node_desc *node, const char *name,
+                                         int64_t default_value)
+{
+    const loom_attr *a = loom_node_attr(node, name);
+    return a && a->kind == LOOM_ATTR_INT ? a->i : default_value;
+}
+
+/* Float attribute NAME of NODE, or DEFAULT_VALUE when absent. */
+static inline float loom_node_attr_float(const loom_node_desc *node, const char *name,
+                                         float default_value)
+{
+    const loom_attr *a = loom_node_attr(node, name);
+    return a && a->kind == LOOM_ATTR_FLOAT ? a->f : default_value;
+}
+
+/* Bytes per element of DTYPE; 0 for LOOM_DTYPE_UNDEFINED or an unknown value. */
+static inline size_t loom_dtype_size(loom_dtype dtype)
+{
+    switch (dtype) {
+    case LOOM_DTYPE_F32: case LOOM_DTYPE_I32: return 4;
+    case LOOM_DTYPE_I64: return 8;
+    case LOOM_DTYPE_F16: case LOOM_DTYPE_BF16: return 2;
+    case LOOM_DTYPE_U8: case LOOM_DTYPE_I8: case LOOM_DTYPE_BOOL: return 1;
+    default: return 0;
+    }
+}
+
+/* Number of elements of DESC (1 for a scalar). */
+static inline int64_t loom_tensor_desc_numel(const loom_tensor_desc *desc)
+{
+    int64_t n = 1;
+    for (uint32_t k = 0; k < desc->rank; k++)
+        n *= desc->dims[k];
+    return n;
+}
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LOOM_BACKEND_H */

@@ -1,0 +1,233 @@
+/*
+ * Building operator graphs in C: tensors (graph inputs, constants, the values operators produce),
+ * one builder call per operator plus a generic loom_graph_op for any registered operator, and
+ * validation. A graph is built once, checked once (loom_graph_check), then planned and run
+ * through loom/runtime.h.
+ *
+ * Errors are sticky, as in a stream: the first failing builder call records its error, and
+ * every later builder call on the same graph does nothing and returns LOOM_NO_VALUE, so a
+ * program can build a whole graph and check once at the end. loom_graph_check() returns the
+ * first error, with the node's name in loom_last_error().
+ *
+ * A graph is not thread-safe while it is being built; once checked it is read-only and may be
+ * planned from several threads.
+ */
+#ifndef LOOM_GRAPH_H
+#define LOOM_GRAPH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h" /* loom_status, loom_dtype, loom_attr: shared with backends */
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The calling thread's message for its last failure, e.g.
+ * "node 'fc1' (MatMul): inner dimensions 512 and 256 differ". Owned by Loom; valid until the
+ * thread's next call into Loom. Never NULL: "" when there was no failure. */
+const char *loom_last_error(void);
+
+/* Name of STATUS ("LOOM_ERR_UNSUPPORTED"); a static string, never NULL. */
+const char *loom_status_name(loom_status status);
+
+/* Name of DTYPE as ONNX spells it ("float", "int64"); a static string, "undefined" for unknown. */
+const char *loom_dtype_name(loom_dtype dtype);
+
+/* A value of a graph: an input, a constant or an operator's output. A small integer handle, valid
+ * only with the graph that made it. */
+typedef int32_t loom_value;
+#define LOOM_NO_VALUE ((loom_value)-1)
+
+typedef struct loom_graph loom_graph; /* opaque */
+
+/* Create an empty graph; NAME (may be NULL) is copied. Returns NULL only when out of memory.
+ * Free with loom_graph_destroy. */
+loom_graph *loom_graph_create(const char *name);
+
+/* Free GRAPH and everything it owns. Constants borrowed with loom_constant_borrowed are not
+ * freed. NULL is allowed. Plans made from the graph stay valid: they keep what they need. */
+void loom_graph_destroy(loom_graph *graph);
+
+/* ---- tensors ---------------------------------------------------------------------------- */
+
+/* Declare a graph input NAME (copied; must be unique in the graph) of DTYPE with RANK dims
+ * (RANK <= LOOM_MAX_RANK, each dim >= 0). Inputs are passed to loom_plan_run in the order
+ * they were declared. Fails (sticky) on a duplicate name, bad dtype or shape. */
+loom_value loom_input(loom_graph *graph, const char *name, loom_dtype dtype, uint32_t rank,
+                      const int64_t *dims);
+
+/* A constant tensor whose data (dense, C order) is COPIED into the graph. NAME may be NULL
+ * (a name is made up). */
+loom_value loom_constant(loom_graph *graph, const char *name, loom_dtype dtype, uint32_t rank,
+                         const int64_t *dims, const void *data);
+
+/* A constant whose data is BORROWED: the graph keeps the pointer, and the caller must keep the
+ * data alive and unchanged until the graph AND every plan made from it are destroyed. Use it
+ * for large weights that are already in memory (e.g. a mapped file). */
+loom_value loom_constant_borrowed(loom_graph *graph, const char *name, loom_dtype dtype,
+                                  uint32_t rank, const int64_t *dims, const void *data);
+
+/* Convenience constants: a scalar f32, and a 1-D i64 vector of COUNT elements (copied). */
+loom_value loom_constant_f32(loom_graph *graph, float value);
+loom_value loom_constant_i64s(loom_graph *graph, size_t count, const int64_t *values);
+
+/* Mark VALUE as a graph output named NAME (copied; NULL keeps the value's own name). Outputs
+ * are returned by loom_plan_run in the order they were marked. A value may be an output once. */
+loom_status loom_output(loom_graph *graph, loom_value value, const char *name);
+
+/* Rename VALUE (its name appears in messages, traces and as an output file name). */
+loom_status loom_value_set_name(loom_graph *graph, loom_value value, const char *name);
+
+/* Type and shape of VALUE, as inferred when the node producing it was added. Returns
+ * LOOM_ERR_INVALID_ARGUMENT for a handle the graph does not have. RANK/DIMS may be NULL;
+ * DIMS must hold LOOM_MAX_RANK entries. */
+loom_status loom_value_info(const loom_graph *graph, loom_value value, loom_dtype *dtype,
+                            uint32_t *rank, int64_t *dims);
+
+/* Name of VALUE (owned by the graph), or NULL for a bad handle. */
+const char *loom_value_name(const loom_graph *graph, loom_value value);
+
+/* The value named NAME, or LOOM_NO_VALUE. */
+loom_value loom_graph_find_value(const loom_graph *graph, const char *name);
+
+/* Graph surgery: make every node that reads OLD_VALUE read NEW_VALUE instead (both must have the
+ * same dtype and shape). Fails (sticky) otherwise. Such rewiring can create a cycle, which
+ * loom_graph_check reports. */
+loom_status loom_graph_replace_uses(loom_graph *graph, loom_value old_value, loom_value new_value);
+
+/* ---- the generic builder ------------------------------------------------------------------ */
+
+/* Add a node running the registered operator OP_TYPE (ONNX spelling: "MatMul") on N_INPUTS
+ * inputs (LOOM_NO_VALUE for an absent optional input), with N_ATTRS attributes (copied), making
+ * N_OUTPUTS outputs whose handles are written to OUTPUTS. NODE_NAME may be NULL (a name is made
+ * up from the op). Shapes and dtypes are inferred and checked now; the operator's attributes are
+ * canonicalised (defaults filled in). Fails (sticky) on an unknown op, wrong arity, a bad
+ * attribute, or mismatched dtypes or shapes; the message names the node and the op. */
+loom_status loom_graph_op(loom_graph *graph, const char *op_type, const char *node_name,
+                          const loom_value *inputs, size_t n_inputs, const loom_attr *attrs,
+                          size_t n_attrs, loom_value *outputs, size_t n_outputs);
+
+/* Attribute constructors for loom_graph_op: they only fill the struct; nothing is copied until
+ * loom_graph_op copies it. */
+loom_attr loom_attr_int(const char *name, int64_t value);
+loom_attr loom_attr_float(const char *name, float value);
+loom_attr loom_attr_string(const char *name, const char *value);
+loom_attr loom_attr_ints(const char *name, size_t count, const int64_t *values);
+loom_attr loom_attr_floats(const char *name, size_t count, const float *values);
+
+/* ---- one builder per operator ---------------------------------------------------------------
+ * Each adds one node and returns its (first) output, or LOOM_NO_VALUE after an error (sticky).
+ * Semantics follow ONNX opset 18. Arrays are copied. */
+
+loom_value loom_matmul(loom_graph *g, loom_value a, loom_value b);
+/* Y = alpha * op(A) * op(B) + beta * C; C may be LOOM_NO_VALUE. */
+loom_value loom_gemm(loom_graph *g, loom_value a, loom_value b, loom_value c, float alpha,
+                     float beta, int trans_a, int trans_b);
+
+/* Parameters of Conv and the pooling ops; zero-initialise and set what differs from ONNX's
+ * defaults. Arrays hold one entry per spatial dimension (pads: begins then ends); a count of 0
+ * means the default (strides and dilations 1, pads 0, kernel shape from the weights). */
+typedef struct loom_window_params {
+    size_t n_spatial;             /* number of spatial dims the arrays below describe, or 0 */
+    int64_t kernel_shape[3];      /* pooling only */
+    int64_t strides[3];
+    int64_t dilations[3];
+    int64_t pads[6];
+    const char *auto_pad;         /* NULL, "NOTSET", "SAME_UPPER", "SAME_LOWER" or "VALID" */
+    int64_t group;                /* Conv: 0 means 1 */
+    int ceil_mode;                /* pooling */
+    int count_include_pad;        /* AveragePool */
+} loom_window_params;
+
+/* X: [N, C, spatial...]; W: [M, C/group, kernel...]; B (optional): [M]. 1-D and 2-D. */
+loom_value loom_conv(loom_graph *g, loom_value x, loom_value w, loom_value b,
+                     const loom_window_params *params);
+loom_value loom_max_pool(loom_graph *g, loom_value x, const loom_window_params *params);
+loom_value loom_average_pool(loom_graph *g, loom_value x, const loom_window_params *params);
+loom_value loom_global_average_pool(loom_graph *g, loom_value x);
+
+loom_value loom_relu(loom_graph *g, loom_value x);
+loom_value loom_leaky_relu(loom_graph *g, loom_value x, float alpha);
+loom_value loom_sigmoid(loom_graph *g, loom_value x);
+loom_value loom_tanh(loom_graph *g, loom_value x);
+loom_value loom_erf(loom_graph *g, loom_value x);
+/* APPROXIMATE is "none" (exact, erf-based) or "tanh"; NULL means "none". */
+loom_value loom_gelu(loom_graph *g, loom_value x, const char *approximate);
+loom_value loom_sqrt(loom_graph *g, loom_value x);
+loom_value loom_exp(loom_graph *g, loom_value x);
+loom_value loom_log(loom_graph *g, loom_value x);
+loom_value loom_neg(loom_graph *g, loom_value x);
+loom_value loom_abs(loom_graph *g, loom_value x);
+loom_value loom_identity(loom_graph *g, loom_value x);
+/* Clamp to [lo, hi]; pass -INFINITY / INFINITY for an open side. */
+loom_value loom_clip(loom_graph *g, loom_value x, float lo, float hi);
+
+/* Binary operators with ONNX (numpy) broadcasting. */
+loom_value loom_add(loom_graph *g, loom_value a, loom_value b);
+loom_value loom_sub(loom_graph *g, loom_value a, loom_value b);
+loom_value loom_mul(loom_graph *g, loom_value a, loom_value b);
+loom_value loom_div(loom_graph *g, loom_value a, loom_value b);
+loom_value loom_pow(loom_graph *g, loom_value a, loom_value b);
+loom_value loom_min(loom_graph *g, loom_value a, loom_value b);
+loom_value loom_max(loom_graph *g, loom_value a, loom_value b);
+/* COND (bool) ? A : B, all three broadcast together. */
+loom_value loom_where(loom_graph *g, loom_value cond, loom_value a, loom_value b);
+
+loom_value loom_softmax(loom_graph *g, loom_value x, int64_t axis);
+/* SCALE and BIAS (optional) have the shape of X's dims from AXIS on. */
+loom_value loom_layer_norm(loom_graph *g, loom_value x, loom_value scale, loom_value bias,
+                           int64_t axis, float epsilon);
+/* Inference form: per-channel SCALE, BIAS, MEAN, VAR of shape [C]. */
+loom_value loom_batch_norm(loom_graph *g, loom_value x, loom_value scale, loom_value bias,
+                           loom_value mean, loom_value var, float epsilon);
+
+/* Shape may hold one -1 (inferred) and 0s (copy the input's dim). */
+loom_value loom_reshape(loom_graph *g, loom_value x, size_t rank, const int64_t *shape);
+/* PERM of RANK(x) entries; NULL reverses the dims. */
+loom_value loom_transpose(loom_graph *g, loom_value x, const int64_t *perm);
+loom_value loom_flatten(loom_graph *g, loom_value x, int64_t axis);
+loom_value loom_concat(loom_graph *g, const loom_value *xs, size_t n, int64_t axis);
+/* Split X along AXIS into N parts of SIZES (NULL: equal parts); writes N handles to OUTS. */
+loom_status loom_split(loom_graph *g, loom_value x, int64_t axis, size_t n, const int64_t *sizes,
+                       loom_value *outs);
+/* AXES and STEPS may be NULL (all leading axes; steps of 1). */
+loom_value loom_slice(loom_graph *g, loom_value x, size_t n, const int64_t *starts,
+                      const int64_t *ends, const int64_t *axes, const int64_t *steps);
+loom_value loom_gather(loom_graph *g, loom_value data, loom_value indices, int64_t axis);
+/* AXES may be NULL with N = 0 (squeeze every dim of size 1). */
+loom_value loom_squeeze(loom_graph *g, loom_value x, size_t n, const int64_t *axes);
+loom_value loom_unsqueeze(loom_graph *g, loom_value x, size_t n, const int64_t *axes);
+loom_value loom_expand(loom_graph *g, loom_value x, size_t rank, const int64_t *shape);
+loom_value loom_cast(loom_graph *g, loom_value x, loom_dtype to);
+
+/* Reductions over AXES (N of them; N = 0 reduces over every axis). */
+loom_value loom_reduce_mean(loom_graph *g, loom_value x, size_t n, const int64_t *axes,
+                            int keepdims);
+loom_value loom_reduce_sum(loom_graph *g, loom_value x, size_t n, const int64_t *axes,
+                           int keepdims);
+loom_value loom_reduce_max(loom_graph *g, loom_value x, size_t n, const int64_t *axes,
+                           int keepdims);
+
+/* ---- checking and inspecting ------------------------------------------------------------- */
+
+/* Validate the whole graph: reports the first sticky builder error if there was one; otherwise
+ * checks that it has outputs, that every node input is defined, that there are no cycles, and
+ * that no value is left unused (a computed value that is neither consumed nor an output, or an
+ * input that nothing reads). Returns LOOM_OK, or the error with a message naming the node or
+ * value. Marks the graph read-only on success: later builder calls fail. */
+loom_status loom_graph_check(loom_graph *graph);
+
+/* Number of nodes, inputs and outputs of GRAPH. */
+size_t loom_graph_node_count(const loom_graph *graph);
+size_t loom_graph_input_count(const loom_graph *graph);
+size_t loom_graph_output_count(const loom_graph *graph);
+/* Handle of the I-th graph input / output, or LOOM_NO_VALUE when out of range. */
+loom_value loom_graph_input(const loom_graph *graph, size_t i);
+loom_value loom_graph_output(const loom_graph *graph, size_t i);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LOOM_GRAPH_H */

@@ -1,0 +1,147 @@
+/*
+ * Running graphs: the runtime (devices found on this machine), host tensors for inputs and
+ * outputs, plans (a checked graph placed on devices, compiled, with a static memory plan) and
+ * runs with their figures.
+ *
+ * Threading: a runtime may be used from several threads. A plan is immutable once created and
+ * loom_plan_run may be called on one plan from several threads at once; each concurrent run gets
+ * its own intermediate memory.
+ */
+#ifndef LOOM_RUNTIME_H
+#define LOOM_RUNTIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "graph.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct loom_runtime loom_runtime; /* opaque: devices and their backends */
+typedef struct loom_plan loom_plan;       /* opaque: a graph placed on devices, ready to run */
+typedef struct loom_tensor loom_tensor;   /* opaque: a typed, shaped host buffer */
+
+/* ---- host tensors ------------------------------------------------------------------------ */
+
+/* Allocate a zero-filled host tensor of DTYPE and shape DIMS[RANK] (64-byte aligned data).
+ * On success *OUT is owned by the caller: free with loom_tensor_destroy. Fails with
+ * LOOM_ERR_INVALID_ARGUMENT on a bad dtype, rank or dim, or a size that overflows, and
+ * LOOM_ERR_OUT_OF_MEMORY. */
+loom_status loom_tensor_create(loom_dtype dtype, uint32_t rank, const int64_t *dims,
+                               loom_tensor **out);
+
+/* Wrap caller memory DATA (dense, C order) as a tensor without copying. The caller keeps DATA
+ * alive until loom_tensor_destroy(*OUT), which does not free DATA. */
+loom_status loom_tensor_wrap(loom_dtype dtype, uint32_t rank, const int64_t *dims, void *data,
+                             loom_tensor **out);
+
+/* Free TENSOR (and its data unless it was wrapped). NULL is allowed. */
+void loom_tensor_destroy(loom_tensor *tensor);
+
+/* Accessors. The data pointer is owned by the tensor; DIMS must hold LOOM_MAX_RANK entries. */
+void *loom_tensor_data(const loom_tensor *tensor);
+loom_dtype loom_tensor_dtype(const loom_tensor *tensor);
+uint32_t loom_tensor_rank(const loom_tensor *tensor);
+void loom_tensor_dims(const loom_tensor *tensor, int64_t *dims);
+size_t loom_tensor_nbytes(const loom_tensor *tensor);
+
+/* ---- the runtime ------------------------------------------------------------------------- */
+
+typedef struct loom_runtime_options {
+    uint32_t struct_size;  /* sizeof(loom_runtime_options): lets the struct grow */
+    uint32_t cpu_threads;  /* threads of the CPU backend; 0: LOOM_CPU_THREADS, else all cores */
+} loom_runtime_options;
+
+/* Find the devices of this machine and start their backends. OPTIONS may be NULL (defaults).
+ * On success *OUT is owned by the caller: free with loom_runtime_destroy after every plan made
+ * from it. Fails with LOOM_ERR_DEVICE_LOST when no device at all could start. */
+loom_status loom_runtime_create(const loom_runtime_options *options, loom_runtime **out);
+
+/* Stop the backends' threads and free RUNTIME. Every plan must be destroyed first. NULL is
+ * allowed. */
+void loom_runtime_destroy(loom_runtime *runtime);
+
+/* Number of devices, and facts about the I-th (id "cpu:0" into ID, at most ID_LEN bytes with
+ * the NUL). Returns LOOM_ERR_INVALID_ARGUMENT when I is out of range. */
+size_t loom_runtime_device_count(const loom_runtime *runtime);
+loom_status loom_runtime_device(const loom_runtime *runtime, size_t i, char *id, size_t id_len,
+                                loom_device_info *info);
+
+/* ---- plans ------------------------------------------------------------------------------- */
+
+typedef struct loom_plan_options {
+    uint32_t struct_size; /* sizeof(loom_plan_options) */
+    /* Run every node on this device ("cpu:0", or "cpu" for the backend's first device); NULL
+     * lets the placement policy decide. */
+    const char *device;
+    /* Fail plan creation when a node cannot run where it was asked to, instead of placing it on
+     * another device that supports it. */
+    int strict;
+} loom_plan_options;
+
+/* Place a checked GRAPH on RUNTIME's devices, compile every node and make the static memory
+ * plan. OPTIONS may be NULL. The plan copies what it needs from GRAPH (constants it borrowed
+ * stay borrowed), so GRAPH may be destroyed afterwards. On success *OUT is owned by the caller:
+ * free with loom_plan_destroy. Fails with LOOM_ERR_INVALID_ARGUMENT when GRAPH was not checked
+ * or OPTIONS names an unknown device, LOOM_ERR_UNSUPPORTED when some node can run on no
+ * device (the message names the node and each device's reason). */
+loom_status loom_plan_create(loom_runtime *runtime, const loom_graph *graph,
+                             const loom_plan_options *options, loom_plan **out);
+
+/* Free PLAN; no run of it may be in progress. NULL is allowed. */
+void loom_plan_destroy(loom_plan *plan);
+
+/* Bytes of intermediate memory one run of PLAN needs (the static memory plan's peak, all
+ * devices together), and what it would need without reuse (the sum of all intermediates). */
+size_t loom_plan_peak_bytes(const loom_plan *plan);
+size_t loom_plan_unshared_bytes(const loom_plan *plan);
+
+/* Number of nodes in PLAN, and the device id and node name of the I-th (in execution order);
+ * strings are owned by the plan. Return NULL when I is out of range. */
+size_t loom_plan_node_count(const loom_plan *plan);
+const char *loom_plan_node_name(const loom_plan *plan, size_t i);
+const char *loom_plan_node_op(const loom_plan *plan, size_t i);
+const char *loom_plan_node_device(const loom_plan *plan, size_t i);
+
+/* Timing of one node in one run: nanoseconds since the run's start. */
+typedef struct loom_node_timing {
+    uint32_t node;   /* index as in loom_plan_node_name */
+    uint32_t device; /* index as in loom_runtime_device */
+    uint64_t start_ns;
+    uint64_t end_ns;
+} loom_node_timing;
+
+/* Figures of one run. Filled by loom_plan_run when the caller passes one; plain data. */
+typedef struct loom_run_stats {
+    uint32_t struct_size; /* set by the caller to sizeof(loom_run_stats): lets the struct grow */
+    double latency_ms;    /* wall time of the run, from start to the last node's end */
+    size_t peak_bytes;    /* peak of intermediate memory across all devices */
+    /* Per-node timeline: when TIMELINE is non-NULL and TIMELINE_CAPACITY >= the plan's node
+     * count, the run writes one entry per node (in plan order) and sets TIMELINE_COUNT. The
+     * caller owns the array. */
+    loom_node_timing *timeline;
+    size_t timeline_capacity;
+    size_t timeline_count;
+} loom_run_stats;
+
+/* Run PLAN once. INPUTS and OUTPUTS are the graph's, in declaration order; the caller owns
+ * both and keeps them alive until the call returns. Thread-safe: one plan may run from several
+ * threads at once. STATS may be NULL.
+ * Fails with LOOM_ERR_INVALID_ARGUMENT when a count, dtype or shape differs from the graph's
+ * (the message names the input or output), and with the failing node's status (its name in the
+ * message) when a kernel fails. */
+loom_status loom_plan_run(loom_plan *plan, const loom_tensor *const *inputs, size_t n_inputs,
+                          loom_tensor *const *outputs, size_t n_outputs, loom_run_stats *stats);
+
+/* Create, for each output of PLAN's graph, a zero-filled tensor of its dtype and shape, into
+ * OUTPUTS[N] (N must equal the output count). On success the caller owns them all (free each
+ * with loom_tensor_destroy); on failure none is left allocated. */
+loom_status loom_plan_make_outputs(const loom_plan *plan, loom_tensor **outputs, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LOOM_RUNTIME_H */

@@ -1,0 +1,387 @@
+/*
+ * The executor: runs a plan on all its devices at once. One worker per device walks that
+ * device's nodes in plan order; a node starts when its dependency counter reaches zero; the
+ * thread that called loom_plan_run is the worker of the plan's first device, and other devices
+ * get threads of their own that sleep between runs.
+ *
+ * Hot path: per node, one indirect call, an atomic decrement per successor on another device,
+ * and no lock or allocation. A worker whose next node is not ready spins briefly, then sleeps on
+ * a condition variable; whoever makes that node ready wakes it only if it is asleep.
+ *
+ * Concurrent runs of one plan each take an execution context (arena, pointers, counters,
+ * workers) from the plan's free list; a new one is made only when more runs overlap than ever
+ * before.
+ */
+#include "sched_internal.h"
+
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define WAIT_SPIN 4000
+
+typedef struct pl_worker {
+    struct pl_ctx *ctx;
+    uint32_t slot;
+    pthread_t thread;
+    int started;
+    pthread_mutex_t m;
+    pthread_cond_t cv;
+    atomic_int sleeping;
+    uint64_t run_gen; /* guarded by m: bumped to start a run */
+    int stop;         /* guarded by m */
+} pl_worker;
+
+struct pl_ctx {
+    pl_ctx *next_free, *next_all;
+    loom_plan *plan;
+    void **arena;             /* per device slot */
+    void **io_ptrs;           /* data pointer per plan->io position */
+    loom_exec_args *args;     /* per node */
+    uint32_t *patch;          /* io positions that point at caller tensors */
+    uint32_t n_patch;
+    atomic_uint *pending;     /* per node */
+    pl_worker *workers;       /* per device slot */
+    atomic_uint workers_left;
+    atomic_int failed;
+    loom_status fail_status;
+    char fail_msg[640];
+    int record;               /* timeline wanted this run */
+    uint64_t t0;
+    loom_node_timing *timeline; /* per node */
+};
+
+static inline void relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static void wake(pl_worker *w)
+{
+    if (atomic_load(&w->sleeping)) {
+        pthread_mutex_lock(&w->m);
+        pthread_cond_signal(&w->cv);
+        pthread_mutex_unlock(&w->m);
+    }
+}
+
+/* Block until *COUNTER is zero, spinning first. */
+static void wait_zero(pl_worker *w, atomic_uint *counter)
+{
+    for (int i = 0; i < WAIT_SPIN; i++) {
+        if (atomic_load_explicit(counter, memory_order_acquire) == 0)
+            return;
+        relax();
+    }
+    pthread_mutex_lock(&w->m);
+    atomic_store(&w->sleeping, 1);
+    while (atomic_load(counter) != 0)
+        pthread_cond_wait(&w->cv, &w->m);
+    atomic_store(&w->sleeping, 0);
+    pthread_mutex_unlock(&w->m);
+}
+
+static void record_failure(pl_ctx *c, const pl_node *n, loom_status st, const char *msg)
+{
+    int expected = 0;
+    if (atomic_compare_exchange_strong(&c->failed, &expected, 1)) {
+        c->fail_status = st;
+        snprintf(c->fail_msg, sizeof c->fail_msg, "node '%s' (%s) on %s: %s", n->name,
+                 n->op_name, c->plan->rt->devices[n->device].id,
+                 msg[0] ? msg : loom_status_name(st));
+    }
+}
+
+/* Run every node of device slot S in order. */
+static void run_device(pl_ctx *c, uint32_t s)
+{
+    loom_plan *plan = c->plan;
+    const pl_device_use *u = &plan->devs[s];
+    const lr_device *dev = &plan->rt->devices[u->device];
+    const loom_backend *be = dev->backend;
+    pl_worker *self = &c->workers[s];
+    int multi = plan->n_devs > 1;
+    int record = c->record;
+    char err[512];
+    for (uint32_t i = 0; i < u->n_order; i++) {
+        uint32_t p = u->order[i];
+        const pl_node *n = &plan->nodes[p];
+        if (multi)
+            wait_zero(self, &c->pending[p]);
+        if (!atomic_load_explicit(&c->failed, memory_order_relaxed)) {
+            uint64_t start = record ? loom_now_ns() : 0;
+            err[0] = '\0';
+            loom_status st = be->execute(be->ctx, dev->index, n->kernel, &c->args[p], err,
+                                         sizeof err);
+            if (st != LOOM_OK)
+                record_failure(c, n, st, err);
+            if (record) {
+                loom_node_timing *t = &c->timeline[p];
+                t->node = p;
+                t->device = n->device;
+                t->start_ns = start - c->t0;
+                t->end_ns = loom_now_ns() - c->t0;
+            }
+        }
+        if (multi)
+            for (uint32_t e = 0; e < n->n_succ; e++) {
+                uint32_t q = plan->succ[n->succ_first + e];
+                if (atomic_fetch_sub_explicit(&c->pending[q], 1, memory_order_acq_rel) == 1 &&
+                    plan->nodes[q].device != u->device)
+                    wake(&c->workers[plan->dev_slot[plan->nodes[q].device]]);
+            }
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    pl_worker *w = arg;
+    pl_ctx *c = w->ctx;
+    uint64_t seen = 0;
+    for (;;) {
+        pthread_mutex_lock(&w->m);
+        while (!w->stop && w->run_gen == seen)
+            pthread_cond_wait(&w->cv, &w->m);
+        if (w->stop) {
+            pthread_mutex_unlock(&w->m);
+            return NULL;
+        }
+        seen = w->run_gen;
+        pthread_mutex_unlock(&w->m);
+        run_device(c, w->slot);
+        if (atomic_fetch_sub(&c->workers_left, 1) == 1)
+            wake(&c->workers[0]);
+    }
+}
+
+static void ctx_free(pl_ctx *c)
+{
+    if (!c)
+        return;
+    loom_plan *plan = c->plan;
+    if (c->workers) {
+        for (uint32_t s = 0; s < plan->n_devs; s++) {
+            pl_worker *w = &c->workers[s];
+            if (w->started) {
+                pthread_mutex_lock(&w->m);
+                w->stop = 1;
+                pthread_cond_signal(&w->cv);
+                pthread_mutex_unlock(&w->m);
+                pthread_join(w->thread, NULL);
+            }
+            pthread_mutex_destroy(&w->m);
+            pthread_cond_destroy(&w->cv);
+        }
+    }
+    if (c->arena)
+        for (uint32_t s = 0; s < plan->n_devs; s++) {
+            if (!c->arena[s])
+                continue;
+            const lr_device *dev = &plan->rt->devices[plan->devs[s].device];
+            if (dev->backend->alloc)
+                dev->backend->free(dev->backend->ctx, dev->index, c->arena[s],
+                                   plan->devs[s].arena_bytes);
+            else
+                free(c->arena[s]);
+        }
+    free(c->arena);
+    free(c->io_ptrs);
+    free(c->args);
+    free(c->patch);
+    free(c->pending);
+    free(c->workers);
+    free(c->timeline);
+    free(c);
+}
+
+static const void *tensor_ptr(const pl_ctx *c, int32_t t)
+{
+    if (t < 0)
+        return NULL;
+    const pl_tensor *pt = &c->plan->tensors[t];
+    switch (pt->kind) {
+    case PL_T_CONSTANT:
+        return pt->data;
+    case PL_T_INTERMEDIATE:
+        return (char *)c->arena[c->plan->dev_slot[pt->device]] + pt->offset;
+    default:
+        return NULL; /* caller tensors: patched per run */
+    }
+}
+
+static pl_ctx *ctx_create(loom_plan *plan)
+{
+    pl_ctx *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->plan = plan;
+    uint32_t nn = plan->n_nodes;
+    size_t n_io = 0;
+    for (uint32_t p = 0; p < nn; p++)
+        n_io += plan->nodes[p].n_in + plan->nodes[p].n_out;
+    c->arena = calloc(plan->n_devs + 1, sizeof *c->arena);
+    c->io_ptrs = calloc(n_io + 1, sizeof *c->io_ptrs);
+    c->args = calloc(nn + 1, sizeof *c->args);
+    c->patch = malloc((n_io + 1) * sizeof *c->patch);
+    c->pending = calloc(nn + 1, sizeof *c->pending);
+    c->workers = calloc(plan->n_devs + 1, sizeof *c->workers);
+    c->timeline = calloc(nn + 1, sizeof *c->timeline);
+    if (!c->arena || !c->io_ptrs || !c->args || !c->patch || !c->pending ||
+        !c->workers || !c->timeline) {
+        ctx_free(c);
+        return NULL;
+    }
+    for (uint32_t s = 0; s < plan->n_devs; s++) {
+        pl_worker *w = &c->workers[s];
+        w->ctx = c;
+        w->slot = s;
+        pthread_mutex_init(&w->m, NULL);
+        pthread_cond_init(&w->cv, NULL);
+        atomic_init(&w->sleeping, 0);
+    }
+    for (uint32_t s = 0; s < plan->n_devs; s++) {
+        size_t bytes = plan->devs[s].arena_bytes;
+        if (!bytes)
+            continue;
+        const lr_device *dev = &plan->rt->devices[plan->devs[s].device];
+        c->arena[s] = dev->backend->alloc
+                          ? dev->backend->alloc(dev->backend->ctx, dev->index, bytes, 64)
+                          : aligned_alloc(64, (bytes + 63) / 64 * 64);
+        if (!c->arena[s]) {
+            ctx_free(c);
+            return NULL;
+        }
+    }
+    /* Pointers that stay put across runs are set once; caller tensors are patched per run. */
+    for (uint32_t p = 0; p < nn; p++) {
+        const pl_node *n = &plan->nodes[p];
+        loom_exec_args *a = &c->args[p];
+        a->struct_size = sizeof *a;
+        a->inputs = (const void *const *)&c->io_ptrs[n->io_first];
+        a->outputs = &c->io_ptrs[n->io_first + n->n_in];
+        a->scratch = n->scratch_bytes
+                         ? (char *)c->arena[plan->dev_slot[n->device]] + n->scratch_offset
+                         : NULL;
+        for (uint32_t k = 0; k < n->n_in + n->n_out; k++) {
+            uint32_t pos = n->io_first + k;
+            int32_t t = plan->io[pos];
+            if (t >= 0 && (plan->tensors[t].kind == PL_T_INPUT ||
+                           plan->tensors[t].kind == PL_T_OUTPUT))
+                c->patch[c->n_patch++] = pos;
+            c->io_ptrs[pos] = (void *)tensor_ptr(c, t);
+        }
+    }
+    for (uint32_t s = 1; s < plan->n_devs; s++) {
+        if (pthread_create(&c->workers[s].thread, NULL, worker_main, &c->workers[s]) != 0) {
+            ctx_free(c);
+            return NULL;
+        }
+        c->workers[s].started = 1;
+    }
+    return c;
+}
+
+void pl_contexts_destroy(loom_plan *plan)
+{
+    pl_ctx *c = plan->all_ctx;
+    while (c) {
+        pl_ctx *next = c->next_all;
+        ctx_free(c);
+        c = next;
+    }
+    plan->all_ctx = plan->free_ctx = NULL;
+}
+
+static pl_ctx *ctx_acquire(loom_plan *plan)
+{
+    pthread_mutex_lock(&plan->ctx_lock);
+    pl_ctx *c = plan->free_ctx;
+    if (c)
+        plan->free_ctx = c->next_free;
+    pthread_mutex_unlock(&plan->ctx_lock);
+    if (c)
+        return c;
+    c = ctx_create(plan);
+    if (!c)
+        return NULL;
+    pthread_mutex_lock(&plan->ctx_lock);
+    c->next_all = plan->all_ctx;
+    plan->all_ctx = c;
+    pthread_mutex_unlock(&plan->ctx_lock);
+    return c;
+}
+
+static void ctx_release(loom_plan *plan, pl_ctx *c)
+{
+    pthread_mutex_lock(&plan->ctx_lock);
+    c->next_free = plan->free_ctx;
+    plan->free_ctx = c;
+    pthread_mutex_unlock(&plan->ctx_lock);
+}
+
+loom_status pl_execute(loom_plan *plan, const loom_tensor *const *inputs,
+                       loom_tensor *const *outputs, loom_run_stats *stats)
+{
+    pl_ctx *c = ctx_acquire(plan);
+    if (!c)
+        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY,
+                              "run: cannot allocate %zu bytes of intermediate memory",
+                              plan->peak_bytes);
+    for (uint32_t i = 0; i < c->n_patch; i++) {
+        uint32_t pos = c->patch[i];
+        const pl_tensor *t = &plan->tensors[plan->io[pos]];
+        c->io_ptrs[pos] = t->kind == PL_T_INPUT ? loom_tensor_data(inputs[t->index])
+                                                : loom_tensor_data(outputs[t->index]);
+    }
+    for (uint32_t p = 0; p < plan->n_nodes; p++)
+        atomic_store_explicit(&c->pending[p], plan->nodes[p].n_preds, memory_order_relaxed);
+    atomic_store(&c->failed, 0);
+    c->fail_msg[0] = '\0';
+    c->record = stats && stats->struct_size >= offsetof(loom_run_stats, timeline_count) +
+                                                   sizeof(size_t) &&
+                stats->timeline && stats->timeline_capacity >= plan->n_nodes;
+    c->t0 = loom_now_ns();
+    if (plan->n_devs > 1) {
+        atomic_store(&c->workers_left, plan->n_devs - 1);
+        for (uint32_t s = 1; s < plan->n_devs; s++) {
+            pl_worker *w = &c->workers[s];
+            pthread_mutex_lock(&w->m);
+            w->run_gen++;
+            pthread_cond_signal(&w->cv);
+            pthread_mutex_unlock(&w->m);
+        }
+    }
+    if (plan->n_devs > 0)
+        run_device(c, 0);
+    if (plan->n_devs > 1)
+        wait_zero(&c->workers[0], &c->workers_left);
+    /* Graph outputs that no node produces (an input or constant returned as is). */
+    for (uint32_t i = 0; i < plan->n_outputs; i++) {
+        const pl_tensor *t = &plan->tensors[plan->output_tensor[i]];
+        if (t->kind == PL_T_INPUT)
+            memcpy(loom_tensor_data(outputs[i]), loom_tensor_data(inputs[t->index]), t->bytes);
+        else if (t->kind == PL_T_CONSTANT && t->bytes)
+            memcpy(loom_tensor_data(outputs[i]), t->data, t->bytes);
+    }
+    uint64_t end = loom_now_ns();
+    loom_status st = LOOM_OK;
+    if (atomic_load(&c->failed))
+        st = loom_set_error(c->fail_status, "%s", c->fail_msg);
+    if (stats) {
+        stats->latency_ms = (double)(end - c->t0) / 1e6;
+        if (stats->struct_size >= offsetof(loom_run_stats, peak_bytes) + sizeof(size_t))
+            stats->peak_bytes = plan->peak_bytes;
+        if (c->record) {
+            memcpy(stats->timeline, c->timeline, plan->n_nodes * sizeof *stats->timeline);
+            stats->timeline_count = plan->n_nodes;
+        } else if (stats->struct_size >= offsetof(loom_run_stats, timeline_count) +
+                                             sizeof(size_t)) {
+            stats->timeline_count = 0;
+        }
+    }
+    ctx_release(plan, c);
+    return st;
+}

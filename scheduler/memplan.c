@@ -1,0 +1,176 @@
+/*
+ * The static memory plan: every intermediate tensor and every node's scratch gets an offset in
+ * its device's arena, decided once at plan time, so runs never allocate. Tensors whose
+ * lifetimes do not overlap share bytes.
+ *
+ * Lifetimes are positions in the plan's order; each device runs its nodes in that order, so a
+ * tensor is dead on its device once its last reader has run. A tensor read by a node of another
+ * device is kept for the whole run (that reader's progress is not ordered with this device's).
+ *
+ * Allocation walks the nodes in order with a best-fit free list (coalescing on free), the
+ * classic scheme of static planners; a tensor is freed right after its last reader.
+ */
+#include "sched_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define ARENA_ALIGN 64
+
+typedef struct block {
+    size_t off, size;
+} block;
+
+typedef struct arena {
+    block *free;  /* sorted by offset, coalesced */
+    size_t n_free, cap_free;
+    size_t top;   /* high-water mark = the arena's size */
+} arena;
+
+static size_t align_up(size_t v)
+{
+    return (v + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
+}
+
+static int arena_alloc(arena *a, size_t size, size_t *off)
+{
+    size = align_up(size ? size : 1);
+    size_t best = SIZE_MAX;
+    for (size_t i = 0; i < a->n_free; i++)
+        if (a->free[i].size >= size && (best == SIZE_MAX || a->free[i].size < a->free[best].size))
+            best = i;
+    if (best != SIZE_MAX) {
+        *off = a->free[best].off;
+        a->free[best].off += size;
+        a->free[best].size -= size;
+        if (!a->free[best].size) {
+            memmove(&a->free[best], &a->free[best + 1], (a->n_free - best - 1) * sizeof(block));
+            a->n_free--;
+        }
+        return 1;
+    }
+    /* Grow the arena; a free block at the very top is extended rather than wasted. */
+    if (a->n_free && a->free[a->n_free - 1].off + a->free[a->n_free - 1].size == a->top) {
+        block *b = &a->free[--a->n_free];
+        *off = b->off;
+        a->top = b->off + size;
+        return 1;
+    }
+    *off = a->top;
+    a->top += size;
+    return 1;
+}
+
+static int arena_free(arena *a, size_t off, size_t size)
+{
+    size = align_up(size ? size : 1);
+    size_t i = 0;
+    while (i < a->n_free && a->free[i].off < off)
+        i++;
+    int merge_prev = i > 0 && a->free[i - 1].off + a->free[i - 1].size == off;
+    int merge_next = i < a->n_free && off + size == a->free[i].off;
+    if (merge_prev && merge_next) {
+        a->free[i - 1].size += size + a->free[i].size;
+        memmove(&a->free[i], &a->free[i + 1], (a->n_free - i - 1) * sizeof(block));
+        a->n_free--;
+    } else if (merge_prev) {
+        a->free[i - 1].size += size;
+    } else if (merge_next) {
+        a->free[i].off = off;
+        a->free[i].size += size;
+    } else {
+        if (a->n_free == a->cap_free) {
+            size_t n = a->cap_free ? a->cap_free * 2 : 32;
+            block *b = realloc(a->free, n * sizeof *b);
+            if (!b)
+                return 0;
+            a->free = b;
+            a->cap_free = n;
+        }
+        memmove(&a->free[i + 1], &a->free[i], (a->n_free - i) * sizeof(block));
+        a->free[i].off = off;
+        a->free[i].size = size;
+        a->n_free++;
+    }
+    return 1;
+}
+
+loom_status pl_memory_plan(loom_plan *plan)
+{
+    uint32_t nt = plan->n_tensors, nn = plan->n_nodes;
+    arena *arenas = calloc(plan->n_devs + 1, sizeof *arenas);
+    /* free_at[p]: tensors whose last reader is node p, as a linked list through next_free */
+    int32_t *free_head = malloc((nn + 1) * sizeof *free_head);
+    int32_t *next_free = malloc((nt + 1) * sizeof *next_free);
+    uint8_t *pinned = calloc(nt + 1, 1);
+    loom_status st = LOOM_OK;
+    if (!arenas || !free_head || !next_free || !pinned) {
+        st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory planning memory");
+        goto done;
+    }
+    for (uint32_t p = 0; p < nn; p++)
+        free_head[p] = -1;
+    /* Tensors read from another device live for the whole run. */
+    for (uint32_t p = 0; p < nn; p++) {
+        const pl_node *n = &plan->nodes[p];
+        for (uint32_t k = 0; k < n->n_in; k++) {
+            int32_t t = plan->io[n->io_first + k];
+            if (t >= 0 && plan->tensors[t].kind == PL_T_INTERMEDIATE &&
+                plan->tensors[t].device != n->device)
+                pinned[t] = 1;
+        }
+    }
+    for (uint32_t t = 0; t < nt; t++) {
+        const pl_tensor *pt = &plan->tensors[t];
+        next_free[t] = -1;
+        if (pt->kind != PL_T_INTERMEDIATE || pinned[t])
+            continue;
+        /* A value nobody reads (an unused extra output) dies with its producer. */
+        int32_t at = pt->last_use >= 0 ? pt->last_use : pt->producer;
+        if (at < 0)
+            continue;
+        next_free[t] = free_head[at];
+        free_head[at] = (int32_t)t;
+    }
+    plan->unshared_bytes = 0;
+    for (uint32_t p = 0; p < nn; p++) {
+        pl_node *n = &plan->nodes[p];
+        arena *a = &arenas[plan->dev_slot[n->device]];
+        for (uint32_t k = 0; k < n->n_out; k++) {
+            pl_tensor *t = &plan->tensors[plan->io[n->io_first + n->n_in + k]];
+            if (t->kind != PL_T_INTERMEDIATE)
+                continue;
+            arena_alloc(a, t->bytes, &t->offset);
+            plan->unshared_bytes += align_up(t->bytes ? t->bytes : 1);
+        }
+        if (n->scratch_bytes) {
+            arena_alloc(a, n->scratch_bytes, &n->scratch_offset);
+            plan->unshared_bytes += align_up(n->scratch_bytes);
+            if (!arena_free(a, n->scratch_offset, n->scratch_bytes)) {
+                st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory planning memory");
+                goto done;
+            }
+        }
+        for (int32_t t = free_head[p]; t >= 0; t = next_free[t]) {
+            pl_tensor *pt = &plan->tensors[t];
+            if (!arena_free(&arenas[plan->dev_slot[pt->device]], pt->offset, pt->bytes)) {
+                st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory planning memory");
+                goto done;
+            }
+        }
+    }
+    plan->peak_bytes = 0;
+    for (uint32_t s = 0; s < plan->n_devs; s++) {
+        plan->devs[s].arena_bytes = arenas[s].top;
+        plan->peak_bytes += arenas[s].top;
+    }
+done:
+    if (arenas)
+        for (uint32_t s = 0; s < plan->n_devs; s++)
+            free(arenas[s].free);
+    free(arenas);
+    free(free_head);
+    free(next_free);
+    free(pinned);
+    return st;
+}

@@ -1,0 +1,117 @@
+/*
+ * The scheduler's internal shapes: the runtime's devices, the plan (placement, compiled kernels,
+ * static memory plan, dependency structure) and the executor's per-run context.
+ */
+#ifndef LOOM_SCHED_INTERNAL_H
+#define LOOM_SCHED_INTERNAL_H
+
+#include <loom/runtime.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "graph/graph_internal.h"
+
+#define LOOM_MAX_BACKENDS 16
+
+typedef struct lr_device {
+    char id[64];                /* "cpu:0" */
+    const loom_backend *backend;
+    uint32_t index;             /* device index within its backend */
+    loom_device_info info;
+} lr_device;
+
+struct loom_runtime {
+    const loom_backend *backends[LOOM_MAX_BACKENDS];
+    size_t n_backends;
+    lr_device *devices;
+    size_t n_devices;
+};
+
+/* Where a tensor's bytes live during a run. */
+typedef enum pl_tensor_kind {
+    PL_T_INPUT = 1,     /* the caller's input tensor INDEX */
+    PL_T_OUTPUT,        /* the caller's output tensor INDEX (written in place by its producer) */
+    PL_T_CONSTANT,      /* DATA, owned by the plan or borrowed from the user */
+    PL_T_INTERMEDIATE,  /* OFFSET in DEVICE's arena */
+} pl_tensor_kind;
+
+typedef struct pl_tensor {
+    pl_tensor_kind kind;
+    loom_tensor_desc desc;
+    size_t bytes;
+    uint32_t index;    /* input/output position */
+    uint32_t device;   /* intermediates: the producer's device */
+    size_t offset;     /* intermediates: offset in the arena */
+    const void *data;  /* constants */
+    int32_t producer;  /* plan node index, -1 for inputs and constants */
+    int32_t last_use;  /* position (in plan order) of the last node that reads it, -1 if none */
+} pl_tensor;
+
+typedef struct pl_node {
+    char *name;
+    const char *op_name;  /* static, from the registry */
+    loom_op_id op;
+    uint32_t device;      /* runtime device index */
+    void *kernel;
+    size_t scratch_bytes, scratch_offset;
+    uint32_t n_in, n_out;
+    uint32_t io_first;    /* first entry of the node's inputs then outputs in plan->io */
+    uint32_t succ_first, n_succ; /* successors in plan->succ */
+    uint32_t n_preds;     /* dependency count at the start of a run */
+    loom_op_cost cost;
+} pl_node;
+
+typedef struct pl_device_use {
+    uint32_t device;      /* runtime device index */
+    uint32_t *order;      /* plan node indices this device runs, in order */
+    uint32_t n_order;
+    size_t arena_bytes;   /* the static memory plan's peak on this device */
+} pl_device_use;
+
+typedef struct pl_ctx pl_ctx;
+
+struct loom_plan {
+    loom_runtime *rt;
+    pl_node *nodes;        /* in execution (topological) order */
+    uint32_t n_nodes;
+    pl_tensor *tensors;
+    uint32_t n_tensors;
+    int32_t *io;           /* tensor index per node input/output slot (-1: absent input) */
+    uint32_t *succ;        /* successor node indices */
+    pl_device_use *devs;   /* the devices this plan uses */
+    uint32_t n_devs;
+    uint32_t *dev_slot;    /* runtime device index -> index in devs (UINT32_MAX: unused) */
+    uint32_t n_inputs, n_outputs;
+    uint32_t *input_tensor;   /* tensor index of each graph input */
+    uint32_t *output_tensor;  /* tensor index of each graph output (may be an input/constant) */
+    char **input_names, **output_names;
+    void *const_block;        /* owned copies of the graph's constants */
+    size_t peak_bytes, unshared_bytes;
+
+    pthread_mutex_t ctx_lock; /* guards the free list: taken once per run, never per node */
+    pl_ctx *free_ctx;
+    pl_ctx *all_ctx;
+};
+
+/* ---- memplan.c ---- */
+/* Assign arena offsets to every intermediate tensor and node scratch of PLAN, reusing memory
+ * between tensors whose lifetimes (in each device's execution order) do not overlap. Fills the
+ * arena sizes, peak_bytes and unshared_bytes. */
+loom_status pl_memory_plan(loom_plan *plan);
+
+/* ---- executor.c ---- */
+/* Run PLAN once (see loom_plan_run). */
+loom_status pl_execute(loom_plan *plan, const loom_tensor *const *inputs,
+                       loom_tensor *const *outputs, loom_run_stats *stats);
+/* Free every execution context of PLAN (no run may be in progress). */
+void pl_contexts_destroy(loom_plan *plan);
+
+/* ---- tensor.c ---- */
+/* Raw data pointers of a host tensor, for the executor. */
+const loom_tensor_desc *loom_tensor_desc_of(const loom_tensor *t);
+
+/* Monotonic clock in nanoseconds. */
+uint64_t loom_now_ns(void);
+
+#endif /* LOOM_SCHED_INTERNAL_H */

@@ -1,0 +1,18 @@
+#!/bin/sh
+# Installs the Debian packages Loom needs to build and test, when any is missing.
+# Idempotent: does nothing (and needs no root) when everything is already there.
+set -e
+PKGS="build-essential meson ninja-build pkg-config libopenblas-dev libhwloc-dev hwloc libnuma-dev
+libcunit1-dev libjansson-dev ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo
+libclblast-dev protobuf-c-compiler libprotobuf-c-dev libonnx-dev python3"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "loom: installing Debian packages:$missing" >&2
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends $missing
