@@ -316,7 +316,7 @@ static void clip_f32(size_t n, void *restrict o_, const void *restrict a_, const
         const T lo = (T)ctx->lo_i, hi = (T)ctx->hi_i;                                             \
         (void)b_;                                                                                 \
         (void)c_;                                                                                 \
-        EW_LOOP(n, T x = a[i]; x = x < lo ? lo : x; o[i] = x > hi ? hi : x;);                    \
+        EW_LOOP(n, T x = a[i]; x = x < lo ? lo : x; o[i] = x > hi ? hi : x;);                     \
     }
 EW_CLIP_INT(clip_i32, int32_t)
 EW_CLIP_INT(clip_i64, int64_t)
@@ -325,7 +325,7 @@ EW_CLIP_INT(clip_i64, int64_t)
 
 /* SA and SB are the literal 0 or 1 each operand advances by, so each variant compiles to a loop
  * over contiguous memory or with a loop-invariant operand. */
-#define EW_BIN_VARIANT(NAME, SA, SB, TA, TB, TO, EXPR)                                           \
+#define EW_BIN_VARIANT(NAME, SA, SB, TA, TB, TO, EXPR)                                            \
     static void NAME##_##SA##SB(size_t n, void *restrict o_, const void *restrict a_,             \
                                 const void *restrict b_, const void *restrict c_,                 \
                                 const ew_ctx *ctx)                                                \
@@ -357,7 +357,7 @@ EW_CLIP_INT(clip_i64, int64_t)
         (void)a_;                                                                                 \
         (void)c_;                                                                                 \
         (void)ctx;                                                                                \
-        EW_LOOP(n, const T a = o[i]; const T b = pb[i * SB]; o[i] = (EXPR););                    \
+        EW_LOOP(n, const T a = o[i]; const T b = pb[i * SB]; o[i] = (EXPR););                     \
     }
 #define EW_ACC(NAME, T, EXPR)                                                                     \
     EW_ACC_VARIANT(NAME, 0, T, EXPR)                                                              \
@@ -450,7 +450,7 @@ EW_IDIV(div_i64, int64_t, uint64_t)
         const T *restrict px = x_;                                                                \
         const T *restrict py = y_;                                                                \
         (void)ctx;                                                                                \
-        EW_LOOP(n, const T m = (T)(0 - (T)(pc[i * SC] != 0));                                  \
+        EW_LOOP(n, const T m = (T)(0 - (T)(pc[i * SC] != 0));                                     \
                 o[i] = (T)((px[i * SX] & m) | (py[i * SY] & (T)~m)););                            \
     }
 /* Indexed by inner_mask: bit 0 cond, bit 1 X, bit 2 Y advance. */

@@ -157,14 +157,19 @@ typedef struct sm_job {
     float *y;
 } sm_job;
 
+static void scale_f32(float *restrict y, size_t n, float s)
+{
+    NM_LOOP(n, y[i] *= s;);
+}
+
 /* Softmax over contiguous rows [BEGIN, END). */
 static void sm_rows(void *arg, size_t begin, size_t end)
 {
     const sm_job *j = arg;
     const size_t len = (size_t)j->p->len;
     for (size_t r = begin; r < end; r++) {
-        const float *restrict x = j->x + r * len;
-        float *restrict y = j->y + r * len;
+        const float *x = j->x + r * len;
+        float *y = j->y + r * len;
         const float m = max_f32(x, len);
         double s = 0.0; /* free: the loop is bound by expf */
         for (size_t i = 0; i < len; i++) {
@@ -172,8 +177,7 @@ static void sm_rows(void *arg, size_t begin, size_t end)
             y[i] = e;
             s += e;
         }
-        const float inv = (float)(1.0 / s);
-        NM_LOOP(len, y[i] *= inv;);
+        scale_f32(y, len, (float)(1.0 / s));
     }
 }
 
@@ -258,22 +262,25 @@ typedef struct ln_job {
     float *y, *mean, *inv;
 } ln_job;
 
+static void ln_apply(size_t n, float *restrict y, const float *restrict x,
+                     const float *restrict g, const float *restrict b, float mean, float inv)
+{
+    if (b)
+        NM_LOOP(n, y[i] = (x[i] - mean) * inv * g[i] + b[i];);
+    else
+        NM_LOOP(n, y[i] = (x[i] - mean) * inv * g[i];);
+}
+
 static void ln_rows(void *arg, size_t begin, size_t end)
 {
     const ln_job *j = arg;
     const size_t n = (size_t)j->p->n;
-    const float *restrict g = j->scale;
-    const float *restrict b = j->bias;
     for (size_t r = begin; r < end; r++) {
-        const float *restrict x = j->x + r * n;
-        float *restrict y = j->y + r * n;
+        const float *x = j->x + r * n;
         const float mean = sum_f32(x, n) / (float)n;
         const float var = sumsq_dev_f32(x, n, mean) / (float)n;
         const float inv = 1.0f / sqrtf(var + j->p->eps);
-        if (b)
-            NM_LOOP(n, y[i] = (x[i] - mean) * inv * g[i] + b[i];);
-        else
-            NM_LOOP(n, y[i] = (x[i] - mean) * inv * g[i];);
+        ln_apply(n, j->y + r * n, x, j->scale, j->bias, mean, inv);
         if (j->mean)
             j->mean[r] = mean;
         if (j->inv)
@@ -457,6 +464,12 @@ typedef struct bn_job {
     float *y;
 } bn_job;
 
+static void bn_apply(size_t n, float *restrict y, const float *restrict x, float m, float a,
+                     float b)
+{
+    NM_LOOP(n, y[i] = (x[i] - m) * a + b;);
+}
+
 static void bn_planes(void *arg, size_t begin, size_t end)
 {
     const bn_job *j = arg;
@@ -464,10 +477,7 @@ static void bn_planes(void *arg, size_t begin, size_t end)
     for (size_t q = begin; q < end; q++) {
         const size_t c = q % (size_t)j->p->c;
         const float a = j->scale[c] / sqrtf(j->var[c] + j->p->eps);
-        const float m = j->mean[c], b = j->bias[c];
-        const float *restrict x = j->x + q * plane;
-        float *restrict y = j->y + q * plane;
-        NM_LOOP(plane, y[i] = (x[i] - m) * a + b;);
+        bn_apply(plane, j->y + q * plane, j->x + q * plane, j->mean[c], a, j->bias[c]);
     }
 }
 
@@ -516,8 +526,8 @@ static int bn_supports(const loom_node_desc *node, char *reason, size_t len)
     }
     for (uint32_t o = 1; o < node->n_outputs; o++)
         if (node->outputs[o].dtype != LOOM_DTYPE_UNDEFINED) {
-            cpu_reason(reason, len, "%s: training mode (running mean/var outputs) has no CPU kernel",
-                       op);
+            cpu_reason(reason, len,
+                       "%s: training mode (running mean/var outputs) has no CPU kernel", op);
             return 0;
         }
     return 1;
@@ -543,7 +553,7 @@ static loom_status bn_prepare(const loom_node_desc *node, cpu_kernel *k, char *e
     return LOOM_OK;
 }
 
-/* ---- Softmax supports/prepare ----------------------------------------------------------------- */
+/* ---- Softmax supports/prepare --------------------------------------------------------------- */
 
 static int sm_supports(const loom_node_desc *node, char *reason, size_t len)
 {
@@ -556,7 +566,7 @@ static int sm_supports(const loom_node_desc *node, char *reason, size_t len)
     if (x->dtype != LOOM_DTYPE_F32)
         return no_dtype(node, x->dtype, "float32", reason, len);
     const int64_t axis = loom_node_attr_int(node, "axis", -1);
-    if (x->rank == 0 ? axis != 0 : (axis < 0 || axis >= (int64_t)x->rank)) {
+    if (x->rank > 0 && (axis < 0 || axis >= (int64_t)x->rank)) {
         cpu_reason(reason, len, "%s: axis %lld out of range for rank %u", op, (long long)axis,
                    x->rank);
         return 0;
@@ -602,9 +612,9 @@ enum {
 
 /* Element operations of one (op, dtype), on void pointers so one plan walker serves all. */
 typedef struct red_vt {
-    void (*fill)(void *o, size_t n);                  /* the identity */
-    void (*run)(void *acc, const void *x, size_t n);  /* *acc = op(*acc, x[0..n)) */
-    void (*row)(void *o, const void *x, size_t n);    /* o[i] = op(o[i], x[i]) */
+    void (*fill)(void *o, size_t n);                                /* the identity */
+    void (*run)(void *acc, const void *x, size_t n);                /* *acc = op(*acc, x[..n)) */
+    void (*row)(void *restrict o, const void *restrict x, size_t n); /* o[i] = op(o[i], x[i]) */
 } red_vt;
 
 /* Sums of integers wrap, through unsigned arithmetic. */
@@ -616,14 +626,20 @@ typedef struct red_vt {
     }                                                                                             \
     static void run_sum_##T(void *acc_, const void *x_, size_t n)                                 \
     {                                                                                             \
-        const T *restrict x = x_;                                                                 \
-        U s = 0;                                                                                  \
-        for (size_t i = 0; i < n; i++)                                                            \
+        const T *x = x_;                                                                          \
+        U part[NM_BLK] = {0}, s = 0;                                                              \
+        size_t i = 0;                                                                             \
+        for (; i + NM_BLK <= n; i += NM_BLK)                                                      \
+            for (size_t k = 0; k < NM_BLK; k++)                                                   \
+                part[k] += (U)x[i + k];                                                           \
+        for (; i < n; i++)                                                                        \
             s += (U)x[i];                                                                         \
+        for (size_t k = 0; k < NM_BLK; k++)                                                       \
+            s += part[k];                                                                         \
         T *acc = acc_;                                                                            \
         *acc = (T)((U)*acc + s);                                                                  \
     }                                                                                             \
-    static void row_sum_##T(void *o_, const void *x_, size_t n)                                   \
+    static void row_sum_##T(void *restrict o_, const void *restrict x_, size_t n)                 \
     {                                                                                             \
         T *restrict o = o_;                                                                       \
         const T *restrict x = x_;                                                                 \
@@ -637,14 +653,22 @@ typedef struct red_vt {
     }                                                                                             \
     static void run_max_##T(void *acc_, const void *x_, size_t n)                                 \
     {                                                                                             \
-        const T *restrict x = x_;                                                                 \
+        const T *x = x_;                                                                          \
         T *acc = acc_;                                                                            \
-        T m = *acc;                                                                               \
-        for (size_t i = 0; i < n; i++)                                                            \
+        T part[NM_BLK], m = *acc;                                                                 \
+        size_t i = 0;                                                                             \
+        for (size_t k = 0; k < NM_BLK; k++)                                                       \
+            part[k] = m;                                                                          \
+        for (; i + NM_BLK <= n; i += NM_BLK)                                                      \
+            for (size_t k = 0; k < NM_BLK; k++)                                                   \
+                part[k] = x[i + k] > part[k] ? x[i + k] : part[k];                                \
+        for (; i < n; i++)                                                                        \
             m = x[i] > m ? x[i] : m;                                                              \
+        for (size_t k = 0; k < NM_BLK; k++)                                                       \
+            m = part[k] > m ? part[k] : m;                                                        \
         *acc = m;                                                                                 \
     }                                                                                             \
-    static void row_max_##T(void *o_, const void *x_, size_t n)                                   \
+    static void row_max_##T(void *restrict o_, const void *restrict x_, size_t n)                 \
     {                                                                                             \
         T *restrict o = o_;                                                                       \
         const T *restrict x = x_;                                                                 \
@@ -678,14 +702,14 @@ static void run_max_f32(void *acc, const void *x, size_t n)
     *(float *)acc = NM_MAXF(m, a);
 }
 
-static void row_sum_f32(void *o_, const void *x_, size_t n)
+static void row_sum_f32(void *restrict o_, const void *restrict x_, size_t n)
 {
     float *restrict o = o_;
     const float *restrict x = x_;
     NM_LOOP(n, o[i] += x[i];);
 }
 
-static void row_max_f32(void *o_, const void *x_, size_t n)
+static void row_max_f32(void *restrict o_, const void *restrict x_, size_t n)
 {
     float *restrict o = o_;
     const float *restrict x = x_;
@@ -755,9 +779,9 @@ static int64_t keep_offset(const red_params *p, size_t pos, int64_t *idx)
     return off;
 }
 
-static void scale_f32(float *restrict y, size_t n, float s)
+static void div_f32(float *restrict y, size_t n, float s)
 {
-    NM_LOOP(n, y[i] *= s;);
+    NM_LOOP(n, y[i] /= s;);
 }
 
 /* Outputs [BEGIN, END), each the reduction of count elements in runs of p->run. */
@@ -792,7 +816,7 @@ static void red_outer(void *arg, size_t begin, size_t end)
         const size_t row = it / (size_t)p->col_tiles;
         const size_t c0 = (it % (size_t)p->col_tiles) * RED_COLS;
         const size_t w = run - c0 < RED_COLS ? run - c0 : RED_COLS;
-        const int64_t base = keep_offset(p, row, kidx) * (int64_t)run + (int64_t)c0;
+        const int64_t base = keep_offset(p, row, kidx) + (int64_t)c0;
         char *y = j->y + (row * run + c0) * es;
         p->vt->fill(y, w);
         int64_t roff = 0;
@@ -800,7 +824,7 @@ static void red_outer(void *arg, size_t begin, size_t end)
             p->vt->row(y, j->x + (size_t)(base + roff) * es, w);
         while (odo_next(p->n_red, p->red_dims, p->red_strides, ridx, &roff));
         if (p->mean)
-            scale_f32((float *)y, w, 1.0f / (float)p->count);
+            div_f32((float *)y, w, (float)p->count);
     }
 }
 
@@ -1005,9 +1029,6 @@ static loom_status red_prepare(const loom_node_desc *node, cpu_kernel *k, char *
     } else {
         p->kind = RED_OUTER;
         p->col_tiles = (p->run + RED_COLS - 1) / RED_COLS;
-        /* keep_offset() gives positions in units of whole rows for RED_OUTER. */
-        for (uint32_t d = 0; d < p->n_keep; d++)
-            p->keep_strides[d] /= p->run;
     }
     return LOOM_OK;
 }
