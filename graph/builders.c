@@ -16,7 +16,7 @@
 #include <stdio.h>
 #include <string.h>
 
-/* ---- plumbing ------------------------------------------------------------------------------ */
+/* ---- plumbing ------------------------------------------------------------------------------- */
 
 /* Record a misuse of a builder as the graph's sticky error, unless the graph already failed
  * (the first error wins, as in loom_graph_op). Returns LOOM_NO_VALUE. */
@@ -37,10 +37,8 @@ static loom_value builder_fail(loom_graph *g, const char *fmt, ...)
         loom_set_error(g->error, "%s", g->error_msg);
         return LOOM_NO_VALUE;
     }
-    if (!g->checked) {
-        g->error = LOOM_ERR_INVALID_ARGUMENT;
-        memcpy(g->error_msg, msg, sizeof msg);
-    }
+    g->error = LOOM_ERR_INVALID_ARGUMENT;
+    memcpy(g->error_msg, msg, sizeof msg);
     loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "%s", msg);
     return LOOM_NO_VALUE;
 }
@@ -77,7 +75,7 @@ static loom_value ints_const(loom_graph *g, const char *fn, const char *what, si
     return loom_constant_i64s(g, count, values);
 }
 
-/* ---- linear algebra and windows --------------------------------------------------------------- */
+/* ---- linear algebra and windows ------------------------------------------------------------- */
 
 loom_value loom_matmul(loom_graph *g, loom_value a, loom_value b)
 {
@@ -164,7 +162,7 @@ loom_value loom_global_average_pool(loom_graph *g, loom_value x)
     return unary(g, "GlobalAveragePool", x);
 }
 
-/* ---- elementwise ----------------------------------------------------------------------------- */
+/* ---- elementwise ---------------------------------------------------------------------------- */
 
 loom_value loom_relu(loom_graph *g, loom_value x) { return unary(g, "Relu", x); }
 loom_value loom_sigmoid(loom_graph *g, loom_value x) { return unary(g, "Sigmoid", x); }
@@ -297,7 +295,7 @@ loom_value loom_where(loom_graph *g, loom_value cond, loom_value a, loom_value b
     return node1(g, "Where", in, 3, NULL, 0);
 }
 
-/* ---- normalisation ----------------------------------------------------------------------------- */
+/* ---- normalisation -------------------------------------------------------------------------- */
 
 loom_value loom_softmax(loom_graph *g, loom_value x, int64_t axis)
 {
@@ -321,7 +319,7 @@ loom_value loom_batch_norm(loom_graph *g, loom_value x, loom_value scale, loom_v
     return node1(g, "BatchNormalization", in, 5, &a, 1);
 }
 
-/* ---- layout ------------------------------------------------------------------------------------ */
+/* ---- layout --------------------------------------------------------------------------------- */
 
 loom_value loom_reshape(loom_graph *g, loom_value x, size_t rank, const int64_t *shape)
 {
@@ -421,7 +419,7 @@ loom_value loom_cast(loom_graph *g, loom_value x, loom_dtype to)
     return node1(g, "Cast", &x, 1, &a, 1);
 }
 
-/* ---- reductions ------------------------------------------------------------------------------- */
+/* ---- reductions ----------------------------------------------------------------------------- */
 
 static loom_value reduce(loom_graph *g, const char *op, const char *fn, loom_value x, size_t n,
                          const int64_t *axes, int keepdims)

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- the registry -------------------------------------------------------------------------- */
+/* ---- the registry --------------------------------------------------------------------------- */
 
 /* In loom_op_id order, so listings come out in ABI order. Read-only: the registry has no state. */
 static const loom_op_def *const k_ops[] = {
@@ -97,7 +97,7 @@ const loom_op_def *loom_op_at(size_t i)
     return i < loom_op_count() ? k_ops[i] : NULL;
 }
 
-/* ---- the attribute list ------------------------------------------------------------------- */
+/* ---- the attribute list --------------------------------------------------------------------- */
 
 /* The list owns every pointer of its items; loom_attr's fields are const for borrowers. */
 static void attr_release(loom_attr *a)
@@ -301,7 +301,7 @@ static loom_status list_set(loom_attr_list *list, const loom_attr *a)
     return LOOM_OK;
 }
 
-/* ---- getters and setters for infer() ---------------------------------------------------------- */
+/* ---- getters and setters for infer() -------------------------------------------------------- */
 
 static const loom_attr *get_kind(const loom_infer_ctx *ctx, const char *name,
                                  loom_attr_kind kind)

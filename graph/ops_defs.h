@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* ---- the operators, one object each (ops_elementwise.c) ------------------------------------ */
+/* ---- the operators, one object each (ops_elementwise.c) ------------------------------------- */
 extern const loom_op_def loom_op_def_relu;
 extern const loom_op_def loom_op_def_leaky_relu;
 extern const loom_op_def loom_op_def_sigmoid;
@@ -65,7 +65,8 @@ extern const loom_op_def loom_op_def_unsqueeze;
 /* ---- dtype sets --------------------------------------------------------------------------
  * Bit masks over loom_dtype values (all below 32), so that one call checks "is one of". */
 #define LOOM_DTS(d) (1u << (unsigned)(d))
-#define LOOM_DTS_FLOAT (LOOM_DTS(LOOM_DTYPE_F32) | LOOM_DTS(LOOM_DTYPE_F16) | LOOM_DTS(LOOM_DTYPE_BF16))
+#define LOOM_DTS_FLOAT                                                                       \
+    (LOOM_DTS(LOOM_DTYPE_F32) | LOOM_DTS(LOOM_DTYPE_F16) | LOOM_DTS(LOOM_DTYPE_BF16))
 #define LOOM_DTS_INDEX (LOOM_DTS(LOOM_DTYPE_I32) | LOOM_DTS(LOOM_DTYPE_I64))
 /* Signed arithmetic: what Neg and Abs accept. */
 #define LOOM_DTS_SIGNED (LOOM_DTS_FLOAT | LOOM_DTS(LOOM_DTYPE_I8) | LOOM_DTS_INDEX)
@@ -74,7 +75,7 @@ extern const loom_op_def loom_op_def_unsqueeze;
 /* Every dtype Loom knows: Cast, Identity and the layout ops. */
 #define LOOM_DTS_ALL (LOOM_DTS_ARITH | LOOM_DTS(LOOM_DTYPE_BOOL))
 
-/* ---- helpers for infer() (ops_common.c) ------------------------------------------------------ */
+/* ---- helpers for infer() (ops_common.c) ----------------------------------------------------- */
 
 /* Whether input IDX was given (exists and is not an absent optional input). */
 int loom_ops_has(const loom_infer_ctx *ctx, uint32_t idx);

@@ -28,7 +28,7 @@ static void cost_per_output(const loom_node_desc *node, loom_op_cost *cost, doub
     cost->flops = flops * loom_ops_numel(&node->outputs[0]);
 }
 
-/* ---- unary ------------------------------------------------------------------------------- */
+/* ---- unary ---------------------------------------------------------------------------------- */
 
 /* Y has X's dtype and shape; X's dtype must be in MASK. The caller has checked attributes. */
 static loom_status unary_shape(loom_infer_ctx *ctx, uint32_t mask)
@@ -124,7 +124,7 @@ static loom_status infer_cast(loom_infer_ctx *ctx)
     return loom_ops_finish(ctx);
 }
 
-/* ---- binary and variadic, with broadcasting ---------------------------------------------- */
+/* ---- binary and variadic, with broadcasting ------------------------------------------------- */
 
 /* Broadcast inputs FIRST..N_INPUTS-1 (all required, all of input FIRST's dtype, which must be in
  * MASK) into *OUT. NAMES name the inputs in messages; NULL names them by position. */
@@ -288,7 +288,7 @@ static loom_status infer_expand(loom_infer_ctx *ctx)
     return loom_ops_finish(ctx);
 }
 
-/* ---- costs ----------------------------------------------------------------------------------- */
+/* ---- costs ---------------------------------------------------------------------------------- */
 
 static void cost_copy(const loom_node_desc *n, loom_op_cost *c) { cost_per_output(n, c, 0.0); }
 static void cost_one(const loom_node_desc *n, loom_op_cost *c) { cost_per_output(n, c, 1.0); }
@@ -307,7 +307,7 @@ static void cost_variadic(const loom_node_desc *n, loom_op_cost *c)
     cost_per_output(n, c, n->n_inputs > 1 ? (double)(n->n_inputs - 1) : 0.0);
 }
 
-/* ---- the definitions ------------------------------------------------------------------------- */
+/* ---- the definitions ------------------------------------------------------------------------ */
 
 #define DEF(var, opid, onnx, in_min, in_max, inf, cst)                                         \
     const loom_op_def var = {.id = opid,                                                       \

@@ -152,7 +152,7 @@ static loom_status infer_transpose(loom_infer_ctx *ctx)
     return loom_ops_finish(ctx);
 }
 
-/* ---- Flatten --------------------------------------------------------------------------------- */
+/* ---- Flatten -------------------------------------------------------------------------------- */
 
 static loom_status infer_flatten(loom_infer_ctx *ctx)
 {
@@ -180,7 +180,7 @@ static loom_status infer_flatten(loom_infer_ctx *ctx)
     return loom_ops_finish(ctx);
 }
 
-/* ---- Concat ---------------------------------------------------------------------------------- */
+/* ---- Concat --------------------------------------------------------------------------------- */
 
 static loom_status infer_concat(loom_infer_ctx *ctx)
 {
@@ -229,7 +229,7 @@ static loom_status infer_concat(loom_infer_ctx *ctx)
     return loom_ops_finish(ctx);
 }
 
-/* ---- Split ----------------------------------------------------------------------------------- */
+/* ---- Split ---------------------------------------------------------------------------------- */
 
 /* Sizes come from constant input 1 (opset 13+), else the 'split' attribute (opset 11, and the
  * canonical form), else equal parts: ceil(dim / n) each with a smaller last one (opset 18's
@@ -326,7 +326,7 @@ done:
     return st;
 }
 
-/* ---- Slice ----------------------------------------------------------------------------------- */
+/* ---- Slice ---------------------------------------------------------------------------------- */
 
 static int64_t clamp64(int64_t v, int64_t lo, int64_t hi)
 {
@@ -421,7 +421,7 @@ static loom_status infer_slice(loom_infer_ctx *ctx)
     return loom_ops_finish(ctx);
 }
 
-/* ---- Gather ---------------------------------------------------------------------------------- */
+/* ---- Gather --------------------------------------------------------------------------------- */
 
 static loom_status infer_gather(loom_infer_ctx *ctx)
 {
@@ -470,7 +470,7 @@ static loom_status infer_gather(loom_infer_ctx *ctx)
     return loom_ops_finish(ctx);
 }
 
-/* ---- Squeeze and Unsqueeze --------------------------------------------------------------------- */
+/* ---- Squeeze and Unsqueeze ------------------------------------------------------------------ */
 
 /* Axes from constant input 1 (opset 13+) or the 'axes' attribute (earlier opsets, and the
  * canonical form); the input wins. Returns 0 in *PRESENT when neither is there. */
@@ -574,7 +574,7 @@ static loom_status infer_unsqueeze(loom_infer_ctx *ctx)
     return loom_ops_finish(ctx);
 }
 
-/* ---- costs and definitions -------------------------------------------------------------------- */
+/* ---- costs and definitions ------------------------------------------------------------------ */
 
 static void cost_move(const loom_node_desc *node, loom_op_cost *cost)
 {

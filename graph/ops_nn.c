@@ -19,7 +19,7 @@
 static const char *const k_no_names[] = {NULL};
 static const loom_attr_kind k_no_kinds[] = {LOOM_ATTR_INT}; /* unused: no names */
 
-/* ---- MatMul and Gemm -------------------------------------------------------------------------- */
+/* ---- MatMul and Gemm ------------------------------------------------------------------------ */
 
 /* numpy matmul: a 1-D A is a row [1, K] and a 1-D B a column [K, 1], the promoted dim being
  * dropped from the result; every leading dim is a batch dim and broadcasts. */
@@ -141,7 +141,7 @@ static void cost_gemm(const loom_node_desc *node, loom_op_cost *cost)
     cost->flops = 2.0 * mn * k + (has_c ? 2.0 * mn : 0.0);
 }
 
-/* ---- windows: Conv and the pools ---------------------------------------------------------- */
+/* ---- windows: Conv and the pools ------------------------------------------------------------ */
 
 typedef struct window {
     uint32_t s; /* spatial dims */
@@ -463,7 +463,7 @@ static void cost_global_average_pool(const loom_node_desc *node, loom_op_cost *c
     cost->flops = loom_ops_numel(&node->inputs[0]) + loom_ops_numel(&node->outputs[0]);
 }
 
-/* ---- Softmax and the normalisations ----------------------------------------------------------- */
+/* ---- Softmax and the normalisations --------------------------------------------------------- */
 
 static loom_status infer_softmax(loom_infer_ctx *ctx)
 {
@@ -625,7 +625,7 @@ static void cost_batch_norm(const loom_node_desc *node, loom_op_cost *cost)
     cost->flops = loom_ops_numel(&node->inputs[0]) * 2.0;
 }
 
-/* ---- reductions ---------------------------------------------------------------------------- */
+/* ---- reductions ----------------------------------------------------------------------------- */
 
 static int cmp_i64(const void *a, const void *b)
 {
@@ -657,8 +657,9 @@ static loom_status infer_reduce(loom_infer_ctx *ctx, uint32_t mask)
         n = loom_infer_get_ints(ctx, "axes", &v);
         if (n > LOOM_MAX_RANK)
             return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
-                                   "attribute 'axes' has %zu values, more than the rank %u", n,
-                                   x->rank);
+                                   "attribute 'axes' has %zu values, more than the maximum "
+                                   "rank %d",
+                                   n, LOOM_MAX_RANK);
         for (size_t k = 0; k < n; k++)
             axes[k] = v[k];
     }
@@ -714,7 +715,7 @@ static void cost_reduce(const loom_node_desc *node, loom_op_cost *cost)
         cost->flops += loom_ops_numel(&node->outputs[0]);
 }
 
-/* ---- the definitions ------------------------------------------------------------------------- */
+/* ---- the definitions ------------------------------------------------------------------------ */
 
 #define DEF(var, opid, onnx, in_min, in_max, out_max, inf, cst)                                \
     const loom_op_def var = {.id = opid,                                                       \

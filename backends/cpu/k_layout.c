@@ -14,9 +14,8 @@
 
 /* Work, in bytes moved, worth handing to a thread as one chunk. */
 #define LY_CHUNK_BYTES ((size_t)32 << 10)
-/* Tile edge of the blocked transpose, in elements: a tile of 4-byte elements spans one cache
- * line per row on both sides. */
-#define LY_TILE 16
+/* Tile edge of the blocked transpose, in bytes: one cache line. */
+#define LY_TILE_BYTES 64
 
 static size_t grain_for(size_t bytes_per_item)
 {
@@ -145,7 +144,8 @@ typedef struct strided_params {
     int64_t outer_dims[LOOM_MAX_RANK], outer_istr[LOOM_MAX_RANK], outer_ostr[LOOM_MAX_RANK];
     int64_t n_outer_items;
     uint32_t q;        /* TILE: output dim read contiguously */
-    int64_t q_strips;  /* TILE: strips of LY_TILE along q per outer index */
+    int64_t tile;      /* TILE: tile edge in elements */
+    int64_t q_strips;  /* TILE: strips of tile rows along q per outer index */
     int64_t j_chunk, j_chunks; /* the innermost dim in chunks, so one long row still splits */
 } strided_params;
 
@@ -187,14 +187,15 @@ static void strided_finish(strided_params *p)
         p->n_outer++;
         p->n_outer_items *= p->odims[d];
     }
+    p->tile = (int64_t)(LY_TILE_BYTES / p->es);
     p->q_strips = 1;
     if (p->mode == LY_TILE_MODE)
-        p->q_strips = (p->odims[p->q] + LY_TILE - 1) / LY_TILE;
+        p->q_strips = (p->odims[p->q] + p->tile - 1) / p->tile;
     int64_t n = p->odims[last];
     if (p->mode == LY_ROWS)
         p->j_chunk = (int64_t)(4 * LY_CHUNK_BYTES / p->es);
     else
-        p->j_chunk = p->mode == LY_TILE_MODE ? 16 * LY_TILE : 4096;
+        p->j_chunk = p->mode == LY_TILE_MODE ? 16 * p->tile : 4096;
     if (p->j_chunk >= n)
         p->j_chunk = n > 0 ? n : 1;
     p->j_chunks = (n + p->j_chunk - 1) / p->j_chunk;
@@ -221,17 +222,26 @@ static void outer_offsets(const strided_params *p, int64_t i, int64_t *in_off, i
         for (int64_t j = 0; j < n; j++)                                                           \
             dst[j] = src[j * s];                                                                  \
     }                                                                                             \
-    /* one strip of up to LY_TILE rows of q, all of the innermost dim, tile by tile */            \
+    /* One strip of up to 64/sizeof(T) rows of q, all of the innermost dim, one square tile  \
+     * at a time through a buffer: every input and output cache line is then read or written \
+     * whole at once, where a direct strided copy keeps a column of lines alive and, with     \
+     * power-of-two strides, thrashes the L1 sets they all map to. */                         \
     static void tile_##SUFFIX(T *dst, const T *src, int64_t rows, int64_t n, int64_t sj,          \
                               int64_t osq)                                                        \
     {                                                                                             \
-        for (int64_t j0 = 0; j0 < n; j0 += LY_TILE) {                                             \
-            int64_t j1 = j0 + LY_TILE < n ? j0 + LY_TILE : n;                                     \
+        enum { TB = LY_TILE_BYTES / sizeof(T) };                                                  \
+        T buf[TB][TB];                                                                            \
+        for (int64_t j0 = 0; j0 < n; j0 += TB) {                                                  \
+            int64_t jn = n - j0 < TB ? n - j0 : TB;                                               \
+            for (int64_t j = 0; j < jn; j++) {                                                    \
+                const T *s = src + (j0 + j) * sj;                                                 \
+                for (int64_t i = 0; i < rows; i++)                                                \
+                    buf[j][i] = s[i];                                                             \
+            }                                                                                     \
             for (int64_t i = 0; i < rows; i++) {                                                  \
-                T *d = dst + i * osq;                                                             \
-                const T *s = src + i;                                                             \
-                for (int64_t j = j0; j < j1; j++)                                                 \
-                    d[j] = s[j * sj];                                                             \
+                T *d = dst + i * osq + j0;                                                        \
+                for (int64_t j = 0; j < jn; j++)                                                  \
+                    d[j] = buf[j][i];                                                             \
             }                                                                                     \
         }                                                                                         \
     }
@@ -277,9 +287,9 @@ static void strided_task(void *arg, size_t i0, size_t i1)
             strided_elems(es, c->y + oo * (int64_t)es, c->x + io * (int64_t)es, n,
                           p->istr[last]);
         } else {
-            int64_t r0 = strip * LY_TILE, rows = p->odims[p->q] - r0;
-            if (rows > LY_TILE)
-                rows = LY_TILE;
+            int64_t r0 = strip * p->tile, rows = p->odims[p->q] - r0;
+            if (rows > p->tile)
+                rows = p->tile;
             io += r0; /* q's input stride is 1 */
             oo += r0 * p->ostr[p->q];
             char *dst = c->y + oo * (int64_t)es;

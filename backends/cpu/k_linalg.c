@@ -179,6 +179,12 @@ static void lk_gemm_block(const lk_gemm *g, const float *a, const float *b, floa
                 c[i * g->ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * g->ldc + j];
         return;
     }
+    if ((m == 1 || n == 1) && beta == 0.0f) {
+        /* Some OpenBLAS versions scale y by beta in sgemv, and 0 * NaN garbage stays NaN. */
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++)
+                c[i * g->ldc + j] = 0.0f;
+    }
     if (m == 1) {
         /* c[j] = sum_kk a[kk] * opB[kk][j] */
         int inc_a = g->trans_a ? (int)g->lda : 1;

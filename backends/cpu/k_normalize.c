@@ -610,23 +610,99 @@ enum {
     RED_OUTER, /* innermost axis kept: input rows fold into output rows */
 };
 
-/* Element operations of one (op, dtype), on void pointers so one plan walker serves all. */
+/* The operations of one (op, dtype) on accumulators, on void pointers so that one plan walker
+ * serves all. Float sums accumulate in double: the reference backend should not lose digits to
+ * long sums that cancel. Integer sums wrap, through unsigned arithmetic. */
 typedef struct red_vt {
-    void (*fill)(void *o, size_t n);                                /* the identity */
-    void (*run)(void *acc, const void *x, size_t n);                /* *acc = op(*acc, x[..n)) */
-    void (*row)(void *restrict o, const void *restrict x, size_t n); /* o[i] = op(o[i], x[i]) */
+    size_t acc_size; /* bytes of one accumulator */
+    void (*init)(void *restrict acc, size_t n);                       /* the identity */
+    void (*run)(void *restrict acc, const void *restrict x, size_t n); /* acc[0] op= x[0..n) */
+    void (*row)(void *restrict acc, const void *restrict x, size_t n); /* acc[i] op= x[i] */
+    void (*merge)(void *restrict acc, const void *restrict parts, size_t n); /* acc[0] op= .. */
+    /* y[i] = acc[i], divided by DIV for float sums (1 unless ReduceMean). */
+    void (*store)(void *restrict y, const void *restrict acc, size_t n, double div);
 } red_vt;
 
-/* Sums of integers wrap, through unsigned arithmetic. */
-#define RED_SUM_INT(T, U)                                                                         \
-    static void fill0_##T(void *o_, size_t n)                                                     \
+/* float32 sums, in double. */
+static void init_f64(void *restrict acc_, size_t n)
+{
+    double *restrict acc = acc_;
+    NM_LOOP(n, acc[i] = 0.0;);
+}
+
+static void run_sum_f32(void *restrict acc, const void *restrict x_, size_t n)
+{
+    const float *restrict x = x_;
+    double part[NM_BLK] = {0};
+    size_t i = 0;
+    for (; i + NM_BLK <= n; i += NM_BLK)
+        for (size_t k = 0; k < NM_BLK; k++)
+            part[k] += (double)x[i + k];
+    double s = 0.0;
+    for (; i < n; i++)
+        s += (double)x[i];
+    for (size_t k = 0; k < NM_BLK; k++)
+        s += part[k];
+    *(double *)acc += s;
+}
+
+static void row_sum_f32(void *restrict acc_, const void *restrict x_, size_t n)
+{
+    double *restrict acc = acc_;
+    const float *restrict x = x_;
+    NM_LOOP(n, acc[i] += (double)x[i];);
+}
+
+static void merge_f64(void *restrict acc, const void *restrict parts_, size_t n)
+{
+    const double *restrict parts = parts_;
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++)
+        s += parts[i];
+    *(double *)acc += s;
+}
+
+static void store_sum_f32(void *restrict y_, const void *restrict acc_, size_t n, double div)
+{
+    float *restrict y = y_;
+    const double *restrict acc = acc_;
+    NM_LOOP(n, y[i] = (float)(acc[i] / div););
+}
+
+/* float32 max, in float. */
+static void init_max_f32(void *restrict acc_, size_t n)
+{
+    float *restrict acc = acc_;
+    NM_LOOP(n, acc[i] = -INFINITY;);
+}
+
+static void run_max_f32(void *restrict acc, const void *restrict x, size_t n)
+{
+    const float m = max_f32(x, n), a = *(float *)acc;
+    *(float *)acc = NM_MAXF(m, a);
+}
+
+static void row_max_f32(void *restrict acc_, const void *restrict x_, size_t n)
+{
+    float *restrict acc = acc_;
+    const float *restrict x = x_;
+    NM_LOOP(n, acc[i] = NM_MAXF(x[i], acc[i]););
+}
+
+#define RED_INT(T, U, TMIN)                                                                       \
+    static void init0_##T(void *restrict acc_, size_t n)                                          \
     {                                                                                             \
-        T *restrict o = o_;                                                                       \
-        NM_LOOP(n, o[i] = 0;);                                                                    \
+        T *restrict acc = acc_;                                                                   \
+        NM_LOOP(n, acc[i] = 0;);                                                                  \
     }                                                                                             \
-    static void run_sum_##T(void *acc_, const void *x_, size_t n)                                 \
+    static void initmin_##T(void *restrict acc_, size_t n)                                        \
     {                                                                                             \
-        const T *x = x_;                                                                          \
+        T *restrict acc = acc_;                                                                   \
+        NM_LOOP(n, acc[i] = TMIN;);                                                               \
+    }                                                                                             \
+    static void run_sum_##T(void *restrict acc, const void *restrict x_, size_t n)                \
+    {                                                                                             \
+        const T *restrict x = x_;                                                                 \
         U part[NM_BLK] = {0}, s = 0;                                                              \
         size_t i = 0;                                                                             \
         for (; i + NM_BLK <= n; i += NM_BLK)                                                      \
@@ -636,26 +712,18 @@ typedef struct red_vt {
             s += (U)x[i];                                                                         \
         for (size_t k = 0; k < NM_BLK; k++)                                                       \
             s += part[k];                                                                         \
-        T *acc = acc_;                                                                            \
-        *acc = (T)((U)*acc + s);                                                                  \
+        *(T *)acc = (T)((U)*(T *)acc + s);                                                        \
     }                                                                                             \
-    static void row_sum_##T(void *restrict o_, const void *restrict x_, size_t n)                 \
+    static void row_sum_##T(void *restrict acc_, const void *restrict x_, size_t n)               \
     {                                                                                             \
-        T *restrict o = o_;                                                                       \
+        T *restrict acc = acc_;                                                                   \
         const T *restrict x = x_;                                                                 \
-        NM_LOOP(n, o[i] = (T)((U)o[i] + (U)x[i]););                                               \
-    }
-#define RED_MAX_INT(T, TMIN)                                                                      \
-    static void fillmin_##T(void *o_, size_t n)                                                   \
-    {                                                                                             \
-        T *restrict o = o_;                                                                       \
-        NM_LOOP(n, o[i] = TMIN;);                                                                 \
+        NM_LOOP(n, acc[i] = (T)((U)acc[i] + (U)x[i]););                                           \
     }                                                                                             \
-    static void run_max_##T(void *acc_, const void *x_, size_t n)                                 \
+    static void run_max_##T(void *restrict acc, const void *restrict x_, size_t n)                \
     {                                                                                             \
-        const T *x = x_;                                                                          \
-        T *acc = acc_;                                                                            \
-        T part[NM_BLK], m = *acc;                                                                 \
+        const T *restrict x = x_;                                                                 \
+        T part[NM_BLK], m = *(T *)acc;                                                            \
         size_t i = 0;                                                                             \
         for (size_t k = 0; k < NM_BLK; k++)                                                       \
             part[k] = m;                                                                          \
@@ -666,66 +734,45 @@ typedef struct red_vt {
             m = x[i] > m ? x[i] : m;                                                              \
         for (size_t k = 0; k < NM_BLK; k++)                                                       \
             m = part[k] > m ? part[k] : m;                                                        \
-        *acc = m;                                                                                 \
+        *(T *)acc = m;                                                                            \
     }                                                                                             \
-    static void row_max_##T(void *restrict o_, const void *restrict x_, size_t n)                 \
+    static void row_max_##T(void *restrict acc_, const void *restrict x_, size_t n)               \
     {                                                                                             \
-        T *restrict o = o_;                                                                       \
+        T *restrict acc = acc_;                                                                   \
         const T *restrict x = x_;                                                                 \
-        NM_LOOP(n, o[i] = x[i] > o[i] ? x[i] : o[i];);                                            \
+        NM_LOOP(n, acc[i] = x[i] > acc[i] ? x[i] : acc[i];);                                      \
+    }                                                                                             \
+    static void store_##T(void *restrict y, const void *restrict acc, size_t n, double div)       \
+    {                                                                                             \
+        (void)div;                                                                                \
+        memcpy(y, acc, n * sizeof(T));                                                            \
     }
-RED_SUM_INT(int32_t, uint32_t)
-RED_SUM_INT(int64_t, uint64_t)
-RED_MAX_INT(int32_t, INT32_MIN)
-RED_MAX_INT(int64_t, INT64_MIN)
+RED_INT(int32_t, uint32_t, INT32_MIN)
+RED_INT(int64_t, uint64_t, INT64_MIN)
 
-static void fill0_f32(void *o_, size_t n)
+static void store_max_f32(void *restrict y, const void *restrict acc, size_t n, double div)
 {
-    float *restrict o = o_;
-    NM_LOOP(n, o[i] = 0.0f;);
+    (void)div;
+    memcpy(y, acc, n * sizeof(float));
 }
 
-static void fillmin_f32(void *o_, size_t n)
-{
-    float *restrict o = o_;
-    NM_LOOP(n, o[i] = -INFINITY;);
-}
+static const red_vt red_sum_f32 = {8, init_f64, run_sum_f32, row_sum_f32, merge_f64,
+                                   store_sum_f32};
+static const red_vt red_max_f32 = {4, init_max_f32, run_max_f32, row_max_f32, run_max_f32,
+                                   store_max_f32};
+static const red_vt red_sum_i32 = {4, init0_int32_t, run_sum_int32_t, row_sum_int32_t,
+                                   run_sum_int32_t, store_int32_t};
+static const red_vt red_max_i32 = {4, initmin_int32_t, run_max_int32_t, row_max_int32_t,
+                                   run_max_int32_t, store_int32_t};
+static const red_vt red_sum_i64 = {8, init0_int64_t, run_sum_int64_t, row_sum_int64_t,
+                                   run_sum_int64_t, store_int64_t};
+static const red_vt red_max_i64 = {8, initmin_int64_t, run_max_int64_t, row_max_int64_t,
+                                   run_max_int64_t, store_int64_t};
 
-static void run_sum_f32(void *acc, const void *x, size_t n)
-{
-    *(float *)acc += sum_f32(x, n);
-}
-
-static void run_max_f32(void *acc, const void *x, size_t n)
-{
-    const float m = max_f32(x, n), a = *(float *)acc;
-    *(float *)acc = NM_MAXF(m, a);
-}
-
-static void row_sum_f32(void *restrict o_, const void *restrict x_, size_t n)
-{
-    float *restrict o = o_;
-    const float *restrict x = x_;
-    NM_LOOP(n, o[i] += x[i];);
-}
-
-static void row_max_f32(void *restrict o_, const void *restrict x_, size_t n)
-{
-    float *restrict o = o_;
-    const float *restrict x = x_;
-    NM_LOOP(n, o[i] = NM_MAXF(x[i], o[i]););
-}
-
-static const red_vt red_sum_f32 = {fill0_f32, run_sum_f32, row_sum_f32};
-static const red_vt red_max_f32 = {fillmin_f32, run_max_f32, row_max_f32};
-static const red_vt red_sum_i32 = {fill0_int32_t, run_sum_int32_t, row_sum_int32_t};
-static const red_vt red_max_i32 = {fillmin_int32_t, run_max_int32_t, row_max_int32_t};
-static const red_vt red_sum_i64 = {fill0_int64_t, run_sum_int64_t, row_sum_int64_t};
-static const red_vt red_max_i64 = {fillmin_int64_t, run_max_int64_t, row_max_int64_t};
-
-/* Output columns per work item when the innermost axis is kept: long enough runs to vectorise,
- * small enough that a few output rows still split over the pool. */
-#define RED_COLS 2048
+/* Output columns per work item when the innermost axis is kept: their accumulators live on
+ * the stack (8 KiB), long enough runs to vectorise, short enough that a few output rows still
+ * split over the pool. */
+#define RED_COLS 1024
 /* Most partial results RED_ALL keeps in scratch; fixed, so that a sum does not depend on the
  * number of threads. */
 #define RED_MAX_PARTS 64
@@ -734,7 +781,7 @@ typedef struct red_params {
     int kind;
     const red_vt *vt;
     size_t esize;
-    int mean;                /* ReduceMean: scale sums by 1 / count */
+    double div;              /* count for ReduceMean, else 1 */
     int64_t count;           /* input elements per output element */
     int64_t out_numel;
     int64_t run;             /* length of the innermost (contiguous) run */
@@ -750,7 +797,7 @@ typedef struct red_job {
     const red_params *p;
     const char *x;
     char *y;
-    char *parts;
+    char *parts; /* RED_ALL: one accumulator per part, packed */
 } red_job;
 
 /* Advance the odometer IDX over DIMS, moving *OFF by STRIDES; 0 once it has wrapped around. */
@@ -779,11 +826,6 @@ static int64_t keep_offset(const red_params *p, size_t pos, int64_t *idx)
     return off;
 }
 
-static void div_f32(float *restrict y, size_t n, float s)
-{
-    NM_LOOP(n, y[i] /= s;);
-}
-
 /* Outputs [BEGIN, END), each the reduction of count elements in runs of p->run. */
 static void red_inner(void *arg, size_t begin, size_t end)
 {
@@ -792,15 +834,14 @@ static void red_inner(void *arg, size_t begin, size_t end)
     const size_t es = p->esize;
     int64_t kidx[LOOM_MAX_RANK], ridx[LOOM_MAX_RANK] = {0};
     int64_t base = keep_offset(p, begin, kidx);
+    double acc[1];
     for (size_t o = begin; o < end; o++) {
-        char *acc = j->y + o * es;
-        p->vt->fill(acc, 1);
+        p->vt->init(acc, 1);
         int64_t roff = 0;
         do
             p->vt->run(acc, j->x + (size_t)(base + roff) * es, (size_t)p->run);
         while (odo_next(p->n_red, p->red_dims, p->red_strides, ridx, &roff));
-        if (p->mean)
-            *(float *)acc /= (float)p->count;
+        p->vt->store(j->y + o * es, acc, 1, p->div);
         odo_next(p->n_keep, p->keep_dims, p->keep_strides, kidx, &base);
     }
 }
@@ -812,19 +853,18 @@ static void red_outer(void *arg, size_t begin, size_t end)
     const red_params *p = j->p;
     const size_t es = p->esize, run = (size_t)p->run;
     int64_t kidx[LOOM_MAX_RANK], ridx[LOOM_MAX_RANK] = {0};
+    double acc[RED_COLS];
     for (size_t it = begin; it < end; it++) {
         const size_t row = it / (size_t)p->col_tiles;
         const size_t c0 = (it % (size_t)p->col_tiles) * RED_COLS;
         const size_t w = run - c0 < RED_COLS ? run - c0 : RED_COLS;
         const int64_t base = keep_offset(p, row, kidx) + (int64_t)c0;
-        char *y = j->y + (row * run + c0) * es;
-        p->vt->fill(y, w);
+        p->vt->init(acc, w);
         int64_t roff = 0;
         do
-            p->vt->row(y, j->x + (size_t)(base + roff) * es, w);
+            p->vt->row(acc, j->x + (size_t)(base + roff) * es, w);
         while (odo_next(p->n_red, p->red_dims, p->red_strides, ridx, &roff));
-        if (p->mean)
-            div_f32((float *)y, w, (float)p->count);
+        p->vt->store(j->y + (row * run + c0) * es, acc, w, p->div);
     }
 }
 
@@ -833,18 +873,24 @@ static void red_parts(void *arg, size_t begin, size_t end)
 {
     const red_job *j = arg;
     const red_params *p = j->p;
-    const size_t es = p->esize;
     for (size_t i = begin; i < end; i++) {
         const int64_t from = (int64_t)i * p->part_len;
         const int64_t n = p->count - from < p->part_len ? p->count - from : p->part_len;
-        p->vt->fill(j->parts + i * es, 1);
-        p->vt->run(j->parts + i * es, j->x + (size_t)from * es, (size_t)n);
+        char *part = j->parts + i * p->vt->acc_size;
+        p->vt->init(part, 1);
+        p->vt->run(part, j->x + (size_t)from * p->esize, (size_t)n);
     }
 }
 
-static void red_fill_mean_nan(float *y, size_t n)
+/* Every output the reduction of nothing: the identity, or NaN for a mean (0 / 0). */
+static void red_fill(const red_params *p, char *y)
 {
-    NM_LOOP(n, y[i] = NAN;);
+    double acc[RED_COLS];
+    p->vt->init(acc, RED_COLS);
+    for (int64_t at = 0; at < p->out_numel; at += RED_COLS) {
+        const int64_t w = p->out_numel - at < RED_COLS ? p->out_numel - at : RED_COLS;
+        p->vt->store(y + (size_t)at * p->esize, acc, (size_t)w, p->div);
+    }
 }
 
 static loom_status red_run(const cpu_kernel *k, const loom_exec_args *args, cpu_pool *pool,
@@ -857,22 +903,20 @@ static loom_status red_run(const cpu_kernel *k, const loom_exec_args *args, cpu_
     switch (p->kind) {
     case RED_NOOP:
         break;
-    case RED_FILL: /* the mean of nothing is undefined: NaN, as NumPy gives */
-        if (p->mean)
-            red_fill_mean_nan(args->outputs[0], (size_t)p->out_numel);
-        else
-            p->vt->fill(args->outputs[0], (size_t)p->out_numel);
+    case RED_FILL:
+        red_fill(p, job.y);
         break;
     case RED_COPY:
-        memcpy(args->outputs[0], args->inputs[0], (size_t)p->out_numel * p->esize);
+        memcpy(job.y, job.x, (size_t)p->out_numel * p->esize);
         break;
-    case RED_ALL:
+    case RED_ALL: {
+        double acc[1];
         cpu_parallel_for(pool, (size_t)p->parts, 1, red_parts, &job);
-        p->vt->fill(job.y, 1);
-        p->vt->run(job.y, job.parts, (size_t)p->parts);
-        if (p->mean)
-            *(float *)job.y /= (float)p->count;
+        p->vt->init(acc, 1);
+        p->vt->merge(acc, job.parts, (size_t)p->parts);
+        p->vt->store(job.y, acc, 1, p->div);
         break;
+    }
     case RED_INNER:
         cpu_parallel_for(pool, (size_t)p->out_numel, grain_items(p->count, NM_GRAIN), red_inner,
                          &job);
@@ -928,8 +972,7 @@ static int red_supports(const loom_node_desc *node, char *reason, size_t len)
     }
     int red[LOOM_MAX_RANK];
     if (x->rank > LOOM_MAX_RANK || !red_axes(node, red)) {
-        cpu_reason(reason, len, "%s: axes must be sorted, unique and within rank %u", op,
-                   x->rank);
+        cpu_reason(reason, len, "%s: axes must be unique and within rank %u", op, x->rank);
         return 0;
     }
     int64_t kept = 1;
@@ -960,12 +1003,12 @@ static loom_status red_prepare(const loom_node_desc *node, cpu_kernel *k, char *
             : t == LOOM_DTYPE_I32 ? (is_max ? &red_max_i32 : &red_sum_i32)
                                   : (is_max ? &red_max_i64 : &red_sum_i64);
     p->esize = loom_dtype_size(t);
-    p->mean = node->op == LOOM_OP_REDUCE_MEAN;
     p->out_numel = loom_tensor_desc_numel(&node->outputs[0]);
     int red[LOOM_MAX_RANK];
     red_axes(node, red);
     const int64_t in_numel = loom_tensor_desc_numel(x);
     p->count = p->out_numel ? in_numel / p->out_numel : 0;
+    p->div = node->op == LOOM_OP_REDUCE_MEAN ? (double)p->count : 1.0;
     k->params = p;
     k->run = red_run;
 
@@ -1004,7 +1047,7 @@ static loom_status red_prepare(const loom_node_desc *node, cpu_kernel *k, char *
             p->parts = RED_MAX_PARTS;
         p->part_len = (p->count + p->parts - 1) / p->parts;
         p->parts = (p->count + p->part_len - 1) / p->part_len;
-        k->scratch_bytes = (size_t)p->parts * p->esize;
+        k->scratch_bytes = (size_t)p->parts * p->vt->acc_size;
         return LOOM_OK;
     }
     int64_t strides[LOOM_MAX_RANK];
@@ -1013,7 +1056,6 @@ static loom_status red_prepare(const loom_node_desc *node, cpu_kernel *k, char *
         strides[d] = s;
         s *= dims[d];
     }
-    const int inner_red = flag[r - 1];
     p->run = dims[r - 1];
     for (uint32_t d = 0; d + 1 < r; d++) {
         if (flag[d]) {
@@ -1024,7 +1066,7 @@ static loom_status red_prepare(const loom_node_desc *node, cpu_kernel *k, char *
             p->keep_strides[p->n_keep++] = strides[d];
         }
     }
-    if (inner_red) {
+    if (flag[r - 1]) {
         p->kind = RED_INNER;
     } else {
         p->kind = RED_OUTER;
