@@ -4328,6 +4328,152 @@ static void test_cast_between_f16_and_bf16(void)
 }
 
 /* ===========================================================================================
+ * Kernels inside bigger graphs: re-runs, shared operands, values read by several nodes
+ * =========================================================================================== */
+
+/* Run C's plan again after the caller changed the wrapped input data. */
+static int tc_rerun_ok(tc *c, int line)
+{
+    loom_status st = loom_plan_run(c->plan, (const loom_tensor *const *)c->in, c->n_in, c->out,
+                                   c->n_out, NULL);
+    if (st != LOOM_OK)
+        fprintf(stderr, "\n    line %d: second run failed: %s: %s\n", line, loom_status_name(st),
+                loom_last_error());
+    CU_assertImplementation(st == LOOM_OK, (unsigned)line, "second run succeeds", __FILE__, "",
+                            CU_FALSE);
+    return st == LOOM_OK;
+}
+
+static void refill(float *p, shp s, float lo, float hi)
+{
+    for (int64_t k = 0; k < numel(s); k++)
+        p[k] = rng_f32(lo, hi);
+}
+
+static void test_weights_given_as_inputs_are_read_again_on_every_run(void)
+{
+    int line = __LINE__;
+    tc c;
+    tc_init(&c);
+    shp xs = SHP(2, 3, 7, 9), ws = SHP(4, 3, 3, 3), as = SHP(7, 13), bs = SHP(13, 5), cs = SHP(5),
+        ls = SHP(13);
+    float *x, *w, *b, *a, *mb, *gc, *sc, *lo;
+    loom_value vx = tc_rand_input(&c, xs, -1, 1, &x);
+    loom_value vw = tc_rand_input(&c, ws, -1, 1, &w);
+    loom_value vb = tc_rand_input(&c, SHP(4), -1, 1, &b);
+    loom_value va = tc_rand_input(&c, as, -1, 1, &a);
+    loom_value vmb = tc_rand_input(&c, bs, -1, 1, &mb);
+    loom_value vgc = tc_rand_input(&c, cs, -1, 1, &gc);
+    loom_value vsc = tc_rand_input(&c, ls, 0.5f, 1.5f, &sc);
+    loom_value vlo = tc_rand_input(&c, SCALAR, -0.5f, 0.0f, &lo);
+    loom_window_params p;
+    memset(&p, 0, sizeof p);
+    p.n_spatial = 2;
+    for (int i = 0; i < 2; i++) {
+        p.strides[i] = p.dilations[i] = 1;
+        p.pads[i] = p.pads[2 + i] = 1;
+    }
+    loom_output(c.g, loom_conv(c.g, vx, vw, vb, &p), "conv");
+    loom_output(c.g, loom_matmul(c.g, va, vmb), "matmul");
+    loom_output(c.g, loom_gemm(c.g, va, vmb, vgc, 1.0f, 1.0f, 0, 0), "gemm");
+    loom_output(c.g, loom_layer_norm(c.g, va, vsc, LOOM_NO_VALUE, -1, 1e-5f), "ln");
+    float hi = 0.5f;
+    loom_output(c.g, tc_op(&c, "Clip", NULL, (loom_value[]){va, vlo, tc_const(&c, F32, SCALAR, &hi)}, 3, NULL, 0),
+                "clip");
+    RUN_OK(&c);
+    for (int run = 0; run < 2; run++) {
+        if (run) {
+            refill(w, ws, -1, 1);
+            refill(b, SHP(4), -1, 1);
+            refill(mb, bs, -1, 1);
+            refill(gc, cs, -1, 1);
+            refill(sc, ls, 0.5f, 1.5f);
+            *lo = -0.1f;
+            if (!tc_rerun_ok(&c, line))
+                break;
+        }
+        const int64_t ones[2] = {1, 1}, pads[4] = {1, 1, 1, 1};
+        shp ys;
+        double *r = ref_conv(&c, x, xs, w, ws, b, win_make(2, ws.d + 2, ones, ones, pads), &ys);
+        CHECK_F32(&c, 0, ys, r, k_tol(27), 1e-4);
+        r = ref_matmul(&c, a, as, mb, bs, &ys);
+        CHECK_F32(&c, 1, ys, r, k_tol(13), 1e-4);
+        r = ref_gemm(&c, a, mb, gc, cs, 7, 13, 5, 1, 1, 0, 0);
+        CHECK_F32(&c, 2, SHP(7, 5), r, k_tol(13), 1e-4);
+        CHECK_F32(&c, 3, as, ref_layer_norm(&c, a, as, sc, NULL, -1, 1e-5), 1e-4, 1e-4);
+        r = tc_dbuf(&c, numel(as));
+        clip_ref(a, numel(as), *lo, hi, r);
+        CHECK_F32(&c, 4, as, r, 0, 0);
+    }
+    tc_free(&c);
+}
+
+static void test_same_value_feeds_both_operands(void)
+{
+    int line = __LINE__;
+    tc c;
+    tc_init(&c);
+    shp s = SHP(9, 9);
+    float *x;
+    loom_value vx = tc_rand_input(&c, s, -1, 1, &x);
+    loom_output(c.g, loom_add(c.g, vx, vx), "add");
+    loom_output(c.g, loom_mul(c.g, vx, vx), "mul");
+    loom_output(c.g, loom_matmul(c.g, vx, vx), "matmul");
+    loom_output(c.g, loom_concat(c.g, (loom_value[]){vx, vx}, 2, 1), "concat");
+    loom_output(c.g, loom_gemm(c.g, vx, vx, vx, 0.5f, 2.0f, 1, 0), "gemm");
+    RUN_OK(&c);
+    double *r = tc_dbuf(&c, 81);
+    for (int k = 0; k < 81; k++)
+        r[k] = 2.0 * x[k];
+    CHECK_F32(&c, 0, s, r, 1e-6, 1e-6);
+    r = tc_dbuf(&c, 81);
+    for (int k = 0; k < 81; k++)
+        r[k] = (double)x[k] * x[k];
+    CHECK_F32(&c, 1, s, r, 1e-6, 1e-6);
+    shp ys;
+    CHECK_F32(&c, 2, s, ref_matmul(&c, x, s, x, s, &ys), k_tol(9), 1e-4);
+    const void *parts[2] = {x, x};
+    const shp ss[2] = {s, s};
+    CHECK_F32(&c, 3, SHP(9, 18), ref_concat(&c, parts, F32, ss, 2, 1, &ys), 0, 0);
+    CHECK_F32(&c, 4, s, ref_gemm(&c, x, x, x, s, 9, 9, 9, 0.5, 2.0, 1, 0), k_tol(9), 1e-4);
+    tc_free(&c);
+}
+
+/* One intermediate read by several nodes, through reshapes and transposes: a kernel that
+ * wrote into its input, or a view that was overwritten, shows up here. */
+static void test_values_read_by_several_nodes_are_not_overwritten(void)
+{
+    int line = __LINE__;
+    tc c;
+    tc_init(&c);
+    shp s = SHP(6, 10);
+    float *x;
+    loom_value vx = tc_rand_input(&c, s, -2, 2, &x);
+    loom_value a = loom_neg(c.g, vx);
+    loom_value b = loom_relu(c.g, a);
+    loom_value e = loom_exp(c.g, a);
+    loom_value d = loom_add(c.g, b, e);
+    loom_value r1 = loom_reshape(c.g, a, 1, (const int64_t[]){-1});
+    loom_value sg = loom_sigmoid(c.g, r1);
+    loom_value r2 = loom_reshape(c.g, sg, 2, (const int64_t[]){6, 10});
+    loom_value t = loom_transpose(c.g, a, NULL);
+    loom_value tt = loom_transpose(c.g, loom_tanh(c.g, t), NULL);
+    loom_value sum = loom_add(c.g, loom_add(c.g, d, r2), tt);
+    loom_output(c.g, loom_mul(c.g, sum, a), "y");
+    loom_output(c.g, a, "a");
+    RUN_OK(&c);
+    double *r = tc_dbuf(&c, 60), *ra = tc_dbuf(&c, 60);
+    for (int k = 0; k < 60; k++) {
+        double av = -(double)x[k];
+        ra[k] = av;
+        r[k] = (ref_relu(av) + exp(av) + ref_sigmoid(av) + tanh(av)) * av;
+    }
+    CHECK_F32(&c, 0, s, r, 1e-5, 1e-4);
+    CHECK_F32(&c, 1, s, ra, 0, 0);
+    tc_free(&c);
+}
+
+/* ===========================================================================================
  * Registration
  * =========================================================================================== */
 
@@ -4502,6 +4648,13 @@ static const test_entry cast_tests[] = {
     {NULL, NULL},
 };
 
+static const test_entry graph_tests[] = {
+    T(test_weights_given_as_inputs_are_read_again_on_every_run),
+    T(test_same_value_feeds_both_operands),
+    T(test_values_read_by_several_nodes_are_not_overwritten),
+    {NULL, NULL},
+};
+
 static const test_entry lowp_tests[] = {
     T(test_lowp_unary_ops_match_reference),
     T(test_lowp_binary_ops_broadcast_and_match_reference),
@@ -4541,7 +4694,8 @@ int main(int argc, char **argv)
         add_suite("kernels_layout", layout_tests, filter) ||
         add_suite("kernels_reduce", reduce_tests, filter) ||
         add_suite("kernels_cast", cast_tests, filter) ||
-        add_suite("kernels_16bit_float", lowp_tests, filter)) {
+        add_suite("kernels_16bit_float", lowp_tests, filter) ||
+        add_suite("kernels_in_graphs", graph_tests, filter)) {
         CU_cleanup_registry();
         return 2;
     }

@@ -78,7 +78,6 @@ typedef struct ew_params {
     ew_fn flat;      /* set: one same-shape input, walked contiguously; passes unused */
     ew_ctx ctx;      /* the static scalars */
     int clip;        /* Clip: bounds from inputs 1 and 2 when present */
-    loom_dtype dtype;
     uint32_t n_passes;
     ew_pass passes[];
 } ew_params;
@@ -894,7 +893,6 @@ static ew_params *params_new(const cpu_kernel *k, uint32_t n_passes)
     p->numel = loom_tensor_desc_numel(&k->out[0]);
     p->out_esize = loom_dtype_size(k->out[0].dtype);
     p->in_esize = loom_dtype_size(k->in[0].dtype);
-    p->dtype = k->out[0].dtype;
     p->n_passes = n_passes;
     p->grain = EW_GRAIN_CHEAP;
     p->ctx.lo_f = -INFINITY;

@@ -222,26 +222,20 @@ static void outer_offsets(const strided_params *p, int64_t i, int64_t *in_off, i
         for (int64_t j = 0; j < n; j++)                                                           \
             dst[j] = src[j * s];                                                                  \
     }                                                                                             \
-    /* One strip of up to 64/sizeof(T) rows of q, all of the innermost dim, one square tile  \
-     * at a time through a buffer: every input and output cache line is then read or written \
-     * whole at once, where a direct strided copy keeps a column of lines alive and, with     \
-     * power-of-two strides, thrashes the L1 sets they all map to. */                         \
+    /* One strip of up to TB rows of q (TB elements make a cache line), all of the innermost   \
+     * dim, in TB x TB tiles: a tile reads TB input lines and writes TB output lines, each     \
+     * whole, while they are all in L1. */                                                     \
     static void tile_##SUFFIX(T *dst, const T *src, int64_t rows, int64_t n, int64_t sj,          \
                               int64_t osq)                                                        \
     {                                                                                             \
         enum { TB = LY_TILE_BYTES / sizeof(T) };                                                  \
-        T buf[TB][TB];                                                                            \
         for (int64_t j0 = 0; j0 < n; j0 += TB) {                                                  \
-            int64_t jn = n - j0 < TB ? n - j0 : TB;                                               \
-            for (int64_t j = 0; j < jn; j++) {                                                    \
-                const T *s = src + (j0 + j) * sj;                                                 \
-                for (int64_t i = 0; i < rows; i++)                                                \
-                    buf[j][i] = s[i];                                                             \
-            }                                                                                     \
+            int64_t j1 = j0 + TB < n ? j0 + TB : n;                                               \
             for (int64_t i = 0; i < rows; i++) {                                                  \
-                T *d = dst + i * osq + j0;                                                        \
-                for (int64_t j = 0; j < jn; j++)                                                  \
-                    d[j] = buf[j][i];                                                             \
+                T *d = dst + i * osq;                                                             \
+                const T *s = src + i;                                                             \
+                for (int64_t j = j0; j < j1; j++)                                                 \
+                    d[j] = s[j * sj];                                                             \
             }                                                                                     \
         }                                                                                         \
     }

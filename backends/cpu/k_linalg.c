@@ -39,6 +39,10 @@
 /* im2col buffers for parallel (image, group) items: budget in bytes, and most buffers. */
 #define LK_COL_BUDGET ((size_t)16 << 20)
 #define LK_COL_MAX_BUFFERS 64
+/* Column chunks of a conv's im2col: the bytes one chunk should span (an L2's worth), and the
+ * fewest columns a chunk has, so that its GEMM still runs at speed. */
+#define LK_COL_CHUNK_BYTES ((size_t)256 << 10)
+#define LK_COL_CHUNK_MIN 64
 /* Grouped convs whose groups reduce over at most this many taps use direct loops. */
 #define LK_DIRECT_MAX_TAPS 32
 
@@ -86,6 +90,44 @@ static void valid_range(int64_t off, int64_t stride, int64_t n_in, int64_t n_out
         l = h;
     *lo = l;
     *hi = h;
+}
+
+/* d[i] += w * s[i]. Unrolled by hand because -O2 (GCC's very-cheap vectorizer cost model)
+ * leaves loops with unknown trip counts scalar; the unrolled body vectorizes as straight-line
+ * code, which restrict makes legal. */
+static inline void axpy_row(float *restrict d, const float *restrict s, float w, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        d[i] += w * s[i];
+        d[i + 1] += w * s[i + 1];
+        d[i + 2] += w * s[i + 2];
+        d[i + 3] += w * s[i + 3];
+        d[i + 4] += w * s[i + 4];
+        d[i + 5] += w * s[i + 5];
+        d[i + 6] += w * s[i + 6];
+        d[i + 7] += w * s[i + 7];
+    }
+    for (; i < n; i++)
+        d[i] += w * s[i];
+}
+
+/* d[i] += b, unrolled for the same reason. */
+static inline void add_row(float *restrict d, float b, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        d[i] += b;
+        d[i + 1] += b;
+        d[i + 2] += b;
+        d[i + 3] += b;
+        d[i + 4] += b;
+        d[i + 5] += b;
+        d[i + 6] += b;
+        d[i + 7] += b;
+    }
+    for (; i < n; i++)
+        d[i] += b;
 }
 
 /* The canonical window attributes of Conv and pooling over S spatial dims, checked for sizes
@@ -573,32 +615,43 @@ static int conv_supports(const loom_node_desc *node, char *reason, size_t len)
     return 1;
 }
 
-static void conv_im2col(const conv_params *p, const float *x, float *col, int64_t r0, int64_t r1)
+/* Rows [r0, r1) and columns [c0, c1) of the column matrix of one (image, group) item: row
+ * (c, ki, kj), column (oh, ow) holds x[c][oh*sh - pt + ki*dh][ow*sw - pl + kj*dw], 0 in the
+ * padding. Rows are P long, so column ranges of different threads never share a row segment. */
+static void conv_im2col(const conv_params *p, const float *x, float *col, int64_t r0, int64_t r1,
+                        int64_t c0, int64_t c1)
 {
     int64_t taps = p->kh * p->kw;
     for (int64_t r = r0; r < r1; r++) {
         int64_t c = r / taps, ki = r % taps / p->kw, kj = r % p->kw;
         const float *xc = x + c * p->h * p->w;
         float *dst = col + r * p->p;
-        int64_t lo, hi, oh_lo, oh_hi;
+        int64_t lo, hi;
         valid_range(kj * p->dw - p->pl, p->sw, p->w, p->ow, &lo, &hi);
-        valid_range(ki * p->dh - p->pt, p->sh, p->h, p->oh, &oh_lo, &oh_hi);
-        memset(dst, 0, (size_t)(oh_lo * p->ow) * sizeof *dst);
-        for (int64_t oh = oh_lo; oh < oh_hi; oh++) {
-            const float *src = xc + (oh * p->sh - p->pt + ki * p->dh) * p->w + kj * p->dw - p->pl;
+        for (int64_t pc = c0; pc < c1;) {
+            int64_t oh = pc / p->ow, ow0 = pc % p->ow;
+            int64_t ow1 = c1 - pc < p->ow - ow0 ? ow0 + (c1 - pc) : p->ow;
+            int64_t ih = oh * p->sh - p->pt + ki * p->dh;
             float *d = dst + oh * p->ow;
-            for (int64_t o = 0; o < lo; o++)
-                d[o] = 0.0f;
-            if (p->sw == 1) {
-                memcpy(d + lo, src + lo, (size_t)(hi - lo) * sizeof *d);
-            } else {
-                for (int64_t o = lo; o < hi; o++)
-                    d[o] = src[o * p->sw];
+            pc += ow1 - ow0;
+            if (ih < 0 || ih >= p->h) {
+                memset(d + ow0, 0, (size_t)(ow1 - ow0) * sizeof *d);
+                continue;
             }
-            for (int64_t o = hi; o < p->ow; o++)
+            const float *src = xc + ih * p->w + kj * p->dw - p->pl;
+            int64_t a = lo > ow0 ? lo : ow0, b = hi < ow1 ? hi : ow1;
+            if (a > b)
+                a = b = ow0;
+            for (int64_t o = ow0; o < a; o++)
+                d[o] = 0.0f;
+            if (p->sw == 1)
+                memcpy(d + a, src + a, (size_t)(b - a) * sizeof *d);
+            else
+                for (int64_t o = a; o < b; o++)
+                    d[o] = src[o * p->sw];
+            for (int64_t o = b; o < ow1; o++)
                 d[o] = 0.0f;
         }
-        memset(dst + oh_hi * p->ow, 0, (size_t)((p->oh - oh_hi) * p->ow) * sizeof *dst);
     }
 }
 
@@ -610,7 +663,8 @@ typedef struct conv_ctx {
     lk_gemm g;
     const float *xi, *wi, *bi, *col;
     float *yi;
-    size_t item0; /* first item of the round, in the item-parallel scheme */
+    size_t item0;   /* first item of the round, in the item-parallel scheme */
+    size_t nchunks; /* column chunks of the item, in the column scheme */
 } conv_ctx;
 
 /* Add the bias of each output channel to rows [r0, r1), columns [c0, c1) of a group's output. */
@@ -620,16 +674,37 @@ static void conv_add_bias(const conv_params *p, const float *bias, float *y, int
     if (!bias)
         return;
     for (int64_t r = r0; r < r1; r++) {
-        float b = bias[r], *yr = y + r * p->p;
-        for (int64_t c = c0; c < c1; c++)
-            yr[c] += b;
+        add_row(y + r * p->p + c0, bias[r], c1 - c0);
     }
+}
+
+static lk_gemm conv_gemm_shape(const conv_params *p)
+{
+    return (lk_gemm){.m = p->mg, .n = p->p, .k = p->kc, .lda = p->kc > 0 ? p->kc : 1,
+                     .ldb = p->p, .ldc = p->p, .alpha = 1.0f, .nb = 1};
 }
 
 static void conv_im2col_task(void *arg, size_t r0, size_t r1)
 {
     conv_ctx *x = arg;
-    conv_im2col(x->p, x->xi, x->scratch, (int64_t)r0, (int64_t)r1);
+    conv_im2col(x->p, x->xi, x->scratch, (int64_t)r0, (int64_t)r1, 0, x->p->p);
+}
+
+/* One chunk of output columns: its im2col and its GEMM on the same thread, the columns still in
+ * that core's cache when the GEMM packs them. */
+static void conv_cols_task(void *arg, size_t b0, size_t b1)
+{
+    const conv_ctx *x = arg;
+    const conv_params *p = x->p;
+    lk_gemm g = conv_gemm_shape(p);
+    g.split_n = 1;
+    for (size_t blk = b0; blk < b1; blk++) {
+        int64_t lo = block_start(p->p, x->nchunks, blk), hi = block_start(p->p, x->nchunks, blk + 1);
+        if (!p->pointwise)
+            conv_im2col(p, x->xi, x->scratch, 0, p->kc, lo, hi);
+        lk_gemm_block(&g, x->wi, x->col, x->yi, lo, hi, 0.0f);
+        conv_add_bias(p, x->bi, x->yi, 0, p->mg, lo, hi);
+    }
 }
 
 static void conv_gemm_task(void *arg, size_t b0, size_t b1)
@@ -647,11 +722,6 @@ static void conv_gemm_task(void *arg, size_t b0, size_t b1)
     }
 }
 
-static lk_gemm conv_gemm_shape(const conv_params *p)
-{
-    return (lk_gemm){.m = p->mg, .n = p->p, .k = p->kc, .lda = p->kc > 0 ? p->kc : 1,
-                     .ldb = p->p, .ldc = p->p, .alpha = 1.0f, .nb = 1};
-}
 
 static void conv_item_task(void *arg, size_t i0, size_t i1)
 {
@@ -666,7 +736,7 @@ static void conv_item_task(void *arg, size_t i0, size_t i1)
         const float *col = xi;
         if (!p->pointwise) {
             float *buf = x->scratch + r * (size_t)(p->kc * p->p);
-            conv_im2col(p, xi, buf, 0, p->kc);
+            conv_im2col(p, xi, buf, 0, p->kc, 0, p->p);
             col = buf;
         }
         lk_gemm_block(&g, x->w + grp * p->mg * p->kc, col, yi, 0, p->mg, 0.0f);
@@ -701,8 +771,7 @@ static void conv_direct_task(void *arg, size_t q0, size_t q1)
                             xc + (oh * p->sh - p->pt + ki * p->dh) * p->w + kj * p->dw - p->pl;
                         float *d = y + oh * p->ow;
                         if (p->sw == 1)
-                            for (int64_t o = lo; o < hi; o++)
-                                d[o] += wv * src[o];
+                            axpy_row(d + lo, src + lo, wv, hi - lo);
                         else
                             for (int64_t o = lo; o < hi; o++)
                                 d[o] += wv * src[o * p->sw];
@@ -749,23 +818,44 @@ static loom_status conv_run(const cpu_kernel *k, const loom_exec_args *args, cpu
         }
         return LOOM_OK;
     }
+    /* One item at a time, split over the pool: by chunks of output columns when there are
+     * more columns than output channels (each chunk's columns small enough to stay in L2 from
+     * im2col to GEMM), else by blocks of output channels after a row-split im2col. */
+    x.g = conv_gemm_shape(p);
+    size_t gemm_grain = lk_gemm_plan(&x.g, 1, threads);
+    int by_columns = p->p >= p->mg;
+    if (by_columns) {
+        int64_t cols = (int64_t)(LK_COL_CHUNK_BYTES / sizeof(float)) / (p->kc > 0 ? p->kc : 1);
+        cols = cols < LK_COL_CHUNK_MIN ? LK_COL_CHUNK_MIN : cols / LK_ALIGN * LK_ALIGN;
+        size_t nch = (size_t)((p->p + cols - 1) / cols);
+        /* At least one chunk per thread when the work is worth splitting; whole rounds of
+         * threads so none idles at the end. */
+        if (x.g.nb > 1) {
+            if (nch < threads)
+                nch = threads;
+            nch = (nch + threads - 1) / threads * threads;
+        }
+        while (nch > 1 && p->p / (int64_t)nch < LK_ALIGN)
+            nch--;
+        x.nchunks = nch;
+    }
     for (size_t item = 0; item < items; item++) {
         int64_t n = (int64_t)item / p->group, grp = (int64_t)item % p->group;
         x.xi = x.x + (n * p->c + grp * p->cg) * p->h * p->w;
         x.yi = x.y + (n * p->m + grp * p->mg) * p->p;
         x.wi = x.w + grp * p->mg * p->kc;
         x.bi = x.bias ? x.bias + grp * p->mg : NULL;
-        if (p->pointwise) {
-            x.col = x.xi;
-        } else {
+        x.col = p->pointwise ? x.xi : x.scratch;
+        if (by_columns) {
+            cpu_parallel_for(pool, x.nchunks, x.g.nb > 1 ? 1 : x.nchunks, conv_cols_task, &x);
+            continue;
+        }
+        if (!p->pointwise) {
             double row = (double)p->p;
             size_t grain = row >= 16384.0 ? 1 : (size_t)(16384.0 / row) + 1;
             cpu_parallel_for(pool, (size_t)p->kc, grain, conv_im2col_task, &x);
-            x.col = x.scratch;
         }
-        x.g = conv_gemm_shape(p);
-        size_t grain = lk_gemm_plan(&x.g, 1, threads);
-        cpu_parallel_for(pool, x.g.nb, grain, conv_gemm_task, &x);
+        cpu_parallel_for(pool, x.g.nb, gemm_grain, conv_gemm_task, &x);
     }
     return LOOM_OK;
 }
