@@ -57,7 +57,9 @@ step "building the examples with examples/Makefile" \
 
 for ex in mlp attention; do
     # The programs must resolve libloom from the prefix, not from the build tree.
-    if ! ldd "$exdir/$ex" | grep -q "$prefix/lib/libloom"; then
+    # (captured first: with pipefail, grep -q closing the pipe early would fail ldd with SIGPIPE)
+    deps="$(ldd "$exdir/$ex")"
+    if ! grep -q "$prefix/lib/libloom" <<<"$deps"; then
         echo "install_test: FAILED: $ex does not load libloom from $prefix/lib:" >&2
         ldd "$exdir/$ex" >&2
         exit 1
