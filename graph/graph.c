@@ -5,6 +5,8 @@
  */
 #include "graph_internal.h"
 
+#include "backends/cpu/cpu_backend.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -518,6 +520,104 @@ loom_attr loom_attr_floats(const char *name, size_t count, const float *values)
     return a;
 }
 
+loom_status loom_graph_set_folding(loom_graph *g, int enable)
+{
+    if (graph_unusable(g))
+        return g && g->error ? g->error : LOOM_ERR_INVALID_ARGUMENT;
+    g->folding = enable != 0;
+    return LOOM_OK;
+}
+
+/* Evaluate a node of constants now and add its results as constants. Returns 1 when folded
+ * (OUTPUTS set), 0 when the node is not foldable, -1 after recording an error. */
+static int try_fold(loom_graph *g, const loom_op_def *def, const char *node_name,
+                    const loom_value *inputs, size_t n_inputs, const loom_tensor_desc *in_d,
+                    const void **in_c, const loom_tensor_desc *out_d, size_t n_outputs,
+                    const loom_attr_list *attrs, loom_value *outputs)
+{
+    if (!g->folding || (def->flags & LOOM_OPF_NO_FOLD))
+        return 0;
+    int any_input = 0;
+    for (size_t k = 0; k < n_inputs; k++) {
+        if (inputs[k] == LOOM_NO_VALUE)
+            continue;
+        any_input = 1;
+        if (!in_c[k] && !(def->flags & LOOM_OPF_SHAPE_ONLY))
+            return 0;
+    }
+    if (!any_input && !(def->flags & LOOM_OPF_SHAPE_ONLY) && def->id != LOOM_OP_CONSTANT_OF_SHAPE &&
+        def->id != LOOM_OP_RANGE)
+        return 0;
+    loom_node_desc desc = {0};
+    desc.abi_version = LOOM_ABI_VERSION;
+    desc.struct_size = sizeof desc;
+    desc.op = def->id;
+    desc.op_name = def->name;
+    desc.name = node_name;
+    desc.n_inputs = (uint32_t)n_inputs;
+    desc.n_outputs = (uint32_t)n_outputs;
+    desc.inputs = in_d;
+    desc.outputs = out_d;
+    desc.input_constants = in_c;
+    desc.n_attrs = (uint32_t)attrs->count;
+    desc.attrs = attrs->items;
+    void **bufs = calloc(n_outputs + 1, sizeof *bufs);
+    if (!bufs) {
+        graph_fail(g, LOOM_ERR_OUT_OF_MEMORY, "node '%s' (%s): out of memory folding", node_name,
+                   def->name);
+        return -1;
+    }
+    int rc = 1;
+    for (size_t k = 0; k < n_outputs && rc == 1; k++) {
+        size_t bytes = (size_t)loom_tensor_desc_numel(&out_d[k]) * loom_dtype_size(out_d[k].dtype);
+        if (!(bufs[k] = calloc(1, bytes + 1))) {
+            graph_fail(g, LOOM_ERR_OUT_OF_MEMORY, "node '%s' (%s): out of memory folding",
+                       node_name, def->name);
+            rc = -1;
+        }
+    }
+    char err[400] = "";
+    if (rc == 1) {
+        loom_status st = loom_cpu_eval_node(&desc, in_c, bufs, err, sizeof err);
+        if (st == LOOM_ERR_UNSUPPORTED) {
+            rc = 0; /* no reference kernel: keep it as a node for a device that has one */
+        } else if (st != LOOM_OK) {
+            graph_fail(g, st, "node '%s' (%s): %s", node_name, def->name,
+                       err[0] ? err : "evaluation failed");
+            rc = -1;
+        }
+    }
+    for (size_t k = 0; k < n_outputs && rc == 1; k++) {
+        char vname[160];
+        const char *want = vname;
+        if (n_outputs == 1)
+            snprintf(vname, sizeof vname, "%s", node_name);
+        else
+            snprintf(vname, sizeof vname, "%s:%zu", node_name, k);
+        if (name_find(g, want) >= 0)
+            want = NULL;
+        loom_value v = add_value(g, want, "const", &out_d[k], LG_VALUE_CONSTANT);
+        if (v == LOOM_NO_VALUE) {
+            rc = -1;
+            break;
+        }
+        g->values[v].data = bufs[k];
+        g->values[v].data_owned = 1;
+        bufs[k] = NULL;
+        outputs[k] = v;
+    }
+    for (size_t k = 0; k < n_outputs; k++)
+        free(bufs[k]);
+    free(bufs);
+    if (rc == 1) {
+        for (size_t k = 0; k < n_inputs; k++)
+            if (inputs[k] != LOOM_NO_VALUE)
+                g->values[inputs[k]].folded_uses++;
+        g->n_folded++;
+    }
+    return rc;
+}
+
 loom_status loom_graph_op(loom_graph *g, const char *op_type, const char *node_name,
                           const loom_value *inputs, size_t n_inputs, const loom_attr *attrs,
                           size_t n_attrs, loom_value *outputs, size_t n_outputs)
@@ -619,6 +719,22 @@ loom_status loom_graph_op(loom_graph *g, const char *op_type, const char *node_n
                             k, loom_dims_format(out_d[k].rank, out_d[k].dims, buf, sizeof buf));
             goto fail;
         }
+    }
+    int folded = try_fold(g, def, node_name, in_copy, n_inputs, in_d, in_c, out_d, n_outputs,
+                          &list, outputs);
+    if (folded < 0) {
+        st = g->error;
+        goto fail;
+    }
+    if (folded) {
+        loom_attr_list_free(&list);
+        free(in_d);
+        free(in_c);
+        free(out_d);
+        free(in_copy);
+        free(out_copy);
+        free(name_copy);
+        return LOOM_OK;
     }
     if (!grow((void **)&g->nodes, &g->cap_nodes, g->n_nodes + 1, sizeof *g->nodes)) {
         st = graph_fail(g, LOOM_ERR_OUT_OF_MEMORY, "node '%s' (%s): out of memory", node_name,
@@ -844,7 +960,8 @@ loom_status loom_graph_check(loom_graph *g)
      * read or returned (dead code that would still cost time). */
     for (size_t v = 0; v < g->n_values; v++) {
         const lg_value *val = &g->values[v];
-        if (val->kind != LG_VALUE_NODE && !val->n_consumers && val->output_index < 0)
+        if (val->kind != LG_VALUE_NODE && !val->n_consumers && !val->folded_uses &&
+            val->output_index < 0)
             return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
                                   "graph '%s': %s '%s' is never used", g->name,
                                   value_kind_name(val->kind), val->name);

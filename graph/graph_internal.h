@@ -25,6 +25,7 @@ typedef struct lg_value {
     int data_owned;         /* constants: 1 when the graph frees DATA */
     int output_index;       /* position among graph outputs, -1 when not an output */
     uint32_t n_consumers;   /* node inputs that read it */
+    uint32_t folded_uses;   /* reads by nodes that were folded into constants */
 } lg_value;
 
 typedef struct lg_node {
@@ -50,6 +51,8 @@ struct loom_graph {
     char error_msg[512];
     int checked;
     uint32_t name_counter; /* for made-up names */
+    int folding;           /* evaluate nodes of constants while building (loom_graph_set_folding) */
+    uint32_t n_folded;     /* nodes folded away */
 };
 
 /* Fill DESC for node I of G. IN_DESCS/IN_CONSTS must hold the node's n_inputs entries; both are

@@ -75,7 +75,15 @@ typedef struct loom_op_def {
     loom_status (*infer)(loom_infer_ctx *ctx);
     /* Work of a node whose descriptor has gone through infer(). */
     void (*cost)(const loom_node_desc *node, loom_op_cost *cost);
+    /* LOOM_OPF_* bits. */
+    unsigned flags;
 } loom_op_def;
+
+/* The op's outputs depend only on its inputs' types and shapes, never on their data (Shape):
+ * such a node can always be evaluated while the graph is built, when folding is on. */
+#define LOOM_OPF_SHAPE_ONLY 1u
+/* Never fold this op even when all its inputs are constants (e.g. random generators). */
+#define LOOM_OPF_NO_FOLD 2u
 
 /* The operator named NAME (ONNX spelling, case-sensitive), or NULL. */
 const loom_op_def *loom_op_find(const char *name);

@@ -68,33 +68,49 @@ static const loom_op_def *const k_ops[] = {
 _Static_assert(sizeof k_ops / sizeof k_ops[0] == LOOM_OP_COUNT_V0_1 - 1,
                "every loom_op_id needs an entry in the registry");
 
+static const loom_op_set k_core_set = {k_ops, sizeof k_ops / sizeof k_ops[0]};
+
+/* The core set, then the sets of later ABI versions, each defined beside its operators. */
+static const loom_op_set *const k_sets[] = {&k_core_set, &loom_ops_nn2, &loom_ops_ew2};
+#define N_SETS (sizeof k_sets / sizeof k_sets[0])
+
 const loom_op_def *loom_op_find(const char *name)
 {
     if (!name)
         return NULL;
-    for (size_t i = 0; i < sizeof k_ops / sizeof k_ops[0]; i++)
-        if (strcmp(k_ops[i]->name, name) == 0)
-            return k_ops[i];
+    for (size_t k = 0; k < N_SETS; k++)
+        for (size_t i = 0; i < k_sets[k]->count; i++)
+            if (strcmp(k_sets[k]->ops[i]->name, name) == 0)
+                return k_sets[k]->ops[i];
     return NULL;
 }
 
 const loom_op_def *loom_op_get(loom_op_id id)
 {
-    /* A scan rather than indexing by id: it stays right even if the table's order drifts. */
-    for (size_t i = 0; i < sizeof k_ops / sizeof k_ops[0]; i++)
-        if (k_ops[i]->id == id)
-            return k_ops[i];
+    /* A scan rather than indexing by id: it stays right even if the tables' order drifts. */
+    for (size_t k = 0; k < N_SETS; k++)
+        for (size_t i = 0; i < k_sets[k]->count; i++)
+            if (k_sets[k]->ops[i]->id == id)
+                return k_sets[k]->ops[i];
     return NULL;
 }
 
 size_t loom_op_count(void)
 {
-    return sizeof k_ops / sizeof k_ops[0];
+    size_t n = 0;
+    for (size_t k = 0; k < N_SETS; k++)
+        n += k_sets[k]->count;
+    return n;
 }
 
 const loom_op_def *loom_op_at(size_t i)
 {
-    return i < loom_op_count() ? k_ops[i] : NULL;
+    for (size_t k = 0; k < N_SETS; k++) {
+        if (i < k_sets[k]->count)
+            return k_sets[k]->ops[i];
+        i -= k_sets[k]->count;
+    }
+    return NULL;
 }
 
 /* ---- the attribute list --------------------------------------------------------------------- */

@@ -62,6 +62,16 @@ extern const loom_op_def loom_op_def_gather;
 extern const loom_op_def loom_op_def_squeeze;
 extern const loom_op_def loom_op_def_unsqueeze;
 
+/* A table of operators defined together. The registry (ops_common.c) chains the core set with
+ * the sets of later ABI versions: ops_nn2.c (ConvTranspose, Resize, Pad, recurrent ops, ...) and
+ * ops_ew2.c (comparisons, logic, rounding, quantisation, ...). */
+typedef struct loom_op_set {
+    const loom_op_def *const *ops;
+    size_t count;
+} loom_op_set;
+extern const loom_op_set loom_ops_nn2;
+extern const loom_op_set loom_ops_ew2;
+
 /* ---- dtype sets --------------------------------------------------------------------------
  * Bit masks over loom_dtype values (all below 32), so that one call checks "is one of". */
 #define LOOM_DTS(d) (1u << (unsigned)(d))

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "commands.h"
 #include "models.h"
 
 #define EXIT_RUNTIME 1
@@ -431,6 +432,7 @@ static const char main_help[] =
     "\n"
     "commands:\n"
     "  devices    list the devices found on this machine\n"
+    "  run        run an ONNX model on given or random inputs, write its outputs as .npy\n"
     "  profile    run a bundled model on every device and show where the time goes\n"
     "  help       this text; 'loom COMMAND --help' describes a command\n"
     "\n"
@@ -457,6 +459,8 @@ int main(int argc, char **argv)
         return cmd_devices(argc - 2, argv + 2);
     if (!strcmp(cmd, "profile"))
         return cmd_profile(argc - 2, argv + 2);
+    if (!strcmp(cmd, "run"))
+        return loom_cmd_run(argc - 2, argv + 2);
     fprintf(stderr, "loom: unknown command '%s' (see 'loom help')\n", cmd);
     return EXIT_USAGE;
 }

@@ -254,6 +254,8 @@ const loom_backend *loom_cpu_backend_create(unsigned threads, char *err, size_t 
     cpu_register_normalize(s->ops);
     cpu_register_linalg(s->ops);
     cpu_register_layout(s->ops);
+    cpu_register_nn2(s->ops);
+    cpu_register_ew2(s->ops);
     describe(s, n);
 
     loom_backend *t = &s->table;
@@ -271,4 +273,35 @@ const loom_backend *loom_cpu_backend_create(unsigned threads, char *err, size_t 
     t->free = cpu_free;
     t->shutdown = cpu_shutdown;
     return t;
+}
+
+loom_status loom_cpu_eval_node(const loom_node_desc *node, const void *const *inputs,
+                               void *const *outputs, char *err, size_t err_len)
+{
+    /* A kernel table of our own: cheap to fill, and no state shared with any runtime. */
+    cpu_state s;
+    memset(&s, 0, sizeof s);
+    cpu_register_elementwise(s.ops);
+    cpu_register_normalize(s.ops);
+    cpu_register_linalg(s.ops);
+    cpu_register_layout(s.ops);
+    cpu_register_nn2(s.ops);
+    cpu_register_ew2(s.ops);
+    void *kernel = NULL;
+    size_t scratch_bytes = 0;
+    loom_status st = cpu_prepare(&s, 0, node, &kernel, &scratch_bytes, err, err_len);
+    if (st != LOOM_OK)
+        return st;
+    void *scratch = NULL;
+    if (scratch_bytes && posix_memalign(&scratch, 64, scratch_bytes) != 0) {
+        kernel_free(kernel);
+        return cpu_fail(err, err_len, LOOM_ERR_OUT_OF_MEMORY, "out of memory (%zu bytes scratch)",
+                        scratch_bytes);
+    }
+    loom_exec_args args = {sizeof args, inputs, outputs, scratch};
+    const cpu_kernel *k = kernel;
+    st = k->run(k, &args, NULL, err, err_len);
+    free(scratch);
+    kernel_free(kernel);
+    return st;
 }

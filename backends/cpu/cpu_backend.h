@@ -15,4 +15,11 @@
  * slot; NULL on failure with a message in ERR. */
 const loom_backend *loom_cpu_backend_create(unsigned threads, char *err, size_t err_len);
 
+/* Evaluate one node on the calling thread with the CPU reference kernels, without a runtime:
+ * used to fold constant subgraphs while a graph is built. INPUTS and OUTPUTS follow NODE's
+ * descriptor (outputs sized by the caller; inputs of shape-only ops may be NULL). Returns the
+ * kernel's status with a message in ERR. */
+loom_status loom_cpu_eval_node(const loom_node_desc *node, const void *const *inputs,
+                               void *const *outputs, char *err, size_t err_len);
+
 #endif /* LOOM_CPU_BACKEND_H */

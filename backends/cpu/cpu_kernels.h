@@ -68,6 +68,11 @@ void cpu_register_normalize(cpu_op_entry *table);   /* Softmax, LayerNorm, Batch
 void cpu_register_linalg(cpu_op_entry *table);      /* MatMul, Gemm, Conv, pooling */
 void cpu_register_layout(cpu_op_entry *table);      /* Reshape, Transpose, Flatten, Concat, Split,
                                                        Slice, Gather, Squeeze, Unsqueeze */
+void cpu_register_nn2(cpu_op_entry *table);         /* ABI 0.2: ConvTranspose, Resize, Pad, Tile,
+                                                       Einsum, InstanceNorm, LSTM, GRU, TopK,
+                                                       ArgMax/Min, Scatter/GatherElements, ... */
+void cpu_register_ew2(cpu_op_entry *table);         /* ABI 0.2: comparisons, logic, rounding,
+                                                       Shape, Range, quantisation, ... */
 
 /* Helpers shared by families (cpu_util.c). */
 int cpu_reason(char *reason, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

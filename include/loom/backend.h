@@ -25,7 +25,7 @@ extern "C" {
 #endif
 
 #define LOOM_ABI_VERSION_MAJOR 0u
-#define LOOM_ABI_VERSION_MINOR 1u
+#define LOOM_ABI_VERSION_MINOR 2u
 /* Packed as (major << 16) | minor in every abi_version field. */
 #define LOOM_ABI_VERSION ((LOOM_ABI_VERSION_MAJOR << 16) | LOOM_ABI_VERSION_MINOR)
 
@@ -106,7 +106,58 @@ typedef enum loom_op_id {
     LOOM_OP_IDENTITY = 42,
     LOOM_OP_WHERE = 43,
     LOOM_OP_EXPAND = 44,
-    LOOM_OP_COUNT_V0_1 /* one past the last id of ABI 0.1; not itself an operator */
+    LOOM_OP_COUNT_V0_1, /* one past the last id of ABI 0.1; not itself an operator */
+    /* ABI 0.2: the ONNX import set */
+    LOOM_OP_CONV_TRANSPOSE = 45,
+    LOOM_OP_RESIZE = 46,
+    LOOM_OP_PAD = 47,
+    LOOM_OP_HARD_SIGMOID = 48,
+    LOOM_OP_HARD_SWISH = 49,
+    LOOM_OP_RECIPROCAL = 50,
+    LOOM_OP_FLOOR = 51,
+    LOOM_OP_CEIL = 52,
+    LOOM_OP_ROUND = 53,
+    LOOM_OP_NOT = 54,
+    LOOM_OP_AND = 55,
+    LOOM_OP_OR = 56,
+    LOOM_OP_EQUAL = 57,
+    LOOM_OP_LESS = 58,
+    LOOM_OP_GREATER = 59,
+    LOOM_OP_SHAPE = 60,
+    LOOM_OP_CONSTANT_OF_SHAPE = 61,
+    LOOM_OP_RANGE = 62,
+    LOOM_OP_TILE = 63,
+    LOOM_OP_ARG_MAX = 64,
+    LOOM_OP_TOP_K = 65,
+    LOOM_OP_SCATTER_ELEMENTS = 66,
+    LOOM_OP_GATHER_ELEMENTS = 67,
+    LOOM_OP_EINSUM = 68,
+    LOOM_OP_INSTANCE_NORMALIZATION = 69,
+    LOOM_OP_DROPOUT = 70,
+    LOOM_OP_SUM = 71,
+    LOOM_OP_MEAN = 72,
+    LOOM_OP_LSTM = 73,
+    LOOM_OP_GRU = 74,
+    LOOM_OP_QUANTIZE_LINEAR = 75,
+    LOOM_OP_DEQUANTIZE_LINEAR = 76,
+    LOOM_OP_MAT_MUL_INTEGER = 77,
+    LOOM_OP_QLINEAR_MAT_MUL = 78,
+    LOOM_OP_QLINEAR_CONV = 79,
+    LOOM_OP_LESS_OR_EQUAL = 80,
+    LOOM_OP_GREATER_OR_EQUAL = 81,
+    LOOM_OP_XOR = 82,
+    LOOM_OP_ARG_MIN = 83,
+    LOOM_OP_REDUCE_MIN = 84,
+    LOOM_OP_REDUCE_PROD = 85,
+    LOOM_OP_SIN = 86,
+    LOOM_OP_COS = 87,
+    LOOM_OP_SOFTPLUS = 88,
+    LOOM_OP_ELU = 89,
+    LOOM_OP_PRELU = 90,
+    LOOM_OP_SELU = 91,
+    LOOM_OP_LOG_SOFTMAX = 92,
+    LOOM_OP_SIGN = 93,
+    LOOM_OP_COUNT_V0_2 /* one past the last id of ABI 0.2 */
 } loom_op_id;
 
 /* Kinds of attribute values. */

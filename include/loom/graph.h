@@ -50,6 +50,12 @@ loom_graph *loom_graph_create(const char *name);
  * freed. NULL is allowed. Plans made from the graph stay valid: they keep what they need. */
 void loom_graph_destroy(loom_graph *graph);
 
+/* Constant folding while building: when ENABLE is non-zero, a node whose inputs are all
+ * constants (or whose result depends only on its inputs' shapes, like Shape) is evaluated at
+ * once with the CPU reference kernels and becomes a constant instead of a node. Off by default
+ * (the ONNX importer turns it on). Fails (sticky) when a folded node's kernel fails. */
+loom_status loom_graph_set_folding(loom_graph *graph, int enable);
+
 /* ---- tensors ---------------------------------------------------------------------------- */
 
 /* Declare a graph input NAME (copied; must be unique in the graph) of DTYPE with RANK dims

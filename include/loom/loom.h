@@ -8,6 +8,7 @@
 #include "backend.h"
 #include "graph.h"
 #include "runtime.h"
+#include "onnx.h"
 
 /* Version of the library as "MAJOR.MINOR.PATCH"; a static string. */
 const char *loom_version(void);

@@ -48,6 +48,16 @@ uint32_t loom_tensor_rank(const loom_tensor *tensor);
 void loom_tensor_dims(const loom_tensor *tensor, int64_t *dims);
 size_t loom_tensor_nbytes(const loom_tensor *tensor);
 
+/* Read a NumPy .npy file (format 1.0 to 3.0, C order, little-endian; dtypes f4, f2, i1, u1, i4,
+ * i8, b1, and bfloat16 stored as <V2 is not supported) into a new tensor (*OUT, freed with
+ * loom_tensor_destroy). Fails with LOOM_ERR_IO or LOOM_ERR_INVALID_ARGUMENT naming the file and
+ * what is wrong (Fortran order, big-endian, unknown dtype, truncated data). */
+loom_status loom_tensor_load_npy(const char *path, loom_tensor **out);
+
+/* Write TENSOR to PATH as a .npy file (format 1.0). bfloat16 tensors are written as float32
+ * (NumPy has no bfloat16). Fails with LOOM_ERR_IO naming the file. */
+loom_status loom_tensor_save_npy(const char *path, const loom_tensor *tensor);
+
 /* ---- the runtime ------------------------------------------------------------------------- */
 
 typedef struct loom_runtime_options {
