@@ -1,7 +1,1771 @@
-/* Placeholder: CPU kernels of the ABI 0.2 elementwise operators land here. */
+/*
+ * CPU kernels of the ABI 0.2 elementwise, logic, shape and quantisation operators: HardSigmoid,
+ * HardSwish, Reciprocal, Floor, Ceil, Round, Sin, Cos, Softplus, Elu, Selu, Sign, Not; And, Or,
+ * Xor and the comparisons (broadcasting); Sum and Mean (variadic, broadcasting); Shape,
+ * ConstantOfShape, Range, Dropout (inference); QuantizeLinear, DequantizeLinear, MatMulInteger,
+ * QLinearMatMul and QLinearConv.
+ *
+ * Broadcasting is planned at prepare time the way k_elementwise.c does it (this file has its own
+ * small planner): size-1 output dims dropped, adjacent dims merged where every operand allows,
+ * byte strides that are 0 where an operand repeats; run() hands contiguous runs to one of four
+ * loops per operator (each operand advancing or not along the run).
+ *
+ * The integer GEMM behind MatMulInteger, QLinearMatMul and QLinearConv works on int16 operands
+ * with their zero points already subtracted (a uint8 or int8 value minus its zero point always
+ * fits), accumulating in int32: A' rows times a packed B' panel, four rows at a time over
+ * fixed-width column blocks, so that GCC vectorises the inner loop at -O2. Constant weights are
+ * packed at prepare time; everything else is packed into the scratch area at run time.
+ * Requantisation follows ONNX's reference: acc * (scale_a * scale_b / scale_y) in double,
+ * rounded half to even, plus the output zero point, saturated.
+ */
 #include "cpu_kernels.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Loops as blocks of K2_BLK iterations with a fixed-count inner loop plus a scalar tail: GCC's
+ * -O2 cost model vectorises only loops whose trip count is a known multiple of the vector
+ * width. */
+#define K2_BLK 16
+#define K2_LOOP(n, ...)                                                                           \
+    do {                                                                                          \
+        size_t i_ = 0;                                                                            \
+        for (; i_ + K2_BLK <= (n); i_ += K2_BLK)                                                  \
+            for (size_t k_ = 0; k_ < K2_BLK; k_++) {                                              \
+                const size_t i = i_ + k_;                                                         \
+                __VA_ARGS__                                                                       \
+            }                                                                                     \
+        for (; i_ < (n); i_++) {                                                                  \
+            const size_t i = i_;                                                                  \
+            __VA_ARGS__                                                                           \
+        }                                                                                         \
+    } while (0)
+
+#define ALIGN64(x) (((x) + 63) & ~(size_t)63)
+
+#define GRAIN_CHEAP 16384
+#define GRAIN_LIBM 2048
+
+static const char *dt_name(loom_dtype t)
+{
+    switch (t) {
+    case LOOM_DTYPE_F32: return "float32";
+    case LOOM_DTYPE_F16: return "float16";
+    case LOOM_DTYPE_BF16: return "bfloat16";
+    case LOOM_DTYPE_I8: return "int8";
+    case LOOM_DTYPE_U8: return "uint8";
+    case LOOM_DTYPE_I32: return "int32";
+    case LOOM_DTYPE_I64: return "int64";
+    case LOOM_DTYPE_BOOL: return "bool";
+    case LOOM_DTYPE_UNDEFINED: return "undefined";
+    }
+    return "unknown";
+}
+
+static int present(const loom_node_desc *node, uint32_t i)
+{
+    return i < node->n_inputs && node->inputs[i].dtype != LOOM_DTYPE_UNDEFINED;
+}
+
+static int same_shape(const loom_tensor_desc *a, const loom_tensor_desc *b)
+{
+    if (a->rank != b->rank)
+        return 0;
+    for (uint32_t d = 0; d < a->rank; d++)
+        if (a->dims[d] != b->dims[d])
+            return 0;
+    return 1;
+}
+
+static int broadcasts_to(const loom_tensor_desc *in, const loom_tensor_desc *out)
+{
+    if (in->rank > out->rank)
+        return 0;
+    const uint32_t lead = out->rank - in->rank;
+    for (uint32_t d = 0; d < in->rank; d++)
+        if (in->dims[d] != 1 && in->dims[d] != out->dims[lead + d])
+            return 0;
+    return 1;
+}
+
+static int no_dtype(const loom_node_desc *node, loom_dtype t, const char *only, char *reason,
+                    size_t len)
+{
+    cpu_reason(reason, len, "%s: dtype %s has no CPU kernel (only %s)", node->op_name,
+               dt_name(t), only);
+    return 0;
+}
+
+/* Element I of an integer tensor of dtype T at P, widened. */
+static inline int64_t load_int(loom_dtype t, const void *p, int64_t i)
+{
+    switch (t) {
+    case LOOM_DTYPE_U8: case LOOM_DTYPE_BOOL: return ((const uint8_t *)p)[i];
+    case LOOM_DTYPE_I8: return ((const int8_t *)p)[i];
+    case LOOM_DTYPE_I32: return ((const int32_t *)p)[i];
+    case LOOM_DTYPE_I64: return ((const int64_t *)p)[i];
+    default: return 0;
+    }
+}
+
+static inline float load_f32(const void *p, int64_t i)
+{
+    float f;
+    memcpy(&f, (const char *)p + i * (int64_t)sizeof f, sizeof f);
+    return f;
+}
+
+/* ---- broadcasting plans --------------------------------------------------------------------- */
+
+typedef struct k2_ctx {
+    float alpha, beta, gamma; /* unary parameters */
+} k2_ctx;
+
+/* A contiguous run of N outputs from operands A and B. */
+typedef void (*k2_fn)(size_t n, void *restrict o, const void *restrict a, const void *restrict b,
+                      const k2_ctx *ctx);
+
+typedef struct bc_plan {
+    uint32_t rank, n_ops; /* rank >= 1: dims[rank - 1] is the innermost run */
+    int64_t dims[LOOM_MAX_RANK];
+    int64_t strides[2][LOOM_MAX_RANK]; /* bytes; 0 where the operand repeats */
+    unsigned inner_mask;               /* bit k: operand k advances along the innermost run */
+} bc_plan;
+
+static void bc_build(bc_plan *p, const loom_tensor_desc *out, uint32_t n,
+                     const loom_tensor_desc *const *ops)
+{
+    int64_t st[2][LOOM_MAX_RANK];
+    const uint32_t rank = out->rank;
+    for (uint32_t k = 0; k < n; k++) {
+        const loom_tensor_desc *in = ops[k];
+        const uint32_t lead = rank - in->rank;
+        int64_t s = (int64_t)loom_dtype_size(in->dtype);
+        for (uint32_t d = rank; d-- > 0;) {
+            if (d < lead) {
+                st[k][d] = 0;
+                continue;
+            }
+            const int64_t dim = in->dims[d - lead];
+            st[k][d] = dim == 1 ? 0 : s;
+            s *= dim;
+        }
+    }
+    memset(p, 0, sizeof *p);
+    p->n_ops = n;
+    uint32_t r = 0;
+    for (uint32_t d = 0; d < rank; d++) {
+        if (out->dims[d] == 1)
+            continue;
+        int merge = r > 0;
+        for (uint32_t k = 0; k < n && merge; k++)
+            merge = p->strides[k][r - 1] == st[k][d] * out->dims[d];
+        if (merge) {
+            p->dims[r - 1] *= out->dims[d];
+            for (uint32_t k = 0; k < n; k++)
+                p->strides[k][r - 1] = st[k][d];
+        } else {
+            p->dims[r] = out->dims[d];
+            for (uint32_t k = 0; k < n; k++)
+                p->strides[k][r] = st[k][d];
+            r++;
+        }
+    }
+    if (r == 0) {
+        p->dims[0] = 1;
+        r = 1;
+    }
+    p->rank = r;
+    for (uint32_t k = 0; k < n; k++)
+        if (p->strides[k][r - 1] != 0)
+            p->inner_mask |= 1u << k;
+}
+
+typedef struct bc_job {
+    const bc_plan *plan;
+    k2_fn fn;
+    char *out;
+    const char *in[2];
+    size_t out_esize;
+    const k2_ctx *ctx;
+} bc_job;
+
+/* Output elements [BEGIN, END) of a plan; a chunk may start and end inside a run. */
+static void bc_walk(void *arg, size_t begin, size_t end)
+{
+    const bc_job *j = arg;
+    const bc_plan *p = j->plan;
+    const uint32_t outer = p->rank - 1, n = p->n_ops;
+    const size_t inner = (size_t)p->dims[outer];
+    int64_t coord[LOOM_MAX_RANK] = {0};
+    int64_t row_off[2] = {0, 0};
+    size_t row = begin / inner, col = begin % inner;
+    for (uint32_t d = outer; d-- > 0;) {
+        coord[d] = (int64_t)(row % (size_t)p->dims[d]);
+        row /= (size_t)p->dims[d];
+        for (uint32_t k = 0; k < n; k++)
+            row_off[k] += coord[d] * p->strides[k][d];
+    }
+    const char *in[2] = {NULL, NULL};
+    size_t i = begin;
+    for (;;) {
+        size_t len = inner - col;
+        if (len > end - i)
+            len = end - i;
+        for (uint32_t k = 0; k < n; k++)
+            in[k] = j->in[k] + row_off[k] + (int64_t)col * p->strides[k][outer];
+        j->fn(len, j->out + i * j->out_esize, in[0], in[1], j->ctx);
+        i += len;
+        if (i >= end)
+            break;
+        col = 0;
+        for (uint32_t d = outer; d-- > 0;) {
+            for (uint32_t k = 0; k < n; k++)
+                row_off[k] += p->strides[k][d];
+            if (++coord[d] < p->dims[d])
+                break;
+            coord[d] = 0;
+            for (uint32_t k = 0; k < n; k++)
+                row_off[k] -= p->strides[k][d] * p->dims[d];
+        }
+    }
+}
+
+/* ---- unary loops ---------------------------------------------------------------------------- */
+
+#define K2_UNARY(NAME, TI, TO, EXPR)                                                              \
+    static void NAME(size_t n, void *restrict o_, const void *restrict a_,                        \
+                     const void *restrict b_, const k2_ctx *ctx)                                  \
+    {                                                                                             \
+        TO *restrict o = o_;                                                                      \
+        const TI *restrict a = a_;                                                                \
+        const float alpha = ctx->alpha, beta = ctx->beta, gamma = ctx->gamma;                     \
+        (void)b_;                                                                                 \
+        (void)alpha;                                                                              \
+        (void)beta;                                                                               \
+        (void)gamma;                                                                              \
+        K2_LOOP(n, const TI x = a[i]; o[i] = (EXPR););                                            \
+    }
+
+static inline float clamp01(float v)
+{
+    return v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+}
+
+/* log(1 + e^x) without overflow for large x. */
+static inline float softplus(float x)
+{
+    return x > 0.0f ? x + log1pf(expf(-x)) : log1pf(expf(x));
+}
+
+K2_UNARY(hard_sigmoid_f32, float, float, clamp01(alpha * x + beta))
+K2_UNARY(hard_swish_f32, float, float, x * clamp01(x * (1.0f / 6.0f) + 0.5f))
+K2_UNARY(reciprocal_f32, float, float, 1.0f / x)
+K2_UNARY(floor_f32, float, float, floorf(x))
+K2_UNARY(ceil_f32, float, float, ceilf(x))
+/* rintf rounds half to even in the default rounding mode, which Loom never changes. */
+K2_UNARY(round_f32, float, float, rintf(x))
+K2_UNARY(sin_f32, float, float, sinf(x))
+K2_UNARY(cos_f32, float, float, cosf(x))
+K2_UNARY(softplus_f32, float, float, softplus(x))
+K2_UNARY(elu_f32, float, float, x >= 0.0f ? x : alpha * expm1f(x))
+K2_UNARY(selu_f32, float, float, x > 0.0f ? gamma * x : gamma * alpha * expm1f(x))
+/* NaN and signed zeros pass through, as numpy.sign does. */
+K2_UNARY(sign_f32, float, float, x > 0.0f ? 1.0f : x < 0.0f ? -1.0f : x)
+K2_UNARY(sign_i8, int8_t, int8_t, (int8_t)((x > 0) - (x < 0)))
+K2_UNARY(sign_u8, uint8_t, uint8_t, (uint8_t)(x > 0))
+K2_UNARY(sign_i32, int32_t, int32_t, (int32_t)((x > 0) - (x < 0)))
+K2_UNARY(sign_i64, int64_t, int64_t, (int64_t)((x > 0) - (x < 0)))
+K2_UNARY(not_bool, uint8_t, uint8_t, (uint8_t)(x == 0))
+
+/* ---- binary loops --------------------------------------------------------------------------- */
+
+#define K2_BIN_VARIANT(NAME, SA, SB, TA, TO, EXPR)                                                \
+    static void NAME##_##SA##SB(size_t n, void *restrict o_, const void *restrict a_,             \
+                                const void *restrict b_, const k2_ctx *ctx)                       \
+    {                                                                                             \
+        TO *restrict o = o_;                                                                      \
+        const TA *restrict pa = a_;                                                               \
+        const TA *restrict pb = b_;                                                               \
+        (void)ctx;                                                                                \
+        K2_LOOP(n, const TA a = pa[i * SA]; const TA b = pb[i * SB]; o[i] = (TO)(EXPR););         \
+    }
+/* Indexed by inner_mask: bit 0 A advances, bit 1 B advances. */
+#define K2_BIN(NAME, TA, TO, EXPR)                                                                \
+    K2_BIN_VARIANT(NAME, 0, 0, TA, TO, EXPR)                                                      \
+    K2_BIN_VARIANT(NAME, 1, 0, TA, TO, EXPR)                                                      \
+    K2_BIN_VARIANT(NAME, 0, 1, TA, TO, EXPR)                                                      \
+    K2_BIN_VARIANT(NAME, 1, 1, TA, TO, EXPR)                                                      \
+    static const k2_fn NAME[4] = {NAME##_00, NAME##_10, NAME##_01, NAME##_11};
+
+#define K2_CMP_ROW(SN, T)                                                                         \
+    K2_BIN(eq_##SN, T, uint8_t, a == b)                                                           \
+    K2_BIN(lt_##SN, T, uint8_t, a < b)                                                            \
+    K2_BIN(gt_##SN, T, uint8_t, a > b)                                                            \
+    K2_BIN(le_##SN, T, uint8_t, a <= b)                                                           \
+    K2_BIN(ge_##SN, T, uint8_t, a >= b)
+K2_CMP_ROW(f32, float)
+K2_CMP_ROW(i8, int8_t)
+K2_CMP_ROW(u8, uint8_t)
+K2_CMP_ROW(i32, int32_t)
+K2_CMP_ROW(i64, int64_t)
+
+/* Bools are 0 or 1 by contract; != 0 keeps any other byte from leaking into the result. */
+K2_BIN(and_bool, uint8_t, uint8_t, (a != 0) & (b != 0))
+K2_BIN(or_bool, uint8_t, uint8_t, (a != 0) | (b != 0))
+K2_BIN(xor_bool, uint8_t, uint8_t, (a != 0) ^ (b != 0))
+K2_BIN(eq_bool, uint8_t, uint8_t, (a != 0) == (b != 0))
+K2_BIN(add_f32, float, float, a + b)
+
+/* In-place accumulation for Sum/Mean: o += b. Indexed like K2_BIN (the output always advances
+ * except in a one-element plan, where the stride does not matter). */
+#define K2_ACC_VARIANT(SB)                                                                        \
+    static void acc_f32_##SB(size_t n, void *restrict o_, const void *restrict a_,                \
+                             const void *restrict b_, const k2_ctx *ctx)                          \
+    {                                                                                             \
+        float *restrict o = o_;                                                                   \
+        const float *restrict pb = b_;                                                            \
+        (void)a_;                                                                                 \
+        (void)ctx;                                                                                \
+        K2_LOOP(n, o[i] += pb[i * SB];);                                                          \
+    }
+K2_ACC_VARIANT(0)
+K2_ACC_VARIANT(1)
+static const k2_fn acc_f32[4] = {acc_f32_0, acc_f32_0, acc_f32_1, acc_f32_1};
+
+/* ---- elementwise params, run and prepare ---------------------------------------------------- */
+
+#define EW_MAX_PASSES 64
+
+typedef struct ew_pass {
+    bc_plan plan;
+    k2_fn fn;
+    int32_t src[2]; /* input feeding each operand; -1: the output itself */
+} ew_pass;
+
+typedef struct ew2_params {
+    int64_t numel;
+    size_t grain, out_esize, in_esize;
+    k2_fn flat;         /* unary: one input of the output's shape, walked contiguously */
+    k2_ctx ctx;
+    int copy_first;     /* Sum/Mean of one input: a copy */
+    float scale;        /* Mean: 1/n applied at the end; 0 = none */
+    uint32_t n_passes;
+    ew_pass *passes;    /* owned, n_passes */
+} ew2_params;
+
+static void ew2_free(void *p)
+{
+    ew2_params *e = p;
+    if (e)
+        free(e->passes);
+    free(e);
+}
+
+typedef struct flat_job {
+    k2_fn fn;
+    char *out;
+    const char *in;
+    size_t out_esize, in_esize;
+    const k2_ctx *ctx;
+} flat_job;
+
+static void flat_walk(void *arg, size_t begin, size_t end)
+{
+    const flat_job *j = arg;
+    j->fn(end - begin, j->out + begin * j->out_esize, j->in + begin * j->in_esize, NULL, j->ctx);
+}
+
+typedef struct scale_job {
+    float *o;
+    float s;
+} scale_job;
+
+static void scale_walk(void *arg, size_t begin, size_t end)
+{
+    const scale_job *j = arg;
+    float *restrict o = j->o + begin;
+    const float s = j->s;
+    K2_LOOP(end - begin, o[i] *= s;);
+}
+
+static loom_status ew2_run(const cpu_kernel *k, const loom_exec_args *args, cpu_pool *pool,
+                           char *err, size_t err_len)
+{
+    const ew2_params *p = k->params;
+    (void)err;
+    (void)err_len;
+    if (p->numel == 0)
+        return LOOM_OK;
+    const size_t n = (size_t)p->numel;
+    if (p->flat) {
+        flat_job j = {p->flat, args->outputs[0], args->inputs[0], p->out_esize, p->in_esize,
+                      &p->ctx};
+        cpu_parallel_for(pool, n, p->grain, flat_walk, &j);
+        return LOOM_OK;
+    }
+    if (p->copy_first)
+        memcpy(args->outputs[0], args->inputs[0], n * p->out_esize);
+    bc_job j = {.out = args->outputs[0], .out_esize = p->out_esize, .ctx = &p->ctx};
+    for (uint32_t s = 0; s < p->n_passes; s++) {
+        const ew_pass *pass = &p->passes[s];
+        j.plan = &pass->plan;
+        j.fn = pass->fn;
+        for (uint32_t o = 0; o < pass->plan.n_ops; o++)
+            j.in[o] = pass->src[o] < 0 ? (const char *)args->outputs[0]
+                                       : (const char *)args->inputs[pass->src[o]];
+        cpu_parallel_for(pool, n, p->grain, bc_walk, &j);
+    }
+    if (p->scale != 0.0f) {
+        scale_job sj = {args->outputs[0], p->scale};
+        cpu_parallel_for(pool, n, GRAIN_CHEAP, scale_walk, &sj);
+    }
+    return LOOM_OK;
+}
+
+static int is_float_unary(loom_op_id op)
+{
+    switch (op) {
+    case LOOM_OP_HARD_SIGMOID: case LOOM_OP_HARD_SWISH: case LOOM_OP_RECIPROCAL:
+    case LOOM_OP_FLOOR: case LOOM_OP_CEIL: case LOOM_OP_ROUND: case LOOM_OP_SIN:
+    case LOOM_OP_COS: case LOOM_OP_SOFTPLUS: case LOOM_OP_ELU: case LOOM_OP_SELU:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static int is_libm(loom_op_id op)
+{
+    switch (op) {
+    case LOOM_OP_SIN: case LOOM_OP_COS: case LOOM_OP_SOFTPLUS: case LOOM_OP_ELU:
+    case LOOM_OP_SELU:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static int is_compare(loom_op_id op)
+{
+    return op == LOOM_OP_EQUAL || op == LOOM_OP_LESS || op == LOOM_OP_GREATER ||
+           op == LOOM_OP_LESS_OR_EQUAL || op == LOOM_OP_GREATER_OR_EQUAL;
+}
+
+static int is_logic(loom_op_id op)
+{
+    return op == LOOM_OP_AND || op == LOOM_OP_OR || op == LOOM_OP_XOR;
+}
+
+static k2_fn unary_fn(loom_op_id op, loom_dtype t)
+{
+    switch (op) {
+    case LOOM_OP_HARD_SIGMOID: return hard_sigmoid_f32;
+    case LOOM_OP_HARD_SWISH: return hard_swish_f32;
+    case LOOM_OP_RECIPROCAL: return reciprocal_f32;
+    case LOOM_OP_FLOOR: return floor_f32;
+    case LOOM_OP_CEIL: return ceil_f32;
+    case LOOM_OP_ROUND: return round_f32;
+    case LOOM_OP_SIN: return sin_f32;
+    case LOOM_OP_COS: return cos_f32;
+    case LOOM_OP_SOFTPLUS: return softplus_f32;
+    case LOOM_OP_ELU: return elu_f32;
+    case LOOM_OP_SELU: return selu_f32;
+    case LOOM_OP_NOT: return not_bool;
+    case LOOM_OP_SIGN:
+        switch (t) {
+        case LOOM_DTYPE_F32: return sign_f32;
+        case LOOM_DTYPE_I8: return sign_i8;
+        case LOOM_DTYPE_U8: return sign_u8;
+        case LOOM_DTYPE_I32: return sign_i32;
+        case LOOM_DTYPE_I64: return sign_i64;
+        default: return NULL;
+        }
+    default: return NULL;
+    }
+}
+
+/* The four-variant table of a comparison or logic op on inputs of dtype T, or NULL. */
+static const k2_fn *binary_fns(loom_op_id op, loom_dtype t)
+{
+#define CMP_BY_TYPE(SN)                                                                           \
+    switch (op) {                                                                                 \
+    case LOOM_OP_EQUAL: return eq_##SN;                                                           \
+    case LOOM_OP_LESS: return lt_##SN;                                                            \
+    case LOOM_OP_GREATER: return gt_##SN;                                                         \
+    case LOOM_OP_LESS_OR_EQUAL: return le_##SN;                                                   \
+    case LOOM_OP_GREATER_OR_EQUAL: return ge_##SN;                                                \
+    default: return NULL;                                                                         \
+    }
+    switch (op) {
+    case LOOM_OP_AND: return t == LOOM_DTYPE_BOOL ? and_bool : NULL;
+    case LOOM_OP_OR: return t == LOOM_DTYPE_BOOL ? or_bool : NULL;
+    case LOOM_OP_XOR: return t == LOOM_DTYPE_BOOL ? xor_bool : NULL;
+    default: break;
+    }
+    switch (t) {
+    case LOOM_DTYPE_F32: CMP_BY_TYPE(f32)
+    case LOOM_DTYPE_I8: CMP_BY_TYPE(i8)
+    case LOOM_DTYPE_U8: CMP_BY_TYPE(u8)
+    case LOOM_DTYPE_I32: CMP_BY_TYPE(i32)
+    case LOOM_DTYPE_I64: CMP_BY_TYPE(i64)
+    case LOOM_DTYPE_BOOL: return op == LOOM_OP_EQUAL ? eq_bool : NULL;
+    default: return NULL;
+    }
+#undef CMP_BY_TYPE
+}
+
+static int ew2_supports(const loom_node_desc *node, char *reason, size_t len)
+{
+    const char *op = node->op_name;
+    if (node->n_inputs < 1 || node->n_outputs != 1 || !present(node, 0)) {
+        cpu_reason(reason, len, "%s: expects inputs and one output", op);
+        return 0;
+    }
+    const loom_tensor_desc *x = &node->inputs[0], *y = &node->outputs[0];
+    if (is_float_unary(node->op) || node->op == LOOM_OP_SIGN || node->op == LOOM_OP_NOT) {
+        if (node->n_inputs != 1) {
+            cpu_reason(reason, len, "%s: expects one input", op);
+            return 0;
+        }
+        if (!unary_fn(node->op, x->dtype))
+            return no_dtype(node, x->dtype,
+                            node->op == LOOM_OP_NOT    ? "bool"
+                            : node->op == LOOM_OP_SIGN ? "float32, int8, uint8, int32, int64"
+                                                       : "float32",
+                            reason, len);
+        if (!same_shape(x, y) || x->dtype != y->dtype) {
+            cpu_reason(reason, len, "%s: output differs from the input in dtype or shape", op);
+            return 0;
+        }
+        return 1;
+    }
+    if (is_compare(node->op) || is_logic(node->op)) {
+        if (node->n_inputs != 2 || !present(node, 1)) {
+            cpu_reason(reason, len, "%s: expects two inputs", op);
+            return 0;
+        }
+        if (node->inputs[1].dtype != x->dtype) {
+            cpu_reason(reason, len, "%s: inputs of different dtypes (%s, %s)", op,
+                       dt_name(x->dtype), dt_name(node->inputs[1].dtype));
+            return 0;
+        }
+        if (!binary_fns(node->op, x->dtype))
+            return no_dtype(node, x->dtype,
+                            is_logic(node->op)           ? "bool"
+                            : node->op == LOOM_OP_EQUAL ? "float32, int8, uint8, int32, int64, "
+                                                          "bool"
+                                                        : "float32, int8, uint8, int32, int64",
+                            reason, len);
+        if (y->dtype != LOOM_DTYPE_BOOL || !broadcasts_to(x, y) ||
+            !broadcasts_to(&node->inputs[1], y)) {
+            cpu_reason(reason, len, "%s: output is not the bool broadcast of the inputs", op);
+            return 0;
+        }
+        return 1;
+    }
+    /* Sum, Mean */
+    if (node->n_inputs > EW_MAX_PASSES) {
+        cpu_reason(reason, len, "%s: more than %d inputs", op, EW_MAX_PASSES);
+        return 0;
+    }
+    for (uint32_t i = 0; i < node->n_inputs; i++) {
+        const loom_tensor_desc *in = &node->inputs[i];
+        if (in->dtype != LOOM_DTYPE_F32)
+            return no_dtype(node, in->dtype, "float32", reason, len);
+        if (!broadcasts_to(in, y)) {
+            cpu_reason(reason, len, "%s: input %u does not broadcast to the output", op, i);
+            return 0;
+        }
+    }
+    if (y->dtype != LOOM_DTYPE_F32 || (node->n_inputs == 1 && !same_shape(x, y))) {
+        cpu_reason(reason, len, "%s: output is not the float32 broadcast of the inputs", op);
+        return 0;
+    }
+    return 1;
+}
+
+static loom_status ew2_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
+                               size_t err_len)
+{
+    char why[256];
+    if (!ew2_supports(node, why, sizeof why))
+        return cpu_fail(err, err_len, LOOM_ERR_UNSUPPORTED, "%s", why);
+    ew2_params *p = calloc(1, sizeof *p);
+    if (!p)
+        return cpu_fail(err, err_len, LOOM_ERR_OUT_OF_MEMORY, "%s: out of memory",
+                        node->op_name);
+    const loom_op_id op = node->op;
+    const loom_tensor_desc *y = &k->out[0];
+    p->numel = loom_tensor_desc_numel(y);
+    p->out_esize = loom_dtype_size(y->dtype);
+    p->in_esize = loom_dtype_size(k->in[0].dtype);
+    p->grain = is_libm(op) ? GRAIN_LIBM : GRAIN_CHEAP;
+    const loom_tensor_desc *ops[2];
+    if (is_float_unary(op) || op == LOOM_OP_SIGN || op == LOOM_OP_NOT) {
+        p->flat = unary_fn(op, k->in[0].dtype);
+        if (op == LOOM_OP_HARD_SIGMOID) {
+            p->ctx.alpha = loom_node_attr_float(node, "alpha", 0.2f);
+            p->ctx.beta = loom_node_attr_float(node, "beta", 0.5f);
+        } else if (op == LOOM_OP_ELU) {
+            p->ctx.alpha = loom_node_attr_float(node, "alpha", 1.0f);
+        } else if (op == LOOM_OP_SELU) {
+            p->ctx.alpha = loom_node_attr_float(node, "alpha", 1.67326319217681884765625f);
+            p->ctx.gamma = loom_node_attr_float(node, "gamma", 1.05070102214813232421875f);
+        }
+    } else if (is_compare(op) || is_logic(op)) {
+        p->n_passes = 1;
+        p->passes = calloc(1, sizeof *p->passes);
+        if (!p->passes)
+            goto oom;
+        ops[0] = &k->in[0];
+        ops[1] = &k->in[1];
+        bc_build(&p->passes[0].plan, y, 2, ops);
+        p->passes[0].fn = binary_fns(op, k->in[0].dtype)[p->passes[0].plan.inner_mask];
+        p->passes[0].src[0] = 0;
+        p->passes[0].src[1] = 1;
+    } else { /* Sum, Mean */
+        const uint32_t n = node->n_inputs;
+        if (op == LOOM_OP_MEAN && n > 1)
+            p->scale = 1.0f / (float)n;
+        if (n == 1) {
+            p->copy_first = 1;
+        } else {
+            p->n_passes = n - 1;
+            p->passes = calloc(n - 1, sizeof *p->passes);
+            if (!p->passes)
+                goto oom;
+            ops[0] = &k->in[0];
+            ops[1] = &k->in[1];
+            bc_build(&p->passes[0].plan, y, 2, ops);
+            p->passes[0].fn = add_f32[p->passes[0].plan.inner_mask];
+            p->passes[0].src[0] = 0;
+            p->passes[0].src[1] = 1;
+            for (uint32_t s = 1; s < n - 1; s++) {
+                ops[0] = y;
+                ops[1] = &k->in[s + 1];
+                bc_build(&p->passes[s].plan, y, 2, ops);
+                p->passes[s].fn = acc_f32[p->passes[s].plan.inner_mask];
+                p->passes[s].src[0] = -1;
+                p->passes[s].src[1] = (int32_t)s + 1;
+            }
+        }
+    }
+    k->params = p;
+    k->free_params = ew2_free;
+    k->scratch_bytes = 0;
+    k->run = ew2_run;
+    return LOOM_OK;
+oom:
+    ew2_free(p);
+    return cpu_fail(err, err_len, LOOM_ERR_OUT_OF_MEMORY, "%s: out of memory", node->op_name);
+}
+
+/* ---- Shape, ConstantOfShape, Range, Dropout ------------------------------------------------- */
+
+typedef struct misc_params {
+    int64_t numel;
+    int64_t start;             /* Shape: first dim reported */
+    int64_t dims[LOOM_MAX_RANK]; /* Shape: the input's dims */
+    uint64_t pattern;          /* ConstantOfShape: the fill value's bytes */
+    size_t esize;
+} misc_params;
+
+static loom_status shape_run(const cpu_kernel *k, const loom_exec_args *args, cpu_pool *pool,
+                             char *err, size_t err_len)
+{
+    const misc_params *p = k->params;
+    int64_t *o = args->outputs[0];
+    (void)pool;
+    (void)err;
+    (void)err_len;
+    for (int64_t i = 0; i < p->numel; i++)
+        o[i] = p->dims[p->start + i];
+    return LOOM_OK;
+}
+
+typedef struct fill_job {
+    void *out;
+    uint64_t pattern;
+    size_t esize;
+} fill_job;
+
+static void fill_walk(void *arg, size_t begin, size_t end)
+{
+    const fill_job *j = arg;
+    const size_t n = end - begin;
+    switch (j->esize) {
+    case 1: memset((uint8_t *)j->out + begin, (int)(uint8_t)j->pattern, n); break;
+    case 2: {
+        uint16_t *restrict o = (uint16_t *)j->out + begin;
+        const uint16_t v = (uint16_t)j->pattern;
+        K2_LOOP(n, o[i] = v;);
+        break;
+    }
+    case 4: {
+        uint32_t *restrict o = (uint32_t *)j->out + begin;
+        const uint32_t v = (uint32_t)j->pattern;
+        K2_LOOP(n, o[i] = v;);
+        break;
+    }
+    default: {
+        uint64_t *restrict o = (uint64_t *)j->out + begin;
+        const uint64_t v = j->pattern;
+        K2_LOOP(n, o[i] = v;);
+        break;
+    }
+    }
+}
+
+static loom_status const_of_shape_run(const cpu_kernel *k, const loom_exec_args *args,
+                                      cpu_pool *pool, char *err, size_t err_len)
+{
+    const misc_params *p = k->params;
+    (void)err;
+    (void)err_len;
+    fill_job j = {args->outputs[0], p->pattern, p->esize};
+    if (p->numel > 0)
+        cpu_parallel_for(pool, (size_t)p->numel, GRAIN_CHEAP * 4, fill_walk, &j);
+    return LOOM_OK;
+}
+
+/* Range reads start and delta now (they are constants, but a kernel reads its inputs). */
+static loom_status range_run(const cpu_kernel *k, const loom_exec_args *args, cpu_pool *pool,
+                             char *err, size_t err_len)
+{
+    const misc_params *p = k->params;
+    const loom_dtype t = k->out[0].dtype;
+    (void)pool;
+    (void)err;
+    (void)err_len;
+    if (t == LOOM_DTYPE_F32) {
+        /* numpy.arange: start + i * delta, in double, then narrowed. */
+        const double s = load_f32(args->inputs[0], 0), d = load_f32(args->inputs[2], 0);
+        float *o = args->outputs[0];
+        for (int64_t i = 0; i < p->numel; i++)
+            o[i] = (float)(s + (double)i * d);
+        return LOOM_OK;
+    }
+    /* Every element lies between start and limit, so the wrap-free unsigned sum is exact. */
+    const uint64_t s = (uint64_t)load_int(t, args->inputs[0], 0);
+    const uint64_t d = (uint64_t)load_int(t, args->inputs[2], 0);
+    if (t == LOOM_DTYPE_I32) {
+        int32_t *o = args->outputs[0];
+        for (int64_t i = 0; i < p->numel; i++)
+            o[i] = (int32_t)(int64_t)(s + (uint64_t)i * d);
+    } else {
+        int64_t *o = args->outputs[0];
+        for (int64_t i = 0; i < p->numel; i++)
+            o[i] = (int64_t)(s + (uint64_t)i * d);
+    }
+    return LOOM_OK;
+}
+
+static loom_status dropout_run(const cpu_kernel *k, const loom_exec_args *args, cpu_pool *pool,
+                               char *err, size_t err_len)
+{
+    const misc_params *p = k->params;
+    (void)pool;
+    (void)err;
+    (void)err_len;
+    if (p->numel == 0)
+        return LOOM_OK;
+    memcpy(args->outputs[0], args->inputs[0], (size_t)p->numel * p->esize);
+    if (k->n_out > 1 && args->outputs[1])
+        memset(args->outputs[1], 1, (size_t)p->numel);
+    return LOOM_OK;
+}
+
+/* The bytes of VALUE (or VALUE_INT for integer dtypes) as dtype T. */
+static uint64_t fill_pattern(loom_dtype t, float value, int64_t value_int)
+{
+    uint64_t pat = 0;
+    switch (t) {
+    case LOOM_DTYPE_F32: {
+        uint32_t u;
+        memcpy(&u, &value, sizeof u);
+        pat = u;
+        break;
+    }
+    case LOOM_DTYPE_F16: pat = cpu_f32_to_f16(value); break;
+    case LOOM_DTYPE_BF16: pat = cpu_f32_to_bf16(value); break;
+    case LOOM_DTYPE_BOOL: pat = value_int != 0; break;
+    case LOOM_DTYPE_I8: case LOOM_DTYPE_U8: pat = (uint8_t)value_int; break;
+    case LOOM_DTYPE_I32: pat = (uint32_t)value_int; break;
+    default: pat = (uint64_t)value_int; break;
+    }
+    return pat;
+}
+
+static int misc_supports(const loom_node_desc *node, char *reason, size_t len)
+{
+    const char *op = node->op_name;
+    if (node->n_inputs < 1 || node->n_outputs < 1 || !present(node, 0)) {
+        cpu_reason(reason, len, "%s: expects an input and an output", op);
+        return 0;
+    }
+    const loom_tensor_desc *x = &node->inputs[0], *y = &node->outputs[0];
+    switch (node->op) {
+    case LOOM_OP_SHAPE: {
+        const int64_t start = loom_node_attr_int(node, "start", 0);
+        const int64_t end = loom_node_attr_int(node, "end", x->rank);
+        if (start < 0 || end < start || end > (int64_t)x->rank || y->dtype != LOOM_DTYPE_I64 ||
+            y->rank != 1 || y->dims[0] != end - start) {
+            cpu_reason(reason, len, "%s: start/end are not canonical for the output", op);
+            return 0;
+        }
+        return 1;
+    }
+    case LOOM_OP_CONSTANT_OF_SHAPE:
+        if (loom_dtype_size(y->dtype) == 0)
+            return no_dtype(node, y->dtype, "known dtypes", reason, len);
+        return 1;
+    case LOOM_OP_RANGE:
+        if (node->n_inputs != 3 || y->rank != 1 ||
+            !(y->dtype == LOOM_DTYPE_F32 || y->dtype == LOOM_DTYPE_I32 ||
+              y->dtype == LOOM_DTYPE_I64))
+            return no_dtype(node, y->dtype, "float32, int32, int64", reason, len);
+        for (uint32_t i = 0; i < 3; i++)
+            if (node->inputs[i].dtype != y->dtype ||
+                loom_tensor_desc_numel(&node->inputs[i]) != 1) {
+                cpu_reason(reason, len, "%s: start, limit and delta must be scalars of the "
+                                        "output's dtype", op);
+                return 0;
+            }
+        return 1;
+    case LOOM_OP_DROPOUT:
+        if (loom_dtype_size(x->dtype) == 0 || x->dtype != y->dtype || !same_shape(x, y))
+            return no_dtype(node, x->dtype, "an output like its input", reason, len);
+        if (node->n_outputs > 1 &&
+            (node->outputs[1].dtype != LOOM_DTYPE_BOOL || !same_shape(x, &node->outputs[1]))) {
+            cpu_reason(reason, len, "%s: mask must be bool of the input's shape", op);
+            return 0;
+        }
+        if (present(node, 2)) {
+            const uint8_t *t = node->input_constants ? node->input_constants[2] : NULL;
+            if (!t || *t) {
+                cpu_reason(reason, len, "%s: training mode is not supported (inference only)",
+                           op);
+                return 0;
+            }
+        }
+        return 1;
+    default:
+        cpu_reason(reason, len, "%s: not handled here", op);
+        return 0;
+    }
+}
+
+static loom_status misc_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
+                                size_t err_len)
+{
+    char why[256];
+    if (!misc_supports(node, why, sizeof why))
+        return cpu_fail(err, err_len, LOOM_ERR_UNSUPPORTED, "%s", why);
+    misc_params *p = calloc(1, sizeof *p);
+    if (!p)
+        return cpu_fail(err, err_len, LOOM_ERR_OUT_OF_MEMORY, "%s: out of memory",
+                        node->op_name);
+    const loom_tensor_desc *y = &k->out[0];
+    p->numel = loom_tensor_desc_numel(y);
+    p->esize = loom_dtype_size(y->dtype);
+    switch (node->op) {
+    case LOOM_OP_SHAPE:
+        p->start = loom_node_attr_int(node, "start", 0);
+        for (uint32_t d = 0; d < k->in[0].rank; d++)
+            p->dims[d] = k->in[0].dims[d];
+        k->run = shape_run;
+        break;
+    case LOOM_OP_CONSTANT_OF_SHAPE:
+        p->pattern = fill_pattern(y->dtype, loom_node_attr_float(node, "value", 0.0f),
+                                  loom_node_attr_int(node, "value_int", 0));
+        k->run = const_of_shape_run;
+        break;
+    case LOOM_OP_RANGE:
+        k->run = range_run;
+        break;
+    default:
+        k->run = dropout_run;
+        break;
+    }
+    k->params = p;
+    k->free_params = NULL;
+    k->scratch_bytes = 0;
+    return LOOM_OK;
+}
+
+/* ---- QuantizeLinear, DequantizeLinear ------------------------------------------------------- */
+
+typedef struct quant_params {
+    int64_t numel, ch, inner; /* element i uses scale (i / inner) % ch */
+    loom_dtype x_dtype, y_dtype, zp_dtype; /* zp_dtype UNDEFINED when absent */
+} quant_params;
+
+typedef struct quant_job {
+    const quant_params *p;
+    const void *x;
+    void *y;
+    const float *scale;
+    const void *zp;
+} quant_job;
+
+/* Segments of one channel within [BEGIN, END), each with its scale and zero point. */
+#define QJ_SEGMENTS(BODY)                                                                         \
+    do {                                                                                          \
+        const quant_params *p = j->p;                                                             \
+        size_t i0 = begin;                                                                        \
+        while (i0 < end) {                                                                        \
+            const size_t row = i0 / (size_t)p->inner;                                             \
+            size_t i1 = (row + 1) * (size_t)p->inner;                                             \
+            if (i1 > end)                                                                         \
+                i1 = end;                                                                         \
+            const int64_t c = (int64_t)(row % (size_t)p->ch);                                     \
+            const float s = load_f32(j->scale, c);                                                \
+            const int64_t z = p->zp_dtype ? load_int(p->zp_dtype, j->zp, c) : 0;                  \
+            const size_t n = i1 - i0;                                                             \
+            BODY;                                                                                 \
+            i0 = i1;                                                                              \
+        }                                                                                         \
+    } while (0)
+
+/* saturate(round_half_even(x / s) + z): NaN saturates to the low end. */
+#define Q_LOOP(TX, TY, LO, HI)                                                                    \
+    do {                                                                                          \
+        const TX *restrict x = (const TX *)j->x + i0;                                             \
+        TY *restrict y = (TY *)j->y + i0;                                                         \
+        const float zf = (float)z;                                                                \
+        K2_LOOP(n, float v = rintf((float)x[i] / s) + zf; v = fmaxf(v, LO); v = fminf(v, HI);     \
+                y[i] = (TY)v;);                                                                   \
+    } while (0)
+
+static void quant_walk(void *arg, size_t begin, size_t end)
+{
+    const quant_job *j = arg;
+    const int f = j->p->x_dtype == LOOM_DTYPE_F32, u = j->p->y_dtype == LOOM_DTYPE_U8;
+    QJ_SEGMENTS({
+        if (f && u)
+            Q_LOOP(float, uint8_t, 0.0f, 255.0f);
+        else if (f)
+            Q_LOOP(float, int8_t, -128.0f, 127.0f);
+        else if (u)
+            Q_LOOP(int32_t, uint8_t, 0.0f, 255.0f);
+        else
+            Q_LOOP(int32_t, int8_t, -128.0f, 127.0f);
+    });
+}
+
+/* (x - z) * s, computed in float as ONNX's reference does. */
+#define DQ_LOOP(TX)                                                                               \
+    do {                                                                                          \
+        const TX *restrict x = (const TX *)j->x + i0;                                             \
+        float *restrict y = (float *)j->y + i0;                                                   \
+        const float zf = (float)z;                                                                \
+        K2_LOOP(n, y[i] = ((float)x[i] - zf) * s;);                                               \
+    } while (0)
+
+static void dequant_walk(void *arg, size_t begin, size_t end)
+{
+    const quant_job *j = arg;
+    const loom_dtype t = j->p->x_dtype;
+    QJ_SEGMENTS({
+        if (t == LOOM_DTYPE_U8)
+            DQ_LOOP(uint8_t);
+        else if (t == LOOM_DTYPE_I8)
+            DQ_LOOP(int8_t);
+        else
+            DQ_LOOP(int32_t);
+    });
+}
+
+static loom_status quant_run(const cpu_kernel *k, const loom_exec_args *args, cpu_pool *pool,
+                             char *err, size_t err_len)
+{
+    const quant_params *p = k->params;
+    (void)err;
+    (void)err_len;
+    if (p->numel == 0)
+        return LOOM_OK;
+    quant_job j = {p, args->inputs[0], args->outputs[0], args->inputs[1],
+                   p->zp_dtype ? args->inputs[2] : NULL};
+    cpu_parallel_for(pool, (size_t)p->numel, GRAIN_LIBM,
+                     k->op == LOOM_OP_QUANTIZE_LINEAR ? quant_walk : dequant_walk, &j);
+    return LOOM_OK;
+}
+
+/* One element, or 1-D of LEN. */
+static int param_ok(const loom_tensor_desc *d, loom_dtype t, int64_t len)
+{
+    if (d->dtype != t)
+        return 0;
+    const int64_t n = loom_tensor_desc_numel(d);
+    return (d->rank <= 1 && n == 1) || (len >= 0 && d->rank == 1 && d->dims[0] == len);
+}
+
+static int quant_supports(const loom_node_desc *node, char *reason, size_t len)
+{
+    const char *op = node->op_name;
+    if (node->n_inputs < 2 || node->n_outputs != 1 || !present(node, 0) || !present(node, 1)) {
+        cpu_reason(reason, len, "%s: expects x and a scale", op);
+        return 0;
+    }
+    const loom_tensor_desc *x = &node->inputs[0], *s = &node->inputs[1], *y = &node->outputs[0];
+    const int q = node->op == LOOM_OP_QUANTIZE_LINEAR;
+    if (q ? !(x->dtype == LOOM_DTYPE_F32 || x->dtype == LOOM_DTYPE_I32)
+          : !(x->dtype == LOOM_DTYPE_U8 || x->dtype == LOOM_DTYPE_I8 ||
+              x->dtype == LOOM_DTYPE_I32))
+        return no_dtype(node, x->dtype, q ? "float32, int32" : "uint8, int8, int32", reason,
+                        len);
+    if (q ? !(y->dtype == LOOM_DTYPE_U8 || y->dtype == LOOM_DTYPE_I8)
+          : y->dtype != LOOM_DTYPE_F32)
+        return no_dtype(node, y->dtype, q ? "uint8, int8 outputs" : "float32 outputs", reason,
+                        len);
+    if (!same_shape(x, y)) {
+        cpu_reason(reason, len, "%s: output shape differs from the input's", op);
+        return 0;
+    }
+    const int64_t axis = loom_node_attr_int(node, "axis", 0);
+    const int64_t n = loom_tensor_desc_numel(s);
+    if (!(s->rank <= 1 && n == 1) &&
+        (axis < 0 || axis >= (int64_t)x->rank || !param_ok(s, LOOM_DTYPE_F32, x->dims[axis]))) {
+        cpu_reason(reason, len, "%s: scale is neither per-tensor nor along axis %lld", op,
+                   (long long)axis);
+        return 0;
+    }
+    if (s->dtype != LOOM_DTYPE_F32)
+        return no_dtype(node, s->dtype, "float32 scales", reason, len);
+    if (present(node, 2)) {
+        const loom_tensor_desc *z = &node->inputs[2];
+        if (z->dtype != (q ? y->dtype : x->dtype) || loom_tensor_desc_numel(z) != n ||
+            z->rank != s->rank) {
+            cpu_reason(reason, len, "%s: zero point does not match the scale or the dtype", op);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static loom_status quant_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
+                                 size_t err_len)
+{
+    char why[256];
+    if (!quant_supports(node, why, sizeof why))
+        return cpu_fail(err, err_len, LOOM_ERR_UNSUPPORTED, "%s", why);
+    quant_params *p = calloc(1, sizeof *p);
+    if (!p)
+        return cpu_fail(err, err_len, LOOM_ERR_OUT_OF_MEMORY, "%s: out of memory",
+                        node->op_name);
+    const loom_tensor_desc *x = &k->in[0];
+    p->numel = loom_tensor_desc_numel(x);
+    p->x_dtype = x->dtype;
+    p->y_dtype = k->out[0].dtype;
+    p->zp_dtype = present(node, 2) ? k->in[2].dtype : LOOM_DTYPE_UNDEFINED;
+    p->ch = 1;
+    p->inner = p->numel > 0 ? p->numel : 1;
+    if (loom_tensor_desc_numel(&k->in[1]) != 1) {
+        const int64_t axis = loom_node_attr_int(node, "axis", 0);
+        p->ch = x->dims[axis];
+        p->inner = 1;
+        for (uint32_t d = (uint32_t)axis + 1; d < x->rank; d++)
+            p->inner *= x->dims[d];
+        if (p->inner == 0)
+            p->inner = 1;
+    }
+    k->params = p;
+    k->free_params = NULL;
+    k->scratch_bytes = 0;
+    k->run = quant_run;
+    return LOOM_OK;
+}
+
+/* ---- the integer GEMM ----------------------------------------------------------------------- */
+
+/* Columns of C per block: 4 rows x IG_NB int32 accumulators stay in L1. */
+#define IG_NB 64
+
+/* C[M x N] (int32, row stride LDC) = A[M x K] (int16, LDA) * B[K x N] (int16, LDB). */
+static void igemm(int64_t M, int64_t N, int64_t K, const int16_t *A, int64_t lda,
+                  const int16_t *B, int64_t ldb, int32_t *C, int64_t ldc)
+{
+    int32_t acc[4][IG_NB];
+    for (int64_t m = 0; m < M; m += 4) {
+        const int64_t mr = M - m < 4 ? M - m : 4;
+        /* Missing rows of a short group repeat the first one; their results are dropped. */
+        const int16_t *a0 = A + m * lda;
+        const int16_t *a1 = A + (m + (mr > 1 ? 1 : 0)) * lda;
+        const int16_t *a2 = A + (m + (mr > 2 ? 2 : 0)) * lda;
+        const int16_t *a3 = A + (m + (mr > 3 ? 3 : 0)) * lda;
+        for (int64_t n = 0; n < N; n += IG_NB) {
+            const int64_t nb = N - n < IG_NB ? N - n : IG_NB;
+            memset(acc, 0, sizeof acc);
+            if (nb == IG_NB) {
+                for (int64_t k = 0; k < K; k++) {
+                    const int32_t v0 = a0[k], v1 = a1[k], v2 = a2[k], v3 = a3[k];
+                    const int16_t *restrict b = B + k * ldb + n;
+                    for (int j = 0; j < IG_NB; j++) {
+                        const int32_t bv = b[j];
+                        acc[0][j] += v0 * bv;
+                        acc[1][j] += v1 * bv;
+                        acc[2][j] += v2 * bv;
+                        acc[3][j] += v3 * bv;
+                    }
+                }
+            } else {
+                for (int64_t k = 0; k < K; k++) {
+                    const int32_t v0 = a0[k], v1 = a1[k], v2 = a2[k], v3 = a3[k];
+                    const int16_t *restrict b = B + k * ldb + n;
+                    for (int64_t j = 0; j < nb; j++) {
+                        const int32_t bv = b[j];
+                        acc[0][j] += v0 * bv;
+                        acc[1][j] += v1 * bv;
+                        acc[2][j] += v2 * bv;
+                        acc[3][j] += v3 * bv;
+                    }
+                }
+            }
+            for (int64_t r = 0; r < mr; r++)
+                memcpy(C + (m + r) * ldc + n, acc[r], (size_t)nb * sizeof(int32_t));
+        }
+    }
+}
+
+/* Requantise one value: saturate(round_half_even(acc * mult) + zp) into [LO, HI]. */
+static inline int32_t requant(int32_t acc, double mult, int32_t zp, int32_t lo, int32_t hi)
+{
+    double v = rint((double)acc * mult) + (double)zp;
+    return v < lo ? lo : v > hi ? hi : (int32_t)v;
+}
+
+/* Write N requantised values into Y (uint8 or int8 per SIGNED_OUT). */
+static void store_q(void *y, int signed_out, const int32_t *v, int64_t n)
+{
+    if (signed_out) {
+        int8_t *o = y;
+        for (int64_t i = 0; i < n; i++)
+            o[i] = (int8_t)v[i];
+    } else {
+        uint8_t *o = y;
+        for (int64_t i = 0; i < n; i++)
+            o[i] = (uint8_t)v[i];
+    }
+}
+
+/* Pack N elements of an 8-bit tensor of dtype T at SRC minus their zero points into int16 at
+ * DST: element i's zero point is ZP[(i / DIV) % MOD] (dtype ZT; ZP NULL means 0). */
+static void pack16(int16_t *dst, const void *src, loom_dtype t, int64_t n, const void *zp,
+                   loom_dtype zt, int64_t div, int64_t mod)
+{
+    if (!zp || mod == 1) {
+        const int16_t z = zp ? (int16_t)load_int(zt, zp, 0) : 0;
+        if (t == LOOM_DTYPE_U8) {
+            const uint8_t *restrict s = src;
+            K2_LOOP((size_t)n, dst[i] = (int16_t)(s[i] - z););
+        } else {
+            const int8_t *restrict s = src;
+            K2_LOOP((size_t)n, dst[i] = (int16_t)(s[i] - z););
+        }
+        return;
+    }
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = (int16_t)(load_int(t, src, i) - load_int(zt, zp, (i / div) % mod));
+}
+
+/* ---- MatMulInteger, QLinearMatMul ----------------------------------------------------------- */
+
+typedef struct mm_params {
+    int64_t M, N, K, batches, numel_a, numel_b;
+    int64_t *a_off, *b_off;       /* per output batch: first element of A's / B's matrix */
+    int qlinear;
+    int16_t *b_packed;            /* constant B' packed at prepare, else NULL */
+    size_t a_pack_off, b_pack_off, acc_off; /* scratch layout, bytes */
+    int signed_out;
+} mm_params;
+
+static void mm_free(void *p)
+{
+    mm_params *m = p;
+    if (m) {
+        free(m->a_off);
+        free(m->b_off);
+        free(m->b_packed);
+    }
+    free(m);
+}
+
+typedef struct mm_job {
+    const mm_params *p;
+    const int16_t *a, *b;
+    int32_t *c;           /* MatMulInteger: the output; QLinearMatMul: the scratch */
+    void *y;              /* QLinearMatMul output */
+    const void *const *in;
+    const loom_tensor_desc *din;
+    int64_t groups;       /* row groups of 4 per batch */
+} mm_job;
+
+/* Requantise rows [M0, M1) of batch BATCH of a QLinearMatMul. */
+static void mm_requant(const mm_job *j, int64_t batch, int64_t m0, int64_t m1)
+{
+    const mm_params *p = j->p;
+    const loom_tensor_desc *d = j->din;
+    const int64_t N = p->N;
+    const int per_row_a = loom_tensor_desc_numel(&d[1]) != 1;
+    const int per_col_b = loom_tensor_desc_numel(&d[4]) != 1;
+    const int per_row_y = loom_tensor_desc_numel(&d[6]) != 1;
+    const int32_t lo = p->signed_out ? -128 : 0, hi = p->signed_out ? 127 : 255;
+    int32_t row[IG_NB];
+    for (int64_t m = m0; m < m1; m++) {
+        const float sa = load_f32(j->in[1], per_row_a ? m : 0);
+        const float sy = load_f32(j->in[6], per_row_y ? m : 0);
+        const int32_t zy = (int32_t)load_int(d[7].dtype, j->in[7], per_row_y ? m : 0);
+        const int32_t *c = j->c + (batch * p->M + m) * N;
+        char *y = (char *)j->y + (batch * p->M + m) * N;
+        for (int64_t n0 = 0; n0 < N; n0 += IG_NB) {
+            const int64_t nb = N - n0 < IG_NB ? N - n0 : IG_NB;
+            for (int64_t n = 0; n < nb; n++) {
+                const float sb = load_f32(j->in[4], per_col_b ? n0 + n : 0);
+                /* ONNX's reference: a_scale * b_scale / y_scale in float32, then the product
+                 * with the int32 accumulator in double. */
+                const float mult = sa * sb / sy;
+                row[n] = requant(c[n0 + n], (double)mult, zy, lo, hi);
+            }
+            store_q(y + n0, p->signed_out, row, nb);
+        }
+    }
+}
+
+static void mm_walk(void *arg, size_t begin, size_t end)
+{
+    const mm_job *j = arg;
+    const mm_params *p = j->p;
+    for (size_t it = begin; it < end; it++) {
+        const int64_t batch = (int64_t)it / j->groups, g = (int64_t)it % j->groups;
+        const int64_t m0 = g * 4, m1 = m0 + 4 < p->M ? m0 + 4 : p->M;
+        const int16_t *a = j->a + p->a_off[batch] + m0 * p->K;
+        const int16_t *b = j->b + p->b_off[batch];
+        int32_t *c = j->c + (batch * p->M + m0) * p->N;
+        igemm(m1 - m0, p->N, p->K, a, p->K, b, p->N, c, p->N);
+        if (p->qlinear)
+            mm_requant(j, batch, m0, m1);
+    }
+}
+
+/* Indices of the A and B inputs and their zero points: MatMulInteger (A, B, a_zero_point,
+ * b_zero_point), QLinearMatMul (a, a_scale, a_zero_point, b, b_scale, b_zero_point, ...). */
+static void mm_inputs(loom_op_id op, uint32_t *ia, uint32_t *iza, uint32_t *ib, uint32_t *izb)
+{
+    const int q = op == LOOM_OP_QLINEAR_MAT_MUL;
+    *ia = 0;
+    *iza = 2;
+    *ib = q ? 3 : 1;
+    *izb = q ? 5 : 3;
+}
+
+static loom_status mm_run(const cpu_kernel *k, const loom_exec_args *args, cpu_pool *pool,
+                          char *err, size_t err_len)
+{
+    const mm_params *p = k->params;
+    uint32_t ia, iza, ib, izb;
+    (void)err;
+    (void)err_len;
+    mm_inputs(k->op, &ia, &iza, &ib, &izb);
+    if (p->batches * p->M * p->N == 0)
+        return LOOM_OK;
+    /* With K = 0 nothing is packed and the scratch may be absent (NULL). */
+    char *scratch = args->scratch;
+    int16_t *a = scratch ? (int16_t *)(scratch + p->a_pack_off) : NULL;
+    const void *za = iza < k->n_in && k->in[iza].dtype ? args->inputs[iza] : NULL;
+    const void *zb = izb < k->n_in && k->in[izb].dtype ? args->inputs[izb] : NULL;
+    pack16(a, args->inputs[ia], k->in[ia].dtype, p->numel_a, za, za ? k->in[iza].dtype : 0,
+           p->K, za ? loom_tensor_desc_numel(&k->in[iza]) : 1);
+    const int16_t *b = p->b_packed;
+    if (!b) {
+        int16_t *bp = scratch ? (int16_t *)(scratch + p->b_pack_off) : NULL;
+        pack16(bp, args->inputs[ib], k->in[ib].dtype, p->numel_b, zb, zb ? k->in[izb].dtype : 0,
+               1, zb ? loom_tensor_desc_numel(&k->in[izb]) : 1);
+        b = bp;
+    }
+    mm_job j = {.p = p, .a = a, .b = b, .in = args->inputs, .din = k->in,
+                .groups = (p->M + 3) / 4};
+    if (p->qlinear) {
+        j.c = (int32_t *)(scratch + p->acc_off);
+        j.y = args->outputs[0];
+    } else {
+        j.c = args->outputs[0];
+    }
+    const double work = 8.0 * (double)p->N * (double)(p->K > 0 ? p->K : 1);
+    const size_t grain = work >= 65536.0 ? 1 : (size_t)(65536.0 / work);
+    cpu_parallel_for(pool, (size_t)(p->batches * j.groups), grain, mm_walk, &j);
+    return LOOM_OK;
+}
+
+static int is_q8(loom_dtype t)
+{
+    return t == LOOM_DTYPE_U8 || t == LOOM_DTYPE_I8;
+}
+
+static int mm_supports(const loom_node_desc *node, char *reason, size_t len)
+{
+    const char *op = node->op_name;
+    const int q = node->op == LOOM_OP_QLINEAR_MAT_MUL;
+    uint32_t ia, iza, ib, izb;
+    mm_inputs(node->op, &ia, &iza, &ib, &izb);
+    if (node->n_outputs != 1 || !present(node, ia) || !present(node, ib) ||
+        (q && node->n_inputs != 8)) {
+        cpu_reason(reason, len, "%s: unexpected inputs or outputs", op);
+        return 0;
+    }
+    const loom_tensor_desc *a = &node->inputs[ia], *b = &node->inputs[ib], *y = &node->outputs[0];
+    if (!is_q8(a->dtype))
+        return no_dtype(node, a->dtype, "uint8, int8", reason, len);
+    if (!is_q8(b->dtype))
+        return no_dtype(node, b->dtype, "uint8, int8", reason, len);
+    if (q ? !is_q8(y->dtype) : y->dtype != LOOM_DTYPE_I32)
+        return no_dtype(node, y->dtype, q ? "uint8, int8 outputs" : "int32 outputs", reason,
+                        len);
+    if (a->rank < 1 || b->rank < 1 || a->rank > LOOM_MAX_RANK || b->rank > LOOM_MAX_RANK) {
+        cpu_reason(reason, len, "%s: operands must have rank 1 or more", op);
+        return 0;
+    }
+    const int64_t M = a->rank > 1 ? a->dims[a->rank - 2] : 1, K = a->dims[a->rank - 1];
+    const int64_t N = b->rank > 1 ? b->dims[b->rank - 1] : 1;
+    const int64_t kb = b->rank > 1 ? b->dims[b->rank - 2] : b->dims[0];
+    if (K != kb) {
+        cpu_reason(reason, len, "%s: inner dimensions differ", op);
+        return 0;
+    }
+    if (present(node, iza) && !param_ok(&node->inputs[iza], a->dtype, M)) {
+        cpu_reason(reason, len, "%s: a_zero_point must be a scalar or [M] of A's dtype", op);
+        return 0;
+    }
+    if (present(node, izb) && !param_ok(&node->inputs[izb], b->dtype, N)) {
+        cpu_reason(reason, len, "%s: b_zero_point must be a scalar or [N] of B's dtype", op);
+        return 0;
+    }
+    if (q && (!param_ok(&node->inputs[1], LOOM_DTYPE_F32, M) ||
+              !param_ok(&node->inputs[4], LOOM_DTYPE_F32, N) ||
+              !param_ok(&node->inputs[6], LOOM_DTYPE_F32, M) ||
+              !param_ok(&node->inputs[7], y->dtype, M) || !present(node, 2) ||
+              !present(node, 5))) {
+        cpu_reason(reason, len, "%s: scales and zero points must be scalars or per row/column",
+                   op);
+        return 0;
+    }
+    /* The output: broadcast batch dims, then M (when A is a matrix) and N (when B is). */
+    const uint32_t ba = a->rank > 2 ? a->rank - 2 : 0, bb = b->rank > 2 ? b->rank - 2 : 0;
+    const uint32_t br = ba > bb ? ba : bb;
+    if (y->rank != br + (a->rank > 1) + (b->rank > 1)) {
+        cpu_reason(reason, len, "%s: output rank does not match the operands", op);
+        return 0;
+    }
+    for (uint32_t d = 0; d < br; d++) {
+        const int64_t da = d + ba >= br ? a->dims[d + ba - br] : 1;
+        const int64_t db = d + bb >= br ? b->dims[d + bb - br] : 1;
+        if (!((da == y->dims[d] || da == 1) && (db == y->dims[d] || db == 1))) {
+            cpu_reason(reason, len, "%s: batch dimensions do not broadcast to the output", op);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static loom_status mm_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
+                              size_t err_len)
+{
+    char why[256];
+    if (!mm_supports(node, why, sizeof why))
+        return cpu_fail(err, err_len, LOOM_ERR_UNSUPPORTED, "%s", why);
+    uint32_t ia, iza, ib, izb;
+    mm_inputs(node->op, &ia, &iza, &ib, &izb);
+    const loom_tensor_desc *a = &k->in[ia], *b = &k->in[ib], *y = &k->out[0];
+    mm_params *p = calloc(1, sizeof *p);
+    if (!p)
+        goto oom;
+    p->qlinear = node->op == LOOM_OP_QLINEAR_MAT_MUL;
+    p->signed_out = y->dtype == LOOM_DTYPE_I8;
+    p->M = a->rank > 1 ? a->dims[a->rank - 2] : 1;
+    p->K = a->dims[a->rank - 1];
+    p->N = b->rank > 1 ? b->dims[b->rank - 1] : 1;
+    p->numel_a = loom_tensor_desc_numel(a);
+    p->numel_b = loom_tensor_desc_numel(b);
+    const uint32_t ba = a->rank > 2 ? a->rank - 2 : 0, bb = b->rank > 2 ? b->rank - 2 : 0;
+    const uint32_t br = ba > bb ? ba : bb;
+    p->batches = 1;
+    for (uint32_t d = 0; d < br; d++)
+        p->batches *= y->dims[d];
+    p->a_off = calloc((size_t)(p->batches > 0 ? p->batches : 1), sizeof *p->a_off);
+    p->b_off = calloc((size_t)(p->batches > 0 ? p->batches : 1), sizeof *p->b_off);
+    if (!p->a_off || !p->b_off)
+        goto oom;
+    /* Each output batch's matrices in A and B: walk the batch index, strides 0 where an
+     * operand broadcasts. */
+    int64_t sa[LOOM_MAX_RANK] = {0}, sb[LOOM_MAX_RANK] = {0};
+    {
+        int64_t s = p->M * p->K;
+        for (uint32_t d = br; d-- > 0;) {
+            if (d + ba >= br) {
+                const int64_t dim = a->dims[d + ba - br];
+                sa[d] = dim == 1 ? 0 : s;
+                s *= dim;
+            }
+        }
+        s = p->K * p->N;
+        for (uint32_t d = br; d-- > 0;) {
+            if (d + bb >= br) {
+                const int64_t dim = b->dims[d + bb - br];
+                sb[d] = dim == 1 ? 0 : s;
+                s *= dim;
+            }
+        }
+    }
+    for (int64_t t = 0; t < p->batches; t++) {
+        int64_t rem = t, oa = 0, ob = 0;
+        for (uint32_t d = br; d-- > 0;) {
+            const int64_t c = rem % y->dims[d];
+            rem /= y->dims[d];
+            oa += c * sa[d];
+            ob += c * sb[d];
+        }
+        p->a_off[t] = oa;
+        p->b_off[t] = ob;
+    }
+    const void *bc = node->input_constants ? node->input_constants[ib] : NULL;
+    const int zb_given = present(node, izb);
+    const void *zbc = zb_given && node->input_constants ? node->input_constants[izb] : NULL;
+    if (bc && (!zb_given || zbc) && p->numel_b > 0) {
+        p->b_packed = malloc((size_t)p->numel_b * sizeof(int16_t));
+        if (!p->b_packed)
+            goto oom;
+        pack16(p->b_packed, bc, b->dtype, p->numel_b, zbc, zbc ? k->in[izb].dtype : 0, 1,
+               zbc ? loom_tensor_desc_numel(&k->in[izb]) : 1);
+    }
+    /* Scratch: A' | B' (unless packed) | int32 accumulators (QLinearMatMul), 64-byte aligned. */
+    size_t off = 0;
+    p->a_pack_off = off;
+    off = ALIGN64(off + (size_t)p->numel_a * sizeof(int16_t));
+    p->b_pack_off = off;
+    if (!p->b_packed)
+        off = ALIGN64(off + (size_t)p->numel_b * sizeof(int16_t));
+    p->acc_off = off;
+    if (p->qlinear)
+        off = ALIGN64(off + (size_t)loom_tensor_desc_numel(y) * sizeof(int32_t));
+    k->scratch_bytes = off;
+    k->params = p;
+    k->free_params = mm_free;
+    k->run = mm_run;
+    return LOOM_OK;
+oom:
+    mm_free(p);
+    return cpu_fail(err, err_len, LOOM_ERR_OUT_OF_MEMORY, "%s: out of memory", node->op_name);
+}
+
+/* ---- QLinearConv ---------------------------------------------------------------------------- */
+
+/* Output pixels per tile: the im2col panel of a tile is CKK x QC_TP int16. */
+#define QC_TP 128
+/* Tiles are dealt round-robin to at most this many slots, each with its own scratch. */
+#define QC_SLOTS 16
+
+typedef struct qc_params {
+    int64_t N, C, H, W, M, OH, OW, KH, KW, G, Cg, Mg, CKK;
+    int64_t sh, sw, dh, dw, ph, pw;
+    int64_t tiles, items, slots;
+    int16_t *w_packed;             /* constant W' = w - w_zp, [M x CKK], else NULL */
+    size_t w_off, mult_off, slot_off, slot_bytes, col_bytes;
+    int signed_out, x_signed;
+} qc_params;
+
+static void qc_free(void *p)
+{
+    qc_params *q = p;
+    if (q)
+        free(q->w_packed);
+    free(q);
+}
+
+typedef struct qc_job {
+    const qc_params *p;
+    const void *x;
+    const int16_t *w;
+    const float *mult;
+    const int32_t *bias;
+    int32_t xzp, yzp;
+    void *y;
+    char *slots;
+} qc_job;
+
+/* The im2col panel of output pixels [P0, P0 + TP) of image N, group G: row ck = (c, kh, kw),
+ * column j; padding reads as the zero point, i.e. 0 after subtraction. */
+static void qc_im2col(const qc_job *j, int64_t n, int64_t g, int64_t p0, int64_t tp,
+                      int16_t *col)
+{
+    const qc_params *p = j->p;
+    int64_t oh[QC_TP], ow[QC_TP];
+    for (int64_t t = 0; t < tp; t++) {
+        oh[t] = (p0 + t) / p->OW;
+        ow[t] = (p0 + t) % p->OW;
+    }
+    const int16_t zx = (int16_t)j->xzp;
+    int64_t ck = 0;
+    for (int64_t c = 0; c < p->Cg; c++) {
+        const int64_t plane = ((n * p->C) + g * p->Cg + c) * p->H * p->W;
+        for (int64_t kh = 0; kh < p->KH; kh++)
+            for (int64_t kw = 0; kw < p->KW; kw++, ck++) {
+                int16_t *dst = col + ck * tp;
+                const int64_t dy = kh * p->dh - p->ph, dx = kw * p->dw - p->pw;
+                for (int64_t t = 0; t < tp; t++) {
+                    const int64_t ih = oh[t] * p->sh + dy, iw = ow[t] * p->sw + dx;
+                    int16_t v = 0;
+                    if (ih >= 0 && ih < p->H && iw >= 0 && iw < p->W) {
+                        const int64_t at = plane + ih * p->W + iw;
+                        v = (int16_t)((p->x_signed ? (int16_t)((const int8_t *)j->x)[at]
+                                                   : (int16_t)((const uint8_t *)j->x)[at]) -
+                                      zx);
+                    }
+                    dst[t] = v;
+                }
+            }
+    }
+}
+
+static void qc_walk(void *arg, size_t begin, size_t end)
+{
+    const qc_job *j = arg;
+    const qc_params *p = j->p;
+    const int64_t P = p->OH * p->OW;
+    const int32_t lo = p->signed_out ? -128 : 0, hi = p->signed_out ? 127 : 255;
+    int32_t row[QC_TP];
+    for (size_t s = begin; s < end; s++) {
+        char *mem = j->slots + s * p->slot_bytes;
+        int16_t *col = (int16_t *)mem;
+        int32_t *acc = (int32_t *)(mem + p->col_bytes);
+        for (int64_t it = (int64_t)s; it < p->items; it += p->slots) {
+            const int64_t tile = it % p->tiles, ng = it / p->tiles;
+            const int64_t g = ng % p->G, n = ng / p->G;
+            const int64_t p0 = tile * QC_TP, tp = P - p0 < QC_TP ? P - p0 : QC_TP;
+            qc_im2col(j, n, g, p0, tp, col);
+            igemm(p->Mg, tp, p->CKK, j->w + g * p->Mg * p->CKK, p->CKK, col, tp, acc, tp);
+            for (int64_t mi = 0; mi < p->Mg; mi++) {
+                const int64_t m = g * p->Mg + mi;
+                const int32_t b = j->bias ? j->bias[m] : 0;
+                const double mult = j->mult[m];
+                const int32_t *a = acc + mi * tp;
+                for (int64_t t = 0; t < tp; t++)
+                    row[t] = requant(a[t] + b, mult, j->yzp, lo, hi);
+                char *y = (char *)j->y + ((n * p->M + m) * P + p0);
+                store_q(y, p->signed_out, row, tp);
+            }
+        }
+    }
+}
+
+static loom_status qc_run(const cpu_kernel *k, const loom_exec_args *args, cpu_pool *pool,
+                          char *err, size_t err_len)
+{
+    const qc_params *p = k->params;
+    (void)err;
+    (void)err_len;
+    if (p->N * p->M * p->OH * p->OW == 0)
+        return LOOM_OK;
+    char *scratch = args->scratch;
+    const int16_t *w = p->w_packed;
+    if (!w) {
+        int16_t *wp = (int16_t *)(scratch + p->w_off);
+        const int64_t nz = loom_tensor_desc_numel(&k->in[5]);
+        pack16(wp, args->inputs[3], k->in[3].dtype, p->M * p->CKK, args->inputs[5],
+               k->in[5].dtype, p->CKK, nz);
+        w = wp;
+    }
+    float *mult = (float *)(scratch + p->mult_off);
+    const float sx = load_f32(args->inputs[1], 0), sy = load_f32(args->inputs[6], 0);
+    const int per_ch = loom_tensor_desc_numel(&k->in[4]) != 1;
+    for (int64_t m = 0; m < p->M; m++)
+        mult[m] = sx * load_f32(args->inputs[4], per_ch ? m : 0) / sy;
+    qc_job j = {.p = p,
+                .x = args->inputs[0],
+                .w = w,
+                .mult = mult,
+                .bias = k->n_in > 8 && k->in[8].dtype ? args->inputs[8] : NULL,
+                .xzp = (int32_t)load_int(k->in[2].dtype, args->inputs[2], 0),
+                .yzp = (int32_t)load_int(k->in[7].dtype, args->inputs[7], 0),
+                .y = args->outputs[0],
+                .slots = scratch + p->slot_off};
+    cpu_parallel_for(pool, (size_t)p->slots, 1, qc_walk, &j);
+    return LOOM_OK;
+}
+
+static int qc_supports(const loom_node_desc *node, char *reason, size_t len)
+{
+    const char *op = node->op_name;
+    if (node->n_inputs < 8 || node->n_inputs > 9 || node->n_outputs != 1) {
+        cpu_reason(reason, len, "%s: expects 8 or 9 inputs and one output", op);
+        return 0;
+    }
+    for (uint32_t i = 0; i < 8; i++)
+        if (!present(node, i)) {
+            cpu_reason(reason, len, "%s: input %u is required", op, i);
+            return 0;
+        }
+    const loom_tensor_desc *x = &node->inputs[0], *w = &node->inputs[3], *y = &node->outputs[0];
+    if (!is_q8(x->dtype))
+        return no_dtype(node, x->dtype, "uint8, int8", reason, len);
+    if (!is_q8(w->dtype))
+        return no_dtype(node, w->dtype, "uint8, int8", reason, len);
+    if (!is_q8(y->dtype))
+        return no_dtype(node, y->dtype, "uint8, int8 outputs", reason, len);
+    if (x->rank != 3 && x->rank != 4) {
+        cpu_reason(reason, len, "%s: only 1-D and 2-D convolutions have a CPU kernel (rank %u)",
+                   op, x->rank);
+        return 0;
+    }
+    const uint32_t s = x->rank - 2;
+    const loom_attr *ks = loom_node_attr(node, "kernel_shape");
+    const loom_attr *st = loom_node_attr(node, "strides");
+    const loom_attr *dl = loom_node_attr(node, "dilations");
+    const loom_attr *pd = loom_node_attr(node, "pads");
+    const int64_t group = loom_node_attr_int(node, "group", 1);
+    if (!ks || !st || !dl || !pd || ks->kind != LOOM_ATTR_INTS || ks->count != s ||
+        st->kind != LOOM_ATTR_INTS || st->count != s || dl->kind != LOOM_ATTR_INTS ||
+        dl->count != s || pd->kind != LOOM_ATTR_INTS || pd->count != 2 * s || group < 1) {
+        cpu_reason(reason, len, "%s: attributes are not canonical", op);
+        return 0;
+    }
+    if (w->rank != x->rank || y->rank != x->rank || x->dims[1] != w->dims[1] * group ||
+        w->dims[0] % group != 0 || y->dims[1] != w->dims[0] || y->dims[0] != x->dims[0]) {
+        cpu_reason(reason, len, "%s: shapes of x, w and y do not agree", op);
+        return 0;
+    }
+    const int64_t M = w->dims[0];
+    if (!param_ok(&node->inputs[1], LOOM_DTYPE_F32, -1) ||
+        !param_ok(&node->inputs[2], x->dtype, -1) ||
+        !param_ok(&node->inputs[4], LOOM_DTYPE_F32, M) ||
+        !param_ok(&node->inputs[5], w->dtype, M) ||
+        !param_ok(&node->inputs[6], LOOM_DTYPE_F32, -1) ||
+        !param_ok(&node->inputs[7], y->dtype, -1)) {
+        cpu_reason(reason, len, "%s: scales and zero points must be per-tensor (w's may be "
+                                "per output channel)", op);
+        return 0;
+    }
+    if (present(node, 8) && !(node->inputs[8].dtype == LOOM_DTYPE_I32 &&
+                              node->inputs[8].rank == 1 && node->inputs[8].dims[0] == M)) {
+        cpu_reason(reason, len, "%s: B must be int32 [M]", op);
+        return 0;
+    }
+    int64_t ckk = w->dims[1];
+    for (uint32_t d = 0; d < s; d++)
+        ckk *= w->dims[2 + d];
+    /* int16 products summed in int32: 255 * 255 * CKK must not overflow. */
+    if (ckk > 33000) {
+        cpu_reason(reason, len, "%s: %lld products per output could overflow int32", op,
+                   (long long)ckk);
+        return 0;
+    }
+    return 1;
+}
+
+static loom_status qc_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
+                              size_t err_len)
+{
+    char why[256];
+    if (!qc_supports(node, why, sizeof why))
+        return cpu_fail(err, err_len, LOOM_ERR_UNSUPPORTED, "%s", why);
+    const loom_tensor_desc *x = &k->in[0], *w = &k->in[3], *y = &k->out[0];
+    qc_params *p = calloc(1, sizeof *p);
+    if (!p)
+        goto oom;
+    const int two_d = x->rank == 4;
+    const int64_t *ks = loom_node_attr(node, "kernel_shape")->ints;
+    const int64_t *st = loom_node_attr(node, "strides")->ints;
+    const int64_t *dl = loom_node_attr(node, "dilations")->ints;
+    const int64_t *pd = loom_node_attr(node, "pads")->ints;
+    p->N = x->dims[0];
+    p->C = x->dims[1];
+    p->M = w->dims[0];
+    p->G = loom_node_attr_int(node, "group", 1);
+    p->Cg = p->C / p->G;
+    p->Mg = p->M / p->G;
+    /* 1-D runs as 2-D with a height of 1. */
+    p->H = two_d ? x->dims[2] : 1;
+    p->W = x->dims[two_d ? 3 : 2];
+    p->OH = two_d ? y->dims[2] : 1;
+    p->OW = y->dims[two_d ? 3 : 2];
+    p->KH = two_d ? ks[0] : 1;
+    p->KW = ks[two_d ? 1 : 0];
+    p->sh = two_d ? st[0] : 1;
+    p->sw = st[two_d ? 1 : 0];
+    p->dh = two_d ? dl[0] : 1;
+    p->dw = dl[two_d ? 1 : 0];
+    p->ph = two_d ? pd[0] : 0;
+    p->pw = pd[two_d ? 1 : 0];
+    p->CKK = p->Cg * p->KH * p->KW;
+    p->signed_out = y->dtype == LOOM_DTYPE_I8;
+    p->x_signed = x->dtype == LOOM_DTYPE_I8;
+    const int64_t P = p->OH * p->OW;
+    p->tiles = (P + QC_TP - 1) / QC_TP;
+    p->items = p->N * p->G * p->tiles;
+    p->slots = p->items < QC_SLOTS ? p->items : QC_SLOTS;
+    if (p->slots < 1)
+        p->slots = 1;
+    const void *wc = node->input_constants ? node->input_constants[3] : NULL;
+    const void *wzc = node->input_constants ? node->input_constants[5] : NULL;
+    const int64_t nw = p->M * p->CKK;
+    if (wc && wzc && nw > 0) {
+        p->w_packed = malloc((size_t)nw * sizeof(int16_t));
+        if (!p->w_packed)
+            goto oom;
+        pack16(p->w_packed, wc, w->dtype, nw, wzc, k->in[5].dtype, p->CKK,
+               loom_tensor_desc_numel(&k->in[5]));
+    }
+    /* Scratch: W' (unless packed) | multipliers [M] | per slot: im2col panel, accumulators. */
+    size_t off = 0;
+    p->w_off = off;
+    if (!p->w_packed)
+        off = ALIGN64(off + (size_t)nw * sizeof(int16_t));
+    p->mult_off = off;
+    off = ALIGN64(off + (size_t)p->M * sizeof(float));
+    p->slot_off = off;
+    p->col_bytes = ALIGN64((size_t)p->CKK * QC_TP * sizeof(int16_t));
+    p->slot_bytes = p->col_bytes + ALIGN64((size_t)p->Mg * QC_TP * sizeof(int32_t));
+    off += (size_t)p->slots * p->slot_bytes;
+    k->scratch_bytes = off;
+    k->params = p;
+    k->free_params = qc_free;
+    k->run = qc_run;
+    return LOOM_OK;
+oom:
+    qc_free(p);
+    return cpu_fail(err, err_len, LOOM_ERR_OUT_OF_MEMORY, "%s: out of memory", node->op_name);
+}
+
+/* ---- registration --------------------------------------------------------------------------- */
 
 void cpu_register_ew2(cpu_op_entry *table)
 {
-    (void)table;
+    static const loom_op_id ew[] = {
+        LOOM_OP_HARD_SIGMOID, LOOM_OP_HARD_SWISH, LOOM_OP_RECIPROCAL, LOOM_OP_FLOOR,
+        LOOM_OP_CEIL,         LOOM_OP_ROUND,      LOOM_OP_SIN,        LOOM_OP_COS,
+        LOOM_OP_SOFTPLUS,     LOOM_OP_ELU,        LOOM_OP_SELU,       LOOM_OP_SIGN,
+        LOOM_OP_NOT,          LOOM_OP_AND,        LOOM_OP_OR,         LOOM_OP_XOR,
+        LOOM_OP_EQUAL,        LOOM_OP_LESS,       LOOM_OP_GREATER,    LOOM_OP_LESS_OR_EQUAL,
+        LOOM_OP_GREATER_OR_EQUAL, LOOM_OP_SUM,    LOOM_OP_MEAN,
+    };
+    for (size_t i = 0; i < sizeof ew / sizeof ew[0]; i++) {
+        table[ew[i]].supports = ew2_supports;
+        table[ew[i]].prepare = ew2_prepare;
+    }
+    static const loom_op_id misc[] = {LOOM_OP_SHAPE, LOOM_OP_CONSTANT_OF_SHAPE, LOOM_OP_RANGE,
+                                      LOOM_OP_DROPOUT};
+    for (size_t i = 0; i < sizeof misc / sizeof misc[0]; i++) {
+        table[misc[i]].supports = misc_supports;
+        table[misc[i]].prepare = misc_prepare;
+    }
+    table[LOOM_OP_QUANTIZE_LINEAR].supports = quant_supports;
+    table[LOOM_OP_QUANTIZE_LINEAR].prepare = quant_prepare;
+    table[LOOM_OP_DEQUANTIZE_LINEAR].supports = quant_supports;
+    table[LOOM_OP_DEQUANTIZE_LINEAR].prepare = quant_prepare;
+    table[LOOM_OP_MAT_MUL_INTEGER].supports = mm_supports;
+    table[LOOM_OP_MAT_MUL_INTEGER].prepare = mm_prepare;
+    table[LOOM_OP_QLINEAR_MAT_MUL].supports = mm_supports;
+    table[LOOM_OP_QLINEAR_MAT_MUL].prepare = mm_prepare;
+    table[LOOM_OP_QLINEAR_CONV].supports = qc_supports;
+    table[LOOM_OP_QLINEAR_CONV].prepare = qc_prepare;
 }

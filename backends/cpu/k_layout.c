@@ -1,7 +1,8 @@
 /*
  * CPU kernels of the layout family: Reshape, Flatten, Squeeze, Unsqueeze (byte copies), Transpose,
  * Concat, Split, Slice and Gather, for every dtype (they move elements of 1, 2, 4 or 8 bytes and
- * never look at their values, except Gather's indices).
+ * never look at their values, except Gather's indices). Identity, also a plain copy, is
+ * registered by the elementwise family (cpu_kernels.h).
  *
  * Prepare reduces each op to the fewest dims that describe it (size-1 dims dropped, dims that stay
  * adjacent merged), so that run() is a handful of loops over large contiguous runs: memcpy where
@@ -482,6 +483,13 @@ static loom_status axis_prepare(const loom_node_desc *node, cpu_kernel *k,
     for (uint32_t i = 0; i < n_parts; i++) {
         const loom_tensor_desc *t = &parts[i];
         int64_t n = t->dtype == LOOM_DTYPE_UNDEFINED ? 0 : t->dims[axis];
+        if (t->rank != whole->rank ||
+            (size_t)loom_tensor_desc_numel(t) * es != p->outer * (size_t)n * inner) {
+            free(p);
+            return cpu_fail(err, err_len, LOOM_ERR_INVALID_ARGUMENT,
+                            "%s: part %u does not match the whole off axis %lld", node->op_name,
+                            i, (long long)axis);
+        }
         p->part_off[i] = (size_t)along * inner;
         p->part_bytes[i] = (size_t)n * inner;
         along += n;

@@ -12,14 +12,19 @@
  * about 64^3 multiply-adds run as one call on the calling thread, where a fork would cost more
  * than it saves.
  *
- * Conv lowers to GEMM through im2col. Scratch holds S column buffers, S sized at prepare time
- * from the shape alone (prepare sees no pool): as many (image, group) items as fit in a budget,
- * at most 64. At run time, when there are at least as many small items as threads and S covers
- * them, the items run in parallel, each with its own buffer (item i of a round uses buffer i);
- * otherwise the items run one after another, each with its im2col split by rows and its GEMM
- * split by blocks over the pool. 1x1, stride-1, unpadded convs read the input as the GEMM's B
- * directly, and grouped convs with tiny groups (depthwise) use direct loops, where a GEMM with
- * K <= 32 would be all overhead.
+ * Conv lowers to GEMM through im2col (Y_g[M/g, P] = W_g[M/g, K] * col[K, P], K = C/g * kh * kw,
+ * P = output pixels). Scratch holds S column buffers, S fixed at prepare time from the shape
+ * alone, since prepare sees no pool: as many (image, group) items as fit in 16 MiB, at most 64,
+ * at least 1. At run time:
+ *  - many small items (at least as many as threads, and S too): items run in parallel, item i of
+ *    a round of S using buffer i, each one im2col and one GEMM on its thread;
+ *  - otherwise items run one after another, each split over the pool. When P >= M/g, by chunks
+ *    of output columns sized so a chunk's columns (K x cols floats) fit in L2: a thread builds
+ *    its chunk's columns and runs the GEMM on them while they are still in its cache. Else by
+ *    blocks of output channels, after an im2col split by rows.
+ * 1x1, stride-1, unpadded convs read the input as the GEMM's B directly (no scratch), and grouped
+ * convs with tiny groups (depthwise) run direct loops, where a GEMM with K <= 32 is all overhead.
+ * Bias is added by whoever wrote the block, while it is in cache.
  */
 #include "cpu_kernels.h"
 
@@ -392,7 +397,7 @@ static loom_status matmul_run(const cpu_kernel *k, const loom_exec_args *args, c
 static loom_status matmul_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
                                   size_t err_len)
 {
-    const loom_tensor_desc *a = &k->in[0], *b = &k->in[1], *y = &k->out[0];
+    const loom_tensor_desc *a = &k->in[0], *b = &k->in[1];
     matmul_params *p = calloc(1, sizeof *p);
     if (!p)
         return cpu_fail(err, err_len, LOOM_ERR_OUT_OF_MEMORY, "MatMul: out of memory");
@@ -423,13 +428,18 @@ static loom_status matmul_prepare(const loom_node_desc *node, cpu_kernel *k, cha
         bstep *= db;
         p->batch *= dy;
     }
+    int64_t kb = b->rank >= 2 ? b->dims[b->rank - 2] : b->dims[0];
+    if (kb != p->k || loom_tensor_desc_numel(&k->out[0]) != p->batch * p->m * p->n) {
+        free(p);
+        return cpu_fail(err, err_len, LOOM_ERR_INVALID_ARGUMENT,
+                        "MatMul: operand and output shapes do not agree");
+    }
     /* B shared by every product and A dense over the batch: one tall GEMM does them all. */
     if (p->brank > 0 && !b_batched && !a_broadcast) {
         p->m *= p->batch;
         p->batch = 1;
         p->brank = 0;
     }
-    (void)y;
     k->params = p;
     k->run = matmul_run;
     k->scratch_bytes = 0;
@@ -546,10 +556,23 @@ static loom_status gemm_prepare(const loom_node_desc *node, cpu_kernel *k, char 
     p->m = k->out[0].dims[0];
     p->n = k->out[0].dims[1];
     p->k = p->trans_a ? k->in[0].dims[0] : k->in[0].dims[1];
+    const int64_t *ad = k->in[0].dims, *bd = k->in[1].dims;
+    if ((p->trans_a ? ad[1] : ad[0]) != p->m || (p->trans_b ? bd[0] : bd[1]) != p->n ||
+        (p->trans_b ? bd[1] : bd[0]) != p->k) {
+        free(p);
+        return cpu_fail(err, err_len, LOOM_ERR_INVALID_ARGUMENT,
+                        "Gemm: operand and output shapes do not agree");
+    }
     if (kernel_input_present(k, 2)) {
         const loom_tensor_desc *c = &k->in[2];
         int64_t cm = c->rank == 2 ? c->dims[0] : 1;
         int64_t cn = c->rank >= 1 ? c->dims[c->rank - 1] : 1;
+        if ((cm != 1 && cm != p->m) || (cn != 1 && cn != p->n)) {
+            long long m = (long long)p->m, n = (long long)p->n;
+            free(p);
+            return cpu_fail(err, err_len, LOOM_ERR_INVALID_ARGUMENT,
+                            "Gemm: C does not broadcast to [%lld, %lld]", m, n);
+        }
         p->c_rs = cm == 1 ? 0 : cn;
         p->c_cs = cn == 1 ? 0 : 1;
     }
@@ -673,9 +696,8 @@ static void conv_add_bias(const conv_params *p, const float *bias, float *y, int
 {
     if (!bias)
         return;
-    for (int64_t r = r0; r < r1; r++) {
+    for (int64_t r = r0; r < r1; r++)
         add_row(y + r * p->p + c0, bias[r], c1 - c0);
-    }
 }
 
 static lk_gemm conv_gemm_shape(const conv_params *p)
@@ -721,7 +743,6 @@ static void conv_gemm_task(void *arg, size_t b0, size_t b1)
             conv_add_bias(p, x->bi, x->yi, lo, hi, 0, p->p);
     }
 }
-
 
 static void conv_item_task(void *arg, size_t i0, size_t i1)
 {
@@ -1008,8 +1029,10 @@ static void pool_task(void *arg, size_t q0, size_t q1)
                                 int64_t row = (id * p->in[1] + h0 + th * p->dil[1]) * p->in[2];
                                 for (int64_t tw = p->lo[2][ow]; tw < p->hi[2][ow]; tw++) {
                                     int64_t i = row + w0 + tw * p->dil[2];
-                                    if (at < 0 || x[i] > best) {
-                                        best = x[i];
+                                    float v = x[i];
+                                    /* NaN never wins, as in ONNX Runtime; -inf still can. */
+                                    if (v > best || (at < 0 && v == v)) {
+                                        best = v;
                                         at = i;
                                     }
                                 }

@@ -1,17 +1,900 @@
-/* Placeholder: the ONNX importer lands here. */
+/*
+ * The ONNX importer: a ModelProto (opsets 7 to 18, parsed by protobuf-c over the system's
+ * onnx.proto) becomes a checked Loom graph. Initializers become constants when first read;
+ * nodes go through loom_graph_op with folding on, so subgraphs of constants (shape arithmetic:
+ * Shape -> Gather -> Concat -> Reshape) turn into constants while the graph is built. Older
+ * operator forms are rewritten into the opset-18 form the registry expects (onnx_nodes.c);
+ * a few operators are evaluated here because their results depend only on shapes or
+ * attributes (Constant, ConstantOfShape, Shape, Size) or are control flow (If).
+ */
 #include <loom/onnx.h>
 
 #include "graph/graph_internal.h"
+#include "graph/onnx/onnx_import.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Deepest nesting of If subgraphs we follow: far beyond real models, and a bound on recursion
+ * for hostile files. */
+#define MAX_SUBGRAPH_DEPTH 16
+
+/* ---- a string -> int32 map with borrowed keys (open addressing) ----------------------------- */
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    while (*s)
+        h = (h ^ (unsigned char)*s++) * 1099511628211ull;
+    return h;
+}
+
+int lo_smap_get(const lo_smap *m, const char *key, int32_t *val)
+{
+    if (!m->cap)
+        return 0;
+    for (size_t i = hash_str(key) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+        if (!m->keys[i])
+            return 0;
+        if (strcmp(m->keys[i], key) == 0) {
+            if (val)
+                *val = m->vals[i];
+            return 1;
+        }
+    }
+}
+
+int lo_smap_put(lo_smap *m, const char *key, int32_t val)
+{
+    if ((m->used + 1) * 2 > m->cap) {
+        size_t ncap = m->cap ? m->cap * 2 : 32;
+        const char **keys = calloc(ncap, sizeof *keys);
+        int32_t *vals = calloc(ncap, sizeof *vals);
+        if (!keys || !vals) {
+            free(keys);
+            free(vals);
+            return 0;
+        }
+        for (size_t i = 0; i < m->cap; i++) {
+            if (!m->keys[i])
+                continue;
+            size_t j = hash_str(m->keys[i]) & (ncap - 1);
+            while (keys[j])
+                j = (j + 1) & (ncap - 1);
+            keys[j] = m->keys[i];
+            vals[j] = m->vals[i];
+        }
+        free(m->keys);
+        free(m->vals);
+        m->keys = keys;
+        m->vals = vals;
+        m->cap = ncap;
+    }
+    size_t i = hash_str(key) & (m->cap - 1);
+    while (m->keys[i] && strcmp(m->keys[i], key) != 0)
+        i = (i + 1) & (m->cap - 1);
+    if (!m->keys[i])
+        m->used++;
+    m->keys[i] = key;
+    m->vals[i] = val;
+    return 1;
+}
+
+void lo_smap_free(lo_smap *m)
+{
+    free(m->keys);
+    free(m->vals);
+    memset(m, 0, sizeof *m);
+}
+
+/* ---- allocations that live until the import ends ---------------------------------------- */
+
+void *lo_alloc(lo_import *im, size_t bytes)
+{
+    if (im->n_allocs == im->cap_allocs) {
+        size_t n = im->cap_allocs ? im->cap_allocs * 2 : 32;
+        void **p = realloc(im->allocs, n * sizeof *p);
+        if (!p)
+            return NULL;
+        im->allocs = p;
+        im->cap_allocs = n;
+    }
+    void *p = calloc(1, bytes ? bytes : 1);
+    if (p)
+        im->allocs[im->n_allocs++] = p;
+    return p;
+}
+
+char *lo_strndup(lo_import *im, const void *data, size_t len)
+{
+    char *s = lo_alloc(im, len + 1);
+    if (s && len)
+        memcpy(s, data, len);
+    return s;
+}
+
+/* ---- errors ------------------------------------------------------------------------------- */
+
+loom_status lo_fail(lo_import *im, loom_status st, const char *fmt, ...)
+{
+    char msg[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (im->status == LOOM_OK)
+        im->status = st;
+    return loom_set_error(st, "%s: %s", im->src.file, msg);
+}
+
+loom_status lo_adopt(lo_import *im, loom_status st)
+{
+    if (im->status == LOOM_OK)
+        im->status = st;
+    return st;
+}
+
+loom_status lo_fail_builder(lo_import *im, loom_status st)
+{
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", loom_last_error());
+    if (st == LOOM_OK)
+        st = LOOM_ERR_INTERNAL;
+    return lo_fail(im, st, "%s", msg[0] ? msg : "graph builder failed");
+}
+
+const char *lo_str(const char *s)
+{
+    return s ? s : "";
+}
+
+const char *lo_node_name(const Onnx__NodeProto *n)
+{
+    if (n->name && *n->name)
+        return n->name;
+    for (size_t k = 0; k < n->n_output; k++)
+        if (n->output[k] && *n->output[k])
+            return n->output[k];
+    return "";
+}
+
+/* ---- value names ----------------------------------------------------------------------------
+ * Graph values carry the model's tensor names, so messages, traces and output files speak the
+ * model's language. The builder names a node's outputs after the node; when such a made-up
+ * name is wanted by a tensor of the model, the made-up one moves aside. */
+
+/* NAME if it can be given to a new or renamed value, else NULL (let the graph make one up). */
+static const char *claim_name(lo_import *im, const char *name)
+{
+    if (!name || !*name)
+        return NULL;
+    loom_value w = loom_graph_find_value(im->g, name);
+    if (w == LOOM_NO_VALUE)
+        return name;
+    const lg_value *val = &im->g->values[w];
+    if (val->kind == LG_VALUE_INPUT || val->output_index >= 0)
+        return NULL;
+    size_t len = strlen(name) + 24;
+    char *alt = malloc(len);
+    if (!alt)
+        return NULL;
+    for (unsigned k = 1;; k++) {
+        snprintf(alt, len, "%s~%u", name, k);
+        if (loom_graph_find_value(im->g, alt) == LOOM_NO_VALUE)
+            break;
+    }
+    loom_status st = loom_value_set_name(im->g, w, alt);
+    free(alt);
+    return st == LOOM_OK ? name : NULL;
+}
+
+loom_status lo_name_value(lo_import *im, loom_value v, const char *name)
+{
+    if (!name || !*name || v == LOOM_NO_VALUE)
+        return LOOM_OK;
+    const char *cur = loom_value_name(im->g, v);
+    if (cur && strcmp(cur, name) == 0)
+        return LOOM_OK;
+    const char *n = claim_name(im, name);
+    if (n && loom_value_set_name(im->g, v, n) != LOOM_OK)
+        return lo_fail_builder(im, im->g->error);
+    return im->g->error != LOOM_OK ? lo_fail_builder(im, im->g->error) : LOOM_OK;
+}
+
+loom_value lo_own_constant(lo_import *im, const char *name, lo_tensor *t)
+{
+    loom_value v = loom_constant_borrowed(im->g, claim_name(im, name), t->dtype, t->rank,
+                                          t->dims, t->data);
+    if (v == LOOM_NO_VALUE) {
+        free(t->data);
+        t->data = NULL;
+        lo_fail_builder(im, im->g->error);
+        return LOOM_NO_VALUE;
+    }
+    /* The graph takes the buffer over (it frees owned constants with free()), which spares a
+     * copy of every weight. */
+    im->g->values[v].data_owned = 1;
+    t->data = NULL;
+    return v;
+}
+
+loom_value lo_const_i64s(lo_import *im, size_t n, const int64_t *values)
+{
+    loom_value v = loom_constant_i64s(im->g, n, values);
+    if (v == LOOM_NO_VALUE)
+        lo_fail_builder(im, im->g->error);
+    return v;
+}
+
+loom_value lo_scalar_const(lo_import *im, loom_dtype dtype, double value)
+{
+    unsigned char buf[8] = {0};
+    switch (dtype) {
+    case LOOM_DTYPE_F32: { float f = (float)value; memcpy(buf, &f, 4); break; }
+    case LOOM_DTYPE_F16: { uint16_t h = lo_f32_to_f16((float)value); memcpy(buf, &h, 2); break; }
+    case LOOM_DTYPE_BF16: { uint16_t h = lo_f32_to_bf16((float)value); memcpy(buf, &h, 2); break; }
+    case LOOM_DTYPE_I32: { int32_t i = (int32_t)value; memcpy(buf, &i, 4); break; }
+    case LOOM_DTYPE_I64: { int64_t i = (int64_t)value; memcpy(buf, &i, 8); break; }
+    case LOOM_DTYPE_I8: { int8_t i = (int8_t)value; memcpy(buf, &i, 1); break; }
+    case LOOM_DTYPE_U8: buf[0] = (uint8_t)value; break;
+    case LOOM_DTYPE_BOOL: buf[0] = value != 0; break;
+    default: break;
+    }
+    loom_value v = loom_constant(im->g, NULL, dtype, 0, NULL, buf);
+    if (v == LOOM_NO_VALUE)
+        lo_fail_builder(im, im->g->error);
+    return v;
+}
+
+/* ---- scopes --------------------------------------------------------------------------------
+ * Names resolve in the innermost scope first (a subgraph of If sees the outer graph's values).
+ * Initializers are decoded only when a node reads them, so unused ones cost nothing and never
+ * leave an unused constant behind. */
+
+static loom_status scope_init(lo_import *im, lo_scope *sc, lo_scope *parent,
+                              const Onnx__GraphProto *gp)
+{
+    memset(sc, 0, sizeof *sc);
+    sc->parent = parent;
+    sc->gp = gp;
+    if (gp->n_sparse_initializer)
+        return lo_fail(im, LOOM_ERR_UNSUPPORTED, "graph '%s': sparse initializers are not "
+                       "supported", lo_str(gp->name));
+    for (size_t i = 0; i < gp->n_initializer; i++) {
+        const Onnx__TensorProto *t = gp->initializer[i];
+        if (!t->name || !*t->name)
+            return lo_fail(im, LOOM_ERR_INVALID_ARGUMENT, "graph '%s': initializer %zu has no "
+                           "name", lo_str(gp->name), i);
+        if (i > INT32_MAX || !lo_smap_put(&sc->inits, t->name, (int32_t)i))
+            return lo_fail(im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    }
+    return LOOM_OK;
+}
+
+static void scope_free(lo_scope *sc)
+{
+    lo_smap_free(&sc->values);
+    lo_smap_free(&sc->inits);
+    lo_smap_free(&sc->used);
+}
+
+loom_status lo_define(lo_import *im, lo_scope *sc, const char *name, loom_value v)
+{
+    if (!name || !*name)
+        return LOOM_OK;
+    if (!lo_smap_put(&sc->values, name, v))
+        return lo_fail(im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    return LOOM_OK;
+}
+
+int lo_lookup(lo_import *im, lo_scope *sc, const char *name, loom_value *out)
+{
+    for (lo_scope *s = sc; s; s = s->parent) {
+        int32_t v;
+        if (lo_smap_get(&s->values, name, &v)) {
+            *out = v;
+            return 1;
+        }
+        if (lo_smap_get(&s->inits, name, &v)) {
+            char what[160];
+            snprintf(what, sizeof what, "initializer '%.100s'", name);
+            lo_tensor lt;
+            loom_status st = lo_tensor_decode(s->gp->initializer[v], &im->src, what, &lt);
+            if (st != LOOM_OK) {
+                lo_adopt(im, st);
+                return -1;
+            }
+            loom_value c = lo_own_constant(im, name, &lt);
+            if (c == LOOM_NO_VALUE)
+                return -1;
+            if (!lo_smap_put(&s->values, name, c)) {
+                lo_fail(im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+                return -1;
+            }
+            *out = c;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+const void *lo_const_data(const lo_import *im, loom_value v)
+{
+    if (v < 0 || (size_t)v >= im->g->n_values)
+        return NULL;
+    const lg_value *val = &im->g->values[v];
+    return val->kind == LG_VALUE_CONSTANT ? val->data : NULL;
+}
+
+loom_tensor_desc lo_desc(const lo_import *im, loom_value v)
+{
+    loom_tensor_desc d;
+    memset(&d, 0, sizeof d);
+    if (v >= 0 && (size_t)v < im->g->n_values)
+        d = im->g->values[v].desc;
+    return d;
+}
+
+void lo_mark_read(lo_import *im, loom_value v)
+{
+    /* Counted like a read by a folded node: the value was needed, for its shape or to choose a
+     * branch, but no node of the graph reads it at run time. */
+    if (v >= 0 && (size_t)v < im->g->n_values)
+        im->g->values[v].folded_uses++;
+}
+
+/* ---- which nodes are needed ----------------------------------------------------------------
+ * Only nodes that lead to the graph's outputs are built: the graph refuses dead nodes, and a
+ * node nobody reads costs time. A node's subgraphs (If branches) read outer names too. */
+
+typedef struct name_stack {
+    const char **items;
+    size_t n, cap;
+} name_stack;
+
+static int push_name(name_stack *s, const char *name)
+{
+    if (!name || !*name)
+        return 1;
+    if (s->n == s->cap) {
+        size_t n = s->cap ? s->cap * 2 : 64;
+        const char **p = realloc(s->items, n * sizeof *p);
+        if (!p)
+            return 0;
+        s->items = p;
+        s->cap = n;
+    }
+    s->items[s->n++] = name;
+    return 1;
+}
+
+/* Every name the nodes of GP (and their subgraphs) read, and GP's outputs: an over-estimate of
+ * what GP needs from outside, which is all "needed" must not miss. */
+static int push_subgraph_reads(name_stack *s, const Onnx__GraphProto *gp, int depth)
+{
+    if (depth > MAX_SUBGRAPH_DEPTH)
+        return 1; /* deeper nesting fails when it is built */
+    for (size_t i = 0; i < gp->n_output; i++)
+        if (!push_name(s, gp->output[i]->name))
+            return 0;
+    for (size_t i = 0; i < gp->n_node; i++) {
+        const Onnx__NodeProto *n = gp->node[i];
+        for (size_t k = 0; k < n->n_input; k++)
+            if (!push_name(s, n->input[k]))
+                return 0;
+        for (size_t a = 0; a < n->n_attribute; a++) {
+            const Onnx__AttributeProto *at = n->attribute[a];
+            if (at->g && !push_subgraph_reads(s, at->g, depth + 1))
+                return 0;
+            for (size_t j = 0; j < at->n_graphs; j++)
+                if (!push_subgraph_reads(s, at->graphs[j], depth + 1))
+                    return 0;
+        }
+    }
+    return 1;
+}
+
+/* NEEDED[i] = 1 for the nodes of SC->gp that its outputs depend on; fills SC->used. */
+static loom_status mark_needed(lo_import *im, lo_scope *sc, unsigned char *needed)
+{
+    const Onnx__GraphProto *gp = sc->gp;
+    lo_smap producer = {0};
+    name_stack st = {0};
+    loom_status status = LOOM_OK;
+    for (size_t i = 0; i < gp->n_node && status == LOOM_OK; i++)
+        for (size_t k = 0; k < gp->node[i]->n_output; k++) {
+            const char *o = gp->node[i]->output[k];
+            if (*o && (i > INT32_MAX || !lo_smap_put(&producer, o, (int32_t)i)))
+                status = LOOM_ERR_OUT_OF_MEMORY;
+        }
+    for (size_t i = 0; i < gp->n_output && status == LOOM_OK; i++)
+        if (!push_name(&st, gp->output[i]->name))
+            status = LOOM_ERR_OUT_OF_MEMORY;
+    while (status == LOOM_OK && st.n) {
+        const char *name = st.items[--st.n];
+        if (lo_smap_get(&sc->used, name, NULL))
+            continue;
+        if (!lo_smap_put(&sc->used, name, 1)) {
+            status = LOOM_ERR_OUT_OF_MEMORY;
+            break;
+        }
+        int32_t i;
+        if (!lo_smap_get(&producer, name, &i) || needed[i])
+            continue;
+        needed[i] = 1;
+        const Onnx__NodeProto *n = gp->node[i];
+        for (size_t k = 0; k < n->n_input && status == LOOM_OK; k++)
+            if (!push_name(&st, n->input[k]))
+                status = LOOM_ERR_OUT_OF_MEMORY;
+        for (size_t a = 0; a < n->n_attribute && status == LOOM_OK; a++) {
+            const Onnx__AttributeProto *at = n->attribute[a];
+            if (at->g && !push_subgraph_reads(&st, at->g, im->depth + 1))
+                status = LOOM_ERR_OUT_OF_MEMORY;
+            for (size_t j = 0; j < at->n_graphs && status == LOOM_OK; j++)
+                if (!push_subgraph_reads(&st, at->graphs[j], im->depth + 1))
+                    status = LOOM_ERR_OUT_OF_MEMORY;
+        }
+    }
+    lo_smap_free(&producer);
+    free(st.items);
+    if (status != LOOM_OK)
+        return lo_fail(im, status, "out of memory");
+    return LOOM_OK;
+}
+
+/* Build the needed nodes of SC->gp, in the model's order (ONNX requires it topological). */
+static loom_status build_body(lo_import *im, lo_scope *sc)
+{
+    const Onnx__GraphProto *gp = sc->gp;
+    unsigned char *needed = calloc(gp->n_node + 1, 1);
+    if (!needed)
+        return lo_fail(im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    loom_status st = mark_needed(im, sc, needed);
+    for (size_t i = 0; i < gp->n_node && st == LOOM_OK; i++)
+        if (needed[i])
+            st = lo_build_node(im, sc, gp->node[i]);
+    free(needed);
+    return st;
+}
+
+loom_status lo_build_subgraph(lo_import *im, lo_scope *parent, const Onnx__GraphProto *gp,
+                              loom_value *outs)
+{
+    if (im->depth >= MAX_SUBGRAPH_DEPTH)
+        return lo_fail(im, LOOM_ERR_UNSUPPORTED, "subgraphs nested deeper than %d levels",
+                       MAX_SUBGRAPH_DEPTH);
+    if (gp->n_input)
+        return lo_fail(im, LOOM_ERR_INVALID_ARGUMENT, "subgraph '%s' has inputs; an If branch "
+                       "takes none", lo_str(gp->name));
+    lo_scope sc;
+    im->depth++;
+    loom_status st = scope_init(im, &sc, parent, gp);
+    if (st == LOOM_OK)
+        st = build_body(im, &sc);
+    for (size_t i = 0; i < gp->n_output && st == LOOM_OK; i++) {
+        const char *name = lo_str(gp->output[i]->name);
+        int r = lo_lookup(im, &sc, name, &outs[i]);
+        if (r < 0)
+            st = im->status;
+        else if (r == 0)
+            st = lo_fail(im, LOOM_ERR_INVALID_ARGUMENT, "subgraph '%s': output '%s' is not "
+                         "computed by any node", lo_str(gp->name), name);
+    }
+    im->depth--;
+    scope_free(&sc);
+    return st;
+}
+
+/* ---- graph inputs ------------------------------------------------------------------------- */
+
+static const loom_onnx_shape *option_shape(const lo_import *im, const char *name)
+{
+    for (size_t i = 0; i < im->opt.n_shapes; i++)
+        if (im->opt.shapes[i].input && strcmp(im->opt.shapes[i].input, name) == 0)
+            return &im->opt.shapes[i];
+    return NULL;
+}
+
+static int option_dim(const lo_import *im, const char *name, int64_t *value)
+{
+    for (size_t i = 0; i < im->opt.n_dims; i++)
+        if (im->opt.dims[i].name && strcmp(im->opt.dims[i].name, name) == 0) {
+            *value = im->opt.dims[i].value;
+            return 1;
+        }
+    return 0;
+}
+
+static loom_status declare_input(lo_import *im, lo_scope *sc, const Onnx__ValueInfoProto *vi)
+{
+    const char *name = lo_str(vi->name);
+    if (!*name)
+        return lo_fail(im, LOOM_ERR_INVALID_ARGUMENT, "a graph input has no name");
+    const Onnx__TypeProto *tp = vi->type;
+    if (!tp || tp->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE || !tp->tensor_type)
+        return lo_fail(im, LOOM_ERR_UNSUPPORTED, "input '%s' is not a tensor (sequences, maps "
+                       "and optionals are not supported)", name);
+    const Onnx__TypeProto__Tensor *tt = tp->tensor_type;
+    int32_t et = tt->has_elem_type ? tt->elem_type : 0;
+    loom_dtype dtype = lo_dtype_from_onnx(et);
+    if (dtype == LOOM_DTYPE_UNDEFINED)
+        return lo_fail(im, et ? LOOM_ERR_UNSUPPORTED : LOOM_ERR_INVALID_ARGUMENT,
+                       "input '%s' has dtype %s (%d), which Loom does not support", name,
+                       lo_onnx_type_name(et), (int)et);
+    int64_t dims[LOOM_MAX_RANK];
+    uint32_t rank;
+    const loom_onnx_shape *os = option_shape(im, name);
+    if (os) {
+        if (os->rank > LOOM_MAX_RANK || (os->rank && !os->dims))
+            return lo_fail(im, LOOM_ERR_INVALID_ARGUMENT, "input '%s': the shape given in "
+                           "options has rank %u (dims %s)", name, os->rank,
+                           os->dims ? "given" : "NULL");
+        rank = os->rank;
+        for (uint32_t k = 0; k < rank; k++) {
+            if (os->dims[k] < 0)
+                return lo_fail(im, LOOM_ERR_INVALID_ARGUMENT, "input '%s': the shape given in "
+                               "options has a negative dimension %u (%lld)", name, k,
+                               (long long)os->dims[k]);
+            dims[k] = os->dims[k];
+        }
+    } else {
+        const Onnx__TensorShapeProto *sp = tt->shape;
+        if (!sp)
+            return lo_fail(im, LOOM_ERR_INVALID_ARGUMENT, "input '%s' has no shape in the model; "
+                           "give it in options->shapes", name);
+        if (sp->n_dim > LOOM_MAX_RANK)
+            return lo_fail(im, LOOM_ERR_UNSUPPORTED, "input '%s' has rank %zu; Loom's maximum "
+                           "is %d", name, sp->n_dim, LOOM_MAX_RANK);
+        rank = (uint32_t)sp->n_dim;
+        for (uint32_t k = 0; k < rank; k++) {
+            const Onnx__TensorShapeProto__Dimension *d = sp->dim[k];
+            if (d->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE &&
+                d->dim_value >= 0) {
+                dims[k] = d->dim_value;
+                continue;
+            }
+            int symbolic = d->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM &&
+                           d->dim_param && *d->dim_param;
+            if (symbolic && option_dim(im, d->dim_param, &dims[k])) {
+                if (dims[k] < 0)
+                    return lo_fail(im, LOOM_ERR_INVALID_ARGUMENT, "input '%s': dimension %u "
+                                   "('%s') is given the negative value %lld in options", name, k,
+                                   d->dim_param, (long long)dims[k]);
+                continue;
+            }
+            if (im->opt.default_dim > 0) {
+                dims[k] = im->opt.default_dim;
+                continue;
+            }
+            if (symbolic)
+                return lo_fail(im, LOOM_ERR_INVALID_ARGUMENT, "input '%s': dimension %u ('%s') "
+                               "is symbolic; give its value in options->dims (or "
+                               "options->default_dim)", name, k, d->dim_param);
+            return lo_fail(im, LOOM_ERR_INVALID_ARGUMENT, "input '%s': dimension %u is unknown; "
+                           "give the input's shape in options->shapes (or "
+                           "options->default_dim)", name, k);
+        }
+    }
+    loom_value v = loom_input(im->g, name, dtype, rank, dims);
+    if (v == LOOM_NO_VALUE)
+        return lo_fail_builder(im, im->g->error);
+    /* An input the model declares but never reads is valid ONNX; the caller still passes it. */
+    lo_mark_read(im, v);
+    return lo_define(im, sc, name, v);
+}
+
+/* ---- graph outputs ------------------------------------------------------------------------ */
+
+static loom_status add_output(lo_import *im, lo_scope *sc, const Onnx__ValueInfoProto *vo)
+{
+    const char *name = lo_str(vo->name);
+    loom_value v;
+    int r = lo_lookup(im, sc, name, &v);
+    if (r < 0)
+        return im->status;
+    if (r == 0)
+        return lo_fail(im, LOOM_ERR_INVALID_ARGUMENT, "graph output '%s' is not computed by "
+                       "any node", name);
+    const lg_value *val = &im->g->values[v];
+    if (val->kind != LG_VALUE_NODE || val->output_index >= 0) {
+        /* An output that is an input, a constant (folded) or already another output gets a
+         * node of its own: renaming the input would change what callers pass, and a run
+         * writes every output. */
+        loom_value copy;
+        loom_graph_set_folding(im->g, 0);
+        loom_status st = loom_graph_op(im->g, "Identity", NULL, &v, 1, NULL, 0, &copy, 1);
+        loom_graph_set_folding(im->g, 1);
+        if (st != LOOM_OK)
+            return lo_fail_builder(im, st);
+        v = copy;
+    }
+    const char *n = claim_name(im, name);
+    loom_status st = loom_output(im->g, v, n);
+    if (st != LOOM_OK)
+        return lo_fail_builder(im, st);
+    return LOOM_OK;
+}
+
+/* ---- dead nodes ------------------------------------------------------------------------------
+ * A node can be left without readers after it was built: when only a node evaluated here read
+ * it (Shape of an intermediate value), or only the branch of If that a constant condition did
+ * not take. The graph refuses such dead nodes, so they are removed; their outputs stay behind as
+ * data-less constants that nothing reads (value handles must stay valid). */
+
+static void prune_dead_nodes(loom_graph *g)
+{
+    size_t n = g->n_nodes;
+    unsigned char *dead = calloc(n + 1, 1);
+    if (!dead)
+        return; /* the check then names the dead node */
+    size_t n_dead = 0;
+    for (size_t i = n; i-- > 0;) {
+        const lg_node *node = &g->nodes[i];
+        int used = 0;
+        for (uint32_t o = 0; o < node->n_outputs && !used; o++) {
+            const lg_value *val = &g->values[node->outputs[o]];
+            used = val->n_consumers || val->output_index >= 0;
+        }
+        if (used)
+            continue;
+        dead[i] = 1;
+        n_dead++;
+        for (uint32_t k = 0; k < node->n_inputs; k++) {
+            loom_value v = node->inputs[k];
+            if (v == LOOM_NO_VALUE)
+                continue;
+            g->values[v].n_consumers--;
+            g->values[v].folded_uses++; /* read by a node that was removed, not left unused */
+        }
+    }
+    if (!n_dead) {
+        free(dead);
+        return;
+    }
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++) {
+        lg_node *node = &g->nodes[i];
+        if (dead[i]) {
+            for (uint32_t o = 0; o < node->n_outputs; o++) {
+                lg_value *val = &g->values[node->outputs[o]];
+                val->kind = LG_VALUE_CONSTANT;
+                val->producer = -1;
+                val->data = NULL;
+                val->data_owned = 0;
+                val->folded_uses++;
+            }
+            free(node->name);
+            free(node->inputs);
+            free(node->outputs);
+            loom_attr_list_free(&node->attrs);
+            continue;
+        }
+        if (w != i)
+            g->nodes[w] = *node;
+        for (uint32_t o = 0; o < g->nodes[w].n_outputs; o++)
+            g->values[g->nodes[w].outputs[o]].producer = (int32_t)w;
+        w++;
+    }
+    g->n_nodes = w;
+    free(dead);
+}
+
+/* ---- operators Loom lacks: all of them, named at once --------------------------------------- */
+
+typedef struct op_list {
+    char **names;
+    size_t n, cap;
+    size_t nodes;
+} op_list;
+
+static int list_add(op_list *l, const char *domain, const char *op)
+{
+    size_t len = strlen(domain) + strlen(op) + 2;
+    char *s = malloc(len);
+    if (!s)
+        return 0;
+    snprintf(s, len, "%s%s%s", domain, *domain ? "." : "", op);
+    l->nodes++;
+    for (size_t i = 0; i < l->n; i++)
+        if (strcmp(l->names[i], s) == 0) {
+            free(s);
+            return 1;
+        }
+    if (l->n == l->cap) {
+        size_t c = l->cap ? l->cap * 2 : 8;
+        char **p = realloc(l->names, c * sizeof *p);
+        if (!p) {
+            free(s);
+            return 0;
+        }
+        l->names = p;
+        l->cap = c;
+    }
+    l->names[l->n++] = s;
+    return 1;
+}
+
+static int collect_unsupported(const lo_import *im, const Onnx__GraphProto *gp, int depth,
+                               op_list *l)
+{
+    for (size_t i = 0; i < gp->n_node; i++) {
+        const Onnx__NodeProto *n = gp->node[i];
+        if (!lo_node_supported(im, n)) {
+            const char *dom = lo_str(n->domain);
+            if (strcmp(dom, "ai.onnx") == 0)
+                dom = "";
+            if (!list_add(l, dom, lo_str(n->op_type)))
+                return 0;
+            continue;
+        }
+        if (depth >= MAX_SUBGRAPH_DEPTH)
+            continue;
+        for (size_t a = 0; a < n->n_attribute; a++)
+            if (n->attribute[a]->g &&
+                !collect_unsupported(im, n->attribute[a]->g, depth + 1, l))
+                return 0;
+    }
+    return 1;
+}
+
+static loom_status check_ops(lo_import *im, const Onnx__GraphProto *gp)
+{
+    op_list l = {0};
+    loom_status st = LOOM_OK;
+    if (!collect_unsupported(im, gp, 0, &l)) {
+        st = lo_fail(im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    } else if (l.n) {
+        size_t len = 1;
+        for (size_t i = 0; i < l.n; i++)
+            len += strlen(l.names[i]) + 2;
+        char *all = malloc(len);
+        if (!all) {
+            st = lo_fail(im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+        } else {
+            all[0] = '\0';
+            for (size_t i = 0; i < l.n; i++) {
+                if (i)
+                    strcat(all, ", ");
+                strcat(all, l.names[i]);
+            }
+            st = lo_fail(im, LOOM_ERR_UNSUPPORTED, "unsupported ops (opset %lld): %.600s (%zu "
+                         "node%s)", (long long)im->opset, all, l.nodes, l.nodes == 1 ? "" : "s");
+            free(all);
+        }
+    }
+    for (size_t i = 0; i < l.n; i++)
+        free(l.names[i]);
+    free(l.names);
+    return st;
+}
+
+/* ---- the model ------------------------------------------------------------------------------ */
+
+static loom_status import_model(lo_import *im, const Onnx__ModelProto *m)
+{
+    const Onnx__GraphProto *gp = m->graph;
+    if (!gp)
+        return lo_fail(im, LOOM_ERR_INVALID_ARGUMENT, "the model has no graph");
+    int have_opset = 0;
+    for (size_t i = 0; i < m->n_opset_import; i++) {
+        const Onnx__OperatorSetIdProto *o = m->opset_import[i];
+        const char *d = lo_str(o->domain);
+        if (!*d || strcmp(d, "ai.onnx") == 0) {
+            im->opset = o->has_version ? o->version : 0;
+            have_opset = 1;
+        }
+    }
+    if (!have_opset)
+        return lo_fail(im, LOOM_ERR_INVALID_ARGUMENT, "the model imports no opset of the "
+                       "default ONNX domain");
+    if (im->opset < 7 || im->opset > 18)
+        return lo_fail(im, LOOM_ERR_UNSUPPORTED, "opset %lld is not supported (Loom imports "
+                       "opsets 7 to 18)", (long long)im->opset);
+    loom_status st = check_ops(im, gp);
+    if (st != LOOM_OK)
+        return st;
+
+    im->g = loom_graph_create(gp->name && *gp->name ? gp->name : "model");
+    if (!im->g)
+        return lo_fail(im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    loom_graph_set_folding(im->g, 1);
+    lo_scope root;
+    st = scope_init(im, &root, NULL, gp);
+    /* Inputs that are also initializers (models before IR version 4 list both) are constants
+     * with a default value: Loom treats them as constants. */
+    for (size_t i = 0; i < gp->n_input && st == LOOM_OK; i++)
+        if (!lo_smap_get(&root.inits, lo_str(gp->input[i]->name), NULL))
+            st = declare_input(im, &root, gp->input[i]);
+    if (st == LOOM_OK)
+        st = build_body(im, &root);
+    for (size_t i = 0; i < gp->n_output && st == LOOM_OK; i++)
+        st = add_output(im, &root, gp->output[i]);
+    scope_free(&root);
+    if (st != LOOM_OK)
+        return st;
+    prune_dead_nodes(im->g);
+    st = loom_graph_check(im->g);
+    if (st != LOOM_OK)
+        return lo_fail_builder(im, st);
+    return LOOM_OK;
+}
+
+static loom_status load(const void *data, size_t size, const char *base_dir, const char *file,
+                        const loom_onnx_options *options, loom_graph **out)
+{
+    lo_import im;
+    memset(&im, 0, sizeof im);
+    im.src.file = file;
+    im.src.base_dir = base_dir;
+    if (options) {
+        if (options->struct_size < sizeof(uint32_t))
+            return lo_fail(&im, LOOM_ERR_INVALID_ARGUMENT, "options->struct_size is %u; set it "
+                           "to sizeof(loom_onnx_options)", options->struct_size);
+        size_t n = options->struct_size < sizeof im.opt ? options->struct_size : sizeof im.opt;
+        memcpy(&im.opt, options, n);
+        if ((im.opt.n_dims && !im.opt.dims) || (im.opt.n_shapes && !im.opt.shapes))
+            return lo_fail(&im, LOOM_ERR_INVALID_ARGUMENT, "options: n_dims or n_shapes is set "
+                           "but its array is NULL");
+    }
+    if (!data && size)
+        return lo_fail(&im, LOOM_ERR_INVALID_ARGUMENT, "data is NULL");
+    Onnx__ModelProto *m = onnx__model_proto__unpack(NULL, size, data);
+    if (!m)
+        return lo_fail(&im, LOOM_ERR_INVALID_ARGUMENT, "not a valid ONNX model (the protobuf "
+                       "is truncated or corrupt)");
+    loom_status st = import_model(&im, m);
+    onnx__model_proto__free_unpacked(m, NULL);
+    for (size_t i = 0; i < im.n_allocs; i++)
+        free(im.allocs[i]);
+    free(im.allocs);
+    if (st != LOOM_OK) {
+        loom_graph_destroy(im.g);
+        return st;
+    }
+    *out = im.g;
+    return LOOM_OK;
+}
 
 loom_status loom_onnx_load_memory(const void *data, size_t size, const char *base_dir,
                                   const loom_onnx_options *options, loom_graph **out)
 {
-    (void)data, (void)size, (void)base_dir, (void)options;
+    if (!out)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "loom_onnx_load_memory: out is NULL");
     *out = NULL;
-    return loom_set_error(LOOM_ERR_UNSUPPORTED, "ONNX import is not built yet");
+    return load(data, size, base_dir, "ONNX model", options, out);
 }
 
 loom_status loom_onnx_load(const char *path, const loom_onnx_options *options, loom_graph **out)
 {
-    return loom_onnx_load_memory(path, 0, NULL, options, out);
+    if (!out)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "loom_onnx_load: out is NULL");
+    *out = NULL;
+    if (!path)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "loom_onnx_load: path is NULL");
+    void *data;
+    size_t size;
+    loom_status st = lo_read_file(path, &data, &size);
+    if (st != LOOM_OK)
+        return st;
+    /* External data lies beside the model. */
+    size_t len = strlen(path);
+    char *dir = malloc(len + 2);
+    if (!dir) {
+        free(data);
+        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    }
+    memcpy(dir, path, len + 1);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        strcpy(dir, ".");
+    else if (slash == dir)
+        slash[1] = '\0';
+    else
+        *slash = '\0';
+    st = load(data, size, dir, path, options, out);
+    free(dir);
+    free(data);
+    return st;
 }

@@ -1,0 +1,681 @@
+/*
+ * The ONNX backend test suite as Debian packages it (libonnx-testdata): for each case, load
+ * model.onnx, run every test_data_set_N on the CPU and compare each output with output_N.pb
+ * using the tolerances of onnx's backend test runner (rtol 1e-3, atol 1e-7; exact for integers
+ * and bools). Each case runs in a child process, so a crash or a hang is one failed case, not a
+ * lost run. Prints total / supported / passed and the failures.
+ *
+ *   onnx_conformance [--data DIR] [--filter SUBSTR] [--list FILE] [--expect FILE] [--verbose]
+ *                    [--timeout SECONDS] [--no-fork]
+ *
+ * Exit status: 0 (or 1 when a case named in --expect did not pass), 2 on bad usage, 77 (skip)
+ * when the test data is not installed.
+ */
+#include <loom/loom.h>
+#include <loom/onnx.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define DEFAULT_DATA "/usr/share/libonnx-testdata/data"
+#define RTOL 1e-3
+#define ATOL 1e-7
+#define MAX_IO 64
+
+static const char *const suites[] = {"node", "pytorch-converted", "pytorch-operator", "simple"};
+#define N_SUITES (sizeof suites / sizeof suites[0])
+
+typedef enum verdict { V_PASS = 'P', V_FAIL = 'F', V_UNSUPPORTED = 'U' } verdict;
+
+typedef struct case_result {
+    char *name;     /* "node/test_abs" */
+    verdict v;
+    char *message;  /* why it failed or is unsupported */
+    int suite;
+} case_result;
+
+/* ---- small helpers -------------------------------------------------------------------------- */
+
+static int exists(const char *path, int want_dir)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 && (want_dir ? S_ISDIR(sb.st_mode) : S_ISREG(sb.st_mode));
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Sorted names of the entries of DIR that start with PREFIX (NULL: all but dot files); the
+ * caller frees each and the array. */
+static char **list_dir(const char *dir, const char *prefix, size_t *n)
+{
+    *n = 0;
+    DIR *d = opendir(dir);
+    if (!d)
+        return NULL;
+    size_t cap = 64;
+    char **names = malloc(cap * sizeof *names);
+    struct dirent *e;
+    while (names && (e = readdir(d))) {
+        if (e->d_name[0] == '.' || (prefix && strncmp(e->d_name, prefix, strlen(prefix))))
+            continue;
+        if (*n == cap) {
+            char **bigger = realloc(names, 2 * cap * sizeof *names);
+            if (!bigger)
+                break;
+            names = bigger;
+            cap *= 2;
+        }
+        names[(*n)++] = strdup(e->d_name);
+    }
+    closedir(d);
+    if (names)
+        qsort(names, *n, sizeof *names, cmp_str);
+    return names;
+}
+
+static void free_list(char **names, size_t n)
+{
+    for (size_t i = 0; names && i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
+static char *fmt(const char *f, ...)
+{
+    va_list ap;
+    va_start(ap, f);
+    char *s = NULL;
+    if (vasprintf(&s, f, ap) < 0)
+        s = NULL;
+    va_end(ap);
+    return s;
+}
+
+static void shape_text(char *buf, size_t len, uint32_t rank, const int64_t *dims)
+{
+    size_t n = (size_t)snprintf(buf, len, "[");
+    for (uint32_t k = 0; k < rank && n < len; k++)
+        n += (size_t)snprintf(buf + n, len - n, "%s%lld", k ? ", " : "", (long long)dims[k]);
+    if (n < len)
+        snprintf(buf + n, len - n, "]");
+}
+
+static double f16_to_double(uint16_t h)
+{
+    int e = (h >> 10) & 0x1f, m = h & 0x3ff;
+    double v = e == 0 ? ldexp(m, -24) : e == 31 ? (m ? NAN : INFINITY) : ldexp(m | 0x400, e - 25);
+    return (h & 0x8000) ? -v : v;
+}
+
+static double element(const void *data, loom_dtype dt, size_t i)
+{
+    const unsigned char *p = data;
+    switch (dt) {
+    case LOOM_DTYPE_F32: {
+        float f;
+        memcpy(&f, p + 4 * i, 4);
+        return f;
+    }
+    case LOOM_DTYPE_F16: {
+        uint16_t h;
+        memcpy(&h, p + 2 * i, 2);
+        return f16_to_double(h);
+    }
+    case LOOM_DTYPE_BF16: {
+        uint16_t h;
+        memcpy(&h, p + 2 * i, 2);
+        uint32_t bits = (uint32_t)h << 16;
+        float f;
+        memcpy(&f, &bits, 4);
+        return f;
+    }
+    default: return 0;
+    }
+}
+
+static int64_t int_element(const void *data, loom_dtype dt, size_t i)
+{
+    const unsigned char *p = data;
+    switch (dt) {
+    case LOOM_DTYPE_U8:
+    case LOOM_DTYPE_BOOL: return p[i];
+    case LOOM_DTYPE_I8: return (int8_t)p[i];
+    case LOOM_DTYPE_I32: {
+        int32_t v;
+        memcpy(&v, p + 4 * i, 4);
+        return v;
+    }
+    case LOOM_DTYPE_I64: {
+        int64_t v;
+        memcpy(&v, p + 8 * i, 8);
+        return v;
+    }
+    default: return 0;
+    }
+}
+
+/* Compare output NAME (GOT) with EXPECTED as onnx's backend runner does
+ * (numpy.testing.assert_allclose(rtol=1e-3, atol=1e-7), NaN equal to NaN; integers and bools
+ * exactly). Returns NULL when they agree, else a malloc'ed description. */
+static char *compare(const char *name, const loom_tensor *got, const loom_tensor *expected)
+{
+    loom_dtype gd = loom_tensor_dtype(got), ed = loom_tensor_dtype(expected);
+    if (gd != ed)
+        return fmt("output '%s': dtype %s, expected %s", name, loom_dtype_name(gd),
+                   loom_dtype_name(ed));
+    int64_t gdims[LOOM_MAX_RANK], edims[LOOM_MAX_RANK];
+    loom_tensor_dims(got, gdims);
+    loom_tensor_dims(expected, edims);
+    char gs[200], es[200];
+    shape_text(gs, sizeof gs, loom_tensor_rank(got), gdims);
+    shape_text(es, sizeof es, loom_tensor_rank(expected), edims);
+    if (strcmp(gs, es) != 0)
+        return fmt("output '%s': shape %s, expected %s", name, gs, es);
+    size_t count = loom_tensor_nbytes(got) / loom_dtype_size(gd);
+    const void *g = loom_tensor_data(got), *e = loom_tensor_data(expected);
+    size_t bad = 0, worst = 0;
+    double max_err = 0;
+    int is_float = gd == LOOM_DTYPE_F32 || gd == LOOM_DTYPE_F16 || gd == LOOM_DTYPE_BF16;
+    for (size_t i = 0; i < count; i++) {
+        if (is_float) {
+            double a = element(g, gd, i), b = element(e, gd, i);
+            if (isnan(a) && isnan(b))
+                continue;
+            double err = fabs(a - b);
+            int ok = isinf(b) ? a == b : err <= ATOL + RTOL * fabs(b);
+            if (isnan(err))
+                err = INFINITY;
+            if (!ok) {
+                if (!bad || err > max_err)
+                    worst = i;
+                bad++;
+            }
+            if (err > max_err)
+                max_err = err;
+        } else {
+            int64_t a = int_element(g, gd, i), b = int_element(e, gd, i);
+            if (a != b) {
+                double err = fabs((double)a - (double)b);
+                if (!bad || err > max_err) {
+                    worst = i;
+                    max_err = err;
+                }
+                bad++;
+            }
+        }
+    }
+    if (!bad)
+        return NULL;
+    if (is_float)
+        return fmt("output '%s': %zu of %zu elements differ, max abs error %.3g (element %zu: "
+                   "got %.7g, expected %.7g)",
+                   name, bad, count, max_err, worst, element(g, gd, worst),
+                   element(e, gd, worst));
+    return fmt("output '%s': %zu of %zu elements differ (element %zu: got %lld, expected %lld)",
+               name, bad, count, worst, (long long)int_element(g, gd, worst),
+               (long long)int_element(e, gd, worst));
+}
+
+/* ---- one case ------------------------------------------------------------------------------- */
+
+typedef struct data_set {
+    loom_tensor *in[MAX_IO], *out[MAX_IO];
+    size_t n_in, n_out;
+} data_set;
+
+static void free_data_set(data_set *d)
+{
+    for (size_t i = 0; i < d->n_in; i++)
+        loom_tensor_destroy(d->in[i]);
+    for (size_t i = 0; i < d->n_out; i++)
+        loom_tensor_destroy(d->out[i]);
+    d->n_in = d->n_out = 0;
+}
+
+/* Read DIR/PREFIX_0.pb, DIR/PREFIX_1.pb, ... into TS. Returns NULL or a malloc'ed error. */
+static char *load_pbs(const char *dir, const char *prefix, loom_tensor **ts, size_t *n)
+{
+    for (*n = 0; *n < MAX_IO; (*n)++) {
+        char path[1200];
+        snprintf(path, sizeof path, "%s/%s_%zu.pb", dir, prefix, *n);
+        if (!exists(path, 0))
+            break;
+        if (loom_tensor_load_pb(path, &ts[*n], NULL, 0) != LOOM_OK)
+            return fmt("%s_%zu.pb: %s", prefix, *n, loom_last_error());
+    }
+    return NULL;
+}
+
+/* Load the model, with input shapes overridden by SHAPES when non-NULL, and plan it on the
+ * CPU. Sets *V and returns a message on failure. */
+static char *load_and_plan(loom_runtime *rt, const char *model, const loom_onnx_shape *shapes,
+                           size_t n_shapes, loom_graph **g, loom_plan **plan, verdict *v)
+{
+    loom_onnx_options opt = {.struct_size = sizeof opt, .shapes = shapes, .n_shapes = n_shapes,
+                             .default_dim = 1};
+    loom_status st = loom_onnx_load(model, &opt, g);
+    if (st != LOOM_OK) {
+        *v = st == LOOM_ERR_UNSUPPORTED ? V_UNSUPPORTED : V_FAIL;
+        return fmt("load: %s: %s", loom_status_name(st), loom_last_error());
+    }
+    loom_plan_options po = {.struct_size = sizeof po, .device = "cpu", .strict = 1};
+    st = loom_plan_create(rt, *g, &po, plan);
+    if (st != LOOM_OK) {
+        *v = st == LOOM_ERR_UNSUPPORTED ? V_UNSUPPORTED : V_FAIL;
+        return fmt("plan: %s: %s", loom_status_name(st), loom_last_error());
+    }
+    return NULL;
+}
+
+/* Run one data set on PLAN (made from G). Returns NULL when every output agrees. */
+static char *run_data_set(loom_plan *plan, const loom_graph *g, data_set *d)
+{
+    size_t n_out = loom_graph_output_count(g);
+    if (d->n_out != n_out)
+        return fmt("the model has %zu outputs, the data set %zu", n_out, d->n_out);
+    loom_tensor *outs[MAX_IO] = {0};
+    if (loom_plan_make_outputs(plan, outs, n_out) != LOOM_OK)
+        return fmt("outputs: %s", loom_last_error());
+    char *msg = NULL;
+    loom_status st = loom_plan_run(plan, (const loom_tensor *const *)d->in, d->n_in, outs, n_out,
+                                   NULL);
+    if (st != LOOM_OK)
+        msg = fmt("run: %s: %s", loom_status_name(st), loom_last_error());
+    for (size_t i = 0; !msg && i < n_out; i++)
+        msg = compare(loom_value_name(g, loom_graph_output(g, i)), outs[i], d->out[i]);
+    for (size_t i = 0; i < n_out; i++)
+        loom_tensor_destroy(outs[i]);
+    return msg;
+}
+
+/* Does every input of D have the dtype and shape the graph declares? */
+static int inputs_fit(const loom_graph *g, const data_set *d)
+{
+    for (size_t i = 0; i < d->n_in; i++) {
+        loom_dtype dt;
+        uint32_t rank;
+        int64_t dims[LOOM_MAX_RANK], td[LOOM_MAX_RANK];
+        loom_value_info(g, loom_graph_input(g, i), &dt, &rank, dims);
+        loom_tensor_dims(d->in[i], td);
+        if (rank != loom_tensor_rank(d->in[i]) || memcmp(dims, td, rank * sizeof *td) != 0)
+            return 0;
+    }
+    return 1;
+}
+
+static verdict run_case(const char *dir, char **message)
+{
+    *message = NULL;
+    char model[1200];
+    snprintf(model, sizeof model, "%s/model.onnx", dir);
+    loom_runtime *rt;
+    if (loom_runtime_create(NULL, &rt) != LOOM_OK) {
+        *message = fmt("runtime: %s", loom_last_error());
+        return V_FAIL;
+    }
+    verdict v = V_PASS;
+    loom_graph *g = NULL;
+    loom_plan *plan = NULL;
+    size_t n_sets = 0;
+    char **sets = list_dir(dir, "test_data_set_", &n_sets);
+    *message = load_and_plan(rt, model, NULL, 0, &g, &plan, &v);
+    if (!*message && !n_sets) {
+        *message = fmt("no test_data_set_* directory");
+        v = V_FAIL;
+    }
+    for (size_t s = 0; !*message && s < n_sets; s++) {
+        char sdir[1200];
+        snprintf(sdir, sizeof sdir, "%s/%s", dir, sets[s]);
+        data_set d = {0};
+        char *err = load_pbs(sdir, "input", d.in, &d.n_in);
+        if (!err)
+            err = load_pbs(sdir, "output", d.out, &d.n_out);
+        if (!err && d.n_in != loom_graph_input_count(g))
+            err = fmt("the model has %zu inputs, the data set %zu", loom_graph_input_count(g),
+                      d.n_in);
+        if (!err && !inputs_fit(g, &d)) {
+            /* A data set whose shapes differ from the model's declared ones (symbolic dims):
+             * import again with the data set's shapes. */
+            loom_onnx_shape shapes[MAX_IO];
+            int64_t dims[MAX_IO][LOOM_MAX_RANK];
+            for (size_t i = 0; i < d.n_in; i++) {
+                loom_tensor_dims(d.in[i], dims[i]);
+                shapes[i] = (loom_onnx_shape){.input = loom_value_name(g, loom_graph_input(g, i)),
+                                              .rank = loom_tensor_rank(d.in[i]),
+                                              .dims = dims[i]};
+            }
+            loom_graph *g2 = NULL;
+            loom_plan *plan2 = NULL;
+            verdict v2 = V_PASS;
+            err = load_and_plan(rt, model, shapes, d.n_in, &g2, &plan2, &v2);
+            if (!err)
+                err = run_data_set(plan2, g2, &d);
+            else
+                v = v2;
+            loom_plan_destroy(plan2);
+            loom_graph_destroy(g2);
+        } else if (!err) {
+            err = run_data_set(plan, g, &d);
+        }
+        if (err) {
+            if (v == V_PASS)
+                v = V_FAIL;
+            *message = n_sets > 1 ? fmt("%s: %s", sets[s], err) : strdup(err);
+            free(err);
+        }
+        free_data_set(&d);
+    }
+    free_list(sets, n_sets);
+    loom_plan_destroy(plan);
+    loom_graph_destroy(g);
+    loom_runtime_destroy(rt);
+    return v;
+}
+
+/* Run the case in a child process (unless NO_FORK), so that a crash, a hang past TIMEOUT
+ * seconds or a sanitizer's complaint is this case's failure alone. */
+static verdict run_isolated(const char *dir, int no_fork, int timeout, char **message)
+{
+    if (no_fork)
+        return run_case(dir, message);
+    int fds[2];
+    if (pipe(fds) != 0) {
+        *message = fmt("pipe: %s", strerror(errno));
+        return V_FAIL;
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        *message = fmt("fork: %s", strerror(errno));
+        close(fds[0]);
+        close(fds[1]);
+        return V_FAIL;
+    }
+    if (pid == 0) {
+        close(fds[0]);
+        alarm((unsigned)timeout);
+        char *msg;
+        verdict v = run_case(dir, &msg);
+        char *line = fmt("%c%s", (char)v, msg ? msg : "");
+        for (char *p = line; p && *p; p++)
+            if (*p == '\n')
+                *p = ' ';
+        size_t len = line ? strlen(line) : 0, off = 0;
+        while (off < len) {
+            ssize_t w = write(fds[1], line + off, len - off);
+            if (w <= 0)
+                break;
+            off += (size_t)w;
+        }
+        free(line);
+        free(msg);
+        close(fds[1]);
+        exit(0); /* exit, not _exit: sanitizers report leaks through the status */
+    }
+    close(fds[1]);
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    ssize_t r;
+    while (buf && (r = read(fds[0], buf + len, cap - len - 1)) > 0) {
+        len += (size_t)r;
+        if (len + 1 == cap) {
+            char *bigger = realloc(buf, cap * 2);
+            if (!bigger)
+                break;
+            buf = bigger;
+            cap *= 2;
+        }
+    }
+    close(fds[0]);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (buf)
+        buf[len] = '\0';
+    verdict v;
+    if (WIFSIGNALED(status)) {
+        int sig = WTERMSIG(status);
+        *message = sig == SIGALRM ? fmt("timed out after %d s", timeout)
+                                  : fmt("crashed: %s", strsignal(sig));
+        v = V_FAIL;
+    } else if (!buf || len == 0) {
+        *message = fmt("the child exited with status %d and no result",
+                       WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+        v = V_FAIL;
+    } else {
+        v = (verdict)buf[0];
+        *message = buf[1] ? strdup(buf + 1) : NULL;
+        if (WIFEXITED(status) && WEXITSTATUS(status) != 0 && v == V_PASS) {
+            v = V_FAIL;
+            *message = fmt("passed, then exited with status %d (a sanitizer report?)",
+                           WEXITSTATUS(status));
+        }
+    }
+    free(buf);
+    return v;
+}
+
+/* ---- main ------------------------------------------------------------------------------------- */
+
+static const char help[] =
+    "usage: onnx_conformance [--data DIR] [--filter SUBSTR] [--list FILE] [--expect FILE]\n"
+    "                        [--verbose] [--timeout SECONDS] [--no-fork]\n"
+    "\n"
+    "Run the ONNX backend test cases of DIR/{node,pytorch-converted,pytorch-operator,simple}\n"
+    "(default " DEFAULT_DATA ", Debian package libonnx-testdata) on the CPU and\n"
+    "compare with the expected outputs (rtol 1e-3, atol 1e-7; exact for integers and bools).\n"
+    "\n"
+    "  --filter SUBSTR    only cases whose name (suite/case) contains SUBSTR\n"
+    "  --list FILE        write the names of the passing cases to FILE\n"
+    "  --expect FILE      exit 1 when a case named in FILE (one per line, # comments) fails\n"
+    "  --verbose          print every case's result\n"
+    "  --timeout SECONDS  per case (default 120)\n"
+    "  --no-fork          run cases in this process (for debuggers)\n";
+
+static int usage_error(const char *what, const char *arg)
+{
+    fprintf(stderr, "onnx_conformance: %s '%s' (see --help)\n", what, arg);
+    return 2;
+}
+
+int main(int argc, char **argv)
+{
+    const char *data = getenv("LOOM_ONNX_TESTDATA"), *filter = NULL, *list = NULL,
+               *expect = NULL;
+    int verbose = 0, no_fork = 0, timeout = 120;
+    if (!data)
+        data = DEFAULT_DATA;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(help, stdout);
+            return 0;
+        } else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) {
+            verbose = 1;
+        } else if (!strcmp(a, "--no-fork")) {
+            no_fork = 1;
+        } else if (!strcmp(a, "--data") || !strcmp(a, "--filter") || !strcmp(a, "--list") ||
+                   !strcmp(a, "--expect") || !strcmp(a, "--timeout")) {
+            if (!v)
+                return usage_error("missing value for", a);
+            i++;
+            if (!strcmp(a, "--data"))
+                data = v;
+            else if (!strcmp(a, "--filter"))
+                filter = v;
+            else if (!strcmp(a, "--list"))
+                list = v;
+            else if (!strcmp(a, "--expect"))
+                expect = v;
+            else if ((timeout = atoi(v)) <= 0)
+                return usage_error("bad --timeout", v);
+        } else {
+            return usage_error("unknown argument", a);
+        }
+    }
+    if (!exists(data, 1)) {
+        printf("SKIP: no ONNX test data at %s (install the Debian package libonnx-testdata)\n",
+               data);
+        return 77;
+    }
+
+    /* The expected-pass list first, so that a missing file is reported before a long run. */
+    char **expected = NULL;
+    size_t n_expected = 0;
+    if (expect) {
+        FILE *f = fopen(expect, "r");
+        if (!f) {
+            fprintf(stderr, "onnx_conformance: cannot read '%s': %s\n", expect, strerror(errno));
+            return 2;
+        }
+        char line[1024];
+        size_t cap = 0;
+        while (fgets(line, sizeof line, f)) {
+            line[strcspn(line, "#\r\n")] = '\0';
+            char *s = line, *e;
+            while (*s == ' ' || *s == '\t')
+                s++;
+            for (e = s + strlen(s); e > s && (e[-1] == ' ' || e[-1] == '\t'); e--)
+                ;
+            *e = '\0';
+            if (!*s)
+                continue;
+            if (n_expected == cap) {
+                cap = cap ? 2 * cap : 256;
+                char **bigger = realloc(expected, cap * sizeof *expected);
+                if (!bigger)
+                    break;
+                expected = bigger;
+            }
+            expected[n_expected++] = strdup(s);
+        }
+        fclose(f);
+    }
+
+    case_result *results = NULL;
+    size_t n_results = 0, cap = 0;
+    for (size_t s = 0; s < N_SUITES; s++) {
+        char sdir[1024];
+        snprintf(sdir, sizeof sdir, "%s/%s", data, suites[s]);
+        size_t n_cases;
+        char **cases = list_dir(sdir, NULL, &n_cases);
+        for (size_t c = 0; c < n_cases; c++) {
+            char cdir[2048], model[2100];
+            snprintf(cdir, sizeof cdir, "%s/%s", sdir, cases[c]);
+            snprintf(model, sizeof model, "%s/model.onnx", cdir);
+            char *name = fmt("%s/%s", suites[s], cases[c]);
+            if (!name || !exists(model, 0) || (filter && !strstr(name, filter))) {
+                free(name);
+                continue;
+            }
+            if (n_results == cap) {
+                cap = cap ? 2 * cap : 1024;
+                case_result *bigger = realloc(results, cap * sizeof *results);
+                if (!bigger) {
+                    free(name);
+                    break;
+                }
+                results = bigger;
+            }
+            case_result *r = &results[n_results++];
+            r->name = name;
+            r->suite = (int)s;
+            r->v = run_isolated(cdir, no_fork, timeout, &r->message);
+            if (verbose)
+                printf("%-11s %s%s%s\n",
+                       r->v == V_PASS ? "pass" : r->v == V_FAIL ? "FAIL" : "unsupported", name,
+                       r->message ? ": " : "", r->message ? r->message : "");
+        }
+        free_list(cases, n_cases);
+    }
+
+    size_t per[N_SUITES][3] = {{0}}, total[3] = {0};
+    for (size_t i = 0; i < n_results; i++) {
+        int k = results[i].v == V_PASS ? 0 : results[i].v == V_FAIL ? 1 : 2;
+        per[results[i].suite][k]++;
+        total[k]++;
+    }
+    printf("\nONNX backend tests from %s%s%s%s:\n", data, filter ? " (filter '" : "",
+           filter ? filter : "", filter ? "')" : "");
+    printf("  %-18s %6s %9s %6s %6s\n", "suite", "total", "supported", "passed", "failed");
+    for (size_t s = 0; s < N_SUITES; s++)
+        printf("  %-18s %6zu %9zu %6zu %6zu\n", suites[s], per[s][0] + per[s][1] + per[s][2],
+               per[s][0] + per[s][1], per[s][0], per[s][1]);
+    printf("  %-18s %6zu %9zu %6zu %6zu\n", "all", n_results, total[0] + total[1], total[0],
+           total[1]);
+    printf("total %zu, supported %zu, passed %zu\n", n_results, total[0] + total[1], total[0]);
+    if (total[1]) {
+        printf("\nfailures (%zu):\n", total[1]);
+        for (size_t i = 0; i < n_results; i++)
+            if (results[i].v == V_FAIL)
+                printf("  %s: %s\n", results[i].name,
+                       results[i].message ? results[i].message : "failed");
+    }
+
+    int rc = 0;
+    if (list) {
+        FILE *f = fopen(list, "w");
+        if (!f) {
+            fprintf(stderr, "onnx_conformance: cannot write '%s': %s\n", list, strerror(errno));
+            rc = 2;
+        } else {
+            fprintf(f, "# ONNX backend test cases (libonnx-testdata) that pass on the CPU.\n"
+                       "# Regenerate: onnx_conformance --list FILE\n");
+            for (size_t i = 0; i < n_results; i++)
+                if (results[i].v == V_PASS)
+                    fprintf(f, "%s\n", results[i].name);
+            if (fclose(f) != 0) {
+                fprintf(stderr, "onnx_conformance: cannot write '%s'\n", list);
+                rc = 2;
+            }
+        }
+    }
+    if (expect) {
+        size_t missed = 0, checked = 0;
+        for (size_t e = 0; e < n_expected; e++) {
+            if (filter && !strstr(expected[e], filter))
+                continue;
+            checked++;
+            const case_result *found = NULL;
+            for (size_t i = 0; i < n_results && !found; i++)
+                if (!strcmp(results[i].name, expected[e]))
+                    found = &results[i];
+            if (found && found->v == V_PASS)
+                continue;
+            if (!missed++)
+                printf("\nexpected to pass but did not (%s):\n", expect);
+            printf("  %s: %s\n", expected[e],
+                   !found ? "no such case"
+                   : found->message ? found->message
+                                    : "failed");
+        }
+        if (missed) {
+            printf("%zu expected case(s) did not pass\n", missed);
+            rc = rc ? rc : 1;
+        } else {
+            printf("all %zu expected cases passed\n", checked);
+        }
+    }
+    for (size_t i = 0; i < n_results; i++) {
+        free(results[i].name);
+        free(results[i].message);
+    }
+    free(results);
+    for (size_t e = 0; e < n_expected; e++)
+        free(expected[e]);
+    free(expected);
+    return rc;
+}

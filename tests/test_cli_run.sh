@@ -1,0 +1,242 @@
+#!/bin/bash
+# End-to-end checks of `loom run`: tiny ONNX models made here with the onnx Python package, run
+# on .npy and TensorProto .pb inputs and on seeded random data, outputs checked with NumPy;
+# repeat and JSON reports; and every kind of bad usage or bad input exits 2 with one line on
+# stderr. Usage: test_cli_run.sh LOOM_BINARY SOURCE_ROOT. Skips (77) without python3-onnx.
+set -u
+LOOM="$(realpath "$1")"
+PY=/usr/bin/python3
+if ! "$PY" -c 'import onnx, numpy' 2>/dev/null; then
+    echo "SKIP: $PY lacks onnx or numpy (Debian: python3-onnx python3-numpy)"
+    exit 77
+fi
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+cd "$TMP" || exit 1
+fail=0
+pass=0
+bad() { echo "FAIL $*"; fail=$((fail + 1)); }
+check() { # NAME EXPECTED_STATUS COMMAND...
+    local name="$1" want="$2"
+    shift 2
+    "$@" >"$TMP/out" 2>"$TMP/err"
+    local got=$?
+    if [ "$got" -ne "$want" ]; then
+        bad "$name: exit $got, wanted $want"; cat "$TMP/err"
+    else
+        echo "ok   $name"; pass=$((pass + 1))
+    fi
+}
+# A bad-input check: exit 2, exactly one line on stderr, and that line contains TEXT.
+check_bad() { # NAME TEXT COMMAND...
+    local name="$1" text="$2"
+    shift 2
+    check "$name" 2 "$@"
+    local lines
+    lines=$(wc -l <"$TMP/err")
+    [ "$lines" -eq 1 ] || bad "$name: $lines lines on stderr, wanted 1"
+    grep -qF -- "$text" "$TMP/err" || { bad "$name: stderr lacks '$text'"; cat "$TMP/err"; }
+}
+pycheck() { # NAME, then a Python program on stdin, run in $TMP
+    local name="$1"
+    if "$PY" - >"$TMP/py.out" 2>&1; then
+        echo "ok   $name"; pass=$((pass + 1))
+    else
+        bad "$name"; cat "$TMP/py.out"
+    fi
+}
+
+# ---- models and inputs ----------------------------------------------------------------------
+"$PY" - <<'PY' || { echo "FAIL making the test models"; exit 1; }
+import numpy as np, onnx
+from onnx import helper, numpy_helper, TensorProto as T
+
+def save(name, nodes, inputs, outputs, inits=()):
+    g = helper.make_graph(nodes, name, inputs, outputs, initializer=list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    onnx.save(m, name + ".onnx")
+
+vi = helper.make_tensor_value_info
+# relu(x + y) and x * y: two outputs, one of whose names needs sanitising.
+save("addmul", [helper.make_node("Add", ["x", "y"], ["s"]),
+                helper.make_node("Relu", ["s"], ["relu:out/0"]),
+                helper.make_node("Mul", ["x", "y"], ["prod"])],
+     [vi("x", T.FLOAT, [2, 3]), vi("y", T.FLOAT, [2, 3])],
+     [vi("relu:out/0", T.FLOAT, [2, 3]), vi("prod", T.FLOAT, [2, 3])])
+# Symbolic batch dimension.
+save("symbolic", [helper.make_node("Relu", ["x"], ["y"])],
+     [vi("x", T.FLOAT, ["batch", 3])], [vi("y", T.FLOAT, ["batch", 3])])
+# One input of each dtype the random filler makes, passed straight through.
+kinds = [("f", T.FLOAT), ("h", T.FLOAT16), ("i", T.INT64), ("j", T.INT32), ("b", T.BOOL),
+         ("u", T.UINT8)]
+save("identity", [helper.make_node("Identity", [n], [n + "_out"]) for n, _ in kinds],
+     [vi(n, t, [64]) for n, t in kinds], [vi(n + "_out", t, [64]) for n, t in kinds])
+# Gather from a 4-row table with int64 indices: random indices must stay in range.
+table = np.arange(8, dtype=np.float32).reshape(4, 2)
+save("gather", [helper.make_node("Gather", ["table", "idx"], ["rows"], axis=0)],
+     [vi("idx", T.INT64, [5])], [vi("rows", T.FLOAT, [5, 2])],
+     [numpy_helper.from_array(table, "table")])
+
+rng = np.random.default_rng(7)
+x = rng.standard_normal((2, 3)).astype(np.float32)
+y = rng.standard_normal((2, 3)).astype(np.float32)
+np.save("x.npy", x)
+np.save("y.npy", y)
+for name, a in (("x", x), ("y", y)):
+    with open(name + ".pb", "wb") as f:
+        f.write(numpy_helper.from_array(a, name).SerializeToString())
+np.save("x_fortran.npy", np.asfortranarray(x))
+np.save("x_f64.npy", x.astype(np.float64))
+np.save("x_i64.npy", x.astype(np.int64))
+np.save("x_3x2.npy", x.reshape(3, 2))
+np.save("x_batch5.npy", rng.standard_normal((5, 3)).astype(np.float32))
+np.save("idx.npy", np.array([3, 0, 2, 2, 1], dtype=np.int64))
+with open("corrupt.npy", "wb") as f:
+    f.write(b"\x93NUMPY\x01\x00\x10\x00{'descr': '<f4'")
+with open("corrupt.onnx", "wb") as f:
+    f.write(b"this is not a protobuf \xff\xff\xff\xff")
+PY
+
+# ---- running ----------------------------------------------------------------------------------
+check "run --help" 0 "$LOOM" run --help
+grep -q "usage: loom run" "$TMP/out" || bad "run --help text"
+
+check "npy inputs" 0 "$LOOM" run addmul.onnx -i x=x.npy -i y=y.npy -o npy_out
+pycheck "npy outputs match numpy" <<'PY'
+import numpy as np
+x, y = np.load("x.npy"), np.load("y.npy")
+r = np.load("npy_out/relu_out_0.npy"); p = np.load("npy_out/prod.npy")
+assert r.dtype == np.float32 and r.shape == (2, 3), (r.dtype, r.shape)
+np.testing.assert_allclose(r, np.maximum(x + y, 0), rtol=1e-6, atol=1e-7)
+np.testing.assert_allclose(p, x * y, rtol=1e-6, atol=1e-7)
+PY
+grep -q "npy_out/relu_out_0.npy" "$TMP/out" || bad "text report names the output file"
+
+check "pb inputs" 0 "$LOOM" run addmul.onnx -i x=x.pb -i y=y.pb -o pb_out/nested/dir
+pycheck "pb outputs match numpy, nested -o created" <<'PY'
+import numpy as np
+x, y = np.load("x.npy"), np.load("y.npy")
+np.testing.assert_allclose(np.load("pb_out/nested/dir/relu_out_0.npy"), np.maximum(x + y, 0),
+                           rtol=1e-6, atol=1e-7)
+np.testing.assert_allclose(np.load("pb_out/nested/dir/prod.npy"), x * y, rtol=1e-6, atol=1e-7)
+PY
+
+check "mixed npy and pb" 0 "$LOOM" run addmul.onnx -i x=x.pb -i y=y.npy -o mixed_out
+cmp -s mixed_out/prod.npy npy_out/prod.npy || bad "mixed inputs give the same outputs"
+
+mkdir -p cwd_run && (cd cwd_run && "$LOOM" run ../addmul.onnx -i x=../x.npy >/dev/null 2>&1)
+check "random fill for inputs not given, outputs in the current directory" 0 test -f cwd_run/prod.npy
+pycheck "random input is in [-1, 1)" <<'PY'
+import numpy as np
+x = np.load("x.npy")
+p = np.load("cwd_run/prod.npy")  # x * random y
+y = p / np.where(x == 0, 1, x)
+assert np.all(y >= -1) and np.all(y < 1), y
+assert len(np.unique(np.round(y, 5))) > 1, "random data is constant"
+PY
+
+check "random data is seeded" 0 "$LOOM" run identity.onnx -o rand1
+check "random data again" 0 "$LOOM" run identity.onnx -o rand2
+for n in f h i j b u; do
+    cmp -s "rand1/${n}_out.npy" "rand2/${n}_out.npy" || bad "random '$n' differs between runs"
+done
+pycheck "random data of each dtype" <<'PY'
+import numpy as np
+want = {"f": np.float32, "h": np.float16, "i": np.int64, "j": np.int32, "b": np.bool_,
+        "u": np.uint8}
+for n, dt in want.items():
+    a = np.load("rand1/%s_out.npy" % n)
+    assert a.dtype == dt and a.shape == (64,), (n, a.dtype, a.shape)
+    assert len(np.unique(a)) > 1, (n, "constant")
+    if dt in (np.float32, np.float16):
+        assert np.all(a >= -1) and np.all(a < 1), (n, a)
+    elif dt is not np.bool_:
+        assert np.all(a >= 0) and np.all(a < 16), (n, a)
+PY
+
+check "int64 input from npy" 0 "$LOOM" run gather.onnx -i idx=idx.npy -o gather_out
+pycheck "gather output" <<'PY'
+import numpy as np
+t = np.arange(8, dtype=np.float32).reshape(4, 2)
+np.testing.assert_array_equal(np.load("gather_out/rows.npy"), t[[3, 0, 2, 2, 1]])
+PY
+check "random int64 indices stay in range" 0 "$LOOM" run gather.onnx -o gather_rand
+
+check "symbolic dim from --dim" 0 "$LOOM" run symbolic.onnx --dim batch=4 -o sym_dim
+pycheck "symbolic output shape" <<'PY'
+import numpy as np
+assert np.load("sym_dim/y.npy").shape == (4, 3)
+PY
+check "symbolic dim from the input file" 0 "$LOOM" run symbolic.onnx -i x=x_batch5.npy -o sym_file
+pycheck "symbolic output from file" <<'PY'
+import numpy as np
+x = np.load("x_batch5.npy")
+np.testing.assert_allclose(np.load("sym_file/y.npy"), np.maximum(x, 0))
+PY
+check_bad "unresolved symbolic dim" "batch" "$LOOM" run symbolic.onnx
+
+# ---- repeat and JSON --------------------------------------------------------------------------
+mkdir -p rep && (cd rep && "$LOOM" run ../addmul.onnx --repeat 5 --warmup 1 >../rep.txt 2>&1)
+check "repeat runs" 0 grep -q "latency ms: median .* p95 .* p99 .* min" rep.txt
+check "repeat without -o still writes outputs" 0 test -f rep/prod.npy
+
+check "json report" 0 "$LOOM" run addmul.onnx -i x=x.npy --repeat 4 --json -o json_out
+cp "$TMP/out" report.json
+pycheck "json content" <<'PY'
+import json, os
+r = json.load(open("report.json"))
+assert set(r) == {"model", "device", "runs", "latency_ms", "peak_memory_bytes", "devices",
+                  "outputs"}, sorted(r)
+assert r["model"] == "addmul.onnx" and r["runs"] == 4
+l = r["latency_ms"]
+assert set(l) == {"median", "p95", "p99", "min"}
+assert 0 < l["min"] <= l["median"] <= l["p95"] <= l["p99"], l
+assert isinstance(r["peak_memory_bytes"], int) and r["peak_memory_bytes"] >= 0
+assert r["devices"] and all(set(d) == {"id", "busy_ms"} and d["busy_ms"] >= 0
+                            for d in r["devices"]), r["devices"]
+assert r["devices"][0]["id"] == "cpu:0"
+outs = {o["name"]: o for o in r["outputs"]}
+assert set(outs) == {"relu:out/0", "prod"}
+o = outs["relu:out/0"]
+assert o["dtype"] == "float" and o["shape"] == [2, 3] and o["file"] == "json_out/relu_out_0.npy"
+assert all(os.path.exists(o["file"]) for o in r["outputs"])
+PY
+check "json without repeat is one run" 0 "$LOOM" run addmul.onnx --json -o json1
+"$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["runs"] == 1' "$TMP/out" ||
+    bad "json runs is 1 without --repeat"
+
+check "device cpu:0" 0 "$LOOM" run addmul.onnx --device cpu:0 --json -o dev_out
+"$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["device"] == "cpu:0", r' \
+    "$TMP/out" || bad "json names the device"
+check "device by backend name" 0 "$LOOM" run addmul.onnx --device cpu -o dev_out
+
+# ---- bad usage and bad input: exit 2, one line ---------------------------------------------------
+check_bad "no model" "no model" "$LOOM" run
+check_bad "unknown option" "--frobnicate" "$LOOM" run addmul.onnx --frobnicate
+check_bad "option without value" "-o needs a value" "$LOOM" run addmul.onnx -o
+check_bad "two models" "unexpected argument" "$LOOM" run addmul.onnx gather.onnx
+check_bad "missing model" "no-such.onnx" "$LOOM" run no-such.onnx
+check_bad "corrupt model" "corrupt.onnx" "$LOOM" run corrupt.onnx
+check_bad "-i without =" "NAME=FILE" "$LOOM" run addmul.onnx -i x.npy
+check_bad "input given twice" "twice" "$LOOM" run addmul.onnx -i x=x.npy -i x=y.npy
+check_bad "unknown input lists the model's inputs" "its inputs are: x (float [2, 3]), y (float [2, 3])" \
+    "$LOOM" run addmul.onnx -i z=x.npy
+check_bad "missing input file" "nothere.npy" "$LOOM" run addmul.onnx -i x=nothere.npy
+check_bad "missing pb file" "nothere.pb" "$LOOM" run addmul.onnx -i x=nothere.pb
+check_bad "input of another extension" "neither .npy nor .pb" "$LOOM" run addmul.onnx -i x=x.txt
+check_bad "wrong shape" "shape [3, 2], the model wants [2, 3]" "$LOOM" run addmul.onnx -i x=x_3x2.npy
+check_bad "wrong dtype" "holds int64, the model wants float" "$LOOM" run addmul.onnx -i x=x_i64.npy
+check_bad "float64 npy" "'<f8' is not supported" "$LOOM" run addmul.onnx -i x=x_f64.npy
+check_bad "fortran npy" "Fortran" "$LOOM" run addmul.onnx -i x=x_fortran.npy
+check_bad "corrupt npy" "corrupt.npy" "$LOOM" run addmul.onnx -i x=corrupt.npy
+check_bad "unknown device" "unknown device 'tpu:7'" "$LOOM" run addmul.onnx --device tpu:7
+check_bad "bad repeat" "--repeat" "$LOOM" run addmul.onnx --repeat zero
+check_bad "negative warmup" "--warmup" "$LOOM" run addmul.onnx --warmup -1
+check_bad "bad dim" "--dim" "$LOOM" run symbolic.onnx --dim batch
+touch a_file
+check_bad "output dir is a file" "a_file" "$LOOM" run addmul.onnx -o a_file
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

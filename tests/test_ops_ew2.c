@@ -1,0 +1,1475 @@
+/*
+ * The ABI 0.2 elementwise, logic, shape and quantisation operators (graph/ops_ew2.c and
+ * backends/cpu/k_ew2.c), through the public API: each graph is built with loom_graph_op, planned
+ * on "cpu" with strict=1 and run, and its outputs compared with naive reference loops written
+ * here from the ONNX opset-18 specification. Shapes cover broadcasting, odd sizes, scalars and
+ * empty dimensions; malformed nodes must fail with a clear message. Inputs come from a
+ * fixed-seed generator reseeded before every test.
+ *
+ * Run all tests: ./test_ops_ew2; only tests whose name contains WORD: ./test_ops_ew2 WORD.
+ */
+#include <loom/graph.h>
+#include <loom/runtime.h>
+
+#include <CUnit/Basic.h>
+#include <CUnit/CUnit.h>
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define F32 LOOM_DTYPE_F32
+#define U8 LOOM_DTYPE_U8
+#define I8 LOOM_DTYPE_I8
+#define I32 LOOM_DTYPE_I32
+#define I64 LOOM_DTYPE_I64
+#define BOOL LOOM_DTYPE_BOOL
+
+static loom_runtime *g_rt;
+
+/* ---- deterministic data ---------------------------------------------------------------- */
+
+static uint64_t g_rng;
+
+static void rng_reset(void) { g_rng = 0x9E3779B97F4A7C15ull; }
+
+static uint64_t rng_u64(void)
+{
+    uint64_t x = g_rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    g_rng = x;
+    return x * 2685821657736338717ull;
+}
+
+static double rng_uniform(double lo, double hi)
+{
+    return lo + (hi - lo) * ((double)(rng_u64() >> 11) * (1.0 / 9007199254740992.0));
+}
+
+static int64_t rng_int(int64_t lo, int64_t hi)
+{
+    return lo + (int64_t)(rng_u64() % (uint64_t)(hi - lo + 1));
+}
+
+/* ---- shapes ------------------------------------------------------------------------------ */
+
+typedef struct shp {
+    uint32_t rank;
+    int64_t d[LOOM_MAX_RANK];
+} shp;
+
+static shp shp_make(const int64_t *dims, size_t rank)
+{
+    shp s;
+    memset(&s, 0, sizeof s);
+    s.rank = (uint32_t)rank;
+    for (size_t k = 0; k < rank; k++)
+        s.d[k] = dims[k];
+    return s;
+}
+
+#define SHP(...)                                                                                  \
+    shp_make((const int64_t[]){__VA_ARGS__},                                                      \
+             sizeof((const int64_t[]){__VA_ARGS__}) / sizeof(int64_t))
+#define SCALAR shp_make(NULL, 0)
+
+static int64_t numel(shp s)
+{
+    int64_t n = 1;
+    for (uint32_t k = 0; k < s.rank; k++)
+        n *= s.d[k];
+    return n;
+}
+
+static shp bcast(shp a, shp b)
+{
+    shp o;
+    memset(&o, 0, sizeof o);
+    o.rank = a.rank > b.rank ? a.rank : b.rank;
+    for (uint32_t k = 0; k < o.rank; k++) {
+        int64_t da = k + a.rank >= o.rank ? a.d[k + a.rank - o.rank] : 1;
+        int64_t db = k + b.rank >= o.rank ? b.d[k + b.rank - o.rank] : 1;
+        o.d[k] = da == 1 ? db : da;
+    }
+    return o;
+}
+
+static void unravel(int64_t flat, shp s, int64_t *idx)
+{
+    for (uint32_t k = s.rank; k-- > 0;) {
+        idx[k] = s.d[k] ? flat % s.d[k] : 0;
+        flat = s.d[k] ? flat / s.d[k] : 0;
+    }
+}
+
+/* Offset in IN of the element an output index IDX (rank OUT_RANK) reads under broadcasting. */
+static int64_t bcast_off(uint32_t out_rank, const int64_t *idx, shp in)
+{
+    int64_t off = 0;
+    for (uint32_t k = 0; k < in.rank; k++)
+        off = off * in.d[k] + (in.d[k] == 1 ? 0 : idx[out_rank - in.rank + k]);
+    return off;
+}
+
+/* ---- typed values -------------------------------------------------------------------------- */
+
+static double load(const void *p, loom_dtype dt, int64_t i)
+{
+    switch (dt) {
+    case F32: return ((const float *)p)[i];
+    case U8: case BOOL: return ((const uint8_t *)p)[i];
+    case I8: return ((const int8_t *)p)[i];
+    case I32: return ((const int32_t *)p)[i];
+    case I64: return (double)((const int64_t *)p)[i];
+    default: return NAN;
+    }
+}
+
+static void store(void *p, loom_dtype dt, int64_t i, double v)
+{
+    switch (dt) {
+    case F32: ((float *)p)[i] = (float)v; break;
+    case U8: case BOOL: ((uint8_t *)p)[i] = (uint8_t)v; break;
+    case I8: ((int8_t *)p)[i] = (int8_t)v; break;
+    case I32: ((int32_t *)p)[i] = (int32_t)v; break;
+    case I64: ((int64_t *)p)[i] = (int64_t)v; break;
+    default: break;
+    }
+}
+
+/* ---- one graph run -------------------------------------------------------------------------- */
+
+#define TC_MAX 16
+#define TC_BUFS 64
+
+typedef struct tc {
+    loom_graph *g;
+    loom_plan *plan;
+    loom_tensor *in[TC_MAX];
+    size_t n_in;
+    loom_tensor *out[TC_MAX];
+    size_t n_out;
+    void *bufs[TC_BUFS];
+    size_t n_bufs;
+} tc;
+
+static void tc_init(tc *c)
+{
+    memset(c, 0, sizeof *c);
+    c->g = loom_graph_create("ew2_test");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c->g);
+}
+
+static void tc_free(tc *c)
+{
+    loom_plan_destroy(c->plan);
+    loom_graph_destroy(c->g);
+    for (size_t k = 0; k < c->n_in; k++)
+        loom_tensor_destroy(c->in[k]);
+    for (size_t k = 0; k < c->n_out; k++)
+        loom_tensor_destroy(c->out[k]);
+    for (size_t k = 0; k < c->n_bufs; k++)
+        free(c->bufs[k]);
+    memset(c, 0, sizeof *c);
+}
+
+static void *tc_buf(tc *c, size_t bytes)
+{
+    void *p = calloc(1, bytes ? bytes : 1);
+    if (!p || c->n_bufs == TC_BUFS) {
+        fprintf(stderr, "test helper: out of buffers\n");
+        abort();
+    }
+    c->bufs[c->n_bufs++] = p;
+    return p;
+}
+
+static double *tc_dbuf(tc *c, int64_t n)
+{
+    return tc_buf(c, (size_t)(n > 0 ? n : 1) * sizeof(double));
+}
+
+/* Storage of dtype DT holding VALS (N values). */
+static void *tc_typed(tc *c, loom_dtype dt, int64_t n, const double *vals)
+{
+    void *p = tc_buf(c, (size_t)(n > 0 ? n : 1) * loom_dtype_size(dt));
+    for (int64_t i = 0; i < n; i++)
+        store(p, dt, i, vals[i]);
+    return p;
+}
+
+/* N random values in [LO, HI]: integers for integer dtypes, 0/1 for bool. */
+static double *tc_random(tc *c, loom_dtype dt, int64_t n, double lo, double hi)
+{
+    double *v = tc_dbuf(c, n);
+    for (int64_t i = 0; i < n; i++) {
+        if (dt == F32)
+            v[i] = (float)rng_uniform(lo, hi);
+        else if (dt == BOOL)
+            v[i] = (double)rng_int(0, 1);
+        else
+            v[i] = (double)rng_int((int64_t)lo, (int64_t)hi);
+    }
+    return v;
+}
+
+/* A graph input of DT and shape S holding VALS (AS_CONST: a constant instead). */
+static loom_value tc_value(tc *c, int as_const, loom_dtype dt, shp s, const double *vals)
+{
+    void *data = tc_typed(c, dt, numel(s), vals);
+    if (as_const)
+        return loom_constant(c->g, NULL, dt, s.rank, s.d, data);
+    char name[32];
+    snprintf(name, sizeof name, "x%zu", c->n_in);
+    loom_value v = loom_input(c->g, name, dt, s.rank, s.d);
+    loom_tensor *t = NULL;
+    CU_ASSERT_EQUAL(loom_tensor_wrap(dt, s.rank, s.d, data, &t), LOOM_OK);
+    if (c->n_in < TC_MAX)
+        c->in[c->n_in++] = t;
+    else
+        loom_tensor_destroy(t);
+    return v;
+}
+
+static loom_value tc_input(tc *c, loom_dtype dt, shp s, const double *vals)
+{
+    return tc_value(c, 0, dt, s, vals);
+}
+
+static loom_value tc_const(tc *c, loom_dtype dt, shp s, const double *vals)
+{
+    return tc_value(c, 1, dt, s, vals);
+}
+
+static loom_value tc_scalar(tc *c, loom_dtype dt, double v)
+{
+    return tc_const(c, dt, SCALAR, &v);
+}
+
+/* One node with N_OUT outputs, all marked as graph outputs. Returns the builder's status. */
+static loom_status tc_node(tc *c, const char *op, const loom_value *ins, size_t n_ins,
+                           const loom_attr *attrs, size_t n_attrs, size_t n_out)
+{
+    loom_value outs[4] = {LOOM_NO_VALUE, LOOM_NO_VALUE, LOOM_NO_VALUE, LOOM_NO_VALUE};
+    loom_status st = loom_graph_op(c->g, op, NULL, ins, n_ins, attrs, n_attrs, outs, n_out);
+    if (st != LOOM_OK)
+        return st;
+    for (size_t k = 0; k < n_out; k++)
+        loom_output(c->g, outs[k], NULL);
+    return LOOM_OK;
+}
+
+/* Check, plan strictly on the CPU, make outputs and run once; prints the failure. */
+static int tc_run(tc *c, int line)
+{
+    loom_status st = loom_graph_check(c->g);
+    const char *stage = "loom_graph_check";
+    if (st == LOOM_OK) {
+        loom_plan_options opt;
+        memset(&opt, 0, sizeof opt);
+        opt.struct_size = sizeof opt;
+        opt.device = "cpu";
+        opt.strict = 1;
+        stage = "loom_plan_create";
+        st = loom_plan_create(g_rt, c->g, &opt, &c->plan);
+    }
+    if (st == LOOM_OK) {
+        stage = "loom_plan_make_outputs";
+        size_t n = loom_graph_output_count(c->g);
+        st = n > TC_MAX ? LOOM_ERR_INTERNAL : loom_plan_make_outputs(c->plan, c->out, n);
+        if (st == LOOM_OK)
+            c->n_out = n;
+    }
+    if (st == LOOM_OK) {
+        stage = "loom_plan_run";
+        st = loom_plan_run(c->plan, (const loom_tensor *const *)c->in, c->n_in, c->out, c->n_out,
+                           NULL);
+    }
+    if (st != LOOM_OK)
+        fprintf(stderr, "\n    line %d: %s failed: %s: %s\n", line, stage, loom_status_name(st),
+                loom_last_error());
+    CU_assertImplementation(st == LOOM_OK, (unsigned)line, "graph builds, plans and runs on cpu",
+                            __FILE__, "", CU_FALSE);
+    return st == LOOM_OK;
+}
+
+/* Output I must be DT of shape WANT with values within ATOL + RTOL * |ref| of REF (NaN matches
+ * NaN, infinities match exactly). */
+static int check_out(tc *c, size_t i, loom_dtype dt, shp want, const double *ref, double atol,
+                     double rtol, int line)
+{
+    const loom_tensor *t = i < c->n_out ? c->out[i] : NULL;
+    int ok = t != NULL;
+    if (ok) {
+        shp got;
+        memset(&got, 0, sizeof got);
+        got.rank = loom_tensor_rank(t);
+        loom_tensor_dims(t, got.d);
+        ok = loom_tensor_dtype(t) == dt && got.rank == want.rank;
+        for (uint32_t k = 0; ok && k < got.rank; k++)
+            ok = got.d[k] == want.d[k];
+        if (!ok)
+            fprintf(stderr, "\n    line %d: output %zu is %s of rank %u, expected %s of rank %u",
+                    line, i, loom_dtype_name(loom_tensor_dtype(t)), got.rank,
+                    loom_dtype_name(dt), want.rank);
+    }
+    CU_assertImplementation(ok, (unsigned)line, "output dtype and shape", __FILE__, "", CU_FALSE);
+    if (!ok)
+        return 0;
+    int64_t n = numel(want), bad = 0;
+    const void *data = loom_tensor_data(t);
+    for (int64_t k = 0; k < n; k++) {
+        double g = load(data, dt, k), r = ref[k];
+        int good = isnan(r) ? isnan(g) : isinf(r) ? g == r : fabs(g - r) <= atol + rtol * fabs(r);
+        if (!good && bad++ < 5)
+            fprintf(stderr, "\n    line %d: output %zu element %lld: got %.9g, expected %.9g",
+                    line, i, (long long)k, g, r);
+    }
+    if (bad)
+        fprintf(stderr, "\n    line %d: %lld of %lld elements differ\n", line, (long long)bad,
+                (long long)n);
+    CU_assertImplementation(bad == 0, (unsigned)line, "output values match the reference",
+                            __FILE__, "", CU_FALSE);
+    return bad == 0;
+}
+
+/* Building must fail with STATUS and a message containing WANT (and the node's op). */
+static void expect_build_error(tc *c, loom_status got, loom_status status, const char *op,
+                               const char *want, int line)
+{
+    const char *msg = loom_last_error();
+    int ok = got == status && strstr(msg, want) != NULL && strstr(msg, op) != NULL;
+    if (!ok)
+        fprintf(stderr, "\n    line %d: expected %s containing \"%s\", got %s: \"%s\"\n", line,
+                loom_status_name(status), want, loom_status_name(got), msg);
+    CU_assertImplementation(ok, (unsigned)line, "clear error", __FILE__, "", CU_FALSE);
+    CU_assertImplementation(loom_graph_check(c->g) != LOOM_OK, (unsigned)line,
+                            "the error is sticky", __FILE__, "", CU_FALSE);
+}
+
+/* ===========================================================================================
+ * Unary operators
+ * =========================================================================================== */
+
+typedef double (*ref1)(double x, double a, double b);
+
+static double r_hard_sigmoid(double x, double a, double b) { return fmax(0, fmin(1, a * x + b)); }
+static double r_hard_swish(double x, double a, double b)
+{
+    (void)a, (void)b;
+    return x * fmax(0, fmin(1, x / 6 + 0.5));
+}
+static double r_reciprocal(double x, double a, double b) { (void)a, (void)b; return 1 / x; }
+static double r_floor(double x, double a, double b) { (void)a, (void)b; return floor(x); }
+static double r_ceil(double x, double a, double b) { (void)a, (void)b; return ceil(x); }
+/* Half to even, written out rather than through rint. */
+static double r_round(double x, double a, double b)
+{
+    (void)a, (void)b;
+    double f = floor(x), d = x - f;
+    if (d > 0.5)
+        return f + 1;
+    if (d < 0.5)
+        return f;
+    return fmod(f, 2.0) == 0 ? f : f + 1;
+}
+static double r_sin(double x, double a, double b) { (void)a, (void)b; return sin(x); }
+static double r_cos(double x, double a, double b) { (void)a, (void)b; return cos(x); }
+static double r_softplus(double x, double a, double b) { (void)a, (void)b; return log(exp(x) + 1); }
+static double r_elu(double x, double a, double b) { (void)b; return x < 0 ? a * (exp(x) - 1) : x; }
+static double r_selu(double x, double a, double g)
+{
+    return x <= 0 ? g * (a * exp(x) - a) : g * x;
+}
+static double r_sign(double x, double a, double b)
+{
+    (void)a, (void)b;
+    return x > 0 ? 1 : x < 0 ? -1 : 0;
+}
+
+typedef struct unary_case {
+    const char *op;
+    ref1 ref;
+    double lo, hi;
+    const char *attr_a, *attr_b; /* float attributes given explicitly, or NULL */
+    double a, b;                 /* their values (or the defaults when not given) */
+} unary_case;
+
+static void run_unary(const unary_case *u, shp s, int line)
+{
+    tc c;
+    tc_init(&c);
+    int64_t n = numel(s);
+    double *x = tc_random(&c, F32, n, u->lo, u->hi);
+    if (strcmp(u->op, "Round") == 0 && n >= 8) { /* the ties */
+        static const double ties[] = {-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 3.5, 0.49999997};
+        for (int k = 0; k < 8; k++)
+            x[k] = ties[k];
+    }
+    if (strcmp(u->op, "Reciprocal") == 0)
+        for (int64_t k = 0; k < n; k++)
+            if (fabs(x[k]) < 0.1)
+                x[k] = 0.5;
+    loom_value in = tc_input(&c, F32, s, x);
+    loom_attr attrs[2];
+    size_t na = 0;
+    if (u->attr_a)
+        attrs[na++] = loom_attr_float(u->attr_a, (float)u->a);
+    if (u->attr_b)
+        attrs[na++] = loom_attr_float(u->attr_b, (float)u->b);
+    CU_ASSERT_EQUAL(tc_node(&c, u->op, &in, 1, attrs, na, 1), LOOM_OK);
+    if (tc_run(&c, line)) {
+        double *ref = tc_dbuf(&c, n);
+        for (int64_t k = 0; k < n; k++)
+            ref[k] = u->ref((float)x[k], (float)u->a, (float)u->b);
+        check_out(&c, 0, F32, s, ref, 1e-5, 1e-5, line);
+    }
+    tc_free(&c);
+}
+
+static void test_unary_float_ops_match_reference(void)
+{
+    const double selu_a = 1.67326319217681884765625, selu_g = 1.05070102214813232421875;
+    const unary_case cases[] = {
+        {"HardSigmoid", r_hard_sigmoid, -5, 5, NULL, NULL, 0.2, 0.5},
+        {"HardSigmoid", r_hard_sigmoid, -5, 5, "alpha", "beta", 0.5, 0.6},
+        {"HardSwish", r_hard_swish, -5, 5, NULL, NULL, 0, 0},
+        {"Reciprocal", r_reciprocal, -4, 4, NULL, NULL, 0, 0},
+        {"Floor", r_floor, -10, 10, NULL, NULL, 0, 0},
+        {"Ceil", r_ceil, -10, 10, NULL, NULL, 0, 0},
+        {"Round", r_round, -10, 10, NULL, NULL, 0, 0},
+        {"Sin", r_sin, -7, 7, NULL, NULL, 0, 0},
+        {"Cos", r_cos, -7, 7, NULL, NULL, 0, 0},
+        {"Softplus", r_softplus, -20, 20, NULL, NULL, 0, 0},
+        {"Elu", r_elu, -4, 4, NULL, NULL, 1.0, 0},
+        {"Elu", r_elu, -4, 4, "alpha", NULL, 0.3, 0},
+        {"Selu", r_selu, -4, 4, NULL, NULL, selu_a, selu_g},
+        {"Selu", r_selu, -4, 4, "alpha", "gamma", 2.0, 3.0},
+        {"Sign", r_sign, -3, 3, NULL, NULL, 0, 0},
+    };
+    const shp shapes[] = {SHP(3, 5, 17), SHP(1001), SCALAR, SHP(0), SHP(2, 0, 3), SHP(40000)};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            run_unary(&cases[i], shapes[s], __LINE__);
+}
+
+static void test_sign_of_integer_dtypes(void)
+{
+    const loom_dtype dts[] = {I8, U8, I32, I64};
+    for (size_t d = 0; d < 4; d++) {
+        tc c;
+        tc_init(&c);
+        shp s = SHP(5, 7);
+        double *x = tc_random(&c, dts[d], numel(s), dts[d] == U8 ? 0 : -100, 100);
+        x[0] = 0;
+        loom_value in = tc_input(&c, dts[d], s, x);
+        CU_ASSERT_EQUAL(tc_node(&c, "Sign", &in, 1, NULL, 0, 1), LOOM_OK);
+        if (tc_run(&c, __LINE__)) {
+            double *ref = tc_dbuf(&c, numel(s));
+            for (int64_t k = 0; k < numel(s); k++)
+                ref[k] = r_sign(x[k], 0, 0);
+            check_out(&c, 0, dts[d], s, ref, 0, 0, __LINE__);
+        }
+        tc_free(&c);
+    }
+}
+
+/* ===========================================================================================
+ * Binary: logic and comparisons, with broadcasting
+ * =========================================================================================== */
+
+typedef struct shape_pair {
+    shp a, b;
+} shape_pair;
+
+static const shape_pair *pairs(size_t *n)
+{
+    static shape_pair p[9];
+    p[0] = (shape_pair){SHP(3, 4), SHP(3, 4)};
+    p[1] = (shape_pair){SHP(2, 3, 5), SCALAR};
+    p[2] = (shape_pair){SCALAR, SHP(7)};
+    p[3] = (shape_pair){SHP(3, 1, 5), SHP(4, 1)};
+    p[4] = (shape_pair){SHP(1, 37), SHP(19, 1)};
+    p[5] = (shape_pair){SHP(0, 3), SHP(3)};
+    p[6] = (shape_pair){SHP(2, 1, 3, 1), SHP(1, 4, 1, 5)};
+    p[7] = (shape_pair){SHP(200, 130), SHP(130)};
+    p[8] = (shape_pair){SHP(1), SHP(1, 1)};
+    *n = 9;
+    return p;
+}
+
+typedef int (*ref2)(double a, double b);
+static int r_and(double a, double b) { return a != 0 && b != 0; }
+static int r_or(double a, double b) { return a != 0 || b != 0; }
+static int r_xor(double a, double b) { return (a != 0) != (b != 0); }
+static int r_eq(double a, double b) { return a == b; }
+static int r_lt(double a, double b) { return a < b; }
+static int r_gt(double a, double b) { return a > b; }
+static int r_le(double a, double b) { return a <= b; }
+static int r_ge(double a, double b) { return a >= b; }
+
+static void run_binary(const char *op, ref2 ref, loom_dtype dt, shp sa, shp sb, int line)
+{
+    tc c;
+    tc_init(&c);
+    double lo = dt == U8 ? 0 : -5, hi = 5;
+    double *a = tc_random(&c, dt, numel(sa), lo, hi);
+    double *b = tc_random(&c, dt, numel(sb), lo, hi);
+    if (dt == F32) { /* equal values must occur, and a NaN, which compares false */
+        for (int64_t k = 0; k < numel(sa) && k < numel(sb); k += 3)
+            a[k] = b[k];
+        if (numel(sa) > 1)
+            a[1] = NAN;
+    }
+    loom_value ins[2] = {tc_input(&c, dt, sa, a), tc_input(&c, dt, sb, b)};
+    CU_ASSERT_EQUAL(tc_node(&c, op, ins, 2, NULL, 0, 1), LOOM_OK);
+    if (tc_run(&c, line)) {
+        shp so = bcast(sa, sb);
+        int64_t n = numel(so), idx[LOOM_MAX_RANK];
+        double *r = tc_dbuf(&c, n);
+        for (int64_t k = 0; k < n; k++) {
+            unravel(k, so, idx);
+            r[k] = ref(a[bcast_off(so.rank, idx, sa)], b[bcast_off(so.rank, idx, sb)]);
+        }
+        check_out(&c, 0, BOOL, so, r, 0, 0, line);
+    }
+    tc_free(&c);
+}
+
+static void test_logic_ops_broadcast_and_match_reference(void)
+{
+    size_t np;
+    const shape_pair *p = pairs(&np);
+    for (size_t i = 0; i < np; i++) {
+        run_binary("And", r_and, BOOL, p[i].a, p[i].b, __LINE__);
+        run_binary("Or", r_or, BOOL, p[i].a, p[i].b, __LINE__);
+        run_binary("Xor", r_xor, BOOL, p[i].a, p[i].b, __LINE__);
+        run_binary("Equal", r_eq, BOOL, p[i].a, p[i].b, __LINE__);
+    }
+    /* Not */
+    const shp shapes[] = {SHP(3, 7), SCALAR, SHP(0, 2), SHP(50000)};
+    for (size_t s = 0; s < 4; s++) {
+        tc c;
+        tc_init(&c);
+        double *x = tc_random(&c, BOOL, numel(shapes[s]), 0, 1);
+        loom_value in = tc_input(&c, BOOL, shapes[s], x);
+        CU_ASSERT_EQUAL(tc_node(&c, "Not", &in, 1, NULL, 0, 1), LOOM_OK);
+        if (tc_run(&c, __LINE__)) {
+            double *r = tc_dbuf(&c, numel(shapes[s]));
+            for (int64_t k = 0; k < numel(shapes[s]); k++)
+                r[k] = x[k] == 0;
+            check_out(&c, 0, BOOL, shapes[s], r, 0, 0, __LINE__);
+        }
+        tc_free(&c);
+    }
+}
+
+static void test_comparisons_of_every_numeric_dtype_broadcast(void)
+{
+    static const struct {
+        const char *op;
+        ref2 ref;
+    } ops[] = {{"Equal", r_eq}, {"Less", r_lt}, {"Greater", r_gt}, {"LessOrEqual", r_le},
+               {"GreaterOrEqual", r_ge}};
+    const loom_dtype dts[] = {F32, I32, I64, I8, U8};
+    size_t np;
+    const shape_pair *p = pairs(&np);
+    for (size_t o = 0; o < 5; o++)
+        for (size_t d = 0; d < 5; d++)
+            for (size_t i = 0; i < np; i++)
+                run_binary(ops[o].op, ops[o].ref, dts[d], p[i].a, p[i].b, __LINE__);
+}
+
+static void test_int64_comparisons_are_exact_beyond_double_precision(void)
+{
+    tc c;
+    tc_init(&c);
+    int64_t av[2] = {INT64_C(9007199254740993), INT64_MIN};
+    int64_t bv[2] = {INT64_C(9007199254740992), INT64_MIN + 1};
+    shp s = SHP(2);
+    loom_value ins[2] = {loom_constant(c.g, NULL, I64, 1, s.d, av),
+                         loom_constant(c.g, NULL, I64, 1, s.d, bv)};
+    double zero = 0;
+    loom_value x = tc_input(&c, BOOL, SHP(1), &zero); /* keeps the node from being all-const */
+    loom_value lt = LOOM_NO_VALUE, eq = LOOM_NO_VALUE, y = LOOM_NO_VALUE;
+    loom_graph_op(c.g, "Less", NULL, ins, 2, NULL, 0, &lt, 1);
+    loom_graph_op(c.g, "Equal", NULL, ins, 2, NULL, 0, &eq, 1);
+    loom_value o1[2] = {lt, x}, o2[2] = {eq, x};
+    loom_value y1 = LOOM_NO_VALUE;
+    loom_graph_op(c.g, "Or", NULL, o1, 2, NULL, 0, &y1, 1);
+    loom_graph_op(c.g, "Or", NULL, o2, 2, NULL, 0, &y, 1);
+    loom_output(c.g, y1, "lt");
+    loom_output(c.g, y, "eq");
+    if (tc_run(&c, __LINE__)) {
+        const double rlt[2] = {0, 1}, req[2] = {0, 0};
+        check_out(&c, 0, BOOL, s, rlt, 0, 0, __LINE__);
+        check_out(&c, 1, BOOL, s, req, 0, 0, __LINE__);
+    }
+    tc_free(&c);
+}
+
+/* ===========================================================================================
+ * Sum and Mean
+ * =========================================================================================== */
+
+static void run_sum_mean(const char *op, const shp *shapes, size_t n_in, int line)
+{
+    tc c;
+    tc_init(&c);
+    double *data[4];
+    loom_value ins[4];
+    shp so = shapes[0];
+    for (size_t i = 0; i < n_in; i++) {
+        data[i] = tc_random(&c, F32, numel(shapes[i]), -3, 3);
+        ins[i] = tc_input(&c, F32, shapes[i], data[i]);
+        so = bcast(so, shapes[i]);
+    }
+    CU_ASSERT_EQUAL(tc_node(&c, op, ins, n_in, NULL, 0, 1), LOOM_OK);
+    if (tc_run(&c, line)) {
+        int64_t n = numel(so), idx[LOOM_MAX_RANK];
+        double *r = tc_dbuf(&c, n);
+        for (int64_t k = 0; k < n; k++) {
+            unravel(k, so, idx);
+            double s = 0;
+            for (size_t i = 0; i < n_in; i++)
+                s += data[i][bcast_off(so.rank, idx, shapes[i])];
+            r[k] = op[0] == 'M' ? s / (double)n_in : s;
+        }
+        check_out(&c, 0, F32, so, r, 1e-5, 1e-5, line);
+    }
+    tc_free(&c);
+}
+
+static void test_sum_and_mean_are_variadic_and_broadcast(void)
+{
+    const shp one[] = {SHP(3, 4)};
+    const shp two[] = {SHP(3, 1, 5), SHP(4, 1)};
+    const shp three[] = {SHP(2, 3, 17), SHP(17), SHP(2, 1, 1)};
+    const shp four[] = {SCALAR, SHP(0, 5), SHP(5), SHP(1, 1)};
+    const shp big[] = {SHP(300, 200), SHP(300, 1), SHP(200)};
+    const char *ops[] = {"Sum", "Mean"};
+    for (int o = 0; o < 2; o++) {
+        run_sum_mean(ops[o], one, 1, __LINE__);
+        run_sum_mean(ops[o], two, 2, __LINE__);
+        run_sum_mean(ops[o], three, 3, __LINE__);
+        run_sum_mean(ops[o], four, 4, __LINE__);
+        run_sum_mean(ops[o], big, 3, __LINE__);
+    }
+}
+
+/* ===========================================================================================
+ * Shape, ConstantOfShape, Range, Dropout
+ * =========================================================================================== */
+
+static void test_shape_honours_start_and_end(void)
+{
+    static const struct {
+        int has_start, has_end;
+        int64_t start, end, first, count;
+    } cases[] = {
+        {0, 0, 0, 0, 0, 4},  {1, 0, 1, 0, 1, 3},   {0, 1, 0, -1, 0, 3}, {1, 1, 1, 3, 1, 2},
+        {1, 0, -1, 0, 3, 1}, {1, 1, -10, 10, 0, 4}, {1, 1, 3, 1, 3, 0}, {1, 1, 4, 4, 4, 0},
+    };
+    const int64_t dims[4] = {2, 0, 5, 7};
+    for (int fold = 0; fold < 2; fold++)
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            tc c;
+            tc_init(&c);
+            loom_graph_set_folding(c.g, fold);
+            double none = 0;
+            loom_value x = tc_input(&c, F32, SHP(2, 0, 5, 7), &none);
+            loom_attr attrs[2];
+            size_t na = 0;
+            if (cases[i].has_start)
+                attrs[na++] = loom_attr_int("start", cases[i].start);
+            if (cases[i].has_end)
+                attrs[na++] = loom_attr_int("end", cases[i].end);
+            CU_ASSERT_EQUAL(tc_node(&c, "Shape", &x, 1, attrs, na, 1), LOOM_OK);
+            /* A Shape node never needs X's data: folded, it has none; planned, X is empty. */
+            if (tc_run(&c, __LINE__)) {
+                double ref[4];
+                for (int64_t k = 0; k < cases[i].count; k++)
+                    ref[k] = (double)dims[cases[i].first + k];
+                check_out(&c, 0, I64, SHP(cases[i].count), ref, 0, 0, __LINE__);
+            }
+            tc_free(&c);
+        }
+}
+
+static void test_shape_of_scalar_and_of_computed_value(void)
+{
+    tc c;
+    tc_init(&c);
+    double v = 3;
+    loom_value x = tc_input(&c, F32, SHP(3, 1), (double[]){1, 2, 3});
+    loom_value s = tc_input(&c, F32, SCALAR, &v);
+    loom_value ins[2] = {x, s};
+    loom_value sum = LOOM_NO_VALUE, sh = LOOM_NO_VALUE, sh0 = LOOM_NO_VALUE;
+    loom_graph_op(c.g, "Sum", NULL, ins, 2, NULL, 0, &sum, 1);
+    loom_graph_op(c.g, "Shape", NULL, &sum, 1, NULL, 0, &sh, 1);
+    loom_graph_op(c.g, "Shape", NULL, &s, 1, NULL, 0, &sh0, 1);
+    loom_output(c.g, sh, NULL);
+    loom_output(c.g, sh0, NULL);
+    if (tc_run(&c, __LINE__)) {
+        const double ref[2] = {3, 1};
+        check_out(&c, 0, I64, SHP(2), ref, 0, 0, __LINE__);
+        check_out(&c, 1, I64, SHP(0), ref, 0, 0, __LINE__);
+    }
+    tc_free(&c);
+}
+
+/* ConstantOfShape(SHAPE) with ATTRS; the output must be DT of that shape filled with FILL. The
+ * node is followed by an Identity-free path: Sum/Or with a graph input keeps it unfolded when
+ * FOLD is 0. */
+static void run_constant_of_shape(int fold, const int64_t *shape, size_t rank,
+                                  const loom_attr *attrs, size_t na, loom_dtype dt, double fill,
+                                  int line)
+{
+    tc c;
+    tc_init(&c);
+    loom_graph_set_folding(c.g, fold);
+    int64_t len = (int64_t)rank;
+    loom_value s = loom_constant(c.g, NULL, I64, 1, &len, shape);
+    CU_ASSERT_EQUAL(tc_node(&c, "ConstantOfShape", &s, 1, attrs, na, 1), LOOM_OK);
+    if (tc_run(&c, line)) {
+        shp want = shp_make(shape, rank);
+        double *ref = tc_dbuf(&c, numel(want));
+        for (int64_t k = 0; k < numel(want); k++)
+            ref[k] = fill;
+        check_out(&c, 0, dt, want, ref, 0, 0, line);
+    }
+    tc_free(&c);
+}
+
+static void test_constant_of_shape_fills_every_dtype(void)
+{
+    const int64_t s23[2] = {2, 3}, s0[2] = {4, 0}, big[1] = {70000};
+    for (int fold = 0; fold < 2; fold++) {
+        run_constant_of_shape(fold, s23, 2, NULL, 0, F32, 0.0, __LINE__);
+        loom_attr a1[] = {loom_attr_float("value", 2.5f)};
+        run_constant_of_shape(fold, s23, 2, a1, 1, F32, 2.5, __LINE__);
+        run_constant_of_shape(fold, big, 1, a1, 1, F32, 2.5, __LINE__);
+        run_constant_of_shape(fold, NULL, 0, a1, 1, F32, 2.5, __LINE__); /* scalar */
+        run_constant_of_shape(fold, s0, 2, a1, 1, F32, 2.5, __LINE__);
+        loom_attr a2[] = {loom_attr_int("dtype", I64),
+                          loom_attr_int("value_int", INT64_C(-7))};
+        run_constant_of_shape(fold, s23, 2, a2, 2, I64, -7, __LINE__);
+        loom_attr a3[] = {loom_attr_int("dtype", I32), loom_attr_float("value", 5.0f)};
+        run_constant_of_shape(fold, s23, 2, a3, 2, I32, 5, __LINE__);
+        loom_attr a4[] = {loom_attr_int("dtype", I8), loom_attr_int("value_int", -3)};
+        run_constant_of_shape(fold, s23, 2, a4, 2, I8, -3, __LINE__);
+        loom_attr a5[] = {loom_attr_int("dtype", BOOL), loom_attr_int("value_int", 1)};
+        run_constant_of_shape(fold, big, 1, a5, 2, BOOL, 1, __LINE__);
+        loom_attr a6[] = {loom_attr_int("dtype", U8), loom_attr_int("value_int", 200)};
+        run_constant_of_shape(fold, s23, 2, a6, 2, U8, 200, __LINE__);
+    }
+}
+
+static void run_range(loom_dtype dt, double start, double limit, double delta, int line)
+{
+    tc c;
+    tc_init(&c);
+    loom_graph_set_folding(c.g, 0);
+    loom_value ins[3] = {tc_scalar(&c, dt, start), tc_scalar(&c, dt, limit),
+                         tc_scalar(&c, dt, delta)};
+    CU_ASSERT_EQUAL(tc_node(&c, "Range", ins, 3, NULL, 0, 1), LOOM_OK);
+    if (tc_run(&c, line)) {
+        /* ONNX: n = max(ceil((limit - start) / delta), 0); element i is start + i * delta. */
+        double q = dt == F32 ? ceil((double)(float)((float)limit - (float)start) / delta)
+                             : ceil((limit - start) / delta);
+        int64_t n = q > 0 ? (int64_t)q : 0;
+        double *ref = tc_dbuf(&c, n);
+        for (int64_t k = 0; k < n; k++)
+            ref[k] = start + (double)k * delta;
+        check_out(&c, 0, dt, SHP(n), ref, 1e-6, 1e-6, line);
+    }
+    tc_free(&c);
+}
+
+static void test_range_counts_like_onnx(void)
+{
+    run_range(F32, 1, 5, 2, __LINE__);
+    run_range(F32, 0, 1, 0.1, __LINE__);
+    run_range(F32, 10, -3, -1.5, __LINE__);
+    run_range(F32, 3, 3, 1, __LINE__);
+    run_range(F32, 3, 1, 1, __LINE__);
+    run_range(I32, 10, 6, -3, __LINE__);
+    run_range(I32, -5, 100, 7, __LINE__);
+    run_range(I64, 0, 12345, 1, __LINE__);
+    run_range(I64, 5, 0, 1, __LINE__);
+    run_range(I64, -1000000000000, 1000000000000, 300000000000, __LINE__);
+}
+
+static void test_dropout_is_identity_at_inference(void)
+{
+    for (int variant = 0; variant < 3; variant++) {
+        tc c;
+        tc_init(&c);
+        shp s = SHP(4, 33);
+        double *x = tc_random(&c, F32, numel(s), -2, 2);
+        loom_value ins[3] = {tc_input(&c, F32, s, x), LOOM_NO_VALUE, LOOM_NO_VALUE};
+        size_t n_in = 1;
+        if (variant >= 1) {
+            ins[1] = tc_scalar(&c, F32, 0.7);
+            n_in = 2;
+        }
+        if (variant == 2) {
+            ins[2] = tc_scalar(&c, BOOL, 0);
+            n_in = 3;
+        }
+        loom_attr seed = loom_attr_int("seed", 42);
+        size_t n_out = variant == 0 ? 1 : 2;
+        CU_ASSERT_EQUAL(tc_node(&c, "Dropout", ins, n_in, &seed, variant == 1, n_out), LOOM_OK);
+        if (tc_run(&c, __LINE__)) {
+            check_out(&c, 0, F32, s, x, 0, 0, __LINE__);
+            if (n_out > 1) {
+                double *ones = tc_dbuf(&c, numel(s));
+                for (int64_t k = 0; k < numel(s); k++)
+                    ones[k] = 1;
+                check_out(&c, 1, BOOL, s, ones, 0, 0, __LINE__);
+            }
+        }
+        tc_free(&c);
+    }
+}
+
+/* ===========================================================================================
+ * Quantisation
+ * =========================================================================================== */
+
+static double sat(double v, loom_dtype dt)
+{
+    double lo = dt == U8 ? 0 : -128, hi = dt == U8 ? 255 : 127;
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+/* round half to even */
+static double rhe(double v)
+{
+    return r_round(v, 0, 0);
+}
+
+/* QuantizeLinear of X (XDT, shape S) with a scale of NS elements along AXIS (NS == 1:
+ * per-tensor), zero point of ZDT (UNDEFINED: absent). */
+static void run_quantize(loom_dtype xdt, shp s, int64_t axis, int give_axis, int64_t ns,
+                         loom_dtype zdt, int line)
+{
+    tc c;
+    tc_init(&c);
+    int64_t n = numel(s);
+    double *x = tc_random(&c, xdt, n, -300, 300);
+    double *sc = tc_random(&c, F32, ns, 0.5, 3);
+    loom_dtype ydt = zdt ? zdt : U8;
+    double *zp = tc_random(&c, ydt, ns, ydt == U8 ? 0 : -128, ydt == U8 ? 255 : 127);
+    if (xdt == F32 && n > 6) { /* ties after division: 2.5 and -3.5 steps */
+        sc[0] = 1.0;
+        x[0] = 2.5;
+        x[1] = -3.5;
+        x[2] = 0.5;
+        x[3] = 1e9;
+        x[4] = -1e9;
+    }
+    shp ss = ns == 1 ? SCALAR : SHP(ns);
+    loom_value ins[3] = {tc_input(&c, xdt, s, x), tc_input(&c, F32, ss, sc), LOOM_NO_VALUE};
+    if (zdt)
+        ins[2] = tc_const(&c, zdt, ss, zp);
+    loom_attr a = loom_attr_int("axis", axis);
+    CU_ASSERT_EQUAL(tc_node(&c, "QuantizeLinear", ins, zdt ? 3 : 2, &a, give_axis, 1), LOOM_OK);
+    if (tc_run(&c, line)) {
+        int64_t ax = axis < 0 ? axis + s.rank : axis, inner = 1;
+        for (uint32_t d = (uint32_t)ax + 1; d < s.rank; d++)
+            inner *= s.d[d];
+        double *ref = tc_dbuf(&c, n);
+        for (int64_t k = 0; k < n; k++) {
+            int64_t ch = ns == 1 ? 0 : (k / inner) % ns;
+            double z = zdt ? zp[ch] : 0;
+            ref[k] = sat(rhe((double)((float)x[k] / (float)sc[ch])) + z, ydt);
+        }
+        check_out(&c, 0, ydt, s, ref, 0, 0, line);
+    }
+    tc_free(&c);
+}
+
+static void test_quantize_linear_per_tensor_and_per_axis(void)
+{
+    run_quantize(F32, SHP(3, 4, 5), 1, 0, 1, LOOM_DTYPE_UNDEFINED, __LINE__);
+    run_quantize(F32, SHP(3, 4, 5), 1, 0, 1, U8, __LINE__);
+    run_quantize(F32, SHP(3, 4, 5), 1, 0, 1, I8, __LINE__);
+    run_quantize(F32, SHP(3, 4, 5), 1, 0, 4, U8, __LINE__);
+    run_quantize(F32, SHP(3, 4, 5), -1, 1, 5, I8, __LINE__);
+    run_quantize(F32, SHP(3, 4, 5), 0, 1, 3, I8, __LINE__);
+    run_quantize(F32, SHP(1000, 70), 1, 1, 70, U8, __LINE__);
+    run_quantize(F32, SCALAR, 1, 0, 1, I8, __LINE__);
+    run_quantize(F32, SHP(0, 4), 1, 0, 4, U8, __LINE__);
+    run_quantize(I32, SHP(6, 9), 1, 0, 9, I8, __LINE__);
+    run_quantize(I32, SHP(6, 9), 1, 0, 1, U8, __LINE__);
+}
+
+static void run_dequantize(loom_dtype xdt, shp s, int64_t axis, int64_t ns, int with_zp,
+                           int line)
+{
+    tc c;
+    tc_init(&c);
+    int64_t n = numel(s);
+    double lo = xdt == U8 ? 0 : xdt == I8 ? -128 : -100000, hi = xdt == U8 ? 255 : xdt == I8 ? 127 : 100000;
+    double *x = tc_random(&c, xdt, n, lo, hi);
+    double *sc = tc_random(&c, F32, ns, 0.01, 2);
+    double *zp = tc_random(&c, xdt, ns, xdt == I32 ? -1000 : lo, xdt == I32 ? 1000 : hi);
+    shp ss = ns == 1 ? SCALAR : SHP(ns);
+    loom_value ins[3] = {tc_input(&c, xdt, s, x), tc_const(&c, F32, ss, sc),
+                         with_zp ? tc_input(&c, xdt, ss, zp) : LOOM_NO_VALUE};
+    loom_attr a = loom_attr_int("axis", axis);
+    CU_ASSERT_EQUAL(tc_node(&c, "DequantizeLinear", ins, with_zp ? 3 : 2, &a, 1, 1), LOOM_OK);
+    if (tc_run(&c, line)) {
+        int64_t ax = axis < 0 ? axis + s.rank : axis, inner = 1;
+        for (uint32_t d = (uint32_t)ax + 1; d < s.rank; d++)
+            inner *= s.d[d];
+        double *ref = tc_dbuf(&c, n);
+        for (int64_t k = 0; k < n; k++) {
+            int64_t ch = ns == 1 ? 0 : (k / inner) % ns;
+            ref[k] = (x[k] - (with_zp ? zp[ch] : 0)) * (float)sc[ch];
+        }
+        check_out(&c, 0, F32, s, ref, 1e-6, 1e-6, line);
+    }
+    tc_free(&c);
+}
+
+static void test_dequantize_linear_per_tensor_and_per_axis(void)
+{
+    const loom_dtype dts[] = {U8, I8, I32};
+    for (int d = 0; d < 3; d++) {
+        run_dequantize(dts[d], SHP(2, 3, 7), 1, 1, 1, __LINE__);
+        run_dequantize(dts[d], SHP(2, 3, 7), 1, 1, 0, __LINE__);
+        run_dequantize(dts[d], SHP(2, 3, 7), 1, 3, 1, __LINE__);
+        run_dequantize(dts[d], SHP(2, 3, 7), -1, 7, 1, __LINE__);
+        run_dequantize(dts[d], SHP(2, 3, 7), 0, 2, 0, __LINE__);
+        run_dequantize(dts[d], SHP(40000), 0, 1, 1, __LINE__);
+        run_dequantize(dts[d], SHP(3, 0), 0, 3, 1, __LINE__);
+    }
+}
+
+/* numpy.matmul of int matrices (values already minus zero points) with broadcasting: returns
+ * the int32-valued result of shape *YS. ZA is per row (NZA values: 1 or M), ZB per column. */
+static double *ref_qmatmul(tc *c, const double *a, shp as, const double *za, int64_t nza,
+                           const double *b, shp bs, const double *zb, int64_t nzb, shp *ys,
+                           int64_t *pm, int64_t *pn)
+{
+    shp A = as.rank == 1 ? SHP(1, as.d[0]) : as, B = bs.rank == 1 ? SHP(bs.d[0], 1) : bs;
+    int64_t M = A.d[A.rank - 2], K = A.d[A.rank - 1], N = B.d[B.rank - 1];
+    shp ab = shp_make(A.d, A.rank - 2), bb = shp_make(B.d, B.rank - 2), batch = bcast(ab, bb);
+    *ys = batch;
+    if (as.rank > 1)
+        ys->d[ys->rank++] = M;
+    if (bs.rank > 1)
+        ys->d[ys->rank++] = N;
+    *pm = M;
+    *pn = N;
+    double *y = tc_dbuf(c, numel(batch) * M * N);
+    int64_t idx[LOOM_MAX_RANK];
+    for (int64_t t = 0; t < numel(batch); t++) {
+        unravel(t, batch, idx);
+        int64_t oa = bcast_off(batch.rank, idx, ab) * M * K;
+        int64_t ob = bcast_off(batch.rank, idx, bb) * K * N;
+        for (int64_t m = 0; m < M; m++)
+            for (int64_t n = 0; n < N; n++) {
+                double s = 0;
+                for (int64_t k = 0; k < K; k++)
+                    s += (a[oa + m * K + k] - za[nza == 1 ? 0 : m]) *
+                         (b[ob + k * N + n] - zb[nzb == 1 ? 0 : n]);
+                y[(t * M + m) * N + n] = s;
+            }
+    }
+    return y;
+}
+
+static double lo_of(loom_dtype t) { return t == U8 ? 0 : -128; }
+static double hi_of(loom_dtype t) { return t == U8 ? 255 : 127; }
+
+static void run_matmul_integer(loom_dtype adt, loom_dtype bdt, shp as, shp bs, int zp_mode,
+                               int b_const, int line)
+{
+    tc c;
+    tc_init(&c);
+    double *a = tc_random(&c, adt, numel(as), lo_of(adt), hi_of(adt));
+    double *b = tc_random(&c, bdt, numel(bs), lo_of(bdt), hi_of(bdt));
+    int64_t M = as.rank > 1 ? as.d[as.rank - 2] : 1, N = bs.rank > 1 ? bs.d[bs.rank - 1] : 1;
+    /* zp_mode 0: none, 1: scalars, 2: per row / per column */
+    int64_t nza = zp_mode == 2 ? M : 1, nzb = zp_mode == 2 ? N : 1;
+    double *za = tc_random(&c, adt, nza, lo_of(adt), hi_of(adt));
+    double *zb = tc_random(&c, bdt, nzb, lo_of(bdt), hi_of(bdt));
+    if (zp_mode == 0)
+        za[0] = zb[0] = 0;
+    loom_value ins[4] = {tc_input(&c, adt, as, a), tc_value(&c, b_const, bdt, bs, b),
+                         LOOM_NO_VALUE, LOOM_NO_VALUE};
+    if (zp_mode) {
+        ins[2] = tc_input(&c, adt, zp_mode == 2 ? SHP(M) : SCALAR, za);
+        ins[3] = tc_value(&c, b_const, bdt, zp_mode == 2 ? SHP(N) : SCALAR, zb);
+    }
+    CU_ASSERT_EQUAL(tc_node(&c, "MatMulInteger", ins, zp_mode ? 4 : 2, NULL, 0, 1), LOOM_OK);
+    if (tc_run(&c, line)) {
+        shp ys;
+        int64_t m, n;
+        double *ref = ref_qmatmul(&c, a, as, za, nza, b, bs, zb, nzb, &ys, &m, &n);
+        check_out(&c, 0, I32, ys, ref, 0, 0, line);
+    }
+    tc_free(&c);
+}
+
+static void test_matmul_integer_matches_reference(void)
+{
+    const loom_dtype dts[] = {U8, I8};
+    for (int da = 0; da < 2; da++)
+        for (int db = 0; db < 2; db++)
+            for (int zp = 0; zp < 3; zp++) {
+                run_matmul_integer(dts[da], dts[db], SHP(4, 3), SHP(3, 2), zp, 0, __LINE__);
+                run_matmul_integer(dts[da], dts[db], SHP(5, 33), SHP(33, 67), zp, 1, __LINE__);
+                run_matmul_integer(dts[da], dts[db], SHP(5, 33), SHP(33, 67), zp, 0, __LINE__);
+            }
+    run_matmul_integer(U8, U8, SHP(2, 1, 3, 5), SHP(4, 5, 6), 1, 0, __LINE__);
+    run_matmul_integer(I8, U8, SHP(3, 9, 20), SHP(20, 130), 2, 1, __LINE__);
+    run_matmul_integer(U8, I8, SHP(7), SHP(7, 3), 1, 0, __LINE__);
+    run_matmul_integer(U8, I8, SHP(2, 6, 7), SHP(7), 1, 1, __LINE__);
+    run_matmul_integer(U8, U8, SHP(7), SHP(7), 1, 0, __LINE__);
+    run_matmul_integer(U8, U8, SHP(3, 0), SHP(0, 4), 1, 0, __LINE__); /* K = 0: zeros */
+    run_matmul_integer(U8, U8, SHP(0, 5), SHP(5, 4), 1, 0, __LINE__);
+    run_matmul_integer(U8, U8, SHP(64, 128), SHP(128, 64), 2, 1, __LINE__);
+}
+
+/* Requantised value as ONNX's reference computes it: the multiplier in float32, its product with
+ * the integer accumulator in double, rounded half to even, plus the zero point, saturated. */
+static double requant_ref(double acc, float sa, float sb, float sy, double zy, loom_dtype dt)
+{
+    float mult = sa * sb / sy;
+    return sat(rhe(acc * (double)mult) + zy, dt);
+}
+
+static void run_qlinear_matmul(loom_dtype adt, loom_dtype bdt, loom_dtype ydt, shp as, shp bs,
+                               int per_axis, int line)
+{
+    tc c;
+    tc_init(&c);
+    double *a = tc_random(&c, adt, numel(as), lo_of(adt), hi_of(adt));
+    double *b = tc_random(&c, bdt, numel(bs), lo_of(bdt), hi_of(bdt));
+    int64_t M = as.rank > 1 ? as.d[as.rank - 2] : 1, N = bs.rank > 1 ? bs.d[bs.rank - 1] : 1;
+    int64_t nm = per_axis ? M : 1, nn = per_axis ? N : 1;
+    shp sm = per_axis ? SHP(M) : SCALAR, sn = per_axis ? SHP(N) : SCALAR;
+    double *sa = tc_random(&c, F32, nm, 0.01, 0.05), *za = tc_random(&c, adt, nm, lo_of(adt), hi_of(adt));
+    double *sb = tc_random(&c, F32, nn, 0.01, 0.05), *zb = tc_random(&c, bdt, nn, lo_of(bdt), hi_of(bdt));
+    double *sy = tc_random(&c, F32, nm, 0.5, 5), *zy = tc_random(&c, ydt, nm, lo_of(ydt), hi_of(ydt));
+    loom_value ins[8] = {tc_input(&c, adt, as, a), tc_const(&c, F32, sm, sa),
+                         tc_const(&c, adt, sm, za), tc_const(&c, bdt, bs, b),
+                         tc_input(&c, F32, sn, sb), tc_const(&c, bdt, sn, zb),
+                         tc_const(&c, F32, sm, sy), tc_input(&c, ydt, sm, zy)};
+    CU_ASSERT_EQUAL(tc_node(&c, "QLinearMatMul", ins, 8, NULL, 0, 1), LOOM_OK);
+    if (tc_run(&c, line)) {
+        shp ys;
+        int64_t m, n;
+        double *acc = ref_qmatmul(&c, a, as, za, nm, b, bs, zb, nn, &ys, &m, &n);
+        double *ref = tc_dbuf(&c, numel(ys));
+        for (int64_t k = 0; k < numel(ys); k++) {
+            int64_t row = (k / n) % m, col = k % n;
+            int64_t r = per_axis ? row : 0, cc = per_axis ? col : 0;
+            ref[k] = requant_ref(acc[k], (float)sa[r], (float)sb[cc], (float)sy[r], zy[r], ydt);
+        }
+        check_out(&c, 0, ydt, ys, ref, 0, 0, line);
+    }
+    tc_free(&c);
+}
+
+static void test_qlinear_matmul_matches_reference(void)
+{
+    const loom_dtype dts[] = {U8, I8};
+    for (int da = 0; da < 2; da++)
+        for (int db = 0; db < 2; db++)
+            for (int dy = 0; dy < 2; dy++)
+                for (int pa = 0; pa < 2; pa++) {
+                    run_qlinear_matmul(dts[da], dts[db], dts[dy], SHP(2, 4), SHP(4, 3), pa,
+                                       __LINE__);
+                    run_qlinear_matmul(dts[da], dts[db], dts[dy], SHP(2, 9, 31), SHP(31, 70), pa,
+                                       __LINE__);
+                }
+    run_qlinear_matmul(U8, U8, U8, SHP(2, 2, 4), SHP(2, 4, 3), 0, __LINE__);
+    run_qlinear_matmul(U8, I8, I8, SHP(6), SHP(6, 5), 0, __LINE__);
+}
+
+typedef struct qconv_case {
+    loom_dtype xdt, wdt, ydt;
+    int64_t n, c, h, w, m, kh, kw; /* h = 0: 1-D (w is the length) */
+    int64_t group, stride, dil, pad;
+    int per_channel, bias, w_const;
+    const char *auto_pad;
+} qconv_case;
+
+static void run_qlinear_conv(const qconv_case *q, int line)
+{
+    tc c;
+    tc_init(&c);
+    const int one_d = q->h == 0;
+    const int64_t H = one_d ? 1 : q->h, KH = one_d ? 1 : q->kh, Cg = q->c / q->group;
+    shp xs = one_d ? SHP(q->n, q->c, q->w) : SHP(q->n, q->c, q->h, q->w);
+    shp ws = one_d ? SHP(q->m, Cg, q->kw) : SHP(q->m, Cg, q->kh, q->kw);
+    double *x = tc_random(&c, q->xdt, numel(xs), lo_of(q->xdt), hi_of(q->xdt));
+    double *w = tc_random(&c, q->wdt, numel(ws), lo_of(q->wdt), hi_of(q->wdt));
+    int64_t nm = q->per_channel ? q->m : 1;
+    shp sm = q->per_channel ? SHP(q->m) : SCALAR;
+    double sx = 0.02, sy = 4.0;
+    double zx = q->xdt == U8 ? 128 : 3, zy = q->ydt == U8 ? 100 : -5;
+    double *sw = tc_random(&c, F32, nm, 0.005, 0.05);
+    double *zw = tc_random(&c, q->wdt, nm, q->wdt == U8 ? 100 : -20, q->wdt == U8 ? 150 : 20);
+    double *bias = tc_random(&c, I32, q->m, -20000, 20000);
+    loom_value ins[9] = {tc_input(&c, q->xdt, xs, x),
+                         tc_scalar(&c, F32, sx),
+                         tc_scalar(&c, q->xdt, zx),
+                         tc_value(&c, q->w_const, q->wdt, ws, w),
+                         tc_const(&c, F32, sm, sw),
+                         tc_value(&c, q->w_const, q->wdt, sm, zw),
+                         tc_scalar(&c, F32, sy),
+                         tc_scalar(&c, q->ydt, zy),
+                         q->bias ? tc_const(&c, I32, SHP(q->m), bias) : LOOM_NO_VALUE};
+    const int64_t st2[2] = {q->stride, q->stride}, dl2[2] = {q->dil, q->dil};
+    const int64_t pd4[4] = {q->pad, q->pad, q->pad, q->pad};
+    loom_attr attrs[5];
+    size_t na = 0;
+    const size_t s = one_d ? 1 : 2;
+    attrs[na++] = loom_attr_ints("strides", s, st2);
+    attrs[na++] = loom_attr_ints("dilations", s, dl2);
+    if (q->auto_pad)
+        attrs[na++] = loom_attr_string("auto_pad", q->auto_pad);
+    else
+        attrs[na++] = loom_attr_ints("pads", 2 * s, pd4);
+    attrs[na++] = loom_attr_int("group", q->group);
+    CU_ASSERT_EQUAL(tc_node(&c, "QLinearConv", ins, q->bias ? 9 : 8, attrs, na, 1), LOOM_OK);
+    if (!tc_run(&c, line)) {
+        tc_free(&c);
+        return;
+    }
+    /* Padding: explicit, or SAME_UPPER (the odd pixel at the end). */
+    int64_t ekh = (KH - 1) * q->dil + 1, ekw = (q->kw - 1) * q->dil + 1;
+    int64_t OH, OW, ph = one_d ? 0 : q->pad, pw = q->pad;
+    if (q->auto_pad) {
+        OH = one_d ? 1 : (H + q->stride - 1) / q->stride;
+        OW = (q->w + q->stride - 1) / q->stride;
+        int64_t th = one_d ? 0 : (OH - 1) * q->stride + ekh - H, tw = (OW - 1) * q->stride + ekw - q->w;
+        ph = th > 0 ? th / 2 : 0;
+        pw = tw > 0 ? tw / 2 : 0;
+    } else {
+        OH = one_d ? 1 : (H + 2 * ph - ekh) / q->stride + 1;
+        OW = (q->w + 2 * pw - ekw) / q->stride + 1;
+    }
+    shp ys = one_d ? SHP(q->n, q->m, OW) : SHP(q->n, q->m, OH, OW);
+    double *ref = tc_dbuf(&c, numel(ys));
+    const int64_t Mg = q->m / q->group;
+    for (int64_t n = 0; n < q->n; n++)
+        for (int64_t m = 0; m < q->m; m++) {
+            const int64_t g = m / Mg, ch = q->per_channel ? m : 0;
+            for (int64_t oh = 0; oh < OH; oh++)
+                for (int64_t ow = 0; ow < OW; ow++) {
+                    double acc = q->bias ? bias[m] : 0;
+                    for (int64_t ci = 0; ci < Cg; ci++)
+                        for (int64_t kh = 0; kh < KH; kh++)
+                            for (int64_t kw = 0; kw < q->kw; kw++) {
+                                int64_t ih = oh * q->stride - ph + kh * q->dil;
+                                int64_t iw = ow * q->stride - pw + kw * q->dil;
+                                if (ih < 0 || ih >= H || iw < 0 || iw >= q->w)
+                                    continue;
+                                double xv = x[((n * q->c + g * Cg + ci) * H + ih) * q->w + iw];
+                                double wv = w[((m * Cg + ci) * KH + kh) * q->kw + kw];
+                                acc += (xv - zx) * (wv - zw[ch]);
+                            }
+                    ref[((n * q->m + m) * OH + oh) * OW + ow] =
+                        requant_ref(acc, (float)sx, (float)sw[ch], (float)sy, zy, q->ydt);
+                }
+        }
+    check_out(&c, 0, q->ydt, ys, ref, 0, 0, line);
+    tc_free(&c);
+}
+
+static void test_qlinear_conv_matches_reference(void)
+{
+    const qconv_case cases[] = {
+        /* x   w   y   n  c  h  w  m kh kw g st dl pd pc  b wc auto_pad */
+        {U8, U8, U8, 1, 3, 7, 7, 4, 3, 3, 1, 1, 1, 1, 0, 1, 1, NULL},
+        {U8, I8, U8, 2, 4, 9, 11, 6, 3, 2, 2, 2, 1, 1, 1, 1, 1, NULL},
+        {I8, I8, I8, 1, 6, 8, 8, 6, 3, 3, 6, 1, 2, 2, 1, 0, 0, NULL},
+        {U8, U8, I8, 1, 2, 20, 20, 3, 5, 5, 1, 1, 1, 0, 1, 1, 0, NULL},
+        {I8, U8, U8, 1, 3, 5, 6, 2, 2, 2, 1, 2, 1, 0, 0, 0, 1, "SAME_UPPER"},
+        {U8, I8, I8, 2, 4, 0, 29, 5, 0, 3, 1, 2, 1, 1, 1, 1, 1, NULL},      /* 1-D */
+        {I8, I8, U8, 1, 4, 0, 300, 4, 0, 5, 2, 1, 2, 2, 0, 1, 0, NULL},     /* 1-D, > 1 tile */
+        {U8, U8, U8, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 1, NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        run_qlinear_conv(&cases[i], __LINE__);
+}
+
+/* ===========================================================================================
+ * Errors
+ * =========================================================================================== */
+
+/* Build one node with NIN inputs of the given dtypes and shapes (graph inputs); the build must
+ * fail with STATUS mentioning WANT. */
+static void expect_error(const char *op, size_t nin, const loom_dtype *dts, const shp *shapes,
+                         const loom_attr *attrs, size_t na, size_t nout, loom_status status,
+                         const char *want, int line)
+{
+    tc c;
+    tc_init(&c);
+    loom_value ins[9];
+    double zeros[64] = {0};
+    for (size_t i = 0; i < nin; i++)
+        ins[i] = dts[i] ? tc_input(&c, dts[i], shapes[i], zeros) : LOOM_NO_VALUE;
+    loom_value outs[2];
+    loom_status st = loom_graph_op(c.g, op, NULL, ins, nin, attrs, na, outs, nout);
+    expect_build_error(&c, st, status, op, want, line);
+    tc_free(&c);
+}
+
+static void test_bad_inputs_give_clear_errors(void)
+{
+    const loom_status BAD = LOOM_ERR_INVALID_ARGUMENT;
+    {
+        const loom_dtype d[] = {F32, F32};
+        const shp s[] = {SHP(2), SHP(2)};
+        expect_error("And", 2, d, s, NULL, 0, 1, BAD, "dtype float", __LINE__);
+    }
+    {
+        const loom_dtype d[] = {BOOL, BOOL};
+        const shp s[] = {SHP(2), SHP(2)};
+        expect_error("Less", 2, d, s, NULL, 0, 1, BAD, "dtype bool", __LINE__);
+    }
+    {
+        const loom_dtype d[] = {F32, I32};
+        const shp s[] = {SHP(2), SHP(2)};
+        expect_error("Equal", 2, d, s, NULL, 0, 1, BAD, "dtype mismatch", __LINE__);
+    }
+    {
+        const loom_dtype d[] = {F32, F32, F32};
+        const shp s[] = {SHP(2, 3), SHP(3), SHP(4)};
+        expect_error("Sum", 3, d, s, NULL, 0, 1, BAD, "cannot be broadcast", __LINE__);
+    }
+    {
+        const loom_dtype d[] = {I32};
+        const shp s[] = {SHP(2)};
+        expect_error("Floor", 1, d, s, NULL, 0, 1, BAD, "dtype int32", __LINE__);
+        loom_attr a = loom_attr_float("alpha", 1.0f);
+        expect_error("Floor", 1, (const loom_dtype[]){F32}, s, &a, 1, 1, BAD,
+                     "unknown attribute 'alpha'", __LINE__);
+        loom_attr b = loom_attr_int("alpha", 1);
+        expect_error("Elu", 1, (const loom_dtype[]){F32}, s, &b, 1, 1, BAD,
+                     "attribute 'alpha' must be a float", __LINE__);
+    }
+    {
+        const loom_dtype d[] = {I64};
+        const shp s[] = {SHP(2)};
+        expect_error("ConstantOfShape", 1, d, s, NULL, 0, 1, BAD, "must be a constant",
+                     __LINE__);
+    }
+    {
+        const loom_dtype d[] = {F32, F32, F32};
+        const shp s[] = {SCALAR, SCALAR, SCALAR};
+        expect_error("Range", 3, d, s, NULL, 0, 1, BAD, "must be a constant", __LINE__);
+    }
+    {
+        const loom_dtype d[] = {F32, F32};
+        const shp s[] = {SHP(3, 4), SHP(5)};
+        expect_error("QuantizeLinear", 2, d, s, NULL, 0, 1, BAD, "expected a scalar or [4]",
+                     __LINE__);
+        loom_attr ax = loom_attr_int("axis", 2);
+        expect_error("QuantizeLinear", 2, d, s, &ax, 1, 1, BAD, "axis 2 is out of range",
+                     __LINE__);
+    }
+    {
+        const loom_dtype d[] = {F32, F32, I8};
+        const shp s[] = {SHP(3, 4), SHP(4), SCALAR};
+        expect_error("QuantizeLinear", 3, d, s, NULL, 0, 1, BAD, "y_zero_point", __LINE__);
+    }
+    {
+        const loom_dtype d[] = {F32, F32};
+        const shp s[] = {SHP(3), SCALAR};
+        expect_error("DequantizeLinear", 2, d, s, NULL, 0, 1, BAD, "dtype float", __LINE__);
+    }
+    {
+        const loom_dtype d[] = {U8, U8};
+        const shp s[] = {SHP(3, 4), SHP(5, 2)};
+        expect_error("MatMulInteger", 2, d, s, NULL, 0, 1, BAD, "inner dimensions 4 and 5",
+                     __LINE__);
+    }
+    {
+        const loom_dtype d[] = {U8, U8, U8};
+        const shp s[] = {SHP(3, 4), SHP(4, 2), SHP(4)};
+        expect_error("MatMulInteger", 3, d, s, NULL, 0, 1, BAD, "expected a scalar or [3]",
+                     __LINE__);
+    }
+    {
+        const loom_dtype d[] = {U8, F32, U8, U8, F32, U8, F32, U8};
+        const shp s[] = {SHP(1, 4, 5, 5), SCALAR, SCALAR, SHP(2, 3, 3, 3),
+                         SCALAR,          SCALAR, SCALAR, SCALAR};
+        expect_error("QLinearConv", 8, d, s, NULL, 0, 1, BAD, "x has 4 channels", __LINE__);
+    }
+    {
+        const loom_dtype d[] = {U8, F32, U8, U8, F32, U8, F32, U8};
+        const shp s[] = {SHP(2, 3), SHP(3), SCALAR, SHP(3, 5), SCALAR, SCALAR, SCALAR, SCALAR};
+        expect_error("QLinearMatMul", 8, d, s, NULL, 0, 1, BAD, "input 1 (a_scale)", __LINE__);
+    }
+    {
+        const loom_dtype d[] = {U8, F32};
+        const shp s[] = {SHP(2), SCALAR};
+        expect_error("DequantizeLinear", 1, d, s, NULL, 0, 1, BAD, "takes 2 to 3 inputs",
+                     __LINE__);
+        loom_attr a = loom_attr_int("block_size", 2);
+        expect_error("DequantizeLinear", 2, d, s, &a, 1, 1, LOOM_ERR_UNSUPPORTED,
+                     "block_size 2", __LINE__);
+    }
+}
+
+static void test_bad_constant_inputs_give_clear_errors(void)
+{
+    /* Range with delta 0; ConstantOfShape with a negative dim or a fractional int value;
+     * Dropout in training mode. */
+    {
+        tc c;
+        tc_init(&c);
+        loom_value ins[3] = {tc_scalar(&c, I32, 0), tc_scalar(&c, I32, 5),
+                             tc_scalar(&c, I32, 0)};
+        loom_value y;
+        loom_status st = loom_graph_op(c.g, "Range", NULL, ins, 3, NULL, 0, &y, 1);
+        expect_build_error(&c, st, LOOM_ERR_INVALID_ARGUMENT, "Range", "delta) is zero",
+                           __LINE__);
+        tc_free(&c);
+    }
+    {
+        tc c;
+        tc_init(&c);
+        loom_value ins[3] = {tc_const(&c, I32, SHP(2), (double[]){0, 1}), tc_scalar(&c, I32, 5),
+                             tc_scalar(&c, I32, 1)};
+        loom_value y;
+        loom_status st = loom_graph_op(c.g, "Range", NULL, ins, 3, NULL, 0, &y, 1);
+        expect_build_error(&c, st, LOOM_ERR_INVALID_ARGUMENT, "Range", "must be a scalar",
+                           __LINE__);
+        tc_free(&c);
+    }
+    {
+        tc c;
+        tc_init(&c);
+        loom_value s = tc_const(&c, I64, SHP(2), (double[]){3, -1});
+        loom_value y;
+        loom_status st = loom_graph_op(c.g, "ConstantOfShape", NULL, &s, 1, NULL, 0, &y, 1);
+        expect_build_error(&c, st, LOOM_ERR_INVALID_ARGUMENT, "ConstantOfShape",
+                           "negative dimension -1", __LINE__);
+        tc_free(&c);
+    }
+    {
+        tc c;
+        tc_init(&c);
+        loom_value s = tc_const(&c, I64, SHP(1), (double[]){3});
+        loom_attr a[] = {loom_attr_int("dtype", I32), loom_attr_float("value", 1.5f)};
+        loom_value y;
+        loom_status st = loom_graph_op(c.g, "ConstantOfShape", NULL, &s, 1, a, 2, &y, 1);
+        expect_build_error(&c, st, LOOM_ERR_INVALID_ARGUMENT, "ConstantOfShape",
+                           "not an integer", __LINE__);
+        tc_free(&c);
+    }
+    {
+        tc c;
+        tc_init(&c);
+        loom_value s = tc_const(&c, I64, SHP(1), (double[]){3});
+        loom_attr a[] = {loom_attr_int("dtype", 11)};
+        loom_value y;
+        loom_status st = loom_graph_op(c.g, "ConstantOfShape", NULL, &s, 1, a, 1, &y, 1);
+        expect_build_error(&c, st, LOOM_ERR_UNSUPPORTED, "ConstantOfShape",
+                           "not a dtype Loom supports", __LINE__);
+        tc_free(&c);
+    }
+    for (int computed = 0; computed < 2; computed++) {
+        tc c;
+        tc_init(&c);
+        double one = 1;
+        loom_value ins[3] = {tc_input(&c, F32, SHP(3), (double[]){1, 2, 3}),
+                             tc_scalar(&c, F32, 0.5),
+                             computed ? tc_input(&c, BOOL, SCALAR, &one)
+                                      : tc_scalar(&c, BOOL, 1)};
+        loom_value y[2];
+        loom_status st = loom_graph_op(c.g, "Dropout", NULL, ins, 3, NULL, 0, y, 2);
+        expect_build_error(&c, st, LOOM_ERR_UNSUPPORTED, "Dropout",
+                           computed ? "must be a constant false" : "training_mode is true",
+                           __LINE__);
+        tc_free(&c);
+    }
+}
+
+/* ---- the suite ---------------------------------------------------------------------------- */
+
+static int suite_init(void)
+{
+    loom_runtime_options o;
+    memset(&o, 0, sizeof o);
+    o.struct_size = sizeof o;
+    return loom_runtime_create(&o, &g_rt) == LOOM_OK ? 0 : 1;
+}
+
+static int suite_clean(void)
+{
+    loom_runtime_destroy(g_rt);
+    g_rt = NULL;
+    return 0;
+}
+
+typedef struct test_entry {
+    const char *name;
+    void (*fn)(void);
+} test_entry;
+
+#define T(f) {#f, f}
+static const test_entry k_tests[] = {
+    T(test_unary_float_ops_match_reference),
+    T(test_sign_of_integer_dtypes),
+    T(test_logic_ops_broadcast_and_match_reference),
+    T(test_comparisons_of_every_numeric_dtype_broadcast),
+    T(test_int64_comparisons_are_exact_beyond_double_precision),
+    T(test_sum_and_mean_are_variadic_and_broadcast),
+    T(test_shape_honours_start_and_end),
+    T(test_shape_of_scalar_and_of_computed_value),
+    T(test_constant_of_shape_fills_every_dtype),
+    T(test_range_counts_like_onnx),
+    T(test_dropout_is_identity_at_inference),
+    T(test_quantize_linear_per_tensor_and_per_axis),
+    T(test_dequantize_linear_per_tensor_and_per_axis),
+    T(test_matmul_integer_matches_reference),
+    T(test_qlinear_matmul_matches_reference),
+    T(test_qlinear_conv_matches_reference),
+    T(test_bad_inputs_give_clear_errors),
+    T(test_bad_constant_inputs_give_clear_errors),
+    {NULL, NULL},
+};
+
+int main(int argc, char **argv)
+{
+    const char *filter = argc > 1 ? argv[1] : NULL;
+    if (CU_initialize_registry() != CUE_SUCCESS)
+        return 2;
+    CU_pSuite s = CU_add_suite_with_setup_and_teardown("ops_ew2", suite_init, suite_clean,
+                                                       rng_reset, NULL);
+    if (!s) {
+        CU_cleanup_registry();
+        return 2;
+    }
+    for (const test_entry *t = k_tests; t->name; t++)
+        if (!filter || strstr(t->name, filter))
+            if (!CU_add_test(s, t->name, t->fn)) {
+                CU_cleanup_registry();
+                return 2;
+            }
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    unsigned failures = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
+    unsigned run = CU_get_number_of_tests_run();
+    CU_cleanup_registry();
+    if (run == 0) {
+        fprintf(stderr, "no test matches \"%s\"\n", filter ? filter : "");
+        return 2;
+    }
+    return failures ? 1 : 0;
+}
