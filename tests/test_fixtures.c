@@ -181,6 +181,7 @@ static void check_fixture(const char *model)
     }
 
 out:
+    printf("\n  "); /* CUnit's verdict on its own line */
     for (size_t i = 0; i < 16; i++) {
         loom_tensor_destroy(inputs[i]);
         loom_tensor_destroy(outputs[i]);

@@ -12,6 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 
 static loom_runtime *rt;
 
@@ -478,6 +482,62 @@ static void test_many_tiny_nodes_run_and_match(void)
     loom_graph_destroy(g);
 }
 
+/* Threads of this process that are running or runnable, the caller excluded. */
+static int busy_threads(void)
+{
+    char path[320];
+    int busy = 0;
+    pid_t self = (pid_t)syscall(SYS_gettid);
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return -1;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.' || atoi(e->d_name) == self)
+            continue;
+        snprintf(path, sizeof path, "/proc/self/task/%s/stat", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        char buf[512];
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        const char *paren = strrchr(buf, ')'); /* the state follows "(comm) " */
+        if (paren && paren[1] == ' ' && paren[2] == 'R')
+            busy++;
+    }
+    closedir(d);
+    return busy;
+}
+
+static void test_idle_pool_threads_sleep_instead_of_spinning(void)
+{
+    loom_graph *g = chain_graph(4, 1 << 20); /* big enough to use the whole pool */
+    CU_ASSERT_EQUAL_FATAL(loom_graph_check(g), LOOM_OK);
+    loom_plan *p;
+    CU_ASSERT_EQUAL_FATAL(loom_plan_create(rt, g, NULL, &p), LOOM_OK);
+    int64_t d[1] = {1 << 20};
+    loom_tensor *in, *out;
+    loom_tensor_create(LOOM_DTYPE_F32, 1, d, &in);
+    loom_tensor_create(LOOM_DTYPE_F32, 1, d, &out);
+    CU_ASSERT_EQUAL(loom_plan_run(p, (const loom_tensor *const *)&in, 1, &out, 1, NULL), LOOM_OK);
+    /* After a kernel, workers spin for tens of microseconds and then block. Sample several
+     * times, long after that: a spinning pool would show as running in every sample. */
+    int always_busy = 1;
+    for (int i = 0; i < 5; i++) {
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        if (busy_threads() == 0)
+            always_busy = 0;
+    }
+    CU_ASSERT_FALSE(always_busy);
+    loom_tensor_destroy(in);
+    loom_tensor_destroy(out);
+    loom_plan_destroy(p);
+    loom_graph_destroy(g);
+}
+
 static void test_runtime_lists_cpu_device_with_facts(void)
 {
     CU_ASSERT(loom_runtime_device_count(rt) >= 1);
@@ -539,6 +599,7 @@ int main(void)
         {"concurrent_runs_of_one_plan_are_independent", test_concurrent_runs_of_one_plan_are_independent},
         {"kernel_failure_names_node_and_device", test_kernel_failure_names_node_and_device},
         {"many_tiny_nodes_run_and_match", test_many_tiny_nodes_run_and_match},
+        {"idle_pool_threads_sleep_instead_of_spinning", test_idle_pool_threads_sleep_instead_of_spinning},
         {"runtime_lists_cpu_device_with_facts", test_runtime_lists_cpu_device_with_facts},
         {"cpu_threads_env_is_validated", test_cpu_threads_env_is_validated},
     };

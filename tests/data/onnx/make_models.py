@@ -273,8 +273,9 @@ def tensors():
     save_tensor("t_f16.pb", np.array([[1.5, -2.0], [0.25, 65504]], np.float16), "half")
     save_tensor("t_i32.pb", np.array([1, -2, 3], np.int32), "ints")
     save_tensor("t_bool.pb", np.array([True, False, True]), "flags")
-    t = helper.make_tensor("typed_f16", TensorProto.FLOAT16, [2],
-                           np.array([1.0, -0.5], np.float16).view(np.uint16).tolist())
+    # make_tensor stores float16 values as their bits in int32_data
+    t = helper.make_tensor("typed_f16", TensorProto.FLOAT16, [2], [1.0, -0.5])
+    assert list(t.int32_data) == [0x3c00, 0xb800]
     with open(path("t_f16_typed.pb"), "wb") as f:
         f.write(t.SerializeToString())
     t = helper.make_tensor("typed_u8", TensorProto.UINT8, [3], [0, 7, 255])
