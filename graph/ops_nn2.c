@@ -758,7 +758,8 @@ static loom_status einsum_parse(loom_infer_ctx *ctx, const char *eq, char *canon
         for (uint32_t d = 0; full[i][d]; d++) {
             unsigned c = (unsigned char)full[i][d];
             int64_t v = ctx->inputs[i].dims[d];
-            int is_ell = strchr(ell_labels, (int)c) != NULL;
+            /* Upper-case labels are those of the canonical form's ellipses. */
+            int is_ell = strchr(ell_labels, (int)c) != NULL || (c >= 'A' && c <= 'Z');
             if (size[c] < 0 || (is_ell && size[c] == 1))
                 size[c] = v;
             else if (size[c] != v && !(is_ell && v == 1))
@@ -1326,7 +1327,9 @@ static loom_status infer_reduce(loom_infer_ctx *ctx, uint32_t mask)
                                    n, LOOM_MAX_RANK);
         memcpy(axes, v, n * sizeof *v);
     }
-    int noop = loom_infer_get_int(ctx, "noop_with_empty_axes", 0) != 0;
+    /* A present but empty 'axes' is the canonical form of noop_with_empty_axes=1. */
+    int noop = loom_infer_get_int(ctx, "noop_with_empty_axes", 0) != 0 ||
+               (!loom_ops_has(ctx, 1) && loom_attr_list_get(ctx->attrs, "axes") != NULL);
     int keepdims = loom_infer_get_int(ctx, "keepdims", 1) != 0;
     if (n == 0 && !noop) {
         n = x->rank;

@@ -45,6 +45,7 @@ struct pl_ctx {
     pl_worker *workers;       /* per device slot */
     atomic_uint workers_left;
     atomic_int failed;
+    atomic_size_t fallbacks;  /* nodes re-run on their fallback device this run */
     loom_status fail_status;
     char fail_msg[640];
     int record;               /* timeline wanted this run */
@@ -95,6 +96,21 @@ static void record_failure(pl_ctx *c, const pl_node *n, loom_status st, const ch
     }
 }
 
+/* A node failed on its device: say so, and run it on its fallback device instead (outputs are
+ * host memory, so the other device writes them where the first one would have). */
+static loom_status run_fallback(pl_ctx *c, const pl_node *n, uint32_t p, loom_status st,
+                                char *err, size_t err_len)
+{
+    const lr_device *from = &c->plan->rt->devices[n->device];
+    const lr_device *to = &c->plan->rt->devices[n->fb_device];
+    lr_message(c->plan->rt, "node '%s' (%s) failed on %s (%s: %s); re-ran on %s", n->name,
+               n->op_name, from->id, loom_status_name(st), err[0] ? err : "no message", to->id);
+    atomic_fetch_add(&c->fallbacks, 1);
+    err[0] = '\0';
+    return to->backend->execute(to->backend->ctx, to->index, n->fb_kernel, &c->args[p], err,
+                                err_len);
+}
+
 /* Run every node of device slot S in order. */
 static void run_device(pl_ctx *c, uint32_t s)
 {
@@ -116,6 +132,8 @@ static void run_device(pl_ctx *c, uint32_t s)
             err[0] = '\0';
             loom_status st = be->execute(be->ctx, dev->index, n->kernel, &c->args[p], err,
                                          sizeof err);
+            if (st != LOOM_OK && n->fb_kernel)
+                st = run_fallback(c, n, p, st, err, sizeof err);
             if (st != LOOM_OK)
                 record_failure(c, n, st, err);
             if (record) {
@@ -339,6 +357,7 @@ loom_status pl_execute(loom_plan *plan, const loom_tensor *const *inputs,
     for (uint32_t p = 0; p < plan->n_nodes; p++)
         atomic_store_explicit(&c->pending[p], plan->nodes[p].n_preds, memory_order_relaxed);
     atomic_store(&c->failed, 0);
+    atomic_store(&c->fallbacks, 0);
     c->fail_msg[0] = '\0';
     c->record = stats && stats->struct_size >= offsetof(loom_run_stats, timeline_count) +
                                                    sizeof(size_t) &&
@@ -374,6 +393,8 @@ loom_status pl_execute(loom_plan *plan, const loom_tensor *const *inputs,
         stats->latency_ms = (double)(end - c->t0) / 1e6;
         if (stats->struct_size >= offsetof(loom_run_stats, peak_bytes) + sizeof(size_t))
             stats->peak_bytes = plan->peak_bytes;
+        if (stats->struct_size >= offsetof(loom_run_stats, fallback_count) + sizeof(size_t))
+            stats->fallback_count = atomic_load(&c->fallbacks);
         if (c->record) {
             memcpy(stats->timeline, c->timeline, plan->n_nodes * sizeof *stats->timeline);
             stats->timeline_count = plan->n_nodes;

@@ -143,6 +143,9 @@ loom_status pl_memory_plan(loom_plan *plan)
             arena_alloc(a, t->bytes, &t->offset);
             plan->unshared_bytes += align_up(t->bytes ? t->bytes : 1);
         }
+        /* The fallback kernel runs in the same scratch: size it for both. */
+        if (n->fb_kernel && n->fb_scratch_bytes > n->scratch_bytes)
+            n->scratch_bytes = n->fb_scratch_bytes;
         if (n->scratch_bytes) {
             arena_alloc(a, n->scratch_bytes, &n->scratch_offset);
             plan->unshared_bytes += align_up(n->scratch_bytes);

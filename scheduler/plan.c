@@ -86,6 +86,10 @@ void loom_plan_destroy(loom_plan *plan)
             const loom_backend *be = plan->rt->devices[n->device].backend;
             be->release_kernel(be->ctx, n->kernel);
         }
+        if (n->fb_kernel) {
+            const loom_backend *be = plan->rt->devices[n->fb_device].backend;
+            be->release_kernel(be->ctx, n->fb_kernel);
+        }
         free(n->name);
     }
     for (uint32_t i = 0; i < plan->n_devs; i++)
@@ -193,8 +197,33 @@ static loom_status make_io_names(loom_plan *plan, const loom_graph *g, const int
 }
 
 /* Place and compile every node, in ORDER. */
+/* Compile a fallback for node N (already placed and prepared): the first other device that
+ * supports it. Plugins fail; the built-in CPU backend is the one that takes over. */
+static void prepare_fallback(loom_plan *plan, pl_node *n, const loom_node_desc *desc)
+{
+    const loom_runtime *rt = plan->rt;
+    if (rt->devices[n->device].backend == rt->backends[0])
+        return; /* already on the reference backend */
+    char why[256];
+    for (size_t d = 0; d < rt->n_devices; d++) {
+        if (d == n->device || !device_supports(rt, d, desc, why, sizeof why))
+            continue;
+        const lr_device *dev = &rt->devices[d];
+        char err[256];
+        void *k = NULL;
+        size_t scratch = 0;
+        if (dev->backend->prepare(dev->backend->ctx, dev->index, desc, &k, &scratch, err,
+                                  sizeof err) == LOOM_OK) {
+            n->fb_device = (uint32_t)d;
+            n->fb_kernel = k;
+            n->fb_scratch_bytes = scratch;
+            return;
+        }
+    }
+}
+
 static loom_status make_nodes(loom_plan *plan, const loom_graph *g, const uint32_t *order,
-                              const int32_t *tensor_of, int want, int strict)
+                              const int32_t *tensor_of, int want, int strict, uint32_t precision)
 {
     size_t n_io = 0, max_in = 1, max_out = 1;
     for (size_t i = 0; i < g->n_nodes; i++) {
@@ -221,6 +250,7 @@ static loom_status make_nodes(loom_plan *plan, const loom_graph *g, const uint32
         plan->n_nodes = p + 1; /* so that destroy releases what was made */
         loom_node_desc desc;
         lg_node_desc(g, order[p], &desc, in_d, out_d, in_c);
+        desc.precision = precision;
         n->op = gn->def->id;
         n->op_name = gn->def->name;
         if (!(n->name = dup_str(gn->name))) {
@@ -257,6 +287,8 @@ static loom_status make_nodes(loom_plan *plan, const loom_graph *g, const uint32
                                 err[0] ? err : "prepare failed");
             goto done;
         }
+        if (!strict)
+            prepare_fallback(plan, n, &desc);
         for (uint32_t k = 0; k < gn->n_outputs; k++)
             plan->tensors[tensor_of[gn->outputs[k]]].device = n->device;
     }
@@ -372,6 +404,7 @@ loom_status loom_plan_create(loom_runtime *rt, const loom_graph *g,
         return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
                               "graph '%s' was not checked: call loom_graph_check first", g->name);
     int want = -1, strict = 0;
+    uint32_t precision = LOOM_PRECISION_F32;
     if (options) {
         if (options->struct_size < sizeof(uint32_t) + sizeof(void *))
             return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
@@ -393,6 +426,13 @@ loom_status loom_plan_create(loom_runtime *rt, const loom_graph *g,
         }
         if (options->struct_size >= offsetof(loom_plan_options, strict) + sizeof(int))
             strict = options->strict;
+        if (options->struct_size >= offsetof(loom_plan_options, precision) + sizeof(uint32_t)) {
+            precision = options->precision;
+            if (precision > LOOM_PRECISION_INT8)
+                return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
+                                      "plan options: unknown precision %u (0 f32, 1 fp16, 2 int8)",
+                                      precision);
+        }
     }
     loom_plan *plan = calloc(1, sizeof *plan);
     int32_t *tensor_of = malloc((g->n_values + 1) * sizeof *tensor_of);
@@ -405,6 +445,7 @@ loom_status loom_plan_create(loom_runtime *rt, const loom_graph *g,
                               g->name);
     }
     plan->rt = rt;
+    plan->strict = strict;
     pthread_mutex_init(&plan->ctx_lock, NULL);
     loom_status st = lg_topo_order(g, order);
     if (st == LOOM_OK)
@@ -412,7 +453,7 @@ loom_status loom_plan_create(loom_runtime *rt, const loom_graph *g,
     if (st == LOOM_OK)
         st = make_io_names(plan, g, tensor_of);
     if (st == LOOM_OK)
-        st = make_nodes(plan, g, order, tensor_of, want, strict);
+        st = make_nodes(plan, g, order, tensor_of, want, strict, precision);
     if (st == LOOM_OK)
         st = make_edges(plan);
     if (st == LOOM_OK)

@@ -7,25 +7,81 @@
 
 #include "backends/cpu/cpu_backend.h"
 
+#include <dlfcn.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static loom_status add_backend(loom_runtime *rt, const loom_backend *be)
+void lr_message(loom_runtime *rt, const char *fmt, ...)
 {
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&rt->msg_lock);
+    if (rt->n_messages < LOOM_MAX_MESSAGES) {
+        char *m = strdup(buf);
+        if (m)
+            rt->messages[rt->n_messages++] = m;
+    }
+    pthread_mutex_unlock(&rt->msg_lock);
+}
+
+/* loom_host.log: what plugins say goes into the runtime's messages. */
+static void host_log(void *host_ctx, loom_log_level level, const char *message)
+{
+    loom_runtime *rt = host_ctx;
+    static const char *names[] = {"", "error", "warning", "info", "debug"};
+    if (level == LOOM_LOG_DEBUG)
+        return;
+    lr_message(rt, "%s%s%s: %s", rt->loading ? "plugin " : "", rt->loading ? rt->loading : "",
+               (unsigned)level < 5 ? names[level] : "log", message ? message : "");
+}
+
+size_t loom_runtime_message_count(const loom_runtime *rt)
+{
+    return rt ? rt->n_messages : 0;
+}
+
+const char *loom_runtime_message(const loom_runtime *rt, size_t i)
+{
+    return rt && i < rt->n_messages ? rt->messages[i] : NULL;
+}
+
+static void shutdown_backend(const loom_backend *be, void *handle)
+{
+    if (be && be->shutdown)
+        be->shutdown(be->ctx);
+    if (handle)
+        dlclose(handle);
+}
+
+loom_status lr_add_backend(loom_runtime *rt, const loom_backend *be, void *handle,
+                           const char *origin)
+{
+    loom_status st = LOOM_OK;
+    (void)origin;
     if ((be->abi_version >> 16) != LOOM_ABI_VERSION_MAJOR)
-        return loom_set_error(LOOM_ERR_UNSUPPORTED,
-                              "backend '%s' was built for ABI %u.%u; this Loom speaks %u.x",
-                              be->name, be->abi_version >> 16, be->abi_version & 0xffff,
-                              LOOM_ABI_VERSION_MAJOR);
-    if (rt->n_backends >= LOOM_MAX_BACKENDS)
-        return loom_set_error(LOOM_ERR_UNSUPPORTED, "too many backends (at most %d)",
-                              LOOM_MAX_BACKENDS);
-    uint32_t n = be->device_count(be->ctx);
-    lr_device *d = realloc(rt->devices, (rt->n_devices + n + 1) * sizeof *d);
-    if (!d)
-        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory listing devices");
+        st = loom_set_error(LOOM_ERR_UNSUPPORTED,
+                            "backend '%s' was built for ABI %u.%u; this Loom speaks %u.x",
+                            be->name, be->abi_version >> 16, be->abi_version & 0xffff,
+                            LOOM_ABI_VERSION_MAJOR);
+    else if (rt->n_backends >= LOOM_MAX_BACKENDS)
+        st = loom_set_error(LOOM_ERR_UNSUPPORTED, "too many backends (at most %d)",
+                            LOOM_MAX_BACKENDS);
+    uint32_t n = st == LOOM_OK ? be->device_count(be->ctx) : 0;
+    lr_device *d = st == LOOM_OK ? realloc(rt->devices, (rt->n_devices + n + 1) * sizeof *d)
+                                 : NULL;
+    if (st == LOOM_OK && !d)
+        st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory listing devices");
+    if (st != LOOM_OK) {
+        shutdown_backend(be, handle);
+        return st;
+    }
     rt->devices = d;
+    rt->handles[rt->n_backends] = handle;
     rt->backends[rt->n_backends++] = be;
     for (uint32_t i = 0; i < n; i++) {
         lr_device *dev = &rt->devices[rt->n_devices];
@@ -36,8 +92,7 @@ static loom_status add_backend(loom_runtime *rt, const loom_backend *be)
         dev->info.abi_version = LOOM_ABI_VERSION;
         dev->info.struct_size = sizeof dev->info;
         if (be->device_info(be->ctx, i, &dev->info) != LOOM_OK) {
-            fprintf(stderr, "loom: warning: device %s did not describe itself; skipped\n",
-                    dev->id);
+            lr_message(rt, "device %s did not describe itself; skipped", dev->id);
             continue;
         }
         rt->n_devices++;
@@ -61,19 +116,24 @@ loom_status loom_runtime_create(const loom_runtime_options *options, loom_runtim
     loom_runtime *rt = calloc(1, sizeof *rt);
     if (!rt)
         return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory creating the runtime");
+    pthread_mutex_init(&rt->msg_lock, NULL);
+    rt->host.abi_version = LOOM_ABI_VERSION;
+    rt->host.struct_size = sizeof rt->host;
+    rt->host.host_ctx = rt;
+    rt->host.log = host_log;
     char err[256] = "";
     const loom_backend *cpu = loom_cpu_backend_create(threads, err, sizeof err);
     if (!cpu) {
+        pthread_mutex_destroy(&rt->msg_lock);
         free(rt);
         return loom_set_error(LOOM_ERR_DEVICE_LOST, "CPU backend: %s", err);
     }
-    loom_status st = add_backend(rt, cpu);
+    loom_status st = lr_add_backend(rt, cpu, NULL, "built in");
     if (st != LOOM_OK) {
-        cpu->shutdown(cpu->ctx);
-        free(rt->devices);
-        free(rt);
+        loom_runtime_destroy(rt);
         return st;
     }
+    lr_load_plugins(rt, options);
     if (rt->n_devices == 0) {
         loom_runtime_destroy(rt);
         return loom_set_error(LOOM_ERR_DEVICE_LOST, "no device could start");
@@ -86,9 +146,12 @@ void loom_runtime_destroy(loom_runtime *rt)
 {
     if (!rt)
         return;
+    /* Plugins last in, first out; a plugin's code is unmapped only after its shutdown. */
     for (size_t i = rt->n_backends; i-- > 0;)
-        if (rt->backends[i]->shutdown)
-            rt->backends[i]->shutdown(rt->backends[i]->ctx);
+        shutdown_backend(rt->backends[i], rt->handles[i]);
+    for (size_t i = 0; i < rt->n_messages; i++)
+        free(rt->messages[i]);
+    pthread_mutex_destroy(&rt->msg_lock);
     free(rt->devices);
     free(rt);
 }

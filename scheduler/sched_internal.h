@@ -21,12 +21,34 @@ typedef struct lr_device {
     loom_device_info info;
 } lr_device;
 
+#define LOOM_MAX_MESSAGES 256
+
 struct loom_runtime {
     const loom_backend *backends[LOOM_MAX_BACKENDS];
+    void *handles[LOOM_MAX_BACKENDS]; /* dlopen handle of each plugin; NULL when built in */
     size_t n_backends;
     lr_device *devices;
     size_t n_devices;
+    loom_host host;             /* what plugins get: logging into MESSAGES */
+    pthread_mutex_t msg_lock;   /* plugins may log from their own threads */
+    char *messages[LOOM_MAX_MESSAGES];
+    size_t n_messages;
+    const char *loading;        /* the plugin file being started, for its log messages */
 };
+
+/* A slot of BE's table, or NULL when the backend's table is too old to have it. */
+#define LR_SLOT(be, field)                                                                     \
+    ((be)->struct_size >= offsetof(loom_backend, field) + sizeof((be)->field) ? (be)->field : NULL)
+
+/* ---- runtime.c / loader.c ---- */
+/* Register a started backend's devices. Takes ownership of BE (shut down on failure) and of
+ * HANDLE (dlclosed on failure), which may be NULL. */
+loom_status lr_add_backend(loom_runtime *rt, const loom_backend *be, void *handle,
+                           const char *origin);
+/* Append a message (formatted) to the runtime's list; thread-safe. */
+void lr_message(loom_runtime *rt, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Load the plugins OPTIONS asks for (may be NULL), in the documented order. */
+void lr_load_plugins(loom_runtime *rt, const loom_runtime_options *options);
 
 /* Where a tensor's bytes live during a run. */
 typedef enum pl_tensor_kind {
@@ -60,6 +82,11 @@ typedef struct pl_node {
     uint32_t succ_first, n_succ; /* successors in plan->succ */
     uint32_t n_preds;     /* dependency count at the start of a run */
     loom_op_cost cost;
+    /* Where the node re-runs when its device fails (not with strict plans): another device
+     * that supports it, compiled at plan time so that a failure needs no allocation. */
+    uint32_t fb_device;
+    void *fb_kernel;      /* NULL: no fallback */
+    size_t fb_scratch_bytes;
 } pl_node;
 
 typedef struct pl_device_use {
@@ -88,6 +115,7 @@ struct loom_plan {
     char **input_names, **output_names;
     void *const_block;        /* owned copies of the graph's constants */
     size_t peak_bytes, unshared_bytes;
+    int strict;
 
     pthread_mutex_t ctx_lock; /* guards the free list: taken once per run, never per node */
     pl_ctx *free_ctx;

@@ -352,7 +352,8 @@ static void test_directory_is_io_error(void)
 static void test_refuses_bad_magic(void)
 {
     const char *p = tmp_path("magic.npy");
-    write_bytes(p, "PK\x03\x04 not an npy file at all", 29);
+    static const char zip[] = "PK\x03\x04 not an npy file at all";
+    write_bytes(p, zip, sizeof zip - 1);
     expect_refused(p, LOOM_ERR_INVALID_ARGUMENT, "magic");
 }
 

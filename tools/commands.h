@@ -8,4 +8,7 @@
 /* loom run MODEL.onnx [-i NAME=FILE]... [-o DIR] [--device ID] [--repeat N] [--json] */
 int loom_cmd_run(int argc, char **argv);
 
+/* loom backend-test PLUGIN.so|BACKEND [--precision P] [--op OP] */
+int loom_cmd_backend_test(int argc, char **argv);
+
 #endif /* LOOM_TOOLS_COMMANDS_H */

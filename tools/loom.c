@@ -72,6 +72,8 @@ static int cmd_devices(int argc, char **argv)
     loom_runtime *rt;
     if (loom_runtime_create(NULL, &rt) != LOOM_OK)
         return runtime_error("devices", "cannot start");
+    for (size_t i = 0; i < loom_runtime_message_count(rt); i++)
+        fprintf(stderr, "loom: %s\n", loom_runtime_message(rt, i));
     size_t n = loom_runtime_device_count(rt);
     json_t *list = json ? json_array() : NULL;
     if (!json)
@@ -434,6 +436,7 @@ static const char main_help[] =
     "  devices    list the devices found on this machine\n"
     "  run        run an ONNX model on given or random inputs, write its outputs as .npy\n"
     "  profile    run a bundled model on every device and show where the time goes\n"
+    "  backend-test  check a backend (plugin file or name) against the CPU reference\n"
     "  help       this text; 'loom COMMAND --help' describes a command\n"
     "\n"
     "  --version  print the version\n"
@@ -461,6 +464,8 @@ int main(int argc, char **argv)
         return cmd_profile(argc - 2, argv + 2);
     if (!strcmp(cmd, "run"))
         return loom_cmd_run(argc - 2, argv + 2);
+    if (!strcmp(cmd, "backend-test"))
+        return loom_cmd_backend_test(argc - 2, argv + 2);
     fprintf(stderr, "loom: unknown command '%s' (see 'loom help')\n", cmd);
     return EXIT_USAGE;
 }

@@ -1100,14 +1100,16 @@ static void igemm(int64_t M, int64_t N, int64_t K, const int16_t *A, int64_t lda
             memset(acc, 0, sizeof acc);
             if (nb == IG_NB) {
                 for (int64_t k = 0; k < K; k++) {
-                    const int32_t v0 = a0[k], v1 = a1[k], v2 = a2[k], v3 = a3[k];
+                    /* int16 x int16 widened to int32: GCC's widening-multiply pattern
+                     * (pmullw/pmulhw on SSE2, vpmaddwd-class code with AVX2), where an int32
+                     * multiply would be emulated without SSE4.1. */
+                    const int16_t v0 = a0[k], v1 = a1[k], v2 = a2[k], v3 = a3[k];
                     const int16_t *restrict b = B + k * ldb + n;
                     for (int j = 0; j < IG_NB; j++) {
-                        const int32_t bv = b[j];
-                        acc[0][j] += v0 * bv;
-                        acc[1][j] += v1 * bv;
-                        acc[2][j] += v2 * bv;
-                        acc[3][j] += v3 * bv;
+                        acc[0][j] += (int32_t)v0 * (int32_t)b[j];
+                        acc[1][j] += (int32_t)v1 * (int32_t)b[j];
+                        acc[2][j] += (int32_t)v2 * (int32_t)b[j];
+                        acc[3][j] += (int32_t)v3 * (int32_t)b[j];
                     }
                 }
             } else {

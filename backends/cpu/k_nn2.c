@@ -1843,7 +1843,7 @@ typedef struct rd_job {
                     for (int64_t i = 0; i < run; i++)                                              \
                         acc = (ACC)(acc * (ACC)xs[i * rs]);                                        \
                 }                                                                                  \
-                for (uint32_t d = nr - 1; d-- > 0;) {                                              \
+                for (uint32_t d = nr ? nr - 1 : 0; d-- > 0;) {                                     \
                     if (++idx[d] < p->red_dims[d])                                                 \
                         break;                                                                     \
                     idx[d] = 0;                                                                    \

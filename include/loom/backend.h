@@ -211,7 +211,23 @@ typedef struct loom_node_desc {
     const void *const *input_constants;
     uint32_t n_attrs;
     const loom_attr *attrs;
+    /* ---- ABI 0.2 ---- */
+    /* The lowest precision the user accepts for this node's float32 arithmetic (like OpenVINO's
+     * inference-precision hint): a backend may claim and compute an f32 node in fp16 or int8
+     * only when this allows it. */
+    uint32_t precision; /* a loom_precision */
 } loom_node_desc;
+
+/* Precision a user accepts for float32 nodes. */
+typedef enum loom_precision {
+    LOOM_PRECISION_F32 = 0,  /* exact: f32 arithmetic only (the default) */
+    LOOM_PRECISION_F16 = 1,  /* f32 nodes may run in fp16 */
+    LOOM_PRECISION_INT8 = 2, /* f32 nodes may run in int8 (scales from weights and activations) */
+} loom_precision;
+
+/* Whether DESC has the ABI 0.2 fields (the host that built it may be older). */
+#define LOOM_NODE_DESC_HAS_PRECISION(desc)                                                     \
+    ((desc)->struct_size >= offsetof(loom_node_desc, precision) + sizeof(uint32_t))
 
 /* Device categories, as `loom devices` reports them. */
 typedef enum loom_device_kind {
@@ -292,12 +308,49 @@ typedef struct loom_backend {
 
     /* Join the backend's threads and free its state; ctx is dead afterwards. Optional. */
     void (*shutdown)(void *ctx);
+
+    /* ---- ABI 0.2 ---- */
+
+    /* The backend's own estimate of NODE's time on DEV in seconds, or a negative value when it
+     * has none. Optional: the host's cost model uses the device facts otherwise. Pure. */
+    double (*estimate)(void *ctx, uint32_t dev, const loom_node_desc *node);
+
+    /* Asynchronous execution: enqueue a prepared kernel and return at once; the backend calls
+     * DONE(TOKEN, status, message) exactly once when it has finished (from any thread; MESSAGE
+     * may be NULL on success and is only valid during the call). Returning an error instead
+     * means nothing was enqueued and DONE will not be called. Optional: when NULL the host calls
+     * execute() synchronously. */
+    loom_status (*submit)(void *ctx, uint32_t dev, void *kernel, const loom_exec_args *args,
+                          void (*done)(void *token, loom_status status, const char *message),
+                          void *token);
 } loom_backend;
 
-/* The one symbol a plugin exports. HOST_ABI_VERSION is the host's LOOM_ABI_VERSION; HOST is
- * reserved for host callbacks (logging, errors) and is NULL in ABI 0.1. Returns the backend's
- * table (owned by the plugin, valid until its shutdown) or NULL when it cannot run here. */
-typedef const loom_backend *(*loom_backend_query_fn)(uint32_t host_abi_version, const void *host);
+/* Severity of a message a backend sends to the host. */
+typedef enum loom_log_level {
+    LOOM_LOG_ERROR = 1,
+    LOOM_LOG_WARNING = 2,
+    LOOM_LOG_INFO = 3,
+    LOOM_LOG_DEBUG = 4,
+} loom_log_level;
+
+/* What the host offers a backend (ABI 0.2). Owned by the host, valid until the backend's
+ * shutdown returns. Every slot may be NULL in older hosts: check struct_size first. */
+typedef struct loom_host {
+    uint32_t abi_version;
+    uint32_t struct_size;
+    void *host_ctx;
+    /* Report MESSAGE (copied by the host during the call) at LEVEL. Thread-safe. */
+    void (*log)(void *host_ctx, loom_log_level level, const char *message);
+} loom_host;
+
+/* The one symbol a plugin exports:
+ *     const loom_backend *loom_backend_query(uint32_t host_abi_version, const loom_host *host);
+ * HOST_ABI_VERSION is the host's LOOM_ABI_VERSION (a plugin refuses, returning NULL, a host of
+ * another major version); HOST offers callbacks (see loom_host). Returns the backend's table,
+ * owned by the plugin and valid until its shutdown, or NULL when it cannot run here (after
+ * logging why through HOST). Each call makes a new, independent backend instance. */
+typedef const loom_backend *(*loom_backend_query_fn)(uint32_t host_abi_version,
+                                                     const loom_host *host);
 #define LOOM_BACKEND_QUERY_SYMBOL "loom_backend_query"
 
 /* Look up attribute NAME of NODE; NULL when absent. Written without <string.h> so this header

@@ -63,12 +63,22 @@ loom_status loom_tensor_save_npy(const char *path, const loom_tensor *tensor);
 typedef struct loom_runtime_options {
     uint32_t struct_size;  /* sizeof(loom_runtime_options): lets the struct grow */
     uint32_t cpu_threads;  /* threads of the CPU backend; 0: LOOM_CPU_THREADS, else all cores */
+    /* Backend plugins to load first: shared objects, or folders whose *.so files are tried. */
+    const char *const *plugin_paths;
+    size_t n_plugin_paths;
+    /* Non-zero: load only PLUGIN_PATHS, not LOOM_BACKEND_PATH nor the installed folder. */
+    int no_default_plugins;
 } loom_runtime_options;
 
 /* Find the devices of this machine and start their backends. OPTIONS may be NULL (defaults).
  * On success *OUT is owned by the caller: free with loom_runtime_destroy after every plan made
  * from it. Fails with LOOM_ERR_DEVICE_LOST when no device at all could start. */
 loom_status loom_runtime_create(const loom_runtime_options *options, loom_runtime **out);
+
+/* Messages from starting the runtime: plugins refused (with the file and the reason), devices
+ * skipped. Strings owned by the runtime. A refused plugin never stops the others. */
+size_t loom_runtime_message_count(const loom_runtime *runtime);
+const char *loom_runtime_message(const loom_runtime *runtime, size_t i);
 
 /* Stop the backends' threads and free RUNTIME. Every plan must be destroyed first. NULL is
  * allowed. */
@@ -88,8 +98,12 @@ typedef struct loom_plan_options {
      * lets the placement policy decide. */
     const char *device;
     /* Fail plan creation when a node cannot run where it was asked to, instead of placing it on
-     * another device that supports it. */
+     * another device that supports it; and fail a run when a node's device fails, instead of
+     * re-running the node on another device. */
     int strict;
+    /* The lowest precision accepted for float32 nodes (loom_precision): LOOM_PRECISION_F32
+     * (default) keeps them exact; F16 or INT8 lets devices such as NPUs take them. */
+    uint32_t precision;
 } loom_plan_options;
 
 /* Place a checked GRAPH on RUNTIME's devices, compile every node and make the static memory
@@ -135,6 +149,9 @@ typedef struct loom_run_stats {
     loom_node_timing *timeline;
     size_t timeline_capacity;
     size_t timeline_count;
+    /* Nodes whose device failed and that were re-run on another device (never with a strict
+     * plan); loom_runtime_message says which and why. */
+    size_t fallback_count;
 } loom_run_stats;
 
 /* Run PLAN once. INPUTS and OUTPUTS are the graph's, in declaration order; the caller owns

@@ -175,24 +175,27 @@ function median(xs) {
     return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
 }
 
-/* Sum ORT's per-node profile events by op type (ms per run) over the runs after the first SKIP
- * (the warm-up runs, which allocate), to set beside Loom's per-op sums. ORT fuses nodes (Gelu,
- * LayerNorm, attention, MatMul+Add...) from --opt basic on, so its op names are those of the
- * optimised graph. Per-node profiling adds a little time to every node. */
+/* ORT's per-node profile events summed by op type within each run after the first SKIP (the
+ * warm-up runs, which allocate), then the median over those runs (ms per run), to set beside
+ * Loom's per-op times. ORT fuses nodes (Gelu, LayerNorm, attention, MatMul+Add...) from --opt
+ * basic on, so its op names are those of the optimised graph. Per-node profiling adds a little
+ * time to every node. */
 function summariseProfile(file, skip) {
     const events = JSON.parse(fs.readFileSync(file, 'utf8'));
     const runs = events.filter((e) => e.cat === 'Session' && e.name === 'model_run')
-        .sort((x, y) => x.ts - y.ts);
-    const from = skip < runs.length ? runs[skip].ts : Infinity;
-    const counted = runs.length - Math.min(skip, runs.length);
-    const byOp = {};
+        .sort((x, y) => x.ts - y.ts).slice(skip);
+    const perRun = runs.map(() => ({}));
     for (const e of events) {
-        if (e.cat !== 'Node' || !e.name.endsWith('_kernel_time') || e.ts < from) continue;
+        if (e.cat !== 'Node' || !e.name.endsWith('_kernel_time')) continue;
+        const r = runs.findIndex((m) => e.ts >= m.ts && e.ts <= m.ts + m.dur);
+        if (r < 0) continue;
         const op = (e.args && e.args.op_name) || 'unknown';
-        byOp[op] = (byOp[op] || 0) + e.dur / 1000.0;
+        perRun[r][op] = (perRun[r][op] || 0) + e.dur / 1000.0;
     }
-    for (const k of Object.keys(byOp)) byOp[k] /= Math.max(counted, 1);
-    return { runs: counted, byOp };
+    const byOp = {};
+    const ops = new Set(perRun.flatMap((m) => Object.keys(m)));
+    for (const op of ops) byOp[op] = median(perRun.map((m) => m[op] || 0));
+    return { runs: runs.length, byOp, modelRunMs: runs.length ? median(runs.map((m) => m.dur / 1000.0)) : null };
 }
 
 async function main() {
@@ -271,7 +274,8 @@ async function main() {
             .sort((x, y) => fs.statSync(y).mtimeMs - fs.statSync(x).mtimeMs)[0];
         if (!file) fail(1, `no ORT profile file ${args.profile}_*.json was written`);
         const sum = summariseProfile(file, args.warmup);
-        profile = { file, runs: sum.runs, ms_per_run_by_op: sum.byOp };
+        // model_run: the time inside the session's Run, without the JS and N-API layers.
+        profile = { file, runs: sum.runs, model_run_ms: sum.modelRunMs, ms_per_run_by_op: sum.byOp };
     }
 
     const report = {
