@@ -61,7 +61,8 @@ check "profile unknown model" 2 "$LOOM" profile --model resnet
 check "profile bad repeat" 2 "$LOOM" profile --repeat -3
 check "profile unknown device" 2 "$LOOM" profile --device tpu:3
 grep -q "tpu:3" "$TMP/err" || { echo "FAIL unknown device named"; fail=$((fail+1)); }
-check "profile onnx without importer" 2 "$LOOM" profile model.onnx
+check "profile missing onnx file" 2 "$LOOM" profile "$TMP/missing.onnx"
+grep -q "missing.onnx" "$TMP/err" || { echo "FAIL missing model named"; fail=$((fail+1)); }
 check "profile unwritable trace" 2 "$LOOM" profile --repeat 1 --warmup 0 --trace /nonexistent/dir/t.json
 check "LOOM_CPU_THREADS bad" 1 env LOOM_CPU_THREADS=zero "$LOOM" devices
 grep -q "LOOM_CPU_THREADS" "$TMP/err" || { echo "FAIL bad env named"; fail=$((fail+1)); }

@@ -78,6 +78,13 @@ table = np.arange(8, dtype=np.float32).reshape(4, 2)
 save("gather", [helper.make_node("Gather", ["table", "idx"], ["rows"], axis=0)],
      [vi("idx", T.INT64, [5])], [vi("rows", T.FLOAT, [5, 2])],
      [numpy_helper.from_array(table, "table")])
+# A bfloat16 output (written as float32) and a float16 input.
+save("tobf16", [helper.make_node("Cast", ["x"], ["y"], to=T.BFLOAT16)],
+     [vi("x", T.FLOAT, [4])], [vi("y", T.BFLOAT16, [4])])
+save("half", [helper.make_node("Identity", ["x"], ["y"])],
+     [vi("x", T.FLOAT16, [3])], [vi("y", T.FLOAT16, [3])])
+np.save("h.npy", np.array([1.5, -2, 0.25], np.float16))
+np.save("four.npy", np.array([1.0, -2.5, 3.140625, 0.1], np.float32))
 
 rng = np.random.default_rng(7)
 x = rng.standard_normal((2, 3)).astype(np.float32)
@@ -164,6 +171,24 @@ np.testing.assert_array_equal(np.load("gather_out/rows.npy"), t[[3, 0, 2, 2, 1]]
 PY
 check "random int64 indices stay in range" 0 "$LOOM" run gather.onnx -o gather_rand
 
+check "bfloat16 output" 0 "$LOOM" run tobf16.onnx -i x=four.npy -o bf_out --json
+"$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["outputs"][0]["dtype"] == "bfloat16", r' \
+    "$TMP/out" || bad "json names the bfloat16 dtype"
+pycheck "bfloat16 output is written as float32" <<'PY'
+import numpy as np
+y = np.load("bf_out/y.npy")
+assert y.dtype == np.float32, y.dtype
+# 0.1 rounds to the nearest bfloat16 (0.10009765625); the others are exact.
+np.testing.assert_array_equal(y, np.array([1.0, -2.5, 3.140625, 0.10009765625], np.float32))
+PY
+check "float16 input and output" 0 "$LOOM" run half.onnx -i x=h.npy -o half_out
+pycheck "float16 output" <<'PY'
+import numpy as np
+y = np.load("half_out/y.npy")
+assert y.dtype == np.float16
+np.testing.assert_array_equal(y, np.load("h.npy"))
+PY
+
 check "symbolic dim from --dim" 0 "$LOOM" run symbolic.onnx --dim batch=4 -o sym_dim
 pycheck "symbolic output shape" <<'PY'
 import numpy as np
@@ -185,7 +210,7 @@ check "repeat without -o still writes outputs" 0 test -f rep/prod.npy
 check "json report" 0 "$LOOM" run addmul.onnx -i x=x.npy --repeat 4 --json -o json_out
 cp "$TMP/out" report.json
 pycheck "json content" <<'PY'
-import json, os
+import json, os, re
 r = json.load(open("report.json"))
 assert set(r) == {"model", "device", "runs", "latency_ms", "peak_memory_bytes", "devices",
                   "outputs"}, sorted(r)
@@ -196,7 +221,7 @@ assert 0 < l["min"] <= l["median"] <= l["p95"] <= l["p99"], l
 assert isinstance(r["peak_memory_bytes"], int) and r["peak_memory_bytes"] >= 0
 assert r["devices"] and all(set(d) == {"id", "busy_ms"} and d["busy_ms"] >= 0
                             for d in r["devices"]), r["devices"]
-assert r["devices"][0]["id"] == "cpu:0"
+assert all(re.fullmatch(r"[A-Za-z0-9_.-]+:[0-9]+", d["id"]) for d in r["devices"]), r["devices"]
 outs = {o["name"]: o for o in r["outputs"]}
 assert set(outs) == {"relu:out/0", "prod"}
 o = outs["relu:out/0"]

@@ -123,7 +123,7 @@ static void check_fixture(const char *model)
     fixture_path(path, sizeof path, model, "model", "", ".onnx");
     loom_status st = loom_onnx_load(path, NULL, &g);
     if (st != LOOM_OK)
-        printf("\n    %s: %s", path, loom_last_error());
+        printf("\n    %s", loom_last_error()); /* names the file */
     CU_ASSERT_EQUAL(st, LOOM_OK);
     if (st != LOOM_OK)
         goto out;
@@ -142,23 +142,23 @@ static void check_fixture(const char *model)
     if (st != LOOM_OK)
         goto out;
 
-    int ok = 1;
-    for (size_t i = 0; i < n_in && ok; i++) {
+    int files_loaded = 1;
+    for (size_t i = 0; i < n_in && files_loaded; i++) {
         fixture_path(path, sizeof path, model, "input_",
                      loom_value_name(g, loom_graph_input(g, i)), ".npy");
-        ok = loom_tensor_load_npy(path, &inputs[i]) == LOOM_OK;
-        if (!ok)
+        files_loaded = loom_tensor_load_npy(path, &inputs[i]) == LOOM_OK;
+        if (!files_loaded)
             printf("\n    %s", loom_last_error());
     }
-    for (size_t i = 0; i < n_out && ok; i++) {
+    for (size_t i = 0; i < n_out && files_loaded; i++) {
         fixture_path(path, sizeof path, model, "expected_",
                      loom_value_name(g, loom_graph_output(g, i)), ".npy");
-        ok = loom_tensor_load_npy(path, &expected[i]) == LOOM_OK;
-        if (!ok)
+        files_loaded = loom_tensor_load_npy(path, &expected[i]) == LOOM_OK;
+        if (!files_loaded)
             printf("\n    %s", loom_last_error());
     }
-    CU_ASSERT(ok);
-    if (!ok)
+    CU_ASSERT(files_loaded);
+    if (!files_loaded)
         goto out;
     CU_ASSERT_EQUAL(loom_plan_make_outputs(plan, outputs, n_out), LOOM_OK);
 

@@ -19,14 +19,16 @@ static const char np_f32_2x3[] =
     "\x93""NUMPY\x01""\x00""v\x00"
     "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }"
     "                                                          \n"
-    "\x00""\x00""\x80""\xbf""\x00""\x00""\x00""\xbf""\x00""\x00""\x00""\x00""\x00""\x00""\x00""\x3f""\x00""\x00""\x80""\x3f""\x00""\x00""\xc0""\x3f";
+    "\x00""\x00""\x80""\xbf""\x00""\x00""\x00""\xbf""\x00""\x00""\x00""\x00"
+    "\x00""\x00""\x00""\x3f""\x00""\x00""\x80""\x3f""\x00""\x00""\xc0""\x3f";
 #define NP_F32_2X3_LEN 152
 /* array([ 1, -2, 3]), format 2.0 */
 static const char np_i64_v2[] =
     "\x93""NUMPY\x02""\x00""t\x00""\x00""\x00"
     "{'descr': '<i8', 'fortran_order': False, 'shape': (3,), }"
     "                                                          \n"
-    "\x01""\x00""\x00""\x00""\x00""\x00""\x00""\x00""\xfe""\xff""\xff""\xff""\xff""\xff""\xff""\xff""\x03""\x00""\x00""\x00""\x00""\x00""\x00""\x00";
+    "\x01""\x00""\x00""\x00""\x00""\x00""\x00""\x00""\xfe""\xff""\xff""\xff"
+    "\xff""\xff""\xff""\xff""\x03""\x00""\x00""\x00""\x00""\x00""\x00""\x00";
 #define NP_I64_V2_LEN 152
 /* array([ True, False]), format 3.0 */
 static const char np_bool_v3[] =

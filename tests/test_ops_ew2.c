@@ -907,6 +907,20 @@ static void test_quantize_linear_per_tensor_and_per_axis(void)
     run_quantize(F32, SHP(0, 4), 1, 0, 4, U8, __LINE__);
     run_quantize(I32, SHP(6, 9), 1, 0, 9, I8, __LINE__);
     run_quantize(I32, SHP(6, 9), 1, 0, 1, U8, __LINE__);
+    /* A scalar scale with a [1] zero point: both per-tensor. */
+    {
+        tc c;
+        tc_init(&c);
+        double x[4] = {-1, 0, 1.26, 300}, s = 0.5, z = 10;
+        loom_value ins[3] = {tc_input(&c, F32, SHP(4), x), tc_scalar(&c, F32, s),
+                             tc_const(&c, U8, SHP(1), &z)};
+        CU_ASSERT_EQUAL(tc_node(&c, "QuantizeLinear", ins, 3, NULL, 0, 1), LOOM_OK);
+        if (tc_run(&c, __LINE__)) {
+            const double ref[4] = {8, 10, 13, 255};
+            check_out(&c, 0, U8, SHP(4), ref, 0, 0, __LINE__);
+        }
+        tc_free(&c);
+    }
 }
 
 static void run_dequantize(loom_dtype xdt, shp s, int64_t axis, int64_t ns, int with_zp,
@@ -1047,6 +1061,8 @@ static double requant_ref(double acc, float sa, float sb, float sy, double zy, l
     return sat(rhe(acc * (double)mult) + zy, dt);
 }
 
+/* PER_AXIS: 0 every scale and zero point per-tensor; 1 all per row / column; 2 mixed (a's
+ * and y's zero points per row, their scales per-tensor, b per column). */
 static void run_qlinear_matmul(loom_dtype adt, loom_dtype bdt, loom_dtype ydt, shp as, shp bs,
                                int per_axis, int line)
 {
@@ -1057,13 +1073,15 @@ static void run_qlinear_matmul(loom_dtype adt, loom_dtype bdt, loom_dtype ydt, s
     int64_t M = as.rank > 1 ? as.d[as.rank - 2] : 1, N = bs.rank > 1 ? bs.d[bs.rank - 1] : 1;
     int64_t nm = per_axis ? M : 1, nn = per_axis ? N : 1;
     shp sm = per_axis ? SHP(M) : SCALAR, sn = per_axis ? SHP(N) : SCALAR;
+    const int mixed = per_axis == 2;
+    shp ss = mixed ? SCALAR : sm; /* the scales of a and y */
     double *sa = tc_random(&c, F32, nm, 0.01, 0.05), *za = tc_random(&c, adt, nm, lo_of(adt), hi_of(adt));
     double *sb = tc_random(&c, F32, nn, 0.01, 0.05), *zb = tc_random(&c, bdt, nn, lo_of(bdt), hi_of(bdt));
     double *sy = tc_random(&c, F32, nm, 0.5, 5), *zy = tc_random(&c, ydt, nm, lo_of(ydt), hi_of(ydt));
-    loom_value ins[8] = {tc_input(&c, adt, as, a), tc_const(&c, F32, sm, sa),
-                         tc_const(&c, adt, sm, za), tc_const(&c, bdt, bs, b),
+    loom_value ins[8] = {tc_input(&c, adt, as, a), tc_const(&c, F32, ss, sa),
+                         tc_const(&c, adt, sm, za), tc_value(&c, per_axis == 1, bdt, bs, b),
                          tc_input(&c, F32, sn, sb), tc_const(&c, bdt, sn, zb),
-                         tc_const(&c, F32, sm, sy), tc_input(&c, ydt, sm, zy)};
+                         tc_const(&c, F32, ss, sy), tc_input(&c, ydt, sm, zy)};
     CU_ASSERT_EQUAL(tc_node(&c, "QLinearMatMul", ins, 8, NULL, 0, 1), LOOM_OK);
     if (tc_run(&c, line)) {
         shp ys;
@@ -1072,8 +1090,8 @@ static void run_qlinear_matmul(loom_dtype adt, loom_dtype bdt, loom_dtype ydt, s
         double *ref = tc_dbuf(&c, numel(ys));
         for (int64_t k = 0; k < numel(ys); k++) {
             int64_t row = (k / n) % m, col = k % n;
-            int64_t r = per_axis ? row : 0, cc = per_axis ? col : 0;
-            ref[k] = requant_ref(acc[k], (float)sa[r], (float)sb[cc], (float)sy[r], zy[r], ydt);
+            int64_t r = per_axis ? row : 0, cc = per_axis ? col : 0, rs = mixed ? 0 : r;
+            ref[k] = requant_ref(acc[k], (float)sa[rs], (float)sb[cc], (float)sy[rs], zy[r], ydt);
         }
         check_out(&c, 0, ydt, ys, ref, 0, 0, line);
     }
@@ -1086,7 +1104,7 @@ static void test_qlinear_matmul_matches_reference(void)
     for (int da = 0; da < 2; da++)
         for (int db = 0; db < 2; db++)
             for (int dy = 0; dy < 2; dy++)
-                for (int pa = 0; pa < 2; pa++) {
+                for (int pa = 0; pa < 3; pa++) {
                     run_qlinear_matmul(dts[da], dts[db], dts[dy], SHP(2, 4), SHP(4, 3), pa,
                                        __LINE__);
                     run_qlinear_matmul(dts[da], dts[db], dts[dy], SHP(2, 9, 31), SHP(31, 70), pa,
@@ -1218,7 +1236,7 @@ static void expect_error(const char *op, size_t nin, const loom_dtype *dts, cons
     tc c;
     tc_init(&c);
     loom_value ins[9];
-    double zeros[64] = {0};
+    static const double zeros[512] = {0};
     for (size_t i = 0; i < nin; i++)
         ins[i] = dts[i] ? tc_input(&c, dts[i], shapes[i], zeros) : LOOM_NO_VALUE;
     loom_value outs[2];

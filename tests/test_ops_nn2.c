@@ -905,6 +905,8 @@ static void test_einsum_matches_reference(void)
         loom_value ins[2] = {tc_in(&c, 0, F32, sh[0], (void *)ops[0]),
                              cases[i].n > 1 ? tc_in(&c, 0, F32, sh[1], (void *)ops[1]) : NOV};
         loom_attr at = loom_attr_string("equation", cases[i].eq);
+        if (getenv("NN2_DEBUG"))
+            fprintf(stderr, "\n    einsum %s\n", cases[i].eq);
         RUN_OK(&c, tc_node(&c, "Einsum", ins, cases[i].n, &at, 1, 1));
         shp ys;
         memset(&ys, 0, sizeof ys);

@@ -121,10 +121,11 @@ static int cmd_devices(int argc, char **argv)
 /* ---- loom profile ------------------------------------------------------------------------- */
 
 static const char profile_help[] =
-    "usage: loom profile [--model mlp|attention] [--device ID] [--repeat N] [--warmup N]\n"
-    "                    [--json] [--trace OUT.json]\n"
+    "usage: loom profile [MODEL.onnx | --model mlp|attention] [--device ID] [--repeat N]\n"
+    "                    [--warmup N] [--json] [--trace OUT.json]\n"
     "\n"
-    "Run a bundled model on every device found (or on --device ID only), N times after\n"
+    "Run an ONNX model (symbolic dims set to 1, inputs seeded random) or a bundled model on\n"
+    "every device found (or on --device ID only), N times after\n"
     "warm-up runs, and print where each node ran and what it cost: a per-node table with\n"
     "the median time, then the end-to-end latency (median, p95, p99, min) and the peak of\n"
     "intermediate memory against what the graph would need without reuse.\n"
@@ -136,11 +137,11 @@ static const char profile_help[] =
     "  --warmup N        runs before measuring (default 3)\n"
     "  --json            print the figures as one JSON object instead of tables\n"
     "  --trace OUT.json  write the last run's timeline as a Chrome trace (Perfetto opens it)\n"
-    "\n"
-    "Profiling an ONNX file needs the importer (it arrives with the ONNX issue).\n";
+    ;
 
 typedef struct profile_opts {
     const char *model, *device, *trace;
+    const char *onnx; /* a model file instead of a bundled model */
     int repeat, warmup, json;
 } profile_opts;
 
@@ -172,8 +173,16 @@ static int parse_count(const char *cmd, const char *flag, const char *s, int min
     return 1;
 }
 
-static loom_graph *build_model(const char *name)
+static loom_graph *build_model(const profile_opts *o)
 {
+    const char *name = o->model;
+    if (o->onnx) {
+        loom_graph *g = NULL;
+        loom_onnx_options oo = {.struct_size = sizeof oo, .default_dim = 1};
+        if (loom_onnx_load(o->onnx, &oo, &g) != LOOM_OK)
+            return NULL;
+        return g;
+    }
     if (!strcmp(name, "mlp"))
         return example_mlp();
     if (!strcmp(name, "attention"))
@@ -242,9 +251,13 @@ static int write_trace(const char *path, const loom_plan *plan, const loom_run_s
 static int profile_device(const profile_opts *o, loom_runtime *rt, const char *device, json_t *out,
                           int write_trace_here)
 {
-    loom_graph *g = build_model(o->model);
+    loom_graph *g = build_model(o);
     if (!g || loom_graph_check(g) != LOOM_OK) {
         loom_graph_destroy(g);
+        if (o->onnx) {
+            fprintf(stderr, "loom profile: %s\n", loom_last_error());
+            return EXIT_USAGE;
+        }
         return runtime_error("profile", "building the bundled model failed");
     }
     loom_plan_options po = {.struct_size = sizeof po, .device = device, .strict = 1};
@@ -384,13 +397,14 @@ static int cmd_profile(int argc, char **argv)
                 return EXIT_USAGE;
         } else if (a[0] == '-') {
             return usage_error("profile", "unknown option '%s'", a);
+        } else if (!o.onnx) {
+            o.onnx = a;
+            o.model = a;
         } else {
-            fprintf(stderr, "loom profile: '%s': profiling an ONNX file needs the ONNX importer, "
-                            "which this build does not have yet; use --model mlp|attention\n", a);
-            return EXIT_USAGE;
+            return usage_error("profile", "one model at a time ('%s' is extra)", a);
         }
     }
-    if (strcmp(o.model, "mlp") && strcmp(o.model, "attention"))
+    if (!o.onnx && strcmp(o.model, "mlp") && strcmp(o.model, "attention"))
         return usage_error("profile", "unknown bundled model '%s' (mlp or attention)", o.model);
     loom_runtime *rt;
     if (loom_runtime_create(NULL, &rt) != LOOM_OK)

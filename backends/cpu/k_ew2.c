@@ -1037,7 +1037,7 @@ static int quant_supports(const loom_node_desc *node, char *reason, size_t len)
     if (present(node, 2)) {
         const loom_tensor_desc *z = &node->inputs[2];
         if (z->dtype != (q ? y->dtype : x->dtype) || loom_tensor_desc_numel(z) != n ||
-            z->rank != s->rank) {
+            z->rank > 1) {
             cpu_reason(reason, len, "%s: zero point does not match the scale or the dtype", op);
             return 0;
         }
@@ -1213,12 +1213,13 @@ static void mm_requant(const mm_job *j, int64_t batch, int64_t m0, int64_t m1)
     const int per_row_a = loom_tensor_desc_numel(&d[1]) != 1;
     const int per_col_b = loom_tensor_desc_numel(&d[4]) != 1;
     const int per_row_y = loom_tensor_desc_numel(&d[6]) != 1;
+    const int per_row_zy = loom_tensor_desc_numel(&d[7]) != 1;
     const int32_t lo = p->signed_out ? -128 : 0, hi = p->signed_out ? 127 : 255;
     int32_t row[IG_NB];
     for (int64_t m = m0; m < m1; m++) {
         const float sa = load_f32(j->in[1], per_row_a ? m : 0);
         const float sy = load_f32(j->in[6], per_row_y ? m : 0);
-        const int32_t zy = (int32_t)load_int(d[7].dtype, j->in[7], per_row_y ? m : 0);
+        const int32_t zy = (int32_t)load_int(d[7].dtype, j->in[7], per_row_zy ? m : 0);
         const int32_t *c = j->c + (batch * p->M + m) * N;
         char *y = (char *)j->y + (batch * p->M + m) * N;
         for (int64_t n0 = 0; n0 < N; n0 += IG_NB) {

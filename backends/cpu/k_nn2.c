@@ -1028,7 +1028,7 @@ static loom_status ein_prepare(const loom_node_desc *node, cpu_kernel *k, char *
             }
     p->n_sum = nl - p->n_out;
     for (uint32_t l = 0; l < nl; l++)
-        p->lsize[l] = 1;
+        p->lsize[l] = -1;
     int repeated = 0, broadcast = 0;
     for (uint32_t i = 0; i < e.n_ops; i++) {
         const loom_tensor_desc *d = &node->inputs[i];
@@ -1039,7 +1039,7 @@ static loom_status ein_prepare(const loom_node_desc *node, cpu_kernel *k, char *
                 repeated = 1;
             if (d->dims[q] != 1)
                 p->lstride[i][l] += s;
-            if (d->dims[q] > p->lsize[l])
+            if (p->lsize[l] < 0 || p->lsize[l] == 1) /* a 1 broadcasts, even against 0 */
                 p->lsize[l] = d->dims[q];
             s *= d->dims[q];
         }

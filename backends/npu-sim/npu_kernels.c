@@ -715,15 +715,13 @@ static float quantise_activation(const npu_kernel *k, const float *x, int8_t *qa
 
 static loom_status run_matmul_gemm(const npu_kernel *k, const loom_exec_args *a, char *scratch)
 {
-    const loom_tensor_desc *y = &k->out[0], *ta = &k->in[0], *tb = &k->in[1];
+    const loom_tensor_desc *y = &k->out[0], *ta = &k->in[0];
     int64_t M = y->dims[y->rank - 2], N = y->dims[y->rank - 1];
     int64_t K = k->op == LOOM_OP_GEMM ? (k->trans_a ? ta->dims[0] : ta->dims[1])
                                       : ta->dims[ta->rank - 1];
     int64_t ars = k->trans_a ? 1 : K, acs = k->trans_a ? M : 1;
     int64_t brs = k->trans_b ? 1 : N, bcs = k->trans_b ? K : 1;
-    int64_t batches = numel(y) / (M * N ? M * N : 1);
-    if (M * N == 0)
-        batches = 0;
+    int64_t batches = M > 0 && N > 0 ? numel(y) / (M * N) : 0;
     float *out = k->mode == NPU_MODE_INT8 ? a->outputs[0] : result_buffer(k, a, scratch);
 
     if (k->mode == NPU_MODE_INT8) {

@@ -144,8 +144,11 @@ static loom_status npu_device_info(void *ctx, uint32_t dev, loom_device_info *in
         return LOOM_ERR_INVALID_ARGUMENT;
     loom_device_info d;
     memset(&d, 0, sizeof d);
-    snprintf(d.name, sizeof d.name, "npu-sim %s (simulated: %g TOPS int8, %g TFLOPS fp16, %g GB/s)",
-             s->prof.name, s->prof.tops_int8, s->prof.tflops_fp16, s->prof.bandwidth_gbs);
+    /* the profile name is at most 63 bytes, so the line fits */
+    int len = snprintf(d.name, sizeof d.name, "npu-sim %.40s (simulated: %.4g TOPS int8, %.4g "
+                     "TFLOPS fp16, %.4g GB/s)", s->prof.name, s->prof.tops_int8,
+                     s->prof.tflops_fp16, s->prof.bandwidth_gbs);
+    (void)len;
     d.kind = LOOM_DEVICE_NPU;
     d.compute_units = 1;
     d.threads = 1;

@@ -468,7 +468,7 @@ static verdict run_isolated(const char *dir, int no_fork, int timeout, char **me
     return v;
 }
 
-/* ---- main ------------------------------------------------------------------------------------- */
+/* ---- main ----------------------------------------------------------------------------------- */
 
 static const char help[] =
     "usage: onnx_conformance [--data DIR] [--filter SUBSTR] [--list FILE] [--expect FILE]\n"

@@ -1,0 +1,149 @@
+/*
+ * A deliberately broken plugin for the loader's tests: backend "fail-execute" with one device
+ * (kind OTHER) that claims Relu and Add on float32 (any precision, no broadcasting) and whose
+ * execute fails with "fail-execute: injected failure (call N)". With $LOOM_TEST_FAIL_AFTER=N
+ * (read when the plugin is queried) the first N executions compute the right answer and every
+ * later one fails; without it every execution fails. Lets the host's run-time fallback (re-run
+ * the node on another device) be tested.
+ */
+#include <loom/backend.h>
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct fx_state {
+    loom_backend table;
+    long fail_after; /* -1: fail always */
+    atomic_long calls;
+} fx_state;
+
+static uint32_t fx_device_count(void *ctx)
+{
+    (void)ctx;
+    return 1;
+}
+
+static loom_status fx_device_info(void *ctx, uint32_t dev, loom_device_info *info)
+{
+    (void)ctx;
+    if (dev != 0)
+        return LOOM_ERR_INVALID_ARGUMENT;
+    loom_device_info d;
+    memset(&d, 0, sizeof d);
+    snprintf(d.name, sizeof d.name, "fail-execute test device");
+    d.kind = LOOM_DEVICE_OTHER;
+    d.compute_units = 1;
+    d.threads = 1;
+    d.numa_node = -1;
+    d.host_visible = 1;
+    uint32_t abi = info->abi_version, size = info->struct_size;
+    memcpy(info, &d, size && size < sizeof d ? size : sizeof d);
+    info->abi_version = abi;
+    info->struct_size = size;
+    return LOOM_OK;
+}
+
+static int same_shape(const loom_tensor_desc *a, const loom_tensor_desc *b)
+{
+    if (a->rank != b->rank)
+        return 0;
+    for (uint32_t i = 0; i < a->rank; i++)
+        if (a->dims[i] != b->dims[i])
+            return 0;
+    return 1;
+}
+
+static int fx_supports(void *ctx, uint32_t dev, const loom_node_desc *node, char *reason,
+                       size_t reason_len)
+{
+    (void)ctx;
+    int ok = dev == 0 && (node->op == LOOM_OP_RELU || node->op == LOOM_OP_ADD) &&
+             node->inputs[0].dtype == LOOM_DTYPE_F32;
+    if (ok && node->op == LOOM_OP_ADD)
+        ok = same_shape(&node->inputs[0], &node->inputs[1]) &&
+             same_shape(&node->inputs[0], &node->outputs[0]);
+    if (!ok)
+        snprintf(reason, reason_len, "fail-execute: only float32 Relu and Add (same shapes)");
+    return ok;
+}
+
+static loom_status fx_prepare(void *ctx, uint32_t dev, const loom_node_desc *node, void **kernel,
+                              size_t *scratch_bytes, char *err, size_t err_len)
+{
+    if (!fx_supports(ctx, dev, node, err, err_len))
+        return LOOM_ERR_UNSUPPORTED;
+    int64_t *k = malloc(2 * sizeof *k);
+    if (!k)
+        return LOOM_ERR_OUT_OF_MEMORY;
+    k[0] = node->op;
+    k[1] = loom_tensor_desc_numel(&node->outputs[0]);
+    *kernel = k;
+    *scratch_bytes = 0;
+    return LOOM_OK;
+}
+
+static loom_status fx_execute(void *ctx, uint32_t dev, void *kernel, const loom_exec_args *args,
+                              char *err, size_t err_len)
+{
+    fx_state *s = ctx;
+    (void)dev;
+    long call = atomic_fetch_add(&s->calls, 1) + 1;
+    if (s->fail_after < 0 || call > s->fail_after) {
+        snprintf(err, err_len, "fail-execute: injected failure (call %ld)", call);
+        return LOOM_ERR_DEVICE_LOST;
+    }
+    const int64_t *k = kernel;
+    const float *a = args->inputs[0];
+    float *y = args->outputs[0];
+    if (k[0] == LOOM_OP_RELU)
+        for (int64_t i = 0; i < k[1]; i++)
+            y[i] = a[i] > 0 ? a[i] : 0.0f;
+    else
+        for (int64_t i = 0; i < k[1]; i++)
+            y[i] = a[i] + ((const float *)args->inputs[1])[i];
+    return LOOM_OK;
+}
+
+static void fx_release_kernel(void *ctx, void *kernel)
+{
+    (void)ctx;
+    free(kernel);
+}
+
+static void fx_shutdown(void *ctx)
+{
+    free(ctx);
+}
+
+__attribute__((visibility("default"))) const loom_backend *
+loom_backend_query(uint32_t host_abi_version, const loom_host *host);
+
+const loom_backend *loom_backend_query(uint32_t host_abi_version, const loom_host *host)
+{
+    (void)host;
+    if ((host_abi_version >> 16) != LOOM_ABI_VERSION_MAJOR)
+        return NULL;
+    fx_state *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->fail_after = -1;
+    const char *env = getenv("LOOM_TEST_FAIL_AFTER");
+    if (env && *env)
+        s->fail_after = strtol(env, NULL, 10);
+    atomic_init(&s->calls, 0);
+    loom_backend *t = &s->table;
+    t->abi_version = LOOM_ABI_VERSION;
+    t->struct_size = sizeof *t;
+    t->name = "fail-execute";
+    t->ctx = s;
+    t->device_count = fx_device_count;
+    t->device_info = fx_device_info;
+    t->supports = fx_supports;
+    t->prepare = fx_prepare;
+    t->execute = fx_execute;
+    t->release_kernel = fx_release_kernel;
+    t->shutdown = fx_shutdown;
+    return t;
+}

@@ -1,0 +1,216 @@
+/*
+ * Tests of the plugin loader and of isolation from failing plugins: refused plugins (another ABI
+ * major, no entry symbol, a failing start, a missing file) are named with their reason and leave
+ * the CPU working; a plugin whose execute fails has its nodes re-run on the CPU, unless the plan
+ * is strict. Usage: test_plugins FAIL_EXECUTE.so BAD_ABI.so NO_SYMBOL.so FAIL_INIT.so
+ */
+#include <loom/loom.h>
+
+#include <CUnit/Basic.h>
+
+#include <libgen.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *p_fail_execute, *p_bad_abi, *p_no_symbol, *p_fail_init;
+
+static int any_message(const loom_runtime *rt, const char *a, const char *b)
+{
+    for (size_t i = 0; i < loom_runtime_message_count(rt); i++) {
+        const char *m = loom_runtime_message(rt, i);
+        if (strstr(m, a) && (!b || strstr(m, b)))
+            return 1;
+    }
+    return 0;
+}
+
+static loom_runtime *start(const char *path)
+{
+    const char *paths[1] = {path};
+    loom_runtime_options o = {.struct_size = sizeof o, .plugin_paths = paths, .n_plugin_paths = 1,
+                              .no_default_plugins = 1};
+    loom_runtime *rt = NULL;
+    CU_ASSERT_EQUAL(loom_runtime_create(&o, &rt), LOOM_OK);
+    return rt;
+}
+
+static void assert_only_cpu(const loom_runtime *rt)
+{
+    CU_ASSERT_EQUAL(loom_runtime_device_count(rt), 1);
+    char id[64];
+    loom_runtime_device(rt, 0, id, sizeof id, NULL);
+    CU_ASSERT_STRING_EQUAL(id, "cpu:0");
+}
+
+static void test_plugin_of_another_abi_major_is_refused_by_name(void)
+{
+    loom_runtime *rt = start(p_bad_abi);
+    CU_ASSERT_FATAL(rt != NULL);
+    CU_ASSERT(any_message(rt, p_bad_abi, "ABI 99"));
+    assert_only_cpu(rt);
+    loom_runtime_destroy(rt);
+}
+
+static void test_plugin_without_entry_symbol_is_refused(void)
+{
+    loom_runtime *rt = start(p_no_symbol);
+    CU_ASSERT_FATAL(rt != NULL);
+    CU_ASSERT(any_message(rt, p_no_symbol, "loom_backend_query"));
+    assert_only_cpu(rt);
+    loom_runtime_destroy(rt);
+}
+
+static void test_plugin_failing_to_start_is_refused_with_its_reason(void)
+{
+    loom_runtime *rt = start(p_fail_init);
+    CU_ASSERT_FATAL(rt != NULL);
+    CU_ASSERT(any_message(rt, p_fail_init, "returned NULL"));
+    /* what the plugin logged through the host callback is kept, naming the file */
+    CU_ASSERT(loom_runtime_message_count(rt) >= 2);
+    CU_ASSERT(any_message(rt, p_fail_init, "error"));
+    assert_only_cpu(rt);
+    loom_runtime_destroy(rt);
+}
+
+static void test_missing_plugin_file_is_reported(void)
+{
+    loom_runtime *rt = start("/nonexistent/loom-nothing.so");
+    CU_ASSERT_FATAL(rt != NULL);
+    CU_ASSERT(any_message(rt, "/nonexistent/loom-nothing.so", "no such file"));
+    assert_only_cpu(rt);
+    loom_runtime_destroy(rt);
+}
+
+/* The fail-execute plugin's device id (its only device). */
+static int plugin_device(const loom_runtime *rt, char *id, size_t len)
+{
+    for (size_t d = 0; d < loom_runtime_device_count(rt); d++) {
+        loom_runtime_device(rt, d, id, len, NULL);
+        if (strncmp(id, "cpu:", 4) != 0)
+            return 1;
+    }
+    return 0;
+}
+
+static loom_graph *relu_add_graph(void)
+{
+    loom_graph *g = loom_graph_create("relu_add");
+    int64_t d[1] = {8};
+    loom_value x = loom_input(g, "x", LOOM_DTYPE_F32, 1, d);
+    loom_value y = loom_add(g, loom_relu(g, x), x);
+    loom_output(g, y, "y");
+    return g;
+}
+
+/* WANT_OK: the run must succeed with the right numbers; otherwise it must fail. */
+static void run_relu_add(loom_plan *p, int want_ok, size_t *fallbacks)
+{
+    float xv[8] = {-4, -3, -2, -1, 0, 1, 2, 3};
+    int64_t d[1] = {8};
+    loom_tensor *in, *out;
+    loom_tensor_wrap(LOOM_DTYPE_F32, 1, d, xv, &in);
+    loom_tensor_create(LOOM_DTYPE_F32, 1, d, &out);
+    loom_run_stats st = {.struct_size = sizeof st};
+    loom_status got = loom_plan_run(p, (const loom_tensor *const *)&in, 1, &out, 1, &st);
+    CU_ASSERT_EQUAL(got == LOOM_OK, want_ok);
+    if (want_ok) {
+        const float *y = loom_tensor_data(out);
+        for (int i = 0; i < 8; i++)
+            CU_ASSERT_DOUBLE_EQUAL(y[i], (xv[i] > 0 ? xv[i] : 0) + xv[i], 0);
+    }
+    *fallbacks = st.fallback_count;
+    loom_tensor_destroy(in);
+    loom_tensor_destroy(out);
+}
+
+static void test_failing_execute_falls_back_to_cpu_and_finishes(void)
+{
+    loom_runtime *rt = start(p_fail_execute);
+    CU_ASSERT_FATAL(rt != NULL);
+    char id[64];
+    CU_ASSERT_FATAL(plugin_device(rt, id, sizeof id));
+    loom_graph *g = relu_add_graph();
+    CU_ASSERT_EQUAL_FATAL(loom_graph_check(g), LOOM_OK);
+    loom_plan_options o = {.struct_size = sizeof o, .device = id};
+    loom_plan *p = NULL;
+    CU_ASSERT_EQUAL_FATAL(loom_plan_create(rt, g, &o, &p), LOOM_OK);
+    for (size_t i = 0; i < loom_plan_node_count(p); i++)
+        CU_ASSERT_STRING_EQUAL(loom_plan_node_device(p, i), id);
+    size_t fallbacks = 0;
+    run_relu_add(p, 1, &fallbacks);
+    CU_ASSERT_EQUAL(fallbacks, loom_plan_node_count(p));
+    CU_ASSERT(any_message(rt, id, "re-ran on cpu:0"));
+    loom_plan_destroy(p);
+    loom_graph_destroy(g);
+    loom_runtime_destroy(rt);
+}
+
+static void test_strict_plan_reports_the_failing_device_instead(void)
+{
+    loom_runtime *rt = start(p_fail_execute);
+    CU_ASSERT_FATAL(rt != NULL);
+    char id[64];
+    CU_ASSERT_FATAL(plugin_device(rt, id, sizeof id));
+    loom_graph *g = relu_add_graph();
+    CU_ASSERT_EQUAL_FATAL(loom_graph_check(g), LOOM_OK);
+    loom_plan_options o = {.struct_size = sizeof o, .device = id, .strict = 1};
+    loom_plan *p = NULL;
+    CU_ASSERT_EQUAL_FATAL(loom_plan_create(rt, g, &o, &p), LOOM_OK);
+    size_t fallbacks = 99;
+    run_relu_add(p, 0, &fallbacks);
+    CU_ASSERT(strstr(loom_last_error(), id) != NULL);
+    CU_ASSERT_EQUAL(fallbacks, 0);
+    loom_plan_destroy(p);
+    loom_graph_destroy(g);
+    loom_runtime_destroy(rt);
+}
+
+static void test_backend_path_folder_loads_good_plugins_and_refuses_bad_ones(void)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", p_fail_execute);
+    setenv("LOOM_BACKEND_PATH", dirname(dir), 1);
+    loom_runtime *rt = NULL;
+    CU_ASSERT_EQUAL_FATAL(loom_runtime_create(NULL, &rt), LOOM_OK);
+    char id[64];
+    CU_ASSERT(plugin_device(rt, id, sizeof id));
+    CU_ASSERT(any_message(rt, "ABI 99", NULL));
+    CU_ASSERT(any_message(rt, "loom_backend_query", NULL));
+    loom_runtime_destroy(rt);
+    unsetenv("LOOM_BACKEND_PATH");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 5) {
+        fprintf(stderr, "usage: %s FAIL_EXECUTE.so BAD_ABI.so NO_SYMBOL.so FAIL_INIT.so\n", argv[0]);
+        return 2;
+    }
+    p_fail_execute = argv[1];
+    p_bad_abi = argv[2];
+    p_no_symbol = argv[3];
+    p_fail_init = argv[4];
+    if (CU_initialize_registry() != CUE_SUCCESS)
+        return 1;
+    CU_pSuite s = CU_add_suite("plugins", NULL, NULL);
+    CU_add_test(s, "plugin_of_another_abi_major_is_refused_by_name",
+                test_plugin_of_another_abi_major_is_refused_by_name);
+    CU_add_test(s, "plugin_without_entry_symbol_is_refused",
+                test_plugin_without_entry_symbol_is_refused);
+    CU_add_test(s, "plugin_failing_to_start_is_refused_with_its_reason",
+                test_plugin_failing_to_start_is_refused_with_its_reason);
+    CU_add_test(s, "missing_plugin_file_is_reported", test_missing_plugin_file_is_reported);
+    CU_add_test(s, "failing_execute_falls_back_to_cpu_and_finishes",
+                test_failing_execute_falls_back_to_cpu_and_finishes);
+    CU_add_test(s, "strict_plan_reports_the_failing_device_instead",
+                test_strict_plan_reports_the_failing_device_instead);
+    CU_add_test(s, "backend_path_folder_loads_good_plugins_and_refuses_bad_ones",
+                test_backend_path_folder_loads_good_plugins_and_refuses_bad_ones);
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
+    CU_cleanup_registry();
+    return failed ? 1 : 0;
+}
