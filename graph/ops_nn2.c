@@ -469,7 +469,8 @@ static loom_status infer_resize(loom_infer_ctx *ctx)
         } else { /* the canonical form, re-inferred */
             const float *fv;
             n = get_floats(ctx, "scales", &fv);
-            memcpy(sv, fv, n * sizeof *sv);
+            if (n)
+                memcpy(sv, fv, n * sizeof *sv);
             for (size_t k = 0; k < r; k++)
                 axes[k] = (int64_t)k;
         }
@@ -550,7 +551,8 @@ static loom_status infer_pad(loom_infer_ctx *ctx)
         if (n > 2 * LOOM_MAX_RANK)
             return loom_infer_fail(ctx, INVALID, "pads has %zu values, more than %d", n,
                                    2 * LOOM_MAX_RANK);
-        memcpy(given, v, n * sizeof *v);
+        if (n)
+            memcpy(given, v, n * sizeof *v);
     } else {
         return loom_infer_fail(ctx, INVALID, "input 1 (pads) is required");
     }
@@ -633,7 +635,8 @@ static loom_status infer_tile(loom_infer_ctx *ctx)
         if (n > LOOM_MAX_RANK)
             n = LOOM_MAX_RANK + 1;
         else
-            memcpy(rep, v, n * sizeof *v);
+            if (n)
+                memcpy(rep, v, n * sizeof *v);
     }
     if (n != x->rank)
         return loom_infer_fail(ctx, INVALID, "repeats must have %u values (the input's rank), "
@@ -1325,7 +1328,8 @@ static loom_status infer_reduce(loom_infer_ctx *ctx, uint32_t mask)
             return loom_infer_fail(ctx, INVALID, "axes has %zu values, more than the maximum "
                                                  "rank %d",
                                    n, LOOM_MAX_RANK);
-        memcpy(axes, v, n * sizeof *v);
+        if (n)
+            memcpy(axes, v, n * sizeof *v);
     }
     /* A present but empty 'axes' is the canonical form of noop_with_empty_axes=1. */
     int noop = loom_infer_get_int(ctx, "noop_with_empty_axes", 0) != 0 ||

@@ -367,6 +367,26 @@ static void test_if_with_runtime_condition_selects_with_where(void)
     run_and_compare(g, "if_dynamic", 1e-6);
 }
 
+static void test_values_read_only_by_shape_or_untaken_branch_are_dropped(void)
+{
+    loom_graph *g = load_ok("dead_values.onnx", NULL);
+    if (g)
+        CU_ASSERT_EQUAL(loom_graph_node_count(g), 2); /* then's Identity and the final Add */
+    run_and_compare(g, "dead_values", 1e-6);
+}
+
+static void test_outputs_that_are_constants_or_inputs(void)
+{
+    loom_graph *g = load_ok("odd_outputs.onnx", NULL);
+    if (!g)
+        return;
+    CU_ASSERT_EQUAL(loom_graph_output_count(g), 4);
+    CU_ASSERT_STRING_EQUAL(loom_value_name(g, loom_graph_input(g, 0)), "x");
+    CU_ASSERT_STRING_EQUAL(loom_value_name(g, loom_graph_output(g, 1)), "c");
+    CU_ASSERT_STRING_EQUAL(loom_value_name(g, loom_graph_output(g, 3)), "r2");
+    run_and_compare(g, "odd_outputs", 0);
+}
+
 /* ---- bad input: one clear error each ----------------------------------------------------------- */
 
 static void test_unknown_ops_are_all_named_at_once(void)
@@ -556,6 +576,8 @@ int main(void)
         T(test_load_memory_finds_external_data_in_base_dir),
         T(test_if_with_constant_condition_inlines_taken_branch),
         T(test_if_with_runtime_condition_selects_with_where),
+        T(test_values_read_only_by_shape_or_untaken_branch_are_dropped),
+        T(test_outputs_that_are_constants_or_inputs),
         T(test_unknown_ops_are_all_named_at_once),
         T(test_undefined_node_input_is_named),
         T(test_double_dtype_is_named),

@@ -296,10 +296,14 @@ int npu_check(const loom_node_desc *node, npu_mode *mode, char *reason, size_t l
     if (*mode == NPU_MODE_INT8 && (node->op == LOOM_OP_MATMUL || node->op == LOOM_OP_GEMM ||
                                    node->op == LOOM_OP_CONV)) {
         /* int32 accumulators hold at most 2^31 / 127^2 products */
-        int64_t red = node->op == LOOM_OP_CONV
-                          ? numel(&node->inputs[1]) / (node->inputs[1].dims[0] ? node->inputs[1].dims[0] : 1)
-                          : (node->op == LOOM_OP_MATMUL ? x->dims[x->rank - 1]
-                             : (loom_node_attr_int(node, "transA", 0) ? x->dims[0] : x->dims[1]));
+        const loom_tensor_desc *w = &node->inputs[1];
+        int64_t red;
+        if (node->op == LOOM_OP_CONV)
+            red = w->dims[0] ? numel(w) / w->dims[0] : 0;
+        else if (node->op == LOOM_OP_MATMUL)
+            red = x->dims[x->rank - 1];
+        else
+            red = loom_node_attr_int(node, "transA", 0) ? x->dims[0] : x->dims[1];
         if (red > 133000)
             return say_no(reason, len, "npu-sim: int8 %s reduces over %lld terms (int32 "
                           "accumulators hold at most 133000)", op, (long long)red);

@@ -725,7 +725,8 @@ static int collect_unsupported(const lo_import *im, const Onnx__GraphProto *gp, 
             const char *dom = lo_str(n->domain);
             if (strcmp(dom, "ai.onnx") == 0)
                 dom = "";
-            if (!list_add(l, dom, lo_str(n->op_type)))
+            const char *op = lo_str(n->op_type);
+            if (!list_add(l, dom, *op ? op : "(no op type)"))
                 return 0;
             continue;
         }
@@ -759,8 +760,11 @@ static loom_status check_ops(lo_import *im, const Onnx__GraphProto *gp)
                     strcat(all, ", ");
                 strcat(all, l.names[i]);
             }
-            st = lo_fail(im, LOOM_ERR_UNSUPPORTED, "unsupported ops (opset %lld): %.600s (%zu "
-                         "node%s)", (long long)im->opset, all, l.nodes, l.nodes == 1 ? "" : "s");
+            char opset[32] = "no default opset";
+            if (im->opset)
+                snprintf(opset, sizeof opset, "opset %lld", (long long)im->opset);
+            st = lo_fail(im, LOOM_ERR_UNSUPPORTED, "unsupported ops (%s): %.600s (%zu node%s)",
+                         opset, all, l.nodes, l.nodes == 1 ? "" : "s");
             free(all);
         }
     }
@@ -786,15 +790,20 @@ static loom_status import_model(lo_import *im, const Onnx__ModelProto *m)
             have_opset = 1;
         }
     }
-    if (!have_opset)
-        return lo_fail(im, LOOM_ERR_INVALID_ARGUMENT, "the model imports no opset of the "
-                       "default ONNX domain");
-    if (im->opset < 7 || im->opset > 18)
-        return lo_fail(im, LOOM_ERR_UNSUPPORTED, "opset %lld is not supported (Loom imports "
-                       "opsets 7 to 18)", (long long)im->opset);
+    /* Operators first: a model made only of other domains' operators (training, ML) is
+     * unsupported for them, whatever its default opset. */
     loom_status st = check_ops(im, gp);
     if (st != LOOM_OK)
         return st;
+    if (!have_opset)
+        return lo_fail(im, LOOM_ERR_INVALID_ARGUMENT, "the model imports no opset of the "
+                       "default ONNX domain");
+    /* Opset 6 is read too: the ONNX backend tests converted from PyTorch use it, and what
+     * changed in 7 (legacy broadcasting, is_test, consumed_inputs) is rewritten in
+     * onnx_nodes.c. */
+    if (im->opset < LO_MIN_OPSET || im->opset > LO_MAX_OPSET)
+        return lo_fail(im, LOOM_ERR_UNSUPPORTED, "opset %lld is not supported (Loom imports "
+                       "opsets %d to %d)", (long long)im->opset, LO_MIN_OPSET, LO_MAX_OPSET);
 
     im->g = loom_graph_create(gp->name && *gp->name ? gp->name : "model");
     if (!im->g)
@@ -821,26 +830,33 @@ static loom_status import_model(lo_import *im, const Onnx__ModelProto *m)
     return LOOM_OK;
 }
 
-static loom_status load(const void *data, size_t size, const char *base_dir, const char *file,
-                        const loom_onnx_options *options, loom_graph **out)
+/* OWNED (may be NULL) is freed as soon as DATA is parsed: the parsed model holds its own copy
+ * of every weight, so the file's bytes need not stay alongside it. */
+static loom_status load(const void *data, size_t size, void *owned, const char *base_dir,
+                        const char *file, const loom_onnx_options *options, loom_graph **out)
 {
     lo_import im;
     memset(&im, 0, sizeof im);
     im.src.file = file;
     im.src.base_dir = base_dir;
     if (options) {
-        if (options->struct_size < sizeof(uint32_t))
+        if (options->struct_size < sizeof(uint32_t)) {
+            free(owned);
             return lo_fail(&im, LOOM_ERR_INVALID_ARGUMENT, "options->struct_size is %u; set it "
                            "to sizeof(loom_onnx_options)", options->struct_size);
+        }
         size_t n = options->struct_size < sizeof im.opt ? options->struct_size : sizeof im.opt;
         memcpy(&im.opt, options, n);
-        if ((im.opt.n_dims && !im.opt.dims) || (im.opt.n_shapes && !im.opt.shapes))
+        if ((im.opt.n_dims && !im.opt.dims) || (im.opt.n_shapes && !im.opt.shapes)) {
+            free(owned);
             return lo_fail(&im, LOOM_ERR_INVALID_ARGUMENT, "options: n_dims or n_shapes is set "
                            "but its array is NULL");
+        }
     }
     if (!data && size)
         return lo_fail(&im, LOOM_ERR_INVALID_ARGUMENT, "data is NULL");
     Onnx__ModelProto *m = onnx__model_proto__unpack(NULL, size, data);
+    free(owned);
     if (!m)
         return lo_fail(&im, LOOM_ERR_INVALID_ARGUMENT, "not a valid ONNX model (the protobuf "
                        "is truncated or corrupt)");
@@ -863,7 +879,7 @@ loom_status loom_onnx_load_memory(const void *data, size_t size, const char *bas
     if (!out)
         return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "loom_onnx_load_memory: out is NULL");
     *out = NULL;
-    return load(data, size, base_dir, "ONNX model", options, out);
+    return load(data, size, NULL, base_dir, "ONNX model", options, out);
 }
 
 loom_status loom_onnx_load(const char *path, const loom_onnx_options *options, loom_graph **out)
@@ -893,8 +909,7 @@ loom_status loom_onnx_load(const char *path, const loom_onnx_options *options, l
         slash[1] = '\0';
     else
         *slash = '\0';
-    st = load(data, size, dir, path, options, out);
+    st = load(data, size, data, dir, path, options, out);
     free(dir);
-    free(data);
     return st;
 }

@@ -11,6 +11,11 @@
 #include "graph/graph_internal.h"
 #include "graph/onnx/onnx_internal.h"
 
+/* The default-domain opsets the importer reads (loom/onnx.h promises 7 to 18; 6 is accepted
+ * as well). */
+#define LO_MIN_OPSET 6
+#define LO_MAX_OPSET 18
+
 /* A string -> int32 map whose keys are borrowed (they live in the parsed model). */
 typedef struct lo_smap {
     const char **keys;

@@ -356,12 +356,62 @@ static loom_status old_softmax(nb *b)
     return b->node->n_output ? bind_output(b, 0, y, 1) : LOOM_OK;
 }
 
+/* Opset 6 and older: binary operators with broadcast=1 and an axis align B's dims with A's
+ * from that axis (not from the right, as numpy does): give B trailing 1s so that numpy's rule
+ * lines it up the same way. */
+static loom_status legacy_broadcast(nb *b, int64_t axis)
+{
+    if (b->n_in < 2 || b->in[0] == LOOM_NO_VALUE || b->in[1] == LOOM_NO_VALUE)
+        return LOOM_OK;
+    loom_tensor_desc a = lo_desc(b->im, b->in[0]), bd = lo_desc(b->im, b->in[1]);
+    int64_t ra = a.rank, rb = bd.rank;
+    if (axis < 0)
+        axis += ra;
+    if (axis < 0 || axis + rb > ra)
+        return node_fail(b, LOOM_ERR_INVALID_ARGUMENT, "broadcast axis %lld does not fit "
+                         "ranks %lld and %lld", (long long)axis, (long long)ra, (long long)rb);
+    if (axis + rb == ra)
+        return LOOM_OK; /* already aligned on the right */
+    int64_t shape[LOOM_MAX_RANK];
+    for (int64_t k = 0; k < ra - axis; k++)
+        shape[k] = k < rb ? bd.dims[k] : 1;
+    loom_value sv = lo_const_i64s(b->im, (size_t)(ra - axis), shape);
+    if (sv == LOOM_NO_VALUE)
+        return b->im->status;
+    loom_value in2[2] = {b->in[1], sv};
+    loom_value r = emit_one(b, "Reshape", "/broadcast", in2, 2, NULL, 0);
+    if (r == LOOM_NO_VALUE)
+        return b->im->status;
+    b->in[1] = r;
+    return LOOM_OK;
+}
+
 /* Rewrite the node into the opset-18 form when the model's opset is older. */
 static loom_status adapt(nb *b)
 {
     const char *op = b->op;
     int64_t opset = b->im->opset;
     loom_status st = LOOM_OK;
+    if (opset < 7) {
+        /* consumed_inputs and is_test were hints for training runtimes, gone in opset 7. */
+        take_attr(b, "consumed_inputs", NULL);
+        take_attr(b, "is_test", NULL);
+        loom_attr bc, ax;
+        if (take_attr(b, "broadcast", &bc)) {
+            int has_axis = take_attr(b, "axis", &ax);
+            if (bc.kind == LOOM_ATTR_INT && bc.i && has_axis && ax.kind == LOOM_ATTR_INT &&
+                (st = legacy_broadcast(b, ax.i)) != LOOM_OK)
+                return st;
+        }
+    }
+    if (strcmp(op, "PRelu") == 0 && opset < 7 && b->n_in == 2 && b->in[0] != LOOM_NO_VALUE &&
+        b->in[1] != LOOM_NO_VALUE) {
+        /* PRelu-6 takes a slope of shape [C] per channel (axis 1), not numpy-aligned. */
+        loom_tensor_desc x = lo_desc(b->im, b->in[0]), sl = lo_desc(b->im, b->in[1]);
+        if (sl.rank == 1 && x.rank > 2 && sl.dims[0] == x.dims[1] && sl.dims[0] != 1 &&
+            (st = legacy_broadcast(b, 1)) != LOOM_OK)
+            return st;
+    }
     if (strcmp(op, "Slice") == 0 && opset < 10) {
         b->n_in = b->n_in ? 1 : 0;
         if ((st = ints_attr_to_input(b, "starts", 1, 1)) == LOOM_OK &&
@@ -675,9 +725,11 @@ static loom_status build_if(nb *b)
         for (size_t k = 0; k < es; k++)
             taken |= ((const unsigned char *)cdata)[k] != 0;
         lo_mark_read(b->im, cond);
+        size_t first_new = b->im->g->n_values;
         st = lo_build_subgraph(b->im, b->sc, taken ? ta->g : ea->g, outs);
+        /* Values the branch made take the If's output names; outer values keep theirs. */
         for (size_t k = 0; k < n_out && st == LOOM_OK; k++)
-            st = bind_output(b, k, outs[k], 0);
+            st = bind_output(b, k, outs[k], (size_t)outs[k] >= first_new);
         free(outs);
         return st;
     }

@@ -203,6 +203,44 @@ def if_models():
     save_io("if_dynamic", [x, np.array(False)], [-(x * x)])
 
 
+# --- dead values: only read by Shape, or only by the branch a constant condition skips ----------
+def dead_values():
+    x = f32(2, 3)
+    else_g = helper.make_graph([helper.make_node("Add", ["sq", "x"], ["e"], name="else_add")],
+                               "else", [], [vi("e", F, [2, 3])])
+    then_g = helper.make_graph([helper.make_node("Identity", ["x"], ["t"], name="then_id")],
+                               "then", [], [vi("t", F, [2, 3])])
+    g = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"], name="relu"),          # read only by Shape
+         helper.make_node("Shape", ["r"], ["rs"], name="shape"),
+         helper.make_node("ConstantOfShape", ["rs"], ["ones"], name="cos",
+                          value=numpy_helper.from_array(np.array([1.0], np.float32))),
+         helper.make_node("Mul", ["x", "x"], ["sq"], name="square"),   # read only by else
+         helper.make_node("If", ["cond"], ["b"], name="if", then_branch=then_g,
+                          else_branch=else_g),
+         helper.make_node("Add", ["b", "ones"], ["y"], name="add")],
+        "dead_values", [vi("x", F, [2, 3])], [vi("y", F, [2, 3])],
+        [numpy_helper.from_array(np.array(True), "cond")])
+    save_model("dead_values", g, 13)
+    save_io("dead_values", [x], [x + 1.0])
+
+
+# --- outputs that are an input, a constant, and the same value twice --------------------------------
+def odd_outputs():
+    x = f32(3)
+    c = np.array([1.0, 2.0, 3.0], np.float32)
+    g = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+         helper.make_node("Identity", ["r"], ["r2"], name="id")],
+        "odd_outputs", [vi("x", F, [3])],
+        [vi("x_out", F, [3]), vi("c", F, [3]), vi("r", F, [3]), vi("r2", F, [3])],
+        [numpy_helper.from_array(c, "c")])
+    # x_out is x itself (an output named after an input would clash, so it goes through Identity)
+    g.node.insert(0, helper.make_node("Identity", ["x"], ["x_out"], name="pass"))
+    save_model("odd_outputs", g, 13)
+    save_io("odd_outputs", [x], [x, c, np.maximum(x, 0), np.maximum(x, 0)])
+
+
 # --- operators Loom lacks --------------------------------------------------------------------------
 def unknown_ops():
     g = helper.make_graph(
@@ -285,5 +323,5 @@ def tensors():
 
 
 for make in (mlp, constants, slices, softmax11, shape_chain, symbolic, external, if_models,
-             unknown_ops, bad_models, old_forms, tensors):
+             unknown_ops, bad_models, old_forms, tensors, dead_values, odd_outputs):
     make()
