@@ -36,8 +36,9 @@ static void host_log(void *host_ctx, loom_log_level level, const char *message)
     static const char *names[] = {"", "error", "warning", "info", "debug"};
     if (level == LOOM_LOG_DEBUG)
         return;
-    lr_message(rt, "%s%s%s: %s", rt->loading ? "plugin " : "", rt->loading ? rt->loading : "",
-               (unsigned)level < 5 ? names[level] : "log", message ? message : "");
+    lr_message(rt, "%s%s%s%s: %s", rt->loading ? "plugin " : "", rt->loading ? rt->loading : "",
+               rt->loading ? ": " : "", (unsigned)level < 5 ? names[level] : "log",
+               message ? message : "");
 }
 
 size_t loom_runtime_message_count(const loom_runtime *rt)
