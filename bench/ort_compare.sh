@@ -86,8 +86,10 @@ model_dir() {
     esac
 }
 
-# Median of the per-round medians, read from the JSON each runtime printed. Loom's output is read
-# leniently: latency_ms.median (or latency_ms as a number, or the median of runs_ms).
+# Median of the per-round medians, their range, and the fastest single run (latency_ms.min: the
+# figure least disturbed by a busy machine), read from the JSON each runtime printed. Loom's
+# output is read leniently: latency_ms.median (or latency_ms as a number, or the median of
+# runs_ms).
 summarise() { # KIND FILE...
     "$py" - "$@" <<'EOF'
 import json, statistics, sys
@@ -111,14 +113,26 @@ def find_latency(o):
             if r is not None:
                 return r
     return None
-meds = []
+def find_min(o):
+    if isinstance(o, dict):
+        l = o.get('latency_ms')
+        if isinstance(l, dict) and isinstance(l.get('min'), (int, float)):
+            return l['min']
+        for v in o.values():
+            r = find_min(v)
+            if r is not None:
+                return r
+    return None
+meds, mins = [], []
 for f in files:
     with open(f) as fh:
-        m = find_latency(json.load(fh))
+        o = json.load(fh)
+    m = find_latency(o)
     if m is None:
         sys.exit(f'ort_compare.sh: no latency in {kind} output {f}')
     meds.append(m)
-print(f'{statistics.median(meds):.3f} {min(meds):.3f} {max(meds):.3f}')
+    mins.append(find_min(o) or m)
+print(f'{statistics.median(meds):.3f} {min(meds):.3f} {max(meds):.3f} {min(mins):.3f}')
 EOF
 }
 
@@ -249,18 +263,20 @@ for m in "${model_list[@]}"; do
         ort_json+=("$out/ort.$r.json")
     done
     [ "${#ort_json[@]}" -gt 0 ] || "${ort_cmd[@]}" >"$out/ort.1.json"
-    read -r om omin omax <<<"$(summarise ORT "${ort_json[@]:-$out/ort.1.json}")"
+    read -r om omin omax obest <<<"$(summarise ORT "${ort_json[@]:-$out/ort.1.json}")"
     if [ "$failed" = 1 ]; then
-        printf '   %-6s median %9.3f ms (rounds %.3f..%.3f)\n' ORT "$om" "$omin" "$omax"
-        summary+=("$(printf '%-12s %12s %12.3f %10s' "$m" "failed" "$om" "-")")
+        printf '   %-6s median %9.3f ms (rounds %.3f..%.3f), fastest run %.3f ms\n' ORT "$om" "$omin" "$omax" "$obest"
+        summary+=("$(printf '%-12s %10s %10.3f %9s %10s %10.3f %9s' "$m" failed "$om" - failed "$obest" -)")
         continue
     fi
-    read -r lm lmin lmax <<<"$(summarise Loom "${loom_json[@]}")"
+    read -r lm lmin lmax lbest <<<"$(summarise Loom "${loom_json[@]}")"
     ratio="$(awk -v a="$lm" -v b="$om" 'BEGIN { printf "%.2f", a / b }')"
-    printf '   %-6s median %9.3f ms (rounds %.3f..%.3f)\n' Loom "$lm" "$lmin" "$lmax"
-    printf '   %-6s median %9.3f ms (rounds %.3f..%.3f)\n' ORT "$om" "$omin" "$omax"
-    printf '   Loom/ORT %.2f; outputs: %s\n' "$ratio" "$(compare_outputs "$out/loom" "$out/ort")"
-    summary+=("$(printf '%-12s %12.3f %12.3f %10s' "$m" "$lm" "$om" "$ratio")")
+    best_ratio="$(awk -v a="$lbest" -v b="$obest" 'BEGIN { printf "%.2f", a / b }')"
+    printf '   %-6s median %9.3f ms (rounds %.3f..%.3f), fastest run %.3f ms\n' Loom "$lm" "$lmin" "$lmax" "$lbest"
+    printf '   %-6s median %9.3f ms (rounds %.3f..%.3f), fastest run %.3f ms\n' ORT "$om" "$omin" "$omax" "$obest"
+    printf '   Loom/ORT %.2f (fastest runs: %.2f); outputs: %s\n' "$ratio" "$best_ratio" \
+        "$(compare_outputs "$out/loom" "$out/ort")"
+    summary+=("$(printf '%-12s %10.3f %10.3f %9s %10.3f %10.3f %9s' "$m" "$lm" "$om" "$ratio" "$lbest" "$obest" "$best_ratio")")
 
     if awk -v r="$ratio" 'BEGIN { exit !(r > 1.0) }'; then
         echo "   Loom is slower: time per op (ms per run, median node times; ORT at optimisation"
@@ -291,6 +307,6 @@ for m in "${model_list[@]}"; do
 done
 
 echo
-echo "== summary ($threads threads; median latency, ms)"
-printf '%-12s %12s %12s %10s\n' model Loom ORT Loom/ORT
+echo "== summary ($threads threads; latency in ms: median of the rounds' medians, and fastest single run)"
+printf '%-12s %10s %10s %9s %10s %10s %9s\n' model 'Loom med' 'ORT med' Loom/ORT 'Loom min' 'ORT min' Loom/ORT
 printf '%s\n' "${summary[@]}"

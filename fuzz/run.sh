@@ -29,6 +29,15 @@ meson compile -C "$build" loom:static_library >/dev/null
     "$build/libloom.a" $(pkg-config --libs openblas hwloc numa jansson libprotobuf-c) \
     -lm -ldl -lpthread -o "$build/fuzz_onnx"
 
+# Inputs that once failed must keep passing: each is run once before fuzzing.
+if ls "$root"/fuzz/regressions/* >/dev/null 2>&1; then
+    if ! LOOM_FUZZ_BASE_DIR="$root/tests/data/onnx" "$build/fuzz_onnx" \
+            "$root"/fuzz/regressions/* >"$build/fuzz-regressions.log" 2>&1; then
+        echo "fuzz/run.sh: a regression input fails again (see $build/fuzz-regressions.log)" >&2
+        exit 1
+    fi
+fi
+
 parallel=""
 [ "$jobs" -gt 1 ] && parallel="-jobs=$jobs -workers=$jobs"
 corpus="$build/fuzz-corpus"

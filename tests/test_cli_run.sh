@@ -237,6 +237,33 @@ check "device cpu:0" 0 "$LOOM" run addmul.onnx --device cpu:0 --json -o dev_out
     "$TMP/out" || bad "json names the device"
 check "device by backend name" 0 "$LOOM" run addmul.onnx --device cpu -o dev_out
 
+check "precision fp16 on the CPU stays exact" 0 "$LOOM" run addmul.onnx -i x=x.npy -i y=y.npy --precision fp16 -o prec_out
+cmp -s prec_out/prod.npy npy_out/prod.npy || bad "fp16 precision changes nothing on the CPU"
+
+# The simulated NPU plugin, when this build has one: a plan on it, timed on it.
+NPU_DIR="$(dirname "$LOOM")/../backends/npu-sim"
+if [ -d "$NPU_DIR" ]; then
+    check "npu-sim device with fp16" 0 env LOOM_BACKEND_PATH="$NPU_DIR" "$LOOM" run addmul.onnx \
+        -i x=x.npy -i y=y.npy --device npu-sim --precision fp16 --json -o npu_out
+    cp "$TMP/out" npu.json
+    pycheck "npu-sim report and outputs" <<'PY'
+import json
+import numpy as np
+r = json.load(open("npu.json"))
+assert r["device"] == "npu-sim:0", r["device"]
+assert [d["id"] for d in r["devices"]] == ["npu-sim:0"] and r["devices"][0]["busy_ms"] > 0, r
+x, y = np.load("x.npy"), np.load("y.npy")
+np.testing.assert_allclose(np.load("npu_out/prod.npy"), x * y, rtol=2e-3, atol=2e-3)
+PY
+    # A node the asked-for device cannot run is a runtime failure (1), not a silent fallback.
+    check "npu-sim refuses float32 without --precision" 1 \
+        env LOOM_BACKEND_PATH="$NPU_DIR" "$LOOM" run addmul.onnx --device npu-sim
+    [ "$(wc -l <"$TMP/err")" -eq 1 ] && grep -q "precision" "$TMP/err" ||
+        bad "npu-sim refusal is one line naming the precision"
+else
+    echo "skip npu-sim checks: no plugin at $NPU_DIR"
+fi
+
 # ---- bad usage and bad input: exit 2, one line ---------------------------------------------------
 check_bad "no model" "no model" "$LOOM" run
 check_bad "unknown option" "--frobnicate" "$LOOM" run addmul.onnx --frobnicate
@@ -260,6 +287,7 @@ check_bad "unknown device" "unknown device 'tpu:7'" "$LOOM" run addmul.onnx --de
 check_bad "bad repeat" "--repeat" "$LOOM" run addmul.onnx --repeat zero
 check_bad "negative warmup" "--warmup" "$LOOM" run addmul.onnx --warmup -1
 check_bad "bad dim" "--dim" "$LOOM" run symbolic.onnx --dim batch
+check_bad "unknown precision" "--precision 'fp8'" "$LOOM" run addmul.onnx --precision fp8
 touch a_file
 check_bad "output dir is a file" "a_file" "$LOOM" run addmul.onnx -o a_file
 

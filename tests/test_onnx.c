@@ -495,6 +495,12 @@ static void test_bad_options_are_rejected(void)
     o.n_dims = 1;
     CU_ASSERT_EQUAL(loom_onnx_load(data("mlp.onnx"), &o, &g), LOOM_ERR_INVALID_ARGUMENT);
     CU_ASSERT_PTR_NULL(g);
+    int64_t dims[2] = {2, 3};
+    loom_onnx_shape typo = {"X", 2, dims};
+    loom_onnx_options t = {.struct_size = sizeof t, .shapes = &typo, .n_shapes = 1};
+    CU_ASSERT_EQUAL(loom_onnx_load(data("mlp.onnx"), &t, &g), LOOM_ERR_INVALID_ARGUMENT);
+    CU_ASSERT(contains(loom_last_error(), "'X', which is not an input"));
+    CU_ASSERT_PTR_NULL(g);
 }
 
 /* ---- TensorProto files --------------------------------------------------------------------------- */

@@ -23,7 +23,7 @@
 
 static const char run_help[] =
     "usage: loom run MODEL.onnx [-i NAME=FILE]... [-o DIR] [--device ID] [--repeat N]\n"
-    "                [--warmup N] [--json] [--dim NAME=VALUE]...\n"
+    "                [--warmup N] [--json] [--dim NAME=VALUE]... [--precision P]\n"
     "\n"
     "Run an ONNX model and write each output to DIR/<output name>.npy (characters other than\n"
     "A-Z a-z 0-9 . _ - in the name become '_').\n"
@@ -38,6 +38,8 @@ static const char run_help[] =
     "  --repeat N        run N times and print latency median, p95, p99 and min\n"
     "  --warmup N        runs before those measured (default 3 with --repeat, else 0)\n"
     "  --dim NAME=VALUE  value of the model's symbolic dimension NAME (e.g. batch_size=1)\n"
+    "  --precision P     lowest precision float32 nodes may run in: f32 (default, exact),\n"
+    "                    fp16 or int8 (lets devices such as NPUs take them)\n"
     "  --json            print one JSON object instead of text: {\"model\", \"device\", \"runs\",\n"
     "                    \"latency_ms\": {\"median\", \"p95\", \"p99\", \"min\"},\n"
     "                    \"peak_memory_bytes\", \"devices\": [{\"id\", \"busy_ms\"}],\n"
@@ -53,6 +55,7 @@ typedef struct run_input {
 typedef struct run_opts {
     const char *model, *out_dir, *device;
     int repeat, warmup, json;
+    uint32_t precision; /* a loom_precision */
     run_input *inputs;
     size_t n_inputs;
     loom_onnx_dim *dims;
@@ -142,7 +145,7 @@ static int parse_args(int argc, char **argv, run_opts *o)
         int takes_value = !strcmp(a, "-i") || !strcmp(a, "--input") || !strcmp(a, "-o") ||
                           !strcmp(a, "--output") || !strcmp(a, "--device") ||
                           !strcmp(a, "--repeat") || !strcmp(a, "--warmup") ||
-                          !strcmp(a, "--dim");
+                          !strcmp(a, "--dim") || !strcmp(a, "--precision");
         if (!takes_value)
             return bad_usage("unknown option '%s'", a);
         if (!v)
@@ -176,6 +179,15 @@ static int parse_args(int argc, char **argv, run_opts *o)
             o->out_dir = v;
         } else if (!strcmp(a, "--device")) {
             o->device = v;
+        } else if (!strcmp(a, "--precision")) {
+            if (!strcmp(v, "f32") || !strcmp(v, "fp32"))
+                o->precision = LOOM_PRECISION_F32;
+            else if (!strcmp(v, "fp16") || !strcmp(v, "f16"))
+                o->precision = LOOM_PRECISION_F16;
+            else if (!strcmp(v, "int8"))
+                o->precision = LOOM_PRECISION_INT8;
+            else
+                return bad_usage("unknown --precision '%s' (f32, fp16 or int8)", v);
         } else if (!strcmp(a, "--repeat")) {
             if (!parse_int(a, v, 1, 1000000, &n))
                 return 0;
@@ -598,7 +610,7 @@ int loom_cmd_run(int argc, char **argv)
     }
 
     loom_plan_options po = {.struct_size = sizeof po, .device = o.device ? device_id : NULL,
-                            .strict = o.device != NULL};
+                            .strict = o.device != NULL, .precision = o.precision};
     loom_status st = loom_plan_create(rt, g, &po, &plan);
     if (st != LOOM_OK) {
         say("cannot plan %s%s%s: %s", o.model, o.device ? " on " : "", o.device ? device_id : "",
@@ -742,6 +754,9 @@ int loom_cmd_run(int argc, char **argv)
         else
             printf("latency ms: %.4f\n", lat[0]);
         printf("intermediate memory: peak %.2f MiB\n", (double)peak / 1048576.0);
+        if (stats.fallback_count)
+            printf("%zu node%s re-run on another device after a device failure\n",
+                   stats.fallback_count, stats.fallback_count > 1 ? "s" : "");
         for (size_t d = 0; d < n_dev; d++) {
             if (!used[d])
                 continue;

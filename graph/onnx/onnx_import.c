@@ -12,6 +12,7 @@
 #include "graph/graph_internal.h"
 #include "graph/onnx/onnx_import.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -228,17 +229,39 @@ loom_value lo_const_i64s(lo_import *im, size_t n, const int64_t *values)
     return v;
 }
 
+/* VALUE rounded toward zero and saturated to [LO, HI] (NaN gives 0): a model's float attribute
+ * may not fit the integer type it lands in. */
+static int64_t saturate(double value, double lo, double hi)
+{
+    if (!(value == value))
+        return 0;
+    if (value <= lo)
+        return (int64_t)lo;
+    if (value >= hi)
+        return hi >= 9.2e18 ? INT64_MAX : (int64_t)hi;
+    return (int64_t)value;
+}
+
 loom_value lo_scalar_const(lo_import *im, loom_dtype dtype, double value)
 {
     unsigned char buf[8] = {0};
+    float f = value > 3.4e38 ? INFINITY : value < -3.4e38 ? -INFINITY : (float)value;
     switch (dtype) {
-    case LOOM_DTYPE_F32: { float f = (float)value; memcpy(buf, &f, 4); break; }
-    case LOOM_DTYPE_F16: { uint16_t h = lo_f32_to_f16((float)value); memcpy(buf, &h, 2); break; }
-    case LOOM_DTYPE_BF16: { uint16_t h = lo_f32_to_bf16((float)value); memcpy(buf, &h, 2); break; }
-    case LOOM_DTYPE_I32: { int32_t i = (int32_t)value; memcpy(buf, &i, 4); break; }
-    case LOOM_DTYPE_I64: { int64_t i = (int64_t)value; memcpy(buf, &i, 8); break; }
-    case LOOM_DTYPE_I8: { int8_t i = (int8_t)value; memcpy(buf, &i, 1); break; }
-    case LOOM_DTYPE_U8: buf[0] = (uint8_t)value; break;
+    case LOOM_DTYPE_F32: memcpy(buf, &f, 4); break;
+    case LOOM_DTYPE_F16: { uint16_t h = lo_f32_to_f16(f); memcpy(buf, &h, 2); break; }
+    case LOOM_DTYPE_BF16: { uint16_t h = lo_f32_to_bf16(f); memcpy(buf, &h, 2); break; }
+    case LOOM_DTYPE_I32: {
+        int32_t i = (int32_t)saturate(value, INT32_MIN, INT32_MAX);
+        memcpy(buf, &i, 4);
+        break;
+    }
+    case LOOM_DTYPE_I64: {
+        int64_t i = saturate(value, -9.2e18, 9.2e18);
+        memcpy(buf, &i, 8);
+        break;
+    }
+    case LOOM_DTYPE_I8: { int8_t i = (int8_t)saturate(value, -128, 127); memcpy(buf, &i, 1); break; }
+    case LOOM_DTYPE_U8: buf[0] = (uint8_t)saturate(value, 0, 255); break;
     case LOOM_DTYPE_BOOL: buf[0] = value != 0; break;
     default: break;
     }
@@ -816,6 +839,15 @@ static loom_status import_model(lo_import *im, const Onnx__ModelProto *m)
     for (size_t i = 0; i < gp->n_input && st == LOOM_OK; i++)
         if (!lo_smap_get(&root.inits, lo_str(gp->input[i]->name), NULL))
             st = declare_input(im, &root, gp->input[i]);
+    /* A shape given for a name the model does not have as an input is a typo to report, not
+     * to ignore. */
+    for (size_t i = 0; i < im->opt.n_shapes && st == LOOM_OK; i++) {
+        const char *name = im->opt.shapes[i].input;
+        loom_value v = name ? loom_graph_find_value(im->g, name) : LOOM_NO_VALUE;
+        if (v == LOOM_NO_VALUE || im->g->values[v].kind != LG_VALUE_INPUT)
+            st = lo_fail(im, LOOM_ERR_INVALID_ARGUMENT, "options->shapes[%zu] names '%s', which "
+                         "is not an input of the model", i, name ? name : "(null)");
+    }
     if (st == LOOM_OK)
         st = build_body(im, &root);
     for (size_t i = 0; i < gp->n_output && st == LOOM_OK; i++)
