@@ -548,6 +548,23 @@ static loom_status declare_input(lo_import *im, lo_scope *sc, const Onnx__ValueI
                        lo_onnx_type_name(et), (int)et);
     int64_t dims[LOOM_MAX_RANK];
     uint32_t rank;
+    for (size_t i = 0; i < im->opt.n_bindings; i++) {
+        const loom_onnx_binding *b = &im->opt.bindings[i];
+        if (!b->input || strcmp(b->input, name) != 0)
+            continue;
+        if (!b->value || loom_tensor_dtype(b->value) != dtype)
+            return lo_fail(im, LOOM_ERR_INVALID_ARGUMENT, "input '%s' is bound to a %s tensor; "
+                           "the model declares %s", name,
+                           b->value ? loom_dtype_name(loom_tensor_dtype(b->value)) : "NULL",
+                           loom_dtype_name(dtype));
+        rank = loom_tensor_rank(b->value);
+        loom_tensor_dims(b->value, dims);
+        loom_value v = loom_constant(im->g, name, dtype, rank, dims, loom_tensor_data(b->value));
+        if (v == LOOM_NO_VALUE)
+            return lo_fail_builder(im, im->g->error);
+        lo_mark_read(im, v);
+        return lo_define(im, sc, name, v);
+    }
     const loom_onnx_shape *os = option_shape(im, name);
     if (os) {
         if (os->rank > LOOM_MAX_RANK || (os->rank && !os->dims))
@@ -847,6 +864,13 @@ static loom_status import_model(lo_import *im, const Onnx__ModelProto *m)
         if (v == LOOM_NO_VALUE || im->g->values[v].kind != LG_VALUE_INPUT)
             st = lo_fail(im, LOOM_ERR_INVALID_ARGUMENT, "options->shapes[%zu] names '%s', which "
                          "is not an input of the model", i, name ? name : "(null)");
+    }
+    for (size_t i = 0; i < im->opt.n_bindings && st == LOOM_OK; i++) {
+        const char *name = im->opt.bindings[i].input;
+        loom_value v = name ? loom_graph_find_value(im->g, name) : LOOM_NO_VALUE;
+        if (v == LOOM_NO_VALUE)
+            st = lo_fail(im, LOOM_ERR_INVALID_ARGUMENT, "options->bindings[%zu] names '%s', "
+                         "which is not an input of the model", i, name ? name : "(null)");
     }
     if (st == LOOM_OK)
         st = build_body(im, &root);

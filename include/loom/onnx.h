@@ -27,6 +27,13 @@ typedef struct loom_onnx_shape {
     const int64_t *dims;
 } loom_onnx_shape;
 
+/* A graph input bound to a value at import time: it becomes a constant of the graph (and is no
+ * longer an input), so that what depends on it can be folded — e.g. a shape fed as an input. */
+typedef struct loom_onnx_binding {
+    const char *input;          /* a graph input's name */
+    const loom_tensor *value;   /* borrowed for the call; copied into the graph */
+} loom_onnx_binding;
+
 typedef struct loom_onnx_options {
     uint32_t struct_size;       /* sizeof(loom_onnx_options) */
     const loom_onnx_dim *dims;  /* values of symbolic dims, by name */
@@ -36,6 +43,9 @@ typedef struct loom_onnx_options {
     /* Value for any symbolic or unknown dim not given above; 0 makes such a dim an error that
      * names the input and the dimension. */
     int64_t default_dim;
+    /* Inputs to turn into constants (their dtype must match the model's; their shape wins). */
+    const loom_onnx_binding *bindings;
+    size_t n_bindings;
 } loom_onnx_options;
 
 /* Read the ONNX model at PATH into a new, checked graph (*OUT, freed with loom_graph_destroy).
