@@ -528,6 +528,9 @@ loom_status loom_graph_set_folding(loom_graph *g, int enable)
     return LOOM_OK;
 }
 
+/* Largest result folding evaluates while building (64 MiB). */
+#define LOOM_FOLD_MAX_BYTES ((size_t)64 << 20)
+
 /* Evaluate a node of constants now and add its results as constants. Returns 1 when folded
  * (OUTPUTS set), 0 when the node is not foldable, -1 after recording an error. */
 static int try_fold(loom_graph *g, const loom_op_def *def, const char *node_name,
@@ -547,6 +550,13 @@ static int try_fold(loom_graph *g, const loom_op_def *def, const char *node_name
     }
     if (!any_input && !(def->flags & LOOM_OPF_SHAPE_ONLY) && def->id != LOOM_OP_CONSTANT_OF_SHAPE &&
         def->id != LOOM_OP_RANGE)
+        return 0;
+    /* Folding materialises the result in memory now: a tiny model must not be able to make the
+     * builder allocate gigabytes. Bigger results stay nodes and are computed at run time. */
+    size_t total = 0;
+    for (size_t k = 0; k < n_outputs; k++)
+        total += (size_t)loom_tensor_desc_numel(&out_d[k]) * loom_dtype_size(out_d[k].dtype);
+    if (total > LOOM_FOLD_MAX_BYTES)
         return 0;
     loom_node_desc desc = {0};
     desc.abi_version = LOOM_ABI_VERSION;

@@ -490,7 +490,8 @@ static loom_status read_axes(loom_infer_ctx *ctx, int64_t *axes, size_t *n, int 
         return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
                                "attribute 'axes' has %zu values, more than the maximum rank %d",
                                *n, LOOM_MAX_RANK);
-    memcpy(axes, v, *n * sizeof axes[0]);
+    if (*n) /* an empty list may come with a NULL array */
+        memcpy(axes, v, *n * sizeof axes[0]);
     return LOOM_OK;
 }
 

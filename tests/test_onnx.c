@@ -262,7 +262,7 @@ static void test_opset7_pad_dropout_upsample(void)
     run_and_compare(g, "old_opset7", 0);
 }
 
-/* ---- symbolic dims ---------------------------------------------------------------------------- */
+/* ---- symbolic dims --------------------------------------------------------------------------- */
 
 static void test_symbolic_dim_resolved_by_name(void)
 {
@@ -309,7 +309,7 @@ static void test_symbolic_dim_unresolved_is_named(void)
     expect_load_error("symbolic.onnx", &o, LOOM_ERR_INVALID_ARGUMENT, needles);
 }
 
-/* ---- external data ------------------------------------------------------------------------------ */
+/* ---- external data --------------------------------------------------------------------------- */
 
 static void test_external_data_beside_model(void)
 {
@@ -349,7 +349,7 @@ static void test_load_memory_finds_external_data_in_base_dir(void)
     }
 }
 
-/* ---- If ------------------------------------------------------------------------------------------ */
+/* ---- If -------------------------------------------------------------------------------------- */
 
 static void test_if_with_constant_condition_inlines_taken_branch(void)
 {
@@ -387,7 +387,7 @@ static void test_outputs_that_are_constants_or_inputs(void)
     run_and_compare(g, "odd_outputs", 0);
 }
 
-/* ---- bad input: one clear error each ----------------------------------------------------------- */
+/* ---- bad input: one clear error each --------------------------------------------------------- */
 
 static void test_unknown_ops_are_all_named_at_once(void)
 {
@@ -503,7 +503,7 @@ static void test_bad_options_are_rejected(void)
     CU_ASSERT_PTR_NULL(g);
 }
 
-/* ---- TensorProto files --------------------------------------------------------------------------- */
+/* ---- TensorProto files ----------------------------------------------------------------------- */
 
 static void test_pb_float16_raw_and_typed(void)
 {

@@ -965,8 +965,10 @@ static loom_status conv_prepare(const loom_node_desc *node, cpu_kernel *k, char 
  * and for count_include_pad the number of taps inside the padded input. */
 typedef struct pool_params {
     int is_max, include_pad, has_indices;
+    int fast; /* 2-D, no dilation, no Indices: pool_fast_plane */
     int64_t planes;
-    int64_t in[3], out[3], stride[3], dil[3], pad[3];
+    int64_t in[3], out[3], kern[3], stride[3], dil[3], pad[3];
+    int64_t inner_lo[3], inner_hi[3]; /* outputs [lo, hi) whose windows are all in the input */
     int64_t *lo[3], *hi[3], *cnt[3];
     int64_t table[]; /* 3 * (out[0] + out[1] + out[2]) entries the pointers above use */
 } pool_params;
@@ -1003,6 +1005,169 @@ typedef struct pool_ctx {
     int64_t *idx;
 } pool_ctx;
 
+/* One output (od, oh, ow) of one plane, through the tables: X and Y are the plane's, BASE the
+ * plane's offset in the whole input (for Indices), YI the plane's Indices or NULL. */
+static inline void pool_point(const pool_params *p, const float *x, float *y, int64_t *yi,
+                              int64_t base, int64_t od, int64_t oh, int64_t ow)
+{
+    int64_t d0 = od * p->stride[0] - p->pad[0];
+    int64_t h0 = oh * p->stride[1] - p->pad[1];
+    int64_t w0 = ow * p->stride[2] - p->pad[2];
+    int64_t o = (od * p->out[1] + oh) * p->out[2] + ow;
+    if (p->is_max) {
+        float best = -INFINITY;
+        int64_t at = -1;
+        for (int64_t td = p->lo[0][od]; td < p->hi[0][od]; td++) {
+            int64_t id = d0 + td * p->dil[0];
+            for (int64_t th = p->lo[1][oh]; th < p->hi[1][oh]; th++) {
+                int64_t row = (id * p->in[1] + h0 + th * p->dil[1]) * p->in[2];
+                for (int64_t tw = p->lo[2][ow]; tw < p->hi[2][ow]; tw++) {
+                    int64_t i = row + w0 + tw * p->dil[2];
+                    float v = x[i];
+                    /* NaN never wins, as in ONNX Runtime; -inf still can. */
+                    if (v > best || (at < 0 && v == v)) {
+                        best = v;
+                        at = i;
+                    }
+                }
+            }
+        }
+        y[o] = best;
+        if (yi)
+            yi[o] = at < 0 ? -1 : base + at;
+    } else {
+        float sum = 0.0f;
+        for (int64_t td = p->lo[0][od]; td < p->hi[0][od]; td++) {
+            int64_t id = d0 + td * p->dil[0];
+            for (int64_t th = p->lo[1][oh]; th < p->hi[1][oh]; th++) {
+                int64_t row = (id * p->in[1] + h0 + th * p->dil[1]) * p->in[2];
+                for (int64_t tw = p->lo[2][ow]; tw < p->hi[2][ow]; tw++)
+                    sum += x[row + w0 + tw * p->dil[2]];
+            }
+        }
+        int64_t count;
+        if (p->include_pad)
+            count = p->cnt[0][od] * p->cnt[1][oh] * p->cnt[2][ow];
+        else
+            count = (p->hi[0][od] - p->lo[0][od]) * (p->hi[1][oh] - p->lo[1][oh]) *
+                    (p->hi[2][ow] - p->lo[2][ow]);
+        y[o] = sum / (float)count;
+    }
+}
+
+/* Fast 2-D rows: N outputs Y[j], j < N, of windows KH x KW whose top-left tap is X[j * SW], rows
+ * LD apart, all inside the input. Blocks of POOL_BLK outputs with a fixed-count inner loop, so
+ * that -O2 vectorises across output columns (see axpy_row); called with constant KH, KW, SW so
+ * the taps unroll. Taps are visited in the generic order (row by row, left to right), so results
+ * are bit-identical to pool_point: max keeps the first of equal values and v > m ? v : m never
+ * lets a NaN win (all NaN gives -inf); the average sums from 0.0f in the same order. */
+#define POOL_BLK 8
+static inline void pool_max_row(float *restrict y, const float *restrict x, int64_t ld, int64_t n,
+                                int kh, int kw, int sw)
+{
+    int64_t j = 0;
+    for (; j + POOL_BLK <= n; j += POOL_BLK) {
+        float m[POOL_BLK];
+        for (int k = 0; k < POOL_BLK; k++)
+            m[k] = -INFINITY;
+        for (int th = 0; th < kh; th++) {
+            const float *restrict r = x + th * ld + j * sw;
+            for (int k = 0; k < POOL_BLK; k++)
+                for (int tw = 0; tw < kw; tw++) {
+                    float v = r[k * sw + tw];
+                    m[k] = v > m[k] ? v : m[k];
+                }
+        }
+        for (int k = 0; k < POOL_BLK; k++)
+            y[j + k] = m[k];
+    }
+    for (; j < n; j++) {
+        float m = -INFINITY;
+        for (int th = 0; th < kh; th++)
+            for (int tw = 0; tw < kw; tw++) {
+                float v = x[th * ld + j * sw + tw];
+                m = v > m ? v : m;
+            }
+        y[j] = m;
+    }
+}
+
+static inline void pool_avg_row(float *restrict y, const float *restrict x, int64_t ld, int64_t n,
+                                int kh, int kw, int sw)
+{
+    const float div = (float)(kh * kw);
+    int64_t j = 0;
+    for (; j + POOL_BLK <= n; j += POOL_BLK) {
+        float s[POOL_BLK];
+        for (int k = 0; k < POOL_BLK; k++)
+            s[k] = 0.0f;
+        for (int th = 0; th < kh; th++) {
+            const float *restrict r = x + th * ld + j * sw;
+            for (int k = 0; k < POOL_BLK; k++)
+                for (int tw = 0; tw < kw; tw++)
+                    s[k] += r[k * sw + tw];
+        }
+        for (int k = 0; k < POOL_BLK; k++)
+            y[j + k] = s[k] / div;
+    }
+    for (; j < n; j++) {
+        float s = 0.0f;
+        for (int th = 0; th < kh; th++)
+            for (int tw = 0; tw < kw; tw++)
+                s += x[th * ld + j * sw + tw];
+        y[j] = s / div;
+    }
+}
+
+/* The interior part of one output row: N outputs from X (first tap of the first one). */
+static void pool_fast_row(const pool_params *p, float *restrict y, const float *restrict x,
+                          int64_t n)
+{
+    int64_t ld = p->in[2];
+    int kh = (int)p->kern[1], kw = (int)p->kern[2], sw = (int)p->stride[2];
+    if (p->is_max) {
+        if (kh == 2 && kw == 2 && sw == 2)
+            pool_max_row(y, x, ld, n, 2, 2, 2);
+        else if (kh == 3 && kw == 3 && sw == 1)
+            pool_max_row(y, x, ld, n, 3, 3, 1);
+        else if (kh == 3 && kw == 3 && sw == 2)
+            pool_max_row(y, x, ld, n, 3, 3, 2);
+        else
+            pool_max_row(y, x, ld, n, kh, kw, sw);
+    } else {
+        if (kh == 2 && kw == 2 && sw == 2)
+            pool_avg_row(y, x, ld, n, 2, 2, 2);
+        else if (kh == 3 && kw == 3 && sw == 1)
+            pool_avg_row(y, x, ld, n, 3, 3, 1);
+        else if (kh == 3 && kw == 3 && sw == 2)
+            pool_avg_row(y, x, ld, n, 3, 3, 2);
+        else
+            pool_avg_row(y, x, ld, n, kh, kw, sw);
+    }
+}
+
+/* One 2-D plane by the fast path: interior rows and columns (windows clear of padding and of
+ * the input's edges) by pool_fast_row, the border by pool_point. */
+static void pool_fast_plane(const pool_params *p, const float *x, float *y)
+{
+    int64_t oh0 = p->inner_lo[1], oh1 = p->inner_hi[1];
+    int64_t ow0 = p->inner_lo[2], ow1 = p->inner_hi[2];
+    for (int64_t oh = 0; oh < p->out[1]; oh++) {
+        if (oh < oh0 || oh >= oh1 || ow0 >= ow1) {
+            for (int64_t ow = 0; ow < p->out[2]; ow++)
+                pool_point(p, x, y, NULL, 0, 0, oh, ow);
+            continue;
+        }
+        for (int64_t ow = 0; ow < ow0; ow++)
+            pool_point(p, x, y, NULL, 0, 0, oh, ow);
+        const float *xr = x + (oh * p->stride[1] - p->pad[1]) * p->in[2] +
+                          (ow0 * p->stride[2] - p->pad[2]);
+        pool_fast_row(p, y + oh * p->out[2] + ow0, xr, ow1 - ow0);
+        for (int64_t ow = ow1; ow < p->out[2]; ow++)
+            pool_point(p, x, y, NULL, 0, 0, oh, ow);
+    }
+}
+
 static void pool_task(void *arg, size_t q0, size_t q1)
 {
     const pool_ctx *c = arg;
@@ -1012,56 +1177,15 @@ static void pool_task(void *arg, size_t q0, size_t q1)
     for (size_t q = q0; q < q1; q++) {
         const float *x = c->x + (int64_t)q * in_plane;
         float *y = c->y + (int64_t)q * out_plane;
-        int64_t *yi = c->idx ? c->idx + (int64_t)q * out_plane : NULL;
-        for (int64_t od = 0; od < p->out[0]; od++) {
-            int64_t d0 = od * p->stride[0] - p->pad[0];
-            for (int64_t oh = 0; oh < p->out[1]; oh++) {
-                int64_t h0 = oh * p->stride[1] - p->pad[1];
-                for (int64_t ow = 0; ow < p->out[2]; ow++) {
-                    int64_t w0 = ow * p->stride[2] - p->pad[2];
-                    int64_t o = (od * p->out[1] + oh) * p->out[2] + ow;
-                    if (p->is_max) {
-                        float best = -INFINITY;
-                        int64_t at = -1;
-                        for (int64_t td = p->lo[0][od]; td < p->hi[0][od]; td++) {
-                            int64_t id = d0 + td * p->dil[0];
-                            for (int64_t th = p->lo[1][oh]; th < p->hi[1][oh]; th++) {
-                                int64_t row = (id * p->in[1] + h0 + th * p->dil[1]) * p->in[2];
-                                for (int64_t tw = p->lo[2][ow]; tw < p->hi[2][ow]; tw++) {
-                                    int64_t i = row + w0 + tw * p->dil[2];
-                                    float v = x[i];
-                                    /* NaN never wins, as in ONNX Runtime; -inf still can. */
-                                    if (v > best || (at < 0 && v == v)) {
-                                        best = v;
-                                        at = i;
-                                    }
-                                }
-                            }
-                        }
-                        y[o] = best;
-                        if (yi)
-                            yi[o] = at < 0 ? -1 : (int64_t)q * in_plane + at;
-                    } else {
-                        float sum = 0.0f;
-                        for (int64_t td = p->lo[0][od]; td < p->hi[0][od]; td++) {
-                            int64_t id = d0 + td * p->dil[0];
-                            for (int64_t th = p->lo[1][oh]; th < p->hi[1][oh]; th++) {
-                                int64_t row = (id * p->in[1] + h0 + th * p->dil[1]) * p->in[2];
-                                for (int64_t tw = p->lo[2][ow]; tw < p->hi[2][ow]; tw++)
-                                    sum += x[row + w0 + tw * p->dil[2]];
-                            }
-                        }
-                        int64_t count;
-                        if (p->include_pad)
-                            count = p->cnt[0][od] * p->cnt[1][oh] * p->cnt[2][ow];
-                        else
-                            count = (p->hi[0][od] - p->lo[0][od]) * (p->hi[1][oh] - p->lo[1][oh]) *
-                                    (p->hi[2][ow] - p->lo[2][ow]);
-                        y[o] = sum / (float)count;
-                    }
-                }
-            }
+        if (p->fast) {
+            pool_fast_plane(p, x, y);
+            continue;
         }
+        int64_t *yi = c->idx ? c->idx + (int64_t)q * out_plane : NULL;
+        for (int64_t od = 0; od < p->out[0]; od++)
+            for (int64_t oh = 0; oh < p->out[1]; oh++)
+                for (int64_t ow = 0; ow < p->out[2]; ow++)
+                    pool_point(p, x, y, yi, (int64_t)q * in_plane, od, oh, ow);
     }
 }
 
@@ -1125,6 +1249,14 @@ static loom_status pool_prepare(const loom_node_desc *node, cpu_kernel *k, char 
         p->stride[d] = stride[d];
         p->dil[d] = dil[d];
         p->pad[d] = pad[d];
+        p->kern[d] = kern[d];
+        /* Interior: o * stride - pad >= 0 and o * stride - pad + (kern - 1) * dil < in. */
+        int64_t hi = in[d] + pad[d] - (kern[d] - 1) * dil[d] - 1;
+        hi = hi < 0 ? 0 : hi / stride[d] + 1;
+        hi = hi < out[d] ? hi : out[d];
+        int64_t lo = (pad[d] + stride[d] - 1) / stride[d];
+        p->inner_lo[d] = lo < hi ? lo : hi;
+        p->inner_hi[d] = hi;
         p->lo[d] = t;
         p->hi[d] = t + out[d];
         p->cnt[d] = t + 2 * out[d];
@@ -1139,6 +1271,9 @@ static loom_status pool_prepare(const loom_node_desc *node, cpu_kernel *k, char 
             p->cnt[d][o] = c < kern[d] ? c : kern[d];
         }
     }
+    /* The fast rows take windows up to 16 x 16 with no dilation, in planes of one depth. */
+    p->fast = !p->has_indices && in[0] == 1 && out[0] == 1 && kern[0] == 1 && dil[1] == 1 &&
+              dil[2] == 1 && kern[1] <= 16 && kern[2] <= 16 && stride[2] <= 16;
     k->params = p;
     k->run = pool_run;
     k->scratch_bytes = 0;

@@ -1102,7 +1102,9 @@ static loom_status ein_prepare(const loom_node_desc *node, cpu_kernel *k, char *
     if (!fits_int(p->m) || !fits_int(p->n) || !fits_int(p->k))
         return LOOM_OK;
     /* Permutes: destination label strings and where each label lives in the source. */
-    char da[LOOM_MAX_RANK + 1], db[LOOM_MAX_RANK + 1], dc[LOOM_MAX_RANK + 1];
+    /* Each operand has at most LOOM_MAX_RANK labels, so the joined strings fit; the buffers
+     * are sized for three full groups so that the compiler can see no truncation. */
+    char da[3 * LOOM_MAX_RANK + 1], db[3 * LOOM_MAX_RANK + 1], dc[3 * LOOM_MAX_RANK + 1];
     snprintf(da, sizeof da, "%s%s%s", bl, ml, kl);
     snprintf(db, sizeof db, "%s%s%s", bl, kl, nlab);
     snprintf(dc, sizeof dc, "%s%s%s", bl, ml, nlab);

@@ -260,7 +260,11 @@ loom_value lo_scalar_const(lo_import *im, loom_dtype dtype, double value)
         memcpy(buf, &i, 8);
         break;
     }
-    case LOOM_DTYPE_I8: { int8_t i = (int8_t)saturate(value, -128, 127); memcpy(buf, &i, 1); break; }
+    case LOOM_DTYPE_I8: {
+        int8_t i = (int8_t)saturate(value, -128, 127);
+        memcpy(buf, &i, 1);
+        break;
+    }
     case LOOM_DTYPE_U8: buf[0] = (uint8_t)saturate(value, 0, 255); break;
     case LOOM_DTYPE_BOOL: buf[0] = value != 0; break;
     default: break;
@@ -903,10 +907,11 @@ static loom_status load(const void *data, size_t size, void *owned, const char *
         }
         size_t n = options->struct_size < sizeof im.opt ? options->struct_size : sizeof im.opt;
         memcpy(&im.opt, options, n);
-        if ((im.opt.n_dims && !im.opt.dims) || (im.opt.n_shapes && !im.opt.shapes)) {
+        if ((im.opt.n_dims && !im.opt.dims) || (im.opt.n_shapes && !im.opt.shapes) ||
+            (im.opt.n_bindings && !im.opt.bindings)) {
             free(owned);
-            return lo_fail(&im, LOOM_ERR_INVALID_ARGUMENT, "options: n_dims or n_shapes is set "
-                           "but its array is NULL");
+            return lo_fail(&im, LOOM_ERR_INVALID_ARGUMENT, "options: n_dims, n_shapes or "
+                           "n_bindings is set but its array is NULL");
         }
     }
     if (!data && size)

@@ -251,7 +251,7 @@ static loom_value emit_one(nb *b, const char *op, const char *suffix, const loom
     return out;
 }
 
-/* ---- attributes that became inputs ------------------------------------------------------------ */
+/* ---- attributes that became inputs ----------------------------------------------------------- */
 
 /* Move the ints attribute ATTR into input SLOT as an int64 constant. */
 static loom_status ints_attr_to_input(nb *b, const char *attr, size_t slot, int required)
@@ -770,7 +770,7 @@ static loom_status build_if(nb *b)
     return st;
 }
 
-/* ---- entry ------------------------------------------------------------------------------------ */
+/* ---- entry ----------------------------------------------------------------------------------- */
 
 loom_status lo_build_node(lo_import *im, lo_scope *sc, const Onnx__NodeProto *node)
 {

@@ -58,6 +58,13 @@ static int cmp_str(const void *a, const void *b)
 
 /* Sorted names of the entries of DIR that start with PREFIX (NULL: all but dot files); the
  * caller frees each and the array. */
+/* The parent's lists, kept reachable from globals: a forked child exits (so that a sanitizer can
+ * report the case's own leaks through its status) while the parent's arrays are still in use,
+ * and LeakSanitizer must not count those as the child's leaks. */
+static char **g_cases;
+static void *g_results;
+static char **g_expected;
+
 static char **list_dir(const char *dir, const char *prefix, size_t *n)
 {
     *n = 0;
@@ -561,6 +568,7 @@ int main(int argc, char **argv)
                 expected = bigger;
             }
             expected[n_expected++] = strdup(s);
+            g_expected = expected;
         }
         fclose(f);
     }
@@ -572,6 +580,7 @@ int main(int argc, char **argv)
         snprintf(sdir, sizeof sdir, "%s/%s", data, suites[s]);
         size_t n_cases;
         char **cases = list_dir(sdir, NULL, &n_cases);
+        g_cases = cases;
         for (size_t c = 0; c < n_cases; c++) {
             char cdir[2048], model[2100];
             snprintf(cdir, sizeof cdir, "%s/%s", sdir, cases[c]);
@@ -589,6 +598,7 @@ int main(int argc, char **argv)
                     break;
                 }
                 results = bigger;
+                g_results = results;
             }
             case_result *r = &results[n_results++];
             r->name = name;
