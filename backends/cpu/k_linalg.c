@@ -1062,6 +1062,12 @@ static inline void pool_point(const pool_params *p, const float *x, float *y, in
  * are bit-identical to pool_point: max keeps the first of equal values and v > m ? v : m never
  * lets a NaN win (all NaN gives -inf); the average sums from 0.0f in the same order. */
 #define POOL_BLK 8
+static inline float pool_max_tap(float m, float v)
+{
+    return v > m ? v : m;
+}
+
+/* Any window: taps outermost, the block's outputs innermost. */
 static inline void pool_max_row(float *restrict y, const float *restrict x, int64_t ld, int64_t n,
                                 int kh, int kw, int sw)
 {
@@ -1070,24 +1076,20 @@ static inline void pool_max_row(float *restrict y, const float *restrict x, int6
         float m[POOL_BLK];
         for (int k = 0; k < POOL_BLK; k++)
             m[k] = -INFINITY;
-        for (int th = 0; th < kh; th++) {
-            const float *restrict r = x + th * ld + j * sw;
-            for (int k = 0; k < POOL_BLK; k++)
-                for (int tw = 0; tw < kw; tw++) {
-                    float v = r[k * sw + tw];
-                    m[k] = v > m[k] ? v : m[k];
-                }
-        }
+        for (int th = 0; th < kh; th++)
+            for (int tw = 0; tw < kw; tw++) {
+                const float *restrict r = x + th * ld + j * sw + tw;
+                for (int k = 0; k < POOL_BLK; k++)
+                    m[k] = pool_max_tap(m[k], r[k * sw]);
+            }
         for (int k = 0; k < POOL_BLK; k++)
             y[j + k] = m[k];
     }
     for (; j < n; j++) {
         float m = -INFINITY;
         for (int th = 0; th < kh; th++)
-            for (int tw = 0; tw < kw; tw++) {
-                float v = x[th * ld + j * sw + tw];
-                m = v > m ? v : m;
-            }
+            for (int tw = 0; tw < kw; tw++)
+                m = pool_max_tap(m, x[th * ld + j * sw + tw]);
         y[j] = m;
     }
 }
@@ -1101,12 +1103,12 @@ static inline void pool_avg_row(float *restrict y, const float *restrict x, int6
         float s[POOL_BLK];
         for (int k = 0; k < POOL_BLK; k++)
             s[k] = 0.0f;
-        for (int th = 0; th < kh; th++) {
-            const float *restrict r = x + th * ld + j * sw;
-            for (int k = 0; k < POOL_BLK; k++)
-                for (int tw = 0; tw < kw; tw++)
-                    s[k] += r[k * sw + tw];
-        }
+        for (int th = 0; th < kh; th++)
+            for (int tw = 0; tw < kw; tw++) {
+                const float *restrict r = x + th * ld + j * sw + tw;
+                for (int k = 0; k < POOL_BLK; k++)
+                    s[k] += r[k * sw];
+            }
         for (int k = 0; k < POOL_BLK; k++)
             y[j + k] = s[k] / div;
     }
@@ -1119,6 +1121,79 @@ static inline void pool_avg_row(float *restrict y, const float *restrict x, int6
     }
 }
 
+/* 2x2 and 3x3 windows with the taps written out, so that each output's whole window is
+ * straight-line code in the fixed-count block loop. SW is 1 or 2. */
+#define POOL_ROW3(NAME, INIT, TAP, FINISH)                                                        \
+    static inline void NAME(float *restrict y, const float *restrict x, int64_t ld, int64_t n,    \
+                            int sw)                                                               \
+    {                                                                                             \
+        const float *restrict r0 = x, *restrict r1 = x + ld, *restrict r2 = x + 2 * ld;           \
+        int64_t j = 0;                                                                            \
+        for (; j + POOL_BLK <= n; j += POOL_BLK)                                                  \
+            for (int k = 0; k < POOL_BLK; k++) {                                                  \
+                int64_t c = (j + k) * sw;                                                         \
+                float a = INIT;                                                                   \
+                a = TAP(a, r0[c]);                                                                \
+                a = TAP(a, r0[c + 1]);                                                            \
+                a = TAP(a, r0[c + 2]);                                                            \
+                a = TAP(a, r1[c]);                                                                \
+                a = TAP(a, r1[c + 1]);                                                            \
+                a = TAP(a, r1[c + 2]);                                                            \
+                a = TAP(a, r2[c]);                                                                \
+                a = TAP(a, r2[c + 1]);                                                            \
+                a = TAP(a, r2[c + 2]);                                                            \
+                y[j + k] = FINISH(a);                                                             \
+            }                                                                                     \
+        for (; j < n; j++) {                                                                      \
+            int64_t c = j * sw;                                                                   \
+            float a = INIT;                                                                       \
+            a = TAP(a, r0[c]);                                                                    \
+            a = TAP(a, r0[c + 1]);                                                                \
+            a = TAP(a, r0[c + 2]);                                                                \
+            a = TAP(a, r1[c]);                                                                    \
+            a = TAP(a, r1[c + 1]);                                                                \
+            a = TAP(a, r1[c + 2]);                                                                \
+            a = TAP(a, r2[c]);                                                                    \
+            a = TAP(a, r2[c + 1]);                                                                \
+            a = TAP(a, r2[c + 2]);                                                                \
+            y[j] = FINISH(a);                                                                     \
+        }                                                                                         \
+    }
+#define POOL_ROW2(NAME, INIT, TAP, FINISH)                                                        \
+    static inline void NAME(float *restrict y, const float *restrict x, int64_t ld, int64_t n,    \
+                            int sw)                                                               \
+    {                                                                                             \
+        const float *restrict r0 = x, *restrict r1 = x + ld;                                      \
+        int64_t j = 0;                                                                            \
+        for (; j + POOL_BLK <= n; j += POOL_BLK)                                                  \
+            for (int k = 0; k < POOL_BLK; k++) {                                                  \
+                int64_t c = (j + k) * sw;                                                         \
+                float a = INIT;                                                                   \
+                a = TAP(a, r0[c]);                                                                \
+                a = TAP(a, r0[c + 1]);                                                            \
+                a = TAP(a, r1[c]);                                                                \
+                a = TAP(a, r1[c + 1]);                                                            \
+                y[j + k] = FINISH(a);                                                             \
+            }                                                                                     \
+        for (; j < n; j++) {                                                                      \
+            int64_t c = j * sw;                                                                   \
+            float a = INIT;                                                                       \
+            a = TAP(a, r0[c]);                                                                    \
+            a = TAP(a, r0[c + 1]);                                                                \
+            a = TAP(a, r1[c]);                                                                    \
+            a = TAP(a, r1[c + 1]);                                                                \
+            y[j] = FINISH(a);                                                                     \
+        }                                                                                         \
+    }
+#define POOL_ADD(a, v) ((a) + (v))
+#define POOL_KEEP(a) (a)
+#define POOL_DIV9(a) ((a) / 9.0f)
+#define POOL_DIV4(a) ((a) / 4.0f)
+POOL_ROW3(pool_max3_row, -INFINITY, pool_max_tap, POOL_KEEP)
+POOL_ROW3(pool_avg3_row, 0.0f, POOL_ADD, POOL_DIV9)
+POOL_ROW2(pool_max2_row, -INFINITY, pool_max_tap, POOL_KEEP)
+POOL_ROW2(pool_avg2_row, 0.0f, POOL_ADD, POOL_DIV4)
+
 /* The interior part of one output row: N outputs from X (first tap of the first one). */
 static void pool_fast_row(const pool_params *p, float *restrict y, const float *restrict x,
                           int64_t n)
@@ -1127,20 +1202,24 @@ static void pool_fast_row(const pool_params *p, float *restrict y, const float *
     int kh = (int)p->kern[1], kw = (int)p->kern[2], sw = (int)p->stride[2];
     if (p->is_max) {
         if (kh == 2 && kw == 2 && sw == 2)
-            pool_max_row(y, x, ld, n, 2, 2, 2);
+            pool_max2_row(y, x, ld, n, 2);
         else if (kh == 3 && kw == 3 && sw == 1)
-            pool_max_row(y, x, ld, n, 3, 3, 1);
+            pool_max3_row(y, x, ld, n, 1);
         else if (kh == 3 && kw == 3 && sw == 2)
-            pool_max_row(y, x, ld, n, 3, 3, 2);
+            pool_max3_row(y, x, ld, n, 2);
+        else if (sw == 1)
+            pool_max_row(y, x, ld, n, kh, kw, 1);
         else
             pool_max_row(y, x, ld, n, kh, kw, sw);
     } else {
         if (kh == 2 && kw == 2 && sw == 2)
-            pool_avg_row(y, x, ld, n, 2, 2, 2);
+            pool_avg2_row(y, x, ld, n, 2);
         else if (kh == 3 && kw == 3 && sw == 1)
-            pool_avg_row(y, x, ld, n, 3, 3, 1);
+            pool_avg3_row(y, x, ld, n, 1);
         else if (kh == 3 && kw == 3 && sw == 2)
-            pool_avg_row(y, x, ld, n, 3, 3, 2);
+            pool_avg3_row(y, x, ld, n, 2);
+        else if (sw == 1)
+            pool_avg_row(y, x, ld, n, kh, kw, 1);
         else
             pool_avg_row(y, x, ld, n, kh, kw, sw);
     }

@@ -240,6 +240,7 @@ static char *compare(const char *name, const loom_tensor *got, const loom_tensor
 
 typedef struct data_set {
     loom_tensor *in[MAX_IO], *out[MAX_IO];
+    char in_name[MAX_IO][128]; /* the TensorProto's name: the model input it feeds */
     size_t n_in, n_out;
 } data_set;
 
@@ -253,14 +254,15 @@ static void free_data_set(data_set *d)
 }
 
 /* Read DIR/PREFIX_0.pb, DIR/PREFIX_1.pb, ... into TS. Returns NULL or a malloc'ed error. */
-static char *load_pbs(const char *dir, const char *prefix, loom_tensor **ts, size_t *n)
+static char *load_pbs(const char *dir, const char *prefix, loom_tensor **ts, size_t *n,
+                      char (*names)[128])
 {
     for (*n = 0; *n < MAX_IO; (*n)++) {
         char path[1200];
         snprintf(path, sizeof path, "%s/%s_%zu.pb", dir, prefix, *n);
         if (!exists(path, 0))
             break;
-        if (loom_tensor_load_pb(path, &ts[*n], NULL, 0) != LOOM_OK)
+        if (loom_tensor_load_pb(path, &ts[*n], names ? names[*n] : NULL, 128) != LOOM_OK)
             return fmt("%s_%zu.pb: %s", prefix, *n, loom_last_error());
     }
     return NULL;
@@ -323,6 +325,53 @@ static int inputs_fit(const loom_graph *g, const data_set *d)
     return 1;
 }
 
+/* Import with inputs 1.. of D bound to their values (they become constants), plan, and run the
+ * data set with input 0 alone. */
+static char *run_with_bindings(loom_runtime *rt, const char *model, data_set *d, verdict *v)
+{
+    if (d->n_in < 2)
+        return fmt("an input must be a constant, and there is none to bind");
+    loom_onnx_binding b[MAX_IO];
+    for (size_t i = 1; i < d->n_in; i++) {
+        if (!d->in_name[i][0])
+            return fmt("input_%zu.pb has no name to bind it by", i);
+        b[i - 1] = (loom_onnx_binding){.input = d->in_name[i], .value = d->in[i]};
+    }
+    loom_onnx_options opt = {.struct_size = sizeof opt, .default_dim = 1, .bindings = b,
+                             .n_bindings = d->n_in - 1};
+    loom_onnx_shape shape0;
+    int64_t dims0[LOOM_MAX_RANK];
+    if (d->in_name[0][0]) {
+        loom_tensor_dims(d->in[0], dims0);
+        shape0 = (loom_onnx_shape){.input = d->in_name[0], .rank = loom_tensor_rank(d->in[0]),
+                                   .dims = dims0};
+        opt.shapes = &shape0;
+        opt.n_shapes = 1;
+    }
+    loom_graph *g = NULL;
+    loom_plan *plan = NULL;
+    loom_status st = loom_onnx_load(model, &opt, &g);
+    char *err = NULL;
+    if (st != LOOM_OK) {
+        *v = st == LOOM_ERR_UNSUPPORTED ? V_UNSUPPORTED : V_FAIL;
+        err = fmt("load (inputs 1.. bound): %s: %s", loom_status_name(st), loom_last_error());
+    } else {
+        loom_plan_options po = {.struct_size = sizeof po, .device = "cpu", .strict = 1};
+        st = loom_plan_create(rt, g, &po, &plan);
+        if (st != LOOM_OK) {
+            *v = st == LOOM_ERR_UNSUPPORTED ? V_UNSUPPORTED : V_FAIL;
+            err = fmt("plan: %s: %s", loom_status_name(st), loom_last_error());
+        } else {
+            data_set one = *d;
+            one.n_in = loom_graph_input_count(g);
+            err = run_data_set(plan, g, &one);
+        }
+    }
+    loom_plan_destroy(plan);
+    loom_graph_destroy(g);
+    return err;
+}
+
 static verdict run_case(const char *dir, char **message)
 {
     *message = NULL;
@@ -339,6 +388,15 @@ static verdict run_case(const char *dir, char **message)
     size_t n_sets = 0;
     char **sets = list_dir(dir, "test_data_set_", &n_sets);
     *message = load_and_plan(rt, model, NULL, 0, &g, &plan, &v);
+    /* Loom needs shapes, axes and sizes as constants; the test suite often feeds them as inputs.
+     * Such a case runs with every input but the first bound to its data set's value. */
+    int bind_rest = 0;
+    if (*message && strstr(*message, "must be a constant") && n_sets) {
+        free(*message);
+        *message = NULL;
+        v = V_PASS;
+        bind_rest = 1;
+    }
     if (!*message && !n_sets) {
         *message = fmt("no test_data_set_* directory");
         v = V_FAIL;
@@ -347,9 +405,20 @@ static verdict run_case(const char *dir, char **message)
         char sdir[1200];
         snprintf(sdir, sizeof sdir, "%s/%s", dir, sets[s]);
         data_set d = {0};
-        char *err = load_pbs(sdir, "input", d.in, &d.n_in);
+        char *err = load_pbs(sdir, "input", d.in, &d.n_in, d.in_name);
         if (!err)
-            err = load_pbs(sdir, "output", d.out, &d.n_out);
+            err = load_pbs(sdir, "output", d.out, &d.n_out, NULL);
+        if (!err && bind_rest) {
+            err = run_with_bindings(rt, model, &d, &v);
+            if (err && v == V_PASS)
+                v = V_FAIL;
+            if (err) {
+                *message = n_sets > 1 ? fmt("%s: %s", sets[s], err) : strdup(err);
+                free(err);
+            }
+            free_data_set(&d);
+            continue;
+        }
         if (!err && d.n_in != loom_graph_input_count(g))
             err = fmt("the model has %zu inputs, the data set %zu", loom_graph_input_count(g),
                       d.n_in);
