@@ -1225,8 +1225,40 @@ static void pool_fast_row(const pool_params *p, float *restrict y, const float *
     }
 }
 
+/* One border output (oh, ow) of a fast-path plane: pool_point for one depth and no dilation,
+ * with the max written as in the fast rows, which gives the same result as its first-non-NaN
+ * rule without Indices. */
+static void pool_border_point(const pool_params *p, const float *x, float *y, int64_t oh,
+                              int64_t ow)
+{
+    int64_t h0 = oh * p->stride[1] - p->pad[1], w0 = ow * p->stride[2] - p->pad[2];
+    int64_t hl = p->lo[1][oh], hh = p->hi[1][oh], wl = p->lo[2][ow], wh = p->hi[2][ow];
+    if (p->is_max) {
+        float m = -INFINITY;
+        for (int64_t th = hl; th < hh; th++) {
+            const float *r = x + (h0 + th) * p->in[2] + w0;
+            for (int64_t tw = wl; tw < wh; tw++)
+                m = pool_max_tap(m, r[tw]);
+        }
+        y[oh * p->out[2] + ow] = m;
+    } else {
+        float sum = 0.0f;
+        for (int64_t th = hl; th < hh; th++) {
+            const float *r = x + (h0 + th) * p->in[2] + w0;
+            for (int64_t tw = wl; tw < wh; tw++)
+                sum += r[tw];
+        }
+        int64_t count;
+        if (p->include_pad)
+            count = p->cnt[0][0] * p->cnt[1][oh] * p->cnt[2][ow];
+        else
+            count = (p->hi[0][0] - p->lo[0][0]) * (hh - hl) * (wh - wl);
+        y[oh * p->out[2] + ow] = sum / (float)count;
+    }
+}
+
 /* One 2-D plane by the fast path: interior rows and columns (windows clear of padding and of
- * the input's edges) by pool_fast_row, the border by pool_point. */
+ * the input's edges) by pool_fast_row, the border by pool_border_point. */
 static void pool_fast_plane(const pool_params *p, const float *x, float *y)
 {
     int64_t oh0 = p->inner_lo[1], oh1 = p->inner_hi[1];
@@ -1234,16 +1266,16 @@ static void pool_fast_plane(const pool_params *p, const float *x, float *y)
     for (int64_t oh = 0; oh < p->out[1]; oh++) {
         if (oh < oh0 || oh >= oh1 || ow0 >= ow1) {
             for (int64_t ow = 0; ow < p->out[2]; ow++)
-                pool_point(p, x, y, NULL, 0, 0, oh, ow);
+                pool_border_point(p, x, y, oh, ow);
             continue;
         }
         for (int64_t ow = 0; ow < ow0; ow++)
-            pool_point(p, x, y, NULL, 0, 0, oh, ow);
+            pool_border_point(p, x, y, oh, ow);
         const float *xr = x + (oh * p->stride[1] - p->pad[1]) * p->in[2] +
                           (ow0 * p->stride[2] - p->pad[2]);
         pool_fast_row(p, y + oh * p->out[2] + ow0, xr, ow1 - ow0);
         for (int64_t ow = ow1; ow < p->out[2]; ow++)
-            pool_point(p, x, y, NULL, 0, 0, oh, ow);
+            pool_border_point(p, x, y, oh, ow);
     }
 }
 
