@@ -39,7 +39,7 @@
  * large tensors; libm calls cost ~10-20 ns an element, so smaller chunks pay off. */
 #define EW_GRAIN_CHEAP 16384
 #define EW_GRAIN_LIBM 2048
-#define EW_GRAIN_CALL 4096 /* integer division, f16/bf16 conversions */
+#define EW_GRAIN_CALL 4096 /* integer division, f16/bf16 conversions, inline exp/erf/tanh */
 
 #define EW_MAX_IN 3
 
@@ -259,15 +259,15 @@ static void ew_flat(void *arg, size_t begin, size_t end)
  * Accuracy against double-precision libm, measured over dense grids: exp ~1e-7 relative over
  * the normal range, erf 4.3e-7 absolute, tanh 7.5e-8 absolute. */
 
-static inline float ew_f_bits(int32_t i)
+static inline float ew_f_bits(uint32_t i)
 {
-    union { int32_t i; float f; } u = {.i = i};
+    union { uint32_t i; float f; } u = {.i = i};
     return u.f;
 }
 
-static inline int32_t ew_bits_f(float f)
+static inline uint32_t ew_bits_f(float f)
 {
-    union { float f; int32_t i; } u = {.f = f};
+    union { float f; uint32_t i; } u = {.f = f};
     return u.i;
 }
 
@@ -276,23 +276,20 @@ static inline int32_t ew_bits_f(float f)
  * a conditional float operation is not if-converted. */
 static inline float ew_sel(int c, float a, float b)
 {
-    const int32_t m = -(int32_t)c;
+    const uint32_t m = 0u - (uint32_t)c;
     return ew_f_bits((ew_bits_f(a) & m) | (ew_bits_f(b) & ~m));
 }
 
-/* e^x as 2^n * e^r, x = n ln2 + r, |r| <= ln2 / 2 (Cody-Waite two-part ln2), e^r by Cephes'
- * degree-5 minimax polynomial. The input is clamped to [-104, 88.8]: e^-104 rounds to 0 and
- * e^88.8 overflows to inf, so -inf gives 0 and +inf gives inf; a NaN goes through every step.
- * 2^n is applied as two factors 2^(n/2) and 2^(n - n/2), each a normal float for n in
- * [-150, 128], so results near the overflow limit and subnormal results come out right. */
-static inline float ew_exp(float x)
+/* e^x = 2^n e^r, x = n ln2 + r, |r| <= ln2 / 2 (Cody-Waite two-part ln2), e^r by Cephes'
+ * degree-5 minimax polynomial: ~1e-7 relative. Returns e^r and sets *N to n (two's complement);
+ * integer steps are unsigned, so that out-of-range lanes a caller masks off afterwards wrap
+ * instead of overflowing. A NaN gives a NaN. */
+static inline float ew_exp_reduce(float x, uint32_t *n_out)
 {
-    float xc = ew_sel(x < -104.0f, -104.0f, x);
-    xc = ew_sel(xc > 88.8f, 88.8f, xc);
-    const float k = xc * 1.44269504088896341f + 12582912.0f; /* 1.5 * 2^23: rounds to integer */
+    const float k = x * 1.44269504088896341f + 12582912.0f; /* 1.5 * 2^23: rounds to integer */
     const float n = k - 12582912.0f;
-    const int32_t ni = ew_bits_f(k) - 0x4B400000;
-    float r = xc - n * 0.693359375f;
+    *n_out = ew_bits_f(k) - 0x4B400000u;
+    float r = x - n * 0.693359375f;
     r = r - n * -2.12194440e-4f;
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
@@ -300,9 +297,41 @@ static inline float ew_exp(float x)
     p = p * r + 4.1665795894e-2f;
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
-    p = p * (r * r) + r + 1.0f;
-    const int32_t n1 = ni >> 1, n2 = ni - n1;
-    return p * ew_f_bits((n1 + 127) << 23) * ew_f_bits((n2 + 127) << 23);
+    return p * (r * r) + r + 1.0f;
+}
+
+/* 2^n for n in [-126, 127]. */
+static inline float ew_pow2(uint32_t n)
+{
+    return ew_f_bits((n + 127u) << 23);
+}
+
+/* e^x for x in [-87.3, 88.3] (2^n a normal float) or NaN. */
+static inline float ew_exp_mid(float x)
+{
+    uint32_t n;
+    const float p = ew_exp_reduce(x, &n);
+    return p * ew_pow2(n);
+}
+
+/* e^x for x <= 0 or NaN: +0 below -87.3 (where e^x < 2^-126; so -inf and -1e30 give 0), which
+ * is masked off afterwards rather than clamped before. */
+static inline float ew_exp_neg(float x)
+{
+    return ew_f_bits(ew_bits_f(ew_exp_mid(x)) & ~(0u - (uint32_t)(x < -87.3f)));
+}
+
+/* e^x for any x, subnormal results included. X is clamped to [-104, 88.8] (e^-104 rounds to 0,
+ * e^88.8 overflows: -inf gives 0, +inf gives inf; a NaN goes through), and 2^n is applied as
+ * two factors 2^(n/2) * 2^(n - n/2), each normal for n in [-150, 128]. */
+static inline float ew_exp(float x)
+{
+    float xc = ew_sel(x < -104.0f, -104.0f, x);
+    xc = ew_sel(xc > 88.8f, 88.8f, xc);
+    uint32_t n;
+    const float p = ew_exp_reduce(xc, &n);
+    const uint32_t n1 = (uint32_t)((int32_t)n >> 1), n2 = n - n1;
+    return p * ew_pow2(n1) * ew_pow2(n2);
 }
 
 /* erf as x * P(x^2) / Q(x^2) on [-4, 4] (the rational approximation of Eigen and XLA); outside
@@ -328,8 +357,8 @@ static inline float ew_erf(float a)
 }
 
 /* tanh: Cephes' odd polynomial for |x| < 0.625 (keeps the relative accuracy near 0), else
- * 1 - 2 / (e^2|x| + 1) with the sign put back; +-1 for |x| > 9. A NaN takes the second form
- * and stays NaN. */
+ * 1 - 2 / (e^2|x| + 1); 1 for |x| > 9. Both on |x|, then x's sign goes on, so -0 stays -0 and
+ * a NaN (which takes the second form) stays NaN. */
 static inline float ew_tanh(float x)
 {
     const float ax = fabsf(x);
@@ -339,17 +368,17 @@ static inline float ew_tanh(float x)
     s = s * z - 5.37397155531e-2f;
     s = s * z + 1.33314422036e-1f;
     s = s * z - 3.33332819422e-1f;
-    s = s * z * x + x;
-    const float e = ew_exp(2.0f * ew_sel(ax > 9.0f, 9.0f, ax));
-    float l = ew_sel(ax > 9.0f, 1.0f, 1.0f - 2.0f / (e + 1.0f));
-    l = ew_f_bits(ew_bits_f(l) | (ew_bits_f(x) & (int32_t)0x80000000u)); /* x's sign */
-    return ew_sel(ax < 0.625f, s, l);
+    s = s * z * ax + ax;
+    const float e = ew_exp_mid(2.0f * ew_sel(ax > 9.0f, 9.0f, ax)); /* in [0, 18] */
+    const float l = ew_sel(ax > 9.0f, 1.0f, 1.0f - 2.0f / (e + 1.0f));
+    const float t = ew_sel(ax < 0.625f, s, l);
+    return ew_f_bits(ew_bits_f(t) | (ew_bits_f(x) & 0x80000000u));
 }
 
 /* exp of a non-positive argument only: no overflow for large |x|. */
 static inline float ew_sigmoid(float x)
 {
-    const float e = ew_exp(-fabsf(x));
+    const float e = ew_exp_neg(-fabsf(x));
     const float r = 1.0f / (1.0f + e);
     return ew_sel(x >= 0.0f, r, e * r);
 }
@@ -692,9 +721,15 @@ static int is_unary_float(loom_op_id op)
 
 static int is_libm(loom_op_id op)
 {
+    return op == LOOM_OP_LOG || op == LOOM_OP_POW;
+}
+
+/* The inline (vectorised) transcendentals: ~1-4 ns an element. */
+static int is_transcendental(loom_op_id op)
+{
     switch (op) {
     case LOOM_OP_SIGMOID: case LOOM_OP_TANH: case LOOM_OP_ERF: case LOOM_OP_GELU:
-    case LOOM_OP_EXP: case LOOM_OP_LOG: case LOOM_OP_POW:
+    case LOOM_OP_EXP:
         return 1;
     default:
         return 0;
@@ -1043,6 +1078,8 @@ static loom_status ew_prepare(const loom_node_desc *node, cpu_kernel *k, char *e
                         node->op_name);
     if (is_libm(op))
         p->grain = EW_GRAIN_LIBM;
+    else if (is_transcendental(op))
+        p->grain = EW_GRAIN_CALL;
     const loom_tensor_desc *ops[EW_MAX_IN];
     const int32_t src012[EW_MAX_IN] = {0, 1, 2};
     switch (op) {

@@ -962,7 +962,10 @@ static loom_status conv_prepare(const loom_node_desc *node, cpu_kernel *k, char 
 
 /* Pooling works on 3 spatial dims (D, H, W); fewer are padded in front with size-1 dims. For each
  * dim and output index the tables hold the first and one-past-last tap that lands in the input,
- * and for count_include_pad the number of taps inside the padded input. */
+ * and for count_include_pad the number of taps inside the padded input. Planes of one depth with
+ * no dilation and no Indices output (the 2-D and 1-D pools of CNNs) take a fast path: outputs
+ * whose window lies wholly inside the input run in vectorised rows, the border point by point.
+ * Either way planes (N*C) are split over the pool. */
 typedef struct pool_params {
     int is_max, include_pad, has_indices;
     int fast; /* 2-D, no dilation, no Indices: pool_fast_plane */
@@ -1057,10 +1060,13 @@ static inline void pool_point(const pool_params *p, const float *x, float *y, in
 
 /* Fast 2-D rows: N outputs Y[j], j < N, of windows KH x KW whose top-left tap is X[j * SW], rows
  * LD apart, all inside the input. Blocks of POOL_BLK outputs with a fixed-count inner loop, so
- * that -O2 vectorises across output columns (see axpy_row); called with constant KH, KW, SW so
- * the taps unroll. Taps are visited in the generic order (row by row, left to right), so results
- * are bit-identical to pool_point: max keeps the first of equal values and v > m ? v : m never
- * lets a NaN win (all NaN gives -inf); the average sums from 0.0f in the same order. */
+ * that -O2 vectorises across output columns (see axpy_row): 2x2 and 3x3 windows have their taps
+ * written out (any stride; stride 2 reads interleaved pairs), other windows loop over the taps
+ * around a block-wide inner loop, which vectorises at stride 1. Taps are visited in the generic
+ * order (row by row, left to right), so results are bit-identical to pool_point: max keeps the
+ * first of equal values (+0 vs -0) and v > m ? v : m never lets a NaN win (all NaN gives -inf),
+ * as pool_point's rule does; the average sums from 0.0f in the same order and divides by the
+ * same count, which is KH * KW for an interior window with or without count_include_pad. */
 #define POOL_BLK 8
 static inline float pool_max_tap(float m, float v)
 {
@@ -1122,7 +1128,7 @@ static inline void pool_avg_row(float *restrict y, const float *restrict x, int6
 }
 
 /* 2x2 and 3x3 windows with the taps written out, so that each output's whole window is
- * straight-line code in the fixed-count block loop. SW is 1 or 2. */
+ * straight-line code in the fixed-count block loop. */
 #define POOL_ROW3(NAME, INIT, TAP, FINISH)                                                        \
     static inline void NAME(float *restrict y, const float *restrict x, int64_t ld, int64_t n,    \
                             int sw)                                                               \
@@ -1207,7 +1213,7 @@ static void pool_fast_row(const pool_params *p, float *restrict y, const float *
             pool_max3_row(y, x, ld, n, 1);
         else if (kh == 3 && kw == 3 && sw == 2)
             pool_max3_row(y, x, ld, n, 2);
-        else if (sw == 1)
+        else if (sw == 1) /* a constant stride: contiguous loads that vectorise */
             pool_max_row(y, x, ld, n, kh, kw, 1);
         else
             pool_max_row(y, x, ld, n, kh, kw, sw);
@@ -1236,17 +1242,17 @@ static void pool_border_point(const pool_params *p, const float *x, float *y, in
     if (p->is_max) {
         float m = -INFINITY;
         for (int64_t th = hl; th < hh; th++) {
-            const float *r = x + (h0 + th) * p->in[2] + w0;
+            int64_t row = (h0 + th) * p->in[2] + w0;
             for (int64_t tw = wl; tw < wh; tw++)
-                m = pool_max_tap(m, r[tw]);
+                m = pool_max_tap(m, x[row + tw]);
         }
         y[oh * p->out[2] + ow] = m;
     } else {
         float sum = 0.0f;
         for (int64_t th = hl; th < hh; th++) {
-            const float *r = x + (h0 + th) * p->in[2] + w0;
+            int64_t row = (h0 + th) * p->in[2] + w0;
             for (int64_t tw = wl; tw < wh; tw++)
-                sum += r[tw];
+                sum += x[row + tw];
         }
         int64_t count;
         if (p->include_pad)
