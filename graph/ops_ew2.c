@@ -355,7 +355,7 @@ static loom_status infer_range(loom_infer_ctx *ctx)
         }
         data[i] = ctx->input_constants ? ctx->input_constants[i] : NULL;
         if (!data[i])
-            return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
+            return loom_infer_fail(ctx, LOOM_ERR_UNSUPPORTED,
                                    "input %u (%s) must be a constant: it decides the output's "
                                    "length",
                                    i, names[i]);

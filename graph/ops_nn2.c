@@ -131,7 +131,8 @@ static loom_status const_floats(loom_infer_ctx *ctx, uint32_t idx, const char *w
     const loom_tensor_desc *d = &ctx->inputs[idx];
     const void *data = ctx->input_constants ? ctx->input_constants[idx] : NULL;
     if (!data)
-        return loom_infer_fail(ctx, INVALID, "input %u (%s) must be a constant", idx, what);
+        return loom_infer_fail(ctx, LOOM_ERR_UNSUPPORTED, "input %u (%s) must be a constant",
+                               idx, what);
     size_t es = loom_dtype_size(d->dtype);
     if (!(LOOM_DTS(d->dtype) & LOOM_DTS_FLOAT))
         return loom_infer_fail(ctx, INVALID, "input %u (%s) must be a float tensor, not %s",

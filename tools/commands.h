@@ -5,7 +5,8 @@
 #ifndef LOOM_TOOLS_COMMANDS_H
 #define LOOM_TOOLS_COMMANDS_H
 
-/* loom run MODEL.onnx [-i NAME=FILE]... [-o DIR] [--device ID] [--repeat N] [--json] */
+/* loom run MODEL.onnx [-i NAME=FILE]... [-o DIR] [--device ID] [--precision P] [--repeat N]
+ *          [--warmup N] [--json] [--dim NAME=VALUE]... */
 int loom_cmd_run(int argc, char **argv);
 
 /* loom backend-test PLUGIN.so|BACKEND [--precision P] [--op OP] */

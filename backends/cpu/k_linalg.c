@@ -1061,7 +1061,8 @@ static inline void pool_point(const pool_params *p, const float *x, float *y, in
 /* Fast 2-D rows: N outputs Y[j], j < N, of windows KH x KW whose top-left tap is X[j * SW], rows
  * LD apart, all inside the input. Blocks of POOL_BLK outputs with a fixed-count inner loop, so
  * that -O2 vectorises across output columns (see axpy_row): 2x2 and 3x3 windows have their taps
- * written out (any stride; stride 2 reads interleaved pairs), other windows loop over the taps
+ * written out (2x2 at stride 2 reads interleaved pairs, 3x3 at stride 2 splits its rows into even
+ * and odd columns first), other windows loop over the taps
  * around a block-wide inner loop, which vectorises at stride 1. Taps are visited in the generic
  * order (row by row, left to right), so results are bit-identical to pool_point: max keeps the
  * first of equal values (+0 vs -0) and v > m ? v : m never lets a NaN win (all NaN gives -inf),
@@ -1101,9 +1102,8 @@ static inline void pool_max_row(float *restrict y, const float *restrict x, int6
 }
 
 static inline void pool_avg_row(float *restrict y, const float *restrict x, int64_t ld, int64_t n,
-                                int kh, int kw, int sw)
+                                int kh, int kw, int sw, float div)
 {
-    const float div = (float)(kh * kw);
     int64_t j = 0;
     for (; j + POOL_BLK <= n; j += POOL_BLK) {
         float s[POOL_BLK];
@@ -1191,6 +1191,59 @@ static inline void pool_avg_row(float *restrict y, const float *restrict x, int6
             y[j] = FINISH(a);                                                                     \
         }                                                                                         \
     }
+/* 3x3 windows at stride 2: X[2j], X[2j+1], X[2j+2] are no interleaved pair GCC vectorises, so
+ * each of the three input rows is first split, a chunk at a time, into its even and odd columns
+ * on the stack (pairs, which do vectorise); the window of output j is then E[j], O[j], E[j+1] of
+ * each row, contiguous loads, taps still in the generic order. */
+#define POOL_S2_CHUNK 128
+#define POOL_ROW3S2(NAME, INIT, TAP, FINISH)                                                      \
+    static inline void NAME(float *restrict y, const float *restrict x, int64_t ld, int64_t n)    \
+    {                                                                                             \
+        float e[3][POOL_S2_CHUNK + 1], o[3][POOL_S2_CHUNK];                                       \
+        for (int64_t j0 = 0; j0 < n; j0 += POOL_S2_CHUNK) {                                       \
+            int64_t cnt = n - j0 < POOL_S2_CHUNK ? n - j0 : POOL_S2_CHUNK;                        \
+            for (int t = 0; t < 3; t++) {                                                         \
+                const float *restrict r = x + t * ld + 2 * j0;                                    \
+                float *restrict et = e[t], *restrict ot = o[t];                                   \
+                int64_t k = 0;                                                                    \
+                for (; k + POOL_BLK <= cnt; k += POOL_BLK)                                        \
+                    for (int i = 0; i < POOL_BLK; i++) {                                          \
+                        et[k + i] = r[2 * (k + i)];                                               \
+                        ot[k + i] = r[2 * (k + i) + 1];                                           \
+                    }                                                                             \
+                for (; k < cnt; k++) {                                                            \
+                    et[k] = r[2 * k];                                                             \
+                    ot[k] = r[2 * k + 1];                                                         \
+                }                                                                                 \
+                et[cnt] = r[2 * cnt];                                                             \
+            }                                                                                     \
+            float *restrict yc = y + j0;                                                          \
+            int64_t j = 0;                                                                        \
+            for (; j + POOL_BLK <= cnt; j += POOL_BLK)                                            \
+                for (int k = 0; k < POOL_BLK; k++) {                                              \
+                    float a = INIT;                                                               \
+                    a = TAP(a, e[0][j + k]);                                                      \
+                    a = TAP(a, o[0][j + k]);                                                      \
+                    a = TAP(a, e[0][j + k + 1]);                                                  \
+                    a = TAP(a, e[1][j + k]);                                                      \
+                    a = TAP(a, o[1][j + k]);                                                      \
+                    a = TAP(a, e[1][j + k + 1]);                                                  \
+                    a = TAP(a, e[2][j + k]);                                                      \
+                    a = TAP(a, o[2][j + k]);                                                      \
+                    a = TAP(a, e[2][j + k + 1]);                                                  \
+                    yc[j + k] = FINISH(a);                                                        \
+                }                                                                                 \
+            for (; j < cnt; j++) {                                                                \
+                float a = INIT;                                                                   \
+                for (int t = 0; t < 3; t++) {                                                     \
+                    a = TAP(a, e[t][j]);                                                          \
+                    a = TAP(a, o[t][j]);                                                          \
+                    a = TAP(a, e[t][j + 1]);                                                      \
+                }                                                                                 \
+                yc[j] = FINISH(a);                                                                \
+            }                                                                                     \
+        }                                                                                         \
+    }
 #define POOL_ADD(a, v) ((a) + (v))
 #define POOL_KEEP(a) (a)
 #define POOL_DIV9(a) ((a) / 9.0f)
@@ -1199,6 +1252,8 @@ POOL_ROW3(pool_max3_row, -INFINITY, pool_max_tap, POOL_KEEP)
 POOL_ROW3(pool_avg3_row, 0.0f, POOL_ADD, POOL_DIV9)
 POOL_ROW2(pool_max2_row, -INFINITY, pool_max_tap, POOL_KEEP)
 POOL_ROW2(pool_avg2_row, 0.0f, POOL_ADD, POOL_DIV4)
+POOL_ROW3S2(pool_max3s2_row, -INFINITY, pool_max_tap, POOL_KEEP)
+POOL_ROW3S2(pool_avg3s2_row, 0.0f, POOL_ADD, POOL_DIV9)
 
 /* The interior part of one output row: N outputs from X (first tap of the first one). */
 static void pool_fast_row(const pool_params *p, float *restrict y, const float *restrict x,
@@ -1212,7 +1267,7 @@ static void pool_fast_row(const pool_params *p, float *restrict y, const float *
         else if (kh == 3 && kw == 3 && sw == 1)
             pool_max3_row(y, x, ld, n, 1);
         else if (kh == 3 && kw == 3 && sw == 2)
-            pool_max3_row(y, x, ld, n, 2);
+            pool_max3s2_row(y, x, ld, n);
         else if (sw == 1) /* a constant stride: contiguous loads that vectorise */
             pool_max_row(y, x, ld, n, kh, kw, 1);
         else
@@ -1223,11 +1278,11 @@ static void pool_fast_row(const pool_params *p, float *restrict y, const float *
         else if (kh == 3 && kw == 3 && sw == 1)
             pool_avg3_row(y, x, ld, n, 1);
         else if (kh == 3 && kw == 3 && sw == 2)
-            pool_avg3_row(y, x, ld, n, 2);
+            pool_avg3s2_row(y, x, ld, n);
         else if (sw == 1)
-            pool_avg_row(y, x, ld, n, kh, kw, 1);
+            pool_avg_row(y, x, ld, n, kh, kw, 1, (float)(kh * kw));
         else
-            pool_avg_row(y, x, ld, n, kh, kw, sw);
+            pool_avg_row(y, x, ld, n, kh, kw, sw, (float)(kh * kw));
     }
 }
 
@@ -1263,23 +1318,54 @@ static void pool_border_point(const pool_params *p, const float *x, float *y, in
     }
 }
 
+/* The interior columns [OW0, OW0 + N) of a border row OH: their windows are cut by the top or
+ * bottom edge only, so they run as rows of a shorter window (same taps, same order) and, for the
+ * average, pool_point's divisor, which is the same for all of them. */
+static void pool_clipped_row(const pool_params *p, float *restrict y, const float *restrict x,
+                             int64_t oh, int64_t ow0, int64_t n)
+{
+    int64_t ld = p->in[2];
+    int64_t hl = p->lo[1][oh], hh = p->hi[1][oh];
+    int kh = (int)(hh - hl), kw = (int)p->kern[2], sw = (int)p->stride[2];
+    const float *xr = x + (oh * p->stride[1] - p->pad[1] + hl) * ld + ow0 * sw - p->pad[2];
+    if (p->is_max) {
+        if (sw == 1)
+            pool_max_row(y, xr, ld, n, kh, kw, 1);
+        else
+            pool_max_row(y, xr, ld, n, kh, kw, sw);
+        return;
+    }
+    int64_t count = p->include_pad ? p->cnt[0][0] * p->cnt[1][oh] * kw
+                                   : (p->hi[0][0] - p->lo[0][0]) * (hh - hl) * kw;
+    if (sw == 1)
+        pool_avg_row(y, xr, ld, n, kh, kw, 1, (float)count);
+    else
+        pool_avg_row(y, xr, ld, n, kh, kw, sw, (float)count);
+}
+
 /* One 2-D plane by the fast path: interior rows and columns (windows clear of padding and of
- * the input's edges) by pool_fast_row, the border by pool_border_point. */
+ * the input's edges) by pool_fast_row, the interior columns of the top and bottom rows by
+ * pool_clipped_row, the rest of the border by pool_border_point. */
 static void pool_fast_plane(const pool_params *p, const float *x, float *y)
 {
     int64_t oh0 = p->inner_lo[1], oh1 = p->inner_hi[1];
     int64_t ow0 = p->inner_lo[2], ow1 = p->inner_hi[2];
     for (int64_t oh = 0; oh < p->out[1]; oh++) {
-        if (oh < oh0 || oh >= oh1 || ow0 >= ow1) {
+        int inner = oh >= oh0 && oh < oh1;
+        if (ow0 >= ow1 || (!inner && p->hi[1][oh] <= p->lo[1][oh])) {
             for (int64_t ow = 0; ow < p->out[2]; ow++)
                 pool_border_point(p, x, y, oh, ow);
             continue;
         }
         for (int64_t ow = 0; ow < ow0; ow++)
             pool_border_point(p, x, y, oh, ow);
-        const float *xr = x + (oh * p->stride[1] - p->pad[1]) * p->in[2] +
-                          (ow0 * p->stride[2] - p->pad[2]);
-        pool_fast_row(p, y + oh * p->out[2] + ow0, xr, ow1 - ow0);
+        if (inner) {
+            const float *xr = x + (oh * p->stride[1] - p->pad[1]) * p->in[2] +
+                              (ow0 * p->stride[2] - p->pad[2]);
+            pool_fast_row(p, y + oh * p->out[2] + ow0, xr, ow1 - ow0);
+        } else {
+            pool_clipped_row(p, y + oh * p->out[2] + ow0, x, oh, ow0, ow1 - ow0);
+        }
         for (int64_t ow = ow1; ow < p->out[2]; ow++)
             pool_border_point(p, x, y, oh, ow);
     }
