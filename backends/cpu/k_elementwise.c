@@ -43,6 +43,21 @@
 
 #define EW_MAX_IN 3
 
+/* Run-time ISA dispatch. The build targets baseline x86-64 (SSE2: 4 floats a vector); on GCC for
+ * x86-64 the loops that process whole runs are also compiled for x86-64-v3 (AVX2, FMA: 8 floats
+ * a vector) and an ifunc picks the clone once, at load time. A clone cannot be inlined, so this
+ * goes only on functions called once per run, never on per-element helpers (which are inlined
+ * into each clone). Only ISA extensions change: with -std=c11 GCC does not contract a * b + c
+ * into an FMA, so both clones round alike. Other compilers and targets get plain functions. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define EW_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#endif
+#endif
+#ifndef EW_CLONES
+#define EW_CLONES
+#endif
+
 /* Scalars an inner loop needs beyond its operands. */
 typedef struct ew_ctx {
     float alpha;          /* LeakyRelu */
@@ -242,6 +257,7 @@ static void ew_flat(void *arg, size_t begin, size_t end)
 /* ---- unary float32 -------------------------------------------------------------------------- */
 
 #define EW_UNARY(NAME, T, EXPR)                                                                   \
+    EW_CLONES                                                                                     \
     static void NAME(size_t n, void *restrict o_, const void *restrict a_,                        \
                      const void *restrict b_, const void *restrict c_, const ew_ctx *ctx)         \
     {                                                                                             \
@@ -416,6 +432,7 @@ EW_UNARY(abs_i32, int32_t, x < 0 ? (int32_t)(0u - (uint32_t)x) : x)
 EW_UNARY(abs_i64, int64_t, x < 0 ? (int64_t)(0u - (uint64_t)x) : x)
 
 /* Clip: min then max, so that min > max gives max everywhere, as ONNX says. */
+EW_CLONES
 static void clip_f32(size_t n, void *restrict o_, const void *restrict a_, const void *restrict b_,
                      const void *restrict c_, const ew_ctx *ctx)
 {
@@ -428,6 +445,7 @@ static void clip_f32(size_t n, void *restrict o_, const void *restrict a_, const
 }
 
 #define EW_CLIP_INT(NAME, T)                                                                      \
+    EW_CLONES                                                                                     \
     static void NAME(size_t n, void *restrict o_, const void *restrict a_,                        \
                      const void *restrict b_, const void *restrict c_, const ew_ctx *ctx)         \
     {                                                                                             \
@@ -446,6 +464,7 @@ EW_CLIP_INT(clip_i64, int64_t)
 /* SA and SB are the literal 0 or 1 each operand advances by, so each variant compiles to a loop
  * over contiguous memory or with a loop-invariant operand. */
 #define EW_BIN_VARIANT(NAME, SA, SB, TA, TB, TO, EXPR)                                            \
+    EW_CLONES                                                                                     \
     static void NAME##_##SA##SB(size_t n, void *restrict o_, const void *restrict a_,             \
                                 const void *restrict b_, const void *restrict c_,                 \
                                 const ew_ctx *ctx)                                                \
@@ -468,6 +487,7 @@ EW_CLIP_INT(clip_i64, int64_t)
 /* In-place folding for variadic Min/Max: o = op(o, b). Indexed like EW_BIN (bit 0, the output
  * itself, always advances). */
 #define EW_ACC_VARIANT(NAME, SB, T, EXPR)                                                         \
+    EW_CLONES                                                                                     \
     static void NAME##_acc##SB(size_t n, void *restrict o_, const void *restrict a_,              \
                                const void *restrict b_, const void *restrict c_,                  \
                                const ew_ctx *ctx)                                                 \
@@ -561,6 +581,7 @@ EW_IDIV(div_i64, int64_t, uint64_t)
 
 /* A bit-mask select instead of ?: so that the loop vectorises with a bool condition. */
 #define EW_WHERE_VARIANT(NAME, T, SC, SX, SY)                                                     \
+    EW_CLONES                                                                                     \
     static void NAME##_##SC##SX##SY(size_t n, void *restrict o_, const void *restrict c_,         \
                                     const void *restrict x_, const void *restrict y_,             \
                                     const ew_ctx *ctx)                                            \

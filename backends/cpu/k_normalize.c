@@ -36,6 +36,20 @@
 #define NM_GRAIN 16384
 #define NM_GRAIN_EXP 8192 /* Softmax: an inline exp per element, ~2 ns */
 
+/* Run-time ISA dispatch, as in k_elementwise.c: on GCC for x86-64 the functions that process
+ * whole rows or chunks are also compiled for x86-64-v3 (AVX2, FMA) and an ifunc picks the clone
+ * at load time. Clones are not inlined, so NM_CLONES goes on functions that loop over a whole
+ * row or run (called once per row), never on per-element helpers. With -std=c11 GCC contracts
+ * no a * b + c into an FMA: both clones round alike. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define NM_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#endif
+#endif
+#ifndef NM_CLONES
+#define NM_CLONES
+#endif
+
 /* Max that lets a NaN win, as NumPy's max does. */
 #define NM_MAXF(a, b) ((a) != (a) || (a) > (b) ? (a) : (b))
 
@@ -98,14 +112,6 @@ static inline uint32_t nm_bits_f(float f)
     return u.i;
 }
 
-/* C ? A : B through bit masks: a plain ?: between computed floats does not vectorise (GCC sinks
- * the unused arm into a branch, and a conditional float operation traps). */
-static inline float nm_sel(int c, float a, float b)
-{
-    const uint32_t m = 0u - (uint32_t)c;
-    return nm_f_bits((nm_bits_f(a) & m) | (nm_bits_f(b) & ~m));
-}
-
 /* e^x = 2^n e^r, x = n ln2 + r, |r| <= ln2 / 2 (Cody-Waite two-part ln2), e^r by Cephes'
  * degree-5 minimax polynomial: ~1e-7 relative. Returns e^r and sets *N to n (two's complement);
  * integer steps are unsigned, so that out-of-range lanes a caller masks off afterwards wrap
@@ -149,6 +155,7 @@ static inline float nm_exp_neg(float x)
 
 /* ---- float32 row primitives ----------------------------------------------------------------- */
 
+NM_CLONES
 static float sum_f32(const float *restrict x, size_t n)
 {
     float acc[NM_BLK] = {0};
@@ -166,6 +173,7 @@ static float sum_f32(const float *restrict x, size_t n)
 }
 
 /* Sum of (x - m)^2: the two-pass variance, which does not cancel as E[x^2] - E[x]^2 can. */
+NM_CLONES
 static float sumsq_dev_f32(const float *restrict x, size_t n, float m)
 {
     float acc[NM_BLK] = {0};
@@ -186,6 +194,7 @@ static float sumsq_dev_f32(const float *restrict x, size_t n, float m)
     return acc[0] + s;
 }
 
+NM_CLONES
 static float max_f32(const float *restrict x, size_t n)
 {
     float acc[NM_BLK];
@@ -220,6 +229,7 @@ typedef struct sm_job {
     float *y;
 } sm_job;
 
+NM_CLONES
 static void scale_f32(float *restrict y, size_t n, float s)
 {
     NM_LOOP(n, y[i] *= s;);
@@ -232,6 +242,7 @@ static void scale_f32(float *restrict y, size_t n, float s)
 
 /* Y[i] = e^(X[i] - M) for i < N; returns their sum: NM_BLK float partial sums per chunk of
  * SM_CHUNK elements, the chunks' totals added in double. */
+NM_CLONES
 static double exp_sum_f32(float *restrict y, const float *restrict x, size_t n, float m)
 {
     double total = 0.0;
@@ -260,6 +271,7 @@ static double exp_sum_f32(float *restrict y, const float *restrict x, size_t n, 
 }
 
 /* Y[i] = e^(X[i] - M[i]), S[i] += Y[i] for i < N. */
+NM_CLONES
 static void exp_acc_f32(float *restrict y, float *restrict s, const float *restrict x,
                         const float *restrict m, size_t n)
 {
@@ -282,6 +294,7 @@ static void sm_rows(void *arg, size_t begin, size_t end)
 
 /* Softmax over a strided axis: work item = (outer index, tile of up to SM_TILE columns). Each
  * column sums along the axis in float, taken into a double total every SM_CHUNK rows. */
+NM_CLONES
 static void sm_tiles(void *arg, size_t begin, size_t end)
 {
     const sm_job *j = arg;
@@ -360,6 +373,7 @@ typedef struct ln_job {
     float *y, *mean, *inv;
 } ln_job;
 
+NM_CLONES
 static void ln_apply(size_t n, float *restrict y, const float *restrict x,
                      const float *restrict g, const float *restrict b, float mean, float inv)
 {
@@ -562,6 +576,7 @@ typedef struct bn_job {
     float *y;
 } bn_job;
 
+NM_CLONES
 static void bn_apply(size_t n, float *restrict y, const float *restrict x, float m, float a,
                      float b)
 {
@@ -728,6 +743,7 @@ static void init_f64(void *restrict acc_, size_t n)
     NM_LOOP(n, acc[i] = 0.0;);
 }
 
+NM_CLONES
 static void run_sum_f32(void *restrict acc, const void *restrict x_, size_t n)
 {
     const float *restrict x = x_;
@@ -744,6 +760,7 @@ static void run_sum_f32(void *restrict acc, const void *restrict x_, size_t n)
     *(double *)acc += s;
 }
 
+NM_CLONES
 static void row_sum_f32(void *restrict acc_, const void *restrict x_, size_t n)
 {
     double *restrict acc = acc_;
@@ -760,6 +777,7 @@ static void merge_f64(void *restrict acc, const void *restrict parts_, size_t n)
     *(double *)acc += s;
 }
 
+NM_CLONES
 static void store_sum_f32(void *restrict y_, const void *restrict acc_, size_t n, double div)
 {
     float *restrict y = y_;
@@ -780,6 +798,7 @@ static void run_max_f32(void *restrict acc, const void *restrict x, size_t n)
     *(float *)acc = NM_MAXF(m, a);
 }
 
+NM_CLONES
 static void row_max_f32(void *restrict acc_, const void *restrict x_, size_t n)
 {
     float *restrict acc = acc_;
