@@ -18,6 +18,7 @@
  * Requantisation follows ONNX's reference: acc * (scale_a * scale_b / scale_y) in double,
  * rounded half to even, plus the output zero point, saturated.
  */
+#include "cpu_bcast.h"
 #include "cpu_kernels.h"
 
 #include <math.h>
@@ -126,61 +127,9 @@ typedef struct k2_ctx {
 typedef void (*k2_fn)(size_t n, void *restrict o, const void *restrict a, const void *restrict b,
                       const k2_ctx *ctx);
 
-typedef struct bc_plan {
-    uint32_t rank, n_ops; /* rank >= 1: dims[rank - 1] is the innermost run */
-    int64_t dims[LOOM_MAX_RANK];
-    int64_t strides[2][LOOM_MAX_RANK]; /* bytes; 0 where the operand repeats */
-    unsigned inner_mask;               /* bit k: operand k advances along the innermost run */
-} bc_plan;
-
-static void bc_build(bc_plan *p, const loom_tensor_desc *out, uint32_t n,
-                     const loom_tensor_desc *const *ops)
-{
-    int64_t st[2][LOOM_MAX_RANK];
-    const uint32_t rank = out->rank;
-    for (uint32_t k = 0; k < n; k++) {
-        const loom_tensor_desc *in = ops[k];
-        const uint32_t lead = rank - in->rank;
-        int64_t s = (int64_t)loom_dtype_size(in->dtype);
-        for (uint32_t d = rank; d-- > 0;) {
-            if (d < lead) {
-                st[k][d] = 0;
-                continue;
-            }
-            const int64_t dim = in->dims[d - lead];
-            st[k][d] = dim == 1 ? 0 : s;
-            s *= dim;
-        }
-    }
-    memset(p, 0, sizeof *p);
-    p->n_ops = n;
-    uint32_t r = 0;
-    for (uint32_t d = 0; d < rank; d++) {
-        if (out->dims[d] == 1)
-            continue;
-        int merge = r > 0;
-        for (uint32_t k = 0; k < n && merge; k++)
-            merge = p->strides[k][r - 1] == st[k][d] * out->dims[d];
-        if (merge) {
-            p->dims[r - 1] *= out->dims[d];
-            for (uint32_t k = 0; k < n; k++)
-                p->strides[k][r - 1] = st[k][d];
-        } else {
-            p->dims[r] = out->dims[d];
-            for (uint32_t k = 0; k < n; k++)
-                p->strides[k][r] = st[k][d];
-            r++;
-        }
-    }
-    if (r == 0) {
-        p->dims[0] = 1;
-        r = 1;
-    }
-    p->rank = r;
-    for (uint32_t k = 0; k < n; k++)
-        if (p->strides[k][r - 1] != 0)
-            p->inner_mask |= 1u << k;
-}
+/* The shared broadcast planner (cpu_bcast.c); two operands at most here. */
+typedef cpu_bcast_plan bc_plan;
+#define bc_build cpu_bcast_build
 
 typedef struct bc_job {
     const bc_plan *plan;
