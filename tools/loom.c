@@ -122,7 +122,7 @@ static int cmd_devices(int argc, char **argv)
 
 static const char profile_help[] =
     "usage: loom profile [MODEL.onnx | --model mlp|attention] [--device ID] [--repeat N]\n"
-    "                    [--warmup N] [--json] [--trace OUT.json]\n"
+    "                    [--warmup N] [--precision P] [--json] [--trace OUT.json]\n"
     "\n"
     "Run an ONNX model (symbolic dims set to 1, inputs seeded random) or a bundled model on\n"
     "every device found (or on --device ID only), N times after\n"
@@ -132,7 +132,10 @@ static const char profile_help[] =
     "\n"
     "  --model NAME      bundled model: mlp (64x784 -> 512 -> 256 -> 10, default) or attention\n"
     "                    (one transformer attention block, seq 128, d_model 256, 4 heads)\n"
-    "  --device ID       only this device (e.g. cpu:0, or cpu for the backend's first)\n"
+    "  --device ID       only this device (e.g. cpu:0, or cpu for the backend's first); nodes\n"
+    "                    it cannot run go to a device that can, and the table says where\n"
+    "  --precision P     lowest precision float32 nodes may run in on devices that offer it:\n"
+    "                    f32 (default, exact), fp16 or int8 (NPUs such as npu-sim need it)\n"
     "  --repeat N        measured runs (default 20)\n"
     "  --warmup N        runs before measuring (default 3)\n"
     "  --json            print the figures as one JSON object instead of tables\n"
@@ -143,6 +146,7 @@ typedef struct profile_opts {
     const char *model, *device, *trace;
     const char *onnx; /* a model file instead of a bundled model */
     int repeat, warmup, json;
+    uint32_t precision; /* loom_precision accepted for float32 nodes */
 } profile_opts;
 
 static int cmp_double(const void *a, const void *b)
@@ -260,7 +264,9 @@ static int profile_device(const profile_opts *o, loom_runtime *rt, const char *d
         }
         return runtime_error("profile", "building the bundled model failed");
     }
-    loom_plan_options po = {.struct_size = sizeof po, .device = device, .strict = 1};
+    /* Not strict: what DEVICE cannot run goes to a device that can, and the table says where. */
+    loom_plan_options po = {.struct_size = sizeof po, .device = device, .strict = 0,
+                            .precision = o->precision};
     loom_plan *plan;
     if (loom_plan_create(rt, g, &po, &plan) != LOOM_OK) {
         loom_graph_destroy(g);
@@ -381,7 +387,8 @@ static int cmd_profile(int argc, char **argv)
         } else if (!strcmp(a, "--json")) {
             o.json = 1;
         } else if (!strcmp(a, "--model") || !strcmp(a, "--device") || !strcmp(a, "--trace") ||
-                   !strcmp(a, "--repeat") || !strcmp(a, "--warmup")) {
+                   !strcmp(a, "--repeat") || !strcmp(a, "--warmup") ||
+                   !strcmp(a, "--precision")) {
             if (!v)
                 return usage_error("profile", "%s needs a value", a);
             i++;
@@ -391,6 +398,16 @@ static int cmd_profile(int argc, char **argv)
                 o.device = v;
             else if (!strcmp(a, "--trace"))
                 o.trace = v;
+            else if (!strcmp(a, "--precision")) {
+                if (!strcmp(v, "f32"))
+                    o.precision = LOOM_PRECISION_F32;
+                else if (!strcmp(v, "fp16"))
+                    o.precision = LOOM_PRECISION_F16;
+                else if (!strcmp(v, "int8"))
+                    o.precision = LOOM_PRECISION_INT8;
+                else
+                    return usage_error("profile", "unknown precision '%s' (f32, fp16, int8)", v);
+            }
             else if (!strcmp(a, "--repeat") && !parse_count("profile", a, v, 1, &o.repeat))
                 return EXIT_USAGE;
             else if (!strcmp(a, "--warmup") && !parse_count("profile", a, v, 0, &o.warmup))
