@@ -255,9 +255,13 @@ assert [d["id"] for d in r["devices"]] == ["npu-sim:0"] and r["devices"][0]["bus
 x, y = np.load("x.npy"), np.load("y.npy")
 np.testing.assert_allclose(np.load("npu_out/prod.npy"), x * y, rtol=2e-3, atol=2e-3)
 PY
-    # A node the asked-for device cannot run is a runtime failure (1), not a silent fallback.
-    check "npu-sim refuses float32 without --precision" 1 \
-        env LOOM_BACKEND_PATH="$NPU_DIR" "$LOOM" run addmul.onnx --device npu-sim
+    # --device npu-sim implies fp16.
+    check "npu-sim device implies fp16" 0 env LOOM_BACKEND_PATH="$NPU_DIR" "$LOOM" run addmul.onnx \
+        -i x=x.npy -i y=y.npy --device npu-sim -o npu_out2
+    # Without reduced precision, a strict plan refuses the node (1) instead of moving it.
+    check "npu-sim refuses float32 with --strict" 1 \
+        env LOOM_BACKEND_PATH="$NPU_DIR" "$LOOM" run addmul.onnx --device npu-sim --precision f32 \
+        --strict
     [ "$(wc -l <"$TMP/err")" -eq 1 ] && grep -q "precision" "$TMP/err" ||
         bad "npu-sim refusal is one line naming the precision"
 else

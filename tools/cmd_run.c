@@ -22,7 +22,7 @@
 #define EXIT_USAGE 2
 
 static const char run_help[] =
-    "usage: loom run MODEL.onnx [-i NAME=FILE]... [-o DIR] [--device ID] [--repeat N]\n"
+    "usage: loom run MODEL.onnx [-i NAME=FILE]... [-o DIR] [--device ID] [--strict] [--repeat N]\n"
     "                [--warmup N] [--json] [--dim NAME=VALUE]... [--precision P]\n"
     "\n"
     "Run an ONNX model and write each output to DIR/<output name>.npy (characters other than\n"
@@ -33,8 +33,12 @@ static const char run_help[] =
     "                    given get seeded random data: floats uniform in [-1, 1), integers\n"
     "                    in [0, 4), bools 0 or 1\n"
     "  -o DIR            where outputs go (created if missing; default: the current directory)\n"
-    "  --device ID       run every node on this device (cpu:0, or cpu for the backend's first;\n"
-    "                    'loom devices' lists them); default: the placement policy decides\n"
+    "  --device ID       run the nodes on this device (cpu:0, or cpu for the backend's first;\n"
+    "                    'loom devices' lists them); what it cannot run goes to a device that\n"
+    "                    can, unless --strict; an NPU implies --precision fp16.\n"
+    "                    Default: the placement policy decides\n"
+    "  --strict          fail instead of moving a node to another device: at planning when\n"
+    "                    the device cannot run it, at run time when the device fails\n"
     "  --repeat N        run N times and print latency median, p95, p99 and min\n"
     "  --warmup N        runs before those measured (default 3 with --repeat, else 0)\n"
     "  --dim NAME=VALUE  value of the model's symbolic dimension NAME (e.g. batch_size=1)\n"
@@ -54,8 +58,9 @@ typedef struct run_input {
 
 typedef struct run_opts {
     const char *model, *out_dir, *device;
-    int repeat, warmup, json;
+    int repeat, warmup, json, strict;
     uint32_t precision; /* a loom_precision */
+    int precision_given;
     run_input *inputs;
     size_t n_inputs;
     loom_onnx_dim *dims;
@@ -136,6 +141,10 @@ static int parse_args(int argc, char **argv, run_opts *o)
             o->json = 1;
             continue;
         }
+        if (!strcmp(a, "--strict")) {
+            o->strict = 1;
+            continue;
+        }
         if (a[0] != '-' || !strcmp(a, "-")) {
             if (o->model)
                 return bad_usage("unexpected argument '%s' (one model at a time)", a);
@@ -180,6 +189,7 @@ static int parse_args(int argc, char **argv, run_opts *o)
         } else if (!strcmp(a, "--device")) {
             o->device = v;
         } else if (!strcmp(a, "--precision")) {
+            o->precision_given = 1;
             if (!strcmp(v, "f32") || !strcmp(v, "fp32"))
                 o->precision = LOOM_PRECISION_F32;
             else if (!strcmp(v, "fp16") || !strcmp(v, "f16"))
@@ -609,8 +619,18 @@ int loom_cmd_run(int argc, char **argv)
         goto done;
     }
 
+    /* An NPU computes in reduced precision: asking for one implies fp16 unless told otherwise
+     * (like OpenVINO's inference-precision hint). */
+    if (o.device && !o.precision_given)
+        for (size_t d = 0; d < n_dev; d++) {
+            char id[64];
+            loom_device_info info = {.abi_version = LOOM_ABI_VERSION, .struct_size = sizeof info};
+            if (loom_runtime_device(rt, d, id, sizeof id, &info) == LOOM_OK &&
+                !strcmp(id, device_id) && info.kind == LOOM_DEVICE_NPU)
+                o.precision = LOOM_PRECISION_F16;
+        }
     loom_plan_options po = {.struct_size = sizeof po, .device = o.device ? device_id : NULL,
-                            .strict = o.device != NULL, .precision = o.precision};
+                            .strict = o.strict, .precision = o.precision};
     loom_status st = loom_plan_create(rt, g, &po, &plan);
     if (st != LOOM_OK) {
         say("cannot plan %s%s%s: %s", o.model, o.device ? " on " : "", o.device ? device_id : "",

@@ -122,7 +122,7 @@ static int cmd_devices(int argc, char **argv)
 
 static const char profile_help[] =
     "usage: loom profile [MODEL.onnx | --model mlp|attention] [--device ID] [--repeat N]\n"
-    "                    [--warmup N] [--precision P] [--json] [--trace OUT.json]\n"
+    "                    [--warmup N] [--precision P] [--strict] [--json] [--trace OUT.json]\n"
     "\n"
     "Run an ONNX model (symbolic dims set to 1, inputs seeded random) or a bundled model on\n"
     "every device found (or on --device ID only), N times after\n"
@@ -134,6 +134,7 @@ static const char profile_help[] =
     "                    (one transformer attention block, seq 128, d_model 256, 4 heads)\n"
     "  --device ID       only this device (e.g. cpu:0, or cpu for the backend's first); nodes\n"
     "                    it cannot run go to a device that can, and the table says where\n"
+    "  --strict          fail when a device cannot run a node instead of moving the node\n"
     "  --precision P     lowest precision float32 nodes may run in on devices that offer it:\n"
     "                    f32 (default, exact), fp16 or int8 (NPUs such as npu-sim need it)\n"
     "  --repeat N        measured runs (default 20)\n"
@@ -145,7 +146,7 @@ static const char profile_help[] =
 typedef struct profile_opts {
     const char *model, *device, *trace;
     const char *onnx; /* a model file instead of a bundled model */
-    int repeat, warmup, json;
+    int repeat, warmup, json, strict;
     uint32_t precision; /* loom_precision accepted for float32 nodes */
 } profile_opts;
 
@@ -265,7 +266,7 @@ static int profile_device(const profile_opts *o, loom_runtime *rt, const char *d
         return runtime_error("profile", "building the bundled model failed");
     }
     /* Not strict: what DEVICE cannot run goes to a device that can, and the table says where. */
-    loom_plan_options po = {.struct_size = sizeof po, .device = device, .strict = 0,
+    loom_plan_options po = {.struct_size = sizeof po, .device = device, .strict = o->strict,
                             .precision = o->precision};
     loom_plan *plan;
     if (loom_plan_create(rt, g, &po, &plan) != LOOM_OK) {
@@ -386,6 +387,8 @@ static int cmd_profile(int argc, char **argv)
             return 0;
         } else if (!strcmp(a, "--json")) {
             o.json = 1;
+        } else if (!strcmp(a, "--strict")) {
+            o.strict = 1;
         } else if (!strcmp(a, "--model") || !strcmp(a, "--device") || !strcmp(a, "--trace") ||
                    !strcmp(a, "--repeat") || !strcmp(a, "--warmup") ||
                    !strcmp(a, "--precision")) {
