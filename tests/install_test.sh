@@ -72,4 +72,33 @@ for ex in mlp attention; do
         exit 1
     fi
 done
+# The backend skeleton, built out of tree against the installed headers, is found through
+# LOOM_BACKEND_PATH by the installed `loom`, passes backend-test, and gets the nodes it supports.
+skdir="$work/skeleton"
+mkdir -p "$skdir"
+step "building the backend skeleton with examples/backend-skeleton/Makefile" \
+    make -C "$skdir" -f "$src/examples/backend-skeleton/Makefile" CFLAGS="-O2 -Wall -Wextra -Werror"
+loom="$prefix/bin/loom"
+devs="$(LOOM_BACKEND_PATH="$skdir" "$loom" devices)"
+if ! grep -q "^skeleton:0 " <<<"$devs"; then
+    echo "install_test: FAILED: loom devices does not list skeleton:0:" >&2
+    echo "$devs" >&2
+    exit 1
+fi
+echo "install_test: loom backend-test on the skeleton"
+if ! "$loom" backend-test "$skdir/libloom-skeleton.so" >"$work/skeleton-test.log" 2>&1; then
+    echo "install_test: FAILED: backend-test of the skeleton:" >&2
+    cat "$work/skeleton-test.log" >&2
+    exit 1
+fi
+prof="$(LOOM_BACKEND_PATH="$skdir" "$loom" profile --model mlp --device skeleton --repeat 1 \
+        --warmup 0 --json)"
+relu_devices="$(python3 -c '
+import json, sys
+p = json.load(sys.stdin)["profiles"][0]
+print(" ".join(sorted({n["device"] for n in p["nodes"] if n["op"] == "Relu"})))' <<<"$prof")"
+if [ "$relu_devices" != "skeleton:0" ]; then
+    echo "install_test: FAILED: the skeleton did not receive the Relu nodes (got: $relu_devices)" >&2
+    exit 1
+fi
 echo "install_test: OK"
