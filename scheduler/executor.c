@@ -96,6 +96,44 @@ static void record_failure(pl_ctx *c, const pl_node *n, loom_status st, const ch
     }
 }
 
+/* What an asynchronous backend reports through done(): the host waits on PENDING like on a
+ * dependency counter. */
+typedef struct pl_completion {
+    atomic_uint pending;
+    loom_status status;
+    pl_worker *waiter;
+    char msg[512];
+} pl_completion;
+
+static void completion_done(void *token, loom_status status, const char *message)
+{
+    pl_completion *cp = token;
+    cp->status = status;
+    snprintf(cp->msg, sizeof cp->msg, "%s", message ? message : "");
+    pl_worker *w = cp->waiter; /* read before the store: CP may be gone right after it */
+    atomic_store(&cp->pending, 0);
+    wake(w);
+}
+
+/* Run node P through the backend's submit() and wait for its completion; the worker sleeps on
+ * its condition variable meanwhile, as for a dependency. */
+static loom_status submit_and_wait(pl_ctx *c, pl_worker *self, const lr_device *dev,
+                                   const pl_node *n, uint32_t p, char *err, size_t err_len)
+{
+    const loom_backend *be = dev->backend;
+    pl_completion cp = {.status = LOOM_OK, .waiter = self};
+    atomic_init(&cp.pending, 1);
+    loom_status st = be->submit(be->ctx, dev->index, n->kernel, &c->args[p], completion_done, &cp);
+    if (st != LOOM_OK) {
+        snprintf(err, err_len, "submit failed");
+        return st;
+    }
+    wait_zero(self, &cp.pending);
+    if (cp.status != LOOM_OK)
+        snprintf(err, err_len, "%s", cp.msg);
+    return cp.status;
+}
+
 /* A node failed on its device: say so, and run it on its fallback device instead (outputs are
  * host memory, so the other device writes them where the first one would have). */
 static loom_status run_fallback(pl_ctx *c, const pl_node *n, uint32_t p, loom_status st,
@@ -118,6 +156,9 @@ static void run_device(pl_ctx *c, uint32_t s)
     const pl_device_use *u = &plan->devs[s];
     const lr_device *dev = &plan->rt->devices[u->device];
     const loom_backend *be = dev->backend;
+    loom_status (*submit)(void *, uint32_t, void *, const loom_exec_args *,
+                          void (*)(void *, loom_status, const char *), void *) =
+        LR_SLOT(be, submit);
     pl_worker *self = &c->workers[s];
     int multi = plan->n_devs > 1;
     int record = c->record;
@@ -130,8 +171,9 @@ static void run_device(pl_ctx *c, uint32_t s)
         if (!atomic_load_explicit(&c->failed, memory_order_relaxed)) {
             uint64_t start = record ? loom_now_ns() : 0;
             err[0] = '\0';
-            loom_status st = be->execute(be->ctx, dev->index, n->kernel, &c->args[p], err,
-                                         sizeof err);
+            loom_status st =
+                submit ? submit_and_wait(c, self, dev, n, p, err, sizeof err)
+                       : be->execute(be->ctx, dev->index, n->kernel, &c->args[p], err, sizeof err);
             if (st != LOOM_OK && n->fb_kernel)
                 st = run_fallback(c, n, p, st, err, sizeof err);
             if (st != LOOM_OK)

@@ -9,6 +9,7 @@
  */
 #include "sched_internal.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -223,7 +224,8 @@ static void prepare_fallback(loom_plan *plan, pl_node *n, const loom_node_desc *
 }
 
 static loom_status make_nodes(loom_plan *plan, const loom_graph *g, const uint32_t *order,
-                              const int32_t *tensor_of, int want, int strict, uint32_t precision)
+                              const int32_t *tensor_of, int want, int strict, uint32_t precision,
+                              const float *absmax)
 {
     size_t n_io = 0, max_in = 1, max_out = 1;
     for (size_t i = 0; i < g->n_nodes; i++) {
@@ -238,8 +240,9 @@ static loom_status make_nodes(loom_plan *plan, const loom_graph *g, const uint32
     loom_tensor_desc *in_d = malloc(max_in * sizeof *in_d);
     loom_tensor_desc *out_d = malloc(max_out * sizeof *out_d);
     const void **in_c = malloc(max_in * sizeof *in_c);
+    float *in_m = malloc(max_in * sizeof *in_m);
     loom_status st = LOOM_OK;
-    if (!plan->nodes || !plan->io || !in_d || !out_d || !in_c) {
+    if (!plan->nodes || !plan->io || !in_d || !out_d || !in_c || !in_m) {
         st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory planning graph '%s'", g->name);
         goto done;
     }
@@ -251,6 +254,11 @@ static loom_status make_nodes(loom_plan *plan, const loom_graph *g, const uint32
         loom_node_desc desc;
         lg_node_desc(g, order[p], &desc, in_d, out_d, in_c);
         desc.precision = precision;
+        if (absmax) {
+            for (uint32_t k = 0; k < gn->n_inputs; k++)
+                in_m[k] = gn->inputs[k] == LOOM_NO_VALUE ? NAN : absmax[gn->inputs[k]];
+            desc.input_absmax = in_m;
+        }
         n->op = gn->def->id;
         n->op_name = gn->def->name;
         if (!(n->name = dup_str(gn->name))) {
@@ -296,6 +304,7 @@ done:
     free(in_d);
     free(out_d);
     free(in_c);
+    free(in_m);
     return st;
 }
 
@@ -405,6 +414,8 @@ loom_status loom_plan_create(loom_runtime *rt, const loom_graph *g,
                               "graph '%s' was not checked: call loom_graph_check first", g->name);
     int want = -1, strict = 0;
     uint32_t precision = LOOM_PRECISION_F32;
+    const loom_tensor *const *cal_sets = NULL;
+    size_t n_cal = 0;
     if (options) {
         if (options->struct_size < sizeof(uint32_t) + sizeof(void *))
             return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
@@ -433,6 +444,18 @@ loom_status loom_plan_create(loom_runtime *rt, const loom_graph *g,
                                       "plan options: unknown precision %u (0 f32, 1 fp16, 2 int8)",
                                       precision);
         }
+        if (options->struct_size >=
+            offsetof(loom_plan_options, n_calibration_sets) + sizeof(size_t)) {
+            cal_sets = options->calibration_inputs;
+            n_cal = options->n_calibration_sets;
+        }
+    }
+    if (precision != LOOM_PRECISION_INT8)
+        n_cal = 0;
+    if (n_cal) {
+        loom_status cst = pl_check_calibration(g, cal_sets, n_cal);
+        if (cst != LOOM_OK)
+            return cst;
     }
     loom_plan *plan = calloc(1, sizeof *plan);
     int32_t *tensor_of = malloc((g->n_values + 1) * sizeof *tensor_of);
@@ -447,19 +470,28 @@ loom_status loom_plan_create(loom_runtime *rt, const loom_graph *g,
     plan->rt = rt;
     plan->strict = strict;
     pthread_mutex_init(&plan->ctx_lock, NULL);
+    float *absmax = NULL;
     loom_status st = lg_topo_order(g, order);
+    if (st == LOOM_OK && n_cal) {
+        if (!(absmax = malloc((g->n_values + 1) * sizeof *absmax)))
+            st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory calibrating graph '%s'",
+                                g->name);
+        else
+            st = pl_calibrate(g, order, cal_sets, n_cal, absmax);
+    }
     if (st == LOOM_OK)
         st = make_tensors(plan, g, tensor_of);
     if (st == LOOM_OK)
         st = make_io_names(plan, g, tensor_of);
     if (st == LOOM_OK)
-        st = make_nodes(plan, g, order, tensor_of, want, strict, precision);
+        st = make_nodes(plan, g, order, tensor_of, want, strict, precision, absmax);
     if (st == LOOM_OK)
         st = make_edges(plan);
     if (st == LOOM_OK)
         st = make_device_orders(plan);
     if (st == LOOM_OK)
         st = pl_memory_plan(plan);
+    free(absmax);
     free(tensor_of);
     free(order);
     if (st != LOOM_OK) {

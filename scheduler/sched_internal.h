@@ -122,6 +122,16 @@ struct loom_plan {
     pl_ctx *all_ctx;
 };
 
+/* ---- calibrate.c ---- */
+/* Check N_SETS calibration sets of G's inputs (count, dtype, shape), naming the bad input. */
+loom_status pl_check_calibration(const loom_graph *g, const loom_tensor *const *sets,
+                                 size_t n_sets);
+/* Evaluate G (nodes in ORDER) on each of N_SETS checked sets with the CPU reference kernels and
+ * write into ABSMAX (g->n_values entries) each value's largest |x| over all sets: f32 values
+ * only (0 when never seen), NaN for other dtypes. Fails naming the node whose kernel failed. */
+loom_status pl_calibrate(const loom_graph *g, const uint32_t *order,
+                         const loom_tensor *const *sets, size_t n_sets, float *absmax);
+
 /* ---- memplan.c ---- */
 /* Assign arena offsets to every intermediate tensor and node scratch of PLAN, reusing memory
  * between tensors whose lifetimes (in each device's execution order) do not overlap. Fills the

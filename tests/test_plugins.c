@@ -167,6 +167,34 @@ static void test_strict_plan_reports_the_failing_device_instead(void)
     loom_runtime_destroy(rt);
 }
 
+static void test_async_submit_completes_and_its_failures_fall_back(void)
+{
+    /* The plugin offers submit() and runs each node on a thread of its own; its first two
+     * executions succeed, later ones fail (reported through the completion). */
+    setenv("LOOM_TEST_ASYNC", "1", 1);
+    setenv("LOOM_TEST_FAIL_AFTER", "2", 1);
+    loom_runtime *rt = start(p_fail_execute);
+    unsetenv("LOOM_TEST_ASYNC");
+    unsetenv("LOOM_TEST_FAIL_AFTER");
+    CU_ASSERT_FATAL(rt != NULL);
+    char id[64];
+    CU_ASSERT_FATAL(plugin_device(rt, id, sizeof id));
+    loom_graph *g = relu_add_graph();
+    CU_ASSERT_EQUAL_FATAL(loom_graph_check(g), LOOM_OK);
+    loom_plan_options o = {.struct_size = sizeof o, .device = id};
+    loom_plan *p = NULL;
+    CU_ASSERT_EQUAL_FATAL(loom_plan_create(rt, g, &o, &p), LOOM_OK);
+    size_t fallbacks = 99;
+    run_relu_add(p, 1, &fallbacks); /* both nodes through submit, both succeed */
+    CU_ASSERT_EQUAL(fallbacks, 0);
+    run_relu_add(p, 1, &fallbacks); /* both fail asynchronously and re-run on the CPU */
+    CU_ASSERT_EQUAL(fallbacks, 2);
+    CU_ASSERT(any_message(rt, "injected failure", "re-ran on cpu:0"));
+    loom_plan_destroy(p);
+    loom_graph_destroy(g);
+    loom_runtime_destroy(rt);
+}
+
 static void test_backend_path_folder_loads_good_plugins_and_refuses_bad_ones(void)
 {
     char dir[4096];
@@ -206,6 +234,8 @@ int main(int argc, char **argv)
                 test_failing_execute_falls_back_to_cpu_and_finishes);
     CU_add_test(s, "strict_plan_reports_the_failing_device_instead",
                 test_strict_plan_reports_the_failing_device_instead);
+    CU_add_test(s, "async_submit_completes_and_its_failures_fall_back",
+                test_async_submit_completes_and_its_failures_fall_back);
     CU_add_test(s, "backend_path_folder_loads_good_plugins_and_refuses_bad_ones",
                 test_backend_path_folder_loads_good_plugins_and_refuses_bad_ones);
     CU_basic_set_mode(CU_BRM_VERBOSE);

@@ -7,10 +7,13 @@
  *    values, and values beyond 65504 become infinities, as on the device);
  *  - int8: weights (Conv W, MatMul/Gemm B) that are constants of the graph are quantised at
  *    prepare time, symmetric, one scale per output channel (maxabs/127); activations are
- *    quantised per tensor with a scale from their max-abs at run time (dynamic quantisation);
- *    products accumulate in int32 and are dequantised to f32. Elementwise and pooling nodes
- *    quantise their float inputs the same way and compute on the dequantised values. There is
- *    no calibration from sample inputs yet (static scales): that is future work.
+ *    quantised per tensor. When the host calibrated the plan on sample inputs
+ *    (loom_node_desc.input_absmax gives a positive max-abs for an input), that input's scale
+ *    is static, absmax/127 fixed at prepare time, and values beyond the calibrated range
+ *    saturate at +-127 at run time, as on a device with static scales; otherwise the scale
+ *    comes from the tensor's max-abs at run time (dynamic quantisation). Products accumulate
+ *    in int32 and are dequantised to f32. Elementwise and pooling nodes quantise their float
+ *    inputs the same way and compute on the dequantised values.
  *  - QuantizeLinear/DequantizeLinear/QLinearConv/QLinearMatMul follow ONNX exactly, as the CPU
  *    reference does; Reshape/Flatten are copies.
  */
@@ -463,6 +466,12 @@ loom_status npu_kernel_prepare(const loom_node_desc *node, npu_mode mode, npu_ke
     }
     k->out[0] = node->outputs[0];
     k->w_input = -1;
+    if (mode == NPU_MODE_INT8 && LOOM_NODE_DESC_HAS_ABSMAX(node) && node->input_absmax)
+        for (uint32_t i = 0; i < node->n_inputs && i < NPU_MAX_IN; i++) {
+            float m = node->input_absmax[i];
+            if (k->in_present[i] && k->in[i].dtype == LOOM_DTYPE_F32 && m > 0 && isfinite(m))
+                k->in_scale[i] = quant_scale(m);
+        }
     k->s_out = k->s_qa = k->s_qw = k->s_ws = UNUSED_SLOT;
     for (uint32_t i = 0; i < NPU_MAX_IN; i++)
         k->s_in[i] = UNUSED_SLOT;
@@ -567,10 +576,13 @@ static const float *load_input(const npu_kernel *k, const loom_exec_args *a, uin
             dst[j] = npu_round_f16(f[j]);
     } else { /* int8: quantise per tensor, hand on the dequantised values */
         const float *f = src;
-        float m = 0;
-        for (int64_t j = 0; j < n; j++)
-            m = fmaxf(m, fabsf(f[j]));
-        float s = quant_scale(m);
+        float s = k->in_scale[i];
+        if (!(s > 0)) { /* not calibrated: dynamic scale */
+            float m = 0;
+            for (int64_t j = 0; j < n; j++)
+                m = fmaxf(m, fabsf(f[j]));
+            s = quant_scale(m);
+        }
         for (int64_t j = 0; j < n; j++)
             dst[j] = (float)quant8(f[j], s) * s;
     }
@@ -704,14 +716,18 @@ static void gemm_i8(int64_t M, int64_t N, int64_t K, const int8_t *a, int64_t ar
     }
 }
 
-/* Quantise the activation input 0 per tensor into QA; returns its scale. */
+/* Quantise the activation input 0 per tensor into QA, with its calibrated static scale (values
+ * beyond it saturate) or else a dynamic one from its max-abs; returns the scale. */
 static float quantise_activation(const npu_kernel *k, const float *x, int8_t *qa)
 {
     int64_t n = numel(&k->in[0]);
-    float m = 0;
-    for (int64_t i = 0; i < n; i++)
-        m = fmaxf(m, fabsf(x[i]));
-    float s = quant_scale(m);
+    float s = k->in_scale[0];
+    if (!(s > 0)) {
+        float m = 0;
+        for (int64_t i = 0; i < n; i++)
+            m = fmaxf(m, fabsf(x[i]));
+        s = quant_scale(m);
+    }
     for (int64_t i = 0; i < n; i++)
         qa[i] = quant8(x[i], s);
     return s;

@@ -43,6 +43,10 @@ typedef struct npu_kernel {
     int8_t *wq;         /* quantised constant weights, or NULL (then quantised per run) */
     float *wscale;      /* one per output channel */
     int64_t n_ch;       /* output channels of the weight */
+    /* int8 mode: static activation scales (absmax / 127) calibrated by the host from sample
+     * inputs (loom_node_desc.input_absmax), one per input; 0 when unknown (then the input is
+     * quantised dynamically, from its max-abs at run time). */
+    float in_scale[NPU_MAX_IN];
     /* scratch layout: offsets into the scratch area, (size_t)-1 when unused */
     size_t s_in[NPU_MAX_IN], s_out, s_qa, s_qw, s_ws;
     size_t scratch_bytes;

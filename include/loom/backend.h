@@ -216,6 +216,13 @@ typedef struct loom_node_desc {
      * inference-precision hint): a backend may claim and compute an f32 node in fp16 or int8
      * only when this allows it. */
     uint32_t precision; /* a loom_precision */
+    /* ---- ABI 0.2, appended ---- */
+    /* For each input, the largest |value| seen while the host calibrated the plan on sample
+     * inputs (loom_plan_options.calibration_inputs, INT8 precision only); NaN or <= 0 when
+     * unknown for that input (non-f32 values, absent inputs). NULL when the plan was not
+     * calibrated. A backend may derive static int8 scales from it (absmax / 127) instead of
+     * quantising activations per run; it copies what it keeps at prepare. */
+    const float *input_absmax;
 } loom_node_desc;
 
 /* Precision a user accepts for float32 nodes. */
@@ -228,6 +235,10 @@ typedef enum loom_precision {
 /* Whether DESC has the ABI 0.2 fields (the host that built it may be older). */
 #define LOOM_NODE_DESC_HAS_PRECISION(desc)                                                     \
     ((desc)->struct_size >= offsetof(loom_node_desc, precision) + sizeof(uint32_t))
+
+/* Whether DESC has the input_absmax field (it may still be NULL: not calibrated). */
+#define LOOM_NODE_DESC_HAS_ABSMAX(desc)                                                        \
+    ((desc)->struct_size >= offsetof(loom_node_desc, input_absmax) + sizeof(const float *))
 
 /* Device categories, as `loom devices` reports them. */
 typedef enum loom_device_kind {

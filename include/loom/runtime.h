@@ -104,6 +104,15 @@ typedef struct loom_plan_options {
     /* The lowest precision accepted for float32 nodes (loom_precision): LOOM_PRECISION_F32
      * (default) keeps them exact; F16 or INT8 lets devices such as NPUs take them. */
     uint32_t precision;
+    /* Sample inputs to calibrate int8 scales of activations (used when PRECISION is
+     * LOOM_PRECISION_INT8, ignored otherwise): N_CALIBRATION_SETS sets of the graph's inputs,
+     * set s being CALIBRATION_INPUTS[s * n_inputs .. s * n_inputs + n_inputs - 1] in the order
+     * of the graph's inputs, each of the input's dtype and shape. The plan evaluates the graph
+     * on each set with the CPU reference kernels and gives each node the largest |value| of
+     * each of its inputs (loom_node_desc.input_absmax). NULL / 0: not calibrated (devices
+     * quantise activations dynamically). Borrowed for the call only. */
+    const loom_tensor *const *calibration_inputs;
+    size_t n_calibration_sets;
 } loom_plan_options;
 
 /* Place a checked GRAPH on RUNTIME's devices, compile every node and make the static memory

@@ -4,10 +4,13 @@
  * execute fails with "fail-execute: injected failure (call N)". With $LOOM_TEST_FAIL_AFTER=N
  * (read when the plugin is queried) the first N executions compute the right answer and every
  * later one fails; without it every execution fails. Lets the host's run-time fallback (re-run
- * the node on another device) be tested.
+ * the node on another device) be tested. With $LOOM_TEST_ASYNC=1 it also offers the ABI 0.2
+ * submit() slot: the work runs on a thread of the plugin, which reports through done(), so the
+ * host's asynchronous path is tested the same way.
  */
 #include <loom/backend.h>
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +20,9 @@ typedef struct fx_state {
     loom_backend table;
     long fail_after; /* -1: fail always */
     atomic_long calls;
+    pthread_mutex_t lock; /* guards LAST: the previous submit's thread, joined before the next */
+    pthread_t last;
+    int have_last;
 } fx_state;
 
 static uint32_t fx_device_count(void *ctx)
@@ -106,6 +112,48 @@ static loom_status fx_execute(void *ctx, uint32_t dev, void *kernel, const loom_
     return LOOM_OK;
 }
 
+typedef struct fx_job {
+    fx_state *s;
+    void *kernel;
+    loom_exec_args args;
+    void (*done)(void *token, loom_status status, const char *message);
+    void *token;
+} fx_job;
+
+static void *fx_job_main(void *arg)
+{
+    fx_job *j = arg;
+    char err[256] = "";
+    loom_status st = fx_execute(j->s, 0, j->kernel, &j->args, err, sizeof err);
+    void (*done)(void *, loom_status, const char *) = j->done;
+    void *token = j->token;
+    free(j);
+    done(token, st, err[0] ? err : NULL);
+    return NULL;
+}
+
+static loom_status fx_submit(void *ctx, uint32_t dev, void *kernel, const loom_exec_args *args,
+                             void (*done)(void *token, loom_status status, const char *message),
+                             void *token)
+{
+    fx_state *s = ctx;
+    (void)dev;
+    fx_job *j = malloc(sizeof *j);
+    if (!j)
+        return LOOM_ERR_OUT_OF_MEMORY;
+    *j = (fx_job){s, kernel, *args, done, token};
+    pthread_mutex_lock(&s->lock);
+    if (s->have_last) /* it has called done() already: only its return is left */
+        pthread_join(s->last, NULL);
+    s->have_last = pthread_create(&s->last, NULL, fx_job_main, j) == 0;
+    pthread_mutex_unlock(&s->lock);
+    if (!s->have_last) {
+        free(j);
+        return LOOM_ERR_DEVICE_LOST;
+    }
+    return LOOM_OK;
+}
+
 static void fx_release_kernel(void *ctx, void *kernel)
 {
     (void)ctx;
@@ -114,7 +162,11 @@ static void fx_release_kernel(void *ctx, void *kernel)
 
 static void fx_shutdown(void *ctx)
 {
-    free(ctx);
+    fx_state *s = ctx;
+    if (s->have_last)
+        pthread_join(s->last, NULL);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
 }
 
 __attribute__((visibility("default"))) const loom_backend *
@@ -133,6 +185,7 @@ const loom_backend *loom_backend_query(uint32_t host_abi_version, const loom_hos
     if (env && *env)
         s->fail_after = strtol(env, NULL, 10);
     atomic_init(&s->calls, 0);
+    pthread_mutex_init(&s->lock, NULL);
     loom_backend *t = &s->table;
     t->abi_version = LOOM_ABI_VERSION;
     t->struct_size = sizeof *t;
@@ -145,5 +198,8 @@ const loom_backend *loom_backend_query(uint32_t host_abi_version, const loom_hos
     t->execute = fx_execute;
     t->release_kernel = fx_release_kernel;
     t->shutdown = fx_shutdown;
+    const char *async = getenv("LOOM_TEST_ASYNC");
+    if (async && !strcmp(async, "1"))
+        t->submit = fx_submit;
     return t;
 }
