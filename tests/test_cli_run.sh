@@ -292,6 +292,9 @@ check_bad "bad repeat" "--repeat" "$LOOM" run addmul.onnx --repeat zero
 check_bad "negative warmup" "--warmup" "$LOOM" run addmul.onnx --warmup -1
 check_bad "bad dim" "--dim" "$LOOM" run symbolic.onnx --dim batch
 check_bad "unknown precision" "--precision 'fp8'" "$LOOM" run addmul.onnx --precision fp8
+check "int8 calibrated on random sets" 0 "$LOOM" run addmul.onnx --precision int8 --calibrate 2 -o cal_out
+check_bad "calibrate without int8" "--calibrate needs --precision int8" "$LOOM" run addmul.onnx --calibrate 2
+check_bad "bad calibrate" "--calibrate" "$LOOM" run addmul.onnx --precision int8 --calibrate 0
 touch a_file
 check_bad "output dir is a file" "a_file" "$LOOM" run addmul.onnx -o a_file
 

@@ -658,6 +658,124 @@ static void test_int8_plan_is_exact_on_the_grid(void)
     CU_ASSERT(max_rel_err(got.f, want.f, sizeof want.f / sizeof *want.f) < 1e-5);
 }
 
+/* ---- int8 scales calibrated from sample inputs ---- */
+enum { CAL_SETS = 4 };
+
+/* c = conv(x, w, b), f = matmul(a, wf) planned strictly on npu-sim in int8, calibrated with
+ * CAL_SETS sets (x then a per set; a set's a may have shape A_DIMS); runs on X, A. */
+static loom_status cal_run(const cnn_data *d, float (*cal_x)[CN * CC * CH * CW],
+                           float (*cal_a)[F_ROWS * F_IN], const int64_t *a_dims, const float *x,
+                           const float *a, cnn_ref *o)
+{
+    loom_graph *g = loom_graph_create("npu_cal");
+    int64_t dx[4] = {CN, CC, CH, CW}, dw[4] = {CM, CC, 3, 3}, db[1] = {CM};
+    int64_t da[2] = {F_ROWS, F_IN}, dwf[2] = {F_IN, F_OUT};
+    loom_value vx = loom_input(g, "x", LOOM_DTYPE_F32, 4, dx);
+    loom_value va = loom_input(g, "a", LOOM_DTYPE_F32, 2, da);
+    loom_value w = loom_constant(g, "w", LOOM_DTYPE_F32, 4, dw, d->w);
+    loom_value b = loom_constant(g, "b", LOOM_DTYPE_F32, 1, db, d->b);
+    loom_value wf = loom_constant(g, "wf", LOOM_DTYPE_F32, 2, dwf, d->wf);
+    loom_window_params cp = {.n_spatial = 2, .pads = {1, 1, 1, 1}};
+    loom_output(g, loom_conv(g, vx, w, b, &cp), "c");
+    loom_output(g, loom_matmul(g, va, wf), "f");
+    if (loom_graph_check(g) != LOOM_OK) {
+        fprintf(stderr, "cal_run: %s\n", loom_last_error());
+        loom_graph_destroy(g);
+        return LOOM_ERR_INTERNAL;
+    }
+    loom_tensor *sets[2 * CAL_SETS] = {NULL};
+    for (int s = 0; s < CAL_SETS; s++) {
+        loom_tensor_wrap(LOOM_DTYPE_F32, 4, dx, cal_x[s], &sets[2 * s]);
+        loom_tensor_wrap(LOOM_DTYPE_F32, 2, a_dims, cal_a[s], &sets[2 * s + 1]);
+    }
+    loom_plan_options po;
+    memset(&po, 0, sizeof po);
+    po.struct_size = sizeof po;
+    po.device = "npu-sim";
+    po.strict = 1;
+    po.precision = LOOM_PRECISION_INT8;
+    po.calibration_inputs = (const loom_tensor *const *)sets;
+    po.n_calibration_sets = CAL_SETS;
+    loom_plan *plan = NULL;
+    loom_status st = loom_plan_create(rt, g, &po, &plan);
+    loom_graph_destroy(g);
+    for (int i = 0; i < 2 * CAL_SETS; i++)
+        loom_tensor_destroy(sets[i]);
+    if (st != LOOM_OK)
+        return st;
+    loom_tensor *in[2] = {NULL, NULL}, *out[2] = {NULL, NULL};
+    loom_tensor_wrap(LOOM_DTYPE_F32, 4, dx, (void *)x, &in[0]);
+    loom_tensor_wrap(LOOM_DTYPE_F32, 2, da, (void *)a, &in[1]);
+    st = loom_plan_make_outputs(plan, out, 2);
+    if (st == LOOM_OK)
+        st = loom_plan_run(plan, (const loom_tensor *const *)in, 2, out, 2, NULL);
+    if (st == LOOM_OK) {
+        memcpy(o->c, loom_tensor_data(out[0]), sizeof o->c);
+        memcpy(o->f, loom_tensor_data(out[1]), sizeof o->f);
+    } else {
+        fprintf(stderr, "cal_run: %s\n", loom_last_error());
+    }
+    for (int i = 0; i < 2; i++) {
+        loom_tensor_destroy(out[i]);
+        loom_tensor_destroy(in[i]);
+    }
+    loom_plan_destroy(plan);
+    return st;
+}
+
+static void test_int8_calibrated_scales(void)
+{
+    static cnn_data d;
+    static float cx[CAL_SETS][CN * CC * CH * CW], ca[CAL_SETS][F_ROWS * F_IN];
+    float mx = 0, ma = 0;
+    cnn_fill(&d, 0);
+    for (int s = 0; s < CAL_SETS; s++) {
+        for (int i = 0; i < CN * CC * CH * CW; i++)
+            mx = fmaxf(mx, fabsf(cx[s][i] = frand()));
+        for (int i = 0; i < F_ROWS * F_IN; i++)
+            ma = fmaxf(ma, fabsf(ca[s][i] = frand()));
+    }
+    int64_t da[2] = {F_ROWS, F_IN};
+    cnn_ref want, got;
+
+    /* (a) inputs within the calibrated range: int8 tolerance of the f32 reference */
+    CU_ASSERT_EQUAL_FATAL(cal_run(&d, cx, ca, da, d.x, d.a, &got), LOOM_OK);
+    ref_conv(d.x, CN, CC, CH, CW, d.w, CM, 3, 3, d.b, 1, 1, want.c, CH, CW);
+    ref_matmul(d.a, d.wf, F_ROWS, F_IN, F_OUT, want.f);
+    CU_ASSERT(max_rel_err(got.c, want.c, sizeof want.c / sizeof *want.c) < 0.05);
+    CU_ASSERT(max_rel_err(got.f, want.f, sizeof want.f / sizeof *want.f) < 0.1);
+
+    /* (b) inputs 4x larger than anything calibrated: the static scales saturate them at the
+     * calibrated max-abs, so the results are those of the clipped inputs (dynamic scales would
+     * follow the larger inputs and match the unclipped reference) */
+    static float bx[CN * CC * CH * CW], ba[F_ROWS * F_IN], clx[CN * CC * CH * CW],
+        cla[F_ROWS * F_IN];
+    for (int i = 0; i < CN * CC * CH * CW; i++) {
+        bx[i] = 4 * d.x[i];
+        clx[i] = fmaxf(-mx, fminf(mx, bx[i]));
+    }
+    for (int i = 0; i < F_ROWS * F_IN; i++) {
+        ba[i] = 4 * d.a[i];
+        cla[i] = fmaxf(-ma, fminf(ma, ba[i]));
+    }
+    CU_ASSERT_EQUAL_FATAL(cal_run(&d, cx, ca, da, bx, ba, &got), LOOM_OK);
+    cnn_ref clipped, full;
+    ref_conv(clx, CN, CC, CH, CW, d.w, CM, 3, 3, d.b, 1, 1, clipped.c, CH, CW);
+    ref_matmul(cla, d.wf, F_ROWS, F_IN, F_OUT, clipped.f);
+    ref_conv(bx, CN, CC, CH, CW, d.w, CM, 3, 3, d.b, 1, 1, full.c, CH, CW);
+    ref_matmul(ba, d.wf, F_ROWS, F_IN, F_OUT, full.f);
+    CU_ASSERT(max_rel_err(got.c, clipped.c, sizeof got.c / sizeof *got.c) < 0.05);
+    CU_ASSERT(max_rel_err(got.f, clipped.f, sizeof got.f / sizeof *got.f) < 0.1);
+    CU_ASSERT(max_rel_err(got.c, full.c, sizeof got.c / sizeof *got.c) > 0.3);
+    CU_ASSERT(max_rel_err(got.f, full.f, sizeof got.f / sizeof *got.f) > 0.3);
+
+    /* (c) a calibration set of the wrong shape fails plan creation naming the input */
+    int64_t bad[2] = {F_ROWS, F_IN / 2};
+    CU_ASSERT_EQUAL(cal_run(&d, cx, ca, bad, d.x, d.a, &got), LOOM_ERR_INVALID_ARGUMENT);
+    CU_ASSERT(contains(loom_last_error(), "input 'a'"));
+    CU_ASSERT(contains(loom_last_error(), "shape"));
+}
+
 static void test_f32_strict_plan_fails_naming_reason(void)
 {
     cnn_data d;
@@ -960,6 +1078,7 @@ int main(int argc, char **argv)
         {"fp16_plan_matches_reference", test_fp16_plan_matches_reference},
         {"int8_plan_matches_reference", test_int8_plan_matches_reference},
         {"int8_plan_is_exact_on_the_grid", test_int8_plan_is_exact_on_the_grid},
+        {"int8_calibrated_scales", test_int8_calibrated_scales},
         {"f32_strict_plan_fails_naming_reason", test_f32_strict_plan_fails_naming_reason},
         {"f32_plan_falls_back_to_cpu", test_f32_plan_falls_back_to_cpu},
         {"unsupported_op_is_named", test_unsupported_op_is_named},

@@ -24,6 +24,7 @@
 static const char run_help[] =
     "usage: loom run MODEL.onnx [-i NAME=FILE]... [-o DIR] [--device ID] [--strict] [--repeat N]\n"
     "                [--warmup N] [--json] [--dim NAME=VALUE]... [--precision P]\n"
+    "                [--calibrate N]\n"
     "\n"
     "Run an ONNX model and write each output to DIR/<output name>.npy (characters other than\n"
     "A-Z a-z 0-9 . _ - in the name become '_').\n"
@@ -44,6 +45,10 @@ static const char run_help[] =
     "  --dim NAME=VALUE  value of the model's symbolic dimension NAME (e.g. batch_size=1)\n"
     "  --precision P     lowest precision float32 nodes may run in: f32 (default, exact),\n"
     "                    fp16 or int8 (lets devices such as NPUs take them)\n"
+    "  --calibrate N     with --precision int8: calibrate the int8 scales of activations on\n"
+    "                    N sets of seeded random inputs of the model's dtypes and shapes (as\n"
+    "                    for inputs not given); devices then use static scales, and values\n"
+    "                    beyond the calibrated range saturate. Default: dynamic scales\n"
     "  --json            print one JSON object instead of text: {\"model\", \"device\", \"runs\",\n"
     "                    \"latency_ms\": {\"median\", \"p95\", \"p99\", \"min\"},\n"
     "                    \"peak_memory_bytes\", \"devices\": [{\"id\", \"busy_ms\"}],\n"
@@ -61,6 +66,7 @@ typedef struct run_opts {
     int repeat, warmup, json, strict;
     uint32_t precision; /* a loom_precision */
     int precision_given;
+    int calibrate; /* sample sets for int8 calibration, 0 for none */
     run_input *inputs;
     size_t n_inputs;
     loom_onnx_dim *dims;
@@ -154,7 +160,8 @@ static int parse_args(int argc, char **argv, run_opts *o)
         int takes_value = !strcmp(a, "-i") || !strcmp(a, "--input") || !strcmp(a, "-o") ||
                           !strcmp(a, "--output") || !strcmp(a, "--device") ||
                           !strcmp(a, "--repeat") || !strcmp(a, "--warmup") ||
-                          !strcmp(a, "--dim") || !strcmp(a, "--precision");
+                          !strcmp(a, "--dim") || !strcmp(a, "--precision") ||
+                          !strcmp(a, "--calibrate");
         if (!takes_value)
             return bad_usage("unknown option '%s'", a);
         if (!v)
@@ -198,6 +205,10 @@ static int parse_args(int argc, char **argv, run_opts *o)
                 o->precision = LOOM_PRECISION_INT8;
             else
                 return bad_usage("unknown --precision '%s' (f32, fp16 or int8)", v);
+        } else if (!strcmp(a, "--calibrate")) {
+            if (!parse_int(a, v, 1, 1000, &n))
+                return 0;
+            o->calibrate = (int)n;
         } else if (!strcmp(a, "--repeat")) {
             if (!parse_int(a, v, 1, 1000000, &n))
                 return 0;
@@ -210,6 +221,8 @@ static int parse_args(int argc, char **argv, run_opts *o)
     }
     if (!o->model)
         return bad_usage("%s", "no model given: loom run MODEL.onnx");
+    if (o->calibrate && o->precision != LOOM_PRECISION_INT8)
+        return bad_usage("%s", "--calibrate needs --precision int8");
     return 1;
 }
 
@@ -631,7 +644,36 @@ int loom_cmd_run(int argc, char **argv)
         }
     loom_plan_options po = {.struct_size = sizeof po, .device = o.device ? device_id : NULL,
                             .strict = o.strict, .precision = o.precision};
-    loom_status st = loom_plan_create(rt, g, &po, &plan);
+    loom_tensor **cal = NULL;
+    size_t n_cal = o.calibrate ? (size_t)o.calibrate * n_in : 0;
+    if (n_cal) { /* seeded random sample sets, streams apart from the run's own inputs */
+        if (!(cal = calloc(n_cal, sizeof *cal))) {
+            say("out of memory");
+            rc = EXIT_RUNTIME;
+            goto done;
+        }
+        for (size_t k = 0; k < n_cal && rc == 0; k++) {
+            loom_dtype dt;
+            uint32_t rank;
+            int64_t dims[LOOM_MAX_RANK];
+            loom_value v = loom_graph_input(g, k % n_in);
+            loom_value_info(g, v, &dt, &rank, dims);
+            if (loom_tensor_create(dt, rank, dims, &cal[k]) != LOOM_OK) {
+                say("calibration input '%s': %s", loom_value_name(g, v), loom_last_error());
+                rc = EXIT_RUNTIME;
+            } else {
+                fill_random(cal[k], 1000003u * (k / n_in + 1) + k % n_in);
+            }
+        }
+        po.calibration_inputs = (const loom_tensor *const *)cal;
+        po.n_calibration_sets = (size_t)o.calibrate;
+    }
+    loom_status st = rc == 0 ? loom_plan_create(rt, g, &po, &plan) : LOOM_OK;
+    for (size_t k = 0; cal && k < n_cal; k++)
+        loom_tensor_destroy(cal[k]);
+    free(cal);
+    if (rc != 0)
+        goto done;
     if (st != LOOM_OK) {
         say("cannot plan %s%s%s: %s", o.model, o.device ? " on " : "", o.device ? device_id : "",
             loom_last_error());

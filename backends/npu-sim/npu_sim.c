@@ -19,6 +19,10 @@
  * max(flops / peak, bytes / bandwidth) + dispatch latency, with peak tops_int8 for int8 and
  * quantised nodes and tflops_fp16 otherwise, and bytes counted in the device's formats.
  * power_w is kept in the profile for energy studies; ABI 0.2 has no slot for it yet.
+ *
+ * int8 activations use static scales (calibrated max-abs / 127, saturating) when the host
+ * calibrated the plan on sample inputs (node->input_absmax), else dynamic ones: see
+ * npu_kernels.c.
  */
 #include "npu_sim.h"
 
