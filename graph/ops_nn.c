@@ -663,7 +663,10 @@ static loom_status infer_reduce(loom_infer_ctx *ctx, uint32_t mask)
         for (size_t k = 0; k < n; k++)
             axes[k] = v[k];
     }
-    int noop = loom_infer_get_int(ctx, "noop_with_empty_axes", 0) != 0;
+    /* A present but empty 'axes' attribute is the canonical form of noop_with_empty_axes=1, so
+     * that a canonical node infers to itself. */
+    int noop = loom_infer_get_int(ctx, "noop_with_empty_axes", 0) != 0 ||
+               (!loom_ops_has(ctx, 1) && loom_attr_list_get(ctx->attrs, "axes") != NULL);
     int keepdims = loom_infer_get_int(ctx, "keepdims", 1) != 0;
     if (n == 0 && !noop) {
         n = x->rank;

@@ -915,6 +915,26 @@ static void test_reduce_axes_attribute_and_noop_with_empty_axes(void)
     loom_graph_destroy(g);
 }
 
+static void test_reduce_noop_canonical_form_infers_to_itself(void)
+{
+    /* noop_with_empty_axes=1 with no axes is an identity; its canonical form (an empty 'axes'
+     * attribute) must stay an identity when a node is rebuilt from it. */
+    loom_graph *g = loom_graph_create("reduce_noop");
+    loom_value x = in(g, "x", LOOM_DTYPE_F32, 2, D(3, 4));
+    loom_attr noop = loom_attr_int("noop_with_empty_axes", 1);
+    loom_value y = op1(g, "ReduceMax", "r1", &x, 1, &noop, 1);
+    loom_attr empty = loom_attr_ints("axes", 0, NULL);
+    loom_value z = op1(g, "ReduceMax", "r2", &x, 1, &empty, 1);
+    uint32_t rank = 0;
+    int64_t dims[LOOM_MAX_RANK];
+    CU_ASSERT_EQUAL(loom_value_info(g, y, NULL, &rank, dims), LOOM_OK);
+    CU_ASSERT_EQUAL(rank, 2);
+    CU_ASSERT_EQUAL(loom_value_info(g, z, NULL, &rank, dims), LOOM_OK);
+    CU_ASSERT_EQUAL(rank, 2);
+    CU_ASSERT(rank == 2 && dims[0] == 3 && dims[1] == 4);
+    loom_graph_destroy(g);
+}
+
 static void test_reduce_rejects_repeated_and_non_constant_axes(void)
 {
     loom_graph *g = loom_graph_create("reduce_dup");
@@ -1459,6 +1479,7 @@ int main(void)
         TEST(test_reduce_without_axes_reduces_everything),
         TEST(test_reduce_axes_attribute_and_noop_with_empty_axes),
         TEST(test_reduce_rejects_repeated_and_non_constant_axes),
+        TEST(test_reduce_noop_canonical_form_infers_to_itself),
         TEST(test_reshape_copies_zeros_and_infers_minus_one),
         TEST(test_reshape_allowzero_keeps_zero_dims),
         TEST(test_reshape_rejects_count_mismatch_and_two_minus_ones),
