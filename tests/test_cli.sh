@@ -1,6 +1,7 @@
 #!/bin/bash
 # End-to-end checks of the `loom` command: help texts, device listing (text and JSON), the
-# bundled profile with a Chrome trace, and that bad usage exits 2 with one line on stderr.
+# bundled profile with a Chrome trace and an SVG Gantt chart, and that bad usage exits 2 with
+# one line on stderr.
 set -u
 LOOM="$1"
 TMP=$(mktemp -d)
@@ -57,6 +58,33 @@ p = json.load(open(sys.argv[1]))["profiles"][0]
 assert p["latency_ms"]["median"] > 0 and p["peak_memory_bytes"] <= p["unshared_memory_bytes"]
 assert len(p["nodes"]) > 5
 PY
+check "profile attention --gantt" 0 "$LOOM" profile --model attention --repeat 2 --warmup 0 --gantt "$TMP/g.svg"
+check "profile attention --json (node count)" 0 "$LOOM" profile --model attention --repeat 1 --warmup 0 --json
+/usr/bin/python3 - "$TMP/g.svg" "$TMP/out" <<'PY' || { echo "FAIL gantt is a standalone SVG of every node"; fail=$((fail+1)); }
+import json, sys
+import xml.etree.ElementTree as ET
+svg = ET.parse(sys.argv[1]).getroot()
+prof = json.load(open(sys.argv[2]))["profiles"][0]
+NS = "{http://www.w3.org/2000/svg}"
+assert svg.tag == NS + "svg", svg.tag
+assert not list(svg.iter(NS + "script")) and not list(svg.iter("script")), "has a script"
+for el in svg.iter():
+    for k in el.attrib:
+        assert not k.endswith("href"), "external reference"
+lanes = [t.text for t in svg.iter(NS + "text") if "lane" in t.get("class", "").split()]
+devices = {n["device"] for n in prof["nodes"]}
+assert "cpu:0" in lanes, lanes
+assert sorted(lanes) == sorted(devices), (lanes, devices)
+rects = [r for r in svg.iter(NS + "rect")]
+nodes = [r for r in rects if "node" in r.get("class", "").split()]
+merged = sum(int(r.get("data-nodes")) for r in rects if "aggregate" in r.get("class", "").split())
+assert len(prof["nodes"]) == 19, len(prof["nodes"])
+assert len(nodes) + merged == len(prof["nodes"]), (len(nodes), merged)
+for r in nodes:
+    assert r.find(NS + "title") is not None and " ms" in r.find(NS + "title").text
+PY
+check "profile unwritable gantt" 2 "$LOOM" profile --repeat 1 --warmup 0 --gantt /nonexistent/dir/g.svg
+[ "$(wc -l <"$TMP/err")" -eq 1 ] && grep -q "/nonexistent/dir/g.svg" "$TMP/err" || { echo "FAIL unwritable gantt: one line naming the file"; fail=$((fail+1)); }
 check "profile unknown model" 2 "$LOOM" profile --model resnet
 check "profile bad repeat" 2 "$LOOM" profile --repeat -3
 check "profile unknown device" 2 "$LOOM" profile --device tpu:3

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "gantt.h"
 #include "models.h"
 
 #define EXIT_RUNTIME 1
@@ -123,6 +124,7 @@ static int cmd_devices(int argc, char **argv)
 static const char profile_help[] =
     "usage: loom profile [MODEL.onnx | --model mlp|attention] [--device ID] [--repeat N]\n"
     "                    [--warmup N] [--precision P] [--strict] [--json] [--trace OUT.json]\n"
+    "                    [--gantt OUT.svg]\n"
     "\n"
     "Run an ONNX model (symbolic dims set to 1, inputs seeded random) or a bundled model on\n"
     "every device found (or on --device ID only), N times after\n"
@@ -141,10 +143,11 @@ static const char profile_help[] =
     "  --warmup N        runs before measuring (default 3)\n"
     "  --json            print the figures as one JSON object instead of tables\n"
     "  --trace OUT.json  write the last run's timeline as a Chrome trace (Perfetto opens it)\n"
+    "  --gantt OUT.svg   write the last run's timeline as an SVG Gantt chart (lane per device)\n"
     ;
 
 typedef struct profile_opts {
-    const char *model, *device, *trace;
+    const char *model, *device, *trace, *gantt;
     const char *onnx; /* a model file instead of a bundled model */
     int repeat, warmup, json, strict;
     uint32_t precision; /* loom_precision accepted for float32 nodes */
@@ -361,6 +364,15 @@ static int profile_device(const profile_opts *o, loom_runtime *rt, const char *d
             printf("trace written to %s (open it in https://ui.perfetto.dev or chrome://tracing)\n",
                    o->trace);
     }
+    if (write_trace_here && o->gantt) {
+        if (!loom_gantt_write(o->gantt, plan, &st, o->model)) {
+            fprintf(stderr, "loom profile: cannot write Gantt chart '%s': %s\n", o->gantt,
+                    strerror(errno));
+            rc = EXIT_USAGE;
+        } else if (!o->json) {
+            printf("Gantt chart written to %s (open it in a web browser)\n", o->gantt);
+        }
+    }
 done:
     for (size_t i = 0; in && i < n_in; i++)
         loom_tensor_destroy(in[i]);
@@ -390,7 +402,7 @@ static int cmd_profile(int argc, char **argv)
         } else if (!strcmp(a, "--strict")) {
             o.strict = 1;
         } else if (!strcmp(a, "--model") || !strcmp(a, "--device") || !strcmp(a, "--trace") ||
-                   !strcmp(a, "--repeat") || !strcmp(a, "--warmup") ||
+                   !strcmp(a, "--gantt") || !strcmp(a, "--repeat") || !strcmp(a, "--warmup") ||
                    !strcmp(a, "--precision")) {
             if (!v)
                 return usage_error("profile", "%s needs a value", a);
@@ -401,6 +413,8 @@ static int cmd_profile(int argc, char **argv)
                 o.device = v;
             else if (!strcmp(a, "--trace"))
                 o.trace = v;
+            else if (!strcmp(a, "--gantt"))
+                o.gantt = v;
             else if (!strcmp(a, "--precision")) {
                 if (!strcmp(v, "f32"))
                     o.precision = LOOM_PRECISION_F32;

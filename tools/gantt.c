@@ -1,0 +1,365 @@
+/*
+ * `loom profile --gantt OUT.svg`: the last measured run as a standalone SVG Gantt chart (no
+ * script, no external reference). See gantt.h.
+ */
+#include "gantt.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Layout, in pixels. */
+#define LEFT 130.0  /* lane labels */
+#define PLOT_W 1000.0
+#define RIGHT 30.0
+#define TOP 40.0
+#define LANE_H 26.0
+#define LANE_GAP 8.0
+
+enum { CLASS_GEMM, CLASS_ELEMENTWISE, CLASS_NORM, CLASS_DATA, CLASS_OTHER, N_CLASSES };
+
+static const struct {
+    const char *css, *label, *colour;
+} classes[N_CLASSES] = {
+    {"gemm", "GEMM-like (MatMul, Gemm, Conv)", "#4e79a7"},
+    {"elementwise", "elementwise", "#59a14f"},
+    {"norm", "normalisation (Softmax, LayerNorm, BatchNorm, Reduce*)", "#f28e2b"},
+    {"data", "data movement (Reshape, Transpose, Concat, Slice, Gather...)", "#b07aa1"},
+    {"other", "other", "#edc948"},
+};
+#define AGG_COLOUR "#9e9e9e"
+
+static int in_list(const char *op, const char *const *list)
+{
+    for (; *list; list++)
+        if (!strcmp(op, *list))
+            return 1;
+    return 0;
+}
+
+static int op_class(const char *op)
+{
+    static const char *const gemm[] = {"MatMul", "Gemm", "Conv", "ConvTranspose",
+                                       "MatMulInteger", "QLinearMatMul", "QLinearConv",
+                                       "ConvInteger", "Einsum", NULL};
+    static const char *const norm[] = {"Softmax", "LogSoftmax", "LayerNormalization",
+                                       "LayerNorm", "BatchNormalization", "BatchNorm",
+                                       "InstanceNormalization", "GroupNormalization",
+                                       "LpNormalization", "RMSNormalization", NULL};
+    static const char *const data[] = {
+        "Reshape", "Transpose", "Concat", "Split", "Slice", "Gather", "GatherElements",
+        "GatherND", "Scatter", "ScatterElements", "ScatterND", "Squeeze", "Unsqueeze",
+        "Flatten", "Expand", "Tile", "Pad", "Identity", "Cast", "Shape", "Resize",
+        "DepthToSpace", "SpaceToDepth", "ConstantOfShape", "Copy", "Transfer", NULL};
+    static const char *const ew[] = {
+        "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Exp", "Log", "Relu", "Sigmoid", "Tanh",
+        "Gelu", "Erf", "Neg", "Abs", "Clip", "Max", "Min", "Sum", "Mean", "Where", "Equal",
+        "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Not", "And", "Or", "Xor",
+        "LeakyRelu", "PRelu", "Elu", "Selu", "HardSigmoid", "HardSwish", "Softplus",
+        "Reciprocal", "Floor", "Ceil", "Round", "Sin", "Cos", "Sign", "Mod", "Silu", "Swish",
+        "Scale", "QuantizeLinear", "DequantizeLinear", NULL};
+    if (!op)
+        return CLASS_OTHER;
+    if (in_list(op, gemm))
+        return CLASS_GEMM;
+    if (in_list(op, norm) || !strncmp(op, "Reduce", 6))
+        return CLASS_NORM;
+    if (in_list(op, data))
+        return CLASS_DATA;
+    if (in_list(op, ew))
+        return CLASS_ELEMENTWISE;
+    return CLASS_OTHER;
+}
+
+/* S as XML character data or attribute text: the five special characters escaped, control
+ * characters XML 1.0 forbids and bytes that are not UTF-8 written as '?'. */
+static void put_xml(FILE *f, const char *s)
+{
+    const unsigned char *p = (const unsigned char *)(s ? s : "");
+    while (*p) {
+        unsigned c = *p;
+        switch (c) {
+        case '&': fputs("&amp;", f); p++; continue;
+        case '<': fputs("&lt;", f); p++; continue;
+        case '>': fputs("&gt;", f); p++; continue;
+        case '"': fputs("&quot;", f); p++; continue;
+        case '\'': fputs("&apos;", f); p++; continue;
+        default: break;
+        }
+        if (c < 0x80) {
+            fputc(c < 0x20 && c != '\t' && c != '\n' && c != '\r' ? '?' : (int)c, f);
+            p++;
+            continue;
+        }
+        /* Multi-byte UTF-8: copy a well-formed sequence, else one '?' for the lead byte. */
+        int len = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3
+                : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+        int ok = len > 0;
+        for (int k = 1; ok && k < len; k++)
+            ok = (p[k] & 0xC0) == 0x80;
+        if (ok && len == 3) { /* no overlongs, no surrogates */
+            ok = !(c == 0xE0 && p[1] < 0xA0) && !(c == 0xED && p[1] >= 0xA0);
+        } else if (ok && len == 4) {
+            ok = !(c == 0xF0 && p[1] < 0x90) && !(c == 0xF4 && p[1] >= 0x90);
+        }
+        if (ok) {
+            fwrite(p, 1, (size_t)len, f);
+            p += len;
+        } else {
+            fputc('?', f);
+            p++;
+        }
+    }
+}
+
+typedef struct lane {
+    uint32_t device;
+    const char *name;
+} lane;
+
+typedef struct item {
+    uint64_t start, end;
+    uint32_t node;
+    size_t lane;
+} item;
+
+static int cmp_item(const void *a, const void *b)
+{
+    const item *x = a, *y = b;
+    if (x->lane != y->lane)
+        return x->lane < y->lane ? -1 : 1;
+    if (x->start != y->start)
+        return x->start < y->start ? -1 : 1;
+    return x->node < y->node ? -1 : x->node > y->node;
+}
+
+static int cmp_lane(const void *a, const void *b)
+{
+    const lane *x = a, *y = b;
+    if (x->device != y->device)
+        return x->device < y->device ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
+/* A "nice" tick step (1, 2 or 5 times a power of ten) giving about TARGET ticks over SPAN. */
+static double nice_step(double span, double target)
+{
+    double raw = span / target, p = 1;
+    while (p * 10 <= raw)
+        p *= 10;
+    while (p > raw)
+        p /= 10;
+    double m = raw / p;
+    return (m <= 1 ? 1 : m <= 2 ? 2 : m <= 5 ? 5 : 10) * p;
+}
+
+static void put_node_rect(FILE *f, const loom_plan *plan, const item *it, double x, double w,
+                          double y, uint64_t t0)
+{
+    const char *name = loom_plan_node_name(plan, it->node), *op = loom_plan_node_op(plan, it->node);
+    int cls = op_class(op);
+    fprintf(f, "<rect class=\"node %s\" x=\"%.3f\" y=\"%.1f\" width=\"%.3f\" height=\"%.1f\" "
+               "fill=\"%s\" stroke=\"#ffffff\" stroke-width=\"0.5\"><title>",
+            classes[cls].css, x, y, w < 1 ? 1.0 : w, LANE_H, classes[cls].colour);
+    put_xml(f, name);
+    fputs(" (", f);
+    put_xml(f, op);
+    fputs(") on ", f);
+    put_xml(f, loom_plan_node_device(plan, it->node));
+    fprintf(f, ": %.4f ms (from %.4f to %.4f ms)</title></rect>\n",
+            (double)(it->end - it->start) / 1e6, (double)(it->start - t0) / 1e6,
+            (double)(it->end - t0) / 1e6);
+    /* The node's name inside its rectangle when it fits (about 7 px a character). */
+    size_t len = strlen(name ? name : "");
+    if (len && w >= 7.0 * (double)len + 8) {
+        fprintf(f, "<text class=\"node-label\" x=\"%.3f\" y=\"%.1f\" fill=\"#ffffff\" "
+                   "pointer-events=\"none\">", x + 4, y + LANE_H / 2 + 4);
+        put_xml(f, name);
+        fputs("</text>\n", f);
+    }
+}
+
+static void put_aggregate(FILE *f, size_t count, uint64_t start, uint64_t end, double x, double w,
+                          double y, uint64_t t0)
+{
+    fprintf(f, "<rect class=\"aggregate\" data-nodes=\"%zu\" x=\"%.3f\" y=\"%.1f\" "
+               "width=\"%.3f\" height=\"%.1f\" fill=\"%s\"><title>%zu nodes merged (each under "
+               "1 px): %.4f ms to %.4f ms</title></rect>\n",
+            count, x, y, w < 1 ? 1.0 : w, LANE_H, AGG_COLOUR, count,
+            (double)(start - t0) / 1e6, (double)(end - t0) / 1e6);
+}
+
+int loom_gantt_write(const char *path, const loom_plan *plan, const loom_run_stats *st,
+                     const char *title)
+{
+    size_t n = st ? st->timeline_count : 0;
+    item *items = calloc(n + 1, sizeof *items);
+    lane *lanes = calloc(n + 1, sizeof *lanes);
+    if (!items || !lanes) {
+        free(items);
+        free(lanes);
+        errno = ENOMEM;
+        return 0;
+    }
+    /* Lanes: one per device, named by its id, in device order. */
+    size_t n_lanes = 0;
+    uint64_t t0 = UINT64_MAX, t1 = 0;
+    for (size_t i = 0; i < n; i++) {
+        const loom_node_timing *t = &st->timeline[i];
+        const char *dev = loom_plan_node_device(plan, t->node);
+        if (!dev)
+            dev = "?";
+        size_t k = 0;
+        while (k < n_lanes && strcmp(lanes[k].name, dev))
+            k++;
+        if (k == n_lanes)
+            lanes[n_lanes++] = (lane){t->device, dev};
+        items[i] = (item){t->start_ns, t->end_ns < t->start_ns ? t->start_ns : t->end_ns, t->node,
+                          0};
+        if (items[i].start < t0)
+            t0 = items[i].start;
+        if (items[i].end > t1)
+            t1 = items[i].end;
+    }
+    qsort(lanes, n_lanes, sizeof *lanes, cmp_lane);
+    for (size_t i = 0; i < n; i++) {
+        const char *dev = loom_plan_node_device(plan, items[i].node);
+        if (!dev)
+            dev = "?";
+        for (size_t k = 0; k < n_lanes; k++)
+            if (!strcmp(lanes[k].name, dev)) {
+                items[i].lane = k;
+                break;
+            }
+    }
+    qsort(items, n, sizeof *items, cmp_item);
+    if (!n)
+        t0 = t1 = 0;
+    double span = (double)(t1 - t0);
+    if (span <= 0)
+        span = 1;
+    double px_per_ns = PLOT_W / span;
+    /* Units by span: microseconds below a millisecond, else milliseconds. */
+    int use_us = span < 1e6;
+    double unit_ns = use_us ? 1e3 : 1e6;
+    const char *unit = use_us ? "\xc2\xb5s" : "ms";
+
+    double lanes_h = (double)(n_lanes ? n_lanes : 1) * (LANE_H + LANE_GAP);
+    double axis_y = TOP + lanes_h;
+    double legend_y = axis_y + 50;
+    double height = legend_y + 22.0 * (N_CLASSES + 1) + 10;
+    double width = LEFT + PLOT_W + RIGHT;
+
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        int e = errno;
+        free(items);
+        free(lanes);
+        errno = e;
+        return 0;
+    }
+    fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?>\n"
+               "<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" width=\"%.0f\" "
+               "height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\" "
+               "font-size=\"12\">\n",
+            width, height, width, height);
+    fprintf(f, "<rect class=\"background\" x=\"0\" y=\"0\" width=\"%.0f\" height=\"%.0f\" "
+               "fill=\"#ffffff\"/>\n", width, height);
+    fputs("<text class=\"heading\" x=\"10\" y=\"22\" font-size=\"15\" font-weight=\"bold\">", f);
+    put_xml(f, title);
+    fprintf(f, ": %zu nodes, %.4f ms</text>\n", n, (double)(t1 - t0) / 1e6);
+
+    /* Lanes. */
+    for (size_t k = 0; k < n_lanes; k++) {
+        double y = TOP + (double)k * (LANE_H + LANE_GAP);
+        fprintf(f, "<rect class=\"lane-bg\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" "
+                   "fill=\"%s\"/>\n",
+                LEFT, y, PLOT_W, LANE_H, k % 2 ? "#f4f4f4" : "#ebebeb");
+        fprintf(f, "<text class=\"lane\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">", LEFT - 8,
+                y + LANE_H / 2 + 4);
+        put_xml(f, lanes[k].name);
+        fputs("</text>\n", f);
+    }
+
+    /* Nodes, lane by lane in start order; runs of sub-pixel nodes merge into aggregates. */
+    size_t agg_count = 0, agg_first = 0;
+    uint64_t agg_start = 0, agg_end = 0;
+    for (size_t i = 0; i <= n; i++) {
+        const item *it = i < n ? &items[i] : NULL;
+        double w = it ? (double)(it->end - it->start) * px_per_ns : 0;
+        int narrow = it && w < 1.0;
+        int same_run = narrow && agg_count && it->lane == items[agg_first].lane &&
+                       (double)(it->start > agg_end ? it->start - agg_end : 0) * px_per_ns < 1.0;
+        if (agg_count && !same_run) { /* flush the pending run */
+            const item *a = &items[agg_first];
+            double y = TOP + (double)a->lane * (LANE_H + LANE_GAP);
+            double ax = LEFT + (double)(agg_start - t0) * px_per_ns;
+            double aw = (double)(agg_end - agg_start) * px_per_ns;
+            if (agg_count == 1)
+                put_node_rect(f, plan, a, ax, aw, y, t0);
+            else
+                put_aggregate(f, agg_count, agg_start, agg_end, ax, aw, y, t0);
+            agg_count = 0;
+        }
+        if (!it)
+            break;
+        if (narrow) {
+            if (!agg_count) {
+                agg_first = i;
+                agg_start = it->start;
+                agg_end = it->end;
+            } else if (it->end > agg_end) {
+                agg_end = it->end;
+            }
+            agg_count++;
+            continue;
+        }
+        double y = TOP + (double)it->lane * (LANE_H + LANE_GAP);
+        put_node_rect(f, plan, it, LEFT + (double)(it->start - t0) * px_per_ns, w, y, t0);
+    }
+
+    /* Time axis with ticks. */
+    fprintf(f, "<g class=\"axis\"><line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" "
+               "stroke=\"#333333\"/>\n",
+            LEFT, axis_y, LEFT + PLOT_W, axis_y);
+    double span_u = span / unit_ns, step = nice_step(span_u, 8);
+    for (int k = 0; k <= 1000; k++) {
+        double v = step * k;
+        if (v > span_u * (1 + 1e-9))
+            break;
+        double x = LEFT + v * unit_ns * px_per_ns;
+        fprintf(f, "<line class=\"tick\" x1=\"%.2f\" y1=\"%.1f\" x2=\"%.2f\" y2=\"%.1f\" "
+                   "stroke=\"#333333\"/><line class=\"grid\" x1=\"%.2f\" y1=\"%.1f\" x2=\"%.2f\" "
+                   "y2=\"%.1f\" stroke=\"#cccccc\" stroke-dasharray=\"2,3\"/>"
+                   "<text class=\"tick-label\" x=\"%.2f\" y=\"%.1f\" text-anchor=\"middle\">%g"
+                   "</text>\n",
+                x, axis_y, x, axis_y + 5, x, TOP, x, axis_y, x, axis_y + 18, v);
+    }
+    fprintf(f, "<text class=\"axis-label\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">time "
+               "since the run's start (%s)</text></g>\n",
+            LEFT + PLOT_W / 2, axis_y + 36, unit);
+
+    /* Legend. */
+    fputs("<g class=\"legend\">\n", f);
+    for (int c = 0; c <= N_CLASSES; c++) {
+        double y = legend_y + 22.0 * c;
+        fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"14\" height=\"14\" fill=\"%s\"/>"
+                   "<text x=\"%.1f\" y=\"%.1f\">%s</text>\n",
+                LEFT, y, c < N_CLASSES ? classes[c].colour : AGG_COLOUR, LEFT + 20, y + 11,
+                c < N_CLASSES ? classes[c].label : "merged nodes, each under 1 px wide");
+    }
+    fputs("</g>\n</svg>\n", f);
+
+    free(items);
+    free(lanes);
+    int bad = ferror(f);
+    int e = errno;
+    if (fclose(f) != 0 || bad) {
+        if (bad)
+            errno = e ? e : EIO;
+        return 0;
+    }
+    return 1;
+}
