@@ -15,4 +15,4 @@ mkdir -p out
 export LOOM_BACKEND_PATH="$PWD/build-release/backends/npu-sim${LOOM_BACKEND_PATH:+:$LOOM_BACKEND_PATH}"
 ./build-release/tools/loom devices
 # fp16 is accepted so that the NPU can take the float32 nodes it supports.
-./build-release/tools/loom profile --precision fp16 --trace out/trace.json "$@"
+./build-release/tools/loom profile --precision fp16 --trace out/trace.json --gantt out/gantt.svg "$@"
