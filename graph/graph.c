@@ -89,31 +89,9 @@ static uint64_t hash_str(const char *s)
     return h;
 }
 
-typedef struct name_index {
-    int32_t *slots; /* value index, -1 empty */
-    size_t cap;     /* power of two */
-    size_t used;
-} name_index;
-
-/* The index lives beside the graph (allocated on first use); kept out of graph_internal.h
- * because only this file needs it. */
-typedef struct graph_extra {
-    name_index names;
-} graph_extra;
-
-typedef struct graph_with_extra {
-    struct loom_graph g;
-    graph_extra x;
-} graph_with_extra;
-
-static graph_extra *extra(const loom_graph *g)
-{
-    return &((graph_with_extra *)(void *)g)->x;
-}
-
 static int32_t name_find(const loom_graph *g, const char *name)
 {
-    const name_index *ix = &extra(g)->names;
+    const lg_name_index *ix = &g->names;
     if (!ix->cap)
         return -1;
     for (size_t i = hash_str(name) & (ix->cap - 1);; i = (i + 1) & (ix->cap - 1)) {
@@ -125,7 +103,7 @@ static int32_t name_find(const loom_graph *g, const char *name)
     }
 }
 
-static int name_insert_slot(name_index *ix, const loom_graph *g, int32_t v)
+static int name_insert_slot(lg_name_index *ix, const loom_graph *g, int32_t v)
 {
     for (size_t i = hash_str(g->values[v].name) & (ix->cap - 1);; i = (i + 1) & (ix->cap - 1)) {
         if (ix->slots[i] < 0) {
@@ -137,7 +115,7 @@ static int name_insert_slot(name_index *ix, const loom_graph *g, int32_t v)
 
 static int name_insert(loom_graph *g, int32_t v)
 {
-    name_index *ix = &extra(g)->names;
+    lg_name_index *ix = &g->names;
     if ((ix->used + 1) * 2 > ix->cap) {
         size_t ncap = ix->cap ? ix->cap * 2 : 64;
         int32_t *slots = malloc(ncap * sizeof *slots);
@@ -145,7 +123,7 @@ static int name_insert(loom_graph *g, int32_t v)
             return 0;
         for (size_t i = 0; i < ncap; i++)
             slots[i] = -1;
-        name_index nix = {slots, ncap, 0};
+        lg_name_index nix = {slots, ncap, 0};
         for (size_t i = 0; i < ix->cap; i++)
             if (ix->slots[i] >= 0)
                 name_insert_slot(&nix, g, ix->slots[i]);
@@ -161,7 +139,7 @@ static int name_insert(loom_graph *g, int32_t v)
 /* Remove value V's name from the index (used by renames): rebuild the probe chain after it. */
 static void name_remove(loom_graph *g, int32_t v)
 {
-    name_index *ix = &extra(g)->names;
+    lg_name_index *ix = &g->names;
     if (!ix->cap)
         return;
     size_t mask = ix->cap - 1, i = hash_str(g->values[v].name) & mask;
@@ -182,13 +160,12 @@ static void name_remove(loom_graph *g, int32_t v)
 
 loom_graph *loom_graph_create(const char *name)
 {
-    graph_with_extra *gx = calloc(1, sizeof *gx);
-    if (!gx)
+    loom_graph *g = calloc(1, sizeof *g);
+    if (!g)
         return NULL;
-    loom_graph *g = &gx->g;
     g->name = dup_str(name ? name : "graph");
     if (!g->name) {
-        free(gx);
+        free(g);
         return NULL;
     }
     return g;
@@ -209,7 +186,7 @@ void loom_graph_destroy(loom_graph *g)
         free(g->nodes[i].outputs);
         loom_attr_list_free(&g->nodes[i].attrs);
     }
-    free(extra(g)->names.slots);
+    free(g->names.slots);
     free(g->values);
     free(g->nodes);
     free(g->inputs);

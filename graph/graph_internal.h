@@ -37,6 +37,13 @@ typedef struct lg_node {
     loom_attr_list attrs; /* canonical */
 } lg_node;
 
+/* Value names -> value index: an open-addressing hash set, so uniqueness checks stay O(1). */
+typedef struct lg_name_index {
+    int32_t *slots; /* value index, -1 empty */
+    size_t cap;     /* power of two; 0 until the first name */
+    size_t used;
+} lg_name_index;
+
 struct loom_graph {
     char *name;
     lg_value *values;
@@ -51,6 +58,7 @@ struct loom_graph {
     char error_msg[512];
     int checked;
     uint32_t name_counter; /* for made-up names */
+    lg_name_index names;
     int folding;           /* evaluate nodes of constants while building (loom_graph_set_folding) */
     uint32_t n_folded;     /* nodes folded away */
 };

@@ -121,7 +121,7 @@ static void load_file(loom_runtime *rt, const char *path)
             dlclose(h);
             return;
         }
-    if (lr_add_backend(rt, be, h, path) != LOOM_OK)
+    if (lr_add_backend(rt, be, h) != LOOM_OK)
         lr_message(rt, "plugin %s refused: %s", path, loom_last_error());
 }
 

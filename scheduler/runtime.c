@@ -59,11 +59,9 @@ static void shutdown_backend(const loom_backend *be, void *handle)
         dlclose(handle);
 }
 
-loom_status lr_add_backend(loom_runtime *rt, const loom_backend *be, void *handle,
-                           const char *origin)
+loom_status lr_add_backend(loom_runtime *rt, const loom_backend *be, void *handle)
 {
     loom_status st = LOOM_OK;
-    (void)origin;
     if ((be->abi_version >> 16) != LOOM_ABI_VERSION_MAJOR)
         st = loom_set_error(LOOM_ERR_UNSUPPORTED,
                             "backend '%s' was built for ABI %u.%u; this Loom speaks %u.x",
@@ -129,7 +127,7 @@ loom_status loom_runtime_create(const loom_runtime_options *options, loom_runtim
         free(rt);
         return loom_set_error(LOOM_ERR_DEVICE_LOST, "CPU backend: %s", err);
     }
-    loom_status st = lr_add_backend(rt, cpu, NULL, "built in");
+    loom_status st = lr_add_backend(rt, cpu, NULL);
     if (st != LOOM_OK) {
         loom_runtime_destroy(rt);
         return st;

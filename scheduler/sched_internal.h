@@ -43,8 +43,7 @@ struct loom_runtime {
 /* ---- runtime.c / loader.c ---- */
 /* Register a started backend's devices. Takes ownership of BE (shut down on failure) and of
  * HANDLE (dlclosed on failure), which may be NULL. */
-loom_status lr_add_backend(loom_runtime *rt, const loom_backend *be, void *handle,
-                           const char *origin);
+loom_status lr_add_backend(loom_runtime *rt, const loom_backend *be, void *handle);
 /* Append a message (formatted) to the runtime's list; thread-safe. */
 void lr_message(loom_runtime *rt, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Load the plugins OPTIONS asks for (may be NULL), in the documented order. */

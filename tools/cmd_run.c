@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 
 #include "commands.h"
+#include "figures.h"
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
@@ -539,23 +540,6 @@ static char **output_paths(const run_opts *o, const loom_graph *g)
     return paths;
 }
 
-/* ---- figures ------------------------------------------------------------------------------- */
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Nearest-rank percentile of N sorted values, as `loom profile` computes it. */
-static double percentile(const double *sorted, int n, double q)
-{
-    if (n <= 0)
-        return 0;
-    int i = (int)(q * (n - 1) + 0.5);
-    return sorted[i < n ? i : n - 1];
-}
-
 /* ---- the command --------------------------------------------------------------------------- */
 
 int loom_cmd_run(int argc, char **argv)
@@ -747,7 +731,7 @@ int loom_cmd_run(int argc, char **argv)
             goto done;
         }
 
-    qsort(lat, (size_t)runs, sizeof *lat, cmp_double);
+    qsort(lat, (size_t)runs, sizeof *lat, loom_cmp_double);
     /* Devices that run nodes of the plan, in runtime order, with their median busy time. */
     int *used = calloc(n_dev + 1, sizeof *used);
     if (!used) {
@@ -763,7 +747,7 @@ int loom_cmd_run(int argc, char **argv)
                 used[d] = 1;
         }
     for (size_t d = 0; d < n_dev; d++)
-        qsort(&busy[d * (size_t)runs], (size_t)runs, sizeof *busy, cmp_double);
+        qsort(&busy[d * (size_t)runs], (size_t)runs, sizeof *busy, loom_cmp_double);
 
     if (o.json) {
         json_t *devs = json_array(), *outl = json_array();
@@ -773,7 +757,7 @@ int loom_cmd_run(int argc, char **argv)
             char id[64];
             loom_runtime_device(rt, d, id, sizeof id, NULL);
             json_array_append_new(devs, json_pack("{s:s, s:f}", "id", id, "busy_ms",
-                                                  percentile(&busy[d * (size_t)runs], runs,
+                                                  loom_percentile(&busy[d * (size_t)runs], runs,
                                                              0.5)));
         }
         for (size_t i = 0; i < n_out; i++) {
@@ -790,8 +774,9 @@ int loom_cmd_run(int argc, char **argv)
         }
         json_t *root = json_pack("{s:s, s:s, s:i, s:{s:f, s:f, s:f, s:f}, s:I, s:o, s:o}",
                                  "model", o.model, "device", device_id, "runs", runs,
-                                 "latency_ms", "median", percentile(lat, runs, 0.5), "p95",
-                                 percentile(lat, runs, 0.95), "p99", percentile(lat, runs, 0.99),
+                                 "latency_ms", "median", loom_percentile(lat, runs, 0.5),
+                                 "p95", loom_percentile(lat, runs, 0.95),
+                                 "p99", loom_percentile(lat, runs, 0.99),
                                  "min", lat[0], "peak_memory_bytes", (json_int_t)peak, "devices",
                                  devs, "outputs", outl);
         char *s = root ? json_dumps(root, JSON_INDENT(2) | JSON_REAL_PRECISION(6)) : NULL;
@@ -811,8 +796,8 @@ int loom_cmd_run(int argc, char **argv)
         printf("\n");
         if (o.repeat > 0)
             printf("latency ms: median %.4f  p95 %.4f  p99 %.4f  min %.4f\n",
-                   percentile(lat, runs, 0.5), percentile(lat, runs, 0.95),
-                   percentile(lat, runs, 0.99), lat[0]);
+                   loom_percentile(lat, runs, 0.5), loom_percentile(lat, runs, 0.95),
+                   loom_percentile(lat, runs, 0.99), lat[0]);
         else
             printf("latency ms: %.4f\n", lat[0]);
         printf("intermediate memory: peak %.2f MiB\n", (double)peak / 1048576.0);
@@ -825,7 +810,7 @@ int loom_cmd_run(int argc, char **argv)
             char id[64];
             loom_runtime_device(rt, d, id, sizeof id, NULL);
             printf("device %s: busy %.4f ms\n", id,
-                   percentile(&busy[d * (size_t)runs], runs, 0.5));
+                   loom_percentile(&busy[d * (size_t)runs], runs, 0.5));
         }
         for (size_t i = 0; i < n_out; i++) {
             int64_t dims[LOOM_MAX_RANK];

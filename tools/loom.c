@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "figures.h"
 #include "gantt.h"
 #include "models.h"
 
@@ -152,20 +153,6 @@ typedef struct profile_opts {
     int repeat, warmup, json, strict;
     uint32_t precision; /* loom_precision accepted for float32 nodes */
 } profile_opts;
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double percentile(const double *sorted, int n, double q)
-{
-    if (n <= 0)
-        return 0;
-    int i = (int)(q * (n - 1) + 0.5);
-    return sorted[i < n ? i : n - 1];
-}
 
 static int parse_count(const char *cmd, const char *flag, const char *s, int min, int *out)
 {
@@ -318,11 +305,11 @@ static int profile_device(const profile_opts *o, loom_runtime *rt, const char *d
             node_ms[tl[i].node * (size_t)runs + (size_t)(r - o->warmup)] =
                 (double)(tl[i].end_ns - tl[i].start_ns) / 1e6;
     }
-    qsort(lat, (size_t)runs, sizeof *lat, cmp_double);
+    qsort(lat, (size_t)runs, sizeof *lat, loom_cmp_double);
     double total = 0;
     for (size_t i = 0; i < nn; i++) {
-        qsort(&node_ms[i * (size_t)runs], (size_t)runs, sizeof(double), cmp_double);
-        total += percentile(&node_ms[i * (size_t)runs], runs, 0.5);
+        qsort(&node_ms[i * (size_t)runs], (size_t)runs, sizeof(double), loom_cmp_double);
+        total += loom_percentile(&node_ms[i * (size_t)runs], runs, 0.5);
     }
     double peak = (double)loom_plan_peak_bytes(plan), unshared = (double)loom_plan_unshared_bytes(plan);
     if (out) {
@@ -332,13 +319,14 @@ static int profile_device(const profile_opts *o, loom_runtime *rt, const char *d
                                                    loom_plan_node_name(plan, i), "op",
                                                    loom_plan_node_op(plan, i), "device",
                                                    loom_plan_node_device(plan, i), "measured_ms",
-                                                   percentile(&node_ms[i * (size_t)runs], runs,
+                                                   loom_percentile(&node_ms[i * (size_t)runs], runs,
                                                               0.5)));
         json_array_append_new(
             out, json_pack("{s:s, s:s, s:i, s:{s:f, s:f, s:f, s:f}, s:I, s:I, s:o}", "model",
                            o->model, "device", device, "runs", runs, "latency_ms", "median",
-                           percentile(lat, runs, 0.5), "p95", percentile(lat, runs, 0.95), "p99",
-                           percentile(lat, runs, 0.99), "min", lat[0], "peak_memory_bytes",
+                           loom_percentile(lat, runs, 0.5), "p95",
+                           loom_percentile(lat, runs, 0.95), "p99",
+                           loom_percentile(lat, runs, 0.99), "min", lat[0], "peak_memory_bytes",
                            (json_int_t)peak, "unshared_memory_bytes", (json_int_t)unshared,
                            "nodes", nodes));
     } else {
@@ -346,14 +334,14 @@ static int profile_device(const profile_opts *o, loom_runtime *rt, const char *d
                runs, o->warmup);
         printf("%-28s %-20s %-8s %11s %7s\n", "NODE", "OP", "DEVICE", "MEDIAN ms", "SHARE");
         for (size_t i = 0; i < nn; i++) {
-            double m = percentile(&node_ms[i * (size_t)runs], runs, 0.5);
+            double m = loom_percentile(&node_ms[i * (size_t)runs], runs, 0.5);
             printf("%-28.28s %-20.20s %-8s %11.4f %6.1f%%\n", loom_plan_node_name(plan, i),
                    loom_plan_node_op(plan, i), loom_plan_node_device(plan, i), m,
                    total > 0 ? 100.0 * m / total : 0.0);
         }
         printf("latency ms: median %.3f  p95 %.3f  p99 %.3f  min %.3f\n",
-               percentile(lat, runs, 0.5), percentile(lat, runs, 0.95),
-               percentile(lat, runs, 0.99), lat[0]);
+               loom_percentile(lat, runs, 0.5), loom_percentile(lat, runs, 0.95),
+               loom_percentile(lat, runs, 0.99), lat[0]);
         printf("intermediate memory: peak %.2f MiB with reuse, %.2f MiB without (%.0f%%)\n",
                peak / 1048576.0, unshared / 1048576.0, unshared > 0 ? 100.0 * peak / unshared : 0);
     }

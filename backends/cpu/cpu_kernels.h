@@ -5,7 +5,8 @@
  *
  * Contract for a kernel family:
  *  - supports(node) is pure and says why not in REASON (dtype, rank, attribute it lacks);
- *  - prepare(node, k) reads the node's canonical attributes (graph/ops.h documents them), sets
+ *  - prepare(node, k) is called only for a node its supports() accepted (cpu_backend.c checks,
+ *    once), so it does not check again; it reads the node's canonical attributes (graph/ops.h documents them), sets
  *    k->run and k->params (freed with k->free_params, or plain free() when that is NULL) and
  *    k->scratch_bytes; k->in/k->out already hold copies of the node's descriptors;
  *  - run() must not allocate or lock: everything it needs was sized at prepare time, and
@@ -78,6 +79,15 @@ void cpu_register_ew2(cpu_op_entry *table);         /* ABI 0.2: comparisons, log
 int cpu_reason(char *reason, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 loom_status cpu_fail(char *err, size_t len, loom_status status, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* Name of a dtype in messages ("float32"). */
+const char *cpu_dtype_name(loom_dtype t);
+/* Whether input I of NODE was given (not an absent optional input). */
+int cpu_present(const loom_node_desc *node, uint32_t i);
+int cpu_same_shape(const loom_tensor_desc *a, const loom_tensor_desc *b);
+/* Whether IN broadcasts (ONNX, right-aligned) to OUT. */
+int cpu_broadcasts_to(const loom_tensor_desc *in, const loom_tensor_desc *out);
+/* Product of DIMS[FROM..TO). */
+int64_t cpu_prod(const int64_t *dims, uint32_t from, uint32_t to);
 /* f16 and bf16 conversions (round to nearest even). */
 float cpu_f16_to_f32(uint16_t h);
 uint16_t cpu_f32_to_f16(float f);

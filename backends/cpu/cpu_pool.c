@@ -36,6 +36,7 @@ struct cpu_pool {
     int pinned;            /* workers actually pinned */
     hwloc_cpuset_t worker_cpus; /* every PU a worker is pinned to */
     hwloc_cpuset_t caller_cpus; /* core 0: where a caller that sits on a worker's core moves */
+    hwloc_cpuset_t restore;     /* the moved caller's own binding; used under BUSY only */
 
     atomic_flag busy;        /* owned by the run that is using the pool */
     pthread_mutex_t mutex;
@@ -160,9 +161,10 @@ cpu_pool *cpu_pool_create(unsigned n_threads, hwloc_topology_t topo, char *err, 
         for (unsigned i = 0; i < nw && p->worker_cpus; i++)
             if (p->bind[i])
                 hwloc_bitmap_or(p->worker_cpus, p->worker_cpus, p->bind[i]);
+        p->restore = hwloc_bitmap_alloc();
         /* With more workers than cores, core 0 holds workers too: no place to move to. */
-        if (p->caller_cpus && p->worker_cpus &&
-            hwloc_bitmap_intersects(p->caller_cpus, p->worker_cpus)) {
+        if (p->caller_cpus && (!p->worker_cpus || !p->restore ||
+                               hwloc_bitmap_intersects(p->caller_cpus, p->worker_cpus))) {
             hwloc_bitmap_free(p->caller_cpus);
             p->caller_cpus = NULL;
         }
@@ -204,6 +206,8 @@ void cpu_pool_destroy(cpu_pool *p)
         hwloc_bitmap_free(p->worker_cpus);
     if (p->caller_cpus)
         hwloc_bitmap_free(p->caller_cpus);
+    if (p->restore)
+        hwloc_bitmap_free(p->restore);
     free(p->workers);
     pthread_mutex_destroy(&p->mutex);
     pthread_cond_destroy(&p->wake);
@@ -244,21 +248,14 @@ void cpu_parallel_for(cpu_pool *p, size_t n, size_t grain,
      * core 0 idles (measured: a 512^3 GEMM at half speed). Move it to core 0 for this loop and
      * give it its own binding back afterwards; the caller's thread is the user's, so the move
      * never outlives the call. */
-    hwloc_cpuset_t restore = NULL;
+    /* sched_getcpu is a vDSO read and the saved binding lives in the pool (this run owns it
+     * while BUSY is set): nothing is allocated per loop. */
+    int moved = 0;
     if (p->caller_cpus) {
-        hwloc_cpuset_t here = hwloc_bitmap_alloc();
-        if (here && hwloc_get_last_cpu_location(p->topo, here, HWLOC_CPUBIND_THREAD) == 0 &&
-            hwloc_bitmap_intersects(here, p->worker_cpus)) {
-            restore = hwloc_bitmap_alloc();
-            if (restore && (hwloc_get_cpubind(p->topo, restore, HWLOC_CPUBIND_THREAD) != 0 ||
-                            hwloc_set_cpubind(p->topo, p->caller_cpus,
-                                              HWLOC_CPUBIND_THREAD) != 0)) {
-                hwloc_bitmap_free(restore);
-                restore = NULL;
-            }
-        }
-        if (here)
-            hwloc_bitmap_free(here);
+        int cpu = sched_getcpu();
+        moved = cpu >= 0 && hwloc_bitmap_isset(p->worker_cpus, (unsigned)cpu) &&
+                hwloc_get_cpubind(p->topo, p->restore, HWLOC_CPUBIND_THREAD) == 0 &&
+                hwloc_set_cpubind(p->topo, p->caller_cpus, HWLOC_CPUBIND_THREAD) == 0;
     }
 
     pthread_mutex_lock(&p->mutex);
@@ -285,9 +282,7 @@ void cpu_parallel_for(cpu_pool *p, size_t n, size_t grain,
     while (p->active)
         pthread_cond_wait(&p->idle, &p->mutex);
     pthread_mutex_unlock(&p->mutex);
-    if (restore) {
-        hwloc_set_cpubind(p->topo, restore, HWLOC_CPUBIND_THREAD);
-        hwloc_bitmap_free(restore);
-    }
+    if (moved)
+        hwloc_set_cpubind(p->topo, p->restore, HWLOC_CPUBIND_THREAD);
     atomic_flag_clear_explicit(&p->busy, memory_order_release);
 }

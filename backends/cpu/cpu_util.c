@@ -29,6 +29,56 @@ loom_status cpu_fail(char *err, size_t len, loom_status status, const char *fmt,
     return status;
 }
 
+const char *cpu_dtype_name(loom_dtype t)
+{
+    switch (t) {
+    case LOOM_DTYPE_F32: return "float32";
+    case LOOM_DTYPE_F16: return "float16";
+    case LOOM_DTYPE_BF16: return "bfloat16";
+    case LOOM_DTYPE_I8: return "int8";
+    case LOOM_DTYPE_U8: return "uint8";
+    case LOOM_DTYPE_I32: return "int32";
+    case LOOM_DTYPE_I64: return "int64";
+    case LOOM_DTYPE_BOOL: return "bool";
+    case LOOM_DTYPE_UNDEFINED: return "undefined";
+    }
+    return "unknown";
+}
+
+int cpu_present(const loom_node_desc *node, uint32_t i)
+{
+    return i < node->n_inputs && node->inputs[i].dtype != LOOM_DTYPE_UNDEFINED;
+}
+
+int cpu_same_shape(const loom_tensor_desc *a, const loom_tensor_desc *b)
+{
+    if (a->rank != b->rank)
+        return 0;
+    for (uint32_t d = 0; d < a->rank; d++)
+        if (a->dims[d] != b->dims[d])
+            return 0;
+    return 1;
+}
+
+int cpu_broadcasts_to(const loom_tensor_desc *in, const loom_tensor_desc *out)
+{
+    if (in->rank > out->rank)
+        return 0;
+    const uint32_t lead = out->rank - in->rank;
+    for (uint32_t d = 0; d < in->rank; d++)
+        if (in->dims[d] != 1 && in->dims[d] != out->dims[lead + d])
+            return 0;
+    return 1;
+}
+
+int64_t cpu_prod(const int64_t *dims, uint32_t from, uint32_t to)
+{
+    int64_t n = 1;
+    for (uint32_t d = from; d < to; d++)
+        n *= dims[d];
+    return n;
+}
+
 static uint32_t f32_bits(float f)
 {
     uint32_t u;

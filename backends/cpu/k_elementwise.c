@@ -10,30 +10,14 @@
  * Same shape, scalar operand, row and column broadcasting all come out of this as one or two
  * long runs per chunk.
  */
+#include "cpu_bcast.h"
 #include "cpu_kernels.h"
+#include "cpu_simd.h"
 
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* Every loop is written as blocks of EW_BLK iterations with a fixed-count inner loop, plus a
- * scalar tail: GCC's cost model at -O2 ("very-cheap") vectorises only loops whose trip count is
- * a known multiple of the vector width, and the build's default is -O2. */
-#define EW_BLK 16
-#define EW_LOOP(n, ...)                                                                           \
-    do {                                                                                          \
-        size_t i_ = 0;                                                                            \
-        for (; i_ + EW_BLK <= (n); i_ += EW_BLK)                                                  \
-            for (size_t k_ = 0; k_ < EW_BLK; k_++) {                                              \
-                const size_t i = i_ + k_;                                                         \
-                __VA_ARGS__                                                                       \
-            }                                                                                     \
-        for (; i_ < (n); i_++) {                                                                  \
-            const size_t i = i_;                                                                  \
-            __VA_ARGS__                                                                           \
-        }                                                                                         \
-    } while (0)
 
 /* Elements per parallel chunk: cheap operations are memory-bound and only worth splitting for
  * large tensors; libm calls cost ~10-20 ns an element, so smaller chunks pay off. */
@@ -42,21 +26,6 @@
 #define EW_GRAIN_CALL 4096 /* integer division, f16/bf16 conversions, inline exp/erf/tanh */
 
 #define EW_MAX_IN 3
-
-/* Run-time ISA dispatch. The build targets baseline x86-64 (SSE2: 4 floats a vector); on GCC for
- * x86-64 the loops that process whole runs are also compiled for x86-64-v3 (AVX2, FMA: 8 floats
- * a vector) and an ifunc picks the clone once, at load time. A clone cannot be inlined, so this
- * goes only on functions called once per run, never on per-element helpers (which are inlined
- * into each clone). Only ISA extensions change: with -std=c11 GCC does not contract a * b + c
- * into an FMA, so both clones round alike. Other compilers and targets get plain functions. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__has_attribute)
-#if __has_attribute(target_clones)
-#define EW_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#endif
-#endif
-#ifndef EW_CLONES
-#define EW_CLONES
-#endif
 
 /* Scalars an inner loop needs beyond its operands. */
 typedef struct ew_ctx {
@@ -70,13 +39,9 @@ typedef struct ew_ctx {
 typedef void (*ew_fn)(size_t n, void *restrict o, const void *restrict a, const void *restrict b,
                       const void *restrict c, const ew_ctx *ctx);
 
-typedef struct ew_plan {
-    uint32_t rank; /* >= 1; dims[rank - 1] is the innermost run */
-    uint32_t n_ops;
-    int64_t dims[LOOM_MAX_RANK];
-    int64_t strides[EW_MAX_IN][LOOM_MAX_RANK]; /* bytes; 0 where the operand broadcasts */
-    unsigned inner_mask; /* bit k: operand k advances along the innermost run */
-} ew_plan;
+/* A coalesced broadcast plan (cpu_bcast.h). */
+typedef cpu_bcast_plan ew_plan;
+_Static_assert(EW_MAX_IN <= CPU_BCAST_MAX_OPS, "the shared plan holds every operand");
 
 /* One sweep over the output. Variadic Min/Max take several: the first combines inputs 0 and 1,
  * each later one folds one more input into the output in place. */
@@ -99,102 +64,9 @@ typedef struct ew_params {
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 
-static const char *dt_name(loom_dtype t)
-{
-    switch (t) {
-    case LOOM_DTYPE_F32: return "float32";
-    case LOOM_DTYPE_F16: return "float16";
-    case LOOM_DTYPE_BF16: return "bfloat16";
-    case LOOM_DTYPE_I8: return "int8";
-    case LOOM_DTYPE_U8: return "uint8";
-    case LOOM_DTYPE_I32: return "int32";
-    case LOOM_DTYPE_I64: return "int64";
-    case LOOM_DTYPE_BOOL: return "bool";
-    case LOOM_DTYPE_UNDEFINED: return "undefined";
-    }
-    return "unknown";
-}
-
 static int is_num(loom_dtype t)
 {
     return t == LOOM_DTYPE_F32 || t == LOOM_DTYPE_I32 || t == LOOM_DTYPE_I64;
-}
-
-static int present(const loom_node_desc *node, uint32_t i)
-{
-    return i < node->n_inputs && node->inputs[i].dtype != LOOM_DTYPE_UNDEFINED;
-}
-
-static int same_shape(const loom_tensor_desc *a, const loom_tensor_desc *b)
-{
-    if (a->rank != b->rank)
-        return 0;
-    for (uint32_t d = 0; d < a->rank; d++)
-        if (a->dims[d] != b->dims[d])
-            return 0;
-    return 1;
-}
-
-/* Whether IN broadcasts (ONNX, right-aligned) to OUT. */
-static int broadcasts_to(const loom_tensor_desc *in, const loom_tensor_desc *out)
-{
-    if (in->rank > out->rank)
-        return 0;
-    uint32_t lead = out->rank - in->rank;
-    for (uint32_t d = 0; d < in->rank; d++)
-        if (in->dims[d] != 1 && in->dims[d] != out->dims[lead + d])
-            return 0;
-    return 1;
-}
-
-/* Build the coalesced plan of N operands (each broadcasting to OUT) for an output of OUT. */
-static void plan_build(ew_plan *p, const loom_tensor_desc *out, uint32_t n,
-                       const loom_tensor_desc *const *ops)
-{
-    int64_t st[EW_MAX_IN][LOOM_MAX_RANK];
-    const uint32_t rank = out->rank;
-    for (uint32_t k = 0; k < n; k++) {
-        const loom_tensor_desc *in = ops[k];
-        const uint32_t lead = rank - in->rank;
-        int64_t s = (int64_t)loom_dtype_size(in->dtype);
-        for (uint32_t d = rank; d-- > 0;) {
-            if (d < lead) {
-                st[k][d] = 0;
-                continue;
-            }
-            int64_t dim = in->dims[d - lead];
-            st[k][d] = dim == 1 ? 0 : s;
-            s *= dim;
-        }
-    }
-    memset(p, 0, sizeof *p);
-    p->n_ops = n;
-    uint32_t r = 0;
-    for (uint32_t d = 0; d < rank; d++) {
-        if (out->dims[d] == 1)
-            continue;
-        int merge = r > 0;
-        for (uint32_t k = 0; k < n && merge; k++)
-            merge = p->strides[k][r - 1] == st[k][d] * out->dims[d];
-        if (merge) {
-            p->dims[r - 1] *= out->dims[d];
-            for (uint32_t k = 0; k < n; k++)
-                p->strides[k][r - 1] = st[k][d];
-        } else {
-            p->dims[r] = out->dims[d];
-            for (uint32_t k = 0; k < n; k++)
-                p->strides[k][r] = st[k][d];
-            r++;
-        }
-    }
-    if (r == 0) { /* a single element: every operand repeats its one element */
-        p->dims[0] = 1;
-        r = 1;
-    }
-    p->rank = r;
-    for (uint32_t k = 0; k < n; k++)
-        if (p->strides[k][r - 1] != 0)
-            p->inner_mask |= 1u << k;
 }
 
 typedef struct ew_job {
@@ -257,7 +129,7 @@ static void ew_flat(void *arg, size_t begin, size_t end)
 /* ---- unary float32 -------------------------------------------------------------------------- */
 
 #define EW_UNARY(NAME, T, EXPR)                                                                   \
-    EW_CLONES                                                                                     \
+    CPU_CLONES                                                                                    \
     static void NAME(size_t n, void *restrict o_, const void *restrict a_,                        \
                      const void *restrict b_, const void *restrict c_, const ew_ctx *ctx)         \
     {                                                                                             \
@@ -267,95 +139,33 @@ static void ew_flat(void *arg, size_t begin, size_t end)
         (void)b_;                                                                                 \
         (void)c_;                                                                                 \
         (void)alpha;                                                                              \
-        EW_LOOP(n, const T x = a[i]; o[i] = (EXPR););                                             \
+        CPU_LOOP(n, const T x = a[i]; o[i] = (EXPR););                                            \
     }
 
 /* ---- vectorisable transcendentals -----------------------------------------------------------
- * Branch-free float code (selects, no libm calls) that GCC vectorises inside EW_LOOP's blocks.
+ * Branch-free float code (selects, no libm calls) that GCC vectorises inside CPU_LOOP's blocks.
  * Accuracy against double-precision libm, measured over dense grids: exp ~1e-7 relative over
- * the normal range, erf 4.3e-7 absolute, tanh 7.5e-8 absolute. */
-
-static inline float ew_f_bits(uint32_t i)
-{
-    union { uint32_t i; float f; } u = {.i = i};
-    return u.f;
-}
-
-static inline uint32_t ew_bits_f(float f)
-{
-    union { float f; uint32_t i; } u = {.f = f};
-    return u.i;
-}
-
-/* C ? A : B through bit masks. A plain ?: between computed floats does not vectorise: GCC
- * sinks the computation of the unused arm into a branch, and with trapping maths (the default)
- * a conditional float operation is not if-converted. */
-static inline float ew_sel(int c, float a, float b)
-{
-    const uint32_t m = 0u - (uint32_t)c;
-    return ew_f_bits((ew_bits_f(a) & m) | (ew_bits_f(b) & ~m));
-}
-
-/* e^x = 2^n e^r, x = n ln2 + r, |r| <= ln2 / 2 (Cody-Waite two-part ln2), e^r by Cephes'
- * degree-5 minimax polynomial: ~1e-7 relative. Returns e^r and sets *N to n (two's complement);
- * integer steps are unsigned, so that out-of-range lanes a caller masks off afterwards wrap
- * instead of overflowing. A NaN gives a NaN. */
-static inline float ew_exp_reduce(float x, uint32_t *n_out)
-{
-    const float k = x * 1.44269504088896341f + 12582912.0f; /* 1.5 * 2^23: rounds to integer */
-    const float n = k - 12582912.0f;
-    *n_out = ew_bits_f(k) - 0x4B400000u;
-    float r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    return p * (r * r) + r + 1.0f;
-}
-
-/* 2^n for n in [-126, 127]. */
-static inline float ew_pow2(uint32_t n)
-{
-    return ew_f_bits((n + 127u) << 23);
-}
-
-/* e^x for x in [-87.3, 88.3] (2^n a normal float) or NaN. */
-static inline float ew_exp_mid(float x)
-{
-    uint32_t n;
-    const float p = ew_exp_reduce(x, &n);
-    return p * ew_pow2(n);
-}
-
-/* e^x for x <= 0 or NaN: +0 below -87.3 (where e^x < 2^-126; so -inf and -1e30 give 0), which
- * is masked off afterwards rather than clamped before. */
-static inline float ew_exp_neg(float x)
-{
-    return ew_f_bits(ew_bits_f(ew_exp_mid(x)) & ~(0u - (uint32_t)(x < -87.3f)));
-}
+ * the normal range, erf 4.3e-7 absolute, tanh 7.5e-8 absolute. The exp core is cpu_simd.h's. */
 
 /* e^x for any x, subnormal results included. X is clamped to [-104, 88.8] (e^-104 rounds to 0,
  * e^88.8 overflows: -inf gives 0, +inf gives inf; a NaN goes through), and 2^n is applied as
  * two factors 2^(n/2) * 2^(n - n/2), each normal for n in [-150, 128]. */
 static inline float ew_exp(float x)
 {
-    float xc = ew_sel(x < -104.0f, -104.0f, x);
-    xc = ew_sel(xc > 88.8f, 88.8f, xc);
+    float xc = cpu_sel(x < -104.0f, -104.0f, x);
+    xc = cpu_sel(xc > 88.8f, 88.8f, xc);
     uint32_t n;
-    const float p = ew_exp_reduce(xc, &n);
+    const float p = cpu_exp_reduce(xc, &n);
     const uint32_t n1 = (uint32_t)((int32_t)n >> 1), n2 = n - n1;
-    return p * ew_pow2(n1) * ew_pow2(n2);
+    return p * cpu_pow2(n1) * cpu_pow2(n2);
 }
 
 /* erf as x * P(x^2) / Q(x^2) on [-4, 4] (the rational approximation of Eigen and XLA); outside
  * it erf is +-1 in float. A NaN stays NaN. */
 static inline float ew_erf(float a)
 {
-    float x = ew_sel(a > 4.0f, 4.0f, a);
-    x = ew_sel(x < -4.0f, -4.0f, x);
+    float x = cpu_sel(a > 4.0f, 4.0f, a);
+    x = cpu_sel(x < -4.0f, -4.0f, x);
     const float z = x * x;
     float p = -2.72614225801306e-10f;
     p = p * z + 2.77068142495902e-08f;
@@ -385,18 +195,18 @@ static inline float ew_tanh(float x)
     s = s * z + 1.33314422036e-1f;
     s = s * z - 3.33332819422e-1f;
     s = s * z * ax + ax;
-    const float e = ew_exp_mid(2.0f * ew_sel(ax > 9.0f, 9.0f, ax)); /* in [0, 18] */
-    const float l = ew_sel(ax > 9.0f, 1.0f, 1.0f - 2.0f / (e + 1.0f));
-    const float t = ew_sel(ax < 0.625f, s, l);
-    return ew_f_bits(ew_bits_f(t) | (ew_bits_f(x) & 0x80000000u));
+    const float e = cpu_exp_mid(2.0f * cpu_sel(ax > 9.0f, 9.0f, ax)); /* in [0, 18] */
+    const float l = cpu_sel(ax > 9.0f, 1.0f, 1.0f - 2.0f / (e + 1.0f));
+    const float t = cpu_sel(ax < 0.625f, s, l);
+    return cpu_f_bits(cpu_bits_f(t) | (cpu_bits_f(x) & 0x80000000u));
 }
 
 /* exp of a non-positive argument only: no overflow for large |x|. */
 static inline float ew_sigmoid(float x)
 {
-    const float e = ew_exp_neg(-fabsf(x));
+    const float e = cpu_exp_neg(-fabsf(x));
     const float r = 1.0f / (1.0f + e);
-    return ew_sel(x >= 0.0f, r, e * r);
+    return cpu_sel(x >= 0.0f, r, e * r);
 }
 
 static inline float ew_gelu(float x)
@@ -432,7 +242,7 @@ EW_UNARY(abs_i32, int32_t, x < 0 ? (int32_t)(0u - (uint32_t)x) : x)
 EW_UNARY(abs_i64, int64_t, x < 0 ? (int64_t)(0u - (uint64_t)x) : x)
 
 /* Clip: min then max, so that min > max gives max everywhere, as ONNX says. */
-EW_CLONES
+CPU_CLONES
 static void clip_f32(size_t n, void *restrict o_, const void *restrict a_, const void *restrict b_,
                      const void *restrict c_, const ew_ctx *ctx)
 {
@@ -441,11 +251,11 @@ static void clip_f32(size_t n, void *restrict o_, const void *restrict a_, const
     const float lo = ctx->lo_f, hi = ctx->hi_f;
     (void)b_;
     (void)c_;
-    EW_LOOP(n, float x = a[i]; x = x < lo ? lo : x; o[i] = x > hi ? hi : x;);
+    CPU_LOOP(n, float x = a[i]; x = x < lo ? lo : x; o[i] = x > hi ? hi : x;);
 }
 
 #define EW_CLIP_INT(NAME, T)                                                                      \
-    EW_CLONES                                                                                     \
+    CPU_CLONES                                                                                    \
     static void NAME(size_t n, void *restrict o_, const void *restrict a_,                        \
                      const void *restrict b_, const void *restrict c_, const ew_ctx *ctx)         \
     {                                                                                             \
@@ -454,7 +264,7 @@ static void clip_f32(size_t n, void *restrict o_, const void *restrict a_, const
         const T lo = (T)ctx->lo_i, hi = (T)ctx->hi_i;                                             \
         (void)b_;                                                                                 \
         (void)c_;                                                                                 \
-        EW_LOOP(n, T x = a[i]; x = x < lo ? lo : x; o[i] = x > hi ? hi : x;);                     \
+        CPU_LOOP(n, T x = a[i]; x = x < lo ? lo : x; o[i] = x > hi ? hi : x;);                    \
     }
 EW_CLIP_INT(clip_i32, int32_t)
 EW_CLIP_INT(clip_i64, int64_t)
@@ -464,7 +274,7 @@ EW_CLIP_INT(clip_i64, int64_t)
 /* SA and SB are the literal 0 or 1 each operand advances by, so each variant compiles to a loop
  * over contiguous memory or with a loop-invariant operand. */
 #define EW_BIN_VARIANT(NAME, SA, SB, TA, TB, TO, EXPR)                                            \
-    EW_CLONES                                                                                     \
+    CPU_CLONES                                                                                    \
     static void NAME##_##SA##SB(size_t n, void *restrict o_, const void *restrict a_,             \
                                 const void *restrict b_, const void *restrict c_,                 \
                                 const ew_ctx *ctx)                                                \
@@ -474,7 +284,7 @@ EW_CLIP_INT(clip_i64, int64_t)
         const TB *restrict pb = b_;                                                               \
         (void)c_;                                                                                 \
         (void)ctx;                                                                                \
-        EW_LOOP(n, const TA a = pa[i * SA]; const TB b = pb[i * SB]; o[i] = (EXPR););             \
+        CPU_LOOP(n, const TA a = pa[i * SA]; const TB b = pb[i * SB]; o[i] = (EXPR););            \
     }
 /* The table is indexed by the plan's inner_mask: bit 0 a advances, bit 1 b advances. */
 #define EW_BIN(NAME, TA, TB, TO, EXPR)                                                            \
@@ -487,7 +297,7 @@ EW_CLIP_INT(clip_i64, int64_t)
 /* In-place folding for variadic Min/Max: o = op(o, b). Indexed like EW_BIN (bit 0, the output
  * itself, always advances). */
 #define EW_ACC_VARIANT(NAME, SB, T, EXPR)                                                         \
-    EW_CLONES                                                                                     \
+    CPU_CLONES                                                                                    \
     static void NAME##_acc##SB(size_t n, void *restrict o_, const void *restrict a_,              \
                                const void *restrict b_, const void *restrict c_,                  \
                                const ew_ctx *ctx)                                                 \
@@ -497,7 +307,7 @@ EW_CLIP_INT(clip_i64, int64_t)
         (void)a_;                                                                                 \
         (void)c_;                                                                                 \
         (void)ctx;                                                                                \
-        EW_LOOP(n, const T a = o[i]; const T b = pb[i * SB]; o[i] = (EXPR););                     \
+        CPU_LOOP(n, const T a = o[i]; const T b = pb[i * SB]; o[i] = (EXPR););                    \
     }
 #define EW_ACC(NAME, T, EXPR)                                                                     \
     EW_ACC_VARIANT(NAME, 0, T, EXPR)                                                              \
@@ -581,7 +391,7 @@ EW_IDIV(div_i64, int64_t, uint64_t)
 
 /* A bit-mask select instead of ?: so that the loop vectorises with a bool condition. */
 #define EW_WHERE_VARIANT(NAME, T, SC, SX, SY)                                                     \
-    EW_CLONES                                                                                     \
+    CPU_CLONES                                                                                    \
     static void NAME##_##SC##SX##SY(size_t n, void *restrict o_, const void *restrict c_,         \
                                     const void *restrict x_, const void *restrict y_,             \
                                     const ew_ctx *ctx)                                            \
@@ -591,7 +401,7 @@ EW_IDIV(div_i64, int64_t, uint64_t)
         const T *restrict px = x_;                                                                \
         const T *restrict py = y_;                                                                \
         (void)ctx;                                                                                \
-        EW_LOOP(n, const T m = (T)(0 - (T)(pc[i * SC] != 0));                                     \
+        CPU_LOOP(n, const T m = (T)(0 - (T)(pc[i * SC] != 0));                                    \
                 o[i] = (T)((px[i * SX] & m) | (py[i * SY] & (T)~m)););                            \
     }
 /* Indexed by inner_mask: bit 0 cond, bit 1 X, bit 2 Y advance. */
@@ -622,7 +432,7 @@ EW_WHERE(where_64, uint64_t)
         (void)b_;                                                                                 \
         (void)c_;                                                                                 \
         (void)ctx;                                                                                \
-        EW_LOOP(n, o[i] = v;);                                                                    \
+        CPU_LOOP(n, o[i] = v;);                                                                   \
     }                                                                                             \
     static void NAME##_copy(size_t n, void *restrict o_, const void *restrict a_,                 \
                             const void *restrict b_, const void *restrict c_, const ew_ctx *ctx)  \
@@ -684,7 +494,7 @@ static const ew_fn *where_fns(size_t esize)
         (void)b_;                                                                                 \
         (void)c_;                                                                                 \
         (void)ctx;                                                                                \
-        EW_LOOP(n, o[i] = STORE(LOAD(a[i])););                                                    \
+        CPU_LOOP(n, o[i] = STORE(LOAD(a[i])););                                                   \
     }
 #define EW_CAST_ROW(SN, TS, LOAD)                                                                 \
     EW_CAST(cast_##SN##_f32, TS, LOAD, float, ST_F32)                                             \
@@ -821,7 +631,7 @@ static int no_dtype(const loom_node_desc *node, loom_dtype t, const char *only, 
                     size_t len)
 {
     cpu_reason(reason, len, "%s: dtype %s has no CPU kernel (only %s)", node->op_name,
-               dt_name(t), only);
+               cpu_dtype_name(t), only);
     return 0;
 }
 
@@ -856,7 +666,7 @@ static int ew_supports(const loom_node_desc *node, char *reason, size_t len)
             if (!is_num(x->dtype))
                 return no_dtype(node, x->dtype, "float32, int32, int64", reason, len);
             for (uint32_t i = 1; i < node->n_inputs && i < 3; i++) {
-                if (!present(node, i))
+                if (!cpu_present(node, i))
                     continue;
                 if (node->inputs[i].dtype != x->dtype ||
                     loom_tensor_desc_numel(&node->inputs[i]) != 1) {
@@ -879,10 +689,10 @@ static int ew_supports(const loom_node_desc *node, char *reason, size_t len)
                     return no_dtype(node, in->dtype, "float32, int32, int64", reason, len);
                 if (in->dtype != y->dtype) {
                     cpu_reason(reason, len, "%s: inputs of different dtypes (%s, %s)", op,
-                               dt_name(in->dtype), dt_name(y->dtype));
+                               cpu_dtype_name(in->dtype), cpu_dtype_name(y->dtype));
                     return 0;
                 }
-                if (!broadcasts_to(in, y)) {
+                if (!cpu_broadcasts_to(in, y)) {
                     cpu_reason(reason, len, "%s: input %u does not broadcast to the output", op,
                                i);
                     return 0;
@@ -902,7 +712,7 @@ static int ew_supports(const loom_node_desc *node, char *reason, size_t len)
                 cpu_reason(reason, len, "%s: exponent must be float32, int32 or int64", op);
                 return 0;
             }
-            if (!broadcasts_to(x, y) || !broadcasts_to(&node->inputs[1], y)) {
+            if (!cpu_broadcasts_to(x, y) || !cpu_broadcasts_to(&node->inputs[1], y)) {
                 cpu_reason(reason, len, "%s: inputs do not broadcast to the output", op);
                 return 0;
             }
@@ -914,7 +724,7 @@ static int ew_supports(const loom_node_desc *node, char *reason, size_t len)
             }
             if (x->dtype != LOOM_DTYPE_BOOL) {
                 cpu_reason(reason, len, "%s: condition must be bool, not %s", op,
-                           dt_name(x->dtype));
+                           cpu_dtype_name(x->dtype));
                 return 0;
             }
             if (loom_dtype_size(y->dtype) == 0 || node->inputs[1].dtype != y->dtype ||
@@ -922,7 +732,7 @@ static int ew_supports(const loom_node_desc *node, char *reason, size_t len)
                 return no_dtype(node, node->inputs[1].dtype, "X and Y of one known dtype",
                                 reason, len);
             for (uint32_t i = 0; i < 3; i++)
-                if (!broadcasts_to(&node->inputs[i], y)) {
+                if (!cpu_broadcasts_to(&node->inputs[i], y)) {
                     cpu_reason(reason, len, "%s: input %u does not broadcast to the output", op,
                                i);
                     return 0;
@@ -945,7 +755,7 @@ static int ew_supports(const loom_node_desc *node, char *reason, size_t len)
         case LOOM_OP_EXPAND:
             if (loom_dtype_size(x->dtype) == 0 || x->dtype != y->dtype)
                 return no_dtype(node, x->dtype, "known dtypes", reason, len);
-            if (!broadcasts_to(x, y)) {
+            if (!cpu_broadcasts_to(x, y)) {
                 cpu_reason(reason, len, "%s: input does not broadcast to the output", op);
                 return 0;
             }
@@ -956,7 +766,7 @@ static int ew_supports(const loom_node_desc *node, char *reason, size_t len)
         }
     }
     /* Unary and Cast: one input of the output's shape. */
-    if (!same_shape(x, y)) {
+    if (!cpu_same_shape(x, y)) {
         cpu_reason(reason, len, "%s: output shape differs from the input's", op);
         return 0;
     }
@@ -1067,7 +877,7 @@ static int64_t int_bound(float f, int is_min, int64_t tmin, int64_t tmax)
 static void pass_set(ew_pass *pass, const loom_tensor_desc *out, uint32_t n,
                      const loom_tensor_desc *const *ops, const int32_t *src)
 {
-    plan_build(&pass->plan, out, n, ops);
+    cpu_bcast_build(&pass->plan, out, n, ops);
     for (uint32_t o = 0; o < n; o++)
         pass->src[o] = src[o];
 }
@@ -1085,9 +895,6 @@ static int const_scalar_is(const loom_node_desc *node, uint32_t i, float v)
 
 static loom_status ew_prepare(const loom_node_desc *node, cpu_kernel *k, char *err, size_t err_len)
 {
-    char why[256];
-    if (!ew_supports(node, why, sizeof why))
-        return cpu_fail(err, err_len, LOOM_ERR_UNSUPPORTED, "%s", why);
     const loom_tensor_desc *y = &k->out[0];
     const loom_op_id op = node->op;
     const uint32_t n_passes = (op == LOOM_OP_MIN || op == LOOM_OP_MAX) && node->n_inputs > 2

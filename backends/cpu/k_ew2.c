@@ -20,81 +20,22 @@
  */
 #include "cpu_bcast.h"
 #include "cpu_kernels.h"
+#include "cpu_simd.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* Loops as blocks of K2_BLK iterations with a fixed-count inner loop plus a scalar tail: GCC's
- * -O2 cost model vectorises only loops whose trip count is a known multiple of the vector
- * width. */
-#define K2_BLK 16
-#define K2_LOOP(n, ...)                                                                           \
-    do {                                                                                          \
-        size_t i_ = 0;                                                                            \
-        for (; i_ + K2_BLK <= (n); i_ += K2_BLK)                                                  \
-            for (size_t k_ = 0; k_ < K2_BLK; k_++) {                                              \
-                const size_t i = i_ + k_;                                                         \
-                __VA_ARGS__                                                                       \
-            }                                                                                     \
-        for (; i_ < (n); i_++) {                                                                  \
-            const size_t i = i_;                                                                  \
-            __VA_ARGS__                                                                           \
-        }                                                                                         \
-    } while (0)
 
 #define ALIGN64(x) (((x) + 63) & ~(size_t)63)
 
 #define GRAIN_CHEAP 16384
 #define GRAIN_LIBM 2048
 
-static const char *dt_name(loom_dtype t)
-{
-    switch (t) {
-    case LOOM_DTYPE_F32: return "float32";
-    case LOOM_DTYPE_F16: return "float16";
-    case LOOM_DTYPE_BF16: return "bfloat16";
-    case LOOM_DTYPE_I8: return "int8";
-    case LOOM_DTYPE_U8: return "uint8";
-    case LOOM_DTYPE_I32: return "int32";
-    case LOOM_DTYPE_I64: return "int64";
-    case LOOM_DTYPE_BOOL: return "bool";
-    case LOOM_DTYPE_UNDEFINED: return "undefined";
-    }
-    return "unknown";
-}
-
-static int present(const loom_node_desc *node, uint32_t i)
-{
-    return i < node->n_inputs && node->inputs[i].dtype != LOOM_DTYPE_UNDEFINED;
-}
-
-static int same_shape(const loom_tensor_desc *a, const loom_tensor_desc *b)
-{
-    if (a->rank != b->rank)
-        return 0;
-    for (uint32_t d = 0; d < a->rank; d++)
-        if (a->dims[d] != b->dims[d])
-            return 0;
-    return 1;
-}
-
-static int broadcasts_to(const loom_tensor_desc *in, const loom_tensor_desc *out)
-{
-    if (in->rank > out->rank)
-        return 0;
-    const uint32_t lead = out->rank - in->rank;
-    for (uint32_t d = 0; d < in->rank; d++)
-        if (in->dims[d] != 1 && in->dims[d] != out->dims[lead + d])
-            return 0;
-    return 1;
-}
-
 static int no_dtype(const loom_node_desc *node, loom_dtype t, const char *only, char *reason,
                     size_t len)
 {
     cpu_reason(reason, len, "%s: dtype %s has no CPU kernel (only %s)", node->op_name,
-               dt_name(t), only);
+               cpu_dtype_name(t), only);
     return 0;
 }
 
@@ -129,7 +70,6 @@ typedef void (*k2_fn)(size_t n, void *restrict o, const void *restrict a, const 
 
 /* The shared broadcast planner (cpu_bcast.c); two operands at most here. */
 typedef cpu_bcast_plan bc_plan;
-#define bc_build cpu_bcast_build
 
 typedef struct bc_job {
     const bc_plan *plan;
@@ -194,7 +134,7 @@ static void bc_walk(void *arg, size_t begin, size_t end)
         (void)alpha;                                                                              \
         (void)beta;                                                                               \
         (void)gamma;                                                                              \
-        K2_LOOP(n, const TI x = a[i]; o[i] = (EXPR););                                            \
+        CPU_LOOP(n, const TI x = a[i]; o[i] = (EXPR););                                           \
     }
 
 static inline float clamp01(float v)
@@ -238,7 +178,7 @@ K2_UNARY(not_bool, uint8_t, uint8_t, (uint8_t)(x == 0))
         const TA *restrict pa = a_;                                                               \
         const TA *restrict pb = b_;                                                               \
         (void)ctx;                                                                                \
-        K2_LOOP(n, const TA a = pa[i * SA]; const TA b = pb[i * SB]; o[i] = (TO)(EXPR););         \
+        CPU_LOOP(n, const TA a = pa[i * SA]; const TA b = pb[i * SB]; o[i] = (TO)(EXPR););        \
     }
 /* Indexed by inner_mask: bit 0 A advances, bit 1 B advances. */
 #define K2_BIN(NAME, TA, TO, EXPR)                                                                \
@@ -277,7 +217,7 @@ K2_BIN(add_f32, float, float, a + b)
         const float *restrict pb = b_;                                                            \
         (void)a_;                                                                                 \
         (void)ctx;                                                                                \
-        K2_LOOP(n, o[i] += pb[i * SB];);                                                          \
+        CPU_LOOP(n, o[i] += pb[i * SB];);                                                         \
     }
 K2_ACC_VARIANT(0)
 K2_ACC_VARIANT(1)
@@ -336,7 +276,7 @@ static void scale_walk(void *arg, size_t begin, size_t end)
     const scale_job *j = arg;
     float *restrict o = j->o + begin;
     const float s = j->s;
-    K2_LOOP(end - begin, o[i] *= s;);
+    CPU_LOOP(end - begin, o[i] *= s;);
 }
 
 static loom_status ew2_run(const cpu_kernel *k, const loom_exec_args *args, cpu_pool *pool,
@@ -468,7 +408,7 @@ static const k2_fn *binary_fns(loom_op_id op, loom_dtype t)
 static int ew2_supports(const loom_node_desc *node, char *reason, size_t len)
 {
     const char *op = node->op_name;
-    if (node->n_inputs < 1 || node->n_outputs != 1 || !present(node, 0)) {
+    if (node->n_inputs < 1 || node->n_outputs != 1 || !cpu_present(node, 0)) {
         cpu_reason(reason, len, "%s: expects inputs and one output", op);
         return 0;
     }
@@ -484,20 +424,20 @@ static int ew2_supports(const loom_node_desc *node, char *reason, size_t len)
                             : node->op == LOOM_OP_SIGN ? "float32, int8, uint8, int32, int64"
                                                        : "float32",
                             reason, len);
-        if (!same_shape(x, y) || x->dtype != y->dtype) {
+        if (!cpu_same_shape(x, y) || x->dtype != y->dtype) {
             cpu_reason(reason, len, "%s: output differs from the input in dtype or shape", op);
             return 0;
         }
         return 1;
     }
     if (is_compare(node->op) || is_logic(node->op)) {
-        if (node->n_inputs != 2 || !present(node, 1)) {
+        if (node->n_inputs != 2 || !cpu_present(node, 1)) {
             cpu_reason(reason, len, "%s: expects two inputs", op);
             return 0;
         }
         if (node->inputs[1].dtype != x->dtype) {
             cpu_reason(reason, len, "%s: inputs of different dtypes (%s, %s)", op,
-                       dt_name(x->dtype), dt_name(node->inputs[1].dtype));
+                       cpu_dtype_name(x->dtype), cpu_dtype_name(node->inputs[1].dtype));
             return 0;
         }
         if (!binary_fns(node->op, x->dtype))
@@ -507,8 +447,8 @@ static int ew2_supports(const loom_node_desc *node, char *reason, size_t len)
                                                           "bool"
                                                         : "float32, int8, uint8, int32, int64",
                             reason, len);
-        if (y->dtype != LOOM_DTYPE_BOOL || !broadcasts_to(x, y) ||
-            !broadcasts_to(&node->inputs[1], y)) {
+        if (y->dtype != LOOM_DTYPE_BOOL || !cpu_broadcasts_to(x, y) ||
+            !cpu_broadcasts_to(&node->inputs[1], y)) {
             cpu_reason(reason, len, "%s: output is not the bool broadcast of the inputs", op);
             return 0;
         }
@@ -523,12 +463,12 @@ static int ew2_supports(const loom_node_desc *node, char *reason, size_t len)
         const loom_tensor_desc *in = &node->inputs[i];
         if (in->dtype != LOOM_DTYPE_F32)
             return no_dtype(node, in->dtype, "float32", reason, len);
-        if (!broadcasts_to(in, y)) {
+        if (!cpu_broadcasts_to(in, y)) {
             cpu_reason(reason, len, "%s: input %u does not broadcast to the output", op, i);
             return 0;
         }
     }
-    if (y->dtype != LOOM_DTYPE_F32 || (node->n_inputs == 1 && !same_shape(x, y))) {
+    if (y->dtype != LOOM_DTYPE_F32 || (node->n_inputs == 1 && !cpu_same_shape(x, y))) {
         cpu_reason(reason, len, "%s: output is not the float32 broadcast of the inputs", op);
         return 0;
     }
@@ -538,9 +478,6 @@ static int ew2_supports(const loom_node_desc *node, char *reason, size_t len)
 static loom_status ew2_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
                                size_t err_len)
 {
-    char why[256];
-    if (!ew2_supports(node, why, sizeof why))
-        return cpu_fail(err, err_len, LOOM_ERR_UNSUPPORTED, "%s", why);
     ew2_params *p = calloc(1, sizeof *p);
     if (!p)
         return cpu_fail(err, err_len, LOOM_ERR_OUT_OF_MEMORY, "%s: out of memory",
@@ -570,7 +507,7 @@ static loom_status ew2_prepare(const loom_node_desc *node, cpu_kernel *k, char *
             goto oom;
         ops[0] = &k->in[0];
         ops[1] = &k->in[1];
-        bc_build(&p->passes[0].plan, y, 2, ops);
+        cpu_bcast_build(&p->passes[0].plan, y, 2, ops);
         p->passes[0].fn = binary_fns(op, k->in[0].dtype)[p->passes[0].plan.inner_mask];
         p->passes[0].src[0] = 0;
         p->passes[0].src[1] = 1;
@@ -587,14 +524,14 @@ static loom_status ew2_prepare(const loom_node_desc *node, cpu_kernel *k, char *
                 goto oom;
             ops[0] = &k->in[0];
             ops[1] = &k->in[1];
-            bc_build(&p->passes[0].plan, y, 2, ops);
+            cpu_bcast_build(&p->passes[0].plan, y, 2, ops);
             p->passes[0].fn = add_f32[p->passes[0].plan.inner_mask];
             p->passes[0].src[0] = 0;
             p->passes[0].src[1] = 1;
             for (uint32_t s = 1; s < n - 1; s++) {
                 ops[0] = y;
                 ops[1] = &k->in[s + 1];
-                bc_build(&p->passes[s].plan, y, 2, ops);
+                cpu_bcast_build(&p->passes[s].plan, y, 2, ops);
                 p->passes[s].fn = acc_f32[p->passes[s].plan.inner_mask];
                 p->passes[s].src[0] = -1;
                 p->passes[s].src[1] = (int32_t)s + 1;
@@ -649,19 +586,19 @@ static void fill_walk(void *arg, size_t begin, size_t end)
     case 2: {
         uint16_t *restrict o = (uint16_t *)j->out + begin;
         const uint16_t v = (uint16_t)j->pattern;
-        K2_LOOP(n, o[i] = v;);
+        CPU_LOOP(n, o[i] = v;);
         break;
     }
     case 4: {
         uint32_t *restrict o = (uint32_t *)j->out + begin;
         const uint32_t v = (uint32_t)j->pattern;
-        K2_LOOP(n, o[i] = v;);
+        CPU_LOOP(n, o[i] = v;);
         break;
     }
     default: {
         uint64_t *restrict o = (uint64_t *)j->out + begin;
         const uint64_t v = j->pattern;
-        K2_LOOP(n, o[i] = v;);
+        CPU_LOOP(n, o[i] = v;);
         break;
     }
     }
@@ -750,7 +687,7 @@ static uint64_t fill_pattern(loom_dtype t, float value, int64_t value_int)
 static int misc_supports(const loom_node_desc *node, char *reason, size_t len)
 {
     const char *op = node->op_name;
-    if (node->n_inputs < 1 || node->n_outputs < 1 || !present(node, 0)) {
+    if (node->n_inputs < 1 || node->n_outputs < 1 || !cpu_present(node, 0)) {
         cpu_reason(reason, len, "%s: expects an input and an output", op);
         return 0;
     }
@@ -784,14 +721,14 @@ static int misc_supports(const loom_node_desc *node, char *reason, size_t len)
             }
         return 1;
     case LOOM_OP_DROPOUT:
-        if (loom_dtype_size(x->dtype) == 0 || x->dtype != y->dtype || !same_shape(x, y))
+        if (loom_dtype_size(x->dtype) == 0 || x->dtype != y->dtype || !cpu_same_shape(x, y))
             return no_dtype(node, x->dtype, "an output like its input", reason, len);
         if (node->n_outputs > 1 &&
-            (node->outputs[1].dtype != LOOM_DTYPE_BOOL || !same_shape(x, &node->outputs[1]))) {
+            (node->outputs[1].dtype != LOOM_DTYPE_BOOL || !cpu_same_shape(x, &node->outputs[1]))) {
             cpu_reason(reason, len, "%s: mask must be bool of the input's shape", op);
             return 0;
         }
-        if (present(node, 2)) {
+        if (cpu_present(node, 2)) {
             const uint8_t *t = node->input_constants ? node->input_constants[2] : NULL;
             if (!t || *t) {
                 cpu_reason(reason, len, "%s: training mode is not supported (inference only)",
@@ -809,9 +746,6 @@ static int misc_supports(const loom_node_desc *node, char *reason, size_t len)
 static loom_status misc_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
                                 size_t err_len)
 {
-    char why[256];
-    if (!misc_supports(node, why, sizeof why))
-        return cpu_fail(err, err_len, LOOM_ERR_UNSUPPORTED, "%s", why);
     misc_params *p = calloc(1, sizeof *p);
     if (!p)
         return cpu_fail(err, err_len, LOOM_ERR_OUT_OF_MEMORY, "%s: out of memory",
@@ -884,7 +818,7 @@ typedef struct quant_job {
         const TX *restrict x = (const TX *)j->x + i0;                                             \
         TY *restrict y = (TY *)j->y + i0;                                                         \
         const float zf = (float)z;                                                                \
-        K2_LOOP(n, float v = rintf((float)x[i] / s) + zf; v = fmaxf(v, LO); v = fminf(v, HI);     \
+        CPU_LOOP(n, float v = rintf((float)x[i] / s) + zf; v = fmaxf(v, LO); v = fminf(v, HI);    \
                 y[i] = (TY)v;);                                                                   \
     } while (0)
 
@@ -910,7 +844,7 @@ static void quant_walk(void *arg, size_t begin, size_t end)
         const TX *restrict x = (const TX *)j->x + i0;                                             \
         float *restrict y = (float *)j->y + i0;                                                   \
         const float zf = (float)z;                                                                \
-        K2_LOOP(n, y[i] = ((float)x[i] - zf) * s;);                                               \
+        CPU_LOOP(n, y[i] = ((float)x[i] - zf) * s;);                                              \
     } while (0)
 
 static void dequant_walk(void *arg, size_t begin, size_t end)
@@ -954,7 +888,8 @@ static int param_ok(const loom_tensor_desc *d, loom_dtype t, int64_t len)
 static int quant_supports(const loom_node_desc *node, char *reason, size_t len)
 {
     const char *op = node->op_name;
-    if (node->n_inputs < 2 || node->n_outputs != 1 || !present(node, 0) || !present(node, 1)) {
+    if (node->n_inputs < 2 || node->n_outputs != 1 || !cpu_present(node, 0) ||
+        !cpu_present(node, 1)) {
         cpu_reason(reason, len, "%s: expects x and a scale", op);
         return 0;
     }
@@ -969,7 +904,7 @@ static int quant_supports(const loom_node_desc *node, char *reason, size_t len)
           : y->dtype != LOOM_DTYPE_F32)
         return no_dtype(node, y->dtype, q ? "uint8, int8 outputs" : "float32 outputs", reason,
                         len);
-    if (!same_shape(x, y)) {
+    if (!cpu_same_shape(x, y)) {
         cpu_reason(reason, len, "%s: output shape differs from the input's", op);
         return 0;
     }
@@ -983,7 +918,7 @@ static int quant_supports(const loom_node_desc *node, char *reason, size_t len)
     }
     if (s->dtype != LOOM_DTYPE_F32)
         return no_dtype(node, s->dtype, "float32 scales", reason, len);
-    if (present(node, 2)) {
+    if (cpu_present(node, 2)) {
         const loom_tensor_desc *z = &node->inputs[2];
         if (z->dtype != (q ? y->dtype : x->dtype) || loom_tensor_desc_numel(z) != n ||
             z->rank > 1) {
@@ -997,9 +932,6 @@ static int quant_supports(const loom_node_desc *node, char *reason, size_t len)
 static loom_status quant_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
                                  size_t err_len)
 {
-    char why[256];
-    if (!quant_supports(node, why, sizeof why))
-        return cpu_fail(err, err_len, LOOM_ERR_UNSUPPORTED, "%s", why);
     quant_params *p = calloc(1, sizeof *p);
     if (!p)
         return cpu_fail(err, err_len, LOOM_ERR_OUT_OF_MEMORY, "%s: out of memory",
@@ -1008,7 +940,7 @@ static loom_status quant_prepare(const loom_node_desc *node, cpu_kernel *k, char
     p->numel = loom_tensor_desc_numel(x);
     p->x_dtype = x->dtype;
     p->y_dtype = k->out[0].dtype;
-    p->zp_dtype = present(node, 2) ? k->in[2].dtype : LOOM_DTYPE_UNDEFINED;
+    p->zp_dtype = cpu_present(node, 2) ? k->in[2].dtype : LOOM_DTYPE_UNDEFINED;
     p->ch = 1;
     p->inner = p->numel > 0 ? p->numel : 1;
     if (loom_tensor_desc_numel(&k->in[1]) != 1) {
@@ -1110,10 +1042,10 @@ static void pack16(int16_t *dst, const void *src, loom_dtype t, int64_t n, const
         const int16_t z = zp ? (int16_t)load_int(zt, zp, 0) : 0;
         if (t == LOOM_DTYPE_U8) {
             const uint8_t *restrict s = src;
-            K2_LOOP((size_t)n, dst[i] = (int16_t)(s[i] - z););
+            CPU_LOOP((size_t)n, dst[i] = (int16_t)(s[i] - z););
         } else {
             const int8_t *restrict s = src;
-            K2_LOOP((size_t)n, dst[i] = (int16_t)(s[i] - z););
+            CPU_LOOP((size_t)n, dst[i] = (int16_t)(s[i] - z););
         }
         return;
     }
@@ -1261,7 +1193,7 @@ static int mm_supports(const loom_node_desc *node, char *reason, size_t len)
     const int q = node->op == LOOM_OP_QLINEAR_MAT_MUL;
     uint32_t ia, iza, ib, izb;
     mm_inputs(node->op, &ia, &iza, &ib, &izb);
-    if (node->n_outputs != 1 || !present(node, ia) || !present(node, ib) ||
+    if (node->n_outputs != 1 || !cpu_present(node, ia) || !cpu_present(node, ib) ||
         (q && node->n_inputs != 8)) {
         cpu_reason(reason, len, "%s: unexpected inputs or outputs", op);
         return 0;
@@ -1285,19 +1217,19 @@ static int mm_supports(const loom_node_desc *node, char *reason, size_t len)
         cpu_reason(reason, len, "%s: inner dimensions differ", op);
         return 0;
     }
-    if (present(node, iza) && !param_ok(&node->inputs[iza], a->dtype, M)) {
+    if (cpu_present(node, iza) && !param_ok(&node->inputs[iza], a->dtype, M)) {
         cpu_reason(reason, len, "%s: a_zero_point must be a scalar or [M] of A's dtype", op);
         return 0;
     }
-    if (present(node, izb) && !param_ok(&node->inputs[izb], b->dtype, N)) {
+    if (cpu_present(node, izb) && !param_ok(&node->inputs[izb], b->dtype, N)) {
         cpu_reason(reason, len, "%s: b_zero_point must be a scalar or [N] of B's dtype", op);
         return 0;
     }
     if (q && (!param_ok(&node->inputs[1], LOOM_DTYPE_F32, M) ||
               !param_ok(&node->inputs[4], LOOM_DTYPE_F32, N) ||
               !param_ok(&node->inputs[6], LOOM_DTYPE_F32, M) ||
-              !param_ok(&node->inputs[7], y->dtype, M) || !present(node, 2) ||
-              !present(node, 5))) {
+              !param_ok(&node->inputs[7], y->dtype, M) || !cpu_present(node, 2) ||
+              !cpu_present(node, 5))) {
         cpu_reason(reason, len, "%s: scales and zero points must be scalars or per row/column",
                    op);
         return 0;
@@ -1323,9 +1255,6 @@ static int mm_supports(const loom_node_desc *node, char *reason, size_t len)
 static loom_status mm_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
                               size_t err_len)
 {
-    char why[256];
-    if (!mm_supports(node, why, sizeof why))
-        return cpu_fail(err, err_len, LOOM_ERR_UNSUPPORTED, "%s", why);
     uint32_t ia, iza, ib, izb;
     mm_inputs(node->op, &ia, &iza, &ib, &izb);
     const loom_tensor_desc *a = &k->in[ia], *b = &k->in[ib], *y = &k->out[0];
@@ -1381,7 +1310,7 @@ static loom_status mm_prepare(const loom_node_desc *node, cpu_kernel *k, char *e
         p->b_off[t] = ob;
     }
     const void *bc = node->input_constants ? node->input_constants[ib] : NULL;
-    const int zb_given = present(node, izb);
+    const int zb_given = cpu_present(node, izb);
     const void *zbc = zb_given && node->input_constants ? node->input_constants[izb] : NULL;
     if (bc && (!zb_given || zbc) && p->numel_b > 0) {
         p->b_packed = malloc((size_t)p->numel_b * sizeof(int16_t));
@@ -1553,7 +1482,7 @@ static int qc_supports(const loom_node_desc *node, char *reason, size_t len)
         return 0;
     }
     for (uint32_t i = 0; i < 8; i++)
-        if (!present(node, i)) {
+        if (!cpu_present(node, i)) {
             cpu_reason(reason, len, "%s: input %u is required", op, i);
             return 0;
         }
@@ -1597,7 +1526,7 @@ static int qc_supports(const loom_node_desc *node, char *reason, size_t len)
                                 "per output channel)", op);
         return 0;
     }
-    if (present(node, 8) && !(node->inputs[8].dtype == LOOM_DTYPE_I32 &&
+    if (cpu_present(node, 8) && !(node->inputs[8].dtype == LOOM_DTYPE_I32 &&
                               node->inputs[8].rank == 1 && node->inputs[8].dims[0] == M)) {
         cpu_reason(reason, len, "%s: B must be int32 [M]", op);
         return 0;
@@ -1617,9 +1546,6 @@ static int qc_supports(const loom_node_desc *node, char *reason, size_t len)
 static loom_status qc_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
                               size_t err_len)
 {
-    char why[256];
-    if (!qc_supports(node, why, sizeof why))
-        return cpu_fail(err, err_len, LOOM_ERR_UNSUPPORTED, "%s", why);
     const loom_tensor_desc *x = &k->in[0], *w = &k->in[3], *y = &k->out[0];
     qc_params *p = calloc(1, sizeof *p);
     if (!p)

@@ -26,40 +26,11 @@
 
 /* ---- shared helpers -------------------------------------------------------------------------- */
 
-static const char *dt_name(loom_dtype t)
-{
-    switch (t) {
-    case LOOM_DTYPE_F32: return "float32";
-    case LOOM_DTYPE_F16: return "float16";
-    case LOOM_DTYPE_BF16: return "bfloat16";
-    case LOOM_DTYPE_I8: return "int8";
-    case LOOM_DTYPE_U8: return "uint8";
-    case LOOM_DTYPE_I32: return "int32";
-    case LOOM_DTYPE_I64: return "int64";
-    case LOOM_DTYPE_BOOL: return "bool";
-    case LOOM_DTYPE_UNDEFINED: return "undefined";
-    }
-    return "unknown";
-}
-
 static int no_dtype(const loom_node_desc *node, loom_dtype t, const char *only, char *reason,
                     size_t len)
 {
     return cpu_reason(reason, len, "%s: dtype %s has no CPU kernel (only %s)", node->op_name,
-                      dt_name(t), only);
-}
-
-static int present(const loom_node_desc *node, uint32_t i)
-{
-    return i < node->n_inputs && node->inputs[i].dtype != LOOM_DTYPE_UNDEFINED;
-}
-
-static int64_t prod(const int64_t *dims, uint32_t from, uint32_t to)
-{
-    int64_t n = 1;
-    for (uint32_t d = from; d < to; d++)
-        n *= dims[d];
-    return n;
+                      cpu_dtype_name(t), only);
 }
 
 static size_t grain_for(int64_t work_per_item)
@@ -226,7 +197,7 @@ static int ct_supports(const loom_node_desc *node, char *reason, size_t len)
 {
     const loom_tensor_desc *x = &node->inputs[0];
     if (x->dtype != F32 || node->inputs[1].dtype != F32 ||
-        (present(node, 2) && node->inputs[2].dtype != F32))
+        (cpu_present(node, 2) && node->inputs[2].dtype != F32))
         return no_dtype(node, x->dtype, "float32", reason, len);
     if (x->rank < 3 || x->rank > 5)
         return cpu_reason(reason, len, "ConvTranspose: X must have 1 to 3 spatial dims");
@@ -236,8 +207,8 @@ static int ct_supports(const loom_node_desc *node, char *reason, size_t len)
         !ints_attr(node, "pads", 2 * s, v) || !ints_attr(node, "kernel_shape", s, v))
         return cpu_reason(reason, len, "ConvTranspose: canonical attributes missing");
     const loom_tensor_desc *w = &node->inputs[1];
-    int64_t rows = w->dims[1] * prod(w->dims, 2, w->rank);
-    if (!fits_int(rows) || !fits_int(prod(x->dims, 2, x->rank)) || !fits_int(x->dims[1]))
+    int64_t rows = w->dims[1] * cpu_prod(w->dims, 2, w->rank);
+    if (!fits_int(rows) || !fits_int(cpu_prod(x->dims, 2, x->rank)) || !fits_int(x->dims[1]))
         return cpu_reason(reason, len, "ConvTranspose: too large for one BLAS call");
     return 1;
 }
@@ -273,7 +244,7 @@ static loom_status ct_prepare(const loom_node_desc *node, cpu_kernel *k, char *e
     p->kk = p->k[0] * p->k[1] * p->k[2];
     p->hw_in = p->in[0] * p->in[1] * p->in[2];
     p->hw_out = p->out[0] * p->out[1] * p->out[2];
-    p->has_bias = present(node, 2);
+    p->has_bias = cpu_present(node, 2);
     k->params = p;
     k->run = ct_run;
     k->scratch_bytes = (size_t)(p->mg * p->kk * p->hw_in) * sizeof(float);
@@ -406,7 +377,7 @@ static map_params *map_alloc(const loom_node_desc *node)
         at += p->out[d];
     }
     p->row_len = p->out[p->rank - 1];
-    p->rows = prod(p->out, 0, p->rank - 1);
+    p->rows = cpu_prod(p->out, 0, p->rank - 1);
     return p;
 }
 
@@ -500,7 +471,7 @@ static loom_status pad_prepare(const loom_node_desc *node, cpu_kernel *k, char *
     if (x->rank == 0)
         p->map[0][0] = 0;
     value_from_float(x->dtype, loom_node_attr_float(node, "value", 0.0f), p->value);
-    p->value_input = present(node, 2);
+    p->value_input = cpu_present(node, 2);
     k->params = p;
     k->free_params = map_free;
     k->run = map_run;
@@ -765,7 +736,7 @@ static loom_status rs_prepare(const loom_node_desc *node, cpu_kernel *k, char *e
         }
     }
     p->row_len = p->out[p->rank - 1];
-    p->rows = prod(p->out, 0, p->rank - 1);
+    p->rows = cpu_prod(p->out, 0, p->rank - 1);
     k->params = p;
     k->free_params = rs_free;
     k->run = rs_run;
@@ -901,7 +872,7 @@ static void ein_perm_task(void *arg, size_t r0, size_t r1)
 static void ein_permute(cpu_pool *pool, const ein_perm *q, const float *src, float *dst)
 {
     ein_job j = {.perm = q, .src = src, .dst = dst};
-    int64_t rows = prod(q->dims, 0, q->rank - 1), n = q->dims[q->rank - 1];
+    int64_t rows = cpu_prod(q->dims, 0, q->rank - 1), n = q->dims[q->rank - 1];
     if (rows == 0 || n == 0)
         return;
     cpu_parallel_for(pool, (size_t)rows, grain_for(n), ein_perm_task, &j);
@@ -1054,8 +1025,8 @@ static loom_status ein_prepare(const loom_node_desc *node, cpu_kernel *k, char *
             if (strchr(e.term[i] + q + 1, e.term[i][q]))
                 repeated = 1;
     }
-    p->out_numel = prod(p->lsize, 0, p->n_out);
-    p->sum_numel = prod(p->lsize, p->n_out, nl);
+    p->out_numel = cpu_prod(p->lsize, 0, p->n_out);
+    p->sum_numel = cpu_prod(p->lsize, p->n_out, nl);
     if (p->sum_numel == 0) { /* sums over nothing: zeros, the naive loop writes them */
         p->sum_numel = 0;
     }
@@ -1171,9 +1142,9 @@ static axis_params *axis_make(const loom_tensor_desc *x, int64_t axis)
     if (!p)
         return NULL;
     p->dt = x->dtype;
-    p->outer = prod(x->dims, 0, (uint32_t)axis);
+    p->outer = cpu_prod(x->dims, 0, (uint32_t)axis);
     p->len = x->dims[axis];
-    p->inner = prod(x->dims, (uint32_t)axis + 1, x->rank);
+    p->inner = cpu_prod(x->dims, (uint32_t)axis + 1, x->rank);
     return p;
 }
 
@@ -1786,7 +1757,7 @@ static loom_status pr_prepare(const loom_node_desc *node, cpu_kernel *k, char *e
         st *= sd;
     }
     p->row_len = p->dims[p->rank - 1];
-    p->rows = prod(p->dims, 0, p->rank - 1);
+    p->rows = cpu_prod(p->dims, 0, p->rank - 1);
     k->params = p;
     k->run = pr_run;
     return LOOM_OK;
@@ -2108,9 +2079,9 @@ static loom_status rnn_run(const cpu_kernel *k, const loom_exec_args *args, cpu_
 static int rnn_supports(const loom_node_desc *node, char *reason, size_t len)
 {
     for (uint32_t i = 0; i < node->n_inputs; i++)
-        if (i != 4 && present(node, i) && node->inputs[i].dtype != F32)
+        if (i != 4 && cpu_present(node, i) && node->inputs[i].dtype != F32)
             return no_dtype(node, node->inputs[i].dtype, "float32", reason, len);
-    if (present(node, 4) && node->inputs[4].dtype != I32)
+    if (cpu_present(node, 4) && node->inputs[4].dtype != I32)
         return cpu_reason(reason, len, "%s: sequence_lens must be int32", node->op_name);
     const loom_tensor_desc *x = &node->inputs[0];
     int64_t h = loom_node_attr_int(node, "hidden_size", 0);
@@ -2141,11 +2112,11 @@ static loom_status rnn_prepare(const loom_node_desc *node, cpu_kernel *k, char *
     p->input_forget = loom_node_attr_int(node, "input_forget", 0) != 0;
     p->lbr = loom_node_attr_int(node, "linear_before_reset", 0) != 0;
     p->clip = loom_node_attr_float(node, "clip", INFINITY);
-    p->has_b = present(node, 3);
-    p->has_len = present(node, 4);
-    p->has_h0 = present(node, 5);
-    p->has_c0 = present(node, 6);
-    p->has_p = present(node, 7);
+    p->has_b = cpu_present(node, 3);
+    p->has_len = cpu_present(node, 4);
+    p->has_h0 = cpu_present(node, 5);
+    p->has_c0 = cpu_present(node, 6);
+    p->has_p = cpu_present(node, 7);
     const int64_t gh = p->gates * p->h;
     p->per_dir = (size_t)(p->seq * p->batch * gh + p->batch * gh + 3 * p->batch * p->h);
     p->per_dir = (p->per_dir + 15) / 16 * 16;

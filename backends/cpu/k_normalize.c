@@ -8,47 +8,15 @@
  * (innermost axis reduced), or whole rows folded into an output row (innermost axis kept).
  */
 #include "cpu_kernels.h"
+#include "cpu_simd.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Loops are blocks of NM_BLK iterations with a fixed-count inner loop plus a scalar tail: GCC's
- * cost model at -O2 ("very-cheap") vectorises only loops whose trip count is a known multiple of
- * the vector width. Float sums keep NM_BLK partial sums for the same reason (GCC may not
- * reassociate a single running sum), which is also more accurate than one running sum. */
-#define NM_BLK 16
-#define NM_LOOP(n, ...)                                                                           \
-    do {                                                                                          \
-        size_t i_ = 0;                                                                            \
-        for (; i_ + NM_BLK <= (n); i_ += NM_BLK)                                                  \
-            for (size_t k_ = 0; k_ < NM_BLK; k_++) {                                              \
-                const size_t i = i_ + k_;                                                         \
-                __VA_ARGS__                                                                       \
-            }                                                                                     \
-        for (; i_ < (n); i_++) {                                                                  \
-            const size_t i = i_;                                                                  \
-            __VA_ARGS__                                                                           \
-        }                                                                                         \
-    } while (0)
-
 /* Elements of work per parallel chunk: below this a tensor runs on the calling thread. */
 #define NM_GRAIN 16384
 #define NM_GRAIN_EXP 8192 /* Softmax: an inline exp per element, ~2 ns */
-
-/* Run-time ISA dispatch, as in k_elementwise.c: on GCC for x86-64 the functions that process
- * whole rows or chunks are also compiled for x86-64-v3 (AVX2, FMA) and an ifunc picks the clone
- * at load time. Clones are not inlined, so NM_CLONES goes on functions that loop over a whole
- * row or run (called once per row), never on per-element helpers. With -std=c11 GCC contracts
- * no a * b + c into an FMA: both clones round alike. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__has_attribute)
-#if __has_attribute(target_clones)
-#define NM_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#endif
-#endif
-#ifndef NM_CLONES
-#define NM_CLONES
-#endif
 
 /* Max that lets a NaN win, as NumPy's max does. */
 #define NM_MAXF(a, b) ((a) != (a) || (a) > (b) ? (a) : (b))
@@ -61,125 +29,44 @@ static size_t grain_items(int64_t work_per_item, size_t grain)
     return g ? g : 1;
 }
 
-static const char *dt_name(loom_dtype t)
-{
-    switch (t) {
-    case LOOM_DTYPE_F32: return "float32";
-    case LOOM_DTYPE_F16: return "float16";
-    case LOOM_DTYPE_BF16: return "bfloat16";
-    case LOOM_DTYPE_I8: return "int8";
-    case LOOM_DTYPE_U8: return "uint8";
-    case LOOM_DTYPE_I32: return "int32";
-    case LOOM_DTYPE_I64: return "int64";
-    case LOOM_DTYPE_BOOL: return "bool";
-    case LOOM_DTYPE_UNDEFINED: return "undefined";
-    }
-    return "unknown";
-}
-
 static int no_dtype(const loom_node_desc *node, loom_dtype t, const char *only, char *reason,
                     size_t len)
 {
     cpu_reason(reason, len, "%s: dtype %s has no CPU kernel (only %s)", node->op_name,
-               dt_name(t), only);
+               cpu_dtype_name(t), only);
     return 0;
-}
-
-static int present(const loom_node_desc *node, uint32_t i)
-{
-    return i < node->n_inputs && node->inputs[i].dtype != LOOM_DTYPE_UNDEFINED;
-}
-
-static int64_t prod(const int64_t *dims, uint32_t from, uint32_t to)
-{
-    int64_t n = 1;
-    for (uint32_t d = from; d < to; d++)
-        n *= dims[d];
-    return n;
 }
 
 /* ---- vectorisable exp ----------------------------------------------------------------------- */
 
-static inline float nm_f_bits(uint32_t i)
-{
-    union { uint32_t i; float f; } u = {.i = i};
-    return u.f;
-}
-
-static inline uint32_t nm_bits_f(float f)
-{
-    union { float f; uint32_t i; } u = {.f = f};
-    return u.i;
-}
-
-/* e^x = 2^n e^r, x = n ln2 + r, |r| <= ln2 / 2 (Cody-Waite two-part ln2), e^r by Cephes'
- * degree-5 minimax polynomial: ~1e-7 relative. Returns e^r and sets *N to n (two's complement);
- * integer steps are unsigned, so that out-of-range lanes a caller masks off afterwards wrap
- * instead of overflowing. A NaN gives a NaN. */
-static inline float nm_exp_reduce(float x, uint32_t *n_out)
-{
-    const float k = x * 1.44269504088896341f + 12582912.0f; /* 1.5 * 2^23: rounds to integer */
-    const float n = k - 12582912.0f;
-    *n_out = nm_bits_f(k) - 0x4B400000u;
-    float r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    return p * (r * r) + r + 1.0f;
-}
-
-/* 2^n for n in [-126, 127]. */
-static inline float nm_pow2(uint32_t n)
-{
-    return nm_f_bits((n + 127u) << 23);
-}
-
-/* e^x for x in [-87.3, 88.3] (2^n a normal float) or NaN. */
-static inline float nm_exp_mid(float x)
-{
-    uint32_t n;
-    const float p = nm_exp_reduce(x, &n);
-    return p * nm_pow2(n);
-}
-
-/* e^x for x <= 0 or NaN: +0 below -87.3 (where e^x < 2^-126; so -inf and -1e30 give 0), which
- * is masked off afterwards rather than clamped before. */
-static inline float nm_exp_neg(float x)
-{
-    return nm_f_bits(nm_bits_f(nm_exp_mid(x)) & ~(0u - (uint32_t)(x < -87.3f)));
-}
 
 /* ---- float32 row primitives ----------------------------------------------------------------- */
 
-NM_CLONES
+CPU_CLONES
 static float sum_f32(const float *restrict x, size_t n)
 {
-    float acc[NM_BLK] = {0};
+    float acc[CPU_BLK] = {0};
     size_t i = 0;
-    for (; i + NM_BLK <= n; i += NM_BLK)
-        for (size_t k = 0; k < NM_BLK; k++)
+    for (; i + CPU_BLK <= n; i += CPU_BLK)
+        for (size_t k = 0; k < CPU_BLK; k++)
             acc[k] += x[i + k];
     float s = 0.0f;
     for (; i < n; i++)
         s += x[i];
-    for (size_t w = NM_BLK / 2; w > 0; w /= 2)
+    for (size_t w = CPU_BLK / 2; w > 0; w /= 2)
         for (size_t k = 0; k < w; k++)
             acc[k] += acc[k + w];
     return acc[0] + s;
 }
 
 /* Sum of (x - m)^2: the two-pass variance, which does not cancel as E[x^2] - E[x]^2 can. */
-NM_CLONES
+CPU_CLONES
 static float sumsq_dev_f32(const float *restrict x, size_t n, float m)
 {
-    float acc[NM_BLK] = {0};
+    float acc[CPU_BLK] = {0};
     size_t i = 0;
-    for (; i + NM_BLK <= n; i += NM_BLK)
-        for (size_t k = 0; k < NM_BLK; k++) {
+    for (; i + CPU_BLK <= n; i += CPU_BLK)
+        for (size_t k = 0; k < CPU_BLK; k++) {
             const float d = x[i + k] - m;
             acc[k] += d * d;
         }
@@ -188,26 +75,26 @@ static float sumsq_dev_f32(const float *restrict x, size_t n, float m)
         const float d = x[i] - m;
         s += d * d;
     }
-    for (size_t w = NM_BLK / 2; w > 0; w /= 2)
+    for (size_t w = CPU_BLK / 2; w > 0; w /= 2)
         for (size_t k = 0; k < w; k++)
             acc[k] += acc[k + w];
     return acc[0] + s;
 }
 
-NM_CLONES
+CPU_CLONES
 static float max_f32(const float *restrict x, size_t n)
 {
-    float acc[NM_BLK];
-    for (size_t k = 0; k < NM_BLK; k++)
+    float acc[CPU_BLK];
+    for (size_t k = 0; k < CPU_BLK; k++)
         acc[k] = -INFINITY;
     size_t i = 0;
-    for (; i + NM_BLK <= n; i += NM_BLK)
-        for (size_t k = 0; k < NM_BLK; k++)
+    for (; i + CPU_BLK <= n; i += CPU_BLK)
+        for (size_t k = 0; k < CPU_BLK; k++)
             acc[k] = NM_MAXF(x[i + k], acc[k]);
     float m = -INFINITY;
     for (; i < n; i++)
         m = NM_MAXF(x[i], m);
-    for (size_t k = 0; k < NM_BLK; k++)
+    for (size_t k = 0; k < CPU_BLK; k++)
         m = NM_MAXF(acc[k], m);
     return m;
 }
@@ -229,40 +116,40 @@ typedef struct sm_job {
     float *y;
 } sm_job;
 
-NM_CLONES
+CPU_CLONES
 static void scale_f32(float *restrict y, size_t n, float s)
 {
-    NM_LOOP(n, y[i] *= s;);
+    CPU_LOOP(n, y[i] *= s;);
 }
 
 /* Elements whose exponentials are summed in float before the running total takes them in
  * double: rows and columns of any length keep a sum accurate to a few 1e-7. A multiple of
- * NM_BLK. */
+ * CPU_BLK. */
 #define SM_CHUNK 1024
 
-/* Y[i] = e^(X[i] - M) for i < N; returns their sum: NM_BLK float partial sums per chunk of
+/* Y[i] = e^(X[i] - M) for i < N; returns their sum: CPU_BLK float partial sums per chunk of
  * SM_CHUNK elements, the chunks' totals added in double. */
-NM_CLONES
+CPU_CLONES
 static double exp_sum_f32(float *restrict y, const float *restrict x, size_t n, float m)
 {
     double total = 0.0;
     for (size_t c = 0; c < n; c += SM_CHUNK) {
         const size_t end = n - c < SM_CHUNK ? n : c + SM_CHUNK;
-        float acc[NM_BLK] = {0};
+        float acc[CPU_BLK] = {0};
         size_t i = c;
-        for (; i + NM_BLK <= end; i += NM_BLK)
-            for (size_t k = 0; k < NM_BLK; k++) {
-                const float e = nm_exp_neg(x[i + k] - m);
+        for (; i + CPU_BLK <= end; i += CPU_BLK)
+            for (size_t k = 0; k < CPU_BLK; k++) {
+                const float e = cpu_exp_neg(x[i + k] - m);
                 y[i + k] = e;
                 acc[k] += e;
             }
         float s = 0.0f;
         for (; i < end; i++) {
-            const float e = nm_exp_neg(x[i] - m);
+            const float e = cpu_exp_neg(x[i] - m);
             y[i] = e;
             s += e;
         }
-        for (size_t w = NM_BLK / 2; w > 0; w /= 2)
+        for (size_t w = CPU_BLK / 2; w > 0; w /= 2)
             for (size_t k = 0; k < w; k++)
                 acc[k] += acc[k + w];
         total += (double)(acc[0] + s);
@@ -271,11 +158,11 @@ static double exp_sum_f32(float *restrict y, const float *restrict x, size_t n, 
 }
 
 /* Y[i] = e^(X[i] - M[i]), S[i] += Y[i] for i < N. */
-NM_CLONES
+CPU_CLONES
 static void exp_acc_f32(float *restrict y, float *restrict s, const float *restrict x,
                         const float *restrict m, size_t n)
 {
-    NM_LOOP(n, const float e = nm_exp_neg(x[i] - m[i]); y[i] = e; s[i] += e;);
+    CPU_LOOP(n, const float e = cpu_exp_neg(x[i] - m[i]); y[i] = e; s[i] += e;);
 }
 
 /* Softmax over contiguous rows [BEGIN, END). */
@@ -294,7 +181,7 @@ static void sm_rows(void *arg, size_t begin, size_t end)
 
 /* Softmax over a strided axis: work item = (outer index, tile of up to SM_TILE columns). Each
  * column sums along the axis in float, taken into a double total every SM_CHUNK rows. */
-NM_CLONES
+CPU_CLONES
 static void sm_tiles(void *arg, size_t begin, size_t end)
 {
     const sm_job *j = arg;
@@ -311,7 +198,7 @@ static void sm_tiles(void *arg, size_t begin, size_t end)
         memcpy(m, x, w * sizeof *m);
         for (size_t l = 1; l < len; l++) {
             const float *restrict xr = x + l * inner;
-            NM_LOOP(w, m[i] = NM_MAXF(xr[i], m[i]););
+            CPU_LOOP(w, m[i] = NM_MAXF(xr[i], m[i]););
         }
         memset(total, 0, w * sizeof *total);
         for (size_t l0 = 0; l0 < len; l0 += SM_CHUNK) {
@@ -326,7 +213,7 @@ static void sm_tiles(void *arg, size_t begin, size_t end)
             s[c] = (float)(1.0 / total[c]);
         for (size_t l = 0; l < len; l++) {
             float *restrict yr = y + l * inner;
-            NM_LOOP(w, yr[i] *= s[i];);
+            CPU_LOOP(w, yr[i] *= s[i];);
         }
     }
 }
@@ -373,14 +260,14 @@ typedef struct ln_job {
     float *y, *mean, *inv;
 } ln_job;
 
-NM_CLONES
+CPU_CLONES
 static void ln_apply(size_t n, float *restrict y, const float *restrict x,
                      const float *restrict g, const float *restrict b, float mean, float inv)
 {
     if (b)
-        NM_LOOP(n, y[i] = (x[i] - mean) * inv * g[i] + b[i];);
+        CPU_LOOP(n, y[i] = (x[i] - mean) * inv * g[i] + b[i];);
     else
-        NM_LOOP(n, y[i] = (x[i] - mean) * inv * g[i];);
+        CPU_LOOP(n, y[i] = (x[i] - mean) * inv * g[i];);
 }
 
 static void ln_rows(void *arg, size_t begin, size_t end)
@@ -459,7 +346,7 @@ static loom_status ln_run(const cpu_kernel *k, const loom_exec_args *args, cpu_p
  * or -1 when it varies over an axis that is not normalised (or does not broadcast at all). */
 static int ln_mode(const loom_node_desc *node, uint32_t i, uint32_t axis, int64_t *strides)
 {
-    if (!present(node, i))
+    if (!cpu_present(node, i))
         return LN_ABSENT;
     const loom_tensor_desc *x = &node->inputs[0], *s = &node->inputs[i];
     if (s->rank > x->rank)
@@ -502,7 +389,7 @@ static int ln_supports(const loom_node_desc *node, char *reason, size_t len)
         return 0;
     }
     for (uint32_t i = 1; i < 3 && i < node->n_inputs; i++) {
-        if (!present(node, i))
+        if (!cpu_present(node, i))
             continue;
         if (node->inputs[i].dtype != LOOM_DTYPE_F32)
             return no_dtype(node, node->inputs[i].dtype, "float32", reason, len);
@@ -512,11 +399,11 @@ static int ln_supports(const loom_node_desc *node, char *reason, size_t len)
             return 0;
         }
     }
-    if (!present(node, 1)) {
+    if (!cpu_present(node, 1)) {
         cpu_reason(reason, len, "%s: Scale is required", op);
         return 0;
     }
-    const int64_t outer = prod(x->dims, 0, (uint32_t)axis);
+    const int64_t outer = cpu_prod(x->dims, 0, (uint32_t)axis);
     for (uint32_t o = 1; o < node->n_outputs && o < 3; o++) {
         const loom_tensor_desc *t = &node->outputs[o];
         if (t->dtype == LOOM_DTYPE_UNDEFINED)
@@ -537,17 +424,14 @@ static int ln_supports(const loom_node_desc *node, char *reason, size_t len)
 static loom_status ln_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
                               size_t err_len)
 {
-    char why[256];
-    if (!ln_supports(node, why, sizeof why))
-        return cpu_fail(err, err_len, LOOM_ERR_UNSUPPORTED, "%s", why);
     ln_params *p = calloc(1, sizeof *p);
     if (!p)
         return cpu_fail(err, err_len, LOOM_ERR_OUT_OF_MEMORY, "%s: out of memory",
                         node->op_name);
     const loom_tensor_desc *x = &node->inputs[0];
     const uint32_t axis = (uint32_t)loom_node_attr_int(node, "axis", -1);
-    p->outer = prod(x->dims, 0, axis);
-    p->n = prod(x->dims, axis, x->rank);
+    p->outer = cpu_prod(x->dims, 0, axis);
+    p->n = cpu_prod(x->dims, axis, x->rank);
     p->eps = loom_node_attr_float(node, "epsilon", 1e-5f);
     p->nrank = x->rank - axis;
     memcpy(p->ndims, x->dims + axis, p->nrank * sizeof *p->ndims);
@@ -576,11 +460,11 @@ typedef struct bn_job {
     float *y;
 } bn_job;
 
-NM_CLONES
+CPU_CLONES
 static void bn_apply(size_t n, float *restrict y, const float *restrict x, float m, float a,
                      float b)
 {
-    NM_LOOP(n, y[i] = (x[i] - m) * a + b;);
+    CPU_LOOP(n, y[i] = (x[i] - m) * a + b;);
 }
 
 static void bn_planes(void *arg, size_t begin, size_t end)
@@ -649,9 +533,6 @@ static int bn_supports(const loom_node_desc *node, char *reason, size_t len)
 static loom_status bn_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
                               size_t err_len)
 {
-    char why[256];
-    if (!bn_supports(node, why, sizeof why))
-        return cpu_fail(err, err_len, LOOM_ERR_UNSUPPORTED, "%s", why);
     bn_params *p = calloc(1, sizeof *p);
     if (!p)
         return cpu_fail(err, err_len, LOOM_ERR_OUT_OF_MEMORY, "%s: out of memory",
@@ -659,7 +540,7 @@ static loom_status bn_prepare(const loom_node_desc *node, cpu_kernel *k, char *e
     const loom_tensor_desc *x = &node->inputs[0];
     p->n = x->dims[0];
     p->c = x->dims[1];
-    p->plane = prod(x->dims, 2, x->rank);
+    p->plane = cpu_prod(x->dims, 2, x->rank);
     p->eps = loom_node_attr_float(node, "epsilon", 1e-5f);
     k->params = p;
     k->run = bn_run;
@@ -690,9 +571,6 @@ static int sm_supports(const loom_node_desc *node, char *reason, size_t len)
 static loom_status sm_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
                               size_t err_len)
 {
-    char why[256];
-    if (!sm_supports(node, why, sizeof why))
-        return cpu_fail(err, err_len, LOOM_ERR_UNSUPPORTED, "%s", why);
     sm_params *p = calloc(1, sizeof *p);
     if (!p)
         return cpu_fail(err, err_len, LOOM_ERR_OUT_OF_MEMORY, "%s: out of memory",
@@ -702,9 +580,9 @@ static loom_status sm_prepare(const loom_node_desc *node, cpu_kernel *k, char *e
     if (x->rank == 0) { /* a scalar: softmax of one value */
         p->outer = p->len = p->inner = 1;
     } else {
-        p->outer = prod(x->dims, 0, axis);
+        p->outer = cpu_prod(x->dims, 0, axis);
         p->len = x->dims[axis];
-        p->inner = prod(x->dims, axis + 1, x->rank);
+        p->inner = cpu_prod(x->dims, axis + 1, x->rank);
     }
     p->tiles = (p->inner + SM_TILE - 1) / SM_TILE;
     k->params = p;
@@ -740,32 +618,32 @@ typedef struct red_vt {
 static void init_f64(void *restrict acc_, size_t n)
 {
     double *restrict acc = acc_;
-    NM_LOOP(n, acc[i] = 0.0;);
+    CPU_LOOP(n, acc[i] = 0.0;);
 }
 
-NM_CLONES
+CPU_CLONES
 static void run_sum_f32(void *restrict acc, const void *restrict x_, size_t n)
 {
     const float *restrict x = x_;
-    double part[NM_BLK] = {0};
+    double part[CPU_BLK] = {0};
     size_t i = 0;
-    for (; i + NM_BLK <= n; i += NM_BLK)
-        for (size_t k = 0; k < NM_BLK; k++)
+    for (; i + CPU_BLK <= n; i += CPU_BLK)
+        for (size_t k = 0; k < CPU_BLK; k++)
             part[k] += (double)x[i + k];
     double s = 0.0;
     for (; i < n; i++)
         s += (double)x[i];
-    for (size_t k = 0; k < NM_BLK; k++)
+    for (size_t k = 0; k < CPU_BLK; k++)
         s += part[k];
     *(double *)acc += s;
 }
 
-NM_CLONES
+CPU_CLONES
 static void row_sum_f32(void *restrict acc_, const void *restrict x_, size_t n)
 {
     double *restrict acc = acc_;
     const float *restrict x = x_;
-    NM_LOOP(n, acc[i] += (double)x[i];);
+    CPU_LOOP(n, acc[i] += (double)x[i];);
 }
 
 static void merge_f64(void *restrict acc, const void *restrict parts_, size_t n)
@@ -777,19 +655,19 @@ static void merge_f64(void *restrict acc, const void *restrict parts_, size_t n)
     *(double *)acc += s;
 }
 
-NM_CLONES
+CPU_CLONES
 static void store_sum_f32(void *restrict y_, const void *restrict acc_, size_t n, double div)
 {
     float *restrict y = y_;
     const double *restrict acc = acc_;
-    NM_LOOP(n, y[i] = (float)(acc[i] / div););
+    CPU_LOOP(n, y[i] = (float)(acc[i] / div););
 }
 
 /* float32 max, in float. */
 static void init_max_f32(void *restrict acc_, size_t n)
 {
     float *restrict acc = acc_;
-    NM_LOOP(n, acc[i] = -INFINITY;);
+    CPU_LOOP(n, acc[i] = -INFINITY;);
 }
 
 static void run_max_f32(void *restrict acc, const void *restrict x, size_t n)
@@ -798,36 +676,36 @@ static void run_max_f32(void *restrict acc, const void *restrict x, size_t n)
     *(float *)acc = NM_MAXF(m, a);
 }
 
-NM_CLONES
+CPU_CLONES
 static void row_max_f32(void *restrict acc_, const void *restrict x_, size_t n)
 {
     float *restrict acc = acc_;
     const float *restrict x = x_;
-    NM_LOOP(n, acc[i] = NM_MAXF(x[i], acc[i]););
+    CPU_LOOP(n, acc[i] = NM_MAXF(x[i], acc[i]););
 }
 
 #define RED_INT(T, U, TMIN)                                                                       \
     static void init0_##T(void *restrict acc_, size_t n)                                          \
     {                                                                                             \
         T *restrict acc = acc_;                                                                   \
-        NM_LOOP(n, acc[i] = 0;);                                                                  \
+        CPU_LOOP(n, acc[i] = 0;);                                                                 \
     }                                                                                             \
     static void initmin_##T(void *restrict acc_, size_t n)                                        \
     {                                                                                             \
         T *restrict acc = acc_;                                                                   \
-        NM_LOOP(n, acc[i] = TMIN;);                                                               \
+        CPU_LOOP(n, acc[i] = TMIN;);                                                              \
     }                                                                                             \
     static void run_sum_##T(void *restrict acc, const void *restrict x_, size_t n)                \
     {                                                                                             \
         const T *restrict x = x_;                                                                 \
-        U part[NM_BLK] = {0}, s = 0;                                                              \
+        U part[CPU_BLK] = {0}, s = 0;                                                             \
         size_t i = 0;                                                                             \
-        for (; i + NM_BLK <= n; i += NM_BLK)                                                      \
-            for (size_t k = 0; k < NM_BLK; k++)                                                   \
+        for (; i + CPU_BLK <= n; i += CPU_BLK)                                                     \
+            for (size_t k = 0; k < CPU_BLK; k++)                                                  \
                 part[k] += (U)x[i + k];                                                           \
         for (; i < n; i++)                                                                        \
             s += (U)x[i];                                                                         \
-        for (size_t k = 0; k < NM_BLK; k++)                                                       \
+        for (size_t k = 0; k < CPU_BLK; k++)                                                      \
             s += part[k];                                                                         \
         *(T *)acc = (T)((U)*(T *)acc + s);                                                        \
     }                                                                                             \
@@ -835,21 +713,21 @@ static void row_max_f32(void *restrict acc_, const void *restrict x_, size_t n)
     {                                                                                             \
         T *restrict acc = acc_;                                                                   \
         const T *restrict x = x_;                                                                 \
-        NM_LOOP(n, acc[i] = (T)((U)acc[i] + (U)x[i]););                                           \
+        CPU_LOOP(n, acc[i] = (T)((U)acc[i] + (U)x[i]););                                          \
     }                                                                                             \
     static void run_max_##T(void *restrict acc, const void *restrict x_, size_t n)                \
     {                                                                                             \
         const T *restrict x = x_;                                                                 \
-        T part[NM_BLK], m = *(T *)acc;                                                            \
+        T part[CPU_BLK], m = *(T *)acc;                                                           \
         size_t i = 0;                                                                             \
-        for (size_t k = 0; k < NM_BLK; k++)                                                       \
+        for (size_t k = 0; k < CPU_BLK; k++)                                                      \
             part[k] = m;                                                                          \
-        for (; i + NM_BLK <= n; i += NM_BLK)                                                      \
-            for (size_t k = 0; k < NM_BLK; k++)                                                   \
+        for (; i + CPU_BLK <= n; i += CPU_BLK)                                                     \
+            for (size_t k = 0; k < CPU_BLK; k++)                                                  \
                 part[k] = x[i + k] > part[k] ? x[i + k] : part[k];                                \
         for (; i < n; i++)                                                                        \
             m = x[i] > m ? x[i] : m;                                                              \
-        for (size_t k = 0; k < NM_BLK; k++)                                                       \
+        for (size_t k = 0; k < CPU_BLK; k++)                                                      \
             m = part[k] > m ? part[k] : m;                                                        \
         *(T *)acc = m;                                                                            \
     }                                                                                             \
@@ -857,7 +735,7 @@ static void row_max_f32(void *restrict acc_, const void *restrict x_, size_t n)
     {                                                                                             \
         T *restrict acc = acc_;                                                                   \
         const T *restrict x = x_;                                                                 \
-        NM_LOOP(n, acc[i] = x[i] > acc[i] ? x[i] : acc[i];);                                      \
+        CPU_LOOP(n, acc[i] = x[i] > acc[i] ? x[i] : acc[i];);                                     \
     }                                                                                             \
     static void store_##T(void *restrict y, const void *restrict acc, size_t n, double div)       \
     {                                                                                             \
@@ -1106,9 +984,6 @@ static int red_supports(const loom_node_desc *node, char *reason, size_t len)
 static loom_status red_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
                                size_t err_len)
 {
-    char why[256];
-    if (!red_supports(node, why, sizeof why))
-        return cpu_fail(err, err_len, LOOM_ERR_UNSUPPORTED, "%s", why);
     red_params *p = calloc(1, sizeof *p);
     if (!p)
         return cpu_fail(err, err_len, LOOM_ERR_OUT_OF_MEMORY, "%s: out of memory",
