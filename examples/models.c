@@ -162,3 +162,35 @@ loom_graph *example_attention(void)
     (void)loom_output(g, y, "y");
     return finish(&b);
 }
+
+/* One tower: IN -> WIDTH -> IN, each layer a Gemm and a Relu, layers named PREFIX.fc1/.fc2. */
+static loom_value tower(builder *b, loom_value x, const char *prefix, int64_t width)
+{
+    char n1[32], n2[32];
+    snprintf(n1, sizeof n1, "%s.fc1", prefix);
+    snprintf(n2, sizeof n2, "%s.fc2", prefix);
+    loom_value h = loom_relu(b->g, dense(b, x, n1, EXAMPLE_TOWERS_IN, width));
+    return loom_relu(b->g, dense(b, h, n2, width, EXAMPLE_TOWERS_IN));
+}
+
+loom_graph *example_towers(void)
+{
+    builder b = {loom_graph_create("towers"), 0x544F57ull, 0};
+    if (!b.g)
+        return NULL;
+    loom_graph *g = b.g;
+    const int64_t in_dims[2] = {EXAMPLE_TOWERS_BATCH, EXAMPLE_TOWERS_IN};
+    loom_value x = loom_input(g, "x", LOOM_DTYPE_F32, 2, in_dims);
+    loom_value wide = tower(&b, x, "wide", EXAMPLE_TOWERS_WIDE);
+    loom_value mid = tower(&b, x, "mid", EXAMPLE_TOWERS_MID);
+    loom_value narrow = tower(&b, x, "narrow", EXAMPLE_TOWERS_NARROW);
+    loom_value sum = loom_add(g, wide, mid);
+    (void)loom_value_set_name(g, sum, "wide+mid");
+    const loom_value parts[2] = {sum, narrow};
+    loom_value joined = loom_concat(g, parts, 2, 1);
+    (void)loom_value_set_name(g, joined, "joined");
+    loom_value logits = dense(&b, joined, "head", 2 * EXAMPLE_TOWERS_IN, EXAMPLE_TOWERS_OUT);
+    loom_value probs = loom_softmax(g, logits, 1);
+    (void)loom_output(g, probs, "probs");
+    return finish(&b);
+}

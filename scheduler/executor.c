@@ -4,7 +4,10 @@
  * thread that called loom_plan_run is the worker of the plan's first device, and other devices
  * get threads of their own that sleep between runs.
  *
- * Hot path: per node, one indirect call, an atomic decrement per successor on another device,
+ * Copy nodes (transfers to and from devices the host cannot address) run on a transfer worker
+ * per device and direction, so they overlap computation.
+ *
+ * Hot path: per node, one indirect call, an atomic decrement per successor on another worker,
  * and no lock or allocation. A worker whose next node is not ready spins briefly, then sleeps on
  * a condition variable; whoever makes that node ready wakes it only if it is asleep.
  *
@@ -134,8 +137,69 @@ static loom_status submit_and_wait(pl_ctx *c, pl_worker *self, const lr_device *
     return cp.status;
 }
 
-/* A node failed on its device: say so, and run it on its fallback device instead (outputs are
- * host memory, so the other device writes them where the first one would have). */
+/* Run node P's fallback kernel on host copies of its data: its own device cannot be addressed
+ * by the host, so inputs are downloaded and outputs uploaded back where its successors expect
+ * them. This is the failure path: it may allocate. */
+static loom_status run_fallback_staged(pl_ctx *c, const pl_node *n, uint32_t p, char *err,
+                                       size_t err_len)
+{
+    loom_plan *plan = c->plan;
+    const lr_device *dev = &plan->rt->devices[n->device];
+    const lr_device *to = &plan->rt->devices[n->fb_device];
+    const loom_backend *be = dev->backend;
+    const loom_exec_args *a = &c->args[p];
+    uint32_t nio = n->n_in + n->n_out;
+    void **host = calloc(nio + 1, sizeof *host);
+    void *scratch = n->fb_scratch_bytes ? aligned_alloc(64, (n->fb_scratch_bytes + 63) / 64 * 64)
+                                        : NULL;
+    loom_status st = LOOM_OK;
+    if (!host || (n->fb_scratch_bytes && !scratch)) {
+        snprintf(err, err_len, "out of memory staging the fallback");
+        st = LOOM_ERR_OUT_OF_MEMORY;
+        goto done;
+    }
+    for (uint32_t k = 0; k < nio && st == LOOM_OK; k++) {
+        int32_t t = plan->io[n->io_first + k];
+        if (t < 0)
+            continue;
+        const pl_tensor *pt = &plan->tensors[t];
+        const void *dptr = k < n->n_in ? a->inputs[k] : a->outputs[k - n->n_in];
+        if (pt->kind == PL_T_CONSTANT) {
+            host[k] = (void *)dptr; /* the host's own copy */
+            continue;
+        }
+        if (!(host[k] = aligned_alloc(64, (pt->bytes + 64) / 64 * 64))) {
+            snprintf(err, err_len, "out of memory staging the fallback");
+            st = LOOM_ERR_OUT_OF_MEMORY;
+        } else if (k < n->n_in && pt->bytes) {
+            st = be->download(be->ctx, dev->index, host[k], dptr, pt->bytes, err, err_len);
+        }
+    }
+    if (st == LOOM_OK) {
+        loom_exec_args ha = {.struct_size = sizeof ha, .inputs = (const void *const *)host,
+                             .outputs = host + n->n_in, .scratch = scratch};
+        st = to->backend->execute(to->backend->ctx, to->index, n->fb_kernel, &ha, err, err_len);
+    }
+    for (uint32_t k = 0; k < n->n_out && st == LOOM_OK; k++) {
+        int32_t t = plan->io[n->io_first + n->n_in + k];
+        if (t >= 0 && plan->tensors[t].bytes)
+            st = be->upload(be->ctx, dev->index, a->outputs[k], host[n->n_in + k],
+                            plan->tensors[t].bytes, err, err_len);
+    }
+done:
+    for (uint32_t k = 0; host && k < nio; k++) {
+        int32_t t = plan->io[n->io_first + k];
+        if (t >= 0 && plan->tensors[t].kind != PL_T_CONSTANT)
+            free(host[k]);
+    }
+    free(host);
+    free(scratch);
+    return st;
+}
+
+/* A node failed on its device: say so, and run it on its fallback device instead. Outputs of
+ * host-visible devices are host memory, so the other device writes them where the first one
+ * would have; other devices' data is staged through the host. */
 static loom_status run_fallback(pl_ctx *c, const pl_node *n, uint32_t p, loom_status st,
                                 char *err, size_t err_len)
 {
@@ -145,8 +209,29 @@ static loom_status run_fallback(pl_ctx *c, const pl_node *n, uint32_t p, loom_st
                n->op_name, from->id, loom_status_name(st), err[0] ? err : "no message", to->id);
     atomic_fetch_add(&c->fallbacks, 1);
     err[0] = '\0';
+    if (!from->info.host_visible)
+        return run_fallback_staged(c, n, p, err, err_len);
     return to->backend->execute(to->backend->ctx, to->index, n->fb_kernel, &c->args[p], err,
                                 err_len);
+}
+
+/* Run copy node N: move its tensor between host memory and its device's. */
+static loom_status run_copy(pl_ctx *c, const pl_node *n, uint32_t p, char *err, size_t err_len)
+{
+    const lr_device *dev = &c->plan->rt->devices[n->device];
+    const loom_backend *be = dev->backend;
+    const loom_exec_args *a = &c->args[p];
+    size_t bytes = c->plan->tensors[c->plan->io[n->io_first]].bytes;
+    if (!bytes)
+        return LOOM_OK;
+    loom_status (*fn)(void *, uint32_t, void *, const void *, size_t, char *, size_t) =
+        n->copy_dir == PL_COPY_UPLOAD ? LR_SLOT(be, upload) : LR_SLOT(be, download);
+    if (!fn) {
+        snprintf(err, err_len, "backend '%s' has no %s", be->name,
+                 n->copy_dir == PL_COPY_UPLOAD ? "upload" : "download");
+        return LOOM_ERR_UNSUPPORTED;
+    }
+    return fn(be->ctx, dev->index, a->outputs[0], a->inputs[0], bytes, err, err_len);
 }
 
 /* Run every node of device slot S in order. */
@@ -170,18 +255,25 @@ static void run_device(pl_ctx *c, uint32_t s)
             wait_zero(self, &c->pending[p]);
         if (!atomic_load_explicit(&c->failed, memory_order_relaxed)) {
             uint64_t start = record ? loom_now_ns() : 0;
+            uint32_t ran_on = n->device;
             err[0] = '\0';
-            loom_status st =
-                submit ? submit_and_wait(c, self, dev, n, p, err, sizeof err)
-                       : be->execute(be->ctx, dev->index, n->kernel, &c->args[p], err, sizeof err);
-            if (st != LOOM_OK && n->fb_kernel)
+            loom_status st;
+            if (n->is_copy)
+                st = run_copy(c, n, p, err, sizeof err);
+            else if (submit)
+                st = submit_and_wait(c, self, dev, n, p, err, sizeof err);
+            else
+                st = be->execute(be->ctx, dev->index, n->kernel, &c->args[p], err, sizeof err);
+            if (st != LOOM_OK && n->fb_kernel) {
                 st = run_fallback(c, n, p, st, err, sizeof err);
+                ran_on = n->fb_device;
+            }
             if (st != LOOM_OK)
                 record_failure(c, n, st, err);
             if (record) {
                 loom_node_timing *t = &c->timeline[p];
                 t->node = p;
-                t->device = n->device;
+                t->device = ran_on;
                 t->start_ns = start - c->t0;
                 t->end_ns = loom_now_ns() - c->t0;
             }
@@ -190,8 +282,8 @@ static void run_device(pl_ctx *c, uint32_t s)
             for (uint32_t e = 0; e < n->n_succ; e++) {
                 uint32_t q = plan->succ[n->succ_first + e];
                 if (atomic_fetch_sub_explicit(&c->pending[q], 1, memory_order_acq_rel) == 1 &&
-                    plan->nodes[q].device != u->device)
-                    wake(&c->workers[plan->dev_slot[plan->nodes[q].device]]);
+                    plan->nodes[q].slot != s)
+                    wake(&c->workers[plan->nodes[q].slot]);
             }
     }
 }
@@ -401,9 +493,11 @@ loom_status pl_execute(loom_plan *plan, const loom_tensor *const *inputs,
     atomic_store(&c->failed, 0);
     atomic_store(&c->fallbacks, 0);
     c->fail_msg[0] = '\0';
-    c->record = stats && stats->struct_size >= offsetof(loom_run_stats, timeline_count) +
-                                                   sizeof(size_t) &&
-                stats->timeline && stats->timeline_capacity >= plan->n_nodes;
+    int want_timeline = stats &&
+                        stats->struct_size >= offsetof(loom_run_stats, timeline_count) +
+                                                  sizeof(size_t) &&
+                        stats->timeline && stats->timeline_capacity >= plan->n_nodes;
+    c->record = want_timeline || plan->learn;
     c->t0 = loom_now_ns();
     if (plan->n_devs > 1) {
         atomic_store(&c->workers_left, plan->n_devs - 1);
@@ -437,7 +531,7 @@ loom_status pl_execute(loom_plan *plan, const loom_tensor *const *inputs,
             stats->peak_bytes = plan->peak_bytes;
         if (stats->struct_size >= offsetof(loom_run_stats, fallback_count) + sizeof(size_t))
             stats->fallback_count = atomic_load(&c->fallbacks);
-        if (c->record) {
+        if (want_timeline) {
             memcpy(stats->timeline, c->timeline, plan->n_nodes * sizeof *stats->timeline);
             stats->timeline_count = plan->n_nodes;
         } else if (stats->struct_size >= offsetof(loom_run_stats, timeline_count) +
@@ -445,6 +539,8 @@ loom_status pl_execute(loom_plan *plan, const loom_tensor *const *inputs,
             stats->timeline_count = 0;
         }
     }
+    if (plan->learn && st == LOOM_OK)
+        pl_learn(plan, c->timeline, plan->n_nodes);
     ctx_release(plan, c);
     return st;
 }

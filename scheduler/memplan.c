@@ -4,8 +4,9 @@
  * lifetimes do not overlap share bytes.
  *
  * Lifetimes are positions in the plan's order; each device runs its nodes in that order, so a
- * tensor is dead on its device once its last reader has run. A tensor read by a node of another
- * device is kept for the whole run (that reader's progress is not ordered with this device's).
+ * tensor is dead on its device once its last reader has run. A tensor read or written by another
+ * worker (a node of another device, a transfer) is kept for the whole run in bytes of its own
+ * (that worker's progress is not ordered with this device's).
  *
  * Allocation walks the nodes in order with a best-fit free list (coalescing on free), the
  * classic scheme of static planners; a tensor is freed right after its last reader.
@@ -110,13 +111,15 @@ loom_status pl_memory_plan(loom_plan *plan)
     }
     for (uint32_t p = 0; p < nn; p++)
         free_head[p] = -1;
-    /* Tensors read from another device live for the whole run. */
+    /* Tensors read or written by another worker than their arena's device (another device,
+     * or a transfer worker) live for the whole run: that worker's progress is not ordered
+     * with this device's. */
     for (uint32_t p = 0; p < nn; p++) {
         const pl_node *n = &plan->nodes[p];
-        for (uint32_t k = 0; k < n->n_in; k++) {
+        for (uint32_t k = 0; k < n->n_in + n->n_out; k++) {
             int32_t t = plan->io[n->io_first + k];
             if (t >= 0 && plan->tensors[t].kind == PL_T_INTERMEDIATE &&
-                plan->tensors[t].device != n->device)
+                plan->dev_slot[plan->tensors[t].device] != n->slot)
                 pinned[t] = 1;
         }
     }
@@ -133,18 +136,31 @@ loom_status pl_memory_plan(loom_plan *plan)
         free_head[at] = (int32_t)t;
     }
     plan->unshared_bytes = 0;
+    /* Pinned tensors get bytes no other tensor ever had: a worker that writes one (a transfer
+     * worker, another device) may run ahead of the arena's own device, so it must not reuse
+     * what that device frees later in plan order. */
+    for (uint32_t t = 0; t < nt; t++) {
+        pl_tensor *pt = &plan->tensors[t];
+        if (pt->kind != PL_T_INTERMEDIATE || !pinned[t])
+            continue;
+        arena_alloc(&arenas[plan->dev_slot[pt->device]], pt->bytes, &pt->offset);
+        plan->unshared_bytes += align_up(pt->bytes ? pt->bytes : 1);
+    }
     for (uint32_t p = 0; p < nn; p++) {
         pl_node *n = &plan->nodes[p];
         arena *a = &arenas[plan->dev_slot[n->device]];
         for (uint32_t k = 0; k < n->n_out; k++) {
-            pl_tensor *t = &plan->tensors[plan->io[n->io_first + n->n_in + k]];
-            if (t->kind != PL_T_INTERMEDIATE)
+            int32_t ti = plan->io[n->io_first + n->n_in + k];
+            pl_tensor *t = &plan->tensors[ti];
+            if (t->kind != PL_T_INTERMEDIATE || pinned[ti])
                 continue;
-            arena_alloc(a, t->bytes, &t->offset);
+            arena_alloc(&arenas[plan->dev_slot[t->device]], t->bytes, &t->offset);
             plan->unshared_bytes += align_up(t->bytes ? t->bytes : 1);
         }
-        /* The fallback kernel runs in the same scratch: size it for both. */
-        if (n->fb_kernel && n->fb_scratch_bytes > n->scratch_bytes)
+        /* The fallback kernel runs in the same scratch: size it for both (a device the host
+         * cannot address stages its fallback through host memory instead). */
+        if (n->fb_kernel && n->fb_scratch_bytes > n->scratch_bytes &&
+            plan->rt->devices[n->device].info.host_visible)
             n->scratch_bytes = n->fb_scratch_bytes;
         if (n->scratch_bytes) {
             arena_alloc(a, n->scratch_bytes, &n->scratch_offset);

@@ -4,12 +4,16 @@
  * caller output, constant, arena offset); successor lists and dependency counts; the static
  * memory plan (memplan.c).
  *
- * Placement here is the foundation's: the device the caller asks for, else the first device
- * that supports the node. The cost-model policies replace place_node().
+ * Placement (placement.c, place/) decides each node's device; where a node reads a tensor that
+ * lives in memory its device cannot address, the plan inserts an explicit copy node run by
+ * that device's transfer worker, so transfers overlap computation and show in the timeline.
  */
 #include "sched_internal.h"
 
+#include "cost/cost.h"
+
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,57 +27,12 @@ static char *dup_str(const char *s)
     return d;
 }
 
-/* Runtime device index named by SPEC ("cpu:0" or "cpu"), or -1. */
-static int find_device(const loom_runtime *rt, const char *spec)
-{
-    for (size_t i = 0; i < rt->n_devices; i++)
-        if (strcmp(rt->devices[i].id, spec) == 0)
-            return (int)i;
-    if (!strchr(spec, ':'))
-        for (size_t i = 0; i < rt->n_devices; i++)
-            if (strcmp(rt->devices[i].backend->name, spec) == 0)
-                return (int)i;
-    return -1;
-}
-
 static int device_supports(const loom_runtime *rt, size_t d, const loom_node_desc *desc,
                            char *why, size_t why_len)
 {
     const lr_device *dev = &rt->devices[d];
     why[0] = '\0';
     return dev->backend->supports(dev->backend->ctx, dev->index, desc, why, why_len);
-}
-
-/* Pick the device of one node. WANT is the requested device or -1. */
-static loom_status place_node(const loom_runtime *rt, const loom_node_desc *desc, int want,
-                              int strict, uint32_t *device)
-{
-    char why[256];
-    if (want >= 0) {
-        if (device_supports(rt, (size_t)want, desc, why, sizeof why)) {
-            *device = (uint32_t)want;
-            return LOOM_OK;
-        }
-        if (strict)
-            return loom_set_error(LOOM_ERR_UNSUPPORTED,
-                                  "node '%s' (%s) cannot run on %s (strict placement): %s",
-                                  desc->name, desc->op_name, rt->devices[want].id, why);
-    }
-    for (size_t d = 0; d < rt->n_devices; d++)
-        if (device_supports(rt, d, desc, why, sizeof why)) {
-            *device = (uint32_t)d;
-            return LOOM_OK;
-        }
-    /* Nobody can: say what each device said. */
-    char msg[900];
-    size_t len = (size_t)snprintf(msg, sizeof msg, "node '%s' (%s) can run on no device:",
-                                  desc->name, desc->op_name);
-    for (size_t d = 0; d < rt->n_devices && len < sizeof msg; d++) {
-        device_supports(rt, d, desc, why, sizeof why);
-        len += (size_t)snprintf(msg + len, sizeof msg - len, "%s %s: %s", d ? ";" : "",
-                                rt->devices[d].id, why[0] ? why : "unsupported");
-    }
-    return loom_set_error(LOOM_ERR_UNSUPPORTED, "%s", msg);
 }
 
 void loom_plan_destroy(loom_plan *plan)
@@ -92,6 +51,8 @@ void loom_plan_destroy(loom_plan *plan)
             be->release_kernel(be->ctx, n->fb_kernel);
         }
         free(n->name);
+        free(n->link);
+        free(n->sig);
     }
     for (uint32_t i = 0; i < plan->n_devs; i++)
         free(plan->devs[i].order);
@@ -110,6 +71,12 @@ void loom_plan_destroy(loom_plan *plan)
     free(plan->devs);
     free(plan->dev_slot);
     free(plan->const_block);
+    free(plan->cost_s);
+    if (plan->reasons)
+        for (uint32_t i = 0; i < plan->n_nodes; i++)
+            free(plan->reasons[i]);
+    free(plan->reasons);
+    lc_model_close(plan->model);
     pthread_mutex_destroy(&plan->ctx_lock);
     free(plan);
 }
@@ -207,7 +174,10 @@ static void prepare_fallback(loom_plan *plan, pl_node *n, const loom_node_desc *
         return; /* already on the reference backend */
     char why[256];
     for (size_t d = 0; d < rt->n_devices; d++) {
-        if (d == n->device || !device_supports(rt, d, desc, why, sizeof why))
+        /* A fallback runs on host memory (the executor stages a non-host-visible node's data
+         * through it), so only host-visible devices take over. */
+        if (d == n->device || !rt->devices[d].info.host_visible ||
+            !device_supports(rt, d, desc, why, sizeof why))
             continue;
         const lr_device *dev = &rt->devices[d];
         char err[256];
@@ -224,7 +194,8 @@ static void prepare_fallback(loom_plan *plan, pl_node *n, const loom_node_desc *
 }
 
 static loom_status make_nodes(loom_plan *plan, const loom_graph *g, const uint32_t *order,
-                              const int32_t *tensor_of, int want, int strict, uint32_t precision,
+                              const int32_t *tensor_of, const uint32_t *device, const double *pred,
+                              const uint8_t *decided, int strict, uint32_t precision,
                               const float *absmax)
 {
     size_t n_io = 0, max_in = 1, max_out = 1;
@@ -236,6 +207,7 @@ static loom_status make_nodes(loom_plan *plan, const loom_graph *g, const uint32
             max_out = g->nodes[i].n_outputs;
     }
     plan->nodes = calloc(g->n_nodes + 1, sizeof *plan->nodes);
+    size_t nn = g->n_nodes;
     plan->io = malloc((n_io + 1) * sizeof *plan->io);
     loom_tensor_desc *in_d = malloc(max_in * sizeof *in_d);
     loom_tensor_desc *out_d = malloc(max_out * sizeof *out_d);
@@ -282,9 +254,22 @@ static loom_status make_nodes(loom_plan *plan, const loom_graph *g, const uint32
             plan->io[io++] = t;
             plan->tensors[t].producer = (int32_t)p;
         }
-        st = place_node(plan->rt, &desc, want, strict, &n->device);
-        if (st != LOOM_OK)
-            goto done;
+        n->device = device[p];
+        n->pred_start = pred[p];
+        n->pred_finish = pred[nn + p];
+        n->pred_s = pred[2 * nn + p];
+        n->decided = decided[p];
+        n->order_rank = p;
+        n->graph_index = p;
+        n->cost_source = lc_node_source(plan->model, n->device, &desc);
+        if (plan->learn) {
+            if (!(n->sig = malloc((gn->n_inputs + gn->n_outputs + 1) * sizeof *n->sig))) {
+                st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+                goto done;
+            }
+            memcpy(n->sig, in_d, gn->n_inputs * sizeof *in_d);
+            memcpy(n->sig + gn->n_inputs, out_d, gn->n_outputs * sizeof *out_d);
+        }
         const lr_device *dev = &plan->rt->devices[n->device];
         char err[512] = "";
         st = dev->backend->prepare(dev->backend->ctx, dev->index, &desc, &n->kernel,
@@ -299,6 +284,7 @@ static loom_status make_nodes(loom_plan *plan, const loom_graph *g, const uint32
             prepare_fallback(plan, n, &desc);
         for (uint32_t k = 0; k < gn->n_outputs; k++)
             plan->tensors[tensor_of[gn->outputs[k]]].device = n->device;
+        plan->n_io = io;
     }
 done:
     free(in_d);
@@ -306,6 +292,241 @@ done:
     free(in_c);
     free(in_m);
     return st;
+}
+
+/* Memory space of runtime device D: UINT32_MAX for host memory, else D itself. */
+static uint32_t space_of(const loom_plan *plan, uint32_t d)
+{
+    return plan->rt->devices[d].info.host_visible ? UINT32_MAX : d;
+}
+
+/* Memory space a tensor lives in. */
+static uint32_t tensor_space(const loom_plan *plan, const pl_tensor *t)
+{
+    if (t->kind == PL_T_INTERMEDIATE || (t->kind == PL_T_OUTPUT && t->producer >= 0))
+        return space_of(plan, plan->nodes[t->producer].device);
+    return UINT32_MAX;
+}
+
+typedef struct copy_memo {
+    int32_t src;     /* tensor */
+    uint32_t space;  /* target memory space */
+    int32_t dst;     /* its copy there */
+} copy_memo;
+
+typedef struct copy_state {
+    copy_memo *memo;
+    size_t n_memo;
+    const char **tensor_name;
+} copy_state;
+
+/* A new copy node moving tensor SRC into memory space SPACE (host: UINT32_MAX) into tensor DST
+ * (already made), for the consumer device HV_DEVICE when SPACE is the host. */
+static loom_status add_copy_node(loom_plan *plan, copy_state *cs, int32_t src, int32_t dst,
+                                 uint32_t space)
+{
+    pl_tensor *ts = &plan->tensors[src];
+    uint32_t from = tensor_space(plan, ts);
+    uint32_t p = plan->n_nodes;
+    pl_node *n = &plan->nodes[p];
+    memset(n, 0, sizeof *n);
+    n->is_copy = 1;
+    n->op = LOOM_OP_INVALID;
+    n->op_name = "Copy";
+    n->decided = PL_DECIDED_COPY;
+    n->cost_source = "link";
+    n->graph_index = UINT32_MAX;
+    n->copy_dir = space == UINT32_MAX ? PL_COPY_DOWNLOAD : PL_COPY_UPLOAD;
+    n->device = n->copy_dir == PL_COPY_DOWNLOAD ? from : space;
+    const char *dev_id = plan->rt->devices[n->device].id;
+    char buf[512];
+    snprintf(buf, sizeof buf, n->copy_dir == PL_COPY_UPLOAD ? "host->%s" : "%s->host", dev_id);
+    n->link = strdup(buf);
+    snprintf(buf, sizeof buf, "copy:%s->%s", cs->tensor_name[src] ? cs->tensor_name[src] : "?",
+             n->copy_dir == PL_COPY_UPLOAD ? dev_id : "host");
+    n->name = strdup(buf);
+    if (!n->link || !n->name)
+        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory planning copies");
+    n->n_in = 1;
+    n->n_out = 1;
+    n->io_first = plan->n_io;
+    plan->io[plan->n_io++] = src;
+    plan->io[plan->n_io++] = dst;
+    n->cost.bytes_read = n->cost.bytes_written = (double)ts->bytes;
+    n->bytes_in_moved = (double)ts->bytes;
+    double ready = ts->producer >= 0 ? plan->nodes[ts->producer].pred_finish : 0;
+    /* Before its producer's successors, after the producer itself. */
+    n->order_rank = ts->producer >= 0 ? plan->nodes[ts->producer].order_rank + 0.5 : -0.5;
+    n->pred_s = pl_link_seconds(plan, n->copy_dir == PL_COPY_UPLOAD ? LC_HOST : n->device,
+                                n->copy_dir == PL_COPY_UPLOAD ? n->device : LC_HOST,
+                                (double)ts->bytes);
+    n->transfer_in_s = n->pred_s;
+    n->pred_start = ready;
+    n->pred_finish = ready + n->pred_s;
+    plan->n_nodes++;
+    plan->n_copies++;
+    return LOOM_OK;
+}
+
+/* The tensor holding SRC's data in memory space SPACE, for a consumer on runtime device
+ * CONSUMER; made (with its copy node, via the host between two devices) when missing. */
+static loom_status copy_of(loom_plan *plan, copy_state *cs, int32_t src, uint32_t space,
+                           uint32_t consumer, int32_t *out)
+{
+    if (tensor_space(plan, &plan->tensors[src]) == space) {
+        *out = src;
+        return LOOM_OK;
+    }
+    for (size_t i = 0; i < cs->n_memo; i++)
+        if (cs->memo[i].src == src && cs->memo[i].space == space) {
+            *out = cs->memo[i].dst;
+            return LOOM_OK;
+        }
+    int32_t from = src;
+    loom_status st;
+    if (space != UINT32_MAX && tensor_space(plan, &plan->tensors[src]) != UINT32_MAX) {
+        /* device to another device: through the host */
+        if ((st = copy_of(plan, cs, src, UINT32_MAX, consumer, &from)) != LOOM_OK)
+            return st;
+    }
+    int32_t dst = (int32_t)plan->n_tensors++;
+    pl_tensor *t = &plan->tensors[dst];
+    *t = plan->tensors[src];
+    t->kind = PL_T_INTERMEDIATE;
+    t->data = NULL;
+    t->device = space == UINT32_MAX ? consumer : space;
+    cs->tensor_name[dst] = cs->tensor_name[src];
+    if ((st = add_copy_node(plan, cs, from, dst, space)) != LOOM_OK)
+        return st;
+    t->producer = (int32_t)(plan->n_nodes - 1);
+    cs->memo[cs->n_memo++] = (copy_memo){src, space, dst};
+    *out = dst;
+    return LOOM_OK;
+}
+
+static int cmp_node_order(const void *a, const void *b)
+{
+    const pl_node *x = a, *y = b;
+    if (x->pred_start != y->pred_start)
+        return x->pred_start < y->pred_start ? -1 : 1;
+    return x->order_rank < y->order_rank ? -1 : x->order_rank > y->order_rank;
+}
+
+/* Insert the copy nodes the placement needs, then order every node by predicted start (ties:
+ * topological rank), which is a topological order each device's worker follows. */
+static loom_status insert_copies(loom_plan *plan, const loom_graph *g, const int32_t *tensor_of)
+{
+    uint32_t nn = plan->n_nodes, nt = plan->n_tensors;
+    int any = 0;
+    for (uint32_t p = 0; p < nn && !any; p++)
+        any = space_of(plan, plan->nodes[p].device) != UINT32_MAX;
+    if (any) {
+        /* At most: one copy per (input slot) plus one per graph output, each maybe two hops. */
+        size_t n_slots = 0;
+        for (uint32_t p = 0; p < nn; p++)
+            n_slots += plan->nodes[p].n_in;
+        size_t max_copies = 2 * (n_slots + plan->n_outputs) + 1;
+        pl_node *nodes = realloc(plan->nodes, (nn + max_copies + 1) * sizeof *nodes);
+        if (nodes)
+            plan->nodes = nodes;
+        int32_t *io = realloc(plan->io, (plan->n_io + 2 * max_copies + 1) * sizeof *io);
+        if (io)
+            plan->io = io;
+        pl_tensor *ts = realloc(plan->tensors, (nt + max_copies + 1) * sizeof *ts);
+        if (ts)
+            plan->tensors = ts;
+        copy_state cs = {.memo = malloc(max_copies * sizeof *cs.memo),
+                         .tensor_name = calloc(nt + max_copies + 1, sizeof(char *))};
+        if (!nodes || !io || !ts || !cs.memo || !cs.tensor_name) {
+            free(cs.memo);
+            free(cs.tensor_name);
+            return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory planning copies");
+        }
+        for (size_t v = 0; v < g->n_values; v++)
+            if (tensor_of[v] >= 0)
+                cs.tensor_name[tensor_of[v]] = g->values[v].name;
+        loom_status st = LOOM_OK;
+        /* Graph outputs made on a device the host cannot address: the device keeps a twin and
+         * a copy node writes the caller's tensor. */
+        for (uint32_t i = 0; i < plan->n_outputs && st == LOOM_OK; i++) {
+            int32_t t = (int32_t)plan->output_tensor[i];
+            pl_tensor *pt = &plan->tensors[t];
+            if (pt->kind != PL_T_OUTPUT || pt->producer < 0 ||
+                tensor_space(plan, pt) == UINT32_MAX)
+                continue;
+            int32_t host = (int32_t)plan->n_tensors++;
+            plan->tensors[host] = *pt;
+            cs.tensor_name[host] = cs.tensor_name[t];
+            pt->kind = PL_T_INTERMEDIATE;
+            pt->device = plan->nodes[pt->producer].device;
+            if ((st = add_copy_node(plan, &cs, t, host, UINT32_MAX)) != LOOM_OK)
+                break;
+            plan->tensors[host].producer = (int32_t)(plan->n_nodes - 1);
+            plan->output_tensor[i] = (uint32_t)host;
+            cs.memo[cs.n_memo++] = (copy_memo){t, UINT32_MAX, host};
+        }
+        for (uint32_t c = 0; c < nn && st == LOOM_OK; c++) {
+            uint32_t space = space_of(plan, plan->nodes[c].device);
+            for (uint32_t k = 0; k < plan->nodes[c].n_in && st == LOOM_OK; k++) {
+                uint32_t pos = plan->nodes[c].io_first + k;
+                int32_t t = plan->io[pos], to;
+                /* Constants: a device that cannot address host memory copied them at
+                 * prepare time. */
+                if (t < 0 || plan->tensors[t].kind == PL_T_CONSTANT)
+                    continue;
+                st = copy_of(plan, &cs, t, space, plan->nodes[c].device, &to);
+                if (st == LOOM_OK && to != t) {
+                    plan->io[pos] = to;
+                    plan->nodes[c].bytes_in_moved += (double)plan->tensors[t].bytes;
+                    pl_node *cp = &plan->nodes[plan->tensors[to].producer];
+                    plan->nodes[c].transfer_in_s += cp->pred_s;
+                } else if (st == LOOM_OK) {
+                    plan->nodes[c].bytes_kept_local += (double)plan->tensors[t].bytes;
+                }
+            }
+        }
+        free(cs.memo);
+        free(cs.tensor_name);
+        if (st != LOOM_OK)
+            return st;
+    } else {
+        /* Host memory only: whatever device reads a tensor reads it where it is. */
+        for (uint32_t c = 0; c < nn; c++)
+            for (uint32_t k = 0; k < plan->nodes[c].n_in; k++) {
+                int32_t t = plan->io[plan->nodes[c].io_first + k];
+                if (t >= 0 && plan->tensors[t].kind != PL_T_CONSTANT)
+                    plan->nodes[c].bytes_kept_local += (double)plan->tensors[t].bytes;
+            }
+    }
+    /* Execution order: by predicted start, then topological rank; rows of cost_s follow. */
+    uint32_t total = plan->n_nodes, nd = plan->n_rt_devices;
+    qsort(plan->nodes, total, sizeof *plan->nodes, cmp_node_order);
+    double *cost = malloc(((size_t)total * nd + 1) * sizeof *cost);
+    if (!cost)
+        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory planning copies");
+    for (uint32_t p = 0; p < total; p++) {
+        pl_node *n = &plan->nodes[p];
+        for (uint32_t d = 0; d < nd; d++)
+            cost[(size_t)p * nd + d] = n->is_copy ? (d == n->device ? n->pred_s : INFINITY)
+                                                  : plan->cost_s[(size_t)n->graph_index * nd + d];
+    }
+    free(plan->cost_s);
+    plan->cost_s = cost;
+    for (uint32_t t = 0; t < plan->n_tensors; t++) {
+        plan->tensors[t].producer = -1;
+        plan->tensors[t].last_use = -1;
+    }
+    for (uint32_t p = 0; p < total; p++) {
+        const pl_node *n = &plan->nodes[p];
+        for (uint32_t k = 0; k < n->n_in; k++) {
+            int32_t t = plan->io[n->io_first + k];
+            if (t >= 0)
+                plan->tensors[t].last_use = (int32_t)p;
+        }
+        for (uint32_t k = 0; k < n->n_out; k++)
+            plan->tensors[plan->io[n->io_first + n->n_in + k]].producer = (int32_t)p;
+    }
+    return LOOM_OK;
 }
 
 /* Successor lists (deduplicated) and dependency counts. */
@@ -368,24 +589,54 @@ static loom_status make_edges(loom_plan *plan)
     return LOOM_OK;
 }
 
-/* The devices the plan uses and each one's node order. */
+/* The workers of the plan: one per device it computes on, then one per transfer direction of
+ * each device the host cannot address; each one's nodes in plan order. */
 static loom_status make_device_orders(loom_plan *plan)
 {
     size_t nd = plan->rt->n_devices;
     plan->dev_slot = malloc((nd + 1) * sizeof *plan->dev_slot);
-    plan->devs = calloc(nd + 1, sizeof *plan->devs);
-    if (!plan->dev_slot || !plan->devs)
+    plan->devs = calloc(3 * nd + 1, sizeof *plan->devs);
+    uint32_t *link_slot = malloc((2 * nd + 1) * sizeof *link_slot);
+    if (!plan->dev_slot || !plan->devs || !link_slot) {
+        free(link_slot);
         return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory planning devices");
-    for (size_t d = 0; d < nd; d++)
+    }
+    for (size_t d = 0; d < nd; d++) {
         plan->dev_slot[d] = UINT32_MAX;
+        link_slot[2 * d] = link_slot[2 * d + 1] = UINT32_MAX;
+    }
+    /* Compute workers first (the caller's thread drives slot 0), including devices that only
+     * hold tensors (a copy's destination arena). */
     for (uint32_t p = 0; p < plan->n_nodes; p++) {
         uint32_t d = plan->nodes[p].device;
-        if (plan->dev_slot[d] == UINT32_MAX) {
+        if (!plan->nodes[p].is_copy && plan->dev_slot[d] == UINT32_MAX) {
             plan->dev_slot[d] = plan->n_devs;
             plan->devs[plan->n_devs++].device = d;
         }
-        plan->devs[plan->dev_slot[d]].n_order++;
     }
+    for (uint32_t t = 0; t < plan->n_tensors; t++) {
+        uint32_t d = plan->tensors[t].device;
+        if (plan->tensors[t].kind == PL_T_INTERMEDIATE && plan->dev_slot[d] == UINT32_MAX) {
+            plan->dev_slot[d] = plan->n_devs;
+            plan->devs[plan->n_devs++].device = d;
+        }
+    }
+    for (uint32_t p = 0; p < plan->n_nodes; p++) {
+        pl_node *n = &plan->nodes[p];
+        if (n->is_copy) {
+            uint32_t *ls = &link_slot[2 * n->device + (n->copy_dir == PL_COPY_DOWNLOAD)];
+            if (*ls == UINT32_MAX) {
+                *ls = plan->n_devs;
+                plan->devs[plan->n_devs].device = n->device;
+                plan->devs[plan->n_devs++].link = n->copy_dir;
+            }
+            n->slot = *ls;
+        } else {
+            n->slot = plan->dev_slot[n->device];
+        }
+        plan->devs[n->slot].n_order++;
+    }
+    free(link_slot);
     for (uint32_t s = 0; s < plan->n_devs; s++) {
         plan->devs[s].order = malloc((plan->devs[s].n_order + 1) * sizeof(uint32_t));
         if (!plan->devs[s].order)
@@ -393,7 +644,7 @@ static loom_status make_device_orders(loom_plan *plan)
         plan->devs[s].n_order = 0;
     }
     for (uint32_t p = 0; p < plan->n_nodes; p++) {
-        pl_device_use *u = &plan->devs[plan->dev_slot[plan->nodes[p].device]];
+        pl_device_use *u = &plan->devs[plan->nodes[p].slot];
         u->order[u->n_order++] = p;
     }
     return LOOM_OK;
@@ -412,18 +663,20 @@ loom_status loom_plan_create(loom_runtime *rt, const loom_graph *g,
     if (!g->checked)
         return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
                               "graph '%s' was not checked: call loom_graph_check first", g->name);
-    int want = -1, strict = 0;
+    int strict = 0, learn = 0;
     uint32_t precision = LOOM_PRECISION_F32;
     const loom_tensor *const *cal_sets = NULL;
     size_t n_cal = 0;
+    pl_place_opts po = {.want = -1};
+#define HAS(field) (options->struct_size >= offsetof(loom_plan_options, field) + sizeof options->field)
     if (options) {
         if (options->struct_size < sizeof(uint32_t) + sizeof(void *))
             return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
                                   "plan options: struct_size %u is too small (set it to "
                                   "sizeof(loom_plan_options))", options->struct_size);
         if (options->device) {
-            want = find_device(rt, options->device);
-            if (want < 0) {
+            po.want = pl_find_device(rt, options->device);
+            if (po.want < 0) {
                 char list[512];
                 size_t len = 0;
                 list[0] = '\0';
@@ -435,21 +688,36 @@ loom_status loom_plan_create(loom_runtime *rt, const loom_graph *g,
                                       list);
             }
         }
-        if (options->struct_size >= offsetof(loom_plan_options, strict) + sizeof(int))
+        if (HAS(strict))
             strict = options->strict;
-        if (options->struct_size >= offsetof(loom_plan_options, precision) + sizeof(uint32_t)) {
+        if (HAS(precision)) {
             precision = options->precision;
             if (precision > LOOM_PRECISION_INT8)
                 return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
                                       "plan options: unknown precision %u (0 f32, 1 fp16, 2 int8)",
                                       precision);
         }
-        if (options->struct_size >=
-            offsetof(loom_plan_options, n_calibration_sets) + sizeof(size_t)) {
+        if (HAS(n_calibration_sets)) {
             cal_sets = options->calibration_inputs;
             n_cal = options->n_calibration_sets;
         }
+        if (HAS(learn)) {
+            po.policy = options->policy;
+            po.target_s = options->target_latency_s;
+            po.pins = options->pins;
+            po.n_pins = options->n_pins;
+            po.budget_s = options->budget_s;
+            po.cache_dir = options->cache_dir;
+            learn = options->learn;
+            if (!(po.target_s >= 0) || !(po.budget_s >= 0))
+                return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
+                                      "plan options: target latency and budget must be >= 0");
+            if (po.n_pins && !po.pins)
+                return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "plan options: pins is NULL");
+        }
     }
+#undef HAS
+    po.strict = strict;
     if (precision != LOOM_PRECISION_INT8)
         n_cal = 0;
     if (n_cal) {
@@ -458,17 +726,27 @@ loom_status loom_plan_create(loom_runtime *rt, const loom_graph *g,
             return cst;
     }
     loom_plan *plan = calloc(1, sizeof *plan);
+    size_t nn = g->n_nodes;
     int32_t *tensor_of = malloc((g->n_values + 1) * sizeof *tensor_of);
-    uint32_t *order = malloc((g->n_nodes + 1) * sizeof *order);
-    if (!plan || !tensor_of || !order) {
+    uint32_t *order = malloc((nn + 1) * sizeof *order);
+    uint32_t *device = malloc((nn + 1) * sizeof *device);
+    double *pred = malloc((3 * nn + 1) * sizeof *pred);
+    uint8_t *decided = calloc(nn + 1, 1);
+    if (!plan || !tensor_of || !order || !device || !pred || !decided) {
         free(plan);
         free(tensor_of);
         free(order);
+        free(device);
+        free(pred);
+        free(decided);
         return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory planning graph '%s'",
                               g->name);
     }
     plan->rt = rt;
     plan->strict = strict;
+    plan->learn = learn;
+    plan->precision = precision;
+    plan->best_single = -1;
     pthread_mutex_init(&plan->ctx_lock, NULL);
     float *absmax = NULL;
     loom_status st = lg_topo_order(g, order);
@@ -484,16 +762,29 @@ loom_status loom_plan_create(loom_runtime *rt, const loom_graph *g,
     if (st == LOOM_OK)
         st = make_io_names(plan, g, tensor_of);
     if (st == LOOM_OK)
-        st = make_nodes(plan, g, order, tensor_of, want, strict, precision, absmax);
+        st = pl_place(plan, g, order, tensor_of, precision, absmax, &po, device, pred, decided);
+    if (st == LOOM_OK)
+        st = make_nodes(plan, g, order, tensor_of, device, pred, decided, strict, precision,
+                        absmax);
+    if (st == LOOM_OK)
+        st = insert_copies(plan, g, tensor_of);
     if (st == LOOM_OK)
         st = make_edges(plan);
     if (st == LOOM_OK)
         st = make_device_orders(plan);
     if (st == LOOM_OK)
         st = pl_memory_plan(plan);
+    if (!learn) {
+        /* Predictions are made: only a learning plan needs the model afterwards. */
+        lc_model_close(plan->model);
+        plan->model = NULL;
+    }
     free(absmax);
     free(tensor_of);
     free(order);
+    free(device);
+    free(pred);
+    free(decided);
     if (st != LOOM_OK) {
         loom_plan_destroy(plan);
         return st;
@@ -529,7 +820,294 @@ const char *loom_plan_node_op(const loom_plan *plan, size_t i)
 
 const char *loom_plan_node_device(const loom_plan *plan, size_t i)
 {
-    return plan && i < plan->n_nodes ? plan->rt->devices[plan->nodes[i].device].id : NULL;
+    if (!plan || i >= plan->n_nodes)
+        return NULL;
+    const pl_node *n = &plan->nodes[i];
+    return n->is_copy ? n->link : plan->rt->devices[n->device].id;
+}
+
+int loom_plan_node_is_copy(const loom_plan *plan, size_t i)
+{
+    return plan && i < plan->n_nodes && plan->nodes[i].is_copy;
+}
+
+static const char *decided_name(uint8_t d)
+{
+    switch (d) {
+    case PL_DECIDED_PINNED: return "pin";
+    case PL_DECIDED_ONLY_DEVICE: return "only-device";
+    case PL_DECIDED_REQUESTED: return "requested-device";
+    case PL_DECIDED_SEARCH: return "search";
+    case PL_DECIDED_ENERGY: return "energy";
+    case PL_DECIDED_CAPACITY: return "capacity";
+    case PL_DECIDED_FIRST: return "first";
+    case PL_DECIDED_COPY: return "copy";
+    case PL_DECIDED_SHARED_CPU: return "shared-cores";
+    default: return "earliest-finish";
+    }
+}
+
+/* The one-line reason of node I into BUF. */
+static void reason_line(const loom_plan *plan, size_t i, char *buf, size_t len)
+{
+    const pl_node *n = &plan->nodes[i];
+    const loom_runtime *rt = plan->rt;
+    const char *dev = rt->devices[n->device].id;
+    const double *row = &plan->cost_s[i * plan->n_rt_devices];
+    /* the runner-up: the cheapest other device */
+    int other = -1;
+    for (uint32_t d = 0; d < plan->n_rt_devices; d++)
+        if (d != n->device && isfinite(row[d]) && (other < 0 || row[d] < row[other]))
+            other = (int)d;
+    char alt[160] = "";
+    if (other >= 0)
+        snprintf(alt, sizeof alt, "; %s would take %.3f ms", rt->devices[other].id,
+                 row[other] * 1e3);
+    switch (n->decided) {
+    case PL_DECIDED_COPY:
+        snprintf(buf, len, "moves %.0f bytes over %s (%.3f ms predicted)", n->bytes_in_moved,
+                 n->link, n->pred_s * 1e3);
+        break;
+    case PL_DECIDED_PINNED:
+        snprintf(buf, len, "pinned to %s by the user%s", dev, alt);
+        break;
+    case PL_DECIDED_REQUESTED:
+        snprintf(buf, len, "the requested device %s runs it%s", dev, alt);
+        break;
+    case PL_DECIDED_ONLY_DEVICE:
+        snprintf(buf, len, "%s is the only device that supports it", dev);
+        break;
+    case PL_DECIDED_SHARED_CPU:
+        snprintf(buf, len, "%s runs it; devices on the host's own cores are kept out of "
+                 "automatic placement while the cpu backend can run the node", dev);
+        break;
+    case PL_DECIDED_ENERGY:
+        snprintf(buf, len, "%s uses less energy and the target latency still holds%s", dev, alt);
+        break;
+    case PL_DECIDED_CAPACITY:
+        snprintf(buf, len, "a faster device had no memory left; %s finishes it first among "
+                 "those that do%s", dev, alt);
+        break;
+    case PL_DECIDED_SEARCH:
+        snprintf(buf, len, "the search found the graph finishes sooner with it on %s "
+                 "(%.3f ms there%s)", dev, row[n->device] * 1e3, alt);
+        break;
+    case PL_DECIDED_FIRST:
+        snprintf(buf, len, "%s is the first device that supports it (policy first)", dev);
+        break;
+    default:
+        snprintf(buf, len, "finishes earliest on %s (%.3f ms, inputs moved %.0f bytes%s)", dev,
+                 row[n->device] * 1e3, n->bytes_in_moved, alt);
+        break;
+    }
+}
+
+loom_status loom_plan_explain(const loom_plan *plan, size_t i, loom_node_explain *out)
+{
+    if (!plan || !out || out->struct_size < sizeof *out || i >= plan->n_nodes)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
+                              "explain: bad arguments (node %zu of %u, struct_size %u)", i,
+                              plan ? plan->n_nodes : 0, out ? out->struct_size : 0);
+    /* The reason text lives in a per-plan buffer so that the string outlives the call. */
+    loom_plan *mp = (loom_plan *)plan;
+    pthread_mutex_lock(&mp->ctx_lock);
+    if (!mp->reasons) {
+        mp->reasons = calloc(plan->n_nodes + 1, sizeof *mp->reasons);
+    }
+    if (mp->reasons && !mp->reasons[i]) {
+        char buf[512];
+        reason_line(plan, i, buf, sizeof buf);
+        mp->reasons[i] = strdup(buf);
+    }
+    pthread_mutex_unlock(&mp->ctx_lock);
+    const pl_node *n = &plan->nodes[i];
+    uint32_t sz = out->struct_size;
+    memset(out, 0, sizeof *out);
+    out->struct_size = sz;
+    out->name = n->name;
+    out->op = n->op_name;
+    out->device = loom_plan_node_device(plan, i);
+    out->predicted_s = n->pred_s;
+    out->start_s = n->pred_start;
+    out->finish_s = n->pred_finish;
+    out->cost_s = &plan->cost_s[i * plan->n_rt_devices];
+    out->cost_count = plan->n_rt_devices;
+    out->cost_source = n->cost_source ? n->cost_source : "roofline";
+    out->decided_by = decided_name(n->decided);
+    out->reason = mp->reasons && mp->reasons[i] ? mp->reasons[i] : "";
+    out->bytes_in_moved = n->bytes_in_moved;
+    out->transfer_in_s = n->transfer_in_s;
+    out->bytes_kept_local = n->bytes_kept_local;
+    return LOOM_OK;
+}
+
+loom_status loom_plan_summary_get(const loom_plan *plan, loom_plan_summary *out)
+{
+    if (!plan || !out || out->struct_size < sizeof *out)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "plan summary: bad arguments");
+    uint32_t sz = out->struct_size;
+    memset(out, 0, sizeof *out);
+    out->struct_size = sz;
+    out->policy = plan->policy;
+    out->predicted_s = plan->pred_s;
+    out->heft_predicted_s = plan->heft_s;
+    out->target_latency_s = plan->target_s;
+    out->target_met = plan->target_met;
+    out->predicted_energy_j = plan->energy_j;
+    out->best_single_device =
+        plan->best_single >= 0 ? plan->rt->devices[plan->best_single].id : NULL;
+    out->best_single_s = plan->best_single_s;
+    out->n_copies = plan->n_copies;
+    out->placement_ms = plan->placement_ms;
+    return LOOM_OK;
+}
+
+/* A JSON number: JSON has no infinity, so devices that cannot run a node get null. */
+static void json_num(char **buf, size_t *len, size_t *cap, double v);
+
+static int grow(char **buf, size_t *cap, size_t need)
+{
+    if (need < *cap)
+        return 1;
+    size_t n = *cap ? *cap : 4096;
+    while (n <= need)
+        n *= 2;
+    char *b = realloc(*buf, n);
+    if (!b)
+        return 0;
+    *buf = b;
+    *cap = n;
+    return 1;
+}
+
+/* Append formatted text; on allocation failure leaves *BUF NULL (checked at the end). */
+static void append(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void append(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
+{
+    if (!*buf && *cap)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || !grow(buf, cap, *len + (size_t)n + 1)) {
+        free(*buf);
+        *buf = NULL;
+        *cap = 1;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(*buf + *len, *cap - *len, fmt, ap);
+    va_end(ap);
+    *len += (size_t)n;
+}
+
+static void json_num(char **buf, size_t *len, size_t *cap, double v)
+{
+    if (isfinite(v))
+        append(buf, len, cap, "%.9g", v);
+    else
+        append(buf, len, cap, "null");
+}
+
+/* A JSON string with the escapes names may need. */
+static void json_str(char **buf, size_t *len, size_t *cap, const char *s)
+{
+    append(buf, len, cap, "\"");
+    for (; s && *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            append(buf, len, cap, "\\%c", c);
+        else if (c < 0x20)
+            append(buf, len, cap, "\\u%04x", c);
+        else
+            append(buf, len, cap, "%c", c);
+    }
+    append(buf, len, cap, "\"");
+}
+
+loom_status loom_plan_explain_json(const loom_plan *plan, char **out)
+{
+    if (!plan || !out)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "explain_json: NULL argument");
+    *out = NULL;
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    loom_plan_summary sm = {.struct_size = sizeof sm};
+    loom_plan_summary_get(plan, &sm);
+    append(&buf, &len, &cap, "{\"policy\":");
+    json_str(&buf, &len, &cap, sm.policy);
+    append(&buf, &len, &cap, ",\"predicted_s\":");
+    json_num(&buf, &len, &cap, sm.predicted_s);
+    append(&buf, &len, &cap, ",\"heft_predicted_s\":");
+    json_num(&buf, &len, &cap, sm.heft_predicted_s);
+    append(&buf, &len, &cap, ",\"target_latency_s\":");
+    json_num(&buf, &len, &cap, sm.target_latency_s);
+    append(&buf, &len, &cap, ",\"target_met\":%s,\"predicted_energy_j\":",
+           sm.target_met ? "true" : "false");
+    json_num(&buf, &len, &cap, sm.predicted_energy_j);
+    append(&buf, &len, &cap, ",\"best_single_device\":");
+    if (sm.best_single_device)
+        json_str(&buf, &len, &cap, sm.best_single_device);
+    else
+        append(&buf, &len, &cap, "null");
+    append(&buf, &len, &cap, ",\"best_single_s\":");
+    json_num(&buf, &len, &cap, sm.best_single_s);
+    append(&buf, &len, &cap, ",\"copies\":%zu,\"placement_ms\":", sm.n_copies);
+    json_num(&buf, &len, &cap, sm.placement_ms);
+    append(&buf, &len, &cap, ",\"devices\":[");
+    for (uint32_t d = 0; d < plan->n_rt_devices; d++) {
+        append(&buf, &len, &cap, d ? "," : "");
+        json_str(&buf, &len, &cap, plan->rt->devices[d].id);
+    }
+    append(&buf, &len, &cap, "],\"nodes\":[");
+    for (size_t i = 0; i < plan->n_nodes; i++) {
+        loom_node_explain e = {.struct_size = sizeof e};
+        if (loom_plan_explain(plan, i, &e) != LOOM_OK)
+            break;
+        append(&buf, &len, &cap, "%s{\"name\":", i ? "," : "");
+        json_str(&buf, &len, &cap, e.name);
+        append(&buf, &len, &cap, ",\"op\":");
+        json_str(&buf, &len, &cap, e.op);
+        append(&buf, &len, &cap, ",\"device\":");
+        json_str(&buf, &len, &cap, e.device);
+        append(&buf, &len, &cap, ",\"copy\":%s,\"predicted_s\":",
+               plan->nodes[i].is_copy ? "true" : "false");
+        json_num(&buf, &len, &cap, e.predicted_s);
+        append(&buf, &len, &cap, ",\"start_s\":");
+        json_num(&buf, &len, &cap, e.start_s);
+        append(&buf, &len, &cap, ",\"finish_s\":");
+        json_num(&buf, &len, &cap, e.finish_s);
+        append(&buf, &len, &cap, ",\"cost_s\":[");
+        for (size_t d = 0; d < e.cost_count; d++) {
+            append(&buf, &len, &cap, d ? "," : "");
+            json_num(&buf, &len, &cap, e.cost_s[d]);
+        }
+        append(&buf, &len, &cap, "],\"cost_source\":");
+        json_str(&buf, &len, &cap, e.cost_source);
+        append(&buf, &len, &cap, ",\"decided_by\":");
+        json_str(&buf, &len, &cap, e.decided_by);
+        append(&buf, &len, &cap, ",\"reason\":");
+        json_str(&buf, &len, &cap, e.reason);
+        append(&buf, &len, &cap, ",\"bytes_in_moved\":");
+        json_num(&buf, &len, &cap, e.bytes_in_moved);
+        append(&buf, &len, &cap, ",\"transfer_in_s\":");
+        json_num(&buf, &len, &cap, e.transfer_in_s);
+        append(&buf, &len, &cap, ",\"bytes_kept_local\":");
+        json_num(&buf, &len, &cap, e.bytes_kept_local);
+        append(&buf, &len, &cap, "}");
+    }
+    append(&buf, &len, &cap, "]}");
+    if (!buf)
+        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "explain_json: out of memory");
+    *out = buf;
+    return LOOM_OK;
+}
+
+void loom_string_free(char *s)
+{
+    free(s);
 }
 
 loom_status loom_plan_make_outputs(const loom_plan *plan, loom_tensor **outputs, size_t n)

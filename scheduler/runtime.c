@@ -6,6 +6,7 @@
 #include "sched_internal.h"
 
 #include "backends/cpu/cpu_backend.h"
+#include "backends/opencl/ocl_backend.h"
 
 #include <dlfcn.h>
 #include <stdarg.h>
@@ -132,6 +133,12 @@ loom_status loom_runtime_create(const loom_runtime_options *options, loom_runtim
         loom_runtime_destroy(rt);
         return st;
     }
+    /* The OpenCL backend: none when there is no OpenCL device or LOOM_OPENCL=0, not an error. */
+    const loom_backend *ocl = loom_opencl_backend_create(&rt->host, err, sizeof err);
+    if (ocl)
+        lr_add_backend(rt, ocl, NULL);
+    else if (err[0])
+        lr_message(rt, "opencl backend not started: %s", err);
     lr_load_plugins(rt, options);
     if (rt->n_devices == 0) {
         loom_runtime_destroy(rt);

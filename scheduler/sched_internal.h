@@ -86,10 +86,39 @@ typedef struct pl_node {
     uint32_t fb_device;
     void *fb_kernel;      /* NULL: no fallback */
     size_t fb_scratch_bytes;
+    /* ---- placement and explanation ---- */
+    uint32_t slot;        /* the worker (index in plan->devs) that runs it */
+    uint8_t is_copy;      /* a transfer the plan inserted (op "Copy") */
+    uint8_t copy_dir;     /* PL_COPY_UPLOAD or PL_COPY_DOWNLOAD */
+    uint8_t decided;      /* a pl_decided */
+    char *link;           /* copies: the lane "host->opencl:0" / "opencl:0->host" */
+    double pred_s, pred_start, pred_finish; /* predicted duration and schedule (seconds) */
+    double order_rank;    /* tie-break of the execution order: topological position */
+    const char *cost_source; /* "history", "backend", "roofline", "link" (static strings) */
+    double bytes_in_moved, transfer_in_s, bytes_kept_local;
+    uint32_t graph_index; /* position in the topological order of the graph (copies: UINT32_MAX) */
+    loom_tensor_desc *sig; /* n_in + n_out descs, for the cost model's history (learn) */
 } pl_node;
 
+enum { PL_COPY_UPLOAD = 1, PL_COPY_DOWNLOAD = 2 };
+
+/* What decided a node's device (loom_node_explain.decided_by). */
+typedef enum pl_decided {
+    PL_DECIDED_EFT = 1,
+    PL_DECIDED_PINNED,
+    PL_DECIDED_ONLY_DEVICE,
+    PL_DECIDED_SEARCH,
+    PL_DECIDED_ENERGY,
+    PL_DECIDED_CAPACITY,
+    PL_DECIDED_FIRST,
+    PL_DECIDED_REQUESTED,
+    PL_DECIDED_COPY,
+    PL_DECIDED_SHARED_CPU, /* a device on the host's cores kept out while the cpu backend can */
+} pl_decided;
+
 typedef struct pl_device_use {
-    uint32_t device;      /* runtime device index */
+    uint32_t device;      /* runtime device index (links: the device that is not host-visible) */
+    uint32_t link;        /* 0: the device's compute worker; PL_COPY_*: its transfer worker */
     uint32_t *order;      /* plan node indices this device runs, in order */
     uint32_t n_order;
     size_t arena_bytes;   /* the static memory plan's peak on this device */
@@ -104,6 +133,7 @@ struct loom_plan {
     pl_tensor *tensors;
     uint32_t n_tensors;
     int32_t *io;           /* tensor index per node input/output slot (-1: absent input) */
+    uint32_t n_io;         /* entries of io in use */
     uint32_t *succ;        /* successor node indices */
     pl_device_use *devs;   /* the devices this plan uses */
     uint32_t n_devs;
@@ -119,7 +149,49 @@ struct loom_plan {
     pthread_mutex_t ctx_lock; /* guards the free list: taken once per run, never per node */
     pl_ctx *free_ctx;
     pl_ctx *all_ctx;
+
+    /* ---- placement ---- */
+    uint32_t n_rt_devices;
+    double *cost_s;           /* n_nodes x n_rt_devices predicted seconds (INFINITY: cannot) */
+    struct lc_model *model;   /* the cost model (kept when learning, else NULL after planning) */
+    int learn;
+    char policy[16];
+    double pred_s, heft_s, target_s, energy_j, best_single_s, placement_ms;
+    int target_met;
+    int32_t best_single;      /* runtime device index, -1 when none runs every node */
+    uint32_t n_copies;
+    uint32_t precision;       /* the plan's loom_precision (part of history signatures) */
+    char **reasons;           /* explanation lines, made on first request (under ctx_lock) */
 };
+
+/* Runtime device index named by SPEC ("cpu:0", or "cpu" for the backend's first), or -1. */
+int pl_find_device(const loom_runtime *rt, const char *spec);
+
+/* ---- placement.c ---- */
+typedef struct pl_place_opts {
+    int want;                 /* requested runtime device or -1 */
+    int strict;
+    const char *policy;
+    double target_s, budget_s;
+    const char *const *pins;
+    size_t n_pins;
+    const char *cache_dir;
+} pl_place_opts;
+
+/* Decide the device of every node of G (in ORDER, whose positions index the plan's nodes as
+ * make_nodes builds them): supports() of every device, costs from the cost model, the policy.
+ * Writes DEVICE[p], and fills the placement fields of the plan (cost_s rows in topological
+ * order, summary figures) and PRED (3 x n_nodes: start, finish, duration) and DECIDED. Opens
+ * PLAN->model. */
+loom_status pl_place(loom_plan *plan, const loom_graph *g, const uint32_t *order,
+                     const int32_t *tensor_of, uint32_t precision, const float *absmax,
+                     const pl_place_opts *opts, uint32_t *device, double *pred, uint8_t *decided);
+
+/* Predicted seconds of moving BYTES from runtime device FROM to TO (LC_HOST: host memory). */
+double pl_link_seconds(const loom_plan *plan, uint32_t from, uint32_t to, double bytes);
+
+/* After a measured run: feed the per-node times of TIMELINE into the cost model's history. */
+void pl_learn(loom_plan *plan, const loom_node_timing *timeline, size_t count);
 
 /* ---- calibrate.c ---- */
 /* Check N_SETS calibration sets of G's inputs (count, dtype, shape), naming the bad input. */

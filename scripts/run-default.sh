@@ -1,6 +1,8 @@
 #!/bin/bash
 # The default job: installs what is missing, builds Loom (release), and profiles the bundled
-# model on every device found (the CPU and the npu-sim plugin), writing a Chrome trace (out/trace.json, open it in Perfetto).
+# model placed across every device found (the CPU and the npu-sim plugin), writing a Chrome trace
+# (out/trace.json, open it in Perfetto), a Gantt chart (out/gantt.svg) and the graph for Graphviz
+# (out/graph.dot).
 # Extra arguments go to `loom profile` (e.g. --model attention --repeat 50).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,4 +17,5 @@ mkdir -p out
 export LOOM_BACKEND_PATH="$PWD/build-release/backends/npu-sim${LOOM_BACKEND_PATH:+:$LOOM_BACKEND_PATH}"
 ./build-release/tools/loom devices
 # fp16 is accepted so that the NPU can take the float32 nodes it supports.
-./build-release/tools/loom profile --precision fp16 --trace out/trace.json --gantt out/gantt.svg "$@"
+./build-release/tools/loom profile --precision fp16 --trace out/trace.json --gantt out/gantt.svg \
+    --dot out/graph.dot "$@"

@@ -216,6 +216,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s FAIL_EXECUTE.so BAD_ABI.so NO_SYMBOL.so FAIL_INIT.so\n", argv[0]);
         return 2;
     }
+    setenv("LOOM_OPENCL", "0", 1); /* the plugins under test and the CPU only */
     p_fail_execute = argv[1];
     p_bad_abi = argv[2];
     p_no_symbol = argv[3];

@@ -337,12 +337,14 @@ static const char help[] =
     "  BACKEND          a backend already found: cpu, npu-sim, ...\n"
     "  --precision P    precision accepted for float32 nodes (default f32); tolerances follow\n"
     "  --op OP          only the cases of this operator\n"
+    "  --skip-missing   exit 77 (a skipped test) when the backend has no device here\n"
     "\n"
-    "Exit status: 0 when no case failed, 1 when one did, 2 on bad usage.\n";
+    "Exit status: 0 when no case failed, 1 when one did, 2 on bad usage (77: skipped).\n";
 
 int loom_cmd_backend_test(int argc, char **argv)
 {
     const char *target = NULL, *only = NULL;
+    int skip_missing = 0;
     uint32_t precision = LOOM_PRECISION_F32;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -360,6 +362,8 @@ int loom_cmd_backend_test(int argc, char **argv)
                 fprintf(stderr, "loom backend-test: unknown precision '%s' (f32, fp16, int8)\n", p);
                 return 2;
             }
+        } else if (!strcmp(argv[i], "--skip-missing")) {
+            skip_missing = 1;
         } else if (!strcmp(argv[i], "--op") && i + 1 < argc) {
             only = argv[++i];
         } else if (argv[i][0] == '-') {
@@ -406,6 +410,11 @@ int loom_cmd_backend_test(int argc, char **argv)
                    (!strchr(target, ':') && !strncmp(id, target, tl) && id[tl] == ':')) {
             snprintf(device, sizeof device, "%s", id);
         }
+    }
+    if (!device[0] && skip_missing && !is_file) {
+        printf("backend-test: no device of '%s' on this machine: skipped\n", target);
+        loom_runtime_destroy(rt);
+        return 77;
     }
     if (!device[0]) {
         fprintf(stderr, "loom backend-test: no device of '%s' found%s\n", target,

@@ -9,7 +9,20 @@
  *          [--warmup N] [--json] [--dim NAME=VALUE]... */
 int loom_cmd_run(int argc, char **argv);
 
+/* loom profile [MODEL.onnx | --model mlp|attention|towers] [--target-latency T] [--policy P]
+ *              [--device ID] [--pin OP=DEV | --pin node:NAME=DEV]... [--repeat N] [--warmup N]
+ *              [--precision P] [--strict] [--budget S] [--trace OUT.json] [--gantt OUT.svg]
+ *              [--dot OUT.dot] [--all] [--json]   (cmd_profile.c; docs/profile.md) */
+int cmd_profile(int argc, char **argv);
+
+/* loom calibrate [--quick] [--device ID] [--force] [--json] [--cache DIR]   (cmd_calibrate.c) */
+int cmd_calibrate(int argc, char **argv);
+
 /* loom backend-test PLUGIN.so|BACKEND [--precision P] [--op OP] */
 int loom_cmd_backend_test(int argc, char **argv);
+
+/* loom sim INSTANCE.json [--policy P] [--budget S] [--target-latency S] [-o SCHEDULE.json]
+ *          [--json]   (cmd_sim.c) */
+int cmd_sim(int argc, char **argv);
 
 #endif /* LOOM_TOOLS_COMMANDS_H */

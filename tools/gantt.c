@@ -5,13 +5,14 @@
 #include "gantt.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* Layout, in pixels. */
-#define LEFT 130.0  /* lane labels */
+#define LEFT 170.0  /* lane labels (link ids are long) */
 #define PLOT_W 1000.0
 #define RIGHT 30.0
 #define TOP 40.0
@@ -26,11 +27,13 @@ static const struct {
     {"gemm", "GEMM-like (MatMul, Gemm, Conv)", "#4e79a7"},
     {"elementwise", "elementwise", "#59a14f"},
     {"norm", "normalisation (Softmax, LayerNorm, BatchNorm, Reduce*)", "#f28e2b"},
-    {"data", "data movement (Reshape, Transpose, Concat, Slice, Gather...)", "#b07aa1"},
+    {"data", "data movement and copies (Reshape, Transpose, Concat, Gather, Copy...)", "#b07aa1"},
     {"other", "other", "#edc948"},
 };
 #define AGG_COLOUR "#9e9e9e"
+#define TARGET_COLOUR "#d62728"
 
+/* Whether OP is one of LIST (NULL-terminated). */
 static int in_list(const char *op, const char *const *list)
 {
     for (; *list; list++)
@@ -39,6 +42,7 @@ static int in_list(const char *op, const char *const *list)
     return 0;
 }
 
+/* The colour class of OP: what kind of work it is, at a glance. */
 static int op_class(const char *op)
 {
     static const char *const gemm[] = {"MatMul", "Gemm", "Conv", "ConvTranspose",
@@ -114,17 +118,13 @@ static void put_xml(FILE *f, const char *s)
     }
 }
 
-typedef struct lane {
-    uint32_t device;
-    const char *name;
-} lane;
-
 typedef struct item {
     uint64_t start, end;
-    uint32_t node;
-    size_t lane;
+    size_t node; /* index in the view */
+    size_t lane; /* the node's track */
 } item;
 
+/* qsort order of items: by lane, then start, then node (a stable drawing order). */
 static int cmp_item(const void *a, const void *b)
 {
     const item *x = a, *y = b;
@@ -133,14 +133,6 @@ static int cmp_item(const void *a, const void *b)
     if (x->start != y->start)
         return x->start < y->start ? -1 : 1;
     return x->node < y->node ? -1 : x->node > y->node;
-}
-
-static int cmp_lane(const void *a, const void *b)
-{
-    const lane *x = a, *y = b;
-    if (x->device != y->device)
-        return x->device < y->device ? -1 : 1;
-    return strcmp(x->name, y->name);
 }
 
 /* A "nice" tick step (1, 2 or 5 times a power of ten) giving about TARGET ticks over SPAN. */
@@ -155,32 +147,46 @@ static double nice_step(double span, double target)
     return (m <= 1 ? 1 : m <= 2 ? 2 : m <= 5 ? 5 : 10) * p;
 }
 
-static void put_node_rect(FILE *f, const loom_plan *plan, const item *it, double x, double w,
+/* One node's rectangle on its lane, with a tooltip and, when it fits, its name inside. */
+static void put_node_rect(FILE *f, const profile_node *n, const item *it, double x, double w,
                           double y, uint64_t t0)
 {
-    const char *name = loom_plan_node_name(plan, it->node), *op = loom_plan_node_op(plan, it->node);
-    int cls = op_class(op);
-    fprintf(f, "<rect class=\"node %s\" x=\"%.3f\" y=\"%.1f\" width=\"%.3f\" height=\"%.1f\" "
+    int cls = op_class(n->op);
+    fprintf(f, "<rect class=\"node %s%s\" x=\"%.3f\" y=\"%.1f\" width=\"%.3f\" height=\"%.1f\" "
                "fill=\"%s\" stroke=\"#ffffff\" stroke-width=\"0.5\"><title>",
-            classes[cls].css, x, y, w < 1 ? 1.0 : w, LANE_H, classes[cls].colour);
-    put_xml(f, name);
+            classes[cls].css, n->is_copy ? " copy" : "", x, y, w < 1 ? 1.0 : w, LANE_H,
+            classes[cls].colour);
+    put_xml(f, n->name);
     fputs(" (", f);
-    put_xml(f, op);
+    put_xml(f, n->op);
+    if (n->shape[0]) {
+        fputs(", ", f);
+        put_xml(f, n->shape);
+    }
     fputs(") on ", f);
-    put_xml(f, loom_plan_node_device(plan, it->node));
-    fprintf(f, ": %.4f ms (from %.4f to %.4f ms)</title></rect>\n",
-            (double)(it->end - it->start) / 1e6, (double)(it->start - t0) / 1e6,
-            (double)(it->end - t0) / 1e6);
+    put_xml(f, n->device);
+    fprintf(f, ": %.4f ms (from %.4f to %.4f ms)", (double)(it->end - it->start) / 1e6,
+            (double)(it->start - t0) / 1e6, (double)(it->end - t0) / 1e6);
+    if (!isnan(n->predicted_ms))
+        fprintf(f, "; predicted %.4f ms", n->predicted_ms);
+    if (n->is_copy)
+        fprintf(f, "; %.0f bytes", n->bytes_moved);
+    if (n->decided_by[0]) {
+        fputs("; decided by ", f);
+        put_xml(f, n->decided_by);
+    }
+    fputs("</title></rect>\n", f);
     /* The node's name inside its rectangle when it fits (about 7 px a character). */
-    size_t len = strlen(name ? name : "");
+    size_t len = strlen(n->name);
     if (len && w >= 7.0 * (double)len + 8) {
         fprintf(f, "<text class=\"node-label\" x=\"%.3f\" y=\"%.1f\" fill=\"#ffffff\" "
                    "pointer-events=\"none\">", x + 4, y + LANE_H / 2 + 4);
-        put_xml(f, name);
+        put_xml(f, n->name);
         fputs("</text>\n", f);
     }
 }
 
+/* A run of consecutive sub-pixel nodes of one lane, drawn as one grey rectangle. */
 static void put_aggregate(FILE *f, size_t count, uint64_t start, uint64_t end, double x, double w,
                           double y, uint64_t t0)
 {
@@ -191,53 +197,33 @@ static void put_aggregate(FILE *f, size_t count, uint64_t start, uint64_t end, d
             (double)(start - t0) / 1e6, (double)(end - t0) / 1e6);
 }
 
-int loom_gantt_write(const char *path, const loom_plan *plan, const loom_run_stats *st,
-                     const char *title)
+int loom_gantt_write(const char *path, const profile_view *view)
 {
-    size_t n = st ? st->timeline_count : 0;
-    item *items = calloc(n + 1, sizeof *items);
-    lane *lanes = calloc(n + 1, sizeof *lanes);
-    if (!items || !lanes) {
-        free(items);
-        free(lanes);
+    size_t n = 0;
+    item *items = calloc(view->n_nodes + 1, sizeof *items);
+    if (!items) {
         errno = ENOMEM;
         return 0;
     }
-    /* Lanes: one per device, named by its id, in device order. */
-    size_t n_lanes = 0;
-    uint64_t t0 = UINT64_MAX, t1 = 0;
-    for (size_t i = 0; i < n; i++) {
-        const loom_node_timing *t = &st->timeline[i];
-        const char *dev = loom_plan_node_device(plan, t->node);
-        if (!dev)
-            dev = "?";
-        size_t k = 0;
-        while (k < n_lanes && strcmp(lanes[k].name, dev))
-            k++;
-        if (k == n_lanes)
-            lanes[n_lanes++] = (lane){t->device, dev};
-        items[i] = (item){t->start_ns, t->end_ns < t->start_ns ? t->start_ns : t->end_ns, t->node,
-                          0};
-        if (items[i].start < t0)
-            t0 = items[i].start;
-        if (items[i].end > t1)
-            t1 = items[i].end;
-    }
-    qsort(lanes, n_lanes, sizeof *lanes, cmp_lane);
-    for (size_t i = 0; i < n; i++) {
-        const char *dev = loom_plan_node_device(plan, items[i].node);
-        if (!dev)
-            dev = "?";
-        for (size_t k = 0; k < n_lanes; k++)
-            if (!strcmp(lanes[k].name, dev)) {
-                items[i].lane = k;
-                break;
-            }
+    /* Times are from the run's start (0), so the target line means what it says. */
+    const uint64_t t0 = 0;
+    uint64_t t1 = 0;
+    for (size_t i = 0; i < view->n_nodes; i++) {
+        const profile_node *p = &view->nodes[i];
+        if (!p->timed)
+            continue;
+        items[n] = (item){p->start_ns, p->end_ns < p->start_ns ? p->start_ns : p->end_ns, i,
+                          p->track};
+        if (items[n].end > t1)
+            t1 = items[n].end;
+        n++;
     }
     qsort(items, n, sizeof *items, cmp_item);
-    if (!n)
-        t0 = t1 = 0;
+    uint64_t run_end = t1;
+    double target_ns = view->target_s > 0 ? view->target_s * 1e9 : 0;
     double span = (double)(t1 - t0);
+    if (target_ns > span) /* the target line stays on the chart, with a little room after it */
+        span = target_ns * 1.03;
     if (span <= 0)
         span = 1;
     double px_per_ns = PLOT_W / span;
@@ -246,17 +232,17 @@ int loom_gantt_write(const char *path, const loom_plan *plan, const loom_run_sta
     double unit_ns = use_us ? 1e3 : 1e6;
     const char *unit = use_us ? "\xc2\xb5s" : "ms";
 
+    size_t n_lanes = view->n_tracks;
     double lanes_h = (double)(n_lanes ? n_lanes : 1) * (LANE_H + LANE_GAP);
     double axis_y = TOP + lanes_h;
     double legend_y = axis_y + 50;
-    double height = legend_y + 22.0 * (N_CLASSES + 1) + 10;
+    double height = legend_y + 22.0 * (N_CLASSES + 1 + (target_ns > 0)) + 10;
     double width = LEFT + PLOT_W + RIGHT;
 
     FILE *f = fopen(path, "w");
     if (!f) {
         int e = errno;
         free(items);
-        free(lanes);
         errno = e;
         return 0;
     }
@@ -268,18 +254,24 @@ int loom_gantt_write(const char *path, const loom_plan *plan, const loom_run_sta
     fprintf(f, "<rect class=\"background\" x=\"0\" y=\"0\" width=\"%.0f\" height=\"%.0f\" "
                "fill=\"#ffffff\"/>\n", width, height);
     fputs("<text class=\"heading\" x=\"10\" y=\"22\" font-size=\"15\" font-weight=\"bold\">", f);
-    put_xml(f, title);
-    fprintf(f, ": %zu nodes, %.4f ms</text>\n", n, (double)(t1 - t0) / 1e6);
+    put_xml(f, view->title);
+    fprintf(f, ": %zu nodes, %.4f ms", n, (double)(run_end - t0) / 1e6);
+    if (target_ns > 0)
+        fprintf(f, " (target %g ms: %s)", view->target_s * 1e3,
+                (double)run_end <= target_ns ? "met" : "missed");
+    fputs("</text>\n", f);
 
-    /* Lanes. */
+    /* Lanes: devices, then links (tinted: they carry the plan's copies). */
     for (size_t k = 0; k < n_lanes; k++) {
         double y = TOP + (double)k * (LANE_H + LANE_GAP);
-        fprintf(f, "<rect class=\"lane-bg\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" "
-                   "fill=\"%s\"/>\n",
-                LEFT, y, PLOT_W, LANE_H, k % 2 ? "#f4f4f4" : "#ebebeb");
-        fprintf(f, "<text class=\"lane\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">", LEFT - 8,
-                y + LANE_H / 2 + 4);
-        put_xml(f, lanes[k].name);
+        int link = view->tracks[k].is_link;
+        fprintf(f, "<rect class=\"lane-bg%s\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" "
+                   "height=\"%.1f\" fill=\"%s\"/>\n",
+                link ? " link" : "", LEFT, y, PLOT_W, LANE_H,
+                link ? (k % 2 ? "#eef3f8" : "#e3ebf3") : (k % 2 ? "#f4f4f4" : "#ebebeb"));
+        fprintf(f, "<text class=\"lane%s\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">",
+                link ? " link" : "", LEFT - 8, y + LANE_H / 2 + 4);
+        put_xml(f, view->tracks[k].name);
         fputs("</text>\n", f);
     }
 
@@ -298,7 +290,7 @@ int loom_gantt_write(const char *path, const loom_plan *plan, const loom_run_sta
             double ax = LEFT + (double)(agg_start - t0) * px_per_ns;
             double aw = (double)(agg_end - agg_start) * px_per_ns;
             if (agg_count == 1)
-                put_node_rect(f, plan, a, ax, aw, y, t0);
+                put_node_rect(f, &view->nodes[a->node], a, ax, aw, y, t0);
             else
                 put_aggregate(f, agg_count, agg_start, agg_end, ax, aw, y, t0);
             agg_count = 0;
@@ -317,7 +309,8 @@ int loom_gantt_write(const char *path, const loom_plan *plan, const loom_run_sta
             continue;
         }
         double y = TOP + (double)it->lane * (LANE_H + LANE_GAP);
-        put_node_rect(f, plan, it, LEFT + (double)(it->start - t0) * px_per_ns, w, y, t0);
+        put_node_rect(f, &view->nodes[it->node], it, LEFT + (double)(it->start - t0) * px_per_ns,
+                      w, y, t0);
     }
 
     /* Time axis with ticks. */
@@ -341,6 +334,17 @@ int loom_gantt_write(const char *path, const loom_plan *plan, const loom_run_sta
                "since the run's start (%s)</text></g>\n",
             LEFT + PLOT_W / 2, axis_y + 36, unit);
 
+    /* The latency target: a vertical line across every lane. */
+    if (target_ns > 0) {
+        double x = LEFT + (target_ns - (double)t0) * px_per_ns;
+        fprintf(f, "<g class=\"target\"><line x1=\"%.2f\" y1=\"%.1f\" x2=\"%.2f\" y2=\"%.1f\" "
+                   "stroke=\"%s\" stroke-width=\"2\" stroke-dasharray=\"6,3\"/>"
+                   "<text x=\"%.2f\" y=\"%.1f\" text-anchor=\"end\" fill=\"%s\">target %g ms"
+                   "</text></g>\n",
+                x, TOP - 6, x, axis_y, TARGET_COLOUR, x - 3, TOP - 9, TARGET_COLOUR,
+                view->target_s * 1e3);
+    }
+
     /* Legend. */
     fputs("<g class=\"legend\">\n", f);
     for (int c = 0; c <= N_CLASSES; c++) {
@@ -350,10 +354,16 @@ int loom_gantt_write(const char *path, const loom_plan *plan, const loom_run_sta
                 LEFT, y, c < N_CLASSES ? classes[c].colour : AGG_COLOUR, LEFT + 20, y + 11,
                 c < N_CLASSES ? classes[c].label : "merged nodes, each under 1 px wide");
     }
+    if (target_ns > 0) {
+        double y = legend_y + 22.0 * (N_CLASSES + 1);
+        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
+                   "stroke-width=\"2\" stroke-dasharray=\"6,3\"/><text x=\"%.1f\" y=\"%.1f\">"
+                   "latency target</text>\n",
+                LEFT + 7, y, LEFT + 7, y + 14, TARGET_COLOUR, LEFT + 20, y + 11);
+    }
     fputs("</g>\n</svg>\n", f);
 
     free(items);
-    free(lanes);
     int bad = ferror(f);
     int e = errno;
     if (fclose(f) != 0 || bad) {

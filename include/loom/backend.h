@@ -10,9 +10,10 @@
  *  - memory and messages never cross the boundary to be freed on the other side: each side frees
  *    what it allocated, and error texts are written into caller-provided buffers.
  *
- * This is version 0.1 of the ABI: the foundation's shape (synchronous execute on host-visible
- * memory). The plugin loader, typed device buffers and asynchronous completion arrive as minor
- * versions; a host accepts any plugin of its major version.
+ * Versions: 0.1 was the foundation's shape (synchronous execute on host-visible memory); 0.2
+ * added precision, calibration, estimate() and asynchronous submit(); 0.3 adds device memory
+ * the host cannot address (upload/download) and more device facts. A host accepts any plugin of
+ * its major version, older minors included.
  */
 #ifndef LOOM_BACKEND_H
 #define LOOM_BACKEND_H
@@ -25,7 +26,7 @@ extern "C" {
 #endif
 
 #define LOOM_ABI_VERSION_MAJOR 0u
-#define LOOM_ABI_VERSION_MINOR 2u
+#define LOOM_ABI_VERSION_MINOR 3u
 /* Packed as (major << 16) | minor in every abi_version field. */
 #define LOOM_ABI_VERSION ((LOOM_ABI_VERSION_MAJOR << 16) | LOOM_ABI_VERSION_MINOR)
 
@@ -262,7 +263,25 @@ typedef struct loom_device_info {
     double peak_flops_f32;     /* operations per second, 0 when unknown */
     double mem_bandwidth;      /* bytes per second, 0 when unknown */
     double launch_latency_s;   /* seconds per kernel dispatch, 0 when unknown */
+    /* ---- ABI 0.3: fields a backend writes only when struct_size says the host has them ---- */
+    double peak_flops_f16;     /* operations per second in fp16, 0 when unknown or absent */
+    uint64_t max_alloc_bytes;  /* largest single allocation, 0 when unknown */
+    uint64_t local_memory_bytes; /* on-chip memory per compute unit (OpenCL local), 0 unknown */
+    uint32_t clock_mhz;        /* maximum clock, 0 when unknown */
+    uint32_t has_fp16;         /* 1 when the device computes in fp16 natively */
+    uint32_t has_fp64;         /* 1 when the device computes in fp64 */
+    uint32_t unified_memory;   /* 1 when device and host share physical memory */
+    /* 1 when the device computes on the host's own CPU cores (e.g. PoCL): it competes with the
+     * cpu backend for the same hardware, so the scheduler does not count both as parallel. */
+    uint32_t shares_host_cpu;
+    char uuid[40];             /* device UUID as hex, "" when the driver does not tell */
+    char pci_bus[32];          /* "0000:3b:00.0", "" when unknown */
+    char driver[64];           /* driver name and version, "" when unknown */
 } loom_device_info;
+
+/* Whether INFO has the ABI 0.3 fields (the host that passed it may be older). */
+#define LOOM_DEVICE_INFO_HAS_V03(info)                                                         \
+    ((info)->struct_size >= offsetof(loom_device_info, driver) + sizeof((info)->driver))
 
 /* What the host passes to execute(): the data of each input and output of one node, in the
  * order of the node's descriptor, plus a scratch area of the size prepare() asked for. Inputs
@@ -334,6 +353,26 @@ typedef struct loom_backend {
     loom_status (*submit)(void *ctx, uint32_t dev, void *kernel, const loom_exec_args *args,
                           void (*done)(void *token, loom_status status, const char *message),
                           void *token);
+    /* ---- ABI 0.3: devices whose memory the host cannot address ---- */
+    /* A device whose loom_device_info.host_visible is 0 gives alloc(): the addresses it returns
+     * are opaque to the host (never dereferenced; the host only adds offsets inside a block),
+     * and every pointer in loom_exec_args (inputs, outputs, scratch) is such an address, except
+     * inputs that were constants at prepare time (loom_node_desc.input_constants non-NULL): for
+     * those the host passes the constant's host pointer and the backend uses the copy it made
+     * at prepare. The host moves data in and out with the two calls below, as explicit copy
+     * steps of the plan. */
+    /* Copy BYTES from host memory SRC to DST (an address inside a block from alloc on DEV).
+     * When it returns, any kernel the host executes or submits on DEV afterwards sees the data,
+     * and SRC may be reused. On failure writes a message into ERR. Required when the device is
+     * not host-visible. */
+    loom_status (*upload)(void *ctx, uint32_t dev, void *dst, const void *src, size_t bytes,
+                          char *err, size_t err_len);
+    /* Copy BYTES from SRC (an address inside a block from alloc on DEV) to host memory DST and
+     * wait for the data: everything DEV finished before the call (every node whose completion
+     * the host saw) is visible. On failure writes a message into ERR. Required when the device
+     * is not host-visible. */
+    loom_status (*download)(void *ctx, uint32_t dev, void *dst, const void *src, size_t bytes,
+                            char *err, size_t err_len);
 } loom_backend;
 
 /* Severity of a message a backend sends to the host. */

@@ -113,6 +113,28 @@ typedef struct loom_plan_options {
      * quantise activations dynamically). Borrowed for the call only. */
     const loom_tensor *const *calibration_inputs;
     size_t n_calibration_sets;
+    /* ---- placement (the cost model and the placement policies) ---- */
+    /* "default" (NULL): Loom's search (lookahead, portfolio, local search, exact when tiny);
+     * "heft", "peft", "exact", or "first" (each node on the first device that supports it). */
+    const char *policy;
+    /* > 0: meet this end-to-end latency (seconds) at least energy (device power weights from
+     * the profiles) instead of minimising latency; loom_plan_summary says whether the plan is
+     * predicted to meet it. */
+    double target_latency_s;
+    /* Pins, each "OP=DEVICE" (every node of that op type, e.g. "Conv=npu-sim") or
+     * "node:NAME=DEVICE" (one node). A device that cannot run a pinned node is an error with
+     * STRICT, else the pin is ignored for that node (and said so in its explanation). */
+    const char *const *pins;
+    size_t n_pins;
+    /* Seconds the placement search may take; 0: the policy's default (0.5 s at most, far less
+     * for small graphs). */
+    double budget_s;
+    /* Where device profiles and measured history are cached; NULL: $XDG_CACHE_HOME/loom, else
+     * $HOME/.cache/loom. */
+    const char *cache_dir;
+    /* Non-zero: record every run's measured per-node times into the cost model's history
+     * (saved to the cache when the plan is destroyed). */
+    int learn;
 } loom_plan_options;
 
 /* Place a checked GRAPH on RUNTIME's devices, compile every node and make the static memory
@@ -138,6 +160,57 @@ size_t loom_plan_node_count(const loom_plan *plan);
 const char *loom_plan_node_name(const loom_plan *plan, size_t i);
 const char *loom_plan_node_op(const loom_plan *plan, size_t i);
 const char *loom_plan_node_device(const loom_plan *plan, size_t i);
+
+/* Whether the I-th node of PLAN is a transfer the plan inserted (op "Copy") rather than a
+ * node of the graph; loom_plan_node_device then gives its link, "host->opencl:0" (upload) or
+ * "opencl:0->host" (download), and its name is "copy:TENSOR->DEVICE". */
+int loom_plan_node_is_copy(const loom_plan *plan, size_t i);
+
+/* Why the I-th node of PLAN runs where it does. Strings and arrays are owned by the plan. */
+typedef struct loom_node_explain {
+    uint32_t struct_size;      /* set by the caller to sizeof(loom_node_explain) */
+    const char *name, *op, *device;
+    double predicted_s;        /* predicted time on its device */
+    double start_s, finish_s;  /* in the predicted schedule */
+    /* Predicted seconds on each runtime device (loom_runtime_device order), INFINITY where the
+     * device cannot run it; COST_COUNT entries. */
+    const double *cost_s;
+    size_t cost_count;
+    const char *cost_source;   /* where its device's figure came from: history, backend, roofline */
+    const char *decided_by;    /* pin, only-device, requested-device, earliest-finish, search,
+                                * energy, capacity, first, copy */
+    const char *reason;        /* one line for people */
+    double bytes_in_moved;     /* input bytes that had to move from another device */
+    double transfer_in_s;      /* predicted seconds of those transfers */
+    double bytes_kept_local;   /* input bytes that stayed on its device (transfers saved) */
+} loom_node_explain;
+
+/* Fill OUT for the I-th node of PLAN. Fails with LOOM_ERR_INVALID_ARGUMENT when I is out of
+ * range or OUT->struct_size is too small. */
+loom_status loom_plan_explain(const loom_plan *plan, size_t i, loom_node_explain *out);
+
+/* The plan as a whole, as placed: predictions, not measurements. */
+typedef struct loom_plan_summary {
+    uint32_t struct_size;      /* set by the caller to sizeof(loom_plan_summary) */
+    const char *policy;        /* the policy that placed it */
+    double predicted_s;        /* predicted end-to-end latency */
+    double heft_predicted_s;   /* HEFT's on the same costs (0 when the policy was "first") */
+    double target_latency_s;   /* 0: none */
+    int target_met;            /* predicted: 1 met (or no target), 0 missed */
+    double predicted_energy_j; /* sum over nodes of time x device power */
+    const char *best_single_device; /* the device that alone would finish soonest (predicted) */
+    double best_single_s;      /* its predicted latency */
+    size_t n_copies;           /* transfer nodes inserted */
+    double placement_ms;       /* time the placement took */
+} loom_plan_summary;
+
+/* Fill OUT with PLAN's summary. Fails with LOOM_ERR_INVALID_ARGUMENT on a small struct_size. */
+loom_status loom_plan_summary_get(const loom_plan *plan, loom_plan_summary *out);
+
+/* Write PLAN's placement and explanations as JSON (docs/profile.md describes it) into a new
+ * NUL-terminated string *OUT, owned by the caller: free with loom_string_free. */
+loom_status loom_plan_explain_json(const loom_plan *plan, char **out);
+void loom_string_free(char *s);
 
 /* Timing of one node in one run: nanoseconds since the run's start. */
 typedef struct loom_node_timing {

@@ -6,7 +6,7 @@
  * lost run. Prints total / supported / passed and the failures.
  *
  *   onnx_conformance [--data DIR] [--filter SUBSTR] [--list FILE] [--expect FILE] [--verbose]
- *                    [--timeout SECONDS] [--no-fork]
+ *                    [--timeout SECONDS] [--no-fork] [--device ID]
  *
  * Exit status: 0 (or 1 when a case named in --expect did not pass), 2 on bad usage, 77 (skip)
  * when the test data is not installed.
@@ -30,6 +30,10 @@
 #define RTOL 1e-3
 #define ATOL 1e-7
 #define MAX_IO 64
+
+/* --device: where the cases run; only the CPU run is strict (elsewhere what the device cannot
+ * run goes to the CPU, as users get it). */
+static const char *run_device = "cpu";
 
 static const char *const suites[] = {"node", "pytorch-converted", "pytorch-operator", "simple"};
 #define N_SUITES (sizeof suites / sizeof suites[0])
@@ -280,7 +284,8 @@ static char *load_and_plan(loom_runtime *rt, const char *model, const loom_onnx_
         *v = st == LOOM_ERR_UNSUPPORTED ? V_UNSUPPORTED : V_FAIL;
         return fmt("load: %s: %s", loom_status_name(st), loom_last_error());
     }
-    loom_plan_options po = {.struct_size = sizeof po, .device = "cpu", .strict = 1};
+    loom_plan_options po = {.struct_size = sizeof po, .device = run_device,
+                            .strict = !strncmp(run_device, "cpu", 3)};
     st = loom_plan_create(rt, *g, &po, plan);
     if (st != LOOM_OK) {
         *v = st == LOOM_ERR_UNSUPPORTED ? V_UNSUPPORTED : V_FAIL;
@@ -357,7 +362,8 @@ static char *run_with_bindings_from(loom_runtime *rt, const char *model, data_se
         *v = st == LOOM_ERR_UNSUPPORTED ? V_UNSUPPORTED : V_FAIL;
         err = fmt("load (inputs 1.. bound): %s: %s", loom_status_name(st), loom_last_error());
     } else {
-        loom_plan_options po = {.struct_size = sizeof po, .device = "cpu", .strict = 1};
+        loom_plan_options po = {.struct_size = sizeof po, .device = run_device,
+                            .strict = !strncmp(run_device, "cpu", 3)};
         st = loom_plan_create(rt, g, &po, &plan);
         if (st != LOOM_OK) {
             *v = st == LOOM_ERR_UNSUPPORTED ? V_UNSUPPORTED : V_FAIL;
@@ -561,7 +567,7 @@ static verdict run_isolated(const char *dir, int no_fork, int timeout, char **me
 
 static const char help[] =
     "usage: onnx_conformance [--data DIR] [--filter SUBSTR] [--list FILE] [--expect FILE]\n"
-    "                        [--verbose] [--timeout SECONDS] [--no-fork]\n"
+    "                        [--verbose] [--timeout SECONDS] [--no-fork] [--device ID]\n"
     "\n"
     "Run the ONNX backend test cases of DIR/{node,pytorch-converted,pytorch-operator,simple}\n"
     "(default " DEFAULT_DATA ", Debian package libonnx-testdata) on the CPU and\n"
@@ -572,7 +578,9 @@ static const char help[] =
     "  --expect FILE      exit 1 when a case named in FILE (one per line, # comments) fails\n"
     "  --verbose          print every case's result\n"
     "  --timeout SECONDS  per case (default 120)\n"
-    "  --no-fork          run cases in this process (for debuggers)\n";
+    "  --no-fork          run cases in this process (for debuggers)\n"
+    "  --device ID        run on this device (default cpu, strict); on another device, nodes\n"
+    "                     it cannot run go to the CPU\n";
 
 static int usage_error(const char *what, const char *arg)
 {
@@ -597,7 +605,8 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "--no-fork")) {
             no_fork = 1;
         } else if (!strcmp(a, "--data") || !strcmp(a, "--filter") || !strcmp(a, "--list") ||
-                   !strcmp(a, "--expect") || !strcmp(a, "--timeout")) {
+                   !strcmp(a, "--expect") || !strcmp(a, "--timeout") ||
+                   !strcmp(a, "--device")) {
             if (!v)
                 return usage_error("missing value for", a);
             i++;
@@ -609,12 +618,17 @@ int main(int argc, char **argv)
                 list = v;
             else if (!strcmp(a, "--expect"))
                 expect = v;
+            else if (!strcmp(a, "--device"))
+                run_device = v;
             else if ((timeout = atoi(v)) <= 0)
                 return usage_error("bad --timeout", v);
         } else {
             return usage_error("unknown argument", a);
         }
     }
+    /* A CPU run does not need OpenCL: starting PoCL in every case's process costs time. */
+    if (!strncmp(run_device, "cpu", 3))
+        setenv("LOOM_OPENCL", "0", 0);
     if (!exists(data, 1)) {
         printf("SKIP: no ONNX test data at %s (install the Debian package libonnx-testdata)\n",
                data);

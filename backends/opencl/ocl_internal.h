@@ -1,0 +1,181 @@
+/*
+ * The OpenCL backend's private state and the helpers its kernel families share: devices, the
+ * block table that turns the host's opaque addresses into (cl_mem, offset), prepared kernels,
+ * and one execution's context. Not a public header; the backend sees only loom/backend.h.
+ */
+#ifndef LOOM_OCL_INTERNAL_H
+#define LOOM_OCL_INTERNAL_H
+
+#ifndef CL_TARGET_OPENCL_VERSION
+#define CL_TARGET_OPENCL_VERSION 120
+#endif
+
+#include <loom/backend.h>
+
+#include <CL/cl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+
+/* The program's kernels, created once per device from the built program. */
+typedef enum ocl_kid {
+    OCL_K_UNARY_F32, OCL_K_UNARY_F16, OCL_K_UNARY_INT, OCL_K_UNARY_LONG, OCL_K_UNARY_UCHAR,
+    OCL_K_BINARY_F32, OCL_K_BINARY_F16, OCL_K_BINARY_INT, OCL_K_BINARY_LONG, OCL_K_BINARY_UCHAR,
+    OCL_K_COMPARE_F32, OCL_K_COMPARE_F16, OCL_K_COMPARE_INT, OCL_K_COMPARE_LONG,
+    OCL_K_COMPARE_UCHAR,
+    OCL_K_WHERE_1, OCL_K_WHERE_2, OCL_K_WHERE_4, OCL_K_WHERE_8,
+    OCL_K_COPY_1, OCL_K_COPY_2, OCL_K_COPY_4, OCL_K_COPY_8,
+    OCL_K_GATHER_1, OCL_K_GATHER_2, OCL_K_GATHER_4, OCL_K_GATHER_8,
+    OCL_K_CAST, OCL_K_SOFTMAX, OCL_K_LAYERNORM, OCL_K_BATCHNORM, OCL_K_REDUCE, OCL_K_POOL,
+    OCL_K_IM2COL, OCL_K_BIAS_CHANNEL, OCL_K_SCALE, OCL_K_NOOP,
+    OCL_K_COUNT
+} ocl_kid;
+
+/* One allocation: an address range reserved in the host's address space (never touched) that
+ * names a cl_mem of the same size. */
+typedef struct ocl_block {
+    uintptr_t base;
+    size_t size; /* bytes asked for */
+    size_t span; /* bytes reserved (size rounded up to a page) */
+    size_t mem_size; /* bytes of MEM (>= size when reused from the pool) */
+    cl_mem mem;
+} ocl_block;
+
+typedef struct ocl_device {
+    uint32_t index;
+    cl_platform_id platform;
+    cl_device_id id;
+    cl_context context;
+    cl_command_queue queue;
+    loom_device_info info;
+    char platform_version[128];
+    size_t max_wg; /* largest work-group size */
+    /* Held across one node's enqueues (kernel arguments, in-order queue) and program builds. */
+    pthread_mutex_t lock;
+    int prog_state; /* 0 not built yet, 1 built, -1 failed (prog_err says why) */
+    char prog_err[512];
+    cl_program program;
+    cl_kernel kernels[OCL_K_COUNT];
+    /* The block table, sorted by base: written under blocks_lock held for writing (alloc,
+     * free), read under it held for reading (every execute). */
+    pthread_rwlock_t blocks_lock;
+    ocl_block *blocks;
+    size_t n_blocks, cap_blocks;
+    /* Released cl_mem kept for reuse, at most OCL_POOL_BYTES in all (under blocks_lock). */
+    cl_mem *pool;
+    size_t *pool_size;
+    size_t n_pool, cap_pool, pool_bytes;
+} ocl_device;
+
+/* Test-only failure injection (LOOM_FAULT): the N-th event of each kind fails, 0 = never. */
+typedef struct ocl_faults {
+    long enqueue_at, build_at, alloc_at;
+    atomic_long enqueues, builds, allocs;
+} ocl_faults;
+
+typedef struct ocl_state {
+    loom_backend table;
+    loom_host host; /* copy of what the host offered; log may be NULL */
+    int have_host;
+    ocl_device *devs;
+    uint32_t n_devs;
+    ocl_faults faults;
+    char cache_dir[1024]; /* "" when there is no usable cache directory */
+} ocl_state;
+
+/* A buffer as a kernel sees it: the block's cl_mem and the byte offset inside it. */
+typedef struct ocl_buf {
+    cl_mem mem;
+    size_t off;
+} ocl_buf;
+
+typedef struct ocl_run ocl_run;
+typedef struct ocl_kernel ocl_kernel;
+
+/* One op family's enqueue function: everything for one execution of K onto R's queue. */
+typedef loom_status (*ocl_run_fn)(ocl_run *r, const ocl_kernel *k);
+
+/* A prepared node (the handle prepare returns). */
+struct ocl_kernel {
+    uint32_t dev;
+    loom_op_id op;
+    char name[96];    /* node name, for messages */
+    char op_name[40];
+    uint32_t n_in, n_out;
+    loom_tensor_desc *in, *out;
+    cl_mem *consts; /* n_in entries: this handle's copy of each constant input, else NULL */
+    cl_mem meta;    /* shapes and strides for the kernels, or NULL */
+    cl_mem meta2;   /* a second table (e.g. per-input copy plans), or NULL */
+    ocl_run_fn run;
+    size_t scratch_bytes;
+    /* Parameters the family reads at run time (integers and floats enough for every op). */
+    int iop;        /* sub-operation code for the program's switch kernels */
+    int flat;       /* elementwise: no broadcasting */
+    float fa, fb;
+    int64_t v[32];  /* family-specific integers */
+    void *params;   /* family-specific, freed with free() */
+};
+
+/* One execution of a kernel: the resolved buffers and the chain of events. */
+struct ocl_run {
+    ocl_state *s;
+    ocl_device *d;
+    const ocl_kernel *k;
+    ocl_buf *in;  /* k->n_in entries; mem NULL for absent inputs */
+    ocl_buf *out; /* k->n_out entries */
+    ocl_buf scratch;
+    cl_event last; /* the last command enqueued, or NULL */
+    char *err;
+    size_t err_len;
+};
+
+extern const char ocl_program_source[];
+extern const size_t ocl_program_source_len;
+
+/* Write a one-line reason into REASON; returns 0 (for supports()). */
+int ocl_reason(char *reason, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Whether the device can run NODE (0 with a reason otherwise). Pure. */
+int ocl_kernels_supports(const ocl_state *s, const ocl_device *d, const loom_node_desc *node,
+                         char *reason, size_t len);
+
+/* Fill K (whose common fields the caller set: shapes, constants) for NODE: pick the run
+ * function, compute the parameters, upload shape tables. Returns LOOM_OK or an error in ERR. */
+loom_status ocl_kernels_prepare(ocl_state *s, ocl_device *d, const loom_node_desc *node,
+                                ocl_kernel *k, char *err, size_t err_len);
+
+/* A read-only buffer of BYTES on D holding DATA (copied), or NULL with a message in ERR. The
+ * caller releases it with clReleaseMemObject. */
+cl_mem ocl_buffer_from_host(ocl_state *s, ocl_device *d, const void *data, size_t bytes,
+                            char *err, size_t err_len);
+
+/* Record a failure of the node R runs: writes "opencl:DEV: node 'NAME' (OP): <message>" into
+ * R's error buffer and returns STATUS. */
+loom_status ocl_run_fail(ocl_run *r, loom_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* The device's kernel ID (from the program built at prepare). Never NULL during a run. */
+cl_kernel ocl_get_kernel(ocl_run *r, ocl_kid id);
+
+/* Set argument I of KER; returns 0 on success, else records the failure in R. */
+int ocl_arg(ocl_run *r, cl_kernel ker, cl_uint i, size_t size, const void *value);
+
+/* Enqueue KER over GLOBAL work-items (LOCAL per group, 0 for the driver's choice) after
+ * every command before it; nothing when GLOBAL is 0. Counts toward LOOM_FAULT's enqueue
+ * failures. Returns LOOM_OK or the failure recorded in R. */
+loom_status ocl_launch(ocl_run *r, cl_kernel ker, size_t global, size_t local);
+
+/* Copy BYTES between buffers on R's queue. */
+loom_status ocl_copy(ocl_run *r, ocl_buf src, ocl_buf dst, size_t bytes);
+
+/* Check a CLBlast status (the event of the call is in *EV, taken over as R's last command). */
+loom_status ocl_blas_done(ocl_run *r, int status, cl_event ev, const char *what);
+
+/* Count one enqueue for LOOM_FAULT before a call that enqueues outside ocl_launch (CLBlast):
+ * returns the injected failure recorded in R when this is the one to fail, else LOOM_OK. */
+loom_status ocl_fault_check(ocl_run *r, const char *what);
+
+/* Name of an OpenCL error code ("CL_OUT_OF_RESOURCES"). */
+const char *ocl_error_name(cl_int code);
+
+#endif /* LOOM_OCL_INTERNAL_H */

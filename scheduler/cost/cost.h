@@ -1,0 +1,136 @@
+/*
+ * The cost model: what a node costs on a device, and what moving bytes between devices costs.
+ *
+ * Three sources, most trusted last: a roofline from the op's FLOPs and bytes (graph/ops.h
+ * loom_op_cost) and the device's calibrated profile (sustained FLOP/s per dtype, memory
+ * bandwidth, launch latency) or, before calibration, its backend's facts; the backend's own
+ * estimate() when it gives one; and the measured history of the same op signature (op, input
+ * and output shapes and dtypes, precision, device), robust to outliers (median of the kept
+ * samples, spikes rejected). Profiles and history persist in $XDG_CACHE_HOME/loom/ (or
+ * ~/.cache/loom/), keyed by device name and driver, so a calibration is reused at start.
+ */
+#ifndef LOOM_COST_H
+#define LOOM_COST_H
+
+#include <loom/runtime.h>
+
+#include "graph/ops.h"
+
+typedef struct lc_model lc_model;
+
+/* The host side of every link: transfers of non-host-visible devices go through it. */
+#define LC_HOST UINT32_MAX
+
+/* A device's calibrated profile (or its backend's facts before calibration). */
+typedef struct lc_profile {
+    char key[192];           /* cache key: backend, device name, driver */
+    int calibrated;          /* 1 when measured by lc_calibrate, 0 when from the backend's facts */
+    double flops[3];         /* sustained ops/s: [0] f32, [1] f16, [2] int8 (0: unknown) */
+    double mem_bandwidth;    /* bytes/s, streaming */
+    double launch_s;         /* seconds per dispatched node, the fixed part */
+    double to_host_latency_s, to_host_bandwidth;     /* device -> host (0 for host-visible) */
+    double from_host_latency_s, from_host_bandwidth; /* host -> device */
+    double power_w;          /* watts while busy (the energy objective's weight) */
+    int shares_host_cpu;     /* computes on the host's cores */
+    /* ---- added by the cost model's implementation ---- */
+    int host_visible;        /* its memory is host memory: links to the host are free */
+} lc_profile;
+
+/* Open the cost model of RT's devices: load cached profiles and history from CACHE_DIR (NULL:
+ * $XDG_CACHE_HOME/loom, else $HOME/.cache/loom); devices without a cached profile get one from
+ * their backend's facts (calibrated = 0). A missing or corrupt cache is not an error (a corrupt
+ * file is reported through lr_message and ignored). On success *OUT is owned by the caller
+ * (lc_model_close). Fails only with LOOM_ERR_OUT_OF_MEMORY. */
+loom_status lc_model_open(loom_runtime *rt, const char *cache_dir, lc_model **out);
+
+/* Save what changed (history, profiles) to the cache, then free MODEL. NULL is allowed. */
+void lc_model_close(lc_model *model);
+
+/* The profile of runtime device DEV (owned by the model). */
+const lc_profile *lc_profile_of(const lc_model *model, uint32_t dev);
+
+/* Predicted seconds of NODE (with COST from the registry) on runtime device DEV; does not
+ * check that DEV supports NODE. Thread-safe for concurrent readers. */
+double lc_node_seconds(const lc_model *model, uint32_t dev, const loom_node_desc *node,
+                       const loom_op_cost *cost);
+
+/* Where lc_node_seconds took its figure from: "history", "backend", "roofline". */
+const char *lc_node_source(const lc_model *model, uint32_t dev, const loom_node_desc *node);
+
+/* Latency (seconds) and bandwidth (bytes/s) of moving data from device FROM to device TO
+ * (either may be LC_HOST). Free (0 latency, infinite bandwidth) between host-visible memories. */
+void lc_link(const lc_model *model, uint32_t from, uint32_t to, double *latency_s,
+             double *bandwidth);
+
+/* Record one measured execution of NODE on DEV (SECONDS) into the history. Thread-safe. */
+void lc_record(lc_model *model, uint32_t dev, const loom_node_desc *node, double seconds);
+
+/* Measure every device (or only those without a calibrated profile when ONLY_MISSING): GEMM
+ * f32 at several sizes (and f16 where supported), streaming bandwidth, launch latency, host
+ * links. QUICK uses fewer sizes and repeats. PROGRESS (may be NULL) is called with a label and
+ * a fraction in [0, 1]. Updates the profiles (saved by lc_model_close or lc_model_save). Fails
+ * naming the device whose measurement failed. */
+loom_status lc_calibrate(lc_model *model, int only_missing, int quick,
+                         void (*progress)(void *user, const char *label, double fraction),
+                         void *user);
+
+/* Write profiles and history to the cache now. Fails with LOOM_ERR_IO naming the file. */
+loom_status lc_model_save(lc_model *model);
+
+/* The cache folder in use (owned by the model); "" when neither XDG_CACHE_HOME nor HOME is
+ * set and none was given (the model then persists nothing and lc_model_save fails). */
+const char *lc_cache_dir(const lc_model *model);
+
+/* ---- additions of the implementation (cost_*.c) ------------------------------------------- */
+
+/* Progress callback of lc_calibrate: LABEL ("cpu:0 GEMM f32 256") and FRACTION in [0, 1]. */
+typedef void (*lc_progress_fn)(void *user, const char *label, double fraction);
+
+/* Number of runtime devices the model covers (the runtime's device count at open). */
+uint32_t lc_device_count(const lc_model *model);
+
+/* lc_node_seconds of NODE on every device at once into SECONDS (lc_device_count entries),
+ * building the signature once: the placement's inner loop. Allocation-free; thread-safe for
+ * concurrent readers. Does not check that the devices support NODE. */
+void lc_node_seconds_all(const lc_model *model, const loom_node_desc *node,
+                         const loom_op_cost *cost, double *seconds);
+
+/* The roofline alone, on profile P: launch_s + max(flops / flops[dtype], bytes / bandwidth),
+ * and for layout-only ops (Reshape, Squeeze, Unsqueeze, Flatten, Identity) launch_s + the
+ * output's bytes read and written at bandwidth. The dtype column is f16 for f16 inputs or an
+ * f32 node whose precision allows fp16, int8 for 8-bit inputs or INT8 precision, else f32; a
+ * column that is 0 (unknown) falls back to f32. COST may be NULL (then 0 FLOPs and the bytes of
+ * NODE's inputs and outputs). Pure and allocation-free. */
+double lc_roofline_seconds(const lc_profile *p, const loom_node_desc *node,
+                           const loom_op_cost *cost);
+
+/* Calibrate runtime device DEV only (see lc_calibrate; always measures). Fails with
+ * LOOM_ERR_INVALID_ARGUMENT for an unknown DEV, or with the status of the measurement that
+ * failed (the message names the device and what was measured). A device that supports none of
+ * the calibration graphs keeps its facts' profile and is not an error. */
+loom_status lc_calibrate_device(lc_model *model, uint32_t dev, int quick,
+                                lc_progress_fn progress, void *user);
+
+/* Record every node of one run of PLAN (made from GRAPH with precision PRECISION) from the run's
+ * timeline in STATS (stats->timeline_count entries; plan node i is matched to GRAPH's node of
+ * the same name and op). Nodes that cannot be matched are skipped. Thread-safe like lc_record.
+ * Returns the number of samples recorded. */
+size_t lc_record_timeline(lc_model *model, const loom_graph *graph, const loom_plan *plan,
+                          const loom_run_stats *stats, uint32_t precision);
+
+/* Robust median of the N values V (sorted in place): the median after dropping values above
+ * 3x the plain median (spikes), so one slow run never moves it far. 0 when N is 0. */
+double lc_robust_median(double *v, size_t n);
+
+/* Relative prediction error |pred - meas| / meas over N pairs: its median and nearest-rank
+ * 90th percentile into *MEDIAN and *P90 (either may be NULL). Pairs whose measurement is not
+ * positive and finite are skipped; with no usable pair both are NAN. Allocates a scratch
+ * array (on failure both are NAN). */
+void lc_error_stats(const double *pred, const double *meas, size_t n, double *median,
+                    double *p90);
+
+/* One line describing P into BUF (LEN bytes, always NUL-terminated when LEN > 0), e.g.
+ * "f32 52.3 GFLOP/s, f16 -, 14.1 GB/s, launch 2.4 us, link host-visible, calibrated". */
+void lc_profile_summary(const lc_profile *p, char *buf, size_t len);
+
+#endif /* LOOM_COST_H */

@@ -1,0 +1,720 @@
+/*
+ * The cost model proper: profiles from the backends' facts, what a node costs on a device
+ * (history, then the backend's estimate, then the roofline), what a link costs, and the
+ * history table that measured runs feed.
+ *
+ * lc_node_seconds is on the placement's hot path (every node x device of graphs up to 10,000
+ * nodes): it allocates nothing, builds the signature into a stack buffer only when the device
+ * has any history at all, and takes a read lock for one hash-table probe.
+ *
+ * Defaults for facts a backend leaves 0 (conservative: they make an unknown device look slow
+ * rather than fast, so placement only prefers it once measured):
+ *   sustained f32 ops/s  0.6 x the reported peak (GEMM sustains 50-70% of peak); when no peak
+ *                        is given: cpu 8 GFLOP/s per core, gpu 500 GFLOP/s, npu 1 TFLOP/s,
+ *                        other 10 GFLOP/s
+ *   f16 ops/s            0.6 x peak_flops_f16; else 2 x f32 when the device says has_fp16;
+ *                        else unknown (0: the roofline uses the f32 figure)
+ *   bandwidth            cpu 10 GB/s, gpu 100 GB/s, npu 20 GB/s, other 5 GB/s
+ *   launch               cpu 2 us, gpu 10 us (20 us when it shares the host CPU), npu 50 us,
+ *                        other 20 us
+ *   host links           (devices that are not host-visible) 20 us + 8 GB/s each way; with
+ *                        unified memory 5 us + the device's memory bandwidth
+ *   power                cpu 10 W + 3 W per core, gpu 150 W, npu 5 W, other 20 W
+ */
+#include "cost_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LC_SUSTAINED_FRACTION 0.6
+
+/* ---- profiles from facts ---------------------------------------------------------------- */
+
+void lc_profile_from_facts(const lr_device *dev, lc_profile *p)
+{
+    const loom_device_info *in = &dev->info;
+    int v03 = LOOM_DEVICE_INFO_HAS_V03(in);
+    memset(p, 0, sizeof *p);
+    snprintf(p->key, sizeof p->key, "%.24s|%.120s|%.32s|t%u", dev->backend->name, in->name,
+             v03 ? in->driver : "", in->threads);
+    uint32_t cores = in->compute_units ? in->compute_units : 1;
+    double def_flops, def_bw, def_launch, def_power;
+    p->shares_host_cpu = v03 && in->shares_host_cpu;
+    switch (in->kind) {
+    case LOOM_DEVICE_CPU:
+        def_flops = 8e9 * cores, def_bw = 10e9, def_launch = 2e-6, def_power = 10 + 3.0 * cores;
+        break;
+    case LOOM_DEVICE_GPU:
+        def_flops = 500e9, def_bw = 100e9, def_launch = p->shares_host_cpu ? 20e-6 : 10e-6;
+        def_power = 150;
+        break;
+    case LOOM_DEVICE_NPU:
+        def_flops = 1e12, def_bw = 20e9, def_launch = 50e-6, def_power = 5;
+        break;
+    default:
+        def_flops = 10e9, def_bw = 5e9, def_launch = 20e-6, def_power = 20;
+        break;
+    }
+    p->flops[0] = in->peak_flops_f32 > 0 ? in->peak_flops_f32 * LC_SUSTAINED_FRACTION : def_flops;
+    if (v03 && in->peak_flops_f16 > 0)
+        p->flops[1] = in->peak_flops_f16 * LC_SUSTAINED_FRACTION;
+    else if (v03 && in->has_fp16)
+        p->flops[1] = 2 * p->flops[0];
+    p->mem_bandwidth = in->mem_bandwidth > 0 ? in->mem_bandwidth : def_bw;
+    p->launch_s = in->launch_latency_s > 0 ? in->launch_latency_s : def_launch;
+    p->host_visible = in->host_visible != 0;
+    if (!p->host_visible) {
+        int unified = v03 && in->unified_memory;
+        p->to_host_latency_s = p->from_host_latency_s = unified ? 5e-6 : 20e-6;
+        p->to_host_bandwidth = p->from_host_bandwidth = unified ? p->mem_bandwidth : 8e9;
+    }
+    p->power_w = def_power;
+}
+
+/* ---- signatures ------------------------------------------------------------------------- */
+
+#define FNV_OFFSET 1469598103934665603ull
+#define FNV_PRIME 1099511628211ull
+
+typedef struct sig_writer {
+    char *buf;
+    size_t len;
+    int over; /* the text did not fit: what is kept is a prefix */
+} sig_writer;
+
+/* Room kept at the end of the buffer for "~" and 16 hex digits and the NUL. */
+#define SIG_TAIL 18
+
+static inline void put_c(sig_writer *w, char c)
+{
+    if (w->len < LC_SIG_MAX - SIG_TAIL)
+        w->buf[w->len++] = c;
+    else
+        w->over = 1;
+}
+
+static inline void put_s(sig_writer *w, const char *s)
+{
+    while (*s)
+        put_c(w, *s++);
+}
+
+static void put_i64(sig_writer *w, int64_t v)
+{
+    char tmp[24];
+    int n = 0;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    if (v < 0)
+        put_c(w, '-');
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    while (n)
+        put_c(w, tmp[--n]);
+}
+
+static void put_hex(sig_writer *w, uint64_t v, int digits)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (int k = digits - 1; k >= 0; k--)
+        put_c(w, hex[(v >> (4 * k)) & 15]);
+}
+
+static const char *dtype_short(loom_dtype t)
+{
+    switch (t) {
+    case LOOM_DTYPE_F32: return "f32";
+    case LOOM_DTYPE_F16: return "f16";
+    case LOOM_DTYPE_BF16: return "bf16";
+    case LOOM_DTYPE_I8: return "i8";
+    case LOOM_DTYPE_U8: return "u8";
+    case LOOM_DTYPE_I32: return "i32";
+    case LOOM_DTYPE_I64: return "i64";
+    case LOOM_DTYPE_BOOL: return "b";
+    default: return NULL;
+    }
+}
+
+static void put_tensors(sig_writer *w, uint32_t n, const loom_tensor_desc *t)
+{
+    for (uint32_t k = 0; k < n; k++) {
+        if (k)
+            put_c(w, ';');
+        if (!t || t[k].dtype == LOOM_DTYPE_UNDEFINED) {
+            put_c(w, '-');
+            continue;
+        }
+        const char *name = dtype_short(t[k].dtype);
+        if (name) {
+            put_s(w, name);
+        } else {
+            put_c(w, 'd');
+            put_i64(w, t[k].dtype);
+        }
+        put_c(w, '[');
+        uint32_t rank = t[k].rank < LOOM_MAX_RANK ? t[k].rank : LOOM_MAX_RANK;
+        for (uint32_t d = 0; d < rank; d++) {
+            if (d)
+                put_c(w, ',');
+            put_i64(w, t[k].dims[d]);
+        }
+        put_c(w, ']');
+    }
+}
+
+static inline uint64_t fnv_bytes(uint64_t h, const void *data, size_t n)
+{
+    const unsigned char *p = data;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * FNV_PRIME;
+    return h;
+}
+
+/* Hash of the canonical attributes (names and values), for ops whose attributes change the
+ * work without changing any shape (Transpose's perm, Gemm's transposes, a reduction's axes). */
+static uint64_t attrs_hash(const loom_node_desc *node)
+{
+    uint64_t h = FNV_OFFSET;
+    for (uint32_t k = 0; k < node->n_attrs; k++) {
+        const loom_attr *a = &node->attrs[k];
+        if (a->name)
+            h = fnv_bytes(h, a->name, strlen(a->name) + 1);
+        h = fnv_bytes(h, &a->kind, sizeof a->kind);
+        switch (a->kind) {
+        case LOOM_ATTR_INT: h = fnv_bytes(h, &a->i, sizeof a->i); break;
+        case LOOM_ATTR_FLOAT: h = fnv_bytes(h, &a->f, sizeof a->f); break;
+        case LOOM_ATTR_STRING:
+            if (a->s)
+                h = fnv_bytes(h, a->s, strlen(a->s));
+            break;
+        case LOOM_ATTR_INTS:
+            if (a->ints)
+                h = fnv_bytes(h, a->ints, a->count * sizeof *a->ints);
+            break;
+        case LOOM_ATTR_FLOATS:
+            if (a->floats)
+                h = fnv_bytes(h, a->floats, a->count * sizeof *a->floats);
+            break;
+        }
+    }
+    return h;
+}
+
+/* Hash of LEN bytes of text, eight at a time (signatures are hashed on the hot path). */
+static uint64_t text_hash(const char *s, size_t len)
+{
+    uint64_t h = FNV_OFFSET ^ (len * 0x9E3779B97F4A7C15ull);
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t x;
+        memcpy(&x, s + i, 8);
+        h = (h ^ x) * 0x9E3779B97F4A7C15ull;
+        h ^= h >> 32;
+    }
+    uint64_t x = 0;
+    memcpy(&x, s + i, len - i);
+    h = (h ^ x) * 0x9E3779B97F4A7C15ull;
+    return h ^ (h >> 29);
+}
+
+/* Mix a device group into a text hash (splitmix64's finaliser). */
+static inline uint64_t group_mix(uint64_t h, uint32_t group)
+{
+    h ^= ((uint64_t)group + 1) * 0xD6E8FEB86659FD93ull;
+    h ^= h >> 31;
+    h *= 0xBF58476D1CE4E5B9ull;
+    return h ^ (h >> 29);
+}
+
+uint64_t lc_sig_hash(const char *sig, uint32_t group)
+{
+    return group_mix(text_hash(sig, strlen(sig)), group);
+}
+
+/* Hash of everything a signature says about NODE, straight from the descriptor: what makes a
+ * cut signature (one too long to keep) unique. */
+static uint64_t desc_hash(const loom_node_desc *node)
+{
+    uint64_t h = FNV_OFFSET;
+    if (node->op_name)
+        h = fnv_bytes(h, node->op_name, strlen(node->op_name));
+    for (int side = 0; side < 2; side++) {
+        uint32_t n = side ? node->n_outputs : node->n_inputs;
+        const loom_tensor_desc *t = side ? node->outputs : node->inputs;
+        h = fnv_bytes(h, &n, sizeof n);
+        for (uint32_t k = 0; t && k < n; k++) {
+            uint32_t rank = t[k].rank < LOOM_MAX_RANK ? t[k].rank : LOOM_MAX_RANK;
+            h = fnv_bytes(h, &t[k].dtype, sizeof t[k].dtype);
+            h = fnv_bytes(h, t[k].dims, rank * sizeof *t[k].dims);
+        }
+    }
+    uint32_t prec = LOOM_NODE_DESC_HAS_PRECISION(node) ? node->precision : 0;
+    h = fnv_bytes(h, &prec, sizeof prec);
+    uint64_t ah = node->n_attrs && node->attrs ? attrs_hash(node) : 0;
+    return fnv_bytes(h, &ah, sizeof ah);
+}
+
+/* NODE's signature text into BUF; returns the text's hash (before mixing in a group). */
+static uint64_t sig_text(const loom_node_desc *node, char *buf)
+{
+    sig_writer w = {buf, 0, 0};
+    put_s(&w, node->op_name ? node->op_name : "?");
+    put_c(&w, '|');
+    put_tensors(&w, node->n_inputs, node->inputs);
+    put_c(&w, '|');
+    put_tensors(&w, node->n_outputs, node->outputs);
+    put_c(&w, '|');
+    put_c(&w, 'p');
+    put_i64(&w, LOOM_NODE_DESC_HAS_PRECISION(node) ? node->precision : 0);
+    if (node->n_attrs && node->attrs) {
+        put_s(&w, "|a");
+        put_hex(&w, attrs_hash(node), 8);
+    }
+    if (w.over) {
+        /* Too long to keep whole (a Concat of hundreds of inputs): the kept prefix plus a hash
+         * of the whole stays unique in practice, and deterministic. */
+        uint64_t h = desc_hash(node);
+        static const char hex[] = "0123456789abcdef";
+        w.buf[w.len++] = '~';
+        for (int k = 15; k >= 0; k--)
+            w.buf[w.len++] = hex[(h >> (4 * k)) & 15];
+    }
+    w.buf[w.len] = '\0';
+    return text_hash(buf, w.len);
+}
+
+uint64_t lc_sig(const loom_node_desc *node, uint32_t group, char *buf)
+{
+    return group_mix(sig_text(node, buf), group);
+}
+
+/* ---- the history table ------------------------------------------------------------------ */
+
+static lc_hist *hist_find(const lc_model *m, const char *sig, uint32_t group, uint64_t hash)
+{
+    if (!m->cap)
+        return NULL;
+    size_t mask = m->cap - 1;
+    for (size_t i = hash & mask;; i = (i + 1) & mask) {
+        lc_hist *e = m->slots[i];
+        if (!e)
+            return NULL;
+        if (e->hash == hash && e->group == group && strcmp(e->sig, sig) == 0)
+            return e;
+    }
+}
+
+static int hist_grow(lc_model *m)
+{
+    size_t cap = m->cap ? m->cap * 2 : 256;
+    lc_hist **slots = calloc(cap, sizeof *slots);
+    if (!slots)
+        return 0;
+    for (size_t i = 0; i < m->cap; i++) {
+        lc_hist *e = m->slots[i];
+        if (!e)
+            continue;
+        size_t j = e->hash & (cap - 1);
+        while (slots[j])
+            j = (j + 1) & (cap - 1);
+        slots[j] = e;
+    }
+    free(m->slots);
+    m->slots = slots;
+    m->cap = cap;
+    return 1;
+}
+
+lc_hist *lc_hist_add(lc_model *m, const char *sig, uint32_t group, uint64_t hash,
+                     double seconds)
+{
+    lc_hist *e = hist_find(m, sig, group, hash);
+    if (!e) {
+        if ((m->count + 1) * 10 > m->cap * 7 && !hist_grow(m))
+            return NULL;
+        e = calloc(1, sizeof *e);
+        if (!e || !(e->sig = strdup(sig))) {
+            free(e);
+            return NULL;
+        }
+        e->hash = hash;
+        e->group = group;
+        size_t j = hash & (m->cap - 1);
+        while (m->slots[j])
+            j = (j + 1) & (m->cap - 1);
+        m->slots[j] = e;
+        m->count++;
+        atomic_fetch_add(&m->group_count[group], 1);
+    }
+    e->samples[e->next] = seconds;
+    e->next = (e->next + 1) % LC_HISTORY_KEEP;
+    if (e->n < LC_HISTORY_KEEP)
+        e->n++;
+    double tmp[LC_HISTORY_KEEP];
+    memcpy(tmp, e->samples, e->n * sizeof *tmp);
+    e->median = lc_robust_median(tmp, e->n);
+    e->dirty = 1;
+    return e;
+}
+
+/* ---- opening and closing ---------------------------------------------------------------- */
+
+loom_status lc_model_open(loom_runtime *rt, const char *cache_dir, lc_model **out)
+{
+    if (!out)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "cost model: out is NULL");
+    *out = NULL;
+    if (!rt)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "cost model: runtime is NULL");
+    lc_model *m = calloc(1, sizeof *m);
+    if (!m)
+        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory opening the cost model");
+    m->rt = rt;
+    m->n_devices = (uint32_t)rt->n_devices;
+    size_t n = m->n_devices ? m->n_devices : 1;
+    m->profiles = calloc(n, sizeof *m->profiles);
+    m->profile_dirty = calloc(n, sizeof *m->profile_dirty);
+    m->group = calloc(n, sizeof *m->group);
+    m->group_count = calloc(n, sizeof *m->group_count);
+    char *dir = lc_default_cache_dir(cache_dir);
+    m->cache_dir = dir ? dir : strdup("");
+    if (!m->profiles || !m->profile_dirty || !m->group || !m->group_count || !m->cache_dir ||
+        pthread_rwlock_init(&m->lock, NULL) != 0) {
+        free(m->profiles);
+        free(m->profile_dirty);
+        free(m->group);
+        free(m->group_count);
+        free(m->cache_dir);
+        free(m);
+        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory opening the cost model");
+    }
+    for (uint32_t d = 0; d < m->n_devices; d++) {
+        lc_profile_from_facts(&rt->devices[d], &m->profiles[d]);
+        atomic_init(&m->group_count[d], 0);
+        m->group[d] = d;
+        for (uint32_t e = 0; e < d; e++)
+            if (strcmp(m->profiles[e].key, m->profiles[d].key) == 0) {
+                m->group[d] = e;
+                break;
+            }
+    }
+    if (m->cache_dir[0])
+        lc_store_load(m);
+    *out = m;
+    return LOOM_OK;
+}
+
+static int model_dirty(lc_model *m)
+{
+    for (uint32_t d = 0; d < m->n_devices; d++)
+        if (m->profile_dirty[d])
+            return 1;
+    for (size_t i = 0; i < m->cap; i++)
+        if (m->slots[i] && m->slots[i]->dirty)
+            return 1;
+    return 0;
+}
+
+void lc_model_close(lc_model *m)
+{
+    if (!m)
+        return;
+    if (m->cache_dir[0] && model_dirty(m) && lc_model_save(m) != LOOM_OK)
+        lr_message(m->rt, "cost model: %s", loom_last_error());
+    for (size_t i = 0; i < m->cap; i++)
+        if (m->slots[i]) {
+            free(m->slots[i]->sig);
+            free(m->slots[i]);
+        }
+    free(m->slots);
+    pthread_rwlock_destroy(&m->lock);
+    free(m->profiles);
+    free(m->profile_dirty);
+    free(m->group);
+    free(m->group_count);
+    free(m->cache_dir);
+    free(m);
+}
+
+const lc_profile *lc_profile_of(const lc_model *m, uint32_t dev)
+{
+    return m && dev < m->n_devices ? &m->profiles[dev] : NULL;
+}
+
+uint32_t lc_device_count(const lc_model *m)
+{
+    return m ? m->n_devices : 0;
+}
+
+const char *lc_cache_dir(const lc_model *m)
+{
+    return m ? m->cache_dir : "";
+}
+
+/* ---- node costs ------------------------------------------------------------------------- */
+
+static int layout_only(loom_op_id op)
+{
+    return op == LOOM_OP_RESHAPE || op == LOOM_OP_SQUEEZE || op == LOOM_OP_UNSQUEEZE ||
+           op == LOOM_OP_FLATTEN || op == LOOM_OP_IDENTITY;
+}
+
+static double tensor_bytes(const loom_tensor_desc *t)
+{
+    if (t->dtype == LOOM_DTYPE_UNDEFINED)
+        return 0;
+    return (double)loom_tensor_desc_numel(t) * (double)loom_dtype_size(t->dtype);
+}
+
+double lc_roofline_seconds(const lc_profile *p, const loom_node_desc *node,
+                           const loom_op_cost *cost)
+{
+    double bw = p->mem_bandwidth > 0 ? p->mem_bandwidth : 1e9;
+    if (layout_only(node->op)) {
+        double bytes = node->n_outputs && node->outputs ? 2 * tensor_bytes(&node->outputs[0]) : 0;
+        return p->launch_s + bytes / bw;
+    }
+    double flops = 0, bytes = 0;
+    if (cost) {
+        flops = cost->flops;
+        bytes = cost->bytes_read + cost->bytes_written;
+    } else {
+        for (uint32_t k = 0; node->inputs && k < node->n_inputs; k++)
+            bytes += tensor_bytes(&node->inputs[k]);
+        for (uint32_t k = 0; node->outputs && k < node->n_outputs; k++)
+            bytes += tensor_bytes(&node->outputs[k]);
+    }
+    /* Which arithmetic the node runs in: its first input's type, or what its precision lets
+     * an f32 node use. */
+    loom_dtype t = LOOM_DTYPE_F32;
+    for (uint32_t k = 0; node->inputs && k < node->n_inputs; k++)
+        if (node->inputs[k].dtype != LOOM_DTYPE_UNDEFINED) {
+            t = node->inputs[k].dtype;
+            break;
+        }
+    uint32_t prec = LOOM_NODE_DESC_HAS_PRECISION(node) ? node->precision : 0;
+    int col = 0;
+    if (t == LOOM_DTYPE_F16 || t == LOOM_DTYPE_BF16)
+        col = 1;
+    else if (t == LOOM_DTYPE_I8 || t == LOOM_DTYPE_U8)
+        col = 2;
+    else if (t == LOOM_DTYPE_F32 && prec == LOOM_PRECISION_INT8 && p->flops[2] > 0)
+        col = 2;
+    else if (t == LOOM_DTYPE_F32 && prec >= LOOM_PRECISION_F16 && p->flops[1] > 0)
+        col = 1;
+    double f = p->flops[col] > 0 ? p->flops[col] : p->flops[0];
+    if (!(f > 0))
+        f = 1e9;
+    double tc = flops / f, tm = bytes / bw;
+    return p->launch_s + (tc > tm ? tc : tm);
+}
+
+/* The history median of NODE on DEV into *SECONDS when there are enough samples. */
+static int history_lookup(const lc_model *m, uint32_t dev, const loom_node_desc *node,
+                          double *seconds)
+{
+    uint32_t g = m->group[dev];
+    if (atomic_load_explicit(&m->group_count[g], memory_order_relaxed) == 0)
+        return 0;
+    char sig[LC_SIG_MAX];
+    uint64_t h = lc_sig(node, g, sig);
+    int found = 0;
+    lc_model *mm = (lc_model *)m; /* the lock is the only thing touched */
+    pthread_rwlock_rdlock(&mm->lock);
+    const lc_hist *e = hist_find(m, sig, g, h);
+    if (e && e->n >= LC_HISTORY_MIN) {
+        *seconds = e->median;
+        found = 1;
+    }
+    pthread_rwlock_unlock(&mm->lock);
+    return found;
+}
+
+static int backend_estimate(const lc_model *m, uint32_t dev, const loom_node_desc *node,
+                            double *seconds)
+{
+    const lr_device *d = &m->rt->devices[dev];
+    double (*est)(void *, uint32_t, const loom_node_desc *) = LR_SLOT(d->backend, estimate);
+    if (!est)
+        return 0;
+    double s = est(d->backend->ctx, d->index, node);
+    if (!(s >= 0) || !isfinite(s))
+        return 0;
+    *seconds = s;
+    return 1;
+}
+
+double lc_node_seconds(const lc_model *m, uint32_t dev, const loom_node_desc *node,
+                       const loom_op_cost *cost)
+{
+    if (!m || !node || dev >= m->n_devices)
+        return INFINITY;
+    double s;
+    if (history_lookup(m, dev, node, &s) || backend_estimate(m, dev, node, &s))
+        return s;
+    return lc_roofline_seconds(&m->profiles[dev], node, cost);
+}
+
+void lc_node_seconds_all(const lc_model *m, const loom_node_desc *node,
+                         const loom_op_cost *cost, double *seconds)
+{
+    if (!m || !node || !seconds)
+        return;
+    char sig[LC_SIG_MAX];
+    uint64_t th = 0;
+    int built = 0;
+    lc_model *mm = (lc_model *)m; /* the lock is the only thing touched */
+    /* History first, for every device at once under one read lock; NAN: none. */
+    for (uint32_t d = 0; d < m->n_devices; d++) {
+        seconds[d] = NAN;
+        uint32_t g = m->group[d];
+        if (atomic_load_explicit(&m->group_count[g], memory_order_relaxed) == 0)
+            continue;
+        if (!built) {
+            th = sig_text(node, sig);
+            built = 1;
+            pthread_rwlock_rdlock(&mm->lock);
+        }
+        const lc_hist *e = hist_find(m, sig, g, group_mix(th, g));
+        if (e && e->n >= LC_HISTORY_MIN)
+            seconds[d] = e->median;
+    }
+    if (built)
+        pthread_rwlock_unlock(&mm->lock);
+    for (uint32_t d = 0; d < m->n_devices; d++) {
+        double s;
+        if (!isnan(seconds[d]))
+            continue;
+        seconds[d] = backend_estimate(m, d, node, &s)
+                         ? s : lc_roofline_seconds(&m->profiles[d], node, cost);
+    }
+}
+
+const char *lc_node_source(const lc_model *m, uint32_t dev, const loom_node_desc *node)
+{
+    if (!m || !node || dev >= m->n_devices)
+        return "roofline";
+    double s;
+    if (history_lookup(m, dev, node, &s))
+        return "history";
+    if (backend_estimate(m, dev, node, &s))
+        return "backend";
+    return "roofline";
+}
+
+/* ---- links ------------------------------------------------------------------------------ */
+
+void lc_link(const lc_model *m, uint32_t from, uint32_t to, double *latency_s, double *bandwidth)
+{
+    double lat = 0, bw = INFINITY;
+    const lc_profile *pf = from != LC_HOST ? lc_profile_of(m, from) : NULL;
+    const lc_profile *pt = to != LC_HOST ? lc_profile_of(m, to) : NULL;
+    int hv_from = !pf || pf->host_visible, hv_to = !pt || pt->host_visible;
+    if (from != to && !(hv_from && hv_to)) {
+        if (!hv_from) {
+            lat += pf->to_host_latency_s;
+            bw = pf->to_host_bandwidth > 0 ? pf->to_host_bandwidth : bw;
+        }
+        if (!hv_to) {
+            lat += pt->from_host_latency_s;
+            if (pt->from_host_bandwidth > 0 && pt->from_host_bandwidth < bw)
+                bw = pt->from_host_bandwidth;
+        }
+    }
+    if (latency_s)
+        *latency_s = lat;
+    if (bandwidth)
+        *bandwidth = bw;
+}
+
+/* ---- recording -------------------------------------------------------------------------- */
+
+void lc_record(lc_model *m, uint32_t dev, const loom_node_desc *node, double seconds)
+{
+    if (!m || !node || dev >= m->n_devices || !(seconds >= 0) || !isfinite(seconds))
+        return;
+    char sig[LC_SIG_MAX];
+    uint32_t g = m->group[dev];
+    uint64_t h = lc_sig(node, g, sig);
+    pthread_rwlock_wrlock(&m->lock);
+    lc_hist_add(m, sig, g, h, seconds);
+    pthread_rwlock_unlock(&m->lock);
+}
+
+static uint64_t name_hash(const char *s)
+{
+    return s ? fnv_bytes(FNV_OFFSET, s, strlen(s)) : 0;
+}
+
+size_t lc_record_timeline(lc_model *m, const loom_graph *g, const loom_plan *plan,
+                          const loom_run_stats *stats, uint32_t precision)
+{
+    if (!m || !g || !plan || !stats || !stats->timeline || !g->n_nodes)
+        return 0;
+    /* Graph nodes by name, so that each plan node finds its graph node in O(1); a name used
+     * twice is matched in order (USED marks those taken). */
+    size_t cap = 16;
+    while (cap < 2 * g->n_nodes)
+        cap *= 2;
+    int32_t *slot = malloc(cap * sizeof *slot);
+    char *used = calloc(g->n_nodes, 1);
+    uint32_t max_in = 1, max_out = 1;
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        if (g->nodes[i].n_inputs > max_in)
+            max_in = g->nodes[i].n_inputs;
+        if (g->nodes[i].n_outputs > max_out)
+            max_out = g->nodes[i].n_outputs;
+    }
+    loom_tensor_desc *in_d = malloc(max_in * sizeof *in_d);
+    loom_tensor_desc *out_d = malloc(max_out * sizeof *out_d);
+    const void **in_c = malloc(max_in * sizeof *in_c);
+    size_t recorded = 0;
+    if (!slot || !used || !in_d || !out_d || !in_c)
+        goto out;
+    for (size_t i = 0; i < cap; i++)
+        slot[i] = -1;
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        size_t j = name_hash(g->nodes[i].name) & (cap - 1);
+        while (slot[j] >= 0)
+            j = (j + 1) & (cap - 1);
+        slot[j] = (int32_t)i;
+    }
+    pthread_rwlock_wrlock(&m->lock);
+    for (size_t t = 0; t < stats->timeline_count && t < stats->timeline_capacity; t++) {
+        const loom_node_timing *tm = &stats->timeline[t];
+        const char *name = loom_plan_node_name(plan, tm->node);
+        const char *op = loom_plan_node_op(plan, tm->node);
+        if (!name || !op || tm->device >= m->n_devices || tm->end_ns < tm->start_ns)
+            continue;
+        int32_t found = -1;
+        for (size_t j = name_hash(name) & (cap - 1); slot[j] >= 0; j = (j + 1) & (cap - 1)) {
+            const lg_node *gn = &g->nodes[slot[j]];
+            if (!used[slot[j]] && gn->name && strcmp(gn->name, name) == 0 && strcmp(gn->def->name, op) == 0) {
+                found = slot[j];
+                break;
+            }
+        }
+        if (found < 0)
+            continue;
+        used[found] = 1;
+        loom_node_desc desc;
+        lg_node_desc(g, (size_t)found, &desc, in_d, out_d, in_c);
+        desc.precision = precision;
+        char sig[LC_SIG_MAX];
+        uint32_t grp = m->group[tm->device];
+        uint64_t h = lc_sig(&desc, grp, sig);
+        if (lc_hist_add(m, sig, grp, h, (double)(tm->end_ns - tm->start_ns) * 1e-9))
+            recorded++;
+    }
+    pthread_rwlock_unlock(&m->lock);
+out:
+    free(slot);
+    free(used);
+    free(in_d);
+    free(out_d);
+    free(in_c);
+    return recorded;
+}

@@ -1,0 +1,388 @@
+/*
+ * Persistence of the cost model: the cache folder, profiles.json and history.json.
+ *
+ *   profiles.json  {"version": 1, "profiles": {KEY: {"backend", "device", "calibrated": true,
+ *                   "calibrated_at", "flops_f32", "flops_f16", "flops_int8", "mem_bandwidth",
+ *                   "launch_s", "to_host_latency_s", "to_host_bandwidth",
+ *                   "from_host_latency_s", "from_host_bandwidth", "power_w"}}}
+ *   history.json   {"version": 1, "history": {KEY: {SIGNATURE: {"samples": [s, ...],
+ *                   "median": s}}}}
+ * KEY is the profile key (backend|device name|driver|t<threads>); samples are seconds, oldest
+ * first, at most LC_HISTORY_KEEP. Only calibrated profiles are written: facts are re-read at
+ * every start.
+ *
+ * Saving merges: the file on disk is read again and only what this model changed is replaced,
+ * so entries of devices absent from this run (a plugin not loaded) and of other processes
+ * survive. Each file is written to a temporary file in the same folder, flushed, then renamed
+ * over the old one, so a reader never sees half a file. A file that does not parse, or an
+ * entry of the wrong shape, is reported through lr_message and ignored (and replaced at the
+ * next save).
+ */
+#include "cost_internal.h"
+
+#include <jansson.h>
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LC_FILE_VERSION 1
+
+char *lc_default_cache_dir(const char *dir)
+{
+    char buf[4096];
+    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    if (dir && dir[0])
+        return strdup(dir);
+    if (xdg && xdg[0] == '/')
+        snprintf(buf, sizeof buf, "%s/loom", xdg);
+    else if (home && home[0])
+        snprintf(buf, sizeof buf, "%s/.cache/loom", home);
+    else
+        return NULL;
+    return strdup(buf);
+}
+
+/* mkdir -p PATH (mode 0755 for what it creates). Returns 0 on success, else errno. */
+static int mkdir_p(const char *path)
+{
+    char buf[4096];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof buf)
+        return ENAMETOOLONG;
+    memcpy(buf, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] != '/' && buf[i] != '\0')
+            continue;
+        char c = buf[i];
+        buf[i] = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return errno;
+        buf[i] = c;
+    }
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return errno;
+    return S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
+}
+
+/* Parse file NAME of the cache folder. Returns the root object (caller decrefs) or NULL when
+ * the file is missing or, with a message through lr_message when QUIET is 0, when it is not
+ * JSON or not an object of our version whose member MEMBER is an object. */
+static json_t *read_file(lc_model *m, const char *name, const char *member, int quiet)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", m->cache_dir, name);
+    if (access(path, F_OK) != 0)
+        return NULL;
+    json_error_t err;
+    json_t *root = json_load_file(path, 0, &err);
+    const char *why = NULL;
+    char what[256];
+    if (!root) {
+        snprintf(what, sizeof what, "line %d: %s", err.line, err.text);
+        why = what;
+    } else if (!json_is_object(root)) {
+        why = "not a JSON object";
+    } else if (json_integer_value(json_object_get(root, "version")) != LC_FILE_VERSION) {
+        why = "unknown version (expected 1)";
+    } else if (!json_is_object(json_object_get(root, member))) {
+        snprintf(what, sizeof what, "no \"%s\" object", member);
+        why = what;
+    }
+    if (why) {
+        if (!quiet)
+            lr_message(m->rt, "cost model: %s is corrupt (%s); ignored", path, why);
+        json_decref(root);
+        return NULL;
+    }
+    return root;
+}
+
+/* Write ROOT to file NAME of the cache folder atomically (temporary file, then rename). */
+static loom_status write_file(lc_model *m, const char *name, json_t *root)
+{
+    char path[4200], tmp[4300];
+    int e = mkdir_p(m->cache_dir);
+    if (e)
+        return loom_set_error(LOOM_ERR_IO, "cost model: cannot create the cache folder %s: %s",
+                              m->cache_dir, strerror(e));
+    snprintf(path, sizeof path, "%s/%s", m->cache_dir, name);
+    snprintf(tmp, sizeof tmp, "%s/.%s.XXXXXX", m->cache_dir, name);
+    int fd = mkstemp(tmp);
+    if (fd < 0)
+        return loom_set_error(LOOM_ERR_IO, "cost model: cannot write %s: %s", path,
+                              strerror(errno));
+    FILE *f = fdopen(fd, "w");
+    int ok = f != NULL;
+    if (!f)
+        close(fd);
+    ok = ok && json_dumpf(root, f, JSON_INDENT(1) | JSON_SORT_KEYS) == 0;
+    ok = ok && fputc('\n', f) != EOF && fflush(f) == 0 && fsync(fileno(f)) == 0;
+    e = errno;
+    if (f && fclose(f) != 0 && ok) {
+        ok = 0;
+        e = errno;
+    }
+    if (ok && rename(tmp, path) != 0) {
+        ok = 0;
+        e = errno;
+    }
+    if (!ok) {
+        unlink(tmp);
+        return loom_set_error(LOOM_ERR_IO, "cost model: cannot write %s: %s", path,
+                              strerror(e ? e : EIO));
+    }
+    return LOOM_OK;
+}
+
+/* ---- profiles --------------------------------------------------------------------------- */
+
+typedef struct prof_field {
+    const char *name;
+    size_t offset;
+    int required; /* must be > 0 in a calibrated entry */
+} prof_field;
+
+static const prof_field prof_fields[] = {
+    {"flops_f32", offsetof(lc_profile, flops[0]), 1},
+    {"flops_f16", offsetof(lc_profile, flops[1]), 0},
+    {"flops_int8", offsetof(lc_profile, flops[2]), 0},
+    {"mem_bandwidth", offsetof(lc_profile, mem_bandwidth), 1},
+    {"launch_s", offsetof(lc_profile, launch_s), 1},
+    {"to_host_latency_s", offsetof(lc_profile, to_host_latency_s), 0},
+    {"to_host_bandwidth", offsetof(lc_profile, to_host_bandwidth), 0},
+    {"from_host_latency_s", offsetof(lc_profile, from_host_latency_s), 0},
+    {"from_host_bandwidth", offsetof(lc_profile, from_host_bandwidth), 0},
+    {"power_w", offsetof(lc_profile, power_w), 0},
+};
+#define N_PROF_FIELDS (sizeof prof_fields / sizeof prof_fields[0])
+
+static double *field_of(lc_profile *p, const prof_field *f)
+{
+    return (double *)((char *)p + f->offset);
+}
+
+/* Apply the cached entry OBJ to P. Returns 0 (P untouched) when OBJ is malformed. */
+static int profile_from_json(lc_profile *p, json_t *obj)
+{
+    double v[N_PROF_FIELDS];
+    if (!json_is_object(obj) || !json_is_true(json_object_get(obj, "calibrated")))
+        return 0;
+    for (size_t k = 0; k < N_PROF_FIELDS; k++) {
+        json_t *x = json_object_get(obj, prof_fields[k].name);
+        v[k] = x ? json_number_value(x) : 0;
+        if ((x && !json_is_number(x)) || !isfinite(v[k]) || v[k] < 0 ||
+            (prof_fields[k].required && !(v[k] > 0)))
+            return 0;
+    }
+    /* A 0 means "not measured": the facts' figure stays. */
+    for (size_t k = 0; k < N_PROF_FIELDS; k++)
+        if (v[k] > 0)
+            *field_of(p, &prof_fields[k]) = v[k];
+    if (p->host_visible) {
+        p->to_host_latency_s = p->from_host_latency_s = 0;
+        p->to_host_bandwidth = p->from_host_bandwidth = 0;
+    }
+    p->calibrated = 1;
+    return 1;
+}
+
+static json_t *profile_to_json(const lc_model *m, uint32_t d)
+{
+    const lc_profile *p = &m->profiles[d];
+    json_t *o = json_object();
+    if (!o)
+        return NULL;
+    char when[64] = "";
+    time_t now = time(NULL);
+    struct tm tm;
+    if (gmtime_r(&now, &tm))
+        strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    json_object_set_new(o, "backend", json_string(m->rt->devices[d].backend->name));
+    json_object_set_new(o, "device", json_string(m->rt->devices[d].info.name));
+    json_object_set_new(o, "calibrated", json_true());
+    json_object_set_new(o, "calibrated_at", json_string(when));
+    for (size_t k = 0; k < N_PROF_FIELDS; k++) {
+        double x = *field_of((lc_profile *)p, &prof_fields[k]);
+        json_object_set_new(o, prof_fields[k].name, json_real(isfinite(x) && x > 0 ? x : 0));
+    }
+    json_object_set_new(o, "shares_host_cpu", json_boolean(p->shares_host_cpu));
+    json_object_set_new(o, "host_visible", json_boolean(p->host_visible));
+    return o;
+}
+
+/* ---- loading ---------------------------------------------------------------------------- */
+
+static void load_profiles(lc_model *m)
+{
+    json_t *root = read_file(m, "profiles.json", "profiles", 0);
+    if (!root)
+        return;
+    json_t *profs = json_object_get(root, "profiles");
+    for (uint32_t d = 0; d < m->n_devices; d++) {
+        json_t *obj = json_object_get(profs, m->profiles[d].key);
+        if (obj && !profile_from_json(&m->profiles[d], obj) && m->group[d] == d)
+            lr_message(m->rt, "cost model: %s/profiles.json: the entry of '%s' is malformed; "
+                       "ignored", m->cache_dir, m->profiles[d].key);
+    }
+    json_decref(root);
+}
+
+static void load_history(lc_model *m)
+{
+    json_t *root = read_file(m, "history.json", "history", 0);
+    if (!root)
+        return;
+    json_t *hist = json_object_get(root, "history");
+    size_t bad = 0;
+    pthread_rwlock_wrlock(&m->lock);
+    for (uint32_t d = 0; d < m->n_devices; d++) {
+        if (m->group[d] != d)
+            continue;
+        json_t *sigs = json_object_get(hist, m->profiles[d].key);
+        if (!sigs)
+            continue;
+        if (!json_is_object(sigs)) {
+            bad++;
+            continue;
+        }
+        const char *sig;
+        json_t *e;
+        json_object_foreach(sigs, sig, e) {
+            json_t *samples = json_object_get(e, "samples");
+            if (!json_is_array(samples) || strlen(sig) >= LC_SIG_MAX) {
+                bad++;
+                continue;
+            }
+            size_t n = json_array_size(samples);
+            size_t first = n > LC_HISTORY_KEEP ? n - LC_HISTORY_KEEP : 0;
+            uint64_t h = lc_sig_hash(sig, d);
+            lc_hist *entry = NULL;
+            for (size_t i = first; i < n; i++) {
+                json_t *x = json_array_get(samples, i);
+                double s = json_number_value(x);
+                if (!json_is_number(x) || !isfinite(s) || s < 0) {
+                    bad++;
+                    continue;
+                }
+                lc_hist *got = lc_hist_add(m, sig, d, h, s);
+                entry = got ? got : entry;
+            }
+            if (entry)
+                entry->dirty = 0;
+        }
+    }
+    pthread_rwlock_unlock(&m->lock);
+    if (bad)
+        lr_message(m->rt, "cost model: %s/history.json: %zu malformed entr%s ignored",
+                   m->cache_dir, bad, bad == 1 ? "y" : "ies");
+    json_decref(root);
+}
+
+void lc_store_load(lc_model *m)
+{
+    load_profiles(m);
+    load_history(m);
+}
+
+/* ---- saving ----------------------------------------------------------------------------- */
+
+/* The file's root to merge into: the current one when it parses, else a fresh one. */
+static json_t *merge_root(lc_model *m, const char *name, const char *member)
+{
+    json_t *root = read_file(m, name, member, 1);
+    if (root)
+        return root;
+    root = json_object();
+    if (root) {
+        json_object_set_new(root, "version", json_integer(LC_FILE_VERSION));
+        json_object_set_new(root, member, json_object());
+    }
+    return root;
+}
+
+static loom_status save_profiles(lc_model *m)
+{
+    int any = 0;
+    for (uint32_t d = 0; d < m->n_devices; d++)
+        any |= m->profile_dirty[d];
+    if (!any)
+        return LOOM_OK;
+    json_t *root = merge_root(m, "profiles.json", "profiles");
+    if (!root)
+        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "cost model: out of memory saving");
+    json_t *profs = json_object_get(root, "profiles");
+    for (uint32_t d = 0; d < m->n_devices; d++)
+        if (m->profile_dirty[d] && m->profiles[d].calibrated)
+            json_object_set_new(profs, m->profiles[d].key, profile_to_json(m, d));
+    loom_status st = write_file(m, "profiles.json", root);
+    json_decref(root);
+    if (st == LOOM_OK)
+        for (uint32_t d = 0; d < m->n_devices; d++)
+            m->profile_dirty[d] = 0;
+    return st;
+}
+
+static loom_status save_history(lc_model *m)
+{
+    pthread_rwlock_wrlock(&m->lock);
+    size_t dirty = 0;
+    for (size_t i = 0; i < m->cap; i++)
+        dirty += m->slots[i] && m->slots[i]->dirty;
+    loom_status st = LOOM_OK;
+    if (!dirty)
+        goto out;
+    json_t *root = merge_root(m, "history.json", "history");
+    if (!root) {
+        st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "cost model: out of memory saving");
+        goto out;
+    }
+    json_t *hist = json_object_get(root, "history");
+    for (size_t i = 0; i < m->cap; i++) {
+        const lc_hist *e = m->slots[i];
+        if (!e || !e->dirty)
+            continue;
+        const char *key = m->profiles[e->group].key;
+        json_t *sigs = json_object_get(hist, key);
+        if (!json_is_object(sigs)) {
+            sigs = json_object();
+            json_object_set_new(hist, key, sigs);
+        }
+        json_t *samples = json_array();
+        /* Oldest first: the ring starts at NEXT once it is full. */
+        uint32_t start = e->n < LC_HISTORY_KEEP ? 0 : e->next;
+        for (uint32_t k = 0; k < e->n; k++)
+            json_array_append_new(samples, json_real(e->samples[(start + k) % LC_HISTORY_KEEP]));
+        json_t *o = json_object();
+        json_object_set_new(o, "samples", samples);
+        json_object_set_new(o, "median", json_real(e->median));
+        json_object_set_new(sigs, e->sig, o);
+    }
+    st = write_file(m, "history.json", root);
+    json_decref(root);
+    if (st == LOOM_OK)
+        for (size_t i = 0; i < m->cap; i++)
+            if (m->slots[i])
+                m->slots[i]->dirty = 0;
+out:
+    pthread_rwlock_unlock(&m->lock);
+    return st;
+}
+
+loom_status lc_model_save(lc_model *m)
+{
+    if (!m)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "cost model: model is NULL");
+    if (!m->cache_dir[0])
+        return loom_set_error(LOOM_ERR_IO, "cost model: no cache folder (set XDG_CACHE_HOME "
+                              "or HOME, or give one)");
+    loom_status st = save_profiles(m);
+    loom_status st2 = save_history(m);
+    return st != LOOM_OK ? st : st2;
+}

@@ -1,0 +1,112 @@
+/*
+ * Placement on an abstract problem: tasks with a cost per device, edges carrying bytes, links
+ * with latency and bandwidth. The same code places a real plan (scheduler/plan.c builds the
+ * problem from the graph and the cost model) and a `loom sim` instance (tools/cmd_sim.c reads it
+ * from JSON), so what users plan for hardware they do not have is what Loom does on hardware
+ * they have.
+ *
+ * The model (../shared/DESIGN.md, "Abstract DAG instances"): a device runs one task at a time,
+ * without preemption; a task starts when its device is free and every input has arrived; an
+ * edge between tasks on different devices i != j delays the consumer by
+ * latency[i][j] + bytes / bandwidth[i][j]; on one device it is free; transfers overlap
+ * computation and do not contend with one another.
+ */
+#ifndef LOOM_PLACE_H
+#define LOOM_PLACE_H
+
+#include <loom/backend.h>
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Policies. */
+typedef enum lp_policy {
+    LP_POLICY_DEFAULT = 0, /* Loom's: lookahead + portfolio + local search (+ exact when tiny) */
+    LP_POLICY_HEFT,        /* Topcuoglu et al.: upward rank, insertion-based earliest finish */
+    LP_POLICY_PEFT,        /* Arabnejad & Barbosa: optimistic cost table lookahead */
+    LP_POLICY_EXACT,       /* branch and bound to the optimum (small problems; the budget caps it) */
+    LP_POLICY_FIRST,       /* each task on the first device that can run it (no search) */
+} lp_policy;
+
+/* Why a task went where it did (the deciding constraint or criterion). */
+typedef enum lp_reason {
+    LP_REASON_EFT = 1,      /* earliest finish time (the policy's list-scheduling choice) */
+    LP_REASON_PINNED,       /* the problem pinned it there */
+    LP_REASON_ONLY_DEVICE,  /* no other device can run it */
+    LP_REASON_SEARCH,       /* moved there by the local search / exact search: a shorter schedule */
+    LP_REASON_ENERGY,       /* the target latency allowed a cheaper device */
+    LP_REASON_CAPACITY,     /* its better device had no memory left */
+    LP_REASON_FIRST,        /* LP_POLICY_FIRST */
+} lp_reason;
+
+typedef struct lp_problem {
+    uint32_t n_tasks, n_devices;
+    /* cost[t * n_devices + d]: seconds of task t on device d; INFINITY (or any value < 0) when
+     * d cannot run t. Every task must have at least one finite cost. */
+    const double *cost;
+    uint32_t n_edges;
+    const uint32_t *edge_from, *edge_to; /* task indices; the graph must be acyclic */
+    const double *edge_bytes;            /* bytes each edge carries */
+    /* n_devices * n_devices, [i * n_devices + j] for a transfer from i to j (diagonal unused). */
+    const double *bandwidth; /* bytes per second, > 0 */
+    const double *latency;   /* seconds, >= 0 */
+    /* Optional, NULL when absent: */
+    const int32_t *pin;         /* per task: the device it must run on, or -1 */
+    /* Memory: each task's output bytes live on its device from the task's start until its last
+     * consumer finishes (outputs of tasks without consumers until the end); the sum resident on
+     * a device must stay <= capacity[d] (0: unlimited). */
+    const double *output_bytes; /* per task */
+    const double *capacity;     /* per device */
+    /* Objective: with target_latency > 0, find a schedule whose makespan is <= target_latency
+     * and whose energy sum(cost[t][d] * power[d]) is least; when none exists, return the
+     * shortest one found (lp_result.target_met = 0). power: watts per device (NULL: all 1). */
+    double target_latency;
+    const double *power;
+    /* Optional names for messages (NULL: "task 3", "device 1"); not copied. */
+    const char *const *task_names;
+    const char *const *device_names;
+} lp_problem;
+
+typedef struct lp_result {
+    double makespan;       /* seconds */
+    double energy;         /* joules, sum(cost * power) */
+    int target_met;        /* 1 when target_latency was given and met (or not given) */
+    uint32_t *device;      /* per task */
+    double *start, *finish;/* per task, seconds from 0 */
+    uint8_t *reason;       /* per task, an lp_reason */
+    /* Tasks of each device in execution order: order[order_first[d] .. order_first[d+1]-1]. */
+    uint32_t *order;
+    uint32_t *order_first; /* n_devices + 1 */
+    double heft_makespan;  /* HEFT's makespan on the same problem (the baseline), for reports */
+    uint64_t evaluations;  /* schedules evaluated by the search */
+    int proven_optimal;    /* 1 when the exact search finished: no shorter schedule exists */
+} lp_result;
+
+/* Check PROBLEM (sizes, costs, acyclicity, pins, a task nobody can run); on failure writes a
+ * message naming the culprit (task/edge index) into ERR and returns LOOM_ERR_INVALID_ARGUMENT. */
+loom_status lp_validate(const lp_problem *problem, char *err, size_t err_len);
+
+/* Place PROBLEM (validated first) with POLICY in at most BUDGET_S seconds of search (0: the
+ * policy's default, 0.5 s for the default policy; list policies ignore it). On success RESULT's
+ * arrays are allocated (free with lp_result_free). Fails with LOOM_ERR_INVALID_ARGUMENT (ERR
+ * says why) or LOOM_ERR_OUT_OF_MEMORY. Deterministic for a given problem and budget-independent
+ * policies; the default policy's result never has a larger makespan than HEFT's. */
+loom_status lp_place(const lp_problem *problem, lp_policy policy, double budget_s,
+                     lp_result *result, char *err, size_t err_len);
+
+/* Free RESULT's arrays (RESULT itself is the caller's). */
+void lp_result_free(lp_result *result);
+
+/* Makespan of the schedule that runs each task on DEVICE[t], each device's tasks in the order
+ * ORDER/ORDER_FIRST (as in lp_result), each as early as the model allows; writes START/FINISH
+ * when non-NULL. Returns a negative value when the assignment or order is infeasible (a task on
+ * a device that cannot run it, an order against the edges). */
+double lp_evaluate(const lp_problem *problem, const uint32_t *device, const uint32_t *order,
+                   const uint32_t *order_first, double *start, double *finish);
+
+/* Parse a policy name ("default"/"loom", "heft", "peft", "exact", "first"); -1 when unknown. */
+int lp_policy_from_name(const char *name);
+const char *lp_policy_name(lp_policy policy);
+const char *lp_reason_name(lp_reason reason);
+
+#endif /* LOOM_PLACE_H */

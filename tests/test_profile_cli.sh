@@ -1,0 +1,307 @@
+#!/bin/bash
+# End-to-end checks of `loom profile` (docs/profile.md): the JSON report has the documented
+# fields, the Chrome trace follows the trace-event format with one named track per device and
+# link, the Gantt chart is well-formed SVG with one lane per device and link used, the DOT file is
+# plausible Graphviz (and renders where `dot` is installed), large graphs are cut at 60 rows
+# unless --all, and bad input exits 2 with one clear line. Never asserts on time.
+# Usage: test_profile_cli.sh LOOM [NPU_SIM_PLUGIN] [SOURCE_ROOT] [DEVMEM_PLUGIN]
+# (DEVMEM_PLUGIN: the test plugin whose device memory the host cannot address, so that plans
+# that use it have copy nodes on links.)
+set -u
+LOOM="$1"
+PLUGIN="${2:-}"
+SRC="${3:-}"
+DEVMEM="${4:-}"
+PY=/usr/bin/python3
+if [ ! -x "$PY" ]; then
+    echo "SKIP: /usr/bin/python3 not installed (needed to read JSON, SVG and DOT)"
+    exit 77
+fi
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+# The npu-sim plugin makes a second kind of device, so placements can spread and copy.
+if [ -n "$PLUGIN" ]; then
+    export LOOM_BACKEND_PATH="$(dirname "$PLUGIN")${LOOM_BACKEND_PATH:+:$LOOM_BACKEND_PATH}"
+fi
+fail=0
+pass=0
+check() { # NAME EXPECTED_STATUS COMMAND...
+    local name="$1" want="$2"
+    shift 2
+    "$@" >"$TMP/out" 2>"$TMP/err"
+    local got=$?
+    if [ "$got" -ne "$want" ]; then
+        echo "FAIL $name: exit $got, wanted $want"; cat "$TMP/err"; fail=$((fail + 1))
+    else
+        echo "ok   $name"; pass=$((pass + 1))
+    fi
+}
+expect() { # NAME COMMAND...: a further assertion on the last check's files
+    local name="$1"
+    shift
+    if "$@"; then
+        echo "ok   $name"; pass=$((pass + 1))
+    else
+        echo "FAIL $name"; fail=$((fail + 1))
+    fi
+}
+one_line_naming() { # TEXT: stderr is exactly one line and names TEXT
+    [ "$(wc -l <"$TMP/err")" -eq 1 ] && grep -qF -- "$1" "$TMP/err"
+}
+
+check "help" 0 "$LOOM" profile --help
+expect "help names the options" grep -q -- "--target-latency" "$TMP/out"
+expect "help names --dot and towers" sh -c "grep -q -- '--dot' '$TMP/out' && grep -q towers '$TMP/out'"
+
+# ---- one full run: JSON on stdout and the three files, with a target ----
+check "towers, all outputs" 0 "$LOOM" profile --model towers --precision fp16 --repeat 2 \
+    --warmup 0 --target-latency 300ms --json --trace "$TMP/t.json" --gantt "$TMP/g.svg" \
+    --dot "$TMP/g.dot"
+cp "$TMP/out" "$TMP/p.json"
+
+expect "JSON has the documented fields" "$PY" - "$TMP/p.json" <<'PY'
+import json, sys
+p = json.load(open(sys.argv[1]))
+top = ["model", "policy", "device", "precision", "strict", "pins", "runs", "warmup", "nodes",
+       "devices", "latency_ms", "predicted_latency_ms", "prediction_error", "target",
+       "best_single_device", "plan", "memory", "fallbacks"]
+for k in top:
+    assert k in p, "missing " + k
+assert p["model"] == "towers" and p["runs"] == 2 and p["warmup"] == 0
+assert p["precision"] == "fp16" and p["strict"] is False and p["pins"] == []
+for k in ["median", "p95", "p99", "min"]:
+    assert p["latency_ms"][k] > 0, k
+lat = p["latency_ms"]
+assert lat["min"] <= lat["median"] <= lat["p95"] <= lat["p99"]
+node_keys = ["index", "name", "op", "shape", "device", "copy", "predicted_ms", "measured_ms",
+             "decided_by", "reason", "cost_source", "predicted_start_ms", "predicted_finish_ms",
+             "bytes_in_moved", "transfer_in_ms", "bytes_kept_local", "cost_ms"]
+nodes = p["nodes"]
+assert len([n for n in nodes if not n["copy"]]) == 16, len(nodes)
+for i, n in enumerate(nodes):
+    for k in node_keys:
+        assert k in n, (n["name"], k)
+    assert n["index"] == i
+    assert isinstance(n["decided_by"], str) and isinstance(n["reason"], str)
+    assert n["measured_ms"] is None or n["measured_ms"] >= 0
+    if n["copy"]:
+        assert "->" in n["device"], n
+    else:
+        assert n["shape"], n
+gemm = [n for n in nodes if n["op"] == "Gemm"]
+assert {n["shape"] for n in gemm} >= {"64x1024", "64x512", "64x256", "64x10"}, gemm
+dev_keys = ["id", "link", "busy_ms", "utilisation", "nodes", "bytes_in", "bytes_out",
+            "prediction_error"]
+ids = [d["id"] for d in p["devices"]]
+assert len(ids) == len(set(ids))
+assert set(ids) == {n["device"] for n in nodes}, (ids, {n["device"] for n in nodes})
+assert sum(d["nodes"] for d in p["devices"]) == len(nodes)
+for d in p["devices"]:
+    for k in dev_keys:
+        assert k in d, k
+    assert d["link"] == ("->" in d["id"])
+    assert d["busy_ms"] >= 0 and d["utilisation"] >= 0 and d["bytes_in"] >= 0
+    for k in ["median", "p90", "nodes"]:
+        assert k in d["prediction_error"]
+for k in ["median", "p90", "nodes"]:
+    assert k in p["prediction_error"]
+t = p["target"]
+assert t["latency_ms"] == 300 and isinstance(t["met"], bool)
+assert abs(t["margin_ms"] - (300 - lat["median"])) < 1e-6
+assert abs(t["margin_pct"] - 100 * t["margin_ms"] / 300) < 1e-6
+assert t["met"] == (lat["median"] <= 300)
+assert "predicted_met" in t
+b = p["best_single_device"]
+if b is not None:
+    for k in ["device", "predicted_ms", "measured_ms", "speedup", "predicted_speedup"]:
+        assert k in b, k
+for k in ["policy", "predicted_ms", "heft_predicted_ms", "predicted_energy_j", "copies",
+          "placement_ms"]:
+    assert k in p["plan"], k
+assert p["plan"]["copies"] == len([n for n in nodes if n["copy"]])
+assert p["memory"]["peak_bytes"] <= p["memory"]["unshared_bytes"]
+PY
+
+expect "trace follows the trace-event format" "$PY" - "$TMP/t.json" "$TMP/p.json" <<'PY'
+import json, sys
+t = json.load(open(sys.argv[1]))
+p = json.load(open(sys.argv[2]))
+ev = t["traceEvents"]
+names = {}
+for e in ev:
+    for k in ["name", "ph", "ts", "pid", "tid"]:
+        assert k in e, (k, e)
+    assert e["ph"] in ("X", "M"), e
+    assert isinstance(e["ts"], (int, float)) and e["ts"] >= 0
+    if e["ph"] == "X":
+        assert isinstance(e["dur"], (int, float)) and e["dur"] >= 0, e
+        for k in ["op", "shape", "device", "predicted_ms", "reason"]:
+            assert k in e["args"], (k, e)
+        assert e["cat"] == e["args"]["op"]
+    elif e["name"] == "thread_name":
+        assert (e["pid"], e["tid"]) not in names, "a track named twice"
+        names[(e["pid"], e["tid"])] = e["args"]["name"]
+xs = [e for e in ev if e["ph"] == "X"]
+assert len(xs) == len(p["nodes"]), (len(xs), len(p["nodes"]))
+for e in ev:
+    assert (e["pid"], e["tid"]) in names, ("unnamed track", e)
+for e in xs:
+    assert names[(e["pid"], e["tid"])] == e["args"]["device"], e
+used = {n["device"] for n in p["nodes"]}
+assert sorted(names.values()) == sorted(used), (names, used)
+assert {e["name"] for e in xs} == {n["name"] for n in p["nodes"]}
+PY
+
+expect "Gantt is well-formed SVG, a lane per device used" "$PY" - "$TMP/g.svg" "$TMP/p.json" <<'PY'
+import json, sys
+import xml.etree.ElementTree as ET
+svg = ET.parse(sys.argv[1]).getroot()
+p = json.load(open(sys.argv[2]))
+NS = "{http://www.w3.org/2000/svg}"
+assert svg.tag == NS + "svg", svg.tag
+lanes = [t.text for t in svg.iter(NS + "text") if "lane" in t.get("class", "").split()]
+used = {n["device"] for n in p["nodes"]}
+assert len(lanes) == len(set(lanes)) == len(used) and set(lanes) == used, (lanes, used)
+links = [t.text for t in svg.iter(NS + "text") if "link" in t.get("class", "").split()]
+assert set(links) == {d for d in used if "->" in d}
+rects = list(svg.iter(NS + "rect"))
+drawn = [r for r in rects if "node" in r.get("class", "").split()]
+merged = sum(int(r.get("data-nodes")) for r in rects if "aggregate" in r.get("class", "").split())
+assert len(drawn) + merged == len(p["nodes"]), (len(drawn), merged)
+assert [g for g in svg.iter(NS + "g") if g.get("class") == "target"], "no target line"
+PY
+
+expect "DOT file is plausible Graphviz" "$PY" - "$TMP/g.dot" "$TMP/p.json" <<'PY'
+import json, re, sys
+text = open(sys.argv[1]).read()
+p = json.load(open(sys.argv[2]))
+assert text.startswith('digraph "towers" {'), text[:40]
+assert text.rstrip().endswith("}")
+body = re.sub(r'"(\\.|[^"\\])*"', '""', text)  # strings out of the way
+assert body.count("{") == body.count("}"), "unbalanced braces"
+for line in text.splitlines():
+    assert len(re.sub(r'\\.', '', line).split('"')) % 2 == 1, "unbalanced quotes: " + line
+ids = set(re.findall(r'^\s*(n\d+) \[', text, re.M))
+assert ids == {"n%d" % i for i in range(len(p["nodes"]))}, ids
+for a, b in re.findall(r'^\s*(\S+) -> (\S+?)[ ;]', text, re.M):
+    for end in (a, b):
+        assert end.startswith('"in:') or end.startswith('"out:') or end in ids, end
+edges = re.findall(r' -> ', text)
+assert len(edges) >= len([n for n in p["nodes"] if not n["copy"]]), "too few edges"
+assert "cluster_legend" in text
+for n in p["nodes"]:
+    if n["copy"]:
+        i = n["index"]
+        assert re.search(r'^\s*n%d \[shape=cds' % i, text, re.M), "copy not a transfer node"
+PY
+
+if command -v dot >/dev/null 2>&1; then
+    check "dot -Tsvg renders the DOT file" 0 dot -Tsvg "$TMP/g.dot" -o "$TMP/g_dot.svg"
+    expect "rendered DOT is SVG" "$PY" -c 'import sys, xml.etree.ElementTree as ET; ET.parse(sys.argv[1])' "$TMP/g_dot.svg"
+else
+    echo "SKIP: graphviz 'dot' not installed; the DOT file is not rendered"
+fi
+
+# ---- copies: a device the host cannot address, so the plan moves data over links ----
+if [ -n "$DEVMEM" ]; then
+    check "copies over links, all outputs" 0 env LOOM_BACKEND_PATH="$DEVMEM" "$LOOM" profile \
+        --model towers --pin Relu=devmem --repeat 1 --warmup 0 --json --trace "$TMP/ct.json" \
+        --gantt "$TMP/cg.svg" --dot "$TMP/cg.dot"
+    expect "copies: on link tracks, lanes and transfer nodes" "$PY" - "$TMP/out" "$TMP/ct.json" "$TMP/cg.svg" "$TMP/cg.dot" <<'PY'
+import json, re, sys
+import xml.etree.ElementTree as ET
+p = json.load(open(sys.argv[1]))
+copies = [n for n in p["nodes"] if n["copy"]]
+assert copies, "no copy nodes"
+assert p["plan"]["copies"] == len(copies)
+links = {d["id"]: d for d in p["devices"] if d["link"]}
+for n in copies:
+    assert n["op"] == "Copy" and "->" in n["device"] and n["device"] in links, n
+    assert n["bytes_in_moved"] > 0 and n["shape"], n
+for l, d in links.items():
+    moved = sum(n["bytes_in_moved"] for n in copies if n["device"] == l)
+    assert d["bytes_in"] == d["bytes_out"] == moved, (l, d, moved)
+devmem = [d for d in p["devices"] if d["id"] == "devmem:0"]
+assert devmem and devmem[0]["bytes_in"] > 0, p["devices"]
+t = json.load(open(sys.argv[2]))
+tracks = {e["tid"]: e["args"]["name"] for e in t["traceEvents"] if e["name"] == "thread_name"}
+assert set(links) <= set(tracks.values()), (links, tracks)
+for e in t["traceEvents"]:
+    if e["ph"] == "X" and e["args"]["op"] == "Copy":
+        assert tracks[e["tid"]] == e["args"]["device"] and "->" in tracks[e["tid"]], e
+NS = "{http://www.w3.org/2000/svg}"
+svg = ET.parse(sys.argv[3]).getroot()
+lanes = [x.text for x in svg.iter(NS + "text") if "link" in x.get("class", "").split()]
+assert sorted(lanes) == sorted(links), (lanes, links)
+dot = open(sys.argv[4]).read()
+for n in copies:
+    i = n["index"]
+    assert re.search(r'^\s*n%d \[shape=cds' % i, dot, re.M), n["name"]
+    assert re.search(r' -> n%d \[style=dashed' % i, dot), "nothing feeds " + n["name"]
+PY
+    if command -v dot >/dev/null 2>&1; then
+        check "dot -Tsvg renders the copies' DOT file" 0 dot -Tsvg "$TMP/cg.dot" -o "$TMP/cg_dot.svg"
+    fi
+else
+    echo "SKIP: no devmem test plugin given; plans with copies are not checked"
+fi
+
+# ---- text report ----
+check "text report" 0 "$LOOM" profile --model towers --repeat 1 --warmup 0 --target-latency 2
+expect "text: node table, devices, latency, target" sh -c "grep -q '^NODE ' '$TMP/out' && grep -q '^DEVICE ' '$TMP/out' && grep -q 'latency ms: median' '$TMP/out' && grep -q '^target 2000 ms: ' '$TMP/out'"
+if [ -n "$SRC" ] && [ -f "$SRC/tests/fixtures/transformer/model.onnx" ]; then
+    check "large graph: 60 rows" 0 "$LOOM" profile "$SRC/tests/fixtures/transformer/model.onnx" --device cpu --repeat 1 --warmup 0
+    expect "large graph: the rest summarised" sh -c "grep -Eq '^\.\.\. [0-9]+ more nodes' '$TMP/out' && [ \$(sed -n '/^NODE /,/^\$/p' '$TMP/out' | grep -vc -e '^NODE ' -e '^\$' -e '^\.\.\. ') -eq 60 ]"
+    check "large graph: --all" 0 "$LOOM" profile "$SRC/tests/fixtures/transformer/model.onnx" --device cpu --repeat 1 --warmup 0 --all
+    expect "large graph: --all prints every node" sh -c "! grep -q 'more nodes' '$TMP/out'"
+else
+    echo "SKIP: no source root given; the 60-row limit is not checked"
+fi
+
+# ---- options that shape the plan ----
+check "--device cpu" 0 "$LOOM" profile --device cpu --repeat 1 --warmup 0 --json
+expect "--device: every graph node on cpu:0" "$PY" -c '
+import json, sys
+p = json.load(open(sys.argv[1]))
+assert p["device"] == "cpu" and all(n["device"] == "cpu:0" for n in p["nodes"] if not n["copy"])' "$TMP/out"
+check "--pin OP and node" 0 "$LOOM" profile --pin Gemm=cpu:0 --pin node:Softmax_5=cpu --policy heft --repeat 1 --warmup 0 --json
+expect "--pin: pinned nodes on cpu:0" "$PY" -c '
+import json, sys
+p = json.load(open(sys.argv[1]))
+assert p["pins"] == ["Gemm=cpu:0", "node:Softmax_5=cpu"]
+pinned = [n for n in p["nodes"] if n["op"] == "Gemm" or n["name"] == "Softmax_5"]
+assert len(pinned) == 4 and all(n["device"] == "cpu:0" for n in pinned), pinned' "$TMP/out"
+for t in 0.3s:300 300us:0.3 2:2000 1.5ms:1.5; do
+    check "--target-latency ${t%%:*}" 0 "$LOOM" profile --target-latency "${t%%:*}" --repeat 1 --warmup 0 --json
+    expect "--target-latency ${t%%:*} is ${t##*:} ms" "$PY" -c '
+import json, sys
+t = json.load(open(sys.argv[1]))["target"]["latency_ms"]
+assert abs(t - float(sys.argv[2])) < 1e-9 * float(sys.argv[2]), t' "$TMP/out" "${t##*:}"
+done
+for pol in default heft peft exact first; do
+    check "--policy $pol" 0 "$LOOM" profile --policy $pol --repeat 1 --warmup 0
+done
+
+# ---- bad input: exit 2, one line naming what is wrong ----
+check "unknown policy" 2 "$LOOM" profile --policy fastest
+expect "unknown policy: one line" one_line_naming "fastest"
+for bad in fast -3ms 0 0ms "300 ms" 3h inf nan 1e999 "" ms; do
+    check "bad --target-latency '$bad'" 2 "$LOOM" profile --target-latency "$bad"
+    expect "bad --target-latency '$bad': one line" one_line_naming "--target-latency"
+done
+check "--target-latency without a value" 2 "$LOOM" profile --target-latency
+for bad in Gemm =cpu Gemm= node:=cpu Gemm=tpu:9 Frobnicate=cpu node:nope=cpu; do
+    check "bad --pin '$bad'" 2 "$LOOM" profile --pin "$bad"
+    expect "bad --pin '$bad': one line" one_line_naming "$bad"
+done
+check "bad --budget" 2 "$LOOM" profile --budget soon
+expect "bad --budget: one line" one_line_naming "soon"
+check "missing model file" 2 "$LOOM" profile "$TMP/missing.onnx"
+expect "missing model: one line naming it" one_line_naming "missing.onnx"
+check "unknown bundled model" 2 "$LOOM" profile --model resnet
+expect "unknown model: one line" one_line_naming "resnet"
+check "unwritable DOT" 2 "$LOOM" profile --repeat 1 --warmup 0 --dot /nonexistent/dir/g.dot
+expect "unwritable DOT: one line naming it" one_line_naming "/nonexistent/dir/g.dot"
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
