@@ -106,6 +106,8 @@ for p in heft default; do
 import json, sys
 rs = [json.loads(l) for l in sys.stdin]
 ts = sorted(r["seconds"] for r in rs)
-print(f"{rs[0][\"policy\"]:8} makespan {rs[0][\"makespan\"]:.6g} (HEFT {rs[0][\"heft_makespan\"]:.6g})"
-      f"  time min/median/max {ts[0]*1e3:.1f}/{ts[1]*1e3:.1f}/{ts[2]*1e3:.1f} ms")'
+r = rs[0]
+print("%-8s makespan %.6g (HEFT %.6g, ratio %.4f)  time min/median/max %.1f/%.1f/%.1f ms"
+      % (r["policy"], r["makespan"], r["heft_makespan"], r["ratio"], ts[0] * 1e3, ts[1] * 1e3,
+         ts[2] * 1e3))'
 done

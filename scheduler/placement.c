@@ -431,11 +431,35 @@ void pl_learn(loom_plan *plan, const loom_node_timing *timeline, size_t count)
         const pl_node *n = &plan->nodes[timeline[i].node];
         if (n->is_copy || !n->sig || timeline[i].device != n->device)
             continue; /* a fallback run says nothing about the planned device */
-        loom_node_desc desc = {.abi_version = LOOM_ABI_VERSION, .struct_size = sizeof desc,
-                               .op = n->op, .op_name = n->op_name, .name = n->name,
-                               .n_inputs = n->n_in, .n_outputs = n->n_out, .inputs = n->sig,
-                               .outputs = n->sig + n->n_in, .precision = plan->precision};
-        lc_record(plan->model, n->device, &desc,
-                  (double)(timeline[i].end_ns - timeline[i].start_ns) / 1e9);
+        lc_record_signature(plan->model, n->device, n->sig,
+                            (double)(timeline[i].end_ns - timeline[i].start_ns) / 1e9);
     }
+}
+
+loom_status loom_runtime_calibrate(loom_runtime *rt, const char *cache_dir, int only_missing,
+                                   int quick,
+                                   void (*progress)(void *user, const char *label,
+                                                    double fraction),
+                                   void *user, size_t *n_measured)
+{
+    if (n_measured)
+        *n_measured = 0;
+    if (!rt)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "calibrate: runtime is NULL");
+    lc_model *m = NULL;
+    loom_status st = lc_model_open(rt, cache_dir, &m);
+    if (st != LOOM_OK)
+        return st;
+    size_t todo = 0;
+    for (uint32_t d = 0; d < rt->n_devices; d++)
+        todo += !only_missing || !lc_profile_of(m, d)->calibrated;
+    if (todo) {
+        st = lc_calibrate(m, only_missing, quick, progress, user);
+        if (st == LOOM_OK)
+            st = lc_model_save(m);
+    }
+    if (st == LOOM_OK && n_measured)
+        *n_measured = todo;
+    lc_model_close(m);
+    return st;
 }

@@ -263,12 +263,12 @@ static loom_status make_nodes(loom_plan *plan, const loom_graph *g, const uint32
         n->graph_index = p;
         n->cost_source = lc_node_source(plan->model, n->device, &desc);
         if (plan->learn) {
-            if (!(n->sig = malloc((gn->n_inputs + gn->n_outputs + 1) * sizeof *n->sig))) {
+            char sig[LC_SIGNATURE_MAX];
+            lc_signature(&desc, sig);
+            if (!(n->sig = strdup(sig))) {
                 st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
                 goto done;
             }
-            memcpy(n->sig, in_d, gn->n_inputs * sizeof *in_d);
-            memcpy(n->sig + gn->n_inputs, out_d, gn->n_outputs * sizeof *out_d);
         }
         const lr_device *dev = &plan->rt->devices[n->device];
         char err[512] = "";

@@ -97,7 +97,7 @@ typedef struct pl_node {
     const char *cost_source; /* "history", "backend", "roofline", "link" (static strings) */
     double bytes_in_moved, transfer_in_s, bytes_kept_local;
     uint32_t graph_index; /* position in the topological order of the graph (copies: UINT32_MAX) */
-    loom_tensor_desc *sig; /* n_in + n_out descs, for the cost model's history (learn) */
+    char *sig;            /* the cost model's history signature (learning plans only) */
 } pl_node;
 
 enum { PL_COPY_UPLOAD = 1, PL_COPY_DOWNLOAD = 2 };

@@ -5,6 +5,9 @@
  * Runtime computed for the same inputs. Needs only the committed files (no node, no python).
  *
  * The folder comes from LOOM_FIXTURES (set by tests/meson.build) or the first argument.
+ * LOOM_TEST_DEVICE picks where the models run: "cpu" (the default, strict), a device id such as
+ * "opencl" (what it cannot run goes to the CPU; at least one node must run on it; the test is
+ * skipped, exit 77, when no such device exists), or "auto" (the placement policy decides).
  * Files of one model: model.onnx, input_<graph input name>.npy, expected_<graph output name>.npy.
  *
  * Tolerance: |loom - ort| <= ATOL + RTOL * |ort| per element, with ATOL 1e-4 and RTOL 1e-3.
@@ -31,6 +34,7 @@
 
 static const char *fixtures_dir;
 static loom_runtime *rt;
+static const char *run_device = "cpu"; /* NULL: placed by the policy */
 
 static int suite_init(void)
 {
@@ -134,13 +138,22 @@ static void check_fixture(const char *model)
     if (n_in < 1 || n_in > 16 || n_out < 1 || n_out > 16)
         goto out;
 
-    loom_plan_options po = {.struct_size = sizeof po, .device = "cpu", .strict = 1};
+    loom_plan_options po = {.struct_size = sizeof po, .device = run_device,
+                            .strict = run_device && !strcmp(run_device, "cpu")};
     st = loom_plan_create(rt, g, &po, &plan);
     if (st != LOOM_OK)
         printf("\n    %s: plan: %s", model, loom_last_error());
     CU_ASSERT_EQUAL(st, LOOM_OK);
     if (st != LOOM_OK)
         goto out;
+    if (run_device && strcmp(run_device, "cpu")) {
+        size_t on = 0;
+        for (size_t i = 0; i < loom_plan_node_count(plan); i++)
+            on += !loom_plan_node_is_copy(plan, i) &&
+                  !strncmp(loom_plan_node_device(plan, i), run_device, strlen(run_device));
+        printf(" [%zu of %zu nodes on %s]", on, loom_plan_node_count(plan), run_device);
+        CU_ASSERT(on > 0);
+    }
 
     int files_loaded = 1;
     for (size_t i = 0; i < n_in && files_loaded; i++) {
@@ -209,6 +222,28 @@ static void test_transformer_encoder_matches_onnx_runtime(void)
 int main(int argc, char **argv)
 {
     fixtures_dir = argc > 1 ? argv[1] : getenv("LOOM_FIXTURES");
+    const char *dev = getenv("LOOM_TEST_DEVICE");
+    if (dev && *dev)
+        run_device = strcmp(dev, "auto") ? dev : NULL;
+    if (run_device && strcmp(run_device, "cpu")) {
+        /* Skip, as meson understands it, where the device does not exist. */
+        loom_runtime *probe;
+        int found = 0;
+        if (loom_runtime_create(NULL, &probe) == LOOM_OK) {
+            for (size_t i = 0; i < loom_runtime_device_count(probe) && !found; i++) {
+                char id[64];
+                loom_runtime_device(probe, i, id, sizeof id, NULL);
+                found = !strncmp(id, run_device, strlen(run_device));
+            }
+            loom_runtime_destroy(probe);
+        }
+        if (!found) {
+            printf("SKIP: no device '%s' here\n", run_device);
+            return 77;
+        }
+    } else if (run_device) {
+        setenv("LOOM_OPENCL", "0", 0); /* not needed for a CPU run */
+    }
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 1;
     CU_pSuite s = CU_add_suite("fixtures", suite_init, suite_clean);

@@ -303,5 +303,23 @@ expect "unknown model: one line" one_line_naming "resnet"
 check "unwritable DOT" 2 "$LOOM" profile --repeat 1 --warmup 0 --dot /nonexistent/dir/g.dot
 expect "unwritable DOT: one line naming it" one_line_naming "/nonexistent/dir/g.dot"
 
+# Calibration of devices without a profile, and learning: in a cache of its own (PoCL keeps its
+# compiled kernels where it always does, so they are not rebuilt).
+export POCL_CACHE_DIR="${POCL_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pocl}"
+check "calibrates what is missing, learns, places again" 0 env -u LOOM_NO_CALIBRATE \
+    XDG_CACHE_HOME="$TMP/xdg" "$LOOM" profile --repeat 2 --json
+expect "profiles were written" test -s "$TMP/xdg/loom/profiles.json"
+expect "history was written" test -s "$TMP/xdg/loom/history.json"
+expect "the plan was placed again from measurements" "$PY" -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+sys.exit(0 if r["plan"]["replanned"] >= 1 else 1)' "$TMP/out"
+check "--no-learn keeps the first placement" 0 env XDG_CACHE_HOME="$TMP/xdg" "$LOOM" profile \
+    --repeat 1 --no-learn --json
+expect "--no-learn: not placed again" "$PY" -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+sys.exit(0 if r["plan"]["replanned"] == 0 else 1)' "$TMP/out"
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

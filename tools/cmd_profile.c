@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "commands.h"
 #include "dot.h"
@@ -35,6 +36,7 @@ static const char profile_help[] =
     "                    [--policy P] [--device ID] [--pin OP=DEV | --pin node:NAME=DEV]...\n"
     "                    [--repeat N] [--warmup N] [--precision P] [--strict] [--budget S]\n"
     "                    [--trace OUT.json] [--gantt OUT.svg] [--dot OUT.dot] [--all] [--json]\n"
+    "                    [--no-calibrate] [--no-learn]\n"
     "\n"
     "Place a model across every device found with a placement policy (or on one device with\n"
     "--device), run the plan N times after warm-up runs, and show where each node ran, why,\n"
@@ -59,7 +61,13 @@ static const char profile_help[] =
     "                      fp16 or int8 (NPUs such as npu-sim need one of those)\n"
     "  --budget S          seconds the placement search may take (default: the policy's)\n"
     "  --repeat N          measured runs (default 20)\n"
-    "  --warmup N          runs before measuring (default 3)\n"
+    "  --warmup N          runs before measuring (default 3); they record what each node took,\n"
+    "                      and the model is placed again from those measurements\n"
+    "  --no-learn          keep the first placement and record nothing in the cost model's\n"
+    "                      history ($XDG_CACHE_HOME/loom/history.json)\n"
+    "  --no-calibrate      do not measure devices that have no profile yet (by default they\n"
+    "                      are calibrated once, quickly, like `loom calibrate --quick`;\n"
+    "                      LOOM_NO_CALIBRATE=1 does the same)\n"
     "  --all               print every node (default: the first 60 in plan order)\n"
     "  --json              print everything as one JSON object instead of tables\n"
     "  --trace OUT.json    the last run as a Chrome trace (open it in https://ui.perfetto.dev):\n"
@@ -79,6 +87,8 @@ typedef struct profile_opts {
     const char **pins;     /* borrowed from argv; the array is ours */
     size_t n_pins;
     int repeat, warmup, json, strict, all;
+    int no_calibrate;      /* skip measuring devices that have no profile yet */
+    int no_learn;          /* do not learn from the warm-up runs (nor re-place after them) */
     uint32_t precision;    /* loom_precision accepted for float32 nodes */
     const char *precision_name;
     double target_s, budget_s;
@@ -94,6 +104,11 @@ typedef struct measured {
     loom_node_timing *last;   /* the last run's timeline */
     size_t last_count;
     size_t fallbacks;         /* nodes re-run elsewhere, all runs together */
+    /* Learning: the first plan ran the warm-up runs recording measured times, then the plan
+     * was made again from them. */
+    int replanned;            /* times the graph was placed again */
+    double first_predicted_s; /* the first plan's prediction */
+    size_t moved;             /* graph nodes whose device changed, all rounds together */
 } measured;
 
 /* ---- messages ------------------------------------------------------------------------------ */
@@ -187,6 +202,10 @@ static int parse_args(int argc, char **argv, profile_opts *o)
             o->strict = 1;
         } else if (!strcmp(a, "--all")) {
             o->all = 1;
+        } else if (!strcmp(a, "--no-calibrate")) {
+            o->no_calibrate = 1;
+        } else if (!strcmp(a, "--no-learn")) {
+            o->no_learn = 1;
         } else if (!strcmp(a, "--model") || !strcmp(a, "--device") || !strcmp(a, "--trace") ||
                    !strcmp(a, "--gantt") || !strcmp(a, "--dot") || !strcmp(a, "--repeat") ||
                    !strcmp(a, "--warmup") || !strcmp(a, "--precision") ||
@@ -390,8 +409,67 @@ static int plan_exit(loom_status st)
     return st == LOOM_ERR_INVALID_ARGUMENT ? EXIT_USAGE : EXIT_RUNTIME;
 }
 
-/* Plan G on RT with PO and run it WARMUP + RUNS times on inputs IN[N_IN]. Returns 0 with *M
- * filled (freed with measured_free), else the exit status after a message. */
+/* Run PLAN N times on IN[N_IN] (outputs made and dropped here). Returns 0, or the exit status
+ * after a message. */
+static int warmup_runs(loom_plan *plan, const loom_graph *g, loom_tensor **in, size_t n_in, int n)
+{
+    size_t n_out = loom_graph_output_count(g);
+    loom_tensor **outs = calloc(n_out + 1, sizeof *outs);
+    int rc = 0;
+    if (!outs || loom_plan_make_outputs(plan, outs, n_out) != LOOM_OK) {
+        say("making the outputs: %s", outs ? loom_last_error() : "out of memory");
+        free(outs);
+        return EXIT_RUNTIME;
+    }
+    for (int r = 0; r < n && !rc; r++)
+        if (loom_plan_run(plan, (const loom_tensor *const *)in, n_in, outs, n_out, NULL) !=
+            LOOM_OK) {
+            say("run failed: %s", loom_last_error());
+            rc = EXIT_RUNTIME;
+        }
+    for (size_t i = 0; i < n_out; i++)
+        loom_tensor_destroy(outs[i]);
+    free(outs);
+    return rc;
+}
+
+/* Destroy *PLAN (a learning plan saves what it measured) and place G again with PO; *MOVED
+ * gets the number of graph nodes whose device changed. */
+static loom_status replan(loom_runtime *rt, const loom_graph *g, const loom_plan_options *po,
+                          loom_plan **plan, size_t *moved)
+{
+    size_t n0 = loom_plan_node_count(*plan);
+    char **before = calloc(n0 + 1, sizeof *before);
+    for (size_t i = 0; before && i < n0; i++)
+        if (!loom_plan_node_is_copy(*plan, i) &&
+            asprintf(&before[i], "%s\n%s", loom_plan_node_name(*plan, i),
+                     loom_plan_node_device(*plan, i)) < 0)
+            before[i] = NULL;
+    loom_plan_destroy(*plan);
+    *plan = NULL;
+    loom_status st = loom_plan_create(rt, g, po, plan);
+    if (st != LOOM_OK)
+        say("placing the model again: %s", loom_last_error());
+    *moved = 0;
+    for (size_t i = 0; before && i < n0; i++) {
+        if (!before[i])
+            continue;
+        char *nl = strchr(before[i], '\n');
+        *nl = '\0';
+        for (size_t j = 0; st == LOOM_OK && j < loom_plan_node_count(*plan); j++)
+            if (!strcmp(loom_plan_node_name(*plan, j), before[i])) {
+                *moved += strcmp(loom_plan_node_device(*plan, j), nl + 1) != 0;
+                break;
+            }
+        free(before[i]);
+    }
+    free(before);
+    return st;
+}
+
+/* Plan G on RT with PO and run it WARMUP + RUNS times on inputs IN[N_IN]; when PO learns, the
+ * warm-up runs teach the cost model and the graph is placed again before measuring. Returns 0
+ * with *M filled (freed with measured_free), else the exit status after a message. */
 static int measure(loom_runtime *rt, const loom_graph *g, const loom_plan_options *po,
                    loom_tensor **in, size_t n_in, int warmup, int runs, measured *m)
 {
@@ -401,7 +479,30 @@ static int measure(loom_runtime *rt, const loom_graph *g, const loom_plan_option
         say("placing the model: %s", loom_last_error());
         return plan_exit(st);
     }
-    size_t nn = loom_plan_node_count(m->plan), n_out = loom_graph_output_count(g);
+    size_t n_out = loom_graph_output_count(g);
+    if (po->learn && warmup > 0) {
+        /* Warm up on the plan while it records what each node took, then place again from
+         * those measurements: what the model only guessed is now measured. A node that moved
+         * to a device it never ran on is measured in the next round; at most three rounds. */
+        for (int round = 0; round < 3; round++) {
+            if (warmup_runs(m->plan, g, in, n_in, warmup) != 0)
+                return EXIT_RUNTIME;
+            if (round == 0) {
+                loom_plan_summary sm = {.struct_size = sizeof sm};
+                loom_plan_summary_get(m->plan, &sm);
+                m->first_predicted_s = sm.predicted_s;
+            }
+            size_t moved = 0;
+            if ((st = replan(rt, g, po, &m->plan, &moved)) != LOOM_OK)
+                return plan_exit(st);
+            m->replanned++;
+            m->moved += moved;
+            if (!moved)
+                break;
+        }
+        warmup = 1; /* the new plan's first run pays its own start-up */
+    }
+    size_t nn = loom_plan_node_count(m->plan);
     m->n_nodes = nn;
     loom_tensor **outs = calloc(n_out + 1, sizeof *outs);
     double *samples = malloc((nn * (size_t)runs + 1) * sizeof *samples);
@@ -797,6 +898,11 @@ static void print_text(const profile_opts *o, const profile_report *r, const mea
     if (r->have_summary)
         printf("placement: %zu copies, %.2f ms to place; predicted energy %.4g J\n",
                s->n_copies, s->placement_ms, s->predicted_energy_j);
+    if (m->replanned)
+        printf("learning: placed again %d time(s) from the measured times of %d warm-up runs "
+               "each: predicted %.3f ms -> %.3f ms, %zu node move(s)\n",
+               m->replanned, o->warmup, m->first_predicted_s * 1e3,
+               r->have_summary ? s->predicted_s * 1e3 : 0, m->moved);
     if (m->fallbacks)
         printf("fallbacks: %zu node runs moved to another device after a failure\n",
                m->fallbacks);
@@ -943,6 +1049,10 @@ static void print_json(const profile_opts *o, const profile_report *r, const loo
     json_object_set_new(plan, "copies", json_integer((json_int_t)s->n_copies));
     json_object_set_new(plan, "placement_ms",
                         r->have_summary ? jnum(s->placement_ms) : json_null());
+    json_object_set_new(plan, "replanned", json_integer(m->replanned));
+    json_object_set_new(plan, "first_predicted_ms",
+                        m->replanned ? jnum(m->first_predicted_s * 1e3) : json_null());
+    json_object_set_new(plan, "nodes_moved", json_integer((json_int_t)m->moved));
     json_object_set_new(root, "plan", plan);
     json_object_set_new(root, "memory",
                         json_pack("{s:I, s:I}", "peak_bytes",
@@ -997,6 +1107,35 @@ static void measure_single(const profile_opts *o, loom_runtime *rt, const loom_g
         *single = (measured){0};
 }
 
+/* A progress bar on stderr (only on a terminal). */
+static void progress_bar(void *user, const char *label, double fraction)
+{
+    (void)user;
+    int width = 30, done = (int)(fraction * width + 0.5);
+    fprintf(stderr, "\r  [%.*s%*s] %3.0f%% %-40.40s", done, "##############################",
+            width - done, "", fraction * 100, label);
+    if (fraction >= 1)
+        fputc('\n', stderr);
+    fflush(stderr);
+}
+
+/* Measure the devices that have no profile in the cache yet (quick), so that predictions rest
+ * on this machine's figures. Returns 0 or the exit status after a message. */
+static int calibrate_missing(loom_runtime *rt, const profile_opts *o)
+{
+    int tty = isatty(STDERR_FILENO);
+    if (tty && !o->json)
+        fprintf(stderr, "calibrating devices without a profile (quick; --no-calibrate skips)\n");
+    size_t n = 0;
+    if (loom_runtime_calibrate(rt, NULL, 1, 1, tty ? progress_bar : NULL, NULL, &n) != LOOM_OK) {
+        say("calibrating: %s", loom_last_error());
+        return EXIT_RUNTIME;
+    }
+    if (n && !o->json && !tty)
+        fprintf(stderr, "calibrated %zu device(s) (quick)\n", n);
+    return 0;
+}
+
 int cmd_profile(int argc, char **argv)
 {
     profile_opts o = {.model = "mlp", .repeat = 20, .warmup = 3, .precision_name = "f32"};
@@ -1020,6 +1159,8 @@ int cmd_profile(int argc, char **argv)
     rc = build_model(&o, &g);
     if (!rc)
         rc = check_placement_args(&o, rt, g);
+    if (!rc && !o.no_calibrate && !getenv("LOOM_NO_CALIBRATE"))
+        rc = calibrate_missing(rt, &o);
     if (!rc) {
         n_in = loom_graph_input_count(g);
         in = calloc(n_in + 1, sizeof *in);
@@ -1047,7 +1188,7 @@ int cmd_profile(int argc, char **argv)
             .precision = o.precision,
             .policy = o.policy && strcmp(o.policy, "default") ? o.policy : NULL,
             .target_latency_s = o.target_s, .pins = o.pins, .n_pins = o.n_pins,
-            .budget_s = o.budget_s};
+            .budget_s = o.budget_s, .learn = !o.no_learn};
         rc = measure(rt, g, &po, in, n_in, o.warmup, o.repeat, &m);
     }
     if (!rc) {

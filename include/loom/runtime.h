@@ -90,6 +90,18 @@ size_t loom_runtime_device_count(const loom_runtime *runtime);
 loom_status loom_runtime_device(const loom_runtime *runtime, size_t i, char *id, size_t id_len,
                                 loom_device_info *info);
 
+/* Measure the devices of RUNTIME for the cost model (sustained GFLOP/s, memory bandwidth,
+ * launch latency, host links) and save their profiles in CACHE_DIR (NULL: $XDG_CACHE_HOME/loom,
+ * else $HOME/.cache/loom), where plans find them. ONLY_MISSING: only devices without a cached
+ * profile; QUICK: fewer sizes and repeats. PROGRESS (may be NULL) receives a label and the
+ * fraction done. *N_MEASURED (may be NULL) gets the number of devices measured. Fails naming
+ * the device whose measurement failed, or with LOOM_ERR_IO naming the cache file. */
+loom_status loom_runtime_calibrate(loom_runtime *runtime, const char *cache_dir, int only_missing,
+                                   int quick,
+                                   void (*progress)(void *user, const char *label,
+                                                    double fraction),
+                                   void *user, size_t *n_measured);
+
 /* ---- plans ------------------------------------------------------------------------------- */
 
 typedef struct loom_plan_options {
@@ -178,7 +190,8 @@ typedef struct loom_node_explain {
     size_t cost_count;
     const char *cost_source;   /* where its device's figure came from: history, backend, roofline */
     const char *decided_by;    /* pin, only-device, requested-device, earliest-finish, search,
-                                * energy, capacity, first, copy */
+                                * energy, capacity, first, copy, shared-cores (a device on the
+                                * host's own cores kept out while the cpu backend can run it) */
     const char *reason;        /* one line for people */
     double bytes_in_moved;     /* input bytes that had to move from another device */
     double transfer_in_s;      /* predicted seconds of those transfers */

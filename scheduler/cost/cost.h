@@ -62,6 +62,18 @@ const char *lc_node_source(const lc_model *model, uint32_t dev, const loom_node_
 void lc_link(const lc_model *model, uint32_t from, uint32_t to, double *latency_s,
              double *bandwidth);
 
+/* Bytes of a signature buffer (lc_signature). */
+#define LC_SIGNATURE_MAX 512
+
+/* NODE's history signature (op, shapes, dtypes, precision, a hash of its attributes) as text
+ * into BUF (LC_SIGNATURE_MAX bytes): lets a plan record measured times once the graph, whose
+ * attributes the node borrowed, is gone. */
+void lc_signature(const loom_node_desc *node, char *buf);
+
+/* Record one measured execution (SECONDS) of the node whose signature is SIG on DEV.
+ * Thread-safe. */
+void lc_record_signature(lc_model *model, uint32_t dev, const char *sig, double seconds);
+
 /* Record one measured execution of NODE on DEV (SECONDS) into the history. Thread-safe. */
 void lc_record(lc_model *model, uint32_t dev, const loom_node_desc *node, double seconds);
 

@@ -632,6 +632,22 @@ void lc_link(const lc_model *m, uint32_t from, uint32_t to, double *latency_s, d
 
 /* ---- recording -------------------------------------------------------------------------- */
 
+void lc_signature(const loom_node_desc *node, char *buf)
+{
+    sig_text(node, buf);
+}
+
+void lc_record_signature(lc_model *m, uint32_t dev, const char *sig, double seconds)
+{
+    if (!m || !sig || dev >= m->n_devices || !(seconds >= 0) || !isfinite(seconds))
+        return;
+    uint32_t g = m->group[dev];
+    uint64_t h = lc_sig_hash(sig, g);
+    pthread_rwlock_wrlock(&m->lock);
+    lc_hist_add(m, sig, g, h, seconds);
+    pthread_rwlock_unlock(&m->lock);
+}
+
 void lc_record(lc_model *m, uint32_t dev, const loom_node_desc *node, double seconds)
 {
     if (!m || !node || dev >= m->n_devices || !(seconds >= 0) || !isfinite(seconds))

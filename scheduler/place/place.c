@@ -17,7 +17,7 @@
 #define LP_DEFAULT_BUDGET 0.5
 #define LP_EXACT_BUDGET 10.0
 /* The default policy runs the exact search when the problem has at most this many tasks. */
-#define LP_EXACT_TASKS 12
+#define LP_EXACT_TASKS 16
 
 double lpi_now(void)
 {

@@ -87,7 +87,9 @@ typedef struct lp_result {
 loom_status lp_validate(const lp_problem *problem, char *err, size_t err_len);
 
 /* Place PROBLEM (validated first) with POLICY in at most BUDGET_S seconds of search (0: the
- * policy's default, 0.5 s for the default policy; list policies ignore it). On success RESULT's
+ * policy's default, 0.5 s for the default policy, 10 s for exact; list policies ignore it; the
+ * default policy searches for budget * 1000 / n_tasks above 1,000 tasks). A latency target
+ * gives half the budget to the shortest schedule and half to lowering its energy. On success RESULT's
  * arrays are allocated (free with lp_result_free). Fails with LOOM_ERR_INVALID_ARGUMENT (ERR
  * says why) or LOOM_ERR_OUT_OF_MEMORY. Deterministic for a given problem and budget-independent
  * policies; the default policy's result never has a larger makespan than HEFT's. */

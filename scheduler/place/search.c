@@ -174,6 +174,22 @@ loom_status lpi_search(const lpi_ctx *c, double deadline, const lpi_sched *heft,
             memcpy(key, cand.key, n * sizeof *key);
         }
     }
+    /* Everything on one device: when transfers dominate, often the best there is. */
+    for (uint32_t d = 0; d < c->nd && lpi_now() + first_cost < deadline; d++) {
+        uint32_t t = 0;
+        while (t < n && allowed(c, t, d))
+            t++;
+        if (t < n || n == 0)
+            continue;
+        for (t = 0; t < n; t++)
+            cand.assign[t] = (int32_t)d;
+        double ms = lpi_decode(c, &cand.s, heft_key, cand.assign, LPI_RULE_EFT);
+        (*evals)++;
+        if (ms < best->makespan) {
+            lpi_sched_copy(best, &cand.s, c);
+            memcpy(key, heft_key, n * sizeof *key);
+        }
+    }
     if (!isfinite(best->makespan)) {
         st = LOOM_ERR_OUT_OF_MEMORY;
         goto done;
@@ -229,7 +245,20 @@ loom_status lpi_search(const lpi_ctx *c, double deadline, const lpi_sched *heft,
                 if (d != UINT32_MAX)
                     cand.assign[l] = (int32_t)d, changed = 1;
             }
-        } else if (r < 0.65) {
+        } else if (r < 0.55) {
+            /* Gather T and its neighbours on one device (the link's, or a random one): a
+             * cluster moves where single moves would each pay a transfer first. */
+            uint32_t d = l != UINT32_MAX && (lpi_rand(&rng) & 1) ? cur.s.dev[l]
+                                                                  : (uint32_t)(lpi_rand(&rng) % c->nd);
+            if (allowed(c, t, d))
+                cand.assign[t] = (int32_t)d, changed = 1;
+            for (uint32_t k = c->pred_first[t]; k < c->pred_first[t + 1]; k++)
+                if (allowed(c, c->pred_task[k], d))
+                    cand.assign[c->pred_task[k]] = (int32_t)d, changed = 1;
+            for (uint32_t k = c->succ_first[t]; k < c->succ_first[t + 1]; k++)
+                if (allowed(c, c->succ_task[k], d))
+                    cand.assign[c->succ_task[k]] = (int32_t)d, changed = 1;
+        } else if (r < 0.72) {
             /* Free T and some neighbours; EFT re-places them. */
             cand.assign[t] = -1;
             uint32_t deg = (c->pred_first[t + 1] - c->pred_first[t]) +
@@ -246,7 +275,7 @@ loom_status lpi_search(const lpi_ctx *c, double deadline, const lpi_sched *heft,
                 cand.assign[chain[j]] = -1;
             }
             changed = 1;
-        } else if (r < 0.75) {
+        } else if (r < 0.80) {
             /* Nudge T's priority. */
             cand.key[t] *= 1.0 + 0.2 * (lpi_rand01(&rng) - 0.3);
             changed = 1;

@@ -627,8 +627,24 @@ int main(int argc, char **argv)
         }
     }
     /* A CPU run does not need OpenCL: starting PoCL in every case's process costs time. */
-    if (!strncmp(run_device, "cpu", 3))
+    if (!strncmp(run_device, "cpu", 3)) {
         setenv("LOOM_OPENCL", "0", 0);
+    } else {
+        loom_runtime *probe;
+        int found = 0;
+        if (loom_runtime_create(NULL, &probe) == LOOM_OK) {
+            for (size_t i = 0; i < loom_runtime_device_count(probe) && !found; i++) {
+                char id[64];
+                loom_runtime_device(probe, i, id, sizeof id, NULL);
+                found = !strncmp(id, run_device, strlen(run_device));
+            }
+            loom_runtime_destroy(probe);
+        }
+        if (!found) {
+            printf("SKIP: no device '%s' here\n", run_device);
+            return 77;
+        }
+    }
     if (!exists(data, 1)) {
         printf("SKIP: no ONNX test data at %s (install the Debian package libonnx-testdata)\n",
                data);
