@@ -12,6 +12,9 @@
  * so the user's history.json is left alone and "before" really has no history.
  *
  * Usage: bench_costmodel [FIXTURES_DIR] [--device ID] [--cache DIR] [--train N] [--eval N]
+ *                        [--nodes]
+ * (defaults: 10 training runs, 15 evaluation runs; --nodes prints every node's op, FLOPs,
+ * bytes, predictions and measured median in microseconds).
  */
 #include <loom/loom.h>
 #include <loom/onnx.h>
@@ -106,6 +109,9 @@ static void pool_add(pooled *p, double b, double a, double m)
     p->meas[p->n++] = m;
 }
 
+/* Print every node's figures (--nodes): op, FLOPs, bytes, predictions and measurement. */
+static int g_dump_nodes;
+
 static void run_model(loom_runtime *rt, lc_model *m, uint32_t dev, const char *dev_id,
                       const char *dir, const char *model, int n_train, int n_eval, pooled *all)
 {
@@ -189,6 +195,19 @@ static void run_model(loom_runtime *rt, lc_model *m, uint32_t dev, const char *d
         sum_m += meas[p];
         pool_add(all, before[p], after[p], meas[p]);
         used_nodes++;
+        if (g_dump_nodes) {
+            loom_tensor_desc din[64], dout[16];
+            const void *dc[64];
+            loom_node_desc d;
+            loom_op_cost c = {0};
+            lg_node_desc(g, (size_t)gidx[p], &d, din, dout, dc);
+            if (g->nodes[gidx[p]].def->cost)
+                g->nodes[gidx[p]].def->cost(&d, &c);
+            printf("  node %-8s %-22s flops %10.0f bytes %10.0f  before %9.2f after %9.2f "
+                   "meas %9.2f us\n", model, loom_plan_node_op(plan, p), c.flops,
+                   c.bytes_read + c.bytes_written, before[p] * 1e6, after[p] * 1e6,
+                   meas[p] * 1e6);
+        }
     }
     double bm, b90, am, a90;
     lc_error_stats(before, meas, nn, &bm, &b90);
@@ -275,7 +294,7 @@ static void time_calls(const lc_model *m, loom_runtime *rt, const char *dir)
 int main(int argc, char **argv)
 {
     const char *dir = "tests/fixtures", *dev_id = "cpu:0", *cache = NULL;
-    int n_train = 8, n_eval = 9;
+    int n_train = 10, n_eval = 15;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--device") && i + 1 < argc)
             dev_id = argv[++i];
@@ -285,11 +304,13 @@ int main(int argc, char **argv)
             n_train = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--eval") && i + 1 < argc)
             n_eval = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--nodes"))
+            g_dump_nodes = 1;
         else if (argv[i][0] != '-')
             dir = argv[i];
         else {
             fprintf(stderr, "usage: bench_costmodel [FIXTURES_DIR] [--device ID] [--cache DIR] "
-                            "[--train N] [--eval N]\n");
+                            "[--train N] [--eval N] [--nodes]\n");
             return 2;
         }
     }

@@ -1,10 +1,12 @@
 /*
  * The OpenCL backend measured through its loom_backend table (as the executor drives it) against
  * the device used directly: GEMM f32 GFLOP/s through the backend vs CLBlastSgemm on a queue of
- * our own; elementwise Add bandwidth vs a measured clEnqueueCopyBuffer bandwidth; and the
- * dispatch cost of a tiny kernel (synchronous execute, and submit + completion callback).
+ * our own; elementwise (same shape, odd count, broadcast), reduction, Softmax and LayerNorm
+ * bandwidth against a measured clEnqueueCopyBuffer bandwidth; and the dispatch cost of a tiny
+ * kernel (synchronous execute, and submit + completion callback).
  *
- * Usage: bench_opencl [N...]   square GEMM sizes (default 256 512 1024); prints figures only.
+ * Usage: bench_opencl [N...]   square GEMM sizes (default 256 512 1024; 0 skips GEMMs);
+ * prints figures only.
  */
 #define CL_TARGET_OPENCL_VERSION 120
 #include "bench_common.h"
@@ -157,40 +159,120 @@ static void bench_gemm(direct *d, int n)
     free(b);
 }
 
-static void bench_bandwidth(direct *d)
+/* The device's copy bandwidth, clEnqueueCopyBuffer of 32 MiB on our own queue (bytes read plus
+ * bytes written per second): the yardstick for the kernels below. */
+static double copy_bandwidth(direct *d)
 {
-    const size_t n = (size_t)8 << 20; /* 8M floats: 32 MiB per tensor */
-    loom_graph *g = loom_graph_create("add");
-    int64_t dims[1] = {(int64_t)n};
-    loom_output(g, loom_add(g, loom_input(g, "a", LOOM_DTYPE_F32, 1, dims),
-                            loom_input(g, "b", LOOM_DTYPE_F32, 1, dims)), "c");
-    size_t scratch;
-    void *k = prepare(g, &scratch);
-    void *pa = dev_alloc(n * 4, NULL), *pb = dev_alloc(n * 4, NULL), *pc = dev_alloc(n * 4, NULL);
-    const void *ins[2] = {pa, pb};
-    void *outs[1] = {pc};
-    loom_exec_args args = {sizeof args, ins, outs, NULL};
-    double te = time_execute(k, &args, RUNS);
+    const size_t bytes = (size_t)32 << 20;
     cl_int e;
-    cl_mem src = clCreateBuffer(d->ctx, CL_MEM_READ_WRITE, n * 4, NULL, &e);
-    cl_mem dst = clCreateBuffer(d->ctx, CL_MEM_READ_WRITE, n * 4, NULL, &e);
+    cl_mem src = clCreateBuffer(d->ctx, CL_MEM_READ_WRITE, bytes, NULL, &e);
+    cl_mem dst = clCreateBuffer(d->ctx, CL_MEM_READ_WRITE, bytes, NULL, &e);
+    if (!src || !dst)
+        die("clCreateBuffer", "failed");
     double t[RUNS + 1];
     for (int r = 0; r <= RUNS; r++) {
         double t0 = bench_now();
-        clEnqueueCopyBuffer(d->q, src, dst, 0, 0, n * 4, 0, NULL, NULL);
+        clEnqueueCopyBuffer(d->q, src, dst, 0, 0, bytes, 0, NULL, NULL);
         clFinish(d->q);
         t[r] = bench_now() - t0;
     }
-    double tc = bench_median(t + 1, RUNS);
-    printf("elementwise Add f32 [%zu]: %6.2f GB/s (3 x 32 MiB moved)   clEnqueueCopyBuffer: "
-           "%6.2f GB/s (2 x 32 MiB)\n", n, 3.0 * n * 4 / te * 1e-9, 2.0 * n * 4 / tc * 1e-9);
     clReleaseMemObject(src);
     clReleaseMemObject(dst);
-    g_be->free(g_be->ctx, 0, pa, n * 4);
-    g_be->free(g_be->ctx, 0, pb, n * 4);
-    g_be->free(g_be->ctx, 0, pc, n * 4);
+    return 2.0 * (double)bytes / bench_median(t + 1, RUNS) * 1e-9;
+}
+
+/* Node 0 of G (a one-node graph) on opencl:0 with seeded inputs: prints the GB/s of the bytes
+ * it must move (every input read once, the output written once) and the fraction of COPY_GBS. */
+static void bench_node(const char *label, loom_graph *g, double copy_gbs)
+{
+    size_t scratch = 0;
+    void *k = prepare(g, &scratch);
+    loom_tensor_desc in_d[8], out_d[8];
+    const void *in_c[8];
+    loom_node_desc desc;
+    lg_node_desc(g, 0, &desc, in_d, out_d, in_c);
+    const void *ins[8] = {0};
+    void *outs[8] = {0}, *held[16] = {0};
+    size_t held_bytes[16] = {0}, n_held = 0;
+    double moved = 0;
+    for (uint32_t i = 0; i < desc.n_inputs + desc.n_outputs; i++) {
+        int is_in = i < desc.n_inputs;
+        const loom_tensor_desc *t = is_in ? &desc.inputs[i] : &desc.outputs[i - desc.n_inputs];
+        size_t bytes = (size_t)loom_tensor_desc_numel(t) * loom_dtype_size(t->dtype);
+        moved += (double)bytes;
+        float *host = NULL;
+        if (is_in) {
+            host = malloc(bytes + 4);
+            if (!host)
+                die("bench", "out of memory");
+            fill(host, bytes / 4, 3 + i);
+        }
+        void *p = dev_alloc(bytes, host);
+        free(host);
+        held[n_held] = p;
+        held_bytes[n_held++] = bytes;
+        if (is_in)
+            ins[i] = p;
+        else
+            outs[i - desc.n_inputs] = p;
+    }
+    void *sp = scratch ? dev_alloc(scratch, NULL) : NULL;
+    loom_exec_args args = {sizeof args, ins, outs, sp};
+    double te = time_execute(k, &args, RUNS);
+    double gbs = moved / te * 1e-9;
+    printf("%-44s %8.2f GB/s  %5.0f%% of copy  (%.1f MiB moved, %.2f ms)\n", label, gbs,
+           100.0 * gbs / copy_gbs, moved / 1048576.0, te * 1e3);
+    if (sp)
+        g_be->free(g_be->ctx, 0, sp, scratch);
+    for (size_t i = 0; i < n_held; i++)
+        g_be->free(g_be->ctx, 0, held[i], held_bytes[i]);
     g_be->release_kernel(g_be->ctx, k);
     loom_graph_destroy(g);
+}
+
+/* Elementwise, reduction and row kernels against the copy bandwidth: 32 MiB tensors. */
+static void bench_bandwidth(direct *d)
+{
+    double copy = copy_bandwidth(d);
+    printf("clEnqueueCopyBuffer 32 MiB: %.2f GB/s (read + write)\n", copy);
+    const int64_t n = (int64_t)8 << 20, rows = 8192, cols = 1024;
+    int64_t flat[1] = {n}, mat[2] = {rows, cols}, row[1] = {cols}, odd[1] = {n - 3};
+    int64_t last[1] = {1};
+    loom_graph *g = loom_graph_create("add");
+    loom_output(g, loom_add(g, loom_input(g, "a", LOOM_DTYPE_F32, 1, flat),
+                            loom_input(g, "b", LOOM_DTYPE_F32, 1, flat)), "c");
+    bench_node("Add f32 [8M] same shape", g, copy);
+    g = loom_graph_create("add_odd");
+    loom_output(g, loom_add(g, loom_input(g, "a", LOOM_DTYPE_F32, 1, odd),
+                            loom_input(g, "b", LOOM_DTYPE_F32, 1, odd)), "c");
+    bench_node("Add f32 [8M-3] same shape", g, copy);
+    g = loom_graph_create("add_bcast");
+    loom_output(g, loom_add(g, loom_input(g, "a", LOOM_DTYPE_F32, 2, mat),
+                            loom_input(g, "b", LOOM_DTYPE_F32, 1, row)), "c");
+    bench_node("Add f32 [8192,1024] + [1024] broadcast", g, copy);
+    g = loom_graph_create("relu");
+    loom_output(g, loom_relu(g, loom_input(g, "x", LOOM_DTYPE_F32, 1, flat)), "y");
+    bench_node("Relu f32 [8M]", g, copy);
+    g = loom_graph_create("sigmoid");
+    loom_output(g, loom_sigmoid(g, loom_input(g, "x", LOOM_DTYPE_F32, 1, flat)), "y");
+    bench_node("Sigmoid f32 [8M]", g, copy);
+    g = loom_graph_create("rsum");
+    loom_output(g, loom_reduce_sum(g, loom_input(g, "x", LOOM_DTYPE_F32, 2, mat), 1, last, 0),
+                "y");
+    bench_node("ReduceSum f32 [8192,1024] axis 1", g, copy);
+    g = loom_graph_create("rsum_all");
+    loom_output(g, loom_reduce_sum(g, loom_input(g, "x", LOOM_DTYPE_F32, 1, flat), 0, NULL, 0),
+                "y");
+    bench_node("ReduceSum f32 [8M] all", g, copy);
+    g = loom_graph_create("softmax");
+    loom_output(g, loom_softmax(g, loom_input(g, "x", LOOM_DTYPE_F32, 2, mat), -1), "y");
+    bench_node("Softmax f32 [8192,1024] axis -1", g, copy);
+    g = loom_graph_create("layernorm");
+    loom_output(g, loom_layer_norm(g, loom_input(g, "x", LOOM_DTYPE_F32, 2, mat),
+                                   loom_input(g, "s", LOOM_DTYPE_F32, 1, row),
+                                   loom_input(g, "b", LOOM_DTYPE_F32, 1, row), -1, 1e-5f),
+                "y");
+    bench_node("LayerNorm f32 [8192,1024] axis -1", g, copy);
 }
 
 static void on_done(void *token, loom_status st, const char *msg)
@@ -253,6 +335,8 @@ int main(int argc, char **argv)
         n_sizes = 0;
         for (int i = 1; i < argc && n_sizes < 16; i++) {
             int v = atoi(argv[i]);
+            if (v == 0 && argc == 2)
+                break; /* "0": no GEMM sizes */
             if (v < 1 || v > 16384) {
                 fprintf(stderr, "bench_opencl: size '%s' is not in 1..16384\n", argv[i]);
                 return 2;

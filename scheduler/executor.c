@@ -36,6 +36,12 @@ typedef struct pl_worker {
     int stop;         /* guarded by m */
 } pl_worker;
 
+/* The completion token of one node submitted by a pipelined worker. */
+typedef struct pl_token {
+    struct pl_ctx *ctx;
+    uint32_t node;
+} pl_token;
+
 struct pl_ctx {
     pl_ctx *next_free, *next_all;
     loom_plan *plan;
@@ -52,6 +58,15 @@ struct pl_ctx {
     loom_status fail_status;
     char fail_msg[640];
     int record;               /* timeline wanted this run */
+    int safe;                 /* this run does not pipeline (after a pipelined failure) */
+    pl_token *tokens;         /* per node */
+    atomic_uint *outstanding; /* per worker: submitted nodes not yet completed */
+    _Atomic uint64_t *last_end; /* per worker: the latest completion (timeline) */
+    uint64_t *submitted;      /* per node: when it was submitted (timeline) */
+    atomic_int pipe_failed;   /* a pipelined node failed: the run starts over safely */
+    atomic_int pipe_fail_node; /* the first pipelined node that failed (-1: none) */
+    loom_status refail_status; /* ... its status and message, for its re-run elsewhere */
+    char refail_msg[512];
     uint64_t t0;
     loom_node_timing *timeline; /* per node */
 };
@@ -234,9 +249,89 @@ static loom_status run_copy(pl_ctx *c, const pl_node *n, uint32_t p, char *err, 
     return fn(be->ctx, dev->index, a->outputs[0], a->inputs[0], bytes, err, err_len);
 }
 
+/* Node P is done (or skipped): release its successors that wait for it, and wake their
+ * workers when they become ready. */
+static void release_successors(pl_ctx *c, const pl_node *n, uint32_t s)
+{
+    const loom_plan *plan = c->plan;
+    for (uint32_t e = 0; e < n->n_succ; e++) {
+        uint32_t q = plan->succ[n->succ_first + e];
+        uint32_t qs = plan->nodes[q].slot;
+        if (!c->safe && plan->devs[qs].pipelined && qs == s)
+            continue; /* same in-order device: the queue orders them */
+        if (atomic_fetch_sub_explicit(&c->pending[q], 1, memory_order_acq_rel) == 1 && qs != s)
+            wake(&c->workers[qs]);
+    }
+}
+
+/* Completion of a node a pipelined worker submitted (any thread). */
+static void pipe_done(void *token, loom_status status, const char *message)
+{
+    pl_token *tk = token;
+    pl_ctx *c = tk->ctx;
+    const loom_plan *plan = c->plan;
+    const pl_node *n = &plan->nodes[tk->node];
+    uint32_t s = n->slot;
+    if (status != LOOM_OK) {
+        int none = -1;
+        if (atomic_compare_exchange_strong(&c->pipe_fail_node, &none, (int)tk->node)) {
+            c->refail_status = status;
+            snprintf(c->refail_msg, sizeof c->refail_msg, "%s", message ? message : "");
+        }
+        atomic_store(&c->pipe_failed, 1);
+        record_failure(c, n, status, message ? message : "");
+    }
+    if (c->record) {
+        /* In order: it started when it was submitted or when the previous one ended. */
+        uint64_t end = loom_now_ns() - c->t0, start = c->submitted[tk->node];
+        uint64_t prev = atomic_exchange(&c->last_end[s], end);
+        loom_node_timing *t = &c->timeline[tk->node];
+        t->node = tk->node;
+        t->device = n->device;
+        t->start_ns = prev > start && prev < end ? prev : start;
+        t->end_ns = end;
+    }
+    release_successors(c, n, s);
+    pl_worker *self = &c->workers[s]; /* read before the store: the run may end right after */
+    if (atomic_fetch_sub_explicit(&c->outstanding[s], 1, memory_order_acq_rel) == 1)
+        wake(self);
+}
+
+/* A pipelined worker: submit each node of slot S once its predecessors on other workers are
+ * done, without waiting for its own; then wait for every completion. */
+static void run_pipelined(pl_ctx *c, uint32_t s)
+{
+    loom_plan *plan = c->plan;
+    const pl_device_use *u = &plan->devs[s];
+    const lr_device *dev = &plan->rt->devices[u->device];
+    const loom_backend *be = dev->backend;
+    pl_worker *self = &c->workers[s];
+    for (uint32_t i = 0; i < u->n_order; i++) {
+        uint32_t p = u->order[i];
+        const pl_node *n = &plan->nodes[p];
+        wait_zero(self, &c->pending[p]);
+        if (atomic_load_explicit(&c->failed, memory_order_relaxed)) {
+            release_successors(c, n, s);
+            continue;
+        }
+        if (c->record)
+            c->submitted[p] = loom_now_ns() - c->t0;
+        atomic_fetch_add_explicit(&c->outstanding[s], 1, memory_order_relaxed);
+        loom_status st = be->submit(be->ctx, dev->index, n->kernel, &c->args[p], pipe_done,
+                                    &c->tokens[p]);
+        if (st != LOOM_OK) /* nothing was enqueued: complete it here, as failed */
+            pipe_done(&c->tokens[p], st, "submit failed");
+    }
+    wait_zero(self, &c->outstanding[s]);
+}
+
 /* Run every node of device slot S in order. */
 static void run_device(pl_ctx *c, uint32_t s)
 {
+    if (c->plan->devs[s].pipelined && !c->safe) {
+        run_pipelined(c, s);
+        return;
+    }
     loom_plan *plan = c->plan;
     const pl_device_use *u = &plan->devs[s];
     const lr_device *dev = &plan->rt->devices[u->device];
@@ -258,7 +353,11 @@ static void run_device(pl_ctx *c, uint32_t s)
             uint32_t ran_on = n->device;
             err[0] = '\0';
             loom_status st;
-            if (n->is_copy)
+            if (c->safe && (int)p == atomic_load(&c->pipe_fail_node) && n->fb_kernel) {
+                /* It failed on its device in the pipelined attempt: straight to the fallback. */
+                st = c->refail_status;
+                snprintf(err, sizeof err, "%s", c->refail_msg);
+            } else if (n->is_copy)
                 st = run_copy(c, n, p, err, sizeof err);
             else if (submit)
                 st = submit_and_wait(c, self, dev, n, p, err, sizeof err);
@@ -279,12 +378,7 @@ static void run_device(pl_ctx *c, uint32_t s)
             }
         }
         if (multi)
-            for (uint32_t e = 0; e < n->n_succ; e++) {
-                uint32_t q = plan->succ[n->succ_first + e];
-                if (atomic_fetch_sub_explicit(&c->pending[q], 1, memory_order_acq_rel) == 1 &&
-                    plan->nodes[q].slot != s)
-                    wake(&c->workers[plan->nodes[q].slot]);
-            }
+            release_successors(c, n, s);
     }
 }
 
@@ -344,6 +438,10 @@ static void ctx_free(pl_ctx *c)
     free(c->args);
     free(c->patch);
     free(c->pending);
+    free(c->tokens);
+    free(c->outstanding);
+    free(c->last_end);
+    free(c->submitted);
     free(c->workers);
     free(c->timeline);
     free(c);
@@ -379,10 +477,15 @@ static pl_ctx *ctx_create(loom_plan *plan)
     c->args = calloc(nn + 1, sizeof *c->args);
     c->patch = malloc((n_io + 1) * sizeof *c->patch);
     c->pending = calloc(nn + 1, sizeof *c->pending);
+    c->tokens = calloc(nn + 1, sizeof *c->tokens);
+    c->outstanding = calloc(plan->n_devs + 1, sizeof *c->outstanding);
+    c->last_end = calloc(plan->n_devs + 1, sizeof *c->last_end);
+    c->submitted = calloc(nn + 1, sizeof *c->submitted);
     c->workers = calloc(plan->n_devs + 1, sizeof *c->workers);
     c->timeline = calloc(nn + 1, sizeof *c->timeline);
     if (!c->arena || !c->io_ptrs || !c->args || !c->patch || !c->pending ||
-        !c->workers || !c->timeline) {
+        !c->workers || !c->timeline || !c->tokens || !c->outstanding || !c->last_end ||
+        !c->submitted) {
         ctx_free(c);
         return NULL;
     }
@@ -408,6 +511,8 @@ static pl_ctx *ctx_create(loom_plan *plan)
         }
     }
     /* Pointers that stay put across runs are set once; caller tensors are patched per run. */
+    for (uint32_t p = 0; p < nn; p++)
+        c->tokens[p] = (pl_token){c, p};
     for (uint32_t p = 0; p < nn; p++) {
         const pl_node *n = &plan->nodes[p];
         loom_exec_args *a = &c->args[p];
@@ -488,31 +593,48 @@ loom_status pl_execute(loom_plan *plan, const loom_tensor *const *inputs,
         c->io_ptrs[pos] = t->kind == PL_T_INPUT ? loom_tensor_data(inputs[t->index])
                                                 : loom_tensor_data(outputs[t->index]);
     }
-    for (uint32_t p = 0; p < plan->n_nodes; p++)
-        atomic_store_explicit(&c->pending[p], plan->nodes[p].n_preds, memory_order_relaxed);
-    atomic_store(&c->failed, 0);
     atomic_store(&c->fallbacks, 0);
-    c->fail_msg[0] = '\0';
     int want_timeline = stats &&
                         stats->struct_size >= offsetof(loom_run_stats, timeline_count) +
                                                   sizeof(size_t) &&
                         stats->timeline && stats->timeline_capacity >= plan->n_nodes;
     c->record = want_timeline || plan->learn;
     c->t0 = loom_now_ns();
-    if (plan->n_devs > 1) {
-        atomic_store(&c->workers_left, plan->n_devs - 1);
-        for (uint32_t s = 1; s < plan->n_devs; s++) {
-            pl_worker *w = &c->workers[s];
-            pthread_mutex_lock(&w->m);
-            w->run_gen++;
-            pthread_cond_signal(&w->cv);
-            pthread_mutex_unlock(&w->m);
+    for (c->safe = 0;; c->safe = 1) {
+        for (uint32_t p = 0; p < plan->n_nodes; p++)
+            atomic_store_explicit(&c->pending[p],
+                                  c->safe ? plan->nodes[p].n_preds : plan->nodes[p].n_wait,
+                                  memory_order_relaxed);
+        for (uint32_t s = 0; s < plan->n_devs; s++) {
+            atomic_store_explicit(&c->outstanding[s], 0, memory_order_relaxed);
+            atomic_store_explicit(&c->last_end[s], 0, memory_order_relaxed);
         }
+        atomic_store(&c->failed, 0);
+        atomic_store(&c->pipe_failed, 0);
+        if (!c->safe)
+            atomic_store(&c->pipe_fail_node, -1);
+        c->fail_msg[0] = '\0';
+        if (plan->n_devs > 1) {
+            atomic_store(&c->workers_left, plan->n_devs - 1);
+            for (uint32_t s = 1; s < plan->n_devs; s++) {
+                pl_worker *w = &c->workers[s];
+                pthread_mutex_lock(&w->m);
+                w->run_gen++;
+                pthread_cond_signal(&w->cv);
+                pthread_mutex_unlock(&w->m);
+            }
+        }
+        if (plan->n_devs > 0)
+            run_device(c, 0);
+        if (plan->n_devs > 1)
+            wait_zero(&c->workers[0], &c->workers_left);
+        /* A pipelined node failed: nodes after it on its device may have run on what it did
+         * not write. Start over without pipelining, where each failing node is re-run on its
+         * fallback device (every node is a pure function of its inputs). */
+        if (c->safe || plan->strict || !atomic_load(&c->pipe_failed))
+            break;
+        lr_message(plan->rt, "%s; the run started over without pipelining", c->fail_msg);
     }
-    if (plan->n_devs > 0)
-        run_device(c, 0);
-    if (plan->n_devs > 1)
-        wait_zero(&c->workers[0], &c->workers_left);
     /* Graph outputs that no node produces (an input or constant returned as is). */
     for (uint32_t i = 0; i < plan->n_outputs; i++) {
         const pl_tensor *t = &plan->tensors[plan->output_tensor[i]];

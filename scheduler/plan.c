@@ -647,6 +647,27 @@ static loom_status make_device_orders(loom_plan *plan)
         pl_device_use *u = &plan->devs[plan->nodes[p].slot];
         u->order[u->n_order++] = p;
     }
+    /* Pipelined workers: a device that keeps submission order needs no wait for its own
+     * predecessors. Fallbacks are not pipelined: a failure makes the run start over without
+     * pipelining (executor.c). */
+    const char *pipe_env = getenv("LOOM_PIPELINE"); /* "0": off, for comparisons */
+    int pipe_ok = !(pipe_env && !strcmp(pipe_env, "0"));
+    for (uint32_t s = 0; s < plan->n_devs; s++) {
+        pl_device_use *u = &plan->devs[s];
+        const lr_device *dev = &plan->rt->devices[u->device];
+        u->pipelined = pipe_ok && !u->link && LR_SLOT(dev->backend, submit) &&
+                       dev->info.in_order && plan->n_devs > 1;
+    }
+    for (uint32_t p = 0; p < plan->n_nodes; p++)
+        plan->nodes[p].n_wait = 0;
+    for (uint32_t p = 0; p < plan->n_nodes; p++) {
+        const pl_node *n = &plan->nodes[p];
+        for (uint32_t e = 0; e < n->n_succ; e++) {
+            pl_node *q = &plan->nodes[plan->succ[n->succ_first + e]];
+            if (!(plan->devs[q->slot].pipelined && q->slot == n->slot))
+                q->n_wait++;
+        }
+    }
     return LOOM_OK;
 }
 

@@ -80,6 +80,7 @@ typedef struct pl_node {
     uint32_t io_first;    /* first entry of the node's inputs then outputs in plan->io */
     uint32_t succ_first, n_succ; /* successors in plan->succ */
     uint32_t n_preds;     /* dependency count at the start of a run */
+    uint32_t n_wait;      /* the same, without same-worker predecessors of a pipelined worker */
     loom_op_cost cost;
     /* Where the node re-runs when its device fails (not with strict plans): another device
      * that supports it, compiled at plan time so that a failure needs no allocation. */
@@ -119,6 +120,10 @@ typedef enum pl_decided {
 typedef struct pl_device_use {
     uint32_t device;      /* runtime device index (links: the device that is not host-visible) */
     uint32_t link;        /* 0: the device's compute worker; PL_COPY_*: its transfer worker */
+    /* 1: the device runs submitted work in order (loom_device_info.in_order) and has submit():
+     * the worker submits each node once its predecessors on other workers are done, without
+     * waiting for those on this device. */
+    uint32_t pipelined;
     uint32_t *order;      /* plan node indices this device runs, in order */
     uint32_t n_order;
     size_t arena_bytes;   /* the static memory plan's peak on this device */

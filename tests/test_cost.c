@@ -142,6 +142,98 @@ static void test_roofline_matches_hand_computation(void)
     CU_ASSERT_DOUBLE_EQUAL(lc_roofline_seconds(&p, &r, &cost), 1e-5 + 16384.0 / 1e9, 1e-12);
 }
 
+static void test_fit_line_minimises_relative_error(void)
+{
+    double a = -1, b = -1;
+    /* On a line: recovered exactly. */
+    double x1[3] = {0, 1, 2}, t1[3] = {1, 2, 3};
+    CU_ASSERT_EQUAL(lc_fit_line(x1, t1, 3, &a, &b), 1);
+    CU_ASSERT_DOUBLE_EQUAL(a, 1, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(b, 1, 1e-12);
+    /* t = -1 + 2x would need a negative fixed part: refitted through the origin. In relative
+     * terms b*x/t = 1 at v = x/t = (1, 2/3): b = sum v / sum v^2 = (5/3) / (13/9) = 15/13. */
+    double x2[2] = {1, 2}, t2[2] = {1, 3};
+    CU_ASSERT_EQUAL(lc_fit_line(x2, t2, 2, &a, &b), 1);
+    CU_ASSERT_DOUBLE_EQUAL(a, 0, 0);
+    CU_ASSERT_DOUBLE_EQUAL(b, 15.0 / 13.0, 1e-12);
+    /* Time falling with size: flat, at the constant a minimising sum (a/t - 1)^2: u = 1/t =
+     * (1/2, 1): a = sum u / sum u^2 = 1.5 / 1.25 = 1.2. */
+    double t3[2] = {2, 1};
+    CU_ASSERT_EQUAL(lc_fit_line(x2, t3, 2, &a, &b), 1);
+    CU_ASSERT_DOUBLE_EQUAL(a, 1.2, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(b, 0, 0);
+    /* Relative weighting: (1, 1 us), (1000, 1 ms), (2000, 3 ms) lie near no line; the small
+     * point is kept within 0.1% where plain least squares would miss it by ~30%. Closed form
+     * of the 2x2 normal equations in u = 1/t, v = x/t. */
+    double x4[3] = {1, 1000, 2000}, t4[3] = {1e-6, 1e-3, 3e-3};
+    CU_ASSERT_EQUAL(lc_fit_line(x4, t4, 3, &a, &b), 1);
+    double su = 1e6 + 1e3 + 1e3 / 3, sv = 1e6 + 1e6 + 2e6 / 3;
+    double suu = 1e12 + 1e6 + 1e6 / 9, suv = 1e12 + 1e9 + 2e9 / 9;
+    double svv = 1e12 + 1e12 + 4e12 / 9, det = suu * svv - suv * suv;
+    CU_ASSERT_DOUBLE_EQUAL(a, (su * svv - sv * suv) / det, 1e-15);
+    CU_ASSERT_DOUBLE_EQUAL(b, (suu * sv - suv * su) / det, 1e-15);
+    CU_ASSERT(fabs(a + b - 1e-6) / 1e-6 < 1e-3);
+    /* Unusable points are skipped; none usable: 0. */
+    double t5[2] = {NAN, -1};
+    CU_ASSERT_EQUAL(lc_fit_line(x2, t5, 2, &a, &b), 0);
+    CU_ASSERT_DOUBLE_EQUAL(a, 0, 0);
+    CU_ASSERT_DOUBLE_EQUAL(b, 0, 0);
+    CU_ASSERT_EQUAL(lc_fit_line(x2, t5, 0, &a, &b), 0);
+}
+
+static void test_class_fits_replace_the_roofline_where_measured(void)
+{
+    CU_ASSERT_EQUAL(lc_op_class_of(LOOM_OP_MATMUL), LC_CLASS_MATMUL);
+    CU_ASSERT_EQUAL(lc_op_class_of(LOOM_OP_GEMM), LC_CLASS_MATMUL);
+    CU_ASSERT_EQUAL(lc_op_class_of(LOOM_OP_ADD), LC_CLASS_BINARY);
+    CU_ASSERT_EQUAL(lc_op_class_of(LOOM_OP_ERF), LC_CLASS_TRANSCENDENTAL);
+    CU_ASSERT_EQUAL(lc_op_class_of(LOOM_OP_LAYER_NORMALIZATION), LC_CLASS_NORM);
+    CU_ASSERT_EQUAL(lc_op_class_of(LOOM_OP_TRANSPOSE), LC_CLASS_COPY);
+    CU_ASSERT_EQUAL(lc_op_class_of(LOOM_OP_RESHAPE), LC_CLASS_VIEW);
+    CU_ASSERT_EQUAL(lc_op_class_of(LOOM_OP_SHAPE), LC_CLASS_COUNT);
+    CU_ASSERT(lc_op_class_counts_flops(LC_CLASS_CONV));
+    CU_ASSERT_FALSE(lc_op_class_counts_flops(LC_CLASS_SOFTMAX));
+
+    lc_profile p;
+    memset(&p, 0, sizeof p);
+    p.flops[0] = 1e10;
+    p.mem_bandwidth = 1e9;
+    p.launch_s = 1e-5;
+    p.cache_bytes = 1e6;
+    p.class_fixed_s[LC_CLASS_MATMUL] = 2e-6;
+    p.class_rate[LC_CLASS_MATMUL] = 5e10;
+    p.class_fixed_s[LC_CLASS_BINARY] = 1e-6;
+    p.class_rate[LC_CLASS_BINARY] = 1e10;
+    /* MatMul [64,128] x [128,32]: 524288 FLOPs at the fitted 5e10 plus its fixed 2 us. */
+    loom_node_desc n = matmul_node(LOOM_PRECISION_F32);
+    loom_op_cost cost;
+    loom_op_get(LOOM_OP_MATMUL)->cost(&n, &cost);
+    CU_ASSERT_DOUBLE_EQUAL(lc_roofline_seconds(&p, &n, &cost), 2e-6 + 524288.0 / 5e10, 1e-15);
+    /* In fp16 the fitted rate scales with flops[1] / flops[0] = 4. */
+    p.flops[1] = 4e10;
+    loom_node_desc h = matmul_node(LOOM_PRECISION_F16);
+    CU_ASSERT_DOUBLE_EQUAL(lc_roofline_seconds(&p, &h, &cost), 2e-6 + 524288.0 / 2e11, 1e-15);
+    /* Add of 1024 floats: 12288 bytes, in cache: 1 us + 12288 / 1e10. */
+    loom_tensor_desc v[2] = {{LOOM_DTYPE_F32, 1, {1024}}, {LOOM_DTYPE_F32, 1, {1024}}};
+    loom_node_desc a = matmul_node(0);
+    a.op = LOOM_OP_ADD;
+    a.op_name = "Add";
+    a.inputs = v;
+    a.outputs = v;
+    loom_op_cost ac = {1024, 8192, 4096};
+    CU_ASSERT_DOUBLE_EQUAL(lc_roofline_seconds(&p, &a, &ac), 1e-6 + 12288.0 / 1e10, 1e-15);
+    /* 12 MB does not fit in 1 MB of cache: it streams at mem_bandwidth, 1e9. */
+    loom_op_cost big = {1 << 20, 8e6, 4e6};
+    CU_ASSERT_DOUBLE_EQUAL(lc_roofline_seconds(&p, &a, &big), 1e-6 + 12e6 / 1e9, 1e-12);
+    /* A class without a fit keeps the plain roofline: Relu, launch + bytes / bandwidth. */
+    a.op = LOOM_OP_RELU;
+    a.op_name = "Relu";
+    CU_ASSERT_DOUBLE_EQUAL(lc_roofline_seconds(&p, &a, &ac), 1e-5 + 12288.0 / 1e9, 1e-15);
+    /* A fixed cost without a rate (no size dependence measured): the fixed cost, in cache. */
+    p.class_fixed_s[LC_CLASS_UNARY] = 3e-7;
+    CU_ASSERT_DOUBLE_EQUAL(lc_roofline_seconds(&p, &a, &ac), 3e-7, 1e-18);
+}
+
 static void test_signature_is_deterministic_text(void)
 {
     loom_tensor_desc in[2] = {{LOOM_DTYPE_F32, 3, {1, 128, 768}}, {LOOM_DTYPE_F32, 2, {768, 768}}};
@@ -235,19 +327,32 @@ static void test_history_and_profiles_round_trip_through_the_cache(void)
     CU_ASSERT_EQUAL_FATAL(lc_model_open(rt, dir, &m), LOOM_OK);
     CU_ASSERT_STRING_EQUAL(lc_cache_dir(m), dir);
     loom_node_desc n = matmul_node(0);
-    for (int i = 0; i < 20; i++) /* more than are kept */
-        lc_record(m, 0, &n, i < 10 ? 5e-3 : 2e-3);
+    for (int i = 0; i < 40; i++) /* more than are kept */
+        lc_record(m, 0, &n, i < 20 ? 5e-3 : 2e-3);
+    /* A calibrated profile with class fits (set by hand) is saved with them. */
+    m->profiles[0].calibrated = 1;
+    m->profiles[0].cache_bytes = 32 << 20;
+    m->profiles[0].class_fixed_s[LC_CLASS_SOFTMAX] = 3.5e-6;
+    m->profiles[0].class_rate[LC_CLASS_SOFTMAX] = 2.5e9;
+    m->profile_dirty[0] = 1;
     CU_ASSERT_EQUAL(lc_model_save(m), LOOM_OK);
     lc_model_close(m);
     CU_ASSERT(file_exists(dir, "history.json"));
+    CU_ASSERT(file_exists(dir, "profiles.json"));
 
     m = NULL;
     size_t before = loom_runtime_message_count(rt);
     CU_ASSERT_EQUAL_FATAL(lc_model_open(rt, dir, &m), LOOM_OK);
     CU_ASSERT_FALSE(message_since(before, "corrupt"));
     CU_ASSERT_STRING_EQUAL(lc_node_source(m, 0, &n), "history");
-    /* The last 16 samples were kept: 6 of 5 ms, 10 of 2 ms. */
+    /* The last 32 samples were kept: 12 of 5 ms, 20 of 2 ms. */
     CU_ASSERT_DOUBLE_EQUAL(lc_node_seconds(m, 0, &n, NULL), 2e-3, 1e-12);
+    const lc_profile *p = lc_profile_of(m, 0);
+    CU_ASSERT_EQUAL(p->calibrated, 1);
+    CU_ASSERT_DOUBLE_EQUAL(p->cache_bytes, 32 << 20, 0);
+    CU_ASSERT_DOUBLE_EQUAL(p->class_fixed_s[LC_CLASS_SOFTMAX], 3.5e-6, 1e-18);
+    CU_ASSERT_DOUBLE_EQUAL(p->class_rate[LC_CLASS_SOFTMAX], 2.5e9, 1e-3);
+    CU_ASSERT_DOUBLE_EQUAL(p->class_rate[LC_CLASS_MATMUL], 0, 0);
     lc_model_close(m);
 }
 
@@ -314,6 +419,13 @@ static void test_quick_calibration_of_cpu_gives_positive_finite_figures(void)
     CU_ASSERT(positive_finite(p->mem_bandwidth));
     CU_ASSERT(positive_finite(p->launch_s));
     CU_ASSERT(p->host_visible);
+    /* Every class the CPU runs got a line; its cache size is known or 0. */
+    for (int k = 0; k < LC_CLASS_COUNT; k++) {
+        CU_ASSERT(p->class_fixed_s[k] > 0 || p->class_rate[k] > 0);
+        CU_ASSERT(p->class_fixed_s[k] >= 0 && isfinite(p->class_fixed_s[k]));
+        CU_ASSERT(p->class_rate[k] >= 0 && isfinite(p->class_rate[k]));
+    }
+    CU_ASSERT(p->cache_bytes >= 0);
     char line[512];
     lc_profile_summary(p, line, sizeof line);
     CU_ASSERT_PTR_NOT_NULL(strstr(line, "GFLOP/s"));
@@ -329,6 +441,11 @@ static void test_quick_calibration_of_cpu_gives_positive_finite_figures(void)
     CU_ASSERT_DOUBLE_EQUAL(p->flops[0], saved.flops[0], saved.flops[0] * 1e-9);
     CU_ASSERT_DOUBLE_EQUAL(p->mem_bandwidth, saved.mem_bandwidth, saved.mem_bandwidth * 1e-9);
     CU_ASSERT_DOUBLE_EQUAL(p->launch_s, saved.launch_s, saved.launch_s * 1e-9);
+    for (int k = 0; k < LC_CLASS_COUNT; k++) {
+        CU_ASSERT_DOUBLE_EQUAL(p->class_fixed_s[k], saved.class_fixed_s[k],
+                               saved.class_fixed_s[k] * 1e-9);
+        CU_ASSERT_DOUBLE_EQUAL(p->class_rate[k], saved.class_rate[k], saved.class_rate[k] * 1e-9);
+    }
     calls = 0;
     CU_ASSERT_EQUAL(lc_calibrate(m, 1, 1, progress_count, &calls), LOOM_OK);
     CU_ASSERT_EQUAL(calls, 0);
@@ -441,6 +558,9 @@ int main(void)
         void (*fn)(void);
     } tests[] = {
         {"roofline_matches_hand_computation", test_roofline_matches_hand_computation},
+        {"fit_line_minimises_relative_error", test_fit_line_minimises_relative_error},
+        {"class_fits_replace_the_roofline_where_measured",
+         test_class_fits_replace_the_roofline_where_measured},
         {"signature_is_deterministic_text", test_signature_is_deterministic_text},
         {"history_median_used_after_three_samples", test_history_median_used_after_three_samples},
         {"history_and_profiles_round_trip_through_the_cache",

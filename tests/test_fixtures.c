@@ -8,6 +8,8 @@
  * LOOM_TEST_DEVICE picks where the models run: "cpu" (the default, strict), a device id such as
  * "opencl" (what it cannot run goes to the CPU; at least one node must run on it; the test is
  * skipped, exit 77, when no such device exists), or "auto" (the placement policy decides).
+ * With LOOM_TEST_EXPECT_FALLBACK=1 (set with a LOOM_FAULT injection) at least one node must
+ * have failed on its device and been re-run elsewhere, the outputs still matching.
  * Files of one model: model.onnx, input_<graph input name>.npy, expected_<graph output name>.npy.
  *
  * Tolerance: |loom - ort| <= ATOL + RTOL * |ort| per element, with ATOL 1e-4 and RTOL 1e-3.
@@ -35,6 +37,7 @@
 static const char *fixtures_dir;
 static loom_runtime *rt;
 static const char *run_device = "cpu"; /* NULL: placed by the policy */
+static size_t total_fallbacks;         /* nodes re-run on another device, all models */
 
 static int suite_init(void)
 {
@@ -176,7 +179,9 @@ static void check_fixture(const char *model)
     CU_ASSERT_EQUAL(loom_plan_make_outputs(plan, outputs, n_out), LOOM_OK);
 
     for (int run = 0; run < 2; run++) {
-        st = loom_plan_run(plan, (const loom_tensor *const *)inputs, n_in, outputs, n_out, NULL);
+        loom_run_stats rs = {.struct_size = sizeof rs};
+        st = loom_plan_run(plan, (const loom_tensor *const *)inputs, n_in, outputs, n_out, &rs);
+        total_fallbacks += rs.fallback_count;
         if (st != LOOM_OK)
             printf("\n    %s: run: %s", model, loom_last_error());
         CU_ASSERT_EQUAL(st, LOOM_OK);
@@ -219,6 +224,12 @@ static void test_transformer_encoder_matches_onnx_runtime(void)
     check_fixture("transformer");
 }
 
+static void test_injected_fault_was_survived(void)
+{
+    printf(" [%zu node(s) re-run elsewhere]", total_fallbacks);
+    CU_ASSERT(total_fallbacks > 0);
+}
+
 int main(int argc, char **argv)
 {
     fixtures_dir = argc > 1 ? argv[1] : getenv("LOOM_FIXTURES");
@@ -251,6 +262,9 @@ int main(int argc, char **argv)
     CU_add_test(s, "cnn_matches_onnx_runtime", test_cnn_matches_onnx_runtime);
     CU_add_test(s, "transformer_encoder_matches_onnx_runtime",
                 test_transformer_encoder_matches_onnx_runtime);
+    const char *expect_fb = getenv("LOOM_TEST_EXPECT_FALLBACK");
+    if (expect_fb && !strcmp(expect_fb, "1"))
+        CU_add_test(s, "injected_fault_was_survived", test_injected_fault_was_survived);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();

@@ -1342,6 +1342,92 @@ static void test_builders_make_a_graph_that_checks(void)
     loom_graph_destroy(g);
 }
 
+/* The public node accessors (what tools use instead of graph_internal.h): names, ops, wiring
+ * between nodes, an absent optional input, and out-of-range indices. */
+static void test_node_accessors_walk_names_ops_and_wiring(void)
+{
+    loom_graph *g = loom_graph_create("walk");
+    loom_value x = in(g, "x", LOOM_DTYPE_F32, 2, D(2, 4));
+    const float zeros[16] = {0};
+    loom_value w1 = loom_constant(g, "w1", LOOM_DTYPE_F32, 2, D(4, 3), zeros);
+    loom_value w2 = loom_constant(g, "w2", LOOM_DTYPE_F32, 2, D(3, 4), zeros);
+    loom_value h = LOOM_NO_VALUE, p = LOOM_NO_VALUE, halves[2] = {LOOM_NO_VALUE, LOOM_NO_VALUE};
+    loom_value y = LOOM_NO_VALUE;
+    CU_ASSERT_EQUAL(loom_graph_op(g, "MatMul", "fc", (loom_value[]){x, w1}, 2, NULL, 0, &h, 1),
+                    LOOM_OK);
+    CU_ASSERT_EQUAL(loom_graph_op(g, "Gemm", "proj", (loom_value[]){h, w2, LOOM_NO_VALUE}, 3,
+                                  NULL, 0, &p, 1),
+                    LOOM_OK);
+    loom_attr split_attrs[2] = {loom_attr_int("axis", 1), loom_attr_int("num_outputs", 2)};
+    CU_ASSERT_EQUAL(loom_graph_op(g, "Split", "halves", &p, 1, split_attrs, 2, halves, 2), LOOM_OK);
+    CU_ASSERT_EQUAL(loom_graph_op(g, "Add", "sum", halves, 2, NULL, 0, &y, 1), LOOM_OK);
+    CU_ASSERT_EQUAL(loom_output(g, y, "y"), LOOM_OK);
+    CU_ASSERT_EQUAL_FATAL(loom_graph_check(g), LOOM_OK);
+
+    static const char *const names[] = {"fc", "proj", "halves", "sum"};
+    static const char *const ops[] = {"MatMul", "Gemm", "Split", "Add"};
+    static const size_t n_in[] = {2, 3, 1, 2}, n_out[] = {1, 1, 2, 1};
+    CU_ASSERT_EQUAL_FATAL(loom_graph_node_count(g), 4);
+    for (size_t i = 0; i < 4; i++) {
+        CU_ASSERT_STRING_EQUAL(loom_graph_node_name(g, i), names[i]);
+        CU_ASSERT_STRING_EQUAL(loom_graph_node_op(g, i), ops[i]);
+        CU_ASSERT_EQUAL(loom_graph_node_input_count(g, i), n_in[i]);
+        CU_ASSERT_EQUAL(loom_graph_node_output_count(g, i), n_out[i]);
+    }
+    /* each node reads what the one before made; the handles are those the builder returned */
+    CU_ASSERT_EQUAL(loom_graph_node_input(g, 0, 0), x);
+    CU_ASSERT_EQUAL(loom_graph_node_input(g, 0, 1), w1);
+    CU_ASSERT_EQUAL(loom_graph_node_output(g, 0, 0), h);
+    CU_ASSERT_EQUAL(loom_graph_node_input(g, 1, 0), loom_graph_node_output(g, 0, 0));
+    CU_ASSERT_EQUAL(loom_graph_node_input(g, 1, 1), w2);
+    CU_ASSERT_EQUAL(loom_graph_node_input(g, 1, 2), LOOM_NO_VALUE); /* Gemm without C */
+    CU_ASSERT_EQUAL(loom_graph_node_input(g, 2, 0), p);
+    CU_ASSERT_EQUAL(loom_graph_node_output(g, 2, 0), halves[0]);
+    CU_ASSERT_EQUAL(loom_graph_node_output(g, 2, 1), halves[1]);
+    CU_ASSERT_NOT_EQUAL(halves[0], halves[1]);
+    CU_ASSERT_EQUAL(loom_graph_node_input(g, 3, 0), halves[0]);
+    CU_ASSERT_EQUAL(loom_graph_node_input(g, 3, 1), halves[1]);
+    CU_ASSERT_EQUAL(loom_graph_node_output(g, 3, 0), loom_graph_output(g, 0));
+    CU_ASSERT_STRING_EQUAL(loom_value_name(g, loom_graph_node_output(g, 3, 0)), "y");
+
+    /* out of range: a node past the end, a slot past a node's last, a NULL graph */
+    CU_ASSERT_PTR_NULL(loom_graph_node_name(g, 4));
+    CU_ASSERT_PTR_NULL(loom_graph_node_op(g, 4));
+    CU_ASSERT_EQUAL(loom_graph_node_input_count(g, 4), 0);
+    CU_ASSERT_EQUAL(loom_graph_node_output_count(g, 4), 0);
+    CU_ASSERT_EQUAL(loom_graph_node_input(g, 4, 0), LOOM_NO_VALUE);
+    CU_ASSERT_EQUAL(loom_graph_node_output(g, 4, 0), LOOM_NO_VALUE);
+    CU_ASSERT_EQUAL(loom_graph_node_input(g, 0, 2), LOOM_NO_VALUE);
+    CU_ASSERT_EQUAL(loom_graph_node_output(g, 2, 2), LOOM_NO_VALUE);
+    CU_ASSERT_EQUAL(loom_graph_node_output(g, SIZE_MAX, SIZE_MAX), LOOM_NO_VALUE);
+    CU_ASSERT_EQUAL(loom_graph_node_count(NULL), 0);
+    CU_ASSERT_PTR_NULL(loom_graph_node_name(NULL, 0));
+    CU_ASSERT_PTR_NULL(loom_graph_node_op(NULL, 0));
+    CU_ASSERT_EQUAL(loom_graph_node_input_count(NULL, 0), 0);
+    CU_ASSERT_EQUAL(loom_graph_node_output_count(NULL, 0), 0);
+    CU_ASSERT_EQUAL(loom_graph_node_input(NULL, 0, 0), LOOM_NO_VALUE);
+    CU_ASSERT_EQUAL(loom_graph_node_output(NULL, 0, 0), LOOM_NO_VALUE);
+    loom_graph_destroy(g);
+}
+
+/* Folded nodes become constants, not nodes: the walk sees only what will run. */
+static void test_node_accessors_skip_folded_nodes(void)
+{
+    loom_graph *g = loom_graph_create("walk_folded");
+    CU_ASSERT_EQUAL(loom_graph_set_folding(g, 1), LOOM_OK);
+    loom_value x = in(g, "x", LOOM_DTYPE_F32, 1, D(4));
+    const float ones[4] = {1, 1, 1, 1};
+    loom_value c = loom_constant(g, "c", LOOM_DTYPE_F32, 1, D(4), ones);
+    loom_value y = loom_add(g, x, loom_neg(g, c)); /* Neg of a constant folds */
+    CU_ASSERT_EQUAL(loom_output(g, y, "y"), LOOM_OK);
+    CU_ASSERT_EQUAL_FATAL(loom_graph_node_count(g), 1);
+    CU_ASSERT_STRING_EQUAL(loom_graph_node_op(g, 0), "Add");
+    CU_ASSERT_EQUAL(loom_graph_node_input(g, 0, 0), x);
+    CU_ASSERT_NOT_EQUAL(loom_graph_node_input(g, 0, 1), c);
+    CU_ASSERT_NOT_EQUAL(loom_graph_node_input(g, 0, 1), LOOM_NO_VALUE);
+    loom_graph_destroy(g);
+}
+
 static int same_attr(const loom_attr *a, const loom_attr *b)
 {
     if (a->kind != b->kind)
@@ -1503,6 +1589,8 @@ int main(void)
         TEST(test_dimension_product_overflow_is_reported),
         TEST(test_first_error_is_sticky_and_later_builders_do_nothing),
         TEST(test_builders_make_a_graph_that_checks),
+        TEST(test_node_accessors_walk_names_ops_and_wiring),
+        TEST(test_node_accessors_skip_folded_nodes),
         TEST(test_canonical_attributes_infer_to_themselves),
     };
     if (CU_initialize_registry() != CUE_SUCCESS)

@@ -1,44 +1,69 @@
 /*
- * See graph_view.h. Reads struct loom_graph (graph/graph_internal.h) for nodes only; values go
- * through the public API.
+ * See graph_view.h. Everything goes through the public graph API; the only state is what a
+ * gv_node carries.
  */
 #include "graph_view.h"
 
 #include <stdio.h>
 #include <string.h>
 
-#include "../graph/graph_internal.h"
-
 int gv_node_get(const loom_graph *g, size_t i, gv_node *out)
 {
-    if (!g || i >= g->n_nodes)
+    if (!g || i >= loom_graph_node_count(g))
         return 0;
-    const lg_node *n = &g->nodes[i];
-    *out = (gv_node){n->name, n->def ? n->def->name : "?", n->n_inputs, n->n_outputs,
-                     n->inputs, n->outputs};
+    const char *op = loom_graph_node_op(g, i);
+    out->name = loom_graph_node_name(g, i);
+    out->op = op ? op : "?";
+    out->n_inputs_total = loom_graph_node_input_count(g, i);
+    out->n_outputs_total = loom_graph_node_output_count(g, i);
+    out->n_inputs = out->n_inputs_total < GV_MAX_INPUTS ? out->n_inputs_total : GV_MAX_INPUTS;
+    out->n_outputs =
+        out->n_outputs_total < GV_MAX_OUTPUTS ? out->n_outputs_total : GV_MAX_OUTPUTS;
+    for (size_t k = 0; k < out->n_inputs; k++)
+        out->input_store[k] = loom_graph_node_input(g, i, k);
+    for (size_t k = 0; k < out->n_outputs; k++)
+        out->output_store[k] = loom_graph_node_output(g, i, k);
+    out->inputs = out->input_store;
+    out->outputs = out->output_store;
     return 1;
 }
 
 long gv_producer(const loom_graph *g, loom_value value)
 {
-    if (!g || value < 0 || (size_t)value >= g->n_values)
+    if (!g || value == LOOM_NO_VALUE)
         return -1;
-    const lg_value *v = &g->values[value];
-    return v->kind == LG_VALUE_NODE ? (long)v->producer : -1;
+    size_t n = loom_graph_node_count(g);
+    for (size_t i = 0; i < n; i++) {
+        size_t n_out = loom_graph_node_output_count(g, i);
+        for (size_t k = 0; k < n_out; k++)
+            if (loom_graph_node_output(g, i, k) == value)
+                return (long)i;
+    }
+    return -1;
 }
 
 long gv_find_node(const loom_graph *g, const char *name)
 {
-    for (size_t i = 0; g && name && i < g->n_nodes; i++)
-        if (!strcmp(g->nodes[i].name, name))
+    size_t n = loom_graph_node_count(g);
+    for (size_t i = 0; name && i < n; i++) {
+        const char *s = loom_graph_node_name(g, i);
+        if (s && !strcmp(s, name))
             return (long)i;
+    }
     return -1;
 }
 
+/* A value is an input, a constant or a node's output: a valid handle that is neither of the
+ * others is a constant. */
 int gv_is_constant(const loom_graph *g, loom_value value)
 {
-    return g && value >= 0 && (size_t)value < g->n_values &&
-           g->values[value].kind == LG_VALUE_CONSTANT;
+    if (!loom_value_name(g, value))
+        return 0;
+    size_t n_in = loom_graph_input_count(g);
+    for (size_t i = 0; i < n_in; i++)
+        if (loom_graph_input(g, i) == value)
+            return 0;
+    return gv_producer(g, value) < 0;
 }
 
 char *gv_shape(const loom_graph *g, loom_value value, char *buf, size_t len)

@@ -22,15 +22,15 @@
 #define OCL_POOL_BYTES ((size_t)256 << 20)
 
 static const char *const k_kernel_names[OCL_K_COUNT] = {
-    "unary_f32", "unary_f16", "unary_int", "unary_long", "unary_uchar",
-    "binary_f32", "binary_f16", "binary_int", "binary_long", "binary_uchar",
-    "compare_f32", "compare_f16", "compare_int", "compare_long", "compare_uchar",
     "where_uchar", "where_ushort", "where_uint", "where_ulong",
     "copy_uchar", "copy_ushort", "copy_uint", "copy_ulong",
     "gather_uchar", "gather_ushort", "gather_uint", "gather_ulong",
-    "cast_any", "softmax_f32", "layernorm_f32", "batchnorm_f32", "reduce_f32", "pool_f32",
+    "cast_any", "softmax_f32", "layernorm_f32", "batchnorm_f32", "reduce_f32", "reduce_rows_f32",
+    "pool_f32",
     "im2col_f32", "bias_channel_f32", "scale_f32", "noop",
 };
+
+static const char *const k_ew_names[OCL_EW_COUNT] = {"ew_flat", "ew_vec4", "ew_bcast"};
 
 /* ---- messages ------------------------------------------------------------------------------ */
 
@@ -239,6 +239,7 @@ static void describe(ocl_device *d, cl_platform_id plat)
     clGetDeviceInfo(id, CL_DEVICE_HOST_UNIFIED_MEMORY, sizeof unified, &unified, NULL);
     info->unified_memory = unified == CL_TRUE || (type & CL_DEVICE_TYPE_CPU);
     info->shares_host_cpu = (type & CL_DEVICE_TYPE_CPU) != 0;
+    info->in_order = 1; /* one in-order command queue per device */
     if (has_extension(exts, "cl_khr_device_uuid")) {
         unsigned char uuid[CL_UUID_SIZE_KHR];
         if (clGetDeviceInfo(id, CL_DEVICE_UUID_KHR, sizeof uuid, uuid, NULL) == CL_SUCCESS)
@@ -313,6 +314,12 @@ static void device_close(ocl_device *d)
             clReleaseKernel(d->kernels[k]);
     if (d->program)
         clReleaseProgram(d->program);
+    for (size_t v = 0; v < d->n_variants; v++) {
+        for (int k = 0; k < OCL_EW_COUNT; k++)
+            clReleaseKernel(d->variants[v].kernels[k]);
+        clReleaseProgram(d->variants[v].program);
+    }
+    free(d->variants);
     for (size_t i = 0; i < d->n_blocks; i++) {
         clReleaseMemObject(d->blocks[i].mem);
         munmap((void *)d->blocks[i].base, d->blocks[i].span);
@@ -401,23 +408,26 @@ static void cache_dir_init(ocl_state *s)
     snprintf(s->cache_dir, sizeof s->cache_dir, "%s", path);
 }
 
-/* The cache key of D's program: device, driver, platform and the source's hash. */
-static void cache_key(const ocl_device *d, char *key, size_t len, char *file, size_t file_len,
-                      const char *dir)
+/* The cache key of a program of D: device, driver, platform, the hash of its source SRC and
+ * its build options OPTS (one source gives a different binary per set of -D options). */
+static void cache_key(const ocl_device *d, const char *src, size_t src_len, const char *opts,
+                      char *key, size_t len, char *file, size_t file_len, const char *dir)
 {
     char drv[128] = "";
     dev_string(d->id, CL_DRIVER_VERSION, drv, sizeof drv);
-    uint64_t hs = fnv1a(0xcbf29ce484222325ull, ocl_program_source, ocl_program_source_len);
-    snprintf(key, len, "%s|%s|%s|%016llx", d->info.name, drv, d->platform_version,
-             (unsigned long long)hs);
+    uint64_t hs = fnv1a(0xcbf29ce484222325ull, src, src_len);
+    snprintf(key, len, "%s|%s|%s|%016llx|%s", d->info.name, drv, d->platform_version,
+             (unsigned long long)hs, opts);
     uint64_t hk = fnv1a(0xcbf29ce484222325ull, key, strlen(key));
     snprintf(file, file_len, "%s/%016llx.bin", dir, (unsigned long long)hk);
 }
 
 static const char k_cache_magic[8] = {'L', 'O', 'O', 'M', 'C', 'L', 'B', '1'};
 
-/* The cached binary of D's program, built; NULL when absent or unusable (then rebuilt). */
-static cl_program cache_load(const ocl_device *d, const char *key, const char *file)
+/* The cached binary under KEY in FILE, built for D with OPTS; NULL when absent or unusable
+ * (then rebuilt). */
+static cl_program cache_load(const ocl_device *d, const char *key, const char *file,
+                             const char *opts)
 {
     FILE *f = fopen(file, "rb");
     if (!f)
@@ -443,7 +453,7 @@ static cl_program cache_load(const ocl_device *d, const char *key, const char *f
     cl_int bst = CL_SUCCESS, e = CL_SUCCESS;
     prog = clCreateProgramWithBinary(d->context, 1, &d->id, &len, &bp, &bst, &e);
     if (prog && (e != CL_SUCCESS || bst != CL_SUCCESS ||
-                 clBuildProgram(prog, 1, &d->id, "", NULL, NULL) != CL_SUCCESS)) {
+                 clBuildProgram(prog, 1, &d->id, opts, NULL, NULL) != CL_SUCCESS)) {
         clReleaseProgram(prog);
         prog = NULL;
     }
@@ -481,70 +491,149 @@ static void cache_store(cl_program prog, const char *key, const char *file)
     free(bin);
 }
 
-/* Build D's program if it is not yet (caller holds d->lock). Returns LOOM_OK or a message. */
+/* The program of SRC built for D with OPTS: from the binary cache when it holds one, else from
+ * the source (then stored in the cache). NULL on failure with a one-line reason in MSG.
+ * Caller holds d->lock. */
+static cl_program build_program(ocl_state *s, ocl_device *d, const char *src, size_t src_len,
+                                const char *opts, char *msg, size_t msg_len)
+{
+    char key[1024], file[1100] = "";
+    cl_program prog = NULL;
+    if (s->cache_dir[0]) {
+        cache_key(d, src, src_len, opts, key, sizeof key, file, sizeof file, s->cache_dir);
+        prog = cache_load(d, key, file, opts);
+    }
+    if (prog)
+        return prog;
+    cl_int e;
+    prog = clCreateProgramWithSource(d->context, 1, &src, &src_len, &e);
+    if (!prog) {
+        snprintf(msg, msg_len, "opencl:%u: clCreateProgramWithSource failed: %s", d->index,
+                 ocl_error_name(e));
+        return NULL;
+    }
+    e = clBuildProgram(prog, 1, &d->id, opts, NULL, NULL);
+    if (e != CL_SUCCESS) {
+        char log[300] = "";
+        clGetProgramBuildInfo(prog, d->id, CL_PROGRAM_BUILD_LOG, sizeof log, log, NULL);
+        log[sizeof log - 1] = '\0';
+        for (char *c = log; *c; c++)
+            if (*c == '\n')
+                *c = ' ';
+        snprintf(msg, msg_len, "opencl:%u: clBuildProgram%s%s failed: %s: %s", d->index,
+                 opts[0] ? " " : "", opts, ocl_error_name(e), log);
+        clReleaseProgram(prog);
+        return NULL;
+    }
+    if (file[0])
+        cache_store(prog, key, file);
+    return prog;
+}
+
+/* Whether this build is LOOM_FAULT's injected build failure (then the message is in ERR). */
+static int build_fault(ocl_state *s, const ocl_device *d, char *err, size_t err_len)
+{
+    if (!fault_hits(&s->faults.builds, s->faults.build_at))
+        return 0;
+    fail(err, err_len, LOOM_ERR_DEVICE_LOST, "opencl:%u: clBuildProgram failed: "
+         "CL_BUILD_PROGRAM_FAILURE (injected)", d->index);
+    return 1;
+}
+
+/* Create N kernels NAMES of PROG into OUT; 0 on success, else releases those made and writes
+ * why into MSG. */
+static int create_kernels(const ocl_device *d, cl_program prog, const char *const *names,
+                          int n, cl_kernel *out, char *msg, size_t msg_len)
+{
+    for (int k = 0; k < n; k++) {
+        cl_int e;
+        out[k] = clCreateKernel(prog, names[k], &e);
+        if (!out[k]) {
+            snprintf(msg, msg_len, "opencl:%u: clCreateKernel('%s') failed: %s", d->index,
+                     names[k], ocl_error_name(e));
+            for (int j = 0; j < k; j++) {
+                clReleaseKernel(out[j]);
+                out[j] = NULL;
+            }
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Build D's program if it is not yet (caller holds d->lock). Returns LOOM_OK or a message. A
+ * real build failure is remembered; an injected one is not (the next call builds for real). */
 static loom_status ensure_program(ocl_state *s, ocl_device *d, char *err, size_t err_len)
 {
     if (d->prog_state == 1)
         return LOOM_OK;
     if (d->prog_state == -1)
         return fail(err, err_len, LOOM_ERR_DEVICE_LOST, "%s", d->prog_err);
-    if (fault_hits(&s->faults.builds, s->faults.build_at))
-        return fail(err, err_len, LOOM_ERR_DEVICE_LOST,
-                    "opencl:%u: clBuildProgram failed: CL_BUILD_PROGRAM_FAILURE (injected)",
-                    d->index);
-    char key[1024], file[1100] = "";
-    cl_program prog = NULL;
-    if (s->cache_dir[0]) {
-        cache_key(d, key, sizeof key, file, sizeof file, s->cache_dir);
-        prog = cache_load(d, key, file);
-    }
+    if (build_fault(s, d, err, err_len))
+        return LOOM_ERR_DEVICE_LOST;
+    cl_program prog = build_program(s, d, ocl_program_source, ocl_program_source_len, "",
+                                    d->prog_err, sizeof d->prog_err);
     if (!prog) {
-        cl_int e;
-        const char *src = ocl_program_source;
-        size_t len = ocl_program_source_len;
-        prog = clCreateProgramWithSource(d->context, 1, &src, &len, &e);
-        if (!prog) {
-            snprintf(d->prog_err, sizeof d->prog_err,
-                     "opencl:%u: clCreateProgramWithSource failed: %s", d->index,
-                     ocl_error_name(e));
-            d->prog_state = -1;
-            return fail(err, err_len, LOOM_ERR_DEVICE_LOST, "%s", d->prog_err);
-        }
-        e = clBuildProgram(prog, 1, &d->id, "", NULL, NULL);
-        if (e != CL_SUCCESS) {
-            char log[300] = "";
-            clGetProgramBuildInfo(prog, d->id, CL_PROGRAM_BUILD_LOG, sizeof log, log, NULL);
-            log[sizeof log - 1] = '\0';
-            for (char *c = log; *c; c++)
-                if (*c == '\n')
-                    *c = ' ';
-            snprintf(d->prog_err, sizeof d->prog_err, "opencl:%u: clBuildProgram failed: %s: %s",
-                     d->index, ocl_error_name(e), log);
-            clReleaseProgram(prog);
-            d->prog_state = -1;
-            return fail(err, err_len, LOOM_ERR_DEVICE_LOST, "%s", d->prog_err);
-        }
-        if (file[0])
-            cache_store(prog, key, file);
+        d->prog_state = -1;
+        return fail(err, err_len, LOOM_ERR_DEVICE_LOST, "%s", d->prog_err);
     }
-    for (int k = 0; k < OCL_K_COUNT; k++) {
-        cl_int e;
-        d->kernels[k] = clCreateKernel(prog, k_kernel_names[k], &e);
-        if (!d->kernels[k]) {
-            snprintf(d->prog_err, sizeof d->prog_err, "opencl:%u: clCreateKernel('%s') failed: %s",
-                     d->index, k_kernel_names[k], ocl_error_name(e));
-            for (int j = 0; j < k; j++) {
-                clReleaseKernel(d->kernels[j]);
-                d->kernels[j] = NULL;
-            }
-            clReleaseProgram(prog);
-            d->prog_state = -1;
-            return fail(err, err_len, LOOM_ERR_DEVICE_LOST, "%s", d->prog_err);
-        }
+    if (create_kernels(d, prog, k_kernel_names, OCL_K_COUNT, d->kernels, d->prog_err,
+                       sizeof d->prog_err) != 0) {
+        clReleaseProgram(prog);
+        d->prog_state = -1;
+        return fail(err, err_len, LOOM_ERR_DEVICE_LOST, "%s", d->prog_err);
     }
     d->program = prog;
     d->prog_state = 1;
     return LOOM_OK;
+}
+
+loom_status ocl_variant_kernels(ocl_state *s, ocl_device *d, const char *opts, cl_kernel *out,
+                                char *err, size_t err_len)
+{
+    if (strlen(opts) >= sizeof d->variants[0].opts)
+        return fail(err, err_len, LOOM_ERR_INTERNAL, "opencl:%u: build options too long: %s",
+                    d->index, opts);
+    pthread_mutex_lock(&d->lock);
+    for (size_t v = 0; v < d->n_variants; v++) {
+        if (!strcmp(d->variants[v].opts, opts)) {
+            memcpy(out, d->variants[v].kernels, sizeof d->variants[v].kernels);
+            pthread_mutex_unlock(&d->lock);
+            return LOOM_OK;
+        }
+    }
+    loom_status st = LOOM_OK;
+    char msg[512];
+    if (d->n_variants == d->cap_variants) {
+        size_t cap = d->cap_variants ? 2 * d->cap_variants : 16;
+        ocl_variant *nv = realloc(d->variants, cap * sizeof *nv);
+        if (!nv) {
+            pthread_mutex_unlock(&d->lock);
+            return fail(err, err_len, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+        }
+        d->variants = nv;
+        d->cap_variants = cap;
+    }
+    if (build_fault(s, d, err, err_len)) {
+        pthread_mutex_unlock(&d->lock);
+        return LOOM_ERR_DEVICE_LOST;
+    }
+    ocl_variant *v = &d->variants[d->n_variants];
+    memset(v, 0, sizeof *v);
+    snprintf(v->opts, sizeof v->opts, "%s", opts);
+    v->program = build_program(s, d, ocl_ew_source, ocl_ew_source_len, opts, msg, sizeof msg);
+    if (!v->program) {
+        st = fail(err, err_len, LOOM_ERR_DEVICE_LOST, "%s", msg);
+    } else if (create_kernels(d, v->program, k_ew_names, OCL_EW_COUNT, v->kernels, msg,
+                              sizeof msg) != 0) {
+        clReleaseProgram(v->program);
+        st = fail(err, err_len, LOOM_ERR_DEVICE_LOST, "%s", msg);
+    } else {
+        memcpy(out, v->kernels, sizeof v->kernels);
+        d->n_variants++;
+    }
+    pthread_mutex_unlock(&d->lock);
+    return st;
 }
 
 /* ---- memory -------------------------------------------------------------------------------- */

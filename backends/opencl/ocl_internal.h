@@ -17,16 +17,13 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 
-/* The program's kernels, created once per device from the built program. */
+/* The main program's kernels, created once per device from the built program. */
 typedef enum ocl_kid {
-    OCL_K_UNARY_F32, OCL_K_UNARY_F16, OCL_K_UNARY_INT, OCL_K_UNARY_LONG, OCL_K_UNARY_UCHAR,
-    OCL_K_BINARY_F32, OCL_K_BINARY_F16, OCL_K_BINARY_INT, OCL_K_BINARY_LONG, OCL_K_BINARY_UCHAR,
-    OCL_K_COMPARE_F32, OCL_K_COMPARE_F16, OCL_K_COMPARE_INT, OCL_K_COMPARE_LONG,
-    OCL_K_COMPARE_UCHAR,
     OCL_K_WHERE_1, OCL_K_WHERE_2, OCL_K_WHERE_4, OCL_K_WHERE_8,
     OCL_K_COPY_1, OCL_K_COPY_2, OCL_K_COPY_4, OCL_K_COPY_8,
     OCL_K_GATHER_1, OCL_K_GATHER_2, OCL_K_GATHER_4, OCL_K_GATHER_8,
-    OCL_K_CAST, OCL_K_SOFTMAX, OCL_K_LAYERNORM, OCL_K_BATCHNORM, OCL_K_REDUCE, OCL_K_POOL,
+    OCL_K_CAST, OCL_K_SOFTMAX, OCL_K_LAYERNORM, OCL_K_BATCHNORM, OCL_K_REDUCE, OCL_K_REDUCE_ROWS,
+    OCL_K_POOL,
     OCL_K_IM2COL, OCL_K_BIAS_CHANNEL, OCL_K_SCALE, OCL_K_NOOP,
     OCL_K_COUNT
 } ocl_kid;
@@ -40,6 +37,18 @@ typedef struct ocl_block {
     size_t mem_size; /* bytes of MEM (>= size when reused from the pool) */
     cl_mem mem;
 } ocl_block;
+
+/* The kernels of the elementwise program (ocl_ew_source), in the order they are created. */
+enum { OCL_EW_FLAT, OCL_EW_VEC4, OCL_EW_BCAST, OCL_EW_COUNT };
+
+/* One variant of the elementwise program: built with OPTS (the -D options naming op, dtypes
+ * and broadcast classes), kept for the device's lifetime and shared by every prepared node
+ * that asks for the same options. */
+typedef struct ocl_variant {
+    char opts[192];
+    cl_program program;
+    cl_kernel kernels[OCL_EW_COUNT];
+} ocl_variant;
 
 typedef struct ocl_device {
     uint32_t index;
@@ -56,6 +65,9 @@ typedef struct ocl_device {
     char prog_err[512];
     cl_program program;
     cl_kernel kernels[OCL_K_COUNT];
+    /* Elementwise variants built so far (under lock); a node copies the kernels it uses. */
+    ocl_variant *variants;
+    size_t n_variants, cap_variants;
     /* The block table, sorted by base: written under blocks_lock held for writing (alloc,
      * free), read under it held for reading (every execute). */
     pthread_rwlock_t blocks_lock;
@@ -109,8 +121,9 @@ struct ocl_kernel {
     ocl_run_fn run;
     size_t scratch_bytes;
     /* Parameters the family reads at run time (integers and floats enough for every op). */
-    int iop;        /* sub-operation code for the program's switch kernels */
+    int iop;        /* sub-operation code for the kernels that take one */
     int flat;       /* elementwise: no broadcasting */
+    cl_kernel ew[OCL_EW_COUNT]; /* elementwise: the variant's kernels (owned by the device) */
     float fa, fb;
     int64_t v[32];  /* family-specific integers */
     void *params;   /* family-specific, freed with free() */
@@ -131,6 +144,8 @@ struct ocl_run {
 
 extern const char ocl_program_source[];
 extern const size_t ocl_program_source_len;
+extern const char ocl_ew_source[];
+extern const size_t ocl_ew_source_len;
 
 /* Write a one-line reason into REASON; returns 0 (for supports()). */
 int ocl_reason(char *reason, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -153,6 +168,13 @@ cl_mem ocl_buffer_from_host(ocl_state *s, ocl_device *d, const void *data, size_
  * R's error buffer and returns STATUS. */
 loom_status ocl_run_fail(ocl_run *r, loom_status status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* The kernels of the elementwise program built with OPTS on D (-D options; at most 191
+ * characters) into OUT[OCL_EW_COUNT]: built at the first request, the binary cached on disk
+ * under a key that includes OPTS, then shared until shutdown (the device owns them; callers
+ * never release them). Takes D's lock. Returns LOOM_OK or a message in ERR. */
+loom_status ocl_variant_kernels(ocl_state *s, ocl_device *d, const char *opts, cl_kernel *out,
+                                char *err, size_t err_len);
 
 /* The device's kernel ID (from the program built at prepare). Never NULL during a run. */
 cl_kernel ocl_get_kernel(ocl_run *r, ocl_kid id);

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Operation codes shared with the program (ocl_source.c). */
+/* Operation codes of the elementwise program (ocl_ew_source's UOP and BOP). */
 enum {
     U_RELU = 1, U_LEAKY, U_SIGMOID, U_TANH, U_ERF, U_GELU, U_GELU_TANH, U_SQRT, U_EXP, U_LOG,
     U_NEG, U_ABS, U_CLIP, U_RECIP, U_FLOOR, U_CEIL, U_ROUND, U_HSIG, U_HSWISH, U_SIN, U_COS,
@@ -188,31 +188,11 @@ static int unary_supports(const loom_node_desc *node, char *reason, size_t len)
     return 1;
 }
 
-static loom_status run_unary(ocl_run *r, const ocl_kernel *k)
-{
-    loom_dtype dt = k->in[0].dtype;
-    ocl_kid id = dt == LOOM_DTYPE_F32   ? OCL_K_UNARY_F32
-                 : dt == LOOM_DTYPE_F16 ? OCL_K_UNARY_F16
-                 : dt == LOOM_DTYPE_I32 ? OCL_K_UNARY_INT
-                 : dt == LOOM_DTYPE_I64 ? OCL_K_UNARY_LONG
-                                        : OCL_K_UNARY_UCHAR;
-    cl_kernel ker = ocl_get_kernel(r, id);
-    size_t es = esize(dt);
-    cl_ulong xo = eoff(r->in[0], es), yo = eoff(r->out[0], es), n = (cl_ulong)numel(&k->out[0]);
-    cl_int op = k->iop;
-    cl_float a = k->fa, b = k->fb;
-    ARG(ker, 0, r->in[0].mem);
-    ARG(ker, 1, xo);
-    ARG(ker, 2, r->out[0].mem);
-    ARG(ker, 3, yo);
-    ARG(ker, 4, n);
-    ARG(ker, 5, op);
-    ARG(ker, 6, a);
-    ARG(ker, 7, b);
-    return ocl_launch(r, ker, (size_t)n, 0);
-}
+static loom_status ew_prepare(ocl_state *s, ocl_device *d, const loom_node_desc *node,
+                              ocl_kernel *k, uint32_t nin, char *err, size_t len);
 
-static loom_status unary_prepare(const loom_node_desc *node, ocl_kernel *k)
+static loom_status unary_prepare(ocl_state *s, ocl_device *d, const loom_node_desc *node,
+                                 ocl_kernel *k, char *err, size_t len)
 {
     k->iop = unary_code(node);
     switch (node->op) {
@@ -232,8 +212,7 @@ static loom_status unary_prepare(const loom_node_desc *node, ocl_kernel *k)
         break;
     default: break;
     }
-    k->run = run_unary;
-    return LOOM_OK;
+    return ew_prepare(s, d, node, k, 1, err, len);
 }
 
 /* ---- binary elementwise (arithmetic, comparisons, logic) ------------------------------------ */
@@ -282,30 +261,6 @@ static int binary_supports(const loom_node_desc *node, char *reason, size_t len)
     return ocl_reason(reason, len, "%s: f32, f16, i32 and i64 only", node->op_name);
 }
 
-static loom_status run_binary(ocl_run *r, const ocl_kernel *k)
-{
-    loom_dtype dt = k->in[0].dtype;
-    int cmp = k->iop >= B_EQ && k->iop <= B_GE;
-    int t = dt == LOOM_DTYPE_F32 ? 0 : dt == LOOM_DTYPE_F16 ? 1 : dt == LOOM_DTYPE_I32 ? 2
-          : dt == LOOM_DTYPE_I64 ? 3 : 4;
-    cl_kernel ker = ocl_get_kernel(r, (ocl_kid)((cmp ? OCL_K_COMPARE_F32 : OCL_K_BINARY_F32) + t));
-    size_t es = esize(dt), eo = esize(k->out[0].dtype);
-    cl_ulong ao = eoff(r->in[0], es), bo = eoff(r->in[1], es), yo = eoff(r->out[0], eo);
-    cl_ulong n = (cl_ulong)numel(&k->out[0]);
-    cl_int op = k->iop, flat = k->flat;
-    ARG(ker, 0, r->in[0].mem);
-    ARG(ker, 1, ao);
-    ARG(ker, 2, r->in[1].mem);
-    ARG(ker, 3, bo);
-    ARG(ker, 4, r->out[0].mem);
-    ARG(ker, 5, yo);
-    ARG(ker, 6, n);
-    ARG(ker, 7, op);
-    ARG(ker, 8, flat);
-    ARG(ker, 9, k->meta);
-    return ocl_launch(r, ker, (size_t)n, 0);
-}
-
 /* The broadcast table of the first N inputs read as output 0: [rank, dims, strides...]. */
 static loom_status bcast_prepare(ocl_state *s, ocl_device *d, const loom_node_desc *node,
                                  ocl_kernel *k, uint32_t n, char *err, size_t len)
@@ -329,8 +284,163 @@ static loom_status binary_prepare(ocl_state *s, ocl_device *d, const loom_node_d
                                   ocl_kernel *k, char *err, size_t len)
 {
     k->iop = binary_code(node->op);
-    k->run = run_binary;
-    return bcast_prepare(s, d, node, k, 2, err, len);
+    return ew_prepare(s, d, node, k, 2, err, len);
+}
+
+/* ---- the specialised elementwise kernels (unary and binary) ----------------------------------- */
+
+/* Broadcast classes of an input (ocl_ew_source's CA and CB). */
+enum { EW_SAME, EW_SCALAR, EW_DIVMOD, EW_TABLE };
+
+/* The work-group size for KER on D: at most CAP, the kernel's and the device's limits. */
+static size_t kernel_local(const ocl_device *d, cl_kernel ker, size_t cap)
+{
+    size_t wg = 0;
+    if (clGetKernelWorkGroupInfo(ker, d->id, CL_KERNEL_WORK_GROUP_SIZE, sizeof wg, &wg, NULL) !=
+            CL_SUCCESS || !wg)
+        wg = d->max_wg;
+    if (wg > d->max_wg)
+        wg = d->max_wg;
+    return wg < cap ? wg : cap;
+}
+
+/* The largest power of two <= the limits of KER on D (and CAP) that is not above WANT's next
+ * power of two: a row of WANT elements gets no more work-items than it can use. */
+static size_t row_local(const ocl_device *d, cl_kernel ker, int64_t want, size_t cap)
+{
+    size_t lim = kernel_local(d, ker, cap), local = 1;
+    while (local * 2 <= lim && (int64_t)local < want)
+        local *= 2;
+    return local;
+}
+
+/* The class of input IN read as OUT; for EW_DIVMOD, *DIV and *MOD give its index as
+ * (i / div) % mod: IN's elements are one run of OUT's dims, broadcast over the others. */
+static int ew_class(const loom_tensor_desc *in, const loom_tensor_desc *out, int64_t *div,
+                    int64_t *mod)
+{
+    *div = 1;
+    *mod = 1;
+    int64_t ni = numel(in);
+    if (ni == numel(out))
+        return EW_SAME;
+    if (ni == 1)
+        return EW_SCALAR;
+    int64_t st[LOOM_MAX_RANK];
+    bcast_strides(in, out, st);
+    int first = -1, last = -1;
+    for (int dd = 0; dd < (int)out->rank; dd++) {
+        if (st[dd] == 0 || out->dims[dd] == 1)
+            continue;
+        if (first >= 0 && last != dd - 1)
+            return EW_TABLE; /* a broadcast dim inside the run */
+        if (first < 0)
+            first = dd;
+        last = dd;
+    }
+    if (first < 0)
+        return EW_TABLE;
+    int64_t m = 1, dv = 1;
+    for (int dd = first; dd <= last; dd++)
+        m *= out->dims[dd];
+    for (int dd = last + 1; dd < (int)out->rank; dd++)
+        dv *= out->dims[dd];
+    if (m != ni)
+        return EW_TABLE;
+    *div = dv;
+    *mod = m;
+    return EW_DIVMOD;
+}
+
+static const char *ew_type(loom_dtype dt)
+{
+    switch (dt) {
+    case LOOM_DTYPE_F32: return "float";
+    case LOOM_DTYPE_F16: return "half";
+    case LOOM_DTYPE_I32: return "int";
+    case LOOM_DTYPE_I64: return "long";
+    default: return "uchar"; /* bool */
+    }
+}
+
+/* Elementwise work-items: each takes PER elements (the count need not divide). */
+static size_t ew_items(uint64_t n, uint64_t per)
+{
+    return (size_t)((n + per - 1) / per);
+}
+
+static loom_status run_elementwise(ocl_run *r, const ocl_kernel *k)
+{
+    loom_dtype dt = k->in[0].dtype;
+    size_t es = esize(dt), eo = esize(k->out[0].dtype);
+    int two = k->n_in > 1;
+    ocl_buf b = two ? r->in[1] : r->in[0];
+    cl_ulong ao = eoff(r->in[0], es), bo = eoff(b, es), yo = eoff(r->out[0], eo);
+    cl_ulong n = (cl_ulong)numel(&k->out[0]);
+    cl_float pa = k->fa, pb = k->fb;
+    cl_long da = k->v[0], ma = k->v[1], db = k->v[2], mb = k->v[3];
+    cl_mem meta = k->meta ? k->meta : r->in[0].mem;
+    /* Whole float4s only where every operand starts on one (vload4 needs only the element's
+     * alignment, but a GPU loads aligned vectors in one transaction). */
+    int vec = k->flat && ao % 4 == 0 && bo % 4 == 0 && yo % 4 == 0;
+    int which = !k->flat ? OCL_EW_BCAST : vec ? OCL_EW_VEC4 : OCL_EW_FLAT;
+    cl_kernel ker = k->ew[which];
+    ARG(ker, 0, r->in[0].mem);
+    ARG(ker, 1, ao);
+    ARG(ker, 2, b.mem);
+    ARG(ker, 3, bo);
+    ARG(ker, 4, r->out[0].mem);
+    ARG(ker, 5, yo);
+    ARG(ker, 6, n);
+    ARG(ker, 7, pa);
+    ARG(ker, 8, pb);
+    ARG(ker, 9, meta);
+    ARG(ker, 10, da);
+    ARG(ker, 11, ma);
+    ARG(ker, 12, db);
+    ARG(ker, 13, mb);
+    /* Several elements per work-item: four float4s on the vector path, four on the others. */
+    size_t items = which == OCL_EW_VEC4 ? ew_items(n / 4, 4) : ew_items(n, 4);
+    if (items == 0)
+        items = 1; /* only a tail of fewer than 4 elements */
+    return n ? ocl_launch(r, ker, items, (size_t)k->v[4]) : LOOM_OK;
+}
+
+/* Pick the variant of the elementwise program for NODE (NIN inputs; K's iop is the op code)
+ * and get its kernels built. */
+static loom_status ew_prepare(ocl_state *s, ocl_device *d, const loom_node_desc *node,
+                              ocl_kernel *k, uint32_t nin, char *err, size_t len)
+{
+    const loom_tensor_desc *out = &node->outputs[0];
+    loom_dtype it = node->inputs[0].dtype, ot = out->dtype;
+    int cls[2] = {EW_SAME, EW_SAME};
+    int64_t dm[4] = {1, 1, 1, 1};
+    for (uint32_t j = 0; j < nin; j++)
+        cls[j] = ew_class(&node->inputs[j], out, &dm[2 * j], &dm[2 * j + 1]);
+    k->flat = cls[0] == EW_SAME && cls[1] == EW_SAME;
+    memcpy(k->v, dm, sizeof dm);
+    if (cls[0] == EW_TABLE || cls[1] == EW_TABLE) {
+        loom_status st = bcast_prepare(s, d, node, k, nin, err, len);
+        if (st != LOOM_OK)
+            return st;
+        k->flat = 0;
+    }
+    char opts[192];
+    snprintf(opts, sizeof opts, "-DT=%s -DOT=%s -DHIN=%d -DHOUT=%d -DISF=%d -DNIN=%u -D%s=%d "
+             "-DCA=%d -DCB=%d", ew_type(it), ew_type(ot), it == LOOM_DTYPE_F16,
+             ot == LOOM_DTYPE_F16, is_float(it), nin, nin == 1 ? "UOP" : "BOP", k->iop, cls[0],
+             cls[1]);
+    loom_status st = ocl_variant_kernels(s, d, opts, k->ew, err, len);
+    if (st != LOOM_OK)
+        return st;
+    size_t local = kernel_local(d, k->ew[OCL_EW_FLAT], 64);
+    for (int i = 1; i < OCL_EW_COUNT; i++) {
+        size_t l = kernel_local(d, k->ew[i], 64);
+        local = l < local ? l : local;
+    }
+    k->v[4] = (int64_t)local;
+    k->run = run_elementwise;
+    return LOOM_OK;
 }
 
 /* ---- Where ---------------------------------------------------------------------------------- */
@@ -669,15 +779,18 @@ static loom_status run_softmax(ocl_run *r, const ocl_kernel *k)
     cl_ulong xo = eoff(r->in[0], 4), yo = eoff(r->out[0], 4);
     cl_long outer = k->v[0], n = k->v[1], inner = k->v[2];
     cl_int logsm = k->iop;
+    size_t local = (size_t)k->v[3];
     ARG(ker, 0, r->in[0].mem);
     ARG(ker, 1, xo);
     ARG(ker, 2, r->out[0].mem);
     ARG(ker, 3, yo);
-    ARG(ker, 4, outer);
-    ARG(ker, 5, n);
-    ARG(ker, 6, inner);
-    ARG(ker, 7, logsm);
-    return ocl_launch(r, ker, (size_t)(outer * inner), 0);
+    ARG(ker, 4, n);
+    ARG(ker, 5, inner);
+    ARG(ker, 6, logsm);
+    if (ocl_arg(r, ker, 7, 2 * local * sizeof(float), NULL))
+        return LOOM_ERR_INTERNAL;
+    /* One work-group per row; an empty row (n = 0) has nothing to write. */
+    return n ? ocl_launch(r, ker, (size_t)(outer * inner) * local, local) : LOOM_OK;
 }
 
 static loom_status run_layernorm(ocl_run *r, const ocl_kernel *k)
@@ -748,23 +861,72 @@ static loom_status run_reduce(ocl_run *r, const ocl_kernel *k)
     return ocl_launch(r, ker, (size_t)n, 0);
 }
 
-/* Reduce X over the axes in MASK (bit per axis). */
+/* One launch of reduce_rows_f32: GROUPS work-groups of LOCAL reduce SRC into DST. */
+static loom_status reduce_rows_launch(ocl_run *r, const ocl_kernel *k, ocl_buf src, ocl_buf dst,
+                                      cl_long count, cl_int contig, cl_long parts, cl_float div,
+                                      size_t groups, size_t local)
+{
+    cl_kernel ker = ocl_get_kernel(r, OCL_K_REDUCE_ROWS);
+    cl_ulong xo = eoff(src, 4), yo = eoff(dst, 4);
+    cl_int op = k->iop;
+    ARG(ker, 0, src.mem);
+    ARG(ker, 1, xo);
+    ARG(ker, 2, dst.mem);
+    ARG(ker, 3, yo);
+    ARG(ker, 4, k->meta);
+    ARG(ker, 5, op);
+    ARG(ker, 6, count);
+    ARG(ker, 7, contig);
+    ARG(ker, 8, parts);
+    ARG(ker, 9, div);
+    if (ocl_arg(r, ker, 10, local * sizeof(float), NULL))
+        return LOOM_ERR_INTERNAL;
+    return ocl_launch(r, ker, groups * local, local);
+}
+
+/* A work-group per output (v[1] = local size, v[2] = contiguous rows); with v[3] = PARTS > 1,
+ * PARTS groups per output write partial results to scratch and a second launch (v[4] = its
+ * local size) combines them. */
+static loom_status run_reduce_rows(ocl_run *r, const ocl_kernel *k)
+{
+    size_t n_out = (size_t)numel(&k->out[0]);
+    cl_long count = k->v[0], parts = k->v[3];
+    cl_float div = k->iop == 1 ? (float)count : 1.0f;
+    if (parts <= 1)
+        return reduce_rows_launch(r, k, r->in[0], r->out[0], count, (cl_int)k->v[2], 1, div,
+                                  n_out, (size_t)k->v[1]);
+    loom_status st = reduce_rows_launch(r, k, r->in[0], r->scratch, count, (cl_int)k->v[2], parts,
+                                        1.0f, n_out * (size_t)parts, (size_t)k->v[1]);
+    if (st != LOOM_OK)
+        return st;
+    return reduce_rows_launch(r, k, r->scratch, r->out[0], parts, 1, 1, div, n_out,
+                              (size_t)k->v[4]);
+}
+
+/* Reduce X over the axes in MASK (bit per axis). Few elements per output and many outputs: a
+ * work-item per output; otherwise a work-group per output (split in parts when there are too
+ * few outputs to fill the device). */
 static loom_status reduce_prepare_mask(ocl_state *s, ocl_device *d, const loom_tensor_desc *x,
                                        uint32_t mask, ocl_kernel *k, char *err, size_t len)
 {
     int64_t xs[LOOM_MAX_RANK], meta[2 + 4 * LOOM_MAX_RANK];
     contiguous_strides(x, xs);
-    int nk = 0, nr = 0;
+    int nk = 0, nr = 0, contig = 1, seen_reduced = 0;
     int64_t kd[LOOM_MAX_RANK], ks[LOOM_MAX_RANK], rd[LOOM_MAX_RANK], rs[LOOM_MAX_RANK];
-    int64_t count = 1;
+    int64_t count = 1, n_out = 1;
     for (uint32_t dd = 0; dd < x->rank; dd++) {
         if (mask & (1u << dd)) {
             rd[nr] = x->dims[dd];
             rs[nr++] = xs[dd];
             count *= x->dims[dd];
+            seen_reduced |= x->dims[dd] > 1;
         } else {
             kd[nk] = x->dims[dd];
             ks[nk++] = xs[dd];
+            n_out *= x->dims[dd];
+            /* A kept axis after a reduced one: an output's elements are not one run. */
+            if (seen_reduced && x->dims[dd] > 1)
+                contig = 0;
         }
     }
     size_t at = 0;
@@ -777,7 +939,29 @@ static loom_status reduce_prepare_mask(ocl_state *s, ocl_device *d, const loom_t
         meta[at + (size_t)i] = rd[i], meta[at + (size_t)nr + (size_t)i] = rs[i];
     at += 2 * (size_t)nr;
     k->v[0] = count;
-    k->run = run_reduce;
+    if (count < 32 && n_out >= 64) {
+        k->run = run_reduce;
+    } else {
+        cl_kernel ker = d->kernels[OCL_K_REDUCE_ROWS];
+        size_t local = row_local(d, ker, count, 256);
+        /* Enough groups for every compute unit several times over. */
+        int64_t target = 4 * (int64_t)(d->info.compute_units ? d->info.compute_units : 1);
+        int64_t parts = 1;
+        if (n_out < target) {
+            parts = (target + n_out - 1) / n_out;
+            int64_t most = count / ((int64_t)local * 16); /* each work-item 16 elements or more */
+            if (parts > most)
+                parts = most;
+            if (parts < 1)
+                parts = 1;
+        }
+        k->v[1] = (int64_t)local;
+        k->v[2] = contig;
+        k->v[3] = parts;
+        k->v[4] = (int64_t)row_local(d, ker, parts, 256);
+        k->scratch_bytes = parts > 1 ? (size_t)(n_out * parts) * sizeof(float) : 0;
+        k->run = run_reduce_rows;
+    }
     return put_meta(s, d, k, meta, at, 0, err, len);
 }
 
@@ -1264,16 +1448,14 @@ loom_status ocl_kernels_prepare(ocl_state *s, ocl_device *d, const loom_node_des
         split_axis(&node->inputs[0], loom_node_attr_int(node, "axis", -1), &k->v[0], &k->v[1],
                    &k->v[2]);
         k->iop = node->op == LOOM_OP_LOG_SOFTMAX;
+        k->v[3] = (int64_t)row_local(d, d->kernels[OCL_K_SOFTMAX], k->v[1], 256);
         k->run = run_softmax;
         return LOOM_OK;
     case LOOM_OP_LAYER_NORMALIZATION: {
         int64_t mid, in;
         split_axis(&node->inputs[0], loom_node_attr_int(node, "axis", -1), &k->v[0], &mid, &in);
         k->v[1] = mid * in;
-        size_t local = 1, cap = d->max_wg < 256 ? d->max_wg : 256;
-        while (local * 2 <= cap && (int64_t)local * 2 <= k->v[1])
-            local *= 2;
-        k->v[2] = (int64_t)local;
+        k->v[2] = (int64_t)row_local(d, d->kernels[OCL_K_LAYERNORM], k->v[1], 256);
         k->fa = loom_node_attr_float(node, "epsilon", 1e-5f);
         k->run = run_layernorm;
         return LOOM_OK;
@@ -1318,6 +1500,6 @@ loom_status ocl_kernels_prepare(ocl_state *s, ocl_device *d, const loom_node_des
     case LOOM_OP_CONV:
         return conv_prepare(s, d, node, k, err, len);
     default:
-        return unary_prepare(node, k);
+        return unary_prepare(s, d, node, k, err, len);
     }
 }

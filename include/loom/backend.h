@@ -274,6 +274,11 @@ typedef struct loom_device_info {
     /* 1 when the device computes on the host's own CPU cores (e.g. PoCL): it competes with the
      * cpu backend for the same hardware, so the scheduler does not count both as parallel. */
     uint32_t shares_host_cpu;
+    /* 1 when work submitted to the device (submit()) runs in submission order, each node
+     * seeing the results of those submitted before it (an in-order queue): the host then
+     * submits a node without waiting for its predecessors on the same device, and the device
+     * overlaps the launches. 0: the host waits for each completion first. */
+    uint32_t in_order;
     char uuid[40];             /* device UUID as hex, "" when the driver does not tell */
     char pci_bus[32];          /* "0000:3b:00.0", "" when unknown */
     char driver[64];           /* driver name and version, "" when unknown */
@@ -293,8 +298,10 @@ typedef struct loom_exec_args {
     void *scratch;              /* scratch_bytes from prepare, 64-byte aligned, or NULL */
 } loom_exec_args;
 
-/* The table a backend exposes. The host calls functions of one device from one thread at a
- * time except where noted; ctx is the backend's own state. */
+/* The table a backend exposes; ctx is the backend's own state. The host calls functions of one
+ * device from one thread at a time except where noted, and except for the copies of ABI 0.3:
+ * upload and download run on transfer threads of their own, so they may be called concurrently
+ * with execute and submit of the same device, and with one another. */
 typedef struct loom_backend {
     uint32_t abi_version; /* LOOM_ABI_VERSION the backend was built against */
     uint32_t struct_size; /* sizeof(loom_backend) as the backend saw it */
@@ -364,13 +371,13 @@ typedef struct loom_backend {
     /* Copy BYTES from host memory SRC to DST (an address inside a block from alloc on DEV).
      * When it returns, any kernel the host executes or submits on DEV afterwards sees the data,
      * and SRC may be reused. On failure writes a message into ERR. Required when the device is
-     * not host-visible. */
+     * not host-visible. Thread-safe (see the table's threading rule above). */
     loom_status (*upload)(void *ctx, uint32_t dev, void *dst, const void *src, size_t bytes,
                           char *err, size_t err_len);
     /* Copy BYTES from SRC (an address inside a block from alloc on DEV) to host memory DST and
      * wait for the data: everything DEV finished before the call (every node whose completion
      * the host saw) is visible. On failure writes a message into ERR. Required when the device
-     * is not host-visible. */
+     * is not host-visible. Thread-safe, like upload. */
     loom_status (*download)(void *ctx, uint32_t dev, void *dst, const void *src, size_t bytes,
                             char *err, size_t err_len);
 } loom_backend;

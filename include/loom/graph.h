@@ -225,13 +225,44 @@ loom_value loom_reduce_max(loom_graph *g, loom_value x, size_t n, const int64_t 
  * value. Marks the graph read-only on success: later builder calls fail. */
 loom_status loom_graph_check(loom_graph *graph);
 
-/* Number of nodes, inputs and outputs of GRAPH. */
+/* Number of nodes, inputs and outputs of GRAPH; 0 for a NULL graph. */
 size_t loom_graph_node_count(const loom_graph *graph);
 size_t loom_graph_input_count(const loom_graph *graph);
 size_t loom_graph_output_count(const loom_graph *graph);
 /* Handle of the I-th graph input / output, or LOOM_NO_VALUE when out of range. */
 loom_value loom_graph_input(const loom_graph *graph, size_t i);
 loom_value loom_graph_output(const loom_graph *graph, size_t i);
+
+/* ---- walking the nodes ----------------------------------------------------------------------
+ * Nodes are numbered 0 .. loom_graph_node_count() - 1 in the order they were added: a
+ * topological order unless loom_graph_replace_uses pointed a node at a later value. Nodes folded
+ * into constants (loom_graph_set_folding) are not nodes. Adding a node appends, so indices already
+ * seen stay valid. None of these calls fails or sets loom_last_error(): an index out of range
+ * (or a NULL graph) gives NULL, 0 or LOOM_NO_VALUE, so a caller may probe. Read-only: safe from
+ * several threads once the graph is checked. */
+
+/* Name of node I (the NODE_NAME given to loom_graph_op, or one made up from the op), or NULL.
+ * Node names are not checked for uniqueness. Owned by the graph; valid until it is destroyed. */
+const char *loom_graph_node_name(const loom_graph *graph, size_t i);
+
+/* Operator of node I in ONNX spelling ("MatMul"), or NULL. A static string of the operator
+ * registry: valid for the life of the program. */
+const char *loom_graph_node_op(const loom_graph *graph, size_t i);
+
+/* Number of input slots of node I, absent optional inputs included; 0 when I is out of range. */
+size_t loom_graph_node_input_count(const loom_graph *graph, size_t i);
+
+/* Number of outputs of node I; 0 when I is out of range. */
+size_t loom_graph_node_output_count(const loom_graph *graph, size_t i);
+
+/* Value read by input slot K of node I: a graph input, a constant or another node's output.
+ * LOOM_NO_VALUE for an absent optional input (Gemm without C), and when I or K is out of range.
+ * Use loom_value_name / loom_value_info on the result. */
+loom_value loom_graph_node_input(const loom_graph *graph, size_t i, size_t k);
+
+/* Value made by output K of node I, or LOOM_NO_VALUE when I or K is out of range. Every output
+ * of a node is a distinct value that no other node produces. */
+loom_value loom_graph_node_output(const loom_graph *graph, size_t i, size_t k);
 
 #ifdef __cplusplus
 }

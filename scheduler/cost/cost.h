@@ -18,6 +18,29 @@
 
 typedef struct lc_model lc_model;
 
+/* Operator classes the calibration fits one line (fixed seconds + work / rate) to, each from
+ * one representative operator (in brackets) run at several sizes: how fast an operator runs
+ * depends far more on what it does per element than on its FLOP count (an Erf costs ten Adds
+ * per byte, a Softmax four LayerNorms). The work is the FLOPs for MATMUL and CONV, the bytes
+ * read and written for the others. */
+typedef enum lc_op_class {
+    LC_CLASS_MATMUL,   /* MatMul, Gemm, Einsum, integer MatMuls, LSTM, GRU [MatMul] */
+    LC_CLASS_CONV,     /* Conv, ConvTranspose [Conv 3x3] */
+    LC_CLASS_BINARY,   /* Add, Sub, Mul, Min, Max, Where, comparisons, logic, Sum, Mean [Add] */
+    LC_CLASS_DIV,      /* Div, Pow, Sqrt, Reciprocal [Div] */
+    LC_CLASS_UNARY,    /* Relu, Neg, Abs, Clip, Cast, rounding, hard activations [Relu] */
+    LC_CLASS_TRANSCENDENTAL, /* Sigmoid, Tanh, Erf, Gelu, Exp, Log [Erf] */
+    LC_CLASS_SOFTMAX,  /* Softmax [Softmax over rows of 256] */
+    LC_CLASS_NORM,     /* LayerNormalization, BatchNormalization, InstanceNormalization
+                        * [LayerNormalization over rows of 256] */
+    LC_CLASS_REDUCE,   /* ReduceMean/Sum/Max, GlobalAveragePool, ArgMax, TopK [ReduceMean] */
+    LC_CLASS_POOL,     /* MaxPool, AveragePool [MaxPool 2x2] */
+    LC_CLASS_COPY,     /* Transpose, Concat, Split, Slice, Gather, Pad, Tile, Expand, Resize
+                        * [Transpose of a [n/64, 64] matrix] */
+    LC_CLASS_VIEW,     /* Reshape, Squeeze, Unsqueeze, Flatten, Identity [Reshape] */
+    LC_CLASS_COUNT     /* not a class: operators outside every class (plain roofline) */
+} lc_op_class;
+
 /* The host side of every link: transfers of non-host-visible devices go through it. */
 #define LC_HOST UINT32_MAX
 
@@ -34,6 +57,16 @@ typedef struct lc_profile {
     int shares_host_cpu;     /* computes on the host's cores */
     /* ---- added by the cost model's implementation ---- */
     int host_visible;        /* its memory is host memory: links to the host are free */
+    /* Bytes of cache a node's working set stays in (the host's last-level caches, from hwloc,
+     * for devices that compute on host cores); 0 when unknown. Beyond it a node's bytes move
+     * at no more than mem_bandwidth. */
+    double cache_bytes;
+    /* Per class (lc_op_class), fitted at calibration: seconds of a node of that class =
+     * class_fixed_s + work / class_rate (work: FLOPs for MATMUL and CONV, else bytes). Both 0:
+     * not measured (the plain roofline applies); a rate of 0 with a fixed cost: no size
+     * dependence was measurable. */
+    double class_fixed_s[LC_CLASS_COUNT];
+    double class_rate[LC_CLASS_COUNT];
 } lc_profile;
 
 /* Open the cost model of RT's devices: load cached profiles and history from CACHE_DIR (NULL:
@@ -107,12 +140,16 @@ uint32_t lc_device_count(const lc_model *model);
 void lc_node_seconds_all(const lc_model *model, const loom_node_desc *node,
                          const loom_op_cost *cost, double *seconds);
 
-/* The roofline alone, on profile P: launch_s + max(flops / flops[dtype], bytes / bandwidth),
- * and for layout-only ops (Reshape, Squeeze, Unsqueeze, Flatten, Identity) launch_s + the
- * output's bytes read and written at bandwidth. The dtype column is f16 for f16 inputs or an
- * f32 node whose precision allows fp16, int8 for 8-bit inputs or INT8 precision, else f32; a
- * column that is 0 (unknown) falls back to f32. COST may be NULL (then 0 FLOPs and the bytes of
- * NODE's inputs and outputs). Pure and allocation-free. */
+/* The model before history, on profile P. When P has a fit for NODE's class
+ * (lc_op_class_of): class_fixed_s + work / class_rate, where work is the FLOPs (MATMUL, CONV;
+ * the rate scaled by flops[dtype] / flops[0] for another dtype column) or the bytes read and
+ * written; and when the bytes exceed cache_bytes (or it is unknown), at least class_fixed_s +
+ * bytes / mem_bandwidth. Otherwise the plain roofline: launch_s + max(flops / flops[dtype],
+ * bytes / bandwidth). Layout-only ops (Reshape, Squeeze, Unsqueeze, Flatten, Identity) count
+ * 0 FLOPs and the output's bytes read and written. The dtype column is f16 for f16 inputs or
+ * an f32 node whose precision allows fp16, int8 for 8-bit inputs or INT8 precision, else f32;
+ * a column that is 0 (unknown) falls back to f32. COST may be NULL (then 0 FLOPs and the bytes
+ * of NODE's inputs and outputs). Pure and allocation-free. */
 double lc_roofline_seconds(const lc_profile *p, const loom_node_desc *node,
                            const loom_op_cost *cost);
 
@@ -129,6 +166,20 @@ loom_status lc_calibrate_device(lc_model *model, uint32_t dev, int quick,
  * Returns the number of samples recorded. */
 size_t lc_record_timeline(lc_model *model, const loom_graph *graph, const loom_plan *plan,
                           const loom_run_stats *stats, uint32_t precision);
+
+/* The class of operator OP (LC_CLASS_COUNT: none). Pure. */
+lc_op_class lc_op_class_of(loom_op_id op);
+
+/* Whether the work of class C is counted in FLOPs (1) rather than bytes (0). */
+int lc_op_class_counts_flops(lc_op_class c);
+
+/* Fit t = *FIXED + x * *PER_UNIT to the N >= 1 points (X[i], T[i]) (T > 0), minimising the
+ * squared RELATIVE residuals (a 2 us node off by 1 us matters as much as a 2 ms one off by
+ * 1 ms). Constraints: *FIXED >= 0 (else refitted through the origin) and *PER_UNIT >= 0 (else
+ * a flat line, at the constant of least relative error). One point, or all X equal: flat.
+ * Points whose T is not positive and finite or whose
+ * X is negative are skipped. Returns 0 when no point is usable (outputs set to 0), else 1. */
+int lc_fit_line(const double *x, const double *t, size_t n, double *fixed, double *per_unit);
 
 /* Robust median of the N values V (sorted in place): the median after dropping values above
  * 3x the plain median (spikes), so one slow run never moves it far. 0 when N is 0. */

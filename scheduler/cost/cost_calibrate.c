@@ -11,18 +11,36 @@
  *   launch       Relu of one element: its whole node time.
  *   host links   devices that are not host-visible: upload() and download() of 4 KiB, 1 MiB
  *                and 16 MiB (quick: 4 KiB and 4 MiB), fitted to latency + bytes / bandwidth.
+ *   op classes   one representative operator per lc_op_class at four sizes (quick: two) of
+ *                the scale of real models' nodes (1 Ki to 64 Ki elements, MatMul 16 to 128,
+ *                Conv 3x3 of 8 channels on 8x8 to 64x64), fitted by lc_fit_line to fixed
+ *                seconds + work / rate: the launch and fork/join cost of a real node of that
+ *                class and its in-cache speed, which neither a 1-element Relu nor an 8 Mi
+ *                streaming Add tells. A class the device cannot run keeps no fit.
+ *   cache        devices that compute on host cores: the host's last-level cache bytes
+ *                (hwloc), the working set below which the class fits apply unbounded.
  * Each figure is the robust median (lc_robust_median) of several runs after warm-up runs, so
  * one slow run never poisons the profile. A device that cannot run a calibration graph keeps
  * its facts' figure for it.
  */
 #include "cost_internal.h"
 
+#include <hwloc.h>
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum cal_kind { CAL_GEMM, CAL_ADD, CAL_RELU } cal_kind;
+typedef enum cal_kind {
+    CAL_GEMM, CAL_ADD, CAL_RELU, CAL_CONV, CAL_DIV, CAL_ERF, CAL_SOFTMAX, CAL_NORM, CAL_REDUCE,
+    CAL_POOL, CAL_TRANSPOSE, CAL_RESHAPE
+} cal_kind;
+
+/* The operator each calibration graph times (its node's own time is read from the timeline). */
+static const char *const op_names[] = {"MatMul", "Add", "Relu", "Conv", "Div", "Erf", "Softmax",
+                                       "LayerNormalization", "ReduceMean", "MaxPool",
+                                       "Transpose", "Reshape"};
 
 typedef struct cal_ctx {
     lc_model *m;
@@ -42,24 +60,81 @@ static void report(cal_ctx *c, const char *what)
     c->progress(c->user, label, c->total ? (double)c->step / c->total : 1.0);
 }
 
-/* A one-node graph of KIND over N (the matrix side or the element count). */
+/* A one-node graph of KIND over N: the matrix side (GEMM), the image side (CONV: [1,8,N,N]
+ * with 8 3x3 filters, padding 1; POOL: [1,16,N,N], 2x2 windows of stride 2), else the element
+ * count (SOFTMAX, NORM, REDUCE: rows of 256; TRANSPOSE, RESHAPE: [N/64, 64]). Every operand
+ * is a graph input. */
 static loom_graph *build(cal_kind kind, int64_t n)
 {
     loom_graph *g = loom_graph_create("lc-calibrate");
     if (!g)
         return NULL;
-    int64_t sq[2] = {n, n}, vec[1] = {n};
+    int64_t sq[2] = {n, n}, vec[1] = {n}, rows[2] = {n / 256 ? n / 256 : 1, 256};
+    int64_t tall[2] = {n / 64 ? n / 64 : 1, 64}, row[1] = {256};
     loom_value y;
-    if (kind == CAL_GEMM) {
+    loom_window_params wp;
+    memset(&wp, 0, sizeof wp);
+    switch (kind) {
+    case CAL_GEMM: {
         loom_value a = loom_input(g, "a", LOOM_DTYPE_F32, 2, sq);
         loom_value b = loom_input(g, "b", LOOM_DTYPE_F32, 2, sq);
         y = loom_matmul(g, a, b);
-    } else if (kind == CAL_ADD) {
+        break;
+    }
+    case CAL_ADD:
+    case CAL_DIV: {
         loom_value a = loom_input(g, "a", LOOM_DTYPE_F32, 1, vec);
         loom_value b = loom_input(g, "b", LOOM_DTYPE_F32, 1, vec);
-        y = loom_add(g, a, b);
-    } else {
+        y = kind == CAL_ADD ? loom_add(g, a, b) : loom_div(g, a, b);
+        break;
+    }
+    case CAL_RELU:
         y = loom_relu(g, loom_input(g, "a", LOOM_DTYPE_F32, 1, vec));
+        break;
+    case CAL_ERF:
+        y = loom_erf(g, loom_input(g, "a", LOOM_DTYPE_F32, 1, vec));
+        break;
+    case CAL_CONV: {
+        int64_t xd[4] = {1, 8, n, n}, wd[4] = {8, 8, 3, 3}, bd[1] = {8};
+        loom_value x = loom_input(g, "x", LOOM_DTYPE_F32, 4, xd);
+        loom_value w = loom_input(g, "w", LOOM_DTYPE_F32, 4, wd);
+        loom_value b = loom_input(g, "b", LOOM_DTYPE_F32, 1, bd);
+        wp.n_spatial = 2;
+        for (int k = 0; k < 4; k++)
+            wp.pads[k] = 1;
+        y = loom_conv(g, x, w, b, &wp);
+        break;
+    }
+    case CAL_POOL: {
+        int64_t xd[4] = {1, 16, n, n};
+        wp.n_spatial = 2;
+        wp.kernel_shape[0] = wp.kernel_shape[1] = 2;
+        wp.strides[0] = wp.strides[1] = 2;
+        y = loom_max_pool(g, loom_input(g, "x", LOOM_DTYPE_F32, 4, xd), &wp);
+        break;
+    }
+    case CAL_SOFTMAX:
+        y = loom_softmax(g, loom_input(g, "x", LOOM_DTYPE_F32, 2, rows), -1);
+        break;
+    case CAL_NORM: {
+        loom_value x = loom_input(g, "x", LOOM_DTYPE_F32, 2, rows);
+        loom_value sc = loom_input(g, "scale", LOOM_DTYPE_F32, 1, row);
+        loom_value bi = loom_input(g, "bias", LOOM_DTYPE_F32, 1, row);
+        y = loom_layer_norm(g, x, sc, bi, -1, 1e-5f);
+        break;
+    }
+    case CAL_REDUCE: {
+        int64_t axes[1] = {1};
+        y = loom_reduce_mean(g, loom_input(g, "x", LOOM_DTYPE_F32, 2, rows), 1, axes, 1);
+        break;
+    }
+    case CAL_TRANSPOSE:
+        y = loom_transpose(g, loom_input(g, "x", LOOM_DTYPE_F32, 2, tall), NULL);
+        break;
+    case CAL_RESHAPE:
+    default:
+        y = loom_reshape(g, loom_input(g, "x", LOOM_DTYPE_F32, 1, vec), 2, tall);
+        break;
     }
     loom_output(g, y, "y");
     if (loom_graph_check(g) != LOOM_OK) {
@@ -69,31 +144,52 @@ static loom_graph *build(cal_kind kind, int64_t n)
     return g;
 }
 
+/* The work (FLOPs, bytes) of G's node of operator OP into *WORK (zeros when not found). */
+static void node_work(const loom_graph *g, const char *op, loom_op_cost *work)
+{
+    memset(work, 0, sizeof *work);
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        if (strcmp(g->nodes[i].def->name, op) != 0 || !g->nodes[i].def->cost ||
+            g->nodes[i].n_inputs > 4 || g->nodes[i].n_outputs > 1)
+            continue;
+        loom_tensor_desc in[4], out[1];
+        const void *cst[4];
+        loom_node_desc d;
+        lg_node_desc(g, i, &d, in, out, cst);
+        g->nodes[i].def->cost(&d, work);
+        return;
+    }
+}
+
 /* Run the KIND graph over N on the device with PRECISION: WARMUP runs, then between 3 and
  * MAX_RUNS runs (stopping once BUDGET_S seconds were spent); the node's robust median time
- * into *SECONDS. Returns LOOM_ERR_UNSUPPORTED when the device cannot run it (no message
- * added), another status on a failure (the thread's error says why). */
-static loom_status measure(cal_ctx *c, cal_kind kind, int64_t n, uint32_t precision,
-                           double *seconds)
+ * into *SECONDS, and the node's FLOPs and bytes into *WORK when not NULL. Returns
+ * LOOM_ERR_UNSUPPORTED when the device cannot run it (no message added), another status on a
+ * failure (the thread's error says why). */
+static loom_status measure_work(cal_ctx *c, cal_kind kind, int64_t n, uint32_t precision,
+                                double *seconds, loom_op_cost *work)
 {
     const lr_device *dev = &c->m->rt->devices[c->dev];
-    static const char *const op_names[] = {"MatMul", "Add", "Relu"};
     int warmup = c->quick ? 1 : 2, max_runs = c->quick ? 5 : 9;
     double budget_s = c->quick ? 0.3 : 1.5;
     loom_graph *g = build(kind, n);
     if (!g)
         return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory building a graph");
     loom_plan *plan = NULL;
-    loom_tensor *in[2] = {NULL, NULL}, *out[1] = {NULL};
-    size_t n_in = kind == CAL_RELU ? 1 : 2;
+    loom_tensor *in[3] = {NULL, NULL, NULL}, *out[1] = {NULL};
+    size_t n_in = loom_graph_input_count(g);
+    if (work)
+        node_work(g, op_names[kind], work);
     loom_plan_options po = {.struct_size = sizeof po, .device = dev->id, .strict = 1,
                             .precision = precision};
     loom_status st = loom_plan_create(c->m->rt, g, &po, &plan);
     if (st != LOOM_OK)
         goto out;
-    for (size_t i = 0; i < n_in && st == LOOM_OK; i++) {
-        int64_t dims[2] = {n, n};
-        uint32_t rank = kind == CAL_GEMM ? 2 : 1;
+    for (size_t i = 0; i < n_in && i < 3 && st == LOOM_OK; i++) {
+        int64_t dims[LOOM_MAX_RANK];
+        uint32_t rank = 0;
+        loom_dtype dt = LOOM_DTYPE_F32;
+        loom_value_info(g, loom_graph_input(g, i), &dt, &rank, dims);
         st = loom_tensor_create(LOOM_DTYPE_F32, rank, dims, &in[i]);
         if (st != LOOM_OK)
             break;
@@ -142,12 +238,19 @@ static loom_status measure(cal_ctx *c, cal_kind kind, int64_t n, uint32_t precis
     if (st == LOOM_OK)
         *seconds = lc_robust_median(samples, (size_t)n_samples);
 out:
-    loom_tensor_destroy(in[0]);
-    loom_tensor_destroy(in[1]);
+    for (size_t i = 0; i < 3; i++)
+        loom_tensor_destroy(in[i]);
     loom_tensor_destroy(out[0]);
     loom_plan_destroy(plan);
     loom_graph_destroy(g);
     return st;
+}
+
+/* measure_work without the work. */
+static loom_status measure(cal_ctx *c, cal_kind kind, int64_t n, uint32_t precision,
+                           double *seconds)
+{
+    return measure_work(c, kind, n, precision, seconds, NULL);
 }
 
 /* Whether plan creation said the device cannot run the graph (rather than failing). */
@@ -292,6 +395,87 @@ static loom_status calibrate_links(cal_ctx *c, lc_profile *p)
     return LOOM_OK;
 }
 
+/* The calibration of each op class: its graph and sizes (full, then quick). */
+typedef struct class_cal {
+    lc_op_class cls;
+    cal_kind kind;
+    const char *label;
+    int64_t full[4], quick[2];
+} class_cal;
+
+#define ELEMS {1024, 4096, 16384, 65536}, {1024, 16384}
+static const class_cal class_cals[] = {
+    {LC_CLASS_MATMUL, CAL_GEMM, "MatMul", {16, 32, 64, 128}, {16, 64}},
+    {LC_CLASS_CONV, CAL_CONV, "Conv", {8, 16, 32, 64}, {8, 32}},
+    {LC_CLASS_BINARY, CAL_ADD, "Add", ELEMS},
+    {LC_CLASS_DIV, CAL_DIV, "Div", ELEMS},
+    {LC_CLASS_UNARY, CAL_RELU, "Relu", ELEMS},
+    {LC_CLASS_TRANSCENDENTAL, CAL_ERF, "Erf", ELEMS},
+    {LC_CLASS_SOFTMAX, CAL_SOFTMAX, "Softmax", ELEMS},
+    {LC_CLASS_NORM, CAL_NORM, "LayerNormalization", ELEMS},
+    {LC_CLASS_REDUCE, CAL_REDUCE, "ReduceMean", ELEMS},
+    {LC_CLASS_POOL, CAL_POOL, "MaxPool", {8, 16, 32, 64}, {8, 32}},
+    {LC_CLASS_COPY, CAL_TRANSPOSE, "Transpose", ELEMS},
+    {LC_CLASS_VIEW, CAL_RESHAPE, "Reshape", ELEMS},
+};
+#undef ELEMS
+#define N_CLASS_CALS (sizeof class_cals / sizeof class_cals[0])
+
+/* Fit the line of class CC on P from its sizes run with PRECISION. A class the device cannot
+ * run, or whose measurement fails, keeps no fit (a failure is noted through lr_message: the
+ * class then falls back to the roofline, which is no reason to lose the whole profile). */
+static void fit_class(cal_ctx *c, lc_profile *p, const class_cal *cc, uint32_t precision)
+{
+    int n_sizes = c->quick ? 2 : 4;
+    const int64_t *sizes = c->quick ? cc->quick : cc->full;
+    double x[4], t[4];
+    size_t n = 0;
+    for (int i = 0; i < n_sizes; i++) {
+        char what[64];
+        snprintf(what, sizeof what, "%s %lld", cc->label, (long long)sizes[i]);
+        report(c, what);
+        c->step++;
+        loom_op_cost w;
+        double sec;
+        loom_status st = measure_work(c, cc->kind, sizes[i], precision, &sec, &w);
+        if (st == LOOM_ERR_UNSUPPORTED)
+            continue;
+        if (st != LOOM_OK) {
+            lr_message(c->m->rt, "calibrating %s: %s: %s (the class keeps the roofline)",
+                       c->m->rt->devices[c->dev].id, what, loom_last_error());
+            continue;
+        }
+        x[n] = lc_op_class_counts_flops(cc->cls) ? w.flops : w.bytes_read + w.bytes_written;
+        t[n++] = sec;
+    }
+    double fixed = 0, per_unit = 0;
+    if (!lc_fit_line(x, t, n, &fixed, &per_unit))
+        return;
+    p->class_fixed_s[cc->cls] = fixed;
+    p->class_rate[cc->cls] = per_unit > 0 ? 1 / per_unit : 0;
+}
+
+/* Bytes of the host's last-level caches, all of them (L3, else L2), from hwloc; 0 unknown. */
+static double host_cache_bytes(void)
+{
+    hwloc_topology_t topo;
+    if (hwloc_topology_init(&topo) != 0)
+        return 0;
+    double total = 0;
+    static const hwloc_obj_type_t levels[] = {HWLOC_OBJ_L3CACHE, HWLOC_OBJ_L2CACHE};
+    if (hwloc_topology_load(topo) == 0)
+        for (int k = 0; k < 2 && total == 0; k++) {
+            int n = hwloc_get_nbobjs_by_type(topo, levels[k]);
+            for (int i = 0; i < n; i++) {
+                hwloc_obj_t o = hwloc_get_obj_by_type(topo, levels[k], (unsigned)i);
+                if (o && o->attr)
+                    total += (double)o->attr->cache.size;
+            }
+        }
+    hwloc_topology_destroy(topo);
+    return total;
+}
+
 loom_status lc_calibrate_device(lc_model *m, uint32_t dev, int quick, lc_progress_fn progress,
                                 void *user)
 {
@@ -306,7 +490,8 @@ loom_status lc_calibrate_device(lc_model *m, uint32_t dev, int quick, lc_progres
     cal_ctx c = {m, dev, quick, progress, user, 0, 0};
     int want_f16 = v03 && (info->has_fp16 || info->peak_flops_f16 > 0);
     /* The f16 sizes are counted up front; they are skipped (and stepped over) when not run. */
-    c.total = 2 * n_sizes + 2 + (info->host_visible ? 0 : (quick ? 4 : 6));
+    c.total = 2 * n_sizes + 2 + (info->host_visible ? 0 : (quick ? 4 : 6)) +
+              (int)N_CLASS_CALS * (quick ? 2 : 4);
 
     lc_profile p = m->profiles[dev];
     int f32_ok, f16_ok = 0;
@@ -349,6 +534,12 @@ loom_status lc_calibrate_device(lc_model *m, uint32_t dev, int quick, lc_progres
     }
     if (st == LOOM_OK && !info->host_visible)
         st = calibrate_links(&c, &p);
+    if (st == LOOM_OK) {
+        for (size_t k = 0; k < N_CLASS_CALS; k++)
+            fit_class(&c, &p, &class_cals[k], prec);
+        if (info->kind == LOOM_DEVICE_CPU || p.shares_host_cpu)
+            p.cache_bytes = host_cache_bytes();
+    }
     if (st != LOOM_OK)
         return st;
     p.calibrated = 1;

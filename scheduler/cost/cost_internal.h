@@ -18,8 +18,9 @@
 #include "scheduler/sched_internal.h"
 
 /* Samples kept per signature (the most recent ones) and the fewest that make a history figure
- * trusted over the backend's estimate and the roofline. */
-#define LC_HISTORY_KEEP 16
+ * trusted over the backend's estimate and the roofline. Nodes of one shape in every layer of a
+ * model share a signature, so one run adds a sample per layer: 32 keep a few runs' worth. */
+#define LC_HISTORY_KEEP 32
 #define LC_HISTORY_MIN 3
 
 /* Longest signature text; longer ones are cut and end in a hash of the whole (see lc_sig). */

@@ -469,16 +469,63 @@ static double tensor_bytes(const loom_tensor_desc *t)
     return (double)loom_tensor_desc_numel(t) * (double)loom_dtype_size(t->dtype);
 }
 
+lc_op_class lc_op_class_of(loom_op_id op)
+{
+    switch (op) {
+    case LOOM_OP_MATMUL: case LOOM_OP_GEMM: case LOOM_OP_EINSUM: case LOOM_OP_MAT_MUL_INTEGER:
+    case LOOM_OP_QLINEAR_MAT_MUL: case LOOM_OP_LSTM: case LOOM_OP_GRU:
+        return LC_CLASS_MATMUL;
+    case LOOM_OP_CONV: case LOOM_OP_CONV_TRANSPOSE:
+        return LC_CLASS_CONV;
+    case LOOM_OP_ADD: case LOOM_OP_SUB: case LOOM_OP_MUL: case LOOM_OP_MIN: case LOOM_OP_MAX:
+    case LOOM_OP_WHERE: case LOOM_OP_AND: case LOOM_OP_OR: case LOOM_OP_EQUAL:
+    case LOOM_OP_LESS: case LOOM_OP_GREATER: case LOOM_OP_SUM: case LOOM_OP_MEAN:
+        return LC_CLASS_BINARY;
+    case LOOM_OP_DIV: case LOOM_OP_POW: case LOOM_OP_SQRT: case LOOM_OP_RECIPROCAL:
+        return LC_CLASS_DIV;
+    case LOOM_OP_RELU: case LOOM_OP_LEAKY_RELU: case LOOM_OP_NEG: case LOOM_OP_ABS:
+    case LOOM_OP_CLIP: case LOOM_OP_CAST: case LOOM_OP_FLOOR: case LOOM_OP_CEIL:
+    case LOOM_OP_ROUND: case LOOM_OP_NOT: case LOOM_OP_HARD_SIGMOID: case LOOM_OP_HARD_SWISH:
+    case LOOM_OP_DROPOUT: case LOOM_OP_QUANTIZE_LINEAR: case LOOM_OP_DEQUANTIZE_LINEAR:
+        return LC_CLASS_UNARY;
+    case LOOM_OP_SIGMOID: case LOOM_OP_TANH: case LOOM_OP_ERF: case LOOM_OP_GELU:
+    case LOOM_OP_EXP: case LOOM_OP_LOG:
+        return LC_CLASS_TRANSCENDENTAL;
+    case LOOM_OP_SOFTMAX:
+        return LC_CLASS_SOFTMAX;
+    case LOOM_OP_LAYER_NORMALIZATION: case LOOM_OP_BATCH_NORMALIZATION:
+    case LOOM_OP_INSTANCE_NORMALIZATION:
+        return LC_CLASS_NORM;
+    case LOOM_OP_REDUCE_MEAN: case LOOM_OP_REDUCE_SUM: case LOOM_OP_REDUCE_MAX:
+    case LOOM_OP_GLOBAL_AVERAGE_POOL: case LOOM_OP_ARG_MAX: case LOOM_OP_TOP_K:
+        return LC_CLASS_REDUCE;
+    case LOOM_OP_MAX_POOL: case LOOM_OP_AVERAGE_POOL:
+        return LC_CLASS_POOL;
+    case LOOM_OP_TRANSPOSE: case LOOM_OP_CONCAT: case LOOM_OP_SPLIT: case LOOM_OP_SLICE:
+    case LOOM_OP_GATHER: case LOOM_OP_PAD: case LOOM_OP_TILE: case LOOM_OP_EXPAND:
+    case LOOM_OP_RESIZE: case LOOM_OP_GATHER_ELEMENTS: case LOOM_OP_SCATTER_ELEMENTS:
+        return LC_CLASS_COPY;
+    case LOOM_OP_RESHAPE: case LOOM_OP_SQUEEZE: case LOOM_OP_UNSQUEEZE: case LOOM_OP_FLATTEN:
+    case LOOM_OP_IDENTITY:
+        return LC_CLASS_VIEW;
+    default:
+        return LC_CLASS_COUNT;
+    }
+}
+
+int lc_op_class_counts_flops(lc_op_class c)
+{
+    return c == LC_CLASS_MATMUL || c == LC_CLASS_CONV;
+}
+
 double lc_roofline_seconds(const lc_profile *p, const loom_node_desc *node,
                            const loom_op_cost *cost)
 {
     double bw = p->mem_bandwidth > 0 ? p->mem_bandwidth : 1e9;
-    if (layout_only(node->op)) {
-        double bytes = node->n_outputs && node->outputs ? 2 * tensor_bytes(&node->outputs[0]) : 0;
-        return p->launch_s + bytes / bw;
-    }
     double flops = 0, bytes = 0;
-    if (cost) {
+    if (layout_only(node->op)) {
+        bytes = node->n_outputs && node->outputs ? 2 * tensor_bytes(&node->outputs[0]) : 0;
+    } else if (cost) {
         flops = cost->flops;
         bytes = cost->bytes_read + cost->bytes_written;
     } else {
@@ -508,7 +555,22 @@ double lc_roofline_seconds(const lc_profile *p, const loom_node_desc *node,
     double f = p->flops[col] > 0 ? p->flops[col] : p->flops[0];
     if (!(f > 0))
         f = 1e9;
-    double tc = flops / f, tm = bytes / bw;
+    double tm = bytes / bw;
+    lc_op_class c = lc_op_class_of(node->op);
+    if (c < LC_CLASS_COUNT && (p->class_fixed_s[c] > 0 || p->class_rate[c] > 0)) {
+        /* The class's fitted line; its rate was measured in f32 and in cache. */
+        double rate = p->class_rate[c], work = bytes;
+        if (lc_op_class_counts_flops(c)) {
+            work = flops;
+            if (p->flops[0] > 0 && f != p->flops[0])
+                rate *= f / p->flops[0];
+        }
+        double s = rate > 0 ? work / rate : 0;
+        if (bytes > p->cache_bytes && tm > s) /* streams from memory */
+            s = tm;
+        return p->class_fixed_s[c] + s;
+    }
+    double tc = flops / f;
     return p->launch_s + (tc > tm ? tc : tm);
 }
 

@@ -50,6 +50,40 @@ double lc_robust_median(double *v, size_t n)
     return sorted_median(v, kept);
 }
 
+int lc_fit_line(const double *x, const double *t, size_t n, double *fixed, double *per_unit)
+{
+    /* In relative terms each point asks a / t + b * x / t = 1: least squares on that. */
+    double su = 0, sv = 0, suu = 0, suv = 0, svv = 0;
+    size_t k = 0;
+    *fixed = *per_unit = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!(t[i] > 0) || !isfinite(t[i]) || !(x[i] >= 0) || !isfinite(x[i]))
+            continue;
+        double u = 1 / t[i], v = x[i] / t[i];
+        su += u, sv += v, suu += u * u, suv += u * v, svv += v * v;
+        k++;
+    }
+    if (!k)
+        return 0;
+    double det = suu * svv - suv * suv;
+    double a = -1, b = -1;
+    if (det > 1e-12 * suu * svv) {
+        a = (su * svv - sv * suv) / det;
+        b = (suu * sv - suv * su) / det;
+    }
+    if (!(b >= 0)) { /* one size, or no size dependence: flat */
+        *fixed = su / suu;
+        return 1;
+    }
+    if (!(a >= 0)) { /* a negative fixed part is noise: through the origin */
+        *per_unit = sv / svv;
+        return 1;
+    }
+    *fixed = a;
+    *per_unit = b;
+    return 1;
+}
+
 void lc_error_stats(const double *pred, const double *meas, size_t n, double *median,
                     double *p90)
 {

@@ -4,7 +4,10 @@
  *   profiles.json  {"version": 1, "profiles": {KEY: {"backend", "device", "calibrated": true,
  *                   "calibrated_at", "flops_f32", "flops_f16", "flops_int8", "mem_bandwidth",
  *                   "launch_s", "to_host_latency_s", "to_host_bandwidth",
- *                   "from_host_latency_s", "from_host_bandwidth", "power_w"}}}
+ *                   "from_host_latency_s", "from_host_bandwidth", "power_w", "cache_bytes",
+ *                   "fixed_s_<class>", "rate_<class>" for each op class (lc_op_class:
+ *                   matmul, conv, binary, div, unary, transcendental, softmax, norm, reduce,
+ *                   pool, copy, view; 0 or absent: not fitted)}}}
  *   history.json   {"version": 1, "history": {KEY: {SIGNATURE: {"samples": [s, ...],
  *                   "median": s}}}}
  * KEY is the profile key (backend|device name|driver|t<threads>); samples are seconds, oldest
@@ -160,6 +163,23 @@ static const prof_field prof_fields[] = {
     {"from_host_latency_s", offsetof(lc_profile, from_host_latency_s), 0},
     {"from_host_bandwidth", offsetof(lc_profile, from_host_bandwidth), 0},
     {"power_w", offsetof(lc_profile, power_w), 0},
+    {"cache_bytes", offsetof(lc_profile, cache_bytes), 0},
+#define CLASS_FIELDS(cls, name)                                                                \
+    {"fixed_s_" name, offsetof(lc_profile, class_fixed_s[cls]), 0},                          \
+    {"rate_" name, offsetof(lc_profile, class_rate[cls]), 0}
+    CLASS_FIELDS(LC_CLASS_MATMUL, "matmul"),
+    CLASS_FIELDS(LC_CLASS_CONV, "conv"),
+    CLASS_FIELDS(LC_CLASS_BINARY, "binary"),
+    CLASS_FIELDS(LC_CLASS_DIV, "div"),
+    CLASS_FIELDS(LC_CLASS_UNARY, "unary"),
+    CLASS_FIELDS(LC_CLASS_TRANSCENDENTAL, "transcendental"),
+    CLASS_FIELDS(LC_CLASS_SOFTMAX, "softmax"),
+    CLASS_FIELDS(LC_CLASS_NORM, "norm"),
+    CLASS_FIELDS(LC_CLASS_REDUCE, "reduce"),
+    CLASS_FIELDS(LC_CLASS_POOL, "pool"),
+    CLASS_FIELDS(LC_CLASS_COPY, "copy"),
+    CLASS_FIELDS(LC_CLASS_VIEW, "view"),
+#undef CLASS_FIELDS
 };
 #define N_PROF_FIELDS (sizeof prof_fields / sizeof prof_fields[0])
 
