@@ -46,3 +46,11 @@ loom_value loom_graph_node_output(const loom_graph *g, size_t i, size_t k)
     const lg_node *n = node_at(g, i);
     return n && k < n->n_outputs ? n->outputs[k] : LOOM_NO_VALUE;
 }
+
+long loom_graph_value_producer(const loom_graph *g, loom_value value)
+{
+    if (!g || value == LOOM_NO_VALUE || (size_t)value >= g->n_values)
+        return -1;
+    const lg_value *v = &g->values[value];
+    return v->kind == LG_VALUE_NODE ? (long)v->producer : -1;
+}

@@ -163,9 +163,66 @@ static void scratch_free(scratch *s)
     free(s->excluded);
 }
 
+static void best_single(loom_plan *plan, uint32_t nn, uint32_t nd);
+
+/* Every node has one candidate device (pinned, requested, or the only one that can): the
+ * schedule each worker follows in plan order, as early as inputs and devices allow. */
+static loom_status forced_schedule(loom_plan *plan, const lp_problem *pr, const scratch *s,
+                                   uint32_t *device, double *pred, uint8_t *decided)
+{
+    uint32_t nn = pr->n_tasks, nd = pr->n_devices;
+    double *dev_free = calloc(nd + 1, sizeof *dev_free);
+    if (!dev_free)
+        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory placing the graph");
+    for (uint32_t p = 0; p < nn; p++) {
+        uint32_t d = 0;
+        if (s->lp_pin[p] >= 0)
+            d = (uint32_t)s->lp_pin[p];
+        else
+            while (d + 1 < nd && !isfinite(pr->cost[(size_t)p * nd + d]))
+                d++;
+        device[p] = d;
+        pred[p] = 0; /* start: raised by the edges below */
+        if (!decided[p])
+            decided[p] = s->excluded[p] ? PL_DECIDED_SHARED_CPU : PL_DECIDED_ONLY_DEVICE;
+    }
+    /* Edges are grouped by consumer in topological order (built that way in pl_place). */
+    uint32_t e = 0;
+    double makespan = 0, energy = 0;
+    for (uint32_t p = 0; p < nn; p++) {
+        double ready = 0;
+        for (; e < pr->n_edges && pr->edge_to[e] == p; e++) {
+            uint32_t q = pr->edge_from[e];
+            double t = pred[nn + q];
+            if (device[q] != device[p]) {
+                size_t l = (size_t)device[q] * nd + device[p];
+                t += pr->latency[l] + (isfinite(pr->bandwidth[l]) && pr->bandwidth[l] > 0
+                                           ? pr->edge_bytes[e] / pr->bandwidth[l]
+                                           : 0);
+            }
+            if (t > ready)
+                ready = t;
+        }
+        double c = plan->cost_s[(size_t)p * nd + device[p]];
+        double start = fmax(ready, dev_free[device[p]]);
+        pred[p] = start;
+        pred[nn + p] = start + c;
+        pred[2 * (size_t)nn + p] = c;
+        dev_free[device[p]] = start + c;
+        makespan = fmax(makespan, start + c);
+        energy += c * (pr->power ? pr->power[device[p]] : 1.0);
+    }
+    free(dev_free);
+    plan->pred_s = makespan;
+    plan->heft_s = makespan; /* any list policy finds this same schedule */
+    plan->energy_j = energy;
+    return LOOM_OK;
+}
+
 loom_status pl_place(loom_plan *plan, const loom_graph *g, const uint32_t *order,
                      const int32_t *tensor_of, uint32_t precision, const float *absmax,
-                     const pl_place_opts *o, uint32_t *device, double *pred, uint8_t *decided)
+                     const pl_place_opts *o, uint32_t *device, double *pred, uint8_t *decided,
+                     int16_t *pin_ignored)
 {
     (void)tensor_of;
     loom_runtime *rt = plan->rt;
@@ -207,6 +264,7 @@ loom_status pl_place(loom_plan *plan, const loom_graph *g, const uint32_t *order
     plan->n_rt_devices = nd;
     loom_status st = LOOM_OK;
     lp_result res = {0};
+    int choice = 0; /* some node has more than one candidate device */
     if (!s.in_d || !s.out_d || !s.in_c || !s.in_m || !s.lp_cost || !s.bw || !s.lat ||
         !s.out_bytes || !s.cap || !s.power || !s.ebytes || !s.efrom || !s.eto || !s.mark ||
         !s.lp_pin || !s.pos_of || !s.pins || !s.excluded || !plan->cost_s) {
@@ -228,7 +286,6 @@ loom_status pl_place(loom_plan *plan, const loom_graph *g, const uint32_t *order
     }
     for (uint32_t p = 0; p < nn; p++)
         s.pos_of[order[p]] = (int32_t)p;
-    int choice = 0; /* some node has more than one candidate device */
     for (uint32_t p = 0; p < nn; p++) {
         const lg_node *gn = &g->nodes[order[p]];
         loom_node_desc desc;
@@ -295,6 +352,8 @@ loom_status pl_place(loom_plan *plan, const loom_graph *g, const uint32_t *order
                                     "node '%s' (%s) is pinned to %s, which cannot run it: %s",
                                     gn->name, gn->def->name, dev->id, why);
                 goto done;
+            } else {
+                pin_ignored[p] = (int16_t)(pinned + 1);
             }
         }
         if (pd < 0 && o->want >= 0) {
@@ -377,18 +436,21 @@ loom_status pl_place(loom_plan *plan, const loom_graph *g, const uint32_t *order
         .bandwidth = s.bw, .latency = s.lat, .pin = s.lp_pin, .output_bytes = s.out_bytes,
         .capacity = s.cap, .target_latency = o->target_s, .power = s.power,
     };
-    /* Nothing to choose: the fastest list policy gives the same answer as any search. */
-    lp_policy eff = choice ? (lp_policy)policy : LP_POLICY_HEFT;
-    if (!choice && policy == LP_POLICY_FIRST)
-        eff = LP_POLICY_FIRST;
+    snprintf(plan->policy, sizeof plan->policy, "%s", lp_policy_name((lp_policy)policy));
+    if (!choice) {
+        /* Nothing to choose: every node has one candidate. The predictions come from one pass
+         * in topological order (each node as soon as its inputs and its device allow), O(nodes
+         * + edges) where a search would spend its budget finding the same placement. */
+        st = forced_schedule(plan, &pr, &s, device, pred, decided);
+        goto done;
+    }
     double budget = o->budget_s > 0 ? o->budget_s : fmin(0.5, 0.005 + 0.0005 * nn);
     char err[512] = "";
-    st = lp_place(&pr, eff, budget, &res, err, sizeof err);
+    st = lp_place(&pr, (lp_policy)policy, budget, &res, err, sizeof err);
     if (st != LOOM_OK) {
         st = loom_set_error(st, "placing graph '%s': %s", g->name, err[0] ? err : "failed");
         goto done;
     }
-    snprintf(plan->policy, sizeof plan->policy, "%s", lp_policy_name((lp_policy)policy));
     for (uint32_t p = 0; p < nn; p++) {
         device[p] = res.device[p];
         pred[p] = res.start[p];
@@ -404,7 +466,23 @@ loom_status pl_place(loom_plan *plan, const loom_graph *g, const uint32_t *order
     plan->target_s = o->target_s;
     plan->target_met = res.target_met;
     plan->energy_j = res.energy;
-    /* The best single device: every node there, one after another. */
+    best_single(plan, nn, nd);
+    plan->placement_ms = (double)(loom_now_ns() - t0) / 1e6;
+done:
+    if (st == LOOM_OK && !choice) {
+        plan->target_s = o->target_s;
+        plan->target_met = !(o->target_s > 0) || plan->pred_s <= o->target_s;
+        best_single(plan, nn, nd);
+        plan->placement_ms = (double)(loom_now_ns() - t0) / 1e6;
+    }
+    lp_result_free(&res);
+    scratch_free(&s);
+    return st;
+}
+
+/* The best single device: every node there, one after another (predicted). */
+static void best_single(loom_plan *plan, uint32_t nn, uint32_t nd)
+{
     plan->best_single = -1;
     plan->best_single_s = 0;
     for (uint32_t d = 0; d < nd; d++) {
@@ -416,11 +494,6 @@ loom_status pl_place(loom_plan *plan, const loom_graph *g, const uint32_t *order
             plan->best_single_s = sum;
         }
     }
-    plan->placement_ms = (double)(loom_now_ns() - t0) / 1e6;
-done:
-    lp_result_free(&res);
-    scratch_free(&s);
-    return st;
 }
 
 void pl_learn(loom_plan *plan, const loom_node_timing *timeline, size_t count)

@@ -195,8 +195,8 @@ static void prepare_fallback(loom_plan *plan, pl_node *n, const loom_node_desc *
 
 static loom_status make_nodes(loom_plan *plan, const loom_graph *g, const uint32_t *order,
                               const int32_t *tensor_of, const uint32_t *device, const double *pred,
-                              const uint8_t *decided, int strict, uint32_t precision,
-                              const float *absmax)
+                              const uint8_t *decided, const int16_t *pin_ignored, int strict,
+                              uint32_t precision, const float *absmax)
 {
     size_t n_io = 0, max_in = 1, max_out = 1;
     for (size_t i = 0; i < g->n_nodes; i++) {
@@ -259,6 +259,7 @@ static loom_status make_nodes(loom_plan *plan, const loom_graph *g, const uint32
         n->pred_finish = pred[nn + p];
         n->pred_s = pred[2 * nn + p];
         n->decided = decided[p];
+        n->pin_ignored = pin_ignored[p];
         n->order_rank = p;
         n->graph_index = p;
         n->cost_source = lc_node_source(plan->model, n->device, &desc);
@@ -753,13 +754,15 @@ loom_status loom_plan_create(loom_runtime *rt, const loom_graph *g,
     uint32_t *device = malloc((nn + 1) * sizeof *device);
     double *pred = malloc((3 * nn + 1) * sizeof *pred);
     uint8_t *decided = calloc(nn + 1, 1);
-    if (!plan || !tensor_of || !order || !device || !pred || !decided) {
+    int16_t *pin_ignored = calloc(nn + 1, sizeof *pin_ignored);
+    if (!plan || !tensor_of || !order || !device || !pred || !decided || !pin_ignored) {
         free(plan);
         free(tensor_of);
         free(order);
         free(device);
         free(pred);
         free(decided);
+        free(pin_ignored);
         return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory planning graph '%s'",
                               g->name);
     }
@@ -783,10 +786,11 @@ loom_status loom_plan_create(loom_runtime *rt, const loom_graph *g,
     if (st == LOOM_OK)
         st = make_io_names(plan, g, tensor_of);
     if (st == LOOM_OK)
-        st = pl_place(plan, g, order, tensor_of, precision, absmax, &po, device, pred, decided);
+        st = pl_place(plan, g, order, tensor_of, precision, absmax, &po, device, pred, decided,
+                      pin_ignored);
     if (st == LOOM_OK)
-        st = make_nodes(plan, g, order, tensor_of, device, pred, decided, strict, precision,
-                        absmax);
+        st = make_nodes(plan, g, order, tensor_of, device, pred, decided, pin_ignored, strict,
+                        precision, absmax);
     if (st == LOOM_OK)
         st = insert_copies(plan, g, tensor_of);
     if (st == LOOM_OK)
@@ -806,6 +810,7 @@ loom_status loom_plan_create(loom_runtime *rt, const loom_graph *g,
     free(device);
     free(pred);
     free(decided);
+    free(pin_ignored);
     if (st != LOOM_OK) {
         loom_plan_destroy(plan);
         return st;
@@ -920,6 +925,11 @@ static void reason_line(const loom_plan *plan, size_t i, char *buf, size_t len)
         snprintf(buf, len, "finishes earliest on %s (%.3f ms, inputs moved %.0f bytes%s)", dev,
                  row[n->device] * 1e3, n->bytes_in_moved, alt);
         break;
+    }
+    if (n->pin_ignored > 0) {
+        size_t used = strlen(buf);
+        snprintf(buf + used, len - used, "; its pin to %s was ignored: that device cannot run it",
+                 rt->devices[n->pin_ignored - 1].id);
     }
 }
 

@@ -92,6 +92,7 @@ typedef struct pl_node {
     uint8_t is_copy;      /* a transfer the plan inserted (op "Copy") */
     uint8_t copy_dir;     /* PL_COPY_UPLOAD or PL_COPY_DOWNLOAD */
     uint8_t decided;      /* a pl_decided */
+    int16_t pin_ignored;  /* 1 + the device a pin asked for and that cannot run it; 0: none */
     char *link;           /* copies: the lane "host->opencl:0" / "opencl:0->host" */
     double pred_s, pred_start, pred_finish; /* predicted duration and schedule (seconds) */
     double order_rank;    /* tie-break of the execution order: topological position */
@@ -186,11 +187,13 @@ typedef struct pl_place_opts {
 /* Decide the device of every node of G (in ORDER, whose positions index the plan's nodes as
  * make_nodes builds them): supports() of every device, costs from the cost model, the policy.
  * Writes DEVICE[p], and fills the placement fields of the plan (cost_s rows in topological
- * order, summary figures) and PRED (3 x n_nodes: start, finish, duration) and DECIDED. Opens
- * PLAN->model. */
+ * order, summary figures) and PRED (3 x n_nodes: start, finish, duration) and DECIDED;
+ * PIN_IGNORED[p] (zeroed by the caller) becomes 1 + the pinned device when a pin could not be
+ * honoured (not strict). Opens PLAN->model. */
 loom_status pl_place(loom_plan *plan, const loom_graph *g, const uint32_t *order,
                      const int32_t *tensor_of, uint32_t precision, const float *absmax,
-                     const pl_place_opts *opts, uint32_t *device, double *pred, uint8_t *decided);
+                     const pl_place_opts *opts, uint32_t *device, double *pred, uint8_t *decided,
+                     int16_t *pin_ignored);
 
 /* Predicted seconds of moving BYTES from runtime device FROM to TO (LC_HOST: host memory). */
 double pl_link_seconds(const loom_plan *plan, uint32_t from, uint32_t to, double bytes);

@@ -16,6 +16,8 @@ if [ $sanitize = 1 ]; then
     opts=(-Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug)
     export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
     export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+    # Leaks inside the OpenCL driver (PoCL's compiler) only; see the file.
+    export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp:print_suppressions=0}
 else
     build=${1:-build}
     opts=(-Dbuildtype=debugoptimized)

@@ -162,17 +162,22 @@ static void test_fit_line_minimises_relative_error(void)
     CU_ASSERT_EQUAL(lc_fit_line(x2, t3, 2, &a, &b), 1);
     CU_ASSERT_DOUBLE_EQUAL(a, 1.2, 1e-12);
     CU_ASSERT_DOUBLE_EQUAL(b, 0, 0);
-    /* Relative weighting: (1, 1 us), (1000, 1 ms), (2000, 3 ms) lie near no line; the small
-     * point is kept within 0.1% where plain least squares would miss it by ~30%. Closed form
-     * of the 2x2 normal equations in u = 1/t, v = x/t. */
-    double x4[3] = {1, 1000, 2000}, t4[3] = {1e-6, 1e-3, 3e-3};
+    /* Relative weighting: (10, 20 us), (1000, 1 ms), (2000, 2.2 ms) lie near no line; the
+     * small point is kept within 0.1% where plain least squares would miss it by 175% (its
+     * intercept is negative). Closed form of the 2x2 normal equations in u = 1/t, v = x/t. */
+    double x4[3] = {10, 1000, 2000}, t4[3] = {2e-5, 1e-3, 2.2e-3};
     CU_ASSERT_EQUAL(lc_fit_line(x4, t4, 3, &a, &b), 1);
-    double su = 1e6 + 1e3 + 1e3 / 3, sv = 1e6 + 1e6 + 2e6 / 3;
-    double suu = 1e12 + 1e6 + 1e6 / 9, suv = 1e12 + 1e9 + 2e9 / 9;
-    double svv = 1e12 + 1e12 + 4e12 / 9, det = suu * svv - suv * suv;
+    double u[3], w[3], su = 0, sv = 0, suu = 0, suv = 0, svv = 0;
+    for (int i = 0; i < 3; i++) {
+        u[i] = 1 / t4[i];
+        w[i] = x4[i] / t4[i];
+        su += u[i], sv += w[i], suu += u[i] * u[i], suv += u[i] * w[i], svv += w[i] * w[i];
+    }
+    double det = suu * svv - suv * suv;
     CU_ASSERT_DOUBLE_EQUAL(a, (su * svv - sv * suv) / det, 1e-15);
     CU_ASSERT_DOUBLE_EQUAL(b, (suu * sv - suv * su) / det, 1e-15);
-    CU_ASSERT(fabs(a + b - 1e-6) / 1e-6 < 1e-3);
+    CU_ASSERT(a > 9e-6 && a < 1e-5); /* 9.611e-6 */
+    CU_ASSERT(fabs((a + 10 * b) / 2e-5 - 1) < 1e-3);
     /* Unusable points are skipped; none usable: 0. */
     double t5[2] = {NAN, -1};
     CU_ASSERT_EQUAL(lc_fit_line(x2, t5, 2, &a, &b), 0);

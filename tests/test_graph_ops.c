@@ -1389,6 +1389,15 @@ static void test_node_accessors_walk_names_ops_and_wiring(void)
     CU_ASSERT_EQUAL(loom_graph_node_input(g, 3, 1), halves[1]);
     CU_ASSERT_EQUAL(loom_graph_node_output(g, 3, 0), loom_graph_output(g, 0));
     CU_ASSERT_STRING_EQUAL(loom_value_name(g, loom_graph_node_output(g, 3, 0)), "y");
+    /* producers: nodes for node outputs, -1 for inputs, constants and absent values */
+    CU_ASSERT_EQUAL(loom_graph_value_producer(g, h), 0);
+    CU_ASSERT_EQUAL(loom_graph_value_producer(g, p), 1);
+    CU_ASSERT_EQUAL(loom_graph_value_producer(g, halves[1]), 2);
+    CU_ASSERT_EQUAL(loom_graph_value_producer(g, y), 3);
+    CU_ASSERT_EQUAL(loom_graph_value_producer(g, x), -1);
+    CU_ASSERT_EQUAL(loom_graph_value_producer(g, w1), -1);
+    CU_ASSERT_EQUAL(loom_graph_value_producer(g, LOOM_NO_VALUE), -1);
+    CU_ASSERT_EQUAL(loom_graph_value_producer(NULL, h), -1);
 
     /* out of range: a node past the end, a slot past a node's last, a NULL graph */
     CU_ASSERT_PTR_NULL(loom_graph_node_name(g, 4));

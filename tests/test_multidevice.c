@@ -295,6 +295,14 @@ static void test_bad_pins_and_policies_are_named(void)
     CU_ASSERT_EQUAL(loom_plan_create(rt, g2, &o, &plan), LOOM_ERR_UNSUPPORTED);
     CU_ASSERT_PTR_NOT_NULL(strstr(loom_last_error(), "devmem:0"));
     CU_ASSERT_PTR_NOT_NULL(strstr(loom_last_error(), "Sigmoid"));
+    /* Not strict: the pin is ignored for that node, and its explanation says so. */
+    o.strict = 0;
+    CU_ASSERT_FATAL(loom_plan_create(rt, g2, &o, &plan) == LOOM_OK);
+    loom_node_explain e = {.struct_size = sizeof e};
+    CU_ASSERT_EQUAL(loom_plan_explain(plan, 0, &e), LOOM_OK);
+    CU_ASSERT_STRING_EQUAL(e.device, "cpu:0");
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.reason, "pin to devmem:0 was ignored"));
+    loom_plan_destroy(plan);
     loom_graph_destroy(g2);
     loom_graph_destroy(g);
     loom_runtime_destroy(rt);

@@ -548,6 +548,26 @@ static loom_value b_expand(loom_graph *g, const loom_value *x)
     int64_t s[3] = {2, 5, 7};
     return loom_expand(g, x[0], 3, s);
 }
+static loom_value b_rsum_last(loom_graph *g, const loom_value *x)
+{
+    int64_t axes[1] = {1};
+    return loom_reduce_sum(g, x[0], 1, axes, 0);
+}
+static loom_value b_rmax_last(loom_graph *g, const loom_value *x)
+{
+    int64_t axes[1] = {1};
+    return loom_reduce_max(g, x[0], 1, axes, 1);
+}
+static loom_value b_rmax_first(loom_graph *g, const loom_value *x)
+{
+    int64_t axes[1] = {0};
+    return loom_reduce_max(g, x[0], 1, axes, 0);
+}
+static loom_value b_rmean_all(loom_graph *g, const loom_value *x)
+{
+    return loom_reduce_mean(g, x[0], 0, NULL, 0);
+}
+static loom_value b_softmax0(loom_graph *g, const loom_value *x) { return loom_softmax(g, x[0], 0); }
 static loom_value b_mlp(loom_graph *g, const loom_value *x)
 {
     /* A small chain: every intermediate stays in device memory. */
@@ -668,11 +688,127 @@ static const tcase k_gemm[] = {
       W(F32, 2, 64, 10, 0, 0)}, b_mlp, T},
 };
 
+/* The specialised elementwise paths: same shape with counts that are not multiples of 4 (the
+ * float4 loop and its tail), each broadcast class (one element, a run of the output's dims,
+ * anything else), per dtype. */
+static const tcase k_fast_elementwise[] = {
+    {"Add same shape [1,1027]", 2, {IN(F32, 2, 1, 1027, 0, 0), IN(F32, 2, 1, 1027, 0, 0)}, b_add, T},
+    {"Add same shape [3]", 2, {IN(F32, 1, 3, 0, 0, 0), IN(F32, 1, 3, 0, 0, 0)}, b_add, T},
+    {"Mul same shape [4099] i32", 2, {IN(I32, 1, 4099, 0, 0, 0), IN(I32, 1, 4099, 0, 0, 0)}, b_mul, 0},
+    {"Sub same shape [2,1001] i64", 2, {IN(I64, 2, 2, 1001, 0, 0), IN(I64, 2, 2, 1001, 0, 0)}, b_sub, 0},
+    {"Sigmoid [5,1001]", 1, {IN(F32, 2, 5, 1001, 0, 0)}, b_sigmoid, T},
+    {"Abs i32 [4097]", 1, {IN(I32, 1, 4097, 0, 0, 0)}, b_abs, 0},
+    {"Less same shape [1023] (as f32)", 2, {IN(F32, 1, 1023, 0, 0, 0), IN(F32, 1, 1023, 0, 0, 0)}, b_less, 0},
+    {"Div [37,33] / scalar [1]", 2, {IN(F32, 2, 37, 33, 0, 0), INP(F32, 1, 1, 0, 0, 0)}, b_div, T},
+    {"Sub scalar [1,1] - [37,33]", 2, {IN(F32, 2, 1, 1, 0, 0), IN(F32, 2, 37, 33, 0, 0)}, b_sub, T},
+    {"Add [2,3,5,7] + [3,1,1] channel", 2, {IN(F32, 4, 2, 3, 5, 7), IN(F32, 3, 3, 1, 1, 0)}, b_add, T},
+    {"Add [3,1,1] + [2,3,5,7] channel first", 2, {IN(F32, 3, 3, 1, 1, 0), IN(F32, 4, 2, 3, 5, 7)}, b_add, T},
+    {"Mul [2,3,5,7] * [5,7] trailing", 2, {IN(F32, 4, 2, 3, 5, 7), IN(F32, 2, 5, 7, 0, 0)}, b_mul, T},
+    {"Max [2,1,5,7] , [3,1,7] table", 2, {IN(F32, 4, 2, 1, 5, 7), IN(F32, 3, 3, 1, 7, 0)}, b_max, T},
+    {"Add [6,1] + [1,9] outer", 2, {IN(F32, 2, 6, 1, 0, 0), IN(F32, 2, 1, 9, 0, 0)}, b_add, T},
+};
+
+/* Reductions, Softmax and LayerNorm over rows long enough for the work-group paths: lengths
+ * that are not multiples of 4, one output (split in parts), axes that are not trailing. */
+static const tcase k_fast_rows[] = {
+    {"ReduceSum [3,5001] axis 1", 1, {IN(F32, 2, 3, 5001, 0, 0)}, b_rsum_last, 1e-3},
+    {"ReduceMax [7,4099] axis 1 keepdims", 1, {IN(F32, 2, 7, 4099, 0, 0)}, b_rmax_last, 0},
+    {"ReduceMax [301,37] axis 0", 1, {IN(F32, 2, 301, 37, 0, 0)}, b_rmax_first, 0},
+    {"ReduceMean [70001] all", 1, {IN(F32, 1, 70001, 0, 0, 0)}, b_rmean_all, 1e-4},
+    {"ReduceMean [2,3,97,101] all", 1, {IN(F32, 4, 2, 3, 97, 101)}, b_rmean_all, 1e-4},
+    {"ReduceSum [129,3,4] axes 0,2", 1, {IN(F32, 3, 129, 3, 4, 0)}, b_rsum, 1e-3},
+    {"Softmax [6,5003] axis -1", 1, {IN(F32, 2, 6, 5003, 0, 0)}, b_softmax, T},
+    {"Softmax [1001,3] axis 0", 1, {IN(F32, 2, 1001, 3, 0, 0)}, b_softmax0, T},
+    {"LogSoftmax [4,2050]", 1, {IN(F32, 2, 4, 2050, 0, 0)}, b_logsoftmax, T},
+    {"LayerNorm [5,3001]", 3, {IN(F32, 2, 5, 3001, 0, 0), W(F32, 1, 3001, 0, 0, 0), W(F32, 1, 3001, 0, 0, 0)},
+     b_layernorm, T},
+};
+
 static void test_unary_ops_match_cpu(void) { run_cases(k_unary, sizeof k_unary / sizeof *k_unary); }
 static void test_binary_ops_match_cpu(void) { run_cases(k_binary, sizeof k_binary / sizeof *k_binary); }
 static void test_layout_ops_match_cpu(void) { run_cases(k_layout, sizeof k_layout / sizeof *k_layout); }
 static void test_nn_ops_match_cpu(void) { run_cases(k_nn, sizeof k_nn / sizeof *k_nn); }
 static void test_gemm_ops_match_cpu(void) { run_cases(k_gemm, sizeof k_gemm / sizeof *k_gemm); }
+
+static void *prepare_first(const loom_backend *be, const loom_graph *g, loom_status *st, char *err,
+                           size_t err_len, size_t *scratch);
+
+static void test_fast_elementwise_paths_match_cpu(void)
+{
+    run_cases(k_fast_elementwise, sizeof k_fast_elementwise / sizeof *k_fast_elementwise);
+}
+
+static void test_row_reductions_of_long_rows_match_cpu(void)
+{
+    run_cases(k_fast_rows, sizeof k_fast_rows / sizeof *k_fast_rows);
+}
+
+/* The launch shapes of the other device kind (LOOM_OPENCL_LAYOUT): on PoCL this runs a GPU's
+ * shapes (grid-stride loops, a 256-work-item group per row with its local-memory tree). */
+static void test_other_layout_matches_cpu(void)
+{
+    if (no_device())
+        return;
+    loom_device_info info = {.abi_version = LOOM_ABI_VERSION, .struct_size = sizeof info};
+    g_be->device_info(g_be->ctx, 0, &info);
+    setenv("LOOM_OPENCL_LAYOUT", info.kind == LOOM_DEVICE_CPU ? "gpu" : "cpu", 1);
+    char err[256] = "";
+    const loom_backend *other = loom_opencl_backend_create(NULL, err, sizeof err);
+    unsetenv("LOOM_OPENCL_LAYOUT");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(other);
+    const loom_backend *saved = g_be;
+    g_be = other;
+    run_cases(k_fast_elementwise, sizeof k_fast_elementwise / sizeof *k_fast_elementwise);
+    run_cases(k_fast_rows, sizeof k_fast_rows / sizeof *k_fast_rows);
+    run_cases(k_nn, sizeof k_nn / sizeof *k_nn);
+    g_be = saved;
+    other->shutdown(other->ctx);
+}
+
+/* Operands at element offsets that are not multiples of 4 take the scalar same-shape kernel
+ * (no float4 loads); compared with a naive loop. */
+static void test_elementwise_at_unaligned_offsets_matches_naive_loop(void)
+{
+    if (no_device())
+        return;
+    enum { N = 1030 };
+    loom_graph *g = loom_graph_create("unaligned");
+    int64_t d[1] = {N};
+    loom_output(g, loom_sub(g, loom_input(g, "a", F32, 1, d), loom_input(g, "b", F32, 1, d)), "y");
+    CU_ASSERT_EQUAL_FATAL(loom_graph_check(g), LOOM_OK);
+    char err[256];
+    size_t scratch;
+    loom_status st;
+    void *k = prepare_first(g_be, g, &st, err, sizeof err, &scratch);
+    CU_ASSERT_EQUAL_FATAL(st, LOOM_OK);
+    static float ha[N + 8], hb[N + 8], hy[N + 8];
+    fill(ha, F32, N + 8, 0);
+    fill(hb, F32, N + 8, 0);
+    size_t bytes = (N + 8) * sizeof(float);
+    char *pa = g_be->alloc(g_be->ctx, 0, bytes, 64), *pb = g_be->alloc(g_be->ctx, 0, bytes, 64);
+    char *py = g_be->alloc(g_be->ctx, 0, bytes, 64);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(py);
+    g_be->upload(g_be->ctx, 0, pa, ha, bytes, err, sizeof err);
+    g_be->upload(g_be->ctx, 0, pb, hb, bytes, err, sizeof err);
+    const size_t offs[3][3] = {{1, 2, 3}, {4, 4, 5}, {0, 8, 4}}; /* a, b, y in elements */
+    for (int c = 0; c < 3; c++) {
+        const void *ins[2] = {pa + 4 * offs[c][0], pb + 4 * offs[c][1]};
+        void *outs[1] = {py + 4 * offs[c][2]};
+        loom_exec_args args = {sizeof args, ins, outs, NULL};
+        CU_ASSERT_EQUAL(g_be->execute(g_be->ctx, 0, k, &args, err, sizeof err), LOOM_OK);
+        CU_ASSERT_EQUAL(g_be->download(g_be->ctx, 0, hy, outs[0], N * sizeof(float), err,
+                                       sizeof err), LOOM_OK);
+        int bad = 0;
+        for (int i = 0; i < N; i++)
+            bad += fabsf(hy[i] - (ha[i + offs[c][0]] - hb[i + offs[c][1]])) > 1e-6f;
+        CU_ASSERT_EQUAL(bad, 0);
+    }
+    g_be->release_kernel(g_be->ctx, k);
+    g_be->free(g_be->ctx, 0, pa, bytes);
+    g_be->free(g_be->ctx, 0, pb, bytes);
+    g_be->free(g_be->ctx, 0, py, bytes);
+    loom_graph_destroy(g);
+}
 
 static void test_submit_calls_done_once_with_the_result(void)
 {
@@ -1080,6 +1216,11 @@ int main(int argc, char **argv)
         {"test_layout_ops_match_cpu", test_layout_ops_match_cpu},
         {"test_nn_ops_match_cpu", test_nn_ops_match_cpu},
         {"test_gemm_ops_match_cpu", test_gemm_ops_match_cpu},
+        {"test_fast_elementwise_paths_match_cpu", test_fast_elementwise_paths_match_cpu},
+        {"test_row_reductions_of_long_rows_match_cpu", test_row_reductions_of_long_rows_match_cpu},
+        {"test_other_layout_matches_cpu", test_other_layout_matches_cpu},
+        {"test_elementwise_at_unaligned_offsets_matches_naive_loop",
+         test_elementwise_at_unaligned_offsets_matches_naive_loop},
         {"test_submit_calls_done_once_with_the_result", test_submit_calls_done_once_with_the_result},
         {"test_f16_elementwise_matches_naive_loops", test_f16_elementwise_matches_naive_loops},
         {"test_gemm_overwrites_a_stale_output", test_gemm_overwrites_a_stale_output},

@@ -1159,7 +1159,8 @@ int cmd_profile(int argc, char **argv)
     rc = build_model(&o, &g);
     if (!rc)
         rc = check_placement_args(&o, rt, g);
-    if (!rc && !o.no_calibrate && !getenv("LOOM_NO_CALIBRATE"))
+    const char *no_cal = getenv("LOOM_NO_CALIBRATE");
+    if (!rc && !o.no_calibrate && !(no_cal && *no_cal && strcmp(no_cal, "0")))
         rc = calibrate_missing(rt, &o);
     if (!rc) {
         n_in = loom_graph_input_count(g);

@@ -30,16 +30,7 @@ int gv_node_get(const loom_graph *g, size_t i, gv_node *out)
 
 long gv_producer(const loom_graph *g, loom_value value)
 {
-    if (!g || value == LOOM_NO_VALUE)
-        return -1;
-    size_t n = loom_graph_node_count(g);
-    for (size_t i = 0; i < n; i++) {
-        size_t n_out = loom_graph_node_output_count(g, i);
-        for (size_t k = 0; k < n_out; k++)
-            if (loom_graph_node_output(g, i, k) == value)
-                return (long)i;
-    }
-    return -1;
+    return loom_graph_value_producer(g, value);
 }
 
 long gv_find_node(const loom_graph *g, const char *name)

@@ -1245,6 +1245,13 @@ const loom_backend *loom_opencl_backend_create(const loom_host *host, char *err,
         return NULL;
     }
     cache_dir_init(s);
+    const char *layout = getenv("LOOM_OPENCL_LAYOUT");
+    for (uint32_t i = 0; i < s->n_devs; i++) {
+        ocl_device *d = &s->devs[i];
+        d->cpu_layout = layout && !strcmp(layout, "gpu")   ? 0
+                        : layout && !strcmp(layout, "cpu") ? 1
+                                                           : d->info.kind == LOOM_DEVICE_CPU;
+    }
     loom_backend *t = &s->table;
     t->abi_version = LOOM_ABI_VERSION;
     t->struct_size = sizeof *t;

@@ -59,6 +59,10 @@ typedef struct ocl_device {
     loom_device_info info;
     char platform_version[128];
     size_t max_wg; /* largest work-group size */
+    /* Launch shapes for a CPU device (few large work-groups, contiguous blocks per work-item)
+     * rather than a GPU's (a group per row, grid-stride loops). Set from the device kind;
+     * LOOM_OPENCL_LAYOUT=gpu|cpu overrides it (tests run the GPU shapes on PoCL with it). */
+    int cpu_layout;
     /* Held across one node's enqueues (kernel arguments, in-order queue) and program builds. */
     pthread_mutex_t lock;
     int prog_state; /* 0 not built yet, 1 built, -1 failed (prog_err says why) */

@@ -304,14 +304,38 @@ static size_t kernel_local(const ocl_device *d, cl_kernel ker, size_t cap)
     return wg < cap ? wg : cap;
 }
 
+static int cpu_like(const ocl_device *d);
+
 /* The largest power of two <= the limits of KER on D (and CAP) that is not above WANT's next
  * power of two: a row of WANT elements gets no more work-items than it can use. */
 static size_t row_local(const ocl_device *d, cl_kernel ker, int64_t want, size_t cap)
 {
+    /* On a CPU device a group runs its work-items one after another on one core: a single
+     * work-item per group streams through the row with float4 accumulators, and the tree has
+     * nothing to do (measured with bench_opencl on PoCL: 1 work-item beat 8, 16 and 256). */
+    if (cpu_like(d))
+        cap = 1;
     size_t lim = kernel_local(d, ker, cap), local = 1;
     while (local * 2 <= lim && (int64_t)local < want)
         local *= 2;
     return local;
+}
+
+/* Whether D is a CPU device (PoCL and the like): there every work-group costs a scheduling
+ * step of microseconds, so kernels get a few large groups instead of one per row. */
+static int cpu_like(const ocl_device *d)
+{
+    return d->cpu_layout;
+}
+
+/* Work-groups for a kernel whose groups loop over ROWS rows: a row per group on a GPU (up to 64
+ * per compute unit), four groups per compute unit on a CPU device. At least 1. */
+static size_t row_groups(const ocl_device *d, int64_t rows)
+{
+    int64_t cu = d->info.compute_units ? (int64_t)d->info.compute_units : 1;
+    int64_t cap = cpu_like(d) ? 4 * cu : 64 * cu;
+    int64_t g = rows < cap ? rows : cap;
+    return g > 0 ? (size_t)g : 1;
 }
 
 /* The class of input IN read as OUT; for EW_DIVMOD, *DIV and *MOD give its index as
@@ -399,11 +423,20 @@ static loom_status run_elementwise(ocl_run *r, const ocl_kernel *k)
     ARG(ker, 11, ma);
     ARG(ker, 12, db);
     ARG(ker, 13, mb);
-    /* Several elements per work-item: four float4s on the vector path, four on the others. */
-    size_t items = which == OCL_EW_VEC4 ? ew_items(n / 4, 4) : ew_items(n, 4);
+    /* Several elements per work-item. A GPU: a grid-stride loop, four float4s (or four
+     * elements) each. A CPU device: a contiguous block each, four groups per compute unit. */
+    cl_ulong units = which == OCL_EW_VEC4 ? n / 4 : n, per = 0;
+    size_t local = (size_t)k->v[4], items;
+    if (cpu_like(r->d)) {
+        items = row_groups(r->d, (int64_t)ew_items(units, local)) * local;
+        per = (cl_ulong)ew_items(units, items);
+    } else {
+        items = ew_items(units, 4);
+    }
+    ARG(ker, 14, per);
     if (items == 0)
         items = 1; /* only a tail of fewer than 4 elements */
-    return n ? ocl_launch(r, ker, items, (size_t)k->v[4]) : LOOM_OK;
+    return n ? ocl_launch(r, ker, items, local) : LOOM_OK;
 }
 
 /* Pick the variant of the elementwise program for NODE (NIN inputs; K's iop is the op code)
@@ -787,10 +820,12 @@ static loom_status run_softmax(ocl_run *r, const ocl_kernel *k)
     ARG(ker, 4, n);
     ARG(ker, 5, inner);
     ARG(ker, 6, logsm);
-    if (ocl_arg(r, ker, 7, 2 * local * sizeof(float), NULL))
+    cl_long rows = outer * inner;
+    ARG(ker, 7, rows);
+    if (ocl_arg(r, ker, 8, 2 * local * sizeof(float), NULL))
         return LOOM_ERR_INTERNAL;
-    /* One work-group per row; an empty row (n = 0) has nothing to write. */
-    return n ? ocl_launch(r, ker, (size_t)(outer * inner) * local, local) : LOOM_OK;
+    /* A work-group per row (fewer on CPU devices); an empty row (n = 0) writes nothing. */
+    return n ? ocl_launch(r, ker, row_groups(r->d, rows) * local, local) : LOOM_OK;
 }
 
 static loom_status run_layernorm(ocl_run *r, const ocl_kernel *k)
@@ -815,9 +850,11 @@ static loom_status run_layernorm(ocl_run *r, const ocl_kernel *k)
     ARG(ker, 8, yo);
     ARG(ker, 9, n);
     ARG(ker, 10, eps);
-    if (ocl_arg(r, ker, 11, local * sizeof(float), NULL))
+    cl_long rows = k->v[0];
+    ARG(ker, 11, rows);
+    if (ocl_arg(r, ker, 12, local * sizeof(float), NULL))
         return LOOM_ERR_INTERNAL;
-    return ocl_launch(r, ker, (size_t)k->v[0] * local, local);
+    return rows ? ocl_launch(r, ker, row_groups(r->d, rows) * local, local) : LOOM_OK;
 }
 
 static loom_status run_batchnorm(ocl_run *r, const ocl_kernel *k)
@@ -861,7 +898,8 @@ static loom_status run_reduce(ocl_run *r, const ocl_kernel *k)
     return ocl_launch(r, ker, (size_t)n, 0);
 }
 
-/* One launch of reduce_rows_f32: GROUPS work-groups of LOCAL reduce SRC into DST. */
+/* One launch of reduce_rows_f32: GROUPS rows (outputs times parts) reduced from SRC into DST by
+ * work-groups of LOCAL. */
 static loom_status reduce_rows_launch(ocl_run *r, const ocl_kernel *k, ocl_buf src, ocl_buf dst,
                                       cl_long count, cl_int contig, cl_long parts, cl_float div,
                                       size_t groups, size_t local)
@@ -879,9 +917,11 @@ static loom_status reduce_rows_launch(ocl_run *r, const ocl_kernel *k, ocl_buf s
     ARG(ker, 7, contig);
     ARG(ker, 8, parts);
     ARG(ker, 9, div);
-    if (ocl_arg(r, ker, 10, local * sizeof(float), NULL))
+    cl_long total = (cl_long)groups;
+    ARG(ker, 10, total);
+    if (ocl_arg(r, ker, 11, local * sizeof(float), NULL))
         return LOOM_ERR_INTERNAL;
-    return ocl_launch(r, ker, groups * local, local);
+    return groups ? ocl_launch(r, ker, row_groups(r->d, total) * local, local) : LOOM_OK;
 }
 
 /* A work-group per output (v[1] = local size, v[2] = contiguous rows); with v[3] = PARTS > 1,

@@ -264,6 +264,10 @@ loom_value loom_graph_node_input(const loom_graph *graph, size_t i, size_t k);
  * of a node is a distinct value that no other node produces. */
 loom_value loom_graph_node_output(const loom_graph *graph, size_t i, size_t k);
 
+/* Index of the node whose output VALUE is (as numbered by loom_graph_node_name), or -1 when
+ * VALUE is a graph input, a constant, LOOM_NO_VALUE or out of range. Constant time. */
+long loom_graph_value_producer(const loom_graph *graph, loom_value value);
+
 #ifdef __cplusplus
 }
 #endif

@@ -16,7 +16,9 @@
  *                Conv 3x3 of 8 channels on 8x8 to 64x64), fitted by lc_fit_line to fixed
  *                seconds + work / rate: the launch and fork/join cost of a real node of that
  *                class and its in-cache speed, which neither a 1-element Relu nor an 8 Mi
- *                streaming Add tells. A class the device cannot run keeps no fit.
+ *                streaming Add tells. Each size runs as a chain of 8 such nodes (median per
+ *                run), as nodes run inside a model. A class the device cannot run keeps no
+ *                fit.
  *   cache        devices that compute on host cores: the host's last-level cache bytes
  *                (hwloc), the working set below which the class fits apply unbounded.
  * Each figure is the robust median (lc_robust_median) of several runs after warm-up runs, so
@@ -60,11 +62,17 @@ static void report(cal_ctx *c, const char *what)
     c->progress(c->user, label, c->total ? (double)c->step / c->total : 1.0);
 }
 
-/* A one-node graph of KIND over N: the matrix side (GEMM), the image side (CONV: [1,8,N,N]
- * with 8 3x3 filters, padding 1; POOL: [1,16,N,N], 2x2 windows of stride 2), else the element
- * count (SOFTMAX, NORM, REDUCE: rows of 256; TRANSPOSE, RESHAPE: [N/64, 64]). Every operand
- * is a graph input. */
-static loom_graph *build(cal_kind kind, int64_t n)
+/* Most nodes a class calibration chains (see build). */
+#define CAL_CHAIN 8
+
+/* A graph of KIND over N: the matrix side (GEMM), the image side (CONV: [1,8,N,N] with 8 3x3
+ * filters, padding 1; POOL: [1,16,N,N], 2x2 windows of stride 2), else the element count
+ * (SOFTMAX, NORM, REDUCE: rows of 256; TRANSPOSE, RESHAPE: [N/64, 64]). Every operand is a
+ * graph input. With CHAIN > 1 (at most CAL_CHAIN) the op is applied CHAIN times, each node to
+ * the previous one's output (POOL and REDUCE, which shrink their input, stay one node): nodes
+ * inside a graph pay what a lone node does not (their input was just written, by another
+ * node, into the plan's arena), and that is what a model's nodes pay. */
+static loom_graph *build(cal_kind kind, int64_t n, int chain)
 {
     loom_graph *g = loom_graph_create("lc-calibrate");
     if (!g)
@@ -136,6 +144,24 @@ static loom_graph *build(cal_kind kind, int64_t n)
         y = loom_reshape(g, loom_input(g, "x", LOOM_DTYPE_F32, 1, vec), 2, tall);
         break;
     }
+    /* The rest of the chain reuses the first node's other operands (graph inputs 1 and 2). */
+    loom_value b = loom_graph_input_count(g) > 1 ? loom_graph_input(g, 1) : y;
+    loom_value c = loom_graph_input_count(g) > 2 ? loom_graph_input(g, 2) : y;
+    for (int k = 1; k < chain && k < CAL_CHAIN; k++) {
+        switch (kind) {
+        case CAL_GEMM: y = loom_matmul(g, y, b); break;
+        case CAL_ADD: y = loom_add(g, y, b); break;
+        case CAL_DIV: y = loom_div(g, y, b); break;
+        case CAL_RELU: y = loom_relu(g, y); break;
+        case CAL_ERF: y = loom_erf(g, y); break;
+        case CAL_CONV: y = loom_conv(g, y, b, c, &wp); break;
+        case CAL_SOFTMAX: y = loom_softmax(g, y, -1); break;
+        case CAL_NORM: y = loom_layer_norm(g, y, b, c, -1, 1e-5f); break;
+        case CAL_TRANSPOSE: y = loom_transpose(g, y, NULL); break;
+        case CAL_RESHAPE: y = loom_reshape(g, y, k % 2 ? 1 : 2, k % 2 ? vec : tall); break;
+        default: k = chain; break; /* POOL, REDUCE: one node */
+        }
+    }
     loom_output(g, y, "y");
     if (loom_graph_check(g) != LOOM_OK) {
         loom_graph_destroy(g);
@@ -161,18 +187,19 @@ static void node_work(const loom_graph *g, const char *op, loom_op_cost *work)
     }
 }
 
-/* Run the KIND graph over N on the device with PRECISION: WARMUP runs, then between 3 and
- * MAX_RUNS runs (stopping once BUDGET_S seconds were spent); the node's robust median time
- * into *SECONDS, and the node's FLOPs and bytes into *WORK when not NULL. Returns
+/* Run the KIND graph over N (CHAIN nodes, see build) on the device with PRECISION: WARMUP
+ * runs, then between 3 and MAX_RUNS runs (stopping once BUDGET_S seconds were spent); the
+ * node's robust median time (per run, the median over the chain's nodes) into *SECONDS, and
+ * one node's FLOPs and bytes into *WORK when not NULL. Returns
  * LOOM_ERR_UNSUPPORTED when the device cannot run it (no message added), another status on a
  * failure (the thread's error says why). */
-static loom_status measure_work(cal_ctx *c, cal_kind kind, int64_t n, uint32_t precision,
-                                double *seconds, loom_op_cost *work)
+static loom_status measure_work(cal_ctx *c, cal_kind kind, int64_t n, int chain,
+                                uint32_t precision, double *seconds, loom_op_cost *work)
 {
     const lr_device *dev = &c->m->rt->devices[c->dev];
     int warmup = c->quick ? 1 : 2, max_runs = c->quick ? 5 : 9;
     double budget_s = c->quick ? 0.3 : 1.5;
-    loom_graph *g = build(kind, n);
+    loom_graph *g = build(kind, n, chain);
     if (!g)
         return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory building a graph");
     loom_plan *plan = NULL;
@@ -218,13 +245,16 @@ static loom_status measure_work(cal_ctx *c, cal_kind kind, int64_t n, uint32_t p
         st = loom_plan_run(plan, (const loom_tensor *const *)in, n_in, out, 1, &stats);
         if (st != LOOM_OK)
             break;
-        double t = -1;
+        double t = -1, nodes[CAL_CHAIN];
+        size_t n_nodes = 0;
         for (size_t k = 0; k < stats.timeline_count; k++) {
             const char *op = loom_plan_node_op(plan, tl[k].node);
-            if (op && strcmp(op, op_names[kind]) == 0)
-                t = (double)(tl[k].end_ns - tl[k].start_ns) * 1e-9;
+            if (op && strcmp(op, op_names[kind]) == 0 && n_nodes < CAL_CHAIN)
+                nodes[n_nodes++] = (double)(tl[k].end_ns - tl[k].start_ns) * 1e-9;
         }
-        if (t < 0) /* no timeline for the node: the whole run */
+        if (n_nodes) /* a chain's nodes: their median */
+            t = lc_robust_median(nodes, n_nodes);
+        else /* no timeline for the node: the whole run */
             t = stats.latency_ms * 1e-3;
         if (!(t > 0))
             t = 1e-9; /* below the clock's resolution */
@@ -246,11 +276,11 @@ out:
     return st;
 }
 
-/* measure_work without the work. */
+/* measure_work of a lone node, without the work. */
 static loom_status measure(cal_ctx *c, cal_kind kind, int64_t n, uint32_t precision,
                            double *seconds)
 {
-    return measure_work(c, kind, n, precision, seconds, NULL);
+    return measure_work(c, kind, n, 1, precision, seconds, NULL);
 }
 
 /* Whether plan creation said the device cannot run the graph (rather than failing). */
@@ -437,7 +467,7 @@ static void fit_class(cal_ctx *c, lc_profile *p, const class_cal *cc, uint32_t p
         c->step++;
         loom_op_cost w;
         double sec;
-        loom_status st = measure_work(c, cc->kind, sizes[i], precision, &sec, &w);
+        loom_status st = measure_work(c, cc->kind, sizes[i], CAL_CHAIN, precision, &sec, &w);
         if (st == LOOM_ERR_UNSUPPORTED)
             continue;
         if (st != LOOM_OK) {
