@@ -630,16 +630,25 @@ int main(int argc, char **argv)
     if (!strncmp(run_device, "cpu", 3)) {
         setenv("LOOM_OPENCL", "0", 0);
     } else {
-        loom_runtime *probe;
+        /* Probe in a child: a driver started here (PoCL's threads) would not survive the fork
+         * of every case's process. */
         int found = 0;
-        if (loom_runtime_create(NULL, &probe) == LOOM_OK) {
-            for (size_t i = 0; i < loom_runtime_device_count(probe) && !found; i++) {
-                char id[64];
-                loom_runtime_device(probe, i, id, sizeof id, NULL);
-                found = !strncmp(id, run_device, strlen(run_device));
+        pid_t pid = fork();
+        if (pid == 0) {
+            loom_runtime *probe;
+            if (loom_runtime_create(NULL, &probe) == LOOM_OK) {
+                for (size_t i = 0; i < loom_runtime_device_count(probe) && !found; i++) {
+                    char id[64];
+                    loom_runtime_device(probe, i, id, sizeof id, NULL);
+                    found = !strncmp(id, run_device, strlen(run_device));
+                }
+                loom_runtime_destroy(probe);
             }
-            loom_runtime_destroy(probe);
+            _exit(found ? 0 : 1);
         }
+        int wst = 0;
+        found = pid > 0 && waitpid(pid, &wst, 0) == pid && WIFEXITED(wst) &&
+                WEXITSTATUS(wst) == 0;
         if (!found) {
             printf("SKIP: no device '%s' here\n", run_device);
             return 77;
