@@ -25,6 +25,7 @@
 #include "graph_view.h"
 #include "models.h"
 #include "profile_view.h"
+#include "tool_util.h"
 #include "trace.h"
 
 #define EXIT_RUNTIME 1
@@ -117,15 +118,10 @@ typedef struct measured {
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void say(const char *fmt, ...)
 {
-    char buf[2048];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    tool_vsay("loom profile", fmt, ap);
     va_end(ap);
-    for (char *p = buf; *p; p++)
-        if (*p == '\n')
-            *p = ' ';
-    fprintf(stderr, "loom profile: %s\n", buf);
 }
 
 /* Bad usage: the message, a pointer to the help, exit status 2. */
@@ -786,17 +782,6 @@ static int make_report(profile_report *r, const loom_runtime *rt, const loom_gra
 
 /* ---- reports ------------------------------------------------------------------------------- */
 
-/* Bytes for people: "512 B", "12.5 KiB", "3.0 MiB". */
-static const char *bytes_text(double b, char *buf, size_t len)
-{
-    if (b < 1024)
-        snprintf(buf, len, "%.0f B", b);
-    else if (b < 1024.0 * 1024)
-        snprintf(buf, len, "%.1f KiB", b / 1024);
-    else
-        snprintf(buf, len, "%.1f MiB", b / (1024.0 * 1024));
-    return buf;
-}
 
 /* A number of milliseconds as "%.4f", or "-" when not known. */
 static const char *ms_text(double ms, char *buf, size_t len)
@@ -861,7 +846,7 @@ static void print_text(const profile_opts *o, const profile_report *r, const mea
         char bi[32], bo[32], e1[16], e2[16];
         printf("%-18.18s %9.4f %6s %6zu %10s %10s %9s %9s\n", r->view.tracks[k].name,
                tf->busy_ms, pct_text(med > 0 ? tf->busy_ms / med : NAN, a, sizeof a), tf->nodes,
-               bytes_text(tf->bytes_in, bi, sizeof bi), bytes_text(tf->bytes_out, bo, sizeof bo),
+               tool_bytes_text(tf->bytes_in, bi, sizeof bi), tool_bytes_text(tf->bytes_out, bo, sizeof bo),
                pct_text(tf->err_median, e1, sizeof e1), pct_text(tf->err_p90, e2, sizeof e2));
     }
     printf("\nlatency ms: median %.3f  p95 %.3f  p99 %.3f  min %.3f\n", med,

@@ -18,6 +18,7 @@
 
 #include "commands.h"
 #include "figures.h"
+#include "tool_util.h"
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
@@ -78,15 +79,10 @@ typedef struct run_opts {
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void say(const char *fmt, ...)
 {
-    char buf[2048];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    tool_vsay("loom run", fmt, ap);
     va_end(ap);
-    for (char *p = buf; *p; p++)
-        if (*p == '\n')
-            *p = ' ';
-    fprintf(stderr, "loom run: %s\n", buf);
 }
 
 static int usage(const char *fmt, const char *arg)

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "graph_view.h"
+#include "tool_util.h"
 
 /* Fill colours of devices, by device track; pastel, so black labels stay readable. */
 static const char *const palette[] = {"#a6cee3", "#b2df8a", "#fdbf6f", "#cab2d6", "#fb9a99",
@@ -29,17 +30,6 @@ static void put_dot(FILE *f, const char *s)
             fputc('\\', f);
         fputc(*p < 0x20 || *p == 0x7f ? '?' : *p, f);
     }
-}
-
-/* Bytes for people: "512 B", "12.5 KiB", "3.0 MiB". */
-static void format_bytes(double b, char *buf, size_t len)
-{
-    if (b < 1024)
-        snprintf(buf, len, "%.0f B", b);
-    else if (b < 1024.0 * 1024)
-        snprintf(buf, len, "%.1f KiB", b / 1024);
-    else
-        snprintf(buf, len, "%.1f MiB", b / (1024.0 * 1024));
 }
 
 /* The destination device of a link id "FROM->TO" (the part after the last "->"). */
@@ -150,7 +140,7 @@ static void feed_copy(FILE *f, dot_edges *e, long c)
     snprintf(from, sizeof from, "%.*s", arrow ? (int)(arrow - n->device) : 0, n->device);
     long prev = arrow ? find_copy(e->view, n->tensor, from) : -1;
     char b[32];
-    format_bytes(n->bytes_moved, b, sizeof b);
+    tool_bytes_text(n->bytes_moved, b, sizeof b);
     if (prev >= 0 && prev != c) {
         feed_copy(f, e, prev);
         fprintf(f, "  n%ld -> n%ld [style=dashed, label=\"%s\"];\n", prev, c, b);
@@ -192,7 +182,7 @@ static void put_nodes(FILE *f, const profile_view *view)
         fprintf(f, "  n%zu [", i);
         if (n->is_copy) {
             char b[32];
-            format_bytes(n->bytes_moved, b, sizeof b);
+            tool_bytes_text(n->bytes_moved, b, sizeof b);
             fputs("shape=cds, style=\"filled,dashed\", fillcolor=\"" COPY_COLOUR "\", label=\"",
                   f);
             put_dot(f, n->name);
@@ -329,12 +319,5 @@ int loom_dot_write(const char *path, const profile_view *view)
     fputs("}\n", f);
     free(plan_of);
     free(copy_fed);
-    int bad = ferror(f);
-    int e = errno;
-    if (fclose(f) != 0 || bad) {
-        if (bad)
-            errno = e ? e : EIO;
-        return 0;
-    }
-    return 1;
+    return tool_close(f);
 }

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tool_util.h"
+
 /* Layout, in pixels. */
 #define LEFT 170.0  /* lane labels (link ids are long) */
 #define PLOT_W 1000.0
@@ -364,12 +366,5 @@ int loom_gantt_write(const char *path, const profile_view *view)
     fputs("</g>\n</svg>\n", f);
 
     free(items);
-    int bad = ferror(f);
-    int e = errno;
-    if (fclose(f) != 0 || bad) {
-        if (bad)
-            errno = e ? e : EIO;
-        return 0;
-    }
-    return 1;
+    return tool_close(f);
 }
