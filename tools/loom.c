@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "scheduler/cost/cost.h"
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
@@ -74,6 +75,10 @@ static int cmd_devices(int argc, char **argv)
         fprintf(stderr, "loom: %s\n", loom_runtime_message(rt, i));
     size_t n = loom_runtime_device_count(rt);
     json_t *list = json ? json_array() : NULL;
+    /* The cost model's view of each device: calibrated figures, or the backend's facts. */
+    lc_model *model = NULL;
+    if (lc_model_open(rt, NULL, &model) != LOOM_OK)
+        model = NULL;
     if (!json)
         printf("%-10s %-8s %-6s %6s %7s %12s %5s  %s\n", "ID", "BACKEND", "KIND", "UNITS",
                "THREADS", "MEMORY", "NUMA", "NAME");
@@ -93,6 +98,24 @@ static int cmd_devices(int argc, char **argv)
                                   (json_int_t)info.threads, "memory_bytes",
                                   (json_int_t)info.memory_bytes, "numa_node",
                                   (json_int_t)info.numa_node);
+            json_object_set_new(d, "host_visible", json_boolean(info.host_visible));
+            json_object_set_new(d, "shares_host_cpu", json_boolean(info.shares_host_cpu));
+            json_object_set_new(d, "in_order", json_boolean(info.in_order));
+            json_object_set_new(d, "fp16", json_boolean(info.has_fp16));
+            json_object_set_new(d, "fp64", json_boolean(info.has_fp64));
+            json_object_set_new(d, "clock_mhz", json_integer(info.clock_mhz));
+            json_object_set_new(d, "max_alloc_bytes", json_integer((json_int_t)info.max_alloc_bytes));
+            json_object_set_new(d, "uuid", json_string(info.uuid));
+            json_object_set_new(d, "pci_bus", json_string(info.pci_bus));
+            json_object_set_new(d, "driver", json_string(info.driver));
+            const lc_profile *pf = model ? lc_profile_of(model, (uint32_t)i) : NULL;
+            if (pf)
+                json_object_set_new(
+                    d, "profile",
+                    json_pack("{s:b, s:f, s:f, s:f, s:f}", "calibrated", pf->calibrated,
+                              "gflops_f32", pf->flops[0] * 1e-9, "gflops_f16",
+                              pf->flops[1] * 1e-9, "bandwidth_gbs", pf->mem_bandwidth * 1e-9,
+                              "launch_us", pf->launch_s * 1e6));
             json_array_append_new(list, d);
         } else {
             char numa[16];
@@ -103,8 +126,13 @@ static int cmd_devices(int argc, char **argv)
             printf("%-10s %-8s %-6s %6u %7u %9.1f GiB %5s  %s\n", id, backend,
                    kind_name(info.kind), info.compute_units, info.threads,
                    (double)info.memory_bytes / (1024.0 * 1024 * 1024), numa, info.name);
+            char prof[512];
+            lc_profile_summary(model ? lc_profile_of(model, (uint32_t)i) : NULL, prof,
+                               sizeof prof);
+            printf("%-10s profile: %s\n", "", prof);
         }
     }
+    lc_model_close(model);
     if (json) {
         json_t *root = json_pack("{s:o}", "devices", list);
         char *s = json_dumps(root, JSON_INDENT(2));
