@@ -466,6 +466,39 @@ loom_status pl_place(loom_plan *plan, const loom_graph *g, const uint32_t *order
     plan->target_s = o->target_s;
     plan->target_met = res.target_met;
     plan->energy_j = res.energy;
+    /* Spreading a graph over devices pays only when the model says so by more than its own
+     * error: devices contend for what the model does not see (host cores, memory bandwidth,
+     * the driver). Unless the user pinned or targeted something, a placement predicted less
+     * than PL_SINGLE_MARGIN faster than the best device alone becomes that device alone. */
+    if (policy != LP_POLICY_FIRST && !(o->target_s > 0) && !o->n_pins && o->want < 0) {
+        int bd = -1;
+        double bs = 0;
+        for (uint32_t d = 0; d < nd; d++) {
+            double sum = 0;
+            for (uint32_t p = 0; p < nn && isfinite(sum); p++)
+                sum += s.lp_cost[(size_t)p * nd + d];
+            if (isfinite(sum) && (bd < 0 || sum < bs)) {
+                bd = (int)d;
+                bs = sum;
+            }
+        }
+        int spread = 0;
+        for (uint32_t p = 0; p < nn && !spread; p++)
+            spread = bd >= 0 && device[p] != (uint32_t)bd;
+        if (spread && res.makespan > (1.0 - PL_SINGLE_MARGIN) * bs) {
+            double heft = plan->heft_s;
+            for (uint32_t p = 0; p < nn; p++) {
+                s.lp_pin[p] = bd;
+                if (decided[p] != PL_DECIDED_ONLY_DEVICE)
+                    decided[p] = PL_DECIDED_SINGLE;
+            }
+            if ((st = forced_schedule(plan, &pr, &s, device, pred, decided)) != LOOM_OK)
+                goto done;
+            plan->heft_s = heft;
+            plan->single_rule_s = res.makespan;
+            plan->target_met = 1;
+        }
+    }
     best_single(plan, nn, nd);
     plan->placement_ms = (double)(loom_now_ns() - t0) / 1e6;
 done:

@@ -869,6 +869,7 @@ static const char *decided_name(uint8_t d)
     case PL_DECIDED_FIRST: return "first";
     case PL_DECIDED_COPY: return "copy";
     case PL_DECIDED_SHARED_CPU: return "shared-cores";
+    case PL_DECIDED_SINGLE: return "one-device";
     default: return "earliest-finish";
     }
 }
@@ -906,6 +907,13 @@ static void reason_line(const loom_plan *plan, size_t i, char *buf, size_t len)
     case PL_DECIDED_SHARED_CPU:
         snprintf(buf, len, "%s runs it; devices on the host's own cores are kept out of "
                  "automatic placement while the cpu backend can run the node", dev);
+        break;
+    case PL_DECIDED_SINGLE:
+        snprintf(buf, len, "the whole graph on %s alone is predicted within %.0f%% of spreading "
+                 "it over devices (%.3f ms vs %.3f ms), too little to pay for transfers and "
+                 "contention the model does not see%s", dev, PL_SINGLE_MARGIN * 100,
+                 plan->pred_s * 1e3,
+                 plan->single_rule_s * 1e3, alt);
         break;
     case PL_DECIDED_ENERGY:
         snprintf(buf, len, "%s uses less energy and the target latency still holds%s", dev, alt);

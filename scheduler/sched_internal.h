@@ -116,6 +116,7 @@ typedef enum pl_decided {
     PL_DECIDED_REQUESTED,
     PL_DECIDED_COPY,
     PL_DECIDED_SHARED_CPU, /* a device on the host's cores kept out while the cpu backend can */
+    PL_DECIDED_SINGLE,     /* spreading was predicted too small a gain: one device runs all */
 } pl_decided;
 
 typedef struct pl_device_use {
@@ -166,6 +167,7 @@ struct loom_plan {
     int target_met;
     int32_t best_single;      /* runtime device index, -1 when none runs every node */
     uint32_t n_copies;
+    double single_rule_s;     /* > 0: the spread placement's prediction the one-device rule beat */
     uint32_t precision;       /* the plan's loom_precision (part of history signatures) */
     char **reasons;           /* explanation lines, made on first request (under ctx_lock) */
 };
@@ -174,6 +176,10 @@ struct loom_plan {
 int pl_find_device(const loom_runtime *rt, const char *spec);
 
 /* ---- placement.c ---- */
+/* A multi-device placement must be predicted at least this much faster than the best device
+ * alone (a fraction), more than the cost model's typical error, or that device runs it all. */
+#define PL_SINGLE_MARGIN 0.10
+
 typedef struct pl_place_opts {
     int want;                 /* requested runtime device or -1 */
     int strict;

@@ -477,6 +477,28 @@ static int measure(loom_runtime *rt, const loom_graph *g, const loom_plan_option
     }
     size_t n_out = loom_graph_output_count(g);
     if (po->learn && warmup > 0) {
+        /* Explore first: the plan only measures nodes where it put them, so a device the model
+         * overrates keeps its nodes and the others are never measured. The device predicted
+         * fastest alone runs every node it can, recording each. */
+        loom_plan_summary s0 = {.struct_size = sizeof s0};
+        if (!po->device && loom_plan_summary_get(m->plan, &s0) == LOOM_OK &&
+            s0.best_single_device) {
+            loom_plan_options one = *po;
+            one.device = s0.best_single_device;
+            one.pins = NULL;
+            one.n_pins = 0;
+            one.strict = 0;
+            loom_plan *single = NULL;
+            if (loom_plan_create(rt, g, &one, &single) == LOOM_OK) {
+                int wrc = warmup_runs(single, g, in, n_in, warmup);
+                loom_plan_destroy(single); /* saves what it measured */
+                if (wrc != 0)
+                    return EXIT_RUNTIME;
+                size_t moved = 0;
+                if ((st = replan(rt, g, po, &m->plan, &moved)) != LOOM_OK)
+                    return plan_exit(st);
+            }
+        }
         /* Warm up on the plan while it records what each node took, then place again from
          * those measurements: what the model only guessed is now measured. A node that moved
          * to a device it never ran on is measured in the next round; at most three rounds. */

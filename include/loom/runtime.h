@@ -190,7 +190,9 @@ typedef struct loom_node_explain {
     size_t cost_count;
     const char *cost_source;   /* where its device's figure came from: history, backend, roofline */
     const char *decided_by;    /* pin, only-device, requested-device, earliest-finish, search,
-                                * energy, capacity, first, copy, shared-cores (a device on the
+                                * energy, capacity, first, copy, one-device (spreading over
+                                * devices was predicted less than 10% faster than the best one
+                                * alone, which runs it all), shared-cores (a device on the
                                 * host's own cores kept out while the cpu backend can run it) */
     const char *reason;        /* one line for people */
     double bytes_in_moved;     /* input bytes that had to move from another device */
