@@ -34,6 +34,29 @@ double pl_link_seconds(const loom_plan *plan, uint32_t from, uint32_t to, double
     return lat + (bw > 0 && isfinite(bw) ? bytes / bw : 0);
 }
 
+/* Bytes of a tensor of DESC. */
+static double desc_bytes(const loom_tensor_desc *desc)
+{
+    return (double)loom_tensor_desc_numel(desc) * (double)loom_dtype_size(desc->dtype);
+}
+
+/* The device whose column of COST (N rows of ND) has the least finite sum, or -1 when every
+ * device has a node it cannot run; *SUM gets that sum: every node on that device, in turn. */
+static int cheapest_device(const double *cost, uint32_t n, uint32_t nd, double *sum)
+{
+    int best = -1;
+    for (uint32_t d = 0; d < nd; d++) {
+        double t = 0;
+        for (uint32_t p = 0; p < n && isfinite(t); p++)
+            t += cost[(size_t)p * nd + d];
+        if (isfinite(t) && (best < 0 || t < *sum)) {
+            best = (int)d;
+            *sum = t;
+        }
+    }
+    return best;
+}
+
 /* A parsed pin: the device of every node of an op type, or of one node. */
 typedef struct pin {
     const char *op;     /* op name, or NULL */
@@ -300,11 +323,13 @@ loom_status pl_place(loom_plan *plan, const loom_graph *g, const uint32_t *order
         if (gn->def->cost)
             gn->def->cost(&desc, &oc);
         for (uint32_t k = 0; k < gn->n_outputs; k++)
-            s.out_bytes[p] += (double)loom_tensor_desc_numel(&s.out_d[k]) *
-                              (double)loom_dtype_size(s.out_d[k].dtype);
+            s.out_bytes[p] += desc_bytes(&s.out_d[k]);
         uint32_t n_sup = 0, last_sup = 0;
         char why[256];
         double *row = &plan->cost_s[(size_t)p * nd];
+        /* Every device's figure at once (one signature, one history lookup), then the devices
+         * that cannot run the node are struck out. */
+        lc_node_seconds_all(plan->model, &desc, &oc, row);
         for (uint32_t d = 0; d < nd; d++) {
             const lr_device *dev = &rt->devices[d];
             why[0] = '\0';
@@ -314,7 +339,7 @@ loom_status pl_place(loom_plan *plan, const loom_graph *g, const uint32_t *order
             }
             n_sup++;
             last_sup = d;
-            double c = lc_node_seconds(plan->model, d, &desc, &oc);
+            double c = row[d];
             if (!(c >= 0) || !isfinite(c))
                 c = 1.0; /* a model that cannot say: expensive, but possible */
             if (!dev->info.host_visible) {
@@ -322,14 +347,10 @@ loom_status pl_place(loom_plan *plan, const loom_graph *g, const uint32_t *order
                 for (uint32_t k = 0; k < gn->n_inputs; k++)
                     if (gn->inputs[k] != LOOM_NO_VALUE &&
                         g->values[gn->inputs[k]].kind == LG_VALUE_INPUT)
-                        c += pl_link_seconds(plan, LC_HOST, d,
-                                             (double)loom_tensor_desc_numel(&s.in_d[k]) *
-                                                 (double)loom_dtype_size(s.in_d[k].dtype));
+                        c += pl_link_seconds(plan, LC_HOST, d, desc_bytes(&s.in_d[k]));
                 for (uint32_t k = 0; k < gn->n_outputs; k++)
                     if (g->values[gn->outputs[k]].output_index >= 0)
-                        c += pl_link_seconds(plan, d, LC_HOST,
-                                             (double)loom_tensor_desc_numel(&s.out_d[k]) *
-                                                 (double)loom_dtype_size(s.out_d[k].dtype));
+                        c += pl_link_seconds(plan, d, LC_HOST, desc_bytes(&s.out_d[k]));
             }
             row[d] = c;
         }
@@ -401,8 +422,7 @@ loom_status pl_place(loom_plan *plan, const loom_graph *g, const uint32_t *order
             if (v == LOOM_NO_VALUE || g->values[v].kind != LG_VALUE_NODE)
                 continue;
             uint32_t p = (uint32_t)s.pos_of[g->values[v].producer];
-            double bytes = (double)loom_tensor_desc_numel(&g->values[v].desc) *
-                           (double)loom_dtype_size(g->values[v].desc.dtype);
+            double bytes = desc_bytes(&g->values[v].desc);
             if (s.mark[p] == c) {
                 for (uint32_t e = ne; e-- > 0;)
                     if (s.efrom[e] == p && s.eto[e] == c) {
@@ -471,17 +491,8 @@ loom_status pl_place(loom_plan *plan, const loom_graph *g, const uint32_t *order
      * the driver). Unless the user pinned or targeted something, a placement predicted less
      * than PL_SINGLE_MARGIN faster than the best device alone becomes that device alone. */
     if (policy != LP_POLICY_FIRST && !(o->target_s > 0) && !o->n_pins && o->want < 0) {
-        int bd = -1;
         double bs = 0;
-        for (uint32_t d = 0; d < nd; d++) {
-            double sum = 0;
-            for (uint32_t p = 0; p < nn && isfinite(sum); p++)
-                sum += s.lp_cost[(size_t)p * nd + d];
-            if (isfinite(sum) && (bd < 0 || sum < bs)) {
-                bd = (int)d;
-                bs = sum;
-            }
-        }
+        int bd = cheapest_device(s.lp_cost, nn, nd, &bs);
         int spread = 0;
         for (uint32_t p = 0; p < nn && !spread; p++)
             spread = bd >= 0 && device[p] != (uint32_t)bd;
@@ -516,17 +527,8 @@ done:
 /* The best single device: every node there, one after another (predicted). */
 static void best_single(loom_plan *plan, uint32_t nn, uint32_t nd)
 {
-    plan->best_single = -1;
     plan->best_single_s = 0;
-    for (uint32_t d = 0; d < nd; d++) {
-        double sum = 0;
-        for (uint32_t p = 0; p < nn && isfinite(sum); p++)
-            sum += plan->cost_s[(size_t)p * nd + d];
-        if (isfinite(sum) && (plan->best_single < 0 || sum < plan->best_single_s)) {
-            plan->best_single = (int32_t)d;
-            plan->best_single_s = sum;
-        }
-    }
+    plan->best_single = cheapest_device(plan->cost_s, nn, nd, &plan->best_single_s);
 }
 
 void pl_learn(loom_plan *plan, const loom_node_timing *timeline, size_t count)

@@ -310,16 +310,24 @@ static uint32_t tensor_space(const loom_plan *plan, const pl_tensor *t)
 }
 
 typedef struct copy_memo {
-    int32_t src;     /* tensor */
     uint32_t space;  /* target memory space */
-    int32_t dst;     /* its copy there */
+    int32_t dst;     /* the source tensor's copy there */
+    int32_t next;    /* the source's next copy (index in memo), -1 */
 } copy_memo;
 
 typedef struct copy_state {
     copy_memo *memo;
+    int32_t *memo_head; /* per source tensor: its first copy in memo, -1 */
     size_t n_memo;
     const char **tensor_name;
 } copy_state;
+
+/* Remember that tensor SRC has the copy DST in memory space SPACE. */
+static void memo_add(copy_state *cs, int32_t src, uint32_t space, int32_t dst)
+{
+    cs->memo[cs->n_memo] = (copy_memo){space, dst, cs->memo_head[src]};
+    cs->memo_head[src] = (int32_t)cs->n_memo++;
+}
 
 /* A new copy node moving tensor SRC into memory space SPACE (host: UINT32_MAX) into tensor DST
  * (already made), for the consumer device HV_DEVICE when SPACE is the host. */
@@ -378,8 +386,8 @@ static loom_status copy_of(loom_plan *plan, copy_state *cs, int32_t src, uint32_
         *out = src;
         return LOOM_OK;
     }
-    for (size_t i = 0; i < cs->n_memo; i++)
-        if (cs->memo[i].src == src && cs->memo[i].space == space) {
+    for (int32_t i = cs->memo_head[src]; i >= 0; i = cs->memo[i].next)
+        if (cs->memo[i].space == space) {
             *out = cs->memo[i].dst;
             return LOOM_OK;
         }
@@ -400,7 +408,7 @@ static loom_status copy_of(loom_plan *plan, copy_state *cs, int32_t src, uint32_
     if ((st = add_copy_node(plan, cs, from, dst, space)) != LOOM_OK)
         return st;
     t->producer = (int32_t)(plan->n_nodes - 1);
-    cs->memo[cs->n_memo++] = (copy_memo){src, space, dst};
+    memo_add(cs, src, space, dst);
     *out = dst;
     return LOOM_OK;
 }
@@ -421,6 +429,8 @@ static loom_status insert_copies(loom_plan *plan, const loom_graph *g, const int
     int any = 0;
     for (uint32_t p = 0; p < nn && !any; p++)
         any = space_of(plan, plan->nodes[p].device) != UINT32_MAX;
+    copy_state cs = {0};
+    loom_status st = LOOM_OK;
     if (any) {
         /* At most: one copy per (input slot) plus one per graph output, each maybe two hops. */
         size_t n_slots = 0;
@@ -436,17 +446,20 @@ static loom_status insert_copies(loom_plan *plan, const loom_graph *g, const int
         pl_tensor *ts = realloc(plan->tensors, (nt + max_copies + 1) * sizeof *ts);
         if (ts)
             plan->tensors = ts;
-        copy_state cs = {.memo = malloc(max_copies * sizeof *cs.memo),
-                         .tensor_name = calloc(nt + max_copies + 1, sizeof(char *))};
-        if (!nodes || !io || !ts || !cs.memo || !cs.tensor_name) {
+        cs.memo = malloc(max_copies * sizeof *cs.memo);
+        cs.memo_head = malloc((nt + max_copies + 1) * sizeof *cs.memo_head);
+        cs.tensor_name = calloc(nt + max_copies + 1, sizeof(char *));
+        if (!nodes || !io || !ts || !cs.memo || !cs.memo_head || !cs.tensor_name) {
             free(cs.memo);
+            free(cs.memo_head);
             free(cs.tensor_name);
             return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory planning copies");
         }
+        for (uint32_t t = 0; t < nt + max_copies; t++)
+            cs.memo_head[t] = -1;
         for (size_t v = 0; v < g->n_values; v++)
             if (tensor_of[v] >= 0)
                 cs.tensor_name[tensor_of[v]] = g->values[v].name;
-        loom_status st = LOOM_OK;
         /* Graph outputs made on a device the host cannot address: the device keeps a twin and
          * a copy node writes the caller's tensor. */
         for (uint32_t i = 0; i < plan->n_outputs && st == LOOM_OK; i++) {
@@ -464,41 +477,36 @@ static loom_status insert_copies(loom_plan *plan, const loom_graph *g, const int
                 break;
             plan->tensors[host].producer = (int32_t)(plan->n_nodes - 1);
             plan->output_tensor[i] = (uint32_t)host;
-            cs.memo[cs.n_memo++] = (copy_memo){t, UINT32_MAX, host};
+            memo_add(&cs, t, UINT32_MAX, host);
         }
-        for (uint32_t c = 0; c < nn && st == LOOM_OK; c++) {
-            uint32_t space = space_of(plan, plan->nodes[c].device);
-            for (uint32_t k = 0; k < plan->nodes[c].n_in && st == LOOM_OK; k++) {
-                uint32_t pos = plan->nodes[c].io_first + k;
-                int32_t t = plan->io[pos], to;
-                /* Constants: a device that cannot address host memory copied them at
-                 * prepare time. */
-                if (t < 0 || plan->tensors[t].kind == PL_T_CONSTANT)
-                    continue;
-                st = copy_of(plan, &cs, t, space, plan->nodes[c].device, &to);
-                if (st == LOOM_OK && to != t) {
-                    plan->io[pos] = to;
-                    plan->nodes[c].bytes_in_moved += (double)plan->tensors[t].bytes;
-                    pl_node *cp = &plan->nodes[plan->tensors[to].producer];
-                    plan->nodes[c].transfer_in_s += cp->pred_s;
-                } else if (st == LOOM_OK) {
-                    plan->nodes[c].bytes_kept_local += (double)plan->tensors[t].bytes;
-                }
-            }
-        }
-        free(cs.memo);
-        free(cs.tensor_name);
-        if (st != LOOM_OK)
-            return st;
-    } else {
-        /* Host memory only: whatever device reads a tensor reads it where it is. */
-        for (uint32_t c = 0; c < nn; c++)
-            for (uint32_t k = 0; k < plan->nodes[c].n_in; k++) {
-                int32_t t = plan->io[plan->nodes[c].io_first + k];
-                if (t >= 0 && plan->tensors[t].kind != PL_T_CONSTANT)
-                    plan->nodes[c].bytes_kept_local += (double)plan->tensors[t].bytes;
-            }
     }
+    /* Each input read from another memory space reads a copy instead (host memory only: every
+     * device reads each tensor where it is). */
+    for (uint32_t c = 0; c < nn && st == LOOM_OK; c++) {
+        uint32_t space = space_of(plan, plan->nodes[c].device);
+        for (uint32_t k = 0; k < plan->nodes[c].n_in && st == LOOM_OK; k++) {
+            uint32_t pos = plan->nodes[c].io_first + k;
+            int32_t t = plan->io[pos], to = t;
+            /* Constants: a device that cannot address host memory copied them at prepare
+             * time. */
+            if (t < 0 || plan->tensors[t].kind == PL_T_CONSTANT)
+                continue;
+            if (any)
+                st = copy_of(plan, &cs, t, space, plan->nodes[c].device, &to);
+            if (st == LOOM_OK && to != t) {
+                plan->io[pos] = to;
+                plan->nodes[c].bytes_in_moved += (double)plan->tensors[t].bytes;
+                plan->nodes[c].transfer_in_s += plan->nodes[plan->tensors[to].producer].pred_s;
+            } else if (st == LOOM_OK) {
+                plan->nodes[c].bytes_kept_local += (double)plan->tensors[t].bytes;
+            }
+        }
+    }
+    free(cs.memo);
+    free(cs.memo_head);
+    free(cs.tensor_name);
+    if (st != LOOM_OK)
+        return st;
     /* Execution order: by predicted start, then topological rank; rows of cost_s follow. */
     uint32_t total = plan->n_nodes, nd = plan->n_rt_devices;
     qsort(plan->nodes, total, sizeof *plan->nodes, cmp_node_order);
