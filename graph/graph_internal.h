@@ -7,6 +7,8 @@
 
 #include <loom/graph.h>
 
+#include "core/core_internal.h"
+
 #include "ops.h"
 
 typedef enum lg_value_kind {
@@ -71,10 +73,5 @@ void lg_node_desc(const loom_graph *g, size_t i, loom_node_desc *desc, loom_tens
 /* A topological order of G's nodes into ORDER (n_nodes entries), stable for graphs built in
  * order. Fails with LOOM_ERR_INVALID_ARGUMENT naming a node on a cycle. */
 loom_status lg_topo_order(const loom_graph *g, uint32_t *order);
-
-/* Record a failure as the thread's last error: set_error formats it. Returns STATUS. */
-loom_status loom_set_error(loom_status status, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-void loom_clear_error(void);
 
 #endif /* LOOM_GRAPH_INTERNAL_H */

@@ -41,6 +41,8 @@
 
 #include <loom/backend.h>
 
+#include "core/core_internal.h"
+
 #include <stddef.h>
 
 /* Work of one node, for the cost model. */
@@ -139,13 +141,5 @@ loom_status loom_infer_fail(loom_infer_ctx *ctx, loom_status status, const char 
 /* ONNX multidirectional broadcasting of A and B into OUT. Returns 0 when incompatible. */
 int loom_broadcast_shapes(const loom_tensor_desc *a, const loom_tensor_desc *b,
                           loom_tensor_desc *out);
-
-/* Product of DIMS[RANK] into *NUMEL; returns 0 when it overflows int64 (or a byte count of it
- * would overflow size_t for elements of ELEM_SIZE bytes). */
-int loom_dims_numel_checked(uint32_t rank, const int64_t *dims, size_t elem_size,
-                            int64_t *numel);
-
-/* "[2, 3, 4]" into BUF. */
-const char *loom_dims_format(uint32_t rank, const int64_t *dims, char *buf, size_t len);
 
 #endif /* LOOM_GRAPH_OPS_H */

@@ -230,11 +230,4 @@ loom_status pl_execute(loom_plan *plan, const loom_tensor *const *inputs,
 /* Free every execution context of PLAN (no run may be in progress). */
 void pl_contexts_destroy(loom_plan *plan);
 
-/* ---- tensor.c ---- */
-/* Raw data pointers of a host tensor, for the executor. */
-const loom_tensor_desc *loom_tensor_desc_of(const loom_tensor *t);
-
-/* Monotonic clock in nanoseconds. */
-uint64_t loom_now_ns(void);
-
 #endif /* LOOM_SCHED_INTERNAL_H */

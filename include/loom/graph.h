@@ -18,22 +18,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "backend.h" /* loom_status, loom_dtype, loom_attr: shared with backends */
+#include "core.h" /* loom_status, loom_dtype, last error, host tensors */
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* The calling thread's message for its last failure, e.g.
- * "node 'fc1' (MatMul): inner dimensions 512 and 256 differ". Owned by Loom; valid until the
- * thread's next call into Loom. Never NULL: "" when there was no failure. */
-const char *loom_last_error(void);
-
-/* Name of STATUS ("LOOM_ERR_UNSUPPORTED"); a static string, never NULL. */
-const char *loom_status_name(loom_status status);
-
-/* Name of DTYPE as ONNX spells it ("float", "int64"); a static string, "undefined" for unknown. */
-const char *loom_dtype_name(loom_dtype dtype);
 
 /* A value of a graph: an input, a constant or an operator's output. A small integer handle, valid
  * only with the graph that made it. */

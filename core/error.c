@@ -2,7 +2,7 @@
  * The calling thread's last error message (loom_last_error) and the names of statuses and
  * dtypes. The message is thread-local by design: each thread reads what its own calls did.
  */
-#include "graph_internal.h"
+#include "core_internal.h"
 
 #include <loom/loom.h>
 

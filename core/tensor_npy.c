@@ -3,7 +3,7 @@
  * and writing format 1.0. The header is a Python dict literal; only what NumPy itself writes is
  * accepted, and every departure is reported with the file's name and what is wrong with it.
  */
-#include "sched_internal.h"
+#include "core_internal.h"
 
 #include <ctype.h>
 #include <errno.h>

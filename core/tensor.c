@@ -1,7 +1,7 @@
 /*
  * Host tensors: the buffers callers pass in and get back. 64-byte aligned, owned or wrapped.
  */
-#include "sched_internal.h"
+#include "core_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
