@@ -5,7 +5,7 @@
  * or the backend's estimate) and after history was recorded from separate training runs
  * (alternating with the evaluation runs).
  * Prints the median and 90th percentile of |predicted - measured| / measured, per model and
- * over all nodes, and the cost of one lc_node_seconds call. Never asserts on time.
+ * over all nodes, and the cost of one cost_node_seconds call. Never asserts on time.
  *
  * The device's profile comes from the user's cache (run `loom calibrate` first: without it the
  * roofline uses the backend's facts). History is recorded into a temporary copy of the cache,
@@ -69,7 +69,7 @@ static long graph_node_of(const loom_graph *g, const loom_plan *plan, size_t p, 
 }
 
 /* Predicted seconds of graph node GI on device DEV (the model as it stands). */
-static double predict(const lc_model *m, uint32_t dev, const loom_graph *g, size_t gi,
+static double predict(const cost_model *m, uint32_t dev, const loom_graph *g, size_t gi,
                       const char **source)
 {
     loom_tensor_desc in[64], out[16];
@@ -77,14 +77,14 @@ static double predict(const lc_model *m, uint32_t dev, const loom_graph *g, size
     if (g->nodes[gi].n_inputs > 64 || g->nodes[gi].n_outputs > 16)
         return NAN;
     loom_node_desc d;
-    lg_node_desc(g, gi, &d, in, out, cst);
+    graph_node_desc(g, gi, &d, in, out, cst);
     d.precision = LOOM_PRECISION_F32;
     loom_op_cost cost = {0};
     if (g->nodes[gi].def->cost)
         g->nodes[gi].def->cost(&d, &cost);
     if (source)
-        *source = lc_node_source(m, dev, &d);
-    return lc_node_seconds(m, dev, &d, &cost);
+        *source = cost_node_source(m, dev, &d);
+    return cost_node_seconds(m, dev, &d, &cost);
 }
 
 typedef struct pooled {
@@ -112,7 +112,7 @@ static void pool_add(pooled *p, double b, double a, double m)
 /* Print every node's figures (--nodes): op, FLOPs, bytes, predictions and measurement. */
 static int g_dump_nodes;
 
-static void run_model(loom_runtime *rt, lc_model *m, uint32_t dev, const char *dev_id,
+static void run_model(loom_runtime *rt, cost_model *m, uint32_t dev, const char *dev_id,
                       const char *dir, const char *model, int n_train, int n_eval, pooled *all)
 {
     char path[4096];
@@ -173,7 +173,7 @@ static void run_model(loom_runtime *rt, lc_model *m, uint32_t dev, const char *d
             goto out;
         }
         if (train) {
-            lc_record_timeline(m, g, plan, &st, LOOM_PRECISION_F32);
+            cost_record_timeline(m, g, plan, &st, LOOM_PRECISION_F32);
             t++;
             continue;
         }
@@ -200,7 +200,7 @@ static void run_model(loom_runtime *rt, lc_model *m, uint32_t dev, const char *d
             const void *dc[64];
             loom_node_desc d;
             loom_op_cost c = {0};
-            lg_node_desc(g, (size_t)gidx[p], &d, din, dout, dc);
+            graph_node_desc(g, (size_t)gidx[p], &d, din, dout, dc);
             if (g->nodes[gidx[p]].def->cost)
                 g->nodes[gidx[p]].def->cost(&d, &c);
             printf("  node %-8s %-22s flops %10.0f bytes %10.0f  before %9.2f after %9.2f "
@@ -210,8 +210,8 @@ static void run_model(loom_runtime *rt, lc_model *m, uint32_t dev, const char *d
         }
     }
     double bm, b90, am, a90;
-    lc_error_stats(before, meas, nn, &bm, &b90);
-    lc_error_stats(after, meas, nn, &am, &a90);
+    cost_error_stats(before, meas, nn, &bm, &b90);
+    cost_error_stats(after, meas, nn, &am, &a90);
     printf("%-12s %5zu  %8s %7.1f%% %7.1f%%  %8s %7.1f%% %7.1f%%  %9.3f %9.3f %9.3f\n", model,
            used_nodes, src_before, 100 * bm, 100 * b90, src_after, 100 * am, 100 * a90,
            sum_b * 1e3, sum_a * 1e3, sum_m * 1e3);
@@ -238,10 +238,10 @@ static double thread_cpu_s(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* CPU time per lc_node_seconds call (and per node for lc_node_seconds_all) over the
+/* CPU time per cost_node_seconds call (and per node for cost_node_seconds_all) over the
  * transformer's nodes x every device, with the history filled: the placement's hot path.
  * Thread CPU time, so that the backends' idle threads and other processes do not count. */
-static void time_calls(const lc_model *m, loom_runtime *rt, const char *dir)
+static void time_calls(const cost_model *m, loom_runtime *rt, const char *dir)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/transformer/model.onnx", dir);
@@ -261,7 +261,7 @@ static void time_calls(const lc_model *m, loom_runtime *rt, const char *dir)
     for (size_t i = 0; i < nn; i++) {
         if (g->nodes[i].n_inputs > 64 || g->nodes[i].n_outputs > 16)
             continue;
-        lg_node_desc(g, i, &desc[i], &io[i * 80], &io[i * 80 + 64], &cst[i * 64]);
+        graph_node_desc(g, i, &desc[i], &io[i * 80], &io[i * 80 + 64], &cst[i * 64]);
         if (g->nodes[i].def->cost)
             g->nodes[i].def->cost(&desc[i], &cost[i]);
     }
@@ -269,19 +269,19 @@ static void time_calls(const lc_model *m, loom_runtime *rt, const char *dir)
     for (int rep = 0; rep < 200; rep++)
         for (size_t i = 0; i < nn; i++)
             for (size_t d = 0; d < nd; d++, calls++)
-                sink += lc_node_seconds(m, (uint32_t)d, &desc[i], &cost[i]);
+                sink += cost_node_seconds(m, (uint32_t)d, &desc[i], &cost[i]);
     double per_call = (thread_cpu_s() - t0) / (double)calls;
     t0 = thread_cpu_s();
     for (int rep = 0; rep < 200; rep++)
         for (size_t i = 0; i < nn; i++) {
-            lc_node_seconds_all(m, &desc[i], &cost[i], all);
+            cost_node_seconds_all(m, &desc[i], &cost[i], all);
             sink += all[0];
         }
     double per_node = (thread_cpu_s() - t0) / (200.0 * (double)nn);
     printf("\nlc_node_seconds: %.0f ns per call (history hits, %zu calls, %zu device(s)); "
-           "lc_node_seconds_all: %.0f ns per node%s\n"
-           "10,000 nodes x %zu device(s): %.1f ms with lc_node_seconds, %.1f ms with "
-           "lc_node_seconds_all\n", per_call * 1e9, calls, nd, per_node * 1e9,
+           "cost_node_seconds_all: %.0f ns per node%s\n"
+           "10,000 nodes x %zu device(s): %.1f ms with cost_node_seconds, %.1f ms with "
+           "cost_node_seconds_all\n", per_call * 1e9, calls, nd, per_node * 1e9,
            sink < 0 ? "?" : "", nd, per_call * 1e4 * (double)nd * 1e3, per_node * 1e4 * 1e3);
     free(desc);
     free(cost);
@@ -337,25 +337,25 @@ int main(int argc, char **argv)
     }
 
     /* The user's profiles, in a temporary cache of our own (empty history). */
-    lc_model *user = NULL;
+    cost_model *user = NULL;
     char tmp[] = "/tmp/loom-bench-cost-XXXXXX", src[4200], dst[4200];
-    if (!mkdtemp(tmp) || lc_model_open(rt, cache, &user) != LOOM_OK) {
+    if (!mkdtemp(tmp) || cost_model_open(rt, cache, &user) != LOOM_OK) {
         fprintf(stderr, "bench_costmodel: cannot set up a temporary cache\n");
         return 1;
     }
-    snprintf(src, sizeof src, "%s/profiles.json", lc_cache_dir(user));
+    snprintf(src, sizeof src, "%s/profiles.json", cost_cache_dir(user));
     snprintf(dst, sizeof dst, "%s/profiles.json", tmp);
     int copied = copy_file(src, dst);
-    lc_model_close(user);
-    lc_model *m = NULL;
-    if (lc_model_open(rt, tmp, &m) != LOOM_OK) {
+    cost_model_close(user);
+    cost_model *m = NULL;
+    if (cost_model_open(rt, tmp, &m) != LOOM_OK) {
         fprintf(stderr, "bench_costmodel: %s\n", loom_last_error());
         return 1;
     }
     char line[512];
-    lc_profile_summary(lc_profile_of(m, (uint32_t)dev), line, sizeof line);
+    cost_profile_summary(cost_profile_of(m, (uint32_t)dev), line, sizeof line);
     printf("device %s: %s\n", dev_id, line);
-    if (!lc_profile_of(m, (uint32_t)dev)->calibrated)
+    if (!cost_profile_of(m, (uint32_t)dev)->calibrated)
         printf("(no calibrated profile%s: run `loom calibrate` first for calibrated figures)\n",
                copied ? " for this device" : " in the cache");
     printf("%d training runs record history, %d evaluation runs (alternating with them) are "
@@ -369,15 +369,15 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < 3; i++)
         run_model(rt, m, (uint32_t)dev, dev_id, dir, models[i], n_train, n_eval, &all);
     double bm, b90, am, a90;
-    lc_error_stats(all.before, all.meas, all.n, &bm, &b90);
-    lc_error_stats(all.after, all.meas, all.n, &am, &a90);
+    cost_error_stats(all.before, all.meas, all.n, &bm, &b90);
+    cost_error_stats(all.after, all.meas, all.n, &am, &a90);
     printf("%-12s %5zu  %8s %7.1f%% %7.1f%%  %8s %7.1f%% %7.1f%%\n", "all nodes", all.n, "",
            100 * bm, 100 * b90, "", 100 * am, 100 * a90);
     time_calls(m, rt, dir);
     free(all.before);
     free(all.after);
     free(all.meas);
-    lc_model_close(m);
+    cost_model_close(m);
     /* The temporary cache: its two files, then the folder. */
     snprintf(dst, sizeof dst, "%s/profiles.json", tmp);
     unlink(dst);

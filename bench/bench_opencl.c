@@ -48,7 +48,7 @@ static void *prepare(loom_graph *g, size_t *scratch)
     loom_tensor_desc in_d[8], out_d[8];
     const void *in_c[8];
     loom_node_desc desc;
-    lg_node_desc(g, 0, &desc, in_d, out_d, in_c);
+    graph_node_desc(g, 0, &desc, in_d, out_d, in_c);
     void *k = NULL;
     char err[512];
     if (g_be->prepare(g_be->ctx, 0, &desc, &k, scratch, err, sizeof err) != LOOM_OK)
@@ -190,7 +190,7 @@ static void bench_node(const char *label, loom_graph *g, double copy_gbs)
     loom_tensor_desc in_d[8], out_d[8];
     const void *in_c[8];
     loom_node_desc desc;
-    lg_node_desc(g, 0, &desc, in_d, out_d, in_c);
+    graph_node_desc(g, 0, &desc, in_d, out_d, in_c);
     const void *ins[8] = {0};
     void *outs[8] = {0}, *held[16] = {0};
     size_t held_bytes[16] = {0}, n_held = 0;

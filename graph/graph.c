@@ -91,7 +91,7 @@ static uint64_t hash_str(const char *s)
 
 static int32_t name_find(const loom_graph *g, const char *name)
 {
-    const lg_name_index *ix = &g->names;
+    const graph_name_index *ix = &g->names;
     if (!ix->cap)
         return -1;
     for (size_t i = hash_str(name) & (ix->cap - 1);; i = (i + 1) & (ix->cap - 1)) {
@@ -103,7 +103,7 @@ static int32_t name_find(const loom_graph *g, const char *name)
     }
 }
 
-static int name_insert_slot(lg_name_index *ix, const loom_graph *g, int32_t v)
+static int name_insert_slot(graph_name_index *ix, const loom_graph *g, int32_t v)
 {
     for (size_t i = hash_str(g->values[v].name) & (ix->cap - 1);; i = (i + 1) & (ix->cap - 1)) {
         if (ix->slots[i] < 0) {
@@ -115,7 +115,7 @@ static int name_insert_slot(lg_name_index *ix, const loom_graph *g, int32_t v)
 
 static int name_insert(loom_graph *g, int32_t v)
 {
-    lg_name_index *ix = &g->names;
+    graph_name_index *ix = &g->names;
     if ((ix->used + 1) * 2 > ix->cap) {
         size_t ncap = ix->cap ? ix->cap * 2 : 64;
         int32_t *slots = malloc(ncap * sizeof *slots);
@@ -123,7 +123,7 @@ static int name_insert(loom_graph *g, int32_t v)
             return 0;
         for (size_t i = 0; i < ncap; i++)
             slots[i] = -1;
-        lg_name_index nix = {slots, ncap, 0};
+        graph_name_index nix = {slots, ncap, 0};
         for (size_t i = 0; i < ix->cap; i++)
             if (ix->slots[i] >= 0)
                 name_insert_slot(&nix, g, ix->slots[i]);
@@ -139,7 +139,7 @@ static int name_insert(loom_graph *g, int32_t v)
 /* Remove value V's name from the index (used by renames): rebuild the probe chain after it. */
 static void name_remove(loom_graph *g, int32_t v)
 {
-    lg_name_index *ix = &g->names;
+    graph_name_index *ix = &g->names;
     if (!ix->cap)
         return;
     size_t mask = ix->cap - 1, i = hash_str(g->values[v].name) & mask;
@@ -203,7 +203,7 @@ static int valid_dtype(loom_dtype t)
 /* Append a value; NAME NULL makes one up from PREFIX. Returns LOOM_NO_VALUE after recording the
  * error. */
 static loom_value add_value(loom_graph *g, const char *name, const char *prefix,
-                            const loom_tensor_desc *desc, lg_value_kind kind)
+                            const loom_tensor_desc *desc, graph_value_kind kind)
 {
     char made[96];
     if (!name) {
@@ -224,7 +224,7 @@ static loom_value add_value(loom_graph *g, const char *name, const char *prefix,
         graph_fail(g, LOOM_ERR_OUT_OF_MEMORY, "out of memory adding value '%s'", name);
         return LOOM_NO_VALUE;
     }
-    lg_value *v = &g->values[g->n_values];
+    graph_value *v = &g->values[g->n_values];
     memset(v, 0, sizeof *v);
     v->name = dup_str(name);
     if (!v->name) {
@@ -301,7 +301,7 @@ loom_value loom_input(loom_graph *g, const char *name, loom_dtype dtype, uint32_
         graph_fail(g, LOOM_ERR_OUT_OF_MEMORY, "out of memory adding input '%s'", name);
         return LOOM_NO_VALUE;
     }
-    loom_value v = add_value(g, name, "input", &d, LG_VALUE_INPUT);
+    loom_value v = add_value(g, name, "input", &d, GRAPH_VALUE_INPUT);
     if (v != LOOM_NO_VALUE)
         g->inputs[g->n_inputs++] = v;
     return v;
@@ -334,7 +334,7 @@ static loom_value add_constant(loom_graph *g, const char *name, loom_dtype dtype
         if (bytes)
             memcpy(copy_of, data, bytes);
     }
-    loom_value v = add_value(g, name, "const", &d, LG_VALUE_CONSTANT);
+    loom_value v = add_value(g, name, "const", &d, GRAPH_VALUE_CONSTANT);
     if (v == LOOM_NO_VALUE) {
         free(copy_of);
         return v;
@@ -374,7 +374,7 @@ loom_status loom_output(loom_graph *g, loom_value v, const char *name)
     if (!value_ok(g, v))
         return graph_fail(g, LOOM_ERR_INVALID_ARGUMENT, "output %s: value %d is not in graph '%s'",
                           name ? name : "(unnamed)", (int)v, g->name);
-    lg_value *val = &g->values[v];
+    graph_value *val = &g->values[v];
     if (val->output_index >= 0)
         return graph_fail(g, LOOM_ERR_INVALID_ARGUMENT, "value '%s' is already output %d",
                           val->name, val->output_index);
@@ -583,7 +583,7 @@ static int try_fold(loom_graph *g, const loom_op_def *def, const char *node_name
             snprintf(vname, sizeof vname, "%s:%zu", node_name, k);
         if (name_find(g, want) >= 0)
             want = NULL;
-        loom_value v = add_value(g, want, "const", &out_d[k], LG_VALUE_CONSTANT);
+        loom_value v = add_value(g, want, "const", &out_d[k], GRAPH_VALUE_CONSTANT);
         if (v == LOOM_NO_VALUE) {
             rc = -1;
             break;
@@ -665,7 +665,7 @@ loom_status loom_graph_op(loom_graph *g, const char *op_type, const char *node_n
             goto fail;
         }
         in_d[k] = g->values[v].desc;
-        if (g->values[v].kind == LG_VALUE_CONSTANT)
+        if (g->values[v].kind == GRAPH_VALUE_CONSTANT)
             in_c[k] = g->values[v].data;
     }
     st = loom_attr_list_init(&list, attrs, n_attrs, err, sizeof err);
@@ -739,7 +739,7 @@ loom_status loom_graph_op(loom_graph *g, const char *op_type, const char *node_n
             snprintf(vname, sizeof vname, "%s:%zu", node_name, k);
         if (name_find(g, want) >= 0)
             want = NULL; /* taken (e.g. by an input): make one up */
-        loom_value v = add_value(g, want, def->name, &out_d[k], LG_VALUE_NODE);
+        loom_value v = add_value(g, want, def->name, &out_d[k], GRAPH_VALUE_NODE);
         if (v == LOOM_NO_VALUE) {
             st = g->error;
             /* roll back the values already added for this node */
@@ -757,7 +757,7 @@ loom_status loom_graph_op(loom_graph *g, const char *op_type, const char *node_n
     for (size_t k = 0; k < n_inputs; k++)
         if (in_copy[k] != LOOM_NO_VALUE)
             g->values[in_copy[k]].n_consumers++;
-    lg_node *node = &g->nodes[g->n_nodes++];
+    graph_node *node = &g->nodes[g->n_nodes++];
     node->def = def;
     node->name = name_copy;
     node->n_inputs = (uint32_t)n_inputs;
@@ -816,14 +816,14 @@ loom_status loom_graph_replace_uses(loom_graph *g, loom_value old_value, loom_va
 
 /* ---- checking ---------------------------------------------------------------------------- */
 
-static const char *value_kind_name(lg_value_kind k)
+static const char *value_kind_name(graph_value_kind k)
 {
-    return k == LG_VALUE_INPUT ? "input" : k == LG_VALUE_CONSTANT ? "constant" : "value";
+    return k == GRAPH_VALUE_INPUT ? "input" : k == GRAPH_VALUE_CONSTANT ? "constant" : "value";
 }
 
 /* Kahn's algorithm, taking ready nodes in graph order so the result is stable. Consumers are
  * gathered into one CSR array so the walk stays linear in the edges. */
-loom_status lg_topo_order(const loom_graph *g, uint32_t *order)
+loom_status graph_topo_order(const loom_graph *g, uint32_t *order)
 {
     size_t n = g->n_nodes, nv = g->n_values;
     /* Graphs built through the builder are already in order: keep the author's order, which is
@@ -832,7 +832,7 @@ loom_status lg_topo_order(const loom_graph *g, uint32_t *order)
     for (size_t i = 0; i < n && in_order; i++)
         for (uint32_t k = 0; k < g->nodes[i].n_inputs; k++) {
             loom_value v = g->nodes[i].inputs[k];
-            if (v != LOOM_NO_VALUE && g->values[v].kind == LG_VALUE_NODE &&
+            if (v != LOOM_NO_VALUE && g->values[v].kind == GRAPH_VALUE_NODE &&
                 (size_t)g->values[v].producer >= i) {
                 in_order = 0;
                 break;
@@ -859,7 +859,7 @@ loom_status lg_topo_order(const loom_graph *g, uint32_t *order)
     for (size_t i = 0; i < n; i++)
         for (uint32_t k = 0; k < g->nodes[i].n_inputs; k++) {
             loom_value v = g->nodes[i].inputs[k];
-            if (v != LOOM_NO_VALUE && g->values[v].kind == LG_VALUE_NODE) {
+            if (v != LOOM_NO_VALUE && g->values[v].kind == GRAPH_VALUE_NODE) {
                 pending[i]++;
                 first[v + 1]++;
             }
@@ -879,7 +879,7 @@ loom_status lg_topo_order(const loom_graph *g, uint32_t *order)
     for (size_t i = 0; i < n; i++)
         for (uint32_t k = 0; k < g->nodes[i].n_inputs; k++) {
             loom_value v = g->nodes[i].inputs[k];
-            if (v != LOOM_NO_VALUE && g->values[v].kind == LG_VALUE_NODE)
+            if (v != LOOM_NO_VALUE && g->values[v].kind == GRAPH_VALUE_NODE)
                 consumers[cursor[v]++] = (uint32_t)i;
         }
     free(cursor);
@@ -937,7 +937,7 @@ loom_status loom_graph_check(loom_graph *g)
     if (!order)
         return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory checking graph '%s'",
                               g->name);
-    loom_status st = lg_topo_order(g, order);
+    loom_status st = graph_topo_order(g, order);
     free(order);
     if (st != LOOM_OK)
         return st;
@@ -946,18 +946,18 @@ loom_status loom_graph_check(loom_graph *g)
     /* Unused values: an input or constant nothing reads, or a node none of whose outputs is
      * read or returned (dead code that would still cost time). */
     for (size_t v = 0; v < g->n_values; v++) {
-        const lg_value *val = &g->values[v];
-        if (val->kind != LG_VALUE_NODE && !val->n_consumers && !val->folded_uses &&
+        const graph_value *val = &g->values[v];
+        if (val->kind != GRAPH_VALUE_NODE && !val->n_consumers && !val->folded_uses &&
             val->output_index < 0)
             return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
                                   "graph '%s': %s '%s' is never used", g->name,
                                   value_kind_name(val->kind), val->name);
     }
     for (size_t i = 0; i < n; i++) {
-        const lg_node *node = &g->nodes[i];
+        const graph_node *node = &g->nodes[i];
         int used = 0;
         for (uint32_t o = 0; o < node->n_outputs && !used; o++) {
-            const lg_value *val = &g->values[node->outputs[o]];
+            const graph_value *val = &g->values[node->outputs[o]];
             used = val->n_consumers || val->output_index >= 0;
         }
         if (!used)
@@ -996,10 +996,10 @@ loom_value loom_graph_output(const loom_graph *g, size_t i)
     return g && i < g->n_outputs ? g->outputs[i] : LOOM_NO_VALUE;
 }
 
-void lg_node_desc(const loom_graph *g, size_t i, loom_node_desc *desc, loom_tensor_desc *in_descs,
+void graph_node_desc(const loom_graph *g, size_t i, loom_node_desc *desc, loom_tensor_desc *in_descs,
                   loom_tensor_desc *out_descs, const void **in_consts)
 {
-    const lg_node *node = &g->nodes[i];
+    const graph_node *node = &g->nodes[i];
     memset(desc, 0, sizeof *desc);
     desc->abi_version = LOOM_ABI_VERSION;
     desc->struct_size = sizeof *desc;
@@ -1015,7 +1015,7 @@ void lg_node_desc(const loom_graph *g, size_t i, loom_node_desc *desc, loom_tens
             in_consts[k] = NULL;
         } else {
             in_descs[k] = g->values[v].desc;
-            in_consts[k] = g->values[v].kind == LG_VALUE_CONSTANT ? g->values[v].data : NULL;
+            in_consts[k] = g->values[v].kind == GRAPH_VALUE_CONSTANT ? g->values[v].data : NULL;
         }
     }
     for (uint32_t k = 0; k < node->n_outputs; k++)

@@ -11,46 +11,46 @@
 
 #include "ops.h"
 
-typedef enum lg_value_kind {
-    LG_VALUE_INPUT = 1,
-    LG_VALUE_CONSTANT = 2,
-    LG_VALUE_NODE = 3, /* produced by a node */
-} lg_value_kind;
+typedef enum graph_value_kind {
+    GRAPH_VALUE_INPUT = 1,
+    GRAPH_VALUE_CONSTANT = 2,
+    GRAPH_VALUE_NODE = 3, /* produced by a node */
+} graph_value_kind;
 
-typedef struct lg_value {
+typedef struct graph_value {
     char *name;
     loom_tensor_desc desc;
-    lg_value_kind kind;
-    int32_t producer;       /* node index for LG_VALUE_NODE, else -1 */
+    graph_value_kind kind;
+    int32_t producer;       /* node index for GRAPH_VALUE_NODE, else -1 */
     uint32_t producer_slot; /* which output of the producer */
     const void *data;       /* constants: their data */
     int data_owned;         /* constants: 1 when the graph frees DATA */
     int output_index;       /* position among graph outputs, -1 when not an output */
     uint32_t n_consumers;   /* node inputs that read it */
     uint32_t folded_uses;   /* reads by nodes that were folded into constants */
-} lg_value;
+} graph_value;
 
-typedef struct lg_node {
+typedef struct graph_node {
     const loom_op_def *def;
     char *name;
     uint32_t n_inputs, n_outputs;
     loom_value *inputs;  /* LOOM_NO_VALUE for absent optional inputs */
     loom_value *outputs;
     loom_attr_list attrs; /* canonical */
-} lg_node;
+} graph_node;
 
 /* Value names -> value index: an open-addressing hash set, so uniqueness checks stay O(1). */
-typedef struct lg_name_index {
+typedef struct graph_name_index {
     int32_t *slots; /* value index, -1 empty */
     size_t cap;     /* power of two; 0 until the first name */
     size_t used;
-} lg_name_index;
+} graph_name_index;
 
 struct loom_graph {
     char *name;
-    lg_value *values;
+    graph_value *values;
     size_t n_values, cap_values;
-    lg_node *nodes;
+    graph_node *nodes;
     size_t n_nodes, cap_nodes;
     loom_value *inputs;
     size_t n_inputs, cap_inputs;
@@ -60,18 +60,18 @@ struct loom_graph {
     char error_msg[512];
     int checked;
     uint32_t name_counter; /* for made-up names */
-    lg_name_index names;
+    graph_name_index names;
     int folding;           /* evaluate nodes of constants while building (loom_graph_set_folding) */
     uint32_t n_folded;     /* nodes folded away */
 };
 
 /* Fill DESC for node I of G. IN_DESCS/IN_CONSTS must hold the node's n_inputs entries; both are
  * owned by the caller. Everything else points into G. */
-void lg_node_desc(const loom_graph *g, size_t i, loom_node_desc *desc, loom_tensor_desc *in_descs,
+void graph_node_desc(const loom_graph *g, size_t i, loom_node_desc *desc, loom_tensor_desc *in_descs,
                   loom_tensor_desc *out_descs, const void **in_consts);
 
 /* A topological order of G's nodes into ORDER (n_nodes entries), stable for graphs built in
  * order. Fails with LOOM_ERR_INVALID_ARGUMENT naming a node on a cycle. */
-loom_status lg_topo_order(const loom_graph *g, uint32_t *order);
+loom_status graph_topo_order(const loom_graph *g, uint32_t *order);
 
 #endif /* LOOM_GRAPH_INTERNAL_H */

@@ -6,44 +6,44 @@
  */
 #include "graph_internal.h"
 
-static const lg_node *node_at(const loom_graph *g, size_t i)
+static const graph_node *node_at(const loom_graph *g, size_t i)
 {
     return g && i < g->n_nodes ? &g->nodes[i] : NULL;
 }
 
 const char *loom_graph_node_name(const loom_graph *g, size_t i)
 {
-    const lg_node *n = node_at(g, i);
+    const graph_node *n = node_at(g, i);
     return n ? n->name : NULL;
 }
 
 const char *loom_graph_node_op(const loom_graph *g, size_t i)
 {
-    const lg_node *n = node_at(g, i);
+    const graph_node *n = node_at(g, i);
     return n && n->def ? n->def->name : NULL;
 }
 
 size_t loom_graph_node_input_count(const loom_graph *g, size_t i)
 {
-    const lg_node *n = node_at(g, i);
+    const graph_node *n = node_at(g, i);
     return n ? n->n_inputs : 0;
 }
 
 size_t loom_graph_node_output_count(const loom_graph *g, size_t i)
 {
-    const lg_node *n = node_at(g, i);
+    const graph_node *n = node_at(g, i);
     return n ? n->n_outputs : 0;
 }
 
 loom_value loom_graph_node_input(const loom_graph *g, size_t i, size_t k)
 {
-    const lg_node *n = node_at(g, i);
+    const graph_node *n = node_at(g, i);
     return n && k < n->n_inputs ? n->inputs[k] : LOOM_NO_VALUE;
 }
 
 loom_value loom_graph_node_output(const loom_graph *g, size_t i, size_t k)
 {
-    const lg_node *n = node_at(g, i);
+    const graph_node *n = node_at(g, i);
     return n && k < n->n_outputs ? n->outputs[k] : LOOM_NO_VALUE;
 }
 
@@ -51,6 +51,6 @@ long loom_graph_value_producer(const loom_graph *g, loom_value value)
 {
     if (!g || value == LOOM_NO_VALUE || (size_t)value >= g->n_values)
         return -1;
-    const lg_value *v = &g->values[value];
-    return v->kind == LG_VALUE_NODE ? (long)v->producer : -1;
+    const graph_value *v = &g->values[value];
+    return v->kind == GRAPH_VALUE_NODE ? (long)v->producer : -1;
 }

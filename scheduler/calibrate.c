@@ -24,12 +24,12 @@ static float absmax_f32(const float *x, int64_t n)
     return m;
 }
 
-static size_t value_bytes(const lg_value *v)
+static size_t value_bytes(const graph_value *v)
 {
     return (size_t)loom_tensor_desc_numel(&v->desc) * loom_dtype_size(v->desc.dtype);
 }
 
-loom_status pl_check_calibration(const loom_graph *g, const loom_tensor *const *sets,
+loom_status plan_check_calibration(const loom_graph *g, const loom_tensor *const *sets,
                                  size_t n_sets)
 {
     if (n_sets == 0)
@@ -40,7 +40,7 @@ loom_status pl_check_calibration(const loom_graph *g, const loom_tensor *const *
                               n_sets);
     for (size_t s = 0; s < n_sets; s++) {
         for (size_t i = 0; i < g->n_inputs; i++) {
-            const lg_value *v = &g->values[g->inputs[i]];
+            const graph_value *v = &g->values[g->inputs[i]];
             const loom_tensor *t = sets[s * g->n_inputs + i];
             if (!t)
                 return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
@@ -74,14 +74,14 @@ loom_status pl_check_calibration(const loom_graph *g, const loom_tensor *const *
     return LOOM_OK;
 }
 
-loom_status pl_calibrate(const loom_graph *g, const uint32_t *order,
+loom_status plan_calibrate(const loom_graph *g, const uint32_t *order,
                          const loom_tensor *const *sets, size_t n_sets, float *absmax)
 {
     size_t nv = g->n_values;
     for (size_t v = 0; v < nv; v++)
         absmax[v] = g->values[v].desc.dtype == LOOM_DTYPE_F32 ? 0.0f : NAN;
     for (size_t v = 0; v < nv; v++)
-        if (g->values[v].kind == LG_VALUE_CONSTANT && g->values[v].data &&
+        if (g->values[v].kind == GRAPH_VALUE_CONSTANT && g->values[v].data &&
             g->values[v].desc.dtype == LOOM_DTYPE_F32)
             absmax[v] = absmax_f32(g->values[v].data, loom_tensor_desc_numel(&g->values[v].desc));
 
@@ -109,7 +109,7 @@ loom_status pl_calibrate(const loom_graph *g, const uint32_t *order,
     for (size_t v = 0; v < nv; v++)
         last[v] = -1;
     for (uint32_t p = 0; p < g->n_nodes; p++) {
-        const lg_node *n = &g->nodes[order[p]];
+        const graph_node *n = &g->nodes[order[p]];
         for (uint32_t k = 0; k < n->n_inputs; k++)
             if (n->inputs[k] != LOOM_NO_VALUE)
                 last[n->inputs[k]] = p;
@@ -127,16 +127,16 @@ loom_status pl_calibrate(const loom_graph *g, const uint32_t *order,
             }
         }
         for (uint32_t p = 0; p < g->n_nodes && st == LOOM_OK; p++) {
-            const lg_node *n = &g->nodes[order[p]];
+            const graph_node *n = &g->nodes[order[p]];
             loom_node_desc desc;
-            lg_node_desc(g, order[p], &desc, in_d, out_d, in_c);
+            graph_node_desc(g, order[p], &desc, in_d, out_d, in_c);
             for (uint32_t k = 0; k < n->n_inputs; k++) {
                 loom_value v = n->inputs[k];
                 if (v == LOOM_NO_VALUE)
                     ins[k] = NULL;
-                else if (g->values[v].kind == LG_VALUE_INPUT)
+                else if (g->values[v].kind == GRAPH_VALUE_INPUT)
                     ins[k] = NULL; /* filled below */
-                else if (g->values[v].kind == LG_VALUE_CONSTANT)
+                else if (g->values[v].kind == GRAPH_VALUE_CONSTANT)
                     ins[k] = g->values[v].data;
                 else
                     ins[k] = buf[v];
@@ -144,7 +144,7 @@ loom_status pl_calibrate(const loom_graph *g, const uint32_t *order,
             /* Graph inputs: find the set's tensor for each. */
             for (uint32_t k = 0; k < n->n_inputs; k++) {
                 loom_value v = n->inputs[k];
-                if (v == LOOM_NO_VALUE || g->values[v].kind != LG_VALUE_INPUT)
+                if (v == LOOM_NO_VALUE || g->values[v].kind != GRAPH_VALUE_INPUT)
                     continue;
                 for (size_t i = 0; i < g->n_inputs; i++)
                     if (g->inputs[i] == v)
@@ -181,7 +181,7 @@ loom_status pl_calibrate(const loom_graph *g, const uint32_t *order,
             }
             for (uint32_t k = 0; k < n->n_inputs; k++) {
                 loom_value v = n->inputs[k];
-                if (v != LOOM_NO_VALUE && g->values[v].kind == LG_VALUE_NODE && last[v] == p) {
+                if (v != LOOM_NO_VALUE && g->values[v].kind == GRAPH_VALUE_NODE && last[v] == p) {
                     free(buf[v]);
                     buf[v] = NULL;
                 }

@@ -24,8 +24,8 @@
 
 #define WAIT_SPIN 4000
 
-typedef struct pl_worker {
-    struct pl_ctx *ctx;
+typedef struct plan_worker {
+    struct plan_ctx *ctx;
     uint32_t slot;
     pthread_t thread;
     int started;
@@ -34,16 +34,16 @@ typedef struct pl_worker {
     atomic_int sleeping;
     uint64_t run_gen; /* guarded by m: bumped to start a run */
     int stop;         /* guarded by m */
-} pl_worker;
+} plan_worker;
 
 /* The completion token of one node submitted by a pipelined worker. */
-typedef struct pl_token {
-    struct pl_ctx *ctx;
+typedef struct plan_token {
+    struct plan_ctx *ctx;
     uint32_t node;
-} pl_token;
+} plan_token;
 
-struct pl_ctx {
-    pl_ctx *next_free, *next_all;
+struct plan_ctx {
+    plan_ctx *next_free, *next_all;
     loom_plan *plan;
     void **arena;             /* per device slot */
     void **io_ptrs;           /* data pointer per plan->io position */
@@ -51,7 +51,7 @@ struct pl_ctx {
     uint32_t *patch;          /* io positions that point at caller tensors */
     uint32_t n_patch;
     atomic_uint *pending;     /* per node */
-    pl_worker *workers;       /* per device slot */
+    plan_worker *workers;       /* per device slot */
     atomic_uint workers_left;
     atomic_int failed;
     atomic_size_t fallbacks;  /* nodes re-run on their fallback device this run */
@@ -59,7 +59,7 @@ struct pl_ctx {
     char fail_msg[640];
     int record;               /* timeline wanted this run */
     int safe;                 /* this run does not pipeline (after a pipelined failure) */
-    pl_token *tokens;         /* per node */
+    plan_token *tokens;         /* per node */
     atomic_uint *outstanding; /* per worker: submitted nodes not yet completed */
     _Atomic uint64_t *last_end; /* per worker: the latest completion (timeline) */
     uint64_t *submitted;      /* per node: when it was submitted (timeline) */
@@ -78,7 +78,7 @@ static inline void relax(void)
 #endif
 }
 
-static void wake(pl_worker *w)
+static void wake(plan_worker *w)
 {
     if (atomic_load(&w->sleeping)) {
         pthread_mutex_lock(&w->m);
@@ -88,7 +88,7 @@ static void wake(pl_worker *w)
 }
 
 /* Block until *COUNTER is zero, spinning first. */
-static void wait_zero(pl_worker *w, atomic_uint *counter)
+static void wait_zero(plan_worker *w, atomic_uint *counter)
 {
     for (int i = 0; i < WAIT_SPIN; i++) {
         if (atomic_load_explicit(counter, memory_order_acquire) == 0)
@@ -103,7 +103,7 @@ static void wait_zero(pl_worker *w, atomic_uint *counter)
     pthread_mutex_unlock(&w->m);
 }
 
-static void record_failure(pl_ctx *c, const pl_node *n, loom_status st, const char *msg)
+static void record_failure(plan_ctx *c, const plan_node *n, loom_status st, const char *msg)
 {
     int expected = 0;
     if (atomic_compare_exchange_strong(&c->failed, &expected, 1)) {
@@ -116,30 +116,30 @@ static void record_failure(pl_ctx *c, const pl_node *n, loom_status st, const ch
 
 /* What an asynchronous backend reports through done(): the host waits on PENDING like on a
  * dependency counter. */
-typedef struct pl_completion {
+typedef struct plan_completion {
     atomic_uint pending;
     loom_status status;
-    pl_worker *waiter;
+    plan_worker *waiter;
     char msg[512];
-} pl_completion;
+} plan_completion;
 
 static void completion_done(void *token, loom_status status, const char *message)
 {
-    pl_completion *cp = token;
+    plan_completion *cp = token;
     cp->status = status;
     snprintf(cp->msg, sizeof cp->msg, "%s", message ? message : "");
-    pl_worker *w = cp->waiter; /* read before the store: CP may be gone right after it */
+    plan_worker *w = cp->waiter; /* read before the store: CP may be gone right after it */
     atomic_store(&cp->pending, 0);
     wake(w);
 }
 
 /* Run node P through the backend's submit() and wait for its completion; the worker sleeps on
  * its condition variable meanwhile, as for a dependency. */
-static loom_status submit_and_wait(pl_ctx *c, pl_worker *self, const lr_device *dev,
-                                   const pl_node *n, uint32_t p, char *err, size_t err_len)
+static loom_status submit_and_wait(plan_ctx *c, plan_worker *self, const runtime_device *dev,
+                                   const plan_node *n, uint32_t p, char *err, size_t err_len)
 {
     const loom_backend *be = dev->backend;
-    pl_completion cp = {.status = LOOM_OK, .waiter = self};
+    plan_completion cp = {.status = LOOM_OK, .waiter = self};
     atomic_init(&cp.pending, 1);
     loom_status st = be->submit(be->ctx, dev->index, n->kernel, &c->args[p], completion_done, &cp);
     if (st != LOOM_OK) {
@@ -155,12 +155,12 @@ static loom_status submit_and_wait(pl_ctx *c, pl_worker *self, const lr_device *
 /* Run node P's fallback kernel on host copies of its data: its own device cannot be addressed
  * by the host, so inputs are downloaded and outputs uploaded back where its successors expect
  * them. This is the failure path: it may allocate. */
-static loom_status run_fallback_staged(pl_ctx *c, const pl_node *n, uint32_t p, char *err,
+static loom_status run_fallback_staged(plan_ctx *c, const plan_node *n, uint32_t p, char *err,
                                        size_t err_len)
 {
     loom_plan *plan = c->plan;
-    const lr_device *dev = &plan->rt->devices[n->device];
-    const lr_device *to = &plan->rt->devices[n->fb_device];
+    const runtime_device *dev = &plan->rt->devices[n->device];
+    const runtime_device *to = &plan->rt->devices[n->fb_device];
     const loom_backend *be = dev->backend;
     const loom_exec_args *a = &c->args[p];
     uint32_t nio = n->n_in + n->n_out;
@@ -177,9 +177,9 @@ static loom_status run_fallback_staged(pl_ctx *c, const pl_node *n, uint32_t p, 
         int32_t t = plan->io[n->io_first + k];
         if (t < 0)
             continue;
-        const pl_tensor *pt = &plan->tensors[t];
+        const plan_tensor *pt = &plan->tensors[t];
         const void *dptr = k < n->n_in ? a->inputs[k] : a->outputs[k - n->n_in];
-        if (pt->kind == PL_T_CONSTANT) {
+        if (pt->kind == PLAN_T_CONSTANT) {
             host[k] = (void *)dptr; /* the host's own copy */
             continue;
         }
@@ -204,7 +204,7 @@ static loom_status run_fallback_staged(pl_ctx *c, const pl_node *n, uint32_t p, 
 done:
     for (uint32_t k = 0; host && k < nio; k++) {
         int32_t t = plan->io[n->io_first + k];
-        if (t >= 0 && plan->tensors[t].kind != PL_T_CONSTANT)
+        if (t >= 0 && plan->tensors[t].kind != PLAN_T_CONSTANT)
             free(host[k]);
     }
     free(host);
@@ -215,12 +215,12 @@ done:
 /* A node failed on its device: say so, and run it on its fallback device instead. Outputs of
  * host-visible devices are host memory, so the other device writes them where the first one
  * would have; other devices' data is staged through the host. */
-static loom_status run_fallback(pl_ctx *c, const pl_node *n, uint32_t p, loom_status st,
+static loom_status run_fallback(plan_ctx *c, const plan_node *n, uint32_t p, loom_status st,
                                 char *err, size_t err_len)
 {
-    const lr_device *from = &c->plan->rt->devices[n->device];
-    const lr_device *to = &c->plan->rt->devices[n->fb_device];
-    lr_message(c->plan->rt, "node '%s' (%s) failed on %s (%s: %s); re-ran on %s", n->name,
+    const runtime_device *from = &c->plan->rt->devices[n->device];
+    const runtime_device *to = &c->plan->rt->devices[n->fb_device];
+    runtime_message(c->plan->rt, "node '%s' (%s) failed on %s (%s: %s); re-ran on %s", n->name,
                n->op_name, from->id, loom_status_name(st), err[0] ? err : "no message", to->id);
     atomic_fetch_add(&c->fallbacks, 1);
     err[0] = '\0';
@@ -231,19 +231,19 @@ static loom_status run_fallback(pl_ctx *c, const pl_node *n, uint32_t p, loom_st
 }
 
 /* Run copy node N: move its tensor between host memory and its device's. */
-static loom_status run_copy(pl_ctx *c, const pl_node *n, uint32_t p, char *err, size_t err_len)
+static loom_status run_copy(plan_ctx *c, const plan_node *n, uint32_t p, char *err, size_t err_len)
 {
-    const lr_device *dev = &c->plan->rt->devices[n->device];
+    const runtime_device *dev = &c->plan->rt->devices[n->device];
     const loom_backend *be = dev->backend;
     const loom_exec_args *a = &c->args[p];
     size_t bytes = c->plan->tensors[c->plan->io[n->io_first]].bytes;
     if (!bytes)
         return LOOM_OK;
     loom_status (*fn)(void *, uint32_t, void *, const void *, size_t, char *, size_t) =
-        n->copy_dir == PL_COPY_UPLOAD ? LR_SLOT(be, upload) : LR_SLOT(be, download);
+        n->copy_dir == PLAN_COPY_UPLOAD ? RUNTIME_SLOT(be, upload) : RUNTIME_SLOT(be, download);
     if (!fn) {
         snprintf(err, err_len, "backend '%s' has no %s", be->name,
-                 n->copy_dir == PL_COPY_UPLOAD ? "upload" : "download");
+                 n->copy_dir == PLAN_COPY_UPLOAD ? "upload" : "download");
         return LOOM_ERR_UNSUPPORTED;
     }
     return fn(be->ctx, dev->index, a->outputs[0], a->inputs[0], bytes, err, err_len);
@@ -251,7 +251,7 @@ static loom_status run_copy(pl_ctx *c, const pl_node *n, uint32_t p, char *err, 
 
 /* Node P is done (or skipped): release its successors that wait for it, and wake their
  * workers when they become ready. */
-static void release_successors(pl_ctx *c, const pl_node *n, uint32_t s)
+static void release_successors(plan_ctx *c, const plan_node *n, uint32_t s)
 {
     const loom_plan *plan = c->plan;
     for (uint32_t e = 0; e < n->n_succ; e++) {
@@ -267,10 +267,10 @@ static void release_successors(pl_ctx *c, const pl_node *n, uint32_t s)
 /* Completion of a node a pipelined worker submitted (any thread). */
 static void pipe_done(void *token, loom_status status, const char *message)
 {
-    pl_token *tk = token;
-    pl_ctx *c = tk->ctx;
+    plan_token *tk = token;
+    plan_ctx *c = tk->ctx;
     const loom_plan *plan = c->plan;
-    const pl_node *n = &plan->nodes[tk->node];
+    const plan_node *n = &plan->nodes[tk->node];
     uint32_t s = n->slot;
     if (status != LOOM_OK) {
         int none = -1;
@@ -292,23 +292,23 @@ static void pipe_done(void *token, loom_status status, const char *message)
         t->end_ns = end;
     }
     release_successors(c, n, s);
-    pl_worker *self = &c->workers[s]; /* read before the store: the run may end right after */
+    plan_worker *self = &c->workers[s]; /* read before the store: the run may end right after */
     if (atomic_fetch_sub_explicit(&c->outstanding[s], 1, memory_order_acq_rel) == 1)
         wake(self);
 }
 
 /* A pipelined worker: submit each node of slot S once its predecessors on other workers are
  * done, without waiting for its own; then wait for every completion. */
-static void run_pipelined(pl_ctx *c, uint32_t s)
+static void run_pipelined(plan_ctx *c, uint32_t s)
 {
     loom_plan *plan = c->plan;
-    const pl_device_use *u = &plan->devs[s];
-    const lr_device *dev = &plan->rt->devices[u->device];
+    const plan_device_use *u = &plan->devs[s];
+    const runtime_device *dev = &plan->rt->devices[u->device];
     const loom_backend *be = dev->backend;
-    pl_worker *self = &c->workers[s];
+    plan_worker *self = &c->workers[s];
     for (uint32_t i = 0; i < u->n_order; i++) {
         uint32_t p = u->order[i];
-        const pl_node *n = &plan->nodes[p];
+        const plan_node *n = &plan->nodes[p];
         wait_zero(self, &c->pending[p]);
         if (atomic_load_explicit(&c->failed, memory_order_relaxed)) {
             release_successors(c, n, s);
@@ -326,26 +326,26 @@ static void run_pipelined(pl_ctx *c, uint32_t s)
 }
 
 /* Run every node of device slot S in order. */
-static void run_device(pl_ctx *c, uint32_t s)
+static void run_device(plan_ctx *c, uint32_t s)
 {
     if (c->plan->devs[s].pipelined && !c->safe) {
         run_pipelined(c, s);
         return;
     }
     loom_plan *plan = c->plan;
-    const pl_device_use *u = &plan->devs[s];
-    const lr_device *dev = &plan->rt->devices[u->device];
+    const plan_device_use *u = &plan->devs[s];
+    const runtime_device *dev = &plan->rt->devices[u->device];
     const loom_backend *be = dev->backend;
     loom_status (*submit)(void *, uint32_t, void *, const loom_exec_args *,
                           void (*)(void *, loom_status, const char *), void *) =
-        LR_SLOT(be, submit);
-    pl_worker *self = &c->workers[s];
+        RUNTIME_SLOT(be, submit);
+    plan_worker *self = &c->workers[s];
     int multi = plan->n_devs > 1;
     int record = c->record;
     char err[512];
     for (uint32_t i = 0; i < u->n_order; i++) {
         uint32_t p = u->order[i];
-        const pl_node *n = &plan->nodes[p];
+        const plan_node *n = &plan->nodes[p];
         if (multi)
             wait_zero(self, &c->pending[p]);
         if (!atomic_load_explicit(&c->failed, memory_order_relaxed)) {
@@ -384,8 +384,8 @@ static void run_device(pl_ctx *c, uint32_t s)
 
 static void *worker_main(void *arg)
 {
-    pl_worker *w = arg;
-    pl_ctx *c = w->ctx;
+    plan_worker *w = arg;
+    plan_ctx *c = w->ctx;
     uint64_t seen = 0;
     for (;;) {
         pthread_mutex_lock(&w->m);
@@ -403,14 +403,14 @@ static void *worker_main(void *arg)
     }
 }
 
-static void ctx_free(pl_ctx *c)
+static void ctx_free(plan_ctx *c)
 {
     if (!c)
         return;
     loom_plan *plan = c->plan;
     if (c->workers) {
         for (uint32_t s = 0; s < plan->n_devs; s++) {
-            pl_worker *w = &c->workers[s];
+            plan_worker *w = &c->workers[s];
             if (w->started) {
                 pthread_mutex_lock(&w->m);
                 w->stop = 1;
@@ -426,7 +426,7 @@ static void ctx_free(pl_ctx *c)
         for (uint32_t s = 0; s < plan->n_devs; s++) {
             if (!c->arena[s])
                 continue;
-            const lr_device *dev = &plan->rt->devices[plan->devs[s].device];
+            const runtime_device *dev = &plan->rt->devices[plan->devs[s].device];
             if (dev->backend->alloc)
                 dev->backend->free(dev->backend->ctx, dev->index, c->arena[s],
                                    plan->devs[s].arena_bytes);
@@ -447,24 +447,24 @@ static void ctx_free(pl_ctx *c)
     free(c);
 }
 
-static const void *tensor_ptr(const pl_ctx *c, int32_t t)
+static const void *tensor_ptr(const plan_ctx *c, int32_t t)
 {
     if (t < 0)
         return NULL;
-    const pl_tensor *pt = &c->plan->tensors[t];
+    const plan_tensor *pt = &c->plan->tensors[t];
     switch (pt->kind) {
-    case PL_T_CONSTANT:
+    case PLAN_T_CONSTANT:
         return pt->data;
-    case PL_T_INTERMEDIATE:
+    case PLAN_T_INTERMEDIATE:
         return (char *)c->arena[c->plan->dev_slot[pt->device]] + pt->offset;
     default:
         return NULL; /* caller tensors: patched per run */
     }
 }
 
-static pl_ctx *ctx_create(loom_plan *plan)
+static plan_ctx *ctx_create(loom_plan *plan)
 {
-    pl_ctx *c = calloc(1, sizeof *c);
+    plan_ctx *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
     c->plan = plan;
@@ -490,7 +490,7 @@ static pl_ctx *ctx_create(loom_plan *plan)
         return NULL;
     }
     for (uint32_t s = 0; s < plan->n_devs; s++) {
-        pl_worker *w = &c->workers[s];
+        plan_worker *w = &c->workers[s];
         w->ctx = c;
         w->slot = s;
         pthread_mutex_init(&w->m, NULL);
@@ -501,7 +501,7 @@ static pl_ctx *ctx_create(loom_plan *plan)
         size_t bytes = plan->devs[s].arena_bytes;
         if (!bytes)
             continue;
-        const lr_device *dev = &plan->rt->devices[plan->devs[s].device];
+        const runtime_device *dev = &plan->rt->devices[plan->devs[s].device];
         c->arena[s] = dev->backend->alloc
                           ? dev->backend->alloc(dev->backend->ctx, dev->index, bytes, 64)
                           : aligned_alloc(64, (bytes + 63) / 64 * 64);
@@ -512,9 +512,9 @@ static pl_ctx *ctx_create(loom_plan *plan)
     }
     /* Pointers that stay put across runs are set once; caller tensors are patched per run. */
     for (uint32_t p = 0; p < nn; p++)
-        c->tokens[p] = (pl_token){c, p};
+        c->tokens[p] = (plan_token){c, p};
     for (uint32_t p = 0; p < nn; p++) {
-        const pl_node *n = &plan->nodes[p];
+        const plan_node *n = &plan->nodes[p];
         loom_exec_args *a = &c->args[p];
         a->struct_size = sizeof *a;
         a->inputs = (const void *const *)&c->io_ptrs[n->io_first];
@@ -525,8 +525,8 @@ static pl_ctx *ctx_create(loom_plan *plan)
         for (uint32_t k = 0; k < n->n_in + n->n_out; k++) {
             uint32_t pos = n->io_first + k;
             int32_t t = plan->io[pos];
-            if (t >= 0 && (plan->tensors[t].kind == PL_T_INPUT ||
-                           plan->tensors[t].kind == PL_T_OUTPUT))
+            if (t >= 0 && (plan->tensors[t].kind == PLAN_T_INPUT ||
+                           plan->tensors[t].kind == PLAN_T_OUTPUT))
                 c->patch[c->n_patch++] = pos;
             c->io_ptrs[pos] = (void *)tensor_ptr(c, t);
         }
@@ -541,21 +541,21 @@ static pl_ctx *ctx_create(loom_plan *plan)
     return c;
 }
 
-void pl_contexts_destroy(loom_plan *plan)
+void plan_contexts_destroy(loom_plan *plan)
 {
-    pl_ctx *c = plan->all_ctx;
+    plan_ctx *c = plan->all_ctx;
     while (c) {
-        pl_ctx *next = c->next_all;
+        plan_ctx *next = c->next_all;
         ctx_free(c);
         c = next;
     }
     plan->all_ctx = plan->free_ctx = NULL;
 }
 
-static pl_ctx *ctx_acquire(loom_plan *plan)
+static plan_ctx *ctx_acquire(loom_plan *plan)
 {
     pthread_mutex_lock(&plan->ctx_lock);
-    pl_ctx *c = plan->free_ctx;
+    plan_ctx *c = plan->free_ctx;
     if (c)
         plan->free_ctx = c->next_free;
     pthread_mutex_unlock(&plan->ctx_lock);
@@ -571,7 +571,7 @@ static pl_ctx *ctx_acquire(loom_plan *plan)
     return c;
 }
 
-static void ctx_release(loom_plan *plan, pl_ctx *c)
+static void ctx_release(loom_plan *plan, plan_ctx *c)
 {
     pthread_mutex_lock(&plan->ctx_lock);
     c->next_free = plan->free_ctx;
@@ -579,18 +579,18 @@ static void ctx_release(loom_plan *plan, pl_ctx *c)
     pthread_mutex_unlock(&plan->ctx_lock);
 }
 
-loom_status pl_execute(loom_plan *plan, const loom_tensor *const *inputs,
+loom_status plan_execute(loom_plan *plan, const loom_tensor *const *inputs,
                        loom_tensor *const *outputs, loom_run_stats *stats)
 {
-    pl_ctx *c = ctx_acquire(plan);
+    plan_ctx *c = ctx_acquire(plan);
     if (!c)
         return loom_set_error(LOOM_ERR_OUT_OF_MEMORY,
                               "run: cannot allocate %zu bytes of intermediate memory",
                               plan->peak_bytes);
     for (uint32_t i = 0; i < c->n_patch; i++) {
         uint32_t pos = c->patch[i];
-        const pl_tensor *t = &plan->tensors[plan->io[pos]];
-        c->io_ptrs[pos] = t->kind == PL_T_INPUT ? loom_tensor_data(inputs[t->index])
+        const plan_tensor *t = &plan->tensors[plan->io[pos]];
+        c->io_ptrs[pos] = t->kind == PLAN_T_INPUT ? loom_tensor_data(inputs[t->index])
                                                 : loom_tensor_data(outputs[t->index]);
     }
     atomic_store(&c->fallbacks, 0);
@@ -617,7 +617,7 @@ loom_status pl_execute(loom_plan *plan, const loom_tensor *const *inputs,
         if (plan->n_devs > 1) {
             atomic_store(&c->workers_left, plan->n_devs - 1);
             for (uint32_t s = 1; s < plan->n_devs; s++) {
-                pl_worker *w = &c->workers[s];
+                plan_worker *w = &c->workers[s];
                 pthread_mutex_lock(&w->m);
                 w->run_gen++;
                 pthread_cond_signal(&w->cv);
@@ -633,14 +633,14 @@ loom_status pl_execute(loom_plan *plan, const loom_tensor *const *inputs,
          * fallback device (every node is a pure function of its inputs). */
         if (c->safe || plan->strict || !atomic_load(&c->pipe_failed))
             break;
-        lr_message(plan->rt, "%s; the run started over without pipelining", c->fail_msg);
+        runtime_message(plan->rt, "%s; the run started over without pipelining", c->fail_msg);
     }
     /* Graph outputs that no node produces (an input or constant returned as is). */
     for (uint32_t i = 0; i < plan->n_outputs; i++) {
-        const pl_tensor *t = &plan->tensors[plan->output_tensor[i]];
-        if (t->kind == PL_T_INPUT)
+        const plan_tensor *t = &plan->tensors[plan->output_tensor[i]];
+        if (t->kind == PLAN_T_INPUT)
             memcpy(loom_tensor_data(outputs[i]), loom_tensor_data(inputs[t->index]), t->bytes);
-        else if (t->kind == PL_T_CONSTANT && t->bytes)
+        else if (t->kind == PLAN_T_CONSTANT && t->bytes)
             memcpy(loom_tensor_data(outputs[i]), t->data, t->bytes);
     }
     uint64_t end = loom_now_ns();
@@ -662,7 +662,7 @@ loom_status pl_execute(loom_plan *plan, const loom_tensor *const *inputs,
         }
     }
     if (plan->learn && st == LOOM_OK)
-        pl_learn(plan, c->timeline, plan->n_nodes);
+        plan_learn(plan, c->timeline, plan->n_nodes);
     ctx_release(plan, c);
     return st;
 }

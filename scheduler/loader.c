@@ -69,14 +69,14 @@ static void load_file(loom_runtime *rt, const char *path)
     void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!h) {
         const char *e = dlerror();
-        lr_message(rt, "plugin %s refused: cannot load it: %s", path, e ? e : "dlopen failed");
+        runtime_message(rt, "plugin %s refused: cannot load it: %s", path, e ? e : "dlopen failed");
         return;
     }
     loom_backend_query_fn query;
     void *sym = dlsym(h, LOOM_BACKEND_QUERY_SYMBOL);
     memcpy(&query, &sym, sizeof query); /* object pointer to function pointer, as POSIX allows */
     if (!sym) {
-        lr_message(rt, "plugin %s refused: it exports no %s (not a Loom backend)", path,
+        runtime_message(rt, "plugin %s refused: it exports no %s (not a Loom backend)", path,
                    LOOM_BACKEND_QUERY_SYMBOL);
         dlclose(h);
         return;
@@ -85,28 +85,28 @@ static void load_file(loom_runtime *rt, const char *path)
     const loom_backend *be = query(LOOM_ABI_VERSION, &rt->host);
     rt->loading = NULL;
     if (!be) {
-        lr_message(rt, "plugin %s refused: its loom_backend_query returned NULL (it could not "
+        runtime_message(rt, "plugin %s refused: its loom_backend_query returned NULL (it could not "
                        "start; see its messages above)", path);
         dlclose(h);
         return;
     }
     unsigned major = be->abi_version >> 16, minor = be->abi_version & 0xffffu;
     if (major != LOOM_ABI_VERSION_MAJOR) {
-        lr_message(rt, "plugin %s refused: built for backend ABI %u.%u, this Loom speaks %u.x",
+        runtime_message(rt, "plugin %s refused: built for backend ABI %u.%u, this Loom speaks %u.x",
                    path, major, minor, LOOM_ABI_VERSION_MAJOR);
         /* Its table layout is unknown: do not call anything in it. */
         dlclose(h);
         return;
     }
     if (be->struct_size < offsetof(loom_backend, shutdown) + sizeof be->shutdown) {
-        lr_message(rt, "plugin %s refused: its table is %u bytes, smaller than any ABI %u table",
+        runtime_message(rt, "plugin %s refused: its table is %u bytes, smaller than any ABI %u table",
                    path, be->struct_size, LOOM_ABI_VERSION_MAJOR);
         dlclose(h);
         return;
     }
     const char *missing = missing_slot(be);
     if (missing) {
-        lr_message(rt, "plugin %s refused: required slot '%s' is missing", path, missing);
+        runtime_message(rt, "plugin %s refused: required slot '%s' is missing", path, missing);
         if (be->shutdown)
             be->shutdown(be->ctx);
         dlclose(h);
@@ -114,15 +114,15 @@ static void load_file(loom_runtime *rt, const char *path)
     }
     for (size_t i = 0; i < rt->n_backends; i++)
         if (!strcmp(rt->backends[i]->name, be->name)) {
-            lr_message(rt, "plugin %s refused: a backend named '%s' is already loaded", path,
+            runtime_message(rt, "plugin %s refused: a backend named '%s' is already loaded", path,
                        be->name);
             if (be->shutdown)
                 be->shutdown(be->ctx);
             dlclose(h);
             return;
         }
-    if (lr_add_backend(rt, be, h) != LOOM_OK)
-        lr_message(rt, "plugin %s refused: %s", path, loom_last_error());
+    if (runtime_add_backend(rt, be, h) != LOOM_OK)
+        runtime_message(rt, "plugin %s refused: %s", path, loom_last_error());
 }
 
 static int is_shared_object(const char *name)
@@ -142,7 +142,7 @@ static void load_dir(loom_runtime *rt, const char *dir, seen_files *seen, int qu
     DIR *d = opendir(dir);
     if (!d) {
         if (!quiet_missing)
-            lr_message(rt, "plugin folder %s cannot be read", dir);
+            runtime_message(rt, "plugin folder %s cannot be read", dir);
         return;
     }
     char **names = NULL;
@@ -179,7 +179,7 @@ static void load_path(loom_runtime *rt, const char *path, seen_files *seen, int 
     struct stat st;
     if (stat(path, &st) != 0) {
         if (!quiet_missing)
-            lr_message(rt, "plugin %s refused: no such file or folder", path);
+            runtime_message(rt, "plugin %s refused: no such file or folder", path);
         return;
     }
     if (S_ISDIR(st.st_mode))
@@ -188,7 +188,7 @@ static void load_path(loom_runtime *rt, const char *path, seen_files *seen, int 
         load_file(rt, path);
 }
 
-void lr_load_plugins(loom_runtime *rt, const loom_runtime_options *o)
+void runtime_load_plugins(loom_runtime *rt, const loom_runtime_options *o)
 {
     seen_files seen = {0};
     int defaults = 1;

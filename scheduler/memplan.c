@@ -96,7 +96,7 @@ static int arena_free(arena *a, size_t off, size_t size)
     return 1;
 }
 
-loom_status pl_memory_plan(loom_plan *plan)
+loom_status plan_memory_plan(loom_plan *plan)
 {
     uint32_t nt = plan->n_tensors, nn = plan->n_nodes;
     arena *arenas = calloc(plan->n_devs + 1, sizeof *arenas);
@@ -115,18 +115,18 @@ loom_status pl_memory_plan(loom_plan *plan)
      * or a transfer worker) live for the whole run: that worker's progress is not ordered
      * with this device's. */
     for (uint32_t p = 0; p < nn; p++) {
-        const pl_node *n = &plan->nodes[p];
+        const plan_node *n = &plan->nodes[p];
         for (uint32_t k = 0; k < n->n_in + n->n_out; k++) {
             int32_t t = plan->io[n->io_first + k];
-            if (t >= 0 && plan->tensors[t].kind == PL_T_INTERMEDIATE &&
+            if (t >= 0 && plan->tensors[t].kind == PLAN_T_INTERMEDIATE &&
                 plan->dev_slot[plan->tensors[t].device] != n->slot)
                 pinned[t] = 1;
         }
     }
     for (uint32_t t = 0; t < nt; t++) {
-        const pl_tensor *pt = &plan->tensors[t];
+        const plan_tensor *pt = &plan->tensors[t];
         next_free[t] = -1;
-        if (pt->kind != PL_T_INTERMEDIATE || pinned[t])
+        if (pt->kind != PLAN_T_INTERMEDIATE || pinned[t])
             continue;
         /* A value nobody reads (an unused extra output) dies with its producer. */
         int32_t at = pt->last_use >= 0 ? pt->last_use : pt->producer;
@@ -140,19 +140,19 @@ loom_status pl_memory_plan(loom_plan *plan)
      * worker, another device) may run ahead of the arena's own device, so it must not reuse
      * what that device frees later in plan order. */
     for (uint32_t t = 0; t < nt; t++) {
-        pl_tensor *pt = &plan->tensors[t];
-        if (pt->kind != PL_T_INTERMEDIATE || !pinned[t])
+        plan_tensor *pt = &plan->tensors[t];
+        if (pt->kind != PLAN_T_INTERMEDIATE || !pinned[t])
             continue;
         arena_alloc(&arenas[plan->dev_slot[pt->device]], pt->bytes, &pt->offset);
         plan->unshared_bytes += align_up(pt->bytes ? pt->bytes : 1);
     }
     for (uint32_t p = 0; p < nn; p++) {
-        pl_node *n = &plan->nodes[p];
+        plan_node *n = &plan->nodes[p];
         arena *a = &arenas[plan->dev_slot[n->device]];
         for (uint32_t k = 0; k < n->n_out; k++) {
             int32_t ti = plan->io[n->io_first + n->n_in + k];
-            pl_tensor *t = &plan->tensors[ti];
-            if (t->kind != PL_T_INTERMEDIATE || pinned[ti])
+            plan_tensor *t = &plan->tensors[ti];
+            if (t->kind != PLAN_T_INTERMEDIATE || pinned[ti])
                 continue;
             arena_alloc(&arenas[plan->dev_slot[t->device]], t->bytes, &t->offset);
             plan->unshared_bytes += align_up(t->bytes ? t->bytes : 1);
@@ -171,7 +171,7 @@ loom_status pl_memory_plan(loom_plan *plan)
             }
         }
         for (int32_t t = free_head[p]; t >= 0; t = next_free[t]) {
-            pl_tensor *pt = &plan->tensors[t];
+            plan_tensor *pt = &plan->tensors[t];
             if (!arena_free(&arenas[plan->dev_slot[pt->device]], pt->offset, pt->bytes)) {
                 st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory planning memory");
                 goto done;

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-int pl_find_device(const loom_runtime *rt, const char *spec)
+int plan_find_device(const loom_runtime *rt, const char *spec)
 {
     for (size_t i = 0; i < rt->n_devices; i++)
         if (strcmp(rt->devices[i].id, spec) == 0)
@@ -26,11 +26,11 @@ int pl_find_device(const loom_runtime *rt, const char *spec)
     return -1;
 }
 
-double pl_link_seconds(const loom_plan *plan, uint32_t from, uint32_t to, double bytes)
+double plan_link_seconds(const loom_plan *plan, uint32_t from, uint32_t to, double bytes)
 {
     double lat = 0, bw = INFINITY;
     if (plan->model)
-        lc_link(plan->model, from, to, &lat, &bw);
+        cost_link(plan->model, from, to, &lat, &bw);
     return lat + (bw > 0 && isfinite(bw) ? bytes / bw : 0);
 }
 
@@ -77,7 +77,7 @@ static loom_status parse_pins(const loom_runtime *rt, const loom_graph *g,
                                   s ? s : "(null)");
         pin *p = &out[i];
         memset(p, 0, sizeof *p);
-        p->device = pl_find_device(rt, eq + 1);
+        p->device = plan_find_device(rt, eq + 1);
         if (p->device < 0)
             return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "pin '%s': unknown device '%s'", s,
                                   eq + 1);
@@ -110,7 +110,7 @@ static loom_status parse_pins(const loom_runtime *rt, const loom_graph *g,
 }
 
 /* The device pinned for node GN (a node pin wins over an op pin), or -1. */
-static int pinned_device(const pin *pins, size_t n, const lg_node *gn)
+static int pinned_device(const pin *pins, size_t n, const graph_node *gn)
 {
     int dev = -1;
     for (size_t i = 0; i < n; i++) {
@@ -131,7 +131,7 @@ static loom_status no_device_error(const loom_runtime *rt, const loom_node_desc 
     size_t len = (size_t)snprintf(msg, sizeof msg, "node '%s' (%s) can run on no device:",
                                   desc->name, desc->op_name);
     for (size_t d = 0; d < rt->n_devices && len < sizeof msg; d++) {
-        const lr_device *dev = &rt->devices[d];
+        const runtime_device *dev = &rt->devices[d];
         why[0] = '\0';
         dev->backend->supports(dev->backend->ctx, dev->index, desc, why, sizeof why);
         len += (size_t)snprintf(msg + len, sizeof msg - len, "%s %s: %s", d ? ";" : "", dev->id,
@@ -143,13 +143,13 @@ static loom_status no_device_error(const loom_runtime *rt, const loom_node_desc 
 static uint8_t decided_of(uint8_t reason)
 {
     switch (reason) {
-    case LP_REASON_PINNED: return PL_DECIDED_PINNED;
-    case LP_REASON_ONLY_DEVICE: return PL_DECIDED_ONLY_DEVICE;
-    case LP_REASON_SEARCH: return PL_DECIDED_SEARCH;
-    case LP_REASON_ENERGY: return PL_DECIDED_ENERGY;
-    case LP_REASON_CAPACITY: return PL_DECIDED_CAPACITY;
-    case LP_REASON_FIRST: return PL_DECIDED_FIRST;
-    default: return PL_DECIDED_EFT;
+    case PLACE_REASON_PINNED: return PLAN_DECIDED_PINNED;
+    case PLACE_REASON_ONLY_DEVICE: return PLAN_DECIDED_ONLY_DEVICE;
+    case PLACE_REASON_SEARCH: return PLAN_DECIDED_SEARCH;
+    case PLACE_REASON_ENERGY: return PLAN_DECIDED_ENERGY;
+    case PLACE_REASON_CAPACITY: return PLAN_DECIDED_CAPACITY;
+    case PLACE_REASON_FIRST: return PLAN_DECIDED_FIRST;
+    default: return PLAN_DECIDED_EFT;
     }
 }
 
@@ -157,8 +157,8 @@ typedef struct scratch {
     loom_tensor_desc *in_d, *out_d;
     const void **in_c;
     float *in_m;
-    double *lp_cost, *bw, *lat, *out_bytes, *cap, *power, *ebytes;
-    int32_t *lp_pin, *pos_of;
+    double *place_cost, *bw, *lat, *out_bytes, *cap, *power, *ebytes;
+    int32_t *place_pin, *pos_of;
     uint32_t *efrom, *eto, *mark;
     pin *pins;
     uint8_t *excluded;
@@ -170,14 +170,14 @@ static void scratch_free(scratch *s)
     free(s->out_d);
     free(s->in_c);
     free(s->in_m);
-    free(s->lp_cost);
+    free(s->place_cost);
     free(s->bw);
     free(s->lat);
     free(s->out_bytes);
     free(s->cap);
     free(s->power);
     free(s->ebytes);
-    free(s->lp_pin);
+    free(s->place_pin);
     free(s->pos_of);
     free(s->efrom);
     free(s->eto);
@@ -190,7 +190,7 @@ static void best_single(loom_plan *plan, uint32_t nn, uint32_t nd);
 
 /* Every node has one candidate device (pinned, requested, or the only one that can): the
  * schedule each worker follows in plan order, as early as inputs and devices allow. */
-static loom_status forced_schedule(loom_plan *plan, const lp_problem *pr, const scratch *s,
+static loom_status forced_schedule(loom_plan *plan, const place_problem *pr, const scratch *s,
                                    uint32_t *device, double *pred, uint8_t *decided)
 {
     uint32_t nn = pr->n_tasks, nd = pr->n_devices;
@@ -199,17 +199,17 @@ static loom_status forced_schedule(loom_plan *plan, const lp_problem *pr, const 
         return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory placing the graph");
     for (uint32_t p = 0; p < nn; p++) {
         uint32_t d = 0;
-        if (s->lp_pin[p] >= 0)
-            d = (uint32_t)s->lp_pin[p];
+        if (s->place_pin[p] >= 0)
+            d = (uint32_t)s->place_pin[p];
         else
             while (d + 1 < nd && !isfinite(pr->cost[(size_t)p * nd + d]))
                 d++;
         device[p] = d;
         pred[p] = 0; /* start: raised by the edges below */
         if (!decided[p])
-            decided[p] = s->excluded[p] ? PL_DECIDED_SHARED_CPU : PL_DECIDED_ONLY_DEVICE;
+            decided[p] = s->excluded[p] ? PLAN_DECIDED_SHARED_CPU : PLAN_DECIDED_ONLY_DEVICE;
     }
-    /* Edges are grouped by consumer in topological order (built that way in pl_place). */
+    /* Edges are grouped by consumer in topological order (built that way in plan_place). */
     uint32_t e = 0;
     double makespan = 0, energy = 0;
     for (uint32_t p = 0; p < nn; p++) {
@@ -242,17 +242,17 @@ static loom_status forced_schedule(loom_plan *plan, const lp_problem *pr, const 
     return LOOM_OK;
 }
 
-loom_status pl_place(loom_plan *plan, const loom_graph *g, const uint32_t *order,
+loom_status plan_place(loom_plan *plan, const loom_graph *g, const uint32_t *order,
                      const int32_t *tensor_of, uint32_t precision, const float *absmax,
-                     const pl_place_opts *o, uint32_t *device, double *pred, uint8_t *decided,
+                     const plan_place_opts *o, uint32_t *device, double *pred, uint8_t *decided,
                      int16_t *pin_ignored)
 {
     (void)tensor_of;
     loom_runtime *rt = plan->rt;
     uint32_t nn = (uint32_t)g->n_nodes, nd = (uint32_t)rt->n_devices;
     uint64_t t0 = loom_now_ns();
-    int policy = LP_POLICY_DEFAULT;
-    if (o->policy && (policy = lp_policy_from_name(o->policy)) < 0)
+    int policy = PLACE_POLICY_DEFAULT;
+    if (o->policy && (policy = place_policy_from_name(o->policy)) < 0)
         return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
                               "unknown placement policy '%s' (default, heft, peft, exact, first)",
                               o->policy);
@@ -269,7 +269,7 @@ loom_status pl_place(loom_plan *plan, const loom_graph *g, const uint32_t *order
     s.out_d = malloc(max_out * sizeof *s.out_d);
     s.in_c = malloc(max_in * sizeof *s.in_c);
     s.in_m = malloc(max_in * sizeof *s.in_m);
-    s.lp_cost = malloc(((size_t)nn * nd + 1) * sizeof *s.lp_cost);
+    s.place_cost = malloc(((size_t)nn * nd + 1) * sizeof *s.place_cost);
     s.bw = malloc(((size_t)nd * nd + 1) * sizeof *s.bw);
     s.lat = malloc(((size_t)nd * nd + 1) * sizeof *s.lat);
     s.out_bytes = calloc(nn + 1, sizeof *s.out_bytes);
@@ -279,40 +279,40 @@ loom_status pl_place(loom_plan *plan, const loom_graph *g, const uint32_t *order
     s.efrom = malloc((n_edges + 1) * sizeof *s.efrom);
     s.eto = malloc((n_edges + 1) * sizeof *s.eto);
     s.mark = malloc((nn + 1) * sizeof *s.mark);
-    s.lp_pin = malloc((nn + 1) * sizeof *s.lp_pin);
+    s.place_pin = malloc((nn + 1) * sizeof *s.place_pin);
     s.pos_of = malloc((nn + 1) * sizeof *s.pos_of);
     s.pins = calloc(o->n_pins + 1, sizeof *s.pins);
     s.excluded = calloc(nn + 1, 1);
     plan->cost_s = malloc(((size_t)nn * nd + 1) * sizeof *plan->cost_s);
     plan->n_rt_devices = nd;
     loom_status st = LOOM_OK;
-    lp_result res = {0};
+    place_result res = {0};
     int choice = 0; /* some node has more than one candidate device */
-    if (!s.in_d || !s.out_d || !s.in_c || !s.in_m || !s.lp_cost || !s.bw || !s.lat ||
+    if (!s.in_d || !s.out_d || !s.in_c || !s.in_m || !s.place_cost || !s.bw || !s.lat ||
         !s.out_bytes || !s.cap || !s.power || !s.ebytes || !s.efrom || !s.eto || !s.mark ||
-        !s.lp_pin || !s.pos_of || !s.pins || !s.excluded || !plan->cost_s) {
+        !s.place_pin || !s.pos_of || !s.pins || !s.excluded || !plan->cost_s) {
         st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory placing graph '%s'", g->name);
         goto done;
     }
     if ((st = parse_pins(rt, g, o->pins, o->n_pins, s.pins)) != LOOM_OK)
         goto done;
-    if (!plan->model && (st = lc_model_open(rt, o->cache_dir, &plan->model)) != LOOM_OK)
+    if (!plan->model && (st = cost_model_open(rt, o->cache_dir, &plan->model)) != LOOM_OK)
         goto done;
     /* Is there a cpu-backend device that does not share cores with another one? Devices on
      * the host's cores (PoCL) then stay out of automatic placement: running both at once
      * would only make them compete for the same cores. */
     int host_cpu = -1;
     for (uint32_t d = 0; d < nd && host_cpu < 0; d++) {
-        const lc_profile *pf = lc_profile_of(plan->model, d);
+        const cost_profile *pf = cost_profile_of(plan->model, d);
         if (rt->devices[d].info.kind == LOOM_DEVICE_CPU && !pf->shares_host_cpu)
             host_cpu = (int)d;
     }
     for (uint32_t p = 0; p < nn; p++)
         s.pos_of[order[p]] = (int32_t)p;
     for (uint32_t p = 0; p < nn; p++) {
-        const lg_node *gn = &g->nodes[order[p]];
+        const graph_node *gn = &g->nodes[order[p]];
         loom_node_desc desc;
-        lg_node_desc(g, order[p], &desc, s.in_d, s.out_d, s.in_c);
+        graph_node_desc(g, order[p], &desc, s.in_d, s.out_d, s.in_c);
         desc.precision = precision;
         if (absmax) {
             for (uint32_t k = 0; k < gn->n_inputs; k++)
@@ -329,9 +329,9 @@ loom_status pl_place(loom_plan *plan, const loom_graph *g, const uint32_t *order
         double *row = &plan->cost_s[(size_t)p * nd];
         /* Every device's figure at once (one signature, one history lookup), then the devices
          * that cannot run the node are struck out. */
-        lc_node_seconds_all(plan->model, &desc, &oc, row);
+        cost_node_seconds_all(plan->model, &desc, &oc, row);
         for (uint32_t d = 0; d < nd; d++) {
-            const lr_device *dev = &rt->devices[d];
+            const runtime_device *dev = &rt->devices[d];
             why[0] = '\0';
             if (!dev->backend->supports(dev->backend->ctx, dev->index, &desc, why, sizeof why)) {
                 row[d] = INFINITY;
@@ -346,11 +346,11 @@ loom_status pl_place(loom_plan *plan, const loom_graph *g, const uint32_t *order
                 /* Graph inputs arrive from the host, graph outputs leave for it. */
                 for (uint32_t k = 0; k < gn->n_inputs; k++)
                     if (gn->inputs[k] != LOOM_NO_VALUE &&
-                        g->values[gn->inputs[k]].kind == LG_VALUE_INPUT)
-                        c += pl_link_seconds(plan, LC_HOST, d, desc_bytes(&s.in_d[k]));
+                        g->values[gn->inputs[k]].kind == GRAPH_VALUE_INPUT)
+                        c += plan_link_seconds(plan, COST_HOST, d, desc_bytes(&s.in_d[k]));
                 for (uint32_t k = 0; k < gn->n_outputs; k++)
                     if (g->values[gn->outputs[k]].output_index >= 0)
-                        c += pl_link_seconds(plan, d, LC_HOST, desc_bytes(&s.out_d[k]));
+                        c += plan_link_seconds(plan, d, COST_HOST, desc_bytes(&s.out_d[k]));
             }
             row[d] = c;
         }
@@ -364,9 +364,9 @@ loom_status pl_place(loom_plan *plan, const loom_graph *g, const uint32_t *order
         if (pinned >= 0) {
             if (isfinite(row[pinned])) {
                 pd = pinned;
-                decided[p] = PL_DECIDED_PINNED;
+                decided[p] = PLAN_DECIDED_PINNED;
             } else if (o->strict) {
-                const lr_device *dev = &rt->devices[pinned];
+                const runtime_device *dev = &rt->devices[pinned];
                 why[0] = '\0';
                 dev->backend->supports(dev->backend->ctx, dev->index, &desc, why, sizeof why);
                 st = loom_set_error(LOOM_ERR_UNSUPPORTED,
@@ -380,9 +380,9 @@ loom_status pl_place(loom_plan *plan, const loom_graph *g, const uint32_t *order
         if (pd < 0 && o->want >= 0) {
             if (isfinite(row[o->want])) {
                 pd = o->want;
-                decided[p] = PL_DECIDED_REQUESTED;
+                decided[p] = PLAN_DECIDED_REQUESTED;
             } else if (o->strict) {
-                const lr_device *dev = &rt->devices[o->want];
+                const runtime_device *dev = &rt->devices[o->want];
                 why[0] = '\0';
                 dev->backend->supports(dev->backend->ctx, dev->index, &desc, why, sizeof why);
                 st = loom_set_error(LOOM_ERR_UNSUPPORTED,
@@ -391,22 +391,22 @@ loom_status pl_place(loom_plan *plan, const loom_graph *g, const uint32_t *order
                 goto done;
             }
         }
-        s.lp_pin[p] = pd;
+        s.place_pin[p] = pd;
         uint32_t n_cand = 0;
         for (uint32_t d = 0; d < nd; d++) {
             double c = row[d];
-            if (pd < 0 && policy != LP_POLICY_FIRST && isfinite(c) && host_cpu >= 0 &&
+            if (pd < 0 && policy != PLACE_POLICY_FIRST && isfinite(c) && host_cpu >= 0 &&
                 (int)d != host_cpu && isfinite(row[host_cpu]) &&
-                lc_profile_of(plan->model, d)->shares_host_cpu) {
+                cost_profile_of(plan->model, d)->shares_host_cpu) {
                 c = INFINITY;
                 s.excluded[p] = 1;
             }
-            s.lp_cost[(size_t)p * nd + d] = c;
+            s.place_cost[(size_t)p * nd + d] = c;
             n_cand += isfinite(c) != 0;
         }
         if (pd < 0 && n_sup == 1) {
-            decided[p] = PL_DECIDED_ONLY_DEVICE;
-            s.lp_pin[p] = (int32_t)last_sup;
+            decided[p] = PLAN_DECIDED_ONLY_DEVICE;
+            s.place_pin[p] = (int32_t)last_sup;
         }
         if (pd < 0 && n_cand > 1)
             choice = 1;
@@ -416,10 +416,10 @@ loom_status pl_place(loom_plan *plan, const loom_graph *g, const uint32_t *order
     for (uint32_t p = 0; p < nn; p++)
         s.mark[p] = UINT32_MAX;
     for (uint32_t c = 0; c < nn; c++) {
-        const lg_node *gn = &g->nodes[order[c]];
+        const graph_node *gn = &g->nodes[order[c]];
         for (uint32_t k = 0; k < gn->n_inputs; k++) {
             loom_value v = gn->inputs[k];
-            if (v == LOOM_NO_VALUE || g->values[v].kind != LG_VALUE_NODE)
+            if (v == LOOM_NO_VALUE || g->values[v].kind != GRAPH_VALUE_NODE)
                 continue;
             uint32_t p = (uint32_t)s.pos_of[g->values[v].producer];
             double bytes = desc_bytes(&g->values[v].desc);
@@ -438,25 +438,25 @@ loom_status pl_place(loom_plan *plan, const loom_graph *g, const uint32_t *order
         }
     }
     for (uint32_t i = 0; i < nd; i++) {
-        const lc_profile *pf = lc_profile_of(plan->model, i);
+        const cost_profile *pf = cost_profile_of(plan->model, i);
         s.power[i] = pf->power_w > 0 ? pf->power_w : 1.0;
         if (!rt->devices[i].info.host_visible)
             s.cap[i] = (double)rt->devices[i].info.memory_bytes;
         for (uint32_t j = 0; j < nd; j++) {
             double lat = 0, bw = INFINITY;
             if (i != j)
-                lc_link(plan->model, i, j, &lat, &bw);
+                cost_link(plan->model, i, j, &lat, &bw);
             s.lat[(size_t)i * nd + j] = lat;
             s.bw[(size_t)i * nd + j] = bw > 0 ? bw : INFINITY;
         }
     }
-    lp_problem pr = {
-        .n_tasks = nn, .n_devices = nd, .cost = s.lp_cost, .n_edges = ne,
+    place_problem pr = {
+        .n_tasks = nn, .n_devices = nd, .cost = s.place_cost, .n_edges = ne,
         .edge_from = s.efrom, .edge_to = s.eto, .edge_bytes = s.ebytes,
-        .bandwidth = s.bw, .latency = s.lat, .pin = s.lp_pin, .output_bytes = s.out_bytes,
+        .bandwidth = s.bw, .latency = s.lat, .pin = s.place_pin, .output_bytes = s.out_bytes,
         .capacity = s.cap, .target_latency = o->target_s, .power = s.power,
     };
-    snprintf(plan->policy, sizeof plan->policy, "%s", lp_policy_name((lp_policy)policy));
+    snprintf(plan->policy, sizeof plan->policy, "%s", place_policy_name((place_policy)policy));
     if (!choice) {
         /* Nothing to choose: every node has one candidate. The predictions come from one pass
          * in topological order (each node as soon as its inputs and its device allow), O(nodes
@@ -466,7 +466,7 @@ loom_status pl_place(loom_plan *plan, const loom_graph *g, const uint32_t *order
     }
     double budget = o->budget_s > 0 ? o->budget_s : fmin(0.5, 0.005 + 0.0005 * nn);
     char err[512] = "";
-    st = lp_place(&pr, (lp_policy)policy, budget, &res, err, sizeof err);
+    st = place_place(&pr, (place_policy)policy, budget, &res, err, sizeof err);
     if (st != LOOM_OK) {
         st = loom_set_error(st, "placing graph '%s': %s", g->name, err[0] ? err : "failed");
         goto done;
@@ -477,8 +477,8 @@ loom_status pl_place(loom_plan *plan, const loom_graph *g, const uint32_t *order
         pred[nn + p] = res.finish[p];
         pred[2 * (size_t)nn + p] = res.finish[p] - res.start[p];
         if (!decided[p])
-            decided[p] = s.excluded[p] && res.reason[p] == LP_REASON_ONLY_DEVICE
-                             ? PL_DECIDED_SHARED_CPU
+            decided[p] = s.excluded[p] && res.reason[p] == PLACE_REASON_ONLY_DEVICE
+                             ? PLAN_DECIDED_SHARED_CPU
                              : decided_of(res.reason[p]);
     }
     plan->pred_s = res.makespan;
@@ -489,19 +489,19 @@ loom_status pl_place(loom_plan *plan, const loom_graph *g, const uint32_t *order
     /* Spreading a graph over devices pays only when the model says so by more than its own
      * error: devices contend for what the model does not see (host cores, memory bandwidth,
      * the driver). Unless the user pinned or targeted something, a placement predicted less
-     * than PL_SINGLE_MARGIN faster than the best device alone becomes that device alone. */
-    if (policy != LP_POLICY_FIRST && !(o->target_s > 0) && !o->n_pins && o->want < 0) {
+     * than PLAN_SINGLE_MARGIN faster than the best device alone becomes that device alone. */
+    if (policy != PLACE_POLICY_FIRST && !(o->target_s > 0) && !o->n_pins && o->want < 0) {
         double bs = 0;
-        int bd = cheapest_device(s.lp_cost, nn, nd, &bs);
+        int bd = cheapest_device(s.place_cost, nn, nd, &bs);
         int spread = 0;
         for (uint32_t p = 0; p < nn && !spread; p++)
             spread = bd >= 0 && device[p] != (uint32_t)bd;
-        if (spread && res.makespan > (1.0 - PL_SINGLE_MARGIN) * bs) {
+        if (spread && res.makespan > (1.0 - PLAN_SINGLE_MARGIN) * bs) {
             double heft = plan->heft_s;
             for (uint32_t p = 0; p < nn; p++) {
-                s.lp_pin[p] = bd;
-                if (decided[p] != PL_DECIDED_ONLY_DEVICE)
-                    decided[p] = PL_DECIDED_SINGLE;
+                s.place_pin[p] = bd;
+                if (decided[p] != PLAN_DECIDED_ONLY_DEVICE)
+                    decided[p] = PLAN_DECIDED_SINGLE;
             }
             if ((st = forced_schedule(plan, &pr, &s, device, pred, decided)) != LOOM_OK)
                 goto done;
@@ -519,7 +519,7 @@ done:
         best_single(plan, nn, nd);
         plan->placement_ms = (double)(loom_now_ns() - t0) / 1e6;
     }
-    lp_result_free(&res);
+    place_result_free(&res);
     scratch_free(&s);
     return st;
 }
@@ -531,15 +531,15 @@ static void best_single(loom_plan *plan, uint32_t nn, uint32_t nd)
     plan->best_single = cheapest_device(plan->cost_s, nn, nd, &plan->best_single_s);
 }
 
-void pl_learn(loom_plan *plan, const loom_node_timing *timeline, size_t count)
+void plan_learn(loom_plan *plan, const loom_node_timing *timeline, size_t count)
 {
     if (!plan->model)
         return;
     for (size_t i = 0; i < count; i++) {
-        const pl_node *n = &plan->nodes[timeline[i].node];
+        const plan_node *n = &plan->nodes[timeline[i].node];
         if (n->is_copy || !n->sig || timeline[i].device != n->device)
             continue; /* a fallback run says nothing about the planned device */
-        lc_record_signature(plan->model, n->device, n->sig,
+        cost_record_signature(plan->model, n->device, n->sig,
                             (double)(timeline[i].end_ns - timeline[i].start_ns) / 1e9);
     }
 }
@@ -554,20 +554,20 @@ loom_status loom_runtime_calibrate(loom_runtime *rt, const char *cache_dir, int 
         *n_measured = 0;
     if (!rt)
         return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "calibrate: runtime is NULL");
-    lc_model *m = NULL;
-    loom_status st = lc_model_open(rt, cache_dir, &m);
+    cost_model *m = NULL;
+    loom_status st = cost_model_open(rt, cache_dir, &m);
     if (st != LOOM_OK)
         return st;
     size_t todo = 0;
     for (uint32_t d = 0; d < rt->n_devices; d++)
-        todo += !only_missing || !lc_profile_of(m, d)->calibrated;
+        todo += !only_missing || !cost_profile_of(m, d)->calibrated;
     if (todo) {
-        st = lc_calibrate(m, only_missing, quick, progress, user);
+        st = cost_calibrate(m, only_missing, quick, progress, user);
         if (st == LOOM_OK)
-            st = lc_model_save(m);
+            st = cost_model_save(m);
     }
     if (st == LOOM_OK && n_measured)
         *n_measured = todo;
-    lc_model_close(m);
+    cost_model_close(m);
     return st;
 }

@@ -30,7 +30,7 @@ static char *dup_str(const char *s)
 static int device_supports(const loom_runtime *rt, size_t d, const loom_node_desc *desc,
                            char *why, size_t why_len)
 {
-    const lr_device *dev = &rt->devices[d];
+    const runtime_device *dev = &rt->devices[d];
     why[0] = '\0';
     return dev->backend->supports(dev->backend->ctx, dev->index, desc, why, why_len);
 }
@@ -39,9 +39,9 @@ void loom_plan_destroy(loom_plan *plan)
 {
     if (!plan)
         return;
-    pl_contexts_destroy(plan);
+    plan_contexts_destroy(plan);
     for (uint32_t i = 0; i < plan->n_nodes; i++) {
-        pl_node *n = &plan->nodes[i];
+        plan_node *n = &plan->nodes[i];
         if (n->kernel) {
             const loom_backend *be = plan->rt->devices[n->device].backend;
             be->release_kernel(be->ctx, n->kernel);
@@ -76,7 +76,7 @@ void loom_plan_destroy(loom_plan *plan)
         for (uint32_t i = 0; i < plan->n_nodes; i++)
             free(plan->reasons[i]);
     free(plan->reasons);
-    lc_model_close(plan->model);
+    cost_model_close(plan->model);
     pthread_mutex_destroy(&plan->ctx_lock);
     free(plan);
 }
@@ -87,12 +87,12 @@ static loom_status make_tensors(loom_plan *plan, const loom_graph *g, int32_t *t
     size_t const_bytes = 0;
     uint32_t n = 0;
     for (size_t v = 0; v < g->n_values; v++) {
-        const lg_value *val = &g->values[v];
+        const graph_value *val = &g->values[v];
         tensor_of[v] = -1;
-        if (val->kind == LG_VALUE_INPUT || val->n_consumers || val->output_index >= 0 ||
-            val->kind == LG_VALUE_NODE)
+        if (val->kind == GRAPH_VALUE_INPUT || val->n_consumers || val->output_index >= 0 ||
+            val->kind == GRAPH_VALUE_NODE)
             tensor_of[v] = (int32_t)n++;
-        if (val->kind == LG_VALUE_CONSTANT && val->data_owned && tensor_of[v] >= 0)
+        if (val->kind == GRAPH_VALUE_CONSTANT && val->data_owned && tensor_of[v] >= 0)
             const_bytes += (loom_tensor_desc_numel(&val->desc) * loom_dtype_size(val->desc.dtype) +
                             63) / 64 * 64;
     }
@@ -106,16 +106,16 @@ static loom_status make_tensors(loom_plan *plan, const loom_graph *g, int32_t *t
     for (size_t v = 0; v < g->n_values; v++) {
         if (tensor_of[v] < 0)
             continue;
-        const lg_value *val = &g->values[v];
-        pl_tensor *t = &plan->tensors[tensor_of[v]];
+        const graph_value *val = &g->values[v];
+        plan_tensor *t = &plan->tensors[tensor_of[v]];
         t->desc = val->desc;
         t->bytes = (size_t)loom_tensor_desc_numel(&val->desc) * loom_dtype_size(val->desc.dtype);
         t->producer = -1;
         t->last_use = -1;
-        if (val->kind == LG_VALUE_INPUT) {
-            t->kind = PL_T_INPUT;
-        } else if (val->kind == LG_VALUE_CONSTANT) {
-            t->kind = PL_T_CONSTANT;
+        if (val->kind == GRAPH_VALUE_INPUT) {
+            t->kind = PLAN_T_INPUT;
+        } else if (val->kind == GRAPH_VALUE_CONSTANT) {
+            t->kind = PLAN_T_CONSTANT;
             if (val->data_owned) {
                 /* The plan outlives the graph: keep its own copy of owned constants. */
                 void *dst = (char *)plan->const_block + const_off;
@@ -127,10 +127,10 @@ static loom_status make_tensors(loom_plan *plan, const loom_graph *g, int32_t *t
                 t->data = val->data;
             }
         } else if (val->output_index >= 0) {
-            t->kind = PL_T_OUTPUT;
+            t->kind = PLAN_T_OUTPUT;
             t->index = (uint32_t)val->output_index;
         } else {
-            t->kind = PL_T_INTERMEDIATE;
+            t->kind = PLAN_T_INTERMEDIATE;
         }
     }
     for (size_t i = 0; i < g->n_inputs; i++) {
@@ -167,7 +167,7 @@ static loom_status make_io_names(loom_plan *plan, const loom_graph *g, const int
 /* Place and compile every node, in ORDER. */
 /* Compile a fallback for node N (already placed and prepared): the first other device that
  * supports it. Plugins fail; the built-in CPU backend is the one that takes over. */
-static void prepare_fallback(loom_plan *plan, pl_node *n, const loom_node_desc *desc)
+static void prepare_fallback(loom_plan *plan, plan_node *n, const loom_node_desc *desc)
 {
     const loom_runtime *rt = plan->rt;
     if (rt->devices[n->device].backend == rt->backends[0])
@@ -179,7 +179,7 @@ static void prepare_fallback(loom_plan *plan, pl_node *n, const loom_node_desc *
         if (d == n->device || !rt->devices[d].info.host_visible ||
             !device_supports(rt, d, desc, why, sizeof why))
             continue;
-        const lr_device *dev = &rt->devices[d];
+        const runtime_device *dev = &rt->devices[d];
         char err[256];
         void *k = NULL;
         size_t scratch = 0;
@@ -220,11 +220,11 @@ static loom_status make_nodes(loom_plan *plan, const loom_graph *g, const uint32
     }
     uint32_t io = 0;
     for (uint32_t p = 0; p < g->n_nodes; p++) {
-        const lg_node *gn = &g->nodes[order[p]];
-        pl_node *n = &plan->nodes[p];
+        const graph_node *gn = &g->nodes[order[p]];
+        plan_node *n = &plan->nodes[p];
         plan->n_nodes = p + 1; /* so that destroy releases what was made */
         loom_node_desc desc;
-        lg_node_desc(g, order[p], &desc, in_d, out_d, in_c);
+        graph_node_desc(g, order[p], &desc, in_d, out_d, in_c);
         desc.precision = precision;
         if (absmax) {
             for (uint32_t k = 0; k < gn->n_inputs; k++)
@@ -262,16 +262,16 @@ static loom_status make_nodes(loom_plan *plan, const loom_graph *g, const uint32
         n->pin_ignored = pin_ignored[p];
         n->order_rank = p;
         n->graph_index = p;
-        n->cost_source = lc_node_source(plan->model, n->device, &desc);
+        n->cost_source = cost_node_source(plan->model, n->device, &desc);
         if (plan->learn) {
-            char sig[LC_SIGNATURE_MAX];
-            lc_signature(&desc, sig);
+            char sig[COST_SIGNATURE_MAX];
+            cost_signature(&desc, sig);
             if (!(n->sig = strdup(sig))) {
                 st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
                 goto done;
             }
         }
-        const lr_device *dev = &plan->rt->devices[n->device];
+        const runtime_device *dev = &plan->rt->devices[n->device];
         char err[512] = "";
         st = dev->backend->prepare(dev->backend->ctx, dev->index, &desc, &n->kernel,
                                    &n->scratch_bytes, err, sizeof err);
@@ -302,9 +302,9 @@ static uint32_t space_of(const loom_plan *plan, uint32_t d)
 }
 
 /* Memory space a tensor lives in. */
-static uint32_t tensor_space(const loom_plan *plan, const pl_tensor *t)
+static uint32_t tensor_space(const loom_plan *plan, const plan_tensor *t)
 {
-    if (t->kind == PL_T_INTERMEDIATE || (t->kind == PL_T_OUTPUT && t->producer >= 0))
+    if (t->kind == PLAN_T_INTERMEDIATE || (t->kind == PLAN_T_OUTPUT && t->producer >= 0))
         return space_of(plan, plan->nodes[t->producer].device);
     return UINT32_MAX;
 }
@@ -334,25 +334,25 @@ static void memo_add(copy_state *cs, int32_t src, uint32_t space, int32_t dst)
 static loom_status add_copy_node(loom_plan *plan, copy_state *cs, int32_t src, int32_t dst,
                                  uint32_t space)
 {
-    pl_tensor *ts = &plan->tensors[src];
+    plan_tensor *ts = &plan->tensors[src];
     uint32_t from = tensor_space(plan, ts);
     uint32_t p = plan->n_nodes;
-    pl_node *n = &plan->nodes[p];
+    plan_node *n = &plan->nodes[p];
     memset(n, 0, sizeof *n);
     n->is_copy = 1;
     n->op = LOOM_OP_INVALID;
     n->op_name = "Copy";
-    n->decided = PL_DECIDED_COPY;
+    n->decided = PLAN_DECIDED_COPY;
     n->cost_source = "link";
     n->graph_index = UINT32_MAX;
-    n->copy_dir = space == UINT32_MAX ? PL_COPY_DOWNLOAD : PL_COPY_UPLOAD;
-    n->device = n->copy_dir == PL_COPY_DOWNLOAD ? from : space;
+    n->copy_dir = space == UINT32_MAX ? PLAN_COPY_DOWNLOAD : PLAN_COPY_UPLOAD;
+    n->device = n->copy_dir == PLAN_COPY_DOWNLOAD ? from : space;
     const char *dev_id = plan->rt->devices[n->device].id;
     char buf[512];
-    snprintf(buf, sizeof buf, n->copy_dir == PL_COPY_UPLOAD ? "host->%s" : "%s->host", dev_id);
+    snprintf(buf, sizeof buf, n->copy_dir == PLAN_COPY_UPLOAD ? "host->%s" : "%s->host", dev_id);
     n->link = strdup(buf);
     snprintf(buf, sizeof buf, "copy:%s->%s", cs->tensor_name[src] ? cs->tensor_name[src] : "?",
-             n->copy_dir == PL_COPY_UPLOAD ? dev_id : "host");
+             n->copy_dir == PLAN_COPY_UPLOAD ? dev_id : "host");
     n->name = strdup(buf);
     if (!n->link || !n->name)
         return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory planning copies");
@@ -366,8 +366,8 @@ static loom_status add_copy_node(loom_plan *plan, copy_state *cs, int32_t src, i
     double ready = ts->producer >= 0 ? plan->nodes[ts->producer].pred_finish : 0;
     /* Before its producer's successors, after the producer itself. */
     n->order_rank = ts->producer >= 0 ? plan->nodes[ts->producer].order_rank + 0.5 : -0.5;
-    n->pred_s = pl_link_seconds(plan, n->copy_dir == PL_COPY_UPLOAD ? LC_HOST : n->device,
-                                n->copy_dir == PL_COPY_UPLOAD ? n->device : LC_HOST,
+    n->pred_s = plan_link_seconds(plan, n->copy_dir == PLAN_COPY_UPLOAD ? COST_HOST : n->device,
+                                n->copy_dir == PLAN_COPY_UPLOAD ? n->device : COST_HOST,
                                 (double)ts->bytes);
     n->transfer_in_s = n->pred_s;
     n->pred_start = ready;
@@ -399,9 +399,9 @@ static loom_status copy_of(loom_plan *plan, copy_state *cs, int32_t src, uint32_
             return st;
     }
     int32_t dst = (int32_t)plan->n_tensors++;
-    pl_tensor *t = &plan->tensors[dst];
+    plan_tensor *t = &plan->tensors[dst];
     *t = plan->tensors[src];
-    t->kind = PL_T_INTERMEDIATE;
+    t->kind = PLAN_T_INTERMEDIATE;
     t->data = NULL;
     t->device = space == UINT32_MAX ? consumer : space;
     cs->tensor_name[dst] = cs->tensor_name[src];
@@ -415,7 +415,7 @@ static loom_status copy_of(loom_plan *plan, copy_state *cs, int32_t src, uint32_
 
 static int cmp_node_order(const void *a, const void *b)
 {
-    const pl_node *x = a, *y = b;
+    const plan_node *x = a, *y = b;
     if (x->pred_start != y->pred_start)
         return x->pred_start < y->pred_start ? -1 : 1;
     return x->order_rank < y->order_rank ? -1 : x->order_rank > y->order_rank;
@@ -437,13 +437,13 @@ static loom_status insert_copies(loom_plan *plan, const loom_graph *g, const int
         for (uint32_t p = 0; p < nn; p++)
             n_slots += plan->nodes[p].n_in;
         size_t max_copies = 2 * (n_slots + plan->n_outputs) + 1;
-        pl_node *nodes = realloc(plan->nodes, (nn + max_copies + 1) * sizeof *nodes);
+        plan_node *nodes = realloc(plan->nodes, (nn + max_copies + 1) * sizeof *nodes);
         if (nodes)
             plan->nodes = nodes;
         int32_t *io = realloc(plan->io, (plan->n_io + 2 * max_copies + 1) * sizeof *io);
         if (io)
             plan->io = io;
-        pl_tensor *ts = realloc(plan->tensors, (nt + max_copies + 1) * sizeof *ts);
+        plan_tensor *ts = realloc(plan->tensors, (nt + max_copies + 1) * sizeof *ts);
         if (ts)
             plan->tensors = ts;
         cs.memo = malloc(max_copies * sizeof *cs.memo);
@@ -464,14 +464,14 @@ static loom_status insert_copies(loom_plan *plan, const loom_graph *g, const int
          * a copy node writes the caller's tensor. */
         for (uint32_t i = 0; i < plan->n_outputs && st == LOOM_OK; i++) {
             int32_t t = (int32_t)plan->output_tensor[i];
-            pl_tensor *pt = &plan->tensors[t];
-            if (pt->kind != PL_T_OUTPUT || pt->producer < 0 ||
+            plan_tensor *pt = &plan->tensors[t];
+            if (pt->kind != PLAN_T_OUTPUT || pt->producer < 0 ||
                 tensor_space(plan, pt) == UINT32_MAX)
                 continue;
             int32_t host = (int32_t)plan->n_tensors++;
             plan->tensors[host] = *pt;
             cs.tensor_name[host] = cs.tensor_name[t];
-            pt->kind = PL_T_INTERMEDIATE;
+            pt->kind = PLAN_T_INTERMEDIATE;
             pt->device = plan->nodes[pt->producer].device;
             if ((st = add_copy_node(plan, &cs, t, host, UINT32_MAX)) != LOOM_OK)
                 break;
@@ -489,7 +489,7 @@ static loom_status insert_copies(loom_plan *plan, const loom_graph *g, const int
             int32_t t = plan->io[pos], to = t;
             /* Constants: a device that cannot address host memory copied them at prepare
              * time. */
-            if (t < 0 || plan->tensors[t].kind == PL_T_CONSTANT)
+            if (t < 0 || plan->tensors[t].kind == PLAN_T_CONSTANT)
                 continue;
             if (any)
                 st = copy_of(plan, &cs, t, space, plan->nodes[c].device, &to);
@@ -514,7 +514,7 @@ static loom_status insert_copies(loom_plan *plan, const loom_graph *g, const int
     if (!cost)
         return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory planning copies");
     for (uint32_t p = 0; p < total; p++) {
-        pl_node *n = &plan->nodes[p];
+        plan_node *n = &plan->nodes[p];
         for (uint32_t d = 0; d < nd; d++)
             cost[(size_t)p * nd + d] = n->is_copy ? (d == n->device ? n->pred_s : INFINITY)
                                                   : plan->cost_s[(size_t)n->graph_index * nd + d];
@@ -526,7 +526,7 @@ static loom_status insert_copies(loom_plan *plan, const loom_graph *g, const int
         plan->tensors[t].last_use = -1;
     }
     for (uint32_t p = 0; p < total; p++) {
-        const pl_node *n = &plan->nodes[p];
+        const plan_node *n = &plan->nodes[p];
         for (uint32_t k = 0; k < n->n_in; k++) {
             int32_t t = plan->io[n->io_first + k];
             if (t >= 0)
@@ -557,7 +557,7 @@ static loom_status make_edges(loom_plan *plan)
     for (uint32_t p = 0; p < nn; p++)
         mark[p] = UINT32_MAX;
     for (uint32_t c = 0; c < nn; c++) {
-        const pl_node *n = &plan->nodes[c];
+        const plan_node *n = &plan->nodes[c];
         for (uint32_t k = 0; k < n->n_in; k++) {
             int32_t t = plan->io[n->io_first + k];
             if (t < 0 || plan->tensors[t].producer < 0)
@@ -579,7 +579,7 @@ static loom_status make_edges(loom_plan *plan)
     for (uint32_t p = 0; p < nn; p++)
         mark[p] = UINT32_MAX;
     for (uint32_t c = 0; c < nn; c++) {
-        const pl_node *n = &plan->nodes[c];
+        const plan_node *n = &plan->nodes[c];
         for (uint32_t k = 0; k < n->n_in; k++) {
             int32_t t = plan->io[n->io_first + k];
             if (t < 0 || plan->tensors[t].producer < 0)
@@ -625,15 +625,15 @@ static loom_status make_device_orders(loom_plan *plan)
     }
     for (uint32_t t = 0; t < plan->n_tensors; t++) {
         uint32_t d = plan->tensors[t].device;
-        if (plan->tensors[t].kind == PL_T_INTERMEDIATE && plan->dev_slot[d] == UINT32_MAX) {
+        if (plan->tensors[t].kind == PLAN_T_INTERMEDIATE && plan->dev_slot[d] == UINT32_MAX) {
             plan->dev_slot[d] = plan->n_devs;
             plan->devs[plan->n_devs++].device = d;
         }
     }
     for (uint32_t p = 0; p < plan->n_nodes; p++) {
-        pl_node *n = &plan->nodes[p];
+        plan_node *n = &plan->nodes[p];
         if (n->is_copy) {
-            uint32_t *ls = &link_slot[2 * n->device + (n->copy_dir == PL_COPY_DOWNLOAD)];
+            uint32_t *ls = &link_slot[2 * n->device + (n->copy_dir == PLAN_COPY_DOWNLOAD)];
             if (*ls == UINT32_MAX) {
                 *ls = plan->n_devs;
                 plan->devs[plan->n_devs].device = n->device;
@@ -653,7 +653,7 @@ static loom_status make_device_orders(loom_plan *plan)
         plan->devs[s].n_order = 0;
     }
     for (uint32_t p = 0; p < plan->n_nodes; p++) {
-        pl_device_use *u = &plan->devs[plan->nodes[p].slot];
+        plan_device_use *u = &plan->devs[plan->nodes[p].slot];
         u->order[u->n_order++] = p;
     }
     /* Pipelined workers: a device that keeps submission order needs no wait for its own
@@ -662,17 +662,17 @@ static loom_status make_device_orders(loom_plan *plan)
     const char *pipe_env = getenv("LOOM_PIPELINE"); /* "0": off, for comparisons */
     int pipe_ok = !(pipe_env && !strcmp(pipe_env, "0"));
     for (uint32_t s = 0; s < plan->n_devs; s++) {
-        pl_device_use *u = &plan->devs[s];
-        const lr_device *dev = &plan->rt->devices[u->device];
-        u->pipelined = pipe_ok && !u->link && LR_SLOT(dev->backend, submit) &&
+        plan_device_use *u = &plan->devs[s];
+        const runtime_device *dev = &plan->rt->devices[u->device];
+        u->pipelined = pipe_ok && !u->link && RUNTIME_SLOT(dev->backend, submit) &&
                        dev->info.in_order && plan->n_devs > 1;
     }
     for (uint32_t p = 0; p < plan->n_nodes; p++)
         plan->nodes[p].n_wait = 0;
     for (uint32_t p = 0; p < plan->n_nodes; p++) {
-        const pl_node *n = &plan->nodes[p];
+        const plan_node *n = &plan->nodes[p];
         for (uint32_t e = 0; e < n->n_succ; e++) {
-            pl_node *q = &plan->nodes[plan->succ[n->succ_first + e]];
+            plan_node *q = &plan->nodes[plan->succ[n->succ_first + e]];
             if (!(plan->devs[q->slot].pipelined && q->slot == n->slot))
                 q->n_wait++;
         }
@@ -697,7 +697,7 @@ loom_status loom_plan_create(loom_runtime *rt, const loom_graph *g,
     uint32_t precision = LOOM_PRECISION_F32;
     const loom_tensor *const *cal_sets = NULL;
     size_t n_cal = 0;
-    pl_place_opts po = {.want = -1};
+    plan_place_opts po = {.want = -1};
 #define HAS(field) (options->struct_size >= offsetof(loom_plan_options, field) + sizeof options->field)
     if (options) {
         if (options->struct_size < sizeof(uint32_t) + sizeof(void *))
@@ -705,7 +705,7 @@ loom_status loom_plan_create(loom_runtime *rt, const loom_graph *g,
                                   "plan options: struct_size %u is too small (set it to "
                                   "sizeof(loom_plan_options))", options->struct_size);
         if (options->device) {
-            po.want = pl_find_device(rt, options->device);
+            po.want = plan_find_device(rt, options->device);
             if (po.want < 0) {
                 char list[512];
                 size_t len = 0;
@@ -751,7 +751,7 @@ loom_status loom_plan_create(loom_runtime *rt, const loom_graph *g,
     if (precision != LOOM_PRECISION_INT8)
         n_cal = 0;
     if (n_cal) {
-        loom_status cst = pl_check_calibration(g, cal_sets, n_cal);
+        loom_status cst = plan_check_calibration(g, cal_sets, n_cal);
         if (cst != LOOM_OK)
             return cst;
     }
@@ -781,20 +781,20 @@ loom_status loom_plan_create(loom_runtime *rt, const loom_graph *g,
     plan->best_single = -1;
     pthread_mutex_init(&plan->ctx_lock, NULL);
     float *absmax = NULL;
-    loom_status st = lg_topo_order(g, order);
+    loom_status st = graph_topo_order(g, order);
     if (st == LOOM_OK && n_cal) {
         if (!(absmax = malloc((g->n_values + 1) * sizeof *absmax)))
             st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory calibrating graph '%s'",
                                 g->name);
         else
-            st = pl_calibrate(g, order, cal_sets, n_cal, absmax);
+            st = plan_calibrate(g, order, cal_sets, n_cal, absmax);
     }
     if (st == LOOM_OK)
         st = make_tensors(plan, g, tensor_of);
     if (st == LOOM_OK)
         st = make_io_names(plan, g, tensor_of);
     if (st == LOOM_OK)
-        st = pl_place(plan, g, order, tensor_of, precision, absmax, &po, device, pred, decided,
+        st = plan_place(plan, g, order, tensor_of, precision, absmax, &po, device, pred, decided,
                       pin_ignored);
     if (st == LOOM_OK)
         st = make_nodes(plan, g, order, tensor_of, device, pred, decided, pin_ignored, strict,
@@ -806,10 +806,10 @@ loom_status loom_plan_create(loom_runtime *rt, const loom_graph *g,
     if (st == LOOM_OK)
         st = make_device_orders(plan);
     if (st == LOOM_OK)
-        st = pl_memory_plan(plan);
+        st = plan_memory_plan(plan);
     if (!learn) {
         /* Predictions are made: only a learning plan needs the model afterwards. */
-        lc_model_close(plan->model);
+        cost_model_close(plan->model);
         plan->model = NULL;
     }
     free(absmax);
@@ -856,7 +856,7 @@ const char *loom_plan_node_device(const loom_plan *plan, size_t i)
 {
     if (!plan || i >= plan->n_nodes)
         return NULL;
-    const pl_node *n = &plan->nodes[i];
+    const plan_node *n = &plan->nodes[i];
     return n->is_copy ? n->link : plan->rt->devices[n->device].id;
 }
 
@@ -868,16 +868,16 @@ int loom_plan_node_is_copy(const loom_plan *plan, size_t i)
 static const char *decided_name(uint8_t d)
 {
     switch (d) {
-    case PL_DECIDED_PINNED: return "pin";
-    case PL_DECIDED_ONLY_DEVICE: return "only-device";
-    case PL_DECIDED_REQUESTED: return "requested-device";
-    case PL_DECIDED_SEARCH: return "search";
-    case PL_DECIDED_ENERGY: return "energy";
-    case PL_DECIDED_CAPACITY: return "capacity";
-    case PL_DECIDED_FIRST: return "first";
-    case PL_DECIDED_COPY: return "copy";
-    case PL_DECIDED_SHARED_CPU: return "shared-cores";
-    case PL_DECIDED_SINGLE: return "one-device";
+    case PLAN_DECIDED_PINNED: return "pin";
+    case PLAN_DECIDED_ONLY_DEVICE: return "only-device";
+    case PLAN_DECIDED_REQUESTED: return "requested-device";
+    case PLAN_DECIDED_SEARCH: return "search";
+    case PLAN_DECIDED_ENERGY: return "energy";
+    case PLAN_DECIDED_CAPACITY: return "capacity";
+    case PLAN_DECIDED_FIRST: return "first";
+    case PLAN_DECIDED_COPY: return "copy";
+    case PLAN_DECIDED_SHARED_CPU: return "shared-cores";
+    case PLAN_DECIDED_SINGLE: return "one-device";
     default: return "earliest-finish";
     }
 }
@@ -885,7 +885,7 @@ static const char *decided_name(uint8_t d)
 /* The one-line reason of node I into BUF. */
 static void reason_line(const loom_plan *plan, size_t i, char *buf, size_t len)
 {
-    const pl_node *n = &plan->nodes[i];
+    const plan_node *n = &plan->nodes[i];
     const loom_runtime *rt = plan->rt;
     const char *dev = rt->devices[n->device].id;
     const double *row = &plan->cost_s[i * plan->n_rt_devices];
@@ -899,42 +899,42 @@ static void reason_line(const loom_plan *plan, size_t i, char *buf, size_t len)
         snprintf(alt, sizeof alt, "; %s would take %.3f ms", rt->devices[other].id,
                  row[other] * 1e3);
     switch (n->decided) {
-    case PL_DECIDED_COPY:
+    case PLAN_DECIDED_COPY:
         snprintf(buf, len, "moves %.0f bytes over %s (%.3f ms predicted)", n->bytes_in_moved,
                  n->link, n->pred_s * 1e3);
         break;
-    case PL_DECIDED_PINNED:
+    case PLAN_DECIDED_PINNED:
         snprintf(buf, len, "pinned to %s by the user%s", dev, alt);
         break;
-    case PL_DECIDED_REQUESTED:
+    case PLAN_DECIDED_REQUESTED:
         snprintf(buf, len, "the requested device %s runs it%s", dev, alt);
         break;
-    case PL_DECIDED_ONLY_DEVICE:
+    case PLAN_DECIDED_ONLY_DEVICE:
         snprintf(buf, len, "%s is the only device that supports it", dev);
         break;
-    case PL_DECIDED_SHARED_CPU:
+    case PLAN_DECIDED_SHARED_CPU:
         snprintf(buf, len, "%s runs it; devices on the host's own cores are kept out of "
                  "automatic placement while the cpu backend can run the node", dev);
         break;
-    case PL_DECIDED_SINGLE:
+    case PLAN_DECIDED_SINGLE:
         snprintf(buf, len, "the whole graph on %s alone is predicted within %.0f%% of spreading "
                  "it over devices (%.3f ms vs %.3f ms), too little to pay for transfers and "
-                 "contention the model does not see%s", dev, PL_SINGLE_MARGIN * 100,
+                 "contention the model does not see%s", dev, PLAN_SINGLE_MARGIN * 100,
                  plan->pred_s * 1e3,
                  plan->single_rule_s * 1e3, alt);
         break;
-    case PL_DECIDED_ENERGY:
+    case PLAN_DECIDED_ENERGY:
         snprintf(buf, len, "%s uses less energy and the target latency still holds%s", dev, alt);
         break;
-    case PL_DECIDED_CAPACITY:
+    case PLAN_DECIDED_CAPACITY:
         snprintf(buf, len, "a faster device had no memory left; %s finishes it first among "
                  "those that do%s", dev, alt);
         break;
-    case PL_DECIDED_SEARCH:
+    case PLAN_DECIDED_SEARCH:
         snprintf(buf, len, "the search found the graph finishes sooner with it on %s "
                  "(%.3f ms there%s)", dev, row[n->device] * 1e3, alt);
         break;
-    case PL_DECIDED_FIRST:
+    case PLAN_DECIDED_FIRST:
         snprintf(buf, len, "%s is the first device that supports it (policy first)", dev);
         break;
     default:
@@ -967,7 +967,7 @@ loom_status loom_plan_explain(const loom_plan *plan, size_t i, loom_node_explain
         mp->reasons[i] = strdup(buf);
     }
     pthread_mutex_unlock(&mp->ctx_lock);
-    const pl_node *n = &plan->nodes[i];
+    const plan_node *n = &plan->nodes[i];
     uint32_t sz = out->struct_size;
     memset(out, 0, sizeof *out);
     out->struct_size = sz;
@@ -1166,7 +1166,7 @@ loom_status loom_plan_make_outputs(const loom_plan *plan, loom_tensor **outputs,
                               "make_outputs: the graph has %u outputs, %zu asked for",
                               plan->n_outputs, n);
     for (size_t i = 0; i < n; i++) {
-        const pl_tensor *t = &plan->tensors[plan->output_tensor[i]];
+        const plan_tensor *t = &plan->tensors[plan->output_tensor[i]];
         loom_status st = loom_tensor_create(t->desc.dtype, t->desc.rank, t->desc.dims,
                                             &outputs[i]);
         if (st != LOOM_OK) {
@@ -1201,7 +1201,7 @@ loom_status loom_plan_run(loom_plan *plan, const loom_tensor *const *inputs, siz
         for (size_t i = 0; i < n; i++) {
             const loom_tensor *t = side ? outputs[i] : inputs[i];
             const char *name = side ? plan->output_names[i] : plan->input_names[i];
-            const pl_tensor *want =
+            const plan_tensor *want =
                 &plan->tensors[side ? plan->output_tensor[i] : plan->input_tensor[i]];
             if (!t)
                 return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "run: %s '%s' is NULL",
@@ -1229,5 +1229,5 @@ loom_status loom_plan_run(loom_plan *plan, const loom_tensor *const *inputs, siz
                                               "'%s'", name, plan->input_names[j]);
         }
     }
-    return pl_execute(plan, inputs, outputs, stats);
+    return plan_execute(plan, inputs, outputs, stats);
 }

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-void lr_message(loom_runtime *rt, const char *fmt, ...)
+void runtime_message(loom_runtime *rt, const char *fmt, ...)
 {
     char buf[1024];
     va_list ap;
@@ -37,7 +37,7 @@ static void host_log(void *host_ctx, loom_log_level level, const char *message)
     static const char *names[] = {"", "error", "warning", "info", "debug"};
     if (level == LOOM_LOG_DEBUG)
         return;
-    lr_message(rt, "%s%s%s%s: %s", rt->loading ? "plugin " : "", rt->loading ? rt->loading : "",
+    runtime_message(rt, "%s%s%s%s: %s", rt->loading ? "plugin " : "", rt->loading ? rt->loading : "",
                rt->loading ? ": " : "", (unsigned)level < 5 ? names[level] : "log",
                message ? message : "");
 }
@@ -60,7 +60,7 @@ static void shutdown_backend(const loom_backend *be, void *handle)
         dlclose(handle);
 }
 
-loom_status lr_add_backend(loom_runtime *rt, const loom_backend *be, void *handle)
+loom_status runtime_add_backend(loom_runtime *rt, const loom_backend *be, void *handle)
 {
     loom_status st = LOOM_OK;
     if ((be->abi_version >> 16) != LOOM_ABI_VERSION_MAJOR)
@@ -72,7 +72,7 @@ loom_status lr_add_backend(loom_runtime *rt, const loom_backend *be, void *handl
         st = loom_set_error(LOOM_ERR_UNSUPPORTED, "too many backends (at most %d)",
                             LOOM_MAX_BACKENDS);
     uint32_t n = st == LOOM_OK ? be->device_count(be->ctx) : 0;
-    lr_device *d = st == LOOM_OK ? realloc(rt->devices, (rt->n_devices + n + 1) * sizeof *d)
+    runtime_device *d = st == LOOM_OK ? realloc(rt->devices, (rt->n_devices + n + 1) * sizeof *d)
                                  : NULL;
     if (st == LOOM_OK && !d)
         st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory listing devices");
@@ -84,7 +84,7 @@ loom_status lr_add_backend(loom_runtime *rt, const loom_backend *be, void *handl
     rt->handles[rt->n_backends] = handle;
     rt->backends[rt->n_backends++] = be;
     for (uint32_t i = 0; i < n; i++) {
-        lr_device *dev = &rt->devices[rt->n_devices];
+        runtime_device *dev = &rt->devices[rt->n_devices];
         memset(dev, 0, sizeof *dev);
         snprintf(dev->id, sizeof dev->id, "%s:%u", be->name, i);
         dev->backend = be;
@@ -92,7 +92,7 @@ loom_status lr_add_backend(loom_runtime *rt, const loom_backend *be, void *handl
         dev->info.abi_version = LOOM_ABI_VERSION;
         dev->info.struct_size = sizeof dev->info;
         if (be->device_info(be->ctx, i, &dev->info) != LOOM_OK) {
-            lr_message(rt, "device %s did not describe itself; skipped", dev->id);
+            runtime_message(rt, "device %s did not describe itself; skipped", dev->id);
             continue;
         }
         rt->n_devices++;
@@ -128,7 +128,7 @@ loom_status loom_runtime_create(const loom_runtime_options *options, loom_runtim
         free(rt);
         return loom_set_error(LOOM_ERR_DEVICE_LOST, "CPU backend: %s", err);
     }
-    loom_status st = lr_add_backend(rt, cpu, NULL);
+    loom_status st = runtime_add_backend(rt, cpu, NULL);
     if (st != LOOM_OK) {
         loom_runtime_destroy(rt);
         return st;
@@ -136,10 +136,10 @@ loom_status loom_runtime_create(const loom_runtime_options *options, loom_runtim
     /* The OpenCL backend: none when there is no OpenCL device or LOOM_OPENCL=0, not an error. */
     const loom_backend *ocl = loom_opencl_backend_create(&rt->host, err, sizeof err);
     if (ocl)
-        lr_add_backend(rt, ocl, NULL);
+        runtime_add_backend(rt, ocl, NULL);
     else if (err[0])
-        lr_message(rt, "opencl backend not started: %s", err);
-    lr_load_plugins(rt, options);
+        runtime_message(rt, "opencl backend not started: %s", err);
+    runtime_load_plugins(rt, options);
     if (rt->n_devices == 0) {
         loom_runtime_destroy(rt);
         return loom_set_error(LOOM_ERR_DEVICE_LOST, "no device could start");

@@ -14,12 +14,12 @@
 
 #define LOOM_MAX_BACKENDS 16
 
-typedef struct lr_device {
+typedef struct runtime_device {
     char id[64];                /* "cpu:0" */
     const loom_backend *backend;
     uint32_t index;             /* device index within its backend */
     loom_device_info info;
-} lr_device;
+} runtime_device;
 
 #define LOOM_MAX_MESSAGES 256
 
@@ -27,7 +27,7 @@ struct loom_runtime {
     const loom_backend *backends[LOOM_MAX_BACKENDS];
     void *handles[LOOM_MAX_BACKENDS]; /* dlopen handle of each plugin; NULL when built in */
     size_t n_backends;
-    lr_device *devices;
+    runtime_device *devices;
     size_t n_devices;
     loom_host host;             /* what plugins get: logging into MESSAGES */
     pthread_mutex_t msg_lock;   /* plugins may log from their own threads */
@@ -37,28 +37,28 @@ struct loom_runtime {
 };
 
 /* A slot of BE's table, or NULL when the backend's table is too old to have it. */
-#define LR_SLOT(be, field)                                                                     \
+#define RUNTIME_SLOT(be, field)                                                                     \
     ((be)->struct_size >= offsetof(loom_backend, field) + sizeof((be)->field) ? (be)->field : NULL)
 
 /* ---- runtime.c / loader.c ---- */
 /* Register a started backend's devices. Takes ownership of BE (shut down on failure) and of
  * HANDLE (dlclosed on failure), which may be NULL. */
-loom_status lr_add_backend(loom_runtime *rt, const loom_backend *be, void *handle);
+loom_status runtime_add_backend(loom_runtime *rt, const loom_backend *be, void *handle);
 /* Append a message (formatted) to the runtime's list; thread-safe. */
-void lr_message(loom_runtime *rt, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void runtime_message(loom_runtime *rt, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Load the plugins OPTIONS asks for (may be NULL), in the documented order. */
-void lr_load_plugins(loom_runtime *rt, const loom_runtime_options *options);
+void runtime_load_plugins(loom_runtime *rt, const loom_runtime_options *options);
 
 /* Where a tensor's bytes live during a run. */
-typedef enum pl_tensor_kind {
-    PL_T_INPUT = 1,     /* the caller's input tensor INDEX */
-    PL_T_OUTPUT,        /* the caller's output tensor INDEX (written in place by its producer) */
-    PL_T_CONSTANT,      /* DATA, owned by the plan or borrowed from the user */
-    PL_T_INTERMEDIATE,  /* OFFSET in DEVICE's arena */
-} pl_tensor_kind;
+typedef enum plan_tensor_kind {
+    PLAN_T_INPUT = 1,     /* the caller's input tensor INDEX */
+    PLAN_T_OUTPUT,        /* the caller's output tensor INDEX (written in place by its producer) */
+    PLAN_T_CONSTANT,      /* DATA, owned by the plan or borrowed from the user */
+    PLAN_T_INTERMEDIATE,  /* OFFSET in DEVICE's arena */
+} plan_tensor_kind;
 
-typedef struct pl_tensor {
-    pl_tensor_kind kind;
+typedef struct plan_tensor {
+    plan_tensor_kind kind;
     loom_tensor_desc desc;
     size_t bytes;
     uint32_t index;    /* input/output position */
@@ -67,9 +67,9 @@ typedef struct pl_tensor {
     const void *data;  /* constants */
     int32_t producer;  /* plan node index, -1 for inputs and constants */
     int32_t last_use;  /* position (in plan order) of the last node that reads it, -1 if none */
-} pl_tensor;
+} plan_tensor;
 
-typedef struct pl_node {
+typedef struct plan_node {
     char *name;
     const char *op_name;  /* static, from the registry */
     loom_op_id op;
@@ -90,8 +90,8 @@ typedef struct pl_node {
     /* ---- placement and explanation ---- */
     uint32_t slot;        /* the worker (index in plan->devs) that runs it */
     uint8_t is_copy;      /* a transfer the plan inserted (op "Copy") */
-    uint8_t copy_dir;     /* PL_COPY_UPLOAD or PL_COPY_DOWNLOAD */
-    uint8_t decided;      /* a pl_decided */
+    uint8_t copy_dir;     /* PLAN_COPY_UPLOAD or PLAN_COPY_DOWNLOAD */
+    uint8_t decided;      /* a plan_decided */
     int16_t pin_ignored;  /* 1 + the device a pin asked for and that cannot run it; 0: none */
     char *link;           /* copies: the lane "host->opencl:0" / "opencl:0->host" */
     double pred_s, pred_start, pred_finish; /* predicted duration and schedule (seconds) */
@@ -100,28 +100,28 @@ typedef struct pl_node {
     double bytes_in_moved, transfer_in_s, bytes_kept_local;
     uint32_t graph_index; /* position in the topological order of the graph (copies: UINT32_MAX) */
     char *sig;            /* the cost model's history signature (learning plans only) */
-} pl_node;
+} plan_node;
 
-enum { PL_COPY_UPLOAD = 1, PL_COPY_DOWNLOAD = 2 };
+enum { PLAN_COPY_UPLOAD = 1, PLAN_COPY_DOWNLOAD = 2 };
 
 /* What decided a node's device (loom_node_explain.decided_by). */
-typedef enum pl_decided {
-    PL_DECIDED_EFT = 1,
-    PL_DECIDED_PINNED,
-    PL_DECIDED_ONLY_DEVICE,
-    PL_DECIDED_SEARCH,
-    PL_DECIDED_ENERGY,
-    PL_DECIDED_CAPACITY,
-    PL_DECIDED_FIRST,
-    PL_DECIDED_REQUESTED,
-    PL_DECIDED_COPY,
-    PL_DECIDED_SHARED_CPU, /* a device on the host's cores kept out while the cpu backend can */
-    PL_DECIDED_SINGLE,     /* spreading was predicted too small a gain: one device runs all */
-} pl_decided;
+typedef enum plan_decided {
+    PLAN_DECIDED_EFT = 1,
+    PLAN_DECIDED_PINNED,
+    PLAN_DECIDED_ONLY_DEVICE,
+    PLAN_DECIDED_SEARCH,
+    PLAN_DECIDED_ENERGY,
+    PLAN_DECIDED_CAPACITY,
+    PLAN_DECIDED_FIRST,
+    PLAN_DECIDED_REQUESTED,
+    PLAN_DECIDED_COPY,
+    PLAN_DECIDED_SHARED_CPU, /* a device on the host's cores kept out while the cpu backend can */
+    PLAN_DECIDED_SINGLE,     /* spreading was predicted too small a gain: one device runs all */
+} plan_decided;
 
-typedef struct pl_device_use {
+typedef struct plan_device_use {
     uint32_t device;      /* runtime device index (links: the device that is not host-visible) */
-    uint32_t link;        /* 0: the device's compute worker; PL_COPY_*: its transfer worker */
+    uint32_t link;        /* 0: the device's compute worker; PLAN_COPY_*: its transfer worker */
     /* 1: the device runs submitted work in order (loom_device_info.in_order) and has submit():
      * the worker submits each node once its predecessors on other workers are done, without
      * waiting for those on this device. */
@@ -129,20 +129,20 @@ typedef struct pl_device_use {
     uint32_t *order;      /* plan node indices this device runs, in order */
     uint32_t n_order;
     size_t arena_bytes;   /* the static memory plan's peak on this device */
-} pl_device_use;
+} plan_device_use;
 
-typedef struct pl_ctx pl_ctx;
+typedef struct plan_ctx plan_ctx;
 
 struct loom_plan {
     loom_runtime *rt;
-    pl_node *nodes;        /* in execution (topological) order */
+    plan_node *nodes;        /* in execution (topological) order */
     uint32_t n_nodes;
-    pl_tensor *tensors;
+    plan_tensor *tensors;
     uint32_t n_tensors;
     int32_t *io;           /* tensor index per node input/output slot (-1: absent input) */
     uint32_t n_io;         /* entries of io in use */
     uint32_t *succ;        /* successor node indices */
-    pl_device_use *devs;   /* the devices this plan uses */
+    plan_device_use *devs;   /* the devices this plan uses */
     uint32_t n_devs;
     uint32_t *dev_slot;    /* runtime device index -> index in devs (UINT32_MAX: unused) */
     uint32_t n_inputs, n_outputs;
@@ -154,13 +154,13 @@ struct loom_plan {
     int strict;
 
     pthread_mutex_t ctx_lock; /* guards the free list: taken once per run, never per node */
-    pl_ctx *free_ctx;
-    pl_ctx *all_ctx;
+    plan_ctx *free_ctx;
+    plan_ctx *all_ctx;
 
     /* ---- placement ---- */
     uint32_t n_rt_devices;
     double *cost_s;           /* n_nodes x n_rt_devices predicted seconds (INFINITY: cannot) */
-    struct lc_model *model;   /* the cost model (kept when learning, else NULL after planning) */
+    struct cost_model *model;   /* the cost model (kept when learning, else NULL after planning) */
     int learn;
     char policy[16];
     double pred_s, heft_s, target_s, energy_j, best_single_s, placement_ms;
@@ -173,14 +173,14 @@ struct loom_plan {
 };
 
 /* Runtime device index named by SPEC ("cpu:0", or "cpu" for the backend's first), or -1. */
-int pl_find_device(const loom_runtime *rt, const char *spec);
+int plan_find_device(const loom_runtime *rt, const char *spec);
 
 /* ---- placement.c ---- */
 /* A multi-device placement must be predicted at least this much faster than the best device
  * alone (a fraction), more than the cost model's typical error, or that device runs it all. */
-#define PL_SINGLE_MARGIN 0.10
+#define PLAN_SINGLE_MARGIN 0.10
 
-typedef struct pl_place_opts {
+typedef struct plan_place_opts {
     int want;                 /* requested runtime device or -1 */
     int strict;
     const char *policy;
@@ -188,7 +188,7 @@ typedef struct pl_place_opts {
     const char *const *pins;
     size_t n_pins;
     const char *cache_dir;
-} pl_place_opts;
+} plan_place_opts;
 
 /* Decide the device of every node of G (in ORDER, whose positions index the plan's nodes as
  * make_nodes builds them): supports() of every device, costs from the cost model, the policy.
@@ -196,38 +196,38 @@ typedef struct pl_place_opts {
  * order, summary figures) and PRED (3 x n_nodes: start, finish, duration) and DECIDED;
  * PIN_IGNORED[p] (zeroed by the caller) becomes 1 + the pinned device when a pin could not be
  * honoured (not strict). Opens PLAN->model. */
-loom_status pl_place(loom_plan *plan, const loom_graph *g, const uint32_t *order,
+loom_status plan_place(loom_plan *plan, const loom_graph *g, const uint32_t *order,
                      const int32_t *tensor_of, uint32_t precision, const float *absmax,
-                     const pl_place_opts *opts, uint32_t *device, double *pred, uint8_t *decided,
+                     const plan_place_opts *opts, uint32_t *device, double *pred, uint8_t *decided,
                      int16_t *pin_ignored);
 
-/* Predicted seconds of moving BYTES from runtime device FROM to TO (LC_HOST: host memory). */
-double pl_link_seconds(const loom_plan *plan, uint32_t from, uint32_t to, double bytes);
+/* Predicted seconds of moving BYTES from runtime device FROM to TO (COST_HOST: host memory). */
+double plan_link_seconds(const loom_plan *plan, uint32_t from, uint32_t to, double bytes);
 
 /* After a measured run: feed the per-node times of TIMELINE into the cost model's history. */
-void pl_learn(loom_plan *plan, const loom_node_timing *timeline, size_t count);
+void plan_learn(loom_plan *plan, const loom_node_timing *timeline, size_t count);
 
 /* ---- calibrate.c ---- */
 /* Check N_SETS calibration sets of G's inputs (count, dtype, shape), naming the bad input. */
-loom_status pl_check_calibration(const loom_graph *g, const loom_tensor *const *sets,
+loom_status plan_check_calibration(const loom_graph *g, const loom_tensor *const *sets,
                                  size_t n_sets);
 /* Evaluate G (nodes in ORDER) on each of N_SETS checked sets with the CPU reference kernels and
  * write into ABSMAX (g->n_values entries) each value's largest |x| over all sets: f32 values
  * only (0 when never seen), NaN for other dtypes. Fails naming the node whose kernel failed. */
-loom_status pl_calibrate(const loom_graph *g, const uint32_t *order,
+loom_status plan_calibrate(const loom_graph *g, const uint32_t *order,
                          const loom_tensor *const *sets, size_t n_sets, float *absmax);
 
 /* ---- memplan.c ---- */
 /* Assign arena offsets to every intermediate tensor and node scratch of PLAN, reusing memory
  * between tensors whose lifetimes (in each device's execution order) do not overlap. Fills the
  * arena sizes, peak_bytes and unshared_bytes. */
-loom_status pl_memory_plan(loom_plan *plan);
+loom_status plan_memory_plan(loom_plan *plan);
 
 /* ---- executor.c ---- */
 /* Run PLAN once (see loom_plan_run). */
-loom_status pl_execute(loom_plan *plan, const loom_tensor *const *inputs,
+loom_status plan_execute(loom_plan *plan, const loom_tensor *const *inputs,
                        loom_tensor *const *outputs, loom_run_stats *stats);
 /* Free every execution context of PLAN (no run may be in progress). */
-void pl_contexts_destroy(loom_plan *plan);
+void plan_contexts_destroy(loom_plan *plan);
 
 #endif /* LOOM_SCHED_INTERNAL_H */

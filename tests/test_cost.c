@@ -118,28 +118,28 @@ static void test_roofline_matches_hand_computation(void)
     CU_ASSERT_DOUBLE_EQUAL(cost.flops, 524288.0, 0);
     CU_ASSERT_DOUBLE_EQUAL(cost.bytes_read + cost.bytes_written, 57344.0, 0);
 
-    lc_profile p;
+    cost_profile p;
     memset(&p, 0, sizeof p);
     p.flops[0] = 1e10;
     p.mem_bandwidth = 1e9;
     p.launch_s = 1e-5;
     /* memory bound: 57344 B / 1e9 B/s = 57.344 us > 524288 / 1e10 = 52.4288 us */
-    CU_ASSERT_DOUBLE_EQUAL(lc_roofline_seconds(&p, &n, &cost), 1e-5 + 57.344e-6, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(cost_roofline_seconds(&p, &n, &cost), 1e-5 + 57.344e-6, 1e-12);
     p.flops[0] = 1e9; /* compute bound: 524.288 us */
-    CU_ASSERT_DOUBLE_EQUAL(lc_roofline_seconds(&p, &n, &cost), 1e-5 + 524.288e-6, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(cost_roofline_seconds(&p, &n, &cost), 1e-5 + 524.288e-6, 1e-12);
     /* fp16 precision uses the f16 column when known, f32 otherwise. */
     loom_node_desc h = matmul_node(LOOM_PRECISION_F16);
-    CU_ASSERT_DOUBLE_EQUAL(lc_roofline_seconds(&p, &h, &cost), 1e-5 + 524.288e-6, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(cost_roofline_seconds(&p, &h, &cost), 1e-5 + 524.288e-6, 1e-12);
     p.flops[1] = 4e9;
-    CU_ASSERT_DOUBLE_EQUAL(lc_roofline_seconds(&p, &h, &cost), 1e-5 + 131.072e-6, 1e-12);
-    CU_ASSERT_DOUBLE_EQUAL(lc_roofline_seconds(&p, &n, &cost), 1e-5 + 524.288e-6, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(cost_roofline_seconds(&p, &h, &cost), 1e-5 + 131.072e-6, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(cost_roofline_seconds(&p, &n, &cost), 1e-5 + 524.288e-6, 1e-12);
 
     /* A layout-only op costs a copy of its output: 64*32*4 bytes read and written. */
     loom_node_desc r = matmul_node(0);
     r.op = LOOM_OP_RESHAPE;
     r.op_name = "Reshape";
     r.n_inputs = 1;
-    CU_ASSERT_DOUBLE_EQUAL(lc_roofline_seconds(&p, &r, &cost), 1e-5 + 16384.0 / 1e9, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(cost_roofline_seconds(&p, &r, &cost), 1e-5 + 16384.0 / 1e9, 1e-12);
 }
 
 static void test_fit_line_minimises_relative_error(void)
@@ -147,26 +147,26 @@ static void test_fit_line_minimises_relative_error(void)
     double a = -1, b = -1;
     /* On a line: recovered exactly. */
     double x1[3] = {0, 1, 2}, t1[3] = {1, 2, 3};
-    CU_ASSERT_EQUAL(lc_fit_line(x1, t1, 3, &a, &b), 1);
+    CU_ASSERT_EQUAL(cost_fit_line(x1, t1, 3, &a, &b), 1);
     CU_ASSERT_DOUBLE_EQUAL(a, 1, 1e-12);
     CU_ASSERT_DOUBLE_EQUAL(b, 1, 1e-12);
     /* t = -1 + 2x would need a negative fixed part: refitted through the origin. In relative
      * terms b*x/t = 1 at v = x/t = (1, 2/3): b = sum v / sum v^2 = (5/3) / (13/9) = 15/13. */
     double x2[2] = {1, 2}, t2[2] = {1, 3};
-    CU_ASSERT_EQUAL(lc_fit_line(x2, t2, 2, &a, &b), 1);
+    CU_ASSERT_EQUAL(cost_fit_line(x2, t2, 2, &a, &b), 1);
     CU_ASSERT_DOUBLE_EQUAL(a, 0, 0);
     CU_ASSERT_DOUBLE_EQUAL(b, 15.0 / 13.0, 1e-12);
     /* Time falling with size: flat, at the constant a minimising sum (a/t - 1)^2: u = 1/t =
      * (1/2, 1): a = sum u / sum u^2 = 1.5 / 1.25 = 1.2. */
     double t3[2] = {2, 1};
-    CU_ASSERT_EQUAL(lc_fit_line(x2, t3, 2, &a, &b), 1);
+    CU_ASSERT_EQUAL(cost_fit_line(x2, t3, 2, &a, &b), 1);
     CU_ASSERT_DOUBLE_EQUAL(a, 1.2, 1e-12);
     CU_ASSERT_DOUBLE_EQUAL(b, 0, 0);
     /* Relative weighting: (10, 20 us), (1000, 1 ms), (2000, 2.2 ms) lie near no line; the
      * small point is kept within 0.1% where plain least squares would miss it by 175% (its
      * intercept is negative). Closed form of the 2x2 normal equations in u = 1/t, v = x/t. */
     double x4[3] = {10, 1000, 2000}, t4[3] = {2e-5, 1e-3, 2.2e-3};
-    CU_ASSERT_EQUAL(lc_fit_line(x4, t4, 3, &a, &b), 1);
+    CU_ASSERT_EQUAL(cost_fit_line(x4, t4, 3, &a, &b), 1);
     double u[3], w[3], su = 0, sv = 0, suu = 0, suv = 0, svv = 0;
     for (int i = 0; i < 3; i++) {
         u[i] = 1 / t4[i];
@@ -180,44 +180,44 @@ static void test_fit_line_minimises_relative_error(void)
     CU_ASSERT(fabs((a + 10 * b) / 2e-5 - 1) < 1e-3);
     /* Unusable points are skipped; none usable: 0. */
     double t5[2] = {NAN, -1};
-    CU_ASSERT_EQUAL(lc_fit_line(x2, t5, 2, &a, &b), 0);
+    CU_ASSERT_EQUAL(cost_fit_line(x2, t5, 2, &a, &b), 0);
     CU_ASSERT_DOUBLE_EQUAL(a, 0, 0);
     CU_ASSERT_DOUBLE_EQUAL(b, 0, 0);
-    CU_ASSERT_EQUAL(lc_fit_line(x2, t5, 0, &a, &b), 0);
+    CU_ASSERT_EQUAL(cost_fit_line(x2, t5, 0, &a, &b), 0);
 }
 
 static void test_class_fits_replace_the_roofline_where_measured(void)
 {
-    CU_ASSERT_EQUAL(lc_op_class_of(LOOM_OP_MATMUL), LC_CLASS_MATMUL);
-    CU_ASSERT_EQUAL(lc_op_class_of(LOOM_OP_GEMM), LC_CLASS_MATMUL);
-    CU_ASSERT_EQUAL(lc_op_class_of(LOOM_OP_ADD), LC_CLASS_BINARY);
-    CU_ASSERT_EQUAL(lc_op_class_of(LOOM_OP_ERF), LC_CLASS_TRANSCENDENTAL);
-    CU_ASSERT_EQUAL(lc_op_class_of(LOOM_OP_LAYER_NORMALIZATION), LC_CLASS_NORM);
-    CU_ASSERT_EQUAL(lc_op_class_of(LOOM_OP_TRANSPOSE), LC_CLASS_COPY);
-    CU_ASSERT_EQUAL(lc_op_class_of(LOOM_OP_RESHAPE), LC_CLASS_VIEW);
-    CU_ASSERT_EQUAL(lc_op_class_of(LOOM_OP_SHAPE), LC_CLASS_COUNT);
-    CU_ASSERT(lc_op_class_counts_flops(LC_CLASS_CONV));
-    CU_ASSERT_FALSE(lc_op_class_counts_flops(LC_CLASS_SOFTMAX));
+    CU_ASSERT_EQUAL(cost_op_class_of(LOOM_OP_MATMUL), COST_CLASS_MATMUL);
+    CU_ASSERT_EQUAL(cost_op_class_of(LOOM_OP_GEMM), COST_CLASS_MATMUL);
+    CU_ASSERT_EQUAL(cost_op_class_of(LOOM_OP_ADD), COST_CLASS_BINARY);
+    CU_ASSERT_EQUAL(cost_op_class_of(LOOM_OP_ERF), COST_CLASS_TRANSCENDENTAL);
+    CU_ASSERT_EQUAL(cost_op_class_of(LOOM_OP_LAYER_NORMALIZATION), COST_CLASS_NORM);
+    CU_ASSERT_EQUAL(cost_op_class_of(LOOM_OP_TRANSPOSE), COST_CLASS_COPY);
+    CU_ASSERT_EQUAL(cost_op_class_of(LOOM_OP_RESHAPE), COST_CLASS_VIEW);
+    CU_ASSERT_EQUAL(cost_op_class_of(LOOM_OP_SHAPE), COST_CLASS_COUNT);
+    CU_ASSERT(cost_op_class_counts_flops(COST_CLASS_CONV));
+    CU_ASSERT_FALSE(cost_op_class_counts_flops(COST_CLASS_SOFTMAX));
 
-    lc_profile p;
+    cost_profile p;
     memset(&p, 0, sizeof p);
     p.flops[0] = 1e10;
     p.mem_bandwidth = 1e9;
     p.launch_s = 1e-5;
     p.cache_bytes = 1e6;
-    p.class_fixed_s[LC_CLASS_MATMUL] = 2e-6;
-    p.class_rate[LC_CLASS_MATMUL] = 5e10;
-    p.class_fixed_s[LC_CLASS_BINARY] = 1e-6;
-    p.class_rate[LC_CLASS_BINARY] = 1e10;
+    p.class_fixed_s[COST_CLASS_MATMUL] = 2e-6;
+    p.class_rate[COST_CLASS_MATMUL] = 5e10;
+    p.class_fixed_s[COST_CLASS_BINARY] = 1e-6;
+    p.class_rate[COST_CLASS_BINARY] = 1e10;
     /* MatMul [64,128] x [128,32]: 524288 FLOPs at the fitted 5e10 plus its fixed 2 us. */
     loom_node_desc n = matmul_node(LOOM_PRECISION_F32);
     loom_op_cost cost;
     loom_op_get(LOOM_OP_MATMUL)->cost(&n, &cost);
-    CU_ASSERT_DOUBLE_EQUAL(lc_roofline_seconds(&p, &n, &cost), 2e-6 + 524288.0 / 5e10, 1e-15);
+    CU_ASSERT_DOUBLE_EQUAL(cost_roofline_seconds(&p, &n, &cost), 2e-6 + 524288.0 / 5e10, 1e-15);
     /* In fp16 the fitted rate scales with flops[1] / flops[0] = 4. */
     p.flops[1] = 4e10;
     loom_node_desc h = matmul_node(LOOM_PRECISION_F16);
-    CU_ASSERT_DOUBLE_EQUAL(lc_roofline_seconds(&p, &h, &cost), 2e-6 + 524288.0 / 2e11, 1e-15);
+    CU_ASSERT_DOUBLE_EQUAL(cost_roofline_seconds(&p, &h, &cost), 2e-6 + 524288.0 / 2e11, 1e-15);
     /* Add of 1024 floats: 12288 bytes, in cache: 1 us + 12288 / 1e10. */
     loom_tensor_desc v[2] = {{LOOM_DTYPE_F32, 1, {1024}}, {LOOM_DTYPE_F32, 1, {1024}}};
     loom_node_desc a = matmul_node(0);
@@ -226,17 +226,17 @@ static void test_class_fits_replace_the_roofline_where_measured(void)
     a.inputs = v;
     a.outputs = v;
     loom_op_cost ac = {1024, 8192, 4096};
-    CU_ASSERT_DOUBLE_EQUAL(lc_roofline_seconds(&p, &a, &ac), 1e-6 + 12288.0 / 1e10, 1e-15);
+    CU_ASSERT_DOUBLE_EQUAL(cost_roofline_seconds(&p, &a, &ac), 1e-6 + 12288.0 / 1e10, 1e-15);
     /* 12 MB does not fit in 1 MB of cache: it streams at mem_bandwidth, 1e9. */
     loom_op_cost big = {1 << 20, 8e6, 4e6};
-    CU_ASSERT_DOUBLE_EQUAL(lc_roofline_seconds(&p, &a, &big), 1e-6 + 12e6 / 1e9, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(cost_roofline_seconds(&p, &a, &big), 1e-6 + 12e6 / 1e9, 1e-12);
     /* A class without a fit keeps the plain roofline: Relu, launch + bytes / bandwidth. */
     a.op = LOOM_OP_RELU;
     a.op_name = "Relu";
-    CU_ASSERT_DOUBLE_EQUAL(lc_roofline_seconds(&p, &a, &ac), 1e-5 + 12288.0 / 1e9, 1e-15);
+    CU_ASSERT_DOUBLE_EQUAL(cost_roofline_seconds(&p, &a, &ac), 1e-5 + 12288.0 / 1e9, 1e-15);
     /* A fixed cost without a rate (no size dependence measured): the fixed cost, in cache. */
-    p.class_fixed_s[LC_CLASS_UNARY] = 3e-7;
-    CU_ASSERT_DOUBLE_EQUAL(lc_roofline_seconds(&p, &a, &ac), 3e-7, 1e-18);
+    p.class_fixed_s[COST_CLASS_UNARY] = 3e-7;
+    CU_ASSERT_DOUBLE_EQUAL(cost_roofline_seconds(&p, &a, &ac), 3e-7, 1e-18);
 }
 
 static void test_signature_is_deterministic_text(void)
@@ -246,20 +246,20 @@ static void test_signature_is_deterministic_text(void)
     loom_node_desc n = matmul_node(0);
     n.inputs = in;
     n.outputs = out;
-    char a[LC_SIG_MAX], b[LC_SIG_MAX];
-    uint64_t ha = lc_sig(&n, 0, a), hb = lc_sig(&n, 0, b);
+    char a[COST_SIG_MAX], b[COST_SIG_MAX];
+    uint64_t ha = cost_sig(&n, 0, a), hb = cost_sig(&n, 0, b);
     CU_ASSERT_STRING_EQUAL(a, "MatMul|f32[1,128,768];f32[768,768]|f32[1,128,768]|p0");
     CU_ASSERT_EQUAL(ha, hb);
-    CU_ASSERT_EQUAL(ha, lc_sig_hash(a, 0));
-    CU_ASSERT_NOT_EQUAL(lc_sig(&n, 1, b), ha); /* another device group */
+    CU_ASSERT_EQUAL(ha, cost_sig_hash(a, 0));
+    CU_ASSERT_NOT_EQUAL(cost_sig(&n, 1, b), ha); /* another device group */
     /* Attributes that change the work without changing shapes are part of the signature. */
     int64_t perm1[2] = {0, 1}, perm2[2] = {1, 0};
     loom_attr at = loom_attr_ints("perm", 2, perm1);
     n.n_attrs = 1;
     n.attrs = &at;
-    lc_sig(&n, 0, a);
+    cost_sig(&n, 0, a);
     at = loom_attr_ints("perm", 2, perm2);
-    lc_sig(&n, 0, b);
+    cost_sig(&n, 0, b);
     CU_ASSERT(strcmp(a, b) != 0);
 
     /* A signature too long to keep whole is cut and ends in a hash of the whole: still
@@ -272,93 +272,93 @@ static void test_signature_is_deterministic_text(void)
     c.op_name = "Concat";
     c.n_inputs = 300;
     c.inputs = many;
-    uint64_t h1 = lc_sig(&c, 0, a);
-    CU_ASSERT(strlen(a) < LC_SIG_MAX);
+    uint64_t h1 = cost_sig(&c, 0, a);
+    CU_ASSERT(strlen(a) < COST_SIG_MAX);
     CU_ASSERT_PTR_NOT_NULL(strchr(a, '~'));
     many[299].dims[3] = 57;
-    uint64_t h2 = lc_sig(&c, 0, b);
+    uint64_t h2 = cost_sig(&c, 0, b);
     CU_ASSERT(strcmp(a, b) != 0);
     CU_ASSERT_NOT_EQUAL(h1, h2);
-    CU_ASSERT_EQUAL(h2, lc_sig_hash(b, 0));
+    CU_ASSERT_EQUAL(h2, cost_sig_hash(b, 0));
 }
 
 static void test_history_median_used_after_three_samples(void)
 {
     char dir[4096];
     fresh_dir(dir, sizeof dir, "history");
-    lc_model *m = NULL;
-    CU_ASSERT_EQUAL_FATAL(lc_model_open(rt, dir, &m), LOOM_OK);
+    cost_model *m = NULL;
+    CU_ASSERT_EQUAL_FATAL(cost_model_open(rt, dir, &m), LOOM_OK);
     loom_node_desc n = matmul_node(0);
     loom_op_cost cost;
     loom_op_get(LOOM_OP_MATMUL)->cost(&n, &cost);
-    double roof = lc_roofline_seconds(lc_profile_of(m, 0), &n, &cost);
-    CU_ASSERT_STRING_EQUAL(lc_node_source(m, 0, &n), "roofline");
-    CU_ASSERT_DOUBLE_EQUAL(lc_node_seconds(m, 0, &n, &cost), roof, 0);
-    lc_record(m, 0, &n, 1e-3);
-    lc_record(m, 0, &n, 1.2e-3);
-    CU_ASSERT_STRING_EQUAL(lc_node_source(m, 0, &n), "roofline"); /* two are not enough */
-    lc_record(m, 0, &n, 0.8e-3);
-    CU_ASSERT_STRING_EQUAL(lc_node_source(m, 0, &n), "history");
-    CU_ASSERT_DOUBLE_EQUAL(lc_node_seconds(m, 0, &n, &cost), 1e-3, 1e-12);
+    double roof = cost_roofline_seconds(cost_profile_of(m, 0), &n, &cost);
+    CU_ASSERT_STRING_EQUAL(cost_node_source(m, 0, &n), "roofline");
+    CU_ASSERT_DOUBLE_EQUAL(cost_node_seconds(m, 0, &n, &cost), roof, 0);
+    cost_record(m, 0, &n, 1e-3);
+    cost_record(m, 0, &n, 1.2e-3);
+    CU_ASSERT_STRING_EQUAL(cost_node_source(m, 0, &n), "roofline"); /* two are not enough */
+    cost_record(m, 0, &n, 0.8e-3);
+    CU_ASSERT_STRING_EQUAL(cost_node_source(m, 0, &n), "history");
+    CU_ASSERT_DOUBLE_EQUAL(cost_node_seconds(m, 0, &n, &cost), 1e-3, 1e-12);
     /* All devices at once agree with one at a time. */
-    double *all = calloc(lc_device_count(m), sizeof *all);
+    double *all = calloc(cost_device_count(m), sizeof *all);
     CU_ASSERT_PTR_NOT_NULL_FATAL(all);
-    lc_node_seconds_all(m, &n, &cost, all);
-    for (uint32_t d = 0; d < lc_device_count(m); d++)
-        CU_ASSERT_DOUBLE_EQUAL(all[d], lc_node_seconds(m, d, &n, &cost), 0);
+    cost_node_seconds_all(m, &n, &cost, all);
+    for (uint32_t d = 0; d < cost_device_count(m); d++)
+        CU_ASSERT_DOUBLE_EQUAL(all[d], cost_node_seconds(m, d, &n, &cost), 0);
     free(all);
     /* A 100x spike does not move the prediction by more than 10%. */
-    lc_record(m, 0, &n, 0.1);
-    double after = lc_node_seconds(m, 0, &n, &cost);
+    cost_record(m, 0, &n, 0.1);
+    double after = cost_node_seconds(m, 0, &n, &cost);
     CU_ASSERT(fabs(after - 1e-3) <= 0.1 * 1e-3);
     /* Another precision is another signature. */
     loom_node_desc h = matmul_node(LOOM_PRECISION_F16);
-    CU_ASSERT_STRING_EQUAL(lc_node_source(m, 0, &h), "roofline");
+    CU_ASSERT_STRING_EQUAL(cost_node_source(m, 0, &h), "roofline");
     /* Invalid samples are ignored. */
-    lc_record(m, 0, &h, NAN);
-    lc_record(m, 0, &h, -1);
-    lc_record(m, 0, &h, INFINITY);
-    lc_record(m, 99, &h, 1);
-    CU_ASSERT_STRING_EQUAL(lc_node_source(m, 0, &h), "roofline");
-    CU_ASSERT(isinf(lc_node_seconds(m, 99, &n, &cost)));
-    lc_model_close(m);
+    cost_record(m, 0, &h, NAN);
+    cost_record(m, 0, &h, -1);
+    cost_record(m, 0, &h, INFINITY);
+    cost_record(m, 99, &h, 1);
+    CU_ASSERT_STRING_EQUAL(cost_node_source(m, 0, &h), "roofline");
+    CU_ASSERT(isinf(cost_node_seconds(m, 99, &n, &cost)));
+    cost_model_close(m);
 }
 
 static void test_history_and_profiles_round_trip_through_the_cache(void)
 {
     char dir[4096];
     fresh_dir(dir, sizeof dir, "roundtrip/nested/deeper"); /* created like mkdir -p */
-    lc_model *m = NULL;
-    CU_ASSERT_EQUAL_FATAL(lc_model_open(rt, dir, &m), LOOM_OK);
-    CU_ASSERT_STRING_EQUAL(lc_cache_dir(m), dir);
+    cost_model *m = NULL;
+    CU_ASSERT_EQUAL_FATAL(cost_model_open(rt, dir, &m), LOOM_OK);
+    CU_ASSERT_STRING_EQUAL(cost_cache_dir(m), dir);
     loom_node_desc n = matmul_node(0);
     for (int i = 0; i < 40; i++) /* more than are kept */
-        lc_record(m, 0, &n, i < 20 ? 5e-3 : 2e-3);
+        cost_record(m, 0, &n, i < 20 ? 5e-3 : 2e-3);
     /* A calibrated profile with class fits (set by hand) is saved with them. */
     m->profiles[0].calibrated = 1;
     m->profiles[0].cache_bytes = 32 << 20;
-    m->profiles[0].class_fixed_s[LC_CLASS_SOFTMAX] = 3.5e-6;
-    m->profiles[0].class_rate[LC_CLASS_SOFTMAX] = 2.5e9;
+    m->profiles[0].class_fixed_s[COST_CLASS_SOFTMAX] = 3.5e-6;
+    m->profiles[0].class_rate[COST_CLASS_SOFTMAX] = 2.5e9;
     m->profile_dirty[0] = 1;
-    CU_ASSERT_EQUAL(lc_model_save(m), LOOM_OK);
-    lc_model_close(m);
+    CU_ASSERT_EQUAL(cost_model_save(m), LOOM_OK);
+    cost_model_close(m);
     CU_ASSERT(file_exists(dir, "history.json"));
     CU_ASSERT(file_exists(dir, "profiles.json"));
 
     m = NULL;
     size_t before = loom_runtime_message_count(rt);
-    CU_ASSERT_EQUAL_FATAL(lc_model_open(rt, dir, &m), LOOM_OK);
+    CU_ASSERT_EQUAL_FATAL(cost_model_open(rt, dir, &m), LOOM_OK);
     CU_ASSERT_FALSE(message_since(before, "corrupt"));
-    CU_ASSERT_STRING_EQUAL(lc_node_source(m, 0, &n), "history");
+    CU_ASSERT_STRING_EQUAL(cost_node_source(m, 0, &n), "history");
     /* The last 32 samples were kept: 12 of 5 ms, 20 of 2 ms. */
-    CU_ASSERT_DOUBLE_EQUAL(lc_node_seconds(m, 0, &n, NULL), 2e-3, 1e-12);
-    const lc_profile *p = lc_profile_of(m, 0);
+    CU_ASSERT_DOUBLE_EQUAL(cost_node_seconds(m, 0, &n, NULL), 2e-3, 1e-12);
+    const cost_profile *p = cost_profile_of(m, 0);
     CU_ASSERT_EQUAL(p->calibrated, 1);
     CU_ASSERT_DOUBLE_EQUAL(p->cache_bytes, 32 << 20, 0);
-    CU_ASSERT_DOUBLE_EQUAL(p->class_fixed_s[LC_CLASS_SOFTMAX], 3.5e-6, 1e-18);
-    CU_ASSERT_DOUBLE_EQUAL(p->class_rate[LC_CLASS_SOFTMAX], 2.5e9, 1e-3);
-    CU_ASSERT_DOUBLE_EQUAL(p->class_rate[LC_CLASS_MATMUL], 0, 0);
-    lc_model_close(m);
+    CU_ASSERT_DOUBLE_EQUAL(p->class_fixed_s[COST_CLASS_SOFTMAX], 3.5e-6, 1e-18);
+    CU_ASSERT_DOUBLE_EQUAL(p->class_rate[COST_CLASS_SOFTMAX], 2.5e9, 1e-3);
+    CU_ASSERT_DOUBLE_EQUAL(p->class_rate[COST_CLASS_MATMUL], 0, 0);
+    cost_model_close(m);
 }
 
 static void test_corrupt_cache_files_are_reported_and_ignored(void)
@@ -368,32 +368,32 @@ static void test_corrupt_cache_files_are_reported_and_ignored(void)
     write_text(dir, "profiles.json", "{\"version\": 1, \"profiles\": {\"x\": ");
     write_text(dir, "history.json", "[1, 2, 3]");
     size_t before = loom_runtime_message_count(rt);
-    lc_model *m = NULL;
-    CU_ASSERT_EQUAL_FATAL(lc_model_open(rt, dir, &m), LOOM_OK);
+    cost_model *m = NULL;
+    CU_ASSERT_EQUAL_FATAL(cost_model_open(rt, dir, &m), LOOM_OK);
     CU_ASSERT(message_since(before, "profiles.json is corrupt"));
     CU_ASSERT(message_since(before, "history.json is corrupt"));
-    CU_ASSERT_EQUAL(lc_profile_of(m, 0)->calibrated, 0);
-    CU_ASSERT(lc_profile_of(m, 0)->flops[0] > 0);
+    CU_ASSERT_EQUAL(cost_profile_of(m, 0)->calibrated, 0);
+    CU_ASSERT(cost_profile_of(m, 0)->flops[0] > 0);
     loom_node_desc n = matmul_node(0);
     for (int i = 0; i < 3; i++)
-        lc_record(m, 0, &n, 4e-3);
-    lc_model_close(m); /* saves over the corrupt history */
+        cost_record(m, 0, &n, 4e-3);
+    cost_model_close(m); /* saves over the corrupt history */
 
     /* A malformed entry in an otherwise good file is skipped, the rest kept. */
     char key[512];
-    lc_model *k = NULL;
-    CU_ASSERT_EQUAL_FATAL(lc_model_open(rt, dir, &k), LOOM_OK);
-    CU_ASSERT_STRING_EQUAL(lc_node_source(k, 0, &n), "history");
+    cost_model *k = NULL;
+    CU_ASSERT_EQUAL_FATAL(cost_model_open(rt, dir, &k), LOOM_OK);
+    CU_ASSERT_STRING_EQUAL(cost_node_source(k, 0, &n), "history");
     snprintf(key, sizeof key, "{\"version\": 1, \"profiles\": {\"%s\": {\"calibrated\": true, "
-             "\"flops_f32\": \"fast\"}}}", lc_profile_of(k, 0)->key);
-    lc_model_close(k);
+             "\"flops_f32\": \"fast\"}}}", cost_profile_of(k, 0)->key);
+    cost_model_close(k);
     write_text(dir, "profiles.json", key);
     before = loom_runtime_message_count(rt);
-    CU_ASSERT_EQUAL_FATAL(lc_model_open(rt, dir, &k), LOOM_OK);
+    CU_ASSERT_EQUAL_FATAL(cost_model_open(rt, dir, &k), LOOM_OK);
     CU_ASSERT(message_since(before, "malformed"));
-    CU_ASSERT_EQUAL(lc_profile_of(k, 0)->calibrated, 0);
-    CU_ASSERT_STRING_EQUAL(lc_node_source(k, 0, &n), "history");
-    lc_model_close(k);
+    CU_ASSERT_EQUAL(cost_profile_of(k, 0)->calibrated, 0);
+    CU_ASSERT_STRING_EQUAL(cost_node_source(k, 0, &n), "history");
+    cost_model_close(k);
 }
 
 static void progress_count(void *user, const char *label, double fraction)
@@ -413,68 +413,68 @@ static void test_quick_calibration_of_cpu_gives_positive_finite_figures(void)
 {
     char dir[4096];
     fresh_dir(dir, sizeof dir, "calibrate");
-    lc_model *m = NULL;
-    CU_ASSERT_EQUAL_FATAL(lc_model_open(rt, dir, &m), LOOM_OK);
+    cost_model *m = NULL;
+    CU_ASSERT_EQUAL_FATAL(cost_model_open(rt, dir, &m), LOOM_OK);
     int calls = 0;
-    CU_ASSERT_EQUAL_FATAL(lc_calibrate(m, 0, 1, progress_count, &calls), LOOM_OK);
+    CU_ASSERT_EQUAL_FATAL(cost_calibrate(m, 0, 1, progress_count, &calls), LOOM_OK);
     CU_ASSERT(calls > 0);
-    const lc_profile *p = lc_profile_of(m, 0);
+    const cost_profile *p = cost_profile_of(m, 0);
     CU_ASSERT_EQUAL(p->calibrated, 1);
     CU_ASSERT(positive_finite(p->flops[0]));
     CU_ASSERT(positive_finite(p->mem_bandwidth));
     CU_ASSERT(positive_finite(p->launch_s));
     CU_ASSERT(p->host_visible);
     /* Every class the CPU runs got a line; its cache size is known or 0. */
-    for (int k = 0; k < LC_CLASS_COUNT; k++) {
+    for (int k = 0; k < COST_CLASS_COUNT; k++) {
         CU_ASSERT(p->class_fixed_s[k] > 0 || p->class_rate[k] > 0);
         CU_ASSERT(p->class_fixed_s[k] >= 0 && isfinite(p->class_fixed_s[k]));
         CU_ASSERT(p->class_rate[k] >= 0 && isfinite(p->class_rate[k]));
     }
     CU_ASSERT(p->cache_bytes >= 0);
     char line[512];
-    lc_profile_summary(p, line, sizeof line);
+    cost_profile_summary(p, line, sizeof line);
     CU_ASSERT_PTR_NOT_NULL(strstr(line, "GFLOP/s"));
     CU_ASSERT_PTR_NOT_NULL(strstr(line, "calibrated"));
-    lc_profile saved = *p;
-    lc_model_close(m);
+    cost_profile saved = *p;
+    cost_model_close(m);
     CU_ASSERT(file_exists(dir, "profiles.json"));
 
     /* Reopened: the cached profile comes back, and only_missing measures nothing. */
-    CU_ASSERT_EQUAL_FATAL(lc_model_open(rt, dir, &m), LOOM_OK);
-    p = lc_profile_of(m, 0);
+    CU_ASSERT_EQUAL_FATAL(cost_model_open(rt, dir, &m), LOOM_OK);
+    p = cost_profile_of(m, 0);
     CU_ASSERT_EQUAL(p->calibrated, 1);
     CU_ASSERT_DOUBLE_EQUAL(p->flops[0], saved.flops[0], saved.flops[0] * 1e-9);
     CU_ASSERT_DOUBLE_EQUAL(p->mem_bandwidth, saved.mem_bandwidth, saved.mem_bandwidth * 1e-9);
     CU_ASSERT_DOUBLE_EQUAL(p->launch_s, saved.launch_s, saved.launch_s * 1e-9);
-    for (int k = 0; k < LC_CLASS_COUNT; k++) {
+    for (int k = 0; k < COST_CLASS_COUNT; k++) {
         CU_ASSERT_DOUBLE_EQUAL(p->class_fixed_s[k], saved.class_fixed_s[k],
                                saved.class_fixed_s[k] * 1e-9);
         CU_ASSERT_DOUBLE_EQUAL(p->class_rate[k], saved.class_rate[k], saved.class_rate[k] * 1e-9);
     }
     calls = 0;
-    CU_ASSERT_EQUAL(lc_calibrate(m, 1, 1, progress_count, &calls), LOOM_OK);
+    CU_ASSERT_EQUAL(cost_calibrate(m, 1, 1, progress_count, &calls), LOOM_OK);
     CU_ASSERT_EQUAL(calls, 0);
-    lc_model_close(m);
+    cost_model_close(m);
 }
 
 static void test_links_between_host_visible_memories_are_free(void)
 {
-    lc_model *m = NULL;
+    cost_model *m = NULL;
     char dir[4096];
     fresh_dir(dir, sizeof dir, "links");
-    CU_ASSERT_EQUAL_FATAL(lc_model_open(rt, dir, &m), LOOM_OK);
-    uint32_t ends[2] = {0, LC_HOST};
+    CU_ASSERT_EQUAL_FATAL(cost_model_open(rt, dir, &m), LOOM_OK);
+    uint32_t ends[2] = {0, COST_HOST};
     for (int i = 0; i < 2; i++)
         for (int j = 0; j < 2; j++) {
             double lat = -1, bw = -1, lat2 = -1, bw2 = -1;
-            lc_link(m, ends[i], ends[j], &lat, &bw);
-            lc_link(m, ends[j], ends[i], &lat2, &bw2);
+            cost_link(m, ends[i], ends[j], &lat, &bw);
+            cost_link(m, ends[j], ends[i], &lat2, &bw2);
             CU_ASSERT_DOUBLE_EQUAL(lat, 0, 0);
             CU_ASSERT(isinf(bw) && bw > 0);
             CU_ASSERT_DOUBLE_EQUAL(lat, lat2, 0);
             CU_ASSERT_EQUAL(bw, bw2);
         }
-    lc_model_close(m);
+    cost_model_close(m);
 }
 
 static void test_run_timeline_feeds_the_history(void)
@@ -493,23 +493,23 @@ static void test_run_timeline_feeds_the_history(void)
     CU_ASSERT_EQUAL_FATAL(loom_plan_make_outputs(plan, &out, 1), LOOM_OK);
     char dir[4096];
     fresh_dir(dir, sizeof dir, "timeline");
-    lc_model *m = NULL;
-    CU_ASSERT_EQUAL_FATAL(lc_model_open(rt, dir, &m), LOOM_OK);
+    cost_model *m = NULL;
+    CU_ASSERT_EQUAL_FATAL(cost_model_open(rt, dir, &m), LOOM_OK);
     loom_node_timing tl[8];
     for (int r = 0; r < 3; r++) {
         loom_run_stats st = {.struct_size = sizeof st, .timeline = tl, .timeline_capacity = 8};
         CU_ASSERT_EQUAL(loom_plan_run(plan, (const loom_tensor *const *)&in, 1, &out, 1, &st),
                         LOOM_OK);
-        CU_ASSERT_EQUAL(lc_record_timeline(m, g, plan, &st, LOOM_PRECISION_F32), 2);
+        CU_ASSERT_EQUAL(cost_record_timeline(m, g, plan, &st, LOOM_PRECISION_F32), 2);
     }
     loom_tensor_desc i2[2] = {{LOOM_DTYPE_F32, 2, {16, 16}}, {LOOM_DTYPE_F32, 2, {16, 16}}};
     loom_tensor_desc o1[1] = {{LOOM_DTYPE_F32, 2, {16, 16}}};
     loom_node_desc n = matmul_node(0);
     n.inputs = i2;
     n.outputs = o1;
-    CU_ASSERT_STRING_EQUAL(lc_node_source(m, 0, &n), "history");
-    CU_ASSERT(positive_finite(lc_node_seconds(m, 0, &n, NULL)));
-    lc_model_close(m);
+    CU_ASSERT_STRING_EQUAL(cost_node_source(m, 0, &n), "history");
+    CU_ASSERT(positive_finite(cost_node_seconds(m, 0, &n, NULL)));
+    cost_model_close(m);
     loom_tensor_destroy(in);
     loom_tensor_destroy(out);
     loom_plan_destroy(plan);
@@ -519,16 +519,16 @@ static void test_run_timeline_feeds_the_history(void)
 static void test_robust_median_and_error_stats(void)
 {
     double v[4] = {1, 100, 1, 1};
-    CU_ASSERT_DOUBLE_EQUAL(lc_robust_median(v, 4), 1, 0);
+    CU_ASSERT_DOUBLE_EQUAL(cost_robust_median(v, 4), 1, 0);
     double w[5] = {60, 2, 3, 50, 1}; /* median 3: 50 and 60 are spikes */
-    CU_ASSERT_DOUBLE_EQUAL(lc_robust_median(w, 5), 2, 0);
-    CU_ASSERT_DOUBLE_EQUAL(lc_robust_median(w, 0), 0, 0);
+    CU_ASSERT_DOUBLE_EQUAL(cost_robust_median(w, 5), 2, 0);
+    CU_ASSERT_DOUBLE_EQUAL(cost_robust_median(w, 0), 0, 0);
     double pred[4] = {1, 2, 3, 5}, meas[4] = {1, 1, 1, 0};
     double med = 0, p90 = 0;
-    lc_error_stats(pred, meas, 4, &med, &p90); /* errors 0, 1, 2; the 0 measurement skipped */
+    cost_error_stats(pred, meas, 4, &med, &p90); /* errors 0, 1, 2; the 0 measurement skipped */
     CU_ASSERT_DOUBLE_EQUAL(med, 1, 1e-12);
     CU_ASSERT_DOUBLE_EQUAL(p90, 2, 1e-12);
-    lc_error_stats(pred, meas, 0, &med, &p90);
+    cost_error_stats(pred, meas, 0, &med, &p90);
     CU_ASSERT(isnan(med) && isnan(p90));
 }
 
@@ -538,12 +538,12 @@ static void test_without_cache_folder_nothing_persists(void)
     char *xdg = getenv("XDG_CACHE_HOME") ? strdup(getenv("XDG_CACHE_HOME")) : NULL;
     unsetenv("HOME");
     unsetenv("XDG_CACHE_HOME");
-    lc_model *m = NULL;
-    CU_ASSERT_EQUAL(lc_model_open(rt, NULL, &m), LOOM_OK);
+    cost_model *m = NULL;
+    CU_ASSERT_EQUAL(cost_model_open(rt, NULL, &m), LOOM_OK);
     if (m) {
-        CU_ASSERT_STRING_EQUAL(lc_cache_dir(m), "");
-        CU_ASSERT_EQUAL(lc_model_save(m), LOOM_ERR_IO);
-        lc_model_close(m);
+        CU_ASSERT_STRING_EQUAL(cost_cache_dir(m), "");
+        CU_ASSERT_EQUAL(cost_model_save(m), LOOM_ERR_IO);
+        cost_model_close(m);
     }
     if (home)
         setenv("HOME", home, 1);

@@ -160,7 +160,7 @@ static loom_op_cost last_cost(const loom_graph *g)
     loom_tensor_desc ins[8], outs[8];
     const void *consts[8];
     loom_node_desc d;
-    lg_node_desc(g, i, &d, ins, outs, consts);
+    graph_node_desc(g, i, &d, ins, outs, consts);
     g->nodes[i].def->cost(&d, &c);
     return c;
 }
@@ -1494,7 +1494,7 @@ static void test_canonical_attributes_infer_to_themselves(void)
     }
     size_t n_nodes = g->n_nodes;
     for (size_t i = 0; i < n_nodes; i++) {
-        const lg_node *node = &g->nodes[i];
+        const graph_node *node = &g->nodes[i];
         loom_value outs[8];
         loom_status st = loom_graph_op(g, node->def->name, NULL, node->inputs, node->n_inputs,
                                        node->attrs.items, node->attrs.count, outs,
@@ -1505,7 +1505,7 @@ static void test_canonical_attributes_infer_to_themselves(void)
             break;
         }
         node = &g->nodes[i]; /* loom_graph_op may have moved the node array */
-        const lg_node *again = &g->nodes[g->n_nodes - 1];
+        const graph_node *again = &g->nodes[g->n_nodes - 1];
         int same_attrs = again->attrs.count == node->attrs.count;
         for (size_t k = 0; same_attrs && k < node->attrs.count; k++) {
             const loom_attr *b = loom_attr_list_get(&again->attrs, node->attrs.items[k].name);

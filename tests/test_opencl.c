@@ -118,13 +118,13 @@ static loom_status run_direct(const loom_graph *g, void *const *inputs, void *co
     dev_value *vals = calloc(g->n_values, sizeof *vals);
     uint32_t *order = calloc(g->n_nodes + 1, sizeof *order);
     err[0] = '\0';
-    if (!vals || !order || lg_topo_order(g, order) != LOOM_OK) {
+    if (!vals || !order || graph_topo_order(g, order) != LOOM_OK) {
         snprintf(err, err_len, "setup failed");
         st = LOOM_ERR_INTERNAL;
         goto out;
     }
     for (size_t i = 0; i < g->n_inputs && st == LOOM_OK; i++) {
-        const lg_value *v = &g->values[g->inputs[i]];
+        const graph_value *v = &g->values[g->inputs[i]];
         dev_value *dv = &vals[g->inputs[i]];
         dv->bytes = value_bytes(&v->desc);
         dv->ptr = be->alloc(be->ctx, 0, dv->bytes, 64);
@@ -136,11 +136,11 @@ static loom_status run_direct(const loom_graph *g, void *const *inputs, void *co
         }
     }
     for (size_t p = 0; p < g->n_nodes && st == LOOM_OK; p++) {
-        const lg_node *n = &g->nodes[order[p]];
+        const graph_node *n = &g->nodes[order[p]];
         loom_tensor_desc in_d[16], out_d[16];
         const void *in_c[16];
         loom_node_desc desc;
-        lg_node_desc(g, order[p], &desc, in_d, out_d, in_c);
+        graph_node_desc(g, order[p], &desc, in_d, out_d, in_c);
         void *kernel = NULL;
         size_t scratch_bytes = 0;
         st = be->prepare(be->ctx, 0, &desc, &kernel, &scratch_bytes, err, err_len);
@@ -183,8 +183,8 @@ static loom_status run_direct(const loom_graph *g, void *const *inputs, void *co
         be->release_kernel(be->ctx, kernel);
     }
     for (size_t i = 0; i < g->n_outputs && st == LOOM_OK; i++) {
-        const lg_value *v = &g->values[g->outputs[i]];
-        if (v->kind != LG_VALUE_NODE) {
+        const graph_value *v = &g->values[g->outputs[i]];
+        if (v->kind != GRAPH_VALUE_NODE) {
             snprintf(err, err_len, "graph output is not computed");
             st = LOOM_ERR_INTERNAL;
             break;
@@ -901,7 +901,7 @@ static void *prepare_first(const loom_backend *be, const loom_graph *g, loom_sta
     loom_tensor_desc in_d[8], out_d[8];
     const void *in_c[8];
     loom_node_desc desc;
-    lg_node_desc(g, 0, &desc, in_d, out_d, in_c);
+    graph_node_desc(g, 0, &desc, in_d, out_d, in_c);
     void *k = NULL;
     *st = be->prepare(be->ctx, 0, &desc, &k, scratch, err, err_len);
     return k;
@@ -958,7 +958,7 @@ static void test_supports_says_why_not(void)
     loom_tensor_desc in_d[4], out_d[4];
     const void *in_c[4];
     loom_node_desc desc;
-    lg_node_desc(g, 0, &desc, in_d, out_d, in_c);
+    graph_node_desc(g, 0, &desc, in_d, out_d, in_c);
     char reason[256] = "";
     CU_ASSERT_EQUAL(g_be->supports(g_be->ctx, 0, &desc, reason, sizeof reason), 0);
     CU_ASSERT_TRUE(reason[0] != '\0');

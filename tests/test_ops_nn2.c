@@ -207,7 +207,7 @@ static loom_status tc_node(tc *c, const char *op, const loom_value *ins, size_t 
     loom_status st = loom_graph_op(c->g, op, NULL, ins, n_ins, attrs, n_attrs, outs, n_outs);
     if (st != LOOM_OK)
         return st;
-    const lg_node *node = &c->g->nodes[c->g->n_nodes - 1];
+    const graph_node *node = &c->g->nodes[c->g->n_nodes - 1];
     /* A second graph with the same inputs (constants copied) takes the canonical node. */
     loom_graph *g2 = loom_graph_create("reinfer");
     loom_value in2[TC_MAX], again[TC_MAX];
@@ -217,10 +217,10 @@ static loom_status tc_node(tc *c, const char *op, const loom_value *ins, size_t 
             in2[i] = LOOM_NO_VALUE;
             continue;
         }
-        const lg_value *val = &c->g->values[v];
+        const graph_value *val = &c->g->values[v];
         char name[16];
         snprintf(name, sizeof name, "i%u", i);
-        in2[i] = val->kind == LG_VALUE_CONSTANT
+        in2[i] = val->kind == GRAPH_VALUE_CONSTANT
                      ? loom_constant(g2, NULL, val->desc.dtype, val->desc.rank, val->desc.dims,
                                      val->data)
                      : loom_input(g2, name, val->desc.dtype, val->desc.rank, val->desc.dims);
@@ -229,7 +229,7 @@ static loom_status tc_node(tc *c, const char *op, const loom_value *ins, size_t 
                        again, n_outs);
     CU_ASSERT_EQUAL(st, LOOM_OK);
     if (st == LOOM_OK && g2->n_nodes == 1) {
-        const lg_node *b = &g2->nodes[0];
+        const graph_node *b = &g2->nodes[0];
         int same = node->attrs.count == b->attrs.count;
         for (size_t k = 0; same && k < node->attrs.count; k++) {
             const loom_attr *x = loom_attr_list_get(&b->attrs, node->attrs.items[k].name);

@@ -19,7 +19,7 @@
 
 /* A problem with owned arrays. */
 typedef struct inst {
-    lp_problem p;
+    place_problem p;
     double cost[64 * 4], bw[16], lat[16], bytes[256], out[64], cap[4], power[4];
     uint32_t from[256], to[256];
     int32_t pin[64];
@@ -42,7 +42,7 @@ static double rnd01(void)
 static void random_inst(inst *in, uint32_t n, uint32_t nd, double edge_p)
 {
     memset(in, 0, sizeof *in);
-    lp_problem *p = &in->p;
+    place_problem *p = &in->p;
     p->n_tasks = n, p->n_devices = nd;
     for (uint32_t t = 0; t < n; t++) {
         uint32_t keep = rnd(nd);
@@ -71,7 +71,7 @@ static void random_inst(inst *in, uint32_t n, uint32_t nd, double edge_p)
 }
 
 /* The transfer time of edge E from I to J, written out again here. */
-static double comm(const lp_problem *p, uint32_t e, uint32_t i, uint32_t j)
+static double comm(const place_problem *p, uint32_t e, uint32_t i, uint32_t j)
 {
     if (i == j)
         return 0.0;
@@ -87,7 +87,7 @@ static int close_to(double a, double b)
  * run it (and is its pin); times re-derived by relaxation to a fixed point (no topological
  * sort, no shared code) equal R's; durations, edges with transfers and one task at a time hold;
  * the makespan is the latest finish. Returns 1 when all hold. */
-static int check_schedule(const lp_problem *p, const lp_result *r)
+static int check_schedule(const place_problem *p, const place_result *r)
 {
     uint32_t n = p->n_tasks, nd = p->n_devices;
     int ok = 1;
@@ -158,7 +158,7 @@ static int check_schedule(const lp_problem *p, const lp_result *r)
 }
 
 /* Peak resident output bytes on device D of R, as place.h defines residency. */
-static double peak_memory(const lp_problem *p, const lp_result *r, uint32_t d)
+static double peak_memory(const place_problem *p, const place_result *r, uint32_t d)
 {
     double peak = 0.0;
     for (uint32_t x = 0; x < p->n_tasks; x++) {
@@ -199,12 +199,12 @@ static void test_heft_reproduces_topcuoglu_example(void)
     double bw[9], lat[9];
     for (int i = 0; i < 9; i++)
         bw[i] = 1.0, lat[i] = 0.0;
-    lp_problem p = {.n_tasks = 10, .n_devices = 3, .cost = &w[0][0], .n_edges = 15,
+    place_problem p = {.n_tasks = 10, .n_devices = 3, .cost = &w[0][0], .n_edges = 15,
                     .edge_from = ef, .edge_to = et, .edge_bytes = eb, .bandwidth = bw,
                     .latency = lat};
-    lp_result r;
+    place_result r;
     char err[256];
-    CU_ASSERT_EQUAL_FATAL(lp_place(&p, LP_POLICY_HEFT, 0, &r, err, sizeof err), LOOM_OK);
+    CU_ASSERT_EQUAL_FATAL(place_place(&p, PLACE_POLICY_HEFT, 0, &r, err, sizeof err), LOOM_OK);
     CU_ASSERT_DOUBLE_EQUAL(r.makespan, 80.0, 1e-9);
     CU_ASSERT_DOUBLE_EQUAL(r.heft_makespan, 80.0, 1e-9);
     CU_ASSERT(check_schedule(&p, &r));
@@ -213,12 +213,12 @@ static void test_heft_reproduces_topcuoglu_example(void)
     CU_ASSERT_DOUBLE_EQUAL(r.finish[0], 9.0, 1e-9);
     CU_ASSERT_EQUAL(r.device[9], 1);
     CU_ASSERT_DOUBLE_EQUAL(r.start[9], 73.0, 1e-9);
-    lp_result_free(&r);
+    place_result_free(&r);
     /* Loom's default finds a schedule at least as short, and it is valid. */
-    CU_ASSERT_EQUAL_FATAL(lp_place(&p, LP_POLICY_DEFAULT, BUDGET, &r, err, sizeof err), LOOM_OK);
+    CU_ASSERT_EQUAL_FATAL(place_place(&p, PLACE_POLICY_DEFAULT, BUDGET, &r, err, sizeof err), LOOM_OK);
     CU_ASSERT(r.makespan <= 80.0 + 1e-9);
     CU_ASSERT(check_schedule(&p, &r));
-    lp_result_free(&r);
+    place_result_free(&r);
 }
 
 /* ---- every policy's schedule is valid ---------------------------------------------------- */
@@ -229,19 +229,19 @@ static void test_every_policy_returns_a_valid_schedule(void)
     for (int rep = 0; rep < 12; rep++) {
         inst in;
         random_inst(&in, 6 + rnd(30), 2 + rnd(3), 0.15);
-        for (int pol = LP_POLICY_DEFAULT; pol <= LP_POLICY_FIRST; pol++) {
-            lp_result r;
+        for (int pol = PLACE_POLICY_DEFAULT; pol <= PLACE_POLICY_FIRST; pol++) {
+            place_result r;
             char err[256];
-            double budget = pol == LP_POLICY_EXACT ? 0.1 : BUDGET;
-            CU_ASSERT_EQUAL_FATAL(lp_place(&in.p, pol, budget, &r, err, sizeof err), LOOM_OK);
+            double budget = pol == PLACE_POLICY_EXACT ? 0.1 : BUDGET;
+            CU_ASSERT_EQUAL_FATAL(place_place(&in.p, pol, budget, &r, err, sizeof err), LOOM_OK);
             CU_ASSERT(check_schedule(&in.p, &r));
             CU_ASSERT(r.makespan > 0.0);
-            /* lp_evaluate agrees with the result. */
-            double ms = lp_evaluate(&in.p, r.device, r.order, r.order_first, NULL, NULL);
+            /* place_evaluate agrees with the result. */
+            double ms = place_evaluate(&in.p, r.device, r.order, r.order_first, NULL, NULL);
             CU_ASSERT(close_to(ms, r.makespan));
             for (uint32_t t = 0; t < in.p.n_tasks; t++)
-                CU_ASSERT(r.reason[t] >= LP_REASON_EFT && r.reason[t] <= LP_REASON_FIRST);
-            lp_result_free(&r);
+                CU_ASSERT(r.reason[t] >= PLACE_REASON_EFT && r.reason[t] <= PLACE_REASON_FIRST);
+            place_result_free(&r);
         }
     }
 }
@@ -252,16 +252,16 @@ static void test_default_is_never_worse_than_heft(void)
     for (int rep = 0; rep < 15; rep++) {
         inst in;
         random_inst(&in, 10 + rnd(50), 2 + rnd(3), 0.08);
-        lp_result h, d;
+        place_result h, d;
         char err[256];
-        CU_ASSERT_EQUAL_FATAL(lp_place(&in.p, LP_POLICY_HEFT, 0, &h, err, sizeof err), LOOM_OK);
-        CU_ASSERT_EQUAL_FATAL(lp_place(&in.p, LP_POLICY_DEFAULT, BUDGET, &d, err, sizeof err),
+        CU_ASSERT_EQUAL_FATAL(place_place(&in.p, PLACE_POLICY_HEFT, 0, &h, err, sizeof err), LOOM_OK);
+        CU_ASSERT_EQUAL_FATAL(place_place(&in.p, PLACE_POLICY_DEFAULT, BUDGET, &d, err, sizeof err),
                               LOOM_OK);
         CU_ASSERT(d.makespan <= h.makespan * (1 + 1e-12));
         CU_ASSERT(close_to(d.heft_makespan, h.makespan));
         CU_ASSERT(check_schedule(&in.p, &d));
-        lp_result_free(&h);
-        lp_result_free(&d);
+        place_result_free(&h);
+        place_result_free(&d);
     }
 }
 
@@ -269,7 +269,7 @@ static void test_default_is_never_worse_than_heft(void)
 
 /* Least makespan over every topological sequence and every assignment, each task appended to
  * its device's queue as early as possible: every (device, order) schedule arises this way. */
-static double brute_force(const lp_problem *p)
+static double brute_force(const place_problem *p)
 {
     uint32_t n = p->n_tasks, nd = p->n_devices;
     uint32_t perm[8], dev[8];
@@ -344,18 +344,18 @@ static void test_exact_matches_brute_force_on_tiny_dags(void)
         inst in;
         random_inst(&in, 3 + rnd(4), 2 + rnd(2), 0.3);
         double bf = brute_force(&in.p);
-        lp_result r;
+        place_result r;
         char err[256];
-        CU_ASSERT_EQUAL_FATAL(lp_place(&in.p, LP_POLICY_EXACT, 5.0, &r, err, sizeof err), LOOM_OK);
+        CU_ASSERT_EQUAL_FATAL(place_place(&in.p, PLACE_POLICY_EXACT, 5.0, &r, err, sizeof err), LOOM_OK);
         CU_ASSERT(r.proven_optimal);
         CU_ASSERT(close_to(r.makespan, bf));
         CU_ASSERT(check_schedule(&in.p, &r));
-        lp_result_free(&r);
+        place_result_free(&r);
         /* The default policy solves tiny problems exactly too. */
-        CU_ASSERT_EQUAL_FATAL(lp_place(&in.p, LP_POLICY_DEFAULT, 1.0, &r, err, sizeof err),
+        CU_ASSERT_EQUAL_FATAL(place_place(&in.p, PLACE_POLICY_DEFAULT, 1.0, &r, err, sizeof err),
                               LOOM_OK);
         CU_ASSERT(close_to(r.makespan, bf));
-        lp_result_free(&r);
+        place_result_free(&r);
     }
 }
 
@@ -377,17 +377,17 @@ static void test_pins_are_respected_by_every_policy(void)
                     }
         }
         in.p.pin = in.pin;
-        for (int pol = LP_POLICY_DEFAULT; pol <= LP_POLICY_FIRST; pol++) {
-            lp_result r;
+        for (int pol = PLACE_POLICY_DEFAULT; pol <= PLACE_POLICY_FIRST; pol++) {
+            place_result r;
             char err[256];
-            CU_ASSERT_EQUAL_FATAL(lp_place(&in.p, pol, BUDGET, &r, err, sizeof err), LOOM_OK);
+            CU_ASSERT_EQUAL_FATAL(place_place(&in.p, pol, BUDGET, &r, err, sizeof err), LOOM_OK);
             CU_ASSERT(check_schedule(&in.p, &r));
             for (uint32_t t = 0; t < 20; t++)
                 if (in.pin[t] >= 0) {
                     CU_ASSERT_EQUAL(r.device[t], (uint32_t)in.pin[t]);
-                    CU_ASSERT_EQUAL(r.reason[t], LP_REASON_PINNED);
+                    CU_ASSERT_EQUAL(r.reason[t], PLACE_REASON_PINNED);
                 }
-            lp_result_free(&r);
+            place_result_free(&r);
         }
     }
 }
@@ -398,7 +398,7 @@ static void test_capacity_is_respected_and_reported(void)
      * the rest must go to device 0, and say why. */
     inst in;
     memset(&in, 0, sizeof in);
-    lp_problem *p = &in.p;
+    place_problem *p = &in.p;
     p->n_tasks = 8, p->n_devices = 2;
     for (uint32_t t = 0; t < 8; t++) {
         in.cost[t * 2] = 10.0, in.cost[t * 2 + 1] = 1.0;
@@ -409,19 +409,19 @@ static void test_capacity_is_respected_and_reported(void)
     in.cap[0] = 0.0, in.cap[1] = 250.0;
     p->cost = in.cost, p->bandwidth = in.bw, p->latency = in.lat;
     p->output_bytes = in.out, p->capacity = in.cap;
-    for (int pol = LP_POLICY_DEFAULT; pol <= LP_POLICY_FIRST; pol++) {
-        lp_result r;
+    for (int pol = PLACE_POLICY_DEFAULT; pol <= PLACE_POLICY_FIRST; pol++) {
+        place_result r;
         char err[256];
-        CU_ASSERT_EQUAL_FATAL(lp_place(p, pol, BUDGET, &r, err, sizeof err), LOOM_OK);
+        CU_ASSERT_EQUAL_FATAL(place_place(p, pol, BUDGET, &r, err, sizeof err), LOOM_OK);
         CU_ASSERT(check_schedule(p, &r));
         CU_ASSERT(peak_memory(p, &r, 1) <= 250.0);
         uint32_t on1 = 0, why = 0;
         for (uint32_t t = 0; t < 8; t++)
-            on1 += r.device[t] == 1, why += r.reason[t] == LP_REASON_CAPACITY;
+            on1 += r.device[t] == 1, why += r.reason[t] == PLACE_REASON_CAPACITY;
         CU_ASSERT(on1 <= 2);
-        if (pol == LP_POLICY_HEFT)
+        if (pol == PLACE_POLICY_HEFT)
             CU_ASSERT(why >= 6);
-        lp_result_free(&r);
+        place_result_free(&r);
     }
     /* With edges: random DAGs, capacities that bind; every policy stays within them. */
     rng_state = 99;
@@ -432,17 +432,17 @@ static void test_capacity_is_respected_and_reported(void)
             in.out[t] = 1.0 + 9.0 * rnd01(), total += in.out[t];
         in.cap[0] = 0.0, in.cap[1] = total * 0.25, in.cap[2] = total * 0.2;
         in.p.output_bytes = in.out, in.p.capacity = in.cap;
-        for (int pol = LP_POLICY_DEFAULT; pol <= LP_POLICY_FIRST; pol++) {
-            lp_result r;
+        for (int pol = PLACE_POLICY_DEFAULT; pol <= PLACE_POLICY_FIRST; pol++) {
+            place_result r;
             char err[256];
-            loom_status st = lp_place(&in.p, pol, BUDGET, &r, err, sizeof err);
+            loom_status st = place_place(&in.p, pol, BUDGET, &r, err, sizeof err);
             /* Device 0 is unlimited, but a task only devices 1-2 can run may find no room. */
             if (st != LOOM_OK)
                 continue;
             CU_ASSERT(check_schedule(&in.p, &r));
             CU_ASSERT(peak_memory(&in.p, &r, 1) <= in.cap[1] * (1 + 1e-9));
             CU_ASSERT(peak_memory(&in.p, &r, 2) <= in.cap[2] * (1 + 1e-9));
-            lp_result_free(&r);
+            place_result_free(&r);
         }
     }
 }
@@ -455,13 +455,13 @@ static void test_target_latency_trades_time_for_energy(void)
         random_inst(&in, 20, 3, 0.12);
         in.power[0] = 10.0, in.power[1] = 60.0, in.power[2] = 25.0;
         in.p.power = in.power;
-        lp_result fast, slow, tight;
+        place_result fast, slow, tight;
         char err[256];
-        CU_ASSERT_EQUAL_FATAL(lp_place(&in.p, LP_POLICY_DEFAULT, BUDGET, &fast, err, sizeof err),
+        CU_ASSERT_EQUAL_FATAL(place_place(&in.p, PLACE_POLICY_DEFAULT, BUDGET, &fast, err, sizeof err),
                               LOOM_OK);
         /* A loose target: the makespan stays within it, the energy does not grow. */
         in.p.target_latency = fast.makespan * 1.5;
-        CU_ASSERT_EQUAL_FATAL(lp_place(&in.p, LP_POLICY_DEFAULT, BUDGET, &slow, err, sizeof err),
+        CU_ASSERT_EQUAL_FATAL(place_place(&in.p, PLACE_POLICY_DEFAULT, BUDGET, &slow, err, sizeof err),
                               LOOM_OK);
         CU_ASSERT(slow.target_met);
         CU_ASSERT(slow.makespan <= in.p.target_latency * (1 + 1e-12));
@@ -469,48 +469,48 @@ static void test_target_latency_trades_time_for_energy(void)
         CU_ASSERT(check_schedule(&in.p, &slow));
         /* An impossible target: not met, and the shortest schedule found comes back. */
         in.p.target_latency = fast.makespan * 0.01;
-        CU_ASSERT_EQUAL_FATAL(lp_place(&in.p, LP_POLICY_HEFT, 0, &tight, err, sizeof err),
+        CU_ASSERT_EQUAL_FATAL(place_place(&in.p, PLACE_POLICY_HEFT, 0, &tight, err, sizeof err),
                               LOOM_OK);
         CU_ASSERT_FALSE(tight.target_met);
         CU_ASSERT(close_to(tight.makespan, tight.heft_makespan));
-        lp_result_free(&fast);
-        lp_result_free(&slow);
-        lp_result_free(&tight);
+        place_result_free(&fast);
+        place_result_free(&slow);
+        place_result_free(&tight);
     }
     /* Two independent tasks, device 1 twice as fast at four times the power: without a target
      * both go fast; with room, the cheap device takes them and the reason says so. */
     double cost[4] = {2.0, 1.0, 2.0, 1.0}, bw[4] = {1, 1, 1, 1}, lat[4] = {0}, power[2] = {1, 4};
-    lp_problem p = {.n_tasks = 2, .n_devices = 2, .cost = cost, .bandwidth = bw, .latency = lat,
+    place_problem p = {.n_tasks = 2, .n_devices = 2, .cost = cost, .bandwidth = bw, .latency = lat,
                     .power = power, .target_latency = 4.0};
-    lp_result r;
+    place_result r;
     char err[256];
-    CU_ASSERT_EQUAL_FATAL(lp_place(&p, LP_POLICY_DEFAULT, BUDGET, &r, err, sizeof err), LOOM_OK);
+    CU_ASSERT_EQUAL_FATAL(place_place(&p, PLACE_POLICY_DEFAULT, BUDGET, &r, err, sizeof err), LOOM_OK);
     CU_ASSERT(r.target_met);
     CU_ASSERT_DOUBLE_EQUAL(r.energy, 4.0, 1e-12);
     CU_ASSERT_EQUAL(r.device[0], 0);
-    CU_ASSERT_EQUAL(r.reason[0], LP_REASON_ENERGY);
-    lp_result_free(&r);
+    CU_ASSERT_EQUAL(r.reason[0], PLACE_REASON_ENERGY);
+    place_result_free(&r);
 }
 
-/* ---- lp_evaluate and validation ---------------------------------------------------------- */
+/* ---- place_evaluate and validation ---------------------------------------------------------- */
 
 static void test_evaluate_rejects_infeasible_orders(void)
 {
     /* a -> b on one device: the order b, a contradicts the edge. */
     double cost[2] = {1.0, 2.0}, bw[1] = {1}, lat[1] = {0}, bytes[1] = {0};
     uint32_t from[1] = {0}, to[1] = {1};
-    lp_problem p = {.n_tasks = 2, .n_devices = 1, .cost = cost, .n_edges = 1, .edge_from = from,
+    place_problem p = {.n_tasks = 2, .n_devices = 1, .cost = cost, .n_edges = 1, .edge_from = from,
                     .edge_to = to, .edge_bytes = bytes, .bandwidth = bw, .latency = lat};
     uint32_t dev[2] = {0, 0}, good[2] = {0, 1}, bad[2] = {1, 0}, first[2] = {0, 2};
     double st[2], fi[2];
-    CU_ASSERT_DOUBLE_EQUAL(lp_evaluate(&p, dev, good, first, st, fi), 3.0, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(place_evaluate(&p, dev, good, first, st, fi), 3.0, 1e-12);
     CU_ASSERT_DOUBLE_EQUAL(st[1], 1.0, 1e-12);
-    CU_ASSERT(lp_evaluate(&p, dev, bad, first, NULL, NULL) < 0.0);
+    CU_ASSERT(place_evaluate(&p, dev, bad, first, NULL, NULL) < 0.0);
     uint32_t dup[2] = {0, 0};
-    CU_ASSERT(lp_evaluate(&p, dev, dup, first, NULL, NULL) < 0.0);
+    CU_ASSERT(place_evaluate(&p, dev, dup, first, NULL, NULL) < 0.0);
     cost[1] = INFINITY;
     cost[0] = 1.0;
-    CU_ASSERT(lp_evaluate(&p, dev, good, first, NULL, NULL) < 0.0);
+    CU_ASSERT(place_evaluate(&p, dev, good, first, NULL, NULL) < 0.0);
 }
 
 static void test_validation_names_the_culprit(void)
@@ -519,56 +519,56 @@ static void test_validation_names_the_culprit(void)
     double bytes[3] = {1, 1, 1};
     uint32_t from[3] = {0, 1, 2}, to[3] = {1, 2, 0};
     const char *names[3] = {"load", "mul", "store"};
-    lp_problem p = {.n_tasks = 3, .n_devices = 2, .cost = cost, .n_edges = 3, .edge_from = from,
+    place_problem p = {.n_tasks = 3, .n_devices = 2, .cost = cost, .n_edges = 3, .edge_from = from,
                     .edge_to = to, .edge_bytes = bytes, .bandwidth = bw, .latency = lat,
                     .task_names = names};
     char err[256];
-    lp_result r;
-    CU_ASSERT_EQUAL(lp_validate(&p, err, sizeof err), LOOM_ERR_INVALID_ARGUMENT);
+    place_result r;
+    CU_ASSERT_EQUAL(place_validate(&p, err, sizeof err), LOOM_ERR_INVALID_ARGUMENT);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "cycle"));
     CU_ASSERT(strstr(err, "'load'") || strstr(err, "'mul'") || strstr(err, "'store'"));
-    CU_ASSERT_EQUAL(lp_place(&p, LP_POLICY_HEFT, 0, &r, err, sizeof err),
+    CU_ASSERT_EQUAL(place_place(&p, PLACE_POLICY_HEFT, 0, &r, err, sizeof err),
                     LOOM_ERR_INVALID_ARGUMENT);
     p.n_edges = 2;
-    CU_ASSERT_EQUAL(lp_validate(&p, err, sizeof err), LOOM_OK);
+    CU_ASSERT_EQUAL(place_validate(&p, err, sizeof err), LOOM_OK);
     cost[2] = INFINITY, cost[3] = -1.0;
-    CU_ASSERT_EQUAL(lp_validate(&p, err, sizeof err), LOOM_ERR_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(place_validate(&p, err, sizeof err), LOOM_ERR_INVALID_ARGUMENT);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "'mul'"));
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "no device"));
     cost[2] = cost[3] = 1.0;
     bw[1] = 0.0;
-    CU_ASSERT_EQUAL(lp_validate(&p, err, sizeof err), LOOM_ERR_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(place_validate(&p, err, sizeof err), LOOM_ERR_INVALID_ARGUMENT);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "bandwidth"));
     bw[1] = 1.0;
     lat[2] = -1.0;
-    CU_ASSERT_EQUAL(lp_validate(&p, err, sizeof err), LOOM_ERR_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(place_validate(&p, err, sizeof err), LOOM_ERR_INVALID_ARGUMENT);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "latency"));
     lat[2] = 0.0;
     int32_t pin[3] = {-1, 1, -1};
     cost[3] = INFINITY;
     p.pin = pin;
-    CU_ASSERT_EQUAL(lp_validate(&p, err, sizeof err), LOOM_ERR_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(place_validate(&p, err, sizeof err), LOOM_ERR_INVALID_ARGUMENT);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "'mul'"));
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "pinned"));
     p.pin = NULL;
     cost[3] = 1.0;
     to[1] = 7;
-    CU_ASSERT_EQUAL(lp_validate(&p, err, sizeof err), LOOM_ERR_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(place_validate(&p, err, sizeof err), LOOM_ERR_INVALID_ARGUMENT);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "edge 1"));
     to[1] = 2;
     bytes[0] = -5;
-    CU_ASSERT_EQUAL(lp_validate(&p, err, sizeof err), LOOM_ERR_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(place_validate(&p, err, sizeof err), LOOM_ERR_INVALID_ARGUMENT);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "edge 0"));
 }
 
 static void test_policy_and_reason_names(void)
 {
-    for (int pol = LP_POLICY_DEFAULT; pol <= LP_POLICY_FIRST; pol++)
-        CU_ASSERT_EQUAL(lp_policy_from_name(lp_policy_name(pol)), pol);
-    CU_ASSERT_EQUAL(lp_policy_from_name("loom"), LP_POLICY_DEFAULT);
-    CU_ASSERT_EQUAL(lp_policy_from_name("fastest"), -1);
-    for (int why = LP_REASON_EFT; why <= LP_REASON_FIRST; why++)
-        CU_ASSERT_STRING_NOT_EQUAL(lp_reason_name(why), "unknown");
+    for (int pol = PLACE_POLICY_DEFAULT; pol <= PLACE_POLICY_FIRST; pol++)
+        CU_ASSERT_EQUAL(place_policy_from_name(place_policy_name(pol)), pol);
+    CU_ASSERT_EQUAL(place_policy_from_name("loom"), PLACE_POLICY_DEFAULT);
+    CU_ASSERT_EQUAL(place_policy_from_name("fastest"), -1);
+    for (int why = PLACE_REASON_EFT; why <= PLACE_REASON_FIRST; why++)
+        CU_ASSERT_STRING_NOT_EQUAL(place_reason_name(why), "unknown");
 }
 
 static void test_larger_graph_places_validly(void)
@@ -577,16 +577,16 @@ static void test_larger_graph_places_validly(void)
     rng_state = 3;
     inst in;
     random_inst(&in, 60, 4, 0.05);
-    lp_result h, d;
+    place_result h, d;
     char err[256];
-    CU_ASSERT_EQUAL_FATAL(lp_place(&in.p, LP_POLICY_HEFT, 0, &h, err, sizeof err), LOOM_OK);
-    CU_ASSERT_EQUAL_FATAL(lp_place(&in.p, LP_POLICY_DEFAULT, 0.2, &d, err, sizeof err), LOOM_OK);
+    CU_ASSERT_EQUAL_FATAL(place_place(&in.p, PLACE_POLICY_HEFT, 0, &h, err, sizeof err), LOOM_OK);
+    CU_ASSERT_EQUAL_FATAL(place_place(&in.p, PLACE_POLICY_DEFAULT, 0.2, &d, err, sizeof err), LOOM_OK);
     CU_ASSERT(check_schedule(&in.p, &h));
     CU_ASSERT(check_schedule(&in.p, &d));
     CU_ASSERT(d.makespan <= h.makespan);
     CU_ASSERT(d.evaluations > 1);
-    lp_result_free(&h);
-    lp_result_free(&d);
+    place_result_free(&h);
+    place_result_free(&d);
 }
 
 int main(void)
@@ -601,7 +601,7 @@ int main(void)
     CU_add_test(s, "pins are respected by every policy", test_pins_are_respected_by_every_policy);
     CU_add_test(s, "capacity is respected and reported", test_capacity_is_respected_and_reported);
     CU_add_test(s, "target latency trades time for energy", test_target_latency_trades_time_for_energy);
-    CU_add_test(s, "lp_evaluate rejects infeasible orders", test_evaluate_rejects_infeasible_orders);
+    CU_add_test(s, "place_evaluate rejects infeasible orders", test_evaluate_rejects_infeasible_orders);
     CU_add_test(s, "validation names the culprit", test_validation_names_the_culprit);
     CU_add_test(s, "policy and reason names", test_policy_and_reason_names);
     CU_add_test(s, "a larger graph places validly", test_larger_graph_places_validly);

@@ -100,7 +100,7 @@ static json_t *link_json(double latency_s, double bandwidth)
 }
 
 /* Print one device's figures as text. */
-static void print_device(const char *id, const char *name, const lc_profile *p,
+static void print_device(const char *id, const char *name, const cost_profile *p,
                          const char *status)
 {
     printf("%s  %s  [%s]\n", id, name, status);
@@ -157,7 +157,7 @@ int cmd_calibrate(int argc, char **argv)
         return EXIT_RUNTIME;
     }
     int status = 0;
-    lc_model *m = NULL;
+    cost_model *m = NULL;
     size_t n = loom_runtime_device_count(rt);
     long only = -1;
     if (device && (only = find_device(rt, device)) < 0) {
@@ -166,7 +166,7 @@ int cmd_calibrate(int argc, char **argv)
         loom_runtime_destroy(rt);
         return EXIT_USAGE;
     }
-    if (lc_model_open(rt, cache, &m) != LOOM_OK) {
+    if (cost_model_open(rt, cache, &m) != LOOM_OK) {
         fprintf(stderr, "loom calibrate: %s\n", loom_last_error());
         loom_runtime_destroy(rt);
         return EXIT_RUNTIME;
@@ -175,7 +175,7 @@ int cmd_calibrate(int argc, char **argv)
     const char **state = calloc(n ? n : 1, sizeof *state);
     if (!state) {
         fprintf(stderr, "loom calibrate: out of memory\n");
-        lc_model_close(m);
+        cost_model_close(m);
         loom_runtime_destroy(rt);
         return EXIT_RUNTIME;
     }
@@ -185,12 +185,12 @@ int cmd_calibrate(int argc, char **argv)
     for (size_t i = 0; i < n; i++) {
         if (only >= 0 && (long)i != only)
             continue;
-        const lc_profile *p = lc_profile_of(m, (uint32_t)i);
+        const cost_profile *p = cost_profile_of(m, (uint32_t)i);
         if (p->calibrated && !force) {
             state[i] = "cached";
             continue;
         }
-        loom_status st = lc_calibrate_device(m, (uint32_t)i, quick, tty ? draw_bar : NULL, &b);
+        loom_status st = cost_calibrate_device(m, (uint32_t)i, quick, tty ? draw_bar : NULL, &b);
         clear_bar(&b);
         if (st != LOOM_OK) {
             fprintf(stderr, "loom calibrate: %s\n", loom_last_error());
@@ -201,8 +201,8 @@ int cmd_calibrate(int argc, char **argv)
         state[i] = quick ? "measured, quick" : "measured";
         measured++;
     }
-    const char *dir = lc_cache_dir(m);
-    if (measured && lc_model_save(m) != LOOM_OK) {
+    const char *dir = cost_cache_dir(m);
+    if (measured && cost_model_save(m) != LOOM_OK) {
         fprintf(stderr, "loom calibrate: %s\n", loom_last_error());
         status = EXIT_RUNTIME;
     }
@@ -216,7 +216,7 @@ int cmd_calibrate(int argc, char **argv)
         char id[64];
         loom_device_info info = {.struct_size = sizeof info};
         loom_runtime_device(rt, i, id, sizeof id, &info);
-        const lc_profile *p = lc_profile_of(m, (uint32_t)i);
+        const cost_profile *p = cost_profile_of(m, (uint32_t)i);
         if (!json) {
             print_device(id, info.name, p, state[i]);
             continue;
@@ -258,7 +258,7 @@ int cmd_calibrate(int argc, char **argv)
         printf("%s %s\n", measured ? "profiles written to" : "profiles cached in", file);
     }
     free(state);
-    lc_model_close(m);
+    cost_model_close(m);
     loom_runtime_destroy(rt);
     return status;
 }

@@ -38,9 +38,9 @@ static const char sim_help[] =
     "Exit status: 0 success, 1 runtime failure, 2 bad usage or an invalid instance (one line on\n"
     "stderr naming the culprit).\n";
 
-/* The instance as lp_problem wants it, plus the names it came with. Everything is owned here. */
+/* The instance as place_problem wants it, plus the names it came with. Everything is owned here. */
 typedef struct sim_instance {
-    lp_problem p;
+    place_problem p;
     uint32_t n, nd, ne;
     char **task_id, **dev_name;
     double *cost, *bandwidth, *latency, *edge_bytes, *output_bytes, *capacity, *power;
@@ -339,7 +339,7 @@ static int parse_instance(json_t *root, sim_instance *in, char *err, size_t len)
         bad(err, len, "'target_latency' must be a number >= 0 (seconds)");
         goto done;
     }
-    lp_problem *p = &in->p;
+    place_problem *p = &in->p;
     memset(p, 0, sizeof *p);
     p->n_tasks = n, p->n_devices = nd, p->n_edges = ne;
     p->cost = in->cost;
@@ -353,7 +353,7 @@ static int parse_instance(json_t *root, sim_instance *in, char *err, size_t len)
     p->task_names = (const char *const *)in->task_id;
     p->device_names = (const char *const *)in->dev_name;
     /* What remains (cycles, a pin without a device): the library's own check, same names. */
-    ok = lp_validate(p, err, len) == LOOM_OK;
+    ok = place_validate(p, err, len) == LOOM_OK;
 done:
     free(ix), free(dix);
     return ok;
@@ -363,7 +363,7 @@ done:
 static int cmp_start(const void *a, const void *b, void *ctx)
 {
     uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    const lp_result *r = ctx;
+    const place_result *r = ctx;
     if (r->start[x] != r->start[y])
         return r->start[x] < r->start[y] ? -1 : 1;
     if (r->device[x] != r->device[y])
@@ -372,7 +372,7 @@ static int cmp_start(const void *a, const void *b, void *ctx)
 }
 
 /* Write the schedule of R to PATH. Returns 0 on success. */
-static int write_schedule(const char *path, const sim_instance *in, const lp_result *r)
+static int write_schedule(const char *path, const sim_instance *in, const place_result *r)
 {
     uint32_t *ord = malloc(((size_t)in->n + 1) * sizeof *ord);
     json_t *root = json_object(), *list = json_array();
@@ -462,7 +462,7 @@ int cmd_sim(int argc, char **argv)
         fprintf(stderr, "loom sim: no instance given (see 'loom sim --help')\n");
         return EXIT_USAGE;
     }
-    int policy = lp_policy_from_name(policy_name);
+    int policy = place_policy_from_name(policy_name);
     if (policy < 0) {
         fprintf(stderr,
                 "loom sim: unknown policy '%s' (default, loom, heft, peft, exact, first)\n",
@@ -490,10 +490,10 @@ int cmd_sim(int argc, char **argv)
     json_decref(root);
     if (target >= 0.0)
         in.p.target_latency = target;
-    lp_result r;
+    place_result r;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    loom_status st = lp_place(&in.p, (lp_policy)policy, budget, &r, err, sizeof err);
+    loom_status st = place_place(&in.p, (place_policy)policy, budget, &r, err, sizeof err);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
     if (st != LOOM_OK) {
@@ -510,7 +510,7 @@ int cmd_sim(int argc, char **argv)
     if (rc == 0 && json) {
         json_t *o = json_object();
         json_object_set_new(o, "instance", json_string(path));
-        json_object_set_new(o, "policy", json_string(lp_policy_name((lp_policy)policy)));
+        json_object_set_new(o, "policy", json_string(place_policy_name((place_policy)policy)));
         json_object_set_new(o, "tasks", json_integer(in.n));
         json_object_set_new(o, "edges", json_integer(in.ne));
         json_object_set_new(o, "devices", json_integer(in.nd));
@@ -530,7 +530,7 @@ int cmd_sim(int argc, char **argv)
         json_decref(o);
     } else if (rc == 0) {
         printf("instance     %s: %u tasks, %u edges, %u devices\n", path, in.n, in.ne, in.nd);
-        printf("policy       %s\n", lp_policy_name((lp_policy)policy));
+        printf("policy       %s\n", place_policy_name((place_policy)policy));
         printf("makespan     %.9g s%s\n", r.makespan, r.proven_optimal ? " (optimal)" : "");
         printf("HEFT         %.9g s (ratio %.4f)\n", r.heft_makespan, ratio);
         if (in.p.target_latency > 0.0)
@@ -539,7 +539,7 @@ int cmd_sim(int argc, char **argv)
         printf("evaluations  %llu\n", (unsigned long long)r.evaluations);
         printf("time         %.3f s\n", secs);
     }
-    lp_result_free(&r);
+    place_result_free(&r);
     instance_free(&in);
     return rc;
 }

@@ -76,8 +76,8 @@ static int cmd_devices(int argc, char **argv)
     size_t n = loom_runtime_device_count(rt);
     json_t *list = json ? json_array() : NULL;
     /* The cost model's view of each device: calibrated figures, or the backend's facts. */
-    lc_model *model = NULL;
-    if (lc_model_open(rt, NULL, &model) != LOOM_OK)
+    cost_model *model = NULL;
+    if (cost_model_open(rt, NULL, &model) != LOOM_OK)
         model = NULL;
     if (!json)
         printf("%-10s %-8s %-6s %6s %7s %12s %5s  %s\n", "ID", "BACKEND", "KIND", "UNITS",
@@ -108,7 +108,7 @@ static int cmd_devices(int argc, char **argv)
             json_object_set_new(d, "uuid", json_string(info.uuid));
             json_object_set_new(d, "pci_bus", json_string(info.pci_bus));
             json_object_set_new(d, "driver", json_string(info.driver));
-            const lc_profile *pf = model ? lc_profile_of(model, (uint32_t)i) : NULL;
+            const cost_profile *pf = model ? cost_profile_of(model, (uint32_t)i) : NULL;
             if (pf)
                 json_object_set_new(
                     d, "profile",
@@ -127,12 +127,12 @@ static int cmd_devices(int argc, char **argv)
                    kind_name(info.kind), info.compute_units, info.threads,
                    (double)info.memory_bytes / (1024.0 * 1024 * 1024), numa, info.name);
             char prof[512];
-            lc_profile_summary(model ? lc_profile_of(model, (uint32_t)i) : NULL, prof,
+            cost_profile_summary(model ? cost_profile_of(model, (uint32_t)i) : NULL, prof,
                                sizeof prof);
             printf("%-10s profile: %s\n", "", prof);
         }
     }
-    lc_model_close(model);
+    cost_model_close(model);
     if (json) {
         json_t *root = json_pack("{s:o}", "devices", list);
         char *s = json_dumps(root, JSON_INDENT(2));

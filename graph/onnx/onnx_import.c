@@ -32,7 +32,7 @@ static uint64_t hash_str(const char *s)
     return h;
 }
 
-int lo_smap_get(const lo_smap *m, const char *key, int32_t *val)
+int onnx_smap_get(const onnx_smap *m, const char *key, int32_t *val)
 {
     if (!m->cap)
         return 0;
@@ -47,7 +47,7 @@ int lo_smap_get(const lo_smap *m, const char *key, int32_t *val)
     }
 }
 
-int lo_smap_put(lo_smap *m, const char *key, int32_t val)
+int onnx_smap_put(onnx_smap *m, const char *key, int32_t val)
 {
     if ((m->used + 1) * 2 > m->cap) {
         size_t ncap = m->cap ? m->cap * 2 : 32;
@@ -83,7 +83,7 @@ int lo_smap_put(lo_smap *m, const char *key, int32_t val)
     return 1;
 }
 
-void lo_smap_free(lo_smap *m)
+void onnx_smap_free(onnx_smap *m)
 {
     free(m->keys);
     free(m->vals);
@@ -92,7 +92,7 @@ void lo_smap_free(lo_smap *m)
 
 /* ---- allocations that live until the import ends ---------------------------------------- */
 
-void *lo_alloc(lo_import *im, size_t bytes)
+void *onnx_alloc(onnx_import *im, size_t bytes)
 {
     if (im->n_allocs == im->cap_allocs) {
         size_t n = im->cap_allocs ? im->cap_allocs * 2 : 32;
@@ -108,9 +108,9 @@ void *lo_alloc(lo_import *im, size_t bytes)
     return p;
 }
 
-char *lo_strndup(lo_import *im, const void *data, size_t len)
+char *onnx_strndup(onnx_import *im, const void *data, size_t len)
 {
-    char *s = lo_alloc(im, len + 1);
+    char *s = onnx_alloc(im, len + 1);
     if (s && len)
         memcpy(s, data, len);
     return s;
@@ -118,7 +118,7 @@ char *lo_strndup(lo_import *im, const void *data, size_t len)
 
 /* ---- errors ------------------------------------------------------------------------------- */
 
-loom_status lo_fail(lo_import *im, loom_status st, const char *fmt, ...)
+loom_status onnx_fail(onnx_import *im, loom_status st, const char *fmt, ...)
 {
     char msg[768];
     va_list ap;
@@ -130,28 +130,28 @@ loom_status lo_fail(lo_import *im, loom_status st, const char *fmt, ...)
     return loom_set_error(st, "%s: %s", im->src.file, msg);
 }
 
-loom_status lo_adopt(lo_import *im, loom_status st)
+loom_status onnx_adopt(onnx_import *im, loom_status st)
 {
     if (im->status == LOOM_OK)
         im->status = st;
     return st;
 }
 
-loom_status lo_fail_builder(lo_import *im, loom_status st)
+loom_status onnx_fail_builder(onnx_import *im, loom_status st)
 {
     char msg[1024];
     snprintf(msg, sizeof msg, "%s", loom_last_error());
     if (st == LOOM_OK)
         st = LOOM_ERR_INTERNAL;
-    return lo_fail(im, st, "%s", msg[0] ? msg : "graph builder failed");
+    return onnx_fail(im, st, "%s", msg[0] ? msg : "graph builder failed");
 }
 
-const char *lo_str(const char *s)
+const char *onnx_str(const char *s)
 {
     return s ? s : "";
 }
 
-const char *lo_node_name(const Onnx__NodeProto *n)
+const char *onnx_node_name(const Onnx__NodeProto *n)
 {
     if (n->name && *n->name)
         return n->name;
@@ -167,15 +167,15 @@ const char *lo_node_name(const Onnx__NodeProto *n)
  * name is wanted by a tensor of the model, the made-up one moves aside. */
 
 /* NAME if it can be given to a new or renamed value, else NULL (let the graph make one up). */
-static const char *claim_name(lo_import *im, const char *name)
+static const char *claim_name(onnx_import *im, const char *name)
 {
     if (!name || !*name)
         return NULL;
     loom_value w = loom_graph_find_value(im->g, name);
     if (w == LOOM_NO_VALUE)
         return name;
-    const lg_value *val = &im->g->values[w];
-    if (val->kind == LG_VALUE_INPUT || val->output_index >= 0)
+    const graph_value *val = &im->g->values[w];
+    if (val->kind == GRAPH_VALUE_INPUT || val->output_index >= 0)
         return NULL;
     size_t len = strlen(name) + 24;
     char *alt = malloc(len);
@@ -191,7 +191,7 @@ static const char *claim_name(lo_import *im, const char *name)
     return st == LOOM_OK ? name : NULL;
 }
 
-loom_status lo_name_value(lo_import *im, loom_value v, const char *name)
+loom_status onnx_name_value(onnx_import *im, loom_value v, const char *name)
 {
     if (!name || !*name || v == LOOM_NO_VALUE)
         return LOOM_OK;
@@ -200,18 +200,18 @@ loom_status lo_name_value(lo_import *im, loom_value v, const char *name)
         return LOOM_OK;
     const char *n = claim_name(im, name);
     if (n && loom_value_set_name(im->g, v, n) != LOOM_OK)
-        return lo_fail_builder(im, im->g->error);
-    return im->g->error != LOOM_OK ? lo_fail_builder(im, im->g->error) : LOOM_OK;
+        return onnx_fail_builder(im, im->g->error);
+    return im->g->error != LOOM_OK ? onnx_fail_builder(im, im->g->error) : LOOM_OK;
 }
 
-loom_value lo_own_constant(lo_import *im, const char *name, lo_tensor *t)
+loom_value onnx_own_constant(onnx_import *im, const char *name, onnx_tensor *t)
 {
     loom_value v = loom_constant_borrowed(im->g, claim_name(im, name), t->dtype, t->rank,
                                           t->dims, t->data);
     if (v == LOOM_NO_VALUE) {
         free(t->data);
         t->data = NULL;
-        lo_fail_builder(im, im->g->error);
+        onnx_fail_builder(im, im->g->error);
         return LOOM_NO_VALUE;
     }
     /* The graph takes the buffer over (it frees owned constants with free()), which spares a
@@ -221,11 +221,11 @@ loom_value lo_own_constant(lo_import *im, const char *name, lo_tensor *t)
     return v;
 }
 
-loom_value lo_const_i64s(lo_import *im, size_t n, const int64_t *values)
+loom_value onnx_const_i64s(onnx_import *im, size_t n, const int64_t *values)
 {
     loom_value v = loom_constant_i64s(im->g, n, values);
     if (v == LOOM_NO_VALUE)
-        lo_fail_builder(im, im->g->error);
+        onnx_fail_builder(im, im->g->error);
     return v;
 }
 
@@ -242,14 +242,14 @@ static int64_t saturate(double value, double lo, double hi)
     return (int64_t)value;
 }
 
-loom_value lo_scalar_const(lo_import *im, loom_dtype dtype, double value)
+loom_value onnx_scalar_const(onnx_import *im, loom_dtype dtype, double value)
 {
     unsigned char buf[8] = {0};
     float f = value > 3.4e38 ? INFINITY : value < -3.4e38 ? -INFINITY : (float)value;
     switch (dtype) {
     case LOOM_DTYPE_F32: memcpy(buf, &f, 4); break;
-    case LOOM_DTYPE_F16: { uint16_t h = lo_f32_to_f16(f); memcpy(buf, &h, 2); break; }
-    case LOOM_DTYPE_BF16: { uint16_t h = lo_f32_to_bf16(f); memcpy(buf, &h, 2); break; }
+    case LOOM_DTYPE_F16: { uint16_t h = onnx_f32_to_f16(f); memcpy(buf, &h, 2); break; }
+    case LOOM_DTYPE_BF16: { uint16_t h = onnx_f32_to_bf16(f); memcpy(buf, &h, 2); break; }
     case LOOM_DTYPE_I32: {
         int32_t i = (int32_t)saturate(value, INT32_MIN, INT32_MAX);
         memcpy(buf, &i, 4);
@@ -271,7 +271,7 @@ loom_value lo_scalar_const(lo_import *im, loom_dtype dtype, double value)
     }
     loom_value v = loom_constant(im->g, NULL, dtype, 0, NULL, buf);
     if (v == LOOM_NO_VALUE)
-        lo_fail_builder(im, im->g->error);
+        onnx_fail_builder(im, im->g->error);
     return v;
 }
 
@@ -280,64 +280,64 @@ loom_value lo_scalar_const(lo_import *im, loom_dtype dtype, double value)
  * Initializers are decoded only when a node reads them, so unused ones cost nothing and never
  * leave an unused constant behind. */
 
-static loom_status scope_init(lo_import *im, lo_scope *sc, lo_scope *parent,
+static loom_status scope_init(onnx_import *im, onnx_scope *sc, onnx_scope *parent,
                               const Onnx__GraphProto *gp)
 {
     memset(sc, 0, sizeof *sc);
     sc->parent = parent;
     sc->gp = gp;
     if (gp->n_sparse_initializer)
-        return lo_fail(im, LOOM_ERR_UNSUPPORTED, "graph '%s': sparse initializers are not "
-                       "supported", lo_str(gp->name));
+        return onnx_fail(im, LOOM_ERR_UNSUPPORTED, "graph '%s': sparse initializers are not "
+                       "supported", onnx_str(gp->name));
     for (size_t i = 0; i < gp->n_initializer; i++) {
         const Onnx__TensorProto *t = gp->initializer[i];
         if (!t->name || !*t->name)
-            return lo_fail(im, LOOM_ERR_INVALID_ARGUMENT, "graph '%s': initializer %zu has no "
-                           "name", lo_str(gp->name), i);
-        if (i > INT32_MAX || !lo_smap_put(&sc->inits, t->name, (int32_t)i))
-            return lo_fail(im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+            return onnx_fail(im, LOOM_ERR_INVALID_ARGUMENT, "graph '%s': initializer %zu has no "
+                           "name", onnx_str(gp->name), i);
+        if (i > INT32_MAX || !onnx_smap_put(&sc->inits, t->name, (int32_t)i))
+            return onnx_fail(im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
     }
     return LOOM_OK;
 }
 
-static void scope_free(lo_scope *sc)
+static void scope_free(onnx_scope *sc)
 {
-    lo_smap_free(&sc->values);
-    lo_smap_free(&sc->inits);
-    lo_smap_free(&sc->used);
+    onnx_smap_free(&sc->values);
+    onnx_smap_free(&sc->inits);
+    onnx_smap_free(&sc->used);
 }
 
-loom_status lo_define(lo_import *im, lo_scope *sc, const char *name, loom_value v)
+loom_status onnx_define(onnx_import *im, onnx_scope *sc, const char *name, loom_value v)
 {
     if (!name || !*name)
         return LOOM_OK;
-    if (!lo_smap_put(&sc->values, name, v))
-        return lo_fail(im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    if (!onnx_smap_put(&sc->values, name, v))
+        return onnx_fail(im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
     return LOOM_OK;
 }
 
-int lo_lookup(lo_import *im, lo_scope *sc, const char *name, loom_value *out)
+int onnx_lookup(onnx_import *im, onnx_scope *sc, const char *name, loom_value *out)
 {
-    for (lo_scope *s = sc; s; s = s->parent) {
+    for (onnx_scope *s = sc; s; s = s->parent) {
         int32_t v;
-        if (lo_smap_get(&s->values, name, &v)) {
+        if (onnx_smap_get(&s->values, name, &v)) {
             *out = v;
             return 1;
         }
-        if (lo_smap_get(&s->inits, name, &v)) {
+        if (onnx_smap_get(&s->inits, name, &v)) {
             char what[160];
             snprintf(what, sizeof what, "initializer '%.100s'", name);
-            lo_tensor lt;
-            loom_status st = lo_tensor_decode(s->gp->initializer[v], &im->src, what, &lt);
+            onnx_tensor lt;
+            loom_status st = onnx_tensor_decode(s->gp->initializer[v], &im->src, what, &lt);
             if (st != LOOM_OK) {
-                lo_adopt(im, st);
+                onnx_adopt(im, st);
                 return -1;
             }
-            loom_value c = lo_own_constant(im, name, &lt);
+            loom_value c = onnx_own_constant(im, name, &lt);
             if (c == LOOM_NO_VALUE)
                 return -1;
-            if (!lo_smap_put(&s->values, name, c)) {
-                lo_fail(im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+            if (!onnx_smap_put(&s->values, name, c)) {
+                onnx_fail(im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
                 return -1;
             }
             *out = c;
@@ -347,15 +347,15 @@ int lo_lookup(lo_import *im, lo_scope *sc, const char *name, loom_value *out)
     return 0;
 }
 
-const void *lo_const_data(const lo_import *im, loom_value v)
+const void *onnx_const_data(const onnx_import *im, loom_value v)
 {
     if (v < 0 || (size_t)v >= im->g->n_values)
         return NULL;
-    const lg_value *val = &im->g->values[v];
-    return val->kind == LG_VALUE_CONSTANT ? val->data : NULL;
+    const graph_value *val = &im->g->values[v];
+    return val->kind == GRAPH_VALUE_CONSTANT ? val->data : NULL;
 }
 
-loom_tensor_desc lo_desc(const lo_import *im, loom_value v)
+loom_tensor_desc onnx_desc(const onnx_import *im, loom_value v)
 {
     loom_tensor_desc d;
     memset(&d, 0, sizeof d);
@@ -364,7 +364,7 @@ loom_tensor_desc lo_desc(const lo_import *im, loom_value v)
     return d;
 }
 
-void lo_mark_read(lo_import *im, loom_value v)
+void onnx_mark_read(onnx_import *im, loom_value v)
 {
     /* Counted like a read by a folded node: the value was needed, for its shape or to choose a
      * branch, but no node of the graph reads it at run time. */
@@ -424,16 +424,16 @@ static int push_subgraph_reads(name_stack *s, const Onnx__GraphProto *gp, int de
 }
 
 /* NEEDED[i] = 1 for the nodes of SC->gp that its outputs depend on; fills SC->used. */
-static loom_status mark_needed(lo_import *im, lo_scope *sc, unsigned char *needed)
+static loom_status mark_needed(onnx_import *im, onnx_scope *sc, unsigned char *needed)
 {
     const Onnx__GraphProto *gp = sc->gp;
-    lo_smap producer = {0};
+    onnx_smap producer = {0};
     name_stack st = {0};
     loom_status status = LOOM_OK;
     for (size_t i = 0; i < gp->n_node && status == LOOM_OK; i++)
         for (size_t k = 0; k < gp->node[i]->n_output; k++) {
             const char *o = gp->node[i]->output[k];
-            if (*o && (i > INT32_MAX || !lo_smap_put(&producer, o, (int32_t)i)))
+            if (*o && (i > INT32_MAX || !onnx_smap_put(&producer, o, (int32_t)i)))
                 status = LOOM_ERR_OUT_OF_MEMORY;
         }
     for (size_t i = 0; i < gp->n_output && status == LOOM_OK; i++)
@@ -441,14 +441,14 @@ static loom_status mark_needed(lo_import *im, lo_scope *sc, unsigned char *neede
             status = LOOM_ERR_OUT_OF_MEMORY;
     while (status == LOOM_OK && st.n) {
         const char *name = st.items[--st.n];
-        if (lo_smap_get(&sc->used, name, NULL))
+        if (onnx_smap_get(&sc->used, name, NULL))
             continue;
-        if (!lo_smap_put(&sc->used, name, 1)) {
+        if (!onnx_smap_put(&sc->used, name, 1)) {
             status = LOOM_ERR_OUT_OF_MEMORY;
             break;
         }
         int32_t i;
-        if (!lo_smap_get(&producer, name, &i) || needed[i])
+        if (!onnx_smap_get(&producer, name, &i) || needed[i])
             continue;
         needed[i] = 1;
         const Onnx__NodeProto *n = gp->node[i];
@@ -464,50 +464,50 @@ static loom_status mark_needed(lo_import *im, lo_scope *sc, unsigned char *neede
                     status = LOOM_ERR_OUT_OF_MEMORY;
         }
     }
-    lo_smap_free(&producer);
+    onnx_smap_free(&producer);
     free(st.items);
     if (status != LOOM_OK)
-        return lo_fail(im, status, "out of memory");
+        return onnx_fail(im, status, "out of memory");
     return LOOM_OK;
 }
 
 /* Build the needed nodes of SC->gp, in the model's order (ONNX requires it topological). */
-static loom_status build_body(lo_import *im, lo_scope *sc)
+static loom_status build_body(onnx_import *im, onnx_scope *sc)
 {
     const Onnx__GraphProto *gp = sc->gp;
     unsigned char *needed = calloc(gp->n_node + 1, 1);
     if (!needed)
-        return lo_fail(im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+        return onnx_fail(im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
     loom_status st = mark_needed(im, sc, needed);
     for (size_t i = 0; i < gp->n_node && st == LOOM_OK; i++)
         if (needed[i])
-            st = lo_build_node(im, sc, gp->node[i]);
+            st = onnx_build_node(im, sc, gp->node[i]);
     free(needed);
     return st;
 }
 
-loom_status lo_build_subgraph(lo_import *im, lo_scope *parent, const Onnx__GraphProto *gp,
+loom_status onnx_build_subgraph(onnx_import *im, onnx_scope *parent, const Onnx__GraphProto *gp,
                               loom_value *outs)
 {
     if (im->depth >= MAX_SUBGRAPH_DEPTH)
-        return lo_fail(im, LOOM_ERR_UNSUPPORTED, "subgraphs nested deeper than %d levels",
+        return onnx_fail(im, LOOM_ERR_UNSUPPORTED, "subgraphs nested deeper than %d levels",
                        MAX_SUBGRAPH_DEPTH);
     if (gp->n_input)
-        return lo_fail(im, LOOM_ERR_INVALID_ARGUMENT, "subgraph '%s' has inputs; an If branch "
-                       "takes none", lo_str(gp->name));
-    lo_scope sc;
+        return onnx_fail(im, LOOM_ERR_INVALID_ARGUMENT, "subgraph '%s' has inputs; an If branch "
+                       "takes none", onnx_str(gp->name));
+    onnx_scope sc;
     im->depth++;
     loom_status st = scope_init(im, &sc, parent, gp);
     if (st == LOOM_OK)
         st = build_body(im, &sc);
     for (size_t i = 0; i < gp->n_output && st == LOOM_OK; i++) {
-        const char *name = lo_str(gp->output[i]->name);
-        int r = lo_lookup(im, &sc, name, &outs[i]);
+        const char *name = onnx_str(gp->output[i]->name);
+        int r = onnx_lookup(im, &sc, name, &outs[i]);
         if (r < 0)
             st = im->status;
         else if (r == 0)
-            st = lo_fail(im, LOOM_ERR_INVALID_ARGUMENT, "subgraph '%s': output '%s' is not "
-                         "computed by any node", lo_str(gp->name), name);
+            st = onnx_fail(im, LOOM_ERR_INVALID_ARGUMENT, "subgraph '%s': output '%s' is not "
+                         "computed by any node", onnx_str(gp->name), name);
     }
     im->depth--;
     scope_free(&sc);
@@ -516,7 +516,7 @@ loom_status lo_build_subgraph(lo_import *im, lo_scope *parent, const Onnx__Graph
 
 /* ---- graph inputs ------------------------------------------------------------------------- */
 
-static const loom_onnx_shape *option_shape(const lo_import *im, const char *name)
+static const loom_onnx_shape *option_shape(const onnx_import *im, const char *name)
 {
     for (size_t i = 0; i < im->opt.n_shapes; i++)
         if (im->opt.shapes[i].input && strcmp(im->opt.shapes[i].input, name) == 0)
@@ -524,7 +524,7 @@ static const loom_onnx_shape *option_shape(const lo_import *im, const char *name
     return NULL;
 }
 
-static int option_dim(const lo_import *im, const char *name, int64_t *value)
+static int option_dim(const onnx_import *im, const char *name, int64_t *value)
 {
     for (size_t i = 0; i < im->opt.n_dims; i++)
         if (im->opt.dims[i].name && strcmp(im->opt.dims[i].name, name) == 0) {
@@ -534,22 +534,22 @@ static int option_dim(const lo_import *im, const char *name, int64_t *value)
     return 0;
 }
 
-static loom_status declare_input(lo_import *im, lo_scope *sc, const Onnx__ValueInfoProto *vi)
+static loom_status declare_input(onnx_import *im, onnx_scope *sc, const Onnx__ValueInfoProto *vi)
 {
-    const char *name = lo_str(vi->name);
+    const char *name = onnx_str(vi->name);
     if (!*name)
-        return lo_fail(im, LOOM_ERR_INVALID_ARGUMENT, "a graph input has no name");
+        return onnx_fail(im, LOOM_ERR_INVALID_ARGUMENT, "a graph input has no name");
     const Onnx__TypeProto *tp = vi->type;
     if (!tp || tp->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE || !tp->tensor_type)
-        return lo_fail(im, LOOM_ERR_UNSUPPORTED, "input '%s' is not a tensor (sequences, maps "
+        return onnx_fail(im, LOOM_ERR_UNSUPPORTED, "input '%s' is not a tensor (sequences, maps "
                        "and optionals are not supported)", name);
     const Onnx__TypeProto__Tensor *tt = tp->tensor_type;
     int32_t et = tt->has_elem_type ? tt->elem_type : 0;
-    loom_dtype dtype = lo_dtype_from_onnx(et);
+    loom_dtype dtype = onnx_dtype_from_onnx(et);
     if (dtype == LOOM_DTYPE_UNDEFINED)
-        return lo_fail(im, et ? LOOM_ERR_UNSUPPORTED : LOOM_ERR_INVALID_ARGUMENT,
+        return onnx_fail(im, et ? LOOM_ERR_UNSUPPORTED : LOOM_ERR_INVALID_ARGUMENT,
                        "input '%s' has dtype %s (%d), which Loom does not support", name,
-                       lo_onnx_type_name(et), (int)et);
+                       onnx_onnx_type_name(et), (int)et);
     int64_t dims[LOOM_MAX_RANK];
     uint32_t rank;
     for (size_t i = 0; i < im->opt.n_bindings; i++) {
@@ -557,7 +557,7 @@ static loom_status declare_input(lo_import *im, lo_scope *sc, const Onnx__ValueI
         if (!b->input || strcmp(b->input, name) != 0)
             continue;
         if (!b->value || loom_tensor_dtype(b->value) != dtype)
-            return lo_fail(im, LOOM_ERR_INVALID_ARGUMENT, "input '%s' is bound to a %s tensor; "
+            return onnx_fail(im, LOOM_ERR_INVALID_ARGUMENT, "input '%s' is bound to a %s tensor; "
                            "the model declares %s", name,
                            b->value ? loom_dtype_name(loom_tensor_dtype(b->value)) : "NULL",
                            loom_dtype_name(dtype));
@@ -565,20 +565,20 @@ static loom_status declare_input(lo_import *im, lo_scope *sc, const Onnx__ValueI
         loom_tensor_dims(b->value, dims);
         loom_value v = loom_constant(im->g, name, dtype, rank, dims, loom_tensor_data(b->value));
         if (v == LOOM_NO_VALUE)
-            return lo_fail_builder(im, im->g->error);
-        lo_mark_read(im, v);
-        return lo_define(im, sc, name, v);
+            return onnx_fail_builder(im, im->g->error);
+        onnx_mark_read(im, v);
+        return onnx_define(im, sc, name, v);
     }
     const loom_onnx_shape *os = option_shape(im, name);
     if (os) {
         if (os->rank > LOOM_MAX_RANK || (os->rank && !os->dims))
-            return lo_fail(im, LOOM_ERR_INVALID_ARGUMENT, "input '%s': the shape given in "
+            return onnx_fail(im, LOOM_ERR_INVALID_ARGUMENT, "input '%s': the shape given in "
                            "options has rank %u (dims %s)", name, os->rank,
                            os->dims ? "given" : "NULL");
         rank = os->rank;
         for (uint32_t k = 0; k < rank; k++) {
             if (os->dims[k] < 0)
-                return lo_fail(im, LOOM_ERR_INVALID_ARGUMENT, "input '%s': the shape given in "
+                return onnx_fail(im, LOOM_ERR_INVALID_ARGUMENT, "input '%s': the shape given in "
                                "options has a negative dimension %u (%lld)", name, k,
                                (long long)os->dims[k]);
             dims[k] = os->dims[k];
@@ -586,10 +586,10 @@ static loom_status declare_input(lo_import *im, lo_scope *sc, const Onnx__ValueI
     } else {
         const Onnx__TensorShapeProto *sp = tt->shape;
         if (!sp)
-            return lo_fail(im, LOOM_ERR_INVALID_ARGUMENT, "input '%s' has no shape in the model; "
+            return onnx_fail(im, LOOM_ERR_INVALID_ARGUMENT, "input '%s' has no shape in the model; "
                            "give it in options->shapes", name);
         if (sp->n_dim > LOOM_MAX_RANK)
-            return lo_fail(im, LOOM_ERR_UNSUPPORTED, "input '%s' has rank %zu; Loom's maximum "
+            return onnx_fail(im, LOOM_ERR_UNSUPPORTED, "input '%s' has rank %zu; Loom's maximum "
                            "is %d", name, sp->n_dim, LOOM_MAX_RANK);
         rank = (uint32_t)sp->n_dim;
         for (uint32_t k = 0; k < rank; k++) {
@@ -603,7 +603,7 @@ static loom_status declare_input(lo_import *im, lo_scope *sc, const Onnx__ValueI
                            d->dim_param && *d->dim_param;
             if (symbolic && option_dim(im, d->dim_param, &dims[k])) {
                 if (dims[k] < 0)
-                    return lo_fail(im, LOOM_ERR_INVALID_ARGUMENT, "input '%s': dimension %u "
+                    return onnx_fail(im, LOOM_ERR_INVALID_ARGUMENT, "input '%s': dimension %u "
                                    "('%s') is given the negative value %lld in options", name, k,
                                    d->dim_param, (long long)dims[k]);
                 continue;
@@ -613,36 +613,36 @@ static loom_status declare_input(lo_import *im, lo_scope *sc, const Onnx__ValueI
                 continue;
             }
             if (symbolic)
-                return lo_fail(im, LOOM_ERR_INVALID_ARGUMENT, "input '%s': dimension %u ('%s') "
+                return onnx_fail(im, LOOM_ERR_INVALID_ARGUMENT, "input '%s': dimension %u ('%s') "
                                "is symbolic; give its value in options->dims (or "
                                "options->default_dim)", name, k, d->dim_param);
-            return lo_fail(im, LOOM_ERR_INVALID_ARGUMENT, "input '%s': dimension %u is unknown; "
+            return onnx_fail(im, LOOM_ERR_INVALID_ARGUMENT, "input '%s': dimension %u is unknown; "
                            "give the input's shape in options->shapes (or "
                            "options->default_dim)", name, k);
         }
     }
     loom_value v = loom_input(im->g, name, dtype, rank, dims);
     if (v == LOOM_NO_VALUE)
-        return lo_fail_builder(im, im->g->error);
+        return onnx_fail_builder(im, im->g->error);
     /* An input the model declares but never reads is valid ONNX; the caller still passes it. */
-    lo_mark_read(im, v);
-    return lo_define(im, sc, name, v);
+    onnx_mark_read(im, v);
+    return onnx_define(im, sc, name, v);
 }
 
 /* ---- graph outputs ------------------------------------------------------------------------ */
 
-static loom_status add_output(lo_import *im, lo_scope *sc, const Onnx__ValueInfoProto *vo)
+static loom_status add_output(onnx_import *im, onnx_scope *sc, const Onnx__ValueInfoProto *vo)
 {
-    const char *name = lo_str(vo->name);
+    const char *name = onnx_str(vo->name);
     loom_value v;
-    int r = lo_lookup(im, sc, name, &v);
+    int r = onnx_lookup(im, sc, name, &v);
     if (r < 0)
         return im->status;
     if (r == 0)
-        return lo_fail(im, LOOM_ERR_INVALID_ARGUMENT, "graph output '%s' is not computed by "
+        return onnx_fail(im, LOOM_ERR_INVALID_ARGUMENT, "graph output '%s' is not computed by "
                        "any node", name);
-    const lg_value *val = &im->g->values[v];
-    if (val->kind != LG_VALUE_NODE || val->output_index >= 0) {
+    const graph_value *val = &im->g->values[v];
+    if (val->kind != GRAPH_VALUE_NODE || val->output_index >= 0) {
         /* An output that is an input, a constant (folded) or already another output gets a
          * node of its own: renaming the input would change what callers pass, and a run
          * writes every output. */
@@ -651,13 +651,13 @@ static loom_status add_output(lo_import *im, lo_scope *sc, const Onnx__ValueInfo
         loom_status st = loom_graph_op(im->g, "Identity", NULL, &v, 1, NULL, 0, &copy, 1);
         loom_graph_set_folding(im->g, 1);
         if (st != LOOM_OK)
-            return lo_fail_builder(im, st);
+            return onnx_fail_builder(im, st);
         v = copy;
     }
     const char *n = claim_name(im, name);
     loom_status st = loom_output(im->g, v, n);
     if (st != LOOM_OK)
-        return lo_fail_builder(im, st);
+        return onnx_fail_builder(im, st);
     return LOOM_OK;
 }
 
@@ -675,10 +675,10 @@ static void prune_dead_nodes(loom_graph *g)
         return; /* the check then names the dead node */
     size_t n_dead = 0;
     for (size_t i = n; i-- > 0;) {
-        const lg_node *node = &g->nodes[i];
+        const graph_node *node = &g->nodes[i];
         int used = 0;
         for (uint32_t o = 0; o < node->n_outputs && !used; o++) {
-            const lg_value *val = &g->values[node->outputs[o]];
+            const graph_value *val = &g->values[node->outputs[o]];
             used = val->n_consumers || val->output_index >= 0;
         }
         if (used)
@@ -699,11 +699,11 @@ static void prune_dead_nodes(loom_graph *g)
     }
     size_t w = 0;
     for (size_t i = 0; i < n; i++) {
-        lg_node *node = &g->nodes[i];
+        graph_node *node = &g->nodes[i];
         if (dead[i]) {
             for (uint32_t o = 0; o < node->n_outputs; o++) {
-                lg_value *val = &g->values[node->outputs[o]];
-                val->kind = LG_VALUE_CONSTANT;
+                graph_value *val = &g->values[node->outputs[o]];
+                val->kind = GRAPH_VALUE_CONSTANT;
                 val->producer = -1;
                 val->data = NULL;
                 val->data_owned = 0;
@@ -760,16 +760,16 @@ static int list_add(op_list *l, const char *domain, const char *op)
     return 1;
 }
 
-static int collect_unsupported(const lo_import *im, const Onnx__GraphProto *gp, int depth,
+static int collect_unsupported(const onnx_import *im, const Onnx__GraphProto *gp, int depth,
                                op_list *l)
 {
     for (size_t i = 0; i < gp->n_node; i++) {
         const Onnx__NodeProto *n = gp->node[i];
-        if (!lo_node_supported(im, n)) {
-            const char *dom = lo_str(n->domain);
+        if (!onnx_node_supported(im, n)) {
+            const char *dom = onnx_str(n->domain);
             if (strcmp(dom, "ai.onnx") == 0)
                 dom = "";
-            const char *op = lo_str(n->op_type);
+            const char *op = onnx_str(n->op_type);
             if (!list_add(l, dom, *op ? op : "(no op type)"))
                 return 0;
             continue;
@@ -784,19 +784,19 @@ static int collect_unsupported(const lo_import *im, const Onnx__GraphProto *gp, 
     return 1;
 }
 
-static loom_status check_ops(lo_import *im, const Onnx__GraphProto *gp)
+static loom_status check_ops(onnx_import *im, const Onnx__GraphProto *gp)
 {
     op_list l = {0};
     loom_status st = LOOM_OK;
     if (!collect_unsupported(im, gp, 0, &l)) {
-        st = lo_fail(im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+        st = onnx_fail(im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
     } else if (l.n) {
         size_t len = 1;
         for (size_t i = 0; i < l.n; i++)
             len += strlen(l.names[i]) + 2;
         char *all = malloc(len);
         if (!all) {
-            st = lo_fail(im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+            st = onnx_fail(im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
         } else {
             all[0] = '\0';
             for (size_t i = 0; i < l.n; i++) {
@@ -807,7 +807,7 @@ static loom_status check_ops(lo_import *im, const Onnx__GraphProto *gp)
             char opset[32] = "no default opset";
             if (im->opset)
                 snprintf(opset, sizeof opset, "opset %lld", (long long)im->opset);
-            st = lo_fail(im, LOOM_ERR_UNSUPPORTED, "unsupported ops (%s): %.600s (%zu node%s)",
+            st = onnx_fail(im, LOOM_ERR_UNSUPPORTED, "unsupported ops (%s): %.600s (%zu node%s)",
                          opset, all, l.nodes, l.nodes == 1 ? "" : "s");
             free(all);
         }
@@ -820,15 +820,15 @@ static loom_status check_ops(lo_import *im, const Onnx__GraphProto *gp)
 
 /* ---- the model ------------------------------------------------------------------------------ */
 
-static loom_status import_model(lo_import *im, const Onnx__ModelProto *m)
+static loom_status import_model(onnx_import *im, const Onnx__ModelProto *m)
 {
     const Onnx__GraphProto *gp = m->graph;
     if (!gp)
-        return lo_fail(im, LOOM_ERR_INVALID_ARGUMENT, "the model has no graph");
+        return onnx_fail(im, LOOM_ERR_INVALID_ARGUMENT, "the model has no graph");
     int have_opset = 0;
     for (size_t i = 0; i < m->n_opset_import; i++) {
         const Onnx__OperatorSetIdProto *o = m->opset_import[i];
-        const char *d = lo_str(o->domain);
+        const char *d = onnx_str(o->domain);
         if (!*d || strcmp(d, "ai.onnx") == 0) {
             im->opset = o->has_version ? o->version : 0;
             have_opset = 1;
@@ -840,40 +840,40 @@ static loom_status import_model(lo_import *im, const Onnx__ModelProto *m)
     if (st != LOOM_OK)
         return st;
     if (!have_opset)
-        return lo_fail(im, LOOM_ERR_INVALID_ARGUMENT, "the model imports no opset of the "
+        return onnx_fail(im, LOOM_ERR_INVALID_ARGUMENT, "the model imports no opset of the "
                        "default ONNX domain");
     /* Opset 6 is read too: the ONNX backend tests converted from PyTorch use it, and what
      * changed in 7 (legacy broadcasting, is_test, consumed_inputs) is rewritten in
      * onnx_nodes.c. */
-    if (im->opset < LO_MIN_OPSET || im->opset > LO_MAX_OPSET)
-        return lo_fail(im, LOOM_ERR_UNSUPPORTED, "opset %lld is not supported (Loom imports "
-                       "opsets %d to %d)", (long long)im->opset, LO_MIN_OPSET, LO_MAX_OPSET);
+    if (im->opset < ONNX_MIN_OPSET || im->opset > ONNX_MAX_OPSET)
+        return onnx_fail(im, LOOM_ERR_UNSUPPORTED, "opset %lld is not supported (Loom imports "
+                       "opsets %d to %d)", (long long)im->opset, ONNX_MIN_OPSET, ONNX_MAX_OPSET);
 
     im->g = loom_graph_create(gp->name && *gp->name ? gp->name : "model");
     if (!im->g)
-        return lo_fail(im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+        return onnx_fail(im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
     loom_graph_set_folding(im->g, 1);
-    lo_scope root;
+    onnx_scope root;
     st = scope_init(im, &root, NULL, gp);
     /* Inputs that are also initializers (models before IR version 4 list both) are constants
      * with a default value: Loom treats them as constants. */
     for (size_t i = 0; i < gp->n_input && st == LOOM_OK; i++)
-        if (!lo_smap_get(&root.inits, lo_str(gp->input[i]->name), NULL))
+        if (!onnx_smap_get(&root.inits, onnx_str(gp->input[i]->name), NULL))
             st = declare_input(im, &root, gp->input[i]);
     /* A shape given for a name the model does not have as an input is a typo to report, not
      * to ignore. */
     for (size_t i = 0; i < im->opt.n_shapes && st == LOOM_OK; i++) {
         const char *name = im->opt.shapes[i].input;
         loom_value v = name ? loom_graph_find_value(im->g, name) : LOOM_NO_VALUE;
-        if (v == LOOM_NO_VALUE || im->g->values[v].kind != LG_VALUE_INPUT)
-            st = lo_fail(im, LOOM_ERR_INVALID_ARGUMENT, "options->shapes[%zu] names '%s', which "
+        if (v == LOOM_NO_VALUE || im->g->values[v].kind != GRAPH_VALUE_INPUT)
+            st = onnx_fail(im, LOOM_ERR_INVALID_ARGUMENT, "options->shapes[%zu] names '%s', which "
                          "is not an input of the model", i, name ? name : "(null)");
     }
     for (size_t i = 0; i < im->opt.n_bindings && st == LOOM_OK; i++) {
         const char *name = im->opt.bindings[i].input;
         loom_value v = name ? loom_graph_find_value(im->g, name) : LOOM_NO_VALUE;
         if (v == LOOM_NO_VALUE)
-            st = lo_fail(im, LOOM_ERR_INVALID_ARGUMENT, "options->bindings[%zu] names '%s', "
+            st = onnx_fail(im, LOOM_ERR_INVALID_ARGUMENT, "options->bindings[%zu] names '%s', "
                          "which is not an input of the model", i, name ? name : "(null)");
     }
     if (st == LOOM_OK)
@@ -886,7 +886,7 @@ static loom_status import_model(lo_import *im, const Onnx__ModelProto *m)
     prune_dead_nodes(im->g);
     st = loom_graph_check(im->g);
     if (st != LOOM_OK)
-        return lo_fail_builder(im, st);
+        return onnx_fail_builder(im, st);
     return LOOM_OK;
 }
 
@@ -895,14 +895,14 @@ static loom_status import_model(lo_import *im, const Onnx__ModelProto *m)
 static loom_status load(const void *data, size_t size, void *owned, const char *base_dir,
                         const char *file, const loom_onnx_options *options, loom_graph **out)
 {
-    lo_import im;
+    onnx_import im;
     memset(&im, 0, sizeof im);
     im.src.file = file;
     im.src.base_dir = base_dir;
     if (options) {
         if (options->struct_size < sizeof(uint32_t)) {
             free(owned);
-            return lo_fail(&im, LOOM_ERR_INVALID_ARGUMENT, "options->struct_size is %u; set it "
+            return onnx_fail(&im, LOOM_ERR_INVALID_ARGUMENT, "options->struct_size is %u; set it "
                            "to sizeof(loom_onnx_options)", options->struct_size);
         }
         size_t n = options->struct_size < sizeof im.opt ? options->struct_size : sizeof im.opt;
@@ -910,16 +910,16 @@ static loom_status load(const void *data, size_t size, void *owned, const char *
         if ((im.opt.n_dims && !im.opt.dims) || (im.opt.n_shapes && !im.opt.shapes) ||
             (im.opt.n_bindings && !im.opt.bindings)) {
             free(owned);
-            return lo_fail(&im, LOOM_ERR_INVALID_ARGUMENT, "options: n_dims, n_shapes or "
+            return onnx_fail(&im, LOOM_ERR_INVALID_ARGUMENT, "options: n_dims, n_shapes or "
                            "n_bindings is set but its array is NULL");
         }
     }
     if (!data && size)
-        return lo_fail(&im, LOOM_ERR_INVALID_ARGUMENT, "data is NULL");
+        return onnx_fail(&im, LOOM_ERR_INVALID_ARGUMENT, "data is NULL");
     Onnx__ModelProto *m = onnx__model_proto__unpack(NULL, size, data);
     free(owned);
     if (!m)
-        return lo_fail(&im, LOOM_ERR_INVALID_ARGUMENT, "not a valid ONNX model (the protobuf "
+        return onnx_fail(&im, LOOM_ERR_INVALID_ARGUMENT, "not a valid ONNX model (the protobuf "
                        "is truncated or corrupt)");
     loom_status st = import_model(&im, m);
     onnx__model_proto__free_unpacked(m, NULL);
@@ -952,7 +952,7 @@ loom_status loom_onnx_load(const char *path, const loom_onnx_options *options, l
         return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "loom_onnx_load: path is NULL");
     void *data;
     size_t size;
-    loom_status st = lo_read_file(path, &data, &size);
+    loom_status st = onnx_read_file(path, &data, &size);
     if (st != LOOM_OK)
         return st;
     /* External data lies beside the model. */

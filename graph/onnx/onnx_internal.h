@@ -14,40 +14,40 @@
 #include <stdint.h>
 
 /* The Loom dtype of ONNX element type T, or LOOM_DTYPE_UNDEFINED when Loom lacks it. */
-loom_dtype lo_dtype_from_onnx(int32_t t);
+loom_dtype onnx_dtype_from_onnx(int32_t t);
 
 /* ONNX's name of element type T ("double", "string"), for messages. */
-const char *lo_onnx_type_name(int32_t t);
+const char *onnx_onnx_type_name(int32_t t);
 
 /* Read the whole file PATH into *DATA (malloc'd, freed by the caller) and *SIZE. Fails with
  * LOOM_ERR_IO naming PATH and the system's reason. */
-loom_status lo_read_file(const char *path, void **data, size_t *size);
+loom_status onnx_read_file(const char *path, void **data, size_t *size);
 
 /* Where a tensor comes from, for messages and for external data. */
-typedef struct lo_source {
+typedef struct onnx_source {
     const char *file;     /* the model or .pb file as the user named it, prefixing messages */
     const char *base_dir; /* where external data files are looked up; NULL: "." */
-} lo_source;
+} onnx_source;
 
 /* A decoded tensor: dense, C order, little-endian; DATA is malloc'd (at least one byte, so an
  * empty tensor still has a pointer) and owned by whoever received it. */
-typedef struct lo_tensor {
+typedef struct onnx_tensor {
     loom_dtype dtype;
     uint32_t rank;
     int64_t dims[LOOM_MAX_RANK];
     void *data;
     size_t nbytes;
-} lo_tensor;
+} onnx_tensor;
 
 /* Decode T (WHAT names it in messages, e.g. "initializer 'w'"). Fails with LOOM_ERR_UNSUPPORTED
  * for a dtype Loom lacks (named), LOOM_ERR_INVALID_ARGUMENT for a malformed tensor or external
  * data that is missing, unsafe or too short, LOOM_ERR_OUT_OF_MEMORY. Messages start with
  * SRC->file. */
-loom_status lo_tensor_decode(const Onnx__TensorProto *t, const lo_source *src, const char *what,
-                             lo_tensor *out);
+loom_status onnx_tensor_decode(const Onnx__TensorProto *t, const onnx_source *src, const char *what,
+                             onnx_tensor *out);
 
 /* IEEE half and bfloat16 bits from a float (round to nearest even). */
-uint16_t lo_f32_to_f16(float f);
-uint16_t lo_f32_to_bf16(float f);
+uint16_t onnx_f32_to_f16(float f);
+uint16_t onnx_f32_to_bf16(float f);
 
 #endif /* LOOM_GRAPH_ONNX_INTERNAL_H */

@@ -29,10 +29,10 @@ static int importer_native(const char *op)
            strcmp(op, "Shape") == 0 || strcmp(op, "Size") == 0 || strcmp(op, "If") == 0;
 }
 
-int lo_node_supported(const lo_import *im, const Onnx__NodeProto *node)
+int onnx_node_supported(const onnx_import *im, const Onnx__NodeProto *node)
 {
     (void)im;
-    const char *op = lo_str(node->op_type);
+    const char *op = onnx_str(node->op_type);
     if (!default_domain(node->domain) || !*op)
         return 0;
     if (importer_native(op))
@@ -45,8 +45,8 @@ int lo_node_supported(const lo_import *im, const Onnx__NodeProto *node)
 /* ---- a node being translated ---------------------------------------------------------------- */
 
 typedef struct nb {
-    lo_import *im;
-    lo_scope *sc;
+    onnx_import *im;
+    onnx_scope *sc;
     const Onnx__NodeProto *node;
     const char *name; /* for messages and the graph; "" when the node has none */
     const char *op;   /* the registry's operator to build */
@@ -66,7 +66,7 @@ static loom_status node_fail(nb *b, loom_status st, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    return lo_fail(b->im, st, "node '%.200s' (%.100s): %s", b->name, lo_str(b->node->op_type),
+    return onnx_fail(b->im, st, "node '%.200s' (%.100s): %s", b->name, onnx_str(b->node->op_type),
                    msg);
 }
 
@@ -119,7 +119,7 @@ static loom_status convert_attrs(nb *b)
     const Onnx__NodeProto *n = b->node;
     for (size_t i = 0; i < n->n_attribute; i++) {
         const Onnx__AttributeProto *a = n->attribute[i];
-        const char *name = lo_str(a->name);
+        const char *name = onnx_str(a->name);
         if (!*name)
             return node_fail(b, LOOM_ERR_INVALID_ARGUMENT, "attribute %zu has no name", i);
         if (a->ref_attr_name && *a->ref_attr_name)
@@ -144,9 +144,9 @@ static loom_status convert_attrs(nb *b)
             la = loom_attr_int(name, a->i);
             break;
         case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING: {
-            char *s = lo_strndup(b->im, a->s.data, a->s.len);
+            char *s = onnx_strndup(b->im, a->s.data, a->s.len);
             if (!s)
-                return lo_fail(b->im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+                return onnx_fail(b->im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
             la = loom_attr_string(name, s);
             break;
         }
@@ -175,7 +175,7 @@ static loom_status resolve_inputs(nb *b)
         const char *name = n->input[k];
         loom_value v = LOOM_NO_VALUE;
         if (*name) {
-            int r = lo_lookup(b->im, b->sc, name, &v);
+            int r = onnx_lookup(b->im, b->sc, name, &v);
             if (r < 0)
                 return b->im->status;
             if (r == 0)
@@ -189,16 +189,16 @@ static loom_status resolve_inputs(nb *b)
 
 static int name_used(const nb *b, const char *name)
 {
-    return *name && lo_smap_get(&b->sc->used, name, NULL);
+    return *name && onnx_smap_get(&b->sc->used, name, NULL);
 }
 
 /* Bind output K of the node to V, naming V after it. */
 static loom_status bind_output(nb *b, size_t k, loom_value v, int rename)
 {
     const char *name = b->node->output[k];
-    loom_status st = lo_define(b->im, b->sc, name, v);
+    loom_status st = onnx_define(b->im, b->sc, name, v);
     if (st == LOOM_OK && rename)
-        st = lo_name_value(b->im, v, name);
+        st = onnx_name_value(b->im, v, name);
     return st;
 }
 
@@ -218,12 +218,12 @@ static loom_status emit(nb *b)
         n_out--;
     loom_value *outs = calloc(n_out + 1, sizeof *outs);
     if (!outs)
-        return lo_fail(b->im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+        return onnx_fail(b->im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
     loom_status st = loom_graph_op(b->im->g, b->op, *b->name ? b->name : NULL, b->in, b->n_in,
                                    b->attrs, b->n_attrs, outs, n_out);
     if (st != LOOM_OK) {
         free(outs);
-        return lo_fail_builder(b->im, st);
+        return onnx_fail_builder(b->im, st);
     }
     for (size_t k = 0; k < n_out && st == LOOM_OK; k++)
         st = bind_output(b, k, outs[k], 1);
@@ -236,16 +236,16 @@ static loom_value emit_one(nb *b, const char *op, const char *suffix, const loom
                            size_t n_in, const loom_attr *attrs, size_t n_attrs)
 {
     size_t len = strlen(b->name) + strlen(suffix) + strlen(op) + 4;
-    char *name = lo_alloc(b->im, len);
+    char *name = onnx_alloc(b->im, len);
     if (!name) {
-        lo_fail(b->im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+        onnx_fail(b->im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
         return LOOM_NO_VALUE;
     }
     snprintf(name, len, "%s%s", *b->name ? b->name : op, suffix);
     loom_value out;
     loom_status st = loom_graph_op(b->im->g, op, name, in, n_in, attrs, n_attrs, &out, 1);
     if (st != LOOM_OK) {
-        lo_fail_builder(b->im, st);
+        onnx_fail_builder(b->im, st);
         return LOOM_NO_VALUE;
     }
     return out;
@@ -264,8 +264,8 @@ static loom_status ints_attr_to_input(nb *b, const char *attr, size_t slot, int 
     }
     if (a.kind != LOOM_ATTR_INTS && a.kind != LOOM_ATTR_INT)
         return node_fail(b, LOOM_ERR_INVALID_ARGUMENT, "attribute '%s' must be ints", attr);
-    loom_value v = a.kind == LOOM_ATTR_INTS ? lo_const_i64s(b->im, a.count, a.ints)
-                                            : lo_const_i64s(b->im, 1, &a.i);
+    loom_value v = a.kind == LOOM_ATTR_INTS ? onnx_const_i64s(b->im, a.count, a.ints)
+                                            : onnx_const_i64s(b->im, 1, &a.i);
     if (v == LOOM_NO_VALUE)
         return b->im->status;
     return set_input(b, slot, v);
@@ -274,10 +274,10 @@ static loom_status ints_attr_to_input(nb *b, const char *attr, size_t slot, int 
 /* An input that is an empty constant means "absent" in older Resize forms. */
 static void drop_empty_input(nb *b, size_t slot)
 {
-    if (slot < b->n_in && b->in[slot] != LOOM_NO_VALUE && lo_const_data(b->im, b->in[slot])) {
-        loom_tensor_desc d = lo_desc(b->im, b->in[slot]);
+    if (slot < b->n_in && b->in[slot] != LOOM_NO_VALUE && onnx_const_data(b->im, b->in[slot])) {
+        loom_tensor_desc d = onnx_desc(b->im, b->in[slot]);
         if (loom_tensor_desc_numel(&d) == 0) {
-            lo_mark_read(b->im, b->in[slot]);
+            onnx_mark_read(b->im, b->in[slot]);
             b->in[slot] = LOOM_NO_VALUE;
         }
     }
@@ -315,7 +315,7 @@ static loom_status old_softmax(nb *b)
     }
     if (b->n_in < 1 || b->in[0] == LOOM_NO_VALUE)
         return emit(b); /* the registry names the missing input */
-    loom_tensor_desc d = lo_desc(b->im, b->in[0]);
+    loom_tensor_desc d = onnx_desc(b->im, b->in[0]);
     int64_t r = d.rank;
     if (axis < -r || axis > r || (r && axis == r))
         return node_fail(b, LOOM_ERR_INVALID_ARGUMENT, "axis %lld is out of range for rank %lld",
@@ -335,7 +335,7 @@ static loom_status old_softmax(nb *b)
     for (int64_t k = 0; k < r; k++)
         *(k < axis ? &n : &dd) *= d.dims[k];
     int64_t flat[2] = {n, dd};
-    loom_value shape2 = lo_const_i64s(b->im, 2, flat);
+    loom_value shape2 = onnx_const_i64s(b->im, 2, flat);
     if (shape2 == LOOM_NO_VALUE)
         return b->im->status;
     loom_value in2[2] = {b->in[0], shape2};
@@ -346,7 +346,7 @@ static loom_status old_softmax(nb *b)
     loom_value y2 = emit_one(b, b->op, "/2d", &x2, 1, &ax, 1);
     if (y2 == LOOM_NO_VALUE)
         return b->im->status;
-    loom_value back = lo_const_i64s(b->im, (size_t)r, d.dims);
+    loom_value back = onnx_const_i64s(b->im, (size_t)r, d.dims);
     if (back == LOOM_NO_VALUE)
         return b->im->status;
     loom_value in3[2] = {y2, back};
@@ -363,7 +363,7 @@ static loom_status legacy_broadcast(nb *b, int64_t axis)
 {
     if (b->n_in < 2 || b->in[0] == LOOM_NO_VALUE || b->in[1] == LOOM_NO_VALUE)
         return LOOM_OK;
-    loom_tensor_desc a = lo_desc(b->im, b->in[0]), bd = lo_desc(b->im, b->in[1]);
+    loom_tensor_desc a = onnx_desc(b->im, b->in[0]), bd = onnx_desc(b->im, b->in[1]);
     int64_t ra = a.rank, rb = bd.rank;
     if (axis < 0)
         axis += ra;
@@ -375,7 +375,7 @@ static loom_status legacy_broadcast(nb *b, int64_t axis)
     int64_t shape[LOOM_MAX_RANK];
     for (int64_t k = 0; k < ra - axis; k++)
         shape[k] = k < rb ? bd.dims[k] : 1;
-    loom_value sv = lo_const_i64s(b->im, (size_t)(ra - axis), shape);
+    loom_value sv = onnx_const_i64s(b->im, (size_t)(ra - axis), shape);
     if (sv == LOOM_NO_VALUE)
         return b->im->status;
     loom_value in2[2] = {b->in[1], sv};
@@ -407,7 +407,7 @@ static loom_status adapt(nb *b)
     if (strcmp(op, "PRelu") == 0 && opset < 7 && b->n_in == 2 && b->in[0] != LOOM_NO_VALUE &&
         b->in[1] != LOOM_NO_VALUE) {
         /* PRelu-6 takes a slope of shape [C] per channel (axis 1), not numpy-aligned. */
-        loom_tensor_desc x = lo_desc(b->im, b->in[0]), sl = lo_desc(b->im, b->in[1]);
+        loom_tensor_desc x = onnx_desc(b->im, b->in[0]), sl = onnx_desc(b->im, b->in[1]);
         if (sl.rank == 1 && x.rank > 2 && sl.dims[0] == x.dims[1] && sl.dims[0] != 1 &&
             (st = legacy_broadcast(b, 1)) != LOOM_OK)
             return st;
@@ -434,7 +434,7 @@ static loom_status adapt(nb *b)
         b->n_in = b->n_in ? 1 : 0;
         if ((st = ints_attr_to_input(b, "pads", 1, 1)) == LOOM_OK && b->n_in &&
             b->in[0] != LOOM_NO_VALUE) {
-            loom_value c = lo_scalar_const(b->im, lo_desc(b->im, b->in[0]).dtype, cv);
+            loom_value c = onnx_scalar_const(b->im, onnx_desc(b->im, b->in[0]).dtype, cv);
             st = c == LOOM_NO_VALUE ? b->im->status : set_input(b, 2, c);
         }
     } else if (strcmp(op, "Dropout") == 0 && opset < 12) {
@@ -463,13 +463,13 @@ static loom_status adapt(nb *b)
             if (sa.kind != LOOM_ATTR_FLOATS)
                 return node_fail(b, LOOM_ERR_INVALID_ARGUMENT, "attribute 'scales' must be "
                                  "floats");
-            lo_tensor t = {.dtype = LOOM_DTYPE_F32, .rank = 1, .dims = {(int64_t)sa.count}};
+            onnx_tensor t = {.dtype = LOOM_DTYPE_F32, .rank = 1, .dims = {(int64_t)sa.count}};
             t.data = malloc(sa.count * sizeof(float) + 1);
             if (!t.data)
-                return lo_fail(b->im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+                return onnx_fail(b->im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
             if (sa.count)
                 memcpy(t.data, sa.floats, sa.count * sizeof(float));
-            scales = lo_own_constant(b->im, NULL, &t);
+            scales = onnx_own_constant(b->im, NULL, &t);
             if (scales == LOOM_NO_VALUE)
                 return b->im->status;
         }
@@ -503,13 +503,13 @@ static loom_status adapt(nb *b)
 
 /* ---- operators evaluated here --------------------------------------------------------------- */
 
-static loom_status bind_constant(nb *b, lo_tensor *t)
+static loom_status bind_constant(nb *b, onnx_tensor *t)
 {
     if (b->node->n_output < 1) {
         free(t->data);
         return node_fail(b, LOOM_ERR_INVALID_ARGUMENT, "has no output");
     }
-    loom_value v = lo_own_constant(b->im, b->node->output[0], t);
+    loom_value v = onnx_own_constant(b->im, b->node->output[0], t);
     if (v == LOOM_NO_VALUE)
         return b->im->status;
     return bind_output(b, 0, v, 0);
@@ -534,16 +534,16 @@ static loom_status build_constant(nb *b)
     if (!chosen)
         return node_fail(b, LOOM_ERR_INVALID_ARGUMENT, "has no value attribute");
     const char *kind = chosen->name;
-    lo_tensor t;
+    onnx_tensor t;
     memset(&t, 0, sizeof t);
     if (strcmp(kind, "value") == 0) {
         if (!chosen->t)
             return node_fail(b, LOOM_ERR_INVALID_ARGUMENT, "attribute 'value' holds no tensor");
         char what[300];
         snprintf(what, sizeof what, "node '%.200s' (Constant): value", b->name);
-        loom_status st = lo_tensor_decode(chosen->t, &b->im->src, what, &t);
+        loom_status st = onnx_tensor_decode(chosen->t, &b->im->src, what, &t);
         if (st != LOOM_OK)
-            return lo_adopt(b->im, st);
+            return onnx_adopt(b->im, st);
     } else if (strcmp(kind, "value_float") == 0 || strcmp(kind, "value_floats") == 0) {
         int one = strcmp(kind, "value_float") == 0;
         size_t n = one ? 1 : chosen->n_floats;
@@ -551,7 +551,7 @@ static loom_status build_constant(nb *b)
         t.rank = one ? 0 : 1;
         t.dims[0] = (int64_t)n;
         if (!(t.data = malloc(n * sizeof(float) + 1)))
-            return lo_fail(b->im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+            return onnx_fail(b->im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
         if (one)
             memcpy(t.data, &chosen->f, sizeof(float));
         else if (n)
@@ -563,7 +563,7 @@ static loom_status build_constant(nb *b)
         t.rank = one ? 0 : 1;
         t.dims[0] = (int64_t)n;
         if (!(t.data = malloc(n * sizeof(int64_t) + 1)))
-            return lo_fail(b->im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+            return onnx_fail(b->im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
         if (one)
             memcpy(t.data, &chosen->i, sizeof(int64_t));
         else if (n)
@@ -579,8 +579,8 @@ static const int64_t *const_i64_vector(nb *b, size_t k, size_t *n)
 {
     if (k >= b->n_in || b->in[k] == LOOM_NO_VALUE)
         return NULL;
-    const void *data = lo_const_data(b->im, b->in[k]);
-    loom_tensor_desc d = lo_desc(b->im, b->in[k]);
+    const void *data = onnx_const_data(b->im, b->in[k]);
+    loom_tensor_desc d = onnx_desc(b->im, b->in[k]);
     if (!data || d.dtype != LOOM_DTYPE_I64 || d.rank != 1)
         return NULL;
     *n = (size_t)d.dims[0];
@@ -597,15 +597,15 @@ static loom_status build_constant_of_shape(nb *b)
     if (rank > LOOM_MAX_RANK)
         return node_fail(b, LOOM_ERR_UNSUPPORTED, "rank %zu exceeds Loom's maximum of %d", rank,
                          LOOM_MAX_RANK);
-    lo_tensor fill;
+    onnx_tensor fill;
     memset(&fill, 0, sizeof fill);
     const Onnx__AttributeProto *va = proto_attr(b->node, "value");
     if (va && va->t) {
         char what[300];
         snprintf(what, sizeof what, "node '%.200s' (ConstantOfShape): value", b->name);
-        loom_status st = lo_tensor_decode(va->t, &b->im->src, what, &fill);
+        loom_status st = onnx_tensor_decode(va->t, &b->im->src, what, &fill);
         if (st != LOOM_OK)
-            return lo_adopt(b->im, st);
+            return onnx_adopt(b->im, st);
         if (fill.nbytes != loom_dtype_size(fill.dtype)) {
             free(fill.data);
             return node_fail(b, LOOM_ERR_INVALID_ARGUMENT, "its value must hold one element");
@@ -614,9 +614,9 @@ static loom_status build_constant_of_shape(nb *b)
         fill.dtype = LOOM_DTYPE_F32;
         fill.nbytes = sizeof(float);
         if (!(fill.data = calloc(1, sizeof(float))))
-            return lo_fail(b->im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+            return onnx_fail(b->im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
     }
-    lo_tensor t;
+    onnx_tensor t;
     memset(&t, 0, sizeof t);
     t.dtype = fill.dtype;
     t.rank = (uint32_t)rank;
@@ -639,12 +639,12 @@ static loom_status build_constant_of_shape(nb *b)
     t.data = malloc((size_t)numel * es + 1);
     if (!t.data) {
         free(fill.data);
-        return lo_fail(b->im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+        return onnx_fail(b->im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
     }
     for (int64_t i = 0; i < numel; i++)
         memcpy((char *)t.data + (size_t)i * es, fill.data, es);
     free(fill.data);
-    lo_mark_read(b->im, b->in[0]);
+    onnx_mark_read(b->im, b->in[0]);
     return bind_constant(b, &t);
 }
 
@@ -652,7 +652,7 @@ static loom_status build_shape_or_size(nb *b, int size)
 {
     if (b->n_in < 1 || b->in[0] == LOOM_NO_VALUE)
         return node_fail(b, LOOM_ERR_INVALID_ARGUMENT, "needs an input");
-    loom_tensor_desc d = lo_desc(b->im, b->in[0]);
+    loom_tensor_desc d = onnx_desc(b->im, b->in[0]);
     int64_t r = d.rank, start = 0, end = r;
     const Onnx__AttributeProto *a;
     if (!size && (a = proto_attr(b->node, "start")) != NULL)
@@ -666,7 +666,7 @@ static loom_status build_shape_or_size(nb *b, int size)
         end += r;
     start = start < 0 ? 0 : start > r ? r : start;
     end = end < 0 ? 0 : end > r ? r : end;
-    lo_tensor t;
+    onnx_tensor t;
     memset(&t, 0, sizeof t);
     t.dtype = LOOM_DTYPE_I64;
     t.rank = size ? 0 : 1;
@@ -674,14 +674,14 @@ static loom_status build_shape_or_size(nb *b, int size)
     t.dims[0] = (int64_t)n;
     int64_t *data = malloc(n * sizeof *data + 1);
     if (!data)
-        return lo_fail(b->im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+        return onnx_fail(b->im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
     if (size)
         data[0] = loom_tensor_desc_numel(&d);
     else
         for (size_t k = 0; k < n; k++)
             data[k] = d.dims[start + (int64_t)k];
     t.data = data;
-    lo_mark_read(b->im, b->in[0]);
+    onnx_mark_read(b->im, b->in[0]);
     return bind_constant(b, &t);
 }
 
@@ -710,23 +710,23 @@ static loom_status build_if(nb *b)
         return node_fail(b, LOOM_ERR_INVALID_ARGUMENT, "has %zu outputs, its branches %zu and "
                          "%zu", n_out, ta->g->n_output, ea->g->n_output);
     loom_value cond = b->in[0];
-    loom_tensor_desc cd = lo_desc(b->im, cond);
+    loom_tensor_desc cd = onnx_desc(b->im, cond);
     if (loom_tensor_desc_numel(&cd) != 1)
         return node_fail(b, LOOM_ERR_INVALID_ARGUMENT, "the condition must hold one element");
     loom_value *outs = calloc(2 * n_out + 1, sizeof *outs);
     if (!outs)
-        return lo_fail(b->im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+        return onnx_fail(b->im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
     loom_status st = LOOM_OK;
-    const void *cdata = lo_const_data(b->im, cond);
+    const void *cdata = onnx_const_data(b->im, cond);
     if (cdata) {
         /* A constant condition (often folded from shapes): only the branch taken exists. */
         int taken = 0;
         size_t es = loom_dtype_size(cd.dtype);
         for (size_t k = 0; k < es; k++)
             taken |= ((const unsigned char *)cdata)[k] != 0;
-        lo_mark_read(b->im, cond);
+        onnx_mark_read(b->im, cond);
         size_t first_new = b->im->g->n_values;
-        st = lo_build_subgraph(b->im, b->sc, taken ? ta->g : ea->g, outs);
+        st = onnx_build_subgraph(b->im, b->sc, taken ? ta->g : ea->g, outs);
         /* Values the branch made take the If's output names; outer values keep theirs. */
         for (size_t k = 0; k < n_out && st == LOOM_OK; k++)
             st = bind_output(b, k, outs[k], (size_t)outs[k] >= first_new);
@@ -735,11 +735,11 @@ static loom_status build_if(nb *b)
     }
     /* A condition known only at run time: compute both branches and select, which is exact
      * when both give the same types and shapes. */
-    st = lo_build_subgraph(b->im, b->sc, ta->g, outs);
+    st = onnx_build_subgraph(b->im, b->sc, ta->g, outs);
     if (st == LOOM_OK)
-        st = lo_build_subgraph(b->im, b->sc, ea->g, outs + n_out);
+        st = onnx_build_subgraph(b->im, b->sc, ea->g, outs + n_out);
     for (size_t k = 0; k < n_out && st == LOOM_OK; k++) {
-        loom_tensor_desc x = lo_desc(b->im, outs[k]), y = lo_desc(b->im, outs[n_out + k]);
+        loom_tensor_desc x = onnx_desc(b->im, outs[k]), y = onnx_desc(b->im, outs[n_out + k]);
         if (!same_desc(&x, &y)) {
             char xs[128], ys[128];
             st = node_fail(b, LOOM_ERR_UNSUPPORTED, "its condition is not a constant and its "
@@ -752,7 +752,7 @@ static loom_status build_if(nb *b)
         }
     }
     if (st == LOOM_OK && cd.rank != 0) {
-        loom_value shape = lo_const_i64s(b->im, 0, NULL);
+        loom_value shape = onnx_const_i64s(b->im, 0, NULL);
         loom_value in2[2] = {cond, shape};
         cond = shape == LOOM_NO_VALUE ? LOOM_NO_VALUE
                                       : emit_one(b, "Reshape", "/cond", in2, 2, NULL, 0);
@@ -772,15 +772,15 @@ static loom_status build_if(nb *b)
 
 /* ---- entry ----------------------------------------------------------------------------------- */
 
-loom_status lo_build_node(lo_import *im, lo_scope *sc, const Onnx__NodeProto *node)
+loom_status onnx_build_node(onnx_import *im, onnx_scope *sc, const Onnx__NodeProto *node)
 {
     nb b;
     memset(&b, 0, sizeof b);
     b.im = im;
     b.sc = sc;
     b.node = node;
-    b.name = lo_node_name(node);
-    b.op = lo_str(node->op_type);
+    b.name = onnx_node_name(node);
+    b.op = onnx_str(node->op_type);
     /* Rewrites add at most four inputs and three attributes. */
     b.cap_in = node->n_input + 8;
     b.cap_attrs = node->n_attribute + 8;
@@ -788,7 +788,7 @@ loom_status lo_build_node(lo_import *im, lo_scope *sc, const Onnx__NodeProto *no
     b.attrs = calloc(b.cap_attrs, sizeof *b.attrs);
     loom_status st;
     if (!b.in || !b.attrs) {
-        st = lo_fail(im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+        st = onnx_fail(im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
     } else if ((st = resolve_inputs(&b)) == LOOM_OK) {
         if (strcmp(b.op, "Constant") == 0)
             st = build_constant(&b);

@@ -17,7 +17,7 @@
 
 /* ---- dtypes ----------------------------------------------------------------------------- */
 
-loom_dtype lo_dtype_from_onnx(int32_t t)
+loom_dtype onnx_dtype_from_onnx(int32_t t)
 {
     switch (t) {
     case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT: return LOOM_DTYPE_F32;
@@ -32,7 +32,7 @@ loom_dtype lo_dtype_from_onnx(int32_t t)
     }
 }
 
-const char *lo_onnx_type_name(int32_t t)
+const char *onnx_onnx_type_name(int32_t t)
 {
     static const char *const names[] = {
         "undefined", "float",  "uint8",     "int8",       "uint16",  "int16",
@@ -44,7 +44,7 @@ const char *lo_onnx_type_name(int32_t t)
     return "unknown";
 }
 
-uint16_t lo_f32_to_f16(float f)
+uint16_t onnx_f32_to_f16(float f)
 {
     uint32_t x;
     memcpy(&x, &f, sizeof x);
@@ -72,7 +72,7 @@ uint16_t lo_f32_to_f16(float f)
     return (uint16_t)(sign | h);
 }
 
-uint16_t lo_f32_to_bf16(float f)
+uint16_t onnx_f32_to_bf16(float f)
 {
     uint32_t x;
     memcpy(&x, &f, sizeof x);
@@ -84,7 +84,7 @@ uint16_t lo_f32_to_bf16(float f)
 
 /* ---- files ------------------------------------------------------------------------------ */
 
-loom_status lo_read_file(const char *path, void **data, size_t *size)
+loom_status onnx_read_file(const char *path, void **data, size_t *size)
 {
     *data = NULL;
     *size = 0;
@@ -159,7 +159,7 @@ static int location_is_safe(const char *loc)
     return 1;
 }
 
-static loom_status read_external(const Onnx__TensorProto *t, const lo_source *src,
+static loom_status read_external(const Onnx__TensorProto *t, const onnx_source *src,
                                  const char *what, size_t nbytes, void *dst)
 {
     const char *location = NULL, *offset_s = NULL, *length_s = NULL;
@@ -251,19 +251,19 @@ static void from_i32(const int32_t *v, size_t n, loom_dtype dtype, void *dst)
     }
 }
 
-loom_status lo_tensor_decode(const Onnx__TensorProto *t, const lo_source *src, const char *what,
-                             lo_tensor *out)
+loom_status onnx_tensor_decode(const Onnx__TensorProto *t, const onnx_source *src, const char *what,
+                             onnx_tensor *out)
 {
     memset(out, 0, sizeof *out);
     int32_t onnx_type = t->has_data_type ? t->data_type : 0;
-    loom_dtype dtype = lo_dtype_from_onnx(onnx_type);
+    loom_dtype dtype = onnx_dtype_from_onnx(onnx_type);
     if (dtype == LOOM_DTYPE_UNDEFINED) {
         if (onnx_type == 0)
             return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "%s: %s has no data type",
                                   src->file, what);
         return loom_set_error(LOOM_ERR_UNSUPPORTED,
                               "%s: %s has dtype %s (%d), which Loom does not support", src->file,
-                              what, lo_onnx_type_name(onnx_type), (int)onnx_type);
+                              what, onnx_onnx_type_name(onnx_type), (int)onnx_type);
     }
     if (t->n_dims > LOOM_MAX_RANK)
         return loom_set_error(LOOM_ERR_UNSUPPORTED, "%s: %s has rank %zu; Loom's maximum is %d",
@@ -361,7 +361,7 @@ loom_status loom_tensor_load_pb(const char *path, loom_tensor **out, char *name,
         return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "loom_tensor_load_pb: path is NULL");
     void *bytes;
     size_t size;
-    loom_status st = lo_read_file(path, &bytes, &size);
+    loom_status st = onnx_read_file(path, &bytes, &size);
     if (st != LOOM_OK)
         return st;
     Onnx__TensorProto *t = onnx__tensor_proto__unpack(NULL, size, bytes);
@@ -378,11 +378,11 @@ loom_status loom_tensor_load_pb(const char *path, loom_tensor **out, char *name,
     char *slash = strrchr(dir, '/');
     if (slash)
         *(slash == dir ? slash + 1 : slash) = '\0';
-    lo_source src = {path, slash ? dir : "."};
+    onnx_source src = {path, slash ? dir : "."};
     char what[160];
     snprintf(what, sizeof what, "tensor '%s'", t->name ? t->name : "");
-    lo_tensor lt;
-    st = lo_tensor_decode(t, &src, what, &lt);
+    onnx_tensor lt;
+    st = onnx_tensor_decode(t, &src, what, &lt);
     free(dir);
     if (st == LOOM_ERR_UNSUPPORTED) /* as loom/onnx.h says: a dtype Loom lacks is bad input */
         st = LOOM_ERR_INVALID_ARGUMENT;

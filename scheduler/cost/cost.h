@@ -16,38 +16,38 @@
 
 #include "graph/ops.h"
 
-typedef struct lc_model lc_model;
+typedef struct cost_model cost_model;
 
 /* Operator classes the calibration fits one line (fixed seconds + work / rate) to, each from
  * one representative operator (in brackets) run at several sizes: how fast an operator runs
  * depends far more on what it does per element than on its FLOP count (an Erf costs ten Adds
  * per byte, a Softmax four LayerNorms). The work is the FLOPs for MATMUL and CONV, the bytes
  * read and written for the others. */
-typedef enum lc_op_class {
-    LC_CLASS_MATMUL,   /* MatMul, Gemm, Einsum, integer MatMuls, LSTM, GRU [MatMul] */
-    LC_CLASS_CONV,     /* Conv, ConvTranspose [Conv 3x3] */
-    LC_CLASS_BINARY,   /* Add, Sub, Mul, Min, Max, Where, comparisons, logic, Sum, Mean [Add] */
-    LC_CLASS_DIV,      /* Div, Pow, Sqrt, Reciprocal [Div] */
-    LC_CLASS_UNARY,    /* Relu, Neg, Abs, Clip, Cast, rounding, hard activations [Relu] */
-    LC_CLASS_TRANSCENDENTAL, /* Sigmoid, Tanh, Erf, Gelu, Exp, Log [Erf] */
-    LC_CLASS_SOFTMAX,  /* Softmax [Softmax over rows of 256] */
-    LC_CLASS_NORM,     /* LayerNormalization, BatchNormalization, InstanceNormalization
+typedef enum cost_op_class {
+    COST_CLASS_MATMUL,   /* MatMul, Gemm, Einsum, integer MatMuls, LSTM, GRU [MatMul] */
+    COST_CLASS_CONV,     /* Conv, ConvTranspose [Conv 3x3] */
+    COST_CLASS_BINARY,   /* Add, Sub, Mul, Min, Max, Where, comparisons, logic, Sum, Mean [Add] */
+    COST_CLASS_DIV,      /* Div, Pow, Sqrt, Reciprocal [Div] */
+    COST_CLASS_UNARY,    /* Relu, Neg, Abs, Clip, Cast, rounding, hard activations [Relu] */
+    COST_CLASS_TRANSCENDENTAL, /* Sigmoid, Tanh, Erf, Gelu, Exp, Log [Erf] */
+    COST_CLASS_SOFTMAX,  /* Softmax [Softmax over rows of 256] */
+    COST_CLASS_NORM,     /* LayerNormalization, BatchNormalization, InstanceNormalization
                         * [LayerNormalization over rows of 256] */
-    LC_CLASS_REDUCE,   /* ReduceMean/Sum/Max, GlobalAveragePool, ArgMax, TopK [ReduceMean] */
-    LC_CLASS_POOL,     /* MaxPool, AveragePool [MaxPool 2x2] */
-    LC_CLASS_COPY,     /* Transpose, Concat, Split, Slice, Gather, Pad, Tile, Expand, Resize
+    COST_CLASS_REDUCE,   /* ReduceMean/Sum/Max, GlobalAveragePool, ArgMax, TopK [ReduceMean] */
+    COST_CLASS_POOL,     /* MaxPool, AveragePool [MaxPool 2x2] */
+    COST_CLASS_COPY,     /* Transpose, Concat, Split, Slice, Gather, Pad, Tile, Expand, Resize
                         * [Transpose of a [n/64, 64] matrix] */
-    LC_CLASS_VIEW,     /* Reshape, Squeeze, Unsqueeze, Flatten, Identity [Reshape] */
-    LC_CLASS_COUNT     /* not a class: operators outside every class (plain roofline) */
-} lc_op_class;
+    COST_CLASS_VIEW,     /* Reshape, Squeeze, Unsqueeze, Flatten, Identity [Reshape] */
+    COST_CLASS_COUNT     /* not a class: operators outside every class (plain roofline) */
+} cost_op_class;
 
 /* The host side of every link: transfers of non-host-visible devices go through it. */
-#define LC_HOST UINT32_MAX
+#define COST_HOST UINT32_MAX
 
 /* A device's calibrated profile (or its backend's facts before calibration). */
-typedef struct lc_profile {
+typedef struct cost_profile {
     char key[192];           /* cache key: backend, device name, driver */
-    int calibrated;          /* 1 when measured by lc_calibrate, 0 when from the backend's facts */
+    int calibrated;          /* 1 when measured by cost_calibrate, 0 when from the backend's facts */
     double flops[3];         /* sustained ops/s: [0] f32, [1] f16, [2] int8 (0: unknown) */
     double mem_bandwidth;    /* bytes/s, streaming */
     double launch_s;         /* seconds per dispatched node, the fixed part */
@@ -61,87 +61,87 @@ typedef struct lc_profile {
      * for devices that compute on host cores); 0 when unknown. Beyond it a node's bytes move
      * at no more than mem_bandwidth. */
     double cache_bytes;
-    /* Per class (lc_op_class), fitted at calibration: seconds of a node of that class =
+    /* Per class (cost_op_class), fitted at calibration: seconds of a node of that class =
      * class_fixed_s + work / class_rate (work: FLOPs for MATMUL and CONV, else bytes). Both 0:
      * not measured (the plain roofline applies); a rate of 0 with a fixed cost: no size
      * dependence was measurable. */
-    double class_fixed_s[LC_CLASS_COUNT];
-    double class_rate[LC_CLASS_COUNT];
-} lc_profile;
+    double class_fixed_s[COST_CLASS_COUNT];
+    double class_rate[COST_CLASS_COUNT];
+} cost_profile;
 
 /* Open the cost model of RT's devices: load cached profiles and history from CACHE_DIR (NULL:
  * $XDG_CACHE_HOME/loom, else $HOME/.cache/loom); devices without a cached profile get one from
  * their backend's facts (calibrated = 0). A missing or corrupt cache is not an error (a corrupt
- * file is reported through lr_message and ignored). On success *OUT is owned by the caller
- * (lc_model_close). Fails only with LOOM_ERR_OUT_OF_MEMORY. */
-loom_status lc_model_open(loom_runtime *rt, const char *cache_dir, lc_model **out);
+ * file is reported through runtime_message and ignored). On success *OUT is owned by the caller
+ * (cost_model_close). Fails only with LOOM_ERR_OUT_OF_MEMORY. */
+loom_status cost_model_open(loom_runtime *rt, const char *cache_dir, cost_model **out);
 
 /* Save what changed (history, profiles) to the cache, then free MODEL. NULL is allowed. */
-void lc_model_close(lc_model *model);
+void cost_model_close(cost_model *model);
 
 /* The profile of runtime device DEV (owned by the model). */
-const lc_profile *lc_profile_of(const lc_model *model, uint32_t dev);
+const cost_profile *cost_profile_of(const cost_model *model, uint32_t dev);
 
 /* Predicted seconds of NODE (with COST from the registry) on runtime device DEV; does not
  * check that DEV supports NODE. Thread-safe for concurrent readers. */
-double lc_node_seconds(const lc_model *model, uint32_t dev, const loom_node_desc *node,
+double cost_node_seconds(const cost_model *model, uint32_t dev, const loom_node_desc *node,
                        const loom_op_cost *cost);
 
-/* Where lc_node_seconds took its figure from: "history", "backend", "roofline". */
-const char *lc_node_source(const lc_model *model, uint32_t dev, const loom_node_desc *node);
+/* Where cost_node_seconds took its figure from: "history", "backend", "roofline". */
+const char *cost_node_source(const cost_model *model, uint32_t dev, const loom_node_desc *node);
 
 /* Latency (seconds) and bandwidth (bytes/s) of moving data from device FROM to device TO
- * (either may be LC_HOST). Free (0 latency, infinite bandwidth) between host-visible memories. */
-void lc_link(const lc_model *model, uint32_t from, uint32_t to, double *latency_s,
+ * (either may be COST_HOST). Free (0 latency, infinite bandwidth) between host-visible memories. */
+void cost_link(const cost_model *model, uint32_t from, uint32_t to, double *latency_s,
              double *bandwidth);
 
-/* Bytes of a signature buffer (lc_signature). */
-#define LC_SIGNATURE_MAX 512
+/* Bytes of a signature buffer (cost_signature). */
+#define COST_SIGNATURE_MAX 512
 
 /* NODE's history signature (op, shapes, dtypes, precision, a hash of its attributes) as text
- * into BUF (LC_SIGNATURE_MAX bytes): lets a plan record measured times once the graph, whose
+ * into BUF (COST_SIGNATURE_MAX bytes): lets a plan record measured times once the graph, whose
  * attributes the node borrowed, is gone. */
-void lc_signature(const loom_node_desc *node, char *buf);
+void cost_signature(const loom_node_desc *node, char *buf);
 
 /* Record one measured execution (SECONDS) of the node whose signature is SIG on DEV.
  * Thread-safe. */
-void lc_record_signature(lc_model *model, uint32_t dev, const char *sig, double seconds);
+void cost_record_signature(cost_model *model, uint32_t dev, const char *sig, double seconds);
 
 /* Record one measured execution of NODE on DEV (SECONDS) into the history. Thread-safe. */
-void lc_record(lc_model *model, uint32_t dev, const loom_node_desc *node, double seconds);
+void cost_record(cost_model *model, uint32_t dev, const loom_node_desc *node, double seconds);
 
 /* Measure every device (or only those without a calibrated profile when ONLY_MISSING): GEMM
  * f32 at several sizes (and f16 where supported), streaming bandwidth, launch latency, host
  * links. QUICK uses fewer sizes and repeats. PROGRESS (may be NULL) is called with a label and
- * a fraction in [0, 1]. Updates the profiles (saved by lc_model_close or lc_model_save). Fails
+ * a fraction in [0, 1]. Updates the profiles (saved by cost_model_close or cost_model_save). Fails
  * naming the device whose measurement failed. */
-loom_status lc_calibrate(lc_model *model, int only_missing, int quick,
+loom_status cost_calibrate(cost_model *model, int only_missing, int quick,
                          void (*progress)(void *user, const char *label, double fraction),
                          void *user);
 
 /* Write profiles and history to the cache now. Fails with LOOM_ERR_IO naming the file. */
-loom_status lc_model_save(lc_model *model);
+loom_status cost_model_save(cost_model *model);
 
 /* The cache folder in use (owned by the model); "" when neither XDG_CACHE_HOME nor HOME is
- * set and none was given (the model then persists nothing and lc_model_save fails). */
-const char *lc_cache_dir(const lc_model *model);
+ * set and none was given (the model then persists nothing and cost_model_save fails). */
+const char *cost_cache_dir(const cost_model *model);
 
 /* ---- additions of the implementation (cost_*.c) ------------------------------------------- */
 
-/* Progress callback of lc_calibrate: LABEL ("cpu:0 GEMM f32 256") and FRACTION in [0, 1]. */
-typedef void (*lc_progress_fn)(void *user, const char *label, double fraction);
+/* Progress callback of cost_calibrate: LABEL ("cpu:0 GEMM f32 256") and FRACTION in [0, 1]. */
+typedef void (*cost_progress_fn)(void *user, const char *label, double fraction);
 
 /* Number of runtime devices the model covers (the runtime's device count at open). */
-uint32_t lc_device_count(const lc_model *model);
+uint32_t cost_device_count(const cost_model *model);
 
-/* lc_node_seconds of NODE on every device at once into SECONDS (lc_device_count entries),
+/* cost_node_seconds of NODE on every device at once into SECONDS (cost_device_count entries),
  * building the signature once: the placement's inner loop. Allocation-free; thread-safe for
  * concurrent readers. Does not check that the devices support NODE. */
-void lc_node_seconds_all(const lc_model *model, const loom_node_desc *node,
+void cost_node_seconds_all(const cost_model *model, const loom_node_desc *node,
                          const loom_op_cost *cost, double *seconds);
 
 /* The model before history, on profile P. When P has a fit for NODE's class
- * (lc_op_class_of): class_fixed_s + work / class_rate, where work is the FLOPs (MATMUL, CONV;
+ * (cost_op_class_of): class_fixed_s + work / class_rate, where work is the FLOPs (MATMUL, CONV;
  * the rate scaled by flops[dtype] / flops[0] for another dtype column) or the bytes read and
  * written; and when the bytes exceed cache_bytes (or it is unknown), at least class_fixed_s +
  * bytes / mem_bandwidth. Otherwise the plain roofline: launch_s + max(flops / flops[dtype],
@@ -150,28 +150,28 @@ void lc_node_seconds_all(const lc_model *model, const loom_node_desc *node,
  * an f32 node whose precision allows fp16, int8 for 8-bit inputs or INT8 precision, else f32;
  * a column that is 0 (unknown) falls back to f32. COST may be NULL (then 0 FLOPs and the bytes
  * of NODE's inputs and outputs). Pure and allocation-free. */
-double lc_roofline_seconds(const lc_profile *p, const loom_node_desc *node,
+double cost_roofline_seconds(const cost_profile *p, const loom_node_desc *node,
                            const loom_op_cost *cost);
 
-/* Calibrate runtime device DEV only (see lc_calibrate; always measures). Fails with
+/* Calibrate runtime device DEV only (see cost_calibrate; always measures). Fails with
  * LOOM_ERR_INVALID_ARGUMENT for an unknown DEV, or with the status of the measurement that
  * failed (the message names the device and what was measured). A device that supports none of
  * the calibration graphs keeps its facts' profile and is not an error. */
-loom_status lc_calibrate_device(lc_model *model, uint32_t dev, int quick,
-                                lc_progress_fn progress, void *user);
+loom_status cost_calibrate_device(cost_model *model, uint32_t dev, int quick,
+                                cost_progress_fn progress, void *user);
 
 /* Record every node of one run of PLAN (made from GRAPH with precision PRECISION) from the run's
  * timeline in STATS (stats->timeline_count entries; plan node i is matched to GRAPH's node of
- * the same name and op). Nodes that cannot be matched are skipped. Thread-safe like lc_record.
+ * the same name and op). Nodes that cannot be matched are skipped. Thread-safe like cost_record.
  * Returns the number of samples recorded. */
-size_t lc_record_timeline(lc_model *model, const loom_graph *graph, const loom_plan *plan,
+size_t cost_record_timeline(cost_model *model, const loom_graph *graph, const loom_plan *plan,
                           const loom_run_stats *stats, uint32_t precision);
 
-/* The class of operator OP (LC_CLASS_COUNT: none). Pure. */
-lc_op_class lc_op_class_of(loom_op_id op);
+/* The class of operator OP (COST_CLASS_COUNT: none). Pure. */
+cost_op_class cost_op_class_of(loom_op_id op);
 
 /* Whether the work of class C is counted in FLOPs (1) rather than bytes (0). */
-int lc_op_class_counts_flops(lc_op_class c);
+int cost_op_class_counts_flops(cost_op_class c);
 
 /* Fit t = *FIXED + x * *PER_UNIT to the N >= 1 points (X[i], T[i]) (T > 0), minimising the
  * squared RELATIVE residuals (a 2 us node off by 1 us matters as much as a 2 ms one off by
@@ -179,21 +179,21 @@ int lc_op_class_counts_flops(lc_op_class c);
  * a flat line, at the constant of least relative error). One point, or all X equal: flat.
  * Points whose T is not positive and finite or whose
  * X is negative are skipped. Returns 0 when no point is usable (outputs set to 0), else 1. */
-int lc_fit_line(const double *x, const double *t, size_t n, double *fixed, double *per_unit);
+int cost_fit_line(const double *x, const double *t, size_t n, double *fixed, double *per_unit);
 
 /* Robust median of the N values V (sorted in place): the median after dropping values above
  * 3x the plain median (spikes), so one slow run never moves it far. 0 when N is 0. */
-double lc_robust_median(double *v, size_t n);
+double cost_robust_median(double *v, size_t n);
 
 /* Relative prediction error |pred - meas| / meas over N pairs: its median and nearest-rank
  * 90th percentile into *MEDIAN and *P90 (either may be NULL). Pairs whose measurement is not
  * positive and finite are skipped; with no usable pair both are NAN. Allocates a scratch
  * array (on failure both are NAN). */
-void lc_error_stats(const double *pred, const double *meas, size_t n, double *median,
+void cost_error_stats(const double *pred, const double *meas, size_t n, double *median,
                     double *p90);
 
 /* One line describing P into BUF (LEN bytes, always NUL-terminated when LEN > 0), e.g.
  * "f32 52.3 GFLOP/s, f16 -, 14.1 GB/s, launch 2.4 us, link host-visible, calibrated". */
-void lc_profile_summary(const lc_profile *p, char *buf, size_t len);
+void cost_profile_summary(const cost_profile *p, char *buf, size_t len);
 
 #endif /* LOOM_COST_H */

@@ -11,9 +11,9 @@
  *   launch       Relu of one element: its whole node time.
  *   host links   devices that are not host-visible: upload() and download() of 4 KiB, 1 MiB
  *                and 16 MiB (quick: 4 KiB and 4 MiB), fitted to latency + bytes / bandwidth.
- *   op classes   one representative operator per lc_op_class at four sizes (quick: two) of
+ *   op classes   one representative operator per cost_op_class at four sizes (quick: two) of
  *                the scale of real models' nodes (1 Ki to 64 Ki elements, MatMul 16 to 128,
- *                Conv 3x3 of 8 channels on 8x8 to 64x64), fitted by lc_fit_line to fixed
+ *                Conv 3x3 of 8 channels on 8x8 to 64x64), fitted by cost_fit_line to fixed
  *                seconds + work / rate: the launch and fork/join cost of a real node of that
  *                class and its in-cache speed, which neither a 1-element Relu nor an 8 Mi
  *                streaming Add tells. Each size runs as a chain of 8 such nodes (median per
@@ -21,7 +21,7 @@
  *                fit.
  *   cache        devices that compute on host cores: the host's last-level cache bytes
  *                (hwloc), the working set below which the class fits apply unbounded.
- * Each figure is the robust median (lc_robust_median) of several runs after warm-up runs, so
+ * Each figure is the robust median (cost_robust_median) of several runs after warm-up runs, so
  * one slow run never poisons the profile. A device that cannot run a calibration graph keeps
  * its facts' figure for it.
  */
@@ -45,10 +45,10 @@ static const char *const op_names[] = {"MatMul", "Add", "Relu", "Conv", "Div", "
                                        "Transpose", "Reshape"};
 
 typedef struct cal_ctx {
-    lc_model *m;
+    cost_model *m;
     uint32_t dev;
     int quick;
-    lc_progress_fn progress;
+    cost_progress_fn progress;
     void *user;
     int step, total;
 } cal_ctx;
@@ -181,7 +181,7 @@ static void node_work(const loom_graph *g, const char *op, loom_op_cost *work)
         loom_tensor_desc in[4], out[1];
         const void *cst[4];
         loom_node_desc d;
-        lg_node_desc(g, i, &d, in, out, cst);
+        graph_node_desc(g, i, &d, in, out, cst);
         g->nodes[i].def->cost(&d, work);
         return;
     }
@@ -196,7 +196,7 @@ static void node_work(const loom_graph *g, const char *op, loom_op_cost *work)
 static loom_status measure_work(cal_ctx *c, cal_kind kind, int64_t n, int chain,
                                 uint32_t precision, double *seconds, loom_op_cost *work)
 {
-    const lr_device *dev = &c->m->rt->devices[c->dev];
+    const runtime_device *dev = &c->m->rt->devices[c->dev];
     int warmup = c->quick ? 1 : 2, max_runs = c->quick ? 5 : 9;
     double budget_s = c->quick ? 0.3 : 1.5;
     loom_graph *g = build(kind, n, chain);
@@ -253,7 +253,7 @@ static loom_status measure_work(cal_ctx *c, cal_kind kind, int64_t n, int chain,
                 nodes[n_nodes++] = (double)(tl[k].end_ns - tl[k].start_ns) * 1e-9;
         }
         if (n_nodes) /* a chain's nodes: their median */
-            t = lc_robust_median(nodes, n_nodes);
+            t = cost_robust_median(nodes, n_nodes);
         else /* no timeline for the node: the whole run */
             t = stats.latency_ms * 1e-3;
         if (!(t > 0))
@@ -266,7 +266,7 @@ static loom_status measure_work(cal_ctx *c, cal_kind kind, int64_t n, int chain,
     }
     free(tl);
     if (st == LOOM_OK)
-        *seconds = lc_robust_median(samples, (size_t)n_samples);
+        *seconds = cost_robust_median(samples, (size_t)n_samples);
 out:
     for (size_t i = 0; i < 3; i++)
         loom_tensor_destroy(in[i]);
@@ -331,10 +331,10 @@ static loom_status gemm_flops(cal_ctx *c, const int64_t *sizes, int n_sizes, uin
 /* Median seconds of one upload (UP) or download of BYTES on the device. */
 static loom_status time_copy(cal_ctx *c, int up, size_t bytes, double *seconds)
 {
-    const lr_device *dev = &c->m->rt->devices[c->dev];
+    const runtime_device *dev = &c->m->rt->devices[c->dev];
     const loom_backend *be = dev->backend;
     loom_status (*copy)(void *, uint32_t, void *, const void *, size_t, char *, size_t) =
-        up ? LR_SLOT(be, upload) : LR_SLOT(be, download);
+        up ? RUNTIME_SLOT(be, upload) : RUNTIME_SLOT(be, download);
     void *dbuf = be->alloc(be->ctx, dev->index, bytes, 64);
     void *hbuf = calloc(1, bytes);
     loom_status st = LOOM_OK;
@@ -359,7 +359,7 @@ static loom_status time_copy(cal_ctx *c, int up, size_t bytes, double *seconds)
         if (r > 0) /* the first one warms up */
             samples[n++] = t1 > t0 ? (double)(t1 - t0) * 1e-9 : 1e-9;
     }
-    *seconds = lc_robust_median(samples, (size_t)n);
+    *seconds = cost_robust_median(samples, (size_t)n);
 out:
     if (dbuf)
         be->free(be->ctx, dev->index, dbuf, bytes);
@@ -395,11 +395,11 @@ static void fit_link(const double *bytes, const double *t, int n, double *latenc
     *bandwidth = 1.0 / slope;
 }
 
-static loom_status calibrate_links(cal_ctx *c, lc_profile *p)
+static loom_status calibrate_links(cal_ctx *c, cost_profile *p)
 {
-    const lr_device *dev = &c->m->rt->devices[c->dev];
+    const runtime_device *dev = &c->m->rt->devices[c->dev];
     const loom_backend *be = dev->backend;
-    if (!be->alloc || !be->free || !LR_SLOT(be, upload) || !LR_SLOT(be, download))
+    if (!be->alloc || !be->free || !RUNTIME_SLOT(be, upload) || !RUNTIME_SLOT(be, download))
         return LOOM_OK; /* the facts' defaults stay */
     static const size_t full[] = {4096, 1u << 20, 16u << 20}, quick[] = {4096, 4u << 20};
     const size_t *sizes = c->quick ? quick : full;
@@ -427,7 +427,7 @@ static loom_status calibrate_links(cal_ctx *c, lc_profile *p)
 
 /* The calibration of each op class: its graph and sizes (full, then quick). */
 typedef struct class_cal {
-    lc_op_class cls;
+    cost_op_class cls;
     cal_kind kind;
     const char *label;
     int64_t full[4], quick[2];
@@ -435,26 +435,26 @@ typedef struct class_cal {
 
 #define ELEMS {1024, 4096, 16384, 65536}, {1024, 16384}
 static const class_cal class_cals[] = {
-    {LC_CLASS_MATMUL, CAL_GEMM, "MatMul", {16, 32, 64, 128}, {16, 64}},
-    {LC_CLASS_CONV, CAL_CONV, "Conv", {8, 16, 32, 64}, {8, 32}},
-    {LC_CLASS_BINARY, CAL_ADD, "Add", ELEMS},
-    {LC_CLASS_DIV, CAL_DIV, "Div", ELEMS},
-    {LC_CLASS_UNARY, CAL_RELU, "Relu", ELEMS},
-    {LC_CLASS_TRANSCENDENTAL, CAL_ERF, "Erf", ELEMS},
-    {LC_CLASS_SOFTMAX, CAL_SOFTMAX, "Softmax", ELEMS},
-    {LC_CLASS_NORM, CAL_NORM, "LayerNormalization", ELEMS},
-    {LC_CLASS_REDUCE, CAL_REDUCE, "ReduceMean", ELEMS},
-    {LC_CLASS_POOL, CAL_POOL, "MaxPool", {8, 16, 32, 64}, {8, 32}},
-    {LC_CLASS_COPY, CAL_TRANSPOSE, "Transpose", ELEMS},
-    {LC_CLASS_VIEW, CAL_RESHAPE, "Reshape", ELEMS},
+    {COST_CLASS_MATMUL, CAL_GEMM, "MatMul", {16, 32, 64, 128}, {16, 64}},
+    {COST_CLASS_CONV, CAL_CONV, "Conv", {8, 16, 32, 64}, {8, 32}},
+    {COST_CLASS_BINARY, CAL_ADD, "Add", ELEMS},
+    {COST_CLASS_DIV, CAL_DIV, "Div", ELEMS},
+    {COST_CLASS_UNARY, CAL_RELU, "Relu", ELEMS},
+    {COST_CLASS_TRANSCENDENTAL, CAL_ERF, "Erf", ELEMS},
+    {COST_CLASS_SOFTMAX, CAL_SOFTMAX, "Softmax", ELEMS},
+    {COST_CLASS_NORM, CAL_NORM, "LayerNormalization", ELEMS},
+    {COST_CLASS_REDUCE, CAL_REDUCE, "ReduceMean", ELEMS},
+    {COST_CLASS_POOL, CAL_POOL, "MaxPool", {8, 16, 32, 64}, {8, 32}},
+    {COST_CLASS_COPY, CAL_TRANSPOSE, "Transpose", ELEMS},
+    {COST_CLASS_VIEW, CAL_RESHAPE, "Reshape", ELEMS},
 };
 #undef ELEMS
 #define N_CLASS_CALS (sizeof class_cals / sizeof class_cals[0])
 
 /* Fit the line of class CC on P from its sizes run with PRECISION. A class the device cannot
- * run, or whose measurement fails, keeps no fit (a failure is noted through lr_message: the
+ * run, or whose measurement fails, keeps no fit (a failure is noted through runtime_message: the
  * class then falls back to the roofline, which is no reason to lose the whole profile). */
-static void fit_class(cal_ctx *c, lc_profile *p, const class_cal *cc, uint32_t precision)
+static void fit_class(cal_ctx *c, cost_profile *p, const class_cal *cc, uint32_t precision)
 {
     int n_sizes = c->quick ? 2 : 4;
     const int64_t *sizes = c->quick ? cc->quick : cc->full;
@@ -471,15 +471,15 @@ static void fit_class(cal_ctx *c, lc_profile *p, const class_cal *cc, uint32_t p
         if (st == LOOM_ERR_UNSUPPORTED)
             continue;
         if (st != LOOM_OK) {
-            lr_message(c->m->rt, "calibrating %s: %s: %s (the class keeps the roofline)",
+            runtime_message(c->m->rt, "calibrating %s: %s: %s (the class keeps the roofline)",
                        c->m->rt->devices[c->dev].id, what, loom_last_error());
             continue;
         }
-        x[n] = lc_op_class_counts_flops(cc->cls) ? w.flops : w.bytes_read + w.bytes_written;
+        x[n] = cost_op_class_counts_flops(cc->cls) ? w.flops : w.bytes_read + w.bytes_written;
         t[n++] = sec;
     }
     double fixed = 0, per_unit = 0;
-    if (!lc_fit_line(x, t, n, &fixed, &per_unit))
+    if (!cost_fit_line(x, t, n, &fixed, &per_unit))
         return;
     p->class_fixed_s[cc->cls] = fixed;
     p->class_rate[cc->cls] = per_unit > 0 ? 1 / per_unit : 0;
@@ -506,12 +506,12 @@ static double host_cache_bytes(void)
     return total;
 }
 
-loom_status lc_calibrate_device(lc_model *m, uint32_t dev, int quick, lc_progress_fn progress,
+loom_status cost_calibrate_device(cost_model *m, uint32_t dev, int quick, cost_progress_fn progress,
                                 void *user)
 {
     if (!m || dev >= m->n_devices)
         return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "calibrate: no device %u", dev);
-    const lr_device *d = &m->rt->devices[dev];
+    const runtime_device *d = &m->rt->devices[dev];
     const loom_device_info *info = &d->info;
     int v03 = LOOM_DEVICE_INFO_HAS_V03(info);
     static const int64_t full[] = {128, 256, 512, 1024}, quick_sizes[] = {128, 256};
@@ -523,7 +523,7 @@ loom_status lc_calibrate_device(lc_model *m, uint32_t dev, int quick, lc_progres
     c.total = 2 * n_sizes + 2 + (info->host_visible ? 0 : (quick ? 4 : 6)) +
               (int)N_CLASS_CALS * (quick ? 2 : 4);
 
-    lc_profile p = m->profiles[dev];
+    cost_profile p = m->profiles[dev];
     int f32_ok, f16_ok = 0;
     loom_status st = gemm_flops(&c, sizes, n_sizes, LOOM_PRECISION_F32, &p.flops[0], &f32_ok);
     if (st == LOOM_OK && (want_f16 || !f32_ok))
@@ -582,7 +582,7 @@ loom_status lc_calibrate_device(lc_model *m, uint32_t dev, int quick, lc_progres
 
 /* Progress of one device mapped into the whole calibration's [0, 1]. */
 typedef struct cal_span {
-    lc_progress_fn progress;
+    cost_progress_fn progress;
     void *user;
     double first, width;
 } cal_span;
@@ -593,7 +593,7 @@ static void span_progress(void *user, const char *label, double fraction)
     s->progress(s->user, label, s->first + s->width * fraction);
 }
 
-loom_status lc_calibrate(lc_model *m, int only_missing, int quick,
+loom_status cost_calibrate(cost_model *m, int only_missing, int quick,
                          void (*progress)(void *user, const char *label, double fraction),
                          void *user)
 {
@@ -616,7 +616,7 @@ loom_status lc_calibrate(lc_model *m, int only_missing, int quick,
         if (only_missing && m->profiles[d].calibrated)
             continue;
         cal_span span = {progress, user, todo ? (double)done / todo : 0, todo ? 1.0 / todo : 1};
-        loom_status st = lc_calibrate_device(m, d, quick, progress ? span_progress : NULL, &span);
+        loom_status st = cost_calibrate_device(m, d, quick, progress ? span_progress : NULL, &span);
         done++;
         if (st != LOOM_OK && first == LOOM_OK) {
             first = st;

@@ -20,65 +20,65 @@
 /* Samples kept per signature (the most recent ones) and the fewest that make a history figure
  * trusted over the backend's estimate and the roofline. Nodes of one shape in every layer of a
  * model share a signature, so one run adds a sample per layer: 32 keep a few runs' worth. */
-#define LC_HISTORY_KEEP 32
-#define LC_HISTORY_MIN 3
+#define COST_HISTORY_KEEP 32
+#define COST_HISTORY_MIN 3
 
-/* Longest signature text; longer ones are cut and end in a hash of the whole (see lc_sig). */
-#define LC_SIG_MAX 512
+/* Longest signature text; longer ones are cut and end in a hash of the whole (see cost_sig). */
+#define COST_SIG_MAX 512
 
 /* One op signature's measured times on one group of devices (devices with one profile key). */
-typedef struct lc_hist {
+typedef struct cost_hist {
     char *sig;                       /* owned */
     uint64_t hash;                   /* of sig and group */
     uint32_t group;
-    uint32_t n;                      /* samples held (<= LC_HISTORY_KEEP) */
+    uint32_t n;                      /* samples held (<= COST_HISTORY_KEEP) */
     uint32_t next;                   /* ring position of the next sample */
-    double samples[LC_HISTORY_KEEP]; /* ring, oldest overwritten */
+    double samples[COST_HISTORY_KEEP]; /* ring, oldest overwritten */
     double median;                   /* robust median of the samples, kept current */
     int dirty;                       /* changed since the last save */
-} lc_hist;
+} cost_hist;
 
-struct lc_model {
+struct cost_model {
     loom_runtime *rt;        /* borrowed: must outlive the model */
     char *cache_dir;         /* owned; "" when no cache folder could be found */
     uint32_t n_devices;
-    lc_profile *profiles;    /* per runtime device */
+    cost_profile *profiles;    /* per runtime device */
     int *profile_dirty;      /* per device: calibrated since the last save */
     uint32_t *group;         /* per device: first device index with the same profile key */
 
-    pthread_rwlock_t lock;   /* guards the history table (readers: lc_node_seconds) */
-    lc_hist **slots;         /* open addressing, NULL empty; capacity a power of two */
+    pthread_rwlock_t lock;   /* guards the history table (readers: cost_node_seconds) */
+    cost_hist **slots;         /* open addressing, NULL empty; capacity a power of two */
     size_t cap, count;
     atomic_uint *group_count; /* per device group: history entries, read without the lock */
 };
 
 /* Build NODE's signature ("MatMul|f32[1,128,768];f32[768,768]|f32[1,128,768]|p0", then
- * "|a<hex>" for a hash of its attributes when it has any) into BUF (LC_SIG_MAX bytes) and
+ * "|a<hex>" for a hash of its attributes when it has any) into BUF (COST_SIG_MAX bytes) and
  * return the FNV-1a hash of the text mixed with GROUP. No allocation. */
-uint64_t lc_sig(const loom_node_desc *node, uint32_t group, char *buf);
+uint64_t cost_sig(const loom_node_desc *node, uint32_t group, char *buf);
 
-/* Hash of a finished signature text SIG with GROUP (as lc_sig returns). */
-uint64_t lc_sig_hash(const char *sig, uint32_t group);
+/* Hash of a finished signature text SIG with GROUP (as cost_sig returns). */
+uint64_t cost_sig_hash(const char *sig, uint32_t group);
 
 /* Insert or find the entry (SIG, GROUP, HASH) and append SECONDS; the caller holds the write
  * lock. Returns the entry, or NULL when out of memory (the sample is dropped). */
-lc_hist *lc_hist_add(lc_model *m, const char *sig, uint32_t group, uint64_t hash,
+cost_hist *cost_hist_add(cost_model *m, const char *sig, uint32_t group, uint64_t hash,
                      double seconds);
 
 /* The profile of device DEV from its backend's facts alone (calibrated = 0), with the
  * documented defaults for facts the backend leaves 0. */
-void lc_profile_from_facts(const lr_device *dev, lc_profile *p);
+void cost_profile_from_facts(const runtime_device *dev, cost_profile *p);
 
 /* The cache folder: DIR when non-NULL, else $XDG_CACHE_HOME/loom (when absolute), else
  * $HOME/.cache/loom; NULL when none applies or out of memory. Caller frees. */
-char *lc_default_cache_dir(const char *dir);
+char *cost_default_cache_dir(const char *dir);
 
 /* Load profiles.json and history.json from the model's cache folder into M (devices whose key
  * is found get the cached profile; history entries of every device group are loaded). Missing
- * files are fine; a corrupt file or entry is reported through lr_message and skipped. */
-void lc_store_load(lc_model *m);
+ * files are fine; a corrupt file or entry is reported through runtime_message and skipped. */
+void cost_store_load(cost_model *m);
 
 /* Sort N values ascending in place (insertion sort: N is small). */
-void lc_sort(double *v, size_t n);
+void cost_sort(double *v, size_t n);
 
 #endif /* LOOM_COST_INTERNAL_H */

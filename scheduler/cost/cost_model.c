@@ -3,7 +3,7 @@
  * (history, then the backend's estimate, then the roofline), what a link costs, and the
  * history table that measured runs feed.
  *
- * lc_node_seconds is on the placement's hot path (every node x device of graphs up to 10,000
+ * cost_node_seconds is on the placement's hot path (every node x device of graphs up to 10,000
  * nodes): it allocates nothing, builds the signature into a stack buffer only when the device
  * has any history at all, and takes a read lock for one hash-table probe.
  *
@@ -28,11 +28,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LC_SUSTAINED_FRACTION 0.6
+#define COST_SUSTAINED_FRACTION 0.6
 
 /* ---- profiles from facts ---------------------------------------------------------------- */
 
-void lc_profile_from_facts(const lr_device *dev, lc_profile *p)
+void cost_profile_from_facts(const runtime_device *dev, cost_profile *p)
 {
     const loom_device_info *in = &dev->info;
     int v03 = LOOM_DEVICE_INFO_HAS_V03(in);
@@ -57,9 +57,9 @@ void lc_profile_from_facts(const lr_device *dev, lc_profile *p)
         def_flops = 10e9, def_bw = 5e9, def_launch = 20e-6, def_power = 20;
         break;
     }
-    p->flops[0] = in->peak_flops_f32 > 0 ? in->peak_flops_f32 * LC_SUSTAINED_FRACTION : def_flops;
+    p->flops[0] = in->peak_flops_f32 > 0 ? in->peak_flops_f32 * COST_SUSTAINED_FRACTION : def_flops;
     if (v03 && in->peak_flops_f16 > 0)
-        p->flops[1] = in->peak_flops_f16 * LC_SUSTAINED_FRACTION;
+        p->flops[1] = in->peak_flops_f16 * COST_SUSTAINED_FRACTION;
     else if (v03 && in->has_fp16)
         p->flops[1] = 2 * p->flops[0];
     p->mem_bandwidth = in->mem_bandwidth > 0 ? in->mem_bandwidth : def_bw;
@@ -89,7 +89,7 @@ typedef struct sig_writer {
 
 static inline void put_c(sig_writer *w, char c)
 {
-    if (w->len < LC_SIG_MAX - SIG_TAIL)
+    if (w->len < COST_SIG_MAX - SIG_TAIL)
         w->buf[w->len++] = c;
     else
         w->over = 1;
@@ -229,7 +229,7 @@ static inline uint64_t group_mix(uint64_t h, uint32_t group)
     return h ^ (h >> 29);
 }
 
-uint64_t lc_sig_hash(const char *sig, uint32_t group)
+uint64_t cost_sig_hash(const char *sig, uint32_t group)
 {
     return group_mix(text_hash(sig, strlen(sig)), group);
 }
@@ -286,20 +286,20 @@ static uint64_t sig_text(const loom_node_desc *node, char *buf)
     return text_hash(buf, w.len);
 }
 
-uint64_t lc_sig(const loom_node_desc *node, uint32_t group, char *buf)
+uint64_t cost_sig(const loom_node_desc *node, uint32_t group, char *buf)
 {
     return group_mix(sig_text(node, buf), group);
 }
 
 /* ---- the history table ------------------------------------------------------------------ */
 
-static lc_hist *hist_find(const lc_model *m, const char *sig, uint32_t group, uint64_t hash)
+static cost_hist *hist_find(const cost_model *m, const char *sig, uint32_t group, uint64_t hash)
 {
     if (!m->cap)
         return NULL;
     size_t mask = m->cap - 1;
     for (size_t i = hash & mask;; i = (i + 1) & mask) {
-        lc_hist *e = m->slots[i];
+        cost_hist *e = m->slots[i];
         if (!e)
             return NULL;
         if (e->hash == hash && e->group == group && strcmp(e->sig, sig) == 0)
@@ -307,14 +307,14 @@ static lc_hist *hist_find(const lc_model *m, const char *sig, uint32_t group, ui
     }
 }
 
-static int hist_grow(lc_model *m)
+static int hist_grow(cost_model *m)
 {
     size_t cap = m->cap ? m->cap * 2 : 256;
-    lc_hist **slots = calloc(cap, sizeof *slots);
+    cost_hist **slots = calloc(cap, sizeof *slots);
     if (!slots)
         return 0;
     for (size_t i = 0; i < m->cap; i++) {
-        lc_hist *e = m->slots[i];
+        cost_hist *e = m->slots[i];
         if (!e)
             continue;
         size_t j = e->hash & (cap - 1);
@@ -328,10 +328,10 @@ static int hist_grow(lc_model *m)
     return 1;
 }
 
-lc_hist *lc_hist_add(lc_model *m, const char *sig, uint32_t group, uint64_t hash,
+cost_hist *cost_hist_add(cost_model *m, const char *sig, uint32_t group, uint64_t hash,
                      double seconds)
 {
-    lc_hist *e = hist_find(m, sig, group, hash);
+    cost_hist *e = hist_find(m, sig, group, hash);
     if (!e) {
         if ((m->count + 1) * 10 > m->cap * 7 && !hist_grow(m))
             return NULL;
@@ -350,26 +350,26 @@ lc_hist *lc_hist_add(lc_model *m, const char *sig, uint32_t group, uint64_t hash
         atomic_fetch_add(&m->group_count[group], 1);
     }
     e->samples[e->next] = seconds;
-    e->next = (e->next + 1) % LC_HISTORY_KEEP;
-    if (e->n < LC_HISTORY_KEEP)
+    e->next = (e->next + 1) % COST_HISTORY_KEEP;
+    if (e->n < COST_HISTORY_KEEP)
         e->n++;
-    double tmp[LC_HISTORY_KEEP];
+    double tmp[COST_HISTORY_KEEP];
     memcpy(tmp, e->samples, e->n * sizeof *tmp);
-    e->median = lc_robust_median(tmp, e->n);
+    e->median = cost_robust_median(tmp, e->n);
     e->dirty = 1;
     return e;
 }
 
 /* ---- opening and closing ---------------------------------------------------------------- */
 
-loom_status lc_model_open(loom_runtime *rt, const char *cache_dir, lc_model **out)
+loom_status cost_model_open(loom_runtime *rt, const char *cache_dir, cost_model **out)
 {
     if (!out)
         return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "cost model: out is NULL");
     *out = NULL;
     if (!rt)
         return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "cost model: runtime is NULL");
-    lc_model *m = calloc(1, sizeof *m);
+    cost_model *m = calloc(1, sizeof *m);
     if (!m)
         return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory opening the cost model");
     m->rt = rt;
@@ -379,7 +379,7 @@ loom_status lc_model_open(loom_runtime *rt, const char *cache_dir, lc_model **ou
     m->profile_dirty = calloc(n, sizeof *m->profile_dirty);
     m->group = calloc(n, sizeof *m->group);
     m->group_count = calloc(n, sizeof *m->group_count);
-    char *dir = lc_default_cache_dir(cache_dir);
+    char *dir = cost_default_cache_dir(cache_dir);
     m->cache_dir = dir ? dir : strdup("");
     if (!m->profiles || !m->profile_dirty || !m->group || !m->group_count || !m->cache_dir ||
         pthread_rwlock_init(&m->lock, NULL) != 0) {
@@ -392,7 +392,7 @@ loom_status lc_model_open(loom_runtime *rt, const char *cache_dir, lc_model **ou
         return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory opening the cost model");
     }
     for (uint32_t d = 0; d < m->n_devices; d++) {
-        lc_profile_from_facts(&rt->devices[d], &m->profiles[d]);
+        cost_profile_from_facts(&rt->devices[d], &m->profiles[d]);
         atomic_init(&m->group_count[d], 0);
         m->group[d] = d;
         for (uint32_t e = 0; e < d; e++)
@@ -402,12 +402,12 @@ loom_status lc_model_open(loom_runtime *rt, const char *cache_dir, lc_model **ou
             }
     }
     if (m->cache_dir[0])
-        lc_store_load(m);
+        cost_store_load(m);
     *out = m;
     return LOOM_OK;
 }
 
-static int model_dirty(lc_model *m)
+static int model_dirty(cost_model *m)
 {
     for (uint32_t d = 0; d < m->n_devices; d++)
         if (m->profile_dirty[d])
@@ -418,12 +418,12 @@ static int model_dirty(lc_model *m)
     return 0;
 }
 
-void lc_model_close(lc_model *m)
+void cost_model_close(cost_model *m)
 {
     if (!m)
         return;
-    if (m->cache_dir[0] && model_dirty(m) && lc_model_save(m) != LOOM_OK)
-        lr_message(m->rt, "cost model: %s", loom_last_error());
+    if (m->cache_dir[0] && model_dirty(m) && cost_model_save(m) != LOOM_OK)
+        runtime_message(m->rt, "cost model: %s", loom_last_error());
     for (size_t i = 0; i < m->cap; i++)
         if (m->slots[i]) {
             free(m->slots[i]->sig);
@@ -439,17 +439,17 @@ void lc_model_close(lc_model *m)
     free(m);
 }
 
-const lc_profile *lc_profile_of(const lc_model *m, uint32_t dev)
+const cost_profile *cost_profile_of(const cost_model *m, uint32_t dev)
 {
     return m && dev < m->n_devices ? &m->profiles[dev] : NULL;
 }
 
-uint32_t lc_device_count(const lc_model *m)
+uint32_t cost_device_count(const cost_model *m)
 {
     return m ? m->n_devices : 0;
 }
 
-const char *lc_cache_dir(const lc_model *m)
+const char *cost_cache_dir(const cost_model *m)
 {
     return m ? m->cache_dir : "";
 }
@@ -469,56 +469,56 @@ static double tensor_bytes(const loom_tensor_desc *t)
     return (double)loom_tensor_desc_numel(t) * (double)loom_dtype_size(t->dtype);
 }
 
-lc_op_class lc_op_class_of(loom_op_id op)
+cost_op_class cost_op_class_of(loom_op_id op)
 {
     switch (op) {
     case LOOM_OP_MATMUL: case LOOM_OP_GEMM: case LOOM_OP_EINSUM: case LOOM_OP_MAT_MUL_INTEGER:
     case LOOM_OP_QLINEAR_MAT_MUL: case LOOM_OP_LSTM: case LOOM_OP_GRU:
-        return LC_CLASS_MATMUL;
+        return COST_CLASS_MATMUL;
     case LOOM_OP_CONV: case LOOM_OP_CONV_TRANSPOSE:
-        return LC_CLASS_CONV;
+        return COST_CLASS_CONV;
     case LOOM_OP_ADD: case LOOM_OP_SUB: case LOOM_OP_MUL: case LOOM_OP_MIN: case LOOM_OP_MAX:
     case LOOM_OP_WHERE: case LOOM_OP_AND: case LOOM_OP_OR: case LOOM_OP_EQUAL:
     case LOOM_OP_LESS: case LOOM_OP_GREATER: case LOOM_OP_SUM: case LOOM_OP_MEAN:
-        return LC_CLASS_BINARY;
+        return COST_CLASS_BINARY;
     case LOOM_OP_DIV: case LOOM_OP_POW: case LOOM_OP_SQRT: case LOOM_OP_RECIPROCAL:
-        return LC_CLASS_DIV;
+        return COST_CLASS_DIV;
     case LOOM_OP_RELU: case LOOM_OP_LEAKY_RELU: case LOOM_OP_NEG: case LOOM_OP_ABS:
     case LOOM_OP_CLIP: case LOOM_OP_CAST: case LOOM_OP_FLOOR: case LOOM_OP_CEIL:
     case LOOM_OP_ROUND: case LOOM_OP_NOT: case LOOM_OP_HARD_SIGMOID: case LOOM_OP_HARD_SWISH:
     case LOOM_OP_DROPOUT: case LOOM_OP_QUANTIZE_LINEAR: case LOOM_OP_DEQUANTIZE_LINEAR:
-        return LC_CLASS_UNARY;
+        return COST_CLASS_UNARY;
     case LOOM_OP_SIGMOID: case LOOM_OP_TANH: case LOOM_OP_ERF: case LOOM_OP_GELU:
     case LOOM_OP_EXP: case LOOM_OP_LOG:
-        return LC_CLASS_TRANSCENDENTAL;
+        return COST_CLASS_TRANSCENDENTAL;
     case LOOM_OP_SOFTMAX:
-        return LC_CLASS_SOFTMAX;
+        return COST_CLASS_SOFTMAX;
     case LOOM_OP_LAYER_NORMALIZATION: case LOOM_OP_BATCH_NORMALIZATION:
     case LOOM_OP_INSTANCE_NORMALIZATION:
-        return LC_CLASS_NORM;
+        return COST_CLASS_NORM;
     case LOOM_OP_REDUCE_MEAN: case LOOM_OP_REDUCE_SUM: case LOOM_OP_REDUCE_MAX:
     case LOOM_OP_GLOBAL_AVERAGE_POOL: case LOOM_OP_ARG_MAX: case LOOM_OP_TOP_K:
-        return LC_CLASS_REDUCE;
+        return COST_CLASS_REDUCE;
     case LOOM_OP_MAX_POOL: case LOOM_OP_AVERAGE_POOL:
-        return LC_CLASS_POOL;
+        return COST_CLASS_POOL;
     case LOOM_OP_TRANSPOSE: case LOOM_OP_CONCAT: case LOOM_OP_SPLIT: case LOOM_OP_SLICE:
     case LOOM_OP_GATHER: case LOOM_OP_PAD: case LOOM_OP_TILE: case LOOM_OP_EXPAND:
     case LOOM_OP_RESIZE: case LOOM_OP_GATHER_ELEMENTS: case LOOM_OP_SCATTER_ELEMENTS:
-        return LC_CLASS_COPY;
+        return COST_CLASS_COPY;
     case LOOM_OP_RESHAPE: case LOOM_OP_SQUEEZE: case LOOM_OP_UNSQUEEZE: case LOOM_OP_FLATTEN:
     case LOOM_OP_IDENTITY:
-        return LC_CLASS_VIEW;
+        return COST_CLASS_VIEW;
     default:
-        return LC_CLASS_COUNT;
+        return COST_CLASS_COUNT;
     }
 }
 
-int lc_op_class_counts_flops(lc_op_class c)
+int cost_op_class_counts_flops(cost_op_class c)
 {
-    return c == LC_CLASS_MATMUL || c == LC_CLASS_CONV;
+    return c == COST_CLASS_MATMUL || c == COST_CLASS_CONV;
 }
 
-double lc_roofline_seconds(const lc_profile *p, const loom_node_desc *node,
+double cost_roofline_seconds(const cost_profile *p, const loom_node_desc *node,
                            const loom_op_cost *cost)
 {
     double bw = p->mem_bandwidth > 0 ? p->mem_bandwidth : 1e9;
@@ -556,11 +556,11 @@ double lc_roofline_seconds(const lc_profile *p, const loom_node_desc *node,
     if (!(f > 0))
         f = 1e9;
     double tm = bytes / bw;
-    lc_op_class c = lc_op_class_of(node->op);
-    if (c < LC_CLASS_COUNT && (p->class_fixed_s[c] > 0 || p->class_rate[c] > 0)) {
+    cost_op_class c = cost_op_class_of(node->op);
+    if (c < COST_CLASS_COUNT && (p->class_fixed_s[c] > 0 || p->class_rate[c] > 0)) {
         /* The class's fitted line; its rate was measured in f32 and in cache. */
         double rate = p->class_rate[c], work = bytes;
-        if (lc_op_class_counts_flops(c)) {
+        if (cost_op_class_counts_flops(c)) {
             work = flops;
             if (p->flops[0] > 0 && f != p->flops[0])
                 rate *= f / p->flops[0];
@@ -575,19 +575,19 @@ double lc_roofline_seconds(const lc_profile *p, const loom_node_desc *node,
 }
 
 /* The history median of NODE on DEV into *SECONDS when there are enough samples. */
-static int history_lookup(const lc_model *m, uint32_t dev, const loom_node_desc *node,
+static int history_lookup(const cost_model *m, uint32_t dev, const loom_node_desc *node,
                           double *seconds)
 {
     uint32_t g = m->group[dev];
     if (atomic_load_explicit(&m->group_count[g], memory_order_relaxed) == 0)
         return 0;
-    char sig[LC_SIG_MAX];
-    uint64_t h = lc_sig(node, g, sig);
+    char sig[COST_SIG_MAX];
+    uint64_t h = cost_sig(node, g, sig);
     int found = 0;
-    lc_model *mm = (lc_model *)m; /* the lock is the only thing touched */
+    cost_model *mm = (cost_model *)m; /* the lock is the only thing touched */
     pthread_rwlock_rdlock(&mm->lock);
-    const lc_hist *e = hist_find(m, sig, g, h);
-    if (e && e->n >= LC_HISTORY_MIN) {
+    const cost_hist *e = hist_find(m, sig, g, h);
+    if (e && e->n >= COST_HISTORY_MIN) {
         *seconds = e->median;
         found = 1;
     }
@@ -595,11 +595,11 @@ static int history_lookup(const lc_model *m, uint32_t dev, const loom_node_desc 
     return found;
 }
 
-static int backend_estimate(const lc_model *m, uint32_t dev, const loom_node_desc *node,
+static int backend_estimate(const cost_model *m, uint32_t dev, const loom_node_desc *node,
                             double *seconds)
 {
-    const lr_device *d = &m->rt->devices[dev];
-    double (*est)(void *, uint32_t, const loom_node_desc *) = LR_SLOT(d->backend, estimate);
+    const runtime_device *d = &m->rt->devices[dev];
+    double (*est)(void *, uint32_t, const loom_node_desc *) = RUNTIME_SLOT(d->backend, estimate);
     if (!est)
         return 0;
     double s = est(d->backend->ctx, d->index, node);
@@ -609,7 +609,7 @@ static int backend_estimate(const lc_model *m, uint32_t dev, const loom_node_des
     return 1;
 }
 
-double lc_node_seconds(const lc_model *m, uint32_t dev, const loom_node_desc *node,
+double cost_node_seconds(const cost_model *m, uint32_t dev, const loom_node_desc *node,
                        const loom_op_cost *cost)
 {
     if (!m || !node || dev >= m->n_devices)
@@ -617,18 +617,18 @@ double lc_node_seconds(const lc_model *m, uint32_t dev, const loom_node_desc *no
     double s;
     if (history_lookup(m, dev, node, &s) || backend_estimate(m, dev, node, &s))
         return s;
-    return lc_roofline_seconds(&m->profiles[dev], node, cost);
+    return cost_roofline_seconds(&m->profiles[dev], node, cost);
 }
 
-void lc_node_seconds_all(const lc_model *m, const loom_node_desc *node,
+void cost_node_seconds_all(const cost_model *m, const loom_node_desc *node,
                          const loom_op_cost *cost, double *seconds)
 {
     if (!m || !node || !seconds)
         return;
-    char sig[LC_SIG_MAX];
+    char sig[COST_SIG_MAX];
     uint64_t th = 0;
     int built = 0;
-    lc_model *mm = (lc_model *)m; /* the lock is the only thing touched */
+    cost_model *mm = (cost_model *)m; /* the lock is the only thing touched */
     /* History first, for every device at once under one read lock; NAN: none. */
     for (uint32_t d = 0; d < m->n_devices; d++) {
         seconds[d] = NAN;
@@ -640,8 +640,8 @@ void lc_node_seconds_all(const lc_model *m, const loom_node_desc *node,
             built = 1;
             pthread_rwlock_rdlock(&mm->lock);
         }
-        const lc_hist *e = hist_find(m, sig, g, group_mix(th, g));
-        if (e && e->n >= LC_HISTORY_MIN)
+        const cost_hist *e = hist_find(m, sig, g, group_mix(th, g));
+        if (e && e->n >= COST_HISTORY_MIN)
             seconds[d] = e->median;
     }
     if (built)
@@ -651,11 +651,11 @@ void lc_node_seconds_all(const lc_model *m, const loom_node_desc *node,
         if (!isnan(seconds[d]))
             continue;
         seconds[d] = backend_estimate(m, d, node, &s)
-                         ? s : lc_roofline_seconds(&m->profiles[d], node, cost);
+                         ? s : cost_roofline_seconds(&m->profiles[d], node, cost);
     }
 }
 
-const char *lc_node_source(const lc_model *m, uint32_t dev, const loom_node_desc *node)
+const char *cost_node_source(const cost_model *m, uint32_t dev, const loom_node_desc *node)
 {
     if (!m || !node || dev >= m->n_devices)
         return "roofline";
@@ -669,11 +669,11 @@ const char *lc_node_source(const lc_model *m, uint32_t dev, const loom_node_desc
 
 /* ---- links ------------------------------------------------------------------------------ */
 
-void lc_link(const lc_model *m, uint32_t from, uint32_t to, double *latency_s, double *bandwidth)
+void cost_link(const cost_model *m, uint32_t from, uint32_t to, double *latency_s, double *bandwidth)
 {
     double lat = 0, bw = INFINITY;
-    const lc_profile *pf = from != LC_HOST ? lc_profile_of(m, from) : NULL;
-    const lc_profile *pt = to != LC_HOST ? lc_profile_of(m, to) : NULL;
+    const cost_profile *pf = from != COST_HOST ? cost_profile_of(m, from) : NULL;
+    const cost_profile *pt = to != COST_HOST ? cost_profile_of(m, to) : NULL;
     int hv_from = !pf || pf->host_visible, hv_to = !pt || pt->host_visible;
     if (from != to && !(hv_from && hv_to)) {
         if (!hv_from) {
@@ -694,31 +694,31 @@ void lc_link(const lc_model *m, uint32_t from, uint32_t to, double *latency_s, d
 
 /* ---- recording -------------------------------------------------------------------------- */
 
-void lc_signature(const loom_node_desc *node, char *buf)
+void cost_signature(const loom_node_desc *node, char *buf)
 {
     sig_text(node, buf);
 }
 
-void lc_record_signature(lc_model *m, uint32_t dev, const char *sig, double seconds)
+void cost_record_signature(cost_model *m, uint32_t dev, const char *sig, double seconds)
 {
     if (!m || !sig || dev >= m->n_devices || !(seconds >= 0) || !isfinite(seconds))
         return;
     uint32_t g = m->group[dev];
-    uint64_t h = lc_sig_hash(sig, g);
+    uint64_t h = cost_sig_hash(sig, g);
     pthread_rwlock_wrlock(&m->lock);
-    lc_hist_add(m, sig, g, h, seconds);
+    cost_hist_add(m, sig, g, h, seconds);
     pthread_rwlock_unlock(&m->lock);
 }
 
-void lc_record(lc_model *m, uint32_t dev, const loom_node_desc *node, double seconds)
+void cost_record(cost_model *m, uint32_t dev, const loom_node_desc *node, double seconds)
 {
     if (!m || !node || dev >= m->n_devices || !(seconds >= 0) || !isfinite(seconds))
         return;
-    char sig[LC_SIG_MAX];
+    char sig[COST_SIG_MAX];
     uint32_t g = m->group[dev];
-    uint64_t h = lc_sig(node, g, sig);
+    uint64_t h = cost_sig(node, g, sig);
     pthread_rwlock_wrlock(&m->lock);
-    lc_hist_add(m, sig, g, h, seconds);
+    cost_hist_add(m, sig, g, h, seconds);
     pthread_rwlock_unlock(&m->lock);
 }
 
@@ -727,7 +727,7 @@ static uint64_t name_hash(const char *s)
     return s ? fnv_bytes(FNV_OFFSET, s, strlen(s)) : 0;
 }
 
-size_t lc_record_timeline(lc_model *m, const loom_graph *g, const loom_plan *plan,
+size_t cost_record_timeline(cost_model *m, const loom_graph *g, const loom_plan *plan,
                           const loom_run_stats *stats, uint32_t precision)
 {
     if (!m || !g || !plan || !stats || !stats->timeline || !g->n_nodes)
@@ -769,7 +769,7 @@ size_t lc_record_timeline(lc_model *m, const loom_graph *g, const loom_plan *pla
             continue;
         int32_t found = -1;
         for (size_t j = name_hash(name) & (cap - 1); slot[j] >= 0; j = (j + 1) & (cap - 1)) {
-            const lg_node *gn = &g->nodes[slot[j]];
+            const graph_node *gn = &g->nodes[slot[j]];
             if (!used[slot[j]] && gn->name && strcmp(gn->name, name) == 0 && strcmp(gn->def->name, op) == 0) {
                 found = slot[j];
                 break;
@@ -779,12 +779,12 @@ size_t lc_record_timeline(lc_model *m, const loom_graph *g, const loom_plan *pla
             continue;
         used[found] = 1;
         loom_node_desc desc;
-        lg_node_desc(g, (size_t)found, &desc, in_d, out_d, in_c);
+        graph_node_desc(g, (size_t)found, &desc, in_d, out_d, in_c);
         desc.precision = precision;
-        char sig[LC_SIG_MAX];
+        char sig[COST_SIG_MAX];
         uint32_t grp = m->group[tm->device];
-        uint64_t h = lc_sig(&desc, grp, sig);
-        if (lc_hist_add(m, sig, grp, h, (double)(tm->end_ns - tm->start_ns) * 1e-9))
+        uint64_t h = cost_sig(&desc, grp, sig);
+        if (cost_hist_add(m, sig, grp, h, (double)(tm->end_ns - tm->start_ns) * 1e-9))
             recorded++;
     }
     pthread_rwlock_unlock(&m->lock);

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-void lc_sort(double *v, size_t n)
+void cost_sort(double *v, size_t n)
 {
     for (size_t i = 1; i < n; i++) {
         double x = v[i];
@@ -34,12 +34,12 @@ static double sorted_median(const double *v, size_t n)
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-double lc_robust_median(double *v, size_t n)
+double cost_robust_median(double *v, size_t n)
 {
     if (n == 0)
         return 0;
     if (n <= 64)
-        lc_sort(v, n);
+        cost_sort(v, n);
     else
         qsort(v, n, sizeof *v, cmp_double);
     double m = sorted_median(v, n);
@@ -50,7 +50,7 @@ double lc_robust_median(double *v, size_t n)
     return sorted_median(v, kept);
 }
 
-int lc_fit_line(const double *x, const double *t, size_t n, double *fixed, double *per_unit)
+int cost_fit_line(const double *x, const double *t, size_t n, double *fixed, double *per_unit)
 {
     /* In relative terms each point asks a / t + b * x / t = 1: least squares on that. */
     double su = 0, sv = 0, suu = 0, suv = 0, svv = 0;
@@ -84,7 +84,7 @@ int lc_fit_line(const double *x, const double *t, size_t n, double *fixed, doubl
     return 1;
 }
 
-void lc_error_stats(const double *pred, const double *meas, size_t n, double *median,
+void cost_error_stats(const double *pred, const double *meas, size_t n, double *median,
                     double *p90)
 {
     if (median)
@@ -121,7 +121,7 @@ static void rate(char *buf, size_t len, double x, const char *unit)
         snprintf(buf, len, "-");
 }
 
-void lc_profile_summary(const lc_profile *p, char *buf, size_t len)
+void cost_profile_summary(const cost_profile *p, char *buf, size_t len)
 {
     if (!buf || !len)
         return;

@@ -5,20 +5,20 @@
  *                   "calibrated_at", "flops_f32", "flops_f16", "flops_int8", "mem_bandwidth",
  *                   "launch_s", "to_host_latency_s", "to_host_bandwidth",
  *                   "from_host_latency_s", "from_host_bandwidth", "power_w", "cache_bytes",
- *                   "fixed_s_<class>", "rate_<class>" for each op class (lc_op_class:
+ *                   "fixed_s_<class>", "rate_<class>" for each op class (cost_op_class:
  *                   matmul, conv, binary, div, unary, transcendental, softmax, norm, reduce,
  *                   pool, copy, view; 0 or absent: not fitted)}}}
  *   history.json   {"version": 1, "history": {KEY: {SIGNATURE: {"samples": [s, ...],
  *                   "median": s}}}}
  * KEY is the profile key (backend|device name|driver|t<threads>); samples are seconds, oldest
- * first, at most LC_HISTORY_KEEP. Only calibrated profiles are written: facts are re-read at
+ * first, at most COST_HISTORY_KEEP. Only calibrated profiles are written: facts are re-read at
  * every start.
  *
  * Saving merges: the file on disk is read again and only what this model changed is replaced,
  * so entries of devices absent from this run (a plugin not loaded) and of other processes
  * survive. Each file is written to a temporary file in the same folder, flushed, then renamed
  * over the old one, so a reader never sees half a file. A file that does not parse, or an
- * entry of the wrong shape, is reported through lr_message and ignored (and replaced at the
+ * entry of the wrong shape, is reported through runtime_message and ignored (and replaced at the
  * next save).
  */
 #include "cost_internal.h"
@@ -34,9 +34,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define LC_FILE_VERSION 1
+#define COST_FILE_VERSION 1
 
-char *lc_default_cache_dir(const char *dir)
+char *cost_default_cache_dir(const char *dir)
 {
     char buf[4096];
     const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
@@ -75,9 +75,9 @@ static int mkdir_p(const char *path)
 }
 
 /* Parse file NAME of the cache folder. Returns the root object (caller decrefs) or NULL when
- * the file is missing or, with a message through lr_message when QUIET is 0, when it is not
+ * the file is missing or, with a message through runtime_message when QUIET is 0, when it is not
  * JSON or not an object of our version whose member MEMBER is an object. */
-static json_t *read_file(lc_model *m, const char *name, const char *member, int quiet)
+static json_t *read_file(cost_model *m, const char *name, const char *member, int quiet)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/%s", m->cache_dir, name);
@@ -92,7 +92,7 @@ static json_t *read_file(lc_model *m, const char *name, const char *member, int 
         why = what;
     } else if (!json_is_object(root)) {
         why = "not a JSON object";
-    } else if (json_integer_value(json_object_get(root, "version")) != LC_FILE_VERSION) {
+    } else if (json_integer_value(json_object_get(root, "version")) != COST_FILE_VERSION) {
         why = "unknown version (expected 1)";
     } else if (!json_is_object(json_object_get(root, member))) {
         snprintf(what, sizeof what, "no \"%s\" object", member);
@@ -100,7 +100,7 @@ static json_t *read_file(lc_model *m, const char *name, const char *member, int 
     }
     if (why) {
         if (!quiet)
-            lr_message(m->rt, "cost model: %s is corrupt (%s); ignored", path, why);
+            runtime_message(m->rt, "cost model: %s is corrupt (%s); ignored", path, why);
         json_decref(root);
         return NULL;
     }
@@ -108,7 +108,7 @@ static json_t *read_file(lc_model *m, const char *name, const char *member, int 
 }
 
 /* Write ROOT to file NAME of the cache folder atomically (temporary file, then rename). */
-static loom_status write_file(lc_model *m, const char *name, json_t *root)
+static loom_status write_file(cost_model *m, const char *name, json_t *root)
 {
     char path[4200], tmp[4300];
     int e = mkdir_p(m->cache_dir);
@@ -153,43 +153,43 @@ typedef struct prof_field {
 } prof_field;
 
 static const prof_field prof_fields[] = {
-    {"flops_f32", offsetof(lc_profile, flops[0]), 1},
-    {"flops_f16", offsetof(lc_profile, flops[1]), 0},
-    {"flops_int8", offsetof(lc_profile, flops[2]), 0},
-    {"mem_bandwidth", offsetof(lc_profile, mem_bandwidth), 1},
-    {"launch_s", offsetof(lc_profile, launch_s), 1},
-    {"to_host_latency_s", offsetof(lc_profile, to_host_latency_s), 0},
-    {"to_host_bandwidth", offsetof(lc_profile, to_host_bandwidth), 0},
-    {"from_host_latency_s", offsetof(lc_profile, from_host_latency_s), 0},
-    {"from_host_bandwidth", offsetof(lc_profile, from_host_bandwidth), 0},
-    {"power_w", offsetof(lc_profile, power_w), 0},
-    {"cache_bytes", offsetof(lc_profile, cache_bytes), 0},
+    {"flops_f32", offsetof(cost_profile, flops[0]), 1},
+    {"flops_f16", offsetof(cost_profile, flops[1]), 0},
+    {"flops_int8", offsetof(cost_profile, flops[2]), 0},
+    {"mem_bandwidth", offsetof(cost_profile, mem_bandwidth), 1},
+    {"launch_s", offsetof(cost_profile, launch_s), 1},
+    {"to_host_latency_s", offsetof(cost_profile, to_host_latency_s), 0},
+    {"to_host_bandwidth", offsetof(cost_profile, to_host_bandwidth), 0},
+    {"from_host_latency_s", offsetof(cost_profile, from_host_latency_s), 0},
+    {"from_host_bandwidth", offsetof(cost_profile, from_host_bandwidth), 0},
+    {"power_w", offsetof(cost_profile, power_w), 0},
+    {"cache_bytes", offsetof(cost_profile, cache_bytes), 0},
 #define CLASS_FIELDS(cls, name)                                                                \
-    {"fixed_s_" name, offsetof(lc_profile, class_fixed_s[cls]), 0},                          \
-    {"rate_" name, offsetof(lc_profile, class_rate[cls]), 0}
-    CLASS_FIELDS(LC_CLASS_MATMUL, "matmul"),
-    CLASS_FIELDS(LC_CLASS_CONV, "conv"),
-    CLASS_FIELDS(LC_CLASS_BINARY, "binary"),
-    CLASS_FIELDS(LC_CLASS_DIV, "div"),
-    CLASS_FIELDS(LC_CLASS_UNARY, "unary"),
-    CLASS_FIELDS(LC_CLASS_TRANSCENDENTAL, "transcendental"),
-    CLASS_FIELDS(LC_CLASS_SOFTMAX, "softmax"),
-    CLASS_FIELDS(LC_CLASS_NORM, "norm"),
-    CLASS_FIELDS(LC_CLASS_REDUCE, "reduce"),
-    CLASS_FIELDS(LC_CLASS_POOL, "pool"),
-    CLASS_FIELDS(LC_CLASS_COPY, "copy"),
-    CLASS_FIELDS(LC_CLASS_VIEW, "view"),
+    {"fixed_s_" name, offsetof(cost_profile, class_fixed_s[cls]), 0},                          \
+    {"rate_" name, offsetof(cost_profile, class_rate[cls]), 0}
+    CLASS_FIELDS(COST_CLASS_MATMUL, "matmul"),
+    CLASS_FIELDS(COST_CLASS_CONV, "conv"),
+    CLASS_FIELDS(COST_CLASS_BINARY, "binary"),
+    CLASS_FIELDS(COST_CLASS_DIV, "div"),
+    CLASS_FIELDS(COST_CLASS_UNARY, "unary"),
+    CLASS_FIELDS(COST_CLASS_TRANSCENDENTAL, "transcendental"),
+    CLASS_FIELDS(COST_CLASS_SOFTMAX, "softmax"),
+    CLASS_FIELDS(COST_CLASS_NORM, "norm"),
+    CLASS_FIELDS(COST_CLASS_REDUCE, "reduce"),
+    CLASS_FIELDS(COST_CLASS_POOL, "pool"),
+    CLASS_FIELDS(COST_CLASS_COPY, "copy"),
+    CLASS_FIELDS(COST_CLASS_VIEW, "view"),
 #undef CLASS_FIELDS
 };
 #define N_PROF_FIELDS (sizeof prof_fields / sizeof prof_fields[0])
 
-static double *field_of(lc_profile *p, const prof_field *f)
+static double *field_of(cost_profile *p, const prof_field *f)
 {
     return (double *)((char *)p + f->offset);
 }
 
 /* Apply the cached entry OBJ to P. Returns 0 (P untouched) when OBJ is malformed. */
-static int profile_from_json(lc_profile *p, json_t *obj)
+static int profile_from_json(cost_profile *p, json_t *obj)
 {
     double v[N_PROF_FIELDS];
     if (!json_is_object(obj) || !json_is_true(json_object_get(obj, "calibrated")))
@@ -213,9 +213,9 @@ static int profile_from_json(lc_profile *p, json_t *obj)
     return 1;
 }
 
-static json_t *profile_to_json(const lc_model *m, uint32_t d)
+static json_t *profile_to_json(const cost_model *m, uint32_t d)
 {
-    const lc_profile *p = &m->profiles[d];
+    const cost_profile *p = &m->profiles[d];
     json_t *o = json_object();
     if (!o)
         return NULL;
@@ -229,7 +229,7 @@ static json_t *profile_to_json(const lc_model *m, uint32_t d)
     json_object_set_new(o, "calibrated", json_true());
     json_object_set_new(o, "calibrated_at", json_string(when));
     for (size_t k = 0; k < N_PROF_FIELDS; k++) {
-        double x = *field_of((lc_profile *)p, &prof_fields[k]);
+        double x = *field_of((cost_profile *)p, &prof_fields[k]);
         json_object_set_new(o, prof_fields[k].name, json_real(isfinite(x) && x > 0 ? x : 0));
     }
     json_object_set_new(o, "shares_host_cpu", json_boolean(p->shares_host_cpu));
@@ -239,7 +239,7 @@ static json_t *profile_to_json(const lc_model *m, uint32_t d)
 
 /* ---- loading ---------------------------------------------------------------------------- */
 
-static void load_profiles(lc_model *m)
+static void load_profiles(cost_model *m)
 {
     json_t *root = read_file(m, "profiles.json", "profiles", 0);
     if (!root)
@@ -248,13 +248,13 @@ static void load_profiles(lc_model *m)
     for (uint32_t d = 0; d < m->n_devices; d++) {
         json_t *obj = json_object_get(profs, m->profiles[d].key);
         if (obj && !profile_from_json(&m->profiles[d], obj) && m->group[d] == d)
-            lr_message(m->rt, "cost model: %s/profiles.json: the entry of '%s' is malformed; "
+            runtime_message(m->rt, "cost model: %s/profiles.json: the entry of '%s' is malformed; "
                        "ignored", m->cache_dir, m->profiles[d].key);
     }
     json_decref(root);
 }
 
-static void load_history(lc_model *m)
+static void load_history(cost_model *m)
 {
     json_t *root = read_file(m, "history.json", "history", 0);
     if (!root)
@@ -276,14 +276,14 @@ static void load_history(lc_model *m)
         json_t *e;
         json_object_foreach(sigs, sig, e) {
             json_t *samples = json_object_get(e, "samples");
-            if (!json_is_array(samples) || strlen(sig) >= LC_SIG_MAX) {
+            if (!json_is_array(samples) || strlen(sig) >= COST_SIG_MAX) {
                 bad++;
                 continue;
             }
             size_t n = json_array_size(samples);
-            size_t first = n > LC_HISTORY_KEEP ? n - LC_HISTORY_KEEP : 0;
-            uint64_t h = lc_sig_hash(sig, d);
-            lc_hist *entry = NULL;
+            size_t first = n > COST_HISTORY_KEEP ? n - COST_HISTORY_KEEP : 0;
+            uint64_t h = cost_sig_hash(sig, d);
+            cost_hist *entry = NULL;
             for (size_t i = first; i < n; i++) {
                 json_t *x = json_array_get(samples, i);
                 double s = json_number_value(x);
@@ -291,7 +291,7 @@ static void load_history(lc_model *m)
                     bad++;
                     continue;
                 }
-                lc_hist *got = lc_hist_add(m, sig, d, h, s);
+                cost_hist *got = cost_hist_add(m, sig, d, h, s);
                 entry = got ? got : entry;
             }
             if (entry)
@@ -300,12 +300,12 @@ static void load_history(lc_model *m)
     }
     pthread_rwlock_unlock(&m->lock);
     if (bad)
-        lr_message(m->rt, "cost model: %s/history.json: %zu malformed entr%s ignored",
+        runtime_message(m->rt, "cost model: %s/history.json: %zu malformed entr%s ignored",
                    m->cache_dir, bad, bad == 1 ? "y" : "ies");
     json_decref(root);
 }
 
-void lc_store_load(lc_model *m)
+void cost_store_load(cost_model *m)
 {
     load_profiles(m);
     load_history(m);
@@ -314,20 +314,20 @@ void lc_store_load(lc_model *m)
 /* ---- saving ----------------------------------------------------------------------------- */
 
 /* The file's root to merge into: the current one when it parses, else a fresh one. */
-static json_t *merge_root(lc_model *m, const char *name, const char *member)
+static json_t *merge_root(cost_model *m, const char *name, const char *member)
 {
     json_t *root = read_file(m, name, member, 1);
     if (root)
         return root;
     root = json_object();
     if (root) {
-        json_object_set_new(root, "version", json_integer(LC_FILE_VERSION));
+        json_object_set_new(root, "version", json_integer(COST_FILE_VERSION));
         json_object_set_new(root, member, json_object());
     }
     return root;
 }
 
-static loom_status save_profiles(lc_model *m)
+static loom_status save_profiles(cost_model *m)
 {
     int any = 0;
     for (uint32_t d = 0; d < m->n_devices; d++)
@@ -349,7 +349,7 @@ static loom_status save_profiles(lc_model *m)
     return st;
 }
 
-static loom_status save_history(lc_model *m)
+static loom_status save_history(cost_model *m)
 {
     pthread_rwlock_wrlock(&m->lock);
     size_t dirty = 0;
@@ -365,7 +365,7 @@ static loom_status save_history(lc_model *m)
     }
     json_t *hist = json_object_get(root, "history");
     for (size_t i = 0; i < m->cap; i++) {
-        const lc_hist *e = m->slots[i];
+        const cost_hist *e = m->slots[i];
         if (!e || !e->dirty)
             continue;
         const char *key = m->profiles[e->group].key;
@@ -376,9 +376,9 @@ static loom_status save_history(lc_model *m)
         }
         json_t *samples = json_array();
         /* Oldest first: the ring starts at NEXT once it is full. */
-        uint32_t start = e->n < LC_HISTORY_KEEP ? 0 : e->next;
+        uint32_t start = e->n < COST_HISTORY_KEEP ? 0 : e->next;
         for (uint32_t k = 0; k < e->n; k++)
-            json_array_append_new(samples, json_real(e->samples[(start + k) % LC_HISTORY_KEEP]));
+            json_array_append_new(samples, json_real(e->samples[(start + k) % COST_HISTORY_KEEP]));
         json_t *o = json_object();
         json_object_set_new(o, "samples", samples);
         json_object_set_new(o, "median", json_real(e->median));
@@ -395,7 +395,7 @@ out:
     return st;
 }
 
-loom_status lc_model_save(lc_model *m)
+loom_status cost_model_save(cost_model *m)
 {
     if (!m)
         return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "cost model: model is NULL");

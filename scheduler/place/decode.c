@@ -4,14 +4,14 @@
  * a rule (EFT, PEFT's OEFT, a one-level lookahead, first device). Also the memory bookkeeping:
  * a task's output is resident on its device from its start until its last consumer finishes.
  *
- * Decoding allocates nothing: lpi_sched holds every array, sized once per problem.
+ * Decoding allocates nothing: place_sched holds every array, sized once per problem.
  */
 #include "place_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-loom_status lpi_sched_init(lpi_sched *s, const lpi_ctx *c)
+loom_status place_sched_init(place_sched *s, const place_ctx *c)
 {
     memset(s, 0, sizeof *s);
     size_t n = (size_t)c->n + 1, nd = c->nd;
@@ -33,14 +33,14 @@ loom_status lpi_sched_init(lpi_sched *s, const lpi_ctx *c)
     if (!s->dev || !s->start || !s->finish || !s->reason || !s->slot || !s->slot_n || !s->heap ||
         !s->slot_st || !s->slot_fi ||
         !s->npred_left || !s->nsucc_left || !s->mem_end || !s->ev_t || !s->ev_b || !s->ev_i) {
-        lpi_sched_free(s);
+        place_sched_free(s);
         return LOOM_ERR_OUT_OF_MEMORY;
     }
     s->makespan = INFINITY;
     return LOOM_OK;
 }
 
-void lpi_sched_free(lpi_sched *s)
+void place_sched_free(place_sched *s)
 {
     free(s->dev), free(s->start), free(s->finish), free(s->reason), free(s->slot);
     free(s->slot_n), free(s->heap), free(s->npred_left), free(s->nsucc_left), free(s->mem_end);
@@ -48,7 +48,7 @@ void lpi_sched_free(lpi_sched *s)
     memset(s, 0, sizeof *s);
 }
 
-void lpi_sched_copy(lpi_sched *dst, const lpi_sched *src, const lpi_ctx *c)
+void place_sched_copy(place_sched *dst, const place_sched *src, const place_ctx *c)
 {
     size_t n = c->n;
     memcpy(dst->dev, src->dev, n * sizeof *dst->dev);
@@ -107,7 +107,7 @@ static uint32_t heap_pop(uint32_t *h, uint32_t *n, const double *key)
 /* ---- gaps and memory --------------------------------------------------------------------- */
 
 /* Earliest start >= READY of a task lasting W among device D's tasks; *POS gets its place. */
-static double find_slot(const lpi_sched *s, const lpi_ctx *c, uint32_t d, double ready, double w,
+static double find_slot(const place_sched *s, const place_ctx *c, uint32_t d, double ready, double w,
                         uint32_t *pos)
 {
     const double *sst = s->slot_st + (size_t)d * c->n, *sfi = s->slot_fi + (size_t)d * c->n;
@@ -155,7 +155,7 @@ static void sort_events(double *t, double *b, uint32_t *idx, uint32_t m)
 /* Whether BYTES more, resident on device D from time FROM on, keep D within its capacity given
  * what the tasks already there hold (their outputs' ends are INFINITY while a consumer is not
  * placed yet, so the check is conservative and stays true once the rest is placed). */
-static int memory_fits(const lpi_ctx *c, lpi_sched *s, uint32_t d, double from, double bytes)
+static int memory_fits(const place_ctx *c, place_sched *s, uint32_t d, double from, double bytes)
 {
     double cap = c->cap[d];
     if (!isfinite(cap))
@@ -196,7 +196,7 @@ static int memory_fits(const lpi_ctx *c, lpi_sched *s, uint32_t d, double from, 
     return 1;
 }
 
-int lpi_memory_exceeded(const lpi_ctx *c, const uint32_t *dev, const double *start,
+int place_memory_exceeded(const place_ctx *c, const uint32_t *dev, const double *start,
                         const double *finish, double *ev_t, double *ev_b, uint32_t *ev_i)
 {
     if (!c->has_capacity)
@@ -234,7 +234,7 @@ int lpi_memory_exceeded(const lpi_ctx *c, const uint32_t *dev, const double *sta
 
 /* One-level lookahead: the latest of T's children's best estimated finish if T finishes at FT
  * on device D (other inputs of a child and gaps are ignored: an estimate, used to rank). */
-static double lookahead(const lpi_ctx *c, const lpi_sched *s, uint32_t t, uint32_t d, double ft)
+static double lookahead(const place_ctx *c, const place_sched *s, uint32_t t, uint32_t d, double ft)
 {
     uint32_t nd = c->nd;
     double worst = ft;
@@ -245,7 +245,7 @@ static double lookahead(const lpi_ctx *c, const lpi_sched *s, uint32_t t, uint32
             double w = c->w[(size_t)ch * nd + d2];
             if (!isfinite(w))
                 continue;
-            double arr = ft + lpi_comm(c, e, d, d2);
+            double arr = ft + place_comm(c, e, d, d2);
             double avail = 0.0;
             if (d2 == d)
                 avail = ft;
@@ -261,8 +261,8 @@ static double lookahead(const lpi_ctx *c, const lpi_sched *s, uint32_t t, uint32
     return worst;
 }
 
-double lpi_decode(const lpi_ctx *c, lpi_sched *s, const double *key, const int32_t *assign,
-                  lpi_rule rule)
+double place_decode(const place_ctx *c, place_sched *s, const double *key, const int32_t *assign,
+                  place_rule rule)
 {
     uint32_t n = c->n, nd = c->nd, hn = 0;
     const int mem = c->has_capacity;
@@ -290,17 +290,17 @@ double lpi_decode(const lpi_ctx *c, lpi_sched *s, const double *key, const int32
             double ready = 0.0;
             for (uint32_t k = c->pred_first[t]; k < c->pred_first[t + 1]; k++) {
                 uint32_t q = c->pred_task[k];
-                double arr = s->finish[q] + lpi_comm(c, c->pred_edge[k], s->dev[q], d);
+                double arr = s->finish[q] + place_comm(c, c->pred_edge[k], s->dev[q], d);
                 if (arr > ready)
                     ready = arr;
             }
             uint32_t pos;
             double st = find_slot(s, c, d, ready, w, &pos);
             double ft = st + w, score;
-            switch (fixed >= 0 ? LPI_RULE_EFT : rule) {
-            case LPI_RULE_OEFT: score = ft + c->oct[(size_t)t * nd + d]; break;
-            case LPI_RULE_LOOKAHEAD: score = lookahead(c, s, t, d, ft); break;
-            case LPI_RULE_FIRST: score = (double)d; break;
+            switch (fixed >= 0 ? PLACE_RULE_EFT : rule) {
+            case PLACE_RULE_OEFT: score = ft + c->oct[(size_t)t * nd + d]; break;
+            case PLACE_RULE_LOOKAHEAD: score = lookahead(c, s, t, d, ft); break;
+            case PLACE_RULE_FIRST: score = (double)d; break;
             default: score = ft; break;
             }
             if (score < free_score || (score == free_score && ft < free_ft))
@@ -328,10 +328,10 @@ double lpi_decode(const lpi_ctx *c, lpi_sched *s, const double *key, const int32
         s->dev[t] = best_d;
         s->start[t] = best_st;
         s->finish[t] = best_ft;
-        s->reason[t] = fixed >= 0 ? LP_REASON_SEARCH
-                       : rule == LPI_RULE_FIRST ? LP_REASON_FIRST : LP_REASON_EFT;
+        s->reason[t] = fixed >= 0 ? PLACE_REASON_SEARCH
+                       : rule == PLACE_RULE_FIRST ? PLACE_REASON_FIRST : PLACE_REASON_EFT;
         if (free_d != best_d)
-            s->reason[t] = LP_REASON_CAPACITY;
+            s->reason[t] = PLACE_REASON_CAPACITY;
         if (best_ft > makespan)
             makespan = best_ft;
         if (mem)

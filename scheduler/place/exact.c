@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LPI_EXACT_MAX_TASKS 200
+#define PLACE_EXACT_MAX_TASKS 200
 
 typedef struct bb_child {
     uint32_t t, d;
@@ -24,7 +24,7 @@ typedef struct bb_child {
 } bb_child;
 
 typedef struct bb {
-    const lpi_ctx *c;
+    const place_ctx *c;
     double deadline;
     uint64_t nodes;
     int timed_out;
@@ -43,7 +43,7 @@ typedef struct bb {
  * tasks start at or after LAST_START; CUR_MS is the partial schedule's makespan. */
 static double bound(const bb *b, double last_start, double cur_ms)
 {
-    const lpi_ctx *c = b->c;
+    const place_ctx *c = b->c;
     uint32_t nd = c->nd;
     double lb = cur_ms, load = b->rem_min;
     for (uint32_t d = 0; d < nd; d++)
@@ -62,7 +62,7 @@ static double bound(const bb *b, double last_start, double cur_ms)
             double arr = INFINITY;
             for (uint32_t d = 0; d < nd; d++)
                 if (isfinite(c->w[(size_t)t * nd + d])) {
-                    double a = b->finish[q] + lpi_comm(c, c->pred_edge[k], b->dev[q], d);
+                    double a = b->finish[q] + place_comm(c, c->pred_edge[k], b->dev[q], d);
                     if (a < arr)
                         arr = a;
                 }
@@ -78,16 +78,16 @@ static double bound(const bb *b, double last_start, double cur_ms)
 /* Extend the partial schedule of DEPTH tasks. */
 static void branch(bb *b, uint32_t depth, double last_start, double cur_ms)
 {
-    const lpi_ctx *c = b->c;
+    const place_ctx *c = b->c;
     uint32_t n = c->n, nd = c->nd;
-    if ((++b->nodes & 1023) == 0 && lpi_now() > b->deadline)
+    if ((++b->nodes & 1023) == 0 && place_now() > b->deadline)
         b->timed_out = 1;
     if (b->timed_out)
         return;
     if (depth == n) {
         if (cur_ms < b->best * (1.0 - 1e-12)) {
             if (c->has_capacity &&
-                lpi_memory_exceeded(c, b->dev, b->start, b->finish, b->ev_t, b->ev_b, b->ev_i))
+                place_memory_exceeded(c, b->dev, b->start, b->finish, b->ev_t, b->ev_b, b->ev_i))
                 return;
             b->best = cur_ms;
             memcpy(b->best_seq, b->seq, n * sizeof *b->seq);
@@ -107,7 +107,7 @@ static void branch(bb *b, uint32_t depth, double last_start, double cur_ms)
             double st = b->avail[d];
             for (uint32_t k = c->pred_first[t]; k < c->pred_first[t + 1]; k++) {
                 uint32_t q = c->pred_task[k];
-                double arr = b->finish[q] + lpi_comm(c, c->pred_edge[k], b->dev[q], d);
+                double arr = b->finish[q] + place_comm(c, c->pred_edge[k], b->dev[q], d);
                 if (arr > st)
                     st = arr;
             }
@@ -149,7 +149,7 @@ static void branch(bb *b, uint32_t depth, double last_start, double cur_ms)
     }
 }
 
-loom_status lpi_exact(const lpi_ctx *c, double deadline, const lpi_sched *inc, double *key,
+loom_status place_exact(const place_ctx *c, double deadline, const place_sched *inc, double *key,
                       int32_t *assign, uint64_t *evals, int *proven)
 {
     uint32_t n = c->n, nd = c->nd;
@@ -167,7 +167,7 @@ loom_status lpi_exact(const lpi_ctx *c, double deadline, const lpi_sched *inc, d
     b.start = malloc(nn * sizeof *b.start);
     b.finish = malloc(nn * sizeof *b.finish);
     b.avail = calloc(nd, sizeof *b.avail);
-    b.kids = malloc((n > LPI_EXACT_MAX_TASKS ? 1 : nn * nn * nd) * sizeof *b.kids);
+    b.kids = malloc((n > PLACE_EXACT_MAX_TASKS ? 1 : nn * nn * nd) * sizeof *b.kids);
     b.ev_t = malloc(2 * nn * sizeof *b.ev_t);
     b.ev_b = malloc(2 * nn * sizeof *b.ev_b);
     b.ev_i = malloc(2 * nn * sizeof *b.ev_i);
@@ -184,7 +184,7 @@ loom_status lpi_exact(const lpi_ctx *c, double deadline, const lpi_sched *inc, d
     double inc_ms = b.best;
     /* Beyond a few hundred tasks the tree is hopeless and the children table too big: the
      * incumbent stands, unproven. */
-    if (n > LPI_EXACT_MAX_TASKS) {
+    if (n > PLACE_EXACT_MAX_TASKS) {
         *proven = 0;
         goto done;
     }

@@ -1,6 +1,6 @@
 /*
  * Placement's entry points: validation, the compiled problem (CSR adjacency, mean costs, ranks),
- * lp_place's dispatch to the policies, the result (orders, reasons, energy) and lp_evaluate, the
+ * place_place's dispatch to the policies, the result (orders, reasons, energy) and place_evaluate, the
  * independent timing of any (device, order) schedule that every returned result is checked
  * against.
  */
@@ -13,13 +13,13 @@
 #include <string.h>
 #include <time.h>
 
-/* Default budgets (seconds) when lp_place gets 0. */
-#define LP_DEFAULT_BUDGET 0.5
-#define LP_EXACT_BUDGET 10.0
+/* Default budgets (seconds) when place_place gets 0. */
+#define PLACE_DEFAULT_BUDGET 0.5
+#define PLACE_EXACT_BUDGET 10.0
 /* The default policy runs the exact search when the problem has at most this many tasks. */
-#define LP_EXACT_TASKS 16
+#define PLACE_EXACT_TASKS 16
 
-double lpi_now(void)
+double place_now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -28,45 +28,45 @@ double lpi_now(void)
 
 /* ---- names ------------------------------------------------------------------------------- */
 
-int lp_policy_from_name(const char *name)
+int place_policy_from_name(const char *name)
 {
     if (!name)
         return -1;
     if (!strcmp(name, "default") || !strcmp(name, "loom"))
-        return LP_POLICY_DEFAULT;
+        return PLACE_POLICY_DEFAULT;
     if (!strcmp(name, "heft"))
-        return LP_POLICY_HEFT;
+        return PLACE_POLICY_HEFT;
     if (!strcmp(name, "peft"))
-        return LP_POLICY_PEFT;
+        return PLACE_POLICY_PEFT;
     if (!strcmp(name, "exact"))
-        return LP_POLICY_EXACT;
+        return PLACE_POLICY_EXACT;
     if (!strcmp(name, "first"))
-        return LP_POLICY_FIRST;
+        return PLACE_POLICY_FIRST;
     return -1;
 }
 
-const char *lp_policy_name(lp_policy policy)
+const char *place_policy_name(place_policy policy)
 {
     switch (policy) {
-    case LP_POLICY_DEFAULT: return "default";
-    case LP_POLICY_HEFT: return "heft";
-    case LP_POLICY_PEFT: return "peft";
-    case LP_POLICY_EXACT: return "exact";
-    case LP_POLICY_FIRST: return "first";
+    case PLACE_POLICY_DEFAULT: return "default";
+    case PLACE_POLICY_HEFT: return "heft";
+    case PLACE_POLICY_PEFT: return "peft";
+    case PLACE_POLICY_EXACT: return "exact";
+    case PLACE_POLICY_FIRST: return "first";
     }
     return "unknown";
 }
 
-const char *lp_reason_name(lp_reason reason)
+const char *place_reason_name(place_reason reason)
 {
     switch (reason) {
-    case LP_REASON_EFT: return "earliest finish";
-    case LP_REASON_PINNED: return "pinned";
-    case LP_REASON_ONLY_DEVICE: return "only device";
-    case LP_REASON_SEARCH: return "search";
-    case LP_REASON_ENERGY: return "energy";
-    case LP_REASON_CAPACITY: return "capacity";
-    case LP_REASON_FIRST: return "first device";
+    case PLACE_REASON_EFT: return "earliest finish";
+    case PLACE_REASON_PINNED: return "pinned";
+    case PLACE_REASON_ONLY_DEVICE: return "only device";
+    case PLACE_REASON_SEARCH: return "search";
+    case PLACE_REASON_ENERGY: return "energy";
+    case PLACE_REASON_CAPACITY: return "capacity";
+    case PLACE_REASON_FIRST: return "first device";
     }
     return "unknown";
 }
@@ -86,7 +86,7 @@ static loom_status fail(char *err, size_t err_len, const char *fmt, ...)
 }
 
 /* "task 't3'" or "task 3" into BUF. */
-static const char *task_label(const lp_problem *p, uint32_t t, char *buf, size_t len)
+static const char *task_label(const place_problem *p, uint32_t t, char *buf, size_t len)
 {
     if (p->task_names && p->task_names[t])
         snprintf(buf, len, "task '%s'", p->task_names[t]);
@@ -96,7 +96,7 @@ static const char *task_label(const lp_problem *p, uint32_t t, char *buf, size_t
 }
 
 /* "device 'gpu0'" or "device 1" into BUF. */
-static const char *device_label(const lp_problem *p, uint32_t d, char *buf, size_t len)
+static const char *device_label(const place_problem *p, uint32_t d, char *buf, size_t len)
 {
     if (p->device_names && p->device_names[d])
         snprintf(buf, len, "device '%s'", p->device_names[d]);
@@ -111,7 +111,7 @@ static int runnable(double cost)
     return isfinite(cost) && cost >= 0.0;
 }
 
-loom_status lp_validate(const lp_problem *p, char *err, size_t err_len)
+loom_status place_validate(const place_problem *p, char *err, size_t err_len)
 {
     char a[160], b[160];
     if (!p)
@@ -234,7 +234,7 @@ loom_status lp_validate(const lp_problem *p, char *err, size_t err_len)
 
 /* ---- the compiled problem ---------------------------------------------------------------- */
 
-void lpi_ctx_free(lpi_ctx *c)
+void place_ctx_free(place_ctx *c)
 {
     free(c->w), free(c->n_allowed), free(c->wmean), free(c->wmin), free(c->cmean);
     free(c->pred_first), free(c->pred_task), free(c->pred_edge);
@@ -263,7 +263,7 @@ static void build_csr(uint32_t n, uint32_t ne, const uint32_t *key, const uint32
     first[0] = 0;
 }
 
-loom_status lpi_ctx_init(lpi_ctx *c, const lp_problem *p)
+loom_status place_ctx_init(place_ctx *c, const place_problem *p)
 {
     memset(c, 0, sizeof *c);
     c->p = p;
@@ -289,7 +289,7 @@ loom_status lpi_ctx_init(lpi_ctx *c, const lp_problem *p)
     if (!c->w || !c->n_allowed || !c->wmean || !c->wmin || !c->cmean || !c->pred_first ||
         !c->succ_first || !c->pred_task || !c->pred_edge || !c->succ_task || !c->succ_edge ||
         !c->topo || !c->oct || !c->blevel_min || !c->cap || !c->out_bytes) {
-        lpi_ctx_free(c);
+        place_ctx_free(c);
         return LOOM_ERR_OUT_OF_MEMORY;
     }
     for (uint32_t t = 0; t < n; t++) {
@@ -332,13 +332,13 @@ loom_status lpi_ctx_init(lpi_ctx *c, const lp_problem *p)
         for (uint32_t i = 0; i < nd; i++)
             for (uint32_t j = 0; j < nd; j++)
                 if (j != i)
-                    sum += lpi_comm(c, e, i, j), cnt++;
+                    sum += place_comm(c, e, i, j), cnt++;
         c->cmean[e] = cnt ? sum / cnt : 0.0;
     }
     /* Topological order (Kahn, lowest index first among the ready, for reproducibility). */
     uint32_t *indeg = c->blevel_min == NULL ? NULL : (uint32_t *)malloc(nn * sizeof(uint32_t));
     if (!indeg) {
-        lpi_ctx_free(c);
+        place_ctx_free(c);
         return LOOM_ERR_OUT_OF_MEMORY;
     }
     uint32_t head = 0, tail = 0;
@@ -385,7 +385,7 @@ loom_status lpi_ctx_init(lpi_ctx *c, const lp_problem *p)
 
 /* ---- ranks ------------------------------------------------------------------------------- */
 
-void lpi_rank_upward(const lpi_ctx *c, int which, double *rank)
+void place_rank_upward(const place_ctx *c, int which, double *rank)
 {
     uint32_t nd = c->nd;
     for (uint32_t i = c->n; i-- > 0;) {
@@ -411,7 +411,7 @@ void lpi_rank_upward(const lpi_ctx *c, int which, double *rank)
     }
 }
 
-void lpi_rank_oct(const lpi_ctx *c, double *rank)
+void place_rank_oct(const place_ctx *c, double *rank)
 {
     uint32_t nd = c->nd;
     for (uint32_t t = 0; t < c->n; t++) {
@@ -424,9 +424,9 @@ void lpi_rank_oct(const lpi_ctx *c, double *rank)
     }
 }
 
-void lpi_rank_cpop(const lpi_ctx *c, double *rank, double *scratch)
+void place_rank_cpop(const place_ctx *c, double *rank, double *scratch)
 {
-    lpi_rank_upward(c, 0, rank);
+    place_rank_upward(c, 0, rank);
     for (uint32_t i = 0; i < c->n; i++) {
         uint32_t t = c->topo[i];
         double best = 0.0;
@@ -442,7 +442,7 @@ void lpi_rank_cpop(const lpi_ctx *c, double *rank, double *scratch)
         rank[t] += scratch[t];
 }
 
-double lpi_energy(const lpi_ctx *c, const uint32_t *dev)
+double place_energy(const place_ctx *c, const uint32_t *dev)
 {
     double e = 0.0;
     for (uint32_t t = 0; t < c->n; t++) {
@@ -452,9 +452,9 @@ double lpi_energy(const lpi_ctx *c, const uint32_t *dev)
     return e;
 }
 
-/* ---- lp_evaluate ------------------------------------------------------------------------- */
+/* ---- place_evaluate ------------------------------------------------------------------------- */
 
-double lp_evaluate(const lp_problem *p, const uint32_t *device, const uint32_t *order,
+double place_evaluate(const place_problem *p, const uint32_t *device, const uint32_t *order,
                    const uint32_t *order_first, double *start, double *finish)
 {
     uint32_t n = p->n_tasks, nd = p->n_devices;
@@ -547,7 +547,7 @@ done:
 
 /* ---- results ----------------------------------------------------------------------------- */
 
-void lp_result_free(lp_result *r)
+void place_result_free(place_result *r)
 {
     if (!r)
         return;
@@ -560,8 +560,8 @@ void lp_result_free(lp_result *r)
 /* Fill R from the decoded schedule S. HEFT_DEV (may be NULL): HEFT's devices, so that a task the
  * search left where HEFT put it reads "earliest finish" rather than "search". BEFORE_ENERGY
  * (may be NULL): devices before the energy search, to mark the tasks it moved. */
-static loom_status fill_result(const lpi_ctx *c, const lpi_sched *s, const uint32_t *heft_dev,
-                               const uint32_t *before_energy, lp_result *r, char *err,
+static loom_status fill_result(const place_ctx *c, const place_sched *s, const uint32_t *heft_dev,
+                               const uint32_t *before_energy, place_result *r, char *err,
                                size_t err_len)
 {
     uint32_t n = c->n, nd = c->nd;
@@ -573,7 +573,7 @@ static loom_status fill_result(const lpi_ctx *c, const lpi_sched *s, const uint3
     r->order = malloc(nn * sizeof *r->order);
     r->order_first = malloc(((size_t)nd + 1) * sizeof *r->order_first);
     if (!r->device || !r->start || !r->finish || !r->reason || !r->order || !r->order_first) {
-        lp_result_free(r);
+        place_result_free(r);
         return LOOM_ERR_OUT_OF_MEMORY;
     }
     uint32_t k = 0;
@@ -586,52 +586,52 @@ static loom_status fill_result(const lpi_ctx *c, const lpi_sched *s, const uint3
     for (uint32_t t = 0; t < n; t++) {
         r->device[t] = s->dev[t];
         uint8_t why = s->reason[t];
-        if (why == LP_REASON_SEARCH && heft_dev && heft_dev[t] == s->dev[t])
-            why = LP_REASON_EFT;
+        if (why == PLACE_REASON_SEARCH && heft_dev && heft_dev[t] == s->dev[t])
+            why = PLACE_REASON_EFT;
         if (before_energy && before_energy[t] != s->dev[t])
-            why = LP_REASON_ENERGY;
+            why = PLACE_REASON_ENERGY;
         if (c->n_allowed[t] == 1)
-            why = LP_REASON_ONLY_DEVICE;
+            why = PLACE_REASON_ONLY_DEVICE;
         if (c->p->pin && c->p->pin[t] >= 0)
-            why = LP_REASON_PINNED;
+            why = PLACE_REASON_PINNED;
         r->reason[t] = why;
     }
-    double ms = lp_evaluate(c->p, r->device, r->order, r->order_first, r->start, r->finish);
+    double ms = place_evaluate(c->p, r->device, r->order, r->order_first, r->start, r->finish);
     if (ms < 0.0 || (n && fabs(ms - s->makespan) > 1e-9 * (fabs(ms) + 1e-300) + 1e-15)) {
-        lp_result_free(r);
+        place_result_free(r);
         fail(err, err_len, "internal error: schedule re-evaluates to %g, not %g", ms, s->makespan);
         return LOOM_ERR_INTERNAL;
     }
     r->makespan = ms;
-    r->energy = lpi_energy(c, r->device);
+    r->energy = place_energy(c, r->device);
     r->target_met = c->p->target_latency <= 0.0 || ms <= c->p->target_latency;
     return LOOM_OK;
 }
 
-/* ---- lp_place ---------------------------------------------------------------------------- */
+/* ---- place_place ---------------------------------------------------------------------------- */
 
-loom_status lp_place(const lp_problem *p, lp_policy policy, double budget_s, lp_result *r,
+loom_status place_place(const place_problem *p, place_policy policy, double budget_s, place_result *r,
                      char *err, size_t err_len)
 {
     if (!r)
         return fail(err, err_len, "no result");
     memset(r, 0, sizeof *r);
-    loom_status st = lp_validate(p, err, err_len);
+    loom_status st = place_validate(p, err, err_len);
     if (st != LOOM_OK)
         return st;
-    if ((int)policy < LP_POLICY_DEFAULT || policy > LP_POLICY_FIRST)
+    if ((int)policy < PLACE_POLICY_DEFAULT || policy > PLACE_POLICY_FIRST)
         return fail(err, err_len, "unknown policy %d", (int)policy);
-    double t0 = lpi_now();
+    double t0 = place_now();
     if (!(budget_s > 0.0))
-        budget_s = policy == LP_POLICY_EXACT ? LP_EXACT_BUDGET : LP_DEFAULT_BUDGET;
+        budget_s = policy == PLACE_POLICY_EXACT ? PLACE_EXACT_BUDGET : PLACE_DEFAULT_BUDGET;
     double deadline = t0 + budget_s;
-    lpi_ctx c;
-    st = lpi_ctx_init(&c, p);
+    place_ctx c;
+    st = place_ctx_init(&c, p);
     if (st != LOOM_OK)
         return st;
     uint32_t n = c.n;
-    lpi_sched s, heft;
-    int s_ok = lpi_sched_init(&s, &c) == LOOM_OK, h_ok = lpi_sched_init(&heft, &c) == LOOM_OK;
+    place_sched s, heft;
+    int s_ok = place_sched_init(&s, &c) == LOOM_OK, h_ok = place_sched_init(&heft, &c) == LOOM_OK;
     double *key = malloc(((size_t)n + 1) * sizeof *key);
     double *tmp = malloc(((size_t)n + 1) * sizeof *tmp);
     int32_t *assign = malloc(((size_t)n + 1) * sizeof *assign);
@@ -641,8 +641,8 @@ loom_status lp_place(const lp_problem *p, lp_policy policy, double budget_s, lp_
         goto done;
     }
     /* HEFT first: the baseline every report quotes, and the default policy's floor. */
-    lpi_rank_upward(&c, 0, key);
-    double heft_ms = lpi_decode(&c, &heft, key, NULL, LPI_RULE_EFT);
+    place_rank_upward(&c, 0, key);
+    double heft_ms = place_decode(&c, &heft, key, NULL, PLACE_RULE_EFT);
     r->evaluations = 1;
     r->heft_makespan = heft_ms;
     double target = p->target_latency;
@@ -650,33 +650,33 @@ loom_status lp_place(const lp_problem *p, lp_policy policy, double budget_s, lp_
     double min_deadline = energy_phase ? t0 + 0.5 * budget_s : deadline;
     double ms = INFINITY;
     switch (policy) {
-    case LP_POLICY_HEFT:
-        lpi_sched_copy(&s, &heft, &c);
+    case PLACE_POLICY_HEFT:
+        place_sched_copy(&s, &heft, &c);
         ms = heft_ms;
         break;
-    case LP_POLICY_PEFT:
-        lpi_rank_oct(&c, key);
-        ms = lpi_decode(&c, &s, key, NULL, LPI_RULE_OEFT);
+    case PLACE_POLICY_PEFT:
+        place_rank_oct(&c, key);
+        ms = place_decode(&c, &s, key, NULL, PLACE_RULE_OEFT);
         r->evaluations++;
         break;
-    case LP_POLICY_FIRST:
+    case PLACE_POLICY_FIRST:
         /* Topological order, first device each: the naive baseline. */
         for (uint32_t i = 0; i < n; i++)
             key[c.topo[i]] = (double)(n - i);
-        ms = lpi_decode(&c, &s, key, NULL, LPI_RULE_FIRST);
+        ms = place_decode(&c, &s, key, NULL, PLACE_RULE_FIRST);
         r->evaluations++;
         break;
-    case LP_POLICY_DEFAULT:
-    case LP_POLICY_EXACT: {
+    case PLACE_POLICY_DEFAULT:
+    case PLACE_POLICY_EXACT: {
         uint64_t ev = 0;
-        int exact = policy == LP_POLICY_EXACT || n <= LP_EXACT_TASKS;
+        int exact = policy == PLACE_POLICY_EXACT || n <= PLACE_EXACT_TASKS;
         /* The exact search starts from the heuristic's best; give the heuristic a slice. */
         double search_deadline = min_deadline;
         if (exact)
-            search_deadline = t0 + (policy == LP_POLICY_EXACT ? fmin(0.1, 0.05 * (min_deadline - t0))
+            search_deadline = t0 + (policy == PLACE_POLICY_EXACT ? fmin(0.1, 0.05 * (min_deadline - t0))
                                                               : 0.3 * (min_deadline - t0));
         memcpy(tmp, key, n * sizeof *tmp); /* HEFT's key */
-        st = lpi_search(&c, search_deadline, &heft, tmp, &s, key, assign, &ev);
+        st = place_search(&c, search_deadline, &heft, tmp, &s, key, assign, &ev);
         r->evaluations += ev;
         if (st != LOOM_OK) {
             fail(err, err_len, "no placement fits the devices' memory");
@@ -686,13 +686,13 @@ loom_status lp_place(const lp_problem *p, lp_policy policy, double budget_s, lp_
         if (exact) {
             int proven = 0;
             ev = 0;
-            st = lpi_exact(&c, min_deadline, &s, key, assign, &ev, &proven);
+            st = place_exact(&c, min_deadline, &s, key, assign, &ev, &proven);
             r->evaluations += ev;
             if (st != LOOM_OK)
                 goto done;
-            double m2 = lpi_decode(&c, &heft /* scratch */, key, assign, LPI_RULE_EFT);
+            double m2 = place_decode(&c, &heft /* scratch */, key, assign, PLACE_RULE_EFT);
             if (m2 < ms) {
-                lpi_sched_copy(&s, &heft, &c);
+                place_sched_copy(&s, &heft, &c);
                 ms = m2;
             } else {
                 for (uint32_t t = 0; t < n; t++)
@@ -700,8 +700,8 @@ loom_status lp_place(const lp_problem *p, lp_policy policy, double budget_s, lp_
             }
             r->proven_optimal = proven;
             /* heft scratch was overwritten: decode HEFT again for the reasons. */
-            lpi_rank_upward(&c, 0, tmp);
-            lpi_decode(&c, &heft, tmp, NULL, LPI_RULE_EFT);
+            place_rank_upward(&c, 0, tmp);
+            place_decode(&c, &heft, tmp, NULL, PLACE_RULE_EFT);
         }
         break;
     }
@@ -720,8 +720,8 @@ loom_status lp_place(const lp_problem *p, lp_policy policy, double budget_s, lp_
         /* KEY still holds the priorities S was decoded with, so KEY with every device fixed
          * reproduces S; the list policies get the greedy pass only. */
         uint64_t ev = 0;
-        int ls = policy == LP_POLICY_DEFAULT || policy == LP_POLICY_EXACT;
-        st = lpi_energy_search(&c, target, deadline, ls, key, assign, &s, &ev);
+        int ls = policy == PLACE_POLICY_DEFAULT || policy == PLACE_POLICY_EXACT;
+        st = place_energy_search(&c, target, deadline, ls, key, assign, &s, &ev);
         r->evaluations += ev;
         if (st != LOOM_OK)
             goto done;
@@ -730,10 +730,10 @@ loom_status lp_place(const lp_problem *p, lp_policy policy, double budget_s, lp_
                      energy_phase && ms <= target ? before : NULL, r, err, err_len);
 done:
     if (s_ok)
-        lpi_sched_free(&s);
+        place_sched_free(&s);
     if (h_ok)
-        lpi_sched_free(&heft);
+        place_sched_free(&heft);
     free(key), free(tmp), free(assign), free(before);
-    lpi_ctx_free(&c);
+    place_ctx_free(&c);
     return st;
 }

@@ -19,41 +19,41 @@
 /* A priority order and a device rule: one member of the portfolio. */
 typedef struct member {
     int key;  /* 0..2: upward rank with mean/min/max costs, 3: mean OCT, 4: CPOP */
-    lpi_rule rule;
+    place_rule rule;
 } member;
 
 static const member portfolio[] = {
-    {0, LPI_RULE_EFT}, /* HEFT: first, always run */
-    {3, LPI_RULE_OEFT}, /* PEFT */
-    {0, LPI_RULE_LOOKAHEAD}, {3, LPI_RULE_EFT}, {0, LPI_RULE_OEFT}, {4, LPI_RULE_EFT},
-    {1, LPI_RULE_EFT}, {2, LPI_RULE_EFT}, {3, LPI_RULE_LOOKAHEAD}, {4, LPI_RULE_OEFT},
-    {1, LPI_RULE_OEFT}, {2, LPI_RULE_OEFT}, {4, LPI_RULE_LOOKAHEAD}, {1, LPI_RULE_LOOKAHEAD},
-    {2, LPI_RULE_LOOKAHEAD},
+    {0, PLACE_RULE_EFT}, /* HEFT: first, always run */
+    {3, PLACE_RULE_OEFT}, /* PEFT */
+    {0, PLACE_RULE_LOOKAHEAD}, {3, PLACE_RULE_EFT}, {0, PLACE_RULE_OEFT}, {4, PLACE_RULE_EFT},
+    {1, PLACE_RULE_EFT}, {2, PLACE_RULE_EFT}, {3, PLACE_RULE_LOOKAHEAD}, {4, PLACE_RULE_OEFT},
+    {1, PLACE_RULE_OEFT}, {2, PLACE_RULE_OEFT}, {4, PLACE_RULE_LOOKAHEAD}, {1, PLACE_RULE_LOOKAHEAD},
+    {2, PLACE_RULE_LOOKAHEAD},
 };
 
 /* Fill KEY with priority order number WHICH (see member.key). */
-static void make_key(const lpi_ctx *c, int which, double *key, double *scratch)
+static void make_key(const place_ctx *c, int which, double *key, double *scratch)
 {
     if (which <= 2)
-        lpi_rank_upward(c, which, key);
+        place_rank_upward(c, which, key);
     else if (which == 3)
-        lpi_rank_oct(c, key);
+        place_rank_oct(c, key);
     else
-        lpi_rank_cpop(c, key, scratch);
+        place_rank_cpop(c, key, scratch);
 }
 
 /* The working state of the local search. */
 typedef struct ls_buf {
-    lpi_sched s;
+    place_sched s;
     double *key;
     int32_t *assign;
 } ls_buf;
 
-static loom_status buf_init(ls_buf *b, const lpi_ctx *c)
+static loom_status buf_init(ls_buf *b, const place_ctx *c)
 {
     b->key = malloc(((size_t)c->n + 1) * sizeof *b->key);
     b->assign = malloc(((size_t)c->n + 1) * sizeof *b->assign);
-    if (!b->key || !b->assign || lpi_sched_init(&b->s, c) != LOOM_OK) {
+    if (!b->key || !b->assign || place_sched_init(&b->s, c) != LOOM_OK) {
         free(b->key), free(b->assign);
         b->key = NULL, b->assign = NULL;
         return LOOM_ERR_OUT_OF_MEMORY;
@@ -64,14 +64,14 @@ static loom_status buf_init(ls_buf *b, const lpi_ctx *c)
 static void buf_free(ls_buf *b)
 {
     if (b->key)
-        lpi_sched_free(&b->s);
+        place_sched_free(&b->s);
     free(b->key), free(b->assign);
 }
 
 /* The critical chain of S, last task first: CHAIN[i] waits for LINK[i] (UINT32_MAX: nothing),
  * through data when KIND[i] is 1, for the device when 2. POS is scratch (per task). Returns the
  * chain's length. */
-static uint32_t critical_chain(const lpi_ctx *c, const lpi_sched *s, uint32_t *chain,
+static uint32_t critical_chain(const place_ctx *c, const place_sched *s, uint32_t *chain,
                                uint32_t *link, uint8_t *kind, uint32_t *pos)
 {
     uint32_t n = c->n;
@@ -90,7 +90,7 @@ static uint32_t critical_chain(const lpi_ctx *c, const lpi_sched *s, uint32_t *c
         uint32_t dp = UINT32_MAX;
         for (uint32_t k = c->pred_first[t]; k < c->pred_first[t + 1]; k++) {
             uint32_t q = c->pred_task[k];
-            double arr = s->finish[q] + lpi_comm(c, c->pred_edge[k], s->dev[q], s->dev[t]);
+            double arr = s->finish[q] + place_comm(c, c->pred_edge[k], s->dev[q], s->dev[t]);
             if (dp == UINT32_MAX || arr > ready)
                 ready = arr, dp = q;
         }
@@ -114,14 +114,14 @@ static uint32_t critical_chain(const lpi_ctx *c, const lpi_sched *s, uint32_t *c
 }
 
 /* A random device that may run T other than its current one; UINT32_MAX when none. */
-static uint32_t other_device(const lpi_ctx *c, uint32_t t, uint32_t cur, uint64_t *rng)
+static uint32_t other_device(const place_ctx *c, uint32_t t, uint32_t cur, uint64_t *rng)
 {
     uint32_t nd = c->nd, cnt = 0;
     for (uint32_t d = 0; d < nd; d++)
         cnt += d != cur && isfinite(c->w[(size_t)t * nd + d]);
     if (!cnt)
         return UINT32_MAX;
-    uint32_t pick = (uint32_t)(lpi_rand(rng) % cnt);
+    uint32_t pick = (uint32_t)(place_rand(rng) % cnt);
     for (uint32_t d = 0; d < nd; d++)
         if (d != cur && isfinite(c->w[(size_t)t * nd + d]) && pick-- == 0)
             return d;
@@ -129,18 +129,18 @@ static uint32_t other_device(const lpi_ctx *c, uint32_t t, uint32_t cur, uint64_
 }
 
 /* Whether T may run on D. */
-static int allowed(const lpi_ctx *c, uint32_t t, uint32_t d)
+static int allowed(const place_ctx *c, uint32_t t, uint32_t d)
 {
     return isfinite(c->w[(size_t)t * c->nd + d]);
 }
 
-loom_status lpi_search(const lpi_ctx *c, double deadline, const lpi_sched *heft,
-                       const double *heft_key, lpi_sched *best, double *key, int32_t *assign,
+loom_status place_search(const place_ctx *c, double deadline, const place_sched *heft,
+                       const double *heft_key, place_sched *best, double *key, int32_t *assign,
                        uint64_t *evals)
 {
     uint32_t n = c->n;
     size_t nn = (size_t)n + 1;
-    double t0 = lpi_now();
+    double t0 = place_now();
     /* Search time scales down for large graphs: at 10,000 tasks a tenth of the budget. */
     if (n > 1000)
         deadline = t0 + (deadline - t0) * (1000.0 / n);
@@ -156,26 +156,26 @@ loom_status lpi_search(const lpi_ctx *c, double deadline, const lpi_sched *heft,
         goto done;
     }
     /* Portfolio: HEFT (given), then the others while time allows. */
-    lpi_sched_copy(best, heft, c);
+    place_sched_copy(best, heft, c);
     memcpy(key, heft_key, n * sizeof *key);
     double first_cost = 0.0;
     for (size_t m = 1; m < sizeof portfolio / sizeof *portfolio; m++) {
-        double now = lpi_now();
+        double now = place_now();
         if (m == 2)
             first_cost = now - t0;
         /* After PEFT, a member runs only when the time left is well above its cost. */
         if (m >= 2 && now + 4.0 * first_cost > deadline)
             break;
         make_key(c, portfolio[m].key, cand.key, scratch);
-        double ms = lpi_decode(c, &cand.s, cand.key, NULL, portfolio[m].rule);
+        double ms = place_decode(c, &cand.s, cand.key, NULL, portfolio[m].rule);
         (*evals)++;
         if (ms < best->makespan) {
-            lpi_sched_copy(best, &cand.s, c);
+            place_sched_copy(best, &cand.s, c);
             memcpy(key, cand.key, n * sizeof *key);
         }
     }
     /* Everything on one device: when transfers dominate, often the best there is. */
-    for (uint32_t d = 0; d < c->nd && lpi_now() + first_cost < deadline; d++) {
+    for (uint32_t d = 0; d < c->nd && place_now() + first_cost < deadline; d++) {
         uint32_t t = 0;
         while (t < n && allowed(c, t, d))
             t++;
@@ -183,10 +183,10 @@ loom_status lpi_search(const lpi_ctx *c, double deadline, const lpi_sched *heft,
             continue;
         for (t = 0; t < n; t++)
             cand.assign[t] = (int32_t)d;
-        double ms = lpi_decode(c, &cand.s, heft_key, cand.assign, LPI_RULE_EFT);
+        double ms = place_decode(c, &cand.s, heft_key, cand.assign, PLACE_RULE_EFT);
         (*evals)++;
         if (ms < best->makespan) {
-            lpi_sched_copy(best, &cand.s, c);
+            place_sched_copy(best, &cand.s, c);
             memcpy(key, heft_key, n * sizeof *key);
         }
     }
@@ -198,34 +198,34 @@ loom_status lpi_search(const lpi_ctx *c, double deadline, const lpi_sched *heft,
         assign[t] = (int32_t)best->dev[t];
     /* Local search from the best member. */
     uint64_t rng = 0x9E3779B97F4A7C15ULL ^ ((uint64_t)n * 0x100000001B3ULL) ^ c->ne;
-    lpi_sched_copy(&cur.s, best, c);
+    place_sched_copy(&cur.s, best, c);
     memcpy(cur.key, key, n * sizeof *key);
     memcpy(cur.assign, assign, n * sizeof *assign);
     uint32_t len = critical_chain(c, &cur.s, chain, link, kind, pos);
-    double t_ls = lpi_now(), span = deadline - t_ls;
+    double t_ls = place_now(), span = deadline - t_ls;
     uint64_t since_best = 0, restart_after = 50 + 20 * (uint64_t)n;
     const double T0 = 0.01;
     uint64_t iter = 0;
     while (n > 1 && len > 0) {
-        double now = lpi_now();
+        double now = place_now();
         if (now >= deadline)
             break;
         double temp = span > 0.0 ? T0 * (1.0 - (now - t_ls) / span) : 0.0;
         iter++;
         memcpy(cand.key, cur.key, n * sizeof *cand.key);
         memcpy(cand.assign, cur.assign, n * sizeof *cand.assign);
-        uint32_t i = (uint32_t)(lpi_rand(&rng) % len), t = chain[i], l = link[i];
-        double r = lpi_rand01(&rng);
+        uint32_t i = (uint32_t)(place_rand(&rng) % len), t = chain[i], l = link[i];
+        double r = place_rand01(&rng);
         int changed = 0;
         if (r < 0.08) {
             /* Anywhere: a random task to a random device. */
-            uint32_t u = (uint32_t)(lpi_rand(&rng) % n);
+            uint32_t u = (uint32_t)(place_rand(&rng) % n);
             uint32_t d = other_device(c, u, cur.s.dev[u], &rng);
             if (d != UINT32_MAX)
                 cand.assign[u] = (int32_t)d, changed = 1;
         } else if (r < 0.25 && kind[i] == 1 && cur.s.dev[l] != cur.s.dev[t]) {
             /* Co-locate with the predecessor whose data T waits for. */
-            if (lpi_rand(&rng) & 1) {
+            if (place_rand(&rng) & 1) {
                 if (allowed(c, t, cur.s.dev[l]))
                     cand.assign[t] = (int32_t)cur.s.dev[l], changed = 1;
             } else if (allowed(c, l, cur.s.dev[t])) {
@@ -233,7 +233,7 @@ loom_status lpi_search(const lpi_ctx *c, double deadline, const lpi_sched *heft,
             }
         } else if (r < 0.45 && kind[i] == 2) {
             /* T waits for its device: go ahead of the task holding it, or move that task. */
-            if (lpi_rand(&rng) & 1) {
+            if (place_rand(&rng) & 1) {
                 double tmp = cand.key[t];
                 cand.key[t] = cand.key[l];
                 cand.key[l] = tmp;
@@ -248,8 +248,8 @@ loom_status lpi_search(const lpi_ctx *c, double deadline, const lpi_sched *heft,
         } else if (r < 0.55) {
             /* Gather T and its neighbours on one device (the link's, or a random one): a
              * cluster moves where single moves would each pay a transfer first. */
-            uint32_t d = l != UINT32_MAX && (lpi_rand(&rng) & 1) ? cur.s.dev[l]
-                                                                  : (uint32_t)(lpi_rand(&rng) % c->nd);
+            uint32_t d = l != UINT32_MAX && (place_rand(&rng) & 1) ? cur.s.dev[l]
+                                                                  : (uint32_t)(place_rand(&rng) % c->nd);
             if (allowed(c, t, d))
                 cand.assign[t] = (int32_t)d, changed = 1;
             for (uint32_t k = c->pred_first[t]; k < c->pred_first[t + 1]; k++)
@@ -264,20 +264,20 @@ loom_status lpi_search(const lpi_ctx *c, double deadline, const lpi_sched *heft,
             uint32_t deg = (c->pred_first[t + 1] - c->pred_first[t]) +
                            (c->succ_first[t + 1] - c->succ_first[t]);
             for (uint32_t j = 0; j < 3 && deg; j++) {
-                uint32_t k = (uint32_t)(lpi_rand(&rng) % deg);
+                uint32_t k = (uint32_t)(place_rand(&rng) % deg);
                 uint32_t np = c->pred_first[t + 1] - c->pred_first[t];
                 uint32_t u = k < np ? c->pred_task[c->pred_first[t] + k]
                                     : c->succ_task[c->succ_first[t] + k - np];
                 cand.assign[u] = -1;
             }
-            if (lpi_rand(&rng) & 1) {
-                uint32_t j = (uint32_t)(lpi_rand(&rng) % len);
+            if (place_rand(&rng) & 1) {
+                uint32_t j = (uint32_t)(place_rand(&rng) % len);
                 cand.assign[chain[j]] = -1;
             }
             changed = 1;
         } else if (r < 0.80) {
             /* Nudge T's priority. */
-            cand.key[t] *= 1.0 + 0.2 * (lpi_rand01(&rng) - 0.3);
+            cand.key[t] *= 1.0 + 0.2 * (place_rand01(&rng) - 0.3);
             changed = 1;
         }
         if (!changed) {
@@ -286,7 +286,7 @@ loom_status lpi_search(const lpi_ctx *c, double deadline, const lpi_sched *heft,
                 continue;
             cand.assign[t] = (int32_t)d;
         }
-        double ms = lpi_decode(c, &cand.s, cand.key, cand.assign, LPI_RULE_EFT);
+        double ms = place_decode(c, &cand.s, cand.key, cand.assign, PLACE_RULE_EFT);
         (*evals)++;
         since_best++;
         if (!isfinite(ms))
@@ -298,7 +298,7 @@ loom_status lpi_search(const lpi_ctx *c, double deadline, const lpi_sched *heft,
             cur = cand;
             cand = tmp;
             if (ms < best->makespan) {
-                lpi_sched_copy(best, &cur.s, c);
+                place_sched_copy(best, &cur.s, c);
                 memcpy(key, cur.key, n * sizeof *key);
                 memcpy(assign, cur.assign, n * sizeof *assign);
                 since_best = 0;
@@ -306,7 +306,7 @@ loom_status lpi_search(const lpi_ctx *c, double deadline, const lpi_sched *heft,
             len = critical_chain(c, &cur.s, chain, link, kind, pos);
         }
         if (since_best > restart_after) {
-            lpi_sched_copy(&cur.s, best, c);
+            place_sched_copy(&cur.s, best, c);
             memcpy(cur.key, key, n * sizeof *key);
             memcpy(cur.assign, assign, n * sizeof *assign);
             len = critical_chain(c, &cur.s, chain, link, kind, pos);
@@ -326,30 +326,30 @@ done:
 /* ---- energy under a latency target -------------------------------------------------------- */
 
 /* Energy of T on D. */
-static double task_energy(const lpi_ctx *c, uint32_t t, uint32_t d)
+static double task_energy(const place_ctx *c, uint32_t t, uint32_t d)
 {
     return c->p->cost[(size_t)t * c->nd + d] * (c->p->power ? c->p->power[d] : 1.0);
 }
 
-loom_status lpi_energy_search(const lpi_ctx *c, double target, double deadline,
-                              int local_search, double *key, int32_t *assign, lpi_sched *s,
+loom_status place_energy_search(const place_ctx *c, double target, double deadline,
+                              int local_search, double *key, int32_t *assign, place_sched *s,
                               uint64_t *evals)
 {
     uint32_t n = c->n, nd = c->nd;
     size_t nn = (size_t)n + 1;
-    lpi_sched cand;
+    place_sched cand;
     double *save = malloc(nn * sizeof *save), *ckey = malloc(nn * sizeof *ckey);
     uint32_t *idx = malloc(nn * sizeof *idx);
-    if (!save || !idx || !ckey || lpi_sched_init(&cand, c) != LOOM_OK) {
+    if (!save || !idx || !ckey || place_sched_init(&cand, c) != LOOM_OK) {
         free(save), free(idx), free(ckey);
         return LOOM_ERR_OUT_OF_MEMORY;
     }
-    double ms = lpi_decode(c, s, key, assign, LPI_RULE_EFT);
+    double ms = place_decode(c, s, key, assign, PLACE_RULE_EFT);
     (*evals)++;
-    double energy = lpi_energy(c, s->dev);
+    double energy = place_energy(c, s->dev);
     /* Greedy: tasks with most to save first, each to the cheapest device that keeps the target. */
     int changed = 1;
-    while (changed && lpi_now() < deadline) {
+    while (changed && place_now() < deadline) {
         changed = 0;
         uint32_t m = 0;
         for (uint32_t t = 0; t < n; t++) {
@@ -370,7 +370,7 @@ loom_status lpi_energy_search(const lpi_ctx *c, double target, double deadline,
             }
             idx[j] = v;
         }
-        for (uint32_t i = 0; i < m && lpi_now() < deadline; i++) {
+        for (uint32_t i = 0; i < m && place_now() < deadline; i++) {
             uint32_t t = idx[i], old = s->dev[t];
             /* Try the devices cheaper than the current one, cheapest first. */
             double floor = -1.0;
@@ -386,12 +386,12 @@ loom_status lpi_energy_search(const lpi_ctx *c, double target, double deadline,
                     break;
                 floor = pe;
                 assign[t] = (int32_t)pick;
-                double m2 = lpi_decode(c, &cand, key, assign, LPI_RULE_EFT);
+                double m2 = place_decode(c, &cand, key, assign, PLACE_RULE_EFT);
                 (*evals)++;
                 if (m2 <= target) {
-                    lpi_sched_copy(s, &cand, c);
+                    place_sched_copy(s, &cand, c);
                     ms = m2;
-                    energy = lpi_energy(c, s->dev);
+                    energy = place_energy(c, s->dev);
                     changed = 1;
                     break;
                 }
@@ -402,23 +402,23 @@ loom_status lpi_energy_search(const lpi_ctx *c, double target, double deadline,
     /* Random moves: a task to a cheaper device, or a priority nudge that may shorten the
      * schedule and so make room for the next move. */
     uint64_t rng = 0xD1B54A32D192ED03ULL ^ n;
-    while (local_search && n > 0 && lpi_now() < deadline) {
-        uint32_t t = (uint32_t)(lpi_rand(&rng) % n), old = s->dev[t];
-        int prio = lpi_rand01(&rng) < 0.3;
+    while (local_search && n > 0 && place_now() < deadline) {
+        uint32_t t = (uint32_t)(place_rand(&rng) % n), old = s->dev[t];
+        int prio = place_rand01(&rng) < 0.3;
         memcpy(ckey, key, n * sizeof *ckey);
         if (prio) {
-            ckey[t] *= 1.0 + 0.2 * (lpi_rand01(&rng) - 0.3);
+            ckey[t] *= 1.0 + 0.2 * (place_rand01(&rng) - 0.3);
         } else {
             uint32_t d = other_device(c, t, old, &rng);
             if (d == UINT32_MAX || task_energy(c, t, d) >= task_energy(c, t, old))
                 continue;
             assign[t] = (int32_t)d;
         }
-        double m2 = lpi_decode(c, &cand, ckey, assign, LPI_RULE_EFT);
+        double m2 = place_decode(c, &cand, ckey, assign, PLACE_RULE_EFT);
         (*evals)++;
-        double e2 = isfinite(m2) ? lpi_energy(c, cand.dev) : INFINITY;
+        double e2 = isfinite(m2) ? place_energy(c, cand.dev) : INFINITY;
         if (m2 <= target && (e2 < energy || (prio && e2 <= energy && m2 <= ms))) {
-            lpi_sched_copy(s, &cand, c);
+            place_sched_copy(s, &cand, c);
             memcpy(key, ckey, n * sizeof *key);
             ms = m2, energy = e2;
         } else {
@@ -426,7 +426,7 @@ loom_status lpi_energy_search(const lpi_ctx *c, double target, double deadline,
         }
     }
     (void)ms;
-    lpi_sched_free(&cand);
+    place_sched_free(&cand);
     free(save), free(idx), free(ckey);
     return LOOM_OK;
 }
