@@ -1,7 +1,7 @@
 /*
- * Inside the operator registry: the definition each op family file (ops_elementwise.c,
- * ops_nn.c, ops_layout.c) exports for the table in ops_common.c, and the helpers those files
- * share (input checks, constant shape-like inputs, axis resolution, cost accounting).
+ * Inside the operator registry: the definition each op family file (graph/ops_<family>.c)
+ * exports for the table in ops_registry.c, and the helpers those files share (input checks,
+ * constant shape-like inputs, axis resolution, cost accounting; ops_infer_util.c).
  * Not a public header; only graph/ops_*.c include it.
  */
 #ifndef LOOM_GRAPH_OPS_DEFS_H
@@ -12,13 +12,24 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* ---- the operators, one object each (ops_elementwise.c) ------------------------------------- */
+/* ---- the operators, one object each, by family file ------------------------------------------
+ * The registry (ops_registry.c) lists them all; each family file defines its own. */
+/* (ops_activations.c) */
 extern const loom_op_def loom_op_def_relu;
 extern const loom_op_def loom_op_def_leaky_relu;
 extern const loom_op_def loom_op_def_sigmoid;
 extern const loom_op_def loom_op_def_tanh;
-extern const loom_op_def loom_op_def_erf;
 extern const loom_op_def loom_op_def_gelu;
+extern const loom_op_def loom_op_def_hard_sigmoid;
+extern const loom_op_def loom_op_def_hard_swish;
+extern const loom_op_def loom_op_def_softplus;
+extern const loom_op_def loom_op_def_elu;
+extern const loom_op_def loom_op_def_selu;
+extern const loom_op_def loom_op_def_prelu;
+extern const loom_op_def loom_op_def_softmax;
+extern const loom_op_def loom_op_def_log_softmax;
+
+/* (ops_elementwise.c) */
 extern const loom_op_def loom_op_def_add;
 extern const loom_op_def loom_op_def_sub;
 extern const loom_op_def loom_op_def_mul;
@@ -27,29 +38,62 @@ extern const loom_op_def loom_op_def_pow;
 extern const loom_op_def loom_op_def_sqrt;
 extern const loom_op_def loom_op_def_exp;
 extern const loom_op_def loom_op_def_log;
+extern const loom_op_def loom_op_def_erf;
 extern const loom_op_def loom_op_def_neg;
 extern const loom_op_def loom_op_def_abs;
+extern const loom_op_def loom_op_def_sign;
+extern const loom_op_def loom_op_def_reciprocal;
+extern const loom_op_def loom_op_def_floor;
+extern const loom_op_def loom_op_def_ceil;
+extern const loom_op_def loom_op_def_round;
+extern const loom_op_def loom_op_def_sin;
+extern const loom_op_def loom_op_def_cos;
 extern const loom_op_def loom_op_def_min;
 extern const loom_op_def loom_op_def_max;
+extern const loom_op_def loom_op_def_sum;
+extern const loom_op_def loom_op_def_mean;
 extern const loom_op_def loom_op_def_clip;
-extern const loom_op_def loom_op_def_where;
 extern const loom_op_def loom_op_def_cast;
 extern const loom_op_def loom_op_def_identity;
-extern const loom_op_def loom_op_def_expand;
+extern const loom_op_def loom_op_def_dropout;
 
-/* (ops_nn.c) */
-extern const loom_op_def loom_op_def_matmul;
-extern const loom_op_def loom_op_def_gemm;
-extern const loom_op_def loom_op_def_conv;
-extern const loom_op_def loom_op_def_max_pool;
-extern const loom_op_def loom_op_def_average_pool;
-extern const loom_op_def loom_op_def_global_average_pool;
-extern const loom_op_def loom_op_def_softmax;
-extern const loom_op_def loom_op_def_layer_normalization;
-extern const loom_op_def loom_op_def_batch_normalization;
+/* (ops_compare_logic.c) */
+extern const loom_op_def loom_op_def_equal;
+extern const loom_op_def loom_op_def_less;
+extern const loom_op_def loom_op_def_greater;
+extern const loom_op_def loom_op_def_less_or_equal;
+extern const loom_op_def loom_op_def_greater_or_equal;
+extern const loom_op_def loom_op_def_and;
+extern const loom_op_def loom_op_def_or;
+extern const loom_op_def loom_op_def_xor;
+extern const loom_op_def loom_op_def_not;
+extern const loom_op_def loom_op_def_where;
+
+/* (ops_reductions.c) */
 extern const loom_op_def loom_op_def_reduce_mean;
 extern const loom_op_def loom_op_def_reduce_sum;
 extern const loom_op_def loom_op_def_reduce_max;
+extern const loom_op_def loom_op_def_reduce_min;
+extern const loom_op_def loom_op_def_reduce_prod;
+extern const loom_op_def loom_op_def_arg_max;
+extern const loom_op_def loom_op_def_arg_min;
+
+/* (ops_normalization.c) */
+extern const loom_op_def loom_op_def_layer_normalization;
+extern const loom_op_def loom_op_def_batch_normalization;
+extern const loom_op_def loom_op_def_instance_norm;
+
+/* (ops_linalg.c) */
+extern const loom_op_def loom_op_def_matmul;
+extern const loom_op_def loom_op_def_gemm;
+extern const loom_op_def loom_op_def_einsum;
+
+/* (ops_conv_pool.c) */
+extern const loom_op_def loom_op_def_conv;
+extern const loom_op_def loom_op_def_conv_transpose;
+extern const loom_op_def loom_op_def_max_pool;
+extern const loom_op_def loom_op_def_average_pool;
+extern const loom_op_def loom_op_def_global_average_pool;
 
 /* (ops_layout.c) */
 extern const loom_op_def loom_op_def_reshape;
@@ -58,19 +102,48 @@ extern const loom_op_def loom_op_def_flatten;
 extern const loom_op_def loom_op_def_concat;
 extern const loom_op_def loom_op_def_split;
 extern const loom_op_def loom_op_def_slice;
-extern const loom_op_def loom_op_def_gather;
 extern const loom_op_def loom_op_def_squeeze;
 extern const loom_op_def loom_op_def_unsqueeze;
+extern const loom_op_def loom_op_def_expand;
+extern const loom_op_def loom_op_def_pad;
+extern const loom_op_def loom_op_def_tile;
 
-/* A table of operators defined together. The registry (ops_common.c) chains the core set with
- * the sets of later ABI versions: ops_nn2.c (ConvTranspose, Resize, Pad, recurrent ops, ...) and
- * ops_ew2.c (comparisons, logic, rounding, quantisation, ...). */
-typedef struct loom_op_set {
-    const loom_op_def *const *ops;
-    size_t count;
-} loom_op_set;
-extern const loom_op_set loom_ops_nn2;
-extern const loom_op_set loom_ops_ew2;
+/* (ops_resize.c) */
+extern const loom_op_def loom_op_def_resize;
+
+/* (ops_indexing.c) */
+extern const loom_op_def loom_op_def_gather;
+extern const loom_op_def loom_op_def_gather_elements;
+extern const loom_op_def loom_op_def_scatter_elements;
+extern const loom_op_def loom_op_def_top_k;
+
+/* (ops_quantization.c) */
+extern const loom_op_def loom_op_def_quantize;
+extern const loom_op_def loom_op_def_dequantize;
+extern const loom_op_def loom_op_def_matmul_integer;
+extern const loom_op_def loom_op_def_qlinear_matmul;
+extern const loom_op_def loom_op_def_qlinear_conv;
+
+/* (ops_recurrent.c) */
+extern const loom_op_def loom_op_def_lstm;
+extern const loom_op_def loom_op_def_gru;
+
+/* (ops_generators.c) */
+extern const loom_op_def loom_op_def_shape;
+extern const loom_op_def loom_op_def_constant_of_shape;
+extern const loom_op_def loom_op_def_range;
+
+/* Define operator VAR (the registry's loom_op_def_<name>) with the fields of loom_op_def. */
+#define LOOM_OPS_DEF(var, opid, onnx, in_min, in_max, out_min, out_max, inf, cst, fl)             \
+    const loom_op_def var = {.id = opid,                                                          \
+                             .name = onnx,                                                        \
+                             .min_inputs = in_min,                                                \
+                             .max_inputs = in_max,                                                \
+                             .min_outputs = out_min,                                              \
+                             .max_outputs = out_max,                                              \
+                             .infer = inf,                                                        \
+                             .cost = cst,                                                         \
+                             .flags = fl}
 
 /* ---- dtype sets --------------------------------------------------------------------------
  * Bit masks over loom_dtype values (all below 32), so that one call checks "is one of". */
@@ -85,7 +158,7 @@ extern const loom_op_set loom_ops_ew2;
 /* Every dtype Loom knows: Cast, Identity and the layout ops. */
 #define LOOM_DTS_ALL (LOOM_DTS_ARITH | LOOM_DTS(LOOM_DTYPE_BOOL))
 
-/* ---- helpers for infer() (ops_common.c) ----------------------------------------------------- */
+/* ---- helpers for infer() (ops_infer_util.c) ----------------------------------------------------- */
 
 /* Whether input IDX was given (exists and is not an absent optional input). */
 int loom_ops_has(const loom_infer_ctx *ctx, uint32_t idx);
@@ -115,6 +188,10 @@ void loom_ops_keep_only(loom_infer_ctx *ctx, const char *const *keep);
 /* The last step of every infer(): fails when an output's element count (or its size in bytes)
  * overflows, so that no later stage multiplies dims unchecked. */
 loom_status loom_ops_finish(loom_infer_ctx *ctx);
+/* Read attribute 'epsilon' (DEFAULT_VALUE when absent) into *EPS and canonicalise it; fails
+ * with LOOM_ERR_INVALID_ARGUMENT when it is negative, NaN or infinite (the normalisations add it
+ * to a variance before a square root). */
+loom_status loom_ops_epsilon(loom_infer_ctx *ctx, float default_value, float *eps);
 /* Value of one element of a constant of DTYPE at DATA, as a float (f16/bf16 converted). */
 float loom_ops_scalar_to_float(loom_dtype dtype, const void *data);
 

@@ -1,16 +1,27 @@
 /*
- * Layout operators of the registry: Reshape, Transpose, Flatten, Concat, Split, Slice, Gather,
- * Squeeze and Unsqueeze. They move data without arithmetic; their inputs that carry shapes or
- * axes must be constants of the graph, and inference resolves them into the canonical
- * attributes of graph/ops.h so that kernels never re-read those inputs.
+ * Layout and shape operators of the registry: Reshape, Transpose, Flatten, Concat, Split,
+ * Slice, Squeeze, Unsqueeze, Expand, Pad and Tile. Shape and dtype inference, attribute
+ * canonicalisation (graph/ops.h) and cost (bytes moved; no arithmetic). Gather is in
+ * ops_indexing.c, Resize in ops_resize.c.
  *
- * Cost: no FLOPs; bytes are the inputs read and the outputs written, except that Slice and
- * Gather count only the part of the data they touch (as many elements as they write).
+ * CANONICAL ATTRIBUTES (besides those graph/ops.h lists):
+ *   Pad                  mode:s ("constant" | "reflect" | "edge") pads:ints[2*rank] (begins
+ *                        then ends for EVERY axis; negative values crop) value:f (the constant
+ *                        value when input 2 is a constant, else 0; when input 2 is present the
+ *                        kernel reads it, which is exact for integer dtypes). Inputs 1 and 3
+ *                        are ignored by kernels.
+ *   Tile                 repeats:ints[rank] (input 1 is ignored by kernels)
  */
+
 #include "ops_defs.h"
 
+#include <loom/graph.h> /* loom_dtype_name */
+
+#include <ctype.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,14 +53,14 @@ static loom_status resolve_axes(loom_infer_ctx *ctx, const char *what, int64_t *
     return LOOM_OK;
 }
 
-/* ---- Reshape -------------------------------------------------------------------------------- */
-
 static loom_status infer_reshape(loom_infer_ctx *ctx)
 {
     /* 'shape' is accepted so that a canonical node infers to itself; input 1 always wins. */
     static const char *const names[] = {"allowzero", "shape", NULL};
     static const loom_attr_kind kinds[] = {LOOM_ATTR_INT, LOOM_ATTR_INTS};
-    static const char *const canonical[] = {"shape", NULL};
+    /* allowzero stays: input 1 wins when the node is inferred again, and its zeros mean
+     * "copy" or "zero" by it. */
+    static const char *const canonical[] = {"shape", "allowzero", NULL};
     loom_status st;
     int64_t shape[LOOM_MAX_RANK];
     size_t n = 0;
@@ -117,8 +128,6 @@ static loom_status infer_reshape(loom_infer_ctx *ctx)
     return loom_ops_finish(ctx);
 }
 
-/* ---- Transpose ------------------------------------------------------------------------------ */
-
 static loom_status infer_transpose(loom_infer_ctx *ctx)
 {
     static const char *const names[] = {"perm", NULL};
@@ -152,8 +161,6 @@ static loom_status infer_transpose(loom_infer_ctx *ctx)
     return loom_ops_finish(ctx);
 }
 
-/* ---- Flatten -------------------------------------------------------------------------------- */
-
 static loom_status infer_flatten(loom_infer_ctx *ctx)
 {
     static const char *const names[] = {"axis", NULL};
@@ -179,8 +186,6 @@ static loom_status infer_flatten(loom_infer_ctx *ctx)
     loom_ops_set_output(ctx, 0, x->dtype, 2, dims);
     return loom_ops_finish(ctx);
 }
-
-/* ---- Concat --------------------------------------------------------------------------------- */
 
 static loom_status infer_concat(loom_infer_ctx *ctx)
 {
@@ -228,8 +233,6 @@ static loom_status infer_concat(loom_infer_ctx *ctx)
     loom_ops_set_output(ctx, 0, x0->dtype, x0->rank, dims);
     return loom_ops_finish(ctx);
 }
-
-/* ---- Split ---------------------------------------------------------------------------------- */
 
 /* Sizes come from constant input 1 (opset 13+), else the 'split' attribute (opset 11, and the
  * canonical form), else equal parts: ceil(dim / n) each with a smaller last one (opset 18's
@@ -326,8 +329,6 @@ done:
     return st;
 }
 
-/* ---- Slice ---------------------------------------------------------------------------------- */
-
 static int64_t clamp64(int64_t v, int64_t lo, int64_t hi)
 {
     return v < lo ? lo : v > hi ? hi : v;
@@ -420,57 +421,6 @@ static loom_status infer_slice(loom_infer_ctx *ctx)
     loom_ops_set_output(ctx, 0, x->dtype, x->rank, dims);
     return loom_ops_finish(ctx);
 }
-
-/* ---- Gather --------------------------------------------------------------------------------- */
-
-static loom_status infer_gather(loom_infer_ctx *ctx)
-{
-    static const char *const names[] = {"axis", NULL};
-    static const loom_attr_kind kinds[] = {LOOM_ATTR_INT};
-    loom_status st;
-    int64_t axis;
-    if ((st = loom_infer_check_attrs(ctx, names, kinds)) != LOOM_OK ||
-        (st = need_data(ctx, "data")) != LOOM_OK ||
-        (st = loom_ops_require(ctx, 1, "indices")) != LOOM_OK ||
-        (st = loom_ops_check_dtype(ctx, 1, "indices", LOOM_DTS_INDEX)) != LOOM_OK)
-        return st;
-    const loom_tensor_desc *x = &ctx->inputs[0], *ind = &ctx->inputs[1];
-    if ((st = loom_ops_axis(ctx, "axis", loom_infer_get_int(ctx, "axis", 0), x->rank, &axis)) !=
-        LOOM_OK)
-        return st;
-    uint32_t rank = x->rank - 1 + ind->rank;
-    if (rank > LOOM_MAX_RANK)
-        return loom_infer_fail(ctx, LOOM_ERR_UNSUPPORTED,
-                               "output rank %u exceeds the maximum rank %d", rank, LOOM_MAX_RANK);
-    /* Constant indices are checked now, so the error names the node instead of failing a run. */
-    const void *data = ctx->input_constants ? ctx->input_constants[1] : NULL;
-    int64_t dim = x->dims[axis];
-    if (data) {
-        int64_t count = (int64_t)loom_ops_numel(ind);
-        for (int64_t k = 0; k < count; k++) {
-            int64_t idx = ind->dtype == LOOM_DTYPE_I64 ? ((const int64_t *)data)[k]
-                                                       : ((const int32_t *)data)[k];
-            if (idx < -dim || idx >= dim)
-                return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
-                                       "index %lld is out of range for axis %lld of size %lld",
-                                       (long long)idx, (long long)axis, (long long)dim);
-        }
-    }
-    int64_t dims[LOOM_MAX_RANK];
-    uint32_t r = 0;
-    for (int64_t k = 0; k < axis; k++)
-        dims[r++] = x->dims[k];
-    for (uint32_t k = 0; k < ind->rank; k++)
-        dims[r++] = ind->dims[k];
-    for (uint32_t k = (uint32_t)axis + 1; k < x->rank; k++)
-        dims[r++] = x->dims[k];
-    if ((st = loom_infer_set_int(ctx, "axis", axis)) != LOOM_OK)
-        return st;
-    loom_ops_set_output(ctx, 0, x->dtype, rank, dims);
-    return loom_ops_finish(ctx);
-}
-
-/* ---- Squeeze and Unsqueeze ------------------------------------------------------------------ */
 
 /* Axes from constant input 1 (opset 13+) or the 'axes' attribute (earlier opsets, and the
  * canonical form); the input wins. Returns 0 in *PRESENT when neither is there. */
@@ -575,8 +525,6 @@ static loom_status infer_unsqueeze(loom_infer_ctx *ctx)
     return loom_ops_finish(ctx);
 }
 
-/* ---- costs and definitions ------------------------------------------------------------------ */
-
 static void cost_move(const loom_node_desc *node, loom_op_cost *cost)
 {
     loom_ops_cost_io(node, cost);
@@ -592,24 +540,213 @@ static void cost_select(const loom_node_desc *node, loom_op_cost *cost)
                             (double)loom_dtype_size(node->inputs[1].dtype);
 }
 
-#define DEF(var, opid, onnx, in_min, in_max, out_min, out_max, inf, cst)                       \
-    const loom_op_def var = {.id = opid,                                                       \
-                             .name = onnx,                                                     \
-                             .min_inputs = in_min,                                             \
-                             .max_inputs = in_max,                                             \
-                             .min_outputs = out_min,                                           \
-                             .max_outputs = out_max,                                           \
-                             .infer = inf,                                                     \
-                             .cost = cst}
+static const char *const k_no_names[] = {NULL};
 
-DEF(loom_op_def_reshape, LOOM_OP_RESHAPE, "Reshape", 2, 2, 1, 1, infer_reshape, cost_move);
-DEF(loom_op_def_transpose, LOOM_OP_TRANSPOSE, "Transpose", 1, 1, 1, 1, infer_transpose,
-    cost_move);
-DEF(loom_op_def_flatten, LOOM_OP_FLATTEN, "Flatten", 1, 1, 1, 1, infer_flatten, cost_move);
-DEF(loom_op_def_concat, LOOM_OP_CONCAT, "Concat", 1, UINT32_MAX, 1, 1, infer_concat, cost_move);
-DEF(loom_op_def_split, LOOM_OP_SPLIT, "Split", 1, 2, 1, UINT32_MAX, infer_split, cost_move);
-DEF(loom_op_def_slice, LOOM_OP_SLICE, "Slice", 3, 5, 1, 1, infer_slice, cost_select);
-DEF(loom_op_def_gather, LOOM_OP_GATHER, "Gather", 2, 2, 1, 1, infer_gather, cost_select);
-DEF(loom_op_def_squeeze, LOOM_OP_SQUEEZE, "Squeeze", 1, 2, 1, 1, infer_squeeze, cost_move);
-DEF(loom_op_def_unsqueeze, LOOM_OP_UNSQUEEZE, "Unsqueeze", 1, 2, 1, 1, infer_unsqueeze,
-    cost_move);
+static const loom_attr_kind k_no_kinds[] = {LOOM_ATTR_INT}; /* unused: no names */
+
+/* The cost of ops that do FLOPS work per output element. */
+static void cost_per_output(const loom_node_desc *node, loom_op_cost *cost, double flops)
+{
+    loom_ops_cost_io(node, cost);
+    cost->flops = flops * loom_ops_numel(&node->outputs[0]);
+}
+
+static loom_status infer_expand(loom_infer_ctx *ctx)
+{
+    loom_status st;
+    int64_t shape[LOOM_MAX_RANK];
+    size_t n = 0;
+    if ((st = loom_infer_check_attrs(ctx, k_no_names, k_no_kinds)) != LOOM_OK ||
+        (st = loom_ops_require(ctx, 0, "input")) != LOOM_OK ||
+        (st = loom_ops_check_dtype(ctx, 0, "input", LOOM_DTS_ALL)) != LOOM_OK ||
+        (st = loom_ops_const_ints(ctx, 1, "shape", LOOM_MAX_RANK, shape, &n)) != LOOM_OK)
+        return st;
+    loom_tensor_desc target = {.dtype = ctx->inputs[0].dtype, .rank = (uint32_t)n};
+    for (size_t k = 0; k < n; k++) {
+        if (shape[k] < 0)
+            return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
+                                   "input 1 (shape) has a negative dimension %lld",
+                                   (long long)shape[k]);
+        target.dims[k] = shape[k];
+    }
+    loom_tensor_desc y;
+    const loom_tensor_desc *x = &ctx->inputs[0];
+    if (!loom_broadcast_shapes(x, &target, &y)) {
+        char a[160], b[160];
+        return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT, "cannot expand shape %s to %s",
+                               loom_dims_format(x->rank, x->dims, a, sizeof a),
+                               loom_dims_format(target.rank, target.dims, b, sizeof b));
+    }
+    loom_ops_set_output(ctx, 0, x->dtype, y.rank, y.dims);
+    return loom_ops_finish(ctx);
+}
+
+static void cost_copy(const loom_node_desc *n, loom_op_cost *c) { cost_per_output(n, c, 0.0); }
+
+#define INVALID LOOM_ERR_INVALID_ARGUMENT
+
+#define TRY(expr)                                                                                  \
+    do {                                                                                           \
+        loom_status st_ = (expr);                                                                  \
+        if (st_ != LOOM_OK)                                                                        \
+            return st_;                                                                            \
+    } while (0)
+
+static int is_one_of(const char *s, const char *const *set)
+{
+    for (size_t k = 0; set[k]; k++)
+        if (strcmp(s, set[k]) == 0)
+            return 1;
+    return 0;
+}
+
+static loom_status infer_pad(loom_infer_ctx *ctx)
+{
+    static const char *const names[] = {"mode", "pads", "value", NULL};
+    static const loom_attr_kind kinds[] = {LOOM_ATTR_STRING, LOOM_ATTR_INTS, LOOM_ATTR_FLOAT};
+    static const char *const canonical[] = {"mode", "pads", "value", NULL};
+    static const char *const modes[] = {"constant", "reflect", "edge", NULL};
+    TRY(loom_infer_check_attrs(ctx, names, kinds));
+    TRY(loom_ops_require(ctx, 0, "data"));
+    TRY(loom_ops_check_dtype(ctx, 0, "data", LOOM_DTS_ALL));
+    const loom_tensor_desc *x = &ctx->inputs[0];
+    const uint32_t r = x->rank;
+    const char *mode = loom_infer_get_string(ctx, "mode", "constant");
+    if (strcmp(mode, "wrap") == 0)
+        return loom_infer_fail(ctx, LOOM_ERR_UNSUPPORTED,
+                               "mode 'wrap' (opset 19) is not supported");
+    if (!is_one_of(mode, modes))
+        return loom_infer_fail(ctx, INVALID, "mode is '%s'; expected constant, reflect or edge",
+                               mode);
+    int64_t given[2 * LOOM_MAX_RANK];
+    size_t n = 0;
+    if (loom_ops_has(ctx, 1)) {
+        TRY(loom_ops_const_ints(ctx, 1, "pads", 2 * LOOM_MAX_RANK, given, &n));
+    } else if (loom_attr_list_get(ctx->attrs, "pads")) { /* opset < 11, and the canonical form */
+        const int64_t *v;
+        n = loom_infer_get_ints(ctx, "pads", &v);
+        if (n > 2 * LOOM_MAX_RANK)
+            return loom_infer_fail(ctx, INVALID, "pads has %zu values, more than %d", n,
+                                   2 * LOOM_MAX_RANK);
+        if (n)
+            memcpy(given, v, n * sizeof *v);
+    } else {
+        return loom_infer_fail(ctx, INVALID, "input 1 (pads) is required");
+    }
+    int64_t axes[LOOM_MAX_RANK];
+    size_t n_axes = r;
+    if (loom_ops_has(ctx, 3)) {
+        TRY(loom_ops_const_ints(ctx, 3, "axes", LOOM_MAX_RANK, axes, &n_axes));
+        int seen[LOOM_MAX_RANK] = {0};
+        for (size_t k = 0; k < n_axes; k++) {
+            TRY(loom_ops_axis(ctx, "axes entry", axes[k], r, &axes[k]));
+            if (seen[axes[k]]++)
+                return loom_infer_fail(ctx, INVALID, "axis %lld appears twice in axes",
+                                       (long long)axes[k]);
+        }
+    } else {
+        for (size_t k = 0; k < r; k++)
+            axes[k] = (int64_t)k;
+    }
+    if (n != 2 * n_axes)
+        return loom_infer_fail(ctx, INVALID, "pads must have %zu values, got %zu", 2 * n_axes, n);
+    int64_t pads[2 * LOOM_MAX_RANK] = {0};
+    for (size_t k = 0; k < n_axes; k++) {
+        pads[axes[k]] = given[k];
+        pads[r + axes[k]] = given[n_axes + k];
+    }
+    float value = loom_infer_get_float(ctx, "value", 0.0f);
+    if (loom_ops_has(ctx, 2)) {
+        const loom_tensor_desc *v = &ctx->inputs[2];
+        TRY(loom_ops_same_dtype(ctx, 2, "constant_value", 0));
+        if (loom_tensor_desc_numel(v) != 1 || v->rank > 1)
+            return loom_infer_fail(ctx, INVALID,
+                                   "input 2 (constant_value) must be a scalar (or one value)");
+        if (ctx->input_constants && ctx->input_constants[2])
+            value = loom_ops_scalar_to_float(v->dtype, ctx->input_constants[2]);
+    }
+    int64_t dims[LOOM_MAX_RANK];
+    for (uint32_t d = 0; d < r; d++) {
+        int64_t o;
+        if (pads[d] < -((int64_t)1 << 48) || pads[d] > ((int64_t)1 << 48) ||
+            pads[r + d] < -((int64_t)1 << 48) || pads[r + d] > ((int64_t)1 << 48))
+            return loom_infer_fail(ctx, INVALID, "pads of axis %u are too large", d);
+        o = x->dims[d] + pads[d] + pads[r + d];
+        if (o < 0)
+            return loom_infer_fail(ctx, INVALID,
+                                   "pads %lld and %lld crop more than axis %u's %lld elements",
+                                   (long long)pads[d], (long long)pads[r + d], d,
+                                   (long long)x->dims[d]);
+        if (strcmp(mode, "constant") != 0 && x->dims[d] == 0 && o > 0)
+            return loom_infer_fail(ctx, INVALID, "mode '%s' cannot pad the empty axis %u", mode,
+                                   d);
+        dims[d] = o;
+    }
+    TRY(loom_infer_set_string(ctx, "mode", mode));
+    TRY(loom_infer_set_ints(ctx, "pads", 2 * (size_t)r, pads));
+    TRY(loom_infer_set_float(ctx, "value", value));
+    loom_ops_keep_only(ctx, canonical);
+    loom_ops_set_output(ctx, 0, x->dtype, r, dims);
+    return loom_ops_finish(ctx);
+}
+
+static loom_status infer_tile(loom_infer_ctx *ctx)
+{
+    static const char *const names[] = {"repeats", NULL};
+    static const loom_attr_kind kinds[] = {LOOM_ATTR_INTS};
+    TRY(loom_infer_check_attrs(ctx, names, kinds));
+    TRY(loom_ops_require(ctx, 0, "input"));
+    TRY(loom_ops_check_dtype(ctx, 0, "input", LOOM_DTS_ALL));
+    const loom_tensor_desc *x = &ctx->inputs[0];
+    int64_t rep[LOOM_MAX_RANK];
+    size_t n;
+    if (loom_ops_has(ctx, 1)) {
+        TRY(loom_ops_const_ints(ctx, 1, "repeats", LOOM_MAX_RANK, rep, &n));
+    } else {
+        const int64_t *v;
+        n = loom_infer_get_ints(ctx, "repeats", &v);
+        if (!loom_attr_list_get(ctx->attrs, "repeats"))
+            return loom_infer_fail(ctx, INVALID, "input 1 (repeats) is required");
+        if (n > LOOM_MAX_RANK)
+            n = LOOM_MAX_RANK + 1;
+        else
+            if (n)
+                memcpy(rep, v, n * sizeof *v);
+    }
+    if (n != x->rank)
+        return loom_infer_fail(ctx, INVALID, "repeats must have %u values (the input's rank), "
+                                             "got %zu",
+                               x->rank, n);
+    int64_t dims[LOOM_MAX_RANK];
+    for (uint32_t d = 0; d < x->rank; d++) {
+        if (rep[d] < 0)
+            return loom_infer_fail(ctx, INVALID, "repeats has a negative value %lld",
+                                   (long long)rep[d]);
+        if (__builtin_mul_overflow(x->dims[d], rep[d], &dims[d]))
+            return loom_infer_fail(ctx, INVALID, "axis %u overflows", d);
+    }
+    TRY(loom_infer_set_ints(ctx, "repeats", x->rank, rep));
+    loom_ops_set_output(ctx, 0, x->dtype, x->rank, dims);
+    return loom_ops_finish(ctx);
+}
+
+/* ---- the definitions ------------------------------------------------------------------------ */
+
+LOOM_OPS_DEF(loom_op_def_reshape, LOOM_OP_RESHAPE, "Reshape",
+             2, 2, 1, 1, infer_reshape, cost_move, 0);
+LOOM_OPS_DEF(loom_op_def_transpose, LOOM_OP_TRANSPOSE, "Transpose",
+             1, 1, 1, 1, infer_transpose, cost_move, 0);
+LOOM_OPS_DEF(loom_op_def_flatten, LOOM_OP_FLATTEN, "Flatten",
+             1, 1, 1, 1, infer_flatten, cost_move, 0);
+LOOM_OPS_DEF(loom_op_def_concat, LOOM_OP_CONCAT, "Concat",
+             1, UINT32_MAX, 1, 1, infer_concat, cost_move, 0);
+LOOM_OPS_DEF(loom_op_def_split, LOOM_OP_SPLIT, "Split",
+             1, 2, 1, UINT32_MAX, infer_split, cost_move, 0);
+LOOM_OPS_DEF(loom_op_def_slice, LOOM_OP_SLICE, "Slice", 3, 5, 1, 1, infer_slice, cost_select, 0);
+LOOM_OPS_DEF(loom_op_def_squeeze, LOOM_OP_SQUEEZE, "Squeeze",
+             1, 2, 1, 1, infer_squeeze, cost_move, 0);
+LOOM_OPS_DEF(loom_op_def_unsqueeze, LOOM_OP_UNSQUEEZE, "Unsqueeze",
+             1, 2, 1, 1, infer_unsqueeze, cost_move, 0);
+LOOM_OPS_DEF(loom_op_def_expand, LOOM_OP_EXPAND, "Expand", 2, 2, 1, 1, infer_expand, cost_copy, 0);
+LOOM_OPS_DEF(loom_op_def_pad, LOOM_OP_PAD, "Pad", 1, 4, 1, 1, infer_pad, loom_ops_cost_io, 0);
+LOOM_OPS_DEF(loom_op_def_tile, LOOM_OP_TILE, "Tile", 1, 2, 1, 1, infer_tile, loom_ops_cost_io, 0);

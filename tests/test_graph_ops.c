@@ -832,6 +832,42 @@ static void test_layer_norm_mean_and_inv_std_dev_have_onnx_shapes(void)
     loom_graph_destroy(g);
 }
 
+/* A negative, NaN or infinite epsilon is bad input, refused at inference with the node named
+ * (issue 17): the square root of a negative variance would turn the output into NaN. */
+static void test_normalization_refuses_a_negative_or_nan_epsilon(void)
+{
+    static const char *const ops[] = {"LayerNormalization", "InstanceNormalization",
+                                      "BatchNormalization"};
+    static const size_t n_in[] = {2, 3, 5};
+    const float bad[] = {-1e-5f, NAN, INFINITY};
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        for (size_t o = 0; o < 3; o++) {
+            /* a fresh graph each time: a failed builder call leaves its error on the graph */
+            loom_graph *g = loom_graph_create("eps");
+            loom_value x = in(g, "x", LOOM_DTYPE_F32, 3, D(2, 3, 4));
+            loom_value s = in(g, "s", LOOM_DTYPE_F32, 1, D(4));
+            loom_value c = in(g, "c", LOOM_DTYPE_F32, 1, D(3));
+            loom_value ins[5] = {x, o == 0 ? s : c, c, c, c};
+            loom_attr e = loom_attr_float("epsilon", bad[k]);
+            char want_op[64];
+            snprintf(want_op, sizeof want_op, "(%s)", ops[o]);
+            CU_ASSERT_EQUAL(op1(g, ops[o], "norm_eps", ins, n_in[o], &e, 1), LOOM_NO_VALUE);
+            ASSERT_FAILED(g, LOOM_ERR_INVALID_ARGUMENT, "node 'norm_eps'", want_op,
+                          "attribute 'epsilon' is");
+            loom_graph_destroy(g);
+        }
+    }
+    loom_graph *g = loom_graph_create("eps_builder");
+    loom_value x = in(g, "x", LOOM_DTYPE_F32, 3, D(2, 3, 4));
+    loom_value s = in(g, "s", LOOM_DTYPE_F32, 1, D(4));
+    /* zero is a valid epsilon */
+    ASSERT_SHAPE(g, loom_layer_norm(g, x, s, LOOM_NO_VALUE, -1, 0.0f), LOOM_DTYPE_F32, 2, 3, 4);
+    CU_ASSERT_EQUAL(loom_layer_norm(g, x, s, LOOM_NO_VALUE, -1, -1.0f), LOOM_NO_VALUE);
+    ASSERT_FAILED(g, LOOM_ERR_INVALID_ARGUMENT, NULL, "(LayerNormalization)",
+                  "attribute 'epsilon' is -1; expected a finite number >= 0");
+    loom_graph_destroy(g);
+}
+
 static void test_batch_norm_is_inference_only(void)
 {
     loom_graph *g = loom_graph_create("bn");
@@ -1569,6 +1605,7 @@ int main(void)
         TEST(test_window_params_with_too_many_spatial_dims_fail_the_builder),
         TEST(test_softmax_axis_defaults_to_last_and_is_made_non_negative),
         TEST(test_layer_norm_mean_and_inv_std_dev_have_onnx_shapes),
+        TEST(test_normalization_refuses_a_negative_or_nan_epsilon),
         TEST(test_batch_norm_is_inference_only),
         TEST(test_reduce_axes_from_input_are_sorted_and_keepdims_canonical),
         TEST(test_reduce_without_axes_reduces_everything),
