@@ -430,35 +430,46 @@ static int warmup_runs(loom_plan *plan, const loom_graph *g, loom_tensor **in, s
 }
 
 /* Destroy *PLAN (a learning plan saves what it measured) and place G again with PO; *MOVED
- * gets the number of graph nodes whose device changed. */
+ * gets the number of graph nodes whose device changed. The two plans' nodes are matched by
+ * name through an index: a 200,000-node chain would take hours pairwise. */
 static loom_status replan(loom_runtime *rt, const loom_graph *g, const loom_plan_options *po,
                           loom_plan **plan, size_t *moved)
 {
     size_t n0 = loom_plan_node_count(*plan);
-    char **before = calloc(n0 + 1, sizeof *before);
+    char **before = calloc(n0 + 1, sizeof *before); /* "NAME\0DEVICE" per graph node */
     for (size_t i = 0; before && i < n0; i++)
-        if (!loom_plan_node_is_copy(*plan, i) &&
-            asprintf(&before[i], "%s\n%s", loom_plan_node_name(*plan, i),
-                     loom_plan_node_device(*plan, i)) < 0)
-            before[i] = NULL;
+        if (!loom_plan_node_is_copy(*plan, i)) {
+            const char *name = loom_plan_node_name(*plan, i), *dev = loom_plan_node_device(*plan, i);
+            size_t a = strlen(name ? name : ""), b = strlen(dev ? dev : "");
+            if ((before[i] = malloc(a + b + 2))) {
+                memcpy(before[i], name ? name : "", a + 1);
+                memcpy(before[i] + a + 1, dev ? dev : "", b + 1);
+            }
+        }
     loom_plan_destroy(*plan);
     *plan = NULL;
     loom_status st = loom_plan_create(rt, g, po, plan);
     if (st != LOOM_OK)
         say("placing the model again: %s", loom_last_error());
     *moved = 0;
+    size_t n1 = st == LOOM_OK ? loom_plan_node_count(*plan) : 0;
+    const char **names = calloc(n1 + 1, sizeof *names);
+    tool_name_index ix = {0};
+    for (size_t j = 0; names && j < n1; j++)
+        names[j] = loom_plan_node_name(*plan, j);
+    if (names)
+        tool_name_index_build(&ix, names, n1);
     for (size_t i = 0; before && i < n0; i++) {
         if (!before[i])
             continue;
-        char *nl = strchr(before[i], '\n');
-        *nl = '\0';
-        for (size_t j = 0; st == LOOM_OK && j < loom_plan_node_count(*plan); j++)
-            if (!strcmp(loom_plan_node_name(*plan, j), before[i])) {
-                *moved += strcmp(loom_plan_node_device(*plan, j), nl + 1) != 0;
-                break;
-            }
+        long j = tool_name_index_find(&ix, before[i]);
+        if (j >= 0)
+            *moved += strcmp(loom_plan_node_device(*plan, (size_t)j),
+                             before[i] + strlen(before[i]) + 1) != 0;
         free(before[i]);
     }
+    tool_name_index_free(&ix);
+    free(names);
     free(before);
     return st;
 }
@@ -694,6 +705,20 @@ static int make_report(profile_report *r, const loom_runtime *rt, const loom_gra
         say("out of memory");
         return EXIT_RUNTIME;
     }
+    /* The graph's nodes by name, to find each plan node's graph node without a scan. */
+    size_t ng = loom_graph_node_count(g);
+    const char **gnames = calloc(ng + 1, sizeof *gnames);
+    tool_name_index gix = {0};
+    for (size_t i = 0; gnames && i < ng; i++)
+        gnames[i] = loom_graph_node_name(g, i);
+    if (!gnames || !tool_name_index_build(&gix, gnames, ng)) {
+        free(gnames);
+        free(err);
+        report_free(r);
+        say("out of memory");
+        return EXIT_RUNTIME;
+    }
+    free(gnames);
     /* Device tracks first, in runtime order, for the devices the plan uses. */
     for (size_t d = 0; d < loom_runtime_device_count(rt); d++) {
         char id[64];
@@ -732,7 +757,7 @@ static int make_report(profile_report *r, const loom_runtime *rt, const loom_gra
             n->tensor = copy_tensor(g, n->name);
             shown = n->tensor;
         } else {
-            n->graph_node = gv_find_node(g, n->name);
+            n->graph_node = tool_name_index_find(&gix, n->name);
             gv_node gn;
             if (n->graph_node >= 0 && gv_node_get(g, (size_t)n->graph_node, &gn) &&
                 gn.n_outputs)
@@ -749,6 +774,7 @@ static int make_report(profile_report *r, const loom_runtime *rt, const loom_gra
             r->view.nodes[t->node].end_ns = t->end_ns;
         }
     }
+    tool_name_index_free(&gix);
     /* Per track: busy time, node count, bytes through copies, prediction error. */
     r->tracks = calloc(r->view.n_tracks + 1, sizeof *r->tracks);
     if (!r->tracks) {

@@ -2,6 +2,8 @@
 #include "tool_util.h"
 
 #include <errno.h>
+#include <stdlib.h>
+#include <string.h>
 
 void tool_vsay(const char *prefix, const char *fmt, va_list ap)
 {
@@ -11,6 +13,45 @@ void tool_vsay(const char *prefix, const char *fmt, va_list ap)
         if (*p == '\n')
             *p = ' ';
     fprintf(stderr, "%s: %s\n", prefix, buf);
+}
+
+int tool_exit_status(loom_status status, tool_phase phase)
+{
+    switch (status) {
+    case LOOM_OK: return TOOL_EXIT_OK;
+    case LOOM_ERR_INVALID_ARGUMENT: return TOOL_EXIT_USAGE;
+    case LOOM_ERR_UNSUPPORTED:
+    case LOOM_ERR_IO: return phase == TOOL_LOADING ? TOOL_EXIT_USAGE : TOOL_EXIT_RUNTIME;
+    default: return TOOL_EXIT_RUNTIME;
+    }
+}
+
+int tool_write_exit_status(int err)
+{
+    switch (err) {
+    case ENOENT:
+    case ENOTDIR:
+    case EISDIR:
+    case EACCES:
+    case EPERM:
+    case EROFS:
+    case ELOOP:
+    case ENAMETOOLONG:
+    case EEXIST:
+    case EINVAL: return TOOL_EXIT_USAGE;
+    default: return TOOL_EXIT_RUNTIME;
+    }
+}
+
+const char *tool_option_value(int argc, char **argv, int *i)
+{
+    if (*i + 1 >= argc)
+        return NULL;
+    const char *v = argv[*i + 1];
+    if (v[0] == '-' && v[1] && !(v[1] >= '0' && v[1] <= '9') && v[1] != '.')
+        return NULL;
+    ++*i;
+    return v;
 }
 
 const char *tool_bytes_text(double b, char *buf, size_t len)
@@ -34,4 +75,46 @@ int tool_close(FILE *f)
         return 0;
     }
     return 1;
+}
+
+/* By name, then by index: equal names keep their order, so the first is found first. */
+static int cmp_entry(const void *a, const void *b)
+{
+    const tool_name_entry *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    return c ? c : (x->index > y->index) - (x->index < y->index);
+}
+
+int tool_name_index_build(tool_name_index *ix, const char *const *names, size_t n)
+{
+    *ix = (tool_name_index){0};
+    ix->entries = malloc((n + 1) * sizeof *ix->entries);
+    if (!ix->entries)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (names[i])
+            ix->entries[ix->n++] = (tool_name_entry){names[i], i};
+    qsort(ix->entries, ix->n, sizeof *ix->entries, cmp_entry);
+    return 1;
+}
+
+long tool_name_index_find(const tool_name_index *ix, const char *name)
+{
+    if (!name)
+        return -1;
+    size_t lo = 0, hi = ix->n; /* first entry whose name is >= NAME */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (strcmp(ix->entries[mid].name, name) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < ix->n && !strcmp(ix->entries[lo].name, name) ? (long)ix->entries[lo].index : -1;
+}
+
+void tool_name_index_free(tool_name_index *ix)
+{
+    free(ix->entries);
+    *ix = (tool_name_index){0};
 }

@@ -1,17 +1,53 @@
 /*
- * Small pieces the `loom` subcommands share: one-line error messages, byte counts for people,
- * and closing an output file so that a write error is not lost.
+ * Small pieces the `loom` subcommands share: one-line error messages, the exit status of a
+ * failure (one rule for every command), option values, byte counts for people, closing an
+ * output file so that a write error is not lost, and a name -> index lookup for big graphs.
  */
 #ifndef LOOM_TOOLS_UTIL_H
 #define LOOM_TOOLS_UTIL_H
+
+#include <loom/loom.h>
 
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 
+/* Exit statuses of every command (DESIGN.md, "The `loom` command"). */
+#define TOOL_EXIT_OK 0
+#define TOOL_EXIT_RUNTIME 1
+#define TOOL_EXIT_USAGE 2
+
 /* Print "PREFIX: MESSAGE" as one line on stderr: newlines inside MESSAGE (the library's
  * messages may hold some) become spaces. */
 void tool_vsay(const char *prefix, const char *fmt, va_list ap);
+
+/* What a command was doing when a library call failed, for tool_exit_status. */
+typedef enum tool_phase {
+    TOOL_LOADING,  /* reading what the user named: a model, an input file, an instance */
+    TOOL_PLANNING, /* placing the model on the devices asked for */
+    TOOL_RUNNING,  /* running it, measuring it */
+} tool_phase;
+
+/* The exit status for STATUS returned while doing PHASE; the one rule every command follows:
+ * 0 for LOOM_OK; 2 (bad usage or bad input) for LOOM_ERR_INVALID_ARGUMENT in any phase, and for
+ * LOOM_ERR_UNSUPPORTED and LOOM_ERR_IO while loading (an unknown op, opset, dtype or rank, a file
+ * that cannot be read: the user's file is at fault); 1 (runtime failure) for everything else
+ * (out of memory, a device lost, nothing able to run a node while planning or running, an
+ * internal error). */
+int tool_exit_status(loom_status status, tool_phase phase);
+
+/* The exit status for a file or folder the user named as an output that could not be written,
+ * from ERRNO: 2 when the path itself is at fault (missing or uncreatable folder, not a folder,
+ * no permission, read-only file system, a symlink refused, name too long); 1 when the system
+ * failed while writing (disk full, quota, file too large, I/O error, out of memory). docs/run.md
+ * states the rule. */
+int tool_write_exit_status(int err);
+
+/* The value of option ARGV[*I]: ARGV[*I + 1], with *I advanced past it. NULL when there is
+ * none or the next argument is itself an option ("--device -o DIR" must not make "-o" the
+ * device): a word starting with '-' other than "-" alone or a negative number. The caller then
+ * says "option NAME needs a value". */
+const char *tool_option_value(int argc, char **argv, int *i);
 
 /* B bytes as "512 B", "12.5 KiB" or "3.0 MiB" into BUF (LEN bytes); returns BUF. */
 const char *tool_bytes_text(double b, char *buf, size_t len);
@@ -19,5 +55,27 @@ const char *tool_bytes_text(double b, char *buf, size_t len);
 /* Close F (always) and say whether everything written to it reached the file: 1 yes; 0 no,
  * with errno set (EIO when the stream's error flag was all there was to go on). */
 int tool_close(FILE *f);
+
+/* NAMES sorted, for lookups in O(log n): the profile of a 200,000-node graph matches the nodes
+ * of two plans, and of a plan and its graph, by name. The strings are borrowed: they must
+ * outlive the index. */
+typedef struct tool_name_entry {
+    const char *name;
+    size_t index;
+} tool_name_entry;
+
+typedef struct tool_name_index {
+    tool_name_entry *entries;
+    size_t n;
+} tool_name_index;
+
+/* Index NAMES[N] (NULL entries are left out) into *IX, freed with tool_name_index_free.
+ * Returns 1, or 0 when out of memory (*IX then empty: every lookup misses). */
+int tool_name_index_build(tool_name_index *ix, const char *const *names, size_t n);
+
+/* The smallest index I with NAMES[I] equal to NAME (as a linear scan would find it), or -1. */
+long tool_name_index_find(const tool_name_index *ix, const char *name);
+
+void tool_name_index_free(tool_name_index *ix);
 
 #endif /* LOOM_TOOLS_UTIL_H */
