@@ -58,9 +58,7 @@ static loom_status infer_reshape(loom_infer_ctx *ctx)
     /* 'shape' is accepted so that a canonical node infers to itself; input 1 always wins. */
     static const char *const names[] = {"allowzero", "shape", NULL};
     static const loom_attr_kind kinds[] = {LOOM_ATTR_INT, LOOM_ATTR_INTS};
-    /* allowzero stays: input 1 wins when the node is inferred again, and its zeros mean
-     * "copy" or "zero" by it. */
-    static const char *const canonical[] = {"shape", "allowzero", NULL};
+    static const char *const canonical[] = {"shape", NULL};
     loom_status st;
     int64_t shape[LOOM_MAX_RANK];
     size_t n = 0;
