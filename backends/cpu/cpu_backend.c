@@ -255,7 +255,9 @@ const loom_backend *loom_cpu_backend_create(unsigned threads, char *err, size_t 
     cpu_register_linalg(s->ops);
     cpu_register_layout(s->ops);
     cpu_register_nn2(s->ops);
-    cpu_register_ew2(s->ops);
+    cpu_register_compare_logic_round(s->ops);
+    cpu_register_generators(s->ops);
+    cpu_register_quantization(s->ops);
     describe(s, n);
 
     loom_backend *t = &s->table;
@@ -286,7 +288,9 @@ loom_status loom_cpu_eval_node(const loom_node_desc *node, const void *const *in
     cpu_register_linalg(s.ops);
     cpu_register_layout(s.ops);
     cpu_register_nn2(s.ops);
-    cpu_register_ew2(s.ops);
+    cpu_register_compare_logic_round(s.ops);
+    cpu_register_generators(s.ops);
+    cpu_register_quantization(s.ops);
     void *kernel = NULL;
     size_t scratch_bytes = 0;
     loom_status st = cpu_prepare(&s, 0, node, &kernel, &scratch_bytes, err, err_len);

@@ -72,8 +72,11 @@ void cpu_register_layout(cpu_op_entry *table);      /* Reshape, Transpose, Flatt
 void cpu_register_nn2(cpu_op_entry *table);         /* ABI 0.2: ConvTranspose, Resize, Pad, Tile,
                                                        Einsum, InstanceNorm, LSTM, GRU, TopK,
                                                        ArgMax/Min, Scatter/GatherElements, ... */
-void cpu_register_ew2(cpu_op_entry *table);         /* ABI 0.2: comparisons, logic, rounding,
-                                                       Shape, Range, quantisation, ... */
+void cpu_register_compare_logic_round(cpu_op_entry *table); /* comparisons, logic, rounding,
+                                                       HardSigmoid ... Selu, Sum, Mean */
+void cpu_register_generators(cpu_op_entry *table);  /* Shape, ConstantOfShape, Range, Dropout */
+void cpu_register_quantization(cpu_op_entry *table); /* QuantizeLinear, DequantizeLinear,
+                                                       MatMulInteger, QLinearMatMul, QLinearConv */
 
 /* Helpers shared by families (cpu_util.c). */
 int cpu_reason(char *reason, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
