@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define NPY_MAGIC "\x93NUMPY"
 #define NPY_MAGIC_LEN 6
@@ -332,26 +333,96 @@ loom_status loom_tensor_load_npy(const char *path, loom_tensor **out)
             goto done;
         }
     }
-    loom_status cst = loom_tensor_create(dtype, h.rank, h.dims, &t);
-    if (cst != LOOM_OK) {
-        snprintf(why, sizeof why, "%s", loom_last_error());
-        st = cst == LOOM_ERR_OUT_OF_MEMORY
-                 ? loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "'%s': %s", path, why)
-                 : bad_file(path, why);
+    /* The shape's byte count, checked against the file before anything that size is
+     * allocated: a 640-byte file claiming 2 GiB (or 2^40 elements) is bad input, refused here,
+     * not an allocation of its claim that fails or succeeds and zero-fills gigabytes. */
+    size_t elem = loom_dtype_size(dtype);
+    int64_t numel;
+    if (!loom_dims_numel_checked(h.rank, h.dims, elem, &numel)) {
+        st = bad_file(path, "the number of elements in 'shape' overflows");
         goto done;
     }
-    size_t nbytes = loom_tensor_nbytes(t);
-    unsigned char *data = loom_tensor_data(t);
-    size_t n = nbytes ? fread(data, 1, nbytes, f) : 0;
-    if (n != nbytes) {
-        if (ferror(f)) {
-            st = loom_set_error(LOOM_ERR_IO, "cannot read '%s': %s", path, strerror(errno));
-        } else {
-            snprintf(why, sizeof why, "data is truncated (%zu of %zu bytes)", n, nbytes);
+    size_t nbytes = (size_t)numel * elem;
+    struct stat sb;
+    long data_at = ftell(f);
+    if (fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode) && data_at >= 0) {
+        uint64_t have = (uint64_t)sb.st_size > (uint64_t)data_at
+                            ? (uint64_t)sb.st_size - (uint64_t)data_at
+                            : 0;
+        if (have < nbytes) {
+            snprintf(why, sizeof why, "data is truncated (%llu of %zu bytes)",
+                     (unsigned long long)have, nbytes);
             st = bad_file(path, why);
+            goto done;
         }
-        goto done;
+        if (have > nbytes) {
+            st = bad_file(path, "there are bytes after the data (more than the shape holds)");
+            goto done;
+        }
+    } else if (nbytes) {
+        /* A pipe or a device: its length is unknown until read. Read into a buffer that grows
+         * with what arrives, so that memory follows the bytes there are, not the claim. */
+        size_t cap = 0, got_bytes = 0;
+        unsigned char *buf = NULL;
+        while (got_bytes < nbytes) {
+            if (got_bytes == cap) {
+                size_t ncap = cap ? (cap > nbytes / 2 ? nbytes : cap * 2)
+                                  : (nbytes < 65536 ? nbytes : 65536);
+                unsigned char *nb = realloc(buf, ncap);
+                if (!nb) {
+                    free(buf);
+                    st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "'%s': cannot allocate %zu bytes",
+                                        path, ncap);
+                    goto done;
+                }
+                buf = nb, cap = ncap;
+            }
+            size_t r = fread(buf + got_bytes, 1, cap - got_bytes, f);
+            got_bytes += r;
+            if (r == 0)
+                break;
+        }
+        if (got_bytes != nbytes) {
+            free(buf);
+            if (ferror(f)) {
+                st = loom_set_error(LOOM_ERR_IO, "cannot read '%s': %s", path, strerror(errno));
+            } else {
+                snprintf(why, sizeof why, "data is truncated (%zu of %zu bytes)", got_bytes,
+                         nbytes);
+                st = bad_file(path, why);
+            }
+            goto done;
+        }
+        loom_status cst = loom_tensor_create(dtype, h.rank, h.dims, &t);
+        if (cst == LOOM_OK)
+            memcpy(loom_tensor_data(t), buf, nbytes);
+        free(buf);
+        if (cst != LOOM_OK) {
+            st = cst;
+            goto done;
+        }
     }
+    if (!t) {
+        loom_status cst = loom_tensor_create(dtype, h.rank, h.dims, &t);
+        if (cst != LOOM_OK) {
+            snprintf(why, sizeof why, "%s", loom_last_error());
+            st = cst == LOOM_ERR_OUT_OF_MEMORY
+                     ? loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "'%s': %s", path, why)
+                     : bad_file(path, why);
+            goto done;
+        }
+        size_t n = nbytes ? fread(loom_tensor_data(t), 1, nbytes, f) : 0;
+        if (n != nbytes) {
+            if (ferror(f)) {
+                st = loom_set_error(LOOM_ERR_IO, "cannot read '%s': %s", path, strerror(errno));
+            } else {
+                snprintf(why, sizeof why, "data is truncated (%zu of %zu bytes)", n, nbytes);
+                st = bad_file(path, why);
+            }
+            goto done;
+        }
+    }
+    unsigned char *data = loom_tensor_data(t);
     unsigned char extra;
     if (fread(&extra, 1, 1, f) == 1) {
         st = bad_file(path, "there are bytes after the data (more than the shape holds)");

@@ -104,6 +104,11 @@ with open("corrupt.npy", "wb") as f:
     f.write(b"\x93NUMPY\x01\x00\x10\x00{'descr': '<f4'")
 with open("corrupt.onnx", "wb") as f:
     f.write(b"this is not a protobuf \xff\xff\xff\xff")
+# Headers claiming far more data than the file holds: 2 GiB in 640 bytes, 2^40 elements.
+for name, shape in (("claim2g.npy", "(536870912,)"), ("claim2e40.npy", "(1048576, 1048576)")):
+    d = ("{'descr': '<f4', 'fortran_order': False, 'shape': %s, }" % shape).ljust(117) + "\n"
+    with open(name, "wb") as f:
+        f.write(b"\x93NUMPY\x01\x00" + bytes([len(d), 0]) + d.encode() + bytes(512))
 PY
 
 # ---- running ----------------------------------------------------------------------------------
@@ -287,6 +292,9 @@ check_bad "wrong dtype" "holds int64, the model wants float" "$LOOM" run addmul.
 check_bad "float64 npy" "'<f8' is not supported" "$LOOM" run addmul.onnx -i x=x_f64.npy
 check_bad "fortran npy" "Fortran" "$LOOM" run addmul.onnx -i x=x_fortran.npy
 check_bad "corrupt npy" "corrupt.npy" "$LOOM" run addmul.onnx -i x=corrupt.npy
+check_bad "npy claiming 2 GiB in 640 bytes" "claim2g.npy" "$LOOM" run addmul.onnx -i x=claim2g.npy
+check_bad "npy claiming 2^40 elements" "truncated (512 of 4398046511104 bytes)" \
+    "$LOOM" run addmul.onnx -i x=claim2e40.npy
 check_bad "unknown device" "unknown device 'tpu:7'" "$LOOM" run addmul.onnx --device tpu:7
 check_bad "bad repeat" "--repeat" "$LOOM" run addmul.onnx --repeat zero
 check_bad "negative warmup" "--warmup" "$LOOM" run addmul.onnx --warmup -1

@@ -12,6 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 
 /* Byte strings written by NumPy 1.24 (np.lib.format.write_array): the independent reference. */
 /* array([[-1. , -0.5, 0. ],    [ 0.5, 1. , 1.5]], dtype=float32), format 1.0 */
@@ -472,6 +477,118 @@ static void test_refuses_malformed_headers(void)
                  4, "after the header's dict");
 }
 
+/* ---- sizes checked against the file before allocating (issue 17) --------------------------- */
+
+/* A header claiming 2^40 float32 elements over no data: bad input, not an allocation failure. */
+static void test_refuses_claim_of_2_to_40_elements_as_bad_input(void)
+{
+    refused_dict("claim-2e40.npy",
+                 "{'descr': '<f4', 'fortran_order': False, 'shape': (1099511627776,), }", 0,
+                 "truncated (0 of 4398046511104 bytes)");
+    refused_dict("claim-2e40-2d.npy",
+                 "{'descr': '<i8', 'fortran_order': False, 'shape': (1048576, 1048576), }", 64,
+                 "truncated (64 of 8796093022208 bytes)");
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+
+/* Load P in a child whose address space is capped at 512 MiB; the child's exit status is the
+ * loom_status it got (255 when it could not run). A loader that allocates what the header
+ * claims fails there with LOOM_ERR_OUT_OF_MEMORY instead of refusing the file. */
+static int load_status_under_512mib(const char *p)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct rlimit rl = {512ul << 20, 512ul << 20};
+        if (setrlimit(RLIMIT_AS, &rl) != 0)
+            _exit(255);
+        loom_tensor *t = NULL;
+        loom_status st = loom_tensor_load_npy(p, &t);
+        loom_tensor_destroy(t);
+        _exit((int)st);
+    }
+    int ws = 0;
+    if (pid < 0 || waitpid(pid, &ws, 0) != pid || !WIFEXITED(ws))
+        return 255;
+    return WEXITSTATUS(ws);
+}
+
+/* A 640-byte file whose header claims 2 GiB: refused from the file's size, never allocated
+ * (the check is made in a child with a 512 MiB address space; not under ASan, whose shadow
+ * memory needs more). */
+static void test_short_file_claiming_2_gib_is_refused_before_allocating(void)
+{
+#ifdef UNDER_ASAN
+    CU_PASS("address-space limit not usable under ASan");
+#else
+    static const unsigned char zeros[576];
+    const char *p = tmp_path("claim-2gib.npy");
+    write_npy_raw(p, 1, "{'descr': '<f4', 'fortran_order': False, 'shape': (536870912,), }",
+                  zeros, sizeof zeros);
+    CU_ASSERT_EQUAL(load_status_under_512mib(p), LOOM_ERR_INVALID_ARGUMENT);
+    expect_refused(p, LOOM_ERR_INVALID_ARGUMENT, "truncated (576 of 2147483648 bytes)");
+#endif
+}
+
+/* Write LEN bytes of DATA into the FIFO P from a child; returns its pid. */
+static pid_t fifo_writer(const char *p, const void *data, size_t len)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(p, O_WRONLY);
+        if (fd < 0)
+            _exit(1);
+        const unsigned char *b = data;
+        while (len) {
+            ssize_t w = write(fd, b, len);
+            if (w <= 0)
+                _exit(errno == EPIPE ? 0 : 1);
+            b += w, len -= (size_t)w;
+        }
+        close(fd);
+        _exit(0);
+    }
+    return pid;
+}
+
+/* A pipe has no size to check first: what arrives is read, memory growing with it, and a short
+ * stream claiming 2 GiB is refused as truncated. */
+static void test_pipe_is_read_and_short_pipe_refused(void)
+{
+    const char *p = tmp_path("pipe.npy");
+    CU_ASSERT_EQUAL_FATAL(mkfifo(p, 0600), 0);
+    pid_t w = fifo_writer(p, np_f32_2x3, NP_F32_2X3_LEN);
+    loom_tensor *t = NULL;
+    CU_ASSERT_EQUAL(loom_tensor_load_npy(p, &t), LOOM_OK);
+    if (t) {
+        const float *f = loom_tensor_data(t);
+        CU_ASSERT(loom_tensor_nbytes(t) == 24 && f[0] == -1.0f && f[5] == 1.5f);
+    }
+    loom_tensor_destroy(t);
+    waitpid(w, NULL, 0);
+
+    /* 128-byte header, then 512 bytes of data, claiming 2 GiB. */
+    unsigned char buf[640] = {0};
+    const char *dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (536870912,), }";
+    memcpy(buf, "\x93NUMPY\x01\x00\x76\x00", 10);
+    memset(buf + 10, ' ', 118);
+    memcpy(buf + 10, dict, strlen(dict));
+    buf[127] = '\n';
+    w = fifo_writer(p, buf, sizeof buf);
+#ifdef UNDER_ASAN
+    expect_refused(p, LOOM_ERR_INVALID_ARGUMENT, "truncated (512 of 2147483648 bytes)");
+#else
+    CU_ASSERT_EQUAL(load_status_under_512mib(p), LOOM_ERR_INVALID_ARGUMENT);
+#endif
+    waitpid(w, NULL, 0);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -504,6 +621,11 @@ int main(void)
         {"refuses_big_endian", test_refuses_big_endian},
         {"refuses_unsupported_dtypes", test_refuses_unsupported_dtypes},
         {"refuses_malformed_headers", test_refuses_malformed_headers},
+        {"refuses_claim_of_2_to_40_elements_as_bad_input",
+         test_refuses_claim_of_2_to_40_elements_as_bad_input},
+        {"short_file_claiming_2_gib_is_refused_before_allocating",
+         test_short_file_claiming_2_gib_is_refused_before_allocating},
+        {"pipe_is_read_and_short_pipe_refused", test_pipe_is_read_and_short_pipe_refused},
     };
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++)
         if (!CU_add_test(s, tests[i].name, tests[i].fn)) {
