@@ -46,6 +46,16 @@ typedef struct onnx_tensor {
 loom_status onnx_tensor_decode(const Onnx__TensorProto *t, const onnx_source *src, const char *what,
                              onnx_tensor *out);
 
+/* Copy SRC into DST (CAP bytes, always NUL-terminated; cut short when full) with what a terminal
+ * would act on escaped as \xNN: C0 controls, DEL, C1 controls (U+0080 to U+009F) and bytes that
+ * are not valid UTF-8. Other UTF-8 and backslashes pass as they are, so escaping twice changes
+ * nothing. Returns DST. Every message the importer builds from a model's strings goes through
+ * it (model names must not reach a terminal raw). */
+char *onnx_escape(char *dst, size_t cap, const char *src);
+
+/* loom_set_error with the formatted message escaped by onnx_escape; returns ST. */
+loom_status onnx_error(loom_status st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* IEEE half and bfloat16 bits from a float (round to nearest even). */
 uint16_t onnx_f32_to_f16(float f);
 uint16_t onnx_f32_to_bf16(float f);

@@ -9,11 +9,20 @@
 #include "graph/onnx/onnx_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#if defined(__linux__) && defined(__has_include)
+#if __has_include(<linux/openat2.h>)
+#include <linux/openat2.h>
+#endif
+#endif
 
 /* ---- dtypes ----------------------------------------------------------------------------- */
 
@@ -82,6 +91,69 @@ uint16_t onnx_f32_to_bf16(float f)
     return (uint16_t)(x >> 16);
 }
 
+/* ---- messages ----------------------------------------------------------------------------- */
+
+/* Length of the valid UTF-8 sequence at P (1 to 4), or 0 when P does not start one. */
+static size_t utf8_len(const unsigned char *p)
+{
+    unsigned c = p[0];
+    size_t n;
+    unsigned lo = 0x80, hi = 0xbf; /* the second byte's range, narrower for some lead bytes */
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        n = 2;
+    else if (c >= 0xe0 && c <= 0xef)
+        n = 3, lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
+    else if (c >= 0xf0 && c <= 0xf4)
+        n = 4, lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
+    else
+        return 0;
+    if (p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t k = 2; k < n; k++)
+        if (p[k] < 0x80 || p[k] > 0xbf)
+            return 0;
+    return n;
+}
+
+char *onnx_escape(char *dst, size_t cap, const char *src)
+{
+    if (!cap)
+        return dst;
+    size_t w = 0;
+    for (const unsigned char *p = (const unsigned char *)src; *p;) {
+        size_t n = utf8_len(p);
+        /* C0 controls, DEL, C1 controls (U+0080 to U+009F) and stray bytes are escaped. */
+        int esc = n == 0 || (n == 1 && (*p < 0x20 || *p == 0x7f)) || (n == 2 && p[0] == 0xc2 &&
+                                                                     p[1] < 0xa0);
+        size_t out = esc ? 4 * (n ? n : 1) : n;
+        if (w + out >= cap)
+            break;
+        if (esc) {
+            for (size_t k = 0; k < (n ? n : 1); k++)
+                w += (size_t)snprintf(dst + w, cap - w, "\\x%02x", p[k]);
+            p += n ? n : 1;
+        } else {
+            memcpy(dst + w, p, n);
+            w += n;
+            p += n;
+        }
+    }
+    dst[w] = '\0';
+    return dst;
+}
+
+loom_status onnx_error(loom_status st, const char *fmt, ...)
+{
+    char raw[1024], msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(raw, sizeof raw, fmt, ap);
+    va_end(ap);
+    return loom_set_error(st, "%s", onnx_escape(msg, sizeof msg, raw));
+}
+
 /* ---- files ------------------------------------------------------------------------------ */
 
 loom_status onnx_read_file(const char *path, void **data, size_t *size)
@@ -90,23 +162,23 @@ loom_status onnx_read_file(const char *path, void **data, size_t *size)
     *size = 0;
     FILE *f = fopen(path, "rb");
     if (!f)
-        return loom_set_error(LOOM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        return onnx_error(LOOM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
     if (fstat(fileno(f), &sb) != 0) {
         int e = errno;
         fclose(f);
-        return loom_set_error(LOOM_ERR_IO, "%s: cannot read: %s", path, strerror(e));
+        return onnx_error(LOOM_ERR_IO, "%s: cannot read: %s", path, strerror(e));
     }
     if (!S_ISREG(sb.st_mode)) {
         fclose(f);
-        return loom_set_error(LOOM_ERR_IO, "%s: not a regular file%s", path,
+        return onnx_error(LOOM_ERR_IO, "%s: not a regular file%s", path,
                               S_ISDIR(sb.st_mode) ? " (a directory)" : "");
     }
     size_t n = (size_t)sb.st_size;
     unsigned char *buf = malloc(n + 1);
     if (!buf) {
         fclose(f);
-        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "%s: out of memory reading %zu bytes", path,
+        return onnx_error(LOOM_ERR_OUT_OF_MEMORY, "%s: out of memory reading %zu bytes", path,
                               n);
     }
     size_t got = n ? fread(buf, 1, n, f) : 0;
@@ -114,7 +186,7 @@ loom_status onnx_read_file(const char *path, void **data, size_t *size)
     fclose(f);
     if (got != n) {
         free(buf);
-        return loom_set_error(LOOM_ERR_IO, "%s: read failed: %s", path,
+        return onnx_error(LOOM_ERR_IO, "%s: read failed: %s", path,
                               err ? strerror(err) : "file shrank while reading");
     }
     *data = buf;
@@ -159,9 +231,64 @@ static int location_is_safe(const char *loc)
     return 1;
 }
 
-static loom_status read_external(const Onnx__TensorProto *t, const onnx_source *src,
-                                 const char *what, size_t nbytes, void *dst)
+/* Open LOCATION for reading, beneath the folder DIR_FD: no symlink (of the file or of a folder
+ * on the way) may lead out of it. openat2's RESOLVE_BENEATH checks this in the kernel, against
+ * the same path walk that opens the file; without it (Linux before 5.6, or a seccomp filter that
+ * refuses it) both real paths are compared and the file then opened without following a final
+ * symlink, its identity checked against the resolved one. O_NONBLOCK: a FIFO must not wait for
+ * a writer. Returns the fd, or -1 with errno (EXDEV: the path leads out of the folder). */
+static int open_beneath(int dir_fd, const char *dir, const char *location)
 {
+    int flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
+#if defined(SYS_openat2) && defined(RESOLVE_BENEATH)
+    struct open_how how;
+    memset(&how, 0, sizeof how);
+    how.flags = (uint64_t)flags;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+    long got = syscall(SYS_openat2, dir_fd, location, &how, sizeof how);
+    if (got >= 0 || (errno != ENOSYS && errno != EPERM))
+        return (int)got;
+#endif
+    char *real_dir = realpath(dir, NULL);
+    size_t plen = strlen(dir) + strlen(location) + 2;
+    char *path = malloc(plen);
+    char *real = NULL;
+    if (path) {
+        snprintf(path, plen, "%s/%s", dir, location);
+        real = realpath(path, NULL);
+    }
+    int fd = -1, err = real_dir && path ? errno : ENOMEM;
+    if (real_dir && real) {
+        size_t n = strlen(real_dir);
+        int beneath = strncmp(real, real_dir, n) == 0 &&
+                      (real[n] == '/' || (n == 1 && real_dir[0] == '/'));
+        err = EXDEV;
+        if (beneath) {
+            fd = open(real, flags | O_NOFOLLOW);
+            err = errno;
+            struct stat a, b;
+            if (fd >= 0 && (fstatat(dir_fd, location, &a, 0) != 0 || fstat(fd, &b) != 0 ||
+                            a.st_dev != b.st_dev || a.st_ino != b.st_ino)) {
+                close(fd);
+                fd = -1;
+                err = EXDEV; /* replaced while we looked */
+            }
+        }
+    }
+    free(real_dir);
+    free(real);
+    free(path);
+    if (fd < 0)
+        errno = err;
+    return fd;
+}
+
+/* Read the external data of T (NBYTES of it) into a new buffer *DATA (malloc'd, NBYTES + 1),
+ * allocated only once the file is known to hold that many bytes. */
+static loom_status read_external(const Onnx__TensorProto *t, const onnx_source *src,
+                                 const char *what, size_t nbytes, void **data)
+{
+    *data = NULL;
     const char *location = NULL, *offset_s = NULL, *length_s = NULL;
     for (size_t i = 0; i < t->n_external_data; i++) {
         const Onnx__StringStringEntryProto *e = t->external_data[i];
@@ -175,63 +302,81 @@ static loom_status read_external(const Onnx__TensorProto *t, const onnx_source *
             length_s = e->value;
     }
     if (!location || !*location)
-        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
-                              "%s: %s: external data without a 'location'", src->file, what);
+        return onnx_error(LOOM_ERR_INVALID_ARGUMENT,
+                          "%s: %s: external data without a 'location'", src->file, what);
     if (!location_is_safe(location))
-        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
-                              "%s: %s: external data location '%s' is refused: it must be a "
-                              "relative path inside the model's directory (no '..', not "
-                              "absolute)",
-                              src->file, what, location);
+        return onnx_error(LOOM_ERR_INVALID_ARGUMENT,
+                          "%s: %s: external data location '%s' is refused: it must be a "
+                          "relative path inside the model's folder (no '..', not absolute)",
+                          src->file, what, location);
     int64_t offset = 0, length = -1;
     if (offset_s && !parse_size(offset_s, &offset))
-        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
-                              "%s: %s: external data offset '%s' is not a byte count", src->file,
-                              what, offset_s);
+        return onnx_error(LOOM_ERR_INVALID_ARGUMENT,
+                          "%s: %s: external data offset '%s' is not a byte count", src->file,
+                          what, offset_s);
     if (length_s && !parse_size(length_s, &length))
-        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
-                              "%s: %s: external data length '%s' is not a byte count", src->file,
-                              what, length_s);
+        return onnx_error(LOOM_ERR_INVALID_ARGUMENT,
+                          "%s: %s: external data length '%s' is not a byte count", src->file,
+                          what, length_s);
     if (length >= 0 && (uint64_t)length != (uint64_t)nbytes)
-        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
-                              "%s: %s: external data length %lld differs from the %zu bytes its "
-                              "shape and type need",
-                              src->file, what, (long long)length, nbytes);
+        return onnx_error(LOOM_ERR_INVALID_ARGUMENT,
+                          "%s: %s: external data length %lld differs from the %zu bytes its "
+                          "shape and type need",
+                          src->file, what, (long long)length, nbytes);
     const char *dir = src->base_dir && *src->base_dir ? src->base_dir : ".";
-    size_t plen = strlen(dir) + strlen(location) + 2;
-    char *path = malloc(plen);
-    if (!path)
-        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "%s: out of memory", src->file);
-    snprintf(path, plen, "%s/%s", dir, location);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        int e = errno;
-        loom_status st = loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
-                                        "%s: %s: external data file '%s' cannot be opened: %s",
-                                        src->file, what, path, strerror(e));
-        free(path);
-        return st;
-    }
+    int dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir_fd < 0)
+        return onnx_error(LOOM_ERR_INVALID_ARGUMENT,
+                          "%s: %s: the model's folder '%s' cannot be opened for its external "
+                          "data: %s", src->file, what, dir, strerror(errno));
+    int fd = open_beneath(dir_fd, dir, location);
+    int e = errno;
+    close(dir_fd);
+    /* Messages name the location as the model gave it, and never say how big a file is: the
+     * model is not to learn anything about files it may not read. */
+    if (fd < 0)
+        return onnx_error(LOOM_ERR_INVALID_ARGUMENT,
+                          "%s: %s: external data file '%s' %s%s", src->file, what, location,
+                          e == EXDEV || e == ELOOP ? "is refused: it leads outside the model's "
+                                                     "folder (through a symlink)"
+                                                   : "cannot be opened: ",
+                          e == EXDEV || e == ELOOP ? "" : strerror(e));
     struct stat sb;
     loom_status st = LOOM_OK;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        st = loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
-                            "%s: %s: external data file '%s' is not a regular file", src->file,
-                            what, path);
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        st = onnx_error(LOOM_ERR_INVALID_ARGUMENT,
+                        "%s: %s: external data file '%s' is not a regular file", src->file, what,
+                        location);
     } else if ((uint64_t)sb.st_size < (uint64_t)offset ||
                (uint64_t)sb.st_size - (uint64_t)offset < (uint64_t)nbytes) {
-        st = loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
-                            "%s: %s: external data file '%s' is too short: %zu bytes needed at "
-                            "offset %lld, the file has %lld",
-                            src->file, what, path, nbytes, (long long)offset,
-                            (long long)sb.st_size);
-    } else if (offset > (int64_t)LONG_MAX || fseeko(f, (off_t)offset, SEEK_SET) != 0 ||
-               (nbytes && fread(dst, 1, nbytes, f) != nbytes)) {
-        st = loom_set_error(LOOM_ERR_IO, "%s: %s: reading external data file '%s' failed: %s",
-                            src->file, what, path, strerror(errno));
+        st = onnx_error(LOOM_ERR_INVALID_ARGUMENT,
+                        "%s: %s: external data file '%s' is too short: %zu bytes needed at "
+                        "offset %lld",
+                        src->file, what, location, nbytes, (long long)offset);
+    } else if (!(*data = malloc(nbytes + 1))) {
+        st = onnx_error(LOOM_ERR_OUT_OF_MEMORY, "%s: %s: out of memory (%zu bytes)", src->file,
+                        what, nbytes);
+    } else {
+        unsigned char *p = *data;
+        size_t got = 0;
+        while (got < nbytes) {
+            ssize_t r = pread(fd, p + got, nbytes - got, (off_t)offset + (off_t)got);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0) {
+                st = onnx_error(LOOM_ERR_IO, "%s: %s: reading external data file '%s' failed: "
+                                "%s", src->file, what, location,
+                                r < 0 ? strerror(errno) : "the file shrank while reading");
+                break;
+            }
+            got += (size_t)r;
+        }
+        if (st != LOOM_OK) {
+            free(*data);
+            *data = NULL;
+        }
     }
-    fclose(f);
-    free(path);
+    close(fd);
     return st;
 }
 
@@ -259,21 +404,21 @@ loom_status onnx_tensor_decode(const Onnx__TensorProto *t, const onnx_source *sr
     loom_dtype dtype = onnx_dtype_from_onnx(onnx_type);
     if (dtype == LOOM_DTYPE_UNDEFINED) {
         if (onnx_type == 0)
-            return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "%s: %s has no data type",
+            return onnx_error(LOOM_ERR_INVALID_ARGUMENT, "%s: %s has no data type",
                                   src->file, what);
-        return loom_set_error(LOOM_ERR_UNSUPPORTED,
+        return onnx_error(LOOM_ERR_UNSUPPORTED,
                               "%s: %s has dtype %s (%d), which Loom does not support", src->file,
                               what, onnx_onnx_type_name(onnx_type), (int)onnx_type);
     }
     if (t->n_dims > LOOM_MAX_RANK)
-        return loom_set_error(LOOM_ERR_UNSUPPORTED, "%s: %s has rank %zu; Loom's maximum is %d",
+        return onnx_error(LOOM_ERR_UNSUPPORTED, "%s: %s has rank %zu; Loom's maximum is %d",
                               src->file, what, t->n_dims, LOOM_MAX_RANK);
     if (t->segment)
-        return loom_set_error(LOOM_ERR_UNSUPPORTED, "%s: %s is segmented, which Loom does not "
+        return onnx_error(LOOM_ERR_UNSUPPORTED, "%s: %s is segmented, which Loom does not "
                               "support", src->file, what);
     for (size_t k = 0; k < t->n_dims; k++) {
         if (t->dims[k] < 0)
-            return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
+            return onnx_error(LOOM_ERR_INVALID_ARGUMENT,
                                   "%s: %s has a negative dimension (%lld)", src->file, what,
                                   (long long)t->dims[k]);
         out->dims[k] = t->dims[k];
@@ -281,7 +426,7 @@ loom_status onnx_tensor_decode(const Onnx__TensorProto *t, const onnx_source *sr
     size_t esize = loom_dtype_size(dtype);
     int64_t numel;
     if (!loom_dims_numel_checked((uint32_t)t->n_dims, out->dims, esize, &numel))
-        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "%s: %s: its shape overflows",
+        return onnx_error(LOOM_ERR_INVALID_ARGUMENT, "%s: %s: its shape overflows",
                               src->file, what);
     size_t nbytes = (size_t)numel * esize, n = (size_t)numel;
     int external = t->has_data_location &&
@@ -295,7 +440,7 @@ loom_status onnx_tensor_decode(const Onnx__TensorProto *t, const onnx_source *sr
             have = t->raw_data.len / esize;
             field = "raw_data";
             if (t->raw_data.len != nbytes)
-                return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
+                return onnx_error(LOOM_ERR_INVALID_ARGUMENT,
                                       "%s: %s: raw_data has %zu bytes, its shape %s needs %zu",
                                       src->file, what, t->raw_data.len,
                                       loom_dims_format((uint32_t)t->n_dims, out->dims,
@@ -308,7 +453,7 @@ loom_status onnx_tensor_decode(const Onnx__TensorProto *t, const onnx_source *sr
             default: have = t->n_int32_data; field = "int32_data"; break;
             }
             if (have != n)
-                return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
+                return onnx_error(LOOM_ERR_INVALID_ARGUMENT,
                                       "%s: %s: %s has %zu values, its shape %s needs %zu",
                                       src->file, what, have ? field : "its data",
                                       have, loom_dims_format((uint32_t)t->n_dims, out->dims,
@@ -316,16 +461,14 @@ loom_status onnx_tensor_decode(const Onnx__TensorProto *t, const onnx_source *sr
                                       n);
         }
     }
-    void *data = malloc(nbytes + 1);
-    if (!data)
-        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "%s: %s: out of memory (%zu bytes)",
-                              src->file, what, nbytes);
+    void *data = NULL;
     if (external) {
-        loom_status st = read_external(t, src, what, nbytes, data);
-        if (st != LOOM_OK) {
-            free(data);
+        loom_status st = read_external(t, src, what, nbytes, &data);
+        if (st != LOOM_OK)
             return st;
-        }
+    } else if (!(data = malloc(nbytes + 1))) {
+        return onnx_error(LOOM_ERR_OUT_OF_MEMORY, "%s: %s: out of memory (%zu bytes)", src->file,
+                          what, nbytes);
     } else if (t->has_raw_data) {
         if (nbytes)
             memcpy(data, t->raw_data.data, nbytes);
@@ -359,6 +502,7 @@ loom_status loom_tensor_load_pb(const char *path, loom_tensor **out, char *name,
         name[0] = '\0';
     if (!path)
         return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "loom_tensor_load_pb: path is NULL");
+    loom_clear_error();
     void *bytes;
     size_t size;
     loom_status st = onnx_read_file(path, &bytes, &size);
@@ -367,13 +511,13 @@ loom_status loom_tensor_load_pb(const char *path, loom_tensor **out, char *name,
     Onnx__TensorProto *t = onnx__tensor_proto__unpack(NULL, size, bytes);
     free(bytes);
     if (!t)
-        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
+        return onnx_error(LOOM_ERR_INVALID_ARGUMENT,
                               "%s: not a valid ONNX TensorProto (truncated or corrupt)", path);
     /* External data of a .pb lies beside it. */
     char *dir = strdup(path);
     if (!dir) {
         onnx__tensor_proto__free_unpacked(t, NULL);
-        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+        return onnx_error(LOOM_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     }
     char *slash = strrchr(dir, '/');
     if (slash)
