@@ -5,7 +5,6 @@
  */
 #include "graph_internal.h"
 
-#include "backends/cpu/cpu_backend.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -40,7 +39,10 @@ static loom_status graph_fail(loom_graph *g, loom_status status, const char *fmt
     return loom_set_error(status, "%s", msg);
 }
 
-/* A builder call on a graph that already failed does nothing; report the first failure. */
+/* The API boundary of every builder call: a call on a graph that already failed does nothing and
+ * reports the first failure; a call on a checked graph (read-only) fails without poisoning it, so
+ * the graph stays plannable. Otherwise the thread's last error is cleared: the call starts
+ * clean, and a success leaves "". */
 static int graph_unusable(loom_graph *g)
 {
     if (!g) {
@@ -52,11 +54,18 @@ static int graph_unusable(loom_graph *g)
         return 1;
     }
     if (g->checked) {
-        graph_fail(g, LOOM_ERR_INVALID_ARGUMENT,
-                   "graph '%s' was already checked and is read-only", g->name);
+        loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
+                       "graph '%s' was already checked and is read-only", g->name);
         return 1;
     }
+    loom_clear_error();
     return 0;
+}
+
+/* The status a refused builder call returns (see graph_unusable). */
+static loom_status graph_unusable_status(const loom_graph *g)
+{
+    return g && g->error != LOOM_OK ? g->error : LOOM_ERR_INVALID_ARGUMENT;
 }
 
 static int grow(void **items, size_t *cap, size_t need, size_t elem)
@@ -419,11 +428,49 @@ loom_status loom_value_set_name(loom_graph *g, loom_value v, const char *name)
     return LOOM_OK;
 }
 
+loom_status loom_node_set_name(loom_graph *g, loom_value v, const char *name)
+{
+    if (graph_unusable(g))
+        return graph_unusable_status(g);
+    if (!value_ok(g, v))
+        return graph_fail(g, LOOM_ERR_INVALID_ARGUMENT,
+                          "node_set_name: value %d is not a value of graph '%s'", (int)v, g->name);
+    const graph_value *val = &g->values[v];
+    if (!name || !*name)
+        return graph_fail(g, LOOM_ERR_INVALID_ARGUMENT,
+                          "node_set_name: empty name for the node of '%s'", val->name);
+    if (val->kind != GRAPH_VALUE_NODE || val->producer < 0)
+        return graph_fail(g, LOOM_ERR_INVALID_ARGUMENT,
+                          "node_set_name '%s': value '%s' is %s, not made by a node", name,
+                          val->name, val->kind == GRAPH_VALUE_INPUT ? "a graph input"
+                                                                     : "a constant");
+    graph_node *node = &g->nodes[val->producer];
+    if (strcmp(node->name, name) == 0)
+        return LOOM_OK;
+    /* Pins name nodes: two nodes of one name would make "node:NAME=DEV" ambiguous. A linear scan
+     * keeps no index that node removals (the importer's dead-code pass) would have to mend. */
+    for (size_t i = 0; i < g->n_nodes; i++)
+        if (strcmp(g->nodes[i].name, name) == 0)
+            return graph_fail(g, LOOM_ERR_INVALID_ARGUMENT,
+                              "node_set_name: node name '%s' is already used in graph '%s' (by "
+                              "a %s node)", name, g->name, g->nodes[i].def->name);
+    char *n = dup_str(name);
+    if (!n)
+        return graph_fail(g, LOOM_ERR_OUT_OF_MEMORY, "out of memory naming node '%s'", name);
+    free(node->name);
+    node->name = n;
+    return LOOM_OK;
+}
+
 loom_status loom_value_info(const loom_graph *g, loom_value v, loom_dtype *dtype, uint32_t *rank,
                             int64_t *dims)
 {
+    if (!g)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "value_info: graph is NULL");
     if (!value_ok(g, v))
-        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "value %d is not in the graph", (int)v);
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "value %d is not in graph '%s'", (int)v,
+                              g->name);
+    loom_clear_error();
     const loom_tensor_desc *d = &g->values[v].desc;
     if (dtype)
         *dtype = d->dtype;
@@ -497,11 +544,14 @@ loom_attr loom_attr_floats(const char *name, size_t count, const float *values)
     return a;
 }
 
-loom_status loom_graph_set_folding(loom_graph *g, int enable)
+loom_status graph_set_folding(loom_graph *g, int enable, graph_eval_fn eval)
 {
     if (graph_unusable(g))
         return g && g->error ? g->error : LOOM_ERR_INVALID_ARGUMENT;
+    if (enable && !eval)
+        return graph_fail(g, LOOM_ERR_INVALID_ARGUMENT, "folding needs an evaluator");
     g->folding = enable != 0;
+    g->eval = enable ? eval : NULL;
     return LOOM_OK;
 }
 
@@ -515,7 +565,7 @@ static int try_fold(loom_graph *g, const loom_op_def *def, const char *node_name
                     const void **in_c, const loom_tensor_desc *out_d, size_t n_outputs,
                     const loom_attr_list *attrs, loom_value *outputs)
 {
-    if (!g->folding || (def->flags & LOOM_OPF_NO_FOLD))
+    if (!g->folding || !g->eval || (def->flags & LOOM_OPF_NO_FOLD))
         return 0;
     int any_input = 0;
     for (size_t k = 0; k < n_inputs; k++) {
@@ -565,7 +615,7 @@ static int try_fold(loom_graph *g, const loom_op_def *def, const char *node_name
     }
     char err[400] = "";
     if (rc == 1) {
-        loom_status st = loom_cpu_eval_node(&desc, in_c, bufs, err, sizeof err);
+        loom_status st = g->eval(&desc, in_c, (void *const *)bufs, err, sizeof err);
         if (st == LOOM_ERR_UNSUPPORTED) {
             rc = 0; /* no reference kernel: keep it as a node for a device that has one */
         } else if (st != LOOM_OK) {
@@ -922,6 +972,7 @@ loom_status loom_graph_check(loom_graph *g)
 {
     if (!g)
         return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "graph is NULL");
+    loom_clear_error();
     if (g->error != LOOM_OK)
         return loom_set_error(g->error, "%s", g->error_msg);
     if (g->checked)

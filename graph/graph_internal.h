@@ -25,6 +25,8 @@ typedef struct graph_value {
     uint32_t producer_slot; /* which output of the producer */
     const void *data;       /* constants: their data */
     int data_owned;         /* constants: 1 when the graph frees DATA */
+    int copy_in_plan;       /* constants: DATA belongs to another graph (a rewrite borrowed it):
+                             * a plan keeps its own copy, as of owned data */
     int output_index;       /* position among graph outputs, -1 when not an output */
     uint32_t n_consumers;   /* node inputs that read it */
     uint32_t folded_uses;   /* reads by nodes that were folded into constants */
@@ -46,6 +48,14 @@ typedef struct graph_name_index {
     size_t used;
 } graph_name_index;
 
+/* Evaluates one node on host memory, on the calling thread: what folding needs. The graph layer
+ * links no kernels: the layer that owns them hands one in (scheduler/reference.c gives the
+ * CPU backend's reference kernels). INPUTS and OUTPUTS follow NODE's descriptor; outputs are sized
+ * by the caller. Returns LOOM_ERR_UNSUPPORTED when it has no kernel for the node (the node then
+ * stays a node), another failure with a message in ERR. */
+typedef loom_status (*graph_eval_fn)(const loom_node_desc *node, const void *const *inputs,
+                                     void *const *outputs, char *err, size_t err_len);
+
 struct loom_graph {
     char *name;
     graph_value *values;
@@ -62,6 +72,7 @@ struct loom_graph {
     uint32_t name_counter; /* for made-up names */
     graph_name_index names;
     int folding;           /* evaluate nodes of constants while building (loom_graph_set_folding) */
+    graph_eval_fn eval;    /* what folding evaluates with; NULL: nothing folds */
     uint32_t n_folded;     /* nodes folded away */
 };
 
@@ -69,6 +80,16 @@ struct loom_graph {
  * owned by the caller. Everything else points into G. */
 void graph_node_desc(const loom_graph *g, size_t i, loom_node_desc *desc, loom_tensor_desc *in_descs,
                   loom_tensor_desc *out_descs, const void **in_consts);
+
+/* Turn folding while building on (ENABLE non-zero, evaluating with EVAL) or off. Fails when G
+ * is NULL or already failed (sticky), or ENABLE is set without EVAL. */
+loom_status graph_set_folding(loom_graph *g, int enable, graph_eval_fn eval);
+
+/* A new checked graph (*OUT, the caller's) made of SRC's inputs, constants (borrowed), nodes in
+ * topological ORDER and outputs, every name kept. With EVAL, nodes of constants are folded on
+ * the way (graph_rebuild.c). Fails naming the node that did not rebuild. */
+loom_status graph_rebuild(const loom_graph *src, const uint32_t *order, graph_eval_fn eval,
+                          loom_graph **out);
 
 /* A topological order of G's nodes into ORDER (n_nodes entries), stable for graphs built in
  * order. Fails with LOOM_ERR_INVALID_ARGUMENT naming a node on a cycle. */

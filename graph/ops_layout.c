@@ -55,7 +55,8 @@ static loom_status resolve_axes(loom_infer_ctx *ctx, const char *what, int64_t *
 
 static loom_status infer_reshape(loom_infer_ctx *ctx)
 {
-    /* 'shape' is accepted so that a canonical node infers to itself; input 1 always wins. */
+    /* 'shape' is accepted so that a canonical node infers to itself (with input 1 too: then the
+     * resolved attribute wins, see below). */
     static const char *const names[] = {"allowzero", "shape", NULL};
     static const loom_attr_kind kinds[] = {LOOM_ATTR_INT, LOOM_ATTR_INTS};
     static const char *const canonical[] = {"shape", NULL};
@@ -68,6 +69,15 @@ static loom_status infer_reshape(loom_infer_ctx *ctx)
         return st;
     const loom_tensor_desc *x = &ctx->inputs[0];
     int allowzero = loom_infer_get_int(ctx, "allowzero", 0) != 0;
+    /* A canonical node inferred again (a pass rebuilding the graph) has both: its 'shape' is
+     * the resolved one, whose zeros are real dims, and allowzero is gone. */
+    const int64_t *resolved;
+    size_t n_resolved = loom_infer_get_ints(ctx, "shape", &resolved);
+    if (loom_attr_list_get(ctx->attrs, "shape") && n_resolved == n) {
+        for (size_t k = 0; k < n; k++)
+            shape[k] = resolved[k];
+        allowzero = 1;
+    }
     int64_t known = 1, in_numel = 1;
     long infer_at = -1;
     int overflow = 0;

@@ -26,8 +26,9 @@ static int cmp_i64(const void *a, const void *b)
 }
 
 /* Axes come from constant input 1 (opset 18) or the 'axes' attribute (earlier opsets, and the
- * canonical form); the input wins when both are there. No axes reduce everything, unless
- * noop_with_empty_axes makes the node an identity (canonical: an empty 'axes'). */
+ * canonical form); when both are there the node is canonical and the attribute wins. No axes
+ * reduce everything, unless noop_with_empty_axes makes the node an identity (canonical: an
+ * empty 'axes'). */
 static loom_status infer_reduce(loom_infer_ctx *ctx, uint32_t mask)
 {
     static const char *const names[] = {"axes", "keepdims", "noop_with_empty_axes", NULL};
@@ -41,7 +42,10 @@ static loom_status infer_reduce(loom_infer_ctx *ctx, uint32_t mask)
         (st = loom_ops_check_dtype(ctx, 0, "data", mask)) != LOOM_OK)
         return st;
     const loom_tensor_desc *x = &ctx->inputs[0];
-    if (loom_ops_has(ctx, 1)) {
+    /* A canonical node inferred again (a pass rebuilding the graph) has both the axes input and
+     * the resolved 'axes' attribute: the attribute says it all (empty: an identity). */
+    int canonical_again = loom_ops_has(ctx, 1) && loom_attr_list_get(ctx->attrs, "axes");
+    if (loom_ops_has(ctx, 1) && !canonical_again) {
         if ((st = loom_ops_const_ints(ctx, 1, "axes", LOOM_MAX_RANK, axes, &n)) != LOOM_OK)
             return st;
     } else {
@@ -58,7 +62,8 @@ static loom_status infer_reduce(loom_infer_ctx *ctx, uint32_t mask)
     /* A present but empty 'axes' attribute is the canonical form of noop_with_empty_axes=1, so
      * that a canonical node infers to itself. */
     int noop = loom_infer_get_int(ctx, "noop_with_empty_axes", 0) != 0 ||
-               (!loom_ops_has(ctx, 1) && loom_attr_list_get(ctx->attrs, "axes") != NULL);
+               ((!loom_ops_has(ctx, 1) || canonical_again) &&
+                loom_attr_list_get(ctx->attrs, "axes") != NULL);
     int keepdims = loom_infer_get_int(ctx, "keepdims", 1) != 0;
     if (n == 0 && !noop) {
         n = x->rank;

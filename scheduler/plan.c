@@ -78,7 +78,9 @@ void loom_plan_destroy(loom_plan *plan)
     free(plan->reasons);
     cost_model_close(plan->model);
     pthread_mutex_destroy(&plan->ctx_lock);
+    loom_runtime *rt = plan->rt;
     free(plan);
+    runtime_release(rt); /* last: the kernels above were released through its backends */
 }
 
 /* Tensors: one per graph value that a run touches. Returns the value -> tensor map. */
@@ -92,7 +94,8 @@ static loom_status make_tensors(loom_plan *plan, const loom_graph *g, int32_t *t
         if (val->kind == GRAPH_VALUE_INPUT || val->n_consumers || val->output_index >= 0 ||
             val->kind == GRAPH_VALUE_NODE)
             tensor_of[v] = (int32_t)n++;
-        if (val->kind == GRAPH_VALUE_CONSTANT && val->data_owned && tensor_of[v] >= 0)
+        if (val->kind == GRAPH_VALUE_CONSTANT && (val->data_owned || val->copy_in_plan) &&
+            tensor_of[v] >= 0)
             const_bytes += (loom_tensor_desc_numel(&val->desc) * loom_dtype_size(val->desc.dtype) +
                             63) / 64 * 64;
     }
@@ -116,7 +119,7 @@ static loom_status make_tensors(loom_plan *plan, const loom_graph *g, int32_t *t
             t->kind = PLAN_T_INPUT;
         } else if (val->kind == GRAPH_VALUE_CONSTANT) {
             t->kind = PLAN_T_CONSTANT;
-            if (val->data_owned) {
+            if (val->data_owned || val->copy_in_plan) {
                 /* The plan outlives the graph: keep its own copy of owned constants. */
                 void *dst = (char *)plan->const_block + const_off;
                 if (t->bytes)
@@ -680,12 +683,22 @@ static loom_status make_device_orders(loom_plan *plan)
     return LOOM_OK;
 }
 
+/* Record a finished scheduler stage in RES, timed from *T0 (which moves to now). */
+static void stage_done(pass_result *res, const char *name, size_t before, size_t after,
+                       uint64_t *t0, const char *summary)
+{
+    uint64_t now = loom_now_ns();
+    passes_report_add(res, name, before, after, (double)(now - *t0) / 1e6, summary);
+    *t0 = now;
+}
+
 loom_status loom_plan_create(loom_runtime *rt, const loom_graph *g,
                              const loom_plan_options *options, loom_plan **out)
 {
     if (!out)
         return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "plan: out is NULL");
     *out = NULL;
+    loom_clear_error();
     if (!rt || !g)
         return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "plan: runtime or graph is NULL");
     if (g->error != LOOM_OK)
@@ -744,6 +757,10 @@ loom_status loom_plan_create(loom_runtime *rt, const loom_graph *g,
                                       "plan options: target latency and budget must be >= 0");
             if (po.n_pins && !po.pins)
                 return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "plan options: pins is NULL");
+            for (size_t i = 0; i < po.n_pins; i++)
+                if (!po.pins[i])
+                    return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
+                                          "plan options: pins[%zu] is NULL", i);
         }
     }
 #undef HAS
@@ -751,10 +768,21 @@ loom_status loom_plan_create(loom_runtime *rt, const loom_graph *g,
     if (precision != LOOM_PRECISION_INT8)
         n_cal = 0;
     if (n_cal) {
-        loom_status cst = plan_check_calibration(g, cal_sets, n_cal);
+        loom_status cst = pass_check_calibration(g, cal_sets, n_cal);
         if (cst != LOOM_OK)
             return cst;
     }
+    /* The graph passes first (passes/pipeline.c): what is placed is their result. */
+    pass_ctx pctx = {.eval = runtime_reference_eval(), .fold = 1,
+                     .calibration_sets = cal_sets, .n_calibration_sets = n_cal};
+    pass_result pres;
+    loom_status pst = passes_run(g, &pctx, &pres);
+    if (pst != LOOM_OK) {
+        passes_result_free(&pres, &pctx);
+        return pst;
+    }
+    const loom_graph *user_graph = g;
+    g = pres.graph;
     loom_plan *plan = calloc(1, sizeof *plan);
     size_t nn = g->n_nodes;
     int32_t *tensor_of = malloc((g->n_values + 1) * sizeof *tensor_of);
@@ -771,48 +799,61 @@ loom_status loom_plan_create(loom_runtime *rt, const loom_graph *g,
         free(pred);
         free(decided);
         free(pin_ignored);
+        passes_result_free(&pres, &pctx);
         return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory planning graph '%s'",
                               g->name);
     }
-    plan->rt = rt;
+    memcpy(order, pctx.order, nn * sizeof *order);
+    plan->rt = runtime_retain(rt); /* the runtime lives as long as its plans */
     plan->strict = strict;
     plan->learn = learn;
     plan->precision = precision;
     plan->best_single = -1;
     pthread_mutex_init(&plan->ctx_lock, NULL);
-    float *absmax = NULL;
-    loom_status st = graph_topo_order(g, order);
-    if (st == LOOM_OK && n_cal) {
-        if (!(absmax = malloc((g->n_values + 1) * sizeof *absmax)))
-            st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory calibrating graph '%s'",
-                                g->name);
-        else
-            st = plan_calibrate(g, order, cal_sets, n_cal, absmax);
-    }
-    if (st == LOOM_OK)
-        st = make_tensors(plan, g, tensor_of);
+    const float *absmax = pctx.absmax;
+    (void)user_graph;
+    /* The scheduler's stages, after the passes; each is timed for loom profile --passes. */
+    uint64_t t0 = loom_now_ns();
+    loom_status st = make_tensors(plan, g, tensor_of);
     if (st == LOOM_OK)
         st = make_io_names(plan, g, tensor_of);
     if (st == LOOM_OK)
         st = plan_place(plan, g, order, tensor_of, precision, absmax, &po, device, pred, decided,
                       pin_ignored);
     if (st == LOOM_OK)
+        stage_done(&pres, "place", nn, nn, &t0, plan->policy);
+    if (st == LOOM_OK)
         st = make_nodes(plan, g, order, tensor_of, device, pred, decided, pin_ignored, strict,
                         precision, absmax);
+    if (st == LOOM_OK)
+        stage_done(&pres, "compile", nn, plan->n_nodes, &t0, "kernels prepared on their devices");
     if (st == LOOM_OK)
         st = insert_copies(plan, g, tensor_of);
     if (st == LOOM_OK)
         st = make_edges(plan);
     if (st == LOOM_OK)
         st = make_device_orders(plan);
+    if (st == LOOM_OK) {
+        char line[64];
+        snprintf(line, sizeof line, "%u copy node%s", plan->n_copies,
+                 plan->n_copies == 1 ? "" : "s");
+        stage_done(&pres, "insert_copies", nn, plan->n_nodes, &t0, line);
+    }
     if (st == LOOM_OK)
         st = plan_memory_plan(plan);
+    if (st == LOOM_OK) {
+        char line[96];
+        snprintf(line, sizeof line, "peak %zu bytes of intermediates", plan->peak_bytes);
+        stage_done(&pres, "memory_plan", plan->n_nodes, plan->n_nodes, &t0, line);
+        memcpy(plan->stages, pres.reports, pres.n_reports * sizeof *pres.reports);
+        plan->n_stages = pres.n_reports;
+    }
     if (!learn) {
         /* Predictions are made: only a learning plan needs the model afterwards. */
         cost_model_close(plan->model);
         plan->model = NULL;
     }
-    free(absmax);
+    passes_result_free(&pres, &pctx);
     free(tensor_of);
     free(order);
     free(device);
@@ -823,6 +864,7 @@ loom_status loom_plan_create(loom_runtime *rt, const loom_graph *g,
         loom_plan_destroy(plan);
         return st;
     }
+    loom_clear_error(); /* a stage may have noted what it worked around: the call succeeded */
     *out = plan;
     return LOOM_OK;
 }
@@ -955,6 +997,7 @@ loom_status loom_plan_explain(const loom_plan *plan, size_t i, loom_node_explain
         return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
                               "explain: bad arguments (node %zu of %u, struct_size %u)", i,
                               plan ? plan->n_nodes : 0, out ? out->struct_size : 0);
+    loom_clear_error();
     /* The reason text lives in a per-plan buffer so that the string outlives the call. */
     loom_plan *mp = (loom_plan *)plan;
     pthread_mutex_lock(&mp->ctx_lock);
@@ -992,6 +1035,7 @@ loom_status loom_plan_summary_get(const loom_plan *plan, loom_plan_summary *out)
 {
     if (!plan || !out || out->struct_size < sizeof *out)
         return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "plan summary: bad arguments");
+    loom_clear_error();
     uint32_t sz = out->struct_size;
     memset(out, 0, sizeof *out);
     out->struct_size = sz;
@@ -1074,11 +1118,37 @@ static void json_str(char **buf, size_t *len, size_t *cap, const char *s)
     append(buf, len, cap, "\"");
 }
 
+size_t loom_plan_pass_count(const loom_plan *plan)
+{
+    return plan ? plan->n_stages : 0;
+}
+
+loom_status loom_plan_pass_info(const loom_plan *plan, size_t i, loom_pass_info *out)
+{
+    if (!plan || !out)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "pass_info: plan or out is NULL");
+    if (out->struct_size < sizeof *out)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
+                              "pass_info: struct_size %u is too small (set it to "
+                              "sizeof(loom_pass_info))", out->struct_size);
+    if (i >= plan->n_stages)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "pass_info: stage %zu of %zu", i,
+                              plan->n_stages);
+    const pass_report *r = &plan->stages[i];
+    out->name = r->name;
+    out->nodes_before = r->nodes_before;
+    out->nodes_after = r->nodes_after;
+    out->ms = r->ms;
+    out->summary = r->summary;
+    return LOOM_OK;
+}
+
 loom_status loom_plan_explain_json(const loom_plan *plan, char **out)
 {
     if (!plan || !out)
         return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "explain_json: NULL argument");
     *out = NULL;
+    loom_clear_error();
     char *buf = NULL;
     size_t len = 0, cap = 0;
     loom_plan_summary sm = {.struct_size = sizeof sm};
@@ -1145,6 +1215,18 @@ loom_status loom_plan_explain_json(const loom_plan *plan, char **out)
         json_num(&buf, &len, &cap, e.bytes_kept_local);
         append(&buf, &len, &cap, "}");
     }
+    append(&buf, &len, &cap, "],\"passes\":[");
+    for (size_t i = 0; i < plan->n_stages; i++) {
+        const pass_report *r = &plan->stages[i];
+        append(&buf, &len, &cap, "%s{\"name\":", i ? "," : "");
+        json_str(&buf, &len, &cap, r->name);
+        append(&buf, &len, &cap, ",\"nodes_before\":%zu,\"nodes_after\":%zu,\"ms\":",
+               r->nodes_before, r->nodes_after);
+        json_num(&buf, &len, &cap, r->ms);
+        append(&buf, &len, &cap, ",\"summary\":");
+        json_str(&buf, &len, &cap, r->summary);
+        append(&buf, &len, &cap, "}");
+    }
     append(&buf, &len, &cap, "]}");
     if (!buf)
         return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "explain_json: out of memory");
@@ -1161,6 +1243,7 @@ loom_status loom_plan_make_outputs(const loom_plan *plan, loom_tensor **outputs,
 {
     if (!plan || (!outputs && n))
         return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "make_outputs: NULL argument");
+    loom_clear_error();
     if (n != plan->n_outputs)
         return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
                               "make_outputs: the graph has %u outputs, %zu asked for",
@@ -1183,51 +1266,11 @@ loom_status loom_plan_make_outputs(const loom_plan *plan, loom_tensor **outputs,
 loom_status loom_plan_run(loom_plan *plan, const loom_tensor *const *inputs, size_t n_inputs,
                           loom_tensor *const *outputs, size_t n_outputs, loom_run_stats *stats)
 {
-    if (!plan)
-        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "run: plan is NULL");
-    if (n_inputs != plan->n_inputs)
-        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "run: the graph has %u inputs, %zu given",
-                              plan->n_inputs, n_inputs);
-    if (n_outputs != plan->n_outputs)
-        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
-                              "run: the graph has %u outputs, %zu given", plan->n_outputs,
-                              n_outputs);
-    if (stats && stats->struct_size < sizeof(uint32_t) + sizeof(double))
-        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
-                              "run: stats->struct_size %u is too small (set it to "
-                              "sizeof(loom_run_stats))", stats ? stats->struct_size : 0);
-    for (int side = 0; side < 2; side++) {
-        size_t n = side ? n_outputs : n_inputs;
-        for (size_t i = 0; i < n; i++) {
-            const loom_tensor *t = side ? outputs[i] : inputs[i];
-            const char *name = side ? plan->output_names[i] : plan->input_names[i];
-            const plan_tensor *want =
-                &plan->tensors[side ? plan->output_tensor[i] : plan->input_tensor[i]];
-            if (!t)
-                return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "run: %s '%s' is NULL",
-                                      side ? "output" : "input", name);
-            const loom_tensor_desc *d = loom_tensor_desc_of(t);
-            int same = d->dtype == want->desc.dtype && d->rank == want->desc.rank;
-            for (uint32_t k = 0; same && k < d->rank; k++)
-                same = d->dims[k] == want->desc.dims[k];
-            if (!same) {
-                char a[200], b[200];
-                return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
-                                      "run: %s '%s' is %s %s, the graph wants %s %s",
-                                      side ? "output" : "input", name, loom_dtype_name(d->dtype),
-                                      loom_dims_format(d->rank, d->dims, a, sizeof a),
-                                      loom_dtype_name(want->desc.dtype),
-                                      loom_dims_format(want->desc.rank, want->desc.dims, b,
-                                                       sizeof b));
-            }
-            if (side) /* an output written while an input is read would corrupt the run */
-                for (size_t j = 0; j < n_inputs; j++)
-                    if (loom_tensor_data(inputs[j]) == loom_tensor_data(t) &&
-                        loom_tensor_nbytes(t))
-                        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
-                                              "run: output '%s' shares its memory with input "
-                                              "'%s'", name, plan->input_names[j]);
-        }
-    }
-    return plan_execute(plan, inputs, outputs, stats);
+    loom_clear_error();
+    loom_status st = plan_check_run(plan, inputs, n_inputs, outputs, n_outputs, stats);
+    if (st == LOOM_OK)
+        st = plan_execute(plan, inputs, outputs, stats);
+    if (st == LOOM_OK)
+        loom_clear_error(); /* a node re-run elsewhere is in the runtime's messages, not here */
+    return st;
 }

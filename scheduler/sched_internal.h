@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 
 #include "graph/graph_internal.h"
+#include "passes/passes.h"
 
 #define LOOM_MAX_BACKENDS 16
 
@@ -34,6 +35,9 @@ struct loom_runtime {
     char *messages[LOOM_MAX_MESSAGES];
     size_t n_messages;
     const char *loading;        /* the plugin file being started, for its log messages */
+    /* References: the caller's (dropped by loom_runtime_destroy) and one per plan made from it
+     * (dropped by loom_plan_destroy). The backends stop when the last one goes. */
+    atomic_uint refs;
 };
 
 /* A slot of BE's table, or NULL when the backend's table is too old to have it. */
@@ -48,6 +52,9 @@ loom_status runtime_add_backend(loom_runtime *rt, const loom_backend *be, void *
 void runtime_message(loom_runtime *rt, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Load the plugins OPTIONS asks for (may be NULL), in the documented order. */
 void runtime_load_plugins(loom_runtime *rt, const loom_runtime_options *options);
+/* Take a reference to RT for a plan (returns RT); drop one, freeing RT with the last. */
+loom_runtime *runtime_retain(loom_runtime *rt);
+void runtime_release(loom_runtime *rt);
 
 /* Where a tensor's bytes live during a run. */
 typedef enum plan_tensor_kind {
@@ -170,6 +177,8 @@ struct loom_plan {
     double single_rule_s;     /* > 0: the spread placement's prediction the one-device rule beat */
     uint32_t precision;       /* the plan's loom_precision (part of history signatures) */
     char **reasons;           /* explanation lines, made on first request (under ctx_lock) */
+    pass_report stages[PASS_MAX_REPORTS]; /* what each pass and scheduler stage did */
+    size_t n_stages;
 };
 
 /* Runtime device index named by SPEC ("cpu:0", or "cpu" for the backend's first), or -1. */
@@ -207,15 +216,9 @@ double plan_link_seconds(const loom_plan *plan, uint32_t from, uint32_t to, doub
 /* After a measured run: feed the per-node times of TIMELINE into the cost model's history. */
 void plan_learn(loom_plan *plan, const loom_node_timing *timeline, size_t count);
 
-/* ---- calibrate.c ---- */
-/* Check N_SETS calibration sets of G's inputs (count, dtype, shape), naming the bad input. */
-loom_status plan_check_calibration(const loom_graph *g, const loom_tensor *const *sets,
-                                 size_t n_sets);
-/* Evaluate G (nodes in ORDER) on each of N_SETS checked sets with the CPU reference kernels and
- * write into ABSMAX (g->n_values entries) each value's largest |x| over all sets: f32 values
- * only (0 when never seen), NaN for other dtypes. Fails naming the node whose kernel failed. */
-loom_status plan_calibrate(const loom_graph *g, const uint32_t *order,
-                         const loom_tensor *const *sets, size_t n_sets, float *absmax);
+/* ---- reference.c ---- */
+/* The evaluator the layers below use to run a node on the host: the CPU reference kernels. */
+graph_eval_fn runtime_reference_eval(void);
 
 /* ---- memplan.c ---- */
 /* Assign arena offsets to every intermediate tensor and node scratch of PLAN, reusing memory
@@ -224,6 +227,11 @@ loom_status plan_calibrate(const loom_graph *g, const uint32_t *order,
 loom_status plan_memory_plan(loom_plan *plan);
 
 /* ---- executor.c ---- */
+/* The argument checks of loom_plan_run: counts, NULL arrays and tensors, dtypes and shapes, and
+ * memory an output shares with an input or another output (the message names both). */
+loom_status plan_check_run(const loom_plan *plan, const loom_tensor *const *inputs,
+                           size_t n_inputs, loom_tensor *const *outputs, size_t n_outputs,
+                           const loom_run_stats *stats);
 /* Run PLAN once (see loom_plan_run). */
 loom_status plan_execute(loom_plan *plan, const loom_tensor *const *inputs,
                        loom_tensor *const *outputs, loom_run_stats *stats);

@@ -7,6 +7,7 @@
  * Graphviz drawing of the last run. docs/profile.md describes every output.
  */
 #include <loom/loom.h>
+#include <loom/onnx.h>
 
 #include <jansson.h>
 
@@ -28,8 +29,8 @@
 #include "tool_util.h"
 #include "trace.h"
 
-#define EXIT_RUNTIME 1
-#define EXIT_USAGE 2
+#define EXIT_RUNTIME TOOL_EXIT_RUNTIME
+#define EXIT_USAGE TOOL_EXIT_USAGE
 #define DEFAULT_ROWS 60 /* rows of the node table without --all */
 
 static const char profile_help[] =
@@ -37,7 +38,7 @@ static const char profile_help[] =
     "                    [--policy P] [--device ID] [--pin OP=DEV | --pin node:NAME=DEV]...\n"
     "                    [--repeat N] [--warmup N] [--precision P] [--strict] [--budget S]\n"
     "                    [--trace OUT.json] [--gantt OUT.svg] [--dot OUT.dot] [--all] [--json]\n"
-    "                    [--no-calibrate] [--no-learn]\n"
+    "                    [--no-calibrate] [--no-learn] [--passes] [--dim NAME=VALUE]...\n"
     "\n"
     "Place a model across every device found with a placement policy (or on one device with\n"
     "--device), run the plan N times after warm-up runs, and show where each node ran, why,\n"
@@ -45,7 +46,8 @@ static const char profile_help[] =
     "between devices included, on their link FROM->TO), per-device busy time, utilisation and\n"
     "bytes moved, the end-to-end latency (median, p95, p99, min), the prediction error, the\n"
     "target met or missed, and the placed plan against the best single device (also measured).\n"
-    "An ONNX model's symbolic dims are set to 1; inputs are seeded random data.\n"
+    "Inputs are seeded random data. An ONNX model's symbolic dims are given with --dim, as for\n"
+    "'loom run'; a dim left unresolved (symbolic, negative or unnamed) is refused, named.\n"
     "\n"
     "  --model NAME        bundled model: mlp (64x784 -> 512 -> 256 -> 10, default), attention\n"
     "                      (one transformer attention block, seq 128, d_model 256, 4 heads) or\n"
@@ -61,6 +63,7 @@ static const char profile_help[] =
     "  --precision P       lowest precision float32 nodes may run in: f32 (default, exact),\n"
     "                      fp16 or int8 (NPUs such as npu-sim need one of those)\n"
     "  --budget S          seconds the placement search may take (default: the policy's)\n"
+    "  --dim NAME=VALUE    value of the model's symbolic dimension NAME (e.g. batch_size=1)\n"
     "  --repeat N          measured runs (default 20)\n"
     "  --warmup N          runs before measuring (default 3); they record what each node took,\n"
     "                      and the model is placed again from those measurements\n"
@@ -70,6 +73,9 @@ static const char profile_help[] =
     "                      are calibrated once, quickly, like `loom calibrate --quick`;\n"
     "                      LOOM_NO_CALIBRATE=1 does the same)\n"
     "  --all               print every node (default: the first 60 in plan order)\n"
+    "  --passes            print what each stage of planning did: the graph passes (validate,\n"
+    "                      fold_constants, calibrate_int8) and the scheduler's (place, compile,\n"
+    "                      insert_copies, memory_plan), nodes before/after and time\n"
     "  --json              print everything as one JSON object instead of tables\n"
     "  --trace OUT.json    the last run as a Chrome trace (open it in https://ui.perfetto.dev):\n"
     "                      a track per device and per link\n"
@@ -87,7 +93,9 @@ typedef struct profile_opts {
     const char *device, *policy, *trace, *gantt, *dot;
     const char **pins;     /* borrowed from argv; the array is ours */
     size_t n_pins;
-    int repeat, warmup, json, strict, all;
+    loom_onnx_dim *dims;   /* --dim values; the names are ours */
+    size_t n_dims;
+    int repeat, warmup, json, strict, all, passes;
     int no_calibrate;      /* skip measuring devices that have no profile yet */
     int no_learn;          /* do not learn from the warm-up runs (nor re-place after them) */
     uint32_t precision;    /* loom_precision accepted for float32 nodes */
@@ -188,7 +196,7 @@ static int parse_args(int argc, char **argv, profile_opts *o)
 {
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        const char *v;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             fputs(profile_help, stdout);
             return 0;
@@ -198,6 +206,8 @@ static int parse_args(int argc, char **argv, profile_opts *o)
             o->strict = 1;
         } else if (!strcmp(a, "--all")) {
             o->all = 1;
+        } else if (!strcmp(a, "--passes")) {
+            o->passes = 1;
         } else if (!strcmp(a, "--no-calibrate")) {
             o->no_calibrate = 1;
         } else if (!strcmp(a, "--no-learn")) {
@@ -206,11 +216,29 @@ static int parse_args(int argc, char **argv, profile_opts *o)
                    !strcmp(a, "--gantt") || !strcmp(a, "--dot") || !strcmp(a, "--repeat") ||
                    !strcmp(a, "--warmup") || !strcmp(a, "--precision") ||
                    !strcmp(a, "--policy") || !strcmp(a, "--target-latency") ||
-                   !strcmp(a, "--pin") || !strcmp(a, "--budget")) {
-            if (!v)
-                return usage("%s needs a value", a);
-            i++;
-            if (!strcmp(a, "--model")) {
+                   !strcmp(a, "--pin") || !strcmp(a, "--budget") || !strcmp(a, "--dim")) {
+            /* "--device --json" must not look for a device called "--json". */
+            if (!(v = tool_option_value(argc, argv, &i)))
+                return usage("option %s needs a value", a);
+            if (!strcmp(a, "--dim")) {
+                const char *eq = strchr(v, '=');
+                char *end = NULL;
+                errno = 0;
+                long n = eq ? strtol(eq + 1, &end, 10) : 0;
+                if (!eq || eq == v || !eq[1] || errno || *end || n < 1 || n > INT32_MAX)
+                    return usage("--dim wants NAME=VALUE with VALUE from 1 to 2147483647, got "
+                                 "'%s'", v);
+                loom_onnx_dim *d = realloc(o->dims, (o->n_dims + 1) * sizeof *d);
+                char *name = strndup(v, (size_t)(eq - v));
+                if (d)
+                    o->dims = d;
+                if (!d || !name) {
+                    free(name);
+                    say("out of memory");
+                    return EXIT_RUNTIME;
+                }
+                o->dims[o->n_dims++] = (loom_onnx_dim){.name = name, .value = n};
+            } else if (!strcmp(a, "--model")) {
                 o->model = v;
             } else if (!strcmp(a, "--device")) {
                 o->device = v;
@@ -276,11 +304,17 @@ static int build_model(const profile_opts *o, loom_graph **g)
 {
     *g = NULL;
     if (o->onnx) {
-        loom_onnx_options oo = {.struct_size = sizeof oo, .default_dim = 1};
+        /* Every dim resolved, as for `loom run`: a symbolic one from --dim, and a negative or
+         * unnamed one is refused (setting it to 1 silently profiled another model). */
+        loom_onnx_options oo = {.struct_size = sizeof oo, .dims = o->dims, .n_dims = o->n_dims};
         loom_status st = loom_onnx_load(o->onnx, &oo, g);
         if (st != LOOM_OK) {
-            say("%s", loom_last_error());
-            return st == LOOM_ERR_OUT_OF_MEMORY ? EXIT_RUNTIME : EXIT_USAGE;
+            const char *e = loom_last_error();
+            say("%s%s", e, strstr(e, "symbolic") ? " (loom profile: --dim NAME=VALUE)"
+                           : strstr(e, "unknown;") ? " (loom profile cannot set it: the model "
+                                                     "must give the dimension)"
+                                                   : "");
+            return tool_exit_status(st, TOOL_LOADING);
         }
     } else if (!strcmp(o->model, "mlp")) {
         *g = example_mlp();
@@ -402,7 +436,7 @@ static void measured_free(measured *m)
 /* Exit status for a failed loom_plan_create: the caller's input is at fault (2) or not (1). */
 static int plan_exit(loom_status st)
 {
-    return st == LOOM_ERR_INVALID_ARGUMENT ? EXIT_USAGE : EXIT_RUNTIME;
+    return tool_exit_status(st, TOOL_PLANNING);
 }
 
 /* Run PLAN N times on IN[N_IN] (outputs made and dropped here). Returns 0, or the exit status
@@ -874,6 +908,16 @@ static void print_text(const profile_opts *o, const profile_report *r, const mea
     printf("== %s: %zu nodes on %s (policy %s), %d runs after %d warm-up ==\n", o->model, nn,
            used_devices(r, devs, sizeof devs),
            s->policy ? s->policy : o->policy ? o->policy : "default", m->runs, o->warmup);
+    if (o->passes) {
+        printf("%-15s %8s %8s %9s  %s\n", "STAGE", "NODES IN", "OUT", "ms", "WHAT IT DID");
+        for (size_t i = 0; i < loom_plan_pass_count(m->plan); i++) {
+            loom_pass_info pi = {.struct_size = sizeof pi};
+            if (loom_plan_pass_info(m->plan, i, &pi) == LOOM_OK)
+                printf("%-15s %8zu %8zu %9.3f  %s\n", pi.name, pi.nodes_before, pi.nodes_after,
+                       pi.ms, pi.summary);
+        }
+        printf("\n");
+    }
     printf("%-28s %-14s %-14s %-18s %9s %9s  %s\n", "NODE", "OP", "SHAPE", "DEVICE", "PRED ms",
            "MEAS ms", "DECIDED BY");
     size_t rows = o->all || nn <= DEFAULT_ROWS ? nn : DEFAULT_ROWS;
@@ -1083,6 +1127,20 @@ static void print_json(const profile_opts *o, const profile_report *r, const loo
     json_object_set_new(plan, "placement_ms",
                         r->have_summary ? jnum(s->placement_ms) : json_null());
     json_object_set_new(plan, "replanned", json_integer(m->replanned));
+    json_t *stages = json_array();
+    for (size_t i = 0; i < loom_plan_pass_count(m->plan); i++) {
+        loom_pass_info pi = {.struct_size = sizeof pi};
+        if (loom_plan_pass_info(m->plan, i, &pi) != LOOM_OK)
+            continue;
+        json_t *st = json_object();
+        json_object_set_new(st, "name", json_string(pi.name));
+        json_object_set_new(st, "nodes_before", json_integer((json_int_t)pi.nodes_before));
+        json_object_set_new(st, "nodes_after", json_integer((json_int_t)pi.nodes_after));
+        json_object_set_new(st, "ms", jnum(pi.ms));
+        json_object_set_new(st, "summary", json_string(pi.summary));
+        json_array_append_new(stages, st);
+    }
+    json_object_set_new(plan, "passes", stages);
     json_object_set_new(plan, "first_predicted_ms",
                         m->replanned ? jnum(m->first_predicted_s * 1e3) : json_null());
     json_object_set_new(plan, "nodes_moved", json_integer((json_int_t)m->moved));
@@ -1169,12 +1227,21 @@ static int calibrate_missing(loom_runtime *rt, const profile_opts *o)
     return 0;
 }
 
+/* Free what O owns (not the strings it borrows from argv). */
+static void free_opts(profile_opts *o)
+{
+    free(o->pins);
+    for (size_t i = 0; i < o->n_dims; i++)
+        free((char *)o->dims[i].name);
+    free(o->dims);
+}
+
 int cmd_profile(int argc, char **argv)
 {
     profile_opts o = {.model = "mlp", .repeat = 20, .warmup = 3, .precision_name = "f32"};
     int rc = parse_args(argc, argv, &o);
     if (rc >= 0) {
-        free(o.pins);
+        free_opts(&o);
         return rc;
     }
     loom_runtime *rt = NULL;
@@ -1186,7 +1253,7 @@ int cmd_profile(int argc, char **argv)
     int have_report = 0;
     if (loom_runtime_create(NULL, &rt) != LOOM_OK) {
         say("cannot start: %s", loom_last_error());
-        free(o.pins);
+        free_opts(&o);
         return EXIT_RUNTIME;
     }
     rc = build_model(&o, &g);
@@ -1246,6 +1313,6 @@ int cmd_profile(int argc, char **argv)
     free(in);
     loom_graph_destroy(g);
     loom_runtime_destroy(rt);
-    free(o.pins);
+    free_opts(&o);
     return rc;
 }

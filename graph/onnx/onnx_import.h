@@ -46,7 +46,14 @@ typedef struct onnx_import {
     int depth;          /* of If subgraphs */
     void **allocs;      /* freed when the import ends */
     size_t n_allocs, cap_allocs;
+    graph_eval_fn eval; /* folds constant subgraphs while building; NULL: no folding */
 } onnx_import;
+
+loom_status onnx_import_file(const char *path, const loom_onnx_options *options,
+                             graph_eval_fn eval, loom_graph **out);
+loom_status onnx_import_memory(const void *data, size_t size, const char *base_dir,
+                               const loom_onnx_options *options, graph_eval_fn eval,
+                               loom_graph **out);
 
 /* Zeroed memory (or a NUL-terminated copy) that lives until the import ends; NULL when out of
  * memory. */

@@ -25,10 +25,17 @@ typedef struct loom_plan loom_plan;       /* opaque: a graph placed on devices, 
 
 /* ---- the runtime ------------------------------------------------------------------------- */
 
+/* The most threads the CPU backend starts (loom_runtime_options.cpu_threads and
+ * LOOM_CPU_THREADS). */
+#define LOOM_MAX_CPU_THREADS 1024
+
 typedef struct loom_runtime_options {
     uint32_t struct_size;  /* sizeof(loom_runtime_options): lets the struct grow */
-    uint32_t cpu_threads;  /* threads of the CPU backend; 0: LOOM_CPU_THREADS, else all cores */
-    /* Backend plugins to load first: shared objects, or folders whose *.so files are tried. */
+    /* Threads of the CPU backend, 1 to LOOM_MAX_CPU_THREADS; 0: LOOM_CPU_THREADS (same range),
+     * else one per core. A larger count is refused (LOOM_ERR_INVALID_ARGUMENT, naming it). */
+    uint32_t cpu_threads;
+    /* Backend plugins to load first: shared objects, or folders whose *.so files are tried.
+     * N_PLUGIN_PATHS entries, none NULL (a NULL array with a count is refused). */
     const char *const *plugin_paths;
     size_t n_plugin_paths;
     /* Non-zero: load only PLUGIN_PATHS, not LOOM_BACKEND_PATH nor the installed folder. */
@@ -36,8 +43,9 @@ typedef struct loom_runtime_options {
 } loom_runtime_options;
 
 /* Find the devices of this machine and start their backends. OPTIONS may be NULL (defaults).
- * On success *OUT is owned by the caller: free with loom_runtime_destroy after every plan made
- * from it. Fails with LOOM_ERR_DEVICE_LOST when no device at all could start. */
+ * On success *OUT is owned by the caller: free with loom_runtime_destroy. Fails with
+ * LOOM_ERR_INVALID_ARGUMENT on bad OPTIONS (a thread count beyond LOOM_MAX_CPU_THREADS, a NULL
+ * plugin path) or a bad LOOM_CPU_THREADS, and LOOM_ERR_DEVICE_LOST when no device could start. */
 loom_status loom_runtime_create(const loom_runtime_options *options, loom_runtime **out);
 
 /* Messages from starting the runtime: plugins refused (with the file and the reason), devices
@@ -45,8 +53,11 @@ loom_status loom_runtime_create(const loom_runtime_options *options, loom_runtim
 size_t loom_runtime_message_count(const loom_runtime *runtime);
 const char *loom_runtime_message(const loom_runtime *runtime, size_t i);
 
-/* Stop the backends' threads and free RUNTIME. Every plan must be destroyed first. NULL is
- * allowed. */
+/* Drop the caller's reference to RUNTIME. Each plan made from RUNTIME holds a reference of
+ * its own, so plans stay valid (and runnable) after this call; the backends' threads stop and
+ * the runtime is freed when the last of them is destroyed (at once when there is none). After
+ * this call the caller must not use RUNTIME itself (not even to make plans). NULL is allowed.
+ * Thread-safe against loom_plan_destroy on other threads. */
 void loom_runtime_destroy(loom_runtime *runtime);
 
 /* Number of devices, and facts about the I-th (id "cpu:0" into ID, at most ID_LEN bytes with
@@ -123,7 +134,9 @@ typedef struct loom_plan_options {
 loom_status loom_plan_create(loom_runtime *runtime, const loom_graph *graph,
                              const loom_plan_options *options, loom_plan **out);
 
-/* Free PLAN; no run of it may be in progress. NULL is allowed. */
+/* Free PLAN; no run of it may be in progress. NULL is allowed. Drops the plan's reference to its
+ * runtime: destroying the last plan of a runtime already passed to loom_runtime_destroy stops
+ * the runtime's backends too. */
 void loom_plan_destroy(loom_plan *plan);
 
 /* Bytes of intermediate memory one run of PLAN needs (the static memory plan's peak, all
@@ -187,6 +200,25 @@ typedef struct loom_plan_summary {
 /* Fill OUT with PLAN's summary. Fails with LOOM_ERR_INVALID_ARGUMENT on a small struct_size. */
 loom_status loom_plan_summary_get(const loom_plan *plan, loom_plan_summary *out);
 
+/* What one stage of planning did: a graph pass (validate, fold_constants, calibrate_int8, ...)
+ * or a scheduler stage (place, compile, insert_copies, memory_plan), in the order they ran
+ * (docs/architecture.md lists the pipeline). */
+typedef struct loom_pass_info {
+    uint32_t struct_size;   /* set by the caller to sizeof(loom_pass_info) */
+    const char *name;       /* static string */
+    size_t nodes_before;    /* nodes of the graph (or plan) before and after the stage */
+    size_t nodes_after;
+    double ms;              /* wall time the stage took */
+    const char *summary;    /* one line of what it did; owned by the plan */
+} loom_pass_info;
+
+/* Number of stages PLAN recorded (0 when PLAN is NULL). */
+size_t loom_plan_pass_count(const loom_plan *plan);
+
+/* Fill OUT (struct_size set by the caller) with stage I of PLAN; strings live as long as PLAN.
+ * Fails with LOOM_ERR_INVALID_ARGUMENT on NULLs, a small struct_size or I out of range. */
+loom_status loom_plan_pass_info(const loom_plan *plan, size_t i, loom_pass_info *out);
+
 /* Write PLAN's placement and explanations as JSON (docs/profile.md describes it) into a new
  * NUL-terminated string *OUT, owned by the caller: free with loom_string_free. */
 loom_status loom_plan_explain_json(const loom_plan *plan, char **out);
@@ -219,9 +251,12 @@ typedef struct loom_run_stats {
 /* Run PLAN once. INPUTS and OUTPUTS are the graph's, in declaration order; the caller owns
  * both and keeps them alive until the call returns. Thread-safe: one plan may run from several
  * threads at once. STATS may be NULL.
- * Fails with LOOM_ERR_INVALID_ARGUMENT when a count, dtype or shape differs from the graph's
- * (the message names the input or output), and with the failing node's status (its name in the
- * message) when a kernel fails. */
+ * Fails with LOOM_ERR_INVALID_ARGUMENT, before anything runs or is written, when a count, dtype
+ * or shape differs from the graph's (the message names the input or output), when INPUTS or
+ * OUTPUTS is NULL with a non-zero count or holds a NULL tensor, and when an output's memory
+ * overlaps, even partly, an input's or another output's (the same tensor passed twice
+ * included); inputs may share memory with each other. Fails with the failing node's status (its
+ * name in the message) when a kernel fails. */
 loom_status loom_plan_run(loom_plan *plan, const loom_tensor *const *inputs, size_t n_inputs,
                           loom_tensor *const *outputs, size_t n_outputs, loom_run_stats *stats);
 
@@ -229,6 +264,20 @@ loom_status loom_plan_run(loom_plan *plan, const loom_tensor *const *inputs, siz
  * OUTPUTS[N] (N must equal the output count). On success the caller owns them all (free each
  * with loom_tensor_destroy); on failure none is left allocated. */
 loom_status loom_plan_make_outputs(const loom_plan *plan, loom_tensor **outputs, size_t n);
+
+/* Number of inputs and outputs PLAN's graph had (what loom_plan_run takes); 0 for NULL. */
+size_t loom_plan_input_count(const loom_plan *plan);
+size_t loom_plan_output_count(const loom_plan *plan);
+
+/* The I-th input (output) of PLAN, in the order loom_plan_run takes them: its NAME (owned by the
+ * plan, valid until loom_plan_destroy), DTYPE, RANK and DIMS (LOOM_MAX_RANK entries). Each of
+ * NAME, DTYPE, RANK and DIMS may be NULL. Answers from the plan alone, so it works after the
+ * graph is destroyed. Fails with LOOM_ERR_INVALID_ARGUMENT when PLAN is NULL or I is out of
+ * range. */
+loom_status loom_plan_input_info(const loom_plan *plan, size_t i, const char **name,
+                                 loom_dtype *dtype, uint32_t *rank, int64_t *dims);
+loom_status loom_plan_output_info(const loom_plan *plan, size_t i, const char **name,
+                                  loom_dtype *dtype, uint32_t *rank, int64_t *dims);
 
 #ifdef __cplusplus
 }

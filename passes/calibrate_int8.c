@@ -1,12 +1,10 @@
 /*
- * Calibration of int8 activation scales from sample inputs: the graph is evaluated node by
- * node, in topological order, with the CPU reference kernels on each sample set, and the
- * largest |value| of every f32 graph value is recorded. The plan hands these to backends as
- * loom_node_desc.input_absmax.
+ * The calibrate_int8 pass: int8 activation scales from sample inputs. The graph is evaluated
+ * node by node, in topological order, with the reference evaluator on each sample set, and the
+ * largest |value| of every f32 graph value is recorded. An analysis pass: the graph is not
+ * changed; the plan hands the figures to backends as loom_node_desc.input_absmax.
  */
-#include "sched_internal.h"
-
-#include "backends/cpu/cpu_backend.h"
+#include "passes.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -29,8 +27,8 @@ static size_t value_bytes(const graph_value *v)
     return (size_t)loom_tensor_desc_numel(&v->desc) * loom_dtype_size(v->desc.dtype);
 }
 
-loom_status plan_check_calibration(const loom_graph *g, const loom_tensor *const *sets,
-                                 size_t n_sets)
+loom_status pass_check_calibration(const loom_graph *g, const loom_tensor *const *sets,
+                                   size_t n_sets)
 {
     if (n_sets == 0)
         return LOOM_OK;
@@ -74,8 +72,8 @@ loom_status plan_check_calibration(const loom_graph *g, const loom_tensor *const
     return LOOM_OK;
 }
 
-loom_status plan_calibrate(const loom_graph *g, const uint32_t *order,
-                         const loom_tensor *const *sets, size_t n_sets, float *absmax)
+static loom_status calibrate(const loom_graph *g, const uint32_t *order, graph_eval_fn eval,
+                             const loom_tensor *const *sets, size_t n_sets, float *absmax)
 {
     size_t nv = g->n_values;
     for (size_t v = 0; v < nv; v++)
@@ -161,7 +159,7 @@ loom_status plan_calibrate(const loom_graph *g, const uint32_t *order,
             if (st != LOOM_OK)
                 break;
             char err[400] = "";
-            st = loom_cpu_eval_node(&desc, ins, outs, err, sizeof err);
+            st = eval(&desc, ins, (void *const *)outs, err, sizeof err);
             if (st != LOOM_OK) {
                 st = loom_set_error(st, "calibration: node '%s' (%s): %s", n->name,
                                     n->def->name, err[0] ? err : "evaluation failed");
@@ -203,5 +201,28 @@ done:
     free(in_c);
     free(ins);
     free(outs);
+    return st;
+}
+
+loom_status pass_calibrate_int8(const loom_graph *in, loom_graph **out, pass_ctx *ctx,
+                                char *summary, size_t summary_len)
+{
+    *out = NULL;
+    if (!ctx->n_calibration_sets) {
+        snprintf(summary, summary_len, "not asked (int8 plans with calibration inputs only)");
+        return LOOM_OK;
+    }
+    if (!ctx->eval)
+        return loom_set_error(LOOM_ERR_INTERNAL, "calibration needs the reference evaluator");
+    free(ctx->absmax);
+    if (!(ctx->absmax = malloc((in->n_values + 1) * sizeof *ctx->absmax)))
+        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory calibrating graph '%s'",
+                              in->name);
+    loom_status st = calibrate(in, ctx->order, ctx->eval, ctx->calibration_sets,
+                               ctx->n_calibration_sets, ctx->absmax);
+    if (st == LOOM_OK)
+        snprintf(summary, summary_len, "%zu set%s: activation ranges of %zu values",
+                 ctx->n_calibration_sets, ctx->n_calibration_sets == 1 ? "" : "s",
+                 in->n_values);
     return st;
 }

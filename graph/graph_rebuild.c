@@ -1,0 +1,129 @@
+/*
+ * Rebuilding a graph node by node into a new one: how graph passes rewrite. The copy keeps every
+ * name (inputs, values, nodes, outputs) so pins, explanations and callers' tensors still match,
+ * and borrows the source's constants instead of copying them (a plan copies what it keeps).
+ */
+#include "graph_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Give V the name NAME, moving a made-up name out of the way when folding already gave it to
+ * another value (folded constants are named after their node). */
+static loom_status take_name(loom_graph *g, loom_value v, const char *name)
+{
+    if (strcmp(g->values[v].name, name) == 0)
+        return LOOM_OK;
+    loom_value holder = loom_graph_find_value(g, name);
+    if (holder != LOOM_NO_VALUE) {
+        char tmp[320];
+        for (unsigned k = 1;; k++) {
+            snprintf(tmp, sizeof tmp, "%s~%u", name, k);
+            if (loom_graph_find_value(g, tmp) == LOOM_NO_VALUE)
+                break;
+        }
+        loom_status st = loom_value_set_name(g, holder, tmp);
+        if (st != LOOM_OK)
+            return st;
+    }
+    return loom_value_set_name(g, v, name);
+}
+
+loom_status graph_rebuild(const loom_graph *src, const uint32_t *order, graph_eval_fn eval,
+                          loom_graph **out)
+{
+    *out = NULL;
+    loom_graph *g = loom_graph_create(src->name);
+    loom_value *map = malloc((src->n_values + 1) * sizeof *map);
+    size_t max_io = 1;
+    for (size_t i = 0; i < src->n_nodes; i++) {
+        if (src->nodes[i].n_inputs > max_io)
+            max_io = src->nodes[i].n_inputs;
+        if (src->nodes[i].n_outputs > max_io)
+            max_io = src->nodes[i].n_outputs;
+    }
+    loom_value *ins = malloc(max_io * sizeof *ins);
+    loom_value *outs = malloc(max_io * sizeof *outs);
+    loom_status st = LOOM_OK;
+    if (!g || !map || !ins || !outs) {
+        st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory rewriting graph '%s'",
+                            src->name);
+        goto done;
+    }
+    if (eval)
+        graph_set_folding(g, 1, eval);
+    for (size_t v = 0; v < src->n_values; v++)
+        map[v] = LOOM_NO_VALUE;
+    for (size_t i = 0; i < src->n_inputs; i++) {
+        const graph_value *val = &src->values[src->inputs[i]];
+        map[src->inputs[i]] = loom_input(g, val->name, val->desc.dtype, val->desc.rank,
+                                         val->desc.dims);
+        /* Read by nodes the source already folded: still the graph's input. */
+        if (map[src->inputs[i]] != LOOM_NO_VALUE)
+            g->values[map[src->inputs[i]]].folded_uses = val->folded_uses;
+    }
+    for (size_t v = 0; v < src->n_values; v++) {
+        const graph_value *val = &src->values[v];
+        if (val->kind != GRAPH_VALUE_CONSTANT || !val->data ||
+            (!val->n_consumers && val->output_index < 0 && !val->folded_uses))
+            continue;
+        map[v] = loom_constant_borrowed(g, val->name, val->desc.dtype, val->desc.rank,
+                                        val->desc.dims, val->data);
+        /* The source's constant lives as long as the source graph, or as long as its
+         * caller's buffer: a plan copies the first kind, and borrows the second. */
+        if (map[v] != LOOM_NO_VALUE) {
+            g->values[map[v]].copy_in_plan = val->data_owned || val->copy_in_plan;
+            g->values[map[v]].folded_uses = val->folded_uses;
+        }
+    }
+    for (size_t p = 0; p < src->n_nodes && g->error == LOOM_OK; p++) {
+        const graph_node *n = &src->nodes[order[p]];
+        for (uint32_t k = 0; k < n->n_inputs; k++)
+            ins[k] = n->inputs[k] == LOOM_NO_VALUE ? LOOM_NO_VALUE : map[n->inputs[k]];
+        if (loom_graph_op(g, n->def->name, n->name, ins, n->n_inputs, n->attrs.items,
+                          n->attrs.count, outs, n->n_outputs) != LOOM_OK)
+            break;
+        for (uint32_t k = 0; k < n->n_outputs; k++) {
+            map[n->outputs[k]] = outs[k];
+            if (take_name(g, outs[k], src->values[n->outputs[k]].name) != LOOM_OK)
+                break;
+        }
+    }
+    for (size_t i = 0; i < src->n_outputs && g->error == LOOM_OK; i++) {
+        loom_value sv = src->outputs[i];
+        loom_value v = map[sv];
+        if (v == LOOM_NO_VALUE)
+            break;
+        if (g->values[v].kind != GRAPH_VALUE_NODE || g->values[v].output_index >= 0) {
+            /* A result folding turned into a constant: a run still writes every output, so
+             * it gets a node of its own. */
+            loom_value copy;
+            graph_eval_fn keep = g->eval;
+            graph_set_folding(g, 0, NULL);
+            if (loom_graph_op(g, "Identity", NULL, &v, 1, NULL, 0, &copy, 1) != LOOM_OK)
+                break;
+            if (keep)
+                graph_set_folding(g, 1, keep);
+            if (take_name(g, copy, src->values[sv].name) != LOOM_OK)
+                break;
+            v = copy;
+        }
+        loom_output(g, v, src->values[sv].name);
+    }
+    if (g->error != LOOM_OK) {
+        st = loom_set_error(g->error, "rewriting graph '%s': %s", src->name, g->error_msg);
+        goto done;
+    }
+    st = loom_graph_check(g);
+done:
+    free(map);
+    free(ins);
+    free(outs);
+    if (st != LOOM_OK) {
+        loom_graph_destroy(g);
+        return st;
+    }
+    *out = g;
+    return LOOM_OK;
+}

@@ -1,0 +1,87 @@
+/*
+ * Graph passes and the pipeline that runs them. A pass takes a checked graph and either leaves
+ * it as it is or returns a new, checked graph that replaces it; it reports what it changed in one
+ * line. The pipeline runs them in a fixed, documented order (docs/architecture.md):
+ *
+ *   validate -> fold_constants -> calibrate_int8 -> (later: quantize, fuse, lower MoE, specialise
+ *   shapes)
+ *
+ * and the scheduler then places the result, inserts copies and plans memory. Passes see the
+ * graph layer only; what they must evaluate (folding, calibration) goes through the evaluator
+ * the scheduler hands in (graph_eval_fn: the CPU reference kernels), never a backend directly.
+ */
+#ifndef LOOM_PASSES_H
+#define LOOM_PASSES_H
+
+#include "graph/graph_internal.h"
+
+#include <loom/runtime.h>
+
+/* What the pipeline's caller gives the passes, and what analysis passes leave for it. */
+typedef struct pass_ctx {
+    graph_eval_fn eval;                  /* reference evaluator; NULL: nothing is evaluated */
+    int fold;                            /* run fold_constants */
+    /* calibrate_int8: sample input sets (n_sets x the graph's inputs, in order), borrowed. */
+    const loom_tensor *const *calibration_sets;
+    size_t n_calibration_sets;
+    /* Filled by the pipeline: the final graph's topological order (validate) and, when
+     * calibrating, each value's largest |x| over the sets (NaN for non-f32 values). */
+    uint32_t *order;
+    float *absmax;
+} pass_ctx;
+
+/* One pass: read IN; on success set *OUT to NULL (IN unchanged) or to a new checked graph that
+ * replaces IN (owned by the pipeline). SUMMARY receives one line of what it did ("3 nodes
+ * folded"). Failures set loom_last_error naming the node and return its status. */
+typedef loom_status (*pass_fn)(const loom_graph *in, loom_graph **out, pass_ctx *ctx,
+                               char *summary, size_t summary_len);
+
+typedef struct pass_def {
+    const char *name; /* "fold_constants" */
+    pass_fn run;
+} pass_def;
+
+#define PASS_MAX_REPORTS 16
+
+/* What one stage did: a pass of this file, or a scheduler stage the plan appends (place,
+ * insert_copies, memory_plan). */
+typedef struct pass_report {
+    const char *name;      /* static */
+    size_t nodes_before, nodes_after;
+    double ms;             /* wall time of the stage */
+    char summary[160];
+} pass_report;
+
+typedef struct pass_result {
+    const loom_graph *graph;   /* the graph to place: the input or OWNED */
+    loom_graph *owned;         /* a graph a pass made; freed by passes_result_free */
+    pass_report reports[PASS_MAX_REPORTS];
+    size_t n_reports;
+} pass_result;
+
+/* Run the pipeline over G (checked) with CTX. On success RES->graph is what to place and
+ * CTX->order (and CTX->absmax when calibrating) are allocated for it; free everything with
+ * passes_result_free. On failure nothing needs freeing beyond passes_result_free (safe). */
+loom_status passes_run(const loom_graph *g, pass_ctx *ctx, pass_result *res);
+
+/* Free what passes_run allocated in RES and CTX. Safe on a zeroed or failed result. */
+void passes_result_free(pass_result *res, pass_ctx *ctx);
+
+/* Append a report of a stage run outside this layer (placement and after). */
+void passes_report_add(pass_result *res, const char *name, size_t nodes_before,
+                       size_t nodes_after, double ms, const char *summary);
+
+/* ---- the passes (one file each) ---- */
+loom_status pass_validate(const loom_graph *in, loom_graph **out, pass_ctx *ctx, char *summary,
+                          size_t summary_len);
+loom_status pass_fold_constants(const loom_graph *in, loom_graph **out, pass_ctx *ctx,
+                                char *summary, size_t summary_len);
+loom_status pass_calibrate_int8(const loom_graph *in, loom_graph **out, pass_ctx *ctx,
+                                char *summary, size_t summary_len);
+
+/* Check N_SETS calibration sets of G's inputs (count, dtype, shape), naming the bad input
+ * (calibrate_int8.c; the plan calls it before anything else is built). */
+loom_status pass_check_calibration(const loom_graph *g, const loom_tensor *const *sets,
+                                   size_t n_sets);
+
+#endif /* LOOM_PASSES_H */
