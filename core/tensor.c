@@ -53,6 +53,7 @@ loom_status loom_tensor_create(loom_dtype dtype, uint32_t rank, const int64_t *d
     if (!out)
         return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "tensor: out is NULL");
     *out = NULL;
+    loom_clear_error();
     loom_tensor_desc d;
     size_t bytes;
     loom_status st = make(dtype, rank, dims, &d, &bytes);
@@ -80,6 +81,7 @@ loom_status loom_tensor_wrap(loom_dtype dtype, uint32_t rank, const int64_t *dim
     if (!out)
         return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "tensor: out is NULL");
     *out = NULL;
+    loom_clear_error();
     loom_tensor_desc d;
     size_t bytes;
     loom_status st = make(dtype, rank, dims, &d, &bytes);

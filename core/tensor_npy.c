@@ -261,6 +261,7 @@ loom_status loom_tensor_load_npy(const char *path, loom_tensor **out)
 
     loom_status st = LOOM_OK;
     char *header = NULL;
+    loom_clear_error();
     loom_tensor *t = NULL;
     char why[256];
     unsigned char pre[12];
@@ -549,3 +550,4 @@ loom_status loom_tensor_save_npy(const char *path, const loom_tensor *tensor)
         return write_failed(path);
     return LOOM_OK;
 }
+    loom_clear_error();

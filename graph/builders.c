@@ -37,6 +37,11 @@ static loom_value builder_fail(loom_graph *g, const char *fmt, ...)
         loom_set_error(g->error, "%s", g->error_msg);
         return LOOM_NO_VALUE;
     }
+    if (g->checked) { /* read-only: refused without poisoning it, as in loom_graph_op */
+        loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
+                       "graph '%s' was already checked and is read-only", g->name);
+        return LOOM_NO_VALUE;
+    }
     g->error = LOOM_ERR_INVALID_ARGUMENT;
     memcpy(g->error_msg, msg, sizeof msg);
     loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "%s", msg);

@@ -666,3 +666,173 @@ loom_status plan_execute(loom_plan *plan, const loom_tensor *const *inputs,
     ctx_release(plan, c);
     return st;
 }
+
+/* ---- what loom_plan_run is handed: checked before anything runs ---------------------------- */
+
+/* A caller tensor's byte range, for the overlap check. */
+typedef struct run_span {
+    uintptr_t start, end;
+    uint32_t index;
+    uint8_t output; /* 0: input INDEX, 1: output INDEX */
+} run_span;
+
+static int cmp_span(const void *a, const void *b)
+{
+    const run_span *x = a, *y = b;
+    return x->start < y->start ? -1 : x->start > y->start;
+}
+
+static const char *span_name(const loom_plan *plan, const run_span *s)
+{
+    return s->output ? plan->output_names[s->index] : plan->input_names[s->index];
+}
+
+/* Outputs are written while inputs are read and other outputs are written: an output whose bytes
+ * overlap any other tensor's (exactly, partly, or the same tensor twice) would give wrong values
+ * or a last-writer-wins race. Inputs may share memory with each other (reads only). Sorted by
+ * start, one sweep finds any overlap with an output: O(n log n), so many outputs stay cheap. */
+static loom_status check_overlaps(const loom_plan *plan, const loom_tensor *const *inputs,
+                                  loom_tensor *const *outputs)
+{
+    size_t n = (size_t)plan->n_inputs + plan->n_outputs, m = 0;
+    if (plan->n_outputs == 0 || n < 2)
+        return LOOM_OK;
+    run_span local[32];
+    run_span *spans = n <= 32 ? local : malloc(n * sizeof *spans);
+    if (!spans)
+        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "run: out of memory checking arguments");
+    for (size_t i = 0; i < n; i++) {
+        int out = i >= plan->n_inputs;
+        uint32_t k = (uint32_t)(out ? i - plan->n_inputs : i);
+        const loom_tensor *t = out ? outputs[k] : inputs[k];
+        size_t bytes = loom_tensor_nbytes(t);
+        if (!bytes)
+            continue; /* an empty tensor is never read nor written */
+        uintptr_t at = (uintptr_t)loom_tensor_data(t);
+        spans[m++] = (run_span){at, at + bytes, k, (uint8_t)out};
+    }
+    qsort(spans, m, sizeof *spans, cmp_span);
+    loom_status st = LOOM_OK;
+    const run_span *far_in = NULL, *far_out = NULL; /* the farthest-reaching so far of each */
+    for (size_t i = 0; i < m && st == LOOM_OK; i++) {
+        const run_span *s = &spans[i];
+        const run_span *hit = far_out && s->start < far_out->end ? far_out
+                              : s->output && far_in && s->start < far_in->end ? far_in
+                                                                              : NULL;
+        if (hit) {
+            const run_span *o = s->output ? s : hit, *other = s->output ? hit : s;
+            st = loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
+                                "run: output '%s' shares its memory with %s '%s' (outputs must not "
+                                "overlap any input or other output)",
+                                span_name(plan, o), other->output ? "output" : "input",
+                                span_name(plan, other));
+        }
+        const run_span **far = s->output ? &far_out : &far_in;
+        if (!*far || s->end > (*far)->end)
+            *far = s;
+    }
+    if (spans != local)
+        free(spans);
+    return st;
+}
+
+loom_status plan_check_run(const loom_plan *plan, const loom_tensor *const *inputs,
+                           size_t n_inputs, loom_tensor *const *outputs, size_t n_outputs,
+                           const loom_run_stats *stats)
+{
+    if (!plan)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "run: plan is NULL");
+    if (n_inputs != plan->n_inputs)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "run: the graph has %u inputs, %zu given",
+                              plan->n_inputs, n_inputs);
+    if (n_outputs != plan->n_outputs)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
+                              "run: the graph has %u outputs, %zu given", plan->n_outputs,
+                              n_outputs);
+    if (n_inputs && !inputs)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
+                              "run: inputs is NULL but n_inputs is %zu", n_inputs);
+    if (n_outputs && !outputs)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
+                              "run: outputs is NULL but n_outputs is %zu", n_outputs);
+    if (stats && stats->struct_size < sizeof(uint32_t) + sizeof(double))
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
+                              "run: stats->struct_size %u is too small (set it to "
+                              "sizeof(loom_run_stats))", stats->struct_size);
+    for (int side = 0; side < 2; side++) {
+        size_t n = side ? n_outputs : n_inputs;
+        for (size_t i = 0; i < n; i++) {
+            const loom_tensor *t = side ? outputs[i] : inputs[i];
+            const char *name = side ? plan->output_names[i] : plan->input_names[i];
+            const plan_tensor *want =
+                &plan->tensors[side ? plan->output_tensor[i] : plan->input_tensor[i]];
+            if (!t)
+                return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "run: %s '%s' is NULL",
+                                      side ? "output" : "input", name);
+            const loom_tensor_desc *d = loom_tensor_desc_of(t);
+            int same = d->dtype == want->desc.dtype && d->rank == want->desc.rank;
+            for (uint32_t k = 0; same && k < d->rank; k++)
+                same = d->dims[k] == want->desc.dims[k];
+            if (!same) {
+                char a[200], b[200];
+                return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
+                                      "run: %s '%s' is %s %s, the graph wants %s %s",
+                                      side ? "output" : "input", name, loom_dtype_name(d->dtype),
+                                      loom_dims_format(d->rank, d->dims, a, sizeof a),
+                                      loom_dtype_name(want->desc.dtype),
+                                      loom_dims_format(want->desc.rank, want->desc.dims, b,
+                                                       sizeof b));
+            }
+        }
+    }
+    return check_overlaps(plan, inputs, outputs);
+}
+
+/* ---- a plan's inputs and outputs, as the caller passes them --------------------------------- */
+
+size_t loom_plan_input_count(const loom_plan *plan)
+{
+    return plan ? plan->n_inputs : 0;
+}
+
+size_t loom_plan_output_count(const loom_plan *plan)
+{
+    return plan ? plan->n_outputs : 0;
+}
+
+static loom_status io_info(const loom_plan *plan, int output, size_t i, const char **name,
+                           loom_dtype *dtype, uint32_t *rank, int64_t *dims)
+{
+    const char *what = output ? "output" : "input";
+    if (!plan)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "plan_%s_info: plan is NULL", what);
+    uint32_t n = output ? plan->n_outputs : plan->n_inputs;
+    if (i >= n)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
+                              "plan_%s_info: %s %zu does not exist (the plan has %u)", what, what,
+                              i, n);
+    loom_clear_error();
+    const plan_tensor *t = &plan->tensors[output ? plan->output_tensor[i] : plan->input_tensor[i]];
+    if (name)
+        *name = output ? plan->output_names[i] : plan->input_names[i];
+    if (dtype)
+        *dtype = t->desc.dtype;
+    if (rank)
+        *rank = t->desc.rank;
+    if (dims)
+        for (uint32_t k = 0; k < t->desc.rank; k++)
+            dims[k] = t->desc.dims[k];
+    return LOOM_OK;
+}
+
+loom_status loom_plan_input_info(const loom_plan *plan, size_t i, const char **name,
+                                 loom_dtype *dtype, uint32_t *rank, int64_t *dims)
+{
+    return io_info(plan, 0, i, name, dtype, rank, dims);
+}
+
+loom_status loom_plan_output_info(const loom_plan *plan, size_t i, const char **name,
+                                  loom_dtype *dtype, uint32_t *rank, int64_t *dims)
+{
+    return io_info(plan, 1, i, name, dtype, rank, dims);
+}

@@ -554,6 +554,7 @@ loom_status loom_runtime_calibrate(loom_runtime *rt, const char *cache_dir, int 
         *n_measured = 0;
     if (!rt)
         return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "calibrate: runtime is NULL");
+    loom_clear_error();
     cost_model *m = NULL;
     loom_status st = cost_model_open(rt, cache_dir, &m);
     if (st != LOOM_OK)

@@ -1,7 +1,8 @@
 /*
- * The runtime: starts the built-in backends and lists their devices. Plugins (loaded from
- * LOOM_BACKEND_PATH) join here when the loader lands; the built-in CPU backend already goes
- * through the same loom_backend table a plugin exposes.
+ * The runtime: starts the built-in backends and lists their devices; plugins (loader.c) join
+ * through the same loom_backend table the built-in CPU backend exposes. The runtime is counted
+ * by its plans: loom_runtime_destroy drops the caller's reference, and the backends stop when the
+ * last plan made from it is destroyed.
  */
 #include "sched_internal.h"
 
@@ -9,6 +10,7 @@
 #include "backends/opencl/ocl_backend.h"
 
 #include <dlfcn.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,22 +102,73 @@ loom_status runtime_add_backend(loom_runtime *rt, const loom_backend *be, void *
     return LOOM_OK;
 }
 
+/* The CPU thread count OPTIONS asks for, else LOOM_CPU_THREADS, else 0 (one per core), refused
+ * beyond LOOM_MAX_CPU_THREADS: each thread costs a stack, and a typo must not start 100000. */
+static loom_status pick_cpu_threads(const loom_runtime_options *options, unsigned *threads)
+{
+    *threads = 0;
+    if (options && options->cpu_threads) {
+        if (options->cpu_threads > LOOM_MAX_CPU_THREADS)
+            return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
+                                  "runtime options: cpu_threads %u exceeds the limit of %d",
+                                  options->cpu_threads, LOOM_MAX_CPU_THREADS);
+        *threads = options->cpu_threads;
+        return LOOM_OK;
+    }
+    const char *env = getenv("LOOM_CPU_THREADS");
+    if (!env || !*env)
+        return LOOM_OK;
+    char *end;
+    errno = 0;
+    long v = strtol(env, &end, 10);
+    if (errno || *end || v < 1 || v > LOOM_MAX_CPU_THREADS)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
+                              "LOOM_CPU_THREADS='%s' is not a thread count (1 to %d)", env,
+                              LOOM_MAX_CPU_THREADS);
+    *threads = (unsigned)v;
+    return LOOM_OK;
+}
+
+/* Arrays of OPTIONS that the loader reads: a NULL array with a count, or a NULL entry, is the
+ * caller's mistake, said before anything starts. */
+static loom_status check_options(const loom_runtime_options *o)
+{
+    if (o->struct_size < offsetof(loom_runtime_options, no_default_plugins) + sizeof(int))
+        return LOOM_OK; /* an older struct: the plugin fields are not read */
+    if (o->n_plugin_paths && !o->plugin_paths)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
+                              "runtime options: plugin_paths is NULL but n_plugin_paths is %zu",
+                              o->n_plugin_paths);
+    for (size_t i = 0; i < o->n_plugin_paths; i++)
+        if (!o->plugin_paths[i])
+            return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
+                                  "runtime options: plugin_paths[%zu] is NULL", i);
+    return LOOM_OK;
+}
+
 loom_status loom_runtime_create(const loom_runtime_options *options, loom_runtime **out)
 {
     if (!out)
         return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "runtime: out is NULL");
     *out = NULL;
-    unsigned threads = 0;
+    loom_clear_error();
     if (options) {
         if (options->struct_size < sizeof(uint32_t) * 2)
             return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
                                   "runtime options: struct_size %u is too small (set it to "
                                   "sizeof(loom_runtime_options))", options->struct_size);
-        threads = options->cpu_threads;
+        loom_status cst = check_options(options);
+        if (cst != LOOM_OK)
+            return cst;
     }
+    unsigned threads;
+    loom_status tst = pick_cpu_threads(options, &threads);
+    if (tst != LOOM_OK)
+        return tst;
     loom_runtime *rt = calloc(1, sizeof *rt);
     if (!rt)
         return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory creating the runtime");
+    atomic_init(&rt->refs, 1);
     pthread_mutex_init(&rt->msg_lock, NULL);
     rt->host.abi_version = LOOM_ABI_VERSION;
     rt->host.struct_size = sizeof rt->host;
@@ -144,14 +197,15 @@ loom_status loom_runtime_create(const loom_runtime_options *options, loom_runtim
         loom_runtime_destroy(rt);
         return loom_set_error(LOOM_ERR_DEVICE_LOST, "no device could start");
     }
+    /* Starting backends may have recorded messages of the ones that did not start; those are in
+     * loom_runtime_message. The call succeeded. */
+    loom_clear_error();
     *out = rt;
     return LOOM_OK;
 }
 
-void loom_runtime_destroy(loom_runtime *rt)
+static void runtime_free(loom_runtime *rt)
 {
-    if (!rt)
-        return;
     /* Plugins last in, first out; a plugin's code is unmapped only after its shutdown. */
     for (size_t i = rt->n_backends; i-- > 0;)
         shutdown_backend(rt->backends[i], rt->handles[i]);
@@ -162,6 +216,24 @@ void loom_runtime_destroy(loom_runtime *rt)
     free(rt);
 }
 
+loom_runtime *runtime_retain(loom_runtime *rt)
+{
+    atomic_fetch_add_explicit(&rt->refs, 1, memory_order_relaxed);
+    return rt;
+}
+
+void runtime_release(loom_runtime *rt)
+{
+    /* acq_rel: whatever a plan's thread did with the devices happens before they are freed. */
+    if (rt && atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_acq_rel) == 1)
+        runtime_free(rt);
+}
+
+void loom_runtime_destroy(loom_runtime *rt)
+{
+    runtime_release(rt);
+}
+
 size_t loom_runtime_device_count(const loom_runtime *rt)
 {
     return rt ? rt->n_devices : 0;
@@ -170,8 +242,12 @@ size_t loom_runtime_device_count(const loom_runtime *rt)
 loom_status loom_runtime_device(const loom_runtime *rt, size_t i, char *id, size_t id_len,
                                 loom_device_info *info)
 {
-    if (!rt || i >= rt->n_devices)
-        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "device %zu does not exist", i);
+    if (!rt)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "runtime_device: runtime is NULL");
+    if (i >= rt->n_devices)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "device %zu does not exist (%zu devices)",
+                              i, rt->n_devices);
+    loom_clear_error();
     if (id && id_len)
         snprintf(id, id_len, "%s", rt->devices[i].id);
     if (info) {

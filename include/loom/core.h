@@ -19,7 +19,10 @@ extern "C" {
 
 /* The calling thread's message for its last failure, e.g.
  * "node 'fc1' (MatMul): inner dimensions 512 and 256 differ". Owned by Loom; valid until the
- * thread's next call into Loom. Never NULL: "" when there was no failure. */
+ * thread's next call into Loom. Never NULL: "" when there was no failure. Every call that
+ * returns a loom_status, and every graph builder call (those returning a new loom_value), clears
+ * it when it succeeds, so after a success it is ""; calls that cannot fail (accessors such as
+ * loom_tensor_data, loom_graph_find_value or loom_plan_node_name) leave it as it was. */
 const char *loom_last_error(void);
 
 /* Name of STATUS ("LOOM_ERR_UNSUPPORTED"); a static string, never NULL. */

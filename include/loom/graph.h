@@ -10,7 +10,13 @@
  * first error, with the node's name in loom_last_error().
  *
  * A graph is not thread-safe while it is being built; once checked it is read-only and may be
- * planned from several threads.
+ * planned from several threads. A call that would change a checked graph (a builder, loom_input,
+ * loom_output, a rename, loom_graph_replace_uses, loom_graph_set_folding) fails with
+ * LOOM_ERR_INVALID_ARGUMENT ("... is read-only") and changes nothing: the graph keeps no error
+ * from it and stays checked and plannable.
+ *
+ * Every call that returns a loom_status, and every builder call (those returning a new
+ * loom_value), clears the thread's loom_last_error() when it succeeds.
  */
 #ifndef LOOM_GRAPH_H
 #define LOOM_GRAPH_H
@@ -69,11 +75,23 @@ loom_value loom_constant_f32(loom_graph *graph, float value);
 loom_value loom_constant_i64s(loom_graph *graph, size_t count, const int64_t *values);
 
 /* Mark VALUE as a graph output named NAME (copied; NULL keeps the value's own name). Outputs
- * are returned by loom_plan_run in the order they were marked. A value may be an output once. */
+ * are returned by loom_plan_run in the order they were marked. A value may be an output once:
+ * marking it again fails (sticky), naming the value, and does not rename it. NAME must not be
+ * another value's name (value names are unique in a graph). */
 loom_status loom_output(loom_graph *graph, loom_value value, const char *name);
 
-/* Rename VALUE (its name appears in messages, traces and as an output file name). */
+/* Rename VALUE (its name appears in messages, traces and as an output file name). NAME is
+ * copied; it must be non-empty and not the name of another value of the graph. Fails (sticky)
+ * otherwise, naming both. */
 loom_status loom_value_set_name(loom_graph *graph, loom_value value, const char *name);
+
+/* Name the node that produced VALUE (the typed builders return only values; this is how their
+ * nodes get names, e.g. for pins "node:NAME=DEVICE" in loom_plan_options). NAME is copied. Fails
+ * (sticky) with LOOM_ERR_INVALID_ARGUMENT when NAME is NULL or empty, when another node of the
+ * graph already has that name (names Loom made up included), when VALUE is a graph input or a
+ * constant (a folded node is a constant), or when the graph is checked (without poisoning it).
+ * Naming a node does not rename its output values. Takes time linear in the node count. */
+loom_status loom_node_set_name(loom_graph *graph, loom_value value, const char *name);
 
 /* Type and shape of VALUE, as inferred when the node producing it was added. Returns
  * LOOM_ERR_INVALID_ARGUMENT for a handle the graph does not have. RANK/DIMS may be NULL;
@@ -231,7 +249,8 @@ loom_value loom_graph_output(const loom_graph *graph, size_t i);
  * several threads once the graph is checked. */
 
 /* Name of node I (the NODE_NAME given to loom_graph_op, or one made up from the op), or NULL.
- * Node names are not checked for uniqueness. Owned by the graph; valid until it is destroyed. */
+ * loom_graph_op does not check node names for uniqueness (ONNX models may repeat them);
+ * loom_node_set_name does. Owned by the graph; valid until it is destroyed or the node renamed. */
 const char *loom_graph_node_name(const loom_graph *graph, size_t i);
 
 /* Operator of node I in ONNX spelling ("MatMul"), or NULL. A static string of the operator
