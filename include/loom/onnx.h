@@ -53,9 +53,12 @@ typedef struct loom_onnx_options {
  * subgraphs are folded (see loom_graph_set_folding); symbolic dims are resolved from OPTIONS
  * (may be NULL). The graph's inputs are the model's inputs that are not initializers, in model
  * order; its outputs are the model's outputs.
+ * External data must lie beneath the model's folder (no "..", no absolute path, no symlink out of
+ * it) and hold the bytes its tensor needs (checked before anything is allocated).
  * Fails with LOOM_ERR_IO (file unreadable), LOOM_ERR_INVALID_ARGUMENT (not a valid model:
- * truncated, corrupt, a missing external file, a dim left unresolved, a node whose shapes do not
- * fit), or LOOM_ERR_UNSUPPORTED (ops Loom lacks: ALL of them named in one message, with the
+ * truncated, corrupt, a missing, short or escaping external file, a dim left unresolved, a node
+ * whose shapes do not fit, a name written twice, a cycle, subgraphs or types nested more than 100
+ * protobuf messages deep), or LOOM_ERR_UNSUPPORTED (ops Loom lacks: ALL of them named in one message, with the
  * opset). The message in loom_last_error() names the file and the culprit. */
 loom_status loom_onnx_load(const char *path, const loom_onnx_options *options, loom_graph **out);
 
