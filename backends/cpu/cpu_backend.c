@@ -207,6 +207,25 @@ static void describe(cpu_state *s, unsigned threads)
              info->compute_units);
 }
 
+/* Every family fills the entries of its ops (cpu_kernels.h lists them, file by file). */
+static void cpu_register_all(cpu_op_entry *ops)
+{
+    cpu_register_elementwise(ops);
+    cpu_register_compare_logic_round(ops);
+    cpu_register_activations(ops);
+    cpu_register_normalization(ops);
+    cpu_register_reductions(ops);
+    cpu_register_linalg(ops);
+    cpu_register_conv(ops);
+    cpu_register_pooling(ops);
+    cpu_register_layout(ops);
+    cpu_register_indexing(ops);
+    cpu_register_resize(ops);
+    cpu_register_recurrent(ops);
+    cpu_register_generators(ops);
+    cpu_register_quantization(ops);
+}
+
 const loom_backend *loom_cpu_backend_create(unsigned threads, char *err, size_t err_len)
 {
     cpu_state *s = calloc(1, sizeof *s);
@@ -250,14 +269,7 @@ const loom_backend *loom_cpu_backend_create(unsigned threads, char *err, size_t 
         free(s);
         return NULL;
     }
-    cpu_register_elementwise(s->ops);
-    cpu_register_normalize(s->ops);
-    cpu_register_linalg(s->ops);
-    cpu_register_layout(s->ops);
-    cpu_register_nn2(s->ops);
-    cpu_register_compare_logic_round(s->ops);
-    cpu_register_generators(s->ops);
-    cpu_register_quantization(s->ops);
+    cpu_register_all(s->ops);
     describe(s, n);
 
     loom_backend *t = &s->table;
@@ -283,14 +295,7 @@ loom_status loom_cpu_eval_node(const loom_node_desc *node, const void *const *in
     /* A kernel table of our own: cheap to fill, and no state shared with any runtime. */
     cpu_state s;
     memset(&s, 0, sizeof s);
-    cpu_register_elementwise(s.ops);
-    cpu_register_normalize(s.ops);
-    cpu_register_linalg(s.ops);
-    cpu_register_layout(s.ops);
-    cpu_register_nn2(s.ops);
-    cpu_register_compare_logic_round(s.ops);
-    cpu_register_generators(s.ops);
-    cpu_register_quantization(s.ops);
+    cpu_register_all(s.ops);
     void *kernel = NULL;
     size_t scratch_bytes = 0;
     loom_status st = cpu_prepare(&s, 0, node, &kernel, &scratch_bytes, err, err_len);

@@ -19,6 +19,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef struct cpu_pool cpu_pool;
 
@@ -62,21 +63,38 @@ typedef struct cpu_op_entry {
 /* Size of the table the families register into: one entry per loom_op_id. */
 #define CPU_OP_TABLE_SIZE 256
 
-/* Each family sets the entries of the ops it implements. */
-void cpu_register_elementwise(cpu_op_entry *table); /* unary, binary, Clip, Where, Cast, Expand,
-                                                       Identity */
-void cpu_register_normalize(cpu_op_entry *table);   /* Softmax, LayerNorm, BatchNorm, Reduce* */
-void cpu_register_linalg(cpu_op_entry *table);      /* MatMul, Gemm, Conv, pooling */
-void cpu_register_layout(cpu_op_entry *table);      /* Reshape, Transpose, Flatten, Concat, Split,
-                                                       Slice, Gather, Squeeze, Unsqueeze */
-void cpu_register_nn2(cpu_op_entry *table);         /* ABI 0.2: ConvTranspose, Resize, Pad, Tile,
-                                                       Einsum, InstanceNorm, LSTM, GRU, TopK,
-                                                       ArgMax/Min, Scatter/GatherElements, ... */
-void cpu_register_compare_logic_round(cpu_op_entry *table); /* comparisons, logic, rounding,
-                                                       HardSigmoid ... Selu, Sum, Mean */
-void cpu_register_generators(cpu_op_entry *table);  /* Shape, ConstantOfShape, Range, Dropout */
-void cpu_register_quantization(cpu_op_entry *table); /* QuantizeLinear, DequantizeLinear,
-                                                       MatMulInteger, QLinearMatMul, QLinearConv */
+/* Each family (backends/cpu/kernels_<family>.c) sets the entries of the ops it implements. */
+/* kernels_elementwise.c: Relu ... Log, Add ... Max, Pow, Clip, Where, Cast, Expand, Identity */
+void cpu_register_elementwise(cpu_op_entry *table);
+/* kernels_compare_logic_round.c: Equal ... GreaterOrEqual, And, Or, Xor, Not, Floor, Ceil, Round,
+ * Reciprocal, Sign, Sin, Cos, HardSigmoid, HardSwish, Softplus, Elu, Selu, Sum, Mean */
+void cpu_register_compare_logic_round(cpu_op_entry *table);
+/* kernels_activations.c: Softmax, LogSoftmax, PRelu */
+void cpu_register_activations(cpu_op_entry *table);
+/* kernels_normalization.c: LayerNormalization, BatchNormalization, InstanceNormalization */
+void cpu_register_normalization(cpu_op_entry *table);
+/* kernels_reductions.c: ReduceMean, ReduceSum, ReduceMax, ReduceMin, ReduceProd, ArgMax, ArgMin */
+void cpu_register_reductions(cpu_op_entry *table);
+/* kernels_linalg.c: MatMul, Gemm, Einsum */
+void cpu_register_linalg(cpu_op_entry *table);
+/* kernels_conv.c: Conv, ConvTranspose */
+void cpu_register_conv(cpu_op_entry *table);
+/* kernels_pooling.c: MaxPool, AveragePool, GlobalAveragePool */
+void cpu_register_pooling(cpu_op_entry *table);
+/* kernels_layout.c: Reshape, Flatten, Squeeze, Unsqueeze, Transpose, Slice, Concat, Split, Pad,
+ * Tile */
+void cpu_register_layout(cpu_op_entry *table);
+/* kernels_indexing.c: Gather, GatherElements, ScatterElements, TopK */
+void cpu_register_indexing(cpu_op_entry *table);
+/* kernels_resize.c: Resize */
+void cpu_register_resize(cpu_op_entry *table);
+/* kernels_recurrent.c: LSTM, GRU */
+void cpu_register_recurrent(cpu_op_entry *table);
+/* kernels_generators.c: Shape, ConstantOfShape, Range, Dropout */
+void cpu_register_generators(cpu_op_entry *table);
+/* kernels_quantization.c: QuantizeLinear, DequantizeLinear, MatMulInteger, QLinearMatMul,
+ * QLinearConv */
+void cpu_register_quantization(cpu_op_entry *table);
 
 /* Helpers shared by families (cpu_util.c). */
 int cpu_reason(char *reason, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -86,6 +104,46 @@ loom_status cpu_fail(char *err, size_t len, loom_status status, const char *fmt,
 const char *cpu_dtype_name(loom_dtype t);
 /* Whether input I of NODE was given (not an absent optional input). */
 int cpu_present(const loom_node_desc *node, uint32_t i);
+/* The same for input I of a prepared kernel K. */
+int cpu_kernel_present(const cpu_kernel *k, uint32_t i);
+/* Writes "<op>: dtype <t> has no CPU kernel (only ONLY)" into REASON; returns 0 (unsupported). */
+int cpu_no_dtype(const loom_node_desc *node, loom_dtype t, const char *only, char *reason,
+                 size_t len);
+/* Writes "<op>: out of memory" into ERR; returns LOOM_ERR_OUT_OF_MEMORY. */
+loom_status cpu_oom(const loom_node_desc *node, char *err, size_t len);
+/* Elements of work per parallel chunk: below this a node runs on the calling thread. */
+#define CPU_GRAIN 16384
+/* Items per cpu_parallel_for chunk when each item is WORK_PER_ITEM elements of work: GRAIN /
+ * work, at least 1 (GRAIN when the work is unknown, <= 0). cpu_grain() uses CPU_GRAIN. */
+size_t cpu_grain_items(int64_t work_per_item, size_t grain);
+size_t cpu_grain(int64_t work_per_item);
+/* Work, in bytes moved, worth handing to a thread as one chunk, and the items per chunk when
+ * each item moves BYTES_PER_ITEM bytes (at least 1). */
+#define CPU_CHUNK_BYTES ((size_t)32 << 10)
+size_t cpu_grain_bytes(size_t bytes_per_item);
+/* The least work, in multiply-adds, worth handing to a thread as one chunk. */
+#define CPU_CHUNK_MACS (32.0 * 1024.0)
+/* Whether V is in [0, INT_MAX] (a BLAS dimension). */
+int cpu_fits_int(int64_t v);
+/* Whether T is float32, int32 or int64. */
+int cpu_is_f32_i32_i64(loom_dtype t);
+/* Copies the ints attribute NAME of NODE into OUT when it holds exactly COUNT values; returns 1,
+ * else 0 (OUT untouched). */
+int cpu_get_ints(const loom_node_desc *node, const char *name, size_t count, int64_t *out);
+/* The string attribute NAME of NODE (owned by the node), or DEF when absent. */
+const char *cpu_str_attr(const loom_node_desc *node, const char *name, const char *def);
+/* Outputs o in [0, N_OUT) with 0 <= o * STRIDE + OFF < N_IN lie in [*LO, *HI). */
+void cpu_valid_range(int64_t off, int64_t stride, int64_t n_in, int64_t n_out, int64_t *lo,
+                     int64_t *hi);
+/* The canonical window attributes of Conv and pooling over S spatial dims (kernel_shape,
+ * strides, dilations, pads), checked for sizes the loops can use; 0 with REASON when not. */
+int cpu_window_attrs_ok(const loom_node_desc *node, size_t s, char *reason, size_t len);
+/* C[m, n] (ldc) = op(A) * op(B) + beta * C, row-major, one single-threaded cblas call; K == 0
+ * gives beta * C (zeros when beta is 0). */
+void cpu_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+               const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+/* Max of X[0..N) that lets a NaN win (CPU_MAXF); -inf when N is 0. */
+float cpu_max_f32(const float *restrict x, size_t n);
 int cpu_same_shape(const loom_tensor_desc *a, const loom_tensor_desc *b);
 /* Whether IN broadcasts (ONNX, right-aligned) to OUT. */
 int cpu_broadcasts_to(const loom_tensor_desc *in, const loom_tensor_desc *out);
@@ -96,5 +154,16 @@ float cpu_f16_to_f32(uint16_t h);
 uint16_t cpu_f32_to_f16(float f);
 float cpu_bf16_to_f32(uint16_t h);
 uint16_t cpu_f32_to_bf16(float f);
+/* Copy N bytes; element-sized copies (1, 2, 4, 8) avoid a call. */
+static inline void cpu_copy_bytes(void *dst, const void *src, size_t n)
+{
+    switch (n) {
+    case 1: *(uint8_t *)dst = *(const uint8_t *)src; break;
+    case 2: memcpy(dst, src, 2); break;
+    case 4: memcpy(dst, src, 4); break;
+    case 8: memcpy(dst, src, 8); break;
+    default: memcpy(dst, src, n);
+    }
+}
 
 #endif /* LOOM_CPU_KERNELS_H */

@@ -31,6 +31,9 @@
  * the vector width. The body sees the index as `i`. Float sums keep CPU_BLK partial sums for the
  * same reason (GCC may not reassociate one running sum), which is also more accurate. */
 #define CPU_BLK 16
+
+/* Max that lets a NaN win, as NumPy's max does. */
+#define CPU_MAXF(a, b) ((a) != (a) || (a) > (b) ? (a) : (b))
 #define CPU_LOOP(n, ...)                                                                          \
     do {                                                                                          \
         size_t i_ = 0;                                                                            \

@@ -1,10 +1,18 @@
 /*
- * Helpers shared by the CPU kernel families: message formatting and half-precision conversions.
+ * Helpers shared by the CPU kernel families: message formatting, attribute and shape helpers,
+ * work grains, a single-threaded SGEMM, the float32 row max, and half-precision conversions.
  */
+#include "cpu_axis.h"
 #include "cpu_kernels.h"
+#include "cpu_simd.h"
 
+#include <cblas.h>
+
+#include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 int cpu_reason(char *reason, size_t len, const char *fmt, ...)
@@ -48,6 +56,143 @@ const char *cpu_dtype_name(loom_dtype t)
 int cpu_present(const loom_node_desc *node, uint32_t i)
 {
     return i < node->n_inputs && node->inputs[i].dtype != LOOM_DTYPE_UNDEFINED;
+}
+
+int cpu_kernel_present(const cpu_kernel *k, uint32_t i)
+{
+    return i < k->n_in && k->in[i].dtype != LOOM_DTYPE_UNDEFINED;
+}
+
+int cpu_no_dtype(const loom_node_desc *node, loom_dtype t, const char *only, char *reason,
+                 size_t len)
+{
+    return cpu_reason(reason, len, "%s: dtype %s has no CPU kernel (only %s)", node->op_name,
+                      cpu_dtype_name(t), only);
+}
+
+loom_status cpu_oom(const loom_node_desc *node, char *err, size_t len)
+{
+    return cpu_fail(err, len, LOOM_ERR_OUT_OF_MEMORY, "%s: out of memory", node->op_name);
+}
+
+size_t cpu_grain_items(int64_t work_per_item, size_t grain)
+{
+    if (work_per_item <= 0)
+        return grain;
+    size_t g = grain / (size_t)work_per_item;
+    return g ? g : 1;
+}
+
+size_t cpu_grain(int64_t work_per_item)
+{
+    return cpu_grain_items(work_per_item, CPU_GRAIN);
+}
+
+size_t cpu_grain_bytes(size_t bytes_per_item)
+{
+    return bytes_per_item >= CPU_CHUNK_BYTES ? 1 : CPU_CHUNK_BYTES / (bytes_per_item + 1) + 1;
+}
+
+int cpu_fits_int(int64_t v)
+{
+    return v >= 0 && v <= INT_MAX;
+}
+
+int cpu_is_f32_i32_i64(loom_dtype t)
+{
+    return t == LOOM_DTYPE_F32 || t == LOOM_DTYPE_I32 || t == LOOM_DTYPE_I64;
+}
+
+int cpu_get_ints(const loom_node_desc *node, const char *name, size_t count, int64_t *out)
+{
+    const loom_attr *a = loom_node_attr(node, name);
+    if (!a || a->kind != LOOM_ATTR_INTS || a->count != count)
+        return 0;
+    for (size_t i = 0; i < count; i++)
+        out[i] = a->ints[i];
+    return 1;
+}
+
+const char *cpu_str_attr(const loom_node_desc *node, const char *name, const char *def)
+{
+    const loom_attr *a = loom_node_attr(node, name);
+    return a && a->kind == LOOM_ATTR_STRING ? a->s : def;
+}
+
+void cpu_valid_range(int64_t off, int64_t stride, int64_t n_in, int64_t n_out, int64_t *lo,
+                     int64_t *hi)
+{
+    int64_t l = off >= 0 ? 0 : (-off + stride - 1) / stride;
+    int64_t h = n_in - 1 - off < 0 ? 0 : (n_in - 1 - off) / stride + 1;
+    if (h > n_out)
+        h = n_out;
+    if (l > h)
+        l = h;
+    *lo = l;
+    *hi = h;
+}
+
+int cpu_window_attrs_ok(const loom_node_desc *node, size_t s, char *reason, size_t len)
+{
+    int64_t ks[LOOM_MAX_RANK], st[LOOM_MAX_RANK], dl[LOOM_MAX_RANK], pd[2 * LOOM_MAX_RANK];
+    if (!cpu_get_ints(node, "kernel_shape", s, ks) || !cpu_get_ints(node, "strides", s, st) ||
+        !cpu_get_ints(node, "dilations", s, dl) || !cpu_get_ints(node, "pads", 2 * s, pd)) {
+        cpu_reason(reason, len, "%s: canonical attributes missing (run shape inference)",
+                   node->op_name);
+        return 0;
+    }
+    for (size_t i = 0; i < s; i++)
+        if (ks[i] < 1 || st[i] < 1 || dl[i] < 1 || pd[i] < 0 || pd[s + i] < 0) {
+            cpu_reason(reason, len, "%s: kernel, strides and dilations must be >= 1, pads >= 0",
+                       node->op_name);
+            return 0;
+        }
+    return 1;
+}
+
+void cpu_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+               const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
+{
+    if (m <= 0 || n <= 0)
+        return;
+    if (k == 0) {
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++)
+                c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                (int)m, (int)n, (int)k, 1.0f, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+}
+
+CPU_CLONES
+float cpu_max_f32(const float *restrict x, size_t n)
+{
+    float acc[CPU_BLK];
+    for (size_t k = 0; k < CPU_BLK; k++)
+        acc[k] = -INFINITY;
+    size_t i = 0;
+    for (; i + CPU_BLK <= n; i += CPU_BLK)
+        for (size_t k = 0; k < CPU_BLK; k++)
+            acc[k] = CPU_MAXF(x[i + k], acc[k]);
+    float m = -INFINITY;
+    for (; i < n; i++)
+        m = CPU_MAXF(x[i], m);
+    for (size_t k = 0; k < CPU_BLK; k++)
+        m = CPU_MAXF(acc[k], m);
+    return m;
+}
+
+cpu_axis_params *cpu_axis_make(const loom_tensor_desc *x, int64_t axis)
+{
+    cpu_axis_params *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->dt = x->dtype;
+    p->outer = cpu_prod(x->dims, 0, (uint32_t)axis);
+    p->len = x->dims[axis];
+    p->inner = cpu_prod(x->dims, (uint32_t)axis + 1, x->rank);
+    return p;
 }
 
 int cpu_same_shape(const loom_tensor_desc *a, const loom_tensor_desc *b)

@@ -1,39 +1,23 @@
 /*
  * CPU kernels of the layout family: Reshape, Flatten, Squeeze, Unsqueeze (byte copies), Transpose,
- * Concat, Split, Slice and Gather, for every dtype (they move elements of 1, 2, 4 or 8 bytes and
- * never look at their values, except Gather's indices). Identity, also a plain copy, is
- * registered by the elementwise family (cpu_kernels.h).
+ * Concat, Split, Slice, Pad and Tile, for every dtype (they move elements of 1, 2, 4 or 8 bytes
+ * and never look at their values). Identity, also a plain copy, is registered by the elementwise
+ * family; Gather is in kernels_indexing.c.
  *
  * Prepare reduces each op to the fewest dims that describe it (size-1 dims dropped, dims that stay
  * adjacent merged), so that run() is a handful of loops over large contiguous runs: memcpy where
- * the innermost dim is contiguous on both sides, a blocked 2-D transpose where it is not.
+ * the innermost dim is contiguous on both sides, a blocked 2-D transpose where it is not. Pad and
+ * Tile fill the per-axis index maps of cpu_index_map.c (canonical pads / repeats:
+ * graph/ops_layout.c).
  */
+#include "cpu_index_map.h"
 #include "cpu_kernels.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-/* Work, in bytes moved, worth handing to a thread as one chunk. */
-#define LY_CHUNK_BYTES ((size_t)32 << 10)
 /* Tile edge of the blocked transpose, in bytes: one cache line. */
 #define LY_TILE_BYTES 64
-
-static size_t grain_for(size_t bytes_per_item)
-{
-    return bytes_per_item >= LY_CHUNK_BYTES ? 1 : LY_CHUNK_BYTES / (bytes_per_item + 1) + 1;
-}
-
-/* Copy N bytes; element-sized copies avoid a call. */
-static inline void copy_bytes(void *dst, const void *src, size_t n)
-{
-    switch (n) {
-    case 1: *(uint8_t *)dst = *(const uint8_t *)src; break;
-    case 2: memcpy(dst, src, 2); break;
-    case 4: memcpy(dst, src, 4); break;
-    case 8: memcpy(dst, src, 8); break;
-    default: memcpy(dst, src, n);
-    }
-}
 
 static int same_dtype_supported(const loom_node_desc *node, char *reason, size_t len)
 {
@@ -194,7 +178,7 @@ static void strided_finish(strided_params *p)
         p->q_strips = (p->odims[p->q] + p->tile - 1) / p->tile;
     int64_t n = p->odims[last];
     if (p->mode == LY_ROWS)
-        p->j_chunk = (int64_t)(4 * LY_CHUNK_BYTES / p->es);
+        p->j_chunk = (int64_t)(4 * CPU_CHUNK_BYTES / p->es);
     else
         p->j_chunk = p->mode == LY_TILE_MODE ? 16 * p->tile : 4096;
     if (p->j_chunk >= n)
@@ -277,7 +261,7 @@ static void strided_task(void *arg, size_t i0, size_t i1)
         io += j0 * p->istr[last];
         oo += j0;
         if (p->mode == LY_ROWS) {
-            copy_bytes(c->y + oo * (int64_t)es, c->x + io * (int64_t)es, (size_t)n * es);
+            cpu_copy_bytes(c->y + oo * (int64_t)es, c->x + io * (int64_t)es, (size_t)n * es);
         } else if (p->mode == LY_ELEMS) {
             strided_elems(es, c->y + oo * (int64_t)es, c->x + io * (int64_t)es, n,
                           p->istr[last]);
@@ -311,7 +295,7 @@ static loom_status strided_run(const cpu_kernel *k, const loom_exec_args *args, 
     strided_ctx c = {.p = p, .x = args->inputs[0], .y = args->outputs[0]};
     size_t items = (size_t)(p->n_outer_items * p->q_strips * p->j_chunks);
     size_t per_item = (size_t)p->numel / items * p->es;
-    cpu_parallel_for(pool, items, grain_for(per_item), strided_task, &c);
+    cpu_parallel_for(pool, items, cpu_grain_bytes(per_item), strided_task, &c);
     return LOOM_OK;
 }
 
@@ -522,11 +506,11 @@ static void axis_task(void *arg, size_t t0, size_t t1)
         if (n == 0)
             continue;
         if (c->split)
-            copy_bytes((char *)c->outputs[i] + o * n,
-                       (const char *)c->inputs[0] + o * p->whole_bytes + p->part_off[i], n);
+            cpu_copy_bytes((char *)c->outputs[i] + o * n,
+                           (const char *)c->inputs[0] + o * p->whole_bytes + p->part_off[i], n);
         else
-            copy_bytes((char *)c->outputs[0] + o * p->whole_bytes + p->part_off[i],
-                       (const char *)c->inputs[i] + o * n, n);
+            cpu_copy_bytes((char *)c->outputs[0] + o * p->whole_bytes + p->part_off[i],
+                           (const char *)c->inputs[i] + o * n, n);
     }
 }
 
@@ -541,7 +525,7 @@ static loom_status axis_run(const cpu_kernel *k, const loom_exec_args *args, cpu
     axis_ctx c = {.p = p, .inputs = args->inputs, .outputs = args->outputs,
                   .split = k->op == LOOM_OP_SPLIT};
     size_t items = p->outer * p->n_parts;
-    cpu_parallel_for(pool, items, grain_for(p->whole_bytes / p->n_parts), axis_task, &c);
+    cpu_parallel_for(pool, items, cpu_grain_bytes(p->whole_bytes / p->n_parts), axis_task, &c);
     return LOOM_OK;
 }
 
@@ -603,107 +587,104 @@ static loom_status split_prepare(const loom_node_desc *node, cpu_kernel *k, char
     return st;
 }
 
-/* ---- Gather ------------------------------------------------------------------------------------ */
-
-typedef struct gather_params {
-    size_t outer, inner_bytes;
-    int64_t axis_dim, n_idx;
-    int idx64;
-} gather_params;
-
-static int gather_supports(const loom_node_desc *node, char *reason, size_t len)
+/* Where output index O of an axis of N input elements, padded by PB in front, reads from. */
+static int64_t pad_source(int mode, int64_t o, int64_t pb, int64_t n)
 {
-    if (node->n_inputs != 2 || node->n_outputs != 1) {
-        cpu_reason(reason, len, "Gather takes 2 inputs and 1 output");
+    int64_t i = o - pb;
+    if (i >= 0 && i < n)
+        return i;
+    if (mode == 0) /* constant */
+        return -1;
+    if (mode == 2) /* edge */
+        return i < 0 ? 0 : n - 1;
+    if (n == 1) /* reflect over one element */
         return 0;
-    }
-    if (loom_dtype_size(node->inputs[0].dtype) == 0 ||
-        node->outputs[0].dtype != node->inputs[0].dtype) {
-        cpu_reason(reason, len, "Gather: dtype %d not supported", (int)node->inputs[0].dtype);
-        return 0;
-    }
-    loom_dtype it = node->inputs[1].dtype;
-    if (it != LOOM_DTYPE_I32 && it != LOOM_DTYPE_I64) {
-        cpu_reason(reason, len, "Gather: indices must be i32 or i64 (dtype %d)", (int)it);
-        return 0;
-    }
-    int64_t axis = loom_node_attr_int(node, "axis", 0);
-    if (axis < 0 || axis >= (int64_t)node->inputs[0].rank) {
-        cpu_reason(reason, len, "Gather: axis %lld out of range", (long long)axis);
-        return 0;
-    }
-    return 1;
+    int64_t period = 2 * (n - 1);
+    i %= period;
+    if (i < 0)
+        i += period;
+    return i < n ? i : period - i;
 }
 
-typedef struct gather_ctx {
-    const gather_params *p;
-    const char *x;
-    const void *idx;
-    char *y;
-} gather_ctx;
-
-static int64_t gather_index(const gather_params *p, const void *idx, int64_t i)
+static void value_from_float(loom_dtype t, float v, char *out)
 {
-    int64_t v = p->idx64 ? ((const int64_t *)idx)[i] : ((const int32_t *)idx)[i];
-    return v < 0 ? v + p->axis_dim : v;
-}
-
-static void gather_task(void *arg, size_t t0, size_t t1)
-{
-    const gather_ctx *c = arg;
-    const gather_params *p = c->p;
-    size_t n = p->inner_bytes;
-    for (size_t t = t0; t < t1; t++) {
-        size_t o = t / (size_t)p->n_idx, q = t % (size_t)p->n_idx;
-        int64_t v = gather_index(p, c->idx, (int64_t)q);
-        copy_bytes(c->y + t * n, c->x + (o * (size_t)p->axis_dim + (size_t)v) * n, n);
+    memset(out, 0, 8);
+    switch (t) {
+    case LOOM_DTYPE_F32: memcpy(out, &v, 4); break;
+    case LOOM_DTYPE_F16: {
+        uint16_t h = cpu_f32_to_f16(v);
+        memcpy(out, &h, 2);
+        break;
+    }
+    case LOOM_DTYPE_BF16: {
+        uint16_t h = cpu_f32_to_bf16(v);
+        memcpy(out, &h, 2);
+        break;
+    }
+    case LOOM_DTYPE_I32: {
+        int32_t i = (int32_t)v;
+        memcpy(out, &i, 4);
+        break;
+    }
+    case LOOM_DTYPE_I64: {
+        int64_t i = (int64_t)v;
+        memcpy(out, &i, 8);
+        break;
+    }
+    case LOOM_DTYPE_I8: *(int8_t *)out = (int8_t)v; break;
+    case LOOM_DTYPE_U8: *(uint8_t *)out = (uint8_t)v; break;
+    case LOOM_DTYPE_BOOL: *(uint8_t *)out = v != 0.0f; break;
+    default: break;
     }
 }
 
-static loom_status gather_run(const cpu_kernel *k, const loom_exec_args *args, cpu_pool *pool,
-                              char *err, size_t err_len)
+static loom_status pad_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
+                               size_t err_len)
 {
-    const gather_params *p = k->params;
-    gather_ctx c = {.p = p, .x = args->inputs[0], .idx = args->inputs[1], .y = args->outputs[0]};
-    /* Every index is checked before any is used, so a bad one never reads outside X. */
-    for (int64_t i = 0; i < p->n_idx; i++) {
-        int64_t v = p->idx64 ? ((const int64_t *)c.idx)[i] : ((const int32_t *)c.idx)[i];
-        if (v < -p->axis_dim || v >= p->axis_dim)
-            return cpu_fail(err, err_len, LOOM_ERR_INVALID_ARGUMENT,
-                            "Gather: index %lld out of range [%lld, %lld)", (long long)v,
-                            (long long)-p->axis_dim, (long long)p->axis_dim);
-    }
-    if (p->outer == 0 || p->inner_bytes == 0 || p->n_idx == 0)
-        return LOOM_OK;
-    size_t items = p->outer * (size_t)p->n_idx;
-    cpu_parallel_for(pool, items, grain_for(p->inner_bytes), gather_task, &c);
-    return LOOM_OK;
-}
-
-static loom_status gather_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
-                                  size_t err_len)
-{
-    gather_params *p = calloc(1, sizeof *p);
+    cpu_map_params *p = cpu_map_alloc(node);
     if (!p)
-        return cpu_fail(err, err_len, LOOM_ERR_OUT_OF_MEMORY, "Gather: out of memory");
-    const loom_tensor_desc *x = &k->in[0];
-    uint32_t axis = (uint32_t)loom_node_attr_int(node, "axis", 0);
-    p->outer = 1;
-    for (uint32_t d = 0; d < axis; d++)
-        p->outer *= (size_t)x->dims[d];
-    p->inner_bytes = loom_dtype_size(x->dtype);
-    for (uint32_t d = axis + 1; d < x->rank; d++)
-        p->inner_bytes *= (size_t)x->dims[d];
-    p->axis_dim = x->dims[axis];
-    p->n_idx = loom_tensor_desc_numel(&k->in[1]);
-    p->idx64 = k->in[1].dtype == LOOM_DTYPE_I64;
+        return cpu_oom(node, err, err_len);
+    const loom_tensor_desc *x = &node->inputs[0];
+    const loom_attr *pads = loom_node_attr(node, "pads");
+    const loom_attr *m = loom_node_attr(node, "mode");
+    const char *mode = m && m->kind == LOOM_ATTR_STRING ? m->s : "constant";
+    int mi = strcmp(mode, "reflect") == 0 ? 1 : strcmp(mode, "edge") == 0 ? 2 : 0;
+    for (uint32_t d = 0; d < x->rank; d++) {
+        const int64_t pb = pads->ints[d];
+        for (int64_t o = 0; o < p->out[d]; o++) {
+            int64_t src = pad_source(mi, o, pb, x->dims[d]);
+            p->map[d][o] = src < 0 ? -1 : src * p->istride[d];
+        }
+    }
+    if (x->rank == 0)
+        p->map[0][0] = 0;
+    value_from_float(x->dtype, loom_node_attr_float(node, "value", 0.0f), p->value);
+    p->value_input = cpu_present(node, 2);
     k->params = p;
-    k->run = gather_run;
-    k->scratch_bytes = 0;
+    k->free_params = cpu_map_free;
+    k->run = cpu_map_run;
     return LOOM_OK;
 }
 
-/* ---- registration ------------------------------------------------------------------------------ */
+static loom_status tile_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
+                                size_t err_len)
+{
+    cpu_map_params *p = cpu_map_alloc(node);
+    if (!p)
+        return cpu_oom(node, err, err_len);
+    const loom_tensor_desc *x = &node->inputs[0];
+    for (uint32_t d = 0; d < x->rank; d++)
+        for (int64_t o = 0; o < p->out[d]; o++)
+            p->map[d][o] = (o % x->dims[d]) * p->istride[d];
+    if (x->rank == 0)
+        p->map[0][0] = 0;
+    k->params = p;
+    k->free_params = cpu_map_free;
+    k->run = cpu_map_run;
+    return LOOM_OK;
+}
+
+/* ---- registration --------------------------------------------------------------------------- */
 
 void cpu_register_layout(cpu_op_entry *table)
 {
@@ -715,5 +696,6 @@ void cpu_register_layout(cpu_op_entry *table)
     table[LOOM_OP_CONCAT] = (cpu_op_entry){concat_supports, concat_prepare};
     table[LOOM_OP_SPLIT] = (cpu_op_entry){split_supports, split_prepare};
     table[LOOM_OP_SLICE] = (cpu_op_entry){slice_supports, slice_prepare};
-    table[LOOM_OP_GATHER] = (cpu_op_entry){gather_supports, gather_prepare};
+    table[LOOM_OP_PAD] = (cpu_op_entry){cpu_map_supports, pad_prepare};
+    table[LOOM_OP_TILE] = (cpu_op_entry){cpu_map_supports, tile_prepare};
 }
