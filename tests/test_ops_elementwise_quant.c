@@ -1,12 +1,17 @@
 /*
- * The ABI 0.2 elementwise, logic, shape and quantisation operators (graph/ops_ew2.c and
- * backends/cpu/k_ew2.c), through the public API: each graph is built with loom_graph_op, planned
+ * Elementwise, comparison, logic and rounding operators, the activations HardSigmoid ... Selu,
+ * Sum and Mean, the generators (Shape, ConstantOfShape, Range, Dropout) and the quantisation
+ * operators (QuantizeLinear ... QLinearConv), through the public API (registry:
+ * graph/ops_elementwise.c, ops_compare_logic.c, ops_activations.c, ops_generators.c,
+ * ops_quantization.c; CPU kernels: backends/cpu/kernels_compare_logic_round.c,
+ * kernels_generators.c, kernels_quantization.c): each graph is built with loom_graph_op, planned
  * on "cpu" with strict=1 and run, and its outputs compared with naive reference loops written
  * here from the ONNX opset-18 specification. Shapes cover broadcasting, odd sizes, scalars and
  * empty dimensions; malformed nodes must fail with a clear message. Inputs come from a
  * fixed-seed generator reseeded before every test.
  *
- * Run all tests: ./test_ops_ew2; only tests whose name contains WORD: ./test_ops_ew2 WORD.
+ * Run all tests: ./test_ops_elementwise_quant; only tests whose name contains WORD:
+ * ./test_ops_elementwise_quant WORD.
  */
 #include <loom/graph.h>
 #include <loom/runtime.h>
@@ -160,7 +165,7 @@ typedef struct tc {
 static void tc_init(tc *c)
 {
     memset(c, 0, sizeof *c);
-    c->g = loom_graph_create("ew2_test");
+    c->g = loom_graph_create("elementwise_quant_test");
     CU_ASSERT_PTR_NOT_NULL_FATAL(c->g);
 }
 
@@ -1469,8 +1474,8 @@ int main(int argc, char **argv)
     const char *filter = argc > 1 ? argv[1] : NULL;
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 2;
-    CU_pSuite s = CU_add_suite_with_setup_and_teardown("ops_ew2", suite_init, suite_clean,
-                                                       rng_reset, NULL);
+    CU_pSuite s = CU_add_suite_with_setup_and_teardown("ops_elementwise_quant", suite_init,
+                                                       suite_clean, rng_reset, NULL);
     if (!s) {
         CU_cleanup_registry();
         return 2;

@@ -1,11 +1,15 @@
 /*
- * The ABI 0.2 neural-network operators (graph/ops_nn2.c, backends/cpu/k_nn2.c) through the
- * public API: each op is built with loom_graph_op, planned strictly on the CPU and run, and its
- * outputs compared with naive reference loops written here from the ONNX opset-18
- * specification (never with the library's kernels). Also: bad inputs give clear errors, and
+ * Operators beyond elementwise maps, by family, through the public API: conv (ConvTranspose),
+ * resize (Resize), layout (Pad, Tile), linalg (Einsum), normalization (InstanceNormalization),
+ * activations (LogSoftmax, PRelu), indexing (TopK, ScatterElements, GatherElements), reductions
+ * (ArgMax, ArgMin, ReduceMin, ReduceProd) and recurrent (LSTM, GRU); the registry of each family
+ * is graph/ops_<family>.c, its CPU kernels backends/cpu/kernels_<family>.c. Each op is built
+ * with loom_graph_op, planned strictly on the CPU and run, and its outputs compared with naive
+ * reference loops written here from the ONNX opset-18 specification (never with the library's
+ * kernels). Also: bad inputs give clear errors, and
  * every node's canonical attributes infer to themselves.
  *
- * Run all tests: ./test_ops_nn2; only tests whose name contains WORD: ./test_ops_nn2 WORD.
+ * Run all tests: ./test_ops_layers; only tests whose name contains WORD: ./test_ops_layers WORD.
  */
 #include <loom/graph.h>
 #include <loom/runtime.h>
@@ -121,7 +125,7 @@ typedef struct tc {
 static void tc_init(tc *c)
 {
     memset(c, 0, sizeof *c);
-    c->g = loom_graph_create("nn2_test");
+    c->g = loom_graph_create("layers_test");
 }
 
 static void tc_free(tc *c)
@@ -1680,7 +1684,7 @@ int main(int argc, char **argv)
     const char *filter = argc > 1 ? argv[1] : NULL;
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 2;
-    CU_pSuite s = CU_add_suite_with_setup_and_teardown("ops_nn2", suite_init, suite_clean,
+    CU_pSuite s = CU_add_suite_with_setup_and_teardown("ops_layers", suite_init, suite_clean,
                                                        rng_reset, NULL);
     size_t added = 0;
     for (size_t i = 0; s && i < sizeof tests / sizeof tests[0]; i++) {
