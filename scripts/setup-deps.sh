@@ -4,7 +4,7 @@
 set -e
 PKGS="build-essential meson ninja-build pkg-config libopenblas-dev libhwloc-dev hwloc libnuma-dev
 libcunit1-dev libjansson-dev ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo
-libclblast-dev protobuf-c-compiler libprotobuf-c-dev libonnx-dev libonnx-testdata
+libclblast-dev libssl-dev protobuf-c-compiler libprotobuf-c-dev libonnx-dev libonnx-testdata
 python3 python3-onnx python3-numpy clang libclang-rt-14-dev graphviz chromium"
 missing=""
 for p in $PKGS; do

@@ -9,12 +9,14 @@
 #include "ocl_internal.h"
 
 #include <CL/cl_ext.h>
+#include <openssl/sha.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -422,13 +424,25 @@ static void cache_key(const ocl_device *d, const char *src, size_t src_len, cons
     snprintf(file, file_len, "%s/%016llx.bin", dir, (unsigned long long)hk);
 }
 
-static const char k_cache_magic[8] = {'L', 'O', 'O', 'M', 'C', 'L', 'B', '1'};
+/* A cache entry: magic, key length (u32), key, body length (u64), SHA-256 of the body (32
+ * bytes), body. The checksum is verified before a driver sees the body: a driver handed a
+ * damaged binary may abort the process (PoCL asserts). Entries of the earlier format
+ * (LOOMCLB1, no checksum) are stale and rebuilt without a word. */
+static const char k_cache_magic[8] = {'L', 'O', 'O', 'M', 'C', 'L', 'B', '2'};
+static const char k_cache_magic_v1[8] = {'L', 'O', 'O', 'M', 'C', 'L', 'B', '1'};
+
+/* Why a present cache entry was not used, for the warning; NULL when it was fine or merely
+ * stale (another format, another key: a different program under a colliding name). */
+typedef struct cache_verdict {
+    const char *corrupt;
+} cache_verdict;
 
 /* The cached binary under KEY in FILE, built for D with OPTS; NULL when absent or unusable
- * (then rebuilt). */
+ * (then rebuilt), with V->corrupt saying why when the entry is damaged. */
 static cl_program cache_load(const ocl_device *d, const char *key, const char *file,
-                             const char *opts)
+                             const char *opts, cache_verdict *v)
 {
+    v->corrupt = NULL;
     FILE *f = fopen(file, "rb");
     if (!f)
         return NULL;
@@ -436,18 +450,45 @@ static cl_program cache_load(const ocl_device *d, const char *key, const char *f
     char magic[8], stored[1024];
     uint32_t klen = 0;
     uint64_t blen = 0;
-    unsigned char *bin = NULL;
-    if (fread(magic, 1, 8, f) != 8 || memcmp(magic, k_cache_magic, 8) != 0 ||
-        fread(&klen, sizeof klen, 1, f) != 1 || klen >= sizeof stored ||
-        fread(stored, 1, klen, f) != klen)
+    unsigned char *bin = NULL, sum[SHA256_DIGEST_LENGTH], want[SHA256_DIGEST_LENGTH];
+    if (fread(magic, 1, 8, f) != 8) {
+        v->corrupt = "truncated header";
         goto out;
+    }
+    if (memcmp(magic, k_cache_magic_v1, 8) == 0)
+        goto out;
+    if (memcmp(magic, k_cache_magic, 8) != 0) {
+        v->corrupt = "not a Loom cache entry";
+        goto out;
+    }
+    if (fread(&klen, sizeof klen, 1, f) != 1 || klen >= sizeof stored ||
+        fread(stored, 1, klen, f) != klen) {
+        v->corrupt = "damaged header";
+        goto out;
+    }
     stored[klen] = '\0';
-    if (strcmp(stored, key) != 0 || fread(&blen, sizeof blen, 1, f) != 1 || blen == 0 ||
-        blen > ((uint64_t)256 << 20))
+    if (strcmp(stored, key) != 0)
         goto out;
+    if (fread(&blen, sizeof blen, 1, f) != 1 || blen == 0 || blen > ((uint64_t)256 << 20) ||
+        fread(want, 1, sizeof want, f) != sizeof want) {
+        v->corrupt = "damaged header";
+        goto out;
+    }
     bin = malloc(blen);
-    if (!bin || fread(bin, 1, blen, f) != blen)
+    if (!bin)
         goto out;
+    if (fread(bin, 1, blen, f) != blen) {
+        v->corrupt = "truncated body";
+        goto out;
+    }
+    if (fgetc(f) != EOF) {
+        v->corrupt = "trailing bytes";
+        goto out;
+    }
+    if (!SHA256(bin, blen, sum) || memcmp(sum, want, sizeof sum) != 0) {
+        v->corrupt = "checksum mismatch";
+        goto out;
+    }
     size_t len = blen;
     const unsigned char *bp = bin;
     cl_int bst = CL_SUCCESS, e = CL_SUCCESS;
@@ -457,6 +498,8 @@ static cl_program cache_load(const ocl_device *d, const char *key, const char *f
         clReleaseProgram(prog);
         prog = NULL;
     }
+    if (!prog)
+        v->corrupt = "the driver refused the binary";
 out:
     free(bin);
     fclose(f);
@@ -473,17 +516,17 @@ static void cache_store(cl_program prog, const char *key, const char *file)
     unsigned char *bin = malloc(len);
     if (!bin)
         return;
-    unsigned char *bins[1] = {bin};
+    unsigned char *bins[1] = {bin}, sum[SHA256_DIGEST_LENGTH];
     char tmp[1100];
     snprintf(tmp, sizeof tmp, "%s.%ld.tmp", file, (long)getpid());
     FILE *f = NULL;
     if (clGetProgramInfo(prog, CL_PROGRAM_BINARIES, sizeof bins, bins, NULL) == CL_SUCCESS &&
-        (f = fopen(tmp, "wb")) != NULL) {
+        SHA256(bin, len, sum) && (f = fopen(tmp, "wb")) != NULL) {
         uint32_t klen = (uint32_t)strlen(key);
         uint64_t blen = len;
         int ok = fwrite(k_cache_magic, 1, 8, f) == 8 && fwrite(&klen, sizeof klen, 1, f) == 1 &&
                  fwrite(key, 1, klen, f) == klen && fwrite(&blen, sizeof blen, 1, f) == 1 &&
-                 fwrite(bin, 1, len, f) == len;
+                 fwrite(sum, 1, sizeof sum, f) == sizeof sum && fwrite(bin, 1, len, f) == len;
         ok = (fclose(f) == 0) && ok;
         if (!ok || rename(tmp, file) != 0)
             unlink(tmp);
@@ -501,7 +544,11 @@ static cl_program build_program(ocl_state *s, ocl_device *d, const char *src, si
     cl_program prog = NULL;
     if (s->cache_dir[0]) {
         cache_key(d, src, src_len, opts, key, sizeof key, file, sizeof file, s->cache_dir);
-        prog = cache_load(d, key, file, opts);
+        cache_verdict v;
+        prog = cache_load(d, key, file, opts, &v);
+        if (v.corrupt)
+            host_log(s, LOOM_LOG_WARNING, "opencl:%u: program cache entry %s is damaged (%s): "
+                     "rebuilt from source", d->index, file, v.corrupt);
     }
     if (prog)
         return prog;
@@ -1221,6 +1268,26 @@ static void ocl_shutdown(void *ctx)
     free(s);
 }
 
+/* Address space an OpenCL driver needs to start: PoCL, for one, aborts the whole process when
+ * it cannot start its threads (measured: 300 MB under `ulimit -v` aborts, 400 MB runs). */
+#define OCL_ADDRESS_ROOM ((size_t)256 << 20)
+
+/* Whether a finite address-space limit (RLIMIT_AS, `ulimit -v`) leaves too little room to start
+ * a driver, probed by reserving that room (never touched, given back at once). No limit, no
+ * probe. */
+static int address_space_short(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return 0;
+    void *p = mmap(NULL, OCL_ADDRESS_ROOM, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
+    if (p == MAP_FAILED)
+        return 1;
+    munmap(p, OCL_ADDRESS_ROOM);
+    return 0;
+}
+
 const loom_backend *loom_opencl_backend_create(const loom_host *host, char *err, size_t err_len)
 {
     if (err && err_len)
@@ -1228,6 +1295,11 @@ const loom_backend *loom_opencl_backend_create(const loom_host *host, char *err,
     const char *env = getenv("LOOM_OPENCL");
     if (env && !strcmp(env, "0"))
         return NULL;
+    if (address_space_short()) {
+        fail(err, err_len, LOOM_ERR_OUT_OF_MEMORY, "the address-space limit (ulimit -v) leaves "
+             "less than %zu MiB for the OpenCL driver", OCL_ADDRESS_ROOM >> 20);
+        return NULL;
+    }
     ocl_state *s = calloc(1, sizeof *s);
     if (!s) {
         fail(err, err_len, LOOM_ERR_OUT_OF_MEMORY, "out of memory starting the OpenCL backend");
