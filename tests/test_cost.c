@@ -396,6 +396,131 @@ static void test_corrupt_cache_files_are_reported_and_ignored(void)
     cost_model_close(k);
 }
 
+/* How many runtime messages from index FROM on contain NEEDLE. */
+static size_t messages_since(size_t from, const char *needle)
+{
+    size_t n = 0;
+    for (size_t i = from; i < loom_runtime_message_count(rt); i++)
+        n += strstr(loom_runtime_message(rt, i), needle) != NULL;
+    return n;
+}
+
+/* Whether DIR holds an entry whose name starts with PREFIX (a quarantined file). */
+static int has_prefixed(const char *dir, const char *prefix)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    struct dirent *e;
+    int found = 0;
+    while ((e = readdir(d)))
+        found |= strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+    closedir(d);
+    return found;
+}
+
+/* Open and close a model on DIR; the number of messages naming NEEDLE it gave. */
+static size_t open_close_messages(const char *dir, const char *needle)
+{
+    size_t before = loom_runtime_message_count(rt);
+    cost_model *m = NULL;
+    CU_ASSERT_EQUAL_FATAL(cost_model_open(rt, dir, &m), LOOM_OK);
+    cost_model_close(m);
+    return messages_since(before, needle);
+}
+
+static void test_damaged_cache_files_are_said_once_and_quarantined(void)
+{
+    char dir[4096], path[8192];
+    fresh_dir(dir, sizeof dir, "damaged");
+    /* A folder where the file should be; NaN (not JSON); a file cut in the middle. */
+    mkdir(dir, 0755);
+    snprintf(path, sizeof path, "%s/history.json", dir);
+    CU_ASSERT_EQUAL_FATAL(mkdir(path, 0755), 0);
+    write_text(dir, "profiles.json", "{\"version\": 1, \"profiles\": {\"k\": {\"flops_f32\": NaN}}}");
+    CU_ASSERT_EQUAL(open_close_messages(dir, "corrupt"), 2);
+    CU_ASSERT(has_prefixed(dir, "history.json.bad-"));
+    CU_ASSERT(has_prefixed(dir, "profiles.json.bad-"));
+    CU_ASSERT_EQUAL(open_close_messages(dir, "corrupt"), 0); /* said once */
+
+    fresh_dir(dir, sizeof dir, "truncated");
+    write_text(dir, "history.json", "{\"version\": 1, \"history\": {\"cpu|x\": {\"MatMul|f32[");
+    CU_ASSERT_EQUAL(open_close_messages(dir, "history.json is corrupt"), 1);
+    CU_ASSERT(has_prefixed(dir, "history.json.bad-"));
+    CU_ASSERT_EQUAL(open_close_messages(dir, "corrupt"), 0);
+}
+
+static void test_poisoned_cache_entries_are_dropped_and_the_file_rewritten(void)
+{
+    char dir[4096], text[4096];
+    fresh_dir(dir, sizeof dir, "poisoned");
+    cost_model *m = NULL;
+    CU_ASSERT_EQUAL_FATAL(cost_model_open(rt, dir, &m), LOOM_OK);
+    char key[192];
+    snprintf(key, sizeof key, "%s", cost_profile_of(m, 0)->key);
+    double facts = cost_profile_of(m, 0)->flops[0];
+    cost_model_close(m);
+    /* A profile 1e300 times too slow (positive, finite: passes a plain sanity check), and
+     * history samples negative, beyond a day and fine. */
+    snprintf(text, sizeof text, "{\"version\": 1, \"profiles\": {\"%s\": {\"calibrated\": true, "
+             "\"flops_f32\": 1e-300, \"mem_bandwidth\": 1e10, \"launch_s\": 1e-6}}}", key);
+    write_text(dir, "profiles.json", text);
+    snprintf(text, sizeof text, "{\"version\": 1, \"history\": {\"%s\": {"
+             "\"neg\": {\"samples\": [1e-3, -1e-3, 1e-3]}, \"huge\": {\"samples\": [1e300]}, "
+             "\"fine\": {\"samples\": [2e-3, 2e-3, 2e-3]}}}}", key);
+    write_text(dir, "history.json", text);
+    size_t before = loom_runtime_message_count(rt);
+    CU_ASSERT_EQUAL_FATAL(cost_model_open(rt, dir, &m), LOOM_OK);
+    CU_ASSERT_EQUAL(messages_since(before, "profiles.json: the entry"), 1);
+    CU_ASSERT_EQUAL(messages_since(before, "history.json: 2 malformed entries"), 1);
+    CU_ASSERT_EQUAL(cost_profile_of(m, 0)->calibrated, 0);
+    CU_ASSERT_DOUBLE_EQUAL(cost_profile_of(m, 0)->flops[0], facts, 0);
+    cost_model_close(m);
+    /* Rewritten without them: the next start says nothing and keeps the good entry. */
+    before = loom_runtime_message_count(rt);
+    CU_ASSERT_EQUAL_FATAL(cost_model_open(rt, dir, &m), LOOM_OK);
+    CU_ASSERT_EQUAL(loom_runtime_message_count(rt), before);
+    pthread_rwlock_wrlock(&m->lock);
+    cost_hist *fine = cost_hist_add(m, "fine", 0, cost_sig_hash("fine", 0), 2e-3);
+    CU_ASSERT(fine && fine->n == 4);
+    pthread_rwlock_unlock(&m->lock);
+    cost_model_close(m);
+}
+
+static void test_observation_far_off_the_prediction_is_warned_once_and_not_learned(void)
+{
+    char dir[4096];
+    fresh_dir(dir, sizeof dir, "outlier");
+    cost_model *m = NULL;
+    CU_ASSERT_EQUAL_FATAL(cost_model_open(rt, dir, &m), LOOM_OK);
+    loom_node_desc n = matmul_node(0);
+    for (int i = 0; i < 5; i++)
+        cost_record(m, 0, &n, 1e-3);
+    size_t before = loom_runtime_message_count(rt);
+    cost_record(m, 0, &n, 1e4); /* 10^7 x the prediction */
+    CU_ASSERT_EQUAL(messages_since(before, "not learned"), 1);
+    CU_ASSERT_DOUBLE_EQUAL(cost_node_seconds(m, 0, &n, NULL), 1e-3, 1e-12);
+    cost_record(m, 0, &n, 1e-3);
+    cost_record(m, 0, &n, 1e-10); /* 10^7 x below */
+    cost_record(m, 0, &n, 1e4);
+    CU_ASSERT_EQUAL(messages_since(before, "not learned"), 1); /* once per signature */
+    CU_ASSERT_DOUBLE_EQUAL(cost_node_seconds(m, 0, &n, NULL), 1e-3, 1e-12);
+    /* Non-finite and negative figures: refused, said once. */
+    cost_record(m, 0, &n, NAN);
+    cost_record(m, 0, &n, -1);
+    cost_record(m, 0, &n, INFINITY);
+    CU_ASSERT_EQUAL(messages_since(before, "is not a time"), 1);
+    CU_ASSERT_DOUBLE_EQUAL(cost_node_seconds(m, 0, &n, NULL), 1e-3, 1e-12);
+    /* Held back three times in a row on one side: the device changed, the history restarts. */
+    cost_record(m, 0, &n, 1e-3);
+    cost_record(m, 0, &n, 2.0);
+    cost_record(m, 0, &n, 2.0);
+    CU_ASSERT_DOUBLE_EQUAL(cost_node_seconds(m, 0, &n, NULL), 1e-3, 1e-12);
+    cost_record(m, 0, &n, 2.0);
+    CU_ASSERT_DOUBLE_EQUAL(cost_node_seconds(m, 0, &n, NULL), 2.0, 1e-12);
+    cost_model_close(m);
+}
+
 static void progress_count(void *user, const char *label, double fraction)
 {
     int *calls = user;
@@ -572,6 +697,12 @@ int main(void)
          test_history_and_profiles_round_trip_through_the_cache},
         {"corrupt_cache_files_are_reported_and_ignored",
          test_corrupt_cache_files_are_reported_and_ignored},
+        {"damaged_cache_files_are_said_once_and_quarantined",
+         test_damaged_cache_files_are_said_once_and_quarantined},
+        {"poisoned_cache_entries_are_dropped_and_the_file_rewritten",
+         test_poisoned_cache_entries_are_dropped_and_the_file_rewritten},
+        {"observation_far_off_the_prediction_is_warned_once_and_not_learned",
+         test_observation_far_off_the_prediction_is_warned_once_and_not_learned},
         {"quick_calibration_of_cpu_gives_positive_finite_figures",
          test_quick_calibration_of_cpu_gives_positive_finite_figures},
         {"links_between_host_visible_memories_are_free",

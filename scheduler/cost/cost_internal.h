@@ -36,7 +36,24 @@ typedef struct cost_hist {
     double samples[COST_HISTORY_KEEP]; /* ring, oldest overwritten */
     double median;                   /* robust median of the samples, kept current */
     int dirty;                       /* changed since the last save */
+    /* Observations more than COST_OUTLIER_RATIO off the median, held back (cost_learn): */
+    int warned;                      /* said once for this signature */
+    uint32_t n_off;                  /* consecutive ones, the latest in off[] */
+    double off[COST_HISTORY_MIN];
 } cost_hist;
+
+/* An observation this many times above or below the history's median is not learned (a
+ * clock glitch, a page-in, a poisoned figure): warned about once per signature. Only when
+ * COST_HISTORY_MIN such observations come in a row, all on the same side, has the device really
+ * changed: the history then starts again from them. */
+#define COST_OUTLIER_RATIO 1000.0
+
+/* Learn SECONDS for (SIG, GROUP, HASH): cost_hist_add, guarded against outliers as above and
+ * against negative or non-finite figures (refused, warned about once per model). DEV names the
+ * device in the warning. The caller holds the write lock. Returns the entry when the sample was
+ * learned, else NULL. */
+cost_hist *cost_learn(cost_model *m, uint32_t dev, const char *sig, uint32_t group, uint64_t hash,
+                      double seconds);
 
 struct cost_model {
     loom_runtime *rt;        /* borrowed: must outlive the model */
@@ -50,6 +67,7 @@ struct cost_model {
     cost_hist **slots;         /* open addressing, NULL empty; capacity a power of two */
     size_t cap, count;
     atomic_uint *group_count; /* per device group: history entries, read without the lock */
+    atomic_int warned_invalid; /* a negative or non-finite observation was reported */
 };
 
 /* Build NODE's signature ("MatMul|f32[1,128,768];f32[768,768]|f32[1,128,768]|p0", then

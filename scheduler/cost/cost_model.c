@@ -360,6 +360,45 @@ cost_hist *cost_hist_add(cost_model *m, const char *sig, uint32_t group, uint64_
     return e;
 }
 
+cost_hist *cost_learn(cost_model *m, uint32_t dev, const char *sig, uint32_t group, uint64_t hash,
+                      double seconds)
+{
+    const char *id = dev < m->n_devices ? m->rt->devices[dev].id : "?";
+    if (!(seconds >= 0) || !isfinite(seconds)) {
+        if (!atomic_exchange(&m->warned_invalid, 1))
+            runtime_message(m->rt, "cost model: a measured time of %g s for %s on %s is not a "
+                            "time; not learned (said once)", seconds, sig, id);
+        return NULL;
+    }
+    cost_hist *e = hist_find(m, sig, group, hash);
+    if (e && e->n >= COST_HISTORY_MIN && e->median > 0) {
+        double ratio = seconds / e->median;
+        if (ratio > COST_OUTLIER_RATIO || ratio < 1 / COST_OUTLIER_RATIO) {
+            if (!e->warned) {
+                e->warned = 1;
+                runtime_message(m->rt, "cost model: %s on %s measured %.3g s, %.3gx %s the "
+                                "prediction %.3g s; not learned (said once per signature)", sig,
+                                id, seconds, ratio > 1 ? ratio : 1 / ratio,
+                                ratio > 1 ? "above" : "below", e->median);
+            }
+            /* The same side as those held back, or a fresh run of them. */
+            if (e->n_off && (e->off[e->n_off - 1] > e->median) != (seconds > e->median))
+                e->n_off = 0;
+            e->off[e->n_off++] = seconds;
+            if (e->n_off < COST_HISTORY_MIN)
+                return NULL;
+            /* The device changed: start again from what it measures now. */
+            e->n = e->next = 0;
+            for (uint32_t k = 0; k + 1 < COST_HISTORY_MIN; k++)
+                cost_hist_add(m, sig, group, hash, e->off[k]);
+            e->n_off = 0;
+        } else {
+            e->n_off = 0;
+        }
+    }
+    return cost_hist_add(m, sig, group, hash, seconds);
+}
+
 /* ---- opening and closing ---------------------------------------------------------------- */
 
 loom_status cost_model_open(loom_runtime *rt, const char *cache_dir, cost_model **out)
@@ -373,6 +412,7 @@ loom_status cost_model_open(loom_runtime *rt, const char *cache_dir, cost_model 
     if (!m)
         return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory opening the cost model");
     m->rt = rt;
+    atomic_init(&m->warned_invalid, 0);
     m->n_devices = (uint32_t)rt->n_devices;
     size_t n = m->n_devices ? m->n_devices : 1;
     m->profiles = calloc(n, sizeof *m->profiles);
@@ -701,24 +741,24 @@ void cost_signature(const loom_node_desc *node, char *buf)
 
 void cost_record_signature(cost_model *m, uint32_t dev, const char *sig, double seconds)
 {
-    if (!m || !sig || dev >= m->n_devices || !(seconds >= 0) || !isfinite(seconds))
+    if (!m || !sig || dev >= m->n_devices)
         return;
     uint32_t g = m->group[dev];
     uint64_t h = cost_sig_hash(sig, g);
     pthread_rwlock_wrlock(&m->lock);
-    cost_hist_add(m, sig, g, h, seconds);
+    cost_learn(m, dev, sig, g, h, seconds);
     pthread_rwlock_unlock(&m->lock);
 }
 
 void cost_record(cost_model *m, uint32_t dev, const loom_node_desc *node, double seconds)
 {
-    if (!m || !node || dev >= m->n_devices || !(seconds >= 0) || !isfinite(seconds))
+    if (!m || !node || dev >= m->n_devices)
         return;
     char sig[COST_SIG_MAX];
     uint32_t g = m->group[dev];
     uint64_t h = cost_sig(node, g, sig);
     pthread_rwlock_wrlock(&m->lock);
-    cost_hist_add(m, sig, g, h, seconds);
+    cost_learn(m, dev, sig, g, h, seconds);
     pthread_rwlock_unlock(&m->lock);
 }
 
@@ -784,7 +824,7 @@ size_t cost_record_timeline(cost_model *m, const loom_graph *g, const loom_plan 
         char sig[COST_SIG_MAX];
         uint32_t grp = m->group[tm->device];
         uint64_t h = cost_sig(&desc, grp, sig);
-        if (cost_hist_add(m, sig, grp, h, (double)(tm->end_ns - tm->start_ns) * 1e-9))
+        if (cost_learn(m, tm->device, sig, grp, h, (double)(tm->end_ns - tm->start_ns) * 1e-9))
             recorded++;
     }
     pthread_rwlock_unlock(&m->lock);

@@ -17,9 +17,14 @@
  * Saving merges: the file on disk is read again and only what this model changed is replaced,
  * so entries of devices absent from this run (a plugin not loaded) and of other processes
  * survive. Each file is written to a temporary file in the same folder, flushed, then renamed
- * over the old one, so a reader never sees half a file. A file that does not parse, or an
- * entry of the wrong shape, is reported through runtime_message and ignored (and replaced at the
- * next save).
+ * over the old one, so a reader never sees half a file.
+ *
+ * Damage is said once, through runtime_message naming the file, and put aside so that it is
+ * not said again at every start: a file that does not parse (garbage, a truncated file, NaN or
+ * an overflowing number, another version) or a folder where the file should be is renamed to
+ * NAME.bad-<UTC time> and ignored; entries of the wrong shape or with implausible figures
+ * (negative, non-finite, a profile outside the bounds below, a sample beyond a day) are dropped
+ * and the file rewritten without them.
  */
 #include "cost_internal.h"
 
@@ -74,20 +79,39 @@ static int mkdir_p(const char *path)
     return S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
 }
 
+/* Move the damaged file (or folder) PATH aside to PATH.bad-<UTC time> so that it is reported
+ * once, not at every start; the new name into MOVED, "" when it could not be moved. */
+static void quarantine(const char *path, char *moved, size_t len)
+{
+    char when[32] = "0";
+    time_t now = time(NULL);
+    struct tm tm;
+    if (gmtime_r(&now, &tm))
+        strftime(when, sizeof when, "%Y%m%dT%H%M%SZ", &tm);
+    snprintf(moved, len, "%s.bad-%s", path, when);
+    struct stat st;
+    if (lstat(moved, &st) == 0 || rename(path, moved) != 0)
+        moved[0] = '\0';
+}
+
 /* Parse file NAME of the cache folder. Returns the root object (caller decrefs) or NULL when
- * the file is missing or, with a message through runtime_message when QUIET is 0, when it is not
- * JSON or not an object of our version whose member MEMBER is an object. */
+ * the file is missing or, when QUIET is 0, with a message through runtime_message and the file
+ * moved aside (quarantine), when it is not a JSON object of our version whose member MEMBER is
+ * an object. */
 static json_t *read_file(cost_model *m, const char *name, const char *member, int quiet)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/%s", m->cache_dir, name);
-    if (access(path, F_OK) != 0)
+    struct stat st;
+    if (lstat(path, &st) != 0)
         return NULL;
     json_error_t err;
-    json_t *root = json_load_file(path, 0, &err);
+    json_t *root = S_ISREG(st.st_mode) ? json_load_file(path, 0, &err) : NULL;
     const char *why = NULL;
     char what[256];
-    if (!root) {
+    if (!S_ISREG(st.st_mode)) {
+        why = S_ISDIR(st.st_mode) ? "a folder, not a file" : "not a regular file";
+    } else if (!root) {
         snprintf(what, sizeof what, "line %d: %s", err.line, err.text);
         why = what;
     } else if (!json_is_object(root)) {
@@ -99,8 +123,12 @@ static json_t *read_file(cost_model *m, const char *name, const char *member, in
         why = what;
     }
     if (why) {
-        if (!quiet)
-            runtime_message(m->rt, "cost model: %s is corrupt (%s); ignored", path, why);
+        if (!quiet) {
+            char moved[4300];
+            quarantine(path, moved, sizeof moved);
+            runtime_message(m->rt, "cost model: %s is corrupt (%s); %s%s", path, why,
+                            moved[0] ? "moved to " : "ignored", moved);
+        }
         json_decref(root);
         return NULL;
     }
@@ -150,23 +178,32 @@ typedef struct prof_field {
     const char *name;
     size_t offset;
     int required; /* must be > 0 in a calibrated entry */
+    double max;   /* a figure above it is not a measurement (0 is always allowed: unknown) */
+    double min;   /* nor one that is positive and below it */
 } prof_field;
 
+/* Bounds of what any device measures: rates from 1 kop/s (or kB/s) to 1e18 per second, fixed
+ * costs and latencies under 10 s. A figure outside them came from a damaged or poisoned file
+ * and would put every node on one device. */
+#define RATE_MIN 1e3
+#define RATE_MAX 1e18
+#define TIME_MAX 10.0
+
 static const prof_field prof_fields[] = {
-    {"flops_f32", offsetof(cost_profile, flops[0]), 1},
-    {"flops_f16", offsetof(cost_profile, flops[1]), 0},
-    {"flops_int8", offsetof(cost_profile, flops[2]), 0},
-    {"mem_bandwidth", offsetof(cost_profile, mem_bandwidth), 1},
-    {"launch_s", offsetof(cost_profile, launch_s), 1},
-    {"to_host_latency_s", offsetof(cost_profile, to_host_latency_s), 0},
-    {"to_host_bandwidth", offsetof(cost_profile, to_host_bandwidth), 0},
-    {"from_host_latency_s", offsetof(cost_profile, from_host_latency_s), 0},
-    {"from_host_bandwidth", offsetof(cost_profile, from_host_bandwidth), 0},
-    {"power_w", offsetof(cost_profile, power_w), 0},
-    {"cache_bytes", offsetof(cost_profile, cache_bytes), 0},
+    {"flops_f32", offsetof(cost_profile, flops[0]), 1, RATE_MAX, RATE_MIN},
+    {"flops_f16", offsetof(cost_profile, flops[1]), 0, RATE_MAX, RATE_MIN},
+    {"flops_int8", offsetof(cost_profile, flops[2]), 0, RATE_MAX, RATE_MIN},
+    {"mem_bandwidth", offsetof(cost_profile, mem_bandwidth), 1, RATE_MAX, RATE_MIN},
+    {"launch_s", offsetof(cost_profile, launch_s), 1, TIME_MAX, 0},
+    {"to_host_latency_s", offsetof(cost_profile, to_host_latency_s), 0, TIME_MAX, 0},
+    {"to_host_bandwidth", offsetof(cost_profile, to_host_bandwidth), 0, RATE_MAX, RATE_MIN},
+    {"from_host_latency_s", offsetof(cost_profile, from_host_latency_s), 0, TIME_MAX, 0},
+    {"from_host_bandwidth", offsetof(cost_profile, from_host_bandwidth), 0, RATE_MAX, RATE_MIN},
+    {"power_w", offsetof(cost_profile, power_w), 0, 1e6, 0},
+    {"cache_bytes", offsetof(cost_profile, cache_bytes), 0, 1e15, 0},
 #define CLASS_FIELDS(cls, name)                                                                \
-    {"fixed_s_" name, offsetof(cost_profile, class_fixed_s[cls]), 0},                          \
-    {"rate_" name, offsetof(cost_profile, class_rate[cls]), 0}
+    {"fixed_s_" name, offsetof(cost_profile, class_fixed_s[cls]), 0, TIME_MAX, 0},             \
+    {"rate_" name, offsetof(cost_profile, class_rate[cls]), 0, RATE_MAX, RATE_MIN}
     CLASS_FIELDS(COST_CLASS_MATMUL, "matmul"),
     CLASS_FIELDS(COST_CLASS_CONV, "conv"),
     CLASS_FIELDS(COST_CLASS_BINARY, "binary"),
@@ -198,7 +235,8 @@ static int profile_from_json(cost_profile *p, json_t *obj)
         json_t *x = json_object_get(obj, prof_fields[k].name);
         v[k] = x ? json_number_value(x) : 0;
         if ((x && !json_is_number(x)) || !isfinite(v[k]) || v[k] < 0 ||
-            (prof_fields[k].required && !(v[k] > 0)))
+            (prof_fields[k].required && !(v[k] > 0)) || v[k] > prof_fields[k].max ||
+            (v[k] > 0 && v[k] < prof_fields[k].min))
             return 0;
     }
     /* A 0 means "not measured": the facts' figure stays. */
@@ -239,20 +277,41 @@ static json_t *profile_to_json(const cost_model *m, uint32_t d)
 
 /* ---- loading ---------------------------------------------------------------------------- */
 
+static loom_status write_file(cost_model *m, const char *name, json_t *root);
+
+/* Rewrite file NAME without the entries a load dropped (ROOT is what is left); says whether
+ * that worked, for the message. */
+static const char *rewrite_without(cost_model *m, const char *name, json_t *root)
+{
+    return write_file(m, name, root) == LOOM_OK ? "dropped from the file" : "ignored";
+}
+
 static void load_profiles(cost_model *m)
 {
     json_t *root = read_file(m, "profiles.json", "profiles", 0);
     if (!root)
         return;
     json_t *profs = json_object_get(root, "profiles");
+    char bad[256] = "";
+    size_t n_bad = 0;
     for (uint32_t d = 0; d < m->n_devices; d++) {
         json_t *obj = json_object_get(profs, m->profiles[d].key);
-        if (obj && !profile_from_json(&m->profiles[d], obj) && m->group[d] == d)
-            runtime_message(m->rt, "cost model: %s/profiles.json: the entry of '%s' is malformed; "
-                       "ignored", m->cache_dir, m->profiles[d].key);
+        if (obj && !profile_from_json(&m->profiles[d], obj) && m->group[d] == d) {
+            if (!n_bad++)
+                snprintf(bad, sizeof bad, "%s", m->profiles[d].key);
+            json_object_del(profs, m->profiles[d].key);
+        }
     }
+    if (n_bad)
+        runtime_message(m->rt, "cost model: %s/profiles.json: the entr%s of '%s'%s %s malformed "
+                        "or implausible; %s", m->cache_dir, n_bad == 1 ? "y" : "ies", bad,
+                        n_bad > 1 ? " and others" : "", n_bad == 1 ? "is" : "are",
+                        rewrite_without(m, "profiles.json", root));
     json_decref(root);
 }
+
+/* Longest plausible time of one node: a day. */
+#define SAMPLE_MAX_S 86400.0
 
 static void load_history(cost_model *m)
 {
@@ -270,28 +329,31 @@ static void load_history(cost_model *m)
             continue;
         if (!json_is_object(sigs)) {
             bad++;
+            json_object_del(hist, m->profiles[d].key);
             continue;
         }
         const char *sig;
-        json_t *e;
-        json_object_foreach(sigs, sig, e) {
+        json_t *e, *tmp;
+        json_object_foreach_safe(sigs, tmp, sig, e) {
             json_t *samples = json_object_get(e, "samples");
-            if (!json_is_array(samples) || strlen(sig) >= COST_SIG_MAX) {
+            size_t n = json_array_size(samples);
+            int ok = json_is_array(samples) && strlen(sig) < COST_SIG_MAX;
+            for (size_t i = 0; ok && i < n; i++) {
+                json_t *x = json_array_get(samples, i);
+                double s = json_number_value(x);
+                ok = json_is_number(x) && isfinite(s) && s >= 0 && s <= SAMPLE_MAX_S;
+            }
+            if (!ok) { /* the whole signature goes: its good samples are suspect too */
                 bad++;
+                json_object_del(sigs, sig);
                 continue;
             }
-            size_t n = json_array_size(samples);
             size_t first = n > COST_HISTORY_KEEP ? n - COST_HISTORY_KEEP : 0;
             uint64_t h = cost_sig_hash(sig, d);
             cost_hist *entry = NULL;
             for (size_t i = first; i < n; i++) {
-                json_t *x = json_array_get(samples, i);
-                double s = json_number_value(x);
-                if (!json_is_number(x) || !isfinite(s) || s < 0) {
-                    bad++;
-                    continue;
-                }
-                cost_hist *got = cost_hist_add(m, sig, d, h, s);
+                cost_hist *got =
+                    cost_hist_add(m, sig, d, h, json_number_value(json_array_get(samples, i)));
                 entry = got ? got : entry;
             }
             if (entry)
@@ -300,8 +362,9 @@ static void load_history(cost_model *m)
     }
     pthread_rwlock_unlock(&m->lock);
     if (bad)
-        runtime_message(m->rt, "cost model: %s/history.json: %zu malformed entr%s ignored",
-                   m->cache_dir, bad, bad == 1 ? "y" : "ies");
+        runtime_message(m->rt, "cost model: %s/history.json: %zu malformed entr%s (negative, "
+                        "non-finite or beyond a day); %s", m->cache_dir, bad,
+                        bad == 1 ? "y" : "ies", rewrite_without(m, "history.json", root));
     json_decref(root);
 }
 
