@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "commands.h"
 #include "scheduler/cost/cost.h"
@@ -164,6 +165,38 @@ static const char main_help[] =
     "  --version  print the version\n"
     "\n"
     "Exit status: 0 success, 1 runtime failure, 2 bad usage or bad input.\n";
+
+/* OpenBLAS's pthread build starts one thread per core from its library constructor; each
+ * reserves a 128 MiB buffer at start and retries forever when it cannot (under `ulimit -v`), and
+ * OpenBLAS's exit handler joins them: the process spins and never ends (or, lower still, the
+ * constructor cannot create the thread and exits before main). Loom runs OpenBLAS
+ * single-threaded inside its own pool and never uses those threads, and only the environment at
+ * load time keeps OpenBLAS from starting them. So before any library's constructor runs
+ * (.preinit_array), the command executes itself again, once, with OPENBLAS_NUM_THREADS=1 (a
+ * setenv here would be undone by libc's start-up); when that cannot be done it carries on. */
+static char openblas_one_thread[] = "OPENBLAS_NUM_THREADS=1";
+
+static void openblas_without_threads(int argc, char **argv, char **envp)
+{
+    (void)argc;
+    size_t n = 0;
+    for (; envp && envp[n]; n++)
+        if (!strcmp(envp[n], openblas_one_thread))
+            return;
+    char **env = malloc((n + 2) * sizeof *env);
+    if (!env)
+        return;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(envp[i], "OPENBLAS_NUM_THREADS=", 21) != 0)
+            env[k++] = envp[i];
+    env[k++] = openblas_one_thread;
+    env[k] = NULL;
+    execve("/proc/self/exe", argv, env);
+    free(env);
+}
+__attribute__((section(".preinit_array"), used)) static void (*const loom_preinit)(
+    int, char **, char **) = openblas_without_threads;
 
 int main(int argc, char **argv)
 {
