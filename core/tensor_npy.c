@@ -2,15 +2,21 @@
  * Host tensors on disk as NumPy .npy files: reading formats 1.0 to 3.0 (C order, little-endian)
  * and writing format 1.0. The header is a Python dict literal; only what NumPy itself writes is
  * accepted, and every departure is reported with the file's name and what is wrong with it.
+ * Sizes are checked against the file before anything is allocated; writes are atomic (a
+ * temporary file beside the target, synced, renamed over it).
  */
 #include "core_internal.h"
 
 #include <ctype.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define NPY_MAGIC "\x93NUMPY"
 #define NPY_MAGIC_LEN 6
@@ -255,13 +261,13 @@ loom_status loom_tensor_load_npy(const char *path, loom_tensor **out)
     *out = NULL;
     if (!path)
         return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "loom_tensor_load_npy: path is NULL");
+    loom_clear_error();
     FILE *f = fopen(path, "rb");
     if (!f)
         return loom_set_error(LOOM_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
 
     loom_status st = LOOM_OK;
     char *header = NULL;
-    loom_clear_error();
     loom_tensor *t = NULL;
     char why[256];
     unsigned char pre[12];
@@ -443,8 +449,6 @@ done:
     return st;
 }
 
-/* ---- writing ------------------------------------------------------------------------------- */
-
 static const char *descr_of(loom_dtype dtype)
 {
     switch (dtype) {
@@ -460,26 +464,109 @@ static const char *descr_of(loom_dtype dtype)
     }
 }
 
-static loom_status write_failed(const char *path)
+/* ---- writing, atomically ------------------------------------------------------------------- */
+
+/* The bytes of a .npy file go to a new temporary file beside the target, are checked write by
+ * write and synced, and only then is the temporary renamed over the target: a reader sees the
+ * old file or the whole new one, never a truncated file with a valid header (a full disk, a
+ * kill mid-write). A symbolic link at the target is refused, not followed. */
+
+/* Write all N bytes of DATA to FD (retrying short writes). 0 with errno set on failure. */
+static int write_all(int fd, const void *data, size_t n)
 {
-    return loom_set_error(LOOM_ERR_IO, "cannot write '%s': %s", path, strerror(errno));
+    const unsigned char *p = data;
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return 0;
+        }
+        if (w == 0) {
+            errno = EIO;
+            return 0;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 1;
 }
 
 /* Write N bytes of DATA, element-swapped to little-endian on a big-endian host. */
-static int write_data(FILE *f, const unsigned char *data, size_t n, size_t elem_size)
+static int write_data(int fd, const unsigned char *data, size_t n, size_t elem_size)
 {
     if (host_is_little_endian() || elem_size == 1)
-        return fwrite(data, 1, n, f) == n;
+        return write_all(fd, data, n);
     unsigned char buf[4096];
     for (size_t off = 0; off < n;) {
         size_t chunk = n - off < sizeof buf ? n - off : sizeof buf;
         memcpy(buf, data + off, chunk);
         swap_elements(buf, chunk, elem_size);
-        if (fwrite(buf, 1, chunk, f) != chunk)
+        if (!write_all(fd, buf, chunk))
             return 0;
         off += chunk;
     }
     return 1;
+}
+
+/* Create a new file beside PATH, named ".BASE.XXXXXXXX.tmp" (hidden, random part), with
+ * O_EXCL and mode 0666 less the umask, as the target would get from fopen. Returns its fd with
+ * the name in TMP (TMP_LEN bytes), or -1 with errno set. */
+static int create_temp_beside(const char *path, char *tmp, size_t tmp_len)
+{
+    const char *slash = strrchr(path, '/');
+    size_t dir_len = slash ? (size_t)(slash - path) + 1 : 0;
+    const char *base = slash ? slash + 1 : path;
+    for (int attempt = 0; attempt < 100; attempt++) {
+        uint32_t r;
+        if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r)
+            r = (uint32_t)getpid() * 2654435761u + (uint32_t)attempt;
+        /* The base is cut so that the name stays within NAME_MAX. */
+        int n = snprintf(tmp, tmp_len, "%.*s.%.200s.%08x.tmp", (int)dir_len, path, base,
+                         (unsigned)r);
+        if (n < 0 || (size_t)n >= tmp_len) {
+            errno = ENAMETOOLONG;
+            return -1;
+        }
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0666);
+        if (fd >= 0 || errno != EEXIST)
+            return fd;
+    }
+    errno = EEXIST;
+    return -1;
+}
+
+/* Make a rename in PATH's folder durable; failure to sync a folder is not an error (some file
+ * systems refuse it). */
+static void sync_parent(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char dir[4096];
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == path)
+        snprintf(dir, sizeof dir, "/");
+    else
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
+
+/* LOOM_ERR_IO with the message, errno left at ERR for the caller (loom/core.h). */
+static loom_status io_failed(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static loom_status io_failed(int err, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    loom_status st = loom_set_error(LOOM_ERR_IO, "%s", msg);
+    errno = err;
+    return st;
 }
 
 loom_status loom_tensor_save_npy(const char *path, const loom_tensor *tensor)
@@ -487,6 +574,7 @@ loom_status loom_tensor_save_npy(const char *path, const loom_tensor *tensor)
     if (!path || !tensor)
         return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
                               "loom_tensor_save_npy: path or tensor is NULL");
+    loom_clear_error();
     loom_dtype dtype = loom_tensor_dtype(tensor);
     const char *descr = descr_of(dtype);
     if (!descr)
@@ -518,10 +606,28 @@ loom_status loom_tensor_save_npy(const char *path, const loom_tensor *tensor)
     memset(head + prefix + len, ' ', header_len - (size_t)len - 1);
     head[total - 1] = '\n';
 
-    FILE *f = fopen(path, "wb");
-    if (!f)
-        return loom_set_error(LOOM_ERR_IO, "cannot create '%s': %s", path, strerror(errno));
-    int ok = fwrite(head, 1, total, f) == total;
+    /* What is at the target now: nothing, or a regular file to replace. A symlink would let
+     * whoever can write the folder point the output anywhere; a device or a folder is not an
+     * output file. */
+    struct stat sb;
+    if (lstat(path, &sb) == 0) {
+        if (S_ISLNK(sb.st_mode))
+            return io_failed(ELOOP, "cannot write '%s': it is a symbolic link (refused, not "
+                                    "followed)", path);
+        if (S_ISDIR(sb.st_mode))
+            return io_failed(EISDIR, "cannot write '%s': it is a directory", path);
+        if (!S_ISREG(sb.st_mode))
+            return io_failed(EINVAL, "cannot write '%s': it exists and is not a regular file",
+                             path);
+    } else if (errno != ENOENT) {
+        return io_failed(errno, "cannot write '%s': %s", path, strerror(errno));
+    }
+
+    char tmp[4400];
+    int fd = create_temp_beside(path, tmp, sizeof tmp);
+    if (fd < 0)
+        return io_failed(errno, "cannot create '%s': %s", path, strerror(errno));
+    int ok = write_all(fd, head, total);
     const unsigned char *data = loom_tensor_data(tensor);
     size_t nbytes = loom_tensor_nbytes(tensor);
     if (ok && dtype == LOOM_DTYPE_BF16) {
@@ -535,19 +641,27 @@ loom_status loom_tensor_save_npy(const char *path, const loom_tensor *tensor)
                 uint32_t bits = (uint32_t)h << 16; /* bfloat16 is float32's upper half */
                 memcpy(&buf[k], &bits, 4);
             }
-            ok = write_data(f, (const unsigned char *)buf, chunk * 4, 4);
+            ok = write_data(fd, (const unsigned char *)buf, chunk * 4, 4);
             i += chunk;
         }
     } else if (ok && nbytes) {
-        ok = write_data(f, data, nbytes, loom_dtype_size(dtype));
+        ok = write_data(fd, data, nbytes, loom_dtype_size(dtype));
+    }
+    /* Synced before the rename: after a crash the name holds the old bytes or all the new. */
+    ok = ok && fsync(fd) == 0;
+    int e = errno;
+    if (close(fd) != 0 && ok) {
+        ok = 0;
+        e = errno;
+    }
+    if (ok && rename(tmp, path) != 0) {
+        ok = 0;
+        e = errno;
     }
     if (!ok) {
-        loom_status st = write_failed(path);
-        fclose(f);
-        return st;
+        unlink(tmp);
+        return io_failed(e, "cannot write '%s': %s", path, strerror(e));
     }
-    if (fclose(f) != 0)
-        return write_failed(path);
+    sync_parent(path);
     return LOOM_OK;
 }
-    loom_clear_error();

@@ -85,6 +85,7 @@ save("half", [helper.make_node("Identity", ["x"], ["y"])],
      [vi("x", T.FLOAT16, [3])], [vi("y", T.FLOAT16, [3])])
 np.save("h.npy", np.array([1.5, -2, 0.25], np.float16))
 np.save("four.npy", np.array([1.0, -2.5, 3.140625, 0.1], np.float32))
+np.save("big_x.npy", np.arange(1024, dtype=np.float32))
 
 rng = np.random.default_rng(7)
 x = rng.standard_normal((2, 3)).astype(np.float32)
@@ -104,6 +105,26 @@ with open("corrupt.npy", "wb") as f:
     f.write(b"\x93NUMPY\x01\x00\x10\x00{'descr': '<f4'")
 with open("corrupt.onnx", "wb") as f:
     f.write(b"this is not a protobuf \xff\xff\xff\xff")
+# A 4 KiB output, for a write that fails part way.
+save("big", [helper.make_node("Relu", ["x"], ["y"])], [vi("x", T.FLOAT, [1024])],
+     [vi("y", T.FLOAT, [1024])])
+# Models Loom cannot take, for the exit-status rule shared by every command.
+relu = [helper.make_node("Relu", ["x"], ["y"])]
+def save_raw(name, nodes, inputs, outputs, opsets):
+    m = helper.make_model(helper.make_graph(nodes, name, inputs, outputs), opset_imports=opsets)
+    m.ir_version = 8
+    onnx.save(m, "bad_" + name + ".onnx")
+op13 = [helper.make_opsetid("", 13)]
+save_raw("unknown_op", [helper.make_node("FrobnicateX", ["x"], ["y"])],
+         [vi("x", T.FLOAT, [2])], [vi("y", T.FLOAT, [2])], op13)
+save_raw("unknown_domain", [helper.make_node("Relu", ["x"], ["y"], domain="com.example")],
+         [vi("x", T.FLOAT, [2])], [vi("y", T.FLOAT, [2])],
+         op13 + [helper.make_opsetid("com.example", 1)])
+save_raw("old_opset", relu, [vi("x", T.FLOAT, [2])], [vi("y", T.FLOAT, [2])],
+         [helper.make_opsetid("", 1)])
+save_raw("complex_dtype", [helper.make_node("Identity", ["x"], ["y"])],
+         [vi("x", T.COMPLEX64, [2])], [vi("y", T.COMPLEX64, [2])], op13)
+save_raw("rank9", relu, [vi("x", T.FLOAT, [1] * 9)], [vi("y", T.FLOAT, [1] * 9)], op13)
 # Headers claiming far more data than the file holds: 2 GiB in 640 bytes, 2^40 elements.
 for name, shape in (("claim2g.npy", "(536870912,)"), ("claim2e40.npy", "(1048576, 1048576)")):
     d = ("{'descr': '<f4', 'fortran_order': False, 'shape': %s, }" % shape).ljust(117) + "\n"
@@ -305,6 +326,55 @@ check_bad "calibrate without int8" "--calibrate needs --precision int8" "$LOOM" 
 check_bad "bad calibrate" "--calibrate" "$LOOM" run addmul.onnx --precision int8 --calibrate 0
 touch a_file
 check_bad "output dir is a file" "a_file" "$LOOM" run addmul.onnx -o a_file
+# One rule for output paths (docs/run.md): a folder that cannot be created or written is the
+# -o argument's fault, 2, whatever the reason; a failure while writing (disk full) is 1.
+check_bad "output dir cannot be created" "a_file/sub" "$LOOM" run addmul.onnx -o a_file/sub
+if [ "$(id -u)" -ne 0 ]; then
+    mkdir -p ro_dir && chmod 555 ro_dir
+    check_bad "read-only output dir" "ro_dir" "$LOOM" run addmul.onnx -o ro_dir
+    chmod 755 ro_dir
+else
+    echo "skip the read-only output dir: root writes anywhere"
+fi
+# An option expecting a value does not take the next option as its value.
+check_bad "--device followed by -o" "option --device needs a value" \
+    "$LOOM" run addmul.onnx --device -o dev_swallow
+[ ! -e dev_swallow ] || bad "--device -o: nothing written"
+
+# ---- writing outputs: whole files, by rename ----------------------------------------------------
+check "first run into a folder" 0 "$LOOM" run addmul.onnx -i x=x.npy -i y=y.npy -o again
+[ ! -s "$TMP/err" ] || bad "first run: nothing on stderr"
+check "second run replaces the outputs" 0 "$LOOM" run addmul.onnx -i x=y.npy -i y=y.npy -o again
+grep -qF "replaced the existing file 'again/prod.npy'" "$TMP/err" || bad "replacing a file is said"
+pycheck "replaced output holds the new result" <<'PY'
+import numpy as np
+y = np.load("y.npy")
+np.testing.assert_allclose(np.load("again/prod.npy"), y * y, rtol=1e-6)
+PY
+mkdir -p linked && echo precious >victim.txt && ln -sf ../victim.txt linked/prod.npy
+check_bad "symlink at an output name is refused" "linked/prod.npy" "$LOOM" run addmul.onnx -o linked
+grep -q "symbolic link" "$TMP/err" || bad "symlink refusal says why"
+[ "$(cat victim.txt)" = precious ] || bad "the symlink's target is untouched"
+# A write that fails part way (the file-size limit, as a full disk would): exit 1, one line, the
+# old file intact and no partial or temporary file left.
+mkdir -p fsz && "$LOOM" run big.onnx -o fsz >/dev/null 2>&1 && cp fsz/y.npy old_y.npy
+check "write failing part way" 1 bash -c "ulimit -f 2; trap '' XFSZ; exec \"\$0\" run big.onnx -i x=big_x.npy -o fsz" "$LOOM"
+[ "$(wc -l <"$TMP/err")" -eq 1 ] && grep -q "fsz/y.npy" "$TMP/err" || { bad "failed write: one line naming the file"; cat "$TMP/err"; }
+cmp -s fsz/y.npy old_y.npy || bad "failed write: the old file is intact"
+[ -z "$(ls -A fsz | grep -v '^y.npy$')" ] || { bad "failed write left files"; ls -A fsz; }
+
+# ---- one exit-status rule for every command: the same bad file, the same status ----------------
+for m in unknown_op unknown_domain old_opset complex_dtype rank9; do
+    check_bad "run: bad model $m" "bad_$m.onnx" "$LOOM" run "bad_$m.onnx"
+    check_bad "profile: bad model $m" "bad_$m.onnx" env LOOM_NO_CALIBRATE=1 "$LOOM" profile \
+        "bad_$m.onnx" --repeat 1 --warmup 0
+done
+for f in bad_unknown_op.onnx claim2g.npy no-such-file; do
+    check_bad "run: $f as a model" "$f" "$LOOM" run "./$f"
+    check_bad "profile: $f as a model" "$f" env LOOM_NO_CALIBRATE=1 "$LOOM" profile "./$f"
+    check_bad "sim: $f as an instance" "$f" "$LOOM" sim "./$f"
+    check_bad "backend-test: $f as a plugin" "$f" "$LOOM" backend-test "./$f"
+done
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

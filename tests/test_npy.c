@@ -17,6 +17,8 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <dirent.h>
+#include <signal.h>
 
 /* Byte strings written by NumPy 1.24 (np.lib.format.write_array): the independent reference. */
 /* array([[-1. , -0.5, 0. ],    [ 0.5, 1. , 1.5]], dtype=float32), format 1.0 */
@@ -477,6 +479,135 @@ static void test_refuses_malformed_headers(void)
                  4, "after the header's dict");
 }
 
+/* ---- atomic writing (issue 17) ---------------------------------------------------------------- */
+
+/* Temporary files ("*.tmp") left in DIR. */
+static int leftover_temporaries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));) {
+        size_t l = strlen(e->d_name);
+        n += l > 4 && !strcmp(e->d_name + l - 4, ".tmp");
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/* A float32 tensor of COUNT elements, each VALUE. */
+static loom_tensor *filled(size_t count, float value)
+{
+    int64_t d[1] = {(int64_t)count};
+    loom_tensor *t = NULL;
+    if (loom_tensor_create(LOOM_DTYPE_F32, 1, d, &t) != LOOM_OK)
+        return NULL;
+    float *f = loom_tensor_data(t);
+    for (size_t i = 0; i < count; i++)
+        f[i] = value;
+    return t;
+}
+
+static void test_save_replaces_an_existing_file_whole(void)
+{
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/replace", tmpdir);
+    CU_ASSERT_EQUAL_FATAL(mkdir(dir, 0700), 0);
+    char p[700];
+    snprintf(p, sizeof p, "%s/out.npy", dir);
+    write_bytes(p, "old contents, longer than nothing", 33);
+    loom_tensor *t = filled(3, 2.0f), *back = NULL;
+    CU_ASSERT_EQUAL_FATAL(loom_tensor_save_npy(p, t), LOOM_OK);
+    CU_ASSERT_EQUAL_FATAL(loom_tensor_load_npy(p, &back), LOOM_OK);
+    CU_ASSERT(loom_tensor_nbytes(back) == 12 && ((float *)loom_tensor_data(back))[2] == 2.0f);
+    CU_ASSERT_EQUAL(leftover_temporaries(dir), 0);
+    loom_tensor_destroy(back);
+    loom_tensor_destroy(t);
+}
+
+static void test_save_refuses_a_symlink_at_the_target(void)
+{
+    const char *victim = tmp_path("victim.txt");
+    write_bytes(victim, "precious", 8);
+    char link[600];
+    snprintf(link, sizeof link, "%s/link.npy", tmpdir);
+    CU_ASSERT_EQUAL_FATAL(symlink(victim, link), 0);
+    loom_tensor *t = filled(4, 1.0f);
+    CU_ASSERT_EQUAL(loom_tensor_save_npy(link, t), LOOM_ERR_IO);
+    CU_ASSERT(contains(loom_last_error(), link));
+    CU_ASSERT(contains(loom_last_error(), "symbolic link"));
+    size_t n = 0;
+    unsigned char *b = read_bytes(victim, &n);
+    CU_ASSERT(b && n == 8 && !memcmp(b, "precious", 8));
+    free(b);
+    struct stat sb;
+    CU_ASSERT(lstat(link, &sb) == 0 && S_ISLNK(sb.st_mode));
+    CU_ASSERT_EQUAL(leftover_temporaries(tmpdir), 0);
+    /* A folder at the target is refused too, by name. */
+    const char *d = tmp_path("a-folder.npy");
+    CU_ASSERT_EQUAL_FATAL(mkdir(d, 0700), 0);
+    CU_ASSERT_EQUAL(loom_tensor_save_npy(d, t), LOOM_ERR_IO);
+    CU_ASSERT(contains(loom_last_error(), "is a directory"));
+    loom_tensor_destroy(t);
+}
+
+/* A write that fails part way (here the file-size limit, as a full disk would): the save
+ * reports LOOM_ERR_IO naming the file, the old file is intact and no partial file remains. The
+ * save runs in a child, whose RLIMIT_FSIZE is 4 KiB and which ignores SIGXFSZ. */
+static void test_failed_write_leaves_the_old_file_and_no_partial_file(void)
+{
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/full", tmpdir);
+    CU_ASSERT_EQUAL_FATAL(mkdir(dir, 0700), 0);
+    char p[700];
+    snprintf(p, sizeof p, "%s/out.npy", dir);
+    loom_tensor *old = filled(8, 7.0f);
+    CU_ASSERT_EQUAL_FATAL(loom_tensor_save_npy(p, old), LOOM_OK);
+    size_t n0 = 0;
+    unsigned char *before = read_bytes(p, &n0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        signal(SIGXFSZ, SIG_IGN);
+        struct rlimit rl = {4096, 4096};
+        if (setrlimit(RLIMIT_FSIZE, &rl) != 0)
+            _exit(255);
+        loom_tensor *big = filled(16384, 1.0f); /* 64 KiB */
+        loom_status st = loom_tensor_save_npy(p, big);
+        int named = contains(loom_last_error(), p) && contains(loom_last_error(), "too large");
+        loom_tensor_destroy(big);
+        _exit(st == LOOM_ERR_IO && named ? 0 : 1);
+    }
+    int ws = 0;
+    CU_ASSERT_FATAL(pid > 0 && waitpid(pid, &ws, 0) == pid);
+    CU_ASSERT(WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
+    size_t n1 = 0;
+    unsigned char *after = read_bytes(p, &n1);
+    CU_ASSERT(before && after && n0 == n1 && !memcmp(before, after, n0));
+    CU_ASSERT_EQUAL(leftover_temporaries(dir), 0);
+    free(before);
+    free(after);
+    loom_tensor_destroy(old);
+}
+
+/* The new file's mode is 0666 less the umask, as fopen would make it (not mkstemp's 0600). */
+static void test_saved_file_mode_follows_the_umask(void)
+{
+    const char *p = tmp_path("mode.npy");
+    pid_t pid = fork();
+    if (pid == 0) {
+        umask(027);
+        loom_tensor *t = filled(2, 1.0f);
+        loom_status st = loom_tensor_save_npy(p, t);
+        loom_tensor_destroy(t);
+        _exit(st == LOOM_OK ? 0 : 1);
+    }
+    int ws = 0;
+    CU_ASSERT_FATAL(pid > 0 && waitpid(pid, &ws, 0) == pid);
+    CU_ASSERT(WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
+    struct stat sb;
+    CU_ASSERT(stat(p, &sb) == 0 && (sb.st_mode & 0777) == 0640);
+}
+
 /* ---- sizes checked against the file before allocating (issue 17) --------------------------- */
 
 /* A header claiming 2^40 float32 elements over no data: bad input, not an allocation failure. */
@@ -626,6 +757,11 @@ int main(void)
         {"short_file_claiming_2_gib_is_refused_before_allocating",
          test_short_file_claiming_2_gib_is_refused_before_allocating},
         {"pipe_is_read_and_short_pipe_refused", test_pipe_is_read_and_short_pipe_refused},
+        {"save_replaces_an_existing_file_whole", test_save_replaces_an_existing_file_whole},
+        {"save_refuses_a_symlink_at_the_target", test_save_refuses_a_symlink_at_the_target},
+        {"failed_write_leaves_the_old_file_and_no_partial_file",
+         test_failed_write_leaves_the_old_file_and_no_partial_file},
+        {"saved_file_mode_follows_the_umask", test_saved_file_mode_follows_the_umask},
     };
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++)
         if (!CU_add_test(s, tests[i].name, tests[i].fn)) {

@@ -168,7 +168,8 @@ rects = list(svg.iter(NS + "rect"))
 drawn = [r for r in rects if "node" in r.get("class", "").split()]
 merged = sum(int(r.get("data-nodes")) for r in rects if "aggregate" in r.get("class", "").split())
 assert len(drawn) + merged == len(p["nodes"]), (len(drawn), merged)
-assert [g for g in svg.iter(NS + "g") if g.get("class") == "target"], "no target line"
+# The target: a line where it falls, or (far beyond the run) its value at the right edge.
+assert [g for g in svg.iter(NS + "g") if "target" in g.get("class", "").split()], "no target"
 PY
 
 expect "DOT file is plausible Graphviz" "$PY" - "$TMP/g.dot" "$TMP/p.json" <<'PY'
@@ -345,9 +346,77 @@ PY
 import json, sys
 r = json.load(open(sys.argv[1]))
 sys.exit(0 if len(r["nodes"]) == 200000 and r["plan"]["replanned"] >= 1 else 1)' "$TMP/out"
+
+    # Small ONNX models in a folder: the Gantt chart's axis and title, --dim, refused dims.
+    mkdir -p "$TMP/models"
+    "$PY" - "$TMP/models" <<'PY'
+import sys, onnx
+from onnx import helper, TensorProto as T
+vi = helper.make_tensor_value_info
+def save(name, nodes, inputs, outputs):
+    g = helper.make_graph(nodes, name, inputs, outputs)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    onnx.save(m, sys.argv[1] + "/" + name + ".onnx")
+save("chain50", [helper.make_node("Relu", ["x" if i == 0 else "v%d" % (i - 1)],
+                                  ["v%d" % i if i < 49 else "y"]) for i in range(50)],
+     [vi("x", T.FLOAT, [4, 64])], [vi("y", T.FLOAT, [4, 64])])
+relu = [helper.make_node("Relu", ["x"], ["y"])]
+save("symbolic", relu, [vi("x", T.FLOAT, ["batch", 3])], [vi("y", T.FLOAT, ["batch", 3])])
+save("negdim", relu, [vi("x", T.FLOAT, [-3, 2])], [vi("y", T.FLOAT, [-3, 2])])
+g = helper.make_graph(relu, "unnamed", [vi("x", T.FLOAT, [2, 2])], [vi("y", T.FLOAT, [2, 2])])
+g.input[0].type.tensor_type.shape.dim[0].Clear()
+m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+m.ir_version = 8
+onnx.save(m, sys.argv[1] + "/unnamed.onnx")
+PY
+    # A run of microseconds under a 300 ms target: the axis spans the run, not the target,
+    # which is marked at the right edge with its value; the title is the file's name.
+    check "Gantt of a short run under a far target" 0 "$LOOM" profile "$TMP/models/chain50.onnx" \
+        --device cpu --repeat 1 --warmup 0 --target-latency 300ms --gantt "$TMP/far.svg"
+    expect "Gantt: axis scaled to the run, far target at the edge, title the file name" \
+        "$PY" - "$TMP/far.svg" "$TMP/models" <<'PY'
+import re, sys
+import xml.etree.ElementTree as ET
+svg = ET.parse(sys.argv[1]).getroot()
+ns = "{http://www.w3.org/2000/svg}"
+texts = {}
+for t in svg.iter(ns + "text"):
+    texts.setdefault(t.get("class") or "", []).append("".join(t.itertext()))
+heading = texts["heading"][0]
+assert heading.startswith("chain50.onnx: "), heading
+assert sys.argv[2] not in heading, heading
+run_ms = float(re.search(r"nodes, ([0-9.]+) ms", heading).group(1))
+unit = texts["axis-label"][0]
+scale = 1.0 if "(ms)" in unit else 1e-3 if "s)" in unit else None
+ticks = [float(v) * scale for v in texts["tick-label"]]
+assert max(ticks) <= max(run_ms * 1.2, 0.01) and max(ticks) < 300 * 0.5, (ticks, run_ms, unit)
+far = [g for g in svg.iter(ns + "g") if g.get("class") == "target far"]
+assert far and "target 300 ms \u2192" in "".join(far[0].itertext()), "no far-target marker"
+PY
+    # Dims: symbolic ones given with --dim; unresolved, negative and unnamed ones refused in one
+    # line naming the input and the dimension (they were set to 1 without a word).
+    check "--dim sets a symbolic dim" 0 "$LOOM" profile "$TMP/models/symbolic.onnx" --dim batch=4 \
+        --repeat 1 --warmup 0 --json
+    expect "--dim: the input has the given shape" "$PY" -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+sys.exit(0 if any(n["shape"] == "4x3" for n in r["nodes"]) else 1)' "$TMP/out"
+    for m in symbolic negdim unnamed; do
+        check "unresolved dim refused ($m)" 2 "$LOOM" profile "$TMP/models/$m.onnx" --repeat 1 \
+            --warmup 0
+        expect "unresolved dim ($m): one line naming input and dimension" \
+            sh -c "[ \$(wc -l <'$TMP/err') -eq 1 ] && grep -q \"input 'x': dimension 0\" '$TMP/err'"
+    done
+    check "bad --dim" 2 "$LOOM" profile "$TMP/models/symbolic.onnx" --dim batch=0
+    expect "bad --dim: one line" one_line_naming "--dim"
 else
-    echo "skip the 200,000-node chain: $PY lacks onnx"
+    echo "skip the 200,000-node chain, the Gantt axis and the dims: $PY lacks onnx"
 fi
+
+# An option expecting a value does not take the next option as its value.
+check "--device followed by an option" 2 "$LOOM" profile --device --json
+expect "--device without a value: one line" one_line_naming "option --device needs a value"
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -45,6 +45,13 @@ check "negative bytes" 2 "edge 0 ('a' to 'b')" "$LOOM" sim "$DATA/bad_negative_b
 check "negative latency" 2 "'latency' from 'cpu0' to 'gpu0'" "$LOOM" sim "$DATA/bad_negative_latency.json"
 check "zero bandwidth" 2 "'bandwidth' from 'cpu0' to 'gpu0' is 0" "$LOOM" sim "$DATA/bad_zero_bandwidth.json"
 check "no device can run" 2 "task 'nowhere': no device can run it" "$LOOM" sim "$DATA/bad_no_device.json"
+# Finite numbers whose sums overflow: bad input naming the task or edge, not "nothing fits".
+check "costs overflowing the total" 2 "task 'b': cost 1.5e+308 s on 'cpu0' makes the tasks' total time overflow" \
+    "$LOOM" sim "$DATA/bad_overflow_cost.json"
+check "transfer time overflowing" 2 "edge 0 ('a' to 'b'): 1e+300 bytes from 'cpu0' to 'gpu0'" \
+    "$LOOM" sim "$DATA/bad_overflow_bytes.json"
+# An option expecting a value does not take the next option as its value.
+check "-o followed by an option" 2 "option -o needs a value" "$LOOM" sim "$DATA/good.json" -o --json
 
 for p in default loom heft peft exact first; do
     check "policy $p" 0 "" "$LOOM" sim "$DATA/good.json" --policy $p --budget 0.05 -o "$TMP/s_$p.json"
@@ -71,7 +78,9 @@ python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["makespan"
     || { echo "FAIL --json content"; fail=$((fail + 1)); }
 check "text report" 0 "" "$LOOM" sim "$DATA/good.json" --policy heft
 grep -q "^makespan" "$TMP/out" && grep -q "^HEFT .*ratio" "$TMP/out" || { echo "FAIL text report"; fail=$((fail + 1)); }
-check "unwritable output" 1 "cannot write" "$LOOM" sim "$DATA/good.json" --policy heft -o "$TMP/no/such/dir.json"
+# An output path that cannot be created is the argument's fault: 2, as for every command
+# (docs/run.md, "Exit status"); a failure while writing (disk full) would be 1.
+check "unwritable output" 2 "cannot write" "$LOOM" sim "$DATA/good.json" --policy heft -o "$TMP/no/such/dir.json"
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -9,10 +9,12 @@
 
 #include <loom/loom.h>
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct bt_input {
     loom_dtype dtype;
@@ -388,29 +390,58 @@ int loom_cmd_backend_test(int argc, char **argv)
         ro.plugin_paths = paths;
         ro.n_plugin_paths = 1;
     }
+    /* A plugin file that cannot be read is bad input, said in one line like any command's. */
+    if (is_file && access(target, R_OK) != 0) {
+        fprintf(stderr, "loom backend-test: cannot open plugin '%s': %s\n", target,
+                strerror(errno));
+        return 2;
+    }
     loom_runtime *rt;
     if (loom_runtime_create(&ro, &rt) != LOOM_OK) {
         fprintf(stderr, "loom backend-test: cannot start: %s\n", loom_last_error());
         return 1;
     }
     size_t shown = loom_runtime_message_count(rt);
+    /* The plugin under test refused (not a shared object, no entry point, another ABI): that
+     * message alone, as the one line of a bad input. */
+    for (size_t i = 0; is_file && i < shown; i++) {
+        const char *m = loom_runtime_message(rt, i);
+        if (strstr(m, target) && strstr(m, " refused")) {
+            fprintf(stderr, "loom backend-test: %s\n", m);
+            loom_runtime_destroy(rt);
+            return 2;
+        }
+    }
     for (size_t i = 0; i < shown; i++)
         fprintf(stderr, "loom: %s\n", loom_runtime_message(rt, i));
-    /* The device under test: for a plugin file, the first device it added (devices of plugins
-     * given on the command line come right after the CPU's). */
+    /* The device under test: for a plugin file, the first device it added, i.e. one that a
+     * runtime without it does not have (a built-in GPU must not be tested in its place). */
+    loom_runtime *base = NULL;
+    if (is_file) {
+        loom_runtime_options bo = {.struct_size = sizeof bo};
+        if (loom_runtime_create(&bo, &base) != LOOM_OK)
+            base = NULL;
+    }
     char device[64] = "";
     size_t nd = loom_runtime_device_count(rt);
     for (size_t d = 0; d < nd && !device[0]; d++) {
         char id[64];
         loom_runtime_device(rt, d, id, sizeof id, NULL);
         if (is_file) {
-            if (strncmp(id, "cpu:", 4) != 0)
+            int known = 0;
+            for (size_t b = 0; base && b < loom_runtime_device_count(base) && !known; b++) {
+                char bid[64];
+                loom_runtime_device(base, b, bid, sizeof bid, NULL);
+                known = !strcmp(bid, id);
+            }
+            if (!known && strncmp(id, "cpu:", 4) != 0)
                 snprintf(device, sizeof device, "%s", id);
         } else if (!strcmp(id, target) ||
                    (!strchr(target, ':') && !strncmp(id, target, tl) && id[tl] == ':')) {
             snprintf(device, sizeof device, "%s", id);
         }
     }
+    loom_runtime_destroy(base);
     if (!device[0] && skip_missing && !is_file) {
         printf("backend-test: no device of '%s' on this machine: skipped\n", target);
         loom_runtime_destroy(rt);

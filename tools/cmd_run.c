@@ -15,13 +15,14 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "commands.h"
 #include "figures.h"
 #include "tool_util.h"
 
-#define EXIT_RUNTIME 1
-#define EXIT_USAGE 2
+#define EXIT_RUNTIME TOOL_EXIT_RUNTIME
+#define EXIT_USAGE TOOL_EXIT_USAGE
 
 static const char run_help[] =
     "usage: loom run MODEL.onnx [-i NAME=FILE]... [-o DIR] [--device ID] [--strict] [--repeat N]\n"
@@ -100,12 +101,6 @@ static int bad_usage(const char *fmt, const char *arg)
     return 0;
 }
 
-/* Exit status for a library failure: the caller's input is at fault (2) or Loom is (1). */
-static int status_exit(loom_status st)
-{
-    return st == LOOM_ERR_INVALID_ARGUMENT || st == LOOM_ERR_IO ? EXIT_USAGE : EXIT_RUNTIME;
-}
-
 static int parse_int(const char *flag, const char *s, long min, long max, long *out)
 {
     char *end;
@@ -139,7 +134,7 @@ static int parse_args(int argc, char **argv, run_opts *o)
 {
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        const char *v;
         if (!strcmp(a, "--json")) {
             o->json = 1;
             continue;
@@ -161,9 +156,9 @@ static int parse_args(int argc, char **argv, run_opts *o)
                           !strcmp(a, "--calibrate");
         if (!takes_value)
             return bad_usage("unknown option '%s'", a);
-        if (!v)
-            return bad_usage("%s needs a value", a);
-        i++;
+        /* "--device -o DIR" must not run on a device called "-o". */
+        if (!(v = tool_option_value(argc, argv, &i)))
+            return bad_usage("option %s needs a value", a);
         long n;
         if (!strcmp(a, "-i") || !strcmp(a, "--input")) {
             const char *eq = strchr(v, '=');
@@ -239,7 +234,7 @@ static int load_input_files(run_opts *o)
             return -usage("input file '%s' is neither .npy nor .pb", in->file);
         if (st != LOOM_OK) {
             say("input '%s': %s", in->name, loom_last_error());
-            return -status_exit(st);
+            return -tool_exit_status(st, TOOL_LOADING);
         }
     }
     return 1;
@@ -425,6 +420,13 @@ static const char *resolve_device(loom_runtime *rt, const char *spec, char *id, 
     return NULL;
 }
 
+/* Advice to append to the importer's message MSG about an unresolved dim, unless it already
+ * says how the command sets one. */
+static const char *dim_hint(const char *msg)
+{
+    return strstr(msg, "symbolic") && !strstr(msg, "--dim") ? " (loom run: --dim NAME=VALUE)" : "";
+}
+
 /* Load the model. Symbolic dims come from --dim; when those leave one unresolved, the shapes of
  * the given input files settle it. Returns 0 on success, else the exit status. */
 static int load_model(const run_opts *o, loom_graph **g)
@@ -453,31 +455,36 @@ static int load_model(const run_opts *o, loom_graph **g)
         free(dims);
         if (st == LOOM_OK)
             return 0;
-        say("%s%s", first, strstr(first, "symbolic") ? " (loom run: --dim NAME=VALUE)" : "");
+        say("%s%s", first, dim_hint(first));
         return EXIT_USAGE;
     }
     /* The importer's message speaks of its options; say how this command sets a dim. */
-    say("%s%s", loom_last_error(),
-        strstr(loom_last_error(), "symbolic") ? " (loom run: --dim NAME=VALUE)" : "");
-    return status_exit(st);
+    say("%s%s", loom_last_error(), dim_hint(loom_last_error()));
+    return tool_exit_status(st, TOOL_LOADING);
 }
 
 /* ---- outputs ------------------------------------------------------------------------------- */
 
+/* Create the output folder DIR (and its parents) and check that files can be made in it,
+ * before the model runs. Returns 0, or the exit status after a message: a folder that cannot be
+ * created or written is the -o argument's fault (2), like any output path (docs/run.md). */
 static int make_dirs(const char *dir)
 {
     char *p = strdup(dir);
-    if (!p)
-        return 0;
+    if (!p) {
+        say("out of memory");
+        return EXIT_RUNTIME;
+    }
     for (char *s = p + 1;; s++) {
         char c = *s;
         if (c != '/' && c != '\0')
             continue;
         *s = '\0';
         if (mkdir(p, 0777) != 0 && errno != EEXIST) {
-            say("cannot create output directory '%s': %s", p, strerror(errno));
+            int e = errno;
+            say("cannot create output directory '%s': %s", p, strerror(e));
             free(p);
-            return 0;
+            return tool_write_exit_status(e);
         }
         *s = c;
         if (!c)
@@ -487,9 +494,38 @@ static int make_dirs(const char *dir)
     struct stat sb;
     if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
         say("output directory '%s' is not a directory", dir);
-        return 0;
+        return tool_write_exit_status(ENOTDIR);
     }
-    return 1;
+    if (access(dir, W_OK | X_OK) != 0) {
+        int e = errno;
+        say("cannot write in output directory '%s': %s", dir, strerror(e));
+        return tool_write_exit_status(e);
+    }
+    return 0;
+}
+
+/* Check the output files' names before the model runs: a symbolic link, folder or device at one
+ * is refused (loom_tensor_save_npy refuses them too; saying so now spares the run). Sets
+ * EXISTED[i] for the regular files that will be replaced. Returns 0, or 2 after a message. */
+static int check_output_paths(char **paths, size_t n, int *existed)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct stat sb;
+        existed[i] = 0;
+        if (lstat(paths[i], &sb) != 0)
+            continue;
+        if (S_ISLNK(sb.st_mode)) {
+            say("output file '%s' is a symbolic link: refused, not followed (remove it or "
+                "choose another -o)", paths[i]);
+            return EXIT_USAGE;
+        }
+        if (!S_ISREG(sb.st_mode)) {
+            say("output file '%s' exists and is not a regular file", paths[i]);
+            return EXIT_USAGE;
+        }
+        existed[i] = 1;
+    }
+    return 0;
 }
 
 /* File names for the outputs: the sanitised output name, made unique with _2, _3... */
@@ -554,6 +590,7 @@ int loom_cmd_run(int argc, char **argv)
     loom_tensor **in = NULL, **outs = NULL;
     int *owned = NULL;
     char **paths = NULL;
+    int *existed = NULL;
     double *lat = NULL, *busy = NULL;
     loom_node_timing *tl = NULL;
     size_t n_in = 0, n_out = 0, n_dev = 0;
@@ -607,10 +644,17 @@ int loom_cmd_run(int argc, char **argv)
         rc = EXIT_USAGE;
         goto done;
     }
-    if (o.out_dir && !make_dirs(o.out_dir)) {
-        rc = EXIT_USAGE;
+    if (o.out_dir && (rc = make_dirs(o.out_dir)) != 0)
+        goto done;
+    paths = output_paths(&o, g);
+    existed = calloc(n_out + 1, sizeof *existed);
+    if (!paths || !existed) {
+        say("out of memory");
+        rc = EXIT_RUNTIME;
         goto done;
     }
+    if ((rc = check_output_paths(paths, n_out, existed)) != 0)
+        goto done;
 
     /* An NPU computes in reduced precision: asking for one implies fp16 unless told otherwise
      * (like OpenVINO's inference-precision hint). */
@@ -657,7 +701,7 @@ int loom_cmd_run(int argc, char **argv)
     if (st != LOOM_OK) {
         say("cannot plan %s%s%s: %s", o.model, o.device ? " on " : "", o.device ? device_id : "",
             loom_last_error());
-        rc = st == LOOM_ERR_INVALID_ARGUMENT ? EXIT_USAGE : EXIT_RUNTIME;
+        rc = tool_exit_status(st, TOOL_PLANNING);
         goto done;
     }
     if (!o.device) { /* one device for every node: name it; several: "auto" */
@@ -713,19 +757,18 @@ int loom_cmd_run(int argc, char **argv)
     if (!peak)
         peak = loom_plan_peak_bytes(plan);
 
-    paths = output_paths(&o, g);
-    if (!paths) {
-        say("out of memory");
-        rc = EXIT_RUNTIME;
-        goto done;
-    }
-    for (size_t i = 0; i < n_out; i++)
+    /* Each output goes to a temporary file that is renamed over the target when whole. */
+    for (size_t i = 0; i < n_out; i++) {
         if (loom_tensor_save_npy(paths[i], outs[i]) != LOOM_OK) {
+            int e = errno;
             say("output '%s': %s", loom_value_name(g, loom_graph_output(g, i)),
                 loom_last_error());
-            rc = EXIT_RUNTIME;
+            rc = tool_write_exit_status(e);
             goto done;
         }
+        if (existed[i])
+            say("replaced the existing file '%s'", paths[i]);
+    }
 
     qsort(lat, (size_t)runs, sizeof *lat, loom_cmp_double);
     /* Devices that run nodes of the plan, in runtime order, with their median busy time. */
@@ -827,6 +870,7 @@ done:
     for (size_t i = 0; paths && i < n_out; i++)
         free(paths[i]);
     free(paths);
+    free(existed);
     free(in);
     free(owned);
     free(outs);

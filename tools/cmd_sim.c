@@ -15,6 +15,7 @@
 
 #include "commands.h"
 #include "scheduler/place/place.h"
+#include "tool_util.h"
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
@@ -133,6 +134,69 @@ static int read_matrix(json_t *root, const char *key, uint32_t nd, int positive,
                            names[j], x, positive ? "> 0" : ">= 0");
             out[(size_t)i * nd + j] = x;
         }
+    }
+    return 1;
+}
+
+/* Whether every sum a schedule can form stays finite: each number may be finite and yet a sum
+ * of them overflow to infinity (costs of 1e308 s), and an infinite makespan or memory total
+ * then reads as "nothing fits". A bound on all of them: the tasks run one after another, each
+ * on its slowest device, and every edge crosses its slowest link; the same for energy and for
+ * the bytes kept in memory. Returns 1, or 0 with ERR naming the task or edge that overflows. */
+static int check_magnitudes(const sim_instance *in, int any_power, char *err, size_t len)
+{
+    uint32_t nd = in->nd;
+    double time = 0.0, energy = 0.0, bytes = 0.0;
+    for (uint32_t t = 0; t < in->n; t++) {
+        for (uint32_t d = 0; d < nd; d++) {
+            double c = in->cost[(size_t)t * nd + d];
+            if (!isfinite(c))
+                continue; /* null: cannot run there */
+            if (!isfinite(time + c))
+                return bad(err, len, "task '%s': cost %g s on '%s' makes the tasks' total time "
+                           "overflow (not a finite number of seconds)", in->task_id[t], c,
+                           in->dev_name[d]);
+            if (any_power && !isfinite(energy + in->power[d] * c))
+                return bad(err, len, "task '%s': cost %g s on '%s' at power %g W makes the "
+                           "total energy overflow", in->task_id[t], c, in->dev_name[d],
+                           in->power[d]);
+        }
+        double worst = 0.0, worst_e = 0.0;
+        for (uint32_t d = 0; d < nd; d++) {
+            double c = in->cost[(size_t)t * nd + d];
+            if (isfinite(c)) {
+                worst = c > worst ? c : worst;
+                double e = any_power ? in->power[d] * c : 0.0;
+                worst_e = e > worst_e ? e : worst_e;
+            }
+        }
+        time += worst;
+        energy += worst_e;
+        if (!isfinite(time) || !isfinite(energy))
+            return bad(err, len, "task '%s': its cost makes the tasks' total %s overflow (not "
+                       "a finite number)", in->task_id[t], isfinite(time) ? "energy" : "time");
+        bytes += in->output_bytes[t];
+        if (!isfinite(bytes))
+            return bad(err, len, "task '%s': output_bytes %g makes the total memory overflow",
+                       in->task_id[t], in->output_bytes[t]);
+    }
+    for (uint32_t e = 0; e < in->ne; e++) {
+        double worst = 0.0;
+        for (uint32_t i = 0; i < nd; i++)
+            for (uint32_t j = 0; j < nd; j++) {
+                if (i == j)
+                    continue;
+                double x = in->latency[(size_t)i * nd + j] +
+                           in->edge_bytes[e] / in->bandwidth[(size_t)i * nd + j];
+                if (!isfinite(x) || !isfinite(time + x))
+                    return bad(err, len, "edge %u ('%s' to '%s'): %g bytes from '%s' to '%s' "
+                               "take %s", e, in->task_id[in->edge_from[e]],
+                               in->task_id[in->edge_to[e]], in->edge_bytes[e], in->dev_name[i],
+                               in->dev_name[j], isfinite(x) ? "a time that makes the total "
+                               "overflow" : "longer than a finite number of seconds");
+                worst = x > worst ? x : worst;
+            }
+        time += worst;
     }
     return 1;
 }
@@ -333,6 +397,8 @@ static int parse_instance(json_t *root, sim_instance *in, char *err, size_t len)
         }
         in->edge_bytes[e] = x;
     }
+    if (!check_magnitudes(in, any_power, err, len))
+        goto done;
     double target = 0.0;
     json_t *tl = json_object_get(root, "target_latency");
     if (tl && !json_is_null(tl) && (!number(tl, &target) || !(target >= 0.0))) {
@@ -426,26 +492,28 @@ int cmd_sim(int argc, char **argv)
         }
         int has_value = !strcmp(a, "--policy") || !strcmp(a, "--budget") || !strcmp(a, "-o") ||
                         !strcmp(a, "--target-latency");
-        if (has_value && i + 1 >= argc) {
-            fprintf(stderr, "loom sim: %s needs a value (see 'loom sim --help')\n", a);
+        /* "-o --json" must not write a file called "--json". */
+        const char *v = has_value ? tool_option_value(argc, argv, &i) : NULL;
+        if (has_value && !v) {
+            fprintf(stderr, "loom sim: option %s needs a value (see 'loom sim --help')\n", a);
             return EXIT_USAGE;
         }
         if (!strcmp(a, "--policy")) {
-            policy_name = argv[++i];
+            policy_name = v;
         } else if (!strcmp(a, "--budget")) {
-            if (!parse_seconds(argv[++i], &budget) || budget <= 0.0) {
+            if (!parse_seconds(v, &budget) || budget <= 0.0) {
                 fprintf(stderr, "loom sim: --budget '%s': not a positive number of seconds\n",
                         argv[i]);
                 return EXIT_USAGE;
             }
         } else if (!strcmp(a, "--target-latency")) {
-            if (!parse_seconds(argv[++i], &target)) {
+            if (!parse_seconds(v, &target)) {
                 fprintf(stderr, "loom sim: --target-latency '%s': not a number of seconds\n",
                         argv[i]);
                 return EXIT_USAGE;
             }
         } else if (!strcmp(a, "-o")) {
-            out = argv[++i];
+            out = v;
         } else if (!strcmp(a, "--json")) {
             json = 1;
         } else if (a[0] == '-' && a[1]) {
@@ -499,12 +567,13 @@ int cmd_sim(int argc, char **argv)
     if (st != LOOM_OK) {
         fprintf(stderr, "loom sim: %s: %s\n", path, err);
         instance_free(&in);
-        return st == LOOM_ERR_INVALID_ARGUMENT ? EXIT_USAGE : EXIT_RUNTIME;
+        return tool_exit_status(st, TOOL_PLANNING);
     }
     int rc = 0;
     if (out && write_schedule(out, &in, &r) != 0) {
-        fprintf(stderr, "loom sim: cannot write '%s': %s\n", out, strerror(errno));
-        rc = EXIT_RUNTIME;
+        int e = errno;
+        fprintf(stderr, "loom sim: cannot write '%s': %s\n", out, strerror(e));
+        rc = tool_write_exit_status(e);
     }
     double ratio = r.heft_makespan > 0.0 ? r.makespan / r.heft_makespan : 1.0;
     if (rc == 0 && json) {

@@ -223,8 +223,12 @@ int loom_gantt_write(const char *path, const profile_view *view)
     qsort(items, n, sizeof *items, cmp_item);
     uint64_t run_end = t1;
     double target_ns = view->target_s > 0 ? view->target_s * 1e9 : 0;
-    double span = (double)(t1 - t0);
-    if (target_ns > span) /* the target line stays on the chart, with a little room after it */
+    /* The axis covers the run. A target not far beyond it is drawn where it falls (the axis
+     * stretched to it, with a little room); a target far beyond it (a 7 ms run under 300 ms)
+     * would squeeze the run into a sliver, so it is only marked at the right edge. */
+    double span = (double)(t1 - t0) * 1.03;
+    int target_far = target_ns > 0 && target_ns > 1.5 * (double)(t1 - t0) && t1 > t0;
+    if (target_ns > 0 && !target_far && target_ns * 1.03 > span)
         span = target_ns * 1.03;
     if (span <= 0)
         span = 1;
@@ -256,7 +260,10 @@ int loom_gantt_write(const char *path, const profile_view *view)
     fprintf(f, "<rect class=\"background\" x=\"0\" y=\"0\" width=\"%.0f\" height=\"%.0f\" "
                "fill=\"#ffffff\"/>\n", width, height);
     fputs("<text class=\"heading\" x=\"10\" y=\"22\" font-size=\"15\" font-weight=\"bold\">", f);
-    put_xml(f, view->title);
+    /* The model's file name, not its whole path. */
+    const char *title = view->title ? view->title : "";
+    const char *slash = strrchr(title, '/');
+    put_xml(f, slash && slash[1] ? slash + 1 : title);
     fprintf(f, ": %zu nodes, %.4f ms", n, (double)(run_end - t0) / 1e6);
     if (target_ns > 0)
         fprintf(f, " (target %g ms: %s)", view->target_s * 1e3,
@@ -336,8 +343,13 @@ int loom_gantt_write(const char *path, const profile_view *view)
                "since the run's start (%s)</text></g>\n",
             LEFT + PLOT_W / 2, axis_y + 36, unit);
 
-    /* The latency target: a vertical line across every lane. */
-    if (target_ns > 0) {
+    /* The latency target: a vertical line across every lane, or, far beyond the run, its value
+     * at the right edge with an arrow pointing on. */
+    if (target_far) {
+        fprintf(f, "<g class=\"target far\"><text x=\"%.2f\" y=\"%.1f\" text-anchor=\"end\" "
+                   "fill=\"%s\" font-weight=\"bold\">target %g ms \xe2\x86\x92</text></g>\n",
+                LEFT + PLOT_W, TOP - 9, TARGET_COLOUR, view->target_s * 1e3);
+    } else if (target_ns > 0) {
         double x = LEFT + (target_ns - (double)t0) * px_per_ns;
         fprintf(f, "<g class=\"target\"><line x1=\"%.2f\" y1=\"%.1f\" x2=\"%.2f\" y2=\"%.1f\" "
                    "stroke=\"%s\" stroke-width=\"2\" stroke-dasharray=\"6,3\"/>"

@@ -63,11 +63,18 @@ size_t loom_tensor_nbytes(const loom_tensor *tensor);
 /* Read a NumPy .npy file (format 1.0 to 3.0, C order, little-endian; dtypes f4, f2, i1, u1, i4,
  * i8, b1, and bfloat16 stored as <V2 is not supported) into a new tensor (*OUT, freed with
  * loom_tensor_destroy). Fails with LOOM_ERR_IO or LOOM_ERR_INVALID_ARGUMENT naming the file and
- * what is wrong (Fortran order, big-endian, unknown dtype, truncated data). */
+ * what is wrong (Fortran order, big-endian, unknown dtype, truncated data). The shape's size is
+ * checked against the file before anything is allocated: a header claiming more than the file
+ * holds is LOOM_ERR_INVALID_ARGUMENT, however large the claim. */
 loom_status loom_tensor_load_npy(const char *path, loom_tensor **out);
 
 /* Write TENSOR to PATH as a .npy file (format 1.0). bfloat16 tensors are written as float32
- * (NumPy has no bfloat16). Fails with LOOM_ERR_IO naming the file. */
+ * (NumPy has no bfloat16). Atomic: the bytes go to a new temporary file in PATH's folder
+ * (mode 0666 less the umask), every write checked and synced, then renamed over PATH, so PATH
+ * holds its old contents or all the new ones, never part (a full disk, a kill mid-write); an
+ * existing regular file is replaced. A symbolic link, folder or device at PATH is refused, not
+ * followed. Fails with LOOM_ERR_IO naming the file, errno left saying why (ENOSPC, EFBIG,
+ * ELOOP for a symlink, ...); no temporary file remains after a failure. */
 loom_status loom_tensor_save_npy(const char *path, const loom_tensor *tensor);
 
 #ifdef __cplusplus
