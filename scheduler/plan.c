@@ -196,6 +196,34 @@ static void prepare_fallback(loom_plan *plan, plan_node *n, const loom_node_desc
     }
 }
 
+/* Non-strict plans: node N could not be prepared on the device it was placed on (a kernel that
+ * does not compile, device memory that cannot be had: WHY). Move it to the first other
+ * host-visible device that supports and prepares it (the CPU, in the end), saying so through
+ * runtime_message. Returns 1 when it moved; 0 leaves N as it was. */
+static int replace_failed_node(loom_plan *plan, plan_node *n, const loom_node_desc *desc,
+                               const char *why)
+{
+    loom_runtime *rt = plan->rt;
+    char reason[256], err[256];
+    for (size_t d = 0; d < rt->n_devices; d++) {
+        const runtime_device *dev = &rt->devices[d];
+        void *k = NULL;
+        size_t scratch = 0;
+        if (d == n->device || !dev->info.host_visible ||
+            !device_supports(rt, d, desc, reason, sizeof reason) ||
+            dev->backend->prepare(dev->backend->ctx, dev->index, desc, &k, &scratch, err,
+                                  sizeof err) != LOOM_OK)
+            continue;
+        runtime_message(rt, "node '%s' (%s) cannot be prepared on %s (%s); placed on %s instead",
+                        n->name, n->op_name, rt->devices[n->device].id, why, dev->id);
+        n->device = (uint32_t)d;
+        n->kernel = k;
+        n->scratch_bytes = scratch;
+        return 1;
+    }
+    return 0;
+}
+
 static loom_status make_nodes(loom_plan *plan, const loom_graph *g, const uint32_t *order,
                               const int32_t *tensor_of, const uint32_t *device, const double *pred,
                               const uint8_t *decided, const int16_t *pin_ignored, int strict,
@@ -280,9 +308,14 @@ static loom_status make_nodes(loom_plan *plan, const loom_graph *g, const uint32
                                    &n->scratch_bytes, err, sizeof err);
         if (st != LOOM_OK) {
             n->kernel = NULL;
-            st = loom_set_error(st, "node '%s' (%s) on %s: %s", n->name, n->op_name, dev->id,
-                                err[0] ? err : "prepare failed");
-            goto done;
+            if (!strict && replace_failed_node(plan, n, &desc, err[0] ? err : "prepare failed")) {
+                st = LOOM_OK;
+                n->cost_source = cost_node_source(plan->model, n->device, &desc);
+            } else {
+                st = loom_set_error(st, "node '%s' (%s) on %s: %s", n->name, n->op_name, dev->id,
+                                    err[0] ? err : "prepare failed");
+                goto done;
+            }
         }
         if (!strict)
             prepare_fallback(plan, n, &desc);

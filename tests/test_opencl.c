@@ -1137,6 +1137,67 @@ static void test_injected_build_and_alloc_failures_are_clean_errors(void)
     loom_graph_destroy(g);
 }
 
+/* An injected build failure (LOOM_FAULT=opencl:build:1) on a node placed on OpenCL: a non-strict
+ * plan moves that node to the CPU with a message, and the run gives Relu's numbers; a strict
+ * plan fails naming the node. A fresh cache folder, so that the kernel is really built. */
+static void test_build_failure_replaces_the_node_unless_strict(void)
+{
+    if (no_device())
+        return;
+    char dir[] = "/tmp/loom-ocl-fault-XXXXXX", cmd[256];
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+    const char *old = getenv("XDG_CACHE_HOME");
+    char *saved = old ? strdup(old) : NULL;
+    setenv("XDG_CACHE_HOME", dir, 1);
+    loom_graph *g = relu_graph();
+    for (int strict = 0; strict < 2; strict++) {
+        setenv("LOOM_FAULT", "opencl:build:1", 1);
+        loom_runtime *rt = NULL;
+        loom_runtime_options ro = {.struct_size = sizeof ro};
+        loom_status st = loom_runtime_create(&ro, &rt);
+        unsetenv("LOOM_FAULT");
+        CU_ASSERT_EQUAL_FATAL(st, LOOM_OK);
+        size_t before = loom_runtime_message_count(rt);
+        loom_plan_options po = {.struct_size = sizeof po, .device = "opencl", .strict = strict};
+        loom_plan *plan = NULL;
+        st = loom_plan_create(rt, g, &po, &plan);
+        if (strict) {
+            CU_ASSERT_EQUAL(st, LOOM_ERR_DEVICE_LOST);
+            CU_ASSERT_PTR_NOT_NULL(strstr(loom_last_error(), "'fc1'"));
+        } else {
+            CU_ASSERT_EQUAL_FATAL(st, LOOM_OK);
+            int said = 0;
+            for (size_t i = before; i < loom_runtime_message_count(rt); i++)
+                said |= strstr(loom_runtime_message(rt, i), "'fc1'") &&
+                        strstr(loom_runtime_message(rt, i), "placed on cpu:0 instead");
+            CU_ASSERT(said);
+            float xv[8] = {-3, -1, 0, 1, 2, -0.5f, 4, -7}, yv[8];
+            int64_t d[1] = {8};
+            loom_tensor *x = NULL, *y = NULL;
+            CU_ASSERT_EQUAL_FATAL(loom_tensor_wrap(F32, 1, d, xv, &x), LOOM_OK);
+            CU_ASSERT_EQUAL_FATAL(loom_tensor_wrap(F32, 1, d, yv, &y), LOOM_OK);
+            const loom_tensor *ins[1] = {x};
+            loom_tensor *outs[1] = {y};
+            CU_ASSERT_EQUAL(loom_plan_run(plan, ins, 1, outs, 1, NULL), LOOM_OK);
+            for (int i = 0; i < 8; i++)
+                CU_ASSERT_DOUBLE_EQUAL(yv[i], xv[i] > 0 ? xv[i] : 0, 0);
+            loom_tensor_destroy(x);
+            loom_tensor_destroy(y);
+        }
+        loom_plan_destroy(plan);
+        loom_runtime_destroy(rt);
+    }
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CU_ASSERT_EQUAL(system(cmd), 0);
+    if (saved) {
+        setenv("XDG_CACHE_HOME", saved, 1);
+        free(saved);
+    } else {
+        unsetenv("XDG_CACHE_HOME");
+    }
+    loom_graph_destroy(g);
+}
+
 /* The host's log, for the cache's warnings: how many warnings name a damaged cache entry. */
 static void count_cache_warnings(void *ctx, loom_log_level level, const char *message)
 {
@@ -1258,6 +1319,8 @@ int main(int argc, char **argv)
         {"test_injected_build_and_alloc_failures_are_clean_errors",
          test_injected_build_and_alloc_failures_are_clean_errors},
         {"test_corrupt_binary_cache_is_rebuilt", test_corrupt_binary_cache_is_rebuilt},
+        {"test_build_failure_replaces_the_node_unless_strict",
+         test_build_failure_replaces_the_node_unless_strict},
     };
     for (size_t i = 0; i < sizeof tests / sizeof *tests; i++)
         if (!only || strstr(tests[i].name, only))
