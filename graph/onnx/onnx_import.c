@@ -22,6 +22,14 @@
  * for hostile files. */
 #define MAX_SUBGRAPH_DEPTH 16
 
+/* Deepest nesting of protobuf messages a model may have (loom/onnx.h documents it). protobuf-c
+ * unpacks recursively, about a kilobyte of stack per level, so a small file of thousands of
+ * nested If or Loop nodes (or sequence types) would overflow the stack inside the unpacker,
+ * before MAX_SUBGRAPH_DEPTH is ever checked: the wire format is scanned for depth first,
+ * without recursion. Each If level costs three messages (node, attribute, graph), so this is
+ * well past MAX_SUBGRAPH_DEPTH and that limit keeps its own message. */
+#define MAX_MESSAGE_DEPTH 100
+
 /* ---- a string -> int32 map with borrowed keys (open addressing) ----------------------------- */
 
 static uint64_t hash_str(const char *s)
@@ -127,7 +135,9 @@ loom_status onnx_fail(onnx_import *im, loom_status st, const char *fmt, ...)
     va_end(ap);
     if (im->status == LOOM_OK)
         im->status = st;
-    return loom_set_error(st, "%s: %s", im->src.file, msg);
+    /* Names in the message come from the model (or the user's path): escaped, so that none
+     * reaches a terminal raw. */
+    return onnx_error(st, "%s: %s", im->src.file, msg);
 }
 
 loom_status onnx_adopt(onnx_import *im, loom_status st)
@@ -423,19 +433,86 @@ static int push_subgraph_reads(name_stack *s, const Onnx__GraphProto *gp, int de
     return 1;
 }
 
+/* ---- single assignment ---------------------------------------------------------------------
+ * As onnx.checker: every name is written once in a graph, by one node output, a graph input or
+ * an initializer (an input may share its name with an initializer, as before IR version 4),
+ * and a graph output is listed once. The first conflict is named; PRODUCER gets each node
+ * output's node. */
+
+static loom_status check_assignments(onnx_import *im, const Onnx__GraphProto *gp,
+                                     onnx_smap *producer)
+{
+    /* Values in WRITER: a node's index, or -1 (graph input) or -2 (initializer). */
+    onnx_smap writer = {0}, outs = {0};
+    loom_status st = LOOM_OK;
+    const char *graph = gp->name && *gp->name ? gp->name : NULL;
+    char where[160] = "";
+    if (im->depth)
+        snprintf(where, sizeof where, "subgraph '%.100s': ", graph ? graph : "");
+    for (size_t i = 0; i < gp->n_input && st == LOOM_OK; i++)
+        if (gp->input[i]->name && *gp->input[i]->name &&
+            !onnx_smap_put(&writer, gp->input[i]->name, -1))
+            st = onnx_fail(im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    for (size_t i = 0; i < gp->n_initializer && st == LOOM_OK; i++)
+        if (gp->initializer[i]->name && !onnx_smap_get(&writer, gp->initializer[i]->name, NULL) &&
+            !onnx_smap_put(&writer, gp->initializer[i]->name, -2))
+            st = onnx_fail(im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    for (size_t i = 0; i < gp->n_node && st == LOOM_OK; i++) {
+        const Onnx__NodeProto *n = gp->node[i];
+        const char *op = onnx_str(n->op_type);
+        for (size_t k = 0; k < n->n_output && st == LOOM_OK; k++) {
+            const char *o = n->output[k];
+            if (!o || !*o)
+                continue;
+            for (size_t r = 0; r < n->n_input && st == LOOM_OK; r++)
+                if (n->input[r] && strcmp(n->input[r], o) == 0)
+                    st = onnx_fail(im, LOOM_ERR_INVALID_ARGUMENT, "%snode '%.200s' (%.100s) "
+                                   "writes '%.200s', which it also reads", where,
+                                   onnx_node_name(n), op, o);
+            int32_t w;
+            if (st != LOOM_OK || !onnx_smap_get(&writer, o, &w)) {
+                if (st == LOOM_OK && (i > INT32_MAX || !onnx_smap_put(&writer, o, (int32_t)i) ||
+                                      !onnx_smap_put(producer, o, (int32_t)i)))
+                    st = onnx_fail(im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+                continue;
+            }
+            if (w == (int32_t)i)
+                st = onnx_fail(im, LOOM_ERR_INVALID_ARGUMENT, "%snode '%.200s' (%.100s) writes "
+                               "'%.200s' twice: every output needs a name of its own", where,
+                               onnx_node_name(n), op, o);
+            else if (w < 0)
+                st = onnx_fail(im, LOOM_ERR_INVALID_ARGUMENT, "%snode '%.200s' (%.100s) writes "
+                               "'%.200s', which is a graph %s", where, onnx_node_name(n), op, o,
+                               w == -1 ? "input" : "initializer");
+            else
+                st = onnx_fail(im, LOOM_ERR_INVALID_ARGUMENT, "%snodes '%.200s' (%.100s) and "
+                               "'%.200s' (%.100s) both write '%.200s': a name is written once",
+                               where, onnx_node_name(gp->node[w]),
+                               onnx_str(gp->node[w]->op_type), onnx_node_name(n), op, o);
+        }
+    }
+    for (size_t i = 0; i < gp->n_output && st == LOOM_OK; i++) {
+        const char *o = onnx_str(gp->output[i]->name);
+        if (!*o)
+            continue;
+        if (onnx_smap_get(&outs, o, NULL))
+            st = onnx_fail(im, LOOM_ERR_INVALID_ARGUMENT, "%sgraph output '%.200s' is listed "
+                           "twice", where, o);
+        else if (!onnx_smap_put(&outs, o, 1))
+            st = onnx_fail(im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    }
+    onnx_smap_free(&writer);
+    onnx_smap_free(&outs);
+    return st;
+}
+
 /* NEEDED[i] = 1 for the nodes of SC->gp that its outputs depend on; fills SC->used. */
-static loom_status mark_needed(onnx_import *im, onnx_scope *sc, unsigned char *needed)
+static loom_status mark_needed(onnx_import *im, onnx_scope *sc, const onnx_smap *producer,
+                               unsigned char *needed)
 {
     const Onnx__GraphProto *gp = sc->gp;
-    onnx_smap producer = {0};
     name_stack st = {0};
     loom_status status = LOOM_OK;
-    for (size_t i = 0; i < gp->n_node && status == LOOM_OK; i++)
-        for (size_t k = 0; k < gp->node[i]->n_output; k++) {
-            const char *o = gp->node[i]->output[k];
-            if (*o && (i > INT32_MAX || !onnx_smap_put(&producer, o, (int32_t)i)))
-                status = LOOM_ERR_OUT_OF_MEMORY;
-        }
     for (size_t i = 0; i < gp->n_output && status == LOOM_OK; i++)
         if (!push_name(&st, gp->output[i]->name))
             status = LOOM_ERR_OUT_OF_MEMORY;
@@ -448,7 +525,7 @@ static loom_status mark_needed(onnx_import *im, onnx_scope *sc, unsigned char *n
             break;
         }
         int32_t i;
-        if (!onnx_smap_get(&producer, name, &i) || needed[i])
+        if (!onnx_smap_get(producer, name, &i) || needed[i])
             continue;
         needed[i] = 1;
         const Onnx__NodeProto *n = gp->node[i];
@@ -464,25 +541,156 @@ static loom_status mark_needed(onnx_import *im, onnx_scope *sc, unsigned char *n
                     status = LOOM_ERR_OUT_OF_MEMORY;
         }
     }
-    onnx_smap_free(&producer);
     free(st.items);
     if (status != LOOM_OK)
         return onnx_fail(im, status, "out of memory");
     return LOOM_OK;
 }
 
-/* Build the needed nodes of SC->gp, in the model's order (ONNX requires it topological). */
+/* ---- order ---------------------------------------------------------------------------------
+ * ONNX wants nodes in topological order; ONNX Runtime sorts them itself, and so does Loom: a
+ * depth-first walk (with its own stack: chains of 100k nodes are real) that keeps the model's
+ * order wherever the model is sorted. A cycle is named as one, node by node. */
+
+/* The needed nodes that node I reads from (its inputs and what its subgraphs read; itself
+ * left out, as a subgraph's own names may coincide with the node's outputs). */
+static int node_deps(onnx_import *im, const Onnx__GraphProto *gp, const onnx_smap *producer,
+                     const unsigned char *needed, size_t i, name_stack *tmp, int32_t **deps,
+                     size_t *n_deps, size_t *cap_deps)
+{
+    const Onnx__NodeProto *n = gp->node[i];
+    tmp->n = 0;
+    for (size_t k = 0; k < n->n_input; k++)
+        if (!push_name(tmp, n->input[k]))
+            return 0;
+    for (size_t a = 0; a < n->n_attribute; a++) {
+        const Onnx__AttributeProto *at = n->attribute[a];
+        if (at->g && !push_subgraph_reads(tmp, at->g, im->depth + 1))
+            return 0;
+        for (size_t j = 0; j < at->n_graphs; j++)
+            if (!push_subgraph_reads(tmp, at->graphs[j], im->depth + 1))
+                return 0;
+    }
+    for (size_t k = 0; k < tmp->n; k++) {
+        int32_t j;
+        if (!onnx_smap_get(producer, tmp->items[k], &j) || (size_t)j == i || !needed[j])
+            continue;
+        if (*n_deps == *cap_deps) {
+            size_t c = *cap_deps ? *cap_deps * 2 : 64;
+            int32_t *p = realloc(*deps, c * sizeof *p);
+            if (!p)
+                return 0;
+            *deps = p;
+            *cap_deps = c;
+        }
+        (*deps)[(*n_deps)++] = j;
+    }
+    return 1;
+}
+
+/* ORDER (gp->n_node entries) gets the needed nodes, each after the nodes it reads; returns the
+ * count in *N_ORDER. */
+static loom_status topo_order(onnx_import *im, const Onnx__GraphProto *gp,
+                              const onnx_smap *producer, const unsigned char *needed,
+                              int32_t *order, size_t *n_order)
+{
+    size_t nn = gp->n_node;
+    size_t *start = calloc(nn + 1, sizeof *start);
+    unsigned char *state = calloc(nn + 1, 1); /* 0 new, 1 on the walk's path, 2 done */
+    struct frame {
+        int32_t node;
+        size_t next;
+    } *stack = malloc((nn + 1) * sizeof *stack);
+    int32_t *deps = NULL;
+    size_t n_deps = 0, cap_deps = 0;
+    name_stack tmp = {0};
+    loom_status st = LOOM_OK;
+    if (!start || !state || !stack)
+        st = onnx_fail(im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    for (size_t i = 0; i < nn && st == LOOM_OK; i++) {
+        start[i] = n_deps;
+        if (needed[i] && !node_deps(im, gp, producer, needed, i, &tmp, &deps, &n_deps, &cap_deps))
+            st = onnx_fail(im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    }
+    if (st == LOOM_OK)
+        start[nn] = n_deps;
+    *n_order = 0;
+    for (size_t root = 0; root < nn && st == LOOM_OK; root++) {
+        if (!needed[root] || state[root])
+            continue;
+        size_t top = 0;
+        stack[0].node = (int32_t)root;
+        stack[0].next = start[root];
+        state[root] = 1;
+        while (st == LOOM_OK) {
+            struct frame *f = &stack[top];
+            if (f->next == start[f->node + 1]) {
+                state[f->node] = 2;
+                order[(*n_order)++] = f->node;
+                if (top == 0)
+                    break;
+                top--;
+                continue;
+            }
+            int32_t d = deps[f->next++];
+            if (state[d] == 2)
+                continue;
+            if (state[d] == 0) {
+                state[d] = 1;
+                top++;
+                stack[top].node = d;
+                stack[top].next = start[d];
+                continue;
+            }
+            /* D is on the path: the path from D to here, and back to D, is a cycle. */
+            size_t from = top;
+            while (stack[from].node != d)
+                from--;
+            char path[600];
+            size_t w = 0;
+            for (size_t k = from; k <= top + 1 && w < sizeof path - 8; k++) {
+                const Onnx__NodeProto *n = gp->node[k <= top ? stack[k].node : d];
+                int len = snprintf(path + w, sizeof path - w, "%s'%.100s'", k > from ? " -> " : "",
+                                   onnx_node_name(n));
+                if (len < 0 || (size_t)len >= sizeof path - w) {
+                    snprintf(path + (sizeof path - 8), 8, " ...");
+                    break;
+                }
+                w += (size_t)len;
+            }
+            st = onnx_fail(im, LOOM_ERR_INVALID_ARGUMENT, "%scycle through nodes %s",
+                           im->depth ? "a subgraph has a " : "", path);
+        }
+    }
+    free(start);
+    free(state);
+    free(stack);
+    free(deps);
+    free(tmp.items);
+    return st;
+}
+
+/* Build the needed nodes of SC->gp, each after those it reads. */
 static loom_status build_body(onnx_import *im, onnx_scope *sc)
 {
     const Onnx__GraphProto *gp = sc->gp;
+    onnx_smap producer = {0};
     unsigned char *needed = calloc(gp->n_node + 1, 1);
-    if (!needed)
-        return onnx_fail(im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
-    loom_status st = mark_needed(im, sc, needed);
-    for (size_t i = 0; i < gp->n_node && st == LOOM_OK; i++)
-        if (needed[i])
-            st = onnx_build_node(im, sc, gp->node[i]);
+    int32_t *order = calloc(gp->n_node + 1, sizeof *order);
+    size_t n_order = 0;
+    loom_status st = needed && order ? LOOM_OK
+                                     : onnx_fail(im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    if (st == LOOM_OK)
+        st = check_assignments(im, gp, &producer);
+    if (st == LOOM_OK)
+        st = mark_needed(im, sc, &producer, needed);
+    if (st == LOOM_OK)
+        st = topo_order(im, gp, &producer, needed, order, &n_order);
+    for (size_t i = 0; i < n_order && st == LOOM_OK; i++)
+        st = onnx_build_node(im, sc, gp->node[order[i]]);
+    onnx_smap_free(&producer);
     free(needed);
+    free(order);
     return st;
 }
 
@@ -587,7 +795,8 @@ static loom_status declare_input(onnx_import *im, onnx_scope *sc, const Onnx__Va
         const Onnx__TensorShapeProto *sp = tt->shape;
         if (!sp)
             return onnx_fail(im, LOOM_ERR_INVALID_ARGUMENT, "input '%s' has no shape in the model; "
-                           "give it in options->shapes", name);
+                           "give its data with -i %s=FILE (loom run), or its shape in "
+                           "options.shapes (C API)", name, name);
         if (sp->n_dim > LOOM_MAX_RANK)
             return onnx_fail(im, LOOM_ERR_UNSUPPORTED, "input '%s' has rank %zu; Loom's maximum "
                            "is %d", name, sp->n_dim, LOOM_MAX_RANK);
@@ -612,13 +821,19 @@ static loom_status declare_input(onnx_import *im, onnx_scope *sc, const Onnx__Va
                 dims[k] = im->opt.default_dim;
                 continue;
             }
+            /* Read by CLI users and C programmers alike: both remedies, each in its own terms. */
             if (symbolic)
                 return onnx_fail(im, LOOM_ERR_INVALID_ARGUMENT, "input '%s': dimension %u ('%s') "
-                               "is symbolic; give its value in options->dims (or "
-                               "options->default_dim)", name, k, d->dim_param);
-            return onnx_fail(im, LOOM_ERR_INVALID_ARGUMENT, "input '%s': dimension %u is unknown; "
-                           "give the input's shape in options->shapes (or "
-                           "options->default_dim)", name, k);
+                               "has no value; give it with --dim %s=VALUE (loom), or in "
+                               "options.dims or options.shapes (C API)", name, k, d->dim_param,
+                               d->dim_param);
+            return onnx_fail(im, LOOM_ERR_INVALID_ARGUMENT, "input '%s': dimension %u has no "
+                           "value (%s in the model); give the input's data with -i %s=FILE "
+                           "(loom run), or its shape in options.shapes (C API)", name, k,
+                           d->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE
+                               ? "negative"
+                               : "unnamed",
+                           name);
         }
     }
     loom_value v = loom_input(im->g, name, dtype, rank, dims);
@@ -890,6 +1105,88 @@ static loom_status import_model(onnx_import *im, const Onnx__ModelProto *m)
     return LOOM_OK;
 }
 
+/* ---- nesting, before unpacking ----------------------------------------------------------------
+ * A walk over the protobuf wire format with an explicit stack, guided by protobuf-c's own
+ * descriptors (so it knows which length-delimited fields are messages, for any version of
+ * onnx.proto). Whatever it calls corrupt, protobuf-c would refuse too. */
+
+typedef enum { WIRE_OK, WIRE_CORRUPT, WIRE_TOO_DEEP } wire_verdict;
+
+static int wire_varint(const uint8_t *p, size_t end, size_t *pos, uint64_t *out)
+{
+    uint64_t v = 0;
+    for (unsigned shift = 0; shift < 70 && *pos < end; shift += 7) {
+        uint8_t b = p[(*pos)++];
+        if (shift < 64)
+            v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *out = v;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static wire_verdict wire_check_depth(const uint8_t *p, size_t size,
+                                     const ProtobufCMessageDescriptor *desc, unsigned max_depth)
+{
+    struct {
+        size_t end;
+        const ProtobufCMessageDescriptor *desc;
+    } stack[MAX_MESSAGE_DEPTH + 1];
+    if (max_depth > MAX_MESSAGE_DEPTH)
+        max_depth = MAX_MESSAGE_DEPTH;
+    unsigned top = 0;
+    stack[0].end = size;
+    stack[0].desc = desc;
+    size_t pos = 0;
+    for (;;) {
+        while (pos == stack[top].end) {
+            if (top == 0)
+                return WIRE_OK;
+            top--;
+        }
+        size_t end = stack[top].end;
+        uint64_t tag, len;
+        if (!wire_varint(p, end, &pos, &tag) || (tag >> 3) == 0 || (tag >> 3) > UINT32_MAX)
+            return WIRE_CORRUPT;
+        switch (tag & 7) {
+        case 0:
+            if (!wire_varint(p, end, &pos, &len))
+                return WIRE_CORRUPT;
+            break;
+        case 1:
+            if (end - pos < 8)
+                return WIRE_CORRUPT;
+            pos += 8;
+            break;
+        case 5:
+            if (end - pos < 4)
+                return WIRE_CORRUPT;
+            pos += 4;
+            break;
+        case 2: {
+            if (!wire_varint(p, end, &pos, &len) || len > end - pos)
+                return WIRE_CORRUPT;
+            const ProtobufCFieldDescriptor *f =
+                protobuf_c_message_descriptor_get_field(stack[top].desc, (unsigned)(tag >> 3));
+            if (f && f->type == PROTOBUF_C_TYPE_MESSAGE && f->descriptor) {
+                if (top + 1 > max_depth)
+                    return WIRE_TOO_DEEP;
+                top++;
+                stack[top].end = pos + (size_t)len;
+                stack[top].desc = f->descriptor;
+            } else {
+                pos += (size_t)len;
+            }
+            break;
+        }
+        default: /* groups (protobuf-c has none) and undefined wire types */
+            return WIRE_CORRUPT;
+        }
+    }
+}
+
 /* OWNED (may be NULL) is freed as soon as DATA is parsed: the parsed model holds its own copy
  * of every weight, so the file's bytes need not stay alongside it. */
 static loom_status load(const void *data, size_t size, void *owned, const char *base_dir,
@@ -918,7 +1215,16 @@ static loom_status load(const void *data, size_t size, void *owned, const char *
     }
     if (!data && size)
         return onnx_fail(&im, LOOM_ERR_INVALID_ARGUMENT, "data is NULL");
-    Onnx__ModelProto *m = onnx__model_proto__unpack(NULL, size, data);
+    wire_verdict wv = size ? wire_check_depth(data, size, &onnx__model_proto__descriptor,
+                                              MAX_MESSAGE_DEPTH)
+                           : WIRE_OK;
+    if (wv == WIRE_TOO_DEEP) {
+        free(owned);
+        return onnx_fail(&im, LOOM_ERR_INVALID_ARGUMENT, "subgraphs or types are nested more "
+                         "than %d protobuf messages deep (If or Loop inside If or Loop, sequence "
+                         "of sequence, ...), deeper than Loom reads", MAX_MESSAGE_DEPTH);
+    }
+    Onnx__ModelProto *m = wv == WIRE_OK ? onnx__model_proto__unpack(NULL, size, data) : NULL;
     free(owned);
     if (!m)
         return onnx_fail(&im, LOOM_ERR_INVALID_ARGUMENT, "not a valid ONNX model (the protobuf "
