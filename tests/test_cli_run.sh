@@ -329,13 +329,19 @@ check_bad "output dir is a file" "a_file" "$LOOM" run addmul.onnx -o a_file
 # One rule for output paths (docs/run.md): a folder that cannot be created or written is the
 # -o argument's fault, 2, whatever the reason; a failure while writing (disk full) is 1.
 check_bad "output dir cannot be created" "a_file/sub" "$LOOM" run addmul.onnx -o a_file/sub
+mkdir -p ro_dir && chmod 555 ro_dir
 if [ "$(id -u)" -ne 0 ]; then
-    mkdir -p ro_dir && chmod 555 ro_dir
     check_bad "read-only output dir" "ro_dir" "$LOOM" run addmul.onnx -o ro_dir
-    chmod 755 ro_dir
+elif command -v setpriv >/dev/null 2>&1; then
+    # Root writes anywhere: the check runs as nobody, in a folder nobody can read.
+    chmod 755 "$TMP" && chmod 644 addmul.onnx
+    check_bad "read-only output dir (as nobody)" "ro_dir" setpriv --reuid=65534 --regid=65534 \
+        --clear-groups "$LOOM" run addmul.onnx -o ro_dir
+    chmod 700 "$TMP"
 else
-    echo "skip the read-only output dir: root writes anywhere"
+    echo "skip the read-only output dir: root writes anywhere and setpriv is missing"
 fi
+chmod 755 ro_dir
 # An option expecting a value does not take the next option as its value.
 check_bad "--device followed by -o" "option --device needs a value" \
     "$LOOM" run addmul.onnx --device -o dev_swallow
