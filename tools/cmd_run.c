@@ -593,7 +593,7 @@ int loom_cmd_run(int argc, char **argv)
     int *existed = NULL;
     double *lat = NULL, *busy = NULL;
     loom_node_timing *tl = NULL;
-    size_t n_in = 0, n_out = 0, n_dev = 0;
+    size_t n_in = 0, n_out = 0, n_dev = 0, msgs_seen = 0;
     int rc = 0;
     if (!o.inputs || !o.dims) {
         say("out of memory");
@@ -622,6 +622,9 @@ int loom_cmd_run(int argc, char **argv)
         goto done;
     }
     n_dev = loom_runtime_device_count(rt);
+    /* What planning and running report from here on (a damaged cache put aside, a node moved
+     * off a device that could not build it) goes to stderr, one line each, at the end. */
+    msgs_seen = loom_runtime_message_count(rt);
     char device_id[64] = "auto";
     if (o.device && !resolve_device(rt, o.device, device_id, sizeof device_id)) {
         rc = EXIT_USAGE;
@@ -877,6 +880,8 @@ done:
     free(lat);
     free(busy);
     free(tl);
+    for (size_t i = msgs_seen; rt && i < loom_runtime_message_count(rt); i++)
+        say("%s", loom_runtime_message(rt, i));
     loom_plan_destroy(plan);
     loom_graph_destroy(g);
     loom_runtime_destroy(rt);
