@@ -74,7 +74,44 @@ struct loom_graph {
     int folding;           /* evaluate nodes of constants while building (loom_graph_set_folding) */
     graph_eval_fn eval;    /* what folding evaluates with; NULL: nothing folds */
     uint32_t n_folded;     /* nodes folded away */
+    /* 1 + the index of the value a failed loom_graph_op needed as a constant (its operator's
+     * inference said so), 0 when the last failure was for another reason: what lets the ONNX
+     * importer report which graph inputs a model needs as values. */
+    uint32_t need_constant;
+    /* The graph's tag in the loom_value handles the public API hands out (see graph_handle);
+     * 0: handles are plain value indices (graph_raw_handles). */
+    uint32_t tag;
 };
+
+/* Public value handles: bits 24..30 hold the graph's tag (1..127, from a process-wide counter,
+ * so handles of the last 127 graphs made never pass for one another), bits 0..23 the value's
+ * index. Inside Loom, node inputs/outputs, g->inputs and g->outputs hold plain indices; the
+ * public calls translate at the boundary. A graph holds at most GRAPH_MAX_VALUES values. */
+#define GRAPH_HANDLE_INDEX_BITS 24
+#define GRAPH_MAX_VALUES (((size_t)1 << GRAPH_HANDLE_INDEX_BITS) - 1)
+
+/* The handle of value index I of G (LOOM_NO_VALUE for I < 0). */
+static inline loom_value graph_handle(const loom_graph *g, int32_t i)
+{
+    return i < 0 ? LOOM_NO_VALUE
+                 : (loom_value)(((uint32_t)g->tag << GRAPH_HANDLE_INDEX_BITS) | (uint32_t)i);
+}
+
+/* The value index handle V stands for in G, or -1 when V is not one of G's (another graph's
+ * handle, LOOM_NO_VALUE, out of range). */
+static inline int32_t graph_index(const loom_graph *g, loom_value v)
+{
+    if (!g || v < 0 || ((uint32_t)v >> GRAPH_HANDLE_INDEX_BITS) != g->tag)
+        return -1;
+    uint32_t i = (uint32_t)v & (uint32_t)GRAPH_MAX_VALUES;
+    return i < g->n_values ? (int32_t)i : -1;
+}
+
+/* Make G hand out plain value indices as handles (tag 0), for code inside Loom that builds a
+ * graph through the public calls and indexes g->values with what they return (the ONNX
+ * importer, graph_rebuild). Call right after loom_graph_create, before any value exists. Such
+ * graphs still refuse tagged handles of other graphs. */
+void graph_raw_handles(loom_graph *g);
 
 /* Fill DESC for node I of G. IN_DESCS/IN_CONSTS must hold the node's n_inputs entries; both are
  * owned by the caller. Everything else points into G. */
@@ -90,6 +127,27 @@ loom_status graph_set_folding(loom_graph *g, int enable, graph_eval_fn eval);
  * the way (graph_rebuild.c). Fails naming the node that did not rebuild. */
 loom_status graph_rebuild(const loom_graph *src, const uint32_t *order, graph_eval_fn eval,
                           loom_graph **out);
+
+/* A rebuild in progress (graph_rebuild.c), as a rewrite hook sees it. */
+typedef struct graph_rebuild_ctx graph_rebuild_ctx;
+
+/* The graph being built. */
+loom_graph *graph_rebuild_dst(graph_rebuild_ctx *rc);
+
+/* The new graph's value for source value V: inputs and values of nodes already rebuilt, and
+ * constants (borrowed into the new graph at their first use); LOOM_NO_VALUE for LOOM_NO_VALUE. */
+loom_value graph_rebuild_map(graph_rebuild_ctx *rc, loom_value v);
+
+/* Called for every source node N, in order: returns 1 after adding a replacement to
+ * graph_rebuild_dst(RC) whose values it wrote to OUT (one per output of N; the rebuild names them
+ * as N's were named), 0 to have N copied as it is, -1 after a failure (the new graph's sticky
+ * error, or a loom_set_error). */
+typedef int (*graph_rewrite_fn)(void *user, graph_rebuild_ctx *rc, const graph_node *n,
+                                loom_value *out);
+
+/* graph_rebuild with a rewrite hook (REWRITE may be NULL; USER is passed to it). */
+loom_status graph_rebuild_with(const loom_graph *src, const uint32_t *order, graph_eval_fn eval,
+                               graph_rewrite_fn rewrite, void *user, loom_graph **out);
 
 /* A topological order of G's nodes into ORDER (n_nodes entries), stable for graphs built in
  * order. Fails with LOOM_ERR_INVALID_ARGUMENT naming a node on a cycle. */

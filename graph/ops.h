@@ -65,6 +65,10 @@ typedef struct loom_infer_ctx {
     struct loom_attr_list *attrs; /* the node's attributes: read, then canonicalise */
     char *err;                    /* message on failure, without the node's name prefix */
     size_t err_len;
+    /* Set by infer() when it failed because an input must be a constant and is not: 1 + that
+     * input's index (0: not that reason). The graph records which value it was
+     * (loom_graph.need_constant), so that a caller can bind it and try again. */
+    uint32_t need_constant;
 } loom_infer_ctx;
 
 typedef struct loom_op_def {

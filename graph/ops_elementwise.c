@@ -312,7 +312,7 @@ static loom_status infer_dropout(loom_infer_ctx *ctx)
                                    shape_str(t, s, sizeof s));
         }
         const uint8_t *v = ctx->input_constants ? ctx->input_constants[2] : NULL;
-        if (!v)
+        if (!v && (ctx->need_constant = 3))
             return loom_infer_fail(ctx, LOOM_ERR_UNSUPPORTED,
                                    "input 2 (training_mode) must be a constant false: Loom "
                                    "runs inference only");

@@ -169,7 +169,7 @@ static loom_status infer_range(loom_infer_ctx *ctx)
                                    names[i], shape_str(d, s, sizeof s));
         }
         data[i] = ctx->input_constants ? ctx->input_constants[i] : NULL;
-        if (!data[i])
+        if (!data[i] && (ctx->need_constant = i + 1))
             return loom_infer_fail(ctx, LOOM_ERR_UNSUPPORTED,
                                    "input %u (%s) must be a constant: it decides the output's "
                                    "length",

@@ -121,9 +121,11 @@ loom_status loom_ops_const_ints(loom_infer_ctx *ctx, uint32_t idx, const char *w
     const loom_tensor_desc *d = &ctx->inputs[idx];
     const void *data = ctx->input_constants ? ctx->input_constants[idx] : NULL;
     /* Valid ONNX that Loom cannot run: shapes are static, so this is unsupported, not wrong. */
-    if (!data)
+    if (!data) {
+        ctx->need_constant = idx + 1;
         return loom_infer_fail(ctx, LOOM_ERR_UNSUPPORTED,
                                "input %u (%s) must be a constant", idx, what);
+    }
     if (d->dtype != LOOM_DTYPE_I64 && d->dtype != LOOM_DTYPE_I32)
         return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
                                "input %u (%s) must be int64 or int32, not %s", idx, what,

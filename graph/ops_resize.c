@@ -77,7 +77,7 @@ static loom_status const_floats(loom_infer_ctx *ctx, uint32_t idx, const char *w
 {
     const loom_tensor_desc *d = &ctx->inputs[idx];
     const void *data = ctx->input_constants ? ctx->input_constants[idx] : NULL;
-    if (!data)
+    if (!data && (ctx->need_constant = idx + 1))
         return loom_infer_fail(ctx, LOOM_ERR_UNSUPPORTED, "input %u (%s) must be a constant",
                                idx, what);
     size_t es = loom_dtype_size(d->dtype);

@@ -237,5 +237,9 @@ loom_status plan_execute(loom_plan *plan, const loom_tensor *const *inputs,
                        loom_tensor *const *outputs, loom_run_stats *stats);
 /* Free every execution context of PLAN (no run may be in progress). */
 void plan_contexts_destroy(loom_plan *plan);
+/* Free PLAN's idle execution contexts (their arenas) while runs may be in progress: contexts
+ * in use stay. Returns the bytes of arena freed. (scheduler/model.c keeps idle
+ * specialisations from holding intermediate memory.) */
+size_t plan_contexts_trim(loom_plan *plan);
 
 #endif /* LOOM_SCHED_INTERNAL_H */

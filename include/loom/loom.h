@@ -11,5 +11,6 @@
 #include "graph.h"
 #include "runtime.h"
 #include "onnx.h"
+#include "model.h"
 
 #endif /* LOOM_LOOM_H */

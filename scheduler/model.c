@@ -1,0 +1,872 @@
+/*
+ * Models (include/loom/model.h): an ONNX file unpacked once, its weights decoded once into a
+ * store that every specialisation borrows, and a bounded LRU cache of shape-specialised plans.
+ * A specialisation's key is every input's dtype and shape, plus the bytes of the inputs the
+ * model needs as values (learnt from the importer's report, then bound at once). Creating one
+ * imports the unpacked model with those shapes and values (the importer folds the shape
+ * arithmetic), checks the sizes it computes against the memory cap, and makes a plan.
+ */
+#include <loom/model.h>
+#include <loom/onnx.h>
+
+#include "graph/graph_internal.h"
+#include "graph/onnx/onnx_import.h"
+#include "sched_internal.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define DEFAULT_MAX_SPECS 16
+#define KEY_STACK 1024
+
+typedef struct model_io {
+    char *name;
+    loom_dtype dtype;
+    int32_t rank;
+    int64_t dims[LOOM_MAX_RANK];
+    char *params[LOOM_MAX_RANK];
+} model_io;
+
+typedef struct spec {
+    struct spec *prev, *next; /* LRU list: most recently used first */
+    uint64_t hash;
+    unsigned char *key;
+    size_t key_len;
+    loom_plan *plan;
+    uint32_t *plan_in; /* model input index of each plan input */
+    size_t n_plan_in;
+    size_t bytes, borrowed, copied, peak;
+    int refs;    /* runs in progress */
+    int evicted; /* out of the cache: the last run frees it */
+    int warm;    /* may hold idle execution memory */
+} spec;
+
+struct loom_model {
+    loom_runtime *rt;
+    char *file, *base_dir;
+    Onnx__ModelProto *proto;
+    onnx_weights *weights;
+    loom_plan_options popt;
+    char *device, *policy, *cache_dir;
+    char **pins;
+    size_t max_specs, max_bytes, memory_cap, idle_bytes;
+    size_t n_in, n_out;
+    model_io *in, *out;
+    uint32_t *in_of_proto; /* gp->input index -> model input index (UINT32_MAX: initializer) */
+    unsigned char *needs_value;
+    pthread_mutex_t lock;        /* the cache, the counters and needs_value */
+    pthread_mutex_t create_lock; /* one creation (import) at a time: the store is not shared */
+    spec *head, *tail;
+    size_t live, bytes;
+    uint64_t runs, hits, misses, evictions;
+};
+
+static char *dup_s(const char *s)
+{
+    if (!s)
+        return NULL;
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+static double ms_since(uint64_t t0)
+{
+    return (double)(loom_now_ns() - t0) / 1e6;
+}
+
+/* ---- load ---------------------------------------------------------------------------------- */
+
+static loom_status read_io(loom_model *m, model_io *io, const Onnx__ValueInfoProto *vi)
+{
+    io->name = dup_s(vi->name ? vi->name : "");
+    if (!io->name)
+        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "%s: out of memory", m->file);
+    io->rank = -1;
+    io->dtype = LOOM_DTYPE_UNDEFINED;
+    const Onnx__TypeProto *tp = vi->type;
+    if (!tp || tp->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE || !tp->tensor_type)
+        return LOOM_OK;
+    const Onnx__TypeProto__Tensor *tt = tp->tensor_type;
+    if (tt->has_elem_type)
+        io->dtype = onnx_dtype_from_onnx(tt->elem_type);
+    if (!tt->shape || tt->shape->n_dim > LOOM_MAX_RANK)
+        return LOOM_OK;
+    io->rank = (int32_t)tt->shape->n_dim;
+    for (int32_t k = 0; k < io->rank; k++) {
+        const Onnx__TensorShapeProto__Dimension *d = tt->shape->dim[k];
+        io->dims[k] = -1;
+        if (d->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE &&
+            d->dim_value >= 0)
+            io->dims[k] = d->dim_value;
+        else if (d->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM &&
+                 d->dim_param && *d->dim_param && !(io->params[k] = dup_s(d->dim_param)))
+            return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "%s: out of memory", m->file);
+    }
+    return LOOM_OK;
+}
+
+static loom_status copy_plan_options(loom_model *m, const loom_plan_options *p)
+{
+    m->popt.struct_size = sizeof m->popt;
+    if (!p)
+        return LOOM_OK;
+    if (p->struct_size < sizeof(uint32_t))
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "loom_model_load_onnx: "
+                              "options->plan->struct_size is %u", p->struct_size);
+    memcpy(&m->popt, p, p->struct_size < sizeof m->popt ? p->struct_size : sizeof m->popt);
+    m->popt.struct_size = sizeof m->popt;
+    m->popt.calibration_inputs = NULL;
+    m->popt.n_calibration_sets = 0;
+    if ((m->popt.device && !(m->device = dup_s(m->popt.device))) ||
+        (m->popt.policy && !(m->policy = dup_s(m->popt.policy))) ||
+        (m->popt.cache_dir && !(m->cache_dir = dup_s(m->popt.cache_dir))))
+        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    m->popt.device = m->device;
+    m->popt.policy = m->policy;
+    m->popt.cache_dir = m->cache_dir;
+    if (m->popt.n_pins) {
+        if (!m->popt.pins)
+            return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "loom_model_load_onnx: n_pins is "
+                                  "set but pins is NULL");
+        m->pins = calloc(m->popt.n_pins, sizeof *m->pins);
+        if (!m->pins)
+            return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+        for (size_t i = 0; i < m->popt.n_pins; i++)
+            if (!(m->pins[i] = dup_s(p->pins[i])))
+                return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+        m->popt.pins = (const char *const *)m->pins;
+    }
+    return LOOM_OK;
+}
+
+static size_t default_memory_cap(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || page <= 0)
+        return (size_t)8 << 30;
+    return (size_t)pages * (size_t)page / 2;
+}
+
+loom_status loom_model_load_onnx(loom_runtime *runtime, const char *path,
+                                 const loom_model_options *options, loom_model **out)
+{
+    if (!out)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "loom_model_load_onnx: out is NULL");
+    *out = NULL;
+    if (!runtime || !path)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "loom_model_load_onnx: %s is NULL",
+                              runtime ? "path" : "runtime");
+    loom_model_options o;
+    memset(&o, 0, sizeof o);
+    if (options) {
+        if (options->struct_size < sizeof(uint32_t))
+            return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "loom_model_load_onnx: "
+                                  "options->struct_size is %u; set it to "
+                                  "sizeof(loom_model_options)", options->struct_size);
+        memcpy(&o, options, options->struct_size < sizeof o ? options->struct_size : sizeof o);
+    }
+    loom_model *m = calloc(1, sizeof *m);
+    if (!m)
+        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    pthread_mutex_init(&m->lock, NULL);
+    pthread_mutex_init(&m->create_lock, NULL);
+    m->rt = runtime;
+    m->max_specs = o.max_specialisations ? o.max_specialisations : DEFAULT_MAX_SPECS;
+    m->max_bytes = o.max_bytes;
+    m->memory_cap = o.memory_cap ? o.memory_cap : default_memory_cap();
+    m->idle_bytes = o.idle_bytes;
+    loom_status st = copy_plan_options(m, o.plan);
+    void *data = NULL;
+    size_t size = 0;
+    if (st == LOOM_OK && !(m->file = dup_s(path)))
+        st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    if (st == LOOM_OK) {
+        m->base_dir = malloc(strlen(path) + 2);
+        if (!m->base_dir) {
+            st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+        } else {
+            strcpy(m->base_dir, path);
+            char *slash = strrchr(m->base_dir, '/');
+            if (!slash)
+                strcpy(m->base_dir, ".");
+            else if (slash == m->base_dir)
+                slash[1] = '\0';
+            else
+                *slash = '\0';
+        }
+    }
+    if (st == LOOM_OK)
+        st = onnx_read_file(path, &data, &size);
+    if (st == LOOM_OK) {
+        st = onnx_unpack(data, size, m->file, &m->proto);
+        free(data); /* the unpacked model holds its own copy of every weight */
+    }
+    if (st == LOOM_OK && !m->proto->graph)
+        st = loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "%s: the model has no graph", m->file);
+    /* A first import, with every dynamic dim at 1, reports what cannot be imported at all
+     * (unsupported ops, all named; a corrupt file) now rather than at the first run. Its graph
+     * is dropped; only the verdict on the ops is kept. */
+    Onnx__GraphProto *gp = st == LOOM_OK ? m->proto->graph : NULL;
+    onnx_source src = {.file = m->file, .base_dir = m->base_dir};
+    if (st == LOOM_OK && !(m->weights = onnx_weights_create()))
+        st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    if (st == LOOM_OK)
+        st = onnx_weights_preload(m->weights, gp, &src);
+    if (st == LOOM_OK) {
+        m->in = calloc(gp->n_input + 1, sizeof *m->in);
+        m->out = calloc(gp->n_output + 1, sizeof *m->out);
+        m->in_of_proto = calloc(gp->n_input + 1, sizeof *m->in_of_proto);
+        m->needs_value = calloc(gp->n_input + 1, 1);
+        if (!m->in || !m->out || !m->in_of_proto || !m->needs_value)
+            st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    }
+    for (size_t i = 0; st == LOOM_OK && i < gp->n_input; i++) {
+        m->in_of_proto[i] = UINT32_MAX;
+        const char *name = gp->input[i]->name ? gp->input[i]->name : "";
+        int is_init = 0;
+        for (size_t k = 0; k < gp->n_initializer && !is_init; k++)
+            is_init = gp->initializer[k]->name && strcmp(gp->initializer[k]->name, name) == 0;
+        if (is_init)
+            continue;
+        m->in_of_proto[i] = (uint32_t)m->n_in;
+        st = read_io(m, &m->in[m->n_in++], gp->input[i]);
+    }
+    for (size_t i = 0; st == LOOM_OK && i < gp->n_output; i++)
+        st = read_io(m, &m->out[m->n_out++], gp->output[i]);
+    if (st == LOOM_OK) {
+        /* Unsupported operators are named now, all of them, not at the first run. */
+        loom_onnx_options io = {.struct_size = sizeof io, .default_dim = 1};
+        loom_graph *g = NULL;
+        loom_status ist = onnx_import_unpacked(m->proto, &src, &io, runtime_reference_eval(),
+                                               m->weights, NULL, &g);
+        loom_graph_destroy(g);
+        if (ist == LOOM_ERR_UNSUPPORTED && strstr(loom_last_error(), "unsupported ops"))
+            st = ist;
+        loom_clear_error();
+    }
+    if (st != LOOM_OK) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", loom_last_error());
+        loom_model_destroy(m);
+        return loom_set_error(st, "%s", msg);
+    }
+    *out = m;
+    return LOOM_OK;
+}
+
+static void spec_free(spec *s)
+{
+    if (!s)
+        return;
+    loom_plan_destroy(s->plan);
+    free(s->plan_in);
+    free(s->key);
+    free(s);
+}
+
+void loom_model_destroy(loom_model *m)
+{
+    if (!m)
+        return;
+    for (spec *s = m->head; s;) {
+        spec *next = s->next;
+        spec_free(s);
+        s = next;
+    }
+    for (size_t i = 0; i < m->n_in; i++) {
+        free(m->in[i].name);
+        for (int k = 0; k < LOOM_MAX_RANK; k++)
+            free(m->in[i].params[k]);
+    }
+    for (size_t i = 0; i < m->n_out; i++) {
+        free(m->out[i].name);
+        for (int k = 0; k < LOOM_MAX_RANK; k++)
+            free(m->out[i].params[k]);
+    }
+    free(m->in);
+    free(m->out);
+    free(m->in_of_proto);
+    free(m->needs_value);
+    if (m->proto)
+        onnx__model_proto__free_unpacked(m->proto, NULL);
+    onnx_weights_destroy(m->weights);
+    for (size_t i = 0; m->pins && i < m->popt.n_pins; i++)
+        free(m->pins[i]);
+    free(m->pins);
+    free(m->device);
+    free(m->policy);
+    free(m->cache_dir);
+    free(m->file);
+    free(m->base_dir);
+    pthread_mutex_destroy(&m->lock);
+    pthread_mutex_destroy(&m->create_lock);
+    free(m);
+}
+
+/* ---- introspection ------------------------------------------------------------------------- */
+
+size_t loom_model_input_count(const loom_model *m)
+{
+    return m ? m->n_in : 0;
+}
+
+size_t loom_model_output_count(const loom_model *m)
+{
+    return m ? m->n_out : 0;
+}
+
+static loom_status io_info(const loom_model *m, const model_io *ios, size_t n, size_t i,
+                           loom_model_io *out, const char *what)
+{
+    if (!m || !out || out->struct_size < sizeof *out || i >= n)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "loom_model_%s_info: %s", what,
+                              !m || !out ? "NULL argument"
+                              : out->struct_size < sizeof *out ? "struct_size is too small"
+                                                               : "index out of range");
+    const model_io *io = &ios[i];
+    memset(out, 0, sizeof *out);
+    out->struct_size = sizeof *out;
+    out->name = io->name;
+    out->dtype = io->dtype;
+    out->rank = io->rank;
+    for (int32_t k = 0; k < io->rank; k++) {
+        out->dims[k] = io->dims[k];
+        out->dim_params[k] = io->params[k];
+    }
+    if (ios == m->in) {
+        pthread_mutex_lock((pthread_mutex_t *)&m->lock);
+        out->needs_value = m->needs_value[i];
+        pthread_mutex_unlock((pthread_mutex_t *)&m->lock);
+    }
+    return LOOM_OK;
+}
+
+loom_status loom_model_input_info(const loom_model *m, size_t i, loom_model_io *out)
+{
+    return io_info(m, m ? m->in : NULL, m ? m->n_in : 0, i, out, "input");
+}
+
+loom_status loom_model_output_info(const loom_model *m, size_t i, loom_model_io *out)
+{
+    return io_info(m, m ? m->out : NULL, m ? m->n_out : 0, i, out, "output");
+}
+
+loom_status loom_model_stats_get(const loom_model *m, loom_model_stats *out)
+{
+    if (!m || !out || out->struct_size < sizeof *out)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "loom_model_stats_get: %s",
+                              !m || !out ? "NULL argument" : "struct_size is too small");
+    memset(out, 0, sizeof *out);
+    out->struct_size = sizeof *out;
+    pthread_mutex_lock((pthread_mutex_t *)&m->lock);
+    out->runs = m->runs;
+    out->hits = m->hits;
+    out->misses = m->misses;
+    out->evictions = m->evictions;
+    out->live = m->live;
+    out->bytes = m->bytes;
+    for (const spec *s = m->head; s; s = s->next) {
+        out->borrowed_bytes += s->borrowed;
+        out->copied_const_bytes += s->copied;
+    }
+    pthread_mutex_unlock((pthread_mutex_t *)&m->lock);
+    pthread_mutex_lock((pthread_mutex_t *)&m->create_lock);
+    out->weight_bytes = onnx_weights_bytes(m->weights);
+    out->weight_tensors = onnx_weights_count(m->weights);
+    pthread_mutex_unlock((pthread_mutex_t *)&m->create_lock);
+    return LOOM_OK;
+}
+
+/* ---- the cache ----------------------------------------------------------------------------- */
+
+/* The key of INPUTS into BUF (CAP bytes); returns its length, or 0 when CAP is too small
+ * (*NEED then says how much). Called with the lock held (needs_value). */
+static size_t make_key(const loom_model *m, const loom_tensor *const *inputs, unsigned char *buf,
+                       size_t cap, size_t *need)
+{
+    size_t len = 0;
+    for (size_t i = 0; i < m->n_in; i++) {
+        const loom_tensor_desc *d = loom_tensor_desc_of(inputs[i]);
+        size_t add = 2 + (size_t)d->rank * 8 + (m->needs_value[i] ? loom_tensor_nbytes(inputs[i])
+                                                                   : 0);
+        if (len + add <= cap) {
+            buf[len] = (unsigned char)d->dtype;
+            buf[len + 1] = (unsigned char)d->rank;
+            memcpy(buf + len + 2, d->dims, (size_t)d->rank * 8);
+            if (m->needs_value[i])
+                memcpy(buf + len + 2 + (size_t)d->rank * 8, loom_tensor_data(inputs[i]),
+                       loom_tensor_nbytes(inputs[i]));
+        }
+        len += add;
+    }
+    *need = len;
+    return len <= cap ? len : 0;
+}
+
+static uint64_t hash_bytes(const unsigned char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+
+static void lru_unlink(loom_model *m, spec *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        m->head = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    else
+        m->tail = s->prev;
+    s->prev = s->next = NULL;
+}
+
+static void lru_push_front(loom_model *m, spec *s)
+{
+    s->prev = NULL;
+    s->next = m->head;
+    if (m->head)
+        m->head->prev = s;
+    m->head = s;
+    if (!m->tail)
+        m->tail = s;
+}
+
+/* Find the spec of KEY (lock held); on a hit it moves to the front and gains a reference. */
+static spec *lookup(loom_model *m, const unsigned char *key, size_t len, uint64_t h)
+{
+    for (spec *s = m->head; s; s = s->next)
+        if (s->hash == h && s->key_len == len && memcmp(s->key, key, len) == 0) {
+            if (s != m->head) {
+                lru_unlink(m, s);
+                lru_push_front(m, s);
+            }
+            s->refs++;
+            return s;
+        }
+    return NULL;
+}
+
+/* Drop least recently used specs until the bounds hold (lock held); KEEP stays. */
+static void evict(loom_model *m, const spec *keep)
+{
+    spec *s = m->tail;
+    while (s && (m->live > m->max_specs || (m->max_bytes && m->bytes > m->max_bytes))) {
+        spec *prev = s->prev;
+        if (s != keep) {
+            lru_unlink(m, s);
+            m->live--;
+            m->bytes -= s->bytes;
+            m->evictions++;
+            if (s->refs)
+                s->evicted = 1; /* its last run frees it */
+            else
+                spec_free(s);
+        }
+        s = prev;
+    }
+}
+
+/* Keep idle execution memory of specs other than CUR within idle_bytes (lock held). */
+static void trim_idle(loom_model *m, spec *cur)
+{
+    size_t held = 0;
+    for (spec *s = m->head; s; s = s->next)
+        if (s != cur && s->warm)
+            held += s->peak;
+    for (spec *s = m->tail; s && held > m->idle_bytes; s = s->prev)
+        if (s != cur && s->warm) {
+            plan_contexts_trim(s->plan);
+            s->warm = 0;
+            held -= s->peak;
+        }
+}
+
+/* ---- bad input ----------------------------------------------------------------------------- */
+
+static loom_status check_inputs(const loom_model *m, const loom_tensor *const *inputs)
+{
+    for (size_t i = 0; i < m->n_in; i++) {
+        const model_io *io = &m->in[i];
+        const loom_tensor_desc *d = loom_tensor_desc_of(inputs[i]);
+        char a[160], b[160];
+        if (io->dtype != LOOM_DTYPE_UNDEFINED && d->dtype != io->dtype)
+            return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "input '%s': dtype %s, the model "
+                                  "declares %s", io->name, loom_dtype_name(d->dtype),
+                                  loom_dtype_name(io->dtype));
+        if (io->rank < 0)
+            continue;
+        if ((int32_t)d->rank != io->rank) {
+            int64_t shown[LOOM_MAX_RANK];
+            for (int32_t k = 0; k < io->rank; k++)
+                shown[k] = io->dims[k];
+            return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "input '%s': rank %u (shape %s), "
+                                  "the model declares rank %d (%s; -1 is dynamic)", io->name,
+                                  d->rank, loom_dims_format(d->rank, d->dims, a, sizeof a),
+                                  io->rank, loom_dims_format((uint32_t)io->rank, shown, b,
+                                                             sizeof b));
+        }
+        for (int32_t k = 0; k < io->rank; k++) {
+            if (io->dims[k] >= 0 && d->dims[k] != io->dims[k])
+                return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "input '%s': dimension %d is "
+                                      "%lld, the model fixes it at %lld", io->name, k,
+                                      (long long)d->dims[k], (long long)io->dims[k]);
+            if (!io->params[k])
+                continue;
+            /* The same symbol elsewhere, earlier: it must have the same value. */
+            for (size_t j = 0; j <= i; j++) {
+                const model_io *jo = &m->in[j];
+                const loom_tensor_desc *jd = loom_tensor_desc_of(inputs[j]);
+                if ((int32_t)jd->rank != jo->rank)
+                    continue;
+                for (int32_t q = 0; q < jo->rank && (j < i || q < k); q++)
+                    if (jo->params[q] && strcmp(jo->params[q], io->params[k]) == 0 &&
+                        jd->dims[q] != d->dims[k])
+                        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "dimension '%s' is "
+                                              "%lld in %s but %lld in %s", io->params[k],
+                                              (long long)jd->dims[q], jo->name,
+                                              (long long)d->dims[k], io->name);
+            }
+        }
+    }
+    return LOOM_OK;
+}
+
+/* The run's inputs in one short phrase for messages: "x 2x128, shape [4, -1]". */
+static void describe_inputs(const loom_model *m, const loom_tensor *const *inputs, char *buf,
+                            size_t cap)
+{
+    size_t w = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < m->n_in && w + 32 < cap; i++) {
+        const loom_tensor_desc *d = loom_tensor_desc_of(inputs[i]);
+        char s[128];
+        int n = snprintf(buf + w, cap - w, "%s%s %s", i ? ", " : "", m->in[i].name,
+                         loom_dims_format(d->rank, d->dims, s, sizeof s));
+        if (n < 0 || (size_t)n >= cap - w)
+            break;
+        w += (size_t)n;
+        if (m->needs_value[i] && (d->dtype == LOOM_DTYPE_I64 || d->dtype == LOOM_DTYPE_I32)) {
+            size_t cnt = loom_tensor_nbytes(inputs[i]) / loom_dtype_size(d->dtype);
+            w += (size_t)snprintf(buf + w, cap - w, " = [");
+            for (size_t k = 0; k < cnt && k < 8 && w + 24 < cap; k++) {
+                int64_t v = d->dtype == LOOM_DTYPE_I64
+                                ? ((const int64_t *)loom_tensor_data(inputs[i]))[k]
+                                : ((const int32_t *)loom_tensor_data(inputs[i]))[k];
+                w += (size_t)snprintf(buf + w, cap - w, "%s%lld", k ? ", " : "", (long long)v);
+            }
+            if (w + 8 < cap)
+                w += (size_t)snprintf(buf + w, cap - w, "%s]", cnt > 8 ? ", ..." : "");
+        }
+    }
+}
+
+/* Every tensor the graph computes must fit under the memory cap. */
+static loom_status check_sizes(const loom_model *m, const loom_graph *g,
+                               const loom_tensor *const *inputs)
+{
+    for (size_t v = 0; v < g->n_values; v++) {
+        const graph_value *val = &g->values[v];
+        if (val->kind != GRAPH_VALUE_NODE)
+            continue;
+        size_t bytes = (size_t)loom_tensor_desc_numel(&val->desc) *
+                       loom_dtype_size(val->desc.dtype);
+        if (bytes <= m->memory_cap)
+            continue;
+        char in[512], s[128];
+        describe_inputs(m, inputs, in, sizeof in);
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "inputs %s: tensor '%s' would have "
+                              "shape %s (%zu bytes), over the memory cap of %zu bytes", in,
+                              val->name ? val->name : "?",
+                              loom_dims_format(val->desc.rank, val->desc.dims, s, sizeof s),
+                              bytes, m->memory_cap);
+    }
+    return LOOM_OK;
+}
+
+/* ---- creating a specialisation ------------------------------------------------------------- */
+
+static loom_status create_spec(loom_model *m, const loom_tensor *const *inputs, spec **out)
+{
+    *out = NULL;
+    loom_status st = check_inputs(m, inputs);
+    if (st != LOOM_OK)
+        return st;
+    loom_onnx_shape *shapes = calloc(m->n_in + 1, sizeof *shapes);
+    loom_onnx_binding *binds = calloc(m->n_in + 1, sizeof *binds);
+    int64_t(*dims)[LOOM_MAX_RANK] = calloc(m->n_in + 1, sizeof *dims);
+    spec *s = calloc(1, sizeof *s);
+    if (!shapes || !binds || !dims || !s) {
+        free(shapes);
+        free(binds);
+        free(dims);
+        free(s);
+        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    }
+    onnx_source src = {.file = m->file, .base_dir = m->base_dir};
+    loom_graph *g = NULL;
+    /* Each failed attempt that names inputs needed as values binds them and tries again. */
+    for (size_t attempt = 0; attempt <= m->n_in; attempt++) {
+        size_t ns = 0, nb = 0;
+        pthread_mutex_lock(&m->lock);
+        for (size_t i = 0; i < m->n_in; i++) {
+            if (m->needs_value[i]) {
+                binds[nb++] = (loom_onnx_binding){.input = m->in[i].name, .value = inputs[i]};
+                continue;
+            }
+            loom_tensor_dims(inputs[i], dims[i]);
+            shapes[ns++] = (loom_onnx_shape){.input = m->in[i].name,
+                                             .rank = loom_tensor_rank(inputs[i]),
+                                             .dims = dims[i]};
+        }
+        pthread_mutex_unlock(&m->lock);
+        loom_onnx_options opt = {.struct_size = sizeof opt, .shapes = shapes, .n_shapes = ns,
+                                 .bindings = binds, .n_bindings = nb};
+        onnx_import_report rep;
+        memset(&rep, 0, sizeof rep);
+        st = onnx_import_unpacked(m->proto, &src, &opt, runtime_reference_eval(), m->weights,
+                                  &rep, &g);
+        if (st == LOOM_OK)
+            break;
+        int added = 0;
+        pthread_mutex_lock(&m->lock);
+        for (size_t k = 0; k < rep.n_need; k++) {
+            uint32_t p = rep.need[k];
+            if (p < m->proto->graph->n_input && m->in_of_proto[p] != UINT32_MAX &&
+                !m->needs_value[m->in_of_proto[p]]) {
+                m->needs_value[m->in_of_proto[p]] = 1;
+                added = 1;
+            }
+        }
+        pthread_mutex_unlock(&m->lock);
+        if (!added)
+            break;
+    }
+    free(shapes);
+    free(binds);
+    free(dims);
+    if (st == LOOM_OK)
+        st = check_sizes(m, g, inputs);
+    if (st == LOOM_OK) {
+        /* What the plan will borrow (weights) and copy (folded constants). */
+        for (size_t v = 0; v < g->n_values; v++) {
+            const graph_value *val = &g->values[v];
+            if (val->kind != GRAPH_VALUE_CONSTANT || !val->data ||
+                (!val->n_consumers && val->output_index < 0))
+                continue;
+            size_t b = (size_t)loom_tensor_desc_numel(&val->desc) *
+                       loom_dtype_size(val->desc.dtype);
+            if (val->data_owned || val->copy_in_plan)
+                s->copied += b;
+            else
+                s->borrowed += b;
+        }
+        st = loom_plan_create(m->rt, g, &m->popt, &s->plan);
+    }
+    if (st == LOOM_OK) {
+        s->peak = loom_plan_peak_bytes(s->plan);
+        s->bytes = s->peak + s->copied;
+        if (s->peak > m->memory_cap) {
+            char in[512];
+            describe_inputs(m, inputs, in, sizeof in);
+            st = loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "inputs %s: a run would need %zu "
+                                "bytes of intermediate memory, over the memory cap of %zu bytes",
+                                in, s->peak, m->memory_cap);
+        }
+    }
+    if (st == LOOM_OK) {
+        /* The plan's inputs: the model's, less those bound as values. */
+        s->n_plan_in = loom_plan_input_count(s->plan);
+        s->plan_in = calloc(s->n_plan_in + 1, sizeof *s->plan_in);
+        if (!s->plan_in)
+            st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+        for (size_t k = 0; st == LOOM_OK && k < s->n_plan_in; k++) {
+            const char *name = NULL;
+            loom_plan_input_info(s->plan, k, &name, NULL, NULL, NULL);
+            size_t i = 0;
+            while (i < m->n_in && strcmp(m->in[i].name, name) != 0)
+                i++;
+            if (i == m->n_in)
+                st = loom_set_error(LOOM_ERR_INTERNAL, "%s: plan input '%s' is not an input of "
+                                    "the model", m->file, name);
+            s->plan_in[k] = (uint32_t)i;
+        }
+    }
+    loom_graph_destroy(g);
+    if (st != LOOM_OK) {
+        spec_free(s);
+        return st;
+    }
+    *out = s;
+    return LOOM_OK;
+}
+
+/* ---- run ----------------------------------------------------------------------------------- */
+
+static void release(loom_model *m, spec *s)
+{
+    pthread_mutex_lock(&m->lock);
+    s->refs--;
+    int drop = s->evicted && s->refs == 0;
+    pthread_mutex_unlock(&m->lock);
+    if (drop)
+        spec_free(s);
+}
+
+/* Look KEY up; on a miss create the spec (one creation at a time) and insert it. */
+static loom_status acquire(loom_model *m, const loom_tensor *const *inputs, spec **out, int *hit,
+                           double *create_ms)
+{
+    unsigned char stack_key[KEY_STACK];
+    unsigned char *key = stack_key;
+    size_t need, len;
+    pthread_mutex_lock(&m->lock);
+    len = make_key(m, inputs, key, sizeof stack_key, &need);
+    spec *s = NULL;
+    if (len)
+        s = lookup(m, key, len, hash_bytes(key, len));
+    if (s) {
+        m->hits++;
+        pthread_mutex_unlock(&m->lock);
+        *out = s;
+        *hit = 1;
+        return LOOM_OK;
+    }
+    pthread_mutex_unlock(&m->lock);
+
+    pthread_mutex_lock(&m->create_lock);
+    uint64_t t0 = loom_now_ns();
+    /* Another thread may have made it meanwhile, or learnt that an input is needed as a
+     * value (the key changes): look again. */
+    key = NULL;
+    pthread_mutex_lock(&m->lock);
+    make_key(m, inputs, stack_key, 0, &need);
+    key = malloc(need + 1);
+    if (key) {
+        len = make_key(m, inputs, key, need, &need);
+        s = lookup(m, key, len, hash_bytes(key, len));
+    }
+    if (s)
+        m->hits++;
+    pthread_mutex_unlock(&m->lock);
+    loom_status st = LOOM_OK;
+    if (!key)
+        st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    if (st == LOOM_OK && !s) {
+        free(key);
+        key = NULL;
+        st = create_spec(m, inputs, &s);
+        if (st == LOOM_OK) {
+            /* The key as it is now: creating may have learnt new value inputs. */
+            pthread_mutex_lock(&m->lock);
+            make_key(m, inputs, stack_key, 0, &need);
+            s->key = malloc(need + 1);
+            if (s->key) {
+                s->key_len = make_key(m, inputs, s->key, need, &need);
+                s->hash = hash_bytes(s->key, s->key_len);
+                s->refs = 1;
+                lru_push_front(m, s);
+                m->live++;
+                m->bytes += s->bytes;
+                m->misses++;
+                evict(m, s);
+            }
+            pthread_mutex_unlock(&m->lock);
+            if (!s->key) {
+                spec_free(s);
+                s = NULL;
+                st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+            }
+        }
+        *hit = 0;
+        *create_ms = ms_since(t0);
+    } else {
+        *hit = 1;
+    }
+    free(key);
+    pthread_mutex_unlock(&m->create_lock);
+    *out = s;
+    return st;
+}
+
+loom_status loom_model_run(loom_model *m, const loom_tensor *const *inputs, size_t n_inputs,
+                           loom_tensor **outputs, size_t n_outputs, loom_model_run_stats *stats)
+{
+    uint64_t t0 = loom_now_ns();
+    if (!m || (!inputs && n_inputs) || (!outputs && n_outputs))
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "loom_model_run: %s is NULL",
+                              !m ? "model" : !inputs && n_inputs ? "inputs" : "outputs");
+    if (stats && stats->struct_size < sizeof *stats)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "loom_model_run: stats->struct_size "
+                              "is too small");
+    for (size_t i = 0; i < n_outputs; i++)
+        outputs[i] = NULL;
+    if (n_inputs != m->n_in)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "the model has %zu input%s (%s%s), "
+                              "the run gives %zu", m->n_in, m->n_in == 1 ? "" : "s",
+                              m->n_in ? m->in[0].name : "", m->n_in > 1 ? ", ..." : "",
+                              n_inputs);
+    if (n_outputs != m->n_out)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "the model has %zu outputs, the run "
+                              "asks for %zu", m->n_out, n_outputs);
+    for (size_t i = 0; i < n_inputs; i++)
+        if (!inputs[i])
+            return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "input %zu ('%s') is NULL", i,
+                                  m->in[i].name);
+    spec *s = NULL;
+    int hit = 0;
+    double create_ms = 0;
+    loom_status st = acquire(m, inputs, &s, &hit, &create_ms);
+    if (st != LOOM_OK)
+        return st;
+    const loom_tensor *plan_in_stack[16];
+    const loom_tensor **plan_in = s->n_plan_in <= 16 ? plan_in_stack
+                                                     : malloc(s->n_plan_in * sizeof *plan_in);
+    if (!plan_in) {
+        release(m, s);
+        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    }
+    for (size_t k = 0; k < s->n_plan_in; k++)
+        plan_in[k] = inputs[s->plan_in[k]];
+    uint64_t r0 = 0;
+    st = loom_plan_make_outputs(s->plan, outputs, n_outputs);
+    if (st == LOOM_OK) {
+        r0 = loom_now_ns();
+        st = loom_plan_run(s->plan, plan_in, s->n_plan_in, outputs, n_outputs, NULL);
+        if (st != LOOM_OK)
+            for (size_t i = 0; i < n_outputs; i++) {
+                loom_tensor_destroy(outputs[i]);
+                outputs[i] = NULL;
+            }
+    }
+    double run_ms = r0 ? ms_since(r0) : 0;
+    if (plan_in != plan_in_stack)
+        free(plan_in);
+    pthread_mutex_lock(&m->lock);
+    if (st == LOOM_OK)
+        m->runs++;
+    s->warm = 1;
+    if (!s->evicted)
+        trim_idle(m, s);
+    size_t sbytes = s->bytes;
+    pthread_mutex_unlock(&m->lock);
+    release(m, s);
+    if (stats) {
+        stats->cache_hit = hit;
+        stats->create_ms = create_ms;
+        stats->run_ms = run_ms;
+        stats->specialisation_bytes = sbytes;
+        stats->latency_ms = ms_since(t0);
+    }
+    return st;
+}
