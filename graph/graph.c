@@ -736,6 +736,9 @@ loom_status loom_graph_op(loom_graph *g, const char *op_type, const char *node_n
     };
     st = def->infer(&ctx);
     if (st != LOOM_OK) {
+        if (ctx.need_constant && ctx.need_constant <= n_inputs &&
+            in_copy[ctx.need_constant - 1] >= 0)
+            g->need_constant = (uint32_t)in_copy[ctx.need_constant - 1] + 1;
         graph_fail(g, st, "node '%s' (%s): %s", node_name, def->name,
                    err[0] ? err : "shape inference failed");
         goto fail;

@@ -552,6 +552,34 @@ void plan_contexts_destroy(loom_plan *plan)
     plan->all_ctx = plan->free_ctx = NULL;
 }
 
+size_t plan_contexts_trim(loom_plan *plan)
+{
+    pthread_mutex_lock(&plan->ctx_lock);
+    plan_ctx *idle = plan->free_ctx;
+    plan->free_ctx = NULL;
+    /* Unlink the idle ones from the list of all contexts; those in use stay on it. */
+    plan_ctx **link = &plan->all_ctx;
+    while (*link) {
+        int is_idle = 0;
+        for (plan_ctx *f = idle; f && !is_idle; f = f->next_free)
+            is_idle = f == *link;
+        if (is_idle)
+            *link = (*link)->next_all;
+        else
+            link = &(*link)->next_all;
+    }
+    pthread_mutex_unlock(&plan->ctx_lock);
+    size_t freed = 0;
+    while (idle) {
+        plan_ctx *next = idle->next_free;
+        for (uint32_t s = 0; s < plan->n_devs; s++)
+            freed += plan->devs[s].arena_bytes;
+        ctx_free(idle);
+        idle = next;
+    }
+    return freed;
+}
+
 static plan_ctx *ctx_acquire(loom_plan *plan)
 {
     pthread_mutex_lock(&plan->ctx_lock);

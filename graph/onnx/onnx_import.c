@@ -338,12 +338,20 @@ int onnx_lookup(onnx_import *im, onnx_scope *sc, const char *name, loom_value *o
             char what[160];
             snprintf(what, sizeof what, "initializer '%.100s'", name);
             onnx_tensor lt;
-            loom_status st = onnx_tensor_decode(s->gp->initializer[v], &im->src, what, &lt);
+            const onnx_tensor *wt = NULL; /* from the model's weight store: borrowed */
+            loom_status st = im->weights ? onnx_weights_get(im->weights, s->gp->initializer[v],
+                                                            &im->src, what, &wt)
+                                         : onnx_tensor_decode(s->gp->initializer[v], &im->src,
+                                                              what, &lt);
             if (st != LOOM_OK) {
                 onnx_adopt(im, st);
                 return -1;
             }
-            loom_value c = onnx_own_constant(im, name, &lt);
+            loom_value c = wt ? loom_constant_borrowed(im->g, claim_name(im, name), wt->dtype,
+                                                       wt->rank, wt->dims, wt->data)
+                              : onnx_own_constant(im, name, &lt);
+            if (wt && c == LOOM_NO_VALUE)
+                onnx_fail_builder(im, im->g->error);
             if (c == LOOM_NO_VALUE)
                 return -1;
             if (!onnx_smap_put(&s->values, name, c)) {
@@ -686,8 +694,16 @@ static loom_status build_body(onnx_import *im, onnx_scope *sc)
         st = mark_needed(im, sc, &producer, needed);
     if (st == LOOM_OK)
         st = topo_order(im, gp, &producer, needed, order, &n_order);
-    for (size_t i = 0; i < n_order && st == LOOM_OK; i++)
+    for (size_t i = 0; i < n_order && st == LOOM_OK; i++) {
+        im->g->need_constant = 0;
         st = onnx_build_node(im, sc, gp->node[order[i]]);
+        if (st != LOOM_OK && im->report && im->g->need_constant) {
+            const onnx_scope *root = sc;
+            while (root->parent)
+                root = root->parent;
+            onnx_report_need(im, root->gp);
+        }
+    }
     onnx_smap_free(&producer);
     free(needed);
     free(order);
@@ -1231,6 +1247,54 @@ static loom_status load(const void *data, size_t size, void *owned, const char *
                        "is truncated or corrupt)");
     loom_status st = import_model(&im, m);
     onnx__model_proto__free_unpacked(m, NULL);
+    for (size_t i = 0; i < im.n_allocs; i++)
+        free(im.allocs[i]);
+    free(im.allocs);
+    if (st != LOOM_OK) {
+        loom_graph_destroy(im.g);
+        return st;
+    }
+    *out = im.g;
+    return LOOM_OK;
+}
+
+loom_status onnx_unpack(const void *data, size_t size, const char *file, Onnx__ModelProto **out)
+{
+    onnx_import im;
+    memset(&im, 0, sizeof im);
+    im.src.file = file;
+    *out = NULL;
+    wire_verdict wv = size ? wire_check_depth(data, size, &onnx__model_proto__descriptor,
+                                              MAX_MESSAGE_DEPTH)
+                           : WIRE_OK;
+    if (wv == WIRE_TOO_DEEP)
+        return onnx_fail(&im, LOOM_ERR_INVALID_ARGUMENT, "subgraphs or types are nested more "
+                         "than %d protobuf messages deep (If or Loop inside If or Loop, sequence "
+                         "of sequence, ...), deeper than Loom reads", MAX_MESSAGE_DEPTH);
+    *out = wv == WIRE_OK ? onnx__model_proto__unpack(NULL, size, data) : NULL;
+    if (!*out)
+        return onnx_fail(&im, LOOM_ERR_INVALID_ARGUMENT, "not a valid ONNX model (the protobuf "
+                       "is truncated or corrupt)");
+    return LOOM_OK;
+}
+
+loom_status onnx_import_unpacked(const Onnx__ModelProto *m, const onnx_source *src,
+                                 const loom_onnx_options *options, graph_eval_fn eval,
+                                 onnx_weights *weights, onnx_import_report *report,
+                                 loom_graph **out)
+{
+    onnx_import im;
+    memset(&im, 0, sizeof im);
+    im.eval = eval;
+    im.src = *src;
+    im.weights = weights;
+    im.report = report;
+    *out = NULL;
+    if (options) {
+        size_t n = options->struct_size < sizeof im.opt ? options->struct_size : sizeof im.opt;
+        memcpy(&im.opt, options, n);
+    }
+    loom_status st = import_model(&im, m);
     for (size_t i = 0; i < im.n_allocs; i++)
         free(im.allocs[i]);
     free(im.allocs);

@@ -47,8 +47,60 @@ typedef struct onnx_import {
     void **allocs;      /* freed when the import ends */
     size_t n_allocs, cap_allocs;
     graph_eval_fn eval; /* folds constant subgraphs while building; NULL: no folding */
+    struct onnx_weights *weights;       /* NULL: initializers decoded into the graph */
+    struct onnx_import_report *report;  /* NULL: nothing reported beyond the status */
 } onnx_import;
 
+/* ---- one model, many imports (onnx_model.c; the loom_model of scheduler/model.c) ----------
+ * A model's initializers decoded once into a weight store; every import of that unpacked model
+ * borrows them (loom_constant_borrowed semantics: graphs and plans hold pointers, not copies),
+ * so the store must outlive every graph and plan made from it. Not thread-safe: one import at
+ * a time per store. */
+typedef struct onnx_weights onnx_weights;
+
+/* A new, empty store (NULL when out of memory); free with onnx_weights_destroy. */
+onnx_weights *onnx_weights_create(void);
+void onnx_weights_destroy(onnx_weights *w);
+/* Bytes of decoded data the store holds, and how many tensors. */
+size_t onnx_weights_bytes(const onnx_weights *w);
+size_t onnx_weights_count(const onnx_weights *w);
+/* T's decoded data (borrowed from the store, valid until onnx_weights_destroy), decoding it on
+ * first use. Failures as onnx_tensor_decode. */
+loom_status onnx_weights_get(onnx_weights *w, const Onnx__TensorProto *t, const onnx_source *src,
+                             const char *what, const onnx_tensor **out);
+/* Decode every initializer of GP into W now and release the protobuf's copy of its payload
+ * (the store's copy is then the only one). */
+loom_status onnx_weights_preload(onnx_weights *w, Onnx__GraphProto *gp, const onnx_source *src);
+
+/* What an import says beyond its status: the graph inputs (indices into the model's
+ * graph->input) that a node needed as constants, because an operator's inference or the
+ * importer needs their values (a Reshape's shape, a TopK's K, ConstantOfShape's shape, an If's
+ * condition). Binding them (options.bindings) and importing again can succeed. */
+#define ONNX_MAX_NEED 64
+typedef struct onnx_import_report {
+    size_t n_need;
+    uint32_t need[ONNX_MAX_NEED];
+} onnx_import_report;
+
+/* Unpack the serialized model DATA (SIZE bytes; FILE names it in messages) into *OUT (free
+ * with onnx__model_proto__free_unpacked(*OUT, NULL)), its nesting checked first as
+ * onnx_import_memory does. Fails with LOOM_ERR_INVALID_ARGUMENT. */
+loom_status onnx_unpack(const void *data, size_t size, const char *file, Onnx__ModelProto **out);
+/* Import the already unpacked model M (borrowed; never modified) as onnx_import_file does,
+ * taking initializers from WEIGHTS when non-NULL and filling REPORT when non-NULL. SRC names
+ * the file in messages and where external data lies. */
+loom_status onnx_import_unpacked(const Onnx__ModelProto *m, const onnx_source *src,
+                                 const loom_onnx_options *options, graph_eval_fn eval,
+                                 onnx_weights *weights, onnx_import_report *report,
+                                 loom_graph **out);
+/* After a node failed: record in IM->report the graph inputs that the value the graph says
+ * was needed as a constant (loom_graph.need_constant) is computed from. */
+void onnx_report_need(onnx_import *im, const Onnx__GraphProto *root);
+
+/* The importer's entry points behind loom_onnx_load and loom_onnx_load_memory (onnx.h documents
+ * their arguments, ownership and failures). EVAL evaluates constant subgraphs while the graph
+ * is built (the layer above hands in its reference kernels); NULL turns folding off, which
+ * leaves models whose shapes are computed by subgraphs unimportable. */
 loom_status onnx_import_file(const char *path, const loom_onnx_options *options,
                              graph_eval_fn eval, loom_graph **out);
 loom_status onnx_import_memory(const void *data, size_t size, const char *base_dir,

@@ -591,6 +591,8 @@ static loom_status build_constant_of_shape(nb *b)
 {
     size_t rank = 0;
     const int64_t *shape = const_i64_vector(b, 0, &rank);
+    if (!shape && b->n_in && b->in[0] != LOOM_NO_VALUE && !onnx_const_data(b->im, b->in[0]))
+        b->im->g->need_constant = (uint32_t)b->in[0] + 1; /* a value would do: say which */
     if (!shape)
         return node_fail(b, LOOM_ERR_UNSUPPORTED, "its shape input must be a constant int64 "
                          "vector (Loom needs static shapes)");
@@ -742,6 +744,7 @@ static loom_status build_if(nb *b)
         loom_tensor_desc x = onnx_desc(b->im, outs[k]), y = onnx_desc(b->im, outs[n_out + k]);
         if (!same_desc(&x, &y)) {
             char xs[128], ys[128];
+            b->im->g->need_constant = (uint32_t)cond + 1; /* the condition's value would do */
             st = node_fail(b, LOOM_ERR_UNSUPPORTED, "its condition is not a constant and its "
                            "branches give output %zu different types or shapes (then: %s %s, "
                            "else: %s %s); Loom cannot run data-dependent control flow",
