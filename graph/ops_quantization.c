@@ -1,6 +1,6 @@
 /*
  * Quantisation operators of the registry: QuantizeLinear, DequantizeLinear, MatMulInteger,
- * QLinearMatMul and QLinearConv. Shape and dtype inference, attribute canonicalisation
+ * QLinearMatMul, QLinearConv, and Loom's MatMulInt8Dynamic (what the int8-dynamic pass writes). Shape and dtype inference, attribute canonicalisation
  * (graph/ops.h has the contract) and cost.
  *
  * CANONICAL ATTRIBUTES:
@@ -12,7 +12,7 @@
  *                        'block_size' (0 only).
  *   QLinearConv          kernel_shape:ints[S] strides:ints[S] dilations:ints[S] pads:ints[2S]
  *                        (begins then ends; auto_pad resolved into pads) group:i
- *   MatMulInteger, QLinearMatMul: no attributes.
+ *   MatMulInteger, QLinearMatMul, MatMulInt8Dynamic: no attributes.
  * Scales and zero points may be computed at run time.
  *
  * Quantisation layouts: a scale or zero point with one element (rank 0 or [1]) is per-tensor.
@@ -238,6 +238,50 @@ static loom_status infer_matmul_integer(loom_infer_ctx *ctx)
                           "the columns of B", &pa)) != LOOM_OK)
         return st;
     loom_ops_set_output(ctx, 0, LOOM_DTYPE_I32, y.rank, y.dims);
+    return loom_ops_finish(ctx);
+}
+
+/* MatMulInt8Dynamic (Loom's own): A f32 [.., K], B int8 [K, N], b_scale f32 [N], optional
+ * bias f32 [N] -> Y f32 [.., N]. No attributes. B and b_scale are what the int8-dynamic pass
+ * made of constant float weights; A's rows are quantised when the node runs. */
+static loom_status infer_matmul_int8_dynamic(loom_infer_ctx *ctx)
+{
+    loom_status st;
+    const uint32_t f32 = LOOM_DTS(LOOM_DTYPE_F32);
+    if ((st = loom_infer_check_attrs(ctx, k_no_names, k_no_kinds)) != LOOM_OK ||
+        (st = loom_ops_require(ctx, 0, "A")) != LOOM_OK ||
+        (st = loom_ops_check_dtype(ctx, 0, "A", f32)) != LOOM_OK ||
+        (st = loom_ops_require(ctx, 1, "B")) != LOOM_OK ||
+        (st = loom_ops_check_dtype(ctx, 1, "B", LOOM_DTS(LOOM_DTYPE_I8))) != LOOM_OK ||
+        (st = loom_ops_require(ctx, 2, "b_scale")) != LOOM_OK ||
+        (st = loom_ops_check_dtype(ctx, 2, "b_scale", f32)) != LOOM_OK)
+        return st;
+    const loom_tensor_desc *a = &ctx->inputs[0], *b = &ctx->inputs[1], *s = &ctx->inputs[2];
+    if (a->rank < 1 || b->rank != 2)
+        return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
+                               "A must have rank >= 1 and B rank 2 (got %u and %u)", a->rank,
+                               b->rank);
+    int64_t k = a->dims[a->rank - 1], n = b->dims[1];
+    if (b->dims[0] != k)
+        return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
+                               "inner dimensions %lld (A) and %lld (B) differ", (long long)k,
+                               (long long)b->dims[0]);
+    if (s->rank != 1 || s->dims[0] != n)
+        return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
+                               "b_scale must be [%lld], one scale per column of B", (long long)n);
+    if (loom_ops_has(ctx, 3)) {
+        const loom_tensor_desc *bias = &ctx->inputs[3];
+        if ((st = loom_ops_check_dtype(ctx, 3, "bias", f32)) != LOOM_OK)
+            return st;
+        if (bias->rank != 1 || bias->dims[0] != n)
+            return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
+                                   "bias must be [%lld], one value per column of B", (long long)n);
+    }
+    int64_t dims[LOOM_MAX_RANK];
+    for (uint32_t d = 0; d + 1 < a->rank; d++)
+        dims[d] = a->dims[d];
+    dims[a->rank - 1] = n;
+    loom_ops_set_output(ctx, 0, LOOM_DTYPE_F32, a->rank, dims);
     return loom_ops_finish(ctx);
 }
 
@@ -485,6 +529,8 @@ LOOM_OPS_DEF(loom_op_def_dequantize, LOOM_OP_DEQUANTIZE_LINEAR, "DequantizeLinea
              2, 3, 1, 1, infer_dequantize, cost_three, 0);
 LOOM_OPS_DEF(loom_op_def_matmul_integer, LOOM_OP_MAT_MUL_INTEGER, "MatMulInteger",
              2, 4, 1, 1, infer_matmul_integer, cost_matmul_integer, 0);
+LOOM_OPS_DEF(loom_op_def_matmul_int8_dynamic, LOOM_OP_MAT_MUL_INT8_DYNAMIC, "MatMulInt8Dynamic",
+             3, 4, 1, 1, infer_matmul_int8_dynamic, cost_qlinear_matmul, 0);
 LOOM_OPS_DEF(loom_op_def_qlinear_matmul, LOOM_OP_QLINEAR_MAT_MUL, "QLinearMatMul",
              8, 8, 1, 1, infer_qlinear_matmul, cost_qlinear_matmul, 0);
 LOOM_OPS_DEF(loom_op_def_qlinear_conv, LOOM_OP_QLINEAR_CONV, "QLinearConv",

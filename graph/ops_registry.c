@@ -114,11 +114,12 @@ static const loom_op_def *const k_ops[] = {
     &loom_op_def_elu,
     &loom_op_def_selu,
     &loom_op_def_sign,
+    &loom_op_def_matmul_int8_dynamic,
 };
 #define N_OPS (sizeof k_ops / sizeof k_ops[0])
 
-/* Every operator of ABI 0.2 is registered: a new id without a definition fails the build. */
-_Static_assert(N_OPS == LOOM_OP_COUNT_V0_2 - 1, "every loom_op_id needs an entry in the registry");
+/* Every operator of the ABI is registered: a new id without a definition fails the build. */
+_Static_assert(N_OPS == LOOM_OP_COUNT_V0_4 - 1, "every loom_op_id needs an entry in the registry");
 
 const loom_op_def *loom_op_find(const char *name)
 {

@@ -3,8 +3,8 @@
  * it as it is or returns a new, checked graph that replaces it; it reports what it changed in one
  * line. The pipeline runs them in a fixed, documented order (docs/architecture.md):
  *
- *   validate -> fold_constants -> calibrate_int8 -> (later: quantize, fuse, lower MoE, specialise
- *   shapes)
+ *   validate -> fold_constants -> quantize_int8_dynamic -> calibrate_int8 -> (later: fuse,
+ *   lower MoE, specialise shapes)
  *
  * and the scheduler then places the result, inserts copies and plans memory. Passes see the
  * graph layer only; what they must evaluate (folding, calibration) goes through the evaluator
@@ -21,6 +21,10 @@
 typedef struct pass_ctx {
     graph_eval_fn eval;                  /* reference evaluator; NULL: nothing is evaluated */
     int fold;                            /* run fold_constants */
+    /* quantize_int8_dynamic: on/off, and nodes (by name) that stay float (borrowed). */
+    int quantize_int8_dynamic;
+    const char *const *keep_float;
+    size_t n_keep_float;
     /* calibrate_int8: sample input sets (n_sets x the graph's inputs, in order), borrowed. */
     const loom_tensor *const *calibration_sets;
     size_t n_calibration_sets;
@@ -76,6 +80,8 @@ loom_status pass_validate(const loom_graph *in, loom_graph **out, pass_ctx *ctx,
                           size_t summary_len);
 loom_status pass_fold_constants(const loom_graph *in, loom_graph **out, pass_ctx *ctx,
                                 char *summary, size_t summary_len);
+loom_status pass_quantize_int8_dynamic(const loom_graph *in, loom_graph **out, pass_ctx *ctx,
+                                       char *summary, size_t summary_len);
 loom_status pass_calibrate_int8(const loom_graph *in, loom_graph **out, pass_ctx *ctx,
                                 char *summary, size_t summary_len);
 

@@ -743,6 +743,8 @@ loom_status loom_plan_create(loom_runtime *rt, const loom_graph *g,
     uint32_t precision = LOOM_PRECISION_F32;
     const loom_tensor *const *cal_sets = NULL;
     size_t n_cal = 0;
+    const char *const *keep_float = NULL;
+    size_t n_keep_float = 0;
     plan_place_opts po = {.want = -1};
 #define HAS(field) (options->struct_size >= offsetof(loom_plan_options, field) + sizeof options->field)
     if (options) {
@@ -768,14 +770,22 @@ loom_status loom_plan_create(loom_runtime *rt, const loom_graph *g,
             strict = options->strict;
         if (HAS(precision)) {
             precision = options->precision;
-            if (precision > LOOM_PRECISION_INT8)
+            if (precision > LOOM_PRECISION_INT8_DYNAMIC)
                 return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
-                                      "plan options: unknown precision %u (0 f32, 1 fp16, 2 int8)",
-                                      precision);
+                                      "plan options: unknown precision %u (0 f32, 1 fp16, 2 int8, "
+                                      "3 int8-dynamic)", precision);
         }
         if (HAS(n_calibration_sets)) {
             cal_sets = options->calibration_inputs;
             n_cal = options->n_calibration_sets;
+        }
+        if (HAS(n_keep_float)) {
+            keep_float = options->keep_float;
+            n_keep_float = options->n_keep_float;
+            if (n_keep_float && !keep_float)
+                return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
+                                      "plan options: n_keep_float is %zu but keep_float is NULL",
+                                      n_keep_float);
         }
         if (HAS(learn)) {
             po.policy = options->policy;
@@ -807,7 +817,13 @@ loom_status loom_plan_create(loom_runtime *rt, const loom_graph *g,
     }
     /* The graph passes first (passes/pipeline.c): what is placed is their result. */
     pass_ctx pctx = {.eval = runtime_reference_eval(), .fold = 1,
-                     .calibration_sets = cal_sets, .n_calibration_sets = n_cal};
+                     .calibration_sets = cal_sets, .n_calibration_sets = n_cal,
+                     .quantize_int8_dynamic = precision == LOOM_PRECISION_INT8_DYNAMIC,
+                     .keep_float = keep_float, .n_keep_float = n_keep_float};
+    /* int8-dynamic is a rewrite of the graph; devices then see f32 nodes (and the new ones). */
+    const uint32_t requested_precision = precision;
+    if (precision == LOOM_PRECISION_INT8_DYNAMIC)
+        precision = LOOM_PRECISION_F32;
     pass_result pres;
     loom_status pst = passes_run(g, &pctx, &pres);
     if (pst != LOOM_OK) {
@@ -840,7 +856,7 @@ loom_status loom_plan_create(loom_runtime *rt, const loom_graph *g,
     plan->rt = runtime_retain(rt); /* the runtime lives as long as its plans */
     plan->strict = strict;
     plan->learn = learn;
-    plan->precision = precision;
+    plan->precision = requested_precision;
     plan->best_single = -1;
     pthread_mutex_init(&plan->ctx_lock, NULL);
     const float *absmax = pctx.absmax;

@@ -61,7 +61,10 @@ static const char profile_help[] =
     "  --pin node:NAME=DEV the node NAME on device DEV\n"
     "  --strict            fail when a node cannot run where it was asked to (device or pin)\n"
     "  --precision P       lowest precision float32 nodes may run in: f32 (default, exact),\n"
-    "                      fp16 or int8 (NPUs such as npu-sim need one of those)\n"
+    "                      fp16 or int8 (NPUs such as npu-sim need one of those), or\n"
+    "                      int8-dynamic (= --quantize int8-dynamic)\n"
+    "  --quantize int8-dynamic  MatMul/Gemm with constant weights run in int8 (weights per\n"
+    "                      output column, activations per row at run time)\n"
     "  --budget S          seconds the placement search may take (default: the policy's)\n"
     "  --dim NAME=VALUE    value of the model's symbolic dimension NAME (e.g. batch_size=1)\n"
     "  --repeat N          measured runs (default 20)\n"
@@ -215,6 +218,7 @@ static int parse_args(int argc, char **argv, profile_opts *o)
         } else if (!strcmp(a, "--model") || !strcmp(a, "--device") || !strcmp(a, "--trace") ||
                    !strcmp(a, "--gantt") || !strcmp(a, "--dot") || !strcmp(a, "--repeat") ||
                    !strcmp(a, "--warmup") || !strcmp(a, "--precision") ||
+                   !strcmp(a, "--quantize") ||
                    !strcmp(a, "--policy") || !strcmp(a, "--target-latency") ||
                    !strcmp(a, "--pin") || !strcmp(a, "--budget") || !strcmp(a, "--dim")) {
             /* "--device --json" must not look for a device called "--json". */
@@ -274,8 +278,15 @@ static int parse_args(int argc, char **argv, profile_opts *o)
                     o->precision = LOOM_PRECISION_F16;
                 else if (!strcmp(v, "int8"))
                     o->precision = LOOM_PRECISION_INT8;
+                else if (!strcmp(v, "int8-dynamic"))
+                    o->precision = LOOM_PRECISION_INT8_DYNAMIC;
                 else
-                    return usage("unknown precision '%s' (f32, fp16, int8)", v);
+                    return usage("unknown precision '%s' (f32, fp16, int8, int8-dynamic)", v);
+                o->precision_name = v;
+            } else if (!strcmp(a, "--quantize")) {
+                if (strcmp(v, "int8-dynamic") != 0)
+                    return usage("unknown --quantize '%s' (int8-dynamic)", v);
+                o->precision = LOOM_PRECISION_INT8_DYNAMIC;
                 o->precision_name = v;
             } else if (!strcmp(a, "--repeat") && !parse_count(a, v, 1, &o->repeat)) {
                 return EXIT_USAGE;

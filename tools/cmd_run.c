@@ -47,7 +47,10 @@ static const char run_help[] =
     "  --warmup N        runs before those measured (default 3 with --repeat, else 0)\n"
     "  --dim NAME=VALUE  value of the model's symbolic dimension NAME (e.g. batch_size=1)\n"
     "  --precision P     lowest precision float32 nodes may run in: f32 (default, exact),\n"
-    "                    fp16 or int8 (lets devices such as NPUs take them)\n"
+    "                    fp16 or int8 (lets devices such as NPUs take them), or int8-dynamic\n"
+    "  --quantize int8-dynamic  MatMul/Gemm with constant weights get int8 weights (per output\n"
+    "                    column) and quantise activations per row at run time (about 4x less\n"
+    "                    weight memory); the same as --precision int8-dynamic\n"
     "  --calibrate N     with --precision int8: calibrate the int8 scales of activations on\n"
     "                    N sets of seeded random inputs of the model's dtypes and shapes (as\n"
     "                    for inputs not given); devices then use static scales, and values\n"
@@ -153,7 +156,7 @@ static int parse_args(int argc, char **argv, run_opts *o)
                           !strcmp(a, "--output") || !strcmp(a, "--device") ||
                           !strcmp(a, "--repeat") || !strcmp(a, "--warmup") ||
                           !strcmp(a, "--dim") || !strcmp(a, "--precision") ||
-                          !strcmp(a, "--calibrate");
+                          !strcmp(a, "--quantize") || !strcmp(a, "--calibrate");
         if (!takes_value)
             return bad_usage("unknown option '%s'", a);
         /* "--device -o DIR" must not run on a device called "-o". */
@@ -195,8 +198,15 @@ static int parse_args(int argc, char **argv, run_opts *o)
                 o->precision = LOOM_PRECISION_F16;
             else if (!strcmp(v, "int8"))
                 o->precision = LOOM_PRECISION_INT8;
+            else if (!strcmp(v, "int8-dynamic"))
+                o->precision = LOOM_PRECISION_INT8_DYNAMIC;
             else
-                return bad_usage("unknown --precision '%s' (f32, fp16 or int8)", v);
+                return bad_usage("unknown --precision '%s' (f32, fp16, int8 or int8-dynamic)", v);
+        } else if (!strcmp(a, "--quantize")) {
+            if (strcmp(v, "int8-dynamic") != 0)
+                return bad_usage("unknown --quantize '%s' (int8-dynamic)", v);
+            o->precision_given = 1;
+            o->precision = LOOM_PRECISION_INT8_DYNAMIC;
         } else if (!strcmp(a, "--calibrate")) {
             if (!parse_int(a, v, 1, 1000, &n))
                 return 0;

@@ -95,6 +95,8 @@ void cpu_register_generators(cpu_op_entry *table);
 /* kernels_quantization.c: QuantizeLinear, DequantizeLinear, MatMulInteger, QLinearMatMul,
  * QLinearConv */
 void cpu_register_quantization(cpu_op_entry *table);
+/* kernels_int8_gemm.c: MatMulInt8Dynamic (AVX-512 VNNI, portable fallback) */
+void cpu_register_int8_gemm(cpu_op_entry *table);
 
 /* Helpers shared by families (cpu_util.c). */
 int cpu_reason(char *reason, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

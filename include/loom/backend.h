@@ -12,7 +12,8 @@
  *
  * Versions: 0.1 was the foundation's shape (synchronous execute on host-visible memory); 0.2
  * added precision, calibration, estimate() and asynchronous submit(); 0.3 adds device memory
- * the host cannot address (upload/download) and more device facts. A host accepts any plugin of
+ * the host cannot address (upload/download) and more device facts; 0.4 adds operator ids only
+ * (MatMulInt8Dynamic): a 0.3 plugin never sees them unless it claims them. A host accepts any plugin of
  * its major version, older minors included.
  */
 #ifndef LOOM_BACKEND_H
@@ -26,7 +27,7 @@ extern "C" {
 #endif
 
 #define LOOM_ABI_VERSION_MAJOR 0u
-#define LOOM_ABI_VERSION_MINOR 3u
+#define LOOM_ABI_VERSION_MINOR 4u
 /* Packed as (major << 16) | minor in every abi_version field. */
 #define LOOM_ABI_VERSION ((LOOM_ABI_VERSION_MAJOR << 16) | LOOM_ABI_VERSION_MINOR)
 
@@ -158,7 +159,13 @@ typedef enum loom_op_id {
     LOOM_OP_SELU = 91,
     LOOM_OP_LOG_SOFTMAX = 92,
     LOOM_OP_SIGN = 93,
-    LOOM_OP_COUNT_V0_2 /* one past the last id of ABI 0.2 */
+    LOOM_OP_COUNT_V0_2, /* one past the last id of ABI 0.2 */
+    /* ---- ABI 0.4 ---- */
+    /* Loom's own (not ONNX): Y[.., N] = dequant(quant_rows(A[.., K]) x B[K, N]) + bias, with B
+     * int8 per output column (scale[N]), each row of A quantised on the fly, int32 sums. What
+     * the int8-dynamic pass turns MatMul/Gemm with constant weights into. */
+    LOOM_OP_MAT_MUL_INT8_DYNAMIC = 94,
+    LOOM_OP_COUNT_V0_4 /* one past the last id of ABI 0.4 */
 } loom_op_id;
 
 /* Kinds of attribute values. */
@@ -231,6 +238,10 @@ typedef enum loom_precision {
     LOOM_PRECISION_F32 = 0,  /* exact: f32 arithmetic only (the default) */
     LOOM_PRECISION_F16 = 1,  /* f32 nodes may run in fp16 */
     LOOM_PRECISION_INT8 = 2, /* f32 nodes may run in int8 (scales from weights and activations) */
+    /* A plan option, never seen by a backend: MatMul/Gemm with constant f32 weights become
+     * MatMulInt8Dynamic nodes (int8 weights per output channel, activations quantised per row at
+     * run time); every other node stays f32 (backends see LOOM_PRECISION_F32). */
+    LOOM_PRECISION_INT8_DYNAMIC = 3,
 } loom_precision;
 
 /* Whether DESC has the ABI 0.2 fields (the host that built it may be older). */

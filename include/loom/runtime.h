@@ -90,7 +90,11 @@ typedef struct loom_plan_options {
      * re-running the node on another device. */
     int strict;
     /* The lowest precision accepted for float32 nodes (loom_precision): LOOM_PRECISION_F32
-     * (default) keeps them exact; F16 or INT8 lets devices such as NPUs take them. */
+     * (default) keeps them exact; F16 or INT8 lets devices such as NPUs take them;
+     * LOOM_PRECISION_INT8_DYNAMIC rewrites the graph first (the quantize_int8_dynamic pass):
+     * MatMul and Gemm nodes with constant f32 weights (inner dimension >= 16) get int8 weights
+     * with one scale per output column, stored once in the plan (the float weights are not
+     * kept), and quantise their activations per row when they run; the rest stays f32. */
     uint32_t precision;
     /* Sample inputs to calibrate int8 scales of activations (used when PRECISION is
      * LOOM_PRECISION_INT8, ignored otherwise): N_CALIBRATION_SETS sets of the graph's inputs,
@@ -123,6 +127,9 @@ typedef struct loom_plan_options {
     /* Non-zero: record every run's measured per-node times into the cost model's history
      * (saved to the cache when the plan is destroyed). */
     int learn;
+    /* LOOM_PRECISION_INT8_DYNAMIC only: nodes (by name) that stay float. */
+    const char *const *keep_float;
+    size_t n_keep_float;
 } loom_plan_options;
 
 /* Place a checked GRAPH on RUNTIME's devices, compile every node and make the static memory

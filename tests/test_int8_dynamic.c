@@ -1,0 +1,287 @@
+/*
+ * Tests of dynamic int8 (issue 14): the MatMulInt8Dynamic kernel against naive loops that apply
+ * the same quantisation (odd sizes, several panels, K not a multiple of 4, one row, one column,
+ * with and without bias), and the quantize_int8_dynamic pass: MatMul and Gemm (transB, alpha,
+ * beta, a bias row) rewritten and close to the float result, tiny inner dimensions and listed
+ * nodes left in float, and a graph with nothing to quantize named in the pass's summary.
+ * The kernel's portable path is exercised by running this suite with LOOM_CPU_NO_VNNI=1 too.
+ */
+#include <loom/loom.h>
+
+#include <CUnit/Basic.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static loom_runtime *rt;
+
+static int suite_init(void)
+{
+    return loom_runtime_create(NULL, &rt) == LOOM_OK ? 0 : 1;
+}
+
+static int suite_clean(void)
+{
+    loom_runtime_destroy(rt);
+    return 0;
+}
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+
+static float frand(void)
+{
+    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((rng >> 40) & 0xffffff) / (float)0x800000 - 1.0f; /* [-1, 1) */
+}
+
+/* Run a plan of one input [rows, k] into one output [rows, n]. */
+static loom_status run(loom_plan *p, float *x, int64_t rows, int64_t k, float *y, int64_t n)
+{
+    loom_tensor *in, *out;
+    int64_t xd[2] = {rows, k}, yd[2] = {rows, n};
+    loom_tensor_wrap(LOOM_DTYPE_F32, 2, xd, x, &in);
+    loom_tensor_wrap(LOOM_DTYPE_F32, 2, yd, y, &out);
+    loom_status st = loom_plan_run(p, (const loom_tensor *const *)&in, 1, &out, 1, NULL);
+    loom_tensor_destroy(in);
+    loom_tensor_destroy(out);
+    return st;
+}
+
+/* The kernel on M x K x N with int8 weights it is given, against the same arithmetic in naive
+ * loops: each row quantised symmetrically to [-127, 127], int32 sums, scales, bias. */
+static void check_kernel(int64_t m, int64_t k, int64_t n, int with_bias)
+{
+    int8_t *b = malloc((size_t)(k * n));
+    float *sb = malloc((size_t)n * sizeof *sb), *bias = malloc((size_t)n * sizeof *bias);
+    float *x = malloc((size_t)(m * k) * sizeof *x), *y = calloc((size_t)(m * n), sizeof *y);
+    for (int64_t i = 0; i < k * n; i++)
+        b[i] = (int8_t)(int)(frand() * 127.0f);
+    for (int64_t j = 0; j < n; j++) {
+        sb[j] = 0.01f + 0.001f * (float)j;
+        bias[j] = frand();
+    }
+    for (int64_t i = 0; i < m * k; i++)
+        x[i] = frand() * 3.0f;
+    loom_graph *g = loom_graph_create("int8k");
+    int64_t xd[2] = {m, k}, bd[2] = {k, n}, sd[1] = {n};
+    loom_value ins[4] = {loom_input(g, "x", LOOM_DTYPE_F32, 2, xd),
+                         loom_constant(g, "b", LOOM_DTYPE_I8, 2, bd, b),
+                         loom_constant(g, "sb", LOOM_DTYPE_F32, 1, sd, sb),
+                         with_bias ? loom_constant(g, "bias", LOOM_DTYPE_F32, 1, sd, bias)
+                                   : LOOM_NO_VALUE};
+    loom_value out;
+    CU_ASSERT_EQUAL_FATAL(loom_graph_op(g, "MatMulInt8Dynamic", "q", ins, with_bias ? 4 : 3,
+                                        NULL, 0, &out, 1), LOOM_OK);
+    loom_output(g, out, "y");
+    CU_ASSERT_EQUAL_FATAL(loom_graph_check(g), LOOM_OK);
+    loom_plan *p;
+    CU_ASSERT_EQUAL_FATAL(loom_plan_create(rt, g, NULL, &p), LOOM_OK);
+    CU_ASSERT_STRING_EQUAL(loom_plan_node_op(p, 0), "MatMulInt8Dynamic");
+    CU_ASSERT_EQUAL(run(p, x, m, k, y, n), LOOM_OK);
+    int bad = 0;
+    for (int64_t i = 0; i < m && bad < 5; i++) {
+        float amax = 0;
+        for (int64_t t = 0; t < k; t++)
+            amax = fmaxf(amax, fabsf(x[i * k + t]));
+        float sa = amax > 0 ? amax / 127.0f : 1.0f;
+        for (int64_t j = 0; j < n && bad < 5; j++) {
+            int64_t acc = 0;
+            for (int64_t t = 0; t < k; t++) {
+                float q = nearbyintf(x[i * k + t] / sa);
+                q = fminf(127.0f, fmaxf(-127.0f, q));
+                acc += (int64_t)q * b[t * n + j];
+            }
+            double want = (double)acc * sa * sb[j] + (with_bias ? bias[j] : 0.0);
+            double got = y[i * n + j];
+            if (fabs(got - want) > 1e-4 * (1.0 + fabs(want))) {
+                printf("\n  [%lld,%lld] of %lldx%lldx%lld: %.6f, want %.6f", (long long)i,
+                       (long long)j, (long long)m, (long long)k, (long long)n, got, want);
+                bad++;
+            }
+        }
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+    loom_plan_destroy(p);
+    loom_graph_destroy(g);
+    free(b);
+    free(sb);
+    free(bias);
+    free(x);
+    free(y);
+}
+
+static void test_kernel_matches_naive_quantised_arithmetic(void)
+{
+    check_kernel(7, 37, 70, 1);   /* two panels, K % 4 = 1, a partial row block */
+    check_kernel(4, 64, 64, 0);   /* exactly one tile */
+    check_kernel(1, 5, 1, 1);     /* one row, one column */
+    check_kernel(33, 130, 200, 1);
+    check_kernel(9, 16, 129, 0);
+}
+
+/* y = x . W (+ bias), W [k, n] float, planned with int8-dynamic; the result is within the error
+ * the quantisation allows of the float product. */
+static loom_plan *plan_matmul(int64_t k, int64_t n, const float *w, const char *const *keep,
+                              size_t n_keep)
+{
+    loom_graph *g = loom_graph_create("mm");
+    int64_t xd[2] = {8, k}, wd[2] = {k, n};
+    loom_value x = loom_input(g, "x", LOOM_DTYPE_F32, 2, xd);
+    loom_value wv = loom_constant(g, "w", LOOM_DTYPE_F32, 2, wd, w);
+    loom_value ins[2] = {x, wv}, y;
+    loom_graph_op(g, "MatMul", "fc", ins, 2, NULL, 0, &y, 1);
+    loom_output(g, y, "y");
+    CU_ASSERT_EQUAL(loom_graph_check(g), LOOM_OK);
+    loom_plan_options o = {.struct_size = sizeof o, .precision = LOOM_PRECISION_INT8_DYNAMIC,
+                           .keep_float = keep, .n_keep_float = n_keep};
+    loom_plan *p = NULL;
+    CU_ASSERT_EQUAL(loom_plan_create(rt, g, &o, &p), LOOM_OK);
+    loom_graph_destroy(g); /* the int8 weights live in the plan */
+    return p;
+}
+
+static const char *stage_summary(const loom_plan *p, const char *name)
+{
+    for (size_t i = 0; i < loom_plan_pass_count(p); i++) {
+        loom_pass_info info = {.struct_size = sizeof info};
+        if (loom_plan_pass_info(p, i, &info) == LOOM_OK && strcmp(info.name, name) == 0)
+            return info.summary;
+    }
+    return "";
+}
+
+static void test_pass_quantizes_matmul_with_constant_weights(void)
+{
+    const int64_t k = 96, n = 80;
+    float *w = malloc((size_t)(k * n) * sizeof *w), x[8 * 96], y[8 * 80];
+    for (int64_t i = 0; i < k * n; i++)
+        w[i] = frand() * 0.2f;
+    for (int i = 0; i < 8 * 96; i++)
+        x[i] = frand();
+    loom_plan *p = plan_matmul(k, n, w, NULL, 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    CU_ASSERT_EQUAL(loom_plan_node_count(p), 1);
+    CU_ASSERT_STRING_EQUAL(loom_plan_node_op(p, 0), "MatMulInt8Dynamic");
+    CU_ASSERT_STRING_EQUAL(loom_plan_node_name(p, 0), "fc");
+    CU_ASSERT(strstr(stage_summary(p, "quantize_int8_dynamic"), "1 MatMul/Gemm to int8") != NULL);
+    CU_ASSERT_EQUAL(run(p, x, 8, k, y, n), LOOM_OK);
+    double num = 0, den = 0;
+    for (int i = 0; i < 8; i++)
+        for (int j = 0; j < n; j++) {
+            double ref = 0;
+            for (int t = 0; t < k; t++)
+                ref += (double)x[i * k + t] * w[t * n + j];
+            num += (y[i * n + j] - ref) * (y[i * n + j] - ref);
+            den += ref * ref;
+        }
+    CU_ASSERT(sqrt(num / den) < 0.02); /* relative RMS error of int8 x int8 */
+    loom_plan_destroy(p);
+    free(w);
+}
+
+static void test_pass_folds_gemm_transb_alpha_beta_and_bias(void)
+{
+    const int64_t m = 5, k = 40, n = 24;
+    float *w = malloc((size_t)(n * k) * sizeof *w), c[24], x[5 * 40], y[5 * 24];
+    for (int64_t i = 0; i < n * k; i++)
+        w[i] = frand();
+    for (int j = 0; j < n; j++)
+        c[j] = frand();
+    for (int i = 0; i < m * k; i++)
+        x[i] = frand();
+    loom_graph *g = loom_graph_create("gemm");
+    int64_t xd[2] = {m, k}, wd[2] = {n, k}, cd[1] = {n};
+    loom_value ins[3] = {loom_input(g, "x", LOOM_DTYPE_F32, 2, xd),
+                         loom_constant(g, "w", LOOM_DTYPE_F32, 2, wd, w),
+                         loom_constant(g, "c", LOOM_DTYPE_F32, 1, cd, c)};
+    loom_attr at[3] = {loom_attr_int("transB", 1), loom_attr_float("alpha", 0.5f),
+                       loom_attr_float("beta", -2.0f)};
+    loom_value out;
+    CU_ASSERT_EQUAL(loom_graph_op(g, "Gemm", "dense", ins, 3, at, 3, &out, 1), LOOM_OK);
+    loom_output(g, out, "y");
+    CU_ASSERT_EQUAL_FATAL(loom_graph_check(g), LOOM_OK);
+    loom_plan_options o = {.struct_size = sizeof o, .precision = LOOM_PRECISION_INT8_DYNAMIC};
+    loom_plan *p;
+    CU_ASSERT_EQUAL_FATAL(loom_plan_create(rt, g, &o, &p), LOOM_OK);
+    CU_ASSERT_STRING_EQUAL(loom_plan_node_op(p, 0), "MatMulInt8Dynamic");
+    CU_ASSERT_EQUAL(run(p, x, m, k, y, n), LOOM_OK);
+    double worst = 0;
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            double ref = -2.0 * c[j];
+            for (int t = 0; t < k; t++)
+                ref += 0.5 * x[i * k + t] * w[j * k + t];
+            worst = fmax(worst, fabs(y[i * n + j] - ref));
+        }
+    CU_ASSERT(worst < 0.1); /* |sum| of 40 products of [-1, 1) values: errors ~1% of ~3 */
+    loom_plan_destroy(p);
+    loom_graph_destroy(g);
+    free(w);
+}
+
+static void test_pass_keeps_tiny_k_and_listed_nodes_float(void)
+{
+    float w[8 * 8];
+    for (int i = 0; i < 64; i++)
+        w[i] = frand();
+    loom_plan *p = plan_matmul(8, 8, w, NULL, 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    CU_ASSERT_STRING_EQUAL(loom_plan_node_op(p, 0), "MatMul");
+    CU_ASSERT(strstr(stage_summary(p, "quantize_int8_dynamic"), "inner dimension < 16") != NULL);
+    loom_plan_destroy(p);
+    float *w2 = calloc(64 * 32, sizeof *w2);
+    const char *keep[1] = {"fc"};
+    p = plan_matmul(64, 32, w2, keep, 1);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    CU_ASSERT_STRING_EQUAL(loom_plan_node_op(p, 0), "MatMul");
+    CU_ASSERT(strstr(stage_summary(p, "quantize_int8_dynamic"), "1 listed") != NULL);
+    loom_plan_destroy(p);
+    free(w2);
+}
+
+static void test_nothing_to_quantize_is_a_warning_not_an_error(void)
+{
+    loom_graph *g = loom_graph_create("relu");
+    int64_t d[1] = {4};
+    loom_output(g, loom_relu(g, loom_input(g, "x", LOOM_DTYPE_F32, 1, d)), "y");
+    CU_ASSERT_EQUAL_FATAL(loom_graph_check(g), LOOM_OK);
+    loom_plan_options o = {.struct_size = sizeof o, .precision = LOOM_PRECISION_INT8_DYNAMIC};
+    loom_plan *p;
+    CU_ASSERT_EQUAL_FATAL(loom_plan_create(rt, g, &o, &p), LOOM_OK);
+    CU_ASSERT(strstr(stage_summary(p, "quantize_int8_dynamic"), "warning: nothing to quantize") !=
+              NULL);
+    loom_plan_destroy(p);
+    o.precision = 4;
+    CU_ASSERT_EQUAL(loom_plan_create(rt, g, &o, &p), LOOM_ERR_INVALID_ARGUMENT);
+    CU_ASSERT(strstr(loom_last_error(), "int8-dynamic") != NULL);
+    loom_graph_destroy(g);
+}
+
+int main(void)
+{
+    if (CU_initialize_registry() != CUE_SUCCESS)
+        return 1;
+    CU_pSuite s = CU_add_suite("int8_dynamic", suite_init, suite_clean);
+    struct {
+        const char *name;
+        void (*fn)(void);
+    } tests[] = {
+        {"kernel_matches_naive_quantised_arithmetic", test_kernel_matches_naive_quantised_arithmetic},
+        {"pass_quantizes_matmul_with_constant_weights",
+         test_pass_quantizes_matmul_with_constant_weights},
+        {"pass_folds_gemm_transb_alpha_beta_and_bias", test_pass_folds_gemm_transb_alpha_beta_and_bias},
+        {"pass_keeps_tiny_k_and_listed_nodes_float", test_pass_keeps_tiny_k_and_listed_nodes_float},
+        {"nothing_to_quantize_is_a_warning_not_an_error",
+         test_nothing_to_quantize_is_a_warning_not_an_error},
+    };
+    for (size_t i = 0; i < sizeof tests / sizeof *tests; i++)
+        CU_add_test(s, tests[i].name, tests[i].fn);
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
+    failed += CU_get_number_of_suites_failed();
+    CU_cleanup_registry();
+    return failed ? 1 : 0;
+}
