@@ -272,149 +272,66 @@ static char *load_pbs(const char *dir, const char *prefix, loom_tensor **ts, siz
     return NULL;
 }
 
-/* Load the model, with input shapes overridden by SHAPES when non-NULL, and plan it on the
- * CPU. Sets *V and returns a message on failure. */
-static char *load_and_plan(loom_runtime *rt, const char *model, const loom_onnx_shape *shapes,
-                           size_t n_shapes, loom_graph **g, loom_plan **plan, verdict *v)
+/* Run one data set through MODEL, each input as given (the model specialises itself to the
+ * data set's shapes, and binds the inputs it needs as values). Returns NULL when every output
+ * agrees. */
+static char *run_data_set(loom_model *model, data_set *d, verdict *v)
 {
-    loom_onnx_options opt = {.struct_size = sizeof opt, .shapes = shapes, .n_shapes = n_shapes,
-                             .default_dim = 1};
-    loom_status st = loom_onnx_load(model, &opt, g);
-    if (st != LOOM_OK) {
-        *v = st == LOOM_ERR_UNSUPPORTED ? V_UNSUPPORTED : V_FAIL;
-        return fmt("load: %s: %s", loom_status_name(st), loom_last_error());
-    }
-    loom_plan_options po = {.struct_size = sizeof po, .device = run_device,
-                            .strict = !strncmp(run_device, "cpu", 3)};
-    st = loom_plan_create(rt, *g, &po, plan);
-    if (st != LOOM_OK) {
-        *v = st == LOOM_ERR_UNSUPPORTED ? V_UNSUPPORTED : V_FAIL;
-        return fmt("plan: %s: %s", loom_status_name(st), loom_last_error());
-    }
-    return NULL;
-}
-
-/* Run one data set on PLAN (made from G). Returns NULL when every output agrees. */
-static char *run_data_set(loom_plan *plan, const loom_graph *g, data_set *d)
-{
-    size_t n_out = loom_graph_output_count(g);
+    size_t n_in = loom_model_input_count(model), n_out = loom_model_output_count(model);
+    if (d->n_in != n_in)
+        return fmt("the model has %zu inputs, the data set %zu", n_in, d->n_in);
     if (d->n_out != n_out)
         return fmt("the model has %zu outputs, the data set %zu", n_out, d->n_out);
+    /* input_K.pb feeds the model's input K, or the input its name says when it has one. */
+    const loom_tensor *in[MAX_IO];
+    for (size_t i = 0; i < n_in; i++) {
+        loom_model_io io = {.struct_size = sizeof io};
+        loom_model_input_info(model, i, &io);
+        in[i] = d->in[i];
+        for (size_t k = 0; k < d->n_in; k++)
+            if (d->in_name[k][0] && strcmp(d->in_name[k], io.name) == 0)
+                in[i] = d->in[k];
+    }
     loom_tensor *outs[MAX_IO] = {0};
-    if (loom_plan_make_outputs(plan, outs, n_out) != LOOM_OK)
-        return fmt("outputs: %s", loom_last_error());
-    char *msg = NULL;
-    loom_status st = loom_plan_run(plan, (const loom_tensor *const *)d->in, d->n_in, outs, n_out,
-                                   NULL);
-    if (st != LOOM_OK)
-        msg = fmt("run: %s: %s", loom_status_name(st), loom_last_error());
-    for (size_t i = 0; !msg && i < n_out; i++)
-        msg = compare(loom_value_name(g, loom_graph_output(g, i)), outs[i], d->out[i]);
-    for (size_t i = 0; i < n_out; i++)
-        loom_tensor_destroy(outs[i]);
-    return msg;
-}
-
-/* Does every input of D have the dtype and shape the graph declares? */
-static int inputs_fit(const loom_graph *g, const data_set *d)
-{
-    for (size_t i = 0; i < d->n_in; i++) {
-        loom_dtype dt;
-        uint32_t rank;
-        int64_t dims[LOOM_MAX_RANK], td[LOOM_MAX_RANK];
-        loom_value_info(g, loom_graph_input(g, i), &dt, &rank, dims);
-        loom_tensor_dims(d->in[i], td);
-        if (rank != loom_tensor_rank(d->in[i]) || memcmp(dims, td, rank * sizeof *td) != 0)
-            return 0;
-    }
-    return 1;
-}
-
-/* Import with inputs 1.. of D bound to their values (they become constants), plan, and run the
- * data set with input 0 alone. */
-static char *run_with_bindings_from(loom_runtime *rt, const char *model, data_set *d, verdict *v,
-                                    size_t from)
-{
-    if (d->n_in <= from)
-        return fmt("an input must be a constant, and there is none to bind");
-    loom_onnx_binding b[MAX_IO];
-    for (size_t i = from; i < d->n_in; i++) {
-        if (!d->in_name[i][0])
-            return fmt("input_%zu.pb has no name to bind it by", i);
-        b[i - from] = (loom_onnx_binding){.input = d->in_name[i], .value = d->in[i]};
-    }
-    loom_onnx_options opt = {.struct_size = sizeof opt, .default_dim = 1, .bindings = b,
-                             .n_bindings = d->n_in - from};
-    loom_onnx_shape shape0;
-    int64_t dims0[LOOM_MAX_RANK];
-    if (from > 0 && d->in_name[0][0]) {
-        loom_tensor_dims(d->in[0], dims0);
-        shape0 = (loom_onnx_shape){.input = d->in_name[0], .rank = loom_tensor_rank(d->in[0]),
-                                   .dims = dims0};
-        opt.shapes = &shape0;
-        opt.n_shapes = 1;
-    }
-    loom_graph *g = NULL;
-    loom_plan *plan = NULL;
-    loom_status st = loom_onnx_load(model, &opt, &g);
-    char *err = NULL;
+    loom_status st = loom_model_run(model, in, n_in, outs, n_out, NULL);
     if (st != LOOM_OK) {
         *v = st == LOOM_ERR_UNSUPPORTED ? V_UNSUPPORTED : V_FAIL;
-        err = fmt("load (inputs 1.. bound): %s: %s", loom_status_name(st), loom_last_error());
-    } else {
-        loom_plan_options po = {.struct_size = sizeof po, .device = run_device,
-                            .strict = !strncmp(run_device, "cpu", 3)};
-        st = loom_plan_create(rt, g, &po, &plan);
-        if (st != LOOM_OK) {
-            *v = st == LOOM_ERR_UNSUPPORTED ? V_UNSUPPORTED : V_FAIL;
-            err = fmt("plan: %s: %s", loom_status_name(st), loom_last_error());
-        } else {
-            data_set one = *d;
-            one.n_in = loom_graph_input_count(g);
-            err = run_data_set(plan, g, &one);
-        }
+        return fmt("run: %s: %s", loom_status_name(st), loom_last_error());
     }
-    loom_plan_destroy(plan);
-    loom_graph_destroy(g);
-    return err;
-}
-
-/* Bind inputs 1.. first; when even input 0 must be a constant (Range's start), bind them all. */
-static char *run_with_bindings(loom_runtime *rt, const char *model, data_set *d, verdict *v)
-{
-    char *err = run_with_bindings_from(rt, model, d, v, 1);
-    if (err && strstr(err, "must be a constant")) {
-        free(err);
-        *v = V_PASS;
-        err = run_with_bindings_from(rt, model, d, v, 0);
+    char *msg = NULL;
+    for (size_t i = 0; !msg && i < n_out; i++) {
+        loom_model_io io = {.struct_size = sizeof io};
+        loom_model_output_info(model, i, &io);
+        msg = compare(io.name, outs[i], d->out[i]);
     }
-    return err;
+    for (size_t i = 0; i < n_out; i++)
+        loom_tensor_destroy(outs[i]);
+    if (msg)
+        *v = V_FAIL;
+    return msg;
 }
 
 static verdict run_case(const char *dir, char **message)
 {
     *message = NULL;
-    char model[1200];
-    snprintf(model, sizeof model, "%s/model.onnx", dir);
+    char model_path[1200];
+    snprintf(model_path, sizeof model_path, "%s/model.onnx", dir);
     loom_runtime *rt;
     if (loom_runtime_create(NULL, &rt) != LOOM_OK) {
         *message = fmt("runtime: %s", loom_last_error());
         return V_FAIL;
     }
     verdict v = V_PASS;
-    loom_graph *g = NULL;
-    loom_plan *plan = NULL;
     size_t n_sets = 0;
     char **sets = list_dir(dir, "test_data_set_", &n_sets);
-    *message = load_and_plan(rt, model, NULL, 0, &g, &plan, &v);
-    /* Loom needs shapes, axes and sizes as constants; the test suite often feeds them as inputs.
-     * Such a case runs with every input but the first bound to its data set's value. */
-    int bind_rest = 0;
-    if (*message && strstr(*message, "must be a constant") && n_sets) {
-        free(*message);
-        *message = NULL;
-        v = V_PASS;
-        bind_rest = 1;
+    loom_plan_options po = {.struct_size = sizeof po, .device = run_device,
+                            .strict = !strncmp(run_device, "cpu", 3)};
+    loom_model_options mo = {.struct_size = sizeof mo, .plan = &po};
+    loom_model *model = NULL;
+    loom_status st = loom_model_load_onnx(rt, model_path, &mo, &model);
+    if (st != LOOM_OK) {
+        v = st == LOOM_ERR_UNSUPPORTED ? V_UNSUPPORTED : V_FAIL;
+        *message = fmt("load: %s: %s", loom_status_name(st), loom_last_error());
     }
     if (!*message && !n_sets) {
         *message = fmt("no test_data_set_* directory");
@@ -427,44 +344,10 @@ static verdict run_case(const char *dir, char **message)
         char *err = load_pbs(sdir, "input", d.in, &d.n_in, d.in_name);
         if (!err)
             err = load_pbs(sdir, "output", d.out, &d.n_out, NULL);
-        if (!err && bind_rest) {
-            err = run_with_bindings(rt, model, &d, &v);
-            if (err && v == V_PASS)
-                v = V_FAIL;
-            if (err) {
-                *message = n_sets > 1 ? fmt("%s: %s", sets[s], err) : strdup(err);
-                free(err);
-            }
-            free_data_set(&d);
-            continue;
-        }
-        if (!err && d.n_in != loom_graph_input_count(g))
-            err = fmt("the model has %zu inputs, the data set %zu", loom_graph_input_count(g),
-                      d.n_in);
-        if (!err && !inputs_fit(g, &d)) {
-            /* A data set whose shapes differ from the model's declared ones (symbolic dims):
-             * import again with the data set's shapes. */
-            loom_onnx_shape shapes[MAX_IO];
-            int64_t dims[MAX_IO][LOOM_MAX_RANK];
-            for (size_t i = 0; i < d.n_in; i++) {
-                loom_tensor_dims(d.in[i], dims[i]);
-                shapes[i] = (loom_onnx_shape){.input = loom_value_name(g, loom_graph_input(g, i)),
-                                              .rank = loom_tensor_rank(d.in[i]),
-                                              .dims = dims[i]};
-            }
-            loom_graph *g2 = NULL;
-            loom_plan *plan2 = NULL;
-            verdict v2 = V_PASS;
-            err = load_and_plan(rt, model, shapes, d.n_in, &g2, &plan2, &v2);
-            if (!err)
-                err = run_data_set(plan2, g2, &d);
-            else
-                v = v2;
-            loom_plan_destroy(plan2);
-            loom_graph_destroy(g2);
-        } else if (!err) {
-            err = run_data_set(plan, g, &d);
-        }
+        if (err && v == V_PASS)
+            v = V_FAIL;
+        if (!err)
+            err = run_data_set(model, &d, &v);
         if (err) {
             if (v == V_PASS)
                 v = V_FAIL;
@@ -474,12 +357,10 @@ static verdict run_case(const char *dir, char **message)
         free_data_set(&d);
     }
     free_list(sets, n_sets);
-    loom_plan_destroy(plan);
-    loom_graph_destroy(g);
+    loom_model_destroy(model);
     loom_runtime_destroy(rt);
     return v;
 }
-
 /* Run the case in a child process (unless NO_FORK), so that a crash, a hang past TIMEOUT
  * seconds or a sanitizer's complaint is this case's failure alone. */
 static verdict run_isolated(const char *dir, int no_fork, int timeout, char **message)
