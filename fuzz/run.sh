@@ -1,21 +1,29 @@
 #!/bin/sh
-# Fuzz the ONNX importer: build libloom with clang (ASan + UBSan, coverage for libFuzzer) in its
-# own build directory, link fuzz/fuzz_onnx.c against it, and run it for SECONDS (default 60)
-# with the test models as seed corpus. Exits non-zero when the fuzzer finds a crash, a leak or
-# undefined behaviour; the input that caused it is left in BUILD/fuzz-artifacts/.
+# Fuzz Loom's parsers of untrusted input: build libloom with clang (ASan + UBSan, coverage for
+# libFuzzer) in its own build directory, link each target against it, replay the inputs that once
+# failed (fuzz/regressions/), then fuzz each target for SECONDS with its seeds. Exits non-zero when
+# a fuzzer finds a crash, a leak, undefined behaviour or a timeout; the input that caused it is
+# left in BUILD/fuzz-artifacts/TARGET/, the fuzzer's log in BUILD/fuzz-TARGET.log.
 #
-#   fuzz/run.sh [SECONDS]          environment: LOOM_FUZZ_BUILD (default build-fuzz),
-#                                  LOOM_FUZZ_JOBS (parallel fuzzing processes, default 1),
-#                                  LOOM_FUZZ_FLAGS (more compiler flags, for a fresh build dir)
+#   fuzz/run.sh [SECONDS] [TARGET...]   SECONDS per target (default 60); TARGETs (default all):
+#                                       onnx  the ONNX importer (loom_onnx_load_memory)
+#                                       npy   the .npy reader (loom_tensor_load_npy)
+#                                       sim   `loom sim` instances (tools/cmd_sim.c)
+#   environment: LOOM_FUZZ_BUILD (default build-fuzz), LOOM_FUZZ_JOBS (parallel fuzzing
+#   processes per target, default 1), LOOM_FUZZ_FLAGS (more compiler flags, for a fresh build dir)
+# CI runs every target for a short time (.ci/run: 30 s each); run it long by hand.
 # Needs clang and libFuzzer's runtime (Debian: clang, libclang-rt-14-dev).
 set -eu
 seconds=${1:-60}
+[ $# -gt 0 ] && shift
+selected="$*"
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${LOOM_FUZZ_BUILD:-$root/build-fuzz}
 jobs=${LOOM_FUZZ_JOBS:-1}
 cc=${CC:-clang}
 flags="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g"
 flags="$flags ${LOOM_FUZZ_FLAGS:-}"
+libs=$(pkg-config --libs openblas hwloc numa jansson libprotobuf-c)
 
 if [ ! -f "$build/build.ninja" ]; then
     CC="$cc" meson setup "$build" "$root" --buildtype=debugoptimized \
@@ -24,39 +32,80 @@ if [ ! -f "$build/build.ninja" ]; then
 fi
 meson compile -C "$build" loom:static_library >/dev/null
 
-# shellcheck disable=SC2086,SC2046
-"$cc" $flags -fsanitize=fuzzer -I"$root/include" "$root/fuzz/fuzz_onnx.c" \
-    "$build/libloom.a" $(pkg-config --libs openblas hwloc numa jansson libprotobuf-c) \
-    -lm -ldl -lpthread -o "$build/fuzz_onnx"
-
-# Inputs that once failed must keep passing: each is run once before fuzzing.
-if ls "$root"/fuzz/regressions/* >/dev/null 2>&1; then
-    if ! LOOM_FUZZ_BASE_DIR="$root/tests/data/onnx" "$build/fuzz_onnx" \
-            "$root"/fuzz/regressions/* >"$build/fuzz-regressions.log" 2>&1; then
-        echo "fuzz/run.sh: a regression input fails again (see $build/fuzz-regressions.log)" >&2
-        exit 1
+failed=""
+ran=""
+# fuzz NAME MAX_LEN "SOURCES" "SEED DIRS" "REGRESSION GLOB" [EXTRA LIBFUZZER FLAGS]
+# SOURCES, SEED DIRS and the glob are relative to the source root.
+fuzz() {
+    name=$1 max_len=$2 sources=$3 seeds=$4 regressions=$5
+    extra=${6:-}
+    if [ -n "$selected" ] && ! echo " $selected " | grep -q " $name "; then
+        return 0
     fi
-fi
+    ran="$ran $name"
+    exe="$build/fuzz_$name"
+    src=""
+    for s in $sources; do src="$src $root/$s"; done
+    # shellcheck disable=SC2086
+    "$cc" $flags -fsanitize=fuzzer -D_GNU_SOURCE -I"$root/include" -I"$root" $src "$build/libloom.a" $libs \
+        -lm -ldl -lpthread -o "$exe"
+    log="$build/fuzz-$name.log"
+    artifacts="$build/fuzz-artifacts/$name"
+    corpus="$build/fuzz-corpus/$name"
+    mkdir -p "$corpus" "$artifacts"
+    # Inputs that once failed must keep passing: each is run once before fuzzing.
+    # shellcheck disable=SC2086
+    reg=$(cd "$root" && ls $regressions 2>/dev/null || true)
+    if [ -n "$reg" ]; then
+        # shellcheck disable=SC2086
+        if ! (cd "$root" && "$exe" -close_fd_mask=1 $reg) >"$build/fuzz-$name-regressions.log" 2>&1
+        then
+            echo "fuzz/run.sh: $name: a regression input fails again" \
+                "(see $build/fuzz-$name-regressions.log)" >&2
+            failed="$failed $name"
+            return 0
+        fi
+    fi
+    seed_dirs=""
+    for s in $seeds; do [ -d "$root/$s" ] && seed_dirs="$seed_dirs $root/$s"; done
+    parallel=""
+    [ "$jobs" -gt 1 ] && parallel="-jobs=$jobs -workers=$jobs"
+    # The working corpus grows in the build directory; the committed files are only the seeds.
+    status=0
+    # shellcheck disable=SC2086
+    ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+        "$exe" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+        -malloc_limit_mb=1024 -max_len="$max_len" -close_fd_mask=1 $parallel $extra \
+        -artifact_prefix="$artifacts/" -print_final_stats=1 \
+        "$corpus" $seed_dirs >"$log" 2>&1 || status=$?
+    if [ "$status" -ne 0 ]; then
+        tail -40 "$log" >&2
+        echo "fuzz/run.sh: $name: the fuzzer failed (status $status); reproducers in" \
+            "$artifacts, log in $log" >&2
+        failed="$failed $name"
+    else
+        echo "fuzz/run.sh: $name: $(ls "$corpus" | wc -l) corpus inputs," \
+            "$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$')" \
+            "runs, no failure"
+    fi
+}
 
-parallel=""
-[ "$jobs" -gt 1 ] && parallel="-jobs=$jobs -workers=$jobs"
-corpus="$build/fuzz-corpus"
-artifacts="$build/fuzz-artifacts"
-mkdir -p "$corpus" "$artifacts"
+# External data files of the test models are looked up here (external.bin).
 export LOOM_FUZZ_BASE_DIR="$root/tests/data/onnx"
-# The working corpus grows in the build directory; the committed models are only the seeds.
-set +e
-# shellcheck disable=SC2086
-ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
-UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    "$build/fuzz_onnx" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
-    -malloc_limit_mb=1024 -max_len=16384 $parallel \
-    -artifact_prefix="$artifacts/" -print_final_stats=1 \
-    "$corpus" "$root/tests/data/onnx"
-status=$?
-set -e
-if [ "$status" -ne 0 ]; then
-    echo "fuzz/run.sh: the fuzzer failed (status $status); reproducers in $artifacts" >&2
+# The ONNX importer: inputs up to 256 KiB, so that nesting thousands deep (If in If, sequence of
+# sequence) is reachable; the seeds include nested models.
+fuzz onnx 262144 "fuzz/fuzz_onnx.c" "tests/data/onnx fuzz/seeds/onnx" "fuzz/regressions/*.onnx"
+fuzz npy 8192 "fuzz/fuzz_npy.c" "fuzz/seeds/npy" "fuzz/regressions/*.npy"
+fuzz sim 16384 "fuzz/fuzz_sim.c tools/cmd_sim.c tools/tool_util.c" "tests/data/sim" \
+    "fuzz/regressions/sim_*.json"
+
+if [ -z "$ran" ]; then
+    echo "fuzz/run.sh: no target named '$selected' (onnx, npy, sim)" >&2
+    exit 2
+fi
+if [ -n "$failed" ]; then
+    echo "fuzz/run.sh: failed:$failed" >&2
     exit 1
 fi
-echo "fuzz/run.sh: no failure in ${seconds}s"
+echo "fuzz/run.sh: no failure in ${seconds}s each:$ran"
