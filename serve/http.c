@@ -481,7 +481,6 @@ loom_status loom_serve_http_start(loom_server *server, const loom_serve_http_opt
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(o.idle_timeout_s ? o.idle_timeout_s : 60),
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
         MHD_OPTION_THREAD_POOL_SIZE, threads > 1 ? threads : 0u,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
         MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!h->daemon) {

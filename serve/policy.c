@@ -138,7 +138,7 @@ static uint32_t best_size(const sv_estimates *e, uint32_t rows, double *per_row)
         uint32_t useful = rows < e->sizes[i] ? rows : e->sizes[i];
         double t = sv_estimate(e, i);
         double cost = t > 0 ? t / useful : 1.0 / useful; /* unknown: bigger is better */
-        if (cost < best_cost * 0.999) {
+        if (cost <= best_cost * 1.0001) { /* a tie goes to the bigger batch: fewer runs */
             best_cost = cost;
             best = i;
         }

@@ -1609,7 +1609,7 @@ static void sb_hist(strbuf *b, const char *name, const sv_model *m, const sv_his
         sb_printf(b, "%s_bucket{", name);
         sb_model_labels(b, m);
         if (k < h->n_bounds)
-            sb_printf(b, ",le=\"%.17g\"} %llu\n", h->bounds[k], (unsigned long long)cum);
+            sb_printf(b, ",le=\"%.6g\"} %llu\n", h->bounds[k], (unsigned long long)cum);
         else
             sb_printf(b, ",le=\"+Inf\"} %llu\n", (unsigned long long)cum);
     }

@@ -25,4 +25,12 @@ int loom_cmd_backend_test(int argc, char **argv);
  *          [--json]   (cmd_sim.c) */
 int cmd_sim(int argc, char **argv);
 
+/* loom serve --model NAME=PATH[:OPTIONS]... [--host ADDR] [--port N] [--workers N] ...
+ *            (cmd_serve.c; docs/serve.md) */
+int cmd_serve(int argc, char **argv);
+
+/* loom loadgen URL|MODEL.onnx --rate QPS | --concurrency N [--duration S] [--requests N]
+ *              [--find-max-qps --p99 MS] [--json]   (cmd_loadgen.c; docs/serve.md) */
+int cmd_loadgen(int argc, char **argv);
+
 #endif /* LOOM_TOOLS_COMMANDS_H */

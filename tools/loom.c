@@ -160,6 +160,8 @@ static const char main_help[] =
     "  calibrate  measure every device (GFLOP/s, bandwidth, launch, links) for the cost model\n"
     "  sim        place an abstract task graph (JSON) on hypothetical devices\n"
     "  backend-test  check a backend (plugin file or name) against the CPU reference\n"
+    "  serve      serve ONNX models over HTTP (KServe v2 protocol, batching, result cache)\n"
+    "  loadgen    load a server (or a model in-process) and report QPS and latency\n"
     "  help       this text; 'loom COMMAND --help' describes a command\n"
     "\n"
     "  --version  print the version\n"
@@ -215,6 +217,10 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "devices"))
         return cmd_devices(argc - 2, argv + 2);
+    if (!strcmp(cmd, "serve"))
+        return cmd_serve(argc - 2, argv + 2);
+    if (!strcmp(cmd, "loadgen"))
+        return cmd_loadgen(argc - 2, argv + 2);
     if (!strcmp(cmd, "profile"))
         return cmd_profile(argc - 2, argv + 2);
     if (!strcmp(cmd, "run"))
