@@ -7,6 +7,7 @@
 
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,10 +84,6 @@ static int grow(void **items, size_t *cap, size_t need, size_t elem)
     return 1;
 }
 
-static int value_ok(const loom_graph *g, loom_value v)
-{
-    return g && v >= 0 && (size_t)v < g->n_values;
-}
 
 /* ---- names: a hash set over value names, so uniqueness checks stay O(1) ------------------- */
 
@@ -167,6 +164,10 @@ static void name_remove(loom_graph *g, int32_t v)
 
 /* ---- graphs ------------------------------------------------------------------------------ */
 
+/* Where graph tags come from: the one process-wide counter of Loom, atomic and holding nothing
+ * but a number, so that a handle of one graph is refused by another (see graph_handle). */
+static atomic_uint graph_tag_counter;
+
 loom_graph *loom_graph_create(const char *name)
 {
     loom_graph *g = calloc(1, sizeof *g);
@@ -177,7 +178,15 @@ loom_graph *loom_graph_create(const char *name)
         free(g);
         return NULL;
     }
+    unsigned max_tag = (unsigned)(INT32_MAX >> GRAPH_HANDLE_INDEX_BITS); /* 127 */
+    g->tag = 1 + atomic_fetch_add_explicit(&graph_tag_counter, 1, memory_order_relaxed) % max_tag;
     return g;
+}
+
+void graph_raw_handles(loom_graph *g)
+{
+    if (g && g->n_values == 0)
+        g->tag = 0;
 }
 
 void loom_graph_destroy(loom_graph *g)
@@ -228,7 +237,7 @@ static loom_value add_value(loom_graph *g, const char *name, const char *prefix,
                    name, g->name);
         return LOOM_NO_VALUE;
     }
-    if (g->n_values >= INT32_MAX ||
+    if (g->n_values >= GRAPH_MAX_VALUES ||
         !grow((void **)&g->values, &g->cap_values, g->n_values + 1, sizeof *g->values)) {
         graph_fail(g, LOOM_ERR_OUT_OF_MEMORY, "out of memory adding value '%s'", name);
         return LOOM_NO_VALUE;
@@ -313,7 +322,7 @@ loom_value loom_input(loom_graph *g, const char *name, loom_dtype dtype, uint32_
     loom_value v = add_value(g, name, "input", &d, GRAPH_VALUE_INPUT);
     if (v != LOOM_NO_VALUE)
         g->inputs[g->n_inputs++] = v;
-    return v;
+    return graph_handle(g, v);
 }
 
 static loom_value add_constant(loom_graph *g, const char *name, loom_dtype dtype, uint32_t rank,
@@ -350,7 +359,7 @@ static loom_value add_constant(loom_graph *g, const char *name, loom_dtype dtype
     }
     g->values[v].data = copy ? copy_of : data;
     g->values[v].data_owned = copy;
-    return v;
+    return graph_handle(g, v);
 }
 
 loom_value loom_constant(loom_graph *g, const char *name, loom_dtype dtype, uint32_t rank,
@@ -376,19 +385,21 @@ loom_value loom_constant_i64s(loom_graph *g, size_t count, const int64_t *values
     return add_constant(g, NULL, LOOM_DTYPE_I64, 1, dims, values, 1);
 }
 
-loom_status loom_output(loom_graph *g, loom_value v, const char *name)
+loom_status loom_output(loom_graph *g, loom_value handle, const char *name)
 {
     if (graph_unusable(g))
         return g ? g->error ? g->error : LOOM_ERR_INVALID_ARGUMENT : LOOM_ERR_INVALID_ARGUMENT;
-    if (!value_ok(g, v))
-        return graph_fail(g, LOOM_ERR_INVALID_ARGUMENT, "output %s: value %d is not in graph '%s'",
-                          name ? name : "(unnamed)", (int)v, g->name);
+    loom_value v = graph_index(g, handle);
+    if (v < 0)
+        return graph_fail(g, LOOM_ERR_INVALID_ARGUMENT,
+                          "output %s: handle %d is not a value of graph '%s'",
+                          name ? name : "(unnamed)", (int)handle, g->name);
     graph_value *val = &g->values[v];
     if (val->output_index >= 0)
         return graph_fail(g, LOOM_ERR_INVALID_ARGUMENT, "value '%s' is already output %d",
                           val->name, val->output_index);
     if (name && strcmp(name, val->name) != 0) {
-        loom_status s = loom_value_set_name(g, v, name);
+        loom_status s = loom_value_set_name(g, handle, name);
         if (s != LOOM_OK)
             return s;
     }
@@ -399,13 +410,14 @@ loom_status loom_output(loom_graph *g, loom_value v, const char *name)
     return LOOM_OK;
 }
 
-loom_status loom_value_set_name(loom_graph *g, loom_value v, const char *name)
+loom_status loom_value_set_name(loom_graph *g, loom_value handle, const char *name)
 {
     if (graph_unusable(g))
         return g && g->error ? g->error : LOOM_ERR_INVALID_ARGUMENT;
-    if (!value_ok(g, v))
-        return graph_fail(g, LOOM_ERR_INVALID_ARGUMENT, "rename: value %d is not in graph '%s'",
-                          (int)v, g->name);
+    loom_value v = graph_index(g, handle);
+    if (v < 0)
+        return graph_fail(g, LOOM_ERR_INVALID_ARGUMENT,
+                          "rename: handle %d is not a value of graph '%s'", (int)handle, g->name);
     if (!name || !*name)
         return graph_fail(g, LOOM_ERR_INVALID_ARGUMENT, "rename of '%s': empty name",
                           g->values[v].name);
@@ -428,13 +440,15 @@ loom_status loom_value_set_name(loom_graph *g, loom_value v, const char *name)
     return LOOM_OK;
 }
 
-loom_status loom_node_set_name(loom_graph *g, loom_value v, const char *name)
+loom_status loom_node_set_name(loom_graph *g, loom_value handle, const char *name)
 {
     if (graph_unusable(g))
         return graph_unusable_status(g);
-    if (!value_ok(g, v))
+    loom_value v = graph_index(g, handle);
+    if (v < 0)
         return graph_fail(g, LOOM_ERR_INVALID_ARGUMENT,
-                          "node_set_name: value %d is not a value of graph '%s'", (int)v, g->name);
+                          "node_set_name: handle %d is not a value of graph '%s'", (int)handle,
+                          g->name);
     const graph_value *val = &g->values[v];
     if (!name || !*name)
         return graph_fail(g, LOOM_ERR_INVALID_ARGUMENT,
@@ -462,13 +476,15 @@ loom_status loom_node_set_name(loom_graph *g, loom_value v, const char *name)
     return LOOM_OK;
 }
 
-loom_status loom_value_info(const loom_graph *g, loom_value v, loom_dtype *dtype, uint32_t *rank,
-                            int64_t *dims)
+loom_status loom_value_info(const loom_graph *g, loom_value handle, loom_dtype *dtype,
+                            uint32_t *rank, int64_t *dims)
 {
     if (!g)
         return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "value_info: graph is NULL");
-    if (!value_ok(g, v))
-        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "value %d is not in graph '%s'", (int)v,
+    loom_value v = graph_index(g, handle);
+    if (v < 0)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
+                              "value_info: handle %d is not a value of graph '%s'", (int)handle,
                               g->name);
     loom_clear_error();
     const loom_tensor_desc *d = &g->values[v].desc;
@@ -484,15 +500,15 @@ loom_status loom_value_info(const loom_graph *g, loom_value v, loom_dtype *dtype
 
 const char *loom_value_name(const loom_graph *g, loom_value v)
 {
-    return value_ok(g, v) ? g->values[v].name : NULL;
+    int32_t i = graph_index(g, v);
+    return i >= 0 ? g->values[i].name : NULL;
 }
 
 loom_value loom_graph_find_value(const loom_graph *g, const char *name)
 {
     if (!g || !name)
         return LOOM_NO_VALUE;
-    int32_t v = name_find(g, name);
-    return v < 0 ? LOOM_NO_VALUE : v;
+    return graph_handle(g, name_find(g, name));
 }
 
 /* ---- nodes ------------------------------------------------------------------------------- */
@@ -641,7 +657,7 @@ static int try_fold(loom_graph *g, const loom_op_def *def, const char *node_name
         g->values[v].data = bufs[k];
         g->values[v].data_owned = 1;
         bufs[k] = NULL;
-        outputs[k] = v;
+        outputs[k] = graph_handle(g, v);
     }
     for (size_t k = 0; k < n_outputs; k++)
         free(bufs[k]);
@@ -704,14 +720,14 @@ loom_status loom_graph_op(loom_graph *g, const char *op_type, const char *node_n
         goto fail;
     }
     for (size_t k = 0; k < n_inputs; k++) {
-        loom_value v = inputs[k];
+        loom_value v = inputs[k] == LOOM_NO_VALUE ? LOOM_NO_VALUE : graph_index(g, inputs[k]);
         in_copy[k] = v;
-        if (v == LOOM_NO_VALUE)
+        if (inputs[k] == LOOM_NO_VALUE)
             continue; /* absent optional input: dtype stays UNDEFINED */
-        if (!value_ok(g, v)) {
+        if (v < 0) {
             st = graph_fail(g, LOOM_ERR_INVALID_ARGUMENT,
                             "node '%s' (%s): input %zu is not a value of graph '%s' (handle %d)",
-                            node_name, def->name, k, g->name, (int)v);
+                            node_name, def->name, k, g->name, (int)inputs[k]);
             goto fail;
         }
         in_d[k] = g->values[v].desc;
@@ -818,7 +834,8 @@ loom_status loom_graph_op(loom_graph *g, const char *op_type, const char *node_n
     node->inputs = in_copy;
     node->outputs = out_copy;
     node->attrs = list;
-    memcpy(outputs, out_copy, n_outputs * sizeof *outputs);
+    for (size_t k = 0; k < n_outputs; k++)
+        outputs[k] = graph_handle(g, out_copy[k]);
     free(in_d);
     free(in_c);
     free(out_d);
@@ -837,13 +854,14 @@ fail:
     return st;
 }
 
-loom_status loom_graph_replace_uses(loom_graph *g, loom_value old_value, loom_value new_value)
+loom_status loom_graph_replace_uses(loom_graph *g, loom_value old_handle, loom_value new_handle)
 {
     if (graph_unusable(g))
         return g && g->error ? g->error : LOOM_ERR_INVALID_ARGUMENT;
-    if (!value_ok(g, old_value) || !value_ok(g, new_value))
-        return graph_fail(g, LOOM_ERR_INVALID_ARGUMENT, "replace_uses: value %d or %d is not in "
-                          "graph '%s'", (int)old_value, (int)new_value, g->name);
+    loom_value old_value = graph_index(g, old_handle), new_value = graph_index(g, new_handle);
+    if (old_value < 0 || new_value < 0)
+        return graph_fail(g, LOOM_ERR_INVALID_ARGUMENT, "replace_uses: handle %d or %d is not a "
+                          "value of graph '%s'", (int)old_handle, (int)new_handle, g->name);
     const loom_tensor_desc *a = &g->values[old_value].desc, *b = &g->values[new_value].desc;
     int same = a->dtype == b->dtype && a->rank == b->rank;
     for (uint32_t k = 0; same && k < a->rank; k++)
@@ -1042,12 +1060,12 @@ size_t loom_graph_output_count(const loom_graph *g)
 
 loom_value loom_graph_input(const loom_graph *g, size_t i)
 {
-    return g && i < g->n_inputs ? g->inputs[i] : LOOM_NO_VALUE;
+    return g && i < g->n_inputs ? graph_handle(g, g->inputs[i]) : LOOM_NO_VALUE;
 }
 
 loom_value loom_graph_output(const loom_graph *g, size_t i)
 {
-    return g && i < g->n_outputs ? g->outputs[i] : LOOM_NO_VALUE;
+    return g && i < g->n_outputs ? graph_handle(g, g->outputs[i]) : LOOM_NO_VALUE;
 }
 
 void graph_node_desc(const loom_graph *g, size_t i, loom_node_desc *desc, loom_tensor_desc *in_descs,

@@ -38,19 +38,20 @@ size_t loom_graph_node_output_count(const loom_graph *g, size_t i)
 loom_value loom_graph_node_input(const loom_graph *g, size_t i, size_t k)
 {
     const graph_node *n = node_at(g, i);
-    return n && k < n->n_inputs ? n->inputs[k] : LOOM_NO_VALUE;
+    return n && k < n->n_inputs ? graph_handle(g, n->inputs[k]) : LOOM_NO_VALUE;
 }
 
 loom_value loom_graph_node_output(const loom_graph *g, size_t i, size_t k)
 {
     const graph_node *n = node_at(g, i);
-    return n && k < n->n_outputs ? n->outputs[k] : LOOM_NO_VALUE;
+    return n && k < n->n_outputs ? graph_handle(g, n->outputs[k]) : LOOM_NO_VALUE;
 }
 
 long loom_graph_value_producer(const loom_graph *g, loom_value value)
 {
-    if (!g || value == LOOM_NO_VALUE || (size_t)value >= g->n_values)
+    int32_t i = graph_index(g, value);
+    if (i < 0)
         return -1;
-    const graph_value *v = &g->values[value];
+    const graph_value *v = &g->values[i];
     return v->kind == GRAPH_VALUE_NODE ? (long)v->producer : -1;
 }

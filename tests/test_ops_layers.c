@@ -240,8 +240,8 @@ static loom_status tc_node(tc *c, const char *op, const loom_value *ins, size_t 
             same = x && same_attr(&node->attrs.items[k], x);
         }
         for (size_t o = 0; same && o < n_outs; o++)
-            same = !memcmp(&c->g->values[outs[o]].desc, &g2->values[again[o]].desc,
-                           sizeof(loom_tensor_desc));
+            same = !memcmp(&c->g->values[node->outputs[o]].desc,
+                           &g2->values[b->outputs[o]].desc, sizeof(loom_tensor_desc));
         if (!same)
             fprintf(stderr, "\n    %s: canonical attributes do not re-infer to themselves\n", op);
         CU_ASSERT(same);

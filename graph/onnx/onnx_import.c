@@ -1083,6 +1083,7 @@ static loom_status import_model(onnx_import *im, const Onnx__ModelProto *m)
     im->g = loom_graph_create(gp->name && *gp->name ? gp->name : "model");
     if (!im->g)
         return onnx_fail(im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    graph_raw_handles(im->g); /* the importer indexes g->values with the handles it gets */
     graph_set_folding(im->g, im->eval != NULL, im->eval);
     onnx_scope root;
     st = scope_init(im, &root, NULL, gp);

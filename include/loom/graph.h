@@ -30,8 +30,11 @@
 extern "C" {
 #endif
 
-/* A value of a graph: an input, a constant or an operator's output. A small integer handle, valid
- * only with the graph that made it. */
+/* A value of a graph: an input, a constant or an operator's output. An opaque non-negative
+ * integer handle, valid only with the graph that made it: it carries a tag of its graph, and a
+ * call given another graph's handle fails (sticky for builders) with LOOM_ERR_INVALID_ARGUMENT
+ * naming the graph, even when a value of the same position exists. Handles compare equal only
+ * within one graph; do not do arithmetic on them. A graph holds at most 2^24 - 1 values. */
 typedef int32_t loom_value;
 #define LOOM_NO_VALUE ((loom_value)-1)
 
