@@ -629,6 +629,7 @@ static void test_refuses_claim_of_2_to_40_elements_as_bad_input(void)
 #endif
 #endif
 
+#ifndef UNDER_ASAN
 /* Load P in a child whose address space is capped at 512 MiB; the child's exit status is the
  * loom_status it got (255 when it could not run). A loader that allocates what the header
  * claims fails there with LOOM_ERR_OUT_OF_MEMORY instead of refusing the file. */
@@ -649,6 +650,7 @@ static int load_status_under_512mib(const char *p)
         return 255;
     return WEXITSTATUS(ws);
 }
+#endif
 
 /* A 640-byte file whose header claims 2 GiB: refused from the file's size, never allocated
  * (the check is made in a child with a 512 MiB address space; not under ASan, whose shadow
