@@ -21,10 +21,16 @@ loom_status loom_graph_set_folding(loom_graph *graph, int enable)
 loom_status loom_onnx_load_memory(const void *data, size_t size, const char *base_dir,
                                   const loom_onnx_options *options, loom_graph **out)
 {
-    return onnx_import_memory(data, size, base_dir, options, loom_cpu_eval_node, out);
+    loom_status st = onnx_import_memory(data, size, base_dir, options, loom_cpu_eval_node, out);
+    if (st == LOOM_OK)
+        loom_clear_error(); /* a success leaves loom_last_error() "" (loom/core.h) */
+    return st;
 }
 
 loom_status loom_onnx_load(const char *path, const loom_onnx_options *options, loom_graph **out)
 {
-    return onnx_import_file(path, options, loom_cpu_eval_node, out);
+    loom_status st = onnx_import_file(path, options, loom_cpu_eval_node, out);
+    if (st == LOOM_OK)
+        loom_clear_error();
+    return st;
 }

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static loom_runtime *rt;
 
@@ -541,6 +542,25 @@ static void test_successful_calls_clear_the_last_error(void)
     loom_runtime_options o = {.struct_size = sizeof o, .cpu_threads = 1, .no_default_plugins = 1};
     CLEARED(loom_runtime_create(&o, &r) == LOOM_OK);
     loom_runtime_destroy(r);
+    /* files: .npy both ways, an ONNX model (the fixtures, when the suite is given them) */
+    char tmp[] = "/tmp/loom-api-clear-XXXXXX";
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(tmp));
+    char path[128];
+    snprintf(path, sizeof path, "%s/t.npy", tmp);
+    CLEARED(loom_tensor_save_npy(path, w) == LOOM_OK);
+    loom_tensor *back = NULL;
+    CLEARED(loom_tensor_load_npy(path, &back) == LOOM_OK);
+    loom_tensor_destroy(back);
+    remove(path);
+    rmdir(tmp);
+    const char *fixtures = getenv("LOOM_FIXTURES");
+    if (fixtures) {
+        char model[512];
+        snprintf(model, sizeof model, "%s/mlp/model.onnx", fixtures);
+        loom_graph *m = NULL;
+        CLEARED(loom_onnx_load(model, NULL, &m) == LOOM_OK);
+        loom_graph_destroy(m);
+    }
     loom_plan_destroy(p);
     loom_graph_destroy(g);
     loom_tensor_destroy(out);
