@@ -22,6 +22,10 @@
 #endif
 
 #define I8G_PANEL 64 /* columns per packed panel */
+
+/* Four bytes of a quantised row read as one int32 (rows are 4-byte aligned): a broadcast
+ * straight from memory, which the compiler folds into vpdpbusd's {1to16} operand. */
+typedef int32_t i8g_i32 __attribute__((may_alias));
 #define I8G_ROWS 4   /* rows per micro-kernel */
 
 typedef struct i8g_params {
@@ -88,9 +92,11 @@ static void quant_rows(void *arg, size_t b, size_t e)
         const float s = amax > 0.0f && isfinite(amax) ? amax / 127.0f : 1.0f;
         const float inv = 1.0f / s;
         for (int64_t i = 0; i < k; i++) {
-            float v = nearbyintf(a[i] * inv);
-            v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
-            q[i] = (uint8_t)((int)(v == v ? v : 0.0f) + 128);
+            float v = a[i] * inv;
+            v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v == v ? v : 0.0f;
+            /* Round half to even without a libm call: |v| <= 127 << 2^22. */
+            v = (v + 12582912.0f) - 12582912.0f;
+            q[i] = (uint8_t)((int)v + 128);
         }
         for (int64_t i = k; i < kp; i++)
             q[i] = 128; /* B is zero there: any value, but keep the column sums right */
@@ -138,66 +144,128 @@ static void tile_generic(const i8g_run *r, int64_t m0, int64_t rows, int64_t p)
 }
 
 #ifdef I8G_HAVE_X86
-/* VNNI: up to 4 rows x one panel of 64 columns, 16 accumulators. */
-__attribute__((target("avx512f,avx512bw,avx512vnni"))) static void
+/* Quantise rows [b, e) of A with AVX-512 (the VNNI path): the same arithmetic as quant_rows
+ * (cvtps rounds half to even, like the portable code). */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) static void
+quant_rows_avx512(void *arg, size_t b, size_t e)
+{
+    const i8g_run *r = arg;
+    const int64_t k = r->p->k, kp = r->p->kg * 4;
+    const __m512 lim = _mm512_set1_ps(127.0f);
+    const __m512i off = _mm512_set1_epi32(128);
+    for (size_t m = b; m < e; m++) {
+        const float *a = r->a + m * (size_t)k;
+        uint8_t *q = r->qa + m * (size_t)kp;
+        __m512 vmax = _mm512_setzero_ps();
+        int64_t i = 0;
+        for (; i + 16 <= k; i += 16)
+            vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_loadu_ps(a + i)));
+        if (i < k) {
+            __mmask16 mk = (__mmask16)((1u << (k - i)) - 1);
+            vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_maskz_loadu_ps(mk, a + i)));
+        }
+        float amax = _mm512_reduce_max_ps(vmax);
+        const float s = amax > 0.0f && isfinite(amax) ? amax / 127.0f : 1.0f;
+        const __m512 inv = _mm512_set1_ps(1.0f / s);
+        for (i = 0; i < k; i += 16) {
+            __mmask16 mk = k - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (k - i)) - 1);
+            __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, a + i), inv);
+            /* NaN -> 0 (max/min with a NaN first operand return the second). */
+            v = _mm512_min_ps(_mm512_max_ps(v, _mm512_sub_ps(_mm512_setzero_ps(), lim)), lim);
+            __m512i qi = _mm512_add_epi32(_mm512_cvtps_epi32(v), off);
+            _mm_mask_storeu_epi8(q + i, mk, _mm512_cvtepi32_epi8(qi));
+        }
+        for (i = k; i < kp; i++)
+            q[i] = 128;
+        r->sa[m] = s;
+    }
+}
+
+/* The epilogue of one row of a VNNI tile: ACC (4 x 16 int32) minus 128 * column sums, times
+ * sa * sb, plus the bias, stored for the panel's COLS valid columns. */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) static void
+store_row_avx512(const i8g_run *r, int64_t m, int64_t p, const __m512i *acc, int64_t cols)
+{
+    const i8g_params *q = r->p;
+    const int64_t c0 = p * I8G_PANEL;
+    float *y = r->y + m * q->n + c0;
+    const __m512 sa = _mm512_set1_ps(r->sa[m]);
+    for (int v = 0; v < 4 && v * 16 < cols; v++) {
+        const int64_t left = cols - v * 16;
+        const __mmask16 mk = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+        __m512i t = _mm512_sub_epi32(acc[v], _mm512_loadu_si512(q->colsum128 + c0 + v * 16));
+        __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(t),
+                                 _mm512_mul_ps(sa, _mm512_loadu_ps(q->scale + c0 + v * 16)));
+        if (q->bias)
+            f = _mm512_add_ps(f, _mm512_loadu_ps(q->bias + c0 + v * 16));
+        _mm512_mask_storeu_ps(y + v * 16, mk, f);
+    }
+}
+
+/* VNNI: up to 4 rows x one panel of 64 columns, 16 accumulators held in registers (spelled
+ * out: a loop over an accumulator array left them in memory at -O2). A block of fewer than 4
+ * rows repeats its last row and stores only the rows it has. */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) static void
 tile_vnni(const i8g_run *r, int64_t m0, int64_t rows, int64_t p)
 {
     const i8g_params *q = r->p;
     const int64_t kp = q->kg * 4;
     const int64_t cols = q->n - p * I8G_PANEL < I8G_PANEL ? q->n - p * I8G_PANEL : I8G_PANEL;
-    const int8_t *panel = q->packed + (size_t)p * (size_t)q->kg * I8G_PANEL * 4;
-    __m512i acc[I8G_ROWS][4];
-    for (int i = 0; i < I8G_ROWS; i++)
-        for (int v = 0; v < 4; v++)
-            acc[i][v] = _mm512_setzero_si512();
+    const int8_t *b = q->packed + (size_t)p * (size_t)q->kg * I8G_PANEL * 4;
     const uint8_t *a0 = r->qa + m0 * kp;
-    if (rows == I8G_ROWS) {
-        for (int64_t g = 0; g < q->kg; g++) {
-            const int8_t *b = panel + g * I8G_PANEL * 4;
-            const __m512i b0 = _mm512_loadu_si512(b), b1 = _mm512_loadu_si512(b + 64);
-            const __m512i b2 = _mm512_loadu_si512(b + 128), b3 = _mm512_loadu_si512(b + 192);
-            for (int i = 0; i < I8G_ROWS; i++) {
-                int32_t w;
-                memcpy(&w, a0 + i * kp + g * 4, 4);
-                const __m512i av = _mm512_set1_epi32(w);
-                acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], av, b0);
-                acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], av, b1);
-                acc[i][2] = _mm512_dpbusd_epi32(acc[i][2], av, b2);
-                acc[i][3] = _mm512_dpbusd_epi32(acc[i][3], av, b3);
-            }
-        }
-    } else {
-        for (int64_t g = 0; g < q->kg; g++) {
-            const int8_t *b = panel + g * I8G_PANEL * 4;
-            const __m512i b0 = _mm512_loadu_si512(b), b1 = _mm512_loadu_si512(b + 64);
-            const __m512i b2 = _mm512_loadu_si512(b + 128), b3 = _mm512_loadu_si512(b + 192);
-            for (int i = 0; i < rows; i++) {
-                int32_t w;
-                memcpy(&w, a0 + i * kp + g * 4, 4);
-                const __m512i av = _mm512_set1_epi32(w);
-                acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], av, b0);
-                acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], av, b1);
-                acc[i][2] = _mm512_dpbusd_epi32(acc[i][2], av, b2);
-                acc[i][3] = _mm512_dpbusd_epi32(acc[i][3], av, b3);
-            }
-        }
+    const uint8_t *a1 = a0 + (rows > 1 ? kp : 0);
+    const uint8_t *a2 = a0 + (rows > 2 ? 2 * kp : rows > 1 ? kp : 0);
+    const uint8_t *a3 = a0 + (rows > 3 ? 3 * kp : rows > 2 ? 2 * kp : rows > 1 ? kp : 0);
+    __m512i c00 = _mm512_setzero_si512(), c01 = c00, c02 = c00, c03 = c00;
+    __m512i c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+    __m512i c20 = c00, c21 = c00, c22 = c00, c23 = c00;
+    __m512i c30 = c00, c31 = c00, c32 = c00, c33 = c00;
+    for (int64_t g = 0; g < q->kg; g++, b += I8G_PANEL * 4) {
+        const __m512i b0 = _mm512_loadu_si512(b), b1 = _mm512_loadu_si512(b + 64);
+        const __m512i b2 = _mm512_loadu_si512(b + 128), b3 = _mm512_loadu_si512(b + 192);
+        __m512i av = _mm512_set1_epi32(*(const i8g_i32 *)(a0 + g * 4));
+        c00 = _mm512_dpbusd_epi32(c00, av, b0);
+        c01 = _mm512_dpbusd_epi32(c01, av, b1);
+        c02 = _mm512_dpbusd_epi32(c02, av, b2);
+        c03 = _mm512_dpbusd_epi32(c03, av, b3);
+        av = _mm512_set1_epi32(*(const i8g_i32 *)(a1 + g * 4));
+        c10 = _mm512_dpbusd_epi32(c10, av, b0);
+        c11 = _mm512_dpbusd_epi32(c11, av, b1);
+        c12 = _mm512_dpbusd_epi32(c12, av, b2);
+        c13 = _mm512_dpbusd_epi32(c13, av, b3);
+        av = _mm512_set1_epi32(*(const i8g_i32 *)(a2 + g * 4));
+        c20 = _mm512_dpbusd_epi32(c20, av, b0);
+        c21 = _mm512_dpbusd_epi32(c21, av, b1);
+        c22 = _mm512_dpbusd_epi32(c22, av, b2);
+        c23 = _mm512_dpbusd_epi32(c23, av, b3);
+        av = _mm512_set1_epi32(*(const i8g_i32 *)(a3 + g * 4));
+        c30 = _mm512_dpbusd_epi32(c30, av, b0);
+        c31 = _mm512_dpbusd_epi32(c31, av, b1);
+        c32 = _mm512_dpbusd_epi32(c32, av, b2);
+        c33 = _mm512_dpbusd_epi32(c33, av, b3);
     }
-    for (int i = 0; i < rows; i++) {
-        int32_t out[I8G_PANEL] __attribute__((aligned(64)));
-        for (int v = 0; v < 4; v++)
-            _mm512_store_si512((void *)(out + 16 * v), acc[i][v]);
-        store_row(r, m0 + i, p, out, cols);
-    }
+    const __m512i r0[4] = {c00, c01, c02, c03}, r1[4] = {c10, c11, c12, c13};
+    const __m512i r2[4] = {c20, c21, c22, c23}, r3[4] = {c30, c31, c32, c33};
+    store_row_avx512(r, m0, p, r0, cols);
+    if (rows > 1)
+        store_row_avx512(r, m0 + 1, p, r1, cols);
+    if (rows > 2)
+        store_row_avx512(r, m0 + 2, p, r2, cols);
+    if (rows > 3)
+        store_row_avx512(r, m0 + 3, p, r3, cols);
 }
 #endif
 
-/* Tiles [b, e): tile t is row block t / panels, panel t % panels. */
+/* Tiles [b, e): tile t is panel t / row_blocks, row block t % row_blocks. Panel-major, so one
+ * thread walks every row of A over a panel of B (K x 64 bytes) while it is in cache: row-major
+ * order streamed the whole of B from memory once per 4 rows. */
 static void tiles(void *arg, size_t b, size_t e)
 {
     const i8g_run *r = arg;
     const i8g_params *q = r->p;
+    const int64_t row_blocks = (q->m + I8G_ROWS - 1) / I8G_ROWS;
     for (size_t t = b; t < e; t++) {
-        int64_t rb = (int64_t)t / q->panels, p = (int64_t)t % q->panels;
+        int64_t p = (int64_t)t / row_blocks, rb = (int64_t)t % row_blocks;
         int64_t m0 = rb * I8G_ROWS;
         int64_t rows = q->m - m0 < I8G_ROWS ? q->m - m0 : I8G_ROWS;
 #ifdef I8G_HAVE_X86
@@ -221,7 +289,11 @@ static loom_status i8g_run_fn(const cpu_kernel *k, const loom_exec_args *args, c
     i8g_run r = {.p = q, .a = args->inputs[0], .y = args->outputs[0]};
     r.qa = args->scratch;
     r.sa = (float *)((char *)args->scratch + align64((size_t)q->m * (size_t)q->kg * 4));
+#ifdef I8G_HAVE_X86
+    cpu_parallel_for(pool, (size_t)q->m, 16, q->vnni ? quant_rows_avx512 : quant_rows, &r);
+#else
     cpu_parallel_for(pool, (size_t)q->m, 16, quant_rows, &r);
+#endif
     size_t n_tiles = (size_t)((q->m + I8G_ROWS - 1) / I8G_ROWS) * (size_t)q->panels;
     cpu_parallel_for(pool, n_tiles, 1, tiles, &r);
     return LOOM_OK;
@@ -236,7 +308,7 @@ static int cpu_has_vnni(void)
 #if defined(I8G_HAVE_X86) && defined(__GNUC__)
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vnni");
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
 #else
     return 0;
 #endif
