@@ -19,6 +19,7 @@
 
 #include "commands.h"
 #include "figures.h"
+#include "run_sets.h"
 #include "tool_util.h"
 
 #define EXIT_RUNTIME TOOL_EXIT_RUNTIME
@@ -28,6 +29,10 @@ static const char run_help[] =
     "usage: loom run MODEL.onnx [-i NAME=FILE]... [-o DIR] [--device ID] [--strict] [--repeat N]\n"
     "                [--warmup N] [--json] [--dim NAME=VALUE]... [--precision P]\n"
     "                [--calibrate N]\n"
+    "       loom run MODEL.onnx --inputs DIR [--inputs DIR]... [-o DIR] [--device ID]\n"
+    "                [--strict] [--repeat N] [--json]\n"
+    "                several input sets (DIR/NAME.npy per input) in one process: each set's\n"
+    "                shapes hit a cached specialisation of the model or create one\n"
     "\n"
     "Run an ONNX model and write each output to DIR/<output name>.npy (characters other than\n"
     "A-Z a-z 0-9 . _ - in the name become '_').\n"
@@ -591,6 +596,9 @@ int loom_cmd_run(int argc, char **argv)
             fputs(run_help, stdout);
             return 0;
         }
+    /* Several input sets through one model and its specialisation cache (cmd_run_sets.c). */
+    if (run_sets_wanted(argc, argv))
+        return run_sets_main(argc, argv);
     run_opts o = {.warmup = -1};
     o.inputs = calloc((size_t)argc + 1, sizeof *o.inputs);
     o.dims = calloc((size_t)argc + 1, sizeof *o.dims);
