@@ -82,5 +82,13 @@ grep -q "^makespan" "$TMP/out" && grep -q "^HEFT .*ratio" "$TMP/out" || { echo "
 # (docs/run.md, "Exit status"); a failure while writing (disk full) would be 1.
 check "unwritable output" 2 "cannot write" "$LOOM" sim "$DATA/good.json" --policy heft -o "$TMP/no/such/dir.json"
 
+# The schedule is written whole or not at all; a symlink at its name is refused, not followed.
+echo precious >"$TMP/victim" && ln -s victim "$TMP/linked.json"
+check "-o over a symlink refused" 2 "linked.json': it is a symbolic link" "$LOOM" sim "$DATA/good.json" --policy heft -o "$TMP/linked.json"
+[ "$(cat "$TMP/victim")" = precious ] || { echo "FAIL the symlink's target was written"; fail=$((fail + 1)); }
+echo old >"$TMP/s_old.json"
+check "-o replaces an existing file" 0 "" "$LOOM" sim "$DATA/good.json" --policy heft -o "$TMP/s_old.json"
+python3 -c 'import json,sys; json.load(open(sys.argv[1]))["makespan"]' "$TMP/s_old.json" || { echo "FAIL replaced schedule"; fail=$((fail + 1)); }
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -1167,8 +1167,9 @@ static void print_json(const profile_opts *o, const profile_report *r, const loo
     json_decref(root);
 }
 
-/* Write the files asked for. Returns 0, or EXIT_USAGE after a message naming the file that
- * could not be written. */
+/* Write the files asked for, each whole or not at all. Returns 0, or the exit status after a
+ * message naming the file that could not be written (2 for a path at fault, 1 for a failure
+ * while writing: docs/run.md). */
 static int write_files(const profile_opts *o, const profile_view *view)
 {
     static const char *const what[] = {"trace", "Gantt chart", "graph"};
@@ -1183,8 +1184,9 @@ static int write_files(const profile_opts *o, const profile_view *view)
                : k == 1 ? loom_gantt_write(paths[k], view)
                         : loom_dot_write(paths[k], view);
         if (!ok) {
-            say("cannot write %s '%s': %s", what[k], paths[k], strerror(errno));
-            return EXIT_USAGE;
+            int e = errno;
+            say("cannot write %s '%s': %s", what[k], paths[k], tool_out_error_text(e));
+            return tool_write_exit_status(e);
         }
         if (!o->json)
             printf("%s written to %s (%s)\n", what[k], paths[k], hint[k]);

@@ -459,11 +459,24 @@ static int write_schedule(const char *path, const sim_instance *in, const place_
         json_array_append_new(list, e);
     }
     json_object_set(root, "schedule", list);
-    rc = json_dump_file(root, path, JSON_REAL_PRECISION(17)) ? -1 : 0;
-done:
+    /* Written whole or not at all (a temporary file renamed over PATH). */
+    tool_out out;
+    if (!tool_out_open(&out, path))
+        goto done;
+    errno = 0;
+    if (json_dumpf(root, out.f, JSON_REAL_PRECISION(17)) != 0) {
+        if (!errno)
+            errno = EIO;
+        tool_out_abort(&out);
+        goto done;
+    }
+    rc = tool_out_commit(&out) ? 0 : -1;
+done:;
+    int e = errno;
     json_decref(list);
     json_decref(root);
     free(ord);
+    errno = e;
     return rc;
 }
 
@@ -572,7 +585,7 @@ int cmd_sim(int argc, char **argv)
     int rc = 0;
     if (out && write_schedule(out, &in, &r) != 0) {
         int e = errno;
-        fprintf(stderr, "loom sim: cannot write '%s': %s\n", out, strerror(e));
+        fprintf(stderr, "loom sim: cannot write '%s': %s\n", out, tool_out_error_text(e));
         rc = tool_write_exit_status(e);
     }
     double ratio = r.heft_makespan > 0.0 ? r.makespan / r.heft_makespan : 1.0;

@@ -296,7 +296,8 @@ int loom_dot_write(const char *path, const profile_view *view)
     for (size_t i = 0; i < view->n_nodes; i++)
         if (view->nodes[i].graph_node >= 0 && (size_t)view->nodes[i].graph_node < n_graph)
             plan_of[view->nodes[i].graph_node] = (long)i;
-    FILE *f = fopen(path, "w");
+    tool_out out;
+    FILE *f = tool_out_open(&out, path);
     if (!f) {
         int e = errno;
         free(plan_of);
@@ -319,5 +320,5 @@ int loom_dot_write(const char *path, const profile_view *view)
     fputs("}\n", f);
     free(plan_of);
     free(copy_fed);
-    return tool_close(f);
+    return tool_out_commit(&out);
 }

@@ -245,7 +245,8 @@ int loom_gantt_write(const char *path, const profile_view *view)
     double height = legend_y + 22.0 * (N_CLASSES + 1 + (target_ns > 0)) + 10;
     double width = LEFT + PLOT_W + RIGHT;
 
-    FILE *f = fopen(path, "w");
+    tool_out out;
+    FILE *f = tool_out_open(&out, path);
     if (!f) {
         int e = errno;
         free(items);
@@ -378,5 +379,5 @@ int loom_gantt_write(const char *path, const profile_view *view)
     fputs("</g>\n</svg>\n", f);
 
     free(items);
-    return tool_close(f);
+    return tool_out_commit(&out);
 }

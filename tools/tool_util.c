@@ -2,8 +2,12 @@
 #include "tool_util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 void tool_vsay(const char *prefix, const char *fmt, va_list ap)
 {
@@ -75,6 +79,94 @@ int tool_close(FILE *f)
         return 0;
     }
     return 1;
+}
+
+FILE *tool_out_open(tool_out *o, const char *path)
+{
+    o->f = NULL;
+    o->path = path;
+    o->tmp[0] = '\0';
+    struct stat sb;
+    if (lstat(path, &sb) == 0) {
+        errno = S_ISLNK(sb.st_mode) ? ELOOP : S_ISDIR(sb.st_mode) ? EISDIR : 0;
+        if (!errno && !S_ISREG(sb.st_mode))
+            errno = EINVAL;
+        if (errno)
+            return NULL;
+    } else if (errno != ENOENT) {
+        return NULL;
+    }
+    const char *slash = strrchr(path, '/');
+    int dir_len = slash ? (int)(slash - path) + 1 : 0;
+    const char *base = slash ? slash + 1 : path;
+    for (int attempt = 0; attempt < 100; attempt++) {
+        uint32_t r;
+        if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r)
+            r = (uint32_t)getpid() * 2654435761u + (uint32_t)attempt;
+        int n = snprintf(o->tmp, sizeof o->tmp, "%.*s.%.200s.%08x.tmp", dir_len, path, base,
+                         (unsigned)r);
+        if (n < 0 || (size_t)n >= sizeof o->tmp) {
+            errno = ENAMETOOLONG;
+            return NULL;
+        }
+        int fd = open(o->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0666);
+        if (fd < 0) {
+            if (errno == EEXIST)
+                continue;
+            o->tmp[0] = '\0';
+            return NULL;
+        }
+        if (!(o->f = fdopen(fd, "w"))) {
+            int e = errno;
+            close(fd);
+            unlink(o->tmp);
+            errno = e;
+        }
+        return o->f;
+    }
+    errno = EEXIST;
+    return NULL;
+}
+
+int tool_out_commit(tool_out *o)
+{
+    int ok = fflush(o->f) == 0 && !ferror(o->f) && fsync(fileno(o->f)) == 0;
+    int e = ok ? 0 : errno ? errno : EIO;
+    if (fclose(o->f) != 0 && ok) {
+        ok = 0;
+        e = errno;
+    }
+    o->f = NULL;
+    if (ok && rename(o->tmp, o->path) != 0) {
+        ok = 0;
+        e = errno;
+    }
+    if (!ok) {
+        unlink(o->tmp);
+        errno = e;
+    }
+    return ok;
+}
+
+const char *tool_out_error_text(int err)
+{
+    switch (err) {
+    case ELOOP: return "it is a symbolic link (refused, not followed)";
+    case EISDIR: return "it is a directory";
+    case EINVAL: return "it exists and is not a regular file";
+    default: return strerror(err);
+    }
+}
+
+void tool_out_abort(tool_out *o)
+{
+    int e = errno;
+    if (o->f)
+        fclose(o->f);
+    o->f = NULL;
+    if (o->tmp[0])
+        unlink(o->tmp);
+    errno = e;
 }
 
 /* By name, then by index: equal names keep their order, so the first is found first. */

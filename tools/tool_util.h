@@ -56,6 +56,30 @@ const char *tool_bytes_text(double b, char *buf, size_t len);
  * with errno set (EIO when the stream's error flag was all there was to go on). */
 int tool_close(FILE *f);
 
+/* An output file written whole or not at all, like loom_tensor_save_npy writes .npy files: the
+ * bytes go to a new temporary file in the target's folder (O_EXCL, mode 0666 less the umask),
+ * which tool_out_commit checks, syncs and renames over the target. A symbolic link, folder or
+ * device at the target is refused (errno ELOOP, EISDIR, EINVAL), never followed. */
+typedef struct tool_out {
+    FILE *f;        /* write here between open and commit */
+    const char *path;
+    char tmp[4400];
+} tool_out;
+
+/* Why an output could not be written, from the errno of tool_out_open/commit: the refusals in
+ * words ("it is a symbolic link (refused, not followed)"), else strerror(ERR). */
+const char *tool_out_error_text(int err);
+
+/* Start writing PATH (borrowed until commit or abort). Returns O->f, or NULL with errno set. */
+FILE *tool_out_open(tool_out *o, const char *path);
+
+/* Finish: flush, check, fsync, close and rename over the target. 1 on success; 0 with errno
+ * set, the temporary file removed and the target untouched. */
+int tool_out_commit(tool_out *o);
+
+/* Give up: close and remove the temporary file (errno kept). */
+void tool_out_abort(tool_out *o);
+
 /* NAMES sorted, for lookups in O(log n): the profile of a 200,000-node graph matches the nodes
  * of two plans, and of a plan and its graph, by name. The strings are borrowed: they must
  * outlive the index. */

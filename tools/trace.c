@@ -3,6 +3,7 @@
  * start; pid 1 is the run, tid k + 1 is track k of the view.
  */
 #include "trace.h"
+#include "tool_util.h"
 
 #include <jansson.h>
 
@@ -59,13 +60,22 @@ int loom_trace_write(const char *path, const profile_view *view)
     if (view->target_s > 0)
         json_object_set_new(root, "otherData",
                             json_pack("{s:f}", "target_latency_ms", view->target_s * 1e3));
+    tool_out out;
+    FILE *f = tool_out_open(&out, path);
+    if (!f) {
+        int e = errno;
+        json_decref(root);
+        errno = e;
+        return 0;
+    }
     errno = 0;
-    int rc = json_dump_file(root, path, JSON_COMPACT);
+    int rc = json_dumpf(root, f, JSON_COMPACT);
     json_decref(root);
     if (rc != 0) {
         if (!errno)
             errno = EIO;
+        tool_out_abort(&out);
         return 0;
     }
-    return 1;
+    return tool_out_commit(&out);
 }
