@@ -194,3 +194,139 @@ loom_graph *example_towers(void)
     (void)loom_output(g, probs, "probs");
     return finish(&b);
 }
+
+/* ---- BERT-like encoders ------------------------------------------------------------------- */
+
+/* Y = X·W + B as MatMul then Add (as the fixture and PyTorch's exporter write a linear layer on
+ * a 3-D input), the output named NAME. */
+static loom_value linear3(builder *b, loom_value x, const char *name, int64_t fan_in,
+                          int64_t fan_out)
+{
+    char wname[64], bname[64], mname[64];
+    snprintf(wname, sizeof wname, "%s.weight", name);
+    snprintf(bname, sizeof bname, "%s.bias", name);
+    snprintf(mname, sizeof mname, "%s.matmul", name);
+    loom_value w = linear_weight(b, wname, fan_in, fan_out);
+    const int64_t bias_dims[1] = {fan_out};
+    loom_value bias = random_constant(b, bname, 1, bias_dims, -0.02f, 0.02f);
+    loom_value m = loom_matmul(b->g, x, w);
+    (void)loom_value_set_name(b->g, m, mname);
+    loom_value y = loom_add(b->g, m, bias);
+    (void)loom_value_set_name(b->g, y, name);
+    return y;
+}
+
+/* LayerNormalization over the last axis with scale near 1 and bias near 0, output named NAME. */
+static loom_value layer_norm(builder *b, loom_value x, const char *name, int64_t width)
+{
+    char sname[64], bname[64];
+    snprintf(sname, sizeof sname, "%s.scale", name);
+    snprintf(bname, sizeof bname, "%s.bias", name);
+    const int64_t dims[1] = {width};
+    loom_value gamma = random_constant(b, sname, 1, dims, 0.9f, 1.1f);
+    loom_value beta = random_constant(b, bname, 1, dims, -0.1f, 0.1f);
+    loom_value y = loom_layer_norm(b->g, x, gamma, beta, -1, 1e-5f);
+    (void)loom_value_set_name(b->g, y, name);
+    return y;
+}
+
+/* Name VALUE "PREFIX.WHAT" and return it. */
+static loom_value named(builder *b, loom_value v, const char *prefix, const char *what)
+{
+    char name[64];
+    snprintf(name, sizeof name, "%s.%s", prefix, what);
+    (void)loom_value_set_name(b->g, v, name);
+    return v;
+}
+
+/* One encoder layer over H [batch, seq, hidden] (33 nodes), values named "lN.*". */
+static loom_value encoder_layer(builder *b, const example_transformer_config *c, int layer,
+                                loom_value h, loom_value inv_sqrt_dh, loom_value sqrt2,
+                                loom_value one, loom_value half)
+{
+    loom_graph *g = b->g;
+    const int64_t d = c->hidden, dh = c->hidden / c->heads;
+    const int64_t split[4] = {0, 0, c->heads, dh}, merge[3] = {0, 0, d};
+    const int64_t to_heads[4] = {0, 2, 1, 3}, to_heads_t[4] = {0, 2, 3, 1};
+    char p[16], n[64];
+    snprintf(p, sizeof p, "l%d", layer);
+
+    snprintf(n, sizeof n, "%s.q", p);
+    loom_value q = linear3(b, h, n, d, d);
+    snprintf(n, sizeof n, "%s.k", p);
+    loom_value k = linear3(b, h, n, d, d);
+    snprintf(n, sizeof n, "%s.v", p);
+    loom_value v = linear3(b, h, n, d, d);
+    q = named(b, loom_transpose(g, named(b, loom_reshape(g, q, 4, split), p, "q_heads"),
+                                to_heads), p, "qt");                       /* B H S Dh */
+    k = named(b, loom_transpose(g, named(b, loom_reshape(g, k, 4, split), p, "k_heads"),
+                                to_heads_t), p, "kt");                     /* B H Dh S */
+    v = named(b, loom_transpose(g, named(b, loom_reshape(g, v, 4, split), p, "v_heads"),
+                                to_heads), p, "vt");                       /* B H S Dh */
+    loom_value s = named(b, loom_matmul(g, q, k), p, "qk");
+    s = named(b, loom_mul(g, s, inv_sqrt_dh), p, "scores");
+    loom_value a = named(b, loom_softmax(g, s, -1), p, "probs");
+    loom_value ctx = named(b, loom_matmul(g, a, v), p, "ctx");             /* B H S Dh */
+    ctx = named(b, loom_transpose(g, ctx, to_heads), p, "ctx_t");          /* B S H Dh */
+    ctx = named(b, loom_reshape(g, ctx, 3, merge), p, "ctx_merged");
+    snprintf(n, sizeof n, "%s.o", p);
+    loom_value o = linear3(b, ctx, n, d, d);
+    snprintf(n, sizeof n, "%s.ln1", p);
+    h = layer_norm(b, named(b, loom_add(g, o, h), p, "res1"), n, d);
+
+    snprintf(n, sizeof n, "%s.ffn1", p);
+    loom_value f = linear3(b, h, n, d, c->ffn);
+    loom_value e = named(b, loom_erf(g, named(b, loom_div(g, f, sqrt2), p, "gelu_div")), p,
+                         "gelu_erf");
+    e = named(b, loom_add(g, e, one), p, "gelu_add");
+    loom_value gelu = named(b, loom_mul(g, named(b, loom_mul(g, f, e), p, "gelu_mul"), half), p,
+                            "gelu");
+    snprintf(n, sizeof n, "%s.ffn2", p);
+    loom_value f2 = linear3(b, gelu, n, c->ffn, d);
+    snprintf(n, sizeof n, "%s.ln2", p);
+    return layer_norm(b, named(b, loom_add(g, f2, h), p, "res2"), n, d);
+}
+
+loom_graph *example_transformer(const example_transformer_config *c)
+{
+    if (!c || c->layers < 1 || c->hidden < 1 || c->heads < 1 || c->ffn < 1 || c->seq < 1 ||
+        c->batch < 1 || c->vocab < 1 || c->hidden % c->heads || c->layers > 1000)
+        return NULL;
+    builder b = {loom_graph_create("transformer"), 0x424552ull, 0};
+    if (!b.g)
+        return NULL;
+    loom_graph *g = b.g;
+    const int64_t d = c->hidden;
+
+    const int64_t ids_dims[2] = {c->batch, c->seq};
+    loom_value ids = loom_input(g, "input_ids", LOOM_DTYPE_I64, 2, ids_dims);
+    const int64_t tok_dims[2] = {c->vocab, d}, pos_dims[2] = {c->seq, d};
+    loom_value tok = random_constant(&b, "tok_emb", 2, tok_dims, -1.0f, 1.0f);
+    loom_value pos = random_constant(&b, "pos_emb", 2, pos_dims, -0.5f, 0.5f);
+    loom_value h = loom_gather(g, tok, ids, 0);
+    (void)loom_value_set_name(g, h, "embed");
+    h = loom_add(g, h, pos);
+    (void)loom_value_set_name(g, h, "embed_pos");
+    h = layer_norm(&b, h, "embed_ln", d);
+
+    loom_value inv_sqrt_dh = loom_constant_f32(g, 1.0f / sqrtf((float)(d / c->heads)));
+    loom_value sqrt2 = loom_constant_f32(g, sqrtf(2.0f));
+    loom_value one = loom_constant_f32(g, 1.0f);
+    loom_value half = loom_constant_f32(g, 0.5f);
+    for (int layer = 0; layer < (int)c->layers && !b.out_of_memory; layer++)
+        h = encoder_layer(&b, c, layer, h, inv_sqrt_dh, sqrt2, one, half);
+    (void)loom_output(g, h, "hidden");
+    return finish(&b);
+}
+
+loom_graph *example_bert(void)
+{
+    const example_transformer_config c = EXAMPLE_BERT_BASE;
+    return example_transformer(&c);
+}
+
+loom_graph *example_bert_tiny(void)
+{
+    const example_transformer_config c = EXAMPLE_BERT_TINY;
+    return example_transformer(&c);
+}

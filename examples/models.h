@@ -1,8 +1,9 @@
 /*
  * The small models the examples, the benchmarks and the `loom` tool's bundled models are built
- * from: a 3-layer MLP (the default), one transformer attention block, and three parallel MLP
- * towers (branches a placement can spread over devices), all with seeded random weights held as
- * constants of the graph, so every program that builds them gets the same graph.
+ * from: a 3-layer MLP (the default), one transformer attention block, three parallel MLP
+ * towers (branches a placement can spread over devices) and BERT-like encoders (BERT-base and a
+ * tiny one), all with seeded random weights held as constants of the graph, so every program
+ * that builds them gets the same graph.
  */
 #ifndef LOOM_EXAMPLES_MODELS_H
 #define LOOM_EXAMPLES_MODELS_H
@@ -61,6 +62,46 @@ loom_graph *example_attention(void);
  * The graph is built but NOT checked (see example_mlp). Returns NULL only when out of memory.
  * The caller frees it with loom_graph_destroy. */
 loom_graph *example_towers(void);
+
+/* Sizes of a BERT-like encoder (example_transformer): LAYERS encoder layers of width HIDDEN
+ * with HEADS attention heads (HIDDEN must be a multiple of HEADS) and an FFN of width FFN, over
+ * BATCH sequences of SEQ tokens drawn from a vocabulary of VOCAB. */
+typedef struct example_transformer_config {
+    int64_t layers, hidden, heads, ffn, seq, batch, vocab;
+} example_transformer_config;
+
+/* BERT-base: 12 layers, hidden 768, 12 heads, FFN 3072, sequence 128, batch 1, vocabulary
+ * 30522 (the sizes of bench/make_bert.py): about 110 M weights, 435 MB of float32 constants. */
+#define EXAMPLE_BERT_BASE {.layers = 12, .hidden = 768, .heads = 12, .ffn = 3072, .seq = 128, \
+                           .batch = 1, .vocab = 30522}
+/* A small one for quick runs and tests: 4 layers, hidden 256, 4 heads, FFN 1024, sequence 64,
+ * batch 1, vocabulary 1000: about 3.4 M weights, 13 MB. */
+#define EXAMPLE_BERT_TINY {.layers = 4, .hidden = 256, .heads = 4, .ffn = 1024, .seq = 64, \
+                           .batch = 1, .vocab = 1000}
+/* Nodes of an encoder of LAYERS layers: 3 for the embeddings, 33 per layer. */
+#define EXAMPLE_TRANSFORMER_NODES(layers) (3 + 33 * (layers))
+
+/* Build a BERT-like post-norm encoder with the structure of the transformer fixture
+ * (tests/fixtures/make_fixtures.py, transformer_encoder), so the graph is what the ONNX importer
+ * makes of that model:
+ *   input "input_ids" int64 [batch, seq];
+ *   h = LayerNorm(Gather(tok_emb [vocab, hidden], input_ids) + pos_emb [seq, hidden]);
+ *   per layer: Q, K, V = h·W + b (MatMul, Add), each Reshape [0, 0, heads, hidden/heads] and
+ *   Transpose to heads (K to [b, h, dh, s]); A = Softmax(Q·Kᵀ * 1/sqrt(dh)) (MatMul, Mul,
+ *   Softmax); ctx = A·V, Transpose, Reshape [0, 0, hidden]; h = LayerNorm(ctx·Wo + bo + h);
+ *   f = h·W1 + b1; GELU with Erf: f * (Erf(f / sqrt 2) + 1) * 0.5 (Div, Erf, Add, Mul, Mul);
+ *   h = LayerNorm(f·W2 + b2 + h);
+ *   output "hidden" float32 [batch, seq, hidden].
+ * Weights are seeded random (linear layers uniform in +-1/sqrt(fan_in)), the same on every
+ * machine. EXAMPLE_TRANSFORMER_NODES(layers) nodes; no folding. The graph is built but NOT
+ * checked (see example_mlp). Returns NULL when out of memory or when CONFIG is NULL or invalid
+ * (a size below 1, HIDDEN not a multiple of HEADS). The caller frees it with loom_graph_destroy. */
+loom_graph *example_transformer(const example_transformer_config *config);
+
+/* example_transformer with EXAMPLE_BERT_BASE (the graph holds 435 MB of weights) and with
+ * EXAMPLE_BERT_TINY. */
+loom_graph *example_bert(void);
+loom_graph *example_bert_tiny(void);
 
 /* Fill DATA[N] with uniform numbers in [LO, HI) from a generator seeded with SEED: the same seed
  * gives the same numbers on every machine. */

@@ -58,6 +58,15 @@ p = json.load(open(sys.argv[1]))
 assert p["latency_ms"]["median"] > 0 and p["memory"]["peak_bytes"] <= p["memory"]["unshared_bytes"]
 assert len(p["nodes"]) > 5
 PY
+# The bundled BERT-like encoder (examples/models.c), small variant: 3 + 33 x 4 nodes.
+check "profile bert-tiny --json" 0 "$LOOM" profile --model bert-tiny --repeat 2 --warmup 1 --device cpu --json
+python3 - "$TMP/out" <<'PY' || { echo "FAIL profile bert-tiny content"; fail=$((fail+1)); }
+import json, sys
+p = json.load(open(sys.argv[1]))
+assert p["model"] == "bert-tiny" and len(p["nodes"]) == 135, (p["model"], len(p["nodes"]))
+assert p["latency_ms"]["median"] > 0
+PY
+check "profile bert-tiny placed" 0 "$LOOM" profile --model bert-tiny --repeat 2
 # One run for both, so the chart and the report describe the same placement.
 check "profile attention --gantt --json" 0 "$LOOM" profile --model attention --repeat 2 --warmup 0 --gantt "$TMP/g.svg" --json
 /usr/bin/python3 - "$TMP/g.svg" "$TMP/out" <<'PY' || { echo "FAIL gantt is a standalone SVG of every node"; fail=$((fail+1)); }

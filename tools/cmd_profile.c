@@ -34,7 +34,7 @@
 #define DEFAULT_ROWS 60 /* rows of the node table without --all */
 
 static const char profile_help[] =
-    "usage: loom profile [MODEL.onnx | --model mlp|attention|towers] [--target-latency T]\n"
+    "usage: loom profile [MODEL.onnx | --model NAME] [--target-latency T]\n"
     "                    [--policy P] [--device ID] [--pin OP=DEV | --pin node:NAME=DEV]...\n"
     "                    [--repeat N] [--warmup N] [--precision P] [--strict] [--budget S]\n"
     "                    [--trace OUT.json] [--gantt OUT.svg] [--dot OUT.dot] [--all] [--json]\n"
@@ -51,7 +51,9 @@ static const char profile_help[] =
     "\n"
     "  --model NAME        bundled model: mlp (64x784 -> 512 -> 256 -> 10, default), attention\n"
     "                      (one transformer attention block, seq 128, d_model 256, 4 heads) or\n"
-    "                      towers (three parallel MLP towers of widths 1024, 512 and 256, joined)\n"
+    "                      towers (three parallel MLP towers of widths 1024, 512 and 256, joined),\n"
+    "                      bert (BERT-base encoder: 12 layers, hidden 768, seq 128, batch 1,\n"
+    "                      435 MB of seeded weights) or bert-tiny (4 layers, hidden 256, seq 64)\n"
     "  --target-latency T  meet this end-to-end latency at least energy instead of minimising\n"
     "                      latency: 300ms, 0.3s, 300us, or a plain number of seconds\n"
     "  --policy P          default (Loom's search), heft, peft, exact or first\n"
@@ -303,8 +305,9 @@ static int parse_args(int argc, char **argv, profile_opts *o)
         }
     }
     if (!o->onnx && strcmp(o->model, "mlp") && strcmp(o->model, "attention") &&
-        strcmp(o->model, "towers"))
-        return usage("unknown bundled model '%s' (mlp, attention or towers)", o->model);
+        strcmp(o->model, "towers") && strcmp(o->model, "bert") && strcmp(o->model, "bert-tiny"))
+        return usage("unknown bundled model '%s' (mlp, attention, towers, bert or bert-tiny)",
+                     o->model);
     return -1;
 }
 
@@ -330,6 +333,10 @@ static int build_model(const profile_opts *o, loom_graph **g)
         *g = example_mlp();
     } else if (!strcmp(o->model, "attention")) {
         *g = example_attention();
+    } else if (!strcmp(o->model, "bert")) {
+        *g = example_bert();
+    } else if (!strcmp(o->model, "bert-tiny")) {
+        *g = example_bert_tiny();
     } else {
         *g = example_towers();
     }
