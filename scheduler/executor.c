@@ -462,7 +462,9 @@ static const void *tensor_ptr(const plan_ctx *c, int32_t t)
     }
 }
 
-static plan_ctx *ctx_create(loom_plan *plan)
+/* A new execution context of PLAN, or NULL; when a device's intermediate memory is what failed,
+ * *FAILED_DEVICE (may be NULL) is that runtime device. */
+static plan_ctx *ctx_create(loom_plan *plan, uint32_t *failed_device)
 {
     plan_ctx *c = calloc(1, sizeof *c);
     if (!c)
@@ -506,6 +508,8 @@ static plan_ctx *ctx_create(loom_plan *plan)
                           ? dev->backend->alloc(dev->backend->ctx, dev->index, bytes, 64)
                           : aligned_alloc(64, (bytes + 63) / 64 * 64);
         if (!c->arena[s]) {
+            if (failed_device)
+                *failed_device = plan->devs[s].device;
             ctx_free(c);
             return NULL;
         }
@@ -589,7 +593,7 @@ static plan_ctx *ctx_acquire(loom_plan *plan)
     pthread_mutex_unlock(&plan->ctx_lock);
     if (c)
         return c;
-    c = ctx_create(plan);
+    c = ctx_create(plan, NULL);
     if (!c)
         return NULL;
     pthread_mutex_lock(&plan->ctx_lock);
@@ -605,6 +609,28 @@ static void ctx_release(loom_plan *plan, plan_ctx *c)
     c->next_free = plan->free_ctx;
     plan->free_ctx = c;
     pthread_mutex_unlock(&plan->ctx_lock);
+}
+
+loom_status plan_contexts_prepare(loom_plan *plan, uint32_t *failed_device)
+{
+    *failed_device = UINT32_MAX;
+    plan_ctx *c = ctx_create(plan, failed_device);
+    if (!c) {
+        if (*failed_device != UINT32_MAX)
+            return loom_set_error(LOOM_ERR_OUT_OF_MEMORY,
+                                  "cannot allocate %zu bytes of intermediate memory on %s",
+                                  plan->devs[plan->dev_slot[*failed_device]].arena_bytes,
+                                  plan->rt->devices[*failed_device].id);
+        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY,
+                              "cannot allocate the intermediate memory of a run (%zu bytes)",
+                              plan->peak_bytes);
+    }
+    pthread_mutex_lock(&plan->ctx_lock);
+    c->next_all = plan->all_ctx;
+    plan->all_ctx = c;
+    pthread_mutex_unlock(&plan->ctx_lock);
+    ctx_release(plan, c);
+    return LOOM_OK;
 }
 
 loom_status plan_execute(loom_plan *plan, const loom_tensor *const *inputs,

@@ -333,7 +333,8 @@ loom_status plan_place(loom_plan *plan, const loom_graph *g, const uint32_t *ord
         for (uint32_t d = 0; d < nd; d++) {
             const runtime_device *dev = &rt->devices[d];
             why[0] = '\0';
-            if (!dev->backend->supports(dev->backend->ctx, dev->index, &desc, why, sizeof why)) {
+            if ((d < 64 && ((o->exclude >> d) & 1)) ||
+                !dev->backend->supports(dev->backend->ctx, dev->index, &desc, why, sizeof why)) {
                 row[d] = INFINITY;
                 continue;
             }

@@ -725,8 +725,11 @@ static void stage_done(pass_result *res, const char *name, size_t before, size_t
     *t0 = now;
 }
 
-loom_status loom_plan_create(loom_runtime *rt, const loom_graph *g,
-                             const loom_plan_options *options, loom_plan **out)
+/* One attempt at a plan; EXCLUDE (a bit per runtime device) names devices placement must not
+ * use: those whose intermediate memory could not be had on an earlier attempt. */
+static loom_status plan_create_once(loom_runtime *rt, const loom_graph *g,
+                                    const loom_plan_options *options, uint64_t exclude,
+                                    loom_plan **out)
 {
     if (!out)
         return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "plan: out is NULL");
@@ -745,7 +748,7 @@ loom_status loom_plan_create(loom_runtime *rt, const loom_graph *g,
     size_t n_cal = 0;
     const char *const *keep_float = NULL;
     size_t n_keep_float = 0;
-    plan_place_opts po = {.want = -1};
+    plan_place_opts po = {.want = -1, .exclude = exclude};
 #define HAS(field) (options->struct_size >= offsetof(loom_plan_options, field) + sizeof options->field)
     if (options) {
         if (options->struct_size < sizeof(uint32_t) + sizeof(void *))
@@ -916,6 +919,33 @@ loom_status loom_plan_create(loom_runtime *rt, const loom_graph *g,
     loom_clear_error(); /* a stage may have noted what it worked around: the call succeeded */
     *out = plan;
     return LOOM_OK;
+}
+
+loom_status loom_plan_create(loom_runtime *rt, const loom_graph *g,
+                             const loom_plan_options *options, loom_plan **out)
+{
+    uint64_t exclude = 0;
+    for (;;) {
+        loom_status st = plan_create_once(rt, g, options, exclude, out);
+        if (st != LOOM_OK || (*out)->strict)
+            return st;
+        /* Take the intermediate memory of the first run now: a device that cannot give it is
+         * known before any run, and the nodes placed there go elsewhere, as nodes it cannot
+         * run do (a strict plan meets the failure at its first run instead). */
+        uint32_t failed = UINT32_MAX;
+        st = plan_contexts_prepare(*out, &failed);
+        if (st == LOOM_OK)
+            return LOOM_OK;
+        loom_plan_destroy(*out);
+        *out = NULL;
+        if (failed >= rt->n_devices || failed >= 64 || (exclude >> failed) & 1 ||
+            rt->devices[failed].info.host_visible)
+            return st; /* host memory itself: nothing else to move to */
+        runtime_message(rt, "%s: cannot allocate the plan's intermediate memory there (%s); its "
+                        "nodes are placed on other devices", rt->devices[failed].id,
+                        loom_last_error());
+        exclude |= (uint64_t)1 << failed;
+    }
 }
 
 loom_status loom_plan_make_outputs(const loom_plan *plan, loom_tensor **outputs, size_t n)

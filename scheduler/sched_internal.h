@@ -197,6 +197,7 @@ typedef struct plan_place_opts {
     const char *const *pins;
     size_t n_pins;
     const char *cache_dir;
+    uint64_t exclude;         /* a bit per runtime device placement must not use */
 } plan_place_opts;
 
 /* Decide the device of every node of G (in ORDER, whose positions index the plan's nodes as
@@ -235,6 +236,10 @@ loom_status plan_check_run(const loom_plan *plan, const loom_tensor *const *inpu
 /* Run PLAN once (see loom_plan_run). */
 loom_status plan_execute(loom_plan *plan, const loom_tensor *const *inputs,
                        loom_tensor *const *outputs, loom_run_stats *stats);
+/* Create PLAN's first execution context now (its intermediate memory on every device, its
+ * workers) and keep it for the first run. On failure *FAILED_DEVICE is the runtime device whose
+ * memory could not be had (UINT32_MAX when it was something else) and the error is set. */
+loom_status plan_contexts_prepare(loom_plan *plan, uint32_t *failed_device);
 /* Free every execution context of PLAN (no run may be in progress). */
 void plan_contexts_destroy(loom_plan *plan);
 /* Free PLAN's idle execution contexts (their arenas) while runs may be in progress: contexts
