@@ -9,6 +9,7 @@
 #                                       onnx  the ONNX importer (loom_onnx_load_memory)
 #                                       npy   the .npy reader (loom_tensor_load_npy)
 #                                       sim   `loom sim` instances (tools/cmd_sim.c)
+#                                       serve KServe v2 requests of `loom serve` (serve/kserve.c)
 #   environment: LOOM_FUZZ_BUILD (default build-fuzz), LOOM_FUZZ_JOBS (parallel fuzzing
 #   processes per target, default 1), LOOM_FUZZ_FLAGS (more compiler flags, for a fresh build dir)
 # CI runs every target for a short time (.ci/run: 30 s each); run it long by hand.
@@ -23,7 +24,7 @@ jobs=${LOOM_FUZZ_JOBS:-1}
 cc=${CC:-clang}
 flags="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g"
 flags="$flags ${LOOM_FUZZ_FLAGS:-}"
-libs=$(pkg-config --libs openblas hwloc numa jansson libprotobuf-c)
+libs=$(pkg-config --libs openblas hwloc numa jansson libprotobuf-c libmicrohttpd libxxhash)
 
 if [ ! -f "$build/build.ninja" ]; then
     CC="$cc" meson setup "$build" "$root" --buildtype=debugoptimized \
@@ -99,9 +100,11 @@ fuzz onnx 262144 "fuzz/fuzz_onnx.c" "tests/data/onnx fuzz/seeds/onnx" "fuzz/regr
 fuzz npy 8192 "fuzz/fuzz_npy.c" "fuzz/seeds/npy" "fuzz/regressions/*.npy"
 fuzz sim 16384 "fuzz/fuzz_sim.c tools/cmd_sim.c tools/tool_util.c" "tests/data/sim" \
     "fuzz/regressions/sim_*.json"
+# The KServe v2 request parser and response writer of `loom serve`.
+fuzz serve 65536 "fuzz/fuzz_serve_request.c" "fuzz/seeds/serve" "fuzz/regressions/serve_*"
 
 if [ -z "$ran" ]; then
-    echo "fuzz/run.sh: no target named '$selected' (onnx, npy, sim)" >&2
+    echo "fuzz/run.sh: no target named '$selected' (onnx, npy, sim, serve)" >&2
     exit 2
 fi
 if [ -n "$failed" ]; then

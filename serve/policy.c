@@ -88,13 +88,18 @@ double sv_estimate(const sv_estimates *e, uint32_t i)
 {
     if (i >= e->n_sizes)
         return 0;
-    if (e->seconds[i] > 0)
+    /* Once anything is measured, seeds (the cost model's predictions) are not mixed with
+     * measurements: an optimistic seed for a big batch would make the batcher wait for it. */
+    int any_measured = 0;
+    for (uint32_t k = 0; k < e->n_sizes; k++)
+        any_measured |= e->measured[k] > 0;
+    if (e->seconds[i] > 0 && (e->measured[i] || !any_measured))
         return e->seconds[i];
     /* Nearest known size: a bigger batch is assumed to cost proportionally more (an upper
      * bound on CPUs and GPUs alike), a smaller one as much as the known one. */
     uint32_t best = e->n_sizes;
     for (uint32_t k = 0; k < e->n_sizes; k++) {
-        if (e->seconds[k] <= 0)
+        if (e->seconds[k] <= 0 || (any_measured && !e->measured[k]))
             continue;
         if (best == e->n_sizes ||
             fabs((double)e->sizes[k] - e->sizes[i]) < fabs((double)e->sizes[best] - e->sizes[i]))
@@ -130,13 +135,18 @@ void sv_estimate_measure(sv_estimates *e, uint32_t i, double seconds)
 
 /* The size for ROWS waiting rows with the least predicted seconds per useful row: a batch of
  * 5 may run as 4 (one row left for the next batch) or padded to 8, whichever is cheaper. */
-static uint32_t best_size(const sv_estimates *e, uint32_t rows, double *per_row)
+static uint32_t best_size(const sv_estimates *e, uint32_t rows, double budget_s,
+                          double *per_row)
 {
     uint32_t best = 0;
     double best_cost = INFINITY;
     for (uint32_t i = 0; i < e->n_sizes; i++) {
         uint32_t useful = rows < e->sizes[i] ? rows : e->sizes[i];
         double t = sv_estimate(e, i);
+        /* Latency-aware: a size predicted to finish after the earliest deadline is not taken
+         * (the smallest always is: something must run). */
+        if (i > 0 && t > 0 && t > budget_s)
+            break;
         double cost = t > 0 ? t / useful : 1.0 / useful; /* unknown: bigger is better */
         if (cost <= best_cost * 1.0001) { /* a tie goes to the bigger batch: fewer runs */
             best_cost = cost;
@@ -160,7 +170,13 @@ sv_decision sv_decide(const sv_queue_view *q, const sv_estimates *e)
     if (rows > q->max_batch)
         rows = q->max_batch;
     double per_row;
-    uint32_t i = best_size(e, rows, &per_row);
+    /* When even the smallest batch is too late for the earliest deadline (overload), size the
+     * batch for a fresh request's target instead, so the queue drains as fast as the target
+     * allows rather than one row at a time. */
+    double budget = q->deadline - q->now - q->slack_s;
+    if (budget < sv_estimate(e, 0) && q->target_s > budget)
+        budget = q->target_s;
+    uint32_t i = best_size(e, rows, budget, &per_row);
     d.size_index = i;
     d.rows = rows < e->sizes[i] ? rows : e->sizes[i];
     d.go = 1;

@@ -57,6 +57,7 @@ typedef struct sv_queue_view {
     uint32_t max_batch;
     double arrival_rate;    /* rows per second arriving lately (0: unknown) */
     double slack_s;         /* margin kept before a deadline */
+    double target_s;        /* the model's latency target: sizes batches under overload */
 } sv_queue_view;
 
 typedef struct sv_decision {
@@ -68,8 +69,9 @@ typedef struct sv_decision {
 
 /* Decide whether to dispatch now: at max batch, or when waiting for the next size would make
  * the earliest deadline miss by the estimates, or when that size is not predicted cheaper per
- * row or not expected to fill in time; else wait. Picks the size with the least predicted
- * seconds per useful row. Pure. */
+ * row or not expected to fill in time; else wait. Picks, among the sizes predicted to finish
+ * before the earliest deadline (the smallest always qualifies), the one with the least
+ * predicted seconds per useful row. Pure. */
 sv_decision sv_decide(const sv_queue_view *q, const sv_estimates *e);
 
 /* ---- result cache ------------------------------------------------------------------------ */

@@ -740,7 +740,7 @@ static void *worker_main(void *arg)
                 continue;
             queued += m->depth;
             sv_queue_view v = {.now = now, .deadline = INFINITY, .max_batch = m->max_batch,
-                               .slack_s = 0.002};
+                               .slack_s = 0.002, .target_s = m->target_s};
             for (sv_req *r = m->head; r && v.rows < m->max_batch; r = r->next)
                 v.rows += r->rows;
             for (sv_req *r = m->head; r; r = r->next)

@@ -576,7 +576,8 @@ static void record(lg *g, size_t k, double latency, int kind)
 {
     g->lat[k] = latency;
     g->kind[k] = (unsigned char)kind;
-    unsigned long long t = (unsigned long long)((now_s() - g->t0) * 1e9);
+    double since = now_s() - g->t0;
+    unsigned long long t = since > 0 ? (unsigned long long)(since * 1e9) : 0;
     unsigned long long prev = atomic_load(&g->last_done_ns);
     while (t > prev && !atomic_compare_exchange_weak(&g->last_done_ns, &prev, t))
         ;
@@ -607,6 +608,7 @@ static void *http_client(void *arg)
 {
     lg *g = arg;
     hconn c = {.fd = -1};
+    sleep_until(g->t0);
     for (;;) {
         size_t k = take_slot(g);
         if (k == SIZE_MAX)
@@ -690,6 +692,7 @@ static void *inproc_open(void *arg)
 static void *inproc_closed(void *arg)
 {
     lg *g = arg;
+    sleep_until(g->t0);
     for (;;) {
         size_t k = take_slot(g);
         if (k == SIZE_MAX)
@@ -1137,7 +1140,7 @@ int cmd_loadgen(int argc, char **argv)
         report best_rep = probe;
         int have_best = 0;
         json_t *steps = json_array();
-        for (int step = 0; rc == 0 && step < 7 && hi > 0; step++) {
+        for (int step = 0; rc == 0 && step < 7 && hi > 0.1; step++) {
             double mid = step == 0 ? probe.qps * 0.9 : (lo + hi) / 2;
             rc = run_once(g, mid, 0, duration, (size_t)requests, &rep);
             size_t errors = rep.sent - rep.kinds[K_OK];

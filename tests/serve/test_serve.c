@@ -47,7 +47,9 @@ static void test_estimates_scale_from_nearest_known_size(void)
     CU_ASSERT_DOUBLE_EQUAL(sv_estimate(&e, 2), 0.004, 1e-12); /* 4 rows: 4 x batch 1 */
     sv_estimate_measure(&e, 3, 0.005);
     CU_ASSERT_DOUBLE_EQUAL(sv_estimate(&e, 3), 0.005, 1e-12);
-    CU_ASSERT_DOUBLE_EQUAL(sv_estimate(&e, 2), 0.004, 1e-12); /* size 1 is nearer than 8 */
+    /* Once something is measured, seeds are ignored: 4 rows as the measured 8. */
+    CU_ASSERT_DOUBLE_EQUAL(sv_estimate(&e, 2), 0.005, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(sv_estimate(&e, 0), 0.005, 1e-12);
     /* A measurement replaces the seed, then moves by a fifth of the difference. */
     sv_estimate_measure(&e, 0, 0.002);
     CU_ASSERT_DOUBLE_EQUAL(sv_estimate(&e, 0), 0.002, 1e-12);
@@ -160,6 +162,34 @@ static void test_picks_size_by_cost_per_useful_row(void)
     d = sv_decide(&q, &e);
     CU_ASSERT_EQUAL(e.sizes[d.size_index], 8);
     CU_ASSERT_EQUAL(d.rows, 5);
+}
+
+static void test_never_picks_a_size_that_would_miss_the_deadline(void)
+{
+    sv_estimates e;
+    sv_estimates_init(&e, 32, 0);
+    /* A CPU-bound encoder: 21 ms at 1, 40 at 2, 57 at 4, 270 at 32; 50 ms to the deadline. */
+    double t[] = {0.021, 0.040, 0.057, 0.071, 0.109, 0.269};
+    for (int i = 0; i < 6; i++)
+        sv_estimate_measure(&e, (uint32_t)i, t[i]);
+    sv_queue_view q = {.now = 0, .deadline = 0.05, .rows = 40, .max_batch = 32, .slack_s = 0.001};
+    sv_decision d = sv_decide(&q, &e);
+    CU_ASSERT_TRUE(d.go);
+    CU_ASSERT_EQUAL(e.sizes[d.size_index], 2);
+    CU_ASSERT_EQUAL(d.rows, 2);
+    /* With 300 ms to go, the cheapest per row (16) is taken. */
+    q.deadline = 0.3;
+    d = sv_decide(&q, &e);
+    CU_ASSERT_EQUAL(e.sizes[d.size_index], 16);
+    /* Already too late for anything: the smallest still runs. */
+    q.deadline = 0.01;
+    d = sv_decide(&q, &e);
+    CU_ASSERT_TRUE(d.go);
+    CU_ASSERT_EQUAL(e.sizes[d.size_index], 1);
+    /* Overloaded: batches sized for the target of the requests behind. */
+    q.target_s = 0.05;
+    d = sv_decide(&q, &e);
+    CU_ASSERT_EQUAL(e.sizes[d.size_index], 2);
 }
 
 static void test_histogram_buckets_are_upper_bounds(void)
@@ -700,6 +730,8 @@ int main(void)
     CU_add_test(p, "dispatches at once without arrivals or gain",
                 test_dispatches_at_once_without_arrivals_or_gain);
     CU_add_test(p, "picks the size by cost per useful row", test_picks_size_by_cost_per_useful_row);
+    CU_add_test(p, "never picks a size that would miss the deadline",
+                test_never_picks_a_size_that_would_miss_the_deadline);
     CU_add_test(p, "histogram buckets are upper bounds", test_histogram_buckets_are_upper_bounds);
     CU_pSuite c = CU_add_suite("serve_cache", NULL, NULL);
     CU_add_test(c, "coalesces identical requests in flight",
