@@ -11,6 +11,7 @@
 #include "graph.h"
 #include "runtime.h"
 #include "onnx.h"
+#include "serve.h"
 #include "model.h"
 
 #endif /* LOOM_LOOM_H */
