@@ -140,8 +140,9 @@ loom_value graph_rebuild_map(graph_rebuild_ctx *rc, loom_value v);
 
 /* Called for every source node N, in order: returns 1 after adding a replacement to
  * graph_rebuild_dst(RC) whose values it wrote to OUT (one per output of N; the rebuild names them
- * as N's were named), 0 to have N copied as it is, -1 after a failure (the new graph's sticky
- * error, or a loom_set_error). */
+ * as N's were named), 2 when N is dropped (absorbed into a replacement the hook makes for a later
+ * node: nothing may read N's outputs then), 0 to have N copied as it is, -1 after a failure (the
+ * new graph's sticky error, or a loom_set_error). */
 typedef int (*graph_rewrite_fn)(void *user, graph_rebuild_ctx *rc, const graph_node *n,
                                 loom_value *out);
 

@@ -115,6 +115,8 @@ loom_status graph_rebuild_with(const loom_graph *src, const uint32_t *order, gra
             done = rewrite(user, &rc, n, outs);
             if (done < 0)
                 break;
+            if (done == 2)
+                continue; /* absorbed into a node the hook makes later: nothing to map */
         }
         if (!done) {
             for (uint32_t k = 0; k < n->n_inputs; k++)

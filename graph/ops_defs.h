@@ -122,6 +122,7 @@ extern const loom_op_def loom_op_def_quantize;
 extern const loom_op_def loom_op_def_dequantize;
 extern const loom_op_def loom_op_def_matmul_integer;
 extern const loom_op_def loom_op_def_matmul_int8_dynamic;
+extern const loom_op_def loom_op_def_dynamic_quantize;
 extern const loom_op_def loom_op_def_qlinear_matmul;
 extern const loom_op_def loom_op_def_qlinear_conv;
 

@@ -1,6 +1,7 @@
 /*
  * Quantisation operators of the registry: QuantizeLinear, DequantizeLinear, MatMulInteger,
- * QLinearMatMul, QLinearConv, and Loom's MatMulInt8Dynamic (what the int8-dynamic pass writes). Shape and dtype inference, attribute canonicalisation
+ * QLinearMatMul, QLinearConv, DynamicQuantizeLinear, and Loom's MatMulInt8Dynamic (what the
+ * int8-dynamic and quantized-model passes write). Shape and dtype inference, attribute canonicalisation
  * (graph/ops.h has the contract) and cost.
  *
  * CANONICAL ATTRIBUTES:
@@ -12,7 +13,12 @@
  *                        'block_size' (0 only).
  *   QLinearConv          kernel_shape:ints[S] strides:ints[S] dilations:ints[S] pads:ints[2S]
  *                        (begins then ends; auto_pad resolved into pads) group:i
- *   MatMulInteger, QLinearMatMul, MatMulInt8Dynamic: no attributes.
+ *   MatMulInteger, QLinearMatMul, DynamicQuantizeLinear: no attributes.
+ *   MatMulInt8Dynamic    tensor_asymmetric:i (0: each row of A quantised symmetrically to
+ *                        [-127, 127], the int8-dynamic pass's choice; 1: the whole of A
+ *                        quantised as ONNX DynamicQuantizeLinear does, uint8 with a zero
+ *                        point, so a fused DynamicQuantizeLinear + MatMulInteger keeps its
+ *                        integer arithmetic exactly)
  * Scales and zero points may be computed at run time.
  *
  * Quantisation layouts: a scale or zero point with one element (rank 0 or [1]) is per-tensor.
@@ -241,6 +247,23 @@ static loom_status infer_matmul_integer(loom_infer_ctx *ctx)
     return loom_ops_finish(ctx);
 }
 
+/* DynamicQuantizeLinear (opset 11): x f32 -> y uint8 (same shape), y_scale f32 scalar,
+ * y_zero_point uint8 scalar. */
+static loom_status infer_dynamic_quantize(loom_infer_ctx *ctx)
+{
+    loom_status st;
+    if ((st = loom_infer_check_attrs(ctx, k_no_names, k_no_kinds)) != LOOM_OK ||
+        (st = loom_ops_require(ctx, 0, "x")) != LOOM_OK ||
+        (st = loom_ops_check_dtype(ctx, 0, "x", LOOM_DTS(LOOM_DTYPE_F32))) != LOOM_OK)
+        return st;
+    const loom_tensor_desc *x = &ctx->inputs[0];
+    loom_ops_set_output(ctx, 0, LOOM_DTYPE_U8, x->rank, x->dims);
+    const int64_t scalar[1] = {1};
+    loom_ops_set_output(ctx, 1, LOOM_DTYPE_F32, 0, scalar);
+    loom_ops_set_output(ctx, 2, LOOM_DTYPE_U8, 0, scalar);
+    return loom_ops_finish(ctx);
+}
+
 /* MatMulInt8Dynamic (Loom's own): A f32 [.., K], B int8 [K, N], b_scale f32 [N], optional
  * bias f32 [N] -> Y f32 [.., N]. No attributes. B and b_scale are what the int8-dynamic pass
  * made of constant float weights; A's rows are quantised when the node runs. */
@@ -248,7 +271,9 @@ static loom_status infer_matmul_int8_dynamic(loom_infer_ctx *ctx)
 {
     loom_status st;
     const uint32_t f32 = LOOM_DTS(LOOM_DTYPE_F32);
-    if ((st = loom_infer_check_attrs(ctx, k_no_names, k_no_kinds)) != LOOM_OK ||
+    static const char *const names[] = {"tensor_asymmetric", NULL};
+    static const loom_attr_kind kinds[] = {LOOM_ATTR_INT};
+    if ((st = loom_infer_check_attrs(ctx, names, kinds)) != LOOM_OK ||
         (st = loom_ops_require(ctx, 0, "A")) != LOOM_OK ||
         (st = loom_ops_check_dtype(ctx, 0, "A", f32)) != LOOM_OK ||
         (st = loom_ops_require(ctx, 1, "B")) != LOOM_OK ||
@@ -277,10 +302,17 @@ static loom_status infer_matmul_int8_dynamic(loom_infer_ctx *ctx)
             return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
                                    "bias must be [%lld], one value per column of B", (long long)n);
     }
+    int64_t asym = loom_infer_get_int(ctx, "tensor_asymmetric", 0);
+    if (asym != 0 && asym != 1)
+        return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
+                               "attribute 'tensor_asymmetric' is %lld; expected 0 or 1",
+                               (long long)asym);
     int64_t dims[LOOM_MAX_RANK];
     for (uint32_t d = 0; d + 1 < a->rank; d++)
         dims[d] = a->dims[d];
     dims[a->rank - 1] = n;
+    if ((st = loom_infer_set_int(ctx, "tensor_asymmetric", asym)) != LOOM_OK)
+        return st;
     loom_ops_set_output(ctx, 0, LOOM_DTYPE_F32, a->rank, dims);
     return loom_ops_finish(ctx);
 }
@@ -531,6 +563,8 @@ LOOM_OPS_DEF(loom_op_def_matmul_integer, LOOM_OP_MAT_MUL_INTEGER, "MatMulInteger
              2, 4, 1, 1, infer_matmul_integer, cost_matmul_integer, 0);
 LOOM_OPS_DEF(loom_op_def_matmul_int8_dynamic, LOOM_OP_MAT_MUL_INT8_DYNAMIC, "MatMulInt8Dynamic",
              3, 4, 1, 1, infer_matmul_int8_dynamic, cost_qlinear_matmul, 0);
+LOOM_OPS_DEF(loom_op_def_dynamic_quantize, LOOM_OP_DYNAMIC_QUANTIZE_LINEAR,
+             "DynamicQuantizeLinear", 1, 1, 3, 3, infer_dynamic_quantize, cost_four, 0);
 LOOM_OPS_DEF(loom_op_def_qlinear_matmul, LOOM_OP_QLINEAR_MAT_MUL, "QLinearMatMul",
              8, 8, 1, 1, infer_qlinear_matmul, cost_qlinear_matmul, 0);
 LOOM_OPS_DEF(loom_op_def_qlinear_conv, LOOM_OP_QLINEAR_CONV, "QLinearConv",

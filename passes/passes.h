@@ -3,8 +3,8 @@
  * it as it is or returns a new, checked graph that replaces it; it reports what it changed in one
  * line. The pipeline runs them in a fixed, documented order (docs/architecture.md):
  *
- *   validate -> fold_constants -> quantize_int8_dynamic -> calibrate_int8 -> (later: fuse,
- *   lower MoE, specialise shapes)
+ *   validate -> fold_constants -> fuse_quantized_matmul -> quantize_int8_dynamic ->
+ *   calibrate_int8 -> (later: fuse epilogues, lower MoE, specialise shapes)
  *
  * and the scheduler then places the result, inserts copies and plans memory. Passes see the
  * graph layer only; what they must evaluate (folding, calibration) goes through the evaluator
@@ -80,6 +80,8 @@ loom_status pass_validate(const loom_graph *in, loom_graph **out, pass_ctx *ctx,
                           size_t summary_len);
 loom_status pass_fold_constants(const loom_graph *in, loom_graph **out, pass_ctx *ctx,
                                 char *summary, size_t summary_len);
+loom_status pass_fuse_quantized_matmul(const loom_graph *in, loom_graph **out, pass_ctx *ctx,
+                                       char *summary, size_t summary_len);
 loom_status pass_quantize_int8_dynamic(const loom_graph *in, loom_graph **out, pass_ctx *ctx,
                                        char *summary, size_t summary_len);
 loom_status pass_calibrate_int8(const loom_graph *in, loom_graph **out, pass_ctx *ctx,

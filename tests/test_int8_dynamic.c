@@ -3,7 +3,10 @@
  * the same quantisation (odd sizes, several panels, K not a multiple of 4, one row, one column,
  * with and without bias), and the quantize_int8_dynamic pass: MatMul and Gemm (transB, alpha,
  * beta, a bias row) rewritten and close to the float result, tiny inner dimensions and listed
- * nodes left in float, and a graph with nothing to quantize named in the pass's summary.
+ * nodes left in float, and a graph with nothing to quantize named in the pass's summary; and
+ * quantized ONNX models: DynamicQuantizeLinear against ONNX's formula, ONNX Runtime's
+ * DynamicQuantizeLinear + MatMulInteger + Cast + Mul + Add chains (one, and two sharing the
+ * quantisation) fused into one node each with the same integer arithmetic.
  * The kernel's portable path is exercised by running this suite with LOOM_CPU_NO_VNNI=1 too.
  */
 #include <loom/loom.h>
@@ -259,6 +262,184 @@ static void test_nothing_to_quantize_is_a_warning_not_an_error(void)
     loom_graph_destroy(g);
 }
 
+/* ---- quantized ONNX models: DynamicQuantizeLinear + MatMulInteger chains ---------------- */
+
+static float round_even(float v)
+{
+    return (v + 12582912.0f) - 12582912.0f;
+}
+
+/* ONNX DynamicQuantizeLinear of X[N], in naive loops. */
+static void naive_dql(const float *x, int64_t n, uint8_t *q, float *scale, uint8_t *zp)
+{
+    float lo = 0, hi = 0;
+    for (int64_t i = 0; i < n; i++) {
+        lo = fminf(lo, x[i]);
+        hi = fmaxf(hi, x[i]);
+    }
+    *scale = hi > lo ? (hi - lo) / 255.0f : 1.0f;
+    float z = round_even(fminf(255.0f, fmaxf(0.0f, -lo / *scale)));
+    *zp = (uint8_t)z;
+    for (int64_t i = 0; i < n; i++)
+        q[i] = (uint8_t)fminf(255.0f, fmaxf(0.0f, round_even(x[i] / *scale) + z));
+}
+
+/* ONNX Runtime's quantize_dynamic form of y = x . W + bias for W uint8 [K, N] with zero point
+ * WZP (per tensor) and scale WS (per column): DynamicQuantizeLinear, MatMulInteger, Cast, the
+ * scale product, Mul, Add. TWO: a second MatMul sharing the DynamicQuantizeLinear. */
+static loom_graph *ort_style(int64_t m, int64_t k, int64_t n, const uint8_t *w, uint8_t wzp,
+                             const float *ws, const float *bias, int two)
+{
+    loom_graph *g = loom_graph_create("qdyn");
+    int64_t xd[2] = {m, k}, wd[2] = {k, n}, nd[1] = {n};
+    loom_value x = loom_input(g, "x", LOOM_DTYPE_F32, 2, xd), dq[3];
+    loom_graph_op(g, "DynamicQuantizeLinear", "dql", &x, 1, NULL, 0, dq, 3);
+    for (int t = 0; t < 1 + two; t++) {
+        char nm[32];
+        loom_value wv = loom_constant(g, NULL, LOOM_DTYPE_U8, 2, wd, w);
+        loom_value zv = loom_constant(g, NULL, LOOM_DTYPE_U8, 0, NULL, &wzp);
+        loom_value sv = loom_constant(g, NULL, LOOM_DTYPE_F32, 1, nd, ws);
+        loom_value mi_in[4] = {dq[0], wv, dq[2], zv}, mm, mf, sc, y, z;
+        snprintf(nm, sizeof nm, "mmi%d", t);
+        loom_graph_op(g, "MatMulInteger", nm, mi_in, 4, NULL, 0, &mm, 1);
+        loom_attr to = loom_attr_int("to", 1);
+        loom_graph_op(g, "Cast", NULL, &mm, 1, &to, 1, &mf, 1);
+        loom_value s_in[2] = {dq[1], sv};
+        loom_graph_op(g, "Mul", NULL, s_in, 2, NULL, 0, &sc, 1);
+        loom_value m_in[2] = {mf, sc};
+        loom_graph_op(g, "Mul", NULL, m_in, 2, NULL, 0, &y, 1);
+        loom_value b = loom_constant(g, NULL, LOOM_DTYPE_F32, 1, nd, bias);
+        loom_value a_in[2] = {y, b};
+        loom_graph_op(g, "Add", NULL, a_in, 2, NULL, 0, &z, 1);
+        snprintf(nm, sizeof nm, "y%d", t);
+        loom_output(g, z, nm);
+    }
+    CU_ASSERT_EQUAL(loom_graph_check(g), LOOM_OK);
+    return g;
+}
+
+static void test_quantized_matmul_chain_fuses_and_keeps_onnx_arithmetic(void)
+{
+    const int64_t m = 6, k = 50, n = 70;
+    uint8_t *w = malloc((size_t)(k * n)), wzp = 131, xq[6 * 50], xzp;
+    float ws[70], bias[70], x[6 * 50], y[2][6 * 70], xs;
+    /* uint8 weights around their zero point, as ONNX Runtime writes them (W - zp fits int8). */
+    for (int64_t i = 0; i < k * n; i++)
+        w[i] = (uint8_t)(int)(131 + frand() * 120);
+    for (int j = 0; j < n; j++) {
+        ws[j] = 0.002f + 0.0001f * (float)j;
+        bias[j] = frand();
+    }
+    for (int i = 0; i < m * k; i++)
+        x[i] = frand() * 2.0f + 0.3f;
+    for (int shared = 0; shared < 2; shared++) {
+        loom_graph *g = ort_style(m, k, n, w, wzp, ws, bias, shared);
+        loom_plan *p;
+        CU_ASSERT_EQUAL_FATAL(loom_plan_create(rt, g, NULL, &p), LOOM_OK);
+        /* Every node of the chain (and the shared DynamicQuantizeLinear) is gone. */
+        CU_ASSERT_EQUAL(loom_plan_node_count(p), (size_t)(1 + shared));
+        for (size_t i = 0; i < loom_plan_node_count(p); i++)
+            CU_ASSERT_STRING_EQUAL(loom_plan_node_op(p, i), "MatMulInt8Dynamic");
+        CU_ASSERT(strstr(stage_summary(p, "fuse_quantized_matmul"), shared ? "2 Dynamic" : "1 Dyn") !=
+                  NULL);
+        loom_tensor *in, *out[2];
+        int64_t xd[2] = {m, k}, yd[2] = {m, n};
+        loom_tensor_wrap(LOOM_DTYPE_F32, 2, xd, x, &in);
+        loom_tensor_wrap(LOOM_DTYPE_F32, 2, yd, y[0], &out[0]);
+        loom_tensor_wrap(LOOM_DTYPE_F32, 2, yd, y[1], &out[1]);
+        CU_ASSERT_EQUAL(loom_plan_run(p, (const loom_tensor *const *)&in, 1, out,
+                                      (size_t)(1 + shared), NULL), LOOM_OK);
+        naive_dql(x, m * k, xq, &xs, &xzp);
+        double worst = 0;
+        for (int t = 0; t <= shared; t++)
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < n; j++) {
+                    int64_t acc = 0;
+                    for (int q = 0; q < k; q++)
+                        acc += ((int64_t)xq[i * k + q] - xzp) * ((int64_t)w[q * n + j] - wzp);
+                    float want = (float)acc * (xs * ws[j]) + bias[j];
+                    worst = fmax(worst, fabs(y[t][i * n + j] - want) / (1.0 + fabs(want)));
+                }
+        CU_ASSERT(worst < 1e-6); /* the same integer sums and float products */
+        loom_tensor_destroy(in);
+        loom_tensor_destroy(out[0]);
+        loom_tensor_destroy(out[1]);
+        loom_plan_destroy(p);
+        loom_graph_destroy(g);
+    }
+    free(w);
+}
+
+/* Weights whose distance from their zero point does not fit int8 stay unfused, and right. */
+static void test_quantized_chain_outside_int8_stays_unfused(void)
+{
+    const int64_t m = 3, k = 20, n = 9;
+    uint8_t w[20 * 9], wzp = 131, xq[3 * 20], xzp;
+    float ws[9], bias[9], x[3 * 20], y[3 * 9], xs;
+    for (int i = 0; i < k * n; i++)
+        w[i] = (uint8_t)(i % 2 ? 0 : 255); /* 0 - 131 is below -128 */
+    for (int j = 0; j < n; j++) {
+        ws[j] = 0.01f;
+        bias[j] = (float)j;
+    }
+    for (int i = 0; i < m * k; i++)
+        x[i] = frand();
+    loom_graph *g = ort_style(m, k, n, w, wzp, ws, bias, 0);
+    loom_plan *p;
+    CU_ASSERT_EQUAL_FATAL(loom_plan_create(rt, g, NULL, &p), LOOM_OK);
+    CU_ASSERT(strstr(stage_summary(p, "fuse_quantized_matmul"), "nothing fused") != NULL);
+    CU_ASSERT(loom_plan_node_count(p) > 1);
+    CU_ASSERT_EQUAL(run(p, x, m, k, y, n), LOOM_OK);
+    naive_dql(x, m * k, xq, &xs, &xzp);
+    double worst = 0;
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            int64_t acc = 0;
+            for (int q = 0; q < k; q++)
+                acc += ((int64_t)xq[i * k + q] - xzp) * ((int64_t)w[q * n + j] - wzp);
+            float want = (float)acc * (xs * ws[j]) + bias[j];
+            worst = fmax(worst, fabs(y[i * n + j] - want) / (1.0 + fabs(want)));
+        }
+    CU_ASSERT(worst < 1e-6);
+    loom_plan_destroy(p);
+    loom_graph_destroy(g);
+}
+
+/* DynamicQuantizeLinear alone, against ONNX's formula. */
+static void test_dynamic_quantize_linear_matches_onnx_formula(void)
+{
+    float x[13];
+    for (int i = 0; i < 13; i++)
+        x[i] = frand() * 3.0f - 0.5f;
+    loom_graph *g = loom_graph_create("dql");
+    int64_t d[1] = {13};
+    loom_value xv = loom_input(g, "x", LOOM_DTYPE_F32, 1, d), o[3];
+    loom_graph_op(g, "DynamicQuantizeLinear", "q", &xv, 1, NULL, 0, o, 3);
+    loom_output(g, o[0], "y");
+    loom_output(g, o[1], "y_scale");
+    loom_output(g, o[2], "y_zero_point");
+    CU_ASSERT_EQUAL_FATAL(loom_graph_check(g), LOOM_OK);
+    loom_plan *p;
+    CU_ASSERT_EQUAL_FATAL(loom_plan_create(rt, g, NULL, &p), LOOM_OK);
+    uint8_t y[13], yz, want[13], wz;
+    float ys, ws;
+    loom_tensor *in, *out[3];
+    loom_tensor_wrap(LOOM_DTYPE_F32, 1, d, x, &in);
+    loom_tensor_wrap(LOOM_DTYPE_U8, 1, d, y, &out[0]);
+    loom_tensor_wrap(LOOM_DTYPE_F32, 0, NULL, &ys, &out[1]);
+    loom_tensor_wrap(LOOM_DTYPE_U8, 0, NULL, &yz, &out[2]);
+    CU_ASSERT_EQUAL(loom_plan_run(p, (const loom_tensor *const *)&in, 1, out, 3, NULL), LOOM_OK);
+    naive_dql(x, 13, want, &ws, &wz);
+    CU_ASSERT_DOUBLE_EQUAL(ys, ws, 1e-9);
+    CU_ASSERT_EQUAL(yz, wz);
+    CU_ASSERT(memcmp(y, want, 13) == 0);
+    loom_tensor_destroy(in);
+    for (int i = 0; i < 3; i++)
+        loom_tensor_destroy(out[i]);
+    loom_plan_destroy(p);
+    loom_graph_destroy(g);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -275,6 +456,12 @@ int main(void)
         {"pass_keeps_tiny_k_and_listed_nodes_float", test_pass_keeps_tiny_k_and_listed_nodes_float},
         {"nothing_to_quantize_is_a_warning_not_an_error",
          test_nothing_to_quantize_is_a_warning_not_an_error},
+        {"dynamic_quantize_linear_matches_onnx_formula",
+         test_dynamic_quantize_linear_matches_onnx_formula},
+        {"quantized_matmul_chain_fuses_and_keeps_onnx_arithmetic",
+         test_quantized_matmul_chain_fuses_and_keeps_onnx_arithmetic},
+        {"quantized_chain_outside_int8_stays_unfused",
+         test_quantized_chain_outside_int8_stays_unfused},
     };
     for (size_t i = 0; i < sizeof tests / sizeof *tests; i++)
         CU_add_test(s, tests[i].name, tests[i].fn);

@@ -62,9 +62,9 @@ static void test_stages_are_recorded_in_pipeline_order(void)
     CU_ASSERT_EQUAL_FATAL(loom_graph_check(g), LOOM_OK);
     loom_plan *p;
     CU_ASSERT_EQUAL_FATAL(loom_plan_create(rt, g, NULL, &p), LOOM_OK);
-    const char *want[] = {"validate",      "fold_constants", "quantize_int8_dynamic",
-                          "calibrate_int8", "place",         "compile",
-                          "insert_copies", "memory_plan"};
+    const char *want[] = {"validate",       "fold_constants",        "fuse_quantized_matmul",
+                          "quantize_int8_dynamic", "calibrate_int8", "place",
+                          "compile",        "insert_copies",         "memory_plan"};
     CU_ASSERT_EQUAL(loom_plan_pass_count(p), sizeof want / sizeof *want);
     for (size_t i = 0; i < sizeof want / sizeof *want && i < loom_plan_pass_count(p); i++) {
         loom_pass_info info = {.struct_size = sizeof info};

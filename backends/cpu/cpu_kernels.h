@@ -93,7 +93,7 @@ void cpu_register_recurrent(cpu_op_entry *table);
 /* kernels_generators.c: Shape, ConstantOfShape, Range, Dropout */
 void cpu_register_generators(cpu_op_entry *table);
 /* kernels_quantization.c: QuantizeLinear, DequantizeLinear, MatMulInteger, QLinearMatMul,
- * QLinearConv */
+ * QLinearConv, DynamicQuantizeLinear */
 void cpu_register_quantization(cpu_op_entry *table);
 /* kernels_int8_gemm.c: MatMulInt8Dynamic (AVX-512 VNNI, portable fallback) */
 void cpu_register_int8_gemm(cpu_op_entry *table);

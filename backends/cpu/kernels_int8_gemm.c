@@ -1,11 +1,14 @@
 /*
  * MatMulInt8Dynamic on the CPU: Y[m][n] = (sum_k qa[m][k] * B[k][n]) * sa[m] * sb[n] + bias[n],
  * where each row of A is quantised when the node runs (symmetric, qa in [-127, 127], one scale
- * sa[m] = max|A[m]| / 127) and B is int8 with one scale per column. Sums are exact int32.
+ * sa[m] = max|A[m]| / 127) and B is int8 with one scale per column. Sums are exact int32. With
+ * tensor_asymmetric, A is quantised as ONNX DynamicQuantizeLinear does instead (uint8, one scale
+ * and zero point for the whole tensor), so a fused DynamicQuantizeLinear + MatMulInteger keeps its
+ * integer arithmetic exactly.
  *
  * The inner loop is AVX-512 VNNI's vpdpbusd (u8 x s8, four products summed into each int32
- * lane, no saturation): A's rows are stored as u8 (qa + 128) and the 128 * column sum of B is
- * taken back out in the epilogue. B is packed once at prepare into panels of 64 columns, each
+ * lane, no saturation): A's rows are stored as u8 (qa + 128, or DynamicQuantizeLinear's values)
+ * and the zero point times the column sum of B is taken back out in the epilogue. B is packed once at prepare into panels of 64 columns, each
  * k-group of 4 holding 64 x 4 bytes, so the micro-kernel (4 rows x 64 columns, 16 accumulators)
  * reads B contiguously. Machines without VNNI run the same packed layout with portable integer
  * code (exact, slower). The ISA is chosen once, at prepare (LOOM_CPU_NO_VNNI=1: portable).
@@ -33,10 +36,11 @@ typedef struct i8g_params {
     int64_t kg;         /* k-groups of 4 (K rounded up) */
     int64_t panels;     /* ceil(N / 64) */
     int8_t *packed;     /* panels x kg x 64 x 4 bytes, zero-padded */
-    int32_t *colsum128; /* 128 * sum_k B[k][n], per padded column */
+    int32_t *colsum;    /* sum_k B[k][n], per padded column */
     float *scale;       /* per padded column (0 in the padding) */
     float *bias;        /* per padded column, or NULL */
     int vnni;
+    int asym;           /* tensor_asymmetric: A quantised as DynamicQuantizeLinear does */
 } i8g_params;
 
 static void i8g_free(void *p)
@@ -45,7 +49,7 @@ static void i8g_free(void *p)
     if (!q)
         return;
     free(q->packed);
-    free(q->colsum128);
+    free(q->colsum);
     free(q->scale);
     free(q->bias);
     free(q);
@@ -74,6 +78,8 @@ typedef struct i8g_run {
     float *y;
     uint8_t *qa;    /* m x (kg * 4) */
     float *sa;      /* m */
+    int32_t zp;     /* what the stored u8 values of A are offset by: 128, or A's zero point */
+    float scale, zpf; /* tensor_asymmetric: A's scale and zero point */
 } i8g_run;
 
 /* Quantise rows [b, e) of A. */
@@ -104,6 +110,26 @@ static void quant_rows(void *arg, size_t b, size_t e)
     }
 }
 
+/* tensor_asymmetric: rows [b, e) of A as ONNX DynamicQuantizeLinear quantises them, with the
+ * scale and zero point already found over the whole tensor (R->scale, R->zpf), dividing as
+ * ONNX writes it. */
+static void quant_rows_asym(void *arg, size_t b, size_t e)
+{
+    const i8g_run *r = arg;
+    const int64_t k = r->p->k, kp = r->p->kg * 4;
+    for (size_t m = b; m < e; m++) {
+        const float *a = r->a + m * (size_t)k;
+        uint8_t *q = r->qa + m * (size_t)kp;
+        for (int64_t i = 0; i < k; i++) {
+            float v = ((a[i] / r->scale + 12582912.0f) - 12582912.0f) + r->zpf;
+            v = v < 0.0f ? 0.0f : v > 255.0f ? 255.0f : v == v ? v : r->zpf;
+            q[i] = (uint8_t)v;
+        }
+        for (int64_t i = k; i < kp; i++)
+            q[i] = (uint8_t)r->zp; /* B is zero there */
+    }
+}
+
 /* The epilogue of one row and ACC[0..cols) of panel P: dequantise, add the bias, store. */
 static void store_row(const i8g_run *r, int64_t m, int64_t p, const int32_t *acc, int64_t cols)
 {
@@ -111,15 +137,15 @@ static void store_row(const i8g_run *r, int64_t m, int64_t p, const int32_t *acc
     const int64_t c0 = p * I8G_PANEL;
     float *y = r->y + m * q->n + c0;
     const float sa = r->sa[m];
-    const int32_t *cs = q->colsum128 + c0;
+    const int32_t *cs = q->colsum + c0, zp = r->zp;
     const float *sb = q->scale + c0;
     if (q->bias) {
         const float *bias = q->bias + c0;
         for (int64_t j = 0; j < cols; j++)
-            y[j] = (float)(acc[j] - cs[j]) * (sa * sb[j]) + bias[j];
+            y[j] = (float)(acc[j] - zp * cs[j]) * (sa * sb[j]) + bias[j];
     } else {
         for (int64_t j = 0; j < cols; j++)
-            y[j] = (float)(acc[j] - cs[j]) * (sa * sb[j]);
+            y[j] = (float)(acc[j] - zp * cs[j]) * (sa * sb[j]);
     }
 }
 
@@ -193,7 +219,9 @@ store_row_avx512(const i8g_run *r, int64_t m, int64_t p, const __m512i *acc, int
     for (int v = 0; v < 4 && v * 16 < cols; v++) {
         const int64_t left = cols - v * 16;
         const __mmask16 mk = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
-        __m512i t = _mm512_sub_epi32(acc[v], _mm512_loadu_si512(q->colsum128 + c0 + v * 16));
+        __m512i t = _mm512_sub_epi32(
+            acc[v], _mm512_mullo_epi32(_mm512_set1_epi32(r->zp),
+                                       _mm512_loadu_si512(q->colsum + c0 + v * 16)));
         __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(t),
                                  _mm512_mul_ps(sa, _mm512_loadu_ps(q->scale + c0 + v * 16)));
         if (q->bias)
@@ -289,11 +317,33 @@ static loom_status i8g_run_fn(const cpu_kernel *k, const loom_exec_args *args, c
     i8g_run r = {.p = q, .a = args->inputs[0], .y = args->outputs[0]};
     r.qa = args->scratch;
     r.sa = (float *)((char *)args->scratch + align64((size_t)q->m * (size_t)q->kg * 4));
+    if (q->asym) {
+        /* ONNX DynamicQuantizeLinear over the whole of A: [min(0, min), max(0, max)] onto
+         * [0, 255]; a range of zero width gives scale 1, zero point 0 (as ONNX Runtime). */
+        const size_t n = (size_t)(q->m * q->k);
+        float lo = 0.0f, hi = 0.0f;
+        for (size_t i = 0; i < n; i++) {
+            lo = r.a[i] < lo ? r.a[i] : lo;
+            hi = r.a[i] > hi ? r.a[i] : hi;
+        }
+        const float scale = hi > lo ? (hi - lo) / 255.0f : 1.0f;
+        float zp = 0.0f - lo / scale;
+        zp = zp < 0.0f ? 0.0f : zp > 255.0f ? 255.0f : zp;
+        zp = (zp + 12582912.0f) - 12582912.0f;
+        r.scale = scale;
+        r.zpf = zp;
+        r.zp = (int32_t)zp;
+        for (int64_t m = 0; m < q->m; m++)
+            r.sa[m] = scale;
+        cpu_parallel_for(pool, (size_t)q->m, 16, quant_rows_asym, &r);
+    } else {
+        r.zp = 128;
 #ifdef I8G_HAVE_X86
-    cpu_parallel_for(pool, (size_t)q->m, 16, q->vnni ? quant_rows_avx512 : quant_rows, &r);
+        cpu_parallel_for(pool, (size_t)q->m, 16, q->vnni ? quant_rows_avx512 : quant_rows, &r);
 #else
-    cpu_parallel_for(pool, (size_t)q->m, 16, quant_rows, &r);
+        cpu_parallel_for(pool, (size_t)q->m, 16, quant_rows, &r);
 #endif
+    }
     size_t n_tiles = (size_t)((q->m + I8G_ROWS - 1) / I8G_ROWS) * (size_t)q->panels;
     cpu_parallel_for(pool, n_tiles, 1, tiles, &r);
     return LOOM_OK;
@@ -328,10 +378,10 @@ static loom_status i8g_prepare(const loom_node_desc *node, cpu_kernel *k, char *
     q->panels = (q->n + I8G_PANEL - 1) / I8G_PANEL;
     const size_t padn = (size_t)q->panels * I8G_PANEL;
     q->packed = calloc((size_t)q->panels * (size_t)q->kg * I8G_PANEL * 4 + 64, 1);
-    q->colsum128 = calloc(padn + 1, sizeof *q->colsum128);
+    q->colsum = calloc(padn + 1, sizeof *q->colsum);
     q->scale = calloc(padn + 1, sizeof *q->scale);
     q->bias = cpu_present(node, 3) ? calloc(padn + 1, sizeof *q->bias) : NULL;
-    if (!q->packed || !q->colsum128 || !q->scale || (cpu_present(node, 3) && !q->bias)) {
+    if (!q->packed || !q->colsum || !q->scale || (cpu_present(node, 3) && !q->bias)) {
         i8g_free(q);
         return cpu_fail(err, err_len, LOOM_ERR_OUT_OF_MEMORY, "out of memory packing weights");
     }
@@ -346,12 +396,13 @@ static loom_status i8g_prepare(const loom_node_desc *node, cpu_kernel *k, char *
             q->packed[((size_t)(p * q->kg + kk / 4) * I8G_PANEL + (size_t)c) * 4 + (size_t)(kk % 4)] =
                 v;
         }
-        q->colsum128[j] = 128 * sum;
+        q->colsum[j] = sum;
         q->scale[j] = sc[j];
         if (q->bias)
             q->bias[j] = ((const float *)node->input_constants[3])[j];
     }
     q->vnni = cpu_has_vnni();
+    q->asym = loom_node_attr_int(node, "tensor_asymmetric", 0) != 0;
     k->run = i8g_run_fn;
     k->params = q;
     k->free_params = i8g_free;

@@ -886,10 +886,70 @@ oom:
     return cpu_fail(err, err_len, LOOM_ERR_OUT_OF_MEMORY, "%s: out of memory", node->op_name);
 }
 
+/* ---- DynamicQuantizeLinear ------------------------------------------------------------------ */
+
+/* Round half to even without a libm call; |v| < 2^22. */
+static inline float dql_round(float v)
+{
+    return (v + 12582912.0f) - 12582912.0f;
+}
+
+static int dql_supports(const loom_node_desc *node, char *reason, size_t len)
+{
+    if (node->n_inputs != 1 || node->n_outputs != 3 || node->inputs[0].dtype != LOOM_DTYPE_F32)
+        return cpu_reason(reason, len, "DynamicQuantizeLinear: float32 x, three outputs");
+    return 1;
+}
+
+/* ONNX's arithmetic: the range [min(0, min x), max(0, max x)] onto [0, 255], the zero point
+ * rounded half to even; a range of zero width (x all zeros) gives scale 1 and zero point 0, as
+ * ONNX Runtime does. */
+static loom_status dql_run(const cpu_kernel *k, const loom_exec_args *args, cpu_pool *pool,
+                           char *err, size_t err_len)
+{
+    (void)pool;
+    (void)err;
+    (void)err_len;
+    const float *x = args->inputs[0];
+    uint8_t *y = args->outputs[0];
+    float *ys = args->outputs[1];
+    uint8_t *yz = args->outputs[2];
+    const int64_t n = loom_tensor_desc_numel(&k->in[0]);
+    float lo = 0.0f, hi = 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        lo = x[i] < lo ? x[i] : lo;
+        hi = x[i] > hi ? x[i] : hi;
+    }
+    float scale = hi > lo ? (hi - lo) / 255.0f : 1.0f;
+    float zp = dql_round(fminf(255.0f, fmaxf(0.0f, 0.0f - lo / scale)));
+    for (int64_t i = 0; i < n; i++) {
+        float v = dql_round(x[i] / scale) + zp; /* a division, as ONNX writes it */
+        v = v < 0.0f ? 0.0f : v > 255.0f ? 255.0f : v == v ? v : zp;
+        y[i] = (uint8_t)v;
+    }
+    *ys = scale;
+    *yz = (uint8_t)zp;
+    return LOOM_OK;
+}
+
+static loom_status dql_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
+                               size_t err_len)
+{
+    (void)node;
+    (void)err;
+    (void)err_len;
+    k->run = dql_run;
+    k->params = NULL;
+    k->scratch_bytes = 0;
+    return LOOM_OK;
+}
+
 /* ---- registration --------------------------------------------------------------------------- */
 
 void cpu_register_quantization(cpu_op_entry *table)
 {
+    table[LOOM_OP_DYNAMIC_QUANTIZE_LINEAR].supports = dql_supports;
+    table[LOOM_OP_DYNAMIC_QUANTIZE_LINEAR].prepare = dql_prepare;
     table[LOOM_OP_QUANTIZE_LINEAR].supports = quant_supports;
     table[LOOM_OP_QUANTIZE_LINEAR].prepare = quant_prepare;
     table[LOOM_OP_DEQUANTIZE_LINEAR].supports = quant_supports;

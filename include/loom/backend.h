@@ -165,6 +165,7 @@ typedef enum loom_op_id {
      * int8 per output column (scale[N]), each row of A quantised on the fly, int32 sums. What
      * the int8-dynamic pass turns MatMul/Gemm with constant weights into. */
     LOOM_OP_MAT_MUL_INT8_DYNAMIC = 94,
+    LOOM_OP_DYNAMIC_QUANTIZE_LINEAR = 95,
     LOOM_OP_COUNT_V0_4 /* one past the last id of ABI 0.4 */
 } loom_op_id;
 
