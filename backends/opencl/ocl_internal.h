@@ -204,4 +204,78 @@ loom_status ocl_fault_check(ocl_run *r, const char *what);
 /* Name of an OpenCL error code ("CL_OUT_OF_RESOURCES"). */
 const char *ocl_error_name(cl_int code);
 
+/* ---- messages and failure injection (ocl_backend.c) ------------------------------------------ */
+
+/* Write a message into ERR (when given) and return ST. */
+loom_status ocl_fail(char *err, size_t err_len, loom_status st, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Pass one line to the host's log at LEVEL; nothing when the host gave no log. */
+void ocl_log(const ocl_state *s, loom_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* The Loom status of an OpenCL error code (out of memory, invalid argument, else device lost). */
+loom_status ocl_cl_status(cl_int code);
+
+/* Whether this event of a LOOM_FAULT kind (counter C, fault at AT; 0 = never) is the one to
+ * fail. Counts the event. */
+int ocl_fault_hits(atomic_long *c, long at);
+
+/* ---- devices (ocl_device.c) ------------------------------------------------------------------ */
+
+/* Open every device of every platform into S->devs (S->n_devs of them); a device that cannot
+ * start is logged and skipped, no platform leaves none. */
+void ocl_discover(ocl_state *s);
+
+/* Release everything D holds: programs, kernels, blocks, pool, queue, context. */
+void ocl_device_close(ocl_device *d);
+
+/* Device string WHAT of ID into OUT (trailing blanks trimmed; "" when the driver fails). */
+void ocl_dev_string(cl_device_id id, cl_device_info what, char *out, size_t len);
+
+/* ---- programs (ocl_program.c) and their on-disk cache (ocl_program_cache.c) ------------------ */
+
+/* Build D's main program and its kernels if not yet done (caller holds d->lock). Returns
+ * LOOM_OK or a message in ERR; a real build failure is remembered, an injected one is not. */
+loom_status ocl_ensure_program(ocl_state *s, ocl_device *d, char *err, size_t err_len);
+
+/* Set S->cache_dir to $XDG_CACHE_HOME/loom/opencl (else ~/.cache/loom/opencl), created when
+ * missing; left "" (no cache) when neither is set or it cannot be created. */
+void ocl_cache_dir_init(ocl_state *s);
+
+/* The cache key of a program of D (device, driver, platform, the hash of SRC, build options
+ * OPTS) into KEY, and the path of its entry under DIR into FILE. */
+void ocl_cache_key(const ocl_device *d, const char *src, size_t src_len, const char *opts,
+                   char *key, size_t len, char *file, size_t file_len, const char *dir);
+
+/* Why a present cache entry was not used, for the warning; NULL when it was fine or merely
+ * stale (another format, another key: a different program under a colliding name). */
+typedef struct ocl_cache_verdict {
+    const char *corrupt;
+} ocl_cache_verdict;
+
+/* The cached binary under KEY in FILE, built for D with OPTS; NULL when absent or unusable
+ * (then rebuilt), with V->corrupt saying why when the entry is damaged. The caller releases
+ * the program. */
+cl_program ocl_cache_load(const ocl_device *d, const char *key, const char *file,
+                          const char *opts, ocl_cache_verdict *v);
+
+/* Write PROG's binary under KEY to FILE through a temporary file and a rename (readers never
+ * see half); failures leave no entry. */
+void ocl_cache_store(cl_program prog, const char *key, const char *file);
+
+/* ---- memory (ocl_memory.c) ------------------------------------------------------------------- */
+
+/* The table's alloc, free, upload and download (see loom_backend in loom/backend.h). */
+void *ocl_alloc(void *ctx, uint32_t dev, size_t size, size_t align);
+void ocl_free(void *ctx, uint32_t dev, void *ptr, size_t size);
+loom_status ocl_upload(void *ctx, uint32_t dev, void *dst, const void *src, size_t bytes,
+                       char *err, size_t err_len);
+loom_status ocl_download(void *ctx, uint32_t dev, void *dst, const void *src, size_t bytes,
+                         char *err, size_t err_len);
+
+/* The cl_mem and offset of [P, P + BYTES) on D into OUT; 0 on success, -1 when the range is
+ * not inside one block from alloc. Takes D's blocks_lock for reading. */
+int ocl_resolve(ocl_device *d, const void *p, size_t bytes, ocl_buf *out);
+
 #endif /* LOOM_OCL_INTERNAL_H */
