@@ -1,7 +1,8 @@
 /*
- * What the simulated NPU computes, and how: the support rules (the ops and dtypes an int8/fp16
- * accelerator has), the work of a node for the roofline estimate, and the kernels. The kernels
- * compute for real on the host but with the device's arithmetic:
+ * The simulated NPU's kernels: prepare (weights quantised, scratch laid out), the float ops
+ * (Conv, MatMul, Gemm, Relu, Clip, Add, Mul, pools) and the dispatch of a run. What the device
+ * takes is decided in npu_support.c; the exact integer ops are in npu_kernels_quant.c. The
+ * kernels compute for real on the host but with the device's arithmetic:
  *  - fp16: every float operand is rounded to fp16, sums accumulate in f32 (as NPU MAC arrays
  *    do), and every result is rounded to fp16 (so an f32 tensor leaving the device holds fp16
  *    values, and values beyond 65504 become infinities, as on the device);
@@ -26,19 +27,6 @@
 #include <string.h>
 
 #define UNUSED_SLOT ((size_t)-1)
-
-static int say_no(char *reason, size_t len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int say_no(char *reason, size_t len, const char *fmt, ...)
-{
-    if (reason && len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(reason, len, fmt, ap);
-        va_end(ap);
-    }
-    return 0;
-}
 
 static loom_status fail(char *err, size_t len, loom_status st, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -96,286 +84,6 @@ float npu_f16_to_f32(uint16_t h)
     return f;
 }
 
-/* ---- support rules ------------------------------------------------------------------------- */
-
-static int is_float(loom_dtype t)
-{
-    return t == LOOM_DTYPE_F32 || t == LOOM_DTYPE_F16;
-}
-
-static int is_q8(loom_dtype t)
-{
-    return t == LOOM_DTYPE_I8 || t == LOOM_DTYPE_U8;
-}
-
-static const char *dtype_word(loom_dtype t)
-{
-    switch (t) {
-    case LOOM_DTYPE_F32: return "float32";
-    case LOOM_DTYPE_F16: return "float16";
-    case LOOM_DTYPE_BF16: return "bfloat16";
-    case LOOM_DTYPE_I8: return "int8";
-    case LOOM_DTYPE_U8: return "uint8";
-    case LOOM_DTYPE_I32: return "int32";
-    case LOOM_DTYPE_I64: return "int64";
-    case LOOM_DTYPE_BOOL: return "bool";
-    default: return "undefined";
-    }
-}
-
-static int present(const loom_node_desc *node, uint32_t k)
-{
-    return k < node->n_inputs && node->inputs[k].dtype != LOOM_DTYPE_UNDEFINED;
-}
-
-static int64_t numel(const loom_tensor_desc *d)
-{
-    return loom_tensor_desc_numel(d);
-}
-
-/* The float mode of an arithmetic node whose float inputs have dtype T. */
-static int float_mode(const loom_node_desc *node, loom_dtype t, npu_mode *mode, char *reason,
-                      size_t len)
-{
-    if (t == LOOM_DTYPE_F16) {
-        *mode = NPU_MODE_F16;
-        return 1;
-    }
-    if (t != LOOM_DTYPE_F32)
-        return say_no(reason, len, "npu-sim: %s on %s is not supported (float16, or float32 "
-                      "with reduced precision)", node->op_name, dtype_word(t));
-    uint32_t p = LOOM_NODE_DESC_HAS_PRECISION(node) ? node->precision : LOOM_PRECISION_F32;
-    if (p == LOOM_PRECISION_F16) {
-        *mode = NPU_MODE_F16;
-        return 1;
-    }
-    if (p == LOOM_PRECISION_INT8) {
-        *mode = NPU_MODE_INT8;
-        return 1;
-    }
-    return say_no(reason, len, "npu-sim: float32 %s needs --precision fp16 or int8",
-                  node->op_name);
-}
-
-static int scale_ok(const loom_node_desc *node, uint32_t k, int64_t per_axis)
-{
-    if (!present(node, k))
-        return 0;
-    int64_t n = numel(&node->inputs[k]);
-    return n == 1 || (per_axis > 0 && n == per_axis && node->inputs[k].rank == 1);
-}
-
-int npu_check(const loom_node_desc *node, npu_mode *mode, char *reason, size_t len)
-{
-    const char *op = node->op_name ? node->op_name : "this operator";
-    switch (node->op) {
-    case LOOM_OP_CONV: case LOOM_OP_MATMUL: case LOOM_OP_GEMM: case LOOM_OP_RELU:
-    case LOOM_OP_CLIP: case LOOM_OP_ADD: case LOOM_OP_MUL: case LOOM_OP_MAX_POOL:
-    case LOOM_OP_AVERAGE_POOL: case LOOM_OP_GLOBAL_AVERAGE_POOL: case LOOM_OP_RESHAPE:
-    case LOOM_OP_FLATTEN: case LOOM_OP_QUANTIZE_LINEAR: case LOOM_OP_DEQUANTIZE_LINEAR:
-    case LOOM_OP_QLINEAR_CONV: case LOOM_OP_QLINEAR_MAT_MUL:
-        break;
-    default:
-        return say_no(reason, len, "npu-sim: %s is not supported", op);
-    }
-    if (node->n_inputs > NPU_MAX_IN || node->n_outputs < 1 || node->n_outputs > 2 ||
-        node->n_inputs < 1)
-        return say_no(reason, len, "npu-sim: %s with %u inputs and %u outputs is not supported",
-                      op, node->n_inputs, node->n_outputs);
-    for (uint32_t k = 0; k < node->n_inputs; k++)
-        if (present(node, k) && node->inputs[k].rank > 4)
-            return say_no(reason, len, "npu-sim: %s: input %u has rank %u (at most 4)", op, k,
-                          node->inputs[k].rank);
-    for (uint32_t k = 0; k < node->n_outputs; k++)
-        if (node->outputs[k].rank > 4)
-            return say_no(reason, len, "npu-sim: %s: output %u has rank %u (at most 4)", op, k,
-                          node->outputs[k].rank);
-    if (node->n_outputs != 1)
-        return say_no(reason, len, "npu-sim: %s with a second output is not supported", op);
-
-    const loom_tensor_desc *x = &node->inputs[0];
-    switch (node->op) {
-    case LOOM_OP_RESHAPE: case LOOM_OP_FLATTEN:
-        if (x->dtype == LOOM_DTYPE_F32)
-            return float_mode(node, x->dtype, mode, reason, len) ? (*mode = NPU_MODE_EXACT, 1)
-                                                                 : 0;
-        if (x->dtype != LOOM_DTYPE_F16 && !is_q8(x->dtype))
-            return say_no(reason, len, "npu-sim: %s of %s is not supported", op,
-                          dtype_word(x->dtype));
-        *mode = NPU_MODE_EXACT;
-        return 1;
-    case LOOM_OP_QUANTIZE_LINEAR: {
-        if (!is_float(x->dtype) || !is_q8(node->outputs[0].dtype))
-            return say_no(reason, len, "npu-sim: QuantizeLinear from %s to %s is not supported",
-                          dtype_word(x->dtype), dtype_word(node->outputs[0].dtype));
-        int64_t ax = loom_node_attr_int(node, "axis", 0);
-        if (!scale_ok(node, 1, x->rank ? x->dims[ax < x->rank ? ax : 0] : 1))
-            return say_no(reason, len, "npu-sim: QuantizeLinear: unsupported scale layout");
-        *mode = NPU_MODE_EXACT;
-        return 1;
-    }
-    case LOOM_OP_DEQUANTIZE_LINEAR: {
-        if (!is_q8(x->dtype) || !is_float(node->outputs[0].dtype))
-            return say_no(reason, len, "npu-sim: DequantizeLinear from %s is not supported",
-                          dtype_word(x->dtype));
-        int64_t ax = loom_node_attr_int(node, "axis", 0);
-        if (!scale_ok(node, 1, x->rank ? x->dims[ax < x->rank ? ax : 0] : 1))
-            return say_no(reason, len, "npu-sim: DequantizeLinear: unsupported scale layout");
-        *mode = NPU_MODE_EXACT;
-        return 1;
-    }
-    case LOOM_OP_QLINEAR_MAT_MUL:
-        if (node->n_inputs != 8 || node->inputs[0].rank != 2 || node->inputs[3].rank != 2)
-            return say_no(reason, len, "npu-sim: QLinearMatMul is 2-D only");
-        if (!is_q8(x->dtype) || !is_q8(node->inputs[3].dtype) ||
-            !is_q8(node->outputs[0].dtype) || node->inputs[1].dtype != LOOM_DTYPE_F32 ||
-            node->inputs[4].dtype != LOOM_DTYPE_F32 || node->inputs[6].dtype != LOOM_DTYPE_F32)
-            return say_no(reason, len, "npu-sim: QLinearMatMul: only int8/uint8 data with "
-                          "float32 scales is supported");
-        if (!scale_ok(node, 1, 0) || !scale_ok(node, 6, 0) ||
-            !scale_ok(node, 4, node->inputs[3].dims[1]) ||
-            (present(node, 2) && numel(&node->inputs[2]) != 1) ||
-            (present(node, 7) && numel(&node->inputs[7]) != 1) ||
-            (present(node, 5) && numel(&node->inputs[5]) != 1))
-            return say_no(reason, len, "npu-sim: QLinearMatMul: only per-tensor scales (and "
-                          "per-column scales of B) are supported");
-        *mode = NPU_MODE_EXACT;
-        return 1;
-    case LOOM_OP_QLINEAR_CONV:
-        if (node->n_inputs < 8 || x->rank != 4)
-            return say_no(reason, len, "npu-sim: QLinearConv is 2-D only");
-        if (!is_q8(x->dtype) || !is_q8(node->inputs[3].dtype) ||
-            !is_q8(node->outputs[0].dtype) || node->inputs[1].dtype != LOOM_DTYPE_F32 ||
-            node->inputs[4].dtype != LOOM_DTYPE_F32 || node->inputs[6].dtype != LOOM_DTYPE_F32)
-            return say_no(reason, len, "npu-sim: QLinearConv: only int8/uint8 data with "
-                          "float32 scales is supported");
-        if (!scale_ok(node, 1, 0) || !scale_ok(node, 6, 0) ||
-            !scale_ok(node, 4, node->inputs[3].dims[0]) ||
-            (present(node, 5) && numel(&node->inputs[5]) != 1) ||
-            (present(node, 8) && node->inputs[8].dtype != LOOM_DTYPE_I32))
-            return say_no(reason, len, "npu-sim: QLinearConv: only per-tensor scales (per "
-                          "output channel for W), a per-tensor W zero point and an int32 bias "
-                          "are supported");
-        *mode = NPU_MODE_EXACT;
-        return 1;
-    default:
-        break;
-    }
-
-    /* Float arithmetic: every float input has the dtype of input 0. */
-    for (uint32_t k = 1; k < node->n_inputs; k++)
-        if (present(node, k) && node->inputs[k].dtype != x->dtype)
-            return say_no(reason, len, "npu-sim: %s with mixed dtypes is not supported", op);
-    if (!float_mode(node, x->dtype, mode, reason, len))
-        return 0;
-    switch (node->op) {
-    case LOOM_OP_CONV:
-        if (x->rank != 4 || node->inputs[1].rank != 4)
-            return say_no(reason, len, "npu-sim: Conv is 2-D only (input of rank %u)", x->rank);
-        break;
-    case LOOM_OP_MATMUL:
-        if (x->rank < 2 || node->inputs[1].rank < 2)
-            return say_no(reason, len, "npu-sim: MatMul needs inputs of rank 2 to 4");
-        break;
-    case LOOM_OP_MAX_POOL: case LOOM_OP_AVERAGE_POOL:
-        if (x->rank != 4)
-            return say_no(reason, len, "npu-sim: %s is 2-D only (input of rank %u)", op,
-                          x->rank);
-        break;
-    case LOOM_OP_GLOBAL_AVERAGE_POOL:
-        if (x->rank < 3)
-            return say_no(reason, len, "npu-sim: GlobalAveragePool needs an input of rank 3 "
-                          "or 4");
-        break;
-    case LOOM_OP_CLIP:
-        for (uint32_t k = 1; k < node->n_inputs && k < 3; k++)
-            if (present(node, k) && !(node->input_constants && node->input_constants[k]))
-                return say_no(reason, len, "npu-sim: Clip with bounds computed at run time is "
-                              "not supported");
-        break;
-    default:
-        break;
-    }
-    if (*mode == NPU_MODE_INT8 && (node->op == LOOM_OP_MATMUL || node->op == LOOM_OP_GEMM ||
-                                   node->op == LOOM_OP_CONV)) {
-        /* int32 accumulators hold at most 2^31 / 127^2 products */
-        const loom_tensor_desc *w = &node->inputs[1];
-        int64_t red;
-        if (node->op == LOOM_OP_CONV)
-            red = w->dims[0] ? numel(w) / w->dims[0] : 0;
-        else if (node->op == LOOM_OP_MATMUL)
-            red = x->dims[x->rank - 1];
-        else
-            red = loom_node_attr_int(node, "transA", 0) ? x->dims[0] : x->dims[1];
-        if (red > 133000)
-            return say_no(reason, len, "npu-sim: int8 %s reduces over %lld terms (int32 "
-                          "accumulators hold at most 133000)", op, (long long)red);
-    }
-    return 1;
-}
-
-/* ---- work ------------------------------------------------------------------------------------ */
-
-void npu_work(const loom_node_desc *node, npu_mode mode, double *flops, double *bytes)
-{
-    double f = 0, b = 0;
-    const loom_tensor_desc *x = &node->inputs[0], *y = &node->outputs[0];
-    double out = (double)numel(y);
-    switch (node->op) {
-    case LOOM_OP_CONV: case LOOM_OP_QLINEAR_CONV: {
-        const loom_tensor_desc *w = &node->inputs[node->op == LOOM_OP_CONV ? 1 : 3];
-        double per = w->dims[0] ? (double)numel(w) / (double)w->dims[0] : 0;
-        f = 2.0 * out * per;
-        break;
-    }
-    case LOOM_OP_MATMUL: case LOOM_OP_QLINEAR_MAT_MUL: {
-        const loom_tensor_desc *a = x;
-        f = 2.0 * out * (double)a->dims[a->rank - 1];
-        break;
-    }
-    case LOOM_OP_GEMM: {
-        int64_t kk = loom_node_attr_int(node, "transA", 0) ? x->dims[0] : x->dims[1];
-        f = 2.0 * out * (double)kk;
-        break;
-    }
-    case LOOM_OP_MAX_POOL: case LOOM_OP_AVERAGE_POOL: {
-        const loom_attr *ks = loom_node_attr(node, "kernel_shape");
-        double taps = 1;
-        if (ks && ks->kind == LOOM_ATTR_INTS)
-            for (size_t i = 0; i < ks->count; i++)
-                taps *= (double)ks->ints[i];
-        f = out * taps;
-        break;
-    }
-    case LOOM_OP_GLOBAL_AVERAGE_POOL:
-        f = (double)numel(x);
-        break;
-    case LOOM_OP_RESHAPE: case LOOM_OP_FLATTEN:
-        f = 0;
-        break;
-    default:
-        f = out; /* elementwise and quantisation: about one operation per element */
-        break;
-    }
-    /* Bytes in the device's formats: fp16 or int8 for float tensors, as stored otherwise. */
-    for (uint32_t k = 0; k < node->n_inputs + node->n_outputs; k++) {
-        const loom_tensor_desc *d = k < node->n_inputs ? &node->inputs[k]
-                                                       : &node->outputs[k - node->n_inputs];
-        if (d->dtype == LOOM_DTYPE_UNDEFINED)
-            continue;
-        if (node->op == LOOM_OP_RESHAPE && k == 1)
-            continue; /* the shape input is never read */
-        size_t es = loom_dtype_size(d->dtype);
-        if (d->dtype == LOOM_DTYPE_F32 && mode == NPU_MODE_F16)
-            es = 2;
-        else if (d->dtype == LOOM_DTYPE_F32 && mode == NPU_MODE_INT8)
-            es = 1;
-        b += (double)numel(d) * (double)es;
-    }
-    *flops = f;
-    *bytes = b;
-}
-
 /* ---- prepare ------------------------------------------------------------------------------- */
 
 static size_t take(size_t *off, size_t bytes)
@@ -416,7 +124,7 @@ static int64_t weight_channel_of(const npu_kernel *k, int64_t i)
 {
     const loom_tensor_desc *w = &k->in[k->w_input];
     if (k->op == LOOM_OP_CONV)
-        return i / (w->dims[0] ? numel(w) / w->dims[0] : 1);
+        return i / (w->dims[0] ? npu_numel(w) / w->dims[0] : 1);
     if (k->op == LOOM_OP_GEMM && k->trans_b)
         return i / w->dims[1];
     return i % w->dims[w->rank - 1];
@@ -427,7 +135,7 @@ static int64_t weight_channel_of(const npu_kernel *k, int64_t i)
 static void quantise_weight(const npu_kernel *k, const float *w, int per_channel, int8_t *q,
                             float *scale)
 {
-    int64_t n = numel(&k->in[k->w_input]), ch = k->n_ch;
+    int64_t n = npu_numel(&k->in[k->w_input]), ch = k->n_ch;
     for (int64_t c = 0; c < ch; c++)
         scale[c] = 0;
     for (int64_t i = 0; i < n; i++) {
@@ -462,7 +170,7 @@ loom_status npu_kernel_prepare(const loom_node_desc *node, npu_mode mode, npu_ke
     k->n_out = node->n_outputs;
     for (uint32_t i = 0; i < node->n_inputs; i++) {
         k->in[i] = node->inputs[i];
-        k->in_present[i] = present(node, i);
+        k->in_present[i] = npu_input_present(node, i);
     }
     k->out[0] = node->outputs[0];
     k->w_input = -1;
@@ -520,10 +228,10 @@ loom_status npu_kernel_prepare(const loom_node_desc *node, npu_mode mode, npu_ke
     if (mode == NPU_MODE_INT8 && gemm_like) {
         k->w_input = 1;
         k->n_ch = weight_channels(k);
-        k->s_qa = take(&off, (size_t)numel(&k->in[0]));
+        k->s_qa = take(&off, (size_t)npu_numel(&k->in[0]));
         const float *wc = node->input_constants ? node->input_constants[1] : NULL;
         if (wc) {
-            k->wq = malloc((size_t)numel(&k->in[1]) + 1);
+            k->wq = malloc((size_t)npu_numel(&k->in[1]) + 1);
             k->wscale = malloc(((size_t)k->n_ch + 1) * sizeof *k->wscale);
             if (!k->wq || !k->wscale) {
                 npu_kernel_free(k);
@@ -531,15 +239,15 @@ loom_status npu_kernel_prepare(const loom_node_desc *node, npu_mode mode, npu_ke
             }
             quantise_weight(k, wc, 1, k->wq, k->wscale);
         } else {
-            k->s_qw = take(&off, (size_t)numel(&k->in[1]));
+            k->s_qw = take(&off, (size_t)npu_numel(&k->in[1]));
             k->s_ws = take(&off, ((size_t)k->n_ch + 1) * sizeof(float));
         }
     } else if (mode != NPU_MODE_EXACT) {
         for (uint32_t i = 0; i < node->n_inputs; i++)
-            if (k->in_present[i] && is_float(k->in[i].dtype))
-                k->s_in[i] = take(&off, (size_t)numel(&k->in[i]) * sizeof(float));
+            if (k->in_present[i] && npu_is_float(k->in[i].dtype))
+                k->s_in[i] = take(&off, (size_t)npu_numel(&k->in[i]) * sizeof(float));
         if (k->out[0].dtype == LOOM_DTYPE_F16)
-            k->s_out = take(&off, (size_t)numel(&k->out[0]) * sizeof(float));
+            k->s_out = take(&off, (size_t)npu_numel(&k->out[0]) * sizeof(float));
     }
     k->scratch_bytes = off;
     return LOOM_OK;
@@ -565,7 +273,7 @@ static const float *load_input(const npu_kernel *k, const loom_exec_args *a, uin
     if (!src || k->s_in[i] == UNUSED_SLOT)
         return src;
     float *dst = (float *)(scratch + k->s_in[i]);
-    int64_t n = numel(&k->in[i]);
+    int64_t n = npu_numel(&k->in[i]);
     if (k->in[i].dtype == LOOM_DTYPE_F16) {
         const uint16_t *h = src;
         for (int64_t j = 0; j < n; j++)
@@ -599,7 +307,7 @@ static float *result_buffer(const npu_kernel *k, const loom_exec_args *a, char *
 /* Hand the f32 result R over in the output's dtype, rounded as the device would. */
 static void store_result(const npu_kernel *k, const loom_exec_args *a, float *r)
 {
-    int64_t n = numel(&k->out[0]);
+    int64_t n = npu_numel(&k->out[0]);
     if (k->out[0].dtype == LOOM_DTYPE_F16) {
         uint16_t *h = a->outputs[0];
         for (int64_t j = 0; j < n; j++)
@@ -640,7 +348,7 @@ static void dims4(const loom_tensor_desc *d, int64_t *o)
 
 static void run_elementwise(const npu_kernel *k, const float *x, float *y)
 {
-    int64_t n = numel(&k->out[0]);
+    int64_t n = npu_numel(&k->out[0]);
     if (k->op == LOOM_OP_RELU)
         for (int64_t i = 0; i < n; i++)
             y[i] = x[i] > 0 ? x[i] : 0.0f;
@@ -720,7 +428,7 @@ static void gemm_i8(int64_t M, int64_t N, int64_t K, const int8_t *a, int64_t ar
  * beyond it saturate) or else a dynamic one from its max-abs; returns the scale. */
 static float quantise_activation(const npu_kernel *k, const float *x, int8_t *qa)
 {
-    int64_t n = numel(&k->in[0]);
+    int64_t n = npu_numel(&k->in[0]);
     float s = k->in_scale[0];
     if (!(s > 0)) {
         float m = 0;
@@ -741,7 +449,7 @@ static loom_status run_matmul_gemm(const npu_kernel *k, const loom_exec_args *a,
                                       : ta->dims[ta->rank - 1];
     int64_t ars = k->trans_a ? 1 : K, acs = k->trans_a ? M : 1;
     int64_t brs = k->trans_b ? 1 : N, bcs = k->trans_b ? K : 1;
-    int64_t batches = M > 0 && N > 0 ? numel(y) / (M * N) : 0;
+    int64_t batches = M > 0 && N > 0 ? npu_numel(y) / (M * N) : 0;
     float *out = k->mode == NPU_MODE_INT8 ? a->outputs[0] : result_buffer(k, a, scratch);
 
     if (k->mode == NPU_MODE_INT8) {
@@ -798,8 +506,8 @@ static loom_status run_matmul_gemm(const npu_kernel *k, const loom_exec_args *a,
     return LOOM_OK;
 }
 
-static void conv_out(const npu_kernel *k, int64_t *N, int64_t *C, int64_t *H, int64_t *W,
-                     int64_t *M, int64_t *OH, int64_t *OW)
+void npu_conv_out(const npu_kernel *k, int64_t *N, int64_t *C, int64_t *H, int64_t *W,
+                  int64_t *M, int64_t *OH, int64_t *OW)
 {
     *N = k->in[0].dims[0];
     *C = k->in[0].dims[1];
@@ -813,7 +521,7 @@ static void conv_out(const npu_kernel *k, int64_t *N, int64_t *C, int64_t *H, in
 static loom_status run_conv(const npu_kernel *k, const loom_exec_args *a, char *scratch)
 {
     int64_t N, C, H, W, M, OH, OW;
-    conv_out(k, &N, &C, &H, &W, &M, &OH, &OW);
+    npu_conv_out(k, &N, &C, &H, &W, &M, &OH, &OW);
     int64_t G = k->group, Cg = C / G, Mg = M / G, KH = k->k[0], KW = k->k[1];
     int int8 = k->mode == NPU_MODE_INT8;
     const float *x = NULL, *w = NULL, *bias = NULL;
@@ -913,155 +621,13 @@ static void run_pool(const npu_kernel *k, const float *x, float *y)
 static void run_gap(const npu_kernel *k, const float *x, float *y)
 {
     int64_t planes = k->in[0].dims[0] * k->in[0].dims[1];
-    int64_t sp = planes ? numel(&k->in[0]) / planes : 0;
+    int64_t sp = planes ? npu_numel(&k->in[0]) / planes : 0;
     for (int64_t p = 0; p < planes; p++) {
         float acc = 0;
         for (int64_t i = 0; i < sp; i++)
             acc += x[p * sp + i];
         y[p] = sp ? acc / (float)sp : 0.0f;
     }
-}
-
-/* ---- run: integer kernels ------------------------------------------------------------------ */
-
-static float load_scalar_f(const void *p, loom_dtype t, int64_t i)
-{
-    if (t == LOOM_DTYPE_F16)
-        return npu_f16_to_f32(((const uint16_t *)p)[i]);
-    return ((const float *)p)[i];
-}
-
-static int32_t load_q(const void *p, loom_dtype t, int64_t i)
-{
-    if (!p)
-        return 0;
-    return t == LOOM_DTYPE_U8 ? (int32_t)((const uint8_t *)p)[i] : (int32_t)((const int8_t *)p)[i];
-}
-
-static void store_q(void *p, loom_dtype t, int64_t i, int32_t v)
-{
-    if (t == LOOM_DTYPE_U8)
-        ((uint8_t *)p)[i] = (uint8_t)v;
-    else
-        ((int8_t *)p)[i] = (int8_t)v;
-}
-
-static void q_range(loom_dtype t, int32_t *lo, int32_t *hi)
-{
-    *lo = t == LOOM_DTYPE_U8 ? 0 : -128;
-    *hi = t == LOOM_DTYPE_U8 ? 255 : 127;
-}
-
-/* Index along the quantisation axis of element I, when the scale has more than one entry. */
-static int64_t axis_index(const npu_kernel *k, int64_t i)
-{
-    if (numel(&k->in[1]) == 1)
-        return 0;
-    int64_t inner = 1;
-    for (uint32_t d = (uint32_t)k->axis + 1; d < k->in[0].rank; d++)
-        inner *= k->in[0].dims[d];
-    return (i / inner) % k->in[0].dims[k->axis];
-}
-
-static void run_quantize(const npu_kernel *k, const loom_exec_args *a)
-{
-    int64_t n = numel(&k->in[0]);
-    loom_dtype yt = k->out[0].dtype;
-    int32_t lo, hi;
-    q_range(yt, &lo, &hi);
-    const void *zp = k->n_in > 2 && k->in_present[2] ? a->inputs[2] : NULL;
-    for (int64_t i = 0; i < n; i++) {
-        int64_t c = axis_index(k, i);
-        float s = load_scalar_f(a->inputs[1], k->in[1].dtype, c);
-        float x = load_scalar_f(a->inputs[0], k->in[0].dtype, i);
-        float v = rintf(x / s) + (float)load_q(zp, yt, zp && numel(&k->in[2]) > 1 ? c : 0);
-        v = fmaxf(v, (float)lo);
-        v = fminf(v, (float)hi);
-        store_q(a->outputs[0], yt, i, (int32_t)v);
-    }
-}
-
-static void run_dequantize(const npu_kernel *k, const loom_exec_args *a)
-{
-    int64_t n = numel(&k->in[0]);
-    const void *zp = k->n_in > 2 && k->in_present[2] ? a->inputs[2] : NULL;
-    for (int64_t i = 0; i < n; i++) {
-        int64_t c = axis_index(k, i);
-        float s = load_scalar_f(a->inputs[1], k->in[1].dtype, c);
-        int32_t q = load_q(a->inputs[0], k->in[0].dtype, i) -
-                    load_q(zp, k->in[0].dtype, zp && numel(&k->in[2]) > 1 ? c : 0);
-        float v = (float)q * s;
-        if (k->out[0].dtype == LOOM_DTYPE_F16)
-            ((uint16_t *)a->outputs[0])[i] = npu_f32_to_f16(v);
-        else
-            ((float *)a->outputs[0])[i] = v;
-    }
-}
-
-static int32_t requant(int32_t acc, float mult, int32_t zp, int32_t lo, int32_t hi)
-{
-    double v = rint((double)acc * (double)mult) + (double)zp;
-    return v < lo ? lo : v > hi ? hi : (int32_t)v;
-}
-
-static void run_qlinear_matmul(const npu_kernel *k, const loom_exec_args *a)
-{
-    const loom_tensor_desc *ta = &k->in[0], *tb = &k->in[3], *ty = &k->out[0];
-    int64_t M = ta->dims[0], K = ta->dims[1], N = tb->dims[1];
-    float sa = ((const float *)a->inputs[1])[0], sy = ((const float *)a->inputs[6])[0];
-    int32_t za = load_q(a->inputs[2], ta->dtype, 0), zb = load_q(a->inputs[5], tb->dtype, 0),
-            zy = load_q(a->inputs[7], ty->dtype, 0), lo, hi;
-    q_range(ty->dtype, &lo, &hi);
-    int per_col = numel(&k->in[4]) > 1;
-    for (int64_t m = 0; m < M; m++)
-        for (int64_t n = 0; n < N; n++) {
-            int32_t acc = 0;
-            for (int64_t kk = 0; kk < K; kk++)
-                acc += (load_q(a->inputs[0], ta->dtype, m * K + kk) - za) *
-                       (load_q(a->inputs[3], tb->dtype, kk * N + n) - zb);
-            float mult = sa * ((const float *)a->inputs[4])[per_col ? n : 0] / sy;
-            store_q(a->outputs[0], ty->dtype, m * N + n, requant(acc, mult, zy, lo, hi));
-        }
-}
-
-static void run_qlinear_conv(const npu_kernel *k, const loom_exec_args *a)
-{
-    int64_t N, C, H, W, M, OH, OW;
-    conv_out(k, &N, &C, &H, &W, &M, &OH, &OW);
-    int64_t G = k->group, Cg = C / G, Mg = M / G, KH = k->k[0], KW = k->k[1];
-    loom_dtype xt = k->in[0].dtype, wt = k->in[3].dtype, yt = k->out[0].dtype;
-    float sx = ((const float *)a->inputs[1])[0], sy = ((const float *)a->inputs[6])[0];
-    int32_t zx = load_q(a->inputs[2], xt, 0), zw = load_q(a->inputs[5], wt, 0),
-            zy = load_q(a->inputs[7], yt, 0), lo, hi;
-    q_range(yt, &lo, &hi);
-    int per_ch = numel(&k->in[4]) > 1;
-    const int32_t *bias = k->n_in > 8 && k->in_present[8] ? a->inputs[8] : NULL;
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t m = 0; m < M; m++) {
-            int64_t g = m / Mg;
-            float mult = sx * ((const float *)a->inputs[4])[per_ch ? m : 0] / sy;
-            for (int64_t oh = 0; oh < OH; oh++)
-                for (int64_t ow = 0; ow < OW; ow++) {
-                    int32_t acc = bias ? bias[m] : 0;
-                    for (int64_t c = 0; c < Cg; c++)
-                        for (int64_t kh = 0; kh < KH; kh++) {
-                            int64_t ih = oh * k->stride[0] - k->pad[0] + kh * k->dil[0];
-                            if (ih < 0 || ih >= H)
-                                continue;
-                            for (int64_t kw = 0; kw < KW; kw++) {
-                                int64_t iw = ow * k->stride[1] - k->pad[1] + kw * k->dil[1];
-                                if (iw < 0 || iw >= W)
-                                    continue;
-                                int64_t xi = (((n * C) + g * Cg + c) * H + ih) * W + iw;
-                                int64_t wi = (((m * Cg) + c) * KH + kh) * KW + kw;
-                                acc += (load_q(a->inputs[0], xt, xi) - zx) *
-                                       (load_q(a->inputs[3], wt, wi) - zw);
-                            }
-                        }
-                    store_q(a->outputs[0], yt, ((n * M + m) * OH + oh) * OW + ow,
-                            requant(acc, mult, zy, lo, hi));
-                }
-        }
 }
 
 /* ---- run ------------------------------------------------------------------------------------ */
@@ -1105,21 +671,22 @@ loom_status npu_kernel_run(const npu_kernel *k, const loom_exec_args *a, char *e
     }
     case LOOM_OP_RESHAPE: case LOOM_OP_FLATTEN:
         memcpy(a->outputs[0], a->inputs[0],
-               (size_t)numel(&k->in[0]) * loom_dtype_size(k->in[0].dtype));
+               (size_t)npu_numel(&k->in[0]) * loom_dtype_size(k->in[0].dtype));
         return LOOM_OK;
     case LOOM_OP_QUANTIZE_LINEAR:
-        run_quantize(k, a);
+        npu_run_quantize(k, a);
         return LOOM_OK;
     case LOOM_OP_DEQUANTIZE_LINEAR:
-        run_dequantize(k, a);
+        npu_run_dequantize(k, a);
         return LOOM_OK;
     case LOOM_OP_QLINEAR_MAT_MUL:
-        run_qlinear_matmul(k, a);
+        npu_run_qlinear_matmul(k, a);
         return LOOM_OK;
     case LOOM_OP_QLINEAR_CONV:
-        run_qlinear_conv(k, a);
+        npu_run_qlinear_conv(k, a);
         return LOOM_OK;
     default:
         return fail(err, err_len, LOOM_ERR_INTERNAL, "npu-sim: no kernel for op %d", (int)k->op);
     }
 }
+

@@ -1,6 +1,7 @@
 /*
- * Internals of the npu-sim plugin shared by its table (npu_sim.c) and its kernels
- * (npu_kernels.c): the compute modes, the compiled kernel, and the fp16/int8 helpers. Nothing
+ * Internals of the npu-sim plugin shared by its table (npu_sim.c), its support rules
+ * (npu_support.c) and its kernels (npu_kernels.c, npu_kernels_quant.c): the compute modes, the
+ * compiled kernel, and the fp16/int8 helpers. Nothing
  * here is part of Loom's ABI; the plugin sees Loom only through <loom/backend.h>.
  */
 #ifndef LOOM_NPU_SIM_H
@@ -60,6 +61,22 @@ static inline float npu_round_f16(float f)
     return npu_f16_to_f32(npu_f32_to_f16(f));
 }
 
+static inline int64_t npu_numel(const loom_tensor_desc *d)
+{
+    return loom_tensor_desc_numel(d);
+}
+
+static inline int npu_is_float(loom_dtype t)
+{
+    return t == LOOM_DTYPE_F32 || t == LOOM_DTYPE_F16;
+}
+
+/* Whether input K of NODE is present. */
+static inline int npu_input_present(const loom_node_desc *node, uint32_t k)
+{
+    return k < node->n_inputs && node->inputs[k].dtype != LOOM_DTYPE_UNDEFINED;
+}
+
 /* Whether the device takes NODE, and how (into *MODE); else writes REASON and returns 0. */
 int npu_check(const loom_node_desc *node, npu_mode *mode, char *reason, size_t reason_len);
 
@@ -72,5 +89,17 @@ loom_status npu_kernel_prepare(const loom_node_desc *node, npu_mode mode, npu_ke
 void npu_kernel_free(npu_kernel *k);
 loom_status npu_kernel_run(const npu_kernel *k, const loom_exec_args *args, char *err,
                            size_t err_len);
+
+
+/* Conv's dims from K's shapes: input N, C, H, W, output channels M and spatial OH, OW. */
+void npu_conv_out(const npu_kernel *k, int64_t *N, int64_t *C, int64_t *H, int64_t *W,
+                  int64_t *M, int64_t *OH, int64_t *OW);
+
+/* The exact integer kernels (npu_kernels_quant.c): K's op run on the buffers of A (inputs
+ * checked present by the caller). */
+void npu_run_quantize(const npu_kernel *k, const loom_exec_args *a);
+void npu_run_dequantize(const npu_kernel *k, const loom_exec_args *a);
+void npu_run_qlinear_matmul(const npu_kernel *k, const loom_exec_args *a);
+void npu_run_qlinear_conv(const npu_kernel *k, const loom_exec_args *a);
 
 #endif /* LOOM_NPU_SIM_H */
