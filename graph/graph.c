@@ -1,7 +1,8 @@
 /*
  * The graph IR and its builder core: values (inputs, constants, node outputs), nodes, the
- * sticky error, name uniqueness, and loom_graph_check. Per-op builders live in builders.c;
- * inference and canonicalisation in the registry (ops_*.c).
+ * sticky error, name uniqueness. Per-op builders live in builders.c; inference and
+ * canonicalisation in the registry (ops_*.c); folding while building in graph_fold.c;
+ * loom_graph_check and the topological order in graph_check.c.
  */
 #include "graph_internal.h"
 
@@ -24,9 +25,7 @@ static char *dup_str(const char *s)
 }
 
 /* Record the graph's first failure (sticky) and the thread's last error. */
-static loom_status graph_fail(loom_graph *g, loom_status status, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static loom_status graph_fail(loom_graph *g, loom_status status, const char *fmt, ...)
+loom_status graph_fail(loom_graph *g, loom_status status, const char *fmt, ...)
 {
     char msg[sizeof g->error_msg];
     va_list ap;
@@ -44,7 +43,7 @@ static loom_status graph_fail(loom_graph *g, loom_status status, const char *fmt
  * reports the first failure; a call on a checked graph (read-only) fails without poisoning it, so
  * the graph stays plannable. Otherwise the thread's last error is cleared: the call starts
  * clean, and a success leaves "". */
-static int graph_unusable(loom_graph *g)
+int graph_unusable(loom_graph *g)
 {
     if (!g) {
         loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "graph is NULL");
@@ -95,7 +94,7 @@ static uint64_t hash_str(const char *s)
     return h;
 }
 
-static int32_t name_find(const loom_graph *g, const char *name)
+int32_t graph_name_find(const loom_graph *g, const char *name)
 {
     const graph_name_index *ix = &g->names;
     if (!ix->cap)
@@ -220,19 +219,19 @@ static int valid_dtype(loom_dtype t)
 
 /* Append a value; NAME NULL makes one up from PREFIX. Returns LOOM_NO_VALUE after recording the
  * error. */
-static loom_value add_value(loom_graph *g, const char *name, const char *prefix,
-                            const loom_tensor_desc *desc, graph_value_kind kind)
+loom_value graph_add_value(loom_graph *g, const char *name, const char *prefix,
+                           const loom_tensor_desc *desc, graph_value_kind kind)
 {
     char made[96];
     if (!name) {
         do
             snprintf(made, sizeof made, "%s_%u", prefix, g->name_counter++);
-        while (name_find(g, made) >= 0);
+        while (graph_name_find(g, made) >= 0);
         name = made;
     } else if (!*name) {
         graph_fail(g, LOOM_ERR_INVALID_ARGUMENT, "a %s has an empty name", prefix);
         return LOOM_NO_VALUE;
-    } else if (name_find(g, name) >= 0) {
+    } else if (graph_name_find(g, name) >= 0) {
         graph_fail(g, LOOM_ERR_INVALID_ARGUMENT, "value name '%s' is already used in graph '%s'",
                    name, g->name);
         return LOOM_NO_VALUE;
@@ -319,7 +318,7 @@ loom_value loom_input(loom_graph *g, const char *name, loom_dtype dtype, uint32_
         graph_fail(g, LOOM_ERR_OUT_OF_MEMORY, "out of memory adding input '%s'", name);
         return LOOM_NO_VALUE;
     }
-    loom_value v = add_value(g, name, "input", &d, GRAPH_VALUE_INPUT);
+    loom_value v = graph_add_value(g, name, "input", &d, GRAPH_VALUE_INPUT);
     if (v != LOOM_NO_VALUE)
         g->inputs[g->n_inputs++] = v;
     return graph_handle(g, v);
@@ -352,7 +351,7 @@ static loom_value add_constant(loom_graph *g, const char *name, loom_dtype dtype
         if (bytes)
             memcpy(copy_of, data, bytes);
     }
-    loom_value v = add_value(g, name, "const", &d, GRAPH_VALUE_CONSTANT);
+    loom_value v = graph_add_value(g, name, "const", &d, GRAPH_VALUE_CONSTANT);
     if (v == LOOM_NO_VALUE) {
         free(copy_of);
         return v;
@@ -421,7 +420,7 @@ loom_status loom_value_set_name(loom_graph *g, loom_value handle, const char *na
     if (!name || !*name)
         return graph_fail(g, LOOM_ERR_INVALID_ARGUMENT, "rename of '%s': empty name",
                           g->values[v].name);
-    int32_t other = name_find(g, name);
+    int32_t other = graph_name_find(g, name);
     if (other == v)
         return LOOM_OK;
     if (other >= 0)
@@ -508,7 +507,7 @@ loom_value loom_graph_find_value(const loom_graph *g, const char *name)
 {
     if (!g || !name)
         return LOOM_NO_VALUE;
-    return graph_handle(g, name_find(g, name));
+    return graph_handle(g, graph_name_find(g, name));
 }
 
 /* ---- nodes ------------------------------------------------------------------------------- */
@@ -558,117 +557,6 @@ loom_attr loom_attr_floats(const char *name, size_t count, const float *values)
     a.floats = values;
     a.count = count;
     return a;
-}
-
-loom_status graph_set_folding(loom_graph *g, int enable, graph_eval_fn eval)
-{
-    if (graph_unusable(g))
-        return g && g->error ? g->error : LOOM_ERR_INVALID_ARGUMENT;
-    if (enable && !eval)
-        return graph_fail(g, LOOM_ERR_INVALID_ARGUMENT, "folding needs an evaluator");
-    g->folding = enable != 0;
-    g->eval = enable ? eval : NULL;
-    return LOOM_OK;
-}
-
-/* Largest result folding evaluates while building (64 MiB). */
-#define LOOM_FOLD_MAX_BYTES ((size_t)64 << 20)
-
-/* Evaluate a node of constants now and add its results as constants. Returns 1 when folded
- * (OUTPUTS set), 0 when the node is not foldable, -1 after recording an error. */
-static int try_fold(loom_graph *g, const loom_op_def *def, const char *node_name,
-                    const loom_value *inputs, size_t n_inputs, const loom_tensor_desc *in_d,
-                    const void **in_c, const loom_tensor_desc *out_d, size_t n_outputs,
-                    const loom_attr_list *attrs, loom_value *outputs)
-{
-    if (!g->folding || !g->eval || (def->flags & LOOM_OPF_NO_FOLD))
-        return 0;
-    int any_input = 0;
-    for (size_t k = 0; k < n_inputs; k++) {
-        if (inputs[k] == LOOM_NO_VALUE)
-            continue;
-        any_input = 1;
-        if (!in_c[k] && !(def->flags & LOOM_OPF_SHAPE_ONLY))
-            return 0;
-    }
-    if (!any_input && !(def->flags & LOOM_OPF_SHAPE_ONLY) && def->id != LOOM_OP_CONSTANT_OF_SHAPE &&
-        def->id != LOOM_OP_RANGE)
-        return 0;
-    /* Folding materialises the result in memory now: a tiny model must not be able to make the
-     * builder allocate gigabytes. Bigger results stay nodes and are computed at run time. */
-    size_t total = 0;
-    for (size_t k = 0; k < n_outputs; k++)
-        total += (size_t)loom_tensor_desc_numel(&out_d[k]) * loom_dtype_size(out_d[k].dtype);
-    if (total > LOOM_FOLD_MAX_BYTES)
-        return 0;
-    loom_node_desc desc = {0};
-    desc.abi_version = LOOM_ABI_VERSION;
-    desc.struct_size = sizeof desc;
-    desc.op = def->id;
-    desc.op_name = def->name;
-    desc.name = node_name;
-    desc.n_inputs = (uint32_t)n_inputs;
-    desc.n_outputs = (uint32_t)n_outputs;
-    desc.inputs = in_d;
-    desc.outputs = out_d;
-    desc.input_constants = in_c;
-    desc.n_attrs = (uint32_t)attrs->count;
-    desc.attrs = attrs->items;
-    void **bufs = calloc(n_outputs + 1, sizeof *bufs);
-    if (!bufs) {
-        graph_fail(g, LOOM_ERR_OUT_OF_MEMORY, "node '%s' (%s): out of memory folding", node_name,
-                   def->name);
-        return -1;
-    }
-    int rc = 1;
-    for (size_t k = 0; k < n_outputs && rc == 1; k++) {
-        size_t bytes = (size_t)loom_tensor_desc_numel(&out_d[k]) * loom_dtype_size(out_d[k].dtype);
-        if (!(bufs[k] = calloc(1, bytes + 1))) {
-            graph_fail(g, LOOM_ERR_OUT_OF_MEMORY, "node '%s' (%s): out of memory folding",
-                       node_name, def->name);
-            rc = -1;
-        }
-    }
-    char err[400] = "";
-    if (rc == 1) {
-        loom_status st = g->eval(&desc, in_c, (void *const *)bufs, err, sizeof err);
-        if (st == LOOM_ERR_UNSUPPORTED) {
-            rc = 0; /* no reference kernel: keep it as a node for a device that has one */
-        } else if (st != LOOM_OK) {
-            graph_fail(g, st, "node '%s' (%s): %s", node_name, def->name,
-                       err[0] ? err : "evaluation failed");
-            rc = -1;
-        }
-    }
-    for (size_t k = 0; k < n_outputs && rc == 1; k++) {
-        char vname[160];
-        const char *want = vname;
-        if (n_outputs == 1)
-            snprintf(vname, sizeof vname, "%s", node_name);
-        else
-            snprintf(vname, sizeof vname, "%s:%zu", node_name, k);
-        if (name_find(g, want) >= 0)
-            want = NULL;
-        loom_value v = add_value(g, want, "const", &out_d[k], GRAPH_VALUE_CONSTANT);
-        if (v == LOOM_NO_VALUE) {
-            rc = -1;
-            break;
-        }
-        g->values[v].data = bufs[k];
-        g->values[v].data_owned = 1;
-        bufs[k] = NULL;
-        outputs[k] = graph_handle(g, v);
-    }
-    for (size_t k = 0; k < n_outputs; k++)
-        free(bufs[k]);
-    free(bufs);
-    if (rc == 1) {
-        for (size_t k = 0; k < n_inputs; k++)
-            if (inputs[k] != LOOM_NO_VALUE)
-                g->values[inputs[k]].folded_uses++;
-        g->n_folded++;
-    }
-    return rc;
 }
 
 loom_status loom_graph_op(loom_graph *g, const char *op_type, const char *node_name,
@@ -776,7 +664,7 @@ loom_status loom_graph_op(loom_graph *g, const char *op_type, const char *node_n
             goto fail;
         }
     }
-    int folded = try_fold(g, def, node_name, in_copy, n_inputs, in_d, in_c, out_d, n_outputs,
+    int folded = graph_try_fold(g, def, node_name, in_copy, n_inputs, in_d, in_c, out_d, n_outputs,
                           &list, outputs);
     if (folded < 0) {
         st = g->error;
@@ -806,9 +694,9 @@ loom_status loom_graph_op(loom_graph *g, const char *op_type, const char *node_n
             snprintf(vname, sizeof vname, "%s", node_name);
         else
             snprintf(vname, sizeof vname, "%s:%zu", node_name, k);
-        if (name_find(g, want) >= 0)
+        if (graph_name_find(g, want) >= 0)
             want = NULL; /* taken (e.g. by an input): make one up */
-        loom_value v = add_value(g, want, def->name, &out_d[k], GRAPH_VALUE_NODE);
+        loom_value v = graph_add_value(g, want, def->name, &out_d[k], GRAPH_VALUE_NODE);
         if (v == LOOM_NO_VALUE) {
             st = g->error;
             /* roll back the values already added for this node */
@@ -882,164 +770,6 @@ loom_status loom_graph_replace_uses(loom_graph *g, loom_value old_handle, loom_v
                 g->values[old_value].n_consumers--;
                 g->values[new_value].n_consumers++;
             }
-    return LOOM_OK;
-}
-
-/* ---- checking ---------------------------------------------------------------------------- */
-
-static const char *value_kind_name(graph_value_kind k)
-{
-    return k == GRAPH_VALUE_INPUT ? "input" : k == GRAPH_VALUE_CONSTANT ? "constant" : "value";
-}
-
-/* Kahn's algorithm, taking ready nodes in graph order so the result is stable. Consumers are
- * gathered into one CSR array so the walk stays linear in the edges. */
-loom_status graph_topo_order(const loom_graph *g, uint32_t *order)
-{
-    size_t n = g->n_nodes, nv = g->n_values;
-    /* Graphs built through the builder are already in order: keep the author's order, which is
-     * usually the memory-friendly one. */
-    int in_order = 1;
-    for (size_t i = 0; i < n && in_order; i++)
-        for (uint32_t k = 0; k < g->nodes[i].n_inputs; k++) {
-            loom_value v = g->nodes[i].inputs[k];
-            if (v != LOOM_NO_VALUE && g->values[v].kind == GRAPH_VALUE_NODE &&
-                (size_t)g->values[v].producer >= i) {
-                in_order = 0;
-                break;
-            }
-        }
-    if (in_order) {
-        for (size_t i = 0; i < n; i++)
-            order[i] = (uint32_t)i;
-        return LOOM_OK;
-    }
-    uint32_t *pending = calloc(n + 1, sizeof *pending);
-    size_t *first = calloc(nv + 2, sizeof *first);
-    size_t n_edges = 0;
-    for (size_t i = 0; i < n; i++)
-        n_edges += g->nodes[i].n_inputs;
-    uint32_t *consumers = malloc((n_edges + 1) * sizeof *consumers);
-    if (!pending || !first || !consumers) {
-        free(pending);
-        free(first);
-        free(consumers);
-        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory ordering graph '%s'",
-                              g->name);
-    }
-    for (size_t i = 0; i < n; i++)
-        for (uint32_t k = 0; k < g->nodes[i].n_inputs; k++) {
-            loom_value v = g->nodes[i].inputs[k];
-            if (v != LOOM_NO_VALUE && g->values[v].kind == GRAPH_VALUE_NODE) {
-                pending[i]++;
-                first[v + 1]++;
-            }
-        }
-    for (size_t v = 0; v < nv; v++)
-        first[v + 1] += first[v];
-    /* first[v] is now the start of v's consumers; fill with a cursor per value */
-    size_t *cursor = malloc((nv + 1) * sizeof *cursor);
-    if (!cursor) {
-        free(pending);
-        free(first);
-        free(consumers);
-        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory ordering graph '%s'",
-                              g->name);
-    }
-    memcpy(cursor, first, (nv + 1) * sizeof *cursor);
-    for (size_t i = 0; i < n; i++)
-        for (uint32_t k = 0; k < g->nodes[i].n_inputs; k++) {
-            loom_value v = g->nodes[i].inputs[k];
-            if (v != LOOM_NO_VALUE && g->values[v].kind == GRAPH_VALUE_NODE)
-                consumers[cursor[v]++] = (uint32_t)i;
-        }
-    free(cursor);
-    /* A min-ordered ready set would need a heap; scanning in graph order with a moving start
-     * keeps it linear for graphs built in order, which is the common case. */
-    size_t head = 0, tail = 0;
-    for (size_t i = 0; i < n; i++)
-        if (!pending[i])
-            order[tail++] = (uint32_t)i;
-    while (head < tail) {
-        uint32_t i = order[head++];
-        for (uint32_t o = 0; o < g->nodes[i].n_outputs; o++) {
-            loom_value v = g->nodes[i].outputs[o];
-            for (size_t e = first[v]; e < first[v + 1]; e++) {
-                uint32_t j = consumers[e];
-                if (--pending[j] == 0)
-                    order[tail++] = j;
-            }
-        }
-    }
-    loom_status st = LOOM_OK;
-    if (tail < n) {
-        size_t culprit = 0;
-        for (size_t i = 0; i < n; i++)
-            if (pending[i]) {
-                culprit = i;
-                break;
-            }
-        st = loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
-                            "graph '%s' has a cycle through node '%s' (%s)", g->name,
-                            g->nodes[culprit].name, g->nodes[culprit].def->name);
-    }
-    free(pending);
-    free(first);
-    free(consumers);
-    return st;
-}
-
-loom_status loom_graph_check(loom_graph *g)
-{
-    if (!g)
-        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "graph is NULL");
-    loom_clear_error();
-    if (g->error != LOOM_OK)
-        return loom_set_error(g->error, "%s", g->error_msg);
-    if (g->checked)
-        return LOOM_OK;
-    if (g->n_outputs == 0)
-        return graph_fail(g, LOOM_ERR_INVALID_ARGUMENT,
-                          "graph '%s' has no outputs: mark at least one with loom_output",
-                          g->name);
-
-    /* Cycles: the builder adds nodes in order, but loom_graph_replace_uses can point a node
-     * at a value computed after it. */
-    uint32_t *order = malloc((g->n_nodes + 1) * sizeof *order);
-    if (!order)
-        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory checking graph '%s'",
-                              g->name);
-    loom_status st = graph_topo_order(g, order);
-    free(order);
-    if (st != LOOM_OK)
-        return st;
-    size_t n = g->n_nodes;
-
-    /* Unused values: an input or constant nothing reads, or a node none of whose outputs is
-     * read or returned (dead code that would still cost time). */
-    for (size_t v = 0; v < g->n_values; v++) {
-        const graph_value *val = &g->values[v];
-        if (val->kind != GRAPH_VALUE_NODE && !val->n_consumers && !val->folded_uses &&
-            val->output_index < 0)
-            return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
-                                  "graph '%s': %s '%s' is never used", g->name,
-                                  value_kind_name(val->kind), val->name);
-    }
-    for (size_t i = 0; i < n; i++) {
-        const graph_node *node = &g->nodes[i];
-        int used = 0;
-        for (uint32_t o = 0; o < node->n_outputs && !used; o++) {
-            const graph_value *val = &g->values[node->outputs[o]];
-            used = val->n_consumers || val->output_index >= 0;
-        }
-        if (!used)
-            return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
-                                  "graph '%s': node '%s' (%s): its result '%s' is never used "
-                                  "(mark it as an output or remove the node)",
-                                  g->name, node->name, node->def->name,
-                                  g->values[node->outputs[0]].name);
-    }
-    g->checked = 1;
     return LOOM_OK;
 }
 

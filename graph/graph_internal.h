@@ -151,7 +151,34 @@ loom_status graph_rebuild_with(const loom_graph *src, const uint32_t *order, gra
                                graph_rewrite_fn rewrite, void *user, loom_graph **out);
 
 /* A topological order of G's nodes into ORDER (n_nodes entries), stable for graphs built in
- * order. Fails with LOOM_ERR_INVALID_ARGUMENT naming a node on a cycle. */
+ * order. Fails with LOOM_ERR_INVALID_ARGUMENT naming a node on a cycle (graph_check.c). */
 loom_status graph_topo_order(const loom_graph *g, uint32_t *order);
+
+/* ---- the builder core's own helpers (graph.c), shared with graph_fold.c and graph_check.c ---- */
+
+/* Record G's first failure (sticky; G may be NULL) and the thread's last error; returns STATUS. */
+loom_status graph_fail(loom_graph *g, loom_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* The API boundary of every builder call: 1 (with the thread's last error set) when G is NULL,
+ * already failed or checked (read-only), else clears the last error and returns 0. */
+int graph_unusable(loom_graph *g);
+
+/* Index of the value named NAME in G, or -1. */
+int32_t graph_name_find(const loom_graph *g, const char *name);
+
+/* Append a value of DESC and KIND; NAME NULL makes one up from PREFIX. Returns its index, or
+ * LOOM_NO_VALUE after recording the error in G. */
+loom_value graph_add_value(loom_graph *g, const char *name, const char *prefix,
+                           const loom_tensor_desc *desc, graph_value_kind kind);
+
+/* Folding while building (graph_fold.c): evaluate node NODE_NAME of DEF whose inputs are
+ * constants now and add its results as constants into OUTPUTS. Returns 1 when folded, 0 when
+ * the node is not foldable (folding off, an input not constant, result too big, no reference
+ * kernel), -1 after recording an error in G. */
+int graph_try_fold(loom_graph *g, const loom_op_def *def, const char *node_name,
+                   const loom_value *inputs, size_t n_inputs, const loom_tensor_desc *in_d,
+                   const void **in_c, const loom_tensor_desc *out_d, size_t n_outputs,
+                   const loom_attr_list *attrs, loom_value *outputs);
 
 #endif /* LOOM_GRAPH_INTERNAL_H */
