@@ -1,0 +1,509 @@
+/*
+ * Models: adding them (ONNX files or C builders), plans per batch size made on first use, look-ups
+ * by name and version, freeing.
+ */
+#include "server_internal.h"
+
+#include <loom/onnx.h>
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+
+static const double latency_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                        0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+static const double batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
+#define N_LAT (sizeof latency_bounds / sizeof latency_bounds[0])
+#define N_BATCH (sizeof batch_bounds / sizeof batch_bounds[0])
+
+/* ---- plans per batch size ---------------------------------------------------------------- */
+
+static loom_graph *model_graph(loom_server *s, sv_model *m, int64_t batch)
+{
+    (void)s;
+    if (m->build) {
+        loom_graph *g = m->build(batch, m->user);
+        if (!g)
+            sv_error(LOOM_ERR_INVALID_ARGUMENT, "model '%s': the graph builder failed for batch "
+                     "%lld: %s", m->name, (long long)batch, loom_last_error());
+        return g;
+    }
+    loom_onnx_options o = {.struct_size = sizeof o, .default_dim = 1};
+    loom_onnx_shape shapes[64];
+    int64_t dims[64][LOOM_MAX_RANK];
+    if (m->n_in > 0 && m->n_in <= 64) {
+        for (size_t k = 0; k < m->n_in; k++) {
+            for (uint32_t d = 0; d < m->in[k].rank; d++)
+                dims[k][d] = d == m->batch_axis ? batch : m->in[k].dims[d];
+            shapes[k] = (loom_onnx_shape){m->in[k].name, m->in[k].rank, dims[k]};
+        }
+        o.shapes = shapes;
+        o.n_shapes = m->n_in;
+    }
+    loom_graph *g = NULL;
+    if (loom_onnx_load(m->path, &o, &g) != LOOM_OK) {
+        sv_error(LOOM_ERR_INVALID_ARGUMENT, "model '%s' at batch %lld: %s", m->name,
+                 (long long)batch, loom_last_error());
+        return NULL;
+    }
+    return g;
+}
+
+static int outputs_fit(sv_model *m, loom_graph *g, int64_t batch)
+{
+    size_t n = loom_graph_output_count(g);
+    if (n != m->n_out)
+        return sv_error(LOOM_ERR_INVALID_ARGUMENT, "model '%s': %zu outputs at batch %lld, %zu "
+                        "at batch 1", m->name, n, (long long)batch, m->n_out), 0;
+    for (size_t k = 0; k < n; k++) {
+        loom_dtype dt;
+        uint32_t rank;
+        int64_t dims[LOOM_MAX_RANK];
+        loom_value_info(g, loom_graph_output(g, k), &dt, &rank, dims);
+        if (rank <= m->batch_axis || dims[m->batch_axis] != batch)
+            return sv_error(LOOM_ERR_INVALID_ARGUMENT, "model '%s': output '%s' does not have "
+                            "the batch (%lld) along axis %u", m->name, m->out[k].name,
+                            (long long)batch, m->batch_axis), 0;
+    }
+    return 1;
+}
+
+static char *plan_devices(loom_plan *p)
+{
+    char buf[512] = "";
+    size_t len = 0;
+    for (size_t i = 0; i < loom_plan_node_count(p); i++) {
+        if (loom_plan_node_is_copy(p, i))
+            continue;
+        const char *d = loom_plan_node_device(p, i);
+        if (!d || strstr(buf, d))
+            continue;
+        int w = snprintf(buf + len, sizeof buf - len, "%s%s", len ? "," : "", d);
+        if (w < 0 || (size_t)w >= sizeof buf - len)
+            break;
+        len += (size_t)w;
+    }
+    return sv_strdup(buf);
+}
+
+/* The plan for size index I of M, made on first use ("plan for batch size B": the one place
+ * that knows how a batch size becomes a plan). */
+loom_status sv_model_plan(loom_server *s, sv_model *m, uint32_t i, plan_slot **out)
+{
+    plan_slot *sl = &m->slots[i];
+    pthread_mutex_lock(&m->plan_mu);
+    while (sl->state == 1)
+        pthread_cond_wait(&m->plan_cv, &m->plan_mu);
+    if (sl->state == 2 || sl->state == -1) {
+        loom_status st = sl->state == 2 ? LOOM_OK : sl->status;
+        if (st != LOOM_OK)
+            sv_error(st, "%s", sl->message ? sl->message : "plan failed");
+        pthread_mutex_unlock(&m->plan_mu);
+        *out = sl;
+        return st;
+    }
+    sl->state = 1;
+    pthread_mutex_unlock(&m->plan_mu);
+
+    int64_t batch = m->est.sizes[i];
+    loom_status st = LOOM_OK;
+    loom_plan *plan = NULL;
+    loom_graph *g = model_graph(s, m, batch);
+    if (!g) {
+        st = LOOM_ERR_INVALID_ARGUMENT;
+    } else if (!outputs_fit(m, g, batch)) {
+        st = LOOM_ERR_INVALID_ARGUMENT;
+    } else if ((st = loom_plan_create(s->rt, g, &m->plan_opts, &plan)) != LOOM_OK) {
+        sv_error(st, "model '%s' at batch %lld: %s", m->name, (long long)batch,
+                 loom_last_error());
+    }
+    loom_graph_destroy(g);
+    double predicted = 0;
+    if (plan) {
+        loom_plan_summary sum = {.struct_size = sizeof sum};
+        if (loom_plan_summary_get(plan, &sum) == LOOM_OK)
+            predicted = sum.predicted_s;
+    }
+    pthread_mutex_lock(&m->plan_mu);
+    sl->plan = plan;
+    sl->status = st;
+    sl->state = st == LOOM_OK ? 2 : -1;
+    if (plan) {
+        sl->devices = plan_devices(plan);
+        sl->n_nodes = loom_plan_node_count(plan);
+    } else {
+        sl->message = sv_strdup(loom_serve_last_error());
+    }
+    pthread_cond_broadcast(&m->plan_cv);
+    pthread_mutex_unlock(&m->plan_mu);
+    if (predicted > 0) {
+        pthread_mutex_lock(&s->mu);
+        sv_estimate_seed(&m->est, i, predicted);
+        pthread_mutex_unlock(&s->mu);
+    }
+    *out = sl;
+    return st;
+}
+
+void sv_model_free(sv_model *m)
+{
+    if (!m)
+        return;
+    for (uint32_t i = 0; i < SV_MAX_SIZES; i++) {
+        loom_plan_destroy(m->slots[i].plan);
+        free(m->slots[i].devices);
+        free(m->slots[i].message);
+    }
+    for (size_t k = 0; k < m->n_in; k++)
+        free((char *)m->in[k].name);
+    for (size_t k = 0; k < m->n_out; k++)
+        free((char *)m->out[k].name);
+    free(m->in);
+    free(m->out);
+    sv_cache_destroy(m->cache);
+    free(m->name);
+    free(m->version);
+    free(m->path);
+    free(m->opt_device);
+    free(m->opt_policy);
+    free(m->opt_cache_dir);
+    if (m->opt_pins)
+        for (size_t k = 0; k < m->plan_opts.n_pins; k++)
+            free(m->opt_pins[k]);
+    free(m->opt_pins);
+    pthread_mutex_destroy(&m->plan_mu);
+    pthread_cond_destroy(&m->plan_cv);
+    pthread_mutex_destroy(&m->stats_mu);
+    free(m);
+}
+
+
+sv_model *sv_find_model(const loom_server *s, const char *name, const char *version)
+{
+    if (!name)
+        return NULL;
+    for (size_t i = 0; i < s->n_models; i++) {
+        sv_model *m = s->models[i];
+        if (!strcmp(m->name, name) && (!version || !*version || !strcmp(m->version, version)))
+            return m;
+    }
+    return NULL;
+}
+
+/* Describe the values of G (inputs or outputs) with the batch dim as -1. */
+static loom_status describe(sv_model *m, const loom_graph *g, int outputs)
+{
+    size_t n = outputs ? loom_graph_output_count(g) : loom_graph_input_count(g);
+    loom_serve_tensor_info *info = calloc(n ? n : 1, sizeof *info);
+    if (!info)
+        return sv_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    if (outputs) {
+        m->out = info;
+        m->n_out = n;
+    } else {
+        m->in = info;
+        m->n_in = n;
+    }
+    for (size_t k = 0; k < n; k++) {
+        loom_value v = outputs ? loom_graph_output(g, k) : loom_graph_input(g, k);
+        loom_value_info(g, v, &info[k].dtype, &info[k].rank, info[k].dims);
+        info[k].name = sv_strdup(loom_value_name(g, v));
+        if (!info[k].name)
+            return sv_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+        if (info[k].rank <= m->batch_axis)
+            return sv_error(LOOM_ERR_INVALID_ARGUMENT, "model '%s': %s '%s' (rank %u) has no "
+                            "batch axis %u", m->name, outputs ? "output" : "input",
+                            info[k].name, info[k].rank, m->batch_axis);
+        if (info[k].dims[m->batch_axis] != 1)
+            return sv_error(LOOM_ERR_INVALID_ARGUMENT, "model '%s': %s '%s' has %lld along the "
+                            "batch axis %u at batch 1", m->name, outputs ? "output" : "input",
+                            info[k].name, (long long)info[k].dims[m->batch_axis], m->batch_axis);
+        info[k].dims[m->batch_axis] = -1;
+    }
+    return LOOM_OK;
+}
+
+static loom_status add_model(loom_server *s, const char *name, const char *path,
+                             loom_serve_build_fn build, void *user,
+                             const loom_serve_model_options *o)
+{
+    if (!s || !name || !*name)
+        return sv_error(LOOM_ERR_INVALID_ARGUMENT, "a model needs a name");
+    if (o && o->struct_size < offsetof(loom_serve_model_options, plan_options))
+        return sv_error(LOOM_ERR_INVALID_ARGUMENT, "model '%s': options.struct_size too small",
+                        name);
+    loom_serve_model_options d = {.struct_size = sizeof d};
+    if (o)
+        memcpy(&d, o, o->struct_size < sizeof d ? o->struct_size : sizeof d);
+    const char *version = d.version && *d.version ? d.version : "1";
+    if (d.max_batch > 256)
+        return sv_error(LOOM_ERR_INVALID_ARGUMENT, "model '%s': max_batch %u is over 256", name,
+                        d.max_batch);
+    if (d.exact_sizes && d.max_batch > SV_MAX_SIZES)
+        return sv_error(LOOM_ERR_INVALID_ARGUMENT, "model '%s': exact sizes need max_batch <= "
+                        "%d", name, SV_MAX_SIZES);
+    if (d.latency_target_s < 0 || d.batch_axis >= LOOM_MAX_RANK)
+        return sv_error(LOOM_ERR_INVALID_ARGUMENT, "model '%s': bad latency target or batch "
+                        "axis", name);
+    pthread_mutex_lock(&s->mu);
+    int dup = sv_find_model(s, name, version) != NULL;
+    pthread_mutex_unlock(&s->mu);
+    if (dup)
+        return sv_error(LOOM_ERR_INVALID_ARGUMENT, "model '%s' version '%s' is already served",
+                        name, version);
+    sv_model *m = calloc(1, sizeof *m);
+    if (!m)
+        return sv_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    pthread_mutex_init(&m->plan_mu, NULL);
+    pthread_cond_init(&m->plan_cv, NULL);
+    pthread_mutex_init(&m->stats_mu, NULL);
+    m->name = sv_strdup(name);
+    m->version = sv_strdup(version);
+    m->path = sv_strdup(path);
+    m->build = build;
+    m->user = user;
+    m->batch_axis = d.batch_axis;
+    m->max_batch = d.max_batch ? d.max_batch : 8;
+    m->queue_limit = d.queue_limit ? d.queue_limit : 1024;
+    m->target_s = d.latency_target_s > 0 ? d.latency_target_s : 0.05;
+    m->exact = d.exact_sizes;
+    sv_estimates_init(&m->est, m->max_batch, m->exact);
+    sv_hist_init(&m->met.latency, latency_bounds, N_LAT);
+    sv_hist_init(&m->met.queue, latency_bounds, N_LAT);
+    sv_hist_init(&m->met.run, latency_bounds, N_LAT);
+    sv_hist_init(&m->met.batch, batch_bounds, N_BATCH);
+    m->plan_opts.struct_size = sizeof m->plan_opts;
+    loom_status st = LOOM_OK;
+    if (d.plan_options) {
+        const loom_plan_options *po = d.plan_options;
+        memcpy(&m->plan_opts, po, po->struct_size < sizeof m->plan_opts ? po->struct_size
+                                                                          : sizeof m->plan_opts);
+        m->plan_opts.struct_size = sizeof m->plan_opts;
+        m->plan_opts.calibration_inputs = NULL; /* borrowed for the call only */
+        m->plan_opts.n_calibration_sets = 0;
+        m->opt_device = sv_strdup(po->device);
+        m->opt_policy = sv_strdup(po->policy);
+        m->opt_cache_dir = sv_strdup(po->cache_dir);
+        m->plan_opts.device = m->opt_device;
+        m->plan_opts.policy = m->opt_policy;
+        m->plan_opts.cache_dir = m->opt_cache_dir;
+        if (po->n_pins) {
+            m->opt_pins = calloc(po->n_pins, sizeof *m->opt_pins);
+            if (!m->opt_pins)
+                st = LOOM_ERR_OUT_OF_MEMORY;
+            for (size_t k = 0; st == LOOM_OK && k < po->n_pins; k++)
+                m->opt_pins[k] = sv_strdup(po->pins[k]);
+            m->plan_opts.pins = (const char *const *)m->opt_pins;
+        }
+    }
+    if (!m->name || !m->version || (path && !m->path))
+        st = LOOM_ERR_OUT_OF_MEMORY;
+    if (st == LOOM_OK && d.cache_bytes) {
+        m->cache = sv_cache_create(d.cache_bytes);
+        m->cache_on = m->cache != NULL;
+        if (!m->cache)
+            st = LOOM_ERR_OUT_OF_MEMORY;
+    }
+    if (st != LOOM_OK) {
+        sv_model_free(m);
+        return sv_error(st, "out of memory");
+    }
+    /* The batch-1 graph says what the inputs and outputs are. For an ONNX file the inputs are
+     * first read as the model declares them (symbolic dims as 1). */
+    loom_graph *g = NULL;
+    if (path) {
+        loom_onnx_options oo = {.struct_size = sizeof oo, .default_dim = 1};
+        if (loom_onnx_load(path, &oo, &g) != LOOM_OK)
+            st = sv_error(LOOM_ERR_INVALID_ARGUMENT, "model '%s': %s", name, loom_last_error());
+        if (st == LOOM_OK) {
+            /* Describe with the batch forced to 1 (the model may declare another). */
+            size_t n = loom_graph_input_count(g);
+            m->in = calloc(n ? n : 1, sizeof *m->in);
+            m->n_in = m->in ? n : 0;
+            for (size_t k = 0; m->in && k < n; k++) {
+                loom_value v = loom_graph_input(g, k);
+                loom_value_info(g, v, &m->in[k].dtype, &m->in[k].rank, m->in[k].dims);
+                m->in[k].name = sv_strdup(loom_value_name(g, v));
+                if (m->in[k].rank <= m->batch_axis) {
+                    st = sv_error(LOOM_ERR_INVALID_ARGUMENT, "model '%s': input '%s' (rank %u) "
+                                  "has no batch axis %u", name, m->in[k].name, m->in[k].rank,
+                                  m->batch_axis);
+                    break;
+                }
+            }
+            loom_graph_destroy(g);
+            g = NULL;
+            if (st == LOOM_OK)
+                g = model_graph(s, m, 1);
+            if (st == LOOM_OK && !g)
+                st = LOOM_ERR_INVALID_ARGUMENT;
+            for (size_t k = 0; k < m->n_in; k++)
+                free((char *)m->in[k].name);
+            free(m->in);
+            m->in = NULL;
+            m->n_in = 0;
+        }
+    } else {
+        g = model_graph(s, m, 1);
+        if (!g)
+            st = LOOM_ERR_INVALID_ARGUMENT;
+        else if (loom_graph_check(g) != LOOM_OK)
+            st = sv_error(LOOM_ERR_INVALID_ARGUMENT, "model '%s': %s", name, loom_last_error());
+    }
+    if (st == LOOM_OK)
+        st = describe(m, g, 0);
+    if (st == LOOM_OK)
+        st = describe(m, g, 1);
+    loom_graph_destroy(g);
+    /* The batch-1 plan now, so a model that cannot run is refused here; the others when
+     * first needed, or now with WARM. */
+    plan_slot *sl;
+    for (uint32_t i = 0; st == LOOM_OK && i < (d.warm ? m->est.n_sizes : 1); i++)
+        st = sv_model_plan(s, m, i, &sl);
+    if (st != LOOM_OK) {
+        sv_model_free(m);
+        return st;
+    }
+    pthread_mutex_lock(&s->mu);
+    if (s->n_models == s->cap_models) {
+        size_t cap = s->cap_models ? 2 * s->cap_models : 4;
+        sv_model **nm = realloc(s->models, cap * sizeof *nm);
+        if (!nm) {
+            pthread_mutex_unlock(&s->mu);
+            sv_model_free(m);
+            return sv_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+        }
+        s->models = nm;
+        s->cap_models = cap;
+    }
+    s->models[s->n_models++] = m;
+    pthread_mutex_unlock(&s->mu);
+    return LOOM_OK;
+}
+
+loom_status loom_server_add_onnx(loom_server *s, const char *name, const char *path,
+                                 const loom_serve_model_options *o)
+{
+    if (!path)
+        return sv_error(LOOM_ERR_INVALID_ARGUMENT, "model '%s': no path", name ? name : "");
+    return add_model(s, name, path, NULL, NULL, o);
+}
+
+loom_status loom_server_add_graph(loom_server *s, const char *name, loom_serve_build_fn build,
+                                  void *user, const loom_serve_model_options *o)
+{
+    if (!build)
+        return sv_error(LOOM_ERR_INVALID_ARGUMENT, "model '%s': no graph builder",
+                        name ? name : "");
+    return add_model(s, name, NULL, build, user, o);
+}
+
+size_t loom_server_model_count(const loom_server *s)
+{
+    pthread_mutex_lock((pthread_mutex_t *)&s->mu);
+    size_t n = s->n_models;
+    pthread_mutex_unlock((pthread_mutex_t *)&s->mu);
+    return n;
+}
+
+sv_model *sv_model_at(const loom_server *s, size_t i)
+{
+    pthread_mutex_lock((pthread_mutex_t *)&s->mu);
+    sv_model *m = i < s->n_models ? s->models[i] : NULL;
+    pthread_mutex_unlock((pthread_mutex_t *)&s->mu);
+    return m;
+}
+
+const char *loom_server_model_name(const loom_server *s, size_t i)
+{
+    sv_model *m = sv_model_at(s, i);
+    return m ? m->name : NULL;
+}
+
+const char *loom_server_model_version(const loom_server *s, size_t i)
+{
+    sv_model *m = sv_model_at(s, i);
+    return m ? m->version : NULL;
+}
+
+sv_model *sv_model_lookup(const loom_server *s, const char *name, const char *version)
+{
+    pthread_mutex_lock((pthread_mutex_t *)&s->mu);
+    sv_model *m = sv_find_model(s, name, version);
+    pthread_mutex_unlock((pthread_mutex_t *)&s->mu);
+    return m;
+}
+
+size_t loom_server_model_inputs(const loom_server *s, const char *name, const char *version,
+                                loom_serve_tensor_info *info, size_t capacity)
+{
+    sv_model *m = sv_model_lookup(s, name, version);
+    if (!m)
+        return 0;
+    for (size_t k = 0; k < m->n_in && k < capacity; k++)
+        info[k] = m->in[k];
+    return m->n_in;
+}
+
+size_t loom_server_model_outputs(const loom_server *s, const char *name, const char *version,
+                                 loom_serve_tensor_info *info, size_t capacity)
+{
+    sv_model *m = sv_model_lookup(s, name, version);
+    if (!m)
+        return 0;
+    for (size_t k = 0; k < m->n_out && k < capacity; k++)
+        info[k] = m->out[k];
+    return m->n_out;
+}
+
+loom_status loom_server_set_cache(loom_server *s, const char *name, const char *version,
+                                  int enable)
+{
+    sv_model *m = sv_model_lookup(s, name, version);
+    if (!m)
+        return sv_error(LOOM_ERR_INVALID_ARGUMENT, "no model '%s'", name ? name : "");
+    pthread_mutex_lock(&s->mu);
+    m->cache_on = enable && m->cache;
+    pthread_mutex_unlock(&s->mu);
+    return LOOM_OK;
+}
+
+int sv_server_accepting(const loom_server *s)
+{
+    pthread_mutex_lock((pthread_mutex_t *)&s->mu);
+    int a = !s->draining;
+    pthread_mutex_unlock((pthread_mutex_t *)&s->mu);
+    return a;
+}
+
+int sv_server_find_model(const loom_server *s, const char *name, const char *version,
+                         const char **canonical_version, uint32_t *max_batch)
+{
+    sv_model *m = sv_model_lookup(s, name, version);
+    if (!m)
+        return 0;
+    if (canonical_version)
+        *canonical_version = m->version;
+    if (max_batch)
+        *max_batch = m->max_batch;
+    return 1;
+}
+
+void sv_server_count_refusal(loom_server *s, const char *model, loom_serve_code code)
+{
+    sv_model *m = sv_model_lookup(s, model, NULL);
+    if (m) {
+        pthread_mutex_lock(&m->stats_mu);
+        m->met.answers[code]++;
+        pthread_mutex_unlock(&m->stats_mu);
+    } else {
+        pthread_mutex_lock(&s->stats_mu);
+        s->refused_unknown++;
+        pthread_mutex_unlock(&s->stats_mu);
+    }
+}
+
