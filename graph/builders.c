@@ -316,6 +316,16 @@ loom_value loom_layer_norm(loom_graph *g, loom_value x, loom_value scale, loom_v
     return node1(g, "LayerNormalization", in, bias == LOOM_NO_VALUE ? 2 : 3, attrs, 2);
 }
 
+loom_value loom_moe(loom_graph *g, loom_value x, loom_value router_logits, loom_value fc1_w,
+                    loom_value fc1_b, loom_value fc2_w, loom_value fc2_b, int64_t k,
+                    const char *activation)
+{
+    loom_value in[6] = {x, router_logits, fc1_w, fc1_b, fc2_w, fc2_b};
+    loom_attr attrs[2] = {loom_attr_int("k", k),
+                          loom_attr_string("activation_type", activation ? activation : "relu")};
+    return node1(g, "MoE", in, fc2_b == LOOM_NO_VALUE ? 5 : 6, attrs, 2);
+}
+
 loom_value loom_batch_norm(loom_graph *g, loom_value x, loom_value scale, loom_value bias,
                            loom_value mean, loom_value var, float epsilon)
 {

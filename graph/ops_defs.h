@@ -126,6 +126,9 @@ extern const loom_op_def loom_op_def_dynamic_quantize;
 extern const loom_op_def loom_op_def_qlinear_matmul;
 extern const loom_op_def loom_op_def_qlinear_conv;
 
+/* (ops_moe.c) */
+extern const loom_op_def loom_op_def_moe;
+
 /* (ops_recurrent.c) */
 extern const loom_op_def loom_op_def_lstm;
 extern const loom_op_def loom_op_def_gru;

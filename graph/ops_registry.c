@@ -116,6 +116,7 @@ static const loom_op_def *const k_ops[] = {
     &loom_op_def_sign,
     &loom_op_def_matmul_int8_dynamic,
     &loom_op_def_dynamic_quantize,
+    &loom_op_def_moe,
 };
 #define N_OPS (sizeof k_ops / sizeof k_ops[0])
 

@@ -225,6 +225,7 @@ static void cpu_register_all(cpu_op_entry *ops)
     cpu_register_generators(ops);
     cpu_register_quantization(ops);
     cpu_register_int8_gemm(ops);
+    cpu_register_moe(ops);
 }
 
 const loom_backend *loom_cpu_backend_create(unsigned threads, char *err, size_t err_len)

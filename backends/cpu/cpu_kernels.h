@@ -97,6 +97,8 @@ void cpu_register_generators(cpu_op_entry *table);
 void cpu_register_quantization(cpu_op_entry *table);
 /* kernels_int8_gemm.c: MatMulInt8Dynamic (AVX-512 VNNI, portable fallback) */
 void cpu_register_int8_gemm(cpu_op_entry *table);
+/* kernels_moe.c: MoE (sparse: each expert's FFN on the tokens routed to it only) */
+void cpu_register_moe(cpu_op_entry *table);
 
 /* Helpers shared by families (cpu_util.c). */
 int cpu_reason(char *reason, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

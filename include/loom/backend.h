@@ -166,6 +166,9 @@ typedef enum loom_op_id {
      * the int8-dynamic pass turns MatMul/Gemm with constant weights into. */
     LOOM_OP_MAT_MUL_INT8_DYNAMIC = 94,
     LOOM_OP_DYNAMIC_QUANTIZE_LINEAR = 95,
+    /* Mixture of Experts, ONNX Runtime's com.microsoft MoE (graph/ops_moe.c documents it): router
+     * logits -> softmax -> top-k experts per token -> each expert's FFN on its tokens only. */
+    LOOM_OP_MOE = 96,
     LOOM_OP_COUNT_V0_4 /* one past the last id of ABI 0.4 */
 } loom_op_id;
 

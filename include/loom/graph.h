@@ -199,6 +199,21 @@ loom_value loom_layer_norm(loom_graph *g, loom_value x, loom_value scale, loom_v
 loom_value loom_batch_norm(loom_graph *g, loom_value x, loom_value scale, loom_value bias,
                            loom_value mean, loom_value var, float epsilon);
 
+/* Mixture of Experts, as ONNX Runtime's com.microsoft MoE: X [tokens, hidden] (or [batch, seq,
+ * hidden]); ROUTER_LOGITS [tokens, num_experts] (softmax is taken here); FC1_W [num_experts,
+ * inter, hidden] and FC2_W [num_experts, hidden, inter] (each expert's weights as PyTorch's
+ * nn.Linear stores them); FC1_B [num_experts, inter] and FC2_B [num_experts, hidden] optional
+ * (LOOM_NO_VALUE). Each token goes to the K experts of highest probability and Y[t] =
+ * sum_j p_j * (FC2_j act(FC1_j x[t] + b1_j) + b2_j), Y shaped as X. ACTIVATION is "relu" (NULL),
+ * "gelu" (tanh approximation), "silu" or "identity". Only the routed tokens are computed.
+ * Renormalised routing weights (normalize_routing_weights) and Mixtral's gated FFN (fc3) are
+ * attributes/inputs of loom_graph_op(g, "MoE", ...). A K outside [1, num_experts], expert
+ * weights whose shapes disagree or another activation fail the graph (the sticky error names
+ * the node and the problem). The output value belongs to G. */
+loom_value loom_moe(loom_graph *g, loom_value x, loom_value router_logits, loom_value fc1_w,
+                    loom_value fc1_b, loom_value fc2_w, loom_value fc2_b, int64_t k,
+                    const char *activation);
+
 /* Shape may hold one -1 (inferred) and 0s (copy the input's dim). */
 loom_value loom_reshape(loom_graph *g, loom_value x, size_t rank, const int64_t *shape);
 /* PERM of RANK(x) entries; NULL reverses the dims. */

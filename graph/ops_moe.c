@@ -1,0 +1,220 @@
+/*
+ * The Mixture-of-Experts operator of the registry (MoE): what ONNX Runtime's `com.microsoft`
+ * `MoE` computes, in the weight layout ONNX Runtime documents (1.23 and later; each expert's
+ * weights stored as PyTorch's nn.Linear keeps them, [out_features, in_features]):
+ *
+ *   inputs  0 input                [tokens, hidden] or [batch, seq, hidden]
+ *           1 router_probs         [tokens, num_experts]   router LOGITS (softmax taken here)
+ *           2 fc1_experts_weights  [num_experts, inter, hidden]
+ *           3 fc1_experts_bias     [num_experts, inter]            (optional)
+ *           4 fc2_experts_weights  [num_experts, hidden, inter]
+ *           5 fc2_experts_bias     [num_experts, hidden]           (optional)
+ *           6 fc3_experts_weights  [num_experts, inter, hidden]    (optional: gated FFN)
+ *           7 fc3_experts_bias     [num_experts, inter]            (optional, needs 6)
+ *   output  0 Y, input's shape and dtype.
+ *
+ * For each token t: p = softmax(router_probs[t]); the k experts of largest p (ties: the lower
+ * expert index first); weights w_j = p_j, divided by their sum when normalize_routing_weights
+ * is 1; Y[t] = sum_j w_j * FFN_{e_j}(x[t]) with FFN_e(x) = W2_e act(W1_e x + b1_e) + b2_e, or
+ * W2_e (act(W1_e x + b1_e) * (W3_e x + b3_e)) + b2_e when fc3 is given (Mixtral's gate).
+ * act: relu, gelu (tanh approximation, as ONNX Runtime's MoE), silu (x * sigmoid(x)), identity.
+ *
+ * CANONICAL ATTRIBUTES: k:i (1 <= k <= num_experts; default 1), activation_type:s (one of the
+ * four above; default "relu"), normalize_routing_weights:i (0 or 1; default 0). ONNX Runtime's
+ * use_sparse_mixer is accepted when 0 and dropped; its SwiGLU-only attributes (swiglu_fusion,
+ * swiglu_limit, activation_alpha, activation_beta) are accepted and dropped, since the swiglu
+ * activation itself is refused.
+ *
+ * Cost: the work of the routed tokens only (tokens * k FFN evaluations), which is what the
+ * sparse CPU kernel does; the bytes are every input once (each expert's weights are read when
+ * at least one token reaches it, which for more tokens than experts is nearly all of them).
+ */
+
+#include "ops_defs.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+/* The activations the MoE kernels implement, in the attribute's spelling. */
+static const char *const k_moe_activations[] = {"relu", "gelu", "silu", "identity", NULL};
+
+static int moe_activation_known(const char *s)
+{
+    for (size_t i = 0; k_moe_activations[i]; i++)
+        if (strcmp(s, k_moe_activations[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* "[a, b, c]" of DESC into BUF. */
+static const char *dims_str(const loom_tensor_desc *d, char *buf, size_t len)
+{
+    size_t at = 0;
+    at += (size_t)snprintf(buf, len, "[");
+    for (uint32_t i = 0; i < d->rank && at < len; i++)
+        at += (size_t)snprintf(buf + at, len - at, "%s%lld", i ? ", " : "", (long long)d->dims[i]);
+    if (at < len)
+        snprintf(buf + at, len - at, "]");
+    return buf;
+}
+
+/* Fail unless input IDX (ONNX Runtime's name WHAT) has exactly the RANK dims WANT; DIMS_DOC
+ * spells them out ("num_experts, inter_size, hidden_size") for the message. */
+static loom_status moe_check_shape(loom_infer_ctx *ctx, uint32_t idx, const char *what,
+                                   uint32_t rank, const int64_t *want, const char *dims_doc)
+{
+    const loom_tensor_desc *d = &ctx->inputs[idx];
+    int ok = d->rank == rank;
+    for (uint32_t i = 0; ok && i < rank; i++)
+        ok = d->dims[i] == want[i];
+    if (ok)
+        return LOOM_OK;
+    loom_tensor_desc w = {.rank = rank};
+    for (uint32_t i = 0; i < rank; i++)
+        w.dims[i] = want[i];
+    char got[96], exp[96];
+    return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
+                           "%s must be %s (%s), got %s", what, dims_str(&w, exp, sizeof exp),
+                           dims_doc, dims_str(d, got, sizeof got));
+}
+
+static loom_status infer_moe(loom_infer_ctx *ctx)
+{
+    static const char *const names[] = {"k", "activation_type", "normalize_routing_weights",
+                                        "use_sparse_mixer", "swiglu_fusion", "swiglu_limit",
+                                        "activation_alpha", "activation_beta", NULL};
+    static const loom_attr_kind kinds[] = {LOOM_ATTR_INT,   LOOM_ATTR_STRING, LOOM_ATTR_INT,
+                                           LOOM_ATTR_INT,   LOOM_ATTR_INT,    LOOM_ATTR_FLOAT,
+                                           LOOM_ATTR_FLOAT, LOOM_ATTR_FLOAT};
+    static const char *const canonical[] = {"k", "activation_type", "normalize_routing_weights",
+                                            NULL};
+    static const char *const in_names[] = {"input",               "router_probs",
+                                           "fc1_experts_weights", "fc1_experts_bias",
+                                           "fc2_experts_weights", "fc2_experts_bias",
+                                           "fc3_experts_weights", "fc3_experts_bias"};
+    loom_status st;
+    if ((st = loom_infer_check_attrs(ctx, names, kinds)) != LOOM_OK ||
+        (st = loom_ops_require(ctx, 0, "input")) != LOOM_OK ||
+        (st = loom_ops_check_dtype(ctx, 0, "input", LOOM_DTS_FLOAT)) != LOOM_OK ||
+        (st = loom_ops_require(ctx, 1, "router_probs")) != LOOM_OK ||
+        (st = loom_ops_require(ctx, 2, "fc1_experts_weights")) != LOOM_OK ||
+        (st = loom_ops_require(ctx, 4, "fc2_experts_weights")) != LOOM_OK)
+        return st;
+    for (uint32_t i = 1; i < ctx->n_inputs && i < 8; i++)
+        if (loom_ops_has(ctx, i) && (st = loom_ops_same_dtype(ctx, i, in_names[i], 0)) != LOOM_OK)
+            return st;
+    if (loom_ops_has(ctx, 7) && !loom_ops_has(ctx, 6))
+        return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
+                               "fc3_experts_bias is given without fc3_experts_weights");
+
+    const loom_tensor_desc *x = &ctx->inputs[0], *r = &ctx->inputs[1], *w1 = &ctx->inputs[2];
+    if (x->rank != 2 && x->rank != 3)
+        return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
+                               "input must be [tokens, hidden] or [batch, seq, hidden], got "
+                               "rank %u",
+                               x->rank);
+    const int64_t hidden = x->dims[x->rank - 1];
+    const int64_t tokens = x->rank == 2 ? x->dims[0] : x->dims[0] * x->dims[1];
+    if (r->rank != 2 || r->dims[0] != tokens)
+        return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
+                               "router_probs must be [%lld, num_experts] (one row per token), "
+                               "got rank %u with %lld rows",
+                               (long long)tokens, r->rank, (long long)(r->rank ? r->dims[0] : 0));
+    const int64_t experts = r->dims[1];
+    if (experts < 1)
+        return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
+                               "router_probs has no experts (num_experts is 0)");
+    if (w1->rank != 3)
+        return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
+                               "fc1_experts_weights must have rank 3 (num_experts, inter_size, "
+                               "hidden_size), got rank %u",
+                               w1->rank);
+    const int64_t inter = w1->dims[1];
+    if (w1->dims[0] == experts && w1->dims[1] == hidden && w1->dims[2] != hidden)
+        /* ONNX Runtime 1.22 and older documented [num_experts, hidden_size, inter_size]. */
+        return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
+                               "fc1_experts_weights is [%lld, %lld, %lld]: the layout of ONNX "
+                               "Runtime 1.22 and older ([num_experts, hidden_size, inter_size]); "
+                               "Loom reads [num_experts, inter_size, hidden_size]",
+                               (long long)w1->dims[0], (long long)w1->dims[1],
+                               (long long)w1->dims[2]);
+    const int64_t s1[3] = {experts, inter, hidden}, s2[3] = {experts, hidden, inter};
+    if ((st = moe_check_shape(ctx, 2, "fc1_experts_weights", 3, s1,
+                              "num_experts, inter_size, hidden_size")) != LOOM_OK ||
+        (st = moe_check_shape(ctx, 4, "fc2_experts_weights", 3, s2,
+                              "num_experts, hidden_size, inter_size")) != LOOM_OK)
+        return st;
+    if (loom_ops_has(ctx, 3) &&
+        (st = moe_check_shape(ctx, 3, "fc1_experts_bias", 2, s1, "num_experts, inter_size")) !=
+            LOOM_OK)
+        return st;
+    const int64_t b2[2] = {experts, hidden};
+    if (loom_ops_has(ctx, 5) &&
+        (st = moe_check_shape(ctx, 5, "fc2_experts_bias", 2, b2, "num_experts, hidden_size")) !=
+            LOOM_OK)
+        return st;
+    if (loom_ops_has(ctx, 6) &&
+        (st = moe_check_shape(ctx, 6, "fc3_experts_weights", 3, s1,
+                              "num_experts, inter_size, hidden_size")) != LOOM_OK)
+        return st;
+    if (loom_ops_has(ctx, 7) &&
+        (st = moe_check_shape(ctx, 7, "fc3_experts_bias", 2, s1, "num_experts, inter_size")) !=
+            LOOM_OK)
+        return st;
+
+    const int64_t k = loom_infer_get_int(ctx, "k", 1);
+    if (k < 1)
+        return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT, "k = %lld: at least 1 expert per "
+                               "token", (long long)k);
+    if (k > experts)
+        return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
+                               "k = %lld is larger than the number of experts (%lld)",
+                               (long long)k, (long long)experts);
+    const char *act = loom_infer_get_string(ctx, "activation_type", "relu");
+    if (!moe_activation_known(act))
+        return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
+                               "activation_type '%.40s' is not supported (relu, gelu, silu, "
+                               "identity)",
+                               act);
+    const int64_t norm = loom_infer_get_int(ctx, "normalize_routing_weights", 0);
+    if (norm != 0 && norm != 1)
+        return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
+                               "normalize_routing_weights must be 0 or 1, got %lld",
+                               (long long)norm);
+    if (loom_infer_get_int(ctx, "use_sparse_mixer", 0) != 0)
+        return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
+                               "use_sparse_mixer = 1 is not supported (only softmax top-k "
+                               "routing)");
+    /* The string is the list's own: copy it before set_string replaces the attribute. */
+    char act_copy[16];
+    snprintf(act_copy, sizeof act_copy, "%s", act);
+    if ((st = loom_infer_set_int(ctx, "k", k)) != LOOM_OK ||
+        (st = loom_infer_set_string(ctx, "activation_type", act_copy)) != LOOM_OK ||
+        (st = loom_infer_set_int(ctx, "normalize_routing_weights", norm)) != LOOM_OK)
+        return st;
+    loom_ops_keep_only(ctx, canonical);
+    loom_ops_set_output(ctx, 0, x->dtype, x->rank, x->dims);
+    return loom_ops_finish(ctx);
+}
+
+/* tokens * k routed FFN evaluations: 2 * hidden * inter multiply-adds each for fc1 and fc2 (and
+ * fc3 when given), the activation, and the weighted sum back; plus the routing softmax. */
+static void cost_moe(const loom_node_desc *node, loom_op_cost *cost)
+{
+    loom_ops_cost_io(node, cost);
+    const loom_tensor_desc *x = &node->inputs[0], *r = &node->inputs[1], *w1 = &node->inputs[2];
+    double hidden = (double)x->dims[x->rank - 1];
+    double tokens = loom_ops_numel(x) / (hidden > 0 ? hidden : 1.0);
+    double experts = (double)r->dims[1], inter = (double)w1->dims[1];
+    double k = 1.0;
+    for (uint32_t a = 0; a < node->n_attrs; a++)
+        if (strcmp(node->attrs[a].name, "k") == 0)
+            k = (double)node->attrs[a].i;
+    int gated = node->n_inputs > 6 && node->inputs[6].dtype != LOOM_DTYPE_UNDEFINED;
+    double per_route = 2.0 * hidden * inter * (gated ? 3.0 : 2.0) +
+                       inter * LOOM_FLOPS_TRANSCENDENTAL + 2.0 * hidden;
+    cost->flops = tokens * (k * per_route + experts * (LOOM_FLOPS_TRANSCENDENTAL + 2.0));
+}
+
+LOOM_OPS_DEF(loom_op_def_moe, LOOM_OP_MOE, "MoE", 5, 8, 1, 1, infer_moe, cost_moe, 0);
