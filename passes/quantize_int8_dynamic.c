@@ -4,8 +4,10 @@
  * weight is a constant f32 matrix becomes one MatMulInt8Dynamic node: the weight is quantised
  * once to int8 with one symmetric scale per output column (Gemm's alpha and transB folded in),
  * Gemm's C (beta folded in) becomes the node's bias, and the activations are quantised per row
- * when the node runs, with int32 sums and a float result. The float weights do not reach the
- * new graph, so a plan keeps only the int8 copy (about a quarter of the bytes).
+ * when the node runs, with int32 sums and a float result. Embedding tables (Gather along axis 0
+ * from a constant f32 [V, D] matrix) become an int8 table with one scale per column, gathered
+ * then dequantised. The float weights do not reach the new graph, so a plan keeps only the int8
+ * copy (about a quarter of the bytes).
  *
  * Left in float: an inner dimension under QUANT_MIN_K (too little work for the error it costs),
  * non-constant weights, a Gemm with transA or a C that is not a constant row, and the nodes the
@@ -24,7 +26,7 @@
 typedef struct quant_state {
     const loom_graph *src;
     const pass_ctx *ctx;
-    size_t done, kept_small, kept_listed;
+    size_t done, kept_small, kept_listed, tables;
 } quant_state;
 
 static int listed(const pass_ctx *ctx, const char *name)
@@ -108,11 +110,80 @@ static int plan_node(const quant_state *qs, const graph_node *nd, quant_plan *qp
     return 1;
 }
 
+/* An embedding table: Gather (axis 0) from a constant f32 [V, D] table of at least
+ * QUANT_MIN_TABLE elements. */
+#define QUANT_MIN_TABLE 4096
+
+static const graph_value *embedding_table(const loom_graph *g, const graph_node *nd)
+{
+    if (nd->def->id != LOOM_OP_GATHER || nd->n_inputs != 2 || attr_i(nd, "axis", 0) != 0)
+        return NULL;
+    const graph_value *t = const_f32(g, nd->inputs[0]);
+    return t && t->desc.rank == 2 && t->desc.dims[1] >= QUANT_MIN_K &&
+                   loom_tensor_desc_numel(&t->desc) >= QUANT_MIN_TABLE
+               ? t
+               : NULL;
+}
+
+/* Gather from an int8 copy of the table (one scale per column D), then DequantizeLinear along
+ * the last axis: the rows gathered are the rows quantised, and the table shrinks 4x. */
+static int rewrite_gather(quant_state *qs, graph_rebuild_ctx *rc, const graph_node *nd,
+                          const graph_value *t, loom_value *out)
+{
+    loom_graph *g = graph_rebuild_dst(rc);
+    const int64_t v = t->desc.dims[0], d = t->desc.dims[1];
+    const float *w = t->data;
+    int8_t *q = malloc((size_t)(v * d) + 1);
+    float *scale = malloc((size_t)d * sizeof *scale + 1);
+    if (!q || !scale) {
+        free(q);
+        free(scale);
+        loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory quantising node '%s'", nd->name);
+        return -1;
+    }
+    for (int64_t j = 0; j < d; j++) {
+        float m = 0.0f;
+        for (int64_t r = 0; r < v; r++)
+            m = fabsf(w[r * d + j]) > m ? fabsf(w[r * d + j]) : m;
+        scale[j] = m > 0.0f ? m / 127.0f : 1.0f;
+    }
+    for (int64_t r = 0; r < v; r++)
+        for (int64_t j = 0; j < d; j++) {
+            float x = nearbyintf(w[r * d + j] / scale[j]);
+            x = x > 127.0f ? 127.0f : x < -127.0f ? -127.0f : x;
+            q[r * d + j] = (int8_t)(x == x ? x : 0.0f);
+        }
+    char name[300];
+    int64_t td[2] = {v, d}, sd[1] = {d};
+    snprintf(name, sizeof name, "%s.table_int8", nd->name);
+    loom_value vq = loom_constant(g, loom_graph_find_value(g, name) == LOOM_NO_VALUE ? name : NULL,
+                                  LOOM_DTYPE_I8, 2, td, q);
+    snprintf(name, sizeof name, "%s.table_scale", nd->name);
+    loom_value vs = loom_constant(g, loom_graph_find_value(g, name) == LOOM_NO_VALUE ? name : NULL,
+                                  LOOM_DTYPE_F32, 1, sd, scale);
+    free(q);
+    free(scale);
+    loom_value gi[2] = {vq, graph_rebuild_map(rc, nd->inputs[1])}, rows;
+    snprintf(name, sizeof name, "%s.int8", nd->name);
+    if (loom_graph_op(g, "Gather", name, gi, 2, NULL, 0, &rows, 1) != LOOM_OK)
+        return -1;
+    uint32_t rank = g->values[rows].desc.rank;
+    loom_attr axis = loom_attr_int("axis", (int64_t)rank - 1);
+    loom_value di[2] = {rows, vs};
+    if (loom_graph_op(g, "DequantizeLinear", nd->name, di, 2, &axis, 1, out, 1) != LOOM_OK)
+        return -1;
+    qs->tables++;
+    return 1;
+}
+
 /* Quantise the node's weight into the new graph: B_q int8 [K, N], one scale per column. */
 static int rewrite(void *user, graph_rebuild_ctx *rc, const graph_node *nd, loom_value *out)
 {
     quant_state *qs = user;
     quant_plan qp;
+    const graph_value *table = embedding_table(qs->src, nd);
+    if (table && !listed(qs->ctx, nd->name))
+        return rewrite_gather(qs, rc, nd, table, out);
     if (!plan_node(qs, nd, &qp))
         return 0;
     if (listed(qs->ctx, nd->name)) {
@@ -192,7 +263,8 @@ loom_status pass_quantize_int8_dynamic(const loom_graph *in, loom_graph **out, p
     size_t candidates = 0;
     quant_plan qp;
     for (size_t i = 0; i < in->n_nodes; i++)
-        candidates += (size_t)plan_node(&qs, &in->nodes[i], &qp);
+        candidates += (size_t)plan_node(&qs, &in->nodes[i], &qp) +
+                      (embedding_table(in, &in->nodes[i]) != NULL);
     if (!candidates) {
         snprintf(summary, summary_len,
                  "warning: nothing to quantize (no MatMul or Gemm with constant float weights)");
@@ -202,7 +274,7 @@ loom_status pass_quantize_int8_dynamic(const loom_graph *in, loom_graph **out, p
     loom_status st = graph_rebuild_with(in, ctx->order, ctx->eval, rewrite, &qs, &g);
     if (st != LOOM_OK)
         return st;
-    if (!qs.done) {
+    if (!qs.done && !qs.tables) {
         loom_graph_destroy(g);
         snprintf(summary, summary_len,
                  "warning: nothing quantized (%zu kept float: %zu with inner dimension < %d, %zu "
@@ -211,9 +283,10 @@ loom_status pass_quantize_int8_dynamic(const loom_graph *in, loom_graph **out, p
         return LOOM_OK;
     }
     snprintf(summary, summary_len,
-             "%zu MatMul/Gemm to int8 (%zu kept float: %zu with inner dimension < %d, %zu listed)",
-             qs.done, qs.kept_small + qs.kept_listed, qs.kept_small, QUANT_MIN_K,
-             qs.kept_listed);
+             "%zu MatMul/Gemm to int8 (%zu kept float: %zu with inner dimension < %d, %zu "
+             "listed), %zu embedding table%s to int8",
+             qs.done, qs.kept_small + qs.kept_listed, qs.kept_small, QUANT_MIN_K, qs.kept_listed,
+             qs.tables, qs.tables == 1 ? "" : "s");
     *out = g;
     return LOOM_OK;
 }

@@ -177,12 +177,14 @@ loom_status loom_plan_explain(const loom_plan *plan, size_t i, loom_node_explain
 
 loom_status loom_plan_summary_get(const loom_plan *plan, loom_plan_summary *out)
 {
-    if (!plan || !out || out->struct_size < sizeof *out)
+    loom_plan_summary *caller = out;
+    const size_t v1 = offsetof(loom_plan_summary, placement_ms) + sizeof out->placement_ms;
+    if (!plan || !out || out->struct_size < v1)
         return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "plan summary: bad arguments");
     loom_clear_error();
-    uint32_t sz = out->struct_size;
-    memset(out, 0, sizeof *out);
-    out->struct_size = sz;
+    loom_plan_summary s = {0};
+    s.struct_size = out->struct_size;
+    out = &s; /* filled whole, copied back as far as the caller's struct goes */
     out->policy = plan->policy;
     out->predicted_s = plan->pred_s;
     out->heft_predicted_s = plan->heft_s;
@@ -194,6 +196,10 @@ loom_status loom_plan_summary_get(const loom_plan *plan, loom_plan_summary *out)
     out->best_single_s = plan->best_single_s;
     out->n_copies = plan->n_copies;
     out->placement_ms = plan->placement_ms;
+    for (uint32_t t = 0; t < plan->n_tensors; t++)
+        if (plan->tensors[t].kind == PLAN_T_CONSTANT)
+            out->constant_bytes += plan->tensors[t].bytes;
+    memcpy(caller, &s, s.struct_size < sizeof s ? s.struct_size : sizeof s);
     return LOOM_OK;
 }
 

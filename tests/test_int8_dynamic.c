@@ -244,6 +244,51 @@ static void test_pass_keeps_tiny_k_and_listed_nodes_float(void)
     free(w2);
 }
 
+/* An embedding table (Gather from a constant [V, D] float matrix) is held as int8 with one scale
+ * per column and dequantised after the gather: rows within half a step of the floats. */
+static void test_pass_quantizes_embedding_tables(void)
+{
+    const int64_t v = 200, d = 48;
+    float *t = malloc((size_t)(v * d) * sizeof *t), y[3 * 48];
+    for (int64_t i = 0; i < v * d; i++)
+        t[i] = frand() * (1.0f + (float)(i % d) / 8.0f);
+    int64_t ids[3] = {7, 0, 199};
+    loom_graph *g = loom_graph_create("emb");
+    int64_t td[2] = {v, d}, idd[1] = {3};
+    loom_value tv = loom_constant(g, "table", LOOM_DTYPE_F32, 2, td, t);
+    loom_value iv = loom_input(g, "ids", LOOM_DTYPE_I64, 1, idd);
+    loom_value gi[2] = {tv, iv}, out;
+    CU_ASSERT_EQUAL(loom_graph_op(g, "Gather", "embed", gi, 2, NULL, 0, &out, 1), LOOM_OK);
+    loom_output(g, out, "rows");
+    CU_ASSERT_EQUAL_FATAL(loom_graph_check(g), LOOM_OK);
+    loom_plan_options o = {.struct_size = sizeof o, .precision = LOOM_PRECISION_INT8_DYNAMIC};
+    loom_plan *p;
+    CU_ASSERT_EQUAL_FATAL(loom_plan_create(rt, g, &o, &p), LOOM_OK);
+    CU_ASSERT(strstr(stage_summary(p, "quantize_int8_dynamic"), "1 embedding table") != NULL);
+    loom_plan_summary sum = {.struct_size = sizeof sum};
+    CU_ASSERT_EQUAL(loom_plan_summary_get(p, &sum), LOOM_OK);
+    CU_ASSERT(sum.constant_bytes < (size_t)(v * d) * 2); /* int8 table + scales, not floats */
+    loom_tensor *in, *res;
+    int64_t yd[2] = {3, d};
+    loom_tensor_wrap(LOOM_DTYPE_I64, 1, idd, ids, &in);
+    loom_tensor_wrap(LOOM_DTYPE_F32, 2, yd, y, &res);
+    CU_ASSERT_EQUAL(loom_plan_run(p, (const loom_tensor *const *)&in, 1, &res, 1, NULL), LOOM_OK);
+    int bad = 0;
+    for (int r = 0; r < 3; r++)
+        for (int64_t j = 0; j < d; j++) {
+            float colmax = 0;
+            for (int64_t q = 0; q < v; q++)
+                colmax = fmaxf(colmax, fabsf(t[q * d + j]));
+            bad += fabsf(y[r * d + j] - t[ids[r] * d + j]) > colmax / 127.0f * 0.5f + 1e-6f;
+        }
+    CU_ASSERT_EQUAL(bad, 0);
+    loom_tensor_destroy(in);
+    loom_tensor_destroy(res);
+    loom_plan_destroy(p);
+    loom_graph_destroy(g);
+    free(t);
+}
+
 static void test_nothing_to_quantize_is_a_warning_not_an_error(void)
 {
     loom_graph *g = loom_graph_create("relu");
@@ -454,6 +499,7 @@ int main(void)
          test_pass_quantizes_matmul_with_constant_weights},
         {"pass_folds_gemm_transb_alpha_beta_and_bias", test_pass_folds_gemm_transb_alpha_beta_and_bias},
         {"pass_keeps_tiny_k_and_listed_nodes_float", test_pass_keeps_tiny_k_and_listed_nodes_float},
+        {"pass_quantizes_embedding_tables", test_pass_quantizes_embedding_tables},
         {"nothing_to_quantize_is_a_warning_not_an_error",
          test_nothing_to_quantize_is_a_warning_not_an_error},
         {"dynamic_quantize_linear_matches_onnx_formula",

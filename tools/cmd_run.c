@@ -544,6 +544,15 @@ static int check_output_paths(char **paths, size_t n, int *existed)
 }
 
 /* File names for the outputs: the sanitised output name, made unique with _2, _3... */
+/* Output I's name, as the plan keeps it (the graph is gone by the time outputs are written). */
+static const char *plan_output_name(const loom_plan *plan, size_t i)
+{
+    const char *name = NULL;
+    if (loom_plan_output_info(plan, i, &name, NULL, NULL, NULL) != LOOM_OK || !name)
+        return "?";
+    return name;
+}
+
 static char **output_paths(const run_opts *o, const loom_graph *g)
 {
     size_t n = loom_graph_output_count(g);
@@ -725,6 +734,10 @@ int loom_cmd_run(int argc, char **argv)
         rc = tool_exit_status(st, TOOL_PLANNING);
         goto done;
     }
+    /* The plan keeps what it needs (names included): the graph and its float weights go now,
+     * so that with --quantize int8-dynamic only the int8 weights stay in memory. */
+    loom_graph_destroy(g);
+    g = NULL;
     if (!o.device) { /* one device for every node: name it; several: "auto" */
         size_t nn = loom_plan_node_count(plan);
         for (size_t i = 0; i < nn; i++) {
@@ -782,8 +795,9 @@ int loom_cmd_run(int argc, char **argv)
     for (size_t i = 0; i < n_out; i++) {
         if (loom_tensor_save_npy(paths[i], outs[i]) != LOOM_OK) {
             int e = errno;
-            say("output '%s': %s", loom_value_name(g, loom_graph_output(g, i)),
-                loom_last_error());
+            char why[512]; /* looking the name up clears the thread's last error: copy first */
+            snprintf(why, sizeof why, "%s", loom_last_error());
+            say("output '%s': %s", plan_output_name(plan, i), why);
             rc = tool_write_exit_status(e);
             goto done;
         }
@@ -827,8 +841,8 @@ int loom_cmd_run(int argc, char **argv)
             for (uint32_t k = 0; k < loom_tensor_rank(outs[i]); k++)
                 json_array_append_new(shape, json_integer((json_int_t)dims[k]));
             json_array_append_new(
-                outl, json_pack("{s:s, s:s, s:o, s:s}", "name",
-                                loom_value_name(g, loom_graph_output(g, i)), "dtype",
+                outl, json_pack("{s:s, s:s, s:o, s:s}", "name", plan_output_name(plan, i),
+                                "dtype",
                                 loom_dtype_name(loom_tensor_dtype(outs[i])), "shape", shape,
                                 "file", paths[i]));
         }
@@ -861,6 +875,10 @@ int loom_cmd_run(int argc, char **argv)
         else
             printf("latency ms: %.4f\n", lat[0]);
         printf("intermediate memory: peak %.2f MiB\n", (double)peak / 1048576.0);
+        loom_plan_summary sum = {.struct_size = sizeof sum};
+        if (loom_plan_summary_get(plan, &sum) == LOOM_OK)
+            printf("constants (weights) held by the plan: %.2f MiB\n",
+                   (double)sum.constant_bytes / 1048576.0);
         if (stats.fallback_count)
             printf("%zu node%s re-run on another device after a device failure\n",
                    stats.fallback_count, stats.fallback_count > 1 ? "s" : "");
@@ -877,7 +895,7 @@ int loom_cmd_run(int argc, char **argv)
             loom_tensor_dims(outs[i], dims);
             char shape[160];
             shape_text(shape, sizeof shape, loom_tensor_rank(outs[i]), dims);
-            printf("output %s: %s %s -> %s\n", loom_value_name(g, loom_graph_output(g, i)),
+            printf("output %s: %s %s -> %s\n", plan_output_name(plan, i),
                    loom_dtype_name(loom_tensor_dtype(outs[i])), shape, paths[i]);
         }
     }

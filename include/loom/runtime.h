@@ -202,9 +202,13 @@ typedef struct loom_plan_summary {
     double best_single_s;      /* its predicted latency */
     size_t n_copies;           /* transfer nodes inserted */
     double placement_ms;       /* time the placement took */
+    /* ---- since 0.4 ---- */
+    size_t constant_bytes;     /* constants (weights) the plan holds or borrows */
 } loom_plan_summary;
 
-/* Fill OUT with PLAN's summary. Fails with LOOM_ERR_INVALID_ARGUMENT on a small struct_size. */
+/* Fill OUT with PLAN's summary: the fields OUT->struct_size covers (a caller built against an
+ * older header gets the fields it knows). Fails with LOOM_ERR_INVALID_ARGUMENT on NULLs or a
+ * struct_size below the first version's. */
 loom_status loom_plan_summary_get(const loom_plan *plan, loom_plan_summary *out);
 
 /* What one stage of planning did: a graph pass (validate, fold_constants, calibrate_int8, ...)
