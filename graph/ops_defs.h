@@ -129,6 +129,11 @@ extern const loom_op_def loom_op_def_qlinear_conv;
 /* (ops_moe.c) */
 extern const loom_op_def loom_op_def_moe;
 
+/* (ops_fused.c) */
+extern const loom_op_def loom_op_def_fused_conv;
+extern const loom_op_def loom_op_def_fused_matmul;
+extern const loom_op_def loom_op_def_fused_gemm;
+
 /* (ops_recurrent.c) */
 extern const loom_op_def loom_op_def_lstm;
 extern const loom_op_def loom_op_def_gru;

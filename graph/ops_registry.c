@@ -117,6 +117,9 @@ static const loom_op_def *const k_ops[] = {
     &loom_op_def_matmul_int8_dynamic,
     &loom_op_def_dynamic_quantize,
     &loom_op_def_moe,
+    &loom_op_def_fused_conv,
+    &loom_op_def_fused_matmul,
+    &loom_op_def_fused_gemm,
 };
 #define N_OPS (sizeof k_ops / sizeof k_ops[0])
 

@@ -226,6 +226,7 @@ static void cpu_register_all(cpu_op_entry *ops)
     cpu_register_quantization(ops);
     cpu_register_int8_gemm(ops);
     cpu_register_moe(ops);
+    cpu_register_fused_gemm(ops);
 }
 
 const loom_backend *loom_cpu_backend_create(unsigned threads, char *err, size_t err_len)

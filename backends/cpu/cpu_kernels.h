@@ -77,7 +77,9 @@ void cpu_register_normalization(cpu_op_entry *table);
 void cpu_register_reductions(cpu_op_entry *table);
 /* kernels_linalg.c: MatMul, Gemm, Einsum */
 void cpu_register_linalg(cpu_op_entry *table);
-/* kernels_conv.c: Conv, ConvTranspose */
+/* kernels_fused_gemm.c: FusedMatMul, FusedGemm (linalg's kernels + the epilogue) */
+void cpu_register_fused_gemm(cpu_op_entry *table);
+/* kernels_conv.c: Conv, FusedConv, ConvTranspose (kernels_conv_depthwise.c: depthwise Conv) */
 void cpu_register_conv(cpu_op_entry *table);
 /* kernels_pooling.c: MaxPool, AveragePool, GlobalAveragePool */
 void cpu_register_pooling(cpu_op_entry *table);

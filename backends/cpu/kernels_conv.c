@@ -13,13 +13,17 @@
  *    of output columns sized so a chunk's columns (K x cols floats) fit in L2: a thread builds
  *    its chunk's columns and runs the GEMM on them while they are still in its cache. Else by
  *    blocks of output channels, after an im2col split by rows.
- * 1x1, stride-1, unpadded convs read the input as the GEMM's B directly (no scratch), and grouped
- * convs with tiny groups (depthwise) run direct loops, where a GEMM with K <= 32 is all overhead.
- * Bias is added by whoever wrote the block, while it is in cache.
+ * 1x1, stride-1, unpadded convs read the input as the GEMM's B directly (no scratch); depthwise
+ * convs (one input channel per group) run kernels_conv_depthwise.c's direct kernel, and other
+ * grouped convs with tiny groups direct loops here, where a GEMM with K <= 32 is all overhead.
+ * The epilogue (bias; FusedConv's residual Z and activation, cpu_epilogue.h) is applied by
+ * whoever wrote the block, while it is in cache. FusedConv is Conv with that epilogue
+ * (graph/ops_fused.c) and shares everything here.
  *
  * ConvTranspose: per (image, group) one GEMM col = W_g^T X_g (single-threaded cblas), then col2im
  * into Y; the canonical attributes are graph/ops_conv_pool.c's.
  */
+#include "cpu_conv.h"
 #include "cpu_gemm.h"
 #include "cpu_kernels.h"
 
@@ -82,25 +86,18 @@ static inline void add_row(float *restrict d, float b, int64_t n)
 
 /* ---- Conv -------------------------------------------------------------------------------------- */
 
-typedef struct conv_params {
-    int64_t n, c, h, w;  /* input; a 1-D conv has h = 1 */
-    int64_t m, oh, ow;   /* output channels and spatial size */
-    int64_t kh, kw, sh, sw, dh, dw, pt, pl;
-    int64_t group, cg, mg;
-    int64_t kc;          /* GEMM K: cg*kh*kw */
-    int64_t p;           /* GEMM N: oh*ow */
-    int pointwise;       /* 1x1, stride 1, no padding: the input is the GEMM's B as it is */
-    int direct;          /* tiny groups: direct loops */
-    size_t n_buffers;    /* im2col buffers in scratch */
-    int has_bias;
-} conv_params;
 
 static int conv_supports(const loom_node_desc *node, char *reason, size_t len)
 {
-    if (node->n_inputs < 2 || node->n_inputs > 3 || node->n_outputs != 1) {
-        cpu_reason(reason, len, "Conv takes 2 or 3 inputs and 1 output");
+    const int fused = node->op == LOOM_OP_FUSED_CONV;
+    if (node->n_inputs < 2 || node->n_inputs > (fused ? 4u : 3u) || node->n_outputs != 1) {
+        cpu_reason(reason, len, fused ? "FusedConv takes 2 to 4 inputs and 1 output"
+                                      : "Conv takes 2 or 3 inputs and 1 output");
         return 0;
     }
+    cpu_epilogue ep;
+    if (fused && !cpu_epilogue_parse(node, &ep, reason, len))
+        return 0;
     for (uint32_t i = 0; i < node->n_inputs; i++)
         if (cpu_present(node, i) && node->inputs[i].dtype != LOOM_DTYPE_F32) {
             cpu_reason(reason, len, "Conv: only f32 is supported (input %u is dtype %d)", i,
@@ -178,24 +175,31 @@ static void conv_im2col(const conv_params *p, const float *x, float *col, int64_
 
 typedef struct conv_ctx {
     const conv_params *p;
-    const float *x, *w, *bias;
+    const float *x, *w, *bias, *z;
     float *y, *scratch;
     /* the item being worked on, in the one-item-at-a-time scheme */
     cpu_gemm g;
-    const float *xi, *wi, *bi, *col;
+    const float *xi, *wi, *bi, *col, *zi;
     float *yi;
     size_t item0;   /* first item of the round, in the item-parallel scheme */
     size_t nchunks; /* column chunks of the item, in the column scheme */
 } conv_ctx;
 
-/* Add the bias of each output channel to rows [r0, r1), columns [c0, c1) of a group's output. */
-static void conv_add_bias(const conv_params *p, const float *bias, float *y, int64_t r0,
-                          int64_t r1, int64_t c0, int64_t c1)
+/* The epilogue of rows [r0, r1), columns [c0, c1) of a group's output: each output channel's
+ * bias, then FusedConv's residual Z (at the same offsets as Y) and activation. */
+static void conv_add_bias(const conv_params *p, const float *bias, const float *z, float *y,
+                          int64_t r0, int64_t r1, int64_t c0, int64_t c1)
 {
-    if (!bias)
+    if (!z && p->ep.act == CPU_ACT_NONE) {
+        if (!bias)
+            return;
+        for (int64_t r = r0; r < r1; r++)
+            add_row(y + r * p->p + c0, bias[r], c1 - c0);
         return;
+    }
     for (int64_t r = r0; r < r1; r++)
-        add_row(y + r * p->p + c0, bias[r], c1 - c0);
+        cpu_epilogue_apply(&p->ep, y + r * p->p + c0, (size_t)(c1 - c0), bias ? bias[r] : 0.0f,
+                           NULL, z ? z + r * p->p + c0 : NULL);
 }
 
 static cpu_gemm conv_gemm_shape(const conv_params *p)
@@ -224,7 +228,7 @@ static void conv_cols_task(void *arg, size_t b0, size_t b1)
         if (!p->pointwise)
             conv_im2col(p, x->xi, x->scratch, 0, p->kc, lo, hi);
         cpu_gemm_block(&g, x->wi, x->col, x->yi, lo, hi, 0.0f);
-        conv_add_bias(p, x->bi, x->yi, 0, p->mg, lo, hi);
+        conv_add_bias(p, x->bi, x->zi, x->yi, 0, p->mg, lo, hi);
     }
 }
 
@@ -238,9 +242,9 @@ static void conv_gemm_task(void *arg, size_t b0, size_t b1)
                 hi = cpu_gemm_block_start(extent, x->g.nb, blk + 1);
         cpu_gemm_block(&x->g, x->wi, x->col, x->yi, lo, hi, 0.0f);
         if (x->g.split_n)
-            conv_add_bias(p, x->bi, x->yi, 0, p->mg, lo, hi);
+            conv_add_bias(p, x->bi, x->zi, x->yi, 0, p->mg, lo, hi);
         else
-            conv_add_bias(p, x->bi, x->yi, lo, hi, 0, p->p);
+            conv_add_bias(p, x->bi, x->zi, x->yi, lo, hi, 0, p->p);
     }
 }
 
@@ -261,7 +265,9 @@ static void conv_item_task(void *arg, size_t i0, size_t i1)
             col = buf;
         }
         cpu_gemm_block(&g, x->w + grp * p->mg * p->kc, col, yi, 0, p->mg, 0.0f);
-        conv_add_bias(p, x->bias ? x->bias + grp * p->mg : NULL, yi, 0, p->mg, 0, p->p);
+        conv_add_bias(p, x->bias ? x->bias + grp * p->mg : NULL,
+                      x->z ? x->z + (n * p->m + grp * p->mg) * p->p : NULL, yi, 0, p->mg, 0,
+                      p->p);
     }
 }
 
@@ -300,6 +306,9 @@ static void conv_direct_task(void *arg, size_t q0, size_t q1)
                 }
             }
         }
+        if (x->z || p->ep.act != CPU_ACT_NONE)
+            cpu_epilogue_apply(&p->ep, y, (size_t)p->p, 0.0f, NULL,
+                               x->z ? x->z + (int64_t)q * p->p : NULL);
     }
 }
 
@@ -313,12 +322,17 @@ static loom_status conv_run(const cpu_kernel *k, const loom_exec_args *args, cpu
                   .x = args->inputs[0],
                   .w = args->inputs[1],
                   .bias = p->has_bias ? args->inputs[2] : NULL,
+                  .z = p->has_z ? args->inputs[3] : NULL,
                   .y = args->outputs[0],
                   .scratch = args->scratch};
     if (p->n == 0 || p->m == 0 || p->p == 0)
         return LOOM_OK;
     unsigned threads = cpu_pool_threads(pool);
     double item_macs = (double)p->mg * (double)p->kc * (double)p->p;
+    if (p->depthwise) {
+        cpu_conv_dw_run(p, x.x, x.w, x.bias, x.z, x.y, pool);
+        return LOOM_OK;
+    }
     if (p->direct) {
         double plane = (double)p->cg * (double)p->kh * (double)p->kw * (double)p->p + 1.0;
         size_t grain = plane >= CPU_CHUNK_MACS ? 1 : (size_t)(CPU_CHUNK_MACS / plane) + 1;
@@ -367,6 +381,7 @@ static loom_status conv_run(const cpu_kernel *k, const loom_exec_args *args, cpu
         x.yi = x.y + (n * p->m + grp * p->mg) * p->p;
         x.wi = x.w + grp * p->mg * p->kc;
         x.bi = x.bias ? x.bias + grp * p->mg : NULL;
+        x.zi = x.z ? x.z + (n * p->m + grp * p->mg) * p->p : NULL;
         x.col = p->pointwise ? x.xi : x.scratch;
         if (by_columns) {
             cpu_parallel_for(pool, x.nchunks, x.g.nb > 1 ? 1 : x.nchunks, conv_cols_task, &x);
@@ -434,12 +449,16 @@ static loom_status conv_prepare(const loom_node_desc *node, cpu_kernel *k, char 
     p->kc = p->cg * p->kh * p->kw;
     p->p = p->oh * p->ow;
     p->has_bias = cpu_kernel_present(k, 2);
+    p->has_z = node->op == LOOM_OP_FUSED_CONV && cpu_kernel_present(k, 3);
+    if (node->op == LOOM_OP_FUSED_CONV)
+        cpu_epilogue_parse(node, &p->ep, NULL, 0);
     int no_pad = 1;
     for (size_t i = 0; i < 2 * s; i++)
         no_pad &= pd[i] == 0;
     p->pointwise = p->kh == 1 && p->kw == 1 && p->sh == 1 && p->sw == 1 && no_pad &&
                    p->oh == p->h && p->ow == p->w;
     p->direct = p->group > 1 && p->kc <= CONV_DIRECT_MAX_TAPS && !p->pointwise;
+    p->depthwise = p->direct && cpu_conv_dw_prepare(p);
     size_t col_bytes = (size_t)(p->kc * p->p) * sizeof(float);
     k->scratch_bytes = 0;
     if (!p->pointwise && !p->direct && col_bytes > 0) {
@@ -622,5 +641,6 @@ static loom_status ct_prepare(const loom_node_desc *node, cpu_kernel *k, char *e
 void cpu_register_conv(cpu_op_entry *table)
 {
     table[LOOM_OP_CONV] = (cpu_op_entry){conv_supports, conv_prepare};
+    table[LOOM_OP_FUSED_CONV] = (cpu_op_entry){conv_supports, conv_prepare};
     table[LOOM_OP_CONV_TRANSPOSE] = (cpu_op_entry){ct_supports, ct_prepare};
 }

@@ -169,6 +169,13 @@ typedef enum loom_op_id {
     /* Mixture of Experts, ONNX Runtime's com.microsoft MoE (graph/ops_moe.c documents it): router
      * logits -> softmax -> top-k experts per token -> each expert's FFN on its tokens only. */
     LOOM_OP_MOE = 96,
+    /* Loom's own, made by the fuse_epilogue pass (graph/ops_fused.c documents them): Conv, MatMul
+     * and Gemm with their epilogue, Y = act(op(...) + bias + Z): an optional residual input Z
+     * (input 3) and the string attribute activation. A backend that does not claim them never
+     * sees an epilogue it would ignore. */
+    LOOM_OP_FUSED_CONV = 97,
+    LOOM_OP_FUSED_MAT_MUL = 98,
+    LOOM_OP_FUSED_GEMM = 99,
     LOOM_OP_COUNT_V0_4 /* one past the last id of ABI 0.4 */
 } loom_op_id;
 

@@ -1,0 +1,46 @@
+/*
+ * What the Conv kernels of the CPU backend share (kernels_conv.c: the choice per shape, im2col +
+ * GEMM, 1x1 as a GEMM; kernels_conv_depthwise.c: the direct depthwise kernel): the prepared
+ * shape of one Conv or FusedConv node and its epilogue.
+ */
+#ifndef LOOM_CPU_CONV_H
+#define LOOM_CPU_CONV_H
+
+#include "cpu_epilogue.h"
+#include "cpu_kernels.h"
+
+#include <stdint.h>
+
+/* Most kernel taps along W the depthwise kernel precomputes valid ranges for. */
+#define CONV_DW_MAX_KW 16
+
+typedef struct conv_params {
+    int64_t n, c, h, w;  /* input; a 1-D conv has h = 1 */
+    int64_t m, oh, ow;   /* output channels and spatial size */
+    int64_t kh, kw, sh, sw, dh, dw, pt, pl;
+    int64_t group, cg, mg;
+    int64_t kc;          /* GEMM K: cg*kh*kw */
+    int64_t p;           /* GEMM N: oh*ow */
+    int pointwise;       /* 1x1, stride 1, no padding: the input is the GEMM's B as it is */
+    int direct;          /* tiny groups: direct loops */
+    int depthwise;       /* one input channel per group: kernels_conv_depthwise.c */
+    size_t n_buffers;    /* im2col buffers in scratch */
+    int has_bias;
+    int has_z;           /* FusedConv's residual input Z (input 3) */
+    cpu_epilogue ep;     /* FusedConv's activation (CPU_ACT_NONE for Conv) */
+    /* depthwise: output columns [lo[kj], hi[kj]) read inside the input row for tap kj, and the
+     * interior [in_lo, in_hi) where every tap does */
+    int64_t lo[CONV_DW_MAX_KW], hi[CONV_DW_MAX_KW], in_lo, in_hi;
+} conv_params;
+
+/* Whether the depthwise kernel takes P (set by kernels_conv.c's prepare once the shape is
+ * known): one input channel per group and at most CONV_DW_MAX_KW taps along W. Fills P's
+ * column ranges when it does. */
+int cpu_conv_dw_prepare(conv_params *p);
+
+/* Runs the depthwise conv of P: Y = act(conv(X, W) + bias + Z) (BIAS and Z may be NULL), split
+ * over the pool by output planes. */
+void cpu_conv_dw_run(const conv_params *p, const float *x, const float *w, const float *bias,
+                     const float *z, float *y, cpu_pool *pool);
+
+#endif /* LOOM_CPU_CONV_H */

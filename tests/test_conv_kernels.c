@@ -1,0 +1,274 @@
+/*
+ * The CPU backend's convolution kernels (issue 16) against naive loops, one Conv or FusedConv
+ * node at a time on cpu:0, over the shapes that pick each kernel: depthwise (group == channels,
+ * channel multipliers 1 and 2, 3x3 and 5x5 and 7x1 taps, strides 1 to 3, dilations, asymmetric
+ * padding, rows shorter and longer than the vector width, 1-D), pointwise 1x1 as a GEMM (with a
+ * batch, and 1x1 with a stride or padding, which must not take that path), grouped convs with
+ * tiny and large groups, and im2col + GEMM for the rest (odd sizes, stride 2, dilation 2). Every
+ * case runs as Conv and as FusedConv with a residual and each activation of the epilogue.
+ */
+#include <loom/loom.h>
+
+#include <CUnit/Basic.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static loom_runtime *rt;
+
+static int suite_init(void)
+{
+    return loom_runtime_create(NULL, &rt) == LOOM_OK ? 0 : 1;
+}
+
+static int suite_clean(void)
+{
+    loom_runtime_destroy(rt);
+    return 0;
+}
+
+static uint64_t rng = 0x2545f4914f6cdd1dull;
+
+static float frand(void)
+{
+    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((rng >> 40) & 0xffffff) / (float)0x800000 - 1.0f; /* [-1, 1) */
+}
+
+typedef struct conv_case {
+    int64_t n, c, h, w, m, kh, kw, sh, sw, dh, dw, group;
+    int64_t pt, pl, pb, pr;
+    int bias;
+    int one_d; /* a 1-D conv: h and kh are 1, no vertical stride/dilation/padding */
+} conv_case;
+
+static double act_ref(const char *act, double x, double alpha, double beta)
+{
+    if (!act || !*act)
+        return x;
+    if (!strcmp(act, "Relu"))
+        return x < 0 ? 0 : x;
+    if (!strcmp(act, "LeakyRelu"))
+        return x < 0 ? alpha * x : x;
+    if (!strcmp(act, "Clip"))
+        return x < alpha ? alpha : x > beta ? beta : x;
+    if (!strcmp(act, "HardSigmoid"))
+        return fmax(0, fmin(1, alpha * x + beta));
+    if (!strcmp(act, "HardSwish"))
+        return x * fmax(0, fmin(1, x / 6 + 0.5));
+    if (!strcmp(act, "Sigmoid"))
+        return 1 / (1 + exp(-x));
+    if (!strcmp(act, "SiLU"))
+        return x / (1 + exp(-x));
+    if (!strcmp(act, "Gelu"))
+        return 0.5 * x * (1 + erf(x / sqrt(2.0)));
+    if (!strcmp(act, "GeluTanh"))
+        return 0.5 * x * (1 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
+    return NAN;
+}
+
+/* One conv as a graph (FusedConv when ACT is not NULL, with a residual when RESIDUAL), run on
+ * cpu:0 and compared with naive loops in double. */
+static void check(const conv_case *cc, const char *act, int residual)
+{
+    const int64_t oh = (cc->h + cc->pt + cc->pb - cc->dh * (cc->kh - 1) - 1) / cc->sh + 1;
+    const int64_t ow = (cc->w + cc->pl + cc->pr - cc->dw * (cc->kw - 1) - 1) / cc->sw + 1;
+    const int64_t cg = cc->c / cc->group, mg = cc->m / cc->group;
+    const size_t nx = (size_t)(cc->n * cc->c * cc->h * cc->w), nw = (size_t)(cc->m * cg * cc->kh * cc->kw);
+    const size_t ny = (size_t)(cc->n * cc->m * oh * ow);
+    float *x = malloc(nx * sizeof *x), *w = malloc(nw * sizeof *w), *b = malloc((size_t)cc->m * 4);
+    float *z = malloc(ny * sizeof *z), *y = malloc(ny * sizeof *y);
+    for (size_t i = 0; i < nx; i++)
+        x[i] = frand();
+    for (size_t i = 0; i < nw; i++)
+        w[i] = frand();
+    for (int64_t i = 0; i < cc->m; i++)
+        b[i] = frand();
+    for (size_t i = 0; i < ny; i++)
+        z[i] = frand();
+    const float alpha = act && !strcmp(act, "Clip") ? -0.5f : act && !strcmp(act, "HardSigmoid") ? 0.2f : 0.1f;
+    const float beta = act && !strcmp(act, "Clip") ? 2.0f : 0.5f;
+
+    loom_graph *g = loom_graph_create("conv");
+    const uint32_t rank = cc->one_d ? 3 : 4;
+    int64_t xd[4], wd[4], bd[1] = {cc->m};
+    if (cc->one_d) {
+        int64_t a[3] = {cc->n, cc->c, cc->w}, bw[3] = {cc->m, cg, cc->kw};
+        memcpy(xd, a, sizeof a);
+        memcpy(wd, bw, sizeof bw);
+    } else {
+        int64_t a[4] = {cc->n, cc->c, cc->h, cc->w}, bw[4] = {cc->m, cg, cc->kh, cc->kw};
+        memcpy(xd, a, sizeof a);
+        memcpy(wd, bw, sizeof bw);
+    }
+    int64_t yd[4] = {cc->n, cc->m, cc->one_d ? ow : oh, ow};
+    loom_value ins[4] = {loom_input(g, "x", LOOM_DTYPE_F32, rank, xd),
+                         loom_constant(g, "w", LOOM_DTYPE_F32, rank, wd, w),
+                         cc->bias ? loom_constant(g, "b", LOOM_DTYPE_F32, 1, bd, b) : LOOM_NO_VALUE,
+                         residual ? loom_input(g, "z", LOOM_DTYPE_F32, rank, yd) : LOOM_NO_VALUE};
+    int64_t strides[2] = {cc->sh, cc->sw}, dil[2] = {cc->dh, cc->dw};
+    int64_t pads[4] = {cc->pt, cc->pl, cc->pb, cc->pr};
+    int64_t s1[1] = {cc->sw}, d1[1] = {cc->dw}, p1[2] = {cc->pl, cc->pr};
+    loom_attr attrs[7];
+    size_t na = 0;
+    attrs[na++] = cc->one_d ? loom_attr_ints("strides", 1, s1) : loom_attr_ints("strides", 2, strides);
+    attrs[na++] = cc->one_d ? loom_attr_ints("dilations", 1, d1) : loom_attr_ints("dilations", 2, dil);
+    attrs[na++] = cc->one_d ? loom_attr_ints("pads", 2, p1) : loom_attr_ints("pads", 4, pads);
+    attrs[na++] = loom_attr_int("group", cc->group);
+    if (act) {
+        attrs[na++] = loom_attr_string("activation", act);
+        attrs[na++] = loom_attr_float("activation_alpha", alpha);
+        attrs[na++] = loom_attr_float("activation_beta", beta);
+    }
+    loom_value out;
+    CU_ASSERT_EQUAL_FATAL(loom_graph_op(g, act ? "FusedConv" : "Conv", "conv", ins,
+                                        residual ? 4 : cc->bias ? 3 : 2, attrs, na, &out, 1),
+                          LOOM_OK);
+    loom_output(g, out, "y");
+    CU_ASSERT_EQUAL_FATAL(loom_graph_check(g), LOOM_OK);
+    loom_plan_options o = {.struct_size = sizeof o, .device = "cpu:0", .strict = 1};
+    loom_plan *p;
+    CU_ASSERT_EQUAL_FATAL(loom_plan_create(rt, g, &o, &p), LOOM_OK);
+    loom_tensor *tin[2], *tout;
+    loom_tensor_wrap(LOOM_DTYPE_F32, rank, xd, x, &tin[0]);
+    if (residual)
+        loom_tensor_wrap(LOOM_DTYPE_F32, rank, yd, z, &tin[1]);
+    loom_tensor_wrap(LOOM_DTYPE_F32, rank, yd, y, &tout);
+    CU_ASSERT_EQUAL(loom_plan_run(p, (const loom_tensor *const *)tin, residual ? 2 : 1, &tout, 1,
+                                  NULL), LOOM_OK);
+    int bad = 0;
+    for (int64_t n = 0; n < cc->n; n++)
+        for (int64_t oc = 0; oc < cc->m; oc++) {
+            const int64_t grp = oc / mg;
+            for (int64_t i = 0; i < oh; i++)
+                for (int64_t j = 0; j < ow; j++) {
+                    double acc = cc->bias ? b[oc] : 0.0, mag = fabs(acc);
+                    for (int64_t c = 0; c < cg; c++)
+                        for (int64_t ki = 0; ki < cc->kh; ki++)
+                            for (int64_t kj = 0; kj < cc->kw; kj++) {
+                                int64_t ih = i * cc->sh - cc->pt + ki * cc->dh;
+                                int64_t iw = j * cc->sw - cc->pl + kj * cc->dw;
+                                if (ih < 0 || ih >= cc->h || iw < 0 || iw >= cc->w)
+                                    continue;
+                                double t = (double)x[((n * cc->c + grp * cg + c) * cc->h + ih) * cc->w + iw] *
+                                           w[((oc * cg + c) * cc->kh + ki) * cc->kw + kj];
+                                acc += t;
+                                mag += fabs(t);
+                            }
+                    size_t at = (size_t)(((n * cc->m + oc) * oh + i) * ow + j);
+                    if (residual)
+                        acc += z[at];
+                    double want = act_ref(act, acc, alpha, beta);
+                    if (!(fabs(y[at] - want) <= 1e-5 * (1.0 + mag) + 1e-6 * fabs(want))) {
+                        if (bad < 4)
+                            printf("\n  %s%s n%lld c%lld %lldx%lld k%lldx%lld s%lld,%lld d%lld,%lld "
+                                   "g%lld: y[%lld,%lld,%lld,%lld] = %.7g, want %.7g",
+                                   act ? act : "Conv", residual ? "+Z" : "", (long long)cc->n,
+                                   (long long)cc->c, (long long)cc->h, (long long)cc->w,
+                                   (long long)cc->kh, (long long)cc->kw, (long long)cc->sh,
+                                   (long long)cc->sw, (long long)cc->dh, (long long)cc->dw,
+                                   (long long)cc->group, (long long)n, (long long)oc, (long long)i,
+                                   (long long)j, y[at], want);
+                        bad++;
+                    }
+                }
+        }
+    CU_ASSERT_EQUAL(bad, 0);
+    loom_tensor_destroy(tin[0]);
+    if (residual)
+        loom_tensor_destroy(tin[1]);
+    loom_tensor_destroy(tout);
+    loom_plan_destroy(p);
+    loom_graph_destroy(g);
+    free(x);
+    free(w);
+    free(b);
+    free(z);
+    free(y);
+}
+
+static const char *const k_acts[] = {"Relu", "LeakyRelu", "Clip", "HardSigmoid", "HardSwish",
+                                     "Sigmoid", "SiLU", "Gelu", "GeluTanh"};
+
+/* Conv, then FusedConv with no activation and a residual, then each activation (with and
+ * without a residual, alternately). */
+static void check_all(const conv_case *cc)
+{
+    check(cc, NULL, 0);
+    check(cc, "", 1);
+    for (size_t a = 0; a < sizeof k_acts / sizeof k_acts[0]; a++)
+        check(cc, k_acts[a], (int)(a & 1));
+}
+
+#define CASE(...) case_of((int64_t[]){__VA_ARGS__, -1})
+
+/* n c h w m kh kw sh sw dh dw group pt pl pb pr bias [one_d], terminated by -1. */
+static conv_case case_of(const int64_t *v)
+{
+    conv_case c = {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11],
+                   v[12], v[13], v[14], v[15], (int)v[16], v[17] == 1};
+    return c;
+}
+
+static void test_depthwise_matches_naive(void)
+{
+    conv_case cs[] = {
+        /* n c h w m kh kw sh sw dh dw group pt pl pb pr bias */
+        CASE(1, 8, 13, 17, 8, 3, 3, 1, 1, 1, 1, 8, 1, 1, 1, 1, 1),      /* 3x3, same padding */
+        CASE(2, 6, 11, 40, 6, 3, 3, 2, 2, 1, 1, 6, 1, 1, 1, 1, 1),      /* stride 2, long rows */
+        CASE(1, 5, 9, 9, 5, 5, 5, 1, 1, 1, 1, 5, 2, 2, 2, 2, 0),        /* 5x5, no bias */
+        CASE(1, 7, 15, 37, 7, 5, 5, 2, 2, 1, 1, 7, 2, 2, 2, 2, 1),      /* 5x5 stride 2 */
+        CASE(1, 4, 12, 35, 4, 3, 3, 1, 1, 2, 2, 4, 2, 2, 2, 2, 1),      /* dilation 2 */
+        CASE(1, 3, 10, 19, 6, 3, 3, 1, 1, 1, 1, 3, 0, 1, 2, 0, 1),      /* multiplier 2, asym pads */
+        CASE(1, 4, 8, 70, 4, 7, 1, 3, 3, 1, 1, 4, 3, 0, 3, 0, 1),       /* 7x1, stride 3 */
+        CASE(1, 3, 2, 3, 3, 3, 3, 1, 1, 1, 1, 3, 1, 1, 1, 1, 1),        /* input smaller than kernel */
+        CASE(1, 4, 1, 33, 4, 1, 5, 1, 2, 1, 1, 4, 0, 2, 0, 1, 1, 1),    /* 1-D */
+    };
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
+        check_all(&cs[i]);
+}
+
+static void test_pointwise_matches_naive(void)
+{
+    conv_case cs[] = {
+        CASE(1, 24, 7, 9, 40, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1),      /* GEMM on the input */
+        CASE(3, 17, 5, 5, 33, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0),      /* batch, odd sizes */
+        CASE(1, 64, 14, 14, 96, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1),    /* split over the pool */
+        CASE(1, 8, 9, 9, 12, 1, 1, 2, 2, 1, 1, 1, 0, 0, 0, 0, 1),       /* 1x1 stride 2: im2col */
+        CASE(1, 8, 6, 6, 12, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1),       /* 1x1 padded: im2col */
+    };
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
+        check_all(&cs[i]);
+}
+
+static void test_grouped_and_im2col_match_naive(void)
+{
+    conv_case cs[] = {
+        CASE(1, 3, 33, 31, 16, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1),     /* stem: 3x3/2 */
+        CASE(2, 5, 13, 11, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1),      /* odd everything */
+        CASE(1, 6, 16, 17, 9, 3, 5, 2, 1, 2, 1, 1, 2, 3, 1, 0, 0),      /* dilation, asym */
+        CASE(1, 8, 10, 10, 8, 3, 3, 1, 1, 1, 1, 4, 1, 1, 1, 1, 1),      /* tiny groups: direct */
+        CASE(2, 32, 9, 9, 64, 3, 3, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1),      /* large groups: GEMM */
+        CASE(1, 16, 40, 40, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1),    /* by columns */
+        CASE(1, 64, 6, 6, 128, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1),     /* by output channels */
+    };
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
+        check_all(&cs[i]);
+}
+
+int main(void)
+{
+    if (CU_initialize_registry() != CUE_SUCCESS)
+        return 1;
+    CU_pSuite s = CU_add_suite("conv_kernels", suite_init, suite_clean);
+    CU_add_test(s, "depthwise_matches_naive", test_depthwise_matches_naive);
+    CU_add_test(s, "pointwise_matches_naive", test_pointwise_matches_naive);
+    CU_add_test(s, "grouped_and_im2col_match_naive", test_grouped_and_im2col_match_naive);
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    unsigned fails = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
+    CU_cleanup_registry();
+    return fails ? 1 : 0;
+}
