@@ -5,7 +5,8 @@
  * experts, experts that receive no token, every activation, biases or none, the gated FFN (fc3),
  * 3-D input and several column blocks; the builder; and the refusals at shape inference (k out
  * of range, expert weights of the wrong shape, ONNX Runtime 1.22's transposed layout, an
- * unsupported activation), each one line naming the node.
+ * unsupported activation), each one line naming the node; and com.microsoft MoE models imported
+ * from ONNX against the outputs of ONNX Runtime 1.24's CPU MoE (tests/fixtures/moe/make_moe.py).
  */
 #include <loom/loom.h>
 
@@ -325,6 +326,88 @@ static void test_refusals_name_the_node(void)
     expect_refusal(ok1, ok2, 2, "relu", 1, "fc3_experts_bias is given without");
 }
 
+/* ---- ONNX: com.microsoft MoE against ONNX Runtime's outputs (tests/fixtures/moe) ---------- */
+
+static char fixture_buf[4096];
+
+static const char *fixture(const char *dir, const char *file)
+{
+    const char *root = getenv("LOOM_FIXTURES");
+    snprintf(fixture_buf, sizeof fixture_buf, "%s/moe/%s/%s", root ? root : "tests/fixtures", dir,
+             file);
+    return fixture_buf;
+}
+
+/* Imports CASE/model.onnx, runs it on the CPU on its inputs and compares with the output ONNX
+ * Runtime 1.24's CPU MoE computed (rtol 1e-4; make_moe.py checked ORT against numpy too). */
+static void check_onnx_case(const char *name)
+{
+    loom_graph *g = NULL;
+    loom_status st = loom_onnx_load(fixture(name, "model.onnx"), NULL, &g);
+    if (st != LOOM_OK)
+        printf("\n  %s", loom_last_error());
+    CU_ASSERT_EQUAL_FATAL(st, LOOM_OK);
+    CU_ASSERT_EQUAL_FATAL(loom_graph_input_count(g), 2);
+    loom_plan *p = NULL;
+    loom_plan_options po = {.struct_size = sizeof po, .device = "cpu", .strict = 1};
+    CU_ASSERT_EQUAL_FATAL(loom_plan_create(rt, g, &po, &p), LOOM_OK);
+    loom_tensor *in[2] = {NULL, NULL}, *want = NULL, *out = NULL;
+    for (size_t i = 0; i < 2; i++) {
+        char file[256];
+        snprintf(file, sizeof file, "input_%s.npy", loom_value_name(g, loom_graph_input(g, i)));
+        CU_ASSERT_EQUAL_FATAL(loom_tensor_load_npy(fixture(name, file), &in[i]), LOOM_OK);
+    }
+    CU_ASSERT_EQUAL_FATAL(loom_tensor_load_npy(fixture(name, "expected_output.npy"), &want),
+                          LOOM_OK);
+    CU_ASSERT_EQUAL_FATAL(loom_plan_make_outputs(p, &out, 1), LOOM_OK);
+    CU_ASSERT_EQUAL(loom_plan_run(p, (const loom_tensor *const *)in, 2, &out, 1, NULL), LOOM_OK);
+    size_t n = loom_tensor_nbytes(want) / sizeof(float);
+    CU_ASSERT_EQUAL_FATAL(loom_tensor_nbytes(out), loom_tensor_nbytes(want));
+    const float *got = loom_tensor_data(out), *w = loom_tensor_data(want);
+    int bad = 0;
+    for (size_t i = 0; i < n && bad < 5; i++)
+        if (fabsf(got[i] - w[i]) > 1e-4f * (1.0f + fabsf(w[i]))) {
+            printf("\n  %s: output[%zu] = %.6f, ONNX Runtime %.6f", name, i, got[i], w[i]);
+            bad++;
+        }
+    CU_ASSERT_EQUAL(bad, 0);
+    loom_tensor_destroy(in[0]);
+    loom_tensor_destroy(in[1]);
+    loom_tensor_destroy(want);
+    loom_tensor_destroy(out);
+    loom_plan_destroy(p);
+    loom_graph_destroy(g);
+}
+
+static void test_onnx_matches_onnx_runtime(void)
+{
+    check_onnx_case("silu_k2");     /* top-2 renormalised, biases, an expert never chosen */
+    check_onnx_case("gelu_k1_3d");  /* [batch, seq, hidden], top-1, fc1 bias only */
+    check_onnx_case("relu_k_all");  /* k = number of experts */
+    check_onnx_case("identity_k2"); /* hidden = inter, two experts never chosen */
+}
+
+static void test_onnx_refusals_name_the_node(void)
+{
+    static const struct {
+        const char *dir, *needle;
+    } cases[] = {{"bad_k", "k = 9 is larger than the number of experts (3)"},
+                 {"bad_activation", "activation_type 'swiglu' is not supported"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        loom_graph *g = NULL;
+        loom_status st = loom_onnx_load(fixture(cases[i].dir, "model.onnx"), NULL, &g);
+        CU_ASSERT_EQUAL(st, LOOM_ERR_INVALID_ARGUMENT);
+        const char *msg = loom_last_error();
+        CU_ASSERT_PTR_NOT_NULL_FATAL(msg);
+        if (!strstr(msg, cases[i].dir) || !strstr(msg, cases[i].needle))
+            printf("\n  message: %s", msg);
+        CU_ASSERT_PTR_NOT_NULL(strstr(msg, cases[i].dir)); /* the node is moe_<dir> */
+        CU_ASSERT_PTR_NOT_NULL(strstr(msg, cases[i].needle));
+        CU_ASSERT_PTR_NULL(strchr(msg, '\n'));
+        loom_graph_destroy(g);
+    }
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -339,6 +422,8 @@ int main(void)
     CU_add_test(s, "several column blocks", test_several_column_blocks);
     CU_add_test(s, "loom_moe builder", test_builder);
     CU_add_test(s, "refusals name the node", test_refusals_name_the_node);
+    CU_add_test(s, "ONNX com.microsoft MoE matches ONNX Runtime", test_onnx_matches_onnx_runtime);
+    CU_add_test(s, "ONNX refusals name the node", test_onnx_refusals_name_the_node);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
