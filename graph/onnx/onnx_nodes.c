@@ -29,11 +29,21 @@ static int importer_native(const char *op)
            strcmp(op, "Shape") == 0 || strcmp(op, "Size") == 0 || strcmp(op, "If") == 0;
 }
 
+/* Operators of ONNX Runtime's com.microsoft domain that the registry implements under the same
+ * name and with the same inputs and attributes (graph/ops_moe.c: MoE). Only from that domain:
+ * the default domain has no such operator. */
+static int contrib_op(const char *domain, const char *op)
+{
+    return strcmp(op, "MoE") == 0 && domain && strcmp(domain, "com.microsoft") == 0;
+}
+
 int onnx_node_supported(const onnx_import *im, const Onnx__NodeProto *node)
 {
     (void)im;
     const char *op = onnx_str(node->op_type);
-    if (!default_domain(node->domain) || !*op)
+    if (contrib_op(node->domain, op))
+        return loom_op_find(op) != NULL;
+    if (!default_domain(node->domain) || !*op || strcmp(op, "MoE") == 0)
         return 0;
     if (importer_native(op))
         return 1;
