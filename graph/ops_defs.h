@@ -77,6 +77,15 @@ extern const loom_op_def loom_op_def_reduce_min;
 extern const loom_op_def loom_op_def_reduce_prod;
 extern const loom_op_def loom_op_def_arg_max;
 extern const loom_op_def loom_op_def_arg_min;
+extern const loom_op_def loom_op_def_reduce_l1;
+extern const loom_op_def loom_op_def_reduce_l2;
+extern const loom_op_def loom_op_def_reduce_log_sum;
+extern const loom_op_def loom_op_def_reduce_log_sum_exp;
+extern const loom_op_def loom_op_def_reduce_sum_square;
+
+/* (ops_loss.c) */
+extern const loom_op_def loom_op_def_nll_loss;
+extern const loom_op_def loom_op_def_softmax_cross_entropy_loss;
 
 /* (ops_normalization.c) */
 extern const loom_op_def loom_op_def_layer_normalization;

@@ -1,9 +1,11 @@
 /*
- * Reductions of the registry: ReduceMean, ReduceSum, ReduceMax, ReduceMin, ReduceProd, ArgMax
- * and ArgMin. Shape and dtype inference, attribute canonicalisation (graph/ops.h) and cost.
+ * Reductions of the registry: ReduceMean, ReduceSum, ReduceMax, ReduceMin, ReduceProd,
+ * ReduceL1, ReduceL2, ReduceLogSum, ReduceLogSumExp, ReduceSumSquare, ArgMax and ArgMin. Shape
+ * and dtype inference, attribute canonicalisation (graph/ops.h) and cost.
  *
  * CANONICAL ATTRIBUTES (ReduceMean/Sum/Max as graph/ops.h lists them):
- *   ReduceMin/Prod       axes:ints keepdims:i (as ReduceMax)
+ *   ReduceMin/Prod/L1/L2/LogSum/LogSumExp/SumSquare
+ *                        axes:ints keepdims:i (as ReduceMax)
  *   ArgMax, ArgMin       axis:i keepdims:i select_last_index:i
  */
 
@@ -170,6 +172,15 @@ static loom_status infer_reduce_prod(loom_infer_ctx *ctx)
     return infer_reduce(ctx, LOOM_DTS_FLOAT | LOOM_DTS_INDEX);
 }
 
+/* ReduceL1 ... ReduceSumSquare: a map (abs, square, exp) and an add per input element. */
+static void cost_reduce_map(const loom_node_desc *node, loom_op_cost *cost)
+{
+    loom_ops_cost_io(node, cost);
+    const double n = loom_ops_numel(&node->inputs[0]);
+    cost->flops = node->op == LOOM_OP_REDUCE_LOG_SUM_EXP ? (3.0 + LOOM_FLOPS_TRANSCENDENTAL) * n
+                                                         : 2.0 * n;
+}
+
 /* ---- the definitions ------------------------------------------------------------------------ */
 
 LOOM_OPS_DEF(loom_op_def_reduce_mean, LOOM_OP_REDUCE_MEAN, "ReduceMean",
@@ -186,3 +197,13 @@ LOOM_OPS_DEF(loom_op_def_arg_max, LOOM_OP_ARG_MAX, "ArgMax",
              1, 1, 1, 1, infer_arg, cost_per_input, 0);
 LOOM_OPS_DEF(loom_op_def_arg_min, LOOM_OP_ARG_MIN, "ArgMin",
              1, 1, 1, 1, infer_arg, cost_per_input, 0);
+LOOM_OPS_DEF(loom_op_def_reduce_l1, LOOM_OP_REDUCE_L1, "ReduceL1",
+             1, 2, 1, 1, infer_reduce_prod, cost_reduce_map, 0);
+LOOM_OPS_DEF(loom_op_def_reduce_l2, LOOM_OP_REDUCE_L2, "ReduceL2",
+             1, 2, 1, 1, infer_reduce_prod, cost_reduce_map, 0);
+LOOM_OPS_DEF(loom_op_def_reduce_log_sum, LOOM_OP_REDUCE_LOG_SUM, "ReduceLogSum",
+             1, 2, 1, 1, infer_reduce_prod, cost_reduce_map, 0);
+LOOM_OPS_DEF(loom_op_def_reduce_log_sum_exp, LOOM_OP_REDUCE_LOG_SUM_EXP, "ReduceLogSumExp",
+             1, 2, 1, 1, infer_reduce_prod, cost_reduce_map, 0);
+LOOM_OPS_DEF(loom_op_def_reduce_sum_square, LOOM_OP_REDUCE_SUM_SQUARE, "ReduceSumSquare",
+             1, 2, 1, 1, infer_reduce_prod, cost_reduce_map, 0);

@@ -120,6 +120,13 @@ static const loom_op_def *const k_ops[] = {
     &loom_op_def_fused_conv,
     &loom_op_def_fused_matmul,
     &loom_op_def_fused_gemm,
+    &loom_op_def_nll_loss,
+    &loom_op_def_softmax_cross_entropy_loss,
+    &loom_op_def_reduce_l1,
+    &loom_op_def_reduce_l2,
+    &loom_op_def_reduce_log_sum,
+    &loom_op_def_reduce_log_sum_exp,
+    &loom_op_def_reduce_sum_square,
 };
 #define N_OPS (sizeof k_ops / sizeof k_ops[0])
 

@@ -248,8 +248,9 @@ loom_status loom_model_load_onnx(loom_runtime *runtime, const char *path,
                                                m->weights, NULL, &g);
         loom_graph_destroy(g);
         if (ist == LOOM_ERR_UNSUPPORTED && strstr(loom_last_error(), "unsupported ops"))
-            st = ist;
-        loom_clear_error();
+            st = ist; /* its message is the one reported below */
+        else
+            loom_clear_error();
     }
     if (st != LOOM_OK) {
         char msg[1024];

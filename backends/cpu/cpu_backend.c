@@ -223,6 +223,7 @@ static void cpu_register_all(cpu_op_entry *ops)
     cpu_register_resize(ops);
     cpu_register_recurrent(ops);
     cpu_register_generators(ops);
+    cpu_register_loss(ops);
     cpu_register_quantization(ops);
     cpu_register_int8_gemm(ops);
     cpu_register_moe(ops);

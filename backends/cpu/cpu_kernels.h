@@ -73,7 +73,8 @@ void cpu_register_compare_logic_round(cpu_op_entry *table);
 void cpu_register_activations(cpu_op_entry *table);
 /* kernels_normalization.c: LayerNormalization, BatchNormalization, InstanceNormalization */
 void cpu_register_normalization(cpu_op_entry *table);
-/* kernels_reductions.c: ReduceMean, ReduceSum, ReduceMax, ReduceMin, ReduceProd, ArgMax, ArgMin */
+/* kernels_reductions.c: ReduceMean, ReduceSum, ReduceMax, ReduceMin, ReduceProd, ReduceL1,
+ * ReduceL2, ReduceLogSum, ReduceLogSumExp, ReduceSumSquare, ArgMax, ArgMin */
 void cpu_register_reductions(cpu_op_entry *table);
 /* kernels_linalg.c: MatMul, Gemm, Einsum */
 void cpu_register_linalg(cpu_op_entry *table);
@@ -94,6 +95,8 @@ void cpu_register_resize(cpu_op_entry *table);
 void cpu_register_recurrent(cpu_op_entry *table);
 /* kernels_generators.c: Shape, ConstantOfShape, Range, Dropout */
 void cpu_register_generators(cpu_op_entry *table);
+/* kernels_loss.c: NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss */
+void cpu_register_loss(cpu_op_entry *table);
 /* kernels_quantization.c: QuantizeLinear, DequantizeLinear, MatMulInteger, QLinearMatMul,
  * QLinearConv, DynamicQuantizeLinear */
 void cpu_register_quantization(cpu_op_entry *table);

@@ -1,6 +1,7 @@
 /*
  * CPU kernels of the reductions: ReduceMean, ReduceSum, ReduceMax (planned), ReduceMin,
- * ReduceProd (a walk per output element), ArgMax and ArgMin, with ONNX opset-18 semantics.
+ * ReduceProd, ReduceL1, ReduceL2, ReduceLogSum, ReduceLogSumExp, ReduceSumSquare (a walk per
+ * output element), ArgMax and ArgMin, with ONNX opset-18 semantics.
  *
  * ReduceMean, ReduceSum and ReduceMax are planned at prepare time: the input's dimensions lose
  * their size-1 members and adjacent dimensions that are both kept or both reduced merge, so every
@@ -638,6 +639,126 @@ static loom_status rd_prepare(const loom_node_desc *node, cpu_kernel *k, char *e
     return LOOM_OK;
 }
 
+/* ---- ReduceL1, ReduceL2, ReduceLogSum, ReduceLogSumExp, ReduceSumSquare (float32) ---------
+ * The walk of ReduceMin/ReduceProd, accumulating in double. LogSumExp takes the max first, so
+ * that large scores do not overflow exp. */
+
+enum { RX_L1, RX_L2, RX_LOG_SUM, RX_LOG_SUM_EXP, RX_SUM_SQUARE };
+
+typedef struct rx_job {
+    const rd_params *p;
+    int mode;
+    const float *x;
+    float *y;
+} rx_job;
+
+/* Offset of output O's first element in X, and the walk over its reduced elements. */
+static int64_t rx_base(const rd_params *p, size_t o)
+{
+    int64_t base = 0;
+    for (uint32_t d = p->n_keep; d-- > 0;) {
+        base += (int64_t)(o % (size_t)p->keep_dims[d]) * p->keep_strides[d];
+        o /= (size_t)p->keep_dims[d];
+    }
+    return base;
+}
+
+/* Sum over the reduced elements of output O of f(x) (MODE), with SHIFT subtracted first for
+ * LogSumExp; or, when MAX_PASS, their max. */
+static double rx_walk(const rd_params *p, const float *x, int64_t base, int mode, double shift,
+                      int max_pass)
+{
+    const uint32_t nr = p->n_red;
+    const int64_t run = nr ? p->red_dims[nr - 1] : 1, rs = nr ? p->red_strides[nr - 1] : 0;
+    const int64_t runs = run ? p->count / run : 0;
+    int64_t idx[LOOM_MAX_RANK] = {0};
+    double acc = max_pass ? -INFINITY : 0.0;
+    for (int64_t q = 0; q < runs; q++) {
+        int64_t off = base;
+        for (uint32_t d = 0; d + 1 < nr; d++)
+            off += idx[d] * p->red_strides[d];
+        const float *xs = x + off;
+        for (int64_t i = 0; i < run; i++) {
+            const double v = (double)xs[i * rs];
+            if (max_pass) {
+                acc = v > acc || isnan(v) ? v : acc;
+                continue;
+            }
+            switch (mode) {
+            case RX_L1: acc += fabs(v); break;
+            case RX_LOG_SUM: acc += v; break;
+            case RX_LOG_SUM_EXP: acc += exp(v - shift); break;
+            default: acc += v * v; break;
+            }
+        }
+        for (uint32_t d = nr ? nr - 1 : 0; d-- > 0;) {
+            if (++idx[d] < p->red_dims[d])
+                break;
+            idx[d] = 0;
+        }
+    }
+    return acc;
+}
+
+static void rx_task(void *arg, size_t o0, size_t o1)
+{
+    const rx_job *j = arg;
+    for (size_t o = o0; o < o1; o++) {
+        const int64_t base = rx_base(j->p, o);
+        double r;
+        if (j->mode == RX_LOG_SUM_EXP) {
+            const double m = rx_walk(j->p, j->x, base, j->mode, 0.0, 1);
+            r = isfinite(m) ? m + log(rx_walk(j->p, j->x, base, j->mode, m, 0))
+                            : m; /* -inf (nothing or all -inf), +inf or NaN */
+            if (j->p->count == 0)
+                r = -INFINITY;
+        } else {
+            r = rx_walk(j->p, j->x, base, j->mode, 0.0, 0);
+            if (j->mode == RX_L2)
+                r = sqrt(r);
+            else if (j->mode == RX_LOG_SUM)
+                r = log(r);
+        }
+        j->y[o] = (float)r;
+    }
+}
+
+static loom_status rx_run(const cpu_kernel *k, const loom_exec_args *args, cpu_pool *pool,
+                          char *err, size_t err_len)
+{
+    (void)err, (void)err_len;
+    const rd_params *p = k->params;
+    if (p->out_numel == 0)
+        return LOOM_OK;
+    const loom_op_id op = k->op;
+    rx_job j = {p,
+                op == LOOM_OP_REDUCE_L1        ? RX_L1
+                : op == LOOM_OP_REDUCE_L2      ? RX_L2
+                : op == LOOM_OP_REDUCE_LOG_SUM ? RX_LOG_SUM
+                : op == LOOM_OP_REDUCE_LOG_SUM_EXP ? RX_LOG_SUM_EXP
+                                                   : RX_SUM_SQUARE,
+                args->inputs[0], args->outputs[0]};
+    cpu_parallel_for(pool, (size_t)p->out_numel, cpu_grain(p->count), rx_task, &j);
+    return LOOM_OK;
+}
+
+static int rx_supports(const loom_node_desc *node, char *reason, size_t len)
+{
+    loom_dtype t = node->inputs[0].dtype;
+    if (t != F32)
+        return cpu_no_dtype(node, t, "float32", reason, len);
+    return rd_supports(node, reason, len);
+}
+
+static loom_status rx_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
+                              size_t err_len)
+{
+    loom_status st = rd_prepare(node, k, err, err_len);
+    if (st == LOOM_OK)
+        k->run = rx_run;
+    return st;
+}
+
 /* ---- ArgMax, ArgMin: NaN wins (as numpy's), ties go to the first or the last index ---- */
 
 #define ARG_TASK(T, ISNAN)                                                                         \
@@ -736,6 +857,11 @@ void cpu_register_reductions(cpu_op_entry *table)
     table[LOOM_OP_REDUCE_MAX] = (cpu_op_entry){red_supports, red_prepare};
     table[LOOM_OP_REDUCE_MIN] = (cpu_op_entry){rd_supports, rd_prepare};
     table[LOOM_OP_REDUCE_PROD] = (cpu_op_entry){rd_supports, rd_prepare};
+    table[LOOM_OP_REDUCE_L1] = (cpu_op_entry){rx_supports, rx_prepare};
+    table[LOOM_OP_REDUCE_L2] = (cpu_op_entry){rx_supports, rx_prepare};
+    table[LOOM_OP_REDUCE_LOG_SUM] = (cpu_op_entry){rx_supports, rx_prepare};
+    table[LOOM_OP_REDUCE_LOG_SUM_EXP] = (cpu_op_entry){rx_supports, rx_prepare};
+    table[LOOM_OP_REDUCE_SUM_SQUARE] = (cpu_op_entry){rx_supports, rx_prepare};
     table[LOOM_OP_ARG_MAX] = (cpu_op_entry){arg_supports, arg_prepare};
     table[LOOM_OP_ARG_MIN] = (cpu_op_entry){arg_supports, arg_prepare};
 }

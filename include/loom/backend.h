@@ -176,6 +176,14 @@ typedef enum loom_op_id {
     LOOM_OP_FUSED_CONV = 97,
     LOOM_OP_FUSED_MAT_MUL = 98,
     LOOM_OP_FUSED_GEMM = 99,
+    /* ONNX operators (issue 13, operator coverage) */
+    LOOM_OP_NEGATIVE_LOG_LIKELIHOOD_LOSS = 100,
+    LOOM_OP_SOFTMAX_CROSS_ENTROPY_LOSS = 101,
+    LOOM_OP_REDUCE_L1 = 102,
+    LOOM_OP_REDUCE_L2 = 103,
+    LOOM_OP_REDUCE_LOG_SUM = 104,
+    LOOM_OP_REDUCE_LOG_SUM_EXP = 105,
+    LOOM_OP_REDUCE_SUM_SQUARE = 106,
     LOOM_OP_COUNT_V0_4 /* one past the last id of ABI 0.4 */
 } loom_op_id;
 
