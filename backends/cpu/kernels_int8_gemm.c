@@ -207,6 +207,53 @@ quant_rows_avx512(void *arg, size_t b, size_t e)
     }
 }
 
+/* tensor_asymmetric on the VNNI path: quant_rows_asym with AVX-512 (the same division and
+ * round-half-even: cvtps rounds so under the default MXCSR). */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) static void
+quant_rows_asym_avx512(void *arg, size_t b, size_t e)
+{
+    const i8g_run *r = arg;
+    const int64_t k = r->p->k, kp = r->p->kg * 4;
+    const __m512 scale = _mm512_set1_ps(r->scale), zp = _mm512_set1_ps(r->zpf);
+    const __m512 top = _mm512_set1_ps(255.0f), zero = _mm512_setzero_ps();
+    for (size_t m = b; m < e; m++) {
+        const float *a = r->a + m * (size_t)k;
+        uint8_t *q = r->qa + m * (size_t)kp;
+        for (int64_t i = 0; i < k; i += 16) {
+            __mmask16 mk = k - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (k - i)) - 1);
+            __m512 v = _mm512_div_ps(_mm512_maskz_loadu_ps(mk, a + i), scale);
+            v = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            v = _mm512_add_ps(v, zp);
+            /* NaN -> the zero point, as the portable code does. */
+            v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), v, zp);
+            v = _mm512_min_ps(_mm512_max_ps(v, zero), top);
+            _mm_mask_storeu_epi8(q + i, mk, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v)));
+        }
+        for (int64_t i = k; i < kp; i++)
+            q[i] = (uint8_t)r->zp;
+    }
+}
+
+/* The range of the whole of A, with AVX-512. */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) static void
+range_avx512(const float *a, size_t n, float *lo, float *hi)
+{
+    __m512 vlo = _mm512_setzero_ps(), vhi = _mm512_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(a + i);
+        vlo = _mm512_min_ps(vlo, v);
+        vhi = _mm512_max_ps(vhi, v);
+    }
+    float l = _mm512_reduce_min_ps(vlo), h = _mm512_reduce_max_ps(vhi);
+    for (; i < n; i++) {
+        l = a[i] < l ? a[i] : l;
+        h = a[i] > h ? a[i] : h;
+    }
+    *lo = l;
+    *hi = h;
+}
+
 /* The epilogue of one row of a VNNI tile: ACC (4 x 16 int32) minus 128 * column sums, times
  * sa * sb, plus the bias, stored for the panel's COLS valid columns. */
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) static void
@@ -322,10 +369,15 @@ static loom_status i8g_run_fn(const cpu_kernel *k, const loom_exec_args *args, c
          * [0, 255]; a range of zero width gives scale 1, zero point 0 (as ONNX Runtime). */
         const size_t n = (size_t)(q->m * q->k);
         float lo = 0.0f, hi = 0.0f;
-        for (size_t i = 0; i < n; i++) {
-            lo = r.a[i] < lo ? r.a[i] : lo;
-            hi = r.a[i] > hi ? r.a[i] : hi;
-        }
+#ifdef I8G_HAVE_X86
+        if (q->vnni)
+            range_avx512(r.a, n, &lo, &hi);
+        else
+#endif
+            for (size_t i = 0; i < n; i++) {
+                lo = r.a[i] < lo ? r.a[i] : lo;
+                hi = r.a[i] > hi ? r.a[i] : hi;
+            }
         const float scale = hi > lo ? (hi - lo) / 255.0f : 1.0f;
         float zp = 0.0f - lo / scale;
         zp = zp < 0.0f ? 0.0f : zp > 255.0f ? 255.0f : zp;
@@ -335,7 +387,12 @@ static loom_status i8g_run_fn(const cpu_kernel *k, const loom_exec_args *args, c
         r.zp = (int32_t)zp;
         for (int64_t m = 0; m < q->m; m++)
             r.sa[m] = scale;
+#ifdef I8G_HAVE_X86
+        cpu_parallel_for(pool, (size_t)q->m, 16, q->vnni ? quant_rows_asym_avx512 : quant_rows_asym,
+                         &r);
+#else
         cpu_parallel_for(pool, (size_t)q->m, 16, quant_rows_asym, &r);
+#endif
     } else {
         r.zp = 128;
 #ifdef I8G_HAVE_X86
