@@ -6,11 +6,12 @@
  *                output: all nodes are ready at once (the pool's best case for parallelism);
  *   chain        y = x + 1, 20,000 times in sequence: each node waits on the previous one, so
  *                it measures the latency of one dispatch from completion to completion.
- * Each runs with the CPU backend on 1 thread and on every core. The figure is the median wall
- * time of loom_plan_run (after warm-up) divided by the plan's node count, so a later pass that
- * fuses nodes changes what is divided, not the meaning of the figure.
+ * Each runs with the CPU backend on 1 thread and on every core, or with --device ID every node
+ * on that device (e.g. opencl: the GPU's dispatch, kernels enqueued back to back) once. The
+ * figure is the median wall time of loom_plan_run (after warm-up) divided by the plan's node
+ * count, so a later pass that fuses nodes changes what is divided, not the meaning of the figure.
  *
- * Usage: bench_dispatch [NODES]   (default 20000)
+ * Usage: bench_dispatch [NODES] [--device ID]   (default 20000 nodes on cpu)
  */
 #include "bench_common.h"
 
@@ -72,7 +73,7 @@ static void verify(enum shape s, int nodes, float x, loom_tensor *const *outs, s
     }
 }
 
-static void bench(enum shape s, int nodes, uint32_t threads)
+static void bench(enum shape s, int nodes, uint32_t threads, const char *device)
 {
     loom_runtime_options ropts = {.struct_size = sizeof ropts, .cpu_threads = threads};
     loom_runtime *rt = NULL;
@@ -81,7 +82,7 @@ static void bench(enum shape s, int nodes, uint32_t threads)
     double t0 = bench_now();
     loom_graph *g = build(s, nodes);
     double t1 = bench_now();
-    loom_plan_options popts = {.struct_size = sizeof popts, .device = "cpu"};
+    loom_plan_options popts = {.struct_size = sizeof popts, .device = device};
     loom_plan *plan = NULL;
     bench_check(loom_plan_create(rt, g, &popts, &plan), "loom_plan_create");
     double t2 = bench_now();
@@ -128,17 +129,21 @@ static void bench(enum shape s, int nodes, uint32_t threads)
 int main(int argc, char **argv)
 {
     int nodes = 20000;
-    if (argc > 1) {
+    const char *device = "cpu";
+    for (int i = 1; i < argc; i++) {
         char *end;
-        long v = strtol(argv[1], &end, 10);
-        if (*end || v < 1 || v > 10000000) {
-            fprintf(stderr, "usage: bench_dispatch [NODES]\n");
+        long v = strtol(argv[i], &end, 10);
+        if (!strcmp(argv[i], "--device") && i + 1 < argc) {
+            device = argv[++i];
+        } else if (argv[i][0] != '-' && !*end && v >= 1 && v <= 10000000) {
+            nodes = (int)v;
+        } else {
+            fprintf(stderr, "usage: bench_dispatch [NODES] [--device ID]\n");
             return 2;
         }
-        nodes = (int)v;
     }
     int cores = bench_cores();
-    printf("Loom dispatch overhead: tiny one-element Add nodes on the CPU backend, %d cores\n",
+    printf("Loom dispatch overhead: tiny one-element Add nodes on %s, %d cores\n", device,
            cores);
     printf("run ms: median wall time of loom_plan_run over %d runs after %d warm-up runs;\n"
            "us/node: run ms / plan nodes. build/plan ms: graph construction + check, "
@@ -146,10 +151,12 @@ int main(int argc, char **argv)
            TIMED_RUNS, WARMUP_RUNS);
     printf("%-12s %7s %7s %8s %10s %10s %10s %10s\n", "graph", "nodes", "plan", "threads",
            "build ms", "plan ms", "run ms", "us/node");
-    uint32_t thread_counts[2] = {1, (uint32_t)cores};
-    int n_counts = cores > 1 ? 2 : 1;
+    /* The CPU thread counts matter on the CPU only; another device runs each shape once. */
+    int on_cpu = !strcmp(device, "cpu") || !strncmp(device, "cpu:", 4);
+    uint32_t thread_counts[2] = {on_cpu ? 1 : (uint32_t)cores, (uint32_t)cores};
+    int n_counts = on_cpu && cores > 1 ? 2 : 1;
     for (int s = INDEPENDENT; s <= CHAIN; s++)
         for (int t = 0; t < n_counts; t++)
-            bench((enum shape)s, nodes, thread_counts[t]);
+            bench((enum shape)s, nodes, thread_counts[t], device);
     return 0;
 }
