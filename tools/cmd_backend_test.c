@@ -173,6 +173,32 @@ static loom_value b_expand(loom_graph *g, const loom_value *x)
     return loom_expand(g, x[0], 3, s);
 }
 
+/* MatMulInt8Dynamic (what --quantize int8-dynamic and quantized ONNX models run): X [9, 37] f32
+ * times an int8 [37, 70] weight (two 64-column panels, K not a multiple of 4) with one scale per
+ * column and a bias; TENSOR_ASYM quantises X as DynamicQuantizeLinear does. */
+static loom_value int8_matmul(loom_graph *g, const loom_value *x, int tensor_asym)
+{
+    enum { K = 37, N = 70 };
+    int8_t w[K * N];
+    float scale[N], bias[N];
+    for (int i = 0; i < K * N; i++)
+        w[i] = (int8_t)((i * 37 + 11) % 255 - 127);
+    for (int j = 0; j < N; j++) {
+        scale[j] = 0.001f * (float)(j + 1);
+        bias[j] = 0.01f * (float)(j % 7) - 0.03f;
+    }
+    int64_t wd[2] = {K, N}, nd[1] = {N};
+    loom_value in[4] = {x[0], loom_constant(g, NULL, LOOM_DTYPE_I8, 2, wd, w),
+                        loom_constant(g, NULL, LOOM_DTYPE_F32, 1, nd, scale),
+                        loom_constant(g, NULL, LOOM_DTYPE_F32, 1, nd, bias)};
+    loom_attr asym = loom_attr_int("tensor_asymmetric", tensor_asym);
+    loom_value y = LOOM_NO_VALUE;
+    loom_graph_op(g, "MatMulInt8Dynamic", NULL, in, 4, &asym, 1, &y, 1);
+    return y;
+}
+static loom_value b_int8_rows(loom_graph *g, const loom_value *x) { return int8_matmul(g, x, 0); }
+static loom_value b_int8_tensor(loom_graph *g, const loom_value *x) { return int8_matmul(g, x, 1); }
+
 #define IN(dt, r, a, b, c, d) {dt, r, {a, b, c, d}, 0, 0}
 #define INP(dt, r, a, b, c, d) {dt, r, {a, b, c, d}, 1, 0}
 #define W(dt, r, a, b, c, d) {dt, r, {a, b, c, d}, 0, 1}
@@ -237,6 +263,9 @@ static const bt_case cases[] = {
     {"Cast", "f32->f16->f32 [5,9]", 1, {IN(F32, 2, 5, 9, 0, 0)}, b_cast},
     {"Where", "[4,7]", 2, {IN(F32, 2, 4, 7, 0, 0), IN(F32, 2, 4, 7, 0, 0)}, b_where},
     {"Expand", "[5,1]->[2,5,7]", 1, {IN(F32, 2, 5, 1, 0, 0)}, b_expand},
+    {"MatMulInt8Dynamic", "[9,37]x[37,70] i8 rows", 1, {IN(F32, 2, 9, 37, 0, 0)}, b_int8_rows},
+    {"MatMulInt8Dynamic", "[9,37]x[37,70] i8 tensor", 1, {IN(F32, 2, 9, 37, 0, 0)},
+     b_int8_tensor},
 };
 
 static uint64_t rng_next(uint64_t *s)
