@@ -87,6 +87,36 @@ extern const loom_op_def loom_op_def_reduce_sum_square;
 extern const loom_op_def loom_op_def_nll_loss;
 extern const loom_op_def loom_op_def_softmax_cross_entropy_loss;
 
+/* (ops_math.c) */
+extern const loom_op_def loom_op_def_tan;
+extern const loom_op_def loom_op_def_asin;
+extern const loom_op_def loom_op_def_acos;
+extern const loom_op_def loom_op_def_atan;
+extern const loom_op_def loom_op_def_sinh;
+extern const loom_op_def loom_op_def_cosh;
+extern const loom_op_def loom_op_def_asinh;
+extern const loom_op_def loom_op_def_acosh;
+extern const loom_op_def loom_op_def_atanh;
+extern const loom_op_def loom_op_def_softsign;
+extern const loom_op_def loom_op_def_thresholded_relu;
+extern const loom_op_def loom_op_def_shrink;
+extern const loom_op_def loom_op_def_celu;
+extern const loom_op_def loom_op_def_isnan;
+extern const loom_op_def loom_op_def_isinf;
+extern const loom_op_def loom_op_def_mod;
+extern const loom_op_def loom_op_def_bitshift;
+
+/* (ops_tensor.c) */
+extern const loom_op_def loom_op_def_trilu;
+extern const loom_op_def loom_op_def_cumsum;
+extern const loom_op_def loom_op_def_hardmax;
+extern const loom_op_def loom_op_def_depth_to_space;
+extern const loom_op_def loom_op_def_space_to_depth;
+extern const loom_op_def loom_op_def_eyelike;
+extern const loom_op_def loom_op_def_onehot;
+extern const loom_op_def loom_op_def_gather_nd;
+extern const loom_op_def loom_op_def_scatter_nd;
+
 /* (ops_normalization.c) */
 extern const loom_op_def loom_op_def_layer_normalization;
 extern const loom_op_def loom_op_def_batch_normalization;

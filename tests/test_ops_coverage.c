@@ -87,7 +87,7 @@ static int64_t numel(shp s)
     return n;
 }
 
-__attribute__((unused)) static shp bcast(shp a, shp b)
+static shp bcast(shp a, shp b)
 {
     shp o;
     memset(&o, 0, sizeof o);
@@ -109,7 +109,7 @@ static void unravel(int64_t flat, shp s, int64_t *idx)
 }
 
 /* Offset in IN of the element an output index IDX (rank OUT_RANK) reads under broadcasting. */
-__attribute__((unused)) static int64_t bcast_off(uint32_t out_rank, const int64_t *idx, shp in)
+static int64_t bcast_off(uint32_t out_rank, const int64_t *idx, shp in)
 {
     int64_t off = 0;
     for (uint32_t k = 0; k < in.rank; k++)
@@ -589,6 +589,418 @@ static void test_reduce_log_sum_exp_of_minus_infinity_is_minus_infinity(void)
 }
 
 /* ===========================================================================================
+ * Elementwise math (graph/ops_math.c, backends/cpu/kernels_math.c)
+ * =========================================================================================== */
+
+static void check_unary(const char *op, const loom_attr *attrs, size_t n_attrs, double lo,
+                        double hi, double (*ref)(double), loom_dtype out_dt, int line)
+{
+    tc c;
+    tc_init(&c);
+    shp x = SHP(3, 7, 5);
+    double *xv = tc_random(&c, F32, numel(x), lo, hi);
+    xv[0] = NAN;
+    xv[1] = INFINITY;
+    xv[2] = -INFINITY;
+    loom_value in = tc_input(&c, F32, x, xv);
+    CU_ASSERT_EQUAL(tc_node(&c, op, &in, 1, attrs, n_attrs, 1), LOOM_OK);
+    double *want = tc_dbuf(&c, numel(x));
+    for (int64_t i = 0; i < numel(x); i++)
+        want[i] = out_dt == F32 ? (float)ref(xv[i]) : ref(xv[i]);
+    if (tc_run(&c, line))
+        check_out(&c, 0, out_dt, x, want, 1e-6, 1e-5, line);
+    tc_free(&c);
+}
+
+static double r_softsign(double v) { return v / (1 + fabs(v)); }
+static double r_thresholded(double v) { return v > 0.7 ? v : 0; }
+static double r_shrink(double v) { return v < -1.5 ? v + 0.25 : v > 1.5 ? v - 0.25 : 0; }
+static double r_celu(double v) { return fmax(0, v) + fmin(0, 2 * (exp(v / 2) - 1)); }
+static double r_isnan(double v) { return isnan(v) ? 1 : 0; }
+static double r_isinf_pos(double v) { return isinf(v) && v > 0 ? 1 : 0; }
+
+static void test_trigonometric_and_hyperbolic_match_libm(void)
+{
+    check_unary("Tan", NULL, 0, -1.4, 1.4, tan, F32, __LINE__);
+    check_unary("Asin", NULL, 0, -1, 1, asin, F32, __LINE__);
+    check_unary("Acos", NULL, 0, -1, 1, acos, F32, __LINE__);
+    check_unary("Atan", NULL, 0, -9, 9, atan, F32, __LINE__);
+    check_unary("Sinh", NULL, 0, -5, 5, sinh, F32, __LINE__);
+    check_unary("Cosh", NULL, 0, -5, 5, cosh, F32, __LINE__);
+    check_unary("Asinh", NULL, 0, -9, 9, asinh, F32, __LINE__);
+    check_unary("Acosh", NULL, 0, 1, 9, acosh, F32, __LINE__);
+    check_unary("Atanh", NULL, 0, -0.99, 0.99, atanh, F32, __LINE__);
+}
+
+static void test_softsign_thresholded_relu_shrink_celu_isnan_isinf(void)
+{
+    check_unary("Softsign", NULL, 0, -5, 5, r_softsign, F32, __LINE__);
+    loom_attr a = loom_attr_float("alpha", 0.7f);
+    check_unary("ThresholdedRelu", &a, 1, -2, 2, r_thresholded, F32, __LINE__);
+    loom_attr sh[2] = {loom_attr_float("bias", 0.25f), loom_attr_float("lambd", 1.5f)};
+    check_unary("Shrink", sh, 2, -3, 3, r_shrink, F32, __LINE__);
+    loom_attr ca = loom_attr_float("alpha", 2.0f);
+    check_unary("Celu", &ca, 1, -4, 4, r_celu, F32, __LINE__);
+    check_unary("IsNaN", NULL, 0, -4, 4, r_isnan, BOOL, __LINE__);
+    loom_attr neg = loom_attr_int("detect_negative", 0);
+    check_unary("IsInf", &neg, 1, -4, 4, r_isinf_pos, BOOL, __LINE__);
+}
+
+/* Python's % for integers (fmod=0): the divisor's sign; C's for fmod=1; x % 0 gives 0. */
+static double r_mod(double a, double b, int fm)
+{
+    if (b == 0)
+        return 0;
+    double r = fmod(a, b);
+    if (!fm && r != 0 && ((r < 0) != (b < 0)))
+        r += b;
+    return r;
+}
+
+static void check_binary_int(const char *op, loom_dtype dt, shp sa, shp sb, double lo, double hi,
+                             const loom_attr *attrs, size_t n_attrs, int fm, int line)
+{
+    tc c;
+    tc_init(&c);
+    double *av = tc_random(&c, dt, numel(sa), lo, hi), *bv = tc_random(&c, dt, numel(sb), lo, hi);
+    if (!strcmp(op, "BitShift"))
+        for (int64_t i = 0; i < numel(sb); i++)
+            bv[i] = (double)rng_int(0, 7);
+    loom_value ins[2] = {tc_input(&c, dt, sa, av), tc_input(&c, dt, sb, bv)};
+    CU_ASSERT_EQUAL(tc_node(&c, op, ins, 2, attrs, n_attrs, 1), LOOM_OK);
+    shp y = bcast(sa, sb);
+    double *want = tc_dbuf(&c, numel(y));
+    int64_t idx[LOOM_MAX_RANK];
+    for (int64_t i = 0; i < numel(y); i++) {
+        unravel(i, y, idx);
+        double a = av[bcast_off(y.rank, idx, sa)], b = bv[bcast_off(y.rank, idx, sb)];
+        if (!strcmp(op, "Mod"))
+            want[i] = dt == F32 ? (float)fmod((float)a, (float)b) : r_mod(a, b, fm);
+        else
+            want[i] = fm ? (double)(((unsigned)a << (unsigned)b) & 0xff)
+                         : (double)((unsigned)a >> (unsigned)b);
+    }
+    if (tc_run(&c, line))
+        check_out(&c, 0, dt, y, want, 0, 1e-6, line);
+    tc_free(&c);
+}
+
+static void test_mod_python_and_c_signs_broadcast(void)
+{
+    loom_attr f0 = loom_attr_int("fmod", 0), f1 = loom_attr_int("fmod", 1);
+    static const loom_dtype ints[] = {I8, I32, I64};
+    for (int k = 0; k < 3; k++) {
+        check_binary_int("Mod", ints[k], SHP(3, 5), SHP(3, 5), -20, 20, &f0, 1, 0, __LINE__);
+        check_binary_int("Mod", ints[k], SHP(2, 3, 5), SHP(5), -20, 20, &f1, 1, 1, __LINE__);
+    }
+    check_binary_int("Mod", U8, SHP(7, 3), SHP(7, 1), 0, 200, NULL, 0, 0, __LINE__);
+    check_binary_int("Mod", F32, SHP(4, 1, 3), SHP(5, 1), -10, 10, &f1, 1, 1, __LINE__);
+    /* floats need fmod=1 */
+    tc c;
+    tc_init(&c);
+    double v[3] = {1, 2, 3};
+    loom_value ins[2] = {tc_input(&c, F32, SHP(3), v), tc_input(&c, F32, SHP(3), v)};
+    loom_status st = tc_node(&c, "Mod", ins, 2, NULL, 0, 1);
+    expect_build_error(&c, st, LOOM_ERR_INVALID_ARGUMENT, "Mod", "fmod must be 1", __LINE__);
+    tc_free(&c);
+}
+
+static void test_bitshift_left_and_right(void)
+{
+    loom_attr l = loom_attr_string("direction", "LEFT"), r = loom_attr_string("direction",
+                                                                              "RIGHT");
+    check_binary_int("BitShift", U8, SHP(3, 5), SHP(3, 5), 0, 255, &l, 1, 1, __LINE__);
+    check_binary_int("BitShift", U8, SHP(2, 7), SHP(7), 0, 255, &r, 1, 0, __LINE__);
+}
+
+/* ===========================================================================================
+ * Structural operators (graph/ops_tensor.c, backends/cpu/kernels_tensor.c)
+ * =========================================================================================== */
+
+static void check_trilu(shp x, int upper, int has_k, int64_t k, int line)
+{
+    tc c;
+    tc_init(&c);
+    double *xv = tc_random(&c, F32, numel(x), -5, 5), kv = (double)k;
+    loom_value ins[2] = {tc_input(&c, F32, x, xv), LOOM_NO_VALUE};
+    if (has_k)
+        ins[1] = tc_input(&c, I64, SCALAR, &kv);
+    loom_attr a = loom_attr_int("upper", upper);
+    CU_ASSERT_EQUAL(tc_node(&c, "Trilu", ins, has_k ? 2 : 1, &a, 1, 1), LOOM_OK);
+    double *want = tc_dbuf(&c, numel(x));
+    int64_t idx[LOOM_MAX_RANK];
+    for (int64_t i = 0; i < numel(x); i++) {
+        unravel(i, x, idx);
+        int64_t r = idx[x.rank - 2], col = idx[x.rank - 1], kk = has_k ? k : 0;
+        want[i] = (upper ? col - r >= kk : col - r <= kk) ? xv[i] : 0;
+    }
+    if (tc_run(&c, line))
+        check_out(&c, 0, F32, x, want, 0, 0, line);
+    tc_free(&c);
+}
+
+static void test_trilu_upper_lower_with_k(void)
+{
+    for (int up = 0; up < 2; up++) {
+        check_trilu(SHP(5, 7), up, 0, 0, __LINE__);
+        check_trilu(SHP(2, 3, 7, 4), up, 1, -2, __LINE__);
+        check_trilu(SHP(3, 5), up, 1, 9, __LINE__);
+        check_trilu(SHP(3, 5), up, 1, -9, __LINE__);
+        check_trilu(SHP(1, 6), up, 1, 1, __LINE__);
+    }
+}
+
+static void check_cumsum(loom_dtype dt, shp x, int64_t axis, int excl, int rev, int line)
+{
+    tc c;
+    tc_init(&c);
+    double *xv = tc_random(&c, dt, numel(x), -9, 9), av = (double)axis;
+    loom_value ins[2] = {tc_input(&c, dt, x, xv), tc_input(&c, I32, SCALAR, &av)};
+    loom_attr a[2] = {loom_attr_int("exclusive", excl), loom_attr_int("reverse", rev)};
+    CU_ASSERT_EQUAL(tc_node(&c, "CumSum", ins, 2, a, 2, 1), LOOM_OK);
+    double *want = tc_dbuf(&c, numel(x));
+    int64_t ax = axis < 0 ? axis + x.rank : axis, idx[LOOM_MAX_RANK], jdx[LOOM_MAX_RANK];
+    for (int64_t i = 0; i < numel(x); i++) {
+        unravel(i, x, idx);
+        double sum = 0;
+        for (int64_t j = 0; j < numel(x); j++) {
+            unravel(j, x, jdx);
+            int same = 1;
+            for (uint32_t d = 0; d < x.rank; d++)
+                same &= (int64_t)d == ax || jdx[d] == idx[d];
+            int64_t a2 = jdx[ax], b2 = idx[ax];
+            int take = rev ? (excl ? a2 > b2 : a2 >= b2) : (excl ? a2 < b2 : a2 <= b2);
+            if (same && take)
+                sum += xv[j];
+        }
+        want[i] = dt == F32 ? (float)sum : sum;
+    }
+    if (tc_run(&c, line))
+        check_out(&c, 0, dt, x, want, 1e-5, 1e-5, line);
+    tc_free(&c);
+}
+
+static void test_cumsum_exclusive_reverse_axes(void)
+{
+    for (int e = 0; e < 2; e++)
+        for (int r = 0; r < 2; r++) {
+            check_cumsum(F32, SHP(3, 5, 4), 1, e, r, __LINE__);
+            check_cumsum(I64, SHP(7), 0, e, r, __LINE__);
+            check_cumsum(I32, SHP(2, 3, 5), -1, e, r, __LINE__);
+        }
+}
+
+static void test_hardmax_first_maximum(void)
+{
+    tc c;
+    tc_init(&c);
+    shp x = SHP(3, 4, 5);
+    double *xv = tc_random(&c, F32, numel(x), -3, 3);
+    xv[5] = xv[10] = 100; /* a tie along axis 1: the first wins */
+    loom_value in = tc_input(&c, F32, x, xv);
+    loom_attr a = loom_attr_int("axis", 1);
+    CU_ASSERT_EQUAL(tc_node(&c, "Hardmax", &in, 1, &a, 1, 1), LOOM_OK);
+    double *want = tc_dbuf(&c, numel(x));
+    for (int64_t o = 0; o < 3; o++)
+        for (int64_t i = 0; i < 5; i++) {
+            int64_t best = 0;
+            for (int64_t l = 1; l < 4; l++)
+                if (xv[(o * 4 + l) * 5 + i] > xv[(o * 4 + best) * 5 + i])
+                    best = l;
+            want[(o * 4 + best) * 5 + i] = 1;
+        }
+    if (tc_run(&c, __LINE__))
+        check_out(&c, 0, F32, x, want, 0, 0, __LINE__);
+    tc_free(&c);
+}
+
+/* DepthToSpace by its definition: reshape, transpose, reshape (ONNX's text). */
+static void check_d2s(const char *mode, int64_t b, int line)
+{
+    tc c;
+    tc_init(&c);
+    const int64_t N = 2, C = 3 * b * b, H = 3, W = 5;
+    shp x = SHP(N, C, H, W), y = SHP(N, C / (b * b), H * b, W * b);
+    double *xv = tc_random(&c, F32, numel(x), -9, 9);
+    loom_value in = tc_input(&c, F32, x, xv);
+    loom_attr a[2] = {loom_attr_int("blocksize", b), loom_attr_string("mode", mode)};
+    CU_ASSERT_EQUAL(tc_node(&c, "DepthToSpace", &in, 1, a, 2, 1), LOOM_OK);
+    double *want = tc_dbuf(&c, numel(y));
+    const int64_t Cs = C / (b * b);
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t c2 = 0; c2 < Cs; c2++)
+            for (int64_t h = 0; h < H; h++)
+                for (int64_t i = 0; i < b; i++)
+                    for (int64_t w = 0; w < W; w++)
+                        for (int64_t j = 0; j < b; j++) {
+                            int64_t ch = !strcmp(mode, "DCR") ? (i * b + j) * Cs + c2
+                                                              : (c2 * b + i) * b + j;
+                            want[((n * Cs + c2) * H * b + h * b + i) * W * b + w * b + j] =
+                                xv[((n * C + ch) * H + h) * W + w];
+                        }
+    if (tc_run(&c, line))
+        check_out(&c, 0, F32, y, want, 0, 0, line);
+    /* SpaceToDepth undoes DCR: a second graph in the same helper state */
+    if (!strcmp(mode, "DCR")) {
+        tc c2;
+        tc_init(&c2);
+        loom_value in2 = tc_input(&c2, F32, y, want);
+        loom_attr bs = loom_attr_int("blocksize", b);
+        CU_ASSERT_EQUAL(tc_node(&c2, "SpaceToDepth", &in2, 1, &bs, 1, 1), LOOM_OK);
+        if (tc_run(&c2, line))
+            check_out(&c2, 0, F32, x, xv, 0, 0, line);
+        tc_free(&c2);
+    }
+    tc_free(&c);
+}
+
+static void test_depth_to_space_and_back(void)
+{
+    check_d2s("DCR", 2, __LINE__);
+    check_d2s("CRD", 2, __LINE__);
+    check_d2s("DCR", 3, __LINE__);
+    check_d2s("CRD", 3, __LINE__);
+}
+
+static void test_eyelike_with_k_and_dtype(void)
+{
+    for (int64_t k = -3; k <= 4; k += 7) {
+        tc c;
+        tc_init(&c);
+        double v[35] = {0};
+        loom_value in = tc_input(&c, F32, SHP(5, 7), v);
+        loom_attr a[2] = {loom_attr_int("k", k), loom_attr_int("dtype", I32)};
+        CU_ASSERT_EQUAL(tc_node(&c, "EyeLike", &in, 1, a, 2, 1), LOOM_OK);
+        double want[35] = {0};
+        for (int64_t i = 0; i < 5; i++)
+            if (i + k >= 0 && i + k < 7)
+                want[i * 7 + i + k] = 1;
+        if (tc_run(&c, __LINE__))
+            check_out(&c, 0, I32, SHP(5, 7), want, 0, 0, __LINE__);
+        tc_free(&c);
+    }
+}
+
+static void test_onehot_axes_and_negative_indices(void)
+{
+    for (int64_t axis = -1; axis <= 1; axis++) {
+        tc c;
+        tc_init(&c);
+        double ix[6] = {0, 3, -1, 4, 9, -5}, depth = 5, vals[2] = {-2, 7};
+        loom_value ins[3] = {tc_input(&c, I64, SHP(2, 3), ix), tc_const(&c, F32, SCALAR, &depth),
+                             tc_input(&c, F32, SHP(2), vals)};
+        loom_attr a = loom_attr_int("axis", axis);
+        CU_ASSERT_EQUAL(tc_node(&c, "OneHot", ins, 3, &a, 1, 1), LOOM_OK);
+        int64_t ax = axis < 0 ? axis + 3 : axis;
+        shp y = ax == 0 ? SHP(5, 2, 3) : ax == 1 ? SHP(2, 5, 3) : SHP(2, 3, 5);
+        double *want = tc_dbuf(&c, 30);
+        int64_t idx[3];
+        for (int64_t i = 0; i < 30; i++) {
+            unravel(i, y, idx);
+            int64_t d = idx[ax], src[2], s = 0;
+            for (int64_t k = 0; k < 3; k++)
+                if (k != ax)
+                    src[s++] = idx[k];
+            int64_t v = (int64_t)ix[src[0] * 3 + src[1]];
+            if (v < 0)
+                v += 5;
+            want[i] = v == d ? 7 : -2;
+        }
+        if (tc_run(&c, __LINE__))
+            check_out(&c, 0, F32, y, want, 0, 0, __LINE__);
+        tc_free(&c);
+    }
+}
+
+static void test_gather_nd_with_batch_dims(void)
+{
+    /* batch_dims 0: data [3, 4, 5], indices [2, 2, 2] -> [2, 2, 5] */
+    tc c;
+    tc_init(&c);
+    shp x = SHP(3, 4, 5);
+    double *xv = tc_random(&c, F32, numel(x), -9, 9);
+    double ix[8] = {0, 1, 2, 3, -1, -4, 1, 0};
+    loom_value ins[2] = {tc_input(&c, F32, x, xv), tc_input(&c, I64, SHP(2, 2, 2), ix)};
+    CU_ASSERT_EQUAL(tc_node(&c, "GatherND", ins, 2, NULL, 0, 1), LOOM_OK);
+    double want[20];
+    for (int t = 0; t < 4; t++) {
+        int64_t a = (int64_t)ix[2 * t], b = (int64_t)ix[2 * t + 1];
+        a = a < 0 ? a + 3 : a;
+        b = b < 0 ? b + 4 : b;
+        for (int e = 0; e < 5; e++)
+            want[t * 5 + e] = xv[(a * 4 + b) * 5 + e];
+    }
+    if (tc_run(&c, __LINE__))
+        check_out(&c, 0, F32, SHP(2, 2, 5), want, 0, 0, __LINE__);
+    tc_free(&c);
+    /* batch_dims 1: data [3, 4, 5], indices [3, 1] -> [3, 5] */
+    tc_init(&c);
+    xv = tc_random(&c, I32, numel(x), -9, 9);
+    double ib[3] = {3, 0, 2};
+    loom_value ins2[2] = {tc_input(&c, I32, x, xv), tc_input(&c, I64, SHP(3, 1), ib)};
+    loom_attr bd = loom_attr_int("batch_dims", 1);
+    CU_ASSERT_EQUAL(tc_node(&c, "GatherND", ins2, 2, &bd, 1, 1), LOOM_OK);
+    double want2[15];
+    for (int b = 0; b < 3; b++)
+        for (int e = 0; e < 5; e++)
+            want2[b * 5 + e] = xv[(b * 4 + (int64_t)ib[b]) * 5 + e];
+    if (tc_run(&c, __LINE__))
+        check_out(&c, 0, I32, SHP(3, 5), want2, 0, 0, __LINE__);
+    tc_free(&c);
+}
+
+static void test_scatter_nd_with_reductions(void)
+{
+    static const char *const reds[] = {"none", "add", "mul", "max", "min"};
+    for (int r = 0; r < 5; r++) {
+        tc c;
+        tc_init(&c);
+        shp x = SHP(4, 3, 2);
+        double *xv = tc_random(&c, F32, numel(x), -9, 9);
+        double ix[3] = {2, 0, r ? 2 : 3}; /* duplicates only with a reduction */
+        double *uv = tc_random(&c, F32, 18, -9, 9);
+        loom_value ins[3] = {tc_input(&c, F32, x, xv), tc_input(&c, I64, SHP(3, 1), ix),
+                             tc_input(&c, F32, SHP(3, 3, 2), uv)};
+        loom_attr a = loom_attr_string("reduction", reds[r]);
+        CU_ASSERT_EQUAL(tc_node(&c, "ScatterND", ins, 3, &a, 1, 1), LOOM_OK);
+        double *want = tc_dbuf(&c, 24);
+        memcpy(want, xv, 24 * sizeof *want);
+        for (int t = 0; t < 3; t++)
+            for (int e = 0; e < 6; e++) {
+                double *d = &want[(int64_t)ix[t] * 6 + e], u = uv[t * 6 + e];
+                *d = r == 0 ? u : r == 1 ? (float)(*d + u) : r == 2 ? (float)(*d * u)
+                     : r == 3 ? fmax(*d, u) : fmin(*d, u);
+            }
+        if (tc_run(&c, __LINE__))
+            check_out(&c, 0, F32, x, want, 1e-6, 1e-6, __LINE__);
+        tc_free(&c);
+    }
+}
+
+static void test_index_out_of_range_fails_the_run(void)
+{
+    tc c;
+    tc_init(&c);
+    double xv[6] = {0}, ix[2] = {1, 5};
+    loom_value ins[2] = {tc_input(&c, F32, SHP(2, 3), xv), tc_input(&c, I64, SHP(1, 2), ix)};
+    CU_ASSERT_EQUAL(tc_node(&c, "GatherND", ins, 2, NULL, 0, 1), LOOM_OK);
+    loom_plan_options opt;
+    memset(&opt, 0, sizeof opt);
+    opt.struct_size = sizeof opt;
+    opt.device = "cpu";
+    opt.strict = 1;
+    CU_ASSERT_EQUAL_FATAL(loom_graph_check(c.g), LOOM_OK);
+    CU_ASSERT_EQUAL_FATAL(loom_plan_create(g_rt, c.g, &opt, &c.plan), LOOM_OK);
+    CU_ASSERT_EQUAL_FATAL(loom_plan_make_outputs(c.plan, c.out, 1), LOOM_OK);
+    c.n_out = 1;
+    CU_ASSERT_EQUAL(loom_plan_run(c.plan, (const loom_tensor *const *)c.in, c.n_in, c.out, 1,
+                                  NULL),
+                    LOOM_ERR_INVALID_ARGUMENT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(loom_last_error(), "index 5"));
+    tc_free(&c);
+}
+
+/* ===========================================================================================
  * The suite
  * =========================================================================================== */
 
@@ -620,6 +1032,19 @@ static const test_entry k_tests[] = {
     T(test_loss_shape_errors_are_clear),
     T(test_reduce_l1_l2_logsum_logsumexp_sumsquare_match_reference),
     T(test_reduce_log_sum_exp_of_minus_infinity_is_minus_infinity),
+    T(test_trigonometric_and_hyperbolic_match_libm),
+    T(test_softsign_thresholded_relu_shrink_celu_isnan_isinf),
+    T(test_mod_python_and_c_signs_broadcast),
+    T(test_bitshift_left_and_right),
+    T(test_trilu_upper_lower_with_k),
+    T(test_cumsum_exclusive_reverse_axes),
+    T(test_hardmax_first_maximum),
+    T(test_depth_to_space_and_back),
+    T(test_eyelike_with_k_and_dtype),
+    T(test_onehot_axes_and_negative_indices),
+    T(test_gather_nd_with_batch_dims),
+    T(test_scatter_nd_with_reductions),
+    T(test_index_out_of_range_fails_the_run),
     {NULL, NULL},
 };
 

@@ -224,6 +224,8 @@ static void cpu_register_all(cpu_op_entry *ops)
     cpu_register_recurrent(ops);
     cpu_register_generators(ops);
     cpu_register_loss(ops);
+    cpu_register_math(ops);
+    cpu_register_tensor(ops);
     cpu_register_quantization(ops);
     cpu_register_int8_gemm(ops);
     cpu_register_moe(ops);

@@ -97,6 +97,12 @@ void cpu_register_recurrent(cpu_op_entry *table);
 void cpu_register_generators(cpu_op_entry *table);
 /* kernels_loss.c: NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss */
 void cpu_register_loss(cpu_op_entry *table);
+/* kernels_math.c: Tan ... Atanh, Softsign, ThresholdedRelu, Shrink, Celu, IsNaN, IsInf, Mod,
+ * BitShift */
+void cpu_register_math(cpu_op_entry *table);
+/* kernels_tensor.c: Trilu, CumSum, Hardmax, DepthToSpace, SpaceToDepth, EyeLike, OneHot,
+ * GatherND, ScatterND */
+void cpu_register_tensor(cpu_op_entry *table);
 /* kernels_quantization.c: QuantizeLinear, DequantizeLinear, MatMulInteger, QLinearMatMul,
  * QLinearConv, DynamicQuantizeLinear */
 void cpu_register_quantization(cpu_op_entry *table);
