@@ -10,7 +10,9 @@
  *      in the expert-ordered buffers; rows of one expert are in token order;
  *   3. gather: the routed rows of the input, expert by expert (rows x hidden);
  *   4. fc1 (+ fc3), bias and activation: one task per (expert, block of inter columns), one
- *      single-threaded cblas_sgemm of that expert's rows against that block of its weights;
+ *      single-threaded cblas_sgemm of that expert's rows against that block of its weights
+ *      (blocks sized per run: about three tasks per thread over the experts that have tokens;
+ *      on one thread, one GEMM per expert);
  *   5. fc2 and bias: one task per (expert, block of hidden columns);
  *   6. combine, per token: the weighted sum of its k rows, in routing order (deterministic, no
  *      atomics).
@@ -23,9 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Columns of one fc1/fc2 task: a block of weights (cols x in) that stays in L2 while the
- * expert's rows go through it. */
-#define MOE_COLS 128
+/* Columns of an fc1/fc2 task are a multiple of this (but the last), and at least this many. */
+#define MOE_COL_ALIGN 32
 
 enum { MOE_RELU, MOE_GELU, MOE_SILU, MOE_IDENTITY };
 
@@ -34,7 +35,6 @@ typedef struct moe_params {
     int act;
     int normalize;
     int has_b1, has_b2, has_w3, has_b3;
-    int64_t blocks1, blocks2; /* column blocks of inter (fc1) and hidden (fc2) */
     /* scratch offsets, in bytes */
     size_t o_probs, o_rw, o_re, o_rpos, o_count, o_off, o_cur, o_rtok, o_xg, o_h, o_h3, o_y;
 } moe_params;
@@ -45,7 +45,29 @@ typedef struct moe_run {
     float *y;
     float *probs, *rw, *xg, *h, *h3, *yb;
     int32_t *re, *rpos, *count, *off, *cur, *rtok;
+    /* Column blocks per expert of fc1 (over inter) and fc2 (over hidden), and their widths:
+     * chosen per run from the threads and the experts that received tokens. */
+    int64_t nb1, cw1, nb2, cw2;
 } moe_run;
+
+/* Cut EXTENT columns into blocks so that ACTIVE experts give about 3 tasks per thread: one
+ * block per expert on one thread (a single GEMM per expert); never narrower than
+ * MOE_COL_ALIGN. Sets *NB and *CW. */
+static void moe_blocks(int64_t extent, int64_t active, unsigned threads, int64_t *nb, int64_t *cw)
+{
+    int64_t want = threads <= 1 || active <= 0 ? 1 : (3 * (int64_t)threads + active - 1) / active;
+    int64_t max_nb = (extent + MOE_COL_ALIGN - 1) / MOE_COL_ALIGN;
+    if (want > max_nb)
+        want = max_nb;
+    if (want < 1)
+        want = 1;
+    int64_t w = (extent + want - 1) / want;
+    w = (w + MOE_COL_ALIGN - 1) / MOE_COL_ALIGN * MOE_COL_ALIGN;
+    if (w < 1)
+        w = 1;
+    *cw = w;
+    *nb = (extent + w - 1) / w;
+}
 
 static size_t moe_align(size_t v)
 {
@@ -128,17 +150,35 @@ static inline float moe_act(int act, float v)
     }
 }
 
+/* The activation over N values in place: one loop per kind, so that each vectorises. */
+static void moe_act_row(int act, float *restrict v, int64_t n)
+{
+    switch (act) {
+    case MOE_RELU:
+        for (int64_t c = 0; c < n; c++)
+            v[c] = v[c] > 0.0f ? v[c] : 0.0f;
+        break;
+    case MOE_GELU:
+    case MOE_SILU:
+        for (int64_t c = 0; c < n; c++)
+            v[c] = moe_act(act, v[c]);
+        break;
+    default:
+        break;
+    }
+}
+
 static void fc1_tasks(void *arg, size_t b, size_t e)
 {
     const moe_run *r = arg;
     const moe_params *p = r->p;
     const int64_t H = p->hidden, I = p->inter;
     for (size_t task = b; task < e; task++) {
-        int64_t ex = (int64_t)task / p->blocks1, blk = (int64_t)task % p->blocks1;
+        int64_t ex = (int64_t)task / r->nb1, blk = (int64_t)task % r->nb1;
         int64_t rows = r->count[ex];
         if (rows == 0)
             continue;
-        int64_t c0 = blk * MOE_COLS, cols = I - c0 < MOE_COLS ? I - c0 : MOE_COLS;
+        int64_t c0 = blk * r->cw1, cols = I - c0 < r->cw1 ? I - c0 : r->cw1;
         int64_t r0 = r->off[ex];
         float *hb = r->h + r0 * I + c0;
         cpu_sgemm(0, 1, rows, cols, H, r->xg + r0 * H, H, r->w1 + (ex * I + c0) * H, H, 0.0f, hb,
@@ -153,11 +193,18 @@ static void fc1_tasks(void *arg, size_t b, size_t e)
         const float *b3 = p->has_b3 ? r->b3 + ex * I + c0 : NULL;
         for (int64_t i = 0; i < rows; i++) {
             float *row = hb + i * I;
-            for (int64_t c = 0; c < cols; c++) {
-                float v = moe_act(p->act, row[c] + (b1 ? b1[c] : 0.0f));
-                if (h3)
-                    v *= h3[i * I + c] + (b3 ? b3[c] : 0.0f);
-                row[c] = v;
+            if (b1)
+                for (int64_t c = 0; c < cols; c++)
+                    row[c] += b1[c];
+            moe_act_row(p->act, row, cols);
+            if (h3) {
+                const float *g = h3 + i * I;
+                if (b3)
+                    for (int64_t c = 0; c < cols; c++)
+                        row[c] *= g[c] + b3[c];
+                else
+                    for (int64_t c = 0; c < cols; c++)
+                        row[c] *= g[c];
             }
         }
     }
@@ -171,11 +218,11 @@ static void fc2_tasks(void *arg, size_t b, size_t e)
     const moe_params *p = r->p;
     const int64_t H = p->hidden, I = p->inter;
     for (size_t task = b; task < e; task++) {
-        int64_t ex = (int64_t)task / p->blocks2, blk = (int64_t)task % p->blocks2;
+        int64_t ex = (int64_t)task / r->nb2, blk = (int64_t)task % r->nb2;
         int64_t rows = r->count[ex];
         if (rows == 0)
             continue;
-        int64_t c0 = blk * MOE_COLS, cols = H - c0 < MOE_COLS ? H - c0 : MOE_COLS;
+        int64_t c0 = blk * r->cw2, cols = H - c0 < r->cw2 ? H - c0 : r->cw2;
         int64_t r0 = r->off[ex];
         float *yb = r->yb + r0 * H + c0;
         cpu_sgemm(0, 1, rows, cols, I, r->h + r0 * I, I, r->w2 + (ex * H + c0) * I, I, 0.0f, yb,
@@ -269,8 +316,14 @@ static loom_status moe_run_fn(const cpu_kernel *kern, const loom_exec_args *args
 
     cpu_parallel_for(pool, (size_t)rows, cpu_grain_bytes((size_t)p->hidden * sizeof(float)),
                      gather_rows, &r);
-    cpu_parallel_for(pool, (size_t)(E * p->blocks1), 1, fc1_tasks, &r);
-    cpu_parallel_for(pool, (size_t)(E * p->blocks2), 1, fc2_tasks, &r);
+    int64_t active = 0;
+    for (int64_t e = 0; e < E; e++)
+        active += r.count[e] > 0;
+    const unsigned threads = cpu_pool_threads(pool);
+    moe_blocks(p->inter, active, threads, &r.nb1, &r.cw1);
+    moe_blocks(p->hidden, active, threads, &r.nb2, &r.cw2);
+    cpu_parallel_for(pool, (size_t)(E * r.nb1), 1, fc1_tasks, &r);
+    cpu_parallel_for(pool, (size_t)(E * r.nb2), 1, fc2_tasks, &r);
     cpu_parallel_for(pool, (size_t)T, cpu_grain(k * p->hidden), combine_tokens, &r);
     return LOOM_OK;
 }
@@ -304,8 +357,6 @@ static loom_status moe_prepare(const loom_node_desc *node, cpu_kernel *k, char *
     p->has_b2 = cpu_present(node, 5);
     p->has_w3 = cpu_present(node, 6);
     p->has_b3 = cpu_present(node, 7);
-    p->blocks1 = p->inter ? (p->inter + MOE_COLS - 1) / MOE_COLS : 1;
-    p->blocks2 = p->hidden ? (p->hidden + MOE_COLS - 1) / MOE_COLS : 1;
     if (p->tokens > INT32_MAX / (p->k ? p->k : 1)) {
         long long t = (long long)p->tokens, kk = (long long)p->k;
         free(p);
