@@ -25,6 +25,8 @@ typedef struct pass_ctx {
     int quantize_int8_dynamic;
     const char *const *keep_float;
     size_t n_keep_float;
+    /* fuse_epilogue: on/off (the plan turns it on when the CPU can take the fused nodes). */
+    int fuse_epilogue;
     /* calibrate_int8: sample input sets (n_sets x the graph's inputs, in order), borrowed. */
     const loom_tensor *const *calibration_sets;
     size_t n_calibration_sets;
@@ -84,6 +86,8 @@ loom_status pass_fuse_quantized_matmul(const loom_graph *in, loom_graph **out, p
                                        char *summary, size_t summary_len);
 loom_status pass_quantize_int8_dynamic(const loom_graph *in, loom_graph **out, pass_ctx *ctx,
                                        char *summary, size_t summary_len);
+loom_status pass_fuse_epilogue(const loom_graph *in, loom_graph **out, pass_ctx *ctx,
+                               char *summary, size_t summary_len);
 loom_status pass_calibrate_int8(const loom_graph *in, loom_graph **out, pass_ctx *ctx,
                                 char *summary, size_t summary_len);
 

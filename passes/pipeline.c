@@ -16,6 +16,7 @@ static const pass_def pipeline[] = {
     {"fold_constants", pass_fold_constants},
     {"fuse_quantized_matmul", pass_fuse_quantized_matmul},
     {"quantize_int8_dynamic", pass_quantize_int8_dynamic},
+    {"fuse_epilogue", pass_fuse_epilogue},
     {"calibrate_int8", pass_calibrate_int8},
 };
 

@@ -51,6 +51,7 @@ void loom_plan_destroy(loom_plan *plan)
             be->release_kernel(be->ctx, n->fb_kernel);
         }
         free(n->name);
+        free(n->op_label);
         free(n->link);
         free(n->sig);
     }
@@ -264,6 +265,14 @@ static loom_status make_nodes(loom_plan *plan, const loom_graph *g, const uint32
         }
         n->op = gn->def->id;
         n->op_name = gn->def->name;
+        const loom_attr *fused = loom_attr_list_get(&gn->attrs, "fused_ops");
+        if (fused && fused->kind == LOOM_ATTR_STRING && fused->s && *fused->s) {
+            if (!(n->op_label = dup_str(fused->s))) {
+                st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+                goto done;
+            }
+            n->op_name = n->op_label;
+        }
         if (!(n->name = dup_str(gn->name))) {
             st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
             goto done;
@@ -823,6 +832,14 @@ static loom_status plan_create_once(loom_runtime *rt, const loom_graph *g,
                      .calibration_sets = cal_sets, .n_calibration_sets = n_cal,
                      .quantize_int8_dynamic = precision == LOOM_PRECISION_INT8_DYNAMIC,
                      .keep_float = keep_float, .n_keep_float = n_keep_float};
+    /* Fused nodes run on the CPU only: fuse when the CPU may take them (every node on a CPU
+     * device, or placement free with a CPU present) and no pin names the graph's nodes as
+     * written. LOOM_FUSE=0 turns it off, for comparisons. */
+    const char *fuse_env = getenv("LOOM_FUSE");
+    if (!(fuse_env && strcmp(fuse_env, "0") == 0) && po.n_pins == 0)
+        for (size_t d = 0; d < rt->n_devices; d++)
+            if ((po.want < 0 || (size_t)po.want == d) && strncmp(rt->devices[d].id, "cpu:", 4) == 0)
+                pctx.fuse_epilogue = 1;
     /* int8-dynamic is a rewrite of the graph; devices then see f32 nodes (and the new ones). */
     const uint32_t requested_precision = precision;
     if (precision == LOOM_PRECISION_INT8_DYNAMIC)

@@ -78,7 +78,8 @@ typedef struct plan_tensor {
 
 typedef struct plan_node {
     char *name;
-    const char *op_name;  /* static, from the registry */
+    const char *op_name;  /* static, from the registry; or OP_LABEL */
+    char *op_label;       /* a fused node's "Conv+Add+Relu" (attribute fused_ops), owned; or NULL */
     loom_op_id op;
     uint32_t device;      /* runtime device index */
     void *kernel;
