@@ -257,7 +257,8 @@ static enum MHD_Result infer(loom_serve_http *h, conn *cx, const char *name, con
                              .input_names = (const char *const *)cx->parsed.input_names,
                              .n_inputs = cx->parsed.n_inputs,
                              .timeout_s = cx->parsed.timeout_s,
-                             .priority = cx->parsed.priority};
+                             .priority = cx->parsed.priority,
+                             .variant = cx->parsed.variant};
     loom_serve_code code = loom_serve_submit(h->server, &rq, infer_done, cx);
     /* The inputs were copied: free them now, not when the connection closes. */
     for (size_t k = 0; k < cx->parsed.n_inputs; k++) {

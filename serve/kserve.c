@@ -145,6 +145,7 @@ void sv_parsed_free(sv_parsed *p)
     free(p->output_names);
     free(p->output_binary);
     free(p->id);
+    free(p->variant);
     memset(p, 0, sizeof *p);
 }
 
@@ -410,6 +411,17 @@ int sv_kserve_parse(const char *body, size_t len, size_t header_len,
             }
             out->priority = (int)json_integer_value(p);
         }
+        const json_t *v = json_object_get(params, "variant");
+        if (v) {
+            const char *vs = json_string_value(v);
+            if (!vs || (strcmp(vs, "auto") && strcmp(vs, "full") && strcmp(vs, "lite") &&
+                        strcmp(vs, "cascade"))) {
+                bad(err, err_len, "parameters.variant is not one of \"auto\", \"full\", "
+                    "\"lite\", \"cascade\"");
+                goto done;
+            }
+            out->variant = strdup(vs);
+        }
     }
     const json_t *ins = json_object_get(root, "inputs");
     if (!json_is_array(ins) || json_array_size(ins) == 0) {
@@ -630,6 +642,27 @@ int sv_kserve_response(const loom_serve_result *r, const sv_parsed *p, char **bo
     if (r->id && *r->id) {
         ob_str(&b, ",\"id\":");
         ob_json_string(&b, r->id);
+    }
+    if (r->variant && *r->variant) {
+        /* Which variant answered, the cascade path, the lite confidence, why an edge answer
+         * stood, and the QoS decision's inputs. */
+        ob_str(&b, ",\"parameters\":{\"variant\":");
+        ob_json_string(&b, r->variant);
+        ob_str(&b, ",\"path\":");
+        ob_json_string(&b, r->path ? r->path : r->variant);
+        if (r->confidence >= 0) {
+            ob_str(&b, ",\"confidence\":");
+            ob_number(&b, r->confidence, 0);
+        }
+        if (r->message && *r->message) {
+            ob_str(&b, ",\"edge_answer\":true,\"note\":");
+            ob_json_string(&b, r->message);
+        }
+        if (r->qos && *r->qos) {
+            ob_str(&b, ",\"qos\":");
+            ob_str(&b, r->qos);
+        }
+        ob_str(&b, "}");
     }
     ob_str(&b, ",\"outputs\":[");
     int any_binary = 0;

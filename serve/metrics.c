@@ -31,6 +31,12 @@ loom_status loom_server_model_stats(const loom_server *s, const char *name, cons
     r.batches = m->met.batches;
     r.rows_run = m->met.rows_run;
     r.rows_padded = m->met.rows_padded;
+    if (m->qos) {
+        r.answered_full = m->qos->answered[SV_FULL];
+        r.answered_lite = m->qos->answered[SV_LITE];
+        r.escalated = m->qos->escalated;
+        r.edge_fallbacks = m->qos->fallbacks;
+    }
     pthread_mutex_unlock(&m->stats_mu);
     if (m->cache) {
         sv_cache_stats cs;
@@ -43,6 +49,13 @@ loom_status loom_server_model_stats(const loom_server *s, const char *name, cons
     }
     pthread_mutex_lock((pthread_mutex_t *)&s->mu);
     r.queue_depth = m->depth;
+    for (int v = 0; v < 2; v++)
+        if (m->var[v] && m->var[v] != m)
+            r.queue_depth += m->var[v]->depth;
+    if (m->qos) {
+        r.qos_switches = m->qos->st.switches;
+        r.lite_mode = m->qos->st.lite;
+    }
     for (uint32_t k = 0; k < 7; k++) {
         uint32_t i = sv_size_index(&m->est, 1u << k);
         r.predicted_run_s[k] = i < m->est.n_sizes && m->est.sizes[i] == (1u << k)
@@ -132,6 +145,58 @@ static void sb_hist(strbuf *b, const char *name, const sv_model *m, const sv_his
     sb_printf(b, "} %llu\n", (unsigned long long)h->count);
 }
 
+/* What the metrics show of a model's variants and cascade. */
+typedef struct qos_snap {
+    int on, lite;
+    uint64_t answered[2], escalated, fallbacks, switches;
+} qos_snap;
+
+static void qos_metrics(strbuf *b, sv_model **ms, const qos_snap *qs, size_t n)
+{
+    sb_printf(b, "# HELP loom_variant_answers_total Answers by the variant that gave them (models "
+                 "with QoS settings).\n# TYPE loom_variant_answers_total counter\n");
+    for (size_t i = 0; i < n; i++)
+        for (int v = 0; qs[i].on && v < 2; v++) {
+            sb_printf(b, "loom_variant_answers_total{");
+            sb_model_labels(b, ms[i]);
+            sb_printf(b, ",variant=\"%s\"} %llu\n", v ? "lite" : "full",
+                      (unsigned long long)qs[i].answered[v]);
+        }
+    struct {
+        const char *name, *help, *type;
+        size_t off;
+    } one[] = {
+        {"loom_qos_switches_total", "Automatic switches between the full and lite variants.",
+         "counter", offsetof(qos_snap, switches)},
+        {"loom_cascade_escalations_total", "Cascade requests sent on to the full variant.",
+         "counter", offsetof(qos_snap, escalated)},
+        {"loom_cascade_fallbacks_total", "Escalations whose full answer did not come: the lite "
+         "answer stood.", "counter", offsetof(qos_snap, fallbacks)},
+    };
+    for (size_t q = 0; q < sizeof one / sizeof one[0]; q++) {
+        sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", one[q].name, one[q].help, one[q].name,
+                  one[q].type);
+        for (size_t i = 0; i < n; i++) {
+            if (!qs[i].on)
+                continue;
+            uint64_t v;
+            memcpy(&v, (const char *)&qs[i] + one[q].off, sizeof v);
+            sb_printf(b, "%s{", one[q].name);
+            sb_model_labels(b, ms[i]);
+            sb_printf(b, "} %llu\n", (unsigned long long)v);
+        }
+    }
+    sb_printf(b, "# HELP loom_qos_lite_mode 1 while automatic switching sends requests to the "
+                 "lite variant.\n# TYPE loom_qos_lite_mode gauge\n");
+    for (size_t i = 0; i < n; i++) {
+        if (!qs[i].on)
+            continue;
+        sb_printf(b, "loom_qos_lite_mode{");
+        sb_model_labels(b, ms[i]);
+        sb_printf(b, "} %d\n", qs[i].lite);
+    }
+}
+
 loom_status loom_server_metrics_text(const loom_server *s, char **out)
 {
     *out = NULL;
@@ -141,11 +206,13 @@ loom_status loom_server_metrics_text(const loom_server *s, char **out)
     model_metrics *mm = calloc(n ? n : 1, sizeof *mm);
     sv_cache_stats *cs = calloc(n ? n : 1, sizeof *cs);
     size_t *depth = calloc(n ? n : 1, sizeof *depth);
-    if (!ms || !mm || !cs || !depth) {
+    qos_snap *qs = calloc(n ? n : 1, sizeof *qs);
+    if (!ms || !mm || !cs || !depth || !qs) {
         free(ms);
         free(mm);
         free(cs);
         free(depth);
+        free(qs);
         return sv_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
     }
     /* A consistent copy first, then the text without any lock held. */
@@ -153,11 +220,24 @@ loom_status loom_server_metrics_text(const loom_server *s, char **out)
         ms[i] = sv_model_at(s, i);
         pthread_mutex_lock(&ms[i]->stats_mu);
         mm[i] = ms[i]->met;
+        if (ms[i]->qos) {
+            qs[i].on = 1;
+            qs[i].answered[0] = ms[i]->qos->answered[0];
+            qs[i].answered[1] = ms[i]->qos->answered[1];
+            qs[i].escalated = ms[i]->qos->escalated;
+            qs[i].fallbacks = ms[i]->qos->fallbacks;
+        }
         pthread_mutex_unlock(&ms[i]->stats_mu);
         if (ms[i]->cache)
             sv_cache_get_stats(ms[i]->cache, &cs[i]);
         pthread_mutex_lock((pthread_mutex_t *)&s->mu);
         depth[i] = ms[i]->depth;
+        if (ms[i]->var[SV_LITE] && ms[i]->var[SV_LITE] != ms[i])
+            depth[i] += ms[i]->var[SV_LITE]->depth;
+        if (ms[i]->qos) {
+            qs[i].switches = ms[i]->qos->st.switches;
+            qs[i].lite = ms[i]->qos->st.lite;
+        }
         pthread_mutex_unlock((pthread_mutex_t *)&s->mu);
     }
     sb_printf(&b, "# HELP loom_requests_total Inference requests answered or refused, by model "
@@ -227,6 +307,7 @@ loom_status loom_server_metrics_text(const loom_server *s, char **out)
             sb_printf(&b, "} %llu\n", v);
         }
     }
+    qos_metrics(&b, ms, qs, n);
     sb_printf(&b, "# HELP loom_device_busy_seconds_total Seconds devices spent running nodes of "
                   "served batches.\n# TYPE loom_device_busy_seconds_total counter\n");
     pthread_mutex_lock((pthread_mutex_t *)&s->stats_mu);
@@ -240,6 +321,7 @@ loom_status loom_server_metrics_text(const loom_server *s, char **out)
     free(mm);
     free(cs);
     free(depth);
+    free(qs);
     if (b.failed) {
         free(b.p);
         return sv_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");

@@ -5,6 +5,7 @@
 #include "server_internal.h"
 
 #include <loom/onnx.h>
+#include <openssl/evp.h>
 
 #include <errno.h>
 #include <math.h>
@@ -72,6 +73,80 @@ static int outputs_fit(sv_model *m, loom_graph *g, int64_t batch)
     return 1;
 }
 
+/* "b<BATCH>-<16 hex>": the first 64 bits of the SHA-256 over each node's index, device and
+ * whether it is a copy, so two plans that place nodes alike have one identity. */
+static void plan_identity(loom_plan *p, int64_t batch, char *out, size_t len)
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    unsigned char md[32];
+    unsigned int mdl = 0;
+    if (ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1) {
+        for (size_t i = 0; i < loom_plan_node_count(p); i++) {
+            const char *d = loom_plan_node_device(p, i);
+            char line[160];
+            int w = snprintf(line, sizeof line, "%zu %s %d\n", i, d ? d : "-",
+                             loom_plan_node_is_copy(p, i));
+            EVP_DigestUpdate(ctx, line, (size_t)(w > 0 ? w : 0));
+        }
+        EVP_DigestFinal_ex(ctx, md, &mdl);
+    }
+    EVP_MD_CTX_free(ctx);
+    int w = snprintf(out, len, "b%lld-", (long long)batch);
+    for (unsigned k = 0; k < 8 && w > 0 && (size_t)w + 2 < len; k++, w += 2)
+        snprintf(out + w, len - (size_t)w, "%02x", mdl == 32 ? md[k] : 0);
+}
+
+/* A variant must take and give what the primary does. */
+static loom_status same_io(const sv_model *p, const sv_model *m)
+{
+    if (p->n_in != m->n_in || p->n_out != m->n_out || p->batch_axis != m->batch_axis)
+        return sv_error(LOOM_ERR_INVALID_ARGUMENT, "model '%s': the %s variant has %zu inputs "
+                        "and %zu outputs, the %s one %zu and %zu", m->name,
+                        m->variant ? "lite" : "full", m->n_in, m->n_out,
+                        p->variant ? "lite" : "full", p->n_in, p->n_out);
+    for (int io = 0; io < 2; io++) {
+        const loom_serve_tensor_info *a = io ? p->out : p->in, *b = io ? m->out : m->in;
+        for (size_t k = 0; k < (io ? p->n_out : p->n_in); k++) {
+            int same = !strcmp(a[k].name, b[k].name) && a[k].dtype == b[k].dtype &&
+                       a[k].rank == b[k].rank;
+            for (uint32_t d = 0; same && d < a[k].rank; d++)
+                same = a[k].dims[d] == b[k].dims[d];
+            if (!same)
+                return sv_error(LOOM_ERR_INVALID_ARGUMENT, "model '%s': %s %zu ('%s') of the %s "
+                                "variant differs from the %s variant's ('%s')", m->name,
+                                io ? "output" : "input", k, b[k].name,
+                                m->variant ? "lite" : "full", p->variant ? "lite" : "full",
+                                a[k].name);
+        }
+    }
+    return LOOM_OK;
+}
+
+int sv_file_sha256(const char *path, char hex[65])
+{
+    hex[0] = '\0';
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return -1;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1;
+    unsigned char buf[65536];
+    size_t n;
+    while (ok && (n = fread(buf, 1, sizeof buf, f)) > 0)
+        ok = EVP_DigestUpdate(ctx, buf, n) == 1;
+    ok = ok && !ferror(f);
+    unsigned char md[32];
+    unsigned int mdl = 0;
+    ok = ok && EVP_DigestFinal_ex(ctx, md, &mdl) == 1 && mdl == 32;
+    EVP_MD_CTX_free(ctx);
+    fclose(f);
+    if (!ok)
+        return -1;
+    for (int k = 0; k < 32; k++)
+        snprintf(hex + 2 * k, 3, "%02x", md[k]);
+    return 0;
+}
+
 static char *plan_devices(loom_plan *p)
 {
     char buf[512] = "";
@@ -134,6 +209,7 @@ loom_status sv_model_plan(loom_server *s, sv_model *m, uint32_t i, plan_slot **o
     sl->state = st == LOOM_OK ? 2 : -1;
     if (plan) {
         sl->devices = plan_devices(plan);
+        plan_identity(plan, batch, sl->plan_id, sizeof sl->plan_id);
         sl->n_nodes = loom_plan_node_count(plan);
     } else {
         sl->message = sv_strdup(loom_serve_last_error());
@@ -153,6 +229,10 @@ void sv_model_free(sv_model *m)
 {
     if (!m)
         return;
+    if (m->qos) {
+        sv_remote_destroy(m->qos->remote);
+        free(m->qos);
+    }
     for (uint32_t i = 0; i < SV_MAX_SIZES; i++) {
         loom_plan_destroy(m->slots[i].plan);
         free(m->slots[i].devices);
@@ -188,7 +268,7 @@ sv_model *sv_find_model(const loom_server *s, const char *name, const char *vers
         return NULL;
     for (size_t i = 0; i < s->n_models; i++) {
         sv_model *m = s->models[i];
-        if (!strcmp(m->name, name) && (!version || !*version || !strcmp(m->version, version)))
+        if (!m->primary && !strcmp(m->name, name) && (!version || !*version || !strcmp(m->version, version)))
             return m;
     }
     return NULL;
@@ -249,12 +329,21 @@ static loom_status add_model(loom_server *s, const char *name, const char *path,
     if (d.latency_target_s < 0 || d.batch_axis >= LOOM_MAX_RANK)
         return sv_error(LOOM_ERR_INVALID_ARGUMENT, "model '%s': bad latency target or batch "
                         "axis", name);
+    int variant = SV_FULL;
+    if (d.variant && strcmp(d.variant, "full")) {
+        if (strcmp(d.variant, "lite"))
+            return sv_error(LOOM_ERR_INVALID_ARGUMENT, "model '%s': unknown variant '%s' (full "
+                            "or lite)", name, d.variant);
+        variant = SV_LITE;
+    }
     pthread_mutex_lock(&s->mu);
-    int dup = sv_find_model(s, name, version) != NULL;
+    sv_model *primary = sv_find_model(s, name, version);
+    int dup = primary && primary->var[variant];
     pthread_mutex_unlock(&s->mu);
     if (dup)
-        return sv_error(LOOM_ERR_INVALID_ARGUMENT, "model '%s' version '%s' is already served",
-                        name, version);
+        return sv_error(LOOM_ERR_INVALID_ARGUMENT, "model '%s' version '%s'%s%s is already served",
+                        name, version, primary->var[variant] ? " variant " : "",
+                        primary->var[variant] ? (variant ? "lite" : "full") : "");
     sv_model *m = calloc(1, sizeof *m);
     if (!m)
         return sv_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
@@ -266,6 +355,11 @@ static loom_status add_model(loom_server *s, const char *name, const char *path,
     m->path = sv_strdup(path);
     m->build = build;
     m->user = user;
+    m->variant = variant;
+    if (path && sv_file_sha256(path, m->sha256) != 0) {
+        sv_model_free(m);
+        return sv_error(LOOM_ERR_INVALID_ARGUMENT, "model '%s': cannot read '%s'", name, path);
+    }
     m->batch_axis = d.batch_axis;
     m->max_batch = d.max_batch ? d.max_batch : 8;
     m->queue_limit = d.queue_limit ? d.queue_limit : 1024;
@@ -364,11 +458,19 @@ static loom_status add_model(loom_server *s, const char *name, const char *path,
     plan_slot *sl;
     for (uint32_t i = 0; st == LOOM_OK && i < (d.warm ? m->est.n_sizes : 1); i++)
         st = sv_model_plan(s, m, i, &sl);
+    if (st == LOOM_OK && primary)
+        st = same_io(primary, m);
     if (st != LOOM_OK) {
         sv_model_free(m);
         return st;
     }
     pthread_mutex_lock(&s->mu);
+    if (primary) {
+        m->primary = primary;
+        primary->var[variant] = m;
+    } else {
+        m->var[variant] = m;
+    }
     if (s->n_models == s->cap_models) {
         size_t cap = s->cap_models ? 2 * s->cap_models : 4;
         sv_model **nm = realloc(s->models, cap * sizeof *nm);
@@ -405,7 +507,9 @@ loom_status loom_server_add_graph(loom_server *s, const char *name, loom_serve_b
 size_t loom_server_model_count(const loom_server *s)
 {
     pthread_mutex_lock((pthread_mutex_t *)&s->mu);
-    size_t n = s->n_models;
+    size_t n = 0;
+    for (size_t i = 0; i < s->n_models; i++)
+        n += !s->models[i]->primary;
     pthread_mutex_unlock((pthread_mutex_t *)&s->mu);
     return n;
 }
@@ -413,7 +517,15 @@ size_t loom_server_model_count(const loom_server *s)
 sv_model *sv_model_at(const loom_server *s, size_t i)
 {
     pthread_mutex_lock((pthread_mutex_t *)&s->mu);
-    sv_model *m = i < s->n_models ? s->models[i] : NULL;
+    sv_model *m = NULL;
+    for (size_t k = 0; k < s->n_models; k++) {
+        if (s->models[k]->primary)
+            continue;
+        if (i-- == 0) {
+            m = s->models[k];
+            break;
+        }
+    }
     pthread_mutex_unlock((pthread_mutex_t *)&s->mu);
     return m;
 }

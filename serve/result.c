@@ -81,7 +81,12 @@ loom_serve_result *sv_result_new(const sv_model *m, const char *model_name, cons
     r->model = sv_strdup(m ? m->name : model_name ? model_name : "");
     r->version = sv_strdup(m ? m->version : "");
     r->devices = sv_strdup("");
-    if (!r->message || !r->id || !r->model || !r->version || !r->devices) {
+    r->variant = sv_strdup("");
+    r->path = sv_strdup("");
+    r->qos = sv_strdup("");
+    r->confidence = -1;
+    if (!r->message || !r->id || !r->model || !r->version || !r->devices || !r->variant ||
+        !r->path || !r->qos) {
         loom_serve_result_free(r);
         return NULL;
     }
@@ -126,6 +131,9 @@ void loom_serve_result_free(loom_serve_result *r)
     free((char *)r->model);
     free((char *)r->version);
     free((char *)r->devices);
+    free((char *)r->variant);
+    free((char *)r->path);
+    free((char *)r->qos);
     free(r);
 }
 

@@ -149,6 +149,7 @@ typedef struct sv_parsed {
     int binary_default;      /* parameters.binary_data_output */
     double timeout_s;
     int priority;
+    char *variant;           /* parameters.variant; NULL: none */
 } sv_parsed;
 
 /* Parse an infer request BODY of LEN bytes: when HEADER_LEN > 0 (Inference-Header-Content-
@@ -177,5 +178,36 @@ int sv_server_accepting(const loom_server *server);
 /* 1 when the named model (VERSION NULL: any) exists, and copies its canonical version. */
 int sv_server_find_model(const loom_server *server, const char *name, const char *version,
                          const char **canonical_version, uint32_t *max_batch);
+
+/* ---- the HTTP/1.1 client (http_client.c) ------------------------------------------------- */
+
+/* One keep-alive connection (opened on first use, reopened after a failure). */
+typedef struct sv_http_conn {
+    int fd;                 /* -1: not connected */
+    char host[256], port[16];
+    char buf[16384];        /* bytes read past the last answer */
+    size_t have;
+} sv_http_conn;
+
+typedef struct sv_http_reply {
+    int want_body;          /* set by the caller: 1 to get BODY */
+    int status;
+    char *body;             /* malloc, NUL-terminated (LEN bytes before it); NULL if unwanted */
+    size_t len;
+    size_t header_len;      /* the answer's Inference-Header-Content-Length; 0: none */
+} sv_http_reply;
+
+/* A connection to HOST:PORT (copied), not yet open. */
+void sv_http_init(sv_http_conn *c, const char *host, const char *port);
+/* Close C's socket (it reopens on the next request). */
+void sv_http_close(sv_http_conn *c);
+/* Send METHOD PATH with BODY (LEN bytes; NULL: none; HEADER_LEN > 0: binary-tensor body with
+ * that Inference-Header-Content-Length) and read the answer into REPLY, all within TIMEOUT_S
+ * seconds (0: no limit). Returns 0, or -1 on a connection failure or timeout (C is closed). */
+int sv_http_request(sv_http_conn *c, const char *method, const char *path, const void *body,
+                    size_t len, size_t header_len, double timeout_s, sv_http_reply *reply);
+/* Split "http://HOST:PORT[/PATH]" (PATH "/" when absent); 0, or -1 when URL is not that. */
+int sv_http_parse_url(const char *url, char *host, size_t host_len, char *port, size_t port_len,
+                      char *path, size_t path_len);
 
 #endif /* LOOM_SERVE_INTERNAL_H */

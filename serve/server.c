@@ -16,15 +16,10 @@
 
 /* ---- answering --------------------------------------------------------------------------- */
 
-typedef struct figures {
-    double queue_s, run_s;
-    uint32_t batch_rows, batch_requests;
-    int cache_hit;
-    const char *devices;
-} figures;
-
 static void count_answer(sv_model *m, loom_serve_code code, const loom_serve_result *r)
 {
+    if (m->primary)
+        m = m->primary; /* the metrics of a model are its primary's, all variants together */
     pthread_mutex_lock(&m->stats_mu);
     m->met.answers[code]++;
     if (r) {
@@ -35,7 +30,7 @@ static void count_answer(sv_model *m, loom_serve_code code, const loom_serve_res
     pthread_mutex_unlock(&m->stats_mu);
 }
 
-static void request_free(sv_req *r)
+void sv_request_free(sv_req *r)
 {
     if (!r)
         return;
@@ -44,10 +39,23 @@ static void request_free(sv_req *r)
             loom_tensor_destroy(r->inputs[k]);
     free(r->inputs);
     free(r->id);
+    free(r->qos);
+    free(r->note);
+    if (r->fallback && r->model)
+        sv_free_outputs(r->fallback, r->model->n_out);
     free(r);
 }
 
-static void finished_one(loom_server *s)
+void sv_free_outputs(loom_tensor **outs, size_t n)
+{
+    if (!outs)
+        return;
+    for (size_t k = 0; k < n; k++)
+        loom_tensor_destroy(outs[k]);
+    free(outs);
+}
+
+void sv_server_finished(loom_server *s)
 {
     pthread_mutex_lock(&s->mu);
     if (--s->outstanding == 0)
@@ -57,7 +65,7 @@ static void finished_one(loom_server *s)
 
 /* Answer R (and, when it leads a cache entry, every request that followed it). OUTS
  * (n_out tensors of R's rows, ownership taken; NULL unless CODE is OK). Frees R. */
-static void answer(loom_server *s, sv_req *r, loom_serve_code code, const char *message,
+void sv_answer(loom_server *s, sv_req *r, loom_serve_code code, const char *message,
                    loom_tensor **outs, const figures *f)
 {
     sv_model *m = r->model;
@@ -84,12 +92,58 @@ static void answer(loom_server *s, sv_req *r, loom_serve_code code, const char *
             }
             figures ff = *f;
             ff.cache_hit = 1;
-            answer(s, fr, fc, fm, fo, &ff);
+            sv_answer(s, fr, fc, fm, fo, &ff);
         }
         free(waiters);
         sv_blob_release(blob);
     }
-    loom_serve_result *res = sv_result_new(m, NULL, r->id, code, message);
+    /* Cascades: a lite answer may be escalated instead of answered; an escalated request whose
+     * full run did not answer falls back to the lite answer, marked. */
+    if (r->stage == SV_STAGE_LITE_FIRST && code == LOOM_SERVE_OK && outs &&
+        sv_cascade_escalate(s, r, outs))
+        return;
+    int fallback = 0;
+    loom_tensor **free_array = NULL; /* an array of tensors handed over here */
+    if (r->stage == SV_STAGE_ESCALATED) {
+        r->stage = SV_STAGE_FINAL;
+        if (code == LOOM_SERVE_OK) {
+            r->path = "lite>full";
+            sv_free_outputs(r->fallback, m->n_out);
+        } else {
+            if (outs)
+                for (size_t k = 0; k < m->n_out; k++)
+                    loom_tensor_destroy(outs[k]);
+            outs = free_array = r->fallback;
+            free(r->note);
+            r->note = sv_strdup(message ? message : "");
+            code = LOOM_SERVE_OK;
+            message = NULL;
+            r->path = "lite>full-failed";
+            fallback = 1;
+        }
+        r->fallback = NULL;
+    } else if (r->stage == SV_STAGE_FINAL && r->path && strstr(r->path, "-failed")) {
+        fallback = 1;
+    }
+    int answered = m->variant;
+    if (r->path)
+        answered = !strcmp(r->path, "lite") || strstr(r->path, "-failed") ? SV_LITE : SV_FULL;
+    loom_serve_result *res = sv_result_new(m, NULL, r->id, code,
+                                           code == LOOM_SERVE_OK && r->note ? r->note : message);
+    if (res && code == LOOM_SERVE_OK) {
+        free((char *)res->variant);
+        free((char *)res->path);
+        free((char *)res->qos);
+        const char *vn = answered == SV_LITE ? "lite" : "full";
+        res->variant = sv_strdup(vn);
+        res->path = sv_strdup(r->path ? r->path : vn);
+        res->qos = sv_strdup(r->qos ? r->qos : "");
+        res->confidence = r->confidence;
+        if (!res->variant || !res->path || !res->qos) {
+            loom_serve_result_free(res);
+            res = NULL;
+        }
+    }
     if (res) {
         res->queue_s = f->queue_s;
         res->run_s = f->run_s;
@@ -111,7 +165,10 @@ static void answer(loom_server *s, sv_req *r, loom_serve_code code, const char *
     if (outs)
         for (size_t k = 0; k < m->n_out; k++)
             loom_tensor_destroy(outs[k]);
+    free(free_array);
     count_answer(m, res ? res->code : LOOM_SERVE_FAILED, res);
+    if (res && res->code == LOOM_SERVE_OK)
+        sv_qos_count(m, answered, 0, fallback);
     /* Out of memory for the result itself: the callback still gets its one call. */
     if (!res) {
         res = calloc(1, sizeof *res);
@@ -120,10 +177,16 @@ static void answer(loom_server *s, sv_req *r, loom_serve_code code, const char *
             res->message = sv_strdup("out of memory");
         }
     }
+    if (s->audit && res) {
+        /* Delivered by the audit writer once the record is committed. */
+        sv_audit_deliver(s->audit, s, r, f, res, r->done, r->user);
+        sv_request_free(r);
+        return;
+    }
     r->done(res, r->user);
     loom_server *srv = s;
-    request_free(r);
-    finished_one(srv);
+    sv_request_free(r);
+    sv_server_finished(srv);
 }
 
 /* ---- running a batch --------------------------------------------------------------------- */
@@ -132,7 +195,7 @@ static void answer_all(loom_server *s, sv_req **reqs, size_t n, loom_serve_code 
                        const char *msg, const figures *f)
 {
     for (size_t k = 0; k < n; k++)
-        answer(s, reqs[k], code, msg, NULL, f);
+        sv_answer(s, reqs[k], code, msg, NULL, f);
 }
 
 static void run_batch(loom_server *s, sv_model *m, sv_req **reqs, size_t n, uint32_t idx)
@@ -149,6 +212,7 @@ static void run_batch(loom_server *s, sv_model *m, sv_req **reqs, size_t n, uint
         return;
     }
     f.devices = sl->devices;
+    f.plan_id = sl->plan_id;
     size_t n_in = m->n_in, n_out = m->n_out;
     loom_tensor **ins = calloc(n_in, sizeof *ins);
     loom_tensor **outs = calloc(n_out, sizeof *outs);
@@ -228,7 +292,7 @@ static void run_batch(loom_server *s, sv_model *m, sv_req **reqs, size_t n, uint
         sv_req *q = reqs[r];
         f.queue_s = t_start - q->t_submit;
         if (direct) {
-            answer(s, q, LOOM_SERVE_OK, NULL, outs, &f);
+            sv_answer(s, q, LOOM_SERVE_OK, NULL, outs, &f);
             free(outs);
             return;
         }
@@ -247,9 +311,9 @@ static void run_batch(loom_server *s, sv_model *m, sv_req **reqs, size_t n, uint
         }
         row += q->rows;
         if (good)
-            answer(s, q, LOOM_SERVE_OK, NULL, o, &f);
+            sv_answer(s, q, LOOM_SERVE_OK, NULL, o, &f);
         else
-            answer(s, q, LOOM_SERVE_FAILED, "out of memory splitting a batch", NULL, &f);
+            sv_answer(s, q, LOOM_SERVE_FAILED, "out of memory splitting a batch", NULL, &f);
     }
     for (size_t k = 0; k < n_out; k++)
         loom_tensor_destroy(outs[k]);
@@ -323,7 +387,7 @@ static void *worker_main(void *arg)
             while (expired) {
                 sv_req *next = expired->next;
                 figures f = {.queue_s = now - expired->t_submit};
-                answer(s, expired, LOOM_SERVE_DEADLINE,
+                sv_answer(s, expired, LOOM_SERVE_DEADLINE,
                        "the deadline passed before the request could run", NULL, &f);
                 expired = next;
             }
@@ -398,10 +462,12 @@ static void *worker_main(void *arg)
         uint32_t exact_idx = sv_size_index(&pick->est, rows);
         if (exact_idx < pick->est.n_sizes)
             idx = exact_idx;
+        pick->running_rows += rows;
         pthread_mutex_unlock(&s->mu);
         if (n)
             run_batch(s, pick, batch, n, idx);
         pthread_mutex_lock(&s->mu);
+        pick->running_rows -= rows;
     }
     pthread_mutex_unlock(&s->mu);
     free(batch);
@@ -419,10 +485,23 @@ loom_status loom_server_create(loom_runtime *runtime, const loom_server_options 
     if (options && options->struct_size < sizeof(uint32_t) * 2)
         return sv_error(LOOM_ERR_INVALID_ARGUMENT, "loom_server_create: options.struct_size "
                         "too small");
+    loom_server_options so = {.struct_size = sizeof so};
+    if (options)
+        memcpy(&so, options, options->struct_size < sizeof so ? options->struct_size : sizeof so);
+    sv_audit *audit = NULL;
+    if (so.audit_path) {
+        loom_status ast = sv_audit_open(so.audit_path, so.audit_key_path, so.audit_new_segment,
+                                        &audit);
+        if (ast != LOOM_OK)
+            return ast;
+    }
     loom_server *s = calloc(1, sizeof *s);
-    if (!s)
+    if (!s) {
+        sv_audit_close(audit);
         return sv_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    }
     s->rt = runtime;
+    s->audit = audit;
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->stats_mu, NULL);
     pthread_condattr_t ca;
@@ -434,7 +513,7 @@ loom_status loom_server_create(loom_runtime *runtime, const loom_server_options 
     s->n_devices = loom_runtime_device_count(runtime);
     s->device_ids = calloc(s->n_devices ? s->n_devices : 1, sizeof *s->device_ids);
     s->device_busy_s = calloc(s->n_devices ? s->n_devices : 1, sizeof *s->device_busy_s);
-    uint32_t nw = options && options->workers ? options->workers : 2;
+    uint32_t nw = so.workers ? so.workers : 2;
     s->workers = calloc(nw, sizeof *s->workers);
     if (!s->device_ids || !s->device_busy_s || !s->workers) {
         loom_server_destroy(s);
@@ -482,6 +561,7 @@ void loom_server_destroy(loom_server *s)
     while (s->outstanding > 0)
         pthread_cond_wait(&s->idle_cv, &s->mu);
     pthread_mutex_unlock(&s->mu);
+    sv_audit_close(s->audit);
     for (size_t i = 0; i < s->n_models; i++)
         sv_model_free(s->models[i]);
     free(s->models);
@@ -507,6 +587,7 @@ static sv_key request_key(const sv_model *m, loom_tensor *const *inputs)
     XXH3_128bits_reset(st);
     XXH3_128bits_update(st, m->name, strlen(m->name) + 1);
     XXH3_128bits_update(st, m->version, strlen(m->version) + 1);
+    XXH3_128bits_update(st, &m->variant, sizeof m->variant);
     for (size_t i = 0; i < m->n_in; i++) {
         int64_t head[2 + LOOM_MAX_RANK] = {0};
         head[0] = loom_tensor_dtype(inputs[i]);
@@ -594,9 +675,9 @@ static void answer_hit(sv_req *r, const sv_blob *blob, loom_server *s)
     loom_tensor *outs[64];
     figures f = {.cache_hit = 1};
     if (m->n_out <= 64 && sv_blob_to_outputs(blob, outs, m->n_out) == 0)
-        answer(s, r, LOOM_SERVE_OK, NULL, outs, &f);
+        sv_answer(s, r, LOOM_SERVE_OK, NULL, outs, &f);
     else
-        answer(s, r, LOOM_SERVE_FAILED, "out of memory reading a cached result", NULL, &f);
+        sv_answer(s, r, LOOM_SERVE_FAILED, "out of memory reading a cached result", NULL, &f);
 }
 
 loom_serve_code loom_serve_submit(loom_server *s, const loom_serve_request *req,
@@ -636,7 +717,7 @@ loom_serve_code loom_serve_submit(loom_server *s, const loom_serve_request *req,
     for (size_t k = 0; ok && k < m->n_in; k++)
         ok = (r->inputs[k] = sv_tensor_copy(ordered[k])) != NULL;
     if (!ok) {
-        request_free(r);
+        sv_request_free(r);
         sv_server_count_refusal(s, m->name, LOOM_SERVE_FAILED);
         return sv_refuse(LOOM_SERVE_UNAVAILABLE, "out of memory copying the inputs");
     }
@@ -647,23 +728,32 @@ loom_serve_code loom_serve_submit(loom_server *s, const loom_serve_request *req,
     r->priority = rq.priority;
     r->done = done;
     r->user = user;
+    r->confidence = -1;
 
     pthread_mutex_lock(&s->mu);
+    sv_model *vm = s->draining ? m : sv_route(s, m, rq.variant, r, now);
+    if (!vm) {
+        pthread_mutex_unlock(&s->mu);
+        sv_request_free(r);
+        sv_server_count_refusal(s, m->name, LOOM_SERVE_BAD_REQUEST);
+        return LOOM_SERVE_BAD_REQUEST; /* sv_route left the message */
+    }
+    m = r->model = vm;
     if (s->draining) {
         pthread_mutex_unlock(&s->mu);
-        request_free(r);
+        sv_request_free(r);
         sv_server_count_refusal(s, m->name, LOOM_SERVE_UNAVAILABLE);
         return sv_refuse(LOOM_SERVE_UNAVAILABLE, "the server is shutting down");
     }
     if (m->depth >= m->queue_limit) {
         pthread_mutex_unlock(&s->mu);
-        request_free(r);
+        sv_request_free(r);
         sv_server_count_refusal(s, m->name, LOOM_SERVE_QUEUE_FULL);
         return sv_refuse(LOOM_SERVE_QUEUE_FULL, "model '%s': the queue is full (%u waiting)",
                          m->name, m->queue_limit);
     }
     s->outstanding++;
-    int use_cache = m->cache_on && !rq.no_cache;
+    int use_cache = m->cache_on && !rq.no_cache && r->stage == SV_STAGE_PLAIN;
     pthread_mutex_unlock(&s->mu);
     pthread_mutex_lock(&m->stats_mu);
     m->met.accepted++;
@@ -743,3 +833,10 @@ loom_serve_code loom_serve_infer(loom_server *s, const loom_serve_request *req,
     return (*out)->code;
 }
 
+void sv_requeue(loom_server *s, sv_req *r)
+{
+    pthread_mutex_lock(&s->mu);
+    queue_insert(r->model, r);
+    pthread_cond_signal(&s->work_cv);
+    pthread_mutex_unlock(&s->mu);
+}

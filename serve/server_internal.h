@@ -16,6 +16,72 @@
 
 typedef struct sv_req sv_req;
 typedef struct sv_model sv_model;
+typedef struct sv_audit sv_audit;
+typedef struct sv_remote sv_remote;
+
+/* Variants of a model, and what a request asks for. */
+enum { SV_FULL = 0, SV_LITE = 1 };
+enum { SV_MODE_AUTO = 0, SV_MODE_FULL, SV_MODE_LITE, SV_MODE_CASCADE };
+/* Where a request is in a cascade. */
+enum { SV_STAGE_PLAIN = 0, SV_STAGE_LITE_FIRST, SV_STAGE_ESCALATED, SV_STAGE_FINAL };
+
+/* ---- automatic QoS switching (qos.c): pure, driven by tests with a fake clock ------------ */
+
+/* What the switch knows when a request arrives under "auto". */
+typedef struct sv_qos_view {
+    double now;
+    double deadline;        /* the request's (absolute): its own, else arrival + the target */
+    uint32_t rows;          /* the request's rows */
+    uint32_t queued_rows;   /* rows waiting for the full variant */
+    uint32_t running_rows;  /* rows of the full variant being run now */
+    uint32_t workers;
+    uint32_t max_batch;     /* the full variant's */
+    double batch_s;         /* predicted seconds of a full batch (MAX_BATCH rows); 0: unknown */
+    double arrival_rate;    /* rows per second arriving at the model lately; 0: unknown */
+} sv_qos_view;
+
+typedef struct sv_qos_params {
+    double enter, leave, leave_util, min_dwell_s;
+} sv_qos_params;
+
+typedef struct sv_qos_state {
+    int lite;               /* 1: requests under auto go to lite */
+    double since;           /* when the last switch happened */
+    uint64_t switches;
+} sv_qos_state;
+
+typedef struct sv_qos_decision {
+    int lite;               /* the variant for this request */
+    int switched;           /* this decision changed the mode */
+    double predicted_finish; /* absolute, the full variant's */
+    double utilisation;     /* the full variant's at the arrival rate */
+} sv_qos_decision;
+
+/* Decide the variant of one request and update ST (hysteresis): see loom_serve_qos_options. */
+sv_qos_decision sv_qos_decide(sv_qos_state *st, const sv_qos_params *p, const sv_qos_view *v);
+/* The decision's inputs as one JSON object into BUF. */
+void sv_qos_json(char *buf, size_t len, const sv_qos_view *v, const sv_qos_decision *d);
+
+/* Confidence of each of ROWS rows of class scores [ROWS, CLASSES] (float32): the largest
+ * probability (MARGIN 0) or top-1 minus top-2 (MARGIN 1); a row that is not a distribution
+ * (an entry outside [0, 1] or a sum off 1 by more than 1e-3) is soft-maxed first. Returns the
+ * smallest over the rows. */
+double sv_confidence(const float *scores, int64_t rows, int64_t classes, int margin);
+
+/* A model's QoS and cascade settings and state (on the primary variant). */
+typedef struct sv_qos {
+    int mode;               /* SV_MODE_* for requests without a variant */
+    sv_qos_params p;
+    sv_qos_state st;        /* under the server's lock */
+    double last_arrival, mean_gap, mean_rows; /* arrivals at the model, under the server's lock */
+    /* cascade */
+    uint32_t conf_output;   /* index of the confidence output */
+    int margin;
+    double threshold;
+    sv_remote *remote;      /* NULL: escalate locally */
+    /* counters, under the primary's STATS_MU */
+    uint64_t answered[2], escalated, fallbacks;
+} sv_qos;
 
 struct sv_req {
     sv_req *prev, *next;       /* in the model's queue */
@@ -31,12 +97,20 @@ struct sv_req {
     sv_key key;
     loom_serve_done_fn done;
     void *user;
+    /* Variants and cascades. */
+    int stage;                 /* SV_STAGE_* */
+    char *qos;                 /* the QoS decision's inputs (JSON), owned; NULL: none */
+    const char *path;          /* static: the cascade path taken so far; NULL: the variant's */
+    double confidence;         /* the lite answer's, in a cascade; -1 otherwise */
+    loom_tensor **fallback;    /* escalated: the lite answer (n_out tensors), owned */
+    char *note;                /* why the edge answer stood, owned; NULL: none */
 };
 
 typedef struct plan_slot {
     loom_plan *plan;
     int state;                 /* 0 none, 1 being made, 2 ready, -1 failed */
     char *devices;
+    char plan_id[24];          /* "b<size>-<16 hex>": a digest of the plan's node placement */
     size_t n_nodes;
     loom_status status;
     char *message;
@@ -79,6 +153,15 @@ struct sv_model {
     /* Metrics, under STATS_MU. */
     pthread_mutex_t stats_mu;
     model_metrics met;
+    /* Variants: VARIANT is this model's kind; PRIMARY the model first added under the name and
+     * version (NULL when this is it: only the primary is seen by look-ups, and it holds VAR,
+     * the model of each kind, and QOS, NULL until loom_server_set_qos). */
+    int variant;
+    sv_model *primary;
+    sv_model *var[2];
+    sv_qos *qos;
+    uint32_t running_rows;     /* rows being run now, under the server's lock */
+    char sha256[65];           /* of the ONNX file ("" for a model built in C) */
 };
 
 struct loom_server {
@@ -98,6 +181,7 @@ struct loom_server {
     double *device_busy_s;
     pthread_mutex_t stats_mu;
     uint64_t refused_unknown; /* requests for models that do not exist */
+    sv_audit *audit;          /* NULL: no audit trail */
 };
 
 /* ---- shared helpers ------------------------------------------------------------------------ */
@@ -118,5 +202,55 @@ void sv_model_free(sv_model *m);
 sv_model *sv_find_model(const loom_server *s, const char *name, const char *version);
 sv_model *sv_model_lookup(const loom_server *s, const char *name, const char *version);
 sv_model *sv_model_at(const loom_server *s, size_t i);
+/* SHA-256 of the file at PATH as 64 hex digits into HEX; 0, or -1 when it cannot be read. */
+int sv_file_sha256(const char *path, char hex[65]);
+
+/* ---- the server's internal entry points --------------------------------------------------- */
+
+/* Timing of the run that answered a request. */
+typedef struct figures {
+    double queue_s, run_s;
+    uint32_t batch_rows, batch_requests;
+    int cache_hit;
+    const char *devices;
+    const char *plan_id;
+} figures;
+
+/* Answer R with CODE (OUTS: n_out tensors of R's rows, ownership taken; NULL unless OK): a
+ * lite answer in a cascade may be escalated instead; else the result is built, audited and
+ * delivered. Frees R (or hands it on). */
+void sv_answer(loom_server *s, sv_req *r, loom_serve_code code, const char *message,
+               loom_tensor **outs, const figures *f);
+/* Put R into its model's queue and wake a worker (takes the server's lock). */
+void sv_requeue(loom_server *s, sv_req *r);
+/* One accepted request was answered (after its callback ran). */
+void sv_server_finished(loom_server *s);
+void sv_request_free(sv_req *r);
+void sv_free_outputs(loom_tensor **outs, size_t n);
+
+/* qos.c: pick the model of the variant REQUEST asks for (or auto chooses) for primary M, with
+ * the server's lock held; sets R->stage and R->qos. Returns the model, or NULL with a refusal
+ * message when the variant is unknown or not served. */
+sv_model *sv_route(loom_server *s, sv_model *m, const char *variant, sv_req *r, double now);
+/* qos.c: count an answer by variant (takes the primary's STATS_MU). */
+void sv_qos_count(sv_model *m, int variant, int escalated, int fallback);
+
+/* cascade.c: a lite answer OUTS of R at stage LITE_FIRST: returns 0 when it stands (R->path
+ * and R->confidence set), 1 when R was escalated (R and OUTS taken). */
+int sv_cascade_escalate(loom_server *s, sv_req *r, loom_tensor **outs);
+/* cascade.c: the remote client of a model's cascade; parses URL. NULL with a message. */
+sv_remote *sv_remote_create(const char *url, double timeout_s, uint32_t connections,
+                            const sv_model *m, char *err, size_t err_len);
+void sv_remote_destroy(sv_remote *r);
+
+/* audit.c: open (or create) the database at PATH, verify its chain, start the writer. */
+loom_status sv_audit_open(const char *path, const char *key_path, int new_segment,
+                          sv_audit **out);
+/* Stop the writer after committing everything queued, close. */
+void sv_audit_close(sv_audit *a);
+/* Queue the record of R's answer RES; once committed, call DONE(RES, USER) and
+ * sv_server_finished(S) on the writer thread. */
+void sv_audit_deliver(sv_audit *a, loom_server *s, const sv_req *r, const figures *f,
+                      loom_serve_result *res, loom_serve_done_fn done, void *user);
 
 #endif /* LOOM_SERVE_SERVER_INTERNAL_H */

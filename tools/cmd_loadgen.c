@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "serve/serve_internal.h"
 
 static const char loadgen_help[] =
     "usage: loom loadgen URL|MODEL.onnx (--rate QPS [--constant] | --concurrency N)\n"
@@ -143,61 +144,12 @@ typedef struct lg {
 
 /* ---- HTTP -------------------------------------------------------------------------------- */
 
-typedef struct hconn {
-    int fd;
-    char buf[16384];
-    size_t have;
-} hconn;
-
-static int hc_connect(const lg *g, hconn *c)
-{
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai;
-    c->fd = -1;
-    c->have = 0;
-    if (getaddrinfo(g->host, g->port, &hints, &ai) != 0)
-        return -1;
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
-        close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(ai);
-    if (fd < 0)
-        return -1;
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    c->fd = fd;
-    return 0;
-}
+/* The shared client (serve/http_client.c), opened on first use. */
+typedef sv_http_conn hconn;
 
 static void hc_close(hconn *c)
 {
-    if (c->fd >= 0)
-        close(c->fd);
-    c->fd = -1;
-    c->have = 0;
-}
-
-static int write_all(int fd, struct iovec *iov, int n)
-{
-    while (n > 0) {
-        ssize_t w = writev(fd, iov, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        while (n > 0 && (size_t)w >= iov->iov_len) {
-            w -= (ssize_t)iov->iov_len;
-            iov++;
-            n--;
-        }
-        if (n > 0) {
-            iov->iov_base = (char *)iov->iov_base + w;
-            iov->iov_len -= (size_t)w;
-        }
-    }
-    return 0;
+    sv_http_close(c);
 }
 
 /* Send one request (METHOD PATH with BODY, may be NULL) and read the answer: its status into
@@ -206,88 +158,15 @@ static int write_all(int fd, struct iovec *iov, int n)
 static int hc_request(const lg *g, hconn *c, const char *method, const char *path,
                       const body *b, int *status, char **out)
 {
-    if (c->fd < 0 && hc_connect(g, c) != 0)
+    if (c->fd < 0 && !c->host[0])
+        sv_http_init(c, g->host, g->port);
+    sv_http_reply rp = {.want_body = out != NULL};
+    if (sv_http_request(c, method, path, b ? b->data : NULL, b ? b->len : 0,
+                        b ? b->header_len : 0, 0, &rp) != 0)
         return -1;
-    char head[1024];
-    int hl;
-    if (b)
-        hl = snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: %s:%s\r\nContent-Type: %s\r\n"
-                      "Content-Length: %zu\r\n%s%.0zu%s\r\n", method, path, g->host, g->port,
-                      b->header_len ? "application/octet-stream" : "application/json", b->len,
-                      b->header_len ? "Inference-Header-Content-Length: " : "", b->header_len,
-                      b->header_len ? "\r\n" : "");
-    else
-        hl = snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: %s:%s\r\n\r\n", method, path,
-                      g->host, g->port);
-    struct iovec iov[2] = {{head, (size_t)hl}, {b ? b->data : NULL, b ? b->len : 0}};
-    if (write_all(c->fd, iov, b ? 2 : 1) != 0) {
-        hc_close(c);
-        return -1;
-    }
-    /* Headers. */
-    char *end = NULL;
-    for (;;) {
-        if (c->have) {
-            c->buf[c->have] = '\0';
-            end = strstr(c->buf, "\r\n\r\n");
-            if (end)
-                break;
-        }
-        if (c->have >= sizeof c->buf - 1) {
-            hc_close(c);
-            return -1;
-        }
-        ssize_t r = read(c->fd, c->buf + c->have, sizeof c->buf - 1 - c->have);
-        if (r <= 0) {
-            if (r < 0 && errno == EINTR)
-                continue;
-            hc_close(c);
-            return -1;
-        }
-        c->have += (size_t)r;
-    }
-    size_t head_len = (size_t)(end - c->buf) + 4;
-    *status = 0;
-    if (sscanf(c->buf, "HTTP/1.%*d %d", status) != 1) {
-        hc_close(c);
-        return -1;
-    }
-    size_t clen = 0;
-    int close_after = 0;
-    for (char *line = strstr(c->buf, "\r\n"); line && line < end; line = strstr(line + 2, "\r\n")) {
-        if (!strncasecmp(line + 2, "Content-Length:", 15))
-            clen = strtoull(line + 17, NULL, 10);
-        else if (!strncasecmp(line + 2, "Connection: close", 17))
-            close_after = 1;
-    }
-    char *res = out ? malloc(clen + 1) : NULL;
-    size_t got = c->have - head_len < clen ? c->have - head_len : clen;
-    if (res)
-        memcpy(res, c->buf + head_len, got);
-    size_t rest = c->have - head_len - got;
-    memmove(c->buf, c->buf + head_len + got, rest);
-    c->have = rest;
-    while (got < clen) {
-        char tmp[16384];
-        size_t want = clen - got < sizeof tmp ? clen - got : sizeof tmp;
-        ssize_t r = read(c->fd, tmp, want);
-        if (r <= 0) {
-            if (r < 0 && errno == EINTR)
-                continue;
-            free(res);
-            hc_close(c);
-            return -1;
-        }
-        if (res)
-            memcpy(res + got, tmp, (size_t)r);
-        got += (size_t)r;
-    }
-    if (res) {
-        res[clen] = '\0';
-        *out = res;
-    }
-    if (close_after)
-        hc_close(c);
+    *status = rp.status;
+    if (out)
+        *out = rp.body;
     return 0;
 }
 

@@ -21,6 +21,7 @@ static const char serve_help[] =
     "usage: loom serve --model NAME=PATH[:OPTION=VALUE,...]... [--host ADDR] [--port N]\n"
     "                  [--workers N] [--http-threads N] [--max-body BYTES]\n"
     "                  [--max-connections N] [--idle-timeout S] [--device ID] [--policy P]\n"
+    "                  [--audit DB [--audit-key FILE] [--audit-new-segment]]\n"
     "\n"
     "Serves ONNX models over HTTP/1.1 with the KServe v2 inference protocol (JSON and binary\n"
     "tensors) and Prometheus metrics at /metrics. Runs until SIGTERM or SIGINT, then answers\n"
@@ -42,6 +43,19 @@ static const char serve_help[] =
     "  --idle-timeout S close connections idle this long (default 60)\n"
     "  --device ID      run every model on this device (default: placed by the cost model)\n"
     "  --policy P       placement policy for the plans\n"
+    "  --audit DB       append a hash-chained record of every answer to the SQLite database\n"
+    "                   DB (committed before the answer is sent; see docs/serve.md)\n"
+    "  --audit-key FILE HMAC-SHA-256 key (the file's bytes) sealing each record\n"
+    "  --audit-new-segment  when DB's chain is broken, start a new segment (recorded)\n"
+    "                   instead of refusing to start\n"
+    "\n"
+    "Variants, QoS and cascades (more --model OPTIONS): lite=PATH (a lite variant with the\n"
+    "same inputs and outputs), variant=full|lite (what PATH is), mode=auto|cascade|full|lite\n"
+    "(what requests without parameters.variant get; auto switches to lite when the full\n"
+    "variant's queue is predicted to miss deadlines), enter=R, leave=R, leave_util=R,\n"
+    "dwell_ms=MS (switching thresholds), threshold=T (escalate when the lite confidence is\n"
+    "under T), confidence=max_prob|margin, confidence_output=NAME, remote=URL (the full model\n"
+    "behind another loom serve: http://HOST:PORT/v2/models/NAME), remote_timeout_ms=MS.\n"
     "\n"
     "It prints one line 'loom serve: listening on http://ADDR:PORT' on stdout when ready.\n"
     "Exit status: 0 after a clean stop, 1 runtime failure (e.g. the port is taken), 2 bad\n"
@@ -89,7 +103,22 @@ typedef struct model_arg {
     char *name, *path;
     loom_serve_model_options o;
     char *version;
+    char *lite;                  /* lite=PATH: the lite variant */
+    loom_serve_qos_options q;    /* QoS and cascade options */
+    int has_qos;
+    char remote[600];            /* remote=URL */
 } model_arg;
+
+static int parse_double(const char *s, double min, double max, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (!*s || *end || errno || !(v >= min && v <= max))
+        return 0;
+    *out = v;
+    return 1;
+}
 
 /* NAME=PATH[:k=v,...]: options begin at the first ':' whose next word holds '=' (so paths with
  * ':' in them still work). */
@@ -97,6 +126,7 @@ static int parse_model(char *arg, model_arg *m)
 {
     memset(m, 0, sizeof *m);
     m->o.struct_size = sizeof m->o;
+    m->q.struct_size = sizeof m->q;
     char *eq = strchr(arg, '=');
     if (!eq || eq == arg || !eq[1])
         return serve_usage("--model wants NAME=PATH[:OPTIONS], got '%s'", arg);
@@ -114,6 +144,20 @@ static int parse_model(char *arg, model_arg *m)
     }
     if (!*m->path)
         return serve_usage("--model %s: no path", m->name);
+    /* remote=URL holds ':' itself: taken out first, up to the next ','. */
+    char *rem = opts ? strstr(opts, "remote=") : NULL;
+    if (rem && (rem == opts || rem[-1] == ',' || rem[-1] == ':')) {
+        char *val = rem + 7, *comma = strchr(val, ',');
+        size_t len = comma ? (size_t)(comma - val) : strlen(val);
+        if (len == 0 || len >= sizeof m->remote)
+            return serve_usage("--model %s: remote= wants http://HOST:PORT/v2/models/NAME",
+                               m->name);
+        memcpy(m->remote, val, len);
+        m->remote[len] = '\0';
+        m->q.remote_url = m->remote;
+        m->has_qos = 1;
+        memmove(rem, comma ? comma + 1 : val + len, strlen(comma ? comma + 1 : val + len) + 1);
+    }
     for (char *tok = opts ? strtok(opts, ",:") : NULL; tok; tok = strtok(NULL, ",:")) {
         char *v = strchr(tok, '=');
         if (!v)
@@ -156,6 +200,58 @@ static int parse_model(char *arg, model_arg *m)
             if (!parse_long(v, 0, 1, &n))
                 return serve_usage("--model %s: warm must be 0 or 1", m->name);
             m->o.warm = (int)n;
+        } else if (!strcmp(tok, "lite")) {
+            if (!*v)
+                return serve_usage("--model %s: lite= wants the lite variant's path", m->name);
+            m->lite = v;
+            m->has_qos = 1;
+        } else if (!strcmp(tok, "variant")) {
+            if (strcmp(v, "full") && strcmp(v, "lite"))
+                return serve_usage("--model %s: variant must be full or lite, got '%s'",
+                                   m->name, v);
+            m->o.variant = v;
+        } else if (!strcmp(tok, "mode")) {
+            if (strcmp(v, "auto") && strcmp(v, "cascade") && strcmp(v, "full") &&
+                strcmp(v, "lite"))
+                return serve_usage("--model %s: mode must be auto, cascade, full or lite, got "
+                                   "'%s'", m->name, v);
+            m->q.mode = v;
+            m->has_qos = 1;
+        } else if (!strcmp(tok, "threshold")) {
+            if (!parse_double(v, 0, 1, &m->q.threshold))
+                return serve_usage("--model %s: threshold must be in [0, 1], got '%s'", m->name,
+                                   v);
+            m->has_qos = 1;
+        } else if (!strcmp(tok, "confidence")) {
+            if (strcmp(v, "max_prob") && strcmp(v, "margin"))
+                return serve_usage("--model %s: confidence must be max_prob or margin, got "
+                                   "'%s'", m->name, v);
+            m->q.confidence = v;
+            m->has_qos = 1;
+        } else if (!strcmp(tok, "confidence_output")) {
+            m->q.confidence_output = v;
+            m->has_qos = 1;
+        } else if (!strcmp(tok, "remote_timeout_ms")) {
+            if (!parse_long(v, 1, 3600000, &n))
+                return serve_usage("--model %s: remote_timeout_ms must be a positive integer, "
+                                   "got '%s'", m->name, v);
+            m->q.remote_timeout_s = n * 1e-3;
+            m->has_qos = 1;
+        } else if (!strcmp(tok, "enter") || !strcmp(tok, "leave") ||
+                   !strcmp(tok, "leave_util")) {
+            double d;
+            if (!parse_double(v, 1e-6, 100, &d))
+                return serve_usage("--model %s: %s must be a positive ratio, got '%s'", m->name,
+                                   tok, v);
+            *(!strcmp(tok, "enter") ? &m->q.enter : !strcmp(tok, "leave") ? &m->q.leave
+                                                                           : &m->q.leave_util) = d;
+            m->has_qos = 1;
+        } else if (!strcmp(tok, "dwell_ms")) {
+            if (!parse_long(v, 0, 3600000, &n))
+                return serve_usage("--model %s: dwell_ms must be 0 or more, got '%s'", m->name,
+                                   v);
+            m->q.min_dwell_s = n ? n * 1e-3 : 1e-9;
+            m->has_qos = 1;
         } else {
             return serve_usage("--model %s: unknown option '%s'", m->name, tok);
         }
@@ -181,10 +277,14 @@ int cmd_serve(int argc, char **argv)
         if (!strcmp(a, "--model") || !strcmp(a, "--host") || !strcmp(a, "--port") ||
             !strcmp(a, "--workers") || !strcmp(a, "--http-threads") ||
             !strcmp(a, "--max-body") || !strcmp(a, "--max-connections") ||
-            !strcmp(a, "--idle-timeout") || !strcmp(a, "--device") || !strcmp(a, "--policy")) {
+            !strcmp(a, "--idle-timeout") || !strcmp(a, "--device") || !strcmp(a, "--policy") ||
+            !strcmp(a, "--audit") || !strcmp(a, "--audit-key")) {
             if (!v)
                 return serve_usage("option %s needs a value", a);
             i++;
+        } else if (!strcmp(a, "--audit-new-segment")) {
+            so.audit_new_segment = 1;
+            continue;
         } else {
             return serve_usage("unknown argument '%s'", a);
         }
@@ -232,10 +332,16 @@ int cmd_serve(int argc, char **argv)
             po.device = v;
         } else if (!strcmp(a, "--policy")) {
             po.policy = v;
+        } else if (!strcmp(a, "--audit")) {
+            so.audit_path = v;
+        } else if (!strcmp(a, "--audit-key")) {
+            so.audit_key_path = v;
         }
     }
     if (n_models == 0)
         return serve_usage("%s", "no model given: --model NAME=PATH");
+    if (so.audit_key_path && !so.audit_path)
+        return serve_usage("%s", "--audit-key needs --audit DB");
 
     /* Signals are taken by sigwait in this thread only: block them before any thread starts,
      * so every thread the runtime, the server and libmicrohttpd make inherits the mask. */
@@ -252,15 +358,23 @@ int cmd_serve(int argc, char **argv)
         return 1;
     }
     loom_server *srv;
-    if (loom_server_create(rt, &so, &srv) != LOOM_OK) {
+    loom_status cst = loom_server_create(rt, &so, &srv);
+    if (cst != LOOM_OK) {
         say("%s", loom_serve_last_error());
         loom_runtime_destroy(rt);
-        return 1;
+        return cst == LOOM_ERR_INVALID_ARGUMENT ? 2 : 1;
     }
     int rc = 0;
     for (size_t k = 0; k < n_models && rc == 0; k++) {
         models[k].o.plan_options = &po;
         loom_status st = loom_server_add_onnx(srv, models[k].name, models[k].path, &models[k].o);
+        if (st == LOOM_OK && models[k].lite) {
+            loom_serve_model_options lo = models[k].o;
+            lo.variant = "lite";
+            st = loom_server_add_onnx(srv, models[k].name, models[k].lite, &lo);
+        }
+        if (st == LOOM_OK && models[k].has_qos)
+            st = loom_server_set_qos(srv, models[k].name, models[k].o.version, &models[k].q);
         if (st != LOOM_OK) {
             say("%s", loom_serve_last_error());
             rc = st == LOOM_ERR_INVALID_ARGUMENT || st == LOOM_ERR_IO ||

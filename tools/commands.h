@@ -33,4 +33,8 @@ int cmd_serve(int argc, char **argv);
  *              [--find-max-qps --p99 MS] [--json]   (cmd_loadgen.c; docs/serve.md) */
 int cmd_loadgen(int argc, char **argv);
 
+/* loom audit verify DB [--key FILE] | query DB [--model M] [--since T] [--request-id ID]
+ *            (cmd_audit.c; docs/serve.md) */
+int cmd_audit(int argc, char **argv);
+
 #endif /* LOOM_TOOLS_COMMANDS_H */

@@ -162,6 +162,7 @@ static const char main_help[] =
     "  backend-test  check a backend (plugin file or name) against the CPU reference\n"
     "  serve      serve ONNX models over HTTP (KServe v2 protocol, batching, result cache)\n"
     "  loadgen    load a server (or a model in-process) and report QPS and latency\n"
+    "  audit      verify or query the audit trail of 'loom serve --audit'\n"
     "  help       this text; 'loom COMMAND --help' describes a command\n"
     "\n"
     "  --version  print the version\n"
@@ -221,6 +222,8 @@ int main(int argc, char **argv)
         return cmd_serve(argc - 2, argv + 2);
     if (!strcmp(cmd, "loadgen"))
         return cmd_loadgen(argc - 2, argv + 2);
+    if (!strcmp(cmd, "audit"))
+        return cmd_audit(argc - 2, argv + 2);
     if (!strcmp(cmd, "profile"))
         return cmd_profile(argc - 2, argv + 2);
     if (!strcmp(cmd, "run"))

@@ -20,6 +20,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "graph.h"
 #include "runtime.h"
@@ -42,12 +43,23 @@ typedef struct loom_server_options {
     /* Threads that run batches; 0: 2. Batches of different models, or of one model, run at
      * once on as many workers (each plan run spreads over its devices). */
     uint32_t workers;
+    /* The audit trail (docs/serve.md, "Audit trail"): NULL: off. Else the SQLite database
+     * (created when absent, WAL mode) to which every answered request appends one
+     * hash-chained record, committed before the answer is delivered. */
+    const char *audit_path;
+    /* A file whose bytes are the HMAC-SHA-256 key of the records; NULL: no MACs. */
+    const char *audit_key_path;
+    /* Non-zero: when the database's chain does not verify, start a new segment (a record says
+     * where and why) instead of refusing to append. */
+    int audit_new_segment;
 } loom_server_options;
 
 /* Create a server over RUNTIME (borrowed: it must outlive the server). OPTIONS may be NULL.
  * Its workers start at once. On success *OUT is owned by the caller: free with
  * loom_server_destroy. Fails with LOOM_ERR_OUT_OF_MEMORY or LOOM_ERR_INTERNAL (a thread could
- * not start). */
+ * not start); with an audit database, LOOM_ERR_IO when it cannot be opened or written, or
+ * LOOM_ERR_INVALID_ARGUMENT when its chain is broken (the message names the first bad record)
+ * and AUDIT_NEW_SEGMENT is not set, or the key file is unreadable or empty. */
 loom_status loom_server_create(loom_runtime *runtime, const loom_server_options *options,
                                loom_server **out);
 
@@ -90,6 +102,11 @@ typedef struct loom_serve_model_options {
     /* Placement options for the plans (device, policy, ...); NULL: defaults. Borrowed for
      * the call only: the strings are copied. */
     const loom_plan_options *plan_options;
+    /* The variant this file is: NULL or "full", or "lite" (a smaller model with the same
+     * inputs and outputs). Adding a NAME and version that is already served with another
+     * variant adds this one to it (its inputs and outputs must match); the model's
+     * QoS settings (loom_server_set_qos) then choose between them per request. */
+    const char *variant;
 } loom_serve_model_options;
 
 /* Add the ONNX model at PATH under NAME (copied) with OPTIONS (may be NULL). The file is read
@@ -106,6 +123,44 @@ loom_status loom_server_add_onnx(loom_server *server, const char *name, const ch
  * loom_server_add_onnx. */
 loom_status loom_server_add_graph(loom_server *server, const char *name, loom_serve_build_fn build,
                                   void *user, const loom_serve_model_options *options);
+
+/* ---- variants, QoS and cascades (docs/serve.md) ----------------------------------------- */
+
+typedef struct loom_serve_qos_options {
+    uint32_t struct_size;      /* sizeof(loom_serve_qos_options) */
+    /* What a request with no variant (or "auto") gets: "auto" (the default; the full variant
+     * while the cost model predicts queued work meets each request's deadline, else the lite
+     * one, with hysteresis), "cascade" (lite first, the full one when unsure), "full", "lite". */
+    const char *mode;
+    /* Automatic switching: to lite when the predicted finish of the full variant's queued work
+     * passes ENTER x the request's time budget (0: 1.0); back to full when it is under
+     * LEAVE x the budget (0: 0.5), the full variant's predicted utilisation under the recent
+     * arrival rate is under LEAVE_UTIL (0: 0.8), and MIN_DWELL_S (0: 0.25) passed since the
+     * last switch. */
+    double enter, leave, leave_util, min_dwell_s;
+    /* Cascade: the lite variant's output whose rows are class scores (NULL: the first output),
+     * CONFIDENCE "max_prob" (the largest softmax probability; rows that are not already a
+     * distribution are soft-maxed; NULL: this) or "margin" (top-1 minus top-2 probability),
+     * and the THRESHOLD in [0, 1] under which a request is escalated to the full variant. */
+    const char *confidence_output;
+    const char *confidence;
+    double threshold;
+    /* NULL: escalate to the local full variant. Else the full model is remote: another
+     * `loom serve`, "http://HOST:PORT/v2/models/NAME" (plain HTTP), asked with a timeout of
+     * REMOTE_TIMEOUT_S (0: 1 s; never past the request's deadline); when it is down, slow or
+     * fails, the lite answer stands, marked (path "lite>remote-failed"). */
+    const char *remote_url;
+    double remote_timeout_s;
+    uint32_t remote_connections; /* concurrent escalations in flight; 0: 4 */
+} loom_serve_qos_options;
+
+/* Set model NAME's QoS and cascade settings (copied). Fails with LOOM_ERR_INVALID_ARGUMENT,
+ * naming the culprit, for an unknown model or mode, a ratio or threshold outside its range
+ * ([0, 1] for THRESHOLD), a confidence output the lite variant does not have or that is not
+ * float32, "auto" or "cascade" without a lite variant, a cascade with neither a local full
+ * variant nor a remote URL, or a URL that is not http://HOST:PORT/PATH. */
+loom_status loom_server_set_qos(loom_server *server, const char *name, const char *version,
+                                const loom_serve_qos_options *options);
 
 /* Number of models and the name and version of the I-th (owned by the server); NULL when I is
  * out of range. */
@@ -168,6 +223,9 @@ typedef struct loom_serve_request {
     double timeout_s;
     int priority;            /* higher runs first; 0 by default */
     int no_cache;            /* non-zero: neither read nor fill the result cache */
+    /* NULL or "auto": the model's QoS mode; "full", "lite": that variant; "cascade": lite
+     * first, escalated when unsure. Cascaded requests skip the result cache. */
+    const char *variant;
 } loom_serve_request;
 
 /* The answer to one request, with its figures. */
@@ -186,6 +244,14 @@ typedef struct loom_serve_result {
     uint32_t batch_requests;     /* requests in that batch */
     int cache_hit;               /* answered from the cache (or by an identical request) */
     const char *devices;         /* devices of the plan that ran it, "cpu:0,opencl:0" */
+    /* Which variant answered ("full", "lite"; "" for a refusal), the path taken ("full",
+     * "lite", "lite>full", "lite>remote", "lite>full-failed", "lite>remote-failed"), the lite
+     * answer's confidence in a cascade (-1 otherwise), and the QoS decision's inputs as JSON
+     * ("" when no decision was made). Owned by the result. */
+    const char *variant;
+    const char *path;
+    double confidence;
+    const char *qos;
 } loom_serve_result;
 
 /* Called exactly once per accepted request with its RESULT, which the callee owns: free it with
@@ -220,6 +286,11 @@ typedef struct loom_serve_model_stats {
     size_t cache_bytes;          /* bytes held by the cache now */
     size_t queue_depth;          /* requests waiting now */
     double predicted_run_s[7];   /* the batcher's run-time estimate at batch 1, 2, 4 .. 64 */
+    uint64_t answered_full, answered_lite; /* answers by the variant that gave them */
+    uint64_t escalated;          /* cascade requests sent on to the full variant */
+    uint64_t edge_fallbacks;     /* escalations whose full answer failed: the lite one stood */
+    uint64_t qos_switches;       /* automatic switches between full and lite */
+    int lite_mode;               /* 1 while "auto" sends requests to lite */
 } loom_serve_model_stats;
 
 /* Fill OUT with model NAME's counters. Fails with LOOM_ERR_INVALID_ARGUMENT for an unknown
@@ -230,6 +301,22 @@ loom_status loom_server_model_stats(const loom_server *server, const char *name,
 /* The server's metrics in the Prometheus text exposition format 0.0.4 (docs/serve.md lists
  * them) into a new NUL-terminated string *OUT, freed by the caller with loom_string_free. */
 loom_status loom_server_metrics_text(const loom_server *server, char **out);
+
+/* ---- the audit trail --------------------------------------------------------------------- */
+
+/* Verify the audit database at PATH (opened read-only) with the HMAC key in the file KEY_PATH
+ * (NULL: the hash chain only). Returns 0 when every record verifies (*COUNT records; MESSAGE
+ * says so), 1 when one does not (MESSAGE names the first edited, deleted, inserted or
+ * reordered record; *COUNT the records that verified), -1 when the database or key cannot be
+ * read (MESSAGE says why). */
+int loom_audit_verify(const char *path, const char *key_path, uint64_t *count, char *message,
+                      size_t message_len);
+
+/* Write the records of the audit database at PATH as JSON lines (one object per record, every
+ * column) to OUT, in order: those of MODEL (NULL: any), answered at or after SINCE (Unix
+ * seconds; 0: any), with REQUEST_ID (NULL: any). Returns 0, or -1 with MESSAGE. */
+int loom_audit_query(const char *path, const char *model, double since, const char *request_id,
+                     FILE *out, char *message, size_t message_len);
 
 /* ---- HTTP front end ---------------------------------------------------------------------- */
 
