@@ -225,6 +225,8 @@ static void test_depthwise_matches_naive(void)
         CASE(1, 4, 8, 70, 4, 7, 1, 3, 3, 1, 1, 4, 3, 0, 3, 0, 1),       /* 7x1, stride 3 */
         CASE(1, 3, 2, 3, 3, 3, 3, 1, 1, 1, 1, 3, 1, 1, 1, 1, 1),        /* input smaller than kernel */
         CASE(1, 4, 1, 33, 4, 1, 5, 1, 2, 1, 1, 4, 0, 2, 0, 1, 1, 1),    /* 1-D */
+        CASE(1, 2, 70, 75, 2, 3, 3, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1),      /* big plane: by rows */
+        CASE(1, 3, 67, 90, 3, 5, 5, 2, 2, 1, 1, 3, 2, 2, 2, 2, 1),      /* big, 5x5 stride 2 */
     };
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
         check_all(&cs[i]);

@@ -88,6 +88,8 @@ typedef struct dw_ctx {
     float *y;
 } dw_ctx;
 
+/* Padded planes up to this many floats (16 KiB) go through the stack copy. */
+#define DW_PAD_MAX 4096
 /* Rows shorter than this get their epilogue once per plane instead of once per row. */
 #define DW_ROW_EPILOGUE_MIN 32
 
@@ -102,6 +104,43 @@ static void dw_plane(const dw_ctx *c, size_t q)
     const float *z = c->z ? c->z + (int64_t)q * p->p : NULL;
     const float b = c->bias ? c->bias[oc] : 0.0f;
     const int per_row = p->ow >= DW_ROW_EPILOGUE_MIN;
+    /* Small planes (MobileNet's 14x14 and 7x7): copy the input plane into a zero-padded one on
+     * the stack, so that every tap of every output column reads inside it and each row is one
+     * straight sweep, with no edge loops on rows of a few columns. */
+    const int64_t pw = (p->ow - 1) * p->sw + (p->kw - 1) * p->dw + 1;
+    const int64_t ph = (p->oh - 1) * p->sh + (p->kh - 1) * p->dh + 1;
+    if (pw * ph <= DW_PAD_MAX && (p->kw == 3 || p->kw == 5) && p->sw <= 2) {
+        float buf[DW_PAD_MAX];
+        for (int64_t r = 0; r < ph; r++) {
+            float *br = buf + r * pw;
+            const int64_t ih = r - p->pt;
+            for (int64_t col = 0; col < pw; col++) {
+                const int64_t iw = col - p->pl;
+                br[col] = ih >= 0 && ih < p->h && iw >= 0 && iw < p->w ? xc[ih * p->w + iw] : 0.0f;
+            }
+        }
+        for (int64_t oh = 0; oh < p->oh; oh++) {
+            float *d = y + oh * p->ow;
+            for (int64_t o = 0; o < p->ow; o++)
+                d[o] = b;
+            for (int64_t ki = 0; ki < p->kh; ki++) {
+                const float *srow = buf + (oh * p->sh + ki * p->dh) * pw;
+                const float *wk = wc + ki * p->kw;
+                const size_t n = (size_t)p->ow;
+                if (p->kw == 3 && p->sw == 1)
+                    dw_row_k3s1(d, srow, wk, p->dw, n);
+                else if (p->kw == 5 && p->sw == 1)
+                    dw_row_k5s1(d, srow, wk, p->dw, n);
+                else if (p->kw == 3)
+                    dw_row_k3s2(d, srow, wk, p->dw, n);
+                else
+                    dw_row_k5s2(d, srow, wk, p->dw, n);
+            }
+        }
+        if (z || p->ep.act != CPU_ACT_NONE)
+            cpu_epilogue_apply(&p->ep, y, (size_t)p->p, 0.0f, NULL, z);
+        return;
+    }
     for (int64_t oh = 0; oh < p->oh; oh++) {
         float *d = y + oh * p->ow;
         for (int64_t o = 0; o < p->ow; o++)
