@@ -55,7 +55,7 @@ loom_status loom_tensor_create(loom_dtype dtype, uint32_t rank, const int64_t *d
     *out = NULL;
     loom_clear_error();
     loom_tensor_desc d;
-    size_t bytes;
+    size_t bytes = 0; /* set by make(); GCC -O3 cannot see it through the failure paths */
     loom_status st = make(dtype, rank, dims, &d, &bytes);
     if (st != LOOM_OK)
         return st;
@@ -83,7 +83,7 @@ loom_status loom_tensor_wrap(loom_dtype dtype, uint32_t rank, const int64_t *dim
     *out = NULL;
     loom_clear_error();
     loom_tensor_desc d;
-    size_t bytes;
+    size_t bytes = 0; /* set by make(); GCC -O3 cannot see it through the failure paths */
     loom_status st = make(dtype, rank, dims, &d, &bytes);
     if (st != LOOM_OK)
         return st;
