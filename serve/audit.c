@@ -722,3 +722,47 @@ int loom_audit_query(const char *path, const char *model, double since, const ch
     sqlite3_close(db);
     return 0;
 }
+
+int sv_audit_reseal(const char *path, const char *key_path)
+{
+    unsigned char key[1024];
+    size_t key_len = 0;
+    char err[700];
+    sqlite3 *db;
+    if (read_key(key_path, key, sizeof key, &key_len, err, sizeof err) != 0 ||
+        open_db(path, 1, &db, err, sizeof err) != 0)
+        return -1;
+    sqlite3_stmt *st, *up;
+    if (sqlite3_prepare_v2(db, "SELECT " COLS " FROM audit ORDER BY seq", -1, &st, NULL) !=
+        SQLITE_OK)
+        return sqlite3_close(db), -1;
+    sqlite3_prepare_v2(db, "UPDATE audit SET prev_hash = ?, hash = ?, mac = ? WHERE seq = ?", -1,
+                       &up, NULL);
+    sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
+    char prev[65] = ZERO_HASH;
+    int64_t last = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        rec r;
+        rec_read(st, &r);
+        snprintf(r.prev_hash, sizeof r.prev_hash, "%s", prev);
+        rec_seal(&r, key, key_len);
+        sqlite3_reset(up);
+        sqlite3_bind_text(up, 1, r.prev_hash, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(up, 2, r.hash, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(up, 3, r.mac, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(up, 4, r.seq);
+        sqlite3_step(up);
+        snprintf(prev, sizeof prev, "%s", r.hash);
+        last = r.seq;
+        rec_clear(&r);
+    }
+    sqlite3_finalize(st);
+    sqlite3_finalize(up);
+    char head[256];
+    snprintf(head, sizeof head, "INSERT OR REPLACE INTO audit_meta(key, value) VALUES('head', "
+             "'%lld %s')", (long long)last, prev);
+    sqlite3_exec(db, head, NULL, NULL, NULL);
+    int rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
+    sqlite3_close(db);
+    return rc;
+}

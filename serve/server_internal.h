@@ -253,4 +253,8 @@ void sv_audit_close(sv_audit *a);
 void sv_audit_deliver(sv_audit *a, loom_server *s, const sv_req *r, const figures *f,
                       loom_serve_result *res, loom_serve_done_fn done, void *user);
 
+/* For tests: recompute every record's chain hash and MAC with the key in KEY_PATH (NULL: no
+ * MACs), as someone who edited records and knows the format (not the real key) would. */
+int sv_audit_reseal(const char *path, const char *key_path);
+
 #endif /* LOOM_SERVE_SERVER_INTERNAL_H */
