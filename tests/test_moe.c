@@ -3,10 +3,12 @@
  * from ONNX Runtime's documented semantics (softmax of the router logits, top k, optional
  * renormalisation, each expert's FFN, weighted sum) on odd sizes, k = 1 and k = number of
  * experts, experts that receive no token, every activation, biases or none, the gated FFN (fc3),
- * 3-D input and several column blocks; the builder; and the refusals at shape inference (k out
- * of range, expert weights of the wrong shape, ONNX Runtime 1.22's transposed layout, an
- * unsupported activation), each one line naming the node; and com.microsoft MoE models imported
- * from ONNX against the outputs of ONNX Runtime 1.24's CPU MoE (tests/fixtures/moe/make_moe.py).
+ * 3-D input, several column blocks, row counts around the kernel's tiles, weights given at run
+ * instead of constants, the same bits on 1 and 3 threads; the builder; and the refusals at
+ * shape inference (k out of range, expert weights of the wrong shape, ONNX Runtime 1.22's
+ * transposed layout, an unsupported activation), each one line naming the node; and
+ * com.microsoft MoE models imported from ONNX against the outputs of ONNX Runtime 1.24's CPU
+ * MoE (tests/fixtures/moe/make_moe.py).
  */
 #include <loom/loom.h>
 
@@ -118,9 +120,12 @@ typedef struct moe_case {
     const char *act;
     int norm, biases, fc3;
     int64_t starve; /* experts [0, starve) get logits so low that no token picks them */
+    int inputs;     /* weights and biases are graph inputs given at run, not constants */
 } moe_case;
 
-static void check_case(moe_case c)
+/* Builds the case on the runtime RT, runs it twice against moe_ref and returns the output
+ * (the caller frees it). */
+static float *check_case_got(moe_case c)
 {
     const int64_t T = c.t, H = c.h, I = c.i, E = c.e;
     float *x = rand_array((size_t)(T * H), 1.0f), *lg = rand_array((size_t)(T * E), 2.0f);
@@ -149,16 +154,26 @@ static void check_case(moe_case c)
     /* The graph inputs first, in the order runs pass them. */
     loom_value vx = loom_input(g, "x", LOOM_DTYPE_F32, (size_t)xr, xd);
     loom_value vr = loom_input(g, "router", LOOM_DTYPE_F32, 2, ld);
-    loom_value in[8] = {
-        vx,
-        vr,
-        loom_constant(g, "w1", LOOM_DTYPE_F32, 3, d1, w1),
-        b1 ? loom_constant(g, "b1", LOOM_DTYPE_F32, 2, db1, b1) : LOOM_NO_VALUE,
-        loom_constant(g, "w2", LOOM_DTYPE_F32, 3, d2, w2),
-        b2 ? loom_constant(g, "b2", LOOM_DTYPE_F32, 2, db2, b2) : LOOM_NO_VALUE,
-        w3 ? loom_constant(g, "w3", LOOM_DTYPE_F32, 3, d1, w3) : LOOM_NO_VALUE,
-        b3 ? loom_constant(g, "b3", LOOM_DTYPE_F32, 2, db1, b3) : LOOM_NO_VALUE,
-    };
+    /* Weights and biases: constants (packed at prepare), or more graph inputs, in this order
+     * (packed at run). */
+    const char *wname[6] = {"w1", "b1", "w2", "b2", "w3", "b3"};
+    const float *wdata[6] = {w1, b1, w2, b2, w3, b3};
+    const int64_t *wdims[6] = {d1, db1, d2, db2, d1, db1};
+    loom_value in[8] = {vx, vr};
+    loom_tensor *ti[8], *to;
+    size_t n_in = 2;
+    for (int j = 0; j < 6; j++) {
+        size_t rank = j % 2 ? 2 : 3;
+        in[2 + j] = LOOM_NO_VALUE;
+        if (!wdata[j])
+            continue;
+        if (!c.inputs) {
+            in[2 + j] = loom_constant(g, wname[j], LOOM_DTYPE_F32, rank, wdims[j], wdata[j]);
+            continue;
+        }
+        in[2 + j] = loom_input(g, wname[j], LOOM_DTYPE_F32, rank, wdims[j]);
+        loom_tensor_wrap(LOOM_DTYPE_F32, rank, wdims[j], (void *)wdata[j], &ti[n_in++]);
+    }
     loom_attr attrs[3] = {loom_attr_int("k", c.k), loom_attr_string("activation_type", c.act),
                           loom_attr_int("normalize_routing_weights", c.norm)};
     loom_value y;
@@ -171,13 +186,12 @@ static void check_case(moe_case c)
     CU_ASSERT_EQUAL_FATAL(loom_plan_create(rt, g, NULL, &p), LOOM_OK);
     CU_ASSERT_STRING_EQUAL(loom_plan_node_op(p, 0), "MoE");
     float *got = calloc((size_t)(T * H), sizeof *got);
-    loom_tensor *ti[2], *to;
     loom_tensor_wrap(LOOM_DTYPE_F32, (size_t)xr, xd, x, &ti[0]);
     loom_tensor_wrap(LOOM_DTYPE_F32, 2, ld, lg, &ti[1]);
     loom_tensor_wrap(LOOM_DTYPE_F32, (size_t)xr, xd, got, &to);
     /* Twice: the second run reuses the scratch the first left behind. */
     for (int rep = 0; rep < 2; rep++) {
-        CU_ASSERT_EQUAL(loom_plan_run(p, (const loom_tensor *const *)ti, 2, &to, 1, NULL),
+        CU_ASSERT_EQUAL(loom_plan_run(p, (const loom_tensor *const *)ti, n_in, &to, 1, NULL),
                         LOOM_OK);
         int bad = 0;
         for (int64_t n = 0; n < T * H && bad < 5; n++)
@@ -189,13 +203,19 @@ static void check_case(moe_case c)
             }
         CU_ASSERT_EQUAL(bad, 0);
     }
-    loom_tensor_destroy(ti[0]);
-    loom_tensor_destroy(ti[1]);
+    for (size_t j = 0; j < n_in; j++)
+        loom_tensor_destroy(ti[j]);
     loom_tensor_destroy(to);
     loom_plan_destroy(p);
     loom_graph_destroy(g);
     free(x), free(lg), free(w1), free(w2), free(w3), free(b1), free(b2), free(b3);
-    free(want), free(used), free(got);
+    free(want), free(used);
+    return got;
+}
+
+static void check_case(moe_case c)
+{
+    free(check_case_got(c));
 }
 
 static void test_odd_sizes_top2_relu(void)
@@ -239,6 +259,49 @@ static void test_several_column_blocks(void)
     /* inter and hidden above the kernel's 128-column blocks, with a partial last block. */
     check_case((moe_case){.t = 33, .h = 130, .i = 300, .e = 6, .k = 2, .act = "gelu",
                           .biases = 1});
+}
+
+static void test_weights_given_at_run(void)
+{
+    /* Weights that are graph inputs are packed into scratch at run (constants at prepare). */
+    check_case((moe_case){.t = 13, .h = 21, .i = 37, .e = 5, .k = 2, .act = "silu", .norm = 1,
+                          .biases = 1, .fc3 = 1, .inputs = 1});
+    check_case((moe_case){.t = 9, .h = 11, .i = 21, .e = 7, .k = 2, .act = "relu", .biases = 1,
+                          .starve = 4, .inputs = 1});
+}
+
+static void test_row_blocks_and_panels(void)
+{
+    /* Rows per expert around and beyond the kernel's 6-row tiles (every remainder 1..5 shows
+     * up over the experts), inter and hidden not multiples of the 16-column panels (8 + 8
+     * gated), a single column. */
+    check_case((moe_case){.t = 41, .h = 35, .i = 70, .e = 3, .k = 2, .act = "relu", .biases = 1});
+    check_case((moe_case){.t = 29, .h = 17, .i = 23, .e = 4, .k = 3, .act = "gelu", .norm = 1,
+                          .biases = 1, .fc3 = 1});
+    check_case((moe_case){.t = 64, .h = 64, .i = 96, .e = 8, .k = 2, .act = "identity",
+                          .norm = 1, .fc3 = 1});
+    check_case((moe_case){.t = 5, .h = 1, .i = 1, .e = 2, .k = 1, .act = "relu", .biases = 1});
+}
+
+static void test_same_result_on_any_thread_count(void)
+{
+    /* Bit for bit: work is split by columns, each output element summed in one fixed order. */
+    static const uint32_t counts[2] = {1, 3};
+    float *out[2] = {NULL, NULL};
+    loom_runtime *saved = rt;
+    const moe_case c = {.t = 64, .h = 48, .i = 80, .e = 8, .k = 2, .act = "silu", .norm = 1,
+                        .biases = 1};
+    for (int n = 0; n < 2; n++) {
+        loom_runtime_options o = {.struct_size = sizeof o, .cpu_threads = counts[n]};
+        CU_ASSERT_EQUAL_FATAL(loom_runtime_create(&o, &rt), LOOM_OK);
+        rng = 0x9e3779b97f4a7c15ull; /* the same weights and inputs both times */
+        out[n] = check_case_got(c);
+        loom_runtime_destroy(rt);
+    }
+    rt = saved;
+    CU_ASSERT_EQUAL(memcmp(out[0], out[1], (size_t)(c.t * c.h) * sizeof(float)), 0);
+    free(out[0]);
+    free(out[1]);
 }
 
 static void test_builder(void)
@@ -420,6 +483,9 @@ int main(void)
     CU_add_test(s, "experts that receive no token", test_experts_with_no_token);
     CU_add_test(s, "gated FFN (fc3) and 3-D input", test_gated_fc3_and_3d_input);
     CU_add_test(s, "several column blocks", test_several_column_blocks);
+    CU_add_test(s, "weights given at run (not constants)", test_weights_given_at_run);
+    CU_add_test(s, "row blocks and panels", test_row_blocks_and_panels);
+    CU_add_test(s, "same result on any thread count", test_same_result_on_any_thread_count);
     CU_add_test(s, "loom_moe builder", test_builder);
     CU_add_test(s, "refusals name the node", test_refusals_name_the_node);
     CU_add_test(s, "ONNX com.microsoft MoE matches ONNX Runtime", test_onnx_matches_onnx_runtime);

@@ -3,21 +3,31 @@
  * other; an expert that receives no token costs nothing. graph/ops_moe.c has the semantics
  * (ONNX Runtime's com.microsoft MoE, weights [num_experts, out, in]).
  *
+ * The expert GEMMs have few rows (tokens * k / num_experts: 16 for 64 tokens, top-2 of 8), so a
+ * BLAS that packs B on every call spends most of its time packing. Here the weights are packed
+ * ONCE, at prepare when they are constants (else into scratch at run, only the experts that
+ * have tokens), into panels of MOE_NR = 16 output columns: panel p of an expert holds, for each
+ * input index k, the 16 weights of its columns contiguously (K x 16 floats). With fc3 (the gated
+ * FFN) a panel holds 8 columns of fc1 and the same 8 columns of fc3, so one tile gives both
+ * halves of the gate. A register-blocked micro-kernel (AVX2 + FMA: 6 rows x 16 columns, 12
+ * accumulators in registers; a portable C kernel otherwise, or with LOOM_CPU_NO_AVX2=1) reads a
+ * panel straight through.
+ *
  * One run, in phases, each over the pool:
  *   1. routing, per token: softmax of the router logits, the top k (ties: lower expert first),
  *      weights renormalised when asked; routes of weight 0 are dropped (as ONNX Runtime does);
- *   2. grouping (serial, O(tokens * k)): tokens per expert, their offsets, and each route's row
- *      in the expert-ordered buffers; rows of one expert are in token order;
- *   3. gather: the routed rows of the input, expert by expert (rows x hidden);
- *   4. fc1 (+ fc3), bias and activation: one task per (expert, block of inter columns), one
- *      single-threaded cblas_sgemm of that expert's rows against that block of its weights
- *      (blocks sized per run: about three tasks per thread over the experts that have tokens;
- *      on one thread, one GEMM per expert);
- *   5. fc2 and bias: one task per (expert, block of hidden columns);
- *   6. combine, per token: the weighted sum of its k rows, in routing order (deterministic, no
- *      atomics).
- * Everything temporary lives in the scratch sized at prepare (tokens * k rows at most); run()
- * allocates nothing.
+ *   2. grouping (serial, O(tokens * k)): tokens per expert, their offsets, each route's row in
+ *      the expert-ordered buffers (rows of one expert in token order), the experts with tokens;
+ *   3. fc1 (+ fc3): one task per (expert with tokens, block of panels); the micro-kernel reads
+ *      the token's input row in place (no gather), the epilogue adds the bias, applies the
+ *      activation and the fc3 gate and stores the hidden row;
+ *   4. fc2: the same over the hidden rows; the epilogue adds the bias and scales by the route's
+ *      weight;
+ *   5. combine, per token: the sum of its k rows, in routing order (deterministic, no atomics).
+ * Tasks walk their panels panel-major: a panel (K x 16 floats) stays in cache while every row
+ * block of the expert goes over it. Everything temporary lives in the scratch sized at
+ * prepare (tokens * k rows at most); run() allocates nothing. The result does not depend on
+ * the number of threads.
  */
 #include "cpu_kernels.h"
 
@@ -25,8 +35,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Columns of an fc1/fc2 task are a multiple of this (but the last), and at least this many. */
-#define MOE_COL_ALIGN 32
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define MOE_HAVE_X86 1
+#endif
+
+#define MOE_NR 16 /* columns of a packed panel (8 + 8 when gated) */
+#define MOE_MR 6  /* rows of a micro-kernel tile */
 
 enum { MOE_RELU, MOE_GELU, MOE_SILU, MOE_IDENTITY };
 
@@ -35,38 +50,53 @@ typedef struct moe_params {
     int act;
     int normalize;
     int has_b1, has_b2, has_w3, has_b3;
+    int avx2;          /* the AVX2 + FMA micro-kernel (else the portable one) */
+    int64_t half1;     /* fc1 columns per panel: 16, or 8 when gated (8 of fc1 + 8 of fc3) */
+    int64_t np1, np2;  /* panels per expert of fc1 (over inter) and fc2 (over hidden) */
+    float *pw1, *pw2;  /* packed at prepare (constants), or NULL: packed into scratch at run */
     /* scratch offsets, in bytes */
-    size_t o_probs, o_rw, o_re, o_rpos, o_count, o_off, o_cur, o_rtok, o_xg, o_h, o_h3, o_y;
+    size_t o_probs, o_rw, o_re, o_rpos, o_count, o_off, o_cur, o_rtok, o_roww, o_active, o_h,
+        o_y, o_pw1, o_pw2;
 } moe_params;
 
 typedef struct moe_run {
     const moe_params *p;
     const float *x, *logits, *w1, *b1, *w2, *b2, *w3, *b3;
     float *y;
-    float *probs, *rw, *xg, *h, *h3, *yb;
-    int32_t *re, *rpos, *count, *off, *cur, *rtok;
-    /* Column blocks per expert of fc1 (over inter) and fc2 (over hidden), and their widths:
-     * chosen per run from the threads and the experts that received tokens. */
-    int64_t nb1, cw1, nb2, cw2;
+    float *probs, *rw, *roww, *h, *yb;
+    const float *pw1, *pw2;
+    float *pack1, *pack2; /* where run() packs non-constant weights (NULL when prepacked) */
+    int32_t *re, *rpos, *count, *off, *cur, *rtok, *active;
+    int64_t n_active;
+    /* Panels per task of fc1 and fc2 and the tasks per expert: chosen per run from the threads
+     * and the experts that received tokens. */
+    int64_t pb1, nb1, pb2, nb2;
 } moe_run;
 
-/* Cut EXTENT columns into blocks so that ACTIVE experts give about 3 tasks per thread: one
- * block per expert on one thread (a single GEMM per expert); never narrower than
- * MOE_COL_ALIGN. Sets *NB and *CW. */
-static void moe_blocks(int64_t extent, int64_t active, unsigned threads, int64_t *nb, int64_t *cw)
+static void moe_free(void *ptr)
 {
-    int64_t want = threads <= 1 || active <= 0 ? 1 : (3 * (int64_t)threads + active - 1) / active;
-    int64_t max_nb = (extent + MOE_COL_ALIGN - 1) / MOE_COL_ALIGN;
-    if (want > max_nb)
-        want = max_nb;
+    moe_params *p = ptr;
+    if (!p)
+        return;
+    free(p->pw1);
+    free(p->pw2);
+    free(p);
+}
+
+/* Cut PANELS into blocks so that ACTIVE experts give about 8 tasks per thread (the pool hands
+ * chunks out dynamically; experts differ in rows): one block per expert on one thread. Sets
+ * *PB (panels per block) and *NB (blocks). */
+static void moe_blocks(int64_t panels, int64_t active, unsigned threads, int64_t *pb, int64_t *nb)
+{
+    int64_t want = threads <= 1 || active <= 0 ? 1 : (8 * (int64_t)threads + active - 1) / active;
+    if (want > panels)
+        want = panels;
     if (want < 1)
         want = 1;
-    int64_t w = (extent + want - 1) / want;
-    w = (w + MOE_COL_ALIGN - 1) / MOE_COL_ALIGN * MOE_COL_ALIGN;
-    if (w < 1)
-        w = 1;
-    *cw = w;
-    *nb = (extent + w - 1) / w;
+    *pb = (panels + want - 1) / want;
+    if (*pb < 1)
+        *pb = 1;
+    *nb = (panels + *pb - 1) / *pb;
 }
 
 static size_t moe_align(size_t v)
@@ -81,8 +111,131 @@ static int moe_supports(const loom_node_desc *node, char *reason, size_t len)
             return cpu_no_dtype(node, node->inputs[i].dtype, "float32", reason, len);
     const loom_tensor_desc *x = &node->inputs[0], *w1 = &node->inputs[2];
     if (!cpu_fits_int(x->dims[x->rank - 1]) || !cpu_fits_int(w1->dims[1]))
-        return cpu_reason(reason, len, "MoE: hidden or inter size beyond a BLAS dimension");
+        return cpu_reason(reason, len, "MoE: hidden or inter size beyond what the kernel indexes");
     return 1;
+}
+
+/* ---- packing ------------------------------------------------------------------------------ */
+
+/* Panels [p0, p1) of one expert's weights WA [N, K] (and WB [N, K], the gate, or NULL) into
+ * DST (that expert's panels): panel p, input index k, lane j holds column p * half + j of WA
+ * (j < half) or of WB (j >= half), half = 8 with WB, else 16; zero past N. */
+static void moe_pack(float *dst, const float *wa, const float *wb, int64_t n, int64_t kdim,
+                     int64_t p0, int64_t p1)
+{
+    const int64_t half = wb ? MOE_NR / 2 : MOE_NR;
+    for (int64_t p = p0; p < p1; p++) {
+        float *panel = dst + p * kdim * MOE_NR;
+        for (int64_t j = 0; j < MOE_NR; j++) {
+            const float *w = j < half ? wa : wb;
+            const int64_t col = p * half + (j < half ? j : j - half);
+            if (col >= n) {
+                for (int64_t kk = 0; kk < kdim; kk++)
+                    panel[kk * MOE_NR + j] = 0.0f;
+                continue;
+            }
+            const float *src = w + col * kdim;
+            for (int64_t kk = 0; kk < kdim; kk++)
+                panel[kk * MOE_NR + j] = src[kk];
+        }
+    }
+}
+
+/* ---- micro-kernels: C[rows][16] = sum_k A_r[k] * B[k][0..16) ------------------------------ */
+
+/* Portable: any compiler, any machine; the inner loop over 16 lanes vectorises. */
+static void mk_portable(int rows, const float *const *a, const float *restrict b, int64_t kdim,
+                        float *restrict c)
+{
+    float acc[MOE_MR][MOE_NR];
+    memset(acc, 0, sizeof acc);
+    for (int64_t kk = 0; kk < kdim; kk++) {
+        const float *bk = b + kk * MOE_NR;
+        for (int r = 0; r < rows; r++) {
+            const float av = a[r][kk];
+            for (int j = 0; j < MOE_NR; j++)
+                acc[r][j] += av * bk[j];
+        }
+    }
+    memcpy(c, acc, (size_t)rows * MOE_NR * sizeof(float));
+}
+
+#ifdef MOE_HAVE_X86
+/* AVX2 + FMA, R (1..6, a constant where inlined) rows x 16 columns: 12 accumulators spelled
+ * out so that they stay in registers; per k two loads of B, R broadcasts of A, 2R FMAs. */
+#define MOE_ROW(i)                                                                               \
+    if (R > i) {                                                                                 \
+        const __m256 av = _mm256_broadcast_ss(a##i + kk);                                        \
+        c##i##0 = _mm256_fmadd_ps(av, b0, c##i##0);                                              \
+        c##i##1 = _mm256_fmadd_ps(av, b1, c##i##1);                                              \
+    }
+#define MOE_STORE(i)                                                                             \
+    if (R > i) {                                                                                 \
+        _mm256_storeu_ps(c + i * MOE_NR, c##i##0);                                               \
+        _mm256_storeu_ps(c + i * MOE_NR + 8, c##i##1);                                           \
+    }
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+mk_avx2_rows(const int R, const float *const *a, const float *b, int64_t kdim, float *c)
+{
+    const float *a0 = a[0], *a1 = R > 1 ? a[1] : a0, *a2 = R > 2 ? a[2] : a0;
+    const float *a3 = R > 3 ? a[3] : a0, *a4 = R > 4 ? a[4] : a0, *a5 = R > 5 ? a[5] : a0;
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    for (int64_t kk = 0; kk < kdim; kk++, b += MOE_NR) {
+        const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+        MOE_ROW(0)
+        MOE_ROW(1)
+        MOE_ROW(2)
+        MOE_ROW(3)
+        MOE_ROW(4)
+        MOE_ROW(5)
+    }
+    MOE_STORE(0)
+    MOE_STORE(1)
+    MOE_STORE(2)
+    MOE_STORE(3)
+    MOE_STORE(4)
+    MOE_STORE(5)
+}
+#undef MOE_ROW
+#undef MOE_STORE
+
+__attribute__((target("avx2,fma"))) static void
+mk_avx2(int rows, const float *const *a, const float *b, int64_t kdim, float *c)
+{
+    switch (rows) {
+    case 1:
+        mk_avx2_rows(1, a, b, kdim, c);
+        break;
+    case 2:
+        mk_avx2_rows(2, a, b, kdim, c);
+        break;
+    case 3:
+        mk_avx2_rows(3, a, b, kdim, c);
+        break;
+    case 4:
+        mk_avx2_rows(4, a, b, kdim, c);
+        break;
+    case 5:
+        mk_avx2_rows(5, a, b, kdim, c);
+        break;
+    default:
+        mk_avx2_rows(6, a, b, kdim, c);
+        break;
+    }
+}
+#endif
+
+static inline void moe_tile(const moe_params *p, int rows, const float *const *a, const float *b,
+                            int64_t kdim, float *c)
+{
+#ifdef MOE_HAVE_X86
+    if (p->avx2) {
+        mk_avx2(rows, a, b, kdim, c);
+        return;
+    }
+#endif
+    mk_portable(rows, a, b, kdim, c);
 }
 
 /* ---- 1. routing --------------------------------------------------------------------------- */
@@ -123,18 +276,25 @@ static void route_tokens(void *arg, size_t b, size_t e)
     }
 }
 
-/* ---- 3. gather ---------------------------------------------------------------------------- */
+/* ---- packing at run (weights that are not constants) -------------------------------------- */
 
-static void gather_rows(void *arg, size_t b, size_t e)
+static void pack_tasks(void *arg, size_t b, size_t e)
 {
     const moe_run *r = arg;
-    const int64_t h = r->p->hidden;
-    for (size_t row = b; row < e; row++)
-        memcpy(r->xg + (int64_t)row * h, r->x + (int64_t)r->rtok[row] * h,
-               (size_t)h * sizeof(float));
+    const moe_params *p = r->p;
+    const int64_t H = p->hidden, I = p->inter;
+    for (size_t task = b; task < e; task++) {
+        const int64_t ex = r->active[(int64_t)task / 2];
+        if (task % 2 == 0)
+            moe_pack(r->pack1 + ex * p->np1 * H * MOE_NR, r->w1 + ex * I * H,
+                     p->has_w3 ? r->w3 + ex * I * H : NULL, I, H, 0, p->np1);
+        else
+            moe_pack(r->pack2 + ex * p->np2 * I * MOE_NR, r->w2 + ex * H * I, NULL, H, I, 0,
+                     p->np2);
+    }
 }
 
-/* ---- 4. fc1 (+ fc3) and the activation ---------------------------------------------------- */
+/* ---- activations -------------------------------------------------------------------------- */
 
 static inline float moe_act(int act, float v)
 {
@@ -168,75 +328,91 @@ static void moe_act_row(int act, float *restrict v, int64_t n)
     }
 }
 
+/* ---- 3. fc1 (+ fc3), bias, activation, gate ----------------------------------------------- */
+
 static void fc1_tasks(void *arg, size_t b, size_t e)
 {
     const moe_run *r = arg;
     const moe_params *p = r->p;
-    const int64_t H = p->hidden, I = p->inter;
+    const int64_t H = p->hidden, I = p->inter, half = p->half1;
+    float tile[MOE_MR * MOE_NR];
+    const float *a[MOE_MR];
     for (size_t task = b; task < e; task++) {
-        int64_t ex = (int64_t)task / r->nb1, blk = (int64_t)task % r->nb1;
-        int64_t rows = r->count[ex];
-        if (rows == 0)
-            continue;
-        int64_t c0 = blk * r->cw1, cols = I - c0 < r->cw1 ? I - c0 : r->cw1;
-        int64_t r0 = r->off[ex];
-        float *hb = r->h + r0 * I + c0;
-        cpu_sgemm(0, 1, rows, cols, H, r->xg + r0 * H, H, r->w1 + (ex * I + c0) * H, H, 0.0f, hb,
-                  I);
-        float *h3 = NULL;
-        if (p->has_w3) {
-            h3 = r->h3 + r0 * I + c0;
-            cpu_sgemm(0, 1, rows, cols, H, r->xg + r0 * H, H, r->w3 + (ex * I + c0) * H, H, 0.0f,
-                      h3, I);
-        }
-        const float *b1 = p->has_b1 ? r->b1 + ex * I + c0 : NULL;
-        const float *b3 = p->has_b3 ? r->b3 + ex * I + c0 : NULL;
-        for (int64_t i = 0; i < rows; i++) {
-            float *row = hb + i * I;
-            if (b1)
-                for (int64_t c = 0; c < cols; c++)
-                    row[c] += b1[c];
-            moe_act_row(p->act, row, cols);
-            if (h3) {
-                const float *g = h3 + i * I;
-                if (b3)
-                    for (int64_t c = 0; c < cols; c++)
-                        row[c] *= g[c] + b3[c];
-                else
-                    for (int64_t c = 0; c < cols; c++)
-                        row[c] *= g[c];
+        const int64_t ex = r->active[(int64_t)task / r->nb1], blk = (int64_t)task % r->nb1;
+        const int64_t r0 = r->off[ex], rows = r->count[ex];
+        const int64_t pe = (blk + 1) * r->pb1 < p->np1 ? (blk + 1) * r->pb1 : p->np1;
+        const float *pw = r->pw1 + ex * p->np1 * H * MOE_NR;
+        for (int64_t pn = blk * r->pb1; pn < pe; pn++) {
+            const int64_t c0 = pn * half, cols = I - c0 < half ? I - c0 : half;
+            const float *b1 = p->has_b1 ? r->b1 + ex * I + c0 : NULL;
+            const float *b3 = p->has_b3 ? r->b3 + ex * I + c0 : NULL;
+            for (int64_t i0 = 0; i0 < rows; i0 += MOE_MR) {
+                const int n = rows - i0 < MOE_MR ? (int)(rows - i0) : MOE_MR;
+                for (int i = 0; i < n; i++)
+                    a[i] = r->x + (int64_t)r->rtok[r0 + i0 + i] * H;
+                moe_tile(p, n, a, pw + pn * H * MOE_NR, H, tile);
+                for (int i = 0; i < n; i++) {
+                    float *t = tile + i * MOE_NR;
+                    if (b1)
+                        for (int64_t c = 0; c < cols; c++)
+                            t[c] += b1[c];
+                    moe_act_row(p->act, t, cols);
+                    float *dst = r->h + (r0 + i0 + i) * I + c0;
+                    if (p->has_w3) {
+                        const float *g = t + half;
+                        if (b3)
+                            for (int64_t c = 0; c < cols; c++)
+                                dst[c] = t[c] * (g[c] + b3[c]);
+                        else
+                            for (int64_t c = 0; c < cols; c++)
+                                dst[c] = t[c] * g[c];
+                    } else {
+                        memcpy(dst, t, (size_t)cols * sizeof(float));
+                    }
+                }
             }
         }
     }
 }
 
-/* ---- 5. fc2 ------------------------------------------------------------------------------- */
+/* ---- 4. fc2, bias, routing weight --------------------------------------------------------- */
 
 static void fc2_tasks(void *arg, size_t b, size_t e)
 {
     const moe_run *r = arg;
     const moe_params *p = r->p;
     const int64_t H = p->hidden, I = p->inter;
+    float tile[MOE_MR * MOE_NR];
+    const float *a[MOE_MR];
     for (size_t task = b; task < e; task++) {
-        int64_t ex = (int64_t)task / r->nb2, blk = (int64_t)task % r->nb2;
-        int64_t rows = r->count[ex];
-        if (rows == 0)
-            continue;
-        int64_t c0 = blk * r->cw2, cols = H - c0 < r->cw2 ? H - c0 : r->cw2;
-        int64_t r0 = r->off[ex];
-        float *yb = r->yb + r0 * H + c0;
-        cpu_sgemm(0, 1, rows, cols, I, r->h + r0 * I, I, r->w2 + (ex * H + c0) * I, I, 0.0f, yb,
-                  H);
-        if (p->has_b2) {
-            const float *b2 = r->b2 + ex * H + c0;
-            for (int64_t i = 0; i < rows; i++)
-                for (int64_t c = 0; c < cols; c++)
-                    yb[i * H + c] += b2[c];
+        const int64_t ex = r->active[(int64_t)task / r->nb2], blk = (int64_t)task % r->nb2;
+        const int64_t r0 = r->off[ex], rows = r->count[ex];
+        const int64_t pe = (blk + 1) * r->pb2 < p->np2 ? (blk + 1) * r->pb2 : p->np2;
+        const float *pw = r->pw2 + ex * p->np2 * I * MOE_NR;
+        for (int64_t pn = blk * r->pb2; pn < pe; pn++) {
+            const int64_t c0 = pn * MOE_NR, cols = H - c0 < MOE_NR ? H - c0 : MOE_NR;
+            const float *b2 = p->has_b2 ? r->b2 + ex * H + c0 : NULL;
+            for (int64_t i0 = 0; i0 < rows; i0 += MOE_MR) {
+                const int n = rows - i0 < MOE_MR ? (int)(rows - i0) : MOE_MR;
+                for (int i = 0; i < n; i++)
+                    a[i] = r->h + (r0 + i0 + i) * I;
+                moe_tile(p, n, a, pw + pn * I * MOE_NR, I, tile);
+                for (int i = 0; i < n; i++) {
+                    const float *t = tile + i * MOE_NR, w = r->roww[r0 + i0 + i];
+                    float *dst = r->yb + (r0 + i0 + i) * H + c0;
+                    if (b2)
+                        for (int64_t c = 0; c < cols; c++)
+                            dst[c] = w * (t[c] + b2[c]);
+                    else
+                        for (int64_t c = 0; c < cols; c++)
+                            dst[c] = w * t[c];
+                }
+            }
         }
     }
 }
 
-/* ---- 6. combine --------------------------------------------------------------------------- */
+/* ---- 5. combine --------------------------------------------------------------------------- */
 
 static void combine_tokens(void *arg, size_t b, size_t e)
 {
@@ -249,9 +425,9 @@ static void combine_tokens(void *arg, size_t b, size_t e)
             int32_t pos = r->rpos[(int64_t)t * k + j];
             if (pos < 0)
                 continue;
-            const float w = r->rw[(int64_t)t * k + j], *src = r->yb + (int64_t)pos * H;
+            const float *src = r->yb + (int64_t)pos * H;
             for (int64_t c = 0; c < H; c++)
-                y[c] += w * src[c];
+                y[c] += src[c];
         }
     }
 }
@@ -278,17 +454,21 @@ static loom_status moe_run_fn(const cpu_kernel *kern, const loom_exec_args *args
         .y = args->outputs[0],
         .probs = (float *)(s + p->o_probs),
         .rw = (float *)(s + p->o_rw),
+        .roww = (float *)(s + p->o_roww),
         .re = (int32_t *)(s + p->o_re),
         .rpos = (int32_t *)(s + p->o_rpos),
         .count = (int32_t *)(s + p->o_count),
         .off = (int32_t *)(s + p->o_off),
         .cur = (int32_t *)(s + p->o_cur),
         .rtok = (int32_t *)(s + p->o_rtok),
-        .xg = (float *)(s + p->o_xg),
+        .active = (int32_t *)(s + p->o_active),
         .h = (float *)(s + p->o_h),
-        .h3 = p->has_w3 ? (float *)(s + p->o_h3) : NULL,
         .yb = (float *)(s + p->o_y),
+        .pack1 = p->pw1 ? NULL : (float *)(s + p->o_pw1),
+        .pack2 = p->pw2 ? NULL : (float *)(s + p->o_pw2),
     };
+    r.pw1 = p->pw1 ? p->pw1 : r.pack1;
+    r.pw2 = p->pw2 ? p->pw2 : r.pack2;
     const int64_t T = p->tokens, k = p->k, E = p->experts;
     cpu_parallel_for(pool, (size_t)T, cpu_grain(E * 8 + k * E), route_tokens, &r);
 
@@ -302,6 +482,8 @@ static loom_status moe_run_fn(const cpu_kernel *kern, const loom_exec_args *args
         r.off[e] = rows;
         r.cur[e] = rows;
         rows += r.count[e];
+        if (r.count[e] > 0)
+            r.active[r.n_active++] = (int32_t)e;
     }
     r.off[E] = rows;
     for (int64_t i = 0; i < T * k; i++) {
@@ -312,20 +494,35 @@ static loom_status moe_run_fn(const cpu_kernel *kern, const loom_exec_args *args
         int32_t pos = r.cur[r.re[i]]++;
         r.rpos[i] = pos;
         r.rtok[pos] = (int32_t)(i / k);
+        r.roww[pos] = r.rw[i];
     }
 
-    cpu_parallel_for(pool, (size_t)rows, cpu_grain_bytes((size_t)p->hidden * sizeof(float)),
-                     gather_rows, &r);
-    int64_t active = 0;
-    for (int64_t e = 0; e < E; e++)
-        active += r.count[e] > 0;
-    const unsigned threads = cpu_pool_threads(pool);
-    moe_blocks(p->inter, active, threads, &r.nb1, &r.cw1);
-    moe_blocks(p->hidden, active, threads, &r.nb2, &r.cw2);
-    cpu_parallel_for(pool, (size_t)(E * r.nb1), 1, fc1_tasks, &r);
-    cpu_parallel_for(pool, (size_t)(E * r.nb2), 1, fc2_tasks, &r);
+    if (r.n_active > 0) {
+        if (r.pack1) /* weights that are not constants: pack the experts that have tokens */
+            cpu_parallel_for(pool, (size_t)(2 * r.n_active), 1, pack_tasks, &r);
+        const unsigned threads = cpu_pool_threads(pool);
+        moe_blocks(p->np1, r.n_active, threads, &r.pb1, &r.nb1);
+        moe_blocks(p->np2, r.n_active, threads, &r.pb2, &r.nb2);
+        cpu_parallel_for(pool, (size_t)(r.n_active * r.nb1), 1, fc1_tasks, &r);
+        cpu_parallel_for(pool, (size_t)(r.n_active * r.nb2), 1, fc2_tasks, &r);
+    }
     cpu_parallel_for(pool, (size_t)T, cpu_grain(k * p->hidden), combine_tokens, &r);
     return LOOM_OK;
+}
+
+/* The AVX2 + FMA micro-kernel where the processor has it, unless LOOM_CPU_NO_AVX2 is set to
+ * something other than 0 (tests run the portable kernel that way). */
+static int moe_use_avx2(void)
+{
+    const char *off = getenv("LOOM_CPU_NO_AVX2");
+    if (off && *off && strcmp(off, "0") != 0)
+        return 0;
+#ifdef MOE_HAVE_X86
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
 }
 
 static loom_status moe_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
@@ -357,6 +554,10 @@ static loom_status moe_prepare(const loom_node_desc *node, cpu_kernel *k, char *
     p->has_b2 = cpu_present(node, 5);
     p->has_w3 = cpu_present(node, 6);
     p->has_b3 = cpu_present(node, 7);
+    p->avx2 = moe_use_avx2();
+    p->half1 = p->has_w3 ? MOE_NR / 2 : MOE_NR;
+    p->np1 = (p->inter + p->half1 - 1) / p->half1;
+    p->np2 = (p->hidden + MOE_NR - 1) / MOE_NR;
     if (p->tokens > INT32_MAX / (p->k ? p->k : 1)) {
         long long t = (long long)p->tokens, kk = (long long)p->k;
         free(p);
@@ -365,10 +566,32 @@ static loom_status moe_prepare(const loom_node_desc *node, cpu_kernel *k, char *
     }
     const size_t T = (size_t)p->tokens, K = (size_t)p->k, E = (size_t)p->experts;
     const size_t R = T * K, H = (size_t)p->hidden, I = (size_t)p->inter;
-    if ((double)R * (double)(E + 3 * H + 2 * I + 8) * sizeof(float) > (double)((size_t)1 << 46)) {
+    /* Packed weights, per expert: np1 panels of H x 16 and np2 panels of I x 16 floats. */
+    const size_t pack1 = E * (size_t)p->np1 * H * MOE_NR * sizeof(float);
+    const size_t pack2 = E * (size_t)p->np2 * I * MOE_NR * sizeof(float);
+    if ((double)R * (double)(E + 2 * H + I + 8) * sizeof(float) +
+            2.0 * ((double)pack1 + (double)pack2) > (double)((size_t)1 << 46)) {
         free(p);
         return cpu_fail(err, err_len, LOOM_ERR_UNSUPPORTED, "MoE: scratch for %zu routes of "
                         "%zu x %zu is beyond what the kernel allocates", R, H, I);
+    }
+    const void *const *c = node->input_constants;
+    const int constant = c && c[2] && c[4] && (!p->has_w3 || c[6]);
+    if (constant && E > 0) {
+        /* Pack once: run() reads these panels directly. */
+        p->pw1 = aligned_alloc(64, moe_align(pack1) + 64); /* never 0 bytes */
+        p->pw2 = aligned_alloc(64, moe_align(pack2) + 64);
+        if (!p->pw1 || !p->pw2) {
+            moe_free(p);
+            return cpu_oom(node, err, err_len);
+        }
+        const float *w1c = c[2], *w2c = c[4], *w3c = p->has_w3 ? c[6] : NULL;
+        for (size_t e = 0; e < E; e++) {
+            moe_pack(p->pw1 + e * (size_t)p->np1 * H * MOE_NR, w1c + e * I * H,
+                     w3c ? w3c + e * I * H : NULL, (int64_t)I, (int64_t)H, 0, p->np1);
+            moe_pack(p->pw2 + e * (size_t)p->np2 * I * MOE_NR, w2c + e * H * I, NULL,
+                     (int64_t)H, (int64_t)I, 0, p->np2);
+        }
     }
     size_t at = 0;
 #define MOE_AREA(field, bytes)                                                                   \
@@ -384,13 +607,16 @@ static loom_status moe_prepare(const loom_node_desc *node, cpu_kernel *k, char *
     MOE_AREA(o_off, (E + 1) * sizeof(int32_t));
     MOE_AREA(o_cur, E * sizeof(int32_t));
     MOE_AREA(o_rtok, R * sizeof(int32_t));
-    MOE_AREA(o_xg, R * H * sizeof(float));
+    MOE_AREA(o_roww, R * sizeof(float));
+    MOE_AREA(o_active, E * sizeof(int32_t));
     MOE_AREA(o_h, R * I * sizeof(float));
-    MOE_AREA(o_h3, p->has_w3 ? R * I * sizeof(float) : 0);
     MOE_AREA(o_y, R * H * sizeof(float));
+    MOE_AREA(o_pw1, p->pw1 ? 0 : pack1);
+    MOE_AREA(o_pw2, p->pw2 ? 0 : pack2);
 #undef MOE_AREA
     k->run = moe_run_fn;
     k->params = p;
+    k->free_params = moe_free;
     k->scratch_bytes = at;
     return LOOM_OK;
 }
