@@ -1,6 +1,6 @@
 /*
  * The audit trail: one record per answered request in an SQLite database (WAL mode,
- * synchronous=FULL), hash-chained (each record's SHA-256 covers the previous record's hash and
+ * synchronous NORMAL, or FULL on request), hash-chained (each record's SHA-256 covers the previous record's hash and
  * its own fields) and, with a key, HMAC-SHA-256'd so that a chain recomputed without the key
  * is detected as well. A writer thread commits the records queued by the workers in batches
  * (one transaction each) and only then delivers their answers: an answer that was sent has
@@ -535,7 +535,7 @@ void sv_audit_deliver(sv_audit *a, loom_server *s, const sv_req *r, const figure
 }
 
 loom_status sv_audit_open(const char *path, const char *key_path, int new_segment,
-                          sv_audit **out)
+                          int sync_full, sv_audit **out)
 {
     *out = NULL;
     char err[700];
@@ -550,6 +550,8 @@ loom_status sv_audit_open(const char *path, const char *key_path, int new_segmen
         free(a);
         return sv_error(LOOM_ERR_IO, "%s", err);
     }
+    if (!sync_full)
+        sqlite3_exec(a->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
     verdict v;
     if (verify_db(a->db, a->key, a->key_len, &v) != 0) {
         snprintf(err, sizeof err, "audit database '%s': %s", path, sqlite3_errmsg(a->db));

@@ -491,7 +491,7 @@ loom_status loom_server_create(loom_runtime *runtime, const loom_server_options 
     sv_audit *audit = NULL;
     if (so.audit_path) {
         loom_status ast = sv_audit_open(so.audit_path, so.audit_key_path, so.audit_new_segment,
-                                        &audit);
+                                        so.audit_sync_full, &audit);
         if (ast != LOOM_OK)
             return ast;
     }

@@ -245,7 +245,7 @@ void sv_remote_destroy(sv_remote *r);
 
 /* audit.c: open (or create) the database at PATH, verify its chain, start the writer. */
 loom_status sv_audit_open(const char *path, const char *key_path, int new_segment,
-                          sv_audit **out);
+                          int sync_full, sv_audit **out);
 /* Stop the writer after committing everything queued, close. */
 void sv_audit_close(sv_audit *a);
 /* Queue the record of R's answer RES; once committed, call DONE(RES, USER) and

@@ -21,7 +21,8 @@ static const char serve_help[] =
     "usage: loom serve --model NAME=PATH[:OPTION=VALUE,...]... [--host ADDR] [--port N]\n"
     "                  [--workers N] [--http-threads N] [--max-body BYTES]\n"
     "                  [--max-connections N] [--idle-timeout S] [--device ID] [--policy P]\n"
-    "                  [--audit DB [--audit-key FILE] [--audit-new-segment]]\n"
+    "                  [--audit DB [--audit-key FILE] [--audit-new-segment]\n"
+    "                  [--audit-sync full|normal]]\n"
     "\n"
     "Serves ONNX models over HTTP/1.1 with the KServe v2 inference protocol (JSON and binary\n"
     "tensors) and Prometheus metrics at /metrics. Runs until SIGTERM or SIGINT, then answers\n"
@@ -48,6 +49,8 @@ static const char serve_help[] =
     "  --audit-key FILE HMAC-SHA-256 key (the file's bytes) sealing each record\n"
     "  --audit-new-segment  when DB's chain is broken, start a new segment (recorded)\n"
     "                   instead of refusing to start\n"
+    "  --audit-sync full|normal  normal (default): what was answered survives a crash of\n"
+    "                   the process; full: also a power cut (an fsync per batch)\n"
     "\n"
     "Variants, QoS and cascades (more --model OPTIONS): lite=PATH (a lite variant with the\n"
     "same inputs and outputs), variant=full|lite (what PATH is), mode=auto|cascade|full|lite\n"
@@ -278,7 +281,7 @@ int cmd_serve(int argc, char **argv)
             !strcmp(a, "--workers") || !strcmp(a, "--http-threads") ||
             !strcmp(a, "--max-body") || !strcmp(a, "--max-connections") ||
             !strcmp(a, "--idle-timeout") || !strcmp(a, "--device") || !strcmp(a, "--policy") ||
-            !strcmp(a, "--audit") || !strcmp(a, "--audit-key")) {
+            !strcmp(a, "--audit") || !strcmp(a, "--audit-key") || !strcmp(a, "--audit-sync")) {
             if (!v)
                 return serve_usage("option %s needs a value", a);
             i++;
@@ -336,6 +339,10 @@ int cmd_serve(int argc, char **argv)
             so.audit_path = v;
         } else if (!strcmp(a, "--audit-key")) {
             so.audit_key_path = v;
+        } else if (!strcmp(a, "--audit-sync")) {
+            if (strcmp(v, "full") && strcmp(v, "normal"))
+                return serve_usage("--audit-sync must be full or normal, got '%s'", v);
+            so.audit_sync_full = !strcmp(v, "full");
         }
     }
     if (n_models == 0)

@@ -52,6 +52,11 @@ typedef struct loom_server_options {
     /* Non-zero: when the database's chain does not verify, start a new segment (a record says
      * where and why) instead of refusing to append. */
     int audit_new_segment;
+    /* Non-zero: SQLite synchronous=FULL (a commit is on disk before the answer leaves: nothing
+     * answered is lost even to a power cut; one fsync per batch of records). 0: NORMAL (the
+     * default: a commit reaches the operating system before the answer leaves, so a crash or
+     * SIGKILL of the process loses nothing answered; a power cut may lose the last commits). */
+    int audit_sync_full;
 } loom_server_options;
 
 /* Create a server over RUNTIME (borrowed: it must outlive the server). OPTIONS may be NULL.
