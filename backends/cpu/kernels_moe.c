@@ -9,9 +9,12 @@
  * have tokens), into panels of MOE_NR = 16 output columns: panel p of an expert holds, for each
  * input index k, the 16 weights of its columns contiguously (K x 16 floats). With fc3 (the gated
  * FFN) a panel holds 8 columns of fc1 and the same 8 columns of fc3, so one tile gives both
- * halves of the gate. A register-blocked micro-kernel (AVX2 + FMA: 6 rows x 16 columns, 12
- * accumulators in registers; a portable C kernel otherwise, or with LOOM_CPU_NO_AVX2=1) reads a
- * panel straight through.
+ * halves of the gate. A register-blocked micro-kernel reads a panel straight through: AVX-512
+ * (up to 12 rows x 16 columns, one accumulator register per row), else AVX2 + FMA (up to 6 rows
+ * x 16 columns, 12 accumulators), else portable C; chosen at prepare from the processor
+ * (LOOM_CPU_NO_AVX512=1: at most AVX2; LOOM_CPU_NO_AVX2=1: portable). An expert's rows are cut
+ * into tiles of nearly equal height (16 rows: 8 + 8 with AVX-512, 6 + 5 + 5 with AVX2), so no
+ * tile is left with too few rows to hide the FMA latency.
  *
  * One run, in phases, each over the pool:
  *   1. routing, per token: softmax of the router logits, the top k (ties: lower expert first),
@@ -40,8 +43,10 @@
 #define MOE_HAVE_X86 1
 #endif
 
-#define MOE_NR 16 /* columns of a packed panel (8 + 8 when gated) */
-#define MOE_MR 6  /* rows of a micro-kernel tile */
+#define MOE_NR 16     /* columns of a packed panel (8 + 8 when gated) */
+#define MOE_MR_MAX 12 /* rows of the tallest micro-kernel tile (AVX-512) */
+
+enum { MOE_ISA_PORTABLE, MOE_ISA_AVX2, MOE_ISA_AVX512 };
 
 enum { MOE_RELU, MOE_GELU, MOE_SILU, MOE_IDENTITY };
 
@@ -50,7 +55,8 @@ typedef struct moe_params {
     int act;
     int normalize;
     int has_b1, has_b2, has_w3, has_b3;
-    int avx2;          /* the AVX2 + FMA micro-kernel (else the portable one) */
+    int isa;           /* MOE_ISA_*: which micro-kernel */
+    int mr;            /* its tallest tile, in rows */
     int64_t half1;     /* fc1 columns per panel: 16, or 8 when gated (8 of fc1 + 8 of fc3) */
     int64_t np1, np2;  /* panels per expert of fc1 (over inter) and fc2 (over hidden) */
     float *pw1, *pw2;  /* packed at prepare (constants), or NULL: packed into scratch at run */
@@ -147,7 +153,7 @@ static void moe_pack(float *dst, const float *wa, const float *wb, int64_t n, in
 static void mk_portable(int rows, const float *const *a, const float *restrict b, int64_t kdim,
                         float *restrict c)
 {
-    float acc[MOE_MR][MOE_NR];
+    float acc[MOE_MR_MAX][MOE_NR];
     memset(acc, 0, sizeof acc);
     for (int64_t kk = 0; kk < kdim; kk++) {
         const float *bk = b + kk * MOE_NR;
@@ -224,18 +230,101 @@ mk_avx2(int rows, const float *const *a, const float *b, int64_t kdim, float *c)
         break;
     }
 }
+
+/* AVX-512, R (1..12) rows x 16 columns: one accumulator per row, B's 16 lanes loaded once per
+ * k, A broadcast from memory straight into the FMA. */
+#define MOE_ROW(i)                                                                               \
+    if (R > i)                                                                                   \
+        c##i = _mm512_fmadd_ps(_mm512_set1_ps(a[i][kk]), bv, c##i);
+#define MOE_STORE(i)                                                                             \
+    if (R > i)                                                                                   \
+        _mm512_storeu_ps(c + i * MOE_NR, c##i);
+__attribute__((target("avx512f"), always_inline)) static inline void
+mk_avx512_rows(const int R, const float *const *a, const float *b, int64_t kdim, float *c)
+{
+    __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0;
+    __m512 c6 = c0, c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0;
+    for (int64_t kk = 0; kk < kdim; kk++, b += MOE_NR) {
+        const __m512 bv = _mm512_loadu_ps(b);
+        MOE_ROW(0)
+        MOE_ROW(1)
+        MOE_ROW(2)
+        MOE_ROW(3)
+        MOE_ROW(4)
+        MOE_ROW(5)
+        MOE_ROW(6)
+        MOE_ROW(7)
+        MOE_ROW(8)
+        MOE_ROW(9)
+        MOE_ROW(10)
+        MOE_ROW(11)
+    }
+    MOE_STORE(0)
+    MOE_STORE(1)
+    MOE_STORE(2)
+    MOE_STORE(3)
+    MOE_STORE(4)
+    MOE_STORE(5)
+    MOE_STORE(6)
+    MOE_STORE(7)
+    MOE_STORE(8)
+    MOE_STORE(9)
+    MOE_STORE(10)
+    MOE_STORE(11)
+}
+#undef MOE_ROW
+#undef MOE_STORE
+
+__attribute__((target("avx512f"))) static void
+mk_avx512(int rows, const float *const *a, const float *b, int64_t kdim, float *c)
+{
+    switch (rows) {
+#define MOE_CASE(n)                                                                              \
+    case n:                                                                                      \
+        mk_avx512_rows(n, a, b, kdim, c);                                                        \
+        break;
+        MOE_CASE(1)
+        MOE_CASE(2)
+        MOE_CASE(3)
+        MOE_CASE(4)
+        MOE_CASE(5)
+        MOE_CASE(6)
+        MOE_CASE(7)
+        MOE_CASE(8)
+        MOE_CASE(9)
+        MOE_CASE(10)
+        MOE_CASE(11)
+#undef MOE_CASE
+    default:
+        mk_avx512_rows(12, a, b, kdim, c);
+        break;
+    }
+}
 #endif
 
 static inline void moe_tile(const moe_params *p, int rows, const float *const *a, const float *b,
                             int64_t kdim, float *c)
 {
 #ifdef MOE_HAVE_X86
-    if (p->avx2) {
+    if (p->isa == MOE_ISA_AVX512) {
+        mk_avx512(rows, a, b, kdim, c);
+        return;
+    }
+    if (p->isa == MOE_ISA_AVX2) {
         mk_avx2(rows, a, b, kdim, c);
         return;
     }
 #endif
     mk_portable(rows, a, b, kdim, c);
+}
+
+/* Row tile T of ROWS cut into tiles of at most MR rows of nearly equal height: its first row
+ * (*I0) and height (returned). */
+static inline int moe_row_tile(int64_t rows, int mr, int64_t t, int64_t *i0)
+{
+    const int64_t n = (rows + mr - 1) / mr, base = rows / n, extra = rows % n;
+    *i0 = t * base + (t < extra ? t : extra);
+    return (int)(base + (t < extra));
 }
 
 /* ---- 1. routing --------------------------------------------------------------------------- */
@@ -335,19 +424,19 @@ static void fc1_tasks(void *arg, size_t b, size_t e)
     const moe_run *r = arg;
     const moe_params *p = r->p;
     const int64_t H = p->hidden, I = p->inter, half = p->half1;
-    float tile[MOE_MR * MOE_NR];
-    const float *a[MOE_MR];
+    float tile[MOE_MR_MAX * MOE_NR];
+    const float *a[MOE_MR_MAX];
     for (size_t task = b; task < e; task++) {
         const int64_t ex = r->active[(int64_t)task / r->nb1], blk = (int64_t)task % r->nb1;
-        const int64_t r0 = r->off[ex], rows = r->count[ex];
+        const int64_t r0 = r->off[ex], rows = r->count[ex], tiles = (rows + p->mr - 1) / p->mr;
         const int64_t pe = (blk + 1) * r->pb1 < p->np1 ? (blk + 1) * r->pb1 : p->np1;
         const float *pw = r->pw1 + ex * p->np1 * H * MOE_NR;
         for (int64_t pn = blk * r->pb1; pn < pe; pn++) {
             const int64_t c0 = pn * half, cols = I - c0 < half ? I - c0 : half;
             const float *b1 = p->has_b1 ? r->b1 + ex * I + c0 : NULL;
             const float *b3 = p->has_b3 ? r->b3 + ex * I + c0 : NULL;
-            for (int64_t i0 = 0; i0 < rows; i0 += MOE_MR) {
-                const int n = rows - i0 < MOE_MR ? (int)(rows - i0) : MOE_MR;
+            for (int64_t rt = 0, i0; rt < tiles; rt++) {
+                const int n = moe_row_tile(rows, p->mr, rt, &i0);
                 for (int i = 0; i < n; i++)
                     a[i] = r->x + (int64_t)r->rtok[r0 + i0 + i] * H;
                 moe_tile(p, n, a, pw + pn * H * MOE_NR, H, tile);
@@ -382,18 +471,18 @@ static void fc2_tasks(void *arg, size_t b, size_t e)
     const moe_run *r = arg;
     const moe_params *p = r->p;
     const int64_t H = p->hidden, I = p->inter;
-    float tile[MOE_MR * MOE_NR];
-    const float *a[MOE_MR];
+    float tile[MOE_MR_MAX * MOE_NR];
+    const float *a[MOE_MR_MAX];
     for (size_t task = b; task < e; task++) {
         const int64_t ex = r->active[(int64_t)task / r->nb2], blk = (int64_t)task % r->nb2;
-        const int64_t r0 = r->off[ex], rows = r->count[ex];
+        const int64_t r0 = r->off[ex], rows = r->count[ex], tiles = (rows + p->mr - 1) / p->mr;
         const int64_t pe = (blk + 1) * r->pb2 < p->np2 ? (blk + 1) * r->pb2 : p->np2;
         const float *pw = r->pw2 + ex * p->np2 * I * MOE_NR;
         for (int64_t pn = blk * r->pb2; pn < pe; pn++) {
             const int64_t c0 = pn * MOE_NR, cols = H - c0 < MOE_NR ? H - c0 : MOE_NR;
             const float *b2 = p->has_b2 ? r->b2 + ex * H + c0 : NULL;
-            for (int64_t i0 = 0; i0 < rows; i0 += MOE_MR) {
-                const int n = rows - i0 < MOE_MR ? (int)(rows - i0) : MOE_MR;
+            for (int64_t rt = 0, i0; rt < tiles; rt++) {
+                const int n = moe_row_tile(rows, p->mr, rt, &i0);
                 for (int i = 0; i < n; i++)
                     a[i] = r->h + (r0 + i0 + i) * I;
                 moe_tile(p, n, a, pw + pn * I * MOE_NR, I, tile);
@@ -510,18 +599,28 @@ static loom_status moe_run_fn(const cpu_kernel *kern, const loom_exec_args *args
     return LOOM_OK;
 }
 
-/* The AVX2 + FMA micro-kernel where the processor has it, unless LOOM_CPU_NO_AVX2 is set to
- * something other than 0 (tests run the portable kernel that way). */
-static int moe_use_avx2(void)
+static int moe_env_off(const char *name)
 {
-    const char *off = getenv("LOOM_CPU_NO_AVX2");
-    if (off && *off && strcmp(off, "0") != 0)
-        return 0;
+    const char *v = getenv(name);
+    return v && *v && strcmp(v, "0") != 0;
+}
+
+/* The widest micro-kernel the processor runs: AVX-512, AVX2 + FMA, portable.
+ * LOOM_CPU_NO_AVX512=1 stops at AVX2, LOOM_CPU_NO_AVX2=1 at the portable one (the tests run
+ * each path that way). */
+static int moe_pick_isa(void)
+{
+    if (moe_env_off("LOOM_CPU_NO_AVX2"))
+        return MOE_ISA_PORTABLE;
 #ifdef MOE_HAVE_X86
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
+        return MOE_ISA_PORTABLE;
+    if (!moe_env_off("LOOM_CPU_NO_AVX512") && __builtin_cpu_supports("avx512f"))
+        return MOE_ISA_AVX512;
+    return MOE_ISA_AVX2;
 #else
-    return 0;
+    return MOE_ISA_PORTABLE;
 #endif
 }
 
@@ -554,7 +653,8 @@ static loom_status moe_prepare(const loom_node_desc *node, cpu_kernel *k, char *
     p->has_b2 = cpu_present(node, 5);
     p->has_w3 = cpu_present(node, 6);
     p->has_b3 = cpu_present(node, 7);
-    p->avx2 = moe_use_avx2();
+    p->isa = moe_pick_isa();
+    p->mr = p->isa == MOE_ISA_AVX512 ? 12 : p->isa == MOE_ISA_AVX2 ? 6 : 4;
     p->half1 = p->has_w3 ? MOE_NR / 2 : MOE_NR;
     p->np1 = (p->inter + p->half1 - 1) / p->half1;
     p->np2 = (p->hidden + MOE_NR - 1) / MOE_NR;
