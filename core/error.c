@@ -55,6 +55,11 @@ const char *loom_dtype_name(loom_dtype dtype)
     case LOOM_DTYPE_BOOL: return "bool";
     case LOOM_DTYPE_F16: return "float16";
     case LOOM_DTYPE_BF16: return "bfloat16";
+    case LOOM_DTYPE_U16: return "uint16";
+    case LOOM_DTYPE_I16: return "int16";
+    case LOOM_DTYPE_F64: return "double";
+    case LOOM_DTYPE_U32: return "uint32";
+    case LOOM_DTYPE_U64: return "uint64";
     case LOOM_DTYPE_UNDEFINED: break;
     }
     return "undefined";

@@ -213,7 +213,8 @@ static loom_dtype dtype_of_descr(const char *descr, char *why, size_t why_len)
     } known[] = {
         {"f4", LOOM_DTYPE_F32}, {"f2", LOOM_DTYPE_F16}, {"i1", LOOM_DTYPE_I8},
         {"u1", LOOM_DTYPE_U8},  {"i4", LOOM_DTYPE_I32}, {"i8", LOOM_DTYPE_I64},
-        {"b1", LOOM_DTYPE_BOOL},
+        {"b1", LOOM_DTYPE_BOOL}, {"f8", LOOM_DTYPE_F64}, {"i2", LOOM_DTYPE_I16},
+        {"u2", LOOM_DTYPE_U16}, {"u4", LOOM_DTYPE_U32}, {"u8", LOOM_DTYPE_U64},
     };
     char order = descr[0];
     const char *kind = descr + 1;
@@ -460,6 +461,11 @@ static const char *descr_of(loom_dtype dtype)
     case LOOM_DTYPE_I32: return "<i4";
     case LOOM_DTYPE_I64: return "<i8";
     case LOOM_DTYPE_BOOL: return "|b1";
+    case LOOM_DTYPE_F64: return "<f8";
+    case LOOM_DTYPE_I16: return "<i2";
+    case LOOM_DTYPE_U16: return "<u2";
+    case LOOM_DTYPE_U32: return "<u4";
+    case LOOM_DTYPE_U64: return "<u8";
     default: return NULL;
     }
 }

@@ -204,8 +204,16 @@ extern const loom_op_def loom_op_def_range;
 #define LOOM_DTS_SIGNED (LOOM_DTS_FLOAT | LOOM_DTS(LOOM_DTYPE_I8) | LOOM_DTS_INDEX)
 /* Arithmetic: Add, Sub, Mul, Div, Min, Max, Clip. */
 #define LOOM_DTS_ARITH (LOOM_DTS_SIGNED | LOOM_DTS(LOOM_DTYPE_U8))
+/* The wider integers and float64 (issue 13): storage everywhere, arithmetic where an op's
+ * mask names them. */
+#define LOOM_DTS_UNSIGNED                                                                    \
+    (LOOM_DTS(LOOM_DTYPE_U8) | LOOM_DTS(LOOM_DTYPE_U16) | LOOM_DTS(LOOM_DTYPE_U32) |          \
+     LOOM_DTS(LOOM_DTYPE_U64))
+#define LOOM_DTS_WIDE                                                                        \
+    (LOOM_DTS(LOOM_DTYPE_I16) | LOOM_DTS(LOOM_DTYPE_U16) | LOOM_DTS(LOOM_DTYPE_U32) |         \
+     LOOM_DTS(LOOM_DTYPE_U64) | LOOM_DTS(LOOM_DTYPE_F64))
 /* Every dtype Loom knows: Cast, Identity and the layout ops. */
-#define LOOM_DTS_ALL (LOOM_DTS_ARITH | LOOM_DTS(LOOM_DTYPE_BOOL))
+#define LOOM_DTS_ALL (LOOM_DTS_ARITH | LOOM_DTS(LOOM_DTYPE_BOOL) | LOOM_DTS_WIDE)
 
 /* ---- helpers for infer() (ops_infer_util.c) ----------------------------------------------------- */
 

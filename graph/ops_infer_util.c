@@ -60,7 +60,9 @@ static const char *dtype_set_format(uint32_t mask, char *buf, size_t len)
 {
     static const loom_dtype all[] = {LOOM_DTYPE_F32, LOOM_DTYPE_F16, LOOM_DTYPE_BF16,
                                      LOOM_DTYPE_I8,  LOOM_DTYPE_U8,  LOOM_DTYPE_I32,
-                                     LOOM_DTYPE_I64, LOOM_DTYPE_BOOL};
+                                     LOOM_DTYPE_I64, LOOM_DTYPE_BOOL, LOOM_DTYPE_F64,
+                                     LOOM_DTYPE_I16, LOOM_DTYPE_U16, LOOM_DTYPE_U32,
+                                     LOOM_DTYPE_U64};
     size_t used = 0;
     buf[0] = '\0';
     for (size_t k = 0; k < sizeof all / sizeof all[0]; k++) {

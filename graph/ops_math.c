@@ -28,8 +28,8 @@
             return st_;                                                                            \
     } while (0)
 
-#define DTS_UNSIGNED LOOM_DTS(LOOM_DTYPE_U8)
-#define DTS_NUMERIC LOOM_DTS_ARITH
+#define DTS_UNSIGNED LOOM_DTS_UNSIGNED
+#define DTS_NUMERIC (LOOM_DTS_ARITH | LOOM_DTS_WIDE)
 
 static const char *const k_none[] = {NULL};
 static const loom_attr_kind k_none_kinds[] = {LOOM_ATTR_INT};
@@ -125,7 +125,8 @@ static loom_status infer_mod(loom_infer_ctx *ctx)
     static const loom_attr_kind kinds[] = {LOOM_ATTR_INT};
     TRY(loom_infer_check_attrs(ctx, names, kinds));
     int fmod = loom_infer_get_int(ctx, "fmod", 0) != 0;
-    if (loom_ops_has(ctx, 0) && (LOOM_DTS(ctx->inputs[0].dtype) & LOOM_DTS_FLOAT) && !fmod)
+    if (loom_ops_has(ctx, 0) && (LOOM_DTS(ctx->inputs[0].dtype) & (LOOM_DTS_FLOAT | LOOM_DTS(LOOM_DTYPE_F64))) &&
+        !fmod)
         return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
                                "fmod must be 1 for floating-point inputs (%s)",
                                loom_dtype_name(ctx->inputs[0].dtype));

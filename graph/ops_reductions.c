@@ -181,6 +181,12 @@ static void cost_reduce_map(const loom_node_desc *node, loom_op_cost *cost)
                                                          : 2.0 * n;
 }
 
+/* ReduceL1 ... ReduceSumSquare also compute in float64. */
+static loom_status infer_reduce_map(loom_infer_ctx *ctx)
+{
+    return infer_reduce(ctx, LOOM_DTS_FLOAT | LOOM_DTS_INDEX | LOOM_DTS(LOOM_DTYPE_F64));
+}
+
 /* ---- the definitions ------------------------------------------------------------------------ */
 
 LOOM_OPS_DEF(loom_op_def_reduce_mean, LOOM_OP_REDUCE_MEAN, "ReduceMean",
@@ -198,12 +204,12 @@ LOOM_OPS_DEF(loom_op_def_arg_max, LOOM_OP_ARG_MAX, "ArgMax",
 LOOM_OPS_DEF(loom_op_def_arg_min, LOOM_OP_ARG_MIN, "ArgMin",
              1, 1, 1, 1, infer_arg, cost_per_input, 0);
 LOOM_OPS_DEF(loom_op_def_reduce_l1, LOOM_OP_REDUCE_L1, "ReduceL1",
-             1, 2, 1, 1, infer_reduce_prod, cost_reduce_map, 0);
+             1, 2, 1, 1, infer_reduce_map, cost_reduce_map, 0);
 LOOM_OPS_DEF(loom_op_def_reduce_l2, LOOM_OP_REDUCE_L2, "ReduceL2",
-             1, 2, 1, 1, infer_reduce_prod, cost_reduce_map, 0);
+             1, 2, 1, 1, infer_reduce_map, cost_reduce_map, 0);
 LOOM_OPS_DEF(loom_op_def_reduce_log_sum, LOOM_OP_REDUCE_LOG_SUM, "ReduceLogSum",
-             1, 2, 1, 1, infer_reduce_prod, cost_reduce_map, 0);
+             1, 2, 1, 1, infer_reduce_map, cost_reduce_map, 0);
 LOOM_OPS_DEF(loom_op_def_reduce_log_sum_exp, LOOM_OP_REDUCE_LOG_SUM_EXP, "ReduceLogSumExp",
-             1, 2, 1, 1, infer_reduce_prod, cost_reduce_map, 0);
+             1, 2, 1, 1, infer_reduce_map, cost_reduce_map, 0);
 LOOM_OPS_DEF(loom_op_def_reduce_sum_square, LOOM_OP_REDUCE_SUM_SQUARE, "ReduceSumSquare",
-             1, 2, 1, 1, infer_reduce_prod, cost_reduce_map, 0);
+             1, 2, 1, 1, infer_reduce_map, cost_reduce_map, 0);

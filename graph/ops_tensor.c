@@ -66,7 +66,7 @@ static loom_status infer_cumsum(loom_infer_ctx *ctx)
     TRY(loom_infer_check_attrs(ctx, names, kinds));
     TRY(loom_ops_require(ctx, 0, "x"));
     TRY(loom_ops_require(ctx, 1, "axis"));
-    TRY(loom_ops_check_dtype(ctx, 0, "x", LOOM_DTS_ARITH));
+    TRY(loom_ops_check_dtype(ctx, 0, "x", LOOM_DTS_ARITH | LOOM_DTS_WIDE));
     TRY(check_scalar_int(ctx, 1, "axis"));
     const loom_tensor_desc *x = &ctx->inputs[0];
     if (x->rank < 1)

@@ -431,10 +431,10 @@ static void test_refuses_big_endian(void)
 
 static void test_refuses_unsupported_dtypes(void)
 {
-    refused_dict("f8.npy", "{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }", 8,
-                 "dtype '<f8' is not supported");
-    refused_dict("u2.npy", "{'descr': '<u2', 'fortran_order': False, 'shape': (1,), }", 2,
-                 "dtype '<u2' is not supported");
+    refused_dict("c16.npy", "{'descr': '<c16', 'fortran_order': False, 'shape': (1,), }", 16,
+                 "dtype '<c16' is not supported");
+    refused_dict("c8.npy", "{'descr': '<c8', 'fortran_order': False, 'shape': (1,), }", 8,
+                 "dtype '<c8' is not supported");
     refused_dict("str.npy", "{'descr': '<U3', 'fortran_order': False, 'shape': (1,), }", 12,
                  "dtype '<U3' is not supported");
     refused_dict("v2.npy", "{'descr': '<V2', 'fortran_order': False, 'shape': (1,), }", 2,

@@ -127,6 +127,11 @@ static double load(const void *p, loom_dtype dt, int64_t i)
     case I8: return ((const int8_t *)p)[i];
     case I32: return ((const int32_t *)p)[i];
     case I64: return (double)((const int64_t *)p)[i];
+    case LOOM_DTYPE_F64: return ((const double *)p)[i];
+    case LOOM_DTYPE_I16: return ((const int16_t *)p)[i];
+    case LOOM_DTYPE_U16: return ((const uint16_t *)p)[i];
+    case LOOM_DTYPE_U32: return ((const uint32_t *)p)[i];
+    case LOOM_DTYPE_U64: return (double)((const uint64_t *)p)[i];
     default: return NAN;
     }
 }
@@ -139,6 +144,11 @@ static void store(void *p, loom_dtype dt, int64_t i, double v)
     case I8: ((int8_t *)p)[i] = (int8_t)v; break;
     case I32: ((int32_t *)p)[i] = (int32_t)v; break;
     case I64: ((int64_t *)p)[i] = (int64_t)v; break;
+    case LOOM_DTYPE_F64: ((double *)p)[i] = v; break;
+    case LOOM_DTYPE_I16: ((int16_t *)p)[i] = (int16_t)v; break;
+    case LOOM_DTYPE_U16: ((uint16_t *)p)[i] = (uint16_t)v; break;
+    case LOOM_DTYPE_U32: ((uint32_t *)p)[i] = (uint32_t)v; break;
+    case LOOM_DTYPE_U64: ((uint64_t *)p)[i] = (uint64_t)v; break;
     default: break;
     }
 }
@@ -677,8 +687,8 @@ static void check_binary_int(const char *op, loom_dtype dt, shp sa, shp sb, doub
         if (!strcmp(op, "Mod"))
             want[i] = dt == F32 ? (float)fmod((float)a, (float)b) : r_mod(a, b, fm);
         else
-            want[i] = fm ? (double)(((unsigned)a << (unsigned)b) & 0xff)
-                         : (double)((unsigned)a >> (unsigned)b);
+            want[i] = fm ? fmod(ldexp(a, (int)b), ldexp(1, 8 * (int)loom_dtype_size(dt)))
+                         : floor(ldexp(a, -(int)b));
     }
     if (tc_run(&c, line))
         check_out(&c, 0, dt, y, want, 0, 1e-6, line);
@@ -703,6 +713,23 @@ static void test_mod_python_and_c_signs_broadcast(void)
     loom_status st = tc_node(&c, "Mod", ins, 2, NULL, 0, 1);
     expect_build_error(&c, st, LOOM_ERR_INVALID_ARGUMENT, "Mod", "fmod must be 1", __LINE__);
     tc_free(&c);
+}
+
+static void check_cumsum(loom_dtype dt, shp x, int64_t axis, int excl, int rev, int line);
+
+static void test_wide_integers_and_float64(void)
+{
+    loom_attr f0 = loom_attr_int("fmod", 0), f1 = loom_attr_int("fmod", 1);
+    check_binary_int("Mod", LOOM_DTYPE_I16, SHP(3, 5), SHP(5), -300, 300, &f0, 1, 0, __LINE__);
+    check_binary_int("Mod", LOOM_DTYPE_U16, SHP(3, 5), SHP(3, 1), 0, 60000, &f0, 1, 0,
+                     __LINE__);
+    check_binary_int("Mod", LOOM_DTYPE_U32, SHP(7), SHP(7), 0, 4e9, &f0, 1, 0, __LINE__);
+    check_binary_int("Mod", LOOM_DTYPE_U64, SHP(2, 3), SHP(1), 0, 1e15, &f0, 1, 0, __LINE__);
+    check_binary_int("Mod", LOOM_DTYPE_F64, SHP(2, 3), SHP(3), -50, 50, &f1, 1, 1, __LINE__);
+    loom_attr l = loom_attr_string("direction", "LEFT");
+    check_binary_int("BitShift", LOOM_DTYPE_U32, SHP(3, 5), SHP(5), 0, 255, &l, 1, 1,
+                     __LINE__);
+    check_cumsum(LOOM_DTYPE_F64, SHP(3, 4), 1, 1, 0, __LINE__);
 }
 
 static void test_bitshift_left_and_right(void)
@@ -1036,6 +1063,7 @@ static const test_entry k_tests[] = {
     T(test_softsign_thresholded_relu_shrink_celu_isnan_isinf),
     T(test_mod_python_and_c_signs_broadcast),
     T(test_bitshift_left_and_right),
+    T(test_wide_integers_and_float64),
     T(test_trilu_upper_lower_with_k),
     T(test_cumsum_exclusive_reverse_axes),
     T(test_hardmax_first_maximum),

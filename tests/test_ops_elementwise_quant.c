@@ -1400,7 +1400,7 @@ static void test_bad_constant_inputs_give_clear_errors(void)
         tc c;
         tc_init(&c);
         loom_value s = tc_const(&c, I64, SHP(1), (double[]){3});
-        loom_attr a[] = {loom_attr_int("dtype", 11)};
+        loom_attr a[] = {loom_attr_int("dtype", 14)}; /* complex64: not a Loom dtype */
         loom_value y;
         loom_status st = loom_graph_op(c.g, "ConstantOfShape", NULL, &s, 1, a, 1, &y, 1);
         expect_build_error(&c, st, LOOM_ERR_UNSUPPORTED, "ConstantOfShape",

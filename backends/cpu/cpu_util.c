@@ -48,6 +48,11 @@ const char *cpu_dtype_name(loom_dtype t)
     case LOOM_DTYPE_I32: return "int32";
     case LOOM_DTYPE_I64: return "int64";
     case LOOM_DTYPE_BOOL: return "bool";
+    case LOOM_DTYPE_U16: return "uint16";
+    case LOOM_DTYPE_I16: return "int16";
+    case LOOM_DTYPE_F64: return "float64";
+    case LOOM_DTYPE_U32: return "uint32";
+    case LOOM_DTYPE_U64: return "uint64";
     case LOOM_DTYPE_UNDEFINED: return "undefined";
     }
     return "unknown";

@@ -1,8 +1,8 @@
 /*
  * CPU kernels of the elementwise math added for operator coverage (graph/ops_math.c): Tan,
  * Asin, Acos, Atan, Sinh, Cosh, Asinh, Acosh, Atanh, Softsign, ThresholdedRelu, Shrink, Celu
- * (float32, through libm in double), IsNaN and IsInf (float32 to bool), Mod (every numeric
- * dtype, broadcast) and BitShift (unsigned, broadcast). None of them is hot in the models Loom
+ * (float32, through libm in double), IsNaN and IsInf (float32 to bool), Mod (float32, float64
+ * and every integer, broadcast) and BitShift (unsigned, broadcast). None of them is hot in the models Loom
  * targets: plain loops, split over the pool.
  */
 #include "cpu_bcast.h"
@@ -163,6 +163,7 @@ typedef struct mb_job {
         return r;                                                                                  \
     }
 IMOD_FN(int8_t)
+IMOD_FN(int16_t)
 IMOD_FN(int32_t)
 IMOD_FN(int64_t)
 #define IMOD(T, A, B) imod_##T(A, B, fm)
@@ -188,6 +189,15 @@ static void mb_inner(const mb_params *p, const char *pa, const char *pb, char *p
         case LOOM_DTYPE_U8:
             MB_RUN(uint8_t, vb >= 8 ? 0 : left ? (uint8_t)(va << vb) : (uint8_t)(va >> vb));
             break;
+        case LOOM_DTYPE_U16:
+            MB_RUN(uint16_t, vb >= 16 ? 0 : left ? (uint16_t)(va << vb) : (uint16_t)(va >> vb));
+            break;
+        case LOOM_DTYPE_U32:
+            MB_RUN(uint32_t, vb >= 32 ? 0 : left ? (uint32_t)(va << vb) : (uint32_t)(va >> vb));
+            break;
+        case LOOM_DTYPE_U64:
+            MB_RUN(uint64_t, vb >= 64 ? 0 : left ? (uint64_t)(va << vb) : (uint64_t)(va >> vb));
+            break;
         default: break;
         }
         return;
@@ -198,6 +208,11 @@ static void mb_inner(const mb_params *p, const char *pa, const char *pb, char *p
     case LOOM_DTYPE_U8: MB_RUN(uint8_t, vb == 0 ? 0 : (uint8_t)(va % vb)); break;
     case LOOM_DTYPE_I32: MB_RUN(int32_t, IMOD(int32_t, va, vb)); break;
     case LOOM_DTYPE_I64: MB_RUN(int64_t, IMOD(int64_t, va, vb)); break;
+    case LOOM_DTYPE_F64: MB_RUN(double, fmod(va, vb)); break;
+    case LOOM_DTYPE_I16: MB_RUN(int16_t, IMOD(int16_t, va, vb)); break;
+    case LOOM_DTYPE_U16: MB_RUN(uint16_t, vb == 0 ? 0 : (uint16_t)(va % vb)); break;
+    case LOOM_DTYPE_U32: MB_RUN(uint32_t, vb == 0 ? 0 : va % vb); break;
+    case LOOM_DTYPE_U64: MB_RUN(uint64_t, vb == 0 ? 0 : va % vb); break;
     default: break;
     }
 }
@@ -245,10 +260,13 @@ static int mb_supports(const loom_node_desc *node, char *reason, size_t len)
 {
     loom_dtype t = node->inputs[0].dtype;
     if (node->op == LOOM_OP_BIT_SHIFT) {
-        if (t != LOOM_DTYPE_U8)
-            return cpu_no_dtype(node, t, "uint8", reason, len);
-    } else if (!cpu_is_f32_i32_i64(t) && t != LOOM_DTYPE_I8 && t != LOOM_DTYPE_U8) {
-        return cpu_no_dtype(node, t, "float32, int8, uint8, int32, int64", reason, len);
+        if (t != LOOM_DTYPE_U8 && t != LOOM_DTYPE_U16 && t != LOOM_DTYPE_U32 &&
+            t != LOOM_DTYPE_U64)
+            return cpu_no_dtype(node, t, "uint8, uint16, uint32, uint64", reason, len);
+    } else if (!cpu_is_f32_i32_i64(t) && t != LOOM_DTYPE_I8 && t != LOOM_DTYPE_U8 &&
+               t != LOOM_DTYPE_F64 && t != LOOM_DTYPE_I16 && t != LOOM_DTYPE_U16 &&
+               t != LOOM_DTYPE_U32 && t != LOOM_DTYPE_U64) {
+        return cpu_no_dtype(node, t, "float32, float64 and the integers", reason, len);
     }
     if (node->inputs[1].dtype != t || node->outputs[0].dtype != t ||
         !cpu_broadcasts_to(&node->inputs[0], &node->outputs[0]) ||

@@ -639,7 +639,7 @@ static loom_status rd_prepare(const loom_node_desc *node, cpu_kernel *k, char *e
     return LOOM_OK;
 }
 
-/* ---- ReduceL1, ReduceL2, ReduceLogSum, ReduceLogSumExp, ReduceSumSquare (float32) ---------
+/* ---- ReduceL1, ReduceL2, ReduceLogSum, ReduceLogSumExp, ReduceSumSquare (float32, float64) 
  * The walk of ReduceMin/ReduceProd, accumulating in double. LogSumExp takes the max first, so
  * that large scores do not overflow exp. */
 
@@ -648,8 +648,8 @@ enum { RX_L1, RX_L2, RX_LOG_SUM, RX_LOG_SUM_EXP, RX_SUM_SQUARE };
 typedef struct rx_job {
     const rd_params *p;
     int mode;
-    const float *x;
-    float *y;
+    const void *x; /* float32 or float64 (p->dt) */
+    void *y;
 } rx_job;
 
 /* Offset of output O's first element in X, and the walk over its reduced elements. */
@@ -665,7 +665,7 @@ static int64_t rx_base(const rd_params *p, size_t o)
 
 /* Sum over the reduced elements of output O of f(x) (MODE), with SHIFT subtracted first for
  * LogSumExp; or, when MAX_PASS, their max. */
-static double rx_walk(const rd_params *p, const float *x, int64_t base, int mode, double shift,
+static double rx_walk(const rd_params *p, const void *x, int64_t base, int mode, double shift,
                       int max_pass)
 {
     const uint32_t nr = p->n_red;
@@ -677,9 +677,10 @@ static double rx_walk(const rd_params *p, const float *x, int64_t base, int mode
         int64_t off = base;
         for (uint32_t d = 0; d + 1 < nr; d++)
             off += idx[d] * p->red_strides[d];
-        const float *xs = x + off;
+        const int f64 = p->dt == LOOM_DTYPE_F64;
         for (int64_t i = 0; i < run; i++) {
-            const double v = (double)xs[i * rs];
+            const int64_t at = off + i * rs;
+            const double v = f64 ? ((const double *)x)[at] : (double)((const float *)x)[at];
             if (max_pass) {
                 acc = v > acc || isnan(v) ? v : acc;
                 continue;
@@ -719,7 +720,10 @@ static void rx_task(void *arg, size_t o0, size_t o1)
             else if (j->mode == RX_LOG_SUM)
                 r = log(r);
         }
-        j->y[o] = (float)r;
+        if (j->p->dt == LOOM_DTYPE_F64)
+            ((double *)j->y)[o] = r;
+        else
+            ((float *)j->y)[o] = (float)r;
     }
 }
 
@@ -745,8 +749,8 @@ static loom_status rx_run(const cpu_kernel *k, const loom_exec_args *args, cpu_p
 static int rx_supports(const loom_node_desc *node, char *reason, size_t len)
 {
     loom_dtype t = node->inputs[0].dtype;
-    if (t != F32)
-        return cpu_no_dtype(node, t, "float32", reason, len);
+    if (t != F32 && t != LOOM_DTYPE_F64)
+        return cpu_no_dtype(node, t, "float32, float64", reason, len);
     return rd_supports(node, reason, len);
 }
 

@@ -122,6 +122,7 @@ static loom_status cumsum_run(const cpu_kernel *k, const loom_exec_args *args, c
     switch (p->dt) {
     case F32: CUMSUM(float); break;
     case I32: CUMSUM(int32_t); break;
+    case LOOM_DTYPE_F64: CUMSUM(double); break;
     default: CUMSUM(int64_t); break;
     }
     return LOOM_OK;
@@ -240,7 +241,10 @@ static void one_of(loom_dtype dt, unsigned char *out)
     switch (dt) {
     case F32: { float f = 1.0f; memcpy(out, &f, 4); break; }
     case I32: { int32_t v = 1; memcpy(out, &v, 4); break; }
-    case I64: { int64_t v = 1; memcpy(out, &v, 8); break; }
+    case I64: case LOOM_DTYPE_U64: { int64_t v = 1; memcpy(out, &v, 8); break; }
+    case LOOM_DTYPE_F64: { double d = 1.0; memcpy(out, &d, 8); break; }
+    case LOOM_DTYPE_U32: { uint32_t v = 1; memcpy(out, &v, 4); break; }
+    case LOOM_DTYPE_I16: case LOOM_DTYPE_U16: { uint16_t v = 1; memcpy(out, &v, 2); break; }
     case LOOM_DTYPE_F16: { uint16_t h = 0x3c00; memcpy(out, &h, 2); break; }
     case LOOM_DTYPE_BF16: { uint16_t h = 0x3f80; memcpy(out, &h, 2); break; }
     default: out[0] = 1; break; /* int8, uint8, bool */
@@ -479,8 +483,8 @@ static int tn_supports(const loom_node_desc *node, char *reason, size_t len)
     const loom_dtype t = node->inputs[0].dtype;
     switch (node->op) {
     case LOOM_OP_CUM_SUM:
-        if (!cpu_is_f32_i32_i64(t))
-            return cpu_no_dtype(node, t, "float32, int32, int64", reason, len);
+        if (!cpu_is_f32_i32_i64(t) && t != LOOM_DTYPE_F64)
+            return cpu_no_dtype(node, t, "float32, float64, int32, int64", reason, len);
         break;
     case LOOM_OP_HARDMAX:
         if (t != F32)

@@ -37,6 +37,11 @@ loom_dtype onnx_dtype_from_onnx(int32_t t)
     case ONNX__TENSOR_PROTO__DATA_TYPE__BOOL: return LOOM_DTYPE_BOOL;
     case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16: return LOOM_DTYPE_F16;
     case ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16: return LOOM_DTYPE_BF16;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE: return LOOM_DTYPE_F64;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__INT16: return LOOM_DTYPE_I16;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__UINT16: return LOOM_DTYPE_U16;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__UINT32: return LOOM_DTYPE_U32;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__UINT64: return LOOM_DTYPE_U64;
     default: return LOOM_DTYPE_UNDEFINED;
     }
 }
@@ -391,6 +396,8 @@ static void from_i32(const int32_t *v, size_t n, loom_dtype dtype, void *dst)
         case LOOM_DTYPE_BOOL: ((uint8_t *)dst)[i] = v[i] != 0; break;
         /* float16 and bfloat16 keep their bits in the low 16 bits of int32_data */
         case LOOM_DTYPE_F16: case LOOM_DTYPE_BF16: ((uint16_t *)dst)[i] = (uint16_t)v[i]; break;
+        case LOOM_DTYPE_I16: ((int16_t *)dst)[i] = (int16_t)v[i]; break;
+        case LOOM_DTYPE_U16: ((uint16_t *)dst)[i] = (uint16_t)v[i]; break;
         default: break;
         }
     }
@@ -450,6 +457,12 @@ loom_status onnx_tensor_decode(const Onnx__TensorProto *t, const onnx_source *sr
             switch (dtype) {
             case LOOM_DTYPE_F32: have = t->n_float_data; field = "float_data"; break;
             case LOOM_DTYPE_I64: have = t->n_int64_data; field = "int64_data"; break;
+            case LOOM_DTYPE_F64: have = t->n_double_data; field = "double_data"; break;
+            /* uint32 and uint64 live in uint64_data */
+            case LOOM_DTYPE_U32: case LOOM_DTYPE_U64:
+                have = t->n_uint64_data;
+                field = "uint64_data";
+                break;
             default: have = t->n_int32_data; field = "int32_data"; break;
             }
             if (have != n)
@@ -478,6 +491,15 @@ loom_status onnx_tensor_decode(const Onnx__TensorProto *t, const onnx_source *sr
     } else if (dtype == LOOM_DTYPE_I64) {
         if (nbytes)
             memcpy(data, t->int64_data, nbytes);
+    } else if (dtype == LOOM_DTYPE_F64) {
+        if (nbytes)
+            memcpy(data, t->double_data, nbytes);
+    } else if (dtype == LOOM_DTYPE_U64) {
+        if (nbytes)
+            memcpy(data, t->uint64_data, nbytes);
+    } else if (dtype == LOOM_DTYPE_U32) {
+        for (size_t i = 0; i < n; i++)
+            ((uint32_t *)data)[i] = (uint32_t)t->uint64_data[i];
     } else {
         from_i32(t->int32_data, n, dtype, data);
     }

@@ -58,6 +58,13 @@ typedef enum loom_dtype {
     LOOM_DTYPE_BOOL = 9, /* one byte per element, 0 or 1 */
     LOOM_DTYPE_F16 = 10,
     LOOM_DTYPE_BF16 = 16,
+    /* Appended (issue 13): the remaining ONNX numeric types, mostly for storage and data
+     * movement; which kernels compute in them is each backend's supports() answer. */
+    LOOM_DTYPE_U16 = 4,
+    LOOM_DTYPE_I16 = 5,
+    LOOM_DTYPE_F64 = 11,
+    LOOM_DTYPE_U32 = 12,
+    LOOM_DTYPE_U64 = 13,
 } loom_dtype;
 
 /* Operator identifiers. Part of the ABI: append-only, never renumbered. The semantics are ONNX's
@@ -502,9 +509,9 @@ static inline float loom_node_attr_float(const loom_node_desc *node, const char 
 static inline size_t loom_dtype_size(loom_dtype dtype)
 {
     switch (dtype) {
-    case LOOM_DTYPE_F32: case LOOM_DTYPE_I32: return 4;
-    case LOOM_DTYPE_I64: return 8;
-    case LOOM_DTYPE_F16: case LOOM_DTYPE_BF16: return 2;
+    case LOOM_DTYPE_F32: case LOOM_DTYPE_I32: case LOOM_DTYPE_U32: return 4;
+    case LOOM_DTYPE_I64: case LOOM_DTYPE_U64: case LOOM_DTYPE_F64: return 8;
+    case LOOM_DTYPE_F16: case LOOM_DTYPE_BF16: case LOOM_DTYPE_I16: case LOOM_DTYPE_U16: return 2;
     case LOOM_DTYPE_U8: case LOOM_DTYPE_I8: case LOOM_DTYPE_BOOL: return 1;
     default: return 0;
     }

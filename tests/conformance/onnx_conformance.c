@@ -145,6 +145,11 @@ static double element(const void *data, loom_dtype dt, size_t i)
         memcpy(&h, p + 2 * i, 2);
         return f16_to_double(h);
     }
+    case LOOM_DTYPE_F64: {
+        double d;
+        memcpy(&d, p + 8 * i, 8);
+        return d;
+    }
     case LOOM_DTYPE_BF16: {
         uint16_t h;
         memcpy(&h, p + 2 * i, 2);
@@ -167,6 +172,26 @@ static int64_t int_element(const void *data, loom_dtype dt, size_t i)
     case LOOM_DTYPE_I32: {
         int32_t v;
         memcpy(&v, p + 4 * i, 4);
+        return v;
+    }
+    case LOOM_DTYPE_I16: {
+        int16_t v;
+        memcpy(&v, p + 2 * i, 2);
+        return v;
+    }
+    case LOOM_DTYPE_U16: {
+        uint16_t v;
+        memcpy(&v, p + 2 * i, 2);
+        return v;
+    }
+    case LOOM_DTYPE_U32: {
+        uint32_t v;
+        memcpy(&v, p + 4 * i, 4);
+        return v;
+    }
+    case LOOM_DTYPE_U64: { /* compared as bits: equal values have equal bits */
+        int64_t v;
+        memcpy(&v, p + 8 * i, 8);
         return v;
     }
     case LOOM_DTYPE_I64: {
@@ -199,7 +224,8 @@ static char *compare(const char *name, const loom_tensor *got, const loom_tensor
     const void *g = loom_tensor_data(got), *e = loom_tensor_data(expected);
     size_t bad = 0, worst = 0;
     double max_err = 0;
-    int is_float = gd == LOOM_DTYPE_F32 || gd == LOOM_DTYPE_F16 || gd == LOOM_DTYPE_BF16;
+    int is_float = gd == LOOM_DTYPE_F32 || gd == LOOM_DTYPE_F16 || gd == LOOM_DTYPE_BF16 ||
+                   gd == LOOM_DTYPE_F64;
     for (size_t i = 0; i < count; i++) {
         if (is_float) {
             double a = element(g, gd, i), b = element(e, gd, i);
