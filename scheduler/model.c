@@ -676,7 +676,12 @@ static loom_status create_spec(loom_model *m, const loom_tensor *const *inputs, 
     }
     if (st == LOOM_OK) {
         s->peak = loom_plan_peak_bytes(s->plan);
-        s->bytes = s->peak + s->copied;
+        /* What the specialisation holds: its intermediates, the constants it copied, and the
+         * plan itself (nodes, tensors, kernels' descriptors): a plan whose nodes were all fused
+         * away from intermediates still costs memory. */
+        const loom_plan *pl = s->plan;
+        s->bytes = s->peak + s->copied + sizeof *pl + pl->n_nodes * sizeof *pl->nodes +
+                   pl->n_tensors * sizeof *pl->tensors + pl->n_io * sizeof *pl->io;
         if (s->peak > m->memory_cap) {
             char in[512];
             describe_inputs(m, inputs, in, sizeof in);

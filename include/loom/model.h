@@ -30,8 +30,8 @@ typedef struct loom_model_options {
      * pins and cache_dir included; calibration inputs are not used (they have one shape). */
     const loom_plan_options *plan;
     /* Cache bounds: most specialisations kept (0: 16) and most bytes they may hold together,
-     * counting each one's intermediate memory (plan peak) and the constants folded for it
-     * (0: no byte bound). The least recently used one goes first. */
+     * counting each one's intermediate memory (plan peak), the constants folded for it and its
+     * plan's own tables (0: no byte bound). The least recently used one goes first. */
     size_t max_specialisations;
     size_t max_bytes;
     /* Largest memory one run may need: any tensor, or a specialisation's intermediates, bigger
