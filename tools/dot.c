@@ -296,6 +296,20 @@ int loom_dot_write(const char *path, const profile_view *view)
     for (size_t i = 0; i < view->n_nodes; i++)
         if (view->nodes[i].graph_node >= 0 && (size_t)view->nodes[i].graph_node < n_graph)
             plan_of[view->nodes[i].graph_node] = (long)i;
+    /* A graph node a pass absorbed (an activation or Add fused into the Conv/MatMul before it)
+     * has no plan node: it stands for the plan node of what feeds it, so the edges out of the
+     * fused node are drawn. Graph nodes come in order, so producers are mapped first. */
+    for (size_t j = 0; j < n_graph; j++) {
+        gv_node gn;
+        if (plan_of[j] >= 0 || !gv_node_get(view->graph, j, &gn))
+            continue;
+        for (size_t k = 0; k < gn.n_inputs && plan_of[j] < 0; k++) {
+            long prod = gn.inputs[k] == LOOM_NO_VALUE ? -1
+                                                      : gv_producer(view->graph, gn.inputs[k]);
+            if (prod >= 0 && (size_t)prod < j)
+                plan_of[j] = plan_of[prod];
+        }
+    }
     tool_out out;
     FILE *f = tool_out_open(&out, path);
     if (!f) {
