@@ -233,7 +233,7 @@ static void test_header_is_padded_to_64_bytes(void)
     CU_ASSERT_EQUAL_FATAL(loom_tensor_create(LOOM_DTYPE_I32, 3, d, &t), LOOM_OK);
     const char *p = tmp_path("padded.npy");
     CU_ASSERT_EQUAL_FATAL(loom_tensor_save_npy(p, t), LOOM_OK);
-    size_t n;
+    size_t n = 0;
     unsigned char *got = read_bytes(p, &n);
     CU_ASSERT_PTR_NOT_NULL_FATAL(got);
     CU_ASSERT_EQUAL(n % 64, 0); /* no data: the whole file is the header */

@@ -400,7 +400,7 @@ static loom_status gather_nd_run(const cpu_kernel *k, const loom_exec_args *args
     const size_t sb = (size_t)g->slice * p->esize;
     for (int64_t bt = 0; bt < g->batch; bt++)
         for (int64_t t = 0; t < g->tuples; t++) {
-            int64_t bad, bad_dim;
+            int64_t bad = 0, bad_dim = 0; /* set by nd_slice when it fails */
             const int64_t s = nd_slice(g, ix + (bt * g->tuples + t) * g->last, &bad, &bad_dim);
             if (s < 0)
                 return cpu_fail(err, err_len, LOOM_ERR_INVALID_ARGUMENT,
@@ -435,7 +435,7 @@ static loom_status scatter_nd_run(const cpu_kernel *k, const loom_exec_args *arg
     memcpy(y, args->inputs[0], (size_t)loom_tensor_desc_numel(&k->out[0]) * p->esize);
     const size_t sb = (size_t)g->slice * p->esize;
     for (int64_t t = 0; t < g->tuples; t++) {
-        int64_t bad, bad_dim;
+        int64_t bad = 0, bad_dim = 0; /* set by nd_slice when it fails */
         const int64_t s = nd_slice(g, ix + t * g->last, &bad, &bad_dim);
         if (s < 0)
             return cpu_fail(err, err_len, LOOM_ERR_INVALID_ARGUMENT,
