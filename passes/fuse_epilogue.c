@@ -296,7 +296,8 @@ static int rewrite(void *user, graph_rebuild_ctx *rc, const graph_node *nd, loom
         loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory fusing node '%s'", head->name);
         return -1;
     }
-    memcpy(attrs, head->attrs.items, head->attrs.count * sizeof *attrs);
+    if (head->attrs.count) /* MatMul has none: memcpy from NULL is undefined even for 0 bytes */
+        memcpy(attrs, head->attrs.items, head->attrs.count * sizeof *attrs);
     size_t na = head->attrs.count;
     attrs[na++] = loom_attr_string("activation", c->act);
     attrs[na++] = loom_attr_float("activation_alpha", c->alpha);
