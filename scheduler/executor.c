@@ -123,14 +123,20 @@ typedef struct plan_completion {
     char msg[512];
 } plan_completion;
 
+/* Runs on the backend's thread. The store happens under the waiter's mutex, and the waiter takes
+ * that mutex once after it sees the store (submit_and_wait), so this thread is done with the
+ * worker (and CP, on the waiter's stack) before the waiter can return, finish the run and let
+ * the plan be destroyed. */
 static void completion_done(void *token, loom_status status, const char *message)
 {
     plan_completion *cp = token;
     cp->status = status;
     snprintf(cp->msg, sizeof cp->msg, "%s", message ? message : "");
-    plan_worker *w = cp->waiter; /* read before the store: CP may be gone right after it */
+    plan_worker *w = cp->waiter;
+    pthread_mutex_lock(&w->m);
     atomic_store(&cp->pending, 0);
-    wake(w);
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->m);
 }
 
 /* Run node P through the backend's submit() and wait for its completion; the worker sleeps on
@@ -147,6 +153,9 @@ static loom_status submit_and_wait(plan_ctx *c, plan_worker *self, const runtime
         return st;
     }
     wait_zero(self, &cp.pending);
+    /* The backend's thread may still be leaving completion_done: wait until it unlocks. */
+    pthread_mutex_lock(&self->m);
+    pthread_mutex_unlock(&self->m);
     if (cp.status != LOOM_OK)
         snprintf(err, err_len, "%s", cp.msg);
     return cp.status;
@@ -409,6 +418,8 @@ static void ctx_free(plan_ctx *c)
         return;
     loom_plan *plan = c->plan;
     if (c->workers) {
+        /* Every worker thread is joined before any worker's mutex goes: a worker finishing its
+         * last node wakes the caller's worker (slot 0) through that worker's mutex. */
         for (uint32_t s = 0; s < plan->n_devs; s++) {
             plan_worker *w = &c->workers[s];
             if (w->started) {
@@ -418,8 +429,10 @@ static void ctx_free(plan_ctx *c)
                 pthread_mutex_unlock(&w->m);
                 pthread_join(w->thread, NULL);
             }
-            pthread_mutex_destroy(&w->m);
-            pthread_cond_destroy(&w->cv);
+        }
+        for (uint32_t s = 0; s < plan->n_devs; s++) {
+            pthread_mutex_destroy(&c->workers[s].m);
+            pthread_cond_destroy(&c->workers[s].cv);
         }
     }
     if (c->arena)
