@@ -42,6 +42,13 @@ typedef struct plan_token {
     uint32_t node;
 } plan_token;
 
+/* The memory of one caller tensor of a run, for the overlap check (check_overlaps). */
+typedef struct run_span {
+    uintptr_t start, end;
+    uint32_t index;
+    uint8_t output; /* 0: input INDEX, 1: output INDEX */
+} run_span;
+
 struct plan_ctx {
     plan_ctx *next_free, *next_all;
     loom_plan *plan;
@@ -69,6 +76,12 @@ struct plan_ctx {
     char refail_msg[512];
     uint64_t t0;
     loom_node_timing *timeline; /* per node */
+    /* The overlap check of the caller's tensors: its scratch (inputs + outputs), and the data
+     * pointers of the last arguments that passed it (the plan fixes their sizes): a run with the
+     * same tensors, the usual case, compares pointers instead of sorting again. */
+    run_span *spans;
+    const void **checked;
+    int checked_ok;
 };
 
 static inline void relax(void)
@@ -457,6 +470,8 @@ static void ctx_free(plan_ctx *c)
     free(c->submitted);
     free(c->workers);
     free(c->timeline);
+    free(c->spans);
+    free(c->checked);
     free(c);
 }
 
@@ -498,9 +513,12 @@ static plan_ctx *ctx_create(loom_plan *plan, uint32_t *failed_device)
     c->submitted = calloc(nn + 1, sizeof *c->submitted);
     c->workers = calloc(plan->n_devs + 1, sizeof *c->workers);
     c->timeline = calloc(nn + 1, sizeof *c->timeline);
+    size_t n_args = (size_t)plan->n_inputs + plan->n_outputs;
+    c->spans = malloc((n_args + 1) * sizeof *c->spans);
+    c->checked = calloc(n_args + 1, sizeof *c->checked);
     if (!c->arena || !c->io_ptrs || !c->args || !c->patch || !c->pending ||
         !c->workers || !c->timeline || !c->tokens || !c->outstanding || !c->last_end ||
-        !c->submitted) {
+        !c->submitted || !c->spans || !c->checked) {
         ctx_free(c);
         return NULL;
     }
@@ -646,6 +664,9 @@ loom_status plan_contexts_prepare(loom_plan *plan, uint32_t *failed_device)
     return LOOM_OK;
 }
 
+static loom_status check_args_memory(plan_ctx *c, const loom_tensor *const *inputs,
+                                     loom_tensor *const *outputs);
+
 loom_status plan_execute(loom_plan *plan, const loom_tensor *const *inputs,
                        loom_tensor *const *outputs, loom_run_stats *stats)
 {
@@ -654,6 +675,11 @@ loom_status plan_execute(loom_plan *plan, const loom_tensor *const *inputs,
         return loom_set_error(LOOM_ERR_OUT_OF_MEMORY,
                               "run: cannot allocate %zu bytes of intermediate memory",
                               plan->peak_bytes);
+    loom_status arg_st = check_args_memory(c, inputs, outputs);
+    if (arg_st != LOOM_OK) {
+        ctx_release(plan, c);
+        return arg_st;
+    }
     for (uint32_t i = 0; i < c->n_patch; i++) {
         uint32_t pos = c->patch[i];
         const plan_tensor *t = &plan->tensors[plan->io[pos]];
@@ -737,12 +763,6 @@ loom_status plan_execute(loom_plan *plan, const loom_tensor *const *inputs,
 /* ---- what loom_plan_run is handed: checked before anything runs ---------------------------- */
 
 /* A caller tensor's byte range, for the overlap check. */
-typedef struct run_span {
-    uintptr_t start, end;
-    uint32_t index;
-    uint8_t output; /* 0: input INDEX, 1: output INDEX */
-} run_span;
-
 static int cmp_span(const void *a, const void *b)
 {
     const run_span *x = a, *y = b;
@@ -759,15 +779,11 @@ static const char *span_name(const loom_plan *plan, const run_span *s)
  * or a last-writer-wins race. Inputs may share memory with each other (reads only). Sorted by
  * start, one sweep finds any overlap with an output: O(n log n), so many outputs stay cheap. */
 static loom_status check_overlaps(const loom_plan *plan, const loom_tensor *const *inputs,
-                                  loom_tensor *const *outputs)
+                                  loom_tensor *const *outputs, run_span *spans)
 {
     size_t n = (size_t)plan->n_inputs + plan->n_outputs, m = 0;
     if (plan->n_outputs == 0 || n < 2)
         return LOOM_OK;
-    run_span local[32];
-    run_span *spans = n <= 32 ? local : malloc(n * sizeof *spans);
-    if (!spans)
-        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "run: out of memory checking arguments");
     for (size_t i = 0; i < n; i++) {
         int out = i >= plan->n_inputs;
         uint32_t k = (uint32_t)(out ? i - plan->n_inputs : i);
@@ -798,8 +814,27 @@ static loom_status check_overlaps(const loom_plan *plan, const loom_tensor *cons
         if (!*far || s->end > (*far)->end)
             *far = s;
     }
-    if (spans != local)
-        free(spans);
+    return st;
+}
+
+/* The overlap check for this run's tensors in context C: skipped when they are the tensors of
+ * the last run that passed it (same data pointers; their sizes are the plan's). */
+static loom_status check_args_memory(plan_ctx *c, const loom_tensor *const *inputs,
+                                     loom_tensor *const *outputs)
+{
+    const loom_plan *plan = c->plan;
+    const size_t ni = plan->n_inputs, n = ni + plan->n_outputs;
+    if (c->checked_ok) {
+        size_t i = 0;
+        while (i < n && c->checked[i] == loom_tensor_data(i < ni ? inputs[i] : outputs[i - ni]))
+            i++;
+        if (i == n)
+            return LOOM_OK;
+    }
+    loom_status st = check_overlaps(plan, inputs, outputs, c->spans);
+    c->checked_ok = st == LOOM_OK;
+    for (size_t i = 0; i < n && c->checked_ok; i++)
+        c->checked[i] = loom_tensor_data(i < ni ? inputs[i] : outputs[i - ni]);
     return st;
 }
 
@@ -852,7 +887,7 @@ loom_status plan_check_run(const loom_plan *plan, const loom_tensor *const *inpu
             }
         }
     }
-    return check_overlaps(plan, inputs, outputs);
+    return LOOM_OK; /* the memory of the tensors is checked in plan_execute, per context */
 }
 
 /* ---- a plan's inputs and outputs, as the caller passes them --------------------------------- */
