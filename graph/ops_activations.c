@@ -32,37 +32,9 @@ static const char *const k_no_names[] = {NULL};
 
 static const loom_attr_kind k_no_kinds[] = {LOOM_ATTR_INT}; /* unused: no names */
 
-/* The cost of ops that do FLOPS work per output element. */
-static void cost_per_output(const loom_node_desc *node, loom_op_cost *cost, double flops)
-{
-    loom_ops_cost_io(node, cost);
-    cost->flops = flops * loom_ops_numel(&node->outputs[0]);
-}
-
-/* Y has X's dtype and shape; X's dtype must be in MASK. The caller has checked attributes. */
-static loom_status unary_shape(loom_infer_ctx *ctx, uint32_t mask)
-{
-    loom_status st;
-    if ((st = loom_ops_require(ctx, 0, "X")) != LOOM_OK ||
-        (st = loom_ops_check_dtype(ctx, 0, "X", mask)) != LOOM_OK)
-        return st;
-    const loom_tensor_desc *x = &ctx->inputs[0];
-    loom_ops_set_output(ctx, 0, x->dtype, x->rank, x->dims);
-    return LOOM_OK;
-}
-
-static loom_status unary_no_attrs(loom_infer_ctx *ctx, uint32_t mask)
-{
-    loom_status st;
-    if ((st = loom_infer_check_attrs(ctx, k_no_names, k_no_kinds)) != LOOM_OK ||
-        (st = unary_shape(ctx, mask)) != LOOM_OK)
-        return st;
-    return loom_ops_finish(ctx);
-}
-
 static loom_status infer_float_unary(loom_infer_ctx *ctx)
 {
-    return unary_no_attrs(ctx, LOOM_DTS_FLOAT);
+    return loom_ops_unary_no_attrs(ctx, LOOM_DTS_FLOAT);
 }
 
 static loom_status infer_leaky_relu(loom_infer_ctx *ctx)
@@ -71,7 +43,7 @@ static loom_status infer_leaky_relu(loom_infer_ctx *ctx)
     static const loom_attr_kind kinds[] = {LOOM_ATTR_FLOAT};
     loom_status st;
     if ((st = loom_infer_check_attrs(ctx, names, kinds)) != LOOM_OK ||
-        (st = unary_shape(ctx, LOOM_DTS_FLOAT)) != LOOM_OK)
+        (st = loom_ops_unary_shape(ctx, LOOM_DTS_FLOAT)) != LOOM_OK)
         return st;
     float alpha = loom_infer_get_float(ctx, "alpha", 0.01f);
     if ((st = loom_infer_set_float(ctx, "alpha", alpha)) != LOOM_OK)
@@ -86,7 +58,7 @@ static loom_status infer_gelu(loom_infer_ctx *ctx)
     static const loom_attr_kind kinds[] = {LOOM_ATTR_STRING};
     loom_status st;
     if ((st = loom_infer_check_attrs(ctx, names, kinds)) != LOOM_OK ||
-        (st = unary_shape(ctx, LOOM_DTS_FLOAT)) != LOOM_OK)
+        (st = loom_ops_unary_shape(ctx, LOOM_DTS_FLOAT)) != LOOM_OK)
         return st;
     const char *approx = loom_infer_get_string(ctx, "approximate", "none");
     if (strcmp(approx, "none") != 0 && strcmp(approx, "tanh") != 0)
@@ -101,20 +73,20 @@ static loom_status infer_gelu(loom_infer_ctx *ctx)
     return loom_ops_finish(ctx);
 }
 
-static void cost_one(const loom_node_desc *n, loom_op_cost *c) { cost_per_output(n, c, 1.0); }
+static void cost_one(const loom_node_desc *n, loom_op_cost *c) { loom_ops_cost_per_output(n, c, 1.0); }
 
-static void cost_two(const loom_node_desc *n, loom_op_cost *c) { cost_per_output(n, c, 2.0); }
+static void cost_two(const loom_node_desc *n, loom_op_cost *c) { loom_ops_cost_per_output(n, c, 2.0); }
 
 static void cost_transcendental(const loom_node_desc *n, loom_op_cost *c)
 {
-    cost_per_output(n, c, T);
+    loom_ops_cost_per_output(n, c, T);
 }
 
 /* 1 / (1 + exp(-x)): one exp, an add and a divide. */
-static void cost_sigmoid(const loom_node_desc *n, loom_op_cost *c) { cost_per_output(n, c, T + 2); }
+static void cost_sigmoid(const loom_node_desc *n, loom_op_cost *c) { loom_ops_cost_per_output(n, c, T + 2); }
 
 /* 0.5 x (1 + erf(x / sqrt 2)) or its tanh form: one transcendental and about five operations. */
-static void cost_gelu(const loom_node_desc *n, loom_op_cost *c) { cost_per_output(n, c, T + 5); }
+static void cost_gelu(const loom_node_desc *n, loom_op_cost *c) { loom_ops_cost_per_output(n, c, T + 5); }
 
 /* A float unary op whose float attributes NAMES (NULL-terminated) default to DEFAULTS. */
 static loom_status unary_float_attrs(loom_infer_ctx *ctx, const char *const *names,
@@ -123,7 +95,7 @@ static loom_status unary_float_attrs(loom_infer_ctx *ctx, const char *const *nam
     static const loom_attr_kind kinds[] = {LOOM_ATTR_FLOAT, LOOM_ATTR_FLOAT, LOOM_ATTR_FLOAT};
     loom_status st;
     if ((st = loom_infer_check_attrs(ctx, names, kinds)) != LOOM_OK ||
-        (st = unary_shape(ctx, LOOM_DTS_FLOAT)) != LOOM_OK)
+        (st = loom_ops_unary_shape(ctx, LOOM_DTS_FLOAT)) != LOOM_OK)
         return st;
     for (size_t k = 0; names[k]; k++) {
         float v = loom_infer_get_float(ctx, names[k], defaults[k]);
@@ -155,12 +127,12 @@ static loom_status infer_selu(loom_infer_ctx *ctx)
     return unary_float_attrs(ctx, names, defaults);
 }
 
-static void cost_four(const loom_node_desc *n, loom_op_cost *c) { cost_per_output(n, c, 4.0); }
+static void cost_four(const loom_node_desc *n, loom_op_cost *c) { loom_ops_cost_per_output(n, c, 4.0); }
 
 /* A transcendental plus a compare and a multiply or two. */
 static void cost_transcendental_plus(const loom_node_desc *n, loom_op_cost *c)
 {
-    cost_per_output(n, c, T + 3.0);
+    loom_ops_cost_per_output(n, c, T + 3.0);
 }
 
 static loom_status infer_softmax(loom_infer_ctx *ctx)

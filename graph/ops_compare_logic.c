@@ -20,40 +20,14 @@ static const loom_attr_kind k_no_kinds[] = {LOOM_ATTR_INT}; /* unused: no names 
 
 #define DTS_BOOL LOOM_DTS(LOOM_DTYPE_BOOL)
 
-static void cost_per_output(const loom_node_desc *node, loom_op_cost *cost, double flops)
-{
-    loom_ops_cost_io(node, cost);
-    cost->flops = flops * loom_ops_numel(&node->outputs[0]);
-}
-
 static const char *shape_str(const loom_tensor_desc *d, char *buf, size_t len)
 {
     return loom_dims_format(d->rank, d->dims, buf, len);
 }
 
-static loom_status unary_shape(loom_infer_ctx *ctx, uint32_t mask)
-{
-    loom_status st;
-    if ((st = loom_ops_require(ctx, 0, "X")) != LOOM_OK ||
-        (st = loom_ops_check_dtype(ctx, 0, "X", mask)) != LOOM_OK)
-        return st;
-    const loom_tensor_desc *x = &ctx->inputs[0];
-    loom_ops_set_output(ctx, 0, x->dtype, x->rank, x->dims);
-    return LOOM_OK;
-}
-
-static loom_status unary_no_attrs(loom_infer_ctx *ctx, uint32_t mask)
-{
-    loom_status st;
-    if ((st = loom_infer_check_attrs(ctx, k_no_names, k_no_kinds)) != LOOM_OK ||
-        (st = unary_shape(ctx, mask)) != LOOM_OK)
-        return st;
-    return loom_ops_finish(ctx);
-}
-
 static loom_status infer_not(loom_infer_ctx *ctx)
 {
-    return unary_no_attrs(ctx, DTS_BOOL);
+    return loom_ops_unary_no_attrs(ctx, DTS_BOOL);
 }
 
 /* Broadcast every input (all required, all of input 0's dtype, which must be in MASK) into
@@ -120,7 +94,7 @@ static loom_status infer_compare(loom_infer_ctx *ctx)
     return binary(ctx, LOOM_DTS_ARITH, LOOM_DTYPE_BOOL);
 }
 
-static void cost_one(const loom_node_desc *n, loom_op_cost *c) { cost_per_output(n, c, 1.0); }
+static void cost_one(const loom_node_desc *n, loom_op_cost *c) { loom_ops_cost_per_output(n, c, 1.0); }
 
 /* Broadcast inputs FIRST..N_INPUTS-1 (all required, all of input FIRST's dtype, which must be in
  * MASK) into *OUT. NAMES name the inputs in messages; NULL names them by position. */

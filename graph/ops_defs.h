@@ -265,4 +265,14 @@ double loom_ops_numel(const loom_tensor_desc *desc);
  * flops set to 0. Every op's cost starts here. */
 void loom_ops_cost_io(const loom_node_desc *node, loom_op_cost *cost);
 
+/* Cost of an op doing FLOPS work per output element (bytes from loom_ops_cost_io). */
+void loom_ops_cost_per_output(const loom_node_desc *node, loom_op_cost *cost, double flops);
+
+/* Output 0 takes input 0 ("X")'s dtype and shape; X's dtype must be in MASK. Attributes are the
+ * caller's to check. */
+loom_status loom_ops_unary_shape(loom_infer_ctx *ctx, uint32_t mask);
+
+/* A unary op without attributes: loom_ops_unary_shape, then loom_ops_finish. */
+loom_status loom_ops_unary_no_attrs(loom_infer_ctx *ctx, uint32_t mask);
+
 #endif /* LOOM_GRAPH_OPS_DEFS_H */

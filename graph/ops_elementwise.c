@@ -30,47 +30,19 @@ static const char *const k_no_names[] = {NULL};
 
 static const loom_attr_kind k_no_kinds[] = {LOOM_ATTR_INT}; /* unused: no names */
 
-/* The cost of ops that do FLOPS work per output element. */
-static void cost_per_output(const loom_node_desc *node, loom_op_cost *cost, double flops)
-{
-    loom_ops_cost_io(node, cost);
-    cost->flops = flops * loom_ops_numel(&node->outputs[0]);
-}
-
-/* Y has X's dtype and shape; X's dtype must be in MASK. The caller has checked attributes. */
-static loom_status unary_shape(loom_infer_ctx *ctx, uint32_t mask)
-{
-    loom_status st;
-    if ((st = loom_ops_require(ctx, 0, "X")) != LOOM_OK ||
-        (st = loom_ops_check_dtype(ctx, 0, "X", mask)) != LOOM_OK)
-        return st;
-    const loom_tensor_desc *x = &ctx->inputs[0];
-    loom_ops_set_output(ctx, 0, x->dtype, x->rank, x->dims);
-    return LOOM_OK;
-}
-
-static loom_status unary_no_attrs(loom_infer_ctx *ctx, uint32_t mask)
-{
-    loom_status st;
-    if ((st = loom_infer_check_attrs(ctx, k_no_names, k_no_kinds)) != LOOM_OK ||
-        (st = unary_shape(ctx, mask)) != LOOM_OK)
-        return st;
-    return loom_ops_finish(ctx);
-}
-
 static loom_status infer_float_unary(loom_infer_ctx *ctx)
 {
-    return unary_no_attrs(ctx, LOOM_DTS_FLOAT);
+    return loom_ops_unary_no_attrs(ctx, LOOM_DTS_FLOAT);
 }
 
 static loom_status infer_signed_unary(loom_infer_ctx *ctx)
 {
-    return unary_no_attrs(ctx, LOOM_DTS_SIGNED);
+    return loom_ops_unary_no_attrs(ctx, LOOM_DTS_SIGNED);
 }
 
 static loom_status infer_identity(loom_infer_ctx *ctx)
 {
-    return unary_no_attrs(ctx, LOOM_DTS_ALL);
+    return loom_ops_unary_no_attrs(ctx, LOOM_DTS_ALL);
 }
 
 static loom_status infer_cast(loom_infer_ctx *ctx)
@@ -177,7 +149,7 @@ static loom_status infer_clip(loom_infer_ctx *ctx)
     static const loom_attr_kind kinds[] = {LOOM_ATTR_FLOAT, LOOM_ATTR_FLOAT};
     loom_status st;
     if ((st = loom_infer_check_attrs(ctx, names, kinds)) != LOOM_OK ||
-        (st = unary_shape(ctx, LOOM_DTS_ARITH)) != LOOM_OK)
+        (st = loom_ops_unary_shape(ctx, LOOM_DTS_ARITH)) != LOOM_OK)
         return st;
     float bound[2] = {loom_infer_get_float(ctx, "min", -INFINITY),
                       loom_infer_get_float(ctx, "max", INFINITY)};
@@ -204,21 +176,21 @@ static loom_status infer_clip(loom_infer_ctx *ctx)
     return loom_ops_finish(ctx);
 }
 
-static void cost_copy(const loom_node_desc *n, loom_op_cost *c) { cost_per_output(n, c, 0.0); }
+static void cost_copy(const loom_node_desc *n, loom_op_cost *c) { loom_ops_cost_per_output(n, c, 0.0); }
 
-static void cost_one(const loom_node_desc *n, loom_op_cost *c) { cost_per_output(n, c, 1.0); }
+static void cost_one(const loom_node_desc *n, loom_op_cost *c) { loom_ops_cost_per_output(n, c, 1.0); }
 
-static void cost_two(const loom_node_desc *n, loom_op_cost *c) { cost_per_output(n, c, 2.0); }
+static void cost_two(const loom_node_desc *n, loom_op_cost *c) { loom_ops_cost_per_output(n, c, 2.0); }
 
 static void cost_transcendental(const loom_node_desc *n, loom_op_cost *c)
 {
-    cost_per_output(n, c, T);
+    loom_ops_cost_per_output(n, c, T);
 }
 
 /* N inputs take N - 1 comparisons per output element. */
 static void cost_variadic(const loom_node_desc *n, loom_op_cost *c)
 {
-    cost_per_output(n, c, n->n_inputs > 1 ? (double)(n->n_inputs - 1) : 0.0);
+    loom_ops_cost_per_output(n, c, n->n_inputs > 1 ? (double)(n->n_inputs - 1) : 0.0);
 }
 
 #define DTS_BOOL LOOM_DTS(LOOM_DTYPE_BOOL)
@@ -230,7 +202,7 @@ static const char *shape_str(const loom_tensor_desc *d, char *buf, size_t len)
 
 static loom_status infer_sign(loom_infer_ctx *ctx)
 {
-    return unary_no_attrs(ctx, LOOM_DTS_ARITH);
+    return loom_ops_unary_no_attrs(ctx, LOOM_DTS_ARITH);
 }
 
 /* Broadcast every input (all required, all of input 0's dtype, which must be in MASK) into
@@ -288,7 +260,7 @@ static loom_status infer_dropout(loom_infer_ctx *ctx)
     static const loom_attr_kind kinds[] = {LOOM_ATTR_INT};
     loom_status st;
     if ((st = loom_infer_check_attrs(ctx, names, kinds)) != LOOM_OK ||
-        (st = unary_shape(ctx, LOOM_DTS_FLOAT)) != LOOM_OK)
+        (st = loom_ops_unary_shape(ctx, LOOM_DTS_FLOAT)) != LOOM_OK)
         return st;
     if (loom_ops_has(ctx, 1)) {
         const loom_tensor_desc *r = &ctx->inputs[1];
@@ -330,12 +302,12 @@ static loom_status infer_dropout(loom_infer_ctx *ctx)
 /* N inputs take N - 1 additions per output element (Mean one more, the scaling). */
 static void cost_sum(const loom_node_desc *n, loom_op_cost *c)
 {
-    cost_per_output(n, c, n->n_inputs > 1 ? (double)(n->n_inputs - 1) : 0.0);
+    loom_ops_cost_per_output(n, c, n->n_inputs > 1 ? (double)(n->n_inputs - 1) : 0.0);
 }
 
 static void cost_mean(const loom_node_desc *n, loom_op_cost *c)
 {
-    cost_per_output(n, c, (double)n->n_inputs);
+    loom_ops_cost_per_output(n, c, (double)n->n_inputs);
 }
 
 /* ---- the definitions ------------------------------------------------------------------------ */

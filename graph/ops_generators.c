@@ -32,12 +32,6 @@ static const char *const k_no_names[] = {NULL};
 
 static const loom_attr_kind k_no_kinds[] = {LOOM_ATTR_INT}; /* unused: no names */
 
-static void cost_per_output(const loom_node_desc *node, loom_op_cost *cost, double flops)
-{
-    loom_ops_cost_io(node, cost);
-    cost->flops = flops * loom_ops_numel(&node->outputs[0]);
-}
-
 static const char *shape_str(const loom_tensor_desc *d, char *buf, size_t len)
 {
     return loom_dims_format(d->rank, d->dims, buf, len);
@@ -222,9 +216,9 @@ static void cost_shape(const loom_node_desc *n, loom_op_cost *c)
 }
 
 /* Outputs written, nothing read but the (tiny) shape-like inputs. */
-static void cost_fill(const loom_node_desc *n, loom_op_cost *c) { cost_per_output(n, c, 0.0); }
+static void cost_fill(const loom_node_desc *n, loom_op_cost *c) { loom_ops_cost_per_output(n, c, 0.0); }
 
-static void cost_range(const loom_node_desc *n, loom_op_cost *c) { cost_per_output(n, c, 2.0); }
+static void cost_range(const loom_node_desc *n, loom_op_cost *c) { loom_ops_cost_per_output(n, c, 2.0); }
 
 /* ---- the definitions ------------------------------------------------------------------------ */
 

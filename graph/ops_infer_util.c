@@ -261,3 +261,31 @@ void loom_ops_cost_io(const loom_node_desc *node, loom_op_cost *cost)
         cost->bytes_written +=
             loom_ops_numel(&node->outputs[i]) * (double)loom_dtype_size(node->outputs[i].dtype);
 }
+
+void loom_ops_cost_per_output(const loom_node_desc *node, loom_op_cost *cost, double flops)
+{
+    loom_ops_cost_io(node, cost);
+    cost->flops = flops * loom_ops_numel(&node->outputs[0]);
+}
+
+loom_status loom_ops_unary_shape(loom_infer_ctx *ctx, uint32_t mask)
+{
+    loom_status st;
+    if ((st = loom_ops_require(ctx, 0, "X")) != LOOM_OK ||
+        (st = loom_ops_check_dtype(ctx, 0, "X", mask)) != LOOM_OK)
+        return st;
+    const loom_tensor_desc *x = &ctx->inputs[0];
+    loom_ops_set_output(ctx, 0, x->dtype, x->rank, x->dims);
+    return LOOM_OK;
+}
+
+loom_status loom_ops_unary_no_attrs(loom_infer_ctx *ctx, uint32_t mask)
+{
+    static const char *const no_names[] = {NULL};
+    static const loom_attr_kind no_kinds[] = {LOOM_ATTR_INT}; /* unused: no names */
+    loom_status st;
+    if ((st = loom_infer_check_attrs(ctx, no_names, no_kinds)) != LOOM_OK ||
+        (st = loom_ops_unary_shape(ctx, mask)) != LOOM_OK)
+        return st;
+    return loom_ops_finish(ctx);
+}

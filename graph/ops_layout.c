@@ -552,13 +552,6 @@ static const char *const k_no_names[] = {NULL};
 
 static const loom_attr_kind k_no_kinds[] = {LOOM_ATTR_INT}; /* unused: no names */
 
-/* The cost of ops that do FLOPS work per output element. */
-static void cost_per_output(const loom_node_desc *node, loom_op_cost *cost, double flops)
-{
-    loom_ops_cost_io(node, cost);
-    cost->flops = flops * loom_ops_numel(&node->outputs[0]);
-}
-
 static loom_status infer_expand(loom_infer_ctx *ctx)
 {
     loom_status st;
@@ -589,7 +582,7 @@ static loom_status infer_expand(loom_infer_ctx *ctx)
     return loom_ops_finish(ctx);
 }
 
-static void cost_copy(const loom_node_desc *n, loom_op_cost *c) { cost_per_output(n, c, 0.0); }
+static void cost_copy(const loom_node_desc *n, loom_op_cost *c) { loom_ops_cost_per_output(n, c, 0.0); }
 
 #define INVALID LOOM_ERR_INVALID_ARGUMENT
 

@@ -46,12 +46,6 @@ static const loom_attr_kind k_no_kinds[] = {LOOM_ATTR_INT}; /* unused: no names 
 
 #define DTS_QUANT (LOOM_DTS(LOOM_DTYPE_U8) | LOOM_DTS(LOOM_DTYPE_I8))
 
-static void cost_per_output(const loom_node_desc *node, loom_op_cost *cost, double flops)
-{
-    loom_ops_cost_io(node, cost);
-    cost->flops = flops * loom_ops_numel(&node->outputs[0]);
-}
-
 static const char *shape_str(const loom_tensor_desc *d, char *buf, size_t len)
 {
     return loom_dims_format(d->rank, d->dims, buf, len);
@@ -547,9 +541,9 @@ static void cost_qlinear_conv(const loom_node_desc *node, loom_op_cost *cost)
     cost->flops = loom_ops_numel(&node->outputs[0]) * (2.0 * per_out + 5.0);
 }
 
-static void cost_three(const loom_node_desc *n, loom_op_cost *c) { cost_per_output(n, c, 3.0); }
+static void cost_three(const loom_node_desc *n, loom_op_cost *c) { loom_ops_cost_per_output(n, c, 3.0); }
 
-static void cost_four(const loom_node_desc *n, loom_op_cost *c) { cost_per_output(n, c, 4.0); }
+static void cost_four(const loom_node_desc *n, loom_op_cost *c) { loom_ops_cost_per_output(n, c, 4.0); }
 
 /* ---- the definitions ------------------------------------------------------------------------ */
 
