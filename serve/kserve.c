@@ -165,6 +165,17 @@ static int fill_error(fill *f, const char *what)
 }
 
 /* Write the leaves of V (a number, a boolean or nested arrays of them) into F, in order. */
+/* Scalars in V, nested arrays flattened (jansson bounds the nesting while parsing). */
+static size_t count_values(const json_t *v)
+{
+    if (!json_is_array(v))
+        return 1;
+    size_t n = 0;
+    for (size_t i = 0; i < json_array_size(v); i++)
+        n += count_values(json_array_get(v, i));
+    return n;
+}
+
 static int fill_values(fill *f, const json_t *v, int depth)
 {
     if (depth > LOOM_MAX_RANK + 1)
@@ -326,6 +337,13 @@ static int parse_input(const json_t *in, size_t idx, const loom_serve_tensor_inf
                        "bytes wanted, %zu left)", name, (long long)bsize, bin_len - *bin_used);
     } else if (numel > 0 && !json_is_array(data)) {
         return bad(err, err_len, "input '%s': 'data' is not an array", name);
+    } else {
+        /* Count before allocating: the shape may claim far more than the body holds (too many
+         * elements are reported by fill_values, which stops at the shape's count). */
+        size_t have = count_values(data);
+        if (have < numel)
+            return bad(err, err_len, "input '%s': %zu data elements, its shape holds %zu", name,
+                       have, numel);
     }
     loom_tensor *t;
     if (loom_tensor_create(dt, (uint32_t)rank, dims, &t) != LOOM_OK)
