@@ -13,8 +13,16 @@
  * Versions: 0.1 was the foundation's shape (synchronous execute on host-visible memory); 0.2
  * added precision, calibration, estimate() and asynchronous submit(); 0.3 adds device memory
  * the host cannot address (upload/download) and more device facts; 0.4 adds operator ids only
- * (MatMulInt8Dynamic): a 0.3 plugin never sees them unless it claims them. A host accepts any plugin of
- * its major version, older minors included.
+ * (MatMulInt8Dynamic): a 0.3 plugin never sees them unless it claims them.
+ *
+ * 1.0 is the first stable version: semantic versioning from here on (a 1.y host loads every
+ * 1.x plugin, older minors included; new minors only append). It appends subgraph claims and
+ * their compilation (claim, prepare_subgraph), the 1.0 submission with a message buffer
+ * (enqueue), events between queues, asynchronous and peer copies, pinned host staging
+ * buffers, a free-memory query, and per-plugin options. A 1.x host still loads 0.x plugins
+ * through an adapter: their tables are prefixes of the 1.0 table (they only ever grew at the
+ * end), so the host treats every slot past their struct_size as absent. Plugins of any other
+ * major version are refused with a message naming both versions.
  */
 #ifndef LOOM_BACKEND_H
 #define LOOM_BACKEND_H
@@ -26,16 +34,22 @@
 extern "C" {
 #endif
 
-#define LOOM_ABI_VERSION_MAJOR 0u
-#define LOOM_ABI_VERSION_MINOR 4u
+#define LOOM_ABI_VERSION_MAJOR 1u
+#define LOOM_ABI_VERSION_MINOR 0u
 /* Packed as (major << 16) | minor in every abi_version field. */
 #define LOOM_ABI_VERSION ((LOOM_ABI_VERSION_MAJOR << 16) | LOOM_ABI_VERSION_MINOR)
+/* The last 0.x version, which a 1.x host offers (as HOST_ABI_VERSION of loom_backend_query) to
+ * a plugin that refused the 1.x version: a 0.x plugin accepts it and is run through the
+ * adapter. A plugin built for 1.x never needs it. */
+#define LOOM_ABI_VERSION_0_COMPAT ((0u << 16) | 4u)
 
 /* Largest tensor rank Loom handles. */
 #define LOOM_MAX_RANK 8
 
 /* Every fallible call returns one of these; loom_last_error() (loom/graph.h) adds the details.
- * Part of the ABI: append-only. */
+ * Part of the ABI: append-only. A backend that returns a value outside this enum is a bug in the
+ * backend: the host turns it into LOOM_ERR_DEVICE_LOST and keeps the plugin's number in the
+ * message ("returned status 77, not a loom_status"). */
 typedef enum loom_status {
     LOOM_OK = 0,
     LOOM_ERR_INVALID_ARGUMENT = 1, /* the caller passed something malformed */
@@ -361,6 +375,66 @@ typedef struct loom_exec_args {
     void *scratch;              /* scratch_bytes from prepare, 64-byte aligned, or NULL */
 } loom_exec_args;
 
+/* ---- ABI 1.0: subgraphs ---- */
+
+/* A set of nodes with the values that connect them: the whole graph a backend is offered for
+ * claims (claim), or one claimed subgraph to compile (prepare_subgraph).
+ *
+ * Values are numbered: [0, n_inputs) are the set's inputs (tensors that come from outside it:
+ * graph inputs, constants, outputs of nodes outside the set), then the outputs of the nodes in
+ * order: node k's output j is value n_inputs + (outputs of nodes 0..k-1) + j. NODE_INPUTS[k][j]
+ * is the value that node k reads as its input j, or -1 for an absent optional input. Nodes are
+ * in a topological order (every node comes after the producers of its inputs).
+ *
+ * OUTPUTS lists the values the set must produce for the outside world (graph outputs and values
+ * read by nodes outside the set), as value ids in OUTPUT_VALUES; for a compiled subgraph, the
+ * kernel's loom_exec_args.outputs are these, in this order, and its inputs are the set's inputs
+ * in value order. Every other value is internal: a compiled kernel may keep it in registers or
+ * never materialise it. Everything is borrowed from the host for the duration of the call. */
+typedef struct loom_subgraph_desc {
+    uint32_t abi_version;
+    uint32_t struct_size;
+    const char *name;                   /* for messages: "claim 3 of npu:0 (Gemm+Add+Relu)" */
+    uint32_t n_nodes;
+    const loom_node_desc *nodes;        /* topological order */
+    const int32_t *const *node_inputs;  /* per node: its n_inputs value ids (-1: absent) */
+    uint32_t n_inputs;
+    const loom_tensor_desc *inputs;     /* the set's inputs, in value order */
+    const void *const *input_constants; /* per input: its data when a constant, else NULL */
+    uint32_t n_outputs;
+    const loom_tensor_desc *outputs;    /* the values the set produces for the outside */
+    const uint32_t *output_values;      /* their value ids */
+} loom_subgraph_desc;
+
+/* One claim: NODE_COUNT node indices (into the offered loom_subgraph_desc) at FIRST_NODE of the
+ * index array claim() fills, which the backend wants to compile into one kernel. The nodes must
+ * be connected and convex (no path leaves the set and comes back into it), each supported alone
+ * or not, and claims of one call must not overlap; the host drops (with a message naming the
+ * claim) any claim that breaks these rules. ESTIMATE_S is the backend's estimate of the whole
+ * unit's time in seconds, negative when it has none (the host then sums its node estimates). */
+typedef struct loom_claim {
+    uint32_t first_node;
+    uint32_t node_count;
+    double estimate_s;
+    char label[64];   /* "Gemm+Add+Relu" for profiles and explanations; "" lets the host make it */
+} loom_claim;
+
+/* ---- ABI 1.0: options ---- */
+
+/* One option a backend accepts, declared in its table (loom_backend.options), listed by
+ * `loom devices --json` and set by the user as BACKEND:KEY=VALUE (loom_runtime_options.
+ * backend_options, `--backend-option`). Strings are the plugin's, valid until its shutdown. */
+typedef struct loom_backend_option {
+    const char *key;           /* "profile" */
+    const char *help;          /* one line: "JSON file with the simulated device's facts" */
+    const char *default_value; /* as text, "" when none */
+} loom_backend_option;
+
+/* Completion callback of asynchronous work (enqueue, upload_async, download_async): called
+ * exactly once, from any thread, with the outcome; MESSAGE may be NULL on success and is only
+ * valid during the call. */
+typedef void (*loom_done_fn)(void *token, loom_status status, const char *message);
+
 /* The table a backend exposes; ctx is the backend's own state. The host calls functions of one
  * device from one thread at a time except where noted, and except for the copies of ABI 0.3:
  * upload and download run on transfer threads of their own, so they may be called concurrently
@@ -443,6 +517,84 @@ typedef struct loom_backend {
      * is not host-visible. Thread-safe, like upload. */
     loom_status (*download)(void *ctx, uint32_t dev, void *dst, const void *src, size_t bytes,
                             char *err, size_t err_len);
+
+    /* ---- ABI 1.0: subgraph claims and their compilation ---- */
+    /* Offered GRAPH (every node some device of the plan may run, after Loom's passes), say which
+     * connected subgraphs DEV wants to run as single compiled kernels: write up to MAX_CLAIMS
+     * claims into CLAIMS and their node indices into NODES (MAX_NODES entries); return how many
+     * claims were written (0: none). Placement treats each claim as one unit with its estimate,
+     * but may still split it when other devices are predicted faster for part of it; the plan's
+     * explanation says which it did and why. Optional (NULL: node by node only). Pure and
+     * thread-safe, like supports(). */
+    uint32_t (*claim)(void *ctx, uint32_t dev, const loom_subgraph_desc *graph, uint32_t *nodes,
+                      uint32_t max_nodes, loom_claim *claims, uint32_t max_claims);
+    /* Compile claimed subgraph SG for DEV into one kernel, as prepare() does for a node: the
+     * kernel runs with execute()/enqueue()/submit() and is freed with release_kernel(); its
+     * loom_exec_args hold SG's inputs and outputs (see loom_subgraph_desc). On failure writes a
+     * message into ERR; the host then runs the nodes one by one. Required when claim is given. */
+    loom_status (*prepare_subgraph)(void *ctx, uint32_t dev, const loom_subgraph_desc *sg,
+                                    void **kernel, size_t *scratch_bytes, char *err,
+                                    size_t err_len);
+
+    /* ---- ABI 1.0: submission with a message ---- */
+    /* submit() with a message buffer for a refusal: when it returns an error nothing was
+     * enqueued, DONE will not be called, and ERR says why. Preferred over submit() when both
+     * are given. Optional. */
+    loom_status (*enqueue)(void *ctx, uint32_t dev, void *kernel, const loom_exec_args *args,
+                           loom_done_fn done, void *token, char *err, size_t err_len);
+
+    /* ---- ABI 1.0: events (device-to-device dependencies) ---- */
+    /* Events let one queue wait for another without waking the host. Requires an in-order
+     * device with enqueue or submit. event_create makes an event usable on every device of this
+     * backend (*EVENT is the backend's handle); event_record marks the point after everything
+     * submitted to DEV so far; event_wait makes everything submitted to DEV afterwards wait
+     * until the event's point is reached (the event may have been recorded on another device of
+     * this backend, or by upload_async); event_destroy frees it (nothing may still wait on it).
+     * A recorded event can be recorded again for the next run once its waiters completed.
+     * Optional, all four or none; the host falls back to waking itself up. */
+    loom_status (*event_create)(void *ctx, uint32_t dev, void **event, char *err, size_t err_len);
+    loom_status (*event_record)(void *ctx, uint32_t dev, void *event, char *err, size_t err_len);
+    loom_status (*event_wait)(void *ctx, uint32_t dev, void *event, char *err, size_t err_len);
+    void (*event_destroy)(void *ctx, void *event);
+
+    /* ---- ABI 1.0: memory ---- */
+    /* upload()/download() without waiting: start the copy and return; DONE(TOKEN, ...) follows
+     * once the data has arrived (download: is in DST; upload: every kernel submitted to DEV
+     * afterwards sees it, and SRC may be reused). EVENT, when not NULL, is recorded at the copy's
+     * completion point for event_wait. Returning an error means nothing started and DONE will
+     * not be called. Optional (the host calls upload()/download() on a transfer thread). */
+    loom_status (*upload_async)(void *ctx, uint32_t dev, void *dst, const void *src, size_t bytes,
+                                void *event, loom_done_fn done, void *token, char *err,
+                                size_t err_len);
+    loom_status (*download_async)(void *ctx, uint32_t dev, void *dst, const void *src,
+                                  size_t bytes, void *event, loom_done_fn done, void *token,
+                                  char *err, size_t err_len);
+    /* Whether DEV_SRC's memory can be copied straight to DEV_DST (two devices of this backend),
+     * and the copy itself, synchronous like download(). Optional, both or none: the host stages
+     * device-to-device copies through host memory otherwise. */
+    int (*can_copy_peer)(void *ctx, uint32_t dev_dst, uint32_t dev_src);
+    loom_status (*copy_peer)(void *ctx, uint32_t dev_dst, void *dst, uint32_t dev_src,
+                             const void *src, size_t bytes, char *err, size_t err_len);
+    /* Pinned (page-locked, DMA-able) host memory for staging DEV's transfers: ordinary host
+     * memory the host reads and writes, from which upload/download run faster. Optional, both
+     * or none; NULL return means "use ordinary memory". */
+    void *(*alloc_host)(void *ctx, uint32_t dev, size_t size);
+    void (*free_host)(void *ctx, uint32_t dev, void *ptr, size_t size);
+    /* The device's memory now: *FREE_BYTES available to alloc(), *TOTAL_BYTES in all. The
+     * host's capacity check uses it instead of loom_device_info.memory_bytes. Optional. */
+    loom_status (*memory_info)(void *ctx, uint32_t dev, uint64_t *free_bytes,
+                               uint64_t *total_bytes);
+
+    /* ---- ABI 1.0: options ---- */
+    /* The options this backend accepts (N_OPTIONS entries; may be NULL when none). */
+    const loom_backend_option *options;
+    uint32_t n_options;
+    /* Apply option KEY (one of OPTIONS) = VALUE. The host calls it after loom_backend_query and
+     * before device_count, for each option the user gave for this backend; a refusal (an error
+     * and a message in ERR: a bad value, an unreadable file) refuses the backend with that
+     * message. Required when n_options > 0. */
+    loom_status (*set_option)(void *ctx, const char *key, const char *value, char *err,
+                              size_t err_len);
 } loom_backend;
 
 /* Severity of a message a backend sends to the host. */
@@ -459,14 +611,17 @@ typedef struct loom_host {
     uint32_t abi_version;
     uint32_t struct_size;
     void *host_ctx;
-    /* Report MESSAGE (copied by the host during the call) at LEVEL. Thread-safe. */
+    /* Report MESSAGE (copied by the host during the call) at LEVEL. Thread-safe. The host
+     * prefixes it with the plugin's backend name (or its file while loom_backend_query runs),
+     * at load time and at run time alike. */
     void (*log)(void *host_ctx, loom_log_level level, const char *message);
 } loom_host;
 
 /* The one symbol a plugin exports:
  *     const loom_backend *loom_backend_query(uint32_t host_abi_version, const loom_host *host);
  * HOST_ABI_VERSION is the host's LOOM_ABI_VERSION (a plugin refuses, returning NULL, a host of
- * another major version); HOST offers callbacks (see loom_host). Returns the backend's table,
+ * another major version; a 1.x host then asks once more with LOOM_ABI_VERSION_0_COMPAT, so that a
+ * 0.x plugin loads through the adapter); HOST offers callbacks (see loom_host). Returns the backend's table,
  * owned by the plugin and valid until its shutdown, or NULL when it cannot run here (after
  * logging why through HOST). Each call makes a new, independent backend instance. */
 typedef const loom_backend *(*loom_backend_query_fn)(uint32_t host_abi_version,

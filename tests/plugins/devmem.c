@@ -255,9 +255,8 @@ loom_backend_query(uint32_t host_abi_version, const loom_host *host);
 const loom_backend *loom_backend_query(uint32_t host_abi_version, const loom_host *host)
 {
     (void)host;
-    if ((host_abi_version >> 16) != LOOM_ABI_VERSION_MAJOR ||
-        (host_abi_version & 0xffff) < 3)
-        return NULL; /* needs upload/download: ABI 0.3 */
+    if ((host_abi_version >> 16) != LOOM_ABI_VERSION_MAJOR)
+        return NULL; /* built for 1.x: any 1.y host has upload/download */
     dm_state *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
