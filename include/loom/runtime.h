@@ -40,6 +40,13 @@ typedef struct loom_runtime_options {
     size_t n_plugin_paths;
     /* Non-zero: load only PLUGIN_PATHS, not LOOM_BACKEND_PATH nor the installed folder. */
     int no_default_plugins;
+    /* Options for backends, N_BACKEND_OPTIONS strings "BACKEND:KEY=VALUE" (npu-sim:profile=
+     * edge.json), applied through the backend's set_option before its devices are listed
+     * (backend ABI 1.0, loom_backend.options). An option for a backend that is not loaded or
+     * does not declare KEY, a malformed string, or a value the backend refuses fails
+     * loom_runtime_create with LOOM_ERR_INVALID_ARGUMENT naming the option. */
+    const char *const *backend_options;
+    size_t n_backend_options;
 } loom_runtime_options;
 
 /* Find the devices of this machine and start their backends. OPTIONS may be NULL (defaults).
@@ -48,10 +55,23 @@ typedef struct loom_runtime_options {
  * plugin path) or a bad LOOM_CPU_THREADS, and LOOM_ERR_DEVICE_LOST when no device could start. */
 loom_status loom_runtime_create(const loom_runtime_options *options, loom_runtime **out);
 
-/* Messages from starting the runtime: plugins refused (with the file and the reason), devices
- * skipped. Strings owned by the runtime. A refused plugin never stops the others. */
+/* Messages of the runtime, oldest first: plugins refused (with the file and the reason),
+ * devices skipped, backends' own log lines (prefixed with the backend's name), nodes re-run on
+ * another device, devices set aside after repeated failures. They are kept in a bounded ring
+ * (LOOM_RUNTIME_MESSAGES_MAX): when it is full the oldest go, and the first message then says
+ * how many were dropped ("N messages dropped"). Strings owned by the runtime, valid until the
+ * next loom_runtime_messages_drain or until that many newer messages arrived. A refused plugin
+ * never stops the others. */
+#define LOOM_RUNTIME_MESSAGES_MAX 256
 size_t loom_runtime_message_count(const loom_runtime *runtime);
 const char *loom_runtime_message(const loom_runtime *runtime, size_t i);
+
+/* Hand every message now held to FN (with USER), oldest first (the "N messages dropped" line
+ * first when messages were lost), and empty the ring; returns how many FN got. FN may be NULL
+ * to discard them. Thread-safe against backends logging meanwhile; FN must not call back into
+ * the runtime's message functions. */
+size_t loom_runtime_messages_drain(loom_runtime *runtime,
+                                   void (*fn)(void *user, const char *message), void *user);
 
 /* Drop the caller's reference to RUNTIME. Each plan made from RUNTIME holds a reference of
  * its own, so plans stay valid (and runnable) after this call; the backends' threads stop and
@@ -257,7 +277,31 @@ typedef struct loom_run_stats {
     /* Nodes whose device failed and that were re-run on another device (never with a strict
      * plan); loom_runtime_message says which and why. */
     size_t fallback_count;
+    /* ---- appended (backend ABI 1.0) ---- */
+    /* The first FALLBACKS_CAPACITY of those re-runs, when FALLBACKS is non-NULL (the caller owns
+     * the array): which node, where it failed, the backend's status and message, where it
+     * re-ran. FALLBACKS_WRITTEN entries were written (at most the capacity). */
+    struct loom_fallback_info *fallbacks;
+    size_t fallbacks_capacity;
+    size_t fallbacks_written;
+    /* Transfers this run: copy steps of the plan that moved data (host<->device, and
+     * device<->device through peer copies). */
+    size_t copies;
+    size_t peer_copies;         /* of those, device-to-device without the host */
+    /* Cross-worker dependencies this run resolved by waking a host thread, and those the
+     * devices resolved themselves through backend events (no host wake-up). */
+    size_t host_wakeups;
+    size_t event_waits;
 } loom_run_stats;
+
+/* One node re-run on another device (loom_run_stats.fallbacks). */
+typedef struct loom_fallback_info {
+    uint32_t node;          /* index as in loom_plan_node_name */
+    uint32_t failed_device; /* runtime device indices, as in loom_runtime_device */
+    uint32_t ran_device;
+    loom_status status;     /* what the failing device's backend returned (mapped to the enum) */
+    char message[256];      /* the backend's message, "" when it gave none */
+} loom_fallback_info;
 
 /* Run PLAN once. INPUTS and OUTPUTS are the graph's, in declaration order; the caller owns
  * both and keeps them alive until the call returns. Thread-safe: one plan may run from several
