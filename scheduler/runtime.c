@@ -32,6 +32,19 @@ void runtime_message(loom_runtime *rt, const char *fmt, ...)
     pthread_mutex_unlock(&rt->msg_lock);
 }
 
+loom_status runtime_backend_status(const loom_backend *be, int status, char *msg, size_t msg_len)
+{
+    if (status >= LOOM_OK && status <= LOOM_ERR_INTERNAL)
+        return (loom_status)status;
+    if (msg && msg_len) {
+        char kept[512];
+        snprintf(kept, sizeof kept, "%s", msg);
+        snprintf(msg, msg_len, "backend '%s' returned status %d, not a loom_status%s%s",
+                 be && be->name ? be->name : "?", status, kept[0] ? ": " : "", kept);
+    }
+    return LOOM_ERR_DEVICE_LOST;
+}
+
 /* loom_host.log: what plugins say goes into the runtime's messages. */
 static void host_log(void *host_ctx, loom_log_level level, const char *message)
 {

@@ -48,6 +48,12 @@ struct loom_runtime {
 /* Register a started backend's devices. Takes ownership of BE (shut down on failure) and of
  * HANDLE (dlclosed on failure), which may be NULL. */
 loom_status runtime_add_backend(loom_runtime *rt, const loom_backend *be, void *handle);
+/* STATUS as BE returned it, made a loom_status: a value outside the enum (a plugin's bug)
+ * becomes LOOM_ERR_DEVICE_LOST, and MSG (MSG_LEN bytes, holding the backend's message, may be
+ * NULL) is rewritten to keep the plugin's number: "backend 'x' returned status 77, not a
+ * loom_status: <its message>". Every call site that receives a status from a backend passes it
+ * through this. */
+loom_status runtime_backend_status(const loom_backend *be, int status, char *msg, size_t msg_len);
 /* Append a message (formatted) to the runtime's list; thread-safe. */
 void runtime_message(loom_runtime *rt, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Load the plugins OPTIONS asks for (may be NULL), in the documented order. */
