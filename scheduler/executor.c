@@ -42,6 +42,15 @@ typedef struct plan_token {
     uint32_t node;
 } plan_token;
 
+/* What one worker slot counted this run (loom_run_stats): relaxed atomics, each mostly touched
+ * by its own slot's threads, on a cache line of its own. */
+typedef struct slot_counts {
+    atomic_size_t wakeups;     /* dependencies released across workers at completion */
+    atomic_size_t event_waits; /* dependencies the device waited for through an event */
+    atomic_size_t copies, peer_copies;
+    char pad[64 - 4 * sizeof(atomic_size_t)];
+} slot_counts;
+
 /* The memory of one caller tensor of a run, for the overlap check (check_overlaps). */
 typedef struct run_span {
     uintptr_t start, end;
@@ -62,6 +71,10 @@ struct plan_ctx {
     atomic_uint workers_left;
     atomic_int failed;
     atomic_size_t fallbacks;  /* nodes re-run on their fallback device this run */
+    /* What each re-run was (loom_run_stats.fallbacks): n_nodes entries, in the order they
+     * happened, allocated by the first failure of this context (the failure path) and kept. */
+    _Atomic(loom_fallback_info *) fb_log;
+    atomic_uchar *slot_failed; /* per device slot: a node failed on its device this run */
     loom_status fail_status;
     char fail_msg[640];
     int record;               /* timeline wanted this run */
@@ -82,6 +95,13 @@ struct plan_ctx {
     run_span *spans;
     const void **checked;
     int checked_ok;
+    /* Events (backend ABI 1.0): one per node that signals a successor device to device, made
+     * once with the context and recorded again each run; HAVE_EVENTS when all were made,
+     * EVENTS_ON for the current attempt (never while the run starts over safely). */
+    void **events;            /* per node, NULL when it signals none */
+    int have_events, events_on;
+    uint32_t *arena_host;     /* per slot: 1 + the device whose alloc_host gave the arena */
+    slot_counts *counts;      /* per slot */
 };
 
 static inline void relax(void)
@@ -118,13 +138,47 @@ static void wait_zero(plan_worker *w, atomic_uint *counter)
 
 static void record_failure(plan_ctx *c, const plan_node *n, loom_status st, const char *msg)
 {
+    const runtime_device *dev = &c->plan->rt->devices[n->device];
+    if (!n->fb_kernel && !n->is_copy) /* with a fallback, run_fallback marked it if tried */
+        atomic_store_explicit(&c->slot_failed[n->slot], 1, memory_order_relaxed);
     int expected = 0;
     if (atomic_compare_exchange_strong(&c->failed, &expected, 1)) {
         c->fail_status = st;
-        snprintf(c->fail_msg, sizeof c->fail_msg, "node '%s' (%s) on %s: %s", n->name,
-                 n->op_name, c->plan->rt->devices[n->device].id,
-                 msg[0] ? msg : loom_status_name(st));
+        int aside = !n->fb_kernel && !n->is_copy && atomic_load(&dev->health.until_ns);
+        snprintf(c->fail_msg, sizeof c->fail_msg, "node '%s' (%s) on %s: %s%s", n->name,
+                 n->op_name, dev->id, msg[0] ? msg : loom_status_name(st),
+                 aside ? " (the device is set aside after repeated failures, but this node has "
+                         "no fallback device)"
+                       : "");
     }
+}
+
+/* Node N (plan index P) failed on its device with ST and MSG (or was not tried there: the
+ * device is set aside), and re-runs on its fallback: count it, and keep what happened for the
+ * run's stats. The failure path: the record is allocated at the context's first failure. */
+static void note_fallback(plan_ctx *c, const plan_node *n, uint32_t p, loom_status st,
+                          const char *msg)
+{
+    size_t k = atomic_fetch_add(&c->fallbacks, 1);
+    uint32_t cap = c->plan->n_nodes;
+    loom_fallback_info *log = atomic_load_explicit(&c->fb_log, memory_order_acquire);
+    if (!log) {
+        loom_fallback_info *mine = calloc((size_t)cap + 1, sizeof *mine);
+        if (!mine)
+            return; /* counted, not described */
+        if (atomic_compare_exchange_strong(&c->fb_log, &log, mine))
+            log = mine;
+        else
+            free(mine); /* another worker's failure made it first: LOG is that one */
+    }
+    if (k >= cap)
+        return;
+    loom_fallback_info *f = &log[k];
+    f->node = p;
+    f->failed_device = n->device;
+    f->ran_device = n->fb_device;
+    f->status = st;
+    snprintf(f->message, sizeof f->message, "%s", msg);
 }
 
 /* What an asynchronous backend reports through done(): the host waits on PENDING like on a
@@ -160,18 +214,31 @@ static loom_status submit_and_wait(plan_ctx *c, plan_worker *self, const runtime
     const loom_backend *be = dev->backend;
     plan_completion cp = {.status = LOOM_OK, .waiter = self};
     atomic_init(&cp.pending, 1);
-    loom_status st = be->submit(be->ctx, dev->index, n->kernel, &c->args[p], completion_done, &cp);
-    if (st != LOOM_OK) {
-        snprintf(err, err_len, "submit failed");
-        return st;
+    /* ABI 1.0's enqueue() says why it refuses; an older plugin's submit() cannot. */
+    loom_status (*enqueue)(void *, uint32_t, void *, const loom_exec_args *, loom_done_fn, void *,
+                           char *, size_t) = RUNTIME_SLOT(be, enqueue);
+    err[0] = '\0';
+    loom_status st = enqueue ? enqueue(be->ctx, dev->index, n->kernel, &c->args[p],
+                                       completion_done, &cp, err, err_len)
+                             : be->submit(be->ctx, dev->index, n->kernel, &c->args[p],
+                                          completion_done, &cp);
+    if (st != LOOM_OK) { /* nothing was enqueued: done() will not be called */
+        int raw = (int)st;
+        if (!err[0] && raw >= LOOM_OK && raw <= LOOM_ERR_INTERNAL)
+            snprintf(err, err_len, "backend '%s' refused the submission (status %s)", be->name,
+                     loom_status_name(st));
+        else if (!err[0])
+            snprintf(err, err_len, "the submission was refused");
+        return runtime_backend_status(be, raw, err, err_len);
     }
     wait_zero(self, &cp.pending);
     /* The backend's thread may still be leaving completion_done: wait until it unlocks. */
     pthread_mutex_lock(&self->m);
     pthread_mutex_unlock(&self->m);
-    if (cp.status != LOOM_OK)
-        snprintf(err, err_len, "%s", cp.msg);
-    return cp.status;
+    if (cp.status == LOOM_OK)
+        return LOOM_OK;
+    snprintf(err, err_len, "%s", cp.msg);
+    return runtime_backend_status(be, (int)cp.status, err, err_len);
 }
 
 /* Run node P's fallback kernel on host copies of its data: its own device cannot be addressed
@@ -209,19 +276,26 @@ static loom_status run_fallback_staged(plan_ctx *c, const plan_node *n, uint32_t
             snprintf(err, err_len, "out of memory staging the fallback");
             st = LOOM_ERR_OUT_OF_MEMORY;
         } else if (k < n->n_in && pt->bytes) {
-            st = be->download(be->ctx, dev->index, host[k], dptr, pt->bytes, err, err_len);
+            st = runtime_backend_status(be, (int)be->download(be->ctx, dev->index, host[k], dptr,
+                                                              pt->bytes, err, err_len),
+                                        err, err_len);
         }
     }
     if (st == LOOM_OK) {
         loom_exec_args ha = {.struct_size = sizeof ha, .inputs = (const void *const *)host,
                              .outputs = host + n->n_in, .scratch = scratch};
-        st = to->backend->execute(to->backend->ctx, to->index, n->fb_kernel, &ha, err, err_len);
+        st = runtime_backend_status(to->backend,
+                                    (int)to->backend->execute(to->backend->ctx, to->index,
+                                                              n->fb_kernel, &ha, err, err_len),
+                                    err, err_len);
     }
     for (uint32_t k = 0; k < n->n_out && st == LOOM_OK; k++) {
         int32_t t = plan->io[n->io_first + n->n_in + k];
         if (t >= 0 && plan->tensors[t].bytes)
-            st = be->upload(be->ctx, dev->index, a->outputs[k], host[n->n_in + k],
-                            plan->tensors[t].bytes, err, err_len);
+            st = runtime_backend_status(be, (int)be->upload(be->ctx, dev->index, a->outputs[k],
+                                                            host[n->n_in + k],
+                                                            plan->tensors[t].bytes, err, err_len),
+                                        err, err_len);
     }
 done:
     for (uint32_t k = 0; host && k < nio; k++) {
@@ -234,22 +308,33 @@ done:
     return st;
 }
 
-/* A node failed on its device: say so, and run it on its fallback device instead. Outputs of
- * host-visible devices are host memory, so the other device writes them where the first one
- * would have; other devices' data is staged through the host. */
+/* A node failed on its device with ST (mapped to the enum) and the message in ERR: say so, and
+ * run it on its fallback device instead. TRIED 0: the device was not tried, being set aside
+ * (device_health.c), which the message at its trip said once. Outputs of host-visible devices
+ * are host memory, so the other device writes them where the first one would have; other
+ * devices' data is staged through the host. */
 static loom_status run_fallback(plan_ctx *c, const plan_node *n, uint32_t p, loom_status st,
-                                char *err, size_t err_len)
+                                int tried, char *err, size_t err_len)
 {
     const runtime_device *from = &c->plan->rt->devices[n->device];
     const runtime_device *to = &c->plan->rt->devices[n->fb_device];
-    runtime_message(c->plan->rt, "node '%s' (%s) failed on %s (%s: %s); re-ran on %s", n->name,
-               n->op_name, from->id, loom_status_name(st), err[0] ? err : "no message", to->id);
-    atomic_fetch_add(&c->fallbacks, 1);
+    if (tried) {
+        atomic_store_explicit(&c->slot_failed[n->slot], 1, memory_order_relaxed);
+        runtime_message(c->plan->rt, "node '%s' (%s) failed on %s (%s: %s); re-ran on %s",
+                        n->name, n->op_name, from->id, loom_status_name(st),
+                        err[0] ? err : "no message", to->id);
+    } else {
+        snprintf(err, err_len, "not tried: %s is set aside after repeated failures", from->id);
+    }
+    note_fallback(c, n, p, st, err);
     err[0] = '\0';
     if (!from->info.host_visible)
         return run_fallback_staged(c, n, p, err, err_len);
-    return to->backend->execute(to->backend->ctx, to->index, n->fb_kernel, &c->args[p], err,
-                                err_len);
+    return runtime_backend_status(to->backend,
+                                  (int)to->backend->execute(to->backend->ctx, to->index,
+                                                            n->fb_kernel, &c->args[p], err,
+                                                            err_len),
+                                  err, err_len);
 }
 
 /* Run copy node N: move its tensor between host memory and its device's. */
@@ -261,6 +346,14 @@ static loom_status run_copy(plan_ctx *c, const plan_node *n, uint32_t p, char *e
     size_t bytes = c->plan->tensors[c->plan->io[n->io_first]].bytes;
     if (!bytes)
         return LOOM_OK;
+    slot_counts *cnt = &c->counts[n->slot];
+    atomic_fetch_add_explicit(&cnt->copies, 1, memory_order_relaxed);
+    if (n->copy_dir == PLAN_COPY_PEER) {
+        const runtime_device *src = &c->plan->rt->devices[n->copy_src];
+        atomic_fetch_add_explicit(&cnt->peer_copies, 1, memory_order_relaxed);
+        return be->copy_peer(be->ctx, dev->index, a->outputs[0], src->index, a->inputs[0], bytes,
+                             err, err_len);
+    }
     loom_status (*fn)(void *, uint32_t, void *, const void *, size_t, char *, size_t) =
         n->copy_dir == PLAN_COPY_UPLOAD ? RUNTIME_SLOT(be, upload) : RUNTIME_SLOT(be, download);
     if (!fn) {
@@ -272,18 +365,91 @@ static loom_status run_copy(plan_ctx *c, const plan_node *n, uint32_t p, char *e
 }
 
 /* Node P is done (or skipped): release its successors that wait for it, and wake their
- * workers when they become ready. */
+ * workers when they become ready. Successors signalled by an event were released when P was
+ * submitted (release_event_successors). */
 static void release_successors(plan_ctx *c, const plan_node *n, uint32_t s)
 {
     const loom_plan *plan = c->plan;
+    size_t crossed = 0;
     for (uint32_t e = 0; e < n->n_succ; e++) {
         uint32_t q = plan->succ[n->succ_first + e];
         uint32_t qs = plan->nodes[q].slot;
         if (!c->safe && plan->devs[qs].pipelined && qs == s)
             continue; /* same in-order device: the queue orders them */
+        if (c->events_on && plan->succ_event[n->succ_first + e])
+            continue; /* released at submission: the device waits on the event */
+        crossed += qs != s;
         if (atomic_fetch_sub_explicit(&c->pending[q], 1, memory_order_acq_rel) == 1 && qs != s)
             wake(&c->workers[qs]);
     }
+    if (crossed)
+        atomic_fetch_add_explicit(&c->counts[s].wakeups, crossed, memory_order_relaxed);
+}
+
+/* Node P was submitted and its event recorded after it (or it was skipped): release the
+ * successors that wait for it on their device through that event; their workers only submit
+ * (after event_wait), so the host never waits for P's completion on their behalf. */
+static void release_event_successors(plan_ctx *c, const plan_node *n)
+{
+    const loom_plan *plan = c->plan;
+    for (uint32_t e = 0; e < n->n_succ; e++) {
+        if (!plan->succ_event[n->succ_first + e])
+            continue;
+        uint32_t q = plan->succ[n->succ_first + e];
+        if (atomic_fetch_sub_explicit(&c->pending[q], 1, memory_order_acq_rel) == 1)
+            wake(&c->workers[plan->nodes[q].slot]);
+    }
+}
+
+/* A node that does not run (the run failed): release every successor. */
+static void release_skipped(plan_ctx *c, const plan_node *n, uint32_t s)
+{
+    release_successors(c, n, s);
+    if (c->events_on && n->n_evsucc)
+        release_event_successors(c, n);
+}
+
+/* Make DEV's queue wait for the events of node N's event predecessors. */
+static loom_status wait_events(plan_ctx *c, const runtime_device *dev, const plan_node *n,
+                               char *err, size_t err_len)
+{
+    const loom_backend *be = dev->backend;
+    for (uint32_t k = 0; k < n->n_evpred; k++) {
+        uint32_t pp = c->plan->evpred[n->evpred_first + k];
+        loom_status st = be->event_wait(be->ctx, dev->index, c->events[pp], err, err_len);
+        if (st != LOOM_OK)
+            return runtime_backend_status(be, st, err, err_len);
+    }
+    atomic_fetch_add_explicit(&c->counts[n->slot].event_waits, n->n_evpred, memory_order_relaxed);
+    return LOOM_OK;
+}
+
+/* One of slot S's submitted nodes completed (any thread). Lock-free unless it may be the last:
+ * that one is counted under the worker's mutex, and the worker takes the mutex once after it
+ * sees zero (wait_outstanding), so this thread is done with the context before the run can end
+ * and the context be freed. */
+static void finish_outstanding(plan_ctx *c, uint32_t s)
+{
+    atomic_uint *o = &c->outstanding[s];
+    unsigned v = atomic_load_explicit(o, memory_order_relaxed);
+    while (v > 1)
+        if (atomic_compare_exchange_weak_explicit(o, &v, v - 1, memory_order_acq_rel,
+                                                  memory_order_relaxed))
+            return;
+    plan_worker *w = &c->workers[s];
+    pthread_mutex_lock(&w->m);
+    if (atomic_fetch_sub_explicit(o, 1, memory_order_acq_rel) == 1)
+        pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->m);
+}
+
+/* Wait until every node slot S submitted has completed (see finish_outstanding). */
+static void wait_outstanding(plan_ctx *c, uint32_t s)
+{
+    plan_worker *self = &c->workers[s];
+    wait_zero(self, &c->outstanding[s]);
+    pthread_mutex_lock(&self->m);
+    pthread_mutex_unlock(&self->m);
 }
 
 /* Completion of a node a pipelined worker submitted (any thread). */
@@ -295,13 +461,19 @@ static void pipe_done(void *token, loom_status status, const char *message)
     const plan_node *n = &plan->nodes[tk->node];
     uint32_t s = n->slot;
     if (status != LOOM_OK) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", message ? message : "");
+        status = runtime_backend_status(plan->rt->devices[n->device].backend, (int)status, msg,
+                                        sizeof msg);
+        if (!n->is_copy)
+            atomic_store_explicit(&c->slot_failed[s], 1, memory_order_relaxed);
         int none = -1;
         if (atomic_compare_exchange_strong(&c->pipe_fail_node, &none, (int)tk->node)) {
             c->refail_status = status;
-            snprintf(c->refail_msg, sizeof c->refail_msg, "%s", message ? message : "");
+            snprintf(c->refail_msg, sizeof c->refail_msg, "%s", msg);
         }
         atomic_store(&c->pipe_failed, 1);
-        record_failure(c, n, status, message ? message : "");
+        record_failure(c, n, status, msg);
     }
     if (c->record) {
         /* In order: it started when it was submitted or when the previous one ended. */
@@ -310,13 +482,12 @@ static void pipe_done(void *token, loom_status status, const char *message)
         loom_node_timing *t = &c->timeline[tk->node];
         t->node = tk->node;
         t->device = n->device;
-        t->start_ns = prev > start && prev < end ? prev : start;
+        /* Asynchronous copies overlap each other: each started when it was started. */
+        t->start_ns = !n->is_copy && prev > start && prev < end ? prev : start;
         t->end_ns = end;
     }
     release_successors(c, n, s);
-    plan_worker *self = &c->workers[s]; /* read before the store: the run may end right after */
-    if (atomic_fetch_sub_explicit(&c->outstanding[s], 1, memory_order_acq_rel) == 1)
-        wake(self);
+    finish_outstanding(c, s);
 }
 
 /* A pipelined worker: submit each node of slot S once its predecessors on other workers are
@@ -328,23 +499,95 @@ static void run_pipelined(plan_ctx *c, uint32_t s)
     const runtime_device *dev = &plan->rt->devices[u->device];
     const loom_backend *be = dev->backend;
     plan_worker *self = &c->workers[s];
+    loom_status (*enqueue)(void *, uint32_t, void *, const loom_exec_args *, loom_done_fn,
+                           void *, char *, size_t) = RUNTIME_SLOT(be, enqueue);
+    char err[512];
     for (uint32_t i = 0; i < u->n_order; i++) {
         uint32_t p = u->order[i];
         const plan_node *n = &plan->nodes[p];
         wait_zero(self, &c->pending[p]);
         if (atomic_load_explicit(&c->failed, memory_order_relaxed)) {
-            release_successors(c, n, s);
+            release_skipped(c, n, s);
             continue;
         }
         if (c->record)
             c->submitted[p] = loom_now_ns() - c->t0;
         atomic_fetch_add_explicit(&c->outstanding[s], 1, memory_order_relaxed);
-        loom_status st = be->submit(be->ctx, dev->index, n->kernel, &c->args[p], pipe_done,
-                                    &c->tokens[p]);
+        err[0] = '\0';
+        loom_status st = LOOM_OK;
+        if (c->events_on && n->n_evpred)
+            st = wait_events(c, dev, n, err, sizeof err);
+        if (st == LOOM_OK) {
+            st = enqueue ? enqueue(be->ctx, dev->index, n->kernel, &c->args[p], pipe_done,
+                                   &c->tokens[p], err, sizeof err)
+                         : be->submit(be->ctx, dev->index, n->kernel, &c->args[p], pipe_done,
+                                      &c->tokens[p]);
+            if (st != LOOM_OK)
+                st = runtime_backend_status(be, st, err, sizeof err);
+        }
         if (st != LOOM_OK) /* nothing was enqueued: complete it here, as failed */
-            pipe_done(&c->tokens[p], st, "submit failed");
+            pipe_done(&c->tokens[p], st, err[0] ? err : "submit failed");
+        if (c->events_on && n->n_evsucc) {
+            if (st == LOOM_OK) {
+                st = be->event_record(be->ctx, dev->index, c->events[p], err, sizeof err);
+                if (st != LOOM_OK) {
+                    st = runtime_backend_status(be, st, err, sizeof err);
+                    record_failure(c, n, st, err[0] ? err : "event_record failed");
+                }
+            }
+            release_event_successors(c, n);
+        }
     }
-    wait_zero(self, &c->outstanding[s]);
+    wait_outstanding(c, s);
+}
+
+/* A transfer worker of a backend with upload_async/download_async: start each copy once its
+ * predecessors are done and let the backend say when it has finished (pipe_done); an upload
+ * that a device queue waits for records that queue's event. Then wait for every completion. */
+static void run_transfers_async(plan_ctx *c, uint32_t s)
+{
+    loom_plan *plan = c->plan;
+    const plan_device_use *u = &plan->devs[s];
+    const runtime_device *dev = &plan->rt->devices[u->device];
+    const loom_backend *be = dev->backend;
+    plan_worker *self = &c->workers[s];
+    slot_counts *cnt = &c->counts[s];
+    char err[512];
+    for (uint32_t i = 0; i < u->n_order; i++) {
+        uint32_t p = u->order[i];
+        const plan_node *n = &plan->nodes[p];
+        wait_zero(self, &c->pending[p]);
+        if (atomic_load_explicit(&c->failed, memory_order_relaxed)) {
+            release_skipped(c, n, s);
+            continue;
+        }
+        const loom_exec_args *a = &c->args[p];
+        size_t bytes = plan->tensors[plan->io[n->io_first]].bytes;
+        void *event = c->events_on && n->n_evsucc ? c->events[p] : NULL;
+        if (c->record)
+            c->submitted[p] = loom_now_ns() - c->t0;
+        atomic_fetch_add_explicit(&c->outstanding[s], 1, memory_order_relaxed);
+        err[0] = '\0';
+        loom_status st = LOOM_OK;
+        if (!bytes) {
+            pipe_done(&c->tokens[p], LOOM_OK, NULL); /* nothing to move (no event: plan.c) */
+            continue;
+        }
+        atomic_fetch_add_explicit(&cnt->copies, 1, memory_order_relaxed);
+        if (n->copy_dir == PLAN_COPY_UPLOAD)
+            st = be->upload_async(be->ctx, dev->index, a->outputs[0], a->inputs[0], bytes, event,
+                                  pipe_done, &c->tokens[p], err, sizeof err);
+        else
+            st = be->download_async(be->ctx, dev->index, a->outputs[0], a->inputs[0], bytes,
+                                    event, pipe_done, &c->tokens[p], err, sizeof err);
+        if (st != LOOM_OK) {
+            st = runtime_backend_status(be, st, err, sizeof err);
+            pipe_done(&c->tokens[p], st, err[0] ? err : "asynchronous copy refused");
+        }
+        if (event)
+            release_event_successors(c, n);
+    }
+    wait_outstanding(c, s);
 }
 
 /* Run every node of device slot S in order. */
@@ -354,6 +597,10 @@ static void run_device(plan_ctx *c, uint32_t s)
         run_pipelined(c, s);
         return;
     }
+    if (c->plan->devs[s].async) {
+        run_transfers_async(c, s);
+        return;
+    }
     loom_plan *plan = c->plan;
     const plan_device_use *u = &plan->devs[s];
     const runtime_device *dev = &plan->rt->devices[u->device];
@@ -361,6 +608,7 @@ static void run_device(plan_ctx *c, uint32_t s)
     loom_status (*submit)(void *, uint32_t, void *, const loom_exec_args *,
                           void (*)(void *, loom_status, const char *), void *) =
         RUNTIME_SLOT(be, submit);
+    int async = submit || RUNTIME_SLOT(be, enqueue); /* submit_and_wait: enqueue or submit */
     plan_worker *self = &c->workers[s];
     int multi = plan->n_devs > 1;
     int record = c->record;
@@ -373,6 +621,7 @@ static void run_device(plan_ctx *c, uint32_t s)
         if (!atomic_load_explicit(&c->failed, memory_order_relaxed)) {
             uint64_t start = record ? loom_now_ns() : 0;
             uint32_t ran_on = n->device;
+            int tried = 1;
             err[0] = '\0';
             loom_status st;
             if (c->safe && (int)p == atomic_load(&c->pipe_fail_node) && n->fb_kernel) {
@@ -381,12 +630,17 @@ static void run_device(plan_ctx *c, uint32_t s)
                 snprintf(err, sizeof err, "%s", c->refail_msg);
             } else if (n->is_copy)
                 st = run_copy(c, n, p, err, sizeof err);
-            else if (submit)
+            else if (n->fb_kernel && device_set_aside(plan->rt, n->device)) {
+                st = LOOM_ERR_DEVICE_LOST; /* set aside (device_health.c): straight to fallback */
+                tried = 0;
+            } else if (async)
                 st = submit_and_wait(c, self, dev, n, p, err, sizeof err);
             else
                 st = be->execute(be->ctx, dev->index, n->kernel, &c->args[p], err, sizeof err);
+            if (st != LOOM_OK) /* a status outside the enum is the plugin's bug: device lost */
+                st = runtime_backend_status(be, (int)st, err, sizeof err);
             if (st != LOOM_OK && n->fb_kernel) {
-                st = run_fallback(c, n, p, st, err, sizeof err);
+                st = run_fallback(c, n, p, st, tried, err, sizeof err);
                 ran_on = n->fb_device;
             }
             if (st != LOOM_OK)
@@ -425,6 +679,58 @@ static void *worker_main(void *arg)
     }
 }
 
+/* Bytes of an arena block of BYTES: whole 64-byte lines. */
+static size_t arena_size(size_t bytes)
+{
+    return (bytes + 63) / 64 * 64;
+}
+
+/* Arena block of slot S from the pinned memory of the backend that stages its transfers
+ * (plan.c plan_staging), or NULL (then ordinary memory is used). */
+static void *alloc_staging(plan_ctx *c, uint32_t s)
+{
+    const plan_device_use *u = &c->plan->devs[s];
+    if (!u->staging)
+        return NULL;
+    const runtime_device *h = &c->plan->rt->devices[u->staging - 1];
+    size_t bytes = arena_size(u->arena_bytes);
+    void *p = h->backend->alloc_host(h->backend->ctx, h->index, bytes);
+    if (p && ((uintptr_t)p & 63)) { /* the arena's offsets assume 64-byte alignment */
+        h->backend->free_host(h->backend->ctx, h->index, p, bytes);
+        p = NULL;
+    }
+    if (p)
+        c->arena_host[s] = u->staging;
+    return p;
+}
+
+/* The events of context C's nodes that signal others device to device; without them (a
+ * backend refused one) the run wakes the host for those dependencies too, and says so. */
+static void make_events(plan_ctx *c)
+{
+    loom_plan *plan = c->plan;
+    c->have_events = plan->n_event_edges > 0;
+    for (uint32_t p = 0; p < plan->n_nodes && c->have_events; p++) {
+        const plan_node *n = &plan->nodes[p];
+        if (!n->n_evsucc)
+            continue;
+        const runtime_device *dev = &plan->rt->devices[n->device];
+        const loom_backend *be = dev->backend;
+        char err[256] = "";
+        loom_status st = be->event_create(be->ctx, dev->index, &c->events[p], err, sizeof err);
+        if (st != LOOM_OK || !c->events[p]) {
+            if (st == LOOM_OK)
+                snprintf(err, sizeof err, "no event returned");
+            st = runtime_backend_status(be, st == LOOM_OK ? LOOM_ERR_INTERNAL : st, err,
+                                        sizeof err);
+            c->events[p] = NULL;
+            c->have_events = 0;
+            runtime_message(plan->rt, "%s: event_create failed (%s: %s); dependencies wake the "
+                            "host instead", dev->id, loom_status_name(st), err);
+        }
+    }
+}
+
 static void ctx_free(plan_ctx *c)
 {
     if (!c)
@@ -448,12 +754,22 @@ static void ctx_free(plan_ctx *c)
             pthread_cond_destroy(&c->workers[s].cv);
         }
     }
+    if (c->events)
+        for (uint32_t p = 0; p < plan->n_nodes; p++)
+            if (c->events[p]) {
+                const loom_backend *be = plan->rt->devices[plan->nodes[p].device].backend;
+                be->event_destroy(be->ctx, c->events[p]);
+            }
     if (c->arena)
         for (uint32_t s = 0; s < plan->n_devs; s++) {
             if (!c->arena[s])
                 continue;
             const runtime_device *dev = &plan->rt->devices[plan->devs[s].device];
-            if (dev->backend->alloc)
+            if (c->arena_host && c->arena_host[s]) {
+                const runtime_device *h = &plan->rt->devices[c->arena_host[s] - 1];
+                h->backend->free_host(h->backend->ctx, h->index, c->arena[s],
+                                      arena_size(plan->devs[s].arena_bytes));
+            } else if (dev->backend->alloc)
                 dev->backend->free(dev->backend->ctx, dev->index, c->arena[s],
                                    plan->devs[s].arena_bytes);
             else
@@ -472,6 +788,11 @@ static void ctx_free(plan_ctx *c)
     free(c->timeline);
     free(c->spans);
     free(c->checked);
+    free(c->events);
+    free(c->arena_host);
+    free(c->counts);
+    free(c->slot_failed);
+    free(atomic_load(&c->fb_log));
     free(c);
 }
 
@@ -516,9 +837,15 @@ static plan_ctx *ctx_create(loom_plan *plan, uint32_t *failed_device)
     size_t n_args = (size_t)plan->n_inputs + plan->n_outputs;
     c->spans = malloc((n_args + 1) * sizeof *c->spans);
     c->checked = calloc(n_args + 1, sizeof *c->checked);
+    c->events = calloc(nn + 1, sizeof *c->events);
+    c->arena_host = calloc(plan->n_devs + 1, sizeof *c->arena_host);
+    c->counts = aligned_alloc(64, (plan->n_devs + 1) * sizeof *c->counts);
+    if (c->counts)
+        memset(c->counts, 0, (plan->n_devs + 1) * sizeof *c->counts);
     if (!c->arena || !c->io_ptrs || !c->args || !c->patch || !c->pending ||
         !c->workers || !c->timeline || !c->tokens || !c->outstanding || !c->last_end ||
-        !c->submitted || !c->spans || !c->checked) {
+        !c->submitted || !c->spans || !c->checked || !c->events || !c->arena_host ||
+        !c->counts || !(c->slot_failed = calloc(plan->n_devs + 1, sizeof *c->slot_failed))) {
         ctx_free(c);
         return NULL;
     }
@@ -535,9 +862,11 @@ static plan_ctx *ctx_create(loom_plan *plan, uint32_t *failed_device)
         if (!bytes)
             continue;
         const runtime_device *dev = &plan->rt->devices[plan->devs[s].device];
-        c->arena[s] = dev->backend->alloc
-                          ? dev->backend->alloc(dev->backend->ctx, dev->index, bytes, 64)
-                          : aligned_alloc(64, (bytes + 63) / 64 * 64);
+        c->arena[s] = alloc_staging(c, s);
+        if (!c->arena[s])
+            c->arena[s] = dev->backend->alloc
+                              ? dev->backend->alloc(dev->backend->ctx, dev->index, bytes, 64)
+                              : aligned_alloc(64, (bytes + 63) / 64 * 64);
         if (!c->arena[s]) {
             if (failed_device)
                 *failed_device = plan->devs[s].device;
@@ -545,6 +874,7 @@ static plan_ctx *ctx_create(loom_plan *plan, uint32_t *failed_device)
             return NULL;
         }
     }
+    make_events(c);
     /* Pointers that stay put across runs are set once; caller tensors are patched per run. */
     for (uint32_t p = 0; p < nn; p++)
         c->tokens[p] = (plan_token){c, p};
@@ -667,6 +997,18 @@ loom_status plan_contexts_prepare(loom_plan *plan, uint32_t *failed_device)
 static loom_status check_args_memory(plan_ctx *c, const loom_tensor *const *inputs,
                                      loom_tensor *const *outputs);
 
+/* Whether a run of PLAN starts without pipelining: an in-order device whose nodes are set aside
+ * (device_health.c) runs them one by one, those with a fallback on their fallback device. */
+static int starts_safe(loom_plan *plan)
+{
+    if (plan->strict)
+        return 0;
+    for (uint32_t s = 0; s < plan->n_devs; s++)
+        if (plan->devs[s].pipelined && device_set_aside(plan->rt, plan->devs[s].device))
+            return 1;
+    return 0;
+}
+
 loom_status plan_execute(loom_plan *plan, const loom_tensor *const *inputs,
                        loom_tensor *const *outputs, loom_run_stats *stats)
 {
@@ -686,14 +1028,23 @@ loom_status plan_execute(loom_plan *plan, const loom_tensor *const *inputs,
         c->io_ptrs[pos] = t->kind == PLAN_T_INPUT ? loom_tensor_data(inputs[t->index])
                                                 : loom_tensor_data(outputs[t->index]);
     }
-    atomic_store(&c->fallbacks, 0);
+    for (uint32_t s = 0; s < plan->n_devs; s++) {
+        atomic_store_explicit(&c->slot_failed[s], 0, memory_order_relaxed);
+        slot_counts *k = &c->counts[s];
+        atomic_store_explicit(&k->wakeups, 0, memory_order_relaxed);
+        atomic_store_explicit(&k->event_waits, 0, memory_order_relaxed);
+        atomic_store_explicit(&k->copies, 0, memory_order_relaxed);
+        atomic_store_explicit(&k->peer_copies, 0, memory_order_relaxed);
+    }
     int want_timeline = stats &&
                         stats->struct_size >= offsetof(loom_run_stats, timeline_count) +
                                                   sizeof(size_t) &&
                         stats->timeline && stats->timeline_capacity >= plan->n_nodes;
     c->record = want_timeline || plan->learn;
     c->t0 = loom_now_ns();
-    for (c->safe = 0;; c->safe = 1) {
+    for (c->safe = starts_safe(plan);; c->safe = 1) {
+        /* The stats describe the attempt whose results the run returns. */
+        atomic_store(&c->fallbacks, 0);
         for (uint32_t p = 0; p < plan->n_nodes; p++)
             atomic_store_explicit(&c->pending[p],
                                   c->safe ? plan->nodes[p].n_preds : plan->nodes[p].n_wait,
@@ -702,6 +1053,7 @@ loom_status plan_execute(loom_plan *plan, const loom_tensor *const *inputs,
             atomic_store_explicit(&c->outstanding[s], 0, memory_order_relaxed);
             atomic_store_explicit(&c->last_end[s], 0, memory_order_relaxed);
         }
+        c->events_on = c->have_events && !c->safe;
         atomic_store(&c->failed, 0);
         atomic_store(&c->pipe_failed, 0);
         if (!c->safe)
@@ -737,6 +1089,15 @@ loom_status plan_execute(loom_plan *plan, const loom_tensor *const *inputs,
             memcpy(loom_tensor_data(outputs[i]), t->data, t->bytes);
     }
     uint64_t end = loom_now_ns();
+    if (!plan->strict) /* the breaker (device_health.c): each compute device's outcome */
+        for (uint32_t s = 0; s < plan->n_devs; s++) {
+            if (plan->devs[s].link)
+                continue;
+            if (atomic_load_explicit(&c->slot_failed[s], memory_order_relaxed))
+                device_health_failed_run(plan, plan->devs[s].device);
+            else if (!atomic_load(&c->failed)) /* its nodes all ran, and none failed */
+                device_health_good_run(plan->rt, plan->devs[s].device);
+        }
     loom_status st = LOOM_OK;
     if (atomic_load(&c->failed))
         st = loom_set_error(c->fail_status, "%s", c->fail_msg);
@@ -746,6 +1107,33 @@ loom_status plan_execute(loom_plan *plan, const loom_tensor *const *inputs,
             stats->peak_bytes = plan->peak_bytes;
         if (stats->struct_size >= offsetof(loom_run_stats, fallback_count) + sizeof(size_t))
             stats->fallback_count = atomic_load(&c->fallbacks);
+        if (stats->struct_size >= offsetof(loom_run_stats, fallbacks_written) + sizeof(size_t)) {
+            /* This context's record, copied: concurrent runs each have their own. */
+            const loom_fallback_info *log = atomic_load(&c->fb_log);
+            size_t n = atomic_load(&c->fallbacks);
+            if (n > plan->n_nodes)
+                n = plan->n_nodes;
+            if (n > stats->fallbacks_capacity)
+                n = stats->fallbacks_capacity;
+            if (!stats->fallbacks || !log)
+                n = 0;
+            if (n)
+                memcpy(stats->fallbacks, log, n * sizeof *log);
+            stats->fallbacks_written = n;
+        }
+        if (stats->struct_size >= offsetof(loom_run_stats, event_waits) + sizeof(size_t)) {
+            size_t w = 0, ev = 0, cp = 0, peer = 0;
+            for (uint32_t s = 0; s < plan->n_devs; s++) {
+                w += atomic_load_explicit(&c->counts[s].wakeups, memory_order_relaxed);
+                ev += atomic_load_explicit(&c->counts[s].event_waits, memory_order_relaxed);
+                cp += atomic_load_explicit(&c->counts[s].copies, memory_order_relaxed);
+                peer += atomic_load_explicit(&c->counts[s].peer_copies, memory_order_relaxed);
+            }
+            stats->host_wakeups = w;
+            stats->event_waits = ev;
+            stats->copies = cp;
+            stats->peer_copies = peer;
+        }
         if (want_timeline) {
             memcpy(stats->timeline, c->timeline, plan->n_nodes * sizeof *stats->timeline);
             stats->timeline_count = plan->n_nodes;

@@ -26,6 +26,16 @@ int plan_find_device(const loom_runtime *rt, const char *spec)
     return -1;
 }
 
+double plan_free_memory(const runtime_device *dev)
+{
+    const loom_backend *be = dev->backend;
+    loom_status (*info)(void *, uint32_t, uint64_t *, uint64_t *) = RUNTIME_SLOT(be, memory_info);
+    uint64_t free_b = 0, total_b = 0;
+    if (info && info(be->ctx, dev->index, &free_b, &total_b) == LOOM_OK)
+        return (double)free_b;
+    return (double)dev->info.memory_bytes;
+}
+
 double plan_link_seconds(const loom_plan *plan, uint32_t from, uint32_t to, double bytes)
 {
     double lat = 0, bw = INFINITY;
@@ -162,6 +172,16 @@ typedef struct scratch {
     uint32_t *efrom, *eto, *mark;
     pin *pins;
     uint8_t *excluded;
+    /* Subgraph claims: each node's figure on every device whether supported or not, user
+     * pins, nodes no device runs alone, the kept claim of each node (plan_claims_decide); and
+     * the tasks when kept claims are contracted (tk_of: node -> task; members in CSR). */
+    double *raw;
+    uint8_t *user_pinned, *nosup;
+    uint32_t *unit_of, *tk_of, *tk_first, *tk_mem;
+    double *t_cost, *t_pcost, *t_out, *t_pred;
+    int32_t *t_pin;
+    uint8_t *t_excl, *t_dec;
+    uint32_t *t_dev;
 } scratch;
 
 static void scratch_free(scratch *s)
@@ -184,14 +204,30 @@ static void scratch_free(scratch *s)
     free(s->mark);
     free(s->pins);
     free(s->excluded);
+    free(s->raw);
+    free(s->user_pinned);
+    free(s->nosup);
+    free(s->unit_of);
+    free(s->tk_of);
+    free(s->tk_first);
+    free(s->tk_mem);
+    free(s->t_cost);
+    free(s->t_pcost);
+    free(s->t_out);
+    free(s->t_pred);
+    free(s->t_pin);
+    free(s->t_excl);
+    free(s->t_dec);
+    free(s->t_dev);
 }
 
 static void best_single(loom_plan *plan, uint32_t nn, uint32_t nd);
 
 /* Every node has one candidate device (pinned, requested, or the only one that can): the
  * schedule each worker follows in plan order, as early as inputs and devices allow. */
-static loom_status forced_schedule(loom_plan *plan, const place_problem *pr, const scratch *s,
-                                   uint32_t *device, double *pred, uint8_t *decided)
+static loom_status forced_schedule(loom_plan *plan, const place_problem *pr, const double *dur,
+                                   const int32_t *pin, const uint8_t *excluded, uint32_t *device,
+                                   double *pred, uint8_t *decided)
 {
     uint32_t nn = pr->n_tasks, nd = pr->n_devices;
     double *dev_free = calloc(nd + 1, sizeof *dev_free);
@@ -199,15 +235,15 @@ static loom_status forced_schedule(loom_plan *plan, const place_problem *pr, con
         return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory placing the graph");
     for (uint32_t p = 0; p < nn; p++) {
         uint32_t d = 0;
-        if (s->place_pin[p] >= 0)
-            d = (uint32_t)s->place_pin[p];
+        if (pin[p] >= 0)
+            d = (uint32_t)pin[p];
         else
             while (d + 1 < nd && !isfinite(pr->cost[(size_t)p * nd + d]))
                 d++;
         device[p] = d;
         pred[p] = 0; /* start: raised by the edges below */
         if (!decided[p])
-            decided[p] = s->excluded[p] ? PLAN_DECIDED_SHARED_CPU : PLAN_DECIDED_ONLY_DEVICE;
+            decided[p] = excluded[p] ? PLAN_DECIDED_SHARED_CPU : PLAN_DECIDED_ONLY_DEVICE;
     }
     /* Edges are grouped by consumer in topological order (built that way in plan_place). */
     uint32_t e = 0;
@@ -226,7 +262,7 @@ static loom_status forced_schedule(loom_plan *plan, const place_problem *pr, con
             if (t > ready)
                 ready = t;
         }
-        double c = plan->cost_s[(size_t)p * nd + device[p]];
+        double c = dur[(size_t)p * nd + device[p]];
         double start = fmax(ready, dev_free[device[p]]);
         pred[p] = start;
         pred[nn + p] = start + c;
@@ -240,6 +276,185 @@ static loom_status forced_schedule(loom_plan *plan, const place_problem *pr, con
     plan->heft_s = makespan; /* any list policy finds this same schedule */
     plan->energy_j = energy;
     return LOOM_OK;
+}
+
+/* Kept claims (S->unit_of, from plan_claims_decide) become one task each: the tasks in a
+ * topological order (among ready tasks, the one holding the earliest position first, so that
+ * without claims it is the positions' order), their cost rows (a kept claim: its unit's figure
+ * on its device, nothing elsewhere), pins, output bytes and decisions, and the edges between
+ * tasks grouped by consumer. Fills S->tk_* and S->t_*; *N_TASKS, *N_EDGES. */
+static loom_status contract_claims(loom_plan *plan, const loom_graph *g, const uint32_t *order,
+                                   scratch *s, const uint8_t *decided, uint32_t *n_tasks,
+                                   uint32_t *n_edges)
+{
+    uint32_t nn = (uint32_t)g->n_nodes, nd = plan->n_rt_devices;
+    uint32_t *prov = malloc(((size_t)nn + 1) * sizeof *prov);
+    uint32_t *unit_prov = calloc((size_t)plan->n_claims + 1, sizeof *unit_prov);
+    uint32_t *indeg = calloc((size_t)nn + 1, sizeof *indeg);
+    uint32_t *ofirst = calloc((size_t)nn + 2, sizeof *ofirst);
+    uint32_t *heap = malloc(((size_t)nn + 1) * sizeof *heap);
+    uint32_t *rank = malloc(((size_t)nn + 1) * sizeof *rank);
+    size_t n_slots = 0;
+    for (uint32_t p = 0; p < nn; p++)
+        n_slots += g->nodes[order[p]].n_inputs;
+    uint32_t *oadj = malloc((n_slots + 1) * sizeof *oadj);
+    s->tk_of = malloc(((size_t)nn + 1) * sizeof *s->tk_of);
+    s->tk_first = calloc((size_t)nn + 2, sizeof *s->tk_first);
+    s->tk_mem = malloc(((size_t)nn + 1) * sizeof *s->tk_mem);
+    s->t_cost = malloc(((size_t)nn * nd + 1) * sizeof *s->t_cost);
+    s->t_pcost = malloc(((size_t)nn * nd + 1) * sizeof *s->t_pcost);
+    s->t_out = calloc((size_t)nn + 1, sizeof *s->t_out);
+    s->t_pred = malloc((3 * (size_t)nn + 1) * sizeof *s->t_pred);
+    s->t_pin = malloc(((size_t)nn + 1) * sizeof *s->t_pin);
+    s->t_excl = calloc((size_t)nn + 1, 1);
+    s->t_dec = calloc((size_t)nn + 1, 1);
+    s->t_dev = calloc((size_t)nn + 1, sizeof *s->t_dev);
+    loom_status st = LOOM_OK;
+    if (!prov || !unit_prov || !indeg || !ofirst || !heap || !rank || !oadj || !s->tk_of ||
+        !s->tk_first || !s->tk_mem || !s->t_cost || !s->t_pcost || !s->t_out || !s->t_pred ||
+        !s->t_pin || !s->t_excl || !s->t_dec || !s->t_dev) {
+        st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory placing claims");
+        goto done;
+    }
+    uint32_t np = 0;
+    for (uint32_t p = 0; p < nn; p++) {
+        uint32_t u = s->unit_of[p];
+        if (u) {
+            if (!unit_prov[u - 1])
+                unit_prov[u - 1] = ++np;
+            prov[p] = unit_prov[u - 1] - 1;
+        } else {
+            prov[p] = np++;
+        }
+    }
+    /* Edges between provisional tasks (duplicates kept: counted and removed alike). */
+    for (int fill = 0; fill < 2; fill++) {
+        for (uint32_t p = 0; p < nn; p++) {
+            const graph_node *gn = &g->nodes[order[p]];
+            for (uint32_t k = 0; k < gn->n_inputs; k++) {
+                loom_value v = gn->inputs[k];
+                if (v == LOOM_NO_VALUE || g->values[v].kind != GRAPH_VALUE_NODE)
+                    continue;
+                uint32_t a = prov[s->pos_of[g->values[v].producer]], b = prov[p];
+                if (a == b)
+                    continue;
+                if (!fill) {
+                    ofirst[a + 2]++;
+                    indeg[b]++;
+                } else {
+                    oadj[ofirst[a + 1]++] = b;
+                }
+            }
+        }
+        if (!fill)
+            for (uint32_t t = 0; t < np; t++)
+                ofirst[t + 2] += ofirst[t + 1];
+    }
+    /* Kahn's algorithm with a min-heap on the provisional index. */
+    uint32_t hn = 0, nr = 0;
+    for (uint32_t t = 0; t < np; t++)
+        if (!indeg[t])
+            heap[hn++] = t; /* ascending: already a heap */
+    while (hn) {
+        uint32_t t = heap[0];
+        heap[0] = heap[--hn];
+        for (uint32_t i = 0;;) {
+            uint32_t l = 2 * i + 1, m = i;
+            if (l < hn && heap[l] < heap[m])
+                m = l;
+            if (l + 1 < hn && heap[l + 1] < heap[m])
+                m = l + 1;
+            if (m == i)
+                break;
+            uint32_t x = heap[i];
+            heap[i] = heap[m];
+            heap[m] = x;
+            i = m;
+        }
+        rank[t] = nr++;
+        for (uint32_t e = ofirst[t]; e < ofirst[t + 1]; e++)
+            if (!--indeg[oadj[e]]) {
+                uint32_t i = hn++;
+                heap[i] = oadj[e];
+                while (i && heap[(i - 1) / 2] > heap[i]) {
+                    uint32_t x = heap[i];
+                    heap[i] = heap[(i - 1) / 2];
+                    heap[(i - 1) / 2] = x;
+                    i = (i - 1) / 2;
+                }
+            }
+    }
+    if (nr != np) {
+        st = loom_set_error(LOOM_ERR_INTERNAL, "placing claims: the claimed units make a cycle");
+        goto done;
+    }
+    for (uint32_t p = 0; p < nn; p++) {
+        s->tk_of[p] = rank[prov[p]];
+        s->tk_first[s->tk_of[p] + 2]++;
+    }
+    for (uint32_t t = 0; t < np; t++)
+        s->tk_first[t + 2] += s->tk_first[t + 1];
+    for (uint32_t p = 0; p < nn; p++)
+        s->tk_mem[s->tk_first[s->tk_of[p] + 1]++] = p;
+    for (uint32_t t = 0; t < np; t++) {
+        uint32_t p0 = s->tk_mem[s->tk_first[t]];
+        double *cr = &s->t_cost[(size_t)t * nd], *pr = &s->t_pcost[(size_t)t * nd];
+        for (uint32_t e = s->tk_first[t]; e < s->tk_first[t + 1]; e++)
+            s->t_out[t] += s->out_bytes[s->tk_mem[e]];
+        if (s->unit_of[p0]) {
+            const plan_claim *c = &plan->claims[s->unit_of[p0] - 1];
+            for (uint32_t d = 0; d < nd; d++)
+                cr[d] = pr[d] = d == c->device ? c->unit_s : INFINITY;
+            s->t_pin[t] = (int32_t)c->device;
+            s->t_dec[t] = PLAN_DECIDED_CLAIM;
+        } else {
+            memcpy(cr, &plan->cost_s[(size_t)p0 * nd], nd * sizeof *cr);
+            memcpy(pr, &s->place_cost[(size_t)p0 * nd], nd * sizeof *pr);
+            s->t_pin[t] = s->place_pin[p0];
+            s->t_excl[t] = s->excluded[p0];
+            s->t_dec[t] = decided[p0];
+        }
+    }
+    /* Edges between tasks, grouped by consumer in task order, bytes summed per pair. */
+    uint32_t ne = 0;
+    for (uint32_t t = 0; t < np; t++)
+        s->mark[t] = UINT32_MAX;
+    for (uint32_t c = 0; c < np; c++)
+        for (uint32_t m = s->tk_first[c]; m < s->tk_first[c + 1]; m++) {
+            const graph_node *gn = &g->nodes[order[s->tk_mem[m]]];
+            for (uint32_t k = 0; k < gn->n_inputs; k++) {
+                loom_value v = gn->inputs[k];
+                if (v == LOOM_NO_VALUE || g->values[v].kind != GRAPH_VALUE_NODE)
+                    continue;
+                uint32_t t = s->tk_of[s->pos_of[g->values[v].producer]];
+                if (t == c)
+                    continue;
+                double bytes = desc_bytes(&g->values[v].desc);
+                if (s->mark[t] == c) {
+                    for (uint32_t e = ne; e-- > 0;)
+                        if (s->efrom[e] == t && s->eto[e] == c) {
+                            s->ebytes[e] += bytes;
+                            break;
+                        }
+                    continue;
+                }
+                s->mark[t] = c;
+                s->efrom[ne] = t;
+                s->eto[ne] = c;
+                s->ebytes[ne++] = bytes;
+            }
+        }
+    *n_tasks = np;
+    *n_edges = ne;
+done:
+    free(prov);
+    free(unit_prov);
+    free(indeg);
+    free(ofirst);
+    free(heap);
+    free(rank);
+    free(oadj);
+    return st;
 }
 
 loom_status plan_place(loom_plan *plan, const loom_graph *g, const uint32_t *order,
@@ -288,9 +503,22 @@ loom_status plan_place(loom_plan *plan, const loom_graph *g, const uint32_t *ord
     loom_status st = LOOM_OK;
     place_result res = {0};
     int choice = 0; /* some node has more than one candidate device */
+    /* The tasks placement places: the nodes, or with kept claims each claim as one (below). */
+    uint32_t nt = nn, ne = 0;
+    uint32_t *tdev = device;
+    double *tpred = pred, *tcost = NULL, *pcost = NULL, *tout = NULL;
+    int32_t *tpin = NULL;
+    uint8_t *tdec = decided, *texcl = NULL;
+    if (plan->n_claims) {
+        s.raw = malloc(((size_t)nn * nd + 1) * sizeof *s.raw);
+        s.user_pinned = calloc(nn + 1, 1);
+        s.nosup = calloc(nn + 1, 1);
+        s.unit_of = calloc(nn + 1, sizeof *s.unit_of);
+    }
     if (!s.in_d || !s.out_d || !s.in_c || !s.in_m || !s.place_cost || !s.bw || !s.lat ||
         !s.out_bytes || !s.cap || !s.power || !s.ebytes || !s.efrom || !s.eto || !s.mark ||
-        !s.place_pin || !s.pos_of || !s.pins || !s.excluded || !plan->cost_s) {
+        !s.place_pin || !s.pos_of || !s.pins || !s.excluded || !plan->cost_s ||
+        (plan->n_claims && (!s.raw || !s.user_pinned || !s.nosup || !s.unit_of))) {
         st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory placing graph '%s'", g->name);
         goto done;
     }
@@ -332,14 +560,6 @@ loom_status plan_place(loom_plan *plan, const loom_graph *g, const uint32_t *ord
         cost_node_seconds_all(plan->model, &desc, &oc, row);
         for (uint32_t d = 0; d < nd; d++) {
             const runtime_device *dev = &rt->devices[d];
-            why[0] = '\0';
-            if ((d < 64 && ((o->exclude >> d) & 1)) ||
-                !dev->backend->supports(dev->backend->ctx, dev->index, &desc, why, sizeof why)) {
-                row[d] = INFINITY;
-                continue;
-            }
-            n_sup++;
-            last_sup = d;
             double c = row[d];
             if (!(c >= 0) || !isfinite(c))
                 c = 1.0; /* a model that cannot say: expensive, but possible */
@@ -353,7 +573,29 @@ loom_status plan_place(loom_plan *plan, const loom_graph *g, const uint32_t *ord
                     if (g->values[gn->outputs[k]].output_index >= 0)
                         c += plan_link_seconds(plan, d, COST_HOST, desc_bytes(&s.out_d[k]));
             }
+            if (s.raw) /* claims: the figure of a node its device need not run alone */
+                s.raw[(size_t)p * nd + d] = c;
+            why[0] = '\0';
+            if ((d < 64 && ((o->exclude >> d) & 1)) ||
+                !dev->backend->supports(dev->backend->ctx, dev->index, &desc, why, sizeof why)) {
+                row[d] = INFINITY;
+                continue;
+            }
+            n_sup++;
+            last_sup = d;
             row[d] = c;
+        }
+        int pinned = pinned_device(s.pins, o->n_pins, gn);
+        if (s.user_pinned)
+            s.user_pinned[p] = pinned >= 0;
+        if (!n_sup && s.nosup) {
+            /* No device runs it alone: a claim may still run it (decided below). */
+            s.nosup[p] = 1;
+            decided[p] = 0;
+            s.place_pin[p] = -1;
+            for (uint32_t d = 0; d < nd; d++)
+                s.place_cost[(size_t)p * nd + d] = INFINITY;
+            continue;
         }
         if (!n_sup) {
             st = no_device_error(rt, &desc);
@@ -361,7 +603,6 @@ loom_status plan_place(loom_plan *plan, const loom_graph *g, const uint32_t *ord
         }
         decided[p] = 0;
         int32_t pd = -1;
-        int pinned = pinned_device(s.pins, o->n_pins, gn);
         if (pinned >= 0) {
             if (isfinite(row[pinned])) {
                 pd = pinned;
@@ -412,11 +653,51 @@ loom_status plan_place(loom_plan *plan, const loom_graph *g, const uint32_t *ord
         if (pd < 0 && n_cand > 1)
             choice = 1;
     }
+    /* Claims: which run as one unit (plan_claims_decide); a node no device runs alone must be
+     * in one of those. Kept claims are then one task each. Without them the tasks are the
+     * nodes, and the arrays below are the nodes'. */
+    tcost = plan->cost_s;
+    pcost = s.place_cost;
+    tout = s.out_bytes;
+    tpin = s.place_pin;
+    texcl = s.excluded;
+    if (plan->n_claims) {
+        plan_claims_decide(plan, g, order, s.raw, plan->cost_s, s.user_pinned, s.unit_of);
+        int kept = 0;
+        for (uint32_t p = 0; p < nn; p++) {
+            kept |= s.unit_of[p] != 0;
+            if (s.nosup[p] && !s.unit_of[p]) {
+                loom_node_desc desc;
+                graph_node_desc(g, order[p], &desc, s.in_d, s.out_d, s.in_c);
+                desc.precision = precision;
+                st = no_device_error(rt, &desc);
+                goto done;
+            }
+        }
+        if (kept) {
+            if ((st = contract_claims(plan, g, order, &s, decided, &nt, &ne)) != LOOM_OK)
+                goto done;
+            tdev = s.t_dev;
+            tpred = s.t_pred;
+            tcost = s.t_cost;
+            pcost = s.t_pcost;
+            tout = s.t_out;
+            tpin = s.t_pin;
+            tdec = s.t_dec;
+            texcl = s.t_excl;
+            choice = 0;
+            for (uint32_t t = 0; t < nt && !choice; t++) {
+                uint32_t n_cand = 0;
+                for (uint32_t d = 0; d < nd; d++)
+                    n_cand += isfinite(pcost[(size_t)t * nd + d]) != 0;
+                choice = tpin[t] < 0 && n_cand > 1;
+            }
+        }
+    }
     /* Edges: one per (producer, consumer) pair, carrying every byte the consumer reads. */
-    uint32_t ne = 0;
-    for (uint32_t p = 0; p < nn; p++)
+    for (uint32_t p = 0; p < nn && !s.tk_of; p++)
         s.mark[p] = UINT32_MAX;
-    for (uint32_t c = 0; c < nn; c++) {
+    for (uint32_t c = 0; c < nn && !s.tk_of; c++) {
         const graph_node *gn = &g->nodes[order[c]];
         for (uint32_t k = 0; k < gn->n_inputs; k++) {
             loom_value v = gn->inputs[k];
@@ -442,7 +723,7 @@ loom_status plan_place(loom_plan *plan, const loom_graph *g, const uint32_t *ord
         const cost_profile *pf = cost_profile_of(plan->model, i);
         s.power[i] = pf->power_w > 0 ? pf->power_w : 1.0;
         if (!rt->devices[i].info.host_visible)
-            s.cap[i] = (double)rt->devices[i].info.memory_bytes;
+            s.cap[i] = plan_free_memory(&rt->devices[i]);
         for (uint32_t j = 0; j < nd; j++) {
             double lat = 0, bw = INFINITY;
             if (i != j)
@@ -452,9 +733,9 @@ loom_status plan_place(loom_plan *plan, const loom_graph *g, const uint32_t *ord
         }
     }
     place_problem pr = {
-        .n_tasks = nn, .n_devices = nd, .cost = s.place_cost, .n_edges = ne,
+        .n_tasks = nt, .n_devices = nd, .cost = pcost, .n_edges = ne,
         .edge_from = s.efrom, .edge_to = s.eto, .edge_bytes = s.ebytes,
-        .bandwidth = s.bw, .latency = s.lat, .pin = s.place_pin, .output_bytes = s.out_bytes,
+        .bandwidth = s.bw, .latency = s.lat, .pin = tpin, .output_bytes = tout,
         .capacity = s.cap, .target_latency = o->target_s, .power = s.power,
     };
     snprintf(plan->policy, sizeof plan->policy, "%s", place_policy_name((place_policy)policy));
@@ -462,25 +743,25 @@ loom_status plan_place(loom_plan *plan, const loom_graph *g, const uint32_t *ord
         /* Nothing to choose: every node has one candidate. The predictions come from one pass
          * in topological order (each node as soon as its inputs and its device allow), O(nodes
          * + edges) where a search would spend its budget finding the same placement. */
-        st = forced_schedule(plan, &pr, &s, device, pred, decided);
+        st = forced_schedule(plan, &pr, tcost, tpin, texcl, tdev, tpred, tdec);
         goto done;
     }
-    double budget = o->budget_s > 0 ? o->budget_s : fmin(0.5, 0.005 + 0.0005 * nn);
+    double budget = o->budget_s > 0 ? o->budget_s : fmin(0.5, 0.005 + 0.0005 * nt);
     char err[512] = "";
     st = place_place(&pr, (place_policy)policy, budget, &res, err, sizeof err);
     if (st != LOOM_OK) {
         st = loom_set_error(st, "placing graph '%s': %s", g->name, err[0] ? err : "failed");
         goto done;
     }
-    for (uint32_t p = 0; p < nn; p++) {
-        device[p] = res.device[p];
-        pred[p] = res.start[p];
-        pred[nn + p] = res.finish[p];
-        pred[2 * (size_t)nn + p] = res.finish[p] - res.start[p];
-        if (!decided[p])
-            decided[p] = s.excluded[p] && res.reason[p] == PLACE_REASON_ONLY_DEVICE
-                             ? PLAN_DECIDED_SHARED_CPU
-                             : decided_of(res.reason[p]);
+    for (uint32_t p = 0; p < nt; p++) {
+        tdev[p] = res.device[p];
+        tpred[p] = res.start[p];
+        tpred[nt + p] = res.finish[p];
+        tpred[2 * (size_t)nt + p] = res.finish[p] - res.start[p];
+        if (!tdec[p])
+            tdec[p] = texcl[p] && res.reason[p] == PLACE_REASON_ONLY_DEVICE
+                          ? PLAN_DECIDED_SHARED_CPU
+                          : decided_of(res.reason[p]);
     }
     plan->pred_s = res.makespan;
     plan->heft_s = res.heft_makespan;
@@ -493,18 +774,19 @@ loom_status plan_place(loom_plan *plan, const loom_graph *g, const uint32_t *ord
      * than PLAN_SINGLE_MARGIN faster than the best device alone becomes that device alone. */
     if (policy != PLACE_POLICY_FIRST && !(o->target_s > 0) && !o->n_pins && o->want < 0) {
         double bs = 0;
-        int bd = cheapest_device(s.place_cost, nn, nd, &bs);
+        int bd = cheapest_device(pcost, nt, nd, &bs);
         int spread = 0;
-        for (uint32_t p = 0; p < nn && !spread; p++)
-            spread = bd >= 0 && device[p] != (uint32_t)bd;
+        for (uint32_t p = 0; p < nt && !spread; p++)
+            spread = bd >= 0 && tdev[p] != (uint32_t)bd;
         if (spread && res.makespan > (1.0 - PLAN_SINGLE_MARGIN) * bs) {
             double heft = plan->heft_s;
-            for (uint32_t p = 0; p < nn; p++) {
-                s.place_pin[p] = bd;
-                if (decided[p] != PLAN_DECIDED_ONLY_DEVICE)
-                    decided[p] = PLAN_DECIDED_SINGLE;
+            for (uint32_t p = 0; p < nt; p++) {
+                tpin[p] = bd;
+                if (tdec[p] != PLAN_DECIDED_ONLY_DEVICE && tdec[p] != PLAN_DECIDED_CLAIM)
+                    tdec[p] = PLAN_DECIDED_SINGLE;
             }
-            if ((st = forced_schedule(plan, &pr, &s, device, pred, decided)) != LOOM_OK)
+            if ((st = forced_schedule(plan, &pr, tcost, tpin, texcl, tdev, tpred, tdec)) !=
+                LOOM_OK)
                 goto done;
             plan->heft_s = heft;
             plan->single_rule_s = res.makespan;
@@ -519,6 +801,21 @@ done:
         plan->target_met = !(o->target_s > 0) || plan->pred_s <= o->target_s;
         best_single(plan, nn, nd);
         plan->placement_ms = (double)(loom_now_ns() - t0) / 1e6;
+    }
+    if (st == LOOM_OK) {
+        /* Tasks back to nodes: a kept claim's nodes share its device and schedule; the fourth
+         * row of PRED is each node's task rank (make_nodes' execution-order tie-break). */
+        for (uint32_t p = 0; p < nn; p++) {
+            uint32_t t = s.tk_of ? s.tk_of[p] : p;
+            if (s.tk_of) {
+                device[p] = tdev[t];
+                pred[p] = tpred[t];
+                pred[nn + p] = tpred[nt + t];
+                pred[2 * (size_t)nn + p] = tpred[2 * (size_t)nt + t];
+                decided[p] = tdec[t];
+            }
+            pred[3 * (size_t)nn + p] = t;
+        }
     }
     place_result_free(&res);
     scratch_free(&s);

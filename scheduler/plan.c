@@ -54,6 +54,7 @@ void loom_plan_destroy(loom_plan *plan)
         free(n->op_label);
         free(n->link);
         free(n->sig);
+        free(n->cost_note);
     }
     for (uint32_t i = 0; i < plan->n_devs; i++)
         free(plan->devs[i].order);
@@ -69,10 +70,15 @@ void loom_plan_destroy(loom_plan *plan)
     free(plan->tensors);
     free(plan->io);
     free(plan->succ);
+    free(plan->succ_event);
+    free(plan->evpred);
+    free(plan->dep_from);
+    free(plan->dep_edge);
     free(plan->devs);
     free(plan->dev_slot);
     free(plan->const_block);
     free(plan->cost_s);
+    plan_claims_free(plan);
     if (plan->reasons)
         for (uint32_t i = 0; i < plan->n_nodes; i++)
             free(plan->reasons[i]);
@@ -187,8 +193,10 @@ static void prepare_fallback(loom_plan *plan, plan_node *n, const loom_node_desc
         char err[256];
         void *k = NULL;
         size_t scratch = 0;
-        if (dev->backend->prepare(dev->backend->ctx, dev->index, desc, &k, &scratch, err,
-                                  sizeof err) == LOOM_OK) {
+        if (runtime_backend_status(dev->backend,
+                                   (int)dev->backend->prepare(dev->backend->ctx, dev->index, desc,
+                                                              &k, &scratch, err, sizeof err),
+                                   err, sizeof err) == LOOM_OK) {
             n->fb_device = (uint32_t)d;
             n->fb_kernel = k;
             n->fb_scratch_bytes = scratch;
@@ -212,8 +220,10 @@ static int replace_failed_node(loom_plan *plan, plan_node *n, const loom_node_de
         size_t scratch = 0;
         if (d == n->device || !dev->info.host_visible ||
             !device_supports(rt, d, desc, reason, sizeof reason) ||
-            dev->backend->prepare(dev->backend->ctx, dev->index, desc, &k, &scratch, err,
-                                  sizeof err) != LOOM_OK)
+            runtime_backend_status(dev->backend,
+                                   (int)dev->backend->prepare(dev->backend->ctx, dev->index, desc,
+                                                              &k, &scratch, err, sizeof err),
+                                   err, sizeof err) != LOOM_OK)
             continue;
         runtime_message(rt, "node '%s' (%s) cannot be prepared on %s (%s); placed on %s instead",
                         n->name, n->op_name, rt->devices[n->device].id, why, dev->id);
@@ -223,6 +233,101 @@ static int replace_failed_node(loom_plan *plan, plan_node *n, const loom_node_de
         return 1;
     }
     return 0;
+}
+
+/* Kept claim CLAIM (index CI in plan->claims): one plan node whose kernel is the backend's
+ * prepare_subgraph of the claimed nodes, with the subgraph's inputs and outputs (internal values
+ * get no memory: nothing produces or reads their tensors). When the backend cannot compile it,
+ * the claim's state becomes PLAN_CLAIM_FAILED (a runtime message says why) and nothing is made:
+ * make_nodes then makes its nodes one by one. No run-time fallback is compiled for a unit. */
+static loom_status make_claim_node(loom_plan *plan, const loom_graph *g, const uint32_t *order,
+                                   const int32_t *tensor_of, plan_claim *claim, uint32_t ci,
+                                   const uint32_t *device, const double *pred, uint32_t precision,
+                                   const float *absmax, uint32_t *io)
+{
+    size_t nn = g->n_nodes;
+    uint32_t p0 = claim->pos[0];
+    loom_runtime *rt = plan->rt;
+    const runtime_device *dev = &rt->devices[claim->device];
+    char name[160];
+    snprintf(name, sizeof name, "claim %u of %s (%s)", claim->index, dev->id, claim->label);
+    plan_subgraph sg;
+    loom_status st = plan_subgraph_build(g, order, claim->pos, claim->n_pos, precision, absmax,
+                                         name, &sg);
+    if (st != LOOM_OK)
+        return st;
+    void *kernel = NULL;
+    size_t scratch = 0;
+    char err[512] = "";
+    loom_status ps = dev->backend->prepare_subgraph(dev->backend->ctx, dev->index, &sg.desc,
+                                                    &kernel, &scratch, err, sizeof err);
+    ps = runtime_backend_status(dev->backend, (int)ps, err, sizeof err);
+    if (ps != LOOM_OK || !kernel) {
+        if (!err[0])
+            snprintf(err, sizeof err, "%s", ps == LOOM_OK ? "it returned no kernel"
+                                                          : "prepare_subgraph failed");
+        claim->state = PLAN_CLAIM_FAILED;
+        snprintf(claim->why, sizeof claim->why, "kept as a unit on %s (predicted %.3f ms vs "
+                 "split %.3f ms), but it could not be compiled (%s): its nodes run one by one",
+                 dev->id, claim->unit_s * 1e3, claim->split_s * 1e3, err);
+        runtime_message(rt, "%s: %s could not be compiled (%s); its nodes run one by one",
+                        dev->id, name, err);
+        plan_subgraph_free(&sg);
+        return LOOM_OK;
+    }
+    const uint32_t q = plan->n_nodes;
+    plan_node *n = &plan->nodes[q];
+    plan->n_nodes = q + 1; /* so that destroy releases the kernel */
+    n->kernel = kernel;
+    n->scratch_bytes = scratch;
+    n->device = claim->device;
+    n->claim = ci + 1;
+    const graph_node *head = &g->nodes[order[p0]];
+    n->op = head->def->id;
+    n->op_label = dup_str(claim->label);
+    n->name = dup_str(head->name);
+    if (!n->op_label || !n->name) {
+        plan_subgraph_free(&sg);
+        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    }
+    n->op_name = n->op_label;
+    for (uint32_t k = 0; k < claim->n_pos; k++) {
+        const graph_node *gn = &g->nodes[order[claim->pos[k]]];
+        loom_op_cost c = {0};
+        if (gn->def->cost)
+            gn->def->cost(&sg.desc.nodes[k], &c);
+        n->cost.flops += c.flops;
+        n->cost.bytes_read += c.bytes_read;
+        n->cost.bytes_written += c.bytes_written;
+    }
+    n->n_in = sg.desc.n_inputs;
+    n->n_out = sg.desc.n_outputs;
+    n->io_first = *io;
+    for (uint32_t k = 0; k < sg.desc.n_inputs; k++) {
+        int32_t t = tensor_of[sg.value_of[k]];
+        plan->io[(*io)++] = t;
+        if (t >= 0)
+            plan->tensors[t].last_use = (int32_t)q;
+    }
+    for (uint32_t k = 0; k < sg.desc.n_outputs; k++) {
+        int32_t t = tensor_of[sg.value_of[sg.desc.output_values[k]]];
+        plan->io[(*io)++] = t;
+        plan->tensors[t].producer = (int32_t)q;
+        plan->tensors[t].device = n->device;
+    }
+    plan->n_io = *io;
+    n->pred_start = pred[p0];
+    n->pred_finish = pred[nn + p0];
+    n->pred_s = pred[2 * nn + p0];
+    n->decided = PLAN_DECIDED_CLAIM;
+    n->order_rank = pred[3 * nn + p0];
+    n->graph_index = p0;
+    n->cost_source = claim->estimate_s >= 0
+                         ? "backend"
+                         : cost_node_source(plan->model, n->device, &sg.desc.nodes[0]);
+    (void)device;
+    plan_subgraph_free(&sg);
+    return LOOM_OK;
 }
 
 static loom_status make_nodes(loom_plan *plan, const loom_graph *g, const uint32_t *order,
@@ -245,16 +350,37 @@ static loom_status make_nodes(loom_plan *plan, const loom_graph *g, const uint32
     loom_tensor_desc *out_d = malloc(max_out * sizeof *out_d);
     const void **in_c = malloc(max_in * sizeof *in_c);
     float *in_m = malloc(max_in * sizeof *in_m);
+    /* Claims placement kept (1 + the claim covering each position; 0: none). */
+    uint32_t *claim_of = plan->n_claims ? calloc(nn + 1, sizeof *claim_of) : NULL;
     loom_status st = LOOM_OK;
-    if (!plan->nodes || !plan->io || !in_d || !out_d || !in_c || !in_m) {
+    if (!plan->nodes || !plan->io || !in_d || !out_d || !in_c || !in_m ||
+        (plan->n_claims && !claim_of)) {
         st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory planning graph '%s'", g->name);
         goto done;
     }
+    for (uint32_t c = 0; c < plan->n_claims; c++)
+        if (plan->claims[c].state == PLAN_CLAIM_KEPT)
+            for (uint32_t k = 0; k < plan->claims[c].n_pos; k++)
+                claim_of[plan->claims[c].pos[k]] = c + 1;
     uint32_t io = 0;
     for (uint32_t p = 0; p < g->n_nodes; p++) {
         const graph_node *gn = &g->nodes[order[p]];
-        plan_node *n = &plan->nodes[p];
-        plan->n_nodes = p + 1; /* so that destroy releases what was made */
+        plan_claim *claim = claim_of && claim_of[p] ? &plan->claims[claim_of[p] - 1] : NULL;
+        if (claim && claim->state == PLAN_CLAIM_KEPT) {
+            /* One plan node for the whole claim, made at its first node; when the backend
+             * cannot compile it, its nodes are made one by one below (state FAILED). */
+            if (claim->pos[0] != p)
+                continue;
+            st = make_claim_node(plan, g, order, tensor_of, claim, claim_of[p] - 1, device, pred,
+                                 precision, absmax, &io);
+            if (st != LOOM_OK)
+                goto done;
+            if (claim->state == PLAN_CLAIM_KEPT)
+                continue;
+        }
+        const uint32_t q = plan->n_nodes;
+        plan_node *n = &plan->nodes[q];
+        plan->n_nodes = q + 1; /* so that destroy releases what was made */
         loom_node_desc desc;
         graph_node_desc(g, order[p], &desc, in_d, out_d, in_c);
         desc.precision = precision;
@@ -287,12 +413,12 @@ static loom_status make_nodes(loom_plan *plan, const loom_graph *g, const uint32
             int32_t t = v == LOOM_NO_VALUE ? -1 : tensor_of[v];
             plan->io[io++] = t;
             if (t >= 0)
-                plan->tensors[t].last_use = (int32_t)p;
+                plan->tensors[t].last_use = (int32_t)q;
         }
         for (uint32_t k = 0; k < gn->n_outputs; k++) {
             int32_t t = tensor_of[gn->outputs[k]];
             plan->io[io++] = t;
-            plan->tensors[t].producer = (int32_t)p;
+            plan->tensors[t].producer = (int32_t)q;
         }
         n->device = device[p];
         n->pred_start = pred[p];
@@ -300,9 +426,22 @@ static loom_status make_nodes(loom_plan *plan, const loom_graph *g, const uint32
         n->pred_s = pred[2 * nn + p];
         n->decided = decided[p];
         n->pin_ignored = pin_ignored[p];
-        n->order_rank = p;
+        n->order_rank = pred[3 * nn + p]; /* the rank of its task (placement.c) */
         n->graph_index = p;
-        n->cost_source = cost_node_source(plan->model, n->device, &desc);
+        if (claim) {
+            /* A claim that could not be compiled: its nodes run one by one on its device, in
+             * its time slot, in their topological order. */
+            uint32_t k = 0;
+            while (k + 1 < claim->n_pos && claim->pos[k] != p)
+                k++;
+            double span = n->pred_finish - n->pred_start;
+            n->pred_start += span * k / claim->n_pos;
+            n->pred_finish = n->pred_start + span / claim->n_pos;
+            n->pred_s = span / claim->n_pos;
+            n->order_rank += (double)(k + 1) / (claim->n_pos + 1);
+            n->claim = claim_of[p];
+        }
+        plan_node_cost_source(plan, n, &desc);
         if (plan->learn) {
             char sig[COST_SIGNATURE_MAX];
             cost_signature(&desc, sig);
@@ -313,13 +452,19 @@ static loom_status make_nodes(loom_plan *plan, const loom_graph *g, const uint32
         }
         const runtime_device *dev = &plan->rt->devices[n->device];
         char err[512] = "";
-        st = dev->backend->prepare(dev->backend->ctx, dev->index, &desc, &n->kernel,
-                                   &n->scratch_bytes, err, sizeof err);
+        if (claim && !device_supports(plan->rt, n->device, &desc, err, sizeof err))
+            st = LOOM_ERR_UNSUPPORTED; /* claimed, but the device does not run it alone */
+        else
+            st = runtime_backend_status(
+                dev->backend,
+                (int)dev->backend->prepare(dev->backend->ctx, dev->index, &desc, &n->kernel,
+                                           &n->scratch_bytes, err, sizeof err),
+                err, sizeof err);
         if (st != LOOM_OK) {
             n->kernel = NULL;
             if (!strict && replace_failed_node(plan, n, &desc, err[0] ? err : "prepare failed")) {
                 st = LOOM_OK;
-                n->cost_source = cost_node_source(plan->model, n->device, &desc);
+                plan_node_cost_source(plan, n, &desc);
             } else {
                 st = loom_set_error(st, "node '%s' (%s) on %s: %s", n->name, n->op_name, dev->id,
                                     err[0] ? err : "prepare failed");
@@ -333,6 +478,7 @@ static loom_status make_nodes(loom_plan *plan, const loom_graph *g, const uint32
         plan->n_io = io;
     }
 done:
+    free(claim_of);
     free(in_d);
     free(out_d);
     free(in_c);
@@ -349,7 +495,9 @@ static uint32_t space_of(const loom_plan *plan, uint32_t d)
 /* Memory space a tensor lives in. */
 static uint32_t tensor_space(const loom_plan *plan, const plan_tensor *t)
 {
-    if (t->kind == PLAN_T_INTERMEDIATE || (t->kind == PLAN_T_OUTPUT && t->producer >= 0))
+    if (t->kind == PLAN_T_INTERMEDIATE) /* its arena's device (a copy's, not the copy node's) */
+        return space_of(plan, t->device);
+    if (t->kind == PLAN_T_OUTPUT && t->producer >= 0)
         return space_of(plan, plan->nodes[t->producer].device);
     return UINT32_MAX;
 }
@@ -390,14 +538,21 @@ static loom_status add_copy_node(loom_plan *plan, copy_state *cs, int32_t src, i
     n->decided = PLAN_DECIDED_COPY;
     n->cost_source = "link";
     n->graph_index = UINT32_MAX;
-    n->copy_dir = space == UINT32_MAX ? PLAN_COPY_DOWNLOAD : PLAN_COPY_UPLOAD;
+    n->copy_dir = space == UINT32_MAX  ? PLAN_COPY_DOWNLOAD
+                  : from == UINT32_MAX ? PLAN_COPY_UPLOAD
+                                       : PLAN_COPY_PEER;
     n->device = n->copy_dir == PLAN_COPY_DOWNLOAD ? from : space;
+    n->copy_src = n->copy_dir == PLAN_COPY_PEER ? from : UINT32_MAX;
     const char *dev_id = plan->rt->devices[n->device].id;
     char buf[512];
-    snprintf(buf, sizeof buf, n->copy_dir == PLAN_COPY_UPLOAD ? "host->%s" : "%s->host", dev_id);
+    if (n->copy_dir == PLAN_COPY_PEER)
+        snprintf(buf, sizeof buf, "%s->%s", plan->rt->devices[from].id, dev_id);
+    else
+        snprintf(buf, sizeof buf, n->copy_dir == PLAN_COPY_UPLOAD ? "host->%s" : "%s->host",
+                 dev_id);
     n->link = strdup(buf);
     snprintf(buf, sizeof buf, "copy:%s->%s", cs->tensor_name[src] ? cs->tensor_name[src] : "?",
-             n->copy_dir == PLAN_COPY_UPLOAD ? dev_id : "host");
+             n->copy_dir == PLAN_COPY_DOWNLOAD ? "host" : dev_id);
     n->name = strdup(buf);
     if (!n->link || !n->name)
         return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory planning copies");
@@ -411,9 +566,9 @@ static loom_status add_copy_node(loom_plan *plan, copy_state *cs, int32_t src, i
     double ready = ts->producer >= 0 ? plan->nodes[ts->producer].pred_finish : 0;
     /* Before its producer's successors, after the producer itself. */
     n->order_rank = ts->producer >= 0 ? plan->nodes[ts->producer].order_rank + 0.5 : -0.5;
-    n->pred_s = plan_link_seconds(plan, n->copy_dir == PLAN_COPY_UPLOAD ? COST_HOST : n->device,
-                                n->copy_dir == PLAN_COPY_UPLOAD ? n->device : COST_HOST,
-                                (double)ts->bytes);
+    n->pred_s = plan_link_seconds(plan, n->copy_dir == PLAN_COPY_UPLOAD ? COST_HOST : from,
+                                  n->copy_dir == PLAN_COPY_DOWNLOAD ? COST_HOST : n->device,
+                                  (double)ts->bytes);
     n->transfer_in_s = n->pred_s;
     n->pred_start = ready;
     n->pred_finish = ready + n->pred_s;
@@ -422,8 +577,36 @@ static loom_status add_copy_node(loom_plan *plan, copy_state *cs, int32_t src, i
     return LOOM_OK;
 }
 
+/* Whether runtime device DST can copy straight from device SRC: one backend that says so
+ * (can_copy_peer), and LOOM_PEER_COPY is not "0" (for comparisons). */
+static int peer_ok(const loom_plan *plan, uint32_t dst, uint32_t src)
+{
+    const runtime_device *d = &plan->rt->devices[dst], *s = &plan->rt->devices[src];
+    const loom_backend *be = d->backend;
+    if (be != s->backend || !RUNTIME_SLOT(be, can_copy_peer) || !RUNTIME_SLOT(be, copy_peer))
+        return 0;
+    const char *env = getenv("LOOM_PEER_COPY");
+    if (env && !strcmp(env, "0"))
+        return 0;
+    return be->can_copy_peer(be->ctx, d->index, s->index) != 0;
+}
+
+/* The device whose arena holds a host-memory tensor read by CONSUMER: CONSUMER itself when the
+ * host can address its memory, else the first such device of the runtime (a tensor staged
+ * between two devices must be host memory, not the consumer's). */
+static uint32_t host_device(const loom_plan *plan, uint32_t consumer)
+{
+    if (plan->rt->devices[consumer].info.host_visible)
+        return consumer;
+    for (uint32_t d = 0; d < plan->rt->n_devices; d++)
+        if (plan->rt->devices[d].info.host_visible)
+            return d;
+    return consumer;
+}
+
 /* The tensor holding SRC's data in memory space SPACE, for a consumer on runtime device
- * CONSUMER; made (with its copy node, via the host between two devices) when missing. */
+ * CONSUMER; made (with its copy node: peer to peer when the backend can, else via the host
+ * between two devices) when missing. */
 static loom_status copy_of(loom_plan *plan, copy_state *cs, int32_t src, uint32_t space,
                            uint32_t consumer, int32_t *out)
 {
@@ -438,9 +621,11 @@ static loom_status copy_of(loom_plan *plan, copy_state *cs, int32_t src, uint32_
         }
     int32_t from = src;
     loom_status st;
-    if (space != UINT32_MAX && tensor_space(plan, &plan->tensors[src]) != UINT32_MAX) {
-        /* device to another device: through the host */
-        if ((st = copy_of(plan, cs, src, UINT32_MAX, consumer, &from)) != LOOM_OK)
+    uint32_t src_space = tensor_space(plan, &plan->tensors[src]);
+    if (space != UINT32_MAX && src_space != UINT32_MAX && !peer_ok(plan, space, src_space)) {
+        /* device to another device: through the host (in host memory, not the consumer's) */
+        if ((st = copy_of(plan, cs, src, UINT32_MAX, host_device(plan, consumer), &from)) !=
+            LOOM_OK)
             return st;
     }
     int32_t dst = (int32_t)plan->n_tensors++;
@@ -561,8 +746,11 @@ static loom_status insert_copies(loom_plan *plan, const loom_graph *g, const int
     for (uint32_t p = 0; p < total; p++) {
         plan_node *n = &plan->nodes[p];
         for (uint32_t d = 0; d < nd; d++)
-            cost[(size_t)p * nd + d] = n->is_copy ? (d == n->device ? n->pred_s : INFINITY)
-                                                  : plan->cost_s[(size_t)n->graph_index * nd + d];
+            cost[(size_t)p * nd + d] =
+                n->is_copy ? (d == n->device ? n->pred_s : INFINITY)
+                : n->claim && plan->claims[n->claim - 1].state == PLAN_CLAIM_KEPT
+                    ? (d == n->device ? plan->claims[n->claim - 1].unit_s : INFINITY)
+                    : plan->cost_s[(size_t)n->graph_index * nd + d];
     }
     free(plan->cost_s);
     plan->cost_s = cost;
@@ -643,21 +831,128 @@ static loom_status make_edges(loom_plan *plan)
     return LOOM_OK;
 }
 
-/* The workers of the plan: one per device it computes on, then one per transfer direction of
- * each device the host cannot address; each one's nodes in plan order. */
+/* Whether BE offers events (all four slots). */
+static int has_events(const loom_backend *be)
+{
+    return RUNTIME_SLOT(be, event_create) && RUNTIME_SLOT(be, event_record) &&
+           RUNTIME_SLOT(be, event_wait) && RUNTIME_SLOT(be, event_destroy);
+}
+
+/* Which cross-worker dependencies the devices signal themselves (plan->succ_event): a consumer
+ * on a pipelined (in-order) worker of a backend with events, whose producer is a node of a
+ * pipelined worker of the same backend, or an upload to the consumer's device that the backend
+ * runs asynchronously (upload_async records the event). The consumer's worker then waits only
+ * for the producer's submission, and event_wait orders the queues. LOOM_EVENTS=0 turns it off
+ * (every dependency wakes the host), for comparisons. */
+static loom_status plan_events(loom_plan *plan)
+{
+    uint32_t nn = plan->n_nodes;
+    size_t n_edges = 0;
+    for (uint32_t p = 0; p < nn; p++) {
+        n_edges += plan->nodes[p].n_succ;
+        plan->nodes[p].n_evpred = plan->nodes[p].n_evsucc = 0;
+    }
+    plan->succ_event = calloc(n_edges + 1, 1);
+    if (!plan->succ_event)
+        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory planning events");
+    plan->n_event_edges = 0;
+    /* The cross-worker dependencies, for loom_plan_dependency. */
+    plan->dep_from = malloc((n_edges + 1) * sizeof *plan->dep_from);
+    plan->dep_edge = malloc((n_edges + 1) * sizeof *plan->dep_edge);
+    if (!plan->dep_from || !plan->dep_edge)
+        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory planning events");
+    plan->n_deps = 0;
+    for (uint32_t p = 0; p < nn; p++) {
+        const plan_node *n = &plan->nodes[p];
+        for (uint32_t e = 0; e < n->n_succ; e++)
+            if (plan->nodes[plan->succ[n->succ_first + e]].slot != n->slot) {
+                plan->dep_from[plan->n_deps] = p;
+                plan->dep_edge[plan->n_deps++] = n->succ_first + e;
+            }
+    }
+    const char *env = getenv("LOOM_EVENTS");
+    if (env && !strcmp(env, "0"))
+        return LOOM_OK;
+    for (uint32_t p = 0; p < nn; p++) {
+        plan_node *n = &plan->nodes[p];
+        const plan_device_use *un = &plan->devs[n->slot];
+        const loom_backend *bn = plan->rt->devices[n->device].backend;
+        /* An upload of nothing starts no copy, so it would record no event. */
+        int from_ok = un->pipelined || (un->link == PLAN_COPY_UPLOAD && un->async &&
+                                        plan->tensors[plan->io[n->io_first]].bytes > 0);
+        for (uint32_t e = 0; e < n->n_succ && from_ok; e++) {
+            plan_node *q = &plan->nodes[plan->succ[n->succ_first + e]];
+            const plan_device_use *uq = &plan->devs[q->slot];
+            const loom_backend *bq = plan->rt->devices[q->device].backend;
+            if (q->slot == n->slot || !uq->pipelined || bq != bn || !has_events(bq))
+                continue;
+            if (un->link && n->device != q->device)
+                continue; /* an upload signals the queue of its own device only */
+            plan->succ_event[n->succ_first + e] = 1;
+            n->n_evsucc++;
+            q->n_evpred++;
+            plan->n_event_edges++;
+        }
+    }
+    plan->evpred = malloc((plan->n_event_edges + 1) * sizeof *plan->evpred);
+    if (!plan->evpred)
+        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory planning events");
+    uint32_t off = 0;
+    for (uint32_t p = 0; p < nn; p++) {
+        plan->nodes[p].evpred_first = off;
+        off += plan->nodes[p].n_evpred;
+        plan->nodes[p].n_evpred = 0;
+    }
+    for (uint32_t p = 0; p < nn; p++) {
+        const plan_node *n = &plan->nodes[p];
+        for (uint32_t e = 0; e < n->n_succ; e++)
+            if (plan->succ_event[n->succ_first + e]) {
+                plan_node *q = &plan->nodes[plan->succ[n->succ_first + e]];
+                plan->evpred[q->evpred_first + q->n_evpred++] = p;
+            }
+    }
+    return LOOM_OK;
+}
+
+/* Pinned staging: a host arena that holds tensors a copy node reads (upload) or writes
+ * (download) of a device whose backend offers alloc_host comes from that alloc_host
+ * (executor.c ctx_create), so the transfers run from page-locked memory. The caller's own input
+ * and output tensors are the caller's memory and stay as they are. */
+static void plan_staging(loom_plan *plan)
+{
+    for (uint32_t p = 0; p < plan->n_nodes; p++) {
+        const plan_node *n = &plan->nodes[p];
+        if (!n->is_copy || n->copy_dir == PLAN_COPY_PEER)
+            continue;
+        const loom_backend *be = plan->rt->devices[n->device].backend;
+        if (!RUNTIME_SLOT(be, alloc_host) || !RUNTIME_SLOT(be, free_host))
+            continue;
+        int32_t t = plan->io[n->io_first + (n->copy_dir == PLAN_COPY_UPLOAD ? 0 : 1)];
+        const plan_tensor *pt = &plan->tensors[t];
+        if (pt->kind != PLAN_T_INTERMEDIATE || !plan->rt->devices[pt->device].info.host_visible)
+            continue;
+        uint32_t s = plan->dev_slot[pt->device];
+        if (s != UINT32_MAX && !plan->devs[s].staging)
+            plan->devs[s].staging = 1 + n->device;
+    }
+}
+
+/* The workers of the plan: one per device it computes on, then one per transfer direction
+ * (upload, download, peer) of each device the host cannot address; each one's nodes in plan
+ * order. */
 static loom_status make_device_orders(loom_plan *plan)
 {
     size_t nd = plan->rt->n_devices;
     plan->dev_slot = malloc((nd + 1) * sizeof *plan->dev_slot);
-    plan->devs = calloc(3 * nd + 1, sizeof *plan->devs);
-    uint32_t *link_slot = malloc((2 * nd + 1) * sizeof *link_slot);
+    plan->devs = calloc(4 * nd + 1, sizeof *plan->devs);
+    uint32_t *link_slot = malloc((3 * nd + 1) * sizeof *link_slot);
     if (!plan->dev_slot || !plan->devs || !link_slot) {
         free(link_slot);
         return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory planning devices");
     }
     for (size_t d = 0; d < nd; d++) {
         plan->dev_slot[d] = UINT32_MAX;
-        link_slot[2 * d] = link_slot[2 * d + 1] = UINT32_MAX;
+        link_slot[3 * d] = link_slot[3 * d + 1] = link_slot[3 * d + 2] = UINT32_MAX;
     }
     /* Compute workers first (the caller's thread drives slot 0), including devices that only
      * hold tensors (a copy's destination arena). */
@@ -678,7 +973,7 @@ static loom_status make_device_orders(loom_plan *plan)
     for (uint32_t p = 0; p < plan->n_nodes; p++) {
         plan_node *n = &plan->nodes[p];
         if (n->is_copy) {
-            uint32_t *ls = &link_slot[2 * n->device + (n->copy_dir == PLAN_COPY_DOWNLOAD)];
+            uint32_t *ls = &link_slot[3 * n->device + (n->copy_dir - 1u)];
             if (*ls == UINT32_MAX) {
                 *ls = plan->n_devs;
                 plan->devs[plan->n_devs].device = n->device;
@@ -709,9 +1004,13 @@ static loom_status make_device_orders(loom_plan *plan)
     for (uint32_t s = 0; s < plan->n_devs; s++) {
         plan_device_use *u = &plan->devs[s];
         const runtime_device *dev = &plan->rt->devices[u->device];
-        u->pipelined = pipe_ok && !u->link && RUNTIME_SLOT(dev->backend, submit) &&
+        u->pipelined = pipe_ok && !u->link &&
+                       (RUNTIME_SLOT(dev->backend, submit) || RUNTIME_SLOT(dev->backend, enqueue)) &&
                        dev->info.in_order && plan->n_devs > 1;
+        u->async = (u->link == PLAN_COPY_UPLOAD && RUNTIME_SLOT(dev->backend, upload_async)) ||
+                   (u->link == PLAN_COPY_DOWNLOAD && RUNTIME_SLOT(dev->backend, download_async));
     }
+    plan_staging(plan);
     for (uint32_t p = 0; p < plan->n_nodes; p++)
         plan->nodes[p].n_wait = 0;
     for (uint32_t p = 0; p < plan->n_nodes; p++) {
@@ -722,7 +1021,7 @@ static loom_status make_device_orders(loom_plan *plan)
                 q->n_wait++;
         }
     }
-    return LOOM_OK;
+    return plan_events(plan);
 }
 
 /* Record a finished scheduler stage in RES, timed from *T0 (which moves to now). */
@@ -834,12 +1133,24 @@ static loom_status plan_create_once(loom_runtime *rt, const loom_graph *g,
                      .keep_float = keep_float, .n_keep_float = n_keep_float};
     /* Fused nodes run on the CPU only: fuse when the CPU may take them (every node on a CPU
      * device, or placement free with a CPU present) and no pin names the graph's nodes as
-     * written. LOOM_FUSE=0 turns it off, for comparisons. */
-    const char *fuse_env = getenv("LOOM_FUSE");
+     * written. LOOM_FUSE=0 turns it off, for comparisons. Not either when another device the
+     * plan may use claims subgraphs (ABI 1.0): the chains stay whole for it to claim, and the
+     * CPU gets its fusion through its own claims. */
+    const char *fuse_env = getenv("LOOM_FUSE"), *claims_env = getenv("LOOM_CLAIMS");
+    int other_claims = 0;
     if (!(fuse_env && strcmp(fuse_env, "0") == 0) && po.n_pins == 0)
-        for (size_t d = 0; d < rt->n_devices; d++)
-            if ((po.want < 0 || (size_t)po.want == d) && strncmp(rt->devices[d].id, "cpu:", 4) == 0)
+        for (size_t d = 0; d < rt->n_devices; d++) {
+            if (!(po.want < 0 || (size_t)po.want == d) ||
+                (d < 64 && ((po.exclude >> d) & 1)))
+                continue;
+            if (strncmp(rt->devices[d].id, "cpu:", 4) == 0)
                 pctx.fuse_epilogue = 1;
+            else if (RUNTIME_SLOT(rt->devices[d].backend, claim) &&
+                     !(claims_env && strcmp(claims_env, "0") == 0))
+                other_claims = 1;
+        }
+    if (other_claims)
+        pctx.fuse_epilogue = 0;
     /* int8-dynamic is a rewrite of the graph; devices then see f32 nodes (and the new ones). */
     const uint32_t requested_precision = precision;
     if (precision == LOOM_PRECISION_INT8_DYNAMIC)
@@ -857,7 +1168,7 @@ static loom_status plan_create_once(loom_runtime *rt, const loom_graph *g,
     int32_t *tensor_of = malloc((g->n_values + 1) * sizeof *tensor_of);
     uint32_t *order = malloc((nn + 1) * sizeof *order);
     uint32_t *device = malloc((nn + 1) * sizeof *device);
-    double *pred = malloc((3 * nn + 1) * sizeof *pred);
+    double *pred = malloc((4 * nn + 1) * sizeof *pred);
     uint8_t *decided = calloc(nn + 1, 1);
     int16_t *pin_ignored = calloc(nn + 1, sizeof *pin_ignored);
     if (!plan || !tensor_of || !order || !device || !pred || !decided || !pin_ignored) {
@@ -886,6 +1197,14 @@ static loom_status plan_create_once(loom_runtime *rt, const loom_graph *g,
     loom_status st = make_tensors(plan, g, tensor_of);
     if (st == LOOM_OK)
         st = make_io_names(plan, g, tensor_of);
+    if (st == LOOM_OK) {
+        /* Subgraph claims (claims.c): offered after the passes, decided by placement. */
+        char line[128];
+        st = plan_claims_collect(plan, g, order, precision, absmax, po.want, po.exclude, line,
+                                 sizeof line);
+        if (st == LOOM_OK)
+            stage_done(&pres, "claims", nn, nn, &t0, line);
+    }
     if (st == LOOM_OK)
         st = plan_place(plan, g, order, tensor_of, precision, absmax, &po, device, pred, decided,
                       pin_ignored);
@@ -938,24 +1257,60 @@ static loom_status plan_create_once(loom_runtime *rt, const loom_graph *g,
     return LOOM_OK;
 }
 
+/* The capacity check: each device whose backend tells its free memory (memory_info) must have
+ * the plan's intermediate memory there free. On failure *FAILED is that runtime device and the
+ * error names it and both sizes. A device without memory_info, or whose query fails, is left to
+ * its allocation (plan_contexts_prepare). */
+static loom_status plan_check_capacity(const loom_plan *plan, uint32_t *failed)
+{
+    for (uint32_t s = 0; s < plan->n_devs; s++) {
+        const plan_device_use *u = &plan->devs[s];
+        const runtime_device *dev = &plan->rt->devices[u->device];
+        const loom_backend *be = dev->backend;
+        loom_status (*info)(void *, uint32_t, uint64_t *, uint64_t *) =
+            RUNTIME_SLOT(be, memory_info);
+        if (u->link || !u->arena_bytes || !info || u->staging)
+            continue;
+        uint64_t free_b = 0, total_b = 0;
+        if (runtime_backend_status(be, (int)info(be->ctx, dev->index, &free_b, &total_b), NULL,
+                                   0) != LOOM_OK)
+            continue;
+        if ((uint64_t)u->arena_bytes > free_b) {
+            *failed = u->device;
+            return loom_set_error(LOOM_ERR_OUT_OF_MEMORY,
+                                  "%s: the plan needs %zu bytes of intermediate memory there, "
+                                  "but the device reports %llu bytes free (of %llu)",
+                                  dev->id, u->arena_bytes, (unsigned long long)free_b,
+                                  (unsigned long long)total_b);
+        }
+    }
+    return LOOM_OK;
+}
+
 loom_status loom_plan_create(loom_runtime *rt, const loom_graph *g,
                              const loom_plan_options *options, loom_plan **out)
 {
     uint64_t exclude = 0;
     for (;;) {
         loom_status st = plan_create_once(rt, g, options, exclude, out);
-        if (st != LOOM_OK || (*out)->strict)
+        if (st != LOOM_OK)
             return st;
-        /* Take the intermediate memory of the first run now: a device that cannot give it is
-         * known before any run, and the nodes placed there go elsewhere, as nodes it cannot
-         * run do (a strict plan meets the failure at its first run instead). */
+        /* The devices' free memory now (memory_info), then the intermediate memory of the first
+         * run: a device that cannot give it is known before any run, and the nodes placed there
+         * go elsewhere, as nodes it cannot run do (a strict plan is refused by the first check
+         * and meets an allocation failure at its first run instead). */
         uint32_t failed = UINT32_MAX;
-        st = plan_contexts_prepare(*out, &failed);
+        int strict = (*out)->strict;
+        st = plan_check_capacity(*out, &failed);
+        if (st == LOOM_OK && strict)
+            return LOOM_OK;
+        if (st == LOOM_OK)
+            st = plan_contexts_prepare(*out, &failed);
         if (st == LOOM_OK)
             return LOOM_OK;
         loom_plan_destroy(*out);
         *out = NULL;
-        if (failed >= rt->n_devices || failed >= 64 || (exclude >> failed) & 1 ||
+        if (strict || failed >= rt->n_devices || failed >= 64 || (exclude >> failed) & 1 ||
             rt->devices[failed].info.host_visible)
             return st; /* host memory itself: nothing else to move to */
         runtime_message(rt, "%s: cannot allocate the plan's intermediate memory there (%s); its "
@@ -963,6 +1318,31 @@ loom_status loom_plan_create(loom_runtime *rt, const loom_graph *g,
                         loom_last_error());
         exclude |= (uint64_t)1 << failed;
     }
+}
+
+size_t loom_plan_dependency_count(const loom_plan *plan)
+{
+    return plan ? plan->n_deps : 0;
+}
+
+loom_status loom_plan_dependency(const loom_plan *plan, size_t i, size_t *from, size_t *to,
+                                 loom_dependency_kind *kind)
+{
+    if (!plan)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "plan_dependency: plan is NULL");
+    if (i >= plan->n_deps)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT,
+                              "plan_dependency: dependency %zu does not exist (the plan has %u)",
+                              i, plan->n_deps);
+    loom_clear_error();
+    uint32_t e = plan->dep_edge[i];
+    if (from)
+        *from = plan->dep_from[i];
+    if (to)
+        *to = plan->succ[e];
+    if (kind)
+        *kind = plan->succ_event[e] ? LOOM_DEPENDENCY_EVENT : LOOM_DEPENDENCY_HOST;
+    return LOOM_OK;
 }
 
 loom_status loom_plan_make_outputs(const loom_plan *plan, loom_tensor **outputs, size_t n)

@@ -64,8 +64,27 @@ static const char *decided_name(uint8_t d)
     case PLAN_DECIDED_COPY: return "copy";
     case PLAN_DECIDED_SHARED_CPU: return "shared-cores";
     case PLAN_DECIDED_SINGLE: return "one-device";
+    case PLAN_DECIDED_CLAIM: return "claim";
     default: return "earliest-finish";
     }
+}
+
+static const char *claim_state_name(uint8_t state)
+{
+    switch (state) {
+    case PLAN_CLAIM_KEPT: return "kept";
+    case PLAN_CLAIM_LOST: return "lost";
+    case PLAN_CLAIM_FAILED: return "failed";
+    default: return "split";
+    }
+}
+
+/* "claim 0 of devmem:0 (MatMul+Add+Relu)" into BUF. */
+static const char *claim_name(const loom_plan *plan, const plan_claim *c, char *buf, size_t len)
+{
+    snprintf(buf, len, "claim %u of %s (%s)", c->index, plan->rt->devices[c->device].id,
+             c->label);
+    return buf;
 }
 
 /* The one-line reason of node I into BUF. */
@@ -84,7 +103,17 @@ static void reason_line(const loom_plan *plan, size_t i, char *buf, size_t len)
     if (other >= 0)
         snprintf(alt, sizeof alt, "; %s would take %.3f ms", rt->devices[other].id,
                  row[other] * 1e3);
+    char cn[160];
     switch (n->decided) {
+    case PLAN_DECIDED_CLAIM:
+        if (n->claim) {
+            const plan_claim *c = &plan->claims[n->claim - 1];
+            snprintf(buf, len, "%s: %s; it covers %s", claim_name(plan, c, cn, sizeof cn),
+                     c->why, c->nodes_text);
+        } else {
+            snprintf(buf, len, "a claimed subgraph on %s", dev);
+        }
+        break;
     case PLAN_DECIDED_COPY:
         snprintf(buf, len, "moves %.0f bytes over %s (%.3f ms predicted)", n->bytes_in_moved,
                  n->link, n->pred_s * 1e3);
@@ -133,6 +162,32 @@ static void reason_line(const loom_plan *plan, size_t i, char *buf, size_t len)
         snprintf(buf + used, len - used, "; its pin to %s was ignored: that device cannot run it",
                  rt->devices[n->pin_ignored - 1].id);
     }
+    /* Claims covering this node that were not kept say why. */
+    for (uint32_t c = 0; c < plan->n_claims && !n->is_copy && n->decided != PLAN_DECIDED_CLAIM;
+         c++) {
+        const plan_claim *pc = &plan->claims[c];
+        int covers = 0;
+        for (uint32_t k = 0; k < pc->n_pos && !covers; k++)
+            covers = pc->pos[k] == n->graph_index;
+        if (covers) {
+            size_t used = strlen(buf);
+            snprintf(buf + used, len - used, "; %s was %s: %s", claim_name(plan, pc, cn, sizeof cn),
+                     pc->state == PLAN_CLAIM_LOST ? "not kept" : "split", pc->why);
+        }
+    }
+    if (n->cost_note) { /* a measurement overrode the backend's estimate: say which and by how much */
+        size_t used = strlen(buf);
+        snprintf(buf + used, len - used, "; %s", n->cost_note);
+    }
+}
+
+void plan_node_cost_source(loom_plan *plan, plan_node *n, const loom_node_desc *desc)
+{
+    cost_choice c;
+    cost_node_choose(plan->model, n->device, desc, &n->cost, &c);
+    n->cost_source = c.source;
+    free(n->cost_note);
+    n->cost_note = cost_choice_note(plan->model, n->device, &c);
 }
 
 loom_status loom_plan_explain(const loom_plan *plan, size_t i, loom_node_explain *out)
@@ -149,7 +204,7 @@ loom_status loom_plan_explain(const loom_plan *plan, size_t i, loom_node_explain
         mp->reasons = calloc(plan->n_nodes + 1, sizeof *mp->reasons);
     }
     if (mp->reasons && !mp->reasons[i]) {
-        char buf[512];
+        char buf[1024];
         reason_line(plan, i, buf, sizeof buf);
         mp->reasons[i] = strdup(buf);
     }
@@ -363,9 +418,33 @@ loom_status loom_plan_explain_json(const loom_plan *plan, char **out)
         json_num(&buf, &len, &cap, e.transfer_in_s);
         append(&buf, &len, &cap, ",\"bytes_kept_local\":");
         json_num(&buf, &len, &cap, e.bytes_kept_local);
+        if (plan->nodes[i].claim)
+            append(&buf, &len, &cap, ",\"claim\":%u", plan->nodes[i].claim - 1);
         append(&buf, &len, &cap, "}");
     }
-    append(&buf, &len, &cap, "],\"passes\":[");
+    append(&buf, &len, &cap, "],\"claims\":[");
+    for (uint32_t c = 0; c < plan->n_claims; c++) {
+        const plan_claim *pc = &plan->claims[c];
+        append(&buf, &len, &cap, "%s{\"device\":", c ? "," : "");
+        json_str(&buf, &len, &cap, plan->rt->devices[pc->device].id);
+        append(&buf, &len, &cap, ",\"index\":%u,\"label\":", pc->index);
+        json_str(&buf, &len, &cap, pc->label);
+        append(&buf, &len, &cap, ",\"nodes\":");
+        json_str(&buf, &len, &cap, pc->nodes_text);
+        append(&buf, &len, &cap, ",\"node_count\":%u,\"state\":", pc->n_pos);
+        json_str(&buf, &len, &cap, claim_state_name(pc->state));
+        append(&buf, &len, &cap, ",\"estimate_s\":");
+        json_num(&buf, &len, &cap, pc->estimate_s >= 0 ? pc->estimate_s : NAN);
+        append(&buf, &len, &cap, ",\"unit_s\":");
+        json_num(&buf, &len, &cap, pc->unit_s);
+        append(&buf, &len, &cap, ",\"split_s\":");
+        json_num(&buf, &len, &cap, pc->split_s);
+        append(&buf, &len, &cap, ",\"reason\":");
+        json_str(&buf, &len, &cap, pc->why);
+        append(&buf, &len, &cap, "}");
+    }
+    append(&buf, &len, &cap, "],\"claims_dropped\":%u", plan->n_claims_dropped);
+    append(&buf, &len, &cap, ",\"passes\":[");
     for (size_t i = 0; i < plan->n_stages; i++) {
         const pass_report *r = &plan->stages[i];
         append(&buf, &len, &cap, "%s{\"name\":", i ? "," : "");

@@ -15,29 +15,64 @@
 
 #define LOOM_MAX_BACKENDS 16
 
+/* A device's circuit breaker (device_health.c): after LOOM_BREAKER_FAILED_RUNS consecutive runs
+ * in which a node failed on it, the nodes that have a fallback skip it for a cool-down. Shared by
+ * every plan of the runtime; zero (memset) is "in service, no failure". */
+typedef struct device_health {
+    atomic_uint failed_runs;    /* consecutive runs (non-strict plans) in which it failed */
+    atomic_uint trips;          /* times set aside since its last good run: the cool-down doubles */
+    _Atomic uint64_t until_ns;  /* set aside until then (loom_now_ns); 0: in service */
+} device_health;
+
 typedef struct runtime_device {
     char id[64];                /* "cpu:0" */
     const loom_backend *backend;
     uint32_t index;             /* device index within its backend */
     loom_device_info info;
+    device_health health;
 } runtime_device;
 
-#define LOOM_MAX_MESSAGES 256
+/* What one backend gets as its loom_host: HOST.host_ctx points here, so that every line the
+ * backend logs, while loom_backend_query runs and at run time alike, carries its prefix: the
+ * plugin's file while it is being queried ("plugin /x/npu.so: error: ..."), its backend name
+ * once the table is known ("npu-sim: warning: ..."). Owned by the runtime, freed after the
+ * backend's shutdown (and its dlclose). */
+typedef struct runtime_host {
+    loom_host host;
+    loom_runtime *rt;
+    char name[64];       /* the backend's name, "" until its table is known; under msg_lock */
+    char *file;          /* the plugin's file as given (NULL for a built-in backend) */
+    char *real;          /* its real path, when it has one */
+    /* While HOLDING, log lines are kept here instead of the runtime's messages: the loader
+     * decides which of the two loom_backend_query calls' lines to keep (under msg_lock). */
+    int holding;
+    char **held;
+    size_t n_held, cap_held;
+    /* A 0.x table, copied into a 1.0 table whose slots past the plugin's struct_size are NULL
+     * (the adapter); the runtime uses this copy instead of the plugin's table. */
+    loom_backend adapted;
+} runtime_host;
 
 struct loom_runtime {
     const loom_backend *backends[LOOM_MAX_BACKENDS];
     void *handles[LOOM_MAX_BACKENDS]; /* dlopen handle of each plugin; NULL when built in */
+    runtime_host *hosts[LOOM_MAX_BACKENDS]; /* each backend's loom_host; NULL for the cpu */
     size_t n_backends;
     runtime_device *devices;
     size_t n_devices;
-    loom_host host;             /* what plugins get: logging into MESSAGES */
+    /* The messages: a ring of at most LOOM_RUNTIME_MESSAGES_MAX lines counting the "N messages
+     * dropped" line, which comes first while MSG_DROPPED > 0 (then only MAX - 1 lines are
+     * held). MSG_FIRST is the oldest held line's slot, MSG_HELD how many are held. */
     pthread_mutex_t msg_lock;   /* plugins may log from their own threads */
-    char *messages[LOOM_MAX_MESSAGES];
-    size_t n_messages;
-    const char *loading;        /* the plugin file being started, for its log messages */
+    char *msg_ring[LOOM_RUNTIME_MESSAGES_MAX];
+    size_t msg_first, msg_held;
+    size_t msg_dropped;         /* lost since the last drain */
+    char msg_dropped_line[96];
     /* References: the caller's (dropped by loom_runtime_destroy) and one per plan made from it
      * (dropped by loom_plan_destroy). The backends stop when the last one goes. */
     atomic_uint refs;
+    /* The user's backend options (backend_options.c), NULL when none were given. */
+    struct backend_option_set *options;
 };
 
 /* A slot of BE's table, or NULL when the backend's table is too old to have it. */
@@ -45,9 +80,30 @@ struct loom_runtime {
     ((be)->struct_size >= offsetof(loom_backend, field) + sizeof((be)->field) ? (be)->field : NULL)
 
 /* ---- runtime.c / loader.c ---- */
-/* Register a started backend's devices. Takes ownership of BE (shut down on failure) and of
- * HANDLE (dlclosed on failure), which may be NULL. */
-loom_status runtime_add_backend(loom_runtime *rt, const loom_backend *be, void *handle);
+/* Register a started backend's devices. Takes ownership of BE (shut down on failure), of
+ * HANDLE (dlclosed on failure) and of HOST (the backend's loom_host record, freed on failure),
+ * which may be NULL. A device whose memory the host cannot address (host_visible 0) is refused
+ * unless the table has alloc, upload and download; a backend none of whose devices is usable is
+ * refused as a whole (LOOM_ERR_UNSUPPORTED naming why). */
+loom_status runtime_add_backend(loom_runtime *rt, const loom_backend *be, void *handle,
+                                runtime_host *host);
+/* A new loom_host record for a backend (FILE: its plugin file, or NULL when built in; NAME:
+ * its backend name when already known, else NULL). NULL when out of memory. */
+runtime_host *runtime_host_create(loom_runtime *rt, const char *file, const char *name);
+/* Free HOST (after its backend's shutdown); NULL is allowed. */
+void runtime_host_free(runtime_host *host);
+/* Hold HOST's log lines from now on instead of adding them to the runtime's messages; returns
+ * how many are held already (the loader's mark between its two loom_backend_query calls). */
+size_t runtime_host_hold(runtime_host *host);
+/* Stop holding: move the held lines [FROM, TO) into the runtime's messages in order (with
+ * SKIP_REPEATS, one equal to a line moved before it is left out) and drop every other. */
+void runtime_host_release(runtime_host *host, size_t from, size_t to, int skip_repeats);
+/* Set HOST's backend name (the prefix of its later lines). */
+void runtime_host_set_name(runtime_host *host, const char *name);
+/* The name of the backend loaded from plugin file PATH (as given, or the same real path), or
+ * NULL when no backend of RT came from it (it was refused, or never tried). For `loom
+ * backend-test`, which tests exactly that plugin's devices. */
+const char *runtime_plugin_backend(const loom_runtime *rt, const char *path);
 /* STATUS as BE returned it, made a loom_status: a value outside the enum (a plugin's bug)
  * becomes LOOM_ERR_DEVICE_LOST, and MSG (MSG_LEN bytes, holding the backend's message, may be
  * NULL) is rewritten to keep the plugin's number: "backend 'x' returned status 77, not a
@@ -58,6 +114,24 @@ loom_status runtime_backend_status(const loom_backend *be, int status, char *msg
 void runtime_message(loom_runtime *rt, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Load the plugins OPTIONS asks for (may be NULL), in the documented order. */
 void runtime_load_plugins(loom_runtime *rt, const loom_runtime_options *options);
+/* ---- backend_options.c ---- */
+/* The parsed "BACKEND:KEY=VALUE" strings of loom_runtime_options.backend_options. */
+typedef struct backend_option_set backend_option_set;
+/* Parse O's backend options (O may be NULL or an older struct: none) into *OUT (NULL when
+ * none; free with backend_options_free). Fails with LOOM_ERR_INVALID_ARGUMENT naming a
+ * malformed string or a NULL array or entry, LOOM_ERR_OUT_OF_MEMORY. */
+loom_status backend_options_parse(const loom_runtime_options *o, backend_option_set **out);
+void backend_options_free(backend_option_set *set);
+/* Hand BE (its table accepted, its devices not yet listed) the options of RT->options meant
+ * for it, in the order given, through its set_option. A key BE does not declare or a value it
+ * refuses fails with LOOM_ERR_INVALID_ARGUMENT naming the option (and the backend's message);
+ * the first such failure is also kept for backend_options_check. */
+loom_status backend_options_apply(loom_runtime *rt, const loom_backend *be);
+/* Once every backend is in: the first failure of backend_options_apply, else an option for a
+ * backend that is not loaded (LOOM_ERR_INVALID_ARGUMENT naming it and the loaded backends). */
+loom_status backend_options_check(loom_runtime *rt);
+/* The value the user gave BACKEND's KEY (the last when given twice), or NULL. */
+const char *backend_options_value(const loom_runtime *rt, const char *backend, const char *key);
 /* Take a reference to RT for a plan (returns RT); drop one, freeing RT with the last. */
 loom_runtime *runtime_retain(loom_runtime *rt);
 void runtime_release(loom_runtime *rt);
@@ -114,9 +188,20 @@ typedef struct plan_node {
     double bytes_in_moved, transfer_in_s, bytes_kept_local;
     uint32_t graph_index; /* position in the topological order of the graph (copies: UINT32_MAX) */
     char *sig;            /* the cost model's history signature (learning plans only) */
+    /* When a measurement overrode its device's backend estimate (cost_choice_note): the
+     * explanation's "cost from measurement ...; X's estimate ... was 19x off"; else NULL. */
+    char *cost_note;
+    /* ---- events (executor.c) ---- */
+    uint32_t evpred_first, n_evpred; /* predecessors signalled by a device event, in plan->evpred */
+    uint32_t n_evsucc;    /* successors it signals by an event (the run records one for it) */
+    uint32_t copy_src;    /* peer copies: the runtime device the tensor comes from */
+    /* ---- subgraph claims (claims.c) ---- */
+    uint32_t claim;       /* 1 + index in plan->claims when it is (or came from) a claim; 0: none */
 } plan_node;
 
-enum { PLAN_COPY_UPLOAD = 1, PLAN_COPY_DOWNLOAD = 2 };
+/* PLAN_COPY_PEER: device to device of one backend (copy_peer), run by the destination's
+ * transfer worker; DEVICE is the destination, COPY_SRC the source. */
+enum { PLAN_COPY_UPLOAD = 1, PLAN_COPY_DOWNLOAD = 2, PLAN_COPY_PEER = 3 };
 
 /* What decided a node's device (loom_node_explain.decided_by). */
 typedef enum plan_decided {
@@ -131,6 +216,7 @@ typedef enum plan_decided {
     PLAN_DECIDED_COPY,
     PLAN_DECIDED_SHARED_CPU, /* a device on the host's cores kept out while the cpu backend can */
     PLAN_DECIDED_SINGLE,     /* spreading was predicted too small a gain: one device runs all */
+    PLAN_DECIDED_CLAIM,      /* a backend's claimed subgraph, kept as one unit (or its nodes) */
 } plan_decided;
 
 typedef struct plan_device_use {
@@ -143,6 +229,12 @@ typedef struct plan_device_use {
     uint32_t *order;      /* plan node indices this device runs, in order */
     uint32_t n_order;
     size_t arena_bytes;   /* the static memory plan's peak on this device */
+    /* Host memory that transfers read or write lives in this arena: 1 + the runtime device
+     * whose backend's alloc_host stages it (pinned memory), 0 when none. */
+    uint32_t staging;
+    /* Transfer workers: the backend starts the copies (upload_async/download_async) and says
+     * when they are done; the worker does not block in them. */
+    uint32_t async;
 } plan_device_use;
 
 typedef struct plan_ctx plan_ctx;
@@ -156,6 +248,14 @@ struct loom_plan {
     int32_t *io;           /* tensor index per node input/output slot (-1: absent input) */
     uint32_t n_io;         /* entries of io in use */
     uint32_t *succ;        /* successor node indices */
+    /* Per entry of succ: 1 when the dependency is signalled device to device by an event
+     * (both on in-order queues of one backend with events), 0 when a host thread is woken. */
+    uint8_t *succ_event;
+    uint32_t *evpred;      /* event predecessors of each node (plan_node.evpred_first) */
+    uint32_t n_event_edges;
+    /* Cross-worker dependencies (loom_plan_dependency): producer node and index into succ. */
+    uint32_t *dep_from, *dep_edge;
+    uint32_t n_deps;
     plan_device_use *devs;   /* the devices this plan uses */
     uint32_t n_devs;
     uint32_t *dev_slot;    /* runtime device index -> index in devs (UINT32_MAX: unused) */
@@ -186,10 +286,86 @@ struct loom_plan {
     char **reasons;           /* explanation lines, made on first request (under ctx_lock) */
     pass_report stages[PASS_MAX_REPORTS]; /* what each pass and scheduler stage did */
     size_t n_stages;
+    /* ---- subgraph claims (claims.c) ---- */
+    struct plan_claim *claims; /* every valid claim, with placement's decision */
+    uint32_t n_claims;
+    uint32_t n_claims_dropped; /* claims that broke a rule (each said so in a runtime message) */
 };
+
+/* ---- claims.c: subgraph claims (ABI 1.0) ---- */
+
+typedef enum plan_claim_state {
+    PLAN_CLAIM_SPLIT = 0, /* its nodes were placed one by one (WHY says why) */
+    PLAN_CLAIM_KEPT,      /* one unit on its device: one plan node, one kernel */
+    PLAN_CLAIM_LOST,      /* another device's overlapping claim was kept instead */
+    PLAN_CLAIM_FAILED,    /* kept, but prepare_subgraph failed: its nodes run one by one */
+} plan_claim_state;
+
+/* A claim that passed the rules (connected, convex, in range, no overlap, typed outputs). */
+typedef struct plan_claim {
+    uint32_t device;      /* runtime device that claimed it */
+    uint32_t index;       /* its position among the claims that device's claim() returned */
+    uint32_t *pos;        /* its nodes as positions in the placement order, ascending */
+    uint32_t n_pos;
+    double estimate_s;    /* the backend's estimate; < 0: none (the node costs are summed) */
+    char label[64];       /* "MatMul+Add+Relu" (the backend's, or made from the ops) */
+    char *nodes_text;     /* "mm0, add0, relu0": the names of its nodes, for explanations */
+    uint8_t state;        /* a plan_claim_state */
+    double unit_s;        /* predicted seconds as one unit on DEVICE (INFINITY: cannot) */
+    double split_s;       /* predicted seconds of its nodes placed one by one (INFINITY: cannot) */
+    char why[256];        /* the decision in words */
+} plan_claim;
+
+/* A loom_subgraph_desc with the storage behind it, and the graph value behind each value id. */
+typedef struct plan_subgraph {
+    loom_subgraph_desc desc;
+    loom_value *value_of; /* per value id: the graph value */
+    uint32_t n_values;
+    void *block;          /* everything else, one allocation */
+    char name[160];
+} plan_subgraph;
+
+/* The subgraph of G made of the nodes ORDER[POS[0..N-1]] (POS ascending: a topological order),
+ * as loom_subgraph_desc numbers it: its inputs are the values read from outside the set, in
+ * graph value order; its outputs the values graph outputs or nodes outside the set read.
+ * Node descriptors carry PRECISION and ABSMAX (per graph value, may be NULL) like make_nodes'.
+ * NAME is for messages. Free with plan_subgraph_free. */
+loom_status plan_subgraph_build(const loom_graph *g, const uint32_t *order, const uint32_t *pos,
+                                uint32_t n, uint32_t precision, const float *absmax,
+                                const char *name, plan_subgraph *out);
+void plan_subgraph_free(plan_subgraph *sg);
+
+/* The claim stage (after the passes, before placement): offer G (every node, in ORDER) to each
+ * device whose backend has claim() and prepare_subgraph(), that placement may use (WANT: -1 or
+ * the requested device; EXCLUDE: a bit per device to leave out); check each claim and keep the
+ * valid ones in PLAN->claims (state SPLIT until placement decides). A claim that breaks a rule
+ * is dropped with a runtime message naming the claim and the rule. $LOOM_CLAIMS=0 turns the
+ * stage off. Writes a one-line summary into SUMMARY. Fails only when out of memory. */
+loom_status plan_claims_collect(loom_plan *plan, const loom_graph *g, const uint32_t *order,
+                                uint32_t precision, const float *absmax, int want,
+                                uint64_t exclude, char *summary, size_t summary_len);
+
+/* Placement's decision on every claim of PLAN: RAW (n_nodes x n_devices) is each node's
+ * predicted seconds on each device whether or not the device supports it alone (INFINITY: no
+ * figure), COST the same with unsupported and excluded devices at INFINITY; USER_PINNED marks
+ * nodes a user pin names. A claim is kept when its unit is predicted no slower than its nodes
+ * placed one by one (the best device of each plus transfers between them); overlapping claims
+ * compete by the time they save. Writes UNIT_OF[p] (1 + the kept claim covering position p, 0:
+ * none) and each claim's state, figures and WHY. */
+void plan_claims_decide(loom_plan *plan, const loom_graph *g, const uint32_t *order,
+                        const double *raw, const double *cost, const uint8_t *user_pinned,
+                        uint32_t *unit_of);
+
+/* Free PLAN's claims. */
+void plan_claims_free(loom_plan *plan);
 
 /* Runtime device index named by SPEC ("cpu:0", or "cpu" for the backend's first), or -1. */
 int plan_find_device(const loom_runtime *rt, const char *spec);
+
+/* ---- plan_explain.c ---- */
+/* Set N's cost_source (and cost_note, freeing an older one) from PLAN's cost model for its
+ * device, DESC being N's descriptor. */
+void plan_node_cost_source(loom_plan *plan, plan_node *n, const loom_node_desc *desc);
 
 /* ---- placement.c ---- */
 /* A multi-device placement must be predicted at least this much faster than the best device
@@ -210,13 +386,20 @@ typedef struct plan_place_opts {
 /* Decide the device of every node of G (in ORDER, whose positions index the plan's nodes as
  * make_nodes builds them): supports() of every device, costs from the cost model, the policy.
  * Writes DEVICE[p], and fills the placement fields of the plan (cost_s rows in topological
- * order, summary figures) and PRED (3 x n_nodes: start, finish, duration) and DECIDED;
+ * order, summary figures) and PRED (4 x n_nodes: start, finish, duration, and the rank of the
+ * node's task in a topological order of the tasks: a claim kept as one unit is one task) and
+ * DECIDED; with claims (PLAN->claims) it decides them (plan_claims_decide) and places every kept
+ * claim as one task on its device;
  * PIN_IGNORED[p] (zeroed by the caller) becomes 1 + the pinned device when a pin could not be
  * honoured (not strict). Opens PLAN->model. */
 loom_status plan_place(loom_plan *plan, const loom_graph *g, const uint32_t *order,
                      const int32_t *tensor_of, uint32_t precision, const float *absmax,
                      const plan_place_opts *opts, uint32_t *device, double *pred, uint8_t *decided,
                      int16_t *pin_ignored);
+
+/* Bytes of memory DEV can give the plan: the free bytes of its backend's memory_info when it
+ * tells, else loom_device_info.memory_bytes (the capacity placement respects). */
+double plan_free_memory(const runtime_device *dev);
 
 /* Predicted seconds of moving BYTES from runtime device FROM to TO (COST_HOST: host memory). */
 double plan_link_seconds(const loom_plan *plan, uint32_t from, uint32_t to, double bytes);
@@ -233,6 +416,33 @@ graph_eval_fn runtime_reference_eval(void);
  * between tensors whose lifetimes (in each device's execution order) do not overlap. Fills the
  * arena sizes, peak_bytes and unshared_bytes. */
 loom_status plan_memory_plan(loom_plan *plan);
+
+/* ---- device_health.c: the circuit breaker of a failing device ---- */
+/* Defaults, documented in docs/writing-a-backend.md ("When a device fails"); the environment
+ * overrides them (LOOM_BREAKER_RUNS, 0 turns the breaker off; LOOM_BREAKER_COOLDOWN_MS;
+ * LOOM_BREAKER_COOLDOWN_MAX_MS). */
+#define LOOM_BREAKER_FAILED_RUNS 3          /* consecutive failed runs that set a device aside */
+#define LOOM_BREAKER_COOLDOWN_MS 30000      /* the first cool-down; it doubles at each trip */
+#define LOOM_BREAKER_COOLDOWN_MAX_MS 600000 /* ... up to this */
+
+/* Out of line: DEV's until_ns is UNTIL (non-zero). 1 while the cool-down lasts; once it is over
+ * the first caller puts the device back in service (a message says so) and every caller gets 0. */
+int device_health_check(loom_runtime *rt, uint32_t device, uint64_t until);
+
+/* Whether nodes with a fallback skip runtime device DEVICE now. The hot path: one relaxed load
+ * while the device is in service. */
+static inline int device_set_aside(loom_runtime *rt, uint32_t device)
+{
+    uint64_t until = atomic_load_explicit(&rt->devices[device].health.until_ns,
+                                          memory_order_relaxed);
+    return until && device_health_check(rt, device, until);
+}
+
+/* The end of a run of non-strict PLAN, whose nodes ran on runtime device DEVICE: a run in which
+ * a node failed on it counts toward the breaker (the message names the device PLAN's nodes
+ * re-run on); a run in which it worked, in service, resets the count. */
+void device_health_failed_run(const loom_plan *plan, uint32_t device);
+void device_health_good_run(loom_runtime *rt, uint32_t device);
 
 /* ---- executor.c ---- */
 /* The argument checks of loom_plan_run: counts, NULL arrays and tensors, dtypes and shapes, and

@@ -30,7 +30,7 @@ if [ $sanitize = tsan ]; then
     export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:exitcode=66}
     export LOOM_OPENCL=0
     tests=(test_runtime test_multidevice test_plugins test_fixtures test_fixtures_placed
-           test_npu_sim)
+           test_npu_sim test_events test_fallback)
 elif [ $sanitize = 1 ]; then
     build=${1:-build-asan}
     opts=(-Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug)

@@ -37,7 +37,7 @@ step "building" meson compile -C "$build"
 step "installing" meson install -C "$build" --no-rebuild
 
 for f in include/loom/loom.h include/loom/graph.h include/loom/runtime.h include/loom/backend.h \
-         lib/pkgconfig/loom.pc; do
+         lib/pkgconfig/loom.pc lib/pkgconfig/loom-backend.pc; do
     if [ ! -f "$prefix/$f" ]; then
         echo "install_test: FAILED: $prefix/$f was not installed" >&2
         exit 1
@@ -74,9 +74,22 @@ for ex in mlp attention; do
 done
 # The backend skeleton, built out of tree against the installed headers, is found through
 # LOOM_BACKEND_PATH by the installed `loom`, passes backend-test, and gets the nodes it supports.
+# It is built through the headers-only loom-backend module with nothing but the prefix's .pc
+# files visible (PKG_CONFIG_LIBDIR): a plugin needs none of libloom's private dependencies.
+pc_only="$prefix/lib/pkgconfig"
+if ! bcflags="$(PKG_CONFIG_PATH= PKG_CONFIG_LIBDIR="$pc_only" pkg-config --cflags loom-backend)"; then
+    echo "install_test: FAILED: pkg-config --cflags loom-backend needs more than $pc_only" >&2
+    exit 1
+fi
+echo "install_test: pkg-config --cflags loom-backend: $bcflags"
+if [ "$(pkg-config --variable=plugindir loom-backend)" != "$(pkg-config --variable=plugindir loom)" ]; then
+    echo "install_test: FAILED: loom-backend.pc and loom.pc disagree on plugindir" >&2
+    exit 1
+fi
 skdir="$work/skeleton"
 mkdir -p "$skdir"
-step "building the backend skeleton with examples/backend-skeleton/Makefile" \
+step "building the backend skeleton with examples/backend-skeleton/Makefile (loom-backend.pc only)" \
+    env PKG_CONFIG_PATH= PKG_CONFIG_LIBDIR="$pc_only" \
     make -C "$skdir" -f "$src/examples/backend-skeleton/Makefile" CFLAGS="-O2 -Wall -Wextra -Werror"
 loom="$prefix/bin/loom"
 devs="$(LOOM_BACKEND_PATH="$skdir" "$loom" devices)"
@@ -85,9 +98,17 @@ if ! grep -q "^skeleton:0 " <<<"$devs"; then
     echo "$devs" >&2
     exit 1
 fi
-echo "install_test: loom backend-test on the skeleton"
-if ! "$loom" backend-test "$skdir/libloom-skeleton.so" >"$work/skeleton-test.log" 2>&1; then
+# By path, from its folder, with the OpenCL backend on (PoCL, where installed): the skeleton's
+# own device is the one tested.
+echo "install_test: loom backend-test ./libloom-skeleton.so"
+if ! (cd "$skdir" && LOOM_OPENCL=1 "$loom" backend-test ./libloom-skeleton.so) \
+        >"$work/skeleton-test.log" 2>&1; then
     echo "install_test: FAILED: backend-test of the skeleton:" >&2
+    cat "$work/skeleton-test.log" >&2
+    exit 1
+fi
+if ! grep -q "^backend-test of skeleton:0 against cpu:0" "$work/skeleton-test.log"; then
+    echo "install_test: FAILED: backend-test did not test skeleton:0:" >&2
     cat "$work/skeleton-test.log" >&2
     exit 1
 fi

@@ -2,9 +2,12 @@
 # End-to-end checks of `loom run`: tiny ONNX models made here with the onnx Python package, run
 # on .npy and TensorProto .pb inputs and on seeded random data, outputs checked with NumPy;
 # repeat and JSON reports; and every kind of bad usage or bad input exits 2 with one line on
-# stderr. Usage: test_cli_run.sh LOOM_BINARY SOURCE_ROOT. Skips (77) without python3-onnx.
+# stderr. Usage: test_cli_run.sh LOOM_BINARY SOURCE_ROOT [DEVMEM_PLUGIN]. Skips (77) without
+# python3-onnx. DEVMEM_PLUGIN (tests/plugins/devmem.so) lets a device fail: what `loom run` and
+# `loom profile` say about the node re-run on the CPU.
 set -u
 LOOM="$(realpath "$1")"
+DEVMEM="${3:+$(realpath "$3")}"
 PY=/usr/bin/python3
 if ! "$PY" -c 'import onnx, numpy' 2>/dev/null; then
     echo "SKIP: $PY lacks onnx or numpy (Debian: python3-onnx python3-numpy)"
@@ -108,6 +111,13 @@ with open("corrupt.onnx", "wb") as f:
 # A 4 KiB output, for a write that fails part way.
 save("big", [helper.make_node("Relu", ["x"], ["y"])], [vi("x", T.FLOAT, [1024])],
      [vi("y", T.FLOAT, [1024])])
+# fc1: MatMul with constant weights, then Relu, for a device that fails (the devmem plugin).
+fw = (np.arange(16 * 8, dtype=np.float32).reshape(16, 8) % 7 - 3) / 4
+save("fc", [helper.make_node("MatMul", ["x", "w"], ["h"], name="fc1"),
+            helper.make_node("Relu", ["h"], ["y"], name="act")],
+     [vi("x", T.FLOAT, [8, 16])], [vi("y", T.FLOAT, [8, 8])], [numpy_helper.from_array(fw, "w")])
+np.save("fc_w.npy", fw)
+np.save("fc_x.npy", (np.arange(8 * 16, dtype=np.float32).reshape(8, 16) % 5 - 2) / 2)
 # Models Loom cannot take, for the exit-status rule shared by every command.
 relu = [helper.make_node("Relu", ["x"], ["y"])]
 def save_raw(name, nodes, inputs, outputs, opsets):
@@ -239,7 +249,8 @@ pycheck "json content" <<'PY'
 import json, os, re
 r = json.load(open("report.json"))
 assert set(r) == {"model", "device", "runs", "latency_ms", "peak_memory_bytes", "devices",
-                  "outputs"}, sorted(r)
+                  "outputs", "fallback_count", "fallbacks"}, sorted(r)
+assert r["fallback_count"] == 0 and r["fallbacks"] == [], r
 assert r["model"] == "addmul.onnx" and r["runs"] == 4
 l = r["latency_ms"]
 assert set(l) == {"median", "p95", "p99", "min"}
@@ -292,6 +303,62 @@ PY
         bad "npu-sim refusal is one line naming the precision"
 else
     echo "skip npu-sim checks: no plugin at $NPU_DIR"
+fi
+
+# ---- a device that fails: the node re-runs on the CPU, and the reports say which and why ---------
+if [ -n "$DEVMEM" ]; then
+    check "failing device: run" 0 env LOOM_BACKEND_PATH="$DEVMEM" LOOM_TEST_DEVMEM_FAIL=1 \
+        "$LOOM" run fc.onnx -i x=fc_x.npy --device devmem -o fc_out
+    grep -qF "node 'fc1' (MatMul) failed on devmem:0 (device lost: devmem: injected failure" \
+        "$TMP/out" && grep -qF "; re-ran on cpu:0" "$TMP/out" ||
+        { bad "run text names the node, both devices and the reason"; cat "$TMP/out"; }
+    grep -qF "1 node run re-run on another device" "$TMP/out" || bad "run text counts the re-run"
+    pycheck "failing device: outputs right" <<'PY'
+import numpy as np
+x, w = np.load("fc_x.npy"), np.load("fc_w.npy")
+np.testing.assert_allclose(np.load("fc_out/y.npy"), np.maximum(x @ w, 0), rtol=1e-5, atol=1e-5)
+PY
+    check "failing device: run --json" 0 env LOOM_BACKEND_PATH="$DEVMEM" LOOM_TEST_DEVMEM_FAIL=1 \
+        "$LOOM" run fc.onnx --device devmem --repeat 3 --warmup 0 --json -o fc_json
+    cp "$TMP/out" fc.json
+    pycheck "failing device: json fallbacks" <<'PY'
+import json
+r = json.load(open("fc.json"))
+assert r["fallback_count"] == 1, r
+f = r["fallbacks"]
+assert len(f) == 1 and set(f[0]) == {"node", "op", "failed_device", "ran_device", "status",
+                                     "message", "runs"}, f
+f = f[0]
+assert (f["node"], f["op"], f["failed_device"], f["ran_device"], f["status"], f["runs"]) == \
+    ("fc1", "MatMul", "devmem:0", "cpu:0", "LOOM_ERR_DEVICE_LOST", 1), f
+assert f["message"].startswith("devmem: injected failure"), f
+PY
+    check "failing device: profile" 0 env LOOM_BACKEND_PATH="$DEVMEM" LOOM_TEST_DEVMEM_FAIL=1 \
+        LOOM_NO_CALIBRATE=1 "$LOOM" profile fc.onnx --device devmem --repeat 2 --warmup 0 \
+        --no-learn --trace fc_trace.json
+    grep -qF "^ fallback: failed on devmem:0 (device lost: devmem: injected failure" "$TMP/out" &&
+        grep -qF "re-ran on cpu:0 (in 1 of 2 runs)" "$TMP/out" ||
+        { bad "profile text shows the reason under the node"; cat "$TMP/out"; }
+    check "failing device: profile --json" 0 env LOOM_BACKEND_PATH="$DEVMEM" \
+        LOOM_TEST_DEVMEM_FAIL=1 LOOM_NO_CALIBRATE=1 "$LOOM" profile fc.onnx --device devmem \
+        --repeat 2 --warmup 0 --no-learn --json
+    cp "$TMP/out" fc_profile.json
+    pycheck "failing device: profile json and trace" <<'PY'
+import json
+p = json.load(open("fc_profile.json"))
+assert p["fallbacks"] == 1, p["fallbacks"]
+nodes = {n["name"]: n for n in p["nodes"]}
+f = nodes["fc1"]["fallback"]
+assert f and (f["failed_device"], f["ran_device"], f["status"], f["runs"]) == \
+    ("devmem:0", "cpu:0", "LOOM_ERR_DEVICE_LOST", 1), f
+assert f["message"].startswith("devmem: injected failure"), f
+assert all(n["fallback"] is None for n in p["nodes"] if n["name"] != "fc1")
+t = json.load(open("fc_trace.json"))
+ev = [e for e in t["traceEvents"] if e.get("name") == "fc1"]
+assert ev and "failed on devmem:0" in ev[0]["args"]["fallback"], ev
+PY
+else
+    echo "skip failing-device checks: no devmem plugin given"
 fi
 
 # ---- bad usage and bad input: exit 2, one line ---------------------------------------------------

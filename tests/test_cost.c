@@ -237,6 +237,17 @@ static void test_class_fits_replace_the_roofline_where_measured(void)
     /* A fixed cost without a rate (no size dependence measured): the fixed cost, in cache. */
     p.class_fixed_s[COST_CLASS_UNARY] = 3e-7;
     CU_ASSERT_DOUBLE_EQUAL(cost_roofline_seconds(&p, &a, &ac), 3e-7, 1e-18);
+
+    /* A device without f32 arithmetic (an NPU) fitted its classes in fp16 (class_column 1):
+     * an fp16 node uses the fitted rate as it is, not scaled by flops[1] / flops[0] (which,
+     * flops[0] being the facts' 3 TFLOP/s and flops[1] the measured 2.7 GFLOP/s, made npu-sim's
+     * MatMuls 1000x too slow), and an f32 node scales by flops[0] / flops[1]. */
+    p.flops[0] = 3e12;
+    p.flops[1] = 2.7e9;
+    p.class_column = 1;
+    CU_ASSERT_DOUBLE_EQUAL(cost_roofline_seconds(&p, &h, &cost), 2e-6 + 524288.0 / 5e10, 1e-15);
+    CU_ASSERT_DOUBLE_EQUAL(cost_roofline_seconds(&p, &n, &cost),
+                           2e-6 + 524288.0 / (5e10 * 3e12 / 2.7e9), 1e-15);
 }
 
 static void test_signature_is_deterministic_text(void)
@@ -456,7 +467,7 @@ static void test_poisoned_cache_entries_are_dropped_and_the_file_rewritten(void)
     fresh_dir(dir, sizeof dir, "poisoned");
     cost_model *m = NULL;
     CU_ASSERT_EQUAL_FATAL(cost_model_open(rt, dir, &m), LOOM_OK);
-    char key[192];
+    char key[sizeof cost_profile_of(m, 0)->key];
     snprintf(key, sizeof key, "%s", cost_profile_of(m, 0)->key);
     double facts = cost_profile_of(m, 0)->flops[0];
     cost_model_close(m);
@@ -679,6 +690,318 @@ static void test_without_cache_folder_nothing_persists(void)
     free(xdg);
 }
 
+/* ---- a fake backend: one device whose facts and estimate() the tests set ------------------ */
+
+static struct {
+    uint32_t host_visible;
+    double estimate_s; /* what estimate() says for any MatMul; < 0: none */
+} fake = {1, -1};
+
+static const loom_backend_option fake_options[] = {{"mode", "a test option", "a"}};
+
+static uint32_t fake_count(void *ctx)
+{
+    (void)ctx;
+    return 1;
+}
+
+static loom_status fake_info(void *ctx, uint32_t dev, loom_device_info *info)
+{
+    (void)ctx;
+    (void)dev;
+    snprintf(info->name, sizeof info->name, "fake accelerator");
+    info->kind = LOOM_DEVICE_NPU;
+    info->compute_units = 1;
+    info->threads = 1;
+    info->memory_bytes = 1ull << 30;
+    info->numa_node = -1;
+    info->host_visible = fake.host_visible;
+    return LOOM_OK;
+}
+
+static int fake_supports(void *ctx, uint32_t dev, const loom_node_desc *node, char *reason,
+                         size_t reason_len)
+{
+    (void)ctx;
+    (void)dev;
+    if (node->op == LOOM_OP_MATMUL)
+        return 1;
+    snprintf(reason, reason_len, "fake: MatMul only");
+    return 0;
+}
+
+static int fake_kernel;
+
+static loom_status fake_prepare(void *ctx, uint32_t dev, const loom_node_desc *node,
+                                void **kernel, size_t *scratch, char *err, size_t err_len)
+{
+    (void)ctx, (void)dev, (void)node, (void)err, (void)err_len;
+    *kernel = &fake_kernel;
+    *scratch = 0;
+    return LOOM_OK;
+}
+
+static loom_status fake_execute(void *ctx, uint32_t dev, void *kernel, const loom_exec_args *a,
+                                char *err, size_t err_len)
+{
+    (void)ctx, (void)dev, (void)kernel, (void)a;
+    snprintf(err, err_len, "fake: never runs");
+    return LOOM_ERR_UNSUPPORTED;
+}
+
+static void fake_release(void *ctx, void *kernel)
+{
+    (void)ctx, (void)kernel;
+}
+
+static void *fake_alloc(void *ctx, uint32_t dev, size_t size, size_t align)
+{
+    (void)ctx, (void)dev, (void)align;
+    return malloc(size ? size : 1);
+}
+
+static void fake_free(void *ctx, uint32_t dev, void *p, size_t size)
+{
+    (void)ctx, (void)dev, (void)size;
+    free(p);
+}
+
+static loom_status fake_copy(void *ctx, uint32_t dev, void *dst, const void *src, size_t bytes,
+                             char *err, size_t err_len)
+{
+    (void)ctx, (void)dev, (void)err, (void)err_len;
+    memcpy(dst, src, bytes);
+    return LOOM_OK;
+}
+
+static double fake_estimate(void *ctx, uint32_t dev, const loom_node_desc *node)
+{
+    (void)ctx, (void)dev;
+    return node->op == LOOM_OP_MATMUL ? fake.estimate_s : -1;
+}
+
+static loom_status fake_set_option(void *ctx, const char *key, const char *value, char *err,
+                                   size_t err_len)
+{
+    (void)ctx, (void)key, (void)value, (void)err, (void)err_len;
+    return LOOM_OK;
+}
+
+static const loom_backend fake_table = {
+    .abi_version = LOOM_ABI_VERSION,
+    .struct_size = sizeof(loom_backend),
+    .name = "fake",
+    .device_count = fake_count,
+    .device_info = fake_info,
+    .supports = fake_supports,
+    .prepare = fake_prepare,
+    .execute = fake_execute,
+    .release_kernel = fake_release,
+    .alloc = fake_alloc,
+    .free = fake_free,
+    .estimate = fake_estimate,
+    .upload = fake_copy,
+    .download = fake_copy,
+    .options = fake_options,
+    .n_options = 1,
+    .set_option = fake_set_option,
+};
+
+/* A runtime with the usual devices plus the fake one (OPTIONS: backend options, may be NULL);
+ * *FAKE_DEV gets its runtime device index. */
+static loom_runtime *runtime_with_fake(const char *const *options, size_t n_options,
+                                       uint32_t *fake_dev)
+{
+    loom_runtime_options o = {.struct_size = sizeof o, .no_default_plugins = 1};
+    loom_runtime *r = NULL;
+    if (loom_runtime_create(&o, &r) != LOOM_OK)
+        return NULL;
+    if (n_options) {
+        loom_runtime_options fo = {.struct_size = sizeof fo, .backend_options = options,
+                                   .n_backend_options = n_options};
+        CU_ASSERT_EQUAL(backend_options_parse(&fo, &r->options), LOOM_OK);
+    }
+    *fake_dev = (uint32_t)r->n_devices;
+    if (runtime_add_backend(r, &fake_table, NULL, NULL) != LOOM_OK ||
+        r->n_devices != *fake_dev + 1) {
+        loom_runtime_destroy(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* profiles.json in DIR with a calibrated entry for KEY whose MatMul class is fitted as
+ * 100 us + FLOPs / 1e9. */
+static void write_calibrated_profile(const char *dir, const char *key)
+{
+    char text[4096];
+    snprintf(text, sizeof text, "{\"version\": 1, \"profiles\": {\"%s\": {\"calibrated\": true, "
+             "\"flops_f32\": 1e10, \"mem_bandwidth\": 1e10, \"launch_s\": 1e-5, "
+             "\"fixed_s_matmul\": 1e-4, \"rate_matmul\": 1e9}}}", key);
+    write_text(dir, "profiles.json", text);
+}
+
+/* Defect (issue 15): the cached profile's key ignored whether the device's memory is
+ * host-visible, so a profile measured on host memory was reused for device memory. */
+static void test_profile_key_includes_what_changes_its_meaning(void)
+{
+    uint32_t fd;
+    fake.host_visible = 1;
+    loom_runtime *a = runtime_with_fake(NULL, 0, &fd);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    char key_hv[sizeof ((cost_profile *)0)->key], key_dev[sizeof key_hv], key_opt[sizeof key_hv];
+    cost_profile_key(a, &a->devices[fd], key_hv, sizeof key_hv);
+    /* Same backend, same name, same driver: only host_visible differs. */
+    runtime_device flipped = a->devices[fd];
+    flipped.info.host_visible = 0;
+    cost_profile_key(a, &flipped, key_dev, sizeof key_dev);
+    CU_ASSERT(strcmp(key_hv, key_dev) != 0);
+    runtime_device other = a->devices[fd];
+    /* The other facts that change a measurement's meaning change the key too. */
+    uint32_t *facts[] = {&other.info.unified_memory, &other.info.in_order,
+                         &other.info.shares_host_cpu, &other.info.has_fp16};
+    for (size_t k = 0; k < sizeof facts / sizeof *facts; k++) {
+        char kk[sizeof key_hv];
+        *facts[k] = 1;
+        cost_profile_key(a, &other, kk, sizeof kk);
+        CU_ASSERT(strcmp(kk, key_hv) != 0);
+        *facts[k] = 0;
+    }
+    CU_ASSERT_PTR_NOT_NULL(strstr(key_hv, "|abi1."));
+
+    /* A calibration of the host-visible device is not reused for the device-memory one. */
+    char dir[4096];
+    fresh_dir(dir, sizeof dir, "key-host-visible");
+    write_calibrated_profile(dir, key_hv);
+    cost_model *m = NULL;
+    CU_ASSERT_EQUAL_FATAL(cost_model_open(a, dir, &m), LOOM_OK);
+    CU_ASSERT_EQUAL(cost_profile_of(m, fd)->calibrated, 1); /* the same device: reused */
+    cost_model_close(m);
+    loom_runtime_destroy(a);
+    fake.host_visible = 0;
+    loom_runtime *b = runtime_with_fake(NULL, 0, &fd);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+    CU_ASSERT_EQUAL_FATAL(cost_model_open(b, dir, &m), LOOM_OK);
+    CU_ASSERT_STRING_EQUAL(cost_profile_of(m, fd)->key, key_dev);
+    CU_ASSERT_EQUAL(cost_profile_of(m, fd)->calibrated, 0);
+    cost_model_close(m);
+    loom_runtime_destroy(b);
+    fake.host_visible = 1;
+
+    /* An option given to the backend changes the key (npu-sim's profile=, say). */
+    const char *opt[] = {"fake:mode=b"};
+    loom_runtime *c = runtime_with_fake(opt, 1, &fd);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    cost_profile_key(c, &c->devices[fd], key_opt, sizeof key_opt);
+    CU_ASSERT(strcmp(key_opt, key_hv) != 0);
+    loom_runtime_destroy(c);
+}
+
+/* Defect (issue 15): a backend's estimate() 20x below what calibration measured for the node's
+ * class won over the measurement. */
+static void test_measurement_beats_an_estimate_twenty_times_off(void)
+{
+    uint32_t fd;
+    fake.host_visible = 1;
+    loom_runtime *r = runtime_with_fake(NULL, 0, &fd);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    char dir[4096], key[sizeof ((cost_profile *)0)->key];
+    fresh_dir(dir, sizeof dir, "estimate-off");
+    cost_profile_key(r, &r->devices[fd], key, sizeof key);
+    write_calibrated_profile(dir, key);
+    /* MatMul [64,128] x [128,32]: 524288 FLOPs; the calibrated class line says
+     * 100 us + 524288 / 1e9 s = 624.288 us (by hand). */
+    const double measured = 1e-4 + 524288.0 / 1e9;
+    loom_node_desc n = matmul_node(LOOM_PRECISION_F32);
+    loom_op_cost cost;
+    loom_op_get(LOOM_OP_MATMUL)->cost(&n, &cost);
+
+    fake.estimate_s = measured / 20;
+    cost_model *m = NULL;
+    CU_ASSERT_EQUAL_FATAL(cost_model_open(r, dir, &m), LOOM_OK);
+    CU_ASSERT_EQUAL_FATAL(cost_profile_of(m, fd)->calibrated, 1);
+    size_t before = loom_runtime_message_count(r);
+    CU_ASSERT_DOUBLE_EQUAL(cost_node_seconds(m, fd, &n, &cost), measured, 1e-12);
+    CU_ASSERT_STRING_EQUAL(cost_node_source(m, fd, &n), "calibration");
+    double all[64];
+    CU_ASSERT_FATAL(cost_device_count(m) <= sizeof all / sizeof *all);
+    cost_node_seconds_all(m, &n, &cost, all);
+    CU_ASSERT_DOUBLE_EQUAL(all[fd], measured, 1e-12);
+    cost_choice c;
+    cost_node_choose(m, fd, &n, &cost, &c);
+    CU_ASSERT_DOUBLE_EQUAL(c.estimate_s, measured / 20, 1e-15);
+    CU_ASSERT_DOUBLE_EQUAL(c.measured_s, measured, 1e-12);
+    char *note = cost_choice_note(m, fd, &c);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(note);
+    CU_ASSERT_PTR_NOT_NULL(strstr(note, "cost from measurement (0.624 ms"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(note, "fake:0's estimate 0.0312 ms was 20x off"));
+    free(note);
+    /* The disagreement is said once for the device and op class, not per node. */
+    size_t said = 0;
+    for (size_t i = before; i < loom_runtime_message_count(r); i++)
+        said += strstr(loom_runtime_message(r, i), "fake:0's own estimate of MatMul") != NULL;
+    CU_ASSERT_EQUAL(said, 1);
+    cost_model_close(m);
+
+    /* Within 2x the backend's estimate stands: it knows the node, the class line is coarse. */
+    fake.estimate_s = measured / 1.5;
+    CU_ASSERT_EQUAL_FATAL(cost_model_open(r, dir, &m), LOOM_OK);
+    CU_ASSERT_DOUBLE_EQUAL(cost_node_seconds(m, fd, &n, &cost), measured / 1.5, 1e-15);
+    CU_ASSERT_STRING_EQUAL(cost_node_source(m, fd, &n), "backend");
+    cost_node_choose(m, fd, &n, &cost, &c);
+    CU_ASSERT_PTR_NULL(cost_choice_note(m, fd, &c));
+    cost_model_close(m);
+
+    /* Without a calibration there is nothing to trust more than the estimate. */
+    fake.estimate_s = measured / 20;
+    char empty[4096];
+    fresh_dir(empty, sizeof empty, "estimate-uncalibrated");
+    CU_ASSERT_EQUAL_FATAL(cost_model_open(r, empty, &m), LOOM_OK);
+    CU_ASSERT_STRING_EQUAL(cost_node_source(m, fd, &n), "backend");
+    CU_ASSERT_DOUBLE_EQUAL(cost_node_seconds(m, fd, &n, &cost), measured / 20, 1e-15);
+    /* History of the node itself wins, and a far-off estimate is noted against it too. */
+    for (int k = 0; k < COST_HISTORY_MIN; k++)
+        cost_record(m, fd, &n, 5e-4);
+    cost_node_choose(m, fd, &n, &cost, &c);
+    CU_ASSERT_STRING_EQUAL(c.source, "history");
+    CU_ASSERT_DOUBLE_EQUAL(c.seconds, 5e-4, 1e-15);
+    note = cost_choice_note(m, fd, &c);
+    CU_ASSERT_PTR_NOT_NULL(note);
+    CU_ASSERT_PTR_NOT_NULL(note ? strstr(note, "measured history") : NULL);
+    free(note);
+    cost_model_close(m);
+
+    /* The plan's explanation says which source won and by how much. */
+    fake.estimate_s = measured / 20;
+    loom_graph *g = loom_graph_create("estimate-off");
+    int64_t da[2] = {64, 128}, db[2] = {128, 32};
+    loom_value x = loom_input(g, "x", LOOM_DTYPE_F32, 2, da);
+    loom_value w = loom_input(g, "w", LOOM_DTYPE_F32, 2, db);
+    loom_output(g, loom_matmul(g, x, w), "y");
+    CU_ASSERT_EQUAL_FATAL(loom_graph_check(g), LOOM_OK);
+    loom_plan_options po = {.struct_size = sizeof po, .device = "fake:0", .strict = 1,
+                            .cache_dir = dir};
+    loom_plan *plan = NULL;
+    CU_ASSERT_EQUAL_FATAL(loom_plan_create(r, g, &po, &plan), LOOM_OK);
+    int found = 0;
+    for (size_t i = 0; i < loom_plan_node_count(plan); i++) {
+        loom_node_explain e = {.struct_size = sizeof e};
+        CU_ASSERT_EQUAL_FATAL(loom_plan_explain(plan, i, &e), LOOM_OK);
+        if (strcmp(e.op, "MatMul") != 0)
+            continue;
+        found = 1;
+        CU_ASSERT_STRING_EQUAL(e.cost_source, "calibration");
+        CU_ASSERT_DOUBLE_EQUAL(e.cost_s[fd], measured, 1e-12);
+        CU_ASSERT_PTR_NOT_NULL(strstr(e.reason, "cost from measurement (0.624 ms"));
+        CU_ASSERT_PTR_NOT_NULL(strstr(e.reason, "was 20x off"));
+    }
+    CU_ASSERT(found);
+    loom_plan_destroy(plan);
+    loom_graph_destroy(g);
+    loom_runtime_destroy(r);
+    fake.estimate_s = -1;
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -711,6 +1034,10 @@ int main(void)
         {"run_timeline_feeds_the_history", test_run_timeline_feeds_the_history},
         {"robust_median_and_error_stats", test_robust_median_and_error_stats},
         {"without_cache_folder_nothing_persists", test_without_cache_folder_nothing_persists},
+        {"profile_key_includes_what_changes_its_meaning",
+         test_profile_key_includes_what_changes_its_meaning},
+        {"measurement_beats_an_estimate_twenty_times_off",
+         test_measurement_beats_an_estimate_twenty_times_off},
     };
     for (size_t i = 0; i < sizeof tests / sizeof *tests; i++)
         CU_add_test(s, tests[i].name, tests[i].fn);

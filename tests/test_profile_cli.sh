@@ -75,7 +75,7 @@ lat = p["latency_ms"]
 assert lat["min"] <= lat["median"] <= lat["p95"] <= lat["p99"]
 node_keys = ["index", "name", "op", "shape", "device", "copy", "predicted_ms", "measured_ms",
              "decided_by", "reason", "cost_source", "predicted_start_ms", "predicted_finish_ms",
-             "bytes_in_moved", "transfer_in_ms", "bytes_kept_local", "cost_ms"]
+             "bytes_in_moved", "transfer_in_ms", "bytes_kept_local", "cost_ms", "fallback"]
 nodes = p["nodes"]
 # 16 graph nodes (the validate stage sees them); the epilogue pass may fuse Gemm+Relu, and the
 # table lists what the plan runs (its last stage's count, copies included).
@@ -86,6 +86,7 @@ for i, n in enumerate(nodes):
         assert k in n, (n["name"], k)
     assert n["index"] == i
     assert isinstance(n["decided_by"], str) and isinstance(n["reason"], str)
+    assert n["fallback"] is None, n  # no device failed
     assert n["measured_ms"] is None or n["measured_ms"] >= 0
     if n["copy"]:
         assert "->" in n["device"], n
@@ -131,11 +132,16 @@ t = json.load(open(sys.argv[1]))
 p = json.load(open(sys.argv[2]))
 ev = t["traceEvents"]
 names = {}
+flows = {}
 for e in ev:
     for k in ["name", "ph", "ts", "pid", "tid"]:
         assert k in e, (k, e)
-    assert e["ph"] in ("X", "M"), e
+    assert e["ph"] in ("X", "M", "s", "f"), e
     assert isinstance(e["ts"], (int, float)) and e["ts"] >= 0
+    if e["ph"] in ("s", "f"):  # a dependency across tracks: a flow arrow, host or event
+        assert e["name"] in ("host", "event") and e["cat"] == "dependency", e
+        assert e["ph"] == "s" or e.get("bp") == "e", e
+        flows.setdefault(e["id"], []).append(e["ph"])
     if e["ph"] == "X":
         assert isinstance(e["dur"], (int, float)) and e["dur"] >= 0, e
         for k in ["op", "shape", "device", "predicted_ms", "reason"]:
@@ -153,6 +159,7 @@ for e in xs:
 used = {n["device"] for n in p["nodes"]}
 assert sorted(names.values()) == sorted(used), (names, used)
 assert {e["name"] for e in xs} == {n["name"] for n in p["nodes"]}
+assert all(sorted(v) == ["f", "s"] for v in flows.values()), flows
 PY
 
 expect "Gantt is well-formed SVG, a lane per device used" "$PY" - "$TMP/g.svg" "$TMP/p.json" <<'PY'

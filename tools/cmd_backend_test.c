@@ -5,7 +5,9 @@
  * the outputs are compared. Prints an op x dtype table: pass, FAIL (max error) or unsupported
  * (the backend's reason). Exit 0 when nothing failed, 1 when something did, 2 on bad usage.
  */
+#include "tool_util.h"
 #include "commands.h"
+#include "scheduler/sched_internal.h" /* runtime_plugin_backend: the plugin's own backend */
 
 #include <loom/loom.h>
 
@@ -356,138 +358,15 @@ static double compare(const loom_tensor *out, const loom_tensor *ref, double rto
     return worst;
 }
 
-static const char help[] =
-    "usage: loom backend-test PLUGIN.so|BACKEND|DEVICE [--precision f32|fp16|int8] [--op OP]\n"
-    "\n"
-    "Check every operator case a backend accepts against the CPU reference (cpu:0): each case\n"
-    "is planned strictly on the backend's first device (or DEVICE, e.g. npu-sim:0); what the\n"
-    "backend accepts is run there and on cpu:0 with the same seeded inputs and compared.\n"
-    "Prints a table: pass, FAIL (max error) or unsupported (the backend's reason).\n"
-    "\n"
-    "  PLUGIN.so        a plugin file: loaded for this run (besides LOOM_BACKEND_PATH)\n"
-    "  BACKEND          a backend already found: cpu, npu-sim, ...\n"
-    "  --precision P    precision accepted for float32 nodes (default f32); tolerances follow\n"
-    "  --op OP          only the cases of this operator\n"
-    "  --skip-missing   exit 77 (a skipped test) when the backend has no device here\n"
-    "\n"
-    "Exit status: 0 when no case failed, 1 when one did, 2 on bad usage (77: skipped).\n";
-
-int loom_cmd_backend_test(int argc, char **argv)
+/* The case list on DEVICE against cpu:0: the table, and the counts added to the three. */
+static void bt_run_device(loom_runtime *rt, const char *device, uint32_t precision,
+                          const char *only, int *passed, int *failed, int *unsupported)
 {
-    const char *target = NULL, *only = NULL;
-    int skip_missing = 0;
-    uint32_t precision = LOOM_PRECISION_F32;
-    for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            fputs(help, stdout);
-            return 0;
-        } else if (!strcmp(argv[i], "--precision") && i + 1 < argc) {
-            const char *p = argv[++i];
-            if (!strcmp(p, "f32") || !strcmp(p, "fp32"))
-                precision = LOOM_PRECISION_F32;
-            else if (!strcmp(p, "fp16") || !strcmp(p, "f16"))
-                precision = LOOM_PRECISION_F16;
-            else if (!strcmp(p, "int8"))
-                precision = LOOM_PRECISION_INT8;
-            else {
-                fprintf(stderr, "loom backend-test: unknown precision '%s' (f32, fp16, int8)\n", p);
-                return 2;
-            }
-        } else if (!strcmp(argv[i], "--skip-missing")) {
-            skip_missing = 1;
-        } else if (!strcmp(argv[i], "--op") && i + 1 < argc) {
-            only = argv[++i];
-        } else if (argv[i][0] == '-') {
-            fprintf(stderr, "loom backend-test: unknown option '%s' (see --help)\n", argv[i]);
-            return 2;
-        } else if (!target) {
-            target = argv[i];
-        } else {
-            fprintf(stderr, "loom backend-test: one backend at a time ('%s' is extra)\n", argv[i]);
-            return 2;
-        }
-    }
-    if (!target) {
-        fprintf(stderr, "loom backend-test: which backend? (see --help)\n");
-        return 2;
-    }
-    size_t tl = strlen(target);
-    int is_file = strchr(target, '/') || (tl > 3 && !strcmp(target + tl - 3, ".so"));
-    loom_runtime_options ro = {.struct_size = sizeof ro};
-    const char *paths[1] = {target};
-    if (is_file) {
-        ro.plugin_paths = paths;
-        ro.n_plugin_paths = 1;
-    }
-    /* A plugin file that cannot be read is bad input, said in one line like any command's. */
-    if (is_file && access(target, R_OK) != 0) {
-        fprintf(stderr, "loom backend-test: cannot open plugin '%s': %s\n", target,
-                strerror(errno));
-        return 2;
-    }
-    loom_runtime *rt;
-    if (loom_runtime_create(&ro, &rt) != LOOM_OK) {
-        fprintf(stderr, "loom backend-test: cannot start: %s\n", loom_last_error());
-        return 1;
-    }
-    size_t shown = loom_runtime_message_count(rt);
-    /* The plugin under test refused (not a shared object, no entry point, another ABI): that
-     * message alone, as the one line of a bad input. */
-    for (size_t i = 0; is_file && i < shown; i++) {
-        const char *m = loom_runtime_message(rt, i);
-        if (strstr(m, target) && strstr(m, " refused")) {
-            fprintf(stderr, "loom backend-test: %s\n", m);
-            loom_runtime_destroy(rt);
-            return 2;
-        }
-    }
-    for (size_t i = 0; i < shown; i++)
-        fprintf(stderr, "loom: %s\n", loom_runtime_message(rt, i));
-    /* The device under test: for a plugin file, the first device it added, i.e. one that a
-     * runtime without it does not have (a built-in GPU must not be tested in its place). */
-    loom_runtime *base = NULL;
-    if (is_file) {
-        loom_runtime_options bo = {.struct_size = sizeof bo};
-        if (loom_runtime_create(&bo, &base) != LOOM_OK)
-            base = NULL;
-    }
-    char device[64] = "";
-    size_t nd = loom_runtime_device_count(rt);
-    for (size_t d = 0; d < nd && !device[0]; d++) {
-        char id[64];
-        loom_runtime_device(rt, d, id, sizeof id, NULL);
-        if (is_file) {
-            int known = 0;
-            for (size_t b = 0; base && b < loom_runtime_device_count(base) && !known; b++) {
-                char bid[64];
-                loom_runtime_device(base, b, bid, sizeof bid, NULL);
-                known = !strcmp(bid, id);
-            }
-            if (!known && strncmp(id, "cpu:", 4) != 0)
-                snprintf(device, sizeof device, "%s", id);
-        } else if (!strcmp(id, target) ||
-                   (!strchr(target, ':') && !strncmp(id, target, tl) && id[tl] == ':')) {
-            snprintf(device, sizeof device, "%s", id);
-        }
-    }
-    loom_runtime_destroy(base);
-    if (!device[0] && skip_missing && !is_file) {
-        printf("backend-test: no device of '%s' on this machine: skipped\n", target);
-        loom_runtime_destroy(rt);
-        return 77;
-    }
-    if (!device[0]) {
-        fprintf(stderr, "loom backend-test: no device of '%s' found%s\n", target,
-                is_file ? " (the plugin was refused: see above)" : " (see 'loom devices')");
-        loom_runtime_destroy(rt);
-        return 2;
-    }
     double rtol = precision == LOOM_PRECISION_F32 ? 1e-4 : precision == LOOM_PRECISION_F16 ? 2e-2 : 8e-2;
     double atol = precision == LOOM_PRECISION_F32 ? 1e-5 : precision == LOOM_PRECISION_F16 ? 2e-2 : 8e-2;
     printf("backend-test of %s against cpu:0 (precision %s; pass when |err| <= %.0e + %.0e*|ref|)\n",
            device, precision == 0 ? "f32" : precision == 1 ? "fp16" : "int8", atol, rtol);
     printf("%-20s %-28s %s\n", "OP", "CASE", "RESULT");
-    int passed = 0, failed = 0, unsupported = 0;
     uint64_t seed = 0x2545F4914F6CDD1Dull;
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         const bt_case *tc = &cases[c];
@@ -563,18 +442,223 @@ int loom_cmd_backend_test(int argc, char **argv)
             loom_plan_destroy(pr);
         }
         printf("%-20s %-28s %s\n", tc->op, tc->shape, result);
-        passed += outcome == 0;
-        failed += outcome == 1;
-        unsupported += outcome == 2;
+        *passed += outcome == 0;
+        *failed += outcome == 1;
+        *unsupported += outcome == 2;
         for (size_t k = 0; k < n_ins; k++)
             loom_tensor_destroy(ins[k]);
         for (int k = 0; k < tc->n_in; k++)
             free(data[k]);
         loom_graph_destroy(g);
     }
-    printf("%d passed, %d failed, %d unsupported\n", passed, failed, unsupported);
-    for (size_t i = shown; i < loom_runtime_message_count(rt); i++)
-        fprintf(stderr, "loom: %s\n", loom_runtime_message(rt, i));
+}
+
+/* The runtime's messages, taken with loom_runtime_messages_drain: copies, printed (or not)
+ * once the command knows what they mean. */
+typedef struct bt_messages {
+    char **lines;
+    size_t n, cap;
+} bt_messages;
+
+static void bt_keep_message(void *user, const char *m)
+{
+    bt_messages *b = user;
+    if (b->n == b->cap) {
+        size_t c = b->cap ? b->cap * 2 : 16;
+        char **p = realloc(b->lines, c * sizeof *p);
+        if (!p)
+            return;
+        b->lines = p;
+        b->cap = c;
+    }
+    if ((b->lines[b->n] = strdup(m)))
+        b->n++;
+}
+
+static void bt_print_message(void *user, const char *m)
+{
+    (void)user;
+    fprintf(stderr, "loom: %s\n", m);
+}
+
+static void bt_messages_print(const bt_messages *b)
+{
+    for (size_t i = 0; i < b->n; i++)
+        bt_print_message(NULL, b->lines[i]);
+}
+
+static void bt_messages_free(bt_messages *b)
+{
+    for (size_t i = 0; i < b->n; i++)
+        free(b->lines[i]);
+    free(b->lines);
+    b->lines = NULL;
+    b->n = b->cap = 0;
+}
+
+static const char help[] =
+    "usage: loom backend-test PLUGIN.so|BACKEND|DEVICE [--precision f32|fp16|int8] [--op OP]\n"
+    "\n"
+    "Check every operator case a backend accepts against the CPU reference (cpu:0): each case\n"
+    "is planned strictly on each device of the backend (or on DEVICE alone, e.g. npu-sim:0);\n"
+    "what the device accepts is run there and on cpu:0 with the same seeded inputs and\n"
+    "compared. Prints a table per device: pass, FAIL (max error) or unsupported (the backend's\n"
+    "reason).\n"
+    "\n"
+    "  PLUGIN.so        a plugin file (a name with a '/' or ending in .so): loaded alone for\n"
+    "                   this run (LOOM_BACKEND_PATH and the installed folder are not searched),\n"
+    "                   and its own devices are the ones tested\n"
+    "  BACKEND          a backend already found: cpu, opencl, npu-sim, ...\n"
+    "  --precision P    precision accepted for float32 nodes (default f32); tolerances follow\n"
+    "  --op OP          only the cases of this operator\n"
+    "  --skip-missing   exit 77 (a skipped test) when the backend has no device here\n"
+    "\n"
+    "Exit status: 0 when no case failed; 1 when one did, or when a device ran none of the\n"
+    "cases (all unsupported: nothing was tested); 2 on bad usage, and when the plugin was\n"
+    "refused (not loadable, no loom_backend_query, another ABI major, a missing slot: the\n"
+    "refusal is the last line) or offers no usable device (77: skipped).\n";
+
+int loom_cmd_backend_test(int argc, char **argv)
+{
+    const char *target = NULL, *only = NULL;
+    int skip_missing = 0;
+    uint32_t precision = LOOM_PRECISION_F32;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            fputs(help, stdout);
+            fputs(tool_backend_option_help, stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--precision") && i + 1 < argc) {
+            const char *p = argv[++i];
+            if (!strcmp(p, "f32") || !strcmp(p, "fp32"))
+                precision = LOOM_PRECISION_F32;
+            else if (!strcmp(p, "fp16") || !strcmp(p, "f16"))
+                precision = LOOM_PRECISION_F16;
+            else if (!strcmp(p, "int8"))
+                precision = LOOM_PRECISION_INT8;
+            else {
+                fprintf(stderr, "loom backend-test: unknown precision '%s' (f32, fp16, int8)\n", p);
+                return 2;
+            }
+        } else if (!strcmp(argv[i], "--skip-missing")) {
+            skip_missing = 1;
+        } else if (!strcmp(argv[i], "--op") && i + 1 < argc) {
+            only = argv[++i];
+        } else if (argv[i][0] == '-') {
+            fprintf(stderr, "loom backend-test: unknown option '%s' (see --help)\n", argv[i]);
+            return 2;
+        } else if (!target) {
+            target = argv[i];
+        } else {
+            fprintf(stderr, "loom backend-test: one backend at a time ('%s' is extra)\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!target) {
+        fprintf(stderr, "loom backend-test: which backend? (see --help)\n");
+        return 2;
+    }
+    size_t tl = strlen(target);
+    int is_file = strchr(target, '/') || (tl > 3 && !strcmp(target + tl - 3, ".so"));
+    /* A plugin file is loaded alone: a plugin found on LOOM_BACKEND_PATH must not be tested in
+     * its place, nor a built-in GPU when the plugin is refused. */
+    loom_runtime_options ro = {.struct_size = sizeof ro};
+    const char *paths[1] = {target};
+    if (is_file) {
+        ro.plugin_paths = paths;
+        ro.n_plugin_paths = 1;
+        ro.no_default_plugins = 1;
+    }
+    /* A plugin file that cannot be read is bad input, said in one line like any command's. */
+    if (is_file && access(target, R_OK) != 0) {
+        fprintf(stderr, "loom backend-test: cannot open plugin '%s': %s\n", target,
+                strerror(errno));
+        return 2;
+    }
+    loom_runtime *rt;
+    loom_status rst = tool_runtime_create(&ro, &rt);
+    if (rst != LOOM_OK) {
+        fprintf(stderr, "loom backend-test: cannot start: %s\n", loom_last_error());
+        return tool_runtime_exit_status(rst);
+    }
+    bt_messages msgs = {0};
+    loom_runtime_messages_drain(rt, bt_keep_message, &msgs);
+    /* The backend under test: for a plugin file, the one that file gave (none: it was
+     * refused, and its refusal is the last line, as the one line of a bad input). */
+    char backend[64] = "";
+    if (is_file) {
+        const char *name = runtime_plugin_backend(rt, target);
+        if (!name) {
+            const char *refusal = NULL;
+            char prefix[4200];
+            snprintf(prefix, sizeof prefix, "plugin %s refused", target);
+            for (size_t i = 0; i < msgs.n; i++) {
+                if (!strncmp(msgs.lines[i], prefix, strlen(prefix)))
+                    refusal = msgs.lines[i];
+                else
+                    fprintf(stderr, "loom: %s\n", msgs.lines[i]);
+            }
+            if (refusal)
+                fprintf(stderr, "loom backend-test: %s\n", refusal);
+            else
+                fprintf(stderr, "loom backend-test: plugin %s did not load (see above)\n", target);
+            bt_messages_free(&msgs);
+            loom_runtime_destroy(rt);
+            return 2;
+        }
+        snprintf(backend, sizeof backend, "%s", name);
+    }
+    bt_messages_print(&msgs);
+    /* The devices under test: every device of that backend, or the one DEVICE named. */
+    char (*devices)[64] = NULL;
+    size_t n_devices = 0, nd = loom_runtime_device_count(rt);
+    if (nd)
+        devices = calloc(nd, sizeof *devices);
+    for (size_t d = 0; devices && d < nd; d++) {
+        char id[64];
+        loom_runtime_device(rt, d, id, sizeof id, NULL);
+        const char *want = is_file ? backend : target;
+        size_t wl = strlen(want);
+        if ((!is_file && !strcmp(id, target)) ||
+            (!strchr(want, ':') && !strncmp(id, want, wl) && id[wl] == ':'))
+            snprintf(devices[n_devices++], sizeof *devices, "%s", id);
+    }
+    if (!n_devices && skip_missing && !is_file) {
+        printf("backend-test: no device of '%s' on this machine: skipped\n", target);
+        free(devices);
+        loom_runtime_destroy(rt);
+        return 77;
+    }
+    if (!n_devices) {
+        if (is_file)
+            fprintf(stderr, "loom backend-test: plugin %s (backend '%s') loaded but offers no "
+                    "usable device%s\n", target, backend, msgs.n ? " (see above)" : "");
+        else
+            fprintf(stderr, "loom backend-test: no device of '%s' found (see 'loom devices')\n",
+                    target);
+        bt_messages_free(&msgs);
+        free(devices);
+        loom_runtime_destroy(rt);
+        return 2;
+    }
+    bt_messages_free(&msgs);
+    int status = 0;
+    for (size_t d = 0; d < n_devices; d++) {
+        if (d)
+            printf("\n");
+        int passed = 0, failed = 0, unsupported = 0;
+        bt_run_device(rt, devices[d], precision, only, &passed, &failed, &unsupported);
+        printf("%d passed, %d failed, %d unsupported\n", passed, failed, unsupported);
+        if (failed)
+            status = 1;
+        else if (!passed) {
+            fprintf(stderr, "loom backend-test: %s ran none of the %d case%s (all unsupported): "
+                    "nothing was tested\n", devices[d], unsupported, unsupported == 1 ? "" : "s");
+            status = 1;
+        }
+        loom_runtime_messages_drain(rt, bt_print_message, NULL);
+    }
+    free(devices);
     loom_runtime_destroy(rt);
-    return failed ? 1 : 0;
+    return status;
 }

@@ -5,6 +5,7 @@
  * with a cached profile is reused unless --force. A progress bar goes to stderr when it is a
  * terminal; the figures go to stdout, as text or one JSON object.
  */
+#include "tool_util.h"
 #include "commands.h"
 
 #include <loom/loom.h>
@@ -130,6 +131,7 @@ int cmd_calibrate(int argc, char **argv)
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             fputs(calibrate_help, stdout);
+            fputs(tool_backend_option_help, stdout);
             return 0;
         } else if (!strcmp(a, "--quick")) {
             quick = 1;
@@ -152,9 +154,10 @@ int cmd_calibrate(int argc, char **argv)
     }
 
     loom_runtime *rt = NULL;
-    if (loom_runtime_create(NULL, &rt) != LOOM_OK) {
+    loom_status rst = tool_runtime_create(NULL, &rt);
+    if (rst != LOOM_OK) {
         fprintf(stderr, "loom calibrate: %s\n", loom_last_error());
-        return EXIT_RUNTIME;
+        return tool_runtime_exit_status(rst);
     }
     int status = 0;
     cost_model *m = NULL;

@@ -29,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tool_util.h"
 #include "commands.h"
 #include "serve/serve_internal.h"
 
@@ -891,6 +892,7 @@ int cmd_loadgen(int argc, char **argv)
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             fputs(loadgen_help, stdout);
+            fputs(tool_backend_option_help, stdout);
             return 0;
         }
         if (!strcmp(a, "--constant")) { constant = 1; continue; }
@@ -991,10 +993,11 @@ int cmd_loadgen(int argc, char **argv)
         const char *slash = strrchr(target, '/');
         snprintf(g->model, sizeof g->model, "%s", model_opt ? model_opt : "model");
         (void)slash;
-        if (loom_runtime_create(NULL, &g->rt) != LOOM_OK) {
+        loom_status rst = tool_runtime_create(NULL, &g->rt);
+        if (rst != LOOM_OK) {
             lg_say("cannot start the runtime: %s", loom_last_error());
             free(g);
-            return 1;
+            return tool_runtime_exit_status(rst);
         }
         loom_server_options so = {.struct_size = sizeof so, .workers = (uint32_t)workers};
         loom_serve_model_options mo = {.struct_size = sizeof mo, .max_batch = (uint32_t)max_batch,

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "fallbacks.h"
 #include "dot.h"
 #include "figures.h"
 #include "gantt.h"
@@ -118,6 +119,7 @@ typedef struct measured {
     loom_node_timing *last;   /* the last run's timeline */
     size_t last_count;
     size_t fallbacks;         /* nodes re-run elsewhere, all runs together */
+    tool_fallbacks fbs;       /* ... which, where, why (loom_run_stats.fallbacks) */
     /* Learning: the first plan ran the warm-up runs recording measured times, then the plan
      * was made again from them. */
     int replanned;            /* times the graph was placed again */
@@ -204,6 +206,7 @@ static int parse_args(int argc, char **argv, profile_opts *o)
         const char *v;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             fputs(profile_help, stdout);
+            fputs(tool_backend_option_help, stdout);
             return 0;
         } else if (!strcmp(a, "--json")) {
             o->json = 1;
@@ -447,6 +450,7 @@ static void measured_free(measured *m)
     free(m->latency_ms);
     free(m->node_ms);
     free(m->last);
+    tool_fallbacks_free(&m->fbs);
     *m = (measured){0};
 }
 
@@ -604,6 +608,7 @@ static int measure(loom_runtime *rt, const loom_graph *g, const loom_plan_option
     for (int r = 0; r < warmup + runs; r++) {
         loom_run_stats rs = {.struct_size = sizeof rs, .timeline = m->last,
                              .timeline_capacity = nn};
+        tool_fallbacks_prepare(&m->fbs, m->plan, &rs);
         if (loom_plan_run(m->plan, (const loom_tensor *const *)in, n_in, outs, n_out, &rs) !=
             LOOM_OK) {
             say("run failed: %s", loom_last_error());
@@ -614,6 +619,7 @@ static int measure(loom_runtime *rt, const loom_graph *g, const loom_plan_option
             continue;
         m->latency_ms[r - warmup] = rs.latency_ms;
         m->fallbacks += rs.fallback_count;
+        tool_fallbacks_add(&m->fbs, &rs);
         m->last_count = rs.timeline_count;
         for (size_t i = 0; i < rs.timeline_count; i++) {
             const loom_node_timing *t = &m->last[i];
@@ -744,7 +750,7 @@ static int make_report(profile_report *r, const loom_runtime *rt, const loom_gra
     size_t nn = m->n_nodes;
     *r = (profile_report){0};
     r->view = (profile_view){.title = o->model, .graph = g, .n_nodes = nn,
-                             .target_s = o->target_s};
+                             .target_s = o->target_s, .plan = m->plan};
     r->view.nodes = calloc(nn + 1, sizeof *r->view.nodes);
     r->view.tracks = calloc(nn + loom_runtime_device_count(rt) + 1, sizeof *r->view.tracks);
     r->explain = calloc(nn + 1, sizeof *r->explain);
@@ -816,6 +822,15 @@ static int make_report(profile_report *r, const loom_runtime *rt, const loom_gra
         }
         if (shown != LOOM_NO_VALUE)
             gv_shape(g, shown, n->shape, sizeof n->shape);
+    }
+    for (size_t k = 0; k < m->fbs.n; k++) { /* the first reason of each node that fell back */
+        const tool_fallback *f = &m->fbs.items[k];
+        profile_node *n = f->info.node < nn ? &r->view.nodes[f->info.node] : NULL;
+        if (!n || n->fallback[0])
+            continue;
+        char what[320];
+        snprintf(n->fallback, sizeof n->fallback, "%s (in %zu of %d runs)",
+                 tool_fallback_text(rt, &f->info, what, sizeof what), f->runs, m->runs);
     }
     for (size_t i = 0; i < m->last_count; i++) {
         const loom_node_timing *t = &m->last[i];
@@ -943,6 +958,8 @@ static void print_text(const profile_opts *o, const profile_report *r, const mea
         printf("%-28.28s %-14.14s %-14.14s %-18.18s %9s %9s  %s\n", n->name, n->op,
                n->shape[0] ? n->shape : "-", n->device, ms_text(n->predicted_ms, a, sizeof a),
                ms_text(n->measured_ms, b, sizeof b), n->decided_by[0] ? n->decided_by : "-");
+        if (n->fallback[0])
+            printf("  ^ fallback: %s\n", n->fallback);
     }
     if (rows < nn)
         printf("... %zu more nodes (use --all, or --json for all)\n", nn - rows);
@@ -1000,6 +1017,10 @@ static void print_text(const profile_opts *o, const profile_report *r, const mea
     if (m->fallbacks)
         printf("fallbacks: %zu node runs moved to another device after a failure\n",
                m->fallbacks);
+    for (size_t i = rows; i < nn; i++) /* those the table did not show */
+        if (r->view.nodes[i].fallback[0])
+            printf("  node '%s' (%s) %s\n", r->view.nodes[i].name, r->view.nodes[i].op,
+                   r->view.nodes[i].fallback);
 }
 
 /* A finite number as JSON, anything else as null. */
@@ -1025,7 +1046,8 @@ static json_t *jerror(double med, double p90, size_t n)
 }
 
 /* The JSON node record of node I (docs/profile.md, "nodes"). */
-static json_t *json_node(const profile_report *r, const loom_runtime *rt, size_t i)
+static json_t *json_node(const profile_report *r, const loom_runtime *rt,
+                         const tool_fallbacks *m_fbs, size_t i)
 {
     const profile_node *n = &r->view.nodes[i];
     const loom_node_explain *ex = &r->explain[i];
@@ -1040,6 +1062,22 @@ static json_t *json_node(const profile_report *r, const loom_runtime *rt, size_t
     json_object_set_new(o, "measured_ms", jnum(n->measured_ms));
     json_object_set_new(o, "decided_by", json_string(n->decided_by));
     json_object_set_new(o, "reason", json_string(n->reason));
+    const tool_fallback *fb = NULL; /* the first time it ran elsewhere, if it ever did */
+    for (size_t k = 0; k < m_fbs->n && !fb; k++)
+        if (m_fbs->items[k].info.node == i)
+            fb = &m_fbs->items[k];
+    if (fb) {
+        char from[64] = "?", to[64] = "?";
+        loom_runtime_device(rt, fb->info.failed_device, from, sizeof from, NULL);
+        loom_runtime_device(rt, fb->info.ran_device, to, sizeof to, NULL);
+        json_object_set_new(o, "fallback",
+                            json_pack("{s:s, s:s, s:s, s:s, s:I}", "failed_device", from,
+                                      "ran_device", to, "status", loom_status_name(fb->info.status),
+                                      "message", fb->info.message, "runs",
+                                      (json_int_t)fb->runs));
+    } else {
+        json_object_set_new(o, "fallback", json_null());
+    }
     int have = r->explained[i];
     json_object_set_new(o, "cost_source", jstr(have ? ex->cost_source : NULL));
     json_object_set_new(o, "predicted_start_ms", have ? jnum(ex->start_s * 1e3) : json_null());
@@ -1078,7 +1116,7 @@ static void print_json(const profile_opts *o, const profile_report *r, const loo
     json_object_set_new(root, "warmup", json_integer(o->warmup));
     json_t *nodes = json_array();
     for (size_t i = 0; i < r->view.n_nodes; i++)
-        json_array_append_new(nodes, json_node(r, rt, i));
+        json_array_append_new(nodes, json_node(r, rt, &m->fbs, i));
     json_object_set_new(root, "nodes", nodes);
     json_t *devs = json_array();
     for (size_t k = 0; k < r->view.n_tracks; k++) {
@@ -1270,10 +1308,11 @@ int cmd_profile(int argc, char **argv)
     measured m = {0}, single = {0};
     profile_report r = {0};
     int have_report = 0;
-    if (loom_runtime_create(NULL, &rt) != LOOM_OK) {
+    loom_status rst = tool_runtime_create(NULL, &rt);
+    if (rst != LOOM_OK) {
         say("cannot start: %s", loom_last_error());
         free_opts(&o);
-        return EXIT_RUNTIME;
+        return tool_runtime_exit_status(rst);
     }
     rc = build_model(&o, &g);
     if (!rc)

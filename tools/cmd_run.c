@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "fallbacks.h"
 #include "figures.h"
 #include "run_sets.h"
 #include "tool_util.h"
@@ -63,7 +64,9 @@ static const char run_help[] =
     "  --json            print one JSON object instead of text: {\"model\", \"device\", \"runs\",\n"
     "                    \"latency_ms\": {\"median\", \"p95\", \"p99\", \"min\"},\n"
     "                    \"peak_memory_bytes\", \"devices\": [{\"id\", \"busy_ms\"}],\n"
-    "                    \"outputs\": [{\"name\", \"dtype\", \"shape\", \"file\"}]}\n"
+    "                    \"outputs\": [{\"name\", \"dtype\", \"shape\", \"file\"}],\n"
+    "                    \"fallback_count\", \"fallbacks\": [{\"node\", \"op\", \"failed_device\",\n"
+    "                    \"ran_device\", \"status\", \"message\", \"runs\"}]}\n"
     "\n"
     "Exit status: 0 success, 1 runtime failure, 2 bad usage or bad input.\n";
 
@@ -603,6 +606,7 @@ int loom_cmd_run(int argc, char **argv)
     for (int i = 0; i < argc; i++)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             fputs(run_help, stdout);
+            fputs(tool_backend_option_help, stdout);
             return 0;
         }
     /* Several input sets through one model and its specialisation cache (cmd_run_sets.c). */
@@ -620,6 +624,7 @@ int loom_cmd_run(int argc, char **argv)
     int *existed = NULL;
     double *lat = NULL, *busy = NULL;
     loom_node_timing *tl = NULL;
+    tool_fallbacks fbs = {0}; /* nodes re-run on another device, over every run */
     size_t n_in = 0, n_out = 0, n_dev = 0, msgs_seen = 0;
     int rc = 0;
     if (!o.inputs || !o.dims) {
@@ -643,9 +648,10 @@ int loom_cmd_run(int argc, char **argv)
         rc = -r;
         goto done;
     }
-    if (loom_runtime_create(NULL, &rt) != LOOM_OK) {
+    loom_status rst = tool_runtime_create(NULL, &rt);
+    if (rst != LOOM_OK) {
         say("cannot start: %s", loom_last_error());
-        rc = EXIT_RUNTIME;
+        rc = tool_runtime_exit_status(rst);
         goto done;
     }
     n_dev = loom_runtime_device_count(rt);
@@ -769,6 +775,7 @@ int loom_cmd_run(int argc, char **argv)
     }
     loom_run_stats stats = {.struct_size = sizeof stats, .timeline = tl,
                             .timeline_capacity = nn};
+    tool_fallbacks_prepare(&fbs, plan, &stats);
     size_t peak = 0;
     for (int k = 0; k < warmup + runs; k++) {
         st = loom_plan_run(plan, (const loom_tensor *const *)in, n_in, outs, n_out, &stats);
@@ -777,6 +784,7 @@ int loom_cmd_run(int argc, char **argv)
             rc = EXIT_RUNTIME;
             goto done;
         }
+        tool_fallbacks_add(&fbs, &stats); /* warm-up runs included: a failure is news */
         if (k < warmup)
             continue;
         int m = k - warmup;
@@ -853,6 +861,25 @@ int loom_cmd_run(int argc, char **argv)
                                  "p99", loom_percentile(lat, runs, 0.99),
                                  "min", lat[0], "peak_memory_bytes", (json_int_t)peak, "devices",
                                  devs, "outputs", outl);
+        json_t *fbl = json_array();
+        for (size_t i = 0; i < fbs.n; i++) {
+            const loom_fallback_info *fb = &fbs.items[i].info;
+            char from[64] = "?", to[64] = "?";
+            loom_runtime_device(rt, fb->failed_device, from, sizeof from, NULL);
+            loom_runtime_device(rt, fb->ran_device, to, sizeof to, NULL);
+            json_array_append_new(
+                fbl, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "node",
+                               loom_plan_node_name(plan, fb->node), "op",
+                               loom_plan_node_op(plan, fb->node), "failed_device", from,
+                               "ran_device", to, "status", loom_status_name(fb->status),
+                               "message", fb->message, "runs", (json_int_t)fbs.items[i].runs));
+        }
+        if (root) {
+            json_object_set_new(root, "fallback_count", json_integer((json_int_t)fbs.total));
+            json_object_set_new(root, "fallbacks", fbl);
+        } else {
+            json_decref(fbl);
+        }
         char *s = root ? json_dumps(root, JSON_INDENT(2) | JSON_REAL_PRECISION(6)) : NULL;
         if (!s) {
             say("cannot format the JSON report");
@@ -879,9 +906,18 @@ int loom_cmd_run(int argc, char **argv)
         if (loom_plan_summary_get(plan, &sum) == LOOM_OK)
             printf("constants (weights) held by the plan: %.2f MiB\n",
                    (double)sum.constant_bytes / 1048576.0);
-        if (stats.fallback_count)
-            printf("%zu node%s re-run on another device after a device failure\n",
-                   stats.fallback_count, stats.fallback_count > 1 ? "s" : "");
+        if (fbs.total)
+            printf("%zu node run%s re-run on another device after a device failure:\n",
+                   fbs.total, fbs.total > 1 ? "s" : "");
+        for (size_t i = 0; i < fbs.n; i++) {
+            const loom_fallback_info *fb = &fbs.items[i].info;
+            char what[512];
+            printf("  node '%s' (%s) %s", loom_plan_node_name(plan, fb->node),
+                   loom_plan_node_op(plan, fb->node), tool_fallback_text(rt, fb, what, sizeof what));
+            if (warmup + runs > 1)
+                printf(" (in %zu of %d runs)", fbs.items[i].runs, warmup + runs);
+            printf("\n");
+        }
         for (size_t d = 0; d < n_dev; d++) {
             if (!used[d])
                 continue;
@@ -916,6 +952,7 @@ done:
     free(lat);
     free(busy);
     free(tl);
+    tool_fallbacks_free(&fbs);
     for (size_t i = msgs_seen; rt && i < loom_runtime_message_count(rt); i++)
         say("%s", loom_runtime_message(rt, i));
     loom_plan_destroy(plan);

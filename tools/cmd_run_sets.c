@@ -150,10 +150,10 @@ int run_sets_main(int argc, char **argv)
     loom_model *m = NULL;
     int rc = 0;
     json_t *jsets = json ? json_array() : NULL;
-    loom_status st = loom_runtime_create(NULL, &rt);
+    loom_status st = tool_runtime_create(NULL, &rt);
     if (st != LOOM_OK) {
         say("%s", loom_last_error());
-        rc = TOOL_EXIT_RUNTIME;
+        rc = tool_runtime_exit_status(st);
     }
     loom_plan_options po = {.struct_size = sizeof po, .device = device, .strict = strict};
     loom_model_options mo = {.struct_size = sizeof mo, .plan = &po};

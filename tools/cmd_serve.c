@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tool_util.h"
 #include "commands.h"
 
 static const char serve_help[] =
@@ -273,6 +274,7 @@ int cmd_serve(int argc, char **argv)
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             fputs(serve_help, stdout);
+            fputs(tool_backend_option_help, stdout);
             return 0;
         }
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -360,9 +362,10 @@ int cmd_serve(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     loom_runtime *rt;
-    if (loom_runtime_create(NULL, &rt) != LOOM_OK) {
+    loom_status rst = tool_runtime_create(NULL, &rt);
+    if (rst != LOOM_OK) {
         say("cannot start the runtime: %s", loom_last_error());
-        return 1;
+        return tool_runtime_exit_status(rst);
     }
     loom_server *srv;
     loom_status cst = loom_server_create(rt, &so, &srv);

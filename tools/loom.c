@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "tool_util.h"
 #include "scheduler/cost/cost.h"
 
 #define EXIT_RUNTIME 1
@@ -43,6 +44,13 @@ static int runtime_error(const char *cmd, const char *what)
     return EXIT_RUNTIME;
 }
 
+/* A runtime message on stderr (loom_runtime_messages_drain's callback). */
+static void print_runtime_message(void *user, const char *message)
+{
+    (void)user;
+    fprintf(stderr, "loom: %s\n", message);
+}
+
 /* ---- loom devices ------------------------------------------------------------------------- */
 
 static const char devices_help[] =
@@ -53,9 +61,55 @@ static const char devices_help[] =
     "node as hwloc sees them.\n"
     "\n"
     "  --json   one JSON object: {\"devices\": [{\"id\", \"backend\", \"kind\", \"name\",\n"
-    "           \"compute_units\", \"threads\", \"memory_bytes\", \"numa_node\"}, ...]}\n"
+    "           \"compute_units\", \"threads\", \"memory_bytes\", \"numa_node\"}, ...],\n"
+    "           \"backends\": [{\"name\", \"abi\", \"options\": [{\"key\", \"help\",\n"
+    "           \"default\", \"value\"}, ...]}, ...]}  (value: null when not set)\n"
+    "%s"
     "\n"
     "Environment: LOOM_CPU_THREADS sets the CPU backend's thread count (default: all cores).\n";
+
+/* Each backend's declared options (backend ABI 1.0) and the value given: into BACKENDS (a
+ * JSON array) when non-NULL, else as text after the device table. */
+static void list_backend_options(const loom_runtime *rt, json_t *backends)
+{
+    size_t nb = loom_runtime_backend_count(rt);
+    int header = 0;
+    for (size_t b = 0; b < nb; b++) {
+        const char *name = NULL;
+        uint32_t abi = 0;
+        size_t n_opt = 0;
+        if (loom_runtime_backend_info(rt, b, &name, &abi, &n_opt) != LOOM_OK)
+            continue;
+        json_t *opts = backends ? json_array() : NULL;
+        for (size_t j = 0; j < n_opt; j++) {
+            const loom_backend_option *o = NULL;
+            const char *value = NULL;
+            if (loom_runtime_backend_option(rt, b, j, &o, &value) != LOOM_OK || !o->key)
+                continue;
+            if (opts) {
+                json_t *e = json_pack("{s:s, s:s, s:s}", "key", o->key, "help",
+                                      o->help ? o->help : "", "default",
+                                      o->default_value ? o->default_value : "");
+                json_object_set_new(e, "value", value ? json_string(value) : json_null());
+                json_array_append_new(opts, e);
+                continue;
+            }
+            if (!header++)
+                printf("\nbackend options (--backend-option BACKEND:KEY=VALUE):\n");
+            char def[160];
+            snprintf(def, sizeof def, "%s", o->default_value && *o->default_value
+                                                  ? o->default_value : "none");
+            printf("  %s:%s = %s%s  (default %s) %s\n", name, o->key, value ? value : def,
+                   value ? " [set]" : "", def, o->help ? o->help : "");
+        }
+        if (backends) {
+            char ver[32];
+            snprintf(ver, sizeof ver, "%u.%u", abi >> 16, abi & 0xffffu);
+            json_array_append_new(backends, json_pack("{s:s, s:s, s:o}", "name", name, "abi", ver,
+                                                      "options", opts));
+        }
+    }
+}
 
 static int cmd_devices(int argc, char **argv)
 {
@@ -64,16 +118,18 @@ static int cmd_devices(int argc, char **argv)
         if (!strcmp(argv[i], "--json"))
             json = 1;
         else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            fputs(devices_help, stdout);
+            printf(devices_help, tool_backend_option_help);
             return 0;
         } else
             return usage_error("devices", "unknown argument '%s'", argv[i]);
     }
     loom_runtime *rt;
-    if (loom_runtime_create(NULL, &rt) != LOOM_OK)
-        return runtime_error("devices", "cannot start");
-    for (size_t i = 0; i < loom_runtime_message_count(rt); i++)
-        fprintf(stderr, "loom: %s\n", loom_runtime_message(rt, i));
+    loom_status cst = tool_runtime_create(NULL, &rt);
+    if (cst != LOOM_OK) {
+        runtime_error("devices", "cannot start");
+        return tool_runtime_exit_status(cst);
+    }
+    loom_runtime_messages_drain(rt, print_runtime_message, NULL);
     size_t n = loom_runtime_device_count(rt);
     json_t *list = json ? json_array() : NULL;
     /* The cost model's view of each device: calibrated figures, or the backend's facts. */
@@ -134,8 +190,10 @@ static int cmd_devices(int argc, char **argv)
         }
     }
     cost_model_close(model);
+    json_t *backends = json ? json_array() : NULL;
+    list_backend_options(rt, backends);
     if (json) {
-        json_t *root = json_pack("{s:o}", "devices", list);
+        json_t *root = json_pack("{s:o, s:o}", "devices", list, "backends", backends);
         char *s = json_dumps(root, JSON_INDENT(2));
         puts(s);
         free(s);
@@ -166,6 +224,9 @@ static const char main_help[] =
     "  help       this text; 'loom COMMAND --help' describes a command\n"
     "\n"
     "  --version  print the version\n"
+    "\n"
+    "Commands that start a runtime (devices, run, profile, calibrate, backend-test, serve,\n"
+    "loadgen) take --backend-option BACKEND:KEY=VALUE (repeatable) to set a backend's option.\n"
     "\n"
     "Exit status: 0 success, 1 runtime failure, 2 bad usage or bad input.\n";
 
@@ -208,6 +269,12 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     const char *cmd = argv[1];
+    /* --backend-option, for every command that starts a runtime (tool_util.h). */
+    static const char *const with_runtime[] = {"devices", "run", "profile", "calibrate",
+                                               "backend-test", "serve", "loadgen"};
+    for (size_t k = 0; k < sizeof with_runtime / sizeof *with_runtime; k++)
+        if (!strcmp(cmd, with_runtime[k]) && !tool_backend_options_take(cmd, &argc, argv))
+            return EXIT_USAGE;
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
         fputs(main_help, stdout);
         return 0;

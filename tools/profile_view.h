@@ -30,6 +30,9 @@ typedef struct profile_node {
     long graph_node;          /* index of the graph node of that name, -1 (copies, unknown) */
     loom_value tensor;        /* copies: the value copied (LOOM_NO_VALUE when unknown) */
     int timed;                /* 1 when the last run's timeline has it */
+    /* Why it ran elsewhere in some measured runs: "failed on devmem:0 (device lost: MESSAGE);
+     * re-ran on cpu:0 (in 3 of 20 runs)"; "" when it never did. */
+    char fallback[384];
     uint64_t start_ns, end_ns;/* last run, since its start */
 } profile_node;
 
@@ -46,6 +49,9 @@ typedef struct profile_view {
     profile_track *tracks;
     size_t n_tracks;
     double target_s;          /* the latency target, 0 when none */
+    /* The plan measured (node i of the view is its node i): its cross-worker dependencies
+     * (loom_plan_dependency) for the trace's flow arrows; NULL: none drawn. */
+    const loom_plan *plan;
 } profile_view;
 
 #endif /* LOOM_TOOLS_PROFILE_VIEW_H */

@@ -47,6 +47,69 @@ int tool_write_exit_status(int err)
     }
 }
 
+/* The backend options of this process's command line (tool_backend_options_take). */
+#define TOOL_MAX_BACKEND_OPTIONS 256
+static const char *backend_options[TOOL_MAX_BACKEND_OPTIONS];
+static size_t n_backend_options;
+
+const char tool_backend_option_help[] =
+    "  --backend-option BACKEND:KEY=VALUE\n"
+    "           set an option of a backend before its devices are listed (repeatable):\n"
+    "           npu-sim:profile=edge.json; 'loom devices' lists each backend's options. An\n"
+    "           unknown backend or key, or a value the backend refuses, exits 2.\n";
+
+int tool_backend_options_take(const char *cmd, int *argc, char **argv)
+{
+    int out = 0;
+    for (int i = 0; i < *argc; i++) {
+        const char *value = NULL;
+        if (!strcmp(argv[i], "--backend-option")) {
+            if (i + 1 >= *argc) {
+                fprintf(stderr, "loom %s: option --backend-option needs a value "
+                        "(BACKEND:KEY=VALUE)\n", cmd);
+                return 0;
+            }
+            value = argv[++i];
+        } else if (!strncmp(argv[i], "--backend-option=", 17)) {
+            value = argv[i] + 17;
+        } else {
+            argv[out++] = argv[i];
+            continue;
+        }
+        if (n_backend_options == TOOL_MAX_BACKEND_OPTIONS) {
+            fprintf(stderr, "loom %s: more than %d --backend-option\n", cmd,
+                    TOOL_MAX_BACKEND_OPTIONS);
+            return 0;
+        }
+        backend_options[n_backend_options++] = value;
+    }
+    for (int i = out; i < *argc; i++)
+        argv[i] = NULL;
+    *argc = out;
+    return 1;
+}
+
+loom_status tool_runtime_create(const loom_runtime_options *base, loom_runtime **out)
+{
+    loom_runtime_options o = {.struct_size = sizeof o};
+    if (base)
+        o = *base;
+    o.struct_size = sizeof o;
+    o.backend_options = backend_options;
+    o.n_backend_options = n_backend_options;
+    return loom_runtime_create(&o, out);
+}
+
+int tool_runtime_exit_status(loom_status status)
+{
+    if (status == LOOM_OK)
+        return TOOL_EXIT_OK;
+    const char *e = loom_last_error();
+    return status == LOOM_ERR_INVALID_ARGUMENT && e && !strncmp(e, "backend option", 14)
+               ? TOOL_EXIT_USAGE
+               : TOOL_EXIT_RUNTIME;
+}
+
 const char *tool_option_value(int argc, char **argv, int *i)
 {
     if (*i + 1 >= argc)

@@ -50,11 +50,43 @@ int loom_trace_write(const char *path, const profile_view *view)
                                  n->reason, "copy", n->is_copy);
         if (n->is_copy)
             json_object_set_new(args, "bytes", json_real(n->bytes_moved));
+        if (n->fallback[0])
+            json_object_set_new(args, "fallback", json_string(n->fallback));
         json_array_append_new(
             events, json_pack("{s:s, s:s, s:s, s:f, s:f, s:i, s:i, s:o}", "name", n->name,
                               "cat", n->op, "ph", "X", "ts", (double)n->start_ns / 1e3, "dur",
                               (double)(end - n->start_ns) / 1e3, "pid", 1, "tid",
                               (int)n->track + 1, "args", args));
+    }
+    /* Dependencies across workers as flow arrows from the producer's end to the consumer's
+     * start: "host" when the producer's completion woke the consumer's thread, "event" when the
+     * consumer's device waited on a backend event (the host never waited for it). */
+    size_t n_deps = view->plan ? loom_plan_dependency_count(view->plan) : 0;
+    for (size_t i = 0; i < n_deps; i++) {
+        size_t from, to;
+        loom_dependency_kind kind;
+        if (loom_plan_dependency(view->plan, i, &from, &to, &kind) != LOOM_OK ||
+            from >= view->n_nodes || to >= view->n_nodes)
+            continue;
+        const profile_node *a = &view->nodes[from], *b = &view->nodes[to];
+        if (!a->timed || !b->timed)
+            continue;
+        const char *name = kind == LOOM_DEPENDENCY_EVENT ? "event" : "host";
+        uint64_t a_end = a->end_ns < a->start_ns ? a->start_ns : a->end_ns;
+        /* An event lets the consumer start before the producer ends: the arrow leaves the
+         * producer where the consumer started, when that is earlier. */
+        double ts_from = (double)(a_end < b->start_ns || kind != LOOM_DEPENDENCY_EVENT
+                                      ? a_end
+                                      : (b->start_ns > a->start_ns ? b->start_ns : a->start_ns)) /
+                         1e3;
+        json_array_append_new(
+            events, json_pack("{s:s, s:s, s:s, s:I, s:f, s:i, s:i}", "name", name, "cat",
+                              "dependency", "ph", "s", "id", (json_int_t)i + 1, "ts", ts_from,
+                              "pid", 1, "tid", (int)a->track + 1));
+        json_array_append_new(
+            events, json_pack("{s:s, s:s, s:s, s:s, s:I, s:f, s:i, s:i}", "name", name, "cat",
+                              "dependency", "ph", "f", "bp", "e", "id", (json_int_t)i + 1, "ts",
+                              (double)b->start_ns / 1e3, "pid", 1, "tid", (int)b->track + 1));
     }
     json_t *root = json_pack("{s:o, s:s}", "traceEvents", events, "displayTimeUnit", "ms");
     if (view->target_s > 0)

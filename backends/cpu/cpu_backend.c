@@ -4,6 +4,7 @@
  * Written against loom/backend.h only, as a third-party plugin would be.
  */
 #include "cpu_backend.h"
+#include "cpu_claims.h"
 #include "cpu_kernels.h"
 #include "cpu_pool.h"
 
@@ -119,6 +120,31 @@ static loom_status cpu_execute(void *ctx, uint32_t dev, void *kernel, const loom
     (void)dev;
     const cpu_kernel *k = kernel;
     return k->run(k, args, s->pool, err, err_len);
+}
+
+/* Subgraph claims (ABI 1.0): the chains of cpu_claims.c. */
+static uint32_t cpu_claim(void *ctx, uint32_t dev, const loom_subgraph_desc *graph,
+                          uint32_t *nodes, uint32_t max_nodes, loom_claim *claims,
+                          uint32_t max_claims)
+{
+    cpu_state *s = ctx;
+    return dev == 0 ? cpu_claims_find(s->ops, graph, nodes, max_nodes, claims, max_claims) : 0;
+}
+
+static loom_status cpu_prepare_subgraph(void *ctx, uint32_t dev, const loom_subgraph_desc *sg,
+                                        void **kernel, size_t *scratch_bytes, char *err,
+                                        size_t err_len)
+{
+    cpu_state *s = ctx;
+    if (dev != 0)
+        return cpu_fail(err, err_len, LOOM_ERR_INVALID_ARGUMENT, "no CPU device %u", dev);
+    cpu_kernel *k = NULL;
+    loom_status st = cpu_claims_prepare(s->ops, sg, &k, err, err_len);
+    if (st != LOOM_OK)
+        return st;
+    *kernel = k;
+    *scratch_bytes = k->scratch_bytes;
+    return LOOM_OK;
 }
 
 static void cpu_release_kernel(void *ctx, void *kernel)
@@ -292,6 +318,8 @@ const loom_backend *loom_cpu_backend_create(unsigned threads, char *err, size_t 
     t->alloc = cpu_alloc;
     t->free = cpu_free;
     t->shutdown = cpu_shutdown;
+    t->claim = cpu_claim;
+    t->prepare_subgraph = cpu_prepare_subgraph;
     return t;
 }
 

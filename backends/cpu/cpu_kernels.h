@@ -157,6 +157,9 @@ int cpu_window_attrs_ok(const loom_node_desc *node, size_t s, char *reason, size
  * gives beta * C (zeros when beta is 0). */
 void cpu_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+/* LayerNormalization's statistics of one row X[0..N) (N > 0), as its kernel computes them
+ * (kernels_normalization.c: two passes): *MEAN and *INV = 1 / sqrt(variance + EPS). */
+void cpu_layernorm_stats(const float *x, size_t n, float eps, float *mean, float *inv);
 /* Max of X[0..N) that lets a NaN win (CPU_MAXF); -inf when N is 0. */
 float cpu_max_f32(const float *restrict x, size_t n);
 int cpu_same_shape(const loom_tensor_desc *a, const loom_tensor_desc *b);

@@ -89,6 +89,13 @@ static void ln_apply(size_t n, float *restrict y, const float *restrict x,
         CPU_LOOP(n, y[i] = (x[i] - mean) * inv * g[i];);
 }
 
+void cpu_layernorm_stats(const float *x, size_t n, float eps, float *mean, float *inv)
+{
+    const float m = sum_f32(x, n) / (float)n;
+    *mean = m;
+    *inv = 1.0f / sqrtf(sumsq_dev_f32(x, n, m) / (float)n + eps);
+}
+
 static void ln_rows(void *arg, size_t begin, size_t end)
 {
     const ln_job *j = arg;

@@ -4,14 +4,20 @@
  * declares the performance of a device described by a profile, so that placement can be studied
  * for hardware one does not have. Written against <loom/backend.h> only.
  *
- * The profile: JSON from the file named by $LOOM_NPU_SIM_PROFILE, else the built-in default, an
- * edge NPU of the 10 TOPS class:
+ * Options (backend ABI 1.0, `--backend-option npu-sim:KEY=VALUE`, loom_runtime_options.
+ * backend_options): profile=FILE and devices=N. The environment variables $LOOM_NPU_SIM_PROFILE
+ * and $LOOM_NPU_SIM_DEVICES, the way to configure it before 1.0, are still read at start as a
+ * fallback; an option given overrides them.
+ *
+ * The profile: JSON from the file named by the profile option (else $LOOM_NPU_SIM_PROFILE),
+ * else the built-in default, an edge NPU of the 10 TOPS class:
  *   {"name": "edge-npu-10tops", "tops_int8": 10, "tflops_fp16": 5, "bandwidth_gbs": 40,
  *    "dispatch_latency_us": 20, "memory_mb": 1024, "power_w": 5}
  * Every key is optional (missing ones keep the default); an unknown key, a number that is not
  * positive or a file that cannot be read or parsed makes the plugin refuse to start, after
- * saying why through the host's log. $LOOM_NPU_SIM_DEVICES (1 to 16, default 1) sets how many
- * identical devices it reports.
+ * saying why through the host's log (an option: refuses the option, with the reason). The
+ * devices option (else $LOOM_NPU_SIM_DEVICES; 1 to 16, default 1) sets how many identical
+ * devices it reports.
  *
  * Device facts: kind NPU; memory_bytes = memory_mb MiB; peak_flops_f32 is the fp16 figure (the
  * device has no f32 datapath: f32 nodes run in fp16 or int8 when the plan's precision allows);
@@ -279,6 +285,61 @@ static void npu_shutdown(void *ctx)
     free(ctx);
 }
 
+/* ---- options (ABI 1.0) ---------------------------------------------------------------------- */
+
+static const loom_backend_option k_options[] = {
+    {"profile", "JSON file with the simulated device's facts (tops_int8, tflops_fp16, "
+                "bandwidth_gbs, dispatch_latency_us, memory_mb, power_w, name); "
+                "fallback: $LOOM_NPU_SIM_PROFILE", ""},
+    {"devices", "how many identical devices to report, 1 to 16; fallback: $LOOM_NPU_SIM_DEVICES",
+     "1"},
+};
+
+/* DEVICES as a device count into *N; 0 when it is not one. */
+static int parse_devices(const char *text, uint32_t *n)
+{
+    char *end;
+    long v = strtol(text, &end, 10);
+    if (!*text || *end || v < 1 || v > NPU_MAX_DEVICES)
+        return 0;
+    *n = (uint32_t)v;
+    return 1;
+}
+
+/* Called by the host before device_count (never concurrently with anything else). */
+static loom_status npu_set_option(void *ctx, const char *key, const char *value, char *err,
+                                  size_t err_len)
+{
+    npu_state *s = ctx;
+    if (!key || !value) {
+        snprintf(err, err_len, "npu-sim: option key or value is NULL");
+        return LOOM_ERR_INVALID_ARGUMENT;
+    }
+    if (!strcmp(key, "profile")) {
+        npu_profile prof = k_default_profile;
+        if (!*value) {
+            snprintf(err, err_len, "npu-sim: profile needs a file name");
+            return LOOM_ERR_INVALID_ARGUMENT;
+        }
+        if (!load_profile(value, &prof, err, err_len))
+            return LOOM_ERR_INVALID_ARGUMENT;
+        s->prof = prof;
+        say(s->host_ctx, s->log, LOOM_LOG_INFO, "npu-sim: profile '%s' from %s (option)",
+            prof.name, value);
+        return LOOM_OK;
+    }
+    if (!strcmp(key, "devices")) {
+        if (!parse_devices(value, &s->n_devices)) {
+            snprintf(err, err_len, "npu-sim: devices='%s' is not a device count (1 to %d)", value,
+                     NPU_MAX_DEVICES);
+            return LOOM_ERR_INVALID_ARGUMENT;
+        }
+        return LOOM_OK;
+    }
+    snprintf(err, err_len, "npu-sim: unknown option '%s' (profile, devices)", key);
+    return LOOM_ERR_INVALID_ARGUMENT;
+}
+
 __attribute__((visibility("default"))) const loom_backend *
 loom_backend_query(uint32_t host_abi_version, const loom_host *host);
 
@@ -305,16 +366,11 @@ const loom_backend *loom_backend_query(uint32_t host_abi_version, const loom_hos
     }
     uint32_t n = 1;
     const char *env = getenv("LOOM_NPU_SIM_DEVICES");
-    if (env && *env) {
-        char *end;
-        long v = strtol(env, &end, 10);
-        if (*end || v < 1 || v > NPU_MAX_DEVICES) {
-            say(hctx, log, LOOM_LOG_ERROR,
-                "npu-sim: LOOM_NPU_SIM_DEVICES='%s' is not a device count (1 to %d)", env,
-                NPU_MAX_DEVICES);
-            return NULL;
-        }
-        n = (uint32_t)v;
+    if (env && *env && !parse_devices(env, &n)) {
+        say(hctx, log, LOOM_LOG_ERROR,
+            "npu-sim: LOOM_NPU_SIM_DEVICES='%s' is not a device count (1 to %d)", env,
+            NPU_MAX_DEVICES);
+        return NULL;
     }
     npu_state *s = calloc(1, sizeof *s);
     if (!s) {
@@ -343,6 +399,9 @@ const loom_backend *loom_backend_query(uint32_t host_abi_version, const loom_hos
     t->shutdown = npu_shutdown;
     t->estimate = npu_estimate;
     t->submit = NULL; /* synchronous: the host calls execute() */
+    t->options = k_options;
+    t->n_options = sizeof k_options / sizeof *k_options;
+    t->set_option = npu_set_option;
     if (path && *path)
         say(hctx, log, LOOM_LOG_INFO, "npu-sim: profile '%s' from %s", prof.name, path);
     return t;

@@ -272,7 +272,10 @@ static void kernel_free(ocl_kernel *k)
     free(k->consts);
     free(k->in);
     free(k->out);
-    free(k->params);
+    if (k->free_params)
+        k->free_params(k->params);
+    else
+        free(k->params);
     free(k);
 }
 
@@ -536,6 +539,42 @@ static int address_space_short(void)
     return 0;
 }
 
+/* ---- options (ABI 1.0) --------------------------------------------------------------------- */
+
+static const loom_backend_option ocl_options[] = {
+    {"layout", "kernel layouts: cpu (for CPU devices), gpu, or auto (by device kind); "
+               "fallback: $LOOM_OPENCL_LAYOUT", "auto"},
+};
+
+/* Apply the layout LAYOUT ("cpu", "gpu", "auto" or NULL/"": by kind) to every device. */
+static int ocl_apply_layout(ocl_state *s, const char *layout)
+{
+    int mode = !layout || !*layout || !strcmp(layout, "auto") ? -1
+               : !strcmp(layout, "gpu")                      ? 0
+               : !strcmp(layout, "cpu")                      ? 1
+                                                              : -2;
+    if (mode == -2)
+        return 0;
+    for (uint32_t i = 0; i < s->n_devs; i++)
+        s->devs[i].cpu_layout = mode >= 0 ? mode : s->devs[i].info.kind == LOOM_DEVICE_CPU;
+    return 1;
+}
+
+/* Called by the host before device_count, never concurrently with anything else. */
+static loom_status ocl_set_option(void *ctx, const char *key, const char *value, char *err,
+                                  size_t err_len)
+{
+    ocl_state *s = ctx;
+    if (key && value && !strcmp(key, "layout")) {
+        if (ocl_apply_layout(s, value))
+            return LOOM_OK;
+        snprintf(err, err_len, "opencl: layout '%s' is not one of cpu, gpu, auto", value);
+        return LOOM_ERR_INVALID_ARGUMENT;
+    }
+    snprintf(err, err_len, "opencl: unknown option '%s' (layout)", key ? key : "(null)");
+    return LOOM_ERR_INVALID_ARGUMENT;
+}
+
 const loom_backend *loom_opencl_backend_create(const loom_host *host, char *err, size_t err_len)
 {
     if (err && err_len)
@@ -565,13 +604,9 @@ const loom_backend *loom_opencl_backend_create(const loom_host *host, char *err,
         return NULL;
     }
     ocl_cache_dir_init(s);
-    const char *layout = getenv("LOOM_OPENCL_LAYOUT");
-    for (uint32_t i = 0; i < s->n_devs; i++) {
-        ocl_device *d = &s->devs[i];
-        d->cpu_layout = layout && !strcmp(layout, "gpu")   ? 0
-                        : layout && !strcmp(layout, "cpu") ? 1
-                                                           : d->info.kind == LOOM_DEVICE_CPU;
-    }
+    /* $LOOM_OPENCL_LAYOUT (an unknown value: by kind), until the layout option says otherwise */
+    if (!ocl_apply_layout(s, getenv("LOOM_OPENCL_LAYOUT")))
+        ocl_apply_layout(s, NULL);
     loom_backend *t = &s->table;
     t->abi_version = LOOM_ABI_VERSION;
     t->struct_size = sizeof *t;
@@ -590,6 +625,20 @@ const loom_backend *loom_opencl_backend_create(const loom_host *host, char *err,
     t->submit = ocl_submit;
     t->upload = ocl_upload;
     t->download = ocl_download;
+    t->event_create = ocl_event_create;
+    t->event_record = ocl_event_record;
+    t->event_wait = ocl_event_wait;
+    t->event_destroy = ocl_event_destroy;
+    t->upload_async = ocl_upload_async;
+    t->download_async = ocl_download_async;
+    t->alloc_host = ocl_alloc_host;
+    t->free_host = ocl_free_host;
+    t->memory_info = ocl_memory_info;
+    t->claim = ocl_claim;
+    t->prepare_subgraph = ocl_prepare_subgraph;
+    t->options = ocl_options;
+    t->n_options = sizeof ocl_options / sizeof *ocl_options;
+    t->set_option = ocl_set_option;
     return t;
 }
 

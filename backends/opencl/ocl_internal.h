@@ -25,6 +25,8 @@ typedef enum ocl_kid {
     OCL_K_CAST, OCL_K_SOFTMAX, OCL_K_LAYERNORM, OCL_K_BATCHNORM, OCL_K_REDUCE, OCL_K_REDUCE_ROWS,
     OCL_K_POOL,
     OCL_K_IM2COL, OCL_K_BIAS_CHANNEL, OCL_K_SCALE, OCL_K_NOOP,
+    /* subgraph claims (ocl_claims.c) */
+    OCL_K_EPILOGUE, OCL_K_ADD_LAYERNORM, OCL_K_SCALE_MASK_SOFTMAX,
     OCL_K_COUNT
 } ocl_kid;
 
@@ -130,7 +132,8 @@ struct ocl_kernel {
     cl_kernel ew[OCL_EW_COUNT]; /* elementwise: the variant's kernels (owned by the device) */
     float fa, fb;
     int64_t v[32];  /* family-specific integers */
-    void *params;   /* family-specific, freed with free() */
+    void *params;   /* family-specific, freed with free() (or free_params when set) */
+    void (*free_params)(void *params); /* NULL: free(params) */
 };
 
 /* One execution of a kernel: the resolved buffers and the chain of events. */
@@ -221,10 +224,36 @@ loom_status ocl_cl_status(cl_int code);
  * fail. Counts the event. */
 int ocl_fault_hits(atomic_long *c, long at);
 
+/* ---- subgraph claims (ocl_claims.c) ---------------------------------------------------------- */
+
+/* The table's claim and prepare_subgraph (see loom_backend in loom/backend.h): MatMul/Gemm +
+ * bias + activation (CLBlast, then one epilogue kernel), Add + LayerNormalization (and the
+ * decomposed LayerNorm), scale + mask + Softmax (one kernel each). */
+uint32_t ocl_claim(void *ctx, uint32_t dev, const loom_subgraph_desc *graph, uint32_t *nodes,
+                   uint32_t max_nodes, loom_claim *claims, uint32_t max_claims);
+loom_status ocl_prepare_subgraph(void *ctx, uint32_t dev, const loom_subgraph_desc *sg,
+                                 void **kernel, size_t *scratch_bytes, char *err,
+                                 size_t err_len);
+
 /* ---- devices (ocl_device.c) ------------------------------------------------------------------ */
 
 /* Open every device of every platform into S->devs (S->n_devs of them); a device that cannot
  * start is logged and skipped, no platform leaves none. */
+/* ABI 1.0 events and memory (ocl_events.c): the table slots of the same names. */
+loom_status ocl_event_create(void *ctx, uint32_t dev, void **event, char *err, size_t err_len);
+loom_status ocl_event_record(void *ctx, uint32_t dev, void *event, char *err, size_t err_len);
+loom_status ocl_event_wait(void *ctx, uint32_t dev, void *event, char *err, size_t err_len);
+void ocl_event_destroy(void *ctx, void *event);
+loom_status ocl_upload_async(void *ctx, uint32_t dev, void *dst, const void *src, size_t bytes,
+                             void *event, loom_done_fn done, void *token, char *err,
+                             size_t err_len);
+loom_status ocl_download_async(void *ctx, uint32_t dev, void *dst, const void *src, size_t bytes,
+                               void *event, loom_done_fn done, void *token, char *err,
+                               size_t err_len);
+void *ocl_alloc_host(void *ctx, uint32_t dev, size_t size);
+void ocl_free_host(void *ctx, uint32_t dev, void *ptr, size_t size);
+loom_status ocl_memory_info(void *ctx, uint32_t dev, uint64_t *free_bytes, uint64_t *total_bytes);
+
 void ocl_discover(ocl_state *s);
 
 /* Release everything D holds: programs, kernels, blocks, pool, queue, context. */

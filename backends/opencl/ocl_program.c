@@ -17,6 +17,7 @@ static const char *const k_kernel_names[OCL_K_COUNT] = {
     "cast_any", "softmax_f32", "layernorm_f32", "batchnorm_f32", "reduce_f32", "reduce_rows_f32",
     "pool_f32",
     "im2col_f32", "bias_channel_f32", "scale_f32", "noop",
+    "epilogue_f32", "add_layernorm_f32", "scale_mask_softmax_f32",
 };
 
 static const char *const k_ew_names[OCL_EW_COUNT] = {"ew_flat", "ew_vec4", "ew_bcast"};

@@ -519,10 +519,12 @@ typedef struct loom_backend {
                             char *err, size_t err_len);
 
     /* ---- ABI 1.0: subgraph claims and their compilation ---- */
-    /* Offered GRAPH (every node some device of the plan may run, after Loom's passes), say which
-     * connected subgraphs DEV wants to run as single compiled kernels: write up to MAX_CLAIMS
-     * claims into CLAIMS and their node indices into NODES (MAX_NODES entries); return how many
-     * claims were written (0: none). Placement treats each claim as one unit with its estimate,
+    /* Offered GRAPH (every node of the graph after Loom's passes, in a topological order, once
+     * per plan, to each device placement may use), say which connected subgraphs DEV wants to
+     * run as single compiled kernels: write up to MAX_CLAIMS claims into CLAIMS and their node
+     * indices into NODES (MAX_NODES entries; the host gives room for every node twice and a
+     * claim per node); return how many claims were written (0: none). A node need not be
+     * supported alone to be claimed. Placement treats each claim as one unit with its estimate,
      * but may still split it when other devices are predicted faster for part of it; the plan's
      * explanation says which it did and why. Optional (NULL: node by node only). Pure and
      * thread-safe, like supports(). */

@@ -86,6 +86,21 @@ size_t loom_runtime_device_count(const loom_runtime *runtime);
 loom_status loom_runtime_device(const loom_runtime *runtime, size_t i, char *id, size_t id_len,
                                 loom_device_info *info);
 
+/* The backends of RUNTIME (built in first, then plugins, in load order) and the options each
+ * declares (backend ABI 1.0, loom_backend.options), for listings such as `loom devices`.
+ * loom_runtime_backend_info: the I-th backend's NAME (owned by the backend, valid while RUNTIME
+ * lives), the ABI version its table was built for (packed as LOOM_ABI_VERSION) and how many
+ * options it declares; any output may be NULL. loom_runtime_backend_option: its J-th option
+ * (the backend's declaration) and the VALUE the user gave it through
+ * loom_runtime_options.backend_options (NULL when none was given: the backend's default
+ * holds). Both fail with LOOM_ERR_INVALID_ARGUMENT when RUNTIME is NULL or I or J is out of
+ * range. */
+size_t loom_runtime_backend_count(const loom_runtime *runtime);
+loom_status loom_runtime_backend_info(const loom_runtime *runtime, size_t i, const char **name,
+                                      uint32_t *abi_version, size_t *n_options);
+loom_status loom_runtime_backend_option(const loom_runtime *runtime, size_t i, size_t j,
+                                        const loom_backend_option **option, const char **value);
+
 /* Measure the devices of RUNTIME for the cost model (sustained GFLOP/s, memory bandwidth,
  * launch latency, host links) and save their profiles in CACHE_DIR (NULL: $XDG_CACHE_HOME/loom,
  * else $HOME/.cache/loom), where plans find them. ONLY_MISSING: only devices without a cached
@@ -193,7 +208,10 @@ typedef struct loom_node_explain {
      * device cannot run it; COST_COUNT entries. */
     const double *cost_s;
     size_t cost_count;
-    const char *cost_source;   /* where its device's figure came from: history, backend, roofline */
+    /* where its device's figure came from: history, calibration (a calibrated measurement of
+     * its op class that overrode a backend estimate more than 2x off it; REASON says by how
+     * much), backend, roofline; link for a copy */
+    const char *cost_source;
     const char *decided_by;    /* pin, only-device, requested-device, earliest-finish, search,
                                 * energy, capacity, first, copy, one-device (spreading over
                                 * devices was predicted less than 10% faster than the best one
@@ -333,6 +351,24 @@ loom_status loom_plan_input_info(const loom_plan *plan, size_t i, const char **n
                                  loom_dtype *dtype, uint32_t *rank, int64_t *dims);
 loom_status loom_plan_output_info(const loom_plan *plan, size_t i, const char **name,
                                   loom_dtype *dtype, uint32_t *rank, int64_t *dims);
+
+/* How a dependency between nodes run by different workers (two devices, or a device and a
+ * transfer) is signalled: by waking the consumer's host thread when the producer completes, or
+ * device to device through a backend event (the consumer's queue waits; no host wake-up). */
+typedef enum loom_dependency_kind {
+    LOOM_DEPENDENCY_HOST = 1,
+    LOOM_DEPENDENCY_EVENT = 2,
+} loom_dependency_kind;
+
+/* Number of PLAN's cross-worker dependencies (0 for NULL), and the I-th of them: producer node
+ * *FROM and consumer node *TO (indices as in loom_plan_node_name) and its *KIND; any of the
+ * three may be NULL. What loom_run_stats.host_wakeups and event_waits count per run, and what
+ * `loom profile --trace` draws as flow arrows. LOOM_EVENTS=0 (read at plan time) plans every
+ * dependency as a host wake-up. Fails with LOOM_ERR_INVALID_ARGUMENT when PLAN is NULL or I is
+ * out of range. */
+size_t loom_plan_dependency_count(const loom_plan *plan);
+loom_status loom_plan_dependency(const loom_plan *plan, size_t i, size_t *from, size_t *to,
+                                 loom_dependency_kind *kind);
 
 #ifdef __cplusplus
 }

@@ -6,7 +6,9 @@
  * bandwidth, launch latency) or, before calibration, its backend's facts; the backend's own
  * estimate() when it gives one; and the measured history of the same op signature (op, input
  * and output shapes and dtypes, precision, device), robust to outliers (median of the kept
- * samples, spikes rejected). Profiles and history persist in $XDG_CACHE_HOME/loom/ (or
+ * samples, spikes rejected). Measurements beat estimates: where a calibration fitted the
+ * node's op class on that device and the backend's estimate is more than COST_DISAGREE_RATIO
+ * off it, the calibration's figure is used (source "calibration"). Profiles and history persist in $XDG_CACHE_HOME/loom/ (or
  * ~/.cache/loom/), keyed by device name and driver, so a calibration is reused at start.
  */
 #ifndef LOOM_COST_H
@@ -46,7 +48,11 @@ typedef enum cost_op_class {
 
 /* A device's calibrated profile (or its backend's facts before calibration). */
 typedef struct cost_profile {
-    char key[192];           /* cache key: backend, device name, driver */
+    /* Cache key: backend, device name, driver, threads, then everything else that changes what
+     * a measurement means (cost_profile_from_facts): host-visible and unified memory, in-order
+     * queue, shared host cores, fp16/fp64, the backend's ABI version and a hash of the options
+     * the user gave its backend. */
+    char key[320];
     int calibrated;          /* 1 when measured by cost_calibrate, 0 when from the backend's facts */
     double flops[3];         /* sustained ops/s: [0] f32, [1] f16, [2] int8 (0: unknown) */
     double mem_bandwidth;    /* bytes/s, streaming */
@@ -67,6 +73,10 @@ typedef struct cost_profile {
      * dependence was measurable. */
     double class_fixed_s[COST_CLASS_COUNT];
     double class_rate[COST_CLASS_COUNT];
+    /* The flops column (0 f32, 1 f16, 2 int8) the class fits were measured in: 1 on devices
+     * without f32 arithmetic (NPUs calibrate in fp16). A FLOP-counted class's rate scales by
+     * flops[node's column] / flops[class_column]. A double so that it persists like the rest. */
+    double class_column;
 } cost_profile;
 
 /* Open the cost model of RT's devices: load cached profiles and history from CACHE_DIR (NULL:
@@ -87,8 +97,36 @@ const cost_profile *cost_profile_of(const cost_model *model, uint32_t dev);
 double cost_node_seconds(const cost_model *model, uint32_t dev, const loom_node_desc *node,
                        const loom_op_cost *cost);
 
-/* Where cost_node_seconds took its figure from: "history", "backend", "roofline". */
+/* Where cost_node_seconds took its figure from: "history", "calibration", "backend",
+ * "roofline" (NODE's FLOPs and bytes from the operator registry). */
 const char *cost_node_source(const cost_model *model, uint32_t dev, const loom_node_desc *node);
+
+/* A backend's estimate() and a measurement this many times apart (either way) for a node: the
+ * measurement wins (the calibrated fit of the node's op class, or its history). */
+#define COST_DISAGREE_RATIO 2.0
+
+/* What the model chose for one node on one device, and why. */
+typedef struct cost_choice {
+    double seconds;       /* what cost_node_seconds returns */
+    const char *source;   /* "history" (this node's measured median), "calibration" (the
+                           * calibrated fit of its op class, chosen over a backend estimate
+                           * more than COST_DISAGREE_RATIO off it), "backend" (its estimate()),
+                           * "roofline" (the profile's figures) */
+    double estimate_s;    /* the backend's estimate, -1 when it gave none */
+    double measured_s;    /* > 0 only when a measurement overrode an estimate more than
+                           * COST_DISAGREE_RATIO off it: that measurement; else -1 */
+} cost_choice;
+
+/* cost_node_seconds with its reasons into *CHOICE. The first time, per device and op class,
+ * that a measurement overrides an estimate more than COST_DISAGREE_RATIO off it, the runtime
+ * gets a message saying so. Thread-safe for concurrent readers; allocation-free. */
+void cost_node_choose(const cost_model *model, uint32_t dev, const loom_node_desc *node,
+                      const loom_op_cost *cost, cost_choice *choice);
+
+/* For the plan's explanation: when CHOICE is a measurement that overrode DEV's backend estimate,
+ * "cost from measurement (0.41 ms, calibration of its op class); npu-sim:0's estimate 0.022 ms
+ * was 19x off" as a new string (caller frees); NULL otherwise or when out of memory. */
+char *cost_choice_note(const cost_model *model, uint32_t dev, const cost_choice *choice);
 
 /* Latency (seconds) and bandwidth (bytes/s) of moving data from device FROM to device TO
  * (either may be COST_HOST). Free (0 latency, infinite bandwidth) between host-visible memories. */
@@ -142,7 +180,7 @@ void cost_node_seconds_all(const cost_model *model, const loom_node_desc *node,
 
 /* The model before history, on profile P. When P has a fit for NODE's class
  * (cost_op_class_of): class_fixed_s + work / class_rate, where work is the FLOPs (MATMUL, CONV;
- * the rate scaled by flops[dtype] / flops[0] for another dtype column) or the bytes read and
+ * the rate scaled by flops[dtype] / flops[class_column] for another dtype column) or the bytes read and
  * written; and when the bytes exceed cache_bytes (or it is unknown), at least class_fixed_s +
  * bytes / mem_bandwidth. Otherwise the plain roofline: launch_s + max(flops / flops[dtype],
  * bytes / bandwidth). Layout-only ops (Reshape, Squeeze, Unsqueeze, Flatten, Identity) count

@@ -567,6 +567,7 @@ loom_status cost_calibrate_device(cost_model *m, uint32_t dev, int quick, cost_p
     if (st == LOOM_OK) {
         for (size_t k = 0; k < N_CLASS_CALS; k++)
             fit_class(&c, &p, &class_cals[k], prec);
+        p.class_column = prec == LOOM_PRECISION_F16 ? 1 : 0;
         if (info->kind == LOOM_DEVICE_CPU || p.shares_host_cpu)
             p.cache_bytes = host_cache_bytes();
     }

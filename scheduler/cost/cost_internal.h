@@ -68,6 +68,8 @@ struct cost_model {
     size_t cap, count;
     atomic_uint *group_count; /* per device group: history entries, read without the lock */
     atomic_int warned_invalid; /* a negative or non-finite observation was reported */
+    /* Per device x (op class + 1): a backend estimate far off a measurement was reported. */
+    atomic_int *disagree_said;
 };
 
 /* Build NODE's signature ("MatMul|f32[1,128,768];f32[768,768]|f32[1,128,768]|p0", then
@@ -83,9 +85,16 @@ uint64_t cost_sig_hash(const char *sig, uint32_t group);
 cost_hist *cost_hist_add(cost_model *m, const char *sig, uint32_t group, uint64_t hash,
                      double seconds);
 
-/* The profile of device DEV from its backend's facts alone (calibrated = 0), with the
- * documented defaults for facts the backend leaves 0. */
-void cost_profile_from_facts(const runtime_device *dev, cost_profile *p);
+/* The profile of device DEV of RT from its backend's facts alone (calibrated = 0), with the
+ * documented defaults for facts the backend leaves 0, and its cache key (cost_profile_key). */
+void cost_profile_from_facts(const loom_runtime *rt, const runtime_device *dev, cost_profile *p);
+
+/* The cache key of DEV's profile into KEY (LEN bytes): "backend|device name|driver|t<threads>|
+ * hv<host-visible>,um<unified memory>,io<in-order>,sc<shares host cores>,f16<>,f64<>|
+ * abi<major>.<minor>|o<hash of the options given to its backend, 00000000 when none>". RT
+ * (may be NULL: no options) holds the options. Two devices share history and profile only
+ * when every part is equal. */
+void cost_profile_key(const loom_runtime *rt, const runtime_device *dev, char *key, size_t len);
 
 /* The cache folder: DIR when non-NULL, else $XDG_CACHE_HOME/loom (when absolute), else
  * $HOME/.cache/loom; NULL when none applies or out of memory. Caller frees. */

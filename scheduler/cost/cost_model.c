@@ -1,6 +1,7 @@
 /*
  * The cost model proper: profiles from the backends' facts, what a node costs on a device
- * (history, then the backend's estimate, then the roofline), what a link costs, and the
+ * (history, then the backend's estimate unless a calibrated fit of the node's op class is more
+ * than COST_DISAGREE_RATIO away from it, then the roofline), what a link costs, and the
  * history table that measured runs feed.
  *
  * cost_node_seconds is on the placement's hot path (every node x device of graphs up to 10,000
@@ -32,13 +33,54 @@
 
 /* ---- profiles from facts ---------------------------------------------------------------- */
 
-void cost_profile_from_facts(const runtime_device *dev, cost_profile *p)
+/* FNV-1a of the options the user gave backend BE ("key=value;" in declaration order), 0 when
+ * none: part of the profile key, since an option (npu-sim's profile, OpenCL's layout) can
+ * change what the device measures without changing its name. */
+static uint32_t options_hash(const loom_runtime *rt, const loom_backend *be)
+{
+    if (be->struct_size < offsetof(loom_backend, n_options) + sizeof be->n_options ||
+        !be->options)
+        return 0;
+    uint64_t h = 1469598103934665603ull;
+    int any = 0;
+    for (uint32_t k = 0; k < be->n_options; k++) {
+        const char *key = be->options[k].key;
+        const char *v = key ? backend_options_value(rt, be->name, key) : NULL;
+        if (!v)
+            continue;
+        any = 1;
+        for (const char *t = key; *t; t++)
+            h = (h ^ (unsigned char)*t) * 1099511628211ull;
+        h = (h ^ '=') * 1099511628211ull;
+        for (const char *t = v; *t; t++)
+            h = (h ^ (unsigned char)*t) * 1099511628211ull;
+        h = (h ^ ';') * 1099511628211ull;
+    }
+    return any ? (uint32_t)(h ^ (h >> 32)) | 1u : 0;
+}
+
+void cost_profile_key(const loom_runtime *rt, const runtime_device *dev, char *key, size_t len)
+{
+    const loom_device_info *in = &dev->info;
+    int v03 = LOOM_DEVICE_INFO_HAS_V03(in);
+    uint32_t abi = dev->backend->abi_version;
+    /* Facts that change a measurement's meaning: whether its memory is the host's (a profile
+     * measured through upload/download links is not one of host memory), unified memory, an
+     * in-order queue (pipelined launches), compute on the host's cores, fp16/fp64, the ABI
+     * the backend speaks and the options it was given. */
+    snprintf(key, len, "%.24s|%.120s|%.32s|t%u|hv%u,um%u,io%u,sc%u,f16%u,f64%u|abi%u.%u|o%08x",
+             dev->backend->name, in->name, v03 ? in->driver : "", in->threads,
+             in->host_visible != 0, v03 && in->unified_memory, v03 && in->in_order,
+             v03 && in->shares_host_cpu, v03 && in->has_fp16, v03 && in->has_fp64, abi >> 16,
+             abi & 0xffffu, rt ? options_hash(rt, dev->backend) : 0);
+}
+
+void cost_profile_from_facts(const loom_runtime *rt, const runtime_device *dev, cost_profile *p)
 {
     const loom_device_info *in = &dev->info;
     int v03 = LOOM_DEVICE_INFO_HAS_V03(in);
     memset(p, 0, sizeof *p);
-    snprintf(p->key, sizeof p->key, "%.24s|%.120s|%.32s|t%u", dev->backend->name, in->name,
-             v03 ? in->driver : "", in->threads);
+    cost_profile_key(rt, dev, p->key, sizeof p->key);
     uint32_t cores = in->compute_units ? in->compute_units : 1;
     double def_flops, def_bw, def_launch, def_power;
     p->shares_host_cpu = v03 && in->shares_host_cpu;
@@ -419,10 +461,13 @@ loom_status cost_model_open(loom_runtime *rt, const char *cache_dir, cost_model 
     m->profile_dirty = calloc(n, sizeof *m->profile_dirty);
     m->group = calloc(n, sizeof *m->group);
     m->group_count = calloc(n, sizeof *m->group_count);
+    /* zero is a valid atomic_int on every platform Loom builds on (lock-free int) */
+    m->disagree_said = calloc(n * (COST_CLASS_COUNT + 1), sizeof *m->disagree_said);
     char *dir = cost_default_cache_dir(cache_dir);
     m->cache_dir = dir ? dir : strdup("");
     if (!m->profiles || !m->profile_dirty || !m->group || !m->group_count || !m->cache_dir ||
-        pthread_rwlock_init(&m->lock, NULL) != 0) {
+        !m->disagree_said || pthread_rwlock_init(&m->lock, NULL) != 0) {
+        free(m->disagree_said);
         free(m->profiles);
         free(m->profile_dirty);
         free(m->group);
@@ -432,7 +477,7 @@ loom_status cost_model_open(loom_runtime *rt, const char *cache_dir, cost_model 
         return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory opening the cost model");
     }
     for (uint32_t d = 0; d < m->n_devices; d++) {
-        cost_profile_from_facts(&rt->devices[d], &m->profiles[d]);
+        cost_profile_from_facts(rt, &rt->devices[d], &m->profiles[d]);
         atomic_init(&m->group_count[d], 0);
         m->group[d] = d;
         for (uint32_t e = 0; e < d; e++)
@@ -471,6 +516,7 @@ void cost_model_close(cost_model *m)
         }
     free(m->slots);
     pthread_rwlock_destroy(&m->lock);
+    free(m->disagree_said);
     free(m->profiles);
     free(m->profile_dirty);
     free(m->group);
@@ -598,12 +644,14 @@ double cost_roofline_seconds(const cost_profile *p, const loom_node_desc *node,
     double tm = bytes / bw;
     cost_op_class c = cost_op_class_of(node->op);
     if (c < COST_CLASS_COUNT && (p->class_fixed_s[c] > 0 || p->class_rate[c] > 0)) {
-        /* The class's fitted line; its rate was measured in f32 and in cache. */
+        /* The class's fitted line; its rate was measured in column CLASS_COLUMN (f32, or f16
+         * on a device without f32 arithmetic) and in cache. */
         double rate = p->class_rate[c], work = bytes;
+        int ref = p->class_column >= 1 && p->class_column <= 2 ? (int)p->class_column : 0;
         if (cost_op_class_counts_flops(c)) {
             work = flops;
-            if (p->flops[0] > 0 && f != p->flops[0])
-                rate *= f / p->flops[0];
+            if (p->flops[ref] > 0 && f != p->flops[ref])
+                rate *= f / p->flops[ref];
         }
         double s = rate > 0 ? work / rate : 0;
         if (bytes > p->cache_bytes && tm > s) /* streams from memory */
@@ -649,15 +697,97 @@ static int backend_estimate(const cost_model *m, uint32_t dev, const loom_node_d
     return 1;
 }
 
+/* The calibrated class fit's figure for NODE on DEV into *SECONDS: a measurement of NODE's
+ * class on that device (cost_calibrate), when there is one. */
+static int calibrated_class(const cost_model *m, uint32_t dev, const loom_node_desc *node,
+                            const loom_op_cost *cost, double *seconds)
+{
+    const cost_profile *p = &m->profiles[dev];
+    cost_op_class c = cost_op_class_of(node->op);
+    if (!p->calibrated || c >= COST_CLASS_COUNT ||
+        !(p->class_fixed_s[c] > 0 || p->class_rate[c] > 0))
+        return 0;
+    double s = cost_roofline_seconds(p, node, cost);
+    if (!(s > 0) || !isfinite(s))
+        return 0;
+    *seconds = s;
+    return 1;
+}
+
+/* Whether A and B (both > 0) are more than COST_DISAGREE_RATIO apart, either way. */
+static int disagree(double a, double b)
+{
+    return a > b * COST_DISAGREE_RATIO || b > a * COST_DISAGREE_RATIO;
+}
+
+/* Say once per device and op class that DEV's backend estimate is far off its measurement. */
+static void note_disagreement(const cost_model *m, uint32_t dev, const loom_node_desc *node,
+                              const cost_choice *c)
+{
+    cost_op_class cls = cost_op_class_of(node->op);
+    size_t slot = (size_t)dev * (COST_CLASS_COUNT + 1) + (cls <= COST_CLASS_COUNT ? cls : 0);
+    if (!m->disagree_said || atomic_exchange(&m->disagree_said[slot], 1))
+        return;
+    double r = c->measured_s / c->estimate_s;
+    runtime_message(m->rt, "cost model: %s's own estimate of %s nodes is %.3gx %s what was "
+                    "measured (%s: %.3g ms, estimate %.3g ms); the measurement is used",
+                    m->rt->devices[dev].id, node->op_name ? node->op_name : "?",
+                    r >= 1 ? r : 1 / r, r >= 1 ? "below" : "above", c->source,
+                    c->measured_s * 1e3, c->estimate_s * 1e3);
+}
+
+/* Choose NODE's figure on DEV from HIST (the history median, NAN when none), the backend's
+ * estimate, the calibrated class fit and the roofline, in that order of trust; a backend
+ * estimate more than COST_DISAGREE_RATIO off the calibration loses to it. */
+static void choose(const cost_model *m, uint32_t dev, const loom_node_desc *node,
+                   const loom_op_cost *cost, double hist, cost_choice *c)
+{
+    double est = -1, cal;
+    int has_est = backend_estimate(m, dev, node, &est);
+    c->estimate_s = has_est ? est : -1;
+    c->measured_s = -1;
+    if (!isnan(hist)) {
+        c->seconds = hist;
+        c->source = "history";
+        if (has_est && hist > 0 && est > 0 && disagree(hist, est)) {
+            c->measured_s = hist;
+            note_disagreement(m, dev, node, c);
+        }
+        return;
+    }
+    if (has_est) {
+        if (calibrated_class(m, dev, node, cost, &cal) && est > 0 && disagree(cal, est)) {
+            c->seconds = c->measured_s = cal;
+            c->source = "calibration";
+            note_disagreement(m, dev, node, c);
+            return;
+        }
+        c->seconds = est;
+        c->source = "backend";
+        return;
+    }
+    c->seconds = cost_roofline_seconds(&m->profiles[dev], node, cost);
+    c->source = "roofline";
+}
+
+void cost_node_choose(const cost_model *m, uint32_t dev, const loom_node_desc *node,
+                      const loom_op_cost *cost, cost_choice *c)
+{
+    c->seconds = INFINITY;
+    c->source = "roofline";
+    c->estimate_s = c->measured_s = -1;
+    if (!m || !node || dev >= m->n_devices)
+        return;
+    double h;
+    choose(m, dev, node, cost, history_lookup(m, dev, node, &h) ? h : NAN, c);
+}
+
 double cost_node_seconds(const cost_model *m, uint32_t dev, const loom_node_desc *node,
                        const loom_op_cost *cost)
 {
-    if (!m || !node || dev >= m->n_devices)
-        return INFINITY;
-    double s;
-    if (history_lookup(m, dev, node, &s) || backend_estimate(m, dev, node, &s))
-        return s;
-    return cost_roofline_seconds(&m->profiles[dev], node, cost);
+    cost_choice c;
+    cost_node_choose(m, dev, node, cost, &c);
+    return c.seconds;
 }
 
 void cost_node_seconds_all(const cost_model *m, const loom_node_desc *node,
@@ -687,24 +817,39 @@ void cost_node_seconds_all(const cost_model *m, const loom_node_desc *node,
     if (built)
         pthread_rwlock_unlock(&mm->lock);
     for (uint32_t d = 0; d < m->n_devices; d++) {
-        double s;
-        if (!isnan(seconds[d]))
-            continue;
-        seconds[d] = backend_estimate(m, d, node, &s)
-                         ? s : cost_roofline_seconds(&m->profiles[d], node, cost);
+        cost_choice c;
+        choose(m, d, node, cost, seconds[d], &c);
+        seconds[d] = c.seconds;
     }
 }
 
 const char *cost_node_source(const cost_model *m, uint32_t dev, const loom_node_desc *node)
 {
-    if (!m || !node || dev >= m->n_devices)
-        return "roofline";
-    double s;
-    if (history_lookup(m, dev, node, &s))
-        return "history";
-    if (backend_estimate(m, dev, node, &s))
-        return "backend";
-    return "roofline";
+    /* The op's FLOPs and bytes from the registry, as the placement saw them. */
+    loom_op_cost oc;
+    const loom_op_cost *pc = NULL;
+    const loom_op_def *def = node ? loom_op_get(node->op) : NULL;
+    if (def && def->cost) {
+        memset(&oc, 0, sizeof oc);
+        def->cost(node, &oc);
+        pc = &oc;
+    }
+    cost_choice c;
+    cost_node_choose(m, dev, node, pc, &c);
+    return c.source;
+}
+
+char *cost_choice_note(const cost_model *m, uint32_t dev, const cost_choice *c)
+{
+    if (!m || dev >= m->n_devices || !c || !(c->measured_s > 0) || !(c->estimate_s > 0))
+        return NULL;
+    double r = c->measured_s / c->estimate_s;
+    char buf[256];
+    snprintf(buf, sizeof buf, "cost from measurement (%.3g ms, %s); %s's estimate %.3g ms was "
+             "%.0fx off", c->measured_s * 1e3,
+             strcmp(c->source, "history") ? "calibration of its op class" : "measured history",
+             m->rt->devices[dev].id, c->estimate_s * 1e3, r >= 1 ? r : 1 / r);
+    return strdup(buf);
 }
 
 /* ---- links ------------------------------------------------------------------------------ */

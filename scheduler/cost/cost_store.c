@@ -5,12 +5,15 @@
  *                   "calibrated_at", "flops_f32", "flops_f16", "flops_int8", "mem_bandwidth",
  *                   "launch_s", "to_host_latency_s", "to_host_bandwidth",
  *                   "from_host_latency_s", "from_host_bandwidth", "power_w", "cache_bytes",
+ *                   "class_column" (the flops column the class fits were measured in: 0 f32,
+ *                   1 f16),
  *                   "fixed_s_<class>", "rate_<class>" for each op class (cost_op_class:
  *                   matmul, conv, binary, div, unary, transcendental, softmax, norm, reduce,
  *                   pool, copy, view; 0 or absent: not fitted)}}}
  *   history.json   {"version": 1, "history": {KEY: {SIGNATURE: {"samples": [s, ...],
  *                   "median": s}}}}
- * KEY is the profile key (backend|device name|driver|t<threads>); samples are seconds, oldest
+ * KEY is the profile key (cost_profile_key: backend|device name|driver|t<threads>|the facts
+ * that change a measurement's meaning|abi<version>|o<options hash>); samples are seconds, oldest
  * first, at most COST_HISTORY_KEEP. Only calibrated profiles are written: facts are re-read at
  * every start.
  *
@@ -201,6 +204,7 @@ static const prof_field prof_fields[] = {
     {"from_host_bandwidth", offsetof(cost_profile, from_host_bandwidth), 0, RATE_MAX, RATE_MIN},
     {"power_w", offsetof(cost_profile, power_w), 0, 1e6, 0},
     {"cache_bytes", offsetof(cost_profile, cache_bytes), 0, 1e15, 0},
+    {"class_column", offsetof(cost_profile, class_column), 0, 2, 0},
 #define CLASS_FIELDS(cls, name)                                                                \
     {"fixed_s_" name, offsetof(cost_profile, class_fixed_s[cls]), 0, TIME_MAX, 0},             \
     {"rate_" name, offsetof(cost_profile, class_rate[cls]), 0, RATE_MAX, RATE_MIN}
@@ -292,7 +296,7 @@ static void load_profiles(cost_model *m)
     if (!root)
         return;
     json_t *profs = json_object_get(root, "profiles");
-    char bad[256] = "";
+    char bad[sizeof m->profiles[0].key] = "";
     size_t n_bad = 0;
     for (uint32_t d = 0; d < m->n_devices; d++) {
         json_t *obj = json_object_get(profs, m->profiles[d].key);
