@@ -13,6 +13,7 @@
 #include <microhttpd.h>
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -502,14 +503,38 @@ uint16_t loom_serve_http_port(const loom_serve_http *h)
     return h->port;
 }
 
+/* After MHD_quiesce_daemon, the listening socket FD is ours: answer every connection still
+ * waiting in its backlog with a short 503 and close it. */
+static void refuse_backlog(MHD_socket fd)
+{
+    static const char reply[] = "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
+                                "Content-Type: application/json\r\nContent-Length: 41\r\n\r\n"
+                                "{\"error\":\"the server is shutting down\"}\n";
+    if (fd == MHD_INVALID_SOCKET)
+        return;
+    int fl = fcntl(fd, F_GETFL, 0);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return;
+    for (int n = 0; n < 4096; n++) {
+        int c = accept(fd, NULL, NULL);
+        if (c < 0)
+            break;
+        ssize_t w = send(c, reply, sizeof reply - 1, MSG_NOSIGNAL);
+        (void)w;
+        shutdown(c, SHUT_WR);
+        close(c);
+    }
+}
+
 void loom_serve_http_stop(loom_serve_http *h, double timeout_s)
 {
     if (!h)
         return;
+    /* Draining: requests that arrive from now on are answered 503 (the socket stays open, so a
+     * client that connects meanwhile gets an answer rather than a cut connection). */
     pthread_mutex_lock(&h->mu);
     h->draining = 1;
     pthread_mutex_unlock(&h->mu);
-    h->listen_fd = MHD_quiesce_daemon(h->daemon);
     /* Every accepted request is answered, then handed to its connection. */
     loom_server_drain(h->server);
     double end = sv_now() + (timeout_s > 0 ? timeout_s : 0);
@@ -520,6 +545,10 @@ void loom_serve_http_stop(loom_serve_http *h, double timeout_s)
         pthread_mutex_lock(&h->mu);
     }
     pthread_mutex_unlock(&h->mu);
+    /* Stop accepting; connections the kernel accepted that MHD never saw get a 503 of ours
+     * instead of a reset. */
+    h->listen_fd = MHD_quiesce_daemon(h->daemon);
+    refuse_backlog(h->listen_fd);
     /* Give the polling thread a moment to write the last responses out. */
     usleep(20000);
     MHD_stop_daemon(h->daemon);
