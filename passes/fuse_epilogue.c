@@ -14,7 +14,8 @@
  * plan shows that as the node's op (loom profile, explanations).
  *
  * The fused ops run on the CPU only (other backends do not claim them), so the plan asks for
- * this pass only when the CPU may take them (pass_ctx.fuse_epilogue; scheduler/plan.c).
+ * this pass only when the CPU may take them (pass_ctx.fuse_epilogue; scheduler/plan.c), and
+ * when it does not, gives the reason the summary shows (pass_ctx.fuse_epilogue_off).
  */
 #include "passes.h"
 
@@ -316,7 +317,10 @@ loom_status pass_fuse_epilogue(const loom_graph *in, loom_graph **out, pass_ctx 
 {
     *out = NULL;
     if (!ctx->fuse_epilogue) {
-        snprintf(summary, summary_len, "off (no CPU among the devices the plan may use)");
+        if (ctx->fuse_epilogue_off[0])
+            snprintf(summary, summary_len, "off: %s", ctx->fuse_epilogue_off);
+        else
+            snprintf(summary, summary_len, "off (no CPU among the devices the plan may use)");
         return LOOM_OK;
     }
     fuse_state fs = {.g = in};

@@ -25,8 +25,10 @@ typedef struct pass_ctx {
     int quantize_int8_dynamic;
     const char *const *keep_float;
     size_t n_keep_float;
-    /* fuse_epilogue: on/off (the plan turns it on when the CPU can take the fused nodes). */
+    /* fuse_epilogue: on/off (the plan turns it on when the CPU can take the fused nodes), and
+     * when off, why, for the pass's summary ("" : no CPU among the devices the plan may use). */
     int fuse_epilogue;
+    char fuse_epilogue_off[120];
     /* calibrate_int8: sample input sets (n_sets x the graph's inputs, in order), borrowed. */
     const loom_tensor *const *calibration_sets;
     size_t n_calibration_sets;

@@ -191,11 +191,78 @@ loom_status plan_subgraph_build(const loom_graph *g, const uint32_t *order, cons
     return LOOM_OK;
 }
 
+void plan_claim_fallback(loom_plan *plan, plan_claim *claim, const plan_subgraph *sg,
+                         uint32_t *fb_device, void **fb_kernel, size_t *fb_scratch)
+{
+    const loom_runtime *rt = plan->rt;
+    const uint32_t n = sg->desc.n_nodes;
+    *fb_kernel = NULL;
+    *fb_scratch = 0;
+    claim->fallback[0] = '\0';
+    if (rt->devices[claim->device].backend == rt->backends[0] || !n)
+        return; /* already on the reference backend */
+    const uint32_t max_nodes = 2 * n + 64, max_claims = n + 16;
+    uint32_t *idx = calloc(max_nodes + 1, sizeof *idx);
+    loom_claim *cl = calloc(max_claims + 1, sizeof *cl);
+    uint8_t *seen = calloc(n + 1, 1);
+    char last[256] = "";
+    for (size_t d = 0; idx && cl && seen && d < rt->n_devices && !*fb_kernel; d++) {
+        const runtime_device *dev = &rt->devices[d];
+        const loom_backend *be = dev->backend;
+        /* A fallback runs on host memory (the executor stages a device's data through it). */
+        if (d == claim->device || !dev->info.host_visible || !RUNTIME_SLOT(be, claim) ||
+            !RUNTIME_SLOT(be, prepare_subgraph))
+            continue;
+        uint32_t got = be->claim(be->ctx, dev->index, &sg->desc, idx, max_nodes, cl, max_claims);
+        /* Exactly one claim, of every node once. */
+        int whole = got == 1 && cl[0].node_count == n && cl[0].first_node <= max_nodes - n;
+        memset(seen, 0, n);
+        for (uint32_t k = 0; whole && k < n; k++) {
+            uint32_t v = idx[cl[0].first_node + k];
+            whole = v < n && !seen[v];
+            if (whole)
+                seen[v] = 1;
+        }
+        if (!whole) {
+            snprintf(last, sizeof last, "%s does not claim it whole", dev->id);
+            continue;
+        }
+        void *k = NULL;
+        size_t scratch = 0;
+        char err[256] = "";
+        loom_status ps = runtime_backend_status(
+            be, (int)be->prepare_subgraph(be->ctx, dev->index, &sg->desc, &k, &scratch, err,
+                                          sizeof err),
+            err, sizeof err);
+        if (ps != LOOM_OK || !k) {
+            if (ps == LOOM_OK && k == NULL)
+                snprintf(err, sizeof err, "it returned no kernel");
+            snprintf(last, sizeof last, "%s does not compile it: %s", dev->id,
+                     err[0] ? err : loom_status_name(ps));
+            continue;
+        }
+        *fb_device = (uint32_t)d;
+        *fb_kernel = k;
+        *fb_scratch = scratch;
+        snprintf(claim->fallback, sizeof claim->fallback, "%s (its own compiled unit of the "
+                 "same nodes)", dev->id);
+    }
+    if (!*fb_kernel)
+        snprintf(claim->fallback, sizeof claim->fallback, "none (%s)",
+                 !idx || !cl || !seen ? "out of memory"
+                 : last[0]        ? last
+                                  : "no other host-visible device claims subgraphs");
+    free(idx);
+    free(cl);
+    free(seen);
+}
+
 void plan_claims_free(loom_plan *plan)
 {
     for (uint32_t i = 0; i < plan->n_claims; i++) {
         free(plan->claims[i].pos);
         free(plan->claims[i].nodes_text);
+        free(plan->claims[i].names);
     }
     free(plan->claims);
     plan->claims = NULL;
@@ -527,9 +594,11 @@ loom_status plan_claims_collect(loom_plan *plan, const loom_graph *g, const uint
                 text += strlen(g->nodes[order[tmp[i]]].name) + 2;
             pc->pos = malloc(cnt * sizeof *pc->pos);
             pc->nodes_text = malloc(text);
-            if (!pc->pos || !pc->nodes_text) {
+            pc->names = malloc(text);
+            if (!pc->pos || !pc->nodes_text || !pc->names) {
                 free(pc->pos);
                 free(pc->nodes_text);
+                free(pc->names);
                 st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory collecting claims");
                 goto done;
             }
@@ -539,6 +608,12 @@ loom_status plan_claims_collect(loom_plan *plan, const loom_graph *g, const uint
             for (uint32_t i = 0; i < cnt; i++)
                 used += (size_t)snprintf(pc->nodes_text + used, text - used, "%s%s",
                                          i ? ", " : "", g->nodes[order[tmp[i]]].name);
+            for (uint32_t i = 0, at = 0; i < cnt; i++) {
+                const char *nm = g->nodes[order[tmp[i]]].name;
+                size_t len = strlen(nm) + 1;
+                memcpy(pc->names + at, nm, len);
+                at += (uint32_t)len;
+            }
             plan->n_claims++;
             n_got++;
         }
@@ -570,7 +645,7 @@ static double move_s(const loom_plan *plan, uint32_t from, uint32_t to, double b
 
 void plan_claims_decide(loom_plan *plan, const loom_graph *g, const uint32_t *order,
                         const double *raw, const double *cost, const uint8_t *user_pinned,
-                        uint32_t *unit_of)
+                        const int32_t *place_pin, uint32_t *unit_of)
 {
     const loom_runtime *rt = plan->rt;
     uint32_t nn = (uint32_t)g->n_nodes, nd = (uint32_t)rt->n_devices;
@@ -592,6 +667,13 @@ void plan_claims_decide(loom_plan *plan, const loom_graph *g, const uint32_t *or
     for (uint32_t p = 0; p < nn; p++) {
         pos_of[order[p]] = (int32_t)p;
         best[p] = -1;
+        /* A node placed alone runs where a pin or the requested device puts it: its split
+         * is priced there, not on a device placement would not use. */
+        if (place_pin && place_pin[p] >= 0 && (uint32_t)place_pin[p] < nd) {
+            if (isfinite(cost[(size_t)p * nd + place_pin[p]]))
+                best[p] = place_pin[p];
+            continue; /* -1: it cannot run there alone, so the claim cannot be split */
+        }
         for (uint32_t d = 0; d < nd; d++)
             if (isfinite(cost[(size_t)p * nd + d]) &&
                 (best[p] < 0 || cost[(size_t)p * nd + d] < cost[(size_t)p * nd + best[p]]))

@@ -278,6 +278,16 @@ static loom_status forced_schedule(loom_plan *plan, const place_problem *pr, con
     return LOOM_OK;
 }
 
+/* Whether a claim of runtime device DEV covers placement position P. */
+static int claimed_by(const loom_plan *plan, uint32_t dev, uint32_t p)
+{
+    for (uint32_t c = 0; c < plan->n_claims; c++)
+        for (uint32_t i = 0; plan->claims[c].device == dev && i < plan->claims[c].n_pos; i++)
+            if (plan->claims[c].pos[i] == p)
+                return 1;
+    return 0;
+}
+
 /* Kept claims (S->unit_of, from plan_claims_decide) become one task each: the tasks in a
  * topological order (among ready tasks, the one holding the earliest position first, so that
  * without claims it is the positions' order), their cost rows (a kept claim: its unit's figure
@@ -623,6 +633,15 @@ loom_status plan_place(loom_plan *plan, const loom_graph *g, const uint32_t *ord
             if (isfinite(row[o->want])) {
                 pd = o->want;
                 decided[p] = PLAN_DECIDED_REQUESTED;
+            } else if (o->strict && s.nosup && claimed_by(plan, (uint32_t)o->want, p)) {
+                /* The requested device runs it only inside its claim: that claim must be kept
+                 * (checked once the claims are decided), and nowhere else may run it. */
+                s.nosup[p] = 2;
+                decided[p] = 0;
+                s.place_pin[p] = o->want;
+                for (uint32_t d = 0; d < nd; d++)
+                    s.place_cost[(size_t)p * nd + d] = INFINITY;
+                continue;
             } else if (o->strict) {
                 const runtime_device *dev = &rt->devices[o->want];
                 why[0] = '\0';
@@ -662,7 +681,8 @@ loom_status plan_place(loom_plan *plan, const loom_graph *g, const uint32_t *ord
     tpin = s.place_pin;
     texcl = s.excluded;
     if (plan->n_claims) {
-        plan_claims_decide(plan, g, order, s.raw, plan->cost_s, s.user_pinned, s.unit_of);
+        plan_claims_decide(plan, g, order, s.raw, plan->cost_s, s.user_pinned, s.place_pin,
+                           s.unit_of);
         int kept = 0;
         for (uint32_t p = 0; p < nn; p++) {
             kept |= s.unit_of[p] != 0;
@@ -670,7 +690,17 @@ loom_status plan_place(loom_plan *plan, const loom_graph *g, const uint32_t *ord
                 loom_node_desc desc;
                 graph_node_desc(g, order[p], &desc, s.in_d, s.out_d, s.in_c);
                 desc.precision = precision;
-                st = no_device_error(rt, &desc);
+                if (s.nosup[p] == 2) { /* strict, and its claim on the requested device split */
+                    const runtime_device *dev = &rt->devices[o->want];
+                    char why[256] = "";
+                    dev->backend->supports(dev->backend->ctx, dev->index, &desc, why, sizeof why);
+                    st = loom_set_error(LOOM_ERR_UNSUPPORTED,
+                                        "node '%s' (%s) cannot run on %s (strict placement): "
+                                        "%s; its claim was not kept", g->nodes[order[p]].name,
+                                        g->nodes[order[p]].def->name, dev->id, why);
+                } else {
+                    st = no_device_error(rt, &desc);
+                }
                 goto done;
             }
         }

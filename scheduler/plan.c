@@ -239,7 +239,8 @@ static int replace_failed_node(loom_plan *plan, plan_node *n, const loom_node_de
  * prepare_subgraph of the claimed nodes, with the subgraph's inputs and outputs (internal values
  * get no memory: nothing produces or reads their tensors). When the backend cannot compile it,
  * the claim's state becomes PLAN_CLAIM_FAILED (a runtime message says why) and nothing is made:
- * make_nodes then makes its nodes one by one. No run-time fallback is compiled for a unit. */
+ * make_nodes then makes its nodes one by one. Its run-time fallback is another device's
+ * compilation of the same subgraph, when one claims it whole (plan_claim_fallback). */
 static loom_status make_claim_node(loom_plan *plan, const loom_graph *g, const uint32_t *order,
                                    const int32_t *tensor_of, plan_claim *claim, uint32_t ci,
                                    const uint32_t *device, const double *pred, uint32_t precision,
@@ -282,6 +283,7 @@ static loom_status make_claim_node(loom_plan *plan, const loom_graph *g, const u
     n->scratch_bytes = scratch;
     n->device = claim->device;
     n->claim = ci + 1;
+    plan_claim_fallback(plan, claim, &sg, &n->fb_device, &n->fb_kernel, &n->fb_scratch_bytes);
     const graph_node *head = &g->nodes[order[p0]];
     n->op = head->def->id;
     n->op_label = dup_str(claim->label);
@@ -1137,8 +1139,13 @@ static loom_status plan_create_once(loom_runtime *rt, const loom_graph *g,
      * plan may use claims subgraphs (ABI 1.0): the chains stay whole for it to claim, and the
      * CPU gets its fusion through its own claims. */
     const char *fuse_env = getenv("LOOM_FUSE"), *claims_env = getenv("LOOM_CLAIMS");
-    int other_claims = 0;
-    if (!(fuse_env && strcmp(fuse_env, "0") == 0) && po.n_pins == 0)
+    int other_claims = -1; /* the first other device that claims subgraphs */
+    if (fuse_env && strcmp(fuse_env, "0") == 0)
+        snprintf(pctx.fuse_epilogue_off, sizeof pctx.fuse_epilogue_off, "LOOM_FUSE=0");
+    else if (po.n_pins)
+        snprintf(pctx.fuse_epilogue_off, sizeof pctx.fuse_epilogue_off,
+                 "pins name the graph's nodes as written");
+    else
         for (size_t d = 0; d < rt->n_devices; d++) {
             if (!(po.want < 0 || (size_t)po.want == d) ||
                 (d < 64 && ((po.exclude >> d) & 1)))
@@ -1146,11 +1153,15 @@ static loom_status plan_create_once(loom_runtime *rt, const loom_graph *g,
             if (strncmp(rt->devices[d].id, "cpu:", 4) == 0)
                 pctx.fuse_epilogue = 1;
             else if (RUNTIME_SLOT(rt->devices[d].backend, claim) &&
-                     !(claims_env && strcmp(claims_env, "0") == 0))
-                other_claims = 1;
+                     !(claims_env && strcmp(claims_env, "0") == 0) && other_claims < 0)
+                other_claims = (int)d;
         }
-    if (other_claims)
+    if (other_claims >= 0 && pctx.fuse_epilogue) {
         pctx.fuse_epilogue = 0;
+        snprintf(pctx.fuse_epilogue_off, sizeof pctx.fuse_epilogue_off,
+                 "%s claims subgraphs; the CPU fuses through its own claims",
+                 rt->devices[other_claims].id);
+    }
     /* int8-dynamic is a rewrite of the graph; devices then see f32 nodes (and the new ones). */
     const uint32_t requested_precision = precision;
     if (precision == LOOM_PRECISION_INT8_DYNAMIC)

@@ -108,8 +108,9 @@ static void reason_line(const loom_plan *plan, size_t i, char *buf, size_t len)
     case PLAN_DECIDED_CLAIM:
         if (n->claim) {
             const plan_claim *c = &plan->claims[n->claim - 1];
-            snprintf(buf, len, "%s: %s; it covers %s", claim_name(plan, c, cn, sizeof cn),
-                     c->why, c->nodes_text);
+            snprintf(buf, len, "%s: %s; it covers %s%s%s", claim_name(plan, c, cn, sizeof cn),
+                     c->why, c->nodes_text, c->fallback[0] ? "; run-time fallback: " : "",
+                     c->fallback);
         } else {
             snprintf(buf, len, "a claimed subgraph on %s", dev);
         }
@@ -429,8 +430,13 @@ loom_status loom_plan_explain_json(const loom_plan *plan, char **out)
         json_str(&buf, &len, &cap, plan->rt->devices[pc->device].id);
         append(&buf, &len, &cap, ",\"index\":%u,\"label\":", pc->index);
         json_str(&buf, &len, &cap, pc->label);
-        append(&buf, &len, &cap, ",\"nodes\":");
-        json_str(&buf, &len, &cap, pc->nodes_text);
+        append(&buf, &len, &cap, ",\"nodes\":[");
+        for (uint32_t k = 0, at = 0; k < pc->n_pos && pc->names; k++) {
+            append(&buf, &len, &cap, k ? "," : "");
+            json_str(&buf, &len, &cap, pc->names + at);
+            at += (uint32_t)strlen(pc->names + at) + 1;
+        }
+        append(&buf, &len, &cap, "]");
         append(&buf, &len, &cap, ",\"node_count\":%u,\"state\":", pc->n_pos);
         json_str(&buf, &len, &cap, claim_state_name(pc->state));
         append(&buf, &len, &cap, ",\"estimate_s\":");
@@ -441,6 +447,10 @@ loom_status loom_plan_explain_json(const loom_plan *plan, char **out)
         json_num(&buf, &len, &cap, pc->split_s);
         append(&buf, &len, &cap, ",\"reason\":");
         json_str(&buf, &len, &cap, pc->why);
+        if (pc->fallback[0]) {
+            append(&buf, &len, &cap, ",\"fallback\":");
+            json_str(&buf, &len, &cap, pc->fallback);
+        }
         append(&buf, &len, &cap, "}");
     }
     append(&buf, &len, &cap, "],\"claims_dropped\":%u", plan->n_claims_dropped);

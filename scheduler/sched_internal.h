@@ -314,6 +314,8 @@ typedef struct plan_claim {
     double unit_s;        /* predicted seconds as one unit on DEVICE (INFINITY: cannot) */
     double split_s;       /* predicted seconds of its nodes placed one by one (INFINITY: cannot) */
     char why[256];        /* the decision in words */
+    char *names;          /* its node names, each NUL-terminated, one after the other (n_pos) */
+    char fallback[192];   /* kept and compiled: its run-time fallback in words ("" : none asked) */
 } plan_claim;
 
 /* A loom_subgraph_desc with the storage behind it, and the graph value behind each value id. */
@@ -348,13 +350,25 @@ loom_status plan_claims_collect(loom_plan *plan, const loom_graph *g, const uint
 /* Placement's decision on every claim of PLAN: RAW (n_nodes x n_devices) is each node's
  * predicted seconds on each device whether or not the device supports it alone (INFINITY: no
  * figure), COST the same with unsupported and excluded devices at INFINITY; USER_PINNED marks
- * nodes a user pin names. A claim is kept when its unit is predicted no slower than its nodes
+ * nodes a user pin names; PLACE_PIN (may be NULL) the device a node placed alone must run on
+ * (the requested device of a plan that names one, a pin; -1: free), which its split uses (a
+ * node that cannot run alone where it is pinned makes its claims unsplittable). A claim is kept when its unit is predicted no slower than its nodes
  * placed one by one (the best device of each plus transfers between them); overlapping claims
  * compete by the time they save. Writes UNIT_OF[p] (1 + the kept claim covering position p, 0:
  * none) and each claim's state, figures and WHY. */
 void plan_claims_decide(loom_plan *plan, const loom_graph *g, const uint32_t *order,
                         const double *raw, const double *cost, const uint8_t *user_pinned,
-                        uint32_t *unit_of);
+                        const int32_t *place_pin, uint32_t *unit_of);
+
+/* The run-time fallback of kept claim CLAIM, compiled from SG on its device: the first other
+ * host-visible device whose backend claims SG whole (one claim of all its nodes) and compiles it
+ * with prepare_subgraph; that kernel takes the unit's loom_exec_args as they are (the same
+ * subgraph's inputs and outputs). Sets *FB_DEVICE, *FB_KERNEL (NULL: no fallback) and
+ * *FB_SCRATCH, and CLAIM->fallback says which device, or why there is none. A unit on the
+ * reference backend gets none (nothing to fall back to). Never fails: without a fallback a
+ * failing unit fails its run, as before. */
+void plan_claim_fallback(loom_plan *plan, plan_claim *claim, const plan_subgraph *sg,
+                         uint32_t *fb_device, void **fb_kernel, size_t *fb_scratch);
 
 /* Free PLAN's claims. */
 void plan_claims_free(loom_plan *plan);

@@ -112,6 +112,23 @@ if ! grep -q "^backend-test of skeleton:0 against cpu:0" "$work/skeleton-test.lo
     cat "$work/skeleton-test.log" >&2
     exit 1
 fi
+# Its device memory (option device_memory=1: alloc, upload, download, copies in the plan), its
+# Add -> Relu claim kept as one kernel with right numbers, and its queue's chains.
+echo "install_test: loom backend-test --backend-option skeleton:device_memory=1 ./libloom-skeleton.so"
+if ! (cd "$skdir" && LOOM_OPENCL=1 "$loom" backend-test --backend-option skeleton:device_memory=1 \
+        ./libloom-skeleton.so) >"$work/skeleton-devmem.log" 2>&1; then
+    echo "install_test: FAILED: backend-test of the skeleton with device_memory=1:" >&2
+    cat "$work/skeleton-devmem.log" >&2
+    exit 1
+fi
+for want in 'kept: "Add+Relu" as one kernel (2 of 2 nodes): pass' 'memory device-only' \
+            'claims: 1 kept, 5 not claimed, 0 failed' 'pipeline: 2 passed, 0 failed'; do
+    if ! grep -qF -- "$want" "$work/skeleton-devmem.log"; then
+        echo "install_test: FAILED: backend-test of the skeleton with device_memory=1 does not say '$want':" >&2
+        cat "$work/skeleton-devmem.log" >&2
+        exit 1
+    fi
+done
 prof="$(LOOM_BACKEND_PATH="$skdir" "$loom" profile --model mlp --device skeleton --repeat 1 \
         --warmup 0 --no-calibrate --json)"
 relu_devices="$(python3 -c '

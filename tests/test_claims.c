@@ -47,6 +47,8 @@ static loom_runtime *start(const char *const *env)
     unsetenv("LOOM_TEST_DEVMEM_CLAIMS");
     unsetenv("LOOM_TEST_DEVMEM_CLAIM_S");
     unsetenv("LOOM_TEST_DEVMEM_SG_FAIL");
+    unsetenv("LOOM_TEST_DEVMEM_FAIL");
+    unsetenv("LOOM_TEST_DEVMEM_DEVICES");
     return rt;
 }
 
@@ -222,6 +224,19 @@ static void test_a_kept_claim_is_one_node_with_right_numbers_and_fewer_copies(vo
             continue;
         CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(c, "label")), "MatMul+Add+Relu");
         CU_ASSERT_EQUAL(json_integer_value(json_object_get(c, "node_count")), 3);
+        /* "nodes": an array of the node names, the unit's head first (the plan node's name). */
+        json_t *names = json_object_get(c, "nodes");
+        CU_ASSERT_FATAL(json_is_array(names));
+        CU_ASSERT_EQUAL(json_array_size(names), 3);
+        for (size_t k = 0; k < json_array_size(names); k++)
+            CU_ASSERT(json_is_string(json_array_get(names, k)));
+        int head_is_a_unit = 0;
+        for (size_t k = 0; k < loom_plan_node_count(plan); k++)
+            head_is_a_unit |= !strcmp(loom_plan_node_op(plan, k), "MatMul+Add+Relu") &&
+                              json_is_string(json_array_get(names, 0)) &&
+                              !strcmp(loom_plan_node_name(plan, k),
+                                      json_string_value(json_array_get(names, 0)));
+        CU_ASSERT(head_is_a_unit);
         CU_ASSERT(json_real_value(json_object_get(c, "unit_s")) <=
                   json_real_value(json_object_get(c, "split_s")));
     }
@@ -452,12 +467,264 @@ static void test_pins_split_claims_and_the_requested_device_alone_keeps_them(voi
     loom_runtime_destroy(rt);
 }
 
+/* A kept unit whose kernel fails at run time re-runs on the CPU's own compiled unit of the
+ * same nodes (its run-time fallback, compiled at plan time): the run succeeds with the right
+ * numbers and one fallback record naming the unit, devmem:0 and cpu:0. */
+static void test_a_failing_unit_reruns_on_the_cpus_compiled_unit(void)
+{
+    const char *env[] = {"LOOM_TEST_DEVMEM_FAIL=2", NULL}; /* the second execution fails */
+    loom_runtime *rt = start(env);
+    CU_ASSERT_FATAL(rt != NULL);
+    loom_graph *g = mlp();
+    loom_plan *plan = make_plan(rt, g);
+    CU_ASSERT_FATAL(plan != NULL);
+    CU_ASSERT_EQUAL(count_on(plan, "MatMul+Add+Relu", "devmem:0"), LAYERS);
+    for (size_t i = 0; i < loom_plan_node_count(plan); i++) {
+        if (strcmp(loom_plan_node_op(plan, i), "MatMul+Add+Relu"))
+            continue;
+        loom_node_explain e = {.struct_size = sizeof e};
+        CU_ASSERT_EQUAL(loom_plan_explain(plan, i, &e), LOOM_OK);
+        CU_ASSERT_PTR_NOT_NULL(strstr(e.reason, "run-time fallback: cpu:0"));
+    }
+    json_t *root;
+    json_t *cl = claims_json(plan, &root);
+    for (size_t i = 0; i < json_array_size(cl); i++) {
+        json_t *c = json_array_get(cl, i);
+        if (!strcmp(json_string_value(json_object_get(c, "state")), "kept"))
+            CU_ASSERT(json_is_string(json_object_get(c, "fallback")) &&
+                      !strncmp(json_string_value(json_object_get(c, "fallback")), "cpu:0", 5));
+    }
+    json_decref(root);
+    int64_t dx[2] = {B, W};
+    loom_tensor *x, *y;
+    CU_ASSERT_FATAL(loom_tensor_create(LOOM_DTYPE_F32, 2, dx, &x) == LOOM_OK);
+    fill(loom_tensor_data(x), B * W, 7);
+    CU_ASSERT_FATAL(loom_plan_make_outputs(plan, &y, 1) == LOOM_OK);
+    loom_fallback_info fb[4];
+    memset(fb, 0, sizeof fb);
+    loom_run_stats st = {.struct_size = sizeof st, .fallbacks = fb, .fallbacks_capacity = 4};
+    loom_status s = loom_plan_run(plan, (const loom_tensor *const *)&x, 1, &y, 1, &st);
+    CU_ASSERT_EQUAL(s, LOOM_OK);
+    if (s != LOOM_OK)
+        fprintf(stderr, "run: %s\n", loom_last_error());
+    CU_ASSERT_EQUAL(st.fallback_count, 1);
+    CU_ASSERT_EQUAL(st.fallbacks_written, 1);
+    if (st.fallbacks_written == 1) {
+        char dev[64];
+        CU_ASSERT_STRING_EQUAL(loom_plan_node_op(plan, fb[0].node), "MatMul+Add+Relu");
+        CU_ASSERT_EQUAL(loom_runtime_device(rt, fb[0].failed_device, dev, sizeof dev, NULL),
+                        LOOM_OK);
+        CU_ASSERT_STRING_EQUAL(dev, "devmem:0");
+        CU_ASSERT_EQUAL(loom_runtime_device(rt, fb[0].ran_device, dev, sizeof dev, NULL),
+                        LOOM_OK);
+        CU_ASSERT_STRING_EQUAL(dev, "cpu:0");
+        CU_ASSERT_PTR_NOT_NULL(strstr(fb[0].message, "injected failure"));
+    }
+    static float want[B * W];
+    mlp_reference(loom_tensor_data(x), want);
+    const float *got = loom_tensor_data(y);
+    double worst = 0;
+    for (int i = 0; i < B * W; i++)
+        worst = fmax(worst, fabs(got[i] - want[i]) / (1 + fabs(want[i])));
+    CU_ASSERT(worst < 1e-4);
+    loom_tensor_destroy(x);
+    loom_tensor_destroy(y);
+    run_and_check(plan, mlp_reference); /* the next run is whole on devmem again */
+    loom_plan_destroy(plan);
+    loom_graph_destroy(g);
+    loom_runtime_destroy(rt);
+}
+
+/* y = x W + c with c a column [B, 1]: devmem claims MatMul+Add (its bias broadcasts either
+ * way), the CPU does not claim that chain whole (its bias is a row), so the unit has no
+ * run-time fallback and the explanation says so; it still runs right. */
+static float col[B];
+
+static void column_reference(const float *x, float *y)
+{
+    for (int i = 0; i < B; i++)
+        for (int j = 0; j < W; j++) {
+            double s = col[i];
+            for (int q = 0; q < W; q++)
+                s += (double)x[i * W + q] * wts[0][q * W + j];
+            y[i * W + j] = (float)s;
+        }
+}
+
+static void test_a_unit_no_other_device_compiles_says_it_has_no_fallback(void)
+{
+    loom_runtime *rt = start(NULL);
+    CU_ASSERT_FATAL(rt != NULL);
+    fill(wts[0], W * W, 10);
+    fill(col, B, 21);
+    loom_graph *g = loom_graph_create("column_bias");
+    int64_t dx[2] = {B, W}, dw[2] = {W, W}, dc[2] = {B, 1};
+    loom_value x = loom_input(g, "x", LOOM_DTYPE_F32, 2, dx);
+    loom_value mm = loom_matmul(g, x, loom_constant(g, "w", LOOM_DTYPE_F32, 2, dw, wts[0]));
+    loom_output(g, loom_add(g, mm, loom_constant(g, "c", LOOM_DTYPE_F32, 2, dc, col)), "y");
+    CU_ASSERT_FATAL(loom_graph_check(g) == LOOM_OK);
+    loom_plan *plan = make_plan(rt, g);
+    CU_ASSERT_FATAL(plan != NULL);
+    CU_ASSERT_EQUAL(count_on(plan, "MatMul+Add", "devmem:0"), 1);
+    for (size_t i = 0; i < loom_plan_node_count(plan); i++) {
+        if (strcmp(loom_plan_node_op(plan, i), "MatMul+Add"))
+            continue;
+        loom_node_explain e = {.struct_size = sizeof e};
+        CU_ASSERT_EQUAL(loom_plan_explain(plan, i, &e), LOOM_OK);
+        CU_ASSERT_PTR_NOT_NULL(strstr(e.reason, "run-time fallback: none ("));
+        if (!strstr(e.reason, "run-time fallback: none ("))
+            fprintf(stderr, "reason: %s\n", e.reason);
+    }
+    run_and_check(plan, column_reference);
+    loom_plan_destroy(plan);
+    loom_graph_destroy(g);
+    loom_runtime_destroy(rt);
+}
+
+/* y = relu(x W + b) with W and b declared before x: the unit's inputs are in value order, so
+ * its activation is input 2. In the devmem plugin's queued mode (enqueue) it is still kept and
+ * runs right. */
+static void mlp1_reference(const float *x, float *y)
+{
+    for (int i = 0; i < B; i++)
+        for (int j = 0; j < W; j++) {
+            double s = bias[0][j];
+            for (int q = 0; q < W; q++)
+                s += (double)x[i * W + q] * wts[0][q * W + j];
+            y[i * W + j] = s > 0 ? (float)s : 0.0f;
+        }
+}
+
+static void test_a_queued_unit_whose_activation_is_input_2_runs(void)
+{
+    const char *env[] = {"LOOM_TEST_DEVMEM_DEVICES=1", NULL};
+    loom_runtime *rt = start(env);
+    CU_ASSERT_FATAL(rt != NULL);
+    fill(wts[0], W * W, 10);
+    fill(bias[0], W, 20);
+    for (int i = 0; i < W * W; i++)
+        wts[0][i] *= 0.2f;
+    loom_graph *g = loom_graph_create("late_input");
+    int64_t dx[2] = {B, W}, dw[2] = {W, W}, db[1] = {W};
+    loom_value w = loom_constant(g, "w", LOOM_DTYPE_F32, 2, dw, wts[0]);
+    loom_value b = loom_constant(g, "b", LOOM_DTYPE_F32, 1, db, bias[0]);
+    loom_value x = loom_input(g, "x", LOOM_DTYPE_F32, 2, dx);
+    loom_output(g, loom_relu(g, loom_add(g, loom_matmul(g, x, w), b)), "y");
+    CU_ASSERT_FATAL(loom_graph_check(g) == LOOM_OK);
+    loom_plan *plan = make_plan(rt, g);
+    CU_ASSERT_FATAL(plan != NULL);
+    CU_ASSERT_EQUAL(count_on(plan, "MatMul+Add+Relu", "devmem:0"), 1);
+    json_t *root;
+    json_t *cl = claims_json(plan, &root);
+    CU_ASSERT_EQUAL(claims_of(cl, "devmem:0", "kept"), 1);
+    CU_ASSERT_EQUAL(claims_of(cl, "devmem:0", "failed"), 0);
+    json_decref(root);
+    run_and_check(plan, mlp1_reference);
+    loom_plan_destroy(plan);
+    loom_graph_destroy(g);
+    loom_runtime_destroy(rt);
+}
+
+/* The summary of plan stage NAME (NULL when the plan has none). */
+static const char *stage_summary(const loom_plan *plan, const char *name)
+{
+    for (size_t i = 0; i < loom_plan_pass_count(plan); i++) {
+        loom_pass_info pi = {.struct_size = sizeof pi};
+        if (loom_plan_pass_info(plan, i, &pi) == LOOM_OK && !strcmp(pi.name, name))
+            return pi.summary;
+    }
+    return NULL;
+}
+
+/* fuse_epilogue is off when another device claims subgraphs, and its summary says that (not
+ * "no CPU"); with the CPU alone it fuses; LOOM_FUSE=0 and pins are named too. */
+static void test_the_fuse_pass_says_why_it_is_off(void)
+{
+    loom_runtime *rt = start(NULL);
+    CU_ASSERT_FATAL(rt != NULL);
+    loom_graph *g = mlp();
+    loom_plan *plan = make_plan(rt, g);
+    CU_ASSERT_FATAL(plan != NULL);
+    const char *sm = stage_summary(plan, "fuse_epilogue");
+    CU_ASSERT_FATAL(sm != NULL);
+    CU_ASSERT_STRING_EQUAL(sm, "off: devmem:0 claims subgraphs; the CPU fuses through its own "
+                               "claims");
+    loom_plan_destroy(plan);
+    setenv("LOOM_FUSE", "0", 1);
+    plan = make_plan(rt, g);
+    unsetenv("LOOM_FUSE");
+    CU_ASSERT_FATAL(plan != NULL);
+    CU_ASSERT_STRING_EQUAL(stage_summary(plan, "fuse_epilogue"), "off: LOOM_FUSE=0");
+    loom_plan_destroy(plan);
+    const char *pins[] = {"Relu=cpu"};
+    loom_plan_options o = {.struct_size = sizeof o, .cache_dir = cache_dir, .pins = pins,
+                           .n_pins = 1};
+    CU_ASSERT_FATAL(loom_plan_create(rt, g, &o, &plan) == LOOM_OK);
+    CU_ASSERT_STRING_EQUAL(stage_summary(plan, "fuse_epilogue"),
+                           "off: pins name the graph's nodes as written");
+    loom_plan_destroy(plan);
+    loom_plan_options oc = {.struct_size = sizeof oc, .cache_dir = cache_dir, .device = "cpu:0"};
+    CU_ASSERT_FATAL(loom_plan_create(rt, g, &oc, &plan) == LOOM_OK);
+    sm = stage_summary(plan, "fuse_epilogue");
+    CU_ASSERT(sm && strncmp(sm, "off", 3) != 0);
+    loom_plan_destroy(plan);
+    oc.device = "devmem:0";
+    CU_ASSERT_FATAL(loom_plan_create(rt, g, &oc, &plan) == LOOM_OK);
+    CU_ASSERT_STRING_EQUAL(stage_summary(plan, "fuse_epilogue"),
+                           "off (no CPU among the devices the plan may use)");
+    loom_plan_destroy(plan);
+    loom_graph_destroy(g);
+    loom_runtime_destroy(rt);
+}
+
 static void remove_cache(void)
 {
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", cache_dir);
     if (system(cmd) != 0)
         fprintf(stderr, "could not remove %s\n", cache_dir);
+}
+
+/* A strict plan on devmem:0 alone: the bias Add devmem cannot run alone is run inside its kept
+ * claim (was refused: "cannot run on devmem:0 (strict placement)" before the claims were
+ * decided), and its split is priced on devmem:0, where a strict plan would put it, not on the
+ * CPU, so a claim predicted slow (1 s) is still kept: it cannot be split there. A pin that splits
+ * the claim refuses the strict plan, naming the node and the claim. */
+static void test_a_strict_plan_runs_what_the_device_runs_only_inside_its_claim(void)
+{
+    loom_runtime *rt = start(NULL);
+    CU_ASSERT_FATAL(rt != NULL);
+    loom_graph *g = mlp();
+    loom_plan_options o = {.struct_size = sizeof o, .cache_dir = cache_dir,
+                           .device = "devmem:0", .strict = 1};
+    loom_plan *plan = NULL;
+    loom_status st = loom_plan_create(rt, g, &o, &plan);
+    CU_ASSERT_EQUAL(st, LOOM_OK);
+    if (st != LOOM_OK)
+        fprintf(stderr, "strict plan: %s\n", loom_last_error());
+    if (plan) {
+        CU_ASSERT_EQUAL(count_on(plan, "MatMul+Add+Relu", "devmem:0"), LAYERS);
+        run_and_check(plan, mlp_reference);
+        loom_plan_destroy(plan);
+    }
+    loom_runtime_destroy(rt);
+    const char *env[] = {"LOOM_TEST_DEVMEM_CLAIM_S=1", NULL};
+    rt = start(env);
+    CU_ASSERT_FATAL(rt != NULL);
+    plan = NULL;
+    CU_ASSERT_EQUAL(loom_plan_create(rt, g, &o, &plan), LOOM_OK);
+    CU_ASSERT_EQUAL(count_on(plan, "MatMul+Add+Relu", "devmem:0"), LAYERS);
+    loom_plan_destroy(plan);
+    const char *pins[] = {"Relu=cpu"};
+    o.pins = pins;
+    o.n_pins = 1;
+    plan = NULL;
+    CU_ASSERT_EQUAL(loom_plan_create(rt, g, &o, &plan), LOOM_ERR_UNSUPPORTED);
+    CU_ASSERT(strstr(loom_last_error(), "cannot run on devmem:0 (strict placement)") != NULL);
+    CU_ASSERT(strstr(loom_last_error(), "its claim was not kept") != NULL);
+    loom_plan_destroy(plan);
+    loom_graph_destroy(g);
+    loom_runtime_destroy(rt);
 }
 
 int main(int argc, char **argv)
@@ -486,6 +753,15 @@ int main(int argc, char **argv)
                 test_a_claim_that_does_not_compile_runs_node_by_node);
     CU_add_test(s, "pins split claims; the requested device alone keeps them out",
                 test_pins_split_claims_and_the_requested_device_alone_keeps_them);
+    CU_add_test(s, "the fuse pass says why it is off", test_the_fuse_pass_says_why_it_is_off);
+    CU_add_test(s, "a failing unit re-runs on the CPU's compiled unit",
+                test_a_failing_unit_reruns_on_the_cpus_compiled_unit);
+    CU_add_test(s, "a unit no other device compiles says it has no fallback",
+                test_a_unit_no_other_device_compiles_says_it_has_no_fallback);
+    CU_add_test(s, "a queued unit whose activation is input 2 runs",
+                test_a_queued_unit_whose_activation_is_input_2_runs);
+    CU_add_test(s, "a strict plan runs what the device runs only inside its claim",
+                test_a_strict_plan_runs_what_the_device_runs_only_inside_its_claim);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned failed = CU_get_number_of_failures();

@@ -309,7 +309,8 @@ fi
 if [ -n "$DEVMEM" ]; then
     check "failing device: run" 0 env LOOM_BACKEND_PATH="$DEVMEM" LOOM_TEST_DEVMEM_FAIL=1 \
         "$LOOM" run fc.onnx -i x=fc_x.npy --device devmem -o fc_out
-    grep -qF "node 'fc1' (MatMul) failed on devmem:0 (device lost: devmem: injected failure" \
+    # devmem claims MatMul+Relu: the unit (named after its first node) is what fails and re-runs.
+    grep -qF "node 'fc1' (MatMul+Relu) failed on devmem:0 (device lost: devmem: injected failure" \
         "$TMP/out" && grep -qF "; re-ran on cpu:0" "$TMP/out" ||
         { bad "run text names the node, both devices and the reason"; cat "$TMP/out"; }
     grep -qF "1 node run re-run on another device" "$TMP/out" || bad "run text counts the re-run"
@@ -330,7 +331,7 @@ assert len(f) == 1 and set(f[0]) == {"node", "op", "failed_device", "ran_device"
                                      "message", "runs"}, f
 f = f[0]
 assert (f["node"], f["op"], f["failed_device"], f["ran_device"], f["status"], f["runs"]) == \
-    ("fc1", "MatMul", "devmem:0", "cpu:0", "LOOM_ERR_DEVICE_LOST", 1), f
+    ("fc1", "MatMul+Relu", "devmem:0", "cpu:0", "LOOM_ERR_DEVICE_LOST", 1), f
 assert f["message"].startswith("devmem: injected failure"), f
 PY
     check "failing device: profile" 0 env LOOM_BACKEND_PATH="$DEVMEM" LOOM_TEST_DEVMEM_FAIL=1 \

@@ -73,6 +73,28 @@ if run "backend-test devmem.so" 0 "$loom" backend-test "$plugins/devmem.so"; the
     expect "backend-test devmem.so" "$work/out" "backend-test of devmem:0 against cpu:0"
     expect_not "backend-test devmem.so" "$work/out" "opencl:0"
     expect "backend-test devmem.so" "$work/out" "Relu"
+    # ABI 1.0: devmem claims MatMul+bias+Relu (its Add alone it cannot run): kept, right numbers
+    expect "backend-test devmem.so" "$work/out" "claims on devmem:0"
+    expect "backend-test devmem.so" "$work/out" \
+        'kept: "MatMul+Add+Relu" as one kernel (3 of 3 nodes): pass'
+    expect "backend-test devmem.so" "$work/out" "claims: 2 kept, 4 not claimed, 0 failed"
+fi
+# A claimed unit with wrong numbers fails backend-test (the op table alone passes).
+if run "backend-test devmem.so with a wrong fused kernel" 1 \
+    env LOOM_TEST_DEVMEM_WRONG_UNIT=1 "$loom" backend-test "$plugins/devmem.so"; then
+    expect "backend-test devmem.so with a wrong fused kernel" "$work/out" \
+        'kept: "MatMul+Add+Relu" as one kernel (3 of 3 nodes): FAIL'
+    expect "backend-test devmem.so with a wrong fused kernel" "$work/out" \
+        "claims: 0 kept, 4 not claimed, 2 failed"
+    expect "backend-test devmem.so with a wrong fused kernel" "$work/out" "0 failed, 51 unsupported"
+fi
+# Its in-order queues (enqueue, events, asynchronous copies): chains run 6 times, right.
+if run "backend-test devmem.so with queues" 0 \
+    env LOOM_TEST_DEVMEM_DEVICES=1 "$loom" backend-test "$plugins/devmem.so"; then
+    expect "backend-test devmem.so with queues" "$work/out" \
+        "pipeline on devmem:0 (in_order 1; enqueue; events yes; async copies yes"
+    expect "backend-test devmem.so with queues" "$work/out" "6 runs: pass"
+    expect "backend-test devmem.so with queues" "$work/out" "pipeline: 2 passed, 0 failed"
 fi
 # A plugin built for ABI 0.4, through the adapter.
 if run "backend-test old_abi_0_4.so" 0 "$loom" backend-test "$plugins/old_abi_0_4.so" --op Relu; then

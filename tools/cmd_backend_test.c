@@ -3,7 +3,11 @@
  * Every op of a fixed case list (several shapes and dtypes per op) is planned strictly on the
  * backend's device; what it accepts is run there and on cpu:0 with the same seeded inputs, and
  * the outputs are compared. Prints an op x dtype table: pass, FAIL (max error) or unsupported
- * (the backend's reason). Exit 0 when nothing failed, 1 when something did, 2 on bad usage.
+ * (the backend's reason). Then the ABI 1.0 checks: small chains offered to the backend's claim()
+ * (kept as one kernel or not, and the numbers against each node run alone with the CPU
+ * reference kernels), and on an in-order device with enqueue/submit, chains of several nodes
+ * run several times with the run's copies, host wake-ups and event waits. Exit 0 when nothing
+ * failed, 1 when something did, 2 on bad usage.
  */
 #include "tool_util.h"
 #include "commands.h"
@@ -453,6 +457,416 @@ static void bt_run_device(loom_runtime *rt, const char *device, uint32_t precisi
     }
 }
 
+/* ---- ABI 1.0: subgraph claims and the pipelined path ------------------------------------- */
+
+/* A small chain of nodes a backend may claim as one unit, or run through its queue. */
+typedef struct bt_chain {
+    const char *name;  /* "MatMul+Add(bias)+Relu" */
+    const char *shape; /* for the table */
+    int n_in;
+    bt_input in[4];
+    loom_value (*build)(loom_graph *g, const loom_value *x);
+} bt_chain;
+
+static loom_value c_add_relu(loom_graph *g, const loom_value *x)
+{
+    return loom_relu(g, loom_add(g, x[0], x[1]));
+}
+static loom_value c_mm_bias_relu(loom_graph *g, const loom_value *x)
+{
+    return loom_relu(g, loom_add(g, loom_matmul(g, x[0], x[1]), x[2]));
+}
+static loom_value c_gemm_relu(loom_graph *g, const loom_value *x)
+{
+    return loom_relu(g, loom_gemm(g, x[0], x[1], x[2], 1.0f, 1.0f, 0, 1));
+}
+static loom_value c_add_layernorm(loom_graph *g, const loom_value *x)
+{
+    return loom_layer_norm(g, loom_add(g, x[0], x[1]), x[2], x[3], -1, 1e-5f);
+}
+static loom_value c_scale_mask_softmax(loom_graph *g, const loom_value *x)
+{
+    return loom_softmax(g, loom_add(g, loom_mul(g, x[0], loom_constant_f32(g, 0.35f)), x[1]), -1);
+}
+static loom_value c_conv_bias_relu(loom_graph *g, const loom_value *x)
+{
+    loom_window_params p = {0};
+    p.n_spatial = 2;
+    p.pads[0] = p.pads[1] = p.pads[2] = p.pads[3] = 1;
+    p.strides[0] = p.strides[1] = 1;
+    return loom_relu(g, loom_add(g, loom_conv(g, x[0], x[1], LOOM_NO_VALUE, &p), x[2]));
+}
+
+/* Chains offered to claim(): the fusions backends commonly compile (epilogues of a matrix
+ * product or convolution, a residual add into a normalisation, attention's scale and mask). */
+static const bt_chain chains[] = {
+    {"Add->Relu", "[4,33]+[4,33]", 2, {IN(F32, 2, 4, 33, 0, 0), IN(F32, 2, 4, 33, 0, 0)},
+     c_add_relu},
+    {"MatMul+Add(bias)+Relu", "[8,32]x[32,16]+[16]", 3,
+     {IN(F32, 2, 8, 32, 0, 0), W(F32, 2, 32, 16, 0, 0), W(F32, 1, 16, 0, 0, 0)}, c_mm_bias_relu},
+    {"Gemm+Relu", "[6,24]x[16,24]T+[16]", 3,
+     {IN(F32, 2, 6, 24, 0, 0), W(F32, 2, 16, 24, 0, 0), W(F32, 1, 16, 0, 0, 0)}, c_gemm_relu},
+    {"Add+LayerNormalization", "[4,32]+[4,32]", 4,
+     {IN(F32, 2, 4, 32, 0, 0), IN(F32, 2, 4, 32, 0, 0), W(F32, 1, 32, 0, 0, 0),
+      W(F32, 1, 32, 0, 0, 0)},
+     c_add_layernorm},
+    {"Mul(scale)+Add(mask)+Softmax", "[2,4,8,8]*s+[8,8]", 2,
+     {IN(F32, 4, 2, 4, 8, 8), W(F32, 2, 8, 8, 0, 0)}, c_scale_mask_softmax},
+    {"Conv+Add(bias)+Relu", "[1,3,8,8]*[4,3,3,3]+[4,1,1]", 3,
+     {IN(F32, 4, 1, 3, 8, 8), W(F32, 4, 4, 3, 3, 3), W(F32, 3, 4, 1, 1, 0)}, c_conv_bias_relu},
+};
+
+static loom_value p_add_chain(loom_graph *g, const loom_value *x)
+{
+    loom_value v = x[0];
+    for (int i = 0; i < 8; i++)
+        v = loom_add(g, v, i % 2 ? x[2] : x[1]);
+    return loom_relu(g, v);
+}
+static loom_value p_relu_chain(loom_graph *g, const loom_value *x)
+{
+    loom_value v = x[0];
+    for (int i = 0; i < 8; i++)
+        v = loom_relu(g, i % 2 ? v : loom_neg(g, v));
+    return v;
+}
+static loom_value p_relu_only(loom_graph *g, const loom_value *x)
+{
+    loom_value v = x[0];
+    for (int i = 0; i < 8; i++)
+        v = loom_relu(g, v);
+    return v;
+}
+
+/* Chains of several nodes on one device, run several times: what an in-order queue (enqueue or
+ * submit, events, asynchronous copies) has to get right. */
+static const bt_chain pipelines[] = {
+    {"8 x Add -> Relu", "[16,256]", 3,
+     {IN(F32, 2, 16, 256, 0, 0), W(F32, 2, 16, 256, 0, 0), W(F32, 2, 16, 256, 0, 0)},
+     p_add_chain},
+    {"8 x (Neg, Relu)", "[16,256]", 1, {IN(F32, 2, 16, 256, 0, 0)}, p_relu_chain},
+    {"8 x Relu", "[16,256]", 1, {IN(F32, 2, 16, 256, 0, 0)}, p_relu_only},
+};
+
+/* A chain's graph: constants filled from SEED at build time, inputs declared (their data is
+ * made per run). NULL when the graph does not check (ERR says why). */
+static loom_graph *bt_chain_graph(const bt_chain *c, uint64_t *seed, void **const_data, char *err,
+                                  size_t err_len)
+{
+    loom_graph *g = loom_graph_create(c->name);
+    loom_value x[4];
+    for (int k = 0; k < c->n_in; k++) {
+        const bt_input *in = &c->in[k];
+        char name[16];
+        snprintf(name, sizeof name, "x%d", k);
+        const_data[k] = NULL;
+        if (in->constant) {
+            size_t n = numel(in);
+            const_data[k] = calloc(n + 1, loom_dtype_size(in->dtype));
+            if (const_data[k])
+                fill(const_data[k], in->dtype, n, in->positive, seed);
+            x[k] = loom_constant(g, name, in->dtype, in->rank, in->dims, const_data[k]);
+        } else {
+            x[k] = loom_input(g, name, in->dtype, in->rank, in->dims);
+        }
+    }
+    loom_output(g, c->build(g, x), "y");
+    if (loom_graph_check(g) != LOOM_OK) {
+        snprintf(err, err_len, "%s", loom_last_error());
+        loom_graph_destroy(g);
+        return NULL;
+    }
+    return g;
+}
+
+/* The reference: G's nodes one by one, in the order they were built, with the CPU reference
+ * kernels on host memory (no graph pass, no claim, no plan), INPUTS[i] holding graph input i.
+ * Writes the first output into REF (of its dtype and shape). Fails with the evaluator's status
+ * and message in ERR. */
+static loom_status bt_reference(const loom_graph *g, void *const *inputs, loom_tensor *ref,
+                                char *err, size_t err_len)
+{
+    graph_eval_fn eval = runtime_reference_eval();
+    void **buf = calloc(g->n_values + 1, sizeof *buf);
+    uint8_t *owned = calloc(g->n_values + 1, 1);
+    loom_status st = buf && owned ? LOOM_OK : LOOM_ERR_OUT_OF_MEMORY;
+    if (st != LOOM_OK)
+        snprintf(err, err_len, "out of memory");
+    for (size_t i = 0; st == LOOM_OK && i < g->n_inputs; i++)
+        buf[g->inputs[i]] = inputs[i];
+    for (size_t v = 0; st == LOOM_OK && v < g->n_values; v++)
+        if (g->values[v].kind == GRAPH_VALUE_CONSTANT)
+            buf[v] = (void *)g->values[v].data;
+    for (size_t i = 0; st == LOOM_OK && i < g->n_nodes; i++) {
+        const graph_node *gn = &g->nodes[i];
+        loom_tensor_desc in_d[16], out_d[8];
+        const void *in_c[16];
+        const void *in_p[16];
+        void *out_p[8];
+        if (gn->n_inputs > 16 || gn->n_outputs > 8) {
+            snprintf(err, err_len, "node %s has too many inputs or outputs", gn->name);
+            st = LOOM_ERR_UNSUPPORTED;
+            break;
+        }
+        loom_node_desc d;
+        graph_node_desc(g, i, &d, in_d, out_d, in_c);
+        for (uint32_t k = 0; k < gn->n_inputs; k++)
+            in_p[k] = gn->inputs[k] == LOOM_NO_VALUE ? NULL : buf[gn->inputs[k]];
+        for (uint32_t k = 0; k < gn->n_outputs && st == LOOM_OK; k++) {
+            loom_value v = gn->outputs[k];
+            size_t bytes = (size_t)loom_tensor_desc_numel(&out_d[k]) * loom_dtype_size(out_d[k].dtype);
+            if (!(buf[v] = calloc(bytes + 16, 1))) {
+                snprintf(err, err_len, "out of memory");
+                st = LOOM_ERR_OUT_OF_MEMORY;
+            }
+            owned[v] = 1;
+            out_p[k] = buf[v];
+        }
+        if (st == LOOM_OK)
+            st = eval(&d, in_p, out_p, err, err_len);
+    }
+    if (st == LOOM_OK)
+        memcpy(loom_tensor_data(ref), buf[g->outputs[0]], loom_tensor_nbytes(ref));
+    for (size_t v = 0; buf && owned && v < g->n_values; v++)
+        if (owned[v])
+            free(buf[v]);
+    free(buf);
+    free(owned);
+    return st;
+}
+
+/* Run PLAN (of chain C's graph G) RUNS times, each with new inputs from SEED, against the
+ * reference. Returns 0 pass, 1 FAIL, 2 no reference; RESULT says how, STATS sums the runs'
+ * copies, wake-ups and event waits. */
+static int bt_chain_runs(loom_plan *plan, const loom_graph *g, const bt_chain *c, int runs,
+                         uint64_t *seed, double rtol, double atol, loom_run_stats *sum,
+                         char *result, size_t result_len)
+{
+    void *data[4] = {0};
+    loom_tensor *ins[4] = {0};
+    size_t n_ins = 0;
+    for (int k = 0; k < c->n_in; k++)
+        if (!c->in[k].constant) {
+            data[n_ins] = calloc(numel(&c->in[k]) + 1, loom_dtype_size(c->in[k].dtype));
+            loom_tensor_wrap(c->in[k].dtype, c->in[k].rank, c->in[k].dims, data[n_ins],
+                             &ins[n_ins]);
+            n_ins++;
+        }
+    loom_tensor *out = NULL, *ref = NULL;
+    loom_plan_make_outputs(plan, &out, 1);
+    loom_plan_make_outputs(plan, &ref, 1);
+    int outcome = 0;
+    double max_abs_all = 0;
+    memset(sum, 0, sizeof *sum);
+    sum->struct_size = sizeof *sum;
+    for (int r = 0; r < runs && outcome == 0; r++) {
+        size_t j = 0;
+        for (int k = 0; k < c->n_in; k++)
+            if (!c->in[k].constant) {
+                fill(data[j], c->in[k].dtype, numel(&c->in[k]), c->in[k].positive, seed);
+                j++;
+            }
+        char err[512];
+        if (bt_reference(g, data, ref, err, sizeof err) != LOOM_OK) {
+            snprintf(result, result_len, "no reference: %s", err);
+            outcome = 2;
+            break;
+        }
+        memset(loom_tensor_data(out), 0, loom_tensor_nbytes(out));
+        loom_run_stats st = {.struct_size = sizeof st};
+        if (loom_plan_run(plan, (const loom_tensor *const *)ins, n_ins, &out, 1, &st) != LOOM_OK) {
+            snprintf(result, result_len, "FAIL (run %d): %s", r + 1, loom_last_error());
+            outcome = 1;
+            break;
+        }
+        sum->copies += st.copies;
+        sum->peer_copies += st.peer_copies;
+        sum->host_wakeups += st.host_wakeups;
+        sum->event_waits += st.event_waits;
+        sum->fallback_count += st.fallback_count;
+        double max_abs, worst = compare(out, ref, rtol, atol, &max_abs);
+        if (max_abs > max_abs_all || isnan(max_abs))
+            max_abs_all = max_abs;
+        if (worst > 1.0) {
+            snprintf(result, result_len, "FAIL (run %d of %d: max error %.3g)", r + 1, runs,
+                     max_abs);
+            outcome = 1;
+        }
+    }
+    if (outcome == 0)
+        snprintf(result, result_len, "pass (max error %.2g)", max_abs_all);
+    loom_tensor_destroy(out);
+    loom_tensor_destroy(ref);
+    for (size_t k = 0; k < n_ins; k++) {
+        loom_tensor_destroy(ins[k]);
+        free(data[k]);
+    }
+    return outcome;
+}
+
+/* The claim cases on DEVICE (index DI): each chain planned strictly there; whether a claim was
+ * kept as one unit (the plan's claims), and its numbers against the reference. */
+static void bt_run_claims(loom_runtime *rt, const char *device, int di, uint32_t precision,
+                          double rtol, double atol, int *kept, int *not_claimed, int *failed)
+{
+    const loom_backend *be = rt->devices[di].backend;
+    printf("\nclaims on %s (claim, prepare_subgraph; reference: each node alone, CPU reference "
+           "kernels)\n", device);
+    if (!RUNTIME_SLOT(be, claim) || !RUNTIME_SLOT(be, prepare_subgraph)) {
+        printf("  backend '%s' has no claim() and prepare_subgraph(): node by node only, "
+               "nothing to check\n", be->name);
+        return;
+    }
+    printf("%-30s %-28s %s\n", "CHAIN", "CASE", "RESULT");
+    uint64_t seed = 0x9E3779B97F4A7C15ull;
+    for (size_t c = 0; c < sizeof chains / sizeof *chains; c++) {
+        const bt_chain *ch = &chains[c];
+        void *cdata[4];
+        char result[1400], err[512];
+        int outcome = 1; /* 0 kept and right, 1 failed, 2 not claimed */
+        loom_graph *g = bt_chain_graph(ch, &seed, cdata, err, sizeof err);
+        loom_plan *pt = NULL;
+        if (!g) {
+            snprintf(result, sizeof result, "not claimed: the graph does not check: %s", err);
+            outcome = 2;
+        } else {
+            loom_plan_options po = {.struct_size = sizeof po, .device = device, .strict = 1,
+                                    .precision = precision};
+            loom_status st = loom_plan_create(rt, g, &po, &pt);
+            if (st == LOOM_ERR_UNSUPPORTED) {
+                snprintf(result, sizeof result, "not claimed, and not supported node by node: %s",
+                         loom_last_error());
+                outcome = 2;
+            } else if (st != LOOM_OK) {
+                snprintf(result, sizeof result, "FAIL (plan): %s", loom_last_error());
+            }
+        }
+        if (pt) {
+            /* What the plan made of the device's claims: the kept one covering most nodes. */
+            const plan_claim *best = NULL, *other = NULL;
+            for (uint32_t k = 0; k < pt->n_claims; k++) {
+                const plan_claim *pc = &pt->claims[k];
+                if ((int)pc->device != di)
+                    continue;
+                if (pc->state == PLAN_CLAIM_KEPT && (!best || pc->n_pos > best->n_pos))
+                    best = pc;
+                else if (pc->state != PLAN_CLAIM_KEPT && !other)
+                    other = pc;
+            }
+            loom_run_stats sum;
+            char runs[700];
+            int r = bt_chain_runs(pt, g, ch, 2, &seed, rtol, atol, &sum, runs, sizeof runs);
+            if (best) {
+                snprintf(result, sizeof result, "kept: \"%s\" as one kernel (%u of %zu nodes): %s",
+                         best->label, best->n_pos, g->n_nodes, runs);
+                outcome = r == 0 ? 0 : r == 1 ? 1 : 2;
+            } else {
+                const char *how = "not claimed";
+                char why[400] = "";
+                if (other) {
+                    how = other->state == PLAN_CLAIM_FAILED ? "claimed, prepare_subgraph failed"
+                          : other->state == PLAN_CLAIM_LOST ? "claimed, lost to another claim"
+                                                            : "claimed, split";
+                    snprintf(why, sizeof why, " (%s)", other->why);
+                }
+                size_t pn = 0;
+                for (size_t i = 0; i < loom_plan_node_count(pt); i++)
+                    pn += !loom_plan_node_is_copy(pt, i);
+                char fused[80] = "";
+                if (pn < g->n_nodes) /* a graph pass (fuse_epilogue, ...) merged them first */
+                    snprintf(fused, sizeof fused, " (the graph passes made %zu node%s of %zu)", pn,
+                             pn == 1 ? "" : "s", g->n_nodes);
+                snprintf(result, sizeof result, "%s%s%s; as planned: %s", how, fused, why, runs);
+                outcome = r == 1 ? 1 : 2;
+            }
+        }
+        printf("%-30s %-28s %s\n", ch->name, ch->shape, result);
+        *kept += outcome == 0;
+        *failed += outcome == 1;
+        *not_claimed += outcome == 2;
+        loom_plan_destroy(pt);
+        loom_graph_destroy(g);
+        for (int k = 0; k < ch->n_in; k++)
+            free(cdata[k]);
+    }
+}
+
+/* The pipelined path on DEVICE (index DI): chains of several nodes run several times through
+ * an in-order queue; the run's copies, host wake-ups and event waits are shown. */
+static void bt_run_pipeline(loom_runtime *rt, const char *device, int di, uint32_t precision,
+                            double rtol, double atol, int *passed, int *failed, int *unsupported)
+{
+    const runtime_device *rd = &rt->devices[di];
+    const loom_backend *be = rd->backend;
+    int has_enqueue = RUNTIME_SLOT(be, enqueue) != NULL || be->submit != NULL;
+    int has_events = RUNTIME_SLOT(be, event_create) && RUNTIME_SLOT(be, event_record) &&
+                     RUNTIME_SLOT(be, event_wait) && RUNTIME_SLOT(be, event_destroy);
+    int has_async = RUNTIME_SLOT(be, upload_async) && RUNTIME_SLOT(be, download_async);
+    printf("\npipeline on %s (in_order %u; %s; events %s; async copies %s; memory %s)\n", device,
+           rd->info.in_order,
+           RUNTIME_SLOT(be, enqueue) ? "enqueue" : be->submit ? "submit" : "no enqueue/submit",
+           has_events ? "yes" : "no", has_async ? "yes" : "no",
+           rd->info.host_visible ? "host-visible" : "device-only");
+    if (!rd->info.in_order || !has_enqueue) {
+        printf("  not an in-order device with enqueue or submit: nodes run with execute(), "
+               "nothing more to check\n");
+        return;
+    }
+    printf("%-30s %-28s %s\n", "CHAIN", "CASE", "RESULT");
+    uint64_t seed = 0xD1B54A32D192ED03ull;
+    enum { RUNS = 6 };
+    for (size_t c = 0; c < sizeof pipelines / sizeof *pipelines; c++) {
+        const bt_chain *ch = &pipelines[c];
+        void *cdata[4];
+        char result[1400], err[512];
+        int outcome = 1;
+        loom_graph *g = bt_chain_graph(ch, &seed, cdata, err, sizeof err);
+        loom_plan *pt = NULL;
+        if (!g) {
+            snprintf(result, sizeof result, "unsupported: the graph does not check: %s", err);
+            outcome = 2;
+        } else {
+            loom_plan_options po = {.struct_size = sizeof po, .device = device, .strict = 1,
+                                    .precision = precision};
+            loom_status st = loom_plan_create(rt, g, &po, &pt);
+            if (st != LOOM_OK) {
+                snprintf(result, sizeof result, "%s: %s",
+                         st == LOOM_ERR_UNSUPPORTED ? "unsupported" : "FAIL (plan)",
+                         loom_last_error());
+                outcome = st == LOOM_ERR_UNSUPPORTED ? 2 : 1;
+            }
+        }
+        if (pt) {
+            size_t nodes = loom_plan_node_count(pt), copies = 0, deps[3] = {0};
+            for (size_t i = 0; i < nodes; i++)
+                copies += loom_plan_node_is_copy(pt, i) != 0;
+            for (size_t i = 0; i < loom_plan_dependency_count(pt); i++) {
+                loom_dependency_kind kind = LOOM_DEPENDENCY_HOST;
+                loom_plan_dependency(pt, i, NULL, NULL, &kind);
+                deps[kind == LOOM_DEPENDENCY_EVENT ? 2 : 1]++;
+            }
+            loom_run_stats sum;
+            char runs[700];
+            outcome = bt_chain_runs(pt, g, ch, RUNS, &seed, rtol, atol, &sum, runs, sizeof runs);
+            snprintf(result, sizeof result,
+                     "%d runs: %s; plan: %zu nodes (%zu copies), %zu event / %zu host "
+                     "dependencies; per run: %.3g copies (%.3g peer), %.3g host wake-ups, %.3g "
+                     "event waits",
+                     RUNS, runs, nodes, copies, deps[2], deps[1], (double)sum.copies / RUNS,
+                     (double)sum.peer_copies / RUNS, (double)sum.host_wakeups / RUNS,
+                     (double)sum.event_waits / RUNS);
+        }
+        printf("%-30s %-28s %s\n", ch->name, ch->shape, result);
+        *passed += outcome == 0;
+        *failed += outcome == 1;
+        *unsupported += outcome == 2;
+        loom_plan_destroy(pt);
+        loom_graph_destroy(g);
+        for (int k = 0; k < ch->n_in; k++)
+            free(cdata[k]);
+    }
+}
+
 /* The runtime's messages, taken with loom_runtime_messages_drain: copies, printed (or not)
  * once the command knows what they mean. */
 typedef struct bt_messages {
@@ -505,6 +919,15 @@ static const char help[] =
     "compared. Prints a table per device: pass, FAIL (max error) or unsupported (the backend's\n"
     "reason).\n"
     "\n"
+    "Then the checks of backend ABI 1.0, on each device: claims (small chains such as\n"
+    "MatMul+Add(bias)+Relu, Add+LayerNormalization, Mul+Add+Softmax, planned strictly there:\n"
+    "whether a claim was kept as one kernel, and its numbers against each node run alone with\n"
+    "the CPU reference kernels; 'not claimed' is no failure, a kept claim with wrong numbers\n"
+    "is) and, on an in-order device with enqueue or submit, the pipeline (chains of 9-16 nodes\n"
+    "run 6 times, with the run's copies, host wake-ups and event waits). Summary lines:\n"
+    "'claims: N kept, M not claimed, K failed' and 'pipeline: N passed, M failed, K\n"
+    "unsupported'. --op skips them.\n"
+    "\n"
     "  PLUGIN.so        a plugin file (a name with a '/' or ending in .so): loaded alone for\n"
     "                   this run (LOOM_BACKEND_PATH and the installed folder are not searched),\n"
     "                   and its own devices are the ones tested\n"
@@ -513,8 +936,9 @@ static const char help[] =
     "  --op OP          only the cases of this operator\n"
     "  --skip-missing   exit 77 (a skipped test) when the backend has no device here\n"
     "\n"
-    "Exit status: 0 when no case failed; 1 when one did, or when a device ran none of the\n"
-    "cases (all unsupported: nothing was tested); 2 on bad usage, and when the plugin was\n"
+    "Exit status: 0 when no case failed; 1 when one did (an op case, a kept claim or a\n"
+    "pipeline chain), or when a device ran none of them (all unsupported: nothing was\n"
+    "tested); 2 on bad usage, and when the plugin was\n"
     "refused (not loadable, no loom_backend_query, another ABI major, a missing slot: the\n"
     "refusal is the last line) or offers no usable device (77: skipped).\n";
 
@@ -649,6 +1073,24 @@ int loom_cmd_backend_test(int argc, char **argv)
         int passed = 0, failed = 0, unsupported = 0;
         bt_run_device(rt, devices[d], precision, only, &passed, &failed, &unsupported);
         printf("%d passed, %d failed, %d unsupported\n", passed, failed, unsupported);
+        int di = plan_find_device(rt, devices[d]);
+        if (!only && di >= 0) {
+            /* ABI 1.0: claims and the pipelined path (--op limits the run to the op table) */
+            double rtol = precision == LOOM_PRECISION_F32 ? 1e-4 : precision == LOOM_PRECISION_F16 ? 2e-2 : 8e-2;
+            double atol = precision == LOOM_PRECISION_F32 ? 1e-5 : precision == LOOM_PRECISION_F16 ? 2e-2 : 8e-2;
+            int kept = 0, not_claimed = 0, c_failed = 0, p_passed = 0, p_failed = 0, p_unsup = 0;
+            bt_run_claims(rt, devices[d], di, precision, rtol, atol, &kept, &not_claimed,
+                          &c_failed);
+            bt_run_pipeline(rt, devices[d], di, precision, rtol, atol, &p_passed, &p_failed,
+                            &p_unsup);
+            printf("\nclaims: %d kept, %d not claimed, %d failed\n", kept, not_claimed, c_failed);
+            printf("pipeline: %d passed, %d failed, %d unsupported\n", p_passed, p_failed,
+                   p_unsup);
+            /* a device that runs only what it claims (an NPU of compiled graphs) is tested too */
+            passed += kept + p_passed;
+            failed += c_failed + p_failed;
+            unsupported += not_claimed + p_unsup;
+        }
         if (failed)
             status = 1;
         else if (!passed) {

@@ -123,6 +123,14 @@ static void print_device(const char *id, const char *name, const cost_profile *p
         printf("  note        computes on the host's CPU cores (competes with the cpu backend)\n");
 }
 
+/* A runtime message on stderr (loom_runtime_messages_drain's callback): drained after each
+ * device, so a long calibration never overruns the bounded ring unseen. */
+static void print_note(void *user, const char *message)
+{
+    (void)user;
+    fprintf(stderr, "loom calibrate: note: %s\n", message);
+}
+
 int cmd_calibrate(int argc, char **argv)
 {
     int quick = 0, force = 0, json = 0;
@@ -193,8 +201,10 @@ int cmd_calibrate(int argc, char **argv)
             state[i] = "cached";
             continue;
         }
+        loom_runtime_messages_drain(rt, print_note, NULL); /* what came before, e.g. loading */
         loom_status st = cost_calibrate_device(m, (uint32_t)i, quick, tty ? draw_bar : NULL, &b);
         clear_bar(&b);
+        loom_runtime_messages_drain(rt, print_note, NULL);
         if (st != LOOM_OK) {
             fprintf(stderr, "loom calibrate: %s\n", loom_last_error());
             status = EXIT_RUNTIME;
@@ -209,8 +219,7 @@ int cmd_calibrate(int argc, char **argv)
         fprintf(stderr, "loom calibrate: %s\n", loom_last_error());
         status = EXIT_RUNTIME;
     }
-    for (size_t k = 0; k < loom_runtime_message_count(rt); k++)
-        fprintf(stderr, "loom calibrate: note: %s\n", loom_runtime_message(rt, k));
+    loom_runtime_messages_drain(rt, print_note, NULL);
 
     json_t *root = json ? json_object() : NULL, *devs = json ? json_array() : NULL;
     for (size_t i = 0; i < n; i++) {

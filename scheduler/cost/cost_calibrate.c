@@ -348,9 +348,12 @@ static loom_status time_copy(cal_ctx *c, int up, size_t bytes, double *seconds)
     for (int r = 0; r < runs + 1; r++) {
         char err[256] = "";
         uint64_t t0 = loom_now_ns();
-        st = up ? copy(be->ctx, dev->index, dbuf, hbuf, bytes, err, sizeof err)
-                : copy(be->ctx, dev->index, hbuf, dbuf, bytes, err, sizeof err);
+        int raw = up ? (int)copy(be->ctx, dev->index, dbuf, hbuf, bytes, err, sizeof err)
+                     : (int)copy(be->ctx, dev->index, hbuf, dbuf, bytes, err, sizeof err);
         uint64_t t1 = loom_now_ns();
+        /* A status outside the enum becomes LOOM_ERR_DEVICE_LOST, the plugin's number kept in
+         * the message, as on every other call into a backend. */
+        st = runtime_backend_status(be, raw, err, sizeof err);
         if (st != LOOM_OK) {
             st = loom_set_error(st, "calibrating %s: %s of %zu bytes: %s", dev->id,
                                 up ? "upload" : "download", bytes, err[0] ? err : "failed");

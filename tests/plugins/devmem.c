@@ -9,6 +9,9 @@
  *
  * $LOOM_TEST_DEVMEM_FAIL=N (read when the plugin is queried): the N-th execution fails with
  * "devmem: injected failure", for the executor's staged fallback.
+ * $LOOM_TEST_DEVMEM_ODD_COPY_BYTES=N: every upload() and download() of exactly N bytes returns
+ * 77, a status outside loom_status, with "devmem: odd copy status on purpose" (calibration's
+ * host-link timing copies 4 KiB first).
  *
  * ABI 1.0 memory and events (tests/test_events.c): when $LOOM_TEST_DEVMEM_DEVICES is set (1 or
  * 2 devices; unset: the one synchronous device above, so older tests keep their plans) every
@@ -39,7 +42,8 @@ struct dm_state;
 typedef struct dm_op {
     enum { DM_EXEC, DM_RECORD, DM_WAIT, DM_UPLOAD, DM_DOWNLOAD } kind;
     void *kernel;
-    const void *in[2];
+    const void **in; /* every input pointer of an execution (N_IN, owned by the op) */
+    uint32_t n_in;
     void *out;
     loom_done_fn done;
     void *token;
@@ -81,10 +85,14 @@ typedef struct dm_state {
     dm_queue queues[DM_MAX_DEVICES][2]; /* [dev][0: kernels, 1: copies] */
     /* Subgraph claims (dm_claim): $LOOM_TEST_DEVMEM_CLAIMS ("off", or a broken claim to add:
      * "overlap", "range", "disconnected", "nonconvex", "nan"), $LOOM_TEST_DEVMEM_CLAIM_S (the
-     * estimate of every claim, seconds), $LOOM_TEST_DEVMEM_SG_FAIL=1 (prepare_subgraph fails). */
+     * estimate of every claim, seconds), $LOOM_TEST_DEVMEM_SG_FAIL=1 (prepare_subgraph fails),
+     * $LOOM_TEST_DEVMEM_WRONG_UNIT=1 (a claimed unit computes a wrong answer: the bias is
+     * added twice; for `loom backend-test`, which must fail it). */
     char claim_mode[16];
     double claim_s;          /* < 0: estimate from the flops */
     int sg_fail;
+    int wrong_unit;
+    size_t odd_copy_bytes;   /* $LOOM_TEST_DEVMEM_ODD_COPY_BYTES; 0: never */
 } dm_state;
 
 typedef struct dm_kernel {
@@ -95,6 +103,8 @@ typedef struct dm_kernel {
      * (constant[0], K x N) and the bias broadcast to M x N (constant[1], or NULL) its own
      * copies; A is input A_INDEX. */
     int unit_relu, unit_a;
+    int unit_wrong;     /* $LOOM_TEST_DEVMEM_WRONG_UNIT: the bias counts twice */
+    uint32_t n_in;      /* inputs of its loom_exec_args (a unit: its subgraph's inputs) */
 } dm_kernel;
 
 static void *to_host(const void *p)
@@ -184,6 +194,7 @@ static loom_status dm_prepare(void *ctx, uint32_t dev, const loom_node_desc *nod
     if (!k)
         return LOOM_ERR_OUT_OF_MEMORY;
     k->op = node->op;
+    k->n_in = node->n_inputs;
     if (node->op == LOOM_OP_MATMUL) {
         k->m = node->inputs[0].dims[0];
         k->k = node->inputs[0].dims[1];
@@ -222,7 +233,7 @@ static loom_status dm_run_unit(const dm_kernel *k, const loom_exec_args *args, c
     float *y = to_host(args->outputs[0]);
     for (int64_t i = 0; i < k->m; i++)
         for (int64_t j = 0; j < k->n; j++) {
-            double acc = b ? b[i * k->n + j] : 0.0;
+            double acc = b ? b[i * k->n + j] * (k->unit_wrong ? 2.0 : 1.0) : 0.0;
             for (int64_t q = 0; q < k->k; q++)
                 acc += (double)x[i * k->k + q] * w[q * k->n + j];
             y[i * k->n + j] = k->unit_relu && acc < 0 ? 0.0f : (float)acc;
@@ -465,10 +476,11 @@ static loom_status dm_prepare_subgraph(void *ctx, uint32_t dev, const loom_subgr
     k->k = h->inputs[0].dims[1];
     k->unit_a = g->node_inputs[0][0];
     k->unit_relu = g->nodes[g->n_nodes - 1].op == LOOM_OP_RELU;
-    if (k->unit_a < 0 || (uint32_t)k->unit_a >= g->n_inputs || g->input_constants[k->unit_a] ||
-        (s->async && k->unit_a >= 2)) {
+    k->unit_wrong = s->wrong_unit;
+    k->n_in = g->n_inputs;
+    if (k->unit_a < 0 || (uint32_t)k->unit_a >= g->n_inputs || g->input_constants[k->unit_a]) {
         free(k);
-        snprintf(err, err_len, "devmem: %s: its activation must be its input 0 or 1", g->name);
+        snprintf(err, err_len, "devmem: %s: its activation is not a non-constant input", g->name);
         return LOOM_ERR_UNSUPPORTED;
     }
     int trans_b = h->op == LOOM_OP_GEMM && loom_node_attr_int(h, "transB", 0);
@@ -591,11 +603,14 @@ static void dm_free(void *ctx, uint32_t dev, void *ptr, size_t size)
 static loom_status dm_upload(void *ctx, uint32_t dev, void *dst, const void *src, size_t bytes,
                              char *err, size_t err_len)
 {
-    (void)ctx;
     (void)dev;
     if (!is_device(dst) || is_device(src)) {
         snprintf(err, err_len, "devmem: upload needs a device destination and a host source");
         return LOOM_ERR_INVALID_ARGUMENT;
+    }
+    if (bytes && bytes == ((dm_state *)ctx)->odd_copy_bytes) {
+        snprintf(err, err_len, "devmem: odd copy status on purpose");
+        return (loom_status)77;
     }
     memcpy(to_host(dst), src, bytes);
     return LOOM_OK;
@@ -604,11 +619,14 @@ static loom_status dm_upload(void *ctx, uint32_t dev, void *dst, const void *src
 static loom_status dm_download(void *ctx, uint32_t dev, void *dst, const void *src, size_t bytes,
                                char *err, size_t err_len)
 {
-    (void)ctx;
     (void)dev;
     if (is_device(dst) || !is_device(src)) {
         snprintf(err, err_len, "devmem: download needs a device source and a host destination");
         return LOOM_ERR_INVALID_ARGUMENT;
+    }
+    if (bytes && bytes == ((dm_state *)ctx)->odd_copy_bytes) {
+        snprintf(err, err_len, "devmem: odd copy status on purpose");
+        return (loom_status)77;
     }
     memcpy(dst, to_host(src), bytes);
     return LOOM_OK;
@@ -654,7 +672,7 @@ static void run_op(dm_queue *q, dm_op *op)
     loom_status st = LOOM_OK;
     switch (op->kind) {
     case DM_EXEC: {
-        loom_exec_args a = {.struct_size = sizeof a, .inputs = op->in,
+        loom_exec_args a = {.struct_size = sizeof a, .inputs = (const void *const *)op->in,
                             .outputs = (void *const *)&op->out};
         st = dm_execute(q->s, q->dev, op->kernel, &a, err, sizeof err);
         break;
@@ -697,6 +715,7 @@ static void *queue_main(void *arg)
             q->tail = NULL;
         pthread_mutex_unlock(&q->m);
         run_op(q, op);
+        free(op->in);
         free(op);
     }
 }
@@ -733,11 +752,20 @@ static loom_status dm_enqueue(void *ctx, uint32_t dev, void *kernel, const loom_
 {
     const dm_kernel *k = kernel;
     dm_op op = {.kind = DM_EXEC, .kernel = kernel, .done = done, .token = token,
-                .out = args->outputs[0]};
-    for (int i = 0; i < (k->op == LOOM_OP_RELU ? 1 : 2); i++)
+                .out = args->outputs[0], .n_in = k->n_in};
+    /* Every input pointer: a unit's activation may be any of its subgraph's inputs. */
+    op.in = calloc(k->n_in + 1, sizeof *op.in);
+    if (!op.in) {
+        snprintf(err, err_len, "devmem: out of memory queueing");
+        return LOOM_ERR_OUT_OF_MEMORY;
+    }
+    for (uint32_t i = 0; i < k->n_in; i++)
         op.in[i] = args->inputs[i];
     count(C_ENQUEUE);
-    return push(ctx, dev, 0, &op, err, err_len);
+    loom_status st = push(ctx, dev, 0, &op, err, err_len);
+    if (st != LOOM_OK)
+        free(op.in);
+    return st;
 }
 
 static loom_status dm_submit(void *ctx, uint32_t dev, void *kernel, const loom_exec_args *args,
@@ -973,6 +1001,10 @@ const loom_backend *loom_backend_query(uint32_t host_abi_version, const loom_hos
     s->claim_s = cs && *cs ? strtod(cs, NULL) : -1.0;
     const char *sf = getenv("LOOM_TEST_DEVMEM_SG_FAIL");
     s->sg_fail = sf && !strcmp(sf, "1");
+    const char *oc = getenv("LOOM_TEST_DEVMEM_ODD_COPY_BYTES");
+    s->odd_copy_bytes = oc && *oc ? (size_t)strtoull(oc, NULL, 10) : 0;
+    const char *wu = getenv("LOOM_TEST_DEVMEM_WRONG_UNIT");
+    s->wrong_unit = wu && !strcmp(wu, "1");
     if (s->async) {
         t->submit = dm_submit;
         t->enqueue = dm_enqueue;
