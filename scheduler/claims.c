@@ -237,7 +237,7 @@ void plan_claim_fallback(loom_plan *plan, plan_claim *claim, const plan_subgraph
         if (ps != LOOM_OK || !k) {
             if (ps == LOOM_OK && k == NULL)
                 snprintf(err, sizeof err, "it returned no kernel");
-            snprintf(last, sizeof last, "%s does not compile it: %s", dev->id,
+            snprintf(last, sizeof last, "%s does not compile it: %.120s", dev->id,
                      err[0] ? err : loom_status_name(ps));
             continue;
         }
@@ -248,7 +248,7 @@ void plan_claim_fallback(loom_plan *plan, plan_claim *claim, const plan_subgraph
                  "same nodes)", dev->id);
     }
     if (!*fb_kernel)
-        snprintf(claim->fallback, sizeof claim->fallback, "none (%s)",
+        snprintf(claim->fallback, sizeof claim->fallback, "none (%.160s)",
                  !idx || !cl || !seen ? "out of memory"
                  : last[0]        ? last
                                   : "no other host-visible device claims subgraphs");

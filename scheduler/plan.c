@@ -268,9 +268,11 @@ static loom_status make_claim_node(loom_plan *plan, const loom_graph *g, const u
             snprintf(err, sizeof err, "%s", ps == LOOM_OK ? "it returned no kernel"
                                                           : "prepare_subgraph failed");
         claim->state = PLAN_CLAIM_FAILED;
-        snprintf(claim->why, sizeof claim->why, "kept as a unit on %s (predicted %.3f ms vs "
-                 "split %.3f ms), but it could not be compiled (%s): its nodes run one by one",
-                 dev->id, claim->unit_s * 1e3, claim->split_s * 1e3, err);
+        /* Truncation is acceptable here (the runtime message below has the whole text). */
+        if (snprintf(claim->why, sizeof claim->why, "kept as a unit on %s (predicted %.3f ms vs "
+                     "split %.3f ms), but it could not be compiled (%.100s): its nodes run one "
+                     "by one", dev->id, claim->unit_s * 1e3, claim->split_s * 1e3, err) < 0)
+            claim->why[0] = '\0';
         runtime_message(rt, "%s: %s could not be compiled (%s); its nodes run one by one",
                         dev->id, name, err);
         plan_subgraph_free(&sg);
