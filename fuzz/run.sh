@@ -6,7 +6,11 @@
 # left in BUILD/fuzz-artifacts/TARGET/, the fuzzer's log in BUILD/fuzz-TARGET.log.
 #
 #   fuzz/run.sh [SECONDS] [TARGET...]   SECONDS per target (default 60); TARGETs (default all):
-#                                       onnx  the ONNX importer (loom_onnx_load_memory)
+#                                       onnx  the ONNX importer (loom_onnx_load_memory), and
+#                                             for models with dynamic dims the model API's
+#                                             shape specialisation (loom_model_run at two
+#                                             shapes from the bytes, dims 1-4, 1 MiB memory
+#                                             cap; LOOM_FUZZ_TRACE=1 prints each run's verdict)
 #                                       npy   the .npy reader (loom_tensor_load_npy)
 #                                       sim   `loom sim` instances (tools/cmd_sim.c)
 #                                       serve KServe v2 requests of `loom serve` (serve/kserve.c)
@@ -24,7 +28,8 @@ jobs=${LOOM_FUZZ_JOBS:-1}
 cc=${CC:-clang}
 flags="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g"
 flags="$flags ${LOOM_FUZZ_FLAGS:-}"
-libs=$(pkg-config --libs openblas hwloc numa jansson libprotobuf-c libmicrohttpd libxxhash)
+libs=$(pkg-config --libs openblas hwloc numa jansson libprotobuf-c libmicrohttpd libxxhash OpenCL \
+    clblast libcrypto sqlite3)
 
 if [ ! -f "$build/build.ninja" ]; then
     CC="$cc" meson setup "$build" "$root" --buildtype=debugoptimized \
@@ -48,7 +53,7 @@ fuzz() {
     src=""
     for s in $sources; do src="$src $root/$s"; done
     # shellcheck disable=SC2086
-    "$cc" $flags -fsanitize=fuzzer -D_GNU_SOURCE -I"$root/include" -I"$root" $src "$build/libloom.a" $libs \
+    "$cc" $flags -fsanitize=fuzzer -D_GNU_SOURCE -I"$root/include" -I"$root" -I"$build" $src "$build/libloom.a" $libs \
         -lm -ldl -lpthread -o "$exe"
     log="$build/fuzz-$name.log"
     artifacts="$build/fuzz-artifacts/$name"
@@ -95,7 +100,8 @@ fuzz() {
 # External data files of the test models are looked up here (external.bin).
 export LOOM_FUZZ_BASE_DIR="$root/tests/data/onnx"
 # The ONNX importer: inputs up to 256 KiB, so that nesting thousands deep (If in If, sequence of
-# sequence) is reachable; the seeds include nested models.
+# sequence) is reachable; the seeds include nested models and models with dynamic dims
+# (fuzz/seeds/onnx/dyn_*.onnx: shape arithmetic, shapes and counts fed as inputs, shared symbols).
 fuzz onnx 262144 "fuzz/fuzz_onnx.c" "tests/data/onnx fuzz/seeds/onnx" "fuzz/regressions/*.onnx"
 fuzz npy 8192 "fuzz/fuzz_npy.c" "fuzz/seeds/npy" "fuzz/regressions/*.npy"
 fuzz sim 16384 "fuzz/fuzz_sim.c tools/cmd_sim.c tools/tool_util.c" "tests/data/sim" \

@@ -4,7 +4,7 @@
  * line. The pipeline runs them in a fixed, documented order (docs/architecture.md):
  *
  *   validate -> fold_constants -> fuse_quantized_matmul -> quantize_int8_dynamic ->
- *   calibrate_int8 -> (later: fuse epilogues, lower MoE, specialise shapes)
+ *   fold_batchnorm -> fuse_epilogue -> calibrate_int8 -> (later: lower MoE, specialise shapes)
  *
  * and the scheduler then places the result, inserts copies and plans memory. Passes see the
  * graph layer only; what they must evaluate (folding, calibration) goes through the evaluator
@@ -63,6 +63,10 @@ typedef struct pass_report {
 typedef struct pass_result {
     const loom_graph *graph;   /* the graph to place: the input or OWNED */
     loom_graph *owned;         /* a graph a pass made; freed by passes_result_free */
+    /* Graphs earlier passes made and a later one replaced: the later graph borrows constants a
+     * pass created in them (fold_batchnorm's weights), so they live until passes_result_free. */
+    loom_graph *retired[PASS_MAX_REPORTS];
+    size_t n_retired;
     pass_report reports[PASS_MAX_REPORTS];
     size_t n_reports;
 } pass_result;
@@ -88,6 +92,10 @@ loom_status pass_fuse_quantized_matmul(const loom_graph *in, loom_graph **out, p
                                        char *summary, size_t summary_len);
 loom_status pass_quantize_int8_dynamic(const loom_graph *in, loom_graph **out, pass_ctx *ctx,
                                        char *summary, size_t summary_len);
+/* Conv/ConvTranspose + inference BatchNormalization with constant parameters -> one Conv with
+ * folded weights and bias (fold_batchnorm.c); LOOM_FOLD_BN=0 turns it off. */
+loom_status pass_fold_batchnorm(const loom_graph *in, loom_graph **out, pass_ctx *ctx,
+                                char *summary, size_t summary_len);
 loom_status pass_fuse_epilogue(const loom_graph *in, loom_graph **out, pass_ctx *ctx,
                                char *summary, size_t summary_len);
 loom_status pass_calibrate_int8(const loom_graph *in, loom_graph **out, pass_ctx *ctx,

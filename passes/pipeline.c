@@ -16,6 +16,7 @@ static const pass_def pipeline[] = {
     {"fold_constants", pass_fold_constants},
     {"fuse_quantized_matmul", pass_fuse_quantized_matmul},
     {"quantize_int8_dynamic", pass_quantize_int8_dynamic},
+    {"fold_batchnorm", pass_fold_batchnorm},
     {"fuse_epilogue", pass_fuse_epilogue},
     {"calibrate_int8", pass_calibrate_int8},
 };
@@ -46,7 +47,8 @@ loom_status passes_run(const loom_graph *g, pass_ctx *ctx, pass_result *res)
         if (st != LOOM_OK)
             return st;
         if (next) {
-            loom_graph_destroy(res->owned);
+            if (res->owned)
+                res->retired[res->n_retired++] = res->owned; /* next may borrow from it */
             res->owned = next;
             res->graph = next;
             /* Later stages walk the new graph: order it. */
@@ -72,6 +74,9 @@ void passes_result_free(pass_result *res, pass_ctx *ctx)
         loom_graph_destroy(res->owned);
         res->owned = NULL;
         res->graph = NULL;
+        for (size_t i = 0; i < res->n_retired; i++)
+            loom_graph_destroy(res->retired[i]);
+        res->n_retired = 0;
     }
     if (ctx) {
         free(ctx->order);

@@ -128,7 +128,9 @@ static loom_status make_tensors(loom_plan *plan, const loom_graph *g, int32_t *t
             t->kind = PLAN_T_CONSTANT;
             if (val->data_owned || val->copy_in_plan) {
                 /* The plan outlives the graph: keep its own copy of owned constants. */
-                void *dst = (char *)plan->const_block + const_off;
+                /* No block when every such constant is empty (a folded empty Range): no
+                 * offset from NULL (fuzz/regressions/plan_empty_constants_null_block.onnx). */
+                void *dst = plan->const_block ? (char *)plan->const_block + const_off : NULL;
                 if (t->bytes)
                     memcpy(dst, val->data, t->bytes);
                 t->data = dst;

@@ -11,6 +11,8 @@
 #include <loom/graph.h>
 #include <loom/runtime.h>
 
+#include "test_support.h"
+
 #include <CUnit/Basic.h>
 #include <CUnit/CUnit.h>
 
@@ -20,286 +22,28 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define F32 LOOM_DTYPE_F32
-#define F16 LOOM_DTYPE_F16
-#define BF16 LOOM_DTYPE_BF16
-#define I8 LOOM_DTYPE_I8
-#define U8 LOOM_DTYPE_U8
-#define I32 LOOM_DTYPE_I32
-#define I64 LOOM_DTYPE_I64
-#define BOOL LOOM_DTYPE_BOOL
-
 static const double k_pi = 3.14159265358979323846;
 
-/* The runtime shared by the tests of a suite: created by the suite's init, freed by its cleanup. */
-static loom_runtime *g_rt;
-
-/* ---- deterministic inputs --------------------------------------------------------------- */
-
-static uint64_t g_rng;
-
+/* Every test starts the shared generator (test_support.h) from the same seed. */
 static void rng_reset(void)
 {
-    g_rng = 0x2545F4914F6CDD1Dull;
-}
-
-/* xorshift64* */
-static uint64_t rng_u64(void)
-{
-    uint64_t x = g_rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    g_rng = x;
-    return x * 2685821657736338717ull;
-}
-
-static float rng_f32(float lo, float hi)
-{
-    double u = (double)(rng_u64() >> 11) * (1.0 / 9007199254740992.0);
-    return (float)(lo + (hi - lo) * u);
-}
-
-/* Uniform integer in [lo, hi]. */
-static int64_t rng_int(int64_t lo, int64_t hi)
-{
-    return lo + (int64_t)(rng_u64() % (uint64_t)(hi - lo + 1));
-}
-
-/* ---- shapes and indexing ---------------------------------------------------------------- */
-
-typedef struct shp {
-    uint32_t rank;
-    int64_t d[LOOM_MAX_RANK];
-} shp;
-
-static shp shp_make(const int64_t *dims, size_t rank)
-{
-    shp s;
-    memset(&s, 0, sizeof s);
-    s.rank = (uint32_t)rank;
-    for (size_t k = 0; k < rank; k++)
-        s.d[k] = dims[k];
-    return s;
-}
-
-#define SHP(...) \
-    shp_make((const int64_t[]){__VA_ARGS__}, sizeof((const int64_t[]){__VA_ARGS__}) / sizeof(int64_t))
-#define SCALAR shp_make(NULL, 0)
-
-static int64_t numel(shp s)
-{
-    int64_t n = 1;
-    for (uint32_t k = 0; k < s.rank; k++)
-        n *= s.d[k];
-    return n;
-}
-
-static int shp_eq(shp a, shp b)
-{
-    if (a.rank != b.rank)
-        return 0;
-    for (uint32_t k = 0; k < a.rank; k++)
-        if (a.d[k] != b.d[k])
-            return 0;
-    return 1;
-}
-
-static void shp_format(shp s, char *buf, size_t len)
-{
-    size_t at = 0;
-    at += (size_t)snprintf(buf + at, len - at, "[");
-    for (uint32_t k = 0; k < s.rank && at < len; k++)
-        at += (size_t)snprintf(buf + at, len - at, k ? ", %lld" : "%lld", (long long)s.d[k]);
-    if (at < len)
-        snprintf(buf + at, len - at, "]");
-}
-
-/* C-order multi-index of FLAT in S. */
-static void unravel(int64_t flat, shp s, int64_t *idx)
-{
-    for (uint32_t k = s.rank; k-- > 0;) {
-        idx[k] = s.d[k] ? flat % s.d[k] : 0;
-        flat = s.d[k] ? flat / s.d[k] : 0;
-    }
-}
-
-static int64_t ravel(shp s, const int64_t *idx)
-{
-    int64_t off = 0;
-    for (uint32_t k = 0; k < s.rank; k++)
-        off = off * s.d[k] + idx[k];
-    return off;
-}
-
-/* Offset in a tensor of shape IN, numpy-broadcast (right-aligned) to an index of rank OUT_RANK. */
-static int64_t ravel_bcast(uint32_t out_rank, const int64_t *idx, shp in)
-{
-    int64_t off = 0;
-    for (uint32_t k = 0; k < in.rank; k++) {
-        int64_t i = in.d[k] == 1 ? 0 : idx[out_rank - in.rank + k];
-        off = off * in.d[k] + i;
-    }
-    return off;
-}
-
-/* Numpy multidirectional broadcast of A and B (the shapes given to the tests are compatible). */
-static shp bcast(shp a, shp b)
-{
-    shp o;
-    memset(&o, 0, sizeof o);
-    o.rank = a.rank > b.rank ? a.rank : b.rank;
-    for (uint32_t k = 0; k < o.rank; k++) {
-        int64_t da = k + a.rank >= o.rank ? a.d[k + a.rank - o.rank] : 1;
-        int64_t db = k + b.rank >= o.rank ? b.d[k + b.rank - o.rank] : 1;
-        o.d[k] = da == 1 ? db : da;
-    }
-    return o;
-}
-
-/* ---- element access by dtype ------------------------------------------------------------ */
-
-static double half_bits_to_double(uint16_t h)
-{
-    int e = (h >> 10) & 0x1f, m = h & 0x3ff;
-    double v;
-    if (e == 0)
-        v = ldexp(m, -24);
-    else if (e == 31)
-        v = m ? NAN : INFINITY;
-    else
-        v = ldexp(m + 1024, e - 25);
-    return (h & 0x8000) ? -v : v;
-}
-
-static double bf16_bits_to_double(uint16_t b)
-{
-    uint32_t u = (uint32_t)b << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-static double load_elem(const void *p, loom_dtype dt, int64_t i)
-{
-    switch (dt) {
-    case F32: return ((const float *)p)[i];
-    case I32: return ((const int32_t *)p)[i];
-    case I64: return (double)((const int64_t *)p)[i];
-    case I8: return ((const int8_t *)p)[i];
-    case U8:
-    case BOOL: return ((const uint8_t *)p)[i];
-    case F16: return half_bits_to_double(((const uint16_t *)p)[i]);
-    case BF16: return bf16_bits_to_double(((const uint16_t *)p)[i]);
-    default: return NAN;
-    }
-}
-
-static void store_int(void *p, loom_dtype dt, int64_t i, int64_t v)
-{
-    switch (dt) {
-    case I32: ((int32_t *)p)[i] = (int32_t)v; break;
-    case I64: ((int64_t *)p)[i] = v; break;
-    case I8: ((int8_t *)p)[i] = (int8_t)v; break;
-    case U8:
-    case BOOL: ((uint8_t *)p)[i] = (uint8_t)v; break;
-    default: break;
-    }
+    rng_seed(0x2545F4914F6CDD1Dull);
 }
 
 /* ---- one graph run: the helper layer ----------------------------------------------------- */
 
-#define TC_MAX 8
-#define TC_MAX_BUFS 48
-
-typedef struct tc {
-    loom_graph *g;
-    loom_plan *plan;
-    loom_tensor *in[TC_MAX];
-    size_t n_in;
-    loom_tensor *out[TC_MAX];
-    size_t n_out;
-    void *bufs[TC_MAX_BUFS];
-    size_t n_bufs;
-    int run_stage; /* how far tc_run_status got: 0 check, 1 plan, 2 outputs, 3 run, 4 done */
-} tc;
-
-static void tc_init(tc *c)
-{
-    memset(c, 0, sizeof *c);
-    c->g = loom_graph_create("kernel_test");
-    CU_ASSERT_PTR_NOT_NULL(c->g);
-}
-
-static void tc_free(tc *c)
-{
-    loom_plan_destroy(c->plan);
-    loom_graph_destroy(c->g);
-    for (size_t k = 0; k < c->n_in; k++)
-        loom_tensor_destroy(c->in[k]);
-    for (size_t k = 0; k < c->n_out; k++)
-        loom_tensor_destroy(c->out[k]);
-    for (size_t k = 0; k < c->n_bufs; k++)
-        free(c->bufs[k]);
-    memset(c, 0, sizeof *c);
-}
-
-/* Zeroed host memory owned by the case (freed by tc_free). */
-static void *tc_buf(tc *c, size_t bytes)
-{
-    void *p = calloc(1, bytes ? bytes : 1);
-    if (!p || c->n_bufs == TC_MAX_BUFS) {
-        fprintf(stderr, "test helper: out of buffers\n");
-        abort();
-    }
-    c->bufs[c->n_bufs++] = p;
-    return p;
-}
-
-static double *tc_dbuf(tc *c, int64_t n)
-{
-    return tc_buf(c, (size_t)n * sizeof(double));
-}
-
-static float *tc_rand(tc *c, shp s, float lo, float hi)
-{
-    int64_t n = numel(s);
-    float *p = tc_buf(c, (size_t)n * sizeof(float));
-    for (int64_t i = 0; i < n; i++)
-        p[i] = rng_f32(lo, hi);
-    return p;
-}
-
-/* A graph input of DT and shape S whose run-time data is DATA (wrapped, not copied: DATA must
- * live until tc_free). */
-static loom_value tc_input(tc *c, loom_dtype dt, shp s, void *data)
-{
-    char name[32];
-    snprintf(name, sizeof name, "x%zu", c->n_in);
-    loom_value v = loom_input(c->g, name, dt, s.rank, s.d);
-    loom_tensor *t = NULL;
-    loom_status st = loom_tensor_wrap(dt, s.rank, s.d, data, &t);
-    CU_ASSERT_EQUAL(st, LOOM_OK);
-    if (c->n_in < TC_MAX)
-        c->in[c->n_in++] = t;
-    return v;
-}
-
-static loom_value tc_const(tc *c, loom_dtype dt, shp s, const void *data)
-{
-    return loom_constant(c->g, NULL, dt, s.rank, s.d, data);
-}
+/* The case itself (tc, tc_init, tc_buf, tc_rand, tc_data, ...) is in test_support.h. */
 
 /* An f32 operand holding DATA: a graph input, or a constant when AS_CONST. */
 static loom_value tc_operand(tc *c, int as_const, shp s, float *data)
 {
-    return as_const ? tc_const(c, F32, s, data) : tc_input(c, F32, s, data);
+    return as_const ? tc_const_data(c, F32, s, data) : tc_data(c, 0, F32, s, data);
 }
 
 static loom_value tc_rand_input(tc *c, shp s, float lo, float hi, float **data)
 {
     *data = tc_rand(c, s, lo, hi);
-    return tc_input(c, F32, s, *data);
+    return tc_data(c, 0, F32, s, *data);
 }
 
 /* Integer (or bool) storage of DT holding VALS. */
@@ -308,7 +52,7 @@ static void *tc_ints(tc *c, loom_dtype dt, shp s, const int64_t *vals)
     int64_t n = numel(s);
     void *p = tc_buf(c, (size_t)n * loom_dtype_size(dt));
     for (int64_t i = 0; i < n; i++)
-        store_int(p, dt, i, vals[i]);
+        elem_store_int(p, dt, i, vals[i]);
     return p;
 }
 
@@ -319,57 +63,6 @@ static loom_value tc_op(tc *c, const char *op, const char *node, const loom_valu
     loom_value y = LOOM_NO_VALUE;
     loom_graph_op(c->g, op, node, ins, n_ins, attrs, n_attrs, &y, 1);
     return y;
-}
-
-/* Check the graph, plan it on the CPU backend (strictly), make the outputs and run once.
- * Returns the first failing status; prints its message. */
-static loom_status tc_run_status(tc *c, int line, int quiet)
-{
-    loom_status st = loom_graph_check(c->g);
-    const char *stage = "loom_graph_check";
-    c->run_stage = 0;
-    if (st == LOOM_OK) {
-        c->run_stage = 1;
-        loom_plan_options opt;
-        memset(&opt, 0, sizeof opt);
-        opt.struct_size = sizeof opt;
-        opt.device = "cpu";
-        opt.strict = 1;
-        stage = "loom_plan_create";
-        st = loom_plan_create(g_rt, c->g, &opt, &c->plan);
-    }
-    if (st == LOOM_OK) {
-        c->run_stage = 2;
-        stage = "loom_plan_make_outputs";
-        size_t n = loom_graph_output_count(c->g);
-        if (n > TC_MAX) {
-            st = LOOM_ERR_INTERNAL;
-        } else {
-            st = loom_plan_make_outputs(c->plan, c->out, n);
-            if (st == LOOM_OK)
-                c->n_out = n;
-        }
-    }
-    if (st == LOOM_OK) {
-        c->run_stage = 3;
-        stage = "loom_plan_run";
-        st = loom_plan_run(c->plan, (const loom_tensor *const *)c->in, c->n_in, c->out, c->n_out,
-                           NULL);
-    }
-    if (st == LOOM_OK)
-        c->run_stage = 4;
-    if (st != LOOM_OK && !quiet)
-        fprintf(stderr, "\n    line %d: %s failed: %s: %s\n", line, stage, loom_status_name(st),
-                loom_last_error());
-    return st;
-}
-
-static int tc_run_ok(tc *c, int line)
-{
-    loom_status st = tc_run_status(c, line, 0);
-    CU_assertImplementation(st == LOOM_OK, (unsigned)line, "graph builds, plans and runs on cpu",
-                            __FILE__, "", CU_FALSE);
-    return st == LOOM_OK;
 }
 
 /* Combinations that ONNX allows but the library may not support (a dtype, an optional form):
@@ -404,7 +97,7 @@ static int tc_run_if_supported(tc *c, const char *what, int line)
 /* Build-plan-run; on failure free the case and leave the (void) function. */
 #define RUN_OK(c)                          \
     do {                                   \
-        if (!tc_run_ok((c), line)) {       \
+        if (!tc_run((c), line)) {       \
             tc_free(c);                    \
             return;                        \
         }                                  \
@@ -412,70 +105,8 @@ static int tc_run_if_supported(tc *c, const char *what, int line)
 
 /* ---- comparisons ------------------------------------------------------------------------- */
 
-static int check_shape(const loom_tensor *t, loom_dtype dt, shp want, int line)
-{
-    if (!t) {
-        CU_assertImplementation(CU_FALSE, (unsigned)line, "output tensor exists", __FILE__, "",
-                                CU_FALSE);
-        return 0;
-    }
-    shp got;
-    memset(&got, 0, sizeof got);
-    got.rank = loom_tensor_rank(t);
-    if (got.rank <= LOOM_MAX_RANK)
-        loom_tensor_dims(t, got.d);
-    int ok = got.rank <= LOOM_MAX_RANK && shp_eq(got, want) && loom_tensor_dtype(t) == dt;
-    if (!ok) {
-        char a[128], b[128];
-        shp_format(got, a, sizeof a);
-        shp_format(want, b, sizeof b);
-        fprintf(stderr, "\n    line %d: output is %s %s, expected %s %s\n", line,
-                loom_dtype_name(loom_tensor_dtype(t)), a, loom_dtype_name(dt), b);
-    }
-    CU_assertImplementation(ok, (unsigned)line, "output dtype and shape as expected", __FILE__, "",
-                            CU_FALSE);
-    return ok;
-}
-
-/* Output T must have dtype DT, shape WANT, and values within ATOL + RTOL*|ref| of REF
- * (NaN must match NaN, infinities must match exactly). */
-static int check_out(const loom_tensor *t, loom_dtype dt, shp want, const double *ref, double atol,
-                     double rtol, int line)
-{
-    if (!check_shape(t, dt, want, line))
-        return 0;
-    int64_t n = numel(want), bad = 0;
-    const void *got = n ? loom_tensor_data(t) : NULL;
-    double worst = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double g = load_elem(got, dt, i), r = ref[i];
-        int ok;
-        if (isnan(r))
-            ok = isnan(g);
-        else if (isinf(r))
-            ok = g == r;
-        else
-            ok = fabs(g - r) <= atol + rtol * fabs(r);
-        if (!ok) {
-            if (bad < 6)
-                fprintf(stderr, "\n    line %d: element %lld: got %.9g, expected %.9g", line,
-                        (long long)i, g, r);
-            if (!isnan(g) && !isnan(r) && fabs(g - r) > worst)
-                worst = fabs(g - r);
-            bad++;
-        }
-    }
-    if (bad)
-        fprintf(stderr, "\n    line %d: %lld of %lld elements out of tolerance (atol %g, rtol %g, "
-                        "worst abs error %g)\n",
-                line, (long long)bad, (long long)n, atol, rtol, worst);
-    CU_assertImplementation(bad == 0, (unsigned)line, "output values match the reference",
-                            __FILE__, "", CU_FALSE);
-    return bad == 0;
-}
-
-#define CHECK_F32(c, i, want, ref, atol, rtol) check_out((c)->out[i], F32, want, ref, atol, rtol, line)
-#define CHECK_EXACT(c, i, dt, want, ref) check_out((c)->out[i], dt, want, ref, 0, 0, line)
+#define CHECK_F32(c, i, want, ref, atol, rtol) check_tensor((c)->out[i], F32, want, ref, atol, rtol, line)
+#define CHECK_EXACT(c, i, dt, want, ref) check_tensor((c)->out[i], dt, want, ref, 0, 0, line)
 
 static double k_tol(int64_t k)
 {
@@ -524,8 +155,8 @@ static double *ref_matmul(tc *c, const float *a, shp as, const float *b, shp bs,
     int64_t idx[LOOM_MAX_RANK];
     for (int64_t bi = 0; bi < nb; bi++) {
         unravel(bi, batch, idx);
-        const float *pa = a + ravel_bcast(batch.rank, idx, ab) * M * K;
-        const float *pb = b + ravel_bcast(batch.rank, idx, bb) * K * N;
+        const float *pa = a + bcast_off(batch.rank, idx, ab) * M * K;
+        const float *pb = b + bcast_off(batch.rank, idx, bb) * K * N;
         for (int64_t i = 0; i < M; i++)
             for (int64_t j = 0; j < N; j++) {
                 double acc = 0;
@@ -553,7 +184,7 @@ static double *ref_gemm(tc *c, const float *a, const float *b, const float *cc, 
             double v = alpha * acc;
             if (cc) {
                 int64_t idx[2] = {i, j};
-                v += beta * cc[ravel_bcast(2, idx, cs)];
+                v += beta * cc[bcast_off(2, idx, cs)];
             }
             y[i * N + j] = v;
         }
@@ -792,7 +423,7 @@ static double *ref_transpose(tc *c, const void *x, loom_dtype dt, shp s, const i
         unravel(o, *ys, oi);
         for (uint32_t k = 0; k < s.rank; k++)
             ii[p[k]] = oi[k];
-        y[o] = load_elem(x, dt, ravel(s, ii));
+        y[o] = elem_load(x, dt, ravel(s, ii));
     }
     return y;
 }
@@ -816,7 +447,7 @@ static double *ref_concat(tc *c, const void *const *xs, loom_dtype dt, const shp
         for (size_t t = 0; t < n; t++) {
             int64_t chunk = ss[t].d[axis] * inner;
             for (int64_t i = 0; i < chunk; i++)
-                y[at++] = load_elem(xs[t], dt, o * chunk + i);
+                y[at++] = elem_load(xs[t], dt, o * chunk + i);
         }
     return y;
 }
@@ -1154,7 +785,7 @@ static void test_sqrt_of_negative_is_nan_and_log_of_zero_is_minus_infinity(void)
     tc_init(&c);
     float x[4] = {-1.0f, 0.0f, 4.0f, -0.0f};
     shp s = SHP(4);
-    loom_value vx = tc_input(&c, F32, s, x);
+    loom_value vx = tc_data(&c, 0, F32, s, x);
     loom_output(c.g, loom_sqrt(c.g, vx), "sqrt");
     loom_output(c.g, loom_log(c.g, vx), "log");
     RUN_OK(&c);
@@ -1172,7 +803,7 @@ static void test_exp_saturates_to_infinity_and_zero(void)
     tc_init(&c);
     float x[3] = {100.0f, -200.0f, 0.0f};
     shp s = SHP(3);
-    loom_value vx = tc_input(&c, F32, s, x);
+    loom_value vx = tc_data(&c, 0, F32, s, x);
     loom_output(c.g, loom_exp(c.g, vx), "y");
     RUN_OK(&c);
     double r[3] = {INFINITY, 0.0, 1.0};
@@ -1216,8 +847,8 @@ static void test_clip_bounds_from_constant_inputs_and_absent_max(void)
         loom_value ins[3];
         ins[0] = tc_rand_input(&c, s, -2, 2, &x);
         float lo = -0.3f, hi = 1.1f;
-        ins[1] = i == 2 ? LOOM_NO_VALUE : tc_const(&c, F32, SCALAR, &lo);
-        ins[2] = i == 1 ? LOOM_NO_VALUE : tc_const(&c, F32, SCALAR, &hi);
+        ins[1] = i == 2 ? LOOM_NO_VALUE : tc_const_data(&c, F32, SCALAR, &lo);
+        ins[2] = i == 1 ? LOOM_NO_VALUE : tc_const_data(&c, F32, SCALAR, &hi);
         loom_output(c.g, tc_op(&c, "Clip", NULL, ins, i == 1 ? 2 : 3, NULL, 0), "y");
         RUN_OK(&c);
         double *r = tc_dbuf(&c, numel(s));
@@ -1237,8 +868,8 @@ static void test_clip_reads_bounds_given_as_runtime_inputs(void)
     float lo = -0.25f, hi = 0.5f;
     loom_value ins[3];
     ins[0] = tc_rand_input(&c, s, -2, 2, &x);
-    ins[1] = tc_input(&c, F32, SCALAR, &lo);
-    ins[2] = tc_input(&c, F32, SCALAR, &hi);
+    ins[1] = tc_data(&c, 0, F32, SCALAR, &lo);
+    ins[2] = tc_data(&c, 0, F32, SCALAR, &hi);
     loom_output(c.g, tc_op(&c, "Clip", NULL, ins, 3, NULL, 0), "y");
     RUN_OK(&c);
     double *r = tc_dbuf(&c, numel(s));
@@ -1300,7 +931,7 @@ static void binary_one(const char *op, binary_builder build, binary_ref ref, shp
     double *r = tc_dbuf(&c, n);
     for (int64_t k = 0; k < n; k++) {
         unravel(k, ys, idx);
-        r[k] = ref(a[ravel_bcast(ys.rank, idx, as)], b[ravel_bcast(ys.rank, idx, bs)]);
+        r[k] = ref(a[bcast_off(ys.rank, idx, as)], b[bcast_off(ys.rank, idx, bs)]);
     }
     CHECK_F32(&c, 0, ys, r, atol, rtol);
     tc_free(&c);
@@ -1362,8 +993,8 @@ static void test_pow_negative_base_with_integral_exponents(void)
     float a[6] = {-2.0f, -1.5f, -3.0f, 2.0f, -0.5f, 0.0f};
     float b[6] = {2.0f, 3.0f, -1.0f, 0.5f, 0.0f, 2.0f};
     shp s = SHP(2, 3);
-    loom_value va = tc_input(&c, F32, s, a);
-    loom_value vb = tc_const(&c, F32, s, b);
+    loom_value va = tc_data(&c, 0, F32, s, a);
+    loom_value vb = tc_const_data(&c, F32, s, b);
     loom_output(c.g, loom_pow(c.g, va, vb), "y");
     RUN_OK(&c);
     double r[6];
@@ -1381,8 +1012,8 @@ static void test_div_f32_by_zero_gives_ieee_infinities_and_nan(void)
     float a[3] = {1.0f, -1.0f, 0.0f};
     float b = 0.0f;
     shp s = SHP(3);
-    loom_value va = tc_input(&c, F32, s, a);
-    loom_value vb = tc_input(&c, F32, SCALAR, &b);
+    loom_value va = tc_data(&c, 0, F32, s, a);
+    loom_value vb = tc_data(&c, 0, F32, SCALAR, &b);
     loom_output(c.g, loom_div(c.g, va, vb), "y");
     RUN_OK(&c);
     double r[3] = {INFINITY, -INFINITY, NAN};
@@ -1421,8 +1052,8 @@ static void int_binary_case(const char *op, loom_dtype dt, shp as, shp bs, const
     shp ys = bcast(as, bs);
     tc c;
     tc_init(&c);
-    loom_value va = tc_input(&c, dt, as, tc_ints(&c, dt, as, a));
-    loom_value vb = tc_input(&c, dt, bs, tc_ints(&c, dt, bs, b));
+    loom_value va = tc_data(&c, 0, dt, as, tc_ints(&c, dt, as, a));
+    loom_value vb = tc_data(&c, 0, dt, bs, tc_ints(&c, dt, bs, b));
     loom_value vy;
     if (!strcmp(op, "Add"))
         vy = loom_add(c.g, va, vb);
@@ -1436,7 +1067,7 @@ static void int_binary_case(const char *op, loom_dtype dt, shp as, shp bs, const
     double *r = tc_dbuf(&c, n);
     for (int64_t k = 0; k < n; k++) {
         unravel(k, ys, idx);
-        int64_t x = a[ravel_bcast(ys.rank, idx, as)], z = b[ravel_bcast(ys.rank, idx, bs)], v;
+        int64_t x = a[bcast_off(ys.rank, idx, as)], z = b[bcast_off(ys.rank, idx, bs)], v;
         if (!strcmp(op, "Add"))
             v = x + z;
         else if (!strcmp(op, "Mul"))
@@ -1497,8 +1128,8 @@ static void test_div_integer_by_zero_reports_error_not_crash(void)
         tc c;
         tc_init(&c);
         const int64_t a[3] = {6, 5, 4}, b[3] = {3, 0, 2};
-        loom_value va = tc_input(&c, dts[d], SHP(3), tc_ints(&c, dts[d], SHP(3), a));
-        loom_value vb = tc_input(&c, dts[d], SHP(3), tc_ints(&c, dts[d], SHP(3), b));
+        loom_value va = tc_data(&c, 0, dts[d], SHP(3), tc_ints(&c, dts[d], SHP(3), a));
+        loom_value vb = tc_data(&c, 0, dts[d], SHP(3), tc_ints(&c, dts[d], SHP(3), b));
         loom_output(c.g, tc_op(&c, "Div", "int_div", (loom_value[]){va, vb}, 2, NULL, 0), "y");
         loom_status st = tc_run_status(&c, __LINE__, 1);
         const char *msg = loom_last_error();
@@ -1520,7 +1151,7 @@ static void test_binary_constant_operand_on_either_side(void)
         shp xs = SHP(33, 65), ks = SHP(65);
         float *x, *k = tc_rand(&c, ks, -1, 1);
         loom_value vx = tc_rand_input(&c, xs, -1, 1, &x);
-        loom_value vk = tc_const(&c, F32, ks, k);
+        loom_value vk = tc_const_data(&c, F32, ks, k);
         loom_value vy = side ? loom_sub(c.g, vk, vx) : loom_sub(c.g, vx, vk);
         loom_output(c.g, vy, "y");
         RUN_OK(&c);
@@ -1546,7 +1177,7 @@ static void test_where_selects_by_condition_with_broadcasting(void)
         for (int64_t k = 0; k < numel(cs); k++)
             cond[k] = (uint8_t)(rng_u64() & 1);
         float *a, *b;
-        loom_value vc = tc_input(&c, BOOL, cs, cond);
+        loom_value vc = tc_data(&c, 0, BOOL, cs, cond);
         loom_value va = tc_rand_input(&c, as, -1, 1, &a);
         loom_value vb = tc_rand_input(&c, bs, 2, 3, &b);
         loom_value vy = i % 2 ? tc_op(&c, "Where", NULL, (loom_value[]){vc, va, vb}, 3, NULL, 0)
@@ -1557,8 +1188,8 @@ static void test_where_selects_by_condition_with_broadcasting(void)
         double *r = tc_dbuf(&c, numel(ys));
         for (int64_t k = 0; k < numel(ys); k++) {
             unravel(k, ys, idx);
-            r[k] = cond[ravel_bcast(ys.rank, idx, cs)] ? a[ravel_bcast(ys.rank, idx, as)]
-                                                       : b[ravel_bcast(ys.rank, idx, bs)];
+            r[k] = cond[bcast_off(ys.rank, idx, cs)] ? a[bcast_off(ys.rank, idx, as)]
+                                                       : b[bcast_off(ys.rank, idx, bs)];
         }
         CHECK_F32(&c, 0, ys, r, 0, 0);
         tc_free(&c);
@@ -1576,9 +1207,9 @@ static void test_where_selects_int64_values(void)
         av[k] = ((int64_t)1 << 40) + k;
     for (int k = 0; k < 20; k++)
         bv[k] = -k;
-    loom_value vc = tc_input(&c, BOOL, cs, tc_ints(&c, BOOL, cs, cv));
-    loom_value va = tc_input(&c, I64, as, av);
-    loom_value vb = tc_input(&c, I64, bs, bv);
+    loom_value vc = tc_data(&c, 0, BOOL, cs, tc_ints(&c, BOOL, cs, cv));
+    loom_value va = tc_data(&c, 0, I64, as, av);
+    loom_value vb = tc_data(&c, 0, I64, bs, bv);
     loom_output(c.g, loom_where(c.g, vc, va, vb), "y");
     RUN_OK(&c);
     double r[20];
@@ -2262,7 +1893,7 @@ static void test_layer_norm_default_epsilon_and_axis(void)
     shp xs = SHP(3, 4, 6), ps = SHP(6);
     float *x, *scale = tc_rand(&c, ps, 0.5f, 1.5f), *bias = tc_rand(&c, ps, -1, 1);
     loom_value vx = tc_rand_input(&c, xs, -1, 1, &x);
-    loom_value ins[3] = {vx, tc_const(&c, F32, ps, scale), tc_const(&c, F32, ps, bias)};
+    loom_value ins[3] = {vx, tc_const_data(&c, F32, ps, scale), tc_const_data(&c, F32, ps, bias)};
     loom_output(c.g, tc_op(&c, "LayerNormalization", NULL, ins, 3, NULL, 0), "y");
     RUN_OK(&c);
     CHECK_F32(&c, 0, xs, ref_layer_norm(&c, x, xs, scale, bias, -1, 1e-5), 1e-4, 1e-4);
@@ -2367,7 +1998,7 @@ static void transpose_case(loom_dtype dt, shp xs, const int64_t *perm, int gener
             v[k] = ((int64_t)1 << 33) * (k % 3) + k;
         x = tc_ints(&c, dt, xs, v);
     }
-    loom_value vx = tc_input(&c, dt, xs, x);
+    loom_value vx = tc_data(&c, 0, dt, xs, x);
     loom_value vy;
     if (generic) {
         loom_attr a = loom_attr_ints("perm", xs.rank, perm);
@@ -2460,7 +2091,7 @@ static void concat_case(loom_dtype dt, const shp *ss, size_t n, int64_t axis, in
                 v[k] = rng_int(-100000, 100000);
             xs[t] = tc_ints(&c, dt, ss[t], v);
         }
-        vs[t] = (const_mask >> t) & 1 ? tc_const(&c, dt, ss[t], xs[t]) : tc_input(&c, dt, ss[t], xs[t]);
+        vs[t] = (const_mask >> t) & 1 ? tc_const_data(&c, dt, ss[t], xs[t]) : tc_data(&c, 0, dt, ss[t], xs[t]);
     }
     loom_value vy;
     if (generic) {
@@ -2637,8 +2268,8 @@ static void test_slice_accepts_int32_index_inputs(void)
     float *x;
     loom_value vx = tc_rand_input(&c, xs, -1, 1, &x);
     int32_t st[2] = {1, -2}, en[2] = {6, 0}, ax[2] = {0, 1}, sp[2] = {2, -3};
-    loom_value ins[5] = {vx, tc_const(&c, I32, SHP(2), st), tc_const(&c, I32, SHP(2), en),
-                         tc_const(&c, I32, SHP(2), ax), tc_const(&c, I32, SHP(2), sp)};
+    loom_value ins[5] = {vx, tc_const_data(&c, I32, SHP(2), st), tc_const_data(&c, I32, SHP(2), en),
+                         tc_const_data(&c, I32, SHP(2), ax), tc_const_data(&c, I32, SHP(2), sp)};
     loom_output(c.g, tc_op(&c, "Slice", NULL, ins, 5, NULL, 0), "y");
     RUN_OK(&c);
     const int64_t st64[2] = {1, -2}, en64[2] = {6, 0}, ax64[2] = {0, 1}, sp64[2] = {2, -3};
@@ -2657,7 +2288,7 @@ static void gather_case(shp xs, loom_dtype it, shp is, const int64_t *ind, int64
     float *x;
     loom_value vx = tc_rand_input(&c, xs, -1, 1, &x);
     void *iv = tc_ints(&c, it, is, ind);
-    loom_value vi = ind_const ? tc_const(&c, it, is, iv) : tc_input(&c, it, is, iv);
+    loom_value vi = ind_const ? tc_const_data(&c, it, is, iv) : tc_data(&c, 0, it, is, iv);
     loom_value vy;
     if (generic) {
         loom_attr a = loom_attr_int("axis", axis);
@@ -2712,7 +2343,7 @@ static void test_gather_out_of_range_index_is_reported_with_node_name(void)
         shp xs = SHP(5, 3), is = SHP(2);
         int64_t ind[2] = {1, bad[i]};
         loom_value vx = tc_rand_input(&c, xs, -1, 1, &x);
-        loom_value vi = tc_input(&c, I64, is, ind);
+        loom_value vi = tc_data(&c, 0, I64, is, ind);
         loom_attr a = loom_attr_int("axis", 0);
         loom_output(c.g, tc_op(&c, "Gather", "gather_oob", (loom_value[]){vx, vi}, 2, &a, 1), "y");
         loom_status st = tc_run_status(&c, line, 1);
@@ -2800,7 +2431,7 @@ static void expand_case(shp xs, shp shape, shp want, int generic, int line)
     double *r = tc_dbuf(&c, numel(ys));
     for (int64_t k = 0; k < numel(ys); k++) {
         unravel(k, ys, idx);
-        r[k] = x[ravel_bcast(ys.rank, idx, xs)];
+        r[k] = x[bcast_off(ys.rank, idx, xs)];
     }
     CHECK_F32(&c, 0, want, r, 0, 0);
     tc_free(&c);
@@ -2940,7 +2571,7 @@ static void cast_case(loom_dtype from, loom_dtype to, int64_t n, const void *in,
     size_t fsz = loom_dtype_size(from), tsz = loom_dtype_size(to);
     void *x = tc_buf(&c, (size_t)n * fsz);
     memcpy(x, in, (size_t)n * fsz);
-    loom_value vx = tc_input(&c, from, s, x);
+    loom_value vx = tc_data(&c, 0, from, s, x);
     loom_value vy;
     if (generic) {
         loom_attr a = loom_attr_int("to", to);
@@ -2960,7 +2591,7 @@ static void cast_case(loom_dtype from, loom_dtype to, int64_t n, const void *in,
                     fprintf(stderr, "\n    line %d: Cast %s->%s element %lld (input %.9g): got %.9g,"
                                     " expected %.9g (bytes ",
                             line, loom_dtype_name(from), loom_dtype_name(to), (long long)i,
-                            load_elem(in, from, i), load_elem(got, to, i), load_elem(exp, to, i));
+                            elem_load(in, from, i), elem_load(got, to, i), elem_load(exp, to, i));
                     for (size_t b = tsz; b-- > 0;)
                         fprintf(stderr, "%02x", got[(size_t)i * tsz + b]);
                     fprintf(stderr, " vs ");
@@ -3124,7 +2755,7 @@ static void extreme_case(const char *op, unary_ref ref, int with_inf, double ato
     float *x = tc_buf(&c, sizeof v);
     memcpy(x, with_inf ? v : v + 1, (size_t)n * sizeof(float));
     shp s = SHP(n);
-    loom_value vx = tc_input(&c, F32, s, x);
+    loom_value vx = tc_data(&c, 0, F32, s, x);
     loom_output(c.g, tc_op(&c, op, NULL, &vx, 1, NULL, 0), "y");
     RUN_OK(&c);
     double *r = tc_dbuf(&c, n);
@@ -3157,7 +2788,7 @@ static void test_gelu_tanh_stays_finite_for_huge_inputs(void)
     tc_init(&c);
     float *x = tc_buf(&c, sizeof v);
     memcpy(x, v, sizeof v);
-    loom_value vx = tc_input(&c, F32, SHP(8), x);
+    loom_value vx = tc_data(&c, 0, F32, SHP(8), x);
     loom_output(c.g, loom_gelu(c.g, vx, "tanh"), "y");
     RUN_OK(&c);
     double r[8];
@@ -3184,7 +2815,7 @@ static void test_exp_log_sqrt_at_range_limits(void)
         tc_init(&c);
         float *x = tc_buf(&c, sizeof t[i].v);
         memcpy(x, t[i].v, sizeof t[i].v);
-        loom_value vx = tc_input(&c, F32, SHP(6), x);
+        loom_value vx = tc_data(&c, 0, F32, SHP(6), x);
         loom_output(c.g, tc_op(&c, t[i].op, NULL, &vx, 1, NULL, 0), "y");
         RUN_OK(&c);
         double r[6];
@@ -3203,7 +2834,7 @@ static void test_pow_special_cases_follow_ieee(void)
     float a[9] = {0.0f, 0.0f, -8.0f, 2.0f, 0.5f, 2.0f, 4.0f, -0.5f, -1.0f};
     float b[9] = {0.0f, -1.0f, 1.0f / 3.0f, INFINITY, INFINITY, -INFINITY, 0.5f, 2.0f, INFINITY};
     shp s = SHP(9);
-    loom_value va = tc_input(&c, F32, s, a), vb = tc_input(&c, F32, s, b);
+    loom_value va = tc_data(&c, 0, F32, s, a), vb = tc_data(&c, 0, F32, s, b);
     loom_output(c.g, loom_pow(c.g, va, vb), "y");
     RUN_OK(&c);
     double r[9];
@@ -3237,7 +2868,7 @@ static void test_softmax_gives_zero_weight_to_minus_infinity(void)
     tc_init(&c);
     float x[8] = {-INFINITY, 0.0f, 1.0f, -INFINITY, 3.0f, -INFINITY, -INFINITY, -INFINITY};
     shp s = SHP(2, 4);
-    loom_value vx = tc_input(&c, F32, s, x);
+    loom_value vx = tc_data(&c, 0, F32, s, x);
     loom_output(c.g, loom_softmax(c.g, vx, -1), "y");
     RUN_OK(&c);
     double e = exp(1.0);
@@ -3257,9 +2888,9 @@ static void test_layer_norm_of_constant_rows_gives_bias(void)
         for (int k = 0; k < 16; k++)
             x[r * 16 + k] = (float)(r * 10 - 7);
     float *scale = tc_rand(&c, ps, 0.5f, 1.5f), *bias = tc_rand(&c, ps, -1, 1);
-    loom_value vx = tc_input(&c, F32, xs, x);
-    loom_output(c.g, loom_layer_norm(c.g, vx, tc_const(&c, F32, ps, scale),
-                                     tc_const(&c, F32, ps, bias), -1, 1e-5f),
+    loom_value vx = tc_data(&c, 0, F32, xs, x);
+    loom_output(c.g, loom_layer_norm(c.g, vx, tc_const_data(&c, F32, ps, scale),
+                                     tc_const_data(&c, F32, ps, bias), -1, 1e-5f),
                 "y");
     RUN_OK(&c);
     CHECK_F32(&c, 0, xs, ref_layer_norm(&c, x, xs, scale, bias, -1, 1e-5), 1e-6, 1e-6);
@@ -3276,8 +2907,8 @@ static void test_layer_norm_is_accurate_for_large_mean_and_small_variance(void)
     for (int64_t k = 0; k < numel(xs); k++)
         x[k] += 300.0f;
     float *scale = tc_rand(&c, ps, 0.5f, 1.5f);
-    loom_value vx = tc_input(&c, F32, xs, x);
-    loom_output(c.g, loom_layer_norm(c.g, vx, tc_const(&c, F32, ps, scale), LOOM_NO_VALUE, -1,
+    loom_value vx = tc_data(&c, 0, F32, xs, x);
+    loom_output(c.g, loom_layer_norm(c.g, vx, tc_const_data(&c, F32, ps, scale), LOOM_NO_VALUE, -1,
                                      1e-5f),
                 "y");
     RUN_OK(&c);
@@ -3293,8 +2924,8 @@ static void test_div_integer_overflow_does_not_crash(void)
         tc_init(&c);
         const int64_t a[2] = {dts[d] == I32 ? INT32_MIN : INT64_MIN, 9};
         const int64_t b[2] = {-1, -1};
-        loom_value va = tc_input(&c, dts[d], SHP(2), tc_ints(&c, dts[d], SHP(2), a));
-        loom_value vb = tc_input(&c, dts[d], SHP(2), tc_ints(&c, dts[d], SHP(2), b));
+        loom_value va = tc_data(&c, 0, dts[d], SHP(2), tc_ints(&c, dts[d], SHP(2), a));
+        loom_value vb = tc_data(&c, 0, dts[d], SHP(2), tc_ints(&c, dts[d], SHP(2), b));
         loom_output(c.g, tc_op(&c, "Div", "int_div_overflow", (loom_value[]){va, vb}, 2, NULL, 0),
                     "y");
         loom_status st = tc_run_status(&c, __LINE__, 1);
@@ -3312,7 +2943,7 @@ static void test_gather_out_of_range_int32_index_is_reported(void)
     float *x;
     int32_t ind[3] = {0, 2, 3};
     loom_value vx = tc_rand_input(&c, SHP(2, 3), -1, 1, &x);
-    loom_value vi = tc_input(&c, I32, SHP(3), ind);
+    loom_value vi = tc_data(&c, 0, I32, SHP(3), ind);
     loom_attr a = loom_attr_int("axis", 1);
     loom_output(c.g, tc_op(&c, "Gather", "gather_oob32", (loom_value[]){vx, vi}, 2, &a, 1), "y");
     loom_status st = tc_run_status(&c, line, 1);
@@ -3533,10 +3164,10 @@ static loom_value lp_operand_signed(tc *c, loom_dtype dt, shp s, float lo, float
         if (random_sign && (rng_u64() & 1))
             v[k] = -v[k];
         bits[k] = dt == F16 ? f32_to_f16_bits(v[k]) : f32_to_bf16_bits(v[k]);
-        v[k] = (float)load_elem(bits, dt, k);
+        v[k] = (float)elem_load(bits, dt, k);
     }
     *vals = v;
-    return as_const ? tc_const(c, dt, s, bits) : tc_input(c, dt, s, bits);
+    return as_const ? tc_const_data(c, dt, s, bits) : tc_data(c, 0, dt, s, bits);
 }
 
 static loom_value lp_operand(tc *c, loom_dtype dt, shp s, float lo, float hi, float **vals,
@@ -3579,7 +3210,7 @@ static void test_lowp_unary_ops_match_reference(void)
                     double *r = tc_dbuf(&c, numel(s));
                     for (int64_t k = 0; k < numel(s); k++)
                         r[k] = u[i].ref(x[k]);
-                    check_out(c.out[0], dt, s, r, lp_atol(dt), lp_rtol(dt), line);
+                    check_tensor(c.out[0], dt, s, r, lp_atol(dt), lp_rtol(dt), line);
                 }
                 tc_free(&c);
             }
@@ -3620,10 +3251,10 @@ static void test_lowp_binary_ops_broadcast_and_match_reference(void)
                     double *r = tc_dbuf(&c, numel(ys));
                     for (int64_t k = 0; k < numel(ys); k++) {
                         unravel(k, ys, idx);
-                        r[k] = b[i].ref(a[ravel_bcast(ys.rank, idx, as)],
-                                        bv[ravel_bcast(ys.rank, idx, bs)]);
+                        r[k] = b[i].ref(a[bcast_off(ys.rank, idx, as)],
+                                        bv[bcast_off(ys.rank, idx, bs)]);
                     }
-                    check_out(c.out[0], dt, ys, r, lp_atol(dt), lp_rtol(dt), line);
+                    check_tensor(c.out[0], dt, ys, r, lp_atol(dt), lp_rtol(dt), line);
                 }
                 tc_free(&c);
             }
@@ -3648,7 +3279,7 @@ static void test_lowp_matmul_gemm_and_conv_match_reference(void)
                 shp ys;
                 double *r = ref_matmul(&c, a, as, b, bs, &ys);
                 int64_t K = as.d[as.rank - 1];
-                check_out(c.out[0], dt, ys, r, 3 * lp_eps(dt) * sqrt((double)K), lp_rtol(dt),
+                check_tensor(c.out[0], dt, ys, r, 3 * lp_eps(dt) * sqrt((double)K), lp_rtol(dt),
                           line);
             }
             tc_free(&c);
@@ -3665,7 +3296,7 @@ static void test_lowp_matmul_gemm_and_conv_match_reference(void)
             lp_what(what, sizeof what, "Gemm", dt);
             if (tc_run_if_supported(&c, what, line)) {
                 double *r = ref_gemm(&c, a, b, cc, SHP(5), 7, 13, 5, 0.5, 2.0, 0, 1);
-                check_out(c.out[0], dt, SHP(7, 5), r, 6 * lp_eps(dt) * sqrt(13.0), lp_rtol(dt),
+                check_tensor(c.out[0], dt, SHP(7, 5), r, 6 * lp_eps(dt) * sqrt(13.0), lp_rtol(dt),
                           line);
             }
             tc_free(&c);
@@ -3693,7 +3324,7 @@ static void test_lowp_matmul_gemm_and_conv_match_reference(void)
                 shp ys;
                 double *r = ref_conv(&c, x, xs, w, ws, b, win_make(2, ws.d + 2, ones, ones, pads),
                                      &ys);
-                check_out(c.out[0], dt, ys, r, 3 * lp_eps(dt) * sqrt(27.0), lp_rtol(dt), line);
+                check_tensor(c.out[0], dt, ys, r, 3 * lp_eps(dt) * sqrt(27.0), lp_rtol(dt), line);
             }
             tc_free(&c);
         }
@@ -3716,7 +3347,7 @@ static void test_lowp_normalisation_pooling_and_reductions_match_reference(void)
             loom_output(c.g, loom_softmax(c.g, vx, ax ? -1 : 0), "y");
             lp_what(what, sizeof what, "Softmax", dt);
             if (tc_run_if_supported(&c, what, line))
-                check_out(c.out[0], dt, s, ref_softmax(&c, x, s, ax ? -1 : 0), at, rt, line);
+                check_tensor(c.out[0], dt, s, ref_softmax(&c, x, s, ax ? -1 : 0), at, rt, line);
             tc_free(&c);
         }
         {
@@ -3731,7 +3362,7 @@ static void test_lowp_normalisation_pooling_and_reductions_match_reference(void)
             loom_output(c.g, loom_layer_norm(c.g, vx, vs, vb, -1, 1e-5f), "y");
             lp_what(what, sizeof what, "LayerNormalization", dt);
             if (tc_run_if_supported(&c, what, line))
-                check_out(c.out[0], dt, xs, ref_layer_norm(&c, x, xs, sc, bi, -1, 1e-5),
+                check_tensor(c.out[0], dt, xs, ref_layer_norm(&c, x, xs, sc, bi, -1, 1e-5),
                           10 * at, rt, line);
             tc_free(&c);
         }
@@ -3749,7 +3380,7 @@ static void test_lowp_normalisation_pooling_and_reductions_match_reference(void)
             loom_output(c.g, loom_batch_norm(c.g, vx, vs, vb, vm, vv, 1e-5f), "y");
             lp_what(what, sizeof what, "BatchNormalization", dt);
             if (tc_run_if_supported(&c, what, line))
-                check_out(c.out[0], dt, xs, ref_batch_norm(&c, x, xs, sc, bi, mn, vr, 1e-5),
+                check_tensor(c.out[0], dt, xs, ref_batch_norm(&c, x, xs, sc, bi, mn, vr, 1e-5),
                           10 * at, rt, line);
             tc_free(&c);
         }
@@ -3782,7 +3413,7 @@ static void test_lowp_normalisation_pooling_and_reductions_match_reference(void)
                 win w = kind == 2 ? win_make(2, k7, ones, ones, NULL)
                                   : win_make(2, k3, s2, ones, pads);
                 double *r = ref_pool(&c, kind == 0 ? POOL_MAX : POOL_AVG, x, xs, w, &ys);
-                check_out(c.out[0], dt, ys, r, at, rt, line);
+                check_tensor(c.out[0], dt, ys, r, at, rt, line);
             }
             tc_free(&c);
         }
@@ -3802,7 +3433,7 @@ static void test_lowp_normalisation_pooling_and_reductions_match_reference(void)
             if (tc_run_if_supported(&c, what, line)) {
                 shp ys;
                 double *r = ref_reduce(&c, kind, x, xs, 1, (const int64_t[]){1}, 0, &ys);
-                check_out(c.out[0], dt, ys, r, 3 * at, rt, line);
+                check_tensor(c.out[0], dt, ys, r, 3 * at, rt, line);
             }
             tc_free(&c);
         }
@@ -3836,7 +3467,7 @@ static void test_lowp_parameterised_elementwise_ops_match_reference(void)
                 name = "Clip(constant 16-bit bounds)";
                 uint16_t lo = dt == F16 ? f32_to_f16_bits(-0.5f) : f32_to_bf16_bits(-0.5f);
                 uint16_t hi = dt == F16 ? f32_to_f16_bits(1.25f) : f32_to_bf16_bits(1.25f);
-                loom_value ins[3] = {vx, tc_const(&c, dt, SCALAR, &lo), tc_const(&c, dt, SCALAR, &hi)};
+                loom_value ins[3] = {vx, tc_const_data(&c, dt, SCALAR, &lo), tc_const_data(&c, dt, SCALAR, &hi)};
                 vy = tc_op(&c, "Clip", NULL, ins, 3, NULL, 0);
             }
             loom_output(c.g, vy, "y");
@@ -3850,7 +3481,7 @@ static void test_lowp_parameterised_elementwise_ops_match_reference(void)
                            : op == 2 ? fmin(fmax(v, -1.5), 0.75)
                                      : fmin(fmax(v, -0.5), 1.25);
                 }
-                check_out(c.out[0], dt, s, r, lp_atol(dt), lp_rtol(dt), line);
+                check_tensor(c.out[0], dt, s, r, lp_atol(dt), lp_rtol(dt), line);
             }
             tc_free(&c);
         }
@@ -3885,7 +3516,7 @@ static void test_lowp_layout_ops_move_values_exactly(void)
             }
             case 2: vy = loom_slice(c.g, vx, 1, st, en, axs, sp); break;
             case 3: {
-                loom_value vi = tc_const(&c, I64, SHP(2, 2), ind);
+                loom_value vi = tc_const_data(&c, I64, SHP(2, 2), ind);
                 vy = loom_gather(c.g, vx, vi, 1);
                 break;
             }
@@ -3893,7 +3524,7 @@ static void test_lowp_layout_ops_move_values_exactly(void)
             case 5: vy = loom_reshape(c.g, vx, 2, shape); break;
             case 6: {
                 loom_value v2 = lp_operand(&c, dt, SCALAR, -4, 4, &x2, 0);
-                vy = loom_where(c.g, tc_const(&c, BOOL, SHP(5), cond), vx, v2);
+                vy = loom_where(c.g, tc_const_data(&c, BOOL, SHP(5), cond), vx, v2);
                 break;
             }
             case 7: vy = loom_flatten(c.g, vx, 2); break;
@@ -3920,7 +3551,7 @@ static void test_lowp_layout_ops_move_values_exactly(void)
                     r = tc_dbuf(&c, numel(ys));
                     for (int64_t k = 0; k < numel(ys); k++) {
                         unravel(k, ys, idx);
-                        r[k] = x[ravel_bcast(4, idx, xs)];
+                        r[k] = x[bcast_off(4, idx, xs)];
                     }
                     break;
                 case 5: ys = SHP(10, 6); r = copy_as_double(&c, x, 60); break;
@@ -3933,7 +3564,7 @@ static void test_lowp_layout_ops_move_values_exactly(void)
                 case 7: ys = SHP(12, 5); r = copy_as_double(&c, x, 60); break;
                 default: ys = SHP(3, 1, 4, 5); r = copy_as_double(&c, x, 60); break;
                 }
-                check_out(c.out[0], dt, ys, r, 0, 0, line);
+                check_tensor(c.out[0], dt, ys, r, 0, 0, line);
             }
             tc_free(&c);
         }
@@ -3963,8 +3594,8 @@ static void test_integer_sub_min_max_neg_abs_clip_where_are_exact(void)
                 b[k] = rng_int(-1000, 1000);
             tc c;
             tc_init(&c);
-            loom_value va = tc_input(&c, dt, as, tc_ints(&c, dt, as, a));
-            loom_value vb = tc_input(&c, dt, bs, tc_ints(&c, dt, bs, b));
+            loom_value va = tc_data(&c, 0, dt, as, tc_ints(&c, dt, as, a));
+            loom_value vb = tc_data(&c, 0, dt, bs, tc_ints(&c, dt, bs, b));
             loom_output(c.g, tc_op(&c, bin[o], NULL, (loom_value[]){va, vb}, 2, NULL, 0), "y");
             lp_what(what, sizeof what, bin[o], dt);
             if (tc_run_if_supported(&c, what, line)) {
@@ -3972,7 +3603,7 @@ static void test_integer_sub_min_max_neg_abs_clip_where_are_exact(void)
                 double *r = tc_dbuf(&c, numel(ys));
                 for (int64_t k = 0; k < numel(ys); k++) {
                     unravel(k, ys, idx);
-                    int64_t x = a[ravel_bcast(3, idx, as)], z = b[ravel_bcast(3, idx, bs)];
+                    int64_t x = a[bcast_off(3, idx, as)], z = b[bcast_off(3, idx, bs)];
                     r[k] = (double)(o == 0 ? x - z : o == 1 ? (x < z ? x : z) : (x > z ? x : z));
                 }
                 CHECK_EXACT(&c, 0, dt, ys, r);
@@ -3987,12 +3618,12 @@ static void test_integer_sub_min_max_neg_abs_clip_where_are_exact(void)
                 a[k] = rng_int(-100, 100);
             tc c;
             tc_init(&c);
-            loom_value va = tc_input(&c, dt, s, tc_ints(&c, dt, s, a));
+            loom_value va = tc_data(&c, 0, dt, s, tc_ints(&c, dt, s, a));
             loom_value vy;
             if (o == 3) {
                 int64_t lo = -20, hi = 30;
-                loom_value ins[3] = {va, tc_const(&c, dt, SCALAR, tc_ints(&c, dt, SCALAR, &lo)),
-                                     tc_const(&c, dt, SCALAR, tc_ints(&c, dt, SCALAR, &hi))};
+                loom_value ins[3] = {va, tc_const_data(&c, dt, SCALAR, tc_ints(&c, dt, SCALAR, &lo)),
+                                     tc_const_data(&c, dt, SCALAR, tc_ints(&c, dt, SCALAR, &hi))};
                 vy = tc_op(&c, "Clip", NULL, ins, 3, NULL, 0);
             } else {
                 vy = tc_op(&c, un[o], NULL, &va, 1, NULL, 0);
@@ -4017,9 +3648,9 @@ static void test_integer_sub_min_max_neg_abs_clip_where_are_exact(void)
             tc c;
             tc_init(&c);
             int64_t cv[3] = {1, 0, 1}, av[6] = {1, 2, 3, 4, 5, 6}, bv = -9;
-            loom_value vc = tc_input(&c, BOOL, SHP(3), tc_ints(&c, BOOL, SHP(3), cv));
-            loom_value va = tc_input(&c, dt, SHP(2, 3), tc_ints(&c, dt, SHP(2, 3), av));
-            loom_value vb = tc_input(&c, dt, SCALAR, tc_ints(&c, dt, SCALAR, &bv));
+            loom_value vc = tc_data(&c, 0, BOOL, SHP(3), tc_ints(&c, BOOL, SHP(3), cv));
+            loom_value va = tc_data(&c, 0, dt, SHP(2, 3), tc_ints(&c, dt, SHP(2, 3), av));
+            loom_value vb = tc_data(&c, 0, dt, SCALAR, tc_ints(&c, dt, SCALAR, &bv));
             loom_output(c.g, loom_where(c.g, vc, va, vb), "y");
             lp_what(what, sizeof what, "Where", dt);
             if (tc_run_if_supported(&c, what, line)) {
@@ -4053,8 +3684,8 @@ static void test_integer_matmul_and_reductions_are_exact(void)
                 af[k] = (float)(a[k] = rng_int(-50, 50));
             for (int64_t k = 0; k < nb; k++)
                 bf[k] = (float)(b[k] = rng_int(-50, 50));
-            loom_value va = tc_input(&c, dt, as, tc_ints(&c, dt, as, a));
-            loom_value vb = tc_input(&c, dt, bs, tc_ints(&c, dt, bs, b));
+            loom_value va = tc_data(&c, 0, dt, as, tc_ints(&c, dt, as, a));
+            loom_value vb = tc_data(&c, 0, dt, bs, tc_ints(&c, dt, bs, b));
             loom_output(c.g, loom_matmul(c.g, va, vb), "y");
             lp_what(what, sizeof what, "MatMul", dt);
             if (tc_run_if_supported(&c, what, line)) {
@@ -4076,7 +3707,7 @@ static void test_integer_matmul_and_reductions_are_exact(void)
                 float *xf = tc_buf(&c, sizeof(float) * 60);
                 for (int k = 0; k < 60; k++)
                     xf[k] = (float)(v[k] = rng_int(-1000, 1000) * (kind == RED_MEAN ? 60 : 1));
-                loom_value vx = tc_input(&c, dt, xs, tc_ints(&c, dt, xs, v));
+                loom_value vx = tc_data(&c, 0, dt, xs, tc_ints(&c, dt, xs, v));
                 const int64_t axes1[1] = {1}, axes2[2] = {0, 2};
                 size_t n = ax == 0 ? 1 : ax == 1 ? 2 : 0;
                 const int64_t *axes = ax == 0 ? axes1 : ax == 1 ? axes2 : NULL;
@@ -4120,13 +3751,13 @@ static void test_integer_and_bool_layout_ops_move_values_exactly(void)
                 vals[k] = dt == BOOL ? (k * 7) % 3 == 0 : dt == U8 ? (k * 37) % 256 : k * 7919 - 200000;
                 x[k] = (float)vals[k];
             }
-            loom_value vx = tc_input(&c, dt, xs, tc_ints(&c, dt, xs, vals));
+            loom_value vx = tc_data(&c, 0, dt, xs, tc_ints(&c, dt, xs, vals));
             const int64_t ind[3] = {-1, 0, 2}, st[2] = {2, 1}, en[2] = {-100, 5},
                           ax[2] = {0, 2}, sp[2] = {-1, 2};
             loom_value outs[2] = {LOOM_NO_VALUE, LOOM_NO_VALUE};
             size_t n_out = 1;
             switch (op) {
-            case 0: outs[0] = loom_gather(c.g, vx, tc_const(&c, I64, SHP(3), ind), 2); break;
+            case 0: outs[0] = loom_gather(c.g, vx, tc_const_data(&c, I64, SHP(3), ind), 2); break;
             case 1: outs[0] = loom_slice(c.g, vx, 2, st, en, ax, sp); break;
             case 2: outs[0] = loom_expand(c.g, vx, 4, (const int64_t[]){2, 1, 1, 1}); break;
             case 3: outs[0] = loom_reshape(c.g, vx, 2, (const int64_t[]){-1, 4}); break;
@@ -4197,12 +3828,12 @@ static void test_cast_every_f16_and_bf16_bit_pattern_to_f32(void)
         uint16_t *bits = tc_buf(&c, 65536 * 2);
         for (int k = 0; k < 65536; k++)
             bits[k] = (uint16_t)k;
-        loom_value vx = tc_input(&c, dt, s, bits);
+        loom_value vx = tc_data(&c, 0, dt, s, bits);
         loom_output(c.g, loom_cast(c.g, vx, F32), "y");
         RUN_OK(&c);
         double *r = tc_dbuf(&c, 65536);
         for (int k = 0; k < 65536; k++)
-            r[k] = load_elem(bits, dt, k); /* NaN patterns: any NaN */
+            r[k] = elem_load(bits, dt, k); /* NaN patterns: any NaN */
         CHECK_F32(&c, 0, s, r, 0, 0);
         tc_free(&c);
     }
@@ -4231,7 +3862,7 @@ static void test_cast_random_f32_to_f16_and_bf16_rounds_to_nearest_even(void)
             x[k] = v;
             want[k] = dt == F16 ? f32_to_f16_bits(v) : f32_to_bf16_bits(v);
         }
-        loom_value vx = tc_input(&c, F32, SHP(n), x);
+        loom_value vx = tc_data(&c, 0, F32, SHP(n), x);
         loom_output(c.g, loom_cast(c.g, vx, dt), "y");
         RUN_OK(&c);
         if (check_shape(c.out[0], dt, SHP(n), line)) {
@@ -4274,11 +3905,11 @@ static void test_cast_nan_stays_nan_and_overflow_becomes_infinity(void)
         tc_init(&c);
         float *x = tc_buf(&c, sizeof in);
         memcpy(x, in, sizeof in);
-        loom_value vx = tc_input(&c, F32, SHP(6), x);
+        loom_value vx = tc_data(&c, 0, F32, SHP(6), x);
         loom_output(c.g, loom_cast(c.g, vx, dt), "y");
         RUN_OK(&c);
         double r[6] = {NAN, NAN, NAN, NAN, INFINITY, -INFINITY};
-        check_out(c.out[0], dt, SHP(6), r, 0, 0, line);
+        check_tensor(c.out[0], dt, SHP(6), r, 0, 0, line);
         tc_free(&c);
     }
 }
@@ -4308,7 +3939,7 @@ static void test_cast_between_f16_and_bf16(void)
         loom_dtype from = dir ? BF16 : F16, to = dir ? F16 : BF16;
         uint16_t *x = tc_buf(&c, 8);
         memcpy(x, dir ? b : h, 8);
-        loom_value vx = tc_input(&c, from, SHP(4), x);
+        loom_value vx = tc_data(&c, 0, from, SHP(4), x);
         loom_output(c.g, loom_cast(c.g, vx, to), "y");
         char what[64];
         snprintf(what, sizeof what, "Cast %s->%s", loom_dtype_name(from), loom_dtype_name(to));
@@ -4378,7 +4009,7 @@ static void test_weights_given_as_inputs_are_read_again_on_every_run(void)
     loom_output(c.g, loom_gemm(c.g, va, vmb, vgc, 1.0f, 1.0f, 0, 0), "gemm");
     loom_output(c.g, loom_layer_norm(c.g, va, vsc, LOOM_NO_VALUE, -1, 1e-5f), "ln");
     float hi = 0.5f;
-    loom_output(c.g, tc_op(&c, "Clip", NULL, (loom_value[]){va, vlo, tc_const(&c, F32, SCALAR, &hi)}, 3, NULL, 0),
+    loom_output(c.g, tc_op(&c, "Clip", NULL, (loom_value[]){va, vlo, tc_const_data(&c, F32, SCALAR, &hi)}, 3, NULL, 0),
                 "clip");
     RUN_OK(&c);
     for (int run = 0; run < 2; run++) {
@@ -4479,20 +4110,15 @@ static void test_values_read_by_several_nodes_are_not_overwritten(void)
 
 static int suite_init(void)
 {
-    return loom_runtime_create(NULL, &g_rt) == LOOM_OK ? 0 : 1;
+    return loom_runtime_create(NULL, &test_rt) == LOOM_OK ? 0 : 1;
 }
 
 static int suite_clean(void)
 {
-    loom_runtime_destroy(g_rt);
-    g_rt = NULL;
+    loom_runtime_destroy(test_rt);
+    test_rt = NULL;
     return 0;
 }
-
-typedef struct test_entry {
-    const char *name;
-    CU_TestFunc fn;
-} test_entry;
 
 #define T(fn) {#fn, fn}
 
@@ -4665,53 +4291,26 @@ static const test_entry lowp_tests[] = {
     {NULL, NULL},
 };
 
-static int add_suite(const char *name, const test_entry *tests, const char *filter)
-{
-    int wanted = 0;
-    for (const test_entry *t = tests; t->name; t++)
-        wanted += !filter || strstr(t->name, filter) != NULL;
-    if (!wanted)
-        return 0;
-    CU_pSuite s = CU_add_suite_with_setup_and_teardown(name, suite_init, suite_clean, rng_reset,
-                                                       NULL);
-    if (!s)
-        return -1;
-    for (const test_entry *t = tests; t->name; t++)
-        if (!filter || strstr(t->name, filter))
-            if (!CU_add_test(s, t->name, t->fn))
-                return -1;
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
-    const char *filter = argc > 1 ? argv[1] : NULL;
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 2;
-    if (add_suite("kernels_elementwise", elementwise_tests, filter) ||
-        add_suite("kernels_linalg", linalg_tests, filter) ||
-        add_suite("kernels_nn", nn_tests, filter) ||
-        add_suite("kernels_layout", layout_tests, filter) ||
-        add_suite("kernels_reduce", reduce_tests, filter) ||
-        add_suite("kernels_cast", cast_tests, filter) ||
-        add_suite("kernels_16bit_float", lowp_tests, filter) ||
-        add_suite("kernels_in_graphs", graph_tests, filter)) {
-        CU_cleanup_registry();
-        return 2;
-    }
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failures = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-    unsigned run = CU_get_number_of_tests_run();
-    CU_cleanup_registry();
+    static const struct {
+        const char *name;
+        const test_entry *tests;
+    } groups[] = {
+        {"kernels_elementwise", elementwise_tests}, {"kernels_linalg", linalg_tests},
+        {"kernels_nn", nn_tests},                   {"kernels_layout", layout_tests},
+        {"kernels_reduce", reduce_tests},           {"kernels_cast", cast_tests},
+        {"kernels_16bit_float", lowp_tests},        {"kernels_in_graphs", graph_tests},
+    };
+    test_suite suites[sizeof groups / sizeof groups[0]];
+    for (size_t k = 0; k < sizeof groups / sizeof groups[0]; k++)
+        suites[k] = (test_suite){groups[k].name, groups[k].tests, suite_init, suite_clean,
+                                 rng_reset, NULL};
+    int rc = test_run_suites(suites, sizeof suites / sizeof suites[0], argc, argv);
     if (g_n_notes) {
         printf("\nNot supported by the library (refused cleanly, not counted as failures):\n");
         for (size_t k = 0; k < g_n_notes; k++)
             printf("  %s\n", g_notes[k]);
     }
-    if (run == 0 && filter) {
-        fprintf(stderr, "no test matches \"%s\"\n", filter);
-        return 2;
-    }
-    return failures ? 1 : 0;
+    return rc;
 }

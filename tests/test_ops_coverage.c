@@ -13,6 +13,8 @@
 #include <loom/graph.h>
 #include <loom/runtime.h>
 
+#include "test_support.h"
+
 #include <CUnit/Basic.h>
 #include <CUnit/CUnit.h>
 
@@ -22,346 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define F32 LOOM_DTYPE_F32
-#define U8 LOOM_DTYPE_U8
-#define I8 LOOM_DTYPE_I8
-#define I32 LOOM_DTYPE_I32
-#define I64 LOOM_DTYPE_I64
-#define BOOL LOOM_DTYPE_BOOL
-
-static loom_runtime *g_rt;
-
-/* ---- deterministic data ---------------------------------------------------------------- */
-
-static uint64_t g_rng;
-
-static void rng_reset(void) { g_rng = 0x9E3779B97F4A7C15ull; }
-
-static uint64_t rng_u64(void)
-{
-    uint64_t x = g_rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    g_rng = x;
-    return x * 2685821657736338717ull;
-}
-
-static double rng_uniform(double lo, double hi)
-{
-    return lo + (hi - lo) * ((double)(rng_u64() >> 11) * (1.0 / 9007199254740992.0));
-}
-
-static int64_t rng_int(int64_t lo, int64_t hi)
-{
-    return lo + (int64_t)(rng_u64() % (uint64_t)(hi - lo + 1));
-}
-
-/* ---- shapes ------------------------------------------------------------------------------ */
-
-typedef struct shp {
-    uint32_t rank;
-    int64_t d[LOOM_MAX_RANK];
-} shp;
-
-static shp shp_make(const int64_t *dims, size_t rank)
-{
-    shp s;
-    memset(&s, 0, sizeof s);
-    s.rank = (uint32_t)rank;
-    for (size_t k = 0; k < rank; k++)
-        s.d[k] = dims[k];
-    return s;
-}
-
-#define SHP(...)                                                                                  \
-    shp_make((const int64_t[]){__VA_ARGS__},                                                      \
-             sizeof((const int64_t[]){__VA_ARGS__}) / sizeof(int64_t))
-#define SCALAR shp_make(NULL, 0)
-
-static int64_t numel(shp s)
-{
-    int64_t n = 1;
-    for (uint32_t k = 0; k < s.rank; k++)
-        n *= s.d[k];
-    return n;
-}
-
-static shp bcast(shp a, shp b)
-{
-    shp o;
-    memset(&o, 0, sizeof o);
-    o.rank = a.rank > b.rank ? a.rank : b.rank;
-    for (uint32_t k = 0; k < o.rank; k++) {
-        int64_t da = k + a.rank >= o.rank ? a.d[k + a.rank - o.rank] : 1;
-        int64_t db = k + b.rank >= o.rank ? b.d[k + b.rank - o.rank] : 1;
-        o.d[k] = da == 1 ? db : da;
-    }
-    return o;
-}
-
-static void unravel(int64_t flat, shp s, int64_t *idx)
-{
-    for (uint32_t k = s.rank; k-- > 0;) {
-        idx[k] = s.d[k] ? flat % s.d[k] : 0;
-        flat = s.d[k] ? flat / s.d[k] : 0;
-    }
-}
-
-/* Offset in IN of the element an output index IDX (rank OUT_RANK) reads under broadcasting. */
-static int64_t bcast_off(uint32_t out_rank, const int64_t *idx, shp in)
-{
-    int64_t off = 0;
-    for (uint32_t k = 0; k < in.rank; k++)
-        off = off * in.d[k] + (in.d[k] == 1 ? 0 : idx[out_rank - in.rank + k]);
-    return off;
-}
-
-/* ---- typed values -------------------------------------------------------------------------- */
-
-static double load(const void *p, loom_dtype dt, int64_t i)
-{
-    switch (dt) {
-    case F32: return ((const float *)p)[i];
-    case U8: case BOOL: return ((const uint8_t *)p)[i];
-    case I8: return ((const int8_t *)p)[i];
-    case I32: return ((const int32_t *)p)[i];
-    case I64: return (double)((const int64_t *)p)[i];
-    case LOOM_DTYPE_F64: return ((const double *)p)[i];
-    case LOOM_DTYPE_I16: return ((const int16_t *)p)[i];
-    case LOOM_DTYPE_U16: return ((const uint16_t *)p)[i];
-    case LOOM_DTYPE_U32: return ((const uint32_t *)p)[i];
-    case LOOM_DTYPE_U64: return (double)((const uint64_t *)p)[i];
-    default: return NAN;
-    }
-}
-
-static void store(void *p, loom_dtype dt, int64_t i, double v)
-{
-    switch (dt) {
-    case F32: ((float *)p)[i] = (float)v; break;
-    case U8: case BOOL: ((uint8_t *)p)[i] = (uint8_t)v; break;
-    case I8: ((int8_t *)p)[i] = (int8_t)v; break;
-    case I32: ((int32_t *)p)[i] = (int32_t)v; break;
-    case I64: ((int64_t *)p)[i] = (int64_t)v; break;
-    case LOOM_DTYPE_F64: ((double *)p)[i] = v; break;
-    case LOOM_DTYPE_I16: ((int16_t *)p)[i] = (int16_t)v; break;
-    case LOOM_DTYPE_U16: ((uint16_t *)p)[i] = (uint16_t)v; break;
-    case LOOM_DTYPE_U32: ((uint32_t *)p)[i] = (uint32_t)v; break;
-    case LOOM_DTYPE_U64: ((uint64_t *)p)[i] = (uint64_t)v; break;
-    default: break;
-    }
-}
-
-/* ---- one graph run -------------------------------------------------------------------------- */
-
-#define TC_MAX 16
-#define TC_BUFS 64
-
-typedef struct tc {
-    loom_graph *g;
-    loom_plan *plan;
-    loom_tensor *in[TC_MAX];
-    size_t n_in;
-    loom_tensor *out[TC_MAX];
-    size_t n_out;
-    void *bufs[TC_BUFS];
-    size_t n_bufs;
-} tc;
-
-static void tc_init(tc *c)
-{
-    memset(c, 0, sizeof *c);
-    c->g = loom_graph_create("ops_coverage_test");
-    CU_ASSERT_PTR_NOT_NULL_FATAL(c->g);
-}
-
-static void tc_free(tc *c)
-{
-    loom_plan_destroy(c->plan);
-    loom_graph_destroy(c->g);
-    for (size_t k = 0; k < c->n_in; k++)
-        loom_tensor_destroy(c->in[k]);
-    for (size_t k = 0; k < c->n_out; k++)
-        loom_tensor_destroy(c->out[k]);
-    for (size_t k = 0; k < c->n_bufs; k++)
-        free(c->bufs[k]);
-    memset(c, 0, sizeof *c);
-}
-
-static void *tc_buf(tc *c, size_t bytes)
-{
-    void *p = calloc(1, bytes ? bytes : 1);
-    if (!p || c->n_bufs == TC_BUFS) {
-        fprintf(stderr, "test helper: out of buffers\n");
-        abort();
-    }
-    c->bufs[c->n_bufs++] = p;
-    return p;
-}
-
-static double *tc_dbuf(tc *c, int64_t n)
-{
-    return tc_buf(c, (size_t)(n > 0 ? n : 1) * sizeof(double));
-}
-
-/* Storage of dtype DT holding VALS (N values). */
-static void *tc_typed(tc *c, loom_dtype dt, int64_t n, const double *vals)
-{
-    void *p = tc_buf(c, (size_t)(n > 0 ? n : 1) * loom_dtype_size(dt));
-    for (int64_t i = 0; i < n; i++)
-        store(p, dt, i, vals[i]);
-    return p;
-}
-
-/* N random values in [LO, HI]: integers for integer dtypes, 0/1 for bool. */
-static double *tc_random(tc *c, loom_dtype dt, int64_t n, double lo, double hi)
-{
-    double *v = tc_dbuf(c, n);
-    for (int64_t i = 0; i < n; i++) {
-        if (dt == F32)
-            v[i] = (float)rng_uniform(lo, hi);
-        else if (dt == BOOL)
-            v[i] = (double)rng_int(0, 1);
-        else
-            v[i] = (double)rng_int((int64_t)lo, (int64_t)hi);
-    }
-    return v;
-}
-
-/* A graph input of DT and shape S holding VALS (AS_CONST: a constant instead). */
-static loom_value tc_value(tc *c, int as_const, loom_dtype dt, shp s, const double *vals)
-{
-    void *data = tc_typed(c, dt, numel(s), vals);
-    if (as_const)
-        return loom_constant(c->g, NULL, dt, s.rank, s.d, data);
-    char name[32];
-    snprintf(name, sizeof name, "x%zu", c->n_in);
-    loom_value v = loom_input(c->g, name, dt, s.rank, s.d);
-    loom_tensor *t = NULL;
-    CU_ASSERT_EQUAL(loom_tensor_wrap(dt, s.rank, s.d, data, &t), LOOM_OK);
-    if (c->n_in < TC_MAX)
-        c->in[c->n_in++] = t;
-    else
-        loom_tensor_destroy(t);
-    return v;
-}
-
-static loom_value tc_input(tc *c, loom_dtype dt, shp s, const double *vals)
-{
-    return tc_value(c, 0, dt, s, vals);
-}
-
-static loom_value tc_const(tc *c, loom_dtype dt, shp s, const double *vals)
-{
-    return tc_value(c, 1, dt, s, vals);
-}
-
-__attribute__((unused)) static loom_value tc_scalar(tc *c, loom_dtype dt, double v)
-{
-    return tc_const(c, dt, SCALAR, &v);
-}
-
-/* One node with N_OUT outputs, all marked as graph outputs. Returns the builder's status. */
-static loom_status tc_node(tc *c, const char *op, const loom_value *ins, size_t n_ins,
-                           const loom_attr *attrs, size_t n_attrs, size_t n_out)
-{
-    loom_value outs[4] = {LOOM_NO_VALUE, LOOM_NO_VALUE, LOOM_NO_VALUE, LOOM_NO_VALUE};
-    loom_status st = loom_graph_op(c->g, op, NULL, ins, n_ins, attrs, n_attrs, outs, n_out);
-    if (st != LOOM_OK)
-        return st;
-    for (size_t k = 0; k < n_out; k++)
-        loom_output(c->g, outs[k], NULL);
-    return LOOM_OK;
-}
-
-/* Check, plan strictly on the CPU, make outputs and run once; prints the failure. */
-static int tc_run(tc *c, int line)
-{
-    loom_status st = loom_graph_check(c->g);
-    const char *stage = "loom_graph_check";
-    if (st == LOOM_OK) {
-        loom_plan_options opt;
-        memset(&opt, 0, sizeof opt);
-        opt.struct_size = sizeof opt;
-        opt.device = "cpu";
-        opt.strict = 1;
-        stage = "loom_plan_create";
-        st = loom_plan_create(g_rt, c->g, &opt, &c->plan);
-    }
-    if (st == LOOM_OK) {
-        stage = "loom_plan_make_outputs";
-        size_t n = loom_graph_output_count(c->g);
-        st = n > TC_MAX ? LOOM_ERR_INTERNAL : loom_plan_make_outputs(c->plan, c->out, n);
-        if (st == LOOM_OK)
-            c->n_out = n;
-    }
-    if (st == LOOM_OK) {
-        stage = "loom_plan_run";
-        st = loom_plan_run(c->plan, (const loom_tensor *const *)c->in, c->n_in, c->out, c->n_out,
-                           NULL);
-    }
-    if (st != LOOM_OK)
-        fprintf(stderr, "\n    line %d: %s failed: %s: %s\n", line, stage, loom_status_name(st),
-                loom_last_error());
-    CU_assertImplementation(st == LOOM_OK, (unsigned)line, "graph builds, plans and runs on cpu",
-                            __FILE__, "", CU_FALSE);
-    return st == LOOM_OK;
-}
-
-/* Output I must be DT of shape WANT with values within ATOL + RTOL * |ref| of REF (NaN matches
- * NaN, infinities match exactly). */
-static int check_out(tc *c, size_t i, loom_dtype dt, shp want, const double *ref, double atol,
-                     double rtol, int line)
-{
-    const loom_tensor *t = i < c->n_out ? c->out[i] : NULL;
-    int ok = t != NULL;
-    if (ok) {
-        shp got;
-        memset(&got, 0, sizeof got);
-        got.rank = loom_tensor_rank(t);
-        loom_tensor_dims(t, got.d);
-        ok = loom_tensor_dtype(t) == dt && got.rank == want.rank;
-        for (uint32_t k = 0; ok && k < got.rank; k++)
-            ok = got.d[k] == want.d[k];
-        if (!ok)
-            fprintf(stderr, "\n    line %d: output %zu is %s of rank %u, expected %s of rank %u",
-                    line, i, loom_dtype_name(loom_tensor_dtype(t)), got.rank,
-                    loom_dtype_name(dt), want.rank);
-    }
-    CU_assertImplementation(ok, (unsigned)line, "output dtype and shape", __FILE__, "", CU_FALSE);
-    if (!ok)
-        return 0;
-    int64_t n = numel(want), bad = 0;
-    const void *data = loom_tensor_data(t);
-    for (int64_t k = 0; k < n; k++) {
-        double g = load(data, dt, k), r = ref[k];
-        int good = isnan(r) ? isnan(g) : isinf(r) ? g == r : fabs(g - r) <= atol + rtol * fabs(r);
-        if (!good && bad++ < 5)
-            fprintf(stderr, "\n    line %d: output %zu element %lld: got %.9g, expected %.9g",
-                    line, i, (long long)k, g, r);
-    }
-    if (bad)
-        fprintf(stderr, "\n    line %d: %lld of %lld elements differ\n", line, (long long)bad,
-                (long long)n);
-    CU_assertImplementation(bad == 0, (unsigned)line, "output values match the reference",
-                            __FILE__, "", CU_FALSE);
-    return bad == 0;
-}
-
-/* Building must fail with STATUS and a message containing WANT (and the node's op). */
-static void expect_build_error(tc *c, loom_status got, loom_status status, const char *op,
-                               const char *want, int line)
-{
-    const char *msg = loom_last_error();
-    int ok = got == status && strstr(msg, want) != NULL && strstr(msg, op) != NULL;
-    if (!ok)
-        fprintf(stderr, "\n    line %d: expected %s containing \"%s\", got %s: \"%s\"\n", line,
-                loom_status_name(status), want, loom_status_name(got), msg);
-    CU_assertImplementation(ok, (unsigned)line, "clear error", __FILE__, "", CU_FALSE);
-    CU_assertImplementation(loom_graph_check(c->g) != LOOM_OK, (unsigned)line,
-                            "the error is sticky", __FILE__, "", CU_FALSE);
-}
+/* Every test starts the shared generator (test_support.h) from the same seed. */
+static void rng_reset(void) { rng_seed(0x9E3779B97F4A7C15ull); }
 
 /* Index of the output element that input element FLAT (of X) reduces into, AXES marked in RED. */
 static int64_t reduced_index(int64_t flat, shp x, const int *red)
@@ -489,7 +153,7 @@ static void test_loss_target_out_of_range_fails_at_run(void)
     opt.device = "cpu";
     opt.strict = 1;
     CU_ASSERT_EQUAL_FATAL(loom_graph_check(c.g), LOOM_OK);
-    CU_ASSERT_EQUAL_FATAL(loom_plan_create(g_rt, c.g, &opt, &c.plan), LOOM_OK);
+    CU_ASSERT_EQUAL_FATAL(loom_plan_create(test_rt, c.g, &opt, &c.plan), LOOM_OK);
     CU_ASSERT_EQUAL_FATAL(loom_plan_make_outputs(c.plan, c.out, 1), LOOM_OK);
     c.n_out = 1;
     loom_status st = loom_plan_run(c.plan, (const loom_tensor *const *)c.in, c.n_in, c.out, 1,
@@ -1017,7 +681,7 @@ static void test_index_out_of_range_fails_the_run(void)
     opt.device = "cpu";
     opt.strict = 1;
     CU_ASSERT_EQUAL_FATAL(loom_graph_check(c.g), LOOM_OK);
-    CU_ASSERT_EQUAL_FATAL(loom_plan_create(g_rt, c.g, &opt, &c.plan), LOOM_OK);
+    CU_ASSERT_EQUAL_FATAL(loom_plan_create(test_rt, c.g, &opt, &c.plan), LOOM_OK);
     CU_ASSERT_EQUAL_FATAL(loom_plan_make_outputs(c.plan, c.out, 1), LOOM_OK);
     c.n_out = 1;
     CU_ASSERT_EQUAL(loom_plan_run(c.plan, (const loom_tensor *const *)c.in, c.n_in, c.out, 1,
@@ -1030,26 +694,6 @@ static void test_index_out_of_range_fails_the_run(void)
 /* ===========================================================================================
  * The suite
  * =========================================================================================== */
-
-static int suite_init(void)
-{
-    loom_runtime_options o;
-    memset(&o, 0, sizeof o);
-    o.struct_size = sizeof o;
-    return loom_runtime_create(&o, &g_rt) == LOOM_OK ? 0 : 1;
-}
-
-static int suite_clean(void)
-{
-    loom_runtime_destroy(g_rt);
-    g_rt = NULL;
-    return 0;
-}
-
-typedef struct test_entry {
-    const char *name;
-    void (*fn)(void);
-} test_entry;
 
 #define T(f) {#f, f}
 static const test_entry k_tests[] = {
@@ -1078,29 +722,7 @@ static const test_entry k_tests[] = {
 
 int main(int argc, char **argv)
 {
-    const char *filter = argc > 1 ? argv[1] : NULL;
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 2;
-    CU_pSuite s = CU_add_suite_with_setup_and_teardown("ops_coverage", suite_init, suite_clean,
-                                                       rng_reset, NULL);
-    if (!s) {
-        CU_cleanup_registry();
-        return 2;
-    }
-    for (const test_entry *t = k_tests; t->name; t++)
-        if (!filter || strstr(t->name, filter))
-            if (!CU_add_test(s, t->name, t->fn)) {
-                CU_cleanup_registry();
-                return 2;
-            }
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failures = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-    unsigned run = CU_get_number_of_tests_run();
-    CU_cleanup_registry();
-    if (run == 0) {
-        fprintf(stderr, "no test matches \"%s\"\n", filter ? filter : "");
-        return 2;
-    }
-    return failures ? 1 : 0;
+    const test_suite suite = {"ops_coverage", k_tests, test_rt_open_default, test_rt_close,
+                              rng_reset, NULL};
+    return test_run_suites(&suite, 1, argc, argv);
 }

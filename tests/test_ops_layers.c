@@ -15,6 +15,7 @@
 #include <loom/runtime.h>
 
 #include "../graph/graph_internal.h"
+#include "test_support.h"
 
 #include <CUnit/Basic.h>
 #include <CUnit/CUnit.h>
@@ -25,157 +26,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define F32 LOOM_DTYPE_F32
-#define I32 LOOM_DTYPE_I32
-#define I64 LOOM_DTYPE_I64
-#define U8 LOOM_DTYPE_U8
 #define NOV LOOM_NO_VALUE
 
-static loom_runtime *g_rt;
-
-/* ---- deterministic data --------------------------------------------------------------------- */
-
-static uint64_t g_rng;
-
+/* Every test starts the shared generator (test_support.h) from the same seed. */
 static void rng_reset(void)
 {
-    g_rng = 0x9E3779B97F4A7C15ull;
+    rng_seed(0x9E3779B97F4A7C15ull);
 }
 
-static uint64_t rng_u64(void)
-{
-    uint64_t x = g_rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    g_rng = x;
-    return x * 2685821657736338717ull;
-}
-
-static float rng_f32(float lo, float hi)
-{
-    return (float)(lo + (hi - lo) * ((double)(rng_u64() >> 11) / 9007199254740992.0));
-}
-
-static int64_t rng_int(int64_t lo, int64_t hi)
-{
-    return lo + (int64_t)(rng_u64() % (uint64_t)(hi - lo + 1));
-}
-
-/* ---- shapes --------------------------------------------------------------------------------- */
-
-typedef struct shp {
-    uint32_t rank;
-    int64_t d[LOOM_MAX_RANK];
-} shp;
-
-static shp shp_make(const int64_t *dims, size_t rank)
-{
-    shp s;
-    memset(&s, 0, sizeof s);
-    s.rank = (uint32_t)rank;
-    for (size_t k = 0; k < rank; k++)
-        s.d[k] = dims[k];
-    return s;
-}
-
-#define SHP(...)                                                                                   \
-    shp_make((const int64_t[]){__VA_ARGS__},                                                       \
-             sizeof((const int64_t[]){__VA_ARGS__}) / sizeof(int64_t))
 #define I64S(...) (const int64_t[]){__VA_ARGS__}, sizeof((const int64_t[]){__VA_ARGS__}) / 8
 
-static int64_t numel(shp s)
-{
-    int64_t n = 1;
-    for (uint32_t k = 0; k < s.rank; k++)
-        n *= s.d[k];
-    return n;
-}
-
-static void unravel(int64_t flat, shp s, int64_t *idx)
-{
-    for (uint32_t k = s.rank; k-- > 0;) {
-        idx[k] = s.d[k] ? flat % s.d[k] : 0;
-        flat = s.d[k] ? flat / s.d[k] : 0;
-    }
-}
-
-static int64_t ravel(shp s, const int64_t *idx)
-{
-    int64_t off = 0;
-    for (uint32_t k = 0; k < s.rank; k++)
-        off = off * s.d[k] + idx[k];
-    return off;
-}
-
-/* ---- one graph, one node -------------------------------------------------------------------- */
-
-#define TC_MAX 8
-#define TC_BUFS 64
-
-typedef struct tc {
-    loom_graph *g;
-    loom_plan *plan;
-    loom_tensor *in[TC_MAX], *out[TC_MAX];
-    size_t n_in, n_out;
-    void *bufs[TC_BUFS];
-    size_t n_bufs;
-} tc;
-
-static void tc_init(tc *c)
-{
-    memset(c, 0, sizeof *c);
-    c->g = loom_graph_create("layers_test");
-}
-
-static void tc_free(tc *c)
-{
-    loom_plan_destroy(c->plan);
-    loom_graph_destroy(c->g);
-    for (size_t k = 0; k < c->n_in; k++)
-        loom_tensor_destroy(c->in[k]);
-    for (size_t k = 0; k < c->n_out; k++)
-        loom_tensor_destroy(c->out[k]);
-    for (size_t k = 0; k < c->n_bufs; k++)
-        free(c->bufs[k]);
-    memset(c, 0, sizeof *c);
-}
-
-static void *tc_buf(tc *c, size_t bytes)
-{
-    void *p = calloc(1, bytes ? bytes : 1);
-    if (!p || c->n_bufs == TC_BUFS)
-        abort();
-    c->bufs[c->n_bufs++] = p;
-    return p;
-}
-
-static double *tc_dbuf(tc *c, int64_t n)
-{
-    return tc_buf(c, (size_t)(n > 0 ? n : 1) * sizeof(double));
-}
-
-static float *tc_rand(tc *c, shp s, float lo, float hi)
-{
-    float *p = tc_buf(c, (size_t)numel(s) * sizeof(float));
-    for (int64_t i = 0; i < numel(s); i++)
-        p[i] = rng_f32(lo, hi);
-    return p;
-}
-
-/* A graph input (run-time data DATA, wrapped) or a constant. */
-static loom_value tc_in(tc *c, int as_const, loom_dtype dt, shp s, void *data)
-{
-    if (as_const)
-        return loom_constant(c->g, NULL, dt, s.rank, s.d, data);
-    char name[16];
-    snprintf(name, sizeof name, "x%zu", c->n_in);
-    loom_value v = loom_input(c->g, name, dt, s.rank, s.d);
-    loom_tensor *t = NULL;
-    CU_ASSERT_EQUAL(loom_tensor_wrap(dt, s.rank, s.d, data, &t), LOOM_OK);
-    c->in[c->n_in++] = t;
-    return v;
-}
+/* ---- one graph, one node (the case itself: tc in test_support.h) ------------------------- */
 
 static loom_value tc_i64(tc *c, const int64_t *v, size_t n)
 {
@@ -204,7 +65,7 @@ static int same_attr(const loom_attr *a, const loom_attr *b)
 
 /* Add the node; on success check that its canonical attributes infer to themselves (a second
  * node, built from them, has the same attributes and outputs), then mark its outputs. */
-static loom_status tc_node(tc *c, const char *op, const loom_value *ins, size_t n_ins,
+static loom_status tc_node_canon(tc *c, const char *op, const loom_value *ins, size_t n_ins,
                            const loom_attr *attrs, size_t n_attrs, size_t n_outs)
 {
     loom_value outs[TC_MAX];
@@ -254,34 +115,10 @@ static loom_status tc_node(tc *c, const char *op, const loom_value *ins, size_t 
     return LOOM_OK;
 }
 
-/* Check, plan on the CPU (strictly), run. */
-static loom_status tc_run(tc *c)
-{
-    loom_status st = loom_graph_check(c->g);
-    if (st == LOOM_OK) {
-        loom_plan_options opt;
-        memset(&opt, 0, sizeof opt);
-        opt.struct_size = sizeof opt;
-        opt.device = "cpu";
-        opt.strict = 1;
-        st = loom_plan_create(g_rt, c->g, &opt, &c->plan);
-    }
-    if (st == LOOM_OK) {
-        c->n_out = loom_graph_output_count(c->g);
-        st = loom_plan_make_outputs(c->plan, c->out, c->n_out);
-        if (st != LOOM_OK)
-            c->n_out = 0;
-    }
-    if (st == LOOM_OK)
-        st = loom_plan_run(c->plan, (const loom_tensor *const *)c->in, c->n_in, c->out,
-                           c->n_out, NULL);
-    return st;
-}
-
 /* Build + run must succeed; otherwise print why and fail the test at LINE. */
 static int tc_ok(tc *c, loom_status built, int line)
 {
-    loom_status st = built == LOOM_OK ? tc_run(c) : built;
+    loom_status st = built == LOOM_OK ? tc_run_status(c, line, 1) : built;
     if (st != LOOM_OK)
         fprintf(stderr, "\n    line %d: %s: %s\n", line, loom_status_name(st), loom_last_error());
     CU_assertImplementation(st == LOOM_OK, (unsigned)line, "node builds, plans and runs",
@@ -289,22 +126,12 @@ static int tc_ok(tc *c, loom_status built, int line)
     return st == LOOM_OK;
 }
 
-static double load(const void *p, loom_dtype dt, int64_t i)
+/* Output O has dtype DT, shape WANT and values within ATOL + RTOL |ref| of REF: one assertion
+ * (the shape, when it is wrong; the values otherwise). */
+static int check_out_once(tc *c, size_t o, loom_dtype dt, shp want, const double *ref,
+                          double atol, double rtol, int line)
 {
-    switch (dt) {
-    case F32: return ((const float *)p)[i];
-    case I32: return ((const int32_t *)p)[i];
-    case I64: return (double)((const int64_t *)p)[i];
-    case U8: return ((const uint8_t *)p)[i];
-    default: return NAN;
-    }
-}
-
-/* Output O has dtype DT, shape WANT and values within ATOL + RTOL |ref| of REF. */
-static int check_out(tc *c, size_t o, loom_dtype dt, shp want, const double *ref, double atol,
-                     double rtol, int line)
-{
-    const loom_tensor *t = o < c->n_out ? c->out[o] : NULL;
+    const loom_tensor *t = tc_output(c, o);
     int ok = t && loom_tensor_dtype(t) == dt && loom_tensor_rank(t) == want.rank;
     int64_t dims[LOOM_MAX_RANK];
     if (ok) {
@@ -316,24 +143,14 @@ static int check_out(tc *c, size_t o, loom_dtype dt, shp want, const double *ref
         CU_assertImplementation(CU_FALSE, (unsigned)line, "output shape", __FILE__, "", CU_FALSE);
         return 0;
     }
-    int64_t bad = 0, n = numel(want);
-    const void *got = n ? loom_tensor_data(t) : NULL;
-    for (int64_t i = 0; i < n; i++) {
-        double g = load(got, dt, i), r = ref[i];
-        int fine = isnan(r) ? isnan(g) : isinf(r) ? g == r : fabs(g - r) <= atol + rtol * fabs(r);
-        if (!fine && bad++ < 5)
-            fprintf(stderr, "\n    line %d: output %zu element %lld: got %.9g, expected %.9g",
-                    line, o, (long long)i, g, r);
-    }
-    if (bad)
-        fprintf(stderr, "\n    line %d: %lld of %lld elements differ\n", line, (long long)bad,
-                (long long)n);
+    int64_t n = numel(want);
+    int64_t bad = count_mismatches(n ? loom_tensor_data(t) : NULL, dt, n, ref, atol, rtol, line);
     CU_assertImplementation(bad == 0, (unsigned)line, "output values match the reference",
                             __FILE__, "", CU_FALSE);
     return bad == 0;
 }
 
-#define CHECK(c, o, dt, want, ref, atol) check_out(c, o, dt, want, ref, atol, 1e-4, __LINE__)
+#define CHECK(c, o, dt, want, ref, atol) check_out_once(c, o, dt, want, ref, atol, 1e-4, __LINE__)
 #define RUN_OK(c, built)                                                                           \
     do {                                                                                           \
         if (!tc_ok(c, built, __LINE__)) {                                                          \
@@ -343,8 +160,8 @@ static int check_out(tc *c, size_t o, loom_dtype dt, shp want, const double *ref
     } while (0)
 
 /* The node must be refused while building with STATUS and a message containing WANT. */
-static void expect_build_error(tc *c, loom_status got, loom_status status, const char *want,
-                               int line)
+static void expect_refused(tc *c, loom_status got, loom_status status, const char *want,
+                           int line)
 {
     const char *msg = loom_last_error();
     int ok = got == status && msg && strstr(msg, want);
@@ -354,7 +171,7 @@ static void expect_build_error(tc *c, loom_status got, loom_status status, const
     CU_assertImplementation(ok, (unsigned)line, "clear build error", __FILE__, "", CU_FALSE);
     tc_free(c);
 }
-#define EXPECT_ERR(c, built, status, want) expect_build_error(c, built, status, want, __LINE__)
+#define EXPECT_ERR(c, built, status, want) expect_refused(c, built, status, want, __LINE__)
 
 /* ============================================================================================
  * ConvTranspose
@@ -371,13 +188,13 @@ typedef struct ct_case {
 static void ct_check(const ct_case *cs, int line)
 {
     tc c;
-    tc_init(&c);
+    tc_open(&c, "layers_test");
     const uint32_t s = cs->x.rank - 2;
     float *x = tc_rand(&c, cs->x, -1, 1), *w = tc_rand(&c, cs->w, -1, 1);
     const int64_t m = cs->w.d[1] * cs->group;
     float *b = tc_rand(&c, SHP(m), -1, 1);
-    loom_value ins[3] = {tc_in(&c, 0, F32, cs->x, x), tc_in(&c, 1, F32, cs->w, w),
-                         cs->bias ? tc_in(&c, 1, F32, SHP(m), b) : NOV};
+    loom_value ins[3] = {tc_data(&c, 0, F32, cs->x, x), tc_data(&c, 1, F32, cs->w, w),
+                         cs->bias ? tc_data(&c, 1, F32, SHP(m), b) : NOV};
     loom_attr at[8];
     size_t na = 0;
     at[na++] = loom_attr_int("group", cs->group);
@@ -410,7 +227,7 @@ static void ct_check(const ct_case *cs, int line)
     ys.d[1] = m;
     for (uint32_t i = 0; i < s; i++)
         ys.d[2 + i] = out[i];
-    RUN_OK(&c, tc_node(&c, "ConvTranspose", ins, 3, at, na, 1));
+    RUN_OK(&c, tc_node_canon(&c, "ConvTranspose", ins, 3, at, na, 1));
     double *ref = tc_dbuf(&c, numel(ys));
     const int64_t cg = cs->x.d[1] / cs->group, mg = cs->w.d[1];
     const int64_t kh = s == 2 ? cs->w.d[2] : 1, kw = cs->w.d[1 + s];
@@ -439,7 +256,7 @@ static void ct_check(const ct_case *cs, int line)
                             }
             }
         }
-    check_out(&c, 0, F32, ys, ref, 1e-4, 1e-4, line);
+    check_out_once(&c, 0, F32, ys, ref, 1e-4, 1e-4, line);
     tc_free(&c);
 }
 
@@ -467,17 +284,17 @@ static void test_conv_transpose_matches_reference(void)
 static void test_conv_transpose_rejects_bad_attributes(void)
 {
     tc c;
-    tc_init(&c);
+    tc_open(&c, "layers_test");
     float *x = tc_rand(&c, SHP(1, 2, 3, 3), 0, 1), *w = tc_rand(&c, SHP(2, 1, 2, 2), 0, 1);
-    loom_value ins[2] = {tc_in(&c, 0, F32, SHP(1, 2, 3, 3), x), tc_in(&c, 1, F32, SHP(2, 1, 2, 2), w)};
+    loom_value ins[2] = {tc_data(&c, 0, F32, SHP(1, 2, 3, 3), x), tc_data(&c, 1, F32, SHP(2, 1, 2, 2), w)};
     loom_attr at[] = {loom_attr_ints("pads", 3, (const int64_t[]){0, 0, 0})};
-    EXPECT_ERR(&c, tc_node(&c, "ConvTranspose", ins, 2, at, 1, 1), LOOM_ERR_INVALID_ARGUMENT,
+    EXPECT_ERR(&c, tc_node_canon(&c, "ConvTranspose", ins, 2, at, 1, 1), LOOM_ERR_INVALID_ARGUMENT,
                "pads must have 4 values, got 3");
-    tc_init(&c);
+    tc_open(&c, "layers_test");
     x = tc_rand(&c, SHP(1, 3, 3, 3), 0, 1);
     w = tc_rand(&c, SHP(2, 1, 2, 2), 0, 1);
-    loom_value ins2[2] = {tc_in(&c, 0, F32, SHP(1, 3, 3, 3), x), tc_in(&c, 1, F32, SHP(2, 1, 2, 2), w)};
-    EXPECT_ERR(&c, tc_node(&c, "ConvTranspose", ins2, 2, NULL, 0, 1), LOOM_ERR_INVALID_ARGUMENT,
+    loom_value ins2[2] = {tc_data(&c, 0, F32, SHP(1, 3, 3, 3), x), tc_data(&c, 1, F32, SHP(2, 1, 2, 2), w)};
+    EXPECT_ERR(&c, tc_node_canon(&c, "ConvTranspose", ins2, 2, NULL, 0, 1), LOOM_ERR_INVALID_ARGUMENT,
                "channels");
 }
 
@@ -576,10 +393,10 @@ static void test_resize_matches_reference(void)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const rs_case *cs = &cases[i];
         tc c;
-        tc_init(&c);
+        tc_open(&c, "layers_test");
         float *x = tc_rand(&c, cs->x, -2, 2);
         const uint32_t r = cs->x.rank;
-        loom_value ins[4] = {tc_in(&c, 0, F32, cs->x, x), NOV, NOV, NOV};
+        loom_value ins[4] = {tc_data(&c, 0, F32, cs->x, x), NOV, NOV, NOV};
         double scale[4];
         shp ys = cs->x;
         if (cs->use_sizes) {
@@ -591,7 +408,7 @@ static void test_resize_matches_reference(void)
         } else {
             float *sc = tc_buf(&c, r * sizeof(float));
             memcpy(sc, cs->scales, r * sizeof(float));
-            ins[2] = tc_in(&c, 1, F32, SHP(r), sc);
+            ins[2] = tc_data(&c, 1, F32, SHP(r), sc);
             for (uint32_t d = 0; d < r; d++) {
                 ys.d[d] = (int64_t)floor((double)cs->scales[d] * (double)cs->x.d[d]);
                 scale[d] = cs->scales[d];
@@ -601,10 +418,10 @@ static void test_resize_matches_reference(void)
                            loom_attr_string("coordinate_transformation_mode", cs->ctm),
                            loom_attr_string("nearest_mode",
                                             cs->linear ? "round_prefer_floor" : cs->nmode)};
-        RUN_OK(&c, tc_node(&c, "Resize", ins, 4, at, 3, 1));
+        RUN_OK(&c, tc_node_canon(&c, "Resize", ins, 4, at, 3, 1));
         double *ref = tc_dbuf(&c, numel(ys));
         ref_resize(x, cs->x, ys, scale, cs->linear, cs->ctm, cs->nmode, ref);
-        check_out(&c, 0, F32, ys, ref, 1e-5, 1e-5, __LINE__ + (int)i);
+        check_out_once(&c, 0, F32, ys, ref, 1e-5, 1e-5, __LINE__ + (int)i);
         tc_free(&c);
     }
 }
@@ -612,12 +429,12 @@ static void test_resize_matches_reference(void)
 static void test_resize_nearest_moves_integers(void)
 {
     tc c;
-    tc_init(&c);
+    tc_open(&c, "layers_test");
     int64_t *x = tc_buf(&c, 6 * sizeof *x);
     for (int i = 0; i < 6; i++)
         x[i] = (int64_t)1 << (40 + i);
-    loom_value ins[4] = {tc_in(&c, 0, I64, SHP(2, 3), x), NOV, NOV, tc_i64(&c, I64S(4, 2))};
-    RUN_OK(&c, tc_node(&c, "Resize", ins, 4, NULL, 0, 1));
+    loom_value ins[4] = {tc_data(&c, 0, I64, SHP(2, 3), x), NOV, NOV, tc_i64(&c, I64S(4, 2))};
+    RUN_OK(&c, tc_node_canon(&c, "Resize", ins, 4, NULL, 0, 1));
     double ref[8];
     /* half_pixel, round_prefer_floor: rows 0,0,1,1 (x=-0.25,0.25,0.75,1.25 -> 0,0,1,1) and
      * columns (o+0.5)*1.5-0.5 = 0.25, 1.75 -> 0, 2 */
@@ -632,30 +449,30 @@ static void test_resize_nearest_moves_integers(void)
 static void test_resize_rejects_unsupported_and_bad_inputs(void)
 {
     tc c;
-    tc_init(&c);
+    tc_open(&c, "layers_test");
     float *x = tc_rand(&c, SHP(1, 1, 2, 2), 0, 1);
     float *sc = tc_buf(&c, 4 * sizeof(float));
     for (int i = 0; i < 4; i++)
         sc[i] = 2.0f;
-    loom_value ins[3] = {tc_in(&c, 0, F32, SHP(1, 1, 2, 2), x), NOV, tc_in(&c, 1, F32, SHP(4), sc)};
+    loom_value ins[3] = {tc_data(&c, 0, F32, SHP(1, 1, 2, 2), x), NOV, tc_data(&c, 1, F32, SHP(4), sc)};
     loom_attr cubic = loom_attr_string("mode", "cubic");
-    EXPECT_ERR(&c, tc_node(&c, "Resize", ins, 3, &cubic, 1, 1), LOOM_ERR_UNSUPPORTED, "cubic");
-    tc_init(&c);
+    EXPECT_ERR(&c, tc_node_canon(&c, "Resize", ins, 3, &cubic, 1, 1), LOOM_ERR_UNSUPPORTED, "cubic");
+    tc_open(&c, "layers_test");
     x = tc_rand(&c, SHP(1, 1, 2, 2), 0, 1);
-    loom_value ins2[4] = {tc_in(&c, 0, F32, SHP(1, 1, 2, 2), x), NOV, NOV, tc_i64(&c, I64S(4, 4))};
-    EXPECT_ERR(&c, tc_node(&c, "Resize", ins2, 4, NULL, 0, 1), LOOM_ERR_INVALID_ARGUMENT,
+    loom_value ins2[4] = {tc_data(&c, 0, F32, SHP(1, 1, 2, 2), x), NOV, NOV, tc_i64(&c, I64S(4, 4))};
+    EXPECT_ERR(&c, tc_node_canon(&c, "Resize", ins2, 4, NULL, 0, 1), LOOM_ERR_INVALID_ARGUMENT,
                "sizes must have 4 values, got 2");
-    tc_init(&c);
+    tc_open(&c, "layers_test");
     x = tc_rand(&c, SHP(1, 1, 2, 2), 0, 1);
-    loom_value ins3[1] = {tc_in(&c, 0, F32, SHP(1, 1, 2, 2), x)};
-    EXPECT_ERR(&c, tc_node(&c, "Resize", ins3, 1, NULL, 0, 1), LOOM_ERR_INVALID_ARGUMENT,
+    loom_value ins3[1] = {tc_data(&c, 0, F32, SHP(1, 1, 2, 2), x)};
+    EXPECT_ERR(&c, tc_node_canon(&c, "Resize", ins3, 1, NULL, 0, 1), LOOM_ERR_INVALID_ARGUMENT,
                "one of scales");
-    tc_init(&c);
+    tc_open(&c, "layers_test");
     x = tc_rand(&c, SHP(1, 1, 2, 2), 0, 1);
-    loom_value ins4[4] = {tc_in(&c, 0, F32, SHP(1, 1, 2, 2), x), NOV, NOV,
+    loom_value ins4[4] = {tc_data(&c, 0, F32, SHP(1, 1, 2, 2), x), NOV, NOV,
                           tc_i64(&c, I64S(1, 1, 4, 4))};
     loom_attr crop = loom_attr_string("coordinate_transformation_mode", "tf_crop_and_resize");
-    EXPECT_ERR(&c, tc_node(&c, "Resize", ins4, 4, &crop, 1, 1), LOOM_ERR_UNSUPPORTED,
+    EXPECT_ERR(&c, tc_node_canon(&c, "Resize", ins4, 4, &crop, 1, 1), LOOM_ERR_UNSUPPORTED,
                "tf_crop_and_resize");
 }
 
@@ -685,7 +502,7 @@ static void pad_check(loom_dtype dt, shp xs, const char *mode, const int64_t *pa
                       const int64_t *axes, size_t n_axes, double value, int line)
 {
     tc c;
-    tc_init(&c);
+    tc_open(&c, "layers_test");
     const int64_t n = numel(xs);
     void *x = tc_buf(&c, (size_t)n * 8);
     for (int64_t i = 0; i < n; i++) {
@@ -707,11 +524,11 @@ static void pad_check(loom_dtype dt, shp xs, const char *mode, const int64_t *pa
         *(uint8_t *)v = (uint8_t)value;
     else
         *(int64_t *)v = (int64_t)value;
-    loom_value ins[4] = {tc_in(&c, 0, dt, xs, x), tc_i64(&c, pads, n_pads),
-                         value != 0 ? tc_in(&c, 1, dt, SHP(1), v) : NOV,
+    loom_value ins[4] = {tc_data(&c, 0, dt, xs, x), tc_i64(&c, pads, n_pads),
+                         value != 0 ? tc_data(&c, 1, dt, SHP(1), v) : NOV,
                          axes ? tc_i64(&c, axes, n_axes) : NOV};
     loom_attr at = loom_attr_string("mode", mode);
-    RUN_OK(&c, tc_node(&c, "Pad", ins, axes ? 4 : 3, &at, 1, 1));
+    RUN_OK(&c, tc_node_canon(&c, "Pad", ins, axes ? 4 : 3, &at, 1, 1));
     int64_t pb[LOOM_MAX_RANK] = {0}, pe[LOOM_MAX_RANK] = {0};
     size_t na = axes ? n_axes : xs.rank;
     for (size_t k = 0; k < na; k++) {
@@ -731,9 +548,10 @@ static void pad_check(loom_dtype dt, shp xs, const char *mode, const int64_t *pa
             s[d] = ref_pad_src(mode, o[d], pb[d], xs.d[d]);
             fill |= s[d] < 0;
         }
-        ref[f] = fill ? (dt == U8 ? (double)(uint8_t)value : value) : load(x, dt, ravel(xs, s));
+        ref[f] = fill ? (dt == U8 ? (double)(uint8_t)value : value)
+                      : elem_load(x, dt, ravel(xs, s));
     }
-    check_out(&c, 0, dt, ys, ref, 0, 0, line);
+    check_out_once(&c, 0, dt, ys, ref, 0, 0, line);
     tc_free(&c);
 }
 
@@ -754,21 +572,21 @@ static void test_pad_modes_match_reference(void)
 static void test_pad_rejects_bad_pads(void)
 {
     tc c;
-    tc_init(&c);
+    tc_open(&c, "layers_test");
     float *x = tc_rand(&c, SHP(2, 3, 4), 0, 1);
-    loom_value ins[2] = {tc_in(&c, 0, F32, SHP(2, 3, 4), x), tc_i64(&c, I64S(1, 1, 1, 1))};
-    EXPECT_ERR(&c, tc_node(&c, "Pad", ins, 2, NULL, 0, 1), LOOM_ERR_INVALID_ARGUMENT,
+    loom_value ins[2] = {tc_data(&c, 0, F32, SHP(2, 3, 4), x), tc_i64(&c, I64S(1, 1, 1, 1))};
+    EXPECT_ERR(&c, tc_node_canon(&c, "Pad", ins, 2, NULL, 0, 1), LOOM_ERR_INVALID_ARGUMENT,
                "pads must have 6 values, got 4");
-    tc_init(&c);
+    tc_open(&c, "layers_test");
     x = tc_rand(&c, SHP(2, 0), 0, 1);
-    loom_value ins2[2] = {tc_in(&c, 0, F32, SHP(2, 0), x), tc_i64(&c, I64S(0, 1, 0, 1))};
+    loom_value ins2[2] = {tc_data(&c, 0, F32, SHP(2, 0), x), tc_i64(&c, I64S(0, 1, 0, 1))};
     loom_attr at = loom_attr_string("mode", "edge");
-    EXPECT_ERR(&c, tc_node(&c, "Pad", ins2, 2, &at, 1, 1), LOOM_ERR_INVALID_ARGUMENT,
+    EXPECT_ERR(&c, tc_node_canon(&c, "Pad", ins2, 2, &at, 1, 1), LOOM_ERR_INVALID_ARGUMENT,
                "cannot pad the empty axis");
-    tc_init(&c);
+    tc_open(&c, "layers_test");
     x = tc_rand(&c, SHP(2, 3), 0, 1);
-    loom_value ins3[2] = {tc_in(&c, 0, F32, SHP(2, 3), x), tc_in(&c, 0, I64, SHP(4), x)};
-    EXPECT_ERR(&c, tc_node(&c, "Pad", ins3, 2, NULL, 0, 1), LOOM_ERR_UNSUPPORTED,
+    loom_value ins3[2] = {tc_data(&c, 0, F32, SHP(2, 3), x), tc_data(&c, 0, I64, SHP(4), x)};
+    EXPECT_ERR(&c, tc_node_canon(&c, "Pad", ins3, 2, NULL, 0, 1), LOOM_ERR_UNSUPPORTED,
                "must be a constant");
 }
 
@@ -787,15 +605,15 @@ static void test_tile_matches_reference(void)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         tc c;
-        tc_init(&c);
+        tc_open(&c, "layers_test");
         shp xs = cases[i].x;
         loom_dtype dt = cases[i].dt;
         size_t es = loom_dtype_size(dt);
         char *x = tc_buf(&c, (size_t)numel(xs) * es);
         for (size_t b = 0; b < (size_t)numel(xs) * es; b++)
             x[b] = (char)rng_int(0, 100);
-        loom_value ins[2] = {tc_in(&c, 0, dt, xs, x), tc_i64(&c, cases[i].rep, xs.rank)};
-        RUN_OK(&c, tc_node(&c, "Tile", ins, 2, NULL, 0, 1));
+        loom_value ins[2] = {tc_data(&c, 0, dt, xs, x), tc_i64(&c, cases[i].rep, xs.rank)};
+        RUN_OK(&c, tc_node_canon(&c, "Tile", ins, 2, NULL, 0, 1));
         shp ys = xs;
         for (uint32_t d = 0; d < xs.rank; d++)
             ys.d[d] = xs.d[d] * cases[i].rep[d];
@@ -805,16 +623,16 @@ static void test_tile_matches_reference(void)
             unravel(f, ys, o);
             for (uint32_t d = 0; d < xs.rank; d++)
                 o[d] %= xs.d[d];
-            ref[f] = load(x, dt, ravel(xs, o));
+            ref[f] = elem_load(x, dt, ravel(xs, o));
         }
-        check_out(&c, 0, dt, ys, ref, 0, 0, __LINE__ + (int)i);
+        check_out_once(&c, 0, dt, ys, ref, 0, 0, __LINE__ + (int)i);
         tc_free(&c);
     }
     tc c;
-    tc_init(&c);
+    tc_open(&c, "layers_test");
     float *x = tc_rand(&c, SHP(2, 3), 0, 1);
-    loom_value ins[2] = {tc_in(&c, 0, F32, SHP(2, 3), x), tc_i64(&c, I64S(2, 2, 2))};
-    EXPECT_ERR(&c, tc_node(&c, "Tile", ins, 2, NULL, 0, 1), LOOM_ERR_INVALID_ARGUMENT,
+    loom_value ins[2] = {tc_data(&c, 0, F32, SHP(2, 3), x), tc_i64(&c, I64S(2, 2, 2))};
+    EXPECT_ERR(&c, tc_node_canon(&c, "Tile", ins, 2, NULL, 0, 1), LOOM_ERR_INVALID_ARGUMENT,
                "repeats must have 2 values");
 }
 
@@ -904,19 +722,19 @@ static void test_einsum_matches_reference(void)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         tc c;
-        tc_init(&c);
+        tc_open(&c, "layers_test");
         shp sh[2] = {cases[i].a, cases[i].b};
         const float *ops[2] = {tc_rand(&c, sh[0], -1, 1), cases[i].n > 1 ? tc_rand(&c, sh[1], -1, 1)
                                                                           : NULL};
-        loom_value ins[2] = {tc_in(&c, 0, F32, sh[0], (void *)ops[0]),
-                             cases[i].n > 1 ? tc_in(&c, 0, F32, sh[1], (void *)ops[1]) : NOV};
+        loom_value ins[2] = {tc_data(&c, 0, F32, sh[0], (void *)ops[0]),
+                             cases[i].n > 1 ? tc_data(&c, 0, F32, sh[1], (void *)ops[1]) : NOV};
         loom_attr at = loom_attr_string("equation", cases[i].eq);
-        RUN_OK(&c, tc_node(&c, "Einsum", ins, cases[i].n, &at, 1, 1));
+        RUN_OK(&c, tc_node_canon(&c, "Einsum", ins, cases[i].n, &at, 1, 1));
         shp ys;
         memset(&ys, 0, sizeof ys);
         double *ref = tc_dbuf(&c, 1 << 16);
         ref_einsum(cases[i].eq, ops, sh, cases[i].n, ref, &ys);
-        check_out(&c, 0, F32, ys, ref, 1e-4, 1e-4, __LINE__ + (int)i);
+        check_out_once(&c, 0, F32, ys, ref, 1e-4, 1e-4, __LINE__ + (int)i);
         tc_free(&c);
     }
 }
@@ -925,12 +743,12 @@ static void test_einsum_ellipsis_broadcast_and_integers(void)
 {
     /* "...ij,...jk->...ik" with batch dims [2, 1] against [3]: numpy broadcasting */
     tc c;
-    tc_init(&c);
+    tc_open(&c, "layers_test");
     shp as = SHP(2, 1, 3, 4), bs = SHP(3, 4, 2);
     float *a = tc_rand(&c, as, -1, 1), *b = tc_rand(&c, bs, -1, 1);
-    loom_value ins[2] = {tc_in(&c, 0, F32, as, a), tc_in(&c, 0, F32, bs, b)};
+    loom_value ins[2] = {tc_data(&c, 0, F32, as, a), tc_data(&c, 0, F32, bs, b)};
     loom_attr at = loom_attr_string("equation", "...ij,...jk->...ik");
-    RUN_OK(&c, tc_node(&c, "Einsum", ins, 2, &at, 1, 1));
+    RUN_OK(&c, tc_node_canon(&c, "Einsum", ins, 2, &at, 1, 1));
     shp ys = SHP(2, 3, 3, 2);
     double *ref = tc_dbuf(&c, numel(ys));
     for (int64_t p = 0; p < 2; p++)
@@ -945,15 +763,15 @@ static void test_einsum_ellipsis_broadcast_and_integers(void)
     CHECK(&c, 0, F32, ys, ref, 1e-5);
     tc_free(&c);
 
-    tc_init(&c);
+    tc_open(&c, "layers_test");
     int32_t *ia = tc_buf(&c, 12 * 4), *ib = tc_buf(&c, 12 * 4);
     for (int i = 0; i < 12; i++) {
         ia[i] = (int32_t)rng_int(-9, 9);
         ib[i] = (int32_t)rng_int(-9, 9);
     }
-    loom_value ins2[2] = {tc_in(&c, 0, I32, SHP(3, 4), ia), tc_in(&c, 0, I32, SHP(4, 3), ib)};
+    loom_value ins2[2] = {tc_data(&c, 0, I32, SHP(3, 4), ia), tc_data(&c, 0, I32, SHP(4, 3), ib)};
     loom_attr at2 = loom_attr_string("equation", "ij,jk");
-    RUN_OK(&c, tc_node(&c, "Einsum", ins2, 2, &at2, 1, 1));
+    RUN_OK(&c, tc_node_canon(&c, "Einsum", ins2, 2, &at2, 1, 1));
     double ref2[9];
     for (int i = 0; i < 3; i++)
         for (int k = 0; k < 3; k++) {
@@ -964,18 +782,18 @@ static void test_einsum_ellipsis_broadcast_and_integers(void)
     CHECK(&c, 0, I32, SHP(3, 3), ref2, 0);
     tc_free(&c);
 
-    tc_init(&c);
+    tc_open(&c, "layers_test");
     a = tc_rand(&c, SHP(3, 4), 0, 1);
     b = tc_rand(&c, SHP(5, 3), 0, 1);
-    loom_value ins3[2] = {tc_in(&c, 0, F32, SHP(3, 4), a), tc_in(&c, 0, F32, SHP(5, 3), b)};
+    loom_value ins3[2] = {tc_data(&c, 0, F32, SHP(3, 4), a), tc_data(&c, 0, F32, SHP(5, 3), b)};
     loom_attr at3 = loom_attr_string("equation", "ij,jk->ik");
-    EXPECT_ERR(&c, tc_node(&c, "Einsum", ins3, 2, &at3, 1, 1), LOOM_ERR_INVALID_ARGUMENT,
+    EXPECT_ERR(&c, tc_node_canon(&c, "Einsum", ins3, 2, &at3, 1, 1), LOOM_ERR_INVALID_ARGUMENT,
                "label 'j' has sizes 4 and 5");
-    tc_init(&c);
+    tc_open(&c, "layers_test");
     a = tc_rand(&c, SHP(3, 4), 0, 1);
-    loom_value ins4[1] = {tc_in(&c, 0, F32, SHP(3, 4), a)};
+    loom_value ins4[1] = {tc_data(&c, 0, F32, SHP(3, 4), a)};
     loom_attr at4 = loom_attr_string("equation", "ij,jk->ik");
-    EXPECT_ERR(&c, tc_node(&c, "Einsum", ins4, 1, &at4, 1, 1), LOOM_ERR_INVALID_ARGUMENT,
+    EXPECT_ERR(&c, tc_node_canon(&c, "Einsum", ins4, 1, &at4, 1, 1), LOOM_ERR_INVALID_ARGUMENT,
                "has 2 operands but 1 inputs");
 }
 
@@ -988,15 +806,15 @@ static void test_instance_norm_matches_reference(void)
     const shp shapes[] = {SHP(2, 3, 5, 7), SHP(1, 4, 9), SHP(3, 2, 2, 3, 2), SHP(2, 3, 0)};
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         tc c;
-        tc_init(&c);
+        tc_open(&c, "layers_test");
         shp xs = shapes[i];
         const int64_t ch = xs.d[1];
         float *x = tc_rand(&c, xs, -3, 5), *s = tc_rand(&c, SHP(ch), 0.5f, 2),
               *b = tc_rand(&c, SHP(ch), -1, 1);
-        loom_value ins[3] = {tc_in(&c, 0, F32, xs, x), tc_in(&c, 1, F32, SHP(ch), s),
-                             tc_in(&c, 0, F32, SHP(ch), b)};
+        loom_value ins[3] = {tc_data(&c, 0, F32, xs, x), tc_data(&c, 1, F32, SHP(ch), s),
+                             tc_data(&c, 0, F32, SHP(ch), b)};
         loom_attr eps = loom_attr_float("epsilon", 1e-3f);
-        RUN_OK(&c, tc_node(&c, "InstanceNormalization", ins, 3, &eps, 1, 1));
+        RUN_OK(&c, tc_node_canon(&c, "InstanceNormalization", ins, 3, &eps, 1, 1));
         const int64_t plane = numel(xs) / (xs.d[0] * ch > 0 ? xs.d[0] * ch : 1);
         double *ref = tc_dbuf(&c, numel(xs));
         for (int64_t q = 0; q < xs.d[0] * ch && plane > 0; q++) {
@@ -1010,7 +828,7 @@ static void test_instance_norm_matches_reference(void)
             for (int64_t k = 0; k < plane; k++)
                 ref[q * plane + k] = (x[q * plane + k] - m) / sqrt(v + 1e-3) * s[q % ch] + b[q % ch];
         }
-        check_out(&c, 0, F32, xs, ref, 1e-4, 1e-4, __LINE__ + (int)i);
+        check_out_once(&c, 0, F32, xs, ref, 1e-4, 1e-4, __LINE__ + (int)i);
         tc_free(&c);
     }
 }
@@ -1025,12 +843,12 @@ static void test_log_softmax_matches_reference(void)
                  {SHP(2, 7), 1, 1e4f}, {SHP(0, 3), 1, 1}, {SHP(5), 0, 10}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         tc c;
-        tc_init(&c);
+        tc_open(&c, "layers_test");
         shp xs = cases[i].x;
         float *x = tc_rand(&c, xs, -cases[i].scale, cases[i].scale);
-        loom_value in = tc_in(&c, 0, F32, xs, x);
+        loom_value in = tc_data(&c, 0, F32, xs, x);
         loom_attr at = loom_attr_int("axis", cases[i].axis);
-        RUN_OK(&c, tc_node(&c, "LogSoftmax", &in, 1, &at, 1, 1));
+        RUN_OK(&c, tc_node_canon(&c, "LogSoftmax", &in, 1, &at, 1, 1));
         const uint32_t ax = (uint32_t)(cases[i].axis < 0 ? cases[i].axis + xs.rank : cases[i].axis);
         double *ref = tc_dbuf(&c, numel(xs));
         for (int64_t f = 0; f < numel(xs); f++) {
@@ -1047,7 +865,7 @@ static void test_log_softmax_matches_reference(void)
             }
             ref[f] = x[f] - m - log(s);
         }
-        check_out(&c, 0, F32, xs, ref, 1e-4, 1e-5, __LINE__ + (int)i);
+        check_out_once(&c, 0, F32, xs, ref, 1e-4, 1e-5, __LINE__ + (int)i);
         tc_free(&c);
     }
 }
@@ -1062,7 +880,7 @@ static void test_prelu_broadcasts_slope(void)
                  {SHP(0, 3), SHP(3), F32},             {SHP(2, 3, 4), SHP(3, 1), I64}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         tc c;
-        tc_init(&c);
+        tc_open(&c, "layers_test");
         shp xs = cases[i].x, ss = cases[i].s;
         loom_dtype dt = cases[i].dt;
         void *x = tc_buf(&c, (size_t)numel(xs) * 8), *s = tc_buf(&c, (size_t)numel(ss) * 8);
@@ -1082,25 +900,25 @@ static void test_prelu_broadcasts_slope(void)
             else
                 ((int64_t *)s)[k] = rng_int(0, 5);
         }
-        loom_value ins[2] = {tc_in(&c, 0, dt, xs, x), tc_in(&c, 1, dt, ss, s)};
-        RUN_OK(&c, tc_node(&c, "PRelu", ins, 2, NULL, 0, 1));
+        loom_value ins[2] = {tc_data(&c, 0, dt, xs, x), tc_data(&c, 1, dt, ss, s)};
+        RUN_OK(&c, tc_node_canon(&c, "PRelu", ins, 2, NULL, 0, 1));
         double *ref = tc_dbuf(&c, numel(xs));
         for (int64_t f = 0; f < numel(xs); f++) {
             int64_t idx[LOOM_MAX_RANK], si[LOOM_MAX_RANK];
             unravel(f, xs, idx);
             for (uint32_t d = 0; d < ss.rank; d++)
                 si[d] = ss.d[d] == 1 ? 0 : idx[xs.rank - ss.rank + d];
-            double v = load(x, dt, f);
-            ref[f] = v < 0 ? v * load(s, dt, ravel(ss, si)) : v;
+            double v = elem_load(x, dt, f);
+            ref[f] = v < 0 ? v * elem_load(s, dt, ravel(ss, si)) : v;
         }
-        check_out(&c, 0, dt, xs, ref, 1e-6, 1e-6, __LINE__ + (int)i);
+        check_out_once(&c, 0, dt, xs, ref, 1e-6, 1e-6, __LINE__ + (int)i);
         tc_free(&c);
     }
     tc c;
-    tc_init(&c);
+    tc_open(&c, "layers_test");
     float *x = tc_rand(&c, SHP(2, 3), 0, 1), *s = tc_rand(&c, SHP(2), 0, 1);
-    loom_value ins[2] = {tc_in(&c, 0, F32, SHP(2, 3), x), tc_in(&c, 1, F32, SHP(2), s)};
-    EXPECT_ERR(&c, tc_node(&c, "PRelu", ins, 2, NULL, 0, 1), LOOM_ERR_INVALID_ARGUMENT,
+    loom_value ins[2] = {tc_data(&c, 0, F32, SHP(2, 3), x), tc_data(&c, 1, F32, SHP(2), s)};
+    EXPECT_ERR(&c, tc_node_canon(&c, "PRelu", ins, 2, NULL, 0, 1), LOOM_ERR_INVALID_ARGUMENT,
                "does not broadcast");
 }
 
@@ -1119,7 +937,7 @@ static void test_top_k_sorted_with_ties_by_lower_index(void)
                  {SHP(2, 50), 1, 50, 0, I32}, {SHP(0, 5), 1, 2, 1, F32}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         tc c;
-        tc_init(&c);
+        tc_open(&c, "layers_test");
         shp xs = cases[i].x;
         loom_dtype dt = cases[i].dt;
         void *x = tc_buf(&c, (size_t)numel(xs) * 8);
@@ -1132,10 +950,10 @@ static void test_top_k_sorted_with_ties_by_lower_index(void)
             else
                 ((int64_t *)x)[k] = v << 40;
         }
-        loom_value ins[2] = {tc_in(&c, 0, dt, xs, x), tc_i64(&c, &cases[i].k, 1)};
+        loom_value ins[2] = {tc_data(&c, 0, dt, xs, x), tc_i64(&c, &cases[i].k, 1)};
         loom_attr at[2] = {loom_attr_int("axis", cases[i].axis),
                            loom_attr_int("largest", cases[i].largest)};
-        RUN_OK(&c, tc_node(&c, "TopK", ins, 2, at, 2, 2));
+        RUN_OK(&c, tc_node_canon(&c, "TopK", ins, 2, at, 2, 2));
         const uint32_t ax = (uint32_t)(cases[i].axis < 0 ? cases[i].axis + xs.rank : cases[i].axis);
         shp ys = xs;
         ys.d[ax] = cases[i].k;
@@ -1147,11 +965,11 @@ static void test_top_k_sorted_with_ties_by_lower_index(void)
             /* the element of rank WANT: count how many rank strictly before each candidate */
             for (int64_t l = 0; l < xs.d[ax]; l++) {
                 idx[ax] = l;
-                double v = load(x, dt, ravel(xs, idx));
+                double v = elem_load(x, dt, ravel(xs, idx));
                 int64_t before = 0;
                 for (int64_t m = 0; m < xs.d[ax]; m++) {
                     idx[ax] = m;
-                    double u = load(x, dt, ravel(xs, idx));
+                    double u = elem_load(x, dt, ravel(xs, idx));
                     if ((cases[i].largest ? u > v : u < v) || (u == v && m < l))
                         before++;
                 }
@@ -1166,10 +984,10 @@ static void test_top_k_sorted_with_ties_by_lower_index(void)
         tc_free(&c);
     }
     tc c;
-    tc_init(&c);
+    tc_open(&c, "layers_test");
     float *x = tc_rand(&c, SHP(2, 3), 0, 1);
-    loom_value ins[2] = {tc_in(&c, 0, F32, SHP(2, 3), x), tc_i64(&c, I64S(4))};
-    EXPECT_ERR(&c, tc_node(&c, "TopK", ins, 2, NULL, 0, 2), LOOM_ERR_INVALID_ARGUMENT,
+    loom_value ins[2] = {tc_data(&c, 0, F32, SHP(2, 3), x), tc_i64(&c, I64S(4))};
+    EXPECT_ERR(&c, tc_node_canon(&c, "TopK", ins, 2, NULL, 0, 2), LOOM_ERR_INVALID_ARGUMENT,
                "k = 4 is out of range");
 }
 
@@ -1185,7 +1003,7 @@ static void test_arg_max_min_first_and_last_index(void)
                  {"ArgMax", SHP(7), 0, 0, 0, I64},        {"ArgMin", SHP(0, 4), 1, 1, 0, F32}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         tc c;
-        tc_init(&c);
+        tc_open(&c, "layers_test");
         shp xs = cases[i].x;
         loom_dtype dt = cases[i].dt;
         void *x = tc_buf(&c, (size_t)numel(xs) * 8);
@@ -1198,11 +1016,11 @@ static void test_arg_max_min_first_and_last_index(void)
             else
                 ((int64_t *)x)[k] = v;
         }
-        loom_value in = tc_in(&c, 0, dt, xs, x);
+        loom_value in = tc_data(&c, 0, dt, xs, x);
         loom_attr at[3] = {loom_attr_int("axis", cases[i].axis),
                            loom_attr_int("keepdims", cases[i].keep),
                            loom_attr_int("select_last_index", cases[i].last)};
-        RUN_OK(&c, tc_node(&c, cases[i].op, &in, 1, at, 3, 1));
+        RUN_OK(&c, tc_node_canon(&c, cases[i].op, &in, 1, at, 3, 1));
         const uint32_t ax = (uint32_t)(cases[i].axis < 0 ? cases[i].axis + xs.rank : cases[i].axis);
         shp red = xs;
         red.d[ax] = 1;
@@ -1214,7 +1032,7 @@ static void test_arg_max_min_first_and_last_index(void)
             double bv = 0;
             for (int64_t l = 0; l < xs.d[ax]; l++) {
                 idx[ax] = l;
-                double v = load(x, dt, ravel(xs, idx));
+                double v = elem_load(x, dt, ravel(xs, idx));
                 int take = l == 0 || (is_max ? v > bv : v < bv) || (cases[i].last && v == bv);
                 if (take) {
                     bv = v;
@@ -1228,15 +1046,15 @@ static void test_arg_max_min_first_and_last_index(void)
         for (uint32_t d = 0; d < xs.rank; d++)
             if (d != ax || cases[i].keep)
                 ys.d[ys.rank++] = d == ax ? 1 : xs.d[d];
-        check_out(&c, 0, I64, ys, ref, 0, 0, __LINE__ + (int)i);
+        check_out_once(&c, 0, I64, ys, ref, 0, 0, __LINE__ + (int)i);
         tc_free(&c);
     }
     tc c;
-    tc_init(&c);
+    tc_open(&c, "layers_test");
     float *x = tc_rand(&c, SHP(2, 3), 0, 1);
-    loom_value in = tc_in(&c, 0, F32, SHP(2, 3), x);
+    loom_value in = tc_data(&c, 0, F32, SHP(2, 3), x);
     loom_attr at = loom_attr_int("axis", 2);
-    EXPECT_ERR(&c, tc_node(&c, "ArgMax", &in, 1, &at, 1, 1), LOOM_ERR_INVALID_ARGUMENT,
+    EXPECT_ERR(&c, tc_node_canon(&c, "ArgMax", &in, 1, &at, 1, 1), LOOM_ERR_INVALID_ARGUMENT,
                "axis 2 is out of range");
 }
 
@@ -1250,7 +1068,7 @@ static void test_scatter_elements_reductions(void)
     for (size_t r = 0; r < 5; r++)
         for (int axis = -2; axis < 2; axis++) {
             tc c;
-            tc_init(&c);
+            tc_open(&c, "layers_test");
             shp ds = SHP(4, 5), is = SHP(3, 4);
             const int64_t ax = axis < 0 ? axis + 2 : axis;
             float *data = tc_rand(&c, ds, -2, 2), *upd = tc_rand(&c, is, -2, 2);
@@ -1261,11 +1079,11 @@ static void test_scatter_elements_reductions(void)
                 idx32[k] = (int32_t)idx[k];
             }
             int use32 = axis == 1;
-            loom_value ins[3] = {tc_in(&c, 0, F32, ds, data),
-                                 use32 ? tc_in(&c, 0, I32, is, idx32) : tc_in(&c, 0, I64, is, idx),
-                                 tc_in(&c, 0, F32, is, upd)};
+            loom_value ins[3] = {tc_data(&c, 0, F32, ds, data),
+                                 use32 ? tc_data(&c, 0, I32, is, idx32) : tc_data(&c, 0, I64, is, idx),
+                                 tc_data(&c, 0, F32, is, upd)};
             loom_attr at[2] = {loom_attr_int("axis", axis), loom_attr_string("reduction", reds[r])};
-            RUN_OK(&c, tc_node(&c, "ScatterElements", ins, 3, at, 2, 1));
+            RUN_OK(&c, tc_node_canon(&c, "ScatterElements", ins, 3, at, 2, 1));
             double *ref = tc_dbuf(&c, numel(ds));
             for (int64_t k = 0; k < numel(ds); k++)
                 ref[k] = data[k];
@@ -1281,7 +1099,7 @@ static void test_scatter_elements_reductions(void)
                      : r == 3 ? fmax(*d, u)
                               : fmin(*d, u);
             }
-            check_out(&c, 0, F32, ds, ref, 1e-6, 1e-6, __LINE__);
+            check_out_once(&c, 0, F32, ds, ref, 1e-6, 1e-6, __LINE__);
             tc_free(&c);
         }
 }
@@ -1290,17 +1108,17 @@ static void test_scatter_and_gather_elements_report_bad_indices_at_run(void)
 {
     for (int gather = 0; gather < 2; gather++) {
         tc c;
-        tc_init(&c);
+        tc_open(&c, "layers_test");
         float *data = tc_rand(&c, SHP(3, 3), 0, 1), *upd = tc_rand(&c, SHP(1, 2), 0, 1);
         int64_t *idx = tc_buf(&c, 16);
         idx[0] = 1;
         idx[1] = 3; /* out of range for an axis of 3 */
-        loom_value ins[3] = {tc_in(&c, 0, F32, SHP(3, 3), data), tc_in(&c, 0, I64, SHP(1, 2), idx),
-                             gather ? NOV : tc_in(&c, 0, F32, SHP(1, 2), upd)};
-        loom_status st = tc_node(&c, gather ? "GatherElements" : "ScatterElements", ins,
+        loom_value ins[3] = {tc_data(&c, 0, F32, SHP(3, 3), data), tc_data(&c, 0, I64, SHP(1, 2), idx),
+                             gather ? NOV : tc_data(&c, 0, F32, SHP(1, 2), upd)};
+        loom_status st = tc_node_canon(&c, gather ? "GatherElements" : "ScatterElements", ins,
                                  gather ? 2 : 3, NULL, 0, 1);
         if (st == LOOM_OK)
-            st = tc_run(&c);
+            st = tc_run_status(&c, __LINE__, 1);
         const char *msg = loom_last_error();
         if (!strstr(msg, "index 3"))
             fprintf(stderr, "\n    message: %s\n", msg);
@@ -1323,7 +1141,7 @@ static void test_gather_elements_matches_reference(void)
                  {SHP(4, 3), SHP(0, 3), 0, I64}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         tc c;
-        tc_init(&c);
+        tc_open(&c, "layers_test");
         shp ds = cases[i].d, is = cases[i].i;
         const int64_t ax = cases[i].axis < 0 ? cases[i].axis + ds.rank : cases[i].axis;
         float *data = tc_rand(&c, ds, -5, 5);
@@ -1333,11 +1151,11 @@ static void test_gather_elements_matches_reference(void)
             idx[k] = rng_int(-ds.d[ax], ds.d[ax] - 1);
             idx32[k] = (int32_t)idx[k];
         }
-        loom_value ins[2] = {tc_in(&c, 0, F32, ds, data),
-                             cases[i].it == I32 ? tc_in(&c, 0, I32, is, idx32)
-                                                : tc_in(&c, 0, I64, is, idx)};
+        loom_value ins[2] = {tc_data(&c, 0, F32, ds, data),
+                             cases[i].it == I32 ? tc_data(&c, 0, I32, is, idx32)
+                                                : tc_data(&c, 0, I64, is, idx)};
         loom_attr at = loom_attr_int("axis", cases[i].axis);
-        RUN_OK(&c, tc_node(&c, "GatherElements", ins, 2, &at, 1, 1));
+        RUN_OK(&c, tc_node_canon(&c, "GatherElements", ins, 2, &at, 1, 1));
         double *ref = tc_dbuf(&c, numel(is));
         for (int64_t k = 0; k < numel(is); k++) {
             int64_t p[LOOM_MAX_RANK];
@@ -1345,7 +1163,7 @@ static void test_gather_elements_matches_reference(void)
             p[ax] = idx[k] < 0 ? idx[k] + ds.d[ax] : idx[k];
             ref[k] = data[ravel(ds, p)];
         }
-        check_out(&c, 0, F32, is, ref, 0, 0, __LINE__ + (int)i);
+        check_out_once(&c, 0, F32, is, ref, 0, 0, __LINE__ + (int)i);
         tc_free(&c);
     }
 }
@@ -1375,7 +1193,7 @@ static void test_reduce_min_prod_match_reference(void)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         tc c;
-        tc_init(&c);
+        tc_open(&c, "layers_test");
         shp xs = cases[i].x;
         loom_dtype dt = cases[i].dt;
         void *x = tc_buf(&c, (size_t)numel(xs) * 8);
@@ -1387,7 +1205,7 @@ static void test_reduce_min_prod_match_reference(void)
             else
                 ((int64_t *)x)[k] = rng_int(-3, 3);
         }
-        loom_value ins[2] = {tc_in(&c, 0, dt, xs, x),
+        loom_value ins[2] = {tc_data(&c, 0, dt, xs, x),
                              cases[i].from_input ? tc_i64(&c, cases[i].axes, cases[i].n_axes) : NOV};
         loom_attr at[3];
         size_t na = 0;
@@ -1396,7 +1214,7 @@ static void test_reduce_min_prod_match_reference(void)
             at[na++] = loom_attr_int("noop_with_empty_axes", 1);
         if (!cases[i].from_input && cases[i].n_axes)
             at[na++] = loom_attr_ints("axes", cases[i].n_axes, cases[i].axes);
-        RUN_OK(&c, tc_node(&c, cases[i].op, ins, cases[i].from_input ? 2 : 1, at, na, 1));
+        RUN_OK(&c, tc_node_canon(&c, cases[i].op, ins, cases[i].from_input ? 2 : 1, at, na, 1));
         int red[LOOM_MAX_RANK] = {0};
         for (size_t k = 0; k < cases[i].n_axes; k++)
             red[cases[i].axes[k] < 0 ? cases[i].axes[k] + xs.rank : cases[i].axes[k]] = 1;
@@ -1422,17 +1240,17 @@ static void test_reduce_min_prod_match_reference(void)
             for (uint32_t d = 0; d < xs.rank; d++)
                 if (red[d])
                     idx[d] = 0;
-            double *r = &ref[ravel(ks, idx)], v = load(x, dt, f);
+            double *r = &ref[ravel(ks, idx)], v = elem_load(x, dt, f);
             *r = is_min ? fmin(*r, v) : *r * v;
         }
-        check_out(&c, 0, dt, ys, ref, 1e-6, 1e-5, __LINE__ + (int)i);
+        check_out_once(&c, 0, dt, ys, ref, 1e-6, 1e-5, __LINE__ + (int)i);
         tc_free(&c);
     }
     tc c;
-    tc_init(&c);
+    tc_open(&c, "layers_test");
     float *x = tc_rand(&c, SHP(2, 3), 0, 1);
-    loom_value ins[2] = {tc_in(&c, 0, F32, SHP(2, 3), x), tc_i64(&c, I64S(1, -1))};
-    EXPECT_ERR(&c, tc_node(&c, "ReduceProd", ins, 2, NULL, 0, 1), LOOM_ERR_INVALID_ARGUMENT,
+    loom_value ins[2] = {tc_data(&c, 0, F32, SHP(2, 3), x), tc_i64(&c, I64S(1, -1))};
+    EXPECT_ERR(&c, tc_node_canon(&c, "ReduceProd", ins, 2, NULL, 0, 1), LOOM_ERR_INVALID_ARGUMENT,
                "appears twice");
 }
 
@@ -1455,7 +1273,7 @@ typedef struct rnn_case {
 static void rnn_check(const rnn_case *cs, int line)
 {
     tc c;
-    tc_init(&c);
+    tc_open(&c, "layers_test");
     const int64_t nd = !strcmp(cs->dir, "bidirectional") ? 2 : 1, G = cs->lstm ? 4 : 3;
     const int64_t T = cs->seq, B = cs->batch, I = cs->in, H = cs->h;
     shp xs = cs->layout ? SHP(B, T, I) : SHP(T, B, I);
@@ -1467,14 +1285,14 @@ static void rnn_check(const rnn_case *cs, int line)
     int32_t *lens = tc_buf(&c, (size_t)B * 4);
     for (int64_t k = 0; k < B; k++)
         lens[k] = cs->lens ? (int32_t)((k * 7 + 3) % (T + 1)) : (int32_t)T;
-    loom_value ins[8] = {tc_in(&c, 0, F32, xs, x),
-                         tc_in(&c, 1, F32, SHP(nd, G * H, I), w),
-                         tc_in(&c, 1, F32, SHP(nd, G * H, H), r),
-                         cs->bias ? tc_in(&c, 1, F32, SHP(nd, 2 * G * H), b) : NOV,
-                         cs->lens ? tc_in(&c, 0, I32, SHP(B), lens) : NOV,
-                         cs->init ? tc_in(&c, 0, F32, hs, h0) : NOV,
-                         cs->init && cs->lstm ? tc_in(&c, 0, F32, hs, c0) : NOV,
-                         cs->peep ? tc_in(&c, 1, F32, SHP(nd, 3 * H), p) : NOV};
+    loom_value ins[8] = {tc_data(&c, 0, F32, xs, x),
+                         tc_data(&c, 1, F32, SHP(nd, G * H, I), w),
+                         tc_data(&c, 1, F32, SHP(nd, G * H, H), r),
+                         cs->bias ? tc_data(&c, 1, F32, SHP(nd, 2 * G * H), b) : NOV,
+                         cs->lens ? tc_data(&c, 0, I32, SHP(B), lens) : NOV,
+                         cs->init ? tc_data(&c, 0, F32, hs, h0) : NOV,
+                         cs->init && cs->lstm ? tc_data(&c, 0, F32, hs, c0) : NOV,
+                         cs->peep ? tc_data(&c, 1, F32, SHP(nd, 3 * H), p) : NOV};
     loom_attr at[4];
     size_t na = 0;
     at[na++] = loom_attr_string("direction", cs->dir);
@@ -1483,7 +1301,7 @@ static void rnn_check(const rnn_case *cs, int line)
     if (!cs->lstm)
         at[na++] = loom_attr_int("linear_before_reset", cs->lbr);
     const size_t n_outs = cs->lstm ? 3 : 2;
-    RUN_OK(&c, tc_node(&c, cs->lstm ? "LSTM" : "GRU", ins, cs->lstm ? 8 : 6, at, na, n_outs));
+    RUN_OK(&c, tc_node_canon(&c, cs->lstm ? "LSTM" : "GRU", ins, cs->lstm ? 8 : 6, at, na, n_outs));
     shp ys = cs->layout ? SHP(B, T, nd, H) : SHP(T, nd, B, H);
     double *y = tc_dbuf(&c, numel(ys)), *yh = tc_dbuf(&c, numel(hs)), *yc = tc_dbuf(&c, numel(hs));
     for (int64_t k = 0; k < numel(ys); k++)
@@ -1561,10 +1379,10 @@ static void rnn_check(const rnn_case *cs, int line)
             }
 #undef HIDX
         }
-    check_out(&c, 0, F32, ys, y, 2e-5, 1e-4, line);
-    check_out(&c, 1, F32, hs, yh, 2e-5, 1e-4, line);
+    check_out_once(&c, 0, F32, ys, y, 2e-5, 1e-4, line);
+    check_out_once(&c, 1, F32, hs, yh, 2e-5, 1e-4, line);
     if (cs->lstm)
-        check_out(&c, 2, F32, hs, yc, 2e-5, 1e-4, line);
+        check_out_once(&c, 2, F32, hs, yc, 2e-5, 1e-4, line);
     tc_free(&c);
 }
 
@@ -1598,35 +1416,35 @@ static void test_gru_matches_reference(void)
 static void test_rnn_rejects_bad_shapes_and_activations(void)
 {
     tc c;
-    tc_init(&c);
+    tc_open(&c, "layers_test");
     float *x = tc_rand(&c, SHP(2, 1, 3), 0, 1), *w = tc_rand(&c, SHP(1, 12, 3), 0, 1),
           *r = tc_rand(&c, SHP(1, 12, 4), 0, 1);
-    loom_value ins[3] = {tc_in(&c, 0, F32, SHP(2, 1, 3), x), tc_in(&c, 1, F32, SHP(1, 12, 3), w),
-                         tc_in(&c, 1, F32, SHP(1, 12, 4), r)};
+    loom_value ins[3] = {tc_data(&c, 0, F32, SHP(2, 1, 3), x), tc_data(&c, 1, F32, SHP(1, 12, 3), w),
+                         tc_data(&c, 1, F32, SHP(1, 12, 4), r)};
     loom_attr h = loom_attr_int("hidden_size", 3);
-    EXPECT_ERR(&c, tc_node(&c, "LSTM", ins, 3, &h, 1, 3), LOOM_ERR_INVALID_ARGUMENT,
+    EXPECT_ERR(&c, tc_node_canon(&c, "LSTM", ins, 3, &h, 1, 3), LOOM_ERR_INVALID_ARGUMENT,
                "input 2 (R) has shape [1, 12, 4]; expected [1, 12, 3]");
-    tc_init(&c);
+    tc_open(&c, "layers_test");
     x = tc_rand(&c, SHP(2, 1, 3), 0, 1);
     w = tc_rand(&c, SHP(1, 9, 3), 0, 1);
     r = tc_rand(&c, SHP(1, 9, 3), 0, 1);
-    loom_value ins2[3] = {tc_in(&c, 0, F32, SHP(2, 1, 3), x), tc_in(&c, 1, F32, SHP(1, 9, 3), w),
-                          tc_in(&c, 1, F32, SHP(1, 9, 3), r)};
+    loom_value ins2[3] = {tc_data(&c, 0, F32, SHP(2, 1, 3), x), tc_data(&c, 1, F32, SHP(1, 9, 3), w),
+                          tc_data(&c, 1, F32, SHP(1, 9, 3), r)};
     loom_attr acts = loom_attr_string("activations", "Relu,Tanh");
-    EXPECT_ERR(&c, tc_node(&c, "GRU", ins2, 3, &acts, 1, 2), LOOM_ERR_UNSUPPORTED,
+    EXPECT_ERR(&c, tc_node_canon(&c, "GRU", ins2, 3, &acts, 1, 2), LOOM_ERR_UNSUPPORTED,
                "only the defaults");
     /* sequence_lens out of range: a run-time error */
-    tc_init(&c);
+    tc_open(&c, "layers_test");
     x = tc_rand(&c, SHP(2, 1, 3), 0, 1);
     w = tc_rand(&c, SHP(1, 9, 3), 0, 1);
     r = tc_rand(&c, SHP(1, 9, 3), 0, 1);
     int32_t *lens = tc_buf(&c, 4);
     lens[0] = 5;
-    loom_value ins3[5] = {tc_in(&c, 0, F32, SHP(2, 1, 3), x), tc_in(&c, 1, F32, SHP(1, 9, 3), w),
-                          tc_in(&c, 1, F32, SHP(1, 9, 3), r), NOV, tc_in(&c, 0, I32, SHP(1), lens)};
-    loom_status st = tc_node(&c, "GRU", ins3, 5, NULL, 0, 2);
+    loom_value ins3[5] = {tc_data(&c, 0, F32, SHP(2, 1, 3), x), tc_data(&c, 1, F32, SHP(1, 9, 3), w),
+                          tc_data(&c, 1, F32, SHP(1, 9, 3), r), NOV, tc_data(&c, 0, I32, SHP(1), lens)};
+    loom_status st = tc_node_canon(&c, "GRU", ins3, 5, NULL, 0, 2);
     if (st == LOOM_OK)
-        st = tc_run(&c);
+        st = tc_run_status(&c, __LINE__, 1);
     CU_ASSERT_EQUAL(st, LOOM_ERR_INVALID_ARGUMENT);
     CU_ASSERT_PTR_NOT_NULL(strstr(loom_last_error(), "sequence_lens"));
     tc_free(&c);
@@ -1636,74 +1454,37 @@ static void test_rnn_rejects_bad_shapes_and_activations(void)
 
 static int suite_init(void)
 {
-    loom_runtime_options o;
-    memset(&o, 0, sizeof o);
-    o.struct_size = sizeof o;
-    o.cpu_threads = 2; /* parallel paths run even on one core */
-    return loom_runtime_create(&o, &g_rt) == LOOM_OK ? 0 : 1;
+    return test_rt_open(2); /* parallel paths run even on one core */
 }
 
-static int suite_clean(void)
-{
-    loom_runtime_destroy(g_rt);
-    g_rt = NULL;
-    return 0;
-}
-
-#define TEST(fn) {#fn, fn}
+static const test_entry k_tests[] = {
+    TEST_ENTRY(test_conv_transpose_matches_reference),
+    TEST_ENTRY(test_conv_transpose_rejects_bad_attributes),
+    TEST_ENTRY(test_resize_matches_reference),
+    TEST_ENTRY(test_resize_nearest_moves_integers),
+    TEST_ENTRY(test_resize_rejects_unsupported_and_bad_inputs),
+    TEST_ENTRY(test_pad_modes_match_reference),
+    TEST_ENTRY(test_pad_rejects_bad_pads),
+    TEST_ENTRY(test_tile_matches_reference),
+    TEST_ENTRY(test_einsum_matches_reference),
+    TEST_ENTRY(test_einsum_ellipsis_broadcast_and_integers),
+    TEST_ENTRY(test_instance_norm_matches_reference),
+    TEST_ENTRY(test_log_softmax_matches_reference),
+    TEST_ENTRY(test_prelu_broadcasts_slope),
+    TEST_ENTRY(test_top_k_sorted_with_ties_by_lower_index),
+    TEST_ENTRY(test_arg_max_min_first_and_last_index),
+    TEST_ENTRY(test_scatter_elements_reductions),
+    TEST_ENTRY(test_scatter_and_gather_elements_report_bad_indices_at_run),
+    TEST_ENTRY(test_gather_elements_matches_reference),
+    TEST_ENTRY(test_reduce_min_prod_match_reference),
+    TEST_ENTRY(test_lstm_matches_reference),
+    TEST_ENTRY(test_gru_matches_reference),
+    TEST_ENTRY(test_rnn_rejects_bad_shapes_and_activations),
+    {NULL, NULL},
+};
 
 int main(int argc, char **argv)
 {
-    static const struct {
-        const char *name;
-        CU_TestFunc fn;
-    } tests[] = {
-        TEST(test_conv_transpose_matches_reference),
-        TEST(test_conv_transpose_rejects_bad_attributes),
-        TEST(test_resize_matches_reference),
-        TEST(test_resize_nearest_moves_integers),
-        TEST(test_resize_rejects_unsupported_and_bad_inputs),
-        TEST(test_pad_modes_match_reference),
-        TEST(test_pad_rejects_bad_pads),
-        TEST(test_tile_matches_reference),
-        TEST(test_einsum_matches_reference),
-        TEST(test_einsum_ellipsis_broadcast_and_integers),
-        TEST(test_instance_norm_matches_reference),
-        TEST(test_log_softmax_matches_reference),
-        TEST(test_prelu_broadcasts_slope),
-        TEST(test_top_k_sorted_with_ties_by_lower_index),
-        TEST(test_arg_max_min_first_and_last_index),
-        TEST(test_scatter_elements_reductions),
-        TEST(test_scatter_and_gather_elements_report_bad_indices_at_run),
-        TEST(test_gather_elements_matches_reference),
-        TEST(test_reduce_min_prod_match_reference),
-        TEST(test_lstm_matches_reference),
-        TEST(test_gru_matches_reference),
-        TEST(test_rnn_rejects_bad_shapes_and_activations),
-    };
-    const char *filter = argc > 1 ? argv[1] : NULL;
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 2;
-    CU_pSuite s = CU_add_suite_with_setup_and_teardown("ops_layers", suite_init, suite_clean,
-                                                       rng_reset, NULL);
-    size_t added = 0;
-    for (size_t i = 0; s && i < sizeof tests / sizeof tests[0]; i++) {
-        if (filter && !strstr(tests[i].name, filter))
-            continue;
-        if (!CU_add_test(s, tests[i].name, tests[i].fn)) {
-            CU_cleanup_registry();
-            return 2;
-        }
-        added++;
-    }
-    if (!s || (filter && !added)) {
-        fprintf(stderr, "no test matches \"%s\"\n", filter ? filter : "");
-        CU_cleanup_registry();
-        return 2;
-    }
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failures = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
-    return failures ? 1 : 0;
+    const test_suite suite = {"ops_layers", k_tests, suite_init, test_rt_close, rng_reset, NULL};
+    return test_run_suites(&suite, 1, argc, argv);
 }

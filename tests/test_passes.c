@@ -63,7 +63,8 @@ static void test_stages_are_recorded_in_pipeline_order(void)
     loom_plan *p;
     CU_ASSERT_EQUAL_FATAL(loom_plan_create(rt, g, NULL, &p), LOOM_OK);
     const char *want[] = {"validate",       "fold_constants",        "fuse_quantized_matmul",
-                          "quantize_int8_dynamic", "fuse_epilogue", "calibrate_int8", "claims",
+                          "quantize_int8_dynamic", "fold_batchnorm", "fuse_epilogue",
+                          "calibrate_int8", "claims",
                           "place",
                           "compile",        "insert_copies",         "memory_plan"};
     CU_ASSERT_EQUAL(loom_plan_pass_count(p), sizeof want / sizeof *want);

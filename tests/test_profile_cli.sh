@@ -379,6 +379,12 @@ g.input[0].type.tensor_type.shape.dim[0].Clear()
 m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
 m.ir_version = 8
 onnx.save(m, sys.argv[1] + "/unnamed.onnx")
+# Two inputs sharing the symbols batch and seq, a third with batch and a fixed 4.
+save("dynamic", [helper.make_node("Mul", ["x", "mask"], ["y"]),
+                 helper.make_node("Relu", ["bias"], ["z"])],
+     [vi("x", T.FLOAT, ["batch", "seq"]), vi("mask", T.FLOAT, ["batch", "seq"]),
+      vi("bias", T.FLOAT, ["batch", 4])],
+     [vi("y", T.FLOAT, ["batch", "seq"]), vi("z", T.FLOAT, ["batch", 4])])
 PY
     # A run of microseconds under a 300 ms target: the axis spans the run, not the target,
     # which is marked at the right edge with its value; the title is the file's name.
@@ -420,6 +426,53 @@ sys.exit(0 if any(n["shape"] == "4x3" for n in r["nodes"]) else 1)' "$TMP/out"
     done
     check "bad --dim" 2 "$LOOM" profile "$TMP/models/symbolic.onnx" --dim batch=0
     expect "bad --dim: one line" one_line_naming "--dim"
+
+    # --shape INPUT=D0xD1x...: the model is profiled at the named shapes; the symbols a shape
+    # settles apply to the other inputs that have them.
+    shapes_are() { # JSON-REPORT SHAPE...: the nodes' output shapes are exactly these
+        "$PY" - "$@" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+got = sorted(n["shape"] for n in r["nodes"])
+sys.exit(0 if got == sorted(sys.argv[2:]) else 1)
+PY
+    }
+    check "--shape every input" 0 "$LOOM" profile "$TMP/models/dynamic.onnx" --shape x=2x5 \
+        --shape mask=2x5 --shape bias=2x4 --device cpu --repeat 1 --warmup 0 --json
+    expect "--shape: the nodes have the given shapes" shapes_are "$TMP/out" 2x5 2x4
+    check "--shape one input, symbols shared" 0 "$LOOM" profile "$TMP/models/dynamic.onnx" \
+        --shape x=3x7 --device cpu --repeat 1 --warmup 0 --json
+    expect "--shape: batch and seq reach mask and bias" shapes_are "$TMP/out" 3x7 3x4
+    check "--shape with a consistent --dim" 0 "$LOOM" profile "$TMP/models/dynamic.onnx" \
+        --dim seq=6 --shape bias=1x4 --device cpu --repeat 1 --warmup 0 --json
+    expect "--shape and --dim together" shapes_are "$TMP/out" 1x6 1x4
+    check "--shape settles an unnamed dim" 0 "$LOOM" profile "$TMP/models/unnamed.onnx" \
+        --shape x=5x2 --device cpu --repeat 1 --warmup 0 --json
+    expect "--shape: unnamed dim set" shapes_are "$TMP/out" 5x2
+    # Bad shapes: exit 2, one line naming the culprit.
+    bad_shape() { # NAME TEXT-IN-THE-LINE ARGS...
+        local name="$1" text="$2"
+        shift 2
+        check "--shape refused: $name" 2 "$LOOM" profile "$@" --device cpu --repeat 1 --warmup 0
+        expect "--shape refused: $name: one line naming it" one_line_naming "$text"
+    }
+    bad_shape "unknown input" "no input 'nosuch' (its inputs: x, mask, bias)" \
+        "$TMP/models/dynamic.onnx" --shape nosuch=1x2
+    bad_shape "wrong rank" "input 'x' has rank 2 in the model (batchxseq), the shape has rank 3" \
+        "$TMP/models/dynamic.onnx" --shape x=1x2x3
+    bad_shape "fixed dim contradicted" "dimension 1 of input 'bias' is 5, the model fixes it at 4" \
+        "$TMP/models/dynamic.onnx" --shape bias=2x5
+    bad_shape "symbol bound two ways" "dimension 'seq' is 6 in input 'mask' but 5 in --shape x=2x5" \
+        "$TMP/models/dynamic.onnx" --shape x=2x5 --shape mask=2x6
+    bad_shape "symbol against --dim" "dimension 'batch' is 2 in input 'x' but 3 in --dim batch" \
+        "$TMP/models/dynamic.onnx" --dim batch=3 --shape x=2x5
+    for v in x=1xa x=1x x= =2x3 x 'x=2x-3' x=0x3 x=1x2x3x4x5x6x7x8x9 x=99999999999x1 'x=2 x3'; do
+        bad_shape "malformed '$v'" "--shape wants INPUT=D0xD1x..." "$TMP/models/dynamic.onnx" \
+            --shape "$v"
+    done
+    bad_shape "input given twice" "--shape gives input 'x' twice" "$TMP/models/dynamic.onnx" \
+        --shape x=1x2 --shape x=1x2
+    bad_shape "bundled model" "--shape applies to an ONNX model file" --model mlp --shape x=1x2
 else
     echo "skip the 200,000-node chain, the Gantt axis and the dims: $PY lacks onnx"
 fi

@@ -40,6 +40,7 @@ static const char profile_help[] =
     "                    [--repeat N] [--warmup N] [--precision P] [--strict] [--budget S]\n"
     "                    [--trace OUT.json] [--gantt OUT.svg] [--dot OUT.dot] [--all] [--json]\n"
     "                    [--no-calibrate] [--no-learn] [--passes] [--dim NAME=VALUE]...\n"
+    "                    [--shape INPUT=D0xD1x...]...\n"
     "\n"
     "Place a model across every device found with a placement policy (or on one device with\n"
     "--device), run the plan N times after warm-up runs, and show where each node ran, why,\n"
@@ -48,7 +49,8 @@ static const char profile_help[] =
     "bytes moved, the end-to-end latency (median, p95, p99, min), the prediction error, the\n"
     "target met or missed, and the placed plan against the best single device (also measured).\n"
     "Inputs are seeded random data. An ONNX model's symbolic dims are given with --dim, as for\n"
-    "'loom run'; a dim left unresolved (symbolic, negative or unnamed) is refused, named.\n"
+    "'loom run', or whole input shapes with --shape; a dim left unresolved (symbolic, negative\n"
+    "or unnamed) is refused, named.\n"
     "\n"
     "  --model NAME        bundled model: mlp (64x784 -> 512 -> 256 -> 10, default), attention\n"
     "                      (one transformer attention block, seq 128, d_model 256, 4 heads) or\n"
@@ -70,6 +72,10 @@ static const char profile_help[] =
     "                      output column, activations per row at run time)\n"
     "  --budget S          seconds the placement search may take (default: the policy's)\n"
     "  --dim NAME=VALUE    value of the model's symbolic dimension NAME (e.g. batch_size=1)\n"
+    "  --shape INPUT=D0xD1x...  profile with input INPUT of this shape (e.g. --shape\n"
+    "                      input_ids=1x128 --shape attention_mask=1x128); repeatable. Its rank and\n"
+    "                      fixed dims must be the model's; the symbols it settles (sequence=128)\n"
+    "                      apply to every input that has them\n"
     "  --repeat N          measured runs (default 20)\n"
     "  --warmup N          runs before measuring (default 3); they record what each node took,\n"
     "                      and the model is placed again from those measurements\n"
@@ -93,6 +99,14 @@ static const char profile_help[] =
     "docs/profile.md describes the table, the JSON fields and the three files.\n"
     "Exit status: 0 success, 1 runtime failure, 2 bad usage or bad input.\n";
 
+/* One --shape INPUT=D0xD1x... */
+typedef struct profile_shape {
+    const char *arg;    /* the whole argument, borrowed from argv (for messages) */
+    char *input;        /* ours */
+    uint32_t rank;
+    int64_t dims[LOOM_MAX_RANK];
+} profile_shape;
+
 typedef struct profile_opts {
     const char *model;     /* bundled model name, or the ONNX file's path */
     const char *onnx;      /* a model file instead of a bundled model */
@@ -101,6 +115,8 @@ typedef struct profile_opts {
     size_t n_pins;
     loom_onnx_dim *dims;   /* --dim values; the names are ours */
     size_t n_dims;
+    profile_shape *shapes; /* --shape values */
+    size_t n_shapes;
     int repeat, warmup, json, strict, all, passes;
     int no_calibrate;      /* skip measuring devices that have no profile yet */
     int no_learn;          /* do not learn from the warm-up runs (nor re-place after them) */
@@ -198,9 +214,47 @@ static int known_policy(const char *policy)
     return 0;
 }
 
+/* Parse one --shape value V (INPUT=D0xD1x..., each D from 1 to 2147483647) into O. Returns -1
+ * to go on, else the exit status after a message. */
+static int parse_shape(const char *v, profile_opts *o)
+{
+    const char *eq = strchr(v, '=');
+    profile_shape sh = {.arg = v};
+    int ok = eq && eq != v && eq[1];
+    for (const char *p = eq ? eq + 1 : NULL; ok && p;) {
+        char *end = NULL;
+        errno = 0;
+        long long n = *p >= '0' && *p <= '9' ? strtoll(p, &end, 10) : 0;
+        if (!end || end == p || errno || n < 1 || n > INT32_MAX || sh.rank == LOOM_MAX_RANK ||
+            (*end && *end != 'x')) {
+            ok = 0;
+            break;
+        }
+        sh.dims[sh.rank++] = n;
+        p = *end == 'x' ? end + 1 : NULL;
+    }
+    if (!ok)
+        return usage("--shape wants INPUT=D0xD1x... (e.g. input_ids=1x128) with at most 8 dims, "
+                     "each from 1 to 2147483647, got '%s'", v);
+    for (size_t k = 0; k < o->n_shapes; k++)
+        if (strlen(o->shapes[k].input) == (size_t)(eq - v) &&
+            !strncmp(o->shapes[k].input, v, (size_t)(eq - v)))
+            return usage("--shape gives input '%s' twice", o->shapes[k].input);
+    profile_shape *s = realloc(o->shapes, (o->n_shapes + 1) * sizeof *s);
+    if (s)
+        o->shapes = s;
+    if (!s || !(sh.input = strndup(v, (size_t)(eq - v)))) {
+        say("out of memory");
+        return EXIT_RUNTIME;
+    }
+    o->shapes[o->n_shapes++] = sh;
+    return -1;
+}
+
 /* Parse ARGV into O. Returns -1 to go on, else the exit status (0 after --help). */
 static int parse_args(int argc, char **argv, profile_opts *o)
 {
+    int rc;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         const char *v;
@@ -225,7 +279,8 @@ static int parse_args(int argc, char **argv, profile_opts *o)
                    !strcmp(a, "--warmup") || !strcmp(a, "--precision") ||
                    !strcmp(a, "--quantize") ||
                    !strcmp(a, "--policy") || !strcmp(a, "--target-latency") ||
-                   !strcmp(a, "--pin") || !strcmp(a, "--budget") || !strcmp(a, "--dim")) {
+                   !strcmp(a, "--pin") || !strcmp(a, "--budget") || !strcmp(a, "--dim") ||
+                   !strcmp(a, "--shape")) {
             /* "--device --json" must not look for a device called "--json". */
             if (!(v = tool_option_value(argc, argv, &i)))
                 return usage("option %s needs a value", a);
@@ -247,6 +302,9 @@ static int parse_args(int argc, char **argv, profile_opts *o)
                     return EXIT_RUNTIME;
                 }
                 o->dims[o->n_dims++] = (loom_onnx_dim){.name = name, .value = n};
+            } else if (!strcmp(a, "--shape")) {
+                if ((rc = parse_shape(v, o)) >= 0)
+                    return rc;
             } else if (!strcmp(a, "--model")) {
                 o->model = v;
             } else if (!strcmp(a, "--device")) {
@@ -311,20 +369,153 @@ static int parse_args(int argc, char **argv, profile_opts *o)
         strcmp(o->model, "towers") && strcmp(o->model, "bert") && strcmp(o->model, "bert-tiny"))
         return usage("unknown bundled model '%s' (mlp, attention, towers, bert or bert-tiny)",
                      o->model);
+    if (!o->onnx && o->n_shapes)
+        return usage("--shape applies to an ONNX model file, not to the bundled model '%s'",
+                     o->model);
     return -1;
 }
 
 /* ---- the model, the device, the pins ------------------------------------------------------- */
 
+/* The model's declared shape of IO as text for messages: "batchx128", "?" for an unnamed
+ * dynamic dim. */
+static const char *declared_shape(const loom_model_io *io, char *buf, size_t cap)
+{
+    size_t w = 0;
+    buf[0] = '\0';
+    for (int32_t k = 0; k < io->rank && w < cap; k++) {
+        int n = io->dims[k] >= 0 ? snprintf(buf + w, cap - w, "%s%lld", k ? "x" : "",
+                                            (long long)io->dims[k])
+                                 : snprintf(buf + w, cap - w, "%s%s", k ? "x" : "",
+                                            io->dim_params[k] ? io->dim_params[k] : "?");
+        if (n < 0)
+            break;
+        w += (size_t)n;
+    }
+    return io->rank == 0 ? "a scalar" : buf;
+}
+
+/* Check every --shape against the model's declared inputs (the input exists, the rank, the
+ * fixed dims, a symbol given one value only, --dim included), and add the symbols the shapes
+ * settle to O's dims, so that other inputs with those symbols follow. The declarations are
+ * read through a loom_model (the file is read once more; its weights are freed before the
+ * import). Returns 0, else the exit status after one line naming the culprit. */
+static int resolve_shapes(loom_runtime *rt, profile_opts *o)
+{
+    loom_model *m = NULL;
+    loom_status st = loom_model_load_onnx(rt, o->onnx, NULL, &m);
+    if (st != LOOM_OK) {
+        say("%s", loom_last_error());
+        return tool_exit_status(st, TOOL_LOADING);
+    }
+    size_t n_in = loom_model_input_count(m), n_user_dims = o->n_dims;
+    /* Which --shape settled each symbol added below (for messages). */
+    const char **settled_by = calloc(o->n_shapes * LOOM_MAX_RANK + 1, sizeof *settled_by);
+    int rc = 0;
+    if (!settled_by) {
+        say("out of memory");
+        rc = EXIT_RUNTIME;
+    }
+    for (size_t s = 0; !rc && s < o->n_shapes; s++) {
+        const profile_shape *sh = &o->shapes[s];
+        loom_model_io io = {.struct_size = sizeof io};
+        size_t i = 0;
+        for (; i < n_in; i++) {
+            loom_model_input_info(m, i, &io);
+            if (!strcmp(io.name, sh->input))
+                break;
+        }
+        if (i == n_in) {
+            char names[512];
+            size_t w = 0;
+            names[0] = '\0';
+            for (size_t k = 0; k < n_in && w + 8 < sizeof names; k++) {
+                loom_model_io other = {.struct_size = sizeof other};
+                loom_model_input_info(m, k, &other);
+                int n = snprintf(names + w, sizeof names - w, "%s%s", k ? ", " : "", other.name);
+                w = n < 0 ? w : w + (size_t)n < sizeof names ? w + (size_t)n : sizeof names - 1;
+            }
+            say("--shape %s: the model has no input '%s' (its inputs: %s)", sh->arg, sh->input,
+                n_in ? names : "none");
+            rc = EXIT_USAGE;
+            break;
+        }
+        if (io.rank < 0)
+            continue; /* the model gives no shape: any shape is the caller's to give */
+        char decl[256];
+        if ((int32_t)sh->rank != io.rank) {
+            say("--shape %s: input '%s' has rank %d in the model (%s), the shape has rank %u",
+                sh->arg, sh->input, io.rank, declared_shape(&io, decl, sizeof decl), sh->rank);
+            rc = EXIT_USAGE;
+            break;
+        }
+        for (uint32_t k = 0; !rc && k < sh->rank; k++) {
+            if (io.dims[k] >= 0 && io.dims[k] != sh->dims[k]) {
+                say("--shape %s: dimension %u of input '%s' is %lld, the model fixes it at %lld "
+                    "(%s)", sh->arg, k, sh->input, (long long)sh->dims[k],
+                    (long long)io.dims[k], declared_shape(&io, decl, sizeof decl));
+                rc = EXIT_USAGE;
+                break;
+            }
+            const char *sym = io.dim_params[k];
+            if (!sym)
+                continue;
+            /* One value per symbol: --dim first, then the shapes before this one. */
+            size_t d = 0;
+            while (d < o->n_dims && strcmp(o->dims[d].name, sym))
+                d++;
+            if (d < o->n_dims) {
+                if (o->dims[d].value != sh->dims[k]) {
+                    say("--shape %s: dimension '%s' is %lld in input '%s' but %lld in %s%s",
+                        sh->arg, sym, (long long)sh->dims[k], sh->input,
+                        (long long)o->dims[d].value, d < n_user_dims ? "--dim " : "--shape ",
+                        d < n_user_dims ? sym : settled_by[d - n_user_dims]);
+                    rc = EXIT_USAGE;
+                }
+                continue;
+            }
+            loom_onnx_dim *nd = realloc(o->dims, (o->n_dims + 1) * sizeof *nd);
+            char *name = strdup(sym);
+            if (nd)
+                o->dims = nd;
+            if (!nd || !name) {
+                free(name);
+                say("out of memory");
+                rc = EXIT_RUNTIME;
+                break;
+            }
+            settled_by[o->n_dims - n_user_dims] = sh->arg;
+            o->dims[o->n_dims++] = (loom_onnx_dim){.name = name, .value = sh->dims[k]};
+        }
+    }
+    free(settled_by);
+    loom_model_destroy(m);
+    return rc;
+}
+
 /* Build and check the model. Returns 0 with *G set, else the exit status after a message. */
-static int build_model(const profile_opts *o, loom_graph **g)
+static int build_model(loom_runtime *rt, profile_opts *o, loom_graph **g)
 {
     *g = NULL;
     if (o->onnx) {
-        /* Every dim resolved, as for `loom run`: a symbolic one from --dim, and a negative or
-         * unnamed one is refused (setting it to 1 silently profiled another model). */
-        loom_onnx_options oo = {.struct_size = sizeof oo, .dims = o->dims, .n_dims = o->n_dims};
+        /* Every dim resolved, as for `loom run`: a symbolic one from --dim or --shape, and a
+         * negative or unnamed one is refused (setting it to 1 silently profiled another
+         * model). */
+        int rc = o->n_shapes ? resolve_shapes(rt, o) : 0;
+        if (rc)
+            return rc;
+        loom_onnx_shape *shapes = calloc(o->n_shapes + 1, sizeof *shapes);
+        if (!shapes) {
+            say("out of memory");
+            return EXIT_RUNTIME;
+        }
+        for (size_t s = 0; s < o->n_shapes; s++)
+            shapes[s] = (loom_onnx_shape){.input = o->shapes[s].input, .rank = o->shapes[s].rank,
+                                          .dims = o->shapes[s].dims};
+        loom_onnx_options oo = {.struct_size = sizeof oo, .dims = o->dims, .n_dims = o->n_dims,
+                                .shapes = shapes, .n_shapes = o->n_shapes};
         loom_status st = loom_onnx_load(o->onnx, &oo, g);
+        free(shapes);
         if (st != LOOM_OK) {
             const char *e = loom_last_error();
             say("%s%s", e, strstr(e, "symbolic") && !strstr(e, "--dim")
@@ -1291,6 +1482,9 @@ static void free_opts(profile_opts *o)
     for (size_t i = 0; i < o->n_dims; i++)
         free((char *)o->dims[i].name);
     free(o->dims);
+    for (size_t i = 0; i < o->n_shapes; i++)
+        free(o->shapes[i].input);
+    free(o->shapes);
 }
 
 int cmd_profile(int argc, char **argv)
@@ -1314,7 +1508,7 @@ int cmd_profile(int argc, char **argv)
         free_opts(&o);
         return tool_runtime_exit_status(rst);
     }
-    rc = build_model(&o, &g);
+    rc = build_model(rt, &o, &g);
     if (!rc)
         rc = check_placement_args(&o, rt, g);
     const char *no_cal = getenv("LOOM_NO_CALIBRATE");

@@ -1,8 +1,9 @@
 /*
  * The CPU backend's subgraph claims (backend ABI 1.0, loom_backend.claim and
  * prepare_subgraph): which chains of an offered graph the CPU compiles into one kernel, and
- * their compilation. cpu_claims.c documents the chains; cpu_backend.c hooks these into the
- * table.
+ * their compilation. backends/common/chain_match.h documents the chains (the matcher is shared
+ * with the OpenCL backend), cpu_claims.c what the CPU makes of them; cpu_backend.c hooks these
+ * into the table.
  */
 #ifndef LOOM_CPU_CLAIMS_H
 #define LOOM_CPU_CLAIMS_H
