@@ -37,7 +37,7 @@ static loom_status infer_float_unary(loom_infer_ctx *ctx)
 
 static loom_status infer_signed_unary(loom_infer_ctx *ctx)
 {
-    return loom_ops_unary_no_attrs(ctx, LOOM_DTS_SIGNED);
+    return loom_ops_unary_no_attrs(ctx, LOOM_DTS_SIGNED | LOOM_DTS(LOOM_DTYPE_F64));
 }
 
 static loom_status infer_identity(loom_infer_ctx *ctx)
@@ -116,14 +116,42 @@ static loom_status binary(loom_infer_ctx *ctx, uint32_t mask)
     return loom_ops_finish(ctx);
 }
 
+/* Add, Sub, Mul, Div, Min and Max take every numeric dtype (float64 and the wide integers
+ * too, issue 13); backends say which they run. */
+#define DTS_BINARY (LOOM_DTS_ARITH | LOOM_DTS_WIDE)
+
 static loom_status infer_arith_binary(loom_infer_ctx *ctx)
 {
-    return binary(ctx, LOOM_DTS_ARITH);
+    return binary(ctx, DTS_BINARY);
 }
 
+/* Pow: a float base X; the exponent Y may be a float of X's dtype or an int32/int64 (ONNX's
+ * T1); Z has X's dtype. */
 static loom_status infer_pow(loom_infer_ctx *ctx)
 {
-    return binary(ctx, LOOM_DTS_FLOAT);
+    loom_status st;
+    if ((st = loom_infer_check_attrs(ctx, k_no_names, k_no_kinds)) != LOOM_OK ||
+        (st = loom_ops_require(ctx, 0, "X")) != LOOM_OK ||
+        (st = loom_ops_require(ctx, 1, "Y")) != LOOM_OK ||
+        (st = loom_ops_check_dtype(ctx, 0, "X", LOOM_DTS_FLOAT)) != LOOM_OK)
+        return st;
+    if (ctx->n_inputs != 2)
+        return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT, "takes 2 inputs, %u given",
+                               ctx->n_inputs);
+    const loom_tensor_desc *x = &ctx->inputs[0], *y = &ctx->inputs[1];
+    if (y->dtype != x->dtype &&
+        (st = loom_ops_check_dtype(ctx, 1, "Y", LOOM_DTS_INDEX)) != LOOM_OK)
+        return st;
+    loom_tensor_desc z;
+    if (!loom_broadcast_shapes(x, y, &z)) {
+        char a[160], b[160];
+        return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
+                               "shapes %s and %s cannot be broadcast together (X, Y)",
+                               loom_dims_format(x->rank, x->dims, a, sizeof a),
+                               loom_dims_format(y->rank, y->dims, b, sizeof b));
+    }
+    loom_ops_set_output(ctx, 0, x->dtype, z.rank, z.dims);
+    return loom_ops_finish(ctx);
 }
 
 static loom_status infer_variadic(loom_infer_ctx *ctx)
@@ -134,7 +162,7 @@ static loom_status infer_variadic(loom_infer_ctx *ctx)
         return st;
     if (ctx->n_inputs == 0)
         return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT, "needs at least one input");
-    if ((st = broadcast_inputs(ctx, 0, LOOM_DTS_ARITH, NULL, &y)) != LOOM_OK)
+    if ((st = broadcast_inputs(ctx, 0, DTS_BINARY, NULL, &y)) != LOOM_OK)
         return st;
     loom_ops_set_output(ctx, 0, y.dtype, y.rank, y.dims);
     return loom_ops_finish(ctx);

@@ -341,7 +341,8 @@ static loom_status infer_einsum(loom_infer_ctx *ctx)
     for (uint32_t i = 0; i < ctx->n_inputs; i++) {
         TRY(loom_ops_require(ctx, i, "Inputs"));
         TRY(loom_ops_check_dtype(ctx, i, "Inputs",
-                                 LOOM_DTS(LOOM_DTYPE_F32) | LOOM_DTS_INDEX));
+                                 LOOM_DTS(LOOM_DTYPE_F32) | LOOM_DTS(LOOM_DTYPE_F64) |
+                                     LOOM_DTS_INDEX));
         TRY(loom_ops_same_dtype(ctx, i, "Inputs", 0));
     }
     char canon[256];

@@ -8,6 +8,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include <loom/loom.h>
 
+#include "test_support.h"
+
 #include <CUnit/Basic.h>
 
 #include <stdio.h>
@@ -726,41 +728,43 @@ static void test_names_used_twice_are_refused_naming_the_value(void)
     loom_graph_destroy(g);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("api_hardening", suite_init, suite_clean);
-    struct {
-        const char *name;
-        void (*fn)(void);
-    } tests[] = {
-        {"output_partly_overlapping_an_input_is_refused", test_output_partly_overlapping_an_input_is_refused},
+    static const test_entry tests[] = {
+        {"output_partly_overlapping_an_input_is_refused",
+         test_output_partly_overlapping_an_input_is_refused},
         {"adjacent_input_and_output_are_accepted", test_adjacent_input_and_output_are_accepted},
-        {"two_outputs_bound_to_one_tensor_are_refused", test_two_outputs_bound_to_one_tensor_are_refused},
+        {"two_outputs_bound_to_one_tensor_are_refused",
+         test_two_outputs_bound_to_one_tensor_are_refused},
         {"one_input_passed_twice_is_accepted", test_one_input_passed_twice_is_accepted},
-        {"null_arrays_with_counts_are_refused_at_run", test_null_arrays_with_counts_are_refused_at_run},
+        {"null_arrays_with_counts_are_refused_at_run",
+         test_null_arrays_with_counts_are_refused_at_run},
         {"null_arguments_of_plans_are_refused", test_null_arguments_of_plans_are_refused},
         {"null_arguments_of_runtimes_are_refused", test_null_arguments_of_runtimes_are_refused},
         {"null_arguments_of_tensors_are_refused", test_null_arguments_of_tensors_are_refused},
-        {"null_arguments_of_onnx_loading_are_refused", test_null_arguments_of_onnx_loading_are_refused},
+        {"null_arguments_of_onnx_loading_are_refused",
+         test_null_arguments_of_onnx_loading_are_refused},
         {"null_arrays_of_builders_are_refused", test_null_arrays_of_builders_are_refused},
-        {"runtime_destroyed_before_its_plans_stays_alive_for_them", test_runtime_destroyed_before_its_plans_stays_alive_for_them},
-        {"value_of_another_graph_is_refused_even_when_the_index_exists", test_value_of_another_graph_is_refused_even_when_the_index_exists},
+        {"runtime_destroyed_before_its_plans_stays_alive_for_them",
+         test_runtime_destroyed_before_its_plans_stays_alive_for_them},
+        {"value_of_another_graph_is_refused_even_when_the_index_exists",
+         test_value_of_another_graph_is_refused_even_when_the_index_exists},
         {"cpu_threads_beyond_the_limit_are_refused", test_cpu_threads_beyond_the_limit_are_refused},
-        {"failed_builder_call_on_checked_graph_keeps_it_plannable", test_failed_builder_call_on_checked_graph_keeps_it_plannable},
+        {"failed_builder_call_on_checked_graph_keeps_it_plannable",
+         test_failed_builder_call_on_checked_graph_keeps_it_plannable},
         {"successful_calls_clear_the_last_error", test_successful_calls_clear_the_last_error},
-        {"named_nodes_of_typed_builders_can_be_pinned", test_named_nodes_of_typed_builders_can_be_pinned},
-        {"node_names_must_be_unique_and_name_a_node", test_node_names_must_be_unique_and_name_a_node},
-        {"plan_describes_its_inputs_and_outputs_after_the_graph_is_gone", test_plan_describes_its_inputs_and_outputs_after_the_graph_is_gone},
-        {"names_used_twice_are_refused_naming_the_value", test_names_used_twice_are_refused_naming_the_value},
+        {"named_nodes_of_typed_builders_can_be_pinned",
+         test_named_nodes_of_typed_builders_can_be_pinned},
+        {"node_names_must_be_unique_and_name_a_node",
+         test_node_names_must_be_unique_and_name_a_node},
+        {"plan_describes_its_inputs_and_outputs_after_the_graph_is_gone",
+         test_plan_describes_its_inputs_and_outputs_after_the_graph_is_gone},
+        {"names_used_twice_are_refused_naming_the_value",
+         test_names_used_twice_are_refused_naming_the_value},
+        {NULL, NULL},
     };
-    for (size_t i = 0; i < sizeof tests / sizeof *tests; i++)
-        CU_add_test(s, tests[i].name, tests[i].fn);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
-    failed += CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
-    return failed ? 1 : 0;
+    static const test_suite suites[] = {
+        {"api_hardening", tests, suite_init, suite_clean, NULL, NULL},
+    };
+    return test_run_suites(suites, sizeof suites / sizeof suites[0], argc, argv);
 }

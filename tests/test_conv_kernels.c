@@ -9,6 +9,8 @@
  */
 #include <loom/loom.h>
 
+#include "test_support.h"
+
 #include <CUnit/Basic.h>
 
 #include <math.h>
@@ -260,17 +262,16 @@ static void test_grouped_and_im2col_match_naive(void)
         check_all(&cs[i]);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("conv_kernels", suite_init, suite_clean);
-    CU_add_test(s, "depthwise_matches_naive", test_depthwise_matches_naive);
-    CU_add_test(s, "pointwise_matches_naive", test_pointwise_matches_naive);
-    CU_add_test(s, "grouped_and_im2col_match_naive", test_grouped_and_im2col_match_naive);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned fails = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
-    CU_cleanup_registry();
-    return fails ? 1 : 0;
+    static const test_entry tests[] = {
+        {"depthwise_matches_naive", test_depthwise_matches_naive},
+        {"pointwise_matches_naive", test_pointwise_matches_naive},
+        {"grouped_and_im2col_match_naive", test_grouped_and_im2col_match_naive},
+        {NULL, NULL},
+    };
+    static const test_suite suites[] = {
+        {"conv_kernels", tests, suite_init, suite_clean, NULL, NULL},
+    };
+    return test_run_suites(suites, sizeof suites / sizeof suites[0], argc, argv);
 }

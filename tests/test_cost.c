@@ -6,6 +6,8 @@
  */
 #include <loom/loom.h>
 
+#include "test_support.h"
+
 #include <CUnit/Basic.h>
 
 #include <dirent.h>
@@ -1002,15 +1004,9 @@ static void test_measurement_beats_an_estimate_twenty_times_off(void)
     fake.estimate_s = -1;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("cost", suite_init, suite_clean);
-    struct {
-        const char *name;
-        void (*fn)(void);
-    } tests[] = {
+    static const test_entry tests[] = {
         {"roofline_matches_hand_computation", test_roofline_matches_hand_computation},
         {"fit_line_minimises_relative_error", test_fit_line_minimises_relative_error},
         {"class_fits_replace_the_roofline_where_measured",
@@ -1038,13 +1034,10 @@ int main(void)
          test_profile_key_includes_what_changes_its_meaning},
         {"measurement_beats_an_estimate_twenty_times_off",
          test_measurement_beats_an_estimate_twenty_times_off},
+        {NULL, NULL},
     };
-    for (size_t i = 0; i < sizeof tests / sizeof *tests; i++)
-        CU_add_test(s, tests[i].name, tests[i].fn);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
-    failed += CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
-    return failed ? 1 : 0;
+    static const test_suite suites[] = {
+        {"cost", tests, suite_init, suite_clean, NULL, NULL},
+    };
+    return test_run_suites(suites, sizeof suites / sizeof suites[0], argc, argv);
 }

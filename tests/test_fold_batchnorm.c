@@ -9,6 +9,8 @@
  */
 #include <loom/loom.h>
 
+#include "test_support.h"
+
 #include <CUnit/Basic.h>
 
 #include <math.h>
@@ -326,18 +328,17 @@ static void test_what_must_stay_is_left_alone(void)
     run_case("stats_not_constant", &k, "Conv BatchNormalization Relu", "nothing to fold");
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("fold_batchnorm", suite_init, suite_clean);
-    CU_add_test(s, "conv_bn_relu_folds_into_one_node", test_conv_bn_relu_folds_into_one_node);
-    CU_add_test(s, "grouped_and_depthwise_conv_fold", test_grouped_and_depthwise_conv_fold);
-    CU_add_test(s, "conv_transpose_folds", test_conv_transpose_folds);
-    CU_add_test(s, "what_must_stay_is_left_alone", test_what_must_stay_is_left_alone);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned fails = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
-    CU_cleanup_registry();
-    return fails ? 1 : 0;
+    static const test_entry tests[] = {
+        {"conv_bn_relu_folds_into_one_node", test_conv_bn_relu_folds_into_one_node},
+        {"grouped_and_depthwise_conv_fold", test_grouped_and_depthwise_conv_fold},
+        {"conv_transpose_folds", test_conv_transpose_folds},
+        {"what_must_stay_is_left_alone", test_what_must_stay_is_left_alone},
+        {NULL, NULL},
+    };
+    static const test_suite suites[] = {
+        {"fold_batchnorm", tests, suite_init, suite_clean, NULL, NULL},
+    };
+    return test_run_suites(suites, sizeof suites / sizeof suites[0], argc, argv);
 }

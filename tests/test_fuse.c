@@ -7,6 +7,8 @@
  */
 #include <loom/loom.h>
 
+#include "test_support.h"
+
 #include <CUnit/Basic.h>
 
 #include <math.h>
@@ -327,20 +329,18 @@ static void test_pass_is_recorded_and_off_without_the_cpu_option(void)
     loom_graph_destroy(g);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("fuse_epilogue", suite_init, suite_clean);
-    CU_add_test(s, "conv_chains_fuse_into_one_node", test_conv_chains_fuse_into_one_node);
-    CU_add_test(s, "second_reader_or_output_stops_the_chain",
-                test_second_reader_or_output_stops_the_chain);
-    CU_add_test(s, "matmul_and_gemm_fuse", test_matmul_and_gemm_fuse);
-    CU_add_test(s, "pass_is_recorded_and_off_without_the_cpu_option",
-                test_pass_is_recorded_and_off_without_the_cpu_option);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned fails = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
-    CU_cleanup_registry();
-    return fails ? 1 : 0;
+    static const test_entry tests[] = {
+        {"conv_chains_fuse_into_one_node", test_conv_chains_fuse_into_one_node},
+        {"second_reader_or_output_stops_the_chain", test_second_reader_or_output_stops_the_chain},
+        {"matmul_and_gemm_fuse", test_matmul_and_gemm_fuse},
+        {"pass_is_recorded_and_off_without_the_cpu_option",
+         test_pass_is_recorded_and_off_without_the_cpu_option},
+        {NULL, NULL},
+    };
+    static const test_suite suites[] = {
+        {"fuse_epilogue", tests, suite_init, suite_clean, NULL, NULL},
+    };
+    return test_run_suites(suites, sizeof suites / sizeof suites[0], argc, argv);
 }

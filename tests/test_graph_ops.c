@@ -7,6 +7,7 @@
 #include <loom/graph.h>
 
 #include "../graph/graph_internal.h"
+#include "test_support.h"
 
 #include <CUnit/Basic.h>
 #include <CUnit/CUnit.h>
@@ -1561,101 +1562,84 @@ static void test_canonical_attributes_infer_to_themselves(void)
 
 /* ---- main ----------------------------------------------------------------------------------- */
 
-#define TEST(fn) {#fn, fn}
 
-int main(void)
+int main(int argc, char **argv)
 {
-    static const struct {
-        const char *name;
-        CU_TestFunc fn;
-    } tests[] = {
-        TEST(test_registry_finds_every_abi_op_by_name_and_id),
-        TEST(test_attr_list_owns_deep_copies_and_rejects_duplicates),
-        TEST(test_broadcast_shapes_follows_numpy_rules),
-        TEST(test_dims_numel_checked_rejects_int64_and_size_overflow),
-        TEST(test_unary_float_ops_keep_shape_and_dtype),
-        TEST(test_float_math_ops_reject_integer_inputs),
-        TEST(test_neg_and_abs_accept_signed_integers_but_not_uint8),
-        TEST(test_leaky_relu_and_gelu_fill_in_default_attributes),
-        TEST(test_binary_ops_broadcast_numpy_style),
-        TEST(test_binary_ops_reject_incompatible_broadcast),
-        TEST(test_binary_ops_reject_dtype_mismatch),
-        TEST(test_min_max_are_variadic_and_broadcast_every_input),
-        TEST(test_clip_bounds_from_constants_become_min_max_attributes),
-        TEST(test_clip_builder_makes_bounds_in_the_input_dtype),
-        TEST(test_where_needs_bool_condition_and_broadcasts_three_ways),
-        TEST(test_cast_sets_output_dtype_from_to),
-        TEST(test_cast_to_unknown_dtype_is_unsupported),
-        TEST(test_identity_accepts_every_dtype),
-        TEST(test_expand_broadcasts_to_the_constant_shape),
-        TEST(test_matmul_broadcasts_batch_dimensions),
-        TEST(test_matmul_promotes_1d_operands_and_drops_the_promoted_dim),
-        TEST(test_matmul_inner_dimension_mismatch_names_node_and_dims),
-        TEST(test_matmul_rejects_scalars_and_bool),
-        TEST(test_matmul_cost_counts_a_multiply_add_as_two_flops),
-        TEST(test_gemm_applies_transposes_and_canonicalises_defaults),
-        TEST(test_gemm_rejects_inner_mismatch_and_non_2d),
-        TEST(test_conv_2d_shape_with_pads_strides_and_dilations),
-        TEST(test_conv_1d_and_3d_with_groups),
-        TEST(test_conv_auto_pad_same_is_resolved_into_pads),
-        TEST(test_conv_kernel_larger_than_padded_input_is_rejected),
-        TEST(test_max_pool_ceil_mode_keeps_last_window_inside_input),
-        TEST(test_average_pool_carries_every_canonical_attribute),
-        TEST(test_pools_require_kernel_shape),
-        TEST(test_global_average_pool_keeps_batch_and_channels),
-        TEST(test_window_params_with_too_many_spatial_dims_fail_the_builder),
-        TEST(test_softmax_axis_defaults_to_last_and_is_made_non_negative),
-        TEST(test_layer_norm_mean_and_inv_std_dev_have_onnx_shapes),
-        TEST(test_normalization_refuses_a_negative_or_nan_epsilon),
-        TEST(test_batch_norm_is_inference_only),
-        TEST(test_reduce_axes_from_input_are_sorted_and_keepdims_canonical),
-        TEST(test_reduce_without_axes_reduces_everything),
-        TEST(test_reduce_axes_attribute_and_noop_with_empty_axes),
-        TEST(test_reduce_rejects_repeated_and_non_constant_axes),
-        TEST(test_reduce_noop_canonical_form_infers_to_itself),
-        TEST(test_reshape_copies_zeros_and_infers_minus_one),
-        TEST(test_reshape_allowzero_keeps_zero_dims),
-        TEST(test_reshape_rejects_count_mismatch_and_two_minus_ones),
-        TEST(test_reshape_requires_a_constant_shape_input),
-        TEST(test_shape_inputs_accept_int32_constants),
-        TEST(test_transpose_defaults_to_reversal_and_checks_perm),
-        TEST(test_flatten_splits_dims_at_axis),
-        TEST(test_concat_sums_the_axis_and_checks_other_dims),
-        TEST(test_split_sizes_from_input_attribute_or_equal_parts),
-        TEST(test_split_rejects_sizes_that_do_not_sum_to_the_axis),
-        TEST(test_slice_clamps_and_resolves_every_axis),
-        TEST(test_slice_negative_steps_walk_backwards),
-        TEST(test_gather_output_shape_and_constant_index_range),
-        TEST(test_squeeze_removes_size_one_dims),
-        TEST(test_unsqueeze_axes_index_the_output),
-        TEST(test_unknown_op_is_reported_with_the_node_name),
-        TEST(test_wrong_arity_is_reported),
-        TEST(test_missing_required_input_is_reported),
-        TEST(test_unknown_attribute_is_reported),
-        TEST(test_attribute_of_the_wrong_kind_is_reported),
-        TEST(test_dimension_product_overflow_is_reported),
-        TEST(test_first_error_is_sticky_and_later_builders_do_nothing),
-        TEST(test_builders_make_a_graph_that_checks),
-        TEST(test_node_accessors_walk_names_ops_and_wiring),
-        TEST(test_node_accessors_skip_folded_nodes),
-        TEST(test_canonical_attributes_infer_to_themselves),
+    static const test_entry tests[] = {
+        TEST_ENTRY(test_registry_finds_every_abi_op_by_name_and_id),
+        TEST_ENTRY(test_attr_list_owns_deep_copies_and_rejects_duplicates),
+        TEST_ENTRY(test_broadcast_shapes_follows_numpy_rules),
+        TEST_ENTRY(test_dims_numel_checked_rejects_int64_and_size_overflow),
+        TEST_ENTRY(test_unary_float_ops_keep_shape_and_dtype),
+        TEST_ENTRY(test_float_math_ops_reject_integer_inputs),
+        TEST_ENTRY(test_neg_and_abs_accept_signed_integers_but_not_uint8),
+        TEST_ENTRY(test_leaky_relu_and_gelu_fill_in_default_attributes),
+        TEST_ENTRY(test_binary_ops_broadcast_numpy_style),
+        TEST_ENTRY(test_binary_ops_reject_incompatible_broadcast),
+        TEST_ENTRY(test_binary_ops_reject_dtype_mismatch),
+        TEST_ENTRY(test_min_max_are_variadic_and_broadcast_every_input),
+        TEST_ENTRY(test_clip_bounds_from_constants_become_min_max_attributes),
+        TEST_ENTRY(test_clip_builder_makes_bounds_in_the_input_dtype),
+        TEST_ENTRY(test_where_needs_bool_condition_and_broadcasts_three_ways),
+        TEST_ENTRY(test_cast_sets_output_dtype_from_to),
+        TEST_ENTRY(test_cast_to_unknown_dtype_is_unsupported),
+        TEST_ENTRY(test_identity_accepts_every_dtype),
+        TEST_ENTRY(test_expand_broadcasts_to_the_constant_shape),
+        TEST_ENTRY(test_matmul_broadcasts_batch_dimensions),
+        TEST_ENTRY(test_matmul_promotes_1d_operands_and_drops_the_promoted_dim),
+        TEST_ENTRY(test_matmul_inner_dimension_mismatch_names_node_and_dims),
+        TEST_ENTRY(test_matmul_rejects_scalars_and_bool),
+        TEST_ENTRY(test_matmul_cost_counts_a_multiply_add_as_two_flops),
+        TEST_ENTRY(test_gemm_applies_transposes_and_canonicalises_defaults),
+        TEST_ENTRY(test_gemm_rejects_inner_mismatch_and_non_2d),
+        TEST_ENTRY(test_conv_2d_shape_with_pads_strides_and_dilations),
+        TEST_ENTRY(test_conv_1d_and_3d_with_groups),
+        TEST_ENTRY(test_conv_auto_pad_same_is_resolved_into_pads),
+        TEST_ENTRY(test_conv_kernel_larger_than_padded_input_is_rejected),
+        TEST_ENTRY(test_max_pool_ceil_mode_keeps_last_window_inside_input),
+        TEST_ENTRY(test_average_pool_carries_every_canonical_attribute),
+        TEST_ENTRY(test_pools_require_kernel_shape),
+        TEST_ENTRY(test_global_average_pool_keeps_batch_and_channels),
+        TEST_ENTRY(test_window_params_with_too_many_spatial_dims_fail_the_builder),
+        TEST_ENTRY(test_softmax_axis_defaults_to_last_and_is_made_non_negative),
+        TEST_ENTRY(test_layer_norm_mean_and_inv_std_dev_have_onnx_shapes),
+        TEST_ENTRY(test_normalization_refuses_a_negative_or_nan_epsilon),
+        TEST_ENTRY(test_batch_norm_is_inference_only),
+        TEST_ENTRY(test_reduce_axes_from_input_are_sorted_and_keepdims_canonical),
+        TEST_ENTRY(test_reduce_without_axes_reduces_everything),
+        TEST_ENTRY(test_reduce_axes_attribute_and_noop_with_empty_axes),
+        TEST_ENTRY(test_reduce_rejects_repeated_and_non_constant_axes),
+        TEST_ENTRY(test_reduce_noop_canonical_form_infers_to_itself),
+        TEST_ENTRY(test_reshape_copies_zeros_and_infers_minus_one),
+        TEST_ENTRY(test_reshape_allowzero_keeps_zero_dims),
+        TEST_ENTRY(test_reshape_rejects_count_mismatch_and_two_minus_ones),
+        TEST_ENTRY(test_reshape_requires_a_constant_shape_input),
+        TEST_ENTRY(test_shape_inputs_accept_int32_constants),
+        TEST_ENTRY(test_transpose_defaults_to_reversal_and_checks_perm),
+        TEST_ENTRY(test_flatten_splits_dims_at_axis),
+        TEST_ENTRY(test_concat_sums_the_axis_and_checks_other_dims),
+        TEST_ENTRY(test_split_sizes_from_input_attribute_or_equal_parts),
+        TEST_ENTRY(test_split_rejects_sizes_that_do_not_sum_to_the_axis),
+        TEST_ENTRY(test_slice_clamps_and_resolves_every_axis),
+        TEST_ENTRY(test_slice_negative_steps_walk_backwards),
+        TEST_ENTRY(test_gather_output_shape_and_constant_index_range),
+        TEST_ENTRY(test_squeeze_removes_size_one_dims),
+        TEST_ENTRY(test_unsqueeze_axes_index_the_output),
+        TEST_ENTRY(test_unknown_op_is_reported_with_the_node_name),
+        TEST_ENTRY(test_wrong_arity_is_reported),
+        TEST_ENTRY(test_missing_required_input_is_reported),
+        TEST_ENTRY(test_unknown_attribute_is_reported),
+        TEST_ENTRY(test_attribute_of_the_wrong_kind_is_reported),
+        TEST_ENTRY(test_dimension_product_overflow_is_reported),
+        TEST_ENTRY(test_first_error_is_sticky_and_later_builders_do_nothing),
+        TEST_ENTRY(test_builders_make_a_graph_that_checks),
+        TEST_ENTRY(test_node_accessors_walk_names_ops_and_wiring),
+        TEST_ENTRY(test_node_accessors_skip_folded_nodes),
+        TEST_ENTRY(test_canonical_attributes_infer_to_themselves),
+        {NULL, NULL},
     };
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite suite = CU_add_suite("graph_ops", NULL, NULL);
-    if (!suite) {
-        CU_cleanup_registry();
-        return 1;
-    }
-    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
-        if (!CU_add_test(suite, tests[i].name, tests[i].fn)) {
-            CU_cleanup_registry();
-            return 1;
-        }
-    }
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failures = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
-    CU_cleanup_registry();
-    return failures ? 1 : 0;
+    static const test_suite suites[] = {
+        {"graph_ops", tests, NULL, NULL, NULL, NULL},
+    };
+    return test_run_suites(suites, sizeof suites / sizeof suites[0], argc, argv);
 }

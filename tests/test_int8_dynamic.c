@@ -11,6 +11,8 @@
  */
 #include <loom/loom.h>
 
+#include "test_support.h"
+
 #include <CUnit/Basic.h>
 
 #include <math.h>
@@ -485,19 +487,15 @@ static void test_dynamic_quantize_linear_matches_onnx_formula(void)
     loom_graph_destroy(g);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("int8_dynamic", suite_init, suite_clean);
-    struct {
-        const char *name;
-        void (*fn)(void);
-    } tests[] = {
-        {"kernel_matches_naive_quantised_arithmetic", test_kernel_matches_naive_quantised_arithmetic},
+    static const test_entry tests[] = {
+        {"kernel_matches_naive_quantised_arithmetic",
+         test_kernel_matches_naive_quantised_arithmetic},
         {"pass_quantizes_matmul_with_constant_weights",
          test_pass_quantizes_matmul_with_constant_weights},
-        {"pass_folds_gemm_transb_alpha_beta_and_bias", test_pass_folds_gemm_transb_alpha_beta_and_bias},
+        {"pass_folds_gemm_transb_alpha_beta_and_bias",
+         test_pass_folds_gemm_transb_alpha_beta_and_bias},
         {"pass_keeps_tiny_k_and_listed_nodes_float", test_pass_keeps_tiny_k_and_listed_nodes_float},
         {"pass_quantizes_embedding_tables", test_pass_quantizes_embedding_tables},
         {"nothing_to_quantize_is_a_warning_not_an_error",
@@ -508,13 +506,10 @@ int main(void)
          test_quantized_matmul_chain_fuses_and_keeps_onnx_arithmetic},
         {"quantized_chain_outside_int8_stays_unfused",
          test_quantized_chain_outside_int8_stays_unfused},
+        {NULL, NULL},
     };
-    for (size_t i = 0; i < sizeof tests / sizeof *tests; i++)
-        CU_add_test(s, tests[i].name, tests[i].fn);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
-    failed += CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
-    return failed ? 1 : 0;
+    static const test_suite suites[] = {
+        {"int8_dynamic", tests, suite_init, suite_clean, NULL, NULL},
+    };
+    return test_run_suites(suites, sizeof suites / sizeof suites[0], argc, argv);
 }

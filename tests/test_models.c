@@ -9,6 +9,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include <loom/loom.h>
 
+#include "test_support.h"
+
 #include <CUnit/Basic.h>
 
 #include <math.h>
@@ -167,20 +169,18 @@ static void test_tiny_runs(void)
     loom_graph_destroy(g);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("models", NULL, NULL);
-    CU_add_test(s, "tiny encoder structure", test_tiny_structure);
-    CU_add_test(s, "other sizes", test_other_sizes);
-    CU_add_test(s, "BERT-base sizes", test_base_sizes);
-    CU_add_test(s, "bad configurations", test_bad_config);
-    CU_add_test(s, "tiny encoder runs on the CPU", test_tiny_runs);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
-    failed += CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
-    return failed ? 1 : 0;
+    static const test_entry tests[] = {
+        {"tiny encoder structure", test_tiny_structure},
+        {"other sizes", test_other_sizes},
+        {"BERT-base sizes", test_base_sizes},
+        {"bad configurations", test_bad_config},
+        {"tiny encoder runs on the CPU", test_tiny_runs},
+        {NULL, NULL},
+    };
+    static const test_suite suites[] = {
+        {"models", tests, NULL, NULL, NULL, NULL},
+    };
+    return test_run_suites(suites, sizeof suites / sizeof suites[0], argc, argv);
 }

@@ -12,6 +12,8 @@
  */
 #include <loom/loom.h>
 
+#include "test_support.h"
+
 #include <CUnit/Basic.h>
 
 #include <math.h>
@@ -471,28 +473,27 @@ static void test_onnx_refusals_name_the_node(void)
     }
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("moe", suite_init, suite_clean);
-    CU_add_test(s, "odd sizes, top-2, relu, biases", test_odd_sizes_top2_relu);
-    CU_add_test(s, "k = 1, gelu", test_k1_gelu);
-    CU_add_test(s, "k = number of experts, silu, renormalised", test_k_equals_experts_silu_normalised);
-    CU_add_test(s, "identity without biases", test_identity_without_biases);
-    CU_add_test(s, "experts that receive no token", test_experts_with_no_token);
-    CU_add_test(s, "gated FFN (fc3) and 3-D input", test_gated_fc3_and_3d_input);
-    CU_add_test(s, "several column blocks", test_several_column_blocks);
-    CU_add_test(s, "weights given at run (not constants)", test_weights_given_at_run);
-    CU_add_test(s, "row blocks and panels", test_row_blocks_and_panels);
-    CU_add_test(s, "same result on any thread count", test_same_result_on_any_thread_count);
-    CU_add_test(s, "loom_moe builder", test_builder);
-    CU_add_test(s, "refusals name the node", test_refusals_name_the_node);
-    CU_add_test(s, "ONNX com.microsoft MoE matches ONNX Runtime", test_onnx_matches_onnx_runtime);
-    CU_add_test(s, "ONNX refusals name the node", test_onnx_refusals_name_the_node);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
-    CU_cleanup_registry();
-    return failed ? 1 : 0;
+    static const test_entry tests[] = {
+        {"odd sizes, top-2, relu, biases", test_odd_sizes_top2_relu},
+        {"k = 1, gelu", test_k1_gelu},
+        {"k = number of experts, silu, renormalised", test_k_equals_experts_silu_normalised},
+        {"identity without biases", test_identity_without_biases},
+        {"experts that receive no token", test_experts_with_no_token},
+        {"gated FFN (fc3) and 3-D input", test_gated_fc3_and_3d_input},
+        {"several column blocks", test_several_column_blocks},
+        {"weights given at run (not constants)", test_weights_given_at_run},
+        {"row blocks and panels", test_row_blocks_and_panels},
+        {"same result on any thread count", test_same_result_on_any_thread_count},
+        {"loom_moe builder", test_builder},
+        {"refusals name the node", test_refusals_name_the_node},
+        {"ONNX com.microsoft MoE matches ONNX Runtime", test_onnx_matches_onnx_runtime},
+        {"ONNX refusals name the node", test_onnx_refusals_name_the_node},
+        {NULL, NULL},
+    };
+    static const test_suite suites[] = {
+        {"moe", tests, suite_init, suite_clean, NULL, NULL},
+    };
+    return test_run_suites(suites, sizeof suites / sizeof suites[0], argc, argv);
 }

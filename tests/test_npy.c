@@ -6,6 +6,8 @@
  */
 #include <loom/loom.h>
 
+#include "test_support.h"
+
 #include <CUnit/Basic.h>
 
 #include <stdio.h>
@@ -722,15 +724,9 @@ static void test_pipe_is_read_and_short_pipe_refused(void)
     waitpid(w, NULL, 0);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("npy", suite_init, suite_clean);
-    struct {
-        const char *name;
-        void (*fn)(void);
-    } tests[] = {
+    static const test_entry tests[] = {
         {"reads_numpy_f32_format_1", test_reads_numpy_f32_format_1},
         {"reads_numpy_i64_format_2", test_reads_numpy_i64_format_2},
         {"reads_numpy_bool_format_3", test_reads_numpy_bool_format_3},
@@ -764,16 +760,10 @@ int main(void)
         {"failed_write_leaves_the_old_file_and_no_partial_file",
          test_failed_write_leaves_the_old_file_and_no_partial_file},
         {"saved_file_mode_follows_the_umask", test_saved_file_mode_follows_the_umask},
+        {NULL, NULL},
     };
-    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++)
-        if (!CU_add_test(s, tests[i].name, tests[i].fn)) {
-            CU_cleanup_registry();
-            return 1;
-        }
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
-    failed += CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
-    return failed ? 1 : 0;
+    static const test_suite suites[] = {
+        {"npy", tests, suite_init, suite_clean, NULL, NULL},
+    };
+    return test_run_suites(suites, sizeof suites / sizeof suites[0], argc, argv);
 }

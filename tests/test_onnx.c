@@ -8,6 +8,8 @@
 #include <loom/loom.h>
 #include <loom/onnx.h>
 
+#include "test_support.h"
+
 #include <CUnit/Basic.h>
 
 #include <math.h>
@@ -555,57 +557,44 @@ static void test_pb_errors(void)
     loom_tensor_destroy(t);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("onnx", suite_init, suite_clean);
-    struct {
-        const char *name;
-        void (*fn)(void);
-    } tests[] = {
-#define T(f) {#f, f}
-        T(test_mlp_matches_numpy),
-        T(test_typed_initializers_and_constant_nodes),
-        T(test_slice_attribute_form_equals_input_form),
-        T(test_softmax_opset11_flattens_from_axis),
-        T(test_shape_chain_folds_into_constant_shape),
-        T(test_old_reduce_and_unsqueeze_axes_attributes),
-        T(test_old_split_attribute_and_unused_output),
-        T(test_opset7_pad_dropout_upsample),
-        T(test_symbolic_dim_resolved_by_name),
-        T(test_symbolic_dim_from_shape_or_default),
-        T(test_symbolic_dim_unresolved_is_named),
-        T(test_external_data_beside_model),
-        T(test_external_data_missing_file_is_named),
-        T(test_external_data_outside_model_dir_is_refused),
-        T(test_load_memory_finds_external_data_in_base_dir),
-        T(test_if_with_constant_condition_inlines_taken_branch),
-        T(test_if_with_runtime_condition_selects_with_where),
-        T(test_values_read_only_by_shape_or_untaken_branch_are_dropped),
-        T(test_outputs_that_are_constants_or_inputs),
-        T(test_unknown_ops_are_all_named_at_once),
-        T(test_undefined_node_input_is_named),
-        T(test_unsupported_dtype_is_named),
-        T(test_builder_error_is_prefixed_with_file),
-        T(test_truncated_model_is_rejected),
-        T(test_every_prefix_of_a_model_fails_cleanly),
-        T(test_garbage_bytes_are_rejected),
-        T(test_nonexistent_path_is_io_error),
-        T(test_bad_options_are_rejected),
-        T(test_pb_float16_raw_and_typed),
-        T(test_pb_integer_and_bool_tensors),
-        T(test_pb_errors),
-#undef T
+    static const test_entry tests[] = {
+        TEST_ENTRY(test_mlp_matches_numpy),
+        TEST_ENTRY(test_typed_initializers_and_constant_nodes),
+        TEST_ENTRY(test_slice_attribute_form_equals_input_form),
+        TEST_ENTRY(test_softmax_opset11_flattens_from_axis),
+        TEST_ENTRY(test_shape_chain_folds_into_constant_shape),
+        TEST_ENTRY(test_old_reduce_and_unsqueeze_axes_attributes),
+        TEST_ENTRY(test_old_split_attribute_and_unused_output),
+        TEST_ENTRY(test_opset7_pad_dropout_upsample),
+        TEST_ENTRY(test_symbolic_dim_resolved_by_name),
+        TEST_ENTRY(test_symbolic_dim_from_shape_or_default),
+        TEST_ENTRY(test_symbolic_dim_unresolved_is_named),
+        TEST_ENTRY(test_external_data_beside_model),
+        TEST_ENTRY(test_external_data_missing_file_is_named),
+        TEST_ENTRY(test_external_data_outside_model_dir_is_refused),
+        TEST_ENTRY(test_load_memory_finds_external_data_in_base_dir),
+        TEST_ENTRY(test_if_with_constant_condition_inlines_taken_branch),
+        TEST_ENTRY(test_if_with_runtime_condition_selects_with_where),
+        TEST_ENTRY(test_values_read_only_by_shape_or_untaken_branch_are_dropped),
+        TEST_ENTRY(test_outputs_that_are_constants_or_inputs),
+        TEST_ENTRY(test_unknown_ops_are_all_named_at_once),
+        TEST_ENTRY(test_undefined_node_input_is_named),
+        TEST_ENTRY(test_unsupported_dtype_is_named),
+        TEST_ENTRY(test_builder_error_is_prefixed_with_file),
+        TEST_ENTRY(test_truncated_model_is_rejected),
+        TEST_ENTRY(test_every_prefix_of_a_model_fails_cleanly),
+        TEST_ENTRY(test_garbage_bytes_are_rejected),
+        TEST_ENTRY(test_nonexistent_path_is_io_error),
+        TEST_ENTRY(test_bad_options_are_rejected),
+        TEST_ENTRY(test_pb_float16_raw_and_typed),
+        TEST_ENTRY(test_pb_integer_and_bool_tensors),
+        TEST_ENTRY(test_pb_errors),
+        {NULL, NULL},
     };
-    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++)
-        if (!s || !CU_add_test(s, tests[i].name, tests[i].fn)) {
-            CU_cleanup_registry();
-            return 1;
-        }
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
-    CU_cleanup_registry();
-    return failed ? 1 : 0;
+    static const test_suite suites[] = {
+        {"onnx", tests, suite_init, suite_clean, NULL, NULL},
+    };
+    return test_run_suites(suites, sizeof suites / sizeof suites[0], argc, argv);
 }

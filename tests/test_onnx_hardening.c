@@ -9,6 +9,8 @@
 #include <loom/loom.h>
 #include <loom/onnx.h>
 
+#include "test_support.h"
+
 #include <CUnit/Basic.h>
 
 #include <ftw.h>
@@ -92,7 +94,7 @@ enum {
     TENSOR_SHAPE = 2, SHAPE_DIM = 1, DIM_VALUE = 1, DIM_PARAM = 2, SEQ_ELEM = 1,
     TP_DIMS = 1, TP_DATA_TYPE = 2, TP_NAME = 8, TP_RAW = 9, TP_EXTERNAL = 13, TP_LOCATION = 14,
     KV_KEY = 1, KV_VALUE = 2,
-    FLOAT = 1, BOOL = 9
+    FLOAT = 1, ONNX_BOOL = 9 /* BOOL is test_support.h's loom dtype */
 };
 
 /* A tensor type; DIMS[k] >= 0 is a value, -1 a dimension without value or name, and PARAMS[k]
@@ -244,7 +246,7 @@ static buf nested(const char *op, const char *attr, int levels)
         inner = g;
     }
     static const int64_t one[] = {1};
-    f_msg(&inner, GRAPH_INPUT, value_info("c", tensor_type(BOOL, 1, one, NULL)));
+    f_msg(&inner, GRAPH_INPUT, value_info("c", tensor_type(ONNX_BOOL, 1, one, NULL)));
     f_msg(&inner, GRAPH_INPUT, vec4("x"));
     return model(inner, 13);
 }
@@ -606,49 +608,36 @@ static void test_unresolved_dims_name_both_remedies(void)
     CU_ASSERT(!contains(loom_last_error(), "options->"));
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("onnx_hardening", NULL, NULL);
-    CU_pSuite e = CU_add_suite("onnx_external_data", external_init, external_clean);
-    static const struct {
-        int ext;
-        const char *name;
-        CU_TestFunc fn;
-    } tests[] = {
-#define T(f) {0, #f, f}
-#define X(f) {1, #f, f}
-        T(test_thousands_of_nested_ifs_are_refused_before_unpacking),
-        T(test_thousands_of_nested_loops_are_refused_before_unpacking),
-        T(test_deeply_nested_sequence_types_are_refused),
-        T(test_moderate_nesting_passes_the_scan),
-        T(test_corrupt_bytes_inside_deep_nesting_are_refused),
-        X(test_external_data_beside_the_model_still_loads),
-        X(test_external_data_claiming_terabytes_is_bad_input),
-        X(test_external_data_error_does_not_reveal_the_file_size),
-        X(test_external_data_symlink_out_of_the_folder_is_refused),
-        X(test_external_data_that_is_a_fifo_is_refused_without_waiting),
-        T(test_two_nodes_writing_one_name_are_refused),
-        T(test_split_with_the_same_output_twice_is_refused),
-        T(test_node_writing_its_own_input_is_refused),
-        T(test_node_writing_a_graph_input_is_refused),
-        T(test_graph_output_listed_twice_is_refused),
-        T(test_cycle_is_reported_as_a_cycle),
-        T(test_acyclic_nodes_out_of_order_are_sorted),
-        T(test_control_characters_in_names_are_escaped),
-        T(test_unresolved_dims_name_both_remedies),
-#undef T
-#undef X
+    static const test_entry tests_onnx_hardening[] = {
+        TEST_ENTRY(test_thousands_of_nested_ifs_are_refused_before_unpacking),
+        TEST_ENTRY(test_thousands_of_nested_loops_are_refused_before_unpacking),
+        TEST_ENTRY(test_deeply_nested_sequence_types_are_refused),
+        TEST_ENTRY(test_moderate_nesting_passes_the_scan),
+        TEST_ENTRY(test_corrupt_bytes_inside_deep_nesting_are_refused),
+        TEST_ENTRY(test_two_nodes_writing_one_name_are_refused),
+        TEST_ENTRY(test_split_with_the_same_output_twice_is_refused),
+        TEST_ENTRY(test_node_writing_its_own_input_is_refused),
+        TEST_ENTRY(test_node_writing_a_graph_input_is_refused),
+        TEST_ENTRY(test_graph_output_listed_twice_is_refused),
+        TEST_ENTRY(test_cycle_is_reported_as_a_cycle),
+        TEST_ENTRY(test_acyclic_nodes_out_of_order_are_sorted),
+        TEST_ENTRY(test_control_characters_in_names_are_escaped),
+        TEST_ENTRY(test_unresolved_dims_name_both_remedies),
+        {NULL, NULL},
     };
-    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++)
-        if (!s || !e || !CU_add_test(tests[i].ext ? e : s, tests[i].name, tests[i].fn)) {
-            CU_cleanup_registry();
-            return 1;
-        }
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
-    CU_cleanup_registry();
-    return failed ? 1 : 0;
+    static const test_entry tests_onnx_external_data[] = {
+        TEST_ENTRY(test_external_data_beside_the_model_still_loads),
+        TEST_ENTRY(test_external_data_claiming_terabytes_is_bad_input),
+        TEST_ENTRY(test_external_data_error_does_not_reveal_the_file_size),
+        TEST_ENTRY(test_external_data_symlink_out_of_the_folder_is_refused),
+        TEST_ENTRY(test_external_data_that_is_a_fifo_is_refused_without_waiting),
+        {NULL, NULL},
+    };
+    static const test_suite suites[] = {
+        {"onnx_hardening", tests_onnx_hardening, NULL, NULL, NULL, NULL},
+        {"onnx_external_data", tests_onnx_external_data, external_init, external_clean, NULL, NULL},
+    };
+    return test_run_suites(suites, sizeof suites / sizeof suites[0], argc, argv);
 }

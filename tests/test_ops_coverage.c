@@ -396,6 +396,229 @@ static void test_wide_integers_and_float64(void)
     check_cumsum(LOOM_DTYPE_F64, SHP(3, 4), 1, 1, 0, __LINE__);
 }
 
+/* ---- float64 and the narrow/unsigned integers through Add ... Max, Neg, Abs, Clip, Cast,
+ * Einsum, ReduceLogSumExp and Pow's integer exponents (the ONNX suite's float64 and uint8
+ * cases, issue 13). Integer results wrap modulo 2^bits, as C's unsigned arithmetic does. */
+
+/* V (an integer below 2^32) wrapped into DT's range, at most 32 bits wide (two's complement
+ * for the signed ones). */
+static double wrap_int(double v, loom_dtype dt)
+{
+    const int bits = 8 * (int)loom_dtype_size(dt);
+    const double m = ldexp(1, bits);
+    double r = fmod(v, m);
+    if (r < 0)
+        r += m;
+    const int is_signed = dt == LOOM_DTYPE_I8 || dt == LOOM_DTYPE_I16 || dt == LOOM_DTYPE_I32;
+    return is_signed && r >= m / 2 ? r - m : r;
+}
+
+static void check_arith(const char *op, loom_dtype dt, shp sa, shp sb, double lo, double hi,
+                        int line)
+{
+    tc c;
+    tc_init(&c);
+    const int is_float = dt == LOOM_DTYPE_F64;
+    double *av = tc_random(&c, dt, numel(sa), lo, hi), *bv = tc_random(&c, dt, numel(sb), lo, hi);
+    if (!strcmp(op, "Div") && !is_float)
+        for (int64_t i = 0; i < numel(sb); i++)
+            if (bv[i] == 0)
+                bv[i] = 3;
+    loom_value ins[2] = {tc_input(&c, dt, sa, av), tc_input(&c, dt, sb, bv)};
+    CU_ASSERT_EQUAL(tc_node(&c, op, ins, 2, NULL, 0, 1), LOOM_OK);
+    shp y = bcast(sa, sb);
+    double *want = tc_dbuf(&c, numel(y));
+    int64_t idx[LOOM_MAX_RANK];
+    for (int64_t i = 0; i < numel(y); i++) {
+        unravel(i, y, idx);
+        const double a = av[bcast_off(y.rank, idx, sa)], b = bv[bcast_off(y.rank, idx, sb)];
+        double r = !strcmp(op, "Add")   ? a + b
+                   : !strcmp(op, "Sub") ? a - b
+                   : !strcmp(op, "Mul") ? a * b
+                   : !strcmp(op, "Div") ? (is_float ? a / b : trunc(a / b))
+                   : !strcmp(op, "Max") ? fmax(a, b)
+                                        : fmin(a, b);
+        if (!is_float && (!strcmp(op, "Add") || !strcmp(op, "Sub") || !strcmp(op, "Mul"))) {
+            /* exactly, modulo 2^64 (a double cannot hold every product) */
+            const uint64_t ua = (uint64_t)(int64_t)a, ub = (uint64_t)(int64_t)b;
+            const uint64_t u = !strcmp(op, "Add") ? ua + ub : !strcmp(op, "Sub") ? ua - ub
+                                                                                : ua * ub;
+            r = dt == LOOM_DTYPE_U64 ? (double)u
+                                     : wrap_int((double)(u & 0xffffffffu), dt);
+        }
+        want[i] = r;
+    }
+    if (tc_run(&c, line) && !check_out(&c, 0, dt, y, want, 0, is_float ? 1e-15 : 0, line))
+        printf("    (%s, dtype %d)\n", op, (int)dt);
+    tc_free(&c);
+}
+
+static void test_float64_and_narrow_integer_arithmetic(void)
+{
+    static const char *const ops[] = {"Add", "Sub", "Mul", "Div", "Max", "Min"};
+    static const struct {
+        loom_dtype dt;
+        double lo, hi;
+    } types[] = {{LOOM_DTYPE_F64, -1e3, 1e3}, {I8, -128, 127},       {U8, 0, 255},
+                 {LOOM_DTYPE_I16, -3e4, 3e4}, {LOOM_DTYPE_U16, 0, 65535},
+                 {LOOM_DTYPE_U32, 0, 4e9},    {LOOM_DTYPE_U64, 0, 4e6}};
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++)
+        for (size_t o = 0; o < sizeof ops / sizeof ops[0]; o++) {
+            check_arith(ops[o], types[t].dt, SHP(3, 1, 5), SHP(4, 1), types[t].lo, types[t].hi,
+                        __LINE__);
+            check_arith(ops[o], types[t].dt, SHP(37), SHP(37), types[t].lo, types[t].hi,
+                        __LINE__);
+        }
+    /* variadic Max of three float64 inputs, a NaN propagating */
+    tc c;
+    tc_init(&c);
+    double a[4] = {1, -2, NAN, 4}, b[1] = {0.5}, d[4] = {-1, 3, 2, 5};
+    loom_value ins[3] = {tc_input(&c, LOOM_DTYPE_F64, SHP(4), a),
+                         tc_input(&c, LOOM_DTYPE_F64, SHP(1), b),
+                         tc_input(&c, LOOM_DTYPE_F64, SHP(4), d)};
+    CU_ASSERT_EQUAL(tc_node(&c, "Max", ins, 3, NULL, 0, 1), LOOM_OK);
+    double want[4] = {1, 3, NAN, 5};
+    if (tc_run(&c, __LINE__))
+        check_out(&c, 0, LOOM_DTYPE_F64, SHP(4), want, 0, 0, __LINE__);
+    tc_free(&c);
+}
+
+static void test_float64_neg_abs_cast_einsum_logsumexp(void)
+{
+    /* Neg, Abs */
+    for (int k = 0; k < 2; k++) {
+        tc c;
+        tc_init(&c);
+        double *xv = tc_random(&c, LOOM_DTYPE_F64, 29, -1e6, 1e6), *want = tc_dbuf(&c, 29);
+        for (int i = 0; i < 29; i++)
+            want[i] = k ? fabs(xv[i]) : -xv[i];
+        loom_value in = tc_input(&c, LOOM_DTYPE_F64, SHP(29), xv);
+        CU_ASSERT_EQUAL(tc_node(&c, k ? "Abs" : "Neg", &in, 1, NULL, 0, 1), LOOM_OK);
+        if (tc_run(&c, __LINE__))
+            check_out(&c, 0, LOOM_DTYPE_F64, SHP(29), want, 0, 0, __LINE__);
+        tc_free(&c);
+    }
+    /* Cast float64 <-> float32, int32, uint16, uint64, bool; float64 -> float16 (the test
+     * helpers write no float16 data) */
+    static const loom_dtype others[] = {F32, LOOM_DTYPE_F16, LOOM_DTYPE_I32, LOOM_DTYPE_U16,
+                                        LOOM_DTYPE_U64, LOOM_DTYPE_BOOL};
+    for (size_t o = 0; o < sizeof others / sizeof others[0]; o++)
+        for (int dir = 0; dir < (others[o] == LOOM_DTYPE_F16 ? 1 : 2); dir++) {
+            const loom_dtype from = dir ? others[o] : LOOM_DTYPE_F64;
+            const loom_dtype to = dir ? LOOM_DTYPE_F64 : others[o];
+            tc c;
+            tc_init(&c);
+            const int is_int = others[o] != F32 && others[o] != LOOM_DTYPE_F16;
+            double *xv = tc_random(&c, from, 23, is_int ? 0 : -100, is_int ? 1000 : 100);
+            double *want = tc_dbuf(&c, 23);
+            for (int i = 0; i < 23; i++) {
+                double v = xv[i];
+                if (to == LOOM_DTYPE_BOOL)
+                    v = v != 0;
+                else if (to == F32)
+                    v = (float)v;
+                else if (to != LOOM_DTYPE_F64 && to != LOOM_DTYPE_F16)
+                    v = trunc(v);
+                want[i] = v;
+            }
+            loom_value in = tc_input(&c, from, SHP(23), xv);
+            loom_attr at = loom_attr_int("to", (int64_t)to);
+            CU_ASSERT_EQUAL(tc_node(&c, "Cast", &in, 1, &at, 1, 1), LOOM_OK);
+            if (tc_run(&c, __LINE__) &&
+                !check_out(&c, 0, to, SHP(23), want, 0, to == LOOM_DTYPE_F16 ? 1e-3 : 0,
+                           __LINE__))
+                printf("    (Cast %d -> %d)\n", (int)from, (int)to);
+            tc_free(&c);
+        }
+    /* Einsum "bij,bjk->bik" in float64 */
+    {
+        tc c;
+        tc_init(&c);
+        const int64_t B = 2, I = 3, J = 5, K = 4;
+        double *av = tc_random(&c, LOOM_DTYPE_F64, B * I * J, -2, 2);
+        double *bv = tc_random(&c, LOOM_DTYPE_F64, B * J * K, -2, 2);
+        double *want = tc_dbuf(&c, B * I * K);
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t i = 0; i < I; i++)
+                for (int64_t k = 0; k < K; k++)
+                    for (int64_t j = 0; j < J; j++)
+                        want[(b * I + i) * K + k] +=
+                            av[(b * I + i) * J + j] * bv[(b * J + j) * K + k];
+        loom_value ins[2] = {tc_input(&c, LOOM_DTYPE_F64, SHP(2, 3, 5), av),
+                             tc_input(&c, LOOM_DTYPE_F64, SHP(2, 5, 4), bv)};
+        loom_attr eq = loom_attr_string("equation", "bij,bjk->bik");
+        CU_ASSERT_EQUAL(tc_node(&c, "Einsum", ins, 2, &eq, 1, 1), LOOM_OK);
+        if (tc_run(&c, __LINE__))
+            check_out(&c, 0, LOOM_DTYPE_F64, SHP(2, 3, 4), want, 1e-12, 1e-12, __LINE__);
+        tc_free(&c);
+    }
+    /* ReduceLogSumExp in float64: its kernel had a float64 path that supports() refused */
+    {
+        tc c;
+        tc_init(&c);
+        double *xv = tc_random(&c, LOOM_DTYPE_F64, 3 * 7, -50, 600), *want = tc_dbuf(&c, 3);
+        for (int r = 0; r < 3; r++) {
+            double m = -INFINITY, s = 0;
+            for (int i = 0; i < 7; i++)
+                m = fmax(m, xv[r * 7 + i]);
+            for (int i = 0; i < 7; i++)
+                s += exp(xv[r * 7 + i] - m);
+            want[r] = m + log(s);
+        }
+        loom_value in = tc_input(&c, LOOM_DTYPE_F64, SHP(3, 7), xv);
+        const int64_t ax[1] = {1};
+        loom_attr at[2] = {loom_attr_ints("axes", 1, ax), loom_attr_int("keepdims", 0)};
+        CU_ASSERT_EQUAL(tc_node(&c, "ReduceLogSumExp", &in, 1, at, 2, 1), LOOM_OK);
+        if (tc_run(&c, __LINE__))
+            check_out(&c, 0, LOOM_DTYPE_F64, SHP(3), want, 0, 1e-14, __LINE__);
+        tc_free(&c);
+    }
+}
+
+static void test_clip_int8_and_pow_integer_exponent(void)
+{
+    /* Clip on int8 and uint8 with scalar bounds as inputs */
+    static const loom_dtype dts[] = {I8, U8};
+    for (int k = 0; k < 2; k++) {
+        tc c;
+        tc_init(&c);
+        const double lo = k ? 0 : -128, hi = k ? 255 : 127, bmin = k ? 20 : -50,
+                     bmax = k ? 200 : 60;
+        double *xv = tc_random(&c, dts[k], 41, lo, hi), *want = tc_dbuf(&c, 41);
+        for (int i = 0; i < 41; i++)
+            want[i] = fmin(fmax(xv[i], bmin), bmax);
+        loom_value ins[3] = {tc_input(&c, dts[k], SHP(41), xv), tc_scalar(&c, dts[k], bmin),
+                             tc_scalar(&c, dts[k], bmax)};
+        CU_ASSERT_EQUAL(tc_node(&c, "Clip", ins, 3, NULL, 0, 1), LOOM_OK);
+        if (tc_run(&c, __LINE__))
+            check_out(&c, 0, dts[k], SHP(41), want, 0, 0, __LINE__);
+        tc_free(&c);
+    }
+    /* Pow: float32 base, int32 and int64 exponents (ONNX's T1), broadcast */
+    static const loom_dtype ex[] = {LOOM_DTYPE_I32, LOOM_DTYPE_I64};
+    for (int k = 0; k < 2; k++) {
+        tc c;
+        tc_init(&c);
+        double *xv = tc_random(&c, F32, 12, -3, 3), *ev = tc_random(&c, ex[k], 4, -3, 4);
+        double *want = tc_dbuf(&c, 12);
+        for (int i = 0; i < 12; i++)
+            want[i] = pow(xv[i], ev[i % 4]);
+        loom_value ins[2] = {tc_input(&c, F32, SHP(3, 4), xv), tc_input(&c, ex[k], SHP(4), ev)};
+        CU_ASSERT_EQUAL(tc_node(&c, "Pow", ins, 2, NULL, 0, 1), LOOM_OK);
+        if (tc_run(&c, __LINE__))
+            check_out(&c, 0, F32, SHP(3, 4), want, 1e-6, 1e-5, __LINE__);
+        tc_free(&c);
+    }
+    /* an exponent of another float dtype, or a bool, is refused by name */
+    tc c;
+    tc_init(&c);
+    double v[2] = {1, 2};
+    loom_value ins[2] = {tc_input(&c, F32, SHP(2), v), tc_input(&c, LOOM_DTYPE_BOOL, SHP(2), v)};
+    loom_status st = tc_node(&c, "Pow", ins, 2, NULL, 0, 1);
+    expect_build_error(&c, st, LOOM_ERR_INVALID_ARGUMENT, "Pow", "(Y) has dtype bool", __LINE__);
+    tc_free(&c);
+}
+
 static void test_bitshift_left_and_right(void)
 {
     loom_attr l = loom_attr_string("direction", "LEFT"), r = loom_attr_string("direction",
@@ -708,6 +931,9 @@ static const test_entry k_tests[] = {
     T(test_mod_python_and_c_signs_broadcast),
     T(test_bitshift_left_and_right),
     T(test_wide_integers_and_float64),
+    T(test_float64_and_narrow_integer_arithmetic),
+    T(test_float64_neg_abs_cast_einsum_logsumexp),
+    T(test_clip_int8_and_pow_integer_exponent),
     T(test_trilu_upper_lower_with_k),
     T(test_cumsum_exclusive_reverse_axes),
     T(test_hardmax_first_maximum),

@@ -6,6 +6,8 @@
  */
 #include <loom/loom.h>
 
+#include "test_support.h"
+
 #include <CUnit/Basic.h>
 
 #include <math.h>
@@ -174,27 +176,18 @@ static void test_fold_pass_leaves_output_only_nodes(void)
     loom_graph_destroy(g);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("passes", suite_init, suite_clean);
-    struct {
-        const char *name;
-        void (*fn)(void);
-    } tests[] = {
+    static const test_entry tests[] = {
         {"stages_are_recorded_in_pipeline_order", test_stages_are_recorded_in_pipeline_order},
         {"fold_pass_folds_constant_subgraph_built_in_c",
          test_fold_pass_folds_constant_subgraph_built_in_c},
         {"fold_pass_folds_shape_only_nodes", test_fold_pass_folds_shape_only_nodes},
         {"fold_pass_leaves_output_only_nodes", test_fold_pass_leaves_output_only_nodes},
+        {NULL, NULL},
     };
-    for (size_t i = 0; i < sizeof tests / sizeof *tests; i++)
-        CU_add_test(s, tests[i].name, tests[i].fn);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
-    failed += CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
-    return failed ? 1 : 0;
+    static const test_suite suites[] = {
+        {"passes", tests, suite_init, suite_clean, NULL, NULL},
+    };
+    return test_run_suites(suites, sizeof suites / sizeof suites[0], argc, argv);
 }

@@ -4,6 +4,8 @@
  * force, the default policy against HEFT, pins, memory capacity, the latency target and the
  * validation messages. Nothing here asserts on time.
  */
+#include "test_support.h"
+
 #include <CUnit/Basic.h>
 
 #include <math.h>
@@ -589,25 +591,24 @@ static void test_larger_graph_places_validly(void)
     place_result_free(&d);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("place", NULL, NULL);
-    CU_add_test(s, "HEFT reproduces Topcuoglu's example (80)", test_heft_reproduces_topcuoglu_example);
-    CU_add_test(s, "every policy returns a valid schedule", test_every_policy_returns_a_valid_schedule);
-    CU_add_test(s, "default is never worse than HEFT", test_default_is_never_worse_than_heft);
-    CU_add_test(s, "exact matches brute force on tiny DAGs", test_exact_matches_brute_force_on_tiny_dags);
-    CU_add_test(s, "pins are respected by every policy", test_pins_are_respected_by_every_policy);
-    CU_add_test(s, "capacity is respected and reported", test_capacity_is_respected_and_reported);
-    CU_add_test(s, "target latency trades time for energy", test_target_latency_trades_time_for_energy);
-    CU_add_test(s, "place_evaluate rejects infeasible orders", test_evaluate_rejects_infeasible_orders);
-    CU_add_test(s, "validation names the culprit", test_validation_names_the_culprit);
-    CU_add_test(s, "policy and reason names", test_policy_and_reason_names);
-    CU_add_test(s, "a larger graph places validly", test_larger_graph_places_validly);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures();
-    CU_cleanup_registry();
-    return failed ? 1 : 0;
+    static const test_entry tests[] = {
+        {"HEFT reproduces Topcuoglu's example (80)", test_heft_reproduces_topcuoglu_example},
+        {"every policy returns a valid schedule", test_every_policy_returns_a_valid_schedule},
+        {"default is never worse than HEFT", test_default_is_never_worse_than_heft},
+        {"exact matches brute force on tiny DAGs", test_exact_matches_brute_force_on_tiny_dags},
+        {"pins are respected by every policy", test_pins_are_respected_by_every_policy},
+        {"capacity is respected and reported", test_capacity_is_respected_and_reported},
+        {"target latency trades time for energy", test_target_latency_trades_time_for_energy},
+        {"place_evaluate rejects infeasible orders", test_evaluate_rejects_infeasible_orders},
+        {"validation names the culprit", test_validation_names_the_culprit},
+        {"policy and reason names", test_policy_and_reason_names},
+        {"a larger graph places validly", test_larger_graph_places_validly},
+        {NULL, NULL},
+    };
+    static const test_suite suites[] = {
+        {"place", tests, NULL, NULL, NULL, NULL},
+    };
+    return test_run_suites(suites, sizeof suites / sizeof suites[0], argc, argv);
 }

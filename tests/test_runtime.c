@@ -5,6 +5,8 @@
  */
 #include <loom/loom.h>
 
+#include "test_support.h"
+
 #include <CUnit/Basic.h>
 
 #include <math.h>
@@ -569,46 +571,42 @@ static void test_cpu_threads_env_is_validated(void)
     unsetenv("LOOM_CPU_THREADS");
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("runtime", suite_init, suite_clean);
-    struct {
-        const char *name;
-        void (*fn)(void);
-    } tests[] = {
+    static const test_entry tests[] = {
         {"check_rejects_graph_without_outputs", test_check_rejects_graph_without_outputs},
         {"check_names_unused_input", test_check_names_unused_input},
         {"check_names_dead_node", test_check_names_dead_node},
         {"check_detects_cycle_made_by_rewiring", test_check_detects_cycle_made_by_rewiring},
-        {"builder_error_is_sticky_and_reported_first", test_builder_error_is_sticky_and_reported_first},
+        {"builder_error_is_sticky_and_reported_first",
+         test_builder_error_is_sticky_and_reported_first},
         {"duplicate_value_names_are_rejected", test_duplicate_value_names_are_rejected},
         {"input_shape_overflow_is_rejected", test_input_shape_overflow_is_rejected},
-        {"bad_dtype_rank_and_negative_dim_are_rejected", test_bad_dtype_rank_and_negative_dim_are_rejected},
+        {"bad_dtype_rank_and_negative_dim_are_rejected",
+         test_bad_dtype_rank_and_negative_dim_are_rejected},
         {"value_from_another_graph_is_undefined", test_value_from_another_graph_is_undefined},
         {"unknown_op_is_named", test_unknown_op_is_named},
         {"checked_graph_is_read_only", test_checked_graph_is_read_only},
         {"plan_requires_checked_graph", test_plan_requires_checked_graph},
-        {"plan_rejects_unknown_device_and_lists_known", test_plan_rejects_unknown_device_and_lists_known},
+        {"plan_rejects_unknown_device_and_lists_known",
+         test_plan_rejects_unknown_device_and_lists_known},
         {"chain_memory_plan_reuses_two_buffers", test_chain_memory_plan_reuses_two_buffers},
         {"plan_outlives_graph_and_runs_correctly", test_plan_outlives_graph_and_runs_correctly},
         {"run_rejects_wrong_count_dtype_and_shape", test_run_rejects_wrong_count_dtype_and_shape},
         {"input_returned_as_output_is_copied", test_input_returned_as_output_is_copied},
         {"timeline_has_one_ordered_entry_per_node", test_timeline_has_one_ordered_entry_per_node},
-        {"concurrent_runs_of_one_plan_are_independent", test_concurrent_runs_of_one_plan_are_independent},
+        {"concurrent_runs_of_one_plan_are_independent",
+         test_concurrent_runs_of_one_plan_are_independent},
         {"kernel_failure_names_node_and_device", test_kernel_failure_names_node_and_device},
         {"many_tiny_nodes_run_and_match", test_many_tiny_nodes_run_and_match},
-        {"idle_pool_threads_sleep_instead_of_spinning", test_idle_pool_threads_sleep_instead_of_spinning},
+        {"idle_pool_threads_sleep_instead_of_spinning",
+         test_idle_pool_threads_sleep_instead_of_spinning},
         {"runtime_lists_cpu_device_with_facts", test_runtime_lists_cpu_device_with_facts},
         {"cpu_threads_env_is_validated", test_cpu_threads_env_is_validated},
+        {NULL, NULL},
     };
-    for (size_t i = 0; i < sizeof tests / sizeof *tests; i++)
-        CU_add_test(s, tests[i].name, tests[i].fn);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
-    failed += CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
-    return failed ? 1 : 0;
+    static const test_suite suites[] = {
+        {"runtime", tests, suite_init, suite_clean, NULL, NULL},
+    };
+    return test_run_suites(suites, sizeof suites / sizeof suites[0], argc, argv);
 }

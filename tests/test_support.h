@@ -1,8 +1,10 @@
 /*
  * Test support: the op-test harness shared by the CUnit suites that build a small graph through
  * the public API, run it strictly on the CPU and compare its outputs with reference loops written
- * in the test (test_ops_coverage, test_ops_elementwise_quant, test_ops_layers, test_kernels).
- * Linked into those test executables only (tests/meson.build); never part of libloom.
+ * in the test (test_ops_coverage, test_ops_elementwise_quant, test_ops_layers, test_kernels),
+ * and the CUnit runner (test_run_suites) that most suites' main() now is. Linked into the test
+ * executables that use it (test_support_users and test_runner_deps in tests/meson.build); never
+ * part of libloom.
  *
  * What it holds:
  *   - a deterministic generator (xorshift64*), one stream per process, reseeded by each suite's

@@ -66,16 +66,21 @@ static int cpu_supports(void *ctx, uint32_t dev, const loom_node_desc *node, cha
     return 1;
 }
 
-static void kernel_free(cpu_kernel *k)
+void cpu_kernel_release(cpu_kernel *k)
 {
-    if (!k)
-        return;
     if (k->free_params)
         k->free_params(k->params);
     else
         free(k->params);
     free(k->in);
     free(k->out);
+}
+
+static void kernel_free(cpu_kernel *k)
+{
+    if (!k)
+        return;
+    cpu_kernel_release(k);
     free(k);
 }
 

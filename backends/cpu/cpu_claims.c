@@ -145,16 +145,6 @@ uint32_t cpu_claims_find(const cpu_op_entry *ops, const loom_subgraph_desc *grap
 
 /* ---- compiled chains ---------------------------------------------------------------------- */
 
-static void cc_inner_free(cpu_kernel *k)
-{
-    if (k->free_params)
-        k->free_params(k->params);
-    else
-        free(k->params);
-    free(k->in);
-    free(k->out);
-}
-
 /* CHAIN_GEMM: the fused node's kernel, its inputs picked from the set's. */
 typedef struct cc_gemm_params {
     cpu_kernel inner;
@@ -178,7 +168,7 @@ static void cc_gemm_free(void *params)
     cc_gemm_params *p = params;
     if (!p)
         return;
-    cc_inner_free(&p->inner);
+    cpu_kernel_release(&p->inner);
     free(p);
 }
 
@@ -284,39 +274,6 @@ typedef struct cc_sm_job {
     float *y;
 } cc_sm_job;
 
-/* Elements whose exponentials are summed in float before the running total takes them in
- * double, as the Softmax kernel does (kernels_activations.c), so the results match it. */
-#define CC_SM_CHUNK 1024
-
-/* Y[i] = e^(Y[i] - M) in place; returns their sum (the Softmax kernel's exp_sum_f32). */
-CPU_CLONES
-static double cc_exp_sum(float *y, size_t n, float m)
-{
-    double total = 0.0;
-    for (size_t c = 0; c < n; c += CC_SM_CHUNK) {
-        const size_t end = n - c < CC_SM_CHUNK ? n : c + CC_SM_CHUNK;
-        float acc[CPU_BLK] = {0};
-        size_t i = c;
-        for (; i + CPU_BLK <= end; i += CPU_BLK)
-            for (size_t k = 0; k < CPU_BLK; k++) {
-                const float e = cpu_exp_neg(y[i + k] - m);
-                y[i + k] = e;
-                acc[k] += e;
-            }
-        float s = 0.0f;
-        for (; i < end; i++) {
-            const float e = cpu_exp_neg(y[i] - m);
-            y[i] = e;
-            s += e;
-        }
-        for (size_t w = CPU_BLK / 2; w > 0; w /= 2)
-            for (size_t k = 0; k < w; k++)
-                acc[k] += acc[k + w];
-        total += (double)(acc[0] + s);
-    }
-    return total;
-}
-
 CPU_CLONES
 static void cc_sm_prologue(float *restrict y, const float *restrict x, const float *restrict m,
                            int64_t mstep, size_t n, int has_scale, int div, float c)
@@ -368,7 +325,7 @@ static void cc_sm_rows(void *arg, size_t begin, size_t end)
         float *y = j->y + row * len;
         cc_sm_prologue(y, j->x + row * len, m, p->mlast, len, p->has_scale, p->div, p->c);
         const float mx = cpu_max_f32(y, len);
-        const double s = cc_exp_sum(y, len, mx);
+        const double s = cpu_exp_sum_f32(y, y, len, mx);
         cc_scale_row(y, len, (float)(1.0 / s));
     }
 }

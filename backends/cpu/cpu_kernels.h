@@ -51,6 +51,11 @@ struct cpu_kernel {
     void (*free_params)(void *params); /* NULL: free(params) */
 };
 
+/* Frees what K owns (its params, with free_params when set, and its in/out descriptors) but not
+ * K itself, which may be embedded in another record; K's pointers may be NULL. Used for the
+ * backend's own handles and for the inner kernels of compiled chains (cpu_backend.c). */
+void cpu_kernel_release(cpu_kernel *k);
+
 typedef int (*cpu_supports_fn)(const loom_node_desc *node, char *reason, size_t reason_len);
 typedef loom_status (*cpu_prepare_fn)(const loom_node_desc *node, cpu_kernel *k, char *err,
                                       size_t err_len);
@@ -160,6 +165,11 @@ void cpu_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a, 
 /* LayerNormalization's statistics of one row X[0..N) (N > 0), as its kernel computes them
  * (kernels_normalization.c: two passes): *MEAN and *INV = 1 / sqrt(variance + EPS). */
 void cpu_layernorm_stats(const float *x, size_t n, float eps, float *mean, float *inv);
+/* Softmax's exponent sum (kernels_activations.c): Y[i] = e^(X[i] - M) for i < N, returns their
+ * sum (float partial sums per chunk of 1024 elements, the chunks' totals added in double, so any
+ * caller matches the Softmax kernel bit for bit). Y may be X (in place); otherwise the two must
+ * not overlap. */
+double cpu_exp_sum_f32(float *y, const float *x, size_t n, float m);
 /* Max of X[0..N) that lets a NaN win (CPU_MAXF); -inf when N is 0. */
 float cpu_max_f32(const float *restrict x, size_t n);
 int cpu_same_shape(const loom_tensor_desc *a, const loom_tensor_desc *b);

@@ -45,10 +45,10 @@ static void scale_f32(float *restrict y, size_t n, float s)
  * CPU_BLK. */
 #define SM_CHUNK 1024
 
-/* Y[i] = e^(X[i] - M) for i < N; returns their sum: CPU_BLK float partial sums per chunk of
- * SM_CHUNK elements, the chunks' totals added in double. */
+/* (cpu_kernels.h) CPU_BLK float partial sums per chunk of SM_CHUNK elements, the chunks' totals
+ * added in double. No restrict: the compiled Softmax chains call it in place (Y == X). */
 CPU_CLONES
-static double exp_sum_f32(float *restrict y, const float *restrict x, size_t n, float m)
+double cpu_exp_sum_f32(float *y, const float *x, size_t n, float m)
 {
     double total = 0.0;
     for (size_t c = 0; c < n; c += SM_CHUNK) {
@@ -92,7 +92,7 @@ static void sm_rows(void *arg, size_t begin, size_t end)
         const float *x = j->x + r * len;
         float *y = j->y + r * len;
         const float m = cpu_max_f32(x, len);
-        const double s = exp_sum_f32(y, x, len, m);
+        const double s = cpu_exp_sum_f32(y, x, len, m);
         scale_f32(y, len, (float)(1.0 / s));
     }
 }

@@ -69,6 +69,26 @@ static int is_num(loom_dtype t)
     return t == LOOM_DTYPE_F32 || t == LOOM_DTYPE_I32 || t == LOOM_DTYPE_I64;
 }
 
+/* Neg and Abs: the signed types with a kernel. */
+static int is_signed_num(loom_dtype t)
+{
+    return is_num(t) || t == LOOM_DTYPE_F64;
+}
+
+/* Add ... Max: float32, float64 and every integer width (issue 13: the suite's float64 and
+ * uint8 cases). */
+static int is_binary_num(loom_dtype t)
+{
+    switch (t) {
+    case LOOM_DTYPE_F32: case LOOM_DTYPE_F64: case LOOM_DTYPE_I8: case LOOM_DTYPE_U8:
+    case LOOM_DTYPE_I16: case LOOM_DTYPE_U16: case LOOM_DTYPE_I32: case LOOM_DTYPE_U32:
+    case LOOM_DTYPE_I64: case LOOM_DTYPE_U64:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 typedef struct ew_job {
     const ew_plan *plan;
     ew_fn fn;
@@ -235,6 +255,8 @@ EW_UNARY(exp_f32, float, ew_exp(x))
 EW_UNARY(log_f32, float, logf(x))
 EW_UNARY(neg_f32, float, -x)
 EW_UNARY(abs_f32, float, fabsf(x))
+EW_UNARY(neg_f64, double, -x)
+EW_UNARY(abs_f64, double, fabs(x))
 /* Integers wrap (through unsigned arithmetic) instead of overflowing: -INT_MIN is INT_MIN. */
 EW_UNARY(neg_i32, int32_t, (int32_t)(0u - (uint32_t)x))
 EW_UNARY(neg_i64, int64_t, (int64_t)(0u - (uint64_t)x))
@@ -266,6 +288,8 @@ static void clip_f32(size_t n, void *restrict o_, const void *restrict a_, const
         (void)c_;                                                                                 \
         CPU_LOOP(n, T x = a[i]; x = x < lo ? lo : x; o[i] = x > hi ? hi : x;);                    \
     }
+EW_CLIP_INT(clip_i8, int8_t)
+EW_CLIP_INT(clip_u8, uint8_t)
 EW_CLIP_INT(clip_i32, int32_t)
 EW_CLIP_INT(clip_i64, int64_t)
 
@@ -320,12 +344,28 @@ EW_BIN(add_f32, float, float, float, a + b)
 EW_BIN(sub_f32, float, float, float, a - b)
 EW_BIN(mul_f32, float, float, float, a * b)
 EW_BIN(div_f32, float, float, float, a / b)
+EW_BIN(add_f64, double, double, double, a + b)
+EW_BIN(sub_f64, double, double, double, a - b)
+EW_BIN(mul_f64, double, double, double, a * b)
+EW_BIN(div_f64, double, double, double, a / b)
 EW_BIN(add_i32, int32_t, int32_t, int32_t, EW_WRAP(int32_t, uint32_t, +))
 EW_BIN(sub_i32, int32_t, int32_t, int32_t, EW_WRAP(int32_t, uint32_t, -))
 EW_BIN(mul_i32, int32_t, int32_t, int32_t, EW_WRAP(int32_t, uint32_t, *))
 EW_BIN(add_i64, int64_t, int64_t, int64_t, EW_WRAP(int64_t, uint64_t, +))
 EW_BIN(sub_i64, int64_t, int64_t, int64_t, EW_WRAP(int64_t, uint64_t, -))
 EW_BIN(mul_i64, int64_t, int64_t, int64_t, EW_WRAP(int64_t, uint64_t, *))
+/* The narrow and unsigned integers wrap modulo 2^bits like the others (computed in unsigned,
+ * where the promoted product cannot overflow). */
+#define EW_INT_ARITH(SN, T, U)                                                                    \
+    EW_BIN(add_##SN, T, T, T, EW_WRAP(T, U, +))                                                   \
+    EW_BIN(sub_##SN, T, T, T, EW_WRAP(T, U, -))                                                   \
+    EW_BIN(mul_##SN, T, T, T, (T)((uint64_t)(U)a * (uint64_t)(U)b))
+EW_INT_ARITH(i8, int8_t, uint8_t)
+EW_INT_ARITH(u8, uint8_t, uint8_t)
+EW_INT_ARITH(i16, int16_t, uint16_t)
+EW_INT_ARITH(u16, uint16_t, uint16_t)
+EW_INT_ARITH(u32, uint32_t, uint32_t)
+EW_INT_ARITH(u64, uint64_t, uint64_t)
 
 /* Float Min/Max propagate a NaN from either side, like NumPy's minimum/maximum. */
 #define EW_MAX_F(a, b) ((a) != (a) || (a) > (b) ? (a) : (b))
@@ -344,6 +384,18 @@ EW_ACC(max_i32, int32_t, EW_MAX_I(a, b))
 EW_ACC(min_i32, int32_t, EW_MIN_I(a, b))
 EW_ACC(max_i64, int64_t, EW_MAX_I(a, b))
 EW_ACC(min_i64, int64_t, EW_MIN_I(a, b))
+#define EW_MINMAX(SN, T, MAXE, MINE)                                                              \
+    EW_BIN(max_##SN, T, T, T, MAXE(a, b))                                                         \
+    EW_BIN(min_##SN, T, T, T, MINE(a, b))                                                         \
+    EW_ACC(max_##SN, T, MAXE(a, b))                                                               \
+    EW_ACC(min_##SN, T, MINE(a, b))
+EW_MINMAX(f64, double, EW_MAX_F, EW_MIN_F)
+EW_MINMAX(i8, int8_t, EW_MAX_I, EW_MIN_I)
+EW_MINMAX(u8, uint8_t, EW_MAX_I, EW_MIN_I)
+EW_MINMAX(i16, int16_t, EW_MAX_I, EW_MIN_I)
+EW_MINMAX(u16, uint16_t, EW_MAX_I, EW_MIN_I)
+EW_MINMAX(u32, uint32_t, EW_MAX_I, EW_MIN_I)
+EW_MINMAX(u64, uint64_t, EW_MAX_I, EW_MIN_I)
 
 /* Pow: float32 base; the exponent may be float32, int32 or int64 (ONNX's T1). */
 EW_BIN(pow_f32, float, float, float, powf(a, b))
@@ -386,6 +438,43 @@ EW_BIN(square_f32, float, float, float, ((void)b, a * a))
     static const ew_fn NAME[4] = {NAME##_00, NAME##_10, NAME##_01, NAME##_11};
 EW_IDIV(div_i32, int32_t, uint32_t)
 EW_IDIV(div_i64, int64_t, uint64_t)
+/* int8 and int16 promote to int, where INT_MIN / -1 cannot trap: the cast back wraps. */
+EW_IDIV(div_i8, int8_t, uint8_t)
+EW_IDIV(div_i16, int16_t, uint16_t)
+
+/* Unsigned Div: no negative divisor to special-case. */
+#define EW_UDIV_VARIANT(NAME, SA, SB, T)                                                          \
+    static void NAME##_##SA##SB(size_t n, void *restrict o_, const void *restrict a_,             \
+                                const void *restrict b_, const void *restrict c_,                 \
+                                const ew_ctx *ctx)                                                \
+    {                                                                                             \
+        T *restrict o = o_;                                                                       \
+        const T *restrict pa = a_;                                                                \
+        const T *restrict pb = b_;                                                                \
+        int zero = 0;                                                                             \
+        (void)c_;                                                                                 \
+        for (size_t i = 0; i < n; i++) {                                                          \
+            const T a = pa[i * SA], b = pb[i * SB];                                               \
+            if (b == 0) {                                                                         \
+                zero = 1;                                                                         \
+                o[i] = 0;                                                                         \
+            } else {                                                                              \
+                o[i] = (T)(a / b);                                                                \
+            }                                                                                     \
+        }                                                                                         \
+        if (zero)                                                                                 \
+            atomic_store_explicit(ctx->fault, 1, memory_order_relaxed);                           \
+    }
+#define EW_UDIV(NAME, T)                                                                          \
+    EW_UDIV_VARIANT(NAME, 0, 0, T)                                                                \
+    EW_UDIV_VARIANT(NAME, 1, 0, T)                                                                \
+    EW_UDIV_VARIANT(NAME, 0, 1, T)                                                                \
+    EW_UDIV_VARIANT(NAME, 1, 1, T)                                                                \
+    static const ew_fn NAME[4] = {NAME##_00, NAME##_10, NAME##_01, NAME##_11};
+EW_UDIV(div_u8, uint8_t)
+EW_UDIV(div_u16, uint16_t)
+EW_UDIV(div_u32, uint32_t)
+EW_UDIV(div_u64, uint64_t)
 
 /* ---- Where, Expand, Identity: byte copies by element size ------------------------------------ */
 
@@ -484,6 +573,11 @@ static const ew_fn *where_fns(size_t esize)
 #define ST_I32(v) ((int32_t)(v))
 #define ST_I64(v) ((int64_t)(v))
 #define ST_BOOL(v) ((uint8_t)((v) != 0))
+#define ST_F64(v) ((double)(v))
+#define ST_I16(v) ((int16_t)(v))
+#define ST_U16(v) ((uint16_t)(v))
+#define ST_U32(v) ((uint32_t)(v))
+#define ST_U64(v) ((uint64_t)(v))
 
 #define EW_CAST(NAME, TS, LOAD, TD, STORE)                                                        \
     static void NAME(size_t n, void *restrict o_, const void *restrict a_,                        \
@@ -504,7 +598,12 @@ static const ew_fn *where_fns(size_t esize)
     EW_CAST(cast_##SN##_u8, TS, LOAD, uint8_t, ST_U8)                                             \
     EW_CAST(cast_##SN##_i32, TS, LOAD, int32_t, ST_I32)                                           \
     EW_CAST(cast_##SN##_i64, TS, LOAD, int64_t, ST_I64)                                           \
-    EW_CAST(cast_##SN##_bool, TS, LOAD, uint8_t, ST_BOOL)
+    EW_CAST(cast_##SN##_bool, TS, LOAD, uint8_t, ST_BOOL)                                         \
+    EW_CAST(cast_##SN##_f64, TS, LOAD, double, ST_F64)                                            \
+    EW_CAST(cast_##SN##_i16, TS, LOAD, int16_t, ST_I16)                                           \
+    EW_CAST(cast_##SN##_u16, TS, LOAD, uint16_t, ST_U16)                                          \
+    EW_CAST(cast_##SN##_u32, TS, LOAD, uint32_t, ST_U32)                                          \
+    EW_CAST(cast_##SN##_u64, TS, LOAD, uint64_t, ST_U64)
 EW_CAST_ROW(f32, float, LD_ID)
 EW_CAST_ROW(f16, uint16_t, LD_F16)
 EW_CAST_ROW(bf16, uint16_t, LD_BF16)
@@ -513,13 +612,22 @@ EW_CAST_ROW(u8, uint8_t, LD_ID)
 EW_CAST_ROW(i32, int32_t, LD_ID)
 EW_CAST_ROW(i64, int64_t, LD_ID)
 EW_CAST_ROW(bool, uint8_t, LD_ID)
+EW_CAST_ROW(f64, double, LD_ID)
+EW_CAST_ROW(i16, int16_t, LD_ID)
+EW_CAST_ROW(u16, uint16_t, LD_ID)
+EW_CAST_ROW(u32, uint32_t, LD_ID)
+EW_CAST_ROW(u64, uint64_t, LD_ID)
 
 #define EW_CAST_TROW(SN)                                                                          \
-    {cast_##SN##_f32, cast_##SN##_f16, cast_##SN##_bf16, cast_##SN##_i8,                          \
-     cast_##SN##_u8,  cast_##SN##_i32, cast_##SN##_i64,  cast_##SN##_bool}
-static const ew_fn cast_fns[8][8] = {EW_CAST_TROW(f32), EW_CAST_TROW(f16), EW_CAST_TROW(bf16),
-                                     EW_CAST_TROW(i8),  EW_CAST_TROW(u8),  EW_CAST_TROW(i32),
-                                     EW_CAST_TROW(i64), EW_CAST_TROW(bool)};
+    {cast_##SN##_f32, cast_##SN##_f16, cast_##SN##_bf16, cast_##SN##_i8,  cast_##SN##_u8,         \
+     cast_##SN##_i32, cast_##SN##_i64, cast_##SN##_bool, cast_##SN##_f64, cast_##SN##_i16,        \
+     cast_##SN##_u16, cast_##SN##_u32, cast_##SN##_u64}
+#define EW_CAST_N 13
+static const ew_fn cast_fns[EW_CAST_N][EW_CAST_N] = {
+    EW_CAST_TROW(f32), EW_CAST_TROW(f16),  EW_CAST_TROW(bf16), EW_CAST_TROW(i8),
+    EW_CAST_TROW(u8),  EW_CAST_TROW(i32),  EW_CAST_TROW(i64),  EW_CAST_TROW(bool),
+    EW_CAST_TROW(f64), EW_CAST_TROW(i16),  EW_CAST_TROW(u16),  EW_CAST_TROW(u32),
+    EW_CAST_TROW(u64)};
 
 /* Row/column of cast_fns, or -1 for a dtype Cast does not handle. */
 static int cast_index(loom_dtype t)
@@ -533,6 +641,11 @@ static int cast_index(loom_dtype t)
     case LOOM_DTYPE_I32: return 5;
     case LOOM_DTYPE_I64: return 6;
     case LOOM_DTYPE_BOOL: return 7;
+    case LOOM_DTYPE_F64: return 8;
+    case LOOM_DTYPE_I16: return 9;
+    case LOOM_DTYPE_U16: return 10;
+    case LOOM_DTYPE_U32: return 11;
+    case LOOM_DTYPE_U64: return 12;
     default: return -1;
     }
 }
@@ -596,31 +709,64 @@ static ew_fn unary_fn(const loom_node_desc *node)
     case LOOM_OP_EXP: return exp_f32;
     case LOOM_OP_LOG: return log_f32;
     case LOOM_OP_NEG:
-        return t == LOOM_DTYPE_F32 ? neg_f32 : t == LOOM_DTYPE_I32 ? neg_i32 : neg_i64;
+        return t == LOOM_DTYPE_F32   ? neg_f32
+               : t == LOOM_DTYPE_F64 ? neg_f64
+               : t == LOOM_DTYPE_I32 ? neg_i32
+                                     : neg_i64;
     case LOOM_OP_ABS:
-        return t == LOOM_DTYPE_F32 ? abs_f32 : t == LOOM_DTYPE_I32 ? abs_i32 : abs_i64;
+        return t == LOOM_DTYPE_F32   ? abs_f32
+               : t == LOOM_DTYPE_F64 ? abs_f64
+               : t == LOOM_DTYPE_I32 ? abs_i32
+                                     : abs_i64;
     case LOOM_OP_CLIP:
-        return t == LOOM_DTYPE_F32 ? clip_f32 : t == LOOM_DTYPE_I32 ? clip_i32 : clip_i64;
+        return t == LOOM_DTYPE_F32  ? clip_f32
+               : t == LOOM_DTYPE_I8 ? clip_i8
+               : t == LOOM_DTYPE_U8 ? clip_u8
+               : t == LOOM_DTYPE_I32 ? clip_i32
+                                     : clip_i64;
     default: return NULL;
     }
 }
 
-/* The four-variant table of a binary op for dtype T; the accumulating one in *ACC for Min/Max. */
+/* The kernels of one dtype for Add, Sub, Mul, Div, Max, Min and the accumulating Max, Min. */
+typedef struct ew_bin_row {
+    loom_dtype t;
+    const ew_fn *fns[6];
+    const ew_fn *acc[2];
+} ew_bin_row;
+
+#define EW_BIN_ROW(T, SN)                                                                         \
+    {T, {add_##SN, sub_##SN, mul_##SN, div_##SN, max_##SN, min_##SN}, {max_##SN##_acc, min_##SN##_acc}}
+static const ew_bin_row bin_rows[] = {
+    EW_BIN_ROW(LOOM_DTYPE_F32, f32), EW_BIN_ROW(LOOM_DTYPE_F64, f64),
+    EW_BIN_ROW(LOOM_DTYPE_I8, i8),   EW_BIN_ROW(LOOM_DTYPE_U8, u8),
+    EW_BIN_ROW(LOOM_DTYPE_I16, i16), EW_BIN_ROW(LOOM_DTYPE_U16, u16),
+    EW_BIN_ROW(LOOM_DTYPE_I32, i32), EW_BIN_ROW(LOOM_DTYPE_U32, u32),
+    EW_BIN_ROW(LOOM_DTYPE_I64, i64), EW_BIN_ROW(LOOM_DTYPE_U64, u64),
+};
+
+/* The four-variant table of a binary op for dtype T; the accumulating one in *ACC for Min/Max.
+ * NULL for a dtype without kernels (supports() refused it). */
 static const ew_fn *binary_fns(loom_op_id op, loom_dtype t, const ew_fn **acc)
 {
-    const int f = t == LOOM_DTYPE_F32, i32 = t == LOOM_DTYPE_I32;
     *acc = NULL;
+    const ew_bin_row *r = NULL;
+    for (size_t i = 0; i < sizeof bin_rows / sizeof bin_rows[0]; i++)
+        if (bin_rows[i].t == t)
+            r = &bin_rows[i];
+    if (!r)
+        return NULL;
     switch (op) {
-    case LOOM_OP_ADD: return f ? add_f32 : i32 ? add_i32 : add_i64;
-    case LOOM_OP_SUB: return f ? sub_f32 : i32 ? sub_i32 : sub_i64;
-    case LOOM_OP_MUL: return f ? mul_f32 : i32 ? mul_i32 : mul_i64;
-    case LOOM_OP_DIV: return f ? div_f32 : i32 ? div_i32 : div_i64;
+    case LOOM_OP_ADD: return r->fns[0];
+    case LOOM_OP_SUB: return r->fns[1];
+    case LOOM_OP_MUL: return r->fns[2];
+    case LOOM_OP_DIV: return r->fns[3];
     case LOOM_OP_MAX:
-        *acc = f ? max_f32_acc : i32 ? max_i32_acc : max_i64_acc;
-        return f ? max_f32 : i32 ? max_i32 : max_i64;
+        *acc = r->acc[0];
+        return r->fns[4];
     case LOOM_OP_MIN:
-        *acc = f ? min_f32_acc : i32 ? min_i32_acc : min_i64_acc;
-        return f ? min_f32 : i32 ? min_i32 : min_i64;
+        *acc = r->acc[1];
+        return r->fns[5];
     default: return NULL;
     }
 }
@@ -663,8 +809,12 @@ static int ew_supports(const loom_node_desc *node, char *reason, size_t len)
     } else {
         switch (node->op) {
         case LOOM_OP_NEG: case LOOM_OP_ABS: case LOOM_OP_CLIP:
-            if (!is_num(x->dtype))
-                return no_dtype(node, x->dtype, "float32, int32, int64", reason, len);
+            if (node->op != LOOM_OP_CLIP && !is_signed_num(x->dtype))
+                return no_dtype(node, x->dtype, "float32, float64, int32, int64", reason, len);
+            if (node->op == LOOM_OP_CLIP && !is_num(x->dtype) && x->dtype != LOOM_DTYPE_I8 &&
+                x->dtype != LOOM_DTYPE_U8)
+                return no_dtype(node, x->dtype, "float32, int8, uint8, int32, int64", reason,
+                                len);
             for (uint32_t i = 1; i < node->n_inputs && i < 3; i++) {
                 if (!cpu_present(node, i))
                     continue;
@@ -685,8 +835,9 @@ static int ew_supports(const loom_node_desc *node, char *reason, size_t len)
         case LOOM_OP_MIN: case LOOM_OP_MAX:
             for (uint32_t i = 0; i < node->n_inputs; i++) {
                 const loom_tensor_desc *in = &node->inputs[i];
-                if (!is_num(in->dtype))
-                    return no_dtype(node, in->dtype, "float32, int32, int64", reason, len);
+                if (!is_binary_num(in->dtype))
+                    return no_dtype(node, in->dtype, "float32, float64 and the integers", reason,
+                                    len);
                 if (in->dtype != y->dtype) {
                     cpu_reason(reason, len, "%s: inputs of different dtypes (%s, %s)", op,
                                cpu_dtype_name(in->dtype), cpu_dtype_name(y->dtype));
@@ -741,11 +892,11 @@ static int ew_supports(const loom_node_desc *node, char *reason, size_t len)
         case LOOM_OP_CAST:
             if (cast_index(x->dtype) < 0)
                 return no_dtype(node, x->dtype,
-                                "float32, float16, bfloat16, int8, uint8, int32, int64, bool",
+                                "the numeric dtypes and bool",
                                 reason, len);
             if (cast_index(y->dtype) < 0)
                 return no_dtype(node, y->dtype,
-                                "float32, float16, bfloat16, int8, uint8, int32, int64, bool",
+                                "the numeric dtypes and bool",
                                 reason, len);
             break;
         case LOOM_OP_IDENTITY:
@@ -796,6 +947,8 @@ static void clip_bounds(const cpu_kernel *k, const loom_exec_args *args, ew_ctx 
             n = t;
             break;
         }
+        case LOOM_DTYPE_I8: n = *(const int8_t *)v; break;
+        case LOOM_DTYPE_U8: n = *(const uint8_t *)v; break;
         default: memcpy(&n, v, sizeof n); break;
         }
         if (i == 1) {
@@ -977,8 +1130,15 @@ static loom_status ew_prepare(const loom_node_desc *node, cpu_kernel *k, char *e
             p->clip = 1;
             p->ctx.lo_f = loom_node_attr_float(node, "min", -INFINITY);
             p->ctx.hi_f = loom_node_attr_float(node, "max", INFINITY);
-            const int64_t tmin = y->dtype == LOOM_DTYPE_I32 ? INT32_MIN : INT64_MIN;
-            const int64_t tmax = y->dtype == LOOM_DTYPE_I32 ? INT32_MAX : INT64_MAX;
+            const loom_dtype t = y->dtype;
+            const int64_t tmin = t == LOOM_DTYPE_I8    ? INT8_MIN
+                                 : t == LOOM_DTYPE_U8  ? 0
+                                 : t == LOOM_DTYPE_I32 ? INT32_MIN
+                                                       : INT64_MIN;
+            const int64_t tmax = t == LOOM_DTYPE_I8    ? INT8_MAX
+                                 : t == LOOM_DTYPE_U8  ? UINT8_MAX
+                                 : t == LOOM_DTYPE_I32 ? INT32_MAX
+                                                       : INT64_MAX;
             p->ctx.lo_i = int_bound(p->ctx.lo_f, 1, tmin, tmax);
             p->ctx.hi_i = int_bound(p->ctx.hi_f, 0, tmin, tmax);
         }

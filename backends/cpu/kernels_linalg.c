@@ -432,6 +432,7 @@ static unsigned ein_lab(char c)
         }                                                                                          \
     }
 EIN_NAIVE(float, double)
+EIN_NAIVE(double, double)
 EIN_NAIVE(int32_t, int64_t)
 EIN_NAIVE(int64_t, int64_t)
 
@@ -451,6 +452,7 @@ static void ein_naive_task(void *arg, size_t o0, size_t o1)
     const ein_job *j = arg;
     switch (j->p->dt) {
     case F32: ein_naive_float(j->p, j->in, j->out, o0, o1); break;
+    case LOOM_DTYPE_F64: ein_naive_double(j->p, j->in, j->out, o0, o1); break;
     case I32: ein_naive_int32_t(j->p, j->in, j->out, o0, o1); break;
     default: ein_naive_int64_t(j->p, j->in, j->out, o0, o1); break;
     }
@@ -571,8 +573,8 @@ static int ein_supports(const loom_node_desc *node, char *reason, size_t len)
     if (!eq || !ein_split(eq, &e) || e.n_ops != node->n_inputs)
         return cpu_reason(reason, len, "Einsum: canonical equation missing or malformed");
     loom_dtype t = node->inputs[0].dtype;
-    if (!cpu_is_f32_i32_i64(t))
-        return cpu_no_dtype(node, t, "float32, int32, int64", reason, len);
+    if (!cpu_is_f32_i32_i64(t) && t != LOOM_DTYPE_F64) /* float64: the naive loop */
+        return cpu_no_dtype(node, t, "float32, float64, int32, int64", reason, len);
     for (uint32_t i = 0; i < e.n_ops; i++)
         if (strlen(e.term[i]) != node->inputs[i].rank || node->inputs[i].dtype != t)
             return cpu_reason(reason, len, "Einsum: operand %u does not match the equation", i);

@@ -590,11 +590,9 @@ static loom_status rd_run(const cpu_kernel *k, const loom_exec_args *args, cpu_p
     return LOOM_OK;
 }
 
-static int rd_supports(const loom_node_desc *node, char *reason, size_t len)
+/* The canonical axes attribute, whatever the dtype. */
+static int rd_axes_ok(const loom_node_desc *node, char *reason, size_t len)
 {
-    loom_dtype t = node->inputs[0].dtype;
-    if (!cpu_is_f32_i32_i64(t))
-        return cpu_no_dtype(node, t, "float32, int32, int64", reason, len);
     const loom_attr *a = loom_node_attr(node, "axes");
     if (!a || a->kind != LOOM_ATTR_INTS)
         return cpu_reason(reason, len, "%s: canonical axes missing", node->op_name);
@@ -602,6 +600,14 @@ static int rd_supports(const loom_node_desc *node, char *reason, size_t len)
         if (a->ints[i] < 0 || a->ints[i] >= (int64_t)node->inputs[0].rank)
             return cpu_reason(reason, len, "%s: axis out of range", node->op_name);
     return 1;
+}
+
+static int rd_supports(const loom_node_desc *node, char *reason, size_t len)
+{
+    loom_dtype t = node->inputs[0].dtype;
+    if (!cpu_is_f32_i32_i64(t))
+        return cpu_no_dtype(node, t, "float32, int32, int64", reason, len);
+    return rd_axes_ok(node, reason, len);
 }
 
 static loom_status rd_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
@@ -751,7 +757,7 @@ static int rx_supports(const loom_node_desc *node, char *reason, size_t len)
     loom_dtype t = node->inputs[0].dtype;
     if (t != F32 && t != LOOM_DTYPE_F64)
         return cpu_no_dtype(node, t, "float32, float64", reason, len);
-    return rd_supports(node, reason, len);
+    return rd_axes_ok(node, reason, len); /* not rd_supports: that one refuses float64 */
 }
 
 static loom_status rx_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,

@@ -257,7 +257,7 @@ static int ocl_supports(void *ctx, uint32_t dev, const loom_node_desc *node, cha
     return ocl_kernels_supports(s, &s->devs[dev], node, reason, reason_len);
 }
 
-static void kernel_free(ocl_kernel *k)
+void ocl_kernel_free(ocl_kernel *k)
 {
     if (!k)
         return;
@@ -308,7 +308,7 @@ static loom_status ocl_prepare(void *ctx, uint32_t dev, const loom_node_desc *no
     k->out = calloc(node->n_outputs + 1, sizeof *k->out);
     k->consts = calloc(node->n_inputs + 1, sizeof *k->consts);
     if (!k->in || !k->out || !k->consts) {
-        kernel_free(k);
+        ocl_kernel_free(k);
         return ocl_fail(err, err_len, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
     }
     memcpy(k->in, node->inputs, node->n_inputs * sizeof *k->in);
@@ -322,7 +322,7 @@ static loom_status ocl_prepare(void *ctx, uint32_t dev, const loom_node_desc *no
                        loom_dtype_size(node->inputs[i].dtype);
         k->consts[i] = ocl_buffer_from_host(s, d, node->input_constants[i], bytes, err, err_len);
         if (!k->consts[i]) {
-            kernel_free(k);
+            ocl_kernel_free(k);
             return LOOM_ERR_OUT_OF_MEMORY;
         }
     }
@@ -331,7 +331,7 @@ static loom_status ocl_prepare(void *ctx, uint32_t dev, const loom_node_desc *no
         st = ocl_fail(err, err_len, LOOM_ERR_INTERNAL, "opencl: %s: prepare set no kernel",
                       node->op_name);
     if (st != LOOM_OK) {
-        kernel_free(k);
+        ocl_kernel_free(k);
         return st;
     }
     *kernel = k;
@@ -342,7 +342,7 @@ static loom_status ocl_prepare(void *ctx, uint32_t dev, const loom_node_desc *no
 static void ocl_release_kernel(void *ctx, void *kernel)
 {
     (void)ctx;
-    kernel_free(kernel);
+    ocl_kernel_free(kernel);
 }
 
 /* Resolve ARGS and enqueue K; on success *EV is the event of the last command (a marker when

@@ -85,38 +85,13 @@ typedef struct oc_params {
     float c;
 } oc_params;
 
-static void oc_kernel_free(ocl_kernel *k);
-
 static void oc_params_free(void *params)
 {
     oc_params *p = params;
     if (!p)
         return;
-    oc_kernel_free(p->inner);
+    ocl_kernel_free(p->inner);
     free(p);
-}
-
-/* ocl_backend.c's kernel_free, for the handles made here. */
-static void oc_kernel_free(ocl_kernel *k)
-{
-    if (!k)
-        return;
-    if (k->consts)
-        for (uint32_t i = 0; i < k->n_in; i++)
-            if (k->consts[i])
-                clReleaseMemObject(k->consts[i]);
-    if (k->meta)
-        clReleaseMemObject(k->meta);
-    if (k->meta2)
-        clReleaseMemObject(k->meta2);
-    free(k->consts);
-    free(k->in);
-    free(k->out);
-    if (k->free_params)
-        k->free_params(k->params);
-    else
-        free(k->params);
-    free(k);
 }
 
 static int oc_act_code(const char *act)
@@ -421,7 +396,7 @@ loom_status ocl_prepare_subgraph(void *ctx, uint32_t dev, const loom_subgraph_de
     }
     chain_view_free(&v);
     if (st != LOOM_OK) {
-        oc_kernel_free(k);
+        ocl_kernel_free(k);
         return st;
     }
     *kernel = k;

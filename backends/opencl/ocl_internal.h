@@ -136,6 +136,11 @@ struct ocl_kernel {
     void (*free_params)(void *params); /* NULL: free(params) */
 };
 
+/* Frees K (a handle ocl_prepare or ocl_prepare_subgraph made, possibly half-built) and all it
+ * owns: its constant copies, its meta tables, its descriptors and its params (with free_params
+ * when set). NULL does nothing. (ocl_backend.c) */
+void ocl_kernel_free(ocl_kernel *k);
+
 /* One execution of a kernel: the resolved buffers and the chain of events. */
 struct ocl_run {
     ocl_state *s;

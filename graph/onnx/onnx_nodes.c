@@ -1,10 +1,10 @@
 /*
  * One ONNX node into the graph: its attributes, the rewriting of older opset forms into the
  * opset-18 form the operator registry expects (attributes that became inputs, Softmax's
- * flattening before opset 13, Upsample and Resize-10), and the operators the importer
- * evaluates itself: Constant, ConstantOfShape, Shape and Size (their results depend only on
- * attributes and shapes, which are all static here) and If (inlined when its condition is a
- * constant, else both branches computed and selected with Where).
+ * flattening before opset 13, Upsample and Resize-10, CastLike into Cast), and the operators
+ * the importer evaluates itself: Constant, ConstantOfShape, Shape and Size (their results
+ * depend only on attributes and shapes, which are all static here) and If (inlined when its
+ * condition is a constant, else both branches computed and selected with Where).
  */
 #include "graph/onnx/onnx_import.h"
 
@@ -49,6 +49,8 @@ int onnx_node_supported(const onnx_import *im, const Onnx__NodeProto *node)
         return 1;
     if (strcmp(op, "Upsample") == 0)
         return loom_op_find("Resize") != NULL;
+    if (strcmp(op, "CastLike") == 0)
+        return loom_op_find("Cast") != NULL;
     return loom_op_find(op) != NULL;
 }
 
@@ -396,6 +398,25 @@ static loom_status legacy_broadcast(nb *b, int64_t axis)
     return LOOM_OK;
 }
 
+/* CastLike(input, target_type) is Cast(input, to = target_type's dtype): only the second
+ * input's dtype matters, so it is read here and dropped. saturate (opset 19) only concerns the
+ * float8 types, which Loom does not have: 1 (the default) is the only value accepted. */
+static loom_status cast_like(nb *b)
+{
+    if (b->n_in != 2 || b->in[0] == LOOM_NO_VALUE || b->in[1] == LOOM_NO_VALUE)
+        return node_fail(b, LOOM_ERR_INVALID_ARGUMENT, "takes 2 inputs (input, target_type), "
+                         "%zu given", b->n_in);
+    loom_attr sat;
+    if (take_attr(b, "saturate", &sat) && (sat.kind != LOOM_ATTR_INT || sat.i != 1))
+        return node_fail(b, LOOM_ERR_UNSUPPORTED, "saturate=0 (float8 conversions) is not "
+                         "supported");
+    loom_tensor_desc like = onnx_desc(b->im, b->in[1]);
+    onnx_mark_read(b->im, b->in[1]);
+    b->n_in = 1;
+    b->op = "Cast";
+    return add_attr(b, loom_attr_int("to", (int64_t)like.dtype));
+}
+
 /* Rewrite the node into the opset-18 form when the model's opset is older. */
 static loom_status adapt(nb *b)
 {
@@ -487,6 +508,8 @@ static loom_status adapt(nb *b)
         if ((st = set_input(b, 0, x)) == LOOM_OK && (st = set_input(b, 1, LOOM_NO_VALUE)) ==
             LOOM_OK && (st = set_input(b, 2, scales)) == LOOM_OK)
             st = old_resize_attrs(b);
+    } else if (strcmp(op, "CastLike") == 0) {
+        st = cast_like(b);
     } else if (strcmp(op, "Resize") == 0) {
         if (opset < 11) {
             loom_value x = b->n_in ? b->in[0] : LOOM_NO_VALUE;
