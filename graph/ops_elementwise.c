@@ -125,22 +125,23 @@ static loom_status infer_arith_binary(loom_infer_ctx *ctx)
     return binary(ctx, DTS_BINARY);
 }
 
-/* Pow: a float base X; the exponent Y may be a float of X's dtype or an int32/int64 (ONNX's
- * T1); Z has X's dtype. */
+/* Pow: a float, float64, int32 or int64 base X (ONNX's T); the exponent Y may be any numeric
+ * dtype (T1); Z has X's dtype. */
 static loom_status infer_pow(loom_infer_ctx *ctx)
 {
     loom_status st;
     if ((st = loom_infer_check_attrs(ctx, k_no_names, k_no_kinds)) != LOOM_OK ||
         (st = loom_ops_require(ctx, 0, "X")) != LOOM_OK ||
         (st = loom_ops_require(ctx, 1, "Y")) != LOOM_OK ||
-        (st = loom_ops_check_dtype(ctx, 0, "X", LOOM_DTS_FLOAT)) != LOOM_OK)
+        (st = loom_ops_check_dtype(ctx, 0, "X",
+                                   LOOM_DTS_FLOAT | LOOM_DTS_INDEX |
+                                       LOOM_DTS(LOOM_DTYPE_F64))) != LOOM_OK)
         return st;
     if (ctx->n_inputs != 2)
         return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT, "takes 2 inputs, %u given",
                                ctx->n_inputs);
     const loom_tensor_desc *x = &ctx->inputs[0], *y = &ctx->inputs[1];
-    if (y->dtype != x->dtype &&
-        (st = loom_ops_check_dtype(ctx, 1, "Y", LOOM_DTS_INDEX)) != LOOM_OK)
+    if ((st = loom_ops_check_dtype(ctx, 1, "Y", DTS_BINARY)) != LOOM_OK)
         return st;
     loom_tensor_desc z;
     if (!loom_broadcast_shapes(x, y, &z)) {

@@ -619,6 +619,117 @@ static void test_clip_int8_and_pow_integer_exponent(void)
     tc_free(&c);
 }
 
+/* Pow with an int32/int64 base (exact, wrapping modulo 2^bits; a negative integer exponent
+ * truncates 1/a^-e), with a float32 exponent (double pow, truncated), and float32 bases with
+ * the unsigned exponents: against naive repeated multiplication. */
+static int64_t ref_ipow(int64_t a, int64_t e, loom_dtype dt)
+{
+    uint64_t r = 1;
+    if (e < 0)
+        r = a == 1 ? 1 : a == -1 ? (uint64_t)((e % 2) ? -1 : 1) : 0;
+    for (int64_t i = 0; i < e; i++)
+        r *= (uint64_t)a;
+    return dt == LOOM_DTYPE_I32 ? (int64_t)(int32_t)(uint32_t)r : (int64_t)r;
+}
+
+static void check_pow(loom_dtype bt, loom_dtype et, int line)
+{
+    tc c;
+    tc_init(&c);
+    const int e_float = et == F32, e_signed = et == LOOM_DTYPE_I8 || et == LOOM_DTYPE_I16 ||
+                                          et == LOOM_DTYPE_I32 || et == LOOM_DTYPE_I64 || e_float;
+    /* exponents up to 40 make int32 and int64 results wrap */
+    double *xv = tc_random(&c, bt, 35, -5, 5),
+           *ev = tc_random(&c, et, 7, e_signed ? -3 : 0, e_float ? 5 : bt == F32 ? 6 : 40);
+    if (e_float)
+        for (int i = 0; i < 7; i++)
+            ev[i] = round(ev[i] * 4) / 4; /* quarter steps: roots of negative bases give NaN */
+    double *want = tc_dbuf(&c, 35);
+    for (int i = 0; i < 35; i++) {
+        const double a = xv[i], b = ev[i % 7];
+        if (bt == F32)
+            want[i] = pow(a, b);
+        else if (!e_float)
+            want[i] = (double)ref_ipow((int64_t)a, (int64_t)b, bt);
+        else {
+            const double p = pow(a, b);
+            want[i] = !isfinite(p) ? (bt == LOOM_DTYPE_I32 ? INT32_MIN : (double)INT64_MIN)
+                                   : trunc(p);
+        }
+    }
+    loom_value ins[2] = {tc_input(&c, bt, SHP(5, 7), xv), tc_input(&c, et, SHP(7), ev)};
+    CU_ASSERT_EQUAL(tc_node(&c, "Pow", ins, 2, NULL, 0, 1), LOOM_OK);
+    if (tc_run(&c, line) &&
+        !check_out(&c, 0, bt, SHP(5, 7), want, bt == F32 ? 1e-6 : 0, bt == F32 ? 1e-5 : 0, line))
+        printf("    (Pow, base dtype %d, exponent dtype %d)\n", (int)bt, (int)et);
+    tc_free(&c);
+}
+
+static void test_pow_integer_bases_and_unsigned_exponents(void)
+{
+    static const loom_dtype es[] = {LOOM_DTYPE_I8,  LOOM_DTYPE_U8,  LOOM_DTYPE_I16,
+                                    LOOM_DTYPE_U16, LOOM_DTYPE_I32, LOOM_DTYPE_U32,
+                                    LOOM_DTYPE_I64, LOOM_DTYPE_U64, F32};
+    for (size_t k = 0; k < sizeof es / sizeof es[0]; k++) {
+        check_pow(LOOM_DTYPE_I32, es[k], __LINE__);
+        check_pow(LOOM_DTYPE_I64, es[k], __LINE__);
+    }
+    check_pow(F32, LOOM_DTYPE_U32, __LINE__);
+    check_pow(F32, LOOM_DTYPE_U64, __LINE__);
+    check_pow(F32, LOOM_DTYPE_U8, __LINE__);
+}
+
+/* float16 Min and Max (three inputs: the accumulating pass too, broadcast) and Mod (fmod=1,
+ * mixed signs): computed through float32, against double references on values that float16
+ * holds exactly (quarter steps). */
+static void half_bits(uint16_t *h, const double *v, int n) /* exact for these values */
+{
+    for (int i = 0; i < n; i++) {
+        const double a = fabs(v[i]);
+        int e = 0;
+        const double m = a == 0 ? 0 : frexp(a, &e) * 2 - 1; /* a = (1 + m) 2^(e - 1) */
+        h[i] = (uint16_t)((signbit(v[i]) ? 0x8000 : 0) |
+                          (a == 0 ? 0 : ((e - 1 + 15) << 10) | (int)(m * 1024)));
+    }
+}
+
+static void test_float16_min_max_mod(void)
+{
+    const loom_dtype H = LOOM_DTYPE_F16;
+    static const char *const ops[] = {"Min", "Max", "Mod"};
+    for (int o = 0; o < 3; o++) {
+        tc c;
+        tc_init(&c);
+        double *av = tc_random(&c, F32, 24, -8, 8), *bv = tc_random(&c, F32, 6, -8, 8),
+               *cv = tc_random(&c, F32, 4, -8, 8);
+        for (int i = 0; i < 24; i++)
+            av[i] = round(av[i] * 4) / 4;
+        for (int i = 0; i < 6; i++)
+            bv[i] = round(bv[i] * 4) / 4 == 0 ? 0.75 : round(bv[i] * 4) / 4;
+        for (int i = 0; i < 4; i++)
+            cv[i] = round(cv[i] * 4) / 4;
+        const int is_mod = o == 2;
+        uint16_t *ah = tc_buf(&c, 24 * 2), *bh = tc_buf(&c, 6 * 2), *ch = tc_buf(&c, 4 * 2);
+        half_bits(ah, av, 24);
+        half_bits(bh, bv, 6);
+        half_bits(ch, cv, 4);
+        loom_value ins[3] = {tc_data(&c, 0, H, SHP(4, 6), ah), tc_data(&c, 0, H, SHP(6), bh),
+                             is_mod ? LOOM_NO_VALUE : tc_data(&c, 0, H, SHP(4, 1), ch)};
+        loom_attr fm = loom_attr_int("fmod", 1);
+        CU_ASSERT_EQUAL(tc_node(&c, ops[o], ins, is_mod ? 2 : 3, is_mod ? &fm : NULL,
+                                is_mod ? 1 : 0, 1),
+                        LOOM_OK);
+        double *want = tc_dbuf(&c, 24);
+        for (int i = 0; i < 24; i++) {
+            const double a = av[i], b = bv[i % 6], m = cv[i / 6];
+            want[i] = o == 0 ? fmin(fmin(a, b), m) : o == 1 ? fmax(fmax(a, b), m) : fmod(a, b);
+        }
+        if (tc_run(&c, __LINE__) && !check_out(&c, 0, H, SHP(4, 6), want, 0, 0, __LINE__))
+            printf("    (%s float16)\n", ops[o]);
+        tc_free(&c);
+    }
+}
+
 static void test_bitshift_left_and_right(void)
 {
     loom_attr l = loom_attr_string("direction", "LEFT"), r = loom_attr_string("direction",
@@ -932,6 +1043,8 @@ static const test_entry k_tests[] = {
     T(test_bitshift_left_and_right),
     T(test_wide_integers_and_float64),
     T(test_float64_and_narrow_integer_arithmetic),
+    T(test_pow_integer_bases_and_unsigned_exponents),
+    T(test_float16_min_max_mod),
     T(test_float64_neg_abs_cast_einsum_logsumexp),
     T(test_clip_int8_and_pow_integer_exponent),
     T(test_trilu_upper_lower_with_k),

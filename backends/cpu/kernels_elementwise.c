@@ -396,11 +396,93 @@ EW_MINMAX(i16, int16_t, EW_MAX_I, EW_MIN_I)
 EW_MINMAX(u16, uint16_t, EW_MAX_I, EW_MIN_I)
 EW_MINMAX(u32, uint32_t, EW_MAX_I, EW_MIN_I)
 EW_MINMAX(u64, uint64_t, EW_MAX_I, EW_MIN_I)
+/* float16 Min/Max compare as float32 (exact) and pick one input's bits. */
+static inline uint16_t ew_max_h(uint16_t a, uint16_t b)
+{
+    const float x = cpu_f16_to_f32(a), y = cpu_f16_to_f32(b);
+    return x != x || x > y ? a : b;
+}
+static inline uint16_t ew_min_h(uint16_t a, uint16_t b)
+{
+    const float x = cpu_f16_to_f32(a), y = cpu_f16_to_f32(b);
+    return x != x || x < y ? a : b;
+}
+EW_MINMAX(f16, uint16_t, ew_max_h, ew_min_h)
 
 /* Pow: float32 base; the exponent may be float32, int32 or int64 (ONNX's T1). */
 EW_BIN(pow_f32, float, float, float, powf(a, b))
 EW_BIN(pow_f32_i32, float, int32_t, float, powf(a, (float)b))
 EW_BIN(pow_f32_i64, float, int64_t, float, powf(a, (float)b))
+EW_BIN(pow_f32_i8, float, int8_t, float, powf(a, (float)b))
+EW_BIN(pow_f32_u8, float, uint8_t, float, powf(a, (float)b))
+EW_BIN(pow_f32_i16, float, int16_t, float, powf(a, (float)b))
+EW_BIN(pow_f32_u16, float, uint16_t, float, powf(a, (float)b))
+EW_BIN(pow_f32_u32, float, uint32_t, float, powf(a, (float)b))
+EW_BIN(pow_f32_u64, float, uint64_t, float, powf(a, (float)b))
+
+/* Integer bases (int32, int64): an integer exponent is exact exponentiation by squaring,
+ * wrapping modulo 2^bits like Mul; a negative one gives the truncated 1 / a^-e (1 for a base
+ * of 1, +-1 for -1, else 0; 0 for a base of 0, where NumPy refuses). A float32 exponent goes
+ * through double pow and converts back, truncating toward zero (NaN and out-of-range values
+ * give the dtype's minimum, as x86's conversion does). */
+static inline uint64_t ew_ipow(uint64_t base, uint64_t e)
+{
+    uint64_t r = 1;
+    while (e) {
+        if (e & 1)
+            r *= base;
+        base *= base;
+        e >>= 1;
+    }
+    return r;
+}
+static inline int64_t ew_ipow_signed(int64_t a, int64_t e)
+{
+    if (e >= 0)
+        return (int64_t)ew_ipow((uint64_t)a, (uint64_t)e);
+    return a == 1 ? 1 : a == -1 ? ((e & 1) ? -1 : 1) : 0;
+}
+static inline int64_t ew_fpow_i64(int64_t a, float e)
+{
+    const double v = pow((double)a, (double)e);
+    return v >= -9223372036854775808.0 && v < 9223372036854775808.0 ? (int64_t)v : INT64_MIN;
+}
+static inline int32_t ew_fpow_i32(int32_t a, float e)
+{
+    const double v = pow((double)a, (double)e);
+    return v > -2147483649.0 && v < 2147483648.0 ? (int32_t)v : INT32_MIN;
+}
+#define EW_POW_INT(SN, T)                                                                         \
+    EW_BIN(pow_##SN##_i8, T, int8_t, T, (T)ew_ipow_signed(a, b))                                  \
+    EW_BIN(pow_##SN##_u8, T, uint8_t, T, (T)ew_ipow((uint64_t)(int64_t)a, b))                     \
+    EW_BIN(pow_##SN##_i16, T, int16_t, T, (T)ew_ipow_signed(a, b))                                \
+    EW_BIN(pow_##SN##_u16, T, uint16_t, T, (T)ew_ipow((uint64_t)(int64_t)a, b))                   \
+    EW_BIN(pow_##SN##_i32, T, int32_t, T, (T)ew_ipow_signed(a, b))                                \
+    EW_BIN(pow_##SN##_u32, T, uint32_t, T, (T)ew_ipow((uint64_t)(int64_t)a, b))                   \
+    EW_BIN(pow_##SN##_i64, T, int64_t, T, (T)ew_ipow_signed(a, b))                                \
+    EW_BIN(pow_##SN##_u64, T, uint64_t, T, (T)ew_ipow((uint64_t)(int64_t)a, b))                   \
+    EW_BIN(pow_##SN##_f32, T, float, T, ew_fpow_##SN(a, b))
+EW_POW_INT(i32, int32_t)
+EW_POW_INT(i64, int64_t)
+
+/* The Pow kernels by (base, exponent) dtype; NULL when there is none. */
+#define pow_f32_f32 pow_f32
+static const ew_fn *pow_fns(loom_dtype base, loom_dtype e)
+{
+#define EW_POW_ROW(SN)                                                                            \
+    e == LOOM_DTYPE_F32 ? pow_##SN##_f32 : e == LOOM_DTYPE_I8 ? pow_##SN##_i8                    \
+    : e == LOOM_DTYPE_U8 ? pow_##SN##_u8 : e == LOOM_DTYPE_I16 ? pow_##SN##_i16                  \
+    : e == LOOM_DTYPE_U16 ? pow_##SN##_u16 : e == LOOM_DTYPE_I32 ? pow_##SN##_i32                \
+    : e == LOOM_DTYPE_U32 ? pow_##SN##_u32 : e == LOOM_DTYPE_I64 ? pow_##SN##_i64                \
+    : e == LOOM_DTYPE_U64 ? pow_##SN##_u64 : NULL
+    switch (base) {
+    case LOOM_DTYPE_F32: return EW_POW_ROW(f32);
+    case LOOM_DTYPE_I32: return EW_POW_ROW(i32);
+    case LOOM_DTYPE_I64: return EW_POW_ROW(i64);
+    default: return NULL;
+    }
+#undef EW_POW_ROW
+}
 /* A constant exponent of 2 (x^2 in every LayerNorm written out in ONNX) needs no libm. */
 EW_BIN(square_f32, float, float, float, ((void)b, a * a))
 
@@ -750,6 +832,10 @@ static const ew_bin_row bin_rows[] = {
 static const ew_fn *binary_fns(loom_op_id op, loom_dtype t, const ew_fn **acc)
 {
     *acc = NULL;
+    if (t == LOOM_DTYPE_F16) { /* Min and Max only */
+        *acc = op == LOOM_OP_MAX ? max_f16_acc : op == LOOM_OP_MIN ? min_f16_acc : NULL;
+        return op == LOOM_OP_MAX ? max_f16 : op == LOOM_OP_MIN ? min_f16 : NULL;
+    }
     const ew_bin_row *r = NULL;
     for (size_t i = 0; i < sizeof bin_rows / sizeof bin_rows[0]; i++)
         if (bin_rows[i].t == t)
@@ -835,9 +921,12 @@ static int ew_supports(const loom_node_desc *node, char *reason, size_t len)
         case LOOM_OP_MIN: case LOOM_OP_MAX:
             for (uint32_t i = 0; i < node->n_inputs; i++) {
                 const loom_tensor_desc *in = &node->inputs[i];
-                if (!is_binary_num(in->dtype))
-                    return no_dtype(node, in->dtype, "float32, float64 and the integers", reason,
-                                    len);
+                if (!is_binary_num(in->dtype) &&
+                    !(in->dtype == LOOM_DTYPE_F16 &&
+                      (node->op == LOOM_OP_MIN || node->op == LOOM_OP_MAX)))
+                    return no_dtype(node, in->dtype,
+                                    "float32, float64, float16 (Min, Max) and the integers",
+                                    reason, len);
                 if (in->dtype != y->dtype) {
                     cpu_reason(reason, len, "%s: inputs of different dtypes (%s, %s)", op,
                                cpu_dtype_name(in->dtype), cpu_dtype_name(y->dtype));
@@ -855,12 +944,12 @@ static int ew_supports(const loom_node_desc *node, char *reason, size_t len)
             }
             return 1;
         case LOOM_OP_POW:
-            if (x->dtype != LOOM_DTYPE_F32)
-                return no_dtype(node, x->dtype, "float32", reason, len);
-            if (node->n_inputs != 2 || !(node->inputs[1].dtype == LOOM_DTYPE_F32 ||
-                                         node->inputs[1].dtype == LOOM_DTYPE_I32 ||
-                                         node->inputs[1].dtype == LOOM_DTYPE_I64)) {
-                cpu_reason(reason, len, "%s: exponent must be float32, int32 or int64", op);
+            if (x->dtype != LOOM_DTYPE_F32 && x->dtype != LOOM_DTYPE_I32 &&
+                x->dtype != LOOM_DTYPE_I64)
+                return no_dtype(node, x->dtype, "float32, int32, int64", reason, len);
+            if (node->n_inputs != 2 || !pow_fns(x->dtype, node->inputs[1].dtype)) {
+                cpu_reason(reason, len,
+                           "%s: exponent must be float32 or an integer (int8 to uint64)", op);
                 return 0;
             }
             if (!cpu_broadcasts_to(x, y) || !cpu_broadcasts_to(&node->inputs[1], y)) {
@@ -1087,10 +1176,10 @@ static loom_status ew_prepare(const loom_node_desc *node, cpu_kernel *k, char *e
         break;
     case LOOM_OP_POW: {
         const loom_dtype te = k->in[1].dtype;
-        const ew_fn *fns = te == LOOM_DTYPE_I32   ? pow_f32_i32
-                           : te == LOOM_DTYPE_I64 ? pow_f32_i64
-                           : const_scalar_is(node, 1, 2.0f) ? square_f32
-                                                            : pow_f32;
+        const ew_fn *fns = k->in[0].dtype == LOOM_DTYPE_F32 && te == LOOM_DTYPE_F32 &&
+                                   const_scalar_is(node, 1, 2.0f)
+                               ? square_f32
+                               : pow_fns(k->in[0].dtype, te);
         ops[0] = &k->in[0];
         ops[1] = &k->in[1];
         pass_set(&p->passes[0], y, 2, ops, src012);

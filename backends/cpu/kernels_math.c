@@ -209,6 +209,9 @@ static void mb_inner(const mb_params *p, const char *pa, const char *pb, char *p
     case LOOM_DTYPE_I32: MB_RUN(int32_t, IMOD(int32_t, va, vb)); break;
     case LOOM_DTYPE_I64: MB_RUN(int64_t, IMOD(int64_t, va, vb)); break;
     case LOOM_DTYPE_F64: MB_RUN(double, fmod(va, vb)); break;
+    case LOOM_DTYPE_F16: /* fmod is exact: the float32 result is a float16 value */
+        MB_RUN(uint16_t, cpu_f32_to_f16(fmodf(cpu_f16_to_f32(va), cpu_f16_to_f32(vb))));
+        break;
     case LOOM_DTYPE_I16: MB_RUN(int16_t, IMOD(int16_t, va, vb)); break;
     case LOOM_DTYPE_U16: MB_RUN(uint16_t, vb == 0 ? 0 : (uint16_t)(va % vb)); break;
     case LOOM_DTYPE_U32: MB_RUN(uint32_t, vb == 0 ? 0 : va % vb); break;
@@ -265,8 +268,10 @@ static int mb_supports(const loom_node_desc *node, char *reason, size_t len)
             return cpu_no_dtype(node, t, "uint8, uint16, uint32, uint64", reason, len);
     } else if (!cpu_is_f32_i32_i64(t) && t != LOOM_DTYPE_I8 && t != LOOM_DTYPE_U8 &&
                t != LOOM_DTYPE_F64 && t != LOOM_DTYPE_I16 && t != LOOM_DTYPE_U16 &&
-               t != LOOM_DTYPE_U32 && t != LOOM_DTYPE_U64) {
-        return cpu_no_dtype(node, t, "float32, float64 and the integers", reason, len);
+               t != LOOM_DTYPE_U32 && t != LOOM_DTYPE_U64 &&
+               !(t == LOOM_DTYPE_F16 && node->op == LOOM_OP_MOD)) {
+        return cpu_no_dtype(node, t, "float32, float64, float16 (Mod) and the integers",
+                            reason, len);
     }
     if (node->inputs[1].dtype != t || node->outputs[0].dtype != t ||
         !cpu_broadcasts_to(&node->inputs[0], &node->outputs[0]) ||

@@ -209,6 +209,10 @@ static int64_t int_element(const void *data, loom_dtype dt, size_t i)
 static char *compare(const char *name, const loom_tensor *got, const loom_tensor *expected)
 {
     loom_dtype gd = loom_tensor_dtype(got), ed = loom_tensor_dtype(expected);
+    /* Old exporters wrote bfloat16 data as uint16 TensorProtos (the same bits): read them as
+     * the bfloat16 the model's output is. */
+    if (gd == LOOM_DTYPE_BF16 && ed == LOOM_DTYPE_U16)
+        ed = gd;
     if (gd != ed)
         return fmt("output '%s': dtype %s, expected %s", name, loom_dtype_name(gd),
                    loom_dtype_name(ed));
@@ -310,6 +314,7 @@ static char *run_data_set(loom_model *model, data_set *d, verdict *v)
         return fmt("the model has %zu outputs, the data set %zu", n_out, d->n_out);
     /* input_K.pb feeds the model's input K, or the input its name says when it has one. */
     const loom_tensor *in[MAX_IO];
+    loom_tensor *as_bf16[MAX_IO] = {0};
     for (size_t i = 0; i < n_in; i++) {
         loom_model_io io = {.struct_size = sizeof io};
         loom_model_input_info(model, i, &io);
@@ -317,9 +322,24 @@ static char *run_data_set(loom_model *model, data_set *d, verdict *v)
         for (size_t k = 0; k < d->n_in; k++)
             if (d->in_name[k][0] && strcmp(d->in_name[k], io.name) == 0)
                 in[i] = d->in[k];
+        /* Old exporters wrote bfloat16 inputs as uint16 TensorProtos (the same bits): feed
+         * them as the bfloat16 the model declares, through a view of the same data. */
+        if (io.dtype == LOOM_DTYPE_BF16 && loom_tensor_dtype(in[i]) == LOOM_DTYPE_U16) {
+            int64_t dims[LOOM_MAX_RANK];
+            loom_tensor_dims(in[i], dims);
+            if (loom_tensor_wrap(LOOM_DTYPE_BF16, loom_tensor_rank(in[i]), dims,
+                                 loom_tensor_data(in[i]), &as_bf16[i]) != LOOM_OK) {
+                for (size_t j = 0; j < i; j++)
+                    loom_tensor_destroy(as_bf16[j]);
+                return fmt("input %zu as bfloat16: %s", i, loom_last_error());
+            }
+            in[i] = as_bf16[i];
+        }
     }
     loom_tensor *outs[MAX_IO] = {0};
     loom_status st = loom_model_run(model, in, n_in, outs, n_out, NULL);
+    for (size_t i = 0; i < n_in; i++)
+        loom_tensor_destroy(as_bf16[i]);
     if (st != LOOM_OK) {
         *v = st == LOOM_ERR_UNSUPPORTED ? V_UNSUPPORTED : V_FAIL;
         return fmt("run: %s: %s", loom_status_name(st), loom_last_error());
