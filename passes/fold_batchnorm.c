@@ -25,20 +25,10 @@ typedef struct fold_state {
     int32_t *conv_of; /* per node: for a BatchNormalization that folds, its Conv; else -1 */
 } fold_state;
 
-static const graph_value *const_f32(const loom_graph *g, loom_value v)
-{
-    if (v == LOOM_NO_VALUE)
-        return NULL;
-    const graph_value *val = &g->values[v];
-    return val->kind == GRAPH_VALUE_CONSTANT && val->data && val->desc.dtype == LOOM_DTYPE_F32
-               ? val
-               : NULL;
-}
-
 /* A constant f32 vector of M elements, or NULL. */
 static const float *vec_f32(const loom_graph *g, loom_value v, int64_t m)
 {
-    const graph_value *c = const_f32(g, v);
+    const graph_value *c = passes_const_f32(g, v);
     if (!c || c->desc.rank != 1 || c->desc.dims[0] != m)
         return NULL;
     return c->data;
@@ -54,12 +44,12 @@ static int32_t foldable(const loom_graph *g, const int32_t *reader, uint32_t ci)
         return -1;
     loom_value y = c->outputs[0];
     const graph_value *yv = &g->values[y];
-    if (yv->output_index >= 0 || yv->n_consumers != 1 || reader[y] < 0 ||
-        yv->desc.dtype != LOOM_DTYPE_F32 || yv->desc.rank < 3)
+    int32_t b = passes_only_reader(g, reader, y);
+    if (b < 0 || yv->desc.dtype != LOOM_DTYPE_F32 || yv->desc.rank < 3)
         return -1;
     if (g->values[c->inputs[0]].desc.dtype != LOOM_DTYPE_F32)
         return -1;
-    const graph_value *w = const_f32(g, c->inputs[1]);
+    const graph_value *w = passes_const_f32(g, c->inputs[1]);
     if (!w || w->desc.rank != yv->desc.rank)
         return -1;
     int64_t m = yv->desc.dims[1];
@@ -73,7 +63,6 @@ static int32_t foldable(const loom_graph *g, const int32_t *reader, uint32_t ci)
     } else if (w->desc.dims[0] != m) {
         return -1;
     }
-    int32_t b = reader[y];
     const graph_node *bn = &g->nodes[b];
     if (bn->def->id != LOOM_OP_BATCH_NORMALIZATION || bn->n_inputs != 5 || bn->n_outputs != 1 ||
         bn->inputs[0] != y)
@@ -192,14 +181,9 @@ loom_status pass_fold_batchnorm(const loom_graph *in, loom_graph **out, pass_ctx
         return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory folding graph '%s'",
                               in->name);
     }
-    for (size_t v = 0; v < in->n_values; v++)
-        reader[v] = -1;
-    for (size_t i = 0; i < in->n_nodes; i++) {
+    passes_first_readers(in, reader);
+    for (size_t i = 0; i < in->n_nodes; i++)
         fs.bn_of[i] = fs.conv_of[i] = -1;
-        for (uint32_t k = 0; k < in->nodes[i].n_inputs; k++)
-            if (in->nodes[i].inputs[k] != LOOM_NO_VALUE && reader[in->nodes[i].inputs[k]] < 0)
-                reader[in->nodes[i].inputs[k]] = (int32_t)i;
-    }
     size_t n_conv = 0, n_tconv = 0;
     for (size_t i = 0; i < in->n_nodes; i++) {
         int32_t b = foldable(in, reader, (uint32_t)i);

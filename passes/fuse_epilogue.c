@@ -42,25 +42,6 @@ typedef struct fuse_state {
     size_t absorbed;
 } fuse_state;
 
-/* The one node reading V, or -1 (none, several, or V is a graph output). */
-static int32_t only_reader(const loom_graph *g, const int32_t *reader, loom_value v)
-{
-    const graph_value *val = &g->values[v];
-    if (val->output_index >= 0 || val->n_consumers != 1)
-        return -1;
-    return reader[v];
-}
-
-static const graph_value *const_f32(const loom_graph *g, loom_value v)
-{
-    if (v == LOOM_NO_VALUE)
-        return NULL;
-    const graph_value *val = &g->values[v];
-    return val->kind == GRAPH_VALUE_CONSTANT && val->data && val->desc.dtype == LOOM_DTYPE_F32
-               ? val
-               : NULL;
-}
-
 static int same_desc(const loom_tensor_desc *a, const loom_tensor_desc *b)
 {
     return a->dtype == b->dtype && a->rank == b->rank &&
@@ -161,7 +142,7 @@ static int activation_of(const loom_graph *g, const int32_t *reader, const graph
         for (uint32_t k = 1; k < n->n_inputs && k < 3; k++) {
             if (n->inputs[k] == LOOM_NO_VALUE)
                 continue;
-            const graph_value *b = const_f32(g, n->inputs[k]);
+            const graph_value *b = passes_const_f32(g, n->inputs[k]);
             if (!b || loom_tensor_desc_numel(&b->desc) != 1)
                 return 0;
             *(k == 1 ? &lo : &hi) = *(const float *)b->data;
@@ -204,7 +185,7 @@ static int plan_chain(const loom_graph *g, const int32_t *reader, const int32_t 
     snprintf(c->ops, sizeof c->ops, "%s", head->def->name);
     int absorbed = 0, step = 0;
     for (;;) {
-        int32_t r = only_reader(g, reader, cur);
+        int32_t r = passes_only_reader(g, reader, cur);
         int32_t r2 = -1;
         /* x * Sigmoid(x): two readers of cur, the Sigmoid's only reader the Mul. */
         if (r < 0 && step < 3 && g->values[cur].output_index < 0 &&
@@ -214,7 +195,7 @@ static int plan_chain(const loom_graph *g, const int32_t *reader, const int32_t 
                 const graph_node *s = &g->nodes[i];
                 if (!op_is(s, LOOM_OP_SIGMOID) || s->inputs[0] != cur || role[i] >= 0)
                     continue;
-                int32_t m = only_reader(g, reader, s->outputs[0]);
+                int32_t m = passes_only_reader(g, reader, s->outputs[0]);
                 if (m < 0 || !op_is(&g->nodes[m], LOOM_OP_MUL))
                     continue;
                 const graph_node *mn = &g->nodes[m];
@@ -238,8 +219,8 @@ static int plan_chain(const loom_graph *g, const int32_t *reader, const int32_t 
         if (n->n_outputs != 1 || !same_desc(&g->values[n->outputs[0]].desc, y))
             break;
         loom_value other = add_other(n, cur);
-        if (step < 1 && other != LOOM_NO_VALUE && const_f32(g, other) &&
-            bias_fits(g, head, const_f32(g, other))) {
+        if (step < 1 && other != LOOM_NO_VALUE && passes_const_f32(g, other) &&
+            bias_fits(g, head, passes_const_f32(g, other))) {
             c->bias = other;
             step = 1;
         } else if (step < 2 && other != LOOM_NO_VALUE && same_desc(&g->values[other].desc, y)) {
@@ -334,14 +315,9 @@ loom_status pass_fuse_epilogue(const loom_graph *in, loom_graph **out, pass_ctx 
         return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory fusing graph '%s'",
                               in->name);
     }
-    for (size_t v = 0; v < in->n_values; v++)
-        reader[v] = -1;
-    for (size_t i = 0; i < in->n_nodes; i++) {
+    passes_first_readers(in, reader);
+    for (size_t i = 0; i < in->n_nodes; i++)
         fs.role[i] = -1;
-        for (uint32_t k = 0; k < in->nodes[i].n_inputs; k++)
-            if (in->nodes[i].inputs[k] != LOOM_NO_VALUE && reader[in->nodes[i].inputs[k]] < 0)
-                reader[in->nodes[i].inputs[k]] = (int32_t)i;
-    }
     /* Heads in topological order, so that a chain never starts inside another. */
     size_t counts[3] = {0, 0, 0};
     for (size_t p = 0; p < in->n_nodes; p++) {

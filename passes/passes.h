@@ -74,6 +74,16 @@ typedef struct pass_result {
 /* Run the pipeline over G (checked) with CTX. On success RES->graph is what to place and
  * CTX->order (and CTX->absmax when calibrating) are allocated for it; free everything with
  * passes_result_free. On failure nothing needs freeing beyond passes_result_free (safe). */
+/* ---- graph_queries.c: what the rewriting passes ask of a graph ---- */
+/* V as a constant f32 value with data, else NULL (also for LOOM_NO_VALUE). */
+const graph_value *passes_const_f32(const loom_graph *g, loom_value v);
+/* READER[v] (G->n_values entries, the caller's) = the first node (in node order) reading value
+ * v, or -1 when none does. */
+void passes_first_readers(const loom_graph *g, int32_t *reader);
+/* The one node reading V (from READER as passes_first_readers fills it), or -1: none,
+ * several, or V is a graph output. */
+int32_t passes_only_reader(const loom_graph *g, const int32_t *reader, loom_value v);
+
 loom_status passes_run(const loom_graph *g, pass_ctx *ctx, pass_result *res);
 
 /* Free what passes_run allocated in RES and CTX. Safe on a zeroed or failed result. */

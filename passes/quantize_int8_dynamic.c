@@ -37,16 +37,6 @@ static int listed(const pass_ctx *ctx, const char *name)
     return 0;
 }
 
-static const graph_value *const_f32(const loom_graph *g, loom_value v)
-{
-    if (v == LOOM_NO_VALUE)
-        return NULL;
-    const graph_value *val = &g->values[v];
-    return val->kind == GRAPH_VALUE_CONSTANT && val->data && val->desc.dtype == LOOM_DTYPE_F32
-               ? val
-               : NULL;
-}
-
 static float attr_f(const graph_node *n, const char *name, float dflt)
 {
     const loom_attr *a = loom_attr_list_get(&n->attrs, name);
@@ -80,7 +70,7 @@ static int plan_node(const quant_state *qs, const graph_node *nd, quant_plan *qp
         return 0;
     if (g->values[nd->inputs[0]].desc.dtype != LOOM_DTYPE_F32)
         return 0;
-    const graph_value *w = const_f32(g, nd->inputs[1]);
+    const graph_value *w = passes_const_f32(g, nd->inputs[1]);
     if (!w || w->desc.rank != 2)
         return 0;
     if (nd->def->id == LOOM_OP_GEMM) {
@@ -95,7 +85,7 @@ static int plan_node(const quant_state *qs, const graph_node *nd, quant_plan *qp
     qp->n = w->desc.dims[qp->trans_b ? 0 : 1];
     if (nd->def->id == LOOM_OP_GEMM && nd->n_inputs > 2 && nd->inputs[2] != LOOM_NO_VALUE &&
         qp->beta != 0.0f) {
-        const graph_value *c = const_f32(g, nd->inputs[2]);
+        const graph_value *c = passes_const_f32(g, nd->inputs[2]);
         if (!c)
             return 0;
         int64_t numel = loom_tensor_desc_numel(&c->desc);
@@ -118,7 +108,7 @@ static const graph_value *embedding_table(const loom_graph *g, const graph_node 
 {
     if (nd->def->id != LOOM_OP_GATHER || nd->n_inputs != 2 || attr_i(nd, "axis", 0) != 0)
         return NULL;
-    const graph_value *t = const_f32(g, nd->inputs[0]);
+    const graph_value *t = passes_const_f32(g, nd->inputs[0]);
     return t && t->desc.rank == 2 && t->desc.dims[1] >= QUANT_MIN_K &&
                    loom_tensor_desc_numel(&t->desc) >= QUANT_MIN_TABLE
                ? t

@@ -8,7 +8,7 @@
  * submit() slot: the work runs on a thread of the plugin, which reports through done(), so the
  * host's asynchronous path is tested the same way.
  */
-#include <loom/backend.h>
+#include "test_plugin.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -25,30 +25,13 @@ typedef struct fx_state {
     int have_last;
 } fx_state;
 
-static uint32_t fx_device_count(void *ctx)
-{
-    (void)ctx;
-    return 1;
-}
-
 static loom_status fx_device_info(void *ctx, uint32_t dev, loom_device_info *info)
 {
     (void)ctx;
     if (dev != 0)
         return LOOM_ERR_INVALID_ARGUMENT;
-    loom_device_info d;
-    memset(&d, 0, sizeof d);
-    snprintf(d.name, sizeof d.name, "fail-execute test device");
-    d.kind = LOOM_DEVICE_OTHER;
-    d.compute_units = 1;
-    d.threads = 1;
-    d.numa_node = -1;
-    d.host_visible = 1;
-    uint32_t abi = info->abi_version, size = info->struct_size;
-    memcpy(info, &d, size && size < sizeof d ? size : sizeof d);
-    info->abi_version = abi;
-    info->struct_size = size;
-    return LOOM_OK;
+    loom_device_info d = tp_device_facts("fail-execute test device", LOOM_DEVICE_OTHER, 1);
+    return tp_write_info(info, &d);
 }
 
 static int same_shape(const loom_tensor_desc *a, const loom_tensor_desc *b)
@@ -154,12 +137,6 @@ static loom_status fx_submit(void *ctx, uint32_t dev, void *kernel, const loom_e
     return LOOM_OK;
 }
 
-static void fx_release_kernel(void *ctx, void *kernel)
-{
-    (void)ctx;
-    free(kernel);
-}
-
 static void fx_shutdown(void *ctx)
 {
     fx_state *s = ctx;
@@ -191,12 +168,12 @@ const loom_backend *loom_backend_query(uint32_t host_abi_version, const loom_hos
     t->struct_size = sizeof *t;
     t->name = "fail-execute";
     t->ctx = s;
-    t->device_count = fx_device_count;
+    t->device_count = tp_one_device;
     t->device_info = fx_device_info;
     t->supports = fx_supports;
     t->prepare = fx_prepare;
     t->execute = fx_execute;
-    t->release_kernel = fx_release_kernel;
+    t->release_kernel = tp_release_kernel;
     t->shutdown = fx_shutdown;
     const char *async = getenv("LOOM_TEST_ASYNC");
     if (async && !strcmp(async, "1"))

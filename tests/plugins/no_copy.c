@@ -6,7 +6,7 @@
  * the missing slots, and keep device 0. With $LOOM_TEST_NO_COPY_ALL_HIDDEN=1 (read when the
  * plugin is queried) device 0 is not host-visible either, and the whole backend is refused.
  */
-#include <loom/backend.h>
+#include "test_plugin.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,18 +37,14 @@ static loom_status nc_device_info(void *ctx, uint32_t dev, loom_device_info *inf
     d.numa_node = -1;
     d.memory_bytes = (uint64_t)1 << 30;
     d.host_visible = dev == 0 && !s->all_hidden;
-    uint32_t abi = info->abi_version, size = info->struct_size;
-    memcpy(info, &d, size && size < sizeof d ? size : sizeof d);
-    info->abi_version = abi;
-    info->struct_size = size;
-    return LOOM_OK;
+    return tp_write_info(info, &d);
 }
 
 static int nc_supports(void *ctx, uint32_t dev, const loom_node_desc *node, char *reason,
                        size_t reason_len)
 {
     (void)ctx;
-    if (dev == 0 && node->op == LOOM_OP_RELU && node->inputs[0].dtype == LOOM_DTYPE_F32)
+    if (tp_is_relu_f32(dev, node))
         return 1;
     snprintf(reason, reason_len, "no-copy: only float32 Relu on device 0");
     return 0;
@@ -59,13 +55,7 @@ static loom_status nc_prepare(void *ctx, uint32_t dev, const loom_node_desc *nod
 {
     if (!nc_supports(ctx, dev, node, err, err_len))
         return LOOM_ERR_UNSUPPORTED;
-    int64_t *k = malloc(sizeof *k);
-    if (!k)
-        return LOOM_ERR_OUT_OF_MEMORY;
-    *k = loom_tensor_desc_numel(&node->outputs[0]);
-    *kernel = k;
-    *scratch_bytes = 0;
-    return LOOM_OK;
+    return tp_relu_prepare(node, kernel, scratch_bytes);
 }
 
 static loom_status nc_execute(void *ctx, uint32_t dev, void *kernel, const loom_exec_args *args,
@@ -75,18 +65,8 @@ static loom_status nc_execute(void *ctx, uint32_t dev, void *kernel, const loom_
     (void)dev;
     (void)err;
     (void)err_len;
-    const int64_t n = *(const int64_t *)kernel;
-    const float *x = args->inputs[0];
-    float *y = args->outputs[0];
-    for (int64_t i = 0; i < n; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    tp_relu_run(kernel, args);
     return LOOM_OK;
-}
-
-static void nc_release_kernel(void *ctx, void *kernel)
-{
-    (void)ctx;
-    free(kernel);
 }
 
 /* Host memory for both devices (device 1 is never used: the host refuses it). */
@@ -133,7 +113,7 @@ const loom_backend *loom_backend_query(uint32_t host_abi_version, const loom_hos
     t->supports = nc_supports;
     t->prepare = nc_prepare;
     t->execute = nc_execute;
-    t->release_kernel = nc_release_kernel;
+    t->release_kernel = tp_release_kernel;
     t->alloc = nc_alloc;
     t->free = nc_free;
     t->shutdown = nc_shutdown;

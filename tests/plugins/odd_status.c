@@ -14,7 +14,7 @@
  *   submit   only the ABI 0.2 submit(), which refuses with it and cannot say why;
  *   done     enqueue() accepts, and the completion callback reports it, with its message.
  */
-#include <loom/backend.h>
+#include "test_plugin.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
@@ -27,37 +27,20 @@ typedef struct odd_state {
     atomic_long calls;
 } odd_state;
 
-static uint32_t odd_device_count(void *ctx)
-{
-    (void)ctx;
-    return 1;
-}
-
 static loom_status odd_device_info(void *ctx, uint32_t dev, loom_device_info *info)
 {
     (void)ctx;
     if (dev != 0)
         return LOOM_ERR_INVALID_ARGUMENT;
-    loom_device_info d;
-    memset(&d, 0, sizeof d);
-    snprintf(d.name, sizeof d.name, "odd-status test device");
-    d.kind = LOOM_DEVICE_OTHER;
-    d.compute_units = 1;
-    d.threads = 1;
-    d.numa_node = -1;
-    d.host_visible = 1;
-    uint32_t abi = info->abi_version, size = info->struct_size;
-    memcpy(info, &d, size && size < sizeof d ? size : sizeof d);
-    info->abi_version = abi;
-    info->struct_size = size;
-    return LOOM_OK;
+    loom_device_info d = tp_device_facts("odd-status test device", LOOM_DEVICE_OTHER, 1);
+    return tp_write_info(info, &d);
 }
 
 static int odd_supports(void *ctx, uint32_t dev, const loom_node_desc *node, char *reason,
                         size_t reason_len)
 {
     (void)ctx;
-    int ok = dev == 0 && node->op == LOOM_OP_RELU && node->inputs[0].dtype == LOOM_DTYPE_F32;
+    int ok = tp_is_relu_f32(dev, node);
     if (!ok)
         snprintf(reason, reason_len, "odd-status: only float32 Relu");
     return ok;
@@ -68,13 +51,7 @@ static loom_status odd_prepare(void *ctx, uint32_t dev, const loom_node_desc *no
 {
     if (!odd_supports(ctx, dev, node, err, err_len))
         return LOOM_ERR_UNSUPPORTED;
-    int64_t *k = malloc(sizeof *k);
-    if (!k)
-        return LOOM_ERR_OUT_OF_MEMORY;
-    *k = loom_tensor_desc_numel(&node->outputs[0]);
-    *kernel = k;
-    *scratch_bytes = 0;
-    return LOOM_OK;
+    return tp_relu_prepare(node, kernel, scratch_bytes);
 }
 
 /* This call's outcome (as an int: 77 is no loom_status), its message in ERR when it fails. */
@@ -90,22 +67,13 @@ static int odd_outcome(odd_state *s, const char *where, char *err, size_t err_le
     return c == '7' ? 77 : LOOM_ERR_DEVICE_LOST;
 }
 
-static void odd_relu(void *kernel, const loom_exec_args *args)
-{
-    const int64_t *k = kernel;
-    const float *a = args->inputs[0];
-    float *y = args->outputs[0];
-    for (int64_t i = 0; i < *k; i++)
-        y[i] = a[i] > 0 ? a[i] : 0.0f;
-}
-
 static loom_status odd_execute(void *ctx, uint32_t dev, void *kernel, const loom_exec_args *args,
                                char *err, size_t err_len)
 {
     (void)dev;
     int st = odd_outcome(ctx, "execute", err, err_len);
     if (st == LOOM_OK)
-        odd_relu(kernel, args);
+        tp_relu_run(kernel, args);
     return (loom_status)st;
 }
 
@@ -120,7 +88,7 @@ static loom_status odd_enqueue_done(void *ctx, uint32_t dev, void *kernel,
     char msg[256] = "";
     int st = odd_outcome(ctx, "the completion", msg, sizeof msg);
     if (st == LOOM_OK)
-        odd_relu(kernel, args);
+        tp_relu_run(kernel, args);
     done(token, (loom_status)st, st == LOOM_OK ? NULL : msg);
     return LOOM_OK;
 }
@@ -134,7 +102,7 @@ static loom_status odd_enqueue_refuse(void *ctx, uint32_t dev, void *kernel,
     int st = odd_outcome(ctx, "enqueue (queue full)", err, err_len);
     if (st != LOOM_OK)
         return (loom_status)st;
-    odd_relu(kernel, args);
+    tp_relu_run(kernel, args);
     done(token, LOOM_OK, NULL);
     return LOOM_OK;
 }
@@ -149,15 +117,9 @@ static loom_status odd_submit(void *ctx, uint32_t dev, void *kernel, const loom_
     int st = odd_outcome(ctx, "submit", ignored, sizeof ignored);
     if (st != LOOM_OK)
         return (loom_status)st;
-    odd_relu(kernel, args);
+    tp_relu_run(kernel, args);
     done(token, LOOM_OK, NULL);
     return LOOM_OK;
-}
-
-static void odd_release_kernel(void *ctx, void *kernel)
-{
-    (void)ctx;
-    free(kernel);
 }
 
 static void odd_shutdown(void *ctx)
@@ -184,12 +146,12 @@ const loom_backend *loom_backend_query(uint32_t host_abi_version, const loom_hos
     t->struct_size = sizeof *t;
     t->name = "odd-status";
     t->ctx = s;
-    t->device_count = odd_device_count;
+    t->device_count = tp_one_device;
     t->device_info = odd_device_info;
     t->supports = odd_supports;
     t->prepare = odd_prepare;
     t->execute = odd_execute;
-    t->release_kernel = odd_release_kernel;
+    t->release_kernel = tp_release_kernel;
     t->shutdown = odd_shutdown;
     const char *mode = getenv("LOOM_TEST_ODD");
     if (mode && !strcmp(mode, "enqueue")) {

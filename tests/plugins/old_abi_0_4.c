@@ -8,7 +8,7 @@
  * The table is allocated with exactly its 0.4 size, so a host that reads a 1.0 slot of it
  * (instead of going by struct_size) reads past the allocation: AddressSanitizer stops it.
  */
-#include <loom/backend.h>
+#include "test_plugin.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,37 +16,20 @@
 
 #define TABLE_0_4_SIZE offsetof(loom_backend, claim)
 
-static uint32_t o4_device_count(void *ctx)
-{
-    (void)ctx;
-    return 1;
-}
-
 static loom_status o4_device_info(void *ctx, uint32_t dev, loom_device_info *info)
 {
     (void)ctx;
     if (dev != 0)
         return LOOM_ERR_INVALID_ARGUMENT;
-    loom_device_info d;
-    memset(&d, 0, sizeof d);
-    snprintf(d.name, sizeof d.name, "old04 test device (backend ABI 0.4)");
-    d.kind = LOOM_DEVICE_OTHER;
-    d.compute_units = 1;
-    d.threads = 1;
-    d.numa_node = -1;
-    d.host_visible = 1;
-    uint32_t abi = info->abi_version, size = info->struct_size;
-    memcpy(info, &d, size && size < sizeof d ? size : sizeof d);
-    info->abi_version = abi;
-    info->struct_size = size;
-    return LOOM_OK;
+    loom_device_info d = tp_device_facts("old04 test device (backend ABI 0.4)", LOOM_DEVICE_OTHER, 1);
+    return tp_write_info(info, &d);
 }
 
 static int o4_supports(void *ctx, uint32_t dev, const loom_node_desc *node, char *reason,
                        size_t reason_len)
 {
     (void)ctx;
-    if (dev == 0 && node->op == LOOM_OP_RELU && node->inputs[0].dtype == LOOM_DTYPE_F32)
+    if (tp_is_relu_f32(dev, node))
         return 1;
     snprintf(reason, reason_len, "old04: only float32 Relu");
     return 0;
@@ -57,13 +40,7 @@ static loom_status o4_prepare(void *ctx, uint32_t dev, const loom_node_desc *nod
 {
     if (!o4_supports(ctx, dev, node, err, err_len))
         return LOOM_ERR_UNSUPPORTED;
-    int64_t *k = malloc(sizeof *k);
-    if (!k)
-        return LOOM_ERR_OUT_OF_MEMORY;
-    *k = loom_tensor_desc_numel(&node->outputs[0]);
-    *kernel = k;
-    *scratch_bytes = 0;
-    return LOOM_OK;
+    return tp_relu_prepare(node, kernel, scratch_bytes);
 }
 
 static loom_status o4_execute(void *ctx, uint32_t dev, void *kernel, const loom_exec_args *args,
@@ -73,18 +50,8 @@ static loom_status o4_execute(void *ctx, uint32_t dev, void *kernel, const loom_
     (void)dev;
     (void)err;
     (void)err_len;
-    const int64_t n = *(const int64_t *)kernel;
-    const float *x = args->inputs[0];
-    float *y = args->outputs[0];
-    for (int64_t i = 0; i < n; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    tp_relu_run(kernel, args);
     return LOOM_OK;
-}
-
-static void o4_release_kernel(void *ctx, void *kernel)
-{
-    (void)ctx;
-    free(kernel);
 }
 
 static void o4_shutdown(void *ctx)
@@ -111,12 +78,12 @@ const loom_backend *loom_backend_query(uint32_t host_abi_version, const loom_hos
     t.abi_version = (0u << 16) | 4u;
     t.struct_size = (uint32_t)TABLE_0_4_SIZE;
     t.name = "old04";
-    t.device_count = o4_device_count;
+    t.device_count = tp_one_device;
     t.device_info = o4_device_info;
     t.supports = o4_supports;
     t.prepare = o4_prepare;
     t.execute = o4_execute;
-    t.release_kernel = o4_release_kernel;
+    t.release_kernel = tp_release_kernel;
     t.shutdown = o4_shutdown;
     loom_backend *table = malloc(TABLE_0_4_SIZE);
     if (!table)

@@ -10,7 +10,7 @@
  *                                   and the message "quirks: prepare fails on purpose"
  *   LOOM_TEST_QUIRKS_NO_PREPARE=1   the table leaves the required slot prepare NULL
  */
-#include <loom/backend.h>
+#include "test_plugin.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,37 +30,20 @@ static void qk_log(const qk_state *s, loom_log_level level, const char *msg)
         s->host.log(s->host.host_ctx, level, msg);
 }
 
-static uint32_t qk_device_count(void *ctx)
-{
-    (void)ctx;
-    return 1;
-}
-
 static loom_status qk_device_info(void *ctx, uint32_t dev, loom_device_info *info)
 {
     (void)ctx;
     if (dev != 0)
         return LOOM_ERR_INVALID_ARGUMENT;
-    loom_device_info d;
-    memset(&d, 0, sizeof d);
-    snprintf(d.name, sizeof d.name, "quirks test device");
-    d.kind = LOOM_DEVICE_OTHER;
-    d.compute_units = 1;
-    d.threads = 1;
-    d.numa_node = -1;
-    d.host_visible = 1;
-    uint32_t abi = info->abi_version, size = info->struct_size;
-    memcpy(info, &d, size && size < sizeof d ? size : sizeof d);
-    info->abi_version = abi;
-    info->struct_size = size;
-    return LOOM_OK;
+    loom_device_info d = tp_device_facts("quirks test device", LOOM_DEVICE_OTHER, 1);
+    return tp_write_info(info, &d);
 }
 
 static int qk_supports(void *ctx, uint32_t dev, const loom_node_desc *node, char *reason,
                        size_t reason_len)
 {
     (void)ctx;
-    if (dev == 0 && node->op == LOOM_OP_RELU && node->inputs[0].dtype == LOOM_DTYPE_F32)
+    if (tp_is_relu_f32(dev, node))
         return 1;
     snprintf(reason, reason_len, "quirks: only float32 Relu");
     return 0;
@@ -76,13 +59,7 @@ static loom_status qk_prepare(void *ctx, uint32_t dev, const loom_node_desc *nod
         snprintf(err, err_len, "quirks: prepare fails on purpose");
         return (loom_status)s->prepare_status;
     }
-    int64_t *k = malloc(sizeof *k);
-    if (!k)
-        return LOOM_ERR_OUT_OF_MEMORY;
-    *k = loom_tensor_desc_numel(&node->outputs[0]);
-    *kernel = k;
-    *scratch_bytes = 0;
-    return LOOM_OK;
+    return tp_relu_prepare(node, kernel, scratch_bytes);
 }
 
 static loom_status qk_execute(void *ctx, uint32_t dev, void *kernel, const loom_exec_args *args,
@@ -91,21 +68,12 @@ static loom_status qk_execute(void *ctx, uint32_t dev, void *kernel, const loom_
     (void)dev;
     (void)err;
     (void)err_len;
+    tp_relu_run(kernel, args);
     const int64_t n = *(const int64_t *)kernel;
-    const float *x = args->inputs[0];
-    float *y = args->outputs[0];
-    for (int64_t i = 0; i < n; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
     char msg[64];
     snprintf(msg, sizeof msg, "relu of %lld elements ran", (long long)n);
     qk_log(ctx, LOOM_LOG_WARNING, msg);
     return LOOM_OK;
-}
-
-static void qk_release_kernel(void *ctx, void *kernel)
-{
-    (void)ctx;
-    free(kernel);
 }
 
 static void qk_shutdown(void *ctx)
@@ -151,12 +119,12 @@ const loom_backend *loom_backend_query(uint32_t host_abi_version, const loom_hos
     t->struct_size = sizeof *t;
     t->name = "quirks";
     t->ctx = s;
-    t->device_count = qk_device_count;
+    t->device_count = tp_one_device;
     t->device_info = qk_device_info;
     t->supports = qk_supports;
     t->prepare = qk_prepare;
     t->execute = qk_execute;
-    t->release_kernel = qk_release_kernel;
+    t->release_kernel = tp_release_kernel;
     t->shutdown = qk_shutdown;
     if (env_long("LOOM_TEST_QUIRKS_NO_PREPARE") == 1)
         t->prepare = NULL;

@@ -1,0 +1,35 @@
+/*
+ * Questions the rewriting passes ask of a graph: is a value an f32 constant, which node reads
+ * a value, is that node its only reader.
+ */
+#include "passes.h"
+
+const graph_value *passes_const_f32(const loom_graph *g, loom_value v)
+{
+    if (v == LOOM_NO_VALUE)
+        return NULL;
+    const graph_value *val = &g->values[v];
+    return val->kind == GRAPH_VALUE_CONSTANT && val->data && val->desc.dtype == LOOM_DTYPE_F32
+               ? val
+               : NULL;
+}
+
+void passes_first_readers(const loom_graph *g, int32_t *reader)
+{
+    for (size_t v = 0; v < g->n_values; v++)
+        reader[v] = -1;
+    for (size_t i = 0; i < g->n_nodes; i++)
+        for (uint32_t k = 0; k < g->nodes[i].n_inputs; k++) {
+            loom_value v = g->nodes[i].inputs[k];
+            if (v != LOOM_NO_VALUE && reader[v] < 0)
+                reader[v] = (int32_t)i;
+        }
+}
+
+int32_t passes_only_reader(const loom_graph *g, const int32_t *reader, loom_value v)
+{
+    const graph_value *val = &g->values[v];
+    if (val->output_index >= 0 || val->n_consumers != 1)
+        return -1;
+    return reader[v];
+}
