@@ -69,6 +69,9 @@ typedef struct loom_infer_ctx {
      * input's index (0: not that reason). The graph records which value it was
      * (loom_graph.need_constant), so that a caller can bind it and try again. */
     uint32_t need_constant;
+    /* Set only by loom_op_input0_dtypes: where loom_ops_check_dtype records the set it checks
+     * input 0 against (and then stops inference). NULL otherwise. */
+    uint32_t *probe_input0;
 } loom_infer_ctx;
 
 typedef struct loom_op_def {
@@ -90,6 +93,10 @@ typedef struct loom_op_def {
 #define LOOM_OPF_SHAPE_ONLY 1u
 /* Never fold this op even when all its inputs are constants (e.g. random generators). */
 #define LOOM_OPF_NO_FOLD 2u
+/* The op's output SHAPE depends on its input VALUES (NonZero, Compress, Unique,
+ * NonMaxSuppression): inference gives an upper bound, the kernel reports the actual shape, and
+ * only loom_model runs such nodes (in stages split at them; graph/ops_value_dependent.c). */
+#define LOOM_OPF_VALUE_DEPENDENT 4u
 
 /* The operator named NAME (ONNX spelling, case-sensitive), or NULL. */
 const loom_op_def *loom_op_find(const char *name);
@@ -98,6 +105,16 @@ const loom_op_def *loom_op_get(loom_op_id id);
 /* Number of registered operators, and the I-th (for listings and conformance runs). */
 size_t loom_op_count(void);
 const loom_op_def *loom_op_at(size_t i);
+
+/* The domain a model names DEF in: "ai.onnx"; "com.microsoft" (MoE); "loom" for the operators
+ * Loom's own passes make (FusedConv, FusedMatMul, FusedGemm, MatMulInt8Dynamic), which no
+ * model needs to name. */
+const char *loom_op_domain(const loom_op_def *def);
+/* The dtypes (LOOM_DTS_* bits over loom_dtype) inference accepts for input 0, as its own
+ * dtype check says: DEF's infer() runs on placeholder inputs until it checks input 0's dtype.
+ * 0 when inference does not check input 0 through loom_ops_check_dtype before something else
+ * stops it (a required attribute, a constant it must read, a check written out by hand). */
+uint32_t loom_op_input0_dtypes(const loom_op_def *def);
 
 /* ---- the attribute list inference works on ------------------------------------------------ */
 

@@ -1,7 +1,8 @@
 /*
- * Sliding-window operators of the registry: Conv, ConvTranspose, MaxPool, AveragePool and
- * GlobalAveragePool. Shape and dtype inference, attribute canonicalisation (auto_pad resolved
- * into pads; graph/ops.h) and cost. QLinearConv is in ops_quantization.c.
+ * Sliding-window operators of the registry: Conv, ConvTranspose, MaxPool, AveragePool,
+ * GlobalAveragePool, GlobalMaxPool and MaxUnpool. Shape and dtype inference, attribute
+ * canonicalisation (auto_pad resolved into pads; graph/ops.h) and cost. QLinearConv is in
+ * ops_quantization.c.
  *
  * CANONICAL ATTRIBUTES (besides Conv's and the pools', in graph/ops.h):
  *   ConvTranspose        kernel_shape:ints[S] strides:ints[S] dilations:ints[S] pads:ints[2S]
@@ -10,6 +11,14 @@
  *                        pad grows the output by zero-contribution rows (output_shape larger
  *                        than the natural size). Y[s] gets X[i] * W[k] where
  *                        s = i * stride - pad_begin + k * dilation.
+ *   MaxPool              (graph/ops.h) and, with its second output (Indices, int64, flat
+ *                        indices into X), storage_order:i (0 row-major, 1 column-major spatial
+ *                        order). X may also be int8 or uint8.
+ *   GlobalMaxPool        (none)
+ *   MaxUnpool            kernel_shape:ints[S] strides:ints[S] pads:ints[2S]; the output's
+ *                        shape comes from input 2 (output_shape, which must then be a
+ *                        constant) or is (in - 1) * stride + kernel - pad_begin - pad_end.
+ *                        Input 2 is ignored by kernels.
  */
 
 #include "ops_defs.h"
@@ -148,12 +157,12 @@ static loom_status window_resolve(loom_infer_ctx *ctx, const loom_tensor_desc *x
     return LOOM_OK;
 }
 
-/* X is [N, C, spatial...] with 1 to 3 spatial dims. */
-static loom_status window_input(loom_infer_ctx *ctx, uint32_t *s)
+/* X is [N, C, spatial...] with 1 to 3 spatial dims, of a dtype in MASK. */
+static loom_status window_input_of(loom_infer_ctx *ctx, uint32_t *s, uint32_t mask)
 {
     loom_status st;
     if ((st = loom_ops_require(ctx, 0, "X")) != LOOM_OK ||
-        (st = loom_ops_check_dtype(ctx, 0, "X", LOOM_DTS_FLOAT)) != LOOM_OK)
+        (st = loom_ops_check_dtype(ctx, 0, "X", mask)) != LOOM_OK)
         return st;
     uint32_t r = ctx->inputs[0].rank;
     if (r < 3 || r > 5)
@@ -162,6 +171,11 @@ static loom_status window_input(loom_infer_ctx *ctx, uint32_t *s)
                                r);
     *s = r - 2;
     return LOOM_OK;
+}
+
+static loom_status window_input(loom_infer_ctx *ctx, uint32_t *s)
+{
+    return window_input_of(ctx, s, LOOM_DTS_FLOAT);
 }
 
 static loom_status window_set(loom_infer_ctx *ctx, const window *w)
@@ -271,7 +285,7 @@ static loom_status infer_pool(loom_infer_ctx *ctx, int average)
                                                LOOM_ATTR_INTS,   LOOM_ATTR_STRING,
                                                LOOM_ATTR_INT,    LOOM_ATTR_INT};
     static const char *const max_canon[] = {"kernel_shape", "strides", "dilations", "pads",
-                                            "ceil_mode", NULL};
+                                            "ceil_mode", "storage_order", NULL};
     static const char *const avg_canon[] = {"kernel_shape", "strides",   "dilations",
                                             "pads",         "ceil_mode", "count_include_pad",
                                             NULL};
@@ -279,13 +293,22 @@ static loom_status infer_pool(loom_infer_ctx *ctx, int average)
     window w = {0};
     if ((st = loom_infer_check_attrs(ctx, average ? avg_names : max_names,
                                      average ? avg_kinds : max_kinds)) != LOOM_OK ||
-        (st = window_input(ctx, &w.s)) != LOOM_OK)
+        (st = window_input_of(ctx, &w.s,
+                              average ? LOOM_DTS_FLOAT
+                                      : LOOM_DTS_FLOAT | LOOM_DTS(LOOM_DTYPE_U8) |
+                                            LOOM_DTS(LOOM_DTYPE_I8))) != LOOM_OK)
         return st;
     const loom_tensor_desc *x = &ctx->inputs[0];
     if (!loom_attr_list_get(ctx->attrs, "kernel_shape"))
         return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
                                "attribute 'kernel_shape' is required");
-    /* storage_order only shapes the Indices output, which Loom does not produce. */
+    /* storage_order only shapes the Indices output: kept (0 or 1) when it is asked for. */
+    const int64_t storage_order = loom_infer_get_int(ctx, "storage_order", 0);
+    if (storage_order != 0 && storage_order != 1)
+        return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
+                               "storage_order is %lld; expected 0 or 1",
+                               (long long)storage_order);
+    const int indices = !average && ctx->n_outputs > 1;
     if ((st = window_ints(ctx, "kernel_shape", w.s, 1, 1, w.kernel)) != LOOM_OK)
         return st;
     w.ceil_mode = loom_infer_get_int(ctx, "ceil_mode", 0) != 0;
@@ -298,8 +321,14 @@ static loom_status infer_pool(loom_infer_ctx *ctx, int average)
     if (average && (st = loom_infer_set_int(ctx, "count_include_pad", count_include_pad)) !=
                        LOOM_OK)
         return st;
+    if (indices && (st = loom_infer_set_int(ctx, "storage_order", storage_order)) != LOOM_OK)
+        return st;
+    if (!indices)
+        loom_infer_remove(ctx, "storage_order");
     loom_ops_keep_only(ctx, average ? avg_canon : max_canon);
     loom_ops_set_output(ctx, 0, x->dtype, x->rank, dims);
+    if (indices)
+        loom_ops_set_output(ctx, 1, LOOM_DTYPE_I64, x->rank, dims);
     return loom_ops_finish(ctx);
 }
 
@@ -348,6 +377,79 @@ static void cost_global_average_pool(const loom_node_desc *node, loom_op_cost *c
 {
     loom_ops_cost_io(node, cost);
     cost->flops = loom_ops_numel(&node->inputs[0]) + loom_ops_numel(&node->outputs[0]);
+}
+
+/* A comparison per input element. */
+static void cost_global_max_pool(const loom_node_desc *node, loom_op_cost *cost)
+{
+    loom_ops_cost_io(node, cost);
+    cost->flops = loom_ops_numel(&node->inputs[0]);
+}
+
+static loom_status infer_max_unpool(loom_infer_ctx *ctx)
+{
+    static const char *const names[] = {"kernel_shape", "pads", "strides", NULL};
+    static const loom_attr_kind kinds[] = {LOOM_ATTR_INTS, LOOM_ATTR_INTS, LOOM_ATTR_INTS};
+    loom_status st;
+    uint32_t s;
+    if ((st = loom_infer_check_attrs(ctx, names, kinds)) != LOOM_OK ||
+        (st = window_input(ctx, &s)) != LOOM_OK ||
+        (st = loom_ops_require(ctx, 1, "I")) != LOOM_OK ||
+        (st = loom_ops_check_dtype(ctx, 1, "I", LOOM_DTS(LOOM_DTYPE_I64))) != LOOM_OK)
+        return st;
+    const loom_tensor_desc *x = &ctx->inputs[0], *ix = &ctx->inputs[1];
+    int same = ix->rank == x->rank;
+    for (uint32_t k = 0; same && k < x->rank; k++)
+        same = ix->dims[k] == x->dims[k];
+    if (!same)
+        return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
+                               "input 1 (I) must have the shape of input 0 (X)");
+    if (!loom_attr_list_get(ctx->attrs, "kernel_shape"))
+        return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
+                               "attribute 'kernel_shape' is required");
+    int64_t kern[3], strides[3], pads[6];
+    if ((st = window_ints(ctx, "kernel_shape", s, 1, 1, kern)) != LOOM_OK ||
+        (st = window_ints(ctx, "strides", s, 1, 1, strides)) != LOOM_OK ||
+        (st = window_ints(ctx, "pads", 2 * s, 0, 0, pads)) != LOOM_OK)
+        return st;
+    int64_t dims[LOOM_MAX_RANK] = {x->dims[0], x->dims[1]};
+    for (uint32_t k = 0; k < s; k++) {
+        dims[2 + k] = (x->dims[2 + k] - 1) * strides[k] + kern[k] - pads[k] - pads[s + k];
+        if (dims[2 + k] < 0)
+            return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
+                                   "spatial axis %u has a negative output size", k);
+    }
+    if (loom_ops_has(ctx, 2)) {
+        int64_t shape[LOOM_MAX_RANK];
+        size_t n = 0;
+        if ((st = loom_ops_const_ints(ctx, 2, "output_shape", LOOM_MAX_RANK, shape, &n)) !=
+            LOOM_OK)
+            return st;
+        if (n != x->rank || shape[0] != x->dims[0] || shape[1] != x->dims[1])
+            return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
+                                   "input 2 (output_shape) must be [N, C, spatial...] of X's N "
+                                   "and C");
+        for (uint32_t k = 0; k < s; k++) {
+            if (shape[2 + k] < dims[2 + k])
+                return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
+                                       "output_shape %lld is smaller than the unpooled %lld",
+                                       (long long)shape[2 + k], (long long)dims[2 + k]);
+            dims[2 + k] = shape[2 + k];
+        }
+    }
+    if ((st = loom_infer_set_ints(ctx, "kernel_shape", s, kern)) != LOOM_OK ||
+        (st = loom_infer_set_ints(ctx, "strides", s, strides)) != LOOM_OK ||
+        (st = loom_infer_set_ints(ctx, "pads", 2 * s, pads)) != LOOM_OK)
+        return st;
+    loom_ops_set_output(ctx, 0, x->dtype, x->rank, dims);
+    return loom_ops_finish(ctx);
+}
+
+/* A zero per output and a store per input. */
+static void cost_max_unpool(const loom_node_desc *node, loom_op_cost *cost)
+{
+    loom_ops_cost_io(node, cost);
+    cost->flops = loom_ops_numel(&node->inputs[0]);
 }
 
 #define INVALID LOOM_ERR_INVALID_ARGUMENT
@@ -539,10 +641,15 @@ static void cost_conv_transpose(const loom_node_desc *node, loom_op_cost *cost)
 LOOM_OPS_DEF(loom_op_def_conv, LOOM_OP_CONV, "Conv", 2, 3, 1, 1, infer_conv, cost_conv, 0);
 LOOM_OPS_DEF(loom_op_def_conv_transpose, LOOM_OP_CONV_TRANSPOSE, "ConvTranspose",
              2, 3, 1, 1, infer_conv_transpose, cost_conv_transpose, 0);
-/* MaxPool's optional Indices output is not supported: exactly one output. */
+/* MaxPool's second output is Indices. */
 LOOM_OPS_DEF(loom_op_def_max_pool, LOOM_OP_MAX_POOL, "MaxPool",
-             1, 1, 1, 1, infer_max_pool, cost_max_pool, 0);
+             1, 1, 1, 2, infer_max_pool, cost_max_pool, 0);
 LOOM_OPS_DEF(loom_op_def_average_pool, LOOM_OP_AVERAGE_POOL, "AveragePool",
              1, 1, 1, 1, infer_average_pool, cost_average_pool, 0);
 LOOM_OPS_DEF(loom_op_def_global_average_pool, LOOM_OP_GLOBAL_AVERAGE_POOL, "GlobalAveragePool",
              1, 1, 1, 1, infer_global_average_pool, cost_global_average_pool, 0);
+LOOM_OPS_DEF(loom_op_def_max_unpool, LOOM_OP_MAX_UNPOOL, "MaxUnpool", 2, 3, 1, 1,
+             infer_max_unpool, cost_max_unpool, 0);
+/* GlobalMaxPool: the same shapes as GlobalAveragePool. */
+LOOM_OPS_DEF(loom_op_def_global_max_pool, LOOM_OP_GLOBAL_MAX_POOL, "GlobalMaxPool",
+             1, 1, 1, 1, infer_global_average_pool, cost_global_max_pool, 0);

@@ -117,6 +117,26 @@ extern const loom_op_def loom_op_def_onehot;
 extern const loom_op_def loom_op_def_gather_nd;
 extern const loom_op_def loom_op_def_scatter_nd;
 
+/* (ops_value_dependent.c) */
+extern const loom_op_def loom_op_def_non_zero;
+extern const loom_op_def loom_op_def_compress;
+extern const loom_op_def loom_op_def_unique;
+extern const loom_op_def loom_op_def_non_max_suppression;
+
+/* (ops_sampling.c) */
+extern const loom_op_def loom_op_def_grid_sample;
+extern const loom_op_def loom_op_def_rnn;
+extern const loom_op_def loom_op_def_global_max_pool;
+extern const loom_op_def loom_op_def_lrn;
+extern const loom_op_def loom_op_def_max_unpool;
+extern const loom_op_def loom_op_def_mean_variance_normalization;
+extern const loom_op_def loom_op_def_det;
+extern const loom_op_def loom_op_def_reverse_sequence;
+extern const loom_op_def loom_op_def_hann_window;
+extern const loom_op_def loom_op_def_hamming_window;
+extern const loom_op_def loom_op_def_blackman_window;
+extern const loom_op_def loom_op_def_roi_align;
+
 /* (ops_normalization.c) */
 extern const loom_op_def loom_op_def_layer_normalization;
 extern const loom_op_def loom_op_def_batch_normalization;
@@ -164,6 +184,7 @@ extern const loom_op_def loom_op_def_matmul_int8_dynamic;
 extern const loom_op_def loom_op_def_dynamic_quantize;
 extern const loom_op_def loom_op_def_qlinear_matmul;
 extern const loom_op_def loom_op_def_qlinear_conv;
+extern const loom_op_def loom_op_def_conv_integer;
 
 /* (ops_moe.c) */
 extern const loom_op_def loom_op_def_moe;

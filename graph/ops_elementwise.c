@@ -5,8 +5,10 @@
  * Identity and Dropout. Shape and dtype inference, attribute canonicalisation (graph/ops.h) and
  * cost. Activations are in ops_activations.c, comparisons and logic in ops_compare_logic.c.
  *
- * Dropout's 'seed' is accepted and dropped (inference never draws); its training_mode, when
- * given, must be a constant false (Loom only infers); its ratio is ignored.
+ * Dropout keeps its 'seed' (canonical: seed:i, when given); ratio and training_mode may be
+ * constants or run-time inputs (a constant ratio must lie in [0, 1)); the CPU kernel
+ * (backends/cpu/kernels_dropout.c) copies outside training and draws the mask in training. It is
+ * never folded: a training Dropout without a seed draws a new mask per run.
  *
  * Cost: every output element costs a few FLOPs (the per-op figure below); transcendental
  * functions count LOOM_FLOPS_TRANSCENDENTAL each. Bytes are the inputs read once and the
@@ -301,6 +303,13 @@ static loom_status infer_dropout(loom_infer_ctx *ctx)
                                    "input 1 (ratio) must be a scalar, not of shape %s",
                                    shape_str(r, s, sizeof s));
         }
+        const void *rv = ctx->input_constants ? ctx->input_constants[1] : NULL;
+        if (rv) {
+            float ratio = loom_ops_scalar_to_float(r->dtype, rv);
+            if (!(ratio >= 0.0f && ratio < 1.0f))
+                return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
+                                       "input 1 (ratio) is %g, outside [0, 1)", (double)ratio);
+        }
     }
     if (loom_ops_has(ctx, 2)) {
         const loom_tensor_desc *t = &ctx->inputs[2];
@@ -312,19 +321,11 @@ static loom_status infer_dropout(loom_infer_ctx *ctx)
                                    "input 2 (training_mode) must be a scalar, not of shape %s",
                                    shape_str(t, s, sizeof s));
         }
-        const uint8_t *v = ctx->input_constants ? ctx->input_constants[2] : NULL;
-        if (!v && (ctx->need_constant = 3))
-            return loom_infer_fail(ctx, LOOM_ERR_UNSUPPORTED,
-                                   "input 2 (training_mode) must be a constant false: Loom "
-                                   "runs inference only");
-        if (*v)
-            return loom_infer_fail(ctx, LOOM_ERR_UNSUPPORTED,
-                                   "training_mode is true: Loom runs inference only");
     }
     const loom_tensor_desc *x = &ctx->inputs[0];
     if (ctx->n_outputs > 1)
         loom_ops_set_output(ctx, 1, LOOM_DTYPE_BOOL, x->rank, x->dims);
-    loom_ops_keep_only(ctx, k_no_names);
+    loom_ops_keep_only(ctx, names);
     return loom_ops_finish(ctx);
 }
 
@@ -380,4 +381,4 @@ LOOM_OPS_DEF(loom_op_def_cast, LOOM_OP_CAST, "Cast", 1, 1, 1, 1, infer_cast, cos
 LOOM_OPS_DEF(loom_op_def_identity, LOOM_OP_IDENTITY, "Identity",
              1, 1, 1, 1, infer_identity, cost_copy, 0);
 LOOM_OPS_DEF(loom_op_def_dropout, LOOM_OP_DROPOUT, "Dropout",
-             1, 3, 1, 2, infer_dropout, cost_copy, 0);
+             1, 3, 1, 2, infer_dropout, cost_copy, LOOM_OPF_NO_FOLD);

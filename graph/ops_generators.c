@@ -1,5 +1,6 @@
 /*
- * Operators that make tensors from shapes and scalars: Shape, ConstantOfShape and Range. Shape
+ * Operators that make tensors from shapes and scalars: Shape, ConstantOfShape, Range and the
+ * window generators HannWindow, HammingWindow and BlackmanWindow. Shape
  * and dtype inference, attribute canonicalisation and cost.
  *
  * CANONICAL ATTRIBUTES:
@@ -14,6 +15,9 @@
  *                        fill value: value_int is authoritative for integer and bool dtypes,
  *                        value for float dtypes. Input 0 (the shape) must be a constant.
  *   Range: no attributes.
+ *   HannWindow, HammingWindow, BlackmanWindow  output_datatype:i (a loom_dtype; default float)
+ *                        periodic:i size:i (from input 0, which must be a constant scalar;
+ *                        the output is [size])
  * Inputs that decide shapes must be constants: ConstantOfShape's shape, Range's start, limit and
  * delta.
  */
@@ -220,6 +224,43 @@ static void cost_fill(const loom_node_desc *n, loom_op_cost *c) { loom_ops_cost_
 
 static void cost_range(const loom_node_desc *n, loom_op_cost *c) { loom_ops_cost_per_output(n, c, 2.0); }
 
+static loom_status infer_window(loom_infer_ctx *ctx)
+{
+    static const char *const names[] = {"output_datatype", "periodic", "size", NULL};
+    static const loom_attr_kind kinds[] = {LOOM_ATTR_INT, LOOM_ATTR_INT, LOOM_ATTR_INT};
+    loom_status st;
+    int64_t size = 0;
+    size_t n = 0;
+    if ((st = loom_infer_check_attrs(ctx, names, kinds)) != LOOM_OK ||
+        (st = loom_ops_require(ctx, 0, "size")) != LOOM_OK ||
+        (st = loom_ops_check_dtype(ctx, 0, "size", LOOM_DTS_INDEX)) != LOOM_OK ||
+        (st = loom_ops_const_ints(ctx, 0, "size", 1, &size, &n)) != LOOM_OK)
+        return st;
+    if (n != 1 || ctx->inputs[0].rank > 1)
+        return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT, "input 0 (size) must be a scalar");
+    if (size < 0)
+        return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT, "size %lld is negative",
+                               (long long)size);
+    int64_t dt = loom_infer_get_int(ctx, "output_datatype", LOOM_DTYPE_F32);
+    if (dt <= 0 || dt >= 32 || !((LOOM_DTS_ARITH | LOOM_DTS_WIDE) & LOOM_DTS(dt)))
+        return loom_infer_fail(ctx, LOOM_ERR_UNSUPPORTED,
+                               "output_datatype %lld is not a numeric dtype Loom supports",
+                               (long long)dt);
+    if ((st = loom_infer_set_int(ctx, "output_datatype", dt)) != LOOM_OK ||
+        (st = loom_infer_set_int(ctx, "periodic",
+                                 loom_infer_get_int(ctx, "periodic", 1) != 0)) != LOOM_OK ||
+        (st = loom_infer_set_int(ctx, "size", size)) != LOOM_OK)
+        return st;
+    loom_ops_set_output(ctx, 0, (loom_dtype)dt, 1, &size);
+    return loom_ops_finish(ctx);
+}
+
+/* A cosine or two per output. */
+static void cost_window(const loom_node_desc *n, loom_op_cost *c)
+{
+    loom_ops_cost_per_output(n, c, 2.0 * LOOM_FLOPS_TRANSCENDENTAL);
+}
+
 /* ---- the definitions ------------------------------------------------------------------------ */
 
 LOOM_OPS_DEF(loom_op_def_shape, LOOM_OP_SHAPE, "Shape",
@@ -227,3 +268,9 @@ LOOM_OPS_DEF(loom_op_def_shape, LOOM_OP_SHAPE, "Shape",
 LOOM_OPS_DEF(loom_op_def_constant_of_shape, LOOM_OP_CONSTANT_OF_SHAPE, "ConstantOfShape",
              1, 1, 1, 1, infer_constant_of_shape, cost_fill, 0);
 LOOM_OPS_DEF(loom_op_def_range, LOOM_OP_RANGE, "Range", 3, 3, 1, 1, infer_range, cost_range, 0);
+LOOM_OPS_DEF(loom_op_def_hann_window, LOOM_OP_HANN_WINDOW, "HannWindow", 1, 1, 1, 1, infer_window,
+             cost_window, 0);
+LOOM_OPS_DEF(loom_op_def_hamming_window, LOOM_OP_HAMMING_WINDOW, "HammingWindow", 1, 1, 1, 1,
+             infer_window, cost_window, 0);
+LOOM_OPS_DEF(loom_op_def_blackman_window, LOOM_OP_BLACKMAN_WINDOW, "BlackmanWindow", 1, 1, 1, 1,
+             infer_window, cost_window, 0);

@@ -79,6 +79,10 @@ loom_status loom_ops_check_dtype(loom_infer_ctx *ctx, uint32_t idx, const char *
                                  uint32_t mask)
 {
     loom_dtype dt = ctx->inputs[idx].dtype;
+    if (idx == 0 && ctx->probe_input0) { /* loom_op_input0_dtypes: record, then stop */
+        *ctx->probe_input0 = mask;
+        return loom_infer_fail(ctx, LOOM_ERR_UNSUPPORTED, "dtype probe");
+    }
     if ((unsigned)dt < 32 && (mask & LOOM_DTS(dt)))
         return LOOM_OK;
     char set[128];

@@ -1,7 +1,7 @@
 /*
- * Linear algebra of the registry: MatMul, Gemm and Einsum. Shape and dtype inference, attribute
- * canonicalisation (graph/ops.h) and cost (2 FLOPs per multiply-add). The integer and quantised
- * GEMMs (MatMulInteger, QLinearMatMul) are in ops_quantization.c.
+ * Linear algebra of the registry: MatMul, Gemm, Einsum and Det. Shape and dtype inference,
+ * attribute canonicalisation (graph/ops.h) and cost (2 FLOPs per multiply-add). The integer and
+ * quantised GEMMs (MatMulInteger, QLinearMatMul) are in ops_quantization.c.
  *
  * CANONICAL ATTRIBUTES (besides Gemm's, in graph/ops.h):
  *   Einsum               equation:s, explicit ("ij,jk->ik"): no spaces, an output term always,
@@ -382,6 +382,30 @@ static void cost_einsum(const loom_node_desc *node, loom_op_cost *cost)
     cost->flops = 2.0 * space;
 }
 
+/* Det: X [*, M, M] -> Y [*]. */
+static loom_status infer_det(loom_infer_ctx *ctx)
+{
+    static const char *const names[] = {NULL};
+    static const loom_attr_kind kinds[] = {LOOM_ATTR_INT};
+    TRY(loom_infer_check_attrs(ctx, names, kinds));
+    TRY(loom_ops_require(ctx, 0, "X"));
+    TRY(loom_ops_check_dtype(ctx, 0, "X", LOOM_DTS_FLOAT | LOOM_DTS(LOOM_DTYPE_F64)));
+    const loom_tensor_desc *x = &ctx->inputs[0];
+    if (x->rank < 2 || x->dims[x->rank - 1] != x->dims[x->rank - 2])
+        return loom_infer_fail(ctx, INVALID, "input 0 (X) must be [*, M, M], square matrices");
+    loom_ops_set_output(ctx, 0, x->dtype, x->rank - 2, x->dims);
+    return loom_ops_finish(ctx);
+}
+
+/* LU factorisation: about 2/3 M^3 per matrix. */
+static void cost_det(const loom_node_desc *node, loom_op_cost *cost)
+{
+    loom_ops_cost_io(node, cost);
+    const loom_tensor_desc *x = &node->inputs[0];
+    const double m = (double)x->dims[x->rank - 1];
+    cost->flops = loom_ops_numel(&node->outputs[0]) * (2.0 / 3.0) * m * m * m;
+}
+
 /* ---- the definitions ------------------------------------------------------------------------ */
 
 LOOM_OPS_DEF(loom_op_def_matmul, LOOM_OP_MATMUL, "MatMul",
@@ -389,3 +413,4 @@ LOOM_OPS_DEF(loom_op_def_matmul, LOOM_OP_MATMUL, "MatMul",
 LOOM_OPS_DEF(loom_op_def_gemm, LOOM_OP_GEMM, "Gemm", 2, 3, 1, 1, infer_gemm, cost_gemm, 0);
 LOOM_OPS_DEF(loom_op_def_einsum, LOOM_OP_EINSUM, "Einsum",
              1, EIN_MAX_OPS, 1, 1, infer_einsum, cost_einsum, 0);
+LOOM_OPS_DEF(loom_op_def_det, LOOM_OP_DET, "Det", 1, 1, 1, 1, infer_det, cost_det, 0);

@@ -1,10 +1,15 @@
 /*
- * Normalisations of the registry: LayerNormalization, BatchNormalization (inference form) and
- * InstanceNormalization. Shape and dtype inference, attribute canonicalisation (graph/ops.h) and
- * cost. Every epsilon must be finite and non-negative (loom_ops_epsilon).
+ * Normalisations of the registry: LayerNormalization, BatchNormalization (inference form),
+ * InstanceNormalization, LRN and MeanVarianceNormalization. Shape and dtype inference,
+ * attribute canonicalisation (graph/ops.h) and cost. Every epsilon must be finite and
+ * non-negative (loom_ops_epsilon).
  *
  * CANONICAL ATTRIBUTES (besides those graph/ops.h lists):
  *   InstanceNormalization epsilon:f
+ *   LRN                  alpha:f beta:f bias:f size:i (over the channel axis 1; the window is
+ *                        [c - (size-1)/2, c + size/2], rounded down then up)
+ *   MeanVarianceNormalization axes:ints (sorted, unique, non-negative; default [0, 2, 3]):
+ *                        Y = (X - mean) / (sqrt(mean(X^2) - mean^2) + 1e-9) over AXES
  */
 
 #include "ops_defs.h"
@@ -200,6 +205,80 @@ static void cost_instance_norm(const loom_node_desc *node, loom_op_cost *cost)
     cost_io_flops(node, cost, 6.0);
 }
 
+static loom_status infer_lrn(loom_infer_ctx *ctx)
+{
+    static const char *const names[] = {"alpha", "beta", "bias", "size", NULL};
+    static const loom_attr_kind kinds[] = {LOOM_ATTR_FLOAT, LOOM_ATTR_FLOAT, LOOM_ATTR_FLOAT,
+                                           LOOM_ATTR_INT};
+    TRY(loom_infer_check_attrs(ctx, names, kinds));
+    TRY(loom_ops_require(ctx, 0, "X"));
+    TRY(loom_ops_check_dtype(ctx, 0, "X", LOOM_DTS_FLOAT));
+    const loom_tensor_desc *x = &ctx->inputs[0];
+    if (x->rank < 3)
+        return loom_infer_fail(ctx, INVALID,
+                               "input 0 (X) has rank %u; expected at least 3 ([N, C, D...])",
+                               x->rank);
+    const int64_t size = loom_infer_get_int(ctx, "size", 0);
+    if (size < 1)
+        return loom_infer_fail(ctx, INVALID, "attribute 'size' must be given and positive");
+    const float alpha = loom_infer_get_float(ctx, "alpha", 1e-4f),
+                beta = loom_infer_get_float(ctx, "beta", 0.75f),
+                bias = loom_infer_get_float(ctx, "bias", 1.0f);
+    if (!isfinite(alpha) || !isfinite(beta) || !isfinite(bias))
+        return loom_infer_fail(ctx, INVALID, "alpha, beta and bias must be finite");
+    TRY(loom_infer_set_float(ctx, "alpha", alpha));
+    TRY(loom_infer_set_float(ctx, "beta", beta));
+    TRY(loom_infer_set_float(ctx, "bias", bias));
+    loom_ops_set_output(ctx, 0, x->dtype, x->rank, x->dims);
+    return loom_ops_finish(ctx);
+}
+
+/* Per output: SIZE multiply-adds of the square sum and a power. */
+static void cost_lrn(const loom_node_desc *node, loom_op_cost *cost)
+{
+    cost_io_flops(node, cost,
+                  2.0 * (double)loom_node_attr_int(node, "size", 1) + LOOM_FLOPS_TRANSCENDENTAL);
+}
+
+static loom_status infer_mvn(loom_infer_ctx *ctx)
+{
+    static const char *const names[] = {"axes", NULL};
+    static const loom_attr_kind kinds[] = {LOOM_ATTR_INTS};
+    TRY(loom_infer_check_attrs(ctx, names, kinds));
+    TRY(loom_ops_require(ctx, 0, "X"));
+    TRY(loom_ops_check_dtype(ctx, 0, "X", LOOM_DTS_FLOAT));
+    const loom_tensor_desc *x = &ctx->inputs[0];
+    static const int64_t def_axes[3] = {0, 2, 3};
+    const int64_t *given;
+    size_t n = loom_infer_get_ints(ctx, "axes", &given);
+    const int64_t *src = n ? given : def_axes;
+    if (!n)
+        n = 3;
+    if (n > x->rank)
+        return loom_infer_fail(ctx, INVALID, "%zu axes for an input of rank %u", n, x->rank);
+    int seen[LOOM_MAX_RANK] = {0};
+    for (size_t i = 0; i < n; i++) {
+        int64_t a;
+        TRY(loom_ops_axis(ctx, "axes", src[i], x->rank, &a));
+        if (seen[a])
+            return loom_infer_fail(ctx, INVALID, "axis %lld is repeated", (long long)src[i]);
+        seen[a] = 1;
+    }
+    int64_t axes[LOOM_MAX_RANK];
+    size_t k = 0;
+    for (uint32_t d = 0; d < x->rank; d++)
+        if (seen[d])
+            axes[k++] = d;
+    TRY(loom_infer_set_ints(ctx, "axes", k, axes));
+    loom_ops_set_output(ctx, 0, x->dtype, x->rank, x->dims);
+    return loom_ops_finish(ctx);
+}
+
+static void cost_mvn(const loom_node_desc *node, loom_op_cost *cost)
+{
+    cost_io_flops(node, cost, 6.0);
+}
+
 /* ---- the definitions ------------------------------------------------------------------------ */
 
 LOOM_OPS_DEF(loom_op_def_layer_normalization, LOOM_OP_LAYER_NORMALIZATION, "LayerNormalization",
@@ -209,3 +288,6 @@ LOOM_OPS_DEF(loom_op_def_batch_normalization, LOOM_OP_BATCH_NORMALIZATION, "Batc
              5, 5, 1, 1, infer_batch_norm, cost_batch_norm, 0);
 LOOM_OPS_DEF(loom_op_def_instance_norm, LOOM_OP_INSTANCE_NORMALIZATION, "InstanceNormalization",
              3, 3, 1, 1, infer_instance_norm, cost_instance_norm, 0);
+LOOM_OPS_DEF(loom_op_def_lrn, LOOM_OP_LRN, "LRN", 1, 1, 1, 1, infer_lrn, cost_lrn, 0);
+LOOM_OPS_DEF(loom_op_def_mean_variance_normalization, LOOM_OP_MEAN_VARIANCE_NORMALIZATION,
+             "MeanVarianceNormalization", 1, 1, 1, 1, infer_mvn, cost_mvn, 0);

@@ -1,8 +1,8 @@
 /*
  * Quantisation operators of the registry: QuantizeLinear, DequantizeLinear, MatMulInteger,
- * QLinearMatMul, QLinearConv, DynamicQuantizeLinear, and Loom's MatMulInt8Dynamic (what the
- * int8-dynamic and quantized-model passes write). Shape and dtype inference, attribute canonicalisation
- * (graph/ops.h has the contract) and cost.
+ * QLinearMatMul, QLinearConv, ConvInteger, DynamicQuantizeLinear, and Loom's MatMulInt8Dynamic
+ * (what the int8-dynamic and quantized-model passes write). Shape and dtype inference, attribute
+ * canonicalisation (graph/ops.h has the contract) and cost.
  *
  * CANONICAL ATTRIBUTES:
  *   QuantizeLinear,
@@ -11,7 +11,8 @@
  *                        'saturate' (float8 only, so dropped), 'output_dtype' (0, or the
  *                        zero point's dtype) and 'block_size' (0 only); DequantizeLinear
  *                        'block_size' (0 only).
- *   QLinearConv          kernel_shape:ints[S] strides:ints[S] dilations:ints[S] pads:ints[2S]
+ *   QLinearConv,
+ *   ConvInteger          kernel_shape:ints[S] strides:ints[S] dilations:ints[S] pads:ints[2S]
  *                        (begins then ends; auto_pad resolved into pads) group:i
  *   MatMulInteger, QLinearMatMul, DynamicQuantizeLinear: no attributes.
  *   MatMulInt8Dynamic    tensor_asymmetric:i (0: each row of A quantised symmetrically to
@@ -19,12 +20,17 @@
  *                        quantised as ONNX DynamicQuantizeLinear does, uint8 with a zero
  *                        point, so a fused DynamicQuantizeLinear + MatMulInteger keeps its
  *                        integer arithmetic exactly)
+ *                        a_scale:f a_zero_point:i (optional, with tensor_asymmetric = 1:
+ *                        static quantisation, A quantised with this fixed scale and uint8 zero
+ *                        point exactly as QuantizeLinear does, instead of from its range; what
+ *                        the fuse_qdq pass writes. An int8 QuantizeLinear with zero point z is
+ *                        the same arithmetic with a_zero_point z + 128)
  * Scales and zero points may be computed at run time.
  *
  * Quantisation layouts: a scale or zero point with one element (rank 0 or [1]) is per-tensor.
  * Otherwise it is 1-D and runs along: QuantizeLinear/DequantizeLinear, x's 'axis';
  * MatMulInteger/QLinearMatMul, the rows M of A (a_*, y_*) or the columns N of B (b_*);
- * QLinearConv, the output channels M (w_scale, w_zero_point only).
+ * QLinearConv and ConvInteger, the output channels M (w_scale, w_zero_point only).
  *
  * Cost: elementwise ops count a few FLOPs per output element; integer GEMMs and convolutions
  * count 2 per multiply-add.
@@ -265,8 +271,8 @@ static loom_status infer_matmul_int8_dynamic(loom_infer_ctx *ctx)
 {
     loom_status st;
     const uint32_t f32 = LOOM_DTS(LOOM_DTYPE_F32);
-    static const char *const names[] = {"tensor_asymmetric", NULL};
-    static const loom_attr_kind kinds[] = {LOOM_ATTR_INT};
+    static const char *const names[] = {"tensor_asymmetric", "a_scale", "a_zero_point", NULL};
+    static const loom_attr_kind kinds[] = {LOOM_ATTR_INT, LOOM_ATTR_FLOAT, LOOM_ATTR_INT};
     if ((st = loom_infer_check_attrs(ctx, names, kinds)) != LOOM_OK ||
         (st = loom_ops_require(ctx, 0, "A")) != LOOM_OK ||
         (st = loom_ops_check_dtype(ctx, 0, "A", f32)) != LOOM_OK ||
@@ -301,6 +307,21 @@ static loom_status infer_matmul_int8_dynamic(loom_infer_ctx *ctx)
         return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
                                "attribute 'tensor_asymmetric' is %lld; expected 0 or 1",
                                (long long)asym);
+    const int has_scale = loom_attr_list_get(ctx->attrs, "a_scale") != NULL;
+    if (has_scale != (loom_attr_list_get(ctx->attrs, "a_zero_point") != NULL) ||
+        (has_scale && asym != 1))
+        return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
+                               "attributes 'a_scale' and 'a_zero_point' go together, with "
+                               "tensor_asymmetric = 1");
+    if (has_scale) {
+        const float as = loom_infer_get_float(ctx, "a_scale", 0.0f);
+        const int64_t az = loom_infer_get_int(ctx, "a_zero_point", 0);
+        if (!(as > 0.0f) || !isfinite(as) || az < 0 || az > 255)
+            return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
+                                   "a_scale %g must be positive and finite and a_zero_point "
+                                   "%lld in [0, 255]",
+                                   (double)as, (long long)az);
+    }
     int64_t dims[LOOM_MAX_RANK];
     for (uint32_t d = 0; d + 1 < a->rank; d++)
         dims[d] = a->dims[d];
@@ -384,7 +405,9 @@ static loom_status conv_ints(loom_infer_ctx *ctx, const char *name, size_t count
     return LOOM_OK;
 }
 
-static loom_status infer_qlinear_conv(loom_infer_ctx *ctx)
+/* QLinearConv (x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point, B)
+ * and ConvInteger (x, w, x_zero_point, w_zero_point) share the geometry: QLINEAR says which. */
+static loom_status infer_int_conv(loom_infer_ctx *ctx, int qlinear)
 {
     static const char *const names[] = {"kernel_shape", "strides", "dilations", "pads",
                                         "auto_pad",     "group",   NULL};
@@ -396,18 +419,19 @@ static loom_status infer_qlinear_conv(loom_infer_ctx *ctx)
                                            "w_scale", "w_zero_point", "y_scale", "y_zero_point",
                                            "B"};
     const uint32_t f32 = LOOM_DTS(LOOM_DTYPE_F32);
+    const uint32_t iw = qlinear ? 3 : 1; /* w's input index */
     loom_status st;
     int pa = 0;
     if ((st = loom_infer_check_attrs(ctx, names, kinds)) != LOOM_OK)
         return st;
-    for (uint32_t i = 0; i < 8; i++)
-        if ((st = loom_ops_require(ctx, i, in_names[i])) != LOOM_OK)
+    for (uint32_t i = 0; i < (qlinear ? 8u : 2u); i++)
+        if ((st = loom_ops_require(ctx, i, qlinear ? in_names[i] : i ? "w" : "x")) != LOOM_OK)
             return st;
     if ((st = loom_ops_check_dtype(ctx, 0, "x", DTS_QUANT)) != LOOM_OK ||
-        (st = loom_ops_check_dtype(ctx, 3, "w", DTS_QUANT)) != LOOM_OK ||
-        (st = loom_ops_check_dtype(ctx, 7, "y_zero_point", DTS_QUANT)) != LOOM_OK)
+        (st = loom_ops_check_dtype(ctx, iw, "w", DTS_QUANT)) != LOOM_OK ||
+        (qlinear && (st = loom_ops_check_dtype(ctx, 7, "y_zero_point", DTS_QUANT)) != LOOM_OK))
         return st;
-    const loom_tensor_desc *x = &ctx->inputs[0], *w = &ctx->inputs[3];
+    const loom_tensor_desc *x = &ctx->inputs[0], *w = &ctx->inputs[iw];
     const uint32_t r = x->rank;
     char s1[160], s2[160];
     if (r < 3 || r > 5)
@@ -416,9 +440,9 @@ static loom_status infer_qlinear_conv(loom_infer_ctx *ctx)
                                r);
     if (w->rank != r)
         return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
-                               "input 3 (w) has shape %s; expected rank %u like x ([M, C/group, "
-                               "kernel...])",
-                               shape_str(w, s1, sizeof s1), r);
+                               "input %u (w) has shape %s; expected rank %u like x ([M, "
+                               "C/group, kernel...])",
+                               iw, shape_str(w, s1, sizeof s1), r);
     const uint32_t s = r - 2;
     const int64_t c = x->dims[1], m = w->dims[0];
     int64_t group = loom_infer_get_int(ctx, "group", 1), wc;
@@ -433,7 +457,16 @@ static loom_status infer_qlinear_conv(loom_infer_ctx *ctx)
         return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
                                "w's %lld output channels are not divisible by group %lld",
                                (long long)m, (long long)group);
-    if ((st = quant_param(ctx, 1, "x_scale", f32, -1, NULL, &pa)) != LOOM_OK ||
+    if (!qlinear) {
+        /* ConvInteger: optional zero points, x's per tensor, w's per tensor or per channel. */
+        if ((loom_ops_has(ctx, 2) &&
+             (st = quant_param(ctx, 2, "x_zero_point", LOOM_DTS(x->dtype), -1, NULL, &pa)) !=
+                 LOOM_OK) ||
+            (loom_ops_has(ctx, 3) &&
+             (st = quant_param(ctx, 3, "w_zero_point", LOOM_DTS(w->dtype), m,
+                               "the output channels", &pa)) != LOOM_OK))
+            return st;
+    } else if ((st = quant_param(ctx, 1, "x_scale", f32, -1, NULL, &pa)) != LOOM_OK ||
         (st = quant_param(ctx, 2, "x_zero_point", LOOM_DTS(x->dtype), -1, NULL, &pa)) !=
             LOOM_OK ||
         (st = quant_param(ctx, 4, "w_scale", f32, m, "the output channels", &pa)) != LOOM_OK ||
@@ -442,7 +475,7 @@ static loom_status infer_qlinear_conv(loom_infer_ctx *ctx)
         (st = quant_param(ctx, 6, "y_scale", f32, -1, NULL, &pa)) != LOOM_OK ||
         (st = quant_param(ctx, 7, "y_zero_point", DTS_QUANT, -1, NULL, &pa)) != LOOM_OK)
         return st;
-    if (loom_ops_has(ctx, 8)) {
+    if (qlinear && loom_ops_has(ctx, 8)) {
         const loom_tensor_desc *b = &ctx->inputs[8];
         if ((st = loom_ops_check_dtype(ctx, 8, "B", LOOM_DTS(LOOM_DTYPE_I32))) != LOOM_OK)
             return st;
@@ -526,19 +559,41 @@ static loom_status infer_qlinear_conv(loom_infer_ctx *ctx)
         (st = loom_infer_set_int(ctx, "group", group)) != LOOM_OK)
         return st;
     loom_ops_keep_only(ctx, canonical);
-    loom_ops_set_output(ctx, 0, ctx->inputs[7].dtype, r, dims);
+    loom_ops_set_output(ctx, 0, qlinear ? ctx->inputs[7].dtype : LOOM_DTYPE_I32, r, dims);
     return loom_ops_finish(ctx);
 }
 
-/* A dot product over C/group * prod(kernel) per output, plus the bias and requantisation. */
-static void cost_qlinear_conv(const loom_node_desc *node, loom_op_cost *cost)
+static loom_status infer_qlinear_conv(loom_infer_ctx *ctx)
+{
+    return infer_int_conv(ctx, 1);
+}
+
+static loom_status infer_conv_integer(loom_infer_ctx *ctx)
+{
+    return infer_int_conv(ctx, 0);
+}
+
+/* A dot product over C/group * prod(kernel) per output, plus (QLinearConv) the bias and
+ * requantisation, or (ConvInteger) nothing more. */
+static void cost_int_conv(const loom_node_desc *node, loom_op_cost *cost, uint32_t iw,
+                          double extra)
 {
     loom_ops_cost_io(node, cost);
-    const loom_tensor_desc *w = &node->inputs[3];
+    const loom_tensor_desc *w = &node->inputs[iw];
     double per_out = 1.0;
     for (uint32_t k = 1; k < w->rank; k++)
         per_out *= (double)w->dims[k];
-    cost->flops = loom_ops_numel(&node->outputs[0]) * (2.0 * per_out + 5.0);
+    cost->flops = loom_ops_numel(&node->outputs[0]) * (2.0 * per_out + extra);
+}
+
+static void cost_qlinear_conv(const loom_node_desc *n, loom_op_cost *c)
+{
+    cost_int_conv(n, c, 3, 5.0);
+}
+
+static void cost_conv_integer(const loom_node_desc *n, loom_op_cost *c)
+{
+    cost_int_conv(n, c, 1, 0.0);
 }
 
 static void cost_three(const loom_node_desc *n, loom_op_cost *c) { loom_ops_cost_per_output(n, c, 3.0); }
@@ -550,9 +605,11 @@ static void cost_four(const loom_node_desc *n, loom_op_cost *c) { loom_ops_cost_
 /* A divide, a rounding, an add and a clamp per element. */
 LOOM_OPS_DEF(loom_op_def_quantize, LOOM_OP_QUANTIZE_LINEAR, "QuantizeLinear",
              2, 3, 1, 1, infer_quantize, cost_four, 0);
-/* A subtract and a multiply (plus the conversion). */
+/* A subtract and a multiply (plus the conversion). Not folded while a graph is built: the
+ * fuse_qdq pass wants quantised weights as int8 constants, and folds the DequantizeLinear of
+ * constants it does not fuse itself. */
 LOOM_OPS_DEF(loom_op_def_dequantize, LOOM_OP_DEQUANTIZE_LINEAR, "DequantizeLinear",
-             2, 3, 1, 1, infer_dequantize, cost_three, 0);
+             2, 3, 1, 1, infer_dequantize, cost_three, LOOM_OPF_NO_FOLD);
 LOOM_OPS_DEF(loom_op_def_matmul_integer, LOOM_OP_MAT_MUL_INTEGER, "MatMulInteger",
              2, 4, 1, 1, infer_matmul_integer, cost_matmul_integer, 0);
 LOOM_OPS_DEF(loom_op_def_matmul_int8_dynamic, LOOM_OP_MAT_MUL_INT8_DYNAMIC, "MatMulInt8Dynamic",
@@ -563,3 +620,5 @@ LOOM_OPS_DEF(loom_op_def_qlinear_matmul, LOOM_OP_QLINEAR_MAT_MUL, "QLinearMatMul
              8, 8, 1, 1, infer_qlinear_matmul, cost_qlinear_matmul, 0);
 LOOM_OPS_DEF(loom_op_def_qlinear_conv, LOOM_OP_QLINEAR_CONV, "QLinearConv",
              8, 9, 1, 1, infer_qlinear_conv, cost_qlinear_conv, 0);
+LOOM_OPS_DEF(loom_op_def_conv_integer, LOOM_OP_CONV_INTEGER, "ConvInteger",
+             2, 4, 1, 1, infer_conv_integer, cost_conv_integer, 0);

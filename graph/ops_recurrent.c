@@ -1,5 +1,5 @@
 /*
- * Recurrent operators of the registry: LSTM and GRU. Shape and dtype inference, attribute
+ * Recurrent operators of the registry: LSTM, GRU and RNN. Shape and dtype inference, attribute
  * canonicalisation and cost, with ONNX opset-18 semantics.
  *
  * CANONICAL ATTRIBUTES:
@@ -9,6 +9,7 @@
  *                        (LSTM and GRU: default activations only; an 'activations' attribute,
  *                        ONNX's list of strings, may be given as one comma-separated string and
  *                        must name the defaults. sequence_lens, when given, is read at run time.)
+ *   RNN                  direction:s hidden_size:i layout:i clip:f (default activation Tanh only)
  */
 
 #include "ops_defs.h"
@@ -66,8 +67,10 @@ static int default_activations(const char *list, const char *const *defs, size_t
     return *p == 0;
 }
 
-static loom_status infer_rnn(loom_infer_ctx *ctx, int lstm)
+/* KIND: 0 GRU, 1 LSTM, 2 RNN (the plain Elman cell). */
+static loom_status infer_rnn(loom_infer_ctx *ctx, int kind)
 {
+    const int lstm = kind == 1, plain = kind == 2;
     static const char *const lstm_names[] = {"activation_alpha", "activation_beta",
                                              "activations",      "clip",
                                              "direction",        "hidden_size",
@@ -86,6 +89,13 @@ static loom_status infer_rnn(loom_infer_ctx *ctx, int lstm)
                                              "input_forget", NULL};
     static const char *const gru_canon[] = {"direction", "hidden_size", "layout", "clip",
                                             "linear_before_reset", NULL};
+    static const char *const rnn_names[] = {"activation_alpha", "activation_beta", "activations",
+                                            "clip", "direction", "hidden_size", "layout", NULL};
+    static const loom_attr_kind rnn_kinds[] = {LOOM_ATTR_FLOATS, LOOM_ATTR_FLOATS,
+                                               LOOM_ATTR_STRING, LOOM_ATTR_FLOAT,
+                                               LOOM_ATTR_STRING, LOOM_ATTR_INT, LOOM_ATTR_INT};
+    static const char *const rnn_canon[] = {"direction", "hidden_size", "layout", "clip", NULL};
+    static const char *const rnn_acts[] = {"Tanh"};
     static const char *const lstm_acts[] = {"Sigmoid", "Tanh", "Tanh"};
     static const char *const gru_acts[] = {"Sigmoid", "Tanh"};
     static const char *const dirs_names[] = {"forward", "reverse", "bidirectional", NULL};
@@ -93,8 +103,9 @@ static loom_status infer_rnn(loom_infer_ctx *ctx, int lstm)
                                           "initial_c", "P"};
     static const char *const gru_in[] = {"X", "W", "R", "B", "sequence_lens", "initial_h"};
     const char *const *in_names = lstm ? lstm_in : gru_in;
-    const int64_t gates = lstm ? 4 : 3;
-    TRY(loom_infer_check_attrs(ctx, lstm ? lstm_names : gru_names, lstm_kinds));
+    const int64_t gates = lstm ? 4 : plain ? 1 : 3;
+    TRY(loom_infer_check_attrs(ctx, lstm ? lstm_names : plain ? rnn_names : gru_names,
+                               plain ? rnn_kinds : lstm_kinds));
     TRY(loom_ops_require(ctx, 0, "X"));
     TRY(loom_ops_require(ctx, 1, "W"));
     TRY(loom_ops_require(ctx, 2, "R"));
@@ -106,10 +117,12 @@ static loom_status infer_rnn(loom_infer_ctx *ctx, int lstm)
                                dir);
     const int64_t nd = strcmp(dir, "bidirectional") == 0 ? 2 : 1;
     const char *acts = loom_infer_get_string(ctx, "activations", NULL);
-    if (acts && !default_activations(acts, lstm ? lstm_acts : gru_acts, lstm ? 3 : 2, nd))
+    if (acts && !default_activations(acts, lstm ? lstm_acts : plain ? rnn_acts : gru_acts,
+                                     lstm ? 3 : plain ? 1 : 2, nd))
         return loom_infer_fail(ctx, LOOM_ERR_UNSUPPORTED,
                                "activations '%s' are not supported: only the defaults (%s)",
-                               acts, lstm ? "Sigmoid, Tanh, Tanh" : "Sigmoid, Tanh");
+                               acts,
+                               lstm ? "Sigmoid, Tanh, Tanh" : plain ? "Tanh" : "Sigmoid, Tanh");
     int64_t layout = loom_infer_get_int(ctx, "layout", 0);
     if (layout != 0 && layout != 1)
         return loom_infer_fail(ctx, INVALID, "layout is %lld; expected 0 or 1",
@@ -169,10 +182,10 @@ static loom_status infer_rnn(loom_infer_ctx *ctx, int lstm)
     if (lstm)
         TRY(loom_infer_set_int(ctx, "input_forget",
                                loom_infer_get_int(ctx, "input_forget", 0) != 0));
-    else
+    else if (!plain)
         TRY(loom_infer_set_int(ctx, "linear_before_reset",
                                loom_infer_get_int(ctx, "linear_before_reset", 0) != 0));
-    loom_ops_keep_only(ctx, lstm ? lstm_canon : gru_canon);
+    loom_ops_keep_only(ctx, lstm ? lstm_canon : plain ? rnn_canon : gru_canon);
     const int64_t y[4] = {layout ? batch : seq, layout ? seq : nd, layout ? nd : batch, h};
     const int64_t yh[3] = {layout ? batch : nd, layout ? nd : batch, h};
     for (uint32_t o = 0; o < ctx->n_outputs; o++) {
@@ -188,6 +201,8 @@ static loom_status infer_lstm(loom_infer_ctx *ctx) { return infer_rnn(ctx, 1); }
 
 static loom_status infer_gru(loom_infer_ctx *ctx) { return infer_rnn(ctx, 0); }
 
+static loom_status infer_plain_rnn(loom_infer_ctx *ctx) { return infer_rnn(ctx, 2); }
+
 /* Per step and direction: the input and recurrent GEMMs (2 * gates*H * (I + H) per batch row)
  * and the gates' activations. */
 static void cost_rnn(const loom_node_desc *node, loom_op_cost *cost)
@@ -196,7 +211,7 @@ static void cost_rnn(const loom_node_desc *node, loom_op_cost *cost)
     const loom_tensor_desc *x = &node->inputs[0], *w = &node->inputs[1];
     double steps = (double)x->dims[0] * (double)x->dims[1] * (double)w->dims[0];
     double gh = (double)w->dims[1];
-    double h = gh / (node->op == LOOM_OP_LSTM ? 4.0 : 3.0);
+    double h = gh / (node->op == LOOM_OP_LSTM ? 4.0 : node->op == LOOM_OP_RNN ? 1.0 : 3.0);
     cost->flops = steps * (2.0 * gh * ((double)x->dims[2] + h) + gh * (T + 2.0));
 }
 
@@ -204,3 +219,4 @@ static void cost_rnn(const loom_node_desc *node, loom_op_cost *cost)
 
 LOOM_OPS_DEF(loom_op_def_lstm, LOOM_OP_LSTM, "LSTM", 3, 8, 1, 3, infer_lstm, cost_rnn, 0);
 LOOM_OPS_DEF(loom_op_def_gru, LOOM_OP_GRU, "GRU", 3, 6, 1, 2, infer_gru, cost_rnn, 0);
+LOOM_OPS_DEF(loom_op_def_rnn, LOOM_OP_RNN, "RNN", 3, 6, 1, 2, infer_plain_rnn, cost_rnn, 0);

@@ -153,6 +153,23 @@ static const loom_op_def *const k_ops[] = {
     &loom_op_def_onehot,
     &loom_op_def_gather_nd,
     &loom_op_def_scatter_nd,
+    &loom_op_def_grid_sample,
+    &loom_op_def_rnn,
+    &loom_op_def_global_max_pool,
+    &loom_op_def_lrn,
+    &loom_op_def_max_unpool,
+    &loom_op_def_mean_variance_normalization,
+    &loom_op_def_det,
+    &loom_op_def_reverse_sequence,
+    &loom_op_def_hann_window,
+    &loom_op_def_hamming_window,
+    &loom_op_def_blackman_window,
+    &loom_op_def_roi_align,
+    &loom_op_def_conv_integer,
+    &loom_op_def_non_zero,
+    &loom_op_def_compress,
+    &loom_op_def_unique,
+    &loom_op_def_non_max_suppression,
 };
 #define N_OPS (sizeof k_ops / sizeof k_ops[0])
 
@@ -176,6 +193,57 @@ const loom_op_def *loom_op_get(loom_op_id id)
         if (k_ops[i]->id == id)
             return k_ops[i];
     return NULL;
+}
+
+const char *loom_op_domain(const loom_op_def *def)
+{
+    static const char *const internal[] = {"FusedConv", "FusedMatMul", "FusedGemm",
+                                           "MatMulInt8Dynamic", NULL};
+    if (strcmp(def->name, "MoE") == 0)
+        return "com.microsoft";
+    for (size_t i = 0; internal[i]; i++)
+        if (strcmp(def->name, internal[i]) == 0)
+            return "loom";
+    return "ai.onnx";
+}
+
+uint32_t loom_op_input0_dtypes(const loom_op_def *def)
+{
+    /* Placeholder inputs: float32 [1, 1, 1, 1] (in range for any rank-dependent read), none a
+     * constant; the fewest inputs and outputs the op takes. */
+    enum { PROBE_IO = 16 };
+    loom_tensor_desc in[PROBE_IO], out[PROBE_IO];
+    const void *consts[PROBE_IO] = {NULL};
+    memset(in, 0, sizeof in);
+    memset(out, 0, sizeof out);
+    for (size_t i = 0; i < PROBE_IO; i++) {
+        in[i].dtype = LOOM_DTYPE_F32;
+        in[i].rank = 4;
+        for (uint32_t d = 0; d < 4; d++)
+            in[i].dims[d] = 1;
+    }
+    uint32_t n_in = def->min_inputs ? def->min_inputs : 1, n_out = def->min_outputs;
+    n_in = n_in < PROBE_IO ? n_in : PROBE_IO;
+    n_out = n_out < 1 ? 1 : n_out < PROBE_IO ? n_out : PROBE_IO;
+    loom_attr_list list;
+    memset(&list, 0, sizeof list);
+    char err[256];
+    uint32_t mask = 0;
+    loom_infer_ctx ctx = {
+        .node_name = def->name,
+        .n_inputs = n_in,
+        .inputs = in,
+        .input_constants = consts,
+        .n_outputs = n_out,
+        .outputs = out,
+        .attrs = &list,
+        .err = err,
+        .err_len = sizeof err,
+        .probe_input0 = &mask,
+    };
+    (void)def->infer(&ctx);
+    loom_attr_list_free(&list);
+    return mask;
 }
 
 size_t loom_op_count(void)

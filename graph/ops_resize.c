@@ -3,12 +3,16 @@
  * ONNX opset-18 semantics.
  *
  * CANONICAL ATTRIBUTES:
- *   Resize               mode:s ("nearest" | "linear") coordinate_transformation_mode:s
+ *   Resize               mode:s ("nearest" | "linear" | "cubic") coordinate_transformation_mode:s
  *                        ("half_pixel" | "pytorch_half_pixel" | "align_corners" | "asymmetric"
- *                        | "tf_half_pixel_for_nn") nearest_mode:s ("round_prefer_floor" |
- *                        "round_prefer_ceil" | "floor" | "ceil") scales:floats[rank] (the
- *                        scale of every axis, from the scales input, or out/in when sizes
- *                        chose the output). Inputs 1..3 are ignored by kernels.
+ *                        | "tf_half_pixel_for_nn" | "tf_crop_and_resize") nearest_mode:s
+ *                        ("round_prefer_floor" | "round_prefer_ceil" | "floor" | "ceil")
+ *                        scales:floats[rank] (the scale of every axis, from the scales input, or
+ *                        out/in when sizes chose the output). Cubic only: cubic_coeff_a:f
+ *                        exclude_outside:i (0 | 1). tf_crop_and_resize only: roi:floats[2*rank]
+ *                        (every axis's start, then every axis's end, as fractions of the input;
+ *                        0 and 1 for axes the axes attribute left out) extrapolation_value:f.
+ *                        Inputs 1..3 are ignored by kernels.
  */
 
 #include "ops_defs.h"
@@ -123,15 +127,22 @@ static loom_status infer_resize(loom_infer_ctx *ctx)
                                         "axes",
                                         "keep_aspect_ratio_policy",
                                         "scales",
+                                        "roi",
                                         NULL};
     static const loom_attr_kind kinds[] = {
-        LOOM_ATTR_STRING, LOOM_ATTR_STRING, LOOM_ATTR_STRING, LOOM_ATTR_FLOAT, LOOM_ATTR_INT,
-        LOOM_ATTR_FLOAT,  LOOM_ATTR_INT,    LOOM_ATTR_INTS,   LOOM_ATTR_STRING, LOOM_ATTR_FLOATS};
-    static const char *const canonical[] = {"mode", "coordinate_transformation_mode",
-                                            "nearest_mode", "scales", NULL};
-    static const char *const modes[] = {"nearest", "linear", NULL};
-    static const char *const ctms[] = {"half_pixel",   "pytorch_half_pixel",   "align_corners",
-                                       "asymmetric",   "tf_half_pixel_for_nn", NULL};
+        LOOM_ATTR_STRING, LOOM_ATTR_STRING, LOOM_ATTR_STRING, LOOM_ATTR_FLOAT,
+        LOOM_ATTR_INT,    LOOM_ATTR_FLOAT,  LOOM_ATTR_INT,    LOOM_ATTR_INTS,
+        LOOM_ATTR_STRING, LOOM_ATTR_FLOATS, LOOM_ATTR_FLOATS};
+    static const char *const canonical[] = {"mode",          "coordinate_transformation_mode",
+                                            "nearest_mode",  "scales",
+                                            "cubic_coeff_a", "exclude_outside",
+                                            "roi",           "extrapolation_value",
+                                            NULL};
+    static const char *const modes[] = {"nearest", "linear", "cubic", NULL};
+    static const char *const ctms[] = {"half_pixel",           "pytorch_half_pixel",
+                                       "align_corners",        "asymmetric",
+                                       "tf_half_pixel_for_nn", "tf_crop_and_resize",
+                                       NULL};
     static const char *const nmodes[] = {"round_prefer_floor", "round_prefer_ceil", "floor",
                                          "ceil", NULL};
     static const char *const policies[] = {"stretch", "not_larger", "not_smaller", NULL};
@@ -144,21 +155,14 @@ static loom_status infer_resize(loom_infer_ctx *ctx)
     const char *ctm = loom_infer_get_string(ctx, "coordinate_transformation_mode", "half_pixel");
     const char *nmode = loom_infer_get_string(ctx, "nearest_mode", "round_prefer_floor");
     const char *policy = loom_infer_get_string(ctx, "keep_aspect_ratio_policy", "stretch");
-    if (strcmp(mode, "cubic") == 0)
-        return loom_infer_fail(ctx, LOOM_ERR_UNSUPPORTED,
-                               "mode 'cubic' is not supported (only nearest and linear)");
     if (!is_one_of(mode, modes))
         return loom_infer_fail(ctx, INVALID, "mode is '%s'; expected nearest, linear or cubic",
                                mode);
-    if (strcmp(ctm, "tf_crop_and_resize") == 0)
-        return loom_infer_fail(ctx, LOOM_ERR_UNSUPPORTED,
-                               "coordinate_transformation_mode 'tf_crop_and_resize' is not "
-                               "supported");
     if (!is_one_of(ctm, ctms))
         return loom_infer_fail(ctx, INVALID,
                                "coordinate_transformation_mode '%s' is not one of half_pixel, "
                                "pytorch_half_pixel, align_corners, asymmetric, "
-                               "tf_half_pixel_for_nn",
+                               "tf_half_pixel_for_nn, tf_crop_and_resize",
                                ctm);
     if (!is_one_of(nmode, nmodes))
         return loom_infer_fail(ctx, INVALID,
@@ -170,11 +174,20 @@ static loom_status infer_resize(loom_infer_ctx *ctx)
                                "keep_aspect_ratio_policy '%s' is not one of stretch, "
                                "not_larger, not_smaller",
                                policy);
-    int linear = strcmp(mode, "linear") == 0;
-    if (linear && x->dtype != LOOM_DTYPE_F32)
-        return loom_infer_fail(ctx, LOOM_ERR_UNSUPPORTED,
-                               "linear mode needs float32 X, not %s",
-                               loom_dtype_name(x->dtype));
+    const int linear = strcmp(mode, "linear") == 0, cubic = strcmp(mode, "cubic") == 0;
+    const int crop = strcmp(ctm, "tf_crop_and_resize") == 0;
+    if ((linear || cubic) && x->dtype != LOOM_DTYPE_F32)
+        return loom_infer_fail(ctx, LOOM_ERR_UNSUPPORTED, "%s mode needs float32 X, not %s",
+                               mode, loom_dtype_name(x->dtype));
+    const float coeff_a = loom_infer_get_float(ctx, "cubic_coeff_a", -0.75f);
+    const int64_t exclude = loom_infer_get_int(ctx, "exclude_outside", 0);
+    const float extrapolation = loom_infer_get_float(ctx, "extrapolation_value", 0.0f);
+    if (!isfinite(coeff_a))
+        return loom_infer_fail(ctx, INVALID, "cubic_coeff_a must be finite, got %g",
+                               (double)coeff_a);
+    if (exclude != 0 && exclude != 1)
+        return loom_infer_fail(ctx, INVALID, "exclude_outside must be 0 or 1, got %lld",
+                               (long long)exclude);
     /* Axes the scales or sizes inputs refer to (opset 18), every axis by default. */
     int64_t axes[LOOM_MAX_RANK];
     size_t n_axes = r;
@@ -273,7 +286,36 @@ static loom_status infer_resize(loom_infer_ctx *ctx)
         return loom_infer_fail(ctx, INVALID, "one of scales (input 2) and sizes (input 3) is "
                                              "required");
     }
-    if (linear && loom_infer_get_int(ctx, "antialias", 0) != 0)
+    /* The region of interest (tf_crop_and_resize only): starts then ends, per listed axis. */
+    float roi[2 * LOOM_MAX_RANK];
+    if (crop) {
+        for (uint32_t d = 0; d < r; d++) {
+            roi[d] = 0.0f;
+            roi[r + d] = 1.0f;
+        }
+        const float *rv;
+        if (loom_ops_has(ctx, 1) && loom_tensor_desc_numel(&ctx->inputs[1]) > 0) {
+            float given[2 * LOOM_MAX_RANK];
+            size_t n;
+            TRY(const_floats(ctx, 1, "roi", 2 * LOOM_MAX_RANK, given, &n));
+            if (n != 2 * n_axes)
+                return loom_infer_fail(ctx, INVALID, "roi must have %zu values (a start and "
+                                       "an end per axis), got %zu", 2 * n_axes, n);
+            for (size_t k = 0; k < n_axes; k++) {
+                roi[axes[k]] = given[k];
+                roi[r + (uint32_t)axes[k]] = given[n_axes + k];
+            }
+        } else if (get_floats(ctx, "roi", &rv) == 2 * (size_t)r) { /* the canonical form */
+            memcpy(roi, rv, 2 * r * sizeof *roi);
+        } else {
+            return loom_infer_fail(ctx, INVALID, "coordinate_transformation_mode "
+                                   "tf_crop_and_resize needs roi (input 1)");
+        }
+        for (uint32_t d = 0; d < 2 * r; d++)
+            if (!isfinite(roi[d]))
+                return loom_infer_fail(ctx, INVALID, "roi has a value that is not finite");
+    }
+    if ((linear || cubic) && loom_infer_get_int(ctx, "antialias", 0) != 0)
         for (uint32_t d = 0; d < r; d++)
             if (scales[d] < 1.0f)
                 return loom_infer_fail(ctx, LOOM_ERR_UNSUPPORTED,
@@ -286,22 +328,37 @@ static loom_status infer_resize(loom_infer_ctx *ctx)
     TRY(loom_infer_set_string(ctx, "coordinate_transformation_mode", ctm));
     TRY(loom_infer_set_string(ctx, "nearest_mode", nmode));
     TRY(set_floats(ctx, "scales", r, scales));
+    loom_infer_remove(ctx, "cubic_coeff_a");
+    loom_infer_remove(ctx, "exclude_outside");
+    loom_infer_remove(ctx, "extrapolation_value");
+    loom_infer_remove(ctx, "roi");
+    if (cubic) {
+        TRY(loom_infer_set_float(ctx, "cubic_coeff_a", coeff_a));
+        TRY(loom_infer_set_int(ctx, "exclude_outside", exclude));
+    }
+    if (crop) {
+        TRY(set_floats(ctx, "roi", 2 * (size_t)r, roi));
+        TRY(loom_infer_set_float(ctx, "extrapolation_value", extrapolation));
+    }
     loom_ops_keep_only(ctx, canonical);
     loom_ops_set_output(ctx, 0, x->dtype, r, out);
     return loom_ops_finish(ctx);
 }
 
-/* Linear: 2^(resized axes) multiply-adds per output; nearest: an index computation. */
+/* Linear (cubic): 2 (4) taps per resized axis, a multiply-add per combination of taps per
+ * output; nearest: an index computation. */
 static void cost_resize(const loom_node_desc *node, loom_op_cost *cost)
 {
     const loom_attr *m = loom_node_attr(node, "mode");
-    int linear = m && m->kind == LOOM_ATTR_STRING && strcmp(m->s, "linear") == 0;
+    int taps = 1;
+    if (m && m->kind == LOOM_ATTR_STRING)
+        taps = strcmp(m->s, "linear") == 0 ? 2 : strcmp(m->s, "cubic") == 0 ? 4 : 1;
     double per = 1.0;
-    if (linear)
+    if (taps > 1)
         for (uint32_t d = 0; d < node->inputs[0].rank; d++)
             if (node->inputs[0].dims[d] != node->outputs[0].dims[d])
-                per *= 2.0;
-    cost_io_flops(node, cost, linear ? 2.0 * per : 1.0);
+                per *= taps;
+    cost_io_flops(node, cost, taps > 1 ? 2.0 * per : 1.0);
 }
 
 /* ---- the definitions ------------------------------------------------------------------------ */

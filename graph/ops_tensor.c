@@ -1,6 +1,7 @@
 /*
  * Structural tensor operators of the registry added for operator coverage (issue 13): Trilu,
- * CumSum, Hardmax, DepthToSpace, SpaceToDepth, EyeLike, OneHot, GatherND and ScatterND. Shape
+ * CumSum, Hardmax, DepthToSpace, SpaceToDepth, EyeLike, OneHot, GatherND, ScatterND and
+ * ReverseSequence. Shape
  * and dtype inference, attribute canonicalisation and cost.
  *
  * CANONICAL ATTRIBUTES:
@@ -13,6 +14,8 @@
  *   OneHot               axis:i depth:i (from constant input 1, which must be a constant)
  *   GatherND             batch_dims:i
  *   ScatterND            reduction:s ("none" | "add" | "mul" | "max" | "min")
+ *   ReverseSequence      batch_axis:i time_axis:i (0 and 1, in either order; sequence_lens,
+ *                        int64 [batch], is read by the kernel)
  */
 #include "ops_defs.h"
 
@@ -298,6 +301,33 @@ static loom_status infer_scatter_nd(loom_infer_ctx *ctx)
     return loom_ops_finish(ctx);
 }
 
+static loom_status infer_reverse_sequence(loom_infer_ctx *ctx)
+{
+    static const char *const names[] = {"batch_axis", "time_axis", NULL};
+    static const loom_attr_kind kinds[] = {LOOM_ATTR_INT, LOOM_ATTR_INT};
+    TRY(loom_infer_check_attrs(ctx, names, kinds));
+    TRY(loom_ops_require(ctx, 0, "input"));
+    TRY(loom_ops_require(ctx, 1, "sequence_lens"));
+    TRY(loom_ops_check_dtype(ctx, 0, "input", LOOM_DTS_ALL));
+    TRY(loom_ops_check_dtype(ctx, 1, "sequence_lens", LOOM_DTS(LOOM_DTYPE_I64)));
+    const loom_tensor_desc *x = &ctx->inputs[0], *l = &ctx->inputs[1];
+    if (x->rank < 2)
+        return loom_infer_fail(ctx, INVALID, "input 0 must have rank >= 2, not %u", x->rank);
+    const int64_t b = loom_infer_get_int(ctx, "batch_axis", 1),
+                  t = loom_infer_get_int(ctx, "time_axis", 0);
+    if (!((b == 0 && t == 1) || (b == 1 && t == 0)))
+        return loom_infer_fail(ctx, INVALID,
+                               "batch_axis %lld and time_axis %lld must be 0 and 1 (either order)",
+                               (long long)b, (long long)t);
+    if (l->rank != 1 || l->dims[0] != x->dims[b])
+        return loom_infer_fail(ctx, INVALID, "input 1 (sequence_lens) must have shape [%lld]",
+                               (long long)x->dims[b]);
+    TRY(loom_infer_set_int(ctx, "batch_axis", b));
+    TRY(loom_infer_set_int(ctx, "time_axis", t));
+    loom_ops_set_output(ctx, 0, x->dtype, x->rank, x->dims);
+    return loom_ops_finish(ctx);
+}
+
 /* Data movement: bytes in and out, an operation per output element. */
 static void cost_move(const loom_node_desc *node, loom_op_cost *cost)
 {
@@ -322,3 +352,5 @@ LOOM_OPS_DEF(loom_op_def_gather_nd, LOOM_OP_GATHER_ND, "GatherND", 2, 2, 1, 1, i
              cost_move, 0);
 LOOM_OPS_DEF(loom_op_def_scatter_nd, LOOM_OP_SCATTER_ND, "ScatterND", 3, 3, 1, 1,
              infer_scatter_nd, cost_move, 0);
+LOOM_OPS_DEF(loom_op_def_reverse_sequence, LOOM_OP_REVERSE_SEQUENCE, "ReverseSequence", 2, 2, 1,
+             1, infer_reverse_sequence, cost_move, 0);

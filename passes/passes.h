@@ -3,7 +3,7 @@
  * it as it is or returns a new, checked graph that replaces it; it reports what it changed in one
  * line. The pipeline runs them in a fixed, documented order (docs/architecture.md):
  *
- *   validate -> fold_constants -> fuse_quantized_matmul -> quantize_int8_dynamic ->
+ *   validate -> fold_constants -> fuse_qdq -> fuse_quantized_matmul -> quantize_int8_dynamic ->
  *   fold_batchnorm -> fuse_epilogue -> calibrate_int8 -> (later: lower MoE, specialise shapes)
  *
  * and the scheduler then places the result, inserts copies and plans memory. Passes see the
@@ -100,6 +100,11 @@ loom_status pass_fold_constants(const loom_graph *in, loom_graph **out, pass_ctx
                                 char *summary, size_t summary_len);
 loom_status pass_fuse_quantized_matmul(const loom_graph *in, loom_graph **out, pass_ctx *ctx,
                                        char *summary, size_t summary_len);
+/* QDQ-form MatMul/Gemm -> MatMulInt8Dynamic with a fixed activation scale, Conv [+ Relu] +
+ * QuantizeLinear -> QLinearConv, and the other DequantizeLinear of constants folded
+ * (fuse_qdq.c); LOOM_FUSE_QDQ=0 turns the fusion off. */
+loom_status pass_fuse_qdq(const loom_graph *in, loom_graph **out, pass_ctx *ctx, char *summary,
+                          size_t summary_len);
 loom_status pass_quantize_int8_dynamic(const loom_graph *in, loom_graph **out, pass_ctx *ctx,
                                        char *summary, size_t summary_len);
 /* Conv/ConvTranspose + inference BatchNormalization with constant parameters -> one Conv with

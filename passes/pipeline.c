@@ -14,6 +14,7 @@
 static const pass_def pipeline[] = {
     {"validate", pass_validate},
     {"fold_constants", pass_fold_constants},
+    {"fuse_qdq", pass_fuse_qdq},
     {"fuse_quantized_matmul", pass_fuse_quantized_matmul},
     {"quantize_int8_dynamic", pass_quantize_int8_dynamic},
     {"fold_batchnorm", pass_fold_batchnorm},

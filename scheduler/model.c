@@ -5,6 +5,19 @@
  * model needs as values (learnt from the importer's report, then bound at once). Creating one
  * imports the unpacked model with those shapes and values (the importer folds the shape
  * arithmetic), checks the sizes it computes against the memory cap, and makes a plan.
+ *
+ * VALUE-DEPENDENT SHAPES. A model holding NonZero, Compress, Unique or NonMaxSuppression (whose
+ * output shape depends on input values) runs in UNITS, decided once at load from the graph
+ * alone: each node gets a level (the number of value-dependent nodes on its longest path from
+ * the inputs); the nodes of one level form a stage, and each value-dependent node is a unit of
+ * its own between its level's stage and the next. Every unit is a model of its own (a
+ * loom_model over a derived, borrowed copy of the graph proto: its nodes, its inputs, its
+ * outputs; the parent's weights), so it is specialised and cached by the shapes of ITS inputs
+ * exactly as a model is by its inputs. A run passes the values between units by name (a
+ * boundary value is computed once and handed on, never recomputed); a value-dependent unit runs
+ * its node on the host with the CPU reference kernel into bound-sized buffers and hands on
+ * tensors of the actual shapes, which then key the next stage's specialisation. Constant nodes
+ * are copied into every unit that reads them, so later stages still fold them.
  */
 #include <loom/model.h>
 #include <loom/onnx.h>
@@ -43,7 +56,12 @@ typedef struct spec {
     int refs;    /* runs in progress */
     int evicted; /* out of the cache: the last run frees it */
     int warm;    /* may hold idle execution memory */
+    /* A value-dependent unit's specialisation: its one-node graph (shapes inferred, attributes
+     * canonical, outputs at their upper bounds), run on the host instead of a plan. */
+    loom_graph *graph;
 } spec;
+
+typedef struct model_unit model_unit;
 
 struct loom_model {
     loom_runtime *rt;
@@ -63,6 +81,32 @@ struct loom_model {
     spec *head, *tail;
     size_t live, bytes;
     uint64_t runs, hits, misses, evictions;
+    /* A unit of a staged model: PROTO (derived) and WEIGHTS belong to the parent. */
+    int borrowed;
+    int vd_unit; /* the unit is one value-dependent node, run on the host */
+    /* A unit's imports take the parent's create_lock: the weight store they share allows one
+     * import at a time. NULL for a model of its own (its create_lock already covers it). */
+    pthread_mutex_t *import_lock;
+    /* A staged model (one holding value-dependent nodes): its units in run order, the number
+     * of boundary values (ids 0..n_in-1 are the model's inputs), the boundary id of each model
+     * output, and the last unit that reads each boundary value (freed after it). */
+    model_unit *units;
+    size_t n_units, n_bound;
+    uint32_t *out_ids;
+    uint32_t *last_use;
+};
+
+struct model_unit {
+    loom_model *sub;
+    Onnx__ModelProto proto; /* shallow copies of the parent's, with this unit's lists */
+    Onnx__GraphProto graph;
+    Onnx__NodeProto **nodes;
+    Onnx__ValueInfoProto *vin, **vin_p, *vout, **vout_p;
+    Onnx__TypeProto *tin;
+    Onnx__TypeProto__Tensor *ttin;
+    uint32_t *in_ids, *out_ids; /* boundary id of each input / output of SUB */
+    size_t n_in, n_out, n_nodes;
+    int typed; /* the inputs' elem_type was set from the first run's tensors (model lock) */
 };
 
 static char *dup_s(const char *s)
@@ -154,6 +198,35 @@ static size_t default_memory_cap(void)
     return (size_t)pages * (size_t)page / 2;
 }
 
+/* The model's inputs (those of the proto's graph that are not initializers) and outputs. */
+static loom_status init_io(loom_model *m)
+{
+    const Onnx__GraphProto *gp = m->proto->graph;
+    m->in = calloc(gp->n_input + 1, sizeof *m->in);
+    m->out = calloc(gp->n_output + 1, sizeof *m->out);
+    m->in_of_proto = calloc(gp->n_input + 1, sizeof *m->in_of_proto);
+    m->needs_value = calloc(gp->n_input + 1, 1);
+    if (!m->in || !m->out || !m->in_of_proto || !m->needs_value)
+        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    loom_status st = LOOM_OK;
+    for (size_t i = 0; st == LOOM_OK && i < gp->n_input; i++) {
+        m->in_of_proto[i] = UINT32_MAX;
+        const char *name = gp->input[i]->name ? gp->input[i]->name : "";
+        int is_init = 0;
+        for (size_t k = 0; k < gp->n_initializer && !is_init; k++)
+            is_init = gp->initializer[k]->name && strcmp(gp->initializer[k]->name, name) == 0;
+        if (is_init)
+            continue;
+        m->in_of_proto[i] = (uint32_t)m->n_in;
+        st = read_io(m, &m->in[m->n_in++], gp->input[i]);
+    }
+    for (size_t i = 0; st == LOOM_OK && i < gp->n_output; i++)
+        st = read_io(m, &m->out[m->n_out++], gp->output[i]);
+    return st;
+}
+
+static loom_status build_units(loom_model *m);
+
 loom_status loom_model_load_onnx(loom_runtime *runtime, const char *path,
                                  const loom_model_options *options, loom_model **out)
 {
@@ -219,27 +292,8 @@ loom_status loom_model_load_onnx(loom_runtime *runtime, const char *path,
         st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
     if (st == LOOM_OK)
         st = onnx_weights_preload(m->weights, gp, &src);
-    if (st == LOOM_OK) {
-        m->in = calloc(gp->n_input + 1, sizeof *m->in);
-        m->out = calloc(gp->n_output + 1, sizeof *m->out);
-        m->in_of_proto = calloc(gp->n_input + 1, sizeof *m->in_of_proto);
-        m->needs_value = calloc(gp->n_input + 1, 1);
-        if (!m->in || !m->out || !m->in_of_proto || !m->needs_value)
-            st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
-    }
-    for (size_t i = 0; st == LOOM_OK && i < gp->n_input; i++) {
-        m->in_of_proto[i] = UINT32_MAX;
-        const char *name = gp->input[i]->name ? gp->input[i]->name : "";
-        int is_init = 0;
-        for (size_t k = 0; k < gp->n_initializer && !is_init; k++)
-            is_init = gp->initializer[k]->name && strcmp(gp->initializer[k]->name, name) == 0;
-        if (is_init)
-            continue;
-        m->in_of_proto[i] = (uint32_t)m->n_in;
-        st = read_io(m, &m->in[m->n_in++], gp->input[i]);
-    }
-    for (size_t i = 0; st == LOOM_OK && i < gp->n_output; i++)
-        st = read_io(m, &m->out[m->n_out++], gp->output[i]);
+    if (st == LOOM_OK)
+        st = init_io(m);
     if (st == LOOM_OK) {
         /* Unsupported operators are named now, all of them, not at the first run. */
         loom_onnx_options io = {.struct_size = sizeof io, .default_dim = 1};
@@ -252,6 +306,8 @@ loom_status loom_model_load_onnx(loom_runtime *runtime, const char *path,
         else
             loom_clear_error();
     }
+    if (st == LOOM_OK)
+        st = build_units(m);
     if (st != LOOM_OK) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", loom_last_error());
@@ -267,6 +323,7 @@ static void spec_free(spec *s)
     if (!s)
         return;
     loom_plan_destroy(s->plan);
+    loom_graph_destroy(s->graph);
     free(s->plan_in);
     free(s->key);
     free(s);
@@ -295,9 +352,26 @@ void loom_model_destroy(loom_model *m)
     free(m->out);
     free(m->in_of_proto);
     free(m->needs_value);
-    if (m->proto)
+    for (size_t u = 0; u < m->n_units; u++) {
+        model_unit *un = &m->units[u];
+        loom_model_destroy(un->sub);
+        free(un->nodes);
+        free(un->vin);
+        free(un->vin_p);
+        free(un->vout);
+        free(un->vout_p);
+        free(un->tin);
+        free(un->ttin);
+        free(un->in_ids);
+        free(un->out_ids);
+    }
+    free(m->units);
+    free(m->out_ids);
+    free(m->last_use);
+    if (m->proto && !m->borrowed)
         onnx__model_proto__free_unpacked(m->proto, NULL);
-    onnx_weights_destroy(m->weights);
+    if (!m->borrowed)
+        onnx_weights_destroy(m->weights);
     for (size_t i = 0; m->pins && i < m->popt.n_pins; i++)
         free(m->pins[i]);
     free(m->pins);
@@ -309,6 +383,318 @@ void loom_model_destroy(loom_model *m)
     pthread_mutex_destroy(&m->lock);
     pthread_mutex_destroy(&m->create_lock);
     free(m);
+}
+
+
+/* ---- stages: models with value-dependent shapes ----------------------------------------------- */
+
+static int default_domain(const Onnx__NodeProto *n)
+{
+    return !n->domain || !*n->domain || strcmp(n->domain, "ai.onnx") == 0;
+}
+
+static int is_vd_node(const Onnx__NodeProto *n)
+{
+    const loom_op_def *d = default_domain(n) ? loom_op_find(onnx_str(n->op_type)) : NULL;
+    return d && (d->flags & LOOM_OPF_VALUE_DEPENDENT);
+}
+
+/* A Constant node: copied into every unit that reads it, so that each one folds it. */
+static int is_const_node(const Onnx__NodeProto *n)
+{
+    return default_domain(n) && n->n_input == 0 && strcmp(onnx_str(n->op_type), "Constant") == 0;
+}
+
+/* A unit of M made of NODES (borrowed), reading the names IN_NAMES and writing OUT_NAMES (both
+ * borrowed from the proto), as a model of its own. */
+static loom_status unit_init(loom_model *m, model_unit *un, int vd, Onnx__NodeProto **nodes,
+                             size_t n_nodes, char **in_names, size_t n_in, char **out_names,
+                             size_t n_out)
+{
+    un->nodes = nodes;
+    un->n_nodes = n_nodes;
+    un->n_in = n_in;
+    un->n_out = n_out;
+    un->vin = calloc(n_in + 1, sizeof *un->vin);
+    un->vin_p = calloc(n_in + 1, sizeof *un->vin_p);
+    un->tin = calloc(n_in + 1, sizeof *un->tin);
+    un->ttin = calloc(n_in + 1, sizeof *un->ttin);
+    un->vout = calloc(n_out + 1, sizeof *un->vout);
+    un->vout_p = calloc(n_out + 1, sizeof *un->vout_p);
+    loom_model *sub = calloc(1, sizeof *sub);
+    if (!un->vin || !un->vin_p || !un->tin || !un->ttin || !un->vout || !un->vout_p || !sub) {
+        free(sub);
+        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    }
+    for (size_t k = 0; k < n_in; k++) {
+        onnx__value_info_proto__init(&un->vin[k]);
+        onnx__type_proto__init(&un->tin[k]);
+        onnx__type_proto__tensor__init(&un->ttin[k]);
+        un->vin[k].name = in_names[k];
+        un->vin[k].type = &un->tin[k];
+        un->tin[k].value_case = ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE;
+        un->tin[k].tensor_type = &un->ttin[k];
+        un->ttin[k].has_elem_type = 1; /* the type itself: set at the first run */
+        un->vin_p[k] = &un->vin[k];
+    }
+    for (size_t k = 0; k < n_out; k++) {
+        onnx__value_info_proto__init(&un->vout[k]);
+        un->vout[k].name = out_names[k];
+        un->vout_p[k] = &un->vout[k];
+    }
+    un->graph = *m->proto->graph;
+    un->graph.n_node = n_nodes;
+    un->graph.node = nodes;
+    un->graph.n_input = n_in;
+    un->graph.input = un->vin_p;
+    un->graph.n_output = n_out;
+    un->graph.output = un->vout_p;
+    un->proto = *m->proto;
+    un->proto.graph = &un->graph;
+
+    pthread_mutex_init(&sub->lock, NULL);
+    pthread_mutex_init(&sub->create_lock, NULL);
+    un->sub = sub;
+    sub->borrowed = 1;
+    sub->vd_unit = vd;
+    sub->import_lock = &m->create_lock;
+    sub->rt = m->rt;
+    sub->proto = &un->proto;
+    sub->weights = m->weights;
+    sub->popt = m->popt; /* its strings are the parent's, which outlives it */
+    sub->max_specs = m->max_specs;
+    sub->max_bytes = m->max_bytes;
+    sub->memory_cap = m->memory_cap;
+    sub->idle_bytes = m->idle_bytes;
+    if (!(sub->file = dup_s(m->file)) || !(sub->base_dir = dup_s(m->base_dir)))
+        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    return init_io(sub);
+}
+
+/* Split M into units when its graph holds value-dependent nodes (the header comment says how);
+ * a model without any keeps running as one plan. */
+static loom_status build_units(loom_model *m)
+{
+    const Onnx__GraphProto *gp = m->proto->graph;
+    size_t n = gp->n_node, n_vd = 0;
+    for (size_t i = 0; i < n; i++)
+        n_vd += is_vd_node(gp->node[i]);
+    if (!n_vd)
+        return LOOM_OK;
+    /* Levels, by name: model inputs 0, initializers and Constant outputs -1 (everywhere). A
+     * fixpoint, so that a file listing nodes out of order still gets the right levels. */
+    onnx_smap lev = {0}, prod = {0};
+    int32_t *stage = calloc(n + 1, sizeof *stage);
+    int32_t *unit_of = calloc(n + 1, sizeof *unit_of);
+    size_t n_names = 0;
+    for (size_t i = 0; i < n; i++)
+        n_names += gp->node[i]->n_output;
+    uint32_t *ids_buf = calloc(2 * (n_names + m->n_in) + 2, sizeof *ids_buf);
+    char **name_buf = calloc(2 * (n_names + m->n_in) + 2, sizeof *name_buf);
+    loom_status st = LOOM_OK;
+    if (!stage || !unit_of || !ids_buf || !name_buf)
+        st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    for (size_t i = 0; st == LOOM_OK && i < gp->n_initializer; i++)
+        if (gp->initializer[i]->name && !onnx_smap_put(&lev, gp->initializer[i]->name, -1))
+            st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    for (size_t i = 0; st == LOOM_OK && i < m->n_in; i++)
+        if (!onnx_smap_put(&lev, m->in[i].name, 0))
+            st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    int changed = 1;
+    int32_t max_stage = 0;
+    for (size_t round = 0; st == LOOM_OK && changed; round++) {
+        if (round > n + 1) {
+            st = loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "%s: the graph has a cycle", m->file);
+            break;
+        }
+        changed = 0;
+        for (size_t i = 0; i < n && st == LOOM_OK; i++) {
+            const Onnx__NodeProto *nd = gp->node[i];
+            int32_t l = 0, out_l;
+            if (is_const_node(nd)) {
+                l = -1;
+                out_l = -1;
+            } else {
+                for (size_t k = 0; k < nd->n_input; k++) {
+                    int32_t v = 0;
+                    if (nd->input[k] && *nd->input[k] && onnx_smap_get(&lev, nd->input[k], &v) &&
+                        v > l)
+                        l = v;
+                }
+                out_l = is_vd_node(nd) ? l + 1 : l;
+            }
+            stage[i] = l;
+            if (l > max_stage)
+                max_stage = l;
+            for (size_t k = 0; k < nd->n_output; k++) {
+                int32_t v;
+                if (!nd->output[k] || !*nd->output[k] ||
+                    (onnx_smap_get(&lev, nd->output[k], &v) && v == out_l))
+                    continue;
+                changed = 1;
+                if (!onnx_smap_put(&lev, nd->output[k], out_l))
+                    st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+            }
+        }
+    }
+    /* Units in run order: stage 0, the value-dependent nodes of level 0, stage 1, ... */
+    m->units = calloc(n + 1, sizeof *m->units);
+    if (st == LOOM_OK && !m->units)
+        st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    size_t nu = 0;
+    for (int32_t l = 0; st == LOOM_OK && l <= max_stage; l++) {
+        int any = 0;
+        for (size_t i = 0; i < n; i++)
+            if (stage[i] == l && !is_vd_node(gp->node[i]) && !is_const_node(gp->node[i])) {
+                unit_of[i] = (int32_t)nu;
+                any = 1;
+            }
+        nu += any;
+        for (size_t i = 0; i < n; i++)
+            if (stage[i] == l && is_vd_node(gp->node[i]))
+                unit_of[i] = (int32_t)nu++;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (is_const_node(gp->node[i]))
+            unit_of[i] = -1;
+    /* Producers: model inputs -2, initializers and Constant outputs -1, else the unit. */
+    for (size_t i = 0; st == LOOM_OK && i < gp->n_initializer; i++)
+        if (gp->initializer[i]->name && !onnx_smap_put(&prod, gp->initializer[i]->name, -1))
+            st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    for (size_t i = 0; st == LOOM_OK && i < m->n_in; i++)
+        if (!onnx_smap_put(&prod, m->in[i].name, -2))
+            st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    for (size_t i = 0; st == LOOM_OK && i < n; i++)
+        for (size_t k = 0; k < gp->node[i]->n_output && st == LOOM_OK; k++)
+            if (gp->node[i]->output[k] && *gp->node[i]->output[k] &&
+                !onnx_smap_put(&prod, gp->node[i]->output[k], unit_of[i]))
+                st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    /* Boundary values: the model's inputs (ids 0..n_in-1), then every name a unit writes that
+     * another unit reads or the model outputs. */
+    onnx_smap bid = {0};
+    m->n_bound = m->n_in;
+    for (size_t i = 0; i < m->n_in; i++) {
+        if (st == LOOM_OK && !onnx_smap_put(&bid, m->in[i].name, (int32_t)i))
+            st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    }
+    for (size_t i = 0; st == LOOM_OK && i < n; i++) {
+        const Onnx__NodeProto *nd = gp->node[i];
+        for (size_t k = 0; k < nd->n_input && st == LOOM_OK; k++) {
+            int32_t p, have;
+            const char *name = nd->input[k];
+            if (!name || !*name || !onnx_smap_get(&prod, name, &p) || p < 0 || p == unit_of[i] ||
+                onnx_smap_get(&bid, name, &have))
+                continue;
+            if (!onnx_smap_put(&bid, name, (int32_t)m->n_bound++))
+                st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+        }
+    }
+    m->out_ids = calloc(m->n_out + 1, sizeof *m->out_ids);
+    if (st == LOOM_OK && !m->out_ids)
+        st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    for (size_t o = 0; st == LOOM_OK && o < m->n_out; o++) {
+        int32_t p, id;
+        const char *name = m->out[o].name;
+        if (!onnx_smap_get(&prod, name, &p) || p == -1) {
+            st = loom_set_error(LOOM_ERR_UNSUPPORTED, "%s: output '%s' is %s; a model with "
+                                "value-dependent shapes needs every output computed", m->file,
+                                name, onnx_smap_get(&prod, name, &p) ? "a constant"
+                                                                     : "never written");
+            break;
+        }
+        if (!onnx_smap_get(&bid, name, &id)) {
+            id = (int32_t)m->n_bound++;
+            if (!onnx_smap_put(&bid, name, id))
+                st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+        }
+        m->out_ids[o] = (uint32_t)id;
+    }
+    m->last_use = calloc(m->n_bound + 1, sizeof *m->last_use);
+    if (st == LOOM_OK && !m->last_use)
+        st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    for (size_t id = 0; st == LOOM_OK && id < m->n_bound; id++)
+        m->last_use[id] = UINT32_MAX; /* a model output, or never read: kept to the end */
+    /* Each unit: its nodes (with the Constant nodes it reads), inputs and outputs. */
+    for (size_t u = 0; st == LOOM_OK && u < nu; u++) {
+        onnx_smap reads = {0};
+        size_t nn = 0, ni = 0, no = 0;
+        int vd = 0;
+        Onnx__NodeProto **nodes = calloc(n + 1, sizeof *nodes);
+        if (!nodes)
+            st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+        for (size_t i = 0; st == LOOM_OK && i < n; i++) {
+            const Onnx__NodeProto *nd = gp->node[i];
+            if (unit_of[i] != (int32_t)u)
+                continue;
+            vd |= is_vd_node(nd);
+            for (size_t k = 0; k < nd->n_input && st == LOOM_OK; k++) {
+                int32_t p, id, seen;
+                const char *name = nd->input[k];
+                if (!name || !*name || onnx_smap_get(&reads, name, &seen))
+                    continue;
+                if (!onnx_smap_put(&reads, name, 1)) {
+                    st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+                    break;
+                }
+                if (!onnx_smap_get(&prod, name, &p) || p == -1 || p == (int32_t)u ||
+                    !onnx_smap_get(&bid, name, &id))
+                    continue;
+                name_buf[ni] = (char *)name;
+                ids_buf[ni++] = (uint32_t)id;
+                int is_out = 0; /* units come in run order: the last reader wins */
+                for (size_t o = 0; o < m->n_out; o++)
+                    is_out |= m->out_ids[o] == (uint32_t)id;
+                if (!is_out)
+                    m->last_use[id] = (uint32_t)u;
+            }
+        }
+        for (size_t i = 0; st == LOOM_OK && i < n; i++) {
+            Onnx__NodeProto *nd = gp->node[i];
+            int take = unit_of[i] == (int32_t)u;
+            for (size_t k = 0; !take && unit_of[i] == -1 && k < nd->n_output; k++) {
+                int32_t seen;
+                take = nd->output[k] && onnx_smap_get(&reads, nd->output[k], &seen);
+            }
+            if (take)
+                nodes[nn++] = nd;
+            for (size_t k = 0; unit_of[i] == (int32_t)u && k < nd->n_output; k++) {
+                int32_t id;
+                if (nd->output[k] && *nd->output[k] && onnx_smap_get(&bid, nd->output[k], &id)) {
+                    name_buf[n_names + m->n_in + 1 + no] = nd->output[k];
+                    ids_buf[n_names + m->n_in + 1 + no++] = (uint32_t)id;
+                }
+            }
+        }
+        onnx_smap_free(&reads);
+        model_unit *un = &m->units[u];
+        m->n_units = u + 1;
+        if (st == LOOM_OK && !no) {
+            free(nodes); /* nothing it computes is needed: it stays empty and never runs */
+            un->n_out = 0;
+            continue;
+        }
+        if (st == LOOM_OK) {
+            un->in_ids = calloc(ni + 1, sizeof *un->in_ids);
+            un->out_ids = calloc(no + 1, sizeof *un->out_ids);
+            if (!un->in_ids || !un->out_ids)
+                st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+        }
+        if (st == LOOM_OK) {
+            memcpy(un->in_ids, ids_buf, ni * sizeof *ids_buf);
+            memcpy(un->out_ids, ids_buf + n_names + m->n_in + 1, no * sizeof *ids_buf);
+            st = unit_init(m, un, vd, nodes, nn, name_buf, ni, name_buf + n_names + m->n_in + 1, no);
+        } else {
+            free(nodes);
+        }
+    }
+    onnx_smap_free(&lev);
+    onnx_smap_free(&prod);
+    onnx_smap_free(&bid);
+    free(stage);
+    free(unit_of);
+    free(ids_buf);
+    free(name_buf);
+    return st;
 }
 
 /* ---- introspection ------------------------------------------------------------------------- */
@@ -345,6 +731,16 @@ static loom_status io_info(const loom_model *m, const model_io *ios, size_t n, s
         pthread_mutex_lock((pthread_mutex_t *)&m->lock);
         out->needs_value = m->needs_value[i];
         pthread_mutex_unlock((pthread_mutex_t *)&m->lock);
+        /* A staged model: what its units learnt about this input. */
+        for (size_t u = 0; u < m->n_units; u++) {
+            const loom_model *sub = m->units[u].sub;
+            for (size_t k = 0; sub && k < sub->n_in; k++)
+                if (strcmp(sub->in[k].name, io->name) == 0) {
+                    pthread_mutex_lock((pthread_mutex_t *)&sub->lock);
+                    out->needs_value |= sub->needs_value[k];
+                    pthread_mutex_unlock((pthread_mutex_t *)&sub->lock);
+                }
+        }
     }
     return LOOM_OK;
 }
@@ -357,6 +753,11 @@ loom_status loom_model_input_info(const loom_model *m, size_t i, loom_model_io *
 loom_status loom_model_output_info(const loom_model *m, size_t i, loom_model_io *out)
 {
     return io_info(m, m ? m->out : NULL, m ? m->n_out : 0, i, out, "output");
+}
+
+int loom_model_is_staged(const loom_model *m)
+{
+    return m && m->n_units > 0;
 }
 
 loom_status loom_model_stats_get(const loom_model *m, loom_model_stats *out)
@@ -378,6 +779,23 @@ loom_status loom_model_stats_get(const loom_model *m, loom_model_stats *out)
         out->copied_const_bytes += s->copied;
     }
     pthread_mutex_unlock((pthread_mutex_t *)&m->lock);
+    /* A staged model: its specialisations are its units'. */
+    for (size_t u = 0; u < m->n_units; u++) {
+        loom_model *sub = m->units[u].sub;
+        if (!sub)
+            continue;
+        pthread_mutex_lock(&sub->lock);
+        out->hits += sub->hits;
+        out->misses += sub->misses;
+        out->evictions += sub->evictions;
+        out->live += sub->live;
+        out->bytes += sub->bytes;
+        for (const spec *s = sub->head; s; s = s->next) {
+            out->borrowed_bytes += s->borrowed;
+            out->copied_const_bytes += s->copied;
+        }
+        pthread_mutex_unlock(&sub->lock);
+    }
     pthread_mutex_lock((pthread_mutex_t *)&m->create_lock);
     out->weight_bytes = onnx_weights_bytes(m->weights);
     out->weight_tensors = onnx_weights_count(m->weights);
@@ -597,6 +1015,43 @@ static loom_status check_sizes(const loom_model *m, const loom_graph *g,
 
 /* ---- creating a specialisation ------------------------------------------------------------- */
 
+/* Most inputs and outputs a value-dependent operator has (NonMaxSuppression: 5 inputs). */
+#define VD_MAX_IO 8
+
+/* Make S the specialisation of a value-dependent unit from its imported graph G (taken on
+ * success): one node, its outputs at their upper bounds. */
+static loom_status make_vd_spec(loom_model *m, spec *s, loom_graph *g)
+{
+    if (g->n_nodes != 1 || !(g->nodes[0].def->flags & LOOM_OPF_VALUE_DEPENDENT))
+        return loom_set_error(LOOM_ERR_INTERNAL, "%s: a value-dependent unit imported as %zu "
+                              "nodes", m->file, g->n_nodes);
+    const graph_node *nd = &g->nodes[0];
+    if (nd->n_inputs > VD_MAX_IO || nd->n_outputs > VD_MAX_IO)
+        return loom_set_error(LOOM_ERR_INTERNAL, "node '%s' (%s): %u inputs, %u outputs",
+                              nd->name, nd->def->name, nd->n_inputs, nd->n_outputs);
+    s->n_plan_in = g->n_inputs;
+    s->plan_in = calloc(s->n_plan_in + 1, sizeof *s->plan_in);
+    if (!s->plan_in)
+        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    for (size_t k = 0; k < g->n_inputs; k++) {
+        const char *name = g->values[g->inputs[k]].name;
+        size_t i = 0;
+        while (i < m->n_in && strcmp(m->in[i].name, name) != 0)
+            i++;
+        if (i == m->n_in)
+            return loom_set_error(LOOM_ERR_INTERNAL, "%s: unit input '%s' is not an input of "
+                                  "the unit", m->file, name);
+        s->plan_in[k] = (uint32_t)i;
+    }
+    for (uint32_t k = 0; k < nd->n_outputs; k++) {
+        const loom_tensor_desc *d = &g->values[nd->outputs[k]].desc;
+        s->bytes += (size_t)loom_tensor_desc_numel(d) * loom_dtype_size(d->dtype);
+    }
+    s->peak = s->bytes;
+    s->graph = g;
+    return LOOM_OK;
+}
+
 static loom_status create_spec(loom_model *m, const loom_tensor *const *inputs, spec **out)
 {
     *out = NULL;
@@ -635,8 +1090,12 @@ static loom_status create_spec(loom_model *m, const loom_tensor *const *inputs, 
                                  .bindings = binds, .n_bindings = nb};
         onnx_import_report rep;
         memset(&rep, 0, sizeof rep);
+        if (m->import_lock)
+            pthread_mutex_lock(m->import_lock);
         st = onnx_import_unpacked(m->proto, &src, &opt, runtime_reference_eval(), m->weights,
                                   &rep, &g);
+        if (m->import_lock)
+            pthread_mutex_unlock(m->import_lock);
         if (st == LOOM_OK)
             break;
         int added = 0;
@@ -658,7 +1117,12 @@ static loom_status create_spec(loom_model *m, const loom_tensor *const *inputs, 
     free(dims);
     if (st == LOOM_OK)
         st = check_sizes(m, g, inputs);
-    if (st == LOOM_OK) {
+    if (st == LOOM_OK && m->vd_unit) {
+        st = make_vd_spec(m, s, g);
+        if (st == LOOM_OK)
+            g = NULL; /* the spec's now */
+    }
+    if (st == LOOM_OK && !s->graph) {
         /* What the plan will borrow (weights) and copy (folded constants). */
         for (size_t v = 0; v < g->n_values; v++) {
             const graph_value *val = &g->values[v];
@@ -674,7 +1138,7 @@ static loom_status create_spec(loom_model *m, const loom_tensor *const *inputs, 
         }
         st = loom_plan_create(m->rt, g, &m->popt, &s->plan);
     }
-    if (st == LOOM_OK) {
+    if (st == LOOM_OK && !s->graph) {
         s->peak = loom_plan_peak_bytes(s->plan);
         /* What the specialisation holds: its intermediates, the constants it copied, and the
          * plan itself (nodes, tensors, kernels' descriptors): a plan whose nodes were all fused
@@ -690,7 +1154,7 @@ static loom_status create_spec(loom_model *m, const loom_tensor *const *inputs, 
                                 in, s->peak, m->memory_cap);
         }
     }
-    if (st == LOOM_OK) {
+    if (st == LOOM_OK && !s->graph) {
         /* The plan's inputs: the model's, less those bound as values. */
         s->n_plan_in = loom_plan_input_count(s->plan);
         s->plan_in = calloc(s->n_plan_in + 1, sizeof *s->plan_in);
@@ -805,6 +1269,233 @@ static loom_status acquire(loom_model *m, const loom_tensor *const *inputs, spec
     return st;
 }
 
+/* Run a value-dependent unit's node on the host (S->graph: one node; IN: its graph's inputs in
+ * order): bound-sized buffers in, tensors of the actual shapes out, one per graph output. */
+static loom_status vd_run(const spec *s, const loom_tensor *const *in, loom_tensor **outputs,
+                          size_t n_outputs)
+{
+    const loom_graph *g = s->graph;
+    const graph_node *nd = &g->nodes[0];
+    loom_tensor_desc in_descs[VD_MAX_IO], out_descs[VD_MAX_IO], actual[VD_MAX_IO];
+    const void *in_consts[VD_MAX_IO];
+    loom_node_desc desc;
+    graph_node_desc(g, 0, &desc, in_descs, out_descs, in_consts);
+    const void *ins[VD_MAX_IO];
+    void *outs[VD_MAX_IO] = {NULL};
+    for (uint32_t k = 0; k < nd->n_inputs; k++) {
+        loom_value v = nd->inputs[k];
+        ins[k] = NULL;
+        if (v == LOOM_NO_VALUE)
+            continue;
+        if (g->values[v].kind == GRAPH_VALUE_CONSTANT) {
+            ins[k] = g->values[v].data;
+            continue;
+        }
+        for (size_t j = 0; j < g->n_inputs; j++)
+            if (g->inputs[j] == v)
+                ins[k] = loom_tensor_data(in[j]);
+        if (!ins[k])
+            return loom_set_error(LOOM_ERR_INTERNAL, "node '%s' (%s): input %u has no data",
+                                  nd->name, nd->def->name, k);
+    }
+    loom_status st = LOOM_OK;
+    for (uint32_t k = 0; k < nd->n_outputs && st == LOOM_OK; k++) {
+        size_t bytes = (size_t)loom_tensor_desc_numel(&out_descs[k]) *
+                       loom_dtype_size(out_descs[k].dtype);
+        if (!(outs[k] = malloc(bytes ? bytes : 1)))
+            st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "node '%s' (%s): out of memory (%zu "
+                                "bytes)", nd->name, nd->def->name, bytes);
+    }
+    char err[512] = "";
+    if (st == LOOM_OK) {
+        st = runtime_reference_eval_value_dependent(&desc, ins, outs, actual, err, sizeof err);
+        if (st != LOOM_OK)
+            st = loom_set_error(st, "node '%s' (%s): %s", nd->name, nd->def->name, err);
+    }
+    for (size_t o = 0; o < n_outputs && st == LOOM_OK; o++) {
+        uint32_t j = 0;
+        while (j < nd->n_outputs && nd->outputs[j] != g->outputs[o])
+            j++;
+        if (j == nd->n_outputs) {
+            st = loom_set_error(LOOM_ERR_INTERNAL, "node '%s' (%s): graph output %zu is not "
+                                "one of its outputs", nd->name, nd->def->name, o);
+            break;
+        }
+        st = loom_tensor_create(actual[j].dtype, actual[j].rank, actual[j].dims, &outputs[o]);
+        if (st == LOOM_OK)
+            memcpy(loom_tensor_data(outputs[o]), outs[j], loom_tensor_nbytes(outputs[o]));
+    }
+    for (uint32_t k = 0; k < nd->n_outputs; k++)
+        free(outs[k]);
+    return st;
+}
+
+/* One run of M without stages (a plain model, or one unit of a staged one): arguments checked
+ * by the caller. */
+static loom_status run_flat(loom_model *m, const loom_tensor *const *inputs,
+                            loom_tensor **outputs, size_t n_outputs, int *hit_out,
+                            double *create_out, double *run_out, size_t *bytes_out)
+{
+    spec *s = NULL;
+    int hit = 0;
+    double create_ms = 0;
+    loom_status st = acquire(m, inputs, &s, &hit, &create_ms);
+    if (st != LOOM_OK)
+        return st;
+    const loom_tensor *plan_in_stack[16];
+    const loom_tensor **plan_in = s->n_plan_in <= 16 ? plan_in_stack
+                                                     : malloc(s->n_plan_in * sizeof *plan_in);
+    if (!plan_in) {
+        release(m, s);
+        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    }
+    for (size_t k = 0; k < s->n_plan_in; k++)
+        plan_in[k] = inputs[s->plan_in[k]];
+    uint64_t r0 = 0;
+    if (s->graph) {
+        r0 = loom_now_ns();
+        st = vd_run(s, plan_in, outputs, n_outputs);
+    } else {
+        st = loom_plan_make_outputs(s->plan, outputs, n_outputs);
+        if (st == LOOM_OK) {
+            r0 = loom_now_ns();
+            st = loom_plan_run(s->plan, plan_in, s->n_plan_in, outputs, n_outputs, NULL);
+        }
+    }
+    if (st != LOOM_OK)
+        for (size_t i = 0; i < n_outputs; i++) {
+            loom_tensor_destroy(outputs[i]);
+            outputs[i] = NULL;
+        }
+    double run_ms = r0 ? ms_since(r0) : 0;
+    if (plan_in != plan_in_stack)
+        free(plan_in);
+    pthread_mutex_lock(&m->lock);
+    if (st == LOOM_OK)
+        m->runs++;
+    s->warm = s->plan != NULL;
+    if (!s->evicted)
+        trim_idle(m, s);
+    size_t sbytes = s->bytes;
+    pthread_mutex_unlock(&m->lock);
+    release(m, s);
+    *hit_out = hit;
+    *create_out = create_ms;
+    *run_out = run_ms;
+    *bytes_out = sbytes;
+    return st;
+}
+
+/* ONNX's elem_type for DTYPE (0 when it has none). */
+static int32_t onnx_type_of(loom_dtype dtype)
+{
+    for (int32_t t = 1; t < 32; t++)
+        if (onnx_dtype_from_onnx(t) == dtype)
+            return t;
+    return 0;
+}
+
+/* A staged run: the units in order, each fed the boundary values it reads. */
+static loom_status run_staged(loom_model *m, const loom_tensor *const *inputs,
+                              loom_tensor **outputs, loom_model_run_stats *stats)
+{
+    loom_status st = check_inputs(m, inputs);
+    if (st != LOOM_OK)
+        return st;
+    loom_tensor **vals = calloc(m->n_bound + 1, sizeof *vals);
+    if (!vals)
+        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    int all_hit = 1;
+    double create_ms = 0, run_ms = 0;
+    size_t bytes = 0;
+    for (size_t u = 0; u < m->n_units && st == LOOM_OK; u++) {
+        model_unit *un = &m->units[u];
+        if (!un->sub)
+            continue; /* nothing it computes is needed */
+        const loom_tensor *in_stack[16];
+        loom_tensor *out_stack[16] = {NULL}; /* a failed run frees what it made */
+        const loom_tensor **in = un->n_in <= 16 ? in_stack : malloc(un->n_in * sizeof *in);
+        loom_tensor **out = un->n_out <= 16 ? out_stack : calloc(un->n_out, sizeof *out);
+        if (!in || !out) {
+            if (in != in_stack)
+                free(in);
+            if (out != out_stack)
+                free(out);
+            st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+            break;
+        }
+        for (size_t k = 0; k < un->n_in; k++) {
+            uint32_t id = un->in_ids[k];
+            in[k] = id < m->n_in ? inputs[id] : vals[id];
+        }
+        pthread_mutex_lock(&m->lock);
+        if (!un->typed) {
+            /* What the unit's inputs are is known from the first run (dtypes do not change
+             * between runs: the model's inputs' are checked). */
+            for (size_t k = 0; k < un->n_in; k++)
+                un->ttin[k].elem_type = onnx_type_of(loom_tensor_dtype(in[k]));
+            un->typed = 1;
+        }
+        pthread_mutex_unlock(&m->lock);
+        int hit = 0;
+        double c = 0, r = 0;
+        size_t b = 0;
+        st = run_flat(un->sub, in, out, un->n_out, &hit, &c, &r, &b);
+        all_hit &= hit;
+        create_ms += c;
+        run_ms += r;
+        bytes += b;
+        for (size_t k = 0; k < un->n_out && st == LOOM_OK; k++)
+            vals[un->out_ids[k]] = out[k];
+        if (in != in_stack)
+            free(in);
+        if (out != out_stack)
+            free(out);
+        /* Values no later unit reads and no output needs are dropped now. */
+        for (size_t id = m->n_in; id < m->n_bound; id++)
+            if (vals[id] && m->last_use[id] == u) {
+                loom_tensor_destroy(vals[id]);
+                vals[id] = NULL;
+            }
+    }
+    for (size_t o = 0; o < m->n_out && st == LOOM_OK; o++) {
+        uint32_t id = m->out_ids[o];
+        const loom_tensor *t = id < m->n_in ? inputs[id] : vals[id];
+        int last = id >= m->n_in;
+        for (size_t q = o + 1; q < m->n_out && last; q++)
+            last = m->out_ids[q] != id;
+        if (last) { /* handed over as it is */
+            outputs[o] = vals[id];
+            vals[id] = NULL;
+            continue;
+        }
+        const loom_tensor_desc *d = loom_tensor_desc_of(t);
+        st = loom_tensor_create(d->dtype, d->rank, d->dims, &outputs[o]);
+        if (st == LOOM_OK)
+            memcpy(loom_tensor_data(outputs[o]), loom_tensor_data(t), loom_tensor_nbytes(t));
+    }
+    for (size_t id = m->n_in; id < m->n_bound; id++)
+        loom_tensor_destroy(vals[id]);
+    free(vals);
+    if (st != LOOM_OK) {
+        for (size_t o = 0; o < m->n_out; o++) {
+            loom_tensor_destroy(outputs[o]);
+            outputs[o] = NULL;
+        }
+        return st;
+    }
+    pthread_mutex_lock(&m->lock);
+    m->runs++;
+    pthread_mutex_unlock(&m->lock);
+    if (stats) {
+        stats->cache_hit = all_hit;
+        stats->create_ms = create_ms;
+        stats->run_ms = run_ms;
+        stats->specialisation_bytes = bytes;
+    }
+    return LOOM_OK;
+}
+
 loom_status loom_model_run(loom_model *m, const loom_tensor *const *inputs, size_t n_inputs,
                            loom_tensor **outputs, size_t n_outputs, loom_model_run_stats *stats)
 {
@@ -829,44 +1520,16 @@ loom_status loom_model_run(loom_model *m, const loom_tensor *const *inputs, size
         if (!inputs[i])
             return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "input %zu ('%s') is NULL", i,
                                   m->in[i].name);
-    spec *s = NULL;
-    int hit = 0;
-    double create_ms = 0;
-    loom_status st = acquire(m, inputs, &s, &hit, &create_ms);
-    if (st != LOOM_OK)
+    if (m->n_units) {
+        loom_status st = run_staged(m, inputs, outputs, stats);
+        if (st == LOOM_OK && stats)
+            stats->latency_ms = ms_since(t0);
         return st;
-    const loom_tensor *plan_in_stack[16];
-    const loom_tensor **plan_in = s->n_plan_in <= 16 ? plan_in_stack
-                                                     : malloc(s->n_plan_in * sizeof *plan_in);
-    if (!plan_in) {
-        release(m, s);
-        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
     }
-    for (size_t k = 0; k < s->n_plan_in; k++)
-        plan_in[k] = inputs[s->plan_in[k]];
-    uint64_t r0 = 0;
-    st = loom_plan_make_outputs(s->plan, outputs, n_outputs);
-    if (st == LOOM_OK) {
-        r0 = loom_now_ns();
-        st = loom_plan_run(s->plan, plan_in, s->n_plan_in, outputs, n_outputs, NULL);
-        if (st != LOOM_OK)
-            for (size_t i = 0; i < n_outputs; i++) {
-                loom_tensor_destroy(outputs[i]);
-                outputs[i] = NULL;
-            }
-    }
-    double run_ms = r0 ? ms_since(r0) : 0;
-    if (plan_in != plan_in_stack)
-        free(plan_in);
-    pthread_mutex_lock(&m->lock);
-    if (st == LOOM_OK)
-        m->runs++;
-    s->warm = 1;
-    if (!s->evicted)
-        trim_idle(m, s);
-    size_t sbytes = s->bytes;
-    pthread_mutex_unlock(&m->lock);
-    release(m, s);
+    int hit = 0;
+    double create_ms = 0, run_ms = 0;
+    size_t sbytes = 0;
+    loom_status st = run_flat(m, inputs, outputs, n_outputs, &hit, &create_ms, &run_ms, &sbytes);
     if (stats) {
         stats->cache_hit = hit;
         stats->create_ms = create_ms;

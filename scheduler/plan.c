@@ -1306,6 +1306,17 @@ loom_status loom_plan_create(loom_runtime *rt, const loom_graph *g,
                              const loom_plan_options *options, loom_plan **out)
 {
     uint64_t exclude = 0;
+    /* A node whose output shape depends on its input values has no shape a static plan can
+     * size memory for: loom_model runs such graphs in stages (scheduler/model.c). */
+    for (size_t i = 0; out && g && i < g->n_nodes; i++)
+        if (g->nodes[i].def->flags & LOOM_OPF_VALUE_DEPENDENT) {
+            *out = NULL;
+            return loom_set_error(LOOM_ERR_UNSUPPORTED, "node '%s' (%s): its output shape "
+                                  "depends on its input values, which a plan cannot size; run "
+                                  "the model through loom_model (loom run does)",
+                                  g->nodes[i].name ? g->nodes[i].name : "?",
+                                  g->nodes[i].def->name);
+        }
     for (;;) {
         loom_status st = plan_create_once(rt, g, options, exclude, out);
         if (st != LOOM_OK)

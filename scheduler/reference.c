@@ -13,6 +13,14 @@ graph_eval_fn runtime_reference_eval(void)
     return loom_cpu_eval_node;
 }
 
+loom_status runtime_reference_eval_value_dependent(const loom_node_desc *node,
+                                                   const void *const *inputs,
+                                                   void *const *outputs, loom_tensor_desc *actual,
+                                                   char *err, size_t err_len)
+{
+    return loom_cpu_eval_value_dependent(node, inputs, outputs, actual, err, err_len);
+}
+
 loom_status loom_graph_set_folding(loom_graph *graph, int enable)
 {
     return graph_set_folding(graph, enable, enable ? loom_cpu_eval_node : NULL);

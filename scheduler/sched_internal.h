@@ -424,6 +424,13 @@ void plan_learn(loom_plan *plan, const loom_node_timing *timeline, size_t count)
 /* ---- reference.c ---- */
 /* The evaluator the layers below use to run a node on the host: the CPU reference kernels. */
 graph_eval_fn runtime_reference_eval(void);
+/* Evaluate NODE, an operator whose output shape depends on its input values, with the CPU
+ * reference kernels (loom_cpu_eval_value_dependent documents the arguments): OUTPUTS sized for
+ * the descriptor's upper bounds, ACTUAL receives the shapes produced. */
+loom_status runtime_reference_eval_value_dependent(const loom_node_desc *node,
+                                                   const void *const *inputs,
+                                                   void *const *outputs, loom_tensor_desc *actual,
+                                                   char *err, size_t err_len);
 
 /* ---- memplan.c ---- */
 /* Assign arena offsets to every intermediate tensor and node scratch of PLAN, reusing memory

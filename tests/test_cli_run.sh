@@ -437,6 +437,32 @@ check "write failing part way" 1 bash -c "ulimit -f 2; trap '' XFSZ; exec \"\$0\
 cmp -s fsz/y.npy old_y.npy || bad "failed write: the old file is intact"
 [ -z "$(ls -A fsz | grep -v '^y.npy$')" ] || { bad "failed write left files"; ls -A fsz; }
 
+# ---- output shapes that depend on values: staged through loom_model ---------------------------
+VD="$2/tests/data/value_dependent/chain.onnx"
+"$PY" -c 'import numpy as np; np.save("vd_x.npy", np.array([[1, 0, 2], [0.25, 3, 0.5]], np.float32))'
+check "run: NonZero chain, staged" 0 "$LOOM" run "$VD" -i x=vd_x.npy -o vd
+grep -q "staged" "$TMP/out" || { bad "staged run: the report says it was staged"; cat "$TMP/out"; }
+"$PY" - <<'PYEOF' || bad "staged run: outputs"
+import numpy as np
+x = np.load("vd_x.npy")
+nz = np.load("vd/nz.npy"); y = np.load("vd/y.npy"); z = np.load("vd/z.npy")
+assert (nz == np.array(np.nonzero(x > 0.5))).all(), nz
+assert np.allclose(y, 2 * x[x > 0.5]), y
+assert np.allclose(z, np.unique(x[x > 0.5]) + x.sum()), z
+PYEOF
+# A count that sizes a later tensor (Range): the model does not import as one graph at all.
+"$PY" -c 'import numpy as np; np.save("vd_u.npy", np.array([3, 1, 3, 5, 1], np.int64))'
+check "run: count-sized Range, staged" 0 "$LOOM" run "$2/tests/data/value_dependent/unique_range.onnx" \
+    -i x=vd_u.npy -o vdr
+"$PY" -c 'import numpy as np; r = np.load("vdr/r.npy"); assert (r == np.arange(5)).all(), r' ||
+    bad "staged run: Range output"
+check_bad "run: staged model, dim without a value" "--dim n=VALUE" "$LOOM" run \
+    "$2/tests/data/value_dependent/unique_range.onnx"
+check "profile: NonZero chain is refused" 1 env LOOM_NO_CALIBRATE=1 "$LOOM" profile "$VD" \
+    --dim a=2 --dim b=3 --repeat 1 --warmup 0
+[ "$(wc -l <"$TMP/err")" -eq 1 ] && grep -q "'nz' (NonZero)" "$TMP/err" ||
+    { bad "profile: one line naming the value-dependent node"; cat "$TMP/err"; }
+
 # ---- one exit-status rule for every command: the same bad file, the same status ----------------
 for m in unknown_op unknown_domain old_opset complex_dtype rank9; do
     check_bad "run: bad model $m" "bad_$m.onnx" "$LOOM" run "bad_$m.onnx"

@@ -6,6 +6,7 @@
  * batch, and 1x1 with a stride or padding, which must not take that path), grouped convs with
  * tiny and large groups, and im2col + GEMM for the rest (odd sizes, stride 2, dilation 2). Every
  * case runs as Conv and as FusedConv with a residual and each activation of the epilogue.
+ * 3-D convs (im2col + GEMM over depth, height and width) have their own cases and loops.
  */
 #include <loom/loom.h>
 
@@ -262,12 +263,150 @@ static void test_grouped_and_im2col_match_naive(void)
         check_all(&cs[i]);
 }
 
+/* ---- 3-D ----------------------------------------------------------------------------------- */
+
+typedef struct conv3_case {
+    int64_t n, c, m, group, in[3], k[3], st[3], dil[3], pads[6];
+    int bias;
+} conv3_case;
+
+/* One 3-D conv (FusedConv with a residual and ACT when ACT is not NULL) on cpu:0 against naive
+ * loops in double. */
+static void check3(const conv3_case *cc, const char *act)
+{
+    int64_t out[3];
+    for (int d = 0; d < 3; d++)
+        out[d] = (cc->in[d] + cc->pads[d] + cc->pads[3 + d] - cc->dil[d] * (cc->k[d] - 1) - 1) /
+                     cc->st[d] + 1;
+    const int64_t cg = cc->c / cc->group, mg = cc->m / cc->group;
+    const int64_t isp = cc->in[0] * cc->in[1] * cc->in[2], osp = out[0] * out[1] * out[2];
+    const int64_t ksp = cc->k[0] * cc->k[1] * cc->k[2];
+    const size_t nx = (size_t)(cc->n * cc->c * isp), nw = (size_t)(cc->m * cg * ksp);
+    const size_t ny = (size_t)(cc->n * cc->m * osp);
+    float *x = malloc(nx * sizeof *x), *w = malloc(nw * sizeof *w), *b = malloc((size_t)cc->m * 4);
+    float *z = malloc(ny * sizeof *z), *y = malloc(ny * sizeof *y);
+    for (size_t i = 0; i < nx; i++)
+        x[i] = frand();
+    for (size_t i = 0; i < nw; i++)
+        w[i] = frand();
+    for (int64_t i = 0; i < cc->m; i++)
+        b[i] = frand();
+    for (size_t i = 0; i < ny; i++)
+        z[i] = frand();
+    loom_graph *g = loom_graph_create("conv3d");
+    int64_t xd[5] = {cc->n, cc->c, cc->in[0], cc->in[1], cc->in[2]};
+    int64_t wd[5] = {cc->m, cg, cc->k[0], cc->k[1], cc->k[2]}, bd[1] = {cc->m};
+    int64_t yd[5] = {cc->n, cc->m, out[0], out[1], out[2]};
+    loom_value ins[4] = {loom_input(g, "x", LOOM_DTYPE_F32, 5, xd),
+                         loom_constant(g, "w", LOOM_DTYPE_F32, 5, wd, w),
+                         cc->bias ? loom_constant(g, "b", LOOM_DTYPE_F32, 1, bd, b) : LOOM_NO_VALUE,
+                         act ? loom_input(g, "z", LOOM_DTYPE_F32, 5, yd) : LOOM_NO_VALUE};
+    loom_attr attrs[5] = {loom_attr_ints("strides", 3, cc->st),
+                          loom_attr_ints("dilations", 3, cc->dil),
+                          loom_attr_ints("pads", 6, cc->pads), loom_attr_int("group", cc->group),
+                          loom_attr_string("activation", act ? act : "")};
+    loom_value o;
+    CU_ASSERT_EQUAL_FATAL(loom_graph_op(g, act ? "FusedConv" : "Conv", "conv", ins,
+                                        act ? 4 : cc->bias ? 3 : 2, attrs, act ? 5 : 4, &o, 1),
+                          LOOM_OK);
+    loom_output(g, o, "y");
+    CU_ASSERT_EQUAL_FATAL(loom_graph_check(g), LOOM_OK);
+    loom_plan_options opt = {.struct_size = sizeof opt, .device = "cpu:0", .strict = 1};
+    loom_plan *p;
+    CU_ASSERT_EQUAL_FATAL(loom_plan_create(rt, g, &opt, &p), LOOM_OK);
+    loom_tensor *tin[2], *tout;
+    loom_tensor_wrap(LOOM_DTYPE_F32, 5, xd, x, &tin[0]);
+    if (act)
+        loom_tensor_wrap(LOOM_DTYPE_F32, 5, yd, z, &tin[1]);
+    loom_tensor_wrap(LOOM_DTYPE_F32, 5, yd, y, &tout);
+    CU_ASSERT_EQUAL(loom_plan_run(p, (const loom_tensor *const *)tin, act ? 2 : 1, &tout, 1, NULL),
+                    LOOM_OK);
+    int bad = 0;
+    for (int64_t n = 0; n < cc->n; n++)
+        for (int64_t oc = 0; oc < cc->m; oc++)
+            for (int64_t q = 0; q < osp; q++) {
+                const int64_t o0 = q / (out[1] * out[2]), o1 = q / out[2] % out[1], o2 = q % out[2];
+                const int64_t grp = oc / mg;
+                double acc = cc->bias ? b[oc] : 0.0, mag = fabs(acc);
+                for (int64_t c = 0; c < cg; c++)
+                    for (int64_t k0 = 0; k0 < cc->k[0]; k0++)
+                        for (int64_t k1 = 0; k1 < cc->k[1]; k1++)
+                            for (int64_t k2 = 0; k2 < cc->k[2]; k2++) {
+                                int64_t i0 = o0 * cc->st[0] - cc->pads[0] + k0 * cc->dil[0];
+                                int64_t i1 = o1 * cc->st[1] - cc->pads[1] + k1 * cc->dil[1];
+                                int64_t i2 = o2 * cc->st[2] - cc->pads[2] + k2 * cc->dil[2];
+                                if (i0 < 0 || i0 >= cc->in[0] || i1 < 0 || i1 >= cc->in[1] ||
+                                    i2 < 0 || i2 >= cc->in[2])
+                                    continue;
+                                const int64_t xo =
+                                    (((n * cc->c + grp * cg + c) * cc->in[0] + i0) * cc->in[1] +
+                                     i1) * cc->in[2] + i2;
+                                const int64_t wo =
+                                    (((oc * cg + c) * cc->k[0] + k0) * cc->k[1] + k1) * cc->k[2] +
+                                    k2;
+                                double t = (double)x[xo] * w[wo];
+                                acc += t;
+                                mag += fabs(t);
+                            }
+                size_t at = (size_t)((n * cc->m + oc) * osp + q);
+                if (act)
+                    acc += z[at];
+                double want = act_ref(act, acc, 0.1, 0.5);
+                if (!(fabs(y[at] - want) <= 1e-5 * (1.0 + mag) + 1e-6 * fabs(want))) {
+                    if (bad < 4)
+                        printf("\n  3-D %s n%lld c%lld m%lld g%lld in %lldx%lldx%lld: "
+                               "y[%lld,%lld,%lld] = %.7g, want %.7g",
+                               act ? act : "Conv", (long long)cc->n, (long long)cc->c,
+                               (long long)cc->m, (long long)cc->group, (long long)cc->in[0],
+                               (long long)cc->in[1], (long long)cc->in[2], (long long)n,
+                               (long long)oc, (long long)q, y[at], want);
+                    bad++;
+                }
+            }
+    CU_ASSERT_EQUAL(bad, 0);
+    loom_tensor_destroy(tin[0]);
+    if (act)
+        loom_tensor_destroy(tin[1]);
+    loom_tensor_destroy(tout);
+    loom_plan_destroy(p);
+    loom_graph_destroy(g);
+    free(x);
+    free(w);
+    free(b);
+    free(z);
+    free(y);
+}
+
+static void test_conv3d_matches_naive(void)
+{
+    const conv3_case cs[] = {
+        /* n c m group in k strides dilations pads (front top left back bottom right) bias */
+        {1, 3, 4, 1, {5, 6, 7}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1, 1, 1, 1}, 1},
+        {2, 2, 5, 1, {7, 5, 9}, {3, 2, 3}, {2, 1, 2}, {1, 1, 1}, {1, 0, 2, 0, 1, 1}, 0},
+        {1, 3, 2, 1, {9, 7, 8}, {2, 3, 2}, {1, 2, 1}, {2, 1, 3}, {0, 1, 2, 1, 1, 0}, 1},
+        {2, 4, 6, 2, {4, 5, 6}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1, 1, 1, 1}, 1},
+        {1, 4, 8, 4, {5, 5, 5}, {3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1, 1, 1, 1}, 1},
+        {1, 6, 6, 6, {3, 4, 5}, {1, 3, 3}, {1, 1, 1}, {1, 1, 1}, {0, 1, 1, 0, 1, 1}, 0},
+        {2, 8, 5, 1, {3, 4, 5}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0, 0, 0, 0}, 1},
+        {1, 5, 3, 1, {5, 4, 7}, {1, 1, 1}, {2, 2, 2}, {1, 1, 1}, {0, 0, 0, 0, 0, 0}, 1},
+        {1, 2, 3, 1, {2, 2, 3}, {3, 4, 3}, {1, 1, 1}, {1, 1, 1}, {1, 2, 1, 1, 2, 1}, 1},
+        {1, 16, 24, 1, {10, 12, 14}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1, 1, 1, 1}, 1},
+        {1, 32, 64, 1, {3, 4, 4}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1, 1, 1, 1}, 0},
+        {8, 4, 4, 2, {3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0, 1, 1, 1}, 1},
+    };
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+        check3(&cs[i], NULL);
+        check3(&cs[i], i % 2 ? "Relu" : "");
+    }
+}
+
 int main(int argc, char **argv)
 {
     static const test_entry tests[] = {
         {"depthwise_matches_naive", test_depthwise_matches_naive},
         {"pointwise_matches_naive", test_pointwise_matches_naive},
         {"grouped_and_im2col_match_naive", test_grouped_and_im2col_match_naive},
+        {"conv3d_matches_naive", test_conv3d_matches_naive},
         {NULL, NULL},
     };
     static const test_suite suites[] = {

@@ -177,6 +177,30 @@ static loom_value op1(loom_graph *g, const char *op, const char *node, const loo
 
 /* ---- the registry and its helpers ----------------------------------------------------------- */
 
+/* What `loom ops` lists: each op's domain, and the dtypes its inference checks input 0 against
+ * (probed through infer() itself; every op must survive the probe). */
+static void test_registry_domains_and_probed_input_dtypes(void)
+{
+    for (size_t i = 0; i < loom_op_count(); i++) {
+        const loom_op_def *def = loom_op_at(i);
+        const char *d = loom_op_domain(def);
+        CU_ASSERT(!strcmp(d, "ai.onnx") || !strcmp(d, "com.microsoft") || !strcmp(d, "loom"));
+        (void)loom_op_input0_dtypes(def);
+    }
+    CU_ASSERT_STRING_EQUAL(loom_op_domain(loom_op_find("MoE")), "com.microsoft");
+    CU_ASSERT_STRING_EQUAL(loom_op_domain(loom_op_find("FusedConv")), "loom");
+    CU_ASSERT_STRING_EQUAL(loom_op_domain(loom_op_find("GridSample")), "ai.onnx");
+    const uint32_t relu = loom_op_input0_dtypes(loom_op_find("Relu"));
+    CU_ASSERT(relu & (1u << LOOM_DTYPE_F32));
+    CU_ASSERT_FALSE(relu & (1u << LOOM_DTYPE_I32));
+    const uint32_t pool = loom_op_input0_dtypes(loom_op_find("MaxPool"));
+    CU_ASSERT(pool & (1u << LOOM_DTYPE_U8));
+    CU_ASSERT(pool & (1u << LOOM_DTYPE_I8));
+    CU_ASSERT_EQUAL(loom_op_input0_dtypes(loom_op_find("Where")), 1u << LOOM_DTYPE_BOOL);
+    CU_ASSERT_EQUAL(loom_op_input0_dtypes(loom_op_find("HannWindow")),
+                    (1u << LOOM_DTYPE_I32) | (1u << LOOM_DTYPE_I64));
+}
+
 static void test_registry_finds_every_abi_op_by_name_and_id(void)
 {
     /* every id of ABI 0.2 is registered, exactly once */
@@ -1567,6 +1591,7 @@ int main(int argc, char **argv)
 {
     static const test_entry tests[] = {
         TEST_ENTRY(test_registry_finds_every_abi_op_by_name_and_id),
+        TEST_ENTRY(test_registry_domains_and_probed_input_dtypes),
         TEST_ENTRY(test_attr_list_owns_deep_copies_and_rejects_duplicates),
         TEST_ENTRY(test_broadcast_shapes_follows_numpy_rules),
         TEST_ENTRY(test_dims_numel_checked_rejects_int64_and_size_overflow),

@@ -6,7 +6,12 @@
  * nodes left in float, and a graph with nothing to quantize named in the pass's summary; and
  * quantized ONNX models: DynamicQuantizeLinear against ONNX's formula, ONNX Runtime's
  * DynamicQuantizeLinear + MatMulInteger + Cast + Mul + Add chains (one, and two sharing the
- * quantisation) fused into one node each with the same integer arithmetic.
+ * quantisation) fused into one node each with the same integer arithmetic; and statically
+ * quantised "QDQ" models (the fuse_qdq pass): QuantizeLinear/DequantizeLinear around MatMul, Gemm
+ * and Conv [+ Relu] [+ QuantizeLinear] fused into MatMulInt8Dynamic / QLinearConv and within the
+ * quantisation's tolerance of naive float loops over the dequantised values, and the graphs the
+ * pass must leave alone (weights along another axis or not constant, a QuantizeLinear and
+ * DequantizeLinear that disagree, a Relu the output clamp cannot absorb) left alone and right.
  * The kernel's portable path is exercised by running this suite with LOOM_CPU_NO_VNNI=1 too.
  */
 #include <loom/loom.h>
@@ -487,6 +492,269 @@ static void test_dynamic_quantize_linear_matches_onnx_formula(void)
     loom_graph_destroy(g);
 }
 
+/* ---- statically quantised (QDQ) models: the fuse_qdq pass ------------------------------- */
+
+/* Quantise V as QuantizeLinear does (round half to even, saturate). */
+static int64_t quant(float v, float s, int64_t z, int64_t lo, int64_t hi)
+{
+    float q = rintf(v / s) + (float)z;
+    return q < (float)lo ? lo : q > (float)hi ? hi : (int64_t)q;
+}
+
+static loom_value qdq_scalar(loom_graph *g, loom_dtype t, double v)
+{
+    if (t == LOOM_DTYPE_F32) {
+        float f = (float)v;
+        return loom_constant(g, NULL, t, 0, NULL, &f);
+    }
+    int8_t b = (int8_t)(int)v;
+    uint8_t u = (uint8_t)(int)v;
+    return loom_constant(g, NULL, t, 0, NULL, t == LOOM_DTYPE_I8 ? (void *)&b : (void *)&u);
+}
+
+/* x' = DequantizeLinear(QuantizeLinear(x, S, Z), S2, Z) of dtype T. */
+static loom_value qdq_act(loom_graph *g, loom_value x, loom_dtype t, float s, int z, float s2)
+{
+    loom_value qi[3] = {x, qdq_scalar(g, LOOM_DTYPE_F32, s), qdq_scalar(g, t, z)}, q, d;
+    loom_graph_op(g, "QuantizeLinear", NULL, qi, 3, NULL, 0, &q, 1);
+    loom_value di[3] = {q, qdq_scalar(g, LOOM_DTYPE_F32, s2), qdq_scalar(g, t, z)};
+    loom_graph_op(g, "DequantizeLinear", NULL, di, 3, NULL, 0, &d, 1);
+    return d;
+}
+
+/* W' = DequantizeLinear(WQ, scales [NS] along AXIS) without a zero point. */
+static loom_value qdq_weight(loom_graph *g, loom_value wq, const float *ws, int64_t ns,
+                             int64_t axis)
+{
+    int64_t sd[1] = {ns};
+    loom_value di[2] = {wq, ns == 1 ? loom_constant(g, NULL, LOOM_DTYPE_F32, 0, NULL, ws)
+                                    : loom_constant(g, NULL, LOOM_DTYPE_F32, 1, sd, ws)};
+    loom_attr ax = loom_attr_int("axis", axis);
+    loom_value d;
+    loom_graph_op(g, "DequantizeLinear", NULL, di, 2, &ax, 1, &d, 1);
+    return d;
+}
+
+typedef struct qdq_mm_case {
+    int gemm;        /* Gemm with transB = 1, alpha 0.5 and a DequantizeLinear(int32) bias */
+    int x_int8;      /* activations int8 (zero point -3), else uint8 (zero point 120) */
+    int per_channel; /* weight scales per output column, else per tensor */
+    int bad;         /* 1: scales along K; 2: weights a graph input; 3: Q and DQ scales differ */
+} qdq_mm_case;
+
+/* QDQ MatMul/Gemm of case C on M x K x N: fused (or not) as expected, and the result within
+ * float rounding of naive loops over the dequantised values (the integer sums are exact). */
+static void check_qdq_matmul(const qdq_mm_case *c, int64_t m, int64_t k, int64_t n)
+{
+    const loom_dtype xt = c->x_int8 ? LOOM_DTYPE_I8 : LOOM_DTYPE_U8;
+    const int zx = c->x_int8 ? -3 : 120;
+    const float sx = 0.013f, alpha = c->gemm ? 0.5f : 1.0f;
+    int8_t *w = malloc((size_t)(k * n));
+    float *ws = malloc((size_t)(k + n) * sizeof *ws), *x = malloc((size_t)(m * k) * sizeof *x);
+    float *y = malloc((size_t)(m * n) * sizeof *y), bias_s = sx * 0.004f;
+    int32_t *bq = malloc((size_t)n * sizeof *bq);
+    for (int64_t i = 0; i < k * n; i++)
+        w[i] = (int8_t)(int)(frand() * 127.0f); /* Gemm: [N, K]; MatMul: [K, N] */
+    for (int64_t j = 0; j < k + n; j++)
+        ws[j] = 0.002f + 0.00003f * (float)j;
+    for (int64_t j = 0; j < n; j++)
+        bq[j] = (int32_t)(frand() * 5000.0f);
+    for (int64_t i = 0; i < m * k; i++)
+        x[i] = frand() * 1.5f + 0.2f;
+    loom_graph *g = loom_graph_create("qdq_mm");
+    int64_t xd[2] = {m, k}, wd[2] = {c->gemm ? n : k, c->gemm ? k : n}, nd[1] = {n};
+    loom_value xv = loom_input(g, "x", LOOM_DTYPE_F32, 2, xd);
+    loom_value wq = c->bad == 2 ? loom_input(g, "w", LOOM_DTYPE_I8, 2, wd)
+                                : loom_constant(g, "w", LOOM_DTYPE_I8, 2, wd, w);
+    /* Output columns run along axis 1 of MatMul's [K, N] and axis 0 of Gemm's [N, K]. */
+    const int64_t out_axis = c->gemm ? 0 : 1;
+    const int64_t axis = c->bad == 1 ? 1 - out_axis : out_axis;
+    const int64_t ns = c->bad == 1 ? k : c->per_channel ? n : 1;
+    loom_value ins[3] = {qdq_act(g, xv, xt, sx, zx, c->bad == 3 ? sx * 1.01f : sx),
+                         qdq_weight(g, wq, ws, ns, axis), LOOM_NO_VALUE};
+    loom_value yv;
+    if (c->gemm) {
+        loom_value bi[2] = {loom_constant(g, NULL, LOOM_DTYPE_I32, 1, nd, bq),
+                            qdq_scalar(g, LOOM_DTYPE_F32, bias_s)};
+        loom_graph_op(g, "DequantizeLinear", NULL, bi, 2, NULL, 0, &ins[2], 1);
+        loom_attr at[2] = {loom_attr_int("transB", 1), loom_attr_float("alpha", alpha)};
+        loom_graph_op(g, "Gemm", "fc", ins, 3, at, 2, &yv, 1);
+    } else {
+        loom_graph_op(g, "MatMul", "fc", ins, 2, NULL, 0, &yv, 1);
+    }
+    loom_output(g, yv, "y");
+    CU_ASSERT_EQUAL_FATAL(loom_graph_check(g), LOOM_OK);
+    loom_plan *p;
+    CU_ASSERT_EQUAL_FATAL(loom_plan_create(rt, g, NULL, &p), LOOM_OK);
+    const int fused = c->bad == 0;
+    CU_ASSERT((strstr(stage_summary(p, "fuse_qdq"), "1 QDQ MatMul") != NULL) == fused);
+    int has_int8 = 0;
+    for (size_t i = 0; i < loom_plan_node_count(p); i++)
+        has_int8 |= strcmp(loom_plan_node_op(p, i), "MatMulInt8Dynamic") == 0;
+    CU_ASSERT_EQUAL(has_int8, fused);
+    if (fused)
+        CU_ASSERT_EQUAL(loom_plan_node_count(p), 1);
+    loom_tensor *in[2], *out;
+    loom_tensor_wrap(LOOM_DTYPE_F32, 2, xd, x, &in[0]);
+    loom_tensor_wrap(LOOM_DTYPE_I8, 2, wd, w, &in[1]);
+    int64_t yd[2] = {m, n};
+    loom_tensor_wrap(LOOM_DTYPE_F32, 2, yd, y, &out);
+    CU_ASSERT_EQUAL(loom_plan_run(p, (const loom_tensor *const *)in, c->bad == 2 ? 2 : 1, &out, 1,
+                                  NULL),
+                    LOOM_OK);
+    const int64_t lo = c->x_int8 ? -128 : 0, hi = c->x_int8 ? 127 : 255;
+    const float sx2 = c->bad == 3 ? sx * 1.01f : sx;
+    double worst = 0;
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            double acc = 0, mag = 0;
+            for (int64_t t = 0; t < k; t++) {
+                const float xdq = (float)(quant(x[i * k + t], sx, zx, lo, hi) - zx) * sx2;
+                const int64_t wi = c->gemm ? j * k + t : t * n + j;
+                const int64_t ch = c->bad == 1 ? t : ns == 1 ? 0 : j;
+                const float wdq = (float)w[wi] * ws[ch];
+                acc += (double)xdq * wdq;
+                mag += fabs((double)xdq * wdq);
+            }
+            double want = alpha * acc + (c->gemm ? (double)bq[j] * bias_s : 0.0);
+            worst = fmax(worst, fabs(y[i * n + j] - want) / (1e-3 + mag));
+        }
+    CU_ASSERT(worst < 1e-4);
+    if (worst >= 1e-4)
+        fprintf(stderr, "qdq matmul case gemm=%d int8=%d pc=%d bad=%d: worst %g\n", c->gemm,
+                c->x_int8, c->per_channel, c->bad, worst);
+    loom_tensor_destroy(in[0]);
+    loom_tensor_destroy(in[1]);
+    loom_tensor_destroy(out);
+    loom_plan_destroy(p);
+    loom_graph_destroy(g);
+    free(w);
+    free(ws);
+    free(x);
+    free(y);
+    free(bq);
+}
+
+static void test_qdq_matmul_and_gemm_fuse_into_the_int8_kernel(void)
+{
+    const qdq_mm_case cases[] = {
+        {0, 0, 1, 0}, {0, 1, 0, 0}, {1, 0, 1, 0}, {1, 1, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        check_qdq_matmul(&cases[i], 5, 37, 70);
+        check_qdq_matmul(&cases[i], 1, 4, 3);
+    }
+}
+
+static void test_qdq_pass_leaves_what_it_cannot_fuse(void)
+{
+    const qdq_mm_case cases[] = {
+        {0, 0, 1, 1}, {1, 0, 1, 1}, /* scales along K, not the output columns */
+        {0, 0, 1, 2}, {1, 1, 0, 2}, /* weights computed at run time */
+        {0, 0, 0, 3}, {1, 0, 1, 3}, /* QuantizeLinear and DequantizeLinear disagree */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        check_qdq_matmul(&cases[i], 6, 29, 17);
+}
+
+/* Conv [+ Relu] between QDQ pairs, 1x3x9x8 -> 4 channels, 3x3, pads 1, stride STRIDE: with the
+ * output QuantizeLinear it becomes one QLinearConv (the Relu absorbed when the output zero point
+ * is the bottom of the range, i.e. RELU_ZP of 0 for uint8 / -128 for int8), else it stays. The
+ * result is within one output step of naive float loops (requantised once instead of rounded
+ * in float first). */
+static void check_qdq_conv(int x_int8, int relu, int y_zp, int stride, int expect_fused)
+{
+    const int64_t N = 2, C = 3, H = 9, W = 8, M = 4, KH = 3, KW = 3;
+    const int64_t OH = (H + 2 - KH) / stride + 1, OW = (W + 2 - KW) / stride + 1;
+    const loom_dtype xt = x_int8 ? LOOM_DTYPE_I8 : LOOM_DTYPE_U8;
+    const int zx = x_int8 ? 5 : 128;
+    const float sx = 0.01f, sy = 0.03f;
+    int8_t w[4 * 3 * 3 * 3];
+    float ws[4], x[2 * 3 * 9 * 8], y[2 * 4 * 9 * 8], bsc[4];
+    int32_t bq[4];
+    for (size_t i = 0; i < sizeof w; i++)
+        w[i] = (int8_t)(int)(frand() * 127.0f);
+    for (int j = 0; j < 4; j++) {
+        ws[j] = 0.003f + 0.001f * (float)j;
+        bsc[j] = sx * ws[j];
+        bq[j] = (int32_t)(frand() * 3000.0f);
+    }
+    for (int64_t i = 0; i < N * C * H * W; i++)
+        x[i] = frand();
+    loom_graph *g = loom_graph_create("qdq_conv");
+    int64_t xd[4] = {N, C, H, W}, wd[4] = {M, C, KH, KW}, md[1] = {M};
+    loom_value xv = loom_input(g, "x", LOOM_DTYPE_F32, 4, xd);
+    loom_value ins[3] = {qdq_act(g, xv, xt, sx, zx, sx),
+                         qdq_weight(g, loom_constant(g, "w", LOOM_DTYPE_I8, 4, wd, w), ws, M, 0),
+                         LOOM_NO_VALUE};
+    loom_value bi[2] = {loom_constant(g, NULL, LOOM_DTYPE_I32, 1, md, bq),
+                        loom_constant(g, NULL, LOOM_DTYPE_F32, 1, md, bsc)};
+    loom_attr bax = loom_attr_int("axis", 0);
+    loom_graph_op(g, "DequantizeLinear", NULL, bi, 2, &bax, 1, &ins[2], 1);
+    const int64_t pads[4] = {1, 1, 1, 1}, st[2] = {stride, stride};
+    loom_attr at[2] = {loom_attr_ints("pads", 4, pads), loom_attr_ints("strides", 2, st)};
+    loom_value cv, rv;
+    loom_graph_op(g, "Conv", "conv", ins, 3, at, 2, &cv, 1);
+    if (relu)
+        loom_graph_op(g, "Relu", NULL, &cv, 1, NULL, 0, &rv, 1);
+    else
+        rv = cv;
+    loom_output(g, qdq_act(g, rv, xt, sy, y_zp, sy), "y");
+    CU_ASSERT_EQUAL_FATAL(loom_graph_check(g), LOOM_OK);
+    loom_plan *p;
+    CU_ASSERT_EQUAL_FATAL(loom_plan_create(rt, g, NULL, &p), LOOM_OK);
+    CU_ASSERT(strstr(stage_summary(p, "fuse_qdq"), expect_fused ? "1 QDQ Conv" : "0 QDQ Conv") !=
+              NULL);
+    int has_qconv = 0;
+    for (size_t i = 0; i < loom_plan_node_count(p); i++)
+        has_qconv |= strcmp(loom_plan_node_op(p, i), "QLinearConv") == 0;
+    CU_ASSERT_EQUAL(has_qconv, expect_fused);
+    if (expect_fused) /* QuantizeLinear, QLinearConv, DequantizeLinear */
+        CU_ASSERT_EQUAL(loom_plan_node_count(p), 3);
+    loom_tensor *in, *out;
+    loom_tensor_wrap(LOOM_DTYPE_F32, 4, xd, x, &in);
+    int64_t yd[4] = {N, M, OH, OW};
+    loom_tensor_wrap(LOOM_DTYPE_F32, 4, yd, y, &out);
+    CU_ASSERT_EQUAL(loom_plan_run(p, (const loom_tensor *const *)&in, 1, &out, 1, NULL), LOOM_OK);
+    const int64_t lo = x_int8 ? -128 : 0, hi = x_int8 ? 127 : 255;
+    double worst = 0;
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t mo = 0; mo < M; mo++)
+            for (int64_t oh = 0; oh < OH; oh++)
+                for (int64_t ow = 0; ow < OW; ow++) {
+                    double acc = (double)((float)bq[mo] * bsc[mo]);
+                    for (int64_t c = 0; c < C; c++)
+                        for (int64_t kh = 0; kh < KH; kh++)
+                            for (int64_t kw = 0; kw < KW; kw++) {
+                                int64_t ih = oh * stride - 1 + kh, iw = ow * stride - 1 + kw;
+                                if (ih < 0 || ih >= H || iw < 0 || iw >= W)
+                                    continue;
+                                float xv2 = x[((n * C + c) * H + ih) * W + iw];
+                                float xdq = (float)(quant(xv2, sx, zx, lo, hi) - zx) * sx;
+                                float wdq = (float)w[((mo * C + c) * KH + kh) * KW + kw] * ws[mo];
+                                acc += (double)xdq * wdq;
+                            }
+                    if (relu && acc < 0)
+                        acc = 0;
+                    float want = (float)(quant((float)acc, sy, y_zp, lo, hi) - y_zp) * sy;
+                    float got = y[((n * M + mo) * OH + oh) * OW + ow];
+                    worst = fmax(worst, fabs(got - want));
+                }
+    CU_ASSERT(worst <= sy * 1.001);
+    loom_tensor_destroy(in);
+    loom_tensor_destroy(out);
+    loom_plan_destroy(p);
+    loom_graph_destroy(g);
+}
+
+static void test_qdq_conv_fuses_into_qlinear_conv(void)
+{
+    check_qdq_conv(0, 1, 0, 1, 1);    /* uint8, Relu absorbed (zero point 0) */
+    check_qdq_conv(1, 1, -128, 2, 1); /* int8, Relu absorbed (zero point -128), stride 2 */
+    check_qdq_conv(0, 0, 100, 1, 1);  /* no Relu */
+    check_qdq_conv(1, 1, 3, 1, 0);    /* a Relu the clamp would not do: left alone */
+}
+
 int main(int argc, char **argv)
 {
     static const test_entry tests[] = {
@@ -506,6 +774,10 @@ int main(int argc, char **argv)
          test_quantized_matmul_chain_fuses_and_keeps_onnx_arithmetic},
         {"quantized_chain_outside_int8_stays_unfused",
          test_quantized_chain_outside_int8_stays_unfused},
+        {"qdq_matmul_and_gemm_fuse_into_the_int8_kernel",
+         test_qdq_matmul_and_gemm_fuse_into_the_int8_kernel},
+        {"qdq_pass_leaves_what_it_cannot_fuse", test_qdq_pass_leaves_what_it_cannot_fuse},
+        {"qdq_conv_fuses_into_qlinear_conv", test_qdq_conv_fuses_into_qlinear_conv},
         {NULL, NULL},
     };
     static const test_suite suites[] = {

@@ -1,7 +1,7 @@
 /*
  * Elementwise, comparison, logic and rounding operators, the activations HardSigmoid ... Selu,
  * Sum and Mean, the generators (Shape, ConstantOfShape, Range, Dropout) and the quantisation
- * operators (QuantizeLinear ... QLinearConv), through the public API (registry:
+ * operators (QuantizeLinear ... QLinearConv, ConvInteger), through the public API (registry:
  * graph/ops_elementwise.c, ops_compare_logic.c, ops_activations.c, ops_generators.c,
  * ops_quantization.c; CPU kernels: backends/cpu/kernels_compare_logic_round.c,
  * kernels_generators.c, kernels_quantization.c): each graph is built with loom_graph_op, planned
@@ -516,6 +516,120 @@ static void test_dropout_is_identity_at_inference(void)
     }
 }
 
+/* Runs the case's plan once more, into its outputs. */
+static int rerun(tc *c)
+{
+    return loom_plan_run(c->plan, (const loom_tensor *const *)c->in, c->n_in, c->out, c->n_out,
+                         NULL) == LOOM_OK;
+}
+
+/* Training Dropout per the spec: every element is either dropped (0, mask false) or kept and
+ * scaled by 1 / (1 - ratio) (mask true); about 1 - ratio of them are kept (within 5 standard
+ * deviations); a seed gives the same mask on every run; ratio 0 is the identity. */
+static void test_dropout_training_drops_and_scales(void)
+{
+    const loom_dtype dts[] = {F32, F16, BF16};
+    const double ratios[] = {0.3, 0.75, 0.0};
+    for (size_t t = 0; t < 3; t++) {
+        tc c;
+        tc_init(&c);
+        shp s = SHP(7, 301);
+        const int64_t n = numel(s);
+        const double ratio = ratios[t];
+        /* 0.5, 1, 1.5 and 2, exact in every dtype (their float16 and bfloat16 bits spelt out:
+         * the test helpers store only float32 and integers) */
+        static const double vals[4] = {0.5, 1.0, 1.5, 2.0};
+        static const uint16_t f16[4] = {0x3800, 0x3c00, 0x3e00, 0x4000};
+        static const uint16_t bf16[4] = {0x3f00, 0x3f80, 0x3fc0, 0x4000};
+        double *x = tc_dbuf(&c, n);
+        void *xd = tc_buf(&c, (size_t)n * (dts[t] == F32 ? 4 : 2));
+        for (int64_t i = 0; i < n; i++) {
+            const int64_t k = rng_int(0, 3);
+            x[i] = vals[k];
+            if (dts[t] == F32)
+                ((float *)xd)[i] = (float)vals[k];
+            else
+                ((uint16_t *)xd)[i] = dts[t] == F16 ? f16[k] : bf16[k];
+        }
+        loom_value ins[3] = {tc_data(&c, 0, dts[t], s, xd), tc_scalar(&c, F32, ratio),
+                             tc_scalar(&c, BOOL, 1)};
+        loom_attr seed = loom_attr_int("seed", 7);
+        CU_ASSERT_EQUAL(tc_node(&c, "Dropout", ins, 3, &seed, 1, 2), LOOM_OK);
+        if (!tc_run(&c, __LINE__)) {
+            tc_free(&c);
+            continue;
+        }
+        const uint8_t *mask = loom_tensor_data(tc_output(&c, 1));
+        const void *y = loom_tensor_data(tc_output(&c, 0));
+        double *ref = tc_dbuf(&c, n);
+        int64_t kept = 0, bad_mask = 0;
+        for (int64_t i = 0; i < n; i++) {
+            bad_mask += mask[i] > 1;
+            kept += mask[i] == 1;
+            ref[i] = mask[i] ? x[i] / (1.0 - ratio) : 0.0;
+        }
+        CU_ASSERT_EQUAL(bad_mask, 0);
+        const double tol = dts[t] == F32 ? 1e-6 : dts[t] == F16 ? 2e-3 : 1.6e-2;
+        CU_ASSERT_EQUAL(count_mismatches(y, dts[t], n, ref, 0, tol, __LINE__), 0);
+        const double mean = (1.0 - ratio) * (double)n;
+        const double sd = sqrt(ratio * (1.0 - ratio) * (double)n);
+        CU_ASSERT(fabs((double)kept - mean) <= 5.0 * sd);
+        if (ratio == 0.0)
+            CU_ASSERT_EQUAL(kept, n);
+        /* the same seed, the same mask */
+        uint8_t *first = tc_buf(&c, (size_t)n);
+        memcpy(first, mask, (size_t)n);
+        CU_ASSERT(rerun(&c));
+        CU_ASSERT_EQUAL(memcmp(first, loom_tensor_data(tc_output(&c, 1)), (size_t)n), 0);
+        tc_free(&c);
+    }
+}
+
+/* Without a seed every run draws a new mask; training_mode and ratio may be run-time inputs
+ * (false: the identity); a run-time ratio outside [0, 1) fails the run, naming it. */
+static void test_dropout_training_at_run_time(void)
+{
+    shp s = SHP(3, 257);
+    const int64_t n = numel(s);
+    for (int training = 0; training < 2; training++) {
+        tc c;
+        tc_init(&c);
+        double *x = tc_random(&c, F32, n, -2, 2);
+        double flag = training, ratio = 0.5;
+        loom_value ins[3] = {tc_input(&c, F32, s, x), tc_input(&c, F32, SCALAR, &ratio),
+                             tc_input(&c, BOOL, SCALAR, &flag)};
+        CU_ASSERT_EQUAL(tc_node(&c, "Dropout", ins, 3, NULL, 0, 2), LOOM_OK);
+        if (!tc_run(&c, __LINE__)) {
+            tc_free(&c);
+            continue;
+        }
+        uint8_t *first = tc_buf(&c, (size_t)n);
+        memcpy(first, loom_tensor_data(tc_output(&c, 1)), (size_t)n);
+        CU_ASSERT(rerun(&c));
+        const uint8_t *second = loom_tensor_data(tc_output(&c, 1));
+        if (!training) {
+            check_out(&c, 0, F32, s, x, 0, 0, __LINE__);
+            int64_t all = 0;
+            for (int64_t i = 0; i < n; i++)
+                all += second[i] == 1 && first[i] == 1;
+            CU_ASSERT_EQUAL(all, n);
+        } else {
+            CU_ASSERT_NOT_EQUAL(memcmp(first, second, (size_t)n), 0);
+        }
+        tc_free(&c);
+    }
+    tc c;
+    tc_init(&c);
+    double *x = tc_random(&c, F32, n, -2, 2);
+    double ratio = 1.0, flag = 1;
+    loom_value ins[3] = {tc_input(&c, F32, s, x), tc_input(&c, F32, SCALAR, &ratio),
+                         tc_input(&c, BOOL, SCALAR, &flag)};
+    CU_ASSERT_EQUAL(tc_node(&c, "Dropout", ins, 3, NULL, 0, 1), LOOM_OK);
+    CU_ASSERT_EQUAL(tc_run_status(&c, __LINE__, 1), LOOM_ERR_INVALID_ARGUMENT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(loom_last_error(), "ratio 1 is outside [0, 1)"));
+    tc_free(&c);
+}
+
 /* ===========================================================================================
  * Quantisation
  * =========================================================================================== */
@@ -682,18 +796,22 @@ static double *ref_qmatmul(tc *c, const double *a, shp as, const double *za, int
 static double lo_of(loom_dtype t) { return t == U8 ? 0 : -128; }
 static double hi_of(loom_dtype t) { return t == U8 ? 255 : 127; }
 
+/* B_CONST 2: constant B within int8 of its zero point (the u8 x s8 GEMM's case). */
 static void run_matmul_integer(loom_dtype adt, loom_dtype bdt, shp as, shp bs, int zp_mode,
                                int b_const, int line)
 {
     tc c;
     tc_init(&c);
+    const int narrow = b_const == 2, u8b = bdt == U8;
     double *a = tc_random(&c, adt, numel(as), lo_of(adt), hi_of(adt));
-    double *b = tc_random(&c, bdt, numel(bs), lo_of(bdt), hi_of(bdt));
+    double *b = narrow ? tc_random(&c, bdt, numel(bs), u8b ? 28 : -100, u8b ? 228 : 100)
+                       : tc_random(&c, bdt, numel(bs), lo_of(bdt), hi_of(bdt));
     int64_t M = as.rank > 1 ? as.d[as.rank - 2] : 1, N = bs.rank > 1 ? bs.d[bs.rank - 1] : 1;
     /* zp_mode 0: none, 1: scalars, 2: per row / per column */
     int64_t nza = zp_mode == 2 ? M : 1, nzb = zp_mode == 2 ? N : 1;
     double *za = tc_random(&c, adt, nza, lo_of(adt), hi_of(adt));
-    double *zb = tc_random(&c, bdt, nzb, lo_of(bdt), hi_of(bdt));
+    double *zb = narrow ? tc_random(&c, bdt, nzb, u8b ? 125 : -3, u8b ? 131 : 3)
+                        : tc_random(&c, bdt, nzb, lo_of(bdt), hi_of(bdt));
     if (zp_mode == 0)
         za[0] = zb[0] = 0;
     loom_value ins[4] = {tc_input(&c, adt, as, a), tc_value(&c, b_const, bdt, bs, b),
@@ -730,6 +848,13 @@ static void test_matmul_integer_matches_reference(void)
     run_matmul_integer(U8, U8, SHP(3, 0), SHP(0, 4), 1, 0, __LINE__); /* K = 0: zeros */
     run_matmul_integer(U8, U8, SHP(0, 5), SHP(5, 4), 1, 0, __LINE__);
     run_matmul_integer(U8, U8, SHP(64, 128), SHP(128, 64), 2, 1, __LINE__);
+    /* The u8 x s8 GEMM: constant B within int8 of its zero point. */
+    for (int da = 0; da < 2; da++)
+        for (int db = 0; db < 2; db++)
+            for (int zp = 0; zp < 3; zp++)
+                run_matmul_integer(dts[da], dts[db], SHP(2, 5, 33), SHP(33, 67), zp, 2, __LINE__);
+    run_matmul_integer(U8, I8, SHP(7), SHP(7, 3), 1, 2, __LINE__);
+    run_matmul_integer(I8, U8, SHP(64, 130), SHP(130, 129), 1, 2, __LINE__);
 }
 
 /* Requantised value as ONNX's reference computes it: the multiplier in float32, its product with
@@ -747,18 +872,26 @@ static void run_qlinear_matmul(loom_dtype adt, loom_dtype bdt, loom_dtype ydt, s
 {
     tc c;
     tc_init(&c);
+    /* PER_AXIS 3: as 0, with a constant B within int8 of its zero point (the u8 x s8 GEMM). */
+    const int narrow = per_axis == 3, u8b = bdt == U8;
+    if (narrow)
+        per_axis = 0;
     double *a = tc_random(&c, adt, numel(as), lo_of(adt), hi_of(adt));
-    double *b = tc_random(&c, bdt, numel(bs), lo_of(bdt), hi_of(bdt));
+    double *b = narrow ? tc_random(&c, bdt, numel(bs), u8b ? 28 : -100, u8b ? 228 : 100)
+                       : tc_random(&c, bdt, numel(bs), lo_of(bdt), hi_of(bdt));
     int64_t M = as.rank > 1 ? as.d[as.rank - 2] : 1, N = bs.rank > 1 ? bs.d[bs.rank - 1] : 1;
     int64_t nm = per_axis ? M : 1, nn = per_axis ? N : 1;
     shp sm = per_axis ? SHP(M) : SCALAR, sn = per_axis ? SHP(N) : SCALAR;
     const int mixed = per_axis == 2;
     shp ss = mixed ? SCALAR : sm; /* the scales of a and y */
     double *sa = tc_random(&c, F32, nm, 0.01, 0.05), *za = tc_random(&c, adt, nm, lo_of(adt), hi_of(adt));
-    double *sb = tc_random(&c, F32, nn, 0.01, 0.05), *zb = tc_random(&c, bdt, nn, lo_of(bdt), hi_of(bdt));
+    double *sb = tc_random(&c, F32, nn, 0.01, 0.05);
+    double *zb = narrow ? tc_random(&c, bdt, nn, u8b ? 125 : -3, u8b ? 131 : 3)
+                        : tc_random(&c, bdt, nn, lo_of(bdt), hi_of(bdt));
     double *sy = tc_random(&c, F32, nm, 0.5, 5), *zy = tc_random(&c, ydt, nm, lo_of(ydt), hi_of(ydt));
     loom_value ins[8] = {tc_input(&c, adt, as, a), tc_const(&c, F32, ss, sa),
-                         tc_const(&c, adt, sm, za), tc_value(&c, per_axis == 1, bdt, bs, b),
+                         tc_const(&c, adt, sm, za),
+                         tc_value(&c, per_axis == 1 || narrow, bdt, bs, b),
                          tc_input(&c, F32, sn, sb), tc_const(&c, bdt, sn, zb),
                          tc_const(&c, F32, ss, sy), tc_input(&c, ydt, sm, zy)};
     CU_ASSERT_EQUAL(tc_node(&c, "QLinearMatMul", ins, 8, NULL, 0, 1), LOOM_OK);
@@ -790,6 +923,10 @@ static void test_qlinear_matmul_matches_reference(void)
                                        __LINE__);
                 }
     run_qlinear_matmul(U8, U8, U8, SHP(2, 2, 4), SHP(2, 4, 3), 0, __LINE__);
+    for (int da = 0; da < 2; da++)
+        for (int db = 0; db < 2; db++)
+            run_qlinear_matmul(dts[da], dts[db], dts[1 - da], SHP(3, 9, 31), SHP(31, 70), 3,
+                               __LINE__);
     run_qlinear_matmul(U8, I8, I8, SHP(6), SHP(6, 5), 0, __LINE__);
 }
 
@@ -799,6 +936,7 @@ typedef struct qconv_case {
     int64_t group, stride, dil, pad;
     int per_channel, bias, w_const;
     const char *auto_pad;
+    int narrow; /* w - w_zp fits int8: the u8 x s8 (VNNI) path of constant weights */
 } qconv_case;
 
 static void run_qlinear_conv(const qconv_case *q, int line)
@@ -810,13 +948,16 @@ static void run_qlinear_conv(const qconv_case *q, int line)
     shp xs = one_d ? SHP(q->n, q->c, q->w) : SHP(q->n, q->c, q->h, q->w);
     shp ws = one_d ? SHP(q->m, Cg, q->kw) : SHP(q->m, Cg, q->kh, q->kw);
     double *x = tc_random(&c, q->xdt, numel(xs), lo_of(q->xdt), hi_of(q->xdt));
-    double *w = tc_random(&c, q->wdt, numel(ws), lo_of(q->wdt), hi_of(q->wdt));
+    const int u8w = q->wdt == U8;
+    double *w = q->narrow ? tc_random(&c, q->wdt, numel(ws), u8w ? 28 : -100, u8w ? 228 : 100)
+                          : tc_random(&c, q->wdt, numel(ws), lo_of(q->wdt), hi_of(q->wdt));
     int64_t nm = q->per_channel ? q->m : 1;
     shp sm = q->per_channel ? SHP(q->m) : SCALAR;
     double sx = 0.02, sy = 4.0;
     double zx = q->xdt == U8 ? 128 : 3, zy = q->ydt == U8 ? 100 : -5;
     double *sw = tc_random(&c, F32, nm, 0.005, 0.05);
-    double *zw = tc_random(&c, q->wdt, nm, q->wdt == U8 ? 100 : -20, q->wdt == U8 ? 150 : 20);
+    double *zw = q->narrow ? tc_random(&c, q->wdt, nm, u8w ? 125 : -3, u8w ? 131 : 3)
+                           : tc_random(&c, q->wdt, nm, u8w ? 100 : -20, u8w ? 150 : 20);
     double *bias = tc_random(&c, I32, q->m, -20000, 20000);
     loom_value ins[9] = {tc_input(&c, q->xdt, xs, x),
                          tc_scalar(&c, F32, sx),
@@ -889,17 +1030,132 @@ static void test_qlinear_conv_matches_reference(void)
 {
     const qconv_case cases[] = {
         /* x   w   y   n  c  h  w  m kh kw g st dl pd pc  b wc auto_pad */
-        {U8, U8, U8, 1, 3, 7, 7, 4, 3, 3, 1, 1, 1, 1, 0, 1, 1, NULL},
-        {U8, I8, U8, 2, 4, 9, 11, 6, 3, 2, 2, 2, 1, 1, 1, 1, 1, NULL},
-        {I8, I8, I8, 1, 6, 8, 8, 6, 3, 3, 6, 1, 2, 2, 1, 0, 0, NULL},
-        {U8, U8, I8, 1, 2, 20, 20, 3, 5, 5, 1, 1, 1, 0, 1, 1, 0, NULL},
-        {I8, U8, U8, 1, 3, 5, 6, 2, 2, 2, 1, 2, 1, 0, 0, 0, 1, "SAME_UPPER"},
-        {U8, I8, I8, 2, 4, 0, 29, 5, 0, 3, 1, 2, 1, 1, 1, 1, 1, NULL},      /* 1-D */
-        {I8, I8, U8, 1, 4, 0, 300, 4, 0, 5, 2, 1, 2, 2, 0, 1, 0, NULL},     /* 1-D, > 1 tile */
-        {U8, U8, U8, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 1, NULL},
+        {U8, U8, U8, 1, 3, 7, 7, 4, 3, 3, 1, 1, 1, 1, 0, 1, 1, NULL, 0},
+        {U8, I8, U8, 2, 4, 9, 11, 6, 3, 2, 2, 2, 1, 1, 1, 1, 1, NULL, 0},
+        {I8, I8, I8, 1, 6, 8, 8, 6, 3, 3, 6, 1, 2, 2, 1, 0, 0, NULL, 0},
+        {U8, U8, I8, 1, 2, 20, 20, 3, 5, 5, 1, 1, 1, 0, 1, 1, 0, NULL, 0},
+        {I8, U8, U8, 1, 3, 5, 6, 2, 2, 2, 1, 2, 1, 0, 0, 0, 1, "SAME_UPPER", 0},
+        {U8, I8, I8, 2, 4, 0, 29, 5, 0, 3, 1, 2, 1, 1, 1, 1, 1, NULL, 0},      /* 1-D */
+        {I8, I8, U8, 1, 4, 0, 300, 4, 0, 5, 2, 1, 2, 2, 0, 1, 0, NULL, 0},     /* 1-D, > 1 tile */
+        {U8, U8, U8, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 1, NULL, 0},
+        /* Constant weights within int8 of their zero point: the u8 x s8 GEMM. */
+        {U8, I8, U8, 1, 3, 7, 7, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, NULL, 1},
+        {U8, U8, I8, 2, 4, 9, 11, 6, 3, 2, 2, 2, 1, 1, 0, 1, 1, NULL, 1},
+        {I8, I8, I8, 1, 6, 8, 8, 6, 3, 3, 6, 1, 2, 2, 1, 0, 1, NULL, 1},
+        {I8, U8, U8, 1, 3, 5, 6, 2, 2, 2, 1, 2, 1, 0, 0, 0, 1, "SAME_UPPER", 1},
+        {U8, I8, I8, 2, 4, 0, 29, 5, 0, 3, 1, 2, 1, 1, 1, 1, 1, NULL, 1},
+        {I8, I8, U8, 1, 4, 0, 300, 70, 0, 5, 2, 1, 2, 2, 1, 1, 1, NULL, 1},
+        {U8, I8, U8, 1, 37, 6, 5, 67, 3, 3, 1, 1, 1, 1, 1, 1, 1, NULL, 1},
+        {I8, I8, U8, 2, 5, 8, 9, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1, NULL, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         run_qlinear_conv(&cases[i], __LINE__);
+}
+
+/* ConvInteger of case Q: int32 sums of (x - x_zp)(w - w_zp), no requantisation. Q->bias says
+ * whether the zero points are given (ConvInteger's are optional; absent means 0); the y dtype
+ * and the scales are unused. */
+static void run_conv_integer(const qconv_case *q, int line)
+{
+    tc c;
+    tc_init(&c);
+    const int one_d = q->h == 0, zps = q->bias;
+    const int64_t H = one_d ? 1 : q->h, KH = one_d ? 1 : q->kh, Cg = q->c / q->group;
+    shp xs = one_d ? SHP(q->n, q->c, q->w) : SHP(q->n, q->c, q->h, q->w);
+    shp ws = one_d ? SHP(q->m, Cg, q->kw) : SHP(q->m, Cg, q->kh, q->kw);
+    double *x = tc_random(&c, q->xdt, numel(xs), lo_of(q->xdt), hi_of(q->xdt));
+    const int u8w = q->wdt == U8;
+    double *w = q->narrow ? tc_random(&c, q->wdt, numel(ws), u8w ? 28 : -100, u8w ? 228 : 100)
+                          : tc_random(&c, q->wdt, numel(ws), lo_of(q->wdt), hi_of(q->wdt));
+    const int64_t nm = q->per_channel ? q->m : 1;
+    const shp sm = q->per_channel ? SHP(q->m) : SCALAR;
+    double zx = zps ? (q->xdt == U8 ? 131 : -7) : 0;
+    double *zw = q->narrow ? tc_random(&c, q->wdt, nm, u8w ? 125 : -3, u8w ? 131 : 3)
+                           : tc_random(&c, q->wdt, nm, u8w ? 100 : -20, u8w ? 150 : 20);
+    if (!zps)
+        for (int64_t i = 0; i < nm; i++)
+            zw[i] = 0;
+    loom_value ins[4] = {tc_input(&c, q->xdt, xs, x), tc_value(&c, q->w_const, q->wdt, ws, w),
+                         zps ? tc_scalar(&c, q->xdt, zx) : LOOM_NO_VALUE,
+                         zps ? tc_value(&c, q->w_const, q->wdt, sm, zw) : LOOM_NO_VALUE};
+    const int64_t st2[2] = {q->stride, q->stride}, dl2[2] = {q->dil, q->dil};
+    const int64_t pd4[4] = {q->pad, q->pad, q->pad, q->pad};
+    loom_attr attrs[5];
+    size_t na = 0;
+    const size_t s = one_d ? 1 : 2;
+    attrs[na++] = loom_attr_ints("strides", s, st2);
+    attrs[na++] = loom_attr_ints("dilations", s, dl2);
+    if (q->auto_pad)
+        attrs[na++] = loom_attr_string("auto_pad", q->auto_pad);
+    else
+        attrs[na++] = loom_attr_ints("pads", 2 * s, pd4);
+    attrs[na++] = loom_attr_int("group", q->group);
+    CU_ASSERT_EQUAL(tc_node(&c, "ConvInteger", ins, zps ? 4 : 2, attrs, na, 1), LOOM_OK);
+    if (!tc_run(&c, line)) {
+        tc_free(&c);
+        return;
+    }
+    int64_t ekh = (KH - 1) * q->dil + 1, ekw = (q->kw - 1) * q->dil + 1;
+    int64_t OH, OW, ph = one_d ? 0 : q->pad, pw = q->pad;
+    if (q->auto_pad) {
+        OH = one_d ? 1 : (H + q->stride - 1) / q->stride;
+        OW = (q->w + q->stride - 1) / q->stride;
+        int64_t th = one_d ? 0 : (OH - 1) * q->stride + ekh - H;
+        int64_t tw = (OW - 1) * q->stride + ekw - q->w;
+        ph = th > 0 ? th / 2 : 0;
+        pw = tw > 0 ? tw / 2 : 0;
+    } else {
+        OH = one_d ? 1 : (H + 2 * ph - ekh) / q->stride + 1;
+        OW = (q->w + 2 * pw - ekw) / q->stride + 1;
+    }
+    shp ys = one_d ? SHP(q->n, q->m, OW) : SHP(q->n, q->m, OH, OW);
+    double *ref = tc_dbuf(&c, numel(ys));
+    const int64_t Mg = q->m / q->group;
+    for (int64_t n = 0; n < q->n; n++)
+        for (int64_t m = 0; m < q->m; m++) {
+            const int64_t g = m / Mg, ch = q->per_channel ? m : 0;
+            for (int64_t oh = 0; oh < OH; oh++)
+                for (int64_t ow = 0; ow < OW; ow++) {
+                    double acc = 0;
+                    for (int64_t ci = 0; ci < Cg; ci++)
+                        for (int64_t kh = 0; kh < KH; kh++)
+                            for (int64_t kw = 0; kw < q->kw; kw++) {
+                                int64_t ih = oh * q->stride - ph + kh * q->dil;
+                                int64_t iw = ow * q->stride - pw + kw * q->dil;
+                                if (ih < 0 || ih >= H || iw < 0 || iw >= q->w)
+                                    continue;
+                                double xv = x[((n * q->c + g * Cg + ci) * H + ih) * q->w + iw];
+                                double wv = w[((m * Cg + ci) * KH + kh) * q->kw + kw];
+                                acc += (xv - zx) * (wv - zw[ch]);
+                            }
+                    ref[((n * q->m + m) * OH + oh) * OW + ow] = acc;
+                }
+        }
+    check_out(&c, 0, I32, ys, ref, 0, 0, line);
+    tc_free(&c);
+}
+
+static void test_conv_integer_matches_reference(void)
+{
+    const qconv_case cases[] = {
+        /* x   w   y   n  c  h  w  m kh kw g st dl pd pc zp wc auto_pad */
+        {U8, U8, I32, 1, 3, 7, 7, 4, 3, 3, 1, 1, 1, 1, 0, 1, 1, NULL, 0},
+        {U8, I8, I32, 2, 4, 9, 11, 6, 3, 2, 2, 2, 1, 1, 1, 1, 1, NULL, 0},
+        {I8, I8, I32, 1, 6, 8, 8, 6, 3, 3, 6, 1, 2, 2, 1, 1, 0, NULL, 0},   /* depthwise */
+        {U8, U8, I32, 1, 2, 20, 20, 3, 5, 5, 1, 1, 1, 0, 1, 0, 0, NULL, 0}, /* no zero points */
+        {I8, U8, I32, 1, 3, 5, 6, 2, 2, 2, 1, 2, 1, 0, 0, 1, 1, "SAME_UPPER", 0},
+        {U8, I8, I32, 2, 4, 0, 29, 5, 0, 3, 1, 2, 1, 1, 1, 1, 1, NULL, 0},  /* 1-D */
+        {I8, I8, I32, 1, 4, 0, 300, 4, 0, 5, 2, 1, 2, 2, 0, 0, 1, NULL, 0}, /* 1-D, > 1 tile */
+        {U8, U8, I32, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, NULL, 0},
+        {U8, I8, I32, 1, 5, 13, 17, 7, 3, 3, 1, 1, 1, 1, 1, 1, 0, NULL, 0}, /* w computed */
+        /* Constant weights within int8 of their zero point: the u8 x s8 GEMM. */
+        {U8, I8, I32, 2, 4, 9, 11, 6, 3, 2, 2, 2, 1, 1, 1, 1, 1, NULL, 1},
+        {I8, U8, I32, 1, 3, 5, 6, 2, 2, 2, 1, 2, 1, 0, 0, 1, 1, "SAME_UPPER", 1},
+        {I8, I8, I32, 1, 4, 0, 300, 70, 0, 5, 2, 1, 2, 2, 1, 0, 1, NULL, 1},
+        {U8, I8, I32, 1, 37, 6, 5, 67, 3, 3, 1, 1, 1, 1, 1, 1, 1, NULL, 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        run_conv_integer(&cases[i], __LINE__);
 }
 
 /* ===========================================================================================
@@ -1008,6 +1264,17 @@ static void test_bad_inputs_give_clear_errors(void)
         expect_error("QLinearConv", 8, d, s, NULL, 0, 1, BAD, "x has 4 channels", __LINE__);
     }
     {
+        const loom_dtype d[] = {U8, U8, U8, U8};
+        const shp s[] = {SHP(1, 4, 5, 5), SHP(2, 4, 3, 3), SCALAR, SHP(3)};
+        expect_error("ConvInteger", 4, d, s, NULL, 0, 1, BAD,
+                     "input 3 (w_zero_point) has shape [3]; expected a scalar or [2]", __LINE__);
+        const loom_dtype f[] = {F32, U8};
+        expect_error("ConvInteger", 2, f, s, NULL, 0, 1, BAD, "dtype float", __LINE__);
+        const shp r[] = {SHP(1, 4, 5, 5), SHP(2, 4, 3)};
+        expect_error("ConvInteger", 2, d, r, NULL, 0, 1, BAD,
+                     "input 1 (w) has shape [2, 4, 3]; expected rank 4", __LINE__);
+    }
+    {
         const loom_dtype d[] = {U8, F32, U8, U8, F32, U8, F32, U8};
         const shp s[] = {SHP(2, 3), SHP(3), SCALAR, SHP(3, 5), SCALAR, SCALAR, SCALAR, SCALAR};
         expect_error("QLinearMatMul", 8, d, s, NULL, 0, 1, BAD, "input 1 (a_scale)", __LINE__);
@@ -1026,7 +1293,7 @@ static void test_bad_inputs_give_clear_errors(void)
 static void test_bad_constant_inputs_give_clear_errors(void)
 {
     /* Range with delta 0; ConstantOfShape with a negative dim or a fractional int value;
-     * Dropout in training mode. */
+     * Dropout with a constant ratio outside [0, 1). */
     {
         tc c;
         tc_init(&c);
@@ -1081,18 +1348,15 @@ static void test_bad_constant_inputs_give_clear_errors(void)
                            "not a dtype Loom supports", __LINE__);
         tc_free(&c);
     }
-    for (int computed = 0; computed < 2; computed++) {
+    for (int above = 0; above < 2; above++) {
         tc c;
         tc_init(&c);
-        double one = 1;
         loom_value ins[3] = {tc_input(&c, F32, SHP(3), (double[]){1, 2, 3}),
-                             tc_scalar(&c, F32, 0.5),
-                             computed ? tc_input(&c, BOOL, SCALAR, &one)
-                                      : tc_scalar(&c, BOOL, 1)};
+                             tc_scalar(&c, F32, above ? 1.0 : -0.25), tc_scalar(&c, BOOL, 1)};
         loom_value y[2];
         loom_status st = loom_graph_op(c.g, "Dropout", NULL, ins, 3, NULL, 0, y, 2);
-        expect_build_error(&c, st, LOOM_ERR_UNSUPPORTED, "Dropout",
-                           computed ? "must be a constant false" : "training_mode is true",
+        expect_build_error(&c, st, LOOM_ERR_INVALID_ARGUMENT, "Dropout",
+                           above ? "(ratio) is 1, outside [0, 1)" : "(ratio) is -0.25, outside",
                            __LINE__);
         tc_free(&c);
     }
@@ -1113,11 +1377,14 @@ static const test_entry k_tests[] = {
     T(test_constant_of_shape_fills_every_dtype),
     T(test_range_counts_like_onnx),
     T(test_dropout_is_identity_at_inference),
+    T(test_dropout_training_drops_and_scales),
+    T(test_dropout_training_at_run_time),
     T(test_quantize_linear_per_tensor_and_per_axis),
     T(test_dequantize_linear_per_tensor_and_per_axis),
     T(test_matmul_integer_matches_reference),
     T(test_qlinear_matmul_matches_reference),
     T(test_qlinear_conv_matches_reference),
+    T(test_conv_integer_matches_reference),
     T(test_bad_inputs_give_clear_errors),
     T(test_bad_constant_inputs_give_clear_errors),
     {NULL, NULL},

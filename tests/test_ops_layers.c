@@ -455,8 +455,30 @@ static void test_resize_rejects_unsupported_and_bad_inputs(void)
     for (int i = 0; i < 4; i++)
         sc[i] = 2.0f;
     loom_value ins[3] = {tc_data(&c, 0, F32, SHP(1, 1, 2, 2), x), NOV, tc_data(&c, 1, F32, SHP(4), sc)};
+    loom_attr bicubic = loom_attr_string("mode", "bicubic");
+    EXPECT_ERR(&c, tc_node_canon(&c, "Resize", ins, 3, &bicubic, 1, 1), LOOM_ERR_INVALID_ARGUMENT,
+               "mode is 'bicubic'");
+    tc_open(&c, "layers_test");
+    int32_t *xi = tc_buf(&c, 4 * sizeof *xi);
+    memset(xi, 0, 4 * sizeof *xi);
+    sc = tc_buf(&c, 4 * sizeof(float));
+    for (int i = 0; i < 4; i++)
+        sc[i] = 2.0f;
+    loom_value insi[3] = {tc_data(&c, 0, I32, SHP(1, 1, 2, 2), xi), NOV,
+                          tc_data(&c, 1, F32, SHP(4), sc)};
     loom_attr cubic = loom_attr_string("mode", "cubic");
-    EXPECT_ERR(&c, tc_node_canon(&c, "Resize", ins, 3, &cubic, 1, 1), LOOM_ERR_UNSUPPORTED, "cubic");
+    EXPECT_ERR(&c, tc_node_canon(&c, "Resize", insi, 3, &cubic, 1, 1), LOOM_ERR_UNSUPPORTED,
+               "cubic mode needs float32 X, not int32");
+    tc_open(&c, "layers_test");
+    x = tc_rand(&c, SHP(1, 1, 2, 2), 0, 1);
+    sc = tc_buf(&c, 4 * sizeof(float));
+    for (int i = 0; i < 4; i++)
+        sc[i] = 2.0f;
+    loom_value insx[3] = {tc_data(&c, 0, F32, SHP(1, 1, 2, 2), x), NOV,
+                          tc_data(&c, 1, F32, SHP(4), sc)};
+    loom_attr bad_ex[2] = {loom_attr_string("mode", "cubic"), loom_attr_int("exclude_outside", 2)};
+    EXPECT_ERR(&c, tc_node_canon(&c, "Resize", insx, 3, bad_ex, 2, 1), LOOM_ERR_INVALID_ARGUMENT,
+               "exclude_outside must be 0 or 1, got 2");
     tc_open(&c, "layers_test");
     x = tc_rand(&c, SHP(1, 1, 2, 2), 0, 1);
     loom_value ins2[4] = {tc_data(&c, 0, F32, SHP(1, 1, 2, 2), x), NOV, NOV, tc_i64(&c, I64S(4, 4))};
@@ -472,8 +494,224 @@ static void test_resize_rejects_unsupported_and_bad_inputs(void)
     loom_value ins4[4] = {tc_data(&c, 0, F32, SHP(1, 1, 2, 2), x), NOV, NOV,
                           tc_i64(&c, I64S(1, 1, 4, 4))};
     loom_attr crop = loom_attr_string("coordinate_transformation_mode", "tf_crop_and_resize");
-    EXPECT_ERR(&c, tc_node_canon(&c, "Resize", ins4, 4, &crop, 1, 1), LOOM_ERR_UNSUPPORTED,
-               "tf_crop_and_resize");
+    EXPECT_ERR(&c, tc_node_canon(&c, "Resize", ins4, 4, &crop, 1, 1), LOOM_ERR_INVALID_ARGUMENT,
+               "tf_crop_and_resize needs roi (input 1)");
+    tc_open(&c, "layers_test");
+    x = tc_rand(&c, SHP(1, 1, 2, 2), 0, 1);
+    float *roi = tc_buf(&c, 4 * sizeof(float));
+    for (int i = 0; i < 4; i++)
+        roi[i] = 0.5f;
+    loom_value ins5[4] = {tc_data(&c, 0, F32, SHP(1, 1, 2, 2), x), tc_data(&c, 1, F32, SHP(4), roi),
+                          NOV, tc_i64(&c, I64S(1, 1, 4, 4))};
+    EXPECT_ERR(&c, tc_node_canon(&c, "Resize", ins5, 4, &crop, 1, 1), LOOM_ERR_INVALID_ARGUMENT,
+               "roi must have 8 values (a start and an end per axis), got 4");
+}
+
+/* Coefficients and (clamped) source indices of one cubic coordinate C along an axis of IN
+ * elements, as the specification's reference computes them: the 4 integers nearest C (ties to
+ * the lower one), the ratio C - floor(C) (1 when C is integral), Keys' kernel with A; with
+ * EXCLUDE, taps outside the axis get weight 0 and the rest are renormalised. */
+static void ref_cubic_taps(double c, int64_t in, double a, int exclude, int64_t idx[4],
+                           double w[4])
+{
+    int64_t cand[8];
+    const int64_t fl = (int64_t)floor(c);
+    for (int k = 0; k < 8; k++)
+        cand[k] = fl - 3 + k;
+    /* selection sort by (distance, index) */
+    for (int i = 0; i < 8; i++)
+        for (int j = i + 1; j < 8; j++) {
+            double di = fabs(c - (double)cand[i]), dj = fabs(c - (double)cand[j]);
+            if (dj < di || (dj == di && cand[j] < cand[i])) {
+                int64_t t = cand[i];
+                cand[i] = cand[j];
+                cand[j] = t;
+            }
+        }
+    for (int i = 0; i < 4; i++) /* the chosen four, ascending */
+        for (int j = i + 1; j < 4; j++)
+            if (cand[j] < cand[i]) {
+                int64_t t = cand[i];
+                cand[i] = cand[j];
+                cand[j] = t;
+            }
+    const double r = c == floor(c) ? 1.0 : c - floor(c), q = 1.0 - r;
+    w[0] = ((a * (r + 1) - 5 * a) * (r + 1) + 8 * a) * (r + 1) - 4 * a;
+    w[1] = ((a + 2) * r - (a + 3)) * r * r + 1;
+    w[2] = ((a + 2) * q - (a + 3)) * q * q + 1;
+    w[3] = ((a * (q + 1) - 5 * a) * (q + 1) + 8 * a) * (q + 1) - 4 * a;
+    double sum = 0.0;
+    for (int k = 0; k < 4; k++) {
+        if (exclude && (cand[k] < 0 || cand[k] >= in))
+            w[k] = 0.0;
+        sum += w[k];
+        idx[k] = clampi(cand[k], 0, in - 1);
+    }
+    if (exclude)
+        for (int k = 0; k < 4; k++)
+            w[k] /= sum;
+}
+
+/* The spec's source coordinate with the tf_crop_and_resize and one-element cases: LR is
+ * scale * in, as the reference computes the resized length; START, END the axis's roi. */
+static double ref_coord_full(const char *ctm, double o, double scale, double in, double lr,
+                             double start, double end)
+{
+    if (!strcmp(ctm, "tf_crop_and_resize"))
+        return lr == 1.0 ? (end - start) * (in - 1) / 2 + start * (in - 1)
+                         : o * (end - start) * (in - 1) / (lr - 1) + start * (in - 1);
+    if (!strcmp(ctm, "pytorch_half_pixel") && lr == 1.0)
+        return -0.5;
+    return ref_coord(ctm, o, scale, in, lr);
+}
+
+typedef struct rs_full_case {
+    shp x;
+    const char *mode, *ctm;
+    int use_sizes;
+    float scales[4];
+    int64_t sizes[4];
+    float a;
+    int exclude;
+    float roi[8];
+    float extrapolation;
+} rs_full_case;
+
+/* Cubic (coefficient, exclude_outside) and tf_crop_and_resize (all three modes) against the
+ * reference written from the specification, one output element at a time. */
+static void test_resize_cubic_and_crop_match_reference(void)
+{
+    const rs_full_case cases[] = {
+        {SHP(1, 2, 5, 7), "cubic", "half_pixel", 0, {1, 1, 1.6f, 0.6f}, {0}, -0.75f, 0, {0}, 0},
+        {SHP(1, 1, 4, 4), "cubic", "half_pixel", 1, {0}, {1, 1, 3, 3}, -0.75f, 0, {0}, 0},
+        {SHP(1, 1, 5, 6), "cubic", "align_corners", 1, {0}, {1, 1, 9, 4}, -0.5f, 1, {0}, 0},
+        {SHP(1, 1, 4, 3), "cubic", "asymmetric", 0, {1, 1, 2, 1.7f}, {0}, -0.6f, 0, {0}, 0},
+        {SHP(1, 1, 6, 5), "cubic", "half_pixel", 0, {1, 1, 0.5f, 2.2f}, {0}, -0.5f, 1, {0}, 0},
+        {SHP(2, 3, 6, 5), "cubic", "pytorch_half_pixel", 1, {0}, {2, 3, 1, 8}, -0.75f, 0, {0}, 0},
+        {SHP(3, 4, 5), "cubic", "half_pixel", 1, {0}, {5, 2, 8}, -0.75f, 1, {0}, 0}, /* 3 axes */
+        {SHP(9), "cubic", "tf_half_pixel_for_nn", 0, {0.7f}, {0}, -0.75f, 0, {0}, 0}, /* 1-D */
+        {SHP(1, 1, 4, 4), "linear", "tf_crop_and_resize", 1, {0}, {1, 1, 3, 3}, 0, 0,
+         {0, 0, 0.4f, 0.6f, 1, 1, 0.6f, 0.8f}, 0},
+        {SHP(1, 2, 5, 6), "linear", "tf_crop_and_resize", 0, {1, 1, 1.4f, 0.9f}, {0}, 0, 0,
+         {0, 0, -0.2f, 0.3f, 1, 1, 0.9f, 1.3f}, 10.0f}, /* partly outside */
+        {SHP(1, 1, 4, 5), "cubic", "tf_crop_and_resize", 1, {0}, {1, 1, 5, 1}, -0.5f, 1,
+         {0, 0, -0.1f, 0.2f, 1, 1, 0.8f, 0.6f}, -3.0f},
+        {SHP(2, 3, 4, 5), "linear", "tf_crop_and_resize", 1, {0}, {2, 4, 4, 3}, 0, 0,
+         {0, -0.5f, 0.1f, 0.0f, 1, 1.2f, 0.9f, 1.0f}, 7.0f}, /* an outer axis outside */
+        {SHP(1, 1, 5, 5), "nearest", "tf_crop_and_resize", 1, {0}, {1, 1, 4, 6}, 0, 0,
+         {0, 0, -0.3f, 0.25f, 1, 1, 0.9f, 1.4f}, 5.0f},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const rs_full_case *cs = &cases[i];
+        const int crop = !strcmp(cs->ctm, "tf_crop_and_resize");
+        const int cubic = !strcmp(cs->mode, "cubic"), linear = !strcmp(cs->mode, "linear");
+        tc c;
+        tc_open(&c, "layers_test");
+        float *x = tc_rand(&c, cs->x, -2, 2);
+        const uint32_t r = cs->x.rank;
+        loom_value ins[4] = {tc_data(&c, 0, F32, cs->x, x), NOV, NOV, NOV};
+        double scale[4];
+        shp ys = cs->x;
+        if (cs->use_sizes) {
+            ins[3] = tc_i64(&c, cs->sizes, r);
+            for (uint32_t d = 0; d < r; d++) {
+                ys.d[d] = cs->sizes[d];
+                scale[d] = (double)cs->sizes[d] / (double)cs->x.d[d];
+            }
+        } else {
+            float *sc = tc_buf(&c, r * sizeof(float));
+            memcpy(sc, cs->scales, r * sizeof(float));
+            ins[2] = tc_data(&c, 1, F32, SHP(r), sc);
+            for (uint32_t d = 0; d < r; d++) {
+                ys.d[d] = (int64_t)floor((double)cs->scales[d] * (double)cs->x.d[d]);
+                scale[d] = cs->scales[d];
+            }
+        }
+        if (crop) {
+            float *roi = tc_buf(&c, 2 * r * sizeof(float));
+            memcpy(roi, cs->roi, 2 * r * sizeof(float));
+            ins[1] = tc_data(&c, 1, F32, SHP(2 * r), roi);
+        }
+        loom_attr at[5] = {loom_attr_string("mode", cs->mode),
+                           loom_attr_string("coordinate_transformation_mode", cs->ctm),
+                           loom_attr_float("cubic_coeff_a", cs->a),
+                           loom_attr_int("exclude_outside", cs->exclude),
+                           loom_attr_float("extrapolation_value", cs->extrapolation)};
+        RUN_OK(&c, tc_node_canon(&c, "Resize", ins, 4, at, 5, 1));
+        double *ref = tc_dbuf(&c, numel(ys));
+        for (int64_t f = 0; f < numel(ys); f++) {
+            int64_t o[LOOM_MAX_RANK], idx[LOOM_MAX_RANK][4];
+            double w[LOOM_MAX_RANK][4];
+            int outside = 0;
+            unravel(f, ys, o);
+            for (uint32_t d = 0; d < r; d++) {
+                const double in = (double)cs->x.d[d];
+                double cd = ref_coord_full(cs->ctm, (double)o[d], scale[d], in,
+                                           scale[d] * in, cs->roi[d],
+                                           cs->roi[r + d]);
+                if (crop && (cd < 0 || cd > in - 1))
+                    outside = 1;
+                for (int k = 0; k < 4; k++)
+                    idx[d][k] = 0, w[d][k] = 0.0;
+                if (cubic) {
+                    ref_cubic_taps(cd, cs->x.d[d], cs->a, cs->exclude, idx[d], w[d]);
+                } else if (linear) {
+                    double fl = floor(cd);
+                    idx[d][0] = clampi((int64_t)fl, 0, cs->x.d[d] - 1);
+                    idx[d][1] = clampi((int64_t)fl + 1, 0, cs->x.d[d] - 1);
+                    w[d][0] = 1.0 - (cd - fl);
+                    w[d][1] = cd - fl;
+                } else { /* nearest, round_prefer_floor */
+                    double fl = floor(cd);
+                    idx[d][0] = clampi(cd - fl > 0.5 ? (int64_t)fl + 1 : (int64_t)fl, 0,
+                                       cs->x.d[d] - 1);
+                    w[d][0] = 1.0;
+                }
+            }
+            if (outside) {
+                ref[f] = cs->extrapolation;
+                continue;
+            }
+            double acc = 0.0;
+            int64_t combos = 1;
+            for (uint32_t d = 0; d < r; d++)
+                combos *= 4;
+            for (int64_t t = 0; t < combos; t++) {
+                double wt = 1.0;
+                int64_t src[LOOM_MAX_RANK], rem = t;
+                for (uint32_t d = 0; d < r; d++, rem /= 4) {
+                    wt *= w[d][rem % 4];
+                    src[d] = idx[d][rem % 4];
+                }
+                if (wt != 0.0)
+                    acc += wt * x[ravel(cs->x, src)];
+            }
+            ref[f] = acc;
+        }
+        check_out_once(&c, 0, F32, ys, ref, 1e-5, 1e-4, __LINE__ + (int)i);
+        tc_free(&c);
+    }
+}
+
+/* Nearest tf_crop_and_resize on integers: the extrapolation value saturates to the dtype. */
+static void test_resize_crop_nearest_fills_integers(void)
+{
+    tc c;
+    tc_open(&c, "layers_test");
+    uint8_t *x = tc_buf(&c, 6);
+    for (int i = 0; i < 6; i++)
+        x[i] = (uint8_t)(10 * (i + 1));
+    float *roi = tc_buf(&c, 4 * sizeof(float));
+    memcpy(roi, (const float[]){0.0f, -1.0f, 1.0f, 1.0f}, 4 * sizeof(float));
+    loom_value ins[4] = {tc_data(&c, 0, U8, SHP(2, 3), x), tc_data(&c, 1, F32, SHP(4), roi), NOV,
+                         tc_i64(&c, I64S(2, 3))};
+    loom_attr at[2] = {loom_attr_string("coordinate_transformation_mode", "tf_crop_and_resize"),
+                       loom_attr_float("extrapolation_value", 300.0f)};
+    RUN_OK(&c, tc_node_canon(&c, "Resize", ins, 4, at, 2, 1));
+    /* columns: -1*2 + o*(2)*2/2 = -2, 0, 2: the first is outside (255, saturated) */
+    const double ref[6] = {255, 10, 30, 255, 40, 60};
+    CHECK(&c, 0, U8, SHP(2, 3), ref, 0);
+    tc_free(&c);
 }
 
 /* ============================================================================================
@@ -1463,6 +1701,8 @@ static const test_entry k_tests[] = {
     TEST_ENTRY(test_resize_matches_reference),
     TEST_ENTRY(test_resize_nearest_moves_integers),
     TEST_ENTRY(test_resize_rejects_unsupported_and_bad_inputs),
+    TEST_ENTRY(test_resize_cubic_and_crop_match_reference),
+    TEST_ENTRY(test_resize_crop_nearest_fills_integers),
     TEST_ENTRY(test_pad_modes_match_reference),
     TEST_ENTRY(test_pad_rejects_bad_pads),
     TEST_ENTRY(test_tile_matches_reference),

@@ -64,7 +64,8 @@ static void test_stages_are_recorded_in_pipeline_order(void)
     CU_ASSERT_EQUAL_FATAL(loom_graph_check(g), LOOM_OK);
     loom_plan *p;
     CU_ASSERT_EQUAL_FATAL(loom_plan_create(rt, g, NULL, &p), LOOM_OK);
-    const char *want[] = {"validate",       "fold_constants",        "fuse_quantized_matmul",
+    const char *want[] = {"validate",       "fold_constants",        "fuse_qdq",
+                          "fuse_quantized_matmul",
                           "quantize_int8_dynamic", "fold_batchnorm", "fuse_epilogue",
                           "calibrate_int8", "claims",
                           "place",

@@ -447,7 +447,9 @@ static const char *dim_hint(const char *msg)
 
 /* Load the model. Symbolic dims come from --dim; when those leave one unresolved, the shapes of
  * the given input files settle it. Returns 0 on success, else the exit status. */
-static int load_model(const run_opts *o, loom_graph **g)
+/* Load the model as one graph; on failure the message goes to WHY (WHY_LEN bytes), for the
+ * caller to say unless the model runs in stages after all. */
+static int load_model(const run_opts *o, loom_graph **g, char *why, size_t why_len)
 {
     loom_onnx_options opt = {.struct_size = sizeof opt, .dims = o->dims, .n_dims = o->n_dims};
     loom_status st = loom_onnx_load(o->model, &opt, g);
@@ -473,11 +475,11 @@ static int load_model(const run_opts *o, loom_graph **g)
         free(dims);
         if (st == LOOM_OK)
             return 0;
-        say("%s%s", first, dim_hint(first));
+        snprintf(why, why_len, "%s%s", first, dim_hint(first));
         return EXIT_USAGE;
     }
     /* The importer's message speaks of its options; say how this command sets a dim. */
-    say("%s%s", loom_last_error(), dim_hint(loom_last_error()));
+    snprintf(why, why_len, "%s%s", loom_last_error(), dim_hint(loom_last_error()));
     return tool_exit_status(st, TOOL_LOADING);
 }
 
@@ -556,14 +558,13 @@ static const char *plan_output_name(const loom_plan *plan, size_t i)
     return name;
 }
 
-static char **output_paths(const run_opts *o, const loom_graph *g)
+static char **paths_for_names(const run_opts *o, const char *const *names, size_t n)
 {
-    size_t n = loom_graph_output_count(g);
     char **paths = calloc(n + 1, sizeof *paths);
     if (!paths)
         return NULL;
     for (size_t i = 0; i < n; i++) {
-        const char *name = loom_value_name(g, loom_graph_output(g, i));
+        const char *name = names[i];
         char base[256];
         size_t k = 0;
         for (const char *c = name ? name : ""; *c && k + 1 < sizeof base; c++)
@@ -599,7 +600,205 @@ static char **output_paths(const run_opts *o, const loom_graph *g)
     return paths;
 }
 
+static char **output_paths(const run_opts *o, const loom_graph *g)
+{
+    size_t n = loom_graph_output_count(g);
+    const char **names = calloc(n + 1, sizeof *names);
+    if (!names)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        names[i] = loom_value_name(g, loom_graph_output(g, i));
+    char **paths = paths_for_names(o, names, n);
+    free(names);
+    return paths;
+}
+
 /* ---- the command --------------------------------------------------------------------------- */
+
+/* The inputs of model M from -i files, seeded random data for the rest (their dims from the
+ * model or --dim). Returns 0, or the exit status after a message. */
+static int bind_model_inputs(const run_opts *o, const loom_model *m, loom_tensor **in,
+                             int *owned)
+{
+    size_t n_in = loom_model_input_count(m);
+    loom_model_io io = {.struct_size = sizeof io};
+    for (size_t k = 0; k < o->n_inputs; k++) {
+        size_t pos = n_in;
+        for (size_t i = 0; i < n_in; i++)
+            if (loom_model_input_info(m, i, &io) == LOOM_OK && !strcmp(io.name, o->inputs[k].name))
+                pos = i;
+        if (pos == n_in) {
+            say("'%s' is not an input of %s", o->inputs[k].name, o->model);
+            return EXIT_USAGE;
+        }
+        in[pos] = o->inputs[k].tensor;
+    }
+    for (size_t i = 0; i < n_in; i++) {
+        if (in[i])
+            continue;
+        loom_model_input_info(m, i, &io);
+        int64_t dims[LOOM_MAX_RANK];
+        for (int32_t k = 0; k < io.rank; k++) {
+            dims[k] = io.dims[k];
+            for (size_t d = 0; dims[k] < 0 && io.dim_params[k] && d < o->n_dims; d++)
+                if (!strcmp(o->dims[d].name, io.dim_params[k]))
+                    dims[k] = o->dims[d].value;
+            if (dims[k] < 0 && io.dim_params[k]) {
+                say("input '%s': dimension %d ('%s') has no value; give it with --dim %s=VALUE "
+                    "or the input's data with -i %s=FILE", io.name, k, io.dim_params[k],
+                    io.dim_params[k], io.name);
+                return EXIT_USAGE;
+            }
+            if (dims[k] < 0) {
+                say("input '%s': dimension %d has no value; give the input's data with -i "
+                    "%s=FILE", io.name, k, io.name);
+                return EXIT_USAGE;
+            }
+        }
+        if (io.rank < 0 || io.dtype == LOOM_DTYPE_UNDEFINED) {
+            say("input '%s': the model gives no type or shape; give its data with -i %s=FILE",
+                io.name, io.name);
+            return EXIT_USAGE;
+        }
+        if (loom_tensor_create(io.dtype, (uint32_t)io.rank, dims, &in[i]) != LOOM_OK) {
+            say("input '%s': %s", io.name, loom_last_error());
+            return EXIT_RUNTIME;
+        }
+        owned[i] = 1;
+        fill_random(in[i], i);
+    }
+    return 0;
+}
+
+/* A model holding operators whose output shape depends on input values (NonZero, Unique,
+ * NonMaxSuppression, ...) has no static plan: it runs through loom_model, in stages (model.h).
+ * IN are the bound inputs (the graph's, in model order); outputs go to PATHS. Returns the exit
+ * status; *STAGED is 0 (nothing done) when the model is not such a model. */
+static int run_through_model(const run_opts *o, loom_runtime *rt, const char *device_id,
+                             const loom_plan_options *po, loom_tensor **given_in,
+                             char **given_paths, const int *given_existed, int *staged)
+{
+    loom_model_options mo = {.struct_size = sizeof mo, .plan = po};
+    loom_model *m = NULL;
+    *staged = 0;
+    if (loom_model_load_onnx(rt, o->model, &mo, &m) != LOOM_OK || !loom_model_is_staged(m)) {
+        loom_model_destroy(m);
+        return 0;
+    }
+    *staged = 1;
+    size_t n_in = loom_model_input_count(m), n_out = loom_model_output_count(m);
+    int runs = o->repeat > 0 ? o->repeat : 1;
+    int warmup = o->warmup >= 0 ? o->warmup : o->repeat > 0 ? 3 : 0;
+    double *lat = calloc((size_t)runs, sizeof *lat);
+    loom_tensor **outs = calloc(n_out + 1, sizeof *outs);
+    /* The caller's inputs and output paths when it bound them from the graph, else ours. */
+    loom_tensor **in = given_in ? given_in : calloc(n_in + 1, sizeof *in);
+    int *owned = calloc(n_in + 1, sizeof *owned);
+    const char **names = calloc(n_out + 1, sizeof *names);
+    char **paths = given_paths;
+    int *existed = given_existed ? NULL : calloc(n_out + 1, sizeof *existed);
+    int rc = 0;
+    if (!lat || !outs || !in || !owned || !names || (!given_existed && !existed)) {
+        say("out of memory");
+        rc = EXIT_RUNTIME;
+    }
+    if (rc == 0 && !given_in)
+        rc = bind_model_inputs(o, m, in, owned);
+    loom_model_io io = {.struct_size = sizeof io};
+    for (size_t i = 0; rc == 0 && !paths && i < n_out; i++)
+        names[i] = loom_model_output_info(m, i, &io) == LOOM_OK ? io.name : "";
+    if (rc == 0 && !paths && o->out_dir)
+        rc = make_dirs(o->out_dir);
+    if (rc == 0 && !paths && !(paths = paths_for_names(o, names, n_out))) {
+        say("out of memory");
+        rc = EXIT_RUNTIME;
+    }
+    if (rc == 0 && !given_paths)
+        rc = check_output_paths(paths, n_out, existed);
+    const int *was = given_existed ? given_existed : existed;
+    for (int k = 0; rc == 0 && k < warmup + runs; k++) {
+        for (size_t i = 0; i < n_out; i++) {
+            loom_tensor_destroy(outs[i]);
+            outs[i] = NULL;
+        }
+        loom_model_run_stats rs = {.struct_size = sizeof rs};
+        loom_status st = loom_model_run(m, (const loom_tensor *const *)in, n_in, outs, n_out, &rs);
+        if (st != LOOM_OK) {
+            say("run failed: %s", loom_last_error());
+            rc = st == LOOM_ERR_INVALID_ARGUMENT ? EXIT_USAGE : EXIT_RUNTIME;
+        } else if (k >= warmup) {
+            lat[k - warmup] = rs.latency_ms;
+        }
+    }
+    for (size_t i = 0; rc == 0 && i < n_out; i++) {
+        loom_model_output_info(m, i, &io);
+        if (loom_tensor_save_npy(paths[i], outs[i]) != LOOM_OK) {
+            int e = errno;
+            say("output '%s': %s", io.name, loom_last_error());
+            rc = tool_write_exit_status(e);
+        } else if (was[i]) {
+            say("replaced the existing file '%s'", paths[i]);
+        }
+    }
+    if (rc == 0) {
+        qsort(lat, (size_t)runs, sizeof *lat, loom_cmp_double);
+        json_t *outl = o->json ? json_array() : NULL;
+        if (!o->json)
+            printf("%s on %s: staged at value-dependent shapes, %d run%s\nlatency ms: median "
+                   "%.4f  min %.4f\n", o->model, device_id, runs, runs > 1 ? "s" : "",
+                   loom_percentile(lat, runs, 0.5), lat[0]);
+        for (size_t i = 0; i < n_out; i++) {
+            int64_t dims[LOOM_MAX_RANK];
+            loom_tensor_dims(outs[i], dims);
+            loom_model_output_info(m, i, &io);
+            if (o->json) {
+                json_t *shape = json_array();
+                for (uint32_t k = 0; k < loom_tensor_rank(outs[i]); k++)
+                    json_array_append_new(shape, json_integer((json_int_t)dims[k]));
+                json_array_append_new(outl, json_pack("{s:s, s:s, s:o, s:s}", "name", io.name,
+                                                      "dtype",
+                                                      loom_dtype_name(loom_tensor_dtype(outs[i])),
+                                                      "shape", shape, "file", paths[i]));
+                continue;
+            }
+            char shape[160];
+            shape_text(shape, sizeof shape, loom_tensor_rank(outs[i]), dims);
+            printf("output %s: %s %s -> %s\n", io.name,
+                   loom_dtype_name(loom_tensor_dtype(outs[i])), shape, paths[i]);
+        }
+        if (o->json) {
+            json_t *root = json_pack("{s:s, s:s, s:i, s:b, s:{s:f, s:f}, s:o}", "model",
+                                     o->model, "device", device_id, "runs", runs, "staged", 1,
+                                     "latency_ms", "median", loom_percentile(lat, runs, 0.5),
+                                     "min", lat[0], "outputs", outl);
+            char *js = root ? json_dumps(root, JSON_INDENT(2) | JSON_REAL_PRECISION(6)) : NULL;
+            if (js)
+                puts(js);
+            else
+                rc = EXIT_RUNTIME;
+            free(js);
+            json_decref(root);
+        }
+    }
+    for (size_t i = 0; outs && i < n_out; i++)
+        loom_tensor_destroy(outs[i]);
+    for (size_t i = 0; in && owned && i < n_in; i++)
+        if (owned[i])
+            loom_tensor_destroy(in[i]);
+    if (in != given_in)
+        free(in);
+    for (size_t i = 0; paths != given_paths && paths && i < n_out; i++)
+        free(paths[i]);
+    if (paths != given_paths)
+        free(paths);
+    free(owned);
+    free(names);
+    free(existed);
+    free(outs);
+    free(lat);
+    loom_model_destroy(m);
+    return rc;
+}
 
 int loom_cmd_run(int argc, char **argv)
 {
@@ -663,8 +862,21 @@ int loom_cmd_run(int argc, char **argv)
         rc = EXIT_USAGE;
         goto done;
     }
-    if ((rc = load_model(&o, &g)) != 0)
+    char why_load[2300] = "";
+    if ((rc = load_model(&o, &g, why_load, sizeof why_load)) != 0) {
+        /* A model whose shapes depend on values may not import as one graph (a Range or a
+         * Reshape sized by a count it computes): loom_model runs it in stages. */
+        loom_plan_options po0 = {.struct_size = sizeof po0,
+                                 .device = o.device ? device_id : NULL, .strict = o.strict,
+                                 .precision = o.precision};
+        int staged = 0, src = run_through_model(&o, rt, device_id, &po0, NULL, NULL, NULL,
+                                                &staged);
+        if (staged)
+            rc = src;
+        else
+            say("%s", why_load);
         goto done;
+    }
 
     n_in = loom_graph_input_count(g);
     n_out = loom_graph_output_count(g);
@@ -734,9 +946,17 @@ int loom_cmd_run(int argc, char **argv)
     free(cal);
     if (rc != 0)
         goto done;
+    char why[1024] = ""; /* the plan's refusal, if the model is not a staged one after all */
+    if (st == LOOM_ERR_UNSUPPORTED) {
+        snprintf(why, sizeof why, "%s", loom_last_error());
+        int staged = 0;
+        rc = run_through_model(&o, rt, device_id, &po, in, paths, existed, &staged);
+        if (staged)
+            goto done;
+    }
     if (st != LOOM_OK) {
         say("cannot plan %s%s%s: %s", o.model, o.device ? " on " : "", o.device ? device_id : "",
-            loom_last_error());
+            why[0] ? why : loom_last_error());
         rc = tool_exit_status(st, TOOL_PLANNING);
         goto done;
     }

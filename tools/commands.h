@@ -37,4 +37,7 @@ int cmd_loadgen(int argc, char **argv);
  *            (cmd_audit.c; docs/serve.md) */
 int cmd_audit(int argc, char **argv);
 
+/* loom ops [--markdown]: the operator registry (cmd_ops.c; docs/operators.md is its output) */
+int cmd_ops(int argc, char **argv);
+
 #endif /* LOOM_TOOLS_COMMANDS_H */

@@ -221,6 +221,7 @@ static const char main_help[] =
     "  serve      serve ONNX models over HTTP (KServe v2 protocol, batching, result cache)\n"
     "  loadgen    load a server (or a model in-process) and report QPS and latency\n"
     "  audit      verify or query the audit trail of 'loom serve --audit'\n"
+    "  ops        list the operators Loom knows (domain, opsets, dtypes); --markdown\n"
     "  help       this text; 'loom COMMAND --help' describes a command\n"
     "\n"
     "  --version  print the version\n"
@@ -301,6 +302,8 @@ int main(int argc, char **argv)
         return cmd_sim(argc - 2, argv + 2);
     if (!strcmp(cmd, "backend-test"))
         return loom_cmd_backend_test(argc - 2, argv + 2);
+    if (!strcmp(cmd, "ops"))
+        return cmd_ops(argc - 2, argv + 2);
     fprintf(stderr, "loom: unknown command '%s' (see 'loom help')\n", cmd);
     return EXIT_USAGE;
 }

@@ -254,7 +254,9 @@ static void cpu_register_all(cpu_op_entry *ops)
     cpu_register_resize(ops);
     cpu_register_recurrent(ops);
     cpu_register_generators(ops);
+    cpu_register_dropout(ops);
     cpu_register_loss(ops);
+    cpu_register_sampling(ops);
     cpu_register_math(ops);
     cpu_register_tensor(ops);
     cpu_register_quantization(ops);

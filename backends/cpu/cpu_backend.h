@@ -22,4 +22,15 @@ const loom_backend *loom_cpu_backend_create(unsigned threads, char *err, size_t 
 loom_status loom_cpu_eval_node(const loom_node_desc *node, const void *const *inputs,
                                void *const *outputs, char *err, size_t err_len);
 
+/* Evaluate one node of an operator whose output shape depends on its input values (NonZero,
+ * Compress, Unique, NonMaxSuppression; kernels_value_dependent.c) on the calling thread.
+ * OUTPUTS are sized for NODE's output descriptors, the upper bounds its inference gave (an
+ * absent optional output may be NULL); each receives its result packed in the row-major layout
+ * of its actual shape, which ACTUAL[n_outputs] receives. Returns LOOM_ERR_UNSUPPORTED for any
+ * other operator, LOOM_ERR_OUT_OF_MEMORY, or LOOM_ERR_INVALID_ARGUMENT for values the operator
+ * refuses, with a message in ERR. */
+loom_status loom_cpu_eval_value_dependent(const loom_node_desc *node, const void *const *inputs,
+                                          void *const *outputs, loom_tensor_desc *actual,
+                                          char *err, size_t err_len);
+
 #endif /* LOOM_CPU_BACKEND_H */

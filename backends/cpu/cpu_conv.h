@@ -1,7 +1,7 @@
 /*
  * What the Conv kernels of the CPU backend share (kernels_conv.c: the choice per shape, im2col +
- * GEMM, 1x1 as a GEMM; kernels_conv_depthwise.c: the direct depthwise kernel): the prepared
- * shape of one Conv or FusedConv node and its epilogue.
+ * GEMM for 1 to 3 spatial dims, 1x1 as a GEMM; kernels_conv_depthwise.c: the direct depthwise
+ * kernel): the prepared shape of one Conv or FusedConv node and its epilogue.
  */
 #ifndef LOOM_CPU_CONV_H
 #define LOOM_CPU_CONV_H
@@ -18,6 +18,11 @@ typedef struct conv_params {
     int64_t n, c, h, w;  /* input; a 1-D conv has h = 1 */
     int64_t m, oh, ow;   /* output channels and spatial size */
     int64_t kh, kw, sh, sw, dh, dw, pt, pl;
+    /* the depth axis of a 3-D conv (input d, output od, kernel kd, stride sd, dilation dd,
+     * front pad pf); 1, 1, 1, 1, 1, 0 for 1-D and 2-D convs, which alone the direct and
+     * depthwise kernels take */
+    int64_t d, od, kd, sd, dd, pf;
+    int64_t in_sp;       /* input elements per channel: d*h*w */
     int64_t group, cg, mg;
     int64_t kc;          /* GEMM K: cg*kh*kw */
     int64_t p;           /* GEMM N: oh*ow */

@@ -76,18 +76,19 @@ void cpu_register_elementwise(cpu_op_entry *table);
 void cpu_register_compare_logic_round(cpu_op_entry *table);
 /* kernels_activations.c: Softmax, LogSoftmax, PRelu */
 void cpu_register_activations(cpu_op_entry *table);
-/* kernels_normalization.c: LayerNormalization, BatchNormalization, InstanceNormalization */
+/* kernels_normalization.c: LayerNormalization, BatchNormalization, InstanceNormalization,
+ * LRN, MeanVarianceNormalization */
 void cpu_register_normalization(cpu_op_entry *table);
 /* kernels_reductions.c: ReduceMean, ReduceSum, ReduceMax, ReduceMin, ReduceProd, ReduceL1,
  * ReduceL2, ReduceLogSum, ReduceLogSumExp, ReduceSumSquare, ArgMax, ArgMin */
 void cpu_register_reductions(cpu_op_entry *table);
-/* kernels_linalg.c: MatMul, Gemm, Einsum */
+/* kernels_linalg.c: MatMul, Gemm, Einsum, Det */
 void cpu_register_linalg(cpu_op_entry *table);
 /* kernels_fused_gemm.c: FusedMatMul, FusedGemm (linalg's kernels + the epilogue) */
 void cpu_register_fused_gemm(cpu_op_entry *table);
 /* kernels_conv.c: Conv, FusedConv, ConvTranspose (kernels_conv_depthwise.c: depthwise Conv) */
 void cpu_register_conv(cpu_op_entry *table);
-/* kernels_pooling.c: MaxPool, AveragePool, GlobalAveragePool */
+/* kernels_pooling.c: MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, MaxUnpool */
 void cpu_register_pooling(cpu_op_entry *table);
 /* kernels_layout.c: Reshape, Flatten, Squeeze, Unsqueeze, Transpose, Slice, Concat, Split, Pad,
  * Tile */
@@ -96,23 +97,42 @@ void cpu_register_layout(cpu_op_entry *table);
 void cpu_register_indexing(cpu_op_entry *table);
 /* kernels_resize.c: Resize */
 void cpu_register_resize(cpu_op_entry *table);
-/* kernels_recurrent.c: LSTM, GRU */
+/* kernels_recurrent.c: LSTM, GRU, RNN */
 void cpu_register_recurrent(cpu_op_entry *table);
-/* kernels_generators.c: Shape, ConstantOfShape, Range, Dropout */
+/* kernels_generators.c: Shape, ConstantOfShape, Range, HannWindow, HammingWindow,
+ * BlackmanWindow */
 void cpu_register_generators(cpu_op_entry *table);
+/* kernels_dropout.c: Dropout (inference and training) */
+void cpu_register_dropout(cpu_op_entry *table);
 /* kernels_loss.c: NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss */
 void cpu_register_loss(cpu_op_entry *table);
 /* kernels_math.c: Tan ... Atanh, Softsign, ThresholdedRelu, Shrink, Celu, IsNaN, IsInf, Mod,
  * BitShift */
 void cpu_register_math(cpu_op_entry *table);
 /* kernels_tensor.c: Trilu, CumSum, Hardmax, DepthToSpace, SpaceToDepth, EyeLike, OneHot,
- * GatherND, ScatterND */
+ * GatherND, ScatterND, ReverseSequence */
 void cpu_register_tensor(cpu_op_entry *table);
+/* kernels_sampling.c: GridSample, RoiAlign */
+void cpu_register_sampling(cpu_op_entry *table);
 /* kernels_quantization.c: QuantizeLinear, DequantizeLinear, MatMulInteger, QLinearMatMul,
- * QLinearConv, DynamicQuantizeLinear */
+ * QLinearConv, ConvInteger, DynamicQuantizeLinear */
 void cpu_register_quantization(cpu_op_entry *table);
 /* kernels_int8_gemm.c: MatMulInt8Dynamic (AVX-512 VNNI, portable fallback) */
 void cpu_register_int8_gemm(cpu_op_entry *table);
+
+/* The u8 x s8 GEMM of kernels_int8_gemm.c for other kernels (QLinearConv, ConvInteger): B
+ * int8 [K x N] packed once, A uint8 rows quantised by the caller. */
+typedef struct i8g_params cpu_int8_packed;
+/* Pack B, element (k, n) at B[k * LDK + n * LDN]; the ISA is chosen here (VNNI, or portable
+ * with LOOM_CPU_NO_VNNI=1). Returns NULL when out of memory; free with cpu_int8_packed_free. */
+cpu_int8_packed *cpu_int8_pack(const int8_t *b, int64_t k, int64_t n, int64_t ldk, int64_t ldn);
+void cpu_int8_packed_free(cpu_int8_packed *p);
+/* Bytes per row of A: K rounded up to 4; the bytes past K must hold A_ZP. */
+int64_t cpu_int8_row_bytes(const cpu_int8_packed *p);
+/* C[r][n] (row stride LDC) = sum_k (A[r][k] - A_ZP) * B[k][n], exact in int32, for ROWS rows of
+ * A (row stride cpu_int8_row_bytes). Runs on the calling thread. */
+void cpu_int8_gemm_i32(const cpu_int8_packed *p, const uint8_t *a, int64_t rows, int32_t a_zp,
+                       int32_t *c, int64_t ldc);
 /* kernels_moe.c: MoE (sparse: each expert's FFN on the tokens routed to it only) */
 void cpu_register_moe(cpu_op_entry *table);
 

@@ -1,12 +1,12 @@
 /*
- * CPU kernels of the convolutions: Conv (1-D and 2-D) and ConvTranspose, with ONNX opset-18
- * semantics. QLinearConv is in kernels_quantization.c; the GEMMs are cut over the pool as
+ * CPU kernels of the convolutions: Conv (1-D, 2-D and 3-D) and ConvTranspose, with ONNX
+ * opset-18 semantics. QLinearConv is in kernels_quantization.c; the GEMMs are cut over the pool as
  * kernels_linalg.c describes (cpu_gemm.c).
  *
- * Conv lowers to GEMM through im2col (Y_g[M/g, P] = W_g[M/g, K] * col[K, P], K = C/g * kh * kw,
- * P = output pixels). Scratch holds S column buffers, S fixed at prepare time from the shape
- * alone, since prepare sees no pool: as many (image, group) items as fit in 16 MiB, at most 64,
- * at least 1. At run time:
+ * Conv lowers to GEMM through im2col (Y_g[M/g, P] = W_g[M/g, K] * col[K, P], K = C/g * kd * kh *
+ * kw, P = output pixels; a 1-D or 2-D conv has kd = 1 and a depth of 1). Scratch holds S column
+ * buffers, S fixed at prepare time from the shape alone, since prepare sees no pool: as many
+ * (image, group) items as fit in 16 MiB, at most 64, at least 1. At run time:
  *  - many small items (at least as many as threads, and S too): items run in parallel, item i of
  *    a round of S using buffer i, each one im2col and one GEMM on its thread;
  *  - otherwise items run one after another, each split over the pool. When P >= M/g, by chunks
@@ -15,7 +15,8 @@
  *    blocks of output channels, after an im2col split by rows.
  * 1x1, stride-1, unpadded convs read the input as the GEMM's B directly (no scratch); depthwise
  * convs (one input channel per group) run kernels_conv_depthwise.c's direct kernel, and other
- * grouped convs with tiny groups direct loops here, where a GEMM with K <= 32 is all overhead.
+ * grouped convs with tiny groups direct loops here, where a GEMM with K <= 32 is all overhead
+ * (both 1-D and 2-D only: 3-D convs always take im2col + GEMM).
  * The epilogue (bias; FusedConv's residual Z and activation, cpu_epilogue.h) is applied by
  * whoever wrote the block, while it is in cache. FusedConv is Conv with that epilogue
  * (graph/ops_fused.c) and shares everything here.
@@ -105,8 +106,8 @@ static int conv_supports(const loom_node_desc *node, char *reason, size_t len)
             return 0;
         }
     uint32_t rank = node->inputs[0].rank;
-    if (rank != 3 && rank != 4) {
-        cpu_reason(reason, len, "Conv: only 1-D and 2-D convolutions (input rank %u)", rank);
+    if (rank < 3 || rank > 5) {
+        cpu_reason(reason, len, "Conv: only 1-D, 2-D and 3-D convolutions (input rank %u)", rank);
         return 0;
     }
     if (node->inputs[1].rank != rank || node->outputs[0].rank != rank) {
@@ -134,29 +135,33 @@ static int conv_supports(const loom_node_desc *node, char *reason, size_t len)
 }
 
 /* Rows [r0, r1) and columns [c0, c1) of the column matrix of one (image, group) item: row
- * (c, ki, kj), column (oh, ow) holds x[c][oh*sh - pt + ki*dh][ow*sw - pl + kj*dw], 0 in the
- * padding. Rows are P long, so column ranges of different threads never share a row segment. */
+ * (c, kz, ki, kj), column (oz, oh, ow) holds
+ * x[c][oz*sd - pf + kz*dd][oh*sh - pt + ki*dh][ow*sw - pl + kj*dw], 0 in the padding (kz and oz
+ * are 0 below 3-D). Rows are P long, so column ranges of different threads never share a row
+ * segment. */
 static void conv_im2col(const conv_params *p, const float *x, float *col, int64_t r0, int64_t r1,
                         int64_t c0, int64_t c1)
 {
-    int64_t taps = p->kh * p->kw;
+    const int64_t plane = p->kh * p->kw, taps = p->kd * plane;
     for (int64_t r = r0; r < r1; r++) {
-        int64_t c = r / taps, ki = r % taps / p->kw, kj = r % p->kw;
-        const float *xc = x + c * p->h * p->w;
+        int64_t c = r / taps, kz = r % taps / plane, ki = r % plane / p->kw, kj = r % p->kw;
+        const float *xc = x + c * p->in_sp;
         float *dst = col + r * p->p;
         int64_t lo, hi;
         cpu_valid_range(kj * p->dw - p->pl, p->sw, p->w, p->ow, &lo, &hi);
         for (int64_t pc = c0; pc < c1;) {
-            int64_t oh = pc / p->ow, ow0 = pc % p->ow;
+            /* orow: the output row (oz, oh) of column pc */
+            int64_t orow = pc / p->ow, ow0 = pc % p->ow;
             int64_t ow1 = c1 - pc < p->ow - ow0 ? ow0 + (c1 - pc) : p->ow;
-            int64_t ih = oh * p->sh - p->pt + ki * p->dh;
-            float *d = dst + oh * p->ow;
+            int64_t iz = orow / p->oh * p->sd - p->pf + kz * p->dd;
+            int64_t ih = orow % p->oh * p->sh - p->pt + ki * p->dh;
+            float *d = dst + orow * p->ow;
             pc += ow1 - ow0;
-            if (ih < 0 || ih >= p->h) {
+            if (ih < 0 || ih >= p->h || iz < 0 || iz >= p->d) {
                 memset(d + ow0, 0, (size_t)(ow1 - ow0) * sizeof *d);
                 continue;
             }
-            const float *src = xc + ih * p->w + kj * p->dw - p->pl;
+            const float *src = xc + (iz * p->h + ih) * p->w + kj * p->dw - p->pl;
             int64_t a = lo > ow0 ? lo : ow0, b = hi < ow1 ? hi : ow1;
             if (a > b)
                 a = b = ow0;
@@ -256,7 +261,7 @@ static void conv_item_task(void *arg, size_t i0, size_t i1)
     for (size_t r = i0; r < i1; r++) {
         size_t item = x->item0 + r;
         int64_t n = (int64_t)item / p->group, grp = (int64_t)item % p->group;
-        const float *xi = x->x + (n * p->c + grp * p->cg) * p->h * p->w;
+        const float *xi = x->x + (n * p->c + grp * p->cg) * p->in_sp;
         float *yi = x->y + (n * p->m + grp * p->mg) * p->p;
         const float *col = xi;
         if (!p->pointwise) {
@@ -284,7 +289,7 @@ static void conv_direct_task(void *arg, size_t q0, size_t q1)
         for (int64_t i = 0; i < p->p; i++)
             y[i] = b;
         for (int64_t c = 0; c < p->cg; c++) {
-            const float *xc = x->x + (n * p->c + grp * p->cg + c) * p->h * p->w;
+            const float *xc = x->x + (n * p->c + grp * p->cg + c) * p->in_sp;
             const float *wc = x->w + (oc * p->cg + c) * p->kh * p->kw;
             for (int64_t ki = 0; ki < p->kh; ki++) {
                 int64_t oh_lo, oh_hi;
@@ -377,7 +382,7 @@ static loom_status conv_run(const cpu_kernel *k, const loom_exec_args *args, cpu
     }
     for (size_t item = 0; item < items; item++) {
         int64_t n = (int64_t)item / p->group, grp = (int64_t)item % p->group;
-        x.xi = x.x + (n * p->c + grp * p->cg) * p->h * p->w;
+        x.xi = x.x + (n * p->c + grp * p->cg) * p->in_sp;
         x.yi = x.y + (n * p->m + grp * p->mg) * p->p;
         x.wi = x.w + grp * p->mg * p->kc;
         x.bi = x.bias ? x.bias + grp * p->mg : NULL;
@@ -405,7 +410,7 @@ static loom_status conv_prepare(const loom_node_desc *node, cpu_kernel *k, char 
         return cpu_fail(err, err_len, LOOM_ERR_OUT_OF_MEMORY, "Conv: out of memory");
     const loom_tensor_desc *x = &k->in[0], *w = &k->in[1], *y = &k->out[0];
     size_t s = x->rank - 2;
-    int64_t ks[2], st[2], dl[2], pd[4];
+    int64_t ks[3], st[3], dl[3], pd[6];
     cpu_get_ints(node, "kernel_shape", s, ks);
     cpu_get_ints(node, "strides", s, st);
     cpu_get_ints(node, "dilations", s, dl);
@@ -416,7 +421,28 @@ static loom_status conv_prepare(const loom_node_desc *node, cpu_kernel *k, char 
     p->group = loom_node_attr_int(node, "group", 1);
     p->cg = p->c / p->group;
     p->mg = p->m / p->group;
-    if (s == 2) {
+    p->d = p->od = p->kd = p->sd = p->dd = 1;
+    p->pf = 0;
+    if (s == 3) {
+        p->d = x->dims[2];
+        p->h = x->dims[3];
+        p->w = x->dims[4];
+        p->od = y->dims[2];
+        p->oh = y->dims[3];
+        p->ow = y->dims[4];
+        p->kd = ks[0];
+        p->kh = ks[1];
+        p->kw = ks[2];
+        p->sd = st[0];
+        p->sh = st[1];
+        p->sw = st[2];
+        p->dd = dl[0];
+        p->dh = dl[1];
+        p->dw = dl[2];
+        p->pf = pd[0];
+        p->pt = pd[1];
+        p->pl = pd[2];
+    } else if (s == 2) {
         p->h = x->dims[2];
         p->w = x->dims[3];
         p->oh = y->dims[2];
@@ -440,14 +466,17 @@ static loom_status conv_prepare(const loom_node_desc *node, cpu_kernel *k, char 
         p->pl = pd[0];
     }
     /* The weight's shape is the truth when kernel_shape disagrees. */
-    if (w->dims[1] != p->cg || (s == 2 && (w->dims[2] != p->kh || w->dims[3] != p->kw)) ||
+    if (w->dims[1] != p->cg ||
+        (s == 3 && (w->dims[2] != p->kd || w->dims[3] != p->kh || w->dims[4] != p->kw)) ||
+        (s == 2 && (w->dims[2] != p->kh || w->dims[3] != p->kw)) ||
         (s == 1 && w->dims[2] != p->kw)) {
         free(p);
         return cpu_fail(err, err_len, LOOM_ERR_INVALID_ARGUMENT,
                         "Conv: weight shape does not match channels/group and kernel_shape");
     }
-    p->kc = p->cg * p->kh * p->kw;
-    p->p = p->oh * p->ow;
+    p->kc = p->cg * p->kd * p->kh * p->kw;
+    p->p = p->od * p->oh * p->ow;
+    p->in_sp = p->d * p->h * p->w;
     p->has_bias = cpu_kernel_present(k, 2);
     p->has_z = node->op == LOOM_OP_FUSED_CONV && cpu_kernel_present(k, 3);
     if (node->op == LOOM_OP_FUSED_CONV)
@@ -455,9 +484,9 @@ static loom_status conv_prepare(const loom_node_desc *node, cpu_kernel *k, char 
     int no_pad = 1;
     for (size_t i = 0; i < 2 * s; i++)
         no_pad &= pd[i] == 0;
-    p->pointwise = p->kh == 1 && p->kw == 1 && p->sh == 1 && p->sw == 1 && no_pad &&
-                   p->oh == p->h && p->ow == p->w;
-    p->direct = p->group > 1 && p->kc <= CONV_DIRECT_MAX_TAPS && !p->pointwise;
+    p->pointwise = p->kd == 1 && p->kh == 1 && p->kw == 1 && p->sd == 1 && p->sh == 1 &&
+                   p->sw == 1 && no_pad && p->od == p->d && p->oh == p->h && p->ow == p->w;
+    p->direct = p->group > 1 && p->kc <= CONV_DIRECT_MAX_TAPS && !p->pointwise && s < 3;
     p->depthwise = p->direct && cpu_conv_dw_prepare(p);
     size_t col_bytes = (size_t)(p->kc * p->p) * sizeof(float);
     k->scratch_bytes = 0;

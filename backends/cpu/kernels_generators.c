@@ -1,6 +1,6 @@
 /*
- * CPU kernels of the operators that make tensors from shapes and scalars, and of Dropout in
- * inference: Shape, ConstantOfShape, Range, Dropout.
+ * CPU kernels of the operators that make tensors from shapes and scalars: Shape, ConstantOfShape,
+ * Range (Dropout, once here, is kernels_dropout.c).
  */
 #include "cpu_bcast.h"
 #include "cpu_kernels.h"
@@ -42,7 +42,7 @@ static inline float load_f32(const void *p, int64_t i)
     return f;
 }
 
-/* ---- Shape, ConstantOfShape, Range, Dropout ------------------------------------------------- */
+/* ---- Shape, ConstantOfShape, Range ---------------------------------------------------------- */
 
 typedef struct misc_params {
     int64_t numel;
@@ -142,21 +142,6 @@ static loom_status range_run(const cpu_kernel *k, const loom_exec_args *args, cp
     return LOOM_OK;
 }
 
-static loom_status dropout_run(const cpu_kernel *k, const loom_exec_args *args, cpu_pool *pool,
-                               char *err, size_t err_len)
-{
-    const misc_params *p = k->params;
-    (void)pool;
-    (void)err;
-    (void)err_len;
-    if (p->numel == 0)
-        return LOOM_OK;
-    memcpy(args->outputs[0], args->inputs[0], (size_t)p->numel * p->esize);
-    if (k->n_out > 1 && args->outputs[1])
-        memset(args->outputs[1], 1, (size_t)p->numel);
-    return LOOM_OK;
-}
-
 /* The bytes of VALUE (or VALUE_INT for integer dtypes) as dtype T. */
 static uint64_t fill_pattern(loom_dtype t, float value, int64_t value_int)
 {
@@ -214,23 +199,6 @@ static int misc_supports(const loom_node_desc *node, char *reason, size_t len)
                 return 0;
             }
         return 1;
-    case LOOM_OP_DROPOUT:
-        if (loom_dtype_size(x->dtype) == 0 || x->dtype != y->dtype || !cpu_same_shape(x, y))
-            return no_dtype(node, x->dtype, "an output like its input", reason, len);
-        if (node->n_outputs > 1 &&
-            (node->outputs[1].dtype != LOOM_DTYPE_BOOL || !cpu_same_shape(x, &node->outputs[1]))) {
-            cpu_reason(reason, len, "%s: mask must be bool of the input's shape", op);
-            return 0;
-        }
-        if (cpu_present(node, 2)) {
-            const uint8_t *t = node->input_constants ? node->input_constants[2] : NULL;
-            if (!t || *t) {
-                cpu_reason(reason, len, "%s: training mode is not supported (inference only)",
-                           op);
-                return 0;
-            }
-        }
-        return 1;
     default:
         cpu_reason(reason, len, "%s: not handled here", op);
         return 0;
@@ -259,11 +227,8 @@ static loom_status misc_prepare(const loom_node_desc *node, cpu_kernel *k, char 
                                   loom_node_attr_int(node, "value_int", 0));
         k->run = const_of_shape_run;
         break;
-    case LOOM_OP_RANGE:
+    default: /* LOOM_OP_RANGE */
         k->run = range_run;
-        break;
-    default:
-        k->run = dropout_run;
         break;
     }
     k->params = p;
@@ -274,10 +239,88 @@ static loom_status misc_prepare(const loom_node_desc *node, cpu_kernel *k, char 
 
 /* ---- registration --------------------------------------------------------------------------- */
 
+/* ---- HannWindow, HammingWindow, BlackmanWindow: a0 - a1 cos(2 pi n / N) + a2 cos(4 pi n / N),
+ * N the size (periodic) or size - 1 (symmetric), computed in float32 and stored as the output's
+ * dtype (a size-1 symmetric window is [1]). ---- */
+
+typedef struct window_params {
+    int64_t size;
+    int periodic;
+    float a0, a1, a2;
+    loom_dtype dt;
+} window_params;
+
+static void store_as(void *y, loom_dtype dt, int64_t i, double v)
+{
+    switch (dt) {
+    case LOOM_DTYPE_F32: ((float *)y)[i] = (float)v; break;
+    case LOOM_DTYPE_F64: ((double *)y)[i] = v; break;
+    case LOOM_DTYPE_F16: ((uint16_t *)y)[i] = cpu_f32_to_f16((float)v); break;
+    case LOOM_DTYPE_BF16: ((uint16_t *)y)[i] = cpu_f32_to_bf16((float)v); break;
+    case LOOM_DTYPE_I8: ((int8_t *)y)[i] = (int8_t)v; break;
+    case LOOM_DTYPE_U8: ((uint8_t *)y)[i] = (uint8_t)v; break;
+    case LOOM_DTYPE_I16: ((int16_t *)y)[i] = (int16_t)v; break;
+    case LOOM_DTYPE_U16: ((uint16_t *)y)[i] = (uint16_t)v; break;
+    case LOOM_DTYPE_I32: ((int32_t *)y)[i] = (int32_t)v; break;
+    case LOOM_DTYPE_U32: ((uint32_t *)y)[i] = (uint32_t)v; break;
+    case LOOM_DTYPE_I64: ((int64_t *)y)[i] = (int64_t)v; break;
+    case LOOM_DTYPE_U64: ((uint64_t *)y)[i] = (uint64_t)v; break;
+    default: break;
+    }
+}
+
+static loom_status window_run(const cpu_kernel *k, const loom_exec_args *args, cpu_pool *pool,
+                              char *err, size_t err_len)
+{
+    (void)pool, (void)err, (void)err_len;
+    const window_params *p = k->params;
+    const double two_pi = 6.283185307179586476925286766559;
+    const int64_t n_div = p->periodic ? p->size : p->size - 1;
+    for (int64_t i = 0; i < p->size; i++) {
+        float v = 1.0f;
+        if (n_div > 0) {
+            const double t = two_pi * (double)i / (double)n_div;
+            v = p->a0;
+            v -= p->a1 * (float)cos(t);
+            v += p->a2 * (float)cos(2.0 * t);
+        }
+        store_as(args->outputs[0], p->dt, i, v);
+    }
+    return LOOM_OK;
+}
+
+static loom_status window_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
+                                  size_t err_len)
+{
+    window_params *p = calloc(1, sizeof *p);
+    if (!p)
+        return cpu_oom(node, err, err_len);
+    p->size = node->outputs[0].dims[0];
+    p->periodic = loom_node_attr_int(node, "periodic", 1) != 0;
+    p->dt = node->outputs[0].dtype;
+    switch (node->op) {
+    case LOOM_OP_HANN_WINDOW: p->a0 = 0.5f, p->a1 = 0.5f; break;
+    case LOOM_OP_HAMMING_WINDOW: p->a0 = 25.0f / 46.0f, p->a1 = 1.0f - 25.0f / 46.0f; break;
+    default: p->a0 = 0.42f, p->a1 = 0.5f, p->a2 = 0.08f; break;
+    }
+    k->params = p;
+    k->run = window_run;
+    return LOOM_OK;
+}
+
+static int window_supports(const loom_node_desc *node, char *reason, size_t len)
+{
+    if (!loom_dtype_size(node->outputs[0].dtype) || node->outputs[0].dtype == LOOM_DTYPE_BOOL)
+        return cpu_no_dtype(node, node->outputs[0].dtype, "a numeric dtype", reason, len);
+    return 1;
+}
+
 void cpu_register_generators(cpu_op_entry *table)
 {
-    static const loom_op_id misc[] = {LOOM_OP_SHAPE, LOOM_OP_CONSTANT_OF_SHAPE, LOOM_OP_RANGE,
-                                      LOOM_OP_DROPOUT};
+    table[LOOM_OP_HANN_WINDOW] = (cpu_op_entry){window_supports, window_prepare};
+    table[LOOM_OP_HAMMING_WINDOW] = (cpu_op_entry){window_supports, window_prepare};
+    table[LOOM_OP_BLACKMAN_WINDOW] = (cpu_op_entry){window_supports, window_prepare};
+    static const loom_op_id misc[] = {LOOM_OP_SHAPE, LOOM_OP_CONSTANT_OF_SHAPE, LOOM_OP_RANGE};
     for (size_t i = 0; i < sizeof misc / sizeof misc[0]; i++) {
         table[misc[i]].supports = misc_supports;
         table[misc[i]].prepare = misc_prepare;

@@ -4,7 +4,8 @@
  * sa[m] = max|A[m]| / 127) and B is int8 with one scale per column. Sums are exact int32. With
  * tensor_asymmetric, A is quantised as ONNX DynamicQuantizeLinear does instead (uint8, one scale
  * and zero point for the whole tensor), so a fused DynamicQuantizeLinear + MatMulInteger keeps its
- * integer arithmetic exactly.
+ * integer arithmetic exactly; with a_scale and a_zero_point too, A is quantised with that fixed
+ * scale and zero point (static quantisation, as QuantizeLinear does: the fuse_qdq pass).
  *
  * The inner loop is AVX-512 VNNI's vpdpbusd (u8 x s8, four products summed into each int32
  * lane, no saturation): A's rows are stored as u8 (qa + 128, or DynamicQuantizeLinear's values)
@@ -41,6 +42,9 @@ typedef struct i8g_params {
     float *bias;        /* per padded column, or NULL */
     int vnni;
     int asym;           /* tensor_asymmetric: A quantised as DynamicQuantizeLinear does */
+    int fixed;          /* asym with a fixed scale and zero point (a_scale, a_zero_point) */
+    float a_scale;
+    int32_t a_zp;
 } i8g_params;
 
 static void i8g_free(void *p)
@@ -80,6 +84,8 @@ typedef struct i8g_run {
     float *sa;      /* m */
     int32_t zp;     /* what the stored u8 values of A are offset by: 128, or A's zero point */
     float scale, zpf; /* tensor_asymmetric: A's scale and zero point */
+    int32_t *c;     /* cpu_int8_gemm_i32: int32 sums go here (row stride ldc), not to y */
+    int64_t ldc;
 } i8g_run;
 
 /* Quantise rows [b, e) of A. */
@@ -135,9 +141,15 @@ static void store_row(const i8g_run *r, int64_t m, int64_t p, const int32_t *acc
 {
     const i8g_params *q = r->p;
     const int64_t c0 = p * I8G_PANEL;
+    const int32_t *cs = q->colsum + c0, zp = r->zp;
+    if (r->c) {
+        int32_t *c = r->c + m * r->ldc + c0;
+        for (int64_t j = 0; j < cols; j++)
+            c[j] = acc[j] - zp * cs[j];
+        return;
+    }
     float *y = r->y + m * q->n + c0;
     const float sa = r->sa[m];
-    const int32_t *cs = q->colsum + c0, zp = r->zp;
     const float *sb = q->scale + c0;
     if (q->bias) {
         const float *bias = q->bias + c0;
@@ -261,6 +273,17 @@ store_row_avx512(const i8g_run *r, int64_t m, int64_t p, const __m512i *acc, int
 {
     const i8g_params *q = r->p;
     const int64_t c0 = p * I8G_PANEL;
+    if (r->c) {
+        for (int v = 0; v < 4 && v * 16 < cols; v++) {
+            const int64_t left = cols - v * 16;
+            const __mmask16 mk = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+            __m512i t = _mm512_sub_epi32(
+                acc[v], _mm512_mullo_epi32(_mm512_set1_epi32(r->zp),
+                                           _mm512_loadu_si512(q->colsum + c0 + v * 16)));
+            _mm512_mask_storeu_epi32(r->c + m * r->ldc + c0 + v * 16, mk, t);
+        }
+        return;
+    }
     float *y = r->y + m * q->n + c0;
     const __m512 sa = _mm512_set1_ps(r->sa[m]);
     for (int v = 0; v < 4 && v * 16 < cols; v++) {
@@ -364,7 +387,21 @@ static loom_status i8g_run_fn(const cpu_kernel *k, const loom_exec_args *args, c
     i8g_run r = {.p = q, .a = args->inputs[0], .y = args->outputs[0]};
     r.qa = args->scratch;
     r.sa = (float *)((char *)args->scratch + align64((size_t)q->m * (size_t)q->kg * 4));
-    if (q->asym) {
+    if (q->fixed) {
+        /* Static quantisation: QuantizeLinear's arithmetic with the node's scale and zero
+         * point (the rows are quantised exactly as in the dynamic case below). */
+        r.scale = q->a_scale;
+        r.zpf = (float)q->a_zp;
+        r.zp = q->a_zp;
+        for (int64_t m = 0; m < q->m; m++)
+            r.sa[m] = q->a_scale;
+#ifdef I8G_HAVE_X86
+        cpu_parallel_for(pool, (size_t)q->m, 16, q->vnni ? quant_rows_asym_avx512 : quant_rows_asym,
+                         &r);
+#else
+        cpu_parallel_for(pool, (size_t)q->m, 16, quant_rows_asym, &r);
+#endif
+    } else if (q->asym) {
         /* ONNX DynamicQuantizeLinear over the whole of A: [min(0, min), max(0, max)] onto
          * [0, 255]; a range of zero width gives scale 1, zero point 0 (as ONNX Runtime). */
         const size_t n = (size_t)(q->m * q->k);
@@ -421,45 +458,99 @@ static int cpu_has_vnni(void)
 #endif
 }
 
-static loom_status i8g_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
-                               size_t err_len)
+/* B [K x N] (element (k, n) at BS[k * LDK + n * LDN]) packed into panels, with its column
+ * sums; the ISA chosen. NULL when out of memory. */
+static i8g_params *i8g_pack(const int8_t *bs, int64_t k, int64_t n, int64_t ldk, int64_t ldn)
 {
-    const loom_tensor_desc *a = &node->inputs[0], *b = &node->inputs[1];
     i8g_params *q = calloc(1, sizeof *q);
     if (!q)
-        return cpu_fail(err, err_len, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
-    q->k = b->dims[0];
-    q->n = b->dims[1];
-    q->m = q->k ? loom_tensor_desc_numel(a) / q->k : 0;
+        return NULL;
+    q->k = k;
+    q->n = n;
     q->kg = (q->k + 3) / 4;
     q->panels = (q->n + I8G_PANEL - 1) / I8G_PANEL;
     const size_t padn = (size_t)q->panels * I8G_PANEL;
     q->packed = calloc((size_t)q->panels * (size_t)q->kg * I8G_PANEL * 4 + 64, 1);
     q->colsum = calloc(padn + 1, sizeof *q->colsum);
-    q->scale = calloc(padn + 1, sizeof *q->scale);
-    q->bias = cpu_present(node, 3) ? calloc(padn + 1, sizeof *q->bias) : NULL;
-    if (!q->packed || !q->colsum || !q->scale || (cpu_present(node, 3) && !q->bias)) {
+    if (!q->packed || !q->colsum) {
         i8g_free(q);
-        return cpu_fail(err, err_len, LOOM_ERR_OUT_OF_MEMORY, "out of memory packing weights");
+        return NULL;
     }
-    const int8_t *bs = node->input_constants[1];
-    const float *sc = node->input_constants[2];
     for (int64_t j = 0; j < q->n; j++) {
         int64_t p = j / I8G_PANEL, c = j % I8G_PANEL;
         int32_t sum = 0;
         for (int64_t kk = 0; kk < q->k; kk++) {
-            int8_t v = bs[kk * q->n + j];
+            int8_t v = bs[kk * ldk + j * ldn];
             sum += v;
-            q->packed[((size_t)(p * q->kg + kk / 4) * I8G_PANEL + (size_t)c) * 4 + (size_t)(kk % 4)] =
-                v;
+            q->packed[((size_t)(p * q->kg + kk / 4) * I8G_PANEL + (size_t)c) * 4 +
+                      (size_t)(kk % 4)] = v;
         }
         q->colsum[j] = sum;
+    }
+    q->vnni = cpu_has_vnni();
+    return q;
+}
+
+cpu_int8_packed *cpu_int8_pack(const int8_t *b, int64_t k, int64_t n, int64_t ldk, int64_t ldn)
+{
+    return i8g_pack(b, k, n, ldk, ldn);
+}
+
+void cpu_int8_packed_free(cpu_int8_packed *p)
+{
+    i8g_free(p);
+}
+
+int64_t cpu_int8_row_bytes(const cpu_int8_packed *p)
+{
+    return p->kg * 4;
+}
+
+void cpu_int8_gemm_i32(const cpu_int8_packed *p, const uint8_t *a, int64_t rows, int32_t a_zp,
+                       int32_t *c, int64_t ldc)
+{
+    i8g_run r = {.p = p, .qa = (uint8_t *)a, .zp = a_zp, .c = c, .ldc = ldc};
+    for (int64_t pn = 0; pn < p->panels; pn++)
+        for (int64_t m0 = 0; m0 < rows; m0 += I8G_ROWS) {
+            const int64_t n_rows = rows - m0 < I8G_ROWS ? rows - m0 : I8G_ROWS;
+#ifdef I8G_HAVE_X86
+            if (p->vnni) {
+                tile_vnni(&r, m0, n_rows, pn);
+                continue;
+            }
+#endif
+            tile_generic(&r, m0, n_rows, pn);
+        }
+}
+
+static loom_status i8g_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
+                               size_t err_len)
+{
+    const loom_tensor_desc *a = &node->inputs[0], *b = &node->inputs[1];
+    i8g_params *q = i8g_pack(node->input_constants[1], b->dims[0], b->dims[1], b->dims[1], 1);
+    if (!q)
+        return cpu_fail(err, err_len, LOOM_ERR_OUT_OF_MEMORY, "out of memory packing weights");
+    q->m = q->k ? loom_tensor_desc_numel(a) / q->k : 0;
+    const size_t padn = (size_t)q->panels * I8G_PANEL;
+    q->scale = calloc(padn + 1, sizeof *q->scale);
+    q->bias = cpu_present(node, 3) ? calloc(padn + 1, sizeof *q->bias) : NULL;
+    if (!q->scale || (cpu_present(node, 3) && !q->bias)) {
+        i8g_free(q);
+        return cpu_fail(err, err_len, LOOM_ERR_OUT_OF_MEMORY, "out of memory packing weights");
+    }
+    const float *sc = node->input_constants[2];
+    for (int64_t j = 0; j < q->n; j++) {
         q->scale[j] = sc[j];
         if (q->bias)
             q->bias[j] = ((const float *)node->input_constants[3])[j];
     }
-    q->vnni = cpu_has_vnni();
     q->asym = loom_node_attr_int(node, "tensor_asymmetric", 0) != 0;
+    const loom_attr *as = loom_node_attr(node, "a_scale");
+    if (q->asym && as && as->kind == LOOM_ATTR_FLOAT) {
+        q->fixed = 1;
+        q->a_scale = as->f;
+        q->a_zp = (int32_t)loom_node_attr_int(node, "a_zero_point", 0);
+    }
     k->run = i8g_run_fn;
     k->params = q;
     k->free_params = i8g_free;

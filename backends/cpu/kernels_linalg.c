@@ -723,8 +723,84 @@ static loom_status ein_prepare(const loom_node_desc *node, cpu_kernel *k, char *
 
 /* ---- registration --------------------------------------------------------------------------- */
 
+/* ---- Det: LU with partial pivoting in double, per matrix ---- */
+
+typedef struct det_params {
+    int64_t count, m;
+    int f64;
+} det_params;
+
+static loom_status det_run(const cpu_kernel *k, const loom_exec_args *args, cpu_pool *pool,
+                           char *err, size_t err_len)
+{
+    (void)pool, (void)err, (void)err_len;
+    const det_params *p = k->params;
+    const int64_t m = p->m;
+    double *a = args->scratch;
+    for (int64_t b = 0; b < p->count; b++) {
+        for (int64_t i = 0; i < m * m; i++)
+            a[i] = p->f64 ? ((const double *)args->inputs[0])[b * m * m + i]
+                          : ((const float *)args->inputs[0])[b * m * m + i];
+        double det = 1.0;
+        for (int64_t c = 0; c < m && det != 0.0; c++) {
+            int64_t piv = c;
+            for (int64_t r = c + 1; r < m; r++)
+                if (fabs(a[r * m + c]) > fabs(a[piv * m + c]))
+                    piv = r;
+            if (a[piv * m + c] == 0.0) {
+                det = 0.0;
+                break;
+            }
+            if (piv != c) {
+                for (int64_t j = 0; j < m; j++) {
+                    const double t = a[c * m + j];
+                    a[c * m + j] = a[piv * m + j];
+                    a[piv * m + j] = t;
+                }
+                det = -det;
+            }
+            det *= a[c * m + c];
+            for (int64_t r = c + 1; r < m; r++) {
+                const double f = a[r * m + c] / a[c * m + c];
+                for (int64_t j = c; j < m; j++)
+                    a[r * m + j] -= f * a[c * m + j];
+            }
+        }
+        if (p->f64)
+            ((double *)args->outputs[0])[b] = det;
+        else
+            ((float *)args->outputs[0])[b] = (float)det;
+    }
+    return LOOM_OK;
+}
+
+static int det_supports(const loom_node_desc *node, char *reason, size_t len)
+{
+    const loom_dtype t = node->inputs[0].dtype;
+    if (t != F32 && t != LOOM_DTYPE_F64)
+        return cpu_no_dtype(node, t, "float32, float64", reason, len);
+    return 1;
+}
+
+static loom_status det_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
+                               size_t err_len)
+{
+    det_params *p = calloc(1, sizeof *p);
+    if (!p)
+        return cpu_oom(node, err, err_len);
+    const loom_tensor_desc *x = &node->inputs[0];
+    p->m = x->dims[x->rank - 1];
+    p->count = cpu_prod(x->dims, 0, x->rank - 2);
+    p->f64 = x->dtype == LOOM_DTYPE_F64;
+    k->params = p;
+    k->run = det_run;
+    k->scratch_bytes = (size_t)(p->m * p->m) * sizeof(double) + 8;
+    return LOOM_OK;
+}
+
 void cpu_register_linalg(cpu_op_entry *table)
 {
+    table[LOOM_OP_DET] = (cpu_op_entry){det_supports, det_prepare};
     table[LOOM_OP_MATMUL] = (cpu_op_entry){matmul_supports, matmul_prepare};
     table[LOOM_OP_GEMM] = (cpu_op_entry){gemm_supports, gemm_prepare};
     table[LOOM_OP_EINSUM] = (cpu_op_entry){ein_supports, ein_prepare};

@@ -437,6 +437,142 @@ static loom_status in_prepare(const loom_node_desc *node, cpu_kernel *k, char *e
     return LOOM_OK;
 }
 
+/* ---- LRN: X viewed as [N, C, inner]; a window of channels per element ---- */
+
+typedef struct lrn_params {
+    int64_t n, c, inner, size;
+    float alpha, beta, bias;
+} lrn_params;
+
+static loom_status lrn_run(const cpu_kernel *k, const loom_exec_args *args, cpu_pool *pool,
+                           char *err, size_t err_len)
+{
+    (void)pool, (void)err, (void)err_len;
+    const lrn_params *p = k->params;
+    const float *x = args->inputs[0];
+    float *y = args->outputs[0];
+    const int64_t before = (p->size - 1) / 2, after = p->size / 2; /* floor, ceil of (size-1)/2 */
+    const float scale = p->alpha / (float)p->size;
+    for (int64_t n = 0; n < p->n; n++)
+        for (int64_t c = 0; c < p->c; c++) {
+            const int64_t c0 = c - before < 0 ? 0 : c - before;
+            const int64_t c1 = c + after >= p->c ? p->c - 1 : c + after;
+            const float *xc = x + (n * p->c + c) * p->inner;
+            float *yc = y + (n * p->c + c) * p->inner;
+            for (int64_t i = 0; i < p->inner; i++) {
+                float sq = 0.0f;
+                for (int64_t q = c0; q <= c1; q++) {
+                    const float v = x[(n * p->c + q) * p->inner + i];
+                    sq += v * v;
+                }
+                yc[i] = xc[i] / powf(p->bias + scale * sq, p->beta);
+            }
+        }
+    return LOOM_OK;
+}
+
+static loom_status lrn_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
+                               size_t err_len)
+{
+    lrn_params *p = calloc(1, sizeof *p);
+    if (!p)
+        return cpu_oom(node, err, err_len);
+    const loom_tensor_desc *x = &node->inputs[0];
+    p->n = x->dims[0];
+    p->c = x->dims[1];
+    p->inner = cpu_prod(x->dims, 2, x->rank);
+    p->size = loom_node_attr_int(node, "size", 1);
+    p->alpha = loom_node_attr_float(node, "alpha", 1e-4f);
+    p->beta = loom_node_attr_float(node, "beta", 0.75f);
+    p->bias = loom_node_attr_float(node, "bias", 1.0f);
+    k->params = p;
+    k->run = lrn_run;
+    return LOOM_OK;
+}
+
+/* ---- MeanVarianceNormalization: statistics per group (the index without the reduced axes),
+ * in double, then Y = (X - mean) / (sqrt(E[X^2] - mean^2) + 1e-9) ---- */
+
+typedef struct mvn_params {
+    uint32_t rank;
+    int64_t dims[LOOM_MAX_RANK];
+    int red[LOOM_MAX_RANK];
+    int64_t groups, count; /* groups, and elements per group */
+} mvn_params;
+
+static int64_t mvn_group(const mvn_params *p, int64_t flat)
+{
+    int64_t g = 0, mul = 1;
+    for (uint32_t d = p->rank; d-- > 0;) {
+        const int64_t i = flat % p->dims[d];
+        flat /= p->dims[d];
+        if (!p->red[d]) {
+            g += i * mul;
+            mul *= p->dims[d];
+        }
+    }
+    return g;
+}
+
+static loom_status mvn_run(const cpu_kernel *k, const loom_exec_args *args, cpu_pool *pool,
+                           char *err, size_t err_len)
+{
+    (void)pool, (void)err, (void)err_len;
+    const mvn_params *p = k->params;
+    const float *x = args->inputs[0];
+    float *y = args->outputs[0];
+    double *sum = args->scratch, *sq = sum + p->groups;
+    memset(sum, 0, (size_t)p->groups * 2 * sizeof *sum);
+    const int64_t n = p->groups * p->count;
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t g = mvn_group(p, i);
+        sum[g] += x[i];
+        sq[g] += (double)x[i] * x[i];
+    }
+    for (int64_t g = 0; g < p->groups; g++) {
+        const double mean = sum[g] / (double)p->count;
+        const double var = sq[g] / (double)p->count - mean * mean;
+        sum[g] = mean;
+        sq[g] = 1.0 / (sqrt(var > 0.0 ? var : 0.0) + 1e-9);
+    }
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t g = mvn_group(p, i);
+        y[i] = (float)((x[i] - sum[g]) * sq[g]);
+    }
+    return LOOM_OK;
+}
+
+static loom_status mvn_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
+                               size_t err_len)
+{
+    mvn_params *p = calloc(1, sizeof *p);
+    if (!p)
+        return cpu_oom(node, err, err_len);
+    const loom_tensor_desc *x = &node->inputs[0];
+    const loom_attr *axes = loom_node_attr(node, "axes");
+    p->rank = x->rank;
+    for (uint32_t d = 0; d < x->rank; d++)
+        p->dims[d] = x->dims[d];
+    for (size_t i = 0; axes && axes->kind == LOOM_ATTR_INTS && i < axes->count; i++)
+        if (axes->ints[i] >= 0 && axes->ints[i] < (int64_t)x->rank)
+            p->red[axes->ints[i]] = 1;
+    p->groups = 1;
+    p->count = 1;
+    for (uint32_t d = 0; d < x->rank; d++)
+        *(p->red[d] ? &p->count : &p->groups) *= x->dims[d];
+    k->params = p;
+    k->run = mvn_run;
+    k->scratch_bytes = (size_t)(2 * p->groups) * sizeof(double);
+    return LOOM_OK;
+}
+
+static int f32_in_supports(const loom_node_desc *node, char *reason, size_t len)
+{
+    if (node->inputs[0].dtype != F32)
+        return cpu_no_dtype(node, node->inputs[0].dtype, "float32", reason, len);
+    return 1;
+}
+
 /* ---- registration --------------------------------------------------------------------------- */
 
 void cpu_register_normalization(cpu_op_entry *table)
@@ -444,4 +580,6 @@ void cpu_register_normalization(cpu_op_entry *table)
     table[LOOM_OP_LAYER_NORMALIZATION] = (cpu_op_entry){ln_supports, ln_prepare};
     table[LOOM_OP_BATCH_NORMALIZATION] = (cpu_op_entry){bn_supports, bn_prepare};
     table[LOOM_OP_INSTANCE_NORMALIZATION] = (cpu_op_entry){in_supports, in_prepare};
+    table[LOOM_OP_LRN] = (cpu_op_entry){f32_in_supports, lrn_prepare};
+    table[LOOM_OP_MEAN_VARIANCE_NORMALIZATION] = (cpu_op_entry){f32_in_supports, mvn_prepare};
 }

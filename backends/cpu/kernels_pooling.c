@@ -1,6 +1,8 @@
 /*
- * CPU kernels of the pooling operators: MaxPool, AveragePool and GlobalAveragePool, with ONNX
- * opset-18 semantics (canonical window attributes: graph/ops_conv_pool.c).
+ * CPU kernels of the pooling operators: MaxPool, AveragePool, GlobalAveragePool and
+ * GlobalMaxPool, with ONNX opset-18 semantics (canonical window attributes:
+ * graph/ops_conv_pool.c). MaxPool also takes int8 and uint8 (the generic point path), and writes
+ * its Indices output in row-major (storage_order 0) or column-major (1) spatial order.
  */
 #include "cpu_kernels.h"
 
@@ -19,6 +21,8 @@
  * Either way planes (N*C) are split over the pool. */
 typedef struct pool_params {
     int is_max, include_pad, has_indices;
+    int col_major;   /* Indices with storage_order 1: spatial dims reversed */
+    loom_dtype dt;   /* float32, or int8 / uint8 (MaxPool only) */
     int fast; /* 2-D, no dilation, no Indices: pool_fast_plane */
     int64_t planes;
     int64_t in[3], out[3], kern[3], stride[3], dil[3], pad[3];
@@ -34,10 +38,9 @@ static int pool_supports(const loom_node_desc *node, char *reason, size_t len)
         cpu_reason(reason, len, "%s: wrong number of inputs or outputs", node->op_name);
         return 0;
     }
-    if (node->inputs[0].dtype != LOOM_DTYPE_F32 || node->outputs[0].dtype != LOOM_DTYPE_F32) {
-        cpu_reason(reason, len, "%s: only f32 is supported", node->op_name);
-        return 0;
-    }
+    const loom_dtype t = node->inputs[0].dtype;
+    if (t != LOOM_DTYPE_F32 && !(is_max && (t == LOOM_DTYPE_U8 || t == LOOM_DTYPE_I8)))
+        return cpu_no_dtype(node, t, is_max ? "float32, int8, uint8" : "float32", reason, len);
     if (node->n_outputs == 2 && node->outputs[1].dtype != LOOM_DTYPE_UNDEFINED &&
         node->outputs[1].dtype != LOOM_DTYPE_I64) {
         cpu_reason(reason, len, "MaxPool: Indices must be i64");
@@ -54,10 +57,42 @@ static int pool_supports(const loom_node_desc *node, char *reason, size_t len)
 
 typedef struct pool_ctx {
     const pool_params *p;
-    const float *x;
-    float *y;
+    const void *x;
+    void *y;
     int64_t *idx;
 } pool_ctx;
+
+/* MaxPool of one output over int8 or uint8 (T): as pool_point, the first maximum wins; a window
+ * wholly in the padding gives the type's lowest value and Indices -1. */
+#define POOL_POINT_INT(name, T, LOWEST)                                                           \
+    static void name(const pool_params *p, const T *x, T *y, int64_t *yi, int64_t base,         \
+                     int64_t od, int64_t oh, int64_t ow)                                          \
+    {                                                                                              \
+        int64_t d0 = od * p->stride[0] - p->pad[0];                                                \
+        int64_t h0 = oh * p->stride[1] - p->pad[1];                                                \
+        int64_t w0 = ow * p->stride[2] - p->pad[2];                                                \
+        int64_t o = (od * p->out[1] + oh) * p->out[2] + ow;                                        \
+        T best = LOWEST;                                                                           \
+        int64_t at = -1;                                                                           \
+        for (int64_t td = p->lo[0][od]; td < p->hi[0][od]; td++) {                                 \
+            int64_t id = d0 + td * p->dil[0];                                                      \
+            for (int64_t th = p->lo[1][oh]; th < p->hi[1][oh]; th++) {                             \
+                int64_t row = (id * p->in[1] + h0 + th * p->dil[1]) * p->in[2];                    \
+                for (int64_t tw = p->lo[2][ow]; tw < p->hi[2][ow]; tw++) {                         \
+                    int64_t i = row + w0 + tw * p->dil[2];                                         \
+                    if (at < 0 || x[i] > best) {                                                   \
+                        best = x[i];                                                               \
+                        at = i;                                                                    \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        y[o] = best;                                                                               \
+        if (yi)                                                                                    \
+            yi[o] = at < 0 ? -1 : base + at;                                                       \
+    }
+POOL_POINT_INT(pool_point_u8, uint8_t, 0)
+POOL_POINT_INT(pool_point_i8, int8_t, INT8_MIN)
 
 /* One output (od, oh, ow) of one plane, through the tables: X and Y are the plane's, BASE the
  * plane's offset in the whole input (for Indices), YI the plane's Indices or NULL. */
@@ -429,17 +464,39 @@ static void pool_task(void *arg, size_t q0, size_t q1)
     int64_t in_plane = p->in[0] * p->in[1] * p->in[2];
     int64_t out_plane = p->out[0] * p->out[1] * p->out[2];
     for (size_t q = q0; q < q1; q++) {
-        const float *x = c->x + (int64_t)q * in_plane;
-        float *y = c->y + (int64_t)q * out_plane;
-        if (p->fast) {
-            pool_fast_plane(p, x, y);
-            continue;
-        }
+        const int64_t base = (int64_t)q * in_plane;
         int64_t *yi = c->idx ? c->idx + (int64_t)q * out_plane : NULL;
-        for (int64_t od = 0; od < p->out[0]; od++)
-            for (int64_t oh = 0; oh < p->out[1]; oh++)
-                for (int64_t ow = 0; ow < p->out[2]; ow++)
-                    pool_point(p, x, y, yi, (int64_t)q * in_plane, od, oh, ow);
+        if (p->dt != LOOM_DTYPE_F32) {
+            for (int64_t od = 0; od < p->out[0]; od++)
+                for (int64_t oh = 0; oh < p->out[1]; oh++)
+                    for (int64_t ow = 0; ow < p->out[2]; ow++) {
+                        if (p->dt == LOOM_DTYPE_U8)
+                            pool_point_u8(p, (const uint8_t *)c->x + base,
+                                          (uint8_t *)c->y + q * out_plane, yi, base, od, oh, ow);
+                        else
+                            pool_point_i8(p, (const int8_t *)c->x + base,
+                                          (int8_t *)c->y + q * out_plane, yi, base, od, oh, ow);
+                    }
+        } else {
+            const float *x = (const float *)c->x + base;
+            float *y = (float *)c->y + (int64_t)q * out_plane;
+            if (p->fast) {
+                pool_fast_plane(p, x, y);
+                continue;
+            }
+            for (int64_t od = 0; od < p->out[0]; od++)
+                for (int64_t oh = 0; oh < p->out[1]; oh++)
+                    for (int64_t ow = 0; ow < p->out[2]; ow++)
+                        pool_point(p, x, y, yi, base, od, oh, ow);
+        }
+        if (yi && p->col_major) /* (d, h, w) row-major -> (w, h, d) */
+            for (int64_t o = 0; o < out_plane; o++) {
+                if (yi[o] < 0)
+                    continue;
+                int64_t i = yi[o] - base, w = i % p->in[2], h = i / p->in[2] % p->in[1],
+                        d = i / (p->in[2] * p->in[1]);
+                yi[o] = base + (w * p->in[1] + h) * p->in[0] + d;
+            }
     }
 }
 
@@ -495,6 +552,8 @@ static loom_status pool_prepare(const loom_node_desc *node, cpu_kernel *k, char 
     p->is_max = node->op == LOOM_OP_MAX_POOL;
     p->include_pad = !p->is_max && loom_node_attr_int(node, "count_include_pad", 0) != 0;
     p->has_indices = p->is_max && k->n_out == 2 && k->out[1].dtype == LOOM_DTYPE_I64;
+    p->col_major = p->has_indices && loom_node_attr_int(node, "storage_order", 0) != 0;
+    p->dt = x->dtype;
     p->planes = x->dims[0] * x->dims[1];
     int64_t *t = p->table;
     for (size_t d = 0; d < 3; d++) {
@@ -526,15 +585,16 @@ static loom_status pool_prepare(const loom_node_desc *node, cpu_kernel *k, char 
         }
     }
     /* The fast rows take windows up to 16 x 16 with no dilation, in planes of one depth. */
-    p->fast = !p->has_indices && in[0] == 1 && out[0] == 1 && kern[0] == 1 && dil[1] == 1 &&
-              dil[2] == 1 && kern[1] <= 16 && kern[2] <= 16 && stride[2] <= 16;
+    p->fast = !p->has_indices && p->dt == LOOM_DTYPE_F32 && in[0] == 1 && out[0] == 1 &&
+              kern[0] == 1 && dil[1] == 1 && dil[2] == 1 && kern[1] <= 16 && kern[2] <= 16 &&
+              stride[2] <= 16;
     k->params = p;
     k->run = pool_run;
     k->scratch_bytes = 0;
     return LOOM_OK;
 }
 
-/* ---- GlobalAveragePool ------------------------------------------------------------------------- */
+/* ---- GlobalAveragePool, GlobalMaxPool --------------------------------------------------------- */
 
 typedef struct gap_params {
     int64_t planes, size;
@@ -543,15 +603,15 @@ typedef struct gap_params {
 static int gap_supports(const loom_node_desc *node, char *reason, size_t len)
 {
     if (node->n_inputs != 1 || node->n_outputs != 1) {
-        cpu_reason(reason, len, "GlobalAveragePool takes 1 input and 1 output");
+        cpu_reason(reason, len, "%s takes 1 input and 1 output", node->op_name);
         return 0;
     }
     if (node->inputs[0].dtype != LOOM_DTYPE_F32 || node->outputs[0].dtype != LOOM_DTYPE_F32) {
-        cpu_reason(reason, len, "GlobalAveragePool: only f32 is supported");
+        cpu_reason(reason, len, "%s: only f32 is supported", node->op_name);
         return 0;
     }
     if (node->inputs[0].rank < 2) {
-        cpu_reason(reason, len, "GlobalAveragePool: input rank %u < 2", node->inputs[0].rank);
+        cpu_reason(reason, len, "%s: input rank %u < 2", node->op_name, node->inputs[0].rank);
         return 0;
     }
     return 1;
@@ -584,6 +644,21 @@ static void gap_task(void *arg, size_t q0, size_t q1)
     }
 }
 
+/* GlobalMaxPool: the plane's maximum; a NaN never wins (as MaxPool), an empty plane or one of
+ * NaNs only gives -inf. */
+static void gmp_task(void *arg, size_t q0, size_t q1)
+{
+    const gap_ctx *c = arg;
+    int64_t n = c->p->size;
+    for (size_t q = q0; q < q1; q++) {
+        const float *x = c->x + (int64_t)q * n;
+        float m = -INFINITY;
+        for (int64_t i = 0; i < n; i++)
+            m = x[i] > m ? x[i] : m;
+        c->y[q] = m;
+    }
+}
+
 static loom_status gap_run(const cpu_kernel *k, const loom_exec_args *args, cpu_pool *pool,
                            char *err, size_t err_len)
 {
@@ -595,7 +670,8 @@ static loom_status gap_run(const cpu_kernel *k, const loom_exec_args *args, cpu_
         return LOOM_OK;
     double plane = (double)p->size + 1.0;
     size_t grain = plane >= CPU_CHUNK_MACS ? 1 : (size_t)(CPU_CHUNK_MACS / plane) + 1;
-    cpu_parallel_for(pool, (size_t)p->planes, grain, gap_task, &c);
+    cpu_parallel_for(pool, (size_t)p->planes, grain,
+                     k->op == LOOM_OP_GLOBAL_MAX_POOL ? gmp_task : gap_task, &c);
     return LOOM_OK;
 }
 
@@ -617,6 +693,79 @@ static loom_status gap_prepare(const loom_node_desc *node, cpu_kernel *k, char *
     return LOOM_OK;
 }
 
+/* ---- MaxUnpool: Y zero, then X[i] at the position I[i] names. I holds flat indices into the
+ * tensor MaxPool saw: [N, C, (in - 1) * stride + kernel - pads] (the shape without
+ * output_shape); a larger output_shape keeps each position's coordinates (the extra rows and
+ * columns stay zero). ---- */
+
+typedef struct unpool_params {
+    uint32_t rank;
+    int64_t base[LOOM_MAX_RANK], out[LOOM_MAX_RANK]; /* the pooled-from and the output shapes */
+    int64_t n_in, n_base;
+} unpool_params;
+
+static loom_status unpool_run(const cpu_kernel *k, const loom_exec_args *args, cpu_pool *pool,
+                              char *err, size_t err_len)
+{
+    (void)pool;
+    const unpool_params *p = k->params;
+    const float *x = args->inputs[0];
+    const int64_t *ix = args->inputs[1];
+    float *y = args->outputs[0];
+    memset(y, 0, (size_t)loom_tensor_desc_numel(&k->out[0]) * sizeof *y);
+    for (int64_t i = 0; i < p->n_in; i++) {
+        int64_t f = ix[i];
+        if (f < 0 || f >= p->n_base)
+            return cpu_fail(err, err_len, LOOM_ERR_INVALID_ARGUMENT,
+                            "MaxUnpool: index %lld is outside [0, %lld)", (long long)f,
+                            (long long)p->n_base);
+        int64_t at = 0, mul = 1;
+        for (uint32_t d = p->rank; d-- > 0;) {
+            at += f % p->base[d] * mul;
+            f /= p->base[d];
+            mul *= p->out[d];
+        }
+        y[at] = x[i];
+    }
+    return LOOM_OK;
+}
+
+static int unpool_supports(const loom_node_desc *node, char *reason, size_t len)
+{
+    if (node->inputs[0].dtype != LOOM_DTYPE_F32)
+        return cpu_no_dtype(node, node->inputs[0].dtype, "float32", reason, len);
+    int64_t ks[3];
+    if (!cpu_get_ints(node, "kernel_shape", node->inputs[0].rank - 2, ks))
+        return cpu_reason(reason, len, "MaxUnpool: canonical attributes missing");
+    return 1;
+}
+
+static loom_status unpool_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
+                                  size_t err_len)
+{
+    unpool_params *p = calloc(1, sizeof *p);
+    if (!p)
+        return cpu_oom(node, err, err_len);
+    const loom_tensor_desc *x = &node->inputs[0], *y = &node->outputs[0];
+    const size_t s = x->rank - 2;
+    int64_t ks[3] = {1, 1, 1}, st[3] = {1, 1, 1}, pd[6] = {0};
+    cpu_get_ints(node, "kernel_shape", s, ks);
+    cpu_get_ints(node, "strides", s, st);
+    cpu_get_ints(node, "pads", 2 * s, pd);
+    p->rank = x->rank;
+    p->n_in = loom_tensor_desc_numel(x);
+    p->n_base = 1;
+    for (uint32_t d = 0; d < x->rank; d++) {
+        p->out[d] = y->dims[d];
+        p->base[d] = d < 2 ? x->dims[d]
+                           : (x->dims[d] - 1) * st[d - 2] + ks[d - 2] - pd[d - 2] - pd[s + d - 2];
+        p->n_base *= p->base[d];
+    }
+    k->params = p;
+    k->run = unpool_run;
+    return LOOM_OK;
+}
+
 /* ---- registration --------------------------------------------------------------------------- */
 
 void cpu_register_pooling(cpu_op_entry *table)
@@ -624,4 +773,6 @@ void cpu_register_pooling(cpu_op_entry *table)
     table[LOOM_OP_MAX_POOL] = (cpu_op_entry){pool_supports, pool_prepare};
     table[LOOM_OP_AVERAGE_POOL] = (cpu_op_entry){pool_supports, pool_prepare};
     table[LOOM_OP_GLOBAL_AVERAGE_POOL] = (cpu_op_entry){gap_supports, gap_prepare};
+    table[LOOM_OP_GLOBAL_MAX_POOL] = (cpu_op_entry){gap_supports, gap_prepare};
+    table[LOOM_OP_MAX_UNPOOL] = (cpu_op_entry){unpool_supports, unpool_prepare};
 }

@@ -1,12 +1,13 @@
 /*
  * CPU kernels of the quantisation operators: QuantizeLinear, DequantizeLinear, MatMulInteger,
- * QLinearMatMul and QLinearConv.
+ * QLinearMatMul, QLinearConv and ConvInteger.
  *
- * The integer GEMM behind MatMulInteger, QLinearMatMul and QLinearConv works on int16 operands
- * with their zero points already subtracted (a uint8 or int8 value minus its zero point always
- * fits), accumulating in int32: A' rows times a packed B' panel, four rows at a time over
- * fixed-width column blocks, so that GCC vectorises the inner loop at -O2. Constant weights are
- * packed at prepare time; everything else is packed into the scratch area at run time.
+ * The integer GEMM behind MatMulInteger, QLinearMatMul, QLinearConv and ConvInteger works on
+ * int16 operands with their zero points already subtracted (a uint8 or int8 value minus its zero
+ * point always fits), accumulating in int32: A' rows times a packed B' panel, four rows at a
+ * time over fixed-width column blocks, so that GCC vectorises the inner loop at -O2. Constant
+ * weights are packed at prepare time; everything else is packed into the scratch area at run
+ * time.
  * Requantisation follows ONNX's reference: acc * (scale_a * scale_b / scale_y) in double,
  * rounded half to even, plus the output zero point, saturated.
  */
@@ -17,6 +18,11 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define QC_HAVE_X86 1
+#endif
 
 #define ALIGN64(x) (((x) + 63) & ~(size_t)63)
 
@@ -334,12 +340,18 @@ typedef struct mm_params {
     int16_t *b_packed;            /* constant B' packed at prepare, else NULL */
     size_t a_pack_off, b_pack_off, acc_off; /* scratch layout, bytes */
     int signed_out;
+    /* The u8 x s8 path (constant 2-D B within int8 of its zero point, A's zero point per
+     * tensor): B' packed for kernels_int8_gemm.c, A's rows copied as uint8 rows of RB bytes. */
+    cpu_int8_packed *b8;
+    int64_t rb, rows;             /* bytes per row of A, rows of A (batches x M) */
+    int a_signed;
 } mm_params;
 
 static void mm_free(void *p)
 {
     mm_params *m = p;
     if (m) {
+        cpu_int8_packed_free(m->b8);
         free(m->a_off);
         free(m->b_off);
         free(m->b_packed);
@@ -416,6 +428,65 @@ static void mm_inputs(loom_op_id op, uint32_t *ia, uint32_t *iza, uint32_t *ib, 
     *izb = q ? 5 : 3;
 }
 
+/* The u8 x s8 path, rows [begin, end) of A: copied as uint8 (int8 + 128), padded with the zero
+ * point, then multiplied; QLinearMatMul's rows are requantised after all of them. */
+typedef struct mm8_job {
+    const mm_params *p;
+    const void *a;
+    uint8_t *a8, azu;
+    int32_t *c;
+} mm8_job;
+
+static void mm8_walk(void *arg, size_t begin, size_t end)
+{
+    const mm8_job *j = arg;
+    const mm_params *p = j->p;
+    const uint8_t flip = p->a_signed ? 128 : 0;
+    for (size_t r = begin; r < end; r++) {
+        const uint8_t *src = (const uint8_t *)j->a + r * (size_t)p->K;
+        uint8_t *dst = j->a8 + r * (size_t)p->rb;
+        for (int64_t t = 0; t < p->K; t++)
+            dst[t] = (uint8_t)(src[t] ^ flip);
+        memset(dst + p->K, j->azu, (size_t)(p->rb - p->K));
+    }
+    cpu_int8_gemm_i32(p->b8, j->a8 + begin * (size_t)p->rb, (int64_t)(end - begin), j->azu,
+                      j->c + begin * (size_t)p->N, p->N);
+}
+
+static void mm8_requant_walk(void *arg, size_t begin, size_t end)
+{
+    const mm_job *j = arg;
+    const mm_params *p = j->p;
+    for (size_t it = begin; it < end; it++) {
+        const int64_t batch = (int64_t)it / j->groups, g = (int64_t)it % j->groups;
+        const int64_t m0 = g * 4, m1 = m0 + 4 < p->M ? m0 + 4 : p->M;
+        mm_requant(j, batch, m0, m1);
+    }
+}
+
+static loom_status mm_run8(const cpu_kernel *k, const loom_exec_args *args, cpu_pool *pool)
+{
+    const mm_params *p = k->params;
+    uint32_t ia, iza, ib, izb;
+    mm_inputs(k->op, &ia, &iza, &ib, &izb);
+    char *scratch = args->scratch;
+    const int za = iza < k->n_in && k->in[iza].dtype;
+    mm8_job j8 = {.p = p,
+                  .a = args->inputs[ia],
+                  .a8 = (uint8_t *)(scratch + p->a_pack_off),
+                  .azu = (uint8_t)((za ? load_int(k->in[iza].dtype, args->inputs[iza], 0) : 0) +
+                                   (p->a_signed ? 128 : 0)),
+                  .c = p->qlinear ? (int32_t *)(scratch + p->acc_off) : args->outputs[0]};
+    const size_t grain = (size_t)(65536 / (p->K * p->N + 1)) + 4;
+    cpu_parallel_for(pool, (size_t)p->rows, grain, mm8_walk, &j8);
+    if (p->qlinear) {
+        mm_job j = {.p = p, .c = j8.c, .y = args->outputs[0], .in = args->inputs, .din = k->in,
+                    .groups = (p->M + 3) / 4};
+        cpu_parallel_for(pool, (size_t)(p->batches * j.groups), 16, mm8_requant_walk, &j);
+    }
+    return LOOM_OK;
+}
+
 static loom_status mm_run(const cpu_kernel *k, const loom_exec_args *args, cpu_pool *pool,
                           char *err, size_t err_len)
 {
@@ -426,6 +497,8 @@ static loom_status mm_run(const cpu_kernel *k, const loom_exec_args *args, cpu_p
     mm_inputs(k->op, &ia, &iza, &ib, &izb);
     if (p->batches * p->M * p->N == 0)
         return LOOM_OK;
+    if (p->b8)
+        return mm_run8(k, args, pool);
     /* With K = 0 nothing is packed and the scratch may be absent (NULL). */
     char *scratch = args->scratch;
     int16_t *a = scratch ? (int16_t *)(scratch + p->a_pack_off) : NULL;
@@ -591,12 +664,38 @@ static loom_status mm_prepare(const loom_node_desc *node, cpu_kernel *k, char *e
         pack16(p->b_packed, bc, b->dtype, p->numel_b, zbc, zbc ? k->in[izb].dtype : 0, 1,
                zbc ? loom_tensor_desc_numel(&k->in[izb]) : 1);
     }
-    /* Scratch: A' | B' (unless packed) | int32 accumulators (QLinearMatMul), 64-byte aligned. */
+    /* B' in int8 for the u8 x s8 GEMM when it fits, B is a matrix and A's zero point is one
+     * value. */
+    if (p->b_packed && b->rank == 2 && p->K > 0 &&
+        (!cpu_present(node, iza) || loom_tensor_desc_numel(&k->in[iza]) == 1)) {
+        int fits = 1;
+        for (int64_t i = 0; i < p->numel_b && fits; i++)
+            fits = p->b_packed[i] >= -128 && p->b_packed[i] <= 127;
+        int8_t *b8 = fits ? malloc((size_t)(p->numel_b > 0 ? p->numel_b : 0) + 1) : NULL;
+        if (fits && !b8)
+            goto oom;
+        for (int64_t i = 0; b8 && i < p->numel_b; i++)
+            b8[i] = (int8_t)p->b_packed[i];
+        if (b8) {
+            p->b8 = cpu_int8_pack(b8, p->K, p->N, p->N, 1);
+            free(b8);
+            if (!p->b8)
+                goto oom;
+            p->rb = cpu_int8_row_bytes(p->b8);
+            p->rows = p->numel_a / p->K;
+            p->a_signed = a->dtype == LOOM_DTYPE_I8;
+            free(p->b_packed); /* the int16 copy is not needed */
+            p->b_packed = NULL;
+        }
+    }
+    /* Scratch: A' | B' (unless packed) | int32 accumulators (QLinearMatMul), 64-byte aligned;
+     * the u8 x s8 path: A's uint8 rows | accumulators. */
     size_t off = 0;
     p->a_pack_off = off;
-    off = ALIGN64(off + (size_t)p->numel_a * sizeof(int16_t));
+    off = ALIGN64(off + (p->b8 ? (size_t)(p->rows * p->rb)
+                               : (size_t)p->numel_a * sizeof(int16_t)));
     p->b_pack_off = off;
-    if (!p->b_packed)
+    if (!p->b_packed && !p->b8)
         off = ALIGN64(off + (size_t)p->numel_b * sizeof(int16_t));
     p->acc_off = off;
     if (p->qlinear)
@@ -611,7 +710,14 @@ oom:
     return cpu_fail(err, err_len, LOOM_ERR_OUT_OF_MEMORY, "%s: out of memory", node->op_name);
 }
 
-/* ---- QLinearConv ---------------------------------------------------------------------------- */
+/* ---- QLinearConv, ConvInteger ---------------------------------------------------------------
+ * One im2col + integer GEMM path: ConvInteger is QLinearConv without the requantisation (its
+ * int32 sums are the output) and with optional zero points. With constant weights whose
+ * distance from their zero point fits int8 (quantize_static's symmetric int8 weights, uint8
+ * weights around 128), the GEMM is kernels_int8_gemm.c's u8 x s8 one (VNNI): W - w_zp packed
+ * once per group as B [C/group * kernel x M/group], each tile of output pixels im2col'ed into
+ * uint8 rows (int8 x stored as x + 128), padding reading as x's zero point. Otherwise the int16
+ * GEMM above. */
 
 /* Output pixels per tile: the im2col panel of a tile is CKK x QC_TP int16. */
 #define QC_TP 128
@@ -625,13 +731,25 @@ typedef struct qc_params {
     int16_t *w_packed;             /* constant W' = w - w_zp, [M x CKK], else NULL */
     size_t w_off, mult_off, slot_off, slot_bytes, col_bytes;
     int signed_out, x_signed;
+    int integer;                   /* ConvInteger: int32 output, no requantisation */
+    uint32_t iw, ixz, iwz;         /* input indices of w, x_zero_point, w_zero_point */
+    cpu_int8_packed **w8;          /* per group: W' for the u8 x s8 GEMM, else NULL */
+    int64_t rb;                    /* w8: bytes per im2col row */
+    int avx512;                    /* requantise with AVX-512 (chosen at prepare) */
+    int32_t *offs;                 /* w8: offset of each (c, kh, kw) from a window's corner */
 } qc_params;
 
 static void qc_free(void *p)
 {
     qc_params *q = p;
-    if (q)
+    if (q) {
         free(q->w_packed);
+        if (q->w8)
+            for (int64_t g = 0; g < q->G; g++)
+                cpu_int8_packed_free(q->w8[g]);
+        free(q->w8);
+        free(q->offs);
+    }
     free(q);
 }
 
@@ -680,6 +798,128 @@ static void qc_im2col(const qc_job *j, int64_t n, int64_t g, int64_t p0, int64_t
     }
 }
 
+#ifdef QC_HAVE_X86
+/* requant() of V[0..N) into bytes at Y (uint8 or int8: the clamp to [LO, HI] makes the low byte
+ * right for both), eight at a time in double with AVX-512: the same rounding (half to even). */
+__attribute__((target("avx512f,avx512vl"))) static void
+requant_row_avx512(const int32_t *v, int64_t n, double mult, int32_t zp, int32_t lo, int32_t hi,
+                   void *y)
+{
+    const __m512d m = _mm512_set1_pd(mult), z = _mm512_set1_pd((double)zp);
+    const __m512d l = _mm512_set1_pd((double)lo), h = _mm512_set1_pd((double)hi);
+    uint8_t *out = y;
+    for (int64_t i = 0; i < n; i += 8) {
+        const __mmask8 mk = n - i >= 8 ? (__mmask8)0xff : (__mmask8)((1u << (n - i)) - 1);
+        __m512d d = _mm512_cvtepi32_pd(_mm256_maskz_loadu_epi32(mk, v + i));
+        d = _mm512_roundscale_pd(_mm512_mul_pd(d, m), _MM_FROUND_TO_NEAREST_INT |
+                                                         _MM_FROUND_NO_EXC);
+        d = _mm512_min_pd(_mm512_max_pd(_mm512_add_pd(d, z), l), h);
+        _mm256_mask_cvtepi32_storeu_epi8(out + i, mk, _mm512_cvtpd_epi32(d));
+    }
+}
+#endif
+
+/* The u8 x s8 path: the im2col rows of output pixels [P0, P0 + TP) of image N, group G, one
+ * row per pixel, as uint8 (int8 x + 128); padding and the tail of each row hold XZU. */
+static void qc_im2col8(const qc_job *j, int64_t n, int64_t g, int64_t p0, int64_t tp,
+                       uint8_t xzu, uint8_t *a)
+{
+    const qc_params *p = j->p;
+    const uint8_t *xu = j->x;
+    const int8_t *xs = j->x;
+    const uint8_t flip = p->x_signed ? 128 : 0; /* int8 x + 128: x's byte, top bit flipped */
+    for (int64_t t = 0; t < tp; t++) {
+        uint8_t *row = a + t * p->rb;
+        const int64_t oh = (p0 + t) / p->OW, ow = (p0 + t) % p->OW;
+        const int64_t ih0 = oh * p->sh - p->ph, iw0 = ow * p->sw - p->pw;
+        int64_t ck = 0;
+        if (ih0 >= 0 && ih0 + (p->KH - 1) * p->dh < p->H && iw0 >= 0 &&
+            iw0 + (p->KW - 1) * p->dw < p->W) {
+            /* The window is inside the image: no bounds to check. */
+            const uint8_t *x0 = xu + ((n * p->C) + g * p->Cg) * p->H * p->W + ih0 * p->W + iw0;
+            if (p->dw == 1 && p->KW == 3) {
+                /* The common 3-wide window: one run of 3 bytes per (c, kh). */
+                const int32_t *restrict off = p->offs;
+                for (ck = 0; ck < p->CKK; ck += 3)
+                    memcpy(row + ck, x0 + off[ck], 3);
+                if (flip)
+                    for (int64_t i = 0; i < ck; i++)
+                        row[i] ^= flip;
+            } else {
+                const int32_t *restrict off = p->offs;
+                for (ck = 0; ck < p->CKK; ck++)
+                    row[ck] = (uint8_t)(x0[off[ck]] ^ flip);
+            }
+            memset(row + ck, xzu, (size_t)(p->rb - ck));
+            continue;
+        }
+        for (int64_t c = 0; c < p->Cg; c++) {
+            const int64_t plane = ((n * p->C) + g * p->Cg + c) * p->H * p->W;
+            for (int64_t kh = 0; kh < p->KH; kh++) {
+                const int64_t ih = oh * p->sh - p->ph + kh * p->dh;
+                if (ih < 0 || ih >= p->H) {
+                    memset(row + ck, xzu, (size_t)p->KW);
+                    ck += p->KW;
+                    continue;
+                }
+                const int64_t base = plane + ih * p->W;
+                for (int64_t kw = 0; kw < p->KW; kw++, ck++) {
+                    const int64_t iw = ow * p->sw - p->pw + kw * p->dw;
+                    row[ck] = iw < 0 || iw >= p->W ? xzu
+                              : p->x_signed        ? (uint8_t)(xs[base + iw] + 128)
+                                                   : xu[base + iw];
+                }
+            }
+        }
+        memset(row + ck, xzu, (size_t)(p->rb - ck));
+    }
+}
+
+static void qc_walk8(void *arg, size_t begin, size_t end)
+{
+    const qc_job *j = arg;
+    const qc_params *p = j->p;
+    const int64_t P = p->OH * p->OW;
+    const int32_t lo = p->signed_out ? -128 : 0, hi = p->signed_out ? 127 : 255;
+    const uint8_t xzu = (uint8_t)(j->xzp + (p->x_signed ? 128 : 0));
+    int32_t row[QC_TP];
+    for (size_t s = begin; s < end; s++) {
+        char *mem = j->slots + s * p->slot_bytes;
+        uint8_t *a = (uint8_t *)mem;
+        int32_t *acc = (int32_t *)(mem + p->col_bytes);
+        for (int64_t it = (int64_t)s; it < p->items; it += p->slots) {
+            const int64_t tile = it % p->tiles, ng = it / p->tiles;
+            const int64_t g = ng % p->G, n = ng / p->G;
+            const int64_t p0 = tile * QC_TP, tp = P - p0 < QC_TP ? P - p0 : QC_TP;
+            qc_im2col8(j, n, g, p0, tp, xzu, a);
+            cpu_int8_gemm_i32(p->w8[g], a, tp, xzu, acc, p->Mg); /* acc[t][mi] */
+            for (int64_t mi = 0; mi < p->Mg; mi++) {
+                const int64_t m = g * p->Mg + mi;
+                if (p->integer) {
+                    int32_t *y = (int32_t *)j->y + (n * p->M + m) * P + p0;
+                    for (int64_t t = 0; t < tp; t++)
+                        y[t] = acc[t * p->Mg + mi];
+                    continue;
+                }
+                const int32_t b = j->bias ? j->bias[m] : 0;
+                const double mult = j->mult[m];
+                char *y = (char *)j->y + ((n * p->M + m) * P + p0);
+                for (int64_t t = 0; t < tp; t++)
+                    row[t] = acc[t * p->Mg + mi] + b;
+#ifdef QC_HAVE_X86
+                if (p->avx512) {
+                    requant_row_avx512(row, tp, mult, j->yzp, lo, hi, y);
+                    continue;
+                }
+#endif
+                for (int64_t t = 0; t < tp; t++)
+                    row[t] = requant(row[t], mult, j->yzp, lo, hi);
+                store_q(y, p->signed_out, row, tp);
+            }
+        }
+    }
+}
+
 static void qc_walk(void *arg, size_t begin, size_t end)
 {
     const qc_job *j = arg;
@@ -696,6 +936,12 @@ static void qc_walk(void *arg, size_t begin, size_t end)
             const int64_t g = ng % p->G, n = ng / p->G;
             const int64_t p0 = tile * QC_TP, tp = P - p0 < QC_TP ? P - p0 : QC_TP;
             qc_im2col(j, n, g, p0, tp, col);
+            if (p->integer) {
+                /* ConvInteger: the sums go straight to the output, one row per channel. */
+                int32_t *y = (int32_t *)j->y + (n * p->M + g * p->Mg) * P + p0;
+                igemm(p->Mg, tp, p->CKK, j->w + g * p->Mg * p->CKK, p->CKK, col, tp, y, P);
+                continue;
+            }
             igemm(p->Mg, tp, p->CKK, j->w + g * p->Mg * p->CKK, p->CKK, col, tp, acc, tp);
             for (int64_t mi = 0; mi < p->Mg; mi++) {
                 const int64_t m = g * p->Mg + mi;
@@ -721,50 +967,62 @@ static loom_status qc_run(const cpu_kernel *k, const loom_exec_args *args, cpu_p
         return LOOM_OK;
     char *scratch = args->scratch;
     const int16_t *w = p->w_packed;
-    if (!w) {
+    const int has_xz = p->ixz < k->n_in && k->in[p->ixz].dtype;
+    const int has_wz = p->iwz < k->n_in && k->in[p->iwz].dtype;
+    if (!w && !p->w8) {
         int16_t *wp = (int16_t *)(scratch + p->w_off);
-        const int64_t nz = loom_tensor_desc_numel(&k->in[5]);
-        pack16(wp, args->inputs[3], k->in[3].dtype, p->M * p->CKK, args->inputs[5],
-               k->in[5].dtype, p->CKK, nz);
+        const int64_t nz = has_wz ? loom_tensor_desc_numel(&k->in[p->iwz]) : 1;
+        pack16(wp, args->inputs[p->iw], k->in[p->iw].dtype, p->M * p->CKK,
+               has_wz ? args->inputs[p->iwz] : NULL, has_wz ? k->in[p->iwz].dtype : 0, p->CKK,
+               nz);
         w = wp;
     }
-    float *mult = (float *)(scratch + p->mult_off);
-    const float sx = load_f32(args->inputs[1], 0), sy = load_f32(args->inputs[6], 0);
-    const int per_ch = loom_tensor_desc_numel(&k->in[4]) != 1;
-    for (int64_t m = 0; m < p->M; m++)
-        mult[m] = sx * load_f32(args->inputs[4], per_ch ? m : 0) / sy;
+    float *mult = NULL;
+    if (!p->integer) {
+        mult = (float *)(scratch + p->mult_off);
+        const float sx = load_f32(args->inputs[1], 0), sy = load_f32(args->inputs[6], 0);
+        const int per_ch = loom_tensor_desc_numel(&k->in[4]) != 1;
+        for (int64_t m = 0; m < p->M; m++)
+            mult[m] = sx * load_f32(args->inputs[4], per_ch ? m : 0) / sy;
+    }
     qc_job j = {.p = p,
                 .x = args->inputs[0],
                 .w = w,
                 .mult = mult,
-                .bias = k->n_in > 8 && k->in[8].dtype ? args->inputs[8] : NULL,
-                .xzp = (int32_t)load_int(k->in[2].dtype, args->inputs[2], 0),
-                .yzp = (int32_t)load_int(k->in[7].dtype, args->inputs[7], 0),
+                .bias = !p->integer && k->n_in > 8 && k->in[8].dtype ? args->inputs[8] : NULL,
+                .xzp = has_xz ? (int32_t)load_int(k->in[p->ixz].dtype, args->inputs[p->ixz], 0)
+                              : 0,
+                .yzp = p->integer ? 0
+                                  : (int32_t)load_int(k->in[7].dtype, args->inputs[7], 0),
                 .y = args->outputs[0],
                 .slots = scratch + p->slot_off};
-    cpu_parallel_for(pool, (size_t)p->slots, 1, qc_walk, &j);
+    cpu_parallel_for(pool, (size_t)p->slots, 1, p->w8 ? qc_walk8 : qc_walk, &j);
     return LOOM_OK;
 }
 
 static int qc_supports(const loom_node_desc *node, char *reason, size_t len)
 {
     const char *op = node->op_name;
-    if (node->n_inputs < 8 || node->n_inputs > 9 || node->n_outputs != 1) {
-        cpu_reason(reason, len, "%s: expects 8 or 9 inputs and one output", op);
+    const int integer = node->op == LOOM_OP_CONV_INTEGER;
+    const uint32_t iw = integer ? 1 : 3, need = integer ? 2 : 8;
+    if (node->n_inputs < need || node->n_inputs > (integer ? 4u : 9u) || node->n_outputs != 1) {
+        cpu_reason(reason, len, "%s: expects %s inputs and one output", op,
+                   integer ? "2 to 4" : "8 or 9");
         return 0;
     }
-    for (uint32_t i = 0; i < 8; i++)
+    for (uint32_t i = 0; i < need; i++)
         if (!cpu_present(node, i)) {
             cpu_reason(reason, len, "%s: input %u is required", op, i);
             return 0;
         }
-    const loom_tensor_desc *x = &node->inputs[0], *w = &node->inputs[3], *y = &node->outputs[0];
+    const loom_tensor_desc *x = &node->inputs[0], *w = &node->inputs[iw], *y = &node->outputs[0];
     if (!is_q8(x->dtype))
         return no_dtype(node, x->dtype, "uint8, int8", reason, len);
     if (!is_q8(w->dtype))
         return no_dtype(node, w->dtype, "uint8, int8", reason, len);
-    if (!is_q8(y->dtype))
-        return no_dtype(node, y->dtype, "uint8, int8 outputs", reason, len);
+    if (integer ? y->dtype != LOOM_DTYPE_I32 : !is_q8(y->dtype))
+        return no_dtype(node, y->dtype, integer ? "int32 outputs" : "uint8, int8 outputs",
+                        reason, len);
     if (x->rank != 3 && x->rank != 4) {
         cpu_reason(reason, len, "%s: only 1-D and 2-D convolutions have a CPU kernel (rank %u)",
                    op, x->rank);
@@ -788,7 +1046,14 @@ static int qc_supports(const loom_node_desc *node, char *reason, size_t len)
         return 0;
     }
     const int64_t M = w->dims[0];
-    if (!param_ok(&node->inputs[1], LOOM_DTYPE_F32, -1) ||
+    if (integer) {
+        if ((cpu_present(node, 2) && !param_ok(&node->inputs[2], x->dtype, -1)) ||
+            (cpu_present(node, 3) && !param_ok(&node->inputs[3], w->dtype, M))) {
+            cpu_reason(reason, len, "%s: x_zero_point must be per-tensor and w_zero_point per "
+                                    "tensor or per output channel, of x's and w's dtypes", op);
+            return 0;
+        }
+    } else if (!param_ok(&node->inputs[1], LOOM_DTYPE_F32, -1) ||
         !param_ok(&node->inputs[2], x->dtype, -1) ||
         !param_ok(&node->inputs[4], LOOM_DTYPE_F32, M) ||
         !param_ok(&node->inputs[5], w->dtype, M) ||
@@ -798,7 +1063,7 @@ static int qc_supports(const loom_node_desc *node, char *reason, size_t len)
                                 "per output channel)", op);
         return 0;
     }
-    if (cpu_present(node, 8) && !(node->inputs[8].dtype == LOOM_DTYPE_I32 &&
+    if (!integer && cpu_present(node, 8) && !(node->inputs[8].dtype == LOOM_DTYPE_I32 &&
                               node->inputs[8].rank == 1 && node->inputs[8].dims[0] == M)) {
         cpu_reason(reason, len, "%s: B must be int32 [M]", op);
         return 0;
@@ -818,10 +1083,16 @@ static int qc_supports(const loom_node_desc *node, char *reason, size_t len)
 static loom_status qc_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
                               size_t err_len)
 {
-    const loom_tensor_desc *x = &k->in[0], *w = &k->in[3], *y = &k->out[0];
+    const int integer = node->op == LOOM_OP_CONV_INTEGER;
+    const uint32_t iw = integer ? 1 : 3;
+    const loom_tensor_desc *x = &k->in[0], *w = &k->in[iw], *y = &k->out[0];
     qc_params *p = calloc(1, sizeof *p);
     if (!p)
         goto oom;
+    p->integer = integer;
+    p->iw = iw;
+    p->ixz = 2;
+    p->iwz = integer ? 3 : 5;
     const int two_d = x->rank == 4;
     const int64_t *ks = loom_node_attr(node, "kernel_shape")->ints;
     const int64_t *st = loom_node_attr(node, "strides")->ints;
@@ -849,31 +1120,74 @@ static loom_status qc_prepare(const loom_node_desc *node, cpu_kernel *k, char *e
     p->CKK = p->Cg * p->KH * p->KW;
     p->signed_out = y->dtype == LOOM_DTYPE_I8;
     p->x_signed = x->dtype == LOOM_DTYPE_I8;
+#ifdef QC_HAVE_X86
+    {
+        const char *off = getenv("LOOM_CPU_NO_AVX512");
+        __builtin_cpu_init();
+        p->avx512 = !(off && *off && strcmp(off, "0") != 0) &&
+                    __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+    }
+#endif
     const int64_t P = p->OH * p->OW;
     p->tiles = (P + QC_TP - 1) / QC_TP;
     p->items = p->N * p->G * p->tiles;
     p->slots = p->items < QC_SLOTS ? p->items : QC_SLOTS;
     if (p->slots < 1)
         p->slots = 1;
-    const void *wc = node->input_constants ? node->input_constants[3] : NULL;
-    const void *wzc = node->input_constants ? node->input_constants[5] : NULL;
+    const int wz_given = cpu_present(node, p->iwz);
+    const void *wc = node->input_constants ? node->input_constants[iw] : NULL;
+    const void *wzc = wz_given && node->input_constants ? node->input_constants[p->iwz] : NULL;
     const int64_t nw = p->M * p->CKK;
-    if (wc && wzc && nw > 0) {
+    if (wc && (wzc || !wz_given) && nw > 0) {
         p->w_packed = malloc((size_t)nw * sizeof(int16_t));
         if (!p->w_packed)
             goto oom;
-        pack16(p->w_packed, wc, w->dtype, nw, wzc, k->in[5].dtype, p->CKK,
-               loom_tensor_desc_numel(&k->in[5]));
+        pack16(p->w_packed, wc, w->dtype, nw, wzc, wzc ? k->in[p->iwz].dtype : 0, p->CKK,
+               wzc ? loom_tensor_desc_numel(&k->in[p->iwz]) : 1);
+        /* W' in int8 for the u8 x s8 GEMM, when every value fits. */
+        int fits = 1;
+        for (int64_t i = 0; i < nw && fits; i++)
+            fits = p->w_packed[i] >= -128 && p->w_packed[i] <= 127;
+        int8_t *w8 = fits ? malloc((size_t)nw) : NULL;
+        if (fits && (!w8 || !(p->w8 = calloc((size_t)p->G, sizeof *p->w8)))) {
+            free(w8);
+            goto oom;
+        }
+        for (int64_t i = 0; i < nw && w8; i++)
+            w8[i] = (int8_t)p->w_packed[i];
+        for (int64_t g = 0; g < p->G && w8; g++) {
+            /* B[ck][mi] = W'[g * Mg + mi][ck]. */
+            p->w8[g] = cpu_int8_pack(w8 + g * p->Mg * p->CKK, p->CKK, p->Mg, 1, p->CKK);
+            if (!p->w8[g]) {
+                free(w8);
+                goto oom;
+            }
+        }
+        if (w8 && !(p->offs = malloc((size_t)p->CKK * sizeof *p->offs))) {
+            free(w8);
+            goto oom;
+        }
+        for (int64_t ck = 0; w8 && ck < p->CKK; ck++) {
+            const int64_t c = ck / (p->KH * p->KW), kh = ck / p->KW % p->KH, kw = ck % p->KW;
+            p->offs[ck] = (int32_t)(c * p->H * p->W + kh * p->dh * p->W + kw * p->dw);
+        }
+        if (w8) {
+            p->rb = cpu_int8_row_bytes(p->w8[0]);
+            free(p->w_packed); /* the int16 copy is not needed */
+            p->w_packed = NULL;
+        }
+        free(w8);
     }
     /* Scratch: W' (unless packed) | multipliers [M] | per slot: im2col panel, accumulators. */
     size_t off = 0;
     p->w_off = off;
-    if (!p->w_packed)
+    if (!p->w_packed && !p->w8)
         off = ALIGN64(off + (size_t)nw * sizeof(int16_t));
     p->mult_off = off;
     off = ALIGN64(off + (size_t)p->M * sizeof(float));
     p->slot_off = off;
-    p->col_bytes = ALIGN64((size_t)p->CKK * QC_TP * sizeof(int16_t));
+    p->col_bytes = p->w8 ? ALIGN64((size_t)p->rb * QC_TP)
+                         : ALIGN64((size_t)p->CKK * QC_TP * sizeof(int16_t));
     p->slot_bytes = p->col_bytes + ALIGN64((size_t)p->Mg * QC_TP * sizeof(int32_t));
     off += (size_t)p->slots * p->slot_bytes;
     k->scratch_bytes = off;
@@ -960,4 +1274,6 @@ void cpu_register_quantization(cpu_op_entry *table)
     table[LOOM_OP_QLINEAR_MAT_MUL].prepare = mm_prepare;
     table[LOOM_OP_QLINEAR_CONV].supports = qc_supports;
     table[LOOM_OP_QLINEAR_CONV].prepare = qc_prepare;
+    table[LOOM_OP_CONV_INTEGER].supports = qc_supports;
+    table[LOOM_OP_CONV_INTEGER].prepare = qc_prepare;
 }

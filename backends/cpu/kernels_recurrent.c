@@ -1,6 +1,7 @@
 /*
- * CPU kernels of the recurrent operators: LSTM and GRU, with ONNX opset-18 semantics (canonical
- * attributes: graph/ops_recurrent.c). OpenBLAS runs single-threaded inside the pool's threads.
+ * CPU kernels of the recurrent operators: LSTM, GRU and RNN, with ONNX opset-18 semantics
+ * (canonical attributes: graph/ops_recurrent.c). OpenBLAS runs single-threaded inside the pool's
+ * threads.
  */
 #include "cpu_kernels.h"
 
@@ -12,12 +13,12 @@
 #define I32 LOOM_DTYPE_I32
 
 /* ===========================================================================================
- * LSTM and GRU: per direction, one GEMM of every time step's input projection, then per step
+ * LSTM, GRU and RNN: per direction, one GEMM of every time step's input projection, then per step
  * one GEMM of the recurrence and the gates. Directions run in parallel.
  * =========================================================================================== */
 
 typedef struct rnn_params {
-    int lstm;
+    int lstm, plain; /* LSTM; RNN (one gate: H_t = tanh(X W^T + H R^T + Wb + Rb)) */
     int64_t seq, batch, in, h, nd, gates;
     int layout, reverse, input_forget, lbr;
     float clip;
@@ -84,7 +85,7 @@ static void rnn_dir(void *arg, size_t d0, size_t d1)
             }
         for (int64_t s = 0; s < T_; s++) {
             /* recurrence: HR = H_prev R^T (GRU without lbr: only the z and r gates here) */
-            const int64_t rg = !p->lstm && !p->lbr ? 2 * H : GH;
+            const int64_t rg = !p->lstm && !p->plain && !p->lbr ? 2 * H : GH;
             cpu_sgemm(0, 1, B, rg, H, hs, H, R, H, 0.0f, hr, GH);
             for (int64_t b = 0; b < B; b++) {
                 const int64_t len = j->lens ? j->lens[b] : T_;
@@ -95,14 +96,14 @@ static void rnn_dir(void *arg, size_t d0, size_t d1)
                 const float *xr = xw + row * GH;
                 float *g = hr + b * GH;
                 /* GRU's h gate adds its input part later, inside or outside r (*) (...) */
-                const int64_t add = p->lstm ? GH : 2 * H;
+                const int64_t add = p->lstm || p->plain ? GH : 2 * H;
                 for (int64_t q = 0; q < add; q++)
                     g[q] += xr[q];
-                if (!p->lstm && !p->lbr)
+                if (!p->lstm && !p->plain && !p->lbr)
                     for (int64_t i = 0; i < H; i++)
                         rh[b * H + i] = sigm(clipf(g[H + i], p->clip)) * hs[b * H + i];
             }
-            if (!p->lstm && !p->lbr) /* (r (*) H_prev) Rh^T */
+            if (!p->lstm && !p->plain && !p->lbr) /* (r (*) H_prev) Rh^T */
                 cpu_sgemm(0, 1, B, H, H, rh, H, R + 2 * H * H, H, 0.0f, hr + 2 * H, GH);
             for (int64_t b = 0; b < B; b++) {
                 const int64_t len = j->lens ? j->lens[b] : T_;
@@ -112,7 +113,10 @@ static void rnn_dir(void *arg, size_t d0, size_t d1)
                 const int64_t row = p->layout ? b * T_ + t : t * B + b;
                 const float *xr = xw + row * GH;
                 float *g = hr + b * GH, *hb = hs + b * H, *cb = cs + b * H;
-                if (p->lstm) {
+                if (p->plain) {
+                    for (int64_t i = 0; i < H; i++)
+                        hb[i] = tanhf(clipf(g[i], p->clip));
+                } else if (p->lstm) {
                     /* gates i, o, f, c; peepholes P = [Pi, Po, Pf] */
                     for (int64_t i = 0; i < H; i++) {
                         const float c_prev = cb[i];
@@ -170,7 +174,7 @@ static loom_status rnn_run(const cpu_kernel *k, const loom_exec_args *args, cpu_
         if (lens[b] < 0 || lens[b] > p->seq)
             return cpu_fail(err, err_len, LOOM_ERR_INVALID_ARGUMENT,
                             "%s: sequence_lens[%lld] = %d is out of range [0, %lld]",
-                            p->lstm ? "LSTM" : "GRU", (long long)b, (int)lens[b],
+                            p->lstm ? "LSTM" : p->plain ? "RNN" : "GRU", (long long)b, (int)lens[b],
                             (long long)p->seq);
     /* The outputs the kernel writes: 1 to 3 of them; absent ones are skipped. */
     void *outs[3] = {NULL, NULL, NULL};
@@ -196,7 +200,7 @@ static int rnn_supports(const loom_node_desc *node, char *reason, size_t len)
         return cpu_reason(reason, len, "%s: sequence_lens must be int32", node->op_name);
     const loom_tensor_desc *x = &node->inputs[0];
     int64_t h = loom_node_attr_int(node, "hidden_size", 0);
-    int64_t g = node->op == LOOM_OP_LSTM ? 4 : 3;
+    int64_t g = node->op == LOOM_OP_LSTM ? 4 : node->op == LOOM_OP_RNN ? 1 : 3;
     if (x->rank != 3 || h < 1 || !cpu_fits_int(x->dims[0] * x->dims[1]) || !cpu_fits_int(g * h) ||
         !cpu_fits_int(x->dims[2]))
         return cpu_reason(reason, len, "%s: shapes too large or malformed", node->op_name);
@@ -211,12 +215,13 @@ static loom_status rnn_prepare(const loom_node_desc *node, cpu_kernel *k, char *
         return cpu_oom(node, err, err_len);
     const loom_tensor_desc *x = &node->inputs[0];
     p->lstm = node->op == LOOM_OP_LSTM;
+    p->plain = node->op == LOOM_OP_RNN;
     p->layout = loom_node_attr_int(node, "layout", 0) != 0;
     p->seq = p->layout ? x->dims[1] : x->dims[0];
     p->batch = p->layout ? x->dims[0] : x->dims[1];
     p->in = x->dims[2];
     p->h = loom_node_attr_int(node, "hidden_size", 1);
-    p->gates = p->lstm ? 4 : 3;
+    p->gates = p->lstm ? 4 : p->plain ? 1 : 3;
     const char *dir = cpu_str_attr(node, "direction", "forward");
     p->nd = strcmp(dir, "bidirectional") == 0 ? 2 : 1;
     p->reverse = strcmp(dir, "reverse") == 0;
@@ -243,4 +248,5 @@ void cpu_register_recurrent(cpu_op_entry *table)
 {
     table[LOOM_OP_LSTM] = (cpu_op_entry){rnn_supports, rnn_prepare};
     table[LOOM_OP_GRU] = (cpu_op_entry){rnn_supports, rnn_prepare};
+    table[LOOM_OP_RNN] = (cpu_op_entry){rnn_supports, rnn_prepare};
 }

@@ -507,8 +507,54 @@ static int tn_supports(const loom_node_desc *node, char *reason, size_t len)
     return 1;
 }
 
+/* ---- ReverseSequence: X as [T, B, inner] (time_axis 0) or [B, T, inner]; the first
+ * sequence_lens[b] steps of each batch row reversed, the rest copied ---- */
+
+static loom_status revseq_run(const cpu_kernel *k, const loom_exec_args *args, cpu_pool *pool,
+                              char *err, size_t err_len)
+{
+    (void)pool;
+    const tn_params *p = k->params;
+    const int64_t T_ = p->a, B = p->b, inner = p->c;
+    const int time_first = p->flag;
+    const int64_t *lens = args->inputs[1];
+    const char *x = args->inputs[0];
+    char *y = args->outputs[0];
+    const size_t row = (size_t)inner * p->esize;
+    for (int64_t b = 0; b < B; b++) {
+        if (lens[b] < 0 || lens[b] > T_)
+            return cpu_fail(err, err_len, LOOM_ERR_INVALID_ARGUMENT,
+                            "ReverseSequence: sequence_lens[%lld] = %lld is outside [0, %lld]",
+                            (long long)b, (long long)lens[b], (long long)T_);
+        for (int64_t t = 0; t < T_; t++) {
+            const int64_t src = t < lens[b] ? lens[b] - 1 - t : t;
+            const int64_t yo = time_first ? t * B + b : b * T_ + t;
+            const int64_t xo = time_first ? src * B + b : b * T_ + src;
+            memcpy(y + (size_t)yo * row, x + (size_t)xo * row, row);
+        }
+    }
+    return LOOM_OK;
+}
+
+static loom_status revseq_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
+                                  size_t err_len)
+{
+    tn_params *p = tn_new(node);
+    if (!p)
+        return cpu_oom(node, err, err_len);
+    const loom_tensor_desc *x = &node->inputs[0];
+    p->flag = loom_node_attr_int(node, "time_axis", 0) == 0;
+    p->a = x->dims[p->flag ? 0 : 1];
+    p->b = x->dims[p->flag ? 1 : 0];
+    p->c = cpu_prod(x->dims, 2, x->rank);
+    k->params = p;
+    k->run = revseq_run;
+    return LOOM_OK;
+}
+
 void cpu_register_tensor(cpu_op_entry *table)
 {
+    table[LOOM_OP_REVERSE_SEQUENCE] = (cpu_op_entry){tn_supports, revseq_prepare};
     table[LOOM_OP_TRILU] = (cpu_op_entry){tn_supports, trilu_prepare};
     table[LOOM_OP_CUM_SUM] = (cpu_op_entry){tn_supports, cumsum_prepare};
     table[LOOM_OP_HARDMAX] = (cpu_op_entry){tn_supports, hardmax_prepare};

@@ -1015,6 +1015,37 @@ static int collect_unsupported(const onnx_import *im, const Onnx__GraphProto *gp
     return 1;
 }
 
+/* Whether every node of GP (no subgraphs) is an operator of the default domain whose opset-1
+ * definition is still the one opsets 6 to 18 use (one version, no attributes): a model of
+ * opset 1 to 5 made only of them reads as if it were opset 6. */
+static int unchanged_since_1(const char *op)
+{
+    static const char *const ops[] = {"GlobalAveragePool", "GlobalMaxPool", "Not", "Softplus",
+                                      "Softsign", NULL};
+    for (size_t k = 0; ops[k]; k++)
+        if (strcmp(ops[k], op) == 0)
+            return 1;
+    return 0;
+}
+
+static int only_unchanged_since_1(const Onnx__GraphProto *gp)
+{
+    for (size_t i = 0; i < gp->n_node; i++) {
+        const Onnx__NodeProto *n = gp->node[i];
+        const char *d = onnx_str(n->domain);
+        if ((*d && strcmp(d, "ai.onnx") != 0) || n->n_attribute ||
+            !unchanged_since_1(onnx_str(n->op_type)))
+            return 0;
+    }
+    return gp->n_node > 0;
+}
+
+void onnx_op_opsets(const char *op, int *lo, int *hi)
+{
+    *lo = unchanged_since_1(op) ? 1 : ONNX_MIN_OPSET;
+    *hi = ONNX_MAX_OPSET;
+}
+
 static loom_status check_ops(onnx_import *im, const Onnx__GraphProto *gp)
 {
     op_list l = {0};
@@ -1075,8 +1106,9 @@ static loom_status import_model(onnx_import *im, const Onnx__ModelProto *m)
                        "default ONNX domain");
     /* Opset 6 is read too: the ONNX backend tests converted from PyTorch use it, and what
      * changed in 7 (legacy broadcasting, is_test, consumed_inputs) is rewritten in
-     * onnx_nodes.c. */
-    if (im->opset < ONNX_MIN_OPSET || im->opset > ONNX_MAX_OPSET)
+     * onnx_nodes.c. Opsets 1 to 5 only for models of operators unchanged since opset 1. */
+    if ((im->opset < ONNX_MIN_OPSET && !(im->opset >= 1 && only_unchanged_since_1(gp))) ||
+        im->opset > ONNX_MAX_OPSET)
         return onnx_fail(im, LOOM_ERR_UNSUPPORTED, "opset %lld is not supported (Loom imports "
                        "opsets %d to %d)", (long long)im->opset, ONNX_MIN_OPSET, ONNX_MAX_OPSET);
 

@@ -16,6 +16,11 @@
 #define ONNX_MIN_OPSET 6
 #define ONNX_MAX_OPSET 18
 
+/* The default-domain opsets in which the importer reads operator OP into *LO..*HI:
+ * ONNX_MIN_OPSET (1 for the few operators unchanged since opset 1, which a model of opset 1 to 5
+ * may be made of) to ONNX_MAX_OPSET. For `loom ops`. */
+void onnx_op_opsets(const char *op, int *lo, int *hi);
+
 /* A string -> int32 map whose keys are borrowed (they live in the parsed model). */
 typedef struct onnx_smap {
     const char **keys;

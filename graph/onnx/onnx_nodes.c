@@ -1,10 +1,11 @@
 /*
  * One ONNX node into the graph: its attributes, the rewriting of older opset forms into the
  * opset-18 form the operator registry expects (attributes that became inputs, Softmax's
- * flattening before opset 13, Upsample and Resize-10, CastLike into Cast), and the operators
- * the importer evaluates itself: Constant, ConstantOfShape, Shape and Size (their results
- * depend only on attributes and shapes, which are all static here) and If (inlined when its
- * condition is a constant, else both branches computed and selected with Where).
+ * flattening before opset 13, Upsample and Resize-10, CastLike into Cast, Scatter into
+ * ScatterElements), and the operators the importer evaluates itself: Constant,
+ * ConstantOfShape, Shape and Size (their results depend only on attributes and shapes, which
+ * are all static here) and If (inlined when its condition is a constant, else both branches
+ * computed and selected with Where).
  */
 #include "graph/onnx/onnx_import.h"
 
@@ -51,6 +52,8 @@ int onnx_node_supported(const onnx_import *im, const Onnx__NodeProto *node)
         return loom_op_find("Resize") != NULL;
     if (strcmp(op, "CastLike") == 0)
         return loom_op_find("Cast") != NULL;
+    if (strcmp(op, "Scatter") == 0)
+        return loom_op_find("ScatterElements") != NULL;
     return loom_op_find(op) != NULL;
 }
 
@@ -434,6 +437,10 @@ static loom_status adapt(nb *b)
                 (st = legacy_broadcast(b, ax.i)) != LOOM_OK)
                 return st;
         }
+    }
+    if (strcmp(op, "Scatter") == 0) {
+        /* Scatter (opsets 9 and 10, deprecated in 11) is ScatterElements without 'reduction'. */
+        b->op = op = "ScatterElements";
     }
     if (strcmp(op, "PRelu") == 0 && opset < 7 && b->n_in == 2 && b->in[0] != LOOM_NO_VALUE &&
         b->in[1] != LOOM_NO_VALUE) {

@@ -231,6 +231,25 @@ typedef enum loom_op_id {
     LOOM_OP_ONE_HOT = 130,
     LOOM_OP_GATHER_ND = 131,
     LOOM_OP_SCATTER_ND = 132,
+    LOOM_OP_CONV_INTEGER = 133,
+    LOOM_OP_GRID_SAMPLE = 134, /* graph/ops_sampling.c */
+    /* Output shape depends on input values (graph/ops_value_dependent.c): loom_model runs them
+     * on the host between stages; a backend is never offered them. */
+    LOOM_OP_NON_ZERO = 135,
+    LOOM_OP_COMPRESS = 136,
+    LOOM_OP_UNIQUE = 137,
+    LOOM_OP_NON_MAX_SUPPRESSION = 138,
+    LOOM_OP_RNN = 139, /* issue 13, helper opsstatic: ops 139-149 */
+    LOOM_OP_GLOBAL_MAX_POOL = 140,
+    LOOM_OP_LRN = 141,
+    LOOM_OP_MAX_UNPOOL = 142,
+    LOOM_OP_MEAN_VARIANCE_NORMALIZATION = 143,
+    LOOM_OP_DET = 144,
+    LOOM_OP_REVERSE_SEQUENCE = 145,
+    LOOM_OP_HANN_WINDOW = 146,
+    LOOM_OP_HAMMING_WINDOW = 147,
+    LOOM_OP_BLACKMAN_WINDOW = 148,
+    LOOM_OP_ROI_ALIGN = 149,
     LOOM_OP_COUNT_V0_4 /* one past the last id of ABI 0.4 */
 } loom_op_id;
 

@@ -5,6 +5,15 @@
  * with those shapes, constant-folded, placed with the cost model, compiled, memory-planned) and
  * cached; every specialisation borrows one copy of the weights, owned by the model.
  *
+ * Output shapes that depend on input VALUES (NonZero, Compress, Unique, NonMaxSuppression): such
+ * a model runs in stages, split at those nodes once at load (loom_model_is_staged). The first
+ * stage runs up to them; each of them then runs on the host, and the real shapes of its outputs
+ * key the specialisation of the stages after it, cached like any input shape (so two counts of
+ * detections make two specialisations of what follows, each made once). Values a later stage
+ * reads from an earlier one are handed on, never recomputed. The specialisation counters of
+ * loom_model_stats and the cache bounds then count each stage's specialisations (the bounds
+ * apply per stage). loom_plan_create refuses such graphs, naming the node.
+ *
  * Threading: loom_model_run may be called from several threads at once on one model. The cache
  * lookup takes a lock; specialisations are created one at a time; runs of cached ones proceed in
  * parallel (plans are thread-safe to run).
@@ -77,7 +86,8 @@ size_t loom_model_output_count(const loom_model *model);
 loom_status loom_model_input_info(const loom_model *model, size_t i, loom_model_io *out);
 loom_status loom_model_output_info(const loom_model *model, size_t i, loom_model_io *out);
 
-/* Figures of one loom_model_run; plain data. */
+/* Figures of one loom_model_run; plain data. A staged model sums them over its stages
+ * (cache_hit: 1 when every stage hit). */
 typedef struct loom_model_run_stats {
     uint32_t struct_size;  /* set by the caller to sizeof(loom_model_run_stats) */
     int cache_hit;         /* 1: a cached specialisation ran; 0: this call created one */
@@ -105,6 +115,10 @@ typedef struct loom_model_run_stats {
  * Otherwise as loom_plan_run. */
 loom_status loom_model_run(loom_model *model, const loom_tensor *const *inputs, size_t n_inputs,
                            loom_tensor **outputs, size_t n_outputs, loom_model_run_stats *stats);
+
+/* 1 when MODEL runs in stages because it holds operators whose output shape depends on input
+ * values (see the header comment), 0 otherwise and for NULL. */
+int loom_model_is_staged(const loom_model *model);
 
 /* Counters of MODEL since it was loaded. */
 typedef struct loom_model_stats {

@@ -172,7 +172,9 @@ typedef struct loom_plan_options {
  * stay borrowed), so GRAPH may be destroyed afterwards. On success *OUT is owned by the caller:
  * free with loom_plan_destroy. Fails with LOOM_ERR_INVALID_ARGUMENT when GRAPH was not checked
  * or OPTIONS names an unknown device, LOOM_ERR_UNSUPPORTED when some node can run on no
- * device (the message names the node and each device's reason). */
+ * device (the message names the node and each device's reason) or when a node's output shape
+ * depends on its input values (NonZero, Compress, Unique, NonMaxSuppression: a static memory
+ * plan cannot size it; the message names the node; loom/model.h runs such models in stages). */
 loom_status loom_plan_create(loom_runtime *runtime, const loom_graph *graph,
                              const loom_plan_options *options, loom_plan **out);
 
