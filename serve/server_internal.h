@@ -37,6 +37,8 @@ typedef struct sv_qos_view {
     uint32_t workers;
     uint32_t max_batch;     /* the full variant's */
     double batch_s;         /* predicted seconds of a full batch (MAX_BATCH rows); 0: unknown */
+    double rest_s;          /* predicted seconds of the last, partial batch (the rows left over
+                             * after full batches, at the size they would run at); 0: BATCH_S */
     double arrival_rate;    /* rows per second arriving at the model lately; 0: unknown */
 } sv_qos_view;
 

@@ -52,6 +52,23 @@ static void test_switches_to_lite_when_queued_work_misses_deadlines(void)
     CU_ASSERT_EQUAL(d.lite, 1);
     CU_ASSERT_EQUAL(d.switched, 1);
     CU_ASSERT_EQUAL(st.switches, 1);
+    /* A single row does not wait for a full batch's time: with a batch of 8 predicted at
+     * 60 ms (more than the 50 ms budget) but one row at 2 ms, the full variant answers in
+     * time and the switch stays on full (it used to predict a full batch's time here). */
+    sv_qos_state st3 = {0};
+    sv_qos_view one = view(1.0, 0, 0.060, 10);
+    one.rest_s = 0.002;
+    d = sv_qos_decide(&st3, &p, &one);
+    CU_ASSERT_EQUAL(d.lite, 0);
+    CU_ASSERT_DOUBLE_EQUAL(d.predicted_finish, 1.002, 1e-9);
+    /* 8 + 8 + 3 rows on 2 workers: one wave of two full batches, then the partial one. */
+    one.queued_rows = 18;
+    d = sv_qos_decide(&st3, &p, &one);
+    CU_ASSERT_DOUBLE_EQUAL(d.predicted_finish, 1.062, 1e-9);
+    /* 8 + 3 rows: one wave holding a full batch: the full batch's time. */
+    one.queued_rows = 10;
+    d = sv_qos_decide(&st3, &p, &one);
+    CU_ASSERT_DOUBLE_EQUAL(d.predicted_finish, 1.060, 1e-9);
     /* Unknown cost (nothing measured yet): full. */
     sv_qos_state st2 = {0};
     d = decide(&st2, &p, 1.0, 1000, 0, 0);
