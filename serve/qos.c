@@ -185,6 +185,8 @@ sv_model *sv_route(loom_server *s, sv_model *m, const char *variant, sv_req *r, 
     sv_qos_decision d = sv_qos_decide(&q->st, &q->p, &v);
     char buf[384];
     sv_qos_json(buf, sizeof buf, &v, &d);
+    if (d.switched)
+        sv_trace_switch(s->trace, m->name, now, buf);
     free(r->qos);
     r->qos = sv_strdup(buf);
     return d.lite ? lite : full;

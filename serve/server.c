@@ -177,6 +177,7 @@ void sv_answer(loom_server *s, sv_req *r, loom_serve_code code, const char *mess
             res->message = sv_strdup("out of memory");
         }
     }
+    sv_trace_request(s->trace, r, res, now);
     if (s->audit && res) {
         /* Delivered by the audit writer once the record is committed. */
         sv_audit_deliver(s->audit, s, r, f, res, r->done, r->user);
@@ -258,6 +259,7 @@ static void run_batch(loom_server *s, sv_model *m, sv_req **reqs, size_t n, uint
     free(ins);
     f.run_s = t1 - t0;
 
+    sv_trace_batch(s->trace, m, t0, t1, rows, size, n, sl->devices, rs == LOOM_OK);
     pthread_mutex_lock(&s->mu);
     if (rs == LOOM_OK)
         sv_estimate_measure(&m->est, idx, t1 - t0);
@@ -495,13 +497,23 @@ loom_status loom_server_create(loom_runtime *runtime, const loom_server_options 
         if (ast != LOOM_OK)
             return ast;
     }
+    sv_trace *trace = NULL;
+    if (so.trace_path) {
+        loom_status tst = sv_trace_open(so.trace_path, &trace);
+        if (tst != LOOM_OK) {
+            sv_audit_close(audit);
+            return tst;
+        }
+    }
     loom_server *s = calloc(1, sizeof *s);
     if (!s) {
         sv_audit_close(audit);
+        sv_trace_close(trace);
         return sv_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
     }
     s->rt = runtime;
     s->audit = audit;
+    s->trace = trace;
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->stats_mu, NULL);
     pthread_condattr_t ca;
@@ -562,6 +574,7 @@ void loom_server_destroy(loom_server *s)
         pthread_cond_wait(&s->idle_cv, &s->mu);
     pthread_mutex_unlock(&s->mu);
     sv_audit_close(s->audit);
+    sv_trace_close(s->trace);
     for (size_t i = 0; i < s->n_models; i++)
         sv_model_free(s->models[i]);
     free(s->models);

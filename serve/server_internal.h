@@ -17,6 +17,7 @@
 typedef struct sv_req sv_req;
 typedef struct sv_model sv_model;
 typedef struct sv_audit sv_audit;
+typedef struct sv_trace sv_trace;
 typedef struct sv_remote sv_remote;
 
 /* Variants of a model, and what a request asks for. */
@@ -184,6 +185,7 @@ struct loom_server {
     pthread_mutex_t stats_mu;
     uint64_t refused_unknown; /* requests for models that do not exist */
     sv_audit *audit;          /* NULL: no audit trail */
+    sv_trace *trace;          /* NULL: no serving trace */
 };
 
 /* ---- shared helpers ------------------------------------------------------------------------ */
@@ -258,5 +260,18 @@ void sv_audit_deliver(sv_audit *a, loom_server *s, const sv_req *r, const figure
 /* For tests: recompute every record's chain hash and MAC with the key in KEY_PATH (NULL: no
  * MACs), as someone who edited records and knows the format (not the real key) would. */
 int sv_audit_reseal(const char *path, const char *key_path);
+
+/* trace.c: the serving trace (Chrome trace-event JSON; docs/serve.md, "Trace"). Every call
+ * takes NULL for "no trace" and is thread-safe. */
+loom_status sv_trace_open(const char *path, sv_trace **out);
+/* Close the array and the file; LOOM_ERR_IO when something could not be written. */
+loom_status sv_trace_close(sv_trace *t);
+/* One batch of M run on the calling thread from START to END (sv_now seconds). */
+void sv_trace_batch(sv_trace *t, const sv_model *m, double start, double end, uint32_t rows,
+                    uint32_t size, size_t requests, const char *devices, int ok);
+/* R answered with RES at NOW: an async span from its arrival, with its figures and QoS inputs. */
+void sv_trace_request(sv_trace *t, const sv_req *r, const loom_serve_result *res, double now);
+/* MODEL's QoS switch changed mode at NOW; DECISION: its inputs (JSON object) or NULL. */
+void sv_trace_switch(sv_trace *t, const char *model, double now, const char *decision);
 
 #endif /* LOOM_SERVE_SERVER_INTERNAL_H */

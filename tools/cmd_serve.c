@@ -23,7 +23,7 @@ static const char serve_help[] =
     "                  [--workers N] [--http-threads N] [--max-body BYTES]\n"
     "                  [--max-connections N] [--idle-timeout S] [--device ID] [--policy P]\n"
     "                  [--audit DB [--audit-key FILE] [--audit-new-segment]\n"
-    "                  [--audit-sync full|normal]]\n"
+    "                  [--audit-sync full|normal]] [--trace FILE]\n"
     "\n"
     "Serves ONNX models over HTTP/1.1 with the KServe v2 inference protocol (JSON and binary\n"
     "tensors) and Prometheus metrics at /metrics. Runs until SIGTERM or SIGINT, then answers\n"
@@ -52,6 +52,9 @@ static const char serve_help[] =
     "                   instead of refusing to start\n"
     "  --audit-sync full|normal  normal (default): what was answered survives a crash of\n"
     "                   the process; full: also a power cut (an fsync per batch)\n"
+    "  --trace FILE     write a Chrome trace (chrome://tracing, Perfetto) of the batches per\n"
+    "                   worker, every request with its variant, path, figures and QoS\n"
+    "                   decision inputs, and every QoS switch\n"
     "\n"
     "Variants, QoS and cascades (more --model OPTIONS): lite=PATH (a lite variant with the\n"
     "same inputs and outputs), variant=full|lite (what PATH is), mode=auto|cascade|full|lite\n"
@@ -283,7 +286,8 @@ int cmd_serve(int argc, char **argv)
             !strcmp(a, "--workers") || !strcmp(a, "--http-threads") ||
             !strcmp(a, "--max-body") || !strcmp(a, "--max-connections") ||
             !strcmp(a, "--idle-timeout") || !strcmp(a, "--device") || !strcmp(a, "--policy") ||
-            !strcmp(a, "--audit") || !strcmp(a, "--audit-key") || !strcmp(a, "--audit-sync")) {
+            !strcmp(a, "--audit") || !strcmp(a, "--audit-key") || !strcmp(a, "--audit-sync") ||
+            !strcmp(a, "--trace")) {
             if (!v)
                 return serve_usage("option %s needs a value", a);
             i++;
@@ -341,6 +345,8 @@ int cmd_serve(int argc, char **argv)
             so.audit_path = v;
         } else if (!strcmp(a, "--audit-key")) {
             so.audit_key_path = v;
+        } else if (!strcmp(a, "--trace")) {
+            so.trace_path = v;
         } else if (!strcmp(a, "--audit-sync")) {
             if (strcmp(v, "full") && strcmp(v, "normal"))
                 return serve_usage("--audit-sync must be full or normal, got '%s'", v);

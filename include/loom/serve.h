@@ -57,6 +57,12 @@ typedef struct loom_server_options {
      * default: a commit reaches the operating system before the answer leaves, so a crash or
      * SIGKILL of the process loses nothing answered; a power cut may lose the last commits). */
     int audit_sync_full;
+    /* A serving trace (docs/serve.md, "Trace"): NULL: off. Else a file created (truncated) at
+     * start, into which every batch (per worker), every answered request (from arrival to
+     * answer, with its variant, path, figures and the QoS decision's inputs) and every QoS
+     * switch is written as a Chrome trace event; the JSON array is closed by
+     * loom_server_destroy. */
+    const char *trace_path;
 } loom_server_options;
 
 /* Create a server over RUNTIME (borrowed: it must outlive the server). OPTIONS may be NULL.
@@ -64,7 +70,8 @@ typedef struct loom_server_options {
  * loom_server_destroy. Fails with LOOM_ERR_OUT_OF_MEMORY or LOOM_ERR_INTERNAL (a thread could
  * not start); with an audit database, LOOM_ERR_IO when it cannot be opened or written, or
  * LOOM_ERR_INVALID_ARGUMENT when its chain is broken (the message names the first bad record)
- * and AUDIT_NEW_SEGMENT is not set, or the key file is unreadable or empty. */
+ * and AUDIT_NEW_SEGMENT is not set, or the key file is unreadable or empty; with a trace path,
+ * LOOM_ERR_IO when the file cannot be created. */
 loom_status loom_server_create(loom_runtime *runtime, const loom_server_options *options,
                                loom_server **out);
 

@@ -13,8 +13,10 @@
 
 #include "serve/serve_internal.h"
 
+#include <jansson.h>
 #include <math.h>
 #include <pthread.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -559,7 +561,11 @@ static loom_serve_code submit(loom_server *s, collector *c, int rows, float base
 static void test_server_batches_and_splits_outputs_per_request(void)
 {
     loom_server *s;
-    loom_server_options so = {.struct_size = sizeof so, .workers = 2};
+    char trace[] = "/tmp/loom-serve-trace-XXXXXX";
+    int fd = mkstemp(trace);
+    CU_ASSERT_FATAL(fd >= 0);
+    close(fd);
+    loom_server_options so = {.struct_size = sizeof so, .workers = 2, .trace_path = trace};
     CU_ASSERT_EQUAL_FATAL(loom_server_create(rt, &so, &s), LOOM_OK);
     int calls = 0;
     loom_plan_options po = {.struct_size = sizeof po, .device = "cpu"};
@@ -603,6 +609,43 @@ static void test_server_batches_and_splits_outputs_per_request(void)
     loom_string_free(text);
     loom_server_destroy(s);
     pthread_mutex_destroy(&c.mu);
+
+    /* The trace: one JSON array; every request a begin/end pair whose end says ok, and the
+     * batches' rows add up to the rows submitted. */
+    json_error_t je;
+    json_t *tr = json_load_file(trace, 0, &je);
+    CU_ASSERT_FATAL(json_is_array(tr));
+    int begins = 0, ends = 0, ends_ok = 0, batch_rows = 0;
+    size_t i;
+    json_t *e;
+    json_array_foreach(tr, i, e) {
+        const char *ph = json_string_value(json_object_get(e, "ph"));
+        const char *cat = json_string_value(json_object_get(e, "cat"));
+        json_t *args = json_object_get(e, "args");
+        if (!ph || !cat)
+            continue;
+        if (!strcmp(cat, "request") && !strcmp(ph, "b"))
+            begins++;
+        if (!strcmp(cat, "request") && !strcmp(ph, "e")) {
+            ends++;
+            ends_ok += !strcmp(json_string_value(json_object_get(args, "status")), "ok") &&
+                       !strcmp(json_string_value(json_object_get(args, "model")), "affine");
+        }
+        if (!strcmp(cat, "batch") && !strcmp(ph, "X")) {
+            batch_rows += (int)json_integer_value(json_object_get(args, "rows"));
+            CU_ASSERT_TRUE(json_real_value(json_object_get(e, "dur")) >= 0);
+        }
+    }
+    CU_ASSERT_EQUAL(begins, n);
+    CU_ASSERT_EQUAL(ends, n);
+    CU_ASSERT_EQUAL(ends_ok, n);
+    CU_ASSERT_EQUAL(batch_rows, rows_total);
+    json_decref(tr);
+    unlink(trace);
+    /* A trace that cannot be created: the server does not start, and says why. */
+    so.trace_path = "/nonexistent-dir/trace.json";
+    CU_ASSERT_EQUAL(loom_server_create(rt, &so, &s), LOOM_ERR_IO);
+    CU_ASSERT_PTR_NOT_NULL(strstr(loom_serve_last_error(), "/nonexistent-dir/trace.json"));
 }
 
 static void test_server_refuses_bad_requests_and_answers_expired_ones(void)
