@@ -15,6 +15,7 @@
 
 #include <jansson.h>
 #include <math.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <unistd.h>
 #include <stdlib.h>
@@ -757,8 +758,58 @@ static void test_model_without_batch_axis_is_refused(void)
     loom_server_destroy(s);
 }
 
-int main(void)
+/* A device that fails during batches (the fail-execute test plugin: its first 3 executions
+ * work, every later one fails): each failed node is re-run on the CPU by the plan's fallback
+ * and every request is still answered, correctly. */
+static const char *fail_plugin;
+
+static void test_device_failure_mid_batch_is_answered_by_fallback(void)
 {
+    if (!fail_plugin)
+        return;
+    setenv("LOOM_TEST_FAIL_AFTER", "3", 1);
+    const char *paths[1] = {fail_plugin};
+    loom_runtime_options ro = {.struct_size = sizeof ro, .plugin_paths = paths,
+                               .n_plugin_paths = 1, .no_default_plugins = 1};
+    loom_runtime *frt = NULL;
+    CU_ASSERT_EQUAL_FATAL(loom_runtime_create(&ro, &frt), LOOM_OK);
+    unsetenv("LOOM_TEST_FAIL_AFTER");
+    loom_server *s;
+    CU_ASSERT_EQUAL_FATAL(loom_server_create(frt, NULL, &s), LOOM_OK);
+    int calls = 0;
+    /* Not strict: nodes the plugin cannot run go to the CPU, and so do failed ones. */
+    loom_plan_options po = {.struct_size = sizeof po, .device = "fail-execute:0"};
+    loom_serve_model_options mo = {.struct_size = sizeof mo, .max_batch = 4,
+                                   .plan_options = &po};
+    loom_status ast = loom_server_add_graph(s, "affine", build_affine, &calls, &mo);
+    if (ast != LOOM_OK)
+        fprintf(stderr, "add_graph: %s\n", loom_serve_last_error());
+    CU_ASSERT_EQUAL_FATAL(ast, LOOM_OK);
+    collector c = {.answered = 0};
+    pthread_mutex_init(&c.mu, NULL);
+    int n = 0;
+    for (int i = 0; i < 40; i++)
+        n += submit(s, &c, 1 + i % 2, (float)i, 0, 1) == LOOM_SERVE_OK;
+    loom_server_drain(s);
+    CU_ASSERT_EQUAL(n, 40);
+    CU_ASSERT_EQUAL(c.answered, n);
+    CU_ASSERT_EQUAL(c.ok, n);
+    CU_ASSERT_EQUAL(c.wrong, 0);
+    loom_server_destroy(s);
+    pthread_mutex_destroy(&c.mu);
+    /* The runtime said what failed and where the work went. */
+    int said = 0;
+    for (size_t i = 0; i < loom_runtime_message_count(frt); i++) {
+        const char *msg = loom_runtime_message(frt, i);
+        said += msg && strstr(msg, "fail-execute") != NULL;
+    }
+    CU_ASSERT_TRUE(said > 0);
+    loom_runtime_destroy(frt);
+}
+
+int main(int argc, char **argv)
+{
+    fail_plugin = argc > 1 ? argv[1] : NULL;
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 1;
     CU_pSuite p = CU_add_suite("serve_policy", NULL, NULL);
@@ -796,6 +847,8 @@ int main(void)
                 test_server_cache_answers_repeats_without_running);
     CU_add_test(s, "a model without the batch axis is refused",
                 test_model_without_batch_axis_is_refused);
+    CU_add_test(s, "a device failure mid-batch is answered by the fallback",
+                test_device_failure_mid_batch_is_answered_by_fallback);
     loom_runtime_options ro = {.struct_size = sizeof ro, .no_default_plugins = 1};
     if (loom_runtime_create(&ro, &rt) != LOOM_OK) {
         fprintf(stderr, "runtime: %s\n", loom_last_error());
