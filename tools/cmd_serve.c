@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "tool_util.h"
 #include "commands.h"
@@ -41,7 +42,8 @@ static const char serve_help[] =
     "  --workers N      threads running batches (default 2)\n"
     "  --http-threads N threads handling HTTP (default 1)\n"
     "  --max-body BYTES largest request body (default 67108864); larger ones get 413\n"
-    "  --max-connections N  open connections at most (default 1024)\n"
+    "  --max-connections N  open connections at most (default 16384, or what the\n"
+    "                   descriptor limit allows; the soft limit is raised to the hard one)\n"
     "  --idle-timeout S close connections idle this long (default 60)\n"
     "  --device ID      run every model on this device (default: placed by the cost model)\n"
     "  --policy P       placement policy for the plans\n"
@@ -396,6 +398,12 @@ int cmd_serve(int argc, char **argv)
             rc = st == LOOM_ERR_INVALID_ARGUMENT || st == LOOM_ERR_IO ||
                          st == LOOM_ERR_UNSUPPORTED ? 2 : 1;
         }
+    }
+    /* Room for many connections: the soft descriptor limit up to the hard one. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
     }
     loom_serve_http *http = NULL;
     if (rc == 0 && loom_serve_http_start(srv, &ho, &http) != LOOM_OK) {
