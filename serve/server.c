@@ -217,8 +217,9 @@ static void run_batch(loom_server *s, sv_model *m, sv_req **reqs, size_t n, uint
     size_t n_in = m->n_in, n_out = m->n_out;
     loom_tensor **ins = calloc(n_in, sizeof *ins);
     loom_tensor **outs = calloc(n_out, sizeof *outs);
+    const loom_tensor **pin = calloc(n_in ? n_in : 1, sizeof *pin); /* in the plan's order */
     int direct = n == 1 && reqs[0]->rows == size;
-    int ok = ins && outs;
+    int ok = ins && outs && pin;
     for (size_t k = 0; ok && k < n_in; k++) {
         if (direct) {
             ins[k] = reqs[0]->inputs[k];
@@ -243,6 +244,7 @@ static void run_batch(loom_server *s, sv_model *m, sv_req **reqs, size_t n, uint
                 loom_tensor_destroy(ins[k]);
         free(ins);
         free(outs);
+        free(pin);
         answer_all(s, reqs, n, LOOM_SERVE_FAILED, "out of memory forming a batch", &f);
         return;
     }
@@ -250,8 +252,9 @@ static void run_batch(loom_server *s, sv_model *m, sv_req **reqs, size_t n, uint
     loom_run_stats st = {.struct_size = sizeof st, .timeline = tl,
                          .timeline_capacity = tl ? sl->n_nodes : 0};
     double t0 = sv_now();
-    loom_status rs = loom_plan_run(sl->plan, (const loom_tensor *const *)ins, n_in, outs, n_out,
-                                   &st);
+    size_t n_pin = sv_plan_inputs(m, sl, ins, pin);
+    loom_status rs = loom_plan_run(sl->plan, pin, n_pin, outs, n_out, &st);
+    free(pin);
     double t1 = sv_now();
     if (!direct)
         for (size_t k = 0; k < n_in; k++)

@@ -10,6 +10,8 @@
 
 #include "serve_internal.h"
 
+#include <loom/model.h>
+
 #include <pthread.h>
 
 /* ---- types ------------------------------------------------------------------------------- */
@@ -110,7 +112,8 @@ struct sv_req {
 };
 
 typedef struct plan_slot {
-    loom_plan *plan;
+    loom_plan *plan;           /* HELD's plan, or one made for this size alone (owned) */
+    loom_model_held_plan held; /* an ONNX model's specialisation for this size (LM's) */
     int state;                 /* 0 none, 1 being made, 2 ready, -1 failed */
     char *devices;
     char plan_id[24];          /* "b<size>-<16 hex>": a digest of the plan's node placement */
@@ -135,6 +138,11 @@ struct sv_model {
     uint32_t batch_axis, max_batch, queue_limit;
     double target_s;
     int exact;
+    /* An ONNX model loaded once: its specialisations per batch size share one copy of the
+     * weights (NULL: a graph builder's model, or one loom_model cannot hold plans for, which
+     * is imported per batch size instead). LM_IN: for each of LM's inputs, the index in IN. */
+    loom_model *lm;
+    uint32_t *lm_in;
     /* Plan options, with the strings they point to owned here. */
     loom_plan_options plan_opts;
     char *opt_device, *opt_policy, *opt_cache_dir;
@@ -202,6 +210,10 @@ sv_blob *sv_outputs_to_blob(loom_tensor *const *outs, size_t n);
 int sv_blob_to_outputs(const sv_blob *b, loom_tensor **outs, size_t n);
 
 loom_status sv_model_plan(loom_server *s, sv_model *m, uint32_t i, plan_slot **out);
+/* The inputs of SL's plan, from INS (in the model's input order) into OUT (room for m->n_in);
+ * returns how many. */
+size_t sv_plan_inputs(const sv_model *m, const plan_slot *sl, loom_tensor *const *ins,
+                      const loom_tensor **out);
 void sv_model_free(sv_model *m);
 sv_model *sv_find_model(const loom_server *s, const char *name, const char *version);
 sv_model *sv_model_lookup(const loom_server *s, const char *name, const char *version);
