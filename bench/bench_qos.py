@@ -11,7 +11,8 @@
    checking the accuracy matches. Writes cascade.svg (accuracy against escalated fraction).
 2. QoS under overload: a full variant whose run time dominates the server's own work (the
    digits full model is a few microseconds, below the HTTP front end's cost, so a wider MLP
-   with the same inputs and outputs is generated: 64 -> 2048 -> 2048 -> 2048 -> 10, seeded random
+   with the same inputs and outputs is generated: 64 -> 2048 -> 2048 -> 2048 -> 10 (widths from
+   $LOOM_QOS_HEAVY, e.g. 64,8192,8192,10), seeded random
    weights; only its cost matters here) with the digits lite model as its lite variant. Its
    capacity by `loom loadgen --find-max-qps` (mode=full, p99 <= the latency target), then
    open-loop rates 50% .. 200% of it with mode=auto and mode=full (switching off): p99 and the
@@ -179,7 +180,7 @@ if "2" in SECTIONS:
         from onnx import TensorProto, helper, numpy_helper
         import onnx
         rng = np.random.default_rng(0)
-        dims = [64, 2048, 2048, 2048, 10]
+        dims = [int(x) for x in os.environ.get("LOOM_QOS_HEAVY", "64,2048,2048,2048,10").split(",")]
         nodes, inits, x = [], [], "pixels"
         for i in range(len(dims) - 1):
             w = (rng.standard_normal((dims[i], dims[i + 1])) / np.sqrt(dims[i])).astype(np.float32)
@@ -200,15 +201,16 @@ if "2" in SECTIONS:
 
     dur = "3" if QUICK else "6"
     TARGET = 50
-    heavy = os.path.join(OUT, "digits-heavy.onnx")
-    heavy_full(heavy)
+    heavy = os.path.join(OUT, "digits-heavy-" + os.environ.get("LOOM_QOS_HEAVY", "default").replace(",", "-") + ".onnx")
+    if not os.path.exists(heavy):
+        heavy_full(heavy)
     spec = f"digits={heavy}:lite={D}/lite.onnx,latency_ms={TARGET},max_batch=16,warm=1"
     p, port = serve(spec + ",mode=full")
     loadgen(port, "--concurrency", "2", "--duration", "1")
     cap = loadgen(port, "--find-max-qps", "--p99", str(TARGET), "--duration", "3")["max_qps"]
     stop(p)
-    print(f"\n### QoS under overload\n\nFull variant: {heavy} (64-2048-2048-2048-10 MLP, "
-          f"generated); lite: the digits lite model. Capacity of the full variant (mode=full, "
+    print(f"\n### QoS under overload\n\nFull variant: {heavy} (an MLP of widths "
+          f"{os.environ.get('LOOM_QOS_HEAVY', '64,2048,2048,2048,10')}, generated); lite: the digits lite model. Capacity of the full variant (mode=full, "
           f"`loom loadgen URL --find-max-qps --p99 {TARGET}`): {cap:.0f} QPS. Open loop (Poisson) "
           f"at each share of it for {dur} s; latency target {TARGET} ms (latency_ms={TARGET}):\n")
     print("| load | mode | achieved QPS | p50 ms | p99 ms | served by lite | switches |")
