@@ -16,7 +16,7 @@
 #                                       serve KServe v2 requests of `loom serve` (serve/kserve.c)
 #   environment: LOOM_FUZZ_BUILD (default build-fuzz), LOOM_FUZZ_JOBS (parallel fuzzing
 #   processes per target, default 1), LOOM_FUZZ_FLAGS (more compiler flags, for a fresh build dir)
-# CI runs every target for a short time (.ci/run: 30 s each); run it long by hand.
+# CI runs every target for a short time (.ci/run: 30 s each, serve 60 s); run it long by hand.
 # Needs clang and libFuzzer's runtime (Debian: clang, libclang-rt-14-dev).
 set -eu
 seconds=${1:-60}

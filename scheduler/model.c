@@ -1539,3 +1539,57 @@ loom_status loom_model_run(loom_model *m, const loom_tensor *const *inputs, size
     }
     return st;
 }
+
+/* ---- holding a specialisation's plan (for callers that run plans themselves) -------------- */
+
+loom_status loom_model_acquire_plan(loom_model *m, const loom_tensor *const *inputs,
+                                    size_t n_inputs, loom_model_held_plan *out)
+{
+    if (out)
+        memset(out, 0, sizeof *out);
+    if (!m || !inputs || !out)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "loom_model_acquire_plan: a NULL "
+                              "argument");
+    if (n_inputs != m->n_in)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "the model has %zu inputs, %zu given",
+                              m->n_in, n_inputs);
+    for (size_t i = 0; i < n_inputs; i++)
+        if (!inputs[i])
+            return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "input %zu ('%s') is NULL", i,
+                                  m->in[i].name);
+    loom_status st = check_inputs(m, inputs);
+    if (st != LOOM_OK)
+        return st;
+    spec *s = NULL;
+    int hit = 0;
+    double create_ms = 0;
+    st = acquire(m, inputs, &s, &hit, &create_ms);
+    if (st != LOOM_OK)
+        return st;
+    /* A plan that depends on input values is not one plan per shape. */
+    pthread_mutex_lock(&m->lock);
+    size_t needs = m->n_in;
+    for (size_t i = 0; i < m->n_in && needs == m->n_in; i++)
+        if (m->needs_value[i])
+            needs = i;
+    pthread_mutex_unlock(&m->lock);
+    if (needs < m->n_in) {
+        release(m, s);
+        return loom_set_error(LOOM_ERR_UNSUPPORTED, "the model needs the values of input '%s', "
+                              "not only its shape: run it with loom_model_run",
+                              m->in[needs].name);
+    }
+    out->plan = s->plan;
+    out->inputs = s->plan_in;
+    out->n_inputs = s->n_plan_in;
+    out->handle = s;
+    return LOOM_OK;
+}
+
+void loom_model_release_plan(loom_model *m, loom_model_held_plan *held)
+{
+    if (!m || !held || !held->handle)
+        return;
+    release(m, held->handle);
+    memset(held, 0, sizeof *held);
+}

@@ -61,7 +61,8 @@ typedef struct item {
 
 struct sv_audit {
     sqlite3 *db;
-    sqlite3_stmt *ins, *head;
+    sqlite3_stmt *ins, *head, *begin, *end; /* prepared once: BEGIN IMMEDIATE, COMMIT */
+    EVP_MD_CTX *md;          /* the writer's, reused for every record */
     unsigned char key[1024];
     size_t key_len;
     int64_t seq, segment;    /* the last record's */
@@ -69,6 +70,8 @@ struct sv_audit {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     item *head_q, *tail_q;
+    size_t queued;           /* items in head_q */
+    int idle;                /* the writer waits for the first item: wake it on one */
     int stop;
     pthread_t writer;
     int started;
@@ -78,38 +81,84 @@ struct sv_audit {
 
 static void hex(const unsigned char *md, unsigned n, char *out)
 {
-    for (unsigned k = 0; k < n; k++)
-        snprintf(out + 2 * k, 3, "%02x", md[k]);
+    static const char digits[] = "0123456789abcdef";
+    for (unsigned k = 0; k < n; k++) {
+        out[2 * k] = digits[md[k] >> 4];
+        out[2 * k + 1] = digits[md[k] & 15];
+    }
+    out[2 * n] = '\0';
 }
 
+/* SHA-256, fetched once: an implicit fetch on every EVP_DigestInit_ex is the costliest part of
+ * hashing a small record with OpenSSL 3. */
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+static void sha256_fetch(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+static const EVP_MD *sha256(void)
+{
+    pthread_once(&sha256_once, sha256_fetch);
+    return sha256_md ? sha256_md : EVP_sha256();
+}
+
+/* Decimal digits of V into BUF (at least 21 bytes); returns the length. */
+static size_t put_u64(char *buf, uint64_t v)
+{
+    char t[24];
+    size_t n = 0;
+    do {
+        t[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = t[n - 1 - i];
+    return n;
+}
+
+/* The canonical form hashed for a field: "NAME:LEN:VALUE\n" (unchanged since the first record
+ * format; built without printf because it runs ~25 times per record). */
 static void put_str(EVP_MD_CTX *c, const char *name, const char *v)
 {
-    char head[64];
+    char head[96];
     v = v ? v : "";
-    int w = snprintf(head, sizeof head, "%s:%zu:", name, strlen(v));
-    EVP_DigestUpdate(c, head, (size_t)w);
-    EVP_DigestUpdate(c, v, strlen(v));
+    size_t nl = strlen(name), vl = strlen(v);
+    if (nl > 64)
+        nl = 64;
+    memcpy(head, name, nl);
+    head[nl] = ':';
+    size_t w = nl + 1 + put_u64(head + nl + 1, vl);
+    head[w++] = ':';
+    EVP_DigestUpdate(c, head, w);
+    EVP_DigestUpdate(c, v, vl);
     EVP_DigestUpdate(c, "\n", 1);
 }
 
+/* A number as "%.17g" writes it; integral values below 2^53 (sequence numbers, segments, a
+ * confidence of 0 or 1) take the exact same digits without printf. */
 static void put_num(EVP_MD_CTX *c, const char *name, double v)
 {
     char buf[64];
-    snprintf(buf, sizeof buf, "%.17g", v);
+    if (v >= 0 && v < 9007199254740992.0 && v == floor(v) && !(v == 0 && signbit(v)))
+        buf[put_u64(buf, (uint64_t)v)] = '\0';
+    else
+        snprintf(buf, sizeof buf, "%.17g", v);
     put_str(c, name, buf);
 }
 
 /* HASH = SHA-256(prev_hash, seq, segment, every field); MAC = HMAC(key, HASH) or "". */
-static void rec_seal(rec *r, const unsigned char *key, size_t key_len)
+/* C: a digest context to reuse (the writer's), or NULL for one made for this call. */
+static void rec_seal(rec *r, const unsigned char *key, size_t key_len, EVP_MD_CTX *reuse)
 {
     static const char *const names[N_TEXT] = {"kind", "request_id", "model", "version",
                                               "model_sha256", "variant", "path", "qos",
                                               "devices", "plan", "input_sha256",
                                               "output_sha256", "status", "message"};
-    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    EVP_MD_CTX *c = reuse ? reuse : EVP_MD_CTX_new();
     unsigned char md[32];
     unsigned mdl = 0;
-    if (c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1) {
+    if (c && EVP_DigestInit_ex(c, sha256(), NULL) == 1) {
         put_str(c, "prev", r->prev_hash);
         put_num(c, "seq", (double)r->seq);
         put_num(c, "segment", (double)r->segment);
@@ -123,7 +172,8 @@ static void rec_seal(rec *r, const unsigned char *key, size_t key_len)
         put_num(c, "run_s", r->run_s);
         EVP_DigestFinal_ex(c, md, &mdl);
     }
-    EVP_MD_CTX_free(c);
+    if (!reuse)
+        EVP_MD_CTX_free(c);
     if (mdl == 32)
         hex(md, 32, r->hash);
     else
@@ -131,7 +181,7 @@ static void rec_seal(rec *r, const unsigned char *key, size_t key_len)
     r->mac[0] = '\0';
     if (key_len) {
         unsigned int ml = 0;
-        if (HMAC(EVP_sha256(), key, (int)key_len, (const unsigned char *)r->hash, 64, md, &ml) &&
+        if (HMAC(sha256(), key, (int)key_len, (const unsigned char *)r->hash, 64, md, &ml) &&
             ml == 32)
             hex(md, 32, r->mac);
     }
@@ -143,7 +193,7 @@ static void tensors_sha(char out[65], loom_tensor *const *t, const char *const *
     EVP_MD_CTX *c = EVP_MD_CTX_new();
     unsigned char md[32];
     unsigned mdl = 0;
-    if (c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1) {
+    if (c && EVP_DigestInit_ex(c, sha256(), NULL) == 1) {
         for (size_t k = 0; k < n; k++) {
             const char *nm = names && names[k] ? names[k] : "";
             EVP_DigestUpdate(c, nm, strlen(nm) + 1);
@@ -172,8 +222,10 @@ static const char schema[] =
     " version TEXT, model_sha256 TEXT, variant TEXT, path TEXT, qos TEXT, confidence REAL,"
     " devices TEXT, plan TEXT, input_sha256 TEXT, output_sha256 TEXT, latency_s REAL,"
     " queue_s REAL, run_s REAL, status TEXT, message TEXT, prev_hash TEXT NOT NULL,"
-    " hash TEXT NOT NULL, mac TEXT NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS audit_request ON audit(request_id);";
+    " hash TEXT NOT NULL, mac TEXT NOT NULL);";
+/* No index on request_id: records are appended in seq order (one B-tree page written per batch
+ * of records), while an index on a random key would add a page per record to every commit;
+ * `loom audit query --request-id` scans instead. */
 
 #define COLS "seq, segment, kind, request_id, t_submit, t_answer, model, version, " \
              "model_sha256, variant, path, qos, confidence, devices, plan, input_sha256, " \
@@ -182,8 +234,9 @@ static const char schema[] =
 static int open_db(const char *path, int create, sqlite3 **out, char *err, size_t err_len)
 {
     sqlite3 *db = NULL;
+    /* One thread at a time uses a connection (the opener, then the writer thread only). */
     int flags = create ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY;
-    if (sqlite3_open_v2(path, &db, flags | SQLITE_OPEN_FULLMUTEX, NULL) != SQLITE_OK) {
+    if (sqlite3_open_v2(path, &db, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
         snprintf(err, err_len, "audit database '%s': %s", path,
                  db ? sqlite3_errmsg(db) : "cannot open");
         sqlite3_close(db);
@@ -262,22 +315,49 @@ static void bad(verdict *v, int64_t seq, int *seg_bad, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Walk every record in order. A segment record after a break starts the chain afresh from
- * the hash it names (the break stays reported). */
-static int verify_db(sqlite3 *db, const unsigned char *key, size_t key_len, verdict *v)
+/* Records the server re-checks when it opens a database (the chain's tail and the head):
+ * the full pass is `loom audit verify`'s, and would make start-up grow with the database. */
+#define AUDIT_OPEN_TAIL 10000
+
+/* Walk the records in order: every one (TAIL 0), or the last TAIL, taking the first of them
+ * as given. A segment record after a break starts the chain afresh from the hash it names
+ * (the break stays reported). */
+static int verify_db(sqlite3 *db, const unsigned char *key, size_t key_len, int64_t tail,
+                     verdict *v)
 {
     memset(v, 0, sizeof *v);
     snprintf(v->last_hash, sizeof v->last_hash, ZERO_HASH);
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, "SELECT " COLS " FROM audit ORDER BY seq", -1, &st, NULL) !=
-        SQLITE_OK)
+    if (sqlite3_prepare_v2(db, "SELECT " COLS " FROM audit WHERE seq > ?1 ORDER BY seq", -1,
+                           &st, NULL) != SQLITE_OK)
         return -1;
+    int64_t from = 0;
+    if (tail > 0) {
+        /* The tail by position: the seq-th row from the end, whatever the seqs say. */
+        sqlite3_stmt *q;
+        if (sqlite3_prepare_v2(db, "SELECT seq FROM audit ORDER BY seq DESC LIMIT 1 OFFSET ?1",
+                               -1, &q, NULL) != SQLITE_OK) {
+            sqlite3_finalize(st);
+            return -1;
+        }
+        sqlite3_bind_int64(q, 1, tail);
+        if (sqlite3_step(q) == SQLITE_ROW)
+            from = sqlite3_column_int64(q, 0);
+        sqlite3_finalize(q);
+    }
+    sqlite3_bind_int64(st, 1, from);
     char expect_prev[65] = ZERO_HASH;
     int64_t expect_seq = 1;
-    int seg_bad = 0, rc;
+    int seg_bad = 0, rc, first = 1;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         rec r;
         rec_read(st, &r);
+        if (first && from > 0) {
+            /* The window's first record is taken as the chain's start. */
+            snprintf(expect_prev, sizeof expect_prev, "%s", r.prev_hash);
+            expect_seq = r.seq;
+        }
+        first = 0;
         int is_segment = r.kind && !strcmp(r.kind, "segment");
         if (seg_bad && is_segment) {
             /* A new segment, started after a break: verify from here. */
@@ -298,7 +378,7 @@ static int verify_db(sqlite3 *db, const unsigned char *key, size_t key_len, verd
                 bad(v, r.seq, &seg_bad, "record %lld: does not follow record %lld (a record was "
                     "deleted, inserted or reordered)", (long long)r.seq, (long long)r.seq - 1);
             if (!seg_bad) {
-                rec_seal(&r, key, key_len);
+                rec_seal(&r, key, key_len, NULL);
                 if (strcmp(r.hash, stored))
                     bad(v, r.seq, &seg_bad, "record %lld: edited (its hash does not match its "
                         "fields)", (long long)r.seq);
@@ -369,7 +449,7 @@ static int insert(sv_audit *a, rec *r)
     r->seq = ++a->seq;
     r->segment = a->segment;
     snprintf(r->prev_hash, sizeof r->prev_hash, "%s", a->last_hash);
-    rec_seal(r, a->key, a->key_len);
+    rec_seal(r, a->key, a->key_len, a->md);
     sqlite3_stmt *st = a->ins;
     sqlite3_reset(st);
     sqlite3_bind_int64(st, 1, r->seq);
@@ -377,7 +457,7 @@ static int insert(sv_audit *a, rec *r)
     static const int text_cols[N_TEXT] = {2, 3, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 20, 21};
     for (int i = 0; i < N_TEXT; i++) {
         const char *t = *rec_text(r, i);
-        sqlite3_bind_text(st, text_cols[i] + 1, t ? t : "", -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, text_cols[i] + 1, t ? t : "", -1, SQLITE_STATIC);
     }
     sqlite3_bind_double(st, 5, r->t_submit);
     sqlite3_bind_double(st, 6, r->t_answer);
@@ -385,10 +465,14 @@ static int insert(sv_audit *a, rec *r)
     sqlite3_bind_double(st, 18, r->latency_s);
     sqlite3_bind_double(st, 19, r->queue_s);
     sqlite3_bind_double(st, 20, r->run_s);
-    sqlite3_bind_text(st, 23, r->prev_hash, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 24, r->hash, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 25, r->mac, -1, SQLITE_TRANSIENT);
-    if (sqlite3_step(st) != SQLITE_DONE) {
+    sqlite3_bind_text(st, 23, r->prev_hash, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 24, r->hash, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 25, r->mac, -1, SQLITE_STATIC);
+    /* SQLITE_STATIC: R outlives the step; the bindings are cleared before R is freed. */
+    int done = sqlite3_step(st) == SQLITE_DONE;
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (!done) {
         a->seq--;
         return -1;
     }
@@ -402,7 +486,9 @@ static int set_head(sv_audit *a)
     snprintf(v, sizeof v, "%lld %s", (long long)a->seq, a->last_hash);
     sqlite3_reset(a->head);
     sqlite3_bind_text(a->head, 1, v, -1, SQLITE_TRANSIENT);
-    return sqlite3_step(a->head) == SQLITE_DONE ? 0 : -1;
+    int done = sqlite3_step(a->head) == SQLITE_DONE;
+    sqlite3_reset(a->head);
+    return done ? 0 : -1;
 }
 
 /* Append the records of LIST in one transaction; 0, or -1 (nothing appended). */
@@ -411,11 +497,13 @@ static int commit(sv_audit *a, item *list)
     int64_t seq0 = a->seq;
     char hash0[65];
     snprintf(hash0, sizeof hash0, "%s", a->last_hash);
-    int ok = sqlite3_exec(a->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK;
+    int ok = sqlite3_step(a->begin) == SQLITE_DONE;
+    sqlite3_reset(a->begin);
     for (item *it = list; ok && it; it = it->next)
         ok = insert(a, &it->r) == 0;
     ok = ok && set_head(a) == 0;
-    ok = ok && sqlite3_exec(a->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK;
+    ok = ok && sqlite3_step(a->end) == SQLITE_DONE;
+    sqlite3_reset(a->end);
     if (!ok) {
         sqlite3_exec(a->db, "ROLLBACK", NULL, NULL, NULL);
         a->seq = seq0;
@@ -424,17 +512,41 @@ static int commit(sv_audit *a, item *list)
     return ok ? 0 : -1;
 }
 
+/* Group commit. Each transaction costs far more than a record (the WAL frames, the head row,
+ * a checkpoint now and then), so under load the writer gathers records for a short while
+ * before committing them together: when records arrived while it committed the previous
+ * group (the server is busy), it waits up to AUDIT_GROUP_WAIT_NS or AUDIT_GROUP_MAX records.
+ * An idle server's record is committed at once. */
+#define AUDIT_GROUP_WAIT_NS 500000L
+#define AUDIT_GROUP_MAX 256
+
 static void *writer_main(void *arg)
 {
     sv_audit *a = arg;
+    int busy = 0;
     pthread_mutex_lock(&a->mu);
     for (;;) {
+        a->idle = 1;
         while (!a->head_q && !a->stop)
             pthread_cond_wait(&a->cv, &a->mu);
+        a->idle = 0;
+        if (busy && !a->stop && a->queued < AUDIT_GROUP_MAX) {
+            struct timespec until;
+            clock_gettime(CLOCK_MONOTONIC, &until);
+            until.tv_nsec += AUDIT_GROUP_WAIT_NS;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            while (!a->stop && a->queued < AUDIT_GROUP_MAX &&
+                   pthread_cond_timedwait(&a->cv, &a->mu, &until) == 0) {
+            }
+        }
         if (!a->head_q)
             break;
         item *list = a->head_q;
         a->head_q = a->tail_q = NULL;
+        a->queued = 0;
         pthread_mutex_unlock(&a->mu);
         int ok = commit(a, list) == 0;
         char msg[512] = "";
@@ -462,6 +574,7 @@ static void *writer_main(void *arg)
             list = next;
         }
         pthread_mutex_lock(&a->mu);
+        busy = a->head_q != NULL;
     }
     pthread_mutex_unlock(&a->mu);
     return NULL;
@@ -530,7 +643,9 @@ void sv_audit_deliver(sv_audit *a, loom_server *s, const sv_req *r, const figure
     else
         a->head_q = it;
     a->tail_q = it;
-    pthread_cond_signal(&a->cv);
+    a->queued++;
+    if (a->idle || a->queued >= AUDIT_GROUP_MAX)
+        pthread_cond_signal(&a->cv);
     pthread_mutex_unlock(&a->mu);
 }
 
@@ -552,8 +667,16 @@ loom_status sv_audit_open(const char *path, const char *key_path, int new_segmen
     }
     if (!sync_full)
         sqlite3_exec(a->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
+    /* Checkpoint the WAL into the database every ~16 MB rather than every 4 MB: fewer
+     * checkpoints (each one syncs) for the same pages. */
+    sqlite3_exec(a->db, "PRAGMA wal_autocheckpoint=4000", NULL, NULL, NULL);
+    a->md = EVP_MD_CTX_new();
+    if (!a->md) {
+        sv_audit_close(a);
+        return sv_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    }
     verdict v;
-    if (verify_db(a->db, a->key, a->key_len, &v) != 0) {
+    if (verify_db(a->db, a->key, a->key_len, AUDIT_OPEN_TAIL, &v) != 0) {
         snprintf(err, sizeof err, "audit database '%s': %s", path, sqlite3_errmsg(a->db));
         sv_audit_close(a);
         return sv_error(LOOM_ERR_IO, "%s", err);
@@ -565,7 +688,9 @@ loom_status sv_audit_open(const char *path, const char *key_path, int new_segmen
     if (sqlite3_prepare_v2(a->db, "INSERT INTO audit(" COLS ") VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,"
                            "?,?,?,?,?,?,?,?,?,?,?,?)", -1, &a->ins, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(a->db, "INSERT OR REPLACE INTO audit_meta(key, value) VALUES('head',"
-                           " ?)", -1, &a->head, NULL) != SQLITE_OK) {
+                           " ?)", -1, &a->head, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(a->db, "BEGIN IMMEDIATE", -1, &a->begin, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(a->db, "COMMIT", -1, &a->end, NULL) != SQLITE_OK) {
         snprintf(err, sizeof err, "audit database '%s': %s", path, sqlite3_errmsg(a->db));
         st = sv_error(LOOM_ERR_IO, "%s", err);
     } else if (!v.last_ok && !new_segment) {
@@ -589,7 +714,11 @@ loom_status sv_audit_open(const char *path, const char *key_path, int new_segmen
     }
     if (st == LOOM_OK) {
         pthread_mutex_init(&a->mu, NULL);
-        pthread_cond_init(&a->cv, NULL);
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&a->cv, &ca);
+        pthread_condattr_destroy(&ca);
         a->started = 1;
         if (pthread_create(&a->writer, NULL, writer_main, a) != 0) {
             a->started = 0;
@@ -621,7 +750,10 @@ void sv_audit_close(sv_audit *a)
     }
     sqlite3_finalize(a->ins);
     sqlite3_finalize(a->head);
+    sqlite3_finalize(a->begin);
+    sqlite3_finalize(a->end);
     sqlite3_close(a->db);
+    EVP_MD_CTX_free(a->md);
     free(a);
 }
 
@@ -639,7 +771,7 @@ int loom_audit_verify(const char *path, const char *key_path, uint64_t *count, c
     if (open_db(path, 0, &db, message, message_len) != 0)
         return -1;
     verdict v;
-    if (verify_db(db, key, key_len, &v) != 0) {
+    if (verify_db(db, key, key_len, 0, &v) != 0) {
         snprintf(message, message_len, "audit database '%s': %s", path, sqlite3_errmsg(db));
         sqlite3_close(db);
         return -1;
@@ -747,7 +879,7 @@ int sv_audit_reseal(const char *path, const char *key_path)
         rec r;
         rec_read(st, &r);
         snprintf(r.prev_hash, sizeof r.prev_hash, "%s", prev);
-        rec_seal(&r, key, key_len);
+        rec_seal(&r, key, key_len, NULL);
         sqlite3_reset(up);
         sqlite3_bind_text(up, 1, r.prev_hash, -1, SQLITE_TRANSIENT);
         sqlite3_bind_text(up, 2, r.hash, -1, SQLITE_TRANSIENT);

@@ -18,6 +18,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -31,6 +32,7 @@ struct loom_serve_http {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     long inflight;           /* infer requests submitted whose response is not yet queued */
+    long active;             /* requests begun (headers read) and not yet completed */
     int draining;
     MHD_socket listen_fd;    /* handed back by MHD_quiesce_daemon; closed at stop */
 };
@@ -68,6 +70,18 @@ static enum MHD_Result send_body(struct MHD_Connection *c, unsigned status, char
     }
     if (status == MHD_HTTP_SERVICE_UNAVAILABLE)
         MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    /* While draining, each answer closes its connection: the stop waits for requests, not for
+     * idle keep-alive connections. */
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    loom_serve_http *h = ci ? ci->socket_context : NULL;
+    if (h) {
+        pthread_mutex_lock(&h->mu);
+        int draining = h->draining;
+        pthread_mutex_unlock(&h->mu);
+        if (draining)
+            MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    }
     enum MHD_Result ret = MHD_queue_response(c, status, r);
     MHD_destroy_response(r);
     return ret;
@@ -375,6 +389,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         cx->connection = c;
         pthread_mutex_init(&cx->mu, NULL);
         *con_cls = cx;
+        pthread_mutex_lock(&h->mu);
+        h->active++;
+        pthread_mutex_unlock(&h->mu);
         /* A body announced over the limit is refused before it is read. */
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -423,6 +440,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     return route(h, cx, c, url, method);
 }
 
+/* Each connection knows its front end (for the responses' Connection header). */
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    (void)c;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+        *socket_context = cls;
+}
+
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
@@ -437,6 +463,9 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
      * freed here only after the callback has run. */
     if (cx->counted)
         inflight_done(cx->h, cx);
+    pthread_mutex_lock(&cx->h->mu);
+    cx->h->active--;
+    pthread_mutex_unlock(&cx->h->mu);
     sv_parsed_free(&cx->parsed);
     loom_serve_result_free(cx->result);
     free(cx->body);
@@ -446,6 +475,22 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 }
 
 /* ---- start and stop ---------------------------------------------------------------------- */
+
+/* The default connection limit: 16,384, or what the process's descriptor limit leaves after a
+ * reserve for the server's own files (models, the audit database, plugins, logs). Idle
+ * connections beyond the limit would wait in the kernel's accept queue and with them every new
+ * client, so the limit is set as high as descriptors allow. */
+static unsigned default_max_connections(void)
+{
+    struct rlimit rl;
+    unsigned cap = 16384;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+        rlim_t avail = rl.rlim_cur > 256 ? rl.rlim_cur - 128 : rl.rlim_cur / 2;
+        if (avail < cap)
+            cap = avail > 16 ? (unsigned)avail : 16;
+    }
+    return cap;
+}
 
 loom_status loom_serve_http_start(loom_server *server, const loom_serve_http_options *options,
                                   loom_serve_http **out)
@@ -476,12 +521,14 @@ loom_status loom_serve_http_start(loom_server *server, const loom_serve_http_opt
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     unsigned threads = o.threads ? o.threads : 1;
+    unsigned max_conn = o.max_connections ? o.max_connections : default_max_connections();
     h->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, h,
         MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)(o.max_connections ? o.max_connections : 1024),
+        MHD_OPTION_CONNECTION_LIMIT, max_conn,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(o.idle_timeout_s ? o.idle_timeout_s : 60),
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
         MHD_OPTION_THREAD_POOL_SIZE, threads > 1 ? threads : 0u,
         MHD_OPTION_END);
     freeaddrinfo(ai);
@@ -546,14 +593,26 @@ void loom_serve_http_stop(loom_serve_http *h, double timeout_s)
     }
     pthread_mutex_unlock(&h->mu);
     /* Stop accepting; connections the kernel accepted that MHD never saw get a 503 of ours
-     * instead of a reset. */
+     * instead of a reset, and the socket is closed at once (later clients are refused). */
     h->listen_fd = MHD_quiesce_daemon(h->daemon);
     refuse_backlog(h->listen_fd);
-    /* Give the polling thread a moment to write the last responses out. */
-    usleep(20000);
-    MHD_stop_daemon(h->daemon);
     if (h->listen_fd != MHD_INVALID_SOCKET)
         close(h->listen_fd);
+    h->listen_fd = MHD_INVALID_SOCKET;
+    /* Requests MHD had begun reading (their headers in) are answered (503 for new infers) and
+     * written out before the connections close: wait until none is left, and for a moment
+     * more in case a connection's request was still arriving; at most a second (a client
+     * that stalls mid-upload, or went away without MHD seeing it yet, is not waited for). */
+    int quiet = 0;
+    double grace = sv_now() + 1.0;
+    while (quiet < 3 && sv_now() < grace) {
+        pthread_mutex_lock(&h->mu);
+        long active = h->active;
+        pthread_mutex_unlock(&h->mu);
+        quiet = active == 0 ? quiet + 1 : 0;
+        usleep(10000);
+    }
+    MHD_stop_daemon(h->daemon);
     pthread_mutex_destroy(&h->mu);
     pthread_cond_destroy(&h->cv);
     free(h);

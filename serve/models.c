@@ -54,6 +54,96 @@ static loom_graph *model_graph(loom_server *s, sv_model *m, int64_t batch)
     return g;
 }
 
+/* Load M's ONNX file once as a loom_model whose specialisations are the plans per batch size
+ * (they share its weights); leaves M->LM NULL when its inputs do not match the description or
+ * the file fixes the batch axis (then each size is imported with its shapes forced). */
+static void open_shared(loom_server *s, sv_model *m)
+{
+    loom_model_options mo = {.struct_size = sizeof mo, .plan = &m->plan_opts,
+                             .max_specialisations = 2 * SV_MAX_SIZES + 2,
+                             .idle_bytes = SIZE_MAX};
+    if (loom_model_load_onnx(s->rt, m->path, &mo, &m->lm) != LOOM_OK) {
+        m->lm = NULL;
+        return;
+    }
+    size_t n = loom_model_input_count(m->lm);
+    m->lm_in = calloc(n ? n : 1, sizeof *m->lm_in);
+    int ok = m->lm_in && n == m->n_in;
+    for (size_t k = 0; ok && k < n; k++) {
+        loom_model_io io = {.struct_size = sizeof io};
+        ok = loom_model_input_info(m->lm, k, &io) == LOOM_OK;
+        size_t j = 0;
+        while (ok && j < m->n_in && strcmp(m->in[j].name, io.name))
+            j++;
+        ok = ok && j < m->n_in;
+        /* A batch axis the file fixes is overridden by the per-size import only. */
+        ok = ok && io.rank == (int32_t)m->in[j].rank && io.dims[m->batch_axis] == -1;
+        if (ok)
+            m->lm_in[k] = (uint32_t)j;
+    }
+    if (!ok) {
+        loom_model_destroy(m->lm);
+        m->lm = NULL;
+        free(m->lm_in);
+        m->lm_in = NULL;
+    }
+}
+
+/* M's specialisation for BATCH rows held in SL: LOOM_OK, LOOM_ERR_UNSUPPORTED when the model
+ * cannot be served that way (the caller imports the size alone), or another error. */
+static loom_status hold_plan(sv_model *m, int64_t batch, plan_slot *sl)
+{
+    size_t n = loom_model_input_count(m->lm);
+    loom_tensor *t[64] = {0};
+    loom_status st = n <= 64 ? LOOM_OK : LOOM_ERR_UNSUPPORTED;
+    for (size_t k = 0; st == LOOM_OK && k < n; k++) {
+        const loom_serve_tensor_info *in = &m->in[m->lm_in[k]];
+        int64_t dims[LOOM_MAX_RANK];
+        for (uint32_t d = 0; d < in->rank; d++)
+            dims[d] = d == m->batch_axis ? batch : in->dims[d];
+        st = loom_tensor_create(in->dtype, in->rank, dims, &t[k]);
+        if (st == LOOM_OK)
+            memset(loom_tensor_data(t[k]), 0, loom_tensor_nbytes(t[k]));
+    }
+    if (st == LOOM_OK)
+        st = loom_model_acquire_plan(m->lm, (const loom_tensor *const *)t, n, &sl->held);
+    for (size_t k = 0; k < n && k < 64; k++)
+        loom_tensor_destroy(t[k]);
+    if (st != LOOM_OK)
+        return st;
+    /* The outputs must carry the batch along the batch axis, as in the per-size import. */
+    loom_tensor *outs[64] = {0};
+    int fits = m->n_out <= 64 &&
+               loom_plan_make_outputs(sl->held.plan, outs, m->n_out) == LOOM_OK;
+    for (size_t k = 0; fits && k < m->n_out; k++) {
+        int64_t dims[LOOM_MAX_RANK];
+        uint32_t rank = loom_tensor_rank(outs[k]);
+        loom_tensor_dims(outs[k], dims);
+        fits = rank > m->batch_axis && dims[m->batch_axis] == batch;
+    }
+    for (size_t k = 0; k < m->n_out && k < 64; k++)
+        loom_tensor_destroy(outs[k]);
+    if (!fits) {
+        loom_model_release_plan(m->lm, &sl->held);
+        return LOOM_ERR_UNSUPPORTED;
+    }
+    sl->plan = sl->held.plan;
+    return LOOM_OK;
+}
+
+size_t sv_plan_inputs(const sv_model *m, const plan_slot *sl, loom_tensor *const *ins,
+                      const loom_tensor **out)
+{
+    if (!sl->held.plan) {
+        for (size_t k = 0; k < m->n_in; k++)
+            out[k] = ins[k];
+        return m->n_in;
+    }
+    for (size_t k = 0; k < sl->held.n_inputs; k++)
+        out[k] = ins[m->lm_in[sl->held.inputs[k]]];
+    return sl->held.n_inputs;
+}
+
 static int outputs_fit(sv_model *m, loom_graph *g, int64_t batch)
 {
     size_t n = loom_graph_output_count(g);
@@ -185,18 +275,30 @@ loom_status sv_model_plan(loom_server *s, sv_model *m, uint32_t i, plan_slot **o
     pthread_mutex_unlock(&m->plan_mu);
 
     int64_t batch = m->est.sizes[i];
-    loom_status st = LOOM_OK;
+    loom_status st = LOOM_ERR_UNSUPPORTED;
     loom_plan *plan = NULL;
-    loom_graph *g = model_graph(s, m, batch);
-    if (!g) {
-        st = LOOM_ERR_INVALID_ARGUMENT;
-    } else if (!outputs_fit(m, g, batch)) {
-        st = LOOM_ERR_INVALID_ARGUMENT;
-    } else if ((st = loom_plan_create(s->rt, g, &m->plan_opts, &plan)) != LOOM_OK) {
+    if (m->lm) {
+        /* One copy of the weights for every size; the per-size import is the fallback. */
+        st = hold_plan(m, batch, sl);
+        if (st == LOOM_OK)
+            plan = sl->plan;
+    }
+    if (st == LOOM_ERR_UNSUPPORTED) {
+        st = LOOM_OK;
+        loom_graph *g = model_graph(s, m, batch);
+        if (!g) {
+            st = LOOM_ERR_INVALID_ARGUMENT;
+        } else if (!outputs_fit(m, g, batch)) {
+            st = LOOM_ERR_INVALID_ARGUMENT;
+        } else if ((st = loom_plan_create(s->rt, g, &m->plan_opts, &plan)) != LOOM_OK) {
+            sv_error(st, "model '%s' at batch %lld: %s", m->name, (long long)batch,
+                     loom_last_error());
+        }
+        loom_graph_destroy(g);
+    } else if (st != LOOM_OK) {
         sv_error(st, "model '%s' at batch %lld: %s", m->name, (long long)batch,
                  loom_last_error());
     }
-    loom_graph_destroy(g);
     double predicted = 0;
     if (plan) {
         loom_plan_summary sum = {.struct_size = sizeof sum};
@@ -234,7 +336,10 @@ void sv_model_free(sv_model *m)
         free(m->qos);
     }
     for (uint32_t i = 0; i < SV_MAX_SIZES; i++) {
-        loom_plan_destroy(m->slots[i].plan);
+        if (m->slots[i].held.plan)
+            loom_model_release_plan(m->lm, &m->slots[i].held);
+        else
+            loom_plan_destroy(m->slots[i].plan);
         free(m->slots[i].devices);
         free(m->slots[i].message);
     }
@@ -242,6 +347,8 @@ void sv_model_free(sv_model *m)
         free((char *)m->in[k].name);
     for (size_t k = 0; k < m->n_out; k++)
         free((char *)m->out[k].name);
+    loom_model_destroy(m->lm);
+    free(m->lm_in);
     free(m->in);
     free(m->out);
     sv_cache_destroy(m->cache);
@@ -453,6 +560,8 @@ static loom_status add_model(loom_server *s, const char *name, const char *path,
     if (st == LOOM_OK)
         st = describe(m, g, 1);
     loom_graph_destroy(g);
+    if (st == LOOM_OK && path)
+        open_shared(s, m);
     /* The batch-1 plan now, so a model that cannot run is refused here; the others when
      * first needed, or now with WARM. */
     plan_slot *sl;

@@ -19,10 +19,15 @@ sv_qos_decision sv_qos_decide(sv_qos_state *st, const sv_qos_params *p, const sv
     uint32_t mb = v->max_batch ? v->max_batch : 1, w = v->workers ? v->workers : 1;
     if (v->batch_s > 0) {
         /* The work ahead of this request on the full variant, in batches of MAX_BATCH spread
-         * over the workers: rows waiting and running plus its own. */
-        double rows = (double)v->queued_rows + v->running_rows + v->rows;
-        double batches = ceil(rows / mb);
-        d.predicted_finish = v->now + ceil(batches / w) * v->batch_s;
+         * over the workers in waves: rows waiting and running plus its own. The last batch
+         * may be partial; it takes REST_S unless a full batch runs in the same wave. */
+        uint64_t rows = (uint64_t)v->queued_rows + v->running_rows + v->rows;
+        uint64_t rem = rows % mb, batches = rows / mb + (rem > 0);
+        uint64_t waves = (batches + w - 1) / w;
+        uint64_t in_last = batches - (waves ? waves - 1 : 0) * w;
+        double rest = v->rest_s > 0 ? v->rest_s : v->batch_s;
+        double last = rem == 0 || in_last > 1 ? v->batch_s : rest;
+        d.predicted_finish = waves ? v->now + (double)(waves - 1) * v->batch_s + last : v->now;
         d.utilisation = v->arrival_rate * (v->batch_s / mb) / w;
     }
     double budget = v->deadline - v->now;
@@ -50,9 +55,10 @@ sv_qos_decision sv_qos_decide(sv_qos_state *st, const sv_qos_params *p, const sv
 void sv_qos_json(char *buf, size_t len, const sv_qos_view *v, const sv_qos_decision *d)
 {
     snprintf(buf, len, "{\"queued_rows\":%u,\"running_rows\":%u,\"rows\":%u,\"batch_s\":%.6g,"
+             "\"rest_s\":%.6g,"
              "\"predicted_finish_s\":%.6g,\"deadline_s\":%.6g,\"utilisation\":%.4g,"
              "\"choice\":\"%s\",\"switched\":%s}", v->queued_rows, v->running_rows, v->rows,
-             v->batch_s, d->predicted_finish - v->now,
+             v->batch_s, v->rest_s, d->predicted_finish - v->now,
              isfinite(v->deadline) ? v->deadline - v->now : -1.0, d->utilisation,
              d->lite ? "lite" : "full", d->switched ? "true" : "false");
 }
@@ -171,11 +177,16 @@ sv_model *sv_route(loom_server *s, sv_model *m, const char *variant, sv_req *r, 
                      .batch_s = sv_estimate(&full->est, full->est.n_sizes - 1)};
     for (sv_req *x = full->head; x; x = x->next)
         v.queued_rows += x->rows;
+    uint32_t rem = (v.queued_rows + v.running_rows + v.rows) % (v.max_batch ? v.max_batch : 1);
+    if (rem)
+        v.rest_s = sv_estimate(&full->est, sv_size_index(&full->est, rem));
     if (q->mean_gap > 0)
         v.arrival_rate = q->mean_rows / q->mean_gap;
     sv_qos_decision d = sv_qos_decide(&q->st, &q->p, &v);
     char buf[384];
     sv_qos_json(buf, sizeof buf, &v, &d);
+    if (d.switched)
+        sv_trace_switch(s->trace, m->name, now, buf);
     free(r->qos);
     r->qos = sv_strdup(buf);
     return d.lite ? lite : full;

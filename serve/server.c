@@ -177,6 +177,7 @@ void sv_answer(loom_server *s, sv_req *r, loom_serve_code code, const char *mess
             res->message = sv_strdup("out of memory");
         }
     }
+    sv_trace_request(s->trace, r, res, now);
     if (s->audit && res) {
         /* Delivered by the audit writer once the record is committed. */
         sv_audit_deliver(s->audit, s, r, f, res, r->done, r->user);
@@ -216,8 +217,9 @@ static void run_batch(loom_server *s, sv_model *m, sv_req **reqs, size_t n, uint
     size_t n_in = m->n_in, n_out = m->n_out;
     loom_tensor **ins = calloc(n_in, sizeof *ins);
     loom_tensor **outs = calloc(n_out, sizeof *outs);
+    const loom_tensor **pin = calloc(n_in ? n_in : 1, sizeof *pin); /* in the plan's order */
     int direct = n == 1 && reqs[0]->rows == size;
-    int ok = ins && outs;
+    int ok = ins && outs && pin;
     for (size_t k = 0; ok && k < n_in; k++) {
         if (direct) {
             ins[k] = reqs[0]->inputs[k];
@@ -242,6 +244,7 @@ static void run_batch(loom_server *s, sv_model *m, sv_req **reqs, size_t n, uint
                 loom_tensor_destroy(ins[k]);
         free(ins);
         free(outs);
+        free(pin);
         answer_all(s, reqs, n, LOOM_SERVE_FAILED, "out of memory forming a batch", &f);
         return;
     }
@@ -249,8 +252,9 @@ static void run_batch(loom_server *s, sv_model *m, sv_req **reqs, size_t n, uint
     loom_run_stats st = {.struct_size = sizeof st, .timeline = tl,
                          .timeline_capacity = tl ? sl->n_nodes : 0};
     double t0 = sv_now();
-    loom_status rs = loom_plan_run(sl->plan, (const loom_tensor *const *)ins, n_in, outs, n_out,
-                                   &st);
+    size_t n_pin = sv_plan_inputs(m, sl, ins, pin);
+    loom_status rs = loom_plan_run(sl->plan, pin, n_pin, outs, n_out, &st);
+    free(pin);
     double t1 = sv_now();
     if (!direct)
         for (size_t k = 0; k < n_in; k++)
@@ -258,6 +262,7 @@ static void run_batch(loom_server *s, sv_model *m, sv_req **reqs, size_t n, uint
     free(ins);
     f.run_s = t1 - t0;
 
+    sv_trace_batch(s->trace, m, t0, t1, rows, size, n, sl->devices, rs == LOOM_OK);
     pthread_mutex_lock(&s->mu);
     if (rs == LOOM_OK)
         sv_estimate_measure(&m->est, idx, t1 - t0);
@@ -495,13 +500,23 @@ loom_status loom_server_create(loom_runtime *runtime, const loom_server_options 
         if (ast != LOOM_OK)
             return ast;
     }
+    sv_trace *trace = NULL;
+    if (so.trace_path) {
+        loom_status tst = sv_trace_open(so.trace_path, &trace);
+        if (tst != LOOM_OK) {
+            sv_audit_close(audit);
+            return tst;
+        }
+    }
     loom_server *s = calloc(1, sizeof *s);
     if (!s) {
         sv_audit_close(audit);
+        sv_trace_close(trace);
         return sv_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
     }
     s->rt = runtime;
     s->audit = audit;
+    s->trace = trace;
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->stats_mu, NULL);
     pthread_condattr_t ca;
@@ -562,6 +577,7 @@ void loom_server_destroy(loom_server *s)
         pthread_cond_wait(&s->idle_cv, &s->mu);
     pthread_mutex_unlock(&s->mu);
     sv_audit_close(s->audit);
+    sv_trace_close(s->trace);
     for (size_t i = 0; i < s->n_models; i++)
         sv_model_free(s->models[i]);
     free(s->models);

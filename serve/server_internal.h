@@ -10,6 +10,8 @@
 
 #include "serve_internal.h"
 
+#include <loom/model.h>
+
 #include <pthread.h>
 
 /* ---- types ------------------------------------------------------------------------------- */
@@ -17,6 +19,7 @@
 typedef struct sv_req sv_req;
 typedef struct sv_model sv_model;
 typedef struct sv_audit sv_audit;
+typedef struct sv_trace sv_trace;
 typedef struct sv_remote sv_remote;
 
 /* Variants of a model, and what a request asks for. */
@@ -37,6 +40,8 @@ typedef struct sv_qos_view {
     uint32_t workers;
     uint32_t max_batch;     /* the full variant's */
     double batch_s;         /* predicted seconds of a full batch (MAX_BATCH rows); 0: unknown */
+    double rest_s;          /* predicted seconds of the last, partial batch (the rows left over
+                             * after full batches, at the size they would run at); 0: BATCH_S */
     double arrival_rate;    /* rows per second arriving at the model lately; 0: unknown */
 } sv_qos_view;
 
@@ -107,7 +112,8 @@ struct sv_req {
 };
 
 typedef struct plan_slot {
-    loom_plan *plan;
+    loom_plan *plan;           /* HELD's plan, or one made for this size alone (owned) */
+    loom_model_held_plan held; /* an ONNX model's specialisation for this size (LM's) */
     int state;                 /* 0 none, 1 being made, 2 ready, -1 failed */
     char *devices;
     char plan_id[24];          /* "b<size>-<16 hex>": a digest of the plan's node placement */
@@ -132,6 +138,11 @@ struct sv_model {
     uint32_t batch_axis, max_batch, queue_limit;
     double target_s;
     int exact;
+    /* An ONNX model loaded once: its specialisations per batch size share one copy of the
+     * weights (NULL: a graph builder's model, or one loom_model cannot hold plans for, which
+     * is imported per batch size instead). LM_IN: for each of LM's inputs, the index in IN. */
+    loom_model *lm;
+    uint32_t *lm_in;
     /* Plan options, with the strings they point to owned here. */
     loom_plan_options plan_opts;
     char *opt_device, *opt_policy, *opt_cache_dir;
@@ -182,6 +193,7 @@ struct loom_server {
     pthread_mutex_t stats_mu;
     uint64_t refused_unknown; /* requests for models that do not exist */
     sv_audit *audit;          /* NULL: no audit trail */
+    sv_trace *trace;          /* NULL: no serving trace */
 };
 
 /* ---- shared helpers ------------------------------------------------------------------------ */
@@ -198,6 +210,10 @@ sv_blob *sv_outputs_to_blob(loom_tensor *const *outs, size_t n);
 int sv_blob_to_outputs(const sv_blob *b, loom_tensor **outs, size_t n);
 
 loom_status sv_model_plan(loom_server *s, sv_model *m, uint32_t i, plan_slot **out);
+/* The inputs of SL's plan, from INS (in the model's input order) into OUT (room for m->n_in);
+ * returns how many. */
+size_t sv_plan_inputs(const sv_model *m, const plan_slot *sl, loom_tensor *const *ins,
+                      const loom_tensor **out);
 void sv_model_free(sv_model *m);
 sv_model *sv_find_model(const loom_server *s, const char *name, const char *version);
 sv_model *sv_model_lookup(const loom_server *s, const char *name, const char *version);
@@ -256,5 +272,18 @@ void sv_audit_deliver(sv_audit *a, loom_server *s, const sv_req *r, const figure
 /* For tests: recompute every record's chain hash and MAC with the key in KEY_PATH (NULL: no
  * MACs), as someone who edited records and knows the format (not the real key) would. */
 int sv_audit_reseal(const char *path, const char *key_path);
+
+/* trace.c: the serving trace (Chrome trace-event JSON; docs/serve.md, "Trace"). Every call
+ * takes NULL for "no trace" and is thread-safe. */
+loom_status sv_trace_open(const char *path, sv_trace **out);
+/* Close the array and the file; LOOM_ERR_IO when something could not be written. */
+loom_status sv_trace_close(sv_trace *t);
+/* One batch of M run on the calling thread from START to END (sv_now seconds). */
+void sv_trace_batch(sv_trace *t, const sv_model *m, double start, double end, uint32_t rows,
+                    uint32_t size, size_t requests, const char *devices, int ok);
+/* R answered with RES at NOW: an async span from its arrival, with its figures and QoS inputs. */
+void sv_trace_request(sv_trace *t, const sv_req *r, const loom_serve_result *res, double now);
+/* MODEL's QoS switch changed mode at NOW; DECISION: its inputs (JSON object) or NULL. */
+void sv_trace_switch(sv_trace *t, const char *model, double now, const char *decision);
 
 #endif /* LOOM_SERVE_SERVER_INTERNAL_H */

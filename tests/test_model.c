@@ -349,6 +349,60 @@ static void test_absurd_computed_shape_is_refused_before_allocation(void)
     loom_model_destroy(m);
 }
 
+/* A held plan is the specialisation loom_model_run uses: the same numbers through loom_plan_run,
+ * no second specialisation, weights borrowed, and it survives eviction until released. */
+static void test_held_plan_runs_and_survives_eviction(void)
+{
+    loom_model_options o = {.struct_size = sizeof o, .max_specialisations = 1};
+    loom_model *m = load("dyn_mlp.onnx", &o);
+    int64_t xd[2] = {3, 8}, zd[2] = {3, 6};
+    loom_tensor *x = f32(2, xd, 3.0f), *z = f32(2, zd, 0.5f);
+    const loom_tensor *in[2] = {x, z};
+    loom_model_held_plan h;
+    CU_ASSERT_EQUAL_FATAL(loom_model_acquire_plan(m, in, 2, &h), LOOM_OK);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(h.plan);
+    CU_ASSERT_TRUE(h.n_inputs >= 1 && h.n_inputs <= 2);
+    /* Another shape evicts it from the cache (bound 1); the held plan stays runnable. */
+    loom_model_run_stats rs = {.struct_size = sizeof rs};
+    CU_ASSERT_EQUAL(run_mlp(m, 1, 5, &rs), LOOM_OK);
+    CU_ASSERT_EQUAL(stats_of(m).evictions, 1);
+    const loom_tensor *pin[2];
+    for (size_t k = 0; k < h.n_inputs; k++)
+        pin[k] = in[h.inputs[k]];
+    loom_tensor *out[2] = {NULL, NULL};
+    CU_ASSERT_EQUAL_FATAL(loom_plan_make_outputs(h.plan, out, 2), LOOM_OK);
+    CU_ASSERT_EQUAL_FATAL(loom_plan_run(h.plan, pin, h.n_inputs, out, 2, NULL), LOOM_OK);
+    check_mlp(x, z, out);
+    loom_tensor_destroy(out[0]);
+    loom_tensor_destroy(out[1]);
+    loom_model_release_plan(m, &h);
+    CU_ASSERT_PTR_NULL(h.plan);
+    loom_model_release_plan(m, &h); /* cleared: a second release is a no-op */
+    /* Bad input is refused as by loom_model_run. */
+    int64_t bad[2] = {3, 7};
+    loom_tensor *xb = f32(2, bad, 0);
+    const loom_tensor *inb[2] = {xb, z};
+    CU_ASSERT_EQUAL(loom_model_acquire_plan(m, inb, 2, &h), LOOM_ERR_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(loom_model_acquire_plan(m, inb, 1, &h), LOOM_ERR_INVALID_ARGUMENT);
+    loom_tensor_destroy(xb);
+    loom_tensor_destroy(x);
+    loom_tensor_destroy(z);
+    loom_model_destroy(m);
+    /* A model that needs an input's values has a plan per value, not per shape: refused. */
+    m = load("reshape_input.onnx", NULL);
+    int64_t n = 12, s34[2] = {3, 4};
+    loom_tensor *v = f32(1, &n, 0), *shape = i64s(2, s34);
+    const loom_tensor *in2[2] = {v, shape};
+    loom_tensor *y[1] = {NULL};
+    CU_ASSERT_EQUAL(loom_model_run(m, in2, 2, y, 1, NULL), LOOM_OK); /* learns it */
+    loom_tensor_destroy(y[0]);
+    CU_ASSERT_EQUAL(loom_model_acquire_plan(m, in2, 2, &h), LOOM_ERR_UNSUPPORTED);
+    CU_ASSERT_PTR_NOT_NULL(strstr(loom_last_error(), "values of input"));
+    loom_tensor_destroy(v);
+    loom_tensor_destroy(shape);
+    loom_model_destroy(m);
+}
+
 static void test_load_refuses_missing_file_and_null_arguments(void)
 {
     loom_model *m = NULL;
@@ -384,6 +438,8 @@ int main(void)
                 test_wrong_count_rank_dtype_and_fixed_dim_are_bad_input);
     CU_add_test(s, "absurd computed shape is refused before allocation",
                 test_absurd_computed_shape_is_refused_before_allocation);
+    CU_add_test(s, "a held plan runs and survives eviction",
+                test_held_plan_runs_and_survives_eviction);
     CU_add_test(s, "load refuses a missing file and NULL arguments",
                 test_load_refuses_missing_file_and_null_arguments);
     CU_basic_set_mode(CU_BRM_VERBOSE);

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "tool_util.h"
 #include "commands.h"
@@ -23,7 +24,7 @@ static const char serve_help[] =
     "                  [--workers N] [--http-threads N] [--max-body BYTES]\n"
     "                  [--max-connections N] [--idle-timeout S] [--device ID] [--policy P]\n"
     "                  [--audit DB [--audit-key FILE] [--audit-new-segment]\n"
-    "                  [--audit-sync full|normal]]\n"
+    "                  [--audit-sync full|normal]] [--trace FILE]\n"
     "\n"
     "Serves ONNX models over HTTP/1.1 with the KServe v2 inference protocol (JSON and binary\n"
     "tensors) and Prometheus metrics at /metrics. Runs until SIGTERM or SIGINT, then answers\n"
@@ -41,7 +42,8 @@ static const char serve_help[] =
     "  --workers N      threads running batches (default 2)\n"
     "  --http-threads N threads handling HTTP (default 1)\n"
     "  --max-body BYTES largest request body (default 67108864); larger ones get 413\n"
-    "  --max-connections N  open connections at most (default 1024)\n"
+    "  --max-connections N  open connections at most (default 16384, or what the\n"
+    "                   descriptor limit allows; the soft limit is raised to the hard one)\n"
     "  --idle-timeout S close connections idle this long (default 60)\n"
     "  --device ID      run every model on this device (default: placed by the cost model)\n"
     "  --policy P       placement policy for the plans\n"
@@ -52,6 +54,9 @@ static const char serve_help[] =
     "                   instead of refusing to start\n"
     "  --audit-sync full|normal  normal (default): what was answered survives a crash of\n"
     "                   the process; full: also a power cut (an fsync per batch)\n"
+    "  --trace FILE     write a Chrome trace (chrome://tracing, Perfetto) of the batches per\n"
+    "                   worker, every request with its variant, path, figures and QoS\n"
+    "                   decision inputs, and every QoS switch\n"
     "\n"
     "Variants, QoS and cascades (more --model OPTIONS): lite=PATH (a lite variant with the\n"
     "same inputs and outputs), variant=full|lite (what PATH is), mode=auto|cascade|full|lite\n"
@@ -283,7 +288,8 @@ int cmd_serve(int argc, char **argv)
             !strcmp(a, "--workers") || !strcmp(a, "--http-threads") ||
             !strcmp(a, "--max-body") || !strcmp(a, "--max-connections") ||
             !strcmp(a, "--idle-timeout") || !strcmp(a, "--device") || !strcmp(a, "--policy") ||
-            !strcmp(a, "--audit") || !strcmp(a, "--audit-key") || !strcmp(a, "--audit-sync")) {
+            !strcmp(a, "--audit") || !strcmp(a, "--audit-key") || !strcmp(a, "--audit-sync") ||
+            !strcmp(a, "--trace")) {
             if (!v)
                 return serve_usage("option %s needs a value", a);
             i++;
@@ -341,6 +347,8 @@ int cmd_serve(int argc, char **argv)
             so.audit_path = v;
         } else if (!strcmp(a, "--audit-key")) {
             so.audit_key_path = v;
+        } else if (!strcmp(a, "--trace")) {
+            so.trace_path = v;
         } else if (!strcmp(a, "--audit-sync")) {
             if (strcmp(v, "full") && strcmp(v, "normal"))
                 return serve_usage("--audit-sync must be full or normal, got '%s'", v);
@@ -390,6 +398,12 @@ int cmd_serve(int argc, char **argv)
             rc = st == LOOM_ERR_INVALID_ARGUMENT || st == LOOM_ERR_IO ||
                          st == LOOM_ERR_UNSUPPORTED ? 2 : 1;
         }
+    }
+    /* Room for many connections: the soft descriptor limit up to the hard one. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
     }
     loom_serve_http *http = NULL;
     if (rc == 0 && loom_serve_http_start(srv, &ho, &http) != LOOM_OK) {

@@ -27,6 +27,8 @@ typedef enum ocl_kid {
     OCL_K_IM2COL, OCL_K_BIAS_CHANNEL, OCL_K_SCALE, OCL_K_NOOP,
     /* subgraph claims (ocl_claims.c) */
     OCL_K_EPILOGUE, OCL_K_ADD_LAYERNORM, OCL_K_SCALE_MASK_SOFTMAX,
+    /* MatMulInt8Dynamic (ocl_kernels_int8.c) */
+    OCL_K_I8_QUANT_ROWS, OCL_K_I8_GEMM,
     OCL_K_COUNT
 } ocl_kid;
 

@@ -182,6 +182,8 @@ int ocl_kernels_supports(const ocl_state *s, const ocl_device *d, const loom_nod
         return ocl_gemm_supports(node, reason, len);
     case LOOM_OP_CONV:
         return ocl_conv_supports(node, reason, len);
+    case LOOM_OP_MAT_MUL_INT8_DYNAMIC:
+        return ocl_int8_supports(node, reason, len);
     default:
         return ocl_reason(reason, len, "no OpenCL kernel for %s", node->op_name);
     }
@@ -220,6 +222,8 @@ loom_status ocl_kernels_prepare(ocl_state *s, ocl_device *d, const loom_node_des
         return ocl_gemm_prepare(s, d, node, k, err, len);
     case LOOM_OP_CONV:
         return ocl_conv_prepare(s, d, node, k, err, len);
+    case LOOM_OP_MAT_MUL_INT8_DYNAMIC:
+        return ocl_int8_prepare(d, node, k);
     default:
         return ocl_unary_prepare(s, d, node, k, err, len);
     }

@@ -162,6 +162,10 @@ loom_status ocl_pool_prepare(ocl_state *s, ocl_device *d, const loom_node_desc *
                              ocl_kernel *k, char *err, size_t len);
 
 /* ocl_kernels_gemm.c */
+/* ocl_kernels_int8.c: MatMulInt8Dynamic (symmetric per-row activations) */
+int ocl_int8_supports(const loom_node_desc *node, char *reason, size_t len);
+loom_status ocl_int8_prepare(ocl_device *d, const loom_node_desc *node, ocl_kernel *k);
+
 int ocl_matmul_supports(const loom_node_desc *node, char *reason, size_t len);
 loom_status ocl_matmul_prepare(const loom_node_desc *node, ocl_kernel *k, char *err, size_t len);
 int ocl_gemm_supports(const loom_node_desc *node, char *reason, size_t len);

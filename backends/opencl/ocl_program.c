@@ -18,6 +18,7 @@ static const char *const k_kernel_names[OCL_K_COUNT] = {
     "pool_f32",
     "im2col_f32", "bias_channel_f32", "scale_f32", "noop",
     "epilogue_f32", "add_layernorm_f32", "scale_mask_softmax_f32",
+    "i8_quant_rows_f32", "i8_gemm_f32",
 };
 
 static const char *const k_ew_names[OCL_EW_COUNT] = {"ew_flat", "ew_vec4", "ew_bcast"};

@@ -142,6 +142,32 @@ typedef struct loom_model_stats {
  * small struct_size. */
 loom_status loom_model_stats_get(const loom_model *model, loom_model_stats *out);
 
+/* A specialisation's plan held by a caller that runs it directly (a server that forms batches
+ * and keeps one plan per batch size, say). Filled by loom_model_acquire_plan. */
+typedef struct loom_model_held_plan {
+    loom_plan *plan;        /* borrowed: valid until loom_model_release_plan */
+    const uint32_t *inputs; /* for each of the plan's inputs, the model input feeding it */
+    size_t n_inputs;        /* the plan's inputs (model inputs used only for their shape or
+                             * not at all are not among them) */
+    void *handle;           /* Loom's */
+} loom_model_held_plan;
+
+/* Find or create the specialisation of MODEL for inputs shaped like INPUTS (N_INPUTS =
+ * loom_model_input_count, model order; only their dtypes and shapes are read) and hold it: its
+ * plan stays valid, shares the model's weights like every specialisation, and may be run with
+ * loom_plan_run (from several threads at once; inputs in the order OUT->inputs gives) until
+ * loom_model_release_plan, even if the cache evicts it meanwhile (it then counts against no
+ * bound and is freed at the release). Costs what loom_model_run costs on a miss.
+ * Fails as loom_model_run does on bad inputs; LOOM_ERR_UNSUPPORTED when the model needs the
+ * values of an input (a plan per value, not per shape) or cannot be planned as one plan (it has
+ * operators whose output shapes depend on values): run such models with loom_model_run. */
+loom_status loom_model_acquire_plan(loom_model *model, const loom_tensor *const *inputs,
+                                    size_t n_inputs, loom_model_held_plan *out);
+
+/* Let go of a plan held by loom_model_acquire_plan; HELD is cleared. NULLs are ignored. Every
+ * held plan must be released before loom_model_destroy. */
+void loom_model_release_plan(loom_model *model, loom_model_held_plan *held);
+
 #ifdef __cplusplus
 }
 #endif

@@ -57,6 +57,12 @@ typedef struct loom_server_options {
      * default: a commit reaches the operating system before the answer leaves, so a crash or
      * SIGKILL of the process loses nothing answered; a power cut may lose the last commits). */
     int audit_sync_full;
+    /* A serving trace (docs/serve.md, "Trace"): NULL: off. Else a file created (truncated) at
+     * start, into which every batch (per worker), every answered request (from arrival to
+     * answer, with its variant, path, figures and the QoS decision's inputs) and every QoS
+     * switch is written as a Chrome trace event; the JSON array is closed by
+     * loom_server_destroy. */
+    const char *trace_path;
 } loom_server_options;
 
 /* Create a server over RUNTIME (borrowed: it must outlive the server). OPTIONS may be NULL.
@@ -64,7 +70,8 @@ typedef struct loom_server_options {
  * loom_server_destroy. Fails with LOOM_ERR_OUT_OF_MEMORY or LOOM_ERR_INTERNAL (a thread could
  * not start); with an audit database, LOOM_ERR_IO when it cannot be opened or written, or
  * LOOM_ERR_INVALID_ARGUMENT when its chain is broken (the message names the first bad record)
- * and AUDIT_NEW_SEGMENT is not set, or the key file is unreadable or empty. */
+ * and AUDIT_NEW_SEGMENT is not set, or the key file is unreadable or empty; with a trace path,
+ * LOOM_ERR_IO when the file cannot be created. */
 loom_status loom_server_create(loom_runtime *runtime, const loom_server_options *options,
                                loom_server **out);
 
@@ -330,7 +337,10 @@ typedef struct loom_serve_http_options {
     const char *host;        /* address to listen on; NULL: "127.0.0.1" */
     uint16_t port;           /* 0: a free port (loom_serve_http_port tells which) */
     size_t max_body_bytes;   /* larger request bodies get 413; 0: 64 MiB */
-    uint32_t max_connections; /* 0: 1024 */
+    /* Open connections at most; 0: 16,384, or fewer when the process's descriptor limit
+     * (RLIMIT_NOFILE) does not leave room for them (`loom serve` raises its soft limit to the
+     * hard one at start). Beyond the limit new connections wait in the kernel's queue. */
+    uint32_t max_connections;
     uint32_t threads;        /* threads parsing and answering HTTP; 0: 1 */
     uint32_t idle_timeout_s; /* idle connections closed after this; 0: 60 */
 } loom_serve_http_options;
@@ -345,10 +355,13 @@ loom_status loom_serve_http_start(loom_server *server, const loom_serve_http_opt
 /* The TCP port HTTP listens on. */
 uint16_t loom_serve_http_port(const loom_serve_http *http);
 
-/* Stop accepting connections and new requests (infer answers 503 from now on), wait until the
- * server has answered every accepted request and each answer has been handed to its
- * connection (at most TIMEOUT_S seconds for the handing over), then close everything and free
- * HTTP. NULL is allowed. The server itself is left running: destroy it afterwards. */
+/* Stop accepting connections and new requests (infer answers 503 from now on, and every answer
+ * from now on closes its connection), wait until the server has answered every accepted request
+ * and each answer has been handed to its connection (at most TIMEOUT_S seconds for the handing
+ * over), answer 503 to connections still waiting in the listening socket's queue and close it
+ * (later clients are refused), give requests whose headers had arrived up to a second to be
+ * answered and written, then close everything and free HTTP. NULL is allowed. The server itself
+ * is left running: destroy it afterwards. */
 void loom_serve_http_stop(loom_serve_http *http, double timeout_s);
 
 #ifdef __cplusplus

@@ -6,6 +6,7 @@
  * without the key, a broken chain refused or continued in a new segment).
  */
 #include <CUnit/Basic.h>
+#include <jansson.h>
 #include <loom/loom.h>
 #include <loom/serve.h>
 
@@ -52,6 +53,23 @@ static void test_switches_to_lite_when_queued_work_misses_deadlines(void)
     CU_ASSERT_EQUAL(d.lite, 1);
     CU_ASSERT_EQUAL(d.switched, 1);
     CU_ASSERT_EQUAL(st.switches, 1);
+    /* A single row does not wait for a full batch's time: with a batch of 8 predicted at
+     * 60 ms (more than the 50 ms budget) but one row at 2 ms, the full variant answers in
+     * time and the switch stays on full (it used to predict a full batch's time here). */
+    sv_qos_state st3 = {0};
+    sv_qos_view one = view(1.0, 0, 0.060, 10);
+    one.rest_s = 0.002;
+    d = sv_qos_decide(&st3, &p, &one);
+    CU_ASSERT_EQUAL(d.lite, 0);
+    CU_ASSERT_DOUBLE_EQUAL(d.predicted_finish, 1.002, 1e-9);
+    /* 8 + 8 + 3 rows on 2 workers: one wave of two full batches, then the partial one. */
+    one.queued_rows = 18;
+    d = sv_qos_decide(&st3, &p, &one);
+    CU_ASSERT_DOUBLE_EQUAL(d.predicted_finish, 1.062, 1e-9);
+    /* 8 + 3 rows: one wave holding a full batch: the full batch's time. */
+    one.queued_rows = 10;
+    d = sv_qos_decide(&st3, &p, &one);
+    CU_ASSERT_DOUBLE_EQUAL(d.predicted_finish, 1.060, 1e-9);
     /* Unknown cost (nothing measured yet): full. */
     sv_qos_state st2 = {0};
     d = decide(&st2, &p, 1.0, 1000, 0, 0);
@@ -172,6 +190,55 @@ static loom_serve_result *ask(loom_server *s, float top, const char *variant, co
 static float first(const loom_serve_result *r)
 {
     return r && r->n_outputs ? ((const float *)loom_tensor_data(r->outputs[0]))[0] : -1;
+}
+
+/* A switch in a real server reaches the trace with its inputs: a request whose budget (1 us)
+ * is below the full variant's predicted run moves "auto" to lite. */
+static void test_switch_is_traced_with_its_inputs(void)
+{
+    char trace[] = "/tmp/loom-qos-trace-XXXXXX";
+    int fd = mkstemp(trace);
+    CU_ASSERT_FATAL(fd >= 0);
+    close(fd);
+    loom_server_options so = {.struct_size = sizeof so, .trace_path = trace};
+    loom_server *s = make_server("auto", 0.5, NULL, 1, &so);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    loom_serve_result *r = ask(s, 0.9f, "full", "warm"); /* plans made: estimates known */
+    CU_ASSERT_STRING_EQUAL(r->variant, "full");
+    loom_serve_result_free(r);
+    int64_t dims[2] = {1, 4};
+    loom_tensor *x;
+    loom_tensor_create(LOOM_DTYPE_F32, 2, dims, &x);
+    memset(loom_tensor_data(x), 0, 4 * sizeof(float));
+    const loom_tensor *in[1] = {x};
+    loom_serve_request rq = {.struct_size = sizeof rq, .model = "m", .inputs = in, .n_inputs = 1,
+                             .timeout_s = 1e-6, .id = "tight"};
+    r = NULL;
+    loom_serve_infer(s, &rq, &r);
+    loom_tensor_destroy(x);
+    CU_ASSERT_PTR_NOT_NULL(r);
+    loom_serve_result_free(r);
+    loom_server_destroy(s);
+    json_error_t je;
+    json_t *tr = json_load_file(trace, 0, &je);
+    CU_ASSERT_FATAL(json_is_array(tr));
+    int switches = 0;
+    size_t i;
+    json_t *e;
+    json_array_foreach(tr, i, e) {
+        const char *name = json_string_value(json_object_get(e, "name"));
+        if (!name || strcmp(name, "qos switch"))
+            continue;
+        switches++;
+        json_t *d = json_object_get(json_object_get(e, "args"), "decision");
+        CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(d, "choice")), "lite");
+        CU_ASSERT_TRUE(json_real_value(json_object_get(d, "predicted_finish_s")) >
+                       json_number_value(json_object_get(d, "deadline_s")));
+        CU_ASSERT_PTR_NOT_NULL(json_object_get(d, "queued_rows"));
+    }
+    CU_ASSERT_EQUAL(switches, 1);
+    json_decref(tr);
+    unlink(trace);
 }
 
 static void test_variants_are_chosen_per_request(void)
@@ -476,6 +543,7 @@ int main(void)
     if (!mkdtemp(tmpdir))
         return 1;
     CU_pSuite q = CU_add_suite("qos", NULL, NULL);
+    CU_add_test(q, "a switch is traced with its inputs", test_switch_is_traced_with_its_inputs);
     CU_add_test(q, "switches to lite when queued work misses deadlines",
                 test_switches_to_lite_when_queued_work_misses_deadlines);
     CU_add_test(q, "switch back has hysteresis", test_switch_back_has_hysteresis);

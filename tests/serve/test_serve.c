@@ -13,8 +13,11 @@
 
 #include "serve/serve_internal.h"
 
+#include <jansson.h>
 #include <math.h>
+#include <stdio.h>
 #include <pthread.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -559,7 +562,11 @@ static loom_serve_code submit(loom_server *s, collector *c, int rows, float base
 static void test_server_batches_and_splits_outputs_per_request(void)
 {
     loom_server *s;
-    loom_server_options so = {.struct_size = sizeof so, .workers = 2};
+    char trace[] = "/tmp/loom-serve-trace-XXXXXX";
+    int fd = mkstemp(trace);
+    CU_ASSERT_FATAL(fd >= 0);
+    close(fd);
+    loom_server_options so = {.struct_size = sizeof so, .workers = 2, .trace_path = trace};
     CU_ASSERT_EQUAL_FATAL(loom_server_create(rt, &so, &s), LOOM_OK);
     int calls = 0;
     loom_plan_options po = {.struct_size = sizeof po, .device = "cpu"};
@@ -603,6 +610,43 @@ static void test_server_batches_and_splits_outputs_per_request(void)
     loom_string_free(text);
     loom_server_destroy(s);
     pthread_mutex_destroy(&c.mu);
+
+    /* The trace: one JSON array; every request a begin/end pair whose end says ok, and the
+     * batches' rows add up to the rows submitted. */
+    json_error_t je;
+    json_t *tr = json_load_file(trace, 0, &je);
+    CU_ASSERT_FATAL(json_is_array(tr));
+    int begins = 0, ends = 0, ends_ok = 0, batch_rows = 0;
+    size_t i;
+    json_t *e;
+    json_array_foreach(tr, i, e) {
+        const char *ph = json_string_value(json_object_get(e, "ph"));
+        const char *cat = json_string_value(json_object_get(e, "cat"));
+        json_t *args = json_object_get(e, "args");
+        if (!ph || !cat)
+            continue;
+        if (!strcmp(cat, "request") && !strcmp(ph, "b"))
+            begins++;
+        if (!strcmp(cat, "request") && !strcmp(ph, "e")) {
+            ends++;
+            ends_ok += !strcmp(json_string_value(json_object_get(args, "status")), "ok") &&
+                       !strcmp(json_string_value(json_object_get(args, "model")), "affine");
+        }
+        if (!strcmp(cat, "batch") && !strcmp(ph, "X")) {
+            batch_rows += (int)json_integer_value(json_object_get(args, "rows"));
+            CU_ASSERT_TRUE(json_real_value(json_object_get(e, "dur")) >= 0);
+        }
+    }
+    CU_ASSERT_EQUAL(begins, n);
+    CU_ASSERT_EQUAL(ends, n);
+    CU_ASSERT_EQUAL(ends_ok, n);
+    CU_ASSERT_EQUAL(batch_rows, rows_total);
+    json_decref(tr);
+    unlink(trace);
+    /* A trace that cannot be created: the server does not start, and says why. */
+    so.trace_path = "/nonexistent-dir/trace.json";
+    CU_ASSERT_EQUAL(loom_server_create(rt, &so, &s), LOOM_ERR_IO);
+    CU_ASSERT_PTR_NOT_NULL(strstr(loom_serve_last_error(), "/nonexistent-dir/trace.json"));
 }
 
 static void test_server_refuses_bad_requests_and_answers_expired_ones(void)
@@ -714,8 +758,58 @@ static void test_model_without_batch_axis_is_refused(void)
     loom_server_destroy(s);
 }
 
-int main(void)
+/* A device that fails during batches (the fail-execute test plugin: its first 3 executions
+ * work, every later one fails): each failed node is re-run on the CPU by the plan's fallback
+ * and every request is still answered, correctly. */
+static const char *fail_plugin;
+
+static void test_device_failure_mid_batch_is_answered_by_fallback(void)
 {
+    if (!fail_plugin)
+        return;
+    setenv("LOOM_TEST_FAIL_AFTER", "3", 1);
+    const char *paths[1] = {fail_plugin};
+    loom_runtime_options ro = {.struct_size = sizeof ro, .plugin_paths = paths,
+                               .n_plugin_paths = 1, .no_default_plugins = 1};
+    loom_runtime *frt = NULL;
+    CU_ASSERT_EQUAL_FATAL(loom_runtime_create(&ro, &frt), LOOM_OK);
+    unsetenv("LOOM_TEST_FAIL_AFTER");
+    loom_server *s;
+    CU_ASSERT_EQUAL_FATAL(loom_server_create(frt, NULL, &s), LOOM_OK);
+    int calls = 0;
+    /* Not strict: nodes the plugin cannot run go to the CPU, and so do failed ones. */
+    loom_plan_options po = {.struct_size = sizeof po, .device = "fail-execute:0"};
+    loom_serve_model_options mo = {.struct_size = sizeof mo, .max_batch = 4,
+                                   .plan_options = &po};
+    loom_status ast = loom_server_add_graph(s, "affine", build_affine, &calls, &mo);
+    if (ast != LOOM_OK)
+        fprintf(stderr, "add_graph: %s\n", loom_serve_last_error());
+    CU_ASSERT_EQUAL_FATAL(ast, LOOM_OK);
+    collector c = {.answered = 0};
+    pthread_mutex_init(&c.mu, NULL);
+    int n = 0;
+    for (int i = 0; i < 40; i++)
+        n += submit(s, &c, 1 + i % 2, (float)i, 0, 1) == LOOM_SERVE_OK;
+    loom_server_drain(s);
+    CU_ASSERT_EQUAL(n, 40);
+    CU_ASSERT_EQUAL(c.answered, n);
+    CU_ASSERT_EQUAL(c.ok, n);
+    CU_ASSERT_EQUAL(c.wrong, 0);
+    loom_server_destroy(s);
+    pthread_mutex_destroy(&c.mu);
+    /* The runtime said what failed and where the work went. */
+    int said = 0;
+    for (size_t i = 0; i < loom_runtime_message_count(frt); i++) {
+        const char *msg = loom_runtime_message(frt, i);
+        said += msg && strstr(msg, "fail-execute") != NULL;
+    }
+    CU_ASSERT_TRUE(said > 0);
+    loom_runtime_destroy(frt);
+}
+
+int main(int argc, char **argv)
+{
+    fail_plugin = argc > 1 ? argv[1] : NULL;
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 1;
     CU_pSuite p = CU_add_suite("serve_policy", NULL, NULL);
@@ -753,6 +847,8 @@ int main(void)
                 test_server_cache_answers_repeats_without_running);
     CU_add_test(s, "a model without the batch axis is refused",
                 test_model_without_batch_axis_is_refused);
+    CU_add_test(s, "a device failure mid-batch is answered by the fallback",
+                test_device_failure_mid_batch_is_answered_by_fallback);
     loom_runtime_options ro = {.struct_size = sizeof ro, .no_default_plugins = 1};
     if (loom_runtime_create(&ro, &rt) != LOOM_OK) {
         fprintf(stderr, "runtime: %s\n", loom_last_error());

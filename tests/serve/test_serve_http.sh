@@ -222,6 +222,35 @@ st=$(curl -s -o body -w '%{http_code}' -H 'Content-Type: application/json' \
     >/dev/tcp/127.0.0.1/"$PORT") 2>/dev/null
 [ "$(post req_row0.json)" = 200 ] && ok "serving after a client went away" \
     || bad "after a client went away"
+# Thousands of idle connections (more than the old default limit of 1024): others are still
+# served while they stay open, and the server's descriptors return to what they were.
+fds_before=$(ls "/proc/$SERVER_PID/fd" | wc -l)
+idle=$("$PY" - "$PORT" "$URL" <<'PY'
+import resource, socket, subprocess, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+want = min(hard, 4096)
+if soft < want:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+n = min(2000, want - 64)
+socks = [socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10) for _ in range(n)]
+r = subprocess.run(["curl", "-s", "-m", "20", "-o", "/dev/null", "-w", "%{http_code}",
+                    sys.argv[2] + "/v2/health/ready"], capture_output=True, text=True)
+print(n, r.stdout)
+for s in socks:
+    s.close()
+PY
+)
+case "$idle" in
+    *" 200") ok "served with ${idle% *} idle connections open" ;;
+    *) bad "with idle connections open: '$idle'" ;;
+esac
+for _ in $(seq 1 50); do
+    [ "$(ls "/proc/$SERVER_PID/fd" | wc -l)" -le "$fds_before" ] && break
+    sleep 0.1
+done
+fds_after=$(ls "/proc/$SERVER_PID/fd" | wc -l)
+[ "$fds_after" -le "$fds_before" ] && ok "descriptors back to $fds_after after the idle clients left" \
+    || bad "descriptors: $fds_before before the idle clients, $fds_after after"
 
 # ---- metrics ----------------------------------------------------------------------------
 st=$(curl -s -o metrics.txt -D headers -w '%{http_code}' "$URL/metrics")
