@@ -1557,6 +1557,10 @@ loom_status loom_model_acquire_plan(loom_model *m, const loom_tensor *const *inp
         if (!inputs[i])
             return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "input %zu ('%s') is NULL", i,
                                   m->in[i].name);
+    if (loom_model_is_staged(m))
+        return loom_set_error(LOOM_ERR_UNSUPPORTED, "the model runs in stages (it has operators "
+                              "whose output shapes depend on values): run it with "
+                              "loom_model_run");
     loom_status st = check_inputs(m, inputs);
     if (st != LOOM_OK)
         return st;
