@@ -110,7 +110,11 @@ int cmd_ops(int argc, char **argv)
                "a backend may run fewer (the CPU backend says which when it refuses a node).\n"
                "The importer also evaluates Constant, ConstantOfShape, Shape, Size and If\n"
                "itself, and reads CastLike as Cast, Upsample as Resize and Scatter as\n"
-               "ScatterElements.\n\n"
+               "ScatterElements. It lowers these fused com.microsoft operators of ONNX\n"
+               "Runtime's transformer optimizer into the operators below: Gelu, FastGelu,\n"
+               "BiasGelu and QuickGelu; SkipLayerNormalization (outputs 0 and 3, not the\n"
+               "mean and inverse standard deviation); FusedMatMul (transBatchA and\n"
+               "transBatchB 0).\n\n"
                "| Operator | Domain | Opsets | Inputs | Outputs | Input 0 dtypes |\n"
                "|---|---|---|---|---|---|\n",
                n);

@@ -5,7 +5,9 @@
  * ScatterElements), and the operators the importer evaluates itself: Constant,
  * ConstantOfShape, Shape and Size (their results depend only on attributes and shapes, which
  * are all static here) and If (inlined when its condition is a constant, else both branches
- * computed and selected with Where).
+ * computed and selected with Where). Fused operators of ONNX Runtime's com.microsoft domain
+ * (Gelu, FastGelu, BiasGelu, QuickGelu, SkipLayerNormalization, FusedMatMul) are lowered here
+ * into the registry's operators.
  */
 #include "graph/onnx/onnx_import.h"
 
@@ -38,12 +40,47 @@ static int contrib_op(const char *domain, const char *op)
     return strcmp(op, "MoE") == 0 && domain && strcmp(domain, "com.microsoft") == 0;
 }
 
+/* Fused operators of the com.microsoft domain (ONNX Runtime's transformer optimizer) that the
+ * importer lowers into registry operators (contrib_lower below), with the operators each
+ * lowering builds. */
+static const struct {
+    const char *op;
+    const char *needs[4];
+} contrib_lowered[] = {
+    {"Gelu", {"Gelu"}},
+    {"FastGelu", {"Gelu", "Add"}},
+    {"BiasGelu", {"Gelu", "Add"}},
+    {"QuickGelu", {"Mul", "Sigmoid"}},
+    {"SkipLayerNormalization", {"Add", "LayerNormalization"}},
+    {"FusedMatMul", {"MatMul", "Transpose", "Mul"}},
+};
+
+/* 1 when (DOMAIN, OP) is lowered here and the registry has every operator it needs, 0 when it
+ * is not one of them, -1 when it is one but an operator it needs is missing. */
+static int contrib_lowering(const char *domain, const char *op)
+{
+    if (!domain || strcmp(domain, "com.microsoft") != 0)
+        return 0;
+    for (size_t i = 0; i < sizeof contrib_lowered / sizeof contrib_lowered[0]; i++) {
+        if (strcmp(op, contrib_lowered[i].op) != 0)
+            continue;
+        for (size_t k = 0; k < 4 && contrib_lowered[i].needs[k]; k++)
+            if (!loom_op_find(contrib_lowered[i].needs[k]))
+                return -1;
+        return 1;
+    }
+    return 0;
+}
+
 int onnx_node_supported(const onnx_import *im, const Onnx__NodeProto *node)
 {
     (void)im;
     const char *op = onnx_str(node->op_type);
     if (contrib_op(node->domain, op))
         return loom_op_find(op) != NULL;
+    int lowered = contrib_lowering(node->domain, op);
+    if (lowered)
+        return lowered > 0;
     if (!default_domain(node->domain) || !*op || strcmp(op, "MoE") == 0)
         return 0;
     if (importer_native(op))
@@ -813,6 +850,207 @@ static loom_status build_if(nb *b)
     return st;
 }
 
+/* ---- com.microsoft fused operators, lowered ------------------------------------------------- */
+
+/* Take float attribute NAME (DEF when absent) into *OUT. */
+static loom_status contrib_float(nb *b, const char *name, float def, float *out)
+{
+    loom_attr a;
+    *out = def;
+    if (!take_attr(b, name, &a))
+        return LOOM_OK;
+    if (a.kind != LOOM_ATTR_FLOAT)
+        return node_fail(b, LOOM_ERR_INVALID_ARGUMENT, "attribute '%s' must be a float", name);
+    *out = a.f;
+    return LOOM_OK;
+}
+
+/* Take int attribute NAME (DEF when absent) into *OUT. */
+static loom_status contrib_int(nb *b, const char *name, int64_t def, int64_t *out)
+{
+    loom_attr a;
+    *out = def;
+    if (!take_attr(b, name, &a))
+        return LOOM_OK;
+    if (a.kind != LOOM_ATTR_INT)
+        return node_fail(b, LOOM_ERR_INVALID_ARGUMENT, "attribute '%s' must be an int", name);
+    *out = a.i;
+    return LOOM_OK;
+}
+
+/* Refuse whatever attribute the lowering did not take, and inputs past MAX_IN or missing among
+ * the first MIN_IN. */
+static loom_status contrib_check(nb *b, size_t min_in, size_t max_in)
+{
+    if (b->special)
+        return node_fail(b, LOOM_ERR_UNSUPPORTED, "attribute '%s' of com.microsoft %s is not "
+                         "supported", b->special, b->op);
+    if (b->n_attrs)
+        return node_fail(b, LOOM_ERR_UNSUPPORTED, "attribute '%s' of com.microsoft %s is not "
+                         "supported", b->attrs[0].name, b->op);
+    while (b->n_in > min_in && b->in[b->n_in - 1] == LOOM_NO_VALUE)
+        b->n_in--;
+    if ((b->n_in < min_in || b->n_in > max_in) && min_in == max_in)
+        return node_fail(b, LOOM_ERR_INVALID_ARGUMENT, "com.microsoft %s takes %zu inputs, %zu "
+                         "given", b->op, min_in, b->n_in);
+    if (b->n_in < min_in || b->n_in > max_in)
+        return node_fail(b, LOOM_ERR_INVALID_ARGUMENT, "com.microsoft %s takes %zu to %zu "
+                         "inputs, %zu given", b->op, min_in, max_in, b->n_in);
+    for (size_t k = 0; k < min_in; k++)
+        if (b->in[k] == LOOM_NO_VALUE)
+            return node_fail(b, LOOM_ERR_INVALID_ARGUMENT, "input %zu of com.microsoft %s is "
+                             "required", k, b->op);
+    return LOOM_OK;
+}
+
+/* Refuse when output K (an optional one the lowering does not compute) is read by the graph. */
+static loom_status contrib_unused_output(nb *b, size_t k, const char *what)
+{
+    if (k < b->node->n_output && name_used(b, b->node->output[k]))
+        return node_fail(b, LOOM_ERR_UNSUPPORTED, "output %zu ('%.200s', %s) of com.microsoft "
+                         "%s is read by the graph; Loom computes only the outputs listed in "
+                         "docs/operators.md", k, b->node->output[k], what, b->op);
+    return LOOM_OK;
+}
+
+/* X * C for a scalar constant C of X's dtype. */
+static loom_value contrib_scale(nb *b, loom_value x, double c, const char *suffix)
+{
+    loom_value s = onnx_scalar_const(b->im, onnx_desc(b->im, x).dtype, c);
+    if (s == LOOM_NO_VALUE)
+        return LOOM_NO_VALUE;
+    loom_value in2[2] = {x, s};
+    return emit_one(b, "Mul", suffix, in2, 2, NULL, 0);
+}
+
+/* Bind the lowering's result Y (LOOM_NO_VALUE when building it failed) to output 0. */
+static loom_status contrib_bind(nb *b, loom_value y)
+{
+    if (y == LOOM_NO_VALUE)
+        return b->im->status;
+    return b->node->n_output ? bind_output(b, 0, y, 1) : LOOM_OK;
+}
+
+/* Gelu (exact, erf form), FastGelu (tanh approximation of Gelu(X + bias), bias optional),
+ * BiasGelu (exact Gelu of A + B) and QuickGelu (X * Sigmoid(alpha * X)). */
+static loom_status contrib_gelu(nb *b)
+{
+    loom_status st;
+    const char *op = b->op;
+    if (strcmp(op, "QuickGelu") == 0) {
+        float alpha;
+        if ((st = contrib_float(b, "alpha", 1.702f, &alpha)) != LOOM_OK ||
+            (st = contrib_check(b, 1, 1)) != LOOM_OK)
+            return st;
+        loom_value x = b->in[0], ax = x;
+        if (alpha != 1.0f && (ax = contrib_scale(b, x, alpha, "/alpha")) == LOOM_NO_VALUE)
+            return b->im->status;
+        loom_value s = emit_one(b, "Sigmoid", "/sigmoid", &ax, 1, NULL, 0);
+        if (s == LOOM_NO_VALUE)
+            return b->im->status;
+        loom_value in2[2] = {x, s};
+        return contrib_bind(b, emit_one(b, "Mul", "", in2, 2, NULL, 0));
+    }
+    int fast = strcmp(op, "FastGelu") == 0, bias = strcmp(op, "BiasGelu") == 0;
+    if ((st = contrib_check(b, bias ? 2 : 1, fast || bias ? 2 : 1)) != LOOM_OK)
+        return st;
+    loom_value x = b->in[0];
+    if (b->n_in == 2 && (x = emit_one(b, "Add", "/bias", b->in, 2, NULL, 0)) == LOOM_NO_VALUE)
+        return b->im->status;
+    loom_attr approx = loom_attr_string("approximate", "tanh");
+    return contrib_bind(b, emit_one(b, "Gelu", "", &x, 1, &approx, fast ? 1 : 0));
+}
+
+/* SkipLayerNormalization: LayerNormalization over the last axis of input + skip (+ bias), with
+ * gamma (and beta). Output 3, the sum, is given when asked for; outputs 1 and 2 (mean and
+ * inverse standard deviation) are refused when the graph reads them. */
+static loom_status contrib_skip_layer_norm(nb *b)
+{
+    float eps;
+    loom_status st;
+    /* ONNX Runtime's default epsilon for this operator. */
+    if ((st = contrib_float(b, "epsilon", 1e-12f, &eps)) != LOOM_OK ||
+        (st = contrib_check(b, 3, 5)) != LOOM_OK ||
+        (st = contrib_unused_output(b, 1, "mean")) != LOOM_OK ||
+        (st = contrib_unused_output(b, 2, "inv_std_var")) != LOOM_OK)
+        return st;
+    loom_value sum = emit_one(b, "Add", "/skip", b->in, 2, NULL, 0);
+    if (sum == LOOM_NO_VALUE)
+        return b->im->status;
+    if (b->n_in > 4 && b->in[4] != LOOM_NO_VALUE) {
+        loom_value in2[2] = {sum, b->in[4]};
+        if ((sum = emit_one(b, "Add", "/bias", in2, 2, NULL, 0)) == LOOM_NO_VALUE)
+            return b->im->status;
+    }
+    loom_value in3[3] = {sum, b->in[2], b->n_in > 3 ? b->in[3] : LOOM_NO_VALUE};
+    loom_attr attrs[2] = {loom_attr_int("axis", -1), loom_attr_float("epsilon", eps)};
+    loom_value y = emit_one(b, "LayerNormalization", "", in3, in3[2] == LOOM_NO_VALUE ? 2 : 3,
+                            attrs, 2);
+    if ((st = contrib_bind(b, y)) != LOOM_OK)
+        return st;
+    if (b->node->n_output > 3 && *b->node->output[3])
+        return bind_output(b, 3, sum, 1);
+    return LOOM_OK;
+}
+
+/* The last two axes of input K swapped. */
+static loom_value contrib_swap_last(nb *b, size_t k, const char *suffix)
+{
+    loom_tensor_desc d = onnx_desc(b->im, b->in[k]);
+    if (d.rank < 2) {
+        node_fail(b, LOOM_ERR_UNSUPPORTED, "com.microsoft FusedMatMul transposes input %zu, "
+                  "which has rank %u; Loom supports transA/transB only from rank 2", k,
+                  (unsigned)d.rank);
+        return LOOM_NO_VALUE;
+    }
+    int64_t perm[LOOM_MAX_RANK];
+    for (uint32_t i = 0; i < d.rank; i++)
+        perm[i] = i;
+    perm[d.rank - 2] = d.rank - 1;
+    perm[d.rank - 1] = d.rank - 2;
+    loom_attr a = loom_attr_ints("perm", d.rank, perm);
+    return emit_one(b, "Transpose", suffix, &b->in[k], 1, &a, 1);
+}
+
+/* FusedMatMul: alpha * MatMul(A or A's last two axes swapped, B likewise). transBatchA and
+ * transBatchB (batch axes moved) are refused unless 0. */
+static loom_status contrib_fused_matmul(nb *b)
+{
+    float alpha;
+    int64_t ta, tb, tba, tbb;
+    loom_status st;
+    if ((st = contrib_float(b, "alpha", 1.0f, &alpha)) != LOOM_OK ||
+        (st = contrib_int(b, "transA", 0, &ta)) != LOOM_OK ||
+        (st = contrib_int(b, "transB", 0, &tb)) != LOOM_OK ||
+        (st = contrib_int(b, "transBatchA", 0, &tba)) != LOOM_OK ||
+        (st = contrib_int(b, "transBatchB", 0, &tbb)) != LOOM_OK)
+        return st;
+    if (tba || tbb)
+        return node_fail(b, LOOM_ERR_UNSUPPORTED, "attribute '%s' of com.microsoft FusedMatMul "
+                         "is %lld; Loom supports only 0", tba ? "transBatchA" : "transBatchB",
+                         (long long)(tba ? tba : tbb));
+    if ((st = contrib_check(b, 2, 2)) != LOOM_OK)
+        return st;
+    loom_value in2[2] = {b->in[0], b->in[1]};
+    if (ta && (in2[0] = contrib_swap_last(b, 0, "/transA")) == LOOM_NO_VALUE)
+        return b->im->status;
+    if (tb && (in2[1] = contrib_swap_last(b, 1, "/transB")) == LOOM_NO_VALUE)
+        return b->im->status;
+    loom_value y = emit_one(b, "MatMul", alpha != 1.0f ? "/matmul" : "", in2, 2, NULL, 0);
+    if (y != LOOM_NO_VALUE && alpha != 1.0f)
+        y = contrib_scale(b, y, alpha, "");
+    return contrib_bind(b, y);
+}
+
+static loom_status contrib_lower(nb *b)
+{
+    if (strcmp(b->op, "SkipLayerNormalization") == 0)
+        return contrib_skip_layer_norm(b);
+    if (strcmp(b->op, "FusedMatMul") == 0)
+        return contrib_fused_matmul(b);
+    return contrib_gelu(b);
+}
+
 /* ---- entry ----------------------------------------------------------------------------------- */
 
 loom_status onnx_build_node(onnx_import *im, onnx_scope *sc, const Onnx__NodeProto *node)
@@ -844,7 +1082,7 @@ loom_status onnx_build_node(onnx_import *im, onnx_scope *sc, const Onnx__NodePro
         else if (strcmp(b.op, "If") == 0)
             st = build_if(&b);
         else if ((st = convert_attrs(&b)) == LOOM_OK)
-            st = adapt(&b);
+            st = contrib_lowering(node->domain, b.op) > 0 ? contrib_lower(&b) : adapt(&b);
     }
     free(b.in);
     free(b.attrs);
