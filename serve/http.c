@@ -33,7 +33,7 @@ struct loom_serve_http {
     pthread_cond_t cv;
     long inflight;           /* infer requests submitted whose response is not yet queued */
     long active;             /* requests begun (headers read) and not yet completed */
-    int draining;
+    int draining;            /* set once, under MU; read without it by atomic loads */
     MHD_socket listen_fd;    /* handed back by MHD_quiesce_daemon; closed at stop */
 };
 
@@ -75,13 +75,8 @@ static enum MHD_Result send_body(struct MHD_Connection *c, unsigned status, char
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     loom_serve_http *h = ci ? ci->socket_context : NULL;
-    if (h) {
-        pthread_mutex_lock(&h->mu);
-        int draining = h->draining;
-        pthread_mutex_unlock(&h->mu);
-        if (draining)
-            MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
-    }
+    if (h && __atomic_load_n(&h->draining, __ATOMIC_ACQUIRE))
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(c, status, r);
     MHD_destroy_response(r);
     return ret;
@@ -338,7 +333,8 @@ static enum MHD_Result route(loom_serve_http *h, conn *cx, struct MHD_Connection
         if (!strcmp(seg[2], "live"))
             return send_json(c, 200, json_pack("{s:b}", "live", 1));
         if (!strcmp(seg[2], "ready")) {
-            int ready = sv_server_accepting(h->server) && !h->draining;
+            int ready = sv_server_accepting(h->server) &&
+                        !__atomic_load_n(&h->draining, __ATOMIC_ACQUIRE);
             return send_json(c, ready ? 200 : 503, json_pack("{s:b}", "ready", ready));
         }
         return send_error(c, 404, "no such endpoint");
@@ -361,7 +357,8 @@ static enum MHD_Result route(loom_serve_http *h, conn *cx, struct MHD_Connection
             return send_error(c, 405, "GET for model readiness");
         if (!sv_server_find_model(h->server, name, version, NULL, NULL))
             return send_error(c, 404, "unknown model");
-        int ready = sv_server_accepting(h->server) && !h->draining;
+        int ready = sv_server_accepting(h->server) &&
+                        !__atomic_load_n(&h->draining, __ATOMIC_ACQUIRE);
         return send_json(c, ready ? 200 : 503, json_pack("{s:s,s:b}", "name", name, "ready",
                                                          ready));
     }
@@ -580,7 +577,7 @@ void loom_serve_http_stop(loom_serve_http *h, double timeout_s)
     /* Draining: requests that arrive from now on are answered 503 (the socket stays open, so a
      * client that connects meanwhile gets an answer rather than a cut connection). */
     pthread_mutex_lock(&h->mu);
-    h->draining = 1;
+    __atomic_store_n(&h->draining, 1, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&h->mu);
     /* Every accepted request is answered, then handed to its connection. */
     loom_server_drain(h->server);

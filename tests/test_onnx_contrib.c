@@ -18,7 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static loom_runtime *rt;
 static char data_dir[1024];
 static uint32_t seed = 4242;
 
@@ -33,7 +32,7 @@ static loom_model *load(const char *name)
     char p[1200];
     snprintf(p, sizeof p, "%s/%s.onnx", data_dir, name);
     loom_model *m = NULL;
-    loom_status st = loom_model_load_onnx(rt, p, NULL, &m);
+    loom_status st = loom_model_load_onnx(test_rt, p, NULL, &m);
     if (st != LOOM_OK)
         fprintf(stderr, "load %s: %s\n", name, loom_last_error());
     CU_ASSERT_EQUAL_FATAL(st, LOOM_OK);
@@ -281,22 +280,12 @@ static void test_unsupported_attributes_inputs_and_outputs_are_refused_by_name(v
     expect_refused("bad_trans_vector", LOOM_ERR_UNSUPPORTED, vector);
 }
 
+/* The models' folder, then the shared runtime (test_support.c). */
 static int suite_init(void)
 {
     const char *d = getenv("LOOM_CONTRIB_DATA");
     snprintf(data_dir, sizeof data_dir, "%s", d ? d : "tests/data/contrib");
-    if (loom_runtime_create(NULL, &rt) != LOOM_OK) {
-        fprintf(stderr, "runtime: %s\n", loom_last_error());
-        return 1;
-    }
-    return 0;
-}
-
-static int suite_clean(void)
-{
-    loom_runtime_destroy(rt);
-    rt = NULL;
-    return 0;
+    return test_rt_open_default();
 }
 
 int main(int argc, char **argv)
@@ -309,7 +298,7 @@ int main(int argc, char **argv)
         {NULL, NULL},
     };
     static const test_suite suites[] = {
-        {"onnx_contrib", tests, suite_init, suite_clean, NULL, NULL},
+        {"onnx_contrib", tests, suite_init, test_rt_close, NULL, NULL},
     };
     return test_run_suites(suites, sizeof suites / sizeof suites[0], argc, argv);
 }

@@ -17,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static loom_runtime *rt;
 static char data_dir[1024];
 static uint32_t seed = 12345;
 
@@ -32,7 +31,7 @@ static loom_model *load(const char *name)
     char p[1200];
     snprintf(p, sizeof p, "%s/%s.onnx", data_dir, name);
     loom_model *m = NULL;
-    loom_status st = loom_model_load_onnx(rt, p, NULL, &m);
+    loom_status st = loom_model_load_onnx(test_rt, p, NULL, &m);
     if (st != LOOM_OK)
         fprintf(stderr, "load %s: %s\n", name, loom_last_error());
     CU_ASSERT_EQUAL_FATAL(st, LOOM_OK);
@@ -552,29 +551,19 @@ static void test_plan_api_refuses_value_dependent_node_by_name(void)
     loom_graph *g = NULL;
     CU_ASSERT_EQUAL_FATAL(loom_onnx_load(p, &o, &g), LOOM_OK);
     loom_plan *plan = NULL;
-    CU_ASSERT_EQUAL(loom_plan_create(rt, g, NULL, &plan), LOOM_ERR_UNSUPPORTED);
+    CU_ASSERT_EQUAL(loom_plan_create(test_rt, g, NULL, &plan), LOOM_ERR_UNSUPPORTED);
     CU_ASSERT_PTR_NULL(plan);
     CU_ASSERT_PTR_NOT_NULL(strstr(loom_last_error(), "'nz' (NonZero)"));
     CU_ASSERT_PTR_NOT_NULL(strstr(loom_last_error(), "loom_model"));
     loom_graph_destroy(g);
 }
 
+/* The models' folder, then the shared runtime (test_support.c). */
 static int suite_init(void)
 {
     const char *d = getenv("LOOM_VALUE_DEPENDENT_DATA");
     snprintf(data_dir, sizeof data_dir, "%s", d ? d : "tests/data/value_dependent");
-    if (loom_runtime_create(NULL, &rt) != LOOM_OK) {
-        fprintf(stderr, "runtime: %s\n", loom_last_error());
-        return 1;
-    }
-    return 0;
-}
-
-static int suite_clean(void)
-{
-    loom_runtime_destroy(rt);
-    rt = NULL;
-    return 0;
+    return test_rt_open_default();
 }
 
 int main(int argc, char **argv)
@@ -591,7 +580,7 @@ int main(int argc, char **argv)
         {NULL, NULL},
     };
     static const test_suite suites[] = {
-        {"value_dependent", tests, suite_init, suite_clean, NULL, NULL},
+        {"value_dependent", tests, suite_init, test_rt_close, NULL, NULL},
     };
     return test_run_suites(suites, sizeof suites / sizeof suites[0], argc, argv);
 }
