@@ -5,12 +5,14 @@
  * Shape -> Gather -> Concat -> Reshape) turn into constants while the graph is built. Older
  * operator forms are rewritten into the opset-18 form the registry expects (onnx_nodes.c);
  * a few operators are evaluated here because their results depend only on shapes or
- * attributes (Constant, ConstantOfShape, Shape, Size) or are control flow (If).
+ * attributes (Constant, ConstantOfShape, Shape, Size) or are control flow (If; Loop and Scan
+ * are unrolled and sequences resolved in onnx_control_flow.c and onnx_sequences.c).
  */
 #include <loom/onnx.h>
 
 #include "graph/graph_internal.h"
 #include "graph/onnx/onnx_import.h"
+#include "graph/onnx/onnx_control_flow.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -203,8 +205,8 @@ static const char *claim_name(onnx_import *im, const char *name)
 
 loom_status onnx_name_value(onnx_import *im, loom_value v, const char *name)
 {
-    if (!name || !*name || v == LOOM_NO_VALUE)
-        return LOOM_OK;
+    if (!name || !*name || v == LOOM_NO_VALUE || onnx_is_seq(v))
+        return LOOM_OK; /* a sequence is the importer's, not a graph value: no name to give */
     const char *cur = loom_value_name(im->g, v);
     if (cur && strcmp(cur, name) == 0)
         return LOOM_OK;
@@ -719,9 +721,23 @@ loom_status onnx_build_subgraph(onnx_import *im, onnx_scope *parent, const Onnx_
     if (gp->n_input)
         return onnx_fail(im, LOOM_ERR_INVALID_ARGUMENT, "subgraph '%s' has inputs; an If branch "
                        "takes none", onnx_str(gp->name));
+    return onnx_build_body(im, parent, gp, NULL, 0, outs);
+}
+
+loom_status onnx_build_body(onnx_import *im, onnx_scope *parent, const Onnx__GraphProto *gp,
+                            const loom_value *ins, size_t n_ins, loom_value *outs)
+{
+    if (im->depth >= MAX_SUBGRAPH_DEPTH)
+        return onnx_fail(im, LOOM_ERR_UNSUPPORTED, "subgraphs nested deeper than %d levels",
+                       MAX_SUBGRAPH_DEPTH);
+    if (gp->n_input != n_ins)
+        return onnx_fail(im, LOOM_ERR_INVALID_ARGUMENT, "subgraph '%s' takes %zu inputs, %zu "
+                         "given", onnx_str(gp->name), gp->n_input, n_ins);
     onnx_scope sc;
     im->depth++;
     loom_status st = scope_init(im, &sc, parent, gp);
+    for (size_t i = 0; i < n_ins && st == LOOM_OK; i++)
+        st = onnx_define(im, &sc, gp->input[i]->name, ins[i]);
     if (st == LOOM_OK)
         st = build_body(im, &sc);
     for (size_t i = 0; i < gp->n_output && st == LOOM_OK; i++) {
@@ -872,6 +888,9 @@ static loom_status add_output(onnx_import *im, onnx_scope *sc, const Onnx__Value
     if (r == 0)
         return onnx_fail(im, LOOM_ERR_INVALID_ARGUMENT, "graph output '%s' is not computed by "
                        "any node", name);
+    if (onnx_is_seq(v))
+        return onnx_fail(im, LOOM_ERR_UNSUPPORTED, "graph output '%s' is a sequence; Loom's "
+                         "graphs give tensors only (sequences live inside the model)", name);
     const graph_value *val = &im->g->values[v];
     if (val->kind != GRAPH_VALUE_NODE || val->output_index >= 0) {
         /* An output that is an input, a constant (folded) or already another output gets a

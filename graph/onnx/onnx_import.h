@@ -54,6 +54,11 @@ typedef struct onnx_import {
     graph_eval_fn eval; /* folds constant subgraphs while building; NULL: no folding */
     struct onnx_weights *weights;       /* NULL: initializers decoded into the graph */
     struct onnx_import_report *report;  /* NULL: nothing reported beyond the status */
+    /* Loop and Scan unrolled at import (onnx_control_flow.c), and the sequences built so far
+     * (onnx_sequences.c; a sequence's handle is ONNX_SEQ_TAG + its index here). */
+    size_t expanded;          /* body nodes built by unrolling so far (ONNX_MAX_EXPANDED) */
+    struct onnx_seq **seqs;   /* each allocated with onnx_alloc */
+    size_t n_seqs, cap_seqs;
 } onnx_import;
 
 /* ---- one model, many imports (onnx_model.c; the loom_model of scheduler/model.c) ----------
@@ -158,9 +163,33 @@ int onnx_node_supported(const onnx_import *im, const Onnx__NodeProto *node);
 /* Build NODE into the graph, binding its outputs in SC (onnx_nodes.c). */
 loom_status onnx_build_node(onnx_import *im, onnx_scope *sc, const Onnx__NodeProto *node);
 
+/* The com.microsoft transformer operators lowered in onnx_contrib_attention.c
+ * (EmbedLayerNormalization, Attention, MultiHeadAttention, RotaryEmbedding, MatMulNBits): 1 when
+ * OP is one and the registry has every operator its lowering builds, -1 when it is one but an
+ * operator is missing, 0 when it is not one. */
+int onnx_contrib_attention_lowering(const char *op);
+/* Lower NODE (one of those; its domain already checked) into the graph and bind its outputs in
+ * SC. IN (N_IN values, LOOM_NO_VALUE for absent inputs) and ATTRS (N_ATTRS, consumed: the array
+ * is reordered) are the node's resolved inputs and attributes, SPECIAL the first attribute
+ * loom_attr cannot carry (NULL: none), NAME the node's name for messages. Fails, recorded in IM
+ * with a message naming the node and the input, output or attribute, with
+ * LOOM_ERR_UNSUPPORTED for forms not lowered (past/present states, attention_bias, packed QKV,
+ * non-constant quantized weights...) and LOOM_ERR_INVALID_ARGUMENT for malformed nodes. */
+loom_status onnx_contrib_attention_lower(onnx_import *im, onnx_scope *sc,
+                                         const Onnx__NodeProto *node, const char *name,
+                                         loom_value *in, size_t n_in, loom_attr *attrs,
+                                         size_t n_attrs, const char *special);
+
 /* Build the needed nodes of subgraph GP (a branch of If) in a scope inside PARENT, and write
  * the values of its outputs to OUTS (gp->n_output entries). */
 loom_status onnx_build_subgraph(onnx_import *im, onnx_scope *parent, const Onnx__GraphProto *gp,
                               loom_value *outs);
+
+/* Build the needed nodes of subgraph GP (a Loop or Scan body, or a branch when N_INS is 0) in
+ * a scope inside PARENT whose graph inputs are bound to INS (N_INS must be gp->n_input, values
+ * or sequence handles), and write the values of its outputs to OUTS (gp->n_output entries).
+ * Fails as the nodes do, or when nested deeper than the importer follows. */
+loom_status onnx_build_body(onnx_import *im, onnx_scope *parent, const Onnx__GraphProto *gp,
+                            const loom_value *ins, size_t n_ins, loom_value *outs);
 
 #endif /* LOOM_GRAPH_ONNX_IMPORT_H */

@@ -7,9 +7,11 @@
  * are all static here) and If (inlined when its condition is a constant, else both branches
  * computed and selected with Where). Fused operators of ONNX Runtime's com.microsoft domain
  * (Gelu, FastGelu, BiasGelu, QuickGelu, SkipLayerNormalization, FusedMatMul) are lowered here
- * into the registry's operators.
+ * into the registry's operators. Loop, Scan and the sequence operators are handed to
+ * onnx_control_flow.c.
  */
 #include "graph/onnx/onnx_import.h"
+#include "graph/onnx/onnx_control_flow.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -61,6 +63,8 @@ static int contrib_lowering(const char *domain, const char *op)
 {
     if (!domain || strcmp(domain, "com.microsoft") != 0)
         return 0;
+    if (onnx_contrib_attention_lowering(op)) /* onnx_contrib_attention.c */
+        return onnx_contrib_attention_lowering(op);
     for (size_t i = 0; i < sizeof contrib_lowered / sizeof contrib_lowered[0]; i++) {
         if (strcmp(op, contrib_lowered[i].op) != 0)
             continue;
@@ -83,7 +87,7 @@ int onnx_node_supported(const onnx_import *im, const Onnx__NodeProto *node)
         return lowered > 0;
     if (!default_domain(node->domain) || !*op || strcmp(op, "MoE") == 0)
         return 0;
-    if (importer_native(op))
+    if (importer_native(op) || onnx_cf_op(node->domain, op))
         return 1;
     if (strcmp(op, "Upsample") == 0)
         return loom_op_find("Resize") != NULL;
@@ -819,7 +823,12 @@ static loom_status build_if(nb *b)
         st = onnx_build_subgraph(b->im, b->sc, ea->g, outs + n_out);
     for (size_t k = 0; k < n_out && st == LOOM_OK; k++) {
         loom_tensor_desc x = onnx_desc(b->im, outs[k]), y = onnx_desc(b->im, outs[n_out + k]);
-        if (!same_desc(&x, &y)) {
+        if (onnx_is_seq(outs[k]) || onnx_is_seq(outs[n_out + k])) {
+            b->im->g->need_constant = (uint32_t)cond + 1;
+            st = node_fail(b, LOOM_ERR_UNSUPPORTED, "its condition is not a constant and its "
+                           "branches give sequences (output %zu); Loom selects between "
+                           "branches only for tensors", k);
+        } else if (!same_desc(&x, &y)) {
             char xs[128], ys[128];
             b->im->g->need_constant = (uint32_t)cond + 1; /* the condition's value would do */
             st = node_fail(b, LOOM_ERR_UNSUPPORTED, "its condition is not a constant and its "
@@ -1044,6 +1053,9 @@ static loom_status contrib_fused_matmul(nb *b)
 
 static loom_status contrib_lower(nb *b)
 {
+    if (onnx_contrib_attention_lowering(b->op)) /* onnx_contrib_attention.c */
+        return onnx_contrib_attention_lower(b->im, b->sc, b->node, b->name, b->in, b->n_in,
+                                            b->attrs, b->n_attrs, b->special);
     if (strcmp(b->op, "SkipLayerNormalization") == 0)
         return contrib_skip_layer_norm(b);
     if (strcmp(b->op, "FusedMatMul") == 0)
@@ -1071,7 +1083,11 @@ loom_status onnx_build_node(onnx_import *im, onnx_scope *sc, const Onnx__NodePro
     if (!b.in || !b.attrs) {
         st = onnx_fail(im, LOOM_ERR_OUT_OF_MEMORY, "out of memory");
     } else if ((st = resolve_inputs(&b)) == LOOM_OK) {
-        if (strcmp(b.op, "Constant") == 0)
+        /* Loop, Scan and sequences (onnx_control_flow.c); a node given a sequence goes there
+         * too, to be passed through or refused by name. */
+        if (onnx_cf_op(node->domain, b.op) || onnx_cf_has_seq(b.in, b.n_in))
+            st = onnx_cf_build(im, sc, node, b.in, b.n_in);
+        else if (strcmp(b.op, "Constant") == 0)
             st = build_constant(&b);
         else if (strcmp(b.op, "ConstantOfShape") == 0)
             st = build_constant_of_shape(&b);
