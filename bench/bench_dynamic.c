@@ -241,6 +241,11 @@ int main(int argc, char **argv)
            "(borrowed %.1f MB across specialisations, copied constants %.1f MB)\n",
            (unsigned long long)ms.misses, (unsigned long long)ms.hits, ms.live,
            ms.weight_bytes / 1e6, ms.borrowed_bytes / 1e6, ms.copied_const_bytes / 1e6);
+    if (ms.device_weight_uploads)
+        printf("weights on devices the host cannot address (once per device for every "
+               "specialisation): %.1f MB in %zu tensors, %llu uploads\n",
+               ms.device_weight_bytes / 1e6, ms.device_weight_tensors,
+               (unsigned long long)ms.device_weight_uploads);
     printf("largest RSS %.1f MB = %.3f x (weights %.1f MB + largest specialisation %.1f MB); "
            "slowest creation %.2f ms\n", max_rss / 1e6, max_rss / bound, ms.weight_bytes / 1e6,
            max_spec / 1e6, max_create);

@@ -5,6 +5,7 @@
  * loom_graph_check and the topological order in graph_check.c.
  */
 #include "graph_internal.h"
+#include "graph_symbols.h"
 
 
 #include <stdarg.h>
@@ -209,6 +210,7 @@ void loom_graph_destroy(loom_graph *g)
     free(g->inputs);
     free(g->outputs);
     free(g->name);
+    graph_sym_free(g->sym);
     free(g);
 }
 
@@ -493,7 +495,7 @@ loom_status loom_value_info(const loom_graph *g, loom_value handle, loom_dtype *
         *rank = d->rank;
     if (dims)
         for (uint32_t k = 0; k < d->rank; k++)
-            dims[k] = d->dims[k];
+            dims[k] = graph_sym_dim_known(g, v, k) ? d->dims[k] : -1;
     return LOOM_OK;
 }
 
@@ -602,6 +604,7 @@ loom_status loom_graph_op(loom_graph *g, const char *op_type, const char *node_n
     loom_value *out_copy = malloc(n_outputs * sizeof *out_copy);
     char *name_copy = dup_str(node_name);
     loom_attr_list list = {0};
+    graph_sym_node *symres = NULL; /* symbolic dims of the outputs (graph_symbols.h) */
     char err[400] = "";
     if (!in_d || !in_c || !out_d || !in_copy || !out_copy || !name_copy) {
         graph_fail(g, st, "node '%s' (%s): out of memory", node_name, def->name);
@@ -643,6 +646,8 @@ loom_status loom_graph_op(loom_graph *g, const char *op_type, const char *node_n
         if (ctx.need_constant && ctx.need_constant <= n_inputs &&
             in_copy[ctx.need_constant - 1] >= 0)
             g->need_constant = (uint32_t)in_copy[ctx.need_constant - 1] + 1;
+        if (g->sym)
+            graph_sym_explain(g, in_copy, n_inputs, err, sizeof err);
         graph_fail(g, st, "node '%s' (%s): %s", node_name, def->name,
                    err[0] ? err : "shape inference failed");
         goto fail;
@@ -664,8 +669,15 @@ loom_status loom_graph_op(loom_graph *g, const char *op_type, const char *node_n
             goto fail;
         }
     }
-    int folded = graph_try_fold(g, def, node_name, in_copy, n_inputs, in_d, in_c, out_d, n_outputs,
-                          &list, outputs);
+    if (g->sym && graph_sym_infer(g, def, node_name, in_copy, n_inputs, in_d, in_c, attrs,
+                                  n_attrs, &list, out_d, n_outputs, &symres) != LOOM_OK) {
+        st = g->error;
+        goto fail;
+    }
+    /* A node reading symbolic dims is never folded: its result depends on the run's shapes. */
+    int folded = symres ? 0
+                        : graph_try_fold(g, def, node_name, in_copy, n_inputs, in_d, in_c, out_d,
+                                         n_outputs, &list, outputs);
     if (folded < 0) {
         st = g->error;
         goto fail;
@@ -722,6 +734,14 @@ loom_status loom_graph_op(loom_graph *g, const char *op_type, const char *node_n
     node->inputs = in_copy;
     node->outputs = out_copy;
     node->attrs = list;
+    if (symres && graph_sym_attach(g, g->n_nodes - 1, symres) != LOOM_OK) {
+        for (size_t k = 0; k < n_outputs; k++)
+            outputs[k] = LOOM_NO_VALUE;
+        free(in_d);
+        free(in_c);
+        free(out_d);
+        return g->error;
+    }
     for (size_t k = 0; k < n_outputs; k++)
         outputs[k] = graph_handle(g, out_copy[k]);
     free(in_d);
@@ -732,6 +752,7 @@ loom_status loom_graph_op(loom_graph *g, const char *op_type, const char *node_n
 fail:
     for (size_t k = 0; outputs && k < n_outputs; k++)
         outputs[k] = LOOM_NO_VALUE;
+    graph_sym_node_free(symres);
     loom_attr_list_free(&list);
     free(in_d);
     free(in_c);

@@ -17,6 +17,8 @@ typedef enum graph_value_kind {
     GRAPH_VALUE_NODE = 3, /* produced by a node */
 } graph_value_kind;
 
+typedef struct graph_symtab graph_symtab; /* graph_symbols.h */
+
 typedef struct graph_value {
     char *name;
     loom_tensor_desc desc;
@@ -81,6 +83,8 @@ struct loom_graph {
     /* The graph's tag in the loom_value handles the public API hands out (see graph_handle);
      * 0: handles are plain value indices (graph_raw_handles). */
     uint32_t tag;
+    /* Symbolic dims (loom_input_symbolic): NULL for a graph without symbols. */
+    graph_symtab *sym;
 };
 
 /* Public value handles: bits 24..30 hold the graph's tag (1..127, from a process-wide counter,

@@ -23,6 +23,7 @@
 #include <loom/onnx.h>
 
 #include "graph/graph_internal.h"
+#include "graph/graph_symbols.h"
 #include "graph/onnx/onnx_import.h"
 #include "sched_internal.h"
 
@@ -94,6 +95,12 @@ struct loom_model {
     size_t n_units, n_bound;
     uint32_t *out_ids;
     uint32_t *last_use;
+    /* A model made from a C-API graph (loom_model_from_graph): the checked graph, owned, whose
+     * constants every specialisation borrows; NULL for an ONNX model. */
+    loom_graph *graph_src;
+    /* The weights' copies on devices the host cannot address, shared by the specialisations
+     * (scheduler/devconst.c); a unit of a staged model uses its parent's. */
+    devconst_cache *dconst;
 };
 
 struct model_unit {
@@ -162,7 +169,7 @@ static loom_status copy_plan_options(loom_model *m, const loom_plan_options *p)
     if (!p)
         return LOOM_OK;
     if (p->struct_size < sizeof(uint32_t))
-        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "loom_model_load_onnx: "
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "loom_model options: "
                               "options->plan->struct_size is %u", p->struct_size);
     memcpy(&m->popt, p, p->struct_size < sizeof m->popt ? p->struct_size : sizeof m->popt);
     m->popt.struct_size = sizeof m->popt;
@@ -177,7 +184,7 @@ static loom_status copy_plan_options(loom_model *m, const loom_plan_options *p)
     m->popt.cache_dir = m->cache_dir;
     if (m->popt.n_pins) {
         if (!m->popt.pins)
-            return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "loom_model_load_onnx: n_pins is "
+            return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "loom_model options: n_pins is "
                                   "set but pins is NULL");
         m->pins = calloc(m->popt.n_pins, sizeof *m->pins);
         if (!m->pins)
@@ -256,6 +263,8 @@ loom_status loom_model_load_onnx(loom_runtime *runtime, const char *path,
     m->memory_cap = o.memory_cap ? o.memory_cap : default_memory_cap();
     m->idle_bytes = o.idle_bytes;
     loom_status st = copy_plan_options(m, o.plan);
+    if (st == LOOM_OK)
+        st = devconst_cache_create(runtime, &m->dconst);
     void *data = NULL;
     size_t size = 0;
     if (st == LOOM_OK && !(m->file = dup_s(path)))
@@ -318,6 +327,104 @@ loom_status loom_model_load_onnx(loom_runtime *runtime, const char *path,
     return LOOM_OK;
 }
 
+/* ---- models of C-API graphs ------------------------------------------------------------------ */
+
+/* The model's inputs and outputs from GRAPH: symbolic dims are -1 and carry their symbol (inputs)
+ * or their expression (outputs) as dim_params. */
+static loom_status graph_io(loom_model *m, const loom_graph *g)
+{
+    m->n_in = g->n_inputs;
+    m->n_out = g->n_outputs;
+    m->in = calloc(m->n_in + 1, sizeof *m->in);
+    m->out = calloc(m->n_out + 1, sizeof *m->out);
+    m->needs_value = calloc(m->n_in + 1, 1);
+    if (!m->in || !m->out || !m->needs_value)
+        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    for (size_t w = 0; w < 2; w++) {
+        size_t n = w ? m->n_out : m->n_in;
+        for (size_t i = 0; i < n; i++) {
+            int32_t v = w ? g->outputs[i] : g->inputs[i];
+            model_io *io = w ? &m->out[i] : &m->in[i];
+            const graph_value *val = &g->values[v];
+            if (!(io->name = dup_s(val->name)))
+                return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+            io->dtype = val->desc.dtype;
+            io->rank = (int32_t)val->desc.rank;
+            for (uint32_t k = 0; k < val->desc.rank; k++) {
+                io->dims[k] = val->desc.dims[k];
+                if (graph_sym_dim_known(g, v, k))
+                    continue;
+                io->dims[k] = -1;
+                char e[128];
+                loom_value_dim_expr(g, graph_handle(g, v), k, e, sizeof e);
+                if (!(io->params[k] = dup_s(e)))
+                    return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+            }
+        }
+    }
+    loom_clear_error();
+    return LOOM_OK;
+}
+
+loom_status loom_model_from_graph(loom_runtime *runtime, loom_graph *graph,
+                                  const loom_model_options *options, loom_model **out)
+{
+    if (!out)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "loom_model_from_graph: out is NULL");
+    *out = NULL;
+    if (!runtime || !graph)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "loom_model_from_graph: %s is NULL",
+                              runtime ? "graph" : "runtime");
+    if (!graph->checked)
+        return loom_set_error(graph->error != LOOM_OK ? graph->error : LOOM_ERR_INVALID_ARGUMENT,
+                              "loom_model_from_graph: graph '%s' is not checked%s%s",
+                              graph->name, graph->error != LOOM_OK ? ": " : " (call "
+                              "loom_graph_check first)", graph->error != LOOM_OK
+                                                             ? graph->error_msg : "");
+    for (size_t i = 0; i < graph->n_nodes; i++)
+        if (graph->nodes[i].def->flags & LOOM_OPF_VALUE_DEPENDENT)
+            return loom_set_error(LOOM_ERR_UNSUPPORTED, "loom_model_from_graph: node '%s' (%s): "
+                                  "operators whose output shape depends on values are run in "
+                                  "stages only for ONNX models", graph->nodes[i].name,
+                                  graph->nodes[i].def->name);
+    loom_model_options o;
+    memset(&o, 0, sizeof o);
+    if (options) {
+        if (options->struct_size < sizeof(uint32_t))
+            return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "loom_model_from_graph: "
+                                  "options->struct_size is %u; set it to "
+                                  "sizeof(loom_model_options)", options->struct_size);
+        memcpy(&o, options, options->struct_size < sizeof o ? options->struct_size : sizeof o);
+    }
+    loom_model *m = calloc(1, sizeof *m);
+    if (!m)
+        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    pthread_mutex_init(&m->lock, NULL);
+    pthread_mutex_init(&m->create_lock, NULL);
+    m->rt = runtime;
+    m->max_specs = o.max_specialisations ? o.max_specialisations : DEFAULT_MAX_SPECS;
+    m->max_bytes = o.max_bytes;
+    m->memory_cap = o.memory_cap ? o.memory_cap : default_memory_cap();
+    m->idle_bytes = o.idle_bytes;
+    loom_status st = copy_plan_options(m, o.plan);
+    if (st == LOOM_OK)
+        st = devconst_cache_create(runtime, &m->dconst);
+    if (st == LOOM_OK && !(m->file = dup_s(graph->name ? graph->name : "graph")))
+        st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    if (st == LOOM_OK)
+        st = graph_io(m, graph);
+    if (st != LOOM_OK) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", loom_last_error());
+        loom_model_destroy(m); /* the graph stays the caller's */
+        return loom_set_error(st, "%s", msg);
+    }
+    m->graph_src = graph;
+    *out = m;
+    loom_clear_error();
+    return LOOM_OK;
+}
+
 static void spec_free(spec *s)
 {
     if (!s)
@@ -368,6 +475,8 @@ void loom_model_destroy(loom_model *m)
     free(m->units);
     free(m->out_ids);
     free(m->last_use);
+    if (!m->borrowed) /* after every specialisation, the units' included */
+        devconst_cache_destroy(m->dconst);
     if (m->proto && !m->borrowed)
         onnx__model_proto__free_unpacked(m->proto, NULL);
     if (!m->borrowed)
@@ -380,6 +489,7 @@ void loom_model_destroy(loom_model *m)
     free(m->cache_dir);
     free(m->file);
     free(m->base_dir);
+    loom_graph_destroy(m->graph_src); /* after the specialisations that borrow its constants */
     pthread_mutex_destroy(&m->lock);
     pthread_mutex_destroy(&m->create_lock);
     free(m);
@@ -461,6 +571,7 @@ static loom_status unit_init(loom_model *m, model_unit *un, int vd, Onnx__NodePr
     sub->rt = m->rt;
     sub->proto = &un->proto;
     sub->weights = m->weights;
+    sub->dconst = m->dconst;
     sub->popt = m->popt; /* its strings are the parent's, which outlives it */
     sub->max_specs = m->max_specs;
     sub->max_bytes = m->max_bytes;
@@ -800,6 +911,10 @@ loom_status loom_model_stats_get(const loom_model *m, loom_model_stats *out)
     out->weight_bytes = onnx_weights_bytes(m->weights);
     out->weight_tensors = onnx_weights_count(m->weights);
     pthread_mutex_unlock((pthread_mutex_t *)&m->create_lock);
+    if (m->graph_src)
+        out->weight_bytes = graph_sym_constant_bytes(m->graph_src, &out->weight_tensors);
+    devconst_stats(m->dconst, &out->device_weight_bytes, &out->device_weight_tensors,
+                   &out->device_weight_uploads);
     return LOOM_OK;
 }
 
@@ -1071,8 +1186,11 @@ static loom_status create_spec(loom_model *m, const loom_tensor *const *inputs, 
     }
     onnx_source src = {.file = m->file, .base_dir = m->base_dir};
     loom_graph *g = NULL;
+    /* A C-API graph: specialised to the inputs' shapes, its constants borrowed. */
+    if (m->graph_src)
+        st = graph_sym_specialise(m->graph_src, inputs, m->n_in, runtime_reference_eval(), &g);
     /* Each failed attempt that names inputs needed as values binds them and tries again. */
-    for (size_t attempt = 0; attempt <= m->n_in; attempt++) {
+    for (size_t attempt = 0; !m->graph_src && attempt <= m->n_in; attempt++) {
         size_t ns = 0, nb = 0;
         pthread_mutex_lock(&m->lock);
         for (size_t i = 0; i < m->n_in; i++) {
@@ -1136,7 +1254,7 @@ static loom_status create_spec(loom_model *m, const loom_tensor *const *inputs, 
             else
                 s->borrowed += b;
         }
-        st = loom_plan_create(m->rt, g, &m->popt, &s->plan);
+        st = plan_create_shared(m->rt, g, &m->popt, m->dconst, &s->plan);
     }
     if (st == LOOM_OK && !s->graph) {
         s->peak = loom_plan_peak_bytes(s->plan);

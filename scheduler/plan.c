@@ -9,6 +9,7 @@
  * that device's transfer worker, so transfers overlap computation and show in the timeline.
  */
 #include "sched_internal.h"
+#include "graph/graph_symbols.h"
 
 #include "cost/cost.h"
 
@@ -56,6 +57,10 @@ void loom_plan_destroy(loom_plan *plan)
         free(n->sig);
         free(n->cost_note);
     }
+    /* After the kernels: they used these device copies until released. */
+    for (uint32_t i = 0; i < plan->n_dc_refs; i++)
+        devconst_put(plan->dconst, plan->dc_refs[i]);
+    free(plan->dc_refs);
     for (uint32_t i = 0; i < plan->n_devs; i++)
         free(plan->devs[i].order);
     for (uint32_t i = 0; i < plan->n_inputs; i++)
@@ -237,6 +242,53 @@ static int replace_failed_node(loom_plan *plan, plan_node *n, const loom_node_de
     return 0;
 }
 
+/* The device copies, on runtime device DEV, of the constants among the N inputs VALUES (graph
+ * values of G, LOOM_NO_VALUE: absent) that PLAN shares through its model's cache: those it
+ * borrows (a model's weights), not those folded or copied for this plan alone. Writes DEV_C[k]
+ * (NULL where none) and returns DEV_C when any was found, NULL otherwise (a plain plan, a
+ * device that makes its own copies, no shared constant). PLAN holds a reference to each. A
+ * copy that cannot be made (device memory, an upload that fails) is not an error: the backend
+ * then copies the constants itself, as for a plain plan, and fails there if it must. */
+static const void *const *plan_device_constants(loom_plan *plan, const loom_graph *g,
+                                                const loom_value *values, uint32_t n,
+                                                uint32_t dev, const void **dev_c)
+{
+    if (!plan->dconst || !devconst_enabled(plan->rt, dev))
+        return NULL;
+    int any = 0;
+    for (uint32_t k = 0; k < n; k++)
+        dev_c[k] = NULL;
+    for (uint32_t k = 0; k < n; k++) {
+        const graph_value *val = values[k] == LOOM_NO_VALUE ? NULL : &g->values[values[k]];
+        if (!val || val->kind != GRAPH_VALUE_CONSTANT || !val->data || val->data_owned ||
+            val->copy_in_plan || val->desc.dtype == LOOM_DTYPE_UNDEFINED)
+            continue;
+        size_t bytes = (size_t)loom_tensor_desc_numel(&val->desc) *
+                       loom_dtype_size(val->desc.dtype);
+        if (!bytes)
+            continue;
+        if (plan->n_dc_refs == plan->cap_dc_refs) {
+            uint32_t cap = plan->cap_dc_refs ? 2 * plan->cap_dc_refs : 16;
+            devconst_entry **r = realloc(plan->dc_refs, cap * sizeof *r);
+            if (!r)
+                return NULL;
+            plan->dc_refs = r;
+            plan->cap_dc_refs = cap;
+        }
+        devconst_entry *e = NULL;
+        if (devconst_get(plan->dconst, dev, val->data, bytes, &e) != LOOM_OK) {
+            runtime_message(plan->rt, "%s: %s; the kernels copy their weights themselves",
+                            plan->rt->devices[dev].id, loom_last_error());
+            loom_clear_error();
+            return NULL;
+        }
+        plan->dc_refs[plan->n_dc_refs++] = e;
+        dev_c[k] = devconst_address(e);
+        any = 1;
+    }
+    return any ? dev_c : NULL;
+}
+
 /* Kept claim CLAIM (index CI in plan->claims): one plan node whose kernel is the backend's
  * prepare_subgraph of the claimed nodes, with the subgraph's inputs and outputs (internal values
  * get no memory: nothing produces or reads their tensors). When the backend cannot compile it,
@@ -262,9 +314,20 @@ static loom_status make_claim_node(loom_plan *plan, const loom_graph *g, const u
     void *kernel = NULL;
     size_t scratch = 0;
     char err[512] = "";
+    const void **dev_c = calloc(sg.desc.n_inputs + 1, sizeof *dev_c);
+    if (!dev_c) {
+        plan_subgraph_free(&sg);
+        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    }
+    sg.desc.input_device_constants = plan_device_constants(plan, g, sg.value_of,
+                                                           sg.desc.n_inputs, claim->device,
+                                                           dev_c);
     loom_status ps = dev->backend->prepare_subgraph(dev->backend->ctx, dev->index, &sg.desc,
                                                     &kernel, &scratch, err, sizeof err);
     ps = runtime_backend_status(dev->backend, (int)ps, err, sizeof err);
+    /* Those copies are CLAIM->device's: no other device's compilation gets them. */
+    sg.desc.input_device_constants = NULL;
+    free(dev_c);
     if (ps != LOOM_OK || !kernel) {
         if (!err[0])
             snprintf(err, sizeof err, "%s", ps == LOOM_OK ? "it returned no kernel"
@@ -355,11 +418,12 @@ static loom_status make_nodes(loom_plan *plan, const loom_graph *g, const uint32
     loom_tensor_desc *in_d = malloc(max_in * sizeof *in_d);
     loom_tensor_desc *out_d = malloc(max_out * sizeof *out_d);
     const void **in_c = malloc(max_in * sizeof *in_c);
+    const void **dev_c = malloc(max_in * sizeof *dev_c);
     float *in_m = malloc(max_in * sizeof *in_m);
     /* Claims placement kept (1 + the claim covering each position; 0: none). */
     uint32_t *claim_of = plan->n_claims ? calloc(nn + 1, sizeof *claim_of) : NULL;
     loom_status st = LOOM_OK;
-    if (!plan->nodes || !plan->io || !in_d || !out_d || !in_c || !in_m ||
+    if (!plan->nodes || !plan->io || !in_d || !out_d || !in_c || !dev_c || !in_m ||
         (plan->n_claims && !claim_of)) {
         st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory planning graph '%s'", g->name);
         goto done;
@@ -458,14 +522,19 @@ static loom_status make_nodes(loom_plan *plan, const loom_graph *g, const uint32
         }
         const runtime_device *dev = &plan->rt->devices[n->device];
         char err[512] = "";
-        if (claim && !device_supports(plan->rt, n->device, &desc, err, sizeof err))
+        if (claim && !device_supports(plan->rt, n->device, &desc, err, sizeof err)) {
             st = LOOM_ERR_UNSUPPORTED; /* claimed, but the device does not run it alone */
-        else
+        } else {
+            desc.input_device_constants = plan_device_constants(plan, g, gn->inputs,
+                                                                gn->n_inputs, n->device, dev_c);
             st = runtime_backend_status(
                 dev->backend,
                 (int)dev->backend->prepare(dev->backend->ctx, dev->index, &desc, &n->kernel,
                                            &n->scratch_bytes, err, sizeof err),
                 err, sizeof err);
+            /* Those copies are N->device's: no other device's prepare gets them. */
+            desc.input_device_constants = NULL;
+        }
         if (st != LOOM_OK) {
             n->kernel = NULL;
             if (!strict && replace_failed_node(plan, n, &desc, err[0] ? err : "prepare failed")) {
@@ -488,6 +557,7 @@ done:
     free(in_d);
     free(out_d);
     free(in_c);
+    free(dev_c);
     free(in_m);
     return st;
 }
@@ -1043,7 +1113,7 @@ static void stage_done(pass_result *res, const char *name, size_t before, size_t
  * use: those whose intermediate memory could not be had on an earlier attempt. */
 static loom_status plan_create_once(loom_runtime *rt, const loom_graph *g,
                                     const loom_plan_options *options, uint64_t exclude,
-                                    loom_plan **out)
+                                    devconst_cache *dc, loom_plan **out)
 {
     if (!out)
         return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "plan: out is NULL");
@@ -1179,6 +1249,8 @@ static loom_status plan_create_once(loom_runtime *rt, const loom_graph *g,
     const loom_graph *user_graph = g;
     g = pres.graph;
     loom_plan *plan = calloc(1, sizeof *plan);
+    if (plan)
+        plan->dconst = dc;
     size_t nn = g->n_nodes;
     int32_t *tensor_of = malloc((g->n_values + 1) * sizeof *tensor_of);
     uint32_t *order = malloc((nn + 1) * sizeof *order);
@@ -1305,7 +1377,22 @@ static loom_status plan_check_capacity(const loom_plan *plan, uint32_t *failed)
 loom_status loom_plan_create(loom_runtime *rt, const loom_graph *g,
                              const loom_plan_options *options, loom_plan **out)
 {
+    return plan_create_shared(rt, g, options, NULL, out);
+}
+
+loom_status plan_create_shared(loom_runtime *rt, const loom_graph *g,
+                               const loom_plan_options *options, devconst_cache *dc,
+                               loom_plan **out)
+{
     uint64_t exclude = 0;
+    /* A graph with symbolic dims has no shapes to plan: a model makes a plan per input shape. */
+    if (out && g && graph_sym_count(g)) {
+        *out = NULL;
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "graph '%s' has symbolic dimensions "
+                              "('%s'%s): make a model of it with loom_model_from_graph, which "
+                              "plans each input shape", g->name ? g->name : "?",
+                              graph_sym_name(g, 0), graph_sym_count(g) > 1 ? ", ..." : "");
+    }
     /* A node whose output shape depends on its input values has no shape a static plan can
      * size memory for: loom_model runs such graphs in stages (scheduler/model.c). */
     for (size_t i = 0; out && g && i < g->n_nodes; i++)
@@ -1318,7 +1405,7 @@ loom_status loom_plan_create(loom_runtime *rt, const loom_graph *g,
                                   g->nodes[i].def->name);
         }
     for (;;) {
-        loom_status st = plan_create_once(rt, g, options, exclude, out);
+        loom_status st = plan_create_once(rt, g, options, exclude, dc, out);
         if (st != LOOM_OK)
             return st;
         /* The devices' free memory now (memory_info), then the intermediate memory of the first

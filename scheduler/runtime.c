@@ -5,6 +5,7 @@
  * last plan made from it is destroyed.
  */
 #include "sched_internal.h"
+#include "cost/cost.h"
 
 #include "backends/cpu/cpu_backend.h"
 #include "backends/opencl/ocl_backend.h"
@@ -464,9 +465,11 @@ loom_status loom_runtime_create(const loom_runtime_options *options, loom_runtim
     rt->options = bopts;
     atomic_init(&rt->refs, 1);
     pthread_mutex_init(&rt->msg_lock, NULL);
+    pthread_mutex_init(&rt->cost_lock, NULL);
     char err[256] = "";
     const loom_backend *cpu = loom_cpu_backend_create(threads, err, sizeof err);
     if (!cpu) {
+        pthread_mutex_destroy(&rt->cost_lock);
         pthread_mutex_destroy(&rt->msg_lock);
         backend_options_free(rt->options);
         free(rt);
@@ -520,6 +523,8 @@ static void runtime_free(loom_runtime *rt)
     for (size_t i = 0; i < rt->msg_held; i++)
         free(rt->msg_ring[(rt->msg_first + i) % RING_MAX]);
     pthread_mutex_destroy(&rt->msg_lock);
+    cost_history_cache_free(rt);
+    pthread_mutex_destroy(&rt->cost_lock);
     backend_options_free(rt->options);
     free(rt->devices);
     free(rt);

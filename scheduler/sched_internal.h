@@ -73,6 +73,11 @@ struct loom_runtime {
     atomic_uint refs;
     /* The user's backend options (backend_options.c), NULL when none were given. */
     struct backend_option_set *options;
+    /* The cost model's parsed history files, one per cache folder, shared by the cost models of
+     * every plan (scheduler/cost/cost_history_cache.c), and how many parses were made. */
+    pthread_mutex_t cost_lock;
+    struct cost_cache_entry *cost_cache;
+    uint64_t cost_history_parses;
 };
 
 /* A slot of BE's table, or NULL when the backend's table is too old to have it. */
@@ -290,7 +295,40 @@ struct loom_plan {
     struct plan_claim *claims; /* every valid claim, with placement's decision */
     uint32_t n_claims;
     uint32_t n_claims_dropped; /* claims that broke a rule (each said so in a runtime message) */
+    /* ---- device copies of shared constants (devconst.c) ---- */
+    struct devconst_cache *dconst; /* the model's cache (borrowed), NULL: plain plan */
+    struct devconst_entry **dc_refs; /* references this plan holds, dropped at its destroy */
+    uint32_t n_dc_refs, cap_dc_refs;
 };
+
+/* ---- devconst.c: device copies of shared constants (a model's weights once per device) ---- */
+typedef struct devconst_cache devconst_cache;
+typedef struct devconst_entry devconst_entry;
+/* A new, empty cache for RT's devices; free with devconst_cache_destroy once no plan holds any
+ * of its entries. Fails only with LOOM_ERR_OUT_OF_MEMORY. */
+loom_status devconst_cache_create(loom_runtime *rt, devconst_cache **out);
+void devconst_cache_destroy(devconst_cache *c);
+/* Whether runtime device DEV takes device copies of constants (loom_device_info.
+ * device_constants, memory the host cannot address, alloc and upload), unless
+ * LOOM_SHARED_DEVICE_WEIGHTS is "0". */
+int devconst_enabled(const loom_runtime *rt, uint32_t dev);
+/* The device copy on runtime device DEV of the BYTES bytes at HOST: found, or allocated with
+ * the device's alloc and uploaded (once). One reference for the caller (devconst_put). Fails
+ * naming the device when the memory cannot be had or the upload fails. Thread-safe. */
+loom_status devconst_get(devconst_cache *c, uint32_t dev, const void *host, size_t bytes,
+                         devconst_entry **out);
+/* The device address of E (the start of its block). */
+void *devconst_address(const devconst_entry *e);
+/* Drop a reference; the last frees the device block. Thread-safe. NULLs are ignored. */
+void devconst_put(devconst_cache *c, devconst_entry *e);
+/* Bytes held on devices now, entries now, and uploads made since C was created (C may be NULL:
+ * all 0). Thread-safe. */
+void devconst_stats(devconst_cache *c, size_t *bytes, size_t *entries, uint64_t *uploads);
+/* loom_plan_create for a model's specialisation: constants the plan borrows (the model's
+ * weights) are shared on devices through DC (may be NULL: exactly loom_plan_create). */
+loom_status plan_create_shared(loom_runtime *rt, const loom_graph *g,
+                               const loom_plan_options *options, devconst_cache *dc,
+                               loom_plan **out);
 
 /* ---- claims.c: subgraph claims (ABI 1.0) ---- */
 

@@ -313,13 +313,17 @@ static loom_status ocl_prepare(void *ctx, uint32_t dev, const loom_node_desc *no
     }
     memcpy(k->in, node->inputs, node->n_inputs * sizeof *k->in);
     memcpy(k->out, node->outputs, node->n_outputs * sizeof *k->out);
-    /* Constants (weights) live in this handle's own buffers; at execute the host passes their
-     * host pointers, which are ignored. */
+    /* Constants (weights) live in this handle's own buffers, or in the host's device copy of
+     * a shared one (retained); at execute the host passes their host pointers, ignored. */
+    const void *const *shared =
+        LOOM_NODE_DESC_HAS_DEVICE_CONSTANTS(node) ? node->input_device_constants : NULL;
     for (uint32_t i = 0; node->input_constants && i < node->n_inputs; i++) {
         if (!node->input_constants[i] || node->inputs[i].dtype == LOOM_DTYPE_UNDEFINED)
             continue;
         size_t bytes = (size_t)loom_tensor_desc_numel(&node->inputs[i]) *
                        loom_dtype_size(node->inputs[i].dtype);
+        if (shared && shared[i] && (k->consts[i] = ocl_buffer_shared(d, shared[i], bytes)))
+            continue;
         k->consts[i] = ocl_buffer_from_host(s, d, node->input_constants[i], bytes, err, err_len);
         if (!k->consts[i]) {
             ocl_kernel_free(k);

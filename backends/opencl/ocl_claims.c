@@ -361,12 +361,18 @@ loom_status ocl_prepare_subgraph(void *ctx, uint32_t dev, const loom_subgraph_de
         if (sg->n_inputs)
             memcpy(k->in, sg->inputs, sg->n_inputs * sizeof *k->in);
         k->out[0] = sg->outputs[0];
-        /* Constants (weights, biases, LayerNorm's scale) live in this handle's buffers. */
+        /* Constants (weights, biases, LayerNorm's scale) live in this handle's buffers, or in
+         * the host's device copies of shared ones (retained). */
+        const void *const *shared = LOOM_SUBGRAPH_DESC_HAS_DEVICE_CONSTANTS(sg)
+                                        ? sg->input_device_constants
+                                        : NULL;
         for (uint32_t i = 0; sg->input_constants && i < sg->n_inputs && st == LOOM_OK; i++) {
             if (!sg->input_constants[i] || sg->inputs[i].dtype == LOOM_DTYPE_UNDEFINED)
                 continue;
             size_t bytes = (size_t)loom_tensor_desc_numel(&sg->inputs[i]) *
                            loom_dtype_size(sg->inputs[i].dtype);
+            if (shared && shared[i] && (k->consts[i] = ocl_buffer_shared(d, shared[i], bytes)))
+                continue;
             k->consts[i] = ocl_buffer_from_host(s, d, sg->input_constants[i], bytes, err,
                                                 err_len);
             if (!k->consts[i])

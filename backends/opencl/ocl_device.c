@@ -88,6 +88,9 @@ static void describe(ocl_device *d, cl_platform_id plat)
     info->unified_memory = unified == CL_TRUE || (type & CL_DEVICE_TYPE_CPU);
     info->shares_host_cpu = (type & CL_DEVICE_TYPE_CPU) != 0;
     info->in_order = 1; /* one in-order command queue per device */
+    /* prepare() keeps the host's device copies of shared constants (a model's weights) rather
+     * than copying them per kernel (ocl_buffer_shared). */
+    info->device_constants = 1;
     if (has_extension(exts, "cl_khr_device_uuid")) {
         unsigned char uuid[CL_UUID_SIZE_KHR];
         if (clGetDeviceInfo(id, CL_DEVICE_UUID_KHR, sizeof uuid, uuid, NULL) == CL_SUCCESS)

@@ -173,6 +173,11 @@ int ocl_kernels_supports(const ocl_state *s, const ocl_device *d, const loom_nod
 loom_status ocl_kernels_prepare(ocl_state *s, ocl_device *d, const loom_node_desc *node,
                                 ocl_kernel *k, char *err, size_t err_len);
 
+/* The buffer behind the device copy of a constant the host gives prepare() (the start of a
+ * block from ocl_alloc on D holding BYTES bytes, loom_node_desc.input_device_constants),
+ * retained for the kernel (released like ocl_buffer_from_host's); NULL when ADDR is not the start
+ * of such a block (the caller then copies the constant itself). */
+cl_mem ocl_buffer_shared(ocl_device *d, const void *addr, size_t bytes);
 /* A read-only buffer of BYTES on D holding DATA (copied), or NULL with a message in ERR. The
  * caller releases it with clReleaseMemObject. */
 cl_mem ocl_buffer_from_host(ocl_state *s, ocl_device *d, const void *data, size_t bytes,

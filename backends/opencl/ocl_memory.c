@@ -166,6 +166,15 @@ int ocl_resolve(ocl_device *d, const void *p, size_t bytes, ocl_buf *out)
     return bad ? -1 : 0;
 }
 
+cl_mem ocl_buffer_shared(ocl_device *d, const void *addr, size_t bytes)
+{
+    ocl_buf b;
+    /* Kernels read a constant from offset 0 of its buffer: only a whole block will do. */
+    if (!addr || ocl_resolve(d, addr, bytes, &b) != 0 || b.off != 0 || !b.mem)
+        return NULL;
+    return clRetainMemObject(b.mem) == CL_SUCCESS ? b.mem : NULL;
+}
+
 loom_status ocl_upload(void *ctx, uint32_t dev, void *dst, const void *src, size_t bytes,
                        char *err, size_t err_len)
 {

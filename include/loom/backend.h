@@ -22,7 +22,9 @@
  * buffers, a free-memory query, and per-plugin options. A 1.x host still loads 0.x plugins
  * through an adapter: their tables are prefixes of the 1.0 table (they only ever grew at the
  * end), so the host treats every slot past their struct_size as absent. Plugins of any other
- * major version are refused with a message naming both versions.
+ * major version are refused with a message naming both versions. Appended to 1.0 since, found
+ * through struct_size (LOOM_*_HAS_DEVICE_CONSTANTS): constants the host keeps on a device and
+ * shares between kernels (loom_device_info.device_constants, input_device_constants).
  */
 #ifndef LOOM_BACKEND_H
 #define LOOM_BACKEND_H
@@ -316,6 +318,17 @@ typedef struct loom_node_desc {
      * calibrated. A backend may derive static int8 scales from it (absmax / 127) instead of
      * quantising activations per run; it copies what it keeps at prepare. */
     const float *input_absmax;
+    /* ---- ABI 1.0, appended: constants the host keeps on the device ---- */
+    /* For each input, NULL or, when input_constants[i] is a constant the host shares between
+     * kernels (a model's weights, read by every shape specialisation of the model), an address
+     * in DEV's memory (the start of a block from alloc() on DEV) that already holds exactly the
+     * constant's bytes. The host keeps that memory there, unchanged, until every kernel prepared
+     * with it is released. A backend that uses it reads the constant from there instead of
+     * making a copy of its own; input_constants[i] still points to the host data (to read values
+     * or pre-pack at prepare), and at execute the host still passes the host pointer for that
+     * input, as for any constant. Given only to devices that set
+     * loom_device_info.device_constants, and NULL otherwise (the pointer or every entry). */
+    const void *const *input_device_constants;
 } loom_node_desc;
 
 /* Precision a user accepts for float32 nodes. */
@@ -336,6 +349,11 @@ typedef enum loom_precision {
 /* Whether DESC has the input_absmax field (it may still be NULL: not calibrated). */
 #define LOOM_NODE_DESC_HAS_ABSMAX(desc)                                                        \
     ((desc)->struct_size >= offsetof(loom_node_desc, input_absmax) + sizeof(const float *))
+
+/* Whether DESC has the input_device_constants field (it may still be NULL). */
+#define LOOM_NODE_DESC_HAS_DEVICE_CONSTANTS(desc)                                              \
+    ((desc)->struct_size >=                                                                    \
+     offsetof(loom_node_desc, input_device_constants) + sizeof(const void *const *))
 
 /* Device categories, as `loom devices` reports them. */
 typedef enum loom_device_kind {
@@ -378,11 +396,22 @@ typedef struct loom_device_info {
     char uuid[40];             /* device UUID as hex, "" when the driver does not tell */
     char pci_bus[32];          /* "0000:3b:00.0", "" when unknown */
     char driver[64];           /* driver name and version, "" when unknown */
+    /* ---- ABI 1.0, appended; written only when struct_size says the host has it ---- */
+    /* 1 when prepare() and prepare_subgraph() of a device whose memory the host cannot address
+     * use the device copies of constants the host gives them (loom_node_desc and
+     * loom_subgraph_desc input_device_constants) instead of copying those constants themselves:
+     * the host then uploads each shared constant once per device (a model's weights once,
+     * whatever its number of shape specialisations). 0: the host never gives any. */
+    uint32_t device_constants;
 } loom_device_info;
 
 /* Whether INFO has the ABI 0.3 fields (the host that passed it may be older). */
 #define LOOM_DEVICE_INFO_HAS_V03(info)                                                         \
     ((info)->struct_size >= offsetof(loom_device_info, driver) + sizeof((info)->driver))
+
+/* Whether INFO has the device_constants field. */
+#define LOOM_DEVICE_INFO_HAS_DEVICE_CONSTANTS(info)                                            \
+    ((info)->struct_size >= offsetof(loom_device_info, device_constants) + sizeof(uint32_t))
 
 /* What the host passes to execute(): the data of each input and output of one node, in the
  * order of the node's descriptor, plus a scratch area of the size prepare() asked for. Inputs
@@ -423,7 +452,17 @@ typedef struct loom_subgraph_desc {
     uint32_t n_outputs;
     const loom_tensor_desc *outputs;    /* the values the set produces for the outside */
     const uint32_t *output_values;      /* their value ids */
+    /* ---- ABI 1.0, appended ---- */
+    /* Per input: NULL, or the device copy of the constant input_constants[i], exactly as
+     * loom_node_desc.input_device_constants (the nodes' own descriptors carry none). NULL for
+     * claim() and for devices without loom_device_info.device_constants. */
+    const void *const *input_device_constants;
 } loom_subgraph_desc;
+
+/* Whether SG has the input_device_constants field (it may still be NULL). */
+#define LOOM_SUBGRAPH_DESC_HAS_DEVICE_CONSTANTS(sg)                                            \
+    ((sg)->struct_size >=                                                                      \
+     offsetof(loom_subgraph_desc, input_device_constants) + sizeof(const void *const *))
 
 /* One claim: NODE_COUNT node indices (into the offered loom_subgraph_desc) at FIRST_NODE of the
  * index array claim() fills, which the backend wants to compile into one kernel. The nodes must

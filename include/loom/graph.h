@@ -62,6 +62,44 @@ loom_status loom_graph_set_folding(loom_graph *graph, int enable);
 loom_value loom_input(loom_graph *graph, const char *name, loom_dtype dtype, uint32_t rank,
                       const int64_t *dims);
 
+/* Declare a graph input like loom_input, some of whose dims are SYMBOLIC: named unknown sizes
+ * ("batch", "sequence") fixed only when the graph runs. DIMS[k] is a size >= 0 for a fixed dim,
+ * or -1 for a symbolic one, whose name is DIM_NAMES[k] (1 to 63 letters, digits, '_', '.' or
+ * '-'; copied). DIM_NAMES may be NULL when no dim is -1, and holds NULL for fixed dims. One name
+ * used in several places (in one input or several) is one symbol: it must take the same value
+ * everywhere in a run. A graph holds at most 16 symbols.
+ * Shape inference carries symbols through every operator: each dim of every value is a constant,
+ * an expression of the symbols (sums, products and floor divisions by constants: what Reshape,
+ * Flatten, Concat, Slice, Conv and pooling compute; loom_value_dim_expr shows it) or, when no
+ * such form fits, unknown until run time; loom_value_info reports -1 for every dim that is not
+ * a constant. Symbols are independent unknowns: an operator that would require a symbolic dim
+ * to equal a constant other than 1 (a MatMul's inner dim against a weight's), or to equal another
+ * symbol (adding [batch] to [seq]), or to have one particular size, makes the builder call fail
+ * (sticky, reported by loom_graph_check) with LOOM_ERR_INVALID_ARGUMENT and a message naming the
+ * node and the symbols ("node 'mm' (MatMul): inner dimensions 'seq' and 3 differ ... (inputs: 'x'
+ * [batch, seq], 'W' [3, 4]; ...)"). How: inference runs at three placeholder assignments of the
+ * symbols (multiples of 5040: a Reshape needing a symbol to be a multiple of, say, 11 or 16
+ * is refused as a contradiction). Nodes reading symbolic dims are never folded.
+ * A checked graph with symbols is not planned by loom_plan_create (which refuses it, naming the
+ * symbols): run it through loom_model_from_graph (loom/model.h), which makes a plan per input
+ * shape. Fails (sticky) on a NULL name, a rank over LOOM_MAX_RANK, NULL dims, a dim < -1, a -1
+ * without a name, a name given to a fixed dim, a bad name, a 17th symbol, and as loom_input. */
+loom_value loom_input_symbolic(loom_graph *graph, const char *name, loom_dtype dtype,
+                               uint32_t rank, const int64_t *dims, const char *const *dim_names);
+
+/* Number of symbols of GRAPH (0 for NULL or a graph without symbolic inputs), and the name of
+ * symbol I (owned by the graph; NULL when out of range), in order of first declaration. */
+size_t loom_graph_symbol_count(const loom_graph *graph);
+const char *loom_graph_symbol_name(const loom_graph *graph, size_t i);
+
+/* Write the symbolic expression of dim AXIS of VALUE into BUF (CAP bytes, truncated to fit, NUL
+ * terminated): a number for a known dim, else an expression of the symbols such as "batch",
+ * "batch*seq", "seq+2" or "(seq-1)/2" ('/' is floor division), or "?" for a dim known only at
+ * run time. Fails with LOOM_ERR_INVALID_ARGUMENT on a NULL graph or buffer, CAP 0, a handle the
+ * graph does not have or an axis not below the value's rank. */
+loom_status loom_value_dim_expr(const loom_graph *graph, loom_value value, uint32_t axis,
+                                char *buf, size_t cap);
+
 /* A constant tensor whose data (dense, C order) is COPIED into the graph. NAME may be NULL
  * (a name is made up). */
 loom_value loom_constant(loom_graph *graph, const char *name, loom_dtype dtype, uint32_t rank,
@@ -96,9 +134,9 @@ loom_status loom_value_set_name(loom_graph *graph, loom_value value, const char 
  * Naming a node does not rename its output values. Takes time linear in the node count. */
 loom_status loom_node_set_name(loom_graph *graph, loom_value value, const char *name);
 
-/* Type and shape of VALUE, as inferred when the node producing it was added. Returns
- * LOOM_ERR_INVALID_ARGUMENT for a handle the graph does not have. RANK/DIMS may be NULL;
- * DIMS must hold LOOM_MAX_RANK entries. */
+/* Type and shape of VALUE, as inferred when the node producing it was added; a dim that
+ * depends on symbols (loom_input_symbolic) is -1. Returns LOOM_ERR_INVALID_ARGUMENT for a handle
+ * the graph does not have. RANK/DIMS may be NULL; DIMS must hold LOOM_MAX_RANK entries. */
 loom_status loom_value_info(const loom_graph *graph, loom_value value, loom_dtype *dtype,
                             uint32_t *rank, int64_t *dims);
 

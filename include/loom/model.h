@@ -1,5 +1,6 @@
 /*
- * Models: an ONNX file loaded once and run with inputs of any admissible shape. Each new
+ * Models: an ONNX file (or a C-API graph with symbolic dims: loom_model_from_graph) loaded once
+ * and run with inputs of any admissible shape. Each new
  * combination of input shapes (and of the values of inputs the model needs as values: a
  * Reshape's shape, a TopK's K, ...) gets a shape-specialised plan, made on demand (imported
  * with those shapes, constant-folded, placed with the cost model, compiled, memory-planned) and
@@ -25,6 +26,7 @@
 #include <stdint.h>
 
 #include "core.h"
+#include "graph.h"
 #include "runtime.h"
 
 #ifdef __cplusplus
@@ -60,6 +62,33 @@ typedef struct loom_model_options {
  * LOOM_ERR_UNSUPPORTED for ops Loom lacks, all named), LOOM_ERR_OUT_OF_MEMORY. */
 loom_status loom_model_load_onnx(loom_runtime *runtime, const char *path,
                                  const loom_model_options *options, loom_model **out);
+
+/* Make a model of GRAPH, a checked graph built through the C API, typically with symbolic input
+ * dims (loom_input_symbolic, loom/graph.h): it then runs, like an ONNX model, with inputs of any
+ * admissible shape, each new combination of input shapes getting its specialisation (the graph
+ * re-inferred at those shapes with constant folding, placed with the cost model, compiled,
+ * memory-planned), cached as OPTIONS bound (NULL: defaults). loom_model_run,
+ * loom_model_acquire_plan, loom_model_stats_get and the info calls work on it as on an ONNX
+ * model; an input's dim_params name its symbols, an output's give the expression of each
+ * symbolic dim ("batch*seq"). A graph without symbols is allowed (one specialisation).
+ * OWNERSHIP: on success the model takes GRAPH (loom_model_destroy frees it; the caller must not
+ * destroy it, and may still read it until then); its constants, loom_constant copies and
+ * borrowed buffers alike, are shared by every specialisation, never copied per specialisation
+ * (loom_model_stats: weight_bytes counts them once; borrowed_bytes counts what the live
+ * specialisations borrow). Borrowed constants (loom_constant_borrowed) must outlive the model.
+ * On failure GRAPH stays the caller's. RUNTIME must outlive the model.
+ * Cost: nothing is planned here. A run with new shapes re-infers every node and plans (see
+ * loom_model_run); a cached one costs a lookup on top of the plan's run.
+ * A run whose inputs bind one symbol two ways fails before anything runs with
+ * LOOM_ERR_INVALID_ARGUMENT ("dimension 'seq' is 48 in input_ids but 47 in attention_mask"); one
+ * whose shapes an operator rejects fails naming the node and the symbols' values ("graph 'g' with
+ * batch=2, seq=5: node 'r' (Reshape): ...").
+ * Fails with LOOM_ERR_INVALID_ARGUMENT on NULLs, a graph that is not checked (or failed: its
+ * first error is reported) or a bad options->struct_size; LOOM_ERR_UNSUPPORTED when the graph
+ * has operators whose output shape depends on values (NonZero...: only ONNX models run those
+ * in stages); LOOM_ERR_OUT_OF_MEMORY. */
+loom_status loom_model_from_graph(loom_runtime *runtime, loom_graph *graph,
+                                  const loom_model_options *options, loom_model **out);
 
 /* Free MODEL, its specialisations and its weights; no run may be in progress. NULL is allowed. */
 void loom_model_destroy(loom_model *model);
@@ -136,6 +165,16 @@ typedef struct loom_model_stats {
     /* Bytes of constants the live specialisations hold copies of (folded ones): weights are
      * never among them. */
     size_t copied_const_bytes;
+    /* Weights on devices whose memory the host cannot address (OpenCL), when their backend
+     * takes the host's device copies (loom_device_info.device_constants): every weight a
+     * specialisation reads on such a device is uploaded there once and shared by all the
+     * specialisations, never copied per specialisation. The copies held now (bytes and
+     * tensors; a weight on two devices counts twice) and the uploads made since the model was
+     * loaded: a weight is uploaded again only after no live specialisation used it any more
+     * (evictions). All 0 when the model runs on host-visible devices only. */
+    size_t device_weight_bytes;
+    size_t device_weight_tensors;
+    uint64_t device_weight_uploads;
 } loom_model_stats;
 
 /* Fill OUT (struct_size set by the caller). Fails with LOOM_ERR_INVALID_ARGUMENT on NULLs or a

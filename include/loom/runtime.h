@@ -157,7 +157,9 @@ typedef struct loom_plan_options {
      * for small graphs). */
     double budget_s;
     /* Where device profiles and measured history are cached; NULL: $XDG_CACHE_HOME/loom, else
-     * $HOME/.cache/loom. */
+     * $HOME/.cache/loom. The runtime parses a folder's history.json once and keeps it in
+     * memory for every later plan, parsing it again only when the file changed on disk (or the
+     * runtime saved it); profiles.json is read at every plan creation. */
     const char *cache_dir;
     /* Non-zero: record every run's measured per-node times into the cost model's history
      * (saved to the cache when the plan is destroyed). */

@@ -160,6 +160,13 @@ loom_status cost_calibrate(cost_model *model, int only_missing, int quick,
 /* Write profiles and history to the cache now. Fails with LOOM_ERR_IO naming the file. */
 loom_status cost_model_save(cost_model *model);
 
+/* Free RT's parsed history snapshots (cost_history_cache.c): at the runtime's end. */
+void cost_history_cache_free(loom_runtime *rt);
+
+/* How many times RT parsed a history.json (for tests: opening cost models while the file stays
+ * the same parses it once per runtime). Thread-safe. */
+uint64_t cost_history_parses(const loom_runtime *rt);
+
 /* The cache folder in use (owned by the model); "" when neither XDG_CACHE_HOME nor HOME is
  * set and none was given (the model then persists nothing and cost_model_save fails). */
 const char *cost_cache_dir(const cost_model *model);

@@ -335,13 +335,13 @@ uint64_t cost_sig(const loom_node_desc *node, uint32_t group, char *buf)
 
 /* ---- the history table ------------------------------------------------------------------ */
 
-static cost_hist *hist_find(const cost_model *m, const char *sig, uint32_t group, uint64_t hash)
+cost_hist *cost_table_find(const cost_table *t, const char *sig, uint32_t group, uint64_t hash)
 {
-    if (!m->cap)
+    if (!t->cap)
         return NULL;
-    size_t mask = m->cap - 1;
+    size_t mask = t->cap - 1;
     for (size_t i = hash & mask;; i = (i + 1) & mask) {
-        cost_hist *e = m->slots[i];
+        cost_hist *e = t->slots[i];
         if (!e)
             return NULL;
         if (e->hash == hash && e->group == group && strcmp(e->sig, sig) == 0)
@@ -349,14 +349,14 @@ static cost_hist *hist_find(const cost_model *m, const char *sig, uint32_t group
     }
 }
 
-static int hist_grow(cost_model *m)
+static int table_grow(cost_table *t)
 {
-    size_t cap = m->cap ? m->cap * 2 : 256;
+    size_t cap = t->cap ? t->cap * 2 : 256;
     cost_hist **slots = calloc(cap, sizeof *slots);
     if (!slots)
         return 0;
-    for (size_t i = 0; i < m->cap; i++) {
-        cost_hist *e = m->slots[i];
+    for (size_t i = 0; i < t->cap; i++) {
+        cost_hist *e = t->slots[i];
         if (!e)
             continue;
         size_t j = e->hash & (cap - 1);
@@ -364,33 +364,37 @@ static int hist_grow(cost_model *m)
             j = (j + 1) & (cap - 1);
         slots[j] = e;
     }
-    free(m->slots);
-    m->slots = slots;
-    m->cap = cap;
+    free(t->slots);
+    t->slots = slots;
+    t->cap = cap;
     return 1;
 }
 
-cost_hist *cost_hist_add(cost_model *m, const char *sig, uint32_t group, uint64_t hash,
-                     double seconds)
+/* A new empty entry (SIG, GROUP, HASH) in T; NULL when out of memory. */
+static cost_hist *table_insert(cost_table *t, atomic_uint *group_count, const char *sig,
+                               uint32_t group, uint64_t hash)
 {
-    cost_hist *e = hist_find(m, sig, group, hash);
-    if (!e) {
-        if ((m->count + 1) * 10 > m->cap * 7 && !hist_grow(m))
-            return NULL;
-        e = calloc(1, sizeof *e);
-        if (!e || !(e->sig = strdup(sig))) {
-            free(e);
-            return NULL;
-        }
-        e->hash = hash;
-        e->group = group;
-        size_t j = hash & (m->cap - 1);
-        while (m->slots[j])
-            j = (j + 1) & (m->cap - 1);
-        m->slots[j] = e;
-        m->count++;
-        atomic_fetch_add(&m->group_count[group], 1);
+    if ((t->count + 1) * 10 > t->cap * 7 && !table_grow(t))
+        return NULL;
+    cost_hist *e = calloc(1, sizeof *e);
+    if (!e || !(e->sig = strdup(sig))) {
+        free(e);
+        return NULL;
     }
+    e->hash = hash;
+    e->group = group;
+    size_t j = hash & (t->cap - 1);
+    while (t->slots[j])
+        j = (j + 1) & (t->cap - 1);
+    t->slots[j] = e;
+    t->count++;
+    if (group_count)
+        atomic_fetch_add(&group_count[group], 1);
+    return e;
+}
+
+static void hist_append(cost_hist *e, double seconds)
+{
     e->samples[e->next] = seconds;
     e->next = (e->next + 1) % COST_HISTORY_KEEP;
     if (e->n < COST_HISTORY_KEEP)
@@ -399,6 +403,75 @@ cost_hist *cost_hist_add(cost_model *m, const char *sig, uint32_t group, uint64_
     memcpy(tmp, e->samples, e->n * sizeof *tmp);
     e->median = cost_robust_median(tmp, e->n);
     e->dirty = 1;
+}
+
+cost_hist *cost_table_add(cost_table *t, atomic_uint *group_count, const char *sig,
+                          uint32_t group, uint64_t hash, double seconds)
+{
+    cost_hist *e = cost_table_find(t, sig, group, hash);
+    if (!e && !(e = table_insert(t, group_count, sig, group, hash)))
+        return NULL;
+    hist_append(e, seconds);
+    return e;
+}
+
+void cost_table_free(cost_table *t)
+{
+    for (size_t i = 0; i < t->cap; i++)
+        if (t->slots[i]) {
+            free(t->slots[i]->sig);
+            free(t->slots[i]);
+        }
+    free(t->slots);
+    t->slots = NULL;
+    t->cap = t->count = 0;
+}
+
+/* Entries of the model's group G: its own and its snapshot's (read without the lock). */
+static unsigned group_entries(const cost_model *m, uint32_t g)
+{
+    unsigned n = atomic_load_explicit(&m->group_count[g], memory_order_relaxed);
+    if (m->base && g < m->base->n_groups)
+        n += m->base->group_count[g];
+    return n;
+}
+
+/* The entry (SIG, GROUP, HASH) as the model sees it: its own, else its snapshot's. The caller
+ * holds the lock (read or write). */
+static const cost_hist *hist_find(const cost_model *m, const char *sig, uint32_t group,
+                                  uint64_t hash)
+{
+    const cost_hist *e = cost_table_find(&m->own, sig, group, hash);
+    if (!e && m->base)
+        e = cost_table_find(&m->base->table, sig, group, hash);
+    return e;
+}
+
+/* The model's own entry (SIG, GROUP, HASH), made as a copy of its snapshot's when only that
+ * has it (not dirty: nothing new yet); NULL when neither has it or out of memory. The caller
+ * holds the write lock. */
+static cost_hist *hist_own(cost_model *m, const char *sig, uint32_t group, uint64_t hash)
+{
+    cost_hist *e = cost_table_find(&m->own, sig, group, hash);
+    if (e || !m->base)
+        return e;
+    const cost_hist *b = cost_table_find(&m->base->table, sig, group, hash);
+    if (!b || !(e = table_insert(&m->own, m->group_count, sig, group, hash)))
+        return NULL;
+    e->n = b->n;
+    e->next = b->next;
+    memcpy(e->samples, b->samples, sizeof e->samples);
+    e->median = b->median;
+    return e;
+}
+
+cost_hist *cost_hist_add(cost_model *m, const char *sig, uint32_t group, uint64_t hash,
+                     double seconds)
+{
+    cost_hist *e = hist_own(m, sig, group, hash);
+    if (!e && !(e = table_insert(&m->own, m->group_count, sig, group, hash)))
+        return NULL;
+    hist_append(e, seconds);
     return e;
 }
 
@@ -412,7 +485,7 @@ cost_hist *cost_learn(cost_model *m, uint32_t dev, const char *sig, uint32_t gro
                             "time; not learned (said once)", seconds, sig, id);
         return NULL;
     }
-    cost_hist *e = hist_find(m, sig, group, hash);
+    cost_hist *e = hist_own(m, sig, group, hash);
     if (e && e->n >= COST_HISTORY_MIN && e->median > 0) {
         double ratio = seconds / e->median;
         if (ratio > COST_OUTLIER_RATIO || ratio < 1 / COST_OUTLIER_RATIO) {
@@ -497,8 +570,8 @@ static int model_dirty(cost_model *m)
     for (uint32_t d = 0; d < m->n_devices; d++)
         if (m->profile_dirty[d])
             return 1;
-    for (size_t i = 0; i < m->cap; i++)
-        if (m->slots[i] && m->slots[i]->dirty)
+    for (size_t i = 0; i < m->own.cap; i++)
+        if (m->own.slots[i] && m->own.slots[i]->dirty)
             return 1;
     return 0;
 }
@@ -509,12 +582,8 @@ void cost_model_close(cost_model *m)
         return;
     if (m->cache_dir[0] && model_dirty(m) && cost_model_save(m) != LOOM_OK)
         runtime_message(m->rt, "cost model: %s", loom_last_error());
-    for (size_t i = 0; i < m->cap; i++)
-        if (m->slots[i]) {
-            free(m->slots[i]->sig);
-            free(m->slots[i]);
-        }
-    free(m->slots);
+    cost_table_free(&m->own);
+    cost_snapshot_release(m->base);
     pthread_rwlock_destroy(&m->lock);
     free(m->disagree_said);
     free(m->profiles);
@@ -671,7 +740,7 @@ static int history_lookup(const cost_model *m, uint32_t dev, const loom_node_des
                           double *seconds)
 {
     uint32_t g = m->group[dev];
-    if (atomic_load_explicit(&m->group_count[g], memory_order_relaxed) == 0)
+    if (group_entries(m, g) == 0)
         return 0;
     char sig[COST_SIG_MAX];
     uint64_t h = cost_sig(node, g, sig);
@@ -807,7 +876,7 @@ void cost_node_seconds_all(const cost_model *m, const loom_node_desc *node,
     for (uint32_t d = 0; d < m->n_devices; d++) {
         seconds[d] = NAN;
         uint32_t g = m->group[d];
-        if (atomic_load_explicit(&m->group_count[g], memory_order_relaxed) == 0)
+        if (group_entries(m, g) == 0)
             continue;
         if (!built) {
             th = sig_text(node, sig);

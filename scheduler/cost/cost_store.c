@@ -11,11 +11,16 @@
  *                   matmul, conv, binary, div, unary, transcendental, softmax, norm, reduce,
  *                   pool, copy, view; 0 or absent: not fitted)}}}
  *   history.json   {"version": 1, "history": {KEY: {SIGNATURE: {"samples": [s, ...],
- *                   "median": s}}}}
+ *                   "median": s, "t": unix time of the save that last updated it}}}}
  * KEY is the profile key (cost_profile_key: backend|device name|driver|t<threads>|the facts
  * that change a measurement's meaning|abi<version>|o<options hash>); samples are seconds, oldest
  * first, at most COST_HISTORY_KEEP. Only calibrated profiles are written: facts are re-read at
- * every start.
+ * every start. A key holds at most COST_HISTORY_MAX_SIGS signatures: a save that would leave
+ * more drops the least recently updated ("t"; none: oldest), so the file's size is bounded.
+ *
+ * Reading: profiles.json at every cost_model_open (small); history.json once per runtime and
+ * then only when it changed on disk: the runtime keeps the parsed history as a shared snapshot
+ * (cost_history_cache.c) under each model's own table.
  *
  * Saving merges: the file on disk is read again and only what this model changed is replaced,
  * so entries of devices absent from this run (a plugin not loaded) and of other processes
@@ -97,6 +102,35 @@ static void quarantine(const char *path, char *moved, size_t len)
         moved[0] = '\0';
 }
 
+/* Why ROOT (NULL: did not parse, ERR says why) is not a JSON object of our version whose member
+ * MEMBER is an object, into WHAT (LEN bytes) or a static string; NULL when it is one. */
+static const char *root_problem(const json_t *root, const json_error_t *err, const char *member,
+                                char *what, size_t len)
+{
+    if (!root) {
+        snprintf(what, len, "line %d: %s", err->line, err->text);
+        return what;
+    }
+    if (!json_is_object(root))
+        return "not a JSON object";
+    if (json_integer_value(json_object_get(root, "version")) != COST_FILE_VERSION)
+        return "unknown version (expected 1)";
+    if (!json_is_object(json_object_get(root, member))) {
+        snprintf(what, len, "no \"%s\" object", member);
+        return what;
+    }
+    return NULL;
+}
+
+/* Say that PATH is corrupt (WHY) and move it aside (quarantine). */
+static void report_corrupt(cost_model *m, const char *path, const char *why)
+{
+    char moved[4300];
+    quarantine(path, moved, sizeof moved);
+    runtime_message(m->rt, "cost model: %s is corrupt (%s); %s%s", path, why,
+                    moved[0] ? "moved to " : "ignored", moved);
+}
+
 /* Parse file NAME of the cache folder. Returns the root object (caller decrefs) or NULL when
  * the file is missing or, when QUIET is 0, with a message through runtime_message and the file
  * moved aside (quarantine), when it is not a JSON object of our version whose member MEMBER is
@@ -112,26 +146,13 @@ static json_t *read_file(cost_model *m, const char *name, const char *member, in
     json_t *root = S_ISREG(st.st_mode) ? json_load_file(path, 0, &err) : NULL;
     const char *why = NULL;
     char what[256];
-    if (!S_ISREG(st.st_mode)) {
+    if (!S_ISREG(st.st_mode))
         why = S_ISDIR(st.st_mode) ? "a folder, not a file" : "not a regular file";
-    } else if (!root) {
-        snprintf(what, sizeof what, "line %d: %s", err.line, err.text);
-        why = what;
-    } else if (!json_is_object(root)) {
-        why = "not a JSON object";
-    } else if (json_integer_value(json_object_get(root, "version")) != COST_FILE_VERSION) {
-        why = "unknown version (expected 1)";
-    } else if (!json_is_object(json_object_get(root, member))) {
-        snprintf(what, sizeof what, "no \"%s\" object", member);
-        why = what;
-    }
+    else
+        why = root_problem(root, &err, member, what, sizeof what);
     if (why) {
-        if (!quiet) {
-            char moved[4300];
-            quarantine(path, moved, sizeof moved);
-            runtime_message(m->rt, "cost model: %s is corrupt (%s); %s%s", path, why,
-                            moved[0] ? "moved to " : "ignored", moved);
-        }
+        if (!quiet)
+            report_corrupt(m, path, why);
         json_decref(root);
         return NULL;
     }
@@ -317,14 +338,39 @@ static void load_profiles(cost_model *m)
 /* Longest plausible time of one node: a day. */
 #define SAMPLE_MAX_S 86400.0
 
-static void load_history(cost_model *m)
+cost_snapshot *cost_history_parse(cost_model *m, const char *text, size_t len, int *rewritten)
 {
-    json_t *root = read_file(m, "history.json", "history", 0);
+    *rewritten = 0;
+    json_t *root = NULL;
+    if (!text) {
+        root = read_file(m, "history.json", "history", 0);
+    } else {
+        json_error_t err;
+        char what[256], path[4200];
+        root = json_loadb(text, len, 0, &err);
+        const char *why = root_problem(root, &err, "history", what, sizeof what);
+        if (why) {
+            snprintf(path, sizeof path, "%s/history.json", m->cache_dir);
+            report_corrupt(m, path, why);
+            json_decref(root);
+            root = NULL;
+        }
+    }
     if (!root)
-        return;
+        return NULL;
+    cost_snapshot *snap = calloc(1, sizeof *snap);
+    uint32_t ng = m->n_devices;
+    if (snap)
+        snap->group_count = calloc(ng ? ng : 1, sizeof *snap->group_count);
+    if (!snap || !snap->group_count) {
+        free(snap);
+        json_decref(root);
+        return NULL; /* out of memory: no history, as with no file */
+    }
+    atomic_init(&snap->refs, 1);
+    snap->n_groups = ng;
     json_t *hist = json_object_get(root, "history");
     size_t bad = 0;
-    pthread_rwlock_wrlock(&m->lock);
     for (uint32_t d = 0; d < m->n_devices; d++) {
         if (m->group[d] != d)
             continue;
@@ -344,8 +390,8 @@ static void load_history(cost_model *m)
             int ok = json_is_array(samples) && strlen(sig) < COST_SIG_MAX;
             for (size_t i = 0; ok && i < n; i++) {
                 json_t *x = json_array_get(samples, i);
-                double s = json_number_value(x);
-                ok = json_is_number(x) && isfinite(s) && s >= 0 && s <= SAMPLE_MAX_S;
+                double v = json_number_value(x);
+                ok = json_is_number(x) && isfinite(v) && v >= 0 && v <= SAMPLE_MAX_S;
             }
             if (!ok) { /* the whole signature goes: its good samples are suspect too */
                 bad++;
@@ -354,28 +400,30 @@ static void load_history(cost_model *m)
             }
             size_t first = n > COST_HISTORY_KEEP ? n - COST_HISTORY_KEEP : 0;
             uint64_t h = cost_sig_hash(sig, d);
-            cost_hist *entry = NULL;
-            for (size_t i = first; i < n; i++) {
-                cost_hist *got =
-                    cost_hist_add(m, sig, d, h, json_number_value(json_array_get(samples, i)));
-                entry = got ? got : entry;
-            }
-            if (entry)
-                entry->dirty = 0;
+            for (size_t i = first; i < n; i++)
+                cost_table_add(&snap->table, NULL, sig, d, h,
+                               json_number_value(json_array_get(samples, i)));
         }
     }
-    pthread_rwlock_unlock(&m->lock);
-    if (bad)
+    for (size_t i = 0; i < snap->table.cap; i++)
+        if (snap->table.slots[i]) {
+            snap->table.slots[i]->dirty = 0;
+            snap->group_count[snap->table.slots[i]->group]++;
+        }
+    if (bad) {
         runtime_message(m->rt, "cost model: %s/history.json: %zu malformed entr%s (negative, "
                         "non-finite or beyond a day); %s", m->cache_dir, bad,
                         bad == 1 ? "y" : "ies", rewrite_without(m, "history.json", root));
+        *rewritten = 1;
+    }
     json_decref(root);
+    return snap;
 }
 
 void cost_store_load(cost_model *m)
 {
     load_profiles(m);
-    load_history(m);
+    m->base = cost_history_acquire(m);
 }
 
 /* ---- saving ----------------------------------------------------------------------------- */
@@ -416,12 +464,57 @@ static loom_status save_profiles(cost_model *m)
     return st;
 }
 
+typedef struct sig_age {
+    const char *sig;
+    json_int_t t;
+} sig_age;
+
+static int cmp_sig_age(const void *a, const void *b)
+{
+    const sig_age *x = a, *y = b;
+    if (x->t != y->t)
+        return x->t < y->t ? -1 : 1;
+    return strcmp(x->sig, y->sig);
+}
+
+/* Drop the least recently updated signatures of SIGS beyond COST_HISTORY_MAX_SIGS ("t", the
+ * save that last updated one; none or malformed: oldest; ties by name, for a stable file). */
+static void trim_signatures(json_t *sigs)
+{
+    size_t n = json_object_size(sigs);
+    if (n <= COST_HISTORY_MAX_SIGS)
+        return;
+    sig_age *age = malloc(n * sizeof *age);
+    if (!age)
+        return; /* trimmed at a later save */
+    size_t k = 0;
+    const char *sig;
+    json_t *e;
+    json_object_foreach(sigs, sig, e) {
+        json_t *t = json_object_get(e, "t");
+        age[k++] = (sig_age){sig, json_is_integer(t) ? json_integer_value(t) : 0};
+    }
+    qsort(age, k, sizeof *age, cmp_sig_age);
+    /* Deleting frees the key strings AGE points to: collect the names first. */
+    size_t drop = k - COST_HISTORY_MAX_SIGS;
+    char **names = calloc(drop, sizeof *names);
+    for (size_t i = 0; names && i < drop; i++)
+        names[i] = strdup(age[i].sig);
+    for (size_t i = 0; names && i < drop; i++)
+        if (names[i])
+            json_object_del(sigs, names[i]);
+    for (size_t i = 0; names && i < drop; i++)
+        free(names[i]);
+    free(names);
+    free(age);
+}
+
 static loom_status save_history(cost_model *m)
 {
     pthread_rwlock_wrlock(&m->lock);
     size_t dirty = 0;
-    for (size_t i = 0; i < m->cap; i++)
-        dirty += m->slots[i] && m->slots[i]->dirty;
+    for (size_t i = 0; i < m->own.cap; i++)
+        dirty += m->own.slots[i] && m->own.slots[i]->dirty;
     loom_status st = LOOM_OK;
     if (!dirty)
         goto out;
@@ -431,8 +524,9 @@ static loom_status save_history(cost_model *m)
         goto out;
     }
     json_t *hist = json_object_get(root, "history");
-    for (size_t i = 0; i < m->cap; i++) {
-        const cost_hist *e = m->slots[i];
+    json_int_t now = (json_int_t)time(NULL);
+    for (size_t i = 0; i < m->own.cap; i++) {
+        const cost_hist *e = m->own.slots[i];
         if (!e || !e->dirty)
             continue;
         const char *key = m->profiles[e->group].key;
@@ -449,14 +543,21 @@ static loom_status save_history(cost_model *m)
         json_t *o = json_object();
         json_object_set_new(o, "samples", samples);
         json_object_set_new(o, "median", json_real(e->median));
+        json_object_set_new(o, "t", json_integer(now));
         json_object_set_new(sigs, e->sig, o);
     }
+    /* Bound the keys of this runtime's devices (others were bounded when they were saved). */
+    for (uint32_t d = 0; d < m->n_devices; d++)
+        if (m->group[d] == d)
+            trim_signatures(json_object_get(hist, m->profiles[d].key));
     st = write_file(m, "history.json", root);
     json_decref(root);
-    if (st == LOOM_OK)
-        for (size_t i = 0; i < m->cap; i++)
-            if (m->slots[i])
-                m->slots[i]->dirty = 0;
+    if (st == LOOM_OK) {
+        for (size_t i = 0; i < m->own.cap; i++)
+            if (m->own.slots[i])
+                m->own.slots[i]->dirty = 0;
+        cost_history_invalidate(m); /* the runtime's snapshot is older than the file now */
+    }
 out:
     pthread_rwlock_unlock(&m->lock);
     return st;
