@@ -230,6 +230,17 @@ static void test_depthwise_matches_naive(void)
         CASE(1, 4, 1, 33, 4, 1, 5, 1, 2, 1, 1, 4, 0, 2, 0, 1, 1, 1),    /* 1-D */
         CASE(1, 2, 70, 75, 2, 3, 3, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1),      /* big plane: by rows */
         CASE(1, 3, 67, 90, 3, 5, 5, 2, 2, 1, 1, 3, 2, 2, 2, 2, 1),      /* big, 5x5 stride 2 */
+        /* channel blocks of 8 (kernels_conv_depthwise_blocked.c): a partial last block, planes
+         * of 7 and 14 columns, 7x7 taps (more than the row kernel takes), bands of rows on a
+         * wide plane, few items split into bands, the batch, 1-D */
+        CASE(2, 13, 7, 7, 13, 5, 5, 1, 1, 1, 1, 13, 2, 2, 2, 2, 1),     /* 13 channels, 7x7 */
+        CASE(1, 24, 14, 14, 24, 3, 3, 2, 2, 1, 1, 24, 1, 1, 1, 1, 1),   /* stride 2, 14 -> 7 */
+        CASE(1, 16, 11, 12, 16, 7, 7, 1, 1, 1, 1, 16, 3, 3, 3, 3, 1),   /* 7x7 taps */
+        CASE(1, 9, 9, 10, 9, 7, 7, 2, 1, 1, 2, 9, 3, 6, 2, 5, 0),       /* 7x7 dilated, asym */
+        CASE(1, 8, 40, 300, 8, 3, 3, 1, 1, 1, 1, 8, 1, 1, 1, 1, 1),     /* wide: many bands */
+        CASE(1, 8, 33, 161, 8, 5, 5, 2, 2, 1, 1, 8, 2, 2, 2, 2, 1),     /* wide, stride 2 */
+        CASE(3, 17, 5, 6, 17, 3, 3, 1, 1, 1, 1, 17, 0, 0, 0, 0, 1),     /* no padding */
+        CASE(1, 10, 1, 41, 10, 1, 7, 1, 3, 1, 1, 10, 0, 3, 0, 2, 1, 1), /* 1-D, stride 3 */
     };
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
         check_all(&cs[i]);

@@ -36,6 +36,9 @@ typedef struct conv_params {
     /* depthwise: output columns [lo[kj], hi[kj]) read inside the input row for tap kj, and the
      * interior [in_lo, in_hi) where every tap does */
     int64_t lo[CONV_DW_MAX_KW], hi[CONV_DW_MAX_KW], in_lo, in_hi;
+    /* channel-blocked depthwise (kernels_conv_depthwise_blocked.c): most output rows per band,
+     * 0 when that kernel does not take the conv */
+    int64_t dwb_band;
 } conv_params;
 
 /* Whether the depthwise kernel takes P (set by kernels_conv.c's prepare once the shape is
@@ -47,5 +50,21 @@ int cpu_conv_dw_prepare(conv_params *p);
  * over the pool by output planes. */
 void cpu_conv_dw_run(const conv_params *p, const float *x, const float *w, const float *bias,
                      const float *z, float *y, cpu_pool *pool);
+
+/* Whether the channel-blocked depthwise kernel takes P (set by kernels_conv.c's prepare once
+ * the shape is known): a 1-D or 2-D conv with one input and one output channel per group, at
+ * most 64 taps, a CPU with AVX2 and FMA (and LOOM_CPU_NO_AVX2 unset), and a band of one output
+ * row fitting its buffer. Sets P->dwb_band (0 when not taken). */
+int cpu_conv_dwb_prepare(conv_params *p);
+
+/* Scratch bytes cpu_conv_dwb_run needs for P (its packed weights and biases). */
+size_t cpu_conv_dwb_scratch(const conv_params *p);
+
+/* Runs the depthwise conv of P with channels in the vector lanes: Y = act(conv(X, W) + bias +
+ * Z) (BIAS and Z may be NULL), split over the pool by (image, block of 8 channels, band of
+ * output rows). SCRATCH holds cpu_conv_dwb_scratch(P) bytes. Only after cpu_conv_dwb_prepare
+ * accepted P. */
+void cpu_conv_dwb_run(const conv_params *p, const float *x, const float *w, const float *bias,
+                      const float *z, float *y, float *scratch, cpu_pool *pool);
 
 #endif /* LOOM_CPU_CONV_H */
