@@ -39,6 +39,8 @@ typedef struct conv_params {
     /* channel-blocked depthwise (kernels_conv_depthwise_blocked.c): most output rows per band,
      * 0 when that kernel does not take the conv */
     int64_t dwb_band;
+    /* direct conv with output channels in the lanes (kernels_conv_direct_blocked.c) */
+    int dcb;
 } conv_params;
 
 /* Whether the depthwise kernel takes P (set by kernels_conv.c's prepare once the shape is
@@ -65,6 +67,22 @@ size_t cpu_conv_dwb_scratch(const conv_params *p);
  * output rows). SCRATCH holds cpu_conv_dwb_scratch(P) bytes. Only after cpu_conv_dwb_prepare
  * accepted P. */
 void cpu_conv_dwb_run(const conv_params *p, const float *x, const float *w, const float *bias,
+                      const float *z, float *y, float *scratch, cpu_pool *pool);
+
+/* Whether the direct conv with output channels in the vector lanes takes P (set by
+ * kernels_conv.c's prepare): a 1-D or 2-D conv with one group, not pointwise, with few output
+ * channels or few taps (where im2col + GEMM runs a poorly shaped GEMM), on a CPU with AVX2 and
+ * FMA (and LOOM_CPU_NO_AVX2 unset). Sets P->dcb. */
+int cpu_conv_dcb_prepare(conv_params *p);
+
+/* Scratch bytes cpu_conv_dcb_run needs for P (its packed weights and biases). */
+size_t cpu_conv_dcb_scratch(const conv_params *p);
+
+/* Runs the conv of P directly, 16 output channels by 6 pixels per step: Y = act(conv(X, W) +
+ * bias + Z) (BIAS and Z may be NULL), split over the pool by (image, 16 output channels, band of
+ * output rows). SCRATCH holds cpu_conv_dcb_scratch(P) bytes. Only after cpu_conv_dcb_prepare
+ * accepted P. */
+void cpu_conv_dcb_run(const conv_params *p, const float *x, const float *w, const float *bias,
                       const float *z, float *y, float *scratch, cpu_pool *pool);
 
 #endif /* LOOM_CPU_CONV_H */

@@ -15,15 +15,10 @@
  * DWB_MAX_TAPS taps, on machines with AVX2 and FMA, when a band of at least one output row fits
  * the buffer. LOOM_CPU_NO_AVX2=1 turns it off (the tests run both kernels).
  */
+#include "cpu_avx2.h"
 #include "cpu_conv.h"
 
-#include <stdlib.h>
 #include <string.h>
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-#define DWB_HAVE_X86 1
-#endif
 
 /* Lanes (channels) per block, floats in the stack buffer (48 KiB), most taps. */
 #define DWB_LANES 8
@@ -43,19 +38,6 @@ static int64_t dwb_rows_in(const conv_params *p, int64_t rows)
     return (rows - 1) * p->sh + (p->kh - 1) * p->dh + 1;
 }
 
-static int dwb_cpu_ok(void)
-{
-    const char *off = getenv("LOOM_CPU_NO_AVX2");
-    if (off && *off && strcmp(off, "0") != 0)
-        return 0;
-#ifdef DWB_HAVE_X86
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    return 0;
-#endif
-}
-
 int cpu_conv_dwb_prepare(conv_params *p)
 {
     p->dwb_band = 0;
@@ -66,40 +48,13 @@ int cpu_conv_dwb_prepare(conv_params *p)
     int64_t band = 0;
     while (band < p->oh && dwb_rows_in(p, band + 1) * row_floats <= DWB_BUF_FLOATS)
         band++;
-    if (band < 1 || !dwb_cpu_ok())
+    if (band < 1 || !cpu_avx2_ok())
         return 0;
     p->dwb_band = band;
     return 1;
 }
 
-#ifdef DWB_HAVE_X86
-
-#define DWB_TARGET __attribute__((target("avx2,fma")))
-
-/* In-register transpose of 8 rows of 8 floats: afterwards r[j][i] is the old r[i][j]. */
-DWB_TARGET static inline void dwb_transpose8(__m256 r[8])
-{
-    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-    __m256 s0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
-    __m256 s1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
-    __m256 s2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
-    __m256 s3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
-    __m256 s4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
-    __m256 s5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
-    __m256 s6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
-    __m256 s7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
-    r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
-    r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
-    r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
-    r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
-    r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
-    r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
-    r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
-    r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
-}
+#ifdef CPU_HAVE_AVX2_CODE
 
 typedef struct dwb_ctx {
     const conv_params *p;
@@ -109,28 +64,19 @@ typedef struct dwb_ctx {
     int64_t blocks, bands, band; /* channel blocks per image, bands per plane, rows per band */
 } dwb_ctx;
 
-/* Lanes [0, N) of mask vectors for maskload. */
-DWB_TARGET static inline __m256i dwb_mask(int64_t n)
-{
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
 /* V[c] <- N (1..8) floats at ROWS[c] + OFF for the CN rows given, zero beyond N and CN; then
  * transposed, so that V[j] holds element j of every row. */
-DWB_TARGET static inline void dwb_load_t(__m256 v[8], const float *const rows[8], int64_t cn,
+CPU_AVX2 static inline void dwb_load_t(__m256 v[8], const float *const rows[8], int64_t cn,
                                          int64_t off, int64_t n)
 {
-    const __m256i m = dwb_mask(n);
     for (int c = 0; c < DWB_LANES; c++)
-        v[c] = c >= cn ? _mm256_setzero_ps()
-               : n == DWB_LANES ? _mm256_loadu_ps(rows[c] + off)
-                                : _mm256_maskload_ps(rows[c] + off, m);
-    dwb_transpose8(v);
+        v[c] = c >= cn ? _mm256_setzero_ps() : cpu_avx2_load_n(rows[c] + off, n);
+    cpu_avx2_transpose8(v);
 }
 
 /* Buffer rows [0, rows) <- input rows ih0.. of the CN channels at XC (plane stride in_sp), as
  * [row][col][8] with column col holding input column col - pl, zero outside the input. */
-DWB_TARGET static void dwb_pack(const conv_params *p, const float *xc, int64_t cn, int64_t ih0,
+CPU_AVX2 static void dwb_pack(const conv_params *p, const float *xc, int64_t cn, int64_t ih0,
                                 int64_t rows, int64_t cols, float *buf)
 {
     const int64_t w = p->w, pl = p->pl;
@@ -167,53 +113,12 @@ DWB_TARGET static void dwb_pack(const conv_params *p, const float *xc, int64_t c
     }
 }
 
-/* The activations the kernel applies in registers; the others go through cpu_epilogue_apply
- * after the band. Same formulas, same operation order, as cpu_epilogue.c. */
-static int dwb_act_in_registers(cpu_act_kind a)
-{
-    return a == CPU_ACT_NONE || a == CPU_ACT_RELU || a == CPU_ACT_LEAKY_RELU || a == CPU_ACT_CLIP ||
-           a == CPU_ACT_HARD_SIGMOID || a == CPU_ACT_HARD_SWISH;
-}
-
-/* min(max(v, 0), 1) that keeps a NaN (maxps/minps return their second operand on a NaN). */
-DWB_TARGET static inline __m256 dwb_clamp01(__m256 v)
-{
-    return _mm256_min_ps(_mm256_set1_ps(1.0f), _mm256_max_ps(_mm256_setzero_ps(), v));
-}
-
-DWB_TARGET static inline __m256 dwb_act(const cpu_epilogue *e, __m256 x)
-{
-    const __m256 zero = _mm256_setzero_ps();
-    switch (e->act) {
-    case CPU_ACT_RELU:
-        return _mm256_max_ps(zero, x);
-    case CPU_ACT_LEAKY_RELU:
-        return _mm256_add_ps(_mm256_max_ps(zero, x),
-                             _mm256_mul_ps(_mm256_set1_ps(e->alpha), _mm256_min_ps(zero, x)));
-    case CPU_ACT_CLIP: {
-        /* x < alpha ? alpha : x, then x > beta ? beta : x */
-        const __m256 lo = _mm256_set1_ps(e->alpha), hi = _mm256_set1_ps(e->beta);
-        x = _mm256_blendv_ps(x, lo, _mm256_cmp_ps(x, lo, _CMP_LT_OQ));
-        return _mm256_blendv_ps(x, hi, _mm256_cmp_ps(x, hi, _CMP_GT_OQ));
-    }
-    case CPU_ACT_HARD_SIGMOID:
-        return dwb_clamp01(
-            _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(e->alpha), x), _mm256_set1_ps(e->beta)));
-    case CPU_ACT_HARD_SWISH:
-        return _mm256_mul_ps(x, dwb_clamp01(_mm256_add_ps(
-                                    _mm256_mul_ps(x, _mm256_set1_ps(1.0f / 6.0f)),
-                                    _mm256_set1_ps(0.5f))));
-    default:
-        return x;
-    }
-}
-
 /* One output row ROW of the band: 8-pixel strips, taps over the buffer, bias in the
  * accumulators, transposed back into the CN output rows at Y (plane stride p->p), the residual
  * Z (same offsets, may be NULL) and the activation applied when ACT is set. With FULL (not the
  * band's last row), a short strip at the end of the row is still stored whole: its extra lanes
  * land on the start of the next row of the same plane, which this task writes next. */
-DWB_TARGET static void dwb_row(const conv_params *p, const float *buf, int64_t cols,
+CPU_AVX2 static void dwb_row(const conv_params *p, const float *buf, int64_t cols,
                                const float *wp, __m256 bias, int64_t row, int64_t cn, float *y,
                                const float *z, int act, int full)
 {
@@ -232,37 +137,27 @@ DWB_TARGET static void dwb_row(const conv_params *p, const float *buf, int64_t c
                     acc[j] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(s + j * sw8), acc[j]);
             }
         }
-        dwb_transpose8(acc);
+        cpu_avx2_transpose8(acc);
         const int64_t n = p->ow - o0 < DWB_LANES ? p->ow - o0 : DWB_LANES;
-        const __m256i m = dwb_mask(n);
         for (int64_t c = 0; c < cn; c++) {
             __m256 v = acc[c];
             const int64_t off = c * p->p + o0;
             if (act) {
                 if (z)
-                    v = _mm256_add_ps(v, n == DWB_LANES ? _mm256_loadu_ps(z + off)
-                                                        : _mm256_maskload_ps(z + off, m));
-                v = dwb_act(&p->ep, v);
+                    v = _mm256_add_ps(v, cpu_avx2_load_n(z + off, n));
+                v = cpu_avx2_act(&p->ep, v);
             }
-            if (n == DWB_LANES || full) {
-                _mm256_storeu_ps(y + off, v);
-            } else {
-                /* A masked store is microcoded and slow on some CPUs (AMD): spill instead. */
-                float tmp[DWB_LANES];
-                _mm256_storeu_ps(tmp, v);
-                for (int64_t j = 0; j < n; j++)
-                    y[off + j] = tmp[j];
-            }
+            cpu_avx2_store_n(y + off, v, full ? DWB_LANES : n);
         }
     }
 }
 
-DWB_TARGET static void dwb_task(void *arg, size_t t0, size_t t1)
+CPU_AVX2 static void dwb_task(void *arg, size_t t0, size_t t1)
 {
     const dwb_ctx *c = arg;
     const conv_params *p = c->p;
     const int64_t cols = dwb_cols(p), taps = p->kh * p->kw;
-    const int act = dwb_act_in_registers(p->ep.act);
+    const int act = cpu_avx2_act_ok(p->ep.act);
     float buf[DWB_BUF_FLOATS];
     for (size_t t = t0; t < t1; t++) {
         const int64_t band = (int64_t)t % c->bands, item = (int64_t)t / c->bands;
@@ -291,7 +186,7 @@ DWB_TARGET static void dwb_task(void *arg, size_t t0, size_t t1)
 
 /* WP <- the weights as [block][tap][8 channels] then the biases as [block][8], zero in the
  * channels past C. */
-DWB_TARGET static void dwb_pack_weights(const conv_params *p, const float *w, const float *bias,
+CPU_AVX2 static void dwb_pack_weights(const conv_params *p, const float *w, const float *bias,
                                         int64_t blocks, float *wp)
 {
     const int64_t taps = p->kh * p->kw;

@@ -1,0 +1,252 @@
+/*
+ * Direct convolution with output channels in the vector lanes (AVX2 + FMA), for NCHW tensors:
+ * the convs where im2col + GEMM runs a poorly shaped GEMM, i.e. few output channels (a GEMM
+ * with M = 16) or few taps to reduce over (a stem's K = 3 * 3 * 3 = 27), where the im2col copy
+ * costs as much as the GEMM.
+ *
+ * Output channels go in pairs of 8-lane blocks (16 channels; a last block padded with zero
+ * weights). For 6 output pixels of one row at a time the kernel keeps 12 accumulators (6 pixels x
+ * 2 blocks); each tap (input channel, kernel row, kernel column) loads the two weight vectors
+ * and broadcasts each pixel's input value into both blocks' FMAs: 8 loads per 12 FMAs, read
+ * straight from the NCHW input, any stride or dilation. Pixels whose taps leave the input (the
+ * padding at the ends of a row, and a short strip at the end of the interior) go one at a time
+ * through the same sums with bounds. The accumulators start at the bias; they are transposed to
+ * 8 pixels per channel and stored to the output rows, with the residual and the common
+ * activations applied in registers (cpu_avx2.h); other activations run over the band after.
+ *
+ * Takes 1-D and 2-D convs with one group, on CPUs with AVX2 and FMA (LOOM_CPU_NO_AVX2=1 turns it
+ * off; the tests run both); kernels_conv.c decides by shape which convs come here.
+ */
+#include "cpu_avx2.h"
+#include "cpu_conv.h"
+
+#include <string.h>
+
+/* Pixels per strip, output channels per step (two blocks of 8). */
+#define DCB_PX 6
+#define DCB_OC 16
+
+int cpu_conv_dcb_prepare(conv_params *p)
+{
+    p->dcb = 0;
+    if (p->group != 1 || p->kd != 1 || p->d != 1 || p->od != 1 || p->pointwise || p->ow < 1 ||
+        p->c < 1)
+        return 0;
+    /* Few output channels, or few taps with not too many output channels: there the GEMM's
+     * shape is poor (measured against im2col + GEMM on this code's stems and FPN convs). */
+    const int few_out = p->m <= 32 && p->kc >= 9;
+    const int few_taps = p->kc <= 32 && p->m <= 64;
+    /* Rows long enough that most pixels take the 6-pixel strips, not the one-pixel path. */
+    if (p->ow < 16)
+        return 0;
+    if (!(few_out || few_taps) || !cpu_avx2_ok())
+        return 0;
+    p->dcb = 1;
+    return 1;
+}
+
+size_t cpu_conv_dcb_scratch(const conv_params *p)
+{
+    const int64_t pairs = (p->m + DCB_OC - 1) / DCB_OC;
+    return (size_t)(pairs * (p->kc + 1) * DCB_OC) * sizeof(float);
+}
+
+#ifdef CPU_HAVE_AVX2_CODE
+
+typedef struct dcb_ctx {
+    const conv_params *p;
+    const float *x, *z;
+    const float *wp; /* weights [pair][c][ki][kj][16], then biases [pair][16] */
+    float *y;
+    int64_t pairs, bands, band;
+    int64_t lo, hi; /* output columns whose taps all read inside the input row */
+} dcb_ctx;
+
+/* The output channels [oc0, oc0 + on) of pixel (oh, o), from the 16 sums in A0 | A1, with the
+ * residual and the register activation when ACT; Y and Z point at channel oc0's plane. */
+CPU_AVX2 static void dcb_store_pixel(const conv_params *p, __m256 a0, __m256 a1, int64_t on,
+                                     int64_t at, float *y, const float *z, int act)
+{
+    float v[DCB_OC];
+    if (act) {
+        if (z) {
+            float zz[DCB_OC] = {0};
+            for (int64_t l = 0; l < on; l++)
+                zz[l] = z[l * p->p + at];
+            a0 = _mm256_add_ps(a0, _mm256_loadu_ps(zz));
+            a1 = _mm256_add_ps(a1, _mm256_loadu_ps(zz + 8));
+        }
+        a0 = cpu_avx2_act(&p->ep, a0);
+        a1 = cpu_avx2_act(&p->ep, a1);
+    }
+    _mm256_storeu_ps(v, a0);
+    _mm256_storeu_ps(v + 8, a1);
+    for (int64_t l = 0; l < on; l++)
+        y[l * p->p + at] = v[l];
+}
+
+/* One pixel o of output row oh with bounds on every tap. */
+CPU_AVX2 static void dcb_pixel(const dcb_ctx *c, const float *xn, const float *wp, __m256 b0,
+                               __m256 b1, int64_t oh, int64_t o, int64_t on, float *y,
+                               const float *z, int act)
+{
+    const conv_params *p = c->p;
+    __m256 a0 = b0, a1 = b1;
+    for (int64_t ci = 0; ci < p->c; ci++)
+        for (int64_t ki = 0; ki < p->kh; ki++) {
+            const int64_t ih = oh * p->sh - p->pt + ki * p->dh;
+            if (ih < 0 || ih >= p->h)
+                continue;
+            const float *xr = xn + ci * p->in_sp + ih * p->w;
+            const float *wr = wp + (ci * p->kh + ki) * p->kw * DCB_OC;
+            for (int64_t kj = 0; kj < p->kw; kj++) {
+                const int64_t iw = o * p->sw - p->pl + kj * p->dw;
+                if (iw < 0 || iw >= p->w)
+                    continue;
+                const __m256 xv = _mm256_broadcast_ss(xr + iw);
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(wr + kj * DCB_OC), xv, a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(wr + kj * DCB_OC + 8), xv, a1);
+            }
+        }
+    dcb_store_pixel(p, a0, a1, on, oh * p->ow + o, y, z, act);
+}
+
+/* DCB_PX interior pixels o0.. of output row oh: every tap reads inside the input row. The
+ * 12 accumulators are named variables, not an array, so that they stay in registers. */
+CPU_AVX2 static void dcb_strip(const dcb_ctx *c, const float *xn, const float *wp, __m256 b0,
+                               __m256 b1, int64_t oh, int64_t o0, int64_t on, float *y,
+                               const float *z, int act, int full)
+{
+    const conv_params *p = c->p;
+    __m256 a0 = b0, a1 = b0, a2 = b0, a3 = b0, a4 = b0, a5 = b0;
+    __m256 c0 = b1, c1 = b1, c2 = b1, c3 = b1, c4 = b1, c5 = b1;
+    const int64_t sw = p->sw, kw = p->kw, kh = p->kh, dw = p->dw, ch = p->c, in_sp = p->in_sp;
+    const int64_t h = p->h, wd = p->w, ih0 = oh * p->sh - p->pt, dh = p->dh;
+    const float *xbase = xn + o0 * sw - p->pl;
+    for (int64_t ci = 0; ci < ch; ci++)
+        for (int64_t ki = 0; ki < kh; ki++) {
+            const int64_t ih = ih0 + ki * dh;
+            if (ih < 0 || ih >= h)
+                continue;
+            const float *s = xbase + ci * in_sp + ih * wd;
+            const float *wr = wp + (ci * kh + ki) * kw * DCB_OC;
+            for (int64_t kj = 0; kj < kw; kj++, s += dw, wr += DCB_OC) {
+                const __m256 w0 = _mm256_loadu_ps(wr), w1 = _mm256_loadu_ps(wr + 8);
+                __m256 xv;
+#define DCB_PIX(J, A, C)                                                                          \
+    xv = _mm256_broadcast_ss(s + (J) * sw);                                                       \
+    A = _mm256_fmadd_ps(w0, xv, A);                                                               \
+    C = _mm256_fmadd_ps(w1, xv, C);
+                DCB_PIX(0, a0, c0)
+                DCB_PIX(1, a1, c1)
+                DCB_PIX(2, a2, c2)
+                DCB_PIX(3, a3, c3)
+                DCB_PIX(4, a4, c4)
+                DCB_PIX(5, a5, c5)
+#undef DCB_PIX
+            }
+        }
+    /* 8 rows of 8 (pixels 6 and 7 zero) -> 8 channels x 8 pixels, per block. */
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 t[2][8] = {{a0, a1, a2, a3, a4, a5, zero, zero}, {c0, c1, c2, c3, c4, c5, zero, zero}};
+    cpu_avx2_transpose8(t[0]);
+    cpu_avx2_transpose8(t[1]);
+    const int64_t at = oh * p->ow + o0;
+    for (int64_t l = 0; l < on; l++) {
+        __m256 v = t[l >> 3][l & 7];
+        const int64_t off = l * p->p + at;
+        if (act) {
+            if (z)
+                v = _mm256_add_ps(v, cpu_avx2_load_n(z + off, DCB_PX));
+            v = cpu_avx2_act(&p->ep, v);
+        }
+        cpu_avx2_store_n(y + off, v, full ? 8 : DCB_PX);
+    }
+}
+
+CPU_AVX2 static void dcb_task(void *arg, size_t t0, size_t t1)
+{
+    const dcb_ctx *c = arg;
+    const conv_params *p = c->p;
+    const int act = cpu_avx2_act_ok(p->ep.act);
+    for (size_t t = t0; t < t1; t++) {
+        const int64_t band = (int64_t)t % c->bands, item = (int64_t)t / c->bands;
+        const int64_t n = item / c->pairs, pair = item % c->pairs, oc0 = pair * DCB_OC;
+        const int64_t on = p->m - oc0 < DCB_OC ? p->m - oc0 : DCB_OC;
+        const int64_t oh0 = band * c->band, oh1 = oh0 + c->band < p->oh ? oh0 + c->band : p->oh;
+        const float *wp = c->wp + pair * p->kc * DCB_OC;
+        const float *bp = c->wp + (c->pairs * p->kc + pair) * DCB_OC;
+        const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
+        const float *xn = c->x + n * p->c * p->in_sp;
+        float *y = c->y + (n * p->m + oc0) * p->p;
+        const float *z = c->z ? c->z + (n * p->m + oc0) * p->p : NULL;
+        for (int64_t oh = oh0; oh < oh1; oh++) {
+            int64_t o = 0;
+            for (; o < c->lo; o++)
+                dcb_pixel(c, xn, wp, b0, b1, oh, o, on, y, z, act);
+            for (; o + DCB_PX <= c->hi; o += DCB_PX)
+                /* A whole 8-lane store stays in this row when 8 columns remain in it; the two
+                 * extra pixels are written again by what comes next. */
+                dcb_strip(c, xn, wp, b0, b1, oh, o, on, y, z, act, o + 8 <= p->ow);
+            for (; o < p->ow; o++)
+                dcb_pixel(c, xn, wp, b0, b1, oh, o, on, y, z, act);
+        }
+        if (!act) {
+            const size_t len = (size_t)((oh1 - oh0) * p->ow);
+            for (int64_t l = 0; l < on; l++) {
+                const int64_t off = l * p->p + oh0 * p->ow;
+                cpu_epilogue_apply(&p->ep, y + off, len, 0.0f, NULL, z ? z + off : NULL);
+            }
+        }
+    }
+}
+
+void cpu_conv_dcb_run(const conv_params *p, const float *x, const float *w, const float *bias,
+                      const float *z, float *y, float *scratch, cpu_pool *pool)
+{
+    dcb_ctx c = {.p = p, .x = x, .z = z, .wp = scratch, .y = y,
+                 .pairs = (p->m + DCB_OC - 1) / DCB_OC};
+    /* Weights [oc][c][ki][kj] -> [pair][c][ki][kj][16], zero past M; biases [pair][16]. */
+    for (int64_t pair = 0; pair < c.pairs; pair++) {
+        float *d = scratch + pair * p->kc * DCB_OC;
+        for (int64_t k = 0; k < p->kc; k++)
+            for (int64_t l = 0; l < DCB_OC; l++) {
+                const int64_t oc = pair * DCB_OC + l;
+                d[k * DCB_OC + l] = oc < p->m ? w[oc * p->kc + k] : 0.0f;
+            }
+        float *bd = scratch + (c.pairs * p->kc + pair) * DCB_OC;
+        for (int64_t l = 0; l < DCB_OC; l++) {
+            const int64_t oc = pair * DCB_OC + l;
+            bd[l] = bias && oc < p->m ? bias[oc] : 0.0f;
+        }
+    }
+    /* Interior columns: o * sw - pl >= 0 and o * sw - pl + (kw - 1) * dw < w. */
+    c.lo = p->pl > 0 ? (p->pl + p->sw - 1) / p->sw : 0;
+    const int64_t last = p->w - 1 - (p->kw - 1) * p->dw + p->pl; /* o * sw <= last */
+    c.hi = last < 0 ? 0 : last / p->sw + 1;
+    if (c.hi > p->ow)
+        c.hi = p->ow;
+    if (c.lo > c.hi)
+        c.lo = c.hi;
+    /* Bands of rows: about 4 tasks per thread, none under one row. */
+    const int64_t items = p->n * c.pairs, want = 4 * (int64_t)cpu_pool_threads(pool);
+    const int64_t per = items >= want ? 1 : (want + items - 1) / items;
+    c.band = (p->oh + per - 1) / per;
+    if (c.band < 1)
+        c.band = 1;
+    c.bands = (p->oh + c.band - 1) / c.band;
+    const double work = (double)(c.band * p->ow * p->kc * DCB_OC) + 1.0;
+    const size_t grain = work >= CPU_CHUNK_MACS ? 1 : (size_t)(CPU_CHUNK_MACS / work) + 1;
+    cpu_parallel_for(pool, (size_t)(items * c.bands), grain, dcb_task, &c);
+}
+
+#else
+
+void cpu_conv_dcb_run(const conv_params *p, const float *x, const float *w, const float *bias,
+                      const float *z, float *y, float *scratch, cpu_pool *pool)
+{
+    /* cpu_conv_dcb_prepare never accepts a conv where the AVX2 code is not built. */
+    (void)p, (void)x, (void)w, (void)bias, (void)z, (void)y, (void)scratch, (void)pool;
+}
+
+#endif
