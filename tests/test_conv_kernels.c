@@ -269,14 +269,18 @@ static void test_grouped_and_im2col_match_naive(void)
         CASE(2, 32, 9, 9, 64, 3, 3, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1),      /* large groups: GEMM */
         CASE(1, 16, 40, 40, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1),    /* by columns */
         CASE(1, 64, 6, 6, 128, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1),     /* by output channels */
-        /* direct with output channels in the lanes (kernels_conv_direct_blocked.c): 16 and a
-         * partial pair of output channels, strides, dilations, asymmetric and no padding, 1-D */
+        /* direct with output channels in the lanes (kernels_conv_direct_blocked.c; "odd
+         * everything" and "by columns" above take it too): 16 and a partial pair of output
+         * channels, strides, dilations, asymmetric, wide and no padding, rows that 6 does not
+         * divide, 1-D */
         CASE(2, 3, 20, 37, 20, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1),     /* M 20, stride 2 */
         CASE(1, 7, 9, 40, 13, 5, 3, 1, 2, 2, 1, 1, 2, 1, 3, 0, 0),      /* dilated rows, asym */
         CASE(1, 5, 6, 50, 32, 3, 5, 1, 1, 1, 2, 1, 1, 4, 1, 4, 1),      /* dilated columns */
         CASE(1, 2, 5, 30, 8, 3, 3, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1),       /* no padding, M 8 */
         CASE(1, 4, 1, 64, 24, 1, 7, 1, 1, 1, 1, 1, 0, 3, 0, 3, 1, 1),   /* 1-D */
         CASE(1, 48, 12, 23, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1),    /* FPN-like, M 16 */
+        CASE(1, 9, 10, 9, 100, 3, 3, 1, 1, 1, 1, 1, 2, 2, 2, 2, 1),     /* M 100, wide pads */
+        CASE(1, 3, 12, 20, 16, 7, 7, 1, 1, 1, 1, 1, 3, 3, 3, 3, 1),     /* 7x7 taps */
     };
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
         check_all(&cs[i]);

@@ -70,9 +70,9 @@ void cpu_conv_dwb_run(const conv_params *p, const float *x, const float *w, cons
                       const float *z, float *y, float *scratch, cpu_pool *pool);
 
 /* Whether the direct conv with output channels in the vector lanes takes P (set by
- * kernels_conv.c's prepare): a 1-D or 2-D conv with one group, not pointwise, with few output
- * channels or few taps (where im2col + GEMM runs a poorly shaped GEMM), on a CPU with AVX2 and
- * FMA (and LOOM_CPU_NO_AVX2 unset). Sets P->dcb. */
+ * kernels_conv.c's prepare): a 1-D or 2-D conv with one group, not pointwise, at most 128 output
+ * channels, rows of 8 or more output pixels, on a CPU with AVX2 and FMA (and LOOM_CPU_NO_AVX2
+ * unset). Sets P->dcb. */
 int cpu_conv_dcb_prepare(conv_params *p);
 
 /* Scratch bytes cpu_conv_dcb_run needs for P (its packed weights and biases). */

@@ -1,16 +1,17 @@
 /*
- * Direct convolution with output channels in the vector lanes (AVX2 + FMA), for NCHW tensors:
- * the convs where im2col + GEMM runs a poorly shaped GEMM, i.e. few output channels (a GEMM
- * with M = 16) or few taps to reduce over (a stem's K = 3 * 3 * 3 = 27), where the im2col copy
- * costs as much as the GEMM.
+ * Direct convolution with output channels in the vector lanes (AVX2 + FMA), for NCHW tensors,
+ * instead of im2col + GEMM for spatial (not 1x1) convs with up to 128 output channels: there the
+ * GEMM is poorly shaped (M = 16 for an FPN's 3x3 convs, K = 27 for a stem) and the im2col copy
+ * costs as much as it.
  *
  * Output channels go in pairs of 8-lane blocks (16 channels; a last block padded with zero
  * weights). For 6 output pixels of one row at a time the kernel keeps 12 accumulators (6 pixels x
  * 2 blocks); each tap (input channel, kernel row, kernel column) loads the two weight vectors
  * and broadcasts each pixel's input value into both blocks' FMAs: 8 loads per 12 FMAs, read
  * straight from the NCHW input, any stride or dilation. Pixels whose taps leave the input (the
- * padding at the ends of a row, and a short strip at the end of the interior) go one at a time
- * through the same sums with bounds. The accumulators start at the bias; they are transposed to
+ * padding at the ends of a row) read a zero-padded copy of the columns they need instead; the
+ * last strip of a row ends at the row's end, overlapping the one before it when 6 does not
+ * divide the row. The accumulators start at the bias; they are transposed to
  * 8 pixels per channel and stored to the output rows, with the residual and the common
  * activations applied in registers (cpu_avx2.h); other activations run over the band after.
  *
@@ -22,24 +23,28 @@
 
 #include <string.h>
 
-/* Pixels per strip, output channels per step (two blocks of 8). */
+/* Pixels per strip, output channels per step (two blocks of 8), and the most floats of the
+ * zero-padded input columns an edge strip reads (48 KiB on the stack). */
 #define DCB_PX 6
 #define DCB_OC 16
+#define DCB_EDGE_FLOATS 12288
 
 int cpu_conv_dcb_prepare(conv_params *p)
 {
     p->dcb = 0;
+    /* 1x1 convs stay GEMMs on the input as it is: measured faster (OpenBLAS) on MobileNet's
+     * pointwise shapes, from 16 -> 72 channels on 56x56 to 576 -> 96 on 7x7. */
     if (p->group != 1 || p->kd != 1 || p->d != 1 || p->od != 1 || p->pointwise || p->ow < 1 ||
         p->c < 1)
         return 0;
-    /* Few output channels, or few taps with not too many output channels: there the GEMM's
-     * shape is poor (measured against im2col + GEMM on this code's stems and FPN convs). */
-    const int few_out = p->m <= 32 && p->kc >= 9;
-    const int few_taps = p->kc <= 32 && p->m <= 64;
-    /* Rows long enough that most pixels take the 6-pixel strips, not the one-pixel path. */
-    if (p->ow < 16)
+    /* Rows of at least 8 pixels (on shorter ones im2col + GEMM wins); an edge strip's padded
+     * input columns fit its buffer. Up to 128 output channels: measured faster than im2col +
+     * GEMM on one thread from 3 -> 16 stems and 48 -> 16 FPN convs (where that GEMM is worst,
+     * 2x) to 96 -> 96 on 28x28 (10%); wider outputs are left to the GEMM's blocking. */
+    const int64_t ecols = (DCB_PX - 1) * p->sw + (p->kw - 1) * p->dw + 1;
+    if (p->ow < 8 || p->c * p->kh * ecols > DCB_EDGE_FLOATS)
         return 0;
-    if (!(few_out || few_taps) || !cpu_avx2_ok())
+    if (p->m > 128 || !cpu_avx2_ok())
         return 0;
     p->dcb = 1;
     return 1;
@@ -62,73 +67,23 @@ typedef struct dcb_ctx {
     int64_t lo, hi; /* output columns whose taps all read inside the input row */
 } dcb_ctx;
 
-/* The output channels [oc0, oc0 + on) of pixel (oh, o), from the 16 sums in A0 | A1, with the
- * residual and the register activation when ACT; Y and Z point at channel oc0's plane. */
-CPU_AVX2 static void dcb_store_pixel(const conv_params *p, __m256 a0, __m256 a1, int64_t on,
-                                     int64_t at, float *y, const float *z, int act)
-{
-    float v[DCB_OC];
-    if (act) {
-        if (z) {
-            float zz[DCB_OC] = {0};
-            for (int64_t l = 0; l < on; l++)
-                zz[l] = z[l * p->p + at];
-            a0 = _mm256_add_ps(a0, _mm256_loadu_ps(zz));
-            a1 = _mm256_add_ps(a1, _mm256_loadu_ps(zz + 8));
-        }
-        a0 = cpu_avx2_act(&p->ep, a0);
-        a1 = cpu_avx2_act(&p->ep, a1);
-    }
-    _mm256_storeu_ps(v, a0);
-    _mm256_storeu_ps(v + 8, a1);
-    for (int64_t l = 0; l < on; l++)
-        y[l * p->p + at] = v[l];
-}
-
-/* One pixel o of output row oh with bounds on every tap. */
-CPU_AVX2 static void dcb_pixel(const dcb_ctx *c, const float *xn, const float *wp, __m256 b0,
-                               __m256 b1, int64_t oh, int64_t o, int64_t on, float *y,
-                               const float *z, int act)
-{
-    const conv_params *p = c->p;
-    __m256 a0 = b0, a1 = b1;
-    for (int64_t ci = 0; ci < p->c; ci++)
-        for (int64_t ki = 0; ki < p->kh; ki++) {
-            const int64_t ih = oh * p->sh - p->pt + ki * p->dh;
-            if (ih < 0 || ih >= p->h)
-                continue;
-            const float *xr = xn + ci * p->in_sp + ih * p->w;
-            const float *wr = wp + (ci * p->kh + ki) * p->kw * DCB_OC;
-            for (int64_t kj = 0; kj < p->kw; kj++) {
-                const int64_t iw = o * p->sw - p->pl + kj * p->dw;
-                if (iw < 0 || iw >= p->w)
-                    continue;
-                const __m256 xv = _mm256_broadcast_ss(xr + iw);
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(wr + kj * DCB_OC), xv, a0);
-                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(wr + kj * DCB_OC + 8), xv, a1);
-            }
-        }
-    dcb_store_pixel(p, a0, a1, on, oh * p->ow + o, y, z, act);
-}
-
-/* DCB_PX interior pixels o0.. of output row oh: every tap reads inside the input row. The
- * 12 accumulators are named variables, not an array, so that they stay in registers. */
-CPU_AVX2 static void dcb_strip(const dcb_ctx *c, const float *xn, const float *wp, __m256 b0,
-                               __m256 b1, int64_t oh, int64_t o0, int64_t on, float *y,
+/* DCB_PX output pixels o0.. of output row oh. Input channel ci, kernel row ki (only those in
+ * [ki0, ki1), the rows inside the input), kernel column kj and pixel j read
+ * base[ci * cstride + ki * kstride + j * sw + kj * dw]. The 12 accumulators are named
+ * variables, not an array, so that they stay in registers. FULL: a whole 8-lane store stays
+ * inside the row (its two extra pixels are written again by a later strip). */
+CPU_AVX2 static void dcb_strip(const dcb_ctx *c, const float *base, int64_t cstride,
+                               int64_t kstride, int64_t ki0, int64_t ki1, const float *wp,
+                               __m256 b0, __m256 b1, int64_t at, int64_t on, float *y,
                                const float *z, int act, int full)
 {
     const conv_params *p = c->p;
     __m256 a0 = b0, a1 = b0, a2 = b0, a3 = b0, a4 = b0, a5 = b0;
     __m256 c0 = b1, c1 = b1, c2 = b1, c3 = b1, c4 = b1, c5 = b1;
-    const int64_t sw = p->sw, kw = p->kw, kh = p->kh, dw = p->dw, ch = p->c, in_sp = p->in_sp;
-    const int64_t h = p->h, wd = p->w, ih0 = oh * p->sh - p->pt, dh = p->dh;
-    const float *xbase = xn + o0 * sw - p->pl;
+    const int64_t sw = p->sw, kw = p->kw, kh = p->kh, dw = p->dw, ch = p->c;
     for (int64_t ci = 0; ci < ch; ci++)
-        for (int64_t ki = 0; ki < kh; ki++) {
-            const int64_t ih = ih0 + ki * dh;
-            if (ih < 0 || ih >= h)
-                continue;
-            const float *s = xbase + ci * in_sp + ih * wd;
+        for (int64_t ki = ki0; ki < ki1; ki++) {
+            const float *s = base + ci * cstride + ki * kstride;
             const float *wr = wp + (ci * kh + ki) * kw * DCB_OC;
             for (int64_t kj = 0; kj < kw; kj++, s += dw, wr += DCB_OC) {
                 const __m256 w0 = _mm256_loadu_ps(wr), w1 = _mm256_loadu_ps(wr + 8);
@@ -151,7 +106,6 @@ CPU_AVX2 static void dcb_strip(const dcb_ctx *c, const float *xn, const float *w
     __m256 t[2][8] = {{a0, a1, a2, a3, a4, a5, zero, zero}, {c0, c1, c2, c3, c4, c5, zero, zero}};
     cpu_avx2_transpose8(t[0]);
     cpu_avx2_transpose8(t[1]);
-    const int64_t at = oh * p->ow + o0;
     for (int64_t l = 0; l < on; l++) {
         __m256 v = t[l >> 3][l & 7];
         const int64_t off = l * p->p + at;
@@ -169,6 +123,8 @@ CPU_AVX2 static void dcb_task(void *arg, size_t t0, size_t t1)
     const dcb_ctx *c = arg;
     const conv_params *p = c->p;
     const int act = cpu_avx2_act_ok(p->ep.act);
+    const int64_t ecols = (DCB_PX - 1) * p->sw + (p->kw - 1) * p->dw + 1;
+    float edge[DCB_EDGE_FLOATS];
     for (size_t t = t0; t < t1; t++) {
         const int64_t band = (int64_t)t % c->bands, item = (int64_t)t / c->bands;
         const int64_t n = item / c->pairs, pair = item % c->pairs, oc0 = pair * DCB_OC;
@@ -181,15 +137,43 @@ CPU_AVX2 static void dcb_task(void *arg, size_t t0, size_t t1)
         float *y = c->y + (n * p->m + oc0) * p->p;
         const float *z = c->z ? c->z + (n * p->m + oc0) * p->p : NULL;
         for (int64_t oh = oh0; oh < oh1; oh++) {
-            int64_t o = 0;
-            for (; o < c->lo; o++)
-                dcb_pixel(c, xn, wp, b0, b1, oh, o, on, y, z, act);
-            for (; o + DCB_PX <= c->hi; o += DCB_PX)
-                /* A whole 8-lane store stays in this row when 8 columns remain in it; the two
-                 * extra pixels are written again by what comes next. */
-                dcb_strip(c, xn, wp, b0, b1, oh, o, on, y, z, act, o + 8 <= p->ow);
-            for (; o < p->ow; o++)
-                dcb_pixel(c, xn, wp, b0, b1, oh, o, on, y, z, act);
+            /* Kernel rows [ki0, ki1) read inside the input. */
+            const int64_t ih0 = oh * p->sh - p->pt;
+            int64_t ki0 = 0, ki1 = p->kh;
+            while (ki0 < ki1 && ih0 + ki0 * p->dh < 0)
+                ki0++;
+            while (ki1 > ki0 && ih0 + (ki1 - 1) * p->dh >= p->h)
+                ki1--;
+            const int64_t nk = ki1 - ki0;
+            /* Strips of 6 from the left; the last one ends at the row's end (overlapping the
+             * one before when 6 does not divide the row). */
+            for (int64_t o0 = 0;; o0 += DCB_PX) {
+                if (o0 + DCB_PX > p->ow)
+                    o0 = p->ow - DCB_PX;
+                const int64_t at = oh * p->ow + o0;
+                const int full = o0 + 8 <= p->ow;
+                if (o0 >= c->lo && o0 + DCB_PX <= c->hi) {
+                    dcb_strip(c, xn + ih0 * p->w + o0 * p->sw - p->pl, p->in_sp, p->dh * p->w,
+                              ki0, ki1, wp, b0, b1, at, on, y, z, act, full);
+                } else {
+                    /* Taps leave the input: the columns this strip reads, zero outside the
+                     * input, as [ci][ki - ki0][ecols]. */
+                    const int64_t iw0 = o0 * p->sw - p->pl;
+                    for (int64_t ci = 0; ci < p->c; ci++)
+                        for (int64_t k = 0; k < nk; k++) {
+                            const float *xr = xn + ci * p->in_sp + (ih0 + (ki0 + k) * p->dh) * p->w;
+                            float *e = edge + (ci * nk + k) * ecols;
+                            for (int64_t q = 0; q < ecols; q++) {
+                                const int64_t iw = iw0 + q;
+                                e[q] = iw >= 0 && iw < p->w ? xr[iw] : 0.0f;
+                            }
+                        }
+                    dcb_strip(c, edge - ki0 * ecols, nk * ecols, ecols, ki0, ki1, wp, b0, b1,
+                              at, on, y, z, act, full);
+                }
+                if (o0 + DCB_PX >= p->ow)
+                    break;
+            }
         }
         if (!act) {
             const size_t len = (size_t)((oh1 - oh0) * p->ow);
