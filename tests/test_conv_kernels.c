@@ -252,6 +252,12 @@ static void test_pointwise_matches_naive(void)
         CASE(1, 24, 7, 9, 40, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1),      /* GEMM on the input */
         CASE(3, 17, 5, 5, 33, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0),      /* batch, odd sizes */
         CASE(1, 64, 14, 14, 96, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1),    /* split over the pool */
+        /* register-tiled pointwise (kernels_conv_pointwise.c, 24 to 320 input channels): pixel
+         * tails, output channels not a multiple of 6 (and 1), several 48-row chunks, a batch */
+        CASE(2, 24, 7, 7, 13, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1),      /* 49 pixels, M 13 */
+        CASE(1, 40, 3, 7, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1),       /* 21 pixels, M 1 */
+        CASE(3, 30, 4, 5, 100, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0),     /* M 100, batch 3 */
+        CASE(1, 320, 4, 4, 50, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1),     /* K 320, 16 pixels */
         CASE(1, 8, 9, 9, 12, 1, 1, 2, 2, 1, 1, 1, 0, 0, 0, 0, 1),       /* 1x1 stride 2: im2col */
         CASE(1, 8, 6, 6, 12, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1),       /* 1x1 padded: im2col */
     };

@@ -41,6 +41,8 @@ typedef struct conv_params {
     int64_t dwb_band;
     /* direct conv with output channels in the lanes (kernels_conv_direct_blocked.c) */
     int dcb;
+    /* pointwise as a register-tiled GEMM on the input (kernels_conv_pointwise.c) */
+    int pw;
 } conv_params;
 
 /* Whether the depthwise kernel takes P (set by kernels_conv.c's prepare once the shape is
@@ -84,5 +86,17 @@ size_t cpu_conv_dcb_scratch(const conv_params *p);
  * accepted P. */
 void cpu_conv_dcb_run(const conv_params *p, const float *x, const float *w, const float *bias,
                       const float *z, float *y, float *scratch, cpu_pool *pool);
+
+/* Whether the register-tiled pointwise kernel takes P (set by kernels_conv.c's prepare): a
+ * pointwise conv (1x1, stride 1, unpadded) with one group, 24 to 320 input channels, at least
+ * 16 pixels per plane, an activation cpu_avx2.h applies in registers, on a CPU with AVX2 and FMA (and LOOM_CPU_NO_AVX2
+ * unset). Sets P->pw. */
+int cpu_conv_pw_prepare(conv_params *p);
+
+/* Runs the pointwise conv of P: Y = act(W X + bias + Z) (BIAS and Z may be NULL), split over the
+ * pool by (image, 16-pixel panel, 48 output channels); no scratch. Only after
+ * cpu_conv_pw_prepare accepted P. */
+void cpu_conv_pw_run(const conv_params *p, const float *x, const float *w, const float *bias,
+                     const float *z, float *y, cpu_pool *pool);
 
 #endif /* LOOM_CPU_CONV_H */

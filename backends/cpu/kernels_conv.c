@@ -334,6 +334,10 @@ static loom_status conv_run(const cpu_kernel *k, const loom_exec_args *args, cpu
         return LOOM_OK;
     unsigned threads = cpu_pool_threads(pool);
     double item_macs = (double)p->mg * (double)p->kc * (double)p->p;
+    if (p->pw) {
+        cpu_conv_pw_run(p, x.x, x.w, x.bias, x.z, x.y, pool);
+        return LOOM_OK;
+    }
     if (p->dcb) {
         cpu_conv_dcb_run(p, x.x, x.w, x.bias, x.z, x.y, x.scratch, pool);
         return LOOM_OK;
@@ -502,6 +506,8 @@ static loom_status conv_prepare(const loom_node_desc *node, cpu_kernel *k, char 
     /* Direct with output channels in the lanes where the GEMM's shape is poor. */
     if (s < 3 && !p->dwb_band && cpu_conv_dcb_prepare(p))
         p->direct = p->depthwise = 0;
+    /* Pointwise: the register-tiled kernel on the input as it is (no scratch either way). */
+    cpu_conv_pw_prepare(p);
     size_t col_bytes = (size_t)(p->kc * p->p) * sizeof(float);
     k->scratch_bytes = 0;
     if (!p->pointwise && !p->direct && !p->dwb_band && !p->dcb && col_bytes > 0) {
