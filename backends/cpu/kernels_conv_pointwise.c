@@ -82,7 +82,18 @@ CPU_AVX2 static void pw_tile(const pw_ctx *c, int64_t n, int64_t oc0, int64_t mr
         a5 = _mm256_fmadd_ps(wv, x0, a5);                                                         \
         b5 = _mm256_fmadd_ps(wv, x1, b5);                                                         \
     }
-    if (np == PW_NR) {
+    if (np <= PW_NR / 2) {
+        /* A tail of at most 8 pixels: one vector, half the FMAs (b* stay zero). */
+        for (int64_t k = 0; k < K; k++) {
+            const __m256 x0 = cpu_avx2_load_n(xp + k * P, np);
+            a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w0 + k), x0, a0);
+            a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(w1 + k), x0, a1);
+            a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(w2 + k), x0, a2);
+            a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(w3 + k), x0, a3);
+            a4 = _mm256_fmadd_ps(_mm256_broadcast_ss(w4 + k), x0, a4);
+            a5 = _mm256_fmadd_ps(_mm256_broadcast_ss(w5 + k), x0, a5);
+        }
+    } else if (np == PW_NR) {
         for (int64_t k = 0; k < K; k++) {
             const __m256 x0 = _mm256_loadu_ps(xp + k * P), x1 = _mm256_loadu_ps(xp + k * P + 8);
             PW_STEP(k)
