@@ -1315,12 +1315,12 @@ static void test_gemm_transpose_flags_with_alpha_beta(void)
         }
 }
 
-/* 2 to 8 rows (cpu_gemm_small.c on AVX2 machines): both B layouts, K and N tails, alpha and
- * beta, batched MatMul. */
+/* 2 to 48 rows (cpu_gemm_small.c on AVX2 machines takes those with B transposed): both B
+ * layouts, K and N tails, alpha and beta, batched MatMul. */
 static void test_small_m_gemm_and_matmul_match_naive(void)
 {
-    static const int64_t ms[] = {2, 3, 5, 8}, ks[] = {32, 37, 100}, ns[] = {8, 9, 33, 100};
-    for (size_t i = 0; i < 4; i++)
+    static const int64_t ms[] = {2, 5, 8, 21, 48}, ks[] = {32, 37, 100}, ns[] = {8, 9, 33, 100};
+    for (size_t i = 0; i < 5; i++)
         for (size_t j = 0; j < 3; j++)
             for (int tb = 0; tb < 2; tb++) {
                 const int64_t M = ms[i], K = ks[j], N = ns[(i + j) % 4];

@@ -38,7 +38,7 @@ int64_t cpu_gemm_block_start(int64_t extent, size_t nb, size_t b);
 void cpu_gemm_block(const cpu_gemm *g, const float *a, const float *b, float *c, int64_t lo,
                     int64_t hi, float beta);
 
-/* Whether cpu_gemm_small takes an M x N block of G (cpu_gemm_small.c): 2 to 8 rows, A not
+/* Whether cpu_gemm_small takes an M x N block of G (cpu_gemm_small.c): 2 to 48 rows, A not
  * transposed, B transposed, N >= 8, K >= 32, on a CPU with AVX2 and FMA (and LOOM_CPU_NO_AVX2
  * unset). */
 int cpu_gemm_small_ok(const cpu_gemm *g, int64_t m, int64_t n);
