@@ -287,6 +287,13 @@ static void test_grouped_and_im2col_match_naive(void)
         CASE(1, 48, 12, 23, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1),    /* FPN-like, M 16 */
         CASE(1, 9, 10, 9, 100, 3, 3, 1, 1, 1, 1, 1, 2, 2, 2, 2, 1),     /* M 100, wide pads */
         CASE(1, 3, 12, 20, 16, 7, 7, 1, 1, 1, 1, 1, 3, 3, 3, 3, 1),     /* 7x7 taps */
+        /* its padded mode (rows under 16 pixels): strips across rows, planes under one strip,
+         * several bands, an input smaller than the kernel, 1-D */
+        CASE(2, 32, 8, 8, 40, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1),      /* 8x8 -> 4x4 */
+        CASE(1, 64, 12, 12, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1),    /* 2 bands */
+        CASE(1, 4, 2, 3, 9, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1),        /* 2x3 plane */
+        CASE(1, 5, 1, 9, 18, 1, 3, 1, 2, 1, 1, 1, 0, 1, 0, 1, 1, 1),    /* 1-D, 5 pixels */
+        CASE(1, 6, 9, 7, 12, 3, 3, 1, 1, 2, 2, 1, 2, 2, 2, 2, 0),       /* dilated, 7 wide */
     };
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
         check_all(&cs[i]);

@@ -41,6 +41,7 @@ typedef struct conv_params {
     int64_t dwb_band;
     /* direct conv with output channels in the lanes (kernels_conv_direct_blocked.c) */
     int dcb;
+    int64_t dcb_band; /* its padded mode's most output rows per band; 0: row mode */
     /* pointwise as a register-tiled GEMM on the input (kernels_conv_pointwise.c) */
     int pw;
 } conv_params;
