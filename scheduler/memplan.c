@@ -10,11 +10,40 @@
  *
  * Allocation walks the nodes in order with a best-fit free list (coalescing on free), the
  * classic scheme of static planners; a tensor is freed right after its last reader.
+ *
+ * Views: the output of a Reshape, Flatten, Squeeze or Unsqueeze run by the built-in CPU backend
+ * (the same bytes in the same order) takes its input's bytes instead of bytes of its own when
+ * both are intermediates of that device read by no other worker and the node has no fallback;
+ * the input then lives until the view's last reader, and the CPU kernel, seeing its output at
+ * its input, does nothing. BERT-base has 48 such Reshapes of [128, 768] per run. LOOM_VIEWS=0
+ * turns it off.
  */
 #include "sched_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
+
+/* Whether node N's output may take its input's bytes (see the header): returns the input
+ * tensor, or -1. */
+static int32_t view_source(const loom_plan *plan, const plan_node *n, const uint8_t *pinned)
+{
+    if (n->op != LOOM_OP_RESHAPE && n->op != LOOM_OP_FLATTEN && n->op != LOOM_OP_SQUEEZE &&
+        n->op != LOOM_OP_UNSQUEEZE)
+        return -1;
+    /* Device 0 is the built-in CPU backend's (runtime.c adds it first), whose kernels for these
+     * ops do nothing when their output is their input. */
+    if (n->n_in < 1 || n->n_out != 1 || n->fb_kernel ||
+        plan->rt->devices[n->device].backend != plan->rt->devices[0].backend)
+        return -1;
+    const int32_t ti = plan->io[n->io_first], to = plan->io[n->io_first + n->n_in];
+    if (ti < 0 || to < 0 || pinned[ti] || pinned[to])
+        return -1;
+    const plan_tensor *in = &plan->tensors[ti], *out = &plan->tensors[to];
+    if (in->kind != PLAN_T_INTERMEDIATE || out->kind != PLAN_T_INTERMEDIATE ||
+        in->device != n->device || out->device != n->device || in->bytes != out->bytes)
+        return -1;
+    return ti;
+}
 
 #define ARENA_ALIGN 64
 
@@ -104,8 +133,9 @@ loom_status plan_memory_plan(loom_plan *plan)
     int32_t *free_head = malloc((nn + 1) * sizeof *free_head);
     int32_t *next_free = malloc((nt + 1) * sizeof *next_free);
     uint8_t *pinned = calloc(nt + 1, 1);
+    int32_t *root = malloc((nt + 1) * sizeof *root), *end = malloc((nt + 1) * sizeof *end);
     loom_status st = LOOM_OK;
-    if (!arenas || !free_head || !next_free || !pinned) {
+    if (!arenas || !free_head || !next_free || !pinned || !root || !end) {
         st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory planning memory");
         goto done;
     }
@@ -123,13 +153,33 @@ loom_status plan_memory_plan(loom_plan *plan)
                 pinned[t] = 1;
         }
     }
+    /* Views: root[t] is the tensor whose bytes t uses (t itself when it has its own), end[r] the
+     * last position any tensor on root r is used. Producers come before readers in plan order,
+     * so a view's input already has its root. */
+    const char *views_env = getenv("LOOM_VIEWS");
+    const int views = !(views_env && strcmp(views_env, "0") == 0);
+    for (uint32_t t = 0; t < nt; t++) {
+        const plan_tensor *pt = &plan->tensors[t];
+        root[t] = (int32_t)t;
+        end[t] = pt->last_use >= 0 ? pt->last_use : pt->producer;
+    }
+    for (uint32_t p = 0; views && p < nn; p++) {
+        const plan_node *n = &plan->nodes[p];
+        const int32_t src = view_source(plan, n, pinned);
+        if (src < 0)
+            continue;
+        const int32_t to = plan->io[n->io_first + n->n_in], r = root[src];
+        root[to] = r;
+        if (end[to] > end[r])
+            end[r] = end[to];
+    }
     for (uint32_t t = 0; t < nt; t++) {
         const plan_tensor *pt = &plan->tensors[t];
         next_free[t] = -1;
-        if (pt->kind != PLAN_T_INTERMEDIATE || pinned[t])
+        if (pt->kind != PLAN_T_INTERMEDIATE || pinned[t] || root[t] != (int32_t)t)
             continue;
         /* A value nobody reads (an unused extra output) dies with its producer. */
-        int32_t at = pt->last_use >= 0 ? pt->last_use : pt->producer;
+        int32_t at = end[t];
         if (at < 0)
             continue;
         next_free[t] = free_head[at];
@@ -154,6 +204,10 @@ loom_status plan_memory_plan(loom_plan *plan)
             plan_tensor *t = &plan->tensors[ti];
             if (t->kind != PLAN_T_INTERMEDIATE || pinned[ti])
                 continue;
+            if (root[ti] != ti) {
+                t->offset = plan->tensors[root[ti]].offset;
+                continue;
+            }
             arena_alloc(&arenas[plan->dev_slot[t->device]], t->bytes, &t->offset);
             plan->unshared_bytes += align_up(t->bytes ? t->bytes : 1);
         }
@@ -191,5 +245,7 @@ done:
     free(free_head);
     free(next_free);
     free(pinned);
+    free(root);
+    free(end);
     return st;
 }

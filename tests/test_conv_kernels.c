@@ -230,6 +230,17 @@ static void test_depthwise_matches_naive(void)
         CASE(1, 4, 1, 33, 4, 1, 5, 1, 2, 1, 1, 4, 0, 2, 0, 1, 1, 1),    /* 1-D */
         CASE(1, 2, 70, 75, 2, 3, 3, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1),      /* big plane: by rows */
         CASE(1, 3, 67, 90, 3, 5, 5, 2, 2, 1, 1, 3, 2, 2, 2, 2, 1),      /* big, 5x5 stride 2 */
+        /* channel blocks of 8 (kernels_conv_depthwise_blocked.c): a partial last block, planes
+         * of 7 and 14 columns, 7x7 taps (more than the row kernel takes), bands of rows on a
+         * wide plane, few items split into bands, the batch, 1-D */
+        CASE(2, 13, 7, 7, 13, 5, 5, 1, 1, 1, 1, 13, 2, 2, 2, 2, 1),     /* 13 channels, 7x7 */
+        CASE(1, 24, 14, 14, 24, 3, 3, 2, 2, 1, 1, 24, 1, 1, 1, 1, 1),   /* stride 2, 14 -> 7 */
+        CASE(1, 16, 11, 12, 16, 7, 7, 1, 1, 1, 1, 16, 3, 3, 3, 3, 1),   /* 7x7 taps */
+        CASE(1, 9, 9, 10, 9, 7, 7, 2, 1, 1, 2, 9, 3, 6, 2, 5, 0),       /* 7x7 dilated, asym */
+        CASE(1, 8, 40, 300, 8, 3, 3, 1, 1, 1, 1, 8, 1, 1, 1, 1, 1),     /* wide: many bands */
+        CASE(1, 8, 33, 161, 8, 5, 5, 2, 2, 1, 1, 8, 2, 2, 2, 2, 1),     /* wide, stride 2 */
+        CASE(3, 17, 5, 6, 17, 3, 3, 1, 1, 1, 1, 17, 0, 0, 0, 0, 1),     /* no padding */
+        CASE(1, 10, 1, 41, 10, 1, 7, 1, 3, 1, 1, 10, 0, 3, 0, 2, 1, 1), /* 1-D, stride 3 */
     };
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
         check_all(&cs[i]);
@@ -241,6 +252,12 @@ static void test_pointwise_matches_naive(void)
         CASE(1, 24, 7, 9, 40, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1),      /* GEMM on the input */
         CASE(3, 17, 5, 5, 33, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0),      /* batch, odd sizes */
         CASE(1, 64, 14, 14, 96, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1),    /* split over the pool */
+        /* register-tiled pointwise (kernels_conv_pointwise.c, 24 to 320 input channels): pixel
+         * tails, output channels not a multiple of 6 (and 1), several 48-row chunks, a batch */
+        CASE(2, 24, 7, 7, 13, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1),      /* 49 pixels, M 13 */
+        CASE(1, 40, 3, 7, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1),       /* 21 pixels, M 1 */
+        CASE(3, 30, 4, 5, 100, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0),     /* M 100, batch 3 */
+        CASE(1, 320, 4, 4, 50, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1),     /* K 320, 16 pixels */
         CASE(1, 8, 9, 9, 12, 1, 1, 2, 2, 1, 1, 1, 0, 0, 0, 0, 1),       /* 1x1 stride 2: im2col */
         CASE(1, 8, 6, 6, 12, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1),       /* 1x1 padded: im2col */
     };
@@ -258,6 +275,25 @@ static void test_grouped_and_im2col_match_naive(void)
         CASE(2, 32, 9, 9, 64, 3, 3, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1),      /* large groups: GEMM */
         CASE(1, 16, 40, 40, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1),    /* by columns */
         CASE(1, 64, 6, 6, 128, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1),     /* by output channels */
+        /* direct with output channels in the lanes (kernels_conv_direct_blocked.c; "odd
+         * everything" and "by columns" above take it too): 16 and a partial pair of output
+         * channels, strides, dilations, asymmetric, wide and no padding, rows that 6 does not
+         * divide, 1-D */
+        CASE(2, 3, 20, 37, 20, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1),     /* M 20, stride 2 */
+        CASE(1, 7, 9, 40, 13, 5, 3, 1, 2, 2, 1, 1, 2, 1, 3, 0, 0),      /* dilated rows, asym */
+        CASE(1, 5, 6, 50, 32, 3, 5, 1, 1, 1, 2, 1, 1, 4, 1, 4, 1),      /* dilated columns */
+        CASE(1, 2, 5, 30, 8, 3, 3, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1),       /* no padding, M 8 */
+        CASE(1, 4, 1, 64, 24, 1, 7, 1, 1, 1, 1, 1, 0, 3, 0, 3, 1, 1),   /* 1-D */
+        CASE(1, 48, 12, 23, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1),    /* FPN-like, M 16 */
+        CASE(1, 9, 10, 9, 100, 3, 3, 1, 1, 1, 1, 1, 2, 2, 2, 2, 1),     /* M 100, wide pads */
+        CASE(1, 3, 12, 20, 16, 7, 7, 1, 1, 1, 1, 1, 3, 3, 3, 3, 1),     /* 7x7 taps */
+        /* its padded mode (rows under 16 pixels): strips across rows, planes under one strip,
+         * several bands, an input smaller than the kernel, 1-D */
+        CASE(2, 32, 8, 8, 40, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1),      /* 8x8 -> 4x4 */
+        CASE(1, 64, 12, 12, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1),    /* 2 bands */
+        CASE(1, 4, 2, 3, 9, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1),        /* 2x3 plane */
+        CASE(1, 5, 1, 9, 18, 1, 3, 1, 2, 1, 1, 1, 0, 1, 0, 1, 1, 1),    /* 1-D, 5 pixels */
+        CASE(1, 6, 9, 7, 12, 3, 3, 1, 1, 2, 2, 1, 2, 2, 2, 2, 0),       /* dilated, 7 wide */
     };
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
         check_all(&cs[i]);

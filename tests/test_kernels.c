@@ -1315,6 +1315,24 @@ static void test_gemm_transpose_flags_with_alpha_beta(void)
         }
 }
 
+/* 2 to 48 rows (cpu_gemm_small.c on AVX2 machines takes those with B transposed): both B
+ * layouts, K and N tails, alpha and beta, batched MatMul. */
+static void test_small_m_gemm_and_matmul_match_naive(void)
+{
+    static const int64_t ms[] = {2, 5, 8, 21, 48}, ks[] = {32, 37, 100}, ns[] = {8, 9, 33, 100};
+    for (size_t i = 0; i < 5; i++)
+        for (size_t j = 0; j < 3; j++)
+            for (int tb = 0; tb < 2; tb++) {
+                const int64_t M = ms[i], K = ks[j], N = ns[(i + j) % 4];
+                gemm_case(M, K, N, 0, tb, 1.0f, 1.0f, SHP(N), 1, 1, 0, __LINE__);
+                gemm_case(M, K, N, 0, tb, -0.75f, 0.5f, SHP(M, N), 1, 0, 1, __LINE__);
+                gemm_case(M, K, N, 0, tb, 2.0f, 0.0f, SCALAR, 0, 0, 0, __LINE__);
+            }
+    matmul_case(SHP(4, 64), SHP(64, 40), SHP(4, 40), 1, 0, __LINE__);
+    matmul_case(SHP(2, 3, 50), SHP(2, 50, 17), SHP(2, 3, 17), 0, 1, __LINE__);
+    matmul_case(SHP(7, 1024), SHP(1024, 1000), SHP(7, 1000), 1, 0, __LINE__);
+}
+
 static void test_gemm_c_broadcasts_as_row_column_and_scalar(void)
 {
     gemm_case(7, 13, 5, 0, 0, 1.0f, 1.0f, SHP(5), 1, 0, 0, __LINE__);     /* [N] */
@@ -4177,6 +4195,7 @@ static const test_entry linalg_tests[] = {
     T(test_matmul_empty_dims_give_empty_or_zero_output),
     T(test_gemm_transpose_flags_with_alpha_beta),
     T(test_gemm_c_broadcasts_as_row_column_and_scalar),
+    T(test_small_m_gemm_and_matmul_match_naive),
     T(test_gemm_without_c_and_with_onnx_default_attributes),
     T(test_gemm_empty_m_and_zero_k),
     T(test_conv2d_pads_strides_and_bias),

@@ -239,6 +239,53 @@ static void test_chain_memory_plan_reuses_two_buffers(void)
     loom_graph_destroy(g);
 }
 
+/* y = Reshape(Relu(x)) + Reshape(Neg(x)): the CPU's Reshapes take their inputs' bytes
+ * (scheduler/memplan.c), so Relu's output must live until the Add although its only direct
+ * reader is the first Reshape; Neg's output must get other bytes. Numbers, and a smaller peak
+ * than with LOOM_VIEWS=0. */
+static size_t views_case(void)
+{
+    loom_graph *g = loom_graph_create("views");
+    const int64_t xd[2] = {4, 6}, flat[1] = {24};
+    loom_value x = loom_input(g, "x", LOOM_DTYPE_F32, 2, xd);
+    loom_value b = loom_reshape(g, loom_relu(g, x), 1, flat);
+    loom_value e = loom_reshape(g, loom_neg(g, x), 1, flat);
+    loom_output(g, loom_add(g, b, e), "y");
+    CU_ASSERT_EQUAL_FATAL(loom_graph_check(g), LOOM_OK);
+    loom_plan_options o = {.struct_size = sizeof o, .device = "cpu:0"};
+    loom_plan *p;
+    CU_ASSERT_EQUAL_FATAL(loom_plan_create(rt, g, &o, &p), LOOM_OK);
+    float xv[24], yv[24];
+    for (int i = 0; i < 24; i++)
+        xv[i] = (float)(i % 7) - 3.0f;
+    loom_tensor *tx, *ty;
+    loom_tensor_wrap(LOOM_DTYPE_F32, 2, xd, xv, &tx);
+    loom_tensor_wrap(LOOM_DTYPE_F32, 1, flat, yv, &ty);
+    for (int run = 0; run < 2; run++) {
+        memset(yv, 0, sizeof yv);
+        CU_ASSERT_EQUAL(loom_plan_run(p, (const loom_tensor *const *)&tx, 1, &ty, 1, NULL),
+                        LOOM_OK);
+        for (int i = 0; i < 24; i++)
+            CU_ASSERT_EQUAL(yv[i], (xv[i] > 0 ? xv[i] : 0.0f) - xv[i]);
+    }
+    const size_t peak = loom_plan_peak_bytes(p);
+    loom_tensor_destroy(tx);
+    loom_tensor_destroy(ty);
+    loom_plan_destroy(p);
+    loom_graph_destroy(g);
+    return peak;
+}
+
+static void test_reshape_views_share_bytes_and_keep_their_source_alive(void)
+{
+    const size_t with = views_case();
+    setenv("LOOM_VIEWS", "0", 1);
+    const size_t without = views_case();
+    unsetenv("LOOM_VIEWS");
+    CU_ASSERT(with < without);
+    CU_ASSERT_EQUAL(with, 2 * 128); /* Relu's and Neg's outputs, 96 bytes each, 64-aligned */
+}
+
 static void test_plan_outlives_graph_and_runs_correctly(void)
 {
     loom_graph *g = chain_graph(5, 7);
@@ -575,6 +622,8 @@ int main(int argc, char **argv)
 {
     static const test_entry tests[] = {
         {"check_rejects_graph_without_outputs", test_check_rejects_graph_without_outputs},
+        {"reshape_views_share_bytes_and_keep_their_source_alive",
+         test_reshape_views_share_bytes_and_keep_their_source_alive},
         {"check_names_unused_input", test_check_names_unused_input},
         {"check_names_dead_node", test_check_names_dead_node},
         {"check_detects_cycle_made_by_rewiring", test_check_detects_cycle_made_by_rewiring},

@@ -497,6 +497,36 @@ static loom_value c_conv_bias_relu(loom_graph *g, const loom_value *x)
     return loom_relu(g, loom_add(g, loom_conv(g, x[0], x[1], LOOM_NO_VALUE, &p), x[2]));
 }
 
+static loom_value c_hard_swish(loom_graph *g, loom_value v)
+{
+    loom_value y = LOOM_NO_VALUE;
+    loom_graph_op(g, "HardSwish", NULL, &v, 1, NULL, 0, &y, 1);
+    return y;
+}
+/* MobileNet's convolutions with their epilogues (each a kernel of its own on the CPU): a
+ * depthwise 5x5, a 1x1 with a residual, a 3x3/2 stem. */
+static loom_value c_dw_hswish(loom_graph *g, const loom_value *x)
+{
+    loom_window_params p = {0};
+    p.n_spatial = 2;
+    p.pads[0] = p.pads[1] = p.pads[2] = p.pads[3] = 2;
+    p.group = 13;
+    return c_hard_swish(g, loom_conv(g, x[0], x[1], x[2], &p));
+}
+static loom_value c_pw_residual_relu(loom_graph *g, const loom_value *x)
+{
+    loom_window_params p = {0};
+    return loom_relu(g, loom_add(g, loom_conv(g, x[0], x[1], x[2], &p), x[3]));
+}
+static loom_value c_stem_hswish(loom_graph *g, const loom_value *x)
+{
+    loom_window_params p = {0};
+    p.n_spatial = 2;
+    p.pads[0] = p.pads[1] = p.pads[2] = p.pads[3] = 1;
+    p.strides[0] = p.strides[1] = 2;
+    return c_hard_swish(g, loom_conv(g, x[0], x[1], x[2], &p));
+}
+
 /* Chains offered to claim(): the fusions backends commonly compile (epilogues of a matrix
  * product or convolution, a residual add into a normalisation, attention's scale and mask). */
 static const bt_chain chains[] = {
@@ -514,6 +544,14 @@ static const bt_chain chains[] = {
      {IN(F32, 4, 2, 4, 8, 8), W(F32, 2, 8, 8, 0, 0)}, c_scale_mask_softmax},
     {"Conv+Add(bias)+Relu", "[1,3,8,8]*[4,3,3,3]+[4,1,1]", 3,
      {IN(F32, 4, 1, 3, 8, 8), W(F32, 4, 4, 3, 3, 3), W(F32, 3, 4, 1, 1, 0)}, c_conv_bias_relu},
+    {"Conv(depthwise 5x5)+HardSwish", "[2,13,9,11]*[13,1,5,5]+[13]", 3,
+     {IN(F32, 4, 2, 13, 9, 11), W(F32, 4, 13, 1, 5, 5), W(F32, 1, 13, 0, 0, 0)}, c_dw_hswish},
+    {"Conv(1x1)+Add(residual)+Relu", "[2,24,5,7]*[20,24,1,1]+Z", 4,
+     {IN(F32, 4, 2, 24, 5, 7), W(F32, 4, 20, 24, 1, 1), W(F32, 1, 20, 0, 0, 0),
+      IN(F32, 4, 2, 20, 5, 7)},
+     c_pw_residual_relu},
+    {"Conv(3x3/2)+HardSwish", "[1,3,21,20]*[16,3,3,3]+[16]", 3,
+     {IN(F32, 4, 1, 3, 21, 20), W(F32, 4, 16, 3, 3, 3), W(F32, 1, 16, 0, 0, 0)}, c_stem_hswish},
 };
 
 static loom_value p_add_chain(loom_graph *g, const loom_value *x)

@@ -36,6 +36,14 @@ typedef struct conv_params {
     /* depthwise: output columns [lo[kj], hi[kj]) read inside the input row for tap kj, and the
      * interior [in_lo, in_hi) where every tap does */
     int64_t lo[CONV_DW_MAX_KW], hi[CONV_DW_MAX_KW], in_lo, in_hi;
+    /* channel-blocked depthwise (kernels_conv_depthwise_blocked.c): most output rows per band,
+     * 0 when that kernel does not take the conv */
+    int64_t dwb_band;
+    /* direct conv with output channels in the lanes (kernels_conv_direct_blocked.c) */
+    int dcb;
+    int64_t dcb_band; /* its padded mode's most output rows per band; 0: row mode */
+    /* pointwise as a register-tiled GEMM on the input (kernels_conv_pointwise.c) */
+    int pw;
 } conv_params;
 
 /* Whether the depthwise kernel takes P (set by kernels_conv.c's prepare once the shape is
@@ -46,6 +54,50 @@ int cpu_conv_dw_prepare(conv_params *p);
 /* Runs the depthwise conv of P: Y = act(conv(X, W) + bias + Z) (BIAS and Z may be NULL), split
  * over the pool by output planes. */
 void cpu_conv_dw_run(const conv_params *p, const float *x, const float *w, const float *bias,
+                     const float *z, float *y, cpu_pool *pool);
+
+/* Whether the channel-blocked depthwise kernel takes P (set by kernels_conv.c's prepare once
+ * the shape is known): a 1-D or 2-D conv with one input and one output channel per group, at
+ * most 64 taps, a CPU with AVX2 and FMA (and LOOM_CPU_NO_AVX2 unset), and a band of one output
+ * row fitting its buffer. Sets P->dwb_band (0 when not taken). */
+int cpu_conv_dwb_prepare(conv_params *p);
+
+/* Scratch bytes cpu_conv_dwb_run needs for P (its packed weights and biases). */
+size_t cpu_conv_dwb_scratch(const conv_params *p);
+
+/* Runs the depthwise conv of P with channels in the vector lanes: Y = act(conv(X, W) + bias +
+ * Z) (BIAS and Z may be NULL), split over the pool by (image, block of 8 channels, band of
+ * output rows). SCRATCH holds cpu_conv_dwb_scratch(P) bytes. Only after cpu_conv_dwb_prepare
+ * accepted P. */
+void cpu_conv_dwb_run(const conv_params *p, const float *x, const float *w, const float *bias,
+                      const float *z, float *y, float *scratch, cpu_pool *pool);
+
+/* Whether the direct conv with output channels in the vector lanes takes P (set by
+ * kernels_conv.c's prepare): a 1-D or 2-D conv with one group, not pointwise, at most 128 output
+ * channels, rows of 8 or more output pixels, on a CPU with AVX2 and FMA (and LOOM_CPU_NO_AVX2
+ * unset). Sets P->dcb. */
+int cpu_conv_dcb_prepare(conv_params *p);
+
+/* Scratch bytes cpu_conv_dcb_run needs for P (its packed weights and biases). */
+size_t cpu_conv_dcb_scratch(const conv_params *p);
+
+/* Runs the conv of P directly, 16 output channels by 6 pixels per step: Y = act(conv(X, W) +
+ * bias + Z) (BIAS and Z may be NULL), split over the pool by (image, 16 output channels, band of
+ * output rows). SCRATCH holds cpu_conv_dcb_scratch(P) bytes. Only after cpu_conv_dcb_prepare
+ * accepted P. */
+void cpu_conv_dcb_run(const conv_params *p, const float *x, const float *w, const float *bias,
+                      const float *z, float *y, float *scratch, cpu_pool *pool);
+
+/* Whether the register-tiled pointwise kernel takes P (set by kernels_conv.c's prepare): a
+ * pointwise conv (1x1, stride 1, unpadded) with one group, 24 to 320 input channels, at least
+ * 16 pixels per plane, an activation cpu_avx2.h applies in registers, on a CPU with AVX2 and FMA (and LOOM_CPU_NO_AVX2
+ * unset). Sets P->pw. */
+int cpu_conv_pw_prepare(conv_params *p);
+
+/* Runs the pointwise conv of P: Y = act(W X + bias + Z) (BIAS and Z may be NULL), split over the
+ * pool by (image, 16-pixel panel, 48 output channels); no scratch. Only after
+ * cpu_conv_pw_prepare accepted P. */
+void cpu_conv_pw_run(const conv_params *p, const float *x, const float *w, const float *bias,
                      const float *z, float *y, cpu_pool *pool);
 
 #endif /* LOOM_CPU_CONV_H */

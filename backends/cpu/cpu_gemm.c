@@ -76,6 +76,10 @@ void cpu_gemm_block(const cpu_gemm *g, const float *a, const float *b, float *c,
                 c[i * g->ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * g->ldc + j];
         return;
     }
+    if (cpu_gemm_small_ok(g, m, n)) {
+        cpu_gemm_small(g, m, n, a, b, c, beta);
+        return;
+    }
     if ((m == 1 || n == 1) && beta == 0.0f) {
         /* Some OpenBLAS versions scale y by beta in sgemv, and 0 * NaN garbage stays NaN. */
         for (int64_t i = 0; i < m; i++)

@@ -38,4 +38,14 @@ int64_t cpu_gemm_block_start(int64_t extent, size_t nb, size_t b);
 void cpu_gemm_block(const cpu_gemm *g, const float *a, const float *b, float *c, int64_t lo,
                     int64_t hi, float beta);
 
+/* Whether cpu_gemm_small takes an M x N block of G (cpu_gemm_small.c): 2 to 48 rows, A not
+ * transposed, B transposed, N >= 8, K >= 32, on a CPU with AVX2 and FMA (and LOOM_CPU_NO_AVX2
+ * unset). */
+int cpu_gemm_small_ok(const cpu_gemm *g, int64_t m, int64_t n);
+
+/* C = alpha*A*B^T + beta*C for an M x N block of G (A, B, C already offset to it; C not read
+ * when BETA is 0), single-threaded, without packing B. Only when cpu_gemm_small_ok. */
+void cpu_gemm_small(const cpu_gemm *g, int64_t m, int64_t n, const float *a, const float *b,
+                    float *c, float beta);
+
 #endif /* LOOM_CPU_GEMM_H */

@@ -334,6 +334,18 @@ static loom_status conv_run(const cpu_kernel *k, const loom_exec_args *args, cpu
         return LOOM_OK;
     unsigned threads = cpu_pool_threads(pool);
     double item_macs = (double)p->mg * (double)p->kc * (double)p->p;
+    if (p->pw) {
+        cpu_conv_pw_run(p, x.x, x.w, x.bias, x.z, x.y, pool);
+        return LOOM_OK;
+    }
+    if (p->dcb) {
+        cpu_conv_dcb_run(p, x.x, x.w, x.bias, x.z, x.y, x.scratch, pool);
+        return LOOM_OK;
+    }
+    if (p->dwb_band > 0) {
+        cpu_conv_dwb_run(p, x.x, x.w, x.bias, x.z, x.y, x.scratch, pool);
+        return LOOM_OK;
+    }
     if (p->depthwise) {
         cpu_conv_dw_run(p, x.x, x.w, x.bias, x.z, x.y, pool);
         return LOOM_OK;
@@ -488,9 +500,17 @@ static loom_status conv_prepare(const loom_node_desc *node, cpu_kernel *k, char 
                    p->sw == 1 && no_pad && p->od == p->d && p->oh == p->h && p->ow == p->w;
     p->direct = p->group > 1 && p->kc <= CONV_DIRECT_MAX_TAPS && !p->pointwise && s < 3;
     p->depthwise = p->direct && cpu_conv_dw_prepare(p);
+    /* The channel-blocked depthwise kernel, where the CPU has it, for more taps too. */
+    if (!p->pointwise && s < 3 && cpu_conv_dwb_prepare(p))
+        p->direct = p->depthwise = 0;
+    /* Direct with output channels in the lanes where the GEMM's shape is poor. */
+    if (s < 3 && !p->dwb_band && cpu_conv_dcb_prepare(p))
+        p->direct = p->depthwise = 0;
+    /* Pointwise: the register-tiled kernel on the input as it is (no scratch either way). */
+    cpu_conv_pw_prepare(p);
     size_t col_bytes = (size_t)(p->kc * p->p) * sizeof(float);
     k->scratch_bytes = 0;
-    if (!p->pointwise && !p->direct && col_bytes > 0) {
+    if (!p->pointwise && !p->direct && !p->dwb_band && !p->dcb && col_bytes > 0) {
         size_t items = (size_t)(p->n * p->group);
         size_t nbuf = CONV_COL_BUDGET / col_bytes;
         if (nbuf > CONV_COL_MAX_BUFFERS)
@@ -502,6 +522,10 @@ static loom_status conv_prepare(const loom_node_desc *node, cpu_kernel *k, char 
         p->n_buffers = nbuf;
         k->scratch_bytes = nbuf * col_bytes;
     }
+    if (p->dwb_band)
+        k->scratch_bytes = cpu_conv_dwb_scratch(p);
+    if (p->dcb)
+        k->scratch_bytes = cpu_conv_dcb_scratch(p);
     k->params = p;
     k->run = conv_run;
     return LOOM_OK;
