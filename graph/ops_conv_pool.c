@@ -391,7 +391,7 @@ static loom_status infer_max_unpool(loom_infer_ctx *ctx)
     static const char *const names[] = {"kernel_shape", "pads", "strides", NULL};
     static const loom_attr_kind kinds[] = {LOOM_ATTR_INTS, LOOM_ATTR_INTS, LOOM_ATTR_INTS};
     loom_status st;
-    uint32_t s;
+    uint32_t s = 0;
     if ((st = loom_infer_check_attrs(ctx, names, kinds)) != LOOM_OK ||
         (st = window_input(ctx, &s)) != LOOM_OK ||
         (st = loom_ops_require(ctx, 1, "I")) != LOOM_OK ||

@@ -47,6 +47,11 @@ typedef struct conv_case {
     int one_d; /* a 1-D conv: h and kh are 1, no vertical stride/dilation/padding */
 } conv_case;
 
+/* Not inlined: GCC at -O3 otherwise warns that comparing a known "Relu" with "LeakyRelu" is
+ * always nonzero (-Wstring-compare). */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
 static double act_ref(const char *act, double x, double alpha, double beta)
 {
     if (!act || !*act)

@@ -261,7 +261,7 @@ static void *list_copy(void *const *v, size_t *n)
 {
     *n = count_null(v);
     void **c = amalloc((*n + 1) * sizeof *c);
-    if (*n)
+    if (*n && v)
         memcpy(c, v, *n * sizeof *c);
     return c;
 }

@@ -478,7 +478,7 @@ static loom_status attention(cx *c)
     loom_status st;
     int64_t heads_n, uni;
     float scale, filter;
-    loom_attr sizes;
+    loom_attr sizes = {0};
     int has_sizes = take(c, "qkv_hidden_sizes", &sizes);
     if ((st = attr_int(c, "num_heads", 0, &heads_n)) != LOOM_OK ||
         (st = attr_int(c, "unidirectional", 0, &uni)) != LOOM_OK ||

@@ -394,7 +394,7 @@ static loom_status build_loop(onnx_import *im, onnx_scope *sc, const Onnx__NodeP
                               const loom_value *in, size_t n_in)
 {
     static const char *const known[] = {"body", NULL};
-    const Onnx__GraphProto *body;
+    const Onnx__GraphProto *body = NULL;
     loom_status st;
     if ((st = check_attr_names(im, node, known)) != LOOM_OK ||
         (st = body_attr(im, node, &body)) != LOOM_OK)
