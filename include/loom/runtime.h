@@ -5,7 +5,9 @@
  *
  * Threading: a runtime may be used from several threads. A plan is immutable once created and
  * loom_plan_run may be called on one plan from several threads at once; each concurrent run gets
- * its own intermediate memory.
+ * its own intermediate memory. The calling thread takes part in the CPU kernels' work: some
+ * (the convolutions) keep tiles of up to 48 KiB on its stack, so call loom_plan_run and
+ * loom_model_run from threads with at least 256 KiB of stack (glibc's default is 8 MiB).
  */
 #ifndef LOOM_RUNTIME_H
 #define LOOM_RUNTIME_H
