@@ -263,6 +263,10 @@ static void test_pointwise_matches_naive(void)
         CASE(1, 40, 3, 7, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1),       /* 21 pixels, M 1 */
         CASE(3, 30, 4, 5, 100, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0),     /* M 100, batch 3 */
         CASE(1, 320, 4, 4, 50, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1),     /* K 320, 16 pixels */
+        /* 1x1 planes over a batch (squeeze-excitation): one GEMM X W^T for the batch */
+        CASE(8, 144, 1, 1, 576, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1),    /* 8 x 144 -> 576 */
+        CASE(3, 30, 1, 1, 7, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0),       /* few outputs */
+        CASE(50, 33, 1, 1, 20, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1),     /* batch 50 */
         CASE(1, 8, 9, 9, 12, 1, 1, 2, 2, 1, 1, 1, 0, 0, 0, 0, 1),       /* 1x1 stride 2: im2col */
         CASE(1, 8, 6, 6, 12, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1),       /* 1x1 padded: im2col */
     };

@@ -13,7 +13,8 @@
  *    of output columns sized so a chunk's columns (K x cols floats) fit in L2: a thread builds
  *    its chunk's columns and runs the GEMM on them while they are still in its cache. Else by
  *    blocks of output channels, after an im2col split by rows.
- * 1x1, stride-1, unpadded convs read the input as the GEMM's B directly (no scratch); depthwise
+ * 1x1, stride-1, unpadded convs read the input as the GEMM's B directly (no scratch); on 1x1
+ * planes (squeeze-excitation) the whole batch is one GEMM, X [N, C] times W^T; depthwise
  * convs (one input channel per group) run kernels_conv_depthwise.c's direct kernel, and other
  * grouped convs with tiny groups direct loops here, where a GEMM with K <= 32 is all overhead
  * (both 1-D and 2-D only: 3-D convs always take im2col + GEMM).
@@ -237,6 +238,29 @@ static void conv_cols_task(void *arg, size_t b0, size_t b1)
     }
 }
 
+/* A pointwise conv on 1x1 planes (squeeze-excitation's convs) over a batch of images: X is
+ * [N, C] and Y [N, M] as they lie, so the whole batch is one GEMM Y = X W^T (W is [M, C]), cut in
+ * blocks; each block's epilogue adds the per-column bias, Z and the activation. */
+static void conv_batch_gemm_task(void *arg, size_t b0, size_t b1)
+{
+    const conv_ctx *x = arg;
+    const conv_params *p = x->p;
+    for (size_t blk = b0; blk < b1; blk++) {
+        const int64_t extent = x->g.split_n ? p->m : p->n;
+        const int64_t lo = cpu_gemm_block_start(extent, x->g.nb, blk),
+                      hi = cpu_gemm_block_start(extent, x->g.nb, blk + 1);
+        cpu_gemm_block(&x->g, x->x, x->w, x->y, lo, hi, 0.0f);
+        const int64_t r0 = x->g.split_n ? 0 : lo, r1 = x->g.split_n ? p->n : hi;
+        const int64_t c0 = x->g.split_n ? lo : 0, c1 = x->g.split_n ? hi : p->m;
+        if (!x->bias && !x->z && p->ep.act == CPU_ACT_NONE)
+            continue;
+        for (int64_t r = r0; r < r1; r++)
+            cpu_epilogue_apply(&p->ep, x->y + r * p->m + c0, (size_t)(c1 - c0), 0.0f,
+                               x->bias ? x->bias + c0 : NULL,
+                               x->z ? x->z + r * p->m + c0 : NULL);
+    }
+}
+
 static void conv_gemm_task(void *arg, size_t b0, size_t b1)
 {
     const conv_ctx *x = arg;
@@ -354,6 +378,13 @@ static loom_status conv_run(const cpu_kernel *k, const loom_exec_args *args, cpu
         double plane = (double)p->cg * (double)p->kh * (double)p->kw * (double)p->p + 1.0;
         size_t grain = plane >= CPU_CHUNK_MACS ? 1 : (size_t)(CPU_CHUNK_MACS / plane) + 1;
         cpu_parallel_for(pool, (size_t)(p->n * p->m), grain, conv_direct_task, &x);
+        return LOOM_OK;
+    }
+    if (p->pointwise && p->p == 1 && p->group == 1 && p->n > 1) {
+        x.g = (cpu_gemm){.m = p->n, .n = p->m, .k = p->c, .lda = p->c, .ldb = p->c,
+                         .ldc = p->m, .alpha = 1.0f, .trans_b = 1, .nb = 1};
+        size_t grain = cpu_gemm_plan(&x.g, 1, threads);
+        cpu_parallel_for(pool, x.g.nb, grain, conv_batch_gemm_task, &x);
         return LOOM_OK;
     }
     size_t items = (size_t)(p->n * p->group);
