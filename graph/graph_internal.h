@@ -154,6 +154,15 @@ typedef int (*graph_rewrite_fn)(void *user, graph_rebuild_ctx *rc, const graph_n
 loom_status graph_rebuild_with(const loom_graph *src, const uint32_t *order, graph_eval_fn eval,
                                graph_rewrite_fn rewrite, void *user, loom_graph **out);
 
+/* Give V (a value of G) the name NAME, renaming to "NAME~k" any other value of G that holds it
+ * (graph_rebuild.c). Fails as loom_value_set_name. */
+loom_status graph_rebuild_take_name(loom_graph *g, loom_value v, const char *name);
+
+/* Make V, the rebuilt value of a source graph output named NAME, an output of G under that name:
+ * a value that is not a node's output (folded into a constant, or an input) gets an Identity node
+ * of its own first, since a run writes every output. Errors are G's sticky error. */
+void graph_rebuild_output(loom_graph *g, loom_value v, const char *name);
+
 /* A topological order of G's nodes into ORDER (n_nodes entries), stable for graphs built in
  * order. Fails with LOOM_ERR_INVALID_ARGUMENT naming a node on a cycle (graph_check.c). */
 loom_status graph_topo_order(const loom_graph *g, uint32_t *order);

@@ -19,7 +19,7 @@ struct graph_rebuild_ctx {
 
 /* Give V the name NAME, moving a made-up name out of the way when folding already gave it to
  * another value (folded constants are named after their node). */
-static loom_status take_name(loom_graph *g, loom_value v, const char *name)
+loom_status graph_rebuild_take_name(loom_graph *g, loom_value v, const char *name)
 {
     if (strcmp(g->values[v].name, name) == 0)
         return LOOM_OK;
@@ -36,6 +36,25 @@ static loom_status take_name(loom_graph *g, loom_value v, const char *name)
             return st;
     }
     return loom_value_set_name(g, v, name);
+}
+
+void graph_rebuild_output(loom_graph *g, loom_value v, const char *name)
+{
+    if (g->values[v].kind != GRAPH_VALUE_NODE || g->values[v].output_index >= 0) {
+        /* Folded into a constant (or an input that is also an output): a run still writes
+         * every output, so it gets a node of its own. */
+        loom_value copy;
+        graph_eval_fn keep = g->eval;
+        graph_set_folding(g, 0, NULL);
+        if (loom_graph_op(g, "Identity", NULL, &v, 1, NULL, 0, &copy, 1) != LOOM_OK)
+            return;
+        if (keep)
+            graph_set_folding(g, 1, keep);
+        if (graph_rebuild_take_name(g, copy, name) != LOOM_OK)
+            return;
+        v = copy;
+    }
+    loom_output(g, v, name);
 }
 
 loom_graph *graph_rebuild_dst(graph_rebuild_ctx *rc)
@@ -127,7 +146,7 @@ loom_status graph_rebuild_with(const loom_graph *src, const uint32_t *order, gra
         }
         for (uint32_t k = 0; k < n->n_outputs; k++) {
             rc.map[n->outputs[k]] = outs[k];
-            if (take_name(g, outs[k], src->values[n->outputs[k]].name) != LOOM_OK)
+            if (graph_rebuild_take_name(g, outs[k], src->values[n->outputs[k]].name) != LOOM_OK)
                 break;
         }
     }
@@ -136,21 +155,7 @@ loom_status graph_rebuild_with(const loom_graph *src, const uint32_t *order, gra
         loom_value v = graph_rebuild_map(&rc, sv);
         if (v == LOOM_NO_VALUE)
             break;
-        if (g->values[v].kind != GRAPH_VALUE_NODE || g->values[v].output_index >= 0) {
-            /* A result folding turned into a constant: a run still writes every output, so
-             * it gets a node of its own. */
-            loom_value copy;
-            graph_eval_fn keep = g->eval;
-            graph_set_folding(g, 0, NULL);
-            if (loom_graph_op(g, "Identity", NULL, &v, 1, NULL, 0, &copy, 1) != LOOM_OK)
-                break;
-            if (keep)
-                graph_set_folding(g, 1, keep);
-            if (take_name(g, copy, src->values[sv].name) != LOOM_OK)
-                break;
-            v = copy;
-        }
-        loom_output(g, v, src->values[sv].name);
+        graph_rebuild_output(g, v, src->values[sv].name);
     }
     if (g->error != LOOM_OK) {
         st = loom_set_error(g->error, "rewriting graph '%s': %s", src->name, g->error_msg);

@@ -1296,25 +1296,6 @@ loom_status graph_sym_attach(loom_graph *g, size_t node, graph_sym_node *r)
 
 /* Give V the name NAME, moving a made-up name out of the way when folding already gave it to
  * another value (as graph_rebuild.c does). */
-static loom_status take_name(loom_graph *g, loom_value v, const char *name)
-{
-    if (strcmp(g->values[v].name, name) == 0)
-        return LOOM_OK;
-    loom_value holder = loom_graph_find_value(g, name);
-    if (holder != LOOM_NO_VALUE) {
-        char tmp[320];
-        for (unsigned k = 1;; k++) {
-            snprintf(tmp, sizeof tmp, "%s~%u", name, k);
-            if (loom_graph_find_value(g, tmp) == LOOM_NO_VALUE)
-                break;
-        }
-        loom_status st = loom_value_set_name(g, holder, tmp);
-        if (st != LOOM_OK)
-            return st;
-    }
-    return loom_value_set_name(g, v, name);
-}
-
 /* "batch=2, seq=7" for the symbols' values VALS (-1: not bound). */
 static void bindings_text(const loom_graph *g, const int64_t *vals, char *buf, size_t cap)
 {
@@ -1422,7 +1403,7 @@ loom_status graph_sym_specialise(const loom_graph *src, const loom_tensor *const
             break;
         for (uint32_t k = 0; k < n->n_outputs; k++) {
             map[n->outputs[k]] = outs[k];
-            if (take_name(g, outs[k], src->values[n->outputs[k]].name) != LOOM_OK)
+            if (graph_rebuild_take_name(g, outs[k], src->values[n->outputs[k]].name) != LOOM_OK)
                 break;
         }
     }
@@ -1431,21 +1412,7 @@ loom_status graph_sym_specialise(const loom_graph *src, const loom_tensor *const
         loom_value v = map[sv];
         if (v == LOOM_NO_VALUE)
             break;
-        if (g->values[v].kind != GRAPH_VALUE_NODE || g->values[v].output_index >= 0) {
-            /* Folded into a constant (or an input that is also an output): a run still writes
-             * every output, so it gets a node of its own. */
-            loom_value copy;
-            graph_eval_fn keep = g->eval;
-            graph_set_folding(g, 0, NULL);
-            if (loom_graph_op(g, "Identity", NULL, &v, 1, NULL, 0, &copy, 1) != LOOM_OK)
-                break;
-            if (keep)
-                graph_set_folding(g, 1, keep);
-            if (take_name(g, copy, src->values[sv].name) != LOOM_OK)
-                break;
-            v = copy;
-        }
-        loom_output(g, v, src->values[sv].name);
+        graph_rebuild_output(g, v, src->values[sv].name);
     }
     if (g->error != LOOM_OK) {
         char b[256];

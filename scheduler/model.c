@@ -234,22 +234,18 @@ static loom_status init_io(loom_model *m)
 
 static loom_status build_units(loom_model *m);
 
-loom_status loom_model_load_onnx(loom_runtime *runtime, const char *path,
-                                 const loom_model_options *options, loom_model **out)
+/* A new model of RUNTIME with OPTIONS (may be NULL) read as WHO's: bounds, plan options and the
+ * device-constant cache set, nothing loaded. On failure nothing is left allocated. */
+static loom_status model_new(loom_runtime *runtime, const loom_model_options *options,
+                             const char *who, loom_model **out)
 {
-    if (!out)
-        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "loom_model_load_onnx: out is NULL");
-    *out = NULL;
-    if (!runtime || !path)
-        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "loom_model_load_onnx: %s is NULL",
-                              runtime ? "path" : "runtime");
     loom_model_options o;
     memset(&o, 0, sizeof o);
     if (options) {
         if (options->struct_size < sizeof(uint32_t))
-            return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "loom_model_load_onnx: "
-                                  "options->struct_size is %u; set it to "
-                                  "sizeof(loom_model_options)", options->struct_size);
+            return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "%s: options->struct_size is %u; "
+                                  "set it to sizeof(loom_model_options)", who,
+                                  options->struct_size);
         memcpy(&o, options, options->struct_size < sizeof o ? options->struct_size : sizeof o);
     }
     loom_model *m = calloc(1, sizeof *m);
@@ -265,6 +261,29 @@ loom_status loom_model_load_onnx(loom_runtime *runtime, const char *path,
     loom_status st = copy_plan_options(m, o.plan);
     if (st == LOOM_OK)
         st = devconst_cache_create(runtime, &m->dconst);
+    if (st != LOOM_OK) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", loom_last_error());
+        loom_model_destroy(m);
+        return loom_set_error(st, "%s", msg);
+    }
+    *out = m;
+    return LOOM_OK;
+}
+
+loom_status loom_model_load_onnx(loom_runtime *runtime, const char *path,
+                                 const loom_model_options *options, loom_model **out)
+{
+    if (!out)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "loom_model_load_onnx: out is NULL");
+    *out = NULL;
+    if (!runtime || !path)
+        return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "loom_model_load_onnx: %s is NULL",
+                              runtime ? "path" : "runtime");
+    loom_model *m;
+    loom_status st = model_new(runtime, options, "loom_model_load_onnx", &m);
+    if (st != LOOM_OK)
+        return st;
     void *data = NULL;
     size_t size = 0;
     if (st == LOOM_OK && !(m->file = dup_s(path)))
@@ -387,28 +406,10 @@ loom_status loom_model_from_graph(loom_runtime *runtime, loom_graph *graph,
                                   "operators whose output shape depends on values are run in "
                                   "stages only for ONNX models", graph->nodes[i].name,
                                   graph->nodes[i].def->name);
-    loom_model_options o;
-    memset(&o, 0, sizeof o);
-    if (options) {
-        if (options->struct_size < sizeof(uint32_t))
-            return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "loom_model_from_graph: "
-                                  "options->struct_size is %u; set it to "
-                                  "sizeof(loom_model_options)", options->struct_size);
-        memcpy(&o, options, options->struct_size < sizeof o ? options->struct_size : sizeof o);
-    }
-    loom_model *m = calloc(1, sizeof *m);
-    if (!m)
-        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
-    pthread_mutex_init(&m->lock, NULL);
-    pthread_mutex_init(&m->create_lock, NULL);
-    m->rt = runtime;
-    m->max_specs = o.max_specialisations ? o.max_specialisations : DEFAULT_MAX_SPECS;
-    m->max_bytes = o.max_bytes;
-    m->memory_cap = o.memory_cap ? o.memory_cap : default_memory_cap();
-    m->idle_bytes = o.idle_bytes;
-    loom_status st = copy_plan_options(m, o.plan);
-    if (st == LOOM_OK)
-        st = devconst_cache_create(runtime, &m->dconst);
+    loom_model *m;
+    loom_status st = model_new(runtime, options, "loom_model_from_graph", &m);
+    if (st != LOOM_OK)
+        return st;
     if (st == LOOM_OK && !(m->file = dup_s(graph->name ? graph->name : "graph")))
         st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
     if (st == LOOM_OK)

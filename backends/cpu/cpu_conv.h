@@ -46,6 +46,19 @@ typedef struct conv_params {
     int pw;
 } conv_params;
 
+/* The epilogue (Z and the activation; the bias is already in) of output rows [OH0, OH1) of
+ * CHANNELS consecutive output planes at Y (Z at the same offsets, may be NULL): for the
+ * activations the channels-in-lanes kernels do not apply in registers. */
+static inline void conv_epilogue_rows(const conv_params *p, float *y, const float *z,
+                                      int64_t channels, int64_t oh0, int64_t oh1)
+{
+    const size_t len = (size_t)((oh1 - oh0) * p->ow);
+    for (int64_t l = 0; l < channels; l++) {
+        const int64_t off = l * p->p + oh0 * p->ow;
+        cpu_epilogue_apply(&p->ep, y + off, len, 0.0f, NULL, z ? z + off : NULL);
+    }
+}
+
 /* Whether the depthwise kernel takes P (set by kernels_conv.c's prepare once the shape is
  * known): one input channel per group and at most CONV_DW_MAX_KW taps along W. Fills P's
  * column ranges when it does. */

@@ -219,13 +219,8 @@ CPU_AVX2 static void dwb_task(void *arg, size_t t0, size_t t1)
         for (int64_t oh = oh0; oh < oh1; oh++)
             dwb_row(p, buf, cols, wp, bias, oh - oh0, cn, yc + oh * p->ow,
                     zc ? zc + oh * p->ow : NULL, act, oh + 1 < oh1);
-        if (!act) {
-            const size_t len = (size_t)((oh1 - oh0) * p->ow);
-            for (int64_t l = 0; l < cn; l++) {
-                const int64_t off = l * p->p + oh0 * p->ow;
-                cpu_epilogue_apply(&p->ep, yc + off, len, 0.0f, NULL, zc ? zc + off : NULL);
-            }
-        }
+        if (!act)
+            conv_epilogue_rows(p, yc, zc, cn, oh0, oh1);
     }
 }
 

@@ -265,13 +265,8 @@ CPU_AVX2 static void dcb_task(void *arg, size_t t0, size_t t1)
             dcb_band_padded(c, xn, wp, b0, b1, oh0, oh1, on, y, z, act, buf);
         else
             dcb_band_rows(c, xn, wp, b0, b1, oh0, oh1, on, y, z, act, buf);
-        if (!act) {
-            const size_t len = (size_t)((oh1 - oh0) * p->ow);
-            for (int64_t l = 0; l < on; l++) {
-                const int64_t off = l * p->p + oh0 * p->ow;
-                cpu_epilogue_apply(&p->ep, y + off, len, 0.0f, NULL, z ? z + off : NULL);
-            }
-        }
+        if (!act)
+            conv_epilogue_rows(p, y, z, on, oh0, oh1);
     }
 }
 
