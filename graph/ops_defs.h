@@ -188,6 +188,8 @@ extern const loom_op_def loom_op_def_conv_integer;
 
 /* (ops_moe.c) */
 extern const loom_op_def loom_op_def_moe;
+extern const loom_op_def loom_op_def_moe_route;
+extern const loom_op_def loom_op_def_moe_expert;
 
 /* (ops_fused.c) */
 extern const loom_op_def loom_op_def_fused_conv;

@@ -117,6 +117,8 @@ static const loom_op_def *const k_ops[] = {
     &loom_op_def_matmul_int8_dynamic,
     &loom_op_def_dynamic_quantize,
     &loom_op_def_moe,
+    &loom_op_def_moe_route,
+    &loom_op_def_moe_expert,
     &loom_op_def_fused_conv,
     &loom_op_def_fused_matmul,
     &loom_op_def_fused_gemm,
@@ -198,7 +200,7 @@ const loom_op_def *loom_op_get(loom_op_id id)
 const char *loom_op_domain(const loom_op_def *def)
 {
     static const char *const internal[] = {"FusedConv", "FusedMatMul", "FusedGemm",
-                                           "MatMulInt8Dynamic", NULL};
+                                           "MatMulInt8Dynamic", "MoERoute", "MoEExpert", NULL};
     if (strcmp(def->name, "MoE") == 0)
         return "com.microsoft";
     for (size_t i = 0; internal[i]; i++)

@@ -4,7 +4,8 @@
  * line. The pipeline runs them in a fixed, documented order (docs/architecture.md):
  *
  *   validate -> fold_constants -> fuse_qdq -> fuse_quantized_matmul -> quantize_int8_dynamic ->
- *   fold_batchnorm -> fuse_epilogue -> calibrate_int8 -> (later: lower MoE, specialise shapes)
+ *   fold_batchnorm -> fuse_epilogue -> split_moe_experts -> calibrate_int8 -> (later: specialise
+ *   shapes)
  *
  * and the scheduler then places the result, inserts copies and plans memory. Passes see the
  * graph layer only; what they must evaluate (folding, calibration) goes through the evaluator
@@ -29,6 +30,10 @@ typedef struct pass_ctx {
      * when off, why, for the pass's summary ("" : no CPU among the devices the plan may use). */
     int fuse_epilogue;
     char fuse_epilogue_off[120];
+    /* split_moe_experts: on/off (the plan turns it on when the experts have a choice of
+     * devices), and why, for the pass's summary. */
+    int split_moe;
+    char split_moe_why[120];
     /* calibrate_int8: sample input sets (n_sets x the graph's inputs, in order), borrowed. */
     const loom_tensor *const *calibration_sets;
     size_t n_calibration_sets;
@@ -113,6 +118,10 @@ loom_status pass_fold_batchnorm(const loom_graph *in, loom_graph **out, pass_ctx
                                 char *summary, size_t summary_len);
 loom_status pass_fuse_epilogue(const loom_graph *in, loom_graph **out, pass_ctx *ctx,
                                char *summary, size_t summary_len);
+/* A MoE with constant expert weights -> MoERoute + one MoEExpert per expert + Sum, placement
+ * units for expert parallelism, when CTX->split_moe (split_moe_experts.c). */
+loom_status pass_split_moe_experts(const loom_graph *in, loom_graph **out, pass_ctx *ctx,
+                                   char *summary, size_t summary_len);
 loom_status pass_calibrate_int8(const loom_graph *in, loom_graph **out, pass_ctx *ctx,
                                 char *summary, size_t summary_len);
 

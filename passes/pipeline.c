@@ -19,6 +19,7 @@ static const pass_def pipeline[] = {
     {"quantize_int8_dynamic", pass_quantize_int8_dynamic},
     {"fold_batchnorm", pass_fold_batchnorm},
     {"fuse_epilogue", pass_fuse_epilogue},
+    {"split_moe_experts", pass_split_moe_experts},
     {"calibrate_int8", pass_calibrate_int8},
 };
 

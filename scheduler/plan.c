@@ -1236,6 +1236,10 @@ static loom_status plan_create_once(loom_runtime *rt, const loom_graph *g,
                  "%s claims subgraphs; the CPU fuses through its own claims",
                  rt->devices[other_claims].id);
     }
+    plan_moe_split_decide(rt, g, precision == LOOM_PRECISION_INT8_DYNAMIC ? LOOM_PRECISION_F32
+                                                                          : precision,
+                          po.want, po.exclude, po.pins, po.n_pins, &pctx.split_moe,
+                          pctx.split_moe_why, sizeof pctx.split_moe_why);
     /* int8-dynamic is a rewrite of the graph; devices then see f32 nodes (and the new ones). */
     const uint32_t requested_precision = precision;
     if (precision == LOOM_PRECISION_INT8_DYNAMIC)

@@ -414,6 +414,16 @@ void plan_claims_free(loom_plan *plan);
 /* Runtime device index named by SPEC ("cpu:0", or "cpu" for the backend's first), or -1. */
 int plan_find_device(const loom_runtime *rt, const char *spec);
 
+/* ---- plan_moe.c ---- */
+/* Whether the plan splits G's MoE nodes into router, experts and sum (passes/split_moe_experts.c)
+ * into *SPLIT, and why into WHY: LOOM_MOE_SPLIT=0/1, a pin naming the pieces (MoEExpert=,
+ * MoERoute=, node:<moe>/expert<e> or /router), else whether at least two devices the plan may
+ * use (WANT, EXCLUDE; not those on the host's own cores) support one of its experts described
+ * at PRECISION (a loom_precision). No MoE: *SPLIT = 0 and WHY = "". Never fails. */
+void plan_moe_split_decide(const loom_runtime *rt, const loom_graph *g, uint32_t precision,
+                           int want, uint64_t exclude, const char *const *pins, size_t n_pins,
+                           int *split, char *why, size_t why_len);
+
 /* ---- plan_explain.c ---- */
 /* Set N's cost_source (and cost_note, freeing an older one) from PLAN's cost model for its
  * device, DESC being N's descriptor. */

@@ -255,6 +255,53 @@ static char *plan_devices(loom_plan *p)
     return sv_strdup(buf);
 }
 
+/* With WARM: run size index I's plan on zero-filled inputs, once to settle (the first touch of
+ * its memory) and three times measured, and give the batcher the median run time, so that it
+ * decides from the first request on with this machine's measured times rather than the cost
+ * model's predictions (and sizes it has not chosen yet are not guessed from others). A run
+ * that fails (a model that needs real input values) leaves the prediction in place. */
+static void warm_measure(loom_server *s, sv_model *m, uint32_t i, const plan_slot *sl)
+{
+    size_t n_in = m->n_in, n_out = m->n_out;
+    loom_tensor **ins = calloc(n_in ? n_in : 1, sizeof *ins);
+    loom_tensor **outs = calloc(n_out ? n_out : 1, sizeof *outs);
+    const loom_tensor **pin = calloc(n_in ? n_in : 1, sizeof *pin);
+    int ok = ins && outs && pin && sl->plan;
+    for (size_t k = 0; ok && k < n_in; k++) {
+        int64_t dims[LOOM_MAX_RANK];
+        for (uint32_t d = 0; d < m->in[k].rank && d < LOOM_MAX_RANK; d++)
+            dims[d] = d == m->batch_axis ? (int64_t)m->est.sizes[i]
+                      : m->in[k].dims[d] > 0 ? m->in[k].dims[d] : 1;
+        ok = loom_tensor_create(m->in[k].dtype, m->in[k].rank, dims, &ins[k]) == LOOM_OK;
+    }
+    ok = ok && loom_plan_make_outputs(sl->plan, outs, n_out) == LOOM_OK;
+    double t[4];
+    int runs = 0;
+    if (ok) {
+        size_t n_pin = sv_plan_inputs(m, sl, ins, pin);
+        for (; runs < 4; runs++) {
+            double t0 = sv_now();
+            if (loom_plan_run(sl->plan, pin, n_pin, outs, n_out, NULL) != LOOM_OK)
+                break;
+            t[runs] = sv_now() - t0;
+        }
+    }
+    if (runs == 4) {
+        double a = t[1], b = t[2], c = t[3]; /* the median of the three measured */
+        double med = a > b ? (b > c ? b : a > c ? c : a) : (a > c ? a : b > c ? c : b);
+        pthread_mutex_lock(&s->mu);
+        sv_estimate_measure(&m->est, i, med);
+        pthread_mutex_unlock(&s->mu);
+    }
+    for (size_t k = 0; ins && k < n_in; k++)
+        loom_tensor_destroy(ins[k]);
+    for (size_t k = 0; outs && k < n_out; k++)
+        loom_tensor_destroy(outs[k]);
+    free(ins);
+    free(outs);
+    free(pin);
+}
+
 /* The plan for size index I of M, made on first use ("plan for batch size B": the one place
  * that knows how a batch size becomes a plan). */
 loom_status sv_model_plan(loom_server *s, sv_model *m, uint32_t i, plan_slot **out)
@@ -318,11 +365,12 @@ loom_status sv_model_plan(loom_server *s, sv_model *m, uint32_t i, plan_slot **o
     }
     pthread_cond_broadcast(&m->plan_cv);
     pthread_mutex_unlock(&m->plan_mu);
-    if (predicted > 0) {
-        pthread_mutex_lock(&s->mu);
+    uint64_t res = plan ? sv_server_plan_resources(s, plan) : 0;
+    pthread_mutex_lock(&s->mu);
+    if (predicted > 0)
         sv_estimate_seed(&m->est, i, predicted);
-        pthread_mutex_unlock(&s->mu);
-    }
+    m->size_res[i] = res;
+    pthread_mutex_unlock(&s->mu);
     *out = sl;
     return st;
 }
@@ -567,6 +615,8 @@ static loom_status add_model(loom_server *s, const char *name, const char *path,
     plan_slot *sl;
     for (uint32_t i = 0; st == LOOM_OK && i < (d.warm ? m->est.n_sizes : 1); i++)
         st = sv_model_plan(s, m, i, &sl);
+    for (uint32_t i = 0; st == LOOM_OK && d.warm && i < m->est.n_sizes; i++)
+        warm_measure(s, m, i, &m->slots[i]);
     if (st == LOOM_OK && primary)
         st = same_io(primary, m);
     if (st != LOOM_OK) {

@@ -172,7 +172,7 @@ sv_model *sv_route(loom_server *s, sv_model *m, const char *variant, sv_req *r, 
     if (!q || !lite || !full)
         return full ? full : lite;
     sv_qos_view v = {.now = now, .deadline = r->batch_deadline, .rows = r->rows,
-                     .running_rows = full->running_rows, .workers = s->n_workers,
+                     .running_rows = full->running_rows, .workers = s->lanes,
                      .max_batch = full->max_batch,
                      .batch_s = sv_estimate(&full->est, full->est.n_sizes - 1)};
     for (sv_req *x = full->head; x; x = x->next)

@@ -36,14 +36,18 @@ typedef struct sv_estimates {
     uint32_t sizes[SV_MAX_SIZES];   /* ascending; the last is the model's max batch */
     double seconds[SV_MAX_SIZES];   /* 0: nothing known yet */
     uint32_t measured[SV_MAX_SIZES]; /* runs measured */
+    uint64_t stamp[SV_MAX_SIZES];    /* when each was last measured (a count of measurements) */
+    uint64_t n_measures;
 } sv_estimates;
 
 /* Fill the size set: 1, 2, 4, .. and MAX_BATCH, or every size 1..MAX_BATCH when EXACT. */
 void sv_estimates_init(sv_estimates *e, uint32_t max_batch, int exact);
 /* Index of the smallest size >= ROWS (n_sizes when none). */
 uint32_t sv_size_index(const sv_estimates *e, uint32_t rows);
-/* The predicted seconds of a run at size index I: measured or seeded when known, else scaled
- * from the nearest known size (linearly upwards, flat downwards); 0 when nothing is known. */
+/* The predicted seconds of a run at size index I: its own measurement (or seed, while nothing
+ * is measured), else the tightest bound from the known sizes (scaled linearly from a smaller
+ * one, flat from a bigger one); a measurement is also held to the bounds from sizes measured
+ * after it, so a stale figure does not outlive fresher ones. 0 when nothing is known. */
 double sv_estimate(const sv_estimates *e, uint32_t i);
 /* Record a seed (a prediction, only used until something is measured) or a measurement. */
 void sv_estimate_seed(sv_estimates *e, uint32_t i, double seconds);
@@ -57,7 +61,9 @@ typedef struct sv_queue_view {
     uint32_t max_batch;
     double arrival_rate;    /* rows per second arriving lately (0: unknown) */
     double slack_s;         /* margin kept before a deadline */
-    double target_s;        /* the model's latency target: sizes batches under overload */
+    double target_s;        /* the model's latency target: sizes batches under overload,
+                             * and with ARRIVAL_RATE keeps room for the requests arriving
+                             * while a batch runs (they must finish within it too) */
 } sv_queue_view;
 
 typedef struct sv_decision {
@@ -68,10 +74,12 @@ typedef struct sv_decision {
 } sv_decision;
 
 /* Decide whether to dispatch now: at max batch, or when waiting for the next size would make
- * the earliest deadline miss by the estimates, or when that size is not predicted cheaper per
- * row or not expected to fill in time; else wait. Picks, among the sizes predicted to finish
- * before the earliest deadline (the smallest always qualifies), the one with the least
- * predicted seconds per useful row. Pure. */
+ * the earliest deadline miss by the estimates, or when waiting is not predicted to pay (the
+ * device idles until the rows arrive: the bigger batch must finish them no later than running
+ * now and running the rest as a batch of their own afterwards); else wait. Picks, among the
+ * sizes predicted to finish before the earliest deadline and to leave the requests arriving
+ * meanwhile room to finish within TARGET_S in the next batch (the smallest always
+ * qualifies), the one with the least predicted seconds per useful row. Pure. */
 sv_decision sv_decide(const sv_queue_view *q, const sv_estimates *e);
 
 /* ---- result cache ------------------------------------------------------------------------ */

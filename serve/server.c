@@ -327,6 +327,41 @@ static void run_batch(loom_server *s, sv_model *m, sv_req **reqs, size_t n, uint
 
 /* ---- the workers ------------------------------------------------------------------------- */
 
+uint64_t sv_server_plan_resources(const loom_server *s, loom_plan *plan)
+{
+    uint64_t res = 0;
+    for (size_t i = 0; plan && i < loom_plan_node_count(plan); i++) {
+        const char *d = loom_plan_node_device(plan, i);
+        for (size_t k = 0; d && k < s->n_devices; k++)
+            if (!strcmp(d, s->device_ids[k]))
+                res |= s->device_res[k];
+    }
+    return res ? res : 1;
+}
+
+/* The resources a batch of size index I of M would hold (the host's while its plan is not
+ * made: making it runs there). Under the server's lock. */
+static uint64_t size_resources(const sv_model *m, uint32_t i)
+{
+    return i < SV_MAX_SIZES && m->size_res[i] ? m->size_res[i] : 1;
+}
+
+/* Whether every resource in RES has room for one more batch. Under the server's lock. */
+static int resources_free(const loom_server *s, uint64_t res)
+{
+    for (int r = 0; r < 64; r++)
+        if ((res >> r & 1) && s->res_busy[r] >= s->res_cap[r])
+            return 0;
+    return 1;
+}
+
+static void resources_hold(loom_server *s, uint64_t res, int delta)
+{
+    for (int r = 0; r < 64; r++)
+        if (res >> r & 1)
+            s->res_busy[r] = (uint32_t)((int)s->res_busy[r] + delta);
+}
+
 static void queue_remove(sv_model *m, sv_req *r)
 {
     if (r->prev)
@@ -418,6 +453,10 @@ static void *worker_main(void *arg)
             if (!s->draining && !s->stopping && m->mean_gap > 0)
                 v.arrival_rate = m->mean_rows / m->mean_gap;
             sv_decision d = sv_decide(&v, &m->est);
+            /* A batch whose devices are busy with another waits for it to end (its end wakes
+             * the workers), then is decided again with what has arrived meanwhile. */
+            if (d.go && !resources_free(s, size_resources(m, d.size_index)))
+                continue;
             if (d.go) {
                 if (!pick || v.deadline < pick_deadline) {
                     pick = m;
@@ -467,12 +506,16 @@ static void *worker_main(void *arg)
         uint32_t exact_idx = sv_size_index(&pick->est, rows);
         if (exact_idx < pick->est.n_sizes)
             idx = exact_idx;
+        uint64_t res = size_resources(pick, pd.size_index) | size_resources(pick, idx);
         pick->running_rows += rows;
+        resources_hold(s, res, 1);
         pthread_mutex_unlock(&s->mu);
         if (n)
             run_batch(s, pick, batch, n, idx);
         pthread_mutex_lock(&s->mu);
         pick->running_rows -= rows;
+        resources_hold(s, res, -1);
+        pthread_cond_broadcast(&s->work_cv); /* batches that waited for these devices */
     }
     pthread_mutex_unlock(&s->mu);
     free(batch);
@@ -528,14 +571,35 @@ loom_status loom_server_create(loom_runtime *runtime, const loom_server_options 
     s->n_devices = loom_runtime_device_count(runtime);
     s->device_ids = calloc(s->n_devices ? s->n_devices : 1, sizeof *s->device_ids);
     s->device_busy_s = calloc(s->n_devices ? s->n_devices : 1, sizeof *s->device_busy_s);
+    s->device_res = calloc(s->n_devices ? s->n_devices : 1, sizeof *s->device_res);
     uint32_t nw = so.workers ? so.workers : 2;
     s->workers = calloc(nw, sizeof *s->workers);
-    if (!s->device_ids || !s->device_busy_s || !s->workers) {
+    if (!s->device_ids || !s->device_busy_s || !s->device_res || !s->workers) {
         loom_server_destroy(s);
         return sv_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
     }
-    for (size_t i = 0; i < s->n_devices; i++)
-        loom_runtime_device(runtime, i, s->device_ids[i], sizeof s->device_ids[i], NULL);
+    for (int r = 0; r < 64; r++)
+        s->res_cap[r] = 1;
+    for (size_t i = 0; i < s->n_devices; i++) {
+        loom_device_info info = {.struct_size = sizeof info};
+        loom_runtime_device(runtime, i, s->device_ids[i], sizeof s->device_ids[i], &info);
+        int host = info.kind == LOOM_DEVICE_CPU ||
+                   (info.struct_size >= offsetof(loom_device_info, shares_host_cpu) +
+                                            sizeof info.shares_host_cpu && info.shares_host_cpu);
+        s->device_res[i] = host ? 1 : (uint64_t)1 << (i + 1 < 64 ? i + 1 : 63);
+        if (info.kind == LOOM_DEVICE_CPU && info.threads > 0 &&
+            info.compute_units / info.threads > s->res_cap[0])
+            s->res_cap[0] = info.compute_units / info.threads;
+    }
+    uint32_t n_lanes = 0;
+    for (int r = 0; r < 64; r++) {
+        int used = r == 0; /* the host always: plans not yet made count there */
+        for (size_t i = 0; i < s->n_devices && !used; i++)
+            used = s->device_res[i] == (uint64_t)1 << r;
+        if (used)
+            n_lanes += s->res_cap[r];
+    }
+    s->lanes = nw < n_lanes ? nw : n_lanes;
     for (uint32_t i = 0; i < nw; i++) {
         if (pthread_create(&s->workers[i], NULL, worker_main, s) != 0) {
             loom_server_destroy(s);
@@ -584,6 +648,7 @@ void loom_server_destroy(loom_server *s)
     free(s->workers);
     free(s->device_ids);
     free(s->device_busy_s);
+    free(s->device_res);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->stats_mu);
     pthread_cond_destroy(&s->work_cv);

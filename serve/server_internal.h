@@ -172,6 +172,9 @@ struct sv_model {
     sv_model *var[2];
     sv_qos *qos;
     uint32_t running_rows;     /* rows being run now, under the server's lock */
+    /* The compute resources (sv_server_plan_resources) of each size's plan, under the
+     * server's lock; 0 until the plan is made. */
+    uint64_t size_res[SV_MAX_SIZES];
     char sha256[65];           /* of the ONNX file ("" for a model built in C) */
 };
 
@@ -190,6 +193,18 @@ struct loom_server {
     size_t n_devices;
     char (*device_ids)[64];
     double *device_busy_s;
+    /* Compute resources: each device's bit. Every CPU device and every device that computes
+     * on the host's cores (loom_device_info.shares_host_cpu, e.g. PoCL) is the one host
+     * resource (bit 0); each other device is its own. A batch starts only when every
+     * resource of its plan has room: the host takes as many batches at once as the CPU
+     * backend has cores for its threads (cores / threads: one when its pool spreads each
+     * run over every core, two runs of one thread each on two cores), any other device one.
+     * More runs than that on the same cores only slow each other down (and make the measured
+     * batch times the batcher relies on wrong). */
+    uint64_t *device_res;
+    uint32_t res_cap[64];    /* batches each resource takes at once */
+    uint32_t res_busy[64];   /* batches running on each, under MU */
+    uint32_t lanes;          /* batches that can run at once: min(workers, sum of caps) */
     pthread_mutex_t stats_mu;
     uint64_t refused_unknown; /* requests for models that do not exist */
     sv_audit *audit;          /* NULL: no audit trail */
@@ -210,6 +225,9 @@ sv_blob *sv_outputs_to_blob(loom_tensor *const *outs, size_t n);
 int sv_blob_to_outputs(const sv_blob *b, loom_tensor **outs, size_t n);
 
 loom_status sv_model_plan(loom_server *s, sv_model *m, uint32_t i, plan_slot **out);
+/* The compute resources (loom_server.device_res bits) the nodes of PLAN run on; the host
+ * resource when none is known. */
+uint64_t sv_server_plan_resources(const loom_server *s, loom_plan *plan);
 /* The inputs of SL's plan, from INS (in the model's input order) into OUT (room for m->n_in);
  * returns how many. */
 size_t sv_plan_inputs(const sv_model *m, const plan_slot *sl, loom_tensor *const *ins,

@@ -67,6 +67,7 @@ static void test_stages_are_recorded_in_pipeline_order(void)
     const char *want[] = {"validate",       "fold_constants",        "fuse_qdq",
                           "fuse_quantized_matmul",
                           "quantize_int8_dynamic", "fold_batchnorm", "fuse_epilogue",
+                          "split_moe_experts",
                           "calibrate_int8", "claims",
                           "place",
                           "compile",        "insert_copies",         "memory_plan"};

@@ -161,6 +161,66 @@ static loom_value b_rsum(loom_graph *g, const loom_value *x)
     return loom_reduce_sum(g, x[0], 2, axes, 0);
 }
 static loom_value b_rmax(loom_graph *g, const loom_value *x) { return loom_reduce_max(g, x[0], 0, NULL, 0); }
+/* Operators of issue 13 (one case each): the rest of the Reduce family, a scan, a mask and
+ * the element and ND indexing ops, with constant indices and axes as exported models have. */
+static loom_value b_op(loom_graph *g, const char *op, const loom_value *in, size_t n,
+                       const loom_attr *at, size_t na)
+{
+    loom_value y = LOOM_NO_VALUE;
+    loom_graph_op(g, op, NULL, in, n, at, na, &y, 1);
+    return y;
+}
+static loom_value b_rl2(loom_graph *g, const loom_value *x)
+{
+    int64_t axes[1] = {-1};
+    loom_attr at[2] = {loom_attr_ints("axes", 1, axes), loom_attr_int("keepdims", 0)};
+    return b_op(g, "ReduceL2", x, 1, at, 2);
+}
+static loom_value b_rlse(loom_graph *g, const loom_value *x)
+{
+    int64_t axes[2] = {0, 2};
+    loom_attr at = loom_attr_ints("axes", 2, axes);
+    return b_op(g, "ReduceLogSumExp", x, 1, &at, 1);
+}
+static loom_value b_cumsum(loom_graph *g, const loom_value *x)
+{
+    int64_t axis = 1;
+    loom_value in[2] = {x[0], loom_constant(g, NULL, LOOM_DTYPE_I64, 0, NULL, &axis)};
+    loom_attr at = loom_attr_int("exclusive", 1);
+    return b_op(g, "CumSum", in, 2, &at, 1);
+}
+static loom_value b_trilu(loom_graph *g, const loom_value *x)
+{
+    int64_t k = -1;
+    loom_value in[2] = {x[0], loom_constant(g, NULL, LOOM_DTYPE_I64, 0, NULL, &k)};
+    loom_attr at = loom_attr_int("upper", 0);
+    return b_op(g, "Trilu", in, 2, &at, 1);
+}
+static loom_value b_gather_el(loom_graph *g, const loom_value *x)
+{
+    int64_t idx[8] = {3, 0, -1, 2, 1, 1, 0, -4}, d[2] = {2, 4};
+    loom_value in[2] = {x[0], loom_constant(g, NULL, LOOM_DTYPE_I64, 2, d, idx)};
+    loom_attr at = loom_attr_int("axis", 0);
+    return b_op(g, "GatherElements", in, 2, &at, 1);
+}
+static loom_value b_gather_nd(loom_graph *g, const loom_value *x)
+{
+    int64_t idx[6] = {1, 2, 0, -1, 3, 0}, d[2] = {3, 2};
+    loom_value in[2] = {x[0], loom_constant(g, NULL, LOOM_DTYPE_I64, 2, d, idx)};
+    return b_op(g, "GatherND", in, 2, NULL, 0);
+}
+static loom_value b_scatter_nd(loom_graph *g, const loom_value *x)
+{
+    int64_t idx[3] = {2, 0, 2}, d[2] = {3, 1};
+    loom_value in[3] = {x[0], loom_constant(g, NULL, LOOM_DTYPE_I64, 2, d, idx), x[1]};
+    loom_attr at = loom_attr_string("reduction", "add");
+    return b_op(g, "ScatterND", in, 3, &at, 1);
+}
+static loom_value b_mod(loom_graph *g, const loom_value *x)
+{
+    loom_attr at = loom_attr_int("fmod", 1);
+    return b_op(g, "Mod", x, 2, &at, 1);
+}
 static loom_value b_cast(loom_graph *g, const loom_value *x)
 {
     return loom_cast(g, loom_cast(g, x[0], LOOM_DTYPE_F16), LOOM_DTYPE_F32);
@@ -266,6 +326,15 @@ static const bt_case cases[] = {
     {"ReduceMean", "[3,5,4] axis 1", 1, {IN(F32, 3, 3, 5, 4, 0)}, b_rmean},
     {"ReduceSum", "[3,5,4] axes 0,2", 1, {IN(F32, 3, 3, 5, 4, 0)}, b_rsum},
     {"ReduceMax", "[3,5,4] all", 1, {IN(F32, 3, 3, 5, 4, 0)}, b_rmax},
+    {"ReduceL2", "[3,5,4] axis -1", 1, {IN(F32, 3, 3, 5, 4, 0)}, b_rl2},
+    {"ReduceLogSumExp", "[3,5,4] axes 0,2", 1, {IN(F32, 3, 3, 5, 4, 0)}, b_rlse},
+    {"CumSum", "[4,6] axis 1 exclusive", 1, {IN(F32, 2, 4, 6, 0, 0)}, b_cumsum},
+    {"Trilu", "[2,5,6] lower k -1", 1, {IN(F32, 3, 2, 5, 6, 0)}, b_trilu},
+    {"GatherElements", "[4,4] axis 0", 1, {IN(F32, 2, 4, 4, 0, 0)}, b_gather_el},
+    {"GatherND", "[4,3,5] by [3,2]", 1, {IN(F32, 3, 4, 3, 5, 0)}, b_gather_nd},
+    {"ScatterND", "[3,7] add, duplicates", 2, {IN(F32, 2, 3, 7, 0, 0), IN(F32, 2, 3, 7, 0, 0)},
+     b_scatter_nd},
+    {"Mod", "[4,7] fmod [7]", 2, {IN(F32, 2, 4, 7, 0, 0), INP(F32, 1, 7, 0, 0, 0)}, b_mod},
     {"Cast", "f32->f16->f32 [5,9]", 1, {IN(F32, 2, 5, 9, 0, 0)}, b_cast},
     {"Where", "[4,7]", 2, {IN(F32, 2, 4, 7, 0, 0), IN(F32, 2, 4, 7, 0, 0)}, b_where},
     {"Expand", "[5,1]->[2,5,7]", 1, {IN(F32, 2, 5, 1, 0, 0)}, b_expand},

@@ -641,9 +641,23 @@ static int run_once(lg *g, double rate, int concurrency, double duration, size_t
         uint64_t s = 0x2545F4914F6CDD1Dull;
         double t = 0;
         for (size_t k = 0; k < cap; k++) {
-            g->arrival[k] = t;
             double u = ((double)(rnd(&s) >> 11) + 0.5) / 9007199254740992.0;
             t += g->poisson ? -log(u) / rate : 1.0 / rate;
+            g->arrival[k] = t;
+        }
+        /* Poisson: the arrivals of a Poisson process of RATE conditioned on CAP of them in
+         * CAP / RATE seconds (the partial sums of CAP + 1 exponential gaps over their total
+         * are the sorted uniforms that conditioning gives). Without it the offered rate of a
+         * short run is off by about 1/sqrt(CAP) (3% for 1000 requests), and --find-max-qps,
+         * which wants 95% of the offered rate achieved, would fail good steps by chance. */
+        if (g->poisson) {
+            double u = ((double)(rnd(&s) >> 11) + 0.5) / 9007199254740992.0;
+            double total = t - log(u) / rate, span = (double)cap / rate;
+            for (size_t k = 0; k < cap; k++)
+                g->arrival[k] = g->arrival[k] / total * span;
+        } else {
+            for (size_t k = 0; k < cap; k++)
+                g->arrival[k] -= 1.0 / rate; /* evenly spaced from 0 */
         }
     }
     atomic_store(&g->next, 0);

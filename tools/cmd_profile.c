@@ -26,6 +26,7 @@
 #include "gantt.h"
 #include "graph_view.h"
 #include "models.h"
+#include "profile_moe.h"
 #include "profile_view.h"
 #include "tool_util.h"
 #include "trace.h"
@@ -605,6 +606,18 @@ static int check_placement_args(const profile_opts *o, const loom_runtime *rt, c
             const char *s = is_node ? n.name : n.op;
             found = strlen(s) == wlen && !strncmp(s, what, wlen);
         }
+        /* The pieces of a MoE that the plan splits (passes/split_moe_experts.c): MoEExpert,
+         * MoERoute, node:<moe>/expert<e>, node:<moe>/router; the plan checks the rest. */
+        for (size_t k = 0; !found && gv_node_get(g, k, &n); k++) {
+            if (strcmp(n.op, "MoE") != 0)
+                continue;
+            size_t nl = strlen(n.name);
+            found = is_node ? wlen > nl + 1 && !strncmp(what, n.name, nl) && what[nl] == '/' &&
+                                  (!strncmp(what + nl + 1, "expert", 6) ||
+                                   (wlen == nl + 7 && !strncmp(what + nl + 1, "router", 6)))
+                            : (wlen == 9 && !strncmp(what, "MoEExpert", 9)) ||
+                                  (wlen == 8 && !strncmp(what, "MoERoute", 8));
+        }
         if (!found) {
             say("--pin '%s': the model has no %s '%.*s'", pin, is_node ? "node" : "node of op",
                 (int)wlen, what);
@@ -1122,8 +1135,31 @@ static const char *used_devices(const profile_report *r, char *buf, size_t len)
 
 /* The text report on stdout. SINGLE is the best single device's measured plan (NULL when not
  * measured). */
+/* The experts of split MoE nodes: device, tokens routed to each (MOE), predicted and measured
+ * time; nothing when the plan has none. */
+static void print_moe_text(const profile_report *r, const profile_moe *moe)
+{
+    if (moe->error[0])
+        printf("\nMoE experts: %s\n", moe->error);
+    if (!moe->n)
+        return;
+    char a[64], b[64];
+    printf("\n%-28s %-18s %8s %9s %9s\n", "MoE EXPERT", "DEVICE", "TOKENS", "PRED ms",
+           "MEAS ms");
+    for (size_t e = 0; e < moe->n; e++) {
+        const profile_node *n = NULL;
+        for (size_t i = 0; i < r->view.n_nodes && !n; i++)
+            if (!r->view.nodes[i].is_copy && strcmp(r->view.nodes[i].name, moe->experts[e].node) == 0)
+                n = &r->view.nodes[i];
+        printf("%-28.28s %-18.18s %8ld %9s %9s\n", moe->experts[e].node, n ? n->device : "-",
+               moe->experts[e].tokens, ms_text(n ? n->predicted_ms : NAN, a, sizeof a),
+               ms_text(n ? n->measured_ms : NAN, b, sizeof b));
+    }
+    printf("(tokens: the router run once on these inputs on cpu:0)\n");
+}
+
 static void print_text(const profile_opts *o, const profile_report *r, const measured *m,
-                       const measured *single)
+                       const measured *single, const profile_moe *moe)
 {
     const loom_plan_summary *s = &r->summary;
     char a[64], b[64], devs[512];
@@ -1154,6 +1190,7 @@ static void print_text(const profile_opts *o, const profile_report *r, const mea
     }
     if (rows < nn)
         printf("... %zu more nodes (use --all, or --json for all)\n", nn - rows);
+    print_moe_text(r, moe);
 
     double med = loom_percentile(m->latency_ms, m->runs, 0.5);
     printf("\n%-18s %9s %6s %6s %10s %10s %9s %9s\n", "DEVICE", "BUSY ms", "UTIL", "NODES",
@@ -1288,7 +1325,7 @@ static json_t *json_node(const profile_report *r, const loom_runtime *rt,
 
 /* The whole JSON report (docs/profile.md) on stdout. */
 static void print_json(const profile_opts *o, const profile_report *r, const loom_runtime *rt,
-                       const measured *m, const measured *single)
+                       const measured *m, const measured *single, const profile_moe *moe)
 {
     const loom_plan_summary *s = &r->summary;
     double med = loom_percentile(m->latency_ms, m->runs, 0.5);
@@ -1309,6 +1346,27 @@ static void print_json(const profile_opts *o, const profile_report *r, const loo
     for (size_t i = 0; i < r->view.n_nodes; i++)
         json_array_append_new(nodes, json_node(r, rt, &m->fbs, i));
     json_object_set_new(root, "nodes", nodes);
+    if (moe->n || moe->error[0]) { /* experts of split MoE nodes: tokens routed to each */
+        json_t *ex = json_array();
+        for (size_t e = 0; e < moe->n; e++) {
+            json_t *j = json_object();
+            json_object_set_new(j, "node", json_string(moe->experts[e].node));
+            json_object_set_new(j, "tokens", json_integer(moe->experts[e].tokens));
+            for (size_t i = 0; i < r->view.n_nodes; i++) {
+                const profile_node *n = &r->view.nodes[i];
+                if (n->is_copy || strcmp(n->name, moe->experts[e].node) != 0)
+                    continue;
+                json_object_set_new(j, "device", json_string(n->device));
+                json_object_set_new(j, "predicted_ms", jnum(n->predicted_ms));
+                json_object_set_new(j, "measured_ms", jnum(n->measured_ms));
+                break;
+            }
+            json_array_append_new(ex, j);
+        }
+        json_object_set_new(root, "moe_experts", ex);
+        if (moe->error[0])
+            json_object_set_new(root, "moe_experts_error", json_string(moe->error));
+    }
     json_t *devs = json_array();
     for (size_t k = 0; k < r->view.n_tracks; k++) {
         const track_figures *tf = &r->tracks[k];
@@ -1550,10 +1608,13 @@ int cmd_profile(int argc, char **argv)
     }
     if (!rc) {
         measure_single(&o, rt, g, &r, in, n_in, &single);
+        profile_moe moe;
+        profile_moe_tokens(rt, g, m.plan, in, n_in, &moe);
         if (o.json)
-            print_json(&o, &r, rt, &m, &single);
+            print_json(&o, &r, rt, &m, &single, &moe);
         else
-            print_text(&o, &r, &m, &single);
+            print_text(&o, &r, &m, &single, &moe);
+        profile_moe_free(&moe);
         rc = write_files(&o, &r.view);
     }
     if (have_report)

@@ -133,7 +133,8 @@ int64_t cpu_int8_row_bytes(const cpu_int8_packed *p);
  * A (row stride cpu_int8_row_bytes). Runs on the calling thread. */
 void cpu_int8_gemm_i32(const cpu_int8_packed *p, const uint8_t *a, int64_t rows, int32_t a_zp,
                        int32_t *c, int64_t ldc);
-/* kernels_moe.c: MoE (sparse: each expert's FFN on the tokens routed to it only) */
+/* kernels_moe.c: MoE (sparse: each expert's FFN on the tokens routed to it only), and the
+ * pieces of a split MoE: MoERoute, MoEExpert */
 void cpu_register_moe(cpu_op_entry *table);
 
 /* Helpers shared by families (cpu_util.c). */

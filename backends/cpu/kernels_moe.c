@@ -16,6 +16,10 @@
  * into tiles of nearly equal height (16 rows: 8 + 8 with AVX-512, 6 + 5 + 5 with AVX2), so no
  * tile is left with too few rows to hide the FMA latency.
  *
+ * MoERoute and MoEExpert (a MoE that passes/split_moe_experts.c cut into placement units) run
+ * the same phases, the router phase 1 and each expert phases 3 and 4 over its own tokens (at the
+ * end of this file).
+ *
  * One run, in phases, each over the pool:
  *   1. routing, per token: softmax of the router logits, the top k (ties: lower expert first),
  *      weights renormalised when asked; routes of weight 0 are dropped (as ONNX Runtime does);
@@ -52,6 +56,7 @@ enum { MOE_RELU, MOE_GELU, MOE_SILU, MOE_IDENTITY };
 
 typedef struct moe_params {
     int64_t tokens, hidden, inter, experts, k;
+    int64_t expert; /* MoEExpert: its routing column */
     int act;
     int normalize;
     int has_b1, has_b2, has_w3, has_b3;
@@ -74,6 +79,9 @@ typedef struct moe_run {
     float *pack1, *pack2; /* where run() packs non-constant weights (NULL when prepacked) */
     int32_t *re, *rpos, *count, *off, *cur, *rtok, *active;
     int64_t n_active;
+    /* fc2 writes each row into its token's row of Y (one expert, MoEExpert) instead of into
+     * the expert-ordered rows of YB (MoE, combined after). */
+    int scatter;
     /* Panels per task of fc1 and fc2 and the tasks per expert: chosen per run from the threads
      * and the experts that received tokens. */
     int64_t pb1, nb1, pb2, nb2;
@@ -488,7 +496,8 @@ static void fc2_tasks(void *arg, size_t b, size_t e)
                 moe_tile(p, n, a, pw + pn * I * MOE_NR, I, tile);
                 for (int i = 0; i < n; i++) {
                     const float *t = tile + i * MOE_NR, w = r->roww[r0 + i0 + i];
-                    float *dst = r->yb + (r0 + i0 + i) * H + c0;
+                    float *dst = r->scatter ? r->y + (int64_t)r->rtok[r0 + i0 + i] * H + c0
+                                            : r->yb + (r0 + i0 + i) * H + c0;
                     if (b2)
                         for (int64_t c = 0; c < cols; c++)
                             dst[c] = w * (t[c] + b2[c]);
@@ -721,8 +730,227 @@ static loom_status moe_prepare(const loom_node_desc *node, cpu_kernel *k, char *
     return LOOM_OK;
 }
 
+/* ---- MoERoute and MoEExpert: a MoE split into placement units ------------------------------
+ *
+ * The router runs phase 1 above (the same softmax, selection and renormalisation, so the split
+ * routes exactly as the fused kernel) and writes each token's weights into its row of the dense
+ * [tokens, num_experts] routing tensor. An expert reads its column: the tokens of weight > 0, in
+ * token order, are its rows; phases 3 and 4 run over them with the same packed panels and
+ * micro-kernels (one expert: index 0 of the packed weights), fc2 writing each weighted row
+ * straight into its token's row of Y; the rows of the other tokens are zero. */
+
+static loom_status route_run_fn(const cpu_kernel *kern, const loom_exec_args *args,
+                                cpu_pool *pool, char *err, size_t err_len)
+{
+    (void)err;
+    (void)err_len;
+    const moe_params *p = kern->params;
+    const int64_t T = p->tokens, E = p->experts, k = p->k;
+    float *out = args->outputs[0];
+    if (T == 0)
+        return LOOM_OK;
+    char *s = args->scratch;
+    moe_run r = {.p = p,
+                 .logits = args->inputs[0],
+                 .probs = (float *)(s + p->o_probs),
+                 .rw = (float *)(s + p->o_rw),
+                 .re = (int32_t *)(s + p->o_re)};
+    cpu_parallel_for(pool, (size_t)T, cpu_grain(E * 8 + k * E), route_tokens, &r);
+    memset(out, 0, (size_t)(T * E) * sizeof(float));
+    for (int64_t i = 0; i < T * k; i++)
+        if (r.rw[i] > 0.0f)
+            out[(i / k) * E + r.re[i]] = r.rw[i];
+    return LOOM_OK;
+}
+
+static int route_supports(const loom_node_desc *node, char *reason, size_t len)
+{
+    if (node->inputs[0].dtype != LOOM_DTYPE_F32)
+        return cpu_no_dtype(node, node->inputs[0].dtype, "float32", reason, len);
+    return 1;
+}
+
+static loom_status route_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
+                                 size_t err_len)
+{
+    moe_params *p = calloc(1, sizeof *p);
+    if (!p)
+        return cpu_oom(node, err, err_len);
+    p->tokens = node->inputs[0].dims[0];
+    p->experts = node->inputs[0].dims[1];
+    p->k = 1;
+    for (uint32_t a = 0; a < node->n_attrs; a++) {
+        if (strcmp(node->attrs[a].name, "k") == 0)
+            p->k = node->attrs[a].i;
+        else if (strcmp(node->attrs[a].name, "normalize_routing_weights") == 0)
+            p->normalize = node->attrs[a].i != 0;
+    }
+    const size_t T = (size_t)p->tokens, E = (size_t)p->experts, R = T * (size_t)p->k;
+    if ((double)T * (double)E > (double)INT32_MAX) {
+        free(p);
+        return cpu_fail(err, err_len, LOOM_ERR_UNSUPPORTED, "MoERoute: %zu tokens x %zu experts "
+                        "is more than the kernel indexes", T, E);
+    }
+    p->o_probs = 0;
+    p->o_rw = moe_align(T * E * sizeof(float));
+    p->o_re = p->o_rw + moe_align(R * sizeof(float));
+    k->run = route_run_fn;
+    k->params = p;
+    k->free_params = moe_free;
+    k->scratch_bytes = p->o_re + moe_align(R * sizeof(int32_t));
+    return LOOM_OK;
+}
+
+static loom_status expert_run_fn(const cpu_kernel *kern, const loom_exec_args *args,
+                                 cpu_pool *pool, char *err, size_t err_len)
+{
+    (void)err;
+    (void)err_len;
+    const moe_params *p = kern->params;
+    const int64_t T = p->tokens, E = p->experts, H = p->hidden;
+    if (T == 0 || H == 0)
+        return LOOM_OK;
+    char *s = args->scratch;
+    moe_run r = {
+        .p = p,
+        .x = args->inputs[0],
+        .w1 = args->inputs[2],
+        .b1 = p->has_b1 ? args->inputs[3] : NULL,
+        .w2 = args->inputs[4],
+        .b2 = p->has_b2 ? args->inputs[5] : NULL,
+        .w3 = p->has_w3 ? args->inputs[6] : NULL,
+        .b3 = p->has_b3 ? args->inputs[7] : NULL,
+        .y = args->outputs[0],
+        .roww = (float *)(s + p->o_roww),
+        .h = (float *)(s + p->o_h),
+        .count = (int32_t *)(s + p->o_count),
+        .off = (int32_t *)(s + p->o_off),
+        .rtok = (int32_t *)(s + p->o_rtok),
+        .active = (int32_t *)(s + p->o_active),
+        .pack1 = p->pw1 ? NULL : (float *)(s + p->o_pw1),
+        .pack2 = p->pw2 ? NULL : (float *)(s + p->o_pw2),
+        .scatter = 1,
+    };
+    r.pw1 = p->pw1 ? p->pw1 : r.pack1;
+    r.pw2 = p->pw2 ? p->pw2 : r.pack2;
+    /* This expert's rows: the tokens whose routing weight in its column is > 0, in order. */
+    const float *routing = args->inputs[1];
+    int32_t rows = 0;
+    for (int64_t t = 0; t < T; t++) {
+        const float w = routing[t * E + p->expert];
+        if (w > 0.0f) {
+            r.rtok[rows] = (int32_t)t;
+            r.roww[rows++] = w;
+        }
+    }
+    memset(r.y, 0, (size_t)(T * H) * sizeof(float));
+    if (rows == 0)
+        return LOOM_OK;
+    r.count[0] = rows;
+    r.off[0] = 0;
+    r.off[1] = rows;
+    r.active[0] = 0;
+    r.n_active = 1;
+    if (r.pack1)
+        cpu_parallel_for(pool, 2, 1, pack_tasks, &r);
+    const unsigned threads = cpu_pool_threads(pool);
+    moe_blocks(p->np1, 1, threads, &r.pb1, &r.nb1);
+    moe_blocks(p->np2, 1, threads, &r.pb2, &r.nb2);
+    cpu_parallel_for(pool, (size_t)r.nb1, 1, fc1_tasks, &r);
+    cpu_parallel_for(pool, (size_t)r.nb2, 1, fc2_tasks, &r);
+    return LOOM_OK;
+}
+
+static int expert_supports(const loom_node_desc *node, char *reason, size_t len)
+{
+    for (uint32_t i = 0; i < node->n_inputs; i++)
+        if (cpu_present(node, i) && node->inputs[i].dtype != LOOM_DTYPE_F32)
+            return cpu_no_dtype(node, node->inputs[i].dtype, "float32", reason, len);
+    const loom_tensor_desc *x = &node->inputs[0], *w1 = &node->inputs[2];
+    if (!cpu_fits_int(x->dims[x->rank - 1]) || !cpu_fits_int(w1->dims[0]) ||
+        !cpu_fits_int(node->inputs[1].dims[0]))
+        return cpu_reason(reason, len, "MoEExpert: tokens, hidden or inter size beyond what the "
+                          "kernel indexes");
+    return 1;
+}
+
+static loom_status expert_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
+                                  size_t err_len)
+{
+    moe_params *p = calloc(1, sizeof *p);
+    if (!p)
+        return cpu_oom(node, err, err_len);
+    const loom_tensor_desc *x = &node->inputs[0], *r = &node->inputs[1], *w1 = &node->inputs[2];
+    p->hidden = x->dims[x->rank - 1];
+    p->tokens = r->dims[0];
+    p->experts = r->dims[1];
+    p->inter = w1->dims[0];
+    p->k = 1;
+    for (uint32_t a = 0; a < node->n_attrs; a++)
+        if (strcmp(node->attrs[a].name, "expert") == 0)
+            p->expert = node->attrs[a].i;
+    const char *act = cpu_str_attr(node, "activation_type", "relu");
+    p->act = strcmp(act, "gelu") == 0       ? MOE_GELU
+             : strcmp(act, "silu") == 0     ? MOE_SILU
+             : strcmp(act, "identity") == 0 ? MOE_IDENTITY
+                                            : MOE_RELU;
+    p->has_b1 = cpu_present(node, 3);
+    p->has_b2 = cpu_present(node, 5);
+    p->has_w3 = cpu_present(node, 6);
+    p->has_b3 = cpu_present(node, 7);
+    p->isa = moe_pick_isa();
+    p->mr = p->isa == MOE_ISA_AVX512 ? 12 : p->isa == MOE_ISA_AVX2 ? 6 : 4;
+    p->half1 = p->has_w3 ? MOE_NR / 2 : MOE_NR;
+    p->np1 = (p->inter + p->half1 - 1) / p->half1;
+    p->np2 = (p->hidden + MOE_NR - 1) / MOE_NR;
+    const size_t T = (size_t)p->tokens, H = (size_t)p->hidden, I = (size_t)p->inter;
+    const size_t pack1 = (size_t)p->np1 * H * MOE_NR * sizeof(float);
+    const size_t pack2 = (size_t)p->np2 * I * MOE_NR * sizeof(float);
+    if ((double)T * (double)(I + 4) * sizeof(float) + 2.0 * ((double)pack1 + (double)pack2) >
+        (double)((size_t)1 << 46)) {
+        free(p);
+        return cpu_fail(err, err_len, LOOM_ERR_UNSUPPORTED, "MoEExpert: scratch for %zu tokens "
+                        "of %zu x %zu is beyond what the kernel allocates", T, H, I);
+    }
+    const void *const *c = node->input_constants;
+    if (c && c[2] && c[4] && (!p->has_w3 || c[6])) {
+        p->pw1 = aligned_alloc(64, moe_align(pack1) + 64);
+        p->pw2 = aligned_alloc(64, moe_align(pack2) + 64);
+        if (!p->pw1 || !p->pw2) {
+            moe_free(p);
+            return cpu_oom(node, err, err_len);
+        }
+        moe_pack(p->pw1, c[2], p->has_w3 ? c[6] : NULL, (int64_t)I, (int64_t)H, 0, p->np1);
+        moe_pack(p->pw2, c[4], NULL, (int64_t)H, (int64_t)I, 0, p->np2);
+    }
+    size_t at = 0;
+#define MOE_AREA(field, bytes)                                                                   \
+    do {                                                                                         \
+        p->field = at;                                                                           \
+        at += moe_align(bytes);                                                                  \
+    } while (0)
+    MOE_AREA(o_rtok, T * sizeof(int32_t));
+    MOE_AREA(o_roww, T * sizeof(float));
+    MOE_AREA(o_count, sizeof(int32_t));
+    MOE_AREA(o_off, 2 * sizeof(int32_t));
+    MOE_AREA(o_active, sizeof(int32_t));
+    MOE_AREA(o_h, T * I * sizeof(float));
+    MOE_AREA(o_pw1, p->pw1 ? 0 : pack1);
+    MOE_AREA(o_pw2, p->pw2 ? 0 : pack2);
+#undef MOE_AREA
+    k->run = expert_run_fn;
+    k->params = p;
+    k->free_params = moe_free;
+    k->scratch_bytes = at;
+    return LOOM_OK;
+}
+
 void cpu_register_moe(cpu_op_entry *table)
 {
     table[LOOM_OP_MOE].supports = moe_supports;
     table[LOOM_OP_MOE].prepare = moe_prepare;
+    table[LOOM_OP_MOE_ROUTE].supports = route_supports;
+    table[LOOM_OP_MOE_ROUTE].prepare = route_prepare;
+    table[LOOM_OP_MOE_EXPERT].supports = expert_supports;
+    table[LOOM_OP_MOE_EXPERT].prepare = expert_prepare;
 }

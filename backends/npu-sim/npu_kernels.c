@@ -216,6 +216,14 @@ loom_status npu_kernel_prepare(const loom_node_desc *node, npu_mode mode, npu_ke
     case LOOM_OP_QUANTIZE_LINEAR: case LOOM_OP_DEQUANTIZE_LINEAR:
         k->axis = loom_node_attr_int(node, "axis", 0);
         break;
+    case LOOM_OP_MOE_EXPERT: {
+        const loom_attr *act = loom_node_attr(node, "activation_type");
+        const char *a = act && act->kind == LOOM_ATTR_STRING && act->s ? act->s : "relu";
+        k->moe_expert = loom_node_attr_int(node, "expert", 0);
+        k->moe_act = strcmp(a, "gelu") == 0 ? 1 : strcmp(a, "silu") == 0 ? 2
+                     : strcmp(a, "identity") == 0 ? 3 : 0;
+        break;
+    }
     default:
         break;
     }
@@ -249,6 +257,9 @@ loom_status npu_kernel_prepare(const loom_node_desc *node, npu_mode mode, npu_ke
         if (k->out[0].dtype == LOOM_DTYPE_F16)
             k->s_out = take(&off, (size_t)npu_numel(&k->out[0]) * sizeof(float));
     }
+    k->s_hid = UNUSED_SLOT;
+    if (node->op == LOOM_OP_MOE_EXPERT)
+        k->s_hid = take(&off, (size_t)node->inputs[2].dims[0] * sizeof(float));
     k->scratch_bytes = off;
     return LOOM_OK;
 }
@@ -632,6 +643,57 @@ static void run_gap(const npu_kernel *k, const float *x, float *y)
 
 /* ---- run ------------------------------------------------------------------------------------ */
 
+/* MoEExpert in fp16: every operand rounded to fp16 on load, f32 accumulation, the hidden row
+ * rounded to fp16 as the device would store it; the rows of the tokens the expert does not take
+ * (routing weight <= 0) are zero. */
+static loom_status run_moe_expert(const npu_kernel *k, const loom_exec_args *a, char *scratch)
+{
+    const float *x = load_input(k, a, 0, scratch), *rt = load_input(k, a, 1, scratch);
+    const float *w1 = load_input(k, a, 2, scratch), *w2 = load_input(k, a, 4, scratch);
+    const float *b1 = k->in_present[3] ? load_input(k, a, 3, scratch) : NULL;
+    const float *b2 = k->in_present[5] ? load_input(k, a, 5, scratch) : NULL;
+    const float *w3 = k->in_present[6] ? load_input(k, a, 6, scratch) : NULL;
+    const float *b3 = k->in_present[7] ? load_input(k, a, 7, scratch) : NULL;
+    float *y = result_buffer(k, a, scratch), *h = (float *)(scratch + k->s_hid);
+    const loom_tensor_desc *xd = &k->in[0];
+    const int64_t T = k->in[1].dims[0], E = k->in[1].dims[1], H = xd->dims[xd->rank - 1];
+    const int64_t I = k->in[2].dims[0];
+    for (int64_t t = 0; t < T; t++) {
+        const float w = rt[t * E + k->moe_expert], *xr = x + t * H;
+        float *yr = y + t * H;
+        if (!(w > 0.0f)) {
+            memset(yr, 0, (size_t)H * sizeof(float));
+            continue;
+        }
+        for (int64_t i = 0; i < I; i++) {
+            float v = b1 ? b1[i] : 0.0f;
+            for (int64_t c = 0; c < H; c++)
+                v += w1[i * H + c] * xr[c];
+            if (k->moe_act == 0)
+                v = v > 0.0f ? v : 0.0f;
+            else if (k->moe_act == 1)
+                v = 0.5f * v * (1.0f + tanhf(0.7978845608f * (v + 0.044715f * v * v * v)));
+            else if (k->moe_act == 2)
+                v = v / (1.0f + expf(-v));
+            if (w3) {
+                float g = b3 ? b3[i] : 0.0f;
+                for (int64_t c = 0; c < H; c++)
+                    g += w3[i * H + c] * xr[c];
+                v *= g;
+            }
+            h[i] = npu_round_f16(v);
+        }
+        for (int64_t c = 0; c < H; c++) {
+            float o = b2 ? b2[c] : 0.0f;
+            for (int64_t i = 0; i < I; i++)
+                o += w2[c * I + i] * h[i];
+            yr[c] = w * o;
+        }
+    }
+    store_result(k, a, y);
+    return LOOM_OK;
+}
+
 loom_status npu_kernel_run(const npu_kernel *k, const loom_exec_args *a, char *err,
                            size_t err_len)
 {
@@ -685,6 +747,8 @@ loom_status npu_kernel_run(const npu_kernel *k, const loom_exec_args *a, char *e
     case LOOM_OP_QLINEAR_CONV:
         npu_run_qlinear_conv(k, a);
         return LOOM_OK;
+    case LOOM_OP_MOE_EXPERT:
+        return run_moe_expert(k, a, scratch);
     default:
         return fail(err, err_len, LOOM_ERR_INTERNAL, "npu-sim: no kernel for op %d", (int)k->op);
     }

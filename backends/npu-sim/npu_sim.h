@@ -38,6 +38,11 @@ typedef struct npu_kernel {
     float lo, hi;
     /* Quantize/Dequantize axis */
     int64_t axis;
+    /* MoEExpert: its routing column, activation (0 relu, 1 gelu, 2 silu, 3 identity), and the
+     * scratch of one token's hidden row */
+    int64_t moe_expert;
+    int moe_act;
+    size_t s_hid;
     /* int8 mode: the weight input (Conv W, MatMul/Gemm B) quantised at prepare time when it is
      * a constant: one symmetric scale per output channel. */
     int w_input;        /* index of the weight input, -1 when none */

@@ -84,7 +84,7 @@ int npu_check(const loom_node_desc *node, npu_mode *mode, char *reason, size_t l
     case LOOM_OP_CLIP: case LOOM_OP_ADD: case LOOM_OP_MUL: case LOOM_OP_MAX_POOL:
     case LOOM_OP_AVERAGE_POOL: case LOOM_OP_GLOBAL_AVERAGE_POOL: case LOOM_OP_RESHAPE:
     case LOOM_OP_FLATTEN: case LOOM_OP_QUANTIZE_LINEAR: case LOOM_OP_DEQUANTIZE_LINEAR:
-    case LOOM_OP_QLINEAR_CONV: case LOOM_OP_QLINEAR_MAT_MUL:
+    case LOOM_OP_QLINEAR_CONV: case LOOM_OP_QLINEAR_MAT_MUL: case LOOM_OP_MOE_EXPERT:
         break;
     default:
         return say_no(reason, len, "npu-sim: %s is not supported", op);
@@ -198,6 +198,11 @@ int npu_check(const loom_node_desc *node, npu_mode *mode, char *reason, size_t l
             return say_no(reason, len, "npu-sim: GlobalAveragePool needs an input of rank 3 "
                           "or 4");
         break;
+    case LOOM_OP_MOE_EXPERT:
+        if (*mode != NPU_MODE_F16)
+            return say_no(reason, len, "npu-sim: MoEExpert runs in fp16 only (--precision "
+                          "fp16, or float16 data)");
+        break;
     case LOOM_OP_CLIP:
         for (uint32_t k = 1; k < node->n_inputs && k < 3; k++)
             if (npu_input_present(node, k) && !(node->input_constants && node->input_constants[k]))
@@ -264,6 +269,17 @@ void npu_work(const loom_node_desc *node, npu_mode mode, double *flops, double *
     case LOOM_OP_RESHAPE: case LOOM_OP_FLATTEN:
         f = 0;
         break;
+    case LOOM_OP_MOE_EXPERT: {
+        /* The tokens it is expected to receive (tokens * k / num_experts, as the registry's
+         * cost): two GEMMs (three gated) of hidden x inter per token. */
+        const loom_tensor_desc *r = &node->inputs[1], *w1 = &node->inputs[2];
+        double hidden = (double)x->dims[x->rank - 1], inter = (double)w1->dims[0];
+        double k = (double)loom_node_attr_int(node, "k", 1);
+        double gated = npu_input_present(node, 6) ? 3.0 : 2.0;
+        f = (double)r->dims[0] * k / (double)(r->dims[1] ? r->dims[1] : 1) * 2.0 * hidden *
+            inter * gated;
+        break;
+    }
     default:
         f = out; /* elementwise and quantisation: about one operation per element */
         break;

@@ -29,6 +29,19 @@ typedef enum ocl_kid {
     OCL_K_EPILOGUE, OCL_K_ADD_LAYERNORM, OCL_K_SCALE_MASK_SOFTMAX,
     /* MatMulInt8Dynamic (ocl_kernels_int8.c) */
     OCL_K_I8_QUANT_ROWS, OCL_K_I8_GEMM,
+    /* MoEExpert (ocl_kernels_moe.c) */
+    OCL_K_MOE_FC1, OCL_K_MOE_FC2,
+    /* Trilu by element size, CumSum by type (ocl_kernels_scan.c) */
+    OCL_K_TRILU_1, OCL_K_TRILU_2, OCL_K_TRILU_4, OCL_K_TRILU_8,
+    OCL_K_CUMSUM_F32, OCL_K_CUMSUM_I32, OCL_K_CUMSUM_I64,
+    /* GatherElements, GatherND by element size; ScatterElements, ScatterND by element size
+     * (no reduction), then f32, i32, i64 (ocl_kernels_indexing.c) */
+    OCL_K_GATHER_EL_1, OCL_K_GATHER_EL_2, OCL_K_GATHER_EL_4, OCL_K_GATHER_EL_8,
+    OCL_K_SCATTER_EL_1, OCL_K_SCATTER_EL_2, OCL_K_SCATTER_EL_4, OCL_K_SCATTER_EL_8,
+    OCL_K_SCATTER_EL_F32, OCL_K_SCATTER_EL_I32, OCL_K_SCATTER_EL_I64,
+    OCL_K_GATHER_ND_1, OCL_K_GATHER_ND_2, OCL_K_GATHER_ND_4, OCL_K_GATHER_ND_8,
+    OCL_K_SCATTER_ND_1, OCL_K_SCATTER_ND_2, OCL_K_SCATTER_ND_4, OCL_K_SCATTER_ND_8,
+    OCL_K_SCATTER_ND_F32, OCL_K_SCATTER_ND_I32, OCL_K_SCATTER_ND_I64,
     OCL_K_COUNT
 } ocl_kid;
 

@@ -1,8 +1,9 @@
 /*
  * The OpenCL backend's operator table: which family supports and prepares each op, and the
  * helpers the families share (messages, shape tables, broadcast strides, launch shapes). The
- * families: ocl_kernels_elementwise.c, ocl_kernels_layout.c, ocl_kernels_reduce.c and
- * ocl_kernels_gemm.c (CLBlast); their OpenCL C is in ocl_source.c.
+ * families: ocl_kernels_elementwise.c, ocl_kernels_layout.c, ocl_kernels_reduce.c,
+ * ocl_kernels_scan.c, ocl_kernels_indexing.c and ocl_kernels_gemm.c (CLBlast); their OpenCL C
+ * is in ocl_source.c.
  */
 #include "ocl_kernels.h"
 
@@ -152,11 +153,13 @@ int ocl_kernels_supports(const ocl_state *s, const ocl_device *d, const loom_nod
     case LOOM_OP_FLOOR: case LOOM_OP_CEIL: case LOOM_OP_ROUND: case LOOM_OP_HARD_SIGMOID:
     case LOOM_OP_HARD_SWISH: case LOOM_OP_SIN: case LOOM_OP_COS: case LOOM_OP_SOFTPLUS:
     case LOOM_OP_ELU: case LOOM_OP_SELU: case LOOM_OP_SIGN: case LOOM_OP_NOT:
+    case LOOM_OP_IS_NAN: case LOOM_OP_IS_INF:
         return ocl_unary_supports(node, reason, len);
     case LOOM_OP_ADD: case LOOM_OP_SUB: case LOOM_OP_MUL: case LOOM_OP_DIV: case LOOM_OP_POW:
     case LOOM_OP_MIN: case LOOM_OP_MAX: case LOOM_OP_EQUAL: case LOOM_OP_LESS:
     case LOOM_OP_GREATER: case LOOM_OP_LESS_OR_EQUAL: case LOOM_OP_GREATER_OR_EQUAL:
     case LOOM_OP_AND: case LOOM_OP_OR: case LOOM_OP_XOR: case LOOM_OP_PRELU:
+    case LOOM_OP_MOD: case LOOM_OP_BIT_SHIFT:
         return ocl_binary_supports(node, reason, len);
     case LOOM_OP_WHERE:
         return ocl_where_supports(node, reason, len);
@@ -173,6 +176,8 @@ int ocl_kernels_supports(const ocl_state *s, const ocl_device *d, const loom_nod
         return ocl_norm_supports(node, reason, len);
     case LOOM_OP_REDUCE_MEAN: case LOOM_OP_REDUCE_SUM: case LOOM_OP_REDUCE_MAX:
     case LOOM_OP_REDUCE_MIN: case LOOM_OP_REDUCE_PROD: case LOOM_OP_GLOBAL_AVERAGE_POOL:
+    case LOOM_OP_REDUCE_L1: case LOOM_OP_REDUCE_L2: case LOOM_OP_REDUCE_LOG_SUM:
+    case LOOM_OP_REDUCE_LOG_SUM_EXP: case LOOM_OP_REDUCE_SUM_SQUARE:
         return ocl_reduce_supports(node, reason, len);
     case LOOM_OP_MAX_POOL: case LOOM_OP_AVERAGE_POOL:
         return ocl_window_supports(node, reason, len, 0);
@@ -184,6 +189,16 @@ int ocl_kernels_supports(const ocl_state *s, const ocl_device *d, const loom_nod
         return ocl_conv_supports(node, reason, len);
     case LOOM_OP_MAT_MUL_INT8_DYNAMIC:
         return ocl_int8_supports(node, reason, len);
+    case LOOM_OP_TRILU:
+        return ocl_trilu_supports(node, reason, len);
+    case LOOM_OP_CUM_SUM:
+        return ocl_cumsum_supports(node, reason, len);
+    case LOOM_OP_GATHER_ELEMENTS: case LOOM_OP_SCATTER_ELEMENTS:
+        return ocl_elements_supports(node, reason, len);
+    case LOOM_OP_GATHER_ND: case LOOM_OP_SCATTER_ND:
+        return ocl_nd_supports(node, reason, len);
+    case LOOM_OP_MOE_EXPERT:
+        return ocl_moe_expert_supports(node, reason, len);
     default:
         return ocl_reason(reason, len, "no OpenCL kernel for %s", node->op_name);
     }
@@ -197,6 +212,7 @@ loom_status ocl_kernels_prepare(ocl_state *s, ocl_device *d, const loom_node_des
     case LOOM_OP_MIN: case LOOM_OP_MAX: case LOOM_OP_EQUAL: case LOOM_OP_LESS:
     case LOOM_OP_GREATER: case LOOM_OP_LESS_OR_EQUAL: case LOOM_OP_GREATER_OR_EQUAL:
     case LOOM_OP_AND: case LOOM_OP_OR: case LOOM_OP_XOR: case LOOM_OP_PRELU:
+    case LOOM_OP_MOD: case LOOM_OP_BIT_SHIFT:
         return ocl_binary_prepare(s, d, node, k, err, len);
     case LOOM_OP_WHERE:
         return ocl_where_prepare(s, d, node, k, err, len);
@@ -213,6 +229,8 @@ loom_status ocl_kernels_prepare(ocl_state *s, ocl_device *d, const loom_node_des
         return ocl_norm_prepare(d, node, k);
     case LOOM_OP_REDUCE_MEAN: case LOOM_OP_REDUCE_SUM: case LOOM_OP_REDUCE_MAX:
     case LOOM_OP_REDUCE_MIN: case LOOM_OP_REDUCE_PROD: case LOOM_OP_GLOBAL_AVERAGE_POOL:
+    case LOOM_OP_REDUCE_L1: case LOOM_OP_REDUCE_L2: case LOOM_OP_REDUCE_LOG_SUM:
+    case LOOM_OP_REDUCE_LOG_SUM_EXP: case LOOM_OP_REDUCE_SUM_SQUARE:
         return ocl_reduce_prepare(s, d, node, k, err, len);
     case LOOM_OP_MAX_POOL: case LOOM_OP_AVERAGE_POOL:
         return ocl_pool_prepare(s, d, node, k, err, len);
@@ -224,6 +242,16 @@ loom_status ocl_kernels_prepare(ocl_state *s, ocl_device *d, const loom_node_des
         return ocl_conv_prepare(s, d, node, k, err, len);
     case LOOM_OP_MAT_MUL_INT8_DYNAMIC:
         return ocl_int8_prepare(d, node, k);
+    case LOOM_OP_TRILU:
+        return ocl_trilu_prepare(node, k);
+    case LOOM_OP_CUM_SUM:
+        return ocl_cumsum_prepare(node, k);
+    case LOOM_OP_GATHER_ELEMENTS: case LOOM_OP_SCATTER_ELEMENTS:
+        return ocl_elements_prepare(s, d, node, k, err, len);
+    case LOOM_OP_GATHER_ND: case LOOM_OP_SCATTER_ND:
+        return ocl_nd_prepare(s, d, node, k, err, len);
+    case LOOM_OP_MOE_EXPERT:
+        return ocl_moe_expert_prepare(node, k);
     default:
         return ocl_unary_prepare(s, d, node, k, err, len);
     }

@@ -1,12 +1,15 @@
 /*
  * The OpenCL backend's operator families and the helpers they share. The op table
  * (ocl_kernels.c: ocl_kernels_supports, ocl_kernels_prepare) sends each op to its family:
- *   ocl_kernels_elementwise.c  unary and binary elementwise ops, Where, Cast
+ *   ocl_kernels_elementwise.c  unary and binary elementwise ops (IsNaN, IsInf, Mod and
+ *                              BitShift among them), Where, Cast
  *   ocl_kernels_layout.c       Identity/Reshape family, Transpose, Expand, Slice, Concat, Split,
  *                              Gather
- *   ocl_kernels_reduce.c       Softmax, LogSoftmax, Layer/BatchNormalization, Reduce*,
+ *   ocl_kernels_reduce.c       Softmax, LogSoftmax, Layer/BatchNormalization, Reduce* (all ten),
  *                              GlobalAveragePool, MaxPool, AveragePool
  *   ocl_kernels_gemm.c         MatMul, Gemm, Conv (CLBlast)
+ *   ocl_kernels_scan.c         Trilu, CumSum
+ *   ocl_kernels_indexing.c     GatherElements, ScatterElements, GatherND, ScatterND
  * A family's supports(NODE, REASON, LEN) returns 1, or 0 with a one-line reason (ocl_reason);
  * its prepare fills K (whose common fields the caller set) and returns LOOM_OK or a message in
  * ERR. Not a public header.
@@ -174,5 +177,26 @@ loom_status ocl_gemm_prepare(ocl_state *s, ocl_device *d, const loom_node_desc *
 int ocl_conv_supports(const loom_node_desc *node, char *reason, size_t len);
 loom_status ocl_conv_prepare(ocl_state *s, ocl_device *d, const loom_node_desc *node,
                              ocl_kernel *k, char *err, size_t len);
+
+/* ocl_kernels_moe.c: MoEExpert (one expert of a split MoE) */
+int ocl_moe_expert_supports(const loom_node_desc *node, char *reason, size_t len);
+loom_status ocl_moe_expert_prepare(const loom_node_desc *node, ocl_kernel *k);
+
+/* ocl_kernels_scan.c: Trilu (any element size), CumSum (f32, i32, i64; constant or computed
+ * axis) */
+int ocl_trilu_supports(const loom_node_desc *node, char *reason, size_t len);
+loom_status ocl_trilu_prepare(const loom_node_desc *node, ocl_kernel *k);
+int ocl_cumsum_supports(const loom_node_desc *node, char *reason, size_t len);
+loom_status ocl_cumsum_prepare(const loom_node_desc *node, ocl_kernel *k);
+
+/* ocl_kernels_indexing.c: GatherElements and ScatterElements (elements), GatherND and ScatterND
+ * (nd); moves of any element size, reductions in f32, i32, i64. Prepare fails with
+ * LOOM_ERR_INVALID_ARGUMENT naming a constant index out of range. */
+int ocl_elements_supports(const loom_node_desc *node, char *reason, size_t len);
+loom_status ocl_elements_prepare(ocl_state *s, ocl_device *d, const loom_node_desc *node,
+                                 ocl_kernel *k, char *err, size_t len);
+int ocl_nd_supports(const loom_node_desc *node, char *reason, size_t len);
+loom_status ocl_nd_prepare(ocl_state *s, ocl_device *d, const loom_node_desc *node,
+                           ocl_kernel *k, char *err, size_t len);
 
 #endif /* LOOM_OCL_KERNELS_H */

@@ -1,7 +1,7 @@
 /*
- * The OpenCL backend's elementwise operators: unary math and activations, binary arithmetic,
- * comparisons and logic (each node gets a variant of ocl_ew_source specialised to its op,
- * dtypes and broadcast classes), Where, and Cast.
+ * The OpenCL backend's elementwise operators: unary math and activations, IsNaN and IsInf,
+ * binary arithmetic, Mod, BitShift, comparisons and logic (each node gets a variant of
+ * ocl_ew_source specialised to its op, dtypes and broadcast classes), Where, and Cast.
  */
 #include "ocl_kernels.h"
 
@@ -13,12 +13,34 @@
 enum {
     U_RELU = 1, U_LEAKY, U_SIGMOID, U_TANH, U_ERF, U_GELU, U_GELU_TANH, U_SQRT, U_EXP, U_LOG,
     U_NEG, U_ABS, U_CLIP, U_RECIP, U_FLOOR, U_CEIL, U_ROUND, U_HSIG, U_HSWISH, U_SIN, U_COS,
-    U_SOFTPLUS, U_ELU, U_SELU, U_SIGN, U_IDENT, U_NOT
+    U_SOFTPLUS, U_ELU, U_SELU, U_SIGN, U_IDENT, U_NOT, U_ISNAN, U_ISINF
 };
 enum {
     B_ADD = 1, B_SUB, B_MUL, B_DIV, B_POW, B_MIN, B_MAX, B_EQ, B_LT, B_GT, B_LE, B_GE, B_AND,
-    B_OR, B_XOR, B_PRELU
+    B_OR, B_XOR, B_PRELU, B_MOD, B_BITSHIFT
 };
+
+/* The OpenCL type of an integer dtype, NULL for another dtype. */
+static const char *ew_int_type(loom_dtype dt)
+{
+    switch (dt) {
+    case LOOM_DTYPE_I8: return "char";
+    case LOOM_DTYPE_U8: return "uchar";
+    case LOOM_DTYPE_I16: return "short";
+    case LOOM_DTYPE_U16: return "ushort";
+    case LOOM_DTYPE_I32: return "int";
+    case LOOM_DTYPE_U32: return "uint";
+    case LOOM_DTYPE_I64: return "long";
+    case LOOM_DTYPE_U64: return "ulong";
+    default: return NULL;
+    }
+}
+
+static int ew_signed(loom_dtype dt)
+{
+    return dt == LOOM_DTYPE_I8 || dt == LOOM_DTYPE_I16 || dt == LOOM_DTYPE_I32 ||
+           dt == LOOM_DTYPE_I64;
+}
 
 /* ---- unary elementwise ---------------------------------------------------------------------- */
 
@@ -54,6 +76,8 @@ static int unary_code(const loom_node_desc *node)
     case LOOM_OP_SELU: return U_SELU;
     case LOOM_OP_SIGN: return U_SIGN;
     case LOOM_OP_NOT: return U_NOT;
+    case LOOM_OP_IS_NAN: return U_ISNAN;
+    case LOOM_OP_IS_INF: return U_ISINF;
     default: return 0;
     }
 }
@@ -70,6 +94,10 @@ int ocl_unary_supports(const loom_node_desc *node, char *reason, size_t len)
     int code = unary_code(node);
     if (code == U_NOT)
         return dt == LOOM_DTYPE_BOOL ? 1 : ocl_reason(reason, len, "Not: bool only");
+    if (code == U_ISNAN || code == U_ISINF) /* f32 only, as the CPU reference */
+        return dt == LOOM_DTYPE_F32 && node->outputs[0].dtype == LOOM_DTYPE_BOOL
+                   ? 1
+                   : ocl_reason(reason, len, "%s: f32 only", node->op_name);
     if (code == U_NEG || code == U_ABS || code == U_SIGN) {
         if (dt == LOOM_DTYPE_I32 || dt == LOOM_DTYPE_I64 || ocl_is_float(dt))
             return 1;
@@ -101,6 +129,10 @@ loom_status ocl_unary_prepare(ocl_state *s, ocl_device *d, const loom_node_desc 
         k->fb = loom_node_attr_float(node, "beta", 0.5f);
         break;
     case LOOM_OP_ELU: k->fa = loom_node_attr_float(node, "alpha", 1.0f); break;
+    case LOOM_OP_IS_INF: /* pa: detect negative infinities, pb: positive ones */
+        k->fa = loom_node_attr_int(node, "detect_negative", 1) != 0;
+        k->fb = loom_node_attr_int(node, "detect_positive", 1) != 0;
+        break;
     case LOOM_OP_SELU:
         k->fa = loom_node_attr_float(node, "alpha", 1.67326319217681884765625f);
         k->fb = loom_node_attr_float(node, "gamma", 1.05070102214813232421875f);
@@ -131,6 +163,8 @@ static int binary_code(loom_op_id op)
     case LOOM_OP_OR: return B_OR;
     case LOOM_OP_XOR: return B_XOR;
     case LOOM_OP_PRELU: return B_PRELU;
+    case LOOM_OP_MOD: return B_MOD;
+    case LOOM_OP_BIT_SHIFT: return B_BITSHIFT;
     default: return 0;
     }
 }
@@ -149,6 +183,18 @@ int ocl_binary_supports(const loom_node_desc *node, char *reason, size_t len)
         return a == LOOM_DTYPE_BOOL ? 1 : ocl_reason(reason, len, "%s: bool only", node->op_name);
     if (code == B_POW || code == B_PRELU)
         return ocl_is_float(a) ? 1 : ocl_reason(reason, len, "%s: f32 and f16 only", node->op_name);
+    if ((code == B_MOD || code == B_BITSHIFT) && node->outputs[0].dtype != a)
+        return ocl_reason(reason, len, "%s: output dtype differs from the inputs'", node->op_name);
+    if (code == B_BITSHIFT)
+        return a == LOOM_DTYPE_U8 || a == LOOM_DTYPE_U16 || a == LOOM_DTYPE_U32 ||
+                       a == LOOM_DTYPE_U64
+                   ? 1
+                   : ocl_reason(reason, len, "BitShift: uint8, uint16, uint32 and uint64 only");
+    if (code == B_MOD) {
+        if (a == LOOM_DTYPE_F32 || ew_int_type(a))
+            return 1;
+        return ocl_reason(reason, len, "Mod: f32 and 8- to 64-bit integers only");
+    }
     if (code == B_EQ && a == LOOM_DTYPE_BOOL)
         return 1;
     if (ocl_is_float(a) || a == LOOM_DTYPE_I32 || a == LOOM_DTYPE_I64)
@@ -183,6 +229,13 @@ loom_status ocl_binary_prepare(ocl_state *s, ocl_device *d, const loom_node_desc
 }
 
 /* ---- the specialised elementwise kernels (unary and binary) ----------------------------------- */
+
+/* String attribute NAME of NODE, DEF when absent. */
+static const char *ew_str_attr(const loom_node_desc *node, const char *name, const char *def)
+{
+    const loom_attr *a = loom_node_attr(node, name);
+    return a && a->kind == LOOM_ATTR_STRING && a->s ? a->s : def;
+}
 
 /* Broadcast classes of an input (ocl_ew_source's CA and CB). */
 enum { EW_SAME, EW_SCALAR, EW_DIVMOD, EW_TABLE };
@@ -230,9 +283,7 @@ static const char *ew_type(loom_dtype dt)
     switch (dt) {
     case LOOM_DTYPE_F32: return "float";
     case LOOM_DTYPE_F16: return "half";
-    case LOOM_DTYPE_I32: return "int";
-    case LOOM_DTYPE_I64: return "long";
-    default: return "uchar"; /* bool */
+    default: return ew_int_type(dt) ? ew_int_type(dt) : "uchar"; /* bool */
     }
 }
 
@@ -307,11 +358,17 @@ static loom_status ew_prepare(ocl_state *s, ocl_device *d, const loom_node_desc 
             return st;
         k->flat = 0;
     }
-    char opts[192];
+    char opts[192], extra[48] = "";
+    if (nin == 2 && k->iop == B_MOD)
+        snprintf(extra, sizeof extra, " -DFM=%d -DSGN=%d",
+                 loom_node_attr_int(node, "fmod", 0) != 0, ew_signed(it));
+    else if (nin == 2 && k->iop == B_BITSHIFT)
+        snprintf(extra, sizeof extra, " -DLEFT=%d",
+                 strcmp(ew_str_attr(node, "direction", "LEFT"), "RIGHT") != 0);
     snprintf(opts, sizeof opts, "-DT=%s -DOT=%s -DHIN=%d -DHOUT=%d -DISF=%d -DNIN=%u -D%s=%d "
-             "-DCA=%d -DCB=%d", ew_type(it), ew_type(ot), it == LOOM_DTYPE_F16,
+             "-DCA=%d -DCB=%d%s", ew_type(it), ew_type(ot), it == LOOM_DTYPE_F16,
              ot == LOOM_DTYPE_F16, ocl_is_float(it), nin, nin == 1 ? "UOP" : "BOP", k->iop, cls[0],
-             cls[1]);
+             cls[1], extra);
     loom_status st = ocl_variant_kernels(s, d, opts, k->ew, err, len);
     if (st != LOOM_OK)
         return st;

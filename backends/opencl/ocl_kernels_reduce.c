@@ -1,9 +1,15 @@
 /*
  * The OpenCL backend's reductions along rows: Softmax and LogSoftmax, LayerNormalization,
- * BatchNormalization, ReduceSum/Mean/Max/Min/Prod, GlobalAveragePool, and the windowed
- * MaxPool and AveragePool.
+ * BatchNormalization, ReduceSum/Mean/Max/Min/Prod/L1/L2/LogSum/LogSumExp/SumSquare,
+ * GlobalAveragePool, and the windowed MaxPool and AveragePool.
  */
 #include "ocl_kernels.h"
+
+/* The reduction codes of reduce_f32 and reduce_rows_f32 (ocl_source.c). */
+enum {
+    RED_SUM, RED_MEAN, RED_MAX, RED_MIN, RED_PROD, RED_L1, RED_L2, RED_LOG_SUM, RED_LOG_SUM_EXP,
+    RED_SUM_SQUARE
+};
 
 /* ---- Softmax, LogSoftmax, LayerNormalization, BatchNormalization ----------------------------- */
 
@@ -187,12 +193,11 @@ static loom_status run_reduce(ocl_run *r, const ocl_kernel *k)
 /* One launch of reduce_rows_f32: GROUPS rows (outputs times parts) reduced from SRC into DST by
  * work-groups of LOCAL. */
 static loom_status reduce_rows_launch(ocl_run *r, const ocl_kernel *k, ocl_buf src, ocl_buf dst,
-                                      cl_long count, cl_int contig, cl_long parts, cl_float div,
-                                      size_t groups, size_t local)
+                                      cl_int op, cl_int post, cl_long count, cl_int contig,
+                                      cl_long parts, cl_float div, size_t groups, size_t local)
 {
     cl_kernel ker = ocl_get_kernel(r, OCL_K_REDUCE_ROWS);
     cl_ulong xo = ocl_eoff(src, 4), yo = ocl_eoff(dst, 4);
-    cl_int op = k->iop;
     ARG(ker, 0, src.mem);
     ARG(ker, 1, xo);
     ARG(ker, 2, dst.mem);
@@ -207,6 +212,7 @@ static loom_status reduce_rows_launch(ocl_run *r, const ocl_kernel *k, ocl_buf s
     ARG(ker, 10, total);
     if (ocl_arg(r, ker, 11, local * sizeof(float), NULL))
         return LOOM_ERR_INTERNAL;
+    ARG(ker, 12, post);
     return groups ? ocl_launch(r, ker, ocl_row_groups(r->d, total) * local, local) : LOOM_OK;
 }
 
@@ -217,15 +223,19 @@ static loom_status run_reduce_rows(ocl_run *r, const ocl_kernel *k)
 {
     size_t n_out = (size_t)ocl_numel(&k->out[0]);
     cl_long count = k->v[0], parts = k->v[3];
-    cl_float div = k->iop == 1 ? (float)count : 1.0f;
+    cl_int op = k->iop;
+    cl_float div = op == RED_MEAN ? (float)count : 1.0f;
     if (parts <= 1)
-        return reduce_rows_launch(r, k, r->in[0], r->out[0], count, (cl_int)k->v[2], 1, div,
-                                  n_out, (size_t)k->v[1]);
-    loom_status st = reduce_rows_launch(r, k, r->in[0], r->scratch, count, (cl_int)k->v[2], parts,
-                                        1.0f, n_out * (size_t)parts, (size_t)k->v[1]);
+        return reduce_rows_launch(r, k, r->in[0], r->out[0], op, op, count, (cl_int)k->v[2], 1,
+                                  div, n_out, (size_t)k->v[1]);
+    /* Partial accumulations (the map applied), then their combination and the last step. */
+    loom_status st = reduce_rows_launch(r, k, r->in[0], r->scratch, op, RED_SUM, count,
+                                        (cl_int)k->v[2], parts, 1.0f, n_out * (size_t)parts,
+                                        (size_t)k->v[1]);
     if (st != LOOM_OK)
         return st;
-    return reduce_rows_launch(r, k, r->scratch, r->out[0], parts, 1, 1, div, n_out,
+    cl_int combine = op == RED_MAX || op == RED_MIN || op == RED_PROD ? op : RED_SUM;
+    return reduce_rows_launch(r, k, r->scratch, r->out[0], combine, op, parts, 1, 1, div, n_out,
                               (size_t)k->v[4]);
 }
 
@@ -273,7 +283,8 @@ static loom_status reduce_prepare_mask(ocl_state *s, ocl_device *d, const loom_t
         /* Enough groups for every compute unit several times over. */
         int64_t target = 4 * (int64_t)(d->info.compute_units ? d->info.compute_units : 1);
         int64_t parts = 1;
-        if (n_out < target) {
+        /* LogSumExp needs the maximum before its sum: one part per output. */
+        if (n_out < target && k->iop != RED_LOG_SUM_EXP) {
             parts = (target + n_out - 1) / n_out;
             int64_t most = count / ((int64_t)local * 16); /* each work-item 16 elements or more */
             if (parts > most)
@@ -291,27 +302,51 @@ static loom_status reduce_prepare_mask(ocl_state *s, ocl_device *d, const loom_t
     return ocl_put_meta(s, d, k, meta, at, 0, err, len);
 }
 
+/* The reduction code of a Reduce* op, -1 for another op. */
+static int reduce_code(loom_op_id op)
+{
+    switch (op) {
+    case LOOM_OP_REDUCE_SUM: return RED_SUM;
+    case LOOM_OP_REDUCE_MEAN: return RED_MEAN;
+    case LOOM_OP_REDUCE_MAX: return RED_MAX;
+    case LOOM_OP_REDUCE_MIN: return RED_MIN;
+    case LOOM_OP_REDUCE_PROD: return RED_PROD;
+    case LOOM_OP_REDUCE_L1: return RED_L1;
+    case LOOM_OP_REDUCE_L2: return RED_L2;
+    case LOOM_OP_REDUCE_LOG_SUM: return RED_LOG_SUM;
+    case LOOM_OP_REDUCE_LOG_SUM_EXP: return RED_LOG_SUM_EXP;
+    case LOOM_OP_REDUCE_SUM_SQUARE: return RED_SUM_SQUARE;
+    default: return -1;
+    }
+}
+
 int ocl_reduce_supports(const loom_node_desc *node, char *reason, size_t len)
 {
-    switch (node->op) {
-    case LOOM_OP_REDUCE_MEAN: case LOOM_OP_REDUCE_SUM: case LOOM_OP_REDUCE_MAX:
-    case LOOM_OP_REDUCE_MIN: case LOOM_OP_REDUCE_PROD:
-        return node->inputs[0].dtype == LOOM_DTYPE_F32
-                   ? 1
-                   : ocl_reason(reason, len, "%s: f32 only", node->op_name);
-    default: /* GlobalAveragePool */
-        return node->inputs[0].dtype == LOOM_DTYPE_F32 && node->inputs[0].rank >= 3
-                   ? 1
-                   : ocl_reason(reason, len, "GlobalAveragePool: f32, rank >= 3");
+    if (reduce_code(node->op) >= 0) {
+        if (node->inputs[0].dtype != LOOM_DTYPE_F32)
+            return ocl_reason(reason, len, "%s: f32 only", node->op_name);
+        /* The axes are canonical (graph/ops.h): the attribute, sorted, in range. */
+        const loom_attr *axes = loom_node_attr(node, "axes");
+        if (axes && axes->kind != LOOM_ATTR_INTS)
+            return ocl_reason(reason, len, "%s: no canonical axes", node->op_name);
+        for (size_t i = 0; axes && i < axes->count; i++)
+            if (axes->ints[i] < 0 || axes->ints[i] >= (int64_t)node->inputs[0].rank)
+                return ocl_reason(reason, len, "%s: axis %lld out of range", node->op_name,
+                                  (long long)axes->ints[i]);
+        return 1;
     }
+    /* GlobalAveragePool */
+    return node->inputs[0].dtype == LOOM_DTYPE_F32 && node->inputs[0].rank >= 3
+               ? 1
+               : ocl_reason(reason, len, "GlobalAveragePool: f32, rank >= 3");
 }
 
 loom_status ocl_reduce_prepare(ocl_state *s, ocl_device *d, const loom_node_desc *node,
                                ocl_kernel *k, char *err, size_t len)
 {
-    switch (node->op) {
-    case LOOM_OP_REDUCE_MEAN: case LOOM_OP_REDUCE_SUM: case LOOM_OP_REDUCE_MAX:
-    case LOOM_OP_REDUCE_MIN: case LOOM_OP_REDUCE_PROD: {
+    if (reduce_code(node->op) >= 0) {
+        /* Canonical axes: every axis when absent; empty (noop_with_empty_axes) reduces none, so
+         * each output is its one element through the op's map and last step, as on the CPU. */
         const loom_attr *axes = loom_node_attr(node, "axes");
         uint32_t mask = 0;
         if (!axes || axes->kind != LOOM_ATTR_INTS)
@@ -319,18 +354,13 @@ loom_status ocl_reduce_prepare(ocl_state *s, ocl_device *d, const loom_node_desc
         else
             for (size_t i = 0; i < axes->count; i++)
                 mask |= 1u << axes->ints[i];
-        k->iop = node->op == LOOM_OP_REDUCE_SUM    ? 0
-                 : node->op == LOOM_OP_REDUCE_MEAN ? 1
-                 : node->op == LOOM_OP_REDUCE_MAX  ? 2
-                 : node->op == LOOM_OP_REDUCE_MIN  ? 3
-                                                   : 4;
+        k->iop = reduce_code(node->op);
         return reduce_prepare_mask(s, d, &node->inputs[0], mask, k, err, len);
     }
-    default: /* GlobalAveragePool */
-        k->iop = 1;
-        return reduce_prepare_mask(s, d, &node->inputs[0],
-                                   ((1u << node->inputs[0].rank) - 1) & ~3u, k, err, len);
-    }
+    /* GlobalAveragePool */
+    k->iop = RED_MEAN;
+    return reduce_prepare_mask(s, d, &node->inputs[0], ((1u << node->inputs[0].rank) - 1) & ~3u,
+                               k, err, len);
 }
 
 /* ---- MaxPool, AveragePool ------------------------------------------------------------------- */

@@ -19,6 +19,15 @@ static const char *const k_kernel_names[OCL_K_COUNT] = {
     "im2col_f32", "bias_channel_f32", "scale_f32", "noop",
     "epilogue_f32", "add_layernorm_f32", "scale_mask_softmax_f32",
     "i8_quant_rows_f32", "i8_gemm_f32",
+    "moe_fc1_f32", "moe_fc2_f32",
+    "trilu_uchar", "trilu_ushort", "trilu_uint", "trilu_ulong",
+    "cumsum_float", "cumsum_int", "cumsum_long",
+    "gather_el_uchar", "gather_el_ushort", "gather_el_uint", "gather_el_ulong",
+    "scatter_el_uchar", "scatter_el_ushort", "scatter_el_uint", "scatter_el_ulong",
+    "scatter_el_float", "scatter_el_int", "scatter_el_long",
+    "gather_nd_uchar", "gather_nd_ushort", "gather_nd_uint", "gather_nd_ulong",
+    "scatter_nd_uchar", "scatter_nd_ushort", "scatter_nd_uint", "scatter_nd_ulong",
+    "scatter_nd_float", "scatter_nd_int", "scatter_nd_long",
 };
 
 static const char *const k_ew_names[OCL_EW_COUNT] = {"ew_flat", "ew_vec4", "ew_bcast"};

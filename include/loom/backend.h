@@ -252,6 +252,8 @@ typedef enum loom_op_id {
     LOOM_OP_HAMMING_WINDOW = 147,
     LOOM_OP_BLACKMAN_WINDOW = 148,
     LOOM_OP_ROI_ALIGN = 149,
+    LOOM_OP_MOE_ROUTE = 150,  /* issue 14: a MoE split into placement units */
+    LOOM_OP_MOE_EXPERT = 151, /* (graph/ops_moe.c, passes/split_moe_experts.c) */
     LOOM_OP_COUNT_V0_4 /* one past the last id of ABI 0.4 */
 } loom_op_id;
 

@@ -109,7 +109,8 @@ typedef struct loom_serve_model_options {
      * and a batch is padded to the next of these; non-zero EXACT_SIZES makes a plan for every
      * size instead (more plans, no padding). */
     int exact_sizes;
-    /* Non-zero: make every batch size's plan now rather than on first use. */
+    /* Non-zero: make every batch size's plan now rather than on first use, and run each a few
+     * times on zero-filled inputs so the batcher starts from measured run times. */
     int warm;
     /* Placement options for the plans (device, policy, ...); NULL: defaults. Borrowed for
      * the call only: the strings are copied. */

@@ -6,7 +6,7 @@
  * lost run. Prints total / supported / passed and the failures.
  *
  *   onnx_conformance [--data DIR] [--filter SUBSTR] [--list FILE] [--expect FILE] [--verbose]
- *                    [--timeout SECONDS] [--no-fork] [--device ID]
+ *                    [--timeout SECONDS] [--no-fork] [--device ID] [--strict]
  *
  * Exit status: 0 (or 1 when a case named in --expect did not pass), 2 on bad usage, 77 (skip)
  * when the test data is not installed.
@@ -34,6 +34,9 @@
 /* --device: where the cases run; only the CPU run is strict (elsewhere what the device cannot
  * run goes to the CPU, as users get it). */
 static const char *run_device = "cpu";
+/* --strict: plan strictly on a non-CPU device too, so that a case passes only when every node
+ * ran there (a node the device refuses makes the case unsupported). */
+static int run_strict = 0;
 
 static const char *const suites[] = {"node", "pytorch-converted", "pytorch-operator", "simple"};
 #define N_SUITES (sizeof suites / sizeof suites[0])
@@ -371,7 +374,7 @@ static verdict run_case(const char *dir, char **message)
     size_t n_sets = 0;
     char **sets = list_dir(dir, "test_data_set_", &n_sets);
     loom_plan_options po = {.struct_size = sizeof po, .device = run_device,
-                            .strict = !strncmp(run_device, "cpu", 3)};
+                            .strict = run_strict || !strncmp(run_device, "cpu", 3)};
     loom_model_options mo = {.struct_size = sizeof mo, .plan = &po};
     loom_model *model = NULL;
     loom_status st = loom_model_load_onnx(rt, model_path, &mo, &model);
@@ -495,6 +498,7 @@ static verdict run_isolated(const char *dir, int no_fork, int timeout, char **me
 static const char help[] =
     "usage: onnx_conformance [--data DIR] [--filter SUBSTR] [--list FILE] [--expect FILE]\n"
     "                        [--verbose] [--timeout SECONDS] [--no-fork] [--device ID]\n"
+    "                        [--strict]\n"
     "\n"
     "Run the ONNX backend test cases of DIR/{node,pytorch-converted,pytorch-operator,simple}\n"
     "(default " DEFAULT_DATA ", Debian package libonnx-testdata) on the CPU and\n"
@@ -507,7 +511,9 @@ static const char help[] =
     "  --timeout SECONDS  per case (default 120)\n"
     "  --no-fork          run cases in this process (for debuggers)\n"
     "  --device ID        run on this device (default cpu, strict); on another device, nodes\n"
-    "                     it cannot run go to the CPU\n";
+    "                     it cannot run go to the CPU\n"
+    "  --strict           every node on --device's device (a case it cannot run whole is\n"
+    "                     unsupported): what the device itself passes\n";
 
 static int usage_error(const char *what, const char *arg)
 {
@@ -531,6 +537,8 @@ int main(int argc, char **argv)
             verbose = 1;
         } else if (!strcmp(a, "--no-fork")) {
             no_fork = 1;
+        } else if (!strcmp(a, "--strict")) {
+            run_strict = 1;
         } else if (!strcmp(a, "--data") || !strcmp(a, "--filter") || !strcmp(a, "--list") ||
                    !strcmp(a, "--expect") || !strcmp(a, "--timeout") ||
                    !strcmp(a, "--device")) {
@@ -690,8 +698,14 @@ int main(int argc, char **argv)
             fprintf(stderr, "onnx_conformance: cannot write '%s': %s\n", list, strerror(errno));
             rc = 2;
         } else {
-            fprintf(f, "# ONNX backend test cases (libonnx-testdata) that pass on the CPU.\n"
-                       "# Regenerate: onnx_conformance --list FILE\n");
+            if (!strncmp(run_device, "cpu", 3))
+                fprintf(f, "# ONNX backend test cases (libonnx-testdata) that pass on the CPU.\n"
+                           "# Regenerate: onnx_conformance --list FILE\n");
+            else
+                fprintf(f, "# ONNX backend test cases (libonnx-testdata) that pass %s %s.\n"
+                           "# Regenerate: onnx_conformance --device %s%s --list FILE\n",
+                        run_strict ? "with every node on" : "with nodes on", run_device,
+                        run_device, run_strict ? " --strict" : "");
             for (size_t i = 0; i < n_results; i++)
                 if (results[i].v == V_PASS)
                     fprintf(f, "%s\n", results[i].name);

@@ -4,7 +4,8 @@
 # cascading to the cloud over HTTP); unsure digits go to the cloud ("lite>remote"), and with
 # the cloud killed the edge answer stands ("lite>remote-failed") and the edge keeps serving;
 # then crash safety: the edge, audited, is SIGKILLed under load from 4 curl loops; every
-# request a client got an answer for has its record and `loom audit verify` passes.
+# request a client got an answer for has its record and `loom audit verify` passes; the same
+# with keep-alive clients fast enough that the audit writer commits records in groups.
 # Usage: test_qos_http.sh LOOM_BINARY SOURCE_ROOT. Skips (77) without curl or python3-numpy.
 set -u
 LOOM="$(realpath "$1")"
@@ -122,6 +123,52 @@ missing = [i.strip() for i in open("answered.txt") if i.strip() not in ids]
 print(len(missing), "missing", missing[:5])
 sys.exit(1 if missing else 0)' >missing.out; rc=$?
 [ $rc -eq 0 ] && ok "every answered request has its record" || bad "records missing: $(cat missing.out)"
+# The same at a rate where the writer gathers records into groups (keep-alive clients in
+# threads, thousands of requests a second): SIGKILL, then every answered id has its record.
+start grouped --model "digits=$D/full.onnx" --audit grouped.db
+"$PY" - "$PORT_grouped" "$PID_grouped" >grouped.out 2>&1 <<'PYEOF'
+import http.client, json, os, signal, sys, threading, time
+port, pid = int(sys.argv[1]), int(sys.argv[2])
+answered, stop = [[] for _ in range(8)], False
+def client(c):
+    conn, n = http.client.HTTPConnection("127.0.0.1", port, timeout=5), 0
+    while not stop:
+        rid, n = f"g{c}-{n}", n + 1
+        body = json.dumps({"id": rid, "inputs": [{"name": "pixels", "datatype": "FP32",
+                           "shape": [1, 64], "data": [float((n + c + i) % 17) for i in range(64)]}]})
+        try:
+            conn.request("POST", "/v2/models/digits/infer", body)
+            r = conn.getresponse()
+            if r.status == 200 and b'"outputs"' in r.read():
+                answered[c].append(rid)
+        except Exception:
+            return
+threads = [threading.Thread(target=client, args=(c,)) for c in range(8)]
+for t in threads:
+    t.start()
+time.sleep(3)
+os.kill(pid, signal.SIGKILL)
+stop = True
+for t in threads:
+    t.join()
+with open("grouped_answered.txt", "w") as f:
+    f.writelines(i + "\n" for a in answered for i in a)
+PYEOF
+wait "$PID_grouped" 2>/dev/null
+n_answered=$(wc -l <grouped_answered.txt)
+[ "$n_answered" -gt 100 ] && ok "$n_answered requests answered by keep-alive clients before SIGKILL" \
+    || bad "only $n_answered answered by keep-alive clients: $(cat grouped.out)"
+"$LOOM" audit verify grouped.db >verify.out; rc=$?
+[ $rc -eq 0 ] && ok "verify after SIGKILL (grouped): $(cat verify.out)" \
+    || bad "verify (grouped): exit $rc: $(cat verify.out)"
+"$LOOM" audit query grouped.db --model digits | "$PY" -c '
+import json, sys
+ids = {json.loads(l)["request_id"] for l in sys.stdin}
+missing = [i.strip() for i in open("grouped_answered.txt") if i.strip() not in ids]
+print(len(missing), "missing", missing[:5])
+sys.exit(1 if missing else 0)' >missing.out; rc=$?
+[ $rc -eq 0 ] && ok "every answered request has its record (grouped)" \
+    || bad "records missing (grouped): $(cat missing.out)"
 "$LOOM" audit verify /nonexistent.db >out 2>err; rc=$?
 [ $rc -eq 2 ] && ok "verify of a missing database: exit 2" || bad "missing db: exit $rc"
 

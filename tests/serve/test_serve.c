@@ -195,6 +195,99 @@ static void test_never_picks_a_size_that_would_miss_the_deadline(void)
     CU_ASSERT_EQUAL(e.sizes[d.size_index], 2);
 }
 
+static void test_stale_estimate_is_bounded_by_fresher_ones(void)
+{
+    sv_estimates e;
+    sv_estimates_init(&e, 8, 0);
+    /* Batch 2 measured once during a slow spell (60 ms), then batch 1 at 10 ms. */
+    sv_estimate_measure(&e, 1, 0.060);
+    sv_estimate_measure(&e, 0, 0.010);
+    CU_ASSERT_DOUBLE_EQUAL(sv_estimate(&e, 1), 0.020, 1e-12); /* at most two batches of 1 */
+    CU_ASSERT_DOUBLE_EQUAL(sv_estimate(&e, 0), 0.010, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(sv_estimate(&e, 3), 0.080, 1e-12); /* 8 rows: linear from 1 */
+    /* So batch 2 is chosen again within a 50 ms deadline (the stale 60 ms would rule it
+     * out for ever, leaving batch 1). */
+    sv_queue_view q = {.now = 0, .deadline = 0.05, .rows = 2, .max_batch = 8, .slack_s = 0.002};
+    sv_decision d = sv_decide(&q, &e);
+    CU_ASSERT_TRUE(d.go);
+    CU_ASSERT_EQUAL(e.sizes[d.size_index], 2);
+    /* Measured again, batch 2's own figure (the mean, 60 -> 54 ms) is the fresher one. */
+    sv_estimate_measure(&e, 1, 0.030);
+    CU_ASSERT_DOUBLE_EQUAL(sv_estimate(&e, 1), 0.054, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(sv_estimate(&e, 0), 0.010, 1e-12);
+}
+
+/* A CPU-bound encoder measured on 2 cores: 3.6, 6.2, 11.8, 22.4, 43, 87 ms at 1..32. */
+static void encoder(sv_estimates *e)
+{
+    sv_estimates_init(e, 32, 0);
+    double t[] = {0.0036, 0.0062, 0.0118, 0.0224, 0.043, 0.087};
+    for (int i = 0; i < 6; i++)
+        sv_estimate_measure(e, (uint32_t)i, t[i]);
+}
+
+static void test_waits_only_when_the_idle_wait_pays(void)
+{
+    sv_estimates e;
+    sv_estimates_init(&e, 8, 0);
+    double t[] = {0.004, 0.007, 0.013, 0.025};
+    for (int i = 0; i < 4; i++)
+        sv_estimate_measure(&e, (uint32_t)i, t[i]);
+    /* One row, the next expected in 5 ms (200/s): waiting 5 ms and running 2 rows (7 ms)
+     * ends at 12 ms; running now (4 ms) and the next row when it comes (5 + 4) at 9 ms. Batch
+     * 2 is cheaper per row, but the device would idle longer than that saves. */
+    sv_queue_view q = {.now = 1, .deadline = 1.05, .rows = 1, .max_batch = 8,
+                       .arrival_rate = 200, .slack_s = 0.002, .target_s = 0.05};
+    sv_decision d = sv_decide(&q, &e);
+    CU_ASSERT_TRUE(d.go);
+    CU_ASSERT_EQUAL(d.rows, 1);
+    /* The next row expected in 0.5 ms (2000/s): 0.5 + 7 ms beats 4 + 4: wait for it. */
+    q.arrival_rate = 2000;
+    d = sv_decide(&q, &e);
+    CU_ASSERT_FALSE(d.go);
+    CU_ASSERT_DOUBLE_EQUAL(d.wake_at, 1.0005, 1e-9);
+}
+
+static void test_leaves_room_for_the_requests_behind(void)
+{
+    sv_estimates e;
+    encoder(&e);
+    /* 16 rows waiting, the oldest 3 ms old (47 ms left of 50), 300 rows/s arriving. Batch 16
+     * (43 ms, the cheapest per row) would still meet the oldest's deadline, but the 13 rows
+     * arriving meanwhile would then wait 43 ms and run 43 more. Batch 8 (22.4 ms) leaves
+     * them room: its 7 arrivals run as the next batch of 8 by 46.8 ms. */
+    sv_queue_view q = {.now = 0, .deadline = 0.047, .rows = 16, .max_batch = 32,
+                       .arrival_rate = 300, .slack_s = 0.002, .target_s = 0.05};
+    sv_decision d = sv_decide(&q, &e);
+    CU_ASSERT_TRUE(d.go);
+    CU_ASSERT_EQUAL(e.sizes[d.size_index], 8);
+    CU_ASSERT_EQUAL(d.rows, 8);
+    /* Nobody arriving: batch 16. */
+    q.arrival_rate = 0;
+    d = sv_decide(&q, &e);
+    CU_ASSERT_EQUAL(e.sizes[d.size_index], 16);
+    /* Overload (1000/s: no size keeps up and leaves room): holding batches small would only
+     * let the queue grow faster, so the cheapest per row within the deadline runs. */
+    q.arrival_rate = 1000;
+    d = sv_decide(&q, &e);
+    CU_ASSERT_EQUAL(e.sizes[d.size_index], 16);
+}
+
+static void test_pads_to_a_size_that_runs_faster(void)
+{
+    sv_estimates e;
+    sv_estimates_init(&e, 4, 0);
+    /* Batch 1's plan placed worse than batch 2's (7.4 ms against 6.2). */
+    sv_estimate_measure(&e, 1, 0.0062);
+    sv_estimate_measure(&e, 0, 0.0074);
+    sv_estimate_measure(&e, 2, 0.0118);
+    sv_queue_view q = {.now = 0, .deadline = 0.05, .rows = 1, .max_batch = 4, .slack_s = 0.002};
+    sv_decision d = sv_decide(&q, &e);
+    CU_ASSERT_TRUE(d.go);
+    CU_ASSERT_EQUAL(e.sizes[d.size_index], 2);
+    CU_ASSERT_EQUAL(d.rows, 1);
+}
+
 static void test_histogram_buckets_are_upper_bounds(void)
 {
     static const double b[] = {1, 2, 4};
@@ -649,6 +742,74 @@ static void test_server_batches_and_splits_outputs_per_request(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(loom_serve_last_error(), "/nonexistent-dir/trace.json"));
 }
 
+/* Batches whose plans run on the same cores never run at once beyond what the CPU backend
+ * has cores for (cores / threads: one batch with the default pool), however many workers. */
+static void test_batches_on_one_device_do_not_overlap(void)
+{
+    uint32_t cap = 1;
+    for (size_t d = 0; d < loom_runtime_device_count(rt); d++) {
+        loom_device_info info = {.struct_size = sizeof info};
+        char id[64];
+        if (loom_runtime_device(rt, d, id, sizeof id, &info) == LOOM_OK &&
+            info.kind == LOOM_DEVICE_CPU && info.threads > 0 &&
+            info.compute_units / info.threads > cap)
+            cap = info.compute_units / info.threads;
+    }
+    loom_server *s;
+    char trace[] = "/tmp/loom-serve-trace-XXXXXX";
+    int fd = mkstemp(trace);
+    CU_ASSERT_FATAL(fd >= 0);
+    close(fd);
+    loom_server_options so = {.struct_size = sizeof so, .workers = 4, .trace_path = trace};
+    CU_ASSERT_EQUAL_FATAL(loom_server_create(rt, &so, &s), LOOM_OK);
+    int calls = 0;
+    loom_plan_options po = {.struct_size = sizeof po, .device = "cpu"};
+    loom_serve_model_options mo = {.struct_size = sizeof mo, .max_batch = 2, .warm = 1,
+                                   .plan_options = &po};
+    CU_ASSERT_EQUAL_FATAL(loom_server_add_graph(s, "affine", build_affine, &calls, &mo), LOOM_OK);
+    collector c = {.answered = 0};
+    pthread_mutex_init(&c.mu, NULL);
+    for (int i = 0; i < 300; i++)
+        CU_ASSERT_EQUAL(submit(s, &c, 1, (float)i, 0, 1), LOOM_SERVE_OK);
+    loom_server_drain(s);
+    CU_ASSERT_EQUAL(c.ok, 300);
+    CU_ASSERT_EQUAL(c.wrong, 0);
+    loom_server_destroy(s);
+    pthread_mutex_destroy(&c.mu);
+    /* The most batches in progress at any instant, from the trace's begin and end times. */
+    json_error_t je;
+    json_t *tr = json_load_file(trace, 0, &je);
+    CU_ASSERT_FATAL(json_is_array(tr));
+    size_t n = 0, i;
+    json_t *e;
+    double *start = calloc(json_array_size(tr), sizeof *start);
+    double *end = calloc(json_array_size(tr), sizeof *end);
+    CU_ASSERT_FATAL(start && end);
+    json_array_foreach(tr, i, e) {
+        const char *cat = json_string_value(json_object_get(e, "cat"));
+        if (cat && !strcmp(cat, "batch")) {
+            start[n] = json_number_value(json_object_get(e, "ts"));
+            end[n] = start[n] + json_number_value(json_object_get(e, "dur"));
+            n++;
+        }
+    }
+    CU_ASSERT_TRUE(n >= 150); /* max_batch 2 */
+    uint32_t most = 0;
+    for (size_t a = 0; a < n; a++) {
+        uint32_t at_once = 0; /* batches running at A's start (times printed to 1 ns) */
+        for (size_t b = 0; b < n; b++)
+            at_once += start[b] <= start[a] + 0.002 && end[b] > start[a] + 0.002;
+        if (at_once > most)
+            most = at_once;
+    }
+    CU_ASSERT_TRUE(most >= 1);
+    CU_ASSERT_TRUE(most <= cap);
+    free(start);
+    free(end);
+    json_decref(tr);
+    remove(trace);
+}
+
 static void test_server_refuses_bad_requests_and_answers_expired_ones(void)
 {
     loom_server *s;
@@ -826,6 +987,12 @@ int main(int argc, char **argv)
     CU_add_test(p, "picks the size by cost per useful row", test_picks_size_by_cost_per_useful_row);
     CU_add_test(p, "never picks a size that would miss the deadline",
                 test_never_picks_a_size_that_would_miss_the_deadline);
+    CU_add_test(p, "a stale estimate is bounded by fresher ones",
+                test_stale_estimate_is_bounded_by_fresher_ones);
+    CU_add_test(p, "waits only when the idle wait pays", test_waits_only_when_the_idle_wait_pays);
+    CU_add_test(p, "leaves room for the requests behind",
+                test_leaves_room_for_the_requests_behind);
+    CU_add_test(p, "pads to a size that runs faster", test_pads_to_a_size_that_runs_faster);
     CU_add_test(p, "histogram buckets are upper bounds", test_histogram_buckets_are_upper_bounds);
     CU_pSuite c = CU_add_suite("serve_cache", NULL, NULL);
     CU_add_test(c, "coalesces identical requests in flight",
@@ -841,6 +1008,8 @@ int main(int argc, char **argv)
     CU_pSuite s = CU_add_suite("serve_server", NULL, NULL);
     CU_add_test(s, "batches and splits outputs per request",
                 test_server_batches_and_splits_outputs_per_request);
+    CU_add_test(s, "batches on one device do not overlap",
+                test_batches_on_one_device_do_not_overlap);
     CU_add_test(s, "refuses bad requests and answers expired ones",
                 test_server_refuses_bad_requests_and_answers_expired_ones);
     CU_add_test(s, "cache answers repeats without running",
