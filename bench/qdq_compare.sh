@@ -1,7 +1,7 @@
 #!/bin/bash
 # Statically quantised (QDQ) models side by side (issue 14, part 3): the CNN and the MLP that
 # bench/make_qdq.py writes, in float32 and in QDQ form, run by Loom with the fuse_qdq pass (QDQ
-# Conv -> QLinearConv on the u8 x s8 GEMM, QDQ Gemm -> MatMulInt8Dynamic), by Loom without it
+# Conv -> QLinearConv on the int8 conv kernel, QDQ Gemm -> MatMulInt8Dynamic), by Loom without it
 # (LOOM_FUSE_QDQ=0: the weights' DequantizeLinear folded, float Conv/Gemm between
 # QuantizeLinear/DequantizeLinear pairs, as written), and by ONNX Runtime (onnxruntime-node,
 # scripts/ort), on the same input and threads, alternating runs. Prints the median over rounds

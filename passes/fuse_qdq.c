@@ -19,12 +19,18 @@
  *   -> QuantizeLinear into the QuantizeLinear's scale and zero point); a Relu between them
  *                     goes when that zero point is the bottom of its range (the clamp is the
  *                     Relu).
+ *   other Conv     -> ConvInteger (x_q, W_q, z_x, z_w: the int32 sums, on the same int8 kernel)
+ *   (a float output)  + DequantizeLinear along the channels, scale s_x * s_w, zero point minus
+ *                     the bias as int32 at that scale: a float output, (sum + b_q) s_x s_w, what
+ *                     the float Conv computes over the dequantised values up to float rounding
+ *                     (and the bias rounded to the sums' scale, as quantize_static stores it).
+ *                     Needs W_q - z_w within int8; a Relu after it stays a Relu.
  *
  * The DequantizeLinear / QuantizeLinear nodes go once nothing else reads them. Left alone (the
  * graph runs as the reference would): activations quantised per axis, or whose QuantizeLinear and
  * DequantizeLinear disagree; weights that are not constants, quantised along another axis than
- * the output channels, or with W_q - z_w outside int8 (MatMul/Gemm); a Conv without a following
- * QuantizeLinear, or of rank other than 3 and 4; values read by anything else.
+ * the output channels, or with W_q - z_w outside int8 (MatMul/Gemm, a Conv with a float
+ * output); a Conv of rank other than 3 and 4; values read by anything else.
  *
  * DequantizeLinear is never folded while a graph is built (so the weights reach this pass as
  * int8 constants); this pass folds every DequantizeLinear of constants it did not fuse into a
@@ -38,7 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { QA_KEEP = 0, QA_DROP, QA_FOLD, QA_MATMUL, QA_CONV };
+enum { QA_KEEP = 0, QA_DROP, QA_FOLD, QA_MATMUL, QA_CONV, QA_CONV_FLOAT };
 
 /* A per-tensor activation quantisation: x' = DequantizeLinear(QuantizeLinear(x)). */
 typedef struct qdq_act {
@@ -57,7 +63,7 @@ typedef struct qdq_weight {
 } qdq_weight;
 
 typedef struct qdq_fusion {
-    int kind;                 /* QA_MATMUL or QA_CONV */
+    int kind;                 /* QA_MATMUL, QA_CONV or QA_CONV_FLOAT */
     uint32_t op;              /* the MatMul/Gemm/Conv node */
     qdq_act a;
     qdq_weight w;
@@ -74,7 +80,7 @@ typedef struct qdq_fuse {
     uint8_t *absorbed_q;      /* per node: a QuantizeLinear a Conv fusion replaced */
     uint8_t *needed_q;        /* per node: a QuantizeLinear whose output a QLinearConv reads */
     qdq_fusion *fusions;
-    size_t n_fusions, n_conv, n_matmul, n_folded;
+    size_t n_fusions, n_conv, n_conv_float, n_matmul, n_folded;
 } qdq_fuse;
 
 static int32_t producer_op(const qdq_fuse *f, loom_value v, loom_op_id op)
@@ -244,7 +250,12 @@ static int32_t sole_reader(const qdq_fuse *f, loom_value v)
     return -1;
 }
 
-/* Conv node C [-> Relu] -> QuantizeLinear, 1-D or 2-D. */
+static int weights_fit_int8(const qdq_weight *w);
+static int match_conv_q(qdq_fuse *f, const graph_node *n, qdq_fusion *z);
+
+/* Conv node C [-> Relu] -> QuantizeLinear, 1-D or 2-D: QA_CONV. Without the QuantizeLinear (or
+ * with one the output cannot take over), and with W_q - z_w within int8: QA_CONV_FLOAT, the
+ * Conv alone with a float output (a Relu after it stays). */
 static int match_conv(qdq_fuse *f, uint32_t c, qdq_fusion *z)
 {
     const loom_graph *g = f->g;
@@ -259,6 +270,26 @@ static int match_conv(qdq_fuse *f, uint32_t c, qdq_fusion *z)
     z->bias = n->n_inputs > 2 ? n->inputs[2] : LOOM_NO_VALUE;
     if (!match_bias(f, z->bias, m, &z->bias_dq))
         return 0;
+    /* int32 sums: the QLinearConv kernel bounds the products per output. */
+    int64_t ckk = 1;
+    for (uint32_t k = 1; k < rank; k++)
+        ckk *= z->w.w->desc.dims[k];
+    if (ckk > 33000)
+        return 0;
+    z->op = c;
+    if (!match_conv_q(f, n, z)) {
+        if (!weights_fit_int8(&z->w))
+            return 0;
+        z->relu = z->q_out = -1;
+        z->kind = QA_CONV_FLOAT;
+    }
+    return 1;
+}
+
+/* The [Relu ->] QuantizeLinear after Conv N that a QLinearConv's output can be. */
+static int match_conv_q(qdq_fuse *f, const graph_node *n, qdq_fusion *z)
+{
+    const loom_graph *g = f->g;
     z->relu = -1;
     int32_t r = sole_reader(f, n->outputs[0]);
     if (r >= 0 && g->nodes[r].def->id == LOOM_OP_RELU) {
@@ -280,23 +311,18 @@ static int match_conv(qdq_fuse *f, uint32_t c, qdq_fusion *z)
         if ((yz ? int_at(yz, 0) : 0) != bottom)
             return 0;
     }
-    /* int32 sums: the QLinearConv kernel bounds the products per output. */
-    int64_t ckk = 1;
-    for (uint32_t k = 1; k < rank; k++)
-        ckk *= z->w.w->desc.dims[k];
-    if (ckk > 33000)
-        return 0;
     z->q_out = r;
     z->kind = QA_CONV;
-    z->op = c;
     return 1;
 }
 
-/* Does W_q - z_w fit int8 everywhere (the MatMulInt8Dynamic kernel's B)? */
+/* Does W_q - z_w fit int8 everywhere (the MatMulInt8Dynamic kernel's B, the int8 conv's W')? */
 static int weights_fit_int8(const qdq_weight *w)
 {
     const int64_t total = loom_tensor_desc_numel(&w->w->desc);
-    const int64_t inner = w->axis == 1 ? 1 : w->w->desc.dims[1];
+    int64_t inner = 1; /* elements per step along the channel axis */
+    for (uint32_t d = (uint32_t)(w->axis < 0 ? 0 : w->axis) + 1; d < w->w->desc.rank; d++)
+        inner *= w->w->desc.dims[d];
     const int64_t ch = w->axis < 0 ? 1 : w->w->desc.dims[w->axis];
     for (int64_t i = 0; i < total; i++) {
         const int64_t z = w->zp ? int_at(w->zp, w->axis < 0 ? 0 : (i / inner) % ch) : 0;
@@ -513,6 +539,71 @@ static int emit_conv(qdq_fuse *f, graph_rebuild_ctx *rc, const qdq_fusion *z, lo
     return 1;
 }
 
+/* Conv Z with a float output: ConvInteger(x_q, W_q, z_x, z_w) -> int32 sums, then one
+ * DequantizeLinear along the channels with scale s_x * s_w[m] and zero point -b_q[m], the bias
+ * at the sums' scale (as emit_conv rounds it): y = (sum + b_q) * s_x * s_w, what the float Conv
+ * computes over the dequantised values, up to float rounding. */
+static int emit_conv_float(qdq_fuse *f, graph_rebuild_ctx *rc, const qdq_fusion *z,
+                           loom_value *out)
+{
+    const loom_graph *src = f->g;
+    loom_graph *g = graph_rebuild_dst(rc);
+    const graph_node *n = &src->nodes[z->op];
+    const graph_node *dq = &src->nodes[z->w.dq];
+    const int64_t m = z->w.w->desc.dims[0];
+    const loom_dtype wt = z->w.w->desc.dtype, xt = z->a.dtype;
+    float *scale = malloc((size_t)m * sizeof *scale + 1);
+    int32_t *zp = calloc((size_t)m + 1, sizeof *zp);
+    void *wz0 = z->w.zp ? NULL : calloc((size_t)m + 1, 1);
+    float *b = z->bias != LOOM_NO_VALUE ? bias_f32(f, z, m, 1.0f) : NULL;
+    if (!scale || !zp || (!z->w.zp && !wz0) || (z->bias != LOOM_NO_VALUE && !b)) {
+        free(scale);
+        free(zp);
+        free(wz0);
+        free(b);
+        loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory fusing node '%s'", n->name);
+        return -1;
+    }
+    for (int64_t j = 0; j < m; j++) {
+        const float sw = f32_at(z->w.scale, z->w.axis < 0 ? 0 : j);
+        scale[j] = z->a.scale * sw;
+        if (b) {
+            double v = rint((double)b[j] / ((double)z->a.scale * sw));
+            v = v > 2147483647.0 ? 2147483647.0 : v < -2147483647.0 ? -2147483647.0 : v;
+            zp[j] = -(int32_t)v;
+        }
+    }
+    free(b);
+    const int64_t one[1] = {1}, md[1] = {m};
+    const uint8_t xz8 = (uint8_t)(xt == LOOM_DTYPE_I8 ? (uint8_t)(int8_t)z->a.zp : z->a.zp);
+    loom_value ins[4] = {graph_rebuild_map(rc, z->a.xq), graph_rebuild_map(rc, dq->inputs[0]),
+                         loom_constant(g, NULL, xt, 0, one, &xz8),
+                         z->w.zp ? graph_rebuild_map(rc, dq->inputs[2])
+                                 : loom_constant(g, NULL, wt, z->w.axis < 0 ? 0 : 1,
+                                                 z->w.axis < 0 ? one : md, wz0)};
+    free(wz0);
+    loom_value acc, y;
+    if (loom_graph_op(g, "ConvInteger", n->name, ins, 4, n->attrs.items, n->attrs.count, &acc,
+                      1) != LOOM_OK) {
+        free(scale);
+        free(zp);
+        return -1;
+    }
+    loom_value dq_in[3] = {acc, new_const(g, n->name, "sum_scale", LOOM_DTYPE_F32, 1, md, scale),
+                           new_const(g, n->name, "minus_bias_int32", LOOM_DTYPE_I32, 1, md, zp)};
+    free(scale);
+    free(zp);
+    const loom_attr ax = loom_attr_int("axis", 1);
+    char name[300];
+    snprintf(name, sizeof name, "%s.dequantize", n->name);
+    if (loom_graph_op(g, "DequantizeLinear",
+                      loom_graph_find_value(g, name) == LOOM_NO_VALUE ? name : NULL, dq_in, 3,
+                      &ax, 1, &y, 1) != LOOM_OK)
+        return -1;
+    *out = y;
+    return 1;
+}
+
 static int rewrite(void *user, graph_rebuild_ctx *rc, const graph_node *n, loom_value *out)
 {
     qdq_fuse *f = user;
@@ -535,6 +626,8 @@ static int rewrite(void *user, graph_rebuild_ctx *rc, const graph_node *n, loom_
         return emit_matmul(f, rc, &f->fusions[f->fusion_at[i] - 1], out);
     case QA_CONV:
         return emit_conv(f, rc, &f->fusions[f->fusion_at[i] - 1], out);
+    case QA_CONV_FLOAT:
+        return emit_conv_float(f, rc, &f->fusions[f->fusion_at[i] - 1], out);
     default:
         return 0;
     }
@@ -553,7 +646,7 @@ static int all_readers_gone(const qdq_fuse *f, uint32_t i)
         for (size_t j = 0; j < g->n_nodes; j++)
             for (uint32_t k = 0; k < g->nodes[j].n_inputs; k++)
                 if (g->nodes[j].inputs[k] == v && f->action[j] != QA_DROP &&
-                    f->action[j] != QA_MATMUL)
+                    f->action[j] != QA_MATMUL && f->action[j] != QA_CONV_FLOAT)
                     return 0;
     }
     return 1;
@@ -605,6 +698,13 @@ loom_status pass_fuse_qdq(const loom_graph *in, loom_graph **out, pass_ctx *ctx,
         if (in->nodes[i].def->id != LOOM_OP_CONV || !match_conv(&f, (uint32_t)i, &z))
             continue;
         f.fusions[f.n_fusions++] = z;
+        if (z.kind == QA_CONV_FLOAT) {
+            f.action[i] = QA_CONV_FLOAT;
+            f.needed_q[z.a.q] = 1;
+            f.fusion_at[i] = (uint32_t)f.n_fusions;
+            f.n_conv_float++;
+            continue;
+        }
         f.action[i] = QA_DROP;
         if (z.relu >= 0)
             f.action[z.relu] = QA_DROP;
@@ -651,8 +751,10 @@ loom_status pass_fuse_qdq(const loom_graph *in, loom_graph **out, pass_ctx *ctx,
         goto done;
     snprintf(summary, summary_len,
              "%zu QDQ MatMul/Gemm into MatMulInt8Dynamic, %zu QDQ Conv into QLinearConv, %zu "
+             "QDQ Conv with a float output into ConvInteger + DequantizeLinear, %zu "
              "DequantizeLinear of constants folded%s",
-             f.n_matmul, f.n_conv, f.n_folded, fuse ? "" : " (fusion off: LOOM_FUSE_QDQ=0)");
+             f.n_matmul, f.n_conv, f.n_conv_float, f.n_folded,
+             fuse ? "" : " (fusion off: LOOM_FUSE_QDQ=0)");
     *out = g;
 done:
     free(f.producer_of);

@@ -86,7 +86,7 @@ if run "backend-test devmem.so with a wrong fused kernel" 1 \
         'kept: "MatMul+Add+Relu" as one kernel (3 of 3 nodes): FAIL'
     expect "backend-test devmem.so with a wrong fused kernel" "$work/out" \
         "claims: 0 kept, 7 not claimed, 2 failed"
-    expect "backend-test devmem.so with a wrong fused kernel" "$work/out" "0 failed, 51 unsupported"
+    expect "backend-test devmem.so with a wrong fused kernel" "$work/out" "0 failed, 59 unsupported"
 fi
 # Its in-order queues (enqueue, events, asynchronous copies): chains run 6 times, right.
 if run "backend-test devmem.so with queues" 0 \

@@ -12,6 +12,7 @@
  * rounded half to even, plus the output zero point, saturated.
  */
 #include "cpu_bcast.h"
+#include "cpu_conv_int8.h"
 #include "cpu_kernels.h"
 #include "cpu_simd.h"
 
@@ -21,7 +22,7 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
-#define QC_HAVE_X86 1
+#define QK_HAVE_X86 1
 #endif
 
 #define ALIGN64(x) (((x) + 63) & ~(size_t)63)
@@ -61,6 +62,7 @@ static inline float load_f32(const void *p, int64_t i)
 typedef struct quant_params {
     int64_t numel, ch, inner; /* element i uses scale (i / inner) % ch */
     loom_dtype x_dtype, y_dtype, zp_dtype; /* zp_dtype UNDEFINED when absent */
+    int avx512;               /* QuantizeLinear float -> 8 bits with AVX-512 (chosen at prepare) */
 } quant_params;
 
 typedef struct quant_job {
@@ -96,14 +98,48 @@ typedef struct quant_job {
         const TX *restrict x = (const TX *)j->x + i0;                                             \
         TY *restrict y = (TY *)j->y + i0;                                                         \
         const float zf = (float)z;                                                                \
-        CPU_LOOP(n, float v = rintf((float)x[i] / s) + zf; v = fmaxf(v, LO); v = fminf(v, HI);    \
-                y[i] = (TY)v;);                                                                   \
+        /* rintf/fmaxf/fminf are libm calls at -O2 (NaN rules, no SSE4.1): compares and the   \
+         * 1.5 * 2^23 rounding instead, so that the loop vectorises. The pre-clamp to 2^22 keeps  \
+         * the rounding exact and sends NaN to the low end, as fmaxf did. */                    \
+        CPU_LOOP(n, float v = (float)x[i] / s; v = v > -4194304.0f ? v : -4194304.0f;           \
+                v = v < 4194304.0f ? v : 4194304.0f; v = (v + 12582912.0f) - 12582912.0f + zf; \
+                v = v > LO ? v : LO; v = v < HI ? v : HI; y[i] = (TY)v;);                       \
     } while (0)
+
+#ifdef QK_HAVE_X86
+/* Q_LOOP(float, uint8_t or int8_t) with AVX-512, the same arithmetic: IEEE division, the
+ * pre-clamp (max first: a NaN becomes its second operand, the low end), rounding half to even,
+ * the zero point, the saturation. */
+__attribute__((target("avx512f,avx512bw,avx512vl"))) static void
+quant_f32_avx512(const float *x, void *y, size_t n, float s, float zf, float lo, float hi)
+{
+    const __m512 vs = _mm512_set1_ps(s), vz = _mm512_set1_ps(zf);
+    const __m512 big = _mm512_set1_ps(4194304.0f), nbig = _mm512_set1_ps(-4194304.0f);
+    const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+    int8_t *o = y;
+    for (size_t i = 0; i < n; i += 16) {
+        const __mmask16 mk = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 v = _mm512_div_ps(_mm512_maskz_loadu_ps(mk, x + i), vs);
+        v = _mm512_min_ps(_mm512_max_ps(v, nbig), big);
+        v = _mm512_add_ps(_mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                          vz);
+        v = _mm512_min_ps(_mm512_max_ps(v, vlo), vhi);
+        _mm_mask_storeu_epi8(o + i, mk, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v)));
+    }
+}
+#endif
 
 static void quant_walk(void *arg, size_t begin, size_t end)
 {
     const quant_job *j = arg;
     const int f = j->p->x_dtype == LOOM_DTYPE_F32, u = j->p->y_dtype == LOOM_DTYPE_U8;
+#ifdef QK_HAVE_X86
+    if (f && j->p->avx512) {
+        QJ_SEGMENTS(quant_f32_avx512((const float *)j->x + i0, (char *)j->y + i0, n, s, (float)z,
+                                     u ? 0.0f : -128.0f, u ? 255.0f : 127.0f));
+        return;
+    }
+#endif
     QJ_SEGMENTS({
         if (f && u)
             Q_LOOP(float, uint8_t, 0.0f, 255.0f);
@@ -219,6 +255,15 @@ static loom_status quant_prepare(const loom_node_desc *node, cpu_kernel *k, char
     p->x_dtype = x->dtype;
     p->y_dtype = k->out[0].dtype;
     p->zp_dtype = cpu_present(node, 2) ? k->in[2].dtype : LOOM_DTYPE_UNDEFINED;
+#ifdef QK_HAVE_X86
+    {
+        const char *off = getenv("LOOM_CPU_NO_AVX512");
+        __builtin_cpu_init();
+        p->avx512 = !(off && *off && strcmp(off, "0") != 0) &&
+                    __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                    __builtin_cpu_supports("avx512vl");
+    }
+#endif
     p->ch = 1;
     p->inner = p->numel > 0 ? p->numel : 1;
     if (loom_tensor_desc_numel(&k->in[1]) != 1) {
@@ -711,13 +756,11 @@ oom:
 }
 
 /* ---- QLinearConv, ConvInteger ---------------------------------------------------------------
- * One im2col + integer GEMM path: ConvInteger is QLinearConv without the requantisation (its
- * int32 sums are the output) and with optional zero points. With constant weights whose
- * distance from their zero point fits int8 (quantize_static's symmetric int8 weights, uint8
- * weights around 128), the GEMM is kernels_int8_gemm.c's u8 x s8 one (VNNI): W - w_zp packed
- * once per group as B [C/group * kernel x M/group], each tile of output pixels im2col'ed into
- * uint8 rows (int8 x stored as x + 128), padding reading as x's zero point. Otherwise the int16
- * GEMM above. */
+ * ConvInteger is QLinearConv without the requantisation (its int32 sums are the output) and
+ * with optional zero points. With constant weights whose distance from their zero point fits
+ * int8 (quantize_static's symmetric int8 weights, uint8 weights around 128), the convolution is
+ * kernels_conv_int8.c's implicit GEMM (u8 x s8, VNNI where the CPU has it, the requantisation
+ * fused into its store). Otherwise one im2col + the int16 GEMM above. */
 
 /* Output pixels per tile: the im2col panel of a tile is CKK x QC_TP int16. */
 #define QC_TP 128
@@ -733,10 +776,7 @@ typedef struct qc_params {
     int signed_out, x_signed;
     int integer;                   /* ConvInteger: int32 output, no requantisation */
     uint32_t iw, ixz, iwz;         /* input indices of w, x_zero_point, w_zero_point */
-    cpu_int8_packed **w8;          /* per group: W' for the u8 x s8 GEMM, else NULL */
-    int64_t rb;                    /* w8: bytes per im2col row */
-    int avx512;                    /* requantise with AVX-512 (chosen at prepare) */
-    int32_t *offs;                 /* w8: offset of each (c, kh, kw) from a window's corner */
+    cpu_qconv8 *q8;                /* constant int8-ranged W': kernels_conv_int8.c, else NULL */
 } qc_params;
 
 static void qc_free(void *p)
@@ -744,11 +784,7 @@ static void qc_free(void *p)
     qc_params *q = p;
     if (q) {
         free(q->w_packed);
-        if (q->w8)
-            for (int64_t g = 0; g < q->G; g++)
-                cpu_int8_packed_free(q->w8[g]);
-        free(q->w8);
-        free(q->offs);
+        cpu_qconv8_free(q->q8);
     }
     free(q);
 }
@@ -795,128 +831,6 @@ static void qc_im2col(const qc_job *j, int64_t n, int64_t g, int64_t p0, int64_t
                     dst[t] = v;
                 }
             }
-    }
-}
-
-#ifdef QC_HAVE_X86
-/* requant() of V[0..N) into bytes at Y (uint8 or int8: the clamp to [LO, HI] makes the low byte
- * right for both), eight at a time in double with AVX-512: the same rounding (half to even). */
-__attribute__((target("avx512f,avx512vl"))) static void
-requant_row_avx512(const int32_t *v, int64_t n, double mult, int32_t zp, int32_t lo, int32_t hi,
-                   void *y)
-{
-    const __m512d m = _mm512_set1_pd(mult), z = _mm512_set1_pd((double)zp);
-    const __m512d l = _mm512_set1_pd((double)lo), h = _mm512_set1_pd((double)hi);
-    uint8_t *out = y;
-    for (int64_t i = 0; i < n; i += 8) {
-        const __mmask8 mk = n - i >= 8 ? (__mmask8)0xff : (__mmask8)((1u << (n - i)) - 1);
-        __m512d d = _mm512_cvtepi32_pd(_mm256_maskz_loadu_epi32(mk, v + i));
-        d = _mm512_roundscale_pd(_mm512_mul_pd(d, m), _MM_FROUND_TO_NEAREST_INT |
-                                                         _MM_FROUND_NO_EXC);
-        d = _mm512_min_pd(_mm512_max_pd(_mm512_add_pd(d, z), l), h);
-        _mm256_mask_cvtepi32_storeu_epi8(out + i, mk, _mm512_cvtpd_epi32(d));
-    }
-}
-#endif
-
-/* The u8 x s8 path: the im2col rows of output pixels [P0, P0 + TP) of image N, group G, one
- * row per pixel, as uint8 (int8 x + 128); padding and the tail of each row hold XZU. */
-static void qc_im2col8(const qc_job *j, int64_t n, int64_t g, int64_t p0, int64_t tp,
-                       uint8_t xzu, uint8_t *a)
-{
-    const qc_params *p = j->p;
-    const uint8_t *xu = j->x;
-    const int8_t *xs = j->x;
-    const uint8_t flip = p->x_signed ? 128 : 0; /* int8 x + 128: x's byte, top bit flipped */
-    for (int64_t t = 0; t < tp; t++) {
-        uint8_t *row = a + t * p->rb;
-        const int64_t oh = (p0 + t) / p->OW, ow = (p0 + t) % p->OW;
-        const int64_t ih0 = oh * p->sh - p->ph, iw0 = ow * p->sw - p->pw;
-        int64_t ck = 0;
-        if (ih0 >= 0 && ih0 + (p->KH - 1) * p->dh < p->H && iw0 >= 0 &&
-            iw0 + (p->KW - 1) * p->dw < p->W) {
-            /* The window is inside the image: no bounds to check. */
-            const uint8_t *x0 = xu + ((n * p->C) + g * p->Cg) * p->H * p->W + ih0 * p->W + iw0;
-            if (p->dw == 1 && p->KW == 3) {
-                /* The common 3-wide window: one run of 3 bytes per (c, kh). */
-                const int32_t *restrict off = p->offs;
-                for (ck = 0; ck < p->CKK; ck += 3)
-                    memcpy(row + ck, x0 + off[ck], 3);
-                if (flip)
-                    for (int64_t i = 0; i < ck; i++)
-                        row[i] ^= flip;
-            } else {
-                const int32_t *restrict off = p->offs;
-                for (ck = 0; ck < p->CKK; ck++)
-                    row[ck] = (uint8_t)(x0[off[ck]] ^ flip);
-            }
-            memset(row + ck, xzu, (size_t)(p->rb - ck));
-            continue;
-        }
-        for (int64_t c = 0; c < p->Cg; c++) {
-            const int64_t plane = ((n * p->C) + g * p->Cg + c) * p->H * p->W;
-            for (int64_t kh = 0; kh < p->KH; kh++) {
-                const int64_t ih = oh * p->sh - p->ph + kh * p->dh;
-                if (ih < 0 || ih >= p->H) {
-                    memset(row + ck, xzu, (size_t)p->KW);
-                    ck += p->KW;
-                    continue;
-                }
-                const int64_t base = plane + ih * p->W;
-                for (int64_t kw = 0; kw < p->KW; kw++, ck++) {
-                    const int64_t iw = ow * p->sw - p->pw + kw * p->dw;
-                    row[ck] = iw < 0 || iw >= p->W ? xzu
-                              : p->x_signed        ? (uint8_t)(xs[base + iw] + 128)
-                                                   : xu[base + iw];
-                }
-            }
-        }
-        memset(row + ck, xzu, (size_t)(p->rb - ck));
-    }
-}
-
-static void qc_walk8(void *arg, size_t begin, size_t end)
-{
-    const qc_job *j = arg;
-    const qc_params *p = j->p;
-    const int64_t P = p->OH * p->OW;
-    const int32_t lo = p->signed_out ? -128 : 0, hi = p->signed_out ? 127 : 255;
-    const uint8_t xzu = (uint8_t)(j->xzp + (p->x_signed ? 128 : 0));
-    int32_t row[QC_TP];
-    for (size_t s = begin; s < end; s++) {
-        char *mem = j->slots + s * p->slot_bytes;
-        uint8_t *a = (uint8_t *)mem;
-        int32_t *acc = (int32_t *)(mem + p->col_bytes);
-        for (int64_t it = (int64_t)s; it < p->items; it += p->slots) {
-            const int64_t tile = it % p->tiles, ng = it / p->tiles;
-            const int64_t g = ng % p->G, n = ng / p->G;
-            const int64_t p0 = tile * QC_TP, tp = P - p0 < QC_TP ? P - p0 : QC_TP;
-            qc_im2col8(j, n, g, p0, tp, xzu, a);
-            cpu_int8_gemm_i32(p->w8[g], a, tp, xzu, acc, p->Mg); /* acc[t][mi] */
-            for (int64_t mi = 0; mi < p->Mg; mi++) {
-                const int64_t m = g * p->Mg + mi;
-                if (p->integer) {
-                    int32_t *y = (int32_t *)j->y + (n * p->M + m) * P + p0;
-                    for (int64_t t = 0; t < tp; t++)
-                        y[t] = acc[t * p->Mg + mi];
-                    continue;
-                }
-                const int32_t b = j->bias ? j->bias[m] : 0;
-                const double mult = j->mult[m];
-                char *y = (char *)j->y + ((n * p->M + m) * P + p0);
-                for (int64_t t = 0; t < tp; t++)
-                    row[t] = acc[t * p->Mg + mi] + b;
-#ifdef QC_HAVE_X86
-                if (p->avx512) {
-                    requant_row_avx512(row, tp, mult, j->yzp, lo, hi, y);
-                    continue;
-                }
-#endif
-                for (int64_t t = 0; t < tp; t++)
-                    row[t] = requant(row[t], mult, j->yzp, lo, hi);
-                store_q(y, p->signed_out, row, tp);
-            }
-        }
     }
 }
 
@@ -969,7 +883,7 @@ static loom_status qc_run(const cpu_kernel *k, const loom_exec_args *args, cpu_p
     const int16_t *w = p->w_packed;
     const int has_xz = p->ixz < k->n_in && k->in[p->ixz].dtype;
     const int has_wz = p->iwz < k->n_in && k->in[p->iwz].dtype;
-    if (!w && !p->w8) {
+    if (!w && !p->q8) {
         int16_t *wp = (int16_t *)(scratch + p->w_off);
         const int64_t nz = has_wz ? loom_tensor_desc_numel(&k->in[p->iwz]) : 1;
         pack16(wp, args->inputs[p->iw], k->in[p->iw].dtype, p->M * p->CKK,
@@ -985,18 +899,28 @@ static loom_status qc_run(const cpu_kernel *k, const loom_exec_args *args, cpu_p
         for (int64_t m = 0; m < p->M; m++)
             mult[m] = sx * load_f32(args->inputs[4], per_ch ? m : 0) / sy;
     }
+    const int32_t *bias =
+        !p->integer && k->n_in > 8 && k->in[8].dtype ? args->inputs[8] : NULL;
+    const int32_t xzp =
+        has_xz ? (int32_t)load_int(k->in[p->ixz].dtype, args->inputs[p->ixz], 0) : 0;
+    const int32_t yzp = p->integer ? 0 : (int32_t)load_int(k->in[7].dtype, args->inputs[7], 0);
+    if (p->q8) {
+        const cpu_qconv8_args qa = {.x = args->inputs[0], .y = args->outputs[0], .x_zp = xzp,
+                                    .y_zp = yzp, .mult = mult, .bias = bias,
+                                    .scratch = scratch + p->slot_off};
+        cpu_qconv8_run(p->q8, &qa, pool);
+        return LOOM_OK;
+    }
     qc_job j = {.p = p,
                 .x = args->inputs[0],
                 .w = w,
                 .mult = mult,
-                .bias = !p->integer && k->n_in > 8 && k->in[8].dtype ? args->inputs[8] : NULL,
-                .xzp = has_xz ? (int32_t)load_int(k->in[p->ixz].dtype, args->inputs[p->ixz], 0)
-                              : 0,
-                .yzp = p->integer ? 0
-                                  : (int32_t)load_int(k->in[7].dtype, args->inputs[7], 0),
+                .bias = bias,
+                .xzp = xzp,
+                .yzp = yzp,
                 .y = args->outputs[0],
                 .slots = scratch + p->slot_off};
-    cpu_parallel_for(pool, (size_t)p->slots, 1, p->w8 ? qc_walk8 : qc_walk, &j);
+    cpu_parallel_for(pool, (size_t)p->slots, 1, qc_walk, &j);
     return LOOM_OK;
 }
 
@@ -1120,14 +1044,6 @@ static loom_status qc_prepare(const loom_node_desc *node, cpu_kernel *k, char *e
     p->CKK = p->Cg * p->KH * p->KW;
     p->signed_out = y->dtype == LOOM_DTYPE_I8;
     p->x_signed = x->dtype == LOOM_DTYPE_I8;
-#ifdef QC_HAVE_X86
-    {
-        const char *off = getenv("LOOM_CPU_NO_AVX512");
-        __builtin_cpu_init();
-        p->avx512 = !(off && *off && strcmp(off, "0") != 0) &&
-                    __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
-    }
-#endif
     const int64_t P = p->OH * p->OW;
     p->tiles = (P + QC_TP - 1) / QC_TP;
     p->items = p->N * p->G * p->tiles;
@@ -1144,52 +1060,44 @@ static loom_status qc_prepare(const loom_node_desc *node, cpu_kernel *k, char *e
             goto oom;
         pack16(p->w_packed, wc, w->dtype, nw, wzc, wzc ? k->in[p->iwz].dtype : 0, p->CKK,
                wzc ? loom_tensor_desc_numel(&k->in[p->iwz]) : 1);
-        /* W' in int8 for the u8 x s8 GEMM, when every value fits. */
+        /* W' in int8 for kernels_conv_int8.c, when every value fits. */
         int fits = 1;
         for (int64_t i = 0; i < nw && fits; i++)
             fits = p->w_packed[i] >= -128 && p->w_packed[i] <= 127;
-        int8_t *w8 = fits ? malloc((size_t)nw) : NULL;
-        if (fits && (!w8 || !(p->w8 = calloc((size_t)p->G, sizeof *p->w8)))) {
-            free(w8);
-            goto oom;
-        }
-        for (int64_t i = 0; i < nw && w8; i++)
-            w8[i] = (int8_t)p->w_packed[i];
-        for (int64_t g = 0; g < p->G && w8; g++) {
-            /* B[ck][mi] = W'[g * Mg + mi][ck]. */
-            p->w8[g] = cpu_int8_pack(w8 + g * p->Mg * p->CKK, p->CKK, p->Mg, 1, p->CKK);
-            if (!p->w8[g]) {
-                free(w8);
+        if (fits) {
+            int8_t *w8 = malloc((size_t)nw);
+            if (!w8)
                 goto oom;
-            }
-        }
-        if (w8 && !(p->offs = malloc((size_t)p->CKK * sizeof *p->offs))) {
+            for (int64_t i = 0; i < nw; i++)
+                w8[i] = (int8_t)p->w_packed[i];
+            const cpu_qconv8_geom geom = {.N = p->N, .C = p->C, .H = p->H, .W = p->W,
+                                          .M = p->M, .OH = p->OH, .OW = p->OW, .KH = p->KH,
+                                          .KW = p->KW, .G = p->G, .sh = p->sh, .sw = p->sw,
+                                          .dh = p->dh, .dw = p->dw, .ph = p->ph, .pw = p->pw};
+            p->q8 = cpu_qconv8_create(&geom, w8, p->x_signed, p->signed_out, p->integer);
             free(w8);
-            goto oom;
-        }
-        for (int64_t ck = 0; w8 && ck < p->CKK; ck++) {
-            const int64_t c = ck / (p->KH * p->KW), kh = ck / p->KW % p->KH, kw = ck % p->KW;
-            p->offs[ck] = (int32_t)(c * p->H * p->W + kh * p->dh * p->W + kw * p->dw);
-        }
-        if (w8) {
-            p->rb = cpu_int8_row_bytes(p->w8[0]);
+            if (!p->q8)
+                goto oom;
             free(p->w_packed); /* the int16 copy is not needed */
             p->w_packed = NULL;
         }
-        free(w8);
     }
-    /* Scratch: W' (unless packed) | multipliers [M] | per slot: im2col panel, accumulators. */
+    /* Scratch: W' (unless packed) | multipliers [M] | per slot: im2col panel, accumulators (or
+     * kernels_conv_int8.c's panels). */
     size_t off = 0;
     p->w_off = off;
-    if (!p->w_packed && !p->w8)
+    if (!p->w_packed && !p->q8)
         off = ALIGN64(off + (size_t)nw * sizeof(int16_t));
     p->mult_off = off;
     off = ALIGN64(off + (size_t)p->M * sizeof(float));
     p->slot_off = off;
-    p->col_bytes = p->w8 ? ALIGN64((size_t)p->rb * QC_TP)
-                         : ALIGN64((size_t)p->CKK * QC_TP * sizeof(int16_t));
-    p->slot_bytes = p->col_bytes + ALIGN64((size_t)p->Mg * QC_TP * sizeof(int32_t));
-    off += (size_t)p->slots * p->slot_bytes;
+    if (p->q8) {
+        off += cpu_qconv8_scratch_bytes(p->q8);
+    } else {
+        p->col_bytes = ALIGN64((size_t)p->CKK * QC_TP * sizeof(int16_t));
+        p->slot_bytes = p->col_bytes + ALIGN64((size_t)p->Mg * QC_TP * sizeof(int32_t));
+        off += (size_t)p->slots * p->slot_bytes;
+    }
     k->scratch_bytes = off;
     k->params = p;
     k->free_params = qc_free;
