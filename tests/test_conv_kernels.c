@@ -303,6 +303,18 @@ static void test_grouped_and_im2col_match_naive(void)
         CASE(1, 4, 2, 3, 9, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1),        /* 2x3 plane */
         CASE(1, 5, 1, 9, 18, 1, 3, 1, 2, 1, 1, 1, 0, 1, 0, 1, 1, 1),    /* 1-D, 5 pixels */
         CASE(1, 6, 9, 7, 12, 3, 3, 1, 1, 2, 2, 1, 2, 2, 2, 2, 0),       /* dilated, 7 wide */
+        /* its row mode (a padded row of every input channel does not fit its buffer) */
+        CASE(1, 48, 5, 100, 20, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1),
+        /* few input channels (kernels_conv_stem.c; the stems above take it too): strips of
+         * 32, 24, 16 and 8 pixels with an overlapping last one, a partial group of output
+         * channels, stride 2 with odd and even kernel widths, vertical stride and dilation,
+         * asymmetric padding, 1-D */
+        CASE(2, 3, 17, 70, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1),     /* 70 = 32+32+overlap */
+        CASE(1, 1, 9, 26, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1),       /* 26: 24 + overlap */
+        CASE(1, 4, 21, 41, 7, 5, 4, 2, 2, 1, 1, 1, 2, 1, 1, 2, 1),      /* kw 4 at stride 2 */
+        CASE(2, 2, 15, 36, 8, 7, 7, 2, 2, 2, 1, 1, 3, 3, 3, 3, 0),      /* 7x7/2, dh 2 */
+        CASE(1, 3, 6, 17, 11, 3, 3, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1),      /* 15 wide: 8 + 8 */
+        CASE(1, 3, 1, 90, 6, 1, 5, 1, 2, 1, 1, 1, 0, 2, 0, 2, 1, 1),    /* 1-D, stride 2 */
     };
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
         check_all(&cs[i]);

@@ -1649,6 +1649,11 @@ static void test_max_pool_2d_strides_pads_dilation(void)
               SHP(1, 2, 8, 7), __LINE__);
     pool_case(POOL_MAX, SHP(1, 3, 7, 13), pspec2(2, 2, 2, 2, 0, 0, 0, 0), 1, -1, 1,
               SHP(1, 3, 3, 6), __LINE__);
+    /* 2x2 at stride 2 on rows of 8+ outputs (the AVX2 rows: 8 at a time, then the rest) */
+    pool_case(POOL_MAX, SHP(2, 3, 10, 37), pspec2(2, 2, 2, 2, 0, 0, 0, 0), 1, -1, 1,
+              SHP(2, 3, 5, 18), __LINE__);
+    pool_case(POOL_MAX, SHP(1, 2, 9, 35), pspec2(2, 2, 2, 2, 1, 1, 1, 1), 0, -2, 2,
+              SHP(1, 2, 5, 18), __LINE__);
     pool_spec d = pspec2(2, 3, 2, 1, 1, 0, 0, 1);
     d.d[0] = 2;
     d.d[1] = 2;

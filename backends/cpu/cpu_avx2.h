@@ -132,6 +132,29 @@ CPU_AVX2 static inline __m256 cpu_avx2_act(const cpu_epilogue *e, __m256 x)
     }
 }
 
+/* cpu_avx2_act on V[0], ..., V[N - 1], switching on the activation once for all of them (each
+ * case's loop sees a constant kind, so its switch folds away). */
+CPU_AVX2 static inline void cpu_avx2_act_n(const cpu_epilogue *e, __m256 *v, int64_t n)
+{
+    cpu_epilogue k = *e;
+#define CPU_AVX2_ACT_CASE(KIND)                                                                   \
+    case KIND:                                                                                    \
+        k.act = KIND;                                                                             \
+        for (int64_t i = 0; i < n; i++)                                                           \
+            v[i] = cpu_avx2_act(&k, v[i]);                                                        \
+        return;
+    switch (e->act) {
+        CPU_AVX2_ACT_CASE(CPU_ACT_RELU)
+        CPU_AVX2_ACT_CASE(CPU_ACT_LEAKY_RELU)
+        CPU_AVX2_ACT_CASE(CPU_ACT_CLIP)
+        CPU_AVX2_ACT_CASE(CPU_ACT_HARD_SIGMOID)
+        CPU_AVX2_ACT_CASE(CPU_ACT_HARD_SWISH)
+    default:
+        return;
+    }
+#undef CPU_AVX2_ACT_CASE
+}
+
 #endif /* CPU_HAVE_AVX2_CODE */
 
 #endif /* LOOM_CPU_AVX2_H */

@@ -42,6 +42,13 @@ typedef struct conv_params {
     /* direct conv with output channels in the lanes (kernels_conv_direct_blocked.c) */
     int dcb;
     int64_t dcb_band; /* its padded mode's most output rows per band; 0: row mode */
+    int64_t dcb_lanes; /* output channels per packed group (16) */
+    float *dcb_w;     /* its weights and biases packed at prepare (constants), or NULL: packed
+                       * into scratch at every run; owned by the params (conv_free) */
+    /* direct conv with output pixels in the lanes for few input channels
+     * (kernels_conv_stem.c): its most output rows per band, 0 when it does not take the conv */
+    int64_t stem_band;
+    float *stem_w;    /* its weights and biases packed at prepare (constants), or NULL; owned */
     /* pointwise as a register-tiled GEMM on the input (kernels_conv_pointwise.c) */
     int pw;
 } conv_params;
@@ -85,13 +92,41 @@ size_t cpu_conv_dwb_scratch(const conv_params *p);
 void cpu_conv_dwb_run(const conv_params *p, const float *x, const float *w, const float *bias,
                       const float *z, float *y, float *scratch, cpu_pool *pool);
 
+/* Whether the direct conv for few input channels (a stem) takes P (set by kernels_conv.c's
+ * prepare): a 1-D or 2-D conv with one group, at most 4 input channels, stride 1 or 2 and no
+ * dilation along W, rows of 8 or more output pixels, a band of one output row fitting its
+ * buffer, on a CPU with AVX2 and FMA (and LOOM_CPU_NO_AVX2 unset). Sets P->stem_band (0 when
+ * not taken). */
+int cpu_conv_stem_prepare(conv_params *p);
+
+/* Packs constant weights W [m][c][kh][kw] and BIAS (may be NULL) once for cpu_conv_stem_run
+ * into P->stem_w (malloc'ed, owned by P). Returns 0 when out of memory (P unchanged: run packs
+ * into scratch then). Only after cpu_conv_stem_prepare accepted P. */
+int cpu_conv_stem_pack(conv_params *p, const float *w, const float *bias);
+
+/* Scratch bytes cpu_conv_stem_run needs for P (its packed weights; 0 when packed at prepare). */
+size_t cpu_conv_stem_scratch(const conv_params *p);
+
+/* Runs the conv of P directly, 3 output channels by up to 32 pixels of a row per step: Y =
+ * act(conv(X, W) + bias + Z) (BIAS and Z may be NULL), split over the pool by (image, band of
+ * output rows). SCRATCH holds cpu_conv_stem_scratch(P) bytes. Only after cpu_conv_stem_prepare
+ * accepted P. */
+void cpu_conv_stem_run(const conv_params *p, const float *x, const float *w, const float *bias,
+                       const float *z, float *y, float *scratch, cpu_pool *pool);
+
 /* Whether the direct conv with output channels in the vector lanes takes P (set by
  * kernels_conv.c's prepare): a 1-D or 2-D conv with one group, not pointwise, at most 128 output
  * channels, rows of 8 or more output pixels, on a CPU with AVX2 and FMA (and LOOM_CPU_NO_AVX2
  * unset). Sets P->dcb. */
 int cpu_conv_dcb_prepare(conv_params *p);
 
-/* Scratch bytes cpu_conv_dcb_run needs for P (its packed weights and biases). */
+/* Packs constant weights W [m][c][kh][kw] and BIAS (may be NULL) once for cpu_conv_dcb_run into
+ * P->dcb_w (malloc'ed, owned by P). Returns 0 when out of memory (P unchanged: run packs into
+ * scratch then). Only after cpu_conv_dcb_prepare accepted P. */
+int cpu_conv_dcb_pack(conv_params *p, const float *w, const float *bias);
+
+/* Scratch bytes cpu_conv_dcb_run needs for P (its packed weights and biases; 0 when packed at
+ * prepare). */
 size_t cpu_conv_dcb_scratch(const conv_params *p);
 
 /* Runs the conv of P directly, 16 output channels by 6 pixels per step: Y = act(conv(X, W) +

@@ -3,6 +3,7 @@
  * Conv.
  */
 #include "cpu_gemm.h"
+#include "cpu_blas.h"
 #include "cpu_kernels.h"
 
 #include <cblas.h>
@@ -108,7 +109,6 @@ void cpu_gemm_block(const cpu_gemm *g, const float *a, const float *b, float *c,
                         b, inc_b, beta, c, (int)g->ldc);
         return;
     }
-    cblas_sgemm(CblasRowMajor, g->trans_a ? CblasTrans : CblasNoTrans,
-                g->trans_b ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)g->k, g->alpha, a,
-                (int)g->lda, b, (int)g->ldb, beta, c, (int)g->ldc);
+    cpu_blas_sgemm(g->trans_a, g->trans_b, m, n, g->k, g->alpha, a, g->lda, b, g->ldb, beta, c,
+                   g->ldc);
 }

@@ -179,7 +179,7 @@ void cpu_valid_range(int64_t off, int64_t stride, int64_t n_in, int64_t n_out, i
 /* The canonical window attributes of Conv and pooling over S spatial dims (kernel_shape,
  * strides, dilations, pads), checked for sizes the loops can use; 0 with REASON when not. */
 int cpu_window_attrs_ok(const loom_node_desc *node, size_t s, char *reason, size_t len);
-/* C[m, n] (ldc) = op(A) * op(B) + beta * C, row-major, one single-threaded cblas call; K == 0
+/* C[m, n] (ldc) = op(A) * op(B) + beta * C, row-major, one single-threaded cpu_blas_sgemm; K == 0
  * gives beta * C (zeros when beta is 0). */
 void cpu_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                const float *b, int64_t ldb, float beta, float *c, int64_t ldc);

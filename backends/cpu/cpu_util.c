@@ -3,10 +3,10 @@
  * work grains, a single-threaded SGEMM, the float32 row max, and half-precision conversions.
  */
 #include "cpu_axis.h"
+#include "cpu_blas.h"
 #include "cpu_kernels.h"
 #include "cpu_simd.h"
 
-#include <cblas.h>
 
 #include <limits.h>
 #include <math.h>
@@ -166,8 +166,7 @@ void cpu_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a, 
                 c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
         return;
     }
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                (int)m, (int)n, (int)k, 1.0f, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+    cpu_blas_sgemm(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
 }
 
 CPU_CLONES

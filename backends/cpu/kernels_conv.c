@@ -362,6 +362,10 @@ static loom_status conv_run(const cpu_kernel *k, const loom_exec_args *args, cpu
         cpu_conv_pw_run(p, x.x, x.w, x.bias, x.z, x.y, pool);
         return LOOM_OK;
     }
+    if (p->stem_band) {
+        cpu_conv_stem_run(p, x.x, x.w, x.bias, x.z, x.y, x.scratch, pool);
+        return LOOM_OK;
+    }
     if (p->dcb) {
         cpu_conv_dcb_run(p, x.x, x.w, x.bias, x.z, x.y, x.scratch, pool);
         return LOOM_OK;
@@ -443,6 +447,16 @@ static loom_status conv_run(const cpu_kernel *k, const loom_exec_args *args, cpu
         cpu_parallel_for(pool, x.g.nb, gemm_grain, conv_gemm_task, &x);
     }
     return LOOM_OK;
+}
+
+static void conv_free(void *params)
+{
+    conv_params *p = params;
+    if (p) {
+        free(p->dcb_w);
+        free(p->stem_w);
+    }
+    free(p);
 }
 
 static loom_status conv_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
@@ -534,14 +548,18 @@ static loom_status conv_prepare(const loom_node_desc *node, cpu_kernel *k, char 
     /* The channel-blocked depthwise kernel, where the CPU has it, for more taps too. */
     if (!p->pointwise && s < 3 && cpu_conv_dwb_prepare(p))
         p->direct = p->depthwise = 0;
-    /* Direct with output channels in the lanes where the GEMM's shape is poor. */
-    if (s < 3 && !p->dwb_band && cpu_conv_dcb_prepare(p))
+    /* Direct with output pixels in the lanes for few input channels (stems), else with output
+     * channels in the lanes where the GEMM's shape is poor. */
+    if (s < 3 && !p->dwb_band && !p->pointwise && cpu_conv_stem_prepare(p))
+        p->direct = p->depthwise = 0;
+    else if (s < 3 && !p->dwb_band && cpu_conv_dcb_prepare(p))
         p->direct = p->depthwise = 0;
     /* Pointwise: the register-tiled kernel on the input as it is (no scratch either way). */
     cpu_conv_pw_prepare(p);
     size_t col_bytes = (size_t)(p->kc * p->p) * sizeof(float);
     k->scratch_bytes = 0;
-    if (!p->pointwise && !p->direct && !p->dwb_band && !p->dcb && col_bytes > 0) {
+    if (!p->pointwise && !p->direct && !p->dwb_band && !p->dcb && !p->stem_band &&
+        col_bytes > 0) {
         size_t items = (size_t)(p->n * p->group);
         size_t nbuf = CONV_COL_BUDGET / col_bytes;
         if (nbuf > CONV_COL_MAX_BUFFERS)
@@ -555,9 +573,21 @@ static loom_status conv_prepare(const loom_node_desc *node, cpu_kernel *k, char 
     }
     if (p->dwb_band)
         k->scratch_bytes = cpu_conv_dwb_scratch(p);
-    if (p->dcb)
+    if (p->dcb) {
+        /* Constant weights (and bias) are packed once here instead of at every run. */
+        const void *const *cs = node->input_constants;
+        if (cs && cs[1] && (!p->has_bias || cs[2]))
+            cpu_conv_dcb_pack(p, cs[1], p->has_bias ? cs[2] : NULL);
         k->scratch_bytes = cpu_conv_dcb_scratch(p);
+    }
+    if (p->stem_band) {
+        const void *const *cs = node->input_constants;
+        if (cs && cs[1] && (!p->has_bias || cs[2]))
+            cpu_conv_stem_pack(p, cs[1], p->has_bias ? cs[2] : NULL);
+        k->scratch_bytes = cpu_conv_stem_scratch(p);
+    }
     k->params = p;
+    k->free_params = conv_free;
     k->run = conv_run;
     return LOOM_OK;
 }

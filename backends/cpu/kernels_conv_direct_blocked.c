@@ -7,13 +7,16 @@
  * Output channels go in pairs of 8-lane blocks (16 channels; a last block padded with zero
  * weights). For 6 output pixels of one row at a time the kernel keeps 12 accumulators (6 pixels x
  * 2 blocks); each tap (input channel, kernel row, kernel column) loads the two weight vectors
- * and broadcasts each pixel's input value into both blocks' FMAs: 8 loads per 12 FMAs, read
- * straight from the NCHW input, any stride or dilation. Pixels whose taps leave the input (the
- * padding at the ends of a row) read a zero-padded copy of the columns they need instead; the
- * last strip of a row ends at the row's end, overlapping the one before it when 6 does not
- * divide the row. The accumulators start at the bias; they are transposed to
- * 8 pixels per channel and stored to the output rows, with the residual and the common
- * activations applied in registers (cpu_avx2.h); other activations run over the band after.
+ * and broadcasts each pixel's input value into both blocks' FMAs: 8 loads per 12 FMAs, any
+ * stride or dilation. A task (image, band of output rows) first copies the input rows the band
+ * reads, zero-padded, into a buffer on the stack (padded mode) and runs every pair of output
+ * blocks over it, in strips of 6 consecutive pixels of the band (a strip may span rows; the last
+ * one ends at the band's end, overlapping the one before). When even one padded row of every
+ * input channel does not fit, row mode reads the NCHW input in place and copies only the
+ * columns of strips whose taps leave the input. The accumulators start at the bias; they are
+ * transposed to 8 pixels per channel and stored to the output rows, with the residual and the
+ * common activations applied in registers (cpu_avx2.h); other activations run over the band
+ * after. Constant weights are packed once, at prepare.
  *
  * Takes 1-D and 2-D convs with one group, on CPUs with AVX2 and FMA (LOOM_CPU_NO_AVX2=1 turns it
  * off; the tests run both); kernels_conv.c decides by shape which convs come here.
@@ -21,6 +24,7 @@
 #include "cpu_avx2.h"
 #include "cpu_conv.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* Pixels per strip, output channels per step (two blocks of 8), and the floats of the stack
@@ -53,13 +57,13 @@ int cpu_conv_dcb_prepare(conv_params *p)
      * wider outputs are left to the GEMM's blocking. */
     if (p->m > 128 || !cpu_avx2_ok())
         return 0;
-    /* Rows of 16+ pixels: row mode, reading the input in place (measured 5-10% faster than
-     * copying it padded: the copy costs more than the edge strips save). Shorter rows: padded
-     * mode, with the most output rows whose input rows, zero-padded, fit the buffer for all
-     * input channels (measured faster than row mode on 10-pixel rows, as fast on 16); rows of
-     * 8+ pixels fall back to row mode when even one row does not fit. */
+    /* Padded mode: the most output rows whose input rows, zero-padded, fit the buffer for all
+     * input channels, copied once per band for every output channel pair (measured 5% faster
+     * than row mode on MobileNet's convs at batch 8, 18% on the CNN fixture's 16-pixel rows,
+     * where two strips in three need a padded edge in row mode). Rows of 8+ pixels fall back to
+     * row mode, reading the input in place, when even one row does not fit. */
     int64_t band = 0;
-    if (p->ow < 16) {
+    {
         const int64_t plane = dcb_cols(p) * p->c;
         while (band < p->oh && dcb_rows_in(p, band + 1) * plane <= DCB_BUF_FLOATS)
             band++;
@@ -69,13 +73,49 @@ int cpu_conv_dcb_prepare(conv_params *p)
         return 0;
     p->dcb_band = band;
     p->dcb = 1;
+    p->dcb_lanes = DCB_OC;
     return 1;
 }
 
 size_t cpu_conv_dcb_scratch(const conv_params *p)
 {
-    const int64_t pairs = (p->m + DCB_OC - 1) / DCB_OC;
-    return (size_t)(pairs * (p->kc + 1) * DCB_OC) * sizeof(float);
+    if (p->dcb_w)
+        return 0;
+    const int64_t lanes = p->dcb_lanes, groups = (p->m + lanes - 1) / lanes;
+    return (size_t)(groups * (p->kc + 1) * lanes) * sizeof(float);
+}
+
+/* Weights [oc][c][ki][kj] -> [group][c][ki][kj][L] for groups of L = P->dcb_lanes output
+ * channels, zero past M; then biases [group][L]. */
+static void dcb_pack(const conv_params *p, const float *w, const float *bias, float *d)
+{
+    const int64_t lanes = p->dcb_lanes, groups = (p->m + lanes - 1) / lanes;
+    for (int64_t g = 0; g < groups; g++) {
+        float *dp = d + g * p->kc * lanes;
+        for (int64_t l = 0; l < lanes; l++) {
+            const int64_t oc = g * lanes + l;
+            /* kc = c * kh * kw; the taps go [ki][kj][ci] here */
+            const int64_t taps = p->kh * p->kw;
+            for (int64_t k = 0; k < p->kc; k++)
+                dp[((k % taps) * p->c + k / taps) * lanes + l] =
+                    oc < p->m ? w[oc * p->kc + k] : 0.0f;
+        }
+        float *bd = d + (groups * p->kc + g) * lanes;
+        for (int64_t l = 0; l < lanes; l++) {
+            const int64_t oc = g * lanes + l;
+            bd[l] = bias && oc < p->m ? bias[oc] : 0.0f;
+        }
+    }
+}
+
+int cpu_conv_dcb_pack(conv_params *p, const float *w, const float *bias)
+{
+    float *d = malloc(cpu_conv_dcb_scratch(p));
+    if (!d)
+        return 0;
+    dcb_pack(p, w, bias, d);
+    p->dcb_w = d;
+    return 1;
 }
 
 #ifdef CPU_HAVE_AVX2_CODE
@@ -83,9 +123,10 @@ size_t cpu_conv_dcb_scratch(const conv_params *p)
 typedef struct dcb_ctx {
     const conv_params *p;
     const float *x, *z;
-    const float *wp; /* weights [pair][c][ki][kj][16], then biases [pair][16] */
+    const float *wp; /* weights [group][c][ki][kj][lanes], then biases [group][lanes] */
     float *y;
-    int64_t pairs, bands, band;
+    int64_t lanes, groups; /* output channels per packed group (16) and groups */
+    int64_t bands, band;
     int padded;     /* padded mode: each task copies its input rows into a zero-padded buffer */
     int64_t lo, hi; /* row mode: output columns whose taps all read inside the input row */
 } dcb_ctx;
@@ -106,11 +147,12 @@ CPU_AVX2 static void dcb_strip(const dcb_ctx *c, const float *const px[DCB_PX], 
     __m256 c0 = b1, c1 = b1, c2 = b1, c3 = b1, c4 = b1, c5 = b1;
     const int64_t kw = p->kw, kh = p->kh, dw = p->dw, ch = p->c;
     const float *p0 = px[0], *p1 = px[1], *p2 = px[2], *p3 = px[3], *p4 = px[4], *p5 = px[5];
-    for (int64_t ci = 0; ci < ch; ci++)
-        for (int64_t ki = ki0; ki < ki1; ki++) {
-            int64_t off = ci * cstride + ki * kstride;
-            const float *wr = wp + (ci * kh + ki) * kw * DCB_OC;
-            for (int64_t kj = 0; kj < kw; kj++, off += dw, wr += DCB_OC) {
+    (void)kh;
+    for (int64_t ki = ki0; ki < ki1; ki++)
+        for (int64_t kj = 0; kj < kw; kj++) {
+            int64_t off = ki * kstride + kj * dw;
+            const float *wr = wp + (ki * kw + kj) * ch * DCB_OC;
+            for (int64_t ci = 0; ci < ch; ci++, off += cstride, wr += DCB_OC) {
                 const __m256 w0 = _mm256_loadu_ps(wr), w1 = _mm256_loadu_ps(wr + 8);
                 __m256 xv;
 #define DCB_PIX(P, A, C)                                                                          \
@@ -128,50 +170,66 @@ CPU_AVX2 static void dcb_strip(const dcb_ctx *c, const float *const px[DCB_PX], 
         }
     /* 8 rows of 8 (pixels 6 and 7 zero) -> 8 channels x 8 pixels, per block. */
     const __m256 zero = _mm256_setzero_ps();
-    __m256 t[2][8] = {{a0, a1, a2, a3, a4, a5, zero, zero}, {c0, c1, c2, c3, c4, c5, zero, zero}};
-    cpu_avx2_transpose8(t[0]);
-    cpu_avx2_transpose8(t[1]);
-    for (int64_t l = 0; l < on; l++) {
-        __m256 v = t[l >> 3][l & 7];
-        const int64_t o = l * p->p + at;
-        if (act) {
-            if (z)
-                v = _mm256_add_ps(v, cpu_avx2_load_n(z + o, n));
-            v = cpu_avx2_act(&p->ep, v);
-        }
-        cpu_avx2_store_n(y + o, v, full ? 8 : n);
+    __m256 t[16] = {a0, a1, a2, a3, a4, a5, zero, zero, c0, c1, c2, c3, c4, c5, zero, zero};
+    cpu_avx2_transpose8(t);
+    cpu_avx2_transpose8(t + 8);
+    if (act) {
+        if (z)
+            for (int64_t l = 0; l < on; l++)
+                t[l] = _mm256_add_ps(t[l], cpu_avx2_load_n(z + l * p->p + at, n));
+        cpu_avx2_act_n(&p->ep, t, on);
     }
+    if (full)
+        for (int64_t l = 0; l < on; l++)
+            _mm256_storeu_ps(y + l * p->p + at, t[l]);
+    else
+        for (int64_t l = 0; l < on; l++)
+            cpu_avx2_store_n(y + l * p->p + at, t[l], n);
 }
 
 /* Padded mode: the band's input rows of every channel, zero-padded, into BUF as
- * [ci][row][col] (ROWS x COLS per channel; column col is input column col - pl), then strips of
- * 6 consecutive output pixels of the band (they may span rows: each pixel has its own input
- * pointer), the last strip ending at the band's end. */
-CPU_AVX2 static void dcb_band_padded(const dcb_ctx *c, const float *xn, const float *wp,
-                                     __m256 b0, __m256 b1, int64_t oh0, int64_t oh1, int64_t on,
-                                     float *y, const float *z, int act, float *buf)
+ * [ci][row][col] (ROWS x COLS per channel; column col is input column col - pl): one memset
+ * for the padding, then each row's inside copied by vectors (rows here are short: a memcpy
+ * call per row cost more than the copying on 8-pixel rows). */
+CPU_AVX2 static void dcb_pad_band(const conv_params *p, const float *xn, int64_t oh0, int64_t oh1,
+                                  float *buf)
+{
+    const int64_t rows = dcb_rows_in(p, oh1 - oh0), cols = dcb_cols(p);
+    const int64_t ih0 = oh0 * p->sh - p->pt;
+    memset(buf, 0, (size_t)(p->c * rows * cols) * sizeof *buf);
+    /* Buffer columns [a, b) hold input columns [a - pl, b - pl). */
+    const int64_t a = p->pl < cols ? p->pl : cols;
+    const int64_t b = p->pl + p->w < cols ? p->pl + p->w : cols;
+    const int64_t n = b - a;
+    if (n <= 0)
+        return;
+    const int64_t r0 = ih0 < 0 ? -ih0 : 0, r1 = p->h - ih0 < rows ? p->h - ih0 : rows;
+    for (int64_t ci = 0; ci < p->c; ci++)
+        for (int64_t r = r0; r < r1; r++) {
+            float *d = buf + (ci * rows + r) * cols + a;
+            const float *src = xn + ci * p->in_sp + (ih0 + r) * p->w + a - p->pl;
+            if (n < 8) {
+                for (int64_t q = 0; q < n; q++)
+                    d[q] = src[q];
+                continue;
+            }
+            int64_t q = 0;
+            for (; q + 8 <= n; q += 8)
+                _mm256_storeu_ps(d + q, _mm256_loadu_ps(src + q));
+            if (q < n) /* the last 8, overlapping what is already copied */
+                _mm256_storeu_ps(d + n - 8, _mm256_loadu_ps(src + n - 8));
+        }
+}
+
+/* Padded mode, one group of 16 output channels (two 8-lane blocks): strips of 6 consecutive output pixels of the band
+ * (they may span rows: each pixel has its own input pointer) over the copy dcb_pad_band made
+ * in BUF, the last strip ending at the band's end. */
+CPU_AVX2 static void dcb_band_padded(const dcb_ctx *c, const float *wp, __m256 b0, __m256 b1,
+                                     int64_t oh0, int64_t oh1, int64_t on, float *y,
+                                     const float *z, int act, const float *buf)
 {
     const conv_params *p = c->p;
     const int64_t rows = dcb_rows_in(p, oh1 - oh0), cols = dcb_cols(p);
-    const int64_t ih0 = oh0 * p->sh - p->pt;
-    for (int64_t ci = 0; ci < p->c; ci++)
-        for (int64_t r = 0; r < rows; r++) {
-            float *d = buf + (ci * rows + r) * cols;
-            const int64_t ih = ih0 + r;
-            if (ih < 0 || ih >= p->h) {
-                memset(d, 0, (size_t)cols * sizeof *d);
-                continue;
-            }
-            const float *src = xn + ci * p->in_sp + ih * p->w;
-            /* Buffer columns [a, b) hold input columns [a - pl, b - pl). */
-            const int64_t a = p->pl < cols ? p->pl : cols;
-            const int64_t b = p->pl + p->w < cols ? p->pl + p->w : cols;
-            memset(d, 0, (size_t)a * sizeof *d);
-            if (b > a)
-                memcpy(d + a, src, (size_t)(b - a) * sizeof *d);
-            if (b < cols)
-                memset(d + (b > a ? b : a), 0, (size_t)(cols - (b > a ? b : a)) * sizeof *d);
-        }
     const int64_t total = (oh1 - oh0) * p->ow, n = total < DCB_PX ? total : DCB_PX;
     const int64_t cstride = rows * cols, kstride = p->dh * cols;
     for (int64_t q0 = 0;; q0 += DCB_PX) {
@@ -251,43 +309,42 @@ CPU_AVX2 static void dcb_task(void *arg, size_t t0, size_t t1)
     const int act = cpu_avx2_act_ok(p->ep.act);
     float buf[DCB_BUF_FLOATS];
     for (size_t t = t0; t < t1; t++) {
+        /* Padded mode: a task is (image, band) and copies the band's input once for every
+         * group of output channels; row mode: (image, group, band). */
         const int64_t band = (int64_t)t % c->bands, item = (int64_t)t / c->bands;
-        const int64_t n = item / c->pairs, pair = item % c->pairs, oc0 = pair * DCB_OC;
-        const int64_t on = p->m - oc0 < DCB_OC ? p->m - oc0 : DCB_OC;
+        const int64_t n = c->padded ? item : item / c->groups;
+        const int64_t g0 = c->padded ? 0 : item % c->groups;
+        const int64_t g1 = c->padded ? c->groups : g0 + 1;
         const int64_t oh0 = band * c->band, oh1 = oh0 + c->band < p->oh ? oh0 + c->band : p->oh;
-        const float *wp = c->wp + pair * p->kc * DCB_OC;
-        const float *bp = c->wp + (c->pairs * p->kc + pair) * DCB_OC;
-        const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
         const float *xn = c->x + n * p->c * p->in_sp;
-        float *y = c->y + (n * p->m + oc0) * p->p;
-        const float *z = c->z ? c->z + (n * p->m + oc0) * p->p : NULL;
         if (c->padded)
-            dcb_band_padded(c, xn, wp, b0, b1, oh0, oh1, on, y, z, act, buf);
-        else
-            dcb_band_rows(c, xn, wp, b0, b1, oh0, oh1, on, y, z, act, buf);
-        if (!act)
-            conv_epilogue_rows(p, y, z, on, oh0, oh1);
+            dcb_pad_band(p, xn, oh0, oh1, buf);
+        for (int64_t g = g0; g < g1; g++) {
+            const int64_t oc0 = g * c->lanes;
+            const int64_t on = p->m - oc0 < c->lanes ? p->m - oc0 : c->lanes;
+            const float *wp = c->wp + g * p->kc * c->lanes;
+            const float *bp = c->wp + (c->groups * p->kc + g) * c->lanes;
+            float *y = c->y + (n * p->m + oc0) * p->p;
+            const float *z = c->z ? c->z + (n * p->m + oc0) * p->p : NULL;
+            const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
+            if (c->padded)
+                dcb_band_padded(c, wp, b0, b1, oh0, oh1, on, y, z, act, buf);
+            else
+                dcb_band_rows(c, xn, wp, b0, b1, oh0, oh1, on, y, z, act, buf);
+            if (!act)
+                conv_epilogue_rows(p, y, z, on, oh0, oh1);
+        }
     }
 }
 
 void cpu_conv_dcb_run(const conv_params *p, const float *x, const float *w, const float *bias,
                       const float *z, float *y, float *scratch, cpu_pool *pool)
 {
-    dcb_ctx c = {.p = p, .x = x, .z = z, .wp = scratch, .y = y,
-                 .pairs = (p->m + DCB_OC - 1) / DCB_OC};
-    /* Weights [oc][c][ki][kj] -> [pair][c][ki][kj][16], zero past M; biases [pair][16]. */
-    for (int64_t pair = 0; pair < c.pairs; pair++) {
-        float *d = scratch + pair * p->kc * DCB_OC;
-        for (int64_t k = 0; k < p->kc; k++)
-            for (int64_t l = 0; l < DCB_OC; l++) {
-                const int64_t oc = pair * DCB_OC + l;
-                d[k * DCB_OC + l] = oc < p->m ? w[oc * p->kc + k] : 0.0f;
-            }
-        float *bd = scratch + (c.pairs * p->kc + pair) * DCB_OC;
-        for (int64_t l = 0; l < DCB_OC; l++) {
-            const int64_t oc = pair * DCB_OC + l;
-            bd[l] = bias && oc < p->m ? bias[oc] : 0.0f;
-        }
+    dcb_ctx c = {.p = p, .x = x, .z = z, .wp = p->dcb_w, .y = y,
+                 .lanes = p->dcb_lanes, .groups = (p->m + p->dcb_lanes - 1) / p->dcb_lanes};
+    if (!c.wp) { /* weights that are not constants: packed here, every run */
+        dcb_pack(p, w, bias, scratch);
+        c.wp = scratch;
     }
     /* Interior columns: o * sw - pl >= 0 and o * sw - pl + (kw - 1) * dw < w. */
     c.lo = p->pl > 0 ? (p->pl + p->sw - 1) / p->sw : 0;
@@ -298,9 +355,10 @@ void cpu_conv_dcb_run(const conv_params *p, const float *x, const float *w, cons
     if (c.lo > c.hi)
         c.lo = c.hi;
     /* Bands of rows: no taller than the padded buffer allows (padded mode), and short enough
-     * for about 4 tasks per thread. */
+     * for about 4 tasks per thread. A padded task covers every group of output channels. */
     c.padded = p->dcb_band > 0;
-    const int64_t items = p->n * c.pairs, want = 4 * (int64_t)cpu_pool_threads(pool);
+    const int64_t items = c.padded ? p->n : p->n * c.groups;
+    const int64_t want = 4 * (int64_t)cpu_pool_threads(pool);
     const int64_t per = items >= want ? 1 : (want + items - 1) / items;
     c.band = (p->oh + per - 1) / per;
     if (c.padded && c.band > p->dcb_band)
@@ -308,7 +366,8 @@ void cpu_conv_dcb_run(const conv_params *p, const float *x, const float *w, cons
     if (c.band < 1)
         c.band = 1;
     c.bands = (p->oh + c.band - 1) / c.band;
-    const double work = (double)(c.band * p->ow * p->kc * DCB_OC) + 1.0;
+    const double work =
+        (double)(c.band * p->ow * p->kc * c.lanes) * (double)(c.padded ? c.groups : 1) + 1.0;
     const size_t grain = work >= CPU_CHUNK_MACS ? 1 : (size_t)(CPU_CHUNK_MACS / work) + 1;
     cpu_parallel_for(pool, (size_t)(items * c.bands), grain, dcb_task, &c);
 }

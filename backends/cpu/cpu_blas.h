@@ -1,0 +1,20 @@
+/*
+ * The CPU backend's float32 GEMM (cpu_blas.c): oneDNN's sgemm where the build has it, else
+ * OpenBLAS. Every call runs on the calling thread only.
+ */
+#ifndef LOOM_CPU_BLAS_H
+#define LOOM_CPU_BLAS_H
+
+#include <stdint.h>
+
+/* C[m, n] (ldc) = alpha * op(A) * op(B) + beta * C, row-major (op transposes when TA / TB),
+ * single-threaded. M, N, K >= 1; the arrays belong to the caller. Cannot fail: a refusal by
+ * oneDNN falls back to OpenBLAS. */
+void cpu_blas_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                    int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+
+/* "oneDNN sgemm" or "OpenBLAS sgemm": which library cpu_blas_sgemm calls (LOOM_CPU_GEMM=openblas
+ * picks OpenBLAS where both are built in). Static string. */
+const char *cpu_blas_name(void);
+
+#endif
