@@ -242,6 +242,12 @@ sv_decision sv_decide(const sv_queue_view *q, const sv_estimates *e)
     double go_now_done = (t_now > fill_s ? t_now : fill_s) + t_rest;
     if (fill_s + t_next > go_now_done)
         return d;
+    /* The oldest request waits in all no longer than the batch it could run in now takes (as
+     * in ski rental: whatever comes, its latency is at most twice the best): the arrival rate
+     * is a mean, and when the rows do not come (a closed loop whose clients wait for these
+     * answers) a wait re-decided at every wake-up would otherwise last until the deadline. */
+    if (q->oldest_s > 0 && q->now - q->oldest_s + fill_s > t_now)
+        return d;
     double latest_start = q->deadline - t_next - q->slack_s;
     if (q->now + fill_s > latest_start)
         return d;

@@ -64,6 +64,8 @@ typedef struct sv_queue_view {
     double target_s;        /* the model's latency target: sizes batches under overload,
                              * and with ARRIVAL_RATE keeps room for the requests arriving
                              * while a batch runs (they must finish within it too) */
+    double oldest_s;        /* when the longest-waiting request was queued (absolute); 0:
+                             * unknown. Its whole wait is bounded by the run it could have now */
 } sv_queue_view;
 
 typedef struct sv_decision {

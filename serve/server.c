@@ -447,9 +447,12 @@ static void *worker_main(void *arg)
                                .slack_s = 0.002, .target_s = m->target_s};
             for (sv_req *r = m->head; r && v.rows < m->max_batch; r = r->next)
                 v.rows += r->rows;
-            for (sv_req *r = m->head; r; r = r->next)
+            for (sv_req *r = m->head; r; r = r->next) {
                 if (r->batch_deadline < v.deadline)
                     v.deadline = r->batch_deadline;
+                if (v.oldest_s == 0 || r->t_submit < v.oldest_s)
+                    v.oldest_s = r->t_submit;
+            }
             if (!s->draining && !s->stopping && m->mean_gap > 0)
                 v.arrival_rate = m->mean_rows / m->mean_gap;
             sv_decision d = sv_decide(&v, &m->est);

@@ -248,6 +248,36 @@ static void test_waits_only_when_the_idle_wait_pays(void)
     CU_ASSERT_DOUBLE_EQUAL(d.wake_at, 1.0005, 1e-9);
 }
 
+/* A closed loop: the one client waits for its answer, so the row the arrival rate promises
+ * never comes. The oldest request waits in all no longer than the batch it could run in now. */
+static void test_total_wait_bounded_by_the_run_now(void)
+{
+    sv_estimates e;
+    sv_estimates_init(&e, 8, 0);
+    double t[] = {0.004, 0.007, 0.013, 0.025};
+    for (int i = 0; i < 4; i++)
+        sv_estimate_measure(&e, (uint32_t)i, t[i]);
+    /* As above, the next row expected in 0.5 ms pays: a request just queued waits for it. */
+    sv_queue_view q = {.now = 1, .deadline = 1.05, .rows = 1, .max_batch = 8,
+                       .arrival_rate = 2000, .slack_s = 0.002, .target_s = 0.05,
+                       .oldest_s = 1};
+    sv_decision d = sv_decide(&q, &e);
+    CU_ASSERT_FALSE(d.go);
+    /* Woken 0.5 ms later, nothing came, the rate still says 0.5 ms: waits again, 1 ms in all. */
+    q.now = 1.0005;
+    d = sv_decide(&q, &e);
+    CU_ASSERT_FALSE(d.go);
+    /* 3.6 ms waited: another 0.5 ms would pass the 4 ms run it could have had: it runs. */
+    q.now = 1.0036;
+    d = sv_decide(&q, &e);
+    CU_ASSERT_TRUE(d.go);
+    CU_ASSERT_EQUAL(d.rows, 1);
+    /* Unknown queueing time (0): no bound, as before. */
+    q.oldest_s = 0;
+    d = sv_decide(&q, &e);
+    CU_ASSERT_FALSE(d.go);
+}
+
 static void test_leaves_room_for_the_requests_behind(void)
 {
     sv_estimates e;
@@ -990,6 +1020,8 @@ int main(int argc, char **argv)
     CU_add_test(p, "a stale estimate is bounded by fresher ones",
                 test_stale_estimate_is_bounded_by_fresher_ones);
     CU_add_test(p, "waits only when the idle wait pays", test_waits_only_when_the_idle_wait_pays);
+    CU_add_test(p, "a request's whole wait is bounded by its run now",
+                test_total_wait_bounded_by_the_run_now);
     CU_add_test(p, "leaves room for the requests behind",
                 test_leaves_room_for_the_requests_behind);
     CU_add_test(p, "pads to a size that runs faster", test_pads_to_a_size_that_runs_faster);
