@@ -9,8 +9,7 @@ rounds interleaving the configurations so that a change in the machine's load hi
 1. Server CPU per request: the server under an open-loop Poisson load at a fixed rate below
    its capacity (--rate, default 2000 QPS), its user+system CPU time over the run (from
    /proc/PID/stat) divided by the requests answered. Robust on a shared machine: it counts
-   work, not waiting. Configurations: audit off, on (synchronous=NORMAL), on (FULL). Also
-   the share of the audit's own threads (named loom-audit*), which deliver the answers too.
+   work, not waiting. Configurations: audit off, on (synchronous=NORMAL), on (FULL).
 2. Maximum QPS at the p99 target (`loom loadgen --find-max-qps --p99 MS`, 3-second steps),
    audit off and on (NORMAL); best of the rounds.
 
@@ -63,22 +62,6 @@ def cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / TICK   # utime + stime
 
 
-def audit_cpu_s(pid):
-    """CPU time of the audit trail's own threads (loom-audit, loom-audit-ckpt)."""
-    t = 0.0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/comm") as f:
-                if not f.read().startswith("loom-audit"):
-                    continue
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            t += (int(fields[11]) + int(fields[12])) / TICK
-        except OSError:
-            pass
-    return t
-
-
 def loadgen(port, *a):
     r = subprocess.run([LOOM, "loadgen", f"http://127.0.0.1:{port}/v2/models/m", "--json",
                         "--quiet", "--binary", *a], capture_output=True, text=True)
@@ -93,7 +76,6 @@ dbs = []
 for model in MODELS:
     name = os.path.basename(model)
     cpu = {c: [] for c in CONFIGS}
-    acpu = {c: [] for c in CONFIGS}
     qps = {"off": [], "normal": []}
     for rnd in range(ROUNDS):
         for c in CONFIGS:
@@ -102,12 +84,11 @@ for model in MODELS:
                 os.remove(db)
             p, port = serve(model, c, db)
             loadgen(port, "--concurrency", "2", "--duration", "1")   # warm up
-            c0, a0 = cpu_s(p.pid), audit_cpu_s(p.pid)
+            c0 = cpu_s(p.pid)
             r = loadgen(port, "--rate", str(RATE), "--duration", "5")
-            c1, a1 = cpu_s(p.pid), audit_cpu_s(p.pid)
+            c1 = cpu_s(p.pid)
             ok = r["ok"]
             cpu[c].append((c1 - c0) / max(ok, 1) * 1e6)
-            acpu[c].append((a1 - a0) / max(ok, 1) * 1e6)
             if c in qps:
                 q = loadgen(port, "--find-max-qps", "--p99", str(P99), "--duration", "3")
                 qps[c].append(q["max_qps"])
@@ -117,14 +98,12 @@ for model in MODELS:
     print(f"### {name}\n")
     print(f"Server CPU per request at {RATE:.0f} QPS (open loop, 5 s; user+system of the "
           f"server process / requests answered), {ROUNDS} rounds:\n")
-    print("| audit | CPU us/request (each round) | median | vs off | of which the audit "
-          "threads (writer + checkpoints, answers' delivery included), median |")
-    print("|---|---|---|---|---|")
+    print("| audit | CPU us/request (each round) | median | vs off |")
+    print("|---|---|---|---|")
     med = {c: sorted(v)[len(v) // 2] for c, v in cpu.items()}
-    amed = {c: sorted(v)[len(v) // 2] for c, v in acpu.items()}
     for c, v in cpu.items():
         print(f"| {c} | {', '.join(f'{x:.1f}' for x in v)} | {med[c]:.1f} | "
-              f"{(med[c] / med['off'] - 1) * 100:+.1f}% | {amed[c]:.1f} |")
+              f"{(med[c] / med['off'] - 1) * 100:+.1f}% |")
     print(f"\nMaximum QPS with p99 <= {P99:g} ms (`loom loadgen --find-max-qps`, 3 s steps):\n")
     print("| audit | max QPS (each round) | best | vs off |")
     print("|---|---|---|---|")

@@ -1,23 +1,17 @@
 /*
  * The audit trail: one record per answered request in an SQLite database (WAL mode,
- * synchronous NORMAL, or FULL on request), hash-chained (each record's SHA-256 covers the
- * previous record's hash and its own fields) and, with a key, HMAC-SHA-256'd so that a chain
- * recomputed without the key is detected as well. A writer thread commits the records queued
- * by the workers in groups (one transaction each, gathered for up to 2 ms when records come
- * often) and only then delivers their answers: an answer that was sent has its record in the
- * WAL, in the operating system's hands. Checkpoints run on a thread of their own, off that
- * path. A head row (audit_meta) names the last record, so records deleted at the end are seen
- * too.
- * docs/serve.md, "Audit trail", says what a crash can lose.
+ * synchronous NORMAL, or FULL on request), hash-chained (each record's SHA-256 covers the previous record's hash and
+ * its own fields) and, with a key, HMAC-SHA-256'd so that a chain recomputed without the key
+ * is detected as well. A writer thread commits the records queued by the workers in batches
+ * (one transaction each) and only then delivers their answers: an answer that was sent has
+ * its record on disk. A head row (audit_meta) names the last record, so records deleted at the
+ * end are seen too. docs/serve.md, "Audit trail", says what a crash can lose.
  */
 #include "server_internal.h"
-#include "audit_num.h"
 
 #include <math.h>
-#include <stdatomic.h>
 #include <openssl/evp.h>
-#include <openssl/core_names.h>
-#include <openssl/params.h>
+#include <openssl/hmac.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,17 +50,6 @@ static void rec_clear(rec *r)
     }
 }
 
-/* What seals records: a digest context, the HMAC context holding the key (NULL without a
- * key), and the buffer the record's canonical text is built in. One per thread that seals
- * (the writer; a verify pass). */
-typedef struct sealer {
-    EVP_MD_CTX *md;
-    EVP_MAC_CTX *mac;
-    char *buf;
-    size_t len, cap;
-    int failed;              /* out of memory while building the text */
-} sealer;
-
 typedef struct item {
     struct item *next;
     rec r;
@@ -74,15 +57,12 @@ typedef struct item {
     loom_serve_result *res;
     loom_serve_done_fn done;
     void *user;
-    struct timespec queued_at; /* CLOCK_MONOTONIC */
-    char text[];             /* a queued record's text fields, one after another */
 } item;
 
 struct sv_audit {
     sqlite3 *db;
     sqlite3_stmt *ins, *head, *begin, *end; /* prepared once: BEGIN IMMEDIATE, COMMIT */
-    sealer seal;             /* the writer's */
-    _Atomic(EVP_MD_CTX *) md_pool[4]; /* digest contexts the workers reuse for tensors */
+    EVP_MD_CTX *md;          /* the writer's, reused for every record */
     unsigned char key[1024];
     size_t key_len;
     int64_t seq, segment;    /* the last record's */
@@ -95,17 +75,6 @@ struct sv_audit {
     int stop;
     pthread_t writer;
     int started;
-    /* Checkpoints (copying the WAL into the database, a sync of each: tens of milliseconds on
-     * a busy disk) run on a connection and thread of their own, so that they never hold up a
-     * commit, and with it the answers waiting for it. */
-    sqlite3 *ckpt_db;
-    pthread_t ckpt;
-    int ckpt_started;
-    pthread_mutex_t ckpt_mu;
-    pthread_cond_t ckpt_cv;
-    int ckpt_want, ckpt_stop;
-    atomic_int ckpt_idle;    /* the checkpointer waits: the WAL hook may wake it */
-    atomic_int ckpt_done;    /* WAL frames its last pass had copied */
 };
 
 /* ---- hashing ----------------------------------------------------------------------------- */
@@ -134,51 +103,6 @@ static const EVP_MD *sha256(void)
     return sha256_md ? sha256_md : EVP_sha256();
 }
 
-/* 0, or -1 (out of memory: the records sealed with S get hash "error" and so cannot verify). */
-static int sealer_init(sealer *s, const unsigned char *key, size_t key_len)
-{
-    memset(s, 0, sizeof *s);
-    s->md = EVP_MD_CTX_new();
-    if (!s->md)
-        return -1;
-    if (key_len) {
-        EVP_MAC *m = EVP_MAC_fetch(NULL, "HMAC", NULL);
-        s->mac = m ? EVP_MAC_CTX_new(m) : NULL;
-        EVP_MAC_free(m); /* the context keeps its own reference */
-        OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", "SHA256", 0),
-                               OSSL_PARAM_construct_end()};
-        if (!s->mac || EVP_MAC_init(s->mac, key, key_len, params) != 1)
-            return -1;
-    }
-    return 0;
-}
-
-static void sealer_free(sealer *s)
-{
-    EVP_MD_CTX_free(s->md);
-    EVP_MAC_CTX_free(s->mac);
-    free(s->buf);
-    memset(s, 0, sizeof *s);
-}
-
-static void put_bytes(sealer *s, const char *p, size_t n)
-{
-    if (s->len + n > s->cap) {
-        size_t cap = s->cap ? s->cap : 1024;
-        while (cap < s->len + n)
-            cap *= 2;
-        char *b = realloc(s->buf, cap);
-        if (!b) {
-            s->failed = 1;
-            return;
-        }
-        s->buf = b;
-        s->cap = cap;
-    }
-    memcpy(s->buf + s->len, p, n);
-    s->len += n;
-}
-
 /* Decimal digits of V into BUF (at least 21 bytes); returns the length. */
 static size_t put_u64(char *buf, uint64_t v)
 {
@@ -194,8 +118,8 @@ static size_t put_u64(char *buf, uint64_t v)
 }
 
 /* The canonical form hashed for a field: "NAME:LEN:VALUE\n" (unchanged since the first record
- * format), appended to the record's text, which is then hashed in one call. */
-static void put_str(sealer *s, const char *name, const char *v)
+ * format; built without printf because it runs ~25 times per record). */
+static void put_str(EVP_MD_CTX *c, const char *name, const char *v)
 {
     char head[96];
     v = v ? v : "";
@@ -206,64 +130,67 @@ static void put_str(sealer *s, const char *name, const char *v)
     head[nl] = ':';
     size_t w = nl + 1 + put_u64(head + nl + 1, vl);
     head[w++] = ':';
-    put_bytes(s, head, w);
-    put_bytes(s, v, vl);
-    put_bytes(s, "\n", 1);
+    EVP_DigestUpdate(c, head, w);
+    EVP_DigestUpdate(c, v, vl);
+    EVP_DigestUpdate(c, "\n", 1);
 }
 
-/* A number as "%.17g" writes it (sv_audit_g17: the same text without printf). */
-static void put_num(sealer *s, const char *name, double v)
+/* A number as "%.17g" writes it; integral values below 2^53 (sequence numbers, segments, a
+ * confidence of 0 or 1) take the exact same digits without printf. */
+static void put_num(EVP_MD_CTX *c, const char *name, double v)
 {
     char buf[64];
-    sv_audit_g17(buf, v);
-    put_str(s, name, buf);
+    if (v >= 0 && v < 9007199254740992.0 && v == floor(v) && !(v == 0 && signbit(v)))
+        buf[put_u64(buf, (uint64_t)v)] = '\0';
+    else
+        snprintf(buf, sizeof buf, "%.17g", v);
+    put_str(c, name, buf);
 }
 
-/* HASH = SHA-256(prev_hash, seq, segment, every field); MAC = HMAC(key, HASH), or "" when S
- * has no key. */
-static void rec_seal(rec *r, sealer *s)
+/* HASH = SHA-256(prev_hash, seq, segment, every field); MAC = HMAC(key, HASH) or "". */
+/* C: a digest context to reuse (the writer's), or NULL for one made for this call. */
+static void rec_seal(rec *r, const unsigned char *key, size_t key_len, EVP_MD_CTX *reuse)
 {
     static const char *const names[N_TEXT] = {"kind", "request_id", "model", "version",
                                               "model_sha256", "variant", "path", "qos",
                                               "devices", "plan", "input_sha256",
                                               "output_sha256", "status", "message"};
+    EVP_MD_CTX *c = reuse ? reuse : EVP_MD_CTX_new();
     unsigned char md[32];
     unsigned mdl = 0;
-    s->len = 0;
-    s->failed = 0;
-    put_str(s, "prev", r->prev_hash);
-    put_num(s, "seq", (double)r->seq);
-    put_num(s, "segment", (double)r->segment);
-    for (int i = 0; i < N_TEXT; i++)
-        put_str(s, names[i], *rec_text(r, i));
-    put_num(s, "t_submit", r->t_submit);
-    put_num(s, "t_answer", r->t_answer);
-    put_num(s, "confidence", r->confidence);
-    put_num(s, "latency_s", r->latency_s);
-    put_num(s, "queue_s", r->queue_s);
-    put_num(s, "run_s", r->run_s);
-    if (!s->failed && s->md && EVP_DigestInit_ex(s->md, sha256(), NULL) == 1 &&
-        EVP_DigestUpdate(s->md, s->buf, s->len) == 1)
-        EVP_DigestFinal_ex(s->md, md, &mdl);
+    if (c && EVP_DigestInit_ex(c, sha256(), NULL) == 1) {
+        put_str(c, "prev", r->prev_hash);
+        put_num(c, "seq", (double)r->seq);
+        put_num(c, "segment", (double)r->segment);
+        for (int i = 0; i < N_TEXT; i++)
+            put_str(c, names[i], *rec_text(r, i));
+        put_num(c, "t_submit", r->t_submit);
+        put_num(c, "t_answer", r->t_answer);
+        put_num(c, "confidence", r->confidence);
+        put_num(c, "latency_s", r->latency_s);
+        put_num(c, "queue_s", r->queue_s);
+        put_num(c, "run_s", r->run_s);
+        EVP_DigestFinal_ex(c, md, &mdl);
+    }
+    if (!reuse)
+        EVP_MD_CTX_free(c);
     if (mdl == 32)
         hex(md, 32, r->hash);
     else
         snprintf(r->hash, sizeof r->hash, "error");
     r->mac[0] = '\0';
-    if (s->mac) {
-        size_t ml = 0;
-        /* A NULL key re-initialises the context with the key it holds. */
-        if (EVP_MAC_init(s->mac, NULL, 0, NULL) == 1 &&
-            EVP_MAC_update(s->mac, (const unsigned char *)r->hash, 64) == 1 &&
-            EVP_MAC_final(s->mac, md, &ml, sizeof md) == 1 && ml == 32)
+    if (key_len) {
+        unsigned int ml = 0;
+        if (HMAC(sha256(), key, (int)key_len, (const unsigned char *)r->hash, 64, md, &ml) &&
+            ml == 32)
             hex(md, 32, r->mac);
     }
 }
 
-/* SHA-256 over tensors: per tensor its name, dtype, shape and bytes. C: a digest context. */
-static void tensors_sha(EVP_MD_CTX *c, char out[65], loom_tensor *const *t,
-                        const char *const *names, size_t n)
+/* SHA-256 over tensors: per tensor its name, dtype, shape and bytes. */
+static void tensors_sha(char out[65], loom_tensor *const *t, const char *const *names, size_t n)
 {
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
     unsigned char md[32];
     unsigned mdl = 0;
     if (c && EVP_DigestInit_ex(c, sha256(), NULL) == 1) {
@@ -279,6 +206,7 @@ static void tensors_sha(EVP_MD_CTX *c, char out[65], loom_tensor *const *t,
         }
         EVP_DigestFinal_ex(c, md, &mdl);
     }
+    EVP_MD_CTX_free(c);
     if (mdl == 32)
         hex(md, 32, out);
     else
@@ -418,12 +346,6 @@ static int verify_db(sqlite3 *db, const unsigned char *key, size_t key_len, int6
         sqlite3_finalize(q);
     }
     sqlite3_bind_int64(st, 1, from);
-    sealer seal;
-    if (sealer_init(&seal, key, key_len) != 0) {
-        sealer_free(&seal);
-        sqlite3_finalize(st);
-        return -1;
-    }
     char expect_prev[65] = ZERO_HASH;
     int64_t expect_seq = 1;
     int seg_bad = 0, rc, first = 1;
@@ -456,7 +378,7 @@ static int verify_db(sqlite3 *db, const unsigned char *key, size_t key_len, int6
                 bad(v, r.seq, &seg_bad, "record %lld: does not follow record %lld (a record was "
                     "deleted, inserted or reordered)", (long long)r.seq, (long long)r.seq - 1);
             if (!seg_bad) {
-                rec_seal(&r, &seal);
+                rec_seal(&r, key, key_len, NULL);
                 if (strcmp(r.hash, stored))
                     bad(v, r.seq, &seg_bad, "record %lld: edited (its hash does not match its "
                         "fields)", (long long)r.seq);
@@ -474,7 +396,6 @@ static int verify_db(sqlite3 *db, const unsigned char *key, size_t key_len, int6
         snprintf(v->last_hash, sizeof v->last_hash, "%s", r.hash);
         rec_clear(&r);
     }
-    sealer_free(&seal);
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)
         return -1;
@@ -528,7 +449,7 @@ static int insert(sv_audit *a, rec *r)
     r->seq = ++a->seq;
     r->segment = a->segment;
     snprintf(r->prev_hash, sizeof r->prev_hash, "%s", a->last_hash);
-    rec_seal(r, &a->seal);
+    rec_seal(r, a->key, a->key_len, a->md);
     sqlite3_stmt *st = a->ins;
     sqlite3_reset(st);
     sqlite3_bind_int64(st, 1, r->seq);
@@ -591,134 +512,42 @@ static int commit(sv_audit *a, item *list)
     return ok ? 0 : -1;
 }
 
-/* WAL frames (pages) before a checkpoint is asked for (SQLite's default, 4 MB); past
- * AUDIT_CKPT_RESTART any new frame asks for one, so that a pass catches up with the writer now
- * and then and the WAL starts over from its beginning (it stays near 16 MB); at
- * AUDIT_CKPT_HARD (the checkpointer cannot keep up) the writer checkpoints itself, which
- * bounds the WAL at about 128 MB. */
-#define AUDIT_CKPT_FRAMES 1000
-#define AUDIT_CKPT_RESTART 4096
-#define AUDIT_CKPT_HARD 32768
-
-/* Called by SQLite on the writer's thread after each commit, with the frames in the WAL. */
-static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
-{
-    sv_audit *a = arg;
-    if (frames >= AUDIT_CKPT_HARD) {
-        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-        return SQLITE_OK;
-    }
-    int done = atomic_load(&a->ckpt_done);
-    if (frames < done)
-        done = 0; /* the WAL started over */
-    if (a->ckpt_started && atomic_load(&a->ckpt_idle) &&
-        (frames - done >= AUDIT_CKPT_FRAMES || (frames >= AUDIT_CKPT_RESTART && frames > done))) {
-        pthread_mutex_lock(&a->ckpt_mu);
-        a->ckpt_want = 1;
-        pthread_cond_signal(&a->ckpt_cv);
-        pthread_mutex_unlock(&a->ckpt_mu);
-    }
-    return SQLITE_OK;
-}
-
-static void *ckpt_main(void *arg)
-{
-    sv_audit *a = arg;
-    pthread_setname_np(pthread_self(), "loom-audit-ckpt");
-    pthread_mutex_lock(&a->ckpt_mu);
-    for (;;) {
-        while (!a->ckpt_want && !a->ckpt_stop) {
-            atomic_store(&a->ckpt_idle, 1);
-            pthread_cond_wait(&a->ckpt_cv, &a->ckpt_mu);
-        }
-        atomic_store(&a->ckpt_idle, 0);
-        if (a->ckpt_stop)
-            break;
-        a->ckpt_want = 0;
-        pthread_mutex_unlock(&a->ckpt_mu);
-        int log = -1, copied = -1;
-        /* PASSIVE: copies what it can without waiting for the writer or readers. */
-        int rc = sqlite3_wal_checkpoint_v2(a->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log,
-                                           &copied);
-        pthread_mutex_lock(&a->ckpt_mu);
-        if (rc == SQLITE_OK && copied >= 0) {
-            atomic_store(&a->ckpt_done, copied);
-            if (log - copied >= AUDIT_CKPT_FRAMES)
-                a->ckpt_want = 1; /* still behind */
-        }
-    }
-    pthread_mutex_unlock(&a->ckpt_mu);
-    return NULL;
-}
-
-/* Group commit. Each transaction costs far more than a record (BEGIN, the WAL frames of the
- * last page and the head row, COMMIT: ~30 us against ~1.5 us per record inserted), so when
- * records come often enough that waiting gathers some (their mean gap at most half the
- * window), the writer waits until AUDIT_GROUP_WAIT_NS after the first record of the group was
- * queued, or AUDIT_GROUP_MAX records, and commits them together. Records that come more
- * rarely are committed at once: waiting would add latency and gather nothing. Workers wake the
- * writer only when it is idle (or a group is full); while records come often it wakes on its
- * own at the end of each window: one wake-up per group, not per record. */
-#define AUDIT_GROUP_WAIT_NS 2000000L
+/* Group commit. Each transaction costs far more than a record (the WAL frames, the head row,
+ * a checkpoint now and then), so under load the writer gathers records for a short while
+ * before committing them together: when records arrived while it committed the previous
+ * group (the server is busy), it waits up to AUDIT_GROUP_WAIT_NS or AUDIT_GROUP_MAX records.
+ * An idle server's record is committed at once. */
+#define AUDIT_GROUP_WAIT_NS 500000L
 #define AUDIT_GROUP_MAX 256
-
-static double ts_ns(struct timespec t)
-{
-    return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
-}
 
 static void *writer_main(void *arg)
 {
     sv_audit *a = arg;
-    pthread_setname_np(pthread_self(), "loom-audit"); /* for top -H, perf */
-    double gap_ns = 0;       /* mean time between records (moving average); 0: not known */
-    double last_ns = -1;     /* when the last record of the previous group was queued */
+    int busy = 0;
     pthread_mutex_lock(&a->mu);
     for (;;) {
-        if (!a->stop && gap_ns > 0 && 2 * gap_ns <= (double)AUDIT_GROUP_WAIT_NS) {
-            /* Records come often: commit once per window, woken by the clock rather than by
-             * each group's first record (workers wake only a writer that is idle). */
+        a->idle = 1;
+        while (!a->head_q && !a->stop)
+            pthread_cond_wait(&a->cv, &a->mu);
+        a->idle = 0;
+        if (busy && !a->stop && a->queued < AUDIT_GROUP_MAX) {
             struct timespec until;
-            if (a->head_q)
-                until = a->head_q->queued_at;
-            else
-                clock_gettime(CLOCK_MONOTONIC, &until);
+            clock_gettime(CLOCK_MONOTONIC, &until);
             until.tv_nsec += AUDIT_GROUP_WAIT_NS;
-            while (until.tv_nsec >= 1000000000L) {
+            if (until.tv_nsec >= 1000000000L) {
                 until.tv_sec++;
                 until.tv_nsec -= 1000000000L;
             }
             while (!a->stop && a->queued < AUDIT_GROUP_MAX &&
                    pthread_cond_timedwait(&a->cv, &a->mu, &until) == 0) {
             }
-            if (!a->head_q) {
-                gap_ns = 0; /* a whole window without a record: idle until the next one */
-                continue;
-            }
-        } else {
-            a->idle = 1;
-            while (!a->head_q && !a->stop)
-                pthread_cond_wait(&a->cv, &a->mu);
-            a->idle = 0;
         }
         if (!a->head_q)
             break;
         item *list = a->head_q;
-        double first_ns = ts_ns(list->queued_at), tail_ns = ts_ns(a->tail_q->queued_at);
-        size_t n = a->queued;
         a->head_q = a->tail_q = NULL;
         a->queued = 0;
         pthread_mutex_unlock(&a->mu);
-        /* The gap between records: over this group and the time since the previous one,
-         * capped so that an idle spell is forgotten after a few groups. */
-        double span = tail_ns - (last_ns >= 0 ? last_ns : first_ns);
-        if (last_ns >= 0 || n > 1) {
-            double g = span / (double)(last_ns >= 0 ? n : n - 1);
-            if (g > 10.0 * (double)AUDIT_GROUP_WAIT_NS)
-                g = 10.0 * (double)AUDIT_GROUP_WAIT_NS;
-            gap_ns = gap_ns > 0 ? 0.75 * gap_ns + 0.25 * g : g;
-        }
-        last_ns = tail_ns;
         int ok = commit(a, list) == 0;
         char msg[512] = "";
         if (!ok)
@@ -740,10 +569,12 @@ static void *writer_main(void *arg)
             }
             list->done(res, list->user);
             sv_server_finished(list->s);
-            free(list); /* its record's text lives in it */
+            rec_clear(&list->r);
+            free(list);
             list = next;
         }
         pthread_mutex_lock(&a->mu);
+        busy = a->head_q != NULL;
     }
     pthread_mutex_unlock(&a->mu);
     return NULL;
@@ -756,51 +587,10 @@ static double wall_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* A digest context for a worker: one the pool holds, else a new one. */
-static EVP_MD_CTX *md_take(sv_audit *a)
-{
-    for (size_t k = 0; k < sizeof a->md_pool / sizeof a->md_pool[0]; k++) {
-        EVP_MD_CTX *c = atomic_exchange(&a->md_pool[k], NULL);
-        if (c)
-            return c;
-    }
-    return EVP_MD_CTX_new();
-}
-
-static void md_give(sv_audit *a, EVP_MD_CTX *c)
-{
-    for (size_t k = 0; c && k < sizeof a->md_pool / sizeof a->md_pool[0]; k++) {
-        EVP_MD_CTX *none = NULL;
-        if (atomic_compare_exchange_strong(&a->md_pool[k], &none, c))
-            return;
-    }
-    EVP_MD_CTX_free(c);
-}
-
 void sv_audit_deliver(sv_audit *a, loom_server *s, const sv_req *r, const figures *f,
                       loom_serve_result *res, loom_serve_done_fn done, void *user)
 {
-    const sv_model *m = r->model;
-    char in_sha[65], out_sha[65] = "";
-    const char *in_names[64];
-    for (size_t k = 0; k < m->n_in && k < 64; k++)
-        in_names[k] = m->in[k].name;
-    EVP_MD_CTX *c = md_take(a);
-    tensors_sha(c, in_sha, r->inputs, in_names, m->n_in < 64 ? m->n_in : 64);
-    if (res->n_outputs)
-        tensors_sha(c, out_sha, res->outputs, res->output_names, res->n_outputs);
-    md_give(a, c);
-    /* The record's text fields, in rec_text's order, packed into the item's one allocation. */
-    const char *t[N_TEXT] = {"answer", r->id, m->name, m->version, m->sha256, res->variant,
-                             res->path, r->qos, res->devices, f ? f->plan_id : NULL, in_sha,
-                             out_sha, loom_serve_code_name(res->code), res->message};
-    size_t len[N_TEXT], total = 0;
-    for (int i = 0; i < N_TEXT; i++) {
-        t[i] = t[i] ? t[i] : "";
-        len[i] = strlen(t[i]);
-        total += len[i] + 1;
-    }
-    item *it = malloc(sizeof *it + total);
+    item *it = calloc(1, sizeof *it);
     if (!it) {
         /* Out of memory: the request fails rather than going unrecorded. */
         res->code = LOOM_SERVE_FAILED;
@@ -813,26 +603,40 @@ void sv_audit_deliver(sv_audit *a, loom_server *s, const sv_req *r, const figure
         sv_server_finished(s);
         return;
     }
-    memset(it, 0, sizeof *it);
-    char *p = it->text;
-    for (int i = 0; i < N_TEXT; i++) {
-        memcpy(p, t[i], len[i] + 1);
-        *rec_text(&it->r, i) = p;
-        p += len[i] + 1;
-    }
+    const sv_model *m = r->model;
     rec *x = &it->r;
     double now = wall_now();
+    char in_sha[65], out_sha[65] = "";
+    const char *in_names[64];
+    for (size_t k = 0; k < m->n_in && k < 64; k++)
+        in_names[k] = m->in[k].name;
+    tensors_sha(in_sha, r->inputs, in_names, m->n_in < 64 ? m->n_in : 64);
+    if (res->n_outputs)
+        tensors_sha(out_sha, res->outputs, res->output_names, res->n_outputs);
+    x->kind = sv_strdup("answer");
+    x->request_id = sv_strdup(r->id ? r->id : "");
     x->t_answer = now;
     x->t_submit = now - res->total_s;
+    x->model = sv_strdup(m->name);
+    x->version = sv_strdup(m->version);
+    x->model_sha256 = sv_strdup(m->sha256);
+    x->variant = sv_strdup(res->variant ? res->variant : "");
+    x->path = sv_strdup(res->path ? res->path : "");
+    x->qos = sv_strdup(r->qos ? r->qos : "");
     x->confidence = res->confidence;
+    x->devices = sv_strdup(res->devices ? res->devices : "");
+    x->plan = sv_strdup(f && f->plan_id ? f->plan_id : "");
+    x->input_sha256 = sv_strdup(in_sha);
+    x->output_sha256 = sv_strdup(out_sha);
     x->latency_s = res->total_s;
     x->queue_s = res->queue_s;
     x->run_s = res->run_s;
+    x->status = sv_strdup(loom_serve_code_name(res->code));
+    x->message = sv_strdup(res->message ? res->message : "");
     it->s = s;
     it->res = res;
     it->done = done;
     it->user = user;
-    clock_gettime(CLOCK_MONOTONIC, &it->queued_at);
     pthread_mutex_lock(&a->mu);
     if (a->tail_q)
         a->tail_q->next = it;
@@ -863,9 +667,11 @@ loom_status sv_audit_open(const char *path, const char *key_path, int new_segmen
     }
     if (!sync_full)
         sqlite3_exec(a->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
-    /* Checkpoints: wal_hook and ckpt_main (this replaces SQLite's automatic checkpoints). */
-    sqlite3_wal_hook(a->db, wal_hook, a);
-    if (sealer_init(&a->seal, a->key, a->key_len) != 0) {
+    /* Checkpoint the WAL into the database every ~16 MB rather than every 4 MB: fewer
+     * checkpoints (each one syncs) for the same pages. */
+    sqlite3_exec(a->db, "PRAGMA wal_autocheckpoint=4000", NULL, NULL, NULL);
+    a->md = EVP_MD_CTX_new();
+    if (!a->md) {
         sv_audit_close(a);
         return sv_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
     }
@@ -907,21 +713,6 @@ loom_status sv_audit_open(const char *path, const char *key_path, int new_segmen
         rec_clear(&it.r);
     }
     if (st == LOOM_OK) {
-        /* The checkpointer; without it (its connection or thread cannot be had) the writer
-         * checkpoints as SQLite does by default. */
-        if (open_db(path, 1, &a->ckpt_db, err, sizeof err) == 0) {
-            sqlite3_exec(a->ckpt_db, sync_full ? "PRAGMA synchronous=FULL"
-                                               : "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
-            pthread_mutex_init(&a->ckpt_mu, NULL);
-            pthread_cond_init(&a->ckpt_cv, NULL);
-            a->ckpt_started = pthread_create(&a->ckpt, NULL, ckpt_main, a) == 0;
-            if (!a->ckpt_started) {
-                pthread_mutex_destroy(&a->ckpt_mu);
-                pthread_cond_destroy(&a->ckpt_cv);
-            }
-        }
-        if (!a->ckpt_started)
-            sqlite3_wal_autocheckpoint(a->db, AUDIT_CKPT_FRAMES);
         pthread_mutex_init(&a->mu, NULL);
         pthread_condattr_t ca;
         pthread_condattr_init(&ca);
@@ -957,27 +748,12 @@ void sv_audit_close(sv_audit *a)
         pthread_mutex_destroy(&a->mu);
         pthread_cond_destroy(&a->cv);
     }
-    if (a->ckpt_started) {
-        pthread_mutex_lock(&a->ckpt_mu);
-        a->ckpt_stop = 1;
-        pthread_cond_signal(&a->ckpt_cv);
-        pthread_mutex_unlock(&a->ckpt_mu);
-        pthread_join(a->ckpt, NULL);
-        pthread_mutex_destroy(&a->ckpt_mu);
-        pthread_cond_destroy(&a->ckpt_cv);
-        a->ckpt_started = 0;
-    }
-    /* The writer's connection closes last: the last connection to close checkpoints the
-     * whole WAL and removes it. */
-    sqlite3_close(a->ckpt_db);
     sqlite3_finalize(a->ins);
     sqlite3_finalize(a->head);
     sqlite3_finalize(a->begin);
     sqlite3_finalize(a->end);
     sqlite3_close(a->db);
-    sealer_free(&a->seal);
-    for (size_t k = 0; k < sizeof a->md_pool / sizeof a->md_pool[0]; k++)
-        EVP_MD_CTX_free(atomic_load(&a->md_pool[k]));
+    EVP_MD_CTX_free(a->md);
     free(a);
 }
 
@@ -1096,14 +872,6 @@ int sv_audit_reseal(const char *path, const char *key_path)
         return sqlite3_close(db), -1;
     sqlite3_prepare_v2(db, "UPDATE audit SET prev_hash = ?, hash = ?, mac = ? WHERE seq = ?", -1,
                        &up, NULL);
-    sealer seal;
-    if (sealer_init(&seal, key, key_len) != 0) {
-        sealer_free(&seal);
-        sqlite3_finalize(st);
-        sqlite3_finalize(up);
-        sqlite3_close(db);
-        return -1;
-    }
     sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
     char prev[65] = ZERO_HASH;
     int64_t last = 0;
@@ -1111,7 +879,7 @@ int sv_audit_reseal(const char *path, const char *key_path)
         rec r;
         rec_read(st, &r);
         snprintf(r.prev_hash, sizeof r.prev_hash, "%s", prev);
-        rec_seal(&r, &seal);
+        rec_seal(&r, key, key_len, NULL);
         sqlite3_reset(up);
         sqlite3_bind_text(up, 1, r.prev_hash, -1, SQLITE_TRANSIENT);
         sqlite3_bind_text(up, 2, r.hash, -1, SQLITE_TRANSIENT);
@@ -1122,7 +890,6 @@ int sv_audit_reseal(const char *path, const char *key_path)
         last = r.seq;
         rec_clear(&r);
     }
-    sealer_free(&seal);
     sqlite3_finalize(st);
     sqlite3_finalize(up);
     char head[256];
