@@ -79,6 +79,36 @@ static loom_status moe_check_shape(loom_infer_ctx *ctx, uint32_t idx, const char
                            dims_doc, dims_str(d, got, sizeof got));
 }
 
+/* The input checks MoE and MoEExpert share, IN_NAMES naming their 8 inputs (x, the routing,
+ * fc1 w/b, fc2 w/b, fc3 w/b): present where required, one float dtype, no fc3 bias without its
+ * weights, x [tokens, hidden] or [batch, seq, hidden]. Sets *TOKENS and *HIDDEN. */
+static loom_status moe_check_inputs(loom_infer_ctx *ctx, const char *const in_names[8],
+                                    int64_t *tokens, int64_t *hidden)
+{
+    loom_status st;
+    if ((st = loom_ops_require(ctx, 0, in_names[0])) != LOOM_OK ||
+        (st = loom_ops_check_dtype(ctx, 0, in_names[0], LOOM_DTS_FLOAT)) != LOOM_OK ||
+        (st = loom_ops_require(ctx, 1, in_names[1])) != LOOM_OK ||
+        (st = loom_ops_require(ctx, 2, in_names[2])) != LOOM_OK ||
+        (st = loom_ops_require(ctx, 4, in_names[4])) != LOOM_OK)
+        return st;
+    for (uint32_t i = 1; i < ctx->n_inputs && i < 8; i++)
+        if (loom_ops_has(ctx, i) && (st = loom_ops_same_dtype(ctx, i, in_names[i], 0)) != LOOM_OK)
+            return st;
+    if (loom_ops_has(ctx, 7) && !loom_ops_has(ctx, 6))
+        return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT, "%s is given without %s",
+                               in_names[7], in_names[6]);
+    const loom_tensor_desc *x = &ctx->inputs[0];
+    if (x->rank != 2 && x->rank != 3)
+        return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
+                               "input must be [tokens, hidden] or [batch, seq, hidden], got "
+                               "rank %u",
+                               x->rank);
+    *hidden = x->dims[x->rank - 1];
+    *tokens = x->rank == 2 ? x->dims[0] : x->dims[0] * x->dims[1];
+    return LOOM_OK;
+}
+
 static loom_status infer_moe(loom_infer_ctx *ctx)
 {
     static const char *const names[] = {"k", "activation_type", "normalize_routing_weights",
@@ -94,28 +124,11 @@ static loom_status infer_moe(loom_infer_ctx *ctx)
                                            "fc2_experts_weights", "fc2_experts_bias",
                                            "fc3_experts_weights", "fc3_experts_bias"};
     loom_status st;
+    int64_t hidden = 0, tokens = 0;
     if ((st = loom_infer_check_attrs(ctx, names, kinds)) != LOOM_OK ||
-        (st = loom_ops_require(ctx, 0, "input")) != LOOM_OK ||
-        (st = loom_ops_check_dtype(ctx, 0, "input", LOOM_DTS_FLOAT)) != LOOM_OK ||
-        (st = loom_ops_require(ctx, 1, "router_probs")) != LOOM_OK ||
-        (st = loom_ops_require(ctx, 2, "fc1_experts_weights")) != LOOM_OK ||
-        (st = loom_ops_require(ctx, 4, "fc2_experts_weights")) != LOOM_OK)
+        (st = moe_check_inputs(ctx, in_names, &tokens, &hidden)) != LOOM_OK)
         return st;
-    for (uint32_t i = 1; i < ctx->n_inputs && i < 8; i++)
-        if (loom_ops_has(ctx, i) && (st = loom_ops_same_dtype(ctx, i, in_names[i], 0)) != LOOM_OK)
-            return st;
-    if (loom_ops_has(ctx, 7) && !loom_ops_has(ctx, 6))
-        return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
-                               "fc3_experts_bias is given without fc3_experts_weights");
-
     const loom_tensor_desc *x = &ctx->inputs[0], *r = &ctx->inputs[1], *w1 = &ctx->inputs[2];
-    if (x->rank != 2 && x->rank != 3)
-        return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
-                               "input must be [tokens, hidden] or [batch, seq, hidden], got "
-                               "rank %u",
-                               x->rank);
-    const int64_t hidden = x->dims[x->rank - 1];
-    const int64_t tokens = x->rank == 2 ? x->dims[0] : x->dims[0] * x->dims[1];
     if (r->rank != 2 || r->dims[0] != tokens)
         return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
                                "router_probs must be [%lld, num_experts] (one row per token), "
@@ -312,27 +325,11 @@ static loom_status infer_moe_expert(loom_infer_ctx *ctx)
                                            "fc1_bias",    "fc2_weights", "fc2_bias",
                                            "fc3_weights", "fc3_bias"};
     loom_status st;
+    int64_t hidden = 0, tokens = 0;
     if ((st = loom_infer_check_attrs(ctx, names, kinds)) != LOOM_OK ||
-        (st = loom_ops_require(ctx, 0, "input")) != LOOM_OK ||
-        (st = loom_ops_check_dtype(ctx, 0, "input", LOOM_DTS_FLOAT)) != LOOM_OK ||
-        (st = loom_ops_require(ctx, 1, "routing")) != LOOM_OK ||
-        (st = loom_ops_require(ctx, 2, "fc1_weights")) != LOOM_OK ||
-        (st = loom_ops_require(ctx, 4, "fc2_weights")) != LOOM_OK)
+        (st = moe_check_inputs(ctx, in_names, &tokens, &hidden)) != LOOM_OK)
         return st;
-    for (uint32_t i = 1; i < ctx->n_inputs && i < 8; i++)
-        if (loom_ops_has(ctx, i) && (st = loom_ops_same_dtype(ctx, i, in_names[i], 0)) != LOOM_OK)
-            return st;
-    if (loom_ops_has(ctx, 7) && !loom_ops_has(ctx, 6))
-        return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
-                               "fc3_bias is given without fc3_weights");
     const loom_tensor_desc *x = &ctx->inputs[0], *r = &ctx->inputs[1], *w1 = &ctx->inputs[2];
-    if (x->rank != 2 && x->rank != 3)
-        return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
-                               "input must be [tokens, hidden] or [batch, seq, hidden], got "
-                               "rank %u",
-                               x->rank);
-    const int64_t hidden = x->dims[x->rank - 1];
-    const int64_t tokens = x->rank == 2 ? x->dims[0] : x->dims[0] * x->dims[1];
     if (r->rank != 2 || r->dims[0] != tokens || r->dims[1] < 1)
         return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
                                "routing must be [%lld, num_experts] (one row per token), got "

@@ -458,8 +458,10 @@ static void *worker_main(void *arg)
             sv_decision d = sv_decide(&v, &m->est);
             /* A batch whose devices are busy with another waits for it to end (its end wakes
              * the workers), then is decided again with what has arrived meanwhile. */
-            if (d.go && !resources_free(s, size_resources(m, d.size_index)))
+            if (d.go && !resources_free(s, size_resources(m, d.size_index))) {
+                s->res_waiters = 1;
                 continue;
+            }
             if (d.go) {
                 if (!pick || v.deadline < pick_deadline) {
                     pick = m;
@@ -518,7 +520,12 @@ static void *worker_main(void *arg)
         pthread_mutex_lock(&s->mu);
         pick->running_rows -= rows;
         resources_hold(s, res, -1);
-        pthread_cond_broadcast(&s->work_cv); /* batches that waited for these devices */
+        /* Batches that waited for these devices decide again (only then: waking every worker
+         * after every batch cost each request of a closed loop ~20 us over HTTP). */
+        if (s->res_waiters) {
+            s->res_waiters = 0;
+            pthread_cond_broadcast(&s->work_cv);
+        }
     }
     pthread_mutex_unlock(&s->mu);
     free(batch);

@@ -204,6 +204,8 @@ struct loom_server {
     uint64_t *device_res;
     uint32_t res_cap[64];    /* batches each resource takes at once */
     uint32_t res_busy[64];   /* batches running on each, under MU */
+    int res_waiters;         /* a batch was held back for busy devices: wake the workers when
+                              * a batch ends, under MU */
     uint32_t lanes;          /* batches that can run at once: min(workers, sum of caps) */
     pthread_mutex_t stats_mu;
     uint64_t refused_unknown; /* requests for models that do not exist */

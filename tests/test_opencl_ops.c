@@ -211,7 +211,7 @@ static loom_graph *case_graph(const ocase *c, void **data, loom_tensor **ins, si
     for (int k = 0; k < c->n_in; k++) {
         const tin *t = &c->in[k];
         data[k] = make_data(t);
-        char name[8];
+        char name[16];
         snprintf(name, sizeof name, "x%d", k);
         if (t->constant) {
             x[k] = loom_constant(g, name, t->dt, t->rank, t->dims, data[k]);

@@ -47,11 +47,10 @@ struct cpu_pool {
     atomic_flag busy;        /* owned by the run that is using the pool */
     pthread_mutex_t mutex;
     pthread_cond_t wake;     /* workers wait here for a new generation */
-    pthread_cond_t idle;     /* the caller waits here for workers to leave a job */
     atomic_uint_fast64_t generation;
     int stop;
     int open;                /* the current job still accepts workers */
-    unsigned active;         /* workers inside the current job */
+    atomic_uint active;      /* workers inside the current job (they join under the mutex) */
     pool_job job;
     atomic_size_t next;      /* next chunk to claim */
     atomic_size_t done;      /* chunks finished */
@@ -83,6 +82,16 @@ static int pool_spin_until_changed(atomic_uint_fast64_t *gen, uint_fast64_t seen
         if ((i & 15) == 0 && pool_now_ns() >= end)
             return 0;
     }
+}
+
+/* One step of a wait: spin until the clock passes END, then yield the core between looks (the
+ * clock read every 16 steps). */
+static inline void pool_backoff(unsigned i, uint64_t end)
+{
+    if ((i & 15) != 0 || pool_now_ns() < end)
+        cpu_relax();
+    else
+        sched_yield();
 }
 
 static void run_chunks(cpu_pool *p, const pool_job *job)
@@ -128,15 +137,15 @@ static void *worker_main(void *argp)
             continue;
         }
         pool_job job = p->job;
-        p->active++;
+        atomic_fetch_add_explicit(&p->active, 1, memory_order_relaxed);
         pthread_mutex_unlock(&p->mutex);
 
         run_chunks(p, &job);
 
-        pthread_mutex_lock(&p->mutex);
-        if (--p->active == 0)
-            pthread_cond_signal(&p->idle);
-        pthread_mutex_unlock(&p->mutex);
+        /* Leaving takes no lock: the caller spins for it (it follows the last chunk at once);
+         * a condition variable here could put the caller to sleep for a futex wake-up at the
+         * end of every parallel loop. */
+        atomic_fetch_sub_explicit(&p->active, 1, memory_order_release);
     }
 }
 
@@ -155,7 +164,6 @@ cpu_pool *cpu_pool_create(unsigned n_threads, hwloc_topology_t topo, char *err, 
     atomic_init(&p->done, 0);
     pthread_mutex_init(&p->mutex, NULL);
     pthread_cond_init(&p->wake, NULL);
-    pthread_cond_init(&p->idle, NULL);
     unsigned nw = p->n_threads - 1;
     if (nw == 0)
         return p;
@@ -235,7 +243,6 @@ void cpu_pool_destroy(cpu_pool *p)
     free(p->workers);
     pthread_mutex_destroy(&p->mutex);
     pthread_cond_destroy(&p->wake);
-    pthread_cond_destroy(&p->idle);
     free(p);
 }
 
@@ -294,23 +301,17 @@ void cpu_parallel_for(cpu_pool *p, size_t n, size_t grain,
     run_chunks(p, &job);
     /* The last chunks are the workers': spin for them a while, then give the core away between
      * looks (a worker may have lost its core to another process). */
-    if (atomic_load_explicit(&p->done, memory_order_acquire) < job.nchunks) {
-        const uint64_t end = pool_now_ns() + POOL_WAIT_SPIN_NS;
-        for (unsigned i = 1; atomic_load_explicit(&p->done, memory_order_acquire) < job.nchunks;
-             i++) {
-            if ((i & 15) != 0 || pool_now_ns() < end)
-                cpu_relax();
-            else
-                sched_yield();
-        }
-    }
-    /* Close the job and wait for the workers still inside it (they only have to notice that
-     * no chunk is left) so the next job cannot be mixed with this one. */
+    const uint64_t end = pool_now_ns() + POOL_WAIT_SPIN_NS;
+    for (unsigned i = 1; atomic_load_explicit(&p->done, memory_order_acquire) < job.nchunks; i++)
+        pool_backoff(i, end);
+    /* Close the job (no worker joins it after this) and wait the same way for the workers still
+     * inside it (they only have to notice that no chunk is left), so that the next job cannot
+     * be mixed with this one. */
     pthread_mutex_lock(&p->mutex);
     p->open = 0;
-    while (p->active)
-        pthread_cond_wait(&p->idle, &p->mutex);
     pthread_mutex_unlock(&p->mutex);
+    for (unsigned i = 1; atomic_load_explicit(&p->active, memory_order_acquire) != 0; i++)
+        pool_backoff(i, end);
     if (moved)
         hwloc_set_cpubind(p->topo, p->restore, HWLOC_CPUBIND_THREAD);
     atomic_flag_clear_explicit(&p->busy, memory_order_release);

@@ -530,6 +530,35 @@ static void combine_tokens(void *arg, size_t b, size_t e)
     }
 }
 
+/* The run state both kernels share: the input, weight and output pointers of ARGS (inputs as
+ * MoE orders them: x, logits, fc1 w/b, fc2 w/b, fc3 w/b) and the scratch arrays of the expert
+ * passes; the rest zeroed. */
+static void moe_run_init(moe_run *r, const moe_params *p, const loom_exec_args *args)
+{
+    char *s = args->scratch;
+    *r = (moe_run){
+        .p = p,
+        .x = args->inputs[0],
+        .w1 = args->inputs[2],
+        .b1 = p->has_b1 ? args->inputs[3] : NULL,
+        .w2 = args->inputs[4],
+        .b2 = p->has_b2 ? args->inputs[5] : NULL,
+        .w3 = p->has_w3 ? args->inputs[6] : NULL,
+        .b3 = p->has_b3 ? args->inputs[7] : NULL,
+        .y = args->outputs[0],
+        .roww = (float *)(s + p->o_roww),
+        .h = (float *)(s + p->o_h),
+        .count = (int32_t *)(s + p->o_count),
+        .off = (int32_t *)(s + p->o_off),
+        .rtok = (int32_t *)(s + p->o_rtok),
+        .active = (int32_t *)(s + p->o_active),
+        .pack1 = p->pw1 ? NULL : (float *)(s + p->o_pw1),
+        .pack2 = p->pw2 ? NULL : (float *)(s + p->o_pw2),
+    };
+    r->pw1 = p->pw1 ? p->pw1 : r->pack1;
+    r->pw2 = p->pw2 ? p->pw2 : r->pack2;
+}
+
 static loom_status moe_run_fn(const cpu_kernel *kern, const loom_exec_args *args, cpu_pool *pool,
                               char *err, size_t err_len)
 {
@@ -539,34 +568,15 @@ static loom_status moe_run_fn(const cpu_kernel *kern, const loom_exec_args *args
     if (p->tokens == 0 || p->hidden == 0)
         return LOOM_OK;
     char *s = args->scratch;
-    moe_run r = {
-        .p = p,
-        .x = args->inputs[0],
-        .logits = args->inputs[1],
-        .w1 = args->inputs[2],
-        .b1 = p->has_b1 ? args->inputs[3] : NULL,
-        .w2 = args->inputs[4],
-        .b2 = p->has_b2 ? args->inputs[5] : NULL,
-        .w3 = p->has_w3 ? args->inputs[6] : NULL,
-        .b3 = p->has_b3 ? args->inputs[7] : NULL,
-        .y = args->outputs[0],
-        .probs = (float *)(s + p->o_probs),
-        .rw = (float *)(s + p->o_rw),
-        .roww = (float *)(s + p->o_roww),
-        .re = (int32_t *)(s + p->o_re),
-        .rpos = (int32_t *)(s + p->o_rpos),
-        .count = (int32_t *)(s + p->o_count),
-        .off = (int32_t *)(s + p->o_off),
-        .cur = (int32_t *)(s + p->o_cur),
-        .rtok = (int32_t *)(s + p->o_rtok),
-        .active = (int32_t *)(s + p->o_active),
-        .h = (float *)(s + p->o_h),
-        .yb = (float *)(s + p->o_y),
-        .pack1 = p->pw1 ? NULL : (float *)(s + p->o_pw1),
-        .pack2 = p->pw2 ? NULL : (float *)(s + p->o_pw2),
-    };
-    r.pw1 = p->pw1 ? p->pw1 : r.pack1;
-    r.pw2 = p->pw2 ? p->pw2 : r.pack2;
+    moe_run r;
+    moe_run_init(&r, p, args);
+    r.logits = args->inputs[1];
+    r.probs = (float *)(s + p->o_probs);
+    r.rw = (float *)(s + p->o_rw);
+    r.re = (int32_t *)(s + p->o_re);
+    r.rpos = (int32_t *)(s + p->o_rpos);
+    r.cur = (int32_t *)(s + p->o_cur);
+    r.yb = (float *)(s + p->o_y);
     const int64_t T = p->tokens, k = p->k, E = p->experts;
     cpu_parallel_for(pool, (size_t)T, cpu_grain(E * 8 + k * E), route_tokens, &r);
 
@@ -810,29 +820,9 @@ static loom_status expert_run_fn(const cpu_kernel *kern, const loom_exec_args *a
     const int64_t T = p->tokens, E = p->experts, H = p->hidden;
     if (T == 0 || H == 0)
         return LOOM_OK;
-    char *s = args->scratch;
-    moe_run r = {
-        .p = p,
-        .x = args->inputs[0],
-        .w1 = args->inputs[2],
-        .b1 = p->has_b1 ? args->inputs[3] : NULL,
-        .w2 = args->inputs[4],
-        .b2 = p->has_b2 ? args->inputs[5] : NULL,
-        .w3 = p->has_w3 ? args->inputs[6] : NULL,
-        .b3 = p->has_b3 ? args->inputs[7] : NULL,
-        .y = args->outputs[0],
-        .roww = (float *)(s + p->o_roww),
-        .h = (float *)(s + p->o_h),
-        .count = (int32_t *)(s + p->o_count),
-        .off = (int32_t *)(s + p->o_off),
-        .rtok = (int32_t *)(s + p->o_rtok),
-        .active = (int32_t *)(s + p->o_active),
-        .pack1 = p->pw1 ? NULL : (float *)(s + p->o_pw1),
-        .pack2 = p->pw2 ? NULL : (float *)(s + p->o_pw2),
-        .scatter = 1,
-    };
-    r.pw1 = p->pw1 ? p->pw1 : r.pack1;
-    r.pw2 = p->pw2 ? p->pw2 : r.pack2;
+    moe_run r;
+    moe_run_init(&r, p, args);
+    r.scatter = 1;
     /* This expert's rows: the tokens whose routing weight in its column is > 0, in order. */
     const float *routing = args->inputs[1];
     int32_t rows = 0;
