@@ -1,7 +1,7 @@
 /*
  * The CPU backend's one single-threaded float32 GEMM entry (cpu_blas.h): oneDNN's sgemm
- * (Debian's libdnnl) where the build has it, OpenBLAS's cblas_sgemm otherwise or when
- * LOOM_CPU_GEMM=openblas asks for it.
+ * (Debian's libdnnl) where the build has it, OpenBLAS's cblas_sgemm otherwise, when
+ * LOOM_CPU_GEMM=openblas asks for it, or under an address-space limit (below).
  *
  * Why two: on the development machine (AMD EPYC, Zen 4), one thread, oneDNN 2.6 measured 11-21%
  * faster than OpenBLAS 0.3.21 on the shapes a BERT encoder and a CNN's 1x1 convs run (128 rows
@@ -20,6 +20,7 @@
 #include <cblas.h>
 
 #include <stdatomic.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,6 +37,12 @@ static int blas_use_dnnl(void)
     if (u < 0) {
         const char *v = getenv("LOOM_CPU_GEMM");
         u = !(v && strcmp(v, "openblas") == 0);
+        /* Under an address-space limit (ulimit -v) oneDNN 2.6 crashes inside its JIT set-up
+         * when it cannot map a code buffer (SIGSEGV in gemm_info_t::jit_init, reproduced with
+         * tests/test_memory_limit.sh at 400 MB); OpenBLAS fails cleanly there. */
+        struct rlimit as;
+        if (u && getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY)
+            u = 0;
         atomic_store_explicit(&use, u, memory_order_relaxed);
     }
     return u;
@@ -60,13 +67,4 @@ void cpu_blas_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha
 #endif
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
                 (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
-}
-
-const char *cpu_blas_name(void)
-{
-#ifdef LOOM_HAVE_DNNL
-    if (blas_use_dnnl())
-        return "oneDNN sgemm";
-#endif
-    return "OpenBLAS sgemm";
 }

@@ -13,8 +13,4 @@
 void cpu_blas_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
                     int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
 
-/* "oneDNN sgemm" or "OpenBLAS sgemm": which library cpu_blas_sgemm calls (LOOM_CPU_GEMM=openblas
- * picks OpenBLAS where both are built in). Static string. */
-const char *cpu_blas_name(void);
-
 #endif
