@@ -28,8 +28,8 @@ jobs=${LOOM_FUZZ_JOBS:-1}
 cc=${CC:-clang}
 flags="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g"
 flags="$flags ${LOOM_FUZZ_FLAGS:-}"
-libs=$(pkg-config --libs openblas hwloc numa jansson libprotobuf-c libmicrohttpd libxxhash OpenCL \
-    clblast libcrypto sqlite3)
+libs="$(pkg-config --libs openblas hwloc numa jansson libprotobuf-c libmicrohttpd libxxhash OpenCL \
+    clblast libcrypto sqlite3) -ldnnl -lgomp" # oneDNN has no pkg-config file (meson.build)
 
 if [ ! -f "$build/build.ninja" ]; then
     CC="$cc" meson setup "$build" "$root" --buildtype=debugoptimized \
