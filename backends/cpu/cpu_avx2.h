@@ -98,6 +98,23 @@ CPU_AVX2 static inline void cpu_avx2_store_n(float *p, __m256 v, int64_t n)
         p[j] = tmp[j];
 }
 
+/* N floats from S to D (not overlapping), 8 at a time, the last 8 overlapping what is already
+ * copied: for the short rows of the conv kernels' padded copies, where a memcpy call per row cost
+ * more than the copying. */
+CPU_AVX2 static inline void cpu_avx2_copy(float *d, const float *s, int64_t n)
+{
+    if (n < 8) {
+        for (int64_t q = 0; q < n; q++)
+            d[q] = s[q];
+        return;
+    }
+    int64_t q = 0;
+    for (; q + 8 <= n; q += 8)
+        _mm256_storeu_ps(d + q, _mm256_loadu_ps(s + q));
+    if (q < n)
+        _mm256_storeu_ps(d + n - 8, _mm256_loadu_ps(s + n - 8));
+}
+
 /* min(max(v, 0), 1) that keeps a NaN (maxps/minps return their second operand on a NaN). */
 CPU_AVX2 static inline __m256 cpu_avx2_clamp01(__m256 v)
 {

@@ -42,7 +42,6 @@ typedef struct conv_params {
     /* direct conv with output channels in the lanes (kernels_conv_direct_blocked.c) */
     int dcb;
     int64_t dcb_band; /* its padded mode's most output rows per band; 0: row mode */
-    int64_t dcb_lanes; /* output channels per packed group (16) */
     float *dcb_w;     /* its weights and biases packed at prepare (constants), or NULL: packed
                        * into scratch at every run; owned by the params (conv_free) */
     /* direct conv with output pixels in the lanes for few input channels

@@ -73,7 +73,6 @@ int cpu_conv_dcb_prepare(conv_params *p)
         return 0;
     p->dcb_band = band;
     p->dcb = 1;
-    p->dcb_lanes = DCB_OC;
     return 1;
 }
 
@@ -81,28 +80,26 @@ size_t cpu_conv_dcb_scratch(const conv_params *p)
 {
     if (p->dcb_w)
         return 0;
-    const int64_t lanes = p->dcb_lanes, groups = (p->m + lanes - 1) / lanes;
-    return (size_t)(groups * (p->kc + 1) * lanes) * sizeof(float);
+    const int64_t pairs = (p->m + DCB_OC - 1) / DCB_OC;
+    return (size_t)(pairs * (p->kc + 1) * DCB_OC) * sizeof(float);
 }
 
-/* Weights [oc][c][ki][kj] -> [group][c][ki][kj][L] for groups of L = P->dcb_lanes output
- * channels, zero past M; then biases [group][L]. */
+/* Weights [oc][c][ki][kj] -> [pair][ki][kj][c][16], zero past M (the taps outermost, so that
+ * the strip's inner loop walks the input channels); then biases [pair][16]. */
 static void dcb_pack(const conv_params *p, const float *w, const float *bias, float *d)
 {
-    const int64_t lanes = p->dcb_lanes, groups = (p->m + lanes - 1) / lanes;
-    for (int64_t g = 0; g < groups; g++) {
-        float *dp = d + g * p->kc * lanes;
-        for (int64_t l = 0; l < lanes; l++) {
-            const int64_t oc = g * lanes + l;
-            /* kc = c * kh * kw; the taps go [ki][kj][ci] here */
-            const int64_t taps = p->kh * p->kw;
-            for (int64_t k = 0; k < p->kc; k++)
-                dp[((k % taps) * p->c + k / taps) * lanes + l] =
+    const int64_t pairs = (p->m + DCB_OC - 1) / DCB_OC, taps = p->kh * p->kw;
+    for (int64_t g = 0; g < pairs; g++) {
+        float *dp = d + g * p->kc * DCB_OC;
+        for (int64_t l = 0; l < DCB_OC; l++) {
+            const int64_t oc = g * DCB_OC + l;
+            for (int64_t k = 0; k < p->kc; k++) /* k = ci * taps + tap */
+                dp[((k % taps) * p->c + k / taps) * DCB_OC + l] =
                     oc < p->m ? w[oc * p->kc + k] : 0.0f;
         }
-        float *bd = d + (groups * p->kc + g) * lanes;
-        for (int64_t l = 0; l < lanes; l++) {
-            const int64_t oc = g * lanes + l;
+        float *bd = d + (pairs * p->kc + g) * DCB_OC;
+        for (int64_t l = 0; l < DCB_OC; l++) {
+            const int64_t oc = g * DCB_OC + l;
             bd[l] = bias && oc < p->m ? bias[oc] : 0.0f;
         }
     }
@@ -123,9 +120,9 @@ int cpu_conv_dcb_pack(conv_params *p, const float *w, const float *bias)
 typedef struct dcb_ctx {
     const conv_params *p;
     const float *x, *z;
-    const float *wp; /* weights [group][c][ki][kj][lanes], then biases [group][lanes] */
+    const float *wp; /* weights [pair][ki][kj][c][16], then biases [pair][16] (dcb_pack) */
     float *y;
-    int64_t lanes, groups; /* output channels per packed group (16) and groups */
+    int64_t pairs;   /* groups of DCB_OC output channels */
     int64_t bands, band;
     int padded;     /* padded mode: each task copies its input rows into a zero-padded buffer */
     int64_t lo, hi; /* row mode: output columns whose taps all read inside the input row */
@@ -189,8 +186,7 @@ CPU_AVX2 static void dcb_strip(const dcb_ctx *c, const float *const px[DCB_PX], 
 
 /* Padded mode: the band's input rows of every channel, zero-padded, into BUF as
  * [ci][row][col] (ROWS x COLS per channel; column col is input column col - pl): one memset
- * for the padding, then each row's inside copied by vectors (rows here are short: a memcpy
- * call per row cost more than the copying on 8-pixel rows). */
+ * for the padding, then each row's inside (cpu_avx2_copy). */
 CPU_AVX2 static void dcb_pad_band(const conv_params *p, const float *xn, int64_t oh0, int64_t oh1,
                                   float *buf)
 {
@@ -205,20 +201,9 @@ CPU_AVX2 static void dcb_pad_band(const conv_params *p, const float *xn, int64_t
         return;
     const int64_t r0 = ih0 < 0 ? -ih0 : 0, r1 = p->h - ih0 < rows ? p->h - ih0 : rows;
     for (int64_t ci = 0; ci < p->c; ci++)
-        for (int64_t r = r0; r < r1; r++) {
-            float *d = buf + (ci * rows + r) * cols + a;
-            const float *src = xn + ci * p->in_sp + (ih0 + r) * p->w + a - p->pl;
-            if (n < 8) {
-                for (int64_t q = 0; q < n; q++)
-                    d[q] = src[q];
-                continue;
-            }
-            int64_t q = 0;
-            for (; q + 8 <= n; q += 8)
-                _mm256_storeu_ps(d + q, _mm256_loadu_ps(src + q));
-            if (q < n) /* the last 8, overlapping what is already copied */
-                _mm256_storeu_ps(d + n - 8, _mm256_loadu_ps(src + n - 8));
-        }
+        for (int64_t r = r0; r < r1; r++)
+            cpu_avx2_copy(buf + (ci * rows + r) * cols + a,
+                          xn + ci * p->in_sp + (ih0 + r) * p->w + a - p->pl, n);
 }
 
 /* Padded mode, one group of 16 output channels (two 8-lane blocks): strips of 6 consecutive output pixels of the band
@@ -310,20 +295,20 @@ CPU_AVX2 static void dcb_task(void *arg, size_t t0, size_t t1)
     float buf[DCB_BUF_FLOATS];
     for (size_t t = t0; t < t1; t++) {
         /* Padded mode: a task is (image, band) and copies the band's input once for every
-         * group of output channels; row mode: (image, group, band). */
+         * pair of output blocks; row mode: (image, pair, band). */
         const int64_t band = (int64_t)t % c->bands, item = (int64_t)t / c->bands;
-        const int64_t n = c->padded ? item : item / c->groups;
-        const int64_t g0 = c->padded ? 0 : item % c->groups;
-        const int64_t g1 = c->padded ? c->groups : g0 + 1;
+        const int64_t n = c->padded ? item : item / c->pairs;
+        const int64_t g0 = c->padded ? 0 : item % c->pairs;
+        const int64_t g1 = c->padded ? c->pairs : g0 + 1;
         const int64_t oh0 = band * c->band, oh1 = oh0 + c->band < p->oh ? oh0 + c->band : p->oh;
         const float *xn = c->x + n * p->c * p->in_sp;
         if (c->padded)
             dcb_pad_band(p, xn, oh0, oh1, buf);
         for (int64_t g = g0; g < g1; g++) {
-            const int64_t oc0 = g * c->lanes;
-            const int64_t on = p->m - oc0 < c->lanes ? p->m - oc0 : c->lanes;
-            const float *wp = c->wp + g * p->kc * c->lanes;
-            const float *bp = c->wp + (c->groups * p->kc + g) * c->lanes;
+            const int64_t oc0 = g * DCB_OC;
+            const int64_t on = p->m - oc0 < DCB_OC ? p->m - oc0 : DCB_OC;
+            const float *wp = c->wp + g * p->kc * DCB_OC;
+            const float *bp = c->wp + (c->pairs * p->kc + g) * DCB_OC;
             float *y = c->y + (n * p->m + oc0) * p->p;
             const float *z = c->z ? c->z + (n * p->m + oc0) * p->p : NULL;
             const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
@@ -341,7 +326,7 @@ void cpu_conv_dcb_run(const conv_params *p, const float *x, const float *w, cons
                       const float *z, float *y, float *scratch, cpu_pool *pool)
 {
     dcb_ctx c = {.p = p, .x = x, .z = z, .wp = p->dcb_w, .y = y,
-                 .lanes = p->dcb_lanes, .groups = (p->m + p->dcb_lanes - 1) / p->dcb_lanes};
+                 .pairs = (p->m + DCB_OC - 1) / DCB_OC};
     if (!c.wp) { /* weights that are not constants: packed here, every run */
         dcb_pack(p, w, bias, scratch);
         c.wp = scratch;
@@ -355,9 +340,9 @@ void cpu_conv_dcb_run(const conv_params *p, const float *x, const float *w, cons
     if (c.lo > c.hi)
         c.lo = c.hi;
     /* Bands of rows: no taller than the padded buffer allows (padded mode), and short enough
-     * for about 4 tasks per thread. A padded task covers every group of output channels. */
+     * for about 4 tasks per thread. A padded task covers every pair of output blocks. */
     c.padded = p->dcb_band > 0;
-    const int64_t items = c.padded ? p->n : p->n * c.groups;
+    const int64_t items = c.padded ? p->n : p->n * c.pairs;
     const int64_t want = 4 * (int64_t)cpu_pool_threads(pool);
     const int64_t per = items >= want ? 1 : (want + items - 1) / items;
     c.band = (p->oh + per - 1) / per;
@@ -367,7 +352,7 @@ void cpu_conv_dcb_run(const conv_params *p, const float *x, const float *w, cons
         c.band = 1;
     c.bands = (p->oh + c.band - 1) / c.band;
     const double work =
-        (double)(c.band * p->ow * p->kc * c.lanes) * (double)(c.padded ? c.groups : 1) + 1.0;
+        (double)(c.band * p->ow * p->kc * DCB_OC) * (double)(c.padded ? c.pairs : 1) + 1.0;
     const size_t grain = work >= CPU_CHUNK_MACS ? 1 : (size_t)(CPU_CHUNK_MACS / work) + 1;
     cpu_parallel_for(pool, (size_t)(items * c.bands), grain, dcb_task, &c);
 }

@@ -109,19 +109,7 @@ CPU_AVX2 static void stem_copy_cols(const float *src, int64_t pl, int64_t q0, in
     if (q1 <= q0)
         return;
     if (sw == 1) {
-        const int64_t n = q1 - q0;
-        const float *s = src + q0 - pl;
-        float *e = d + q0;
-        if (n < 8) {
-            for (int64_t q = 0; q < n; q++)
-                e[q] = s[q];
-            return;
-        }
-        int64_t q = 0;
-        for (; q + 8 <= n; q += 8)
-            _mm256_storeu_ps(e + q, _mm256_loadu_ps(s + q));
-        if (q < n) /* the last 8, overlapping what is already copied */
-            _mm256_storeu_ps(e + n - 8, _mm256_loadu_ps(s + n - 8));
+        cpu_avx2_copy(d + q0, src + q0 - pl, q1 - q0);
         return;
     }
     int64_t q = q0;

@@ -643,6 +643,26 @@ static int moe_pick_isa(void)
 #endif
 }
 
+/* What MoE and MoEExpert derive alike from NODE once P's sizes (inter, hidden) are set: the
+ * activation, which optional inputs are present, the micro-kernel and the weight panels. */
+static void moe_params_layout(moe_params *p, const loom_node_desc *node)
+{
+    const char *act = cpu_str_attr(node, "activation_type", "relu");
+    p->act = strcmp(act, "gelu") == 0       ? MOE_GELU
+             : strcmp(act, "silu") == 0     ? MOE_SILU
+             : strcmp(act, "identity") == 0 ? MOE_IDENTITY
+                                            : MOE_RELU;
+    p->has_b1 = cpu_present(node, 3);
+    p->has_b2 = cpu_present(node, 5);
+    p->has_w3 = cpu_present(node, 6);
+    p->has_b3 = cpu_present(node, 7);
+    p->isa = moe_pick_isa();
+    p->mr = p->isa == MOE_ISA_AVX512 ? 12 : p->isa == MOE_ISA_AVX2 ? 6 : 4;
+    p->half1 = p->has_w3 ? MOE_NR / 2 : MOE_NR;
+    p->np1 = (p->inter + p->half1 - 1) / p->half1;
+    p->np2 = (p->hidden + MOE_NR - 1) / MOE_NR;
+}
+
 static loom_status moe_prepare(const loom_node_desc *node, cpu_kernel *k, char *err,
                                size_t err_len)
 {
@@ -663,20 +683,7 @@ static loom_status moe_prepare(const loom_node_desc *node, cpu_kernel *k, char *
         else if (strcmp(at->name, "normalize_routing_weights") == 0)
             p->normalize = at->i != 0;
     }
-    const char *act = cpu_str_attr(node, "activation_type", "relu");
-    p->act = strcmp(act, "gelu") == 0       ? MOE_GELU
-             : strcmp(act, "silu") == 0     ? MOE_SILU
-             : strcmp(act, "identity") == 0 ? MOE_IDENTITY
-                                            : MOE_RELU;
-    p->has_b1 = cpu_present(node, 3);
-    p->has_b2 = cpu_present(node, 5);
-    p->has_w3 = cpu_present(node, 6);
-    p->has_b3 = cpu_present(node, 7);
-    p->isa = moe_pick_isa();
-    p->mr = p->isa == MOE_ISA_AVX512 ? 12 : p->isa == MOE_ISA_AVX2 ? 6 : 4;
-    p->half1 = p->has_w3 ? MOE_NR / 2 : MOE_NR;
-    p->np1 = (p->inter + p->half1 - 1) / p->half1;
-    p->np2 = (p->hidden + MOE_NR - 1) / MOE_NR;
+    moe_params_layout(p, node);
     if (p->tokens > INT32_MAX / (p->k ? p->k : 1)) {
         long long t = (long long)p->tokens, kk = (long long)p->k;
         free(p);
@@ -879,20 +886,7 @@ static loom_status expert_prepare(const loom_node_desc *node, cpu_kernel *k, cha
     for (uint32_t a = 0; a < node->n_attrs; a++)
         if (strcmp(node->attrs[a].name, "expert") == 0)
             p->expert = node->attrs[a].i;
-    const char *act = cpu_str_attr(node, "activation_type", "relu");
-    p->act = strcmp(act, "gelu") == 0       ? MOE_GELU
-             : strcmp(act, "silu") == 0     ? MOE_SILU
-             : strcmp(act, "identity") == 0 ? MOE_IDENTITY
-                                            : MOE_RELU;
-    p->has_b1 = cpu_present(node, 3);
-    p->has_b2 = cpu_present(node, 5);
-    p->has_w3 = cpu_present(node, 6);
-    p->has_b3 = cpu_present(node, 7);
-    p->isa = moe_pick_isa();
-    p->mr = p->isa == MOE_ISA_AVX512 ? 12 : p->isa == MOE_ISA_AVX2 ? 6 : 4;
-    p->half1 = p->has_w3 ? MOE_NR / 2 : MOE_NR;
-    p->np1 = (p->inter + p->half1 - 1) / p->half1;
-    p->np2 = (p->hidden + MOE_NR - 1) / MOE_NR;
+    moe_params_layout(p, node);
     const size_t T = (size_t)p->tokens, H = (size_t)p->hidden, I = (size_t)p->inter;
     const size_t pack1 = (size_t)p->np1 * H * MOE_NR * sizeof(float);
     const size_t pack2 = (size_t)p->np2 * I * MOE_NR * sizeof(float);
