@@ -75,7 +75,10 @@ for ((r = 0; r < rounds; r++)); do
     all[ort_qdyn]+=" $(time_ort "$work/out_ort_qdyn" "$m/model_qdyn.onnx")"
     all[loom_qdyn]+=" $(time_loom "$work/out_loom_qdyn" "$m/model_qdyn.onnx")"
 done
-weights() { "$loom" run "$@" "${in[@]}" 2>/dev/null | sed -n 's/^constants (weights) held by the plan: //p'; }
+weights() { # (-o: the outputs go to the work directory, not the current one)
+    "$loom" run "$@" "${in[@]}" -o "$work/out_weights" 2>/dev/null |
+        sed -n 's/^constants (weights) held by the plan: //p'
+}
 echo "== BERT-base, batch 1, sequence 128; $threads threads; median of $rounds rounds x $repeat runs; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-20s %12s %18s\n' "variant" "median ms" "weights in plan"
 for n in "${names[@]}"; do

@@ -25,6 +25,11 @@
  *                        point exactly as QuantizeLinear does, instead of from its range; what
  *                        the fuse_qdq pass writes. An int8 QuantizeLinear with zero point z is
  *                        the same arithmetic with a_zero_point z + 128)
+ *                        activation:s activation_alpha:f activation_beta:f (optional, kept as
+ *                        given: an activation applied to the output after the bias, with the
+ *                        names and parameters of the fused ops (graph/ops_fused.c); what the
+ *                        int8-dynamic pass writes for MatMul + bias Add + GELU on plans the
+ *                        CPU may run. Backends without an epilogue refuse a node with one)
  * Scales and zero points may be computed at run time.
  *
  * Quantisation layouts: a scale or zero point with one element (rank 0 or [1]) is per-tensor.
@@ -265,14 +270,20 @@ static loom_status infer_dynamic_quantize(loom_infer_ctx *ctx)
 }
 
 /* MatMulInt8Dynamic (Loom's own): A f32 [.., K], B int8 [K, N], b_scale f32 [N], optional
- * bias f32 [N] -> Y f32 [.., N]. No attributes. B and b_scale are what the int8-dynamic pass
- * made of constant float weights; A's rows are quantised when the node runs. */
+ * bias f32 [N] -> Y f32 [.., N] (attributes: the file's header). B and b_scale are what the
+ * int8-dynamic pass made of constant float weights; A's rows are quantised when the node runs. */
 static loom_status infer_matmul_int8_dynamic(loom_infer_ctx *ctx)
 {
     loom_status st;
     const uint32_t f32 = LOOM_DTS(LOOM_DTYPE_F32);
-    static const char *const names[] = {"tensor_asymmetric", "a_scale", "a_zero_point", NULL};
-    static const loom_attr_kind kinds[] = {LOOM_ATTR_INT, LOOM_ATTR_FLOAT, LOOM_ATTR_INT};
+    static const char *const names[] = {"tensor_asymmetric", "a_scale", "a_zero_point",
+                                        "activation", "activation_alpha", "activation_beta",
+                                        NULL};
+    static const loom_attr_kind kinds[] = {LOOM_ATTR_INT,    LOOM_ATTR_FLOAT, LOOM_ATTR_INT,
+                                           LOOM_ATTR_STRING, LOOM_ATTR_FLOAT, LOOM_ATTR_FLOAT};
+    static const char *const acts[] = {"",          "Relu",    "LeakyRelu", "Clip",
+                                       "HardSigmoid", "HardSwish", "Sigmoid", "SiLU",
+                                       "Gelu",      "GeluTanh", NULL};
     if ((st = loom_infer_check_attrs(ctx, names, kinds)) != LOOM_OK ||
         (st = loom_ops_require(ctx, 0, "A")) != LOOM_OK ||
         (st = loom_ops_check_dtype(ctx, 0, "A", f32)) != LOOM_OK ||
@@ -301,6 +312,18 @@ static loom_status infer_matmul_int8_dynamic(loom_infer_ctx *ctx)
         if (bias->rank != 1 || bias->dims[0] != n)
             return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
                                    "bias must be [%lld], one value per column of B", (long long)n);
+    }
+    const loom_attr *act = loom_attr_list_get(ctx->attrs, "activation");
+    if (act) {
+        size_t i = 0;
+        while (acts[i] && strcmp(acts[i], act->s ? act->s : "") != 0)
+            i++;
+        if (!acts[i])
+            return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
+                                   "attribute 'activation' is '%.40s'; expected one of Relu, "
+                                   "LeakyRelu, Clip, HardSigmoid, HardSwish, Sigmoid, SiLU, "
+                                   "Gelu, GeluTanh (or empty)",
+                                   act->s ? act->s : "");
     }
     int64_t asym = loom_infer_get_int(ctx, "tensor_asymmetric", 0);
     if (asym != 0 && asym != 1)

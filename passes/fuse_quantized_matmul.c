@@ -12,6 +12,9 @@
  * float multiply are the ones the unfused graph computes. A DynamicQuantizeLinear shared by
  * several MatMuls (Q, K, V) disappears once every reader is fused.
  *
+ * On plans the CPU may run (pass_ctx.int8_epilogue) a GELU after the chain (passes_gelu_after:
+ * a Gelu node or its Erf form) goes into the node too, as its activation attribute.
+ *
  * Left alone: weights or scales that are not constants, W_q - W_zp outside int8, intermediate
  * values read by anything else, a Cast to another type.
  */
@@ -26,6 +29,7 @@ typedef struct qchain {
     uint32_t dql, mmi, cast, smul, mul, add; /* node indices; add = UINT32_MAX when none */
     loom_value x;                            /* the float activations (source value) */
     const graph_value *w, *wzp, *ws, *bias;
+    const char *act;                         /* a GELU absorbed after it, or "" */
 } qchain;
 
 typedef struct qfuse {
@@ -215,9 +219,10 @@ static int rewrite(void *user, graph_rebuild_ctx *rc, const graph_node *n, loom_
     loom_value ins[4] = {graph_rebuild_map(rc, c->x), vb, vs,
                          c->bias ? graph_rebuild_map(rc, (loom_value)(c->bias - f->g->values))
                                  : LOOM_NO_VALUE};
-    loom_attr asym = loom_attr_int("tensor_asymmetric", 1);
-    if (loom_graph_op(g, "MatMulInt8Dynamic", mmi->name, ins, c->bias ? 4 : 3, &asym, 1, out,
-                      1) != LOOM_OK)
+    loom_attr at[2] = {loom_attr_int("tensor_asymmetric", 1),
+                       loom_attr_string("activation", c->act)};
+    if (loom_graph_op(g, "MatMulInt8Dynamic", mmi->name, ins, c->bias ? 4 : 3, at,
+                      *c->act ? 2 : 1, out, 1) != LOOM_OK)
         return -1;
     return 1;
 }
@@ -238,25 +243,44 @@ loom_status pass_fuse_quantized_matmul(const loom_graph *in, loom_graph **out, p
     f.chain_at = calloc(in->n_nodes + 1, sizeof *f.chain_at);
     f.drop = calloc(in->n_nodes + 1, 1);
     f.chains = malloc((in->n_nodes + 1) * sizeof *f.chains);
+    int32_t *reader = ctx->int8_epilogue ? malloc((in->n_values + 1) * sizeof *reader) : NULL;
+    size_t n_gelu = 0;
     loom_status st = LOOM_OK;
-    if (!f.producer_of || !f.chain_at || !f.drop || !f.chains) {
+    if (!f.producer_of || !f.chain_at || !f.drop || !f.chains || (ctx->int8_epilogue && !reader)) {
         st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory fusing graph '%s'", in->name);
         goto done;
     }
     for (size_t v = 0; v < in->n_values; v++)
         f.producer_of[v] = in->values[v].kind == GRAPH_VALUE_NODE ? in->values[v].producer : -1;
+    if (reader)
+        passes_first_readers(in, reader);
     for (size_t i = 0; i < in->n_nodes; i++) {
         qchain c;
         if (!match(&f, (uint32_t)i, &c) || f.drop[c.mmi] || f.drop[c.cast] || f.drop[c.smul])
             continue;
-        f.chains[f.n_chains++] = c;
+        c.act = "";
+        uint32_t last = c.add != UINT32_MAX ? c.add : c.mul;
         f.drop[c.mmi] = f.drop[c.cast] = f.drop[c.smul] = 1;
-        if (c.add != UINT32_MAX) {
+        if (c.add != UINT32_MAX)
             f.drop[c.mul] = 1;
-            f.chain_at[c.add] = (uint32_t)f.n_chains;
-        } else {
-            f.chain_at[c.mul] = (uint32_t)f.n_chains;
+        int32_t gelu[5];
+        const char *act = "";
+        const int ng =
+            reader ? passes_gelu_after(in, reader, NULL, in->nodes[last].outputs[0], gelu, &act)
+                   : 0;
+        int free_gelu = ng > 0;
+        for (int t = 0; t < ng; t++)
+            free_gelu &= !f.drop[gelu[t]] && !f.chain_at[gelu[t]];
+        if (free_gelu) {
+            f.drop[last] = 1;
+            for (int t = 0; t + 1 < ng; t++)
+                f.drop[gelu[t]] = 1;
+            last = (uint32_t)gelu[ng - 1];
+            c.act = act;
+            n_gelu++;
         }
+        f.chains[f.n_chains++] = c;
+        f.chain_at[last] = (uint32_t)f.n_chains;
     }
     /* A DynamicQuantizeLinear goes when every reader of its outputs went. */
     size_t dropped_dql = 0;
@@ -290,9 +314,10 @@ loom_status pass_fuse_quantized_matmul(const loom_graph *in, loom_graph **out, p
         goto done;
     snprintf(summary, summary_len,
              "%zu DynamicQuantizeLinear+MatMulInteger chains into MatMulInt8Dynamic (%zu shared "
-             "DynamicQuantizeLinear removed)", f.n_chains, dropped_dql);
+             "DynamicQuantizeLinear removed, %zu GELU fused)", f.n_chains, dropped_dql, n_gelu);
     *out = g;
 done:
+    free(reader);
     free(f.producer_of);
     free(f.chain_at);
     free(f.drop);

@@ -30,6 +30,10 @@ typedef struct pass_ctx {
      * when off, why, for the pass's summary ("" : no CPU among the devices the plan may use). */
     int fuse_epilogue;
     char fuse_epilogue_off[120];
+    /* quantize_int8_dynamic, fuse_quantized_matmul: the CPU may take MatMulInt8Dynamic nodes
+     * with a bias Add and an activation fused in (set with fuse_epilogue, and kept when another
+     * device claims subgraphs: no other device claims int8 chains). */
+    int int8_epilogue;
     /* split_moe_experts: on/off (the plan turns it on when the experts have a choice of
      * devices), and why, for the pass's summary. */
     int split_moe;
@@ -88,6 +92,16 @@ void passes_first_readers(const loom_graph *g, int32_t *reader);
 /* The one node reading V (from READER as passes_first_readers fills it), or -1: none,
  * several, or V is a graph output. */
 int32_t passes_only_reader(const loom_graph *g, const int32_t *reader, loom_value v);
+
+/* GELU applied to X in G (passes/quantize_int8_dynamic.c): a Gelu node (approximate none or
+ * tanh) that is X's only reader, or the Erf form exporters write (X read by a Div by sqrt(2) or
+ * a Mul by 1/sqrt(2), then Erf, + 1, times X, times 0.5, the 0.5 applied to X first or last),
+ * every value inside it with no other reader and not a graph output. READER is
+ * passes_first_readers' array; ROLE (may be NULL) marks nodes already taken (>= 0), which it
+ * may not use. Returns how many nodes it is made of (1 or 5; 0: none), their indices in NODES,
+ * the last one's output being GELU(X), and sets *ACT to "Gelu" or "GeluTanh". */
+int passes_gelu_after(const loom_graph *g, const int32_t *reader, const int32_t *role,
+                      loom_value x, int32_t nodes[5], const char **act);
 
 loom_status passes_run(const loom_graph *g, pass_ctx *ctx, pass_result *res);
 

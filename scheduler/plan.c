@@ -1225,7 +1225,7 @@ static loom_status plan_create_once(loom_runtime *rt, const loom_graph *g,
                 (d < 64 && ((po.exclude >> d) & 1)))
                 continue;
             if (strncmp(rt->devices[d].id, "cpu:", 4) == 0)
-                pctx.fuse_epilogue = 1;
+                pctx.fuse_epilogue = pctx.int8_epilogue = 1;
             else if (RUNTIME_SLOT(rt->devices[d].backend, claim) &&
                      !(claims_env && strcmp(claims_env, "0") == 0) && other_claims < 0)
                 other_claims = (int)d;

@@ -753,6 +753,9 @@ static void test_dequantize_linear_per_tensor_and_per_axis(void)
         run_dequantize(dts[d], SHP(2, 3, 7), 1, 1, 0, __LINE__);
         run_dequantize(dts[d], SHP(2, 3, 7), 1, 3, 1, __LINE__);
         run_dequantize(dts[d], SHP(2, 3, 7), -1, 7, 1, __LINE__);
+        /* along the last axis, row by row: no zero point, and rows split between threads */
+        run_dequantize(dts[d], SHP(5, 3, 33), -1, 33, 0, __LINE__);
+        run_dequantize(dts[d], SHP(700, 70), 1, 70, 1, __LINE__);
         run_dequantize(dts[d], SHP(2, 3, 7), 0, 2, 0, __LINE__);
         run_dequantize(dts[d], SHP(40000), 0, 1, 1, __LINE__);
         run_dequantize(dts[d], SHP(3, 0), 0, 3, 1, __LINE__);

@@ -13,7 +13,11 @@
  * k-group of 4 holding 64 x 4 bytes, so the micro-kernel (4 rows x 64 columns, 16 accumulators)
  * reads B contiguously. Machines without VNNI run the same packed layout with portable integer
  * code (exact, slower). The ISA is chosen once, at prepare (LOOM_CPU_NO_VNNI=1: portable).
+ * An activation attribute (the int8-dynamic pass fuses MatMul + bias Add + GELU) is applied by
+ * the epilogue (cpu_epilogue.h, the fused ops' formulas) to each row's 64 columns of a panel
+ * right after they are stored, while they are in cache.
  */
+#include "cpu_epilogue.h"
 #include "cpu_kernels.h"
 
 #include <math.h>
@@ -45,6 +49,7 @@ typedef struct i8g_params {
     int fixed;          /* asym with a fixed scale and zero point (a_scale, a_zero_point) */
     float a_scale;
     int32_t a_zp;
+    cpu_epilogue ep;    /* the activation after the bias (CPU_ACT_NONE: none) */
 } i8g_params;
 
 static void i8g_free(void *p)
@@ -67,7 +72,8 @@ static int i8g_supports(const loom_node_desc *node, char *reason, size_t len)
     if (!node->input_constants || !node->input_constants[1] || !node->input_constants[2] ||
         (cpu_present(node, 3) && !node->input_constants[3]))
         return cpu_reason(reason, len, "MatMulInt8Dynamic wants constant B, scales and bias");
-    return 1;
+    cpu_epilogue ep;
+    return cpu_epilogue_parse(node, &ep, reason, len);
 }
 
 /* Where a scratch region of BYTES starts, 64-byte aligned, after OFF bytes. */
@@ -159,6 +165,8 @@ static void store_row(const i8g_run *r, int64_t m, int64_t p, const int32_t *acc
         for (int64_t j = 0; j < cols; j++)
             y[j] = (float)(acc[j] - zp * cs[j]) * (sa * sb[j]);
     }
+    if (!cpu_epilogue_is_identity(&q->ep))
+        cpu_epilogue_apply(&q->ep, y, (size_t)cols, 0.0f, NULL, NULL);
 }
 
 /* Portable: rows [m0, m0 + rows) x panel P. */
@@ -266,8 +274,36 @@ range_avx512(const float *a, size_t n, float *lo, float *hi)
     *hi = h;
 }
 
+/* GELU (erf form) of 16 lanes: the epilogue's formula (cpu_epilogue.c: 0.5 x (1 + erf(x /
+ * sqrt 2)), erf by the same rational polynomial on [-4, 4]) with fused multiply-adds, so within
+ * a few ulp of it rather than equal. A NaN stays NaN. */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) static inline __m512
+gelu_avx512(__m512 x)
+{
+    __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(0.70710678118654752440f));
+    /* min/max return their second operand when one is NaN: clamp with t second */
+    t = _mm512_max_ps(_mm512_set1_ps(-4.0f), _mm512_min_ps(_mm512_set1_ps(4.0f), t));
+    const __m512 z = _mm512_mul_ps(t, t);
+    __m512 p = _mm512_set1_ps(-2.72614225801306e-10f);
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(2.77068142495902e-08f));
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(-2.10102402082508e-06f));
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(-5.69250639462346e-05f));
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(-7.34990630326855e-04f));
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(-2.95459980854025e-03f));
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(-1.60960333262415e-02f));
+    __m512 q = _mm512_set1_ps(-1.45660718464996e-05f);
+    q = _mm512_fmadd_ps(q, z, _mm512_set1_ps(-2.13374055278905e-04f));
+    q = _mm512_fmadd_ps(q, z, _mm512_set1_ps(-1.68282697438203e-03f));
+    q = _mm512_fmadd_ps(q, z, _mm512_set1_ps(-7.37332916720468e-03f));
+    q = _mm512_fmadd_ps(q, z, _mm512_set1_ps(-1.42647390514189e-02f));
+    const __m512 erf = _mm512_div_ps(_mm512_mul_ps(t, p), q);
+    return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), x),
+                         _mm512_add_ps(_mm512_set1_ps(1.0f), erf));
+}
+
 /* The epilogue of one row of a VNNI tile: ACC (4 x 16 int32) minus 128 * column sums, times
- * sa * sb, plus the bias, stored for the panel's COLS valid columns. */
+ * sa * sb, plus the bias, then the activation (GELU here, others by cpu_epilogue_apply after
+ * the store), stored for the panel's COLS valid columns. */
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) static void
 store_row_avx512(const i8g_run *r, int64_t m, int64_t p, const __m512i *acc, int64_t cols)
 {
@@ -286,6 +322,7 @@ store_row_avx512(const i8g_run *r, int64_t m, int64_t p, const __m512i *acc, int
     }
     float *y = r->y + m * q->n + c0;
     const __m512 sa = _mm512_set1_ps(r->sa[m]);
+    const int gelu = q->ep.act == CPU_ACT_GELU;
     for (int v = 0; v < 4 && v * 16 < cols; v++) {
         const int64_t left = cols - v * 16;
         const __mmask16 mk = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
@@ -296,8 +333,12 @@ store_row_avx512(const i8g_run *r, int64_t m, int64_t p, const __m512i *acc, int
                                  _mm512_mul_ps(sa, _mm512_loadu_ps(q->scale + c0 + v * 16)));
         if (q->bias)
             f = _mm512_add_ps(f, _mm512_loadu_ps(q->bias + c0 + v * 16));
+        if (gelu)
+            f = gelu_avx512(f);
         _mm512_mask_storeu_ps(y + v * 16, mk, f);
     }
+    if (!gelu && !cpu_epilogue_is_identity(&q->ep))
+        cpu_epilogue_apply(&q->ep, y, (size_t)cols, 0.0f, NULL, NULL);
 }
 
 /* VNNI: up to 4 rows x one panel of 64 columns, 16 accumulators held in registers (spelled
@@ -550,6 +591,11 @@ static loom_status i8g_prepare(const loom_node_desc *node, cpu_kernel *k, char *
         q->fixed = 1;
         q->a_scale = as->f;
         q->a_zp = (int32_t)loom_node_attr_int(node, "a_zero_point", 0);
+    }
+    if (!cpu_epilogue_parse(node, &q->ep, NULL, 0)) { /* supports refused it already */
+        i8g_free(q);
+        return cpu_fail(err, err_len, LOOM_ERR_UNSUPPORTED,
+                        "MatMulInt8Dynamic: unknown activation");
     }
     k->run = i8g_run_fn;
     k->params = q;

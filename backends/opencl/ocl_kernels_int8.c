@@ -20,6 +20,10 @@ int ocl_int8_supports(const loom_node_desc *node, char *reason, size_t len)
         loom_node_attr_int(node, "a_zero_point", 0) != 0)
         return ocl_reason(reason, len, "MatMulInt8Dynamic: only per-row symmetric activations "
                           "here (the tensor-asymmetric and fixed-scale forms run on the CPU)");
+    const loom_attr *act = loom_node_attr(node, "activation");
+    if (act && act->kind == LOOM_ATTR_STRING && act->s && *act->s)
+        return ocl_reason(reason, len, "MatMulInt8Dynamic: no fused activation here (one with "
+                          "'%.20s' runs on the CPU)", act->s);
     if (node->inputs[1].rank != 2 || node->inputs[0].rank < 1)
         return ocl_reason(reason, len, "MatMulInt8Dynamic: B must be 2-D");
     return 1;
