@@ -247,6 +247,55 @@ static void test_second_reader_or_output_stops_the_chain(void)
     free(xv);
 }
 
+/* conv (x [1, 8, 10, 10], 3x3 pad 1) -> ACT (or nothing) -> MaxPool with ATTRS: the plan's ops
+ * are WANT, and fused and unfused runs agree. */
+static void run_pool_case(const char *what, const char *act, const loom_attr *attrs,
+                          size_t n_attrs, int indices, const char *want)
+{
+    loom_graph *g = loom_graph_create(what);
+    loom_value x;
+    loom_value y = conv_graph(g, 1, &x);
+    if (act)
+        y = op1(g, act, "act", y, NULL, 0);
+    loom_value outs[2];
+    CU_ASSERT_EQUAL_FATAL(loom_graph_op(g, "MaxPool", "pool", &y, 1, attrs, n_attrs, outs,
+                                        indices ? 2 : 1), LOOM_OK);
+    loom_output(g, outs[0], "y"); /* the Indices output, when there is one, is not read */
+    loom_dtype dt;
+    uint32_t rank = 0;
+    int64_t yd[LOOM_MAX_RANK];
+    CU_ASSERT_EQUAL_FATAL(loom_value_info(g, outs[0], &dt, &rank, yd), LOOM_OK);
+    CU_ASSERT_FATAL(rank == 4);
+    float *xv = rand_array(800);
+    int64_t xd[4] = {1, 8, 10, 10};
+    char ops[256];
+    fused_vs_unfused(g, &xv, 1, 4, xd, yd, 4, (size_t)(yd[0] * yd[1] * yd[2] * yd[3]), ops,
+                     sizeof ops);
+    if (strcmp(ops, want) != 0)
+        printf("\n  %s: plan ops '%s', want '%s'", what, ops, want);
+    CU_ASSERT_STRING_EQUAL(ops, want);
+    free(xv);
+    loom_graph_destroy(g);
+}
+
+static void test_maxpool_fuses_after_conv(void)
+{
+    int64_t k2[2] = {2, 2}, k3[2] = {3, 3}, s2[2] = {2, 2}, pads[4] = {1, 1, 1, 1};
+    loom_attr a22[2] = {loom_attr_ints("kernel_shape", 2, k2), loom_attr_ints("strides", 2, s2)};
+    loom_attr a3[1] = {loom_attr_ints("kernel_shape", 2, k3)};
+    loom_attr a3s2p[3] = {loom_attr_ints("kernel_shape", 2, k3), loom_attr_ints("strides", 2, s2),
+                          loom_attr_ints("pads", 4, pads)};
+    loom_attr ceil[3] = {loom_attr_ints("kernel_shape", 2, k3), loom_attr_ints("strides", 2, s2),
+                         loom_attr_int("ceil_mode", 1)};
+    run_pool_case("relu_pool", "Relu", a22, 2, 0, "Conv+Relu+MaxPool");
+    run_pool_case("pool", NULL, a22, 2, 0, "Conv+MaxPool");
+    run_pool_case("gelu_pool3", "Gelu", a3, 1, 0, "Conv+Gelu+MaxPool");
+    /* Padding, ceil rounding and the Indices output are not FusedConv's: the pool stays. */
+    run_pool_case("padded", "Relu", a3s2p, 3, 0, "Conv+Relu MaxPool");
+    run_pool_case("ceil", "Relu", ceil, 3, 0, "Conv+Relu MaxPool");
+    run_pool_case("indices", "Relu", a22, 2, 1, "Conv+Relu MaxPool");
+}
+
 static void test_matmul_and_gemm_fuse(void)
 {
     /* MatMul [2, 5, 16] x [16, 24] + bias [24] + GELU; a residual of the output's shape. */
@@ -335,6 +384,7 @@ int main(int argc, char **argv)
         {"conv_chains_fuse_into_one_node", test_conv_chains_fuse_into_one_node},
         {"second_reader_or_output_stops_the_chain", test_second_reader_or_output_stops_the_chain},
         {"matmul_and_gemm_fuse", test_matmul_and_gemm_fuse},
+        {"maxpool_fuses_after_conv", test_maxpool_fuses_after_conv},
         {"pass_is_recorded_and_off_without_the_cpu_option",
          test_pass_is_recorded_and_off_without_the_cpu_option},
         {NULL, NULL},

@@ -18,12 +18,18 @@
  * common activations applied in registers (cpu_avx2.h); other activations run over the band
  * after. Constant weights are packed once, at prepare.
  *
+ * Pooled mode (a FusedConv with a max pooling, windows = strides, no residual, padded mode): a
+ * strip stores its 6 pixels x 16 channels as they are, channels in the lanes, to a band buffer
+ * on the stack; the pooling then takes maxima of whole vectors and transposes only the pooled
+ * pixels (a quarter of them for 2x2) into NCHW.
+ *
  * Takes 1-D and 2-D convs with one group, on CPUs with AVX2 and FMA (LOOM_CPU_NO_AVX2=1 turns it
  * off; the tests run both); kernels_conv.c decides by shape which convs come here.
  */
 #include "cpu_avx2.h"
 #include "cpu_conv.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,6 +38,9 @@
 #define DCB_PX 6
 #define DCB_OC 16
 #define DCB_BUF_FLOATS 12288
+/* Floats of the stack buffer that holds a pooled band's conv output, channels in the lanes
+ * (32 KiB). */
+#define DCB_CL_FLOATS 8192
 
 /* Input rows a band of ROWS output rows reads, and the padded columns one output row reads. */
 static int64_t dcb_rows_in(const conv_params *p, int64_t rows)
@@ -74,6 +83,12 @@ int cpu_conv_dcb_prepare(conv_params *p)
     p->dcb_band = band;
     p->dcb = 1;
     return 1;
+}
+
+int cpu_conv_dcb_pool_ok(const conv_params *p)
+{
+    return p->pool && p->dcb_band >= p->pkh && p->pkh == p->psh && p->pkw == p->psw &&
+           !p->has_z && p->ow * DCB_OC * p->pkh <= DCB_CL_FLOATS;
 }
 
 size_t cpu_conv_dcb_scratch(const conv_params *p)
@@ -134,10 +149,10 @@ typedef struct dcb_ctx {
  * plane; with FULL a whole 8-lane store stays in what this task writes (its two extra pixels
  * are written again by a later strip). The 12 accumulators are named variables, not an array,
  * so that they stay in registers. */
-CPU_AVX2 static void dcb_strip(const dcb_ctx *c, const float *const px[DCB_PX], int64_t cstride,
+__attribute__((always_inline)) CPU_AVX2 static inline void dcb_strip(const dcb_ctx *c, const float *const px[DCB_PX], int64_t cstride,
                                int64_t kstride, int64_t ki0, int64_t ki1, const float *wp,
                                __m256 b0, __m256 b1, int64_t at, int64_t n, int64_t on, float *y,
-                               const float *z, int act, int full)
+                               const float *z, int act, int full, float *cl)
 {
     const conv_params *p = c->p;
     __m256 a0 = b0, a1 = b0, a2 = b0, a3 = b0, a4 = b0, a5 = b0;
@@ -165,6 +180,15 @@ CPU_AVX2 static void dcb_strip(const dcb_ctx *c, const float *const px[DCB_PX], 
 #undef DCB_PIX
             }
         }
+    if (cl) {
+        /* Pooled: the pixels as they are, 16 channels each, at CL (activation applied). */
+        __m256 v[2 * DCB_PX] = {a0, c0, a1, c1, a2, c2, a3, c3, a4, c4, a5, c5};
+        if (act)
+            cpu_avx2_act_n(&p->ep, v, 2 * DCB_PX);
+        for (int64_t j = 0; j < 2 * n; j++)
+            _mm256_storeu_ps(cl + 8 * j, v[j]);
+        return;
+    }
     /* 8 rows of 8 (pixels 6 and 7 zero) -> 8 channels x 8 pixels, per block. */
     const __m256 zero = _mm256_setzero_ps();
     __m256 t[16] = {a0, a1, a2, a3, a4, a5, zero, zero, c0, c1, c2, c3, c4, c5, zero, zero};
@@ -211,7 +235,7 @@ CPU_AVX2 static void dcb_pad_band(const conv_params *p, const float *xn, int64_t
  * in BUF, the last strip ending at the band's end. */
 CPU_AVX2 static void dcb_band_padded(const dcb_ctx *c, const float *wp, __m256 b0, __m256 b1,
                                      int64_t oh0, int64_t oh1, int64_t on, float *y,
-                                     const float *z, int act, const float *buf)
+                                     const float *z, int act, const float *buf, float *cl)
 {
     const conv_params *p = c->p;
     const int64_t rows = dcb_rows_in(p, oh1 - oh0), cols = dcb_cols(p);
@@ -220,13 +244,19 @@ CPU_AVX2 static void dcb_band_padded(const dcb_ctx *c, const float *wp, __m256 b
     for (int64_t q0 = 0;; q0 += DCB_PX) {
         if (q0 + DCB_PX > total)
             q0 = total > DCB_PX ? total - DCB_PX : 0;
+        /* Each pixel's input: one division per strip, then step along the row (a divide per
+         * pixel cost ~9% of the CNN fixture's 16 -> 32 conv). */
         const float *px[DCB_PX];
+        int64_t row = q0 / p->ow, col = q0 - row * p->ow;
         for (int64_t j = 0; j < DCB_PX; j++) {
-            const int64_t q = q0 + j < total ? q0 + j : total - 1;
-            px[j] = buf + (q / p->ow) * p->sh * cols + (q % p->ow) * p->sw;
+            px[j] = buf + row * p->sh * cols + col * p->sw;
+            if (q0 + j + 1 < total && ++col == p->ow) {
+                col = 0;
+                row++;
+            }
         }
         dcb_strip(c, px, cstride, kstride, 0, p->kh, wp, b0, b1, oh0 * p->ow + q0, n, on, y, z,
-                  act, q0 + 8 <= total);
+                  act, q0 + 8 <= total, cl ? cl + q0 * DCB_OC : NULL);
         if (q0 + DCB_PX >= total)
             break;
     }
@@ -262,7 +292,7 @@ CPU_AVX2 static void dcb_band_rows(const dcb_ctx *c, const float *xn, const floa
                 for (int64_t j = 0; j < DCB_PX; j++)
                     px[j] = base + j * p->sw;
                 dcb_strip(c, px, p->in_sp, p->dh * p->w, ki0, ki1, wp, b0, b1, oh * p->ow + o0,
-                          DCB_PX, on, y, z, act, full);
+                          DCB_PX, on, y, z, act, full, NULL);
             } else {
                 /* Taps leave the input: the columns this strip reads, zero outside the input,
                  * as [ci][ki - ki0][ecols]. */
@@ -279,10 +309,54 @@ CPU_AVX2 static void dcb_band_rows(const dcb_ctx *c, const float *xn, const floa
                 for (int64_t j = 0; j < DCB_PX; j++)
                     px[j] = edge - ki0 * ecols + j * p->sw;
                 dcb_strip(c, px, nk * ecols, ecols, ki0, ki1, wp, b0, b1, oh * p->ow + o0,
-                          DCB_PX, on, y, z, act, full);
+                          DCB_PX, on, y, z, act, full, NULL);
             }
             if (o0 + DCB_PX >= p->ow)
                 break;
+        }
+    }
+}
+
+/* Pooled mode: the max pooling of a band's conv output CL ([row][col][16], rows [OH0, OH1),
+ * activated) into the pooled rows it covers of the ON output planes at Y (P->ph x P->pwo
+ * each): 8 pooled pixels x 16 channels at a time, transposed to 8 pixels per channel. Taps in
+ * MaxPool's order with its maximum (kernels_pooling.c), so the result is the unfused one. */
+CPU_AVX2 static void dcb_pool_band(const conv_params *p, const float *cl, int64_t oh0,
+                                   int64_t oh1, int64_t on, float *y)
+{
+    const int64_t pr0 = oh0 / p->psh;
+    int64_t pr1 = oh1 / p->psh;
+    if (pr1 > p->ph)
+        pr1 = p->ph;
+    const int64_t pp = p->ph * p->pwo;
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    for (int64_t pr = pr0; pr < pr1; pr++) {
+        const float *rb = cl + (pr * p->psh - oh0) * p->ow * DCB_OC;
+        for (int64_t pc0 = 0; pc0 < p->pwo; pc0 += 8) {
+            const int64_t nc = p->pwo - pc0 < 8 ? p->pwo - pc0 : 8;
+            __m256 t[16];
+            for (int64_t j = 0; j < 8; j++) {
+                __m256 m0 = ninf, m1 = ninf;
+                if (j < nc)
+                    for (int64_t i = 0; i < p->pkh; i++) {
+                        const float *r = rb + (i * p->ow + (pc0 + j) * p->psw) * DCB_OC;
+                        for (int64_t k = 0; k < p->pkw; k++) {
+                            m0 = _mm256_max_ps(_mm256_loadu_ps(r + k * DCB_OC), m0);
+                            m1 = _mm256_max_ps(_mm256_loadu_ps(r + k * DCB_OC + 8), m1);
+                        }
+                    }
+                t[j] = m0;
+                t[8 + j] = m1;
+            }
+            cpu_avx2_transpose8(t);
+            cpu_avx2_transpose8(t + 8);
+            float *yr = y + pr * p->pwo + pc0;
+            if (nc == 8)
+                for (int64_t l = 0; l < on; l++)
+                    _mm256_storeu_ps(yr + l * pp, t[l]);
+            else
+                for (int64_t l = 0; l < on; l++)
+                    cpu_avx2_store_n(yr + l * pp, t[l], nc);
         }
     }
 }
@@ -293,6 +367,7 @@ CPU_AVX2 static void dcb_task(void *arg, size_t t0, size_t t1)
     const conv_params *p = c->p;
     const int act = cpu_avx2_act_ok(p->ep.act);
     float buf[DCB_BUF_FLOATS];
+    float cl[DCB_CL_FLOATS]; /* pooled mode only */
     for (size_t t = t0; t < t1; t++) {
         /* Padded mode: a task is (image, band) and copies the band's input once for every
          * pair of output blocks; row mode: (image, pair, band). */
@@ -312,8 +387,16 @@ CPU_AVX2 static void dcb_task(void *arg, size_t t0, size_t t1)
             float *y = c->y + (n * p->m + oc0) * p->p;
             const float *z = c->z ? c->z + (n * p->m + oc0) * p->p : NULL;
             const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
+            if (p->pool_fast) {
+                dcb_band_padded(c, wp, b0, b1, oh0, oh1, on, y, z, act, buf, cl);
+                if (!act)
+                    cpu_epilogue_apply(&p->ep, cl, (size_t)((oh1 - oh0) * p->ow * DCB_OC), 0.0f,
+                                       NULL, NULL);
+                dcb_pool_band(p, cl, oh0, oh1, on, c->y + (n * p->m + oc0) * p->ph * p->pwo);
+                continue;
+            }
             if (c->padded)
-                dcb_band_padded(c, wp, b0, b1, oh0, oh1, on, y, z, act, buf);
+                dcb_band_padded(c, wp, b0, b1, oh0, oh1, on, y, z, act, buf, NULL);
             else
                 dcb_band_rows(c, xn, wp, b0, b1, oh0, oh1, on, y, z, act, buf);
             if (!act)
@@ -348,6 +431,16 @@ void cpu_conv_dcb_run(const conv_params *p, const float *x, const float *w, cons
     c.band = (p->oh + per - 1) / per;
     if (c.padded && c.band > p->dcb_band)
         c.band = p->dcb_band;
+    if (p->pool_fast) {
+        /* Whole pooling windows per band, within the pooled band's buffer. */
+        int64_t most = DCB_CL_FLOATS / (p->ow * DCB_OC);
+        if (most > p->dcb_band)
+            most = p->dcb_band;
+        most -= most % p->pkh;
+        c.band = (c.band + p->pkh - 1) / p->pkh * p->pkh;
+        if (c.band > most)
+            c.band = most;
+    }
     if (c.band < 1)
         c.band = 1;
     c.bands = (p->oh + c.band - 1) / c.band;
