@@ -42,6 +42,7 @@ typedef struct conv_params {
     /* direct conv with output channels in the lanes (kernels_conv_direct_blocked.c) */
     int dcb;
     int64_t dcb_band; /* its padded mode's most output rows per band; 0: row mode */
+    int dcb_oc;       /* its output channels per step: 16, or 32 with AVX-512VL's registers */
     float *dcb_w;     /* its weights and biases packed at prepare (constants), or NULL: packed
                        * into scratch at every run; owned by the params (conv_free) */
     /* direct conv with output pixels in the lanes for few input channels
@@ -56,7 +57,7 @@ typedef struct conv_params {
      * conv's. pool_fast: the stem or padded direct kernel pools each band it computes, with
      * non-overlapping windows (kernel = stride) and no residual; else the conv is computed into
      * scratch at pool_off and pooled after. */
-    int pool, pool_fast;
+    int pool, pool_fast, pool_avx2;
     int64_t pkh, pkw, psh, psw, ph, pwo;
     size_t pool_off;
 } conv_params;
@@ -76,9 +77,10 @@ static inline void conv_epilogue_rows(const conv_params *p, float *y, const floa
 
 /* Max pooling of ROWS output rows of N outputs each from X (row r reads input rows from r * SH,
  * LDX floats apart) into Y (rows LDY apart): windows KH x KW at column stride SW, all inside X
- * (no padding). The same maxima, NaN rule and order as MaxPool's kernel (kernels_pooling.c). */
+ * (no padding). The same maxima, NaN rule and order as MaxPool's kernel (kernels_pooling.c).
+ * AVX2: whether its AVX2 rows may run (cpu_avx2_ok(), asked once at prepare). */
 void cpu_max_pool_rows(float *y, int64_t ldy, const float *x, int64_t ldx, int64_t rows, int64_t n,
-                       int kh, int kw, int sh, int sw);
+                       int kh, int kw, int sh, int sw, int avx2);
 
 /* Whether the depthwise kernel takes P (set by kernels_conv.c's prepare once the shape is
  * known): one input channel per group and at most CONV_DW_MAX_KW taps along W. Fills P's

@@ -25,6 +25,7 @@
  * ConvTranspose: per (image, group) one GEMM col = W_g^T X_g (single-threaded cblas), then col2im
  * into Y; the canonical attributes are graph/ops_conv_pool.c's.
  */
+#include "cpu_avx2.h"
 #include "cpu_conv.h"
 #include "cpu_gemm.h"
 #include "cpu_kernels.h"
@@ -411,7 +412,7 @@ static void conv_pool_task(void *arg, size_t q0, size_t q1)
     for (size_t q = q0; q < q1; q++)
         cpu_max_pool_rows(c->y + (int64_t)q * p->ph * p->pwo, p->pwo, c->src + (int64_t)q * p->p,
                           p->ow, p->ph, p->pwo, (int)p->pkh, (int)p->pkw, (int)p->psh,
-                          (int)p->psw);
+                          (int)p->psw, p->pool_avx2);
 }
 
 /* The conv of X's node into X->y, by the kernel prepare chose. */
@@ -663,6 +664,7 @@ static loom_status conv_prepare(const loom_node_desc *node, cpu_kernel *k, char 
     if (p->pool) {
         /* The stem and padded direct kernels pool each band they compute (set by their
          * prepare); elsewhere the conv's output goes to scratch, aligned, and is pooled after. */
+        p->pool_avx2 = cpu_avx2_ok();
         p->pool_fast = (p->stem_band && cpu_conv_stem_pool_ok(p)) ||
                        (p->dcb && p->dcb_band && cpu_conv_dcb_pool_ok(p));
         if (!p->pool_fast) {

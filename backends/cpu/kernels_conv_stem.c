@@ -319,7 +319,8 @@ CPU_AVX2 static void stem_task(void *arg, size_t t0, size_t t1)
                                            0.0f, NULL, NULL);
                     cpu_max_pool_rows(c->y + ((n * p->m + oc0 + l) * p->ph + pr0) * p->pwo,
                                       p->pwo, yb + l * c->ys, p->ow, pr1 - pr0, p->pwo,
-                                      (int)p->pkh, (int)p->pkw, (int)p->psh, (int)p->psw);
+                                      (int)p->pkh, (int)p->pkw, (int)p->psh, (int)p->psw,
+                                      p->pool_avx2);
                 }
                 continue;
             }

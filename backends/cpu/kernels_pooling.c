@@ -370,10 +370,10 @@ CPU_AVX2 static void pool_max2s2_row_avx2(float *restrict y, const float *restri
 #endif
 
 void cpu_max_pool_rows(float *y, int64_t ldy, const float *x, int64_t ldx, int64_t rows, int64_t n,
-                       int kh, int kw, int sh, int sw)
+                       int kh, int kw, int sh, int sw, int avx2)
 {
-#ifdef CPU_HAVE_AVX2_CODE
-    const int avx2 = kh == 2 && kw == 2 && sw == 2 && cpu_avx2_ok();
+#ifndef CPU_HAVE_AVX2_CODE
+    (void)avx2;
 #endif
     for (int64_t r = 0; r < rows; r++) {
         float *yr = y + r * ldy;
