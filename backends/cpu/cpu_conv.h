@@ -43,6 +43,7 @@ typedef struct conv_params {
     int dcb;
     int64_t dcb_band; /* its padded mode's most output rows per band; 0: row mode */
     int dcb_oc;       /* its output channels per step: 16, or 32 with AVX-512VL's registers */
+    int dcb_px;       /* its pixels per step in padded mode: 6, or 8 (AVX-512VL, 16 channels) */
     float *dcb_w;     /* its weights and biases packed at prepare (constants), or NULL: packed
                        * into scratch at every run; owned by the params (conv_free) */
     /* direct conv with output pixels in the lanes for few input channels

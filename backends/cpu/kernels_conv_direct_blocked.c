@@ -37,6 +37,7 @@
  * registers), and the floats of the stack buffer that holds a task's zero-padded input
  * (48 KiB). */
 #define DCB_PX 6
+#define DCB_PX_WIDE 8 /* 8 pixels x 16 channels, AVX-512VL: for planes 6 pixels do not divide */
 #define DCB_OC 16
 #define DCB_OC_WIDE 32
 #define DCB_BUF_FLOATS 12288
@@ -91,6 +92,17 @@ int cpu_conv_dcb_prepare(conv_params *p)
     if (cpu_avx512vl_ok() && (p->m + DCB_OC_WIDE - 1) / DCB_OC_WIDE * DCB_OC_WIDE <=
                                  (p->m + DCB_OC - 1) / DCB_OC * DCB_OC)
         p->dcb_oc = DCB_OC_WIDE;
+    /* Strips of 8 pixels (x 16 channels) where strips of 6 compute over 5% more pixels than a
+     * padded band has (the last strip overlaps the one before): the CNN fixture's 4x4 output
+     * planes, 18 pixels computed for 16. */
+    p->dcb_px = DCB_PX;
+    const int64_t t = p->oh * p->ow;
+    const int64_t w6 = (t + DCB_PX - 1) / DCB_PX * DCB_PX - t;
+    const int64_t w8 = (t + DCB_PX_WIDE - 1) / DCB_PX_WIDE * DCB_PX_WIDE - t;
+    if (band > 0 && cpu_avx512vl_ok() && t >= DCB_PX_WIDE && w8 < w6 && w6 * 20 > t) {
+        p->dcb_px = DCB_PX_WIDE;
+        p->dcb_oc = DCB_OC;
+    }
     return 1;
 }
 
@@ -161,7 +173,8 @@ typedef struct dcb_ctx {
  * stored as they are, 8 * NB channels each, activation applied. The accumulators are named
  * variables, not an array, so that they stay in registers. */
 __attribute__((always_inline)) CPU_AVX2 static inline void
-dcb_strip(const int NB, const dcb_ctx *c, const float *const px[DCB_PX], int64_t cstride,
+dcb_strip(const int NB, const int PX, const dcb_ctx *c, const float *const px[DCB_PX_WIDE],
+          int64_t cstride,
           int64_t kstride, int64_t ki0, int64_t ki1, const float *wp, const float *bp, int64_t at,
           int64_t n, int64_t on, float *y, const float *z, int act, int full, float *cl)
 {
@@ -174,8 +187,10 @@ dcb_strip(const int NB, const dcb_ctx *c, const float *const px[DCB_PX], int64_t
     __m256 c0 = b1, c1 = b1, c2 = b1, c3 = b1, c4 = b1, c5 = b1;
     __m256 d0 = b2, d1 = b2, d2 = b2, d3 = b2, d4 = b2, d5 = b2;
     __m256 e0 = b3, e1 = b3, e2 = b3, e3 = b3, e4 = b3, e5 = b3;
+    __m256 a6 = b0, a7 = b0, c6 = b1, c7 = b1; /* PX = 8 (with NB = 2) */
     const int64_t kw = p->kw, dw = p->dw, ch = p->c;
     const float *p0 = px[0], *p1 = px[1], *p2 = px[2], *p3 = px[3], *p4 = px[4], *p5 = px[5];
+    const float *p6 = PX > 6 ? px[6] : p5, *p7 = PX > 6 ? px[7] : p5;
     for (int64_t ki = ki0; ki < ki1; ki++)
         for (int64_t kj = 0; kj < kw; kj++) {
             int64_t off = ki * kstride + kj * dw;
@@ -199,22 +214,31 @@ dcb_strip(const int NB, const dcb_ctx *c, const float *const px[DCB_PX], int64_t
                 DCB_PIX(p3, a3, c3, d3, e3)
                 DCB_PIX(p4, a4, c4, d4, e4)
                 DCB_PIX(p5, a5, c5, d5, e5)
+                if (PX > 6) {
+                    xv = _mm256_broadcast_ss(p6 + off);
+                    a6 = _mm256_fmadd_ps(w0, xv, a6);
+                    c6 = _mm256_fmadd_ps(w1, xv, c6);
+                    xv = _mm256_broadcast_ss(p7 + off);
+                    a7 = _mm256_fmadd_ps(w0, xv, a7);
+                    c7 = _mm256_fmadd_ps(w1, xv, c7);
+                }
 #undef DCB_PIX
             }
         }
     if (cl) {
         /* Pooled: the pixels as they are, G channels each, at CL (activation applied). */
-        __m256 v[4 * DCB_PX] = {a0, c0, d0, e0, a1, c1, d1, e1, a2, c2, d2, e2,
-                                a3, c3, d3, e3, a4, c4, d4, e4, a5, c5, d5, e5};
+        __m256 v[4 * DCB_PX_WIDE] = {a0, c0, d0, e0, a1, c1, d1, e1, a2, c2, d2, e2,
+                                     a3, c3, d3, e3, a4, c4, d4, e4, a5, c5, d5, e5,
+                                     a6, c6, d0, e0, a7, c7, d0, e0};
         if (act)
-            cpu_avx2_act_n(&p->ep, v, 4 * DCB_PX);
+            cpu_avx2_act_n(&p->ep, v, 4 * PX);
         for (int64_t j = 0; j < n; j++)
             for (int k = 0; k < NB; k++)
                 _mm256_storeu_ps(cl + G * j + 8 * k, v[4 * j + k]);
         return;
     }
-    /* 8 rows of 8 (pixels 6 and 7 zero) -> 8 channels x 8 pixels, per block; two blocks at a
-     * time. */
+    /* 8 rows of 8 (pixels 6 and 7 zero for PX = 6) -> 8 channels x 8 pixels, per block; two
+     * blocks at a time. */
     const __m256 zero = _mm256_setzero_ps();
     for (int h = 0; h < NB / 2; h++) {
         const int64_t hon = on - 16 * h;
@@ -223,7 +247,8 @@ dcb_strip(const int NB, const dcb_ctx *c, const float *const px[DCB_PX], int64_t
         const int64_t lim = hon < 16 ? hon : 16;
         __m256 t[16];
         if (h == 0) {
-            __m256 u[16] = {a0, a1, a2, a3, a4, a5, zero, zero, c0, c1, c2, c3, c4, c5, zero, zero};
+            __m256 u[16] = {a0, a1, a2, a3, a4, a5, PX > 6 ? a6 : zero, PX > 6 ? a7 : zero,
+                            c0, c1, c2, c3, c4, c5, PX > 6 ? c6 : zero, PX > 6 ? c7 : zero};
             memcpy(t, u, sizeof t);
         } else {
             __m256 u[16] = {d0, d1, d2, d3, d4, d5, zero, zero, e0, e1, e2, e3, e4, e5, zero, zero};
@@ -274,31 +299,31 @@ CPU_AVX2 static void dcb_pad_band(const conv_params *p, const float *xn, int64_t
  * (they may span rows: each pixel has its own input pointer) over the copy dcb_pad_band made
  * in BUF, the last strip ending at the band's end. */
 __attribute__((always_inline)) CPU_AVX2 static inline void
-dcb_band_padded(const int NB, const dcb_ctx *c, const float *wp, const float *bp, int64_t oh0,
+dcb_band_padded(const int NB, const int PX, const dcb_ctx *c, const float *wp, const float *bp, int64_t oh0,
                 int64_t oh1, int64_t on, float *y, const float *z, int act, const float *buf,
                 float *cl)
 {
     const conv_params *p = c->p;
     const int64_t rows = dcb_rows_in(p, oh1 - oh0), cols = dcb_cols(p);
-    const int64_t total = (oh1 - oh0) * p->ow, n = total < DCB_PX ? total : DCB_PX;
+    const int64_t total = (oh1 - oh0) * p->ow, n = total < PX ? total : PX;
     const int64_t cstride = rows * cols, kstride = p->dh * cols;
-    for (int64_t q0 = 0;; q0 += DCB_PX) {
-        if (q0 + DCB_PX > total)
-            q0 = total > DCB_PX ? total - DCB_PX : 0;
+    for (int64_t q0 = 0;; q0 += PX) {
+        if (q0 + PX > total)
+            q0 = total > PX ? total - PX : 0;
         /* Each pixel's input: one division per strip, then step along the row (a divide per
          * pixel cost ~9% of the CNN fixture's 16 -> 32 conv). */
-        const float *px[DCB_PX];
+        const float *px[DCB_PX_WIDE];
         int64_t row = q0 / p->ow, col = q0 - row * p->ow;
-        for (int64_t j = 0; j < DCB_PX; j++) {
+        for (int64_t j = 0; j < PX; j++) {
             px[j] = buf + row * p->sh * cols + col * p->sw;
             if (q0 + j + 1 < total && ++col == p->ow) {
                 col = 0;
                 row++;
             }
         }
-        dcb_strip(NB, c, px, cstride, kstride, 0, p->kh, wp, bp, oh0 * p->ow + q0, n, on, y, z,
+        dcb_strip(NB, PX, c, px, cstride, kstride, 0, p->kh, wp, bp, oh0 * p->ow + q0, n, on, y, z,
                   act, q0 + 8 <= total, cl ? cl + q0 * 8 * NB : NULL);
-        if (q0 + DCB_PX >= total)
+        if (q0 + PX >= total)
             break;
     }
 }
@@ -327,12 +352,12 @@ dcb_band_rows(const int NB, const dcb_ctx *c, const float *xn, const float *wp, 
             if (o0 + DCB_PX > p->ow)
                 o0 = p->ow - DCB_PX;
             const int full = o0 + 8 <= p->ow;
-            const float *px[DCB_PX];
+            const float *px[DCB_PX_WIDE];
             if (o0 >= c->lo && o0 + DCB_PX <= c->hi) {
                 const float *base = xn + ih0 * p->w + o0 * p->sw - p->pl;
                 for (int64_t j = 0; j < DCB_PX; j++)
                     px[j] = base + j * p->sw;
-                dcb_strip(NB, c, px, p->in_sp, p->dh * p->w, ki0, ki1, wp, bp, oh * p->ow + o0,
+                dcb_strip(NB, DCB_PX, c, px, p->in_sp, p->dh * p->w, ki0, ki1, wp, bp, oh * p->ow + o0,
                           DCB_PX, on, y, z, act, full, NULL);
             } else {
                 /* Taps leave the input: the columns this strip reads, zero outside the input,
@@ -349,7 +374,7 @@ dcb_band_rows(const int NB, const dcb_ctx *c, const float *xn, const float *wp, 
                     }
                 for (int64_t j = 0; j < DCB_PX; j++)
                     px[j] = edge - ki0 * ecols + j * p->sw;
-                dcb_strip(NB, c, px, nk * ecols, ecols, ki0, ki1, wp, bp, oh * p->ow + o0,
+                dcb_strip(NB, DCB_PX, c, px, nk * ecols, ecols, ki0, ki1, wp, bp, oh * p->ow + o0,
                           DCB_PX, on, y, z, act, full, NULL);
             }
             if (o0 + DCB_PX >= p->ow)
@@ -406,8 +431,9 @@ dcb_pool_band(const int NB, const conv_params *p, const float *cl, int64_t oh0, 
     }
 }
 
-__attribute__((always_inline)) CPU_AVX2 static inline void dcb_task_t(const int NB, void *arg,
-                                                                        size_t t0, size_t t1)
+__attribute__((always_inline)) CPU_AVX2 static inline void dcb_task_t(const int NB, const int PX,
+                                                                        void *arg, size_t t0,
+                                                                        size_t t1)
 {
     const dcb_ctx *c = arg;
     const conv_params *p = c->p;
@@ -433,7 +459,7 @@ __attribute__((always_inline)) CPU_AVX2 static inline void dcb_task_t(const int 
             float *y = c->y + (n * p->m + oc0) * p->p;
             const float *z = c->z ? c->z + (n * p->m + oc0) * p->p : NULL;
             if (p->pool_fast) {
-                dcb_band_padded(NB, c, wp, bp, oh0, oh1, on, y, z, act, buf, cl);
+                dcb_band_padded(NB, PX, c, wp, bp, oh0, oh1, on, y, z, act, buf, cl);
                 if (!act)
                     cpu_epilogue_apply(&p->ep, cl, (size_t)((oh1 - oh0) * p->ow * G), 0.0f, NULL,
                                        NULL);
@@ -441,7 +467,7 @@ __attribute__((always_inline)) CPU_AVX2 static inline void dcb_task_t(const int 
                 continue;
             }
             if (c->padded)
-                dcb_band_padded(NB, c, wp, bp, oh0, oh1, on, y, z, act, buf, NULL);
+                dcb_band_padded(NB, PX, c, wp, bp, oh0, oh1, on, y, z, act, buf, NULL);
             else
                 dcb_band_rows(NB, c, xn, wp, bp, oh0, oh1, on, y, z, act, buf);
             if (!act)
@@ -452,13 +478,19 @@ __attribute__((always_inline)) CPU_AVX2 static inline void dcb_task_t(const int 
 
 CPU_AVX2 static void dcb_task(void *arg, size_t t0, size_t t1)
 {
-    dcb_task_t(2, arg, t0, t1);
+    dcb_task_t(2, DCB_PX, arg, t0, t1);
 }
 
 /* 32 output channels a step: 24 accumulators, 4 weight vectors and the broadcast. */
 CPU_AVX512VL static void dcb_task_wide(void *arg, size_t t0, size_t t1)
 {
-    dcb_task_t(4, arg, t0, t1);
+    dcb_task_t(4, DCB_PX, arg, t0, t1);
+}
+
+/* 8 pixels a step (16 channels): 16 accumulators. */
+CPU_AVX512VL static void dcb_task_px8(void *arg, size_t t0, size_t t1)
+{
+    dcb_task_t(2, DCB_PX_WIDE, arg, t0, t1);
 }
 
 void cpu_conv_dcb_run(const conv_params *p, const float *x, const float *w, const float *bias,
@@ -504,7 +536,10 @@ void cpu_conv_dcb_run(const conv_params *p, const float *x, const float *w, cons
         (double)(c.band * p->ow * p->kc * p->dcb_oc) * (double)(c.padded ? c.groups : 1) + 1.0;
     const size_t grain = work >= CPU_CHUNK_MACS ? 1 : (size_t)(CPU_CHUNK_MACS / work) + 1;
     cpu_parallel_for(pool, (size_t)(items * c.bands), grain,
-                     p->dcb_oc == DCB_OC_WIDE ? dcb_task_wide : dcb_task, &c);
+                     p->dcb_px == DCB_PX_WIDE    ? dcb_task_px8
+                     : p->dcb_oc == DCB_OC_WIDE ? dcb_task_wide
+                                                : dcb_task,
+                     &c);
 }
 
 #else
