@@ -39,10 +39,14 @@ static inline int cpu_avx2_ok(void)
 #endif
 }
 
-/* Whether cpu_avx2_ok() and the CPU has AVX-512F and AVX-512VL (CPU_AVX512VL code). */
+/* Whether cpu_avx2_ok(), the CPU has AVX-512F and AVX-512VL (CPU_AVX512VL code) and
+ * LOOM_CPU_NO_AVX512 does not turn them off (the tests run the AVX2-only kernels that way). */
 static inline int cpu_avx512vl_ok(void)
 {
 #ifdef CPU_HAVE_AVX2_CODE
+    const char *off = getenv("LOOM_CPU_NO_AVX512");
+    if (off && *off && strcmp(off, "0") != 0)
+        return 0;
     return cpu_avx2_ok() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
 #else
     return 0;

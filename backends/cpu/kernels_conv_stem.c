@@ -26,6 +26,7 @@
 #include "cpu_avx2.h"
 #include "cpu_conv.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -120,6 +121,8 @@ typedef struct stem_ctx {
     float *y;
     int64_t groups, band, bands, rl, ne;
     int64_t ys; /* floats between the output planes a strip writes (P->p, or a pooled band's) */
+    int64_t pys;   /* pooled output planes' floats (P->ph * P->pwo) */
+    int pool2;     /* pooled 2x2/2 in registers: activation in registers, 16+ pixel rows */
     int64_t koff[STEM_MAX_KW]; /* where tap kj's column of output 0 is in a buffered row */
 } stem_ctx;
 
@@ -190,15 +193,35 @@ stem_out(const int NV, const conv_params *p, __m256 v0, __m256 v1, __m256 v2, __
         _mm256_storeu_ps(y + 8 * v, t[v]);
 }
 
-/* One strip: output pixels [O0, O0 + 8 * NV) of the row whose buffered input starts at XB (tap
- * (ci, ki) at XB + ci * cstride + ki * kstride), for the 3 output channels of weights WG; ON of
- * them are stored at Y (their planes, P->p floats apart, at the row's start). NV is a constant
- * where this is inlined; the 12 accumulators are named variables, not an array, so that they
- * stay in registers. */
+/* A 2x2/2 max pooling in registers of one channel's two rows of 16 pixels (R0 = V0 V1, R1 = V2
+ * V3, activated first when ACT): 8 pooled pixels to Y. The operations of MaxPool's AVX2 rows
+ * (kernels_pooling.c), so the result is the unfused one. */
 __attribute__((always_inline)) CPU_AVX2 static inline void
-stem_strip_t(const int NOC, const int NV, const stem_ctx *c, const float *xb, int64_t cstride, int64_t kstride,
-             const float *wg, const float *bg, int64_t o0, int64_t on, float *y, const float *z,
-             int act)
+stem_pool_out(const conv_params *p, __m256 v0, __m256 v1, __m256 v2, __m256 v3, float *y, int act)
+{
+    __m256 t[4] = {v0, v1, v2, v3};
+    if (act)
+        cpu_avx2_act_n(&p->ep, t, 4);
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    const __m256 lo = _mm256_max_ps(t[2], _mm256_max_ps(t[0], ninf));
+    const __m256 hi = _mm256_max_ps(t[3], _mm256_max_ps(t[1], ninf));
+    const __m256 ev = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
+    const __m256 od = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
+    const __m256 m = _mm256_max_ps(od, ev); /* lanes: outputs 0 1 4 5 | 2 3 6 7 */
+    _mm256_storeu_ps(y, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(m), 0xd8)));
+}
+
+/* One strip: output pixels [O0, O0 + 8 * NV) of the row whose buffered input starts at XB (tap
+ * (ci, ki) at XB + ci * cstride + ki * kstride), for the NOC output channels of weights WG; ON
+ * of them are stored at Y (their planes, C->ys floats apart, at the row's start). With POOL
+ * (NV = 4), pixels [O0, O0 + 16) of that row and of the next (ROFF floats on in the buffer),
+ * max-pooled 2x2/2 in registers: 8 pooled pixels a channel to Y (planes C->pys apart). NOC, NV
+ * and POOL are constants where this is inlined; the accumulators are named variables, not an
+ * array, so that they stay in registers. */
+__attribute__((always_inline)) CPU_AVX2 static inline void
+stem_strip_t(const int NOC, const int NV, const int POOL, const stem_ctx *c, const float *xb,
+             int64_t cstride, int64_t kstride, const float *wg, const float *bg, int64_t o0,
+             int64_t on, float *y, const float *z, int act, int64_t roff)
 {
     const conv_params *p = c->p;
     const __m256 b0 = _mm256_broadcast_ss(bg), b1 = _mm256_broadcast_ss(bg + 1),
@@ -219,7 +242,7 @@ stem_strip_t(const int NOC, const int NV, const stem_ctx *c, const float *xb, in
                 __m256 xv;
 #define STEM_V(V, A0, A1, A2, A3)                                                                 \
     if (NV > V) {                                                                                 \
-        xv = _mm256_loadu_ps(q + 8 * V);                                                          \
+        xv = _mm256_loadu_ps(q + (POOL && V >= 2 ? roff + 8 * (V - 2) : 8 * V));                  \
         A0 = _mm256_fmadd_ps(w0, xv, A0);                                                         \
         A1 = _mm256_fmadd_ps(w1, xv, A1);                                                         \
         A2 = _mm256_fmadd_ps(w2, xv, A2);                                                         \
@@ -233,6 +256,16 @@ stem_strip_t(const int NOC, const int NV, const stem_ctx *c, const float *xb, in
 #undef STEM_V
             }
         }
+    if (POOL) {
+        stem_pool_out(p, a00, a01, a02, a03, y, act);
+        if (on > 1)
+            stem_pool_out(p, a10, a11, a12, a13, y + c->pys, act);
+        if (on > 2)
+            stem_pool_out(p, a20, a21, a22, a23, y + 2 * c->pys, act);
+        if (NOC > 3 && on > 3)
+            stem_pool_out(p, a30, a31, a32, a33, y + 3 * c->pys, act);
+        return;
+    }
     stem_out(NV, p, a00, a01, a02, a03, y + o0, z ? z + o0 : NULL, act);
     if (on > 1)
         stem_out(NV, p, a10, a11, a12, a13, y + c->ys + o0, z ? z + p->p + o0 : NULL, act);
@@ -249,7 +282,7 @@ stem_strip_t(const int NOC, const int NV, const stem_ctx *c, const float *xb, in
         const stem_ctx *c, const float *xb, int64_t cstride, int64_t kstride, const float *wg,   \
         const float *bg, int64_t o0, int64_t on, float *y, const float *z, int act)               \
     {                                                                                             \
-        stem_strip_t(NOC, NV, c, xb, cstride, kstride, wg, bg, o0, on, y, z, act);                \
+        stem_strip_t(NOC, NV, 0, c, xb, cstride, kstride, wg, bg, o0, on, y, z, act, 0);          \
     }
 STEM_STRIP(3, 1, CPU_AVX2)
 STEM_STRIP(3, 2, CPU_AVX2)
@@ -262,6 +295,20 @@ STEM_STRIP(4, 2, CPU_AVX512VL)
 STEM_STRIP(4, 3, CPU_AVX512VL)
 STEM_STRIP(4, 4, CPU_AVX512VL)
 #undef STEM_STRIP
+
+/* Two rows of 16 pixels pooled 2x2/2 in registers (the same 12 or 16 accumulators). */
+CPU_AVX2 static void stem_strip_pool_3(const stem_ctx *c, const float *xb, int64_t cstride,
+                                       int64_t kstride, const float *wg, const float *bg,
+                                       int64_t o0, int64_t on, float *y, int64_t roff, int act)
+{
+    stem_strip_t(3, 4, 1, c, xb, cstride, kstride, wg, bg, o0, on, y, NULL, act, roff);
+}
+CPU_AVX512VL static void stem_strip_pool_4(const stem_ctx *c, const float *xb, int64_t cstride,
+                                           int64_t kstride, const float *wg, const float *bg,
+                                           int64_t o0, int64_t on, float *y, int64_t roff, int act)
+{
+    stem_strip_t(4, 4, 1, c, xb, cstride, kstride, wg, bg, o0, on, y, NULL, act, roff);
+}
 
 typedef void (*stem_strip_fn)(const stem_ctx *c, const float *xb, int64_t cstride,
                               int64_t kstride, const float *wg, const float *bg, int64_t o0,
@@ -295,6 +342,25 @@ CPU_AVX2 static void stem_task(void *arg, size_t t0, size_t t1)
             const float *bg = c->wp + (c->groups * p->kc + g) * noc;
             float *y = c->y + (n * p->m + oc0) * p->p;
             const float *z = c->z ? c->z + (n * p->m + oc0) * p->p : NULL;
+            if (c->pool2) {
+                /* Pairs of rows pooled in registers, 8 pooled pixels a strip (the last one
+                 * ends at the pooled row's end). */
+                const int64_t pr1 = oh1 / 2 < p->ph ? oh1 / 2 : p->ph;
+                float *yp = c->y + (n * p->m + oc0) * c->pys;
+                for (int64_t pr = oh0 / 2; pr < pr1; pr++) {
+                    const float *xb = buf + (2 * pr - oh0) * p->sh * c->rl;
+                    for (int64_t pc = 0;; pc += 8) {
+                        if (pc + 8 > p->pwo)
+                            pc = p->pwo - 8;
+                        (noc > 3 ? stem_strip_pool_4 : stem_strip_pool_3)(
+                            c, xb, cstride, kstride, wg, bg, 2 * pc, on, yp + pr * p->pwo + pc,
+                            p->sh * c->rl, act);
+                        if (pc + 8 >= p->pwo)
+                            break;
+                    }
+                }
+                continue;
+            }
             for (int64_t oh = oh0; oh < oh1; oh++) {
                 const float *xb = buf + (oh - oh0) * p->sh * c->rl;
                 float *yr = p->pool_fast ? yb + (oh - oh0) * p->ow : y + oh * p->ow;
@@ -350,6 +416,9 @@ void cpu_conv_stem_run(const conv_params *p, const float *x, const float *w, con
     if (c.band > p->stem_band)
         c.band = p->stem_band;
     c.ys = p->p;
+    c.pys = p->ph * p->pwo;
+    c.pool2 = p->pool_fast && p->pkh == 2 && p->pkw == 2 && p->psh == 2 && p->psw == 2 &&
+              p->pwo >= 8 && cpu_avx2_act_ok(p->ep.act);
     if (p->pool_fast) {
         /* Whole pooling windows per band, within the pooled band's buffer. */
         const int64_t most = stem_pool_band(p);
