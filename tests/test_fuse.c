@@ -296,6 +296,53 @@ static void test_maxpool_fuses_after_conv(void)
     run_pool_case("indices", "Relu", a22, 2, 1, "Conv+Relu MaxPool");
 }
 
+/* FusedConv's pool attributes from the C API: the pooled shape is inferred; a malformed pool
+ * attribute or a conv output smaller than the window is refused at the node, naming it. */
+static void test_fused_conv_pool_attributes_are_checked(void)
+{
+    static const struct {
+        const char *pool;
+        int64_t k[2], s[2];
+        int64_t want_h, want_w; /* 0: refused */
+        const char *says;
+    } cs[] = {
+        {"MaxPool", {2, 2}, {2, 2}, 5, 5, NULL},
+        {"MaxPool", {3, 3}, {2, 2}, 4, 4, NULL},
+        {"MaxPool", {0, 2}, {2, 2}, 0, 0, "pool_kernel"},
+        {"MaxPool", {2, 2}, {-1, 2}, 0, 0, "pool_strides"},
+        {"AveragePool", {2, 2}, {2, 2}, 0, 0, "'pool'"},
+        {"MaxPool", {11, 2}, {1, 1}, 0, 0, "at least the pool kernel"},
+    };
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+        loom_graph *g = loom_graph_create("fused_pool");
+        int64_t xd[4] = {1, 8, 10, 10}, wd[4] = {4, 8, 3, 3}, pads[4] = {1, 1, 1, 1};
+        float *w = rand_array(4 * 8 * 9);
+        loom_value ins[2] = {loom_input(g, "x", LOOM_DTYPE_F32, 4, xd),
+                             loom_constant(g, "w", LOOM_DTYPE_F32, 4, wd, w)};
+        loom_attr a[5] = {loom_attr_ints("pads", 4, pads), loom_attr_string("activation", "Relu"),
+                          loom_attr_string("pool", cs[i].pool),
+                          loom_attr_ints("pool_kernel", 2, cs[i].k),
+                          loom_attr_ints("pool_strides", 2, cs[i].s)};
+        loom_value y = LOOM_NO_VALUE;
+        loom_status st = loom_graph_op(g, "FusedConv", "conv", ins, 2, a, 5, &y, 1);
+        if (cs[i].want_h) {
+            CU_ASSERT_EQUAL(st, LOOM_OK);
+            int64_t yd[LOOM_MAX_RANK];
+            uint32_t rank = 0;
+            loom_dtype dt;
+            CU_ASSERT_EQUAL(loom_value_info(g, y, &dt, &rank, yd), LOOM_OK);
+            CU_ASSERT(rank == 4 && yd[2] == cs[i].want_h && yd[3] == cs[i].want_w);
+        } else {
+            CU_ASSERT_EQUAL(st, LOOM_ERR_INVALID_ARGUMENT);
+            if (!strstr(loom_last_error(), cs[i].says))
+                printf("\n  case %zu: '%s' does not say '%s'", i, loom_last_error(), cs[i].says);
+            CU_ASSERT_PTR_NOT_NULL(strstr(loom_last_error(), cs[i].says));
+        }
+        free(w);
+        loom_graph_destroy(g);
+    }
+}
+
 static void test_matmul_and_gemm_fuse(void)
 {
     /* MatMul [2, 5, 16] x [16, 24] + bias [24] + GELU; a residual of the output's shape. */
@@ -385,6 +432,7 @@ int main(int argc, char **argv)
         {"second_reader_or_output_stops_the_chain", test_second_reader_or_output_stops_the_chain},
         {"matmul_and_gemm_fuse", test_matmul_and_gemm_fuse},
         {"maxpool_fuses_after_conv", test_maxpool_fuses_after_conv},
+        {"fused_conv_pool_attributes_are_checked", test_fused_conv_pool_attributes_are_checked},
         {"pass_is_recorded_and_off_without_the_cpu_option",
          test_pass_is_recorded_and_off_without_the_cpu_option},
         {NULL, NULL},
