@@ -14,8 +14,14 @@
  *   activation_beta   f  Clip's max, HardSigmoid's beta (default 0)
  *   fused_ops         s  what the node was made of, for people ("Conv+Add+HardSwish"): the plan
  *                        shows it as the node's op
- * Shape inference is the base operator's on inputs 0..2; cost is the base's plus the epilogue's
- * few operations per output element.
+ * and for FusedConv on 2-D images a max pooling of the activated output, Y = MaxPool(act(...)):
+ *   pool              s  "" (none) or MaxPool
+ *   pool_kernel       ii its kernel [kh, kw]
+ *   pool_strides      ii its strides [sh, sw] (default the kernel); no padding, no dilation,
+ *                        floor rounding (ONNX MaxPool with those attributes)
+ * Shape inference is the base operator's on inputs 0..2 (Z has the conv's shape), then the
+ * pooling's; cost is the base's plus the epilogue's few operations per conv output element and
+ * the pooling's comparisons.
  */
 #include "ops_defs.h"
 
@@ -25,6 +31,40 @@
 static const char *const k_acts[] = {"",        "Relu",    "LeakyRelu", "Clip", "HardSigmoid",
                                      "HardSwish", "Sigmoid", "SiLU",      "Gelu", "GeluTanh",
                                      NULL};
+
+/* FusedConv's pooling attributes (pool, pool_kernel, pool_strides) into K and S; 0 when there
+ * is none, 1 when there is, -1 (message in CTX) when they are malformed. */
+static int fused_pool_attrs(loom_infer_ctx *ctx, int64_t k[2], int64_t s[2])
+{
+    const loom_attr *a = loom_attr_list_get(ctx->attrs, "pool");
+    if (a && (a->kind != LOOM_ATTR_STRING || !a->s ||
+              (a->s[0] && strcmp(a->s, "MaxPool") != 0))) {
+        loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
+                        "attribute 'pool' must be \"MaxPool\" or empty");
+        return -1;
+    }
+    if (!a || !a->s[0])
+        return 0;
+    static const char *const names[] = {"pool_kernel", "pool_strides"};
+    for (int i = 0; i < 2; i++) {
+        const loom_attr *v = loom_attr_list_get(ctx->attrs, names[i]);
+        int64_t *d = i ? s : k;
+        if (!v && i == 1) {
+            s[0] = k[0];
+            s[1] = k[1];
+            continue;
+        }
+        if (!v || v->kind != LOOM_ATTR_INTS || v->count != 2 || v->ints[0] < 1 ||
+            v->ints[1] < 1) {
+            loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
+                            "attribute '%s' must be two positive ints", names[i]);
+            return -1;
+        }
+        d[0] = v->ints[0];
+        d[1] = v->ints[1];
+    }
+    return 1;
+}
 
 static loom_status infer_fused(loom_infer_ctx *ctx, const loom_op_def *base)
 {
@@ -61,6 +101,13 @@ static loom_status infer_fused(loom_infer_ctx *ctx, const loom_op_def *base)
         return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
                                "attribute 'fused_ops' must be a string");
     snprintf(ops, sizeof ops, "%s", fo ? fo->s : "");
+    int64_t pk[2] = {1, 1}, ps[2] = {1, 1};
+    const int pool = base == &loom_op_def_conv ? fused_pool_attrs(ctx, pk, ps) : 0;
+    if (pool < 0)
+        return LOOM_ERR_INVALID_ARGUMENT;
+    loom_infer_remove(ctx, "pool");
+    loom_infer_remove(ctx, "pool_kernel");
+    loom_infer_remove(ctx, "pool_strides");
     loom_infer_remove(ctx, "activation");
     loom_infer_remove(ctx, "activation_alpha");
     loom_infer_remove(ctx, "activation_beta");
@@ -91,6 +138,23 @@ static loom_status infer_fused(loom_infer_ctx *ctx, const loom_op_def *base)
                                    loom_dims_format(z->rank, z->dims, sz, sizeof sz),
                                    loom_dims_format(y->rank, y->dims, sy, sizeof sy));
         }
+    }
+    if (pool) {
+        loom_tensor_desc *yp = &ctx->outputs[0];
+        if (yp->rank != 4 || yp->dims[2] < pk[0] || yp->dims[3] < pk[1]) {
+            char sy[160];
+            return loom_infer_fail(ctx, LOOM_ERR_INVALID_ARGUMENT,
+                                   "pool: the conv's output %s is not a 2-D image of at least "
+                                   "the pool kernel [%lld,%lld]",
+                                   loom_dims_format(yp->rank, yp->dims, sy, sizeof sy),
+                                   (long long)pk[0], (long long)pk[1]);
+        }
+        for (int i = 0; i < 2; i++)
+            yp->dims[2 + i] = (yp->dims[2 + i] - pk[i]) / ps[i] + 1;
+        if ((st = loom_infer_set_string(ctx, "pool", "MaxPool")) != LOOM_OK ||
+            (st = loom_infer_set_ints(ctx, "pool_kernel", 2, pk)) != LOOM_OK ||
+            (st = loom_infer_set_ints(ctx, "pool_strides", 2, ps)) != LOOM_OK)
+            return st;
     }
     if ((st = loom_infer_set_string(ctx, "activation", act)) != LOOM_OK ||
         (st = loom_infer_set_float(ctx, "activation_alpha", alpha)) != LOOM_OK ||
@@ -128,7 +192,24 @@ static void cost_fused(const loom_node_desc *node, loom_op_cost *cost, const loo
 
 static void cost_fused_conv(const loom_node_desc *node, loom_op_cost *cost)
 {
-    cost_fused(node, cost, &loom_op_def_conv);
+    const loom_attr *pool = loom_node_attr(node, "pool");
+    const loom_attr *k = loom_node_attr(node, "pool_kernel"), *s = loom_node_attr(node, "pool_strides");
+    if (!pool || pool->kind != LOOM_ATTR_STRING || !pool->s || !pool->s[0] || !k || !s ||
+        k->count != 2 || s->count != 2 || node->outputs[0].rank != 4) {
+        cost_fused(node, cost, &loom_op_def_conv);
+        return;
+    }
+    /* The conv's work is over the rows and columns the pooling reads; the output written is the
+     * pooled one. */
+    loom_node_desc b = *node;
+    loom_tensor_desc y = node->outputs[0];
+    for (int i = 0; i < 2; i++)
+        y.dims[2 + i] = (y.dims[2 + i] - 1) * s->ints[i] + k->ints[i];
+    b.outputs = &y;
+    cost_fused(&b, cost, &loom_op_def_conv);
+    const double flops = cost->flops;
+    loom_ops_cost_io(node, cost);
+    cost->flops = flops + loom_ops_numel(&y) * 1.0;
 }
 
 static void cost_fused_matmul(const loom_node_desc *node, loom_op_cost *cost)

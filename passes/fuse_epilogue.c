@@ -7,7 +7,9 @@
  *      C; beta 1);
  *   2. a residual Add of a value of the output's shape and dtype (input Z);
  *   3. an activation: Relu, LeakyRelu, Clip with constant bounds, HardSigmoid, HardSwish,
- *      Sigmoid, x * Sigmoid(x) (SiLU, two nodes), Gelu (erf or tanh).
+ *      Sigmoid, x * Sigmoid(x) (SiLU, two nodes), Gelu (erf or tanh);
+ *   4. for a 2-D Conv, a MaxPool without padding, dilation, ceil rounding or Indices (the
+ *      pooled output is written while the conv's rows are in cache; not after SiLU).
  * Every intermediate value must have no other reader and not be a graph output: otherwise the
  * chain stops before it. A head with nothing to absorb stays as it is. The fused node keeps the
  * head's name; its attribute fused_ops ("Conv+Add+HardSwish") names what it was made of, and the
@@ -32,6 +34,8 @@ typedef struct fuse_chain {
     const char *act;           /* "" when none */
     float alpha, beta;
     char ops[96];              /* fused_ops */
+    int pool;                  /* a MaxPool at the end (Conv only) */
+    int64_t pool_k[2], pool_s[2];
 } fuse_chain;
 
 typedef struct fuse_state {
@@ -161,6 +165,62 @@ static int activation_of(const loom_graph *g, const int32_t *reader, const graph
     (void)reader;
 }
 
+/* Whether ints attribute NAME of N is absent or all VALUE. */
+static int ints_all(const graph_node *n, const char *name, int64_t value)
+{
+    const loom_attr *a = loom_attr_list_get(&n->attrs, name);
+    if (!a)
+        return 1;
+    if (a->kind != LOOM_ATTR_INTS)
+        return 0;
+    for (size_t i = 0; i < a->count; i++)
+        if (a->ints[i] != value)
+            return 0;
+    return 1;
+}
+
+/* 4. A MaxPool of a 2-D Conv chain's last output (node LAST): absorbed when it is the value's
+ * only reader, has no Indices output, no padding, dilation or ceil rounding (FusedConv's pool
+ * attributes, graph/ops_fused.c). Not after SiLU (two nodes read its input). */
+static int pool_of(const loom_graph *g, const int32_t *reader, const int32_t *role,
+                   const graph_node *head, fuse_chain *c, uint32_t last)
+{
+    if (!op_is(head, LOOM_OP_CONV) || strcmp(c->act, "SiLU") == 0)
+        return 0;
+    const loom_value cur = g->nodes[last].outputs[0];
+    if (g->values[cur].desc.rank != 4)
+        return 0;
+    const int32_t r = passes_only_reader(g, reader, cur);
+    if (r < 0 || role[r] >= 0)
+        return 0;
+    const graph_node *n = &g->nodes[r];
+    if (!op_is(n, LOOM_OP_MAX_POOL) || n->n_inputs != 1 || n->n_outputs != 1 ||
+        g->values[n->outputs[0]].desc.dtype != LOOM_DTYPE_F32)
+        return 0;
+    const loom_attr *k = loom_attr_list_get(&n->attrs, "kernel_shape");
+    const loom_attr *s = loom_attr_list_get(&n->attrs, "strides");
+    const loom_attr *ap = loom_attr_list_get(&n->attrs, "auto_pad");
+    if (!k || k->kind != LOOM_ATTR_INTS || k->count != 2 ||
+        (s && (s->kind != LOOM_ATTR_INTS || s->count != 2)) || !ints_all(n, "pads", 0) ||
+        !ints_all(n, "dilations", 1) ||
+        (ap && (ap->kind != LOOM_ATTR_STRING || !ap->s ||
+                (strcmp(ap->s, "NOTSET") != 0 && strcmp(ap->s, "VALID") != 0))))
+        return 0;
+    const loom_attr *cm = loom_attr_list_get(&n->attrs, "ceil_mode");
+    if (cm && (cm->kind != LOOM_ATTR_INT || cm->i != 0))
+        return 0;
+    for (int i = 0; i < 2; i++) {
+        c->pool_k[i] = k->ints[i];
+        c->pool_s[i] = s ? s->ints[i] : 1;
+        if (c->pool_k[i] < 1 || c->pool_s[i] < 1)
+            return 0;
+    }
+    c->pool = 1;
+    snprintf(c->ops + strlen(c->ops), sizeof c->ops - strlen(c->ops), "+MaxPool");
+    c->last = (uint32_t)r;
+    return 1;
+}
+
 /* The chain that starts at node H, if it absorbs anything. */
 static int plan_chain(const loom_graph *g, const int32_t *reader, const int32_t *role,
                       uint32_t h, fuse_chain *c)
@@ -238,6 +298,8 @@ static int plan_chain(const loom_graph *g, const int32_t *reader, const int32_t 
         if (step == 3)
             break;
     }
+    if (pool_of(g, reader, role, head, c, c->last))
+        absorbed++;
     return absorbed > 0;
 }
 
@@ -273,7 +335,7 @@ static int rewrite(void *user, graph_rebuild_ctx *rc, const graph_node *nd, loom
     if (c->z != LOOM_NO_VALUE)
         ins[3] = graph_rebuild_map(rc, c->z);
     uint32_t n_in = c->z != LOOM_NO_VALUE ? 4 : ins[2] != LOOM_NO_VALUE ? 3 : 2;
-    loom_attr *attrs = malloc((head->attrs.count + 4) * sizeof *attrs);
+    loom_attr *attrs = malloc((head->attrs.count + 7) * sizeof *attrs);
     if (!attrs) {
         loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory fusing node '%s'", head->name);
         return -1;
@@ -285,6 +347,11 @@ static int rewrite(void *user, graph_rebuild_ctx *rc, const graph_node *nd, loom
     attrs[na++] = loom_attr_float("activation_alpha", c->alpha);
     attrs[na++] = loom_attr_float("activation_beta", c->beta);
     attrs[na++] = loom_attr_string("fused_ops", c->ops);
+    if (c->pool) {
+        attrs[na++] = loom_attr_string("pool", "MaxPool");
+        attrs[na++] = loom_attr_ints("pool_kernel", 2, c->pool_k);
+        attrs[na++] = loom_attr_ints("pool_strides", 2, c->pool_s);
+    }
     const char *op = op_is(head, LOOM_OP_CONV)     ? "FusedConv"
                      : op_is(head, LOOM_OP_MATMUL) ? "FusedMatMul"
                                                    : "FusedGemm";
@@ -368,7 +435,8 @@ loom_status pass_fuse_epilogue(const loom_graph *in, loom_graph **out, pass_ctx 
     if (st != LOOM_OK)
         return st;
     snprintf(summary, summary_len,
-             "%zu nodes absorbed into %zu Conv, %zu MatMul, %zu Gemm (bias, residual, activation)",
+             "%zu nodes absorbed into %zu Conv, %zu MatMul, %zu Gemm (bias, residual, activation, "
+             "pooling)",
              fs.absorbed, counts[0], counts[1], counts[2]);
     *out = g;
     return LOOM_OK;

@@ -313,6 +313,70 @@ static void test_a_gemm_relu_claim_runs_right(void)
     loom_runtime_destroy(rt);
 }
 
+/* Conv + Relu + MaxPool when another device claims subgraphs: the CPU's own claim takes the
+ * pooling too (backends/common/chain_match.c), one node, the same numbers as naive loops. */
+static void test_a_conv_relu_pool_chain_is_one_cpu_claim(void)
+{
+    loom_runtime *rt = start(NULL);
+    CU_ASSERT_FATAL(rt != NULL);
+    enum { N = 2, C = 3, H = 12, W = 14, M = 16, PH = H / 2, PW = W / 2 };
+    static float w[M * C * 9], b[M], xv[N * C * H * W], want[N * M * PH * PW];
+    fill(w, M * C * 9, 5);
+    fill(b, M, 6);
+    fill(xv, N * C * H * W, 7);
+    loom_graph *g = loom_graph_create("conv_pool");
+    int64_t dx[4] = {N, C, H, W}, dw[4] = {M, C, 3, 3}, db[1] = {M};
+    loom_value x = loom_input(g, "x", LOOM_DTYPE_F32, 4, dx);
+    loom_window_params cp = {0}, pp = {0};
+    cp.n_spatial = pp.n_spatial = 2;
+    cp.pads[0] = cp.pads[1] = cp.pads[2] = cp.pads[3] = 1;
+    pp.kernel_shape[0] = pp.kernel_shape[1] = pp.strides[0] = pp.strides[1] = 2;
+    loom_value y = loom_conv(g, x, loom_constant(g, "w", LOOM_DTYPE_F32, 4, dw, w),
+                             loom_constant(g, "b", LOOM_DTYPE_F32, 1, db, b), &cp);
+    loom_output(g, loom_max_pool(g, loom_relu(g, y), &pp), "y");
+    CU_ASSERT_FATAL(loom_graph_check(g) == LOOM_OK);
+    loom_plan *plan = make_plan(rt, g);
+    CU_ASSERT_FATAL(plan != NULL);
+    CU_ASSERT_EQUAL(count_on(plan, "Conv+Relu+MaxPool", "cpu:0"), 1);
+    CU_ASSERT_EQUAL(loom_plan_node_count(plan), 1);
+    loom_tensor *tx, *ty;
+    CU_ASSERT_FATAL(loom_tensor_create(LOOM_DTYPE_F32, 4, dx, &tx) == LOOM_OK);
+    memcpy(loom_tensor_data(tx), xv, sizeof xv);
+    CU_ASSERT_FATAL(loom_plan_make_outputs(plan, &ty, 1) == LOOM_OK);
+    CU_ASSERT_EQUAL(loom_plan_run(plan, (const loom_tensor *const *)&tx, 1, &ty, 1, NULL),
+                    LOOM_OK);
+    for (int n = 0; n < N; n++)
+        for (int m = 0; m < M; m++)
+            for (int i = 0; i < PH; i++)
+                for (int j = 0; j < PW; j++) {
+                    double best = -INFINITY;
+                    for (int a = 0; a < 4; a++) {
+                        const int oh = 2 * i + a / 2, ow = 2 * j + a % 2;
+                        double acc = b[m];
+                        for (int c = 0; c < C; c++)
+                            for (int ki = 0; ki < 3; ki++)
+                                for (int kj = 0; kj < 3; kj++) {
+                                    const int ih = oh - 1 + ki, iw = ow - 1 + kj;
+                                    if (ih >= 0 && ih < H && iw >= 0 && iw < W)
+                                        acc += (double)xv[((n * C + c) * H + ih) * W + iw] *
+                                               w[((m * C + c) * 3 + ki) * 3 + kj];
+                                }
+                        best = fmax(best, acc > 0 ? acc : 0);
+                    }
+                    want[((n * M + m) * PH + i) * PW + j] = (float)best;
+                }
+    const float *got = loom_tensor_data(ty);
+    double worst = 0;
+    for (int i = 0; i < N * M * PH * PW; i++)
+        worst = fmax(worst, fabs(got[i] - want[i]) / (1 + fabs(want[i])));
+    CU_ASSERT(worst < 1e-5);
+    loom_tensor_destroy(tx);
+    loom_tensor_destroy(ty);
+    loom_plan_destroy(plan);
+    loom_graph_destroy(g);
+    loom_runtime_destroy(rt);
+}
+
 static void test_a_claim_predicted_slower_than_its_nodes_is_split(void)
 {
     const char *env[] = {"LOOM_TEST_DEVMEM_CLAIM_S=10", NULL}; /* 10 s per unit */
@@ -745,6 +809,8 @@ int main(int argc, char **argv)
     CU_add_test(s, "a kept claim is one node with right numbers and fewer copies",
                 test_a_kept_claim_is_one_node_with_right_numbers_and_fewer_copies);
     CU_add_test(s, "a Gemm+Relu claim runs right", test_a_gemm_relu_claim_runs_right);
+    CU_add_test(s, "a Conv+Relu+MaxPool chain is one CPU claim",
+                test_a_conv_relu_pool_chain_is_one_cpu_claim);
     CU_add_test(s, "a claim predicted slower than its nodes is split",
                 test_a_claim_predicted_slower_than_its_nodes_is_split);
     CU_add_test(s, "broken claims are dropped with a message and the plan runs right",

@@ -77,17 +77,22 @@ static double act_ref(const char *act, double x, double alpha, double beta)
     return NAN;
 }
 
-/* One conv as a graph (FusedConv when ACT is not NULL, with a residual when RESIDUAL), run on
- * cpu:0 and compared with naive loops in double. */
-static void check(const conv_case *cc, const char *act, int residual)
+/* One conv as a graph (FusedConv when ACT is not NULL, with a residual when RESIDUAL, max-pooled
+ * when POOL, {kh, kw, sh, sw}, is not NULL), run on cpu:0 and compared with naive loops in
+ * double. */
+static void check_pool(const conv_case *cc, const char *act, int residual, const int64_t *pool)
 {
     const int64_t oh = (cc->h + cc->pt + cc->pb - cc->dh * (cc->kh - 1) - 1) / cc->sh + 1;
     const int64_t ow = (cc->w + cc->pl + cc->pr - cc->dw * (cc->kw - 1) - 1) / cc->sw + 1;
     const int64_t cg = cc->c / cc->group, mg = cc->m / cc->group;
     const size_t nx = (size_t)(cc->n * cc->c * cc->h * cc->w), nw = (size_t)(cc->m * cg * cc->kh * cc->kw);
     const size_t ny = (size_t)(cc->n * cc->m * oh * ow);
+    const int64_t ph = pool ? (oh - pool[0]) / pool[2] + 1 : oh;
+    const int64_t pw = pool ? (ow - pool[1]) / pool[3] + 1 : ow;
+    const size_t npy = (size_t)(cc->n * cc->m * ph * pw);
     float *x = malloc(nx * sizeof *x), *w = malloc(nw * sizeof *w), *b = malloc((size_t)cc->m * 4);
-    float *z = malloc(ny * sizeof *z), *y = malloc(ny * sizeof *y);
+    float *z = malloc(ny * sizeof *z), *y = malloc(npy * sizeof *y);
+    double *ref = malloc(ny * sizeof *ref), *refmag = malloc(ny * sizeof *refmag);
     for (size_t i = 0; i < nx; i++)
         x[i] = frand();
     for (size_t i = 0; i < nw; i++)
@@ -111,7 +116,7 @@ static void check(const conv_case *cc, const char *act, int residual)
         memcpy(xd, a, sizeof a);
         memcpy(wd, bw, sizeof bw);
     }
-    int64_t yd[4] = {cc->n, cc->m, cc->one_d ? ow : oh, ow};
+    int64_t yd[4] = {cc->n, cc->m, cc->one_d ? ow : oh, ow}, pyd[4] = {cc->n, cc->m, ph, pw};
     loom_value ins[4] = {loom_input(g, "x", LOOM_DTYPE_F32, rank, xd),
                          loom_constant(g, "w", LOOM_DTYPE_F32, rank, wd, w),
                          cc->bias ? loom_constant(g, "b", LOOM_DTYPE_F32, 1, bd, b) : LOOM_NO_VALUE,
@@ -119,7 +124,7 @@ static void check(const conv_case *cc, const char *act, int residual)
     int64_t strides[2] = {cc->sh, cc->sw}, dil[2] = {cc->dh, cc->dw};
     int64_t pads[4] = {cc->pt, cc->pl, cc->pb, cc->pr};
     int64_t s1[1] = {cc->sw}, d1[1] = {cc->dw}, p1[2] = {cc->pl, cc->pr};
-    loom_attr attrs[7];
+    loom_attr attrs[10];
     size_t na = 0;
     attrs[na++] = cc->one_d ? loom_attr_ints("strides", 1, s1) : loom_attr_ints("strides", 2, strides);
     attrs[na++] = cc->one_d ? loom_attr_ints("dilations", 1, d1) : loom_attr_ints("dilations", 2, dil);
@@ -129,6 +134,11 @@ static void check(const conv_case *cc, const char *act, int residual)
         attrs[na++] = loom_attr_string("activation", act);
         attrs[na++] = loom_attr_float("activation_alpha", alpha);
         attrs[na++] = loom_attr_float("activation_beta", beta);
+    }
+    if (pool) {
+        attrs[na++] = loom_attr_string("pool", "MaxPool");
+        attrs[na++] = loom_attr_ints("pool_kernel", 2, pool);
+        attrs[na++] = loom_attr_ints("pool_strides", 2, pool + 2);
     }
     loom_value out;
     CU_ASSERT_EQUAL_FATAL(loom_graph_op(g, act ? "FusedConv" : "Conv", "conv", ins,
@@ -143,7 +153,7 @@ static void check(const conv_case *cc, const char *act, int residual)
     loom_tensor_wrap(LOOM_DTYPE_F32, rank, xd, x, &tin[0]);
     if (residual)
         loom_tensor_wrap(LOOM_DTYPE_F32, rank, yd, z, &tin[1]);
-    loom_tensor_wrap(LOOM_DTYPE_F32, rank, yd, y, &tout);
+    loom_tensor_wrap(LOOM_DTYPE_F32, rank, pool ? pyd : yd, y, &tout);
     CU_ASSERT_EQUAL(loom_plan_run(p, (const loom_tensor *const *)tin, residual ? 2 : 1, &tout, 1,
                                   NULL), LOOM_OK);
     int bad = 0;
@@ -168,21 +178,38 @@ static void check(const conv_case *cc, const char *act, int residual)
                     size_t at = (size_t)(((n * cc->m + oc) * oh + i) * ow + j);
                     if (residual)
                         acc += z[at];
-                    double want = act_ref(act, acc, alpha, beta);
-                    if (!(fabs(y[at] - want) <= 1e-5 * (1.0 + mag) + 1e-6 * fabs(want))) {
-                        if (bad < 4)
-                            printf("\n  %s%s n%lld c%lld %lldx%lld k%lldx%lld s%lld,%lld d%lld,%lld "
-                                   "g%lld: y[%lld,%lld,%lld,%lld] = %.7g, want %.7g",
-                                   act ? act : "Conv", residual ? "+Z" : "", (long long)cc->n,
-                                   (long long)cc->c, (long long)cc->h, (long long)cc->w,
-                                   (long long)cc->kh, (long long)cc->kw, (long long)cc->sh,
-                                   (long long)cc->sw, (long long)cc->dh, (long long)cc->dw,
-                                   (long long)cc->group, (long long)n, (long long)oc, (long long)i,
-                                   (long long)j, y[at], want);
-                        bad++;
-                    }
+                    ref[at] = act_ref(act, acc, alpha, beta);
+                    refmag[at] = mag;
                 }
         }
+    /* The pooled reference: the window's largest conv output, with the tolerance of the
+     * largest magnitude in the window. */
+    for (int64_t q = 0; q < cc->n * cc->m; q++)
+        for (int64_t i = 0; i < ph; i++)
+            for (int64_t j = 0; j < pw; j++) {
+                double want = -INFINITY, mag = 0.0;
+                for (int64_t a = 0; a < (pool ? pool[0] : 1); a++)
+                    for (int64_t e = 0; e < (pool ? pool[1] : 1); e++) {
+                        const int64_t r = (pool ? i * pool[2] : i) + a;
+                        const int64_t col = (pool ? j * pool[3] : j) + e;
+                        const size_t at = (size_t)((q * oh + r) * ow + col);
+                        want = ref[at] > want ? ref[at] : want;
+                        mag = refmag[at] > mag ? refmag[at] : mag;
+                    }
+                const size_t at = (size_t)((q * ph + i) * pw + j);
+                if (!(fabs(y[at] - want) <= 1e-5 * (1.0 + mag) + 1e-6 * fabs(want))) {
+                    if (bad < 4)
+                        printf("\n  %s%s%s n%lld c%lld %lldx%lld k%lldx%lld s%lld,%lld d%lld,%lld "
+                               "g%lld: y[%lld,%lld,%lld,%lld] = %.7g, want %.7g",
+                               act ? act : "Conv", residual ? "+Z" : "", pool ? "+MaxPool" : "",
+                               (long long)cc->n, (long long)cc->c, (long long)cc->h,
+                               (long long)cc->w, (long long)cc->kh, (long long)cc->kw,
+                               (long long)cc->sh, (long long)cc->sw, (long long)cc->dh,
+                               (long long)cc->dw, (long long)cc->group, (long long)(q / cc->m),
+                               (long long)(q % cc->m), (long long)i, (long long)j, y[at], want);
+                    bad++;
+                }
+            }
     CU_ASSERT_EQUAL(bad, 0);
     loom_tensor_destroy(tin[0]);
     if (residual)
@@ -195,6 +222,13 @@ static void check(const conv_case *cc, const char *act, int residual)
     free(b);
     free(z);
     free(y);
+    free(ref);
+    free(refmag);
+}
+
+static void check(const conv_case *cc, const char *act, int residual)
+{
+    check_pool(cc, act, residual, NULL);
 }
 
 static const char *const k_acts[] = {"Relu", "LeakyRelu", "Clip", "HardSigmoid", "HardSwish",
@@ -318,6 +352,36 @@ static void test_grouped_and_im2col_match_naive(void)
     };
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
         check_all(&cs[i]);
+}
+
+/* FusedConv with a max pooling (graph/ops_fused.c): the stem and padded direct kernels pool
+ * each band they compute (windows = strides, no residual), every other case computes the conv
+ * into scratch and pools it after; odd planes whose last row or column no window reads. */
+static void test_pooled_match_naive(void)
+{
+    static const int64_t p22[4] = {2, 2, 2, 2}, p33[4] = {3, 3, 3, 3}, p32[4] = {3, 3, 2, 2},
+                         p21[4] = {2, 3, 1, 2};
+    conv_case cs[] = {
+        CASE(8, 3, 32, 32, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1),     /* the CNN's stem */
+        CASE(8, 16, 16, 16, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1),    /* its 16 -> 32 conv */
+        CASE(2, 3, 17, 70, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1),      /* stem, 17 rows, M 7 */
+        CASE(1, 5, 15, 23, 20, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0),     /* direct, odd plane */
+        CASE(2, 32, 8, 8, 40, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1),      /* 4x4: strips of 8 */
+        CASE(1, 48, 5, 100, 20, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1),    /* direct row mode */
+        CASE(1, 8, 10, 10, 8, 3, 3, 1, 1, 1, 1, 4, 1, 1, 1, 1, 1),      /* grouped: direct loops */
+        CASE(1, 16, 40, 40, 200, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1),   /* im2col + GEMM */
+        CASE(1, 24, 7, 9, 40, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1),      /* pointwise */
+        CASE(1, 8, 13, 17, 8, 3, 3, 1, 1, 1, 1, 8, 1, 1, 1, 1, 1),      /* depthwise */
+    };
+    const int64_t *const pools[] = {p22, p33, p32, p21};
+    const char *const acts[] = {NULL, "Relu", "HardSwish", "Gelu", ""};
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
+        for (size_t k = 0; k < sizeof pools / sizeof pools[0]; k++) {
+            const char *act = acts[(i + k) % (sizeof acts / sizeof acts[0])];
+            check_pool(&cs[i], act ? act : "", 0, pools[k]);
+            if (act && !*act) /* a residual, which only the scratch path takes */
+                check_pool(&cs[i], "Relu", 1, pools[k]);
+        }
 }
 
 /* ---- 3-D ----------------------------------------------------------------------------------- */
@@ -464,6 +528,7 @@ int main(int argc, char **argv)
         {"pointwise_matches_naive", test_pointwise_matches_naive},
         {"grouped_and_im2col_match_naive", test_grouped_and_im2col_match_naive},
         {"conv3d_matches_naive", test_conv3d_matches_naive},
+        {"pooled_match_naive", test_pooled_match_naive},
         {NULL, NULL},
     };
     static const test_suite suites[] = {

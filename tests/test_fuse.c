@@ -247,6 +247,102 @@ static void test_second_reader_or_output_stops_the_chain(void)
     free(xv);
 }
 
+/* conv (x [1, 8, 10, 10], 3x3 pad 1) -> ACT (or nothing) -> MaxPool with ATTRS: the plan's ops
+ * are WANT, and fused and unfused runs agree. */
+static void run_pool_case(const char *what, const char *act, const loom_attr *attrs,
+                          size_t n_attrs, int indices, const char *want)
+{
+    loom_graph *g = loom_graph_create(what);
+    loom_value x;
+    loom_value y = conv_graph(g, 1, &x);
+    if (act)
+        y = op1(g, act, "act", y, NULL, 0);
+    loom_value outs[2];
+    CU_ASSERT_EQUAL_FATAL(loom_graph_op(g, "MaxPool", "pool", &y, 1, attrs, n_attrs, outs,
+                                        indices ? 2 : 1), LOOM_OK);
+    loom_output(g, outs[0], "y"); /* the Indices output, when there is one, is not read */
+    loom_dtype dt;
+    uint32_t rank = 0;
+    int64_t yd[LOOM_MAX_RANK];
+    CU_ASSERT_EQUAL_FATAL(loom_value_info(g, outs[0], &dt, &rank, yd), LOOM_OK);
+    CU_ASSERT_FATAL(rank == 4);
+    float *xv = rand_array(800);
+    int64_t xd[4] = {1, 8, 10, 10};
+    char ops[256];
+    fused_vs_unfused(g, &xv, 1, 4, xd, yd, 4, (size_t)(yd[0] * yd[1] * yd[2] * yd[3]), ops,
+                     sizeof ops);
+    if (strcmp(ops, want) != 0)
+        printf("\n  %s: plan ops '%s', want '%s'", what, ops, want);
+    CU_ASSERT_STRING_EQUAL(ops, want);
+    free(xv);
+    loom_graph_destroy(g);
+}
+
+static void test_maxpool_fuses_after_conv(void)
+{
+    int64_t k2[2] = {2, 2}, k3[2] = {3, 3}, s2[2] = {2, 2}, pads[4] = {1, 1, 1, 1};
+    loom_attr a22[2] = {loom_attr_ints("kernel_shape", 2, k2), loom_attr_ints("strides", 2, s2)};
+    loom_attr a3[1] = {loom_attr_ints("kernel_shape", 2, k3)};
+    loom_attr a3s2p[3] = {loom_attr_ints("kernel_shape", 2, k3), loom_attr_ints("strides", 2, s2),
+                          loom_attr_ints("pads", 4, pads)};
+    loom_attr ceil[3] = {loom_attr_ints("kernel_shape", 2, k3), loom_attr_ints("strides", 2, s2),
+                         loom_attr_int("ceil_mode", 1)};
+    run_pool_case("relu_pool", "Relu", a22, 2, 0, "Conv+Relu+MaxPool");
+    run_pool_case("pool", NULL, a22, 2, 0, "Conv+MaxPool");
+    run_pool_case("gelu_pool3", "Gelu", a3, 1, 0, "Conv+Gelu+MaxPool");
+    /* Padding, ceil rounding and the Indices output are not FusedConv's: the pool stays. */
+    run_pool_case("padded", "Relu", a3s2p, 3, 0, "Conv+Relu MaxPool");
+    run_pool_case("ceil", "Relu", ceil, 3, 0, "Conv+Relu MaxPool");
+    run_pool_case("indices", "Relu", a22, 2, 1, "Conv+Relu MaxPool");
+}
+
+/* FusedConv's pool attributes from the C API: the pooled shape is inferred; a malformed pool
+ * attribute or a conv output smaller than the window is refused at the node, naming it. */
+static void test_fused_conv_pool_attributes_are_checked(void)
+{
+    static const struct {
+        const char *pool;
+        int64_t k[2], s[2];
+        int64_t want_h, want_w; /* 0: refused */
+        const char *says;
+    } cs[] = {
+        {"MaxPool", {2, 2}, {2, 2}, 5, 5, NULL},
+        {"MaxPool", {3, 3}, {2, 2}, 4, 4, NULL},
+        {"MaxPool", {0, 2}, {2, 2}, 0, 0, "pool_kernel"},
+        {"MaxPool", {2, 2}, {-1, 2}, 0, 0, "pool_strides"},
+        {"AveragePool", {2, 2}, {2, 2}, 0, 0, "'pool'"},
+        {"MaxPool", {11, 2}, {1, 1}, 0, 0, "at least the pool kernel"},
+    };
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+        loom_graph *g = loom_graph_create("fused_pool");
+        int64_t xd[4] = {1, 8, 10, 10}, wd[4] = {4, 8, 3, 3}, pads[4] = {1, 1, 1, 1};
+        float *w = rand_array(4 * 8 * 9);
+        loom_value ins[2] = {loom_input(g, "x", LOOM_DTYPE_F32, 4, xd),
+                             loom_constant(g, "w", LOOM_DTYPE_F32, 4, wd, w)};
+        loom_attr a[5] = {loom_attr_ints("pads", 4, pads), loom_attr_string("activation", "Relu"),
+                          loom_attr_string("pool", cs[i].pool),
+                          loom_attr_ints("pool_kernel", 2, cs[i].k),
+                          loom_attr_ints("pool_strides", 2, cs[i].s)};
+        loom_value y = LOOM_NO_VALUE;
+        loom_status st = loom_graph_op(g, "FusedConv", "conv", ins, 2, a, 5, &y, 1);
+        if (cs[i].want_h) {
+            CU_ASSERT_EQUAL(st, LOOM_OK);
+            int64_t yd[LOOM_MAX_RANK];
+            uint32_t rank = 0;
+            loom_dtype dt;
+            CU_ASSERT_EQUAL(loom_value_info(g, y, &dt, &rank, yd), LOOM_OK);
+            CU_ASSERT(rank == 4 && yd[2] == cs[i].want_h && yd[3] == cs[i].want_w);
+        } else {
+            CU_ASSERT_EQUAL(st, LOOM_ERR_INVALID_ARGUMENT);
+            if (!strstr(loom_last_error(), cs[i].says))
+                printf("\n  case %zu: '%s' does not say '%s'", i, loom_last_error(), cs[i].says);
+            CU_ASSERT_PTR_NOT_NULL(strstr(loom_last_error(), cs[i].says));
+        }
+        free(w);
+        loom_graph_destroy(g);
+    }
+}
+
 static void test_matmul_and_gemm_fuse(void)
 {
     /* MatMul [2, 5, 16] x [16, 24] + bias [24] + GELU; a residual of the output's shape. */
@@ -335,6 +431,8 @@ int main(int argc, char **argv)
         {"conv_chains_fuse_into_one_node", test_conv_chains_fuse_into_one_node},
         {"second_reader_or_output_stops_the_chain", test_second_reader_or_output_stops_the_chain},
         {"matmul_and_gemm_fuse", test_matmul_and_gemm_fuse},
+        {"maxpool_fuses_after_conv", test_maxpool_fuses_after_conv},
+        {"fused_conv_pool_attributes_are_checked", test_fused_conv_pool_attributes_are_checked},
         {"pass_is_recorded_and_off_without_the_cpu_option",
          test_pass_is_recorded_and_off_without_the_cpu_option},
         {NULL, NULL},

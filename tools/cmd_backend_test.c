@@ -596,6 +596,20 @@ static loom_value c_stem_hswish(loom_graph *g, const loom_value *x)
     return c_hard_swish(g, loom_conv(g, x[0], x[1], x[2], &p));
 }
 
+/* A 3x3 conv, Relu and a 2x2/2 MaxPool (the CNN fixture's blocks; one kernel on the CPU,
+ * which pools each band of rows it computes). */
+static loom_value c_conv_relu_pool(loom_graph *g, const loom_value *x)
+{
+    loom_window_params p = {0};
+    p.n_spatial = 2;
+    p.pads[0] = p.pads[1] = p.pads[2] = p.pads[3] = 1;
+    loom_window_params q = {0};
+    q.n_spatial = 2;
+    q.kernel_shape[0] = q.kernel_shape[1] = 2;
+    q.strides[0] = q.strides[1] = 2;
+    return loom_max_pool(g, loom_relu(g, loom_conv(g, x[0], x[1], x[2], &p)), &q);
+}
+
 /* Chains offered to claim(): the fusions backends commonly compile (epilogues of a matrix
  * product or convolution, a residual add into a normalisation, attention's scale and mask). */
 static const bt_chain chains[] = {
@@ -621,6 +635,12 @@ static const bt_chain chains[] = {
      c_pw_residual_relu},
     {"Conv(3x3/2)+HardSwish", "[1,3,21,20]*[16,3,3,3]+[16]", 3,
      {IN(F32, 4, 1, 3, 21, 20), W(F32, 4, 16, 3, 3, 3), W(F32, 1, 16, 0, 0, 0)}, c_stem_hswish},
+    {"Conv(3x3)+Relu+MaxPool(2x2/2)", "[2,3,17,24]*[16,3,3,3]+[16]", 3,
+     {IN(F32, 4, 2, 3, 17, 24), W(F32, 4, 16, 3, 3, 3), W(F32, 1, 16, 0, 0, 0)},
+     c_conv_relu_pool},
+    {"Conv(3x3)+Relu+MaxPool(2x2/2)", "[2,16,10,12]*[20,16,3,3]+[20]", 3,
+     {IN(F32, 4, 2, 16, 10, 12), W(F32, 4, 20, 16, 3, 3), W(F32, 1, 20, 0, 0, 0)},
+     c_conv_relu_pool},
 };
 
 static loom_value p_add_chain(loom_graph *g, const loom_value *x)

@@ -253,6 +253,50 @@ static int chain_activation(const chain_view *v, uint32_t node, int32_t x, chain
     }
 }
 
+/* Whether ints attribute NAME of N is absent or all VALUE. */
+static int chain_ints_all(const loom_node_desc *n, const char *name, int64_t value)
+{
+    const loom_attr *a = loom_node_attr(n, name);
+    if (!a)
+        return 1;
+    if (a->kind != LOOM_ATTR_INTS)
+        return 0;
+    for (size_t i = 0; i < a->count; i++)
+        if (a->ints[i] != value)
+            return 0;
+    return 1;
+}
+
+/* fuse_epilogue's pool_of: a MaxPool that is X's only reader, without padding, dilation, ceil
+ * rounding or Indices output, pushed onto C with its kernel and strides. */
+static int chain_max_pool(const chain_view *v, int32_t x, chain_match *c)
+{
+    const int32_t r = chain_only_reader(v, x);
+    if (r < 0 || v->taken[r])
+        return 0;
+    const loom_node_desc *n = chain_node(v, (uint32_t)r);
+    if (n->op != LOOM_OP_MAX_POOL || n->n_inputs != 1 || n->n_outputs != 1 ||
+        n->outputs[0].dtype != F32)
+        return 0;
+    const loom_attr *k = loom_node_attr(n, "kernel_shape"), *s = loom_node_attr(n, "strides");
+    const loom_attr *ap = loom_node_attr(n, "auto_pad");
+    if (!k || k->kind != LOOM_ATTR_INTS || k->count != 2 ||
+        (s && (s->kind != LOOM_ATTR_INTS || s->count != 2)) || !chain_ints_all(n, "pads", 0) ||
+        !chain_ints_all(n, "dilations", 1) || loom_node_attr_int(n, "ceil_mode", 0) != 0 ||
+        (ap && (ap->kind != LOOM_ATTR_STRING || !ap->s ||
+                (strcmp(ap->s, "NOTSET") != 0 && strcmp(ap->s, "VALID") != 0))))
+        return 0;
+    for (int i = 0; i < 2; i++) {
+        c->pool_k[i] = k->ints[i];
+        c->pool_s[i] = s ? s->ints[i] : 1;
+        if (c->pool_k[i] < 1 || c->pool_s[i] < 1)
+            return 0;
+    }
+    c->pool = 1;
+    chain_push(c, v, (uint32_t)r);
+    return 1;
+}
+
 /* Chain 1 from head H (fuse_epilogue's plan_chain). */
 static int chain_match_gemm(const chain_view *v, uint32_t h, chain_match *c)
 {
@@ -335,6 +379,9 @@ static int chain_match_gemm(const chain_view *v, uint32_t h, chain_match *c)
         if (step == 3)
             break;
     }
+    if (head->op == LOOM_OP_CONV && y->rank == 4 && strcmp(c->act, "SiLU") != 0 &&
+        chain_max_pool(v, cur, c))
+        cur = chain_out(v, c->nodes[c->n - 1]);
     c->out = cur;
     return c->n > 1;
 }

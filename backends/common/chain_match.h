@@ -11,7 +11,9 @@
  *     constant (per channel for a Conv without B, a row [N] for MatMul, a row for a Gemm without
  *     C), a residual Add of a value of the output's shape, and an activation (Relu, LeakyRelu,
  *     Clip with constant bounds, HardSigmoid, HardSwish, Sigmoid, x * Sigmoid(x), Gelu). A
- *     residual Add whose only reader is a LayerNormalization is left to chain 2.
+ *     residual Add whose only reader is a LayerNormalization is left to chain 2. After a 2-D
+ *     Conv, then a MaxPool without padding, dilation, ceil rounding or Indices output (not
+ *     after x * Sigmoid(x)): pool set, its kernel and strides in pool_k and pool_s.
  *  2. CHAIN_ADD_LN: Add + LayerNormalization (the other addend of the Add is of the output's
  *     shape or a row of the normalised size).
  *  3. CHAIN_LN_DECOMP: LayerNorm as PyTorch exports it before opset 17: ReduceMean, Sub, Pow 2
@@ -112,6 +114,8 @@ typedef struct chain_match {
     int32_t bias, z;
     const char *act;
     float alpha, beta;
+    int pool;                     /* a MaxPool ends the chain (FusedConv's pool attributes) */
+    int64_t pool_k[2], pool_s[2];
     /* CHAIN_ADD_LN, CHAIN_LN_DECOMP: LayerNorm(X [+ R]) * scale + lbias, eps, the first
      * normalised axis */
     int32_t x, r, scale, lbias;

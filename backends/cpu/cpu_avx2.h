@@ -20,6 +20,8 @@
 #include <immintrin.h>
 #define CPU_HAVE_AVX2_CODE 1
 #define CPU_AVX2 __attribute__((target("avx2,fma")))
+/* 256-bit code that may use AVX-512VL's 32 ymm registers (EVEX encodings). */
+#define CPU_AVX512VL __attribute__((target("avx2,fma,avx512f,avx512vl")))
 #endif
 
 /* Whether this CPU runs AVX2 + FMA code and LOOM_CPU_NO_AVX2 does not turn it off (the tests
@@ -32,6 +34,20 @@ static inline int cpu_avx2_ok(void)
 #ifdef CPU_HAVE_AVX2_CODE
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+
+/* Whether cpu_avx2_ok(), the CPU has AVX-512F and AVX-512VL (CPU_AVX512VL code) and
+ * LOOM_CPU_NO_AVX512 does not turn them off (the tests run the AVX2-only kernels that way). */
+static inline int cpu_avx512vl_ok(void)
+{
+#ifdef CPU_HAVE_AVX2_CODE
+    const char *off = getenv("LOOM_CPU_NO_AVX512");
+    if (off && *off && strcmp(off, "0") != 0)
+        return 0;
+    return cpu_avx2_ok() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
 #else
     return 0;
 #endif

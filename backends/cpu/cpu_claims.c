@@ -45,7 +45,7 @@ static int cc_build_fused(const chain_view *v, const chain_match *c, cc_fused *f
 {
     const loom_node_desc *h = chain_node(v, c->head);
     memset(f, 0, sizeof *f);
-    if (h->n_attrs + 4 > CC_MAX_ATTRS)
+    if (h->n_attrs + 7 > CC_MAX_ATTRS)
         return 0;
     f->node = *h;
     f->node.abi_version = LOOM_ABI_VERSION;
@@ -104,6 +104,13 @@ static int cc_build_fused(const chain_view *v, const chain_match *c, cc_fused *f
                                  .f = c->alpha};
     f->attrs[na++] = (loom_attr){.name = "activation_beta", .kind = LOOM_ATTR_FLOAT, .f = c->beta};
     f->attrs[na++] = (loom_attr){.name = "fused_ops", .kind = LOOM_ATTR_STRING, .s = c->ops};
+    if (c->pool) {
+        f->attrs[na++] = (loom_attr){.name = "pool", .kind = LOOM_ATTR_STRING, .s = "MaxPool"};
+        f->attrs[na++] = (loom_attr){.name = "pool_kernel", .kind = LOOM_ATTR_INTS,
+                                     .ints = c->pool_k, .count = 2};
+        f->attrs[na++] = (loom_attr){.name = "pool_strides", .kind = LOOM_ATTR_INTS,
+                                     .ints = c->pool_s, .count = 2};
+    }
     f->node.n_attrs = na;
     f->node.attrs = f->attrs;
     return 1;

@@ -42,14 +42,25 @@ typedef struct conv_params {
     /* direct conv with output channels in the lanes (kernels_conv_direct_blocked.c) */
     int dcb;
     int64_t dcb_band; /* its padded mode's most output rows per band; 0: row mode */
+    int dcb_oc;       /* its output channels per step: 16, or 32 with AVX-512VL's registers */
+    int dcb_px;       /* its pixels per step in padded mode: 6, or 8 (AVX-512VL, 16 channels) */
     float *dcb_w;     /* its weights and biases packed at prepare (constants), or NULL: packed
                        * into scratch at every run; owned by the params (conv_free) */
     /* direct conv with output pixels in the lanes for few input channels
      * (kernels_conv_stem.c): its most output rows per band, 0 when it does not take the conv */
     int64_t stem_band;
+    int stem_oc;      /* its output channels per strip: 4 where AVX-512VL gives 32 registers, else 3 */
     float *stem_w;    /* its weights and biases packed at prepare (constants), or NULL; owned */
     /* pointwise as a register-tiled GEMM on the input (kernels_conv_pointwise.c) */
     int pw;
+    /* FusedConv's max pooling of the activated output (2-D only; graph/ops_fused.c): kernel
+     * pkh x pkw, strides psh x psw, pooled planes ph x pwo (the output's); oh, ow and p stay the
+     * conv's. pool_fast: the stem or padded direct kernel pools each band it computes, with
+     * non-overlapping windows (kernel = stride) and no residual; else the conv is computed into
+     * scratch at pool_off and pooled after. */
+    int pool, pool_fast, pool_avx2;
+    int64_t pkh, pkw, psh, psw, ph, pwo;
+    size_t pool_off;
 } conv_params;
 
 /* The epilogue (Z and the activation; the bias is already in) of output rows [OH0, OH1) of
@@ -64,6 +75,13 @@ static inline void conv_epilogue_rows(const conv_params *p, float *y, const floa
         cpu_epilogue_apply(&p->ep, y + off, len, 0.0f, NULL, z ? z + off : NULL);
     }
 }
+
+/* Max pooling of ROWS output rows of N outputs each from X (row r reads input rows from r * SH,
+ * LDX floats apart) into Y (rows LDY apart): windows KH x KW at column stride SW, all inside X
+ * (no padding). The same maxima, NaN rule and order as MaxPool's kernel (kernels_pooling.c).
+ * AVX2: whether its AVX2 rows may run (cpu_avx2_ok(), asked once at prepare). */
+void cpu_max_pool_rows(float *y, int64_t ldy, const float *x, int64_t ldx, int64_t rows, int64_t n,
+                       int kh, int kw, int sh, int sw, int avx2);
 
 /* Whether the depthwise kernel takes P (set by kernels_conv.c's prepare once the shape is
  * known): one input channel per group and at most CONV_DW_MAX_KW taps along W. Fills P's
@@ -98,6 +116,11 @@ void cpu_conv_dwb_run(const conv_params *p, const float *x, const float *w, cons
  * not taken). */
 int cpu_conv_stem_prepare(conv_params *p);
 
+/* Whether cpu_conv_stem_run pools P's output band by band (P->pool set, after
+ * cpu_conv_stem_prepare accepted P): windows that do not overlap (kernel = stride), no
+ * residual, and a band of whole windows within the buffers. */
+int cpu_conv_stem_pool_ok(const conv_params *p);
+
 /* Packs constant weights W [m][c][kh][kw] and BIAS (may be NULL) once for cpu_conv_stem_run
  * into P->stem_w (malloc'ed, owned by P). Returns 0 when out of memory (P unchanged: run packs
  * into scratch then). Only after cpu_conv_stem_prepare accepted P. */
@@ -107,7 +130,7 @@ int cpu_conv_stem_pack(conv_params *p, const float *w, const float *bias);
 size_t cpu_conv_stem_scratch(const conv_params *p);
 
 /* Runs the conv of P directly, 3 output channels by up to 32 pixels of a row per step: Y =
- * act(conv(X, W) + bias + Z) (BIAS and Z may be NULL), split over the pool by (image, band of
+ * act(conv(X, W) + bias + Z) (BIAS and Z may be NULL), max-pooled when P->pool_fast, split over the pool by (image, band of
  * output rows). SCRATCH holds cpu_conv_stem_scratch(P) bytes. Only after cpu_conv_stem_prepare
  * accepted P. */
 void cpu_conv_stem_run(const conv_params *p, const float *x, const float *w, const float *bias,
@@ -119,6 +142,11 @@ void cpu_conv_stem_run(const conv_params *p, const float *x, const float *w, con
  * unset). Sets P->dcb. */
 int cpu_conv_dcb_prepare(conv_params *p);
 
+/* Whether cpu_conv_dcb_run pools P's output band by band (P->pool set, after
+ * cpu_conv_dcb_prepare chose padded mode): windows that do not overlap (kernel = stride), no
+ * residual, and a band of whole windows within the buffers. */
+int cpu_conv_dcb_pool_ok(const conv_params *p);
+
 /* Packs constant weights W [m][c][kh][kw] and BIAS (may be NULL) once for cpu_conv_dcb_run into
  * P->dcb_w (malloc'ed, owned by P). Returns 0 when out of memory (P unchanged: run packs into
  * scratch then). Only after cpu_conv_dcb_prepare accepted P. */
@@ -129,7 +157,7 @@ int cpu_conv_dcb_pack(conv_params *p, const float *w, const float *bias);
 size_t cpu_conv_dcb_scratch(const conv_params *p);
 
 /* Runs the conv of P directly, 16 output channels by 6 pixels per step: Y = act(conv(X, W) +
- * bias + Z) (BIAS and Z may be NULL), split over the pool by (image, 16 output channels, band of
+ * bias + Z) (BIAS and Z may be NULL), max-pooled when P->pool_fast, split over the pool by (image, 16 output channels, band of
  * output rows). SCRATCH holds cpu_conv_dcb_scratch(P) bytes. Only after cpu_conv_dcb_prepare
  * accepted P. */
 void cpu_conv_dcb_run(const conv_params *p, const float *x, const float *w, const float *bias,

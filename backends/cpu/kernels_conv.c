@@ -25,6 +25,7 @@
  * ConvTranspose: per (image, group) one GEMM col = W_g^T X_g (single-threaded cblas), then col2im
  * into Y; the canonical attributes are graph/ops_conv_pool.c's.
  */
+#include "cpu_avx2.h"
 #include "cpu_conv.h"
 #include "cpu_gemm.h"
 #include "cpu_kernels.h"
@@ -89,6 +90,26 @@ static inline void add_row(float *restrict d, float b, int64_t n)
 /* ---- Conv -------------------------------------------------------------------------------------- */
 
 
+/* FusedConv's pooling (graph/ops_fused.c: pool, pool_kernel, pool_strides) into P's pool
+ * fields when P is not NULL; whether the node has one. */
+static int conv_pool_attrs(const loom_node_desc *node, conv_params *p)
+{
+    const loom_attr *a = loom_node_attr(node, "pool");
+    if (node->op != LOOM_OP_FUSED_CONV || !a || a->kind != LOOM_ATTR_STRING || !a->s || !a->s[0])
+        return 0;
+    if (p) {
+        int64_t k[2] = {1, 1}, st[2] = {1, 1};
+        cpu_get_ints(node, "pool_kernel", 2, k);
+        cpu_get_ints(node, "pool_strides", 2, st);
+        p->pool = 1;
+        p->pkh = k[0];
+        p->pkw = k[1];
+        p->psh = st[0];
+        p->psw = st[1];
+    }
+    return 1;
+}
+
 static int conv_supports(const loom_node_desc *node, char *reason, size_t len)
 {
     const int fused = node->op == LOOM_OP_FUSED_CONV;
@@ -113,6 +134,10 @@ static int conv_supports(const loom_node_desc *node, char *reason, size_t len)
     }
     if (node->inputs[1].rank != rank || node->outputs[0].rank != rank) {
         cpu_reason(reason, len, "Conv: weight and output must have the input's rank");
+        return 0;
+    }
+    if (fused && conv_pool_attrs(node, NULL) && rank != 4) {
+        cpu_reason(reason, len, "FusedConv: pooling only after a 2-D conv (input rank %u)", rank);
         return 0;
     }
     if (!cpu_window_attrs_ok(node, rank - 2, reason, len))
@@ -341,6 +366,15 @@ static void conv_direct_task(void *arg, size_t q0, size_t q1)
     }
 }
 
+typedef struct conv_pool_ctx {
+    const conv_params *p;
+    const float *src;
+    float *y;
+} conv_pool_ctx;
+
+static void conv_pool_task(void *arg, size_t q0, size_t q1);
+static void conv_compute(conv_ctx *xp, cpu_pool *pool);
+
 static loom_status conv_run(const cpu_kernel *k, const loom_exec_args *args, cpu_pool *pool,
                             char *err, size_t err_len)
 {
@@ -356,40 +390,70 @@ static loom_status conv_run(const cpu_kernel *k, const loom_exec_args *args, cpu
                   .scratch = args->scratch};
     if (p->n == 0 || p->m == 0 || p->p == 0)
         return LOOM_OK;
+    if (p->pool && !p->pool_fast) {
+        /* The conv into scratch, then its pooling into Y. */
+        x.y = (float *)((char *)args->scratch + p->pool_off);
+        conv_compute(&x, pool);
+        conv_pool_ctx pc = {.p = p, .src = x.y, .y = args->outputs[0]};
+        const double plane = (double)(p->ph * p->pwo * p->pkh * p->pkw) + 1.0;
+        const size_t grain = plane >= 16384.0 ? 1 : (size_t)(16384.0 / plane) + 1;
+        cpu_parallel_for(pool, (size_t)(p->n * p->m), grain, conv_pool_task, &pc);
+        return LOOM_OK;
+    }
+    conv_compute(&x, pool);
+    return LOOM_OK;
+}
+
+/* Pooled planes [Q0, Q1) of a FusedConv from its conv output in scratch. */
+static void conv_pool_task(void *arg, size_t q0, size_t q1)
+{
+    const conv_pool_ctx *c = arg;
+    const conv_params *p = c->p;
+    for (size_t q = q0; q < q1; q++)
+        cpu_max_pool_rows(c->y + (int64_t)q * p->ph * p->pwo, p->pwo, c->src + (int64_t)q * p->p,
+                          p->ow, p->ph, p->pwo, (int)p->pkh, (int)p->pkw, (int)p->psh,
+                          (int)p->psw, p->pool_avx2);
+}
+
+/* The conv of X's node into X->y, by the kernel prepare chose. */
+static void conv_compute(conv_ctx *xp, cpu_pool *pool)
+{
+    conv_ctx x = *xp;
+    const conv_params *p = x.p;
     unsigned threads = cpu_pool_threads(pool);
     double item_macs = (double)p->mg * (double)p->kc * (double)p->p;
     if (p->pw) {
         cpu_conv_pw_run(p, x.x, x.w, x.bias, x.z, x.y, pool);
-        return LOOM_OK;
+        return;
     }
     if (p->stem_band) {
         cpu_conv_stem_run(p, x.x, x.w, x.bias, x.z, x.y, x.scratch, pool);
-        return LOOM_OK;
+        return;
     }
     if (p->dcb) {
         cpu_conv_dcb_run(p, x.x, x.w, x.bias, x.z, x.y, x.scratch, pool);
-        return LOOM_OK;
+        return;
     }
     if (p->dwb_band > 0) {
         cpu_conv_dwb_run(p, x.x, x.w, x.bias, x.z, x.y, x.scratch, pool);
-        return LOOM_OK;
+        return;
     }
     if (p->depthwise) {
         cpu_conv_dw_run(p, x.x, x.w, x.bias, x.z, x.y, pool);
-        return LOOM_OK;
+        return;
     }
     if (p->direct) {
         double plane = (double)p->cg * (double)p->kh * (double)p->kw * (double)p->p + 1.0;
         size_t grain = plane >= CPU_CHUNK_MACS ? 1 : (size_t)(CPU_CHUNK_MACS / plane) + 1;
         cpu_parallel_for(pool, (size_t)(p->n * p->m), grain, conv_direct_task, &x);
-        return LOOM_OK;
+        return;
     }
     if (p->pointwise && p->p == 1 && p->group == 1 && p->n > 1) {
         x.g = (cpu_gemm){.m = p->n, .n = p->m, .k = p->c, .lda = p->c, .ldb = p->c,
                          .ldc = p->m, .alpha = 1.0f, .trans_b = 1, .nb = 1};
         size_t grain = cpu_gemm_plan(&x.g, 1, threads);
         cpu_parallel_for(pool, x.g.nb, grain, conv_batch_gemm_task, &x);
-        return LOOM_OK;
+        return;
     }
     size_t items = (size_t)(p->n * p->group);
     size_t per_round = p->pointwise ? items : p->n_buffers;
@@ -403,7 +467,7 @@ static loom_status conv_run(const cpu_kernel *k, const loom_exec_args *args, cpu
             x.item0 = i0;
             cpu_parallel_for(pool, i1 - i0, grain, conv_item_task, &x);
         }
-        return LOOM_OK;
+        return;
     }
     /* One item at a time, split over the pool: by chunks of output columns when there are
      * more columns than output channels (each chunk's columns small enough to stay in L2 from
@@ -446,7 +510,6 @@ static loom_status conv_run(const cpu_kernel *k, const loom_exec_args *args, cpu
         }
         cpu_parallel_for(pool, x.g.nb, gemm_grain, conv_gemm_task, &x);
     }
-    return LOOM_OK;
 }
 
 static void conv_free(void *params)
@@ -512,6 +575,18 @@ static loom_status conv_prepare(const loom_node_desc *node, cpu_kernel *k, char 
         p->dw = dl[1];
         p->pt = pd[0];
         p->pl = pd[1];
+        if (conv_pool_attrs(node, p)) {
+            /* Y is pooled: the conv's own output size from its attributes. */
+            p->ph = y->dims[2];
+            p->pwo = y->dims[3];
+            p->oh = (p->h + pd[0] + pd[2] - p->dh * (p->kh - 1) - 1) / p->sh + 1;
+            p->ow = (p->w + pd[1] + pd[3] - p->dw * (p->kw - 1) - 1) / p->sw + 1;
+            if (p->ph != (p->oh - p->pkh) / p->psh + 1 || p->pwo != (p->ow - p->pkw) / p->psw + 1) {
+                free(p);
+                return cpu_fail(err, err_len, LOOM_ERR_INVALID_ARGUMENT,
+                                "FusedConv: the output does not match the pooled conv's shape");
+            }
+        }
     } else {
         p->h = p->oh = p->kh = p->sh = p->dh = 1;
         p->pt = 0;
@@ -585,6 +660,17 @@ static loom_status conv_prepare(const loom_node_desc *node, cpu_kernel *k, char 
         if (cs && cs[1] && (!p->has_bias || cs[2]))
             cpu_conv_stem_pack(p, cs[1], p->has_bias ? cs[2] : NULL);
         k->scratch_bytes = cpu_conv_stem_scratch(p);
+    }
+    if (p->pool) {
+        /* The stem and padded direct kernels pool each band they compute (set by their
+         * prepare); elsewhere the conv's output goes to scratch, aligned, and is pooled after. */
+        p->pool_avx2 = cpu_avx2_ok();
+        p->pool_fast = (p->stem_band && cpu_conv_stem_pool_ok(p)) ||
+                       (p->dcb && p->dcb_band && cpu_conv_dcb_pool_ok(p));
+        if (!p->pool_fast) {
+            p->pool_off = (k->scratch_bytes + 63) / 64 * 64;
+            k->scratch_bytes = p->pool_off + (size_t)(p->n * p->m * p->p) * sizeof(float);
+        }
     }
     k->params = p;
     k->free_params = conv_free;

@@ -5,7 +5,7 @@
  * its Indices output in row-major (storage_order 0) or column-major (1) spatial order.
  */
 #include "cpu_avx2.h"
-#include "cpu_kernels.h"
+#include "cpu_conv.h"
 
 #include <float.h>
 #include <math.h>
@@ -368,6 +368,35 @@ CPU_AVX2 static void pool_max2s2_row_avx2(float *restrict y, const float *restri
         pool_max2_row(y + j, x + 2 * j, ld, n - j, 2);
 }
 #endif
+
+void cpu_max_pool_rows(float *y, int64_t ldy, const float *x, int64_t ldx, int64_t rows, int64_t n,
+                       int kh, int kw, int sh, int sw, int avx2)
+{
+#ifndef CPU_HAVE_AVX2_CODE
+    (void)avx2;
+#endif
+    for (int64_t r = 0; r < rows; r++) {
+        float *yr = y + r * ldy;
+        const float *xr = x + r * sh * ldx;
+        if (kh == 2 && kw == 2 && sw == 2) {
+#ifdef CPU_HAVE_AVX2_CODE
+            if (avx2) {
+                pool_max2s2_row_avx2(yr, xr, ldx, n);
+                continue;
+            }
+#endif
+            pool_max2_row(yr, xr, ldx, n, 2);
+        } else if (kh == 3 && kw == 3 && sw == 1) {
+            pool_max3_row(yr, xr, ldx, n, 1);
+        } else if (kh == 3 && kw == 3 && sw == 2) {
+            pool_max3s2_row(yr, xr, ldx, n);
+        } else if (sw == 1) {
+            pool_max_row(yr, xr, ldx, n, kh, kw, 1);
+        } else {
+            pool_max_row(yr, xr, ldx, n, kh, kw, sw);
+        }
+    }
+}
 
 /* The interior part of one output row: N outputs from X (first tap of the first one). */
 static void pool_fast_row(const pool_params *p, float *restrict y, const float *restrict x,
