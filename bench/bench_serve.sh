@@ -13,10 +13,15 @@
 #      waits for it, then runs in the next); the looser T <= target is printed beside it;
 #   2. max QPS with p99 <= 50 ms under open-loop Poisson load, batching on vs off, in both
 #      configurations, each against the ceiling (the best of both configurations);
-#   3. per-request overhead over HTTP on the trivial model, cache hits over HTTP and in process.
+#      and, as a labelled extra row per configuration, the same search in process (`loom
+#      loadgen MODEL.onnx`: the serving C API without HTTP, isolating the batcher);
+#   3. per-request overhead over HTTP on the trivial model, cache hits over HTTP and in process;
+#   4. the batching policy in simulation (bench/sim_batcher.c, built with the benchmarks) on
+#      section 1's run times: the highest Poisson rate with p99 within the target for the
+#      server's policy and for offline-tuned fixed policies, the most a batcher can get here.
 # Usage: bench/bench_serve.sh [BUILD_DIR] [OUT]. Prints figures; asserts nothing about time.
 # LOOM_BENCH_STEP_S: seconds per search step (4); LOOM_BENCH_ROUNDS: ceiling rounds (5);
-# LOOM_BENCH_SECTIONS: which sections to run (default "1 2 3").
+# LOOM_BENCH_SECTIONS: which sections to run (default "1 2 3 4").
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=$(realpath "${1:-$root/build}")
@@ -49,7 +54,7 @@ onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid('', 17)]), 'tr
 PY
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
 ROUNDS=${LOOM_BENCH_ROUNDS:-5}
-SECTIONS=${LOOM_BENCH_SECTIONS:-1 2 3}
+SECTIONS=${LOOM_BENCH_SECTIONS:-1 2 3 4}
 CORES=$(nproc)
 TARGET_MS=50
 has() { case " $SECTIONS " in *" $1 "*) return 0;; esac; return 1; }
@@ -134,6 +139,21 @@ serve() { # NAME OPTIONS -> starts a server, sets PORT and PID (env: THREADS, WO
     echo "server did not start: $(cat serve.err)"; exit 1
 }
 stop() { kill -TERM "$PID"; wait "$PID" || true; }
+ratio() { # MODEL QPS_FILE: the max QPS in QPS_FILE against the model's ceiling
+    local q
+    q=$(sed -n 's/^max QPS with p99 <= [0-9.]* ms: \([0-9.]*\).*/\1/p' "$2")
+    if [ -n "$q" ] && [ -s ceilings.txt ]; then
+        /usr/bin/python3 - "$1" "$q" <<'PY'
+import sys
+for line in open('ceilings.txt'):
+    m, strict, loose = line.split()
+    if m == sys.argv[1]:
+        q = float(sys.argv[2])
+        print(f"  = {100 * q / float(strict):.1f}% of the ceiling {strict} samples/s "
+              f"(run time <= target/2); {100 * q / float(loose):.1f}% of {loose} (<= target)")
+PY
+    fi
+}
 if has 2; then
 echo "== 2. max QPS with p99 <= $TARGET_MS ms, open-loop Poisson, binary tensors (step ${STEP} s)"
 for model in bert_tiny cnn; do
@@ -146,23 +166,20 @@ for model in bert_tiny cnn; do
             "$LOOM" loadgen "http://127.0.0.1:$PORT/v2/models/$model" --find-max-qps \
                 --p99 "$TARGET_MS" --binary --duration "$STEP" --quiet | tee qps.txt
             stop
-            q=$(sed -n 's/^max QPS with p99 <= [0-9.]* ms: \([0-9.]*\).*/\1/p' qps.txt)
-            if [ -n "$q" ] && [ -s ceilings.txt ]; then
-                /usr/bin/python3 - "$model" "$q" <<'PY'
-import sys
-for line in open('ceilings.txt'):
-    m, strict, loose = line.split()
-    if m == sys.argv[1]:
-        q = float(sys.argv[2])
-        print(f"  = {100 * q / float(strict):.1f}% of the ceiling {strict} samples/s "
-              f"(run time <= target/2); {100 * q / float(loose):.1f}% of {loose} (<= target)")
-PY
-            fi
+            ratio "$model" qps.txt
         done
+        # Extra row: the same search against the serving C API in process (`loom loadgen
+        # MODEL.onnx`: no HTTP parsing, no sockets; the load generator's thread submits), which
+        # isolates the batcher and the workers from the HTTP front end's CPU.
+        echo "-- $model, $cfg, max_batch=32, IN PROCESS (no HTTP): ${THREADS:+LOOM_CPU_THREADS=1 }loom loadgen $model.onnx --max-batch 32 --latency-ms $TARGET_MS --workers ${WORKERS:-2} --find-max-qps --p99 $TARGET_MS --duration $STEP"
+        LOOM_CPU_THREADS=${THREADS:-} "$LOOM" loadgen "$out/$model.onnx" --max-batch 32 \
+            --latency-ms "$TARGET_MS" --workers "${WORKERS:-2}" --find-max-qps --p99 "$TARGET_MS" \
+            --duration "$STEP" --quiet | tee qps.txt
+        ratio "$model" qps.txt
     done
 done
 fi
-if ! has 3; then exit 0; fi
+if has 3; then
 echo "== 3. overhead: trivial model (x + 1 on [1, 4]), closed loop, 1 client, 5 s"
 serve trivial "max_batch=8"
 echo "-- HTTP, JSON, no cache"
@@ -181,3 +198,14 @@ echo "-- in process, every request a cache hit"
 echo "-- direct loom_plan_run of the trivial model (loom run --repeat 2000)"
 "$LOOM" run trivial.onnx --dim batch=1 --repeat 2000 --json 2>/dev/null | \
     /usr/bin/python3 -c "import json,sys; r=json.load(sys.stdin); print('  direct run:', r['latency_ms'])"
+fi
+if has 4 && [ -x "$build/bench/sim_batcher" ] && [ -s ceiling.txt ]; then
+    echo "== 4. simulation: bench/sim_batcher on section 1's medians (policy = the server's)"
+    for model in bert_tiny cnn; do
+        for cfg in pool 1thr; do
+            echo "-- $model, $cfg: sim_batcher --ceiling ceiling.txt --model $model --config $cfg --policy all --requests 50000"
+            "$build/bench/sim_batcher" --ceiling ceiling.txt --model $model --config $cfg \
+                --policy all --requests 50000 | sed 1,2d
+        done
+    done
+fi

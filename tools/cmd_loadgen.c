@@ -4,8 +4,10 @@
  * server chose (from its /metrics). Open loop (Poisson or constant arrivals, latency measured
  * from each request's scheduled arrival so a slow server cannot hide its queueing), or closed
  * loop with N clients; --find-max-qps searches the highest rate that meets a p99 target.
- * The HTTP client is a minimal blocking HTTP/1.1 client with keep-alive for exactly the
- * requests it makes; it parses only the status line and Content-Length of the answers.
+ * The HTTP clients are minimal HTTP/1.1 clients with keep-alive for exactly the requests they
+ * make (blocking, one thread per client, in the closed loop; one thread over non-blocking
+ * connections with epoll in the open loop); they parse only the status line and
+ * Content-Length of the answers.
  */
 #include <loom/loom.h>
 #include <loom/serve.h>
@@ -24,6 +26,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -484,6 +489,7 @@ static size_t take_slot(lg *g)
     return k;
 }
 
+/* One client of the closed loop over HTTP: its next request when its answer came. */
 static void *http_client(void *arg)
 {
     lg *g = arg;
@@ -493,19 +499,291 @@ static void *http_client(void *arg)
         size_t k = take_slot(g);
         if (k == SIZE_MAX)
             break;
-        double t_sched;
-        if (g->open) {
-            t_sched = g->t0 + g->arrival[k];
-            sleep_until(t_sched);
-        } else {
-            t_sched = now_s();
-        }
+        double t_sched = now_s();
         int st = 0;
         int rc = hc_request(g, &c, "POST", g->path, &g->bodies[k % g->n_bodies], &st, NULL);
         double t = now_s();
         record(g, k, t - t_sched, rc == 0 ? kind_of_status(st) : K_IO);
     }
     hc_close(&c);
+    return NULL;
+}
+
+/* The open loop over HTTP: one thread and CONNECTIONS keep-alive connections, non-blocking,
+ * driven by epoll. It sends each request at its scheduled arrival on an idle connection (or,
+ * when every connection is busy, on the first to come free: its latency still counts from the
+ * schedule) and reads the answers as they come, several per wake-up under load. A thread per
+ * connection, each sleeping until its next arrival and blocking on its answer, cost the
+ * machine two context switches per request, on the cores the server shares. */
+typedef struct econn {
+    int fd;                   /* -1: not connected */
+    size_t k;                 /* the request in flight; SIZE_MAX: idle */
+    double t_sched;
+    char buf[16384];          /* the answer's head read so far (then scratch for its body) */
+    size_t have;
+    int status;               /* the answer's, once its head is read; 0: reading the head */
+    int close_after;          /* the answer said Connection: close */
+    size_t body_left;         /* bytes of its body still to come */
+} econn;
+
+static int econn_open(const lg *g, econn *c, int ep)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai;
+    if (getaddrinfo(g->host, g->port, &hints, &ai) != 0)
+        return -1;
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(ai);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        close(fd);
+        return -1;
+    }
+    c->fd = fd;
+    c->have = 0;
+    c->status = 0;
+    return 0;
+}
+
+static void econn_close(econn *c)
+{
+    if (c->fd >= 0)
+        close(c->fd); /* leaves the epoll set with its last descriptor */
+    c->fd = -1;
+    c->have = 0;
+    c->status = 0;
+}
+
+/* Send request K (its head prepared in HEADS) on C; 0, or -1 when the connection failed. */
+static int econn_send(const lg *g, econn *c, int ep, size_t k, double t_sched, const sbuf *heads)
+{
+    if (c->fd < 0 && econn_open(g, c, ep) != 0)
+        return -1;
+    const body *b = &g->bodies[k % g->n_bodies];
+    const sbuf *h = &heads[k % g->n_bodies];
+    struct iovec iov[2] = {{h->p, h->len}, {b->data, b->len}}, *v = iov;
+    int n = 2;
+    while (n > 0) {
+        ssize_t w = writev(c->fd, v, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN) { /* a full socket buffer: wait for room */
+                struct pollfd p = {.fd = c->fd, .events = POLLOUT};
+                if (poll(&p, 1, 30000) > 0)
+                    continue;
+            }
+            econn_close(c);
+            return -1;
+        }
+        while (n > 0 && (size_t)w >= v->iov_len) {
+            w -= (ssize_t)v->iov_len;
+            v++;
+            n--;
+        }
+        if (n > 0) {
+            v->iov_base = (char *)v->iov_base + w;
+            v->iov_len -= (size_t)w;
+        }
+    }
+    c->k = k;
+    c->t_sched = t_sched;
+    return 0;
+}
+
+/* The end of C's request: record it as KIND; C is idle again (closed when CLOSE_IT). */
+static void econn_finish(lg *g, econn *c, int kind, int close_it)
+{
+    if (close_it)
+        econn_close(c);
+    if (c->k != SIZE_MAX)
+        record(g, c->k, now_s() - c->t_sched, kind);
+    c->k = SIZE_MAX;
+    c->status = 0;
+}
+
+/* Read what C has: the answer's head into BUF, its body counted off without being kept (a
+ * BERT's hidden states run to hundreds of KB). Returns 1 when the answer is complete (recorded,
+ * C idle again), 0 when more is to come, -1 when the connection failed (recorded as io). */
+static int econn_read(lg *g, econn *c)
+{
+    for (;;) {
+        char *to = c->status ? c->buf : c->buf + c->have;
+        size_t room = c->status ? sizeof c->buf : sizeof c->buf - 1 - c->have;
+        if (c->status && room > c->body_left)
+            room = c->body_left; /* never read past this answer */
+        if (room == 0)
+            break;
+        ssize_t r = read(c->fd, to, room);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && errno == EAGAIN)
+            return 0;
+        if (r <= 0) {
+            econn_finish(g, c, K_IO, 1);
+            return -1;
+        }
+        if (c->status) {
+            c->body_left -= (size_t)r;
+            if (c->body_left == 0)
+                break;
+            continue;
+        }
+        c->have += (size_t)r;
+        c->buf[c->have] = '\0';
+        char *end = strstr(c->buf, "\r\n\r\n");
+        if (!end) {
+            if (c->have >= sizeof c->buf - 1)
+                break; /* a head this client cannot read */
+            continue;
+        }
+        size_t head_len = (size_t)(end - c->buf) + 4, clen = 0;
+        int status = 0;
+        c->close_after = 0;
+        if (sscanf(c->buf, "HTTP/1.%*d %d", &status) != 1 || status <= 0)
+            break;
+        for (char *l = strstr(c->buf, "\r\n"); l && l < end; l = strstr(l + 2, "\r\n")) {
+            if (!strncasecmp(l + 2, "Content-Length:", 15))
+                clen = strtoull(l + 17, NULL, 10);
+            else if (!strncasecmp(l + 2, "Connection: close", 17))
+                c->close_after = 1;
+        }
+        /* One request at a time per connection: what followed the head is this body. */
+        size_t got = c->have - head_len;
+        if (got > clen)
+            break; /* more than the answer announced */
+        c->status = status;
+        c->body_left = clen - got;
+        c->have = 0;
+        if (c->body_left == 0)
+            break;
+    }
+    if (c->status && c->body_left == 0) {
+        econn_finish(g, c, kind_of_status(c->status), c->close_after);
+        return 1;
+    }
+    econn_finish(g, c, K_IO, 1); /* not an answer this client can read */
+    return -1;
+}
+
+static void *http_open_epoll(void *arg)
+{
+    lg *g = arg;
+    int n_conn = g->connections > 0 ? g->connections : 1;
+    econn *conns = calloc((size_t)n_conn, sizeof *conns);
+    econn **idle = calloc((size_t)n_conn, sizeof *idle);
+    sbuf *heads = calloc(g->n_bodies, sizeof *heads);
+    size_t *backlog = malloc(g->n_slots * sizeof *backlog); /* due, waiting for a connection */
+    struct epoll_event evs[64];
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    size_t n_idle = 0, bl_head = 0, bl_tail = 0, in_flight = 0;
+    int ok = conns && idle && heads && backlog && ep >= 0;
+    for (size_t i = 0; ok && i < g->n_bodies; i++) {
+        const body *b = &g->bodies[i];
+        /* sb_put for the parts of unbounded length (sb_fmt stops at 511 bytes). */
+        sb_put(&heads[i], "POST ", 5);
+        sb_put(&heads[i], g->path, strlen(g->path));
+        sb_put(&heads[i], " HTTP/1.1\r\nHost: ", 17);
+        sb_put(&heads[i], g->host, strlen(g->host));
+        sb_put(&heads[i], ":", 1);
+        sb_put(&heads[i], g->port, strlen(g->port));
+        sb_fmt(&heads[i], "\r\nContent-Type: %s\r\nContent-Length: %zu\r\n",
+               b->header_len ? "application/octet-stream" : "application/json", b->len);
+        if (b->header_len)
+            sb_fmt(&heads[i], "Inference-Header-Content-Length: %zu\r\n", b->header_len);
+        sb_put(&heads[i], "\r\n", 2);
+        ok = heads[i].p != NULL;
+    }
+    for (int i = 0; ok && i < n_conn; i++) {
+        conns[i].fd = -1;
+        conns[i].k = SIZE_MAX;
+        idle[n_idle++] = &conns[n_conn - 1 - i]; /* the first connections are used first */
+    }
+    if (!ok) {
+        lg_say("out of memory for %d connections", n_conn);
+        for (;;) { /* every request fails rather than being left unanswered */
+            size_t k = take_slot(g);
+            if (k == SIZE_MAX)
+                break;
+            record(g, k, 0, K_IO);
+        }
+    }
+    size_t next = ok ? take_slot(g) : SIZE_MAX;
+    sleep_until(g->t0);
+    while (ok && (next != SIZE_MAX || in_flight > 0 || bl_head < bl_tail)) {
+        if (atomic_load(&g->stop) == 2)
+            break; /* the main thread gave up waiting */
+        double now = now_s();
+        /* Requests due: on an idle connection, else behind the others due. */
+        while (next != SIZE_MAX && g->t0 + g->arrival[next] <= now) {
+            backlog[bl_tail++] = next;
+            next = take_slot(g);
+        }
+        while (bl_head < bl_tail && n_idle > 0) {
+            size_t k = backlog[bl_head++];
+            econn *c = idle[--n_idle];
+            if (econn_send(g, c, ep, k, g->t0 + g->arrival[k], heads) == 0) {
+                in_flight++;
+            } else {
+                record(g, k, now_s() - (g->t0 + g->arrival[k]), K_IO);
+                idle[n_idle++] = c;
+            }
+        }
+        /* Wait for answers until the next arrival. */
+        struct timespec ts = {0, 0}, *tsp = NULL;
+        if (next != SIZE_MAX) {
+            double d = g->t0 + g->arrival[next] - now_s();
+            if (d < 0)
+                d = 0;
+            ts.tv_sec = (time_t)d;
+            ts.tv_nsec = (long)((d - (double)ts.tv_sec) * 1e9);
+            tsp = &ts;
+        } else {
+            ts.tv_nsec = 50000000; /* look at the stop flag now and then */
+            tsp = &ts;
+        }
+        int n = epoll_pwait2(ep, evs, 64, tsp, NULL);
+        if (n < 0 && errno == ENOSYS) /* a kernel before 5.11: millisecond timeouts */
+            n = epoll_wait(ep, evs, 64, (int)(tsp->tv_sec * 1000 + tsp->tv_nsec / 1000000));
+        for (int e = 0; e < n; e++) {
+            econn *c = evs[e].data.ptr;
+            if (c->fd < 0 || c->k == SIZE_MAX) {
+                /* An idle connection the server closed, or spoke on unasked: drop it; it
+                 * reopens when next used. */
+                char tmp[256];
+                ssize_t r = c->fd >= 0 ? read(c->fd, tmp, sizeof tmp) : 0;
+                if (c->fd >= 0 && (r >= 0 || (errno != EAGAIN && errno != EINTR)))
+                    econn_close(c);
+                continue;
+            }
+            int r = econn_read(g, c);
+            if (r != 0) {
+                in_flight--;
+                idle[n_idle++] = c;
+            }
+        }
+    }
+    /* Requests that never went out (the run was stopped): errors, each answered once. */
+    for (size_t b = bl_head; ok && b < bl_tail; b++)
+        record(g, backlog[b], now_s() - (g->t0 + g->arrival[backlog[b]]), K_IO);
+    for (int i = 0; conns && i < n_conn; i++)
+        econn_close(&conns[i]);
+    for (size_t i = 0; heads && i < g->n_bodies; i++)
+        free(heads[i].p);
+    if (ep >= 0)
+        close(ep);
+    free(heads);
+    free(conns);
+    free(idle);
+    free(backlog);
     return NULL;
 }
 
@@ -671,7 +949,8 @@ static int run_once(lg *g, double rate, int concurrency, double duration, size_t
     parse_batch_hist(before, g->model, &hb);
     free(before);
 
-    int n_threads = g->open ? (g->http ? g->connections : 1) : concurrency;
+    /* Open loop: one thread (over HTTP, it drives every connection); closed: one a client. */
+    int n_threads = g->open ? 1 : concurrency;
     pthread_t *th = calloc((size_t)n_threads, sizeof *th);
     if (!th)
         return 1;
@@ -679,7 +958,8 @@ static int run_once(lg *g, double rate, int concurrency, double duration, size_t
     g->t_end = g->t0 + duration;
     int started = 0;
     for (int i = 0; i < n_threads; i++) {
-        void *(*fn)(void *) = g->http ? http_client : g->open ? inproc_open : inproc_closed;
+        void *(*fn)(void *) = g->open ? (g->http ? http_open_epoll : inproc_open)
+                                      : (g->http ? http_client : inproc_closed);
         if (pthread_create(&th[i], NULL, fn, g) != 0)
             break;
         started++;
@@ -692,8 +972,10 @@ static int run_once(lg *g, double rate, int concurrency, double duration, size_t
         struct timespec ts = {0, 50000000};
         nanosleep(&ts, NULL);
         double t = now_s();
-        if (g->open && t > g->t0 + g->arrival[cap - 1] + 30)
-            break; /* answers more than 30 s late: give up waiting */
+        if (g->open && t > g->t0 + g->arrival[cap - 1] + 30) {
+            atomic_store(&g->stop, 2); /* answers more than 30 s late: give up waiting */
+            break;
+        }
         if (!g->quiet && t - last >= 1.0) {
             last = t;
             size_t d = atomic_load(&g->done);

@@ -895,6 +895,107 @@ static void test_server_refuses_bad_requests_and_answers_expired_ones(void)
     pthread_mutex_destroy(&c.mu);
 }
 
+/* Requests with their own deadline or a priority queued among plain ones (the workers walk
+ * the queue only while such requests are in it): the expired ones are answered with the
+ * deadline error, every other one runs, each exactly once. */
+static void test_server_mixed_queue_expires_only_the_late(void)
+{
+    loom_server *s;
+    loom_server_options so = {.struct_size = sizeof so, .workers = 2};
+    CU_ASSERT_EQUAL_FATAL(loom_server_create(rt, &so, &s), LOOM_OK);
+    int calls = 0;
+    loom_plan_options po = {.struct_size = sizeof po, .device = "cpu"};
+    loom_serve_model_options mo = {.struct_size = sizeof mo, .max_batch = 4,
+                                   .plan_options = &po};
+    CU_ASSERT_EQUAL_FATAL(loom_server_add_graph(s, "affine", build_affine, &calls, &mo), LOOM_OK);
+    collector c = {.answered = 0};
+    pthread_mutex_init(&c.mu, NULL);
+    int late = 0, plain = 0;
+    for (int i = 0; i < 300; i++) {
+        int rows = 1 + i % 2;
+        if (i % 7 == 3) {
+            CU_ASSERT_EQUAL(submit(s, &c, rows, (float)i, 1e-9, 1), LOOM_SERVE_OK);
+            late++;
+            continue;
+        }
+        loom_tensor *t = input_rows(rows, (float)i);
+        pending *p = malloc(sizeof *p);
+        *p = (pending){&c, (float)i, rows};
+        const loom_tensor *ins[1] = {t};
+        /* Some with a priority (queued ahead), some with a deadline that is easily met. */
+        loom_serve_request rq = {.struct_size = sizeof rq, .model = "affine", .inputs = ins,
+                                 .n_inputs = 1, .no_cache = 1, .priority = i % 5 == 0 ? 3 : 0,
+                                 .timeout_s = i % 11 == 0 ? 60 : 0};
+        CU_ASSERT_EQUAL(loom_serve_submit(s, &rq, on_done, p), LOOM_SERVE_OK);
+        loom_tensor_destroy(t);
+        plain++;
+    }
+    loom_server_drain(s);
+    CU_ASSERT_EQUAL(c.answered, late + plain);
+    CU_ASSERT_EQUAL(c.deadline, late);
+    CU_ASSERT_EQUAL(c.ok, plain);
+    CU_ASSERT_EQUAL(c.wrong, 0);
+    loom_server_destroy(s);
+    pthread_mutex_destroy(&c.mu);
+}
+
+/* Closed loops on several threads (each waits for its answer before sending the next): a
+ * submit wakes a worker only when one waits, and none may be missed, or a request would wait
+ * for ever (this test would then time out). */
+typedef struct closed_loop {
+    loom_server *s;
+    int base, n, ok, wrong;
+} closed_loop;
+
+static void *closed_loop_main(void *arg)
+{
+    closed_loop *cl = arg;
+    for (int i = 0; i < cl->n; i++) {
+        float base = (float)(cl->base + i);
+        loom_tensor *t = input_rows(1, base);
+        const loom_tensor *ins[1] = {t};
+        loom_serve_request rq = {.struct_size = sizeof rq, .model = "affine", .inputs = ins,
+                                 .n_inputs = 1, .no_cache = 1};
+        loom_serve_result *r = NULL;
+        if (loom_serve_infer(cl->s, &rq, &r) == LOOM_SERVE_OK && r->n_outputs == 2) {
+            const float *y = loom_tensor_data(r->outputs[0]);
+            int good = 1;
+            for (int k = 0; k < 4; k++)
+                good &= fabsf(y[k] - (2 * (base + (float)k) + 1)) <= 1e-4f;
+            cl->ok += good;
+            cl->wrong += !good;
+        }
+        loom_serve_result_free(r);
+        loom_tensor_destroy(t);
+    }
+    return NULL;
+}
+
+static void test_server_closed_loops_are_all_answered(void)
+{
+    loom_server *s;
+    loom_server_options so = {.struct_size = sizeof so, .workers = 2};
+    CU_ASSERT_EQUAL_FATAL(loom_server_create(rt, &so, &s), LOOM_OK);
+    int calls = 0;
+    loom_plan_options po = {.struct_size = sizeof po, .device = "cpu"};
+    loom_serve_model_options mo = {.struct_size = sizeof mo, .max_batch = 8, .warm = 1,
+                                   .plan_options = &po};
+    CU_ASSERT_EQUAL_FATAL(loom_server_add_graph(s, "affine", build_affine, &calls, &mo), LOOM_OK);
+    enum { THREADS = 5, EACH = 200 };
+    pthread_t th[THREADS];
+    closed_loop cl[THREADS];
+    for (int k = 0; k < THREADS; k++) {
+        cl[k] = (closed_loop){s, k * 1000, EACH, 0, 0};
+        CU_ASSERT_EQUAL_FATAL(pthread_create(&th[k], NULL, closed_loop_main, &cl[k]), 0);
+    }
+    for (int k = 0; k < THREADS; k++) {
+        pthread_join(th[k], NULL);
+        CU_ASSERT_EQUAL(cl[k].ok, EACH);
+        CU_ASSERT_EQUAL(cl[k].wrong, 0);
+    }
+    loom_server_destroy(s);
+}
+
 static void test_server_cache_answers_repeats_without_running(void)
 {
     loom_server *s;
@@ -1044,6 +1145,10 @@ int main(int argc, char **argv)
                 test_batches_on_one_device_do_not_overlap);
     CU_add_test(s, "refuses bad requests and answers expired ones",
                 test_server_refuses_bad_requests_and_answers_expired_ones);
+    CU_add_test(s, "a mixed queue expires only the late",
+                test_server_mixed_queue_expires_only_the_late);
+    CU_add_test(s, "closed loops on several threads are all answered",
+                test_server_closed_loops_are_all_answered);
     CU_add_test(s, "cache answers repeats without running",
                 test_server_cache_answers_repeats_without_running);
     CU_add_test(s, "a model without the batch axis is refused",

@@ -275,6 +275,25 @@ for name in ('loom_request_duration_seconds', 'loom_batch_size'):
 PY
 then ok "metrics in the Prometheus text format"; else bad "metrics: $st"; head -40 metrics.txt; fi
 
+# ---- loom loadgen against the server: every request answered once ----------------------
+# The open loop drives its connections from one thread with epoll: with 2 connections for 300
+# requests at 2000/s most requests wait for a connection to come free; JSON and binary bodies;
+# and the closed loop. Each must report every request sent as answered ok.
+lg_check() { # NAME N [loadgen args]
+    local name=$1 n=$2
+    shift 2
+    if "$LOOM" loadgen "$URL/v2/models/cnn" --json --quiet "$@" >lg.json 2>lg.err &&
+        "$PY" - "$n" <<'PY'
+import json, sys
+r, n = json.load(open('lg.json')), int(sys.argv[1])
+assert r['sent'] == n and r['ok'] == n and not r['errors'], r
+PY
+    then ok "loadgen $name: $n sent, $n ok"; else bad "loadgen $name: $(cat lg.json lg.err)"; fi
+}
+lg_check "open loop, JSON, 2 connections" 300 --rate 2000 --requests 300 --connections 2
+lg_check "open loop, binary" 300 --rate 1000 --requests 300 --binary
+lg_check "closed loop, 3 clients" 200 --concurrency 3 --requests 200
+
 # ---- SIGTERM drains ---------------------------------------------------------------------
 pids=""
 for i in $(seq 1 10); do
