@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """What the audit trail costs a server (issue 20), measured two ways against `loom serve`.
 
-  bench/bench_audit.py LOOM_BINARY OUT_DIR [--rounds N] [--rate QPS] [--p99 MS] [MODEL.onnx ...]
+  bench/bench_audit.py LOOM_BINARY OUT_DIR [--rounds N] [--rate QPS] [--p99 MS]
+                       [--baseline LOOM_BINARY2] [MODEL.onnx ...]
 
 For each model (default: the digits full classifier, tests/fixtures/digits/full.onnx), and
 rounds interleaving the configurations so that a change in the machine's load hits all alike:
@@ -13,7 +14,12 @@ rounds interleaving the configurations so that a change in the machine's load hi
 2. Maximum QPS at the p99 target (`loom loadgen --find-max-qps --p99 MS`, 3-second steps),
    audit off and on (NORMAL); best of the rounds.
 
-Then `loom audit verify` on every database written. Prints markdown on stdout.
+With --baseline, every round runs every configuration with LOOM_BINARY2 too (interleaved:
+a build before a change against the one after it, on a shared machine), rows labelled
+"base".
+
+Then `loom audit verify` on every database written (each binary verifies its own). Prints
+markdown on stdout.
 """
 import json, os, re, signal, subprocess, sys, time
 
@@ -34,6 +40,10 @@ def opt(name, default):
 ROUNDS = opt("--rounds", 3)
 RATE = opt("--rate", 2000.0)
 P99 = opt("--p99", 20.0)
+BASE = opt("--baseline", "")
+BINS = {"": LOOM}
+if BASE:
+    BINS = {"": LOOM, "base ": os.path.realpath(BASE)}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = args or [os.path.join(ROOT, "tests/fixtures/digits/full.onnx")]
 os.makedirs(OUT, exist_ok=True)
@@ -41,9 +51,9 @@ TICK = os.sysconf("SC_CLK_TCK")
 CONFIGS = {"off": [], "normal": ["--audit-sync", "normal"], "full": ["--audit-sync", "full"]}
 
 
-def serve(model, config, db):
+def serve(loom, model, config, db):
     extra = [] if config == "off" else ["--audit", db, *CONFIGS[config]]
-    p = subprocess.Popen([LOOM, "serve", "--port", "0", "--model", f"m={model}", *extra],
+    p = subprocess.Popen([loom, "serve", "--port", "0", "--model", f"m={model}", *extra],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     m = re.search(r":(\d+)$", p.stdout.readline().strip())
     if not m:
@@ -75,47 +85,53 @@ print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} a
 dbs = []
 for model in MODELS:
     name = os.path.basename(model)
-    cpu = {c: [] for c in CONFIGS}
-    qps = {"off": [], "normal": []}
+    cpu = {b + c: [] for b in BINS for c in CONFIGS}
+    qps = {b + c: [] for b in BINS for c in ("off", "normal")}
+    loads = []
     for rnd in range(ROUNDS):
-        for c in CONFIGS:
-            db = os.path.join(OUT, f"{name}-{c}-{rnd}.db")
-            if os.path.exists(db):
-                os.remove(db)
-            p, port = serve(model, c, db)
+        loads.append(os.getloadavg()[0])
+        for b, c in [(b, c) for c in CONFIGS for b in BINS]:
+            db = os.path.join(OUT, f"{name}-{b.strip() or 'new'}-{c}-{rnd}.db")
+            for sfx in ("", "-wal", "-shm", "-pending"):
+                if os.path.exists(db + sfx):
+                    os.remove(db + sfx)
+            p, port = serve(BINS[b], model, c, db)
             loadgen(port, "--concurrency", "2", "--duration", "1")   # warm up
             c0 = cpu_s(p.pid)
             r = loadgen(port, "--rate", str(RATE), "--duration", "5")
             c1 = cpu_s(p.pid)
             ok = r["ok"]
-            cpu[c].append((c1 - c0) / max(ok, 1) * 1e6)
-            if c in qps:
+            cpu[b + c].append((c1 - c0) / max(ok, 1) * 1e6)
+            if b + c in qps:
                 q = loadgen(port, "--find-max-qps", "--p99", str(P99), "--duration", "3")
-                qps[c].append(q["max_qps"])
+                qps[b + c].append(q["max_qps"])
             stop(p)
             if c != "off":
-                dbs.append(db)
+                dbs.append((BINS[b], db))
     print(f"### {name}\n")
+    print("load average at each round's start: " + ", ".join(f"{x:.1f}" for x in loads) + "\n")
     print(f"Server CPU per request at {RATE:.0f} QPS (open loop, 5 s; user+system of the "
           f"server process / requests answered), {ROUNDS} rounds:\n")
     print("| audit | CPU us/request (each round) | median | vs off |")
     print("|---|---|---|---|")
     med = {c: sorted(v)[len(v) // 2] for c, v in cpu.items()}
     for c, v in cpu.items():
+        off = "base off" if c.startswith("base ") else "off"
         print(f"| {c} | {', '.join(f'{x:.1f}' for x in v)} | {med[c]:.1f} | "
-              f"{(med[c] / med['off'] - 1) * 100:+.1f}% |")
+              f"{(med[c] / med[off] - 1) * 100:+.1f}% |")
     print(f"\nMaximum QPS with p99 <= {P99:g} ms (`loom loadgen --find-max-qps`, 3 s steps):\n")
     print("| audit | max QPS (each round) | best | vs off |")
     print("|---|---|---|---|")
     best = {c: max(v) for c, v in qps.items()}
     for c, v in qps.items():
+        off = "base off" if c.startswith("base ") else "off"
         print(f"| {c} | {', '.join(f'{x:.0f}' for x in v)} | {best[c]:.0f} | "
-              f"{(best[c] / best['off'] - 1) * 100:+.1f}% |")
+              f"{(best[c] / best[off] - 1) * 100:+.1f}% |")
     print()
 
 bad = 0
-for db in dbs:
-    r = subprocess.run([LOOM, "audit", "verify", db], capture_output=True, text=True)
+for loom, db in dbs:
+    r = subprocess.run([loom, "audit", "verify", db], capture_output=True, text=True)
     bad += r.returncode != 0
 print(f"`loom audit verify` on the {len(dbs)} databases written: "
       f"{len(dbs) - bad} OK, {bad} failed")

@@ -178,12 +178,9 @@ void sv_answer(loom_server *s, sv_req *r, loom_serve_code code, const char *mess
         }
     }
     sv_trace_request(s->trace, r, res, now);
-    if (s->audit && res) {
-        /* Delivered by the audit writer once the record is committed. */
-        sv_audit_deliver(s->audit, s, r, f, res, r->done, r->user);
-        sv_request_free(r);
-        return;
-    }
+    /* Its record in the audit journal before the answer leaves (or the request fails). */
+    if (s->audit && res)
+        sv_audit_record(s->audit, r, f, res);
     r->done(res, r->user);
     loom_server *srv = s;
     sv_request_free(r);
@@ -355,6 +352,28 @@ static int resources_free(const loom_server *s, uint64_t res)
     return 1;
 }
 
+/* Whether a worker woken now could start a batch of M: some size's devices have room. When
+ * none has, every one of them is held by a running batch, whose worker decides again when it
+ * ends and sees what was queued meanwhile. Under the server's lock. */
+static int model_can_start(const loom_server *s, const sv_model *m)
+{
+    for (uint32_t i = 0; i < m->est.n_sizes; i++)
+        if (resources_free(s, size_resources(m, i)))
+            return 1;
+    return 0;
+}
+
+/* Wake a waiting worker for a request of M just queued, unless none waits, one is already on
+ * its way (it sees this request too), or no batch of M could start now. Under the server's
+ * lock; returns whether to signal WORK_CV (after unlocking, so the worker does not wake only
+ * to block on the lock). */
+static int wake_for(loom_server *s, const sv_model *m)
+{
+    int wake = s->idle > s->signalled && model_can_start(s, m);
+    s->signalled += (uint32_t)wake;
+    return wake;
+}
+
 static void resources_hold(loom_server *s, uint64_t res, int delta)
 {
     for (int r = 0; r < 64; r++)
@@ -374,6 +393,8 @@ static void queue_remove(sv_model *m, sv_req *r)
         m->tail = r->prev;
     r->prev = r->next = NULL;
     m->depth--;
+    m->n_special -= (size_t)r->special;
+    r->special = 0;
 }
 
 /* Insert R behind every request of its priority or higher (FIFO within a priority). */
@@ -393,6 +414,12 @@ static void queue_insert(sv_model *m, sv_req *r)
     else
         m->head = r;
     m->depth++;
+    /* Special (see sv_model.n_special): anything that could put the head's place as the
+     * oldest and the earliest deadline in doubt. */
+    r->special = r->deadline < INFINITY || r->priority != 0 || r->stage != SV_STAGE_PLAIN ||
+                 r->batch_deadline != r->t_submit + m->target_s ||
+                 (r->prev && r->prev->t_submit > r->t_submit);
+    m->n_special += (size_t)r->special;
 }
 
 /* Called with the lock held: take every request past its deadline out of the queues. */
@@ -401,6 +428,8 @@ static sv_req *take_expired(loom_server *s, double now)
     sv_req *list = NULL;
     for (size_t i = 0; i < s->n_models; i++) {
         sv_model *m = s->models[i];
+        if (m->n_special == 0)
+            continue; /* no request of its own deadline: none can expire */
         for (sv_req *r = m->head, *next; r; r = next) {
             next = r->next;
             if (r->deadline < now) {
@@ -447,7 +476,11 @@ static void *worker_main(void *arg)
                                .slack_s = 0.002, .target_s = m->target_s};
             for (sv_req *r = m->head; r && v.rows < m->max_batch; r = r->next)
                 v.rows += r->rows;
-            for (sv_req *r = m->head; r; r = r->next) {
+            if (m->n_special == 0) {
+                v.deadline = m->head->batch_deadline; /* arrival order (n_special) */
+                v.oldest_s = m->head->t_submit;
+            }
+            for (sv_req *r = m->n_special ? m->head : NULL; r; r = r->next) {
                 if (r->batch_deadline < v.deadline)
                     v.deadline = r->batch_deadline;
                 if (v.oldest_s == 0 || r->t_submit < v.oldest_s)
@@ -475,6 +508,7 @@ static void *worker_main(void *arg)
         if (!pick) {
             if (s->stopping && queued == 0)
                 break;
+            s->idle++;
             if (wake == INFINITY) {
                 pthread_cond_wait(&s->work_cv, &s->mu);
             } else {
@@ -484,6 +518,13 @@ static void *worker_main(void *arg)
                 ts.tv_nsec = (long)((w - (double)ts.tv_sec) * 1e9);
                 pthread_cond_timedwait(&s->work_cv, &s->mu, &ts);
             }
+            s->idle--;
+            /* Back from waiting, for whatever reason: this worker decides with the queue as
+             * it is now, which covers one wake-up sent to the idle ones. */
+            if (s->signalled > 0)
+                s->signalled--;
+            if (s->signalled > s->idle)
+                s->signalled = s->idle;
             continue;
         }
         /* Form the batch: requests in queue order that fit the chosen size. */
@@ -877,8 +918,11 @@ loom_serve_code loom_serve_submit(loom_server *s, const loom_serve_request *req,
         }
     }
     m->last_arrival = now;
-    pthread_cond_signal(&s->work_cv);
+    /* The busy workers, and one on its way, decide again with this request queued. */
+    int wake = wake_for(s, m);
     pthread_mutex_unlock(&s->mu);
+    if (wake)
+        pthread_cond_signal(&s->work_cv);
     return LOOM_SERVE_OK;
 }
 
@@ -928,6 +972,8 @@ void sv_requeue(loom_server *s, sv_req *r)
 {
     pthread_mutex_lock(&s->mu);
     queue_insert(r->model, r);
-    pthread_cond_signal(&s->work_cv);
+    int wake = wake_for(s, r->model);
     pthread_mutex_unlock(&s->mu);
+    if (wake)
+        pthread_cond_signal(&s->work_cv);
 }

@@ -99,6 +99,8 @@ struct sv_req {
     double batch_deadline;     /* what the batcher aims at: DEADLINE or submit + target */
     int priority;
     int leader;                /* runs for the cache entry KEY */
+    int special;               /* in the queue out of plain arrival order, or with its own
+                                * deadline (see sv_model.n_special) */
     sv_key key;
     loom_serve_done_fn done;
     void *user;
@@ -153,6 +155,11 @@ struct sv_model {
     sv_estimates est;
     sv_req *head, *tail;
     size_t depth;
+    /* Queued requests with their own deadline, a priority, a variant or cascade stage, or
+     * queued behind a request that arrived later. While there are none, the queue is in
+     * arrival order and the head is both the oldest and the earliest batch deadline, and
+     * nothing can expire: the workers then need not walk the queue. */
+    size_t n_special;
     double last_arrival, mean_gap, mean_rows;
     /* Plans per size, under PLAN_MU. */
     pthread_mutex_t plan_mu;
@@ -187,6 +194,11 @@ struct loom_server {
     size_t n_models, cap_models;
     pthread_t *workers;
     uint32_t n_workers;
+    uint32_t idle;           /* workers waiting on WORK_CV, under MU: a submit wakes one only
+                              * then (the busy ones look at the queue when their batch ends) */
+    uint32_t signalled;      /* wake-ups sent to idle workers that none has come back from yet
+                              * (at most IDLE), under MU: a submit does not wake another for a
+                              * request the one on its way will see */
     int stopping, draining;
     long outstanding;        /* accepted and not yet answered */
     /* Devices and their busy seconds (under STATS_MU). */
@@ -279,15 +291,16 @@ sv_remote *sv_remote_create(const char *url, double timeout_s, uint32_t connecti
                             const sv_model *m, char *err, size_t err_len);
 void sv_remote_destroy(sv_remote *r);
 
-/* audit.c: open (or create) the database at PATH, verify its chain, start the writer. */
+/* audit.c: open (or create) the database at PATH, move a journal a crash left into it,
+ * verify its chain's tail, start the ingester thread. */
 loom_status sv_audit_open(const char *path, const char *key_path, int new_segment,
                           int sync_full, sv_audit **out);
-/* Stop the writer after committing everything queued, close. */
+/* Stop the ingester after moving everything journaled into the database, close. */
 void sv_audit_close(sv_audit *a);
-/* Queue the record of R's answer RES; once committed, call DONE(RES, USER) and
- * sv_server_finished(S) on the writer thread. */
-void sv_audit_deliver(sv_audit *a, loom_server *s, const sv_req *r, const figures *f,
-                      loom_serve_result *res, loom_serve_done_fn done, void *user);
+/* Seal the record of R's answer RES and append it to the journal (on the calling thread;
+ * with sync_full, on the disk) before the answer is delivered. When that fails, RES becomes
+ * a failure ("the audit trail could not be written"): no answer leaves without its record. */
+void sv_audit_record(sv_audit *a, const sv_req *r, const figures *f, loom_serve_result *res);
 
 /* For tests: recompute every record's chain hash and MAC with the key in KEY_PATH (NULL: no
  * MACs), as someone who edited records and knows the format (not the real key) would. */

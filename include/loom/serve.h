@@ -45,17 +45,18 @@ typedef struct loom_server_options {
     uint32_t workers;
     /* The audit trail (docs/serve.md, "Audit trail"): NULL: off. Else the SQLite database
      * (created when absent, WAL mode) to which every answered request appends one
-     * hash-chained record, committed before the answer is delivered. */
+     * hash-chained record: written to the journal PATH + "-pending" before the answer is
+     * delivered, moved into the database in the background. One server per database. */
     const char *audit_path;
     /* A file whose bytes are the HMAC-SHA-256 key of the records; NULL: no MACs. */
     const char *audit_key_path;
     /* Non-zero: when the database's chain does not verify, start a new segment (a record says
      * where and why) instead of refusing to append. */
     int audit_new_segment;
-    /* Non-zero: SQLite synchronous=FULL (a commit is on disk before the answer leaves: nothing
-     * answered is lost even to a power cut; one fsync per batch of records). 0: NORMAL (the
-     * default: a commit reaches the operating system before the answer leaves, so a crash or
-     * SIGKILL of the process loses nothing answered; a power cut may lose the last commits). */
+    /* Non-zero: the journal is fdatasync'ed after each record before its answer leaves, and
+     * SQLite runs synchronous=FULL: nothing answered is lost even to a power cut. 0 (the
+     * default): a record reaches the operating system before its answer leaves, so a crash or
+     * SIGKILL of the process loses nothing answered; a power cut may lose the last records. */
     int audit_sync_full;
     /* A serving trace (docs/serve.md, "Trace"): NULL: off. Else a file created (truncated) at
      * start, into which every batch (per worker), every answered request (from arrival to
@@ -317,17 +318,19 @@ loom_status loom_server_metrics_text(const loom_server *server, char **out);
 
 /* ---- the audit trail --------------------------------------------------------------------- */
 
-/* Verify the audit database at PATH (opened read-only) with the HMAC key in the file KEY_PATH
- * (NULL: the hash chain only). Returns 0 when every record verifies (*COUNT records; MESSAGE
- * says so), 1 when one does not (MESSAGE names the first edited, deleted, inserted or
- * reordered record; *COUNT the records that verified), -1 when the database or key cannot be
- * read (MESSAGE says why). */
+/* Verify the audit database at PATH (opened read-only) and then the records of its journal
+ * PATH + "-pending" not yet in it, with the HMAC key in the file KEY_PATH (NULL: the hash
+ * chain only). Returns 0 when every record verifies (*COUNT records; MESSAGE says so), 1 when
+ * one does not (MESSAGE names the first edited, deleted, inserted or reordered record, or
+ * where the journal is damaged; *COUNT the records that verified), -1 when the database,
+ * journal or key cannot be read (MESSAGE says why). */
 int loom_audit_verify(const char *path, const char *key_path, uint64_t *count, char *message,
                       size_t message_len);
 
-/* Write the records of the audit database at PATH as JSON lines (one object per record, every
- * column) to OUT, in order: those of MODEL (NULL: any), answered at or after SINCE (Unix
- * seconds; 0: any), with REQUEST_ID (NULL: any). Returns 0, or -1 with MESSAGE. */
+/* Write the records of the audit database at PATH and of its journal (PATH + "-pending") as
+ * JSON lines (one object per record, every column) to OUT, in order: those of MODEL (NULL:
+ * any), answered at or after SINCE (Unix seconds; 0: any), with REQUEST_ID (NULL: any).
+ * Returns 0, or -1 with MESSAGE (also when the journal is damaged: nothing written). */
 int loom_audit_query(const char *path, const char *model, double since, const char *request_id,
                      FILE *out, char *message, size_t message_len);
 

@@ -5,7 +5,7 @@
 # the cloud killed the edge answer stands ("lite>remote-failed") and the edge keeps serving;
 # then crash safety: the edge, audited, is SIGKILLed under load from 4 curl loops; every
 # request a client got an answer for has its record and `loom audit verify` passes; the same
-# with keep-alive clients fast enough that the audit writer commits several records at once.
+# with keep-alive clients fast enough that records are journaled concurrently.
 # Usage: test_qos_http.sh LOOM_BINARY SOURCE_ROOT. Skips (77) without curl or python3-numpy.
 set -u
 LOOM="$(realpath "$1")"
@@ -123,9 +123,9 @@ missing = [i.strip() for i in open("answered.txt") if i.strip() not in ids]
 print(len(missing), "missing", missing[:5])
 sys.exit(1 if missing else 0)' >missing.out; rc=$?
 [ $rc -eq 0 ] && ok "every answered request has its record" || bad "records missing: $(cat missing.out)"
-# The same at a rate where the writer commits several records per transaction (keep-alive
-# clients in threads, thousands of requests a second): SIGKILL, then every answered id has its
-# record.
+# The same at a rate where the workers journal records concurrently and the ingester moves
+# many per transaction (keep-alive clients in threads, thousands of requests a second):
+# SIGKILL, then every answered id has its record (in the database or the journal it left).
 start grouped --model "digits=$D/full.onnx" --audit grouped.db
 "$PY" - "$PORT_grouped" "$PID_grouped" >grouped.out 2>&1 <<'PYEOF'
 import http.client, json, os, signal, sys, threading, time
