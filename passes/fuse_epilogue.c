@@ -372,19 +372,13 @@ loom_status pass_fuse_epilogue(const loom_graph *in, loom_graph **out, pass_ctx 
         return LOOM_OK;
     }
     fuse_state fs = {.g = in};
-    int32_t *reader = malloc((in->n_values + 1) * sizeof *reader);
-    fs.role = malloc((in->n_nodes + 1) * sizeof *fs.role);
-    fs.chains = malloc((in->n_nodes + 1) * sizeof *fs.chains);
-    if (!reader || !fs.role || !fs.chains) {
-        free(reader);
-        free(fs.role);
-        free(fs.chains);
-        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory fusing graph '%s'",
-                              in->name);
-    }
-    passes_first_readers(in, reader);
-    for (size_t i = 0; i < in->n_nodes; i++)
-        fs.role[i] = -1;
+    int32_t *reader;
+    void *chains;
+    loom_status sst = passes_chain_scratch(in, sizeof *fs.chains, "fusing", &reader, &fs.role,
+                                           &chains);
+    if (sst != LOOM_OK)
+        return sst;
+    fs.chains = chains;
     /* Heads in topological order, so that a chain never starts inside another. */
     size_t counts[3] = {0, 0, 0};
     for (size_t p = 0; p < in->n_nodes; p++) {

@@ -1,8 +1,10 @@
 /*
  * Questions the rewriting passes ask of a graph: is a value an f32 constant, which node reads
- * a value, is that node its only reader.
+ * a value, is that node its only reader; the scratch of the chain-fusing passes.
  */
 #include "passes.h"
+
+#include <stdlib.h>
 
 const graph_value *passes_const_f32(const loom_graph *g, loom_value v)
 {
@@ -32,4 +34,25 @@ int32_t passes_only_reader(const loom_graph *g, const int32_t *reader, loom_valu
     if (val->output_index >= 0 || val->n_consumers != 1)
         return -1;
     return reader[v];
+}
+
+loom_status passes_chain_scratch(const loom_graph *g, size_t chain_size, const char *what,
+                                 int32_t **reader, int32_t **role, void **chains)
+{
+    *reader = malloc((g->n_values + 1) * sizeof **reader);
+    *role = malloc((g->n_nodes + 1) * sizeof **role);
+    *chains = malloc((g->n_nodes + 1) * chain_size);
+    if (!*reader || !*role || !*chains) {
+        free(*reader);
+        free(*role);
+        free(*chains);
+        *reader = *role = NULL;
+        *chains = NULL;
+        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory %s graph '%s'", what,
+                              g->name);
+    }
+    passes_first_readers(g, *reader);
+    for (size_t i = 0; i < g->n_nodes; i++)
+        (*role)[i] = -1;
+    return LOOM_OK;
 }

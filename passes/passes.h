@@ -92,6 +92,13 @@ void passes_first_readers(const loom_graph *g, int32_t *reader);
 /* The one node reading V (from READER as passes_first_readers fills it), or -1: none,
  * several, or V is a graph output. */
 int32_t passes_only_reader(const loom_graph *g, const int32_t *reader, loom_value v);
+/* The scratch of a pass that turns chains of G's nodes into one node each: *READER
+ * (passes_first_readers' array), *ROLE (one entry per node, all -1: no chain yet) and *CHAINS
+ * (room for one chain of CHAIN_SIZE bytes per node), malloc'ed, the caller frees them. Returns
+ * LOOM_OK, or LOOM_ERR_OUT_OF_MEMORY naming WHAT ("fusing", "quantising") with nothing left
+ * allocated. */
+loom_status passes_chain_scratch(const loom_graph *g, size_t chain_size, const char *what,
+                                 int32_t **reader, int32_t **role, void **chains);
 
 /* GELU applied to X in G (passes/quantize_int8_dynamic.c): a Gelu node (approximate none or
  * tanh) that is X's only reader, or the Erf form exporters write (X read by a Div by sqrt(2) or

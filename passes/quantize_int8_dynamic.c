@@ -480,19 +480,13 @@ loom_status pass_quantize_int8_dynamic(const loom_graph *in, loom_graph **out, p
         return LOOM_OK;
     }
     if (ctx->int8_epilogue) {
-        int32_t *reader = malloc((in->n_values + 1) * sizeof *reader);
-        qs.role = malloc((in->n_nodes + 1) * sizeof *qs.role);
-        qs.chains = malloc((in->n_nodes + 1) * sizeof *qs.chains);
-        if (!reader || !qs.role || !qs.chains) {
-            free(reader);
-            free(qs.role);
-            free(qs.chains);
-            return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory quantising graph '%s'",
-                                  in->name);
-        }
-        passes_first_readers(in, reader);
-        for (size_t i = 0; i < in->n_nodes; i++)
-            qs.role[i] = -1;
+        int32_t *reader;
+        void *chains;
+        loom_status sst = passes_chain_scratch(in, sizeof *qs.chains, "quantising", &reader,
+                                               &qs.role, &chains);
+        if (sst != LOOM_OK)
+            return sst;
+        qs.chains = chains;
         for (size_t p = 0; p < in->n_nodes; p++) {
             const uint32_t h = ctx->order[p];
             if (will_quantize(&qs, &in->nodes[h], &qp, 0))

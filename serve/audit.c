@@ -1219,6 +1219,27 @@ void sv_audit_close(sv_audit *a)
 
 /* ---- the public verify and query --------------------------------------------------------- */
 
+/* What verify and query read, in this order: the journal JPATH into *JBUF (*JLEN bytes,
+ * malloc'ed; whatever a running server moves out of it after this read is in the database when
+ * that is read next, docs/serve.md), then the database PATH opened into *DB. 0, or -1 with
+ * MESSAGE set and nothing left open. */
+static int read_snapshot(const char *path, const char *jpath, unsigned char **jbuf, size_t *jlen,
+                         sqlite3 **db, char *message, size_t message_len)
+{
+    *jbuf = NULL;
+    *jlen = 0;
+    if (aj_read_file(jpath, jbuf, jlen) != 0) {
+        snprintf(message, message_len, "audit journal '%s': %s", jpath, strerror(errno));
+        return -1;
+    }
+    if (open_db(path, 0, db, message, message_len) != 0) {
+        free(*jbuf);
+        *jbuf = NULL;
+        return -1;
+    }
+    return 0;
+}
+
 int loom_audit_verify(const char *path, const char *key_path, uint64_t *count, char *message,
                       size_t message_len)
 {
@@ -1235,17 +1256,9 @@ int loom_audit_verify(const char *path, const char *key_path, uint64_t *count, c
     uint64_t pending = 0;
     int rc;
     for (int attempt = 0;; attempt++) {
-        /* The journal before the database: whatever a running server moves out of the
-         * journal after this read is in the database when it is read next (docs/serve.md). */
-        unsigned char *jbuf = NULL;
-        size_t jlen = 0;
-        if (aj_read_file(jpath, &jbuf, &jlen) != 0) {
-            snprintf(message, message_len, "audit journal '%s': %s", jpath, strerror(errno));
-            free(jpath);
-            return -1;
-        }
-        if (open_db(path, 0, &db, message, message_len) != 0) {
-            free(jbuf);
+        unsigned char *jbuf;
+        size_t jlen;
+        if (read_snapshot(path, jpath, &jbuf, &jlen, &db, message, message_len) != 0) {
             free(jpath);
             return -1;
         }
@@ -1349,13 +1362,7 @@ int loom_audit_query(const char *path, const char *model, double since, const ch
         return snprintf(message, message_len, "out of memory"), -1;
     int pending;
     for (int attempt = 0;; attempt++) {
-        if (aj_read_file(jpath, &jbuf, &jlen) != 0) {
-            snprintf(message, message_len, "audit journal '%s': %s", jpath, strerror(errno));
-            free(jpath);
-            return -1;
-        }
-        if (open_db(path, 0, &db, message, message_len) != 0) {
-            free(jbuf);
+        if (read_snapshot(path, jpath, &jbuf, &jlen, &db, message, message_len) != 0) {
             free(jpath);
             return -1;
         }
