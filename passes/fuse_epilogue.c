@@ -57,17 +57,6 @@ static int op_is(const graph_node *n, loom_op_id id)
     return n->def->id == id;
 }
 
-/* The other input of a two-input Add whose one input is V, or NO_VALUE. */
-static loom_value add_other(const graph_node *n, loom_value v)
-{
-    if (!op_is(n, LOOM_OP_ADD) || n->n_inputs != 2)
-        return LOOM_NO_VALUE;
-    if (n->inputs[0] == v && n->inputs[1] != v)
-        return n->inputs[1];
-    if (n->inputs[1] == v && n->inputs[0] != v)
-        return n->inputs[0];
-    return LOOM_NO_VALUE;
-}
 
 /* Whether constant C is a bias the head can take: per output channel for Conv (dims all 1 but
  * the channel axis, right-aligned against [N, M, spatial...]), a row of N for MatMul and Gemm. */
@@ -278,7 +267,7 @@ static int plan_chain(const loom_graph *g, const int32_t *reader, const int32_t 
         const graph_node *n = &g->nodes[r];
         if (n->n_outputs != 1 || !same_desc(&g->values[n->outputs[0]].desc, y))
             break;
-        loom_value other = add_other(n, cur);
+        loom_value other = passes_other_input(n, LOOM_OP_ADD, cur);
         if (step < 1 && other != LOOM_NO_VALUE && passes_const_f32(g, other) &&
             bias_fits(g, head, passes_const_f32(g, other))) {
             c->bias = other;

@@ -56,3 +56,14 @@ loom_status passes_chain_scratch(const loom_graph *g, size_t chain_size, const c
         (*role)[i] = -1;
     return LOOM_OK;
 }
+
+loom_value passes_other_input(const graph_node *n, loom_op_id id, loom_value v)
+{
+    if (n->def->id != id || n->n_inputs != 2 || n->n_outputs != 1)
+        return LOOM_NO_VALUE;
+    if (n->inputs[0] == v && n->inputs[1] != v)
+        return n->inputs[1];
+    if (n->inputs[1] == v && n->inputs[0] != v)
+        return n->inputs[0];
+    return LOOM_NO_VALUE;
+}

@@ -92,6 +92,9 @@ void passes_first_readers(const loom_graph *g, int32_t *reader);
 /* The one node reading V (from READER as passes_first_readers fills it), or -1: none,
  * several, or V is a graph output. */
 int32_t passes_only_reader(const loom_graph *g, const int32_t *reader, loom_value v);
+/* The other input of N when N is a node of op ID with two inputs and one output, one input V
+ * (the other a different value); LOOM_NO_VALUE if not. */
+loom_value passes_other_input(const graph_node *n, loom_op_id id, loom_value v);
 /* The scratch of a pass that turns chains of G's nodes into one node each: *READER
  * (passes_first_readers' array), *ROLE (one entry per node, all -1: no chain yet) and *CHAINS
  * (room for one chain of CHAIN_SIZE bytes per node), malloc'ed, the caller frees them. Returns

@@ -201,18 +201,6 @@ static int scalar_near(const loom_graph *g, loom_value v, double want)
     return fabs(x - want) <= 1e-5 * fabs(want);
 }
 
-/* The other input of two-input node N of op ID when one input is V; LOOM_NO_VALUE if not. */
-static loom_value other_input(const graph_node *n, loom_op_id id, loom_value v)
-{
-    if (n->def->id != id || n->n_inputs != 2 || n->n_outputs != 1)
-        return LOOM_NO_VALUE;
-    if (n->inputs[0] == v && n->inputs[1] != v)
-        return n->inputs[1];
-    if (n->inputs[1] == v && n->inputs[0] != v)
-        return n->inputs[0];
-    return LOOM_NO_VALUE;
-}
-
 /* The only reader of V in G when it is free (ROLE NULL, or -1 there), else -1. */
 static int32_t free_reader(const loom_graph *g, const int32_t *role, const int32_t *reader,
                            loom_value v)
@@ -246,7 +234,7 @@ static int erf_gelu(const loom_graph *g, const int32_t *role, const int32_t *rea
         /* x / sqrt(2), or x * (1 / sqrt(2)) */
         int scaled = (dn->def->id == LOOM_OP_DIV && dn->n_inputs == 2 && dn->inputs[0] == x &&
                       scalar_near(g, dn->inputs[1], 1.4142135623730951)) ||
-                     scalar_near(g, other_input(dn, LOOM_OP_MUL, x), 0.7071067811865476);
+                     scalar_near(g, passes_other_input(dn, LOOM_OP_MUL, x), 0.7071067811865476);
         if (!scaled || dn->n_outputs != 1)
             continue;
         const int32_t e = free_reader(g, role, reader, dn->outputs[0]);
@@ -254,7 +242,7 @@ static int erf_gelu(const loom_graph *g, const int32_t *role, const int32_t *rea
             continue;
         const loom_value ev = g->nodes[e].outputs[0];
         const int32_t a = free_reader(g, role, reader, ev);
-        if (a < 0 || !scalar_near(g, other_input(&g->nodes[a], LOOM_OP_ADD, ev), 1.0))
+        if (a < 0 || !scalar_near(g, passes_other_input(&g->nodes[a], LOOM_OP_ADD, ev), 1.0))
             continue;
         const loom_value av = g->nodes[a].outputs[0];
         const int32_t ar = free_reader(g, role, reader, av);
@@ -262,13 +250,13 @@ static int erf_gelu(const loom_graph *g, const int32_t *role, const int32_t *rea
         if (h < 0 || mn->n_outputs != 1)
             continue;
         const graph_node *hn = &g->nodes[h];
-        if (other_input(mn, LOOM_OP_MUL, x) == av && ar == m) {
+        if (passes_other_input(mn, LOOM_OP_MUL, x) == av && ar == m) {
             /* (x * (erf + 1)) * 0.5 */
-            if (!scalar_near(g, other_input(hn, LOOM_OP_MUL, mn->outputs[0]), 0.5))
+            if (!scalar_near(g, passes_other_input(hn, LOOM_OP_MUL, mn->outputs[0]), 0.5))
                 continue;
-        } else if (scalar_near(g, other_input(mn, LOOM_OP_MUL, x), 0.5) && ar == h) {
+        } else if (scalar_near(g, passes_other_input(mn, LOOM_OP_MUL, x), 0.5) && ar == h) {
             /* (x * 0.5) * (erf + 1) */
-            if (other_input(hn, LOOM_OP_MUL, mn->outputs[0]) != av)
+            if (passes_other_input(hn, LOOM_OP_MUL, mn->outputs[0]) != av)
                 continue;
         } else {
             continue;
@@ -320,7 +308,7 @@ static void plan_chain(quant_state *qs, const int32_t *reader, uint32_t h, const
     const loom_tensor_desc *y = &g->values[cur].desc;
     int32_t r = free_reader(g, qs->role, reader, cur);
     if (r >= 0 && qp->c_len == 0) {
-        loom_value o = other_input(&g->nodes[r], LOOM_OP_ADD, cur);
+        loom_value o = passes_other_input(&g->nodes[r], LOOM_OP_ADD, cur);
         const graph_value *b = o == LOOM_NO_VALUE ? NULL : passes_const_f32(g, o);
         if (b && loom_tensor_desc_numel(&b->desc) == qp->n && b->desc.rank >= 1 &&
             b->desc.rank <= y->rank && b->desc.dims[b->desc.rank - 1] == qp->n &&
