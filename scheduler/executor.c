@@ -17,6 +17,7 @@
  */
 #include "sched_internal.h"
 
+#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -661,6 +662,7 @@ static void run_device(plan_ctx *c, uint32_t s)
 static void *worker_main(void *arg)
 {
     plan_worker *w = arg;
+    pthread_setname_np(pthread_self(), "loom-device");
     plan_ctx *c = w->ctx;
     uint64_t seen = 0;
     for (;;) {

@@ -4,9 +4,10 @@
  * chain recomputed without the key is detected as well, kept in an SQLite database (WAL mode).
  *
  * The answer path does not touch SQLite. The worker that finished a request seals its record
- * (the next seq, the chain hash, the MAC) under a short mutex and appends it with one write()
- * to the journal DB + "-pending" (serve/audit_journal.h) in chain order; when write() returned
- * the record is in the kernel's hands and the answer is delivered from that same thread. A
+ * (the next seq, the chain hash, the MAC) under a short mutex and copies it into the journal
+ * DB + "-pending" (serve/audit_journal.h) in chain order, through a shared mapping of the file:
+ * once copied the record is in the kernel's page cache (no system call on the way) and the
+ * answer is delivered from that same thread. A
  * background thread (the ingester) moves the journal's records into the database every
  * AUDIT_INGEST_NS in one transaction (records and the head row, audit_meta), and starts a
  * fresh journal with what is left once the journal is large enough. At start the server moves
@@ -24,7 +25,9 @@
 #include <openssl/hmac.h>
 #include <sqlite3.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <stdio.h>
@@ -36,7 +39,7 @@
 #define ZERO_HASH "0000000000000000000000000000000000000000000000000000000000000000"
 
 /* The ingester's period: records reach the database within about this long. */
-#define AUDIT_INGEST_NS 50000000LL
+#define AUDIT_INGEST_NS 200000000LL
 /* A fully ingested journal of at least this many bytes is replaced by an empty one; one of
  * 32 times as many bytes by one holding its not yet ingested tail, when that tail is no
  * larger (it is copied under the writers' lock). */
@@ -76,6 +79,8 @@ struct sv_audit {
     int jfd;
     uint64_t jsize;          /* bytes of whole frames in the journal */
     uint64_t jalloc;         /* bytes in the file: the frames, then zeros written ahead */
+    unsigned char *map;      /* the file's first MAPLEN bytes, shared: frames are copied in */
+    size_t maplen;
     int64_t seq, segment;    /* the last record's */
     char last_hash[65];
     int broken;              /* the journal could not be restored after a failed write */
@@ -731,7 +736,27 @@ static int prealloc(sv_audit *a, size_t n)
             return -1;
         a->jalloc += k;
     }
+    /* Written zeros, not a hole or a bigger size: every byte mapped has its block on the
+     * disk, so a full disk fails this write (the answer is withheld) and never a copy into
+     * the mapping (SIGBUS). */
+    if (a->maplen < a->jalloc) {
+        void *m = a->map ? mremap(a->map, a->maplen, (size_t)a->jalloc, MREMAP_MAYMOVE)
+                         : mmap(NULL, (size_t)a->jalloc, PROT_READ | PROT_WRITE, MAP_SHARED,
+                                a->jfd, 0);
+        if (m == MAP_FAILED)
+            return -1;
+        a->map = m;
+        a->maplen = (size_t)a->jalloc;
+    }
     return 0;
+}
+
+static void unmap_journal(sv_audit *a)
+{
+    if (a->map)
+        munmap(a->map, a->maplen);
+    a->map = NULL;
+    a->maplen = 0;
 }
 
 static void withhold(loom_serve_result *res, const char *why)
@@ -810,14 +835,20 @@ void sv_audit_record(sv_audit *a, const sv_req *r, const figures *f, loom_serve_
             why = "out of memory";
         } else {
             aj_encode(&x, a->wbuf);
-            if ((a->jsize + n > a->jalloc && prealloc(a, n) != 0) ||
-                write_all(a->jfd, a->wbuf, n, a->jsize) != 0) {
+            if (a->jsize + n > a->jalloc && prealloc(a, n) != 0) {
                 err = errno;
-                /* Take back a frame written in part: later frames must not follow it. */
+                /* Take back zeros written in part; the frames before stay as they are. */
                 if (ftruncate(a->jfd, (off_t)a->jsize) != 0)
                     a->broken = 1;
                 a->jalloc = a->jsize;
             } else {
+                /* Into the page cache through the mapping, no system call: the record
+                 * survives the process (a crash, SIGKILL) as a write would. The payload
+                 * first, then the header: killed in between, the frame reads as the end. */
+                unsigned char *at = a->map + a->jsize;
+                memcpy(at + AJ_HEAD_BYTES, a->wbuf + AJ_HEAD_BYTES, n - AJ_HEAD_BYTES);
+                atomic_signal_fence(memory_order_seq_cst);
+                memcpy(at, a->wbuf, AJ_HEAD_BYTES);
                 a->seq = x.seq;
                 memcpy(a->last_hash, x.hash, sizeof a->last_hash);
                 a->jsize += n;
@@ -916,6 +947,7 @@ static void rotate(sv_audit *a)
         }
         free(dir);
     }
+    unmap_journal(a);
     close(a->jfd);
     a->jfd = fd;
     a->jsize = a->jalloc = tail;
@@ -925,6 +957,7 @@ static void rotate(sv_audit *a)
 static void *ingester_main(void *arg)
 {
     sv_audit *a = arg;
+    pthread_setname_np(pthread_self(), "loom-audit");
     /* Background work (the records are safe in the journal already): the workers and the
      * HTTP threads go first when the CPUs are busy; it catches up when they are not. (Linux:
      * a thread's own nice value.) */
@@ -1195,6 +1228,7 @@ void sv_audit_close(sv_audit *a)
         pthread_cond_destroy(&a->cv);
         all_in = a->ingested == a->jsize;
     }
+    unmap_journal(a);
     if (a->jfd >= 0) {
         close(a->jfd);
         /* Every record is in the database: no journal left behind. Else it stays, for the

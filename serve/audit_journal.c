@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #define AJ_MAGIC 0x314a414cu /* "LAJ1" read as a little-endian u32 */
-#define AJ_HEAD 16
+#define AJ_HEAD AJ_HEAD_BYTES
 #define AJ_FIXED (2 * 8 + 6 * 8)
 #define AJ_N_STR (3 + AJ_N_TEXT)
 #define AJ_MAX_PAYLOAD (64u << 20)

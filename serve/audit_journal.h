@@ -42,6 +42,11 @@ typedef struct rec {
  * message. */
 char **aj_text(rec *r, int i);
 
+/* Bytes of a frame's header (magic, payload length, checksum), which aj_encode writes first:
+ * a writer that copies the payload before the header leaves, if it dies between the two, a
+ * frame that reads as the journal's end. */
+#define AJ_HEAD_BYTES 16
+
 /* Bytes the frame of R takes (NULL text fields count as ""). */
 size_t aj_frame_size(rec *r);
 

@@ -250,6 +250,7 @@ static void remote_one(sv_remote *rm, sv_http_conn *c, loom_server *s, sv_req *r
 static void *remote_main(void *arg)
 {
     sv_remote *rm = arg;
+    pthread_setname_np(pthread_self(), "loom-remote");
     sv_http_conn *c = malloc(sizeof *c);
     if (c)
         sv_http_init(c, rm->host, rm->port);

@@ -118,6 +118,7 @@ static void *worker_main(void *argp)
     worker_arg wa = *(worker_arg *)argp;
     free(argp);
     cpu_pool *p = wa.pool;
+    pthread_setname_np(pthread_self(), "loom-cpu");
     if (p->bind && p->bind[wa.index])
         hwloc_set_cpubind(p->topo, p->bind[wa.index], HWLOC_CPUBIND_THREAD);
     uint_fast64_t seen = atomic_load(&p->generation);

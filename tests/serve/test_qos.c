@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -774,6 +776,51 @@ static void test_journal_torn_last_record_is_dropped(void)
     free(j);
 }
 
+/* A journal that cannot grow (here the file-size limit; a full disk alike) withholds the
+ * answer with a clear message and kills nothing: the journal is mapped, and a copy into a
+ * mapped page without its disk block would be SIGBUS. Every request answered before has its
+ * record. The soft limit is lowered for the asks only (no fork: the sanitizers' runs too). */
+static void test_journal_write_failure_withholds_the_answer(void)
+{
+    char db[512], msg[1024];
+    audit_path(db, sizeof db, "full-disk.db");
+    /* No ingestion while the limit holds: the journal alone grows. */
+    setenv("LOOM_AUDIT_INGEST_MS", "1000000000", 1);
+    loom_server_options so = {.struct_size = sizeof so, .audit_path = db};
+    loom_server *s = make_server("full", 0.5, NULL, 1, &so);
+    unsetenv("LOOM_AUDIT_INGEST_MS");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    struct rlimit old, rl;
+    CU_ASSERT_EQUAL_FATAL(getrlimit(RLIMIT_FSIZE, &old), 0);
+    rl = old;
+    rl.rlim_cur = 200u << 10;
+    void (*was)(int) = signal(SIGXFSZ, SIG_IGN);
+    CU_ASSERT_EQUAL_FATAL(setrlimit(RLIMIT_FSIZE, &rl), 0);
+    int ok = 0, failed = 0, wrong = 0;
+    for (int k = 0; k < 2000 && failed < 5; k++) {
+        char id[16];
+        snprintf(id, sizeof id, "f%d", k);
+        loom_serve_result *r = ask(s, 0.9f, NULL, id);
+        if (r && r->code == LOOM_SERVE_OK && !failed)
+            ok++;
+        else if (r && r->code == LOOM_SERVE_FAILED && r->n_outputs == 0 && r->message &&
+                 strstr(r->message, "the audit trail could not be written"))
+            failed++;
+        else
+            wrong++;
+        loom_serve_result_free(r);
+    }
+    setrlimit(RLIMIT_FSIZE, &old);
+    signal(SIGXFSZ, was);
+    CU_ASSERT(ok > 50);        /* answered while the journal could grow */
+    CU_ASSERT_EQUAL(failed, 5); /* then withheld, each with the reason */
+    CU_ASSERT_EQUAL(wrong, 0);
+    loom_server_destroy(s); /* moves the journal in */
+    uint64_t n = 0;
+    CU_ASSERT_EQUAL(verify(db, NULL, &n, msg), 0);
+    CU_ASSERT(n >= (uint64_t)ok); /* every answered request's record (and the segment's) */
+}
+
 static void test_journal_damage_is_reported_where(void)
 {
     char db[512], pristine[512], jpath[600], want[700], msg[1024];
@@ -999,6 +1046,8 @@ int main(void)
     CU_add_test(a, "journal: a torn last record is dropped",
                 test_journal_torn_last_record_is_dropped);
     CU_add_test(a, "journal: damage is reported where", test_journal_damage_is_reported_where);
+    CU_add_test(a, "journal: a failed write withholds the answer",
+                test_journal_write_failure_withholds_the_answer);
     CU_add_test(a, "journal: ingestion interleaved with verify and query",
                 test_journal_ingestion_interleaved_with_verify);
     loom_runtime_options ro = {.struct_size = sizeof ro, .no_default_plugins = 1};
