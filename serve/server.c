@@ -196,7 +196,45 @@ static void answer_all(loom_server *s, sv_req **reqs, size_t n, loom_serve_code 
         sv_answer(s, reqs[k], code, msg, NULL, f);
 }
 
-static void run_batch(loom_server *s, sv_model *m, sv_req **reqs, size_t n, uint32_t idx)
+static void resources_hold(loom_server *s, uint64_t res, int delta)
+{
+    for (int r = 0; r < 64; r++)
+        if (res >> r & 1)
+            s->res_busy[r] = (uint32_t)((int)s->res_busy[r] + delta);
+}
+
+/* The batch of ROWS rows of M holding RES is off its devices: they take the next batch while
+ * this one's requests are answered (splitting, the audit record, the callback or HTTP
+ * response), on this worker's thread. A worker waits for that next batch: one that waited
+ * for these devices, or an idle one when requests are queued (a request that arrived while the
+ * devices were busy woke nobody, wake_for). Takes the server's lock. */
+static void release_batch(loom_server *s, sv_model *m, uint64_t res, uint32_t rows)
+{
+    pthread_mutex_lock(&s->mu);
+    m->running_rows -= rows;
+    resources_hold(s, res, -1);
+    /* Only then: waking every worker after every batch cost each request of a closed loop
+     * ~20 us over HTTP. */
+    if (s->res_waiters) {
+        s->res_waiters = 0;
+        pthread_cond_broadcast(&s->work_cv);
+    } else if (s->idle > s->signalled) {
+        int queued = 0;
+        for (size_t i = 0; i < s->n_models && !queued; i++)
+            queued = s->models[i]->head != NULL;
+        if (queued) {
+            s->signalled++;
+            pthread_cond_signal(&s->work_cv);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Run REQS (N requests, ROWS rows, taken off M's queue) as one batch of size index IDX on a
+ * plan whose devices RES this worker holds (released here, as soon as the plan has run), and
+ * answer each request. */
+static void run_batch(loom_server *s, sv_model *m, sv_req **reqs, size_t n, uint32_t idx,
+                      uint64_t res)
 {
     double t_start = sv_now();
     uint32_t size = m->est.sizes[idx];
@@ -206,6 +244,7 @@ static void run_batch(loom_server *s, sv_model *m, sv_req **reqs, size_t n, uint
     figures f = {.batch_rows = size, .batch_requests = (uint32_t)n};
     plan_slot *sl;
     if (sv_model_plan(s, m, idx, &sl) != LOOM_OK) {
+        release_batch(s, m, res, rows);
         answer_all(s, reqs, n, LOOM_SERVE_FAILED, loom_serve_last_error(), &f);
         return;
     }
@@ -242,6 +281,7 @@ static void run_batch(loom_server *s, sv_model *m, sv_req **reqs, size_t n, uint
         free(ins);
         free(outs);
         free(pin);
+        release_batch(s, m, res, rows);
         answer_all(s, reqs, n, LOOM_SERVE_FAILED, "out of memory forming a batch", &f);
         return;
     }
@@ -260,10 +300,12 @@ static void run_batch(loom_server *s, sv_model *m, sv_req **reqs, size_t n, uint
     f.run_s = t1 - t0;
 
     sv_trace_batch(s->trace, m, t0, t1, rows, size, n, sl->devices, rs == LOOM_OK);
-    pthread_mutex_lock(&s->mu);
-    if (rs == LOOM_OK)
+    if (rs == LOOM_OK) {
+        pthread_mutex_lock(&s->mu);
         sv_estimate_measure(&m->est, idx, t1 - t0);
-    pthread_mutex_unlock(&s->mu);
+        pthread_mutex_unlock(&s->mu);
+    }
+    release_batch(s, m, res, rows);
     pthread_mutex_lock(&m->stats_mu);
     m->met.batches++;
     m->met.rows_run += rows;
@@ -374,13 +416,6 @@ static int wake_for(loom_server *s, const sv_model *m)
     return wake;
 }
 
-static void resources_hold(loom_server *s, uint64_t res, int delta)
-{
-    for (int r = 0; r < 64; r++)
-        if (res >> r & 1)
-            s->res_busy[r] = (uint32_t)((int)s->res_busy[r] + delta);
-}
-
 static void queue_remove(sv_model *m, sv_req *r)
 {
     if (r->prev)
@@ -445,6 +480,7 @@ static sv_req *take_expired(loom_server *s, double now)
 static void *worker_main(void *arg)
 {
     loom_server *s = arg;
+    pthread_setname_np(pthread_self(), "loom-serve");
     size_t cap = 256;
     sv_req **batch = malloc(cap * sizeof *batch);
     pthread_mutex_lock(&s->mu);
@@ -557,16 +593,10 @@ static void *worker_main(void *arg)
         resources_hold(s, res, 1);
         pthread_mutex_unlock(&s->mu);
         if (n)
-            run_batch(s, pick, batch, n, idx);
+            run_batch(s, pick, batch, n, idx, res);
+        else
+            release_batch(s, pick, res, rows);
         pthread_mutex_lock(&s->mu);
-        pick->running_rows -= rows;
-        resources_hold(s, res, -1);
-        /* Batches that waited for these devices decide again (only then: waking every worker
-         * after every batch cost each request of a closed loop ~20 us over HTTP). */
-        if (s->res_waiters) {
-            s->res_waiters = 0;
-            pthread_cond_broadcast(&s->work_cv);
-        }
     }
     pthread_mutex_unlock(&s->mu);
     free(batch);
