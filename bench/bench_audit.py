@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """What the audit trail costs a server (issue 20), measured two ways against `loom serve`.
 
-  bench/bench_audit.py LOOM_BINARY OUT_DIR [--rounds N] [--rate QPS] [--p99 MS]
+  bench/bench_audit.py LOOM_BINARY OUT_DIR [--rounds N] [--rate QPS] [--p99 MS] [--step S]
                        [--baseline LOOM_BINARY2] [MODEL.onnx ...]
 
 For each model (default: the digits full classifier, tests/fixtures/digits/full.onnx), and
@@ -11,8 +11,11 @@ rounds interleaving the configurations so that a change in the machine's load hi
    its capacity (--rate, default 2000 QPS), its user+system CPU time over the run (from
    /proc/PID/stat) divided by the requests answered. Robust on a shared machine: it counts
    work, not waiting. Configurations: audit off, on (synchronous=NORMAL), on (FULL).
-2. Maximum QPS at the p99 target (`loom loadgen --find-max-qps --p99 MS`, 3-second steps),
-   audit off and on (NORMAL); best of the rounds.
+2. Maximum QPS at the p99 target (`loom loadgen --find-max-qps --p99 MS`, --step seconds a
+   step, default 3), audit off and on (NORMAL): each round's figures, the best and the median
+   of the rounds, and the median of the rounds' own on/off ratios (a round's two searches run
+   minutes apart at most: the paired ratio is the figure least moved by this VM's slow and
+   fast phases, which change a search's result by 15% either way).
 
 With --baseline, every round runs every configuration with LOOM_BINARY2 too (interleaved:
 a build before a change against the one after it, on a shared machine), rows labelled
@@ -21,7 +24,7 @@ a build before a change against the one after it, on a shared machine), rows lab
 Then `loom audit verify` on every database written (each binary verifies its own). Prints
 markdown on stdout.
 """
-import json, os, re, signal, subprocess, sys, time
+import json, os, re, signal, statistics, subprocess, sys, time
 
 args = sys.argv[1:]
 LOOM = os.path.realpath(args.pop(0))
@@ -40,6 +43,7 @@ def opt(name, default):
 ROUNDS = opt("--rounds", 3)
 RATE = opt("--rate", 2000.0)
 P99 = opt("--p99", 20.0)
+STEP = opt("--step", 3.0)
 BASE = opt("--baseline", "")
 BINS = {"": LOOM}
 if BASE:
@@ -103,7 +107,7 @@ for model in MODELS:
             ok = r["ok"]
             cpu[b + c].append((c1 - c0) / max(ok, 1) * 1e6)
             if b + c in qps:
-                q = loadgen(port, "--find-max-qps", "--p99", str(P99), "--duration", "3")
+                q = loadgen(port, "--find-max-qps", "--p99", str(P99), "--duration", str(STEP))
                 qps[b + c].append(q["max_qps"])
             stop(p)
             if c != "off":
@@ -119,14 +123,21 @@ for model in MODELS:
         off = "base off" if c.startswith("base ") else "off"
         print(f"| {c} | {', '.join(f'{x:.1f}' for x in v)} | {med[c]:.1f} | "
               f"{(med[c] / med[off] - 1) * 100:+.1f}% |")
-    print(f"\nMaximum QPS with p99 <= {P99:g} ms (`loom loadgen --find-max-qps`, 3 s steps):\n")
-    print("| audit | max QPS (each round) | best | vs off |")
-    print("|---|---|---|---|")
+    print(f"\nMaximum QPS with p99 <= {P99:g} ms (`loom loadgen --find-max-qps`, {STEP:g} s "
+          f"steps):\n")
+    print("| audit | max QPS (each round) | best | vs off | median | vs off | "
+          "paired on/off per round | median paired |")
+    print("|---|---|---|---|---|---|---|---|")
     best = {c: max(v) for c, v in qps.items()}
+    medq = {c: statistics.median(v) for c, v in qps.items()}
     for c, v in qps.items():
         off = "base off" if c.startswith("base ") else "off"
+        pairs = [x / y - 1 for x, y in zip(v, qps[off])]
         print(f"| {c} | {', '.join(f'{x:.0f}' for x in v)} | {best[c]:.0f} | "
-              f"{(best[c] / best[off] - 1) * 100:+.1f}% |")
+              f"{(best[c] / best[off] - 1) * 100:+.1f}% | {medq[c]:.0f} | "
+              f"{(medq[c] / medq[off] - 1) * 100:+.1f}% | "
+              f"{', '.join(f'{100 * x:+.1f}%' for x in pairs)} | "
+              f"{100 * statistics.median(pairs):+.1f}% |")
     print()
 
 bad = 0

@@ -17,14 +17,19 @@
 #      has phases minutes long: the ratio is only meaningful against a ceiling of the same
 #      minutes, and a before/after difference over 5% says the search straddled two);
 #      and, as a labelled extra row per configuration, the same search in process (`loom
-#      loadgen MODEL.onnx`: the serving C API without HTTP, isolating the batcher);
+#      loadgen MODEL.onnx`: the serving C API without HTTP, isolating the batcher); then, per
+#      model, the search done in shares of the ceiling with the ceiling measured around every
+#      step (bench/serve_efficiency.py), over HTTP and in process: the figure a change of the
+#      machine's speed during the search does not move;
 #   3. per-request overhead over HTTP on the trivial model, cache hits over HTTP and in process;
 #   4. the batching policy in simulation (bench/sim_batcher.c, built with the benchmarks) on
 #      section 1's run times: the highest Poisson rate with p99 within the target for the
 #      server's policy and for offline-tuned fixed policies, the most a batcher can get here.
 # Usage: bench/bench_serve.sh [BUILD_DIR] [OUT]. Prints figures; asserts nothing about time.
 # LOOM_BENCH_STEP_S: seconds per search step (4); LOOM_BENCH_ROUNDS: ceiling rounds (5);
-# LOOM_BENCH_SECTIONS: which sections to run (default "1 2 3 4").
+# LOOM_BENCH_SECTIONS: which sections to run (default "1 2 3 4"); LOOM_BENCH_MODELS: which of
+# bert_tiny and cnn (default both); in section 2, LOOM_BENCH_CONFIGS: of pool and 1thr (both),
+# LOOM_BENCH_MAX_BATCH: max_batch values (default "32 1").
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=$(realpath "${1:-$root/build}")
@@ -58,6 +63,9 @@ PY
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
 ROUNDS=${LOOM_BENCH_ROUNDS:-5}
 SECTIONS=${LOOM_BENCH_SECTIONS:-1 2 3 4}
+MODELS=${LOOM_BENCH_MODELS:-bert_tiny cnn}
+CONFIGS=${LOOM_BENCH_CONFIGS:-pool 1thr}
+MAXB=${LOOM_BENCH_MAX_BATCH:-32 1}
 CORES=$(nproc)
 TARGET_MS=50
 has() { case " $SECTIONS " in *" $1 "*) return 0;; esac; return 1; }
@@ -91,7 +99,7 @@ if has 1; then
 echo "== 1. ceiling: direct runs (loom run --dim batch=B --repeat 20 --warmup 3; the CNN --repeat 1000 --warmup 50), $ROUNDS interleaved rounds, median"
 : >ceiling.txt
 for round in $(seq 1 "$ROUNDS"); do
-    for model in bert_tiny cnn; do
+    for model in $MODELS; do
         for b in 1 2 4 8 16 32; do
             direct $model $b pool
             direct $model $b 1thr
@@ -184,11 +192,11 @@ PY
 }
 if has 2; then
 echo "== 2. max QPS with p99 <= $TARGET_MS ms, open-loop Poisson, binary tensors (step ${STEP} s)"
-for model in bert_tiny cnn; do
-    for cfg in pool 1thr; do
+for model in $MODELS; do
+    for cfg in $CONFIGS; do
         THREADS=""
         [ "$cfg" = 1thr ] && THREADS=1
-        for mb in 32 1; do
+        for mb in $MAXB; do
             : >bracket.txt
             bracket "$model" bracket.txt
             serve "$model" "max_batch=$mb,latency_ms=$TARGET_MS,warm=1"
@@ -211,6 +219,17 @@ for model in bert_tiny cnn; do
         bracket "$model" bracket.txt
         ratio "$model" qps.txt bracket.txt
     done
+    # The search in shares of the ceiling, each step between two measurements of it
+    # (bench/serve_efficiency.py): the same server, pool, max_batch=32, over HTTP and in process.
+    read -r ccfg cb < <(awk -v m="$model" '$1 == m {print $4, $5}' ceilings.txt 2>/dev/null) || true
+    if [ -n "${cb:-}" ]; then
+        for how in "" --in-process; do
+            echo "-- $model, ${ccfg}, max_batch=32, ${how:-HTTP}: bench/serve_efficiency.py loom $model.onnx --batch $cb$([ "$ccfg" = 1thr ] && echo " --threads 1") --p99 $TARGET_MS --step $STEP $how"
+            /usr/bin/python3 "$root/bench/serve_efficiency.py" "$LOOM" "$model.onnx" --batch "$cb" \
+                $([ "$ccfg" = 1thr ] && echo --threads 1) --p99 "$TARGET_MS" --step "$STEP" \
+                --options "max_batch=32,latency_ms=$TARGET_MS,warm=1" $how
+        done
+    fi
 done
 fi
 if has 3; then
@@ -235,7 +254,7 @@ echo "-- direct loom_plan_run of the trivial model (loom run --repeat 2000)"
 fi
 if has 4 && [ -x "$build/bench/sim_batcher" ] && [ -s ceiling.txt ]; then
     echo "== 4. simulation: bench/sim_batcher on section 1's medians (policy = the server's)"
-    for model in bert_tiny cnn; do
+    for model in $MODELS; do
         for cfg in pool 1thr; do
             echo "-- $model, $cfg: sim_batcher --ceiling ceiling.txt --model $model --config $cfg --policy all --requests 50000"
             "$build/bench/sim_batcher" --ceiling ceiling.txt --model $model --config $cfg \
