@@ -180,20 +180,37 @@ static void canon_put(canon *c, const void *p, size_t n)
     c->n += n;
 }
 
+/* "NAME:LEN:VALUE\n" for a value of VL bytes; NL: NAME's length (at most 64). */
+static void put_field(canon *c, const char *name, size_t nl, const char *v, size_t vl)
+{
+    if (c->n + nl + vl + 24 > c->cap) { /* the slow path: grows the buffer */
+        char head[96];
+        memcpy(head, name, nl);
+        head[nl] = ':';
+        size_t w = nl + 1 + put_u64(head + nl + 1, vl);
+        head[w++] = ':';
+        canon_put(c, head, w);
+        canon_put(c, v, vl);
+        canon_put(c, "\n", 1);
+        return;
+    }
+    unsigned char *p = c->p + c->n;
+    memcpy(p, name, nl);
+    p += nl;
+    *p++ = ':';
+    p += put_u64((char *)p, vl);
+    *p++ = ':';
+    memcpy(p, v, vl);
+    p += vl;
+    *p++ = '\n';
+    c->n = (size_t)(p - c->p);
+}
+
 static void put_str(canon *c, const char *name, const char *v)
 {
-    char head[96];
     v = v ? v : "";
-    size_t nl = strlen(name), vl = strlen(v);
-    if (nl > 64)
-        nl = 64;
-    memcpy(head, name, nl);
-    head[nl] = ':';
-    size_t w = nl + 1 + put_u64(head + nl + 1, vl);
-    head[w++] = ':';
-    canon_put(c, head, w);
-    canon_put(c, v, vl);
-    canon_put(c, "\n", 1);
+    size_t nl = strlen(name);
+    put_field(c, name, nl > 64 ? 64 : nl, v, strlen(v));
 }
 
 /* A number as "%.17g" writes it; integral values of magnitude below 2^53 (sequence numbers,
@@ -218,8 +235,13 @@ static void canon_fields(canon *c, rec *r)
                                                  "model_sha256", "variant", "path", "qos",
                                                  "devices", "plan", "input_sha256",
                                                  "output_sha256", "status", "message"};
-    for (int i = 0; i < AJ_N_TEXT; i++)
-        put_str(c, names[i], *aj_text(r, i));
+    static const unsigned char name_len[AJ_N_TEXT] = {4, 10, 5, 7, 12, 7, 4, 3, 7, 4, 12, 13,
+                                                      6, 7};
+    for (int i = 0; i < AJ_N_TEXT; i++) {
+        const char *v = *aj_text(r, i);
+        v = v ? v : "";
+        put_field(c, names[i], name_len[i], v, strlen(v));
+    }
     put_num(c, "t_submit", r->t_submit);
     put_num(c, "t_answer", r->t_answer);
     put_num(c, "confidence", r->confidence);
@@ -298,13 +320,24 @@ static void tensors_sha(char out[65], loom_tensor *const *t, const char *const *
     unsigned mdl = 0;
     if (c && EVP_DigestInit_ex(c, sha256(), NULL) == 1) {
         for (size_t k = 0; k < n; k++) {
+            /* The name with its NUL, then the dtype, rank and dims as int64 (unused dims
+             * zero): one update for them when the name is short, as the bytes hashed are the
+             * same either way. */
             const char *nm = names && names[k] ? names[k] : "";
-            EVP_DigestUpdate(c, nm, strlen(nm) + 1);
+            size_t nl = strlen(nm) + 1;
             int64_t head[2 + LOOM_MAX_RANK] = {0};
             head[0] = loom_tensor_dtype(t[k]);
             head[1] = loom_tensor_rank(t[k]);
             loom_tensor_dims(t[k], head + 2);
-            EVP_DigestUpdate(c, head, sizeof head);
+            unsigned char meta[256 + sizeof head];
+            if (nl <= 256) {
+                memcpy(meta, nm, nl);
+                memcpy(meta + nl, head, sizeof head);
+                EVP_DigestUpdate(c, meta, nl + sizeof head);
+            } else {
+                EVP_DigestUpdate(c, nm, nl);
+                EVP_DigestUpdate(c, head, sizeof head);
+            }
             EVP_DigestUpdate(c, loom_tensor_data(t[k]), loom_tensor_nbytes(t[k]));
         }
         EVP_DigestFinal_ex(c, md, &mdl);
