@@ -219,6 +219,8 @@ struct loom_server {
     int res_waiters;         /* a batch was held back for busy devices: wake the workers when
                               * a batch ends, under MU */
     uint32_t lanes;          /* batches that can run at once: min(workers, sum of caps) */
+    double answer_s;         /* moving mean of a batch's answering (after its devices were
+                              * released: splitting, audit records, callbacks), under MU */
     pthread_mutex_t stats_mu;
     uint64_t refused_unknown; /* requests for models that do not exist */
     sv_audit *audit;          /* NULL: no audit trail */
