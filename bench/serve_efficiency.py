@@ -1,14 +1,19 @@
 #!/usr/bin/python3
 """Serving efficiency against the ceiling measured at the same minute (issue 19).
 
-  bench/serve_efficiency.py LOOM MODEL.onnx --batch B [--threads 1] [--p99 MS] [--step S]
-                            [--options SERVE_OPTIONS] [--in-process] [--json]
+  bench/serve_efficiency.py LOOM MODEL.onnx --ceiling CONFIG:B [--ceiling CONFIG:B]
+                            [--threads 1] [--p99 MS] [--step S] [--options SERVE_OPTIONS]
+                            [--in-process] [--json]
 
-The ceiling is the samples/s of MODEL run directly (`loom run --dim batch=B`, B the ceiling's
-batch size from bench_serve.sh section 1; with --threads 1, as many one-thread runs at once as
-there are cores, summed). This VM's speed has phases minutes long (the same batch runs a third
-slower in one than in the other: other guests on the host), so a rate found at one minute and
-a ceiling measured at another compare two different machines. This search works in the
+The ceiling is the best samples/s of MODEL run directly (`loom run --dim batch=B`) over the
+configurations given, each with its best batch size from bench_serve.sh section 1: "pool"
+(one run, the CPU backend's threads on every core) and "1thr" (as many one-thread runs at once
+as there are cores, summed). --threads 1 serves with LOOM_CPU_THREADS=1 (two batches at once)
+instead of the pool. This VM's speed has phases minutes long (the same batch runs a third
+slower in one than in the other: other guests on the host), and they move the configurations
+differently (the pool's threads wait for each other, one-thread runs do not), so a rate found
+at one minute and a ceiling measured at another, or of one configuration only, compare two
+different machines. This search works in the
 *share of the ceiling* instead: each step measures the ceiling, offers that share of it as an
 open-loop Poisson load for S seconds (`loom loadgen --rate`), and measures the ceiling again;
 a step whose two ceilings differ by more than 5% straddled a change of phase and is run again
@@ -41,7 +46,12 @@ def flag(name):
     return False
 
 
-BATCH = opt("--batch", 8, int)
+CEILINGS = []
+while "--ceiling" in args:
+    cfg, _, b = opt("--ceiling", "").partition(":")
+    if cfg not in ("pool", "1thr") or not b.isdigit():
+        sys.exit("serve_efficiency: --ceiling pool:B or 1thr:B")
+    CEILINGS.append((cfg, int(b)))
 THREADS = opt("--threads", 0, int)
 P99 = opt("--p99", 50.0, float)
 STEP = opt("--step", 5.0, float)
@@ -49,7 +59,7 @@ OPTIONS = opt("--options", "max_batch=32,latency_ms=50,warm=1")
 WORKERS = opt("--workers", 2, int)
 IN_PROCESS = flag("--in-process")
 AS_JSON = flag("--json")
-if len(args) != 2:
+if len(args) != 2 or not CEILINGS:
     sys.exit(__doc__)
 LOOM, MODEL = os.path.realpath(args[0]), os.path.realpath(args[1])
 CORES = os.cpu_count()
@@ -60,17 +70,26 @@ if THREADS:
 
 
 def ceiling():
-    """Samples/s of direct runs now (median run time; --threads 1: CORES runs at once)."""
-    n = CORES if THREADS == 1 else 1
-    procs = [subprocess.Popen([LOOM, "run", MODEL, "--dim", f"batch={BATCH}", "--repeat", "20",
-                               "--warmup", "3", "--json", "-o", OUTDIR],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                              env=env) for _ in range(n)]
-    total = 0.0
-    for p in procs:
-        out, _ = p.communicate()
-        total += BATCH / json.loads(out)["latency_ms"]["median"] * 1e3
-    return total
+    """The best samples/s of direct runs now over CEILINGS (median run time; 1thr: CORES
+    one-thread runs at once, summed)."""
+    best = 0.0
+    for cfg, batch in CEILINGS:
+        n = CORES if cfg == "1thr" else 1
+        e = dict(os.environ)
+        if cfg == "1thr":
+            e["LOOM_CPU_THREADS"] = "1"
+        else:
+            e.pop("LOOM_CPU_THREADS", None)
+        procs = [subprocess.Popen([LOOM, "run", MODEL, "--dim", f"batch={batch}", "--repeat",
+                                   "20", "--warmup", "3", "--json", "-o", OUTDIR],
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                  env=e) for _ in range(n)]
+        total = 0.0
+        for p in procs:
+            out, _ = p.communicate()
+            total += batch / json.loads(out)["latency_ms"]["median"] * 1e3
+        best = max(best, total)
+    return best
 
 
 server = None
