@@ -25,7 +25,6 @@
 #include <openssl/hmac.h>
 #include <sqlite3.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -74,8 +73,6 @@ struct sv_audit {
     pthread_mutex_t mu;
     pthread_cond_t cv;       /* wakes the ingester to stop */
     EVP_MD_CTX *md;          /* sealing, reused */
-    unsigned char *wbuf;     /* a frame being written, reused */
-    size_t wcap;
     int jfd;
     uint64_t jsize;          /* bytes of whole frames in the journal */
     uint64_t jalloc;         /* bytes in the file: the frames, then zeros written ahead */
@@ -856,39 +853,23 @@ void sv_audit_record(sv_audit *a, const sv_req *r, const figures *f, loom_serve_
         memcpy(x.prev_hash, a->last_hash, sizeof x.prev_hash);
         rec_seal_fields(&x, &fields, a->key, a->key_len, a->md);
         size_t n = aj_frame_size(&x);
-        if (n > a->wcap) {
-            size_t cap = n > 2 * a->wcap ? n : 2 * a->wcap;
-            unsigned char *b = realloc(a->wbuf, cap);
-            if (b) {
-                a->wbuf = b;
-                a->wcap = cap;
-            }
-        }
-        if (n > a->wcap) {
-            why = "out of memory";
+        if (a->jsize + n > a->jalloc && prealloc(a, n) != 0) {
+            err = errno;
+            /* Take back zeros written in part; the frames before stay as they are. */
+            if (ftruncate(a->jfd, (off_t)a->jsize) != 0)
+                a->broken = 1;
+            a->jalloc = a->jsize;
         } else {
-            aj_encode(&x, a->wbuf);
-            if (a->jsize + n > a->jalloc && prealloc(a, n) != 0) {
+            /* Straight into the page cache through the mapping, no system call: the record
+             * survives the process (a crash, SIGKILL) as a write would; aj_encode writes the
+             * header last, so a frame cut short reads as the end. */
+            aj_encode(&x, a->map + a->jsize);
+            a->seq = x.seq;
+            memcpy(a->last_hash, x.hash, sizeof a->last_hash);
+            a->jsize += n;
+            /* --audit-sync full: on the disk before the answer leaves. */
+            if (a->sync_full && fdatasync(a->jfd) != 0)
                 err = errno;
-                /* Take back zeros written in part; the frames before stay as they are. */
-                if (ftruncate(a->jfd, (off_t)a->jsize) != 0)
-                    a->broken = 1;
-                a->jalloc = a->jsize;
-            } else {
-                /* Into the page cache through the mapping, no system call: the record
-                 * survives the process (a crash, SIGKILL) as a write would. The payload
-                 * first, then the header: killed in between, the frame reads as the end. */
-                unsigned char *at = a->map + a->jsize;
-                memcpy(at + AJ_HEAD_BYTES, a->wbuf + AJ_HEAD_BYTES, n - AJ_HEAD_BYTES);
-                atomic_signal_fence(memory_order_seq_cst);
-                memcpy(at, a->wbuf, AJ_HEAD_BYTES);
-                a->seq = x.seq;
-                memcpy(a->last_hash, x.hash, sizeof a->last_hash);
-                a->jsize += n;
-                /* --audit-sync full: on the disk before the answer leaves. */
-                if (a->sync_full && fdatasync(a->jfd) != 0)
-                    err = errno;
-            }
         }
     }
     pthread_mutex_unlock(&a->mu);
@@ -1277,7 +1258,6 @@ void sv_audit_close(sv_audit *a)
     if (a->lock_fd >= 0)
         close(a->lock_fd);
     EVP_MD_CTX_free(a->md);
-    free(a->wbuf);
     free(a->ibuf);
     free(a->jpath);
     free(a->jtmp);

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +15,7 @@
 #include <unistd.h>
 
 #define AJ_MAGIC 0x314a414cu /* "LAJ1" read as a little-endian u32 */
-#define AJ_HEAD AJ_HEAD_BYTES
+#define AJ_HEAD 16
 #define AJ_FIXED (2 * 8 + 6 * 8)
 #define AJ_N_STR (3 + AJ_N_TEXT)
 #define AJ_MAX_PAYLOAD (64u << 20)
@@ -77,6 +78,7 @@ size_t aj_encode(rec *r, unsigned char *buf)
     }
     uint32_t magic = AJ_MAGIC, len = (uint32_t)(p - buf - AJ_HEAD);
     uint64_t sum = fnv1a(buf + AJ_HEAD, len);
+    atomic_signal_fence(memory_order_seq_cst); /* the payload before the header */
     memcpy(buf, &magic, 4);
     memcpy(buf + 4, &len, 4);
     memcpy(buf + 8, &sum, 8);

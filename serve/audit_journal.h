@@ -42,15 +42,13 @@ typedef struct rec {
  * message. */
 char **aj_text(rec *r, int i);
 
-/* Bytes of a frame's header (magic, payload length, checksum), which aj_encode writes first:
- * a writer that copies the payload before the header leaves, if it dies between the two, a
- * frame that reads as the journal's end. */
-#define AJ_HEAD_BYTES 16
-
 /* Bytes the frame of R takes (NULL text fields count as ""). */
 size_t aj_frame_size(rec *r);
 
-/* Write R's frame into BUF, which holds aj_frame_size(R) bytes; returns that size. */
+/* Write R's frame into BUF, which holds aj_frame_size(R) bytes; returns that size. The
+ * payload is written first and the header (magic, length, checksum) last, so BUF may be the
+ * journal's own mapped zeros: a writer killed mid-frame leaves zeros where the header goes,
+ * which readers take for the end. */
 size_t aj_encode(rec *r, unsigned char *buf);
 
 enum { AJ_RECORD = 1, AJ_END = 0, AJ_TORN = -1, AJ_CORRUPT = -2 };

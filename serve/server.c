@@ -210,16 +210,20 @@ static void resources_hold(loom_server *s, uint64_t res, int delta)
  * and -21% when every release woke a worker, +3% and -3% with this threshold). */
 #define SV_WAKE_FOR_ANSWER_S 20e-6
 
-/* The batch of ROWS rows of M holding RES is off its devices: they take the next batch while
- * this one's requests are answered (splitting, the audit record, the callback or HTTP
- * response), on this worker's thread. A worker waits for that next batch: one that waited
- * for these devices, or an idle one when requests are queued (a request that arrived while the
- * devices were busy woke nobody, wake_for) and answering takes long enough to be worth it
- * (SV_WAKE_FOR_ANSWER_S); else this worker takes the queued requests once it has answered.
- * Takes the server's lock. */
-static void release_batch(loom_server *s, sv_model *m, uint64_t res, uint32_t rows)
+/* The batch of ROWS rows of M (size index IDX) holding RES is off its devices after a run of
+ * RUN_S seconds (0: it did not run; else that size's estimate learns it, under the same lock):
+ * they take the next batch while this one's requests are answered (splitting, the audit
+ * record, the callback or HTTP response), on this worker's thread. A worker waits for that
+ * next batch: one that waited for these devices, or an idle one when requests are queued (a
+ * request that arrived while the devices were busy woke nobody, wake_for) and answering takes
+ * long enough to be worth it (SV_WAKE_FOR_ANSWER_S); else this worker takes the queued
+ * requests once it has answered. Takes the server's lock. */
+static void release_batch(loom_server *s, sv_model *m, uint64_t res, uint32_t rows, uint32_t idx,
+                          double run_s)
 {
     pthread_mutex_lock(&s->mu);
+    if (run_s > 0)
+        sv_estimate_measure(&m->est, idx, run_s);
     m->running_rows -= rows;
     resources_hold(s, res, -1);
     /* Only then: waking every worker after every batch cost each request of a closed loop
@@ -254,7 +258,7 @@ static double run_batch(loom_server *s, sv_model *m, sv_req **reqs, size_t n, ui
     figures f = {.batch_rows = size, .batch_requests = (uint32_t)n};
     plan_slot *sl;
     if (sv_model_plan(s, m, idx, &sl) != LOOM_OK) {
-        release_batch(s, m, res, rows);
+        release_batch(s, m, res, rows, idx, 0);
         answer_all(s, reqs, n, LOOM_SERVE_FAILED, loom_serve_last_error(), &f);
         return 0;
     }
@@ -291,7 +295,7 @@ static double run_batch(loom_server *s, sv_model *m, sv_req **reqs, size_t n, ui
         free(ins);
         free(outs);
         free(pin);
-        release_batch(s, m, res, rows);
+        release_batch(s, m, res, rows, idx, 0);
         answer_all(s, reqs, n, LOOM_SERVE_FAILED, "out of memory forming a batch", &f);
         return 0;
     }
@@ -310,12 +314,7 @@ static double run_batch(loom_server *s, sv_model *m, sv_req **reqs, size_t n, ui
     f.run_s = t1 - t0;
 
     sv_trace_batch(s->trace, m, t0, t1, rows, size, n, sl->devices, rs == LOOM_OK);
-    if (rs == LOOM_OK) {
-        pthread_mutex_lock(&s->mu);
-        sv_estimate_measure(&m->est, idx, t1 - t0);
-        pthread_mutex_unlock(&s->mu);
-    }
-    release_batch(s, m, res, rows);
+    release_batch(s, m, res, rows, idx, rs == LOOM_OK ? t1 - t0 : 0);
     double t_released = sv_now();
     pthread_mutex_lock(&m->stats_mu);
     m->met.batches++;
@@ -608,7 +607,7 @@ static void *worker_main(void *arg)
         if (n)
             answering = run_batch(s, pick, batch, n, idx, res);
         else
-            release_batch(s, pick, res, rows);
+            release_batch(s, pick, res, rows, idx, 0);
         pthread_mutex_lock(&s->mu);
         if (n)
             s->answer_s += 0.1 * (answering - s->answer_s);

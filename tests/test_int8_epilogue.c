@@ -25,19 +25,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static loom_runtime *rt;
-
-static int suite_init(void)
-{
-    return loom_runtime_create(NULL, &rt) == LOOM_OK ? 0 : 1;
-}
-
-static int suite_clean(void)
-{
-    loom_runtime_destroy(rt);
-    return 0;
-}
-
 static uint64_t rng = 0x2545f4914f6cdd1dull;
 
 static float frand(void)
@@ -143,7 +130,7 @@ static void check_kernel(int64_t m, int64_t k, int64_t n, int with_bias, act a)
     CU_ASSERT_EQUAL_FATAL(loom_graph_check(g), LOOM_OK);
     loom_plan_options o = {.struct_size = sizeof o, .device = "cpu"};
     loom_plan *p;
-    CU_ASSERT_EQUAL_FATAL(loom_plan_create(rt, g, &o, &p), LOOM_OK);
+    CU_ASSERT_EQUAL_FATAL(loom_plan_create(test_rt, g, &o, &p), LOOM_OK);
     CU_ASSERT_STRING_EQUAL(loom_plan_node_op(p, 0), "MatMulInt8Dynamic");
     CU_ASSERT_EQUAL(run(p, x, m, k, y, n), LOOM_OK);
     naive(x, b, sb, with_bias ? bias : NULL, a, m, k, n, want);
@@ -194,8 +181,8 @@ static void test_opencl_refuses_activation(void)
 {
     char id[64] = "";
     int have = 0;
-    for (size_t i = 0; i < loom_runtime_device_count(rt) && !have; i++)
-        have = loom_runtime_device(rt, i, id, sizeof id, NULL) == LOOM_OK &&
+    for (size_t i = 0; i < loom_runtime_device_count(test_rt) && !have; i++)
+        have = loom_runtime_device(test_rt, i, id, sizeof id, NULL) == LOOM_OK &&
                strncmp(id, "opencl:", 7) == 0;
     if (!have) {
         printf("(no OpenCL device: skipped) ");
@@ -218,12 +205,12 @@ static void test_opencl_refuses_activation(void)
         CU_ASSERT_EQUAL_FATAL(loom_graph_check(g), LOOM_OK);
         loom_plan_options o = {.struct_size = sizeof o, .device = id, .strict = 1};
         loom_plan *p = NULL;
-        loom_status st = loom_plan_create(rt, g, &o, &p);
+        loom_status st = loom_plan_create(test_rt, g, &o, &p);
         if (with_act) {
             CU_ASSERT_NOT_EQUAL(st, LOOM_OK);
             CU_ASSERT(strstr(loom_last_error(), "activation") != NULL);
             o.strict = 0;
-            CU_ASSERT_EQUAL_FATAL(loom_plan_create(rt, g, &o, &p), LOOM_OK);
+            CU_ASSERT_EQUAL_FATAL(loom_plan_create(test_rt, g, &o, &p), LOOM_OK);
             CU_ASSERT(strncmp(loom_plan_node_device(p, 0), "cpu", 3) == 0);
         } else {
             CU_ASSERT_EQUAL(st, LOOM_OK);
@@ -310,7 +297,7 @@ static loom_plan *plan_chain(int64_t m, int64_t k, int64_t n, const float *w, co
     loom_plan *p = NULL;
     if (!fuse)
         setenv("LOOM_FUSE", "0", 1);
-    CU_ASSERT_EQUAL(loom_plan_create(rt, g, &o, &p), LOOM_OK);
+    CU_ASSERT_EQUAL(loom_plan_create(test_rt, g, &o, &p), LOOM_OK);
     if (!fuse)
         unsetenv("LOOM_FUSE");
     loom_graph_destroy(g);
@@ -465,7 +452,7 @@ static void test_quantized_chain_absorbs_gelu(void)
     loom_output(g, out, "y");
     CU_ASSERT_EQUAL_FATAL(loom_graph_check(g), LOOM_OK);
     loom_plan *p;
-    CU_ASSERT_EQUAL_FATAL(loom_plan_create(rt, g, NULL, &p), LOOM_OK);
+    CU_ASSERT_EQUAL_FATAL(loom_plan_create(test_rt, g, NULL, &p), LOOM_OK);
     CU_ASSERT_EQUAL(loom_plan_node_count(p), 1);
     CU_ASSERT_STRING_EQUAL(loom_plan_node_op(p, 0), "MatMulInt8Dynamic");
     CU_ASSERT_EQUAL(run(p, x, m, k, y, n), LOOM_OK);
@@ -506,7 +493,7 @@ int main(int argc, char **argv)
         {NULL, NULL},
     };
     static const test_suite suites[] = {
-        {"int8_epilogue", tests, suite_init, suite_clean, NULL, NULL},
+        {"int8_epilogue", tests, test_rt_open_default, test_rt_close, NULL, NULL},
     };
     return test_run_suites(suites, sizeof suites / sizeof suites[0], argc, argv);
 }
