@@ -19,6 +19,11 @@ void loom_clear_error(void);
 /* The descriptor (dtype, rank, dims, data) of a host tensor; owned by T. */
 const loom_tensor_desc *loom_tensor_desc_of(const loom_tensor *t);
 
+/* loom_tensor_create without the zero fill, for a caller that writes every element at once
+ * (a copy); the same ownership and failures. */
+loom_status loom_tensor_create_uninit(loom_dtype dtype, uint32_t rank, const int64_t *dims,
+                                      loom_tensor **out);
+
 /* Monotonic clock in nanoseconds. */
 uint64_t loom_now_ns(void);
 

@@ -47,8 +47,9 @@ static loom_status make(loom_dtype dtype, uint32_t rank, const int64_t *dims, lo
     return LOOM_OK;
 }
 
-loom_status loom_tensor_create(loom_dtype dtype, uint32_t rank, const int64_t *dims,
-                               loom_tensor **out)
+/* Allocates a tensor of DTYPE and DIMS[RANK]; zero-fills its data when ZERO. */
+static loom_status tensor_alloc(loom_dtype dtype, uint32_t rank, const int64_t *dims, int zero,
+                                loom_tensor **out)
 {
     if (!out)
         return loom_set_error(LOOM_ERR_INVALID_ARGUMENT, "tensor: out is NULL");
@@ -66,13 +67,28 @@ loom_status loom_tensor_create(loom_dtype dtype, uint32_t rank, const int64_t *d
         free(t);
         return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "tensor: cannot allocate %zu bytes", bytes);
     }
-    memset(data, 0, alloc ? alloc : 64);
+    if (zero)
+        memset(data, 0, alloc ? alloc : 64);
+    else if (alloc > bytes)
+        memset((char *)data + bytes, 0, alloc - bytes); /* the tail past the elements */
     t->desc = d;
     t->data = data;
     t->nbytes = bytes;
     t->owned = 1;
     *out = t;
     return LOOM_OK;
+}
+
+loom_status loom_tensor_create(loom_dtype dtype, uint32_t rank, const int64_t *dims,
+                               loom_tensor **out)
+{
+    return tensor_alloc(dtype, rank, dims, 1, out);
+}
+
+loom_status loom_tensor_create_uninit(loom_dtype dtype, uint32_t rank, const int64_t *dims,
+                                      loom_tensor **out)
+{
+    return tensor_alloc(dtype, rank, dims, 0, out);
 }
 
 loom_status loom_tensor_wrap(loom_dtype dtype, uint32_t rank, const int64_t *dims, void *data,

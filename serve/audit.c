@@ -791,17 +791,10 @@ static void unmap_journal(sv_audit *a)
 
 static void withhold(loom_serve_result *res, const char *why)
 {
-    for (size_t k = 0; k < res->n_outputs; k++) {
-        loom_tensor_destroy(res->outputs[k]);
-        free((char *)res->output_names[k]);
-    }
-    res->n_outputs = 0;
-    res->code = LOOM_SERVE_FAILED;
-    free((char *)res->message);
     char msg[300];
     snprintf(msg, sizeof msg, "the audit trail could not be written (%s): the answer is withheld",
              why);
-    res->message = sv_strdup(msg);
+    sv_result_fail(res, msg);
 }
 
 void sv_audit_record(sv_audit *a, const sv_req *r, const figures *f, loom_serve_result *res)

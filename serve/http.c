@@ -268,13 +268,12 @@ static enum MHD_Result infer(loom_serve_http *h, conn *cx, const char *name, con
                              .n_inputs = cx->parsed.n_inputs,
                              .timeout_s = cx->parsed.timeout_s,
                              .priority = cx->parsed.priority,
-                             .variant = cx->parsed.variant};
+                             .variant = cx->parsed.variant,
+                             /* The parsed tensors live in CX until the request completes,
+                              * which is after the answer (a suspended connection is not
+                              * closed): the server uses them in place. */
+                             .borrow_inputs = 1};
     loom_serve_code code = loom_serve_submit(h->server, &rq, infer_done, cx);
-    /* The inputs were copied: free them now, not when the connection closes. */
-    for (size_t k = 0; k < cx->parsed.n_inputs; k++) {
-        loom_tensor_destroy(cx->parsed.inputs[k]);
-        cx->parsed.inputs[k] = NULL;
-    }
     if (code != LOOM_SERVE_OK) {
         inflight_done(h, cx);
         return send_error(c, status_of(code), loom_serve_last_error());

@@ -3,6 +3,8 @@
  */
 #include "server_internal.h"
 
+#include "core/core_internal.h"
+
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -28,20 +30,20 @@ loom_tensor *sv_tensor_copy(const loom_tensor *t)
     int64_t dims[LOOM_MAX_RANK];
     loom_tensor_dims(t, dims);
     loom_tensor *c;
-    if (loom_tensor_create(loom_tensor_dtype(t), loom_tensor_rank(t), dims, &c) != LOOM_OK)
+    if (loom_tensor_create_uninit(loom_tensor_dtype(t), loom_tensor_rank(t), dims, &c) != LOOM_OK)
         return NULL;
     memcpy(loom_tensor_data(c), loom_tensor_data(t), loom_tensor_nbytes(t));
     return c;
 }
 
 /* Copy ROWS rows along AXIS from SRC starting at row SRC_ROW into DST at DST_ROW. Both have the
- * same shape except along AXIS. */
+ * same shape except along AXIS. SRC NULL: zero those rows of DST (a batch's padding). */
 void sv_copy_rows(loom_tensor *dst, int64_t dst_row, const loom_tensor *src, int64_t src_row,
                       int64_t rows, uint32_t axis)
 {
     int64_t dd[LOOM_MAX_RANK], sd[LOOM_MAX_RANK];
     loom_tensor_dims(dst, dd);
-    loom_tensor_dims(src, sd);
+    loom_tensor_dims(src ? src : dst, sd);
     uint32_t rank = loom_tensor_rank(dst);
     size_t es = loom_dtype_size(loom_tensor_dtype(dst));
     size_t outer = 1, inner = es;
@@ -50,10 +52,14 @@ void sv_copy_rows(loom_tensor *dst, int64_t dst_row, const loom_tensor *src, int
     for (uint32_t k = axis + 1; k < rank; k++)
         inner *= (size_t)dd[k];
     char *d = loom_tensor_data(dst);
-    const char *s = loom_tensor_data(src);
-    for (size_t o = 0; o < outer; o++)
-        memcpy(d + (o * (size_t)dd[axis] + (size_t)dst_row) * inner,
-               s + (o * (size_t)sd[axis] + (size_t)src_row) * inner, (size_t)rows * inner);
+    const char *s = src ? loom_tensor_data(src) : NULL;
+    for (size_t o = 0; o < outer; o++) {
+        char *to = d + (o * (size_t)dd[axis] + (size_t)dst_row) * inner;
+        if (s)
+            memcpy(to, s + (o * (size_t)sd[axis] + (size_t)src_row) * inner, (size_t)rows * inner);
+        else
+            memset(to, 0, (size_t)rows * inner);
+    }
 }
 
 loom_tensor *sv_tensor_with_rows(const loom_tensor *like, uint32_t axis, int64_t rows)
@@ -62,78 +68,118 @@ loom_tensor *sv_tensor_with_rows(const loom_tensor *like, uint32_t axis, int64_t
     loom_tensor_dims(like, dims);
     dims[axis] = rows;
     loom_tensor *t;
-    if (loom_tensor_create(loom_tensor_dtype(like), loom_tensor_rank(like), dims, &t) != LOOM_OK)
+    if (loom_tensor_create_uninit(loom_tensor_dtype(like), loom_tensor_rank(like), dims, &t) !=
+        LOOM_OK)
         return NULL;
     return t;
 }
 
 /* ---- results ----------------------------------------------------------------------------- */
 
-loom_serve_result *sv_result_new(const sv_model *m, const char *model_name, const char *id,
-                                     loom_serve_code code, const char *message)
+/* A result and everything it points to but its output tensors, in one allocation: the strings
+ * and the output arrays follow the struct. A field replaced later (sv_result_set_message)
+ * points outside the block and is freed on its own. */
+typedef struct result_block {
+    loom_serve_result pub; /* first: a result's pointer is its block's */
+    size_t size;           /* bytes of the block */
+} result_block;
+
+static int in_block(const loom_serve_result *r, const void *p)
 {
-    loom_serve_result *r = calloc(1, sizeof *r);
-    if (!r)
+    const char *b = (const char *)r, *q = p;
+    return q >= b && q < b + ((const result_block *)r)->size;
+}
+
+/* Free P, a field of R, unless it lives in R's block. */
+static void free_field(const loom_serve_result *r, const void *p)
+{
+    if (p && !in_block(r, p))
+        free((void *)p);
+}
+
+loom_serve_result *sv_result_make(const sv_result_text *t, const sv_model *outputs_of)
+{
+    const char *str[8] = {t->message, t->id, t->model, t->version,
+                          t->devices, t->variant, t->path, t->qos};
+    size_t len[8], n_out = outputs_of ? outputs_of->n_out : 0;
+    size_t size = sizeof(result_block) + n_out * (sizeof(loom_tensor *) + sizeof(char *));
+    for (int i = 0; i < 8; i++)
+        size += (len[i] = strlen(str[i] ? str[i] : "")) + 1;
+    for (size_t k = 0; k < n_out; k++)
+        size += strlen(outputs_of->out[k].name) + 1;
+    result_block *b = malloc(size);
+    if (!b)
         return NULL;
-    r->code = code;
-    r->message = sv_strdup(message ? message : "");
-    r->id = sv_strdup(id ? id : "");
-    r->model = sv_strdup(m ? m->name : model_name ? model_name : "");
-    r->version = sv_strdup(m ? m->version : "");
-    r->devices = sv_strdup("");
-    r->variant = sv_strdup("");
-    r->path = sv_strdup("");
-    r->qos = sv_strdup("");
-    r->confidence = -1;
-    if (!r->message || !r->id || !r->model || !r->version || !r->devices || !r->variant ||
-        !r->path || !r->qos) {
-        loom_serve_result_free(r);
-        return NULL;
+    memset(b, 0, sizeof *b);
+    b->size = size;
+    loom_serve_result *r = &b->pub;
+    char *at = (char *)(b + 1);
+    if (n_out) {
+        r->outputs = (loom_tensor **)at;
+        at += n_out * sizeof(loom_tensor *);
+        r->output_names = (const char **)at;
+        at += n_out * sizeof(char *);
+        for (size_t k = 0; k < n_out; k++) {
+            size_t nl = strlen(outputs_of->out[k].name) + 1;
+            r->outputs[k] = NULL;
+            memcpy(at, outputs_of->out[k].name, nl);
+            r->output_names[k] = at;
+            at += nl;
+        }
     }
+    const char **field[8] = {&r->message, &r->id, &r->model, &r->version,
+                             &r->devices, &r->variant, &r->path, &r->qos};
+    for (int i = 0; i < 8; i++) {
+        memcpy(at, str[i] ? str[i] : "", len[i] + 1);
+        *field[i] = at;
+        at += len[i] + 1;
+    }
+    r->code = t->code;
+    r->confidence = -1;
     return r;
 }
 
-/* Give R the outputs OUTS (ownership taken, even on failure). Returns 0 or -1. */
-int sv_result_set_outputs(loom_serve_result *r, const sv_model *m, loom_tensor **outs)
+loom_serve_result *sv_result_new(const sv_model *m, const char *model_name, const char *id,
+                                 loom_serve_code code, const char *message)
 {
-    r->outputs = calloc(m->n_out, sizeof *r->outputs);
-    r->output_names = calloc(m->n_out, sizeof *r->output_names);
-    if (!r->outputs || !r->output_names) {
-        for (size_t k = 0; k < m->n_out; k++)
-            loom_tensor_destroy(outs[k]);
-        return -1;
-    }
-    r->n_outputs = m->n_out;
-    int ok = 0;
-    for (size_t k = 0; k < m->n_out; k++) {
+    sv_result_text t = {.code = code, .message = message, .id = id,
+                        .model = m ? m->name : model_name, .version = m ? m->version : ""};
+    return sv_result_make(&t, NULL);
+}
+
+void sv_result_set_outputs(loom_serve_result *r, loom_tensor **outs, size_t n)
+{
+    for (size_t k = 0; k < n; k++)
         r->outputs[k] = outs[k];
-        r->output_names[k] = sv_strdup(m->out[k].name);
-        if (!r->output_names[k])
-            ok = -1;
+    r->n_outputs = n;
+}
+
+void sv_result_fail(loom_serve_result *r, const char *message)
+{
+    for (size_t k = 0; k < r->n_outputs; k++) {
+        loom_tensor_destroy(r->outputs[k]);
+        r->outputs[k] = NULL;
     }
-    return ok;
+    r->n_outputs = 0;
+    r->code = LOOM_SERVE_FAILED;
+    char *m = sv_strdup(message);
+    if (m) { /* out of memory: the old message stays, the code says it failed */
+        free_field(r, r->message);
+        r->message = m;
+    }
 }
 
 void loom_serve_result_free(loom_serve_result *r)
 {
     if (!r)
         return;
-    for (size_t k = 0; k < r->n_outputs; k++) {
+    for (size_t k = 0; k < r->n_outputs; k++)
         if (r->outputs)
             loom_tensor_destroy(r->outputs[k]);
-        if (r->output_names)
-            free((char *)r->output_names[k]);
-    }
-    free(r->outputs);
-    free(r->output_names);
-    free((char *)r->message);
-    free((char *)r->id);
-    free((char *)r->model);
-    free((char *)r->version);
-    free((char *)r->devices);
-    free((char *)r->variant);
-    free((char *)r->path);
-    free((char *)r->qos);
+    const void *field[8] = {r->message, r->id, r->model, r->version,
+                            r->devices, r->variant, r->path, r->qos};
+    for (int i = 0; i < 8; i++)
+        free_field(r, field[i]);
     free(r);
 }
 

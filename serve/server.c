@@ -34,11 +34,9 @@ void sv_request_free(sv_req *r)
 {
     if (!r)
         return;
-    if (r->inputs && r->model)
+    if (r->inputs && r->model && !r->borrowed)
         for (size_t k = 0; k < r->model->n_in; k++)
             loom_tensor_destroy(r->inputs[k]);
-    free(r->inputs);
-    free(r->id);
     free(r->qos);
     free(r->note);
     if (r->fallback && r->model)
@@ -57,8 +55,16 @@ void sv_free_outputs(loom_tensor **outs, size_t n)
 
 void sv_server_finished(loom_server *s)
 {
+    /* Without the lock while others are outstanding; the last one takes it, so that the count
+     * reaches 0 only under it: a drain or destroy that sees 0 there knows no thread is still
+     * about to touch the server. */
+    long n = atomic_load_explicit(&s->outstanding, memory_order_relaxed);
+    while (n > 1)
+        if (atomic_compare_exchange_weak_explicit(&s->outstanding, &n, n - 1,
+                                                  memory_order_acq_rel, memory_order_relaxed))
+            return;
     pthread_mutex_lock(&s->mu);
-    if (--s->outstanding == 0)
+    if (atomic_fetch_sub_explicit(&s->outstanding, 1, memory_order_acq_rel) == 1)
         pthread_cond_broadcast(&s->idle_cv);
     pthread_mutex_unlock(&s->mu);
 }
@@ -128,38 +134,23 @@ void sv_answer(loom_server *s, sv_req *r, loom_serve_code code, const char *mess
     int answered = m->variant;
     if (r->path)
         answered = !strcmp(r->path, "lite") || strstr(r->path, "-failed") ? SV_LITE : SV_FULL;
-    loom_serve_result *res = sv_result_new(m, NULL, r->id, code,
-                                           code == LOOM_SERVE_OK && r->note ? r->note : message);
-    if (res && code == LOOM_SERVE_OK) {
-        free((char *)res->variant);
-        free((char *)res->path);
-        free((char *)res->qos);
-        const char *vn = answered == SV_LITE ? "lite" : "full";
-        res->variant = sv_strdup(vn);
-        res->path = sv_strdup(r->path ? r->path : vn);
-        res->qos = sv_strdup(r->qos ? r->qos : "");
-        res->confidence = r->confidence;
-        if (!res->variant || !res->path || !res->qos) {
-            loom_serve_result_free(res);
-            res = NULL;
-        }
-    }
+    const char *vn = answered == SV_LITE ? "lite" : "full";
+    int ok = code == LOOM_SERVE_OK;
+    sv_result_text txt = {.code = code, .message = ok && r->note ? r->note : message,
+                          .id = r->id, .model = m->name, .version = m->version,
+                          .devices = f->devices, .variant = ok ? vn : "",
+                          .path = ok ? (r->path ? r->path : vn) : "", .qos = ok ? r->qos : ""};
+    loom_serve_result *res = sv_result_make(&txt, outs ? m : NULL);
     if (res) {
+        res->confidence = ok ? r->confidence : -1;
         res->queue_s = f->queue_s;
         res->run_s = f->run_s;
         res->batch_rows = f->batch_rows;
         res->batch_requests = f->batch_requests;
         res->cache_hit = f->cache_hit;
         res->total_s = now - r->t_submit;
-        if (f->devices) {
-            free((char *)res->devices);
-            res->devices = sv_strdup(f->devices);
-        }
-        if (outs && sv_result_set_outputs(res, m, outs) != 0) {
-            outs = NULL;
-            loom_serve_result_free(res);
-            res = NULL;
-        }
+        if (outs)
+            sv_result_set_outputs(res, outs, m->n_out);
         outs = NULL;
     }
     if (outs)
@@ -170,13 +161,8 @@ void sv_answer(loom_server *s, sv_req *r, loom_serve_code code, const char *mess
     if (res && res->code == LOOM_SERVE_OK)
         sv_qos_count(m, answered, 0, fallback);
     /* Out of memory for the result itself: the callback still gets its one call. */
-    if (!res) {
-        res = calloc(1, sizeof *res);
-        if (res) {
-            res->code = LOOM_SERVE_FAILED;
-            res->message = sv_strdup("out of memory");
-        }
-    }
+    if (!res)
+        res = sv_result_new(NULL, m->name, r->id, LOOM_SERVE_FAILED, "out of memory");
     sv_trace_request(s->trace, r, res, now);
     /* Its record in the audit journal before the answer leaves (or the request fails). */
     if (s->audit && res)
@@ -285,6 +271,8 @@ static double run_batch(loom_server *s, sv_model *m, sv_req **reqs, size_t n, ui
             sv_copy_rows(ins[k], row, reqs[r]->inputs[k], 0, reqs[r]->rows, m->batch_axis);
             row += reqs[r]->rows;
         }
+        if (row < size) /* padding: zeros */
+            sv_copy_rows(ins[k], row, NULL, 0, size - row, m->batch_axis);
     }
     if (ok && loom_plan_make_outputs(sl->plan, outs, n_out) != LOOM_OK)
         ok = 0;
@@ -713,7 +701,7 @@ void loom_server_drain(loom_server *s)
     pthread_mutex_lock(&s->mu);
     s->draining = 1;
     pthread_cond_broadcast(&s->work_cv);
-    while (s->outstanding > 0)
+    while (atomic_load(&s->outstanding) > 0)
         pthread_cond_wait(&s->idle_cv, &s->mu);
     pthread_mutex_unlock(&s->mu);
 }
@@ -732,7 +720,7 @@ void loom_server_destroy(loom_server *s)
     /* The workers answered everything queued; followers of cache entries were answered with
      * their leaders. Wait for answers still being delivered by other threads. */
     pthread_mutex_lock(&s->mu);
-    while (s->outstanding > 0)
+    while (atomic_load(&s->outstanding) > 0)
         pthread_cond_wait(&s->idle_cv, &s->mu);
     pthread_mutex_unlock(&s->mu);
     sv_audit_close(s->audit);
@@ -883,15 +871,21 @@ loom_serve_code loom_serve_submit(loom_server *s, const loom_serve_request *req,
         sv_server_count_refusal(s, m->name, code);
         return code;
     }
-    sv_req *r = calloc(1, sizeof *r);
+    /* One allocation: the request, its input array and its id. */
+    const char *id = rq.id ? rq.id : "";
+    size_t id_len = strlen(id) + 1;
+    sv_req *r = calloc(1, sizeof *r + m->n_in * sizeof *r->inputs + id_len);
+    int ok = r != NULL;
     if (r) {
         r->model = m;
-        r->inputs = calloc(m->n_in, sizeof *r->inputs);
-        r->id = sv_strdup(rq.id ? rq.id : "");
+        r->inputs = (loom_tensor **)(r + 1);
+        r->id = (char *)(r->inputs + m->n_in);
+        memcpy(r->id, id, id_len);
+        r->borrowed = rq.borrow_inputs != 0;
     }
-    int ok = r && r->inputs && r->id;
     for (size_t k = 0; ok && k < m->n_in; k++)
-        ok = (r->inputs[k] = sv_tensor_copy(ordered[k])) != NULL;
+        ok = (r->inputs[k] = r->borrowed ? (loom_tensor *)ordered[k]
+                                         : sv_tensor_copy(ordered[k])) != NULL;
     if (!ok) {
         sv_request_free(r);
         sv_server_count_refusal(s, m->name, LOOM_SERVE_FAILED);
@@ -928,7 +922,7 @@ loom_serve_code loom_serve_submit(loom_server *s, const loom_serve_request *req,
         return sv_refuse(LOOM_SERVE_QUEUE_FULL, "model '%s': the queue is full (%u waiting)",
                          m->name, m->queue_limit);
     }
-    s->outstanding++;
+    atomic_fetch_add_explicit(&s->outstanding, 1, memory_order_relaxed); /* under MU */
     int use_cache = m->cache_on && !rq.no_cache && r->stage == SV_STAGE_PLAIN;
     pthread_mutex_unlock(&s->mu);
     pthread_mutex_lock(&m->stats_mu);
@@ -993,7 +987,16 @@ loom_serve_code loom_serve_infer(loom_server *s, const loom_serve_request *req,
     waiter w = {.result = NULL};
     pthread_mutex_init(&w.mu, NULL);
     pthread_cond_init(&w.cv, NULL);
-    loom_serve_code code = loom_serve_submit(s, req, infer_done, &w);
+    /* The caller's inputs outlive this call, which returns after the answer: borrowed. */
+    loom_serve_request rq = {0};
+    const loom_serve_request *sub = req;
+    if (req && req->struct_size >= offsetof(loom_serve_request, timeout_s)) {
+        memcpy(&rq, req, req->struct_size < sizeof rq ? req->struct_size : sizeof rq);
+        rq.struct_size = sizeof rq;
+        rq.borrow_inputs = 1;
+        sub = &rq;
+    }
+    loom_serve_code code = loom_serve_submit(s, sub, infer_done, &w);
     if (code == LOOM_SERVE_OK) {
         pthread_mutex_lock(&w.mu);
         while (!w.done)

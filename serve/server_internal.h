@@ -13,6 +13,7 @@
 #include <loom/model.h>
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 /* ---- types ------------------------------------------------------------------------------- */
 
@@ -93,7 +94,8 @@ struct sv_req {
     sv_model *model;
     char *id;
     uint32_t rows;
-    loom_tensor **inputs;      /* model order, owned */
+    loom_tensor **inputs;      /* model order; owned unless BORROWED */
+    int borrowed;              /* INPUTS are the submitter's (loom_serve_request.borrow_inputs) */
     double t_submit;
     double deadline;           /* absolute; INFINITY: none */
     double batch_deadline;     /* what the batcher aims at: DEADLINE or submit + target */
@@ -200,7 +202,8 @@ struct loom_server {
                               * (at most IDLE), under MU: a submit does not wake another for a
                               * request the one on its way will see */
     int stopping, draining;
-    long outstanding;        /* accepted and not yet answered */
+    atomic_long outstanding; /* accepted and not yet answered; changed under MU but when
+                              * a request is answered (sv_server_finished) */
     /* Devices and their busy seconds (under STATS_MU). */
     size_t n_devices;
     char (*device_ids)[64];
@@ -230,13 +233,31 @@ struct loom_server {
 /* ---- shared helpers ------------------------------------------------------------------------ */
 
 char *sv_strdup(const char *s);
+/* A copy of T (owned by the caller; NULL when out of memory). */
 loom_tensor *sv_tensor_copy(const loom_tensor *t);
+/* Copy ROWS rows along AXIS from SRC (from row SRC_ROW) into DST (from DST_ROW); the shapes agree
+ * but along AXIS. SRC NULL: zero those rows of DST. */
 void sv_copy_rows(loom_tensor *dst, int64_t dst_row, const loom_tensor *src, int64_t src_row,
                   int64_t rows, uint32_t axis);
+/* A tensor shaped like LIKE but with ROWS along AXIS, its data NOT initialised: the caller
+ * writes every row (sv_copy_rows). NULL when out of memory. */
 loom_tensor *sv_tensor_with_rows(const loom_tensor *like, uint32_t axis, int64_t rows);
+/* What a result says besides its outputs; NULL strings are "". */
+typedef struct sv_result_text {
+    loom_serve_code code;
+    const char *message, *id, *model, *version, *devices, *variant, *path, *qos;
+} sv_result_text;
+/* A result with T's texts (copied) and, when OUTPUTS_OF is not NULL, room for that model's
+ * outputs (named, no tensors yet: sv_result_set_outputs), all in one allocation; freed with
+ * loom_serve_result_free. NULL when out of memory. */
+loom_serve_result *sv_result_make(const sv_result_text *t, const sv_model *outputs_of);
+/* A result of CODE and MESSAGE for model M (or MODEL_NAME when M is NULL), without outputs. */
 loom_serve_result *sv_result_new(const sv_model *m, const char *model_name, const char *id,
                                  loom_serve_code code, const char *message);
-int sv_result_set_outputs(loom_serve_result *r, const sv_model *m, loom_tensor **outs);
+/* Give R, made with room for N outputs, the tensors OUTS[N] (ownership taken). */
+void sv_result_set_outputs(loom_serve_result *r, loom_tensor **outs, size_t n);
+/* Turn R into a failure with MESSAGE: its outputs are freed. */
+void sv_result_fail(loom_serve_result *r, const char *message);
 sv_blob *sv_outputs_to_blob(loom_tensor *const *outs, size_t n);
 int sv_blob_to_outputs(const sv_blob *b, loom_tensor **outs, size_t n);
 

@@ -29,6 +29,8 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -42,7 +44,8 @@ static const char loadgen_help[] =
     "usage: loom loadgen URL|MODEL.onnx (--rate QPS [--constant] | --concurrency N)\n"
     "                    [--duration S] [--requests N] [--find-max-qps --p99 MS]\n"
     "                    [--model NAME] [--batch ROWS] [--distinct N] [--binary]\n"
-    "                    [--connections N] [--timeout-ms MS] [--json] [--quiet]\n"
+    "                    [--connections N] [--timeout-ms MS] [--client-nice N] [--json]\n"
+    "                    [--quiet]\n"
     "                    in-process only: [--max-batch N] [--latency-ms MS] [--cache-mb MB]\n"
     "                    [--workers N]\n"
     "\n"
@@ -59,6 +62,13 @@ static const char loadgen_help[] =
     "  --binary          send tensors with the binary data extension\n"
     "  --connections N   open-loop HTTP connections (default 64)\n"
     "  --timeout-ms MS   per-request deadline sent to the server (parameters.timeout)\n"
+    "  --client-nice N   the nice value of the threads that send requests and read answers\n"
+    "                    (default 10; 0: the same as the server's): where the load generator\n"
+    "                    shares cores with the server, its threads then take them only when\n"
+    "                    the server's do not, as a client on another machine would. Latency\n"
+    "                    still counts from each request's scheduled time, so a request the\n"
+    "                    generator sends late counts late. In process the server's threads\n"
+    "                    keep the nice value loom was started with.\n"
     "  --json            one JSON object on stdout instead of the table\n"
     "  --quiet           no progress line on stderr\n"
     "Exit status: 0 when the run completed (errors are reported, not fatal), 1 when the\n"
@@ -121,6 +131,7 @@ typedef struct body {
 typedef struct lg {
     /* what to load */
     int http;
+    int client_nice;          /* the sending threads' nice value (setpriority), 0: unchanged */
     char host[256], port[256], path[600], model[256], version[64];
     body *bodies;
     size_t n_bodies;
@@ -818,7 +829,9 @@ static loom_serve_request inproc_request(lg *g, size_t k)
     loom_serve_request rq = {.struct_size = sizeof rq, .model = g->model,
                              .inputs = (const loom_tensor *const *)&g->tensors[(k % g->n_bodies) *
                                                                                g->n_in],
-                             .n_inputs = g->n_in, .timeout_s = g->timeout_ms * 1e-3};
+                             .n_inputs = g->n_in, .timeout_s = g->timeout_ms * 1e-3,
+                             /* the bodies live, unchanged, until the run ends */
+                             .borrow_inputs = 1};
     return rq;
 }
 
@@ -863,6 +876,25 @@ static void *inproc_closed(void *arg)
         loom_serve_result_free(r);
     }
     return NULL;
+}
+
+/* A client thread: its nice value first (Linux keeps one per thread; the server's threads,
+ * started before, keep theirs), then its loop. */
+typedef struct client_start {
+    lg *g;
+    void *(*fn)(void *);
+} client_start;
+
+static void *client_main(void *arg)
+{
+    const client_start *cs = arg;
+    if (cs->g->client_nice > 0) {
+        errno = 0;
+        int cur = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
+        if (errno == 0 && cur < cs->g->client_nice)
+            setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), cs->g->client_nice);
+    }
+    return cs->fn(cs->g);
 }
 
 typedef struct report {
@@ -951,6 +983,8 @@ static int run_once(lg *g, double rate, int concurrency, double duration, size_t
 
     /* Open loop: one thread (over HTTP, it drives every connection); closed: one a client. */
     int n_threads = g->open ? 1 : concurrency;
+    client_start cs = {g, g->open ? (g->http ? http_open_epoll : inproc_open)
+                                  : (g->http ? http_client : inproc_closed)};
     pthread_t *th = calloc((size_t)n_threads, sizeof *th);
     if (!th)
         return 1;
@@ -958,9 +992,7 @@ static int run_once(lg *g, double rate, int concurrency, double duration, size_t
     g->t_end = g->t0 + duration;
     int started = 0;
     for (int i = 0; i < n_threads; i++) {
-        void *(*fn)(void *) = g->open ? (g->http ? http_open_epoll : inproc_open)
-                                      : (g->http ? http_client : inproc_closed);
-        if (pthread_create(&th[i], NULL, fn, g) != 0)
+        if (pthread_create(&th[i], NULL, client_main, &cs) != 0)
             break;
         started++;
     }
@@ -1182,7 +1214,7 @@ int cmd_loadgen(int argc, char **argv)
     const char *target = NULL, *model_opt = NULL;
     double rate = 0, duration = -1, p99_ms = 0, requests = 0, concurrency = 0, rows = 1,
            distinct = 256, connections = 64, timeout_ms = 0, max_batch = 8, latency_ms = 50,
-           cache_mb = 0, workers = 2;
+           cache_mb = 0, workers = 2, client_nice = 10;
     int constant = 0, find_max = 0, json = 0, binary = 0, quiet = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -1215,7 +1247,7 @@ int cmd_loadgen(int argc, char **argv)
             {"--distinct", &distinct, 1, 100000},    {"--connections", &connections, 1, 4096},
             {"--timeout-ms", &timeout_ms, 0.001, 1e7}, {"--max-batch", &max_batch, 1, 256},
             {"--latency-ms", &latency_ms, 1, 1e6},   {"--cache-mb", &cache_mb, 0, 1 << 20},
-            {"--workers", &workers, 1, 256},
+            {"--workers", &workers, 1, 256},         {"--client-nice", &client_nice, 0, 19},
         };
         int found = 0;
         for (size_t k = 0; k < sizeof nums / sizeof nums[0]; k++)
@@ -1246,6 +1278,7 @@ int cmd_loadgen(int argc, char **argv)
         return 1;
     g->poisson = !constant;
     g->connections = (int)connections;
+    g->client_nice = (int)client_nice;
     g->quiet = quiet || json;
     g->timeout_ms = timeout_ms;
     int rc = 0;

@@ -228,7 +228,7 @@ typedef struct loom_serve_request {
      * INPUT_NAMES[i] names INPUTS[i]. Every input must be given once, with the model's dtype
      * and, except along the batch axis, its shape; the batch (rows) of every input must be
      * the same, 1 to the model's max batch. The data is copied before loom_serve_submit
-     * returns. */
+     * returns, unless BORROW_INPUTS is set. */
     const loom_tensor *const *inputs;
     const char *const *input_names;
     size_t n_inputs;
@@ -240,6 +240,13 @@ typedef struct loom_serve_request {
     /* NULL or "auto": the model's QoS mode; "full", "lite": that variant; "cascade": lite
      * first, escalated when unsure. Cascaded requests skip the result cache. */
     const char *variant;
+    /* Non-zero: INPUTS are used in place, not copied (no allocation or copy per request): the
+     * caller keeps every input tensor alive and unchanged from loom_serve_submit until DONE is
+     * called for this request (when submit refuses it, until submit returns). The tensors
+     * stay the caller's; the server never frees them. Zero: copied, as above. Added after
+     * VARIANT: a STRUCT_SIZE that ends before it means zero. loom_serve_infer borrows always
+     * (it returns only after the answer). */
+    int borrow_inputs;
 } loom_serve_request;
 
 /* The answer to one request, with its figures. */

@@ -772,6 +772,65 @@ static void test_server_batches_and_splits_outputs_per_request(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(loom_serve_last_error(), "/nonexistent-dir/trace.json"));
 }
 
+/* loom_serve_request.borrow_inputs: the server runs the caller's tensors in place (kept alive
+ * by the caller until each answer), answers every request right, pads batches, and never frees
+ * them (ASan would see a double free); a struct_size that ends before the flag means copy (the
+ * tensor is destroyed right after submit, as the copying contract allows). */
+static void test_server_borrowed_inputs_are_used_in_place(void)
+{
+    loom_server *s;
+    loom_server_options so = {.struct_size = sizeof so, .workers = 2};
+    CU_ASSERT_EQUAL_FATAL(loom_server_create(rt, &so, &s), LOOM_OK);
+    int calls = 0;
+    loom_plan_options po = {.struct_size = sizeof po, .device = "cpu"};
+    loom_serve_model_options mo = {.struct_size = sizeof mo, .max_batch = 8,
+                                   .plan_options = &po};
+    CU_ASSERT_EQUAL_FATAL(loom_server_add_graph(s, "affine", build_affine, &calls, &mo), LOOM_OK);
+    collector c = {.answered = 0};
+    pthread_mutex_init(&c.mu, NULL);
+    enum { N = 120 };
+    loom_tensor *kept[N];
+    int n = 0;
+    for (int i = 0; i < N; i++) {
+        int rows = 1 + i % 3;
+        kept[i] = input_rows(rows, (float)i * 7);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(kept[i]);
+        pending *p = malloc(sizeof *p);
+        *p = (pending){&c, (float)i * 7, rows};
+        const loom_tensor *ins[1] = {kept[i]};
+        loom_serve_request rq = {.struct_size = sizeof rq, .model = "affine", .inputs = ins,
+                                 .n_inputs = 1, .no_cache = 1, .borrow_inputs = 1};
+        if (i % 4 == 3) /* an older caller's struct: no flag, so copied */
+            rq.struct_size = (uint32_t)offsetof(loom_serve_request, borrow_inputs);
+        if (loom_serve_submit(s, &rq, on_done, p) == LOOM_SERVE_OK)
+            n++;
+        else
+            free(p);
+        if (i % 4 == 3) {
+            loom_tensor_destroy(kept[i]);
+            kept[i] = NULL;
+        }
+    }
+    CU_ASSERT_EQUAL(n, N);
+    loom_server_drain(s);
+    CU_ASSERT_EQUAL(c.answered, N);
+    CU_ASSERT_EQUAL(c.ok, N);
+    CU_ASSERT_EQUAL(c.wrong, 0);
+    /* The inputs are the caller's, untouched. */
+    int changed = 0;
+    for (int i = 0; i < N; i++) {
+        if (!kept[i])
+            continue;
+        const float *v = loom_tensor_data(kept[i]);
+        for (int k = 0; k < (1 + i % 3) * 4; k++)
+            changed += v[k] != (float)i * 7 + (float)k;
+        loom_tensor_destroy(kept[i]);
+    }
+    CU_ASSERT_EQUAL(changed, 0);
+    loom_server_destroy(s);
+    pthread_mutex_destroy(&c.mu);
+}
+
 /* Batches whose plans run on the same cores never run at once beyond what the CPU backend
  * has cores for (cores / threads: one batch with the default pool), however many workers. */
 static void test_batches_on_one_device_do_not_overlap(void)
@@ -1141,6 +1200,8 @@ int main(int argc, char **argv)
     CU_pSuite s = CU_add_suite("serve_server", NULL, NULL);
     CU_add_test(s, "batches and splits outputs per request",
                 test_server_batches_and_splits_outputs_per_request);
+    CU_add_test(s, "borrowed inputs are used in place",
+                test_server_borrowed_inputs_are_used_in_place);
     CU_add_test(s, "batches on one device do not overlap",
                 test_batches_on_one_device_do_not_overlap);
     CU_add_test(s, "refuses bad requests and answers expired ones",
