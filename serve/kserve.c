@@ -8,6 +8,8 @@
  */
 #include "serve_internal.h"
 
+#include "core/core_internal.h"
+
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -345,8 +347,8 @@ static int parse_input(const json_t *in, size_t idx, const loom_serve_tensor_inf
             return bad(err, err_len, "input '%s': %zu data elements, its shape holds %zu", name,
                        have, numel);
     }
-    loom_tensor *t;
-    if (loom_tensor_create(dt, (uint32_t)rank, dims, &t) != LOOM_OK)
+    loom_tensor *t; /* every element is written below (or the tensor is dropped) */
+    if (loom_tensor_create_uninit(dt, (uint32_t)rank, dims, &t) != LOOM_OK)
         return bad(err, err_len, "input '%s': cannot allocate a tensor of that shape", name);
     if (bsize >= 0) {
         memcpy(loom_tensor_data(t), bin + *bin_used, (size_t)bsize);
