@@ -3,7 +3,7 @@
 
   bench/serve_efficiency.py LOOM MODEL.onnx --ceiling CONFIG:B [--ceiling CONFIG:B]
                             [--threads 1] [--p99 MS] [--step S] [--options SERVE_OPTIONS]
-                            [--in-process] [--json]
+                            [--in-process] [--client-nice N] [--json]
 
 The ceiling is the best samples/s of MODEL run directly (`loom run --dim batch=B`) over the
 configurations given, each with its best batch size from bench_serve.sh section 1: "pool"
@@ -21,7 +21,8 @@ a step whose two ceilings differ by more than 5% straddled a change of phase and
 target with under 0.1% errors and it achieved 95% of the offered rate. Binary search over the
 share, 0.5 to 1.05, 7 steps. Prints each step and the highest share that passed.
 
-The server runs for the whole search (`loom serve MODEL:OPTIONS --port 0`), idle while the
+--client-nice N is passed to `loom loadgen` (its default: 10, the load generator yields the
+cores to the server; 0: it competes with the server as an equal). The server runs for the whole search (`loom serve MODEL:OPTIONS --port 0`), idle while the
 ceiling is measured; with --in-process, each step is `loom loadgen MODEL.onnx --rate` (the
 serving C API without HTTP) instead.
 """
@@ -58,6 +59,7 @@ STEP = opt("--step", 5.0, float)
 OPTIONS = opt("--options", "max_batch=32,latency_ms=50,warm=1")
 WORKERS = opt("--workers", 2, int)
 IN_PROCESS = flag("--in-process")
+CLIENT_NICE = opt("--client-nice", None, int)
 AS_JSON = flag("--json")
 if len(args) != 2 or not CEILINGS:
     sys.exit(__doc__)
@@ -111,6 +113,8 @@ def load(rate):
                "--latency-ms", str(P99), "--workers", str(WORKERS)]
     else:
         cmd = [LOOM, "loadgen", target, "--binary"]
+    if CLIENT_NICE is not None:
+        cmd += ["--client-nice", str(CLIENT_NICE)]
     r = subprocess.run(cmd + ["--rate", f"{rate:.1f}", "--duration", str(STEP), "--json",
                               "--quiet"], capture_output=True, text=True, env=env)
     return json.loads(r.stdout)

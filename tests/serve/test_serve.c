@@ -682,6 +682,20 @@ static loom_serve_code submit(loom_server *s, collector *c, int rows, float base
     return code;
 }
 
+/* A server of WORKERS workers serving the affine graph on the CPU with MAX_BATCH (WARM: its
+ * plans made first); CALLS counts the graph's builds. */
+static loom_server *affine_server(uint32_t workers, uint32_t max_batch, int warm, int *calls)
+{
+    loom_server *s;
+    loom_server_options so = {.struct_size = sizeof so, .workers = workers};
+    CU_ASSERT_EQUAL_FATAL(loom_server_create(rt, &so, &s), LOOM_OK);
+    loom_plan_options po = {.struct_size = sizeof po, .device = "cpu"};
+    loom_serve_model_options mo = {.struct_size = sizeof mo, .max_batch = max_batch, .warm = warm,
+                                   .plan_options = &po};
+    CU_ASSERT_EQUAL_FATAL(loom_server_add_graph(s, "affine", build_affine, calls, &mo), LOOM_OK);
+    return s;
+}
+
 static void test_server_batches_and_splits_outputs_per_request(void)
 {
     loom_server *s;
@@ -778,14 +792,8 @@ static void test_server_batches_and_splits_outputs_per_request(void)
  * tensor is destroyed right after submit, as the copying contract allows). */
 static void test_server_borrowed_inputs_are_used_in_place(void)
 {
-    loom_server *s;
-    loom_server_options so = {.struct_size = sizeof so, .workers = 2};
-    CU_ASSERT_EQUAL_FATAL(loom_server_create(rt, &so, &s), LOOM_OK);
     int calls = 0;
-    loom_plan_options po = {.struct_size = sizeof po, .device = "cpu"};
-    loom_serve_model_options mo = {.struct_size = sizeof mo, .max_batch = 8,
-                                   .plan_options = &po};
-    CU_ASSERT_EQUAL_FATAL(loom_server_add_graph(s, "affine", build_affine, &calls, &mo), LOOM_OK);
+    loom_server *s = affine_server(2, 8, 0, &calls);
     collector c = {.answered = 0};
     pthread_mutex_init(&c.mu, NULL);
     enum { N = 120 };
@@ -959,14 +967,8 @@ static void test_server_refuses_bad_requests_and_answers_expired_ones(void)
  * deadline error, every other one runs, each exactly once. */
 static void test_server_mixed_queue_expires_only_the_late(void)
 {
-    loom_server *s;
-    loom_server_options so = {.struct_size = sizeof so, .workers = 2};
-    CU_ASSERT_EQUAL_FATAL(loom_server_create(rt, &so, &s), LOOM_OK);
     int calls = 0;
-    loom_plan_options po = {.struct_size = sizeof po, .device = "cpu"};
-    loom_serve_model_options mo = {.struct_size = sizeof mo, .max_batch = 4,
-                                   .plan_options = &po};
-    CU_ASSERT_EQUAL_FATAL(loom_server_add_graph(s, "affine", build_affine, &calls, &mo), LOOM_OK);
+    loom_server *s = affine_server(2, 4, 0, &calls);
     collector c = {.answered = 0};
     pthread_mutex_init(&c.mu, NULL);
     int late = 0, plain = 0;
@@ -1032,14 +1034,8 @@ static void *closed_loop_main(void *arg)
 
 static void test_server_closed_loops_are_all_answered(void)
 {
-    loom_server *s;
-    loom_server_options so = {.struct_size = sizeof so, .workers = 2};
-    CU_ASSERT_EQUAL_FATAL(loom_server_create(rt, &so, &s), LOOM_OK);
     int calls = 0;
-    loom_plan_options po = {.struct_size = sizeof po, .device = "cpu"};
-    loom_serve_model_options mo = {.struct_size = sizeof mo, .max_batch = 8, .warm = 1,
-                                   .plan_options = &po};
-    CU_ASSERT_EQUAL_FATAL(loom_server_add_graph(s, "affine", build_affine, &calls, &mo), LOOM_OK);
+    loom_server *s = affine_server(2, 8, 1, &calls);
     enum { THREADS = 5, EACH = 200 };
     pthread_t th[THREADS];
     closed_loop cl[THREADS];
