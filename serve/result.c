@@ -77,8 +77,8 @@ loom_tensor *sv_tensor_with_rows(const loom_tensor *like, uint32_t axis, int64_t
 /* ---- results ----------------------------------------------------------------------------- */
 
 /* A result and everything it points to but its output tensors, in one allocation: the strings
- * and the output arrays follow the struct. A field replaced later (sv_result_set_message)
- * points outside the block and is freed on its own. */
+ * and the output arrays follow the struct. A field replaced later
+ * points outside the block and is freed on its own (sv_result_fail). */
 typedef struct result_block {
     loom_serve_result pub; /* first: a result's pointer is its block's */
     size_t size;           /* bytes of the block */
