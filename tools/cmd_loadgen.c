@@ -535,7 +535,38 @@ typedef struct econn {
     int status;               /* the answer's, once its head is read; 0: reading the head */
     int close_after;          /* the answer said Connection: close */
     size_t body_left;         /* bytes of its body still to come */
+    double t_rx;              /* when the last bytes read arrived (kernel stamp, monotonic
+                               * seconds); 0: not known */
 } econn;
+
+/* Read from C's socket like read(), noting in C->T_RX when the bytes read arrived: the
+ * kernel's receive stamp (SO_TIMESTAMPNS, on the real-time clock) moved to the monotonic one. */
+static ssize_t econn_recv(econn *c, void *to, size_t room)
+{
+    struct iovec iov = {to, room};
+    union {
+        char buf[CMSG_SPACE(sizeof(struct timespec))];
+        struct cmsghdr align;
+    } ctl;
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+                        .msg_controllen = sizeof ctl.buf};
+    ssize_t r = recvmsg(c->fd, &mh, 0);
+    if (r <= 0)
+        return r;
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
+        if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMPNS) {
+            struct timespec rx, real, mono;
+            memcpy(&rx, CMSG_DATA(cm), sizeof rx);
+            clock_gettime(CLOCK_REALTIME, &real);
+            clock_gettime(CLOCK_MONOTONIC, &mono);
+            double age = (double)(real.tv_sec - rx.tv_sec) +
+                         (double)(real.tv_nsec - rx.tv_nsec) * 1e-9;
+            /* A stamp in the future or from long ago (the real-time clock stepped): unknown. */
+            c->t_rx = age >= 0 && age < 10
+                          ? (double)mono.tv_sec + (double)mono.tv_nsec * 1e-9 - age : 0;
+        }
+    return r;
+}
 
 static int econn_open(const lg *g, econn *c, int ep)
 {
@@ -552,6 +583,9 @@ static int econn_open(const lg *g, econn *c, int ep)
         return -1;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    /* The kernel stamps what arrives: an answer's latency ends when it reached this socket,
+     * not when this thread (at a lower priority than the server, --client-nice) read it. */
+    setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
     if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
@@ -607,6 +641,7 @@ static int econn_send(const lg *g, econn *c, int ep, size_t k, double t_sched, c
     }
     c->k = k;
     c->t_sched = t_sched;
+    c->t_rx = 0;
     return 0;
 }
 
@@ -615,10 +650,13 @@ static void econn_finish(lg *g, econn *c, int kind, int close_it)
 {
     if (close_it)
         econn_close(c);
-    if (c->k != SIZE_MAX)
-        record(g, c->k, now_s() - c->t_sched, kind);
+    if (c->k != SIZE_MAX) {
+        double end = kind != K_IO && c->t_rx > 0 ? c->t_rx : now_s();
+        record(g, c->k, end - c->t_sched, kind);
+    }
     c->k = SIZE_MAX;
     c->status = 0;
+    c->t_rx = 0;
 }
 
 /* Read what C has: the answer's head into BUF, its body counted off without being kept (a
@@ -633,7 +671,7 @@ static int econn_read(lg *g, econn *c)
             room = c->body_left; /* never read past this answer */
         if (room == 0)
             break;
-        ssize_t r = read(c->fd, to, room);
+        ssize_t r = econn_recv(c, to, room);
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0 && errno == EAGAIN)

@@ -287,12 +287,22 @@ lg_check() { # NAME N [loadgen args]
 import json, sys
 r, n = json.load(open('lg.json')), int(sys.argv[1])
 assert r['sent'] == n and r['ok'] == n and not r['errors'], r
+# Latency runs from the scheduled arrival to the answer (over HTTP: the kernel's receive
+# stamp, moved from the real-time clock to the monotonic one): positive, and far below 10 s.
+lat = r['latency_ms']
+assert 0 < lat['p50'] <= lat['p99'] <= lat['max'] < 10000, lat
 PY
     then ok "loadgen $name: $n sent, $n ok"; else bad "loadgen $name: $(cat lg.json lg.err)"; fi
 }
 lg_check "open loop, JSON, 2 connections" 300 --rate 2000 --requests 300 --connections 2
 lg_check "open loop, binary" 300 --rate 1000 --requests 300 --binary
 lg_check "closed loop, 3 clients" 200 --concurrency 3 --requests 200
+lg_check "open loop, clients at the server's priority" 200 --rate 1000 --requests 200 \
+    --client-nice 0
+"$LOOM" loadgen "$URL/v2/models/cnn" --rate 10 --requests 1 --client-nice 20 >/dev/null 2>err
+rc=$?
+[ $rc -eq 2 ] && grep -q "client-nice" err && ok "loadgen --client-nice 20: exit 2" \
+    || bad "loadgen --client-nice 20: exit $rc: $(cat err)"
 
 # ---- SIGTERM drains ---------------------------------------------------------------------
 pids=""
