@@ -287,10 +287,11 @@ lg_check() { # NAME N [loadgen args]
 import json, sys
 r, n = json.load(open('lg.json')), int(sys.argv[1])
 assert r['sent'] == n and r['ok'] == n and not r['errors'], r
-# Latency runs from the scheduled arrival to the answer (over HTTP: the kernel's receive
-# stamp, moved from the real-time clock to the monotonic one): positive, and far below 10 s.
+# Latency runs from the scheduled arrival (at or after the run's start) to the answer (over
+# HTTP: the kernel's receive stamp, moved from the real-time clock to the monotonic one), so
+# it is positive and no longer than the run itself (its last answer, recorded after the stamp).
 lat = r['latency_ms']
-assert 0 < lat['p50'] <= lat['p99'] <= lat['max'] < 10000, lat
+assert 0 < lat['p50'] <= lat['p99'] <= lat['max'] <= r['seconds'] * 1000 + 0.01, (lat, r)
 PY
     then ok "loadgen $name: $n sent, $n ok"; else bad "loadgen $name: $(cat lg.json lg.err)"; fi
 }
