@@ -22,7 +22,9 @@ target with under 0.1% errors and it achieved 95% of the offered rate. Binary se
 share, 0.5 to 1.05, 7 steps. Prints each step and the highest share that passed.
 
 --client-nice N is passed to `loom loadgen` (its default: 10 levels below the server, the
-load generator yields the cores to it; 0: it competes with the server as an equal). The server runs for the whole search (`loom serve MODEL:OPTIONS --port 0`), idle while the
+load generator yields the cores to it; 0: it competes with the server as an equal).
+
+The server runs for the whole search (`loom serve MODEL:OPTIONS --port 0`), idle while the
 ceiling is measured; with --in-process, each step is `loom loadgen MODEL.onnx --rate` (the
 serving C API without HTTP) instead.
 """

@@ -228,16 +228,19 @@ static void put_num(canon *c, const char *name, double v)
 /* Every field after prev, seq and segment, in their order. */
 static void canon_fields(canon *c, rec *r)
 {
-    static const char *const names[AJ_N_TEXT] = {"kind", "request_id", "model", "version",
-                                                 "model_sha256", "variant", "path", "qos",
-                                                 "devices", "plan", "input_sha256",
-                                                 "output_sha256", "status", "message"};
-    static const unsigned char name_len[AJ_N_TEXT] = {4, 10, 5, 7, 12, 7, 4, 3, 7, 4, 12, 13,
-                                                      6, 7};
+#define NAME(s) {s, sizeof s - 1}
+    static const struct {
+        const char *s;
+        size_t n;
+    } names[AJ_N_TEXT] = {NAME("kind"), NAME("request_id"), NAME("model"), NAME("version"),
+                          NAME("model_sha256"), NAME("variant"), NAME("path"), NAME("qos"),
+                          NAME("devices"), NAME("plan"), NAME("input_sha256"),
+                          NAME("output_sha256"), NAME("status"), NAME("message")};
+#undef NAME
     for (int i = 0; i < AJ_N_TEXT; i++) {
         const char *v = *aj_text(r, i);
         v = v ? v : "";
-        put_field(c, names[i], name_len[i], v, strlen(v));
+        put_field(c, names[i].s, names[i].n, v, strlen(v));
     }
     put_num(c, "t_submit", r->t_submit);
     put_num(c, "t_answer", r->t_answer);

@@ -77,52 +77,39 @@ loom_tensor *sv_tensor_with_rows(const loom_tensor *like, uint32_t axis, int64_t
 /* ---- results ----------------------------------------------------------------------------- */
 
 /* A result and everything it points to but its output tensors, in one allocation: the strings
- * and the output arrays follow the struct. A field replaced later
- * points outside the block and is freed on its own (sv_result_fail). */
+ * and the output arrays follow the struct. Only the message is ever replaced afterwards
+ * (sv_result_fail); the replacement is held here and freed with the result. */
 typedef struct result_block {
     loom_serve_result pub; /* first: a result's pointer is its block's */
-    size_t size;           /* bytes of the block */
+    char *replaced_message;
 } result_block;
 
-static int in_block(const loom_serve_result *r, const void *p)
-{
-    const char *b = (const char *)r, *q = p;
-    return q >= b && q < b + ((const result_block *)r)->size;
-}
-
-/* Free P, a field of R, unless it lives in R's block. */
-static void free_field(const loom_serve_result *r, const void *p)
-{
-    if (p && !in_block(r, p))
-        free((void *)p);
-}
-
-loom_serve_result *sv_result_make(const sv_result_text *t, const sv_model *outputs_of)
+loom_serve_result *sv_result_make(const sv_result_text *t, const sv_model *m, loom_tensor **outs)
 {
     const char *str[8] = {t->message, t->id, t->model, t->version,
                           t->devices, t->variant, t->path, t->qos};
-    size_t len[8], n_out = outputs_of ? outputs_of->n_out : 0;
+    size_t len[8], n_out = outs ? m->n_out : 0;
     size_t size = sizeof(result_block) + n_out * (sizeof(loom_tensor *) + sizeof(char *));
     for (int i = 0; i < 8; i++)
         size += (len[i] = strlen(str[i] ? str[i] : "")) + 1;
     for (size_t k = 0; k < n_out; k++)
-        size += strlen(outputs_of->out[k].name) + 1;
+        size += strlen(m->out[k].name) + 1;
     result_block *b = malloc(size);
     if (!b)
         return NULL;
     memset(b, 0, sizeof *b);
-    b->size = size;
     loom_serve_result *r = &b->pub;
     char *at = (char *)(b + 1);
     if (n_out) {
+        r->n_outputs = n_out;
         r->outputs = (loom_tensor **)at;
         at += n_out * sizeof(loom_tensor *);
         r->output_names = (const char **)at;
         at += n_out * sizeof(char *);
         for (size_t k = 0; k < n_out; k++) {
-            size_t nl = strlen(outputs_of->out[k].name) + 1;
-            r->outputs[k] = NULL;
-            memcpy(at, outputs_of->out[k].name, nl);
+            size_t nl = strlen(m->out[k].name) + 1;
+            r->outputs[k] = outs[k];
+            memcpy(at, m->out[k].name, nl);
             r->output_names[k] = at;
             at += nl;
         }
@@ -144,28 +131,21 @@ loom_serve_result *sv_result_new(const sv_model *m, const char *model_name, cons
 {
     sv_result_text t = {.code = code, .message = message, .id = id,
                         .model = m ? m->name : model_name, .version = m ? m->version : ""};
-    return sv_result_make(&t, NULL);
-}
-
-void sv_result_set_outputs(loom_serve_result *r, loom_tensor **outs, size_t n)
-{
-    for (size_t k = 0; k < n; k++)
-        r->outputs[k] = outs[k];
-    r->n_outputs = n;
+    return sv_result_make(&t, NULL, NULL);
 }
 
 void sv_result_fail(loom_serve_result *r, const char *message)
 {
-    for (size_t k = 0; k < r->n_outputs; k++) {
+    for (size_t k = 0; k < r->n_outputs; k++)
         loom_tensor_destroy(r->outputs[k]);
-        r->outputs[k] = NULL;
-    }
     r->n_outputs = 0;
     r->code = LOOM_SERVE_FAILED;
-    char *m = sv_strdup(message);
-    if (m) { /* out of memory: the old message stays, the code says it failed */
-        free_field(r, r->message);
-        r->message = m;
+    char *msg = sv_strdup(message);
+    if (msg) { /* out of memory: the old message stays, the code says it failed */
+        result_block *b = (result_block *)r;
+        free(b->replaced_message);
+        b->replaced_message = msg;
+        r->message = msg;
     }
 }
 
@@ -174,12 +154,8 @@ void loom_serve_result_free(loom_serve_result *r)
     if (!r)
         return;
     for (size_t k = 0; k < r->n_outputs; k++)
-        if (r->outputs)
-            loom_tensor_destroy(r->outputs[k]);
-    const void *field[8] = {r->message, r->id, r->model, r->version,
-                            r->devices, r->variant, r->path, r->qos};
-    for (int i = 0; i < 8; i++)
-        free_field(r, field[i]);
+        loom_tensor_destroy(r->outputs[k]);
+    free(((result_block *)r)->replaced_message);
     free(r);
 }
 

@@ -140,8 +140,9 @@ void sv_answer(loom_server *s, sv_req *r, loom_serve_code code, const char *mess
                           .id = r->id, .model = m->name, .version = m->version,
                           .devices = f->devices, .variant = ok ? vn : "",
                           .path = ok ? (r->path ? r->path : vn) : "", .qos = ok ? r->qos : ""};
-    loom_serve_result *res = sv_result_make(&txt, outs ? m : NULL);
+    loom_serve_result *res = sv_result_make(&txt, m, outs);
     if (res) {
+        outs = NULL; /* the result's now */
         res->confidence = ok ? r->confidence : -1;
         res->queue_s = f->queue_s;
         res->run_s = f->run_s;
@@ -149,9 +150,6 @@ void sv_answer(loom_server *s, sv_req *r, loom_serve_code code, const char *mess
         res->batch_requests = f->batch_requests;
         res->cache_hit = f->cache_hit;
         res->total_s = now - r->t_submit;
-        if (outs)
-            sv_result_set_outputs(res, outs, m->n_out);
-        outs = NULL;
     }
     if (outs)
         for (size_t k = 0; k < m->n_out; k++)

@@ -247,15 +247,13 @@ typedef struct sv_result_text {
     loom_serve_code code;
     const char *message, *id, *model, *version, *devices, *variant, *path, *qos;
 } sv_result_text;
-/* A result with T's texts (copied) and, when OUTPUTS_OF is not NULL, room for that model's
- * outputs (named, no tensors yet: sv_result_set_outputs), all in one allocation; freed with
- * loom_serve_result_free. NULL when out of memory. */
-loom_serve_result *sv_result_make(const sv_result_text *t, const sv_model *outputs_of);
+/* A result with T's texts (copied) and, when OUTS is not NULL, model M's outputs OUTS[M->n_out]
+ * (ownership taken on success, left with the caller on failure), all in one allocation;
+ * freed with loom_serve_result_free. NULL when out of memory. */
+loom_serve_result *sv_result_make(const sv_result_text *t, const sv_model *m, loom_tensor **outs);
 /* A result of CODE and MESSAGE for model M (or MODEL_NAME when M is NULL), without outputs. */
 loom_serve_result *sv_result_new(const sv_model *m, const char *model_name, const char *id,
                                  loom_serve_code code, const char *message);
-/* Give R, made with room for N outputs, the tensors OUTS[N] (ownership taken). */
-void sv_result_set_outputs(loom_serve_result *r, loom_tensor **outs, size_t n);
 /* Turn R into a failure with MESSAGE: its outputs are freed. */
 void sv_result_fail(loom_serve_result *r, const char *message);
 sv_blob *sv_outputs_to_blob(loom_tensor *const *outs, size_t n);

@@ -131,7 +131,7 @@ typedef struct body {
 typedef struct lg {
     /* what to load */
     int http;
-    int client_nice;          /* the sending threads' nice value (setpriority), 0: unchanged */
+    int client_nice;          /* added to the client threads' nice value (--client-nice) */
     char host[256], port[256], path[600], model[256], version[64];
     body *bodies;
     size_t n_bodies;
