@@ -6,7 +6,6 @@
 #include "cpu_blas.h"
 #include "cpu_kernels.h"
 
-#include <cblas.h>
 
 static size_t gcd_size(size_t a, size_t b)
 {
@@ -91,22 +90,18 @@ void cpu_gemm_block(const cpu_gemm *g, const float *a, const float *b, float *c,
         /* c[j] = sum_kk a[kk] * opB[kk][j] */
         int inc_a = g->trans_a ? (int)g->lda : 1;
         if (g->trans_b)
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n, (int)g->k, g->alpha, b, (int)g->ldb,
-                        a, inc_a, beta, c, 1);
+            cpu_blas_sgemv(0, n, g->k, g->alpha, b, g->ldb, a, inc_a, beta, c, 1);
         else
-            cblas_sgemv(CblasRowMajor, CblasTrans, (int)g->k, (int)n, g->alpha, b, (int)g->ldb, a,
-                        inc_a, beta, c, 1);
+            cpu_blas_sgemv(1, g->k, n, g->alpha, b, g->ldb, a, inc_a, beta, c, 1);
         return;
     }
     if (n == 1) {
         /* c[i] = sum_kk opA[i][kk] * b[kk] */
         int inc_b = g->trans_b ? 1 : (int)g->ldb;
         if (g->trans_a)
-            cblas_sgemv(CblasRowMajor, CblasTrans, (int)g->k, (int)m, g->alpha, a, (int)g->lda, b,
-                        inc_b, beta, c, (int)g->ldc);
+            cpu_blas_sgemv(1, g->k, m, g->alpha, a, g->lda, b, inc_b, beta, c, g->ldc);
         else
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)m, (int)g->k, g->alpha, a, (int)g->lda,
-                        b, inc_b, beta, c, (int)g->ldc);
+            cpu_blas_sgemv(0, m, g->k, g->alpha, a, g->lda, b, inc_b, beta, c, g->ldc);
         return;
     }
     cpu_blas_sgemm(g->trans_a, g->trans_b, m, n, g->k, g->alpha, a, g->lda, b, g->ldb, beta, c,
