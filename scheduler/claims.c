@@ -263,6 +263,7 @@ void plan_claims_free(loom_plan *plan)
         free(plan->claims[i].pos);
         free(plan->claims[i].nodes_text);
         free(plan->claims[i].names);
+        free(plan->claims[i].sig);
     }
     free(plan->claims);
     plan->claims = NULL;
@@ -592,13 +593,18 @@ loom_status plan_claims_collect(loom_plan *plan, const loom_graph *g, const uint
             size_t text = 1;
             for (uint32_t i = 0; i < cnt; i++)
                 text += strlen(g->nodes[order[tmp[i]]].name) + 2;
+            pc->measured_s = -1;
+            char sig[COST_SIGNATURE_MAX];
+            cost_signature_unit(label, whole.desc.nodes, tmp, cnt, sig);
             pc->pos = malloc(cnt * sizeof *pc->pos);
             pc->nodes_text = malloc(text);
             pc->names = malloc(text);
-            if (!pc->pos || !pc->nodes_text || !pc->names) {
+            pc->sig = strdup(sig);
+            if (!pc->pos || !pc->nodes_text || !pc->names || !pc->sig) {
                 free(pc->pos);
                 free(pc->nodes_text);
                 free(pc->names);
+                free(pc->sig);
                 st = loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory collecting claims");
                 goto done;
             }
@@ -645,7 +651,7 @@ static double move_s(const loom_plan *plan, uint32_t from, uint32_t to, double b
 
 void plan_claims_decide(loom_plan *plan, const loom_graph *g, const uint32_t *order,
                         const double *raw, const double *cost, const uint8_t *user_pinned,
-                        const int32_t *place_pin, uint32_t *unit_of)
+                        const int32_t *place_pin, uint64_t shared_out, uint32_t *unit_of)
 {
     const loom_runtime *rt = plan->rt;
     uint32_t nn = (uint32_t)g->n_nodes, nd = (uint32_t)rt->n_devices;
@@ -712,6 +718,22 @@ void plan_claims_decide(loom_plan *plan, const loom_graph *g, const uint32_t *or
             for (uint32_t i = 0; i < pc->n_pos; i++)
                 unit += raw[(size_t)pc->pos[i] * nd + pc->device];
         }
+        /* What the unit took when it ran here before replaces the prediction of its kernel
+         * (the links to move the graph's inputs and outputs stay): a backend that misjudges its
+         * compiled subgraph learns, as single nodes do. */
+        if (plan->model && cost_history_median(plan->model, pc->device, pc->sig,
+                                               &pc->measured_s) &&
+            pc->measured_s > 0) {
+            double base = pc->estimate_s;
+            if (!(base >= 0)) {
+                base = 0;
+                for (uint32_t i = 0; i < pc->n_pos; i++)
+                    base += raw[(size_t)pc->pos[i] * nd + pc->device];
+            }
+            unit = pc->measured_s + (unit - base);
+        } else {
+            pc->measured_s = -1;
+        }
         pc->unit_s = isfinite(unit) ? unit : INFINITY;
         /* Split: each node on its best device, plus the transfers between them inside. */
         double split = 0;
@@ -743,16 +765,27 @@ void plan_claims_decide(loom_plan *plan, const loom_graph *g, const uint32_t *or
                 pinned = g->nodes[order[pc->pos[i]]].name;
         for (uint32_t i = 0; i < pc->n_pos; i++)
             mine[pc->pos[i]] = 0;
+        /* A device on the host CPU's own cores takes a claim only where it must run one of
+         * its nodes anyway: as one unit it would compete for the cores with the host's CPU
+         * device, which runs the same nodes without copies (the rule placement applies to
+         * single nodes). */
+        int shared = pc->device < 64 && (shared_out >> pc->device & 1);
+        for (uint32_t i = 0; i < pc->n_pos && shared; i++)
+            if (place_pin && place_pin[pc->pos[i]] == (int32_t)pc->device)
+                shared = 0;
         if (pinned) {
             snprintf(pc->why, sizeof pc->why, "split: node '%s' is pinned by the user (pins "
                      "place single nodes)", pinned);
+        } else if (shared) {
+            snprintf(pc->why, sizeof pc->why, "split: %s computes on the host's CPU cores, "
+                     "which the CPU device runs its nodes on without copies", dev->id);
         } else if (!isfinite(pc->unit_s)) {
             snprintf(pc->why, sizeof pc->why, "split: no prediction for the unit on %s",
                      dev->id);
         } else if (pc->unit_s > pc->split_s) {
             snprintf(pc->why, sizeof pc->why, "split: its nodes placed one by one are predicted "
-                     "faster (%.3f ms vs %.3f ms as one unit on %s)", pc->split_s * 1e3,
-                     pc->unit_s * 1e3, dev->id);
+                     "faster (%.3f ms vs %.3f ms as one unit on %s%s)", pc->split_s * 1e3,
+                     pc->unit_s * 1e3, dev->id, pc->measured_s > 0 ? ", measured" : "");
         } else {
             rank[n_cand++] = c;
             (void)unsup;
@@ -786,14 +819,15 @@ void plan_claims_decide(loom_plan *plan, const loom_graph *g, const uint32_t *or
             continue;
         }
         pc->state = PLAN_CLAIM_KEPT;
+        const char *how = pc->measured_s > 0 ? "measured" : "predicted";
         if (isfinite(pc->split_s))
-            snprintf(pc->why, sizeof pc->why, "kept as a unit on %s (predicted %.3f ms vs "
-                     "split %.3f ms)", rt->devices[pc->device].id, pc->unit_s * 1e3,
+            snprintf(pc->why, sizeof pc->why, "kept as a unit on %s (%s %.3f ms vs split "
+                     "%.3f ms)", rt->devices[pc->device].id, how, pc->unit_s * 1e3,
                      pc->split_s * 1e3);
         else
-            snprintf(pc->why, sizeof pc->why, "kept as a unit on %s (predicted %.3f ms; "
-                     "split impossible: no device runs all its nodes alone)",
-                     rt->devices[pc->device].id, pc->unit_s * 1e3);
+            snprintf(pc->why, sizeof pc->why, "kept as a unit on %s (%s %.3f ms; split "
+                     "impossible: no device runs all its nodes alone)",
+                     rt->devices[pc->device].id, how, pc->unit_s * 1e3);
         for (uint32_t k = 0; k < pc->n_pos; k++)
             unit_of[pc->pos[k]] = rank[i] + 1;
     }

@@ -681,8 +681,15 @@ loom_status plan_place(loom_plan *plan, const loom_graph *g, const uint32_t *ord
     tpin = s.place_pin;
     texcl = s.excluded;
     if (plan->n_claims) {
+        /* Devices on the host CPU's cores, out of automatic placement (a plan that names its
+         * device leaves the choice to no one). */
+        uint64_t shared_out = 0;
+        for (uint32_t d = 0; d < nd && d < 64; d++)
+            if (policy != PLACE_POLICY_FIRST && o->want < 0 && host_cpu >= 0 &&
+                (int)d != host_cpu && cost_profile_of(plan->model, d)->shares_host_cpu)
+                shared_out |= (uint64_t)1 << d;
         plan_claims_decide(plan, g, order, s.raw, plan->cost_s, s.user_pinned, s.place_pin,
-                           s.unit_of);
+                           shared_out, s.unit_of);
         int kept = 0;
         for (uint32_t p = 0; p < nn; p++) {
             kept |= s.unit_of[p] != 0;

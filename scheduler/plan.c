@@ -391,9 +391,15 @@ static loom_status make_claim_node(loom_plan *plan, const loom_graph *g, const u
     n->decided = PLAN_DECIDED_CLAIM;
     n->order_rank = pred[3 * nn + p0];
     n->graph_index = p0;
-    n->cost_source = claim->estimate_s >= 0
-                         ? "backend"
-                         : cost_node_source(plan->model, n->device, &sg.desc.nodes[0]);
+    n->cost_source = claim->measured_s > 0    ? "history"
+                     : claim->estimate_s >= 0 ? "backend"
+                                              : cost_node_source(plan->model, n->device,
+                                                                 &sg.desc.nodes[0]);
+    /* Its measured times teach the history as one unit (plan_learn). */
+    if (plan->learn && claim->sig && !(n->sig = strdup(claim->sig))) {
+        plan_subgraph_free(&sg);
+        return loom_set_error(LOOM_ERR_OUT_OF_MEMORY, "out of memory");
+    }
     (void)device;
     plan_subgraph_free(&sg);
     return LOOM_OK;

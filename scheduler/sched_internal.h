@@ -353,6 +353,8 @@ typedef struct plan_claim {
     double split_s;       /* predicted seconds of its nodes placed one by one (INFINITY: cannot) */
     char why[256];        /* the decision in words */
     char *names;          /* its node names, each NUL-terminated, one after the other (n_pos) */
+    char *sig;            /* its history signature as one unit (cost_signature_unit) */
+    double measured_s;    /* the history's median for the unit on DEVICE; < 0: none */
     char fallback[192];   /* kept and compiled: its run-time fallback in words ("" : none asked) */
 } plan_claim;
 
@@ -390,13 +392,16 @@ loom_status plan_claims_collect(loom_plan *plan, const loom_graph *g, const uint
  * figure), COST the same with unsupported and excluded devices at INFINITY; USER_PINNED marks
  * nodes a user pin names; PLACE_PIN (may be NULL) the device a node placed alone must run on
  * (the requested device of a plan that names one, a pin; -1: free), which its split uses (a
- * node that cannot run alone where it is pinned makes its claims unsplittable). A claim is kept when its unit is predicted no slower than its nodes
+ * node that cannot run alone where it is pinned makes its claims unsplittable); SHARED_OUT a
+ * bit per device that computes on the cores of the host's own CPU device and so stays out of
+ * automatic placement: a claim of such a device is split unless PLACE_PIN puts one of its
+ * nodes there. A claim is kept when its unit is predicted no slower than its nodes
  * placed one by one (the best device of each plus transfers between them); overlapping claims
  * compete by the time they save. Writes UNIT_OF[p] (1 + the kept claim covering position p, 0:
  * none) and each claim's state, figures and WHY. */
 void plan_claims_decide(loom_plan *plan, const loom_graph *g, const uint32_t *order,
                         const double *raw, const double *cost, const uint8_t *user_pinned,
-                        const int32_t *place_pin, uint32_t *unit_of);
+                        const int32_t *place_pin, uint64_t shared_out, uint32_t *unit_of);
 
 /* The run-time fallback of kept claim CLAIM, compiled from SG on its device: the first other
  * host-visible device whose backend claims SG whole (one claim of all its nodes) and compiles it

@@ -49,6 +49,7 @@ static loom_runtime *start(const char *const *env)
     unsetenv("LOOM_TEST_DEVMEM_SG_FAIL");
     unsetenv("LOOM_TEST_DEVMEM_FAIL");
     unsetenv("LOOM_TEST_DEVMEM_DEVICES");
+    unsetenv("LOOM_TEST_DEVMEM_SHARES_HOST");
     return rt;
 }
 
@@ -398,6 +399,86 @@ static void test_a_claim_predicted_slower_than_its_nodes_is_split(void)
     CU_ASSERT_EQUAL(claims_of(cl, "devmem:0", "split"), LAYERS);
     CU_ASSERT_EQUAL(claims_of(cl, "devmem:0", NULL), LAYERS);
     json_decref(root);
+    run_and_check(plan, mlp_reference);
+    loom_plan_destroy(plan);
+    loom_graph_destroy(g);
+    loom_runtime_destroy(rt);
+}
+
+/* A kept unit's measured time replaces its backend's estimate at the next placement, as a
+ * single node's does: devmem estimates its MatMul+Add+Relu units at 0.1 us and runs them in
+ * naive loops (milliseconds); after runs that record them (learn), the next plan splits them,
+ * saying the unit's figure was measured, and still computes the right numbers. */
+static void test_a_units_measured_time_replaces_its_estimate(void)
+{
+    char dir[64];
+    snprintf(dir, sizeof dir, "/tmp/loom-test-claims-learn-XXXXXX");
+    CU_ASSERT_FATAL(mkdtemp(dir) != NULL);
+    const char *env[] = {"LOOM_TEST_DEVMEM_CLAIM_S=1e-7", NULL};
+    loom_runtime *rt = start(env);
+    CU_ASSERT_FATAL(rt != NULL);
+    loom_graph *g = mlp();
+    loom_plan_options o = {.struct_size = sizeof o, .cache_dir = dir, .learn = 1};
+    loom_plan *plan = NULL;
+    CU_ASSERT_FATAL(loom_plan_create(rt, g, &o, &plan) == LOOM_OK);
+    CU_ASSERT_EQUAL(count_on(plan, "MatMul+Add+Relu", "devmem:0"), LAYERS);
+    for (int r = 0; r < 4; r++)
+        run_and_check(plan, mlp_reference);
+    loom_plan_destroy(plan); /* saves what it measured */
+    CU_ASSERT_FATAL(loom_plan_create(rt, g, &o, &plan) == LOOM_OK);
+    CU_ASSERT_EQUAL(count_on(plan, "MatMul+Add+Relu", "devmem:0"), 0);
+    int measured = 0;
+    for (size_t i = 0; i < loom_plan_node_count(plan); i++) {
+        loom_node_explain e = {.struct_size = sizeof e};
+        CU_ASSERT_EQUAL(loom_plan_explain(plan, i, &e), LOOM_OK);
+        measured |= strstr(e.reason, "was split") && strstr(e.reason, "as one unit on devmem:0, "
+                                                                      "measured)");
+    }
+    CU_ASSERT(measured);
+    run_and_check(plan, mlp_reference);
+    loom_plan_destroy(plan);
+    loom_graph_destroy(g);
+    loom_runtime_destroy(rt);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CU_ASSERT_EQUAL(system(cmd), 0);
+}
+
+/* A device that computes on the host CPU's own cores (PoCL is one) stays out of automatic
+ * placement while the CPU device runs the same nodes, its claims too: they are split, saying
+ * why, however cheap their units are predicted (PoCL's MatMul+Add units, predicted at 0.09 ms
+ * from a flat calibration, took 2.2 ms where the CPU took 0.15 ms). Asked for by name, the
+ * device keeps them. */
+static void test_claims_of_a_device_on_the_hosts_cores_are_split_unless_it_is_asked_for(void)
+{
+    const char *env[] = {"LOOM_TEST_DEVMEM_SHARES_HOST=1", "LOOM_TEST_DEVMEM_CLAIM_S=1e-7", NULL};
+    loom_runtime *rt = start(env);
+    CU_ASSERT_FATAL(rt != NULL);
+    loom_graph *g = mlp();
+    loom_plan *plan = make_plan(rt, g);
+    CU_ASSERT_FATAL(plan != NULL);
+    CU_ASSERT_EQUAL(count_on(plan, "MatMul+Add+Relu", "devmem:0"), 0);
+    int explained = 0;
+    for (size_t i = 0; i < loom_plan_node_count(plan); i++) {
+        CU_ASSERT_STRING_NOT_EQUAL(loom_plan_node_device(plan, i), "devmem:0");
+        loom_node_explain e = {.struct_size = sizeof e};
+        CU_ASSERT_EQUAL(loom_plan_explain(plan, i, &e), LOOM_OK);
+        explained |= strstr(e.reason, "was split") && strstr(e.reason, "host's CPU cores");
+    }
+    CU_ASSERT(explained);
+    json_t *root;
+    json_t *cl = claims_json(plan, &root);
+    CU_ASSERT_EQUAL(claims_of(cl, "devmem:0", "split"), LAYERS);
+    json_decref(root);
+    run_and_check(plan, mlp_reference);
+    loom_plan_destroy(plan);
+    loom_runtime_destroy(rt);
+
+    rt = start(env);
+    CU_ASSERT_FATAL(rt != NULL);
+    loom_plan_options o = {.struct_size = sizeof o, .cache_dir = cache_dir, .device = "devmem:0"};
+    CU_ASSERT_FATAL(loom_plan_create(rt, g, &o, &plan) == LOOM_OK);
+    CU_ASSERT_EQUAL(count_on(plan, "MatMul+Add+Relu", "devmem:0"), LAYERS);
     run_and_check(plan, mlp_reference);
     loom_plan_destroy(plan);
     loom_graph_destroy(g);
@@ -813,6 +894,10 @@ int main(int argc, char **argv)
                 test_a_conv_relu_pool_chain_is_one_cpu_claim);
     CU_add_test(s, "a claim predicted slower than its nodes is split",
                 test_a_claim_predicted_slower_than_its_nodes_is_split);
+    CU_add_test(s, "a unit's measured time replaces its estimate",
+                test_a_units_measured_time_replaces_its_estimate);
+    CU_add_test(s, "claims of a device on the host's cores are split unless it is asked for",
+                test_claims_of_a_device_on_the_hosts_cores_are_split_unless_it_is_asked_for);
     CU_add_test(s, "broken claims are dropped with a message and the plan runs right",
                 test_broken_claims_are_dropped_with_a_message_and_the_plan_runs_right);
     CU_add_test(s, "a claim that does not compile runs node by node",

@@ -239,6 +239,16 @@ static void test_class_fits_replace_the_roofline_where_measured(void)
     /* A fixed cost without a rate (no size dependence measured): the fixed cost, in cache. */
     p.class_fixed_s[COST_CLASS_UNARY] = 3e-7;
     CU_ASSERT_DOUBLE_EQUAL(cost_roofline_seconds(&p, &a, &ac), 3e-7, 1e-18);
+    /* A flat fit of a class that counts flops (every size calibrated took the same time: a
+     * launch that dwarfs a small GEMM) does not make larger work free: the profile's
+     * arithmetic rate prices its flops. PoCL's quick calibration fitted MatMul flat at 79 us,
+     * and a 33 MFLOP MatMul that took it 2.2 ms was predicted at 0.09 ms. */
+    p.class_fixed_s[COST_CLASS_MATMUL] = 8e-5;
+    p.class_rate[COST_CLASS_MATMUL] = 0;
+    CU_ASSERT_DOUBLE_EQUAL(cost_roofline_seconds(&p, &n, &cost), 8e-5 + 524288.0 / 1e10, 1e-15);
+    CU_ASSERT_DOUBLE_EQUAL(cost_roofline_seconds(&p, &h, &cost), 8e-5 + 524288.0 / 4e10, 1e-15);
+    p.class_fixed_s[COST_CLASS_MATMUL] = 2e-6;
+    p.class_rate[COST_CLASS_MATMUL] = 5e10;
 
     /* A device without f32 arithmetic (an NPU) fitted its classes in fp16 (class_column 1):
      * an fp16 node uses the fitted rate as it is, not scaled by flops[1] / flops[0] (which,

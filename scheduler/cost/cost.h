@@ -141,6 +141,16 @@ void cost_link(const cost_model *model, uint32_t from, uint32_t to, double *late
  * attributes the node borrowed, is gone. */
 void cost_signature(const loom_node_desc *node, char *buf);
 
+/* The history signature of a unit of N nodes run as one kernel (a backend's claimed subgraph,
+ * labelled LABEL): NODES[WHICH[0..N-1]]'s signatures in that order, into BUF
+ * (COST_SIGNATURE_MAX bytes; a text too long keeps a prefix and a hash of the whole). */
+void cost_signature_unit(const char *label, const loom_node_desc *nodes, const uint32_t *which,
+                         uint32_t n, char *buf);
+
+/* The history median of SIG on DEV into *SECONDS when enough executions were recorded
+ * (returns 1), else 0. Thread-safe. */
+int cost_history_median(const cost_model *model, uint32_t dev, const char *sig, double *seconds);
+
 /* Record one measured execution (SECONDS) of the node whose signature is SIG on DEV.
  * Thread-safe. */
 void cost_record_signature(cost_model *model, uint32_t dev, const char *sig, double seconds);

@@ -723,7 +723,12 @@ double cost_roofline_seconds(const cost_profile *p, const loom_node_desc *node,
         int ref = p->class_column >= 1 && p->class_column <= 2 ? (int)p->class_column : 0;
         if (cost_op_class_counts_flops(c)) {
             work = flops;
-            if (p->flops[ref] > 0 && f != p->flops[ref])
+            if (!(rate > 0))
+                /* A flat fit: the class's sizes all took the same time (a device whose launch
+                 * dwarfs a small GEMM, a GPU's). It says nothing of larger work, which is not
+                 * free: the profile's arithmetic rate prices it. */
+                rate = f;
+            else if (p->flops[ref] > 0 && f != p->flops[ref])
                 rate *= f / p->flops[ref];
         }
         double s = rate > 0 ? work / rate : 0;
@@ -739,21 +744,11 @@ double cost_roofline_seconds(const cost_profile *p, const loom_node_desc *node,
 static int history_lookup(const cost_model *m, uint32_t dev, const loom_node_desc *node,
                           double *seconds)
 {
-    uint32_t g = m->group[dev];
-    if (group_entries(m, g) == 0)
+    if (group_entries(m, m->group[dev]) == 0)
         return 0;
     char sig[COST_SIG_MAX];
-    uint64_t h = cost_sig(node, g, sig);
-    int found = 0;
-    cost_model *mm = (cost_model *)m; /* the lock is the only thing touched */
-    pthread_rwlock_rdlock(&mm->lock);
-    const cost_hist *e = hist_find(m, sig, g, h);
-    if (e && e->n >= COST_HISTORY_MIN) {
-        *seconds = e->median;
-        found = 1;
-    }
-    pthread_rwlock_unlock(&mm->lock);
-    return found;
+    sig_text(node, sig);
+    return cost_history_median(m, dev, sig, seconds);
 }
 
 static int backend_estimate(const cost_model *m, uint32_t dev, const loom_node_desc *node,
@@ -955,6 +950,50 @@ void cost_link(const cost_model *m, uint32_t from, uint32_t to, double *latency_
 void cost_signature(const loom_node_desc *node, char *buf)
 {
     sig_text(node, buf);
+}
+
+void cost_signature_unit(const char *label, const loom_node_desc *nodes, const uint32_t *which,
+                         uint32_t n, char *buf)
+{
+    sig_writer w = {buf, 0, 0};
+    uint64_t h = FNV_OFFSET;
+    put_s(&w, "unit:");
+    put_s(&w, label ? label : "?");
+    for (uint32_t k = 0; k < n; k++) {
+        char one[COST_SIG_MAX];
+        sig_text(&nodes[which[k]], one);
+        put_c(&w, '{');
+        put_s(&w, one);
+        put_c(&w, '}');
+        h = fnv_bytes(h, one, strlen(one) + 1);
+    }
+    if (w.over) { /* the kept prefix and a hash of every member's signature */
+        static const char hex[] = "0123456789abcdef";
+        w.buf[w.len++] = '~';
+        for (int k = 15; k >= 0; k--)
+            w.buf[w.len++] = hex[(h >> (4 * k)) & 15];
+    }
+    w.buf[w.len] = '\0';
+}
+
+int cost_history_median(const cost_model *m, uint32_t dev, const char *sig, double *seconds)
+{
+    if (!m || !sig || dev >= m->n_devices)
+        return 0;
+    uint32_t g = m->group[dev];
+    if (group_entries(m, g) == 0)
+        return 0;
+    uint64_t h = cost_sig_hash(sig, g);
+    int found = 0;
+    cost_model *mm = (cost_model *)m; /* the lock is the only thing touched */
+    pthread_rwlock_rdlock(&mm->lock);
+    const cost_hist *e = hist_find(m, sig, g, h);
+    if (e && e->n >= COST_HISTORY_MIN) {
+        *seconds = e->median;
+        found = 1;
+    }
+    pthread_rwlock_unlock(&mm->lock);
+    return found;
 }
 
 void cost_record_signature(cost_model *m, uint32_t dev, const char *sig, double seconds)

@@ -12,6 +12,8 @@
  * $LOOM_TEST_DEVMEM_ODD_COPY_BYTES=N: every upload() and download() of exactly N bytes returns
  * 77, a status outside loom_status, with "devmem: odd copy status on purpose" (calibration's
  * host-link timing copies 4 KiB first).
+ * $LOOM_TEST_DEVMEM_SHARES_HOST=1: the device says it computes on the host's CPU cores
+ * (shares_host_cpu), as PoCL does.
  *
  * ABI 1.0 memory and events (tests/test_events.c): when $LOOM_TEST_DEVMEM_DEVICES is set (1 or
  * 2 devices; unset: the one synchronous device above, so older tests keep their plans) every
@@ -92,6 +94,8 @@ typedef struct dm_state {
     double claim_s;          /* < 0: estimate from the flops */
     int sg_fail;
     int wrong_unit;
+    int shares_host;         /* $LOOM_TEST_DEVMEM_SHARES_HOST=1: says it computes on the host's
+                              * CPU cores, as PoCL does */
     size_t odd_copy_bytes;   /* $LOOM_TEST_DEVMEM_ODD_COPY_BYTES; 0: never */
 } dm_state;
 
@@ -140,6 +144,7 @@ static loom_status dm_device_info(void *ctx, uint32_t dev, loom_device_info *inf
     d.peak_flops_f32 = 50e9;
     d.mem_bandwidth = 50e9;
     d.launch_latency_s = 2e-6;
+    d.shares_host_cpu = (uint32_t)s->shares_host;
     uint32_t abi = info->abi_version, size = info->struct_size;
     memcpy(info, &d, size && size < sizeof d ? size : sizeof d);
     info->abi_version = abi;
@@ -1005,6 +1010,8 @@ const loom_backend *loom_backend_query(uint32_t host_abi_version, const loom_hos
     s->odd_copy_bytes = oc && *oc ? (size_t)strtoull(oc, NULL, 10) : 0;
     const char *wu = getenv("LOOM_TEST_DEVMEM_WRONG_UNIT");
     s->wrong_unit = wu && !strcmp(wu, "1");
+    const char *sh = getenv("LOOM_TEST_DEVMEM_SHARES_HOST");
+    s->shares_host = sh && !strcmp(sh, "1");
     if (s->async) {
         t->submit = dm_submit;
         t->enqueue = dm_enqueue;
