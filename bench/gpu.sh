@@ -25,6 +25,14 @@
 #   bert_opencl, bert_cpu, bert_placed
 #                           `loom profile --model bert` (BERT-base built in C, batch 1, seq 128,
 #                           f32) on the GPU, on the CPU, and placed across both
+#   cuda_build              the CUDA plugin (backends/cuda) built here by backends/cuda/build.sh
+#                           with the machine's nvcc (sources travel as tracked files; nothing
+#                           of it is carried in .gpu/)
+#   cuda_backend_test       `loom backend-test` of that plugin: every case against the CPU
+#   cuda_calibrate, bert_cuda, bert_placed_cuda
+#                           calibrate cuda:0 alone; BERT on the CUDA device; BERT placed across
+#                           CPU + OpenCL + CUDA. These load the plugin (LOOM_BACKEND_PATH) and
+#                           SKIP, saying why, when it offers no device
 #   towers_placed, towers_cpu, towers_opencl
 #                           the three-tower model across CPU+GPU against each device alone
 #   costmodel_opencl        bench_costmodel --device opencl:0: prediction error after calibration
@@ -188,6 +196,20 @@ figure() {
             grep -o '"id": *"[^"]*"' "$log" | sed 's/"id": *//; s/"//g' | paste -sd, - ;;
         backend_test)
             tail -n 3 "$log" | grep -iE 'pass|fail|case' | tail -n 1 ;;
+        cuda_backend_test)
+            if grep -q 'offers no usable device' "$log"; then
+                grep -m1 -o 'no CUDA device: [^;]*' "$log" || echo 'the plugin offers no device'
+            else
+                tail -n 3 "$log" | grep -iE 'pass|fail|case' | tail -n 1
+            fi ;;
+        cuda_build)
+            grep -m1 '^build.sh: CUDA' "$log" | sed 's/^build.sh: //; s/ ->.*//' ;;
+        cuda_calibrate)
+            sed -n '/^{/,$p' "$log" | python3 -c '
+import json, sys
+for d in json.load(sys.stdin)["devices"]:
+    print("%s %s: %.0f GFLOP/s, %.0f GB/s, launch %.1f us;" % (d["id"], d["status"],
+        d["gflops_f32"] or 0, d["bandwidth_gbs"] or 0, d["launch_us"] or 0))' ;;
         gemm)
             grep -E '^gemm f32' "$log" | sed -E 's/  +/ /g; s/gemm f32 ([0-9]+): backend ([0-9.]+) GFLOP\/s CLBlast direct ([0-9.]+) GFLOP\/s ratio ([0-9.]+)/GEMM \1: \2 vs CLBlast \3 GFLOP\/s (x\4);/'
             grep -m1 'dispatch of' "$log" | sed 's/.*: execute/kernel dispatch: sync/; s/submit+callback/submit+callback/' ;;
@@ -295,6 +317,29 @@ find_testdata() {
     fi
 }
 
+# The CUDA plugin from the tracked sources, into $cuda_dir (a step of its own, with its own
+# timeout: nvcc is the one compiler the run needs).
+cuda_build() {
+    "$src/backends/cuda/build.sh" "$cuda_dir" || return 1
+    LOOM_BACKEND_PATH="$cuda_dir" "$loom_bin" devices
+}
+
+# cuda_only CMD...: CMD with the CUDA plugin loaded, or SKIP (77) saying why when the plugin is
+# missing or offers no device (its own log line says why: no GPU, no driver).
+cuda_only() {
+    [ -f "$cuda_dir/loom-cuda.so" ] || { echo "SKIP: no $cuda_dir/loom-cuda.so (cuda_build failed)"; return 77; }
+    local listed
+    listed=$(LOOM_BACKEND_PATH="$cuda_dir" "$loom_bin" devices 2>&1)
+    if ! grep -q '^cuda:0 ' <<<"$listed"; then
+        local why
+        why=$(grep -m1 -o 'no CUDA device: [^;]*' <<<"$listed")
+        echo "SKIP: the CUDA plugin offers no device here (${why:-its messages follow})"
+        grep 'cuda' <<<"$listed" | head -n 3
+        return 77
+    fi
+    LOOM_BACKEND_PATH="$cuda_dir" "$@"
+}
+
 sysinfo() {
     echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
     echo "commit: $(git -C "$src" rev-parse --short HEAD 2>/dev/null || echo '?')" \
@@ -338,7 +383,8 @@ run() {
     done
     [ -d "$work/lib" ] && export LD_LIBRARY_PATH="$work/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     export build work quick expect_file src OUT
-    export -f sysinfo conformance_sharded
+    export -f sysinfo conformance_sharded cuda_build cuda_only
+    export cuda_dir="$work/cuda" loom_bin="$loom"
     echo "== bench/gpu.sh run: logs in $OUT, budget ${budget}s$([ "$quick" = 1 ] && echo ', QUICK (rehearsal sizes)')"
 
     step sysinfo 5 sysinfo
@@ -352,6 +398,18 @@ run() {
     step bert_cpu 45 "$loom" profile --model "$bert" --device cpu --repeat 10 --warmup 2
     step bert_placed 60 "$loom" profile --model "$bert" --repeat 10 --warmup 3 --all \
         --gantt "$OUT/bert_placed.svg"
+    # The CUDA plugin: built on the machine (seconds), then only its own steps load it, so the
+    # steps above and below keep measuring CPU + OpenCL as before.
+    step cuda_build 90 cuda_build
+    local cu=(env LOOM_BACKEND_PATH="$work/cuda")
+    step cuda_backend_test 60 "${cu[@]}" "$loom" backend-test "$work/cuda/loom-cuda.so"
+    local cucal=(--device cuda --force --json)
+    [ "$quick" = 1 ] && cucal+=(--quick)
+    step cuda_calibrate 40 cuda_only "$loom" calibrate "${cucal[@]}"
+    step bert_cuda 40 cuda_only "$loom" profile --model "$bert" --device cuda --repeat "$rep" \
+        --warmup 3
+    step bert_placed_cuda 60 cuda_only "$loom" profile --model "$bert" --repeat 10 --warmup 3 \
+        --all --gantt "$OUT/bert_placed_cuda.svg"
     step towers_placed 15 "$loom" profile --model towers --repeat "$rep" --warmup 3 --all \
         --gantt "$OUT/towers_placed.svg"
     step towers_cpu 15 "$loom" profile --model towers --device cpu --repeat "$rep" --warmup 3
