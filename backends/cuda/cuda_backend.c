@@ -6,7 +6,12 @@
  * done() once the work's completion event has passed), events between devices' streams, and
  * peer copies. docs/cuda.md describes the backend as a user sees it.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* dladdr, RTLD_NODELETE (build.sh builds without meson's -D_GNU_SOURCE) */
+#endif
 #include "cuda_internal.h"
+
+#include <dlfcn.h>
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -565,6 +570,18 @@ static void cu_shutdown(void *ctx)
 __attribute__((visibility("default"))) const loom_backend *
 loom_backend_query(uint32_t host_abi_version, const loom_host *host);
 
+/* Keep this module loaded for the life of the process, whatever the host's dlclose does: the
+ * CUDA runtime does not support being unloaded (its exit handlers stay registered), and the
+ * C++ runtimes it and cuBLAS bring leave their exception pools behind (LeakSanitizer reports
+ * them once the module is gone). Opening ourselves again with RTLD_NODELETE pins us. */
+static void pin_module(void)
+{
+    static const char here = 0;
+    Dl_info info;
+    if (dladdr(&here, &info) && info.dli_fname)
+        (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+}
+
 const loom_backend *loom_backend_query(uint32_t host_abi_version, const loom_host *host)
 {
     void *hctx = NULL;
@@ -578,6 +595,7 @@ const loom_backend *loom_backend_query(uint32_t host_abi_version, const loom_hos
             log(hctx, LOOM_LOG_ERROR, "cuda: built for backend ABI 1.x only");
         return NULL;
     }
+    pin_module();
     cuda_state *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
