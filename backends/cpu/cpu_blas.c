@@ -127,15 +127,11 @@ void cpu_blas_sgemv(int trans, int64_t m, int64_t n, float alpha, const float *a
 {
     int limited = blas_as_limited();
     if (limited && !blas_limited_enter()) {
-        /* y = alpha * op(A) x + beta * y; op(A) is [m, n] (trans: A is [n, m]). */
-        int64_t rows = trans ? n : m, cols = trans ? m : n;
-        for (int64_t i = 0; i < rows; i++) {
-            double sum = 0;
-            for (int64_t q = 0; q < cols; q++)
-                sum += (double)(trans ? a[q * lda + i] : a[i * lda + q]) * (double)x[q * incx];
-            float v = (float)(alpha * sum);
-            y[i * incy] = beta == 0.0f ? v : v + beta * y[i * incy];
-        }
+        /* y = alpha * op(A) x + beta * y is a product with one column: A is [m, n] as in
+         * cblas_sgemv (op(A) its transpose under trans), x a [cols, 1] matrix of row stride
+         * incx, y a [rows, 1] one of incy. */
+        plain_sgemm(trans, 0, trans ? n : m, 1, trans ? m : n, alpha, a, lda, x, incx, beta, y,
+                    incy);
         blas_limited_leave(0);
         return;
     }

@@ -165,6 +165,20 @@ static void put_hex(sig_writer *w, uint64_t v, int digits)
         put_c(w, hex[(v >> (4 * k)) & 15]);
 }
 
+/* End W's text: a text that did not fit keeps its prefix and gets "~" and the 16 hex digits of
+ * WHOLE (a hash of all of it), in the room SIG_TAIL keeps, so that it stays unique in practice
+ * and deterministic; then the NUL. */
+static void sig_finish(sig_writer *w, uint64_t whole)
+{
+    static const char hex[] = "0123456789abcdef";
+    if (w->over) {
+        w->buf[w->len++] = '~';
+        for (int k = 15; k >= 0; k--)
+            w->buf[w->len++] = hex[(whole >> (4 * k)) & 15];
+    }
+    w->buf[w->len] = '\0';
+}
+
 static const char *dtype_short(loom_dtype t)
 {
     switch (t) {
@@ -315,16 +329,8 @@ static uint64_t sig_text(const loom_node_desc *node, char *buf)
         put_s(&w, "|a");
         put_hex(&w, attrs_hash(node), 8);
     }
-    if (w.over) {
-        /* Too long to keep whole (a Concat of hundreds of inputs): the kept prefix plus a hash
-         * of the whole stays unique in practice, and deterministic. */
-        uint64_t h = desc_hash(node);
-        static const char hex[] = "0123456789abcdef";
-        w.buf[w.len++] = '~';
-        for (int k = 15; k >= 0; k--)
-            w.buf[w.len++] = hex[(h >> (4 * k)) & 15];
-    }
-    w.buf[w.len] = '\0';
+    /* Too long to keep whole (a Concat of hundreds of inputs): the prefix and the desc's hash. */
+    sig_finish(&w, w.over ? desc_hash(node) : 0);
     return text_hash(buf, w.len);
 }
 
@@ -967,13 +973,7 @@ void cost_signature_unit(const char *label, const loom_node_desc *nodes, const u
         put_c(&w, '}');
         h = fnv_bytes(h, one, strlen(one) + 1);
     }
-    if (w.over) { /* the kept prefix and a hash of every member's signature */
-        static const char hex[] = "0123456789abcdef";
-        w.buf[w.len++] = '~';
-        for (int k = 15; k >= 0; k--)
-            w.buf[w.len++] = hex[(h >> (4 * k)) & 15];
-    }
-    w.buf[w.len] = '\0';
+    sig_finish(&w, h); /* when too long: the prefix and a hash of every member's signature */
 }
 
 int cost_history_median(const cost_model *m, uint32_t dev, const char *sig, double *seconds)
