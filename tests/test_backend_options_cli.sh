@@ -4,7 +4,8 @@
 # plugin takes its profile and device count from options (`loom run` on a device that only the
 # option creates), and every bad option (malformed, unknown backend, undeclared key, a value the
 # plugin refuses, no value) exits 2 with one line naming it, on every command that starts a
-# runtime. Usage: test_backend_options_cli.sh LOOM NPU_SIM_PLUGIN SOURCE_ROOT
+# runtime; `--cpu-threads N` likewise (the CPU backend's thread count, bad values exit 2).
+# Usage: test_backend_options_cli.sh LOOM NPU_SIM_PLUGIN SOURCE_ROOT
 set -u
 LOOM="$1"
 PLUGIN="$2"
@@ -129,6 +130,33 @@ check_bad "backend-test with a bad option" "npu-sim:frob=1" \
     "$LOOM" backend-test "$PLUGIN" --backend-option npu-sim:frob=1
 check_bad "a command without a runtime does not take it" "--backend-option" \
     "$LOOM" sim "$TMP/edge.json" --backend-option npu-sim:devices=2
+
+# ---- --cpu-threads N: the CPU backend's thread count, on every command that starts a runtime ----
+check "devices --cpu-threads 1" 0 env LOOM_CPU_THREADS=2 "$LOOM" devices --json --cpu-threads 1
+expect "cpu:0 lists 1 thread (the option wins over LOOM_CPU_THREADS)" "$PY" - "$TMP/out" <<'EOF2'
+import json, sys
+d = json.load(open(sys.argv[1]))
+c = [x for x in d["devices"] if x["id"] == "cpu:0"]
+assert c and c[0]["threads"] == 1, c
+EOF2
+check "run --cpu-threads=1" 0 "$LOOM" run "$MODEL" --cpu-threads=1 -o "$TMP/o1"
+check "run without the option" 0 "$LOOM" run "$MODEL" -o "$TMP/o2"
+expect "one thread computes the same outputs" "$PY" - "$TMP/o1" "$TMP/o2" <<'EOF2'
+import glob, os, sys
+import numpy as np
+a = sorted(glob.glob(os.path.join(sys.argv[1], "*.npy")))
+assert a, "no outputs written"
+for f in a:
+    x, y = np.load(f), np.load(os.path.join(sys.argv[2], os.path.basename(f)))
+    assert x.shape == y.shape and np.allclose(x, y, rtol=1e-5, atol=1e-6), f
+EOF2
+for bad in 0 1025 x -1 ""; do
+    check_bad "--cpu-threads '$bad' refused" "--cpu-threads wants a thread count from 1 to 1024, got" \
+        "$LOOM" run "$MODEL" --cpu-threads "$bad"
+done
+check_bad "--cpu-threads without a value" "got 'nothing'" "$LOOM" devices --cpu-threads
+check_bad "loadgen --cpu-threads 0" "--cpu-threads wants" "$LOOM" loadgen "$MODEL" --rate 1 \
+    --cpu-threads 0
 
 # ---- the OpenCL backend's layout option, where there is an OpenCL device ----
 if LOOM_OPENCL=1 "$LOOM" devices 2>/dev/null | grep -q '^opencl:'; then

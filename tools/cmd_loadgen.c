@@ -47,7 +47,7 @@ static const char loadgen_help[] =
     "                    [--connections N] [--timeout-ms MS] [--client-nice N] [--json]\n"
     "                    [--quiet]\n"
     "                    in-process only: [--max-batch N] [--latency-ms MS] [--cache-mb MB]\n"
-    "                    [--workers N]\n"
+    "                    [--workers N] [--trace FILE]\n"
     "\n"
     "URL is a server (http://127.0.0.1:8000 with --model NAME, or\n"
     "http://HOST:PORT/v2/models/NAME[/versions/V][/infer]); MODEL.onnx is served in-process.\n"
@@ -69,6 +69,8 @@ static const char loadgen_help[] =
     "                    client on another machine would. Latency still counts from each\n"
     "                    request's scheduled time, so a request sent late counts late. In\n"
     "                    process the server's threads keep loom's own nice value.\n"
+    "  --trace FILE      in process: the server's Chrome trace-event file (each batch on\n"
+    "                    its worker's track, each request's span; as loom serve --trace)\n"
     "  --json            one JSON object on stdout instead of the table\n"
     "  --quiet           no progress line on stderr\n"
     "Exit status: 0 when the run completed (errors are reported, not fatal), 1 when the\n"
@@ -1253,7 +1255,7 @@ static int parse_num(const char *s, double min, double max, double *out)
 
 int cmd_loadgen(int argc, char **argv)
 {
-    const char *target = NULL, *model_opt = NULL;
+    const char *target = NULL, *model_opt = NULL, *trace_path = NULL;
     double rate = 0, duration = -1, p99_ms = 0, requests = 0, concurrency = 0, rows = 1,
            distinct = 256, connections = 64, timeout_ms = 0, max_batch = 8, latency_ms = 50,
            cache_mb = 0, workers = 2, client_nice = 10;
@@ -1301,6 +1303,10 @@ int cmd_loadgen(int argc, char **argv)
             }
         if (!strcmp(a, "--model")) {
             model_opt = v;
+            found = 1;
+        }
+        if (!strcmp(a, "--trace")) {
+            trace_path = v;
             found = 1;
         }
         if (!found)
@@ -1370,7 +1376,8 @@ int cmd_loadgen(int argc, char **argv)
             free(g);
             return tool_runtime_exit_status(rst);
         }
-        loom_server_options so = {.struct_size = sizeof so, .workers = (uint32_t)workers};
+        loom_server_options so = {.struct_size = sizeof so, .workers = (uint32_t)workers,
+                                  .trace_path = trace_path};
         loom_serve_model_options mo = {.struct_size = sizeof mo, .max_batch = (uint32_t)max_batch,
                                        .latency_target_s = latency_ms * 1e-3,
                                        .cache_bytes = (size_t)cache_mb << 20, .warm = 1};

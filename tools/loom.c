@@ -66,7 +66,8 @@ static const char devices_help[] =
     "           \"default\", \"value\"}, ...]}, ...]}  (value: null when not set)\n"
     "%s"
     "\n"
-    "Environment: LOOM_CPU_THREADS sets the CPU backend's thread count (default: all cores).\n";
+    "Environment: LOOM_CPU_THREADS sets the CPU backend's thread count (default: all cores;\n"
+    "--cpu-threads N wins over it).\n";
 
 /* Each backend's declared options (backend ABI 1.0) and the value given: into BACKENDS (a
  * JSON array) when non-NULL, else as text after the device table. */
@@ -270,7 +271,7 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     const char *cmd = argv[1];
-    /* --backend-option, for every command that starts a runtime (tool_util.h). */
+    /* --backend-option and --cpu-threads, for every command that starts a runtime (tool_util.h). */
     static const char *const with_runtime[] = {"devices", "run", "profile", "calibrate",
                                                "backend-test", "serve", "loadgen"};
     for (size_t k = 0; k < sizeof with_runtime / sizeof *with_runtime; k++)

@@ -51,30 +51,60 @@ int tool_write_exit_status(int err)
 #define TOOL_MAX_BACKEND_OPTIONS 256
 static const char *backend_options[TOOL_MAX_BACKEND_OPTIONS];
 static size_t n_backend_options;
+/* --cpu-threads N of this process's command line; 0 when not given. */
+static uint32_t cpu_threads;
 
 const char tool_backend_option_help[] =
     "  --backend-option BACKEND:KEY=VALUE\n"
     "           set an option of a backend before its devices are listed (repeatable):\n"
     "           npu-sim:profile=edge.json; 'loom devices' lists each backend's options. An\n"
-    "           unknown backend or key, or a value the backend refuses, exits 2.\n";
+    "           unknown backend or key, or a value the backend refuses, exits 2.\n"
+    "  --cpu-threads N\n"
+    "           threads of the CPU backend, 1 to 1024 (default: LOOM_CPU_THREADS, else one\n"
+    "           per core). 'loom serve' runs cores / N batches at once on the host: with 1,\n"
+    "           one one-thread batch per core instead of each batch spread over every core.\n";
+
+/* "--NAME VALUE" or "--NAME=VALUE" at ARGV[*I] (NAME with its dashes): 1 with *VALUE set (NULL
+ * when the value is missing) and *I past it, 0 when ARGV[*I] is another argument. */
+static int take_pair(const char *name, int argc, char **argv, int *i, const char **value)
+{
+    size_t n = strlen(name);
+    if (!strcmp(argv[*i], name)) {
+        *value = *i + 1 < argc ? argv[++*i] : NULL;
+        return 1;
+    }
+    if (!strncmp(argv[*i], name, n) && argv[*i][n] == '=') {
+        *value = argv[*i] + n + 1;
+        return 1;
+    }
+    return 0;
+}
 
 int tool_backend_options_take(const char *cmd, int *argc, char **argv)
 {
     int out = 0;
     for (int i = 0; i < *argc; i++) {
         const char *value = NULL;
-        if (!strcmp(argv[i], "--backend-option")) {
-            if (i + 1 >= *argc) {
-                fprintf(stderr, "loom %s: option --backend-option needs a value "
-                        "(BACKEND:KEY=VALUE)\n", cmd);
+        if (take_pair("--cpu-threads", *argc, argv, &i, &value)) {
+            char *end = NULL;
+            errno = 0;
+            long v = value ? strtol(value, &end, 10) : 0;
+            if (!value || !*value || errno || *end || v < 1 || v > LOOM_MAX_CPU_THREADS) {
+                fprintf(stderr, "loom %s: --cpu-threads wants a thread count from 1 to %d, got "
+                        "'%s'\n", cmd, LOOM_MAX_CPU_THREADS, value ? value : "nothing");
                 return 0;
             }
-            value = argv[++i];
-        } else if (!strncmp(argv[i], "--backend-option=", 17)) {
-            value = argv[i] + 17;
-        } else {
+            cpu_threads = (uint32_t)v;
+            continue;
+        }
+        if (!take_pair("--backend-option", *argc, argv, &i, &value)) {
             argv[out++] = argv[i];
             continue;
+        }
+        if (!value) {
+            fprintf(stderr, "loom %s: option --backend-option needs a value "
+                    "(BACKEND:KEY=VALUE)\n", cmd);
+            return 0;
         }
         if (n_backend_options == TOOL_MAX_BACKEND_OPTIONS) {
             fprintf(stderr, "loom %s: more than %d --backend-option\n", cmd,
@@ -97,6 +127,8 @@ loom_status tool_runtime_create(const loom_runtime_options *base, loom_runtime *
     o.struct_size = sizeof o;
     o.backend_options = backend_options;
     o.n_backend_options = n_backend_options;
+    if (cpu_threads && !o.cpu_threads)
+        o.cpu_threads = cpu_threads;
     return loom_runtime_create(&o, out);
 }
 

@@ -49,16 +49,18 @@ int tool_write_exit_status(int err);
  * says "option NAME needs a value". */
 const char *tool_option_value(int argc, char **argv, int *i);
 
-/* Backend options (`--backend-option BACKEND:KEY=VALUE`, repeatable) of every command that
- * starts a runtime. main() takes them out of ARGV before the command parses the rest:
- * tool_backend_options_take removes each "--backend-option VALUE" pair (and
- * "--backend-option=VALUE") from ARGV[0..*ARGC), keeping the strings (borrowed from ARGV, which
- * lives as long as the process). Returns 1, or 0 after printing "loom CMD: option
- * --backend-option needs a value" (the caller exits 2). */
+/* Backend options (`--backend-option BACKEND:KEY=VALUE`, repeatable) and the CPU thread count
+ * (`--cpu-threads N`) of every command that starts a runtime. main() takes them out of ARGV
+ * before the command parses the rest: tool_backend_options_take removes each "--backend-option
+ * VALUE" pair (and "--backend-option=VALUE") from ARGV[0..*ARGC), keeping the strings (borrowed
+ * from ARGV, which lives as long as the process), and each "--cpu-threads N" (the last one
+ * counts). Returns 1, or 0 after printing what is wrong ("loom CMD: option --backend-option
+ * needs a value", "--cpu-threads wants a thread count from 1 to 1024, got 'x'"; the caller
+ * exits 2). */
 int tool_backend_options_take(const char *cmd, int *argc, char **argv);
 
-/* loom_runtime_create with BASE (NULL: defaults) and the backend options taken from the command
- * line. A bad option fails with LOOM_ERR_INVALID_ARGUMENT naming it (exit 2 by
+/* loom_runtime_create with BASE (NULL: defaults) and the backend options and CPU thread count
+ * taken from the command line (BASE's cpu_threads, when set, wins). A bad option fails with LOOM_ERR_INVALID_ARGUMENT naming it (exit 2 by
  * tool_exit_status). */
 loom_status tool_runtime_create(const loom_runtime_options *base, loom_runtime **out);
 
@@ -68,7 +70,8 @@ loom_status tool_runtime_create(const loom_runtime_options *base, loom_runtime *
  * library call changes loom_last_error. */
 int tool_runtime_exit_status(loom_status status);
 
-/* The option text for --help: "  --backend-option BACKEND:KEY=VALUE ..." (one paragraph). */
+/* The option text for --help: "  --backend-option BACKEND:KEY=VALUE ..." and "  --cpu-threads N ..." (a
+ * paragraph each). */
 extern const char tool_backend_option_help[];
 
 /* B bytes as "512 B", "12.5 KiB" or "3.0 MiB" into BUF (LEN bytes); returns BUF. */

@@ -300,6 +300,22 @@ lg_check "open loop, binary" 300 --rate 1000 --requests 300 --binary
 lg_check "closed loop, 3 clients" 200 --concurrency 3 --requests 200
 lg_check "open loop, clients at the server's priority" 200 --rate 1000 --requests 200 \
     --client-nice 0
+# In process, with one-thread CPU runs (two batches at once on two cores) and the server's
+# trace: every request answered, and the trace holds a span per request and the batches that
+# answered them (rows summing to the requests).
+if "$LOOM" loadgen "$MODEL" --cpu-threads 1 --rate 400 --requests 200 --trace lg-trace.json \
+    --json --quiet >lg.json 2>lg.err && "$PY" - <<'PY'
+import json
+r = json.load(open('lg.json'))
+assert r['sent'] == 200 and r['ok'] == 200 and not r['errors'], r
+ev = json.load(open('lg-trace.json'))
+batches = [e for e in ev if e.get('cat') == 'batch']
+ends = [e for e in ev if e.get('cat') == 'request' and e.get('ph') == 'e']
+assert len(ends) == 200 and all(e['args']['status'] == 'ok' for e in ends), len(ends)
+assert sum(b['args']['requests'] for b in batches) == 200, batches[:3]
+PY
+then ok "loadgen in process, --cpu-threads 1 --trace: 200 answered, traced"
+else bad "loadgen in process --cpu-threads 1 --trace: $(cat lg.json lg.err)"; fi
 "$LOOM" loadgen "$URL/v2/models/cnn" --rate 10 --requests 1 --client-nice 20 >/dev/null 2>err
 rc=$?
 [ $rc -eq 2 ] && grep -q "client-nice" err && ok "loadgen --client-nice 20: exit 2" \
