@@ -29,7 +29,7 @@ cc=${CC:-clang}
 flags="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g"
 flags="$flags ${LOOM_FUZZ_FLAGS:-}"
 libs="$(pkg-config --libs openblas hwloc numa jansson libprotobuf-c libmicrohttpd libxxhash OpenCL \
-    clblast libcrypto sqlite3) -ldnnl -lgomp" # oneDNN has no pkg-config file (meson.build)
+    clblast libcrypto sqlite3 double-conversion) -ldnnl -lgomp" # oneDNN has no pkg-config file (meson.build)
 
 if [ ! -f "$build/build.ninja" ]; then
     CC="$cc" meson setup "$build" "$root" --buildtype=debugoptimized \

@@ -6,7 +6,7 @@ PKGS="build-essential meson ninja-build pkg-config libopenblas-dev libhwloc-dev 
 libcunit1-dev libjansson-dev ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo
 libclblast-dev libssl-dev protobuf-c-compiler libprotobuf-c-dev libonnx-dev libonnx-testdata
 python3 python3-onnx python3-numpy clang libclang-rt-14-dev graphviz chromium
-libmicrohttpd-dev libxxhash-dev curl libsqlite3-dev libdnnl-dev"
+libmicrohttpd-dev libxxhash-dev curl libsqlite3-dev libdnnl-dev libdouble-conversion-dev"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

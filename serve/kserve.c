@@ -3,15 +3,16 @@
  * or nested, row-major) and the binary tensor data extension (a JSON header of
  * Inference-Header-Content-Length bytes, then raw little-endian tensors in the order of the
  * inputs or outputs that declare parameters.binary_data_size). Requests are parsed with jansson
- * and checked against the model's inputs; responses are written directly, numbers formatted so
- * that float32 values read back exactly.
+ * and checked against the model's inputs; responses are written directly, floating-point numbers
+ * as the shortest text that reads back to the same value (serve/float_text.h).
  */
 #include "serve_internal.h"
+
+#include "float_text.h"
 
 #include "core/core_internal.h"
 
 #include <jansson.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -577,15 +578,12 @@ static void ob_json_string(obuf *b, const char *s)
     ob_put(b, "\"", 1);
 }
 
+/* V as the shortest number that reads back to the same float (IS_F32) or double; "null" for
+ * NaN and infinity, which JSON has no numbers for. Written in place: this runs per element. */
 static void ob_number(obuf *b, double v, int is_f32)
 {
-    char tmp[40];
-    int n;
-    if (!isfinite(v))
-        n = snprintf(tmp, sizeof tmp, "null"); /* JSON has no NaN or infinity */
-    else
-        n = snprintf(tmp, sizeof tmp, is_f32 ? "%.9g" : "%.17g", v);
-    ob_put(b, tmp, (size_t)n);
+    if (ob_reserve(b, SV_FLOAT_TEXT_MAX) == 0)
+        b->len += sv_float_text(v, is_f32, b->p + b->len, b->cap - b->len);
 }
 
 static void ob_data(obuf *b, const loom_tensor *t)

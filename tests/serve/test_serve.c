@@ -568,7 +568,7 @@ static void test_writes_json_and_binary_responses(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(body, "\"id\":\"q\\\"1\""));
     CU_ASSERT_PTR_NOT_NULL(strstr(body, "\"shape\":[1,2]"));
     CU_ASSERT_PTR_NOT_NULL(strstr(body, "\"datatype\":\"FP32\""));
-    CU_ASSERT_PTR_NOT_NULL(strstr(body, "[0.100000001,-2]"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(body, "[0.1,-2]")); /* the shortest text that reads back */
     free(body);
     sv_parsed p = {.binary_default = 1};
     CU_ASSERT_EQUAL_FATAL(sv_kserve_response(&r, &p, &body, &len, &hl, err, sizeof err), 0);
