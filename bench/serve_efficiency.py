@@ -2,15 +2,17 @@
 """Serving efficiency against the ceiling measured at the same minute (issue 19).
 
   bench/serve_efficiency.py LOOM MODEL.onnx --ceiling CONFIG:B [--ceiling CONFIG:B]
-                            [--threads 1] [--p99 MS] [--step S] [--options SERVE_OPTIONS]
+                            [--threads 1|auto] [--p99 MS] [--step S] [--options SERVE_OPTIONS]
                             [--in-process] [--client-nice N] [--json]
 
 The ceiling is the best samples/s of MODEL run directly (`loom run --dim batch=B`) over the
 configurations given, each with its best batch size from bench_serve.sh section 1: "pool"
 (one run, the CPU backend's threads on every core) and "1thr" (as many one-thread runs at once
-as there are cores, summed). --threads 1 serves with LOOM_CPU_THREADS=1 (two batches at once)
-instead of the pool. This VM's speed has phases minutes long (the same batch runs a third
-slower in one than in the other: other guests on the host), and they move the configurations
+as there are cores, summed). The server uses the pool; --threads 1 serves with
+LOOM_CPU_THREADS=1 instead (two batches at once), --threads auto with `--cpu-threads auto`
+(the server measures both ways first and picks). This VM's speed has phases minutes long
+(the same batch runs a third slower in one than in the other: other guests on the host), and
+they move the configurations
 differently (the pool's threads wait for each other, one-thread runs do not), so a rate found
 at one minute and a ceiling measured at another, or of one configuration only, compare two
 different machines. This search works in the
@@ -55,7 +57,9 @@ while "--ceiling" in args:
     if cfg not in ("pool", "1thr") or not b.isdigit():
         sys.exit("serve_efficiency: --ceiling pool:B or 1thr:B")
     CEILINGS.append((cfg, int(b)))
-THREADS = opt("--threads", 0, int)
+THREADS = opt("--threads", "0")
+if THREADS != "auto" and not THREADS.isdigit():
+    sys.exit("serve_efficiency: --threads N or auto")
 P99 = opt("--p99", 50.0, float)
 STEP = opt("--step", 5.0, float)
 OPTIONS = opt("--options", "max_batch=32,latency_ms=50,warm=1")
@@ -69,8 +73,10 @@ LOOM, MODEL = os.path.realpath(args[0]), os.path.realpath(args[1])
 CORES = os.cpu_count()
 OUTDIR = tempfile.mkdtemp(prefix="serve-efficiency-")  # loom run's outputs, removed at the end
 env = dict(os.environ)
-if THREADS:
-    env["LOOM_CPU_THREADS"] = str(THREADS)
+# --threads auto: the server measures both ways first and picks (loom serve --cpu-threads auto).
+AUTO = ["--cpu-threads", "auto"] if THREADS == "auto" else []
+if THREADS not in ("auto", "0"):
+    env["LOOM_CPU_THREADS"] = THREADS
 
 
 def ceiling():
@@ -100,7 +106,7 @@ server = None
 target = None
 if not IN_PROCESS:
     server = subprocess.Popen([LOOM, "serve", "--model", f"m={MODEL}:{OPTIONS}", "--port", "0",
-                               "--workers", str(WORKERS)], stdout=subprocess.PIPE,
+                               "--workers", str(WORKERS)] + AUTO, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=env)
     m = re.search(r":(\d+)$", server.stdout.readline().strip())
     if not m:
@@ -112,7 +118,7 @@ def load(rate):
     if IN_PROCESS:
         mb = re.search(r"max_batch=(\d+)", OPTIONS)
         cmd = [LOOM, "loadgen", MODEL, "--max-batch", mb.group(1) if mb else "32",
-               "--latency-ms", str(P99), "--workers", str(WORKERS)]
+               "--latency-ms", str(P99), "--workers", str(WORKERS)] + AUTO
     else:
         cmd = [LOOM, "loadgen", target, "--binary"]
     if CLIENT_NICE is not None:

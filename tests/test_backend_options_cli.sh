@@ -155,6 +155,8 @@ for bad in 0 1025 x -1 ""; do
         "$LOOM" run "$MODEL" --cpu-threads "$bad"
 done
 check_bad "--cpu-threads without a value" "got 'nothing'" "$LOOM" devices --cpu-threads
+check_bad "--cpu-threads auto outside serving" "--cpu-threads auto is for loom serve and loom loadgen" \
+    "$LOOM" run "$MODEL" --cpu-threads auto
 check_bad "loadgen --cpu-threads 0" "--cpu-threads wants" "$LOOM" loadgen "$MODEL" --rate 1 \
     --cpu-threads 0
 

@@ -38,6 +38,7 @@
 
 #include "tool_util.h"
 #include "commands.h"
+#include "serve_lanes.h"
 #include "serve/serve_internal.h"
 
 static const char loadgen_help[] =
@@ -1370,6 +1371,15 @@ int cmd_loadgen(int argc, char **argv)
         const char *slash = strrchr(target, '/');
         snprintf(g->model, sizeof g->model, "%s", model_opt ? model_opt : "model");
         (void)slash;
+        loom_serve_model_options mo = {.struct_size = sizeof mo, .max_batch = (uint32_t)max_batch,
+                                       .latency_target_s = latency_ms * 1e-3,
+                                       .cache_bytes = (size_t)cache_mb << 20, .warm = 1};
+        if (tool_cpu_threads_auto()) { /* as loom serve: measure, then serve (serve_lanes.h) */
+            char why[2048];
+            serve_lanes_model lm = {target, &mo};
+            tool_cpu_threads_set(serve_pick_cpu_threads(&lm, 1, why, sizeof why));
+            lg_say("%s", why); /* even when quiet: the figures depend on it */
+        }
         loom_status rst = tool_runtime_create(NULL, &g->rt);
         if (rst != LOOM_OK) {
             lg_say("cannot start the runtime: %s", loom_last_error());
@@ -1378,9 +1388,6 @@ int cmd_loadgen(int argc, char **argv)
         }
         loom_server_options so = {.struct_size = sizeof so, .workers = (uint32_t)workers,
                                   .trace_path = trace_path};
-        loom_serve_model_options mo = {.struct_size = sizeof mo, .max_batch = (uint32_t)max_batch,
-                                       .latency_target_s = latency_ms * 1e-3,
-                                       .cache_bytes = (size_t)cache_mb << 20, .warm = 1};
         loom_status st = loom_server_create(g->rt, &so, &g->srv);
         if (st == LOOM_OK)
             st = loom_server_add_onnx(g->srv, g->model, target, &mo);

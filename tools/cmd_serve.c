@@ -18,6 +18,7 @@
 
 #include "tool_util.h"
 #include "commands.h"
+#include "serve_lanes.h"
 
 static const char serve_help[] =
     "usage: loom serve --model NAME=PATH[:OPTION=VALUE,...]... [--host ADDR] [--port N]\n"
@@ -369,6 +370,23 @@ int cmd_serve(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    if (tool_cpu_threads_auto()) {
+        /* Measure both ways of using the cores with these models, then serve with the better
+         * (serve_lanes.h); the choice and its figures are logged. */
+        serve_lanes_model *lm = calloc(n_models, sizeof *lm);
+        char why[4096];
+        uint32_t t = 0;
+        if (lm) {
+            for (size_t k = 0; k < n_models; k++) {
+                models[k].o.plan_options = &po;
+                lm[k] = (serve_lanes_model){models[k].path, &models[k].o};
+            }
+            t = serve_pick_cpu_threads(lm, n_models, why, sizeof why);
+            say("%s", why);
+        }
+        free(lm);
+        tool_cpu_threads_set(t);
+    }
     loom_runtime *rt;
     loom_status rst = tool_runtime_create(NULL, &rt);
     if (rst != LOOM_OK) {

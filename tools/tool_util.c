@@ -51,18 +51,22 @@ int tool_write_exit_status(int err)
 #define TOOL_MAX_BACKEND_OPTIONS 256
 static const char *backend_options[TOOL_MAX_BACKEND_OPTIONS];
 static size_t n_backend_options;
-/* --cpu-threads N of this process's command line; 0 when not given. */
+/* --cpu-threads N of this process's command line; 0 when not given (or "auto", until the
+ * command has chosen: tool_cpu_threads_set). */
 static uint32_t cpu_threads;
+static int cpu_threads_auto;
 
 const char tool_backend_option_help[] =
     "  --backend-option BACKEND:KEY=VALUE\n"
     "           set an option of a backend before its devices are listed (repeatable):\n"
     "           npu-sim:profile=edge.json; 'loom devices' lists each backend's options. An\n"
     "           unknown backend or key, or a value the backend refuses, exits 2.\n"
-    "  --cpu-threads N\n"
+    "  --cpu-threads N|auto\n"
     "           threads of the CPU backend, 1 to 1024 (default: LOOM_CPU_THREADS, else one\n"
     "           per core). 'loom serve' runs cores / N batches at once on the host: with 1,\n"
-    "           one one-thread batch per core instead of each batch spread over every core.\n";
+    "           one one-thread batch per core instead of each batch spread over every core.\n"
+    "           auto (loom serve, loom loadgen): measure each model both ways first and\n"
+    "           serve with the one whose ceiling is higher (about a second per model).\n";
 
 /* "--NAME VALUE" or "--NAME=VALUE" at ARGV[*I] (NAME with its dashes): 1 with *VALUE set (NULL
  * when the value is missing) and *I past it, 0 when ARGV[*I] is another argument. */
@@ -86,6 +90,18 @@ int tool_backend_options_take(const char *cmd, int *argc, char **argv)
     for (int i = 0; i < *argc; i++) {
         const char *value = NULL;
         if (take_pair("--cpu-threads", *argc, argv, &i, &value)) {
+            if (value && !strcmp(value, "auto")) {
+                if (strcmp(cmd, "serve") && strcmp(cmd, "loadgen")) {
+                    fprintf(stderr, "loom %s: --cpu-threads auto is for loom serve and loom "
+                            "loadgen; give a thread count from 1 to %d\n", cmd,
+                            LOOM_MAX_CPU_THREADS);
+                    return 0;
+                }
+                cpu_threads_auto = 1;
+                cpu_threads = 0;
+                continue;
+            }
+            cpu_threads_auto = 0;
             char *end = NULL;
             errno = 0;
             long v = value ? strtol(value, &end, 10) : 0;
@@ -117,6 +133,17 @@ int tool_backend_options_take(const char *cmd, int *argc, char **argv)
         argv[i] = NULL;
     *argc = out;
     return 1;
+}
+
+int tool_cpu_threads_auto(void)
+{
+    return cpu_threads_auto;
+}
+
+void tool_cpu_threads_set(uint32_t threads)
+{
+    cpu_threads = threads;
+    cpu_threads_auto = 0;
 }
 
 loom_status tool_runtime_create(const loom_runtime_options *base, loom_runtime **out)

@@ -59,6 +59,13 @@ const char *tool_option_value(int argc, char **argv, int *i);
  * exits 2). */
 int tool_backend_options_take(const char *cmd, int *argc, char **argv);
 
+/* 1 when the command line said `--cpu-threads auto` (only loom serve and loom loadgen accept
+ * it) and the command has not yet chosen; the command measures (serve_lanes.h) and gives its
+ * choice to tool_cpu_threads_set (0: one thread per core), which every later
+ * tool_runtime_create then uses. */
+int tool_cpu_threads_auto(void);
+void tool_cpu_threads_set(uint32_t threads);
+
 /* loom_runtime_create with BASE (NULL: defaults) and the backend options and CPU thread count
  * taken from the command line (BASE's cpu_threads, when set, wins). A bad option fails with LOOM_ERR_INVALID_ARGUMENT naming it (exit 2 by
  * tool_exit_status). */

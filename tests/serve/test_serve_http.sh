@@ -316,6 +316,23 @@ assert sum(b['args']['requests'] for b in batches) == 200, batches[:3]
 PY
 then ok "loadgen in process, --cpu-threads 1 --trace: 200 answered, traced"
 else bad "loadgen in process --cpu-threads 1 --trace: $(cat lg.json lg.err)"; fi
+# --cpu-threads auto: both ways measured first, the choice said in one line with the figures,
+# then every request answered.
+if "$LOOM" loadgen "$MODEL" --cpu-threads auto --rate 400 --requests 100 --json --quiet \
+    >lg.json 2>lg.err && "$PY" - <<'PY'
+import json, re
+r = json.load(open('lg.json'))
+assert r['sent'] == 100 and r['ok'] == 100 and not r['errors'], r
+lines = [l for l in open('lg.err') if '--cpu-threads auto:' in l]
+assert len(lines) == 1, open('lg.err').read()
+assert re.search(r'auto: (1, one-thread runs|a thread per core)', lines[0]), lines[0]
+# The figures of both ways, unless the machine has one core (nothing to choose).
+assert re.search(r'[0-9]+ samples/s at batch [0-9]+ with [0-9]+ one-thread runs? at once, '
+                 r'[0-9]+ at batch [0-9]+ with a thread per core', lines[0]) \
+    or '1 core: nothing to choose' in lines[0], lines[0]
+PY
+then ok "loadgen --cpu-threads auto: measured, chose, 100 answered ($(grep -o 'auto: [^(]*' lg.err))"
+else bad "loadgen --cpu-threads auto: $(cat lg.json lg.err)"; fi
 "$LOOM" loadgen "$URL/v2/models/cnn" --rate 10 --requests 1 --client-nice 20 >/dev/null 2>err
 rc=$?
 [ $rc -eq 2 ] && grep -q "client-nice" err && ok "loadgen --client-nice 20: exit 2" \
