@@ -112,10 +112,12 @@ static double ceiling(loom_runtime *rt, const serve_lanes_model *m, unsigned lan
                            .n_out = n_out};
         /* Once here first: the first run makes the specialisation, before the lanes race. */
         lane_main(&ls[0]);
-        for (unsigned k = 0; k < lanes && ls[0].ok; k++, started++)
+        /* Read before lane 0's thread starts writing it again. */
+        const int warm_ok = ls[0].ok;
+        for (unsigned k = 0; k < lanes && warm_ok; k++, started++)
             if (pthread_create(&ls[k].th, NULL, lane_main, &ls[k]) != 0)
                 break;
-        int ok = ls[0].ok && started == lanes;
+        int ok = warm_ok && started == lanes;
         for (size_t k = 0; k < started; k++) {
             pthread_join(ls[k].th, NULL);
             ok = ok && ls[k].ok;
