@@ -1368,9 +1368,7 @@ int cmd_loadgen(int argc, char **argv)
         }
         json_decref(meta);
     } else {
-        const char *slash = strrchr(target, '/');
         snprintf(g->model, sizeof g->model, "%s", model_opt ? model_opt : "model");
-        (void)slash;
         loom_serve_model_options mo = {.struct_size = sizeof mo, .max_batch = (uint32_t)max_batch,
                                        .latency_target_s = latency_ms * 1e-3,
                                        .cache_bytes = (size_t)cache_mb << 20, .warm = 1};

@@ -41,28 +41,40 @@ typedef struct lane {
     loom_model *model;
     const loom_tensor *const *ins;
     size_t n_in, n_out;
+    int timed;              /* runs timed after the untimed one */
     double ms[TIMED_RUNS];
     int ok;
+    char err[256];          /* why a run failed (loom_last_error is the failing thread's) */
     pthread_t th;
 } lane;
 
-/* One lane: an untimed run, then TIMED_RUNS timed ones (the plan's run alone). */
+/* One lane: an untimed run, then L->timed timed ones (the plan's run alone). */
 static void *lane_main(void *arg)
 {
     lane *l = arg;
     loom_tensor *outs[64];
     l->ok = l->n_out <= 64;
-    for (int r = -1; l->ok && r < TIMED_RUNS; r++) {
+    if (!l->ok)
+        snprintf(l->err, sizeof l->err, "more than 64 outputs");
+    for (int r = -1; l->ok && r < l->timed; r++) {
         loom_model_run_stats st = {.struct_size = sizeof st};
         l->ok = loom_model_run(l->model, l->ins, l->n_in, outs, l->n_out, &st) == LOOM_OK;
-        if (!l->ok)
+        if (!l->ok) {
+            snprintf(l->err, sizeof l->err, "%s", loom_last_error());
             break;
+        }
         for (size_t k = 0; k < l->n_out; k++)
             loom_tensor_destroy(outs[k]);
         if (r >= 0)
             l->ms[r] = st.run_ms;
     }
     return NULL;
+}
+
+/* The batch size after B on the way to MAX: doubled, and MAX itself last. */
+static uint32_t next_size(uint32_t b, uint32_t max)
+{
+    return b < max && b * 2 > max ? max : b * 2;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -99,33 +111,35 @@ static double ceiling(loom_runtime *rt, const serve_lanes_model *m, unsigned lan
             io.dims[axis] > 0 && io.dims[axis] <= UINT32_MAX)
             first = max_batch = (uint32_t)io.dims[axis];
     }
-    for (uint32_t b = first; !failed && b <= max_batch; b = b * 2 > max_batch && b < max_batch
-                                                              ? max_batch : b * 2) {
+    for (uint32_t b = first; !failed && b <= max_batch; b = next_size(b, max_batch)) {
         if (make_inputs(model, axis, b, ins, n_in) != 0) {
             snprintf(err, err_len, "%s: cannot make inputs of batch %u", m->path, b);
             failed = 1;
             break;
         }
+        /* One run here first makes the specialisation, before the lanes race for it. */
+        lane warm = {.model = model, .ins = (const loom_tensor *const *)ins, .n_in = n_in,
+                     .n_out = n_out};
+        lane_main(&warm);
+        const char *why = warm.ok ? NULL : warm.err;
         size_t started = 0;
-        for (unsigned k = 0; k < lanes; k++)
-            ls[k] = (lane){.model = model, .ins = (const loom_tensor *const *)ins, .n_in = n_in,
-                           .n_out = n_out};
-        /* Once here first: the first run makes the specialisation, before the lanes race. */
-        lane_main(&ls[0]);
-        /* Read before lane 0's thread starts writing it again. */
-        const int warm_ok = ls[0].ok;
-        for (unsigned k = 0; k < lanes && warm_ok; k++, started++)
-            if (pthread_create(&ls[k].th, NULL, lane_main, &ls[k]) != 0)
+        for (unsigned k = 0; k < lanes && !why; k++, started++) {
+            ls[k] = warm;
+            ls[k].timed = TIMED_RUNS;
+            if (pthread_create(&ls[k].th, NULL, lane_main, &ls[k]) != 0) {
+                why = "cannot start a thread";
                 break;
-        int ok = warm_ok && started == lanes;
+            }
+        }
         for (size_t k = 0; k < started; k++) {
             pthread_join(ls[k].th, NULL);
-            ok = ok && ls[k].ok;
+            if (!ls[k].ok && !why)
+                why = ls[k].err;
         }
         for (size_t k = 0; k < n_in; k++)
             loom_tensor_destroy(ins[k]);
-        if (!ok) {
-            snprintf(err, err_len, "%s at batch %u: %s", m->path, b, loom_last_error());
+        if (why) {
+            snprintf(err, err_len, "%s at batch %u: %s", m->path, b, why);
             failed = 1;
             break;
         }
@@ -137,11 +151,9 @@ static double ceiling(loom_runtime *rt, const serve_lanes_model *m, unsigned lan
         double med = all[n / 2];
         double rate = med > 0 ? lanes * b * 1e3 / med : 0;
         /* Sizes whose run leaves room in the target; the first counts whatever it takes. */
-        if (b == first || med <= half_target_ms) {
-            if (rate > best) {
-                best = rate;
-                *best_b = b;
-            }
+        if ((b == first || med <= half_target_ms) && rate > best) {
+            best = rate;
+            *best_b = b;
         }
         if (med > half_target_ms || b == max_batch)
             break;

@@ -66,7 +66,7 @@ const char tool_backend_option_help[] =
     "           per core). 'loom serve' runs cores / N batches at once on the host: with 1,\n"
     "           one one-thread batch per core instead of each batch spread over every core.\n"
     "           auto (loom serve, loom loadgen): measure each model both ways first and\n"
-    "           serve with the one whose ceiling is higher (about a second per model).\n";
+    "           serve with the one whose ceiling is higher (seconds at start).\n";
 
 /* "--NAME VALUE" or "--NAME=VALUE" at ARGV[*I] (NAME with its dashes): 1 with *VALUE set (NULL
  * when the value is missing) and *I past it, 0 when ARGV[*I] is another argument. */

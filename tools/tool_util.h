@@ -67,8 +67,8 @@ int tool_cpu_threads_auto(void);
 void tool_cpu_threads_set(uint32_t threads);
 
 /* loom_runtime_create with BASE (NULL: defaults) and the backend options and CPU thread count
- * taken from the command line (BASE's cpu_threads, when set, wins). A bad option fails with LOOM_ERR_INVALID_ARGUMENT naming it (exit 2 by
- * tool_exit_status). */
+ * taken from the command line (BASE's cpu_threads, when set, wins). A bad option fails with
+ * LOOM_ERR_INVALID_ARGUMENT naming it (exit 2 by tool_exit_status). */
 loom_status tool_runtime_create(const loom_runtime_options *base, loom_runtime **out);
 
 /* The exit status of a tool_runtime_create failure STATUS: 2 (bad usage) when a backend option
@@ -77,8 +77,8 @@ loom_status tool_runtime_create(const loom_runtime_options *base, loom_runtime *
  * library call changes loom_last_error. */
 int tool_runtime_exit_status(loom_status status);
 
-/* The option text for --help: "  --backend-option BACKEND:KEY=VALUE ..." and "  --cpu-threads N ..." (a
- * paragraph each). */
+/* The option text for --help: "  --backend-option BACKEND:KEY=VALUE ..." and
+ * "  --cpu-threads N|auto ..." (a paragraph each). */
 extern const char tool_backend_option_help[];
 
 /* B bytes as "512 B", "12.5 KiB" or "3.0 MiB" into BUF (LEN bytes); returns BUF. */

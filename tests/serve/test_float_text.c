@@ -108,57 +108,45 @@ static int is_json_number(const char *text)
 
 static unsigned failures_f32, failures_f64;
 
-/* Every property of one float's text; counts (and prints the first few) failures. */
-static void check_f32(float f, int slow)
+/* Every property of one value's text (float32 when IS_F32, read back with strtof; else
+ * float64 and strtod); counts (and prints the first few) failures per type. */
+static void check_text(double v, int is_f32, int slow)
 {
     char buf[SV_FLOAT_TEXT_MAX], ref[64];
     memset(buf, 'x', sizeof buf);
-    size_t n = sv_float_text(f, 1, buf, sizeof buf);
-    int rn = snprintf(ref, sizeof ref, "%.9g", (double)f);
+    size_t n = sv_float_text(v, is_f32, buf, sizeof buf);
+    int rn = snprintf(ref, sizeof ref, is_f32 ? "%.9g" : "%.17g", v);
     char *end;
-    float back = strtof(buf, &end);
+    uint64_t bits = is_f32 ? f32_bits((float)v) : f64_bits(v);
+    uint64_t back = is_f32 ? f32_bits(strtof(buf, &end)) : f64_bits(strtod(buf, &end));
     const char *why = NULL;
     if (n == 0 || n != strlen(buf))
         why = "length";
-    else if (*end || f32_bits(back) != f32_bits(f))
+    else if (*end || back != bits)
         why = "does not read back to the same bits";
     else if (n > (size_t)rn)
-        why = "longer than %.9g";
+        why = is_f32 ? "longer than %.9g" : "longer than %.17g";
     else if (strchr(buf, '+') || buf[n - 1] == '.' || strchr(buf, 'E'))
         why = "not the expected form";
     else if (slow && !is_json_number(buf))
         why = "not a JSON number";
-    else if (slow && significant_digits(buf) > fewest_digits_e(f, 1, 9))
+    else if (slow && significant_digits(buf) > fewest_digits_e(v, is_f32, is_f32 ? 9 : 17))
         why = "more digits than needed";
-    if (why && failures_f32++ < 10)
-        printf("\nfloat 0x%08x: \"%s\" (%%.9g: \"%s\"): %s\n", (unsigned)f32_bits(f), buf, ref,
+    unsigned *failures = is_f32 ? &failures_f32 : &failures_f64;
+    if (why && (*failures)++ < 10)
+        printf("\n%s 0x%0*llx: \"%s\" (%s: \"%s\"): %s\n", is_f32 ? "float" : "double",
+               is_f32 ? 8 : 16, (unsigned long long)bits, buf, is_f32 ? "%.9g" : "%.17g", ref,
                why);
+}
+
+static void check_f32(float f, int slow)
+{
+    check_text(f, 1, slow);
 }
 
 static void check_f64(double d, int slow)
 {
-    char buf[SV_FLOAT_TEXT_MAX], ref[64];
-    memset(buf, 'x', sizeof buf);
-    size_t n = sv_float_text(d, 0, buf, sizeof buf);
-    int rn = snprintf(ref, sizeof ref, "%.17g", d);
-    char *end;
-    double back = strtod(buf, &end);
-    const char *why = NULL;
-    if (n == 0 || n != strlen(buf))
-        why = "length";
-    else if (*end || f64_bits(back) != f64_bits(d))
-        why = "does not read back to the same bits";
-    else if (n > (size_t)rn)
-        why = "longer than %.17g";
-    else if (strchr(buf, '+') || buf[n - 1] == '.' || strchr(buf, 'E'))
-        why = "not the expected form";
-    else if (slow && !is_json_number(buf))
-        why = "not a JSON number";
-    else if (slow && significant_digits(buf) > fewest_digits_e(d, 0, 17))
-        why = "more digits than needed";
-    if (why && failures_f64++ < 10)
-        printf("\ndouble 0x%016llx: \"%s\" (%%.17g: \"%s\"): %s\n",
-               (unsigned long long)f64_bits(d), buf, ref, why);
+    check_text(d, 0, slow);
 }
 
 static void expect_text(double v, int is_f32, const char *want)
