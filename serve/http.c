@@ -21,8 +21,13 @@
 #include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+/* How far beyond the body limit a body already on its way is still read (and dropped) so
+ * that its sender receives the 413; a larger one is refused at once (see the access handler). */
+#define LINGER_MAX ((unsigned long long)64 << 20)
 
 struct loom_serve_http {
     loom_server *server;
@@ -388,13 +393,25 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         pthread_mutex_lock(&h->mu);
         h->active++;
         pthread_mutex_unlock(&h->mu);
-        /* A body announced over the limit is refused before it is read. */
+        /* A body announced over the limit is refused before it is read when the client
+         * waits for "100 Continue" (it then never sends the body) or announces more than
+         * LINGER_MAX beyond the limit. Otherwise the client is already sending it, and
+         * answering at once would close the socket with the body unread: the kernel then
+         * resets the connection and the client may lose the 413 it was sent. So that body is
+         * read and dropped (the too_big path below) and the 413 follows it. */
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (cl && strtoull(cl, NULL, 10) > h->max_body) {
-            cx->started = 1;
-            return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "the request body is over the "
-                              "limit");
+        unsigned long long announced = cl ? strtoull(cl, NULL, 10) : 0;
+        if (announced > h->max_body) {
+            const char *expect = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                                             MHD_HTTP_HEADER_EXPECT);
+            if ((expect && !strcasecmp(expect, "100-continue")) ||
+                announced - h->max_body > LINGER_MAX) {
+                cx->started = 1;
+                return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "the request body is over "
+                                  "the limit");
+            }
+            cx->too_big = 1;
         }
         return MHD_YES;
     }
