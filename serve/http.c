@@ -13,9 +13,11 @@
 #include <microhttpd.h>
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <sys/resource.h>
@@ -38,9 +40,17 @@ struct loom_serve_http {
     pthread_cond_t cv;
     long inflight;           /* infer requests submitted whose response is not yet queued */
     long active;             /* requests begun (headers read) and not yet completed */
+    long fresh;              /* connections open whose first request has not begun */
     int draining;            /* set once, under MU; read without it by atomic loads */
     MHD_socket listen_fd;    /* handed back by MHD_quiesce_daemon; closed at stop */
 };
+
+/* Each connection's own context (MHD's socket context): its front end, and whether its first
+ * request has yet to begin (the stop waits for those: see loom_serve_http_stop). */
+typedef struct sock_ctx {
+    loom_serve_http *h;
+    int fresh;
+} sock_ctx;
 
 typedef struct conn {
     loom_serve_http *h;
@@ -79,7 +89,8 @@ static enum MHD_Result send_body(struct MHD_Connection *c, unsigned status, char
      * idle keep-alive connections. */
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    loom_serve_http *h = ci ? ci->socket_context : NULL;
+    sock_ctx *sc = ci ? ci->socket_context : NULL;
+    loom_serve_http *h = sc ? sc->h : NULL;
     if (h && __atomic_load_n(&h->draining, __ATOMIC_ACQUIRE))
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(c, status, r);
@@ -390,8 +401,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         cx->connection = c;
         pthread_mutex_init(&cx->mu, NULL);
         *con_cls = cx;
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        sock_ctx *sc = ci ? ci->socket_context : NULL;
         pthread_mutex_lock(&h->mu);
         h->active++;
+        if (sc && sc->fresh) {
+            sc->fresh = 0;
+            h->fresh--;
+        }
         pthread_mutex_unlock(&h->mu);
         /* A body announced over the limit is refused before it is read when the client
          * waits for "100 Continue" (it then never sends the body) or announces more than
@@ -453,13 +471,33 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     return route(h, cx, c, url, method);
 }
 
-/* Each connection knows its front end (for the responses' Connection header). */
+/* Each connection knows its front end (for the responses' Connection header) and is counted
+ * as fresh until its first request begins or it closes. */
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
                           enum MHD_ConnectionNotificationCode toe)
 {
     (void)c;
-    if (toe == MHD_CONNECTION_NOTIFY_STARTED)
-        *socket_context = cls;
+    loom_serve_http *h = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        sock_ctx *sc = malloc(sizeof *sc);
+        *socket_context = sc; /* NULL without memory: only the Connection header is lost */
+        if (!sc)
+            return;
+        sc->h = h;
+        sc->fresh = 1;
+        pthread_mutex_lock(&h->mu);
+        h->fresh++;
+        pthread_mutex_unlock(&h->mu);
+    } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+        sock_ctx *sc = *socket_context;
+        if (sc && sc->fresh) {
+            pthread_mutex_lock(&h->mu);
+            h->fresh--;
+            pthread_mutex_unlock(&h->mu);
+        }
+        free(sc);
+        *socket_context = NULL;
+    }
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
@@ -564,26 +602,76 @@ uint16_t loom_serve_http_port(const loom_serve_http *h)
 }
 
 /* After MHD_quiesce_daemon, the listening socket FD is ours: answer every connection still
- * waiting in its backlog with a short 503 and close it. */
+ * waiting in its backlog with a short 503 and close it. Each client may still be sending its
+ * request: closing a socket with unread data makes the kernel reset the connection, and the
+ * reset can reach the client before it has read the 503 (curl then reports a send or receive
+ * failure instead of the answer). So the 503 is sent and the sending side shut, and what the
+ * clients send is read and dropped until each closes its side, for at most half a second in
+ * all, before the sockets are closed. FD, the listening socket, is closed here, right after
+ * the backlog is taken. */
+#define BACKLOG_MAX 4096
 static void refuse_backlog(MHD_socket fd)
 {
-    static const char reply[] = "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
-                                "Content-Type: application/json\r\nContent-Length: 41\r\n\r\n"
-                                "{\"error\":\"the server is shutting down\"}\n";
+#define SHUTDOWN_BODY "{\"error\":\"the server is shutting down\"}\n"
     if (fd == MHD_INVALID_SOCKET)
         return;
+    /* The length is counted, not written by hand (a hand-written 41 for these 40 bytes once
+     * left every refused client waiting for a byte that never came: curl's "partial file"). */
+    char reply[256];
+    int len = snprintf(reply, sizeof reply, "HTTP/1.1 503 Service Unavailable\r\n"
+                       "Connection: close\r\nRetry-After: 1\r\nContent-Type: application/json\r\n"
+                       "Content-Length: %zu\r\n\r\n%s", sizeof SHUTDOWN_BODY - 1, SHUTDOWN_BODY);
     int fl = fcntl(fd, F_GETFL, 0);
-    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+    if (len <= 0 || (size_t)len >= sizeof reply || fl < 0 ||
+        fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+        close(fd);
         return;
-    for (int n = 0; n < 4096; n++) {
+    }
+    struct pollfd *open_ = malloc(BACKLOG_MAX * sizeof *open_);
+    nfds_t n = 0;
+    for (int k = 0; k < BACKLOG_MAX; k++) {
         int c = accept(fd, NULL, NULL);
         if (c < 0)
             break;
-        ssize_t w = send(c, reply, sizeof reply - 1, MSG_NOSIGNAL);
+        ssize_t w = send(c, reply, (size_t)len, MSG_NOSIGNAL);
         (void)w;
         shutdown(c, SHUT_WR);
-        close(c);
+        int cfl = fcntl(c, F_GETFL, 0);
+        if (!open_ || cfl < 0 || fcntl(c, F_SETFL, cfl | O_NONBLOCK) < 0) {
+            close(c); /* no room to wait for it: closed at once, as before */
+            continue;
+        }
+        open_[n].fd = c;
+        open_[n].events = POLLIN;
+        n++;
     }
+    /* No more connections: from now on a client is refused (not queued and then reset when
+     * the socket closes after the wait below). */
+    close(fd);
+    double end = sv_now() + 0.5;
+    nfds_t left = n;
+    while (left > 0) {
+        int ms = (int)((end - sv_now()) * 1e3);
+        if (ms <= 0 || poll(open_, n, ms) <= 0)
+            break;
+        for (nfds_t i = 0; i < n; i++) {
+            if (open_[i].fd < 0 || !open_[i].revents)
+                continue;
+            char sink[4096];
+            ssize_t r;
+            while ((r = recv(open_[i].fd, sink, sizeof sink, 0)) > 0) {
+            }
+            if (r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+                close(open_[i].fd);
+                open_[i].fd = -1; /* poll skips negative descriptors */
+                left--;
+            }
+        }
+    }
+    for (nfds_t i = 0; i < n; i++)
+        if (open_[i].fd >= 0)
+            close(open_[i].fd);
+    free(open_);
 }
 
 void loom_serve_http_stop(loom_serve_http *h, double timeout_s)
@@ -608,21 +696,22 @@ void loom_serve_http_stop(loom_serve_http *h, double timeout_s)
     /* Stop accepting; connections the kernel accepted that MHD never saw get a 503 of ours
      * instead of a reset, and the socket is closed at once (later clients are refused). */
     h->listen_fd = MHD_quiesce_daemon(h->daemon);
-    refuse_backlog(h->listen_fd);
-    if (h->listen_fd != MHD_INVALID_SOCKET)
-        close(h->listen_fd);
+    refuse_backlog(h->listen_fd); /* closes it */
     h->listen_fd = MHD_INVALID_SOCKET;
     /* Requests MHD had begun reading (their headers in) are answered (503 for new infers) and
-     * written out before the connections close: wait until none is left, and for a moment
-     * more in case a connection's request was still arriving; at most a second (a client
-     * that stalls mid-upload, or went away without MHD seeing it yet, is not waited for). */
+     * written out before the connections close, and so are the first requests of connections
+     * MHD accepted before it stopped listening but has not yet read from (closing those would
+     * cut off a client that connected in time): wait until none of either is left, and for a
+     * moment more in case a connection's request was still arriving; at most a second (a
+     * client that stalls, or went away without MHD seeing it yet, is not waited for). Idle
+     * keep-alive connections that have been served are not waited for. */
     int quiet = 0;
     double grace = sv_now() + 1.0;
     while (quiet < 3 && sv_now() < grace) {
         pthread_mutex_lock(&h->mu);
-        long active = h->active;
+        long busy = h->active + h->fresh;
         pthread_mutex_unlock(&h->mu);
-        quiet = active == 0 ? quiet + 1 : 0;
+        quiet = busy == 0 ? quiet + 1 : 0;
         usleep(10000);
     }
     MHD_stop_daemon(h->daemon);
