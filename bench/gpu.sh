@@ -35,6 +35,9 @@
 #                           SKIP, saying why, when it offers no device
 #   towers_placed, towers_cpu, towers_opencl
 #                           the three-tower model across CPU+GPU against each device alone
+#   moe_placed, moe_cpu, moe_opencl
+#                           the MoE layer (`--model moe`: eight experts as parallel branches,
+#                           examples/models.c) across CPU+GPU against each device alone
 #   costmodel_opencl        bench_costmodel --device opencl:0: prediction error after calibration
 #   dispatch_opencl, dispatch_cpu
 #                           bench_dispatch: per-node dispatch of 20,000 tiny nodes, chain and
@@ -42,7 +45,6 @@
 #   fixtures_opencl         the ONNX Runtime fixtures (tests/test_fixtures.c) on opencl
 #   conformance_opencl      the ONNX backend cases of tests/conformance/expected_pass.txt with
 #                           --device opencl, in parallel shards
-# No bundled MoE model exists yet, so the MoE comparison of the issue is not among them.
 #
 # Environment: OUT (logs, default /tmp/gpu-out); GPU_SH_BUILD (the programs, default
 # .gpu/build-gpu); GPU_SH_BUDGET (seconds for the whole run); GPU_SH_QUICK=1 (small sizes for a rehearsal on
@@ -221,7 +223,7 @@ for d in json.load(sys.stdin)["devices"]:
     print("%s %s: %.0f GFLOP/s, %.0f GB/s, launch %.1f us%s;" % (
         d["id"], d["status"], d["gflops_f32"] or 0, d["bandwidth_gbs"] or 0, d["launch_us"] or 0,
         ", from host %.1f GB/s" % link["bandwidth_gbs"] if link else ""))' ;;
-        bert_* | towers_*)
+        bert_* | towers_* | moe_*)
             grep -m1 '^== ' "$log" | sed 's/^== //; s/ ==$//; s/ (policy [a-z]*)//; s/,* [0-9]* runs after.*//'
             grep -m1 'latency ms: median' "$log" |
                 awk '{print "| median " $4 " ms, p95 " $6 ", min " $10}'
@@ -414,6 +416,10 @@ run() {
         --gantt "$OUT/towers_placed.svg"
     step towers_cpu 15 "$loom" profile --model towers --device cpu --repeat "$rep" --warmup 3
     step towers_opencl 15 "$loom" profile --model towers --device opencl --repeat "$rep" --warmup 3
+    step moe_placed 20 "$loom" profile --model moe --repeat "$rep" --warmup 3 --all \
+        --gantt "$OUT/moe_placed.svg"
+    step moe_cpu 15 "$loom" profile --model moe --device cpu --repeat "$rep" --warmup 3
+    step moe_opencl 15 "$loom" profile --model moe --device opencl --repeat "$rep" --warmup 3
     step costmodel_opencl 40 "$b/bench_costmodel" tests/fixtures --device opencl:0 \
         --train "$train" --eval "$eval"
     step dispatch_opencl 20 "$b/bench_dispatch" "$nodes" --device opencl

@@ -195,6 +195,38 @@ loom_graph *example_towers(void)
     return finish(&b);
 }
 
+loom_graph *example_moe(void)
+{
+    builder b = {loom_graph_create("moe"), 0x4D6F45ull, 0};
+    if (!b.g)
+        return NULL;
+    loom_graph *g = b.g;
+    const int64_t in_dims[2] = {EXAMPLE_MOE_TOKENS, EXAMPLE_MOE_HIDDEN};
+    loom_value x = loom_input(g, "x", LOOM_DTYPE_F32, 2, in_dims);
+    loom_value gates = loom_softmax(g, dense(&b, x, "router", EXAMPLE_MOE_HIDDEN,
+                                             EXAMPLE_MOE_EXPERTS), 1);
+    (void)loom_value_set_name(g, gates, "gates");
+    loom_value gate[EXAMPLE_MOE_EXPERTS];
+    for (int e = 0; e < EXAMPLE_MOE_EXPERTS; e++)
+        gate[e] = LOOM_NO_VALUE;
+    (void)loom_split(g, gates, 1, EXAMPLE_MOE_EXPERTS, NULL, gate);
+    loom_value sum = LOOM_NO_VALUE;
+    for (int e = 0; e < EXAMPLE_MOE_EXPERTS; e++) {
+        char n1[32], n2[32], nw[32];
+        snprintf(n1, sizeof n1, "expert%d.fc1", e);
+        snprintf(n2, sizeof n2, "expert%d.fc2", e);
+        snprintf(nw, sizeof nw, "expert%d.gated", e);
+        loom_value h = loom_relu(g, dense(&b, x, n1, EXAMPLE_MOE_HIDDEN, EXAMPLE_MOE_INTER));
+        loom_value y = loom_mul(g, dense(&b, h, n2, EXAMPLE_MOE_INTER, EXAMPLE_MOE_HIDDEN),
+                                gate[e]);
+        (void)loom_value_set_name(g, y, nw);
+        sum = e == 0 ? y : loom_add(g, sum, y);
+    }
+    loom_value out = loom_add(g, x, sum);
+    (void)loom_output(g, out, "y");
+    return finish(&b);
+}
+
 /* ---- BERT-like encoders ------------------------------------------------------------------- */
 
 /* Y = X·W + B as MatMul then Add (as the fixture and PyTorch's exporter write a linear layer on

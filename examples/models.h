@@ -63,6 +63,23 @@ loom_graph *example_attention(void);
  * The caller frees it with loom_graph_destroy. */
 loom_graph *example_towers(void);
 
+/* Sizes of the MoE layer (example_moe). */
+#define EXAMPLE_MOE_TOKENS 128
+#define EXAMPLE_MOE_HIDDEN 512
+#define EXAMPLE_MOE_INTER 2048
+#define EXAMPLE_MOE_EXPERTS 8
+
+/* Build a mixture-of-experts feed-forward layer with each expert its own branch, densely gated:
+ *   gates = Softmax(x·Wr + br) [128, 8], split into one column per expert;
+ *   expert_e = Relu(x·W1e + b1e)·W2e + b2e, x [128, 512] -> [128, 2048] -> [128, 512];
+ *   y = x + sum_e gates[:, e] * expert_e.
+ * Every expert sees every token (the graph builder has no TopK for sparse routing; the sparse
+ * kernel is loom_moe): the eight experts depend only on x and the router, so a placement may
+ * spread them over devices. About 64 MiB of weights (16.8 M floats), 4.3 GFLOP a run.
+ * The graph is built but NOT checked (see example_mlp). Returns NULL only when out of memory.
+ * The caller frees it with loom_graph_destroy. */
+loom_graph *example_moe(void);
+
 /* Sizes of a BERT-like encoder (example_transformer): LAYERS encoder layers of width HIDDEN
  * with HEADS attention heads (HIDDEN must be a multiple of HEADS) and an FFN of width FFN, over
  * BATCH sequences of SEQ tokens drawn from a vocabulary of VOCAB. */

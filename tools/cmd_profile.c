@@ -56,6 +56,8 @@ static const char profile_help[] =
     "  --model NAME        bundled model: mlp (64x784 -> 512 -> 256 -> 10, default), attention\n"
     "                      (one transformer attention block, seq 128, d_model 256, 4 heads) or\n"
     "                      towers (three parallel MLP towers of widths 1024, 512 and 256, joined),\n"
+    "                      moe (an MoE layer: 8 experts 512 -> 2048 -> 512 as parallel branches\n"
+    "                      over 128 tokens, gated by a router's softmax; 64 MiB of weights),\n"
     "                      bert (BERT-base encoder: 12 layers, hidden 768, seq 128, batch 1,\n"
     "                      435 MB of seeded weights) or bert-tiny (4 layers, hidden 256, seq 64)\n"
     "  --target-latency T  meet this end-to-end latency at least energy instead of minimising\n"
@@ -367,8 +369,10 @@ static int parse_args(int argc, char **argv, profile_opts *o)
         }
     }
     if (!o->onnx && strcmp(o->model, "mlp") && strcmp(o->model, "attention") &&
-        strcmp(o->model, "towers") && strcmp(o->model, "bert") && strcmp(o->model, "bert-tiny"))
-        return usage("unknown bundled model '%s' (mlp, attention, towers, bert or bert-tiny)",
+        strcmp(o->model, "towers") && strcmp(o->model, "moe") && strcmp(o->model, "bert") &&
+        strcmp(o->model, "bert-tiny"))
+        return usage("unknown bundled model '%s' (mlp, attention, towers, moe, bert or "
+                     "bert-tiny)",
                      o->model);
     if (!o->onnx && o->n_shapes)
         return usage("--shape applies to an ONNX model file, not to the bundled model '%s'",
@@ -528,6 +532,8 @@ static int build_model(loom_runtime *rt, profile_opts *o, loom_graph **g)
         *g = example_mlp();
     } else if (!strcmp(o->model, "attention")) {
         *g = example_attention();
+    } else if (!strcmp(o->model, "moe")) {
+        *g = example_moe();
     } else if (!strcmp(o->model, "bert")) {
         *g = example_bert();
     } else if (!strcmp(o->model, "bert-tiny")) {
