@@ -370,9 +370,12 @@ uint16_t loom_serve_http_port(const loom_serve_http *http);
  * from now on closes its connection), wait until the server has answered every accepted request
  * and each answer has been handed to its connection (at most TIMEOUT_S seconds for the handing
  * over), answer 503 to connections still waiting in the listening socket's queue and close it
- * (later clients are refused), give requests whose headers had arrived up to a second to be
- * answered and written, then close everything and free HTTP. NULL is allowed. The server itself
- * is left running: destroy it afterwards. */
+ * (later clients are refused; each refused client's request is read and dropped, for up to
+ * half a second in all, so that it gets the 503 rather than a reset connection), give requests
+ * whose headers had arrived, and connections taken in whose first request had not, up to a
+ * second to be answered and written, then close everything and free HTTP. Idle keep-alive
+ * connections are not waited for. NULL is allowed. The server itself is left running: destroy
+ * it afterwards. */
 void loom_serve_http_stop(loom_serve_http *http, double timeout_s);
 
 #ifdef __cplusplus
