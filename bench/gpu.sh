@@ -36,8 +36,12 @@
 #   towers_placed, towers_cpu, towers_opencl
 #                           the three-tower model across CPU+GPU against each device alone
 #   moe_placed, moe_cpu, moe_opencl
-#                           the MoE layer (`--model moe`: eight experts as parallel branches,
-#                           examples/models.c) across CPU+GPU against each device alone
+#                           the MoE layer (`--model moe`: top-2 of 8 experts, examples/models.c)
+#                           placed across CPU+GPU (its experts split into placement units when
+#                           the GPU can run them), against the CPU alone (the fused kernel) and
+#                           the experts on the GPU (LOOM_MOE_SPLIT=1 --device opencl: OpenCL
+#                           runs a MoE only as split experts; the router and the sum stay on
+#                           the CPU)
 #   costmodel_opencl        bench_costmodel --device opencl:0: prediction error after calibration
 #   dispatch_opencl, dispatch_cpu
 #                           bench_dispatch: per-node dispatch of 20,000 tiny nodes, chain and
@@ -419,7 +423,8 @@ run() {
     step moe_placed 20 "$loom" profile --model moe --repeat "$rep" --warmup 3 --all \
         --gantt "$OUT/moe_placed.svg"
     step moe_cpu 15 "$loom" profile --model moe --device cpu --repeat "$rep" --warmup 3
-    step moe_opencl 15 "$loom" profile --model moe --device opencl --repeat "$rep" --warmup 3
+    step moe_opencl 15 env LOOM_MOE_SPLIT=1 "$loom" profile --model moe --device opencl \
+        --repeat "$rep" --warmup 3
     step costmodel_opencl 40 "$b/bench_costmodel" tests/fixtures --device opencl:0 \
         --train "$train" --eval "$eval"
     step dispatch_opencl 20 "$b/bench_dispatch" "$nodes" --device opencl

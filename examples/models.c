@@ -201,29 +201,23 @@ loom_graph *example_moe(void)
     if (!b.g)
         return NULL;
     loom_graph *g = b.g;
-    const int64_t in_dims[2] = {EXAMPLE_MOE_TOKENS, EXAMPLE_MOE_HIDDEN};
+    const int64_t T = EXAMPLE_MOE_TOKENS, H = EXAMPLE_MOE_HIDDEN, I = EXAMPLE_MOE_INTER,
+                  E = EXAMPLE_MOE_EXPERTS;
+    const int64_t in_dims[2] = {T, H};
     loom_value x = loom_input(g, "x", LOOM_DTYPE_F32, 2, in_dims);
-    loom_value gates = loom_softmax(g, dense(&b, x, "router", EXAMPLE_MOE_HIDDEN,
-                                             EXAMPLE_MOE_EXPERTS), 1);
-    (void)loom_value_set_name(g, gates, "gates");
-    loom_value gate[EXAMPLE_MOE_EXPERTS];
-    for (int e = 0; e < EXAMPLE_MOE_EXPERTS; e++)
-        gate[e] = LOOM_NO_VALUE;
-    (void)loom_split(g, gates, 1, EXAMPLE_MOE_EXPERTS, NULL, gate);
-    loom_value sum = LOOM_NO_VALUE;
-    for (int e = 0; e < EXAMPLE_MOE_EXPERTS; e++) {
-        char n1[32], n2[32], nw[32];
-        snprintf(n1, sizeof n1, "expert%d.fc1", e);
-        snprintf(n2, sizeof n2, "expert%d.fc2", e);
-        snprintf(nw, sizeof nw, "expert%d.gated", e);
-        loom_value h = loom_relu(g, dense(&b, x, n1, EXAMPLE_MOE_HIDDEN, EXAMPLE_MOE_INTER));
-        loom_value y = loom_mul(g, dense(&b, h, n2, EXAMPLE_MOE_INTER, EXAMPLE_MOE_HIDDEN),
-                                gate[e]);
-        (void)loom_value_set_name(g, y, nw);
-        sum = e == 0 ? y : loom_add(g, sum, y);
-    }
-    loom_value out = loom_add(g, x, sum);
-    (void)loom_output(g, out, "y");
+    loom_value logits = dense(&b, x, "router", H, E);
+    /* Each expert's weights as PyTorch's nn.Linear stores them ([out, in]), drawn as a linear
+     * layer's: uniform in +-1/sqrt(fan_in). */
+    const float r1 = 1.0f / sqrtf((float)H), r2 = 1.0f / sqrtf((float)I);
+    const int64_t w1_dims[3] = {E, I, H}, b1_dims[2] = {E, I};
+    const int64_t w2_dims[3] = {E, H, I}, b2_dims[2] = {E, H};
+    loom_value w1 = random_constant(&b, "experts.fc1.weight", 3, w1_dims, -r1, r1);
+    loom_value b1 = random_constant(&b, "experts.fc1.bias", 2, b1_dims, -r1, r1);
+    loom_value w2 = random_constant(&b, "experts.fc2.weight", 3, w2_dims, -r2, r2);
+    loom_value b2 = random_constant(&b, "experts.fc2.bias", 2, b2_dims, -r2, r2);
+    loom_value y = loom_moe(g, x, logits, w1, b1, w2, b2, EXAMPLE_MOE_K, "relu");
+    (void)loom_value_set_name(g, y, "moe");
+    (void)loom_output(g, loom_add(g, x, y), "y");
     return finish(&b);
 }
 

@@ -64,18 +64,19 @@ loom_graph *example_attention(void);
 loom_graph *example_towers(void);
 
 /* Sizes of the MoE layer (example_moe). */
-#define EXAMPLE_MOE_TOKENS 128
+#define EXAMPLE_MOE_TOKENS 256
 #define EXAMPLE_MOE_HIDDEN 512
 #define EXAMPLE_MOE_INTER 2048
 #define EXAMPLE_MOE_EXPERTS 8
+#define EXAMPLE_MOE_K 2
 
-/* Build a mixture-of-experts feed-forward layer with each expert its own branch, densely gated:
- *   gates = Softmax(x·Wr + br) [128, 8], split into one column per expert;
- *   expert_e = Relu(x·W1e + b1e)·W2e + b2e, x [128, 512] -> [128, 2048] -> [128, 512];
- *   y = x + sum_e gates[:, e] * expert_e.
- * Every expert sees every token (the graph builder has no TopK for sparse routing; the sparse
- * kernel is loom_moe): the eight experts depend only on x and the router, so a placement may
- * spread them over devices. About 64 MiB of weights (16.8 M floats), 4.3 GFLOP a run.
+/* Build a mixture-of-experts feed-forward layer, as in Mixtral or Switch Transformer:
+ *   logits = x·Wr + br [256, 8]; y = x + MoE(x, logits), where each token goes to its 2
+ *   experts of highest router probability and expert e is Relu(x·W1eᵀ + b1e)·W2eᵀ + b2e,
+ *   512 -> 2048 -> 512 (loom_moe, weights [8, 2048, 512] and [8, 512, 2048]).
+ * Only routed tokens are computed (about 1.1 GFLOP a run). Where a plan has more than one
+ * device the experts could run on, the split_moe_experts pass makes each expert a placement
+ * unit of its own, so a placement may spread them over devices. About 64 MiB of weights.
  * The graph is built but NOT checked (see example_mlp). Returns NULL only when out of memory.
  * The caller frees it with loom_graph_destroy. */
 loom_graph *example_moe(void);

@@ -258,15 +258,21 @@ else
 fi
 
 # ---- text report ----
-# The MoE layer (examples/models.c): a router, eight experts as parallel branches, gated and
-# summed: 17 Gemm (router + 2 per expert), a Split of the gates, a Mul per expert.
+# The MoE layer (examples/models.c): a router's Gemm and one MoE node (top-2 of 8 experts),
+# fused on one device; split into a router, 8 experts and their sum when asked to.
 check "moe, JSON" 0 "$LOOM" profile --model moe --repeat 1 --warmup 0 --json
-expect "moe: a router and eight expert branches" "$PY" - "$TMP/out" <<'PY'
+expect "moe: a router and a fused MoE" "$PY" - "$TMP/out" <<'PY'
 import collections, json, sys
 p = json.load(open(sys.argv[1]))
 ops = collections.Counter(n["op"] for n in p["nodes"])
 assert p["model"] == "moe", p["model"]
-assert ops["Gemm"] == 17 and ops["Split"] == 1 and ops["Mul"] == 8 and ops["Softmax"] == 1, ops
+assert ops["Gemm"] == 1 and ops["MoE"] == 1, ops
+PY
+check "moe, split" 0 env LOOM_MOE_SPLIT=1 "$LOOM" profile --model moe --repeat 1 --warmup 0 --json
+expect "moe split: 8 experts" "$PY" - "$TMP/out" <<'PY'
+import collections, json, sys
+ops = collections.Counter(n["op"] for n in json.load(open(sys.argv[1]))["nodes"])
+assert ops["MoEExpert"] == 8 and ops["MoERoute"] == 1 and ops["Sum"] == 1, ops
 PY
 check "text report" 0 "$LOOM" profile --model towers --repeat 1 --warmup 0 --target-latency 2
 expect "text: node table, devices, latency, target" sh -c "grep -q '^NODE ' '$TMP/out' && grep -q '^DEVICE ' '$TMP/out' && grep -q 'latency ms: median' '$TMP/out' && grep -q '^target 2000 ms: ' '$TMP/out'"
