@@ -309,7 +309,8 @@ static enum MHD_Result infer(loom_serve_http *h, conn *cx, const char *name, con
 static size_t segments(char *buf, char **seg)
 {
     size_t n = 0;
-    for (char *s = strtok(buf, "/"); s && n < 7; s = strtok(NULL, "/"))
+    char *save = NULL; /* strtok_r: with --http-threads, several threads route at once */
+    for (char *s = strtok_r(buf, "/", &save); s && n < 7; s = strtok_r(NULL, "/", &save))
         seg[n++] = s;
     return n;
 }
@@ -325,6 +326,10 @@ static enum MHD_Result route(loom_serve_http *h, conn *cx, struct MHD_Connection
     strcpy(buf, url);
     char *seg[7];
     size_t n = segments(buf, seg);
+    /* A body over the limit gets 413 at every endpoint (infer's own check also counts it
+     * against the model, after a 404 for an unknown one). */
+    if (cx->too_big && !(n >= 4 && !strcmp(seg[n - 1], "infer")))
+        return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "the request body is over the limit");
     if (n == 1 && !strcmp(seg[0], "metrics")) {
         if (!get)
             return send_error(c, 405, "GET /metrics");

@@ -207,6 +207,9 @@ expect "body over the limit" 413 "over the limit" bad6.json
 for _ in 1 2 3 4 5 6 7 8 9 10; do post bad6.json >/dev/null; done
 [ "$(post bad6.json)" = 413 ] && [ "$(post bad6.json)" = 413 ] \
     && ok "body over the limit, again and again: 413" || bad "body over the limit, repeated"
+st=$(curl -s -o body -w '%{http_code}' --data-binary @bad6.json "$URL/v2/models/cnn")
+[ "$st" = 413 ] && grep -q "over the limit" body && ok "body over the limit elsewhere: 413" \
+    || bad "body over the limit at the metadata endpoint: $st $(head -c 200 body)"
 # A client that waits for "100 Continue" is answered before it sends the body; so is one that
 # announces far more than the server would ever read.
 expect "body over the limit, Expect: 100-continue" 413 "over the limit" bad6.json \
