@@ -52,6 +52,14 @@ typedef struct sock_ctx {
     int fresh;
 } sock_ctx;
 
+/* C's socket context (NULL when it could not be allocated). */
+static sock_ctx *sock_of(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
 typedef struct conn {
     loom_serve_http *h;
     char *body;
@@ -87,9 +95,7 @@ static enum MHD_Result send_body(struct MHD_Connection *c, unsigned status, char
         MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
     /* While draining, each answer closes its connection: the stop waits for requests, not for
      * idle keep-alive connections. */
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    sock_ctx *sc = ci ? ci->socket_context : NULL;
+    sock_ctx *sc = sock_of(c);
     loom_serve_http *h = sc ? sc->h : NULL;
     if (h && __atomic_load_n(&h->draining, __ATOMIC_ACQUIRE))
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
@@ -110,6 +116,12 @@ static enum MHD_Result send_json(struct MHD_Connection *c, unsigned status, json
 static enum MHD_Result send_error(struct MHD_Connection *c, unsigned status, const char *msg)
 {
     return send_json(c, status, json_pack("{s:s}", "error", msg));
+}
+
+/* 413: the request body is over --max-body. */
+static enum MHD_Result send_too_large(struct MHD_Connection *c)
+{
+    return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "the request body is over the limit");
 }
 
 static unsigned status_of(loom_serve_code code)
@@ -225,7 +237,7 @@ static enum MHD_Result infer(loom_serve_http *h, conn *cx, const char *name, con
     }
     if (cx->too_big) {
         sv_server_count_refusal(h->server, name, LOOM_SERVE_BAD_REQUEST);
-        return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "the request body is over the limit");
+        return send_too_large(c);
     }
     size_t header_len = 0;
     const char *hl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
@@ -329,7 +341,7 @@ static enum MHD_Result route(loom_serve_http *h, conn *cx, struct MHD_Connection
     /* A body over the limit gets 413 at every endpoint (infer's own check also counts it
      * against the model, after a 404 for an unknown one). */
     if (cx->too_big && !(n >= 4 && !strcmp(seg[n - 1], "infer")))
-        return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "the request body is over the limit");
+        return send_too_large(c);
     if (n == 1 && !strcmp(seg[0], "metrics")) {
         if (!get)
             return send_error(c, 405, "GET /metrics");
@@ -406,9 +418,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         cx->connection = c;
         pthread_mutex_init(&cx->mu, NULL);
         *con_cls = cx;
-        const union MHD_ConnectionInfo *ci =
-            MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-        sock_ctx *sc = ci ? ci->socket_context : NULL;
+        sock_ctx *sc = sock_of(c);
         pthread_mutex_lock(&h->mu);
         h->active++;
         if (sc && sc->fresh) {
@@ -431,8 +441,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             if ((expect && !strcasecmp(expect, "100-continue")) ||
                 announced - h->max_body > LINGER_MAX) {
                 cx->started = 1;
-                return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "the request body is over "
-                                  "the limit");
+                return send_too_large(c);
             }
             cx->too_big = 1;
         }
@@ -617,7 +626,7 @@ uint16_t loom_serve_http_port(const loom_serve_http *h)
 #define BACKLOG_MAX 4096
 static void refuse_backlog(MHD_socket fd)
 {
-#define SHUTDOWN_BODY "{\"error\":\"the server is shutting down\"}\n"
+    static const char body[] = "{\"error\":\"the server is shutting down\"}\n";
     if (fd == MHD_INVALID_SOCKET)
         return;
     /* The length is counted, not written by hand (a hand-written 41 for these 40 bytes once
@@ -625,7 +634,7 @@ static void refuse_backlog(MHD_socket fd)
     char reply[256];
     int len = snprintf(reply, sizeof reply, "HTTP/1.1 503 Service Unavailable\r\n"
                        "Connection: close\r\nRetry-After: 1\r\nContent-Type: application/json\r\n"
-                       "Content-Length: %zu\r\n\r\n%s", sizeof SHUTDOWN_BODY - 1, SHUTDOWN_BODY);
+                       "Content-Length: %zu\r\n\r\n%s", sizeof body - 1, body);
     int fl = fcntl(fd, F_GETFL, 0);
     if (len <= 0 || (size_t)len >= sizeof reply || fl < 0 ||
         fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
@@ -635,15 +644,14 @@ static void refuse_backlog(MHD_socket fd)
     struct pollfd *open_ = malloc(BACKLOG_MAX * sizeof *open_);
     nfds_t n = 0;
     for (int k = 0; k < BACKLOG_MAX; k++) {
-        int c = accept(fd, NULL, NULL);
+        int c = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (c < 0)
             break;
         ssize_t w = send(c, reply, (size_t)len, MSG_NOSIGNAL);
         (void)w;
         shutdown(c, SHUT_WR);
-        int cfl = fcntl(c, F_GETFL, 0);
-        if (!open_ || cfl < 0 || fcntl(c, F_SETFL, cfl | O_NONBLOCK) < 0) {
-            close(c); /* no room to wait for it: closed at once, as before */
+        if (!open_) {
+            close(c); /* no room to wait for it: closed at once */
             continue;
         }
         open_[n].fd = c;

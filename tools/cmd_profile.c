@@ -255,6 +255,24 @@ static int parse_shape(const char *v, profile_opts *o)
 }
 
 /* Parse ARGV into O. Returns -1 to go on, else the exit status (0 after --help). */
+/* The bundled models (examples/models.c), by the name --model takes. */
+static const struct bundled_model {
+    const char *name;
+    loom_graph *(*build)(void);
+} bundled_models[] = {
+    {"mlp", example_mlp},   {"attention", example_attention}, {"towers", example_towers},
+    {"moe", example_moe},   {"bert", example_bert},           {"bert-tiny", example_bert_tiny},
+};
+
+/* The bundled model NAME, or NULL. */
+static const struct bundled_model *find_bundled(const char *name)
+{
+    for (size_t i = 0; i < sizeof bundled_models / sizeof bundled_models[0]; i++)
+        if (!strcmp(bundled_models[i].name, name))
+            return &bundled_models[i];
+    return NULL;
+}
+
 static int parse_args(int argc, char **argv, profile_opts *o)
 {
     int rc;
@@ -368,9 +386,7 @@ static int parse_args(int argc, char **argv, profile_opts *o)
             return usage("one model at a time ('%s' is extra)", a);
         }
     }
-    if (!o->onnx && strcmp(o->model, "mlp") && strcmp(o->model, "attention") &&
-        strcmp(o->model, "towers") && strcmp(o->model, "moe") && strcmp(o->model, "bert") &&
-        strcmp(o->model, "bert-tiny"))
+    if (!o->onnx && !find_bundled(o->model))
         return usage("unknown bundled model '%s' (mlp, attention, towers, moe, bert or "
                      "bert-tiny)",
                      o->model);
@@ -528,18 +544,8 @@ static int build_model(loom_runtime *rt, profile_opts *o, loom_graph **g)
                                : "");
             return tool_exit_status(st, TOOL_LOADING);
         }
-    } else if (!strcmp(o->model, "mlp")) {
-        *g = example_mlp();
-    } else if (!strcmp(o->model, "attention")) {
-        *g = example_attention();
-    } else if (!strcmp(o->model, "moe")) {
-        *g = example_moe();
-    } else if (!strcmp(o->model, "bert")) {
-        *g = example_bert();
-    } else if (!strcmp(o->model, "bert-tiny")) {
-        *g = example_bert_tiny();
     } else {
-        *g = example_towers();
+        *g = find_bundled(o->model)->build(); /* the name was checked by parse_args */
     }
     if (!*g) {
         say("building the bundled model '%s': out of memory", o->model);

@@ -9,8 +9,9 @@
  *          [--warmup N] [--json] [--dim NAME=VALUE]... */
 int loom_cmd_run(int argc, char **argv);
 
-/* loom profile [MODEL.onnx | --model mlp|attention|towers|moe|bert|bert-tiny] [--target-latency T] [--policy P]
- *              [--device ID] [--pin OP=DEV | --pin node:NAME=DEV]... [--repeat N] [--warmup N]
+/* loom profile [MODEL.onnx | --model mlp|attention|towers|moe|bert|bert-tiny]
+ *              [--target-latency T] [--policy P] [--device ID]
+ *              [--pin OP=DEV | --pin node:NAME=DEV]... [--repeat N] [--warmup N]
  *              [--precision P] [--strict] [--budget S] [--trace OUT.json] [--gantt OUT.svg]
  *              [--dot OUT.dot] [--all] [--json]   (cmd_profile.c; docs/profile.md) */
 int cmd_profile(int argc, char **argv);
